@@ -1,0 +1,57 @@
+# tokenscale Makefile. Every target runs on a fresh machine with only Go installed.
+
+GO        ?= go
+PKGS      ?= ./...
+BIN       ?= _output/bin
+FUZZTIME  ?= 10s
+BENCHTIME ?= 1s
+
+.PHONY: all build test lint vet fmt-check bench fuzz e2e demo clean tidy-check
+
+all: lint test build
+
+## build: compile every binary into $(BIN).
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+
+## test: unit tests with the race detector.
+test:
+	$(GO) test -race -count=1 $(PKGS)
+
+## lint: go vet, gofmt and go mod tidy checks.
+lint: vet fmt-check tidy-check
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+tidy-check:
+	$(GO) mod tidy -diff
+
+## bench: every benchmark, with allocation counts.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+## fuzz: run each fuzz target for FUZZTIME (go test allows one -fuzz target per run).
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+## e2e: end-to-end tests against a real control plane (see e2e/README.md).
+e2e:
+	$(GO) test -count=1 -tags e2e -timeout 60m ./e2e/...
+
+## demo: the local demo (see README.md).
+demo:
+	$(GO) run ./cmd/tokenscale demo
+
+clean:
+	rm -rf _output

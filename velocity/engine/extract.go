@@ -1,0 +1,440 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ErrUnknownEngine is returned when auto-detection finds no metric of a known engine on the page.
+var ErrUnknownEngine = errors.New("no vLLM, SGLang or TensorRT-LLM metrics found")
+
+// label is one name="value" pair of a sample.
+type label struct{ name, value string }
+
+// sampleSink receives the flat samples of a page (histograms as name_bucket/_sum/_count), in page order.
+type sampleSink interface {
+	// wants reports whether samples of this flat name are of interest; parsers skip the rest cheaply.
+	wants(name []byte) bool
+	sample(name string, labels []label, value float64)
+	// reset forgets every sample, so that a page can be parsed again by another parser.
+	reset()
+}
+
+// part says which piece of a metric a flat sample name carries.
+type part uint8
+
+const (
+	partValue part = iota
+	partBucket
+	partSum
+	partCount
+)
+
+type target struct {
+	field Field
+	alias int
+	part  part
+	kind  Kind
+}
+
+// table maps flat sample names to the fields they feed; one is built per Kind at init.
+type table map[string][]target
+
+var tables = func() map[Kind]table {
+	ts := map[Kind]table{Auto: {}}
+	for _, k := range Kinds {
+		ts[k] = table{}
+	}
+	for _, spec := range Specs {
+		for kind, aliases := range spec.Aliases {
+			for i, a := range aliases {
+				add := func(name string, p part) {
+					t := target{field: spec.Field, alias: i, part: p, kind: kind}
+					ts[kind][name] = append(ts[kind][name], t)
+					ts[Auto][name] = append(ts[Auto][name], t)
+				}
+				if spec.Type == TypeHistogram {
+					add(a.Name+"_bucket", partBucket)
+					add(a.Name+"_sum", partSum)
+					add(a.Name+"_count", partCount)
+				} else {
+					add(a.Name, partValue)
+				}
+			}
+		}
+	}
+	return ts
+}()
+
+// maxAliases is the most aliases any engine has for each field; accumulators are laid out by it.
+var maxAliases = func() (m [numFields]int) {
+	for f, spec := range Specs {
+		for _, as := range spec.Aliases {
+			m[f] = max(m[f], len(as))
+		}
+	}
+	return m
+}()
+
+// series is one group of samples of an alias that share their labels, replica labels and le aside.
+type series struct {
+	key     string
+	replica string // canonical replica-label values; the lowest rank is kept
+	value   float64
+	sum     float64
+	count   float64
+	hasSum  bool
+	hasCnt  bool
+	buckets []Bucket
+}
+
+type aliasAcc struct {
+	seen   bool
+	series []series
+	bad    string // first invalid value seen
+}
+
+type extractor struct {
+	tab     table
+	acc     [numFields][]aliasAcc
+	prefix  [3]bool // an engine's prefix was seen on some sample (Kinds order)
+	role    string
+	scratch []label
+	keyBuf  strings.Builder
+	replBuf strings.Builder
+	forced  Kind
+}
+
+func newExtractor(kind Kind) *extractor {
+	return &extractor{tab: tables[kind], forced: kind}
+}
+
+func (e *extractor) reset() { *e = extractor{tab: e.tab, forced: e.forced} }
+
+func (e *extractor) wants(name []byte) bool {
+	for i, k := range Kinds {
+		if !e.prefix[i] && bytes.HasPrefix(name, []byte(prefixes[k])) {
+			e.prefix[i] = true
+		}
+	}
+	_, ok := e.tab[string(name)]
+	return ok
+}
+
+func (e *extractor) sample(name string, labels []label, v float64) {
+	for _, t := range e.tab[name] {
+		e.add(t, labels, v)
+	}
+}
+
+func (e *extractor) add(t target, labels []label, v float64) {
+	spec := &Specs[t.field]
+	alias := spec.Aliases[t.kind][t.alias]
+	for k, want := range alias.Match {
+		if !matchValue(labelValue(labels, k), want) {
+			return
+		}
+	}
+	if e.acc[t.field] == nil {
+		e.acc[t.field] = make([]aliasAcc, maxAliases[t.field]*len(Kinds))
+	}
+	acc := &e.acc[t.field][int(t.alias)*len(Kinds)+kindIndex(t.kind)]
+	acc.seen = true
+	if t.kind == SGLang {
+		// engine_type is SGLang's P/D role; it is read from the series tokenscale uses.
+		if r := labelValue(labels, "engine_type"); r != "" {
+			if e.role == "" {
+				e.role = r
+			} else if e.role != r {
+				e.role = "mixed"
+			}
+		}
+	}
+
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		// No engine metric we read may be negative or non-finite; one bad sample spoils the field.
+		if acc.bad == "" {
+			acc.bad = fmt.Sprintf("%s has invalid value %v", alias.Name, v)
+		}
+		return
+	}
+
+	key, replica := e.groupKey(labels, alias.Match)
+	var s *series
+	for i := range acc.series {
+		if acc.series[i].key == key {
+			s = &acc.series[i]
+			break
+		}
+	}
+	if s == nil {
+		acc.series = append(acc.series, series{key: key, replica: replica})
+		s = &acc.series[len(acc.series)-1]
+	} else if c := compareReplica(replica, s.replica); c < 0 {
+		*s = series{key: key, replica: replica}
+	} else if c > 0 {
+		return // another rank repeating the same work
+	}
+	switch t.part {
+	case partValue:
+		s.value = v
+	case partSum:
+		s.sum, s.hasSum = v, true
+	case partCount:
+		s.count, s.hasCnt = v, true
+	case partBucket:
+		le, err := strconv.ParseFloat(labelValue(labels, "le"), 64)
+		if err != nil || math.IsNaN(le) {
+			if acc.bad == "" {
+				acc.bad = fmt.Sprintf("%s_bucket has bad le label %q", alias.Name, labelValue(labels, "le"))
+			}
+			return
+		}
+		for i := range s.buckets {
+			if s.buckets[i].UpperBound == le {
+				s.buckets[i].Count = v
+				return
+			}
+		}
+		s.buckets = append(s.buckets, Bucket{UpperBound: le, Count: v})
+	}
+}
+
+// groupKey renders the labels that distinguish summed series, and separately the replica labels.
+func (e *extractor) groupKey(labels []label, match map[string]string) (key, replica string) {
+	e.scratch = append(e.scratch[:0], labels...)
+	ls := e.scratch
+	sort.Slice(ls, func(i, j int) bool { return ls[i].name < ls[j].name })
+	e.keyBuf.Reset()
+	e.replBuf.Reset()
+	for _, l := range ls {
+		switch {
+		case l.name == "le":
+		case replicaLabels[l.name]:
+			e.replBuf.WriteString(l.name)
+			e.replBuf.WriteByte('=')
+			e.replBuf.WriteString(l.value)
+			e.replBuf.WriteByte(0)
+		default:
+			e.keyBuf.WriteString(l.name)
+			e.keyBuf.WriteByte('=')
+			e.keyBuf.WriteString(l.value)
+			e.keyBuf.WriteByte(0)
+		}
+	}
+	return e.keyBuf.String(), e.replBuf.String()
+}
+
+// compareReplica orders replica-label sets so that rank 0 wins; numeric values compare as numbers.
+func compareReplica(a, b string) int {
+	if a == b {
+		return 0
+	}
+	as, bs := strings.Split(a, "\x00"), strings.Split(b, "\x00")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		if as[i] == bs[i] {
+			continue
+		}
+		an, aerr := strconv.Atoi(after(as[i]))
+		bn, berr := strconv.Atoi(after(bs[i]))
+		if aerr == nil && berr == nil && before(as[i]) == before(bs[i]) {
+			if an < bn {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(as[i], bs[i])
+	}
+	return len(as) - len(bs)
+}
+
+func after(s string) string  { _, v, _ := strings.Cut(s, "="); return v }
+func before(s string) string { k, _, _ := strings.Cut(s, "="); return k }
+
+// matchValue reports whether v is one of the '|'-separated alternatives in want.
+func matchValue(v, want string) bool {
+	for want != "" {
+		alt, rest, _ := strings.Cut(want, "|")
+		if v == alt {
+			return true
+		}
+		want = rest
+	}
+	return false
+}
+
+func labelValue(labels []label, name string) string {
+	for _, l := range labels {
+		if l.name == name {
+			return l.value
+		}
+	}
+	return ""
+}
+
+func kindIndex(k Kind) int {
+	for i, kk := range Kinds {
+		if kk == k {
+			return i
+		}
+	}
+	return 0
+}
+
+// finish picks the engine, then for each field the first alias present, and folds its series.
+func (e *extractor) finish() (*Snapshot, error) {
+	kind := e.forced
+	if kind == Auto {
+		kind = e.detect()
+		if kind == Auto {
+			return nil, ErrUnknownEngine
+		}
+	}
+	snap := &Snapshot{Engine: kind}
+	if kind == SGLang {
+		snap.EngineRole = e.role
+	}
+	ki := kindIndex(kind)
+	for f := Field(0); f < numFields; f++ {
+		spec := &Specs[f]
+		aliases := spec.Aliases[kind]
+		for ai, alias := range aliases {
+			if e.acc[f] == nil {
+				break
+			}
+			acc := &e.acc[f][ai*len(Kinds)+ki]
+			if !acc.seen {
+				continue
+			}
+			if acc.bad != "" {
+				snap.Problems = append(snap.Problems, Problem{Field: f, Msg: acc.bad})
+				break
+			}
+			if len(acc.series) == 0 {
+				continue
+			}
+			scale := alias.Scale
+			if scale == 0 {
+				scale = 1
+			}
+			if spec.Type == TypeHistogram {
+				h, err := foldHist(acc.series)
+				if err != nil {
+					snap.Problems = append(snap.Problems, Problem{Field: f, Msg: alias.Name + ": " + err.Error()})
+					break
+				}
+				h.Source = alias.String()
+				snap.hists[f-numScalars] = h
+				break
+			}
+			total := 0.0
+			for _, s := range acc.series {
+				total += s.value
+			}
+			total *= scale
+			if f == KVCacheUsage {
+				// Utilisation is a mean across data-parallel engines, not a sum.
+				total /= float64(len(acc.series))
+				if total > 1.0001 {
+					snap.Problems = append(snap.Problems, Problem{Field: f, Msg: fmt.Sprintf("%s is %v, outside 0..1", alias.Name, total)})
+					break
+				}
+			}
+			snap.scalars[f] = Scalar{Value: total, Source: alias.String(), OK: true}
+			break
+		}
+	}
+	if e.forced != Auto && !e.prefix[kindIndex(kind)] {
+		return nil, fmt.Errorf("forced engine %s: %w", kind, ErrUnknownEngine)
+	}
+	return snap, nil
+}
+
+// detect picks the engine with the most catalog fields on the page, or failing that the first whose
+// metric prefix appears; both are independent of the parser and of sample order.
+func (e *extractor) detect() Kind {
+	best, kind := 0, Auto
+	for ki, k := range Kinds {
+		n := 0
+		for f := range e.acc {
+			if e.acc[f] == nil {
+				continue
+			}
+			for ai := range Specs[f].Aliases[k] {
+				if e.acc[f][ai*len(Kinds)+ki].seen {
+					n++
+					break
+				}
+			}
+		}
+		if n > best {
+			best, kind = n, k
+		}
+	}
+	if kind != Auto {
+		return kind
+	}
+	for ki, k := range Kinds {
+		if e.prefix[ki] {
+			return k
+		}
+	}
+	return Auto
+}
+
+// foldHist sums histograms of data-parallel engines; buckets are kept only when their layouts agree.
+func foldHist(ss []series) (Histogram, error) {
+	h := Histogram{HasSum: true}
+	for i, s := range ss {
+		if !s.hasCnt {
+			return Histogram{}, errors.New("histogram without _count")
+		}
+		// A missing _sum (seen in elided doc captures) only loses the mean; quantiles still work.
+		h.HasSum = h.HasSum && s.hasSum
+		h.Sum += s.sum
+		h.Count += s.count
+		sort.Slice(s.buckets, func(a, b int) bool { return s.buckets[a].UpperBound < s.buckets[b].UpperBound })
+		if i == 0 {
+			h.Buckets = append([]Bucket(nil), s.buckets...)
+			continue
+		}
+		if h.Buckets == nil {
+			continue
+		}
+		if len(s.buckets) != len(h.Buckets) {
+			h.Buckets = nil
+			continue
+		}
+		for j := range s.buckets {
+			if s.buckets[j].UpperBound != h.Buckets[j].UpperBound {
+				h.Buckets = nil
+				break
+			}
+			h.Buckets[j].Count += s.buckets[j].Count
+		}
+	}
+	for j := 1; j < len(h.Buckets); j++ {
+		if h.Buckets[j].Count < h.Buckets[j-1].Count {
+			return Histogram{}, errors.New("bucket counts are not cumulative")
+		}
+	}
+	h.OK = true
+	return h, nil
+}
+
+// Extract reads one /metrics page and returns what tokenscale needs from it. kind may be Auto.
+// A page that is not valid text exposition is an error; a valid page missing some metrics is not
+// (see Snapshot.Err and Snapshot.Problems).
+func Extract(r io.Reader, kind Kind) (*Snapshot, error) {
+	e := newExtractor(kind)
+	if err := parseText(r, e); err != nil {
+		return nil, err
+	}
+	return e.finish()
+}

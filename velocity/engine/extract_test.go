@@ -1,0 +1,322 @@
+package engine
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func extractFile(t *testing.T, name string, kind Kind) *Snapshot {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s, err := Extract(f, kind)
+	if err != nil {
+		t.Fatalf("Extract(%s): %v", name, err)
+	}
+	return s
+}
+
+func wantScalar(t *testing.T, s *Snapshot, f Field, want float64, source string) {
+	t.Helper()
+	got, ok := s.Scalar(f)
+	if !ok {
+		t.Fatalf("%v missing; problems %v", f, s.Problems)
+	}
+	if math.Abs(got.Value-want) > 1e-9*math.Max(1, math.Abs(want)) {
+		t.Errorf("%v = %v, want %v", f, got.Value, want)
+	}
+	if source != "" && got.Source != source {
+		t.Errorf("%v source = %q, want %q", f, got.Source, source)
+	}
+}
+
+func wantAbsent(t *testing.T, s *Snapshot, f Field) {
+	t.Helper()
+	if src, ok := s.Found(f); ok {
+		t.Errorf("%v found under %q, want absent", f, src)
+	}
+}
+
+// Real capture from SGLang's production-metrics doc. The page repeats the prompt_tokens_total sample;
+// it must be read once, not summed.
+func TestRealSGLangDocsCapture(t *testing.T) {
+	s := extractFile(t, "sglang-docs-production-metrics_llama3.1-8b.txt", Auto)
+	if s.Engine != SGLang {
+		t.Fatalf("engine = %q, want sglang", s.Engine)
+	}
+	wantScalar(t, s, PromptTokens, 8.128902e+06, "sglang:prompt_tokens_total")
+	wantScalar(t, s, GenerationTokens, 7.557572e+06, "sglang:generation_tokens_total")
+	wantScalar(t, s, RequestsRunning, 162, "")
+	wantScalar(t, s, RequestsWaiting, 2826, "")
+	wantScalar(t, s, KVCacheUsage, 0.28, "sglang:token_usage")
+	ttft, ok := s.Hist(TTFT)
+	if !ok || ttft.Count != 11008 || math.Abs(ttft.Sum-2.3518979474117756e+06) > 1e-3 {
+		t.Errorf("TTFT = %+v", ttft)
+	}
+	itl, ok := s.Hist(ITL)
+	if !ok || itl.Source != "sglang:time_per_output_token_seconds" || itl.Count != 7.400757e+06 {
+		t.Errorf("ITL = %+v, want old name time_per_output_token_seconds", itl)
+	}
+	if len(ttft.Buckets) == 0 || ttft.Buckets[len(ttft.Buckets)-1].UpperBound != math.Inf(1) {
+		t.Errorf("TTFT buckets should end at +Inf: %+v", ttft.Buckets)
+	}
+	if err := s.Err(); err != nil {
+		t.Errorf("Err() = %v", err)
+	}
+}
+
+// Real capture from vLLM's V1 design doc (elided by its authors: prompt tokens and waiting are absent).
+func TestRealVLLMV1DesignCapture(t *testing.T) {
+	s := extractFile(t, "vllm-v1-docs-design-metrics_llama3.1-8b.txt", Auto)
+	if s.Engine != VLLM {
+		t.Fatalf("engine = %q", s.Engine)
+	}
+	wantScalar(t, s, GenerationTokens, 27453, "vllm:generation_tokens_total")
+	wantScalar(t, s, RequestsRunning, 8, "")
+	wantScalar(t, s, RequestsFinished, 132, "") // stop 1 + length 131 + abort 0, summed over finished_reason
+	// The doc elides TTFT's _sum: the histogram is still usable for quantiles, without a mean.
+	if h, ok := s.Hist(TTFT); !ok || h.Count != 140 || h.HasSum || len(h.Buckets) != 8 {
+		t.Errorf("TTFT = %+v, %v", h, ok)
+	}
+	err := s.Err()
+	if err == nil || !strings.Contains(err.Error(), "prompt_tokens") || !strings.Contains(err.Error(), "vllm:prompt_tokens_total") {
+		t.Errorf("Err() = %v, want it to name the missing prompt_tokens alias", err)
+	}
+}
+
+// Real capture from vLLM's usage doc: only one histogram, which we do not read.
+func TestRealVLLMUsageCapture(t *testing.T) {
+	s := extractFile(t, "vllm-docs-usage-metrics_llama3.2-1b.txt", Auto)
+	if s.Engine != VLLM {
+		t.Fatalf("engine = %q", s.Engine)
+	}
+	for _, f := range Fields() {
+		wantAbsent(t, s, f)
+	}
+	if s.Err() == nil {
+		t.Error("a page with no token counters must not claim to give velocity")
+	}
+}
+
+// Dynamo's runtime page carries no engine metrics: auto-detection must say so, not return zeros.
+func TestDynamoRuntimePageIsNotAnEngine(t *testing.T) {
+	f, _ := os.Open("testdata/dynamo-runtime-docs-example.txt")
+	defer f.Close()
+	_, err := Extract(f, Auto)
+	if !errors.Is(err, ErrUnknownEngine) {
+		t.Fatalf("err = %v, want ErrUnknownEngine", err)
+	}
+}
+
+// Two data-parallel engines are summed (counters, histograms) or averaged (KV usage).
+func TestVLLMV1DataParallelEnginesSummed(t *testing.T) {
+	s := extractFile(t, "synthetic-vllm-v1.txt", Auto)
+	// Each engine series carries half; read the page's own per-engine values to build the expectation.
+	raw, _ := os.ReadFile("testdata/synthetic-vllm-v1.txt")
+	want := sumSeries(t, string(raw), "vllm:prompt_tokens_total{")
+	wantScalar(t, s, PromptTokens, want, "vllm:prompt_tokens_total")
+	wantScalar(t, s, RequestsWaiting, sumSeries(t, string(raw), "vllm:num_requests_waiting{"), "")
+	kvSum := sumSeries(t, string(raw), "vllm:kv_cache_usage_perc{")
+	wantScalar(t, s, KVCacheUsage, kvSum/2, "vllm:kv_cache_usage_perc")
+	itl, _ := s.Hist(ITL)
+	if itl.Source != "vllm:inter_token_latency_seconds" {
+		t.Errorf("ITL source = %q, want the new name preferred over time_per_output_token_seconds", itl.Source)
+	}
+	if c := sumSeries(t, string(raw), "vllm:inter_token_latency_seconds_count{"); itl.Count != c {
+		t.Errorf("ITL count = %v, want %v", itl.Count, c)
+	}
+}
+
+// Tensor-parallel ranks repeat the same scheduler numbers: read once, never doubled.
+func TestSGLangTPRanksNotDoubleCounted(t *testing.T) {
+	s := extractFile(t, "synthetic-sglang.txt", Auto)
+	raw, _ := os.ReadFile("testdata/synthetic-sglang.txt")
+	rank0 := func(prefix string) float64 {
+		var v float64
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, prefix) && strings.Contains(line, `tp_rank="0"`) {
+				v += lastField(t, line)
+			}
+		}
+		return v
+	}
+	wantScalar(t, s, PromptTokens, rank0(`sglang:realtime_tokens_total{mode="prefill_`), `sglang:realtime_tokens_total{mode="prefill_compute|prefill_cache"}`)
+	wantScalar(t, s, GenerationTokens, rank0(`sglang:realtime_tokens_total{mode="decode"`), "")
+	wantScalar(t, s, PrefixCacheHits, rank0(`sglang:realtime_tokens_total{mode="prefill_cache"`), "")
+	wantScalar(t, s, RequestsRunning, rank0("sglang:num_running_reqs{"), "")
+	if s.EngineRole != "unified" {
+		t.Errorf("EngineRole = %q, want unified (from engine_type)", s.EngineRole)
+	}
+}
+
+func TestOldFlavorsUseOldNames(t *testing.T) {
+	v0 := extractFile(t, "synthetic-vllm-v0.txt", Auto)
+	if src, _ := v0.Found(KVCacheUsage); src != "vllm:gpu_cache_usage_perc" {
+		t.Errorf("vLLM V0 KV source = %q", src)
+	}
+	if src, _ := v0.Found(ITL); src != "vllm:time_per_output_token_seconds" {
+		t.Errorf("vLLM V0 ITL source = %q", src)
+	}
+	sg := extractFile(t, "synthetic-sglang-old.txt", Auto)
+	if src, _ := sg.Found(PromptTokens); src != "sglang:prompt_tokens_total" {
+		t.Errorf("old SGLang prompt source = %q", src)
+	}
+}
+
+func TestEdgeCases(t *testing.T) {
+	cases := []struct {
+		name    string
+		page    string
+		kind    Kind
+		wantErr string
+		check   func(t *testing.T, s *Snapshot)
+	}{
+		{
+			name: "NaN counter is a problem, not a value",
+			page: "vllm:prompt_tokens_total NaN\nvllm:generation_tokens_total 5\nvllm:num_requests_waiting 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, PromptTokens)
+				if len(s.Problems) != 1 || s.Problems[0].Field != PromptTokens {
+					t.Errorf("problems = %v", s.Problems)
+				}
+			},
+		},
+		{
+			name: "negative and infinite values rejected",
+			page: "vllm:num_requests_waiting -1\nvllm:num_requests_running +Inf\nvllm:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, RequestsWaiting)
+				wantAbsent(t, s, RequestsRunning)
+				if len(s.Problems) != 2 {
+					t.Errorf("problems = %v", s.Problems)
+				}
+			},
+		},
+		{
+			name: "KV usage above 1 rejected",
+			page: "vllm:kv_cache_usage_perc 57\nvllm:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, KVCacheUsage)
+			},
+		},
+		{
+			name: "new and deprecated KV names: new wins",
+			page: "vllm:gpu_cache_usage_perc 0.9\nvllm:kv_cache_usage_perc 0.4\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, KVCacheUsage, 0.4, "vllm:kv_cache_usage_perc")
+			},
+		},
+		{
+			name: "finish_reason (newer label name) is summed like finished_reason",
+			page: "vllm:request_success_total{finish_reason=\"stop\"} 3\nvllm:request_success_total{finish_reason=\"length\"} 4\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, RequestsFinished, 7, "")
+			},
+		},
+		{
+			name: "lowest tensor-parallel rank wins whatever the order",
+			page: "sglang:num_running_reqs{tp_rank=\"10\"} 7\nsglang:num_running_reqs{tp_rank=\"2\"} 6\nsglang:num_running_reqs{tp_rank=\"0\"} 5\nsglang:num_running_reqs{tp_rank=\"1\"} 9\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, RequestsRunning, 5, "")
+			},
+		},
+		{
+			name: "histogram with non-cumulative buckets is a problem",
+			page: "vllm:time_to_first_token_seconds_bucket{le=\"0.1\"} 5\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\nvllm:time_to_first_token_seconds_sum 1\nvllm:time_to_first_token_seconds_count 3\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, TTFT)
+				if len(s.Problems) != 1 {
+					t.Errorf("problems = %v", s.Problems)
+				}
+			},
+		},
+		{
+			name: "histogram without _count is a problem",
+			page: "vllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\nvllm:time_to_first_token_seconds_sum 1\nvllm:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, TTFT)
+			},
+		},
+		{
+			name: "SGLang GB/s transfer speed scaled to bytes/s",
+			page: "sglang:kv_transfer_speed_gb_s{engine_type=\"prefill\"} 2.5\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, KVTransferSpeed, 2.5e9, "")
+				if s.EngineRole != "prefill" {
+					t.Errorf("role = %q", s.EngineRole)
+				}
+			},
+		},
+		{name: "empty page", page: "", wantErr: "no vLLM"},
+		{name: "not exposition text", page: "<html>502</html>\n", wantErr: "parsing metrics text"},
+		{name: "forced engine with no such metrics", page: "vllm:prompt_tokens_total 1\n", kind: SGLang, wantErr: "forced engine sglang"},
+		{
+			name: "forced engine reads only its own names",
+			page: "vllm:prompt_tokens_total 1\nsglang:prompt_tokens_total 9\nsglang:generation_tokens_total 2\nsglang:num_queue_reqs 0\n",
+			kind: VLLM,
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, PromptTokens, 1, "vllm:prompt_tokens_total")
+				wantAbsent(t, s, GenerationTokens)
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Extract(strings.NewReader(tc.page), tc.kind)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, s)
+		})
+	}
+}
+
+func TestParseKind(t *testing.T) {
+	for _, ok := range []string{"", "auto", "vllm", "sglang", "trtllm"} {
+		if _, err := ParseKind(ok); err != nil {
+			t.Errorf("ParseKind(%q) = %v", ok, err)
+		}
+	}
+	if _, err := ParseKind("vLLM"); err == nil || !strings.Contains(err.Error(), "allowed values") {
+		t.Errorf("ParseKind(vLLM) = %v, want an error listing allowed values", err)
+	}
+}
+
+func sumSeries(t *testing.T, page, prefix string) float64 {
+	t.Helper()
+	var v float64
+	n := 0
+	for _, line := range strings.Split(page, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			v += lastField(t, line)
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no series %s in page", prefix)
+	}
+	return v
+}
+
+func lastField(t *testing.T, line string) float64 {
+	t.Helper()
+	f := strings.Fields(line)
+	var v float64
+	if _, err := fmtSscan(f[len(f)-1], &v); err != nil {
+		t.Fatalf("bad value in %q", line)
+	}
+	return v
+}

@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"bytes"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func seedPages(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.txt")
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, s := range []string{
+		"vllm:prompt_tokens_total{engine=\"0\"} 1\nvllm:prompt_tokens_total{engine=\"1\"} 2\n",
+		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_bucket{le=\"1\"} 1.5\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\nvllm:time_to_first_token_seconds_count 2\n",
+		"# TYPE vllm:time_to_first_token_seconds summary\nvllm:time_to_first_token_seconds_count 1.5\nvllm:prompt_tokens_total 3 1700000000000\n",
+		"sglang:num_running_reqs{tp_rank=\"1\",a=\"x\\\\y\\\"z\\n\"} 3\nsglang:num_running_reqs{tp_rank=\"0\",a=\"x\\\\y\\\"z\\n\",} 4\n",
+		"{\"vllm:prompt_tokens_total\",engine=\"0\"} 5\n",
+	} {
+		f.Add([]byte(s))
+	}
+}
+
+// FuzzScanMatchesExpfmt is the differential test of the fast scanner: on every page expfmt accepts, the
+// scanner must accept it too and produce the same Snapshot.
+func FuzzScanMatchesExpfmt(f *testing.F) {
+	seedPages(f)
+	f.Fuzz(func(t *testing.T, page []byte) {
+		ref := newExtractor(Auto)
+		if err := parseExpfmt(bytes.NewReader(page), ref); err != nil {
+			return
+		}
+		want, wantErr := ref.finish()
+		fast := newExtractor(Auto)
+		if err := parseBytes(page, fast); err != nil {
+			t.Fatalf("expfmt accepts the page but the scanner says: %v", err)
+		}
+		got, gotErr := fast.finish()
+		if (wantErr == nil) != (gotErr == nil) {
+			t.Fatalf("finish errors differ: expfmt %v, scanner %v", wantErr, gotErr)
+		}
+		if wantErr != nil {
+			return
+		}
+		if d := diffSnapshots(want, got); d != "" {
+			t.Fatalf("snapshots differ: %s", d)
+		}
+	})
+}
+
+// FuzzExtract checks the invariants on any input: no panic, and every value read is finite and >= 0.
+func FuzzExtract(f *testing.F) {
+	seedPages(f)
+	f.Fuzz(func(t *testing.T, page []byte) {
+		for _, kind := range []Kind{Auto, VLLM, SGLang} {
+			s, err := Extract(bytes.NewReader(page), kind)
+			if err != nil {
+				continue
+			}
+			for _, fl := range Fields() {
+				if v, ok := s.Scalar(fl); ok && (math.IsNaN(v.Value) || math.IsInf(v.Value, 0) || v.Value < 0) {
+					t.Fatalf("%v = %v", fl, v.Value)
+				}
+				if h, ok := s.Hist(fl); ok {
+					if math.IsNaN(h.Sum) || math.IsInf(h.Sum, 0) || h.Count < 0 || math.IsInf(h.Count, 0) {
+						t.Fatalf("%v = %+v", fl, h)
+					}
+					for i := 1; i < len(h.Buckets); i++ {
+						if h.Buckets[i].Count < h.Buckets[i-1].Count {
+							t.Fatalf("%v buckets not cumulative: %+v", fl, h.Buckets)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+func close(a, b float64) bool {
+	return a == b || math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b))
+}
+
+func diffSnapshots(a, b *Snapshot) string {
+	if a.Engine != b.Engine || a.EngineRole != b.EngineRole {
+		return "engine " + string(a.Engine) + "/" + a.EngineRole + " vs " + string(b.Engine) + "/" + b.EngineRole
+	}
+	if len(a.Problems) != len(b.Problems) {
+		return "problems differ"
+	}
+	for i := range a.scalars {
+		x, y := a.scalars[i], b.scalars[i]
+		if x.OK != y.OK || x.Source != y.Source || !close(x.Value, y.Value) {
+			return Field(i).String() + " differs"
+		}
+	}
+	for i := range a.hists {
+		x, y := a.hists[i], b.hists[i]
+		if x.OK != y.OK || x.Source != y.Source || x.HasSum != y.HasSum || !close(x.Sum, y.Sum) || !close(x.Count, y.Count) || len(x.Buckets) != len(y.Buckets) {
+			return Field(int(numScalars)+i).String() + " differs"
+		}
+		for j := range x.Buckets {
+			if x.Buckets[j].UpperBound != y.Buckets[j].UpperBound || !close(x.Buckets[j].Count, y.Buckets[j].Count) {
+				return Field(int(numScalars)+i).String() + " buckets differ"
+			}
+		}
+	}
+	return ""
+}

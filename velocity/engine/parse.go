@@ -1,0 +1,268 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// parseText is the parser Extract uses: the fast scanner, or expfmt for syntax the scanner leaves to it.
+func parseText(r io.Reader, sink sampleSink) error {
+	buf, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("reading metrics: %w", err)
+	}
+	return parseBytes(buf, sink)
+}
+
+func parseBytes(buf []byte, sink sampleSink) error {
+	err := scan(buf, sink)
+	if errors.Is(err, errFallback) {
+		sink.reset()
+		return parseExpfmt(bytes.NewReader(buf), sink)
+	}
+	return err
+}
+
+// errFallback means the page uses syntax the scanner does not handle (quoted UTF-8 metric or label
+// names); the page is then parsed by expfmt instead.
+var errFallback = errors.New("fall back to expfmt")
+
+// scan is a streaming extractor for the Prometheus text format (0.0.4). It reads only the lines whose
+// metric name the sink wants and skips the rest after reading their name, which is what makes it ~10x
+// faster than building every family with expfmt (see BenchmarkExtract). On the lines it reads it is as
+// strict as expfmt; lines it skips are not validated. FuzzScanMatchesExpfmt checks that on every page
+// expfmt accepts, both give the same Snapshot.
+func scan(buf []byte, sink sampleSink) error {
+	var (
+		labels    []label
+		summaries map[string]bool // families declared as summaries; their samples are not read
+		lineNo    int
+	)
+	for len(buf) > 0 {
+		lineNo++
+		var ln []byte
+		complete := true
+		if nl := bytes.IndexByte(buf, '\n'); nl >= 0 {
+			ln, buf = buf[:nl], buf[nl+1:]
+		} else {
+			ln, buf, complete = buf, nil, false
+		}
+		i := skipBlank(ln, 0)
+		if i == len(ln) {
+			continue
+		}
+		switch ln[i] {
+		case '#':
+			if name, typ, ok := typeLine(ln[i+1:]); ok && typ == "summary" {
+				if summaries == nil {
+					summaries = map[string]bool{}
+				}
+				summaries[name] = true
+			}
+			continue
+		case '{', '"':
+			return errFallback
+		}
+		j := i
+		for j < len(ln) && ln[j] != '{' && ln[j] != ' ' && ln[j] != '\t' {
+			if !isMetricNameByte(ln[j], j == i) {
+				return fmt.Errorf("parsing metrics text: line %d: invalid metric name starting %q", lineNo, clip(ln[i:]))
+			}
+			j++
+		}
+		name := ln[i:j]
+		if !sink.wants(name) || (summaries != nil && inSummary(summaries, name)) {
+			continue
+		}
+		if !complete {
+			return fmt.Errorf("parsing metrics text: line %d: unexpected end of input (truncated page?)", lineNo)
+		}
+		labels = labels[:0]
+		k := j
+		if k < len(ln) && ln[k] == '{' {
+			var err error
+			labels, k, err = scanLabels(ln, k+1, labels)
+			if err != nil {
+				if errors.Is(err, errFallback) {
+					return err
+				}
+				return fmt.Errorf("parsing metrics text: line %d: %w", lineNo, err)
+			}
+		}
+		k = skipBlank(ln, k)
+		if k == j || k == len(ln) {
+			if k == len(ln) {
+				return fmt.Errorf("parsing metrics text: line %d: missing value for %s", lineNo, name)
+			}
+		}
+		v0 := k
+		for k < len(ln) && ln[k] != ' ' && ln[k] != '\t' {
+			k++
+		}
+		v, err := parseValue(ln[v0:k])
+		if err != nil {
+			return fmt.Errorf("parsing metrics text: line %d: expected float as value, got %q", lineNo, ln[v0:k])
+		}
+		if k = skipBlank(ln, k); k < len(ln) {
+			t0 := k
+			for k < len(ln) && ln[k] != ' ' && ln[k] != '\t' {
+				k++
+			}
+			if _, err := strconv.ParseInt(string(ln[t0:k]), 10, 64); err != nil {
+				return fmt.Errorf("parsing metrics text: line %d: expected integer as timestamp, got %q", lineNo, ln[t0:k])
+			}
+			if k = skipBlank(ln, k); k < len(ln) {
+				return fmt.Errorf("parsing metrics text: line %d: spurious string after timestamp: %q", lineNo, ln[k:])
+			}
+		}
+		sink.sample(string(name), labels, v)
+	}
+	return nil
+}
+
+func skipBlank(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	return i
+}
+
+// typeLine recognises "# TYPE name type" (after the '#').
+func typeLine(b []byte) (name, typ string, ok bool) {
+	f := strings.Fields(string(b))
+	if len(f) != 3 || f[0] != "TYPE" {
+		return "", "", false
+	}
+	return f[1], f[2], true
+}
+
+func inSummary(summaries map[string]bool, name []byte) bool {
+	n := string(name)
+	if summaries[n] {
+		return true
+	}
+	for _, suf := range []string{"_sum", "_count"} {
+		if strings.HasSuffix(n, suf) && summaries[strings.TrimSuffix(n, suf)] {
+			return true
+		}
+	}
+	return false
+}
+
+// scanLabels reads name="value" pairs up to the closing brace; i is just past '{'.
+func scanLabels(ln []byte, i int, dst []label) ([]label, int, error) {
+	for {
+		i = skipBlank(ln, i)
+		if i >= len(ln) {
+			return dst, i, errors.New("unexpected end of label set")
+		}
+		if ln[i] == '}' {
+			return dst, i + 1, nil
+		}
+		if ln[i] == '"' {
+			return dst, i, errFallback
+		}
+		n0 := i
+		for i < len(ln) && isLabelNameByte(ln[i], i == n0) {
+			i++
+		}
+		if i == n0 {
+			return dst, i, fmt.Errorf("invalid label name start %q", ln[i])
+		}
+		lname := string(ln[n0:i])
+		i = skipBlank(ln, i)
+		if i >= len(ln) || ln[i] != '=' {
+			return dst, i, fmt.Errorf("expected '=' after label name %q", lname)
+		}
+		i = skipBlank(ln, i+1)
+		if i >= len(ln) || ln[i] != '"' {
+			return dst, i, fmt.Errorf("expected '\"' to start value of label %q", lname)
+		}
+		i++
+		var val []byte
+		v0 := i
+		escaped := false
+		for {
+			if i >= len(ln) {
+				return dst, i, fmt.Errorf("unterminated value of label %q", lname)
+			}
+			c := ln[i]
+			if c == '"' {
+				break
+			}
+			if c == '\\' {
+				if !escaped {
+					val = append(val[:0], ln[v0:i]...)
+					escaped = true
+				}
+				i++
+				if i >= len(ln) {
+					return dst, i, fmt.Errorf("unterminated value of label %q", lname)
+				}
+				switch ln[i] {
+				case '\\':
+					val = append(val, '\\')
+				case '"':
+					val = append(val, '"')
+				case 'n':
+					val = append(val, '\n')
+				default:
+					return dst, i, fmt.Errorf("invalid escape sequence '\\%c' in label %q", ln[i], lname)
+				}
+				i++
+				continue
+			}
+			if escaped {
+				val = append(val, c)
+			}
+			i++
+		}
+		lv := string(ln[v0:i])
+		if escaped {
+			lv = string(val)
+		}
+		i = skipBlank(ln, i+1)
+		for _, l := range dst {
+			if l.name == lname {
+				return dst, i, fmt.Errorf("duplicate label name %q", lname)
+			}
+		}
+		dst = append(dst, label{lname, lv})
+		if i < len(ln) && ln[i] == ',' {
+			i++
+			continue
+		}
+		if i < len(ln) && ln[i] == '}' {
+			return dst, i + 1, nil
+		}
+		return dst, i, fmt.Errorf("expected ',' or '}' after value of label %q", lname)
+	}
+}
+
+func isMetricNameByte(c byte, first bool) bool {
+	return c == ':' || isLabelNameByte(c, first)
+}
+
+// clip shortens a line for an error message.
+func clip(b []byte) []byte {
+	if len(b) > 40 {
+		return b[:40]
+	}
+	return b
+}
+
+func isLabelNameByte(c byte, first bool) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || !first && c >= '0' && c <= '9'
+}
+
+// parseValue accepts what expfmt accepts: Go float syntax without hex exponents or underscores.
+func parseValue(b []byte) (float64, error) {
+	if bytes.ContainsAny(b, "pP_") {
+		return 0, errors.New("unsupported character in float")
+	}
+	return strconv.ParseFloat(string(b), 64)
+}

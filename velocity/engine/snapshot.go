@@ -1,0 +1,115 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Scalar is one counter or gauge value read from a page.
+type Scalar struct {
+	Value float64
+	// Source names the metric (and label match) the value was read from; a change of source between two
+	// scrapes of one pod (e.g. an engine upgrade) is treated like a counter reset by rate code.
+	Source string
+	OK     bool
+}
+
+// Bucket is one cumulative histogram bucket.
+type Bucket struct {
+	UpperBound float64
+	Count      float64
+}
+
+// Histogram is a cumulative histogram read from a page, summed over data-parallel engines.
+type Histogram struct {
+	Sum, Count float64
+	HasSum     bool
+	Buckets    []Bucket // sorted by UpperBound; empty if engines disagreed on bucket layout
+	Source     string
+	OK         bool
+}
+
+// Problem is a field that was present but unusable, or absent though required.
+type Problem struct {
+	Field Field
+	Msg   string
+}
+
+func (p Problem) String() string { return p.Field.String() + ": " + p.Msg }
+
+// Snapshot is everything tokenscale reads from one /metrics page.
+type Snapshot struct {
+	Engine Kind
+	// EngineRole is SGLang's engine_type label (unified, prefill, decode) when the page has one; it lets
+	// inspect and the pool config cross-check a pod's role.
+	EngineRole string
+	scalars    [numScalars]Scalar
+	hists      [numHists]Histogram
+	Problems   []Problem
+}
+
+// Scalar returns a counter or gauge field; ok is false when the page did not have it.
+func (s *Snapshot) Scalar(f Field) (Scalar, bool) {
+	if f < 0 || f >= numScalars {
+		return Scalar{}, false
+	}
+	v := s.scalars[f]
+	return v, v.OK
+}
+
+// Hist returns a histogram field; ok is false when the page did not have it.
+func (s *Snapshot) Hist(f Field) (Histogram, bool) {
+	if f < numScalars || f >= numFields {
+		return Histogram{}, false
+	}
+	h := s.hists[f-numScalars]
+	return h, h.OK
+}
+
+// Found reports whether a field was read, and under which name.
+func (s *Snapshot) Found(f Field) (source string, ok bool) {
+	if f < numScalars {
+		v := s.scalars[f]
+		return v.Source, v.OK
+	}
+	h := s.hists[f-numScalars]
+	return h.Source, h.OK
+}
+
+// MissingRequired lists the required fields the page lacked, in catalog order.
+func (s *Snapshot) MissingRequired() []Field {
+	var out []Field
+	for _, f := range Fields() {
+		if _, ok := s.Found(f); !ok && Specs[f].Required {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Err summarises why a snapshot cannot give token velocity, or nil when it can.
+func (s *Snapshot) Err() error {
+	missing := s.MissingRequired()
+	if len(missing) == 0 {
+		return nil
+	}
+	names := make([]string, len(missing))
+	for i, f := range missing {
+		names[i] = f.String()
+		for _, a := range Specs[f].Aliases[s.Engine] {
+			names[i] += " (" + a.String() + ")"
+			break
+		}
+	}
+	return fmt.Errorf("%s page lacks required metrics: %s", s.Engine, strings.Join(names, ", "))
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
