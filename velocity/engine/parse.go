@@ -38,9 +38,10 @@ var errFallback = errors.New("fall back to expfmt")
 // expfmt accepts, both give the same Snapshot.
 func scan(buf []byte, sink sampleSink) error {
 	var (
-		labels    []label
-		summaries map[string]bool // families declared as summaries; their samples are not read
-		lineNo    int
+		labels []label
+		typed  map[string]string // families declared histogram, gaugehistogram or summary
+		named  map[string]bool   // _bucket/_sum/_count names declared by HELP/TYPE, or read as samples
+		lineNo int
 	)
 	for len(buf) > 0 {
 		lineNo++
@@ -57,26 +58,72 @@ func scan(buf []byte, sink sampleSink) error {
 		}
 		switch ln[i] {
 		case '#':
-			if name, typ, ok := typeLine(ln[i+1:]); ok && typ == "summary" {
-				if summaries == nil {
-					summaries = map[string]bool{}
+			kw, name, typ := commentLine(ln[i+1:])
+			if kw == "" {
+				continue
+			}
+			if base, ok := splitSuffix(name); ok && typed[base] != "" {
+				return errFallback // a suffixed name declared as its own family: expfmt's rules apply
+			}
+			if kw == "TYPE" && (typ == "histogram" || typ == "gaugehistogram" || typ == "summary") {
+				if named[name+"_bucket"] || named[name+"_sum"] || named[name+"_count"] {
+					return errFallback // declared after its samples were read as untyped
 				}
-				summaries[name] = true
+				if typed == nil {
+					typed = map[string]string{}
+				}
+				typed[name] = typ
+			}
+			if _, ok := splitSuffix(name); ok {
+				if named == nil {
+					named = map[string]bool{}
+				}
+				named[name] = true
 			}
 			continue
 		case '{', '"':
 			return errFallback
 		}
+		// Like expfmt, a name ends at the first byte that cannot continue it.
 		j := i
-		for j < len(ln) && ln[j] != '{' && ln[j] != ' ' && ln[j] != '\t' {
-			if !isMetricNameByte(ln[j], j == i) {
-				return fmt.Errorf("parsing metrics text: line %d: invalid metric name starting %q", lineNo, clip(ln[i:]))
-			}
+		for j < len(ln) && isMetricNameByte(ln[j], j == i) {
 			j++
 		}
+		if j == i {
+			return fmt.Errorf("parsing metrics text: line %d: invalid metric name starting %q", lineNo, clip(ln[i:]))
+		}
 		name := ln[i:j]
-		if !sink.wants(name) || (summaries != nil && inSummary(summaries, name)) {
+		want := sink.wants(name)
+		var histBase bool
+		if typed != nil {
+			if t := typed[string(name)]; t != "" {
+				if t == "summary" {
+					continue // samples of a summary are not read
+				}
+				if want || sink.wants([]byte(string(name)+"_bucket")) {
+					return errFallback // a bare sample in a histogram family: expfmt's rules apply
+				}
+				continue
+			}
+			if base, ok := splitSuffix(string(name)); ok && !named[string(name)] {
+				switch typed[base] {
+				case "summary":
+					continue
+				case "histogram", "gaugehistogram":
+					histBase = true
+				}
+			}
+		}
+		if !want {
 			continue
+		}
+		if !histBase {
+			if _, ok := splitSuffix(string(name)); ok {
+				if named == nil {
+					named = map[string]bool{}
+				}
+				named[string(name)] = true
+			}
 		}
 		if !complete {
 			return fmt.Errorf("parsing metrics text: line %d: unexpected end of input (truncated page?)", lineNo)
@@ -93,11 +140,8 @@ func scan(buf []byte, sink sampleSink) error {
 				return fmt.Errorf("parsing metrics text: line %d: %w", lineNo, err)
 			}
 		}
-		k = skipBlank(ln, k)
-		if k == j || k == len(ln) {
-			if k == len(ln) {
-				return fmt.Errorf("parsing metrics text: line %d: missing value for %s", lineNo, name)
-			}
+		if k = skipBlank(ln, k); k == len(ln) {
+			return fmt.Errorf("parsing metrics text: line %d: missing value for %s", lineNo, name)
 		}
 		v0 := k
 		for k < len(ln) && ln[k] != ' ' && ln[k] != '\t' {
@@ -119,6 +163,12 @@ func scan(buf []byte, sink sampleSink) error {
 				return fmt.Errorf("parsing metrics text: line %d: spurious string after timestamp: %q", lineNo, ln[k:])
 			}
 		}
+		if histBase && bytes.HasSuffix(name, []byte("_bucket")) {
+			le, err := parseValue([]byte(labelValue(labels, "le")))
+			if err != nil || le != le {
+				return errFallback // expfmt drops or rejects such a bucket
+			}
+		}
 		sink.sample(string(name), labels, v)
 	}
 	return nil
@@ -131,26 +181,26 @@ func skipBlank(b []byte, i int) int {
 	return i
 }
 
-// typeLine recognises "# TYPE name type" (after the '#').
-func typeLine(b []byte) (name, typ string, ok bool) {
+// commentLine recognises "# HELP name ..." and "# TYPE name type" (after the '#'); kw is "" otherwise.
+func commentLine(b []byte) (kw, name, typ string) {
 	f := strings.Fields(string(b))
-	if len(f) != 3 || f[0] != "TYPE" {
-		return "", "", false
+	if len(f) < 2 || (f[0] != "HELP" && f[0] != "TYPE") {
+		return "", "", ""
 	}
-	return f[1], f[2], true
+	if f[0] == "TYPE" && len(f) >= 3 {
+		typ = strings.ToLower(f[2])
+	}
+	return f[0], f[1], typ
 }
 
-func inSummary(summaries map[string]bool, name []byte) bool {
-	n := string(name)
-	if summaries[n] {
-		return true
-	}
-	for _, suf := range []string{"_sum", "_count"} {
-		if strings.HasSuffix(n, suf) && summaries[strings.TrimSuffix(n, suf)] {
-			return true
+// splitSuffix returns the family a histogram or summary sample name would belong to.
+func splitSuffix(name string) (string, bool) {
+	for _, suf := range []string{"_bucket", "_sum", "_count"} {
+		if strings.HasSuffix(name, suf) {
+			return strings.TrimSuffix(name, suf), true
 		}
 	}
-	return false
+	return "", false
 }
 
 // scanLabels reads name="value" pairs up to the closing brace; i is just past '{'.
