@@ -1,0 +1,377 @@
+// Package store keeps the last snapshots of every scraped pod and turns them into rates: token velocity
+// per pod, with counter resets, staleness and vanished pods handled so that no negative, NaN, Inf or
+// made-up zero value ever leaves it. Reads take a read lock only; scrapes happen outside the store.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tokenscale/tokenscale/velocity/engine"
+)
+
+// Errors a read can return; callers map them to "unknown" (never to 0).
+var (
+	ErrNotFound  = errors.New("pod not tracked")
+	ErrWarmingUp = errors.New("warming up: a rate needs two scrapes")
+	ErrStale     = errors.New("stale: no successful scrape within the staleness bound")
+)
+
+// PodKey names a pod.
+type PodKey struct{ Namespace, Name string }
+
+func (k PodKey) String() string { return k.Namespace + "/" + k.Name }
+
+// Options tune rate computation.
+type Options struct {
+	// StaleAfter: a pod whose last good scrape is older than this is unknown. Default 5s.
+	StaleAfter time.Duration
+	// RiseTau and FallTau are the smoothing time constants for rising and falling rates: fast up (a
+	// burst shows within one or two 1 s scrapes), slower down (a lull does not shed capacity at once).
+	// Defaults 0.5s and 10s.
+	RiseTau, FallTau time.Duration
+	// LatencyWindow is the span over which TTFT/ITL histograms are differenced. Default 10s.
+	LatencyWindow time.Duration
+	// DefaultPromptTokens sizes a queued request until the pod's own mean prompt length is observed.
+	// Default 1000.
+	DefaultPromptTokens float64
+}
+
+func (o Options) withDefaults() Options {
+	if o.StaleAfter <= 0 {
+		o.StaleAfter = 5 * time.Second
+	}
+	if o.RiseTau <= 0 {
+		o.RiseTau = 500 * time.Millisecond
+	}
+	if o.FallTau <= 0 {
+		o.FallTau = 10 * time.Second
+	}
+	if o.LatencyWindow <= 0 {
+		o.LatencyWindow = 10 * time.Second
+	}
+	if o.DefaultPromptTokens <= 0 {
+		o.DefaultPromptTokens = 1000
+	}
+	return o
+}
+
+// Velocity is what the store knows about one pod. Rates are tokens per second, smoothed.
+type Velocity struct {
+	Pod  PodKey
+	Time time.Time // time of the last good scrape
+	// Engine and EngineRole come from the page (EngineRole: SGLang's engine_type, or "").
+	Engine     engine.Kind
+	EngineRole string
+	// PrefillTPS is prompt tokens/s processed; ComputedPrefillTPS excludes prefix-cache hits where the
+	// engine reports them (else equals PrefillTPS).
+	PrefillTPS, ComputedPrefillTPS float64
+	// DecodeTPS is output tokens/s generated.
+	DecodeTPS float64
+	// QueueGrowthTPS is the smoothed rate of change of QueuedTokens (negative while the queue drains).
+	QueueGrowthTPS float64
+	// Waiting and Running are request counts; QueuedTokens = Waiting x MeanPromptTokens.
+	Waiting, Running, QueuedTokens, MeanPromptTokens float64
+	// KVUsage is 0..1; HasKV is false when the engine does not report it.
+	KVUsage float64
+	HasKV   bool
+	// TTFT and ITL hold the histogram increase over the last LatencyWindow..2xLatencyWindow.
+	TTFT, ITL engine.Histogram
+	// Resets counts counter resets (engine restarts) seen.
+	Resets int
+}
+
+type podState struct {
+	last, prev   *engine.Snapshot
+	lastT, prevT time.Time
+	anchor       *engine.Snapshot // start of the latency window
+	anchorT      time.Time
+	v            Velocity
+	rates        int // rate updates so far
+	lastErr      error
+	lastErrT     time.Time
+}
+
+// Store holds per-pod state. It is safe for concurrent use.
+type Store struct {
+	opts Options
+	mu   sync.RWMutex
+	pods map[PodKey]*podState
+	now  func() time.Time
+}
+
+// New returns an empty store. now may be nil (time.Now).
+func New(opts Options, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{opts: opts.withDefaults(), pods: map[PodKey]*podState{}, now: now}
+}
+
+// Options returns the store's options with defaults applied.
+func (s *Store) Options() Options { return s.opts }
+
+// Record adds a successful scrape of pod taken at t.
+func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.pods[pod]
+	if st == nil {
+		st = &podState{v: Velocity{Pod: pod}}
+		s.pods[pod] = st
+	}
+	if st.last != nil && !t.After(st.lastT) {
+		return // out of order or duplicate
+	}
+	st.prev, st.prevT = st.last, st.lastT
+	st.last, st.lastT = snap, t
+	st.lastErr = nil
+	s.update(st)
+}
+
+// RecordError notes a failed scrape; the pod keeps its last values until they go stale.
+func (s *Store) RecordError(pod PodKey, t time.Time, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.pods[pod]
+	if st == nil {
+		st = &podState{v: Velocity{Pod: pod}}
+		s.pods[pod] = st
+	}
+	st.lastErr, st.lastErrT = err, t
+}
+
+// Remove forgets a pod at once (deleted, not Ready, or no longer in any pool).
+func (s *Store) Remove(pod PodKey) {
+	s.mu.Lock()
+	delete(s.pods, pod)
+	s.mu.Unlock()
+}
+
+// Retain removes every pod for which keep returns false.
+func (s *Store) Retain(keep func(PodKey) bool) {
+	s.mu.Lock()
+	for k := range s.pods {
+		if !keep(k) {
+			delete(s.pods, k)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// Len returns the number of tracked pods.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.pods)
+}
+
+// Get returns a pod's velocity, or an error saying why it is unknown.
+func (s *Store) Get(pod PodKey) (Velocity, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := s.pods[pod]
+	if st == nil {
+		return Velocity{Pod: pod}, fmt.Errorf("%s: %w", pod, ErrNotFound)
+	}
+	return st.v, s.state(st)
+}
+
+// Result is one pod's velocity or the reason it is unknown.
+type Result struct {
+	Velocity
+	Err error
+}
+
+// List returns every tracked pod that match accepts (nil: all), sorted by key.
+func (s *Store) List(match func(PodKey) bool) []Result {
+	s.mu.RLock()
+	out := make([]Result, 0, len(s.pods))
+	for k, st := range s.pods {
+		if match != nil && !match(k) {
+			continue
+		}
+		out = append(out, Result{Velocity: st.v, Err: s.state(st)})
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Pod.Namespace != out[j].Pod.Namespace {
+			return out[i].Pod.Namespace < out[j].Pod.Namespace
+		}
+		return out[i].Pod.Name < out[j].Pod.Name
+	})
+	return out
+}
+
+// state says whether a pod's values are usable now.
+func (s *Store) state(st *podState) error {
+	pod := st.v.Pod
+	if st.last == nil {
+		if st.lastErr != nil {
+			return fmt.Errorf("%s: scrape failed: %w", pod, st.lastErr)
+		}
+		return fmt.Errorf("%s: %w", pod, ErrWarmingUp)
+	}
+	if age := s.now().Sub(st.lastT); age > s.opts.StaleAfter {
+		if st.lastErr != nil {
+			return fmt.Errorf("%s: %w (last good scrape %s ago; last error: %v)", pod, ErrStale, age.Round(time.Millisecond), st.lastErr)
+		}
+		return fmt.Errorf("%s: %w (last good scrape %s ago)", pod, ErrStale, age.Round(time.Millisecond))
+	}
+	if err := st.last.Err(); err != nil {
+		return fmt.Errorf("%s: %w", pod, err)
+	}
+	if st.rates == 0 {
+		return fmt.Errorf("%s: %w", pod, ErrWarmingUp)
+	}
+	return nil
+}
+
+// update recomputes a pod's velocity after a new snapshot.
+func (s *Store) update(st *podState) {
+	cur := st.last
+	v := &st.v
+	v.Time, v.Engine, v.EngineRole = st.lastT, cur.Engine, cur.EngineRole
+	gauge := func(f engine.Field) (float64, bool) {
+		x, ok := cur.Scalar(f)
+		return x.Value, ok
+	}
+	v.Waiting, _ = gauge(engine.RequestsWaiting)
+	v.Running, _ = gauge(engine.RequestsRunning)
+	v.KVUsage, v.HasKV = gauge(engine.KVCacheUsage)
+	if v.MeanPromptTokens == 0 {
+		v.MeanPromptTokens = s.opts.DefaultPromptTokens
+	}
+	prevQueued := v.QueuedTokens
+	v.QueuedTokens = v.Waiting * v.MeanPromptTokens
+
+	if st.prev == nil {
+		st.anchor, st.anchorT = cur, st.lastT
+		return
+	}
+	dt := st.lastT.Sub(st.prevT).Seconds()
+	prompt, okP, resetP := delta(st.prev, cur, engine.PromptTokens)
+	gen, okG, resetG := delta(st.prev, cur, engine.GenerationTokens)
+	hits, okH, _ := delta(st.prev, cur, engine.PrefixCacheHits)
+	done, okD, _ := delta(st.prev, cur, engine.RequestsFinished)
+	if resetP || resetG {
+		// An engine restart: the interval's work is unknown, so the smoothed rates are held, not
+		// fed a negative or a spike, and the latency window restarts.
+		v.Resets++
+		st.anchor, st.anchorT = cur, st.lastT
+		return
+	}
+	if !okP || !okG {
+		return
+	}
+	if okD && done >= 1 && prompt > 0 {
+		// Learn the pod's mean prompt length (prefill pods finish a request per prefill).
+		v.MeanPromptTokens = smooth(v.MeanPromptTokens, prompt/done, dt, s.opts.FallTau, s.opts.FallTau)
+	}
+	computed := prompt
+	if okH && hits <= prompt {
+		computed = prompt - hits
+	}
+	first := st.rates == 0
+	v.PrefillTPS = s.rate(first, v.PrefillTPS, prompt/dt, dt)
+	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
+	v.DecodeTPS = s.rate(first, v.DecodeTPS, gen/dt, dt)
+	growth := (v.QueuedTokens - prevQueued) / dt
+	if first {
+		v.QueueGrowthTPS = growth
+	} else {
+		// Queue growth is signed; it follows rises and falls alike quickly so a burst shows at once.
+		v.QueueGrowthTPS = smooth(v.QueueGrowthTPS, growth, dt, s.opts.RiseTau, s.opts.RiseTau)
+	}
+	st.rates++
+
+	// Latency histograms over a window of LatencyWindow..2xLatencyWindow.
+	v.TTFT = histDelta(st.anchor, cur, engine.TTFT)
+	v.ITL = histDelta(st.anchor, cur, engine.ITL)
+	if st.lastT.Sub(st.anchorT) >= s.opts.LatencyWindow {
+		st.anchor, st.anchorT = st.prev, st.prevT
+	}
+}
+
+// rate smooths a new non-negative observation into the old value.
+func (s *Store) rate(first bool, old, obs, dt float64) float64 {
+	if math.IsNaN(obs) || math.IsInf(obs, 0) || obs < 0 {
+		return old
+	}
+	if first {
+		return obs
+	}
+	return smooth(old, obs, dt, s.opts.RiseTau, s.opts.FallTau)
+}
+
+// smooth is an exponentially weighted average with separate time constants for rising and falling.
+func smooth(old, obs, dt float64, rise, fall time.Duration) float64 {
+	tau := rise.Seconds()
+	if obs < old {
+		tau = fall.Seconds()
+	}
+	a := 1 - math.Exp(-dt/tau)
+	return old + a*(obs-old)
+}
+
+// delta returns cur-prev of a counter; reset is true when it went down or changed source.
+func delta(prev, cur *engine.Snapshot, f engine.Field) (d float64, ok, reset bool) {
+	a, okA := prev.Scalar(f)
+	b, okB := cur.Scalar(f)
+	if !okA || !okB {
+		return 0, false, false
+	}
+	if a.Source != b.Source || b.Value < a.Value {
+		return 0, false, true
+	}
+	return b.Value - a.Value, true, false
+}
+
+// histDelta returns the increase of a histogram between two snapshots; not OK on reset or absence.
+func histDelta(prev, cur *engine.Snapshot, f engine.Field) engine.Histogram {
+	if prev == nil {
+		return engine.Histogram{}
+	}
+	a, okA := prev.Hist(f)
+	b, okB := cur.Hist(f)
+	if !okA || !okB || a.Source != b.Source || b.Count < a.Count || len(a.Buckets) != len(b.Buckets) {
+		return engine.Histogram{}
+	}
+	out := engine.Histogram{Sum: b.Sum - a.Sum, Count: b.Count - a.Count, HasSum: a.HasSum && b.HasSum, Source: b.Source, OK: true}
+	out.Buckets = make([]engine.Bucket, len(b.Buckets))
+	for i := range b.Buckets {
+		if a.Buckets[i].UpperBound != b.Buckets[i].UpperBound || b.Buckets[i].Count < a.Buckets[i].Count {
+			return engine.Histogram{}
+		}
+		out.Buckets[i] = engine.Bucket{UpperBound: b.Buckets[i].UpperBound, Count: b.Buckets[i].Count - a.Buckets[i].Count}
+	}
+	return out
+}
+
+// FractionAbove estimates the share of a histogram's observations above x (linear within a bucket).
+// ok is false when the histogram is empty or has no buckets.
+func FractionAbove(h engine.Histogram, x float64) (frac float64, ok bool) {
+	if !h.OK || h.Count <= 0 || len(h.Buckets) == 0 {
+		return 0, false
+	}
+	below := 0.0
+	lower, lowerCount := 0.0, 0.0
+	for _, b := range h.Buckets {
+		if x < b.UpperBound {
+			if !math.IsInf(b.UpperBound, 1) && b.UpperBound > lower {
+				below = lowerCount + (b.Count-lowerCount)*(x-lower)/(b.UpperBound-lower)
+			} else {
+				below = lowerCount
+			}
+			break
+		}
+		lower, lowerCount = b.UpperBound, b.Count
+		below = b.Count
+	}
+	f := 1 - below/h.Count
+	return math.Max(0, math.Min(1, f)), true
+}

@@ -1,0 +1,172 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/velocity/engine"
+)
+
+func page(t *testing.T, prompt, gen, waiting float64) *engine.Snapshot {
+	t.Helper()
+	s, err := engine.Extract(strings.NewReader(fmt.Sprintf(
+		"vllm:prompt_tokens_total %g\nvllm:generation_tokens_total %g\nvllm:num_requests_waiting %g\nvllm:num_requests_running 3\n",
+		prompt, gen, waiting)), engine.VLLM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func TestRatesResetNeverNegativeOrSpiked(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	prompt := 0.0
+	for i := 0; i < 30; i++ {
+		c.t = c.t.Add(time.Second)
+		prompt += 1000
+		if i == 15 {
+			prompt = 40 // restart: the counter starts again from a small value
+		}
+		s.Record(pod, c.t, page(t, prompt, prompt/10, 0))
+		v, err := s.Get(pod)
+		if i == 0 {
+			if !errors.Is(err, ErrWarmingUp) {
+				t.Fatalf("first scrape: err = %v, want warming up", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("scrape %d: %v", i, err)
+		}
+		if v.PrefillTPS < 0 || math.IsNaN(v.PrefillTPS) || v.PrefillTPS > 1000*1.0001 {
+			t.Fatalf("scrape %d: PrefillTPS = %v, want within [0, 1000]", i, v.PrefillTPS)
+		}
+		if i > 3 && math.Abs(v.PrefillTPS-1000) > 1 {
+			t.Fatalf("scrape %d: PrefillTPS = %v, want 1000 (reset held, not spiked or dipped)", i, v.PrefillTPS)
+		}
+	}
+	v, _ := s.Get(pod)
+	if v.Resets != 1 {
+		t.Errorf("Resets = %d, want 1", v.Resets)
+	}
+}
+
+func TestFastUpSlowDown(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	prompt := 0.0
+	step := func(rate float64) float64 {
+		c.t = c.t.Add(time.Second)
+		prompt += rate
+		s.Record(pod, c.t, page(t, prompt, 0, 0))
+		v, err := s.Get(pod)
+		if err != nil && !errors.Is(err, ErrWarmingUp) {
+			t.Fatal(err)
+		}
+		return v.PrefillTPS
+	}
+	for i := 0; i < 5; i++ {
+		step(1000)
+	}
+	step(5000)
+	if got := step(5000); got < 0.9*5000 {
+		t.Errorf("two scrapes after a step up: %v, want >= 90%% of 5000", got)
+	}
+	for i := 0; i < 10; i++ {
+		step(5000)
+	}
+	down := step(1000)
+	if down < 4000 {
+		t.Errorf("one scrape after a step down: %v, want a slow fall (> 4000)", down)
+	}
+}
+
+func TestStaleIsAnErrorNotZero(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{StaleAfter: 3 * time.Second}, c.now)
+	pod := PodKey{"ns", "p"}
+	s.Record(pod, c.t, page(t, 0, 0, 0))
+	c.t = c.t.Add(time.Second)
+	s.Record(pod, c.t, page(t, 100, 10, 0))
+	if _, err := s.Get(pod); err != nil {
+		t.Fatal(err)
+	}
+	s.RecordError(pod, c.t.Add(time.Second), errors.New("connection refused"))
+	c.t = c.t.Add(4 * time.Second)
+	_, err := s.Get(pod)
+	if !errors.Is(err, ErrStale) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("err = %v, want stale with the last scrape error", err)
+	}
+}
+
+func TestRemoveAndRetain(t *testing.T) {
+	s := New(Options{}, nil)
+	now := time.Now()
+	for _, n := range []string{"a", "b", "c"} {
+		s.Record(PodKey{"ns", n}, now, page(t, 1, 1, 0))
+	}
+	s.Remove(PodKey{"ns", "a"})
+	s.Retain(func(k PodKey) bool { return k.Name != "b" })
+	if s.Len() != 1 {
+		t.Fatalf("Len = %d, want 1", s.Len())
+	}
+	if _, err := s.Get(PodKey{"ns", "a"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("removed pod: err = %v", err)
+	}
+}
+
+func TestMissingRequiredMetricIsUnknown(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 0; i < 3; i++ {
+		c.t = c.t.Add(time.Second)
+		snap, _ := engine.Extract(strings.NewReader(fmt.Sprintf("vllm:generation_tokens_total %d\n", i*10)), engine.VLLM)
+		s.Record(pod, c.t, snap)
+	}
+	if _, err := s.Get(pod); err == nil || !strings.Contains(err.Error(), "prompt_tokens") {
+		t.Fatalf("err = %v, want one naming the missing prompt token counter", err)
+	}
+}
+
+func TestQueueGrowthAndLatencyWindow(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 0; i < 5; i++ {
+		c.t = c.t.Add(time.Second)
+		s.Record(pod, c.t, page(t, float64(i)*100, 0, float64(i*2)))
+	}
+	v, err := s.Get(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two more requests of 1000 tokens queue each second.
+	if math.Abs(v.QueueGrowthTPS-2000) > 100 {
+		t.Errorf("QueueGrowthTPS = %v, want about 2000", v.QueueGrowthTPS)
+	}
+}
+
+func TestFractionAbove(t *testing.T) {
+	h := engine.Histogram{OK: true, Count: 100, Buckets: []engine.Bucket{{0.1, 50}, {0.5, 90}, {1, 100}, {math.Inf(1), 100}}}
+	for _, tc := range []struct{ x, want float64 }{{0.05, 0.75}, {0.1, 0.5}, {0.3, 0.3}, {1, 0}, {5, 0}} {
+		got, ok := FractionAbove(h, tc.x)
+		if !ok || math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("FractionAbove(%v) = %v, want %v", tc.x, got, tc.want)
+		}
+	}
+	if _, ok := FractionAbove(engine.Histogram{OK: true}, 1); ok {
+		t.Error("empty histogram must be unknown")
+	}
+}
