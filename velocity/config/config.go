@@ -1,0 +1,422 @@
+// Package config loads tokenscale's pool configuration: one strict, versioned YAML file (unknown fields
+// are errors with line numbers), with defaults that fit llm-d's `llm-d.ai/role` labels when no file is
+// given, and hot reload that keeps the old config when a new file is bad.
+package config
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"regexp"
+	"sync"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	"k8s.io/klog/v2"
+)
+
+// Version is the only config version this build reads.
+const Version = "tokenscale.io/v1alpha1"
+
+// Role is a pool's part in disaggregated serving.
+type Role string
+
+const (
+	RolePrefill Role = "prefill"
+	RoleDecode  Role = "decode"
+	RoleBoth    Role = "both"
+)
+
+// Config is the whole file.
+type Config struct {
+	Version string `yaml:"version"`
+	// Scrape tunes the direct scraper.
+	Scrape Scrape `yaml:"scrape"`
+	// Policy tunes decisions shared by all pools.
+	Policy Policy `yaml:"policy"`
+	// Pools lists the pools; prefill and decode pools that share a Group are sized together.
+	Pools []Pool `yaml:"pools"`
+}
+
+// Scrape tunes the collector.
+type Scrape struct {
+	Interval       Duration `yaml:"interval"`       // default 1s
+	Timeout        Duration `yaml:"timeout"`        // per target, default 800ms
+	Concurrency    int      `yaml:"concurrency"`    // parallel scrapes, default 64
+	MaxBodyBytes   int64    `yaml:"maxBodyBytes"`   // default 4 MiB
+	StaleAfter     Duration `yaml:"staleAfter"`     // default 5s
+	DefaultPort    int      `yaml:"port"`           // default 8000
+	DefaultPath    string   `yaml:"path"`           // default /metrics
+	DefaultScheme  string   `yaml:"scheme"`         // http or https, default http
+	LatencyWindow  Duration `yaml:"latencyWindow"`  // default 10s
+	PromptTokens   float64  `yaml:"promptTokens"`   // queued-request size until observed, default 1000
+	PrometheusURL  string   `yaml:"prometheusURL"`  // optional Prometheus source instead of scraping
+	PrometheusStep Duration `yaml:"prometheusStep"` // rate window for the Prometheus source, default 30s
+}
+
+// Policy tunes the scaling and conversion decisions.
+type Policy struct {
+	TargetUtilisation  float64  `yaml:"targetUtilisation"`  // ρ the sizing aims at, default 0.85
+	DrainSeconds       float64  `yaml:"drainSeconds"`       // queued tokens are sized to drain within this, default 10
+	Horizon            Duration `yaml:"horizon"`            // backpressure look-ahead, default 10s
+	ColdStart          Duration `yaml:"coldStart"`          // time for a new prefiller to be Ready, default 60s
+	ScaleDownWindow    Duration `yaml:"scaleDownWindow"`    // highest recommendation in this window wins, default 60s
+	MaxConvertFraction float64  `yaml:"maxConvertFraction"` // of a decode pool, default 0.25
+	ConvertedPrefill   float64  `yaml:"convertedPrefill"`   // share of V_P a converted decoder gives, default 0.3
+	ReleaseHold        Duration `yaml:"releaseHold"`        // prefill must keep up this long before release, default 20s
+	Calibrate          *bool    `yaml:"calibrate"`          // online capacity calibration, default true
+}
+
+// Pool is a set of pods with one role.
+type Pool struct {
+	Name string `yaml:"name"`
+	// Group ties a prefill and a decode pool into one coordinated decision; default: the namespace.
+	Group     string            `yaml:"group"`
+	Namespace string            `yaml:"namespace"`
+	Selector  map[string]string `yaml:"selector"`
+	Role      Role              `yaml:"role"`
+	Engine    string            `yaml:"engine"` // auto, vllm, sglang, trtllm
+	Port      int               `yaml:"port"`
+	Path      string            `yaml:"path"`
+	Scheme    string            `yaml:"scheme"`
+	// Workload names the Deployment/StatefulSet/LeaderWorkerSet whose Object metrics carry this pool's numbers.
+	Workload Workload `yaml:"workload"`
+	SLO      SLO      `yaml:"slo"`
+	Profile  Profile  `yaml:"profile"`
+	// Ratio is the allowed prefill:decode replica ratio band (set on either pool of a group).
+	Ratio       *Ratio `yaml:"ratio"`
+	MinReplicas int    `yaml:"minReplicas"` // default 1
+	MaxReplicas int    `yaml:"maxReplicas"` // default 100
+}
+
+// Workload is the object a pool's Object metrics are attached to.
+type Workload struct {
+	Kind string `yaml:"kind"` // Deployment, StatefulSet, LeaderWorkerSet
+	Name string `yaml:"name"`
+}
+
+// SLO targets for a pool.
+type SLO struct {
+	TTFT Duration `yaml:"ttft"` // default 2s
+	ITL  Duration `yaml:"itl"`  // default 100ms
+}
+
+// Profile is per-instance capacity in tokens/s, the starting point for online calibration.
+type Profile struct {
+	PrefillTPS    float64 `yaml:"prefillTokensPerSecond"`    // V_P
+	KVTransferTPS float64 `yaml:"kvTransferTokensPerSecond"` // V_N, 0 = not limiting
+	DecodeTPS     float64 `yaml:"decodeTokensPerSecond"`     // V_D
+}
+
+// Ratio bounds prefill replicas per decode replica.
+type Ratio struct {
+	Min float64 `yaml:"min"`
+	Max float64 `yaml:"max"`
+}
+
+// Duration is a time.Duration written as "1s", "250ms".
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration must be a string such as \"1s\": %w", n.Line, err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: duration %q is negative", n.Line, s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Default is the config used when no file is given: llm-d's layout, one prefill and one decode pool per
+// namespace selected by `llm-d.ai/role`, vLLM on port 8000, Llama-3.1-8B on H100-class figures.
+func Default() *Config {
+	c := &Config{
+		Version: Version,
+		Pools: []Pool{
+			{Name: "prefill", Role: RolePrefill, Selector: map[string]string{"llm-d.ai/role": "prefill"}},
+			{Name: "decode", Role: RoleDecode, Selector: map[string]string{"llm-d.ai/role": "decode"}},
+		},
+	}
+	if err := c.complete(); err != nil {
+		panic(err) // the built-in default must always be valid
+	}
+	return c
+}
+
+// Parse decodes and validates a config file's bytes; errors name the line.
+func Parse(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config is empty: it needs at least `version` and `pools`")
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := c.complete(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return &c, nil
+}
+
+// Load reads and parses a file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// complete applies defaults and validates.
+func (c *Config) complete() error {
+	if c.Version != Version {
+		return fmt.Errorf("version %q is not supported: use %q", c.Version, Version)
+	}
+	s := &c.Scrape
+	setDur(&s.Interval, time.Second)
+	setDur(&s.Timeout, 800*time.Millisecond)
+	setDur(&s.StaleAfter, 5*time.Second)
+	setDur(&s.LatencyWindow, 10*time.Second)
+	setDur(&s.PrometheusStep, 30*time.Second)
+	if s.Concurrency == 0 {
+		s.Concurrency = 64
+	}
+	if s.MaxBodyBytes == 0 {
+		s.MaxBodyBytes = 4 << 20
+	}
+	if s.DefaultPort == 0 {
+		s.DefaultPort = 8000
+	}
+	if s.DefaultPath == "" {
+		s.DefaultPath = "/metrics"
+	}
+	if s.DefaultScheme == "" {
+		s.DefaultScheme = "http"
+	}
+	if s.PromptTokens == 0 {
+		s.PromptTokens = 1000
+	}
+	var errs []error
+	if s.Timeout.Duration > s.Interval.Duration {
+		errs = append(errs, fmt.Errorf("scrape.timeout (%s) must not exceed scrape.interval (%s)", s.Timeout, s.Interval))
+	}
+	if s.StaleAfter.Duration < s.Interval.Duration {
+		errs = append(errs, fmt.Errorf("scrape.staleAfter (%s) must be at least scrape.interval (%s)", s.StaleAfter, s.Interval))
+	}
+	if s.Concurrency < 1 || s.MaxBodyBytes < 1024 || !(s.PromptTokens >= 1) || math.IsInf(s.PromptTokens, 0) {
+		errs = append(errs, errors.New("scrape.concurrency must be >= 1, scrape.maxBodyBytes >= 1024 and scrape.promptTokens >= 1"))
+	}
+	if s.DefaultScheme != "http" && s.DefaultScheme != "https" {
+		errs = append(errs, fmt.Errorf("scrape.scheme %q: allowed values are http, https", s.DefaultScheme))
+	}
+	p := &c.Policy
+	setF(&p.TargetUtilisation, 0.85)
+	setF(&p.DrainSeconds, 10)
+	setF(&p.MaxConvertFraction, 0.25)
+	setF(&p.ConvertedPrefill, 0.3)
+	setDur(&p.Horizon, 10*time.Second)
+	setDur(&p.ColdStart, 60*time.Second)
+	setDur(&p.ScaleDownWindow, 60*time.Second)
+	setDur(&p.ReleaseHold, 20*time.Second)
+	if p.Calibrate == nil {
+		t := true
+		p.Calibrate = &t
+	}
+	if !(p.TargetUtilisation > 0 && p.TargetUtilisation <= 1) || !(p.DrainSeconds > 0) || math.IsInf(p.DrainSeconds, 0) {
+		errs = append(errs, fmt.Errorf("policy.targetUtilisation %v must be in (0, 1]", p.TargetUtilisation))
+	}
+	if !(p.MaxConvertFraction >= 0 && p.MaxConvertFraction <= 1) || !(p.ConvertedPrefill > 0 && p.ConvertedPrefill <= 1) {
+		errs = append(errs, errors.New("policy.maxConvertFraction must be in [0, 1] and policy.convertedPrefill in (0, 1]"))
+	}
+	if len(c.Pools) == 0 {
+		errs = append(errs, errors.New("pools: at least one pool is required"))
+	}
+	seen := map[string]bool{}
+	for i := range c.Pools {
+		pl := &c.Pools[i]
+		where := fmt.Sprintf("pools[%d] (%s)", i, pl.Name)
+		if !nameRE.MatchString(pl.Name) {
+			errs = append(errs, fmt.Errorf("%s: name must be a DNS label", where))
+		}
+		key := pl.Namespace + "/" + pl.Name
+		if seen[key] {
+			errs = append(errs, fmt.Errorf("%s: duplicate pool name in namespace %q", where, pl.Namespace))
+		}
+		seen[key] = true
+		switch pl.Role {
+		case RolePrefill, RoleDecode, RoleBoth:
+		default:
+			errs = append(errs, fmt.Errorf("%s: role %q: allowed values are prefill, decode, both", where, pl.Role))
+		}
+		if len(pl.Selector) == 0 {
+			errs = append(errs, fmt.Errorf("%s: selector must have at least one label", where))
+		}
+		switch pl.Engine {
+		case "", "auto", "vllm", "sglang", "trtllm":
+		default:
+			errs = append(errs, fmt.Errorf("%s: engine %q: allowed values are auto, vllm, sglang, trtllm", where, pl.Engine))
+		}
+		if pl.Port == 0 {
+			pl.Port = s.DefaultPort
+		}
+		if pl.Path == "" {
+			pl.Path = s.DefaultPath
+		}
+		if pl.Scheme == "" {
+			pl.Scheme = s.DefaultScheme
+		}
+		if pl.Scheme != "http" && pl.Scheme != "https" {
+			errs = append(errs, fmt.Errorf("%s: scheme %q: allowed values are http, https", where, pl.Scheme))
+		}
+		if pl.Port < 1 || pl.Port > 65535 {
+			errs = append(errs, fmt.Errorf("%s: port %d out of range", where, pl.Port))
+		}
+		if pl.Workload.Kind == "" {
+			pl.Workload.Kind = "Deployment"
+		}
+		switch pl.Workload.Kind {
+		case "Deployment", "StatefulSet", "LeaderWorkerSet":
+		default:
+			errs = append(errs, fmt.Errorf("%s: workload.kind %q: allowed values are Deployment, StatefulSet, LeaderWorkerSet", where, pl.Workload.Kind))
+		}
+		setDur(&pl.SLO.TTFT, 2*time.Second)
+		setDur(&pl.SLO.ITL, 100*time.Millisecond)
+		// Defaults: Llama-3.1-8B, TP=1, H100 class; see docs/metrics.md for sources.
+		setF(&pl.Profile.PrefillTPS, 12000)
+		setF(&pl.Profile.DecodeTPS, 2500)
+		if !(pl.Profile.PrefillTPS > 0) || !(pl.Profile.DecodeTPS > 0) || !(pl.Profile.KVTransferTPS >= 0) || math.IsInf(pl.Profile.PrefillTPS+pl.Profile.DecodeTPS+pl.Profile.KVTransferTPS, 0) {
+			errs = append(errs, fmt.Errorf("%s: profile velocities must be positive", where))
+		}
+		if pl.Ratio != nil && !(pl.Ratio.Min > 0 && pl.Ratio.Max >= pl.Ratio.Min && !math.IsInf(pl.Ratio.Max, 0)) {
+			errs = append(errs, fmt.Errorf("%s: ratio needs 0 < min <= max, got %v..%v", where, pl.Ratio.Min, pl.Ratio.Max))
+		}
+		if pl.MinReplicas == 0 {
+			pl.MinReplicas = 1
+		}
+		if pl.MaxReplicas == 0 {
+			pl.MaxReplicas = 100
+		}
+		if pl.MinReplicas < 0 || pl.MaxReplicas < pl.MinReplicas {
+			errs = append(errs, fmt.Errorf("%s: need 0 <= minReplicas <= maxReplicas", where))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func setDur(d *Duration, def time.Duration) {
+	if d.Duration == 0 {
+		d.Duration = def
+	}
+}
+
+func setF(f *float64, def float64) {
+	if *f == 0 {
+		*f = def
+	}
+}
+
+// Watcher holds the current config and reloads it when the file changes.
+type Watcher struct {
+	path string
+	mu   sync.RWMutex
+	cur  *Config
+	raw  []byte
+	// OnChange, if set before Run, is called after each successful reload.
+	OnChange func(*Config)
+}
+
+// NewWatcher loads path (or the default when path is "") and returns a watcher serving it.
+func NewWatcher(path string) (*Watcher, error) {
+	w := &Watcher{path: path}
+	if path == "" {
+		w.cur = Default()
+		return w, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	w.cur, w.raw = c, raw
+	return w, nil
+}
+
+// Current returns the config in force.
+func (w *Watcher) Current() *Config {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.cur
+}
+
+// Reload rereads the file. A bad file is rejected with an error and the old config stays in force.
+func (w *Watcher) Reload() (changed bool, err error) {
+	if w.path == "" {
+		return false, nil
+	}
+	raw, err := os.ReadFile(w.path)
+	if err != nil {
+		return false, fmt.Errorf("config reload: %w", err)
+	}
+	w.mu.RLock()
+	same := bytes.Equal(raw, w.raw)
+	w.mu.RUnlock()
+	if same {
+		return false, nil
+	}
+	c, err := Parse(raw)
+	if err != nil {
+		return false, fmt.Errorf("config reload rejected, keeping the previous config: %s: %w", w.path, err)
+	}
+	w.mu.Lock()
+	w.cur, w.raw = c, raw
+	w.mu.Unlock()
+	if w.OnChange != nil {
+		w.OnChange(c)
+	}
+	return true, nil
+}
+
+// Run polls the file every period until ctx ends. Polling (rather than inotify) follows ConfigMap
+// updates, which replace a symlink, without special cases.
+func (w *Watcher) Run(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			changed, err := w.Reload()
+			if err != nil {
+				klog.ErrorS(err, "Config reload failed", "path", w.path)
+			} else if changed {
+				klog.InfoS("Config reloaded", "path", w.path, "pools", len(w.Current().Pools))
+			}
+		}
+	}
+}

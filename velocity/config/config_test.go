@@ -1,0 +1,119 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const good = `version: tokenscale.io/v1alpha1
+scrape:
+  interval: 1s
+pools:
+- name: prefill
+  namespace: llm
+  role: prefill
+  selector: {llm-d.ai/role: prefill}
+  workload: {kind: Deployment, name: llama-prefill}
+  profile: {prefillTokensPerSecond: 9000}
+  ratio: {min: 0.5, max: 2}
+- name: decode
+  namespace: llm
+  role: decode
+  engine: sglang
+  selector: {llm-d.ai/role: decode}
+`
+
+func TestParseGoodAndDefaults(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Pools[0]
+	if p.Profile.PrefillTPS != 9000 || p.Port != 8000 || p.Path != "/metrics" || p.SLO.TTFT.Duration != 2*time.Second || p.MinReplicas != 1 {
+		t.Errorf("pool 0 = %+v", p)
+	}
+	if c.Scrape.Timeout.Duration != 800*time.Millisecond || c.Policy.TargetUtilisation != 0.85 || !*c.Policy.Calibrate {
+		t.Errorf("defaults not applied: %+v %+v", c.Scrape, c.Policy)
+	}
+}
+
+func TestDefaultFitsLLMD(t *testing.T) {
+	c := Default()
+	if len(c.Pools) != 2 || c.Pools[0].Selector["llm-d.ai/role"] != "prefill" || c.Pools[1].Role != RoleDecode {
+		t.Errorf("default pools = %+v", c.Pools)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown field names its line", "version: tokenscale.io/v1alpha1\npools:\n- name: a\n  role: prefill\n  selektor: {a: b}\n", "line 5"},
+		{"wrong version", "version: v2\npools: []\n", `version "v2" is not supported`},
+		{"bad role", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefil, selector: {a: b}}\n", "allowed values are prefill, decode, both"},
+		{"bad duration", "version: tokenscale.io/v1alpha1\nscrape: {interval: fast}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "line 2"},
+		{"timeout above interval", "version: tokenscale.io/v1alpha1\nscrape: {interval: 1s, timeout: 2s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "must not exceed"},
+		{"empty selector", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill}\n", "selector"},
+		{"empty", "", "empty"},
+		{"bad engine", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, engine: tgi, selector: {a: b}}\n", "allowed values are auto"},
+		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHotReloadKeepsOldOnBadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *Config
+	w.OnChange = func(c *Config) { got = c }
+	if err := os.WriteFile(path, []byte("version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: nope, selector: {a: b}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := w.Reload(); changed || err == nil || !strings.Contains(err.Error(), "keeping the previous config") {
+		t.Fatalf("bad reload: changed=%v err=%v", changed, err)
+	}
+	if len(w.Current().Pools) != 2 || got != nil {
+		t.Fatal("old config must stay in force")
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(good, "9000", "7000", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := w.Reload(); !changed || err != nil {
+		t.Fatalf("good reload: changed=%v err=%v", changed, err)
+	}
+	if w.Current().Pools[0].Profile.PrefillTPS != 7000 || got == nil {
+		t.Error("new config not in force")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("version: tokenscale.io/v1alpha1\npools: [{name: a}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			return
+		}
+		for _, p := range c.Pools {
+			if p.Port < 1 || p.MaxReplicas < p.MinReplicas || p.Profile.PrefillTPS <= 0 || p.Profile.DecodeTPS <= 0 {
+				t.Fatalf("accepted an invalid pool: %+v", p)
+			}
+		}
+		if c.Scrape.Timeout.Duration > c.Scrape.Interval.Duration || c.Policy.TargetUtilisation <= 0 {
+			t.Fatalf("accepted invalid scrape/policy: %+v %+v", c.Scrape, c.Policy)
+		}
+	})
+}
