@@ -1,0 +1,247 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
+)
+
+// Decision is the policy's output for one group (a prefill and a decode pool, either may be absent).
+type Decision struct {
+	Time  time.Time
+	Group string
+	// Desired replicas per pool name; a pool whose status is unknown is absent (never 0).
+	Desired map[string]int
+	// Conversions is how many decoders should take prefill work now (0 when signals are lost).
+	Conversions int
+	// Reasons explains the decision in words, for logs and inspect.
+	Reasons []string
+}
+
+type rec struct {
+	t time.Time
+	n int
+}
+
+// Controller holds the state that makes decisions stable: recent recommendations (scale-down
+// stabilisation), emergency cooldowns, conversion hysteresis and calibrated capacities.
+type Controller struct {
+	recs       map[string][]rec
+	emergency  map[string]time.Time
+	calibrated map[string]float64
+	saturated  map[string]int
+	conv       map[string]int
+	keepingUp  map[string]time.Time
+}
+
+// NewController returns a controller with no history.
+func NewController() *Controller {
+	return &Controller{
+		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
+		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
+	}
+}
+
+// Calibrated returns a pool's calibrated per-pod velocity, or 0 when the profile is in use.
+func (c *Controller) Calibrated(pool string) float64 { return c.calibrated[pool] }
+
+// emergencyCooldown spaces latency emergency steps so each can take effect before the next.
+const emergencyCooldown = 15 * time.Second
+
+// Decide sizes a group's pools together. prefill/decode and their statuses may be nil when the group
+// lacks that pool or its status is unknown.
+func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
+	prefill *config.Pool, ps *PoolStatus, decode *config.Pool, ds *PoolStatus) Decision {
+	d := Decision{Time: now, Group: group, Desired: map[string]int{}}
+	var p, dn int
+	if prefill != nil && ps != nil {
+		c.calibrate(prefill, ps)
+		lambda := ps.Arrival + ps.QueuedTokens/pol.DrainSeconds
+		p = ceilDiv(lambda, ps.PerPod*pol.TargetUtilisation)
+		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: λ=%.0f tok/s (+%.0f queued) / (V=%.0f × %.2f) → %d",
+			prefill.Name, ps.Arrival, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
+		p = c.safetyNet(now, prefill.Name, ps, p, &d)
+	}
+	if decode != nil && ds != nil {
+		c.calibrate(decode, ds)
+		dn = ceilDiv(ds.Arrival, ds.PerPod*pol.TargetUtilisation)
+		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: λ=%.0f tok/s / (V=%.0f × %.2f) → %d",
+			decode.Name, ds.Arrival, ds.PerPod, pol.TargetUtilisation, dn))
+		dn = c.safetyNet(now, decode.Name, ds, dn, &d)
+	}
+	// HeteroScale coordination: keep the P:D replica ratio inside its band by raising the short side.
+	if ps != nil && ds != nil {
+		if band := ratioBand(prefill, decode); band != nil && dn > 0 {
+			if r := float64(p) / float64(dn); r < band.Min {
+				p = int(math.Ceil(band.Min * float64(dn)))
+				d.Reasons = append(d.Reasons, fmt.Sprintf("ratio %.2f below %.2f: prefill → %d", r, band.Min, p))
+			} else if r > band.Max {
+				dn = int(math.Ceil(float64(p) / band.Max))
+				d.Reasons = append(d.Reasons, fmt.Sprintf("ratio %.2f above %.2f: decode → %d", r, band.Max, dn))
+			}
+		}
+	}
+	if ps != nil {
+		d.Desired[prefill.Name] = c.stabilise(now, prefill, pol, p)
+	}
+	if ds != nil {
+		d.Desired[decode.Name] = c.stabilise(now, decode, pol, dn)
+	}
+	d.Conversions = c.conversions(now, pol, group, prefill, ps, decode, ds, &d)
+	return d
+}
+
+// safetyNet adds a fixed emergency step when recent latency breaks the SLO (HeteroScale's negative
+// feedback): +10% of current replicas when over 5% of requests miss, +20% when over 20% miss.
+func (c *Controller) safetyNet(now time.Time, pool string, st *PoolStatus, n int, d *Decision) int {
+	if st.SLOMissFraction < 0.05 {
+		return n
+	}
+	step := 0.10
+	if st.SLOMissFraction >= 0.20 {
+		step = 0.20
+	}
+	target := int(math.Ceil(float64(st.Pods) * (1 + step)))
+	if target <= st.Pods {
+		target = st.Pods + 1
+	}
+	if last, ok := c.emergency[pool]; ok && now.Sub(last) < emergencyCooldown {
+		return max(n, st.Pods) // hold while the previous step takes effect
+	}
+	if target > n {
+		c.emergency[pool] = now
+		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %.0f%% of requests miss the latency SLO: emergency step +%.0f%% → %d",
+			pool, st.SLOMissFraction*100, step*100, target))
+		return target
+	}
+	return n
+}
+
+// stabilise clamps to min/max and scales down only to the highest recommendation of the window.
+func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy, n int) int {
+	n = min(max(n, p.MinReplicas), p.MaxReplicas)
+	rs := append(c.recs[p.Name], rec{now, n})
+	cut := 0
+	for cut < len(rs) && now.Sub(rs[cut].t) > pol.ScaleDownWindow.Duration {
+		cut++
+	}
+	rs = rs[cut:]
+	c.recs[p.Name] = rs
+	best := n
+	for _, r := range rs {
+		best = max(best, r.n)
+	}
+	return best
+}
+
+// conversions decides how many decoders take prefill work: only while prefill capacity is short and
+// the SLO would break before a new prefiller is Ready (cold start), only from decoders the decode pool
+// can spare, never above maxConvertFraction of the decode pool; released after prefill keeps up for
+// ReleaseHold; zero at once when either pool's signal is unknown (fail safe).
+func (c *Controller) conversions(now time.Time, pol config.Policy, group string, prefill *config.Pool, ps *PoolStatus,
+	decode *config.Pool, ds *PoolStatus, d *Decision) int {
+	if ps == nil || ds == nil || prefill == nil || decode == nil {
+		if c.conv[group] > 0 {
+			d.Reasons = append(d.Reasons, "signal lost: conversions released")
+		}
+		c.conv[group] = 0
+		return 0
+	}
+	need := ps.Arrival + ps.QueuedTokens/pol.DrainSeconds
+	short := need - ps.Capacity
+	perConverted := pol.ConvertedPrefill * prefill.Profile.PrefillTPS
+	want := 0
+	if short > 0 && ps.SecondsToBreach < pol.ColdStart.Seconds() {
+		want = ceilDiv(short, perConverted)
+	}
+	spare := int(math.Floor(float64(ds.Pods) - ds.Arrival/(ds.PerPod*pol.TargetUtilisation)))
+	limit := int(math.Floor(pol.MaxConvertFraction * float64(ds.Pods)))
+	want = max(0, min(want, spare, limit))
+	prev := c.conv[group]
+	if want < prev {
+		// Hysteresis: hold until prefill has kept up for ReleaseHold.
+		if short > 0 {
+			delete(c.keepingUp, group)
+			want = min(prev, max(0, min(spare, limit)))
+		} else {
+			since, ok := c.keepingUp[group]
+			if !ok {
+				c.keepingUp[group] = now
+				since = now
+			}
+			if now.Sub(since) < pol.ReleaseHold.Duration {
+				want = min(prev, max(0, min(spare, limit)))
+			}
+		}
+	} else {
+		delete(c.keepingUp, group)
+	}
+	if want != prev {
+		d.Reasons = append(d.Reasons, fmt.Sprintf("conversions %d → %d (prefill short by %.0f tok/s, breach in %.1fs, spare decoders %d, limit %d)",
+			prev, want, math.Max(0, short), ps.SecondsToBreach, spare, limit))
+	}
+	c.conv[group] = want
+	return want
+}
+
+// calibrate refines a pool's per-pod velocity online. A pool whose queue keeps growing while its
+// throughput is flat is saturated: its served velocity per pod is its real capacity. A pool serving
+// more than its profile says has at least that capacity. Updates are bounded to [0.5, 2]× the profile
+// and logged.
+func (c *Controller) calibrate(p *config.Pool, st *PoolStatus) {
+	profile := perPod(p, 0)
+	cur := c.calibrated[p.Name]
+	if cur == 0 {
+		cur = profile
+	}
+	if st.Known < st.Pods || st.Pods == 0 {
+		return
+	}
+	observed := st.Served / float64(st.Pods)
+	saturated := st.Arrival > st.Served*1.05 && (st.QueuedTokens > 0 || p.Role == config.RoleDecode)
+	if saturated {
+		c.saturated[p.Name]++
+	} else {
+		c.saturated[p.Name] = 0
+	}
+	next := cur
+	switch {
+	case c.saturated[p.Name] >= 3:
+		next = 0.7*cur + 0.3*observed
+	case observed > cur*1.05:
+		next = 0.7*cur + 0.3*observed
+	default:
+		return
+	}
+	next = math.Min(math.Max(next, 0.5*profile), 2*profile)
+	if math.Abs(next-cur) > 0.05*cur {
+		klog.InfoS("Calibrated pool capacity", "pool", p.Name, "from", int(cur), "to", int(next),
+			"observedPerPod", int(observed), "saturated", c.saturated[p.Name] >= 3)
+	}
+	c.calibrated[p.Name] = next
+}
+
+func ratioBand(a, b *config.Pool) *config.Ratio {
+	if a != nil && a.Ratio != nil {
+		return a.Ratio
+	}
+	if b != nil {
+		return b.Ratio
+	}
+	return nil
+}
+
+func ceilDiv(a, b float64) int {
+	if b <= 0 || a <= 0 || math.IsNaN(a) {
+		return 0
+	}
+	v := math.Ceil(a/b - 1e-9)
+	if v > 1e6 {
+		return 1e6
+	}
+	return int(v)
+}

@@ -1,0 +1,171 @@
+// Package policy turns per-pod velocities into per-pool figures (arrival velocity, capacity,
+// utilisation, predicted backpressure) and decides replicas for prefill and decode pools together,
+// plus how many decoders should take prefill work now (convertible decoders).
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// ErrNoData means no pod of the pool has a known velocity: the pool's figures are unknown, not zero.
+var ErrNoData = errors.New("no pod of the pool has a known velocity")
+
+// PoolStatus is a pool's state at one instant. Velocities are tokens/s.
+type PoolStatus struct {
+	Name string
+	Role config.Role
+	// Pods is the number of pods in the pool; Known of them have fresh velocities.
+	Pods, Known int
+	// Arrival λ: tokens/s demanded of the pool's stage, served + queue growth.
+	Arrival float64
+	// Served: tokens/s the pool is processing now.
+	Served float64
+	// PerPod is the per-instance velocity V used (profile, or calibrated).
+	PerPod float64
+	// Capacity N·V with N = Pods.
+	Capacity float64
+	// Utilisation ρ = λ / (N·V).
+	Utilisation float64
+	// QueuedTokens waiting across the pool.
+	QueuedTokens float64
+	// Backpressure is the predicted queueing delay at the horizon as a fraction of the SLO's queueing
+	// budget: 1 means the TTFT SLO is predicted to break within the horizon. See docs/metrics.md.
+	Backpressure float64
+	// SecondsToBreach: predicted time until queued work breaks the TTFT SLO (+Inf: not at current rates).
+	SecondsToBreach float64
+	// SLOMissFraction is the share of recent requests over the latency SLO (TTFT for prefill and both,
+	// inter-token latency for decode); -1 when unknown.
+	SLOMissFraction float64
+	// Errors lists pods whose velocity is unknown, with the reason.
+	Errors []error
+}
+
+// perPod returns the per-instance velocity for the pool's stage.
+func perPod(p *config.Pool, cal float64) float64 {
+	if cal > 0 {
+		return cal
+	}
+	switch p.Role {
+	case config.RoleDecode:
+		return p.Profile.DecodeTPS
+	default:
+		v := p.Profile.PrefillTPS
+		if p.Profile.KVTransferTPS > 0 {
+			v = math.Min(v, p.Profile.KVTransferTPS) // TokenScale: min(V_P, V_N)
+		}
+		return v
+	}
+}
+
+// Aggregate computes a pool's status from its pods' store results. calibrated overrides the profile's
+// per-pod velocity when > 0. horizon is the backpressure look-ahead.
+func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon time.Duration) (PoolStatus, error) {
+	st := PoolStatus{Name: p.Name, Role: p.Role, Pods: len(pods), SLOMissFraction: -1}
+	var missW, missN float64
+	var meanPrompt float64
+	for _, r := range pods {
+		if r.Err != nil {
+			st.Errors = append(st.Errors, r.Err)
+			continue
+		}
+		st.Known++
+		v := r.Velocity
+		meanPrompt += v.MeanPromptTokens
+		switch p.Role {
+		case config.RoleDecode:
+			st.Served += v.DecodeTPS
+			// A decoder's queue is requests waiting for KV room: output tokens owed grow with it.
+			st.Arrival += v.DecodeTPS + math.Max(0, v.QueueGrowthTPS)
+		default:
+			// Input tokens, as V_P is profiled; prefix-cache gains show up as a calibrated higher V.
+			prefill := v.PrefillTPS
+			st.Served += prefill
+			st.Arrival += prefill + v.QueueGrowthTPS
+			st.QueuedTokens += v.QueuedTokens
+		}
+		h, slo := v.TTFT, p.SLO.TTFT.Seconds()
+		if p.Role == config.RoleDecode {
+			h, slo = v.ITL, p.SLO.ITL.Seconds()
+		}
+		if f, ok := store.FractionAbove(h, slo); ok {
+			missW += f * h.Count
+			missN += h.Count
+		}
+	}
+	if st.Known == 0 {
+		if len(st.Errors) > 0 {
+			return st, fmt.Errorf("pool %s: %w (first: %v)", p.Name, ErrNoData, st.Errors[0])
+		}
+		return st, fmt.Errorf("pool %s: %w (no pods)", p.Name, ErrNoData)
+	}
+	if missN > 0 {
+		st.SLOMissFraction = missW / missN
+	}
+	// Pods with unknown velocity still hold capacity; their demand is estimated as the known pods' mean.
+	if st.Known < st.Pods {
+		scale := float64(st.Pods) / float64(st.Known)
+		st.Arrival *= scale
+		st.Served *= scale
+		st.QueuedTokens *= scale
+	}
+	st.Arrival = math.Max(0, st.Arrival)
+	st.PerPod = perPod(p, calibrated)
+	st.Capacity = float64(st.Pods) * st.PerPod
+	st.Utilisation = ratio(st.Arrival, st.Capacity)
+	meanPrompt /= float64(st.Known)
+	st.Backpressure, st.SecondsToBreach = backpressure(st, p.SLO.TTFT.Seconds(), meanPrompt, horizon.Seconds())
+	return st, nil
+}
+
+// backpressure predicts queueing at the horizon. A request's TTFT is about Q/C + prompt/V (drain the
+// queue, then its own prefill), so the SLO leaves a queueing budget of B = SLO − prompt/V seconds and
+// breaks when Q > C·B. With λ > C the queue grows at λ − C. Backpressure = (Q + max(0, λ−C)·H) / (C·B):
+// it rises the moment λ exceeds C, before any request has waited (TTFT lags by the queue's fill time).
+func backpressure(st PoolStatus, slo, meanPrompt, horizon float64) (bp, secondsToBreach float64) {
+	if st.Role == config.RoleDecode {
+		// Decode has no prefill queue; its pressure is utilisation relative to 1 at the horizon.
+		return math.Max(0, st.Utilisation), math.Inf(1)
+	}
+	c := st.Capacity
+	if c <= 0 {
+		if st.Arrival > 0 || st.QueuedTokens > 0 {
+			return maxBackpressure, 0
+		}
+		return 0, math.Inf(1)
+	}
+	budget := slo - meanPrompt/st.PerPod
+	if budget <= 0 {
+		budget = slo * 0.1 // prompts alone nearly fill the SLO: keep a small budget, flag pressure early
+	}
+	limit := c * budget
+	growth := st.Arrival - c
+	bp = (st.QueuedTokens + math.Max(0, growth)*horizon) / limit
+	switch {
+	case st.QueuedTokens >= limit:
+		secondsToBreach = 0
+	case growth > 0:
+		secondsToBreach = (limit - st.QueuedTokens) / growth
+	default:
+		secondsToBreach = math.Inf(1)
+	}
+	return math.Min(bp, maxBackpressure), secondsToBreach
+}
+
+// maxBackpressure caps the figure so it stays a finite, comparable number.
+const maxBackpressure = 1000
+
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		if a > 0 {
+			return maxBackpressure
+		}
+		return 0
+	}
+	return a / b
+}
