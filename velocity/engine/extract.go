@@ -438,3 +438,43 @@ func Extract(r io.Reader, kind Kind) (*Snapshot, error) {
 	}
 	return e.finish()
 }
+
+// ExtractBytes is Extract for a page already in memory (the collector's pooled buffers).
+func ExtractBytes(page []byte, kind Kind) (*Snapshot, error) {
+	e := newExtractor(kind)
+	if err := parseBytes(page, e); err != nil {
+		return nil, err
+	}
+	return e.finish()
+}
+
+// Builder makes a Snapshot from samples that did not come from a page (e.g. a PromQL query result).
+type Builder struct{ e *extractor }
+
+// NewBuilder returns a Builder for kind (Auto detects, as Extract does).
+func NewBuilder(kind Kind) *Builder { return &Builder{e: newExtractor(kind)} }
+
+// Add feeds one flat sample (histograms as name_bucket{le}, name_sum, name_count).
+func (b *Builder) Add(name string, labels map[string]string, v float64) {
+	if !b.e.wants([]byte(name)) {
+		return
+	}
+	ls := make([]label, 0, len(labels))
+	for k, val := range labels {
+		ls = append(ls, label{k, val})
+	}
+	b.e.sample(name, ls, v)
+}
+
+// Snapshot finishes the Snapshot.
+func (b *Builder) Snapshot() (*Snapshot, error) { return b.e.finish() }
+
+// SampleNames lists every flat sample name the catalog reads, for building queries.
+func SampleNames() []string {
+	out := make([]string, 0, len(tables[Auto]))
+	for n := range tables[Auto] {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -159,7 +159,7 @@ func TestQueueGrowthAndLatencyWindow(t *testing.T) {
 }
 
 func TestFractionAbove(t *testing.T) {
-	h := engine.Histogram{OK: true, Count: 100, Buckets: []engine.Bucket{{0.1, 50}, {0.5, 90}, {1, 100}, {math.Inf(1), 100}}}
+	h := engine.Histogram{OK: true, Count: 100, Buckets: []engine.Bucket{{UpperBound: 0.1, Count: 50}, {UpperBound: 0.5, Count: 90}, {UpperBound: 1, Count: 100}, {UpperBound: math.Inf(1), Count: 100}}}
 	for _, tc := range []struct{ x, want float64 }{{0.05, 0.75}, {0.1, 0.5}, {0.3, 0.3}, {1, 0}, {5, 0}} {
 		got, ok := FractionAbove(h, tc.x)
 		if !ok || math.Abs(got-tc.want) > 1e-9 {

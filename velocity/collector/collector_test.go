@@ -1,0 +1,159 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/velocity/engine"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+func TestScrapeFaultsAreIsolated(t *testing.T) {
+	mk := func() (*fakeengine.Engine, *httptest.Server) {
+		e := fakeengine.New(fakeengine.Config{})
+		e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
+		return e, httptest.NewServer(e)
+	}
+	good, goodSrv := mk()
+	hung, hungSrv := mk()
+	junk, junkSrv := mk()
+	_, deadSrv := mk()
+	deadSrv.Close()
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, strings.Repeat("# padding\n", 20000))
+	}))
+	for _, s := range []*httptest.Server{goodSrv, hungSrv, junkSrv, big} {
+		defer s.Close()
+	}
+	hung.SetHang(true)
+	junk.SetGarbage(true)
+
+	st := store.New(store.Options{}, nil)
+	pod := func(n string) store.PodKey { return store.PodKey{Namespace: "ns", Name: n} }
+	targets := []Target{
+		{Pod: pod("good"), URL: goodSrv.URL + "/metrics"},
+		{Pod: pod("hung"), URL: hungSrv.URL + "/metrics"},
+		{Pod: pod("junk"), URL: junkSrv.URL + "/metrics"},
+		{Pod: pod("dead"), URL: deadSrv.URL + "/metrics"},
+		{Pod: pod("big"), URL: big.URL + "/metrics"},
+	}
+	s := NewScraper(Options{Timeout: 200 * time.Millisecond, MaxBodyBytes: 128 << 10}, st, func() []Target { return targets }, nil)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		good.Advance(time.Second)
+		start := time.Now()
+		s.ScrapeOnce(ctx)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("a round took %s: the hung engine blocked the others", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if v, err := st.Get(pod("good")); err != nil || v.PrefillTPS <= 0 {
+		t.Errorf("good pod: %+v, %v", v, err)
+	}
+	for name, want := range map[string]string{
+		"hung": "deadline exceeded", "junk": "parsing metrics text", "dead": "connection refused", "big": "body size limit",
+	} {
+		_, err := st.Get(pod(name))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", name, err, want)
+		}
+	}
+	// A target that disappears is forgotten at once.
+	targets = targets[:1]
+	s.ScrapeOnce(ctx)
+	if st.Len() != 1 {
+		t.Errorf("store has %d pods after targets shrank to 1", st.Len())
+	}
+}
+
+func TestScrapeRestartCountsReset(t *testing.T) {
+	e := fakeengine.New(fakeengine.Config{})
+	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	st := store.New(store.Options{StaleAfter: time.Hour}, nil)
+	key := store.PodKey{Namespace: "ns", Name: "p"}
+	s := NewScraper(Options{}, st, func() []Target { return []Target{{Pod: key, URL: srv.URL, Engine: engine.VLLM}} }, nil)
+	for i := 0; i < 6; i++ {
+		e.Advance(time.Second)
+		if i == 3 {
+			e.Restart()
+			e.Advance(time.Second)
+		}
+		s.ScrapeOnce(context.Background())
+		time.Sleep(10 * time.Millisecond)
+		if v, err := st.Get(key); err == nil && (v.PrefillTPS < 0 || v.DecodeTPS < 0) {
+			t.Fatalf("negative velocity after restart: %+v", v)
+		}
+	}
+	if v, _ := st.Get(key); v.Resets != 1 {
+		t.Errorf("Resets = %d, want 1", v.Resets)
+	}
+}
+
+func TestPrometheusSource(t *testing.T) {
+	var calls int
+	prompt := 1000.0
+	ts := 1700000000.0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		q := r.Form.Get("query")
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasPrefix(q, "max by (namespace, pod) (timestamp(") {
+			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"namespace":"ns","pod":"p"},"value":[%.3f,"%.3f"]}]}}`, ts, ts)
+			return
+		}
+		calls++
+		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p","engine":"0","instance":"10.0.0.1:8000"},"value":[%.3f,"%v"]},
+{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"ns","pod":"p","engine":"0"},"value":[%.3f,"100"]},
+{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"ns","pod":"p","engine":"0"},"value":[%.3f,"2"]},
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"other","pod":"x"},"value":[%.3f,"5"]}]}}`, ts, prompt, ts, ts, ts)
+	}))
+	defer srv.Close()
+	q, err := NewPrometheusQuerier(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(store.Options{StaleAfter: time.Hour * 24 * 365 * 100}, nil)
+	src := NewPrometheusSource(q, st, time.Second, engine.Auto, func(k store.PodKey) bool { return k.Namespace == "ns" })
+	ctx := context.Background()
+	if err := src.PollOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Prometheus has not scraped again: the same timestamp must not produce a zero rate.
+	if err := src.PollOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ts += 15
+	prompt += 15 * 3000
+	if err := src.PollOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.PrefillTPS < 2999 || v.PrefillTPS > 3001 {
+		t.Errorf("PrefillTPS = %v, want 3000", v.PrefillTPS)
+	}
+	if st.Len() != 1 {
+		t.Errorf("store has %d pods, want only the kept namespace", st.Len())
+	}
+	// A failing Prometheus records nothing (pods go stale, never zero) and returns an error.
+	srv.Close()
+	if err := src.PollOnce(ctx); err == nil {
+		t.Error("want an error when Prometheus is down")
+	}
+	if _, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"}); errors.Is(err, store.ErrNotFound) {
+		t.Error("pod must be kept (and go stale), not dropped, when Prometheus is unreachable")
+	}
+}
