@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Report writes a human-readable account of a page: the engine detected, which catalog fields were
+// found under which names, what is missing and why that matters. It is what `tokenscale inspect`
+// prints; the returned error is non-nil when the page cannot give token velocity.
+func Report(w io.Writer, page []byte, kind Kind) error {
+	snap, err := ExtractBytes(page, kind)
+	if err != nil {
+		fmt.Fprintf(w, "error: %v\n", err)
+		if errors.Is(err, ErrUnknownEngine) {
+			fmt.Fprintln(w, "hint: vLLM names start with \"vllm:\", SGLang with \"sglang:\" (start SGLang with --enable-metrics),")
+			fmt.Fprintln(w, "      TensorRT-LLM with \"trtllm_\". Is this the engine's port (vLLM 8000, SGLang 30000) and path /metrics?")
+		}
+		return err
+	}
+	how := "detected from metric names"
+	if kind != Auto {
+		how = "forced"
+	}
+	fmt.Fprintf(w, "engine: %s (%s)\n", snap.Engine, how)
+	if snap.EngineRole != "" {
+		fmt.Fprintf(w, "engine role (engine_type label): %s\n", snap.EngineRole)
+	}
+	fmt.Fprintln(w, "\nfound:")
+	for _, f := range Fields() {
+		src, ok := snap.Found(f)
+		if !ok {
+			continue
+		}
+		note := ""
+		for _, a := range Specs[f].Aliases[snap.Engine] {
+			if a.String() == src {
+				note = a.Note
+			}
+		}
+		val := ""
+		if s, ok := snap.Scalar(f); ok {
+			val = fmt.Sprintf("= %g", s.Value)
+		} else if h, ok := snap.Hist(f); ok {
+			val = fmt.Sprintf("count %g", h.Count)
+		}
+		fmt.Fprintf(w, "  %-22s %s %s  [%s]\n", f, src, val, note)
+	}
+	var missing []string
+	for _, f := range Fields() {
+		if _, ok := snap.Found(f); ok {
+			continue
+		}
+		aliases := Specs[f].Aliases[snap.Engine]
+		if len(aliases) == 0 {
+			continue // not exposed by this engine at all
+		}
+		names := make([]string, len(aliases))
+		for i, a := range aliases {
+			names[i] = a.String()
+		}
+		req := "optional"
+		if Specs[f].Required {
+			req = "REQUIRED"
+		}
+		missing = append(missing, fmt.Sprintf("  %-22s %s; looked for %s\n  %-22s why it matters: %s\n", f, req, strings.Join(names, " or "), "", Specs[f].Why))
+	}
+	if len(missing) > 0 {
+		fmt.Fprintln(w, "\nmissing:")
+		for _, m := range missing {
+			fmt.Fprint(w, m)
+		}
+	}
+	if len(snap.Problems) > 0 {
+		fmt.Fprintln(w, "\nproblems:")
+		for _, p := range snap.Problems {
+			fmt.Fprintf(w, "  %s\n", p)
+		}
+	}
+	if err := snap.Err(); err != nil {
+		fmt.Fprintf(w, "\nverdict: token velocity is UNKNOWN for this pod: %v\n", err)
+		return err
+	}
+	fmt.Fprintln(w, "\nverdict: token velocity can be computed for this pod.")
+	return nil
+}
