@@ -58,14 +58,19 @@ func scan(buf []byte, sink sampleSink) error {
 		}
 		switch ln[i] {
 		case '#':
-			kw, name, typ := commentLine(ln[i+1:])
+			kw, bname, typ := commentLine(ln[i+1:])
 			if kw == "" {
 				continue
 			}
+			suffixed := hasSuffix(bname)
+			if !suffixed && typ == "" {
+				continue // the common case: a HELP line, or a counter/gauge TYPE line
+			}
+			name := string(bname)
 			if base, ok := splitSuffix(name); ok && typed[base] != "" {
 				return errFallback // a suffixed name declared as its own family: expfmt's rules apply
 			}
-			if kw == "TYPE" && (typ == "histogram" || typ == "gaugehistogram" || typ == "summary") {
+			if typ != "" {
 				if named[name+"_bucket"] || named[name+"_sum"] || named[name+"_count"] {
 					return errFallback // declared after its samples were read as untyped
 				}
@@ -74,7 +79,7 @@ func scan(buf []byte, sink sampleSink) error {
 				}
 				typed[name] = typ
 			}
-			if _, ok := splitSuffix(name); ok {
+			if suffixed {
 				if named == nil {
 					named = map[string]bool{}
 				}
@@ -181,16 +186,44 @@ func skipBlank(b []byte, i int) int {
 	return i
 }
 
-// commentLine recognises "# HELP name ..." and "# TYPE name type" (after the '#'); kw is "" otherwise.
-func commentLine(b []byte) (kw, name, typ string) {
-	f := strings.Fields(string(b))
-	if len(f) < 2 || (f[0] != "HELP" && f[0] != "TYPE") {
-		return "", "", ""
+// commentLine recognises "# HELP name ..." and "# TYPE name type" (after the '#') without allocating;
+// kw is "" otherwise, and typ is set only for histogram, gaugehistogram and summary types.
+func commentLine(b []byte) (kw string, name []byte, typ string) {
+	tok := func() []byte {
+		i := skipBlank(b, 0)
+		j := i
+		for j < len(b) && b[j] != ' ' && b[j] != '\t' {
+			j++
+		}
+		t := b[i:j]
+		b = b[j:]
+		return t
 	}
-	if f[0] == "TYPE" && len(f) >= 3 {
-		typ = strings.ToLower(f[2])
+	switch k := tok(); string(k) {
+	case "HELP":
+		kw = "HELP"
+	case "TYPE":
+		kw = "TYPE"
+	default:
+		return "", nil, ""
 	}
-	return f[0], f[1], typ
+	name = tok()
+	if len(name) == 0 {
+		return "", nil, ""
+	}
+	if kw == "TYPE" {
+		t := tok()
+		for _, want := range []string{"histogram", "gaugehistogram", "summary"} {
+			if bytes.EqualFold(t, []byte(want)) {
+				typ = want
+			}
+		}
+	}
+	return kw, name, typ
+}
+
+func hasSuffix(name []byte) bool {
+	return bytes.HasSuffix(name, []byte("_bucket")) || bytes.HasSuffix(name, []byte("_sum")) || bytes.HasSuffix(name, []byte("_count"))
 }
 
 // splitSuffix returns the family a histogram or summary sample name would belong to.
