@@ -119,11 +119,7 @@ func (s *Store) Options() Options { return s.opts }
 func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.pods[pod]
-	if st == nil {
-		st = &podState{v: Velocity{Pod: pod}}
-		s.pods[pod] = st
-	}
+	st := s.podLocked(pod)
 	if st.last != nil && !t.After(st.lastT) {
 		return // out of order or duplicate
 	}
@@ -137,12 +133,18 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 func (s *Store) RecordError(pod PodKey, t time.Time, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	st := s.podLocked(pod)
+	st.lastErr, st.lastErrT = err, t
+}
+
+// podLocked returns pod's state, creating it; s.mu must be held for writing.
+func (s *Store) podLocked(pod PodKey) *podState {
 	st := s.pods[pod]
 	if st == nil {
 		st = &podState{v: Velocity{Pod: pod}}
 		s.pods[pod] = st
 	}
-	st.lastErr, st.lastErrT = err, t
+	return st
 }
 
 // Remove forgets a pod at once (deleted, not Ready, or no longer in any pool).
