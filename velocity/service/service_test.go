@@ -1,0 +1,121 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+type podList []Pod
+
+func (l *podList) Pods() []Pod { return *l }
+
+// serve starts a fake engine on 127.0.0.<host>:port, as a pod with its own IP and the pool's port.
+func serve(t *testing.T, host, port int, cfg fakeengine.Config) *fakeengine.Engine {
+	t.Helper()
+	e := fakeengine.New(cfg)
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:%d", host, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: e}
+	go func() { _ = srv.Serve(ln) }()
+	stop := make(chan struct{})
+	go e.Run(50*time.Millisecond, stop) // engines run on wall time, as scrapes are stamped with it
+	t.Cleanup(func() { close(stop); _ = srv.Close() })
+	return e
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestServiceEndToEnd(t *testing.T) {
+	port := freePort(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`version: tokenscale.io/v1alpha1
+scrape: {port: %d, staleAfter: 1h}
+pools:
+- {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}, profile: {prefillTokensPerSecond: 10000}}
+- {name: decode, role: decode, selector: {llm-d.ai/role: decode}, profile: {decodeTokensPerSecond: 2500}}
+`, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := podList{}
+	add := func(host int, ns, name, role string, ready bool) {
+		e := serve(t, host, port, fakeengine.Config{Role: role, PrefillTokensPerSec: 10000, DecodeTokensPerSec: 2500})
+		e.SetLoad(fakeengine.Load{PromptTokensPerSec: 9000, OutputTokensPerSec: 1500})
+		pods = append(pods, Pod{Key: store.PodKey{Namespace: ns, Name: name}, Labels: map[string]string{"llm-d.ai/role": role},
+			IP: fmt.Sprintf("127.0.0.%d", host), Ready: ready})
+	}
+	add(2, "a", "p1", "prefill", true)
+	add(3, "a", "p2", "prefill", true)
+	add(4, "a", "d1", "decode", true)
+	add(5, "b", "p1", "prefill", true)
+	add(6, "a", "p3", "prefill", false) // not Ready: neither scraped nor counted
+	s := New(func() *config.Config { return cfg }, &pods, nil)
+	now := time.Unix(0, 0)
+	var snap *Snapshot
+	for i := 0; i < 8; i++ {
+		time.Sleep(250 * time.Millisecond)
+		now = now.Add(time.Second)
+		snap = s.Step(context.Background(), now)
+	}
+	pa := snap.Pools[PoolKey{"a", "prefill"}]
+	if pa == nil || pa.Err != nil {
+		t.Fatalf("pool a/prefill: %+v", pa)
+	}
+	if pa.Status.Pods != 2 || len(pa.Pods) != 2 {
+		t.Errorf("a/prefill pods = %d, want 2 (the unready pod is excluded)", pa.Status.Pods)
+	}
+	if pa.Status.Served < 15000 || pa.Status.Served > 21000 || !pa.HasDesired || pa.Desired != 3 {
+		t.Errorf("a/prefill served %.0f desired %d (has %v), want ~18000 and ceil(18000/8500)=3", pa.Status.Served, pa.Desired, pa.HasDesired)
+	}
+	if pb := snap.Pools[PoolKey{"b", "prefill"}]; pb == nil || pb.Status.Pods != 1 || pb.Group != "b/b" {
+		t.Errorf("namespace b pool: %+v", pb)
+	}
+	if _, ok := snap.Decisions["a/a"]; !ok {
+		t.Errorf("no decision for group a/a: %v", snap.Decisions)
+	}
+	// A pod vanishing from the lister is dropped at once.
+	pods = pods[:1]
+	snap = s.Step(context.Background(), now.Add(time.Second))
+	if n := snap.Pools[PoolKey{"a", "prefill"}].Status.Pods; n != 1 {
+		t.Errorf("after pods vanished: %d pods", n)
+	}
+	if s.Store.Len() != 1 {
+		t.Errorf("store still tracks %d pods", s.Store.Len())
+	}
+	if d := snap.Pools[PoolKey{"a", "decode"}]; d != nil {
+		t.Errorf("decode pool without pods should not exist in namespace-less config: %+v", d)
+	}
+}
+
+func TestFixedNamespacePoolWithoutPodsIsUnknown(t *testing.T) {
+	cfg, _ := config.Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"))
+	s := New(func() *config.Config { return cfg }, &podList{}, nil)
+	snap := s.Step(context.Background(), time.Now())
+	v := snap.Pools[PoolKey{"llm", "prefill"}]
+	if v == nil || v.Err == nil || !strings.Contains(v.Err.Error(), "no pods") || v.HasDesired {
+		t.Fatalf("want an unknown pool with an error, got %+v", v)
+	}
+}
+
+func TestHostPortIPv6(t *testing.T) {
+	if got := hostPort("fd00::1", 8000); got != "[fd00::1]:8000" {
+		t.Errorf("got %s", got)
+	}
+}
