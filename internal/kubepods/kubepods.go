@@ -1,0 +1,81 @@
+// Package kubepods lists pods for the velocity service from a shared informer cache, so that no scrape
+// round or API request ever lists pods from the API server.
+package kubepods
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// Lister answers service.PodLister from an informer cache.
+type Lister struct {
+	lister corelisters.PodLister
+	synced cache.InformerSynced
+}
+
+var _ service.PodLister = (*Lister)(nil)
+
+// New registers a pod informer on factory. selector restricts the watch (e.g. "llm-d.ai/role"); ""
+// watches every pod the factory's namespace scope allows. Start the factory afterwards.
+func New(client kubernetes.Interface, namespace, selector string, resync time.Duration) (*Lister, informers.SharedInformerFactory, error) {
+	if _, err := labels.Parse(selector); err != nil {
+		return nil, nil, fmt.Errorf("pod label selector %q: %w", selector, err)
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(client, resync,
+		informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+	inf := factory.Core().V1().Pods()
+	return &Lister{lister: inf.Lister(), synced: inf.Informer().HasSynced}, factory, nil
+}
+
+// WaitForSync blocks until the cache is filled or ctx ends.
+func (l *Lister) WaitForSync(ctx context.Context) bool {
+	return cache.WaitForCacheSync(ctx.Done(), l.synced)
+}
+
+// Synced reports whether the cache has been filled (for readiness probes).
+func (l *Lister) Synced() bool { return l.synced() }
+
+// Pods returns every cached pod; pods not Ready, not Running, being deleted or without an IP are
+// marked not Ready so the service neither scrapes nor counts them.
+func (l *Lister) Pods() []service.Pod {
+	pods, err := l.lister.List(labels.Everything())
+	if err != nil {
+		return nil // a cache lister does not fail
+	}
+	out := make([]service.Pod, 0, len(pods))
+	for _, p := range pods {
+		out = append(out, service.Pod{
+			Key:    store.PodKey{Namespace: p.Namespace, Name: p.Name},
+			Labels: p.Labels,
+			IP:     p.Status.PodIP,
+			Ready:  Ready(p),
+		})
+	}
+	return out
+}
+
+// Ready reports whether a pod should be scraped: Running, Ready, not being deleted, with an IP.
+func Ready(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
