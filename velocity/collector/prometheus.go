@@ -17,7 +17,7 @@ import (
 
 // Querier is the part of the Prometheus HTTP API the Prometheus source uses.
 type Querier interface {
-	Query(ctx context.Context, query string, ts time.Time, opts ...promv1.Option) (model.Value, promv1.Warnings, error)
+	Query(ctx context.Context, query string, ts time.Time, opts ...promv1.Option) (model.Value, promv1.Warnings, promv1.Infos, error)
 }
 
 // NewPrometheusQuerier returns a Querier for a Prometheus-compatible base URL (Prometheus, Thanos,
@@ -86,7 +86,7 @@ func (p *PrometheusSource) Run(ctx context.Context) {
 // that pod, so an unchanged Prometheus scrape is not mistaken for a new one (which would read as a zero
 // rate). A failed query records nothing: pods go stale (unknown), never zero.
 func (p *PrometheusSource) PollOnce(ctx context.Context) error {
-	tv, _, err := p.q.Query(ctx, p.TimestampQuery(), time.Time{})
+	tv, _, _, err := p.q.Query(ctx, p.TimestampQuery(), time.Time{})
 	if err != nil {
 		return fmt.Errorf("prometheus timestamp query: %w", err)
 	}
@@ -97,7 +97,7 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 			scraped[key] = time.Unix(0, int64(float64(s.Value)*1e9))
 		}
 	}
-	v, warnings, err := p.q.Query(ctx, p.Query(), time.Time{})
+	v, warnings, _, err := p.q.Query(ctx, p.Query(), time.Time{})
 	if err != nil {
 		return fmt.Errorf("prometheus query: %w", err)
 	}
