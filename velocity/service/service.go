@@ -60,8 +60,9 @@ type PoolView struct {
 type Snapshot struct {
 	Time  time.Time
 	Pools map[PoolKey]*PoolView
-	// PodPool maps each Ready pod to its pool.
-	PodPool map[store.PodKey]PoolKey
+	// PodPool maps each Ready pod to its pool; PodLabels holds their labels for selector queries.
+	PodPool   map[store.PodKey]PoolKey
+	PodLabels map[store.PodKey]map[string]string
 	// Decisions per group key (namespace/group).
 	Decisions map[string]policy.Decision
 }
@@ -152,12 +153,19 @@ func matches(sel, labels map[string]string) bool {
 // Step runs one round: refresh targets from the pod cache, scrape, aggregate, decide, publish.
 func (s *Service) Step(ctx context.Context, now time.Time) *Snapshot {
 	c := s.cfg()
-	member, targets := assign(c, s.pods.Pods())
+	pods := s.pods.Pods()
+	member, targets := assign(c, pods)
+	podLabels := make(map[store.PodKey]map[string]string, len(member))
+	for _, p := range pods {
+		if _, ok := member[p.Key]; ok {
+			podLabels[p.Key] = p.Labels
+		}
+	}
 	s.targets.Store(&targets)
 	s.member.Store(&member)
 	s.scraper.ScrapeOnce(ctx)
 
-	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: member, Decisions: map[string]policy.Decision{}}
+	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: member, PodLabels: podLabels, Decisions: map[string]policy.Decision{}}
 	byPool := map[PoolKey][]store.PodKey{}
 	for pod, pk := range member {
 		byPool[pk] = append(byPool[pk], pod)
@@ -269,3 +277,6 @@ func (s *Service) Run(ctx context.Context) {
 		}
 	}
 }
+
+// Pod returns one pod's velocity from the store, or why it is unknown.
+func (s *Service) Pod(k store.PodKey) (store.Velocity, error) { return s.Store.Get(k) }

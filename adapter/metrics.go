@@ -1,0 +1,44 @@
+// Package adapter serves tokenscale's numbers through the custom metrics API (custom.metrics.k8s.io)
+// from the velocity service's snapshot and store. Request paths read memory only.
+package adapter
+
+import (
+	"math"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// Metric names served. Pods metrics are per pod; object metrics sit on the workload a pool belongs to.
+const (
+	PrefillVelocity = "tokenscale_prefill_tokens_per_second"
+	DecodeVelocity  = "tokenscale_decode_tokens_per_second"
+	QueuedTokens    = "tokenscale_queued_tokens"
+
+	ArrivalVelocity  = "tokenscale_arrival_tokens_per_second"
+	CapacityVelocity = "tokenscale_capacity_tokens_per_second"
+	Utilisation      = "tokenscale_utilisation"
+	Backpressure     = "tokenscale_predicted_backpressure"
+	DesiredReplicas  = "tokenscale_desired_replicas"
+	Conversions      = "tokenscale_conversions_wanted"
+)
+
+// podMetrics read one pod's velocity.
+var podMetrics = map[string]func(store.Velocity) float64{
+	PrefillVelocity: func(v store.Velocity) float64 { return v.PrefillTPS },
+	DecodeVelocity:  func(v store.Velocity) float64 { return v.DecodeTPS },
+	QueuedTokens:    func(v store.Velocity) float64 { return v.QueuedTokens },
+}
+
+// poolMetrics read one pool; ok is false when the value is unknown.
+var poolMetrics = map[string]func(*service.PoolView) (float64, bool){
+	ArrivalVelocity:  func(p *service.PoolView) (float64, bool) { return p.Status.Arrival, p.Err == nil },
+	CapacityVelocity: func(p *service.PoolView) (float64, bool) { return p.Status.Capacity, p.Err == nil },
+	Utilisation:      func(p *service.PoolView) (float64, bool) { return p.Status.Utilisation, p.Err == nil },
+	Backpressure:     func(p *service.PoolView) (float64, bool) { return p.Status.Backpressure, p.Err == nil },
+	DesiredReplicas:  func(p *service.PoolView) (float64, bool) { return float64(p.Desired), p.HasDesired },
+	Conversions:      func(p *service.PoolView) (float64, bool) { return float64(p.Conversions), p.Err == nil },
+}
+
+// finite guards the API boundary: nothing non-finite or negative is ever served.
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 }

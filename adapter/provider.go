@@ -1,0 +1,242 @@
+package adapter
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	apierr "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/metrics/pkg/apis/custom_metrics"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// Source is what the provider reads: the service's latest snapshot and its store.
+type Source interface {
+	Snapshot() *service.Snapshot
+	Pod(store.PodKey) (store.Velocity, error)
+}
+
+var (
+	podsGR = schema.GroupResource{Resource: "pods"}
+	// workloadGRs maps a pool's workload kind to its resource.
+	workloadGRs = map[string]schema.GroupResource{
+		"Deployment":      {Group: "apps", Resource: "deployments"},
+		"StatefulSet":     {Group: "apps", Resource: "statefulsets"},
+		"LeaderWorkerSet": {Group: "leaderworkerset.x-k8s.io", Resource: "leaderworkersets"},
+	}
+)
+
+// Provider implements provider.CustomMetricsProvider.
+type Provider struct {
+	src Source
+	// lws says whether the LeaderWorkerSet CRD exists; its metrics are listed only then.
+	lws func() bool
+}
+
+var (
+	_ provider.CustomMetricsProvider = (*Provider)(nil)
+	_ Source                         = (*service.Service)(nil)
+)
+
+// NewProvider returns a provider over src. lws may be nil (LeaderWorkerSet not served).
+func NewProvider(src Source, lws func() bool) *Provider {
+	if lws == nil {
+		lws = func() bool { return false }
+	}
+	return &Provider{src: src, lws: lws}
+}
+
+// ListAllMetrics lists every metric the adapter can serve; it is never empty.
+func (p *Provider) ListAllMetrics() []provider.CustomMetricInfo {
+	var out []provider.CustomMetricInfo
+	for _, m := range sortedKeys(podMetrics) {
+		out = append(out, provider.CustomMetricInfo{GroupResource: podsGR, Namespaced: true, Metric: m})
+	}
+	for _, kind := range []string{"Deployment", "StatefulSet", "LeaderWorkerSet"} {
+		if kind == "LeaderWorkerSet" && !p.lws() {
+			continue
+		}
+		for _, m := range sortedKeys(poolMetrics) {
+			out = append(out, provider.CustomMetricInfo{GroupResource: workloadGRs[kind], Namespaced: true, Metric: m})
+		}
+	}
+	return out
+}
+
+// GetMetricByName returns one pod's or one workload's metric.
+func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, _ labels.Selector) (*custom_metrics.MetricValue, error) {
+	if info.GroupResource == podsGR {
+		get, ok := podMetrics[info.Metric]
+		if !ok {
+			return nil, p.unknownMetric(info)
+		}
+		key := store.PodKey{Namespace: name.Namespace, Name: name.Name}
+		v, err := p.src.Pod(key)
+		if err != nil {
+			return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: %v", info.Metric, key, err))
+		}
+		return p.podValue(key, info.Metric, get(v), v.Time)
+	}
+	get, ok := poolMetrics[info.Metric]
+	kind := kindFor(info.GroupResource)
+	if !ok || kind == "" {
+		return nil, p.unknownMetric(info)
+	}
+	snap := p.src.Snapshot()
+	if snap == nil {
+		return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+	}
+	pool := poolFor(snap, name.Namespace, kind, name.Name)
+	if pool == nil {
+		return nil, apierr.NewNotFound(info.GroupResource, fmt.Sprintf("%s (no tokenscale pool maps to %s %s/%s; pools here: %s)",
+			name.Name, kind, name.Namespace, name.Name, poolsIn(snap, name.Namespace)))
+	}
+	v, known := get(pool)
+	if !known || !finite(v) {
+		why := "unknown"
+		if pool.Err != nil {
+			why = pool.Err.Error()
+		}
+		return nil, unavailable(fmt.Sprintf("%s for pool %s is unknown: %s", info.Metric, pool.Key, why))
+	}
+	return &custom_metrics.MetricValue{
+		DescribedObject: custom_metrics.ObjectReference{Kind: kind, Namespace: name.Namespace, Name: name.Name,
+			APIVersion: info.GroupResource.WithVersion("v1").GroupVersion().String()},
+		Metric:    custom_metrics.MetricIdentifier{Name: info.Metric},
+		Timestamp: metav1.NewTime(snap.Time),
+		Value:     quantity(v),
+	}, nil
+}
+
+// GetMetricBySelector returns a pods metric for every tracked pod matching selector in namespace.
+// Pods whose value is unknown are left out; when none is known the request fails with the reason.
+func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, _ labels.Selector) (*custom_metrics.MetricValueList, error) {
+	if info.GroupResource != podsGR {
+		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per workload object, not by selector: ask for a named %s", info.Metric, info.GroupResource))
+	}
+	get, ok := podMetrics[info.Metric]
+	if !ok {
+		return nil, p.unknownMetric(info)
+	}
+	snap := p.src.Snapshot()
+	if snap == nil {
+		return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+	}
+	list := &custom_metrics.MetricValueList{}
+	var firstErr error
+	matched := 0
+	keys := make([]store.PodKey, 0)
+	for key, ls := range snap.PodLabels {
+		if key.Namespace == namespace && selector.Matches(labels.Set(ls)) {
+			keys = append(keys, key)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Name < keys[j].Name })
+	for _, key := range keys {
+		matched++
+		v, err := p.src.Pod(key)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		mv, err := p.podValue(key, info.Metric, get(v), v.Time)
+		if err != nil {
+			continue
+		}
+		list.Items = append(list.Items, *mv)
+	}
+	if len(list.Items) == 0 {
+		if matched == 0 {
+			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s: no tracked pod in namespace %q matches %q (tokenscale tracks Ready pods of its configured pools)", info.Metric, namespace, selector))
+		}
+		return nil, unavailable(fmt.Sprintf("%s is unknown for all %d matching pods: %v", info.Metric, matched, firstErr))
+	}
+	return list, nil
+}
+
+func (p *Provider) podValue(key store.PodKey, metric string, v float64, t time.Time) (*custom_metrics.MetricValue, error) {
+	if !finite(v) {
+		return nil, unavailable(fmt.Sprintf("%s for pod %s is not a finite non-negative number", metric, key))
+	}
+	window := int64(1)
+	return &custom_metrics.MetricValue{
+		DescribedObject: custom_metrics.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: key.Namespace, Name: key.Name},
+		Metric:          custom_metrics.MetricIdentifier{Name: metric},
+		Timestamp:       metav1.NewTime(t),
+		WindowSeconds:   &window,
+		Value:           quantity(v),
+	}, nil
+}
+
+func (p *Provider) unknownMetric(info provider.CustomMetricInfo) error {
+	var names []string
+	for _, m := range p.ListAllMetrics() {
+		names = append(names, m.GroupResource.String()+"/"+m.Metric)
+	}
+	return apierr.NewNotFound(info.GroupResource, fmt.Sprintf("metric %s (tokenscale serves: %s)", info.Metric, strings.Join(names, ", ")))
+}
+
+// unavailable is a 503: the metric exists but its value is unknown now (stale, warming up, broken pods).
+func unavailable(msg string) error {
+	return &apierr.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusServiceUnavailable, Reason: metav1.StatusReasonServiceUnavailable, Message: msg,
+	}}
+}
+
+func quantity(v float64) resource.Quantity {
+	return *resource.NewMilliQuantity(int64(v*1000+0.5), resource.DecimalSI)
+}
+
+func kindFor(gr schema.GroupResource) string {
+	for k, g := range workloadGRs {
+		if g == gr {
+			return k
+		}
+	}
+	return ""
+}
+
+func poolFor(snap *service.Snapshot, namespace, kind, name string) *service.PoolView {
+	for k, v := range snap.Pools {
+		if k.Namespace == namespace && v.Config.Workload.Kind == kind && v.Config.Workload.Name == name {
+			return v
+		}
+	}
+	return nil
+}
+
+func poolsIn(snap *service.Snapshot, namespace string) string {
+	var out []string
+	for k, v := range snap.Pools {
+		if k.Namespace == namespace {
+			out = append(out, fmt.Sprintf("%s→%s/%s", k.Name, v.Config.Workload.Kind, v.Config.Workload.Name))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,144 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	apierr "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/service"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+type fakeSource struct {
+	snap *service.Snapshot
+	pods map[store.PodKey]store.Velocity
+}
+
+func (f *fakeSource) Snapshot() *service.Snapshot { return f.snap }
+func (f *fakeSource) Pod(k store.PodKey) (store.Velocity, error) {
+	v, ok := f.pods[k]
+	if !ok {
+		return v, store.ErrStale
+	}
+	return v, nil
+}
+
+func fixture() *fakeSource {
+	cfg := config.Default()
+	cfg.Pools[0].Workload.Name = "llama-prefill"
+	cfg.Pools[1].Workload.Name = "llama-decode"
+	now := time.Unix(1000, 0)
+	p1, p2, p3 := store.PodKey{Namespace: "llm", Name: "p1"}, store.PodKey{Namespace: "llm", Name: "p2"}, store.PodKey{Namespace: "llm", Name: "d1"}
+	return &fakeSource{
+		snap: &service.Snapshot{
+			Time: now,
+			Pools: map[service.PoolKey]*service.PoolView{
+				{Namespace: "llm", Name: "prefill"}: {Key: service.PoolKey{Namespace: "llm", Name: "prefill"}, Config: &cfg.Pools[0],
+					Status: policy.PoolStatus{Arrival: 25000.5, Capacity: 20000, Utilisation: 1.25, Backpressure: 1.3}, Desired: 3, HasDesired: true},
+				{Namespace: "llm", Name: "decode"}: {Key: service.PoolKey{Namespace: "llm", Name: "decode"}, Config: &cfg.Pools[1],
+					Err: errors.New("pool decode: no pod of the pool has a known velocity")},
+			},
+			PodLabels: map[store.PodKey]map[string]string{
+				p1: {"llm-d.ai/role": "prefill"}, p2: {"llm-d.ai/role": "prefill"}, p3: {"llm-d.ai/role": "decode"},
+			},
+		},
+		pods: map[store.PodKey]store.Velocity{
+			p1: {Pod: p1, Time: now, PrefillTPS: 12000, QueuedTokens: 3000},
+			p2: {Pod: p2, Time: now, PrefillTPS: 13000.25},
+		},
+	}
+}
+
+func info(gr string, metric string) provider.CustomMetricInfo {
+	for _, m := range NewProvider(&fakeSource{}, nil).ListAllMetrics() {
+		if m.GroupResource.String() == gr && m.Metric == metric {
+			return m
+		}
+	}
+	panic("no such metric " + gr + " " + metric)
+}
+
+func status(err error) int32 {
+	var se *apierr.StatusError
+	if errors.As(err, &se) {
+		return se.ErrStatus.Code
+	}
+	return 0
+}
+
+func TestDiscoveryNeverEmpty(t *testing.T) {
+	all := NewProvider(&fakeSource{}, nil).ListAllMetrics()
+	if len(all) != 3+2*6 {
+		t.Errorf("%d metrics listed without LeaderWorkerSet, want 15", len(all))
+	}
+	if n := len(NewProvider(&fakeSource{}, func() bool { return true }).ListAllMetrics()); n != 3+3*6 {
+		t.Errorf("%d metrics with LeaderWorkerSet, want 21", n)
+	}
+}
+
+func TestPodsBySelector(t *testing.T) {
+	p := NewProvider(fixture(), nil)
+	sel, _ := labels.Parse("llm-d.ai/role=prefill")
+	list, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 2 || list.Items[0].DescribedObject.Name != "p1" || list.Items[1].Value.MilliValue() != 13000250 {
+		t.Fatalf("items = %+v", list.Items)
+	}
+	// The decode pod is tracked but its velocity is unknown: an error with the reason, not 0.
+	sel, _ = labels.Parse("llm-d.ai/role=decode")
+	_, err = p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", DecodeVelocity), labels.Everything())
+	if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "stale") {
+		t.Fatalf("err = %v, want 503 naming staleness", err)
+	}
+	sel, _ = labels.Parse("app=web")
+	_, err = p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", DecodeVelocity), labels.Everything())
+	if status(err) != http.StatusNotFound {
+		t.Fatalf("no matching pods: err = %v, want 404", err)
+	}
+}
+
+func TestObjectMetrics(t *testing.T) {
+	p := NewProvider(fixture(), nil)
+	ctx := context.Background()
+	v, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, info("deployments.apps", DesiredReplicas), labels.Everything())
+	if err != nil || v.Value.Value() != 3 || v.DescribedObject.Kind != "Deployment" || v.DescribedObject.APIVersion != "apps/v1" {
+		t.Fatalf("desired replicas = %+v, %v", v, err)
+	}
+	v, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, info("deployments.apps", ArrivalVelocity), labels.Everything())
+	if err != nil || v.Value.MilliValue() != 25000500 {
+		t.Fatalf("arrival = %+v, %v", v, err)
+	}
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "llama-decode"}, info("deployments.apps", DesiredReplicas), labels.Everything())
+	if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "no pod of the pool") {
+		t.Fatalf("unknown pool: err = %v, want 503 with the reason", err)
+	}
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "web"}, info("deployments.apps", DesiredReplicas), labels.Everything())
+	if status(err) != http.StatusNotFound || !strings.Contains(err.Error(), "prefill→Deployment/llama-prefill") {
+		t.Fatalf("unmapped workload: err = %v, want 404 listing the pools", err)
+	}
+	bad := provider.CustomMetricInfo{GroupResource: podsGR, Namespaced: true, Metric: "gpu_util"}
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "p1"}, bad, labels.Everything())
+	if status(err) != http.StatusNotFound || !strings.Contains(err.Error(), "tokenscale serves: pods/"+DecodeVelocity) {
+		t.Fatalf("unknown metric: err = %v, want 404 listing what exists", err)
+	}
+}
+
+func TestNoSnapshotYet(t *testing.T) {
+	p := NewProvider(&fakeSource{}, nil)
+	_, err := p.GetMetricBySelector(context.Background(), "llm", labels.Everything(), info("pods", QueuedTokens), labels.Everything())
+	if status(err) != http.StatusServiceUnavailable {
+		t.Fatalf("err = %v, want 503 before the first round", err)
+	}
+}
