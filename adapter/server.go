@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 
@@ -57,7 +58,22 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 		_, err := mapper.ResourceFor(schema.GroupVersionResource{Group: "leaderworkerset.x-k8s.io", Resource: "leaderworkersets"})
 		return err == nil
 	}
-	svc := service.New(watcher.Current, pods, nil)
+	var svc *service.Service
+	snapshot := func() *service.Snapshot {
+		if svc == nil {
+			return nil
+		}
+		return svc.Snapshot()
+	}
+	mon := newMonitor(legacyregistry.MustRegister, time.Now)
+	svc = service.New(watcher.Current, pods, mon)
+	apiCfg, err := base.Config()
+	if err != nil {
+		return fmt.Errorf("API server config: %w", err)
+	}
+	// Ready only while values are fresh: an adapter that cannot scrape must not take traffic.
+	interval := watcher.Current().Scrape.Interval.Duration
+	apiCfg.GenericConfig.AddReadyzChecks(freshness{snapshot: snapshot, maxAge: 3*interval + time.Second, now: time.Now})
 	go svc.Run(ctx)
 	if o.ConfigReload > 0 && o.ConfigPath != "" {
 		go watcher.Run(ctx, o.ConfigReload)

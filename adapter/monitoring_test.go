@@ -1,0 +1,47 @@
+package adapter
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/testutil"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
+)
+
+func TestMonitorAndFreshness(t *testing.T) {
+	now := time.Unix(100, 0)
+	var snap *service.Snapshot
+	get := func() *service.Snapshot { return snap }
+	reg := metrics.NewKubeRegistry()
+	m := newMonitor(reg.MustRegister, func() time.Time { return now })
+	m.ObserveScrape("prefill", 20*time.Millisecond, nil)
+	m.ObserveScrape("prefill", 800*time.Millisecond, errors.New("timeout"))
+	want := `
+# HELP tokenscale_scrape_errors_total [ALPHA] Failed engine /metrics scrapes, per pool.
+# TYPE tokenscale_scrape_errors_total counter
+tokenscale_scrape_errors_total{pool="prefill"} 1
+`
+	want += `# HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last engine scrape; time() minus this is the freshness of served values.
+# TYPE tokenscale_last_scrape_timestamp_seconds gauge
+tokenscale_last_scrape_timestamp_seconds 100
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_scrape_errors_total", "tokenscale_last_scrape_timestamp_seconds"); err != nil {
+		t.Error(err)
+	}
+	f := freshness{snapshot: get, maxAge: 3 * time.Second, now: func() time.Time { return now }}
+	if err := f.Check(nil); err == nil {
+		t.Error("not ready without a snapshot")
+	}
+	snap = &service.Snapshot{Time: now.Add(-time.Second)}
+	if err := f.Check(nil); err != nil {
+		t.Errorf("fresh snapshot: %v", err)
+	}
+	snap = &service.Snapshot{Time: now.Add(-10 * time.Second)}
+	if err := f.Check(nil); err == nil || !strings.Contains(err.Error(), "10s old") {
+		t.Errorf("stale snapshot: %v", err)
+	}
+}
