@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy (no Docker, no
+# downloads of prebuilt binaries) into a cache outside the clone, keyed by version, and prints the bin dir.
+# A second run with the binaries present takes no time. See shared/docs/k8s-e2e.md for why wrapper
+# modules are needed (k8s.io/kubernetes and etcd's server have replace directives, so `go install` fails).
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.36.3}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+CACHE="${TOKENSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenscale}"
+BIN="$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+mkdir -p "$BIN"
+
+have() { for b in "$@"; do [ -x "$BIN/$b" ] || return 1; done; }
+
+if ! have etcd; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (
+    cd "$work"
+    cat > go.mod <<MOD
+module tokenscale.local/etcdbuild
+
+go 1.26.0
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+MOD
+    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
+    GOFLAGS=-mod=mod go mod tidy >&2
+    go build -trimpath -ldflags '-s -w' -o "$BIN/etcd" go.etcd.io/etcd/server/v3 >&2
+  )
+fi
+
+if ! have kube-apiserver kube-controller-manager kubectl; then
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  staging="v0.${K8S_VERSION#v1.}"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  (
+    cd "$work"
+    {
+      echo "module tokenscale.local/k8sbuild"
+      echo
+      grep -E '^(go|godebug) ' "$gomod" || true
+      echo
+      echo "require k8s.io/kubernetes $K8S_VERSION"
+      echo
+      # Every staging module k8s.io/kubernetes replaces with a local path is taken from the proxy instead.
+      grep -E '=> \./staging/' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
+    } > go.mod
+    printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > tools.go
+    GOFLAGS=-mod=mod go mod tidy >&2
+    ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+    ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+    go build -trimpath -ldflags "$ld" -o "$BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2
+  )
+fi
+echo "$BIN"
