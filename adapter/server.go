@@ -67,6 +67,8 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	}
 	mon := newMonitor(legacyregistry.MustRegister, time.Now)
 	svc = service.New(watcher.Current, pods, mon)
+	// The provider must be set before Config(): the OpenAPI definitions are chosen from the providers set.
+	base.WithCustomMetrics(NewProvider(svc, lws))
 	apiCfg, err := base.Config()
 	if err != nil {
 		return fmt.Errorf("API server config: %w", err)
@@ -78,7 +80,6 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	if o.ConfigReload > 0 && o.ConfigPath != "" {
 		go watcher.Run(ctx, o.ConfigReload)
 	}
-	base.WithCustomMetrics(NewProvider(svc, lws))
 	klog.InfoS("Starting tokenscale adapter", "config", o.ConfigPath, "pools", len(watcher.Current().Pools))
 	return base.Run(ctx)
 }
