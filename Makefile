@@ -47,8 +47,10 @@ fuzz:
 
 ## e2e: end-to-end tests against a real control plane (see e2e/README.md).
 e2e:
-	@if ls e2e/*.go >/dev/null 2>&1; then $(GO) test -count=1 -tags e2e -timeout 60m ./e2e/...; \
-	else echo "e2e: no suite yet (it arrives with the adapter issue); nothing to run"; fi
+	@if ls e2e/*.go >/dev/null 2>&1; then \
+	  bin=$$(bash hack/build-control-plane.sh) && \
+	  TOKENSCALE_K8S_BIN=$$bin $(GO) test -count=1 -tags e2e -timeout 60m ./e2e/...; \
+	else echo "e2e: no suite yet"; fi
 
 ## demo: the local demo (see README.md).
 demo:

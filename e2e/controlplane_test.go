@@ -32,9 +32,10 @@ func binDir(t *testing.T) string {
 
 // The harness brings up a real control plane whose deployment controller creates pods.
 func TestControlPlaneRunsControllers(t *testing.T) {
+	bin := binDir(t) // first, so a cold build does not eat the test's deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: binDir(t), Dir: t.TempDir()})
+	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: bin, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,9 +82,9 @@ func kubectl(t *testing.T, bin string, cp *controlplane.ControlPlane, stdin stri
 
 // Discovery through the real aggregator lists every metric tokenscale serves, in both API versions.
 func TestDiscoveryThroughAggregator(t *testing.T) {
+	bin := binDir(t) // first, so a cold build does not eat the test's deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin := binDir(t)
 	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: bin, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
