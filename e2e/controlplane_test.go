@@ -30,16 +30,23 @@ func binDir(t *testing.T) string {
 	return strings.TrimSpace(string(out))
 }
 
-// The harness brings up a real control plane whose deployment controller creates pods.
-func TestControlPlaneRunsControllers(t *testing.T) {
+// startControlPlane builds (or reuses) the binaries, then starts a control plane stopped at test end.
+func startControlPlane(t *testing.T) (context.Context, *controlplane.ControlPlane, string) {
+	t.Helper()
 	bin := binDir(t) // first, so a cold build does not eat the test's deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: bin, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cp.Stop()
+	t.Cleanup(cp.Stop)
+	return ctx, cp, bin
+}
+
+// The harness brings up a real control plane whose deployment controller creates pods.
+func TestControlPlaneRunsControllers(t *testing.T) {
+	ctx, cp, _ := startControlPlane(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cp-smoke"}}
 	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -82,14 +82,7 @@ func kubectl(t *testing.T, bin string, cp *controlplane.ControlPlane, stdin stri
 
 // Discovery through the real aggregator lists every metric tokenscale serves, in both API versions.
 func TestDiscoveryThroughAggregator(t *testing.T) {
-	bin := binDir(t) // first, so a cold build does not eat the test's deadline
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: bin, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
+	ctx, cp, bin := startControlPlane(t)
 	startAdapter(t, ctx, cp, bin, "version: tokenscale.io/v1alpha1\npools:\n"+
 		"- {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}, workload: {name: llama-prefill}}\n"+
 		"- {name: decode, role: decode, selector: {llm-d.ai/role: decode}, workload: {name: llama-decode}}\n")
