@@ -135,8 +135,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	}
 	list := &custom_metrics.MetricValueList{}
 	var firstErr error
-	matched := 0
-	keys := make([]store.PodKey, 0)
+	var keys []store.PodKey
 	for key, ls := range snap.PodLabels {
 		if key.Namespace == namespace && selector.Matches(labels.Set(ls)) {
 			keys = append(keys, key)
@@ -144,7 +143,6 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].Name < keys[j].Name })
 	for _, key := range keys {
-		matched++
 		v, err := p.src.Pod(key)
 		if err != nil {
 			if firstErr == nil {
@@ -159,10 +157,10 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 		list.Items = append(list.Items, *mv)
 	}
 	if len(list.Items) == 0 {
-		if matched == 0 {
+		if len(keys) == 0 {
 			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s: no tracked pod in namespace %q matches %q (tokenscale tracks Ready pods of its configured pools)", info.Metric, namespace, selector))
 		}
-		return nil, unavailable(fmt.Sprintf("%s is unknown for all %d matching pods: %v", info.Metric, matched, firstErr))
+		return nil, unavailable(fmt.Sprintf("%s is unknown for all %d matching pods: %v", info.Metric, len(keys), firstErr))
 	}
 	return list, nil
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,15 +16,6 @@ import (
 
 	"github.com/tokenscale/tokenscale/e2e/controlplane"
 )
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // startAdapter builds and runs tokenscale-adapter against the control plane, registered with the
 // aggregator through an ExternalName Service (there is no kube-proxy here) and APIServices.
@@ -40,7 +30,7 @@ func startAdapter(t *testing.T, ctx context.Context, cp *controlplane.ControlPla
 	if err := os.WriteFile(cfg, []byte(configYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := controlplane.FreePort()
 	log, _ := os.Create(filepath.Join(dir, "adapter.log"))
 	cmd := exec.Command(adapterBin, "--config", cfg, "--secure-port", fmt.Sprint(port), "--bind-address", "127.0.0.1",
 		"--cert-dir", dir, "--lister-kubeconfig", cp.AdminKubeconfig,

@@ -54,7 +54,7 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 			cp.Stop()
 		}
 	}()
-	etcdPort, peerPort, apiPort, kcmPort := freePort(), freePort(), freePort(), freePort()
+	etcdPort, peerPort, apiPort, kcmPort := FreePort(), FreePort(), FreePort(), FreePort()
 	cp.Server = "https://127.0.0.1:" + strconv.Itoa(apiPort)
 
 	ca, err := newCA("tokenscale-e2e-ca")
@@ -218,7 +218,8 @@ func writeSAKey(dir string) (string, error) {
 	return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
 }
 
-func freePort() int {
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(errors.New("no free loopback port: " + err.Error()))

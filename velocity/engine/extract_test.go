@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -315,7 +316,7 @@ func lastField(t *testing.T, line string) float64 {
 	t.Helper()
 	f := strings.Fields(line)
 	var v float64
-	if _, err := fmtSscan(f[len(f)-1], &v); err != nil {
+	if _, err := fmt.Sscan(f[len(f)-1], &v); err != nil {
 		t.Fatalf("bad value in %q", line)
 	}
 	return v

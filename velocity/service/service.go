@@ -76,7 +76,6 @@ type Service struct {
 	ctrl    *policy.Controller
 	snap    atomic.Pointer[Snapshot]
 	targets atomic.Pointer[[]collector.Target]
-	member  atomic.Pointer[map[store.PodKey]PoolKey]
 }
 
 // New builds a service. cfg returns the config in force (it may change between rounds: hot reload).
@@ -162,11 +161,17 @@ func (s *Service) Step(ctx context.Context, now time.Time) *Snapshot {
 		}
 	}
 	s.targets.Store(&targets)
-	s.member.Store(&member)
 	s.scraper.ScrapeOnce(ctx)
 
 	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: member, PodLabels: podLabels, Decisions: map[string]policy.Decision{}}
+	// One pass over the store, split by pool (List returns pods sorted by key).
 	byPool := map[PoolKey][]store.PodKey{}
+	results := map[PoolKey][]store.Result{}
+	for _, r := range s.Store.List(nil) {
+		if pk, ok := member[r.Pod]; ok {
+			results[pk] = append(results[pk], r)
+		}
+	}
 	for pod, pk := range member {
 		byPool[pk] = append(byPool[pk], pod)
 	}
@@ -186,11 +191,7 @@ func (s *Service) Step(ctx context.Context, now time.Time) *Snapshot {
 			continue
 		}
 		sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
-		inPool := make(map[store.PodKey]bool, len(pods))
-		for _, p := range pods {
-			inPool[p] = true
-		}
-		res := s.Store.List(func(k store.PodKey) bool { return inPool[k] })
+		res := results[pk]
 		// The controller keys its state by pool name: give it one per namespace.
 		inst := *pl
 		inst.Name = pk.String()
