@@ -45,6 +45,9 @@ func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
 			return nil, err
 		}
 	}
+	if err = os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
 	if o.HPASyncPeriod == 0 {
 		o.HPASyncPeriod = time.Second
 	}

@@ -145,6 +145,13 @@ func (e *Engine) Restart() {
 	e.started = float64(time.Now().Unix())
 }
 
+// Counters returns the prompt and generation tokens served so far (the ground truth tests compare to).
+func (e *Engine) Counters() (prompt, generation float64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.promptTokens, e.generationTokens
+}
+
 // SetGarbage makes /metrics serve text that is not valid exposition (true) or the normal page (false).
 func (e *Engine) SetGarbage(on bool) { e.mu.Lock(); e.garbage = on; e.mu.Unlock() }
 

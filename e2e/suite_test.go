@@ -1,0 +1,357 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tokenscale/tokenscale/e2e/controlplane"
+	"github.com/tokenscale/tokenscale/e2e/fakekubelet"
+	"github.com/tokenscale/tokenscale/sim/fakeengine"
+)
+
+// The suite shares one control plane and one adapter; each test works in its own namespace.
+var suite struct {
+	ctx        context.Context
+	cp         *controlplane.ControlPlane
+	bin        string
+	adapter    *adapterProc
+	enginePort int
+}
+
+// Engine capacity of every fake pod, and the pool profile the adapter is configured with (the same).
+const (
+	prefillTPS = 10000.0
+	decodeTPS  = 2500.0
+)
+
+// adapterConfig is the adapter's pool config: llm-d roles, one prefill and one decode Deployment per
+// namespace, short windows so the tests see scale-down within a minute.
+func adapterConfig(port int) string {
+	return fmt.Sprintf(`version: tokenscale.io/v1alpha1
+scrape: {port: %d, interval: 1s, timeout: 500ms, staleAfter: 3s}
+policy: {scaleDownWindow: 5s, coldStart: 5s, releaseHold: 5s, calibrate: false}
+pools:
+- name: prefill
+  role: prefill
+  selector: {llm-d.ai/role: prefill}
+  workload: {kind: Deployment, name: llama-prefill}
+  profile: {prefillTokensPerSecond: %g, decodeTokensPerSecond: %g}
+  maxReplicas: 6
+- name: decode
+  role: decode
+  selector: {llm-d.ai/role: decode}
+  workload: {kind: Deployment, name: llama-decode}
+  profile: {prefillTokensPerSecond: %g, decodeTokensPerSecond: %g}
+  maxReplicas: 6
+`, port, prefillTPS, decodeTPS, prefillTPS, decodeTPS)
+}
+
+func TestMain(m *testing.M) { os.Exit(runSuite(m)) }
+
+func runSuite(m *testing.M) int {
+	bin := os.Getenv("TOKENSCALE_K8S_BIN")
+	if bin == "" {
+		out, err := exec.Command("bash", "../hack/build-control-plane.sh").Output()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "building the control plane (hack/build-control-plane.sh): %v\n", err)
+			return 1
+		}
+		bin = strings.TrimSpace(string(out))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir, err := os.MkdirTemp("", "tokenscale-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	start := time.Now()
+	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: bin, Dir: filepath.Join(dir, "cp"), HPASyncPeriod: time.Second})
+	if cp != nil {
+		defer cp.Stop()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the control plane: %v\n", err)
+		return 1
+	}
+	fmt.Printf("control plane up in %s\n", time.Since(start).Round(time.Millisecond))
+	suite.ctx, suite.cp, suite.bin, suite.enginePort = ctx, cp, bin, controlplane.FreePort()
+	a, err := newAdapter(filepath.Join(dir, "adapter"), adapterConfig(suite.enginePort))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	suite.adapter = a
+	if err := a.start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer a.stop()
+	if out, err := kubectlRun(registration(a.port), "apply", "-f", "-"); err != nil {
+		fmt.Fprintf(os.Stderr, "registering the adapter: %v\n%s", err, out)
+		return 1
+	}
+	code := m.Run()
+	if code == 0 {
+		_ = os.RemoveAll(dir)
+	} else {
+		fmt.Printf("e2e failed: control-plane and adapter logs are kept in %s\n", dir)
+	}
+	return code
+}
+
+// registration points the custom metrics APIServices at the adapter on loopback through an ExternalName
+// Service (there is no kube-proxy here). manifests/overlays/e2e is the same for a real cluster.
+func registration(port int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Namespace\nmetadata: {name: tokenscale}\n---\n")
+	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata: {name: tokenscale-adapter, namespace: tokenscale}\nspec: {type: ExternalName, externalName: localhost, ports: [{name: https, port: %d}]}\n", port)
+	for _, v := range []string{"v1beta1", "v1beta2"} {
+		fmt.Fprintf(&b, "---\napiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: %s.custom.metrics.k8s.io}\n"+
+			"spec: {group: custom.metrics.k8s.io, version: %s, insecureSkipTLSVerify: true, groupPriorityMinimum: 100, versionPriority: 100,"+
+			" service: {name: tokenscale-adapter, namespace: tokenscale, port: %d}}\n", v, v, port)
+	}
+	return b.String()
+}
+
+// adapterProc is the tokenscale-adapter binary run as a process, as in a cluster.
+type adapterProc struct {
+	dir, bin, config string
+	port             int
+	cmd              *exec.Cmd
+	log              *os.File
+}
+
+func newAdapter(dir, configYAML string) (*adapterProc, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	a := &adapterProc{dir: dir, bin: filepath.Join(dir, "tokenscale-adapter"), config: filepath.Join(dir, "config.yaml"), port: controlplane.FreePort()}
+	if out, err := exec.Command("go", "build", "-o", a.bin, "../cmd/tokenscale-adapter").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building the adapter: %w\n%s", err, out)
+	}
+	return a, os.WriteFile(a.config, []byte(configYAML), 0o600)
+}
+
+func (a *adapterProc) start() error {
+	log, err := os.OpenFile(filepath.Join(a.dir, "adapter.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	kc := suite.cp.AdminKubeconfig
+	cmd := exec.Command(a.bin, "--config", a.config, "--secure-port", fmt.Sprint(a.port), "--bind-address", "127.0.0.1",
+		"--cert-dir", a.dir, "--lister-kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc, "-v=2")
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting the adapter: %w", err)
+	}
+	a.cmd, a.log = cmd, log
+	return nil
+}
+
+// stop ends the adapter with SIGTERM (SIGKILL after 10 s) and reports whether it had already died.
+func (a *adapterProc) stop() (diedEarly bool) {
+	if a.cmd == nil {
+		return false
+	}
+	diedEarly = a.cmd.ProcessState != nil || syscall.Kill(a.cmd.Process.Pid, 0) != nil
+	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = a.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	_ = a.log.Close()
+	a.cmd = nil
+	return diedEarly
+}
+
+// alive reports whether the adapter process is still running (it must never crash).
+func (a *adapterProc) alive() bool {
+	if a.cmd == nil {
+		return false
+	}
+	var ws syscall.WaitStatus
+	pid, err := syscall.Wait4(a.cmd.Process.Pid, &ws, syscall.WNOHANG, nil)
+	return err == nil && pid == 0
+}
+
+func kubectlRun(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(suite.bin, "kubectl"), append([]string{"--kubeconfig", suite.cp.AdminKubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func kubectl(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, err := kubectlRun(stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// namespace creates a test's namespace and runs a fake kubelet for it until the test ends.
+func namespace(t *testing.T, name string) *fakekubelet.Kubelet {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := suite.cp.Client.CoreV1().Namespaces().Create(suite.ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k := fakekubelet.New(suite.cp.Client, fakekubelet.Options{Namespace: name, Port: suite.enginePort,
+		Engine: fakeengine.Config{PrefillTokensPerSec: prefillTPS, DecodeTokensPerSec: decodeTPS}})
+	ctx, cancel := context.WithCancel(suite.ctx)
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("fake kubelet: %v", err)
+		}
+		// Deleting the namespace lets the garbage collector remove HPAs and Deployments; nothing waits on it.
+		_ = suite.cp.Client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return k
+}
+
+// deployment creates an llm-d style Deployment of fake engines: role is llm-d.ai/role and the load group.
+func deployment(t *testing.T, ns, name, role string, flavor fakeengine.Flavor, replicas int32) {
+	t.Helper()
+	labels := map[string]string{"app": name, "llm-d.ai/role": role, fakekubelet.LoadLabel: role}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{fakekubelet.FlavorAnnotation: string(flavor)}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "engine", Image: "fake-engine"}}},
+			},
+		},
+	}
+	if _, err := suite.cp.Client.AppsV1().Deployments(ns).Create(suite.ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// metricValue is one item of a custom metrics response (both API versions share these fields).
+type metricValue struct {
+	DescribedObject struct{ Kind, Name, Namespace string } `json:"describedObject"`
+	Value           string                                 `json:"value"`
+}
+
+// getRaw is `kubectl get --raw PATH` through the aggregator; it returns the body or the API error.
+// A "?labelSelector=" suffix is sent as the query parameter.
+func getRaw(path string) ([]byte, error) {
+	req := suite.cp.Client.Discovery().RESTClient().Get()
+	if p, sel, ok := strings.Cut(path, "?labelSelector="); ok {
+		req = req.AbsPath(p).Param("labelSelector", sel)
+	} else {
+		req = req.AbsPath(path)
+	}
+	body, err := req.DoRaw(suite.ctx)
+	if err != nil {
+		// The body is the API's Status; its message is what a user of kubectl get --raw reads.
+		return body, fmt.Errorf("GET %s: %w: %s", path, err, body)
+	}
+	return body, nil
+}
+
+// podValues reads a pods metric for a selector; it returns pod name -> value.
+func podValues(ns, metric, selector string) (map[string]float64, error) {
+	body, err := getRaw(fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/*/%s?labelSelector=%s", ns, metric, selector))
+	if err != nil {
+		return nil, err
+	}
+	var list struct{ Items []metricValue }
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, it := range list.Items {
+		v, err := parseQuantity(it.Value)
+		if err != nil {
+			return nil, err
+		}
+		out[it.DescribedObject.Name] = v
+	}
+	return out, nil
+}
+
+// objectValue reads an Object metric of a Deployment.
+func objectValue(ns, deployment, metric string) (float64, error) {
+	body, err := getRaw(fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/%s/%s", ns, deployment, metric))
+	if err != nil {
+		return 0, err
+	}
+	// A named object's metric comes back as a list of one.
+	var list struct{ Items []metricValue }
+	if err := json.Unmarshal(body, &list); err != nil {
+		return 0, err
+	}
+	if len(list.Items) != 1 {
+		return 0, fmt.Errorf("%d items for one object: %s", len(list.Items), body)
+	}
+	return parseQuantity(list.Items[0].Value)
+}
+
+// eventually polls cond every 500 ms until it returns nil or limit passes; the last error fails the test.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last error
+	for {
+		if last = cond(); last == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not within %s: %v", what, limit, last)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// within reports whether got is within tol (a fraction) of want.
+func within(got, want, tol float64) error {
+	if d := got - want; d > tol*want || d < -tol*want {
+		return fmt.Errorf("got %.4g, want %.4g ± %.0f%%", got, want, tol*100)
+	}
+	return nil
+}
+
+// statusCode extracts the HTTP status of an API error, 0 if none.
+func statusCode(err error) int {
+	var se interface{ Status() metav1.Status }
+	if errors.As(err, &se) {
+		return int(se.Status().Code)
+	}
+	return 0
+}
+
+func parseQuantity(s string) (float64, error) {
+	q, err := resource.ParseQuantity(s)
+	if err != nil {
+		return 0, fmt.Errorf("value %q: %w", s, err)
+	}
+	return q.AsApproximateFloat64(), nil
+}

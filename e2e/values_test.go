@@ -1,0 +1,86 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/adapter"
+	"github.com/tokenscale/tokenscale/sim/fakeengine"
+)
+
+// Per-pod and Object values served through the aggregator match a known load: a vLLM V1 prefill pool and
+// an SGLang decode pool, two pods each, every number within 10% of what the engines are doing.
+func TestValuesForKnownLoad(t *testing.T) {
+	const ns = "values"
+	k := namespace(t, ns)
+	deployment(t, ns, "llama-prefill", "prefill", fakeengine.VLLMV1, 2)
+	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 2)
+	const promptLoad, outputLoad = 8000.0, 3000.0
+	k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: promptLoad, OutputTokensPerSec: 10})
+	k.SetLoad("decode", fakeengine.Load{OutputTokensPerSec: outputLoad})
+
+	perPod := func(metric, role string, want float64) func() error {
+		return func() error {
+			vals, err := podValues(ns, metric, "llm-d.ai/role="+role)
+			if err != nil {
+				return err
+			}
+			if len(vals) != 2 {
+				return fmt.Errorf("%d pods served, want 2: %v", len(vals), vals)
+			}
+			for pod, v := range vals {
+				if err := within(v, want, 0.1); err != nil {
+					return fmt.Errorf("pod %s: %w", pod, err)
+				}
+			}
+			return nil
+		}
+	}
+	took := eventually(t, 90*time.Second, "prefill velocity per pod", perPod(adapter.PrefillVelocity, "prefill", promptLoad/2))
+	t.Logf("per-pod prefill velocity correct %s after the load started", took.Round(time.Millisecond))
+	eventually(t, 20*time.Second, "decode velocity per pod", perPod(adapter.DecodeVelocity, "decode", outputLoad/2))
+
+	object := func(dep, metric string, want, tol float64) {
+		t.Helper()
+		eventually(t, 20*time.Second, dep+" "+metric, func() error {
+			v, err := objectValue(ns, dep, metric)
+			if err != nil {
+				return err
+			}
+			if tol == 0 {
+				if v != want {
+					return fmt.Errorf("got %g, want %g", v, want)
+				}
+				return nil
+			}
+			return within(v, want, tol)
+		})
+	}
+	object("llama-prefill", adapter.ArrivalVelocity, promptLoad, 0.1)
+	object("llama-prefill", adapter.CapacityVelocity, 2*prefillTPS, 0.1)
+	object("llama-prefill", adapter.Utilisation, promptLoad/(2*prefillTPS), 0.1)
+	object("llama-decode", adapter.ArrivalVelocity, outputLoad, 0.1)
+	object("llama-decode", adapter.CapacityVelocity, 2*decodeTPS, 0.1)
+	// Sizing at 85% target utilisation: ceil(8000/8500) = 1 prefill, ceil(3000/2125) = 2 decode.
+	object("llama-prefill", adapter.DesiredReplicas, 1, 0)
+	object("llama-decode", adapter.DesiredReplicas, 2, 0)
+	object("llama-decode", adapter.Conversions, 0, 0)
+	bp, err := objectValue(ns, "llama-prefill", adapter.Backpressure)
+	if err != nil || bp >= 1 {
+		t.Errorf("backpressure at 40%% utilisation = %v, %v; want < 1", bp, err)
+	}
+
+	// What does not exist is a 404 naming what does.
+	_, err = objectValue(ns, "no-such-deployment", adapter.ArrivalVelocity)
+	if statusCode(err) != 404 || !strings.Contains(err.Error(), "llama-prefill") {
+		t.Errorf("unknown workload: got %v, want a 404 listing the namespace's pools", err)
+	}
+	_, err = podValues(ns, "tokenscale_no_such_metric", "llm-d.ai/role=prefill")
+	if statusCode(err) != 404 || !strings.Contains(err.Error(), adapter.PrefillVelocity) {
+		t.Errorf("unknown metric: got %v, want a 404 listing our metrics", err)
+	}
+}
