@@ -65,7 +65,9 @@ type Pod struct {
 }
 
 // URL is the pod's metrics endpoint.
-func (p *Pod) URL() string { return "http://" + net.JoinHostPort(p.IP, strconv.Itoa(p.ln.Addr().(*net.TCPAddr).Port)) + "/metrics" }
+func (p *Pod) URL() string {
+	return "http://" + net.JoinHostPort(p.IP, strconv.Itoa(p.ln.Addr().(*net.TCPAddr).Port)) + "/metrics"
+}
 
 // Kill stops the engine's listener while the pod stays Ready, as a crashed engine behind a stale
 // readiness state does: scrapes get connection refused.
