@@ -6,7 +6,7 @@ BIN       ?= _output/bin
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all build test lint vet fmt-check bench fuzz e2e demo clean tidy-check
+.PHONY: all build test lint vet fmt-check bench fuzz e2e demo clean tidy-check preflight
 
 all: lint test build
 
@@ -51,6 +51,10 @@ e2e:
 	  bin=$$(bash hack/build-control-plane.sh) && \
 	  TOKENSCALE_K8S_BIN=$$bin $(GO) test -count=1 -tags e2e -timeout 60m ./e2e/...; \
 	else echo "e2e: no suite yet"; fi
+
+## preflight: refuse to install where another adapter owns a metrics API (PREFLIGHT_ARGS=--external-metrics).
+preflight:
+	bash hack/preflight.sh $(PREFLIGHT_ARGS)
 
 ## demo: the local demo (see README.md).
 demo:

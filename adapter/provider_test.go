@@ -142,3 +142,44 @@ func TestNoSnapshotYet(t *testing.T) {
 		t.Fatalf("err = %v, want 503 before the first round", err)
 	}
 }
+
+func TestExternalMetrics(t *testing.T) {
+	e := NewExternal(fixture())
+	if got := len(e.ListAllExternalMetrics()); got != len(poolMetrics) {
+		t.Fatalf("listed %d external metrics, want %d", got, len(poolMetrics))
+	}
+	sel := func(s string) labels.Selector {
+		l, err := labels.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	list, err := e.GetExternalMetric(context.Background(), "llm", sel("pool=prefill"), provider.ExternalMetricInfo{Metric: ArrivalVelocity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 || list.Items[0].Value.MilliValue() != 25000500 || list.Items[0].MetricLabels[LabelWorkload] != "llama-prefill" {
+		t.Fatalf("arrival for pool=prefill: %+v", list.Items)
+	}
+	list, err = e.GetExternalMetric(context.Background(), "llm", sel("role=prefill"), provider.ExternalMetricInfo{Metric: DesiredReplicas})
+	if err != nil || list.Items[0].Value.Value() != 3 {
+		t.Fatalf("desired for role=prefill: %v %+v", err, list)
+	}
+	// Every pool matches an empty selector; the decode pool is unknown, so the answer is an error, not a partial list.
+	_, err = e.GetExternalMetric(context.Background(), "llm", labels.Everything(), provider.ExternalMetricInfo{Metric: ArrivalVelocity})
+	if code := status(err); code != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "llm/decode") {
+		t.Fatalf("unknown pool in the selection: %v (code %d), want a 503 naming it", err, code)
+	}
+	_, err = e.GetExternalMetric(context.Background(), "llm", sel("pool=nope"), provider.ExternalMetricInfo{Metric: ArrivalVelocity})
+	if !apierr.IsNotFound(err) || !strings.Contains(err.Error(), "prefill→Deployment/llama-prefill") {
+		t.Fatalf("no pool matches: %v, want a 404 listing the pools", err)
+	}
+	_, err = e.GetExternalMetric(context.Background(), "llm", labels.Everything(), provider.ExternalMetricInfo{Metric: "nope"})
+	if !apierr.IsNotFound(err) || !strings.Contains(err.Error(), Backpressure) {
+		t.Fatalf("unknown metric: %v", err)
+	}
+	if _, err := NewExternal(&fakeSource{}).GetExternalMetric(context.Background(), "llm", labels.Everything(), provider.ExternalMetricInfo{Metric: ArrivalVelocity}); status(err) != http.StatusServiceUnavailable {
+		t.Fatalf("before the first round: %v, want 503", err)
+	}
+}

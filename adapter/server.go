@@ -26,6 +26,9 @@ type Options struct {
 	Namespace string
 	// ConfigReload is how often the config file is checked for changes.
 	ConfigReload time.Duration
+	// ExternalMetrics also serves the pool metrics through external.metrics.k8s.io. Off by default:
+	// KEDA's metrics server owns that group in most clusters, and only one APIService can.
+	ExternalMetrics bool
 }
 
 // Run wires the velocity service behind the custom metrics API and serves until ctx ends.
@@ -69,6 +72,9 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	svc = service.New(watcher.Current, pods, mon)
 	// The provider must be set before Config(): the OpenAPI definitions are chosen from the providers set.
 	base.WithCustomMetrics(NewProvider(svc, lws))
+	if o.ExternalMetrics {
+		base.WithExternalMetrics(NewExternal(svc))
+	}
 	apiCfg, err := base.Config()
 	if err != nil {
 		return fmt.Errorf("API server config: %w", err)
@@ -80,6 +86,6 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	if o.ConfigReload > 0 && o.ConfigPath != "" {
 		go watcher.Run(ctx, o.ConfigReload)
 	}
-	klog.InfoS("Starting tokenscale adapter", "config", o.ConfigPath, "pools", len(watcher.Current().Pools))
+	klog.InfoS("Starting tokenscale adapter", "config", o.ConfigPath, "pools", len(watcher.Current().Pools), "externalMetrics", o.ExternalMetrics)
 	return base.Run(ctx)
 }

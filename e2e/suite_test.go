@@ -16,6 +16,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -98,15 +99,31 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	suite.adapter = a
+	// Install the way a user does: the e2e overlay of the manifests (base RBAC, ServiceAccount and
+	// APIServices; the Service points at the adapter on this machine), after the preflight check.
+	if out, err := preflight(); err != nil {
+		fmt.Fprintf(os.Stderr, "preflight on a fresh cluster: %v\n%s", err, out)
+		return 1
+	}
+	objs, err := e2eOverlay(a.port)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if out, err := kubectlRun(objs, "apply", "-f", "-"); err != nil {
+		fmt.Fprintf(os.Stderr, "installing manifests/overlays/e2e: %v\n%s", err, out)
+		return 1
+	}
+	// The adapter runs with its ServiceAccount's token, so the suite proves the manifests' RBAC suffices.
+	if a.kubeconfig, err = serviceAccountKubeconfig(ctx, filepath.Join(dir, "adapter"), "tokenscale", "tokenscale-adapter"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if err := a.start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer a.stop()
-	if out, err := kubectlRun(registration(a.port), "apply", "-f", "-"); err != nil {
-		fmt.Fprintf(os.Stderr, "registering the adapter: %v\n%s", err, out)
-		return 1
-	}
 	code := m.Run()
 	if code == 0 {
 		_ = os.RemoveAll(dir)
@@ -116,26 +133,51 @@ func runSuite(m *testing.M) int {
 	return code
 }
 
-// registration points the custom metrics APIServices at the adapter on loopback through an ExternalName
-// Service (there is no kube-proxy here). manifests/overlays/e2e is the same for a real cluster.
-func registration(port int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: v1\nkind: Namespace\nmetadata: {name: tokenscale}\n---\n")
-	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata: {name: tokenscale-adapter, namespace: tokenscale}\nspec: {type: ExternalName, externalName: localhost, ports: [{name: https, port: %d}]}\n", port)
-	for _, v := range []string{"v1beta1", "v1beta2"} {
-		fmt.Fprintf(&b, "---\napiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: %s.custom.metrics.k8s.io}\n"+
-			"spec: {group: custom.metrics.k8s.io, version: %s, insecureSkipTLSVerify: true, groupPriorityMinimum: 100, versionPriority: 100,"+
-			" service: {name: tokenscale-adapter, namespace: tokenscale, port: %d}}\n", v, v, port)
+// e2eOverlay renders manifests/overlays/e2e with the adapter's port in place of 6443.
+func e2eOverlay(port int) (string, error) {
+	out, err := kubectlRun("", "kustomize", "../manifests/overlays/e2e")
+	if err != nil {
+		return "", fmt.Errorf("kubectl kustomize manifests/overlays/e2e: %w\n%s", err, out)
 	}
-	return b.String()
+	if n := strings.Count(out, ": 6443"); n < 4 {
+		return "", fmt.Errorf("manifests/overlays/e2e names port 6443 %d times; want the Service and 3 APIServices", n)
+	}
+	return strings.ReplaceAll(out, ": 6443", fmt.Sprintf(": %d", port)), nil
+}
+
+// preflight runs hack/preflight.sh against the test cluster.
+func preflight(args ...string) (string, error) {
+	cmd := exec.Command("bash", append([]string{"../hack/preflight.sh"}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBECTL="+filepath.Join(suite.bin, "kubectl"), "KUBECONFIG="+suite.cp.AdminKubeconfig)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// serviceAccountKubeconfig writes a kubeconfig that authenticates with a token of the ServiceAccount.
+func serviceAccountKubeconfig(ctx context.Context, dir, ns, name string) (string, error) {
+	hours := int64(4 * 3600)
+	tok, err := suite.cp.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &hours}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("token for %s/%s: %w", ns, name, err)
+	}
+	path := filepath.Join(dir, name+".kubeconfig")
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: e2e, cluster: {server: %q, certificate-authority: %q}}]
+users: [{name: %s, user: {token: %q}}]
+contexts: [{name: e2e, context: {cluster: e2e, user: %s}}]
+current-context: e2e
+`, suite.cp.Server, suite.cp.CAFile, name, tok.Status.Token, name)
+	return path, os.WriteFile(path, []byte(kc), 0o600)
 }
 
 // adapterProc is the tokenscale-adapter binary run as a process, as in a cluster.
 type adapterProc struct {
-	dir, bin, config string
-	port             int
-	cmd              *exec.Cmd
-	log              *os.File
+	dir, bin, config, kubeconfig string
+	port                         int
+	cmd                          *exec.Cmd
+	log                          *os.File
 }
 
 func newAdapter(dir, configYAML string) (*adapterProc, error) {
@@ -154,9 +196,10 @@ func (a *adapterProc) start() error {
 	if err != nil {
 		return err
 	}
-	kc := suite.cp.AdminKubeconfig
+	kc := a.kubeconfig
 	cmd := exec.Command(a.bin, "--config", a.config, "--secure-port", fmt.Sprint(a.port), "--bind-address", "127.0.0.1",
-		"--cert-dir", a.dir, "--lister-kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc, "-v=2")
+		"--cert-dir", a.dir, "--lister-kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
+		"--external-metrics", "-v=2")
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

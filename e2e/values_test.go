@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -73,6 +74,31 @@ func TestValuesForKnownLoad(t *testing.T) {
 	if err != nil || bp >= 1 {
 		t.Errorf("backpressure at 40%% utilisation = %v, %v; want < 1", bp, err)
 	}
+
+	// The same pool numbers through external.metrics.k8s.io (the adapter runs with --external-metrics).
+	eventually(t, 20*time.Second, "external arrival for pool=prefill", func() error {
+		body, err := getRaw("/apis/external.metrics.k8s.io/v1beta1/namespaces/" + ns + "/" + adapter.ArrivalVelocity + "?labelSelector=pool=prefill")
+		if err != nil {
+			return err
+		}
+		var list struct {
+			Items []struct {
+				MetricLabels map[string]string `json:"metricLabels"`
+				Value        string            `json:"value"`
+			}
+		}
+		if err := json.Unmarshal(body, &list); err != nil {
+			return err
+		}
+		if len(list.Items) != 1 || list.Items[0].MetricLabels["workload"] != "llama-prefill" {
+			return fmt.Errorf("want one item for the prefill pool: %s", body)
+		}
+		v, err := parseQuantity(list.Items[0].Value)
+		if err != nil {
+			return err
+		}
+		return within(v, promptLoad, 0.1)
+	})
 
 	// What does not exist is a 404 naming what does.
 	_, err = objectValue(ns, "no-such-deployment", adapter.ArrivalVelocity)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/component-base/logs"
 	"k8s.io/klog/v2"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
 
 	"github.com/tokenscale/tokenscale/adapter"
 	"github.com/tokenscale/tokenscale/velocity/engine"
@@ -24,13 +25,16 @@ func main() {
 	}
 	logs.InitLogs()
 	defer logs.FlushLogs()
-	base := &basecmd.AdapterBase{Name: "tokenscale-adapter"}
+	base := &basecmd.AdapterBase{Name: "tokenscale-adapter", CustomMetricsAdapterServerOptions: options.NewCustomMetricsAdapterServerOptions()}
+	// 443 (the library's default) needs privileges; the manifests run as non-root on 6443.
+	base.SecureServing.BindPort = 6443
 	var o adapter.Options
 	fs := base.Flags()
 	fs.StringVar(&o.ConfigPath, "config", "", "pool configuration file (default: llm-d layout, see docs/metrics.md)")
 	fs.StringVar(&o.PodSelector, "pod-selector", "", "label selector restricting the pod informer, e.g. llm-d.ai/role")
 	fs.StringVar(&o.Namespace, "namespace", "", "namespace to watch (default: all)")
 	fs.DurationVar(&o.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes")
+	fs.BoolVar(&o.ExternalMetrics, "external-metrics", false, "also serve pool metrics through external.metrics.k8s.io (off by default: KEDA usually owns that API group)")
 	logs.AddFlags(fs)
 	if err := fs.Parse(os.Args); err != nil {
 		klog.ErrorS(err, "Bad flags")

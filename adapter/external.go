@@ -1,0 +1,83 @@
+package adapter
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	apierr "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/metrics/pkg/apis/external_metrics"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+)
+
+// Labels every external metric value carries, and which a metric selector may match.
+const (
+	LabelPool     = "pool"
+	LabelRole     = "role"
+	LabelWorkload = "workload"
+)
+
+var externalGR = schema.GroupResource{Group: "external.metrics.k8s.io"}
+
+// External serves the pool metrics through external.metrics.k8s.io, for clusters where no other adapter
+// (KEDA's, usually) owns that group. It is only installed with --external-metrics.
+type External struct{ src Source }
+
+var _ provider.ExternalMetricsProvider = (*External)(nil)
+
+// NewExternal returns the external metrics provider over src.
+func NewExternal(src Source) *External { return &External{src: src} }
+
+// ListAllExternalMetrics lists the pool metrics; it is never empty.
+func (e *External) ListAllExternalMetrics() []provider.ExternalMetricInfo {
+	out := make([]provider.ExternalMetricInfo, 0, len(poolMetrics))
+	for _, m := range sortedKeys(poolMetrics) {
+		out = append(out, provider.ExternalMetricInfo{Metric: m})
+	}
+	return out
+}
+
+// GetExternalMetric returns one value per pool in namespace whose labels (pool, role, workload) match
+// metricSelector. A pool whose value is unknown fails the whole request: an HPA summing an external
+// metric over several pools must not see a partial sum.
+func (e *External) GetExternalMetric(_ context.Context, namespace string, sel labels.Selector, info provider.ExternalMetricInfo) (*external_metrics.ExternalMetricValueList, error) {
+	get, ok := poolMetrics[info.Metric]
+	if !ok {
+		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("metric %s (tokenscale serves: %s)", info.Metric, strings.Join(sortedKeys(poolMetrics), ", ")))
+	}
+	snap := e.src.Snapshot()
+	if snap == nil {
+		return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+	}
+	list := &external_metrics.ExternalMetricValueList{}
+	for _, pool := range snap.Pools {
+		if pool.Key.Namespace != namespace {
+			continue
+		}
+		ls := map[string]string{LabelPool: pool.Key.Name, LabelRole: string(pool.Config.Role), LabelWorkload: pool.Config.Workload.Name}
+		if !sel.Matches(labels.Set(ls)) {
+			continue
+		}
+		v, known := get(pool)
+		if !known || !finite(v) {
+			why := "unknown"
+			if pool.Err != nil {
+				why = pool.Err.Error()
+			}
+			return nil, unavailable(fmt.Sprintf("%s for pool %s is unknown: %s", info.Metric, pool.Key, why))
+		}
+		list.Items = append(list.Items, external_metrics.ExternalMetricValue{
+			MetricName: info.Metric, MetricLabels: ls, Timestamp: metav1.NewTime(snap.Time), Value: quantity(v),
+		})
+	}
+	if len(list.Items) == 0 {
+		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: no tokenscale pool in namespace %q matches %q (pools here: %s; select with labels %s, %s, %s)",
+			info.Metric, namespace, sel, poolsIn(snap, namespace), LabelPool, LabelRole, LabelWorkload))
+	}
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].MetricLabels[LabelPool] < list.Items[j].MetricLabels[LabelPool] })
+	return list, nil
+}
