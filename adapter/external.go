@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	apierr "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,7 +26,13 @@ var externalGR = schema.GroupResource{Group: "external.metrics.k8s.io"}
 
 // External serves the pool metrics through external.metrics.k8s.io, for clusters where no other adapter
 // (KEDA's, usually) owns that group. It is only installed with --external-metrics.
-type External struct{ src Source }
+type External struct {
+	src Source
+	obs RequestObserver
+}
+
+// Observe makes the provider report every request's latency and outcome to o.
+func (e *External) Observe(o RequestObserver) { e.obs = o }
 
 var _ provider.ExternalMetricsProvider = (*External)(nil)
 
@@ -44,7 +51,8 @@ func (e *External) ListAllExternalMetrics() []provider.ExternalMetricInfo {
 // GetExternalMetric returns one value per pool in namespace whose labels (pool, role, workload) match
 // metricSelector. A pool whose value is unknown fails the whole request: an HPA summing an external
 // metric over several pools must not see a partial sum.
-func (e *External) GetExternalMetric(_ context.Context, namespace string, sel labels.Selector, info provider.ExternalMetricInfo) (*external_metrics.ExternalMetricValueList, error) {
+func (e *External) GetExternalMetric(_ context.Context, namespace string, sel labels.Selector, info provider.ExternalMetricInfo) (_ *external_metrics.ExternalMetricValueList, err error) {
+	defer observe(e.obs, "external", "object", time.Now(), &err)
 	get, ok := poolMetrics[info.Metric]
 	if !ok {
 		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("metric %s (tokenscale serves: %s)", info.Metric, strings.Join(sortedKeys(poolMetrics), ", ")))
@@ -78,6 +86,8 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: no tokenscale pool in namespace %q matches %q (pools here: %s; select with labels %s, %s, %s)",
 			info.Metric, namespace, sel, poolsIn(snap, namespace), LabelPool, LabelRole, LabelWorkload))
 	}
-	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].MetricLabels[LabelPool] < list.Items[j].MetricLabels[LabelPool] })
+	sort.Slice(list.Items, func(i, j int) bool {
+		return list.Items[i].MetricLabels[LabelPool] < list.Items[j].MetricLabels[LabelPool]
+	})
 	return list, nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	apierr "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/component-base/metrics"
 
 	"github.com/tokenscale/tokenscale/velocity/service"
@@ -15,6 +16,7 @@ type monitor struct {
 	scrapeDuration *metrics.HistogramVec
 	scrapeErrors   *metrics.CounterVec
 	lastScrape     *metrics.Gauge
+	requests       *metrics.HistogramVec
 	now            func() time.Time
 }
 
@@ -34,8 +36,13 @@ func newMonitor(register func(...metrics.Registerable), now func() time.Time) *m
 		Namespace: "tokenscale", Name: "last_scrape_timestamp_seconds",
 		Help: "Unix time of the last engine scrape; time() minus this is the freshness of served values.",
 	})
+	m.requests = metrics.NewHistogramVec(&metrics.HistogramOpts{
+		Namespace: "tokenscale", Subsystem: "metric_request", Name: "duration_seconds",
+		Help:    "Time to answer a metrics API request from memory, by API (custom, external), target (pods, object) and outcome.",
+		Buckets: []float64{0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05},
+	}, []string{"api", "target", "outcome"})
 	m.now = now
-	register(m.scrapeDuration, m.scrapeErrors, m.lastScrape)
+	register(m.scrapeDuration, m.scrapeErrors, m.lastScrape, m.requests)
 	return m
 }
 
@@ -45,6 +52,24 @@ func (m *monitor) ObserveScrape(pool string, d time.Duration, err error) {
 	m.lastScrape.Set(float64(m.now().UnixNano()) / 1e9)
 	if err != nil {
 		m.scrapeErrors.WithLabelValues(pool).Inc()
+	}
+}
+
+// ObserveRequest records one metrics API answer; outcome is ok, not_found, unavailable or error.
+func (m *monitor) ObserveRequest(api, target string, d time.Duration, err error) {
+	m.requests.WithLabelValues(api, target, outcome(err)).Observe(d.Seconds())
+}
+
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case apierr.IsNotFound(err):
+		return "not_found"
+	case apierr.IsServiceUnavailable(err):
+		return "unavailable"
+	default:
+		return "error"
 	}
 }
 

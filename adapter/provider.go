@@ -37,11 +37,26 @@ var (
 	}
 )
 
+// RequestObserver records how long a metrics request took and how it ended.
+type RequestObserver interface {
+	ObserveRequest(api, target string, d time.Duration, err error)
+}
+
 // Provider implements provider.CustomMetricsProvider.
 type Provider struct {
 	src Source
 	// lws says whether the LeaderWorkerSet CRD exists; its metrics are listed only then.
 	lws func() bool
+	obs RequestObserver
+}
+
+// Observe makes the provider report every request's latency and outcome to o.
+func (p *Provider) Observe(o RequestObserver) { p.obs = o }
+
+func observe(o RequestObserver, api, target string, start time.Time, err *error) {
+	if o != nil {
+		o.ObserveRequest(api, target, time.Since(start), *err)
+	}
 }
 
 var (
@@ -75,7 +90,12 @@ func (p *Provider) ListAllMetrics() []provider.CustomMetricInfo {
 }
 
 // GetMetricByName returns one pod's or one workload's metric.
-func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, _ labels.Selector) (*custom_metrics.MetricValue, error) {
+func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, _ labels.Selector) (_ *custom_metrics.MetricValue, err error) {
+	target := "object"
+	if info.GroupResource == podsGR {
+		target = "pods"
+	}
+	defer observe(p.obs, "custom", target, time.Now(), &err)
 	if info.GroupResource == podsGR {
 		get, ok := podMetrics[info.Metric]
 		if !ok {
@@ -121,7 +141,8 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 
 // GetMetricBySelector returns a pods metric for every tracked pod matching selector in namespace.
 // Pods whose value is unknown are left out; when none is known the request fails with the reason.
-func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, _ labels.Selector) (*custom_metrics.MetricValueList, error) {
+func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, _ labels.Selector) (_ *custom_metrics.MetricValueList, err error) {
+	defer observe(p.obs, "custom", "pods", time.Now(), &err)
 	if info.GroupResource != podsGR {
 		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per workload object, not by selector: ask for a named %s", info.Metric, info.GroupResource))
 	}

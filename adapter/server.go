@@ -71,9 +71,13 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	mon := newMonitor(legacyregistry.MustRegister, time.Now)
 	svc = service.New(watcher.Current, pods, mon)
 	// The provider must be set before Config(): the OpenAPI definitions are chosen from the providers set.
-	base.WithCustomMetrics(NewProvider(svc, lws))
+	custom := NewProvider(svc, lws)
+	custom.Observe(mon)
+	base.WithCustomMetrics(custom)
 	if o.ExternalMetrics {
-		base.WithExternalMetrics(NewExternal(svc))
+		ext := NewExternal(svc)
+		ext.Observe(mon)
+		base.WithExternalMetrics(ext)
 	}
 	apiCfg, err := base.Config()
 	if err != nil {
