@@ -5,9 +5,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/tokenscale/tokenscale/adapter"
 	"github.com/tokenscale/tokenscale/sim/fakeengine"
@@ -109,4 +113,35 @@ func TestValuesForKnownLoad(t *testing.T) {
 	if statusCode(err) != 404 || !strings.Contains(err.Error(), adapter.PrefillVelocity) {
 		t.Errorf("unknown metric: got %v, want a 404 listing our metrics", err)
 	}
+}
+
+// The adapter's own /metrics (behind delegated authn/authz, read here with the cluster admin's client
+// certificate) carries the scrape and request metrics, and /readyz is tied to fresh values.
+func TestAdapterOwnMetrics(t *testing.T) {
+	cfg := &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", suite.adapter.port), TLSClientConfig: rest.TLSClientConfig{
+		Insecure: true, CertFile: filepath.Join(suite.cp.Dir, "admin.crt"), KeyFile: filepath.Join(suite.cp.Dir, "admin.key")}}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "own metrics after a round of requests", func() error {
+		if _, err := getRaw("/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/x/" + adapter.ArrivalVelocity); statusCode(err) == 0 {
+			return fmt.Errorf("a request for an unmapped workload should fail: %v", err)
+		}
+		body, err := c.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(suite.ctx)
+		if err != nil {
+			return fmt.Errorf("GET /metrics: %w", err)
+		}
+		for _, want := range []string{"tokenscale_scrape_duration_seconds_bucket", "tokenscale_last_scrape_timestamp_seconds",
+			`tokenscale_metric_request_duration_seconds_count{api="custom",outcome="not_found",target="object"}`} {
+			if !strings.Contains(string(body), want) {
+				return fmt.Errorf("/metrics lacks %s", want)
+			}
+		}
+		ready, err := c.Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "1").DoRaw(suite.ctx)
+		if err != nil || !strings.Contains(string(ready), "tokenscale-snapshot-fresh ok") {
+			return fmt.Errorf("/readyz: %v %s", err, ready)
+		}
+		return nil
+	})
 }
