@@ -70,13 +70,9 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		if !sel.Matches(labels.Set(ls)) {
 			continue
 		}
-		v, known := get(pool)
-		if !known || !finite(v) {
-			why := "unknown"
-			if pool.Err != nil {
-				why = pool.Err.Error()
-			}
-			return nil, unavailable(fmt.Sprintf("%s for pool %s is unknown: %s", info.Metric, pool.Key, why))
+		v, err := pool.Value(get)
+		if err != nil {
+			return nil, unavailable(fmt.Sprintf("%s: %v", info.Metric, err))
 		}
 		list.Items = append(list.Items, external_metrics.ExternalMetricValue{
 			MetricName: info.Metric, MetricLabels: ls, Timestamp: metav1.NewTime(snap.Time), Value: quantity(v),

@@ -30,14 +30,14 @@ var podMetrics = map[string]func(store.Velocity) float64{
 	QueuedTokens:    func(v store.Velocity) float64 { return v.QueuedTokens },
 }
 
-// poolMetrics read one pool; ok is false when the value is unknown.
-var poolMetrics = map[string]func(*service.PoolView) (float64, bool){
-	ArrivalVelocity:  func(p *service.PoolView) (float64, bool) { return p.Status.Arrival, p.Err == nil },
-	CapacityVelocity: func(p *service.PoolView) (float64, bool) { return p.Status.Capacity, p.Err == nil },
-	Utilisation:      func(p *service.PoolView) (float64, bool) { return p.Status.Utilisation, p.Err == nil },
-	Backpressure:     func(p *service.PoolView) (float64, bool) { return p.Status.Backpressure, p.Err == nil },
-	DesiredReplicas:  func(p *service.PoolView) (float64, bool) { return float64(p.Desired), p.HasDesired },
-	Conversions:      func(p *service.PoolView) (float64, bool) { return float64(p.Conversions), p.Err == nil },
+// poolMetrics maps the served names to the pool's numbers.
+var poolMetrics = map[string]service.PoolMetric{
+	ArrivalVelocity:  service.Arrival,
+	CapacityVelocity: service.Capacity,
+	Utilisation:      service.Utilisation,
+	Backpressure:     service.Backpressure,
+	DesiredReplicas:  service.Desired,
+	Conversions:      service.Conversions,
 }
 
 // finite guards the API boundary: nothing non-finite or negative is ever served.

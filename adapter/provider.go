@@ -122,13 +122,9 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		return nil, apierr.NewNotFound(info.GroupResource, fmt.Sprintf("%s (no tokenscale pool maps to %s %s/%s; pools here: %s)",
 			name.Name, kind, name.Namespace, name.Name, poolsIn(snap, name.Namespace)))
 	}
-	v, known := get(pool)
-	if !known || !finite(v) {
-		why := "unknown"
-		if pool.Err != nil {
-			why = pool.Err.Error()
-		}
-		return nil, unavailable(fmt.Sprintf("%s for pool %s is unknown: %s", info.Metric, pool.Key, why))
+	v, err := pool.Value(get)
+	if err != nil {
+		return nil, unavailable(fmt.Sprintf("%s: %v", info.Metric, err))
 	}
 	return &custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{Kind: kind, Namespace: name.Namespace, Name: name.Name,

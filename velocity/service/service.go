@@ -76,6 +76,7 @@ type Service struct {
 	ctrl    *policy.Controller
 	snap    atomic.Pointer[Snapshot]
 	targets atomic.Pointer[[]collector.Target]
+	subs    subscribers
 }
 
 // New builds a service. cfg returns the config in force (it may change between rounds: hot reload).
@@ -226,7 +227,7 @@ func (s *Service) Step(ctx context.Context, now time.Time) *Snapshot {
 		}
 		klog.V(3).InfoS("Decision", "group", g, "desired", d.Desired, "conversions", d.Conversions, "reasons", d.Reasons)
 	}
-	s.snap.Store(snap)
+	s.publish(snap)
 	return snap
 }
 

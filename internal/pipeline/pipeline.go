@@ -1,0 +1,65 @@
+// Package pipeline starts what every tokenscale front (the custom-metrics adapter, the KEDA scaler) runs
+// behind its API: the config watcher, the pod informer and the velocity service.
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/internal/kubepods"
+	"github.com/tokenscale/tokenscale/velocity/collector"
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/service"
+)
+
+// Options select the pools and the pods to watch.
+type Options struct {
+	// ConfigPath is the pool config file; "" uses the llm-d defaults.
+	ConfigPath string
+	// PodSelector restricts the pod informer (e.g. "llm-d.ai/role"); "" watches all pods.
+	PodSelector string
+	// Namespace restricts the pod informer; "" watches all namespaces.
+	Namespace string
+	// ConfigReload is how often the config file is checked for changes (0: never).
+	ConfigReload time.Duration
+}
+
+// Pipeline is a running velocity service fed by a pod informer.
+type Pipeline struct {
+	Service *service.Service
+	Config  *config.Watcher
+}
+
+// Start loads the config, syncs the pod informer and builds the service; Run starts scraping.
+func Start(ctx context.Context, restCfg *rest.Config, o Options, obs collector.Observer) (*Pipeline, error) {
+	watcher, err := config.NewWatcher(o.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	pods, factory, err := kubepods.New(client, o.Namespace, o.PodSelector, 0)
+	if err != nil {
+		return nil, err
+	}
+	factory.Start(ctx.Done())
+	if !pods.WaitForSync(ctx) {
+		return nil, fmt.Errorf("pod informer did not sync (can the ServiceAccount list and watch pods?)")
+	}
+	p := &Pipeline{Service: service.New(watcher.Current, pods, obs), Config: watcher}
+	if o.ConfigReload > 0 && o.ConfigPath != "" {
+		go watcher.Run(ctx, o.ConfigReload)
+	}
+	klog.InfoS("Velocity pipeline ready", "config", o.ConfigPath, "pools", len(watcher.Current().Pools), "podSelector", o.PodSelector)
+	return p, nil
+}
+
+// Interval is the scrape interval in force.
+func (p *Pipeline) Interval() time.Duration { return p.Config.Current().Scrape.Interval.Duration }

@@ -1,0 +1,102 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+)
+
+// PoolMetric names one of a pool's served numbers; every front (custom metrics, external metrics, KEDA)
+// reads pools through Value so that they agree on what is known.
+type PoolMetric string
+
+const (
+	Arrival      PoolMetric = "arrival"      // λ, tokens/s
+	Capacity     PoolMetric = "capacity"     // N·V, tokens/s
+	Utilisation  PoolMetric = "utilisation"  // ρ
+	Backpressure PoolMetric = "backpressure" // ≥ 1: TTFT breach predicted within the horizon
+	Queued       PoolMetric = "queued"       // queued prompt tokens
+	Desired      PoolMetric = "desired"      // the policy's replica count
+	Conversions  PoolMetric = "conversions"  // decoders wanted for prefill work
+)
+
+// PoolMetrics lists every PoolMetric.
+var PoolMetrics = []PoolMetric{Arrival, Capacity, Utilisation, Backpressure, Queued, Desired, Conversions}
+
+// ErrUnknown wraps every reason a pool value is not known now.
+var ErrUnknown = errors.New("value unknown")
+
+// Value returns one of the pool's numbers, or why it is unknown. It never returns NaN, Inf or a
+// negative number.
+func (v *PoolView) Value(m PoolMetric) (float64, error) {
+	var x float64
+	known := v.Err == nil
+	switch m {
+	case Arrival:
+		x = v.Status.Arrival
+	case Capacity:
+		x = v.Status.Capacity
+	case Utilisation:
+		x = v.Status.Utilisation
+	case Backpressure:
+		x = v.Status.Backpressure
+	case Queued:
+		x = v.Status.QueuedTokens
+	case Desired:
+		x, known = float64(v.Desired), v.HasDesired
+	case Conversions:
+		x = float64(v.Conversions)
+	default:
+		return 0, fmt.Errorf("pool metric %q does not exist", m)
+	}
+	if !known {
+		why := "the policy could not size the pool"
+		if v.Err != nil {
+			why = v.Err.Error()
+		}
+		return 0, fmt.Errorf("%s of pool %s: %w: %s", m, v.Key, ErrUnknown, why)
+	}
+	if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
+		return 0, fmt.Errorf("%s of pool %s: %w: not a finite non-negative number", m, v.Key, ErrUnknown)
+	}
+	return x, nil
+}
+
+// subscribers are notified after each published snapshot.
+type subscribers struct {
+	mu   sync.Mutex
+	next int
+	chs  map[int]chan struct{}
+}
+
+// Subscribe returns a channel that is signalled after every published snapshot; a slow reader misses
+// nothing that matters, as the signals coalesce and Snapshot returns the newest. cancel releases it.
+func (s *Service) Subscribe() (<-chan struct{}, func()) {
+	s.subs.mu.Lock()
+	defer s.subs.mu.Unlock()
+	if s.subs.chs == nil {
+		s.subs.chs = map[int]chan struct{}{}
+	}
+	id := s.subs.next
+	s.subs.next++
+	ch := make(chan struct{}, 1)
+	s.subs.chs[id] = ch
+	return ch, func() {
+		s.subs.mu.Lock()
+		delete(s.subs.chs, id)
+		s.subs.mu.Unlock()
+	}
+}
+
+func (s *Service) publish(snap *Snapshot) {
+	s.snap.Store(snap)
+	s.subs.mu.Lock()
+	defer s.subs.mu.Unlock()
+	for _, ch := range s.subs.chs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
