@@ -1,0 +1,161 @@
+package kedascaler
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
+)
+
+// Metadata keys of a ScaledObject trigger (KEDA forwards the trigger's metadata as scalerMetadata).
+const (
+	KeyPool                = "pool"
+	KeyNamespace           = "namespace"
+	KeyMetric              = "metric"
+	KeyTarget              = "target"
+	KeyActivationThreshold = "activationThreshold"
+	KeyActivationPool      = "activationPool"
+	KeyActivationMetric    = "activationMetric"
+)
+
+// kedaKeys are consumed by KEDA itself and may appear in scalerMetadata.
+var kedaKeys = map[string]bool{"scalerAddress": true, "enableTLS": true, "unsafeSsl": true}
+
+// metricNames maps the metadata's metric names to the pool's numbers.
+var metricNames = map[string]service.PoolMetric{
+	"desiredReplicas":   service.Desired,
+	"arrivalVelocity":   service.Arrival,
+	"capacityVelocity":  service.Capacity,
+	"utilisation":       service.Utilisation,
+	"backpressure":      service.Backpressure,
+	"queuedTokens":      service.Queued,
+	"conversionsWanted": service.Conversions,
+}
+
+// Trigger is one ScaledObject trigger's validated metadata.
+type Trigger struct {
+	// Namespace and Pool name the pool instance; Namespace defaults to the ScaledObject's.
+	Namespace, Pool string
+	// Metric is what GetMetrics returns; Target what GetMetricSpec asks the HPA to hold per replica.
+	MetricName string
+	Metric     service.PoolMetric
+	Target     float64
+	// The trigger is active while ActivationMetric of ActivationPool exceeds ActivationThreshold. A pool
+	// at zero replicas has nothing to measure, so activation may read another pool of the group.
+	ActivationPool       string
+	ActivationMetricName string
+	ActivationMetric     service.PoolMetric
+	ActivationThreshold  float64
+}
+
+// HPAMetricName is the metric name announced to KEDA (it prefixes it with the trigger index).
+func (t Trigger) HPAMetricName() string { return "tokenscale-" + t.Pool + "-" + t.MetricName }
+
+func invalid(format string, a ...any) error {
+	return status.Errorf(codes.InvalidArgument, "tokenscale trigger metadata: "+format, a...)
+}
+
+func allowedMetrics() string {
+	names := make([]string, 0, len(metricNames))
+	for n := range metricNames {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// ParseTrigger validates a ScaledObjectRef's metadata in one place; errors are gRPC InvalidArgument
+// naming the key and what it allows.
+func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
+	if ref == nil {
+		return Trigger{}, invalid("no scaledObjectRef")
+	}
+	md := ref.GetScalerMetadata()
+	for k := range md {
+		switch k {
+		case KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric:
+		default:
+			if !kedaKeys[k] {
+				return Trigger{}, invalid("unknown key %q; allowed: %s, %s, %s, %s, %s, %s, %s", k,
+					KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric)
+			}
+		}
+	}
+	t := Trigger{Namespace: strings.TrimSpace(md[KeyNamespace]), Pool: strings.TrimSpace(md[KeyPool])}
+	if t.Namespace == "" {
+		t.Namespace = ref.GetNamespace()
+	}
+	if t.Namespace == "" {
+		return Trigger{}, invalid("%q is empty and the ScaledObject has no namespace", KeyNamespace)
+	}
+	if t.Pool == "" {
+		return Trigger{}, invalid("%q is required: the name of a pool in the tokenscale config (e.g. prefill)", KeyPool)
+	}
+	var err error
+	if t.MetricName, t.Metric, err = metric(md, KeyMetric, "desiredReplicas"); err != nil {
+		return Trigger{}, err
+	}
+	defTarget := ""
+	if t.Metric == service.Desired {
+		defTarget = "1" // with the default AverageValue metric type the HPA then holds replicas = desired
+	}
+	if t.Target, err = number(md, KeyTarget, defTarget, false); err != nil {
+		return Trigger{}, err
+	}
+	if t.ActivationThreshold, err = number(md, KeyActivationThreshold, "0", true); err != nil {
+		return Trigger{}, err
+	}
+	t.ActivationPool = strings.TrimSpace(md[KeyActivationPool])
+	if t.ActivationPool == "" {
+		t.ActivationPool = t.Pool
+	}
+	if t.ActivationMetricName, t.ActivationMetric, err = metric(md, KeyActivationMetric, "arrivalVelocity"); err != nil {
+		return Trigger{}, err
+	}
+	return t, nil
+}
+
+func metric(md map[string]string, key, def string) (string, service.PoolMetric, error) {
+	name := strings.TrimSpace(md[key])
+	if name == "" {
+		name = def
+	}
+	m, ok := metricNames[name]
+	if !ok {
+		return "", "", invalid("%q is %q; allowed: %s", key, name, allowedMetrics())
+	}
+	return name, m, nil
+}
+
+// number parses a finite float: > 0, or >= 0 when zeroOK. def "" makes the key required.
+func number(md map[string]string, key, def string, zeroOK bool) (float64, error) {
+	s := strings.TrimSpace(md[key])
+	if s == "" {
+		if def == "" {
+			return 0, invalid("%q is required for this metric: the value per replica the HPA should hold", key)
+		}
+		s = def
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || (v == 0 && !zeroOK) {
+		want := "a number > 0"
+		if zeroOK {
+			want = "a number >= 0"
+		}
+		return 0, invalid("%q is %q; want %s", key, s, want)
+	}
+	return v, nil
+}
+
+// String describes the trigger for logs.
+func (t Trigger) String() string {
+	return fmt.Sprintf("%s/%s %s target %g (active: %s/%s %s > %g)", t.Namespace, t.Pool, t.MetricName, t.Target,
+		t.Namespace, t.ActivationPool, t.ActivationMetricName, t.ActivationThreshold)
+}

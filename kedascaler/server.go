@@ -1,0 +1,164 @@
+// Package kedascaler serves tokenscale's pool numbers to KEDA through its external scaler gRPC contract
+// (trigger types external and external-push). Every call answers from the velocity service's latest
+// snapshot in memory; unknown or stale values are errors, so KEDA's fallback can engage.
+package kedascaler
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
+)
+
+// Source is what the scaler reads: the newest snapshot, and a signal after each new one.
+type Source interface {
+	Snapshot() *service.Snapshot
+	Subscribe() (<-chan struct{}, func())
+}
+
+// Server implements externalscaler.ExternalScalerServer.
+type Server struct {
+	// The embedded server answers optional RPCs added to the contract later (StreamMetricSpec) with
+	// Unimplemented, which KEDA handles by falling back to polling.
+	externalscaler.UnimplementedExternalScalerServer
+	src Source
+	// MaxAge is how old a snapshot may be before every answer is Unavailable.
+	maxAge time.Duration
+	now    func() time.Time
+	// pushed counts StreamIsActive messages sent (for the scaler's own metrics).
+	onPush func()
+}
+
+// New returns a server over src; snapshots older than maxAge are stale.
+func New(src Source, maxAge time.Duration) *Server {
+	return &Server{src: src, maxAge: maxAge, now: time.Now, onPush: func() {}}
+}
+
+var _ externalscaler.ExternalScalerServer = (*Server)(nil)
+
+// value reads one pool metric from the newest snapshot, or the gRPC error KEDA should see.
+func (s *Server) value(namespace, pool string, m service.PoolMetric) (float64, error) {
+	snap := s.src.Snapshot()
+	if snap == nil {
+		return 0, status.Error(codes.Unavailable, "tokenscale: no velocity data yet (the first scrape round has not finished)")
+	}
+	if age := s.now().Sub(snap.Time); age > s.maxAge {
+		return 0, status.Errorf(codes.Unavailable, "tokenscale: velocity data is %s old (limit %s): scraping has stalled", age.Round(time.Millisecond), s.maxAge)
+	}
+	v, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: pool}]
+	if !ok {
+		return 0, status.Errorf(codes.NotFound, "tokenscale: no pool %q with Ready pods in namespace %q (pools there: %s)", pool, namespace, poolsIn(snap, namespace))
+	}
+	x, err := v.Value(m)
+	if err != nil {
+		return 0, status.Errorf(codes.Unavailable, "tokenscale: %v", err)
+	}
+	return x, nil
+}
+
+func poolsIn(snap *service.Snapshot, ns string) string {
+	out := ""
+	for k := range snap.Pools {
+		if k.Namespace == ns {
+			if out != "" {
+				out += ", "
+			}
+			out += k.Name
+		}
+	}
+	if out == "" {
+		return "none"
+	}
+	return out
+}
+
+func (s *Server) active(t Trigger) (bool, error) {
+	v, err := s.value(t.Namespace, t.ActivationPool, t.ActivationMetric)
+	if err != nil {
+		return false, err
+	}
+	return v > t.ActivationThreshold, nil
+}
+
+// IsActive says whether the workload should run at all (KEDA scales 0 <-> 1 on it).
+func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
+	t, err := ParseTrigger(ref)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.active(t)
+	if err != nil {
+		return nil, err
+	}
+	return &externalscaler.IsActiveResponse{Result: a}, nil
+}
+
+// GetMetricSpec announces the trigger's metric and target.
+func (s *Server) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.GetMetricSpecResponse, error) {
+	t, err := ParseTrigger(ref)
+	if err != nil {
+		return nil, err
+	}
+	return &externalscaler.GetMetricSpecResponse{MetricSpecs: []*externalscaler.MetricSpec{{
+		MetricName: t.HPAMetricName(), TargetSize: int64(math.Ceil(t.Target)), TargetSizeFloat: t.Target,
+	}}}, nil
+}
+
+// GetMetrics returns the trigger's metric value.
+func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
+	t, err := ParseTrigger(req.GetScaledObjectRef())
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.value(t.Namespace, t.Pool, t.Metric)
+	if err != nil {
+		return nil, err
+	}
+	name := req.GetMetricName()
+	if name == "" {
+		name = t.HPAMetricName()
+	}
+	return &externalscaler.GetMetricsResponse{MetricValues: []*externalscaler.MetricValue{{
+		MetricName: name, MetricValue: int64(math.Round(v)), MetricValueFloat: v,
+	}}}, nil
+}
+
+// StreamIsActive (trigger type external-push) sends the activation state on every change, evaluated on
+// every new snapshot, so a burst is pushed within one scrape interval instead of on KEDA's next poll.
+// While the value is unknown nothing is sent (KEDA keeps its state). It ends with the stream's context.
+func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
+	t, err := ParseTrigger(ref)
+	if err != nil {
+		return err
+	}
+	ch, cancel := s.src.Subscribe()
+	defer cancel()
+	ctx := stream.Context()
+	var last *bool
+	for {
+		a, err := s.active(t)
+		if err == nil && (last == nil || *last != a) {
+			if err := stream.Send(&externalscaler.IsActiveResponse{Result: a}); err != nil {
+				return fmt.Errorf("pushing activation for %s: %w", t.Pool, err)
+			}
+			s.onPush()
+			klog.V(2).InfoS("Pushed activation", "trigger", t.String(), "active", a)
+			last = &a
+		} else if err != nil {
+			klog.V(3).InfoS("Activation unknown; nothing pushed", "trigger", t.String(), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+		}
+	}
+}

@@ -1,0 +1,216 @@
+package kedascaler
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/service"
+)
+
+// source is a Source the test publishes snapshots to.
+type source struct {
+	mu   sync.Mutex
+	snap *service.Snapshot
+	subs []chan struct{}
+}
+
+func (s *source) Snapshot() *service.Snapshot { s.mu.Lock(); defer s.mu.Unlock(); return s.snap }
+func (s *source) Subscribe() (<-chan struct{}, func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	s.subs = append(s.subs, ch)
+	return ch, func() {}
+}
+func (s *source) publish(snap *service.Snapshot) {
+	s.mu.Lock()
+	s.snap = snap
+	subs := s.subs
+	s.mu.Unlock()
+	for _, ch := range subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+var cfg = config.Default()
+
+// snapshot has a prefill pool at the given arrival (desired 3) and a decode pool whose value is unknown.
+func snapshot(now time.Time, arrival float64) *service.Snapshot {
+	pk, dk := service.PoolKey{Namespace: "llm", Name: "prefill"}, service.PoolKey{Namespace: "llm", Name: "decode"}
+	return &service.Snapshot{Time: now, Pools: map[service.PoolKey]*service.PoolView{
+		pk: {Key: pk, Config: &cfg.Pools[0], Status: policy.PoolStatus{Arrival: arrival, Backpressure: 0.4}, Desired: 3, HasDesired: true},
+		dk: {Key: dk, Config: &cfg.Pools[1], Err: errors.New("pool decode: no pod of the pool has a known velocity")},
+	}}
+}
+
+// dial serves srv over an in-memory connection and returns a client and a counter of running streams.
+func dial(t testing.TB, srv *Server) (externalscaler.ExternalScalerClient, *atomic.Int32) {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	var streams atomic.Int32
+	g := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		streams.Add(1)
+		defer streams.Add(-1)
+		return h(srv, ss)
+	}))
+	externalscaler.RegisterExternalScalerServer(g, srv)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return externalscaler.NewExternalScalerClient(conn), &streams
+}
+
+func ref(md map[string]string) *externalscaler.ScaledObjectRef {
+	return &externalscaler.ScaledObjectRef{Name: "prefill", Namespace: "llm", ScalerMetadata: md}
+}
+
+func TestUnaryRPCs(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := &source{}
+	srv := New(src, 3*time.Second)
+	srv.now = func() time.Time { return now }
+	c, _ := dial(t, srv)
+	ctx := context.Background()
+	desired := ref(map[string]string{"pool": "prefill", "scalerAddress": "tokenscale:9090"})
+
+	if _, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: desired}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("before the first snapshot: %v, want Unavailable", err)
+	}
+	src.publish(snapshot(now, 12000))
+
+	spec, err := c.GetMetricSpec(ctx, desired)
+	if err != nil || len(spec.MetricSpecs) != 1 || spec.MetricSpecs[0].TargetSizeFloat != 1 || spec.MetricSpecs[0].MetricName != "tokenscale-prefill-desiredReplicas" {
+		t.Fatalf("GetMetricSpec: %v %v", spec, err)
+	}
+	m, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: desired, MetricName: "s0-tokenscale-prefill-desiredReplicas"})
+	if err != nil || m.MetricValues[0].MetricValueFloat != 3 || m.MetricValues[0].MetricName != "s0-tokenscale-prefill-desiredReplicas" {
+		t.Fatalf("GetMetrics desired: %v %v", m, err)
+	}
+	arrival := ref(map[string]string{"pool": "prefill", "metric": "arrivalVelocity", "target": "8500", "activationThreshold": "100"})
+	m, err = c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: arrival})
+	if err != nil || m.MetricValues[0].MetricValueFloat != 12000 || m.MetricValues[0].MetricValue != 12000 {
+		t.Fatalf("GetMetrics arrival: %v %v", m, err)
+	}
+	a, err := c.IsActive(ctx, arrival)
+	if err != nil || !a.Result {
+		t.Fatalf("IsActive at 12000 > 100: %v %v", a, err)
+	}
+	a, err = c.IsActive(ctx, ref(map[string]string{"pool": "prefill", "metric": "arrivalVelocity", "target": "8500", "activationThreshold": "20000"}))
+	if err != nil || a.Result {
+		t.Fatalf("IsActive at 12000 <= 20000: %v %v", a, err)
+	}
+
+	for name, c2 := range map[string]struct {
+		call func() error
+		code codes.Code
+	}{
+		"unknown pool": {func() error {
+			_, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "nope"})})
+			return err
+		}, codes.NotFound},
+		"unknown value": {func() error { _, err := c.IsActive(ctx, ref(map[string]string{"pool": "decode"})); return err }, codes.Unavailable},
+		"bad metadata": {func() error {
+			_, err := c.GetMetricSpec(ctx, ref(map[string]string{"pool": "prefill", "metric": "rps"}))
+			return err
+		}, codes.InvalidArgument},
+		"optional RPC": {func() error {
+			s, err := c.StreamMetricSpec(ctx, desired)
+			if err == nil {
+				_, err = s.Recv()
+			}
+			return err
+		}, codes.Unimplemented},
+	} {
+		if err := c2.call(); status.Code(err) != c2.code {
+			t.Errorf("%s: %v, want %s", name, err, c2.code)
+		}
+	}
+	now = now.Add(10 * time.Second) // the scrape loop stalled
+	if _, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: desired}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("stale snapshot: %v, want Unavailable (never a stale or zero value)", err)
+	}
+}
+
+func TestStreamIsActivePushesOnBurst(t *testing.T) {
+	src := &source{}
+	srv := New(src, time.Hour)
+	c, streams := dial(t, srv)
+	src.publish(snapshot(time.Now(), 0))
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := c.StreamIsActive(ctx, ref(map[string]string{"pool": "prefill", "activationThreshold": "500"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := st.Recv()
+	if err != nil || first.Result {
+		t.Fatalf("first message: %v %v, want inactive", first, err)
+	}
+	// The burst: the next snapshot is pushed as it is published, not on a poll.
+	start := time.Now()
+	src.publish(snapshot(time.Now(), 4000))
+	got, err := st.Recv()
+	if err != nil || !got.Result {
+		t.Fatalf("after the burst: %v %v, want active", got, err)
+	}
+	t.Logf("burst pushed %s after the snapshot was published", time.Since(start))
+	// No change, no message; back to idle is pushed.
+	src.publish(snapshot(time.Now(), 4100))
+	src.publish(snapshot(time.Now(), 0))
+	if got, err := st.Recv(); err != nil || got.Result {
+		t.Fatalf("after the burst ended: %v %v, want inactive", got, err)
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for streams.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's stream did not end with its context")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func BenchmarkGetMetrics(b *testing.B) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	srv := New(src, time.Hour)
+	req := &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill", "metric": "arrivalVelocity", "target": "8500"})}
+	b.Run("in-process", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := srv.GetMetrics(context.Background(), req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("grpc-bufconn", func(b *testing.B) {
+		c, _ := dial(b, srv)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.GetMetrics(context.Background(), req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
