@@ -1,0 +1,69 @@
+// Command tokenscale-keda-scaler serves tokenscale's pool numbers to KEDA as an external scaler (trigger
+// types external and external-push), from its own velocity pipeline (pod informer, scraper, policy).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/logs"
+	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/internal/pipeline"
+	"github.com/tokenscale/tokenscale/internal/selfmetrics"
+	"github.com/tokenscale/tokenscale/kedascaler"
+)
+
+func main() {
+	var (
+		po         pipeline.Options
+		so         kedascaler.Options
+		kubeconfig string
+	)
+	fs := flag.NewFlagSet("tokenscale-keda-scaler", flag.ExitOnError)
+	fs.StringVar(&po.ConfigPath, "config", "", "pool configuration file (default: llm-d layout, see docs/metrics.md)")
+	fs.StringVar(&po.PodSelector, "pod-selector", "", "label selector restricting the pod informer, e.g. llm-d.ai/role")
+	fs.StringVar(&po.Namespace, "namespace", "", "namespace to watch (default: all)")
+	fs.DurationVar(&po.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
+	fs.StringVar(&so.GRPCAddress, "grpc-address", ":9090", "address of the external scaler gRPC server")
+	fs.StringVar(&so.MetricsAddress, "metrics-address", ":8080", "address of the plain-HTTP /metrics and /healthz endpoint (empty: off)")
+	fs.StringVar(&so.TLS.CertFile, "tls-cert-file", "", "serving certificate (PEM); with --tls-private-key-file enables TLS")
+	fs.StringVar(&so.TLS.KeyFile, "tls-private-key-file", "", "serving key (PEM)")
+	fs.StringVar(&so.TLS.ClientCAFile, "client-ca-file", "", "CA (PEM) that client certificates must chain to; requires TLS")
+	klog.InitFlags(fs)
+	logs.InitLogs()
+	defer logs.FlushLogs()
+	_ = fs.Parse(os.Args[1:])
+	if err := run(server.SetupSignalContext(), kubeconfig, po, so); err != nil {
+		klog.ErrorS(err, "KEDA scaler stopped")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, kubeconfig string, po pipeline.Options, so kedascaler.Options) error {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes client config (set --kubeconfig outside a cluster): %w", err)
+	}
+	p, err := pipeline.Start(ctx, cfg, po, selfmetrics.NewScrape(legacyregistry.MustRegister, time.Now))
+	if err != nil {
+		return err
+	}
+	so.MaxAge = 3*p.Interval() + time.Second
+	go p.Service.Run(ctx)
+	return kedascaler.Serve(ctx, p.Service, so)
+}
