@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tokenscale/tokenscale/sim/fakeengine"
@@ -128,4 +129,8 @@ func TestHPAScalesOnOurMetrics(t *testing.T) {
 		return nil
 	})
 	t.Logf("decode load step -> 3 replicas on the Pods metric: %s", time.Since(dstep).Round(100*time.Millisecond))
+}
+
+func scaleTo(name, ns string, n int32) *autoscalingv1.Scale {
+	return &autoscalingv1.Scale{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: autoscalingv1.ScaleSpec{Replicas: n}}
 }
