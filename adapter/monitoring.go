@@ -1,7 +1,6 @@
 package adapter
 
 import (
-	"fmt"
 	"net/http"
 	"time"
 
@@ -58,12 +57,5 @@ type freshness struct {
 func (f freshness) Name() string { return "tokenscale-snapshot-fresh" }
 
 func (f freshness) Check(_ *http.Request) error {
-	s := f.snapshot()
-	if s == nil {
-		return fmt.Errorf("no velocity snapshot yet")
-	}
-	if age := f.now().Sub(s.Time); age > f.maxAge {
-		return fmt.Errorf("velocity snapshot is %s old (limit %s)", age.Round(time.Millisecond), f.maxAge)
-	}
-	return nil
+	return service.Fresh(f.snapshot(), f.now(), f.maxAge)
 }

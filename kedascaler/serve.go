@@ -20,6 +20,8 @@ import (
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
 // TLS is the optional server TLS: a certificate, and a client CA to require client certificates (KEDA's
@@ -168,16 +170,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 }
 
 // fresh says whether answers can be given now.
-func (s *Server) fresh() error {
-	snap := s.src.Snapshot()
-	if snap == nil {
-		return errors.New("no velocity snapshot yet")
-	}
-	if age := s.now().Sub(snap.Time); age > s.maxAge {
-		return fmt.Errorf("velocity snapshot is %s old (limit %s)", age.Round(time.Millisecond), s.maxAge)
-	}
-	return nil
-}
+func (s *Server) fresh() error { return service.Fresh(s.src.Snapshot(), s.now(), s.maxAge) }
 
 // reportHealth keeps the gRPC health status (overall and the scaler service) in step with freshness.
 func (s *Server) reportHealth(ctx context.Context, hs *health.Server) {

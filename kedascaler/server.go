@@ -47,11 +47,8 @@ var _ externalscaler.ExternalScalerServer = (*Server)(nil)
 // value reads one pool metric from the newest snapshot, or the gRPC error KEDA should see.
 func (s *Server) value(namespace, pool string, m service.PoolMetric) (float64, error) {
 	snap := s.src.Snapshot()
-	if snap == nil {
-		return 0, status.Error(codes.Unavailable, "tokenscale: no velocity data yet (the first scrape round has not finished)")
-	}
-	if age := s.now().Sub(snap.Time); age > s.maxAge {
-		return 0, status.Errorf(codes.Unavailable, "tokenscale: velocity data is %s old (limit %s): scraping has stalled", age.Round(time.Millisecond), s.maxAge)
+	if err := service.Fresh(snap, s.now(), s.maxAge); err != nil {
+		return 0, status.Errorf(codes.Unavailable, "tokenscale: %v", err)
 	}
 	v, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: pool}]
 	if !ok {

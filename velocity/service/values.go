@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 )
 
 // PoolMetric names one of a pool's served numbers; every front (custom metrics, external metrics, KEDA)
@@ -99,4 +100,16 @@ func (s *Service) publish(snap *Snapshot) {
 		default:
 		}
 	}
+}
+
+// Fresh says whether a snapshot may be served at now: it exists and is at most maxAge old. Every front
+// uses it for readiness and for refusing stale answers.
+func Fresh(s *Snapshot, now time.Time, maxAge time.Duration) error {
+	if s == nil {
+		return errors.New("no velocity snapshot yet (the first scrape round has not finished)")
+	}
+	if age := now.Sub(s.Time); age > maxAge {
+		return fmt.Errorf("velocity snapshot is %s old (limit %s): scraping has stalled", age.Round(time.Millisecond), maxAge)
+	}
+	return nil
 }
