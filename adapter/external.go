@@ -80,7 +80,7 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	}
 	if len(list.Items) == 0 {
 		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: no tokenscale pool in namespace %q matches %q (pools here: %s; select with labels %s, %s, %s)",
-			info.Metric, namespace, sel, poolsIn(snap, namespace), LabelPool, LabelRole, LabelWorkload))
+			info.Metric, namespace, sel, snap.PoolsIn(namespace), LabelPool, LabelRole, LabelWorkload))
 	}
 	sort.Slice(list.Items, func(i, j int) bool {
 		return list.Items[i].MetricLabels[LabelPool] < list.Items[j].MetricLabels[LabelPool]

@@ -120,7 +120,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	pool := poolFor(snap, name.Namespace, kind, name.Name)
 	if pool == nil {
 		return nil, apierr.NewNotFound(info.GroupResource, fmt.Sprintf("%s (no tokenscale pool maps to %s %s/%s; pools here: %s)",
-			name.Name, kind, name.Namespace, name.Name, poolsIn(snap, name.Namespace)))
+			name.Name, kind, name.Namespace, name.Name, snap.PoolsIn(name.Namespace)))
 	}
 	v, err := pool.Value(get)
 	if err != nil {
@@ -231,20 +231,6 @@ func poolFor(snap *service.Snapshot, namespace, kind, name string) *service.Pool
 		}
 	}
 	return nil
-}
-
-func poolsIn(snap *service.Snapshot, namespace string) string {
-	var out []string
-	for k, v := range snap.Pools {
-		if k.Namespace == namespace {
-			out = append(out, fmt.Sprintf("%s→%s/%s", k.Name, v.Config.Workload.Kind, v.Config.Workload.Name))
-		}
-	}
-	if len(out) == 0 {
-		return "none"
-	}
-	sort.Strings(out)
-	return strings.Join(out, ", ")
 }
 
 func sortedKeys[V any](m map[string]V) []string {

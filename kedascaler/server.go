@@ -52,29 +52,13 @@ func (s *Server) value(namespace, pool string, m service.PoolMetric) (float64, e
 	}
 	v, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: pool}]
 	if !ok {
-		return 0, status.Errorf(codes.NotFound, "tokenscale: no pool %q with Ready pods in namespace %q (pools there: %s)", pool, namespace, poolsIn(snap, namespace))
+		return 0, status.Errorf(codes.NotFound, "tokenscale: no pool %q with Ready pods in namespace %q (pools there: %s)", pool, namespace, snap.PoolsIn(namespace))
 	}
 	x, err := v.Value(m)
 	if err != nil {
 		return 0, status.Errorf(codes.Unavailable, "tokenscale: %v", err)
 	}
 	return x, nil
-}
-
-func poolsIn(snap *service.Snapshot, ns string) string {
-	out := ""
-	for k := range snap.Pools {
-		if k.Namespace == ns {
-			if out != "" {
-				out += ", "
-			}
-			out += k.Name
-		}
-	}
-	if out == "" {
-		return "none"
-	}
-	return out
 }
 
 func (s *Server) active(t Trigger) (bool, error) {

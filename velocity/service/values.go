@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -112,4 +114,20 @@ func Fresh(s *Snapshot, now time.Time, maxAge time.Duration) error {
 		return fmt.Errorf("velocity snapshot is %s old (limit %s): scraping has stalled", age.Round(time.Millisecond), maxAge)
 	}
 	return nil
+}
+
+// PoolsIn lists a namespace's pool instances and their workloads ("prefill→Deployment/llama-prefill"),
+// or "none", for error messages that say what exists.
+func (s *Snapshot) PoolsIn(namespace string) string {
+	var out []string
+	for k, v := range s.Pools {
+		if k.Namespace == namespace {
+			out = append(out, fmt.Sprintf("%s→%s/%s", k.Name, v.Config.Workload.Kind, v.Config.Workload.Name))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }
