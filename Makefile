@@ -45,11 +45,11 @@ fuzz:
 	  done; \
 	done
 
-## e2e: end-to-end tests against a real control plane (see e2e/README.md).
+## e2e: end-to-end tests against a real control plane and a real KEDA (see e2e/README.md).
 e2e:
 	@if ls e2e/*.go >/dev/null 2>&1; then \
-	  bin=$$(bash hack/build-control-plane.sh) && \
-	  TOKENSCALE_K8S_BIN=$$bin $(GO) test -count=1 -tags e2e -timeout 60m ./e2e/...; \
+	  bin=$$(bash hack/build-control-plane.sh) && keda=$$(bash hack/build-keda.sh) && \
+	  TOKENSCALE_K8S_BIN=$$bin TOKENSCALE_KEDA_BIN=$$keda $(GO) test -count=1 -tags e2e -timeout 60m ./e2e/...; \
 	else echo "e2e: no suite yet"; fi
 
 ## preflight: refuse to install where another adapter owns a metrics API (PREFLIGHT_ARGS=--external-metrics).

@@ -5,11 +5,9 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,8 +25,8 @@ import (
 
 // The tokenscale-keda-scaler binary, installed with the manifests' RBAC (overlays/keda) and run as its
 // ServiceAccount against the real control plane, answers KEDA's generated gRPC client: metric spec and
-// values for real pods, and activation pushed when a burst reaches the activation pool. (The real KEDA
-// operator is not run here yet; see docs/keda.md.)
+// values for real pods, and activation pushed when a burst reaches the activation pool. TestKEDAOperator
+// runs the same binary behind the real KEDA operator.
 func TestKEDAScalerBinary(t *testing.T) {
 	const ns = "keda-scaler"
 	k := namespace(t, ns)
@@ -36,38 +34,8 @@ func TestKEDAScalerBinary(t *testing.T) {
 	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 1)
 	k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 6000, OutputTokensPerSec: 10})
 
-	out, err := kubectlRun("", "kustomize", "../manifests/overlays/keda")
-	if err != nil {
-		t.Fatalf("kubectl kustomize overlays/keda: %v\n%s", err, out)
-	}
-	kubectl(t, out, "apply", "-f", "-") // its Deployment stays Pending: no kubelet runs in namespace tokenscale
-	dir := t.TempDir()
-	kc, err := serviceAccountKubeconfig(suite.ctx, dir, "tokenscale", "tokenscale-keda-scaler")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "tokenscale-keda-scaler")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale-keda-scaler").CombinedOutput(); err != nil {
-		t.Fatalf("building the scaler: %v\n%s", err, out)
-	}
-	grpcPort := controlplane.FreePort()
-	log, _ := os.Create(filepath.Join(dir, "scaler.log"))
-	cmd := exec.Command(bin, "--kubeconfig", kc, "--config", suite.adapter.config, "--grpc-address", fmt.Sprintf("127.0.0.1:%d", grpcPort),
-		"--metrics-address", "", "-v=2")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "scaler.log"))
-			t.Logf("scaler log:\n%s", b)
-		}
-	})
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", grpcPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	grpcAddr := startScaler(t)
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,4 +107,28 @@ func TestKEDAScalerBinary(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startScaler builds tokenscale-keda-scaler and runs it, as the ServiceAccount of overlays/keda (which it
+// installs) with the suite's pool config, until the test ends; it returns the gRPC address.
+func startScaler(t *testing.T) string {
+	t.Helper()
+	out, err := kubectlRun("", "kustomize", "../manifests/overlays/keda")
+	if err != nil {
+		t.Fatalf("kubectl kustomize overlays/keda: %v\n%s", err, out)
+	}
+	kubectl(t, out, "apply", "-f", "-") // its Deployment stays Pending: no kubelet runs in namespace tokenscale
+	dir := t.TempDir()
+	kc, err := serviceAccountKubeconfig(suite.ctx, dir, "tokenscale", "tokenscale-keda-scaler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tokenscale-keda-scaler")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale-keda-scaler").CombinedOutput(); err != nil {
+		t.Fatalf("building the scaler: %v\n%s", err, out)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
+	startProcess(t, dir, "tokenscale-keda-scaler", nil, bin, "--kubeconfig", kc, "--config", suite.adapter.config,
+		"--grpc-address", addr, "--metrics-address", "", "-v=2")
+	return addr
 }

@@ -40,7 +40,8 @@ func newCA(cn string) (*keyPair, error) {
 	return &keyPair{cert: cert, key: key}, err
 }
 
-// sign issues a leaf certificate: a server cert when hosts are given, else a client cert.
+// sign issues a leaf certificate: a server cert when hosts are given (good for client auth too, as KEDA's
+// mutual TLS wants one leaf for both ends), else a client cert.
 func (ca *keyPair) sign(cn string, orgs []string, hosts []string) (*keyPair, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -53,7 +54,7 @@ func (ca *keyPair) sign(cn string, orgs []string, hosts []string) (*keyPair, err
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 	}
 	if len(hosts) > 0 {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 		for _, h := range hosts {
 			if ip := net.ParseIP(h); ip != nil {
 				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
@@ -96,4 +97,26 @@ contexts:
   context: {cluster: local, user: %s}
 current-context: local
 `, server, caFile, user, crt, key, user)), 0o600)
+}
+
+// WriteMutualTLS writes ca.crt, tls.crt and tls.key into dir: a fresh CA and one leaf for hosts that is
+// good for both server and client authentication, the layout KEDA's operator and metrics server expect
+// in their --cert-dir for the gRPC link between them.
+func WriteMutualTLS(dir string, hosts ...string) error {
+	ca, err := newCA("e2e-mtls-ca")
+	if err != nil {
+		return err
+	}
+	if len(hosts) == 0 {
+		return fmt.Errorf("WriteMutualTLS needs at least one host")
+	}
+	leaf, err := ca.sign("e2e-mtls", nil, hosts)
+	if err != nil {
+		return err
+	}
+	if _, _, err := ca.write(dir, "ca"); err != nil {
+		return err
+	}
+	_, _, err = leaf.write(dir, "tls")
+	return err
 }

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds the real KEDA operator and KEDA's metrics API server (cmd/operator, cmd/adapter) from the Go module
+# proxy into a cache outside the clone, keyed by version, and prints the directory holding the binaries and
+# KEDA's CRDs. `go install` cannot build them (keda's go.mod has a replace directive), so a wrapper module
+# requires keda and repeats its replace block. A second run with the binaries present takes no time.
+set -euo pipefail
+
+KEDA_VERSION="${KEDA_VERSION:-v2.21.0}"
+CACHE="${TOKENSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenscale}"
+OUT="$CACHE/bin/keda-$KEDA_VERSION"
+mkdir -p "$OUT"
+
+if [ -x "$OUT/keda-operator" ] && [ -x "$OUT/keda-adapter" ] && [ -d "$OUT/crd" ]; then
+  echo "$OUT"
+  exit 0
+fi
+
+info=$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION")
+gomod=$(printf '%s' "$info" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+dir=$(printf '%s' "$info" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(
+  cd "$work"
+  {
+    echo "module tokenscale.local/kedabuild"
+    echo
+    grep -E '^(go|godebug) ' "$gomod" || true
+    echo
+    echo "require github.com/kedacore/keda/v2 $KEDA_VERSION"
+    echo
+    # keda's replace and exclude lines (single-line or block) apply only in its own module; repeat them.
+    awk '/^(replace|exclude) \(/{blk=1} blk{print; if ($0 ~ /^\)/) blk=0; next} /^(replace|exclude) /{print}' "$gomod"
+  } > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/kedacore/keda/v2/cmd/operator"\n\t_ "github.com/kedacore/keda/v2/cmd/adapter"\n)\n' > tools.go
+  GOFLAGS=-mod=mod go mod tidy >&2
+  ld="-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION"
+  go build -trimpath -ldflags "$ld" -o "$OUT/keda-operator" github.com/kedacore/keda/v2/cmd/operator >&2
+  go build -trimpath -ldflags "$ld" -o "$OUT/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter >&2
+)
+rm -rf "$OUT/crd"
+mkdir -p "$OUT/crd"
+cp "$dir"/config/crd/bases/*.yaml "$OUT/crd/"
+chmod -R u+w "$OUT/crd"
+echo "$OUT"
