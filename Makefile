@@ -6,7 +6,7 @@ BIN       ?= _output/bin
 FUZZTIME  ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all build test lint vet fmt-check bench fuzz e2e demo clean tidy-check preflight
+.PHONY: all build test lint vet fmt-check bench fuzz e2e demo demo-no-k8s clean tidy-check preflight
 
 all: lint test build
 
@@ -56,9 +56,13 @@ e2e:
 preflight:
 	bash hack/preflight.sh $(PREFLIGHT_ARGS)
 
-## demo: the local demo (see README.md).
+## demo: the local demo on a local control plane (see README.md); Ctrl-C stops it and everything it started.
 demo:
-	$(GO) run ./cmd/tokenscale demo
+	$(GO) run ./cmd/tokenscale demo $(DEMO_ARGS)
+
+## demo-no-k8s: the demo without Kubernetes (fake engines, scraper, policy; no control-plane build).
+demo-no-k8s:
+	$(GO) run ./cmd/tokenscale demo --no-k8s $(DEMO_ARGS)
 
 clean:
 	rm -rf _output

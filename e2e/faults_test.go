@@ -92,7 +92,7 @@ func TestFaults(t *testing.T) {
 	if err != nil || arrival < 10000 || arrival > 30000 {
 		t.Errorf("pool arrival with 3 of 5 pods unknown: %v, %v; want an estimate in [10000, 30000]", arrival, err)
 	}
-	if !suite.adapter.alive() {
+	if !suite.adapter.Alive() {
 		t.Fatal("the adapter died")
 	}
 
@@ -114,16 +114,16 @@ func TestFaults(t *testing.T) {
 	})
 
 	// Adapter restart: serving resumes within two scrape intervals of the new process answering /healthz.
-	if suite.adapter.stop() {
+	if suite.adapter.Stop() {
 		t.Fatal("the adapter had died before the restart")
 	}
 	start := time.Now()
-	if err := suite.adapter.start(); err != nil {
+	if err := suite.adapter.Start(); err != nil {
 		t.Fatal(err)
 	}
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	up := eventually(t, 30*time.Second, "restarted adapter answers /healthz", func() error {
-		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", suite.adapter.port))
+		resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", suite.adapter.Port))
 		if err != nil {
 			return err
 		}

@@ -128,7 +128,7 @@ func startScaler(t *testing.T) string {
 		t.Fatalf("building the scaler: %v\n%s", err, out)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
-	startProcess(t, dir, "tokenscale-keda-scaler", nil, bin, "--kubeconfig", kc, "--config", suite.adapter.config,
+	startProcess(t, dir, "tokenscale-keda-scaler", nil, bin, "--kubeconfig", kc, "--config", suite.adapter.Config,
 		"--grpc-address", addr, "--metrics-address", "", "-v=2")
 	return addr
 }

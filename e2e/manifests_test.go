@@ -60,7 +60,7 @@ func TestPreflightRefusesForeignAPIService(t *testing.T) {
 	kubectl(t, "", "patch", "apiservice", "v1beta1.external.metrics.k8s.io", "--type=merge",
 		"-p", `{"spec":{"service":{"namespace":"keda","name":"keda-operator-metrics-apiserver"}}}`)
 	t.Cleanup(func() {
-		objs, err := e2eOverlay(suite.adapter.port)
+		objs, err := suite.stack.Overlay(suite.adapter.Port)
 		if err == nil {
 			_, err = kubectlRun(objs, "apply", "-f", "-")
 		}

@@ -9,30 +9,29 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tokenscale/tokenscale/e2e/controlplane"
 	"github.com/tokenscale/tokenscale/e2e/fakekubelet"
+	"github.com/tokenscale/tokenscale/e2e/localstack"
 	"github.com/tokenscale/tokenscale/sim/fakeengine"
 )
 
 // The suite shares one control plane and one adapter; each test works in its own namespace.
 var suite struct {
 	ctx        context.Context
+	stack      *localstack.Stack
 	cp         *controlplane.ControlPlane
-	bin        string
-	adapter    *adapterProc
+	adapter    *localstack.Adapter
 	enginePort int
+	k8sBin     string // the control-plane binaries
 }
 
 // Engine capacity of every fake pod, and the pool profile the adapter is configured with (the same).
@@ -83,47 +82,19 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	start := time.Now()
-	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: bin, Dir: filepath.Join(dir, "cp"), HPASyncPeriod: time.Second})
-	if cp != nil {
-		defer cp.Stop()
+	suite.ctx, suite.enginePort, suite.k8sBin = ctx, controlplane.FreePort(), bin
+	stack, err := localstack.Start(ctx, localstack.Options{RepoRoot: "..", BinDir: bin, Dir: dir, HPASyncPeriod: time.Second,
+		AdapterConfig: adapterConfig(suite.enginePort)})
+	if stack != nil {
+		defer stack.Stop()
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting the control plane: %v\n", err)
-		return 1
-	}
-	fmt.Printf("control plane up in %s\n", time.Since(start).Round(time.Millisecond))
-	suite.ctx, suite.cp, suite.bin, suite.enginePort = ctx, cp, bin, controlplane.FreePort()
-	a, err := newAdapter(filepath.Join(dir, "adapter"), adapterConfig(suite.enginePort))
-	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		fmt.Printf("e2e failed: control-plane and adapter logs are kept in %s\n", dir)
 		return 1
 	}
-	suite.adapter = a
-	// Install the way a user does: the e2e overlay of the manifests (base RBAC, ServiceAccount and
-	// APIServices; the Service points at the adapter on this machine), after the preflight check.
-	if out, err := preflight(); err != nil {
-		fmt.Fprintf(os.Stderr, "preflight on a fresh cluster: %v\n%s", err, out)
-		return 1
-	}
-	objs, err := e2eOverlay(a.port)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if out, err := kubectlRun(objs, "apply", "-f", "-"); err != nil {
-		fmt.Fprintf(os.Stderr, "installing manifests/overlays/e2e: %v\n%s", err, out)
-		return 1
-	}
-	// The adapter runs with its ServiceAccount's token, so the suite proves the manifests' RBAC suffices.
-	if a.kubeconfig, err = serviceAccountKubeconfig(ctx, filepath.Join(dir, "adapter"), "tokenscale", "tokenscale-adapter"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := a.start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer a.stop()
+	fmt.Printf("control plane up and adapter installed in %s\n", time.Since(start).Round(time.Millisecond))
+	suite.stack, suite.cp, suite.adapter = stack, stack.CP, stack.Adapter
 	code := m.Run()
 	if code == 0 {
 		_ = os.RemoveAll(dir)
@@ -133,117 +104,15 @@ func runSuite(m *testing.M) int {
 	return code
 }
 
-// e2eOverlay renders manifests/overlays/e2e with the adapter's port in place of 6443.
-func e2eOverlay(port int) (string, error) {
-	out, err := kubectlRun("", "kustomize", "../manifests/overlays/e2e")
-	if err != nil {
-		return "", fmt.Errorf("kubectl kustomize manifests/overlays/e2e: %w\n%s", err, out)
-	}
-	if n := strings.Count(out, ": 6443"); n < 4 {
-		return "", fmt.Errorf("manifests/overlays/e2e names port 6443 %d times; want the Service and 3 APIServices", n)
-	}
-	return strings.ReplaceAll(out, ": 6443", fmt.Sprintf(": %d", port)), nil
-}
-
 // preflight runs hack/preflight.sh against the test cluster.
-func preflight(args ...string) (string, error) {
-	cmd := exec.Command("bash", append([]string{"../hack/preflight.sh"}, args...)...)
-	cmd.Env = append(os.Environ(), "KUBECTL="+filepath.Join(suite.bin, "kubectl"), "KUBECONFIG="+suite.cp.AdminKubeconfig)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-// serviceAccountKubeconfig writes a kubeconfig that authenticates with a token of the ServiceAccount.
-func serviceAccountKubeconfig(ctx context.Context, dir, ns, name string) (string, error) {
-	hours := int64(4 * 3600)
-	tok, err := suite.cp.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
-		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &hours}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token for %s/%s: %w", ns, name, err)
-	}
-	path := filepath.Join(dir, name+".kubeconfig")
-	kc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: e2e, cluster: {server: %q, certificate-authority: %q}}]
-users: [{name: %s, user: {token: %q}}]
-contexts: [{name: e2e, context: {cluster: e2e, user: %s}}]
-current-context: e2e
-`, suite.cp.Server, suite.cp.CAFile, name, tok.Status.Token, name)
-	return path, os.WriteFile(path, []byte(kc), 0o600)
-}
-
-// adapterProc is the tokenscale-adapter binary run as a process, as in a cluster.
-type adapterProc struct {
-	dir, bin, config, kubeconfig string
-	port                         int
-	cmd                          *exec.Cmd
-	log                          *os.File
-}
-
-func newAdapter(dir, configYAML string) (*adapterProc, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	a := &adapterProc{dir: dir, bin: filepath.Join(dir, "tokenscale-adapter"), config: filepath.Join(dir, "config.yaml"), port: controlplane.FreePort()}
-	if out, err := exec.Command("go", "build", "-o", a.bin, "../cmd/tokenscale-adapter").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building the adapter: %w\n%s", err, out)
-	}
-	return a, os.WriteFile(a.config, []byte(configYAML), 0o600)
-}
-
-func (a *adapterProc) start() error {
-	log, err := os.OpenFile(filepath.Join(a.dir, "adapter.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	kc := a.kubeconfig
-	cmd := exec.Command(a.bin, "--config", a.config, "--secure-port", fmt.Sprint(a.port), "--bind-address", "127.0.0.1",
-		"--cert-dir", a.dir, "--lister-kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
-		"--external-metrics", "-v=2")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the adapter: %w", err)
-	}
-	a.cmd, a.log = cmd, log
-	return nil
-}
-
-// stop ends the adapter with SIGTERM (SIGKILL after 10 s) and reports whether it had already died.
-func (a *adapterProc) stop() (diedEarly bool) {
-	if a.cmd == nil {
-		return false
-	}
-	diedEarly = a.cmd.ProcessState != nil || syscall.Kill(a.cmd.Process.Pid, 0) != nil
-	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = a.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-	_ = a.log.Close()
-	a.cmd = nil
-	return diedEarly
-}
-
-// alive reports whether the adapter process is still running (it must never crash).
-func (a *adapterProc) alive() bool {
-	if a.cmd == nil {
-		return false
-	}
-	var ws syscall.WaitStatus
-	pid, err := syscall.Wait4(a.cmd.Process.Pid, &ws, syscall.WNOHANG, nil)
-	return err == nil && pid == 0
-}
+func preflight(args ...string) (string, error) { return suite.stack.Preflight(args...) }
 
 func kubectlRun(stdin string, args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(suite.bin, "kubectl"), append([]string{"--kubeconfig", suite.cp.AdminKubeconfig}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return suite.stack.Kubectl(stdin, args...)
+}
+
+func serviceAccountKubeconfig(ctx context.Context, dir, ns, name string) (string, error) {
+	return suite.stack.ServiceAccountKubeconfig(ctx, dir, ns, name)
 }
 
 func kubectl(t *testing.T, stdin string, args ...string) string {

@@ -118,7 +118,7 @@ func TestValuesForKnownLoad(t *testing.T) {
 // The adapter's own /metrics (behind delegated authn/authz, read here with the cluster admin's client
 // certificate) carries the scrape and request metrics, and /readyz is tied to fresh values.
 func TestAdapterOwnMetrics(t *testing.T) {
-	cfg := &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", suite.adapter.port), TLSClientConfig: rest.TLSClientConfig{
+	cfg := &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", suite.adapter.Port), TLSClientConfig: rest.TLSClientConfig{
 		Insecure: true, CertFile: filepath.Join(suite.cp.Dir, "admin.crt"), KeyFile: filepath.Join(suite.cp.Dir, "admin.key")}}
 	c, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

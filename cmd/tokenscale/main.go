@@ -1,5 +1,6 @@
 // Command tokenscale is the project's CLI: `inspect` explains what tokenscale reads from an engine's
-// /metrics page, and `demo` runs the velocity engine end to end on this machine without Kubernetes.
+// /metrics page, and `demo` runs tokenscale end to end on this machine, on a local Kubernetes control
+// plane (default) or, with --no-k8s, without one.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tokenscale/tokenscale/internal/kubedemo"
 	"github.com/tokenscale/tokenscale/sim/demo"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 )
@@ -21,8 +23,11 @@ const usage = `usage: tokenscale <command> [flags]
 
 commands:
   inspect [--engine auto|vllm|sglang|trtllm] FILE|URL|-   explain what a /metrics page gives tokenscale
-  demo    [--duration 90s] [--speedup 3] [--cold-start 8s] [--skip 0s]
-                                                          run fake engines, the scraper and the policy live
+  demo    [--duration 0] [--speedup 10] [--skip 500s] [--cold-start 5s] [--hpa-sync 1s]
+                                                          a local control plane, the adapter, fake engines
+                                                          replaying the Azure trace and the real HPA, live
+  demo --no-k8s [--duration 90s] [--speedup 3] [--cold-start 8s] [--skip 0s]
+                                                          fake engines, the scraper and the policy, no Kubernetes
 `
 
 func main() {
@@ -100,7 +105,27 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 }
 
 func runDemo(ctx context.Context, args []string) error {
+	for _, a := range args {
+		if a == "--no-k8s" || a == "-no-k8s" {
+			return runLoopbackDemo(ctx, args)
+		}
+	}
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)
+	o := kubedemo.Options{Out: os.Stdout, Progress: os.Stderr}
+	fs.Bool("no-k8s", false, "run the demo without Kubernetes")
+	fs.DurationVar(&o.Duration, "duration", 0, "how long to run (0: until the trace ends or Ctrl-C)")
+	fs.Float64Var(&o.Speedup, "speedup", 10, "trace seconds replayed per second")
+	fs.DurationVar(&o.Skip, "skip", 500*time.Second, "trace time to skip at the start")
+	fs.DurationVar(&o.ColdStart, "cold-start", 5*time.Second, "time before a new pod is Ready")
+	fs.DurationVar(&o.HPASync, "hpa-sync", time.Second, "the HPA controller's sync period (Kubernetes' default is 15s)")
+	fs.StringVar(&o.RepoRoot, "repo", ".", "the tokenscale checkout (manifests/, hack/, cmd/)")
+	_ = fs.Parse(args)
+	return kubedemo.Run(ctx, o)
+}
+
+func runLoopbackDemo(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo --no-k8s", flag.ExitOnError)
+	fs.Bool("no-k8s", true, "run the demo without Kubernetes")
 	o := demo.Options{Out: os.Stdout}
 	fs.DurationVar(&o.Duration, "duration", 90*time.Second, "how long to run")
 	fs.Float64Var(&o.Speedup, "speedup", 3, "trace seconds replayed per second")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -43,6 +44,8 @@ type Options struct {
 	Engine fakeengine.Config
 	// Tick is how often engines advance and loads are re-split (default 100ms).
 	Tick time.Duration
+	// ColdStart is how long a new pod stays Running but not Ready (model loading), getting no load.
+	ColdStart time.Duration
 }
 
 // Kubelet runs the engines of one namespace's pods.
@@ -50,15 +53,17 @@ type Kubelet struct {
 	o      Options
 	client kubernetes.Interface
 
-	mu    sync.Mutex
-	pods  map[string]*Pod // by pod name
-	loads map[string]fakeengine.Load
+	mu      sync.Mutex
+	pods    map[string]*Pod // by pod name
+	loads   map[string]fakeengine.Load
+	requeue func(key string, after time.Duration)
 }
 
 // Pod is one running fake engine.
 type Pod struct {
 	Name, IP, Group string
 	Engine          *fakeengine.Engine
+	readyAt         time.Time // end of the cold start
 	srv             *http.Server
 	ln              net.Listener
 	dead            atomic.Bool
@@ -123,6 +128,14 @@ func (k *Kubelet) Run(ctx context.Context) error {
 			work <- key
 		}
 	}
+	k.requeue = func(key string, after time.Duration) {
+		time.AfterFunc(after, func() {
+			select {
+			case work <- key:
+			default:
+			}
+		})
+	}
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }, DeleteFunc: enqueue,
 	}); err != nil {
@@ -149,13 +162,13 @@ func (k *Kubelet) Run(ctx context.Context) error {
 				pod, _ = obj.(*corev1.Pod)
 			}
 			if err := k.sync(ctx, name, pod); err != nil {
-				klog.ErrorS(err, "Fake kubelet: sync failed; retrying", "pod", key)
-				time.AfterFunc(200*time.Millisecond, func() {
-					select {
-					case work <- key:
-					default:
-					}
-				})
+				// A conflict means a controller updated the pod first: the retry reads the new version.
+				if apierrors.IsConflict(err) {
+					klog.V(2).InfoS("Fake kubelet: pod changed under us; retrying", "pod", key)
+				} else {
+					klog.ErrorS(err, "Fake kubelet: sync failed; retrying", "pod", key)
+				}
+				k.requeue(key, 200*time.Millisecond)
 			}
 		case now := <-tick.C:
 			dt := now.Sub(last)
@@ -188,10 +201,18 @@ func (k *Kubelet) sync(ctx context.Context, name string, pod *corev1.Pod) error 
 		}
 		running = p
 	}
-	if isReportedAt(pod, running.IP) {
+	ready := !time.Now().Before(running.readyAt)
+	if !ready {
+		k.requeue(pod.Namespace+"/"+name, time.Until(running.readyAt))
+	}
+	if isReportedAt(pod, running.IP, ready) {
 		return nil
 	}
 	now := metav1.Now()
+	readiness := corev1.ConditionFalse
+	if ready {
+		readiness = corev1.ConditionTrue
+	}
 	st := pod.DeepCopy()
 	st.Status.Phase = corev1.PodRunning
 	st.Status.HostIP = "127.0.0.1"
@@ -201,8 +222,8 @@ func (k *Kubelet) sync(ctx context.Context, name string, pod *corev1.Pod) error 
 	st.Status.Conditions = []corev1.PodCondition{
 		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
 		{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: corev1.ContainersReady, Status: readiness, LastTransitionTime: now},
+		{Type: corev1.PodReady, Status: readiness, LastTransitionTime: now},
 	}
 	if _, err := k.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, st, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("reporting pod %s/%s Running at %s: %w", pod.Namespace, pod.Name, running.IP, err)
@@ -210,13 +231,13 @@ func (k *Kubelet) sync(ctx context.Context, name string, pod *corev1.Pod) error 
 	return nil
 }
 
-func isReportedAt(p *corev1.Pod, ip string) bool {
+func isReportedAt(p *corev1.Pod, ip string, ready bool) bool {
 	if p.Status.Phase != corev1.PodRunning || p.Status.PodIP != ip {
 		return false
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
+			return (c.Status == corev1.ConditionTrue) == ready
 		}
 	}
 	return false
@@ -251,7 +272,7 @@ func (k *Kubelet) start(pod *corev1.Pod) (*Pod, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", eng)
-	p := &Pod{Name: pod.Name, IP: ip, Group: pod.Labels[LoadLabel], Engine: eng, ln: ln,
+	p := &Pod{Name: pod.Name, IP: ip, Group: pod.Labels[LoadLabel], Engine: eng, ln: ln, readyAt: time.Now().Add(k.o.ColdStart),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {
 		if err := p.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -289,19 +310,21 @@ func (k *Kubelet) stopAll() {
 	}
 }
 
-// split divides each group's load evenly over its live pods.
+// split divides each group's load evenly over its live pods that are past their cold start.
 func (k *Kubelet) split() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	now := time.Now()
+	serving := func(p *Pod) bool { return !p.dead.Load() && !now.Before(p.readyAt) }
 	count := map[string]int{}
 	for _, p := range k.pods {
-		if !p.dead.Load() {
+		if serving(p) {
 			count[p.Group]++
 		}
 	}
 	for _, p := range k.pods {
 		l := k.loads[p.Group]
-		if n := count[p.Group]; n > 0 && !p.dead.Load() {
+		if n := count[p.Group]; n > 0 && serving(p) {
 			l.PromptTokensPerSec /= float64(n)
 			l.OutputTokensPerSec /= float64(n)
 		} else {

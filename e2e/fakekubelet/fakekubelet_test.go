@@ -46,7 +46,7 @@ func TestPodsGetEnginesAndStatus(t *testing.T) {
 	for _, name := range []string{"a", "b"} {
 		waitFor(t, name+" Running and Ready", func() bool {
 			p, err := client.CoreV1().Pods("ns").Get(ctx, name, metav1.GetOptions{})
-			return err == nil && isReportedAt(p, p.Status.PodIP) && strings.HasPrefix(p.Status.PodIP, "127.0.")
+			return err == nil && isReportedAt(p, p.Status.PodIP, true) && strings.HasPrefix(p.Status.PodIP, "127.0.")
 		})
 	}
 	if k.Pod("a").IP == k.Pod("b").IP {
@@ -89,5 +89,49 @@ func TestPodsGetEnginesAndStatus(t *testing.T) {
 	}
 	if k.Pod("a") != nil {
 		t.Fatal("engines outlive Run")
+	}
+}
+
+// A pod in its cold start is Running but not Ready and gets none of its group's load; then it turns Ready
+// and takes its share.
+func TestColdStart(t *testing.T) {
+	client := fake.NewClientset()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const cold = 600 * time.Millisecond
+	k := New(client, Options{Namespace: "ns", Port: 0, Tick: 20 * time.Millisecond, ColdStart: cold})
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	k.SetLoad("g", fakeengine.Load{PromptTokensPerSec: 5000})
+	created := time.Now()
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "ns", Labels: map[string]string{LoadLabel: "g"}}}
+	if _, err := client.CoreV1().Pods("ns").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	readiness := func() corev1.ConditionStatus {
+		p, err := client.CoreV1().Pods("ns").Get(ctx, "a", metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return ""
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				return c.Status
+			}
+		}
+		return ""
+	}
+	waitFor(t, "pod Running, not Ready", func() bool { return readiness() == corev1.ConditionFalse })
+	time.Sleep(200 * time.Millisecond)
+	if prompt, _ := k.Pod("a").Engine.Counters(); prompt != 0 || time.Since(created) >= cold {
+		t.Fatalf("during the cold start the engine served %v prompt tokens (%s after creation); want 0", prompt, time.Since(created))
+	}
+	waitFor(t, "pod Ready after the cold start", func() bool { return readiness() == corev1.ConditionTrue })
+	if took := time.Since(created); took < cold {
+		t.Errorf("Ready %s after creation; want >= %s", took, cold)
+	}
+	waitFor(t, "load served once Ready", func() bool { prompt, _ := k.Pod("a").Engine.Counters(); return prompt > 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,0 +1,284 @@
+// Package kubedemo runs tokenscale on a local Kubernetes control plane (the e2e harness): the adapter
+// installed from the manifests, llm-d style prefill and decode Deployments of fake engines driven by a
+// replay of the embedded Azure trace, the README's example HPAs, and the real HPA controller moving the
+// replica counts. It prints the load, tokenscale's metrics read through the aggregator (what
+// `kubectl get --raw` shows) and the replicas, once a second, until the context ends.
+package kubedemo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tokenscale/tokenscale/e2e/controlplane"
+	"github.com/tokenscale/tokenscale/e2e/fakekubelet"
+	"github.com/tokenscale/tokenscale/e2e/localstack"
+	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/sim/trace"
+)
+
+// Options tune the demo.
+type Options struct {
+	RepoRoot  string        // the checkout (manifests/, hack/, cmd/); default "."
+	Duration  time.Duration // 0: until the trace ends or the context does
+	Speedup   float64       // trace seconds per wall second, default 10
+	Skip      time.Duration // trace time skipped at the start, default 500s (the first burst comes ~7 s in)
+	ColdStart time.Duration // a new pod's time to Ready, default 5s
+	HPASync   time.Duration // the HPA controller's sync period, default 1s (production: 15s)
+	Out       io.Writer
+	Progress  io.Writer // build and start-up messages
+}
+
+// The demo's engines: prefill sized so the trace's bursts need several pods; decode sized small because
+// the code trace's outputs are short (about 10 tokens per request), so decode scaling shows too.
+const (
+	namespace  = "llm-d"
+	prefillTPS = 10000.0
+	decodeTPS  = 300.0
+)
+
+func (o *Options) defaults() {
+	if o.RepoRoot == "" {
+		o.RepoRoot = "."
+	}
+	if o.Speedup <= 0 {
+		o.Speedup = 10
+	}
+	if o.Skip == 0 {
+		o.Skip = 500 * time.Second
+	}
+	if o.ColdStart <= 0 {
+		o.ColdStart = 5 * time.Second
+	}
+	if o.HPASync <= 0 {
+		o.HPASync = time.Second
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if o.Progress == nil {
+		o.Progress = os.Stderr
+	}
+}
+
+// poolConfig is manifests/common's pool config with the demo's engine port, profiles and short windows.
+func poolConfig(port int, coldStart time.Duration) string {
+	return fmt.Sprintf(`version: tokenscale.io/v1alpha1
+scrape: {interval: 1s, timeout: 800ms, port: %d}
+policy: {targetUtilisation: 0.85, coldStart: %s, scaleDownWindow: 20s, releaseHold: 10s}
+pools:
+- name: prefill
+  role: prefill
+  selector: {llm-d.ai/role: prefill}
+  workload: {kind: Deployment, name: ms-llama-prefill}
+  slo: {ttft: 2s}
+  profile: {prefillTokensPerSecond: %g}
+  maxReplicas: 16
+- name: decode
+  role: decode
+  selector: {llm-d.ai/role: decode}
+  workload: {kind: Deployment, name: ms-llama-decode}
+  slo: {itl: 100ms}
+  profile: {decodeTokensPerSecond: %g}
+  ratio: {min: 0.25, max: 8}
+  maxReplicas: 16
+`, port, coldStart, prefillTPS, decodeTPS)
+}
+
+// ControlPlaneBinaries returns the directory of the control-plane binaries: $TOKENSCALE_K8S_BIN, or what
+// hack/build-control-plane.sh builds (about 10 minutes the first time, cached after).
+func ControlPlaneBinaries(root string, progress io.Writer) (string, error) {
+	if bin := os.Getenv("TOKENSCALE_K8S_BIN"); bin != "" {
+		return bin, nil
+	}
+	fmt.Fprintln(progress, "building etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy (cached; about 10 minutes the first time)...")
+	cmd := exec.Command("bash", filepath.Join(root, "hack/build-control-plane.sh"))
+	cmd.Stderr = io.Discard
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("building the control plane (hack/build-control-plane.sh): %w; run `make demo-no-k8s` for the demo without Kubernetes", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Run runs the demo until ctx ends, Duration passes or the trace ends, and stops every process it started.
+func Run(ctx context.Context, o Options) error {
+	o.defaults()
+	reqs, err := trace.AzureCode()
+	if err != nil {
+		return err
+	}
+	bin, err := ControlPlaneBinaries(o.RepoRoot, o.Progress)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "tokenscale-demo-")
+	if err != nil {
+		return err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	fmt.Fprintln(o.Progress, "starting etcd, kube-apiserver and kube-controller-manager on 127.0.0.1, then the tokenscale adapter...")
+	enginePort := controlplane.FreePort()
+	stack, err := localstack.Start(ctx, localstack.Options{RepoRoot: o.RepoRoot, BinDir: bin, Dir: dir,
+		HPASyncPeriod: o.HPASync, AdapterConfig: poolConfig(enginePort, o.ColdStart)})
+	if err != nil {
+		keep = true
+		return fmt.Errorf("%w (logs kept in %s)", err, dir)
+	}
+	defer stack.Stop()
+
+	client := stack.CP.Client
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	kl := fakekubelet.New(client, fakekubelet.Options{Namespace: namespace, Port: enginePort, ColdStart: o.ColdStart,
+		Engine: fakeengine.Config{PrefillTokensPerSec: prefillTPS, DecodeTokensPerSec: decodeTPS}})
+	kctx, stopKubelet := context.WithCancel(ctx)
+	kdone := make(chan error, 1)
+	go func() { kdone <- kl.Run(kctx) }()
+	defer func() { stopKubelet(); <-kdone }()
+	for _, d := range []struct {
+		name, role string
+		flavor     fakeengine.Flavor
+	}{{"ms-llama-prefill", "prefill", fakeengine.VLLMV1}, {"ms-llama-decode", "decode", fakeengine.VLLMV1}} {
+		if err := createDeployment(ctx, stack, d.name, d.role, d.flavor); err != nil {
+			return err
+		}
+	}
+	// The README's example HPAs, applied as a user would.
+	if out, err := stack.Kubectl("", "apply", "-k", filepath.Join(o.RepoRoot, "manifests/examples")); err != nil {
+		return fmt.Errorf("kubectl apply -k manifests/examples: %w\n%s", err, out)
+	}
+
+	fmt.Fprintf(o.Out, "tokenscale on a local Kubernetes %s: adapter from manifests/overlays/e2e, HPAs from manifests/examples, HPA sync %s\n",
+		"v1.36", o.HPASync)
+	fmt.Fprintf(o.Out, "load: Azure LLM inference trace 2023 (code), from %s at %gx speed; engines: prefill %g tok/s, decode %g tok/s per pod, cold start %s\n",
+		o.Skip, o.Speedup, prefillTPS, decodeTPS, o.ColdStart)
+	fmt.Fprintf(o.Out, "try, while it runs:\n  %s --kubeconfig %s get --raw /apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/ms-llama-prefill/tokenscale_desired_replicas\n  %s --kubeconfig %s get hpa -n %s\n",
+		stack.KubectlPath(), stack.CP.AdminKubeconfig, namespace, stack.KubectlPath(), stack.CP.AdminKubeconfig, namespace)
+	fmt.Fprintf(o.Out, "%5s | %8s %8s %8s %5s %5s %6s | %6s %6s %5s %6s | %s\n", "t", "prompt/s", "λ_P", "cap_P", "bp_P", "want", "ready", "out/s", "λ_D", "want", "ready", "")
+	fmt.Fprintf(o.Out, "%5s | %8s %8s %8s %5s %5s %6s | %6s %6s %5s %6s |\n", "s", "(trace)", "tokenscale metrics via the aggregator", "", "", "P", "/spec", "(trace)", "", "D", "/spec")
+
+	var deadline <-chan time.Time
+	if o.Duration > 0 {
+		deadline = time.After(o.Duration)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	start := time.Now()
+	next, traceT := 0, o.Skip
+	for next < len(reqs) && reqs[next].Arrival < traceT {
+		next++
+	}
+	step := time.Duration(o.Speedup * float64(time.Second))
+	for {
+		// Offer the next Speedup trace-seconds at the trace's own rate (tokens per trace second).
+		traceT += step
+		var in, out, n float64
+		for next < len(reqs) && reqs[next].Arrival < traceT {
+			in += float64(reqs[next].PromptTokens)
+			out += float64(reqs[next].OutputTokens)
+			n++
+			next++
+		}
+		if next >= len(reqs) {
+			fmt.Fprintln(o.Out, "trace finished; stopping.")
+			return nil
+		}
+		in, out, n = in/o.Speedup, out/o.Speedup, n/o.Speedup
+		// A prefill pod produces each request's first token; decode produces the rest.
+		kl.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: in, OutputTokensPerSec: n})
+		kl.SetLoad("decode", fakeengine.Load{OutputTokensPerSec: out})
+		fmt.Fprintln(o.Out, row(ctx, stack, time.Since(start), in, out))
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(o.Out, "stopping: fake engines, adapter, kube-controller-manager, kube-apiserver, etcd.")
+			return nil
+		case <-deadline:
+			fmt.Fprintln(o.Out, "demo duration reached; stopping.")
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// row reads tokenscale's Object metrics through the aggregator and the Deployments' replicas.
+func row(ctx context.Context, s *localstack.Stack, t time.Duration, in, out float64) string {
+	get := func(dep, metric string) string {
+		v, err := objectMetric(ctx, s, dep, metric)
+		if err != nil {
+			return "-" // unknown (warming up, or no Ready pod): tokenscale answers 503, never 0
+		}
+		if v >= 100 {
+			return fmt.Sprintf("%.0f", v)
+		}
+		return fmt.Sprintf("%.2g", v)
+	}
+	reps := func(dep string) string {
+		d, err := s.CP.Client.AppsV1().Deployments(namespace).Get(ctx, dep, metav1.GetOptions{})
+		if err != nil || d.Spec.Replicas == nil {
+			return "?"
+		}
+		return fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, *d.Spec.Replicas)
+	}
+	const p, d = "ms-llama-prefill", "ms-llama-decode"
+	return fmt.Sprintf("%5.0f | %8.0f %8s %8s %5s %5s %6s | %6.0f %6s %5s %6s |", t.Seconds(), in,
+		get(p, "tokenscale_arrival_tokens_per_second"), get(p, "tokenscale_capacity_tokens_per_second"),
+		get(p, "tokenscale_predicted_backpressure"), get(p, "tokenscale_desired_replicas"), reps(p),
+		out, get(d, "tokenscale_arrival_tokens_per_second"), get(d, "tokenscale_desired_replicas"), reps(d))
+}
+
+// objectMetric is `kubectl get --raw` of a Deployment's Object metric.
+func objectMetric(ctx context.Context, s *localstack.Stack, dep, metric string) (float64, error) {
+	body, err := s.CP.Client.Discovery().RESTClient().Get().
+		AbsPath(fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/%s/%s", namespace, dep, metric)).DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var list struct{ Items []struct{ Value string } }
+	if err := json.Unmarshal(body, &list); err != nil {
+		return 0, err
+	}
+	if len(list.Items) != 1 {
+		return 0, errors.New("not one value")
+	}
+	q, err := resource.ParseQuantity(list.Items[0].Value)
+	if err != nil {
+		return 0, err
+	}
+	return q.AsApproximateFloat64(), nil
+}
+
+func createDeployment(ctx context.Context, s *localstack.Stack, name, role string, flavor fakeengine.Flavor) error {
+	one := int32(1)
+	labels := map[string]string{"app": name, "llm-d.ai/role": role, fakekubelet.LoadLabel: role}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{fakekubelet.FlavorAnnotation: string(flavor)}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "vllm", Image: "fake-engine"}}},
+			},
+		},
+	}
+	_, err := s.CP.Client.AppsV1().Deployments(namespace).Create(ctx, dep, metav1.CreateOptions{})
+	return err
+}
