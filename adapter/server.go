@@ -11,6 +11,7 @@ import (
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
 
 	"github.com/tokenscale/tokenscale/internal/pipeline"
+	"github.com/tokenscale/tokenscale/internal/selfmetrics"
 )
 
 // Options are the adapter's own flags (custom-metrics-apiserver adds serving, authn/authz and kubeconfig).
@@ -33,6 +34,7 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 		return err
 	}
 	svc := p.Service
+	legacyregistry.CustomMustRegister(selfmetrics.NewPools(svc.Snapshot))
 	mapper, err := base.RESTMapper()
 	if err != nil {
 		return fmt.Errorf("REST mapper: %w", err)

@@ -33,7 +33,7 @@ func TestKEDAOperator(t *testing.T) {
 	deployment(t, ns, "llama-prefill", "prefill", fakeengine.VLLMV1, 1)
 	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 0)
 	k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 10})
-	scaler := startScaler(t)
+	scaler, _ := startScaler(t)
 	startKEDA(t)
 
 	kubectl(t, fmt.Sprintf(`apiVersion: keda.sh/v1alpha1

@@ -34,7 +34,7 @@ func TestKEDAScalerBinary(t *testing.T) {
 	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 1)
 	k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 6000, OutputTokensPerSec: 10})
 
-	grpcAddr := startScaler(t)
+	grpcAddr, _ := startScaler(t)
 	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -110,8 +110,9 @@ func TestKEDAScalerBinary(t *testing.T) {
 }
 
 // startScaler builds tokenscale-keda-scaler and runs it, as the ServiceAccount of overlays/keda (which it
-// installs) with the suite's pool config, until the test ends; it returns the gRPC address.
-func startScaler(t *testing.T) string {
+// installs) with the suite's pool config, until the test ends; it returns the gRPC address and the
+// address of its plain-HTTP /metrics.
+func startScaler(t *testing.T) (grpcAddr, metricsAddr string) {
 	t.Helper()
 	out, err := kubectlRun("", "kustomize", "../manifests/overlays/keda")
 	if err != nil {
@@ -127,8 +128,9 @@ func startScaler(t *testing.T) string {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale-keda-scaler").CombinedOutput(); err != nil {
 		t.Fatalf("building the scaler: %v\n%s", err, out)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
+	grpcAddr = fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
+	metricsAddr = fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
 	startProcess(t, dir, "tokenscale-keda-scaler", nil, bin, "--kubeconfig", kc, "--config", suite.adapter.Config,
-		"--grpc-address", addr, "--metrics-address", "", "-v=2")
-	return addr
+		"--grpc-address", grpcAddr, "--metrics-address", metricsAddr, "-v=2")
+	return grpcAddr, metricsAddr
 }

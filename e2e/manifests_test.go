@@ -43,7 +43,7 @@ func TestManifestsRenderAndDryRun(t *testing.T) {
 	if _, err := suite.cp.Client.CoreV1().Namespaces().Create(suite.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "llm-d"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"manifests/overlays/default", "manifests/overlays/external-metrics", "manifests/overlays/adapter-and-keda", "manifests/examples"} {
+	for _, d := range []string{"manifests/overlays/default", "manifests/overlays/external-metrics", "manifests/overlays/adapter-and-keda", "manifests/examples", "manifests/grafana"} {
 		if out, err := kubectlRun(rendered[d], "apply", "--dry-run=server", "-f", "-"); err != nil {
 			t.Errorf("server-side dry run of %s: %v\n%s", d, err, out)
 		}

@@ -138,7 +138,7 @@ func namespace(t *testing.T, name string) *fakekubelet.Kubelet {
 	go func() { done <- k.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("fake kubelet: %v", err)
 		}
 		// Deleting the namespace lets the garbage collector remove HPAs and Deployments; nothing waits on it.

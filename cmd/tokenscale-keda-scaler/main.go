@@ -64,6 +64,7 @@ func run(ctx context.Context, kubeconfig string, po pipeline.Options, so kedasca
 		return err
 	}
 	so.MaxAge = 3*p.Interval() + time.Second
+	legacyregistry.CustomMustRegister(selfmetrics.NewPools(p.Service.Snapshot))
 	go p.Service.Run(ctx)
 	return kedascaler.Serve(ctx, p.Service, so)
 }

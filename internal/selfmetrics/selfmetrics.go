@@ -1,11 +1,14 @@
-// Package selfmetrics holds the scrape metrics every tokenscale front exports about itself, registered
-// on component-base's registry (the adapter serves it on the API server's /metrics).
+// Package selfmetrics holds what every tokenscale front exports on its own /metrics, registered on
+// component-base's registry (the adapter serves it on the API server's /metrics): the scrape metrics and
+// the pools' numbers for dashboards.
 package selfmetrics
 
 import (
 	"time"
 
 	"k8s.io/component-base/metrics"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
 // Scrape implements collector.Observer.
@@ -42,7 +45,81 @@ func NewScrape(register func(...metrics.Registerable), now func() time.Time) *Sc
 func (s *Scrape) ObserveScrape(pool string, d time.Duration, err error) {
 	s.duration.WithLabelValues(pool).Observe(d.Seconds())
 	s.last.Set(float64(s.now().UnixNano()) / 1e9)
+	// The pool's error series exists from its first scrape, at 0, so rate() works before any error.
+	errs := s.errors.WithLabelValues(pool)
 	if err != nil {
-		s.errors.WithLabelValues(pool).Inc()
+		errs.Inc()
+	}
+}
+
+// poolGauges are the pool numbers exported for dashboards, one series per pool instance; names mirror
+// the custom metrics with a tokenscale_pool_ prefix.
+var poolGauges = []struct {
+	metric service.PoolMetric
+	name   string
+	help   string
+}{
+	{service.Arrival, "arrival_tokens_per_second", "Arrival token velocity λ of the pool (tokens/s)."},
+	{service.Capacity, "capacity_tokens_per_second", "Capacity N·V of the pool's Ready pods (tokens/s)."},
+	{service.Utilisation, "utilisation", "Utilisation ρ = λ / (N·V)."},
+	{service.Backpressure, "predicted_backpressure", "Predicted backpressure; >= 1 means a TTFT breach is predicted within the horizon."},
+	{service.Queued, "queued_tokens", "Prompt tokens queued in the pool."},
+	{service.Desired, "desired_replicas", "Replicas the policy wants for the pool."},
+	{service.Conversions, "conversions_wanted", "Decoders the policy wants to take prefill work (on decode pools)."},
+}
+
+// Pools exports the newest snapshot's pool numbers at every scrape of /metrics. A value that is unknown
+// has no series (never a 0); tokenscale_pool_value_unknown says which and the adapter's 503 says why.
+type Pools struct {
+	metrics.BaseStableCollector
+	snapshot func() *service.Snapshot
+	descs    []*metrics.Desc
+	ready    *metrics.Desc
+	unknown  *metrics.Desc
+}
+
+// NewPools returns the collector; register it with a registry's CustomMustRegister.
+func NewPools(snapshot func() *service.Snapshot) *Pools {
+	labels := []string{"namespace", "pool", "role"}
+	p := &Pools{snapshot: snapshot}
+	for _, g := range poolGauges {
+		p.descs = append(p.descs, metrics.NewDesc("tokenscale_pool_"+g.name, g.help, labels, nil, metrics.ALPHA, ""))
+	}
+	p.ready = metrics.NewDesc("tokenscale_pool_ready_pods", "Ready pods tokenscale assigns to the pool.", labels, nil, metrics.ALPHA, "")
+	p.unknown = metrics.NewDesc("tokenscale_pool_value_unknown", "1 for each pool number that is unknown now (so it has no series).",
+		append(labels, "value"), nil, metrics.ALPHA, "")
+	return p
+}
+
+// DescribeWithStability implements metrics.StableCollector.
+func (p *Pools) DescribeWithStability(ch chan<- *metrics.Desc) {
+	for _, d := range p.descs {
+		ch <- d
+	}
+	ch <- p.ready
+	ch <- p.unknown
+}
+
+// CollectWithStability implements metrics.StableCollector.
+func (p *Pools) CollectWithStability(ch chan<- metrics.Metric) {
+	snap := p.snapshot()
+	if snap == nil {
+		return
+	}
+	for _, v := range snap.Pools {
+		role := ""
+		if v.Config != nil {
+			role = string(v.Config.Role)
+		}
+		lv := []string{v.Key.Namespace, v.Key.Name, role}
+		ch <- metrics.NewLazyConstMetric(p.ready, metrics.GaugeValue, float64(len(v.Pods)), lv...)
+		for i, g := range poolGauges {
+			x, err := v.Value(g.metric)
+			if err != nil {
+				ch <- metrics.NewLazyConstMetric(p.unknown, metrics.GaugeValue, 1, append(lv, g.name)...)
+				continue
+			}
+			ch <- metrics.NewLazyConstMetric(p.descs[i], metrics.GaugeValue, x, lv...)
+		}
 	}
 }

@@ -1,0 +1,77 @@
+package selfmetrics
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/testutil"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/service"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// Known pool numbers are gauges; unknown ones have no series (never 0) and are flagged instead.
+func TestPoolsExportKnownValuesOnly(t *testing.T) {
+	prefill := &config.Pool{Name: "prefill", Role: config.RolePrefill}
+	decode := &config.Pool{Name: "decode", Role: config.RoleDecode}
+	var snap *service.Snapshot
+	reg := metrics.NewKubeRegistry()
+	reg.CustomMustRegister(NewPools(func() *service.Snapshot { return snap }))
+	if got, err := count(reg, ""); err != nil || got != 0 {
+		t.Fatalf("before the first snapshot: %d series (%v); want none", got, err)
+	}
+	snap = &service.Snapshot{Time: time.Unix(100, 0), Pools: map[service.PoolKey]*service.PoolView{
+		{Namespace: "llm-d", Name: "prefill"}: {
+			Key: service.PoolKey{Namespace: "llm-d", Name: "prefill"}, Config: prefill,
+			Pods:   []store.PodKey{{Namespace: "llm-d", Name: "p-1"}, {Namespace: "llm-d", Name: "p-2"}},
+			Status: policy.PoolStatus{Arrival: 12000, Capacity: 20000, Utilisation: 0.6, Backpressure: 0.25, QueuedTokens: 300},
+			Desired: 2, HasDesired: true,
+		},
+		{Namespace: "llm-d", Name: "decode"}: {
+			Key: service.PoolKey{Namespace: "llm-d", Name: "decode"}, Config: decode,
+			Err: errors.New("no pod has fresh velocities"),
+		},
+	}}
+	want := `
+# HELP tokenscale_pool_arrival_tokens_per_second [ALPHA] Arrival token velocity λ of the pool (tokens/s).
+# TYPE tokenscale_pool_arrival_tokens_per_second gauge
+tokenscale_pool_arrival_tokens_per_second{namespace="llm-d",pool="prefill",role="prefill"} 12000
+# HELP tokenscale_pool_desired_replicas [ALPHA] Replicas the policy wants for the pool.
+# TYPE tokenscale_pool_desired_replicas gauge
+tokenscale_pool_desired_replicas{namespace="llm-d",pool="prefill",role="prefill"} 2
+# HELP tokenscale_pool_ready_pods [ALPHA] Ready pods tokenscale assigns to the pool.
+# TYPE tokenscale_pool_ready_pods gauge
+tokenscale_pool_ready_pods{namespace="llm-d",pool="decode",role="decode"} 0
+tokenscale_pool_ready_pods{namespace="llm-d",pool="prefill",role="prefill"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_pool_arrival_tokens_per_second",
+		"tokenscale_pool_desired_replicas", "tokenscale_pool_ready_pods"); err != nil {
+		t.Error(err)
+	}
+	// The decode pool's 7 numbers are unknown: flagged, and absent from every gauge.
+	if n, err := count(reg, "tokenscale_pool_value_unknown"); err != nil || n != 7 {
+		t.Errorf("unknown flags: %d (%v); want 7", n, err)
+	}
+	for _, g := range poolGauges {
+		if n, _ := count(reg, "tokenscale_pool_"+g.name); n != 1 {
+			t.Errorf("tokenscale_pool_%s: %d series; want 1 (prefill only)", g.name, n)
+		}
+	}
+}
+
+// count is the number of series of the named family (all families for "").
+func count(reg metrics.KubeRegistry, name string) (int, error) {
+	mfs, err := reg.Gather()
+	n := 0
+	for _, mf := range mfs {
+		if name == "" || mf.GetName() == name {
+			n += len(mf.GetMetric())
+		}
+	}
+	return n, err
+}
