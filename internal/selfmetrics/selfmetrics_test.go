@@ -28,8 +28,8 @@ func TestPoolsExportKnownValuesOnly(t *testing.T) {
 	snap = &service.Snapshot{Time: time.Unix(100, 0), Pools: map[service.PoolKey]*service.PoolView{
 		{Namespace: "llm-d", Name: "prefill"}: {
 			Key: service.PoolKey{Namespace: "llm-d", Name: "prefill"}, Config: prefill,
-			Pods:   []store.PodKey{{Namespace: "llm-d", Name: "p-1"}, {Namespace: "llm-d", Name: "p-2"}},
-			Status: policy.PoolStatus{Arrival: 12000, Capacity: 20000, Utilisation: 0.6, Backpressure: 0.25, QueuedTokens: 300},
+			Pods:    []store.PodKey{{Namespace: "llm-d", Name: "p-1"}, {Namespace: "llm-d", Name: "p-2"}},
+			Status:  policy.PoolStatus{Arrival: 12000, Capacity: 20000, Utilisation: 0.6, Backpressure: 0.25, QueuedTokens: 300},
 			Desired: 2, HasDesired: true,
 		},
 		{Namespace: "llm-d", Name: "decode"}: {
