@@ -1,0 +1,149 @@
+package converter
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Actuator flips one pod between decode-only and taking prefill work. Both directions are idempotent:
+// flipping a pod that is already in the target state succeeds and changes nothing.
+type Actuator interface {
+	Name() string
+	// Converted reports the pod's current state as far as the Kubernetes object shows it.
+	Converted(pod *corev1.Pod) bool
+	Convert(ctx context.Context, pod *corev1.Pod) error
+	Revert(ctx context.Context, pod *corev1.Pod) error
+}
+
+// LabelActuator flips a role label: routers that select pods by label (llm-d's EPP re-reads
+// llm-d.ai/role on every pod update) start or stop sending prefill work.
+type LabelActuator struct {
+	Client               kubernetes.Interface
+	Key                  string // e.g. llm-d.ai/role
+	Decode, ConvertedVal string // e.g. decode, prefill-decode
+}
+
+// LLMD is the llm-d actuator: llm-d.ai/role decode <-> prefill-decode.
+func LLMD(c kubernetes.Interface) *LabelActuator {
+	return &LabelActuator{Client: c, Key: "llm-d.ai/role", Decode: "decode", ConvertedVal: "prefill-decode"}
+}
+
+func (a *LabelActuator) Name() string { return "label:" + a.Key }
+
+func (a *LabelActuator) Converted(pod *corev1.Pod) bool { return pod.Labels[a.Key] == a.ConvertedVal }
+
+func (a *LabelActuator) Convert(ctx context.Context, pod *corev1.Pod) error {
+	return a.set(ctx, pod, a.ConvertedVal)
+}
+
+func (a *LabelActuator) Revert(ctx context.Context, pod *corev1.Pod) error {
+	return a.set(ctx, pod, a.Decode)
+}
+
+func (a *LabelActuator) set(ctx context.Context, pod *corev1.Pod, v string) error {
+	if pod.Labels[a.Key] == v {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{a.Key: v}}})
+	if err != nil {
+		return err
+	}
+	if _, err := a.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1PatchOptions); err != nil {
+		return fmt.Errorf("setting %s=%s on pod %s: %w", a.Key, v, podRef(pod), err)
+	}
+	return nil
+}
+
+// SGLangActuator calls SGLang's POST /pd_role_switch on pods started with --enable-pd-role-switch. The
+// engine drains first and refuses while busy ("not idle"); the refusal is returned as an error, so the
+// agent retries on its next pass. The pod's state is the agent's status annotation, since the engine's
+// role is not on the pod object.
+type SGLangActuator struct {
+	Port    int // the engine's HTTP port (default 30000)
+	HTTP    *http.Client
+	Timeout time.Duration
+}
+
+func (a *SGLangActuator) Name() string { return "sglang:/pd_role_switch" }
+
+// Converted is true: the engine's role is not on the pod object, so the agent's status is the record.
+func (a *SGLangActuator) Converted(*corev1.Pod) bool { return true }
+
+func (a *SGLangActuator) Convert(ctx context.Context, pod *corev1.Pod) error {
+	return a.switchRole(ctx, pod, "prefill")
+}
+
+func (a *SGLangActuator) Revert(ctx context.Context, pod *corev1.Pod) error {
+	return a.switchRole(ctx, pod, "decode")
+}
+
+// roleSwitchReply is SGLang's PdRoleSwitchReqOutput.
+type roleSwitchReply struct {
+	Success bool   `json:"success"`
+	Message string `json:"message"`
+	OldRole string `json:"old_role"`
+	NewRole string `json:"new_role"`
+}
+
+func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role string) error {
+	if pod.Status.PodIP == "" {
+		return fmt.Errorf("pod %s has no IP", podRef(pod))
+	}
+	port, timeout, client := a.Port, a.Timeout, a.HTTP
+	if port == 0 {
+		port = 30000
+	}
+	if timeout == 0 {
+		timeout = 30 * time.Second // a drain-first flip waits for the engine to go idle
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	body, _ := json.Marshal(map[string]string{"new_role": role})
+	url := "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(port)) + "/pd_role_switch"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("pod %s: POST /pd_role_switch %s: %w", podRef(pod), role, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return fmt.Errorf("pod %s: reading /pd_role_switch reply: %w", podRef(pod), err)
+	}
+	var out roleSwitchReply
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q: %w", podRef(pod), resp.StatusCode, truncate(raw), err)
+	}
+	if resp.StatusCode != http.StatusOK || !out.Success {
+		return fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %s", podRef(pod), role, resp.StatusCode, out.Message)
+	}
+	if out.NewRole != "" && out.NewRole != role {
+		return fmt.Errorf("pod %s: /pd_role_switch answered new_role %q, asked %q", podRef(pod), out.NewRole, role)
+	}
+	return nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "..."
+	}
+	return string(b)
+}

@@ -1,0 +1,253 @@
+package converter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+)
+
+var metav1PatchOptions = metav1.PatchOptions{FieldManager: "tokenscale-converter"}
+
+// Checker verifies a pod's GPU headroom (Headroom is the real one).
+type Checker interface {
+	Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason, detail string)
+}
+
+// Observer sees the agent's outcomes (its /metrics).
+type Observer interface {
+	Flipped(action string, took time.Duration) // action: convert or revert
+	Refused(reason string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Flipped(string, time.Duration) {}
+func (nopObserver) Refused(string)                {}
+
+// AgentOptions configure a node agent.
+type AgentOptions struct {
+	NodeName string
+	// Selector picks the decode pods the agent may flip (a label selector, e.g. "llm-d.ai/role in
+	// (decode,prefill-decode)"); empty means every pod that ever holds a lease.
+	Selector        string
+	Actuator        Actuator
+	GPUs            Checker
+	MinFlipInterval time.Duration // between two flips of one pod (default 30s); reverting is never delayed
+	Resync          time.Duration // how often leases are re-checked for expiry (default 1s)
+	Observer        Observer
+	Now             func() time.Time
+}
+
+// Agent is the per-node converter.
+type Agent struct {
+	o      AgentOptions
+	client kubernetes.Interface
+	lister func() []*corev1.Pod
+}
+
+// NewAgent returns an agent for o.NodeName.
+func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
+	if o.MinFlipInterval == 0 {
+		o.MinFlipInterval = 30 * time.Second
+	}
+	if o.Resync == 0 {
+		o.Resync = time.Second
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Agent{o: o, client: client}
+}
+
+// Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
+// idempotent: a pod already in the wanted state with the right status is left alone.
+func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
+	if pod.Spec.NodeName != a.o.NodeName || pod.DeletionTimestamp != nil {
+		return nil
+	}
+	now := a.o.Now()
+	// The agent manages only pods it converted (status "converted", written before the flip so that a
+	// crash mid-flip is undone on restart); a pod a user deployed as prefill-decode is never touched.
+	want, ours := Leased(pod, now), pod.Annotations[AnnotationStatus] == StatusConverted
+	switch {
+	case !want && ours:
+		start := time.Now()
+		if err := a.o.Actuator.Revert(ctx, pod); err != nil {
+			return fmt.Errorf("reverting %s: %w", podRef(pod), err)
+		}
+		a.o.Observer.Flipped("revert", time.Since(start))
+		klog.InfoS("Converted decoder back to decode only", "pod", klog.KObj(pod))
+		return a.setStatus(ctx, pod, StatusDecode, true)
+	case !want:
+		return nil
+	case ours && a.o.Actuator.Converted(pod):
+		return nil
+	case ours:
+		// Converted by us but the actuator's state says otherwise (a crash mid-flip, or a hand edit).
+		if err := a.o.Actuator.Convert(ctx, pod); err != nil {
+			return fmt.Errorf("re-applying the conversion of %s: %w", podRef(pod), err)
+		}
+		return nil
+	}
+	// Wanted and not converted: verify, then flip.
+	if IsRefused(pod.Annotations[AnnotationStatus]) {
+		if at, ok := StatusAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
+			return nil // the controller moves the lease elsewhere; do not re-check NVML on every event
+		}
+	}
+	if pod.Annotations[AnnotationKVProducer] != "true" {
+		return a.refuse(ctx, pod, ReasonNotKVProducer, "the pod does not declare "+AnnotationKVProducer+"=true")
+	}
+	if at, ok := FlippedAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
+		return a.refuse(ctx, pod, ReasonTooSoon, fmt.Sprintf("last flip %s ago, minimum %s", now.Sub(at).Round(time.Second), a.o.MinFlipInterval))
+	}
+	if ok, reason, detail := a.o.GPUs.Check(ctx, pod); !ok {
+		return a.refuse(ctx, pod, reason, detail)
+	}
+	start := time.Now()
+	if err := a.setStatus(ctx, pod, StatusConverted, true); err != nil {
+		return err
+	}
+	if err := a.o.Actuator.Convert(ctx, pod); err != nil {
+		if rerr := a.o.Actuator.Revert(ctx, pod); rerr != nil {
+			klog.ErrorS(rerr, "Undoing a failed conversion", "pod", klog.KObj(pod))
+		}
+		_ = a.refuse(ctx, pod, ReasonActuator, err.Error())
+		return fmt.Errorf("converting %s: %w", podRef(pod), err)
+	}
+	a.o.Observer.Flipped("convert", time.Since(start))
+	klog.InfoS("Converted decoder to take prefill work", "pod", klog.KObj(pod), "actuator", a.o.Actuator.Name())
+	return nil
+}
+
+func (a *Agent) refuse(ctx context.Context, pod *corev1.Pod, reason, detail string) error {
+	a.o.Observer.Refused(reason)
+	klog.InfoS("Refused a conversion", "pod", klog.KObj(pod), "reason", reason, "detail", detail)
+	return a.setStatus(ctx, pod, Refused(reason, detail), false)
+}
+
+func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, status string, flipped bool) error {
+	now := formatTime(a.o.Now())
+	ann := map[string]string{AnnotationStatus: status, AnnotationStatusAt: now}
+	if pod.Annotations[AnnotationStatus] == status && !flipped {
+		return nil
+	}
+	if flipped {
+		ann[AnnotationFlippedAt] = now
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	if err != nil {
+		return err
+	}
+	if _, err := a.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1PatchOptions); err != nil {
+		return fmt.Errorf("recording %q on %s: %w", status, podRef(pod), err)
+	}
+	return nil
+}
+
+// RevertAll converts every converted pod of the node back; the agent runs it before anything else when
+// it stops or loses its signal.
+func (a *Agent) RevertAll(ctx context.Context) error {
+	var first error
+	for _, p := range a.pods() {
+		if p.Annotations[AnnotationStatus] != StatusConverted {
+			continue
+		}
+		if err := a.o.Actuator.Revert(ctx, p); err != nil {
+			klog.ErrorS(err, "Reverting a converted decoder at shutdown", "pod", klog.KObj(p))
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		a.o.Observer.Flipped("revert", 0)
+		if err := a.setStatus(ctx, p, StatusDecode, true); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (a *Agent) pods() []*corev1.Pod {
+	if a.lister == nil {
+		return nil
+	}
+	return a.lister()
+}
+
+// Run watches the node's pods, reconciles each on every change and every Resync (leases expire without
+// an event), and on return converts every pod back (with a fresh 20 s context, as ctx is done).
+func (a *Agent) Run(ctx context.Context) error {
+	factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+		lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.o.NodeName).String()
+		lo.LabelSelector = a.o.Selector
+	}))
+	inf := factory.Core().V1().Pods().Informer()
+	work := make(chan string, 4096)
+	enqueue := func(obj any) {
+		if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
+			select {
+			case work <- key:
+			default: // the periodic pass catches up
+			}
+		}
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: enqueue, UpdateFunc: func(_, o any) { enqueue(o) }}); err != nil {
+		return err
+	}
+	a.lister = func() []*corev1.Pod {
+		var out []*corev1.Pod
+		for _, o := range inf.GetStore().List() {
+			if p, ok := o.(*corev1.Pod); ok {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return ctx.Err()
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := a.RevertAll(rctx); err != nil {
+			klog.ErrorS(err, "Not every converted decoder could be reverted at shutdown")
+		}
+	}()
+	tick := time.NewTicker(a.o.Resync)
+	defer tick.Stop()
+	reconcile := func(p *corev1.Pod) {
+		if err := a.Reconcile(ctx, p); err != nil {
+			klog.ErrorS(err, "Converter reconcile failed; retrying on the next pass", "pod", klog.KObj(p))
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case key := <-work:
+			if o, ok, err := inf.GetStore().GetByKey(key); err == nil && ok {
+				reconcile(o.(*corev1.Pod))
+			}
+		case <-tick.C:
+			for _, p := range a.pods() {
+				reconcile(p)
+			}
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package converter
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// fixedGPUs answers every headroom check the same way.
+type fixedGPUs struct {
+	ok             bool
+	reason, detail string
+	calls          int
+	mu             sync.Mutex
+}
+
+func (f *fixedGPUs) Check(context.Context, *corev1.Pod) (bool, string, string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return f.ok, f.reason, f.detail
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+func agentFixture(t *testing.T, gpus Checker, pods ...*corev1.Pod) (*Agent, *fake.Clientset, *clock) {
+	t.Helper()
+	client := fake.NewClientset()
+	for _, p := range pods {
+		if _, err := client.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &clock{t: t0}
+	a := NewAgent(client, AgentOptions{NodeName: "node-1", Actuator: LLMD(client), GPUs: gpus, MinFlipInterval: 30 * time.Second, Now: c.Now})
+	return a, client, c
+}
+
+func get(t *testing.T, client *fake.Clientset, name string) *corev1.Pod {
+	t.Helper()
+	p, err := client.CoreV1().Pods("ns").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func onNode(p *corev1.Pod, node string) *corev1.Pod { p.Spec.NodeName = node; return p }
+
+func TestAgentConvertsWhileLeasedAndRevertsAfter(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}), "node-1")
+	gpus := &fixedGPUs{ok: true}
+	a, client, clk := agentFixture(t, gpus, pod)
+	ctx := context.Background()
+	if err := a.Reconcile(ctx, get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	p := get(t, client, "d1")
+	if p.Labels["llm-d.ai/role"] != "prefill-decode" || p.Annotations[AnnotationStatus] != StatusConverted || p.Annotations[AnnotationFlippedAt] == "" {
+		t.Fatalf("after a leased reconcile: labels %v annotations %v", p.Labels, p.Annotations)
+	}
+	// Reconciling again changes nothing and checks no GPU (idempotent across restarts too).
+	if err := a.Reconcile(ctx, p); err != nil || gpus.calls != 1 {
+		t.Fatalf("second reconcile: %v, %d GPU checks; want none more", err, gpus.calls)
+	}
+	// The lease ends (not renewed: the controller wants fewer, or is gone): back to decode.
+	clk.Set(t0.Add(6 * time.Second))
+	if err := a.Reconcile(ctx, get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	p = get(t, client, "d1")
+	if p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[AnnotationStatus] != StatusDecode {
+		t.Fatalf("after the lease ended: labels %v annotations %v", p.Labels, p.Annotations)
+	}
+}
+
+func TestAgentRefusesAndSaysWhy(t *testing.T) {
+	lease := map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}
+	cases := []struct {
+		name   string
+		pod    *corev1.Pod
+		gpus   *fixedGPUs
+		reason string
+	}{
+		{"GPU memory short", onNode(decodePod("d1", lease), "node-1"), &fixedGPUs{reason: ReasonMemoryShort, detail: "GPU-1: 0.5 GiB free of 80.0 GiB, need 2.0 GiB"}, "refused: memory-short (GPU-1: 0.5 GiB free"},
+		{"unhealthy GPU", onNode(decodePod("d1", lease), "node-1"), &fixedGPUs{reason: ReasonUnhealthy, detail: "GPU-1: 3 pending retired pages"}, "refused: gpu-unhealthy"},
+		{"not a KV producer", onNode(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "d1", Namespace: "ns", Annotations: lease, Labels: map[string]string{"llm-d.ai/role": "decode"}}}, "node-1"), &fixedGPUs{ok: true}, "refused: not-kv-producer"},
+		{"flipped too recently", onNode(decodePod("d1", mergeAnn(lease, map[string]string{AnnotationFlippedAt: formatTime(t0.Add(-10 * time.Second))})), "node-1"), &fixedGPUs{ok: true}, "refused: flipped-too-recently"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a, client, _ := agentFixture(t, c.gpus, c.pod)
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+				t.Fatal(err)
+			}
+			p := get(t, client, "d1")
+			if !strings.HasPrefix(p.Annotations[AnnotationStatus], c.reason) || p.Labels["llm-d.ai/role"] != "decode" {
+				t.Errorf("status %q label %q; want %q... and still decode", p.Annotations[AnnotationStatus], p.Labels["llm-d.ai/role"], c.reason)
+			}
+		})
+	}
+}
+
+func TestAgentLeavesOthersAlone(t *testing.T) {
+	// Deployed as prefill-decode by its owner (no status of ours), and a pod on another node with a lease.
+	mine := onNode(decodePod("own", nil), "node-1")
+	mine.Labels["llm-d.ai/role"] = "prefill-decode"
+	other := onNode(decodePod("other", map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}), "node-2")
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, mine, other)
+	for _, n := range []string{"own", "other"} {
+		if err := a.Reconcile(context.Background(), get(t, client, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := get(t, client, "own").Labels["llm-d.ai/role"]; l != "prefill-decode" {
+		t.Errorf("a pod we never converted was relabelled to %q", l)
+	}
+	if l := get(t, client, "other").Labels["llm-d.ai/role"]; l != "decode" {
+		t.Errorf("a pod on another node was relabelled to %q", l)
+	}
+}
+
+// failingActuator fails Convert, succeeds Revert.
+type failingActuator struct{ *LabelActuator }
+
+func (f failingActuator) Convert(context.Context, *corev1.Pod) error { return errors.New("router said no") }
+
+func TestAgentActuatorFailureIsUndoneAndRecorded(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}), "node-1")
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	a.o.Actuator = failingActuator{LLMD(client)}
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err == nil {
+		t.Fatal("no error from a failed conversion")
+	}
+	p := get(t, client, "d1")
+	if !strings.Contains(p.Annotations[AnnotationStatus], "actuator-failed (router said no)") || p.Labels["llm-d.ai/role"] != "decode" {
+		t.Errorf("status %q label %q", p.Annotations[AnnotationStatus], p.Labels["llm-d.ai/role"])
+	}
+}
+
+// On shutdown the agent converts its pods back before it exits.
+func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
+	pods := []*corev1.Pod{
+		onNode(decodePod("d1", map[string]string{AnnotationConvertUntil: formatTime(time.Now().Add(time.Hour))}), "node-1"),
+		onNode(decodePod("d2", map[string]string{AnnotationConvertUntil: formatTime(time.Now().Add(time.Hour))}), "node-1"),
+	}
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pods...)
+	a.o.Now, a.o.Resync = time.Now, 20*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for get(t, client, "d1").Labels["llm-d.ai/role"] != "prefill-decode" || get(t, client, "d2").Labels["llm-d.ai/role"] != "prefill-decode" {
+		if time.Now().After(deadline) {
+			t.Fatal("pods not converted within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"d1", "d2"} {
+		if p := get(t, client, n); p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[AnnotationStatus] != StatusDecode {
+			t.Errorf("%s after shutdown: label %q status %q; want decode", n, p.Labels["llm-d.ai/role"], p.Annotations[AnnotationStatus])
+		}
+	}
+}

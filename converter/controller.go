@@ -1,0 +1,121 @@
+package converter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+)
+
+// Pool is one decode pool as the controller sees it: its Ready pods and the conversions wanted, or
+// Known false when the policy's number is unknown (then no pod keeps a lease: fail safe).
+type Pool struct {
+	Name   string
+	Pods   []*corev1.Pod
+	Wanted int
+	Known  bool
+}
+
+// ControllerOptions configure the central controller.
+type ControllerOptions struct {
+	// Lease is how long a lease lasts without renewal (default 10s): the longest a pod stays converted
+	// after the controller is lost.
+	Lease time.Duration
+	Plan  PlanOptions
+	Now   func() time.Time
+}
+
+// Controller writes conversion leases; it is the only writer of AnnotationConvertUntil.
+type Controller struct {
+	client kubernetes.Interface
+	o      ControllerOptions
+
+	mu sync.Mutex
+	// granted remembers the leases this controller wrote, so a lagging informer view cannot make it
+	// grant a slot twice.
+	granted map[types.NamespacedName]time.Time
+}
+
+// NewController returns a controller.
+func NewController(client kubernetes.Interface, o ControllerOptions) *Controller {
+	if o.Lease == 0 {
+		o.Lease = 10 * time.Second
+	}
+	if o.Plan.RefusalBackoff == 0 {
+		o.Plan.RefusalBackoff = time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Controller{client: client, o: o, granted: map[types.NamespacedName]time.Time{}}
+}
+
+// Step applies one round of decisions: for every pool, releases first and then grants or renews, so that
+// the leases in the API never exceed the number wanted, even between two writes.
+func (c *Controller) Step(ctx context.Context, pools []Pool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.o.Now()
+	leased := func(p *corev1.Pod) bool {
+		if Leased(p, now) {
+			return true
+		}
+		t, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
+		return ok && now.Before(t)
+	}
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	for _, pool := range pools {
+		wanted := pool.Wanted
+		if !pool.Known {
+			wanted = 0
+		}
+		plan := Choose(pool.Pods, wanted, now, c.o.Plan, leased)
+		for _, p := range plan.Release {
+			keep(c.release(ctx, p))
+		}
+		until := now.Add(c.o.Lease)
+		for _, p := range plan.Lease {
+			keep(c.lease(ctx, p, until))
+		}
+		if len(plan.Lease) > 0 || len(plan.Release) > 0 {
+			klog.V(2).InfoS("Conversion leases", "pool", pool.Name, "wanted", pool.Wanted, "known", pool.Known, "leased", len(plan.Lease), "released", len(plan.Release))
+		}
+	}
+	return first
+}
+
+func (c *Controller) lease(ctx context.Context, p *corev1.Pod, until time.Time) error {
+	if err := c.annotate(ctx, p, formatTime(until)); err != nil {
+		return err
+	}
+	c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = until
+	return nil
+}
+
+func (c *Controller) release(ctx context.Context, p *corev1.Pod) error {
+	delete(c.granted, types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+	return c.annotate(ctx, p, nil)
+}
+
+// annotate sets (string) or removes (nil) the lease annotation.
+func (c *Controller) annotate(ctx context.Context, p *corev1.Pod, v any) error {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationConvertUntil: v}}})
+	if err != nil {
+		return err
+	}
+	if _, err := c.client.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.MergePatchType, patch, metav1PatchOptions); err != nil {
+		return fmt.Errorf("conversion lease on %s: %w", podRef(p), err)
+	}
+	return nil
+}

@@ -1,0 +1,111 @@
+package converter
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// GPUReading is what NVML says about one GPU (or MIG device) of a pod.
+type GPUReading struct {
+	UUID, Name      string
+	MemTotal        uint64 // bytes
+	MemFree         uint64 // bytes
+	Utilisation     uint32 // percent of time a kernel ran; UtilisationKnown false when unsupported (MIG)
+	UtilisationKnown bool
+	MIG             bool   // a MIG device (or a GPU in MIG mode)
+	Problem         string // non-empty: the device is not healthy (pending page retirement, row-remap failure, uncorrected ECC errors)
+}
+
+// GPUReader reads GPUs by UUID; the NVML implementation lives in converter/nvml (cgo).
+type GPUReader interface {
+	Read(uuids []string) ([]GPUReading, error)
+}
+
+// DeviceMapper maps a pod to the IDs of the devices the kubelet gave it (PodResources API).
+type DeviceMapper interface {
+	Devices(ctx context.Context, namespace, pod string) ([]string, error)
+}
+
+// Need is the headroom a converted decoder needs on every one of its GPUs.
+type Need struct {
+	// MinFreeBytes for prefill chunks' activations on top of what the engine holds (default 2 GiB).
+	MinFreeBytes uint64
+	// MaxUtilisation in percent above which the GPU is too busy to take prefill work (default 90).
+	MaxUtilisation uint32
+}
+
+func (n Need) withDefaults() Need {
+	if n.MinFreeBytes == 0 {
+		n.MinFreeBytes = 2 << 30
+	}
+	if n.MaxUtilisation == 0 {
+		n.MaxUtilisation = 90
+	}
+	return n
+}
+
+// Decide says whether GPUs have the headroom; when not, the reason (a Reason* constant) and a detail
+// naming the GPU and the numbers.
+func Decide(gpus []GPUReading, need Need) (ok bool, reason, detail string) {
+	need = need.withDefaults()
+	if len(gpus) == 0 {
+		return false, ReasonNoGPUs, "the kubelet assigned the pod no GPU"
+	}
+	for _, g := range gpus {
+		if g.Problem != "" {
+			return false, ReasonUnhealthy, g.UUID + ": " + g.Problem
+		}
+	}
+	for _, g := range gpus {
+		if g.MemFree < need.MinFreeBytes {
+			return false, ReasonMemoryShort, fmt.Sprintf("%s: %.1f GiB free of %.1f GiB, need %.1f GiB", g.UUID,
+				gib(g.MemFree), gib(g.MemTotal), gib(need.MinFreeBytes))
+		}
+		if g.UtilisationKnown && g.Utilisation > need.MaxUtilisation {
+			return false, ReasonBusy, fmt.Sprintf("%s: %d%% utilised, limit %d%%", g.UUID, g.Utilisation, need.MaxUtilisation)
+		}
+	}
+	return true, "", ""
+}
+
+func gib(b uint64) float64 { return float64(b) / (1 << 30) }
+
+// Headroom checks a pod's GPUs: PodResources for which devices, NVML for their state.
+type Headroom struct {
+	Devices DeviceMapper
+	GPUs    GPUReader
+	Need    Need
+	// Observe, when set, sees every reading (for the agent's per-GPU metrics).
+	Observe func(GPUReading)
+}
+
+// Check returns whether the pod's GPUs have headroom, and why not.
+func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason, detail string) {
+	ids, err := h.Devices.Devices(ctx, pod.Namespace, pod.Name)
+	if err != nil {
+		return false, ReasonNVMLError, "pod resources: " + err.Error()
+	}
+	var uuids []string
+	for _, id := range ids {
+		// The NVIDIA device plugin names devices by UUID (GPU-..., MIG-...); other IDs are not GPUs.
+		if strings.HasPrefix(id, "GPU-") || strings.HasPrefix(id, "MIG-") {
+			uuids = append(uuids, id)
+		}
+	}
+	if len(uuids) == 0 {
+		return Decide(nil, h.Need)
+	}
+	readings, err := h.GPUs.Read(uuids)
+	if err != nil {
+		return false, ReasonNVMLError, err.Error()
+	}
+	if h.Observe != nil {
+		for _, r := range readings {
+			h.Observe(r)
+		}
+	}
+	return Decide(readings, h.Need)
+}

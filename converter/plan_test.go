@@ -1,0 +1,128 @@
+package converter
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func decodePod(name string, ann map[string]string) *corev1.Pod {
+	a := map[string]string{AnnotationKVProducer: "true"}
+	for k, v := range ann {
+		a[k] = v
+	}
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Annotations: a,
+		Labels: map[string]string{"llm-d.ai/role": "decode"}}, Spec: corev1.PodSpec{NodeName: "node-" + name}}
+}
+
+func names(ps []*corev1.Pod) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+func TestChoose(t *testing.T) {
+	lease := map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}
+	expired := map[string]string{AnnotationConvertUntil: formatTime(t0.Add(-time.Second))}
+	converted := map[string]string{AnnotationStatus: StatusConverted}
+	refused := map[string]string{AnnotationStatus: Refused(ReasonMemoryShort, ""), AnnotationStatusAt: formatTime(t0.Add(-10 * time.Second))}
+	opts := PlanOptions{MaxFraction: 0.5, RefusalBackoff: time.Minute}
+	cases := []struct {
+		name          string
+		pods          []*corev1.Pod
+		wanted        int
+		lease, relase string
+	}{
+		{"fresh pods, least recently flipped first", []*corev1.Pod{
+			decodePod("a", map[string]string{AnnotationFlippedAt: formatTime(t0.Add(-time.Minute))}),
+			decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 2, "[b c]", "[]"},
+		{"held leases are kept, no churn", []*corev1.Pod{decodePod("a", nil), decodePod("b", nil), decodePod("c", lease), decodePod("d", nil)}, 1, "[c]", "[]"},
+		{"capped by the max fraction", []*corev1.Pod{decodePod("a", nil), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 4, "[a b]", "[]"},
+		{"fewer wanted: the extra lease is released", []*corev1.Pod{decodePod("a", lease), decodePod("b", lease), decodePod("c", nil), decodePod("d", nil)}, 1, "[a]", "[b]"},
+		{"a draining converted pod holds its slot", []*corev1.Pod{decodePod("a", converted), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[a]", "[]"},
+		{"draining pods beyond wanted keep slots: nothing new", []*corev1.Pod{decodePod("a", converted), decodePod("b", converted), decodePod("c", nil), decodePod("d", nil), decodePod("e", nil), decodePod("f", nil)}, 1, "[a]", "[]"},
+		{"refused pods are skipped and their lease released", []*corev1.Pod{decodePod("a", mergeAnn(lease, refused)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[b]", "[a]"},
+		{"not a KV producer: never chosen", []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, decodePod("b", nil)}, 1, "[b]", "[]"},
+		{"expired lease is cleaned up", []*corev1.Pod{decodePod("a", expired), decodePod("b", nil)}, 0, "[]", "[a]"},
+		{"unknown or zero: nothing leased", []*corev1.Pod{decodePod("a", lease), decodePod("b", nil)}, 0, "[]", "[a]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := Choose(c.pods, c.wanted, t0, opts, nil)
+			if got := fmt.Sprint(names(p.Lease)); got != c.lease {
+				t.Errorf("lease %s, want %s", got, c.lease)
+			}
+			if got := fmt.Sprint(names(p.Release)); got != c.relase {
+				t.Errorf("release %s, want %s", got, c.relase)
+			}
+		})
+	}
+}
+
+func mergeAnn(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+// Whatever the pods' states, the pods leased or still converted after a round never exceed wanted (or
+// the fraction cap) unless they already did before it (draining pods cannot be un-converted by a lease).
+func TestChooseNeverOvershoots(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 5000 {
+		n := 1 + r.IntN(12)
+		var pods []*corev1.Pod
+		drainingBefore := 0
+		for j := range n {
+			ann := map[string]string{}
+			if r.IntN(2) == 0 {
+				ann[AnnotationKVProducer] = "true"
+			}
+			switch r.IntN(5) {
+			case 0:
+				ann[AnnotationConvertUntil] = formatTime(t0.Add(time.Duration(r.IntN(20)-10) * time.Second))
+			case 1:
+				ann[AnnotationStatus] = StatusConverted
+				drainingBefore++
+			case 2:
+				ann[AnnotationStatus] = Refused(ReasonBusy, "")
+				ann[AnnotationStatusAt] = formatTime(t0.Add(-time.Duration(r.IntN(120)) * time.Second))
+			}
+			pods = append(pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", j), Annotations: ann}})
+		}
+		wanted := r.IntN(n + 3)
+		frac := r.Float64()
+		plan := Choose(pods, wanted, t0, PlanOptions{MaxFraction: frac, RefusalBackoff: time.Minute}, nil)
+		ceiling := min(wanted, int(frac*float64(n)))
+		occupied := map[string]bool{}
+		for _, p := range plan.Lease {
+			occupied[p.Name] = true
+		}
+		for _, p := range pods {
+			if p.Annotations[AnnotationStatus] == StatusConverted {
+				occupied[p.Name] = true
+			}
+		}
+		if len(plan.Lease) > ceiling || len(occupied) > max(ceiling, drainingBefore) {
+			t.Fatalf("case %d: %d pods, wanted %d, cap %d: leased %v, occupied %d (draining before %d)", i, n, wanted, ceiling, names(plan.Lease), len(occupied), drainingBefore)
+		}
+		for _, p := range plan.Lease {
+			if contains(plan.Release, p) {
+				t.Fatalf("case %d: %s both leased and released", i, p.Name)
+			}
+		}
+	}
+}

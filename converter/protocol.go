@@ -1,0 +1,105 @@
+// Package converter turns idle decoders into prefill helpers during a burst (convertible decoders)
+// without ever converting more pods than the policy asked for.
+//
+// The mechanism is a lease on each chosen pod, written centrally and acted on locally:
+//   - the controller (one per cluster, next to the policy) picks which decode pods convert and writes
+//     AnnotationConvertUntil on exactly that many, renewing it every round; it removes it when fewer are
+//     wanted;
+//   - the node agent (a DaemonSet) acts only on pods of its own node that carry an unexpired lease: it
+//     verifies the pod can produce KV and that its GPUs have headroom (PodResources + NVML), flips it
+//     with an Actuator, and reports the outcome in AnnotationStatus; a pod without a live lease is
+//     flipped back;
+//   - so converted pods are a subset of leased pods, and leased pods never exceed the policy's number. A
+//     lost controller stops renewing, the leases expire and every agent converts back (fail safe).
+package converter
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Pod annotations and the capability declaration of the protocol.
+const (
+	// AnnotationConvertUntil (written by the controller) asks the pod's agent to keep the pod converted
+	// until this RFC 3339 time; the controller renews it while the conversion is wanted.
+	AnnotationConvertUntil = "tokenscale.io/convert-until"
+	// AnnotationStatus (written by the agent): "converted", "decode" or "refused: <reason>".
+	AnnotationStatus = "tokenscale.io/conversion"
+	// AnnotationFlippedAt (written by the agent): RFC 3339 time of the pod's last flip, so the minimum
+	// interval between flips survives agent restarts.
+	AnnotationFlippedAt = "tokenscale.io/flipped-at"
+	// AnnotationStatusAt (written by the agent): when AnnotationStatus last changed; the controller backs
+	// off from a pod that refused recently.
+	AnnotationStatusAt = "tokenscale.io/conversion-at"
+	// AnnotationKVProducer declares that the pod's engine can produce KV for other decoders (vLLM
+	// kv_producer or kv_both, SGLang started with --enable-pd-role-switch). Without "true" a pod is never
+	// converted: a kv_consumer-only engine cannot serve remote prefill.
+	AnnotationKVProducer = "tokenscale.io/kv-producer"
+)
+
+// Status values of AnnotationStatus.
+const (
+	StatusConverted = "converted"
+	StatusDecode    = "decode"
+	refusedPrefix   = "refused: "
+)
+
+// Refusal reasons an agent records (also the values of the refusals metric's reason label).
+const (
+	ReasonNotKVProducer = "not-kv-producer"
+	ReasonNoGPUs        = "no-gpus"
+	ReasonMemoryShort   = "memory-short"
+	ReasonBusy          = "gpu-busy"
+	ReasonUnhealthy     = "gpu-unhealthy"
+	ReasonNVMLError     = "nvml-error"
+	ReasonTooSoon       = "flipped-too-recently"
+	ReasonActuator      = "actuator-failed"
+)
+
+// Refused formats a refusal status.
+func Refused(reason, detail string) string {
+	if detail == "" {
+		return refusedPrefix + reason
+	}
+	return refusedPrefix + reason + " (" + detail + ")"
+}
+
+// IsRefused reports whether a status is a refusal.
+func IsRefused(status string) bool { return strings.HasPrefix(status, refusedPrefix) }
+
+// LeaseUntil returns the pod's conversion lease, if it has a valid one.
+func LeaseUntil(pod *corev1.Pod) (time.Time, bool) {
+	v, ok := pod.Annotations[AnnotationConvertUntil]
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	return t, err == nil
+}
+
+// Leased reports whether the pod holds an unexpired conversion lease at now.
+func Leased(pod *corev1.Pod, now time.Time) bool {
+	t, ok := LeaseUntil(pod)
+	return ok && now.Before(t)
+}
+
+// FlippedAt returns the pod's last flip time as recorded by an agent.
+func FlippedAt(pod *corev1.Pod) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339Nano, pod.Annotations[AnnotationFlippedAt])
+	return t, err == nil
+}
+
+// StatusAt returns when the pod's status last changed.
+func StatusAt(pod *corev1.Pod) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339Nano, pod.Annotations[AnnotationStatusAt])
+	return t, err == nil
+}
+
+// formatTime is the protocol's time format.
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+// podRef names a pod in messages.
+func podRef(pod *corev1.Pod) string { return fmt.Sprintf("%s/%s", pod.Namespace, pod.Name) }
