@@ -33,7 +33,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 func agentFixture(t *testing.T, gpus Checker, pods ...*corev1.Pod) (*Agent, *fake.Clientset, *clock) {
@@ -136,7 +136,9 @@ func TestAgentLeavesOthersAlone(t *testing.T) {
 // failingActuator fails Convert, succeeds Revert.
 type failingActuator struct{ *LabelActuator }
 
-func (f failingActuator) Convert(context.Context, *corev1.Pod) error { return errors.New("router said no") }
+func (f failingActuator) Convert(context.Context, *corev1.Pod) error {
+	return errors.New("router said no")
+}
 
 func TestAgentActuatorFailureIsUndoneAndRecorded(t *testing.T) {
 	pod := onNode(decodePod("d1", map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}), "node-1")

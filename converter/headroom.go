@@ -10,13 +10,13 @@ import (
 
 // GPUReading is what NVML says about one GPU (or MIG device) of a pod.
 type GPUReading struct {
-	UUID, Name      string
-	MemTotal        uint64 // bytes
-	MemFree         uint64 // bytes
-	Utilisation     uint32 // percent of time a kernel ran; UtilisationKnown false when unsupported (MIG)
+	UUID, Name       string
+	MemTotal         uint64 // bytes
+	MemFree          uint64 // bytes
+	Utilisation      uint32 // percent of time a kernel ran; UtilisationKnown false when unsupported (MIG)
 	UtilisationKnown bool
-	MIG             bool   // a MIG device (or a GPU in MIG mode)
-	Problem         string // non-empty: the device is not healthy (pending page retirement, row-remap failure, uncorrected ECC errors)
+	MIG              bool   // a MIG device (or a GPU in MIG mode)
+	Problem          string // non-empty: the device is not healthy (pending page retirement, row-remap failure, uncorrected ECC errors)
 }
 
 // GPUReader reads GPUs by UUID; the NVML implementation lives in converter/nvml (cgo).

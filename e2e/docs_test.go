@@ -33,6 +33,14 @@ func TestDocsNameOnlyServedMetrics(t *testing.T) {
 	deployment(t, ns, "llama-prefill", "prefill", fakeengine.VLLMV1, 1)
 	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 1)
 	k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 3000, OutputTokensPerSec: 10})
+	// The decode pool's only engine dies, so its numbers are unknown and tokenscale_pool_value_unknown shows.
+	eventually(t, 30*time.Second, "the decode pod running", func() error {
+		if pods := k.Pods("decode"); len(pods) == 1 {
+			pods[0].Kill()
+			return nil
+		}
+		return fmt.Errorf("no decode pod yet")
+	})
 
 	served := map[string]bool{}
 	for _, api := range []string{"/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io/v1beta1"} {
@@ -71,6 +79,9 @@ func TestDocsNameOnlyServedMetrics(t *testing.T) {
 		}
 		if !strings.Contains(string(body), `tokenscale_pool_desired_replicas{namespace="docs",pool="prefill",role="prefill"}`) {
 			return fmt.Errorf("no desired replicas gauge for docs/prefill yet")
+		}
+		if !strings.Contains(string(body), `tokenscale_pool_value_unknown{namespace="docs",pool="decode"`) {
+			return fmt.Errorf("the dead decode pool's numbers are not flagged unknown yet")
 		}
 		return nil
 	})
@@ -148,4 +159,5 @@ func TestDocsNameOnlyServedMetrics(t *testing.T) {
 // documentedNonMetric are tokenscale_* words in the docs that are not metric names.
 var documentedNonMetric = map[string]bool{
 	"tokenscale_no_such_metric": true, // an example of a 404
+	"tokenscale_pool":           true, // the prefix in "tokenscale_pool_* gauges"
 }
