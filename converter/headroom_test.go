@@ -1,0 +1,134 @@
+package converter
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+)
+
+// fakeKubelet serves the PodResources API on a unix socket, as the kubelet does.
+type fakeKubelet struct {
+	podresourcesv1.UnimplementedPodResourcesListerServer
+	pods []*podresourcesv1.PodResources
+}
+
+func (f *fakeKubelet) List(context.Context, *podresourcesv1.ListPodResourcesRequest) (*podresourcesv1.ListPodResourcesResponse, error) {
+	return &podresourcesv1.ListPodResourcesResponse{PodResources: f.pods}, nil
+}
+
+func servePodResources(t *testing.T, pods ...*podresourcesv1.PodResources) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "kubelet.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	podresourcesv1.RegisterPodResourcesListerServer(s, &fakeKubelet{pods: pods})
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(s.Stop)
+	return sock
+}
+
+type readerFunc func([]string) ([]GPUReading, error)
+
+func (f readerFunc) Read(u []string) ([]GPUReading, error) { return f(u) }
+
+func TestHeadroomThroughPodResources(t *testing.T) {
+	sock := servePodResources(t,
+		&podresourcesv1.PodResources{Name: "decode-0", Namespace: "llm-d", Containers: []*podresourcesv1.ContainerResources{
+			{Name: "vllm", Devices: []*podresourcesv1.ContainerDevices{
+				{ResourceName: "nvidia.com/gpu", DeviceIds: []string{"GPU-aaa", "GPU-bbb"}},
+				{ResourceName: "rdma/hca", DeviceIds: []string{"mlx5_0"}},
+			}},
+		}},
+		&podresourcesv1.PodResources{Name: "cpu-only", Namespace: "llm-d", Containers: []*podresourcesv1.ContainerResources{{Name: "c"}}},
+	)
+	pr, err := DialPodResources(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	var asked []string
+	free := map[string]uint64{"GPU-aaa": 30 << 30, "GPU-bbb": 1 << 30}
+	h := &Headroom{Devices: pr, Need: Need{MinFreeBytes: 2 << 30}, GPUs: readerFunc(func(u []string) ([]GPUReading, error) {
+		asked = u
+		var out []GPUReading
+		for _, id := range u {
+			out = append(out, GPUReading{UUID: id, MemTotal: 80 << 30, MemFree: free[id]})
+		}
+		return out, nil
+	})}
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "llm-d"}}
+	}
+	ok, reason, detail := h.Check(context.Background(), pod("decode-0"))
+	if ok || reason != ReasonMemoryShort || !strings.Contains(detail, "GPU-bbb") || strings.Join(asked, ",") != "GPU-aaa,GPU-bbb" {
+		t.Errorf("one short GPU: %v %s %q (asked NVML for %v)", ok, reason, detail, asked)
+	}
+	free["GPU-bbb"] = 10 << 30
+	if ok, reason, detail := h.Check(context.Background(), pod("decode-0")); !ok {
+		t.Errorf("enough on both: refused %s %s", reason, detail)
+	}
+	if ok, reason, _ := h.Check(context.Background(), pod("cpu-only")); ok || reason != ReasonNoGPUs {
+		t.Errorf("a pod without GPUs: %v %s", ok, reason)
+	}
+	if ok, reason, detail := h.Check(context.Background(), pod("elsewhere")); ok || reason != ReasonNVMLError || !strings.Contains(detail, "no pod llm-d/elsewhere") {
+		t.Errorf("a pod the kubelet does not know: %v %s %q", ok, reason, detail)
+	}
+}
+
+func TestSGLangActuator(t *testing.T) {
+	var got []string
+	idle := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			NewRole string `json:"new_role"`
+		}
+		if r.URL.Path != "/pd_role_switch" || r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&req) != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		got = append(got, req.NewRole)
+		if !idle {
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "message": "scheduler is not idle; drain first"})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "message": "ok", "old_role": "decode", "new_role": req.NewRole})
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	host, portStr, _ := net.SplitHostPort(u.Host)
+	port, _ := strconv.Atoi(portStr)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "ns"}, Status: corev1.PodStatus{PodIP: host}}
+	a := &SGLangActuator{Port: port}
+	if err := a.Convert(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Revert(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "prefill,decode" {
+		t.Errorf("roles asked: %v", got)
+	}
+	idle = false
+	if err := a.Convert(context.Background(), pod); err == nil || !strings.Contains(err.Error(), "not idle") {
+		t.Errorf("a busy engine's refusal: %v", err)
+	}
+	if err := a.Convert(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x"}}); err == nil {
+		t.Error("a pod without an IP converted")
+	}
+}
