@@ -104,7 +104,9 @@ func TestHeadroomOnMockDGXH100(t *testing.T) {
 		s := h100(t)
 		d := s.Devices[3].(*server.Device)
 		d.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 0, false, false, nvml.ERROR_NOT_SUPPORTED }
-		d.GetTotalEccErrorsFunc = func(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+		d.GetTotalEccErrorsFunc = func(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return) {
+			return 0, nvml.ERROR_NOT_SUPPORTED
+		}
 		if ok, reason, detail := decide(t, New(s), uuidOf(t, s, 3)); !ok {
 			t.Errorf("refused: %s %s", reason, detail)
 		}
