@@ -1,0 +1,88 @@
+package converter
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/service"
+)
+
+// Snapshots is what the controller needs of the velocity service.
+type Snapshots interface {
+	Snapshot() *service.Snapshot
+	Subscribe() (<-chan struct{}, func())
+}
+
+// DecodePools turns a snapshot into the controller's view: every decode pool with its Ready pods (from
+// pods) and the conversions the policy wants there, unknown when the policy could not say.
+func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *corev1.Pod) []Pool {
+	if snap == nil {
+		return nil
+	}
+	var out []Pool
+	for key, v := range snap.Pools {
+		if v.Config == nil || v.Config.Role != config.RoleDecode {
+			continue
+		}
+		p := Pool{Name: key.String()}
+		if n, err := v.Value(service.Conversions); err == nil {
+			p.Wanted, p.Known = int(n), true
+		}
+		for _, k := range v.Pods {
+			if pod := pods(k.Namespace, k.Name); pod != nil {
+				p.Pods = append(p.Pods, pod)
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// RunController steps the controller on every new snapshot, and at least every interval so that leases
+// are renewed while the service is quiet; a snapshot older than maxAge counts as no signal (every
+// lease is released).
+func RunController(ctx context.Context, client kubernetes.Interface, c *Controller, src Snapshots, interval, maxAge time.Duration) error {
+	factory := informers.NewSharedInformerFactory(client, 0)
+	inf := factory.Core().V1().Pods().Informer()
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return ctx.Err()
+	}
+	lookup := func(ns, name string) *corev1.Pod {
+		o, ok, err := inf.GetStore().GetByKey(ns + "/" + name)
+		if err != nil || !ok {
+			return nil
+		}
+		return o.(*corev1.Pod)
+	}
+	updates, cancel := src.Subscribe()
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-updates:
+		case <-tick.C:
+		}
+		snap := src.Snapshot()
+		pools := DecodePools(snap, lookup)
+		if err := service.Fresh(snap, time.Now(), maxAge); err != nil {
+			for i := range pools {
+				pools[i].Known = false // stale decisions are no signal: release every lease
+			}
+		}
+		if err := c.Step(ctx, pools); err != nil {
+			klog.ErrorS(err, "Conversion leases not all written; retrying on the next round")
+		}
+	}
+}
