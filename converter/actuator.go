@@ -44,18 +44,24 @@ func (a *LabelActuator) Name() string { return "label:" + a.Key }
 func (a *LabelActuator) Converted(pod *corev1.Pod) bool { return pod.Labels[a.Key] == a.ConvertedVal }
 
 func (a *LabelActuator) Convert(ctx context.Context, pod *corev1.Pod) error {
-	return a.set(ctx, pod, a.ConvertedVal)
+	return a.set(ctx, pod, a.ConvertedVal, a.Key+"="+a.Decode)
 }
 
 func (a *LabelActuator) Revert(ctx context.Context, pod *corev1.Pod) error {
-	return a.set(ctx, pod, a.Decode)
+	return a.set(ctx, pod, a.Decode, nil)
 }
 
-func (a *LabelActuator) set(ctx context.Context, pod *corev1.Pod, v string) error {
-	if pod.Labels[a.Key] == v {
+// set writes the label and AnnotationConvertedFrom in one patch, so tokenscale never sees the pod leave
+// its pool between the two.
+func (a *LabelActuator) set(ctx context.Context, pod *corev1.Pod, v string, from any) error {
+	_, hasFrom := pod.Annotations[AnnotationConvertedFrom]
+	if pod.Labels[a.Key] == v && hasFrom == (from != nil) {
 		return nil
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]string{a.Key: v}}})
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"labels":      map[string]string{a.Key: v},
+		"annotations": map[string]any{AnnotationConvertedFrom: from},
+	}})
 	if err != nil {
 		return err
 	}

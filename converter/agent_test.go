@@ -72,6 +72,10 @@ func TestAgentConvertsWhileLeasedAndRevertsAfter(t *testing.T) {
 	if p.Labels["llm-d.ai/role"] != "prefill-decode" || p.Annotations[AnnotationStatus] != StatusConverted || p.Annotations[AnnotationFlippedAt] == "" {
 		t.Fatalf("after a leased reconcile: labels %v annotations %v", p.Labels, p.Annotations)
 	}
+	// The router sees prefill-decode; tokenscale still counts the pod in its decode pool.
+	if p.Annotations[AnnotationConvertedFrom] != "llm-d.ai/role=decode" || PoolLabels(p)["llm-d.ai/role"] != "decode" {
+		t.Fatalf("converted-from %q, pool labels %v", p.Annotations[AnnotationConvertedFrom], PoolLabels(p))
+	}
 	// Reconciling again changes nothing and checks no GPU (idempotent across restarts too).
 	if err := a.Reconcile(ctx, p); err != nil || gpus.calls != 1 {
 		t.Fatalf("second reconcile: %v, %d GPU checks; want none more", err, gpus.calls)
@@ -84,6 +88,9 @@ func TestAgentConvertsWhileLeasedAndRevertsAfter(t *testing.T) {
 	p = get(t, client, "d1")
 	if p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[AnnotationStatus] != StatusDecode {
 		t.Fatalf("after the lease ended: labels %v annotations %v", p.Labels, p.Annotations)
+	}
+	if _, has := p.Annotations[AnnotationConvertedFrom]; has {
+		t.Errorf("converted-from left after reverting: %v", p.Annotations)
 	}
 }
 

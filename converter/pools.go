@@ -21,8 +21,11 @@ type Snapshots interface {
 }
 
 // DecodePools turns a snapshot into the controller's view: every decode pool with its Ready pods (from
-// pods) and the conversions the policy wants there, unknown when the policy could not say.
-func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *corev1.Pod) []Pool {
+// pods) and the conversions the policy wants there, unknown when the policy could not say. A converted
+// pod may have left the pool's selector (llm-d relabels it prefill-decode), so every pod of the pool's
+// namespace that holds a lease or says it is converted (from inNamespace) is counted with the pool: a
+// slot it holds is never given to another pod.
+func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *corev1.Pod, inNamespace func(namespace string) []*corev1.Pod) []Pool {
 	if snap == nil {
 		return nil
 	}
@@ -35,8 +38,16 @@ func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *core
 		if n, err := v.Value(service.Conversions); err == nil {
 			p.Wanted, p.Known = int(n), true
 		}
+		seen := map[string]bool{}
 		for _, k := range v.Pods {
 			if pod := pods(k.Namespace, k.Name); pod != nil {
+				p.Pods = append(p.Pods, pod)
+				seen[pod.Name] = true
+			}
+		}
+		for _, pod := range inNamespace(key.Namespace) {
+			_, leased := pod.Annotations[AnnotationConvertUntil]
+			if !seen[pod.Name] && (leased || pod.Annotations[AnnotationStatus] == StatusConverted) {
 				p.Pods = append(p.Pods, pod)
 			}
 		}
@@ -63,6 +74,14 @@ func RunController(ctx context.Context, client kubernetes.Interface, c *Controll
 		}
 		return o.(*corev1.Pod)
 	}
+	inNamespace := func(ns string) []*corev1.Pod {
+		objs, _ := inf.GetIndexer().ByIndex(cache.NamespaceIndex, ns) // the factory's pod informer indexes namespaces
+		out := make([]*corev1.Pod, 0, len(objs))
+		for _, o := range objs {
+			out = append(out, o.(*corev1.Pod))
+		}
+		return out
+	}
 	updates, cancel := src.Subscribe()
 	defer cancel()
 	tick := time.NewTicker(interval)
@@ -75,7 +94,7 @@ func RunController(ctx context.Context, client kubernetes.Interface, c *Controll
 		case <-tick.C:
 		}
 		snap := src.Snapshot()
-		pools := DecodePools(snap, lookup)
+		pools := DecodePools(snap, lookup, inNamespace)
 		if err := service.Fresh(snap, time.Now(), maxAge); err != nil {
 			for i := range pools {
 				pools[i].Known = false // stale decisions are no signal: release every lease

@@ -34,6 +34,10 @@ const (
 	// AnnotationStatusAt (written by the agent): when AnnotationStatus last changed; the controller backs
 	// off from a pod that refused recently.
 	AnnotationStatusAt = "tokenscale.io/conversion-at"
+	// AnnotationConvertedFrom (written with the label by the label actuator, in the same patch):
+	// "key=value", the role label the pod had before conversion. tokenscale keeps a converted pod in the
+	// pool that label selects (it still decodes), although the router now sees the converted value.
+	AnnotationConvertedFrom = "tokenscale.io/converted-from"
 	// AnnotationKVProducer declares that the pod's engine can produce KV for other decoders (vLLM
 	// kv_producer or kv_both, SGLang started with --enable-pd-role-switch). Without "true" a pod is never
 	// converted: a kv_consumer-only engine cannot serve remote prefill.
@@ -96,6 +100,25 @@ func FlippedAt(pod *corev1.Pod) (time.Time, bool) {
 func StatusAt(pod *corev1.Pod) (time.Time, bool) {
 	t, err := time.Parse(time.RFC3339Nano, pod.Annotations[AnnotationStatusAt])
 	return t, err == nil
+}
+
+// PoolLabels returns the labels that decide a pod's pool: its labels, with the role label a label
+// actuator changed put back to its value before conversion.
+func PoolLabels(pod *corev1.Pod) map[string]string {
+	from, ok := pod.Annotations[AnnotationConvertedFrom]
+	k, v, found := strings.Cut(from, "=")
+	if !ok || !found {
+		return pod.Labels
+	}
+	if _, has := pod.Labels[k]; !has {
+		return pod.Labels
+	}
+	out := make(map[string]string, len(pod.Labels))
+	for lk, lv := range pod.Labels {
+		out[lk] = lv
+	}
+	out[k] = v
+	return out
 }
 
 // formatTime is the protocol's time format.

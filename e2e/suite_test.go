@@ -125,13 +125,13 @@ func kubectl(t *testing.T, stdin string, args ...string) string {
 }
 
 // namespace creates a test's namespace and runs a fake kubelet for it until the test ends.
-func namespace(t *testing.T, name string) *fakekubelet.Kubelet {
+func namespace(t *testing.T, name string, nodes ...string) *fakekubelet.Kubelet {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if _, err := suite.cp.Client.CoreV1().Namespaces().Create(suite.ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	k := fakekubelet.New(suite.cp.Client, fakekubelet.Options{Namespace: name, Port: suite.enginePort,
+	k := fakekubelet.New(suite.cp.Client, fakekubelet.Options{Namespace: name, Port: suite.enginePort, Nodes: nodes,
 		Engine: fakeengine.Config{PrefillTokensPerSec: prefillTPS, DecodeTokensPerSec: decodeTPS}})
 	ctx, cancel := context.WithCancel(suite.ctx)
 	done := make(chan error, 1)
@@ -148,7 +148,7 @@ func namespace(t *testing.T, name string) *fakekubelet.Kubelet {
 }
 
 // deployment creates an llm-d style Deployment of fake engines: role is llm-d.ai/role and the load group.
-func deployment(t *testing.T, ns, name, role string, flavor fakeengine.Flavor, replicas int32) {
+func deployment(t *testing.T, ns, name, role string, flavor fakeengine.Flavor, replicas int32, podAnnotations ...string) {
 	t.Helper()
 	labels := map[string]string{"app": name, "llm-d.ai/role": role, fakekubelet.LoadLabel: role}
 	dep := &appsv1.Deployment{
@@ -156,7 +156,7 @@ func deployment(t *testing.T, ns, name, role string, flavor fakeengine.Flavor, r
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{fakekubelet.FlavorAnnotation: string(flavor)}},
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations(fakekubelet.FlavorAnnotation, string(flavor), podAnnotations...)},
 				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "engine", Image: "fake-engine"}}},
 			},
 		},
@@ -164,6 +164,15 @@ func deployment(t *testing.T, ns, name, role string, flavor fakeengine.Flavor, r
 	if _, err := suite.cp.Client.AppsV1().Deployments(ns).Create(suite.ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// annotations builds a map from key, value pairs.
+func annotations(k, v string, more ...string) map[string]string {
+	m := map[string]string{k: v}
+	for i := 0; i+1 < len(more); i += 2 {
+		m[more[i]] = more[i+1]
+	}
+	return m
 }
 
 // metricValue is one item of a custom metrics response (both API versions share these fields).

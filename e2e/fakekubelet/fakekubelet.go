@@ -46,6 +46,8 @@ type Options struct {
 	Tick time.Duration
 	// ColdStart is how long a new pod stays Running but not Ready (model loading), getting no load.
 	ColdStart time.Duration
+	// Nodes, when set, are the nodes a pod without one is bound to, round-robin, as a scheduler would.
+	Nodes []string
 }
 
 // Kubelet runs the engines of one namespace's pods.
@@ -57,6 +59,7 @@ type Kubelet struct {
 	pods    map[string]*Pod // by pod name
 	loads   map[string]fakeengine.Load
 	requeue func(key string, after time.Duration)
+	bound   int
 }
 
 // Pod is one running fake engine.
@@ -193,6 +196,15 @@ func (k *Kubelet) sync(ctx context.Context, name string, pod *corev1.Pod) error 
 			k.stop(name)
 		}
 		return nil
+	}
+	if pod.Spec.NodeName == "" && len(k.o.Nodes) > 0 {
+		node := k.o.Nodes[k.bound%len(k.o.Nodes)]
+		k.bound++
+		b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace}, Target: corev1.ObjectReference{Kind: "Node", Name: node}}
+		if err := k.client.CoreV1().Pods(pod.Namespace).Bind(ctx, b, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("binding pod %s/%s to %s: %w", pod.Namespace, pod.Name, node, err)
+		}
+		return nil // the bound pod's update event starts its engine
 	}
 	if running == nil {
 		p, err := k.start(pod)

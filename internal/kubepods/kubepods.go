@@ -15,6 +15,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/tokenscale/tokenscale/converter"
 	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
@@ -59,7 +60,7 @@ func (l *Lister) Pods() []service.Pod {
 	for _, p := range pods {
 		out = append(out, service.Pod{
 			Key:    store.PodKey{Namespace: p.Namespace, Name: p.Name},
-			Labels: p.Labels,
+			Labels: converter.PoolLabels(p), // a converted decoder stays in its decode pool
 			IP:     p.Status.PodIP,
 			Ready:  Ready(p),
 		})
