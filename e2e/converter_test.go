@@ -190,7 +190,9 @@ func TestConverter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = suite.cp.Client.CoreV1().Pods("default").Delete(context.Background(), probe.Name, metav1.DeleteOptions{}) }()
+	defer func() {
+		_ = suite.cp.Client.CoreV1().Pods("default").Delete(context.Background(), probe.Name, metav1.DeleteOptions{})
+	}()
 	eventually(t, 10*time.Second, "gpu-b's agent recording its NVML refusal", func() error {
 		p, err := suite.cp.Client.CoreV1().Pods("default").Get(ctx, probe.Name, metav1.GetOptions{})
 		if err != nil {
