@@ -8,7 +8,7 @@ BENCHTIME ?= 1s
 # go-nvml's cgo prolog calls functions NVML 13 marks deprecated; gcc's warnings about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build test lint vet fmt-check bench fuzz e2e demo demo-no-k8s clean tidy-check preflight
+.PHONY: all build test lint vet fmt-check bench fuzz e2e demo demo-no-k8s clean tidy-check preflight perf
 
 all: lint test build
 
@@ -46,6 +46,17 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+
+## perf: scrape cost and store memory (docs/performance.md). PERF=full for the documented run.
+PERF ?= quick
+perf:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/tokenscale-perf ./cmd/tokenscale-perf
+	@if [ "$(PERF)" = full ]; then \
+	  $(BIN)/tokenscale-perf scrape -endpoints 2000 -duration 60s && $(BIN)/tokenscale-perf memory -pods 10000 -rounds 120; \
+	else \
+	  $(BIN)/tokenscale-perf scrape -endpoints 200 -duration 5s && $(BIN)/tokenscale-perf memory -pods 2000 -rounds 40; \
+	fi
 
 ## e2e: end-to-end tests against a real control plane and a real KEDA (see e2e/README.md).
 e2e:
