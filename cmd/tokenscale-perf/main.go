@@ -99,9 +99,9 @@ type scrapeResult struct {
 	Endpoints         int     `json:"endpoints"`
 	Seconds           float64 `json:"seconds"`
 	Rounds            int     `json:"rounds"`
-	CPUCores          float64 `json:"cpu_cores"`            // CPU seconds per wall second of this process
-	CPUPerEndpointUs  float64 `json:"cpu_us_per_endpoint"`  // CPU per scrape of one endpoint
-	RoundP50Ms        float64 `json:"round_p50_ms"`         // wall time of one full round
+	CPUCores          float64 `json:"cpu_cores"`           // CPU seconds per wall second of this process
+	CPUPerEndpointUs  float64 `json:"cpu_us_per_endpoint"` // CPU per scrape of one endpoint
+	RoundP50Ms        float64 `json:"round_p50_ms"`        // wall time of one full round
 	RoundP99Ms        float64 `json:"round_p99_ms"`
 	ErrorsPerRound    float64 `json:"errors_per_round"`
 	MaxRSSMiB         float64 `json:"max_rss_mib"`
