@@ -1,0 +1,299 @@
+package trace
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Format names a trace file format.
+type Format string
+
+// The formats Read understands.
+const (
+	// Azure is the Azure LLM inference trace 2023 CSV: TIMESTAMP,ContextTokens,GeneratedTokens.
+	Azure Format = "azure"
+	// BurstGPT is the BurstGPT CSV: Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type
+	// (Timestamp in seconds since the trace start).
+	BurstGPT Format = "burstgpt"
+	// Mooncake is the Mooncake JSONL: one {"timestamp" (ms), "input_length", "output_length", "hash_ids"}
+	// object per line.
+	Mooncake Format = "mooncake"
+)
+
+// Options shape a trace as it is read.
+type Options struct {
+	Format Format // required for Read; ReadFile guesses from the extension and header when empty
+	// SkipBad skips malformed lines and counts them instead of failing on the first one.
+	SkipBad bool
+	// Start and Duration window the trace (trace time, before scaling); Duration 0 means to the end.
+	Start, Duration time.Duration
+	// TimeScale > 0 divides every arrival time: 2 replays the trace twice as fast (all rates double).
+	TimeScale float64
+	// RateScale > 0 keeps each request with probability RateScale (< 1) or repeats it (> 1, whole
+	// copies plus a fractional chance), keeping the timeline: the request rate scales, not time.
+	RateScale float64
+	// Seed makes RateScale's choices repeatable.
+	Seed uint64
+}
+
+// Trace is a read trace.
+type Trace struct {
+	Requests []Request
+	// Skipped counts malformed lines left out under SkipBad; FirstSkipped names up to 10 of them.
+	Skipped      int
+	FirstSkipped []string
+}
+
+// lineError is a malformed line: the file and line number, and why.
+func lineError(name string, line int, format string, a ...any) error {
+	return fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, a...))
+}
+
+// Read reads a trace in o.Format from r (name is used in errors), then windows and scales it.
+// Timestamps must not go backwards; a malformed line, an unsorted timestamp or a missing column is an
+// error naming the file and line, or with SkipBad is skipped and counted.
+func Read(r io.Reader, name string, o Options) (*Trace, error) {
+	if o.TimeScale < 0 || o.RateScale < 0 || math.IsNaN(o.TimeScale) || math.IsNaN(o.RateScale) || math.IsInf(o.TimeScale, 0) || math.IsInf(o.RateScale, 0) {
+		return nil, fmt.Errorf("%s: time scale %g and rate scale %g must be positive numbers", name, o.TimeScale, o.RateScale)
+	}
+	var parse func(line int, text string) (arrival time.Duration, in, out int, skip bool, err error)
+	var header func(text string) error
+	switch o.Format {
+	case Azure:
+		header = func(text string) error {
+			if text != "TIMESTAMP,ContextTokens,GeneratedTokens" {
+				return fmt.Errorf("header is %q, want TIMESTAMP,ContextTokens,GeneratedTokens", text)
+			}
+			return nil
+		}
+		var first time.Time
+		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
+			f := strings.Split(text, ",")
+			if len(f) != 3 {
+				return 0, 0, 0, false, fmt.Errorf("want 3 columns, got %d", len(f))
+			}
+			ts, err := time.Parse(azureLayout, f[0])
+			if err != nil {
+				return 0, 0, 0, false, fmt.Errorf("bad TIMESTAMP %q", f[0])
+			}
+			in, out, err := tokens(f[1], f[2])
+			if err != nil {
+				return 0, 0, 0, false, err
+			}
+			if first.IsZero() {
+				first = ts
+			}
+			return ts.Sub(first), in, out, false, nil
+		}
+	case BurstGPT:
+		header = func(text string) error {
+			cols := strings.Split(text, ",")
+			want := []string{"Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type"}
+			if len(cols) < len(want) {
+				return fmt.Errorf("header has %d columns (%q), want %s", len(cols), text, strings.Join(want, ","))
+			}
+			for i, w := range want {
+				if strings.TrimSpace(cols[i]) != w {
+					return fmt.Errorf("column %d is %q, want %q", i+1, cols[i], w)
+				}
+			}
+			return nil
+		}
+		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
+			f := strings.Split(text, ",")
+			if len(f) < 6 {
+				return 0, 0, 0, false, fmt.Errorf("want 6 columns, got %d", len(f))
+			}
+			sec, err := strconv.ParseFloat(strings.TrimSpace(f[0]), 64)
+			if err != nil || sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) || sec > 1e9 {
+				return 0, 0, 0, false, fmt.Errorf("bad Timestamp %q (seconds since the trace start)", f[0])
+			}
+			in, out, err := tokens(f[2], f[3])
+			if err != nil {
+				return 0, 0, 0, false, err
+			}
+			return time.Duration(sec * float64(time.Second)), in, out, false, nil
+		}
+	case Mooncake:
+		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
+			var rec struct {
+				Timestamp    *float64 `json:"timestamp"`
+				InputLength  *int     `json:"input_length"`
+				OutputLength *int     `json:"output_length"`
+			}
+			if err := json.Unmarshal([]byte(text), &rec); err != nil {
+				return 0, 0, 0, false, fmt.Errorf("not a JSON object: %v", err)
+			}
+			switch {
+			case rec.Timestamp == nil:
+				return 0, 0, 0, false, fmt.Errorf("missing timestamp")
+			case rec.InputLength == nil || rec.OutputLength == nil:
+				return 0, 0, 0, false, fmt.Errorf("missing input_length or output_length")
+			case *rec.Timestamp < 0 || *rec.Timestamp > 1e12 || math.IsNaN(*rec.Timestamp):
+				return 0, 0, 0, false, fmt.Errorf("bad timestamp %v (milliseconds since the trace start)", *rec.Timestamp)
+			case *rec.InputLength < 0 || *rec.OutputLength < 0:
+				return 0, 0, 0, false, fmt.Errorf("token counts must be non-negative, got %d, %d", *rec.InputLength, *rec.OutputLength)
+			}
+			return time.Duration(*rec.Timestamp * float64(time.Millisecond)), *rec.InputLength, *rec.OutputLength, false, nil
+		}
+	default:
+		return nil, fmt.Errorf("%s: unknown trace format %q (want azure, burstgpt or mooncake)", name, o.Format)
+	}
+
+	t := &Trace{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20) // Mooncake lines carry hash_ids lists
+	line := 0
+	var prev time.Duration
+	first := true
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if line == 1 && header != nil {
+			if err := header(text); err != nil {
+				return nil, lineError(name, 1, "%v", err)
+			}
+			continue
+		}
+		if text == "" {
+			continue
+		}
+		at, in, out, _, err := parse(line, text)
+		if err == nil && !first && at < prev {
+			err = fmt.Errorf("timestamp %s is before the previous request's %s (traces must be sorted)", at, prev)
+		}
+		if err != nil {
+			if !o.SkipBad {
+				return nil, lineError(name, line, "%v", err)
+			}
+			t.Skipped++
+			if len(t.FirstSkipped) < 10 {
+				t.FirstSkipped = append(t.FirstSkipped, lineError(name, line, "%v", err).Error())
+			}
+			continue
+		}
+		first, prev = false, at
+		t.Requests = append(t.Requests, Request{Arrival: at, PromptTokens: in, OutputTokens: out})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, lineError(name, line+1, "%v", err)
+	}
+	if len(t.Requests) == 0 {
+		return nil, fmt.Errorf("%s: no requests (%d lines skipped)", name, t.Skipped)
+	}
+	// Times are relative to the first request.
+	base := t.Requests[0].Arrival
+	for i := range t.Requests {
+		t.Requests[i].Arrival -= base
+	}
+	t.Requests = window(t.Requests, o.Start, o.Duration)
+	if len(t.Requests) == 0 {
+		return nil, fmt.Errorf("%s: no requests in the window [%s, +%s)", name, o.Start, o.Duration)
+	}
+	t.Requests = scaleRate(t.Requests, o.RateScale, o.Seed)
+	if o.TimeScale > 0 && o.TimeScale != 1 {
+		for i := range t.Requests {
+			t.Requests[i].Arrival = time.Duration(float64(t.Requests[i].Arrival) / o.TimeScale)
+		}
+	}
+	return t, nil
+}
+
+func tokens(a, b string) (int, int, error) {
+	in, err1 := strconv.Atoi(strings.TrimSpace(a))
+	out, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || in < 0 || out < 0 {
+		return 0, 0, fmt.Errorf("token counts must be non-negative integers, got %q, %q", a, b)
+	}
+	return in, out, nil
+}
+
+// window keeps requests in [start, start+d) (d 0: to the end), re-based to start.
+func window(reqs []Request, start, d time.Duration) []Request {
+	if start <= 0 && d <= 0 {
+		return reqs
+	}
+	var out []Request
+	for _, r := range reqs {
+		if r.Arrival < start || (d > 0 && r.Arrival >= start+d) {
+			continue
+		}
+		r.Arrival -= start
+		out = append(out, r)
+	}
+	return out
+}
+
+// scaleRate thins or repeats requests deterministically for a seed; repeated copies are spread over the
+// gap to the next request so that they do not arrive as one burst.
+func scaleRate(reqs []Request, k float64, seed uint64) []Request {
+	if k <= 0 || k == 1 {
+		return reqs
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x7472616365))
+	var out []Request
+	for i, r := range reqs {
+		n := int(k)
+		if rng.Float64() < k-float64(n) {
+			n++
+		}
+		gap := time.Duration(0)
+		if i+1 < len(reqs) {
+			gap = reqs[i+1].Arrival - r.Arrival
+		}
+		for c := range n {
+			cp := r
+			cp.Arrival += gap * time.Duration(c) / time.Duration(max(n, 1))
+			out = append(out, cp)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Arrival < out[j].Arrival })
+	return out
+}
+
+// ReadFile reads a trace file. With no Format it is guessed: .jsonl is Mooncake, a CSV by its header.
+func ReadFile(path string, o Options) (*Trace, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if o.Format == "" {
+		if o.Format, err = guess(f, path); err != nil {
+			return nil, err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+	}
+	return Read(f, filepath.Base(path), o)
+}
+
+func guess(r io.Reader, path string) (Format, error) {
+	if strings.HasSuffix(path, ".jsonl") {
+		return Mooncake, nil
+	}
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && line == "" {
+		return "", fmt.Errorf("%s: empty file", path)
+	}
+	switch {
+	case strings.HasPrefix(line, "TIMESTAMP,ContextTokens"):
+		return Azure, nil
+	case strings.HasPrefix(line, "Timestamp,Model"):
+		return BurstGPT, nil
+	case strings.HasPrefix(strings.TrimSpace(line), "{"):
+		return Mooncake, nil
+	}
+	return "", fmt.Errorf("%s: cannot tell the trace format from its first line %q; pass the format (azure, burstgpt, mooncake)", path, strings.TrimSpace(line))
+}

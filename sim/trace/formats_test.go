@@ -1,0 +1,172 @@
+package trace
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const burstHeader = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+
+func TestReadBurstGPT(t *testing.T) {
+	in := burstHeader + "5,ChatGPT,472,18,490,Conversation log\n45,GPT-4,1087,0,1087,API log\n45.5,ChatGPT,100,20,120,Conversation log\n"
+	tr, err := Read(strings.NewReader(in), "b.csv", Options{Format: BurstGPT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Request{{0, 472, 18}, {40 * time.Second, 1087, 0}, {40500 * time.Millisecond, 100, 20}}
+	if len(tr.Requests) != 3 {
+		t.Fatalf("%+v", tr.Requests)
+	}
+	for i, w := range want {
+		if tr.Requests[i] != w {
+			t.Errorf("request %d = %+v, want %+v", i, tr.Requests[i], w)
+		}
+	}
+}
+
+func TestReadMooncake(t *testing.T) {
+	in := `{"timestamp": 0, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47, 48]}
+{"timestamp": 1500, "input_length": 6472, "output_length": 26, "hash_ids": [46, 47]}
+`
+	tr, err := Read(strings.NewReader(in), "m.jsonl", Options{Format: Mooncake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Requests) != 2 || tr.Requests[1] != (Request{1500 * time.Millisecond, 6472, 26}) {
+		t.Fatalf("%+v", tr.Requests)
+	}
+}
+
+func TestReadErrorsNameFileAndLine(t *testing.T) {
+	for _, tc := range []struct {
+		f    Format
+		in   string
+		want string
+	}{
+		{BurstGPT, "Timestamp,Model\n", "b:1: header has 2 columns"},
+		{BurstGPT, burstHeader + "5,ChatGPT,472\n", "b:2: want 6 columns"},
+		{BurstGPT, burstHeader + "five,ChatGPT,1,2,3,API log\n", "b:2: bad Timestamp"},
+		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n4,ChatGPT,1,2,3,API log\n", "b:3: timestamp 4s is before"},
+		{BurstGPT, burstHeader + "5,ChatGPT,-1,2,3,API log\n", "b:2: token counts"},
+		{Mooncake, `{"timestamp": 1, "input_length": 3}` + "\n", "b:1: missing input_length or output_length"},
+		{Mooncake, `{"input_length": 3, "output_length": 1}` + "\n", "b:1: missing timestamp"},
+		{Mooncake, "{\"timestamp\": 5, \"input_length\": 3, \"output_length\": 1}\nnot json\n", "b:2: not a JSON object"},
+		{Mooncake, "{\"timestamp\": 5, \"input_length\": 3, \"output_length\": 1}\n{\"timestamp\": 4, \"input_length\": 3, \"output_length\": 1}\n", "b:2: timestamp"},
+		{"csv", "x", "unknown trace format"},
+	} {
+		if _, err := Read(strings.NewReader(tc.in), "b", Options{Format: tc.f}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %q: err = %v, want %q", tc.f, tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestSkipBadCounts(t *testing.T) {
+	in := burstHeader + "1,a,10,1,11,x\nbad line\n3,a,10,1,11,x\n2,a,10,1,11,x\n4,a,-5,1,0,x\n5,a,10,1,11,x\n"
+	tr, err := Read(strings.NewReader(in), "b.csv", Options{Format: BurstGPT, SkipBad: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Requests) != 3 || tr.Skipped != 3 || !strings.HasPrefix(tr.FirstSkipped[0], "b.csv:3:") || !strings.HasPrefix(tr.FirstSkipped[1], "b.csv:5:") {
+		t.Errorf("kept %d, skipped %d: %v", len(tr.Requests), tr.Skipped, tr.FirstSkipped)
+	}
+}
+
+func TestWindowAndScaling(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(burstHeader)
+	for i := range 100 {
+		b.WriteString(strings.Join([]string{strconv.Itoa(i), "m", "100", "10", "110", "x"}, ",") + "\n")
+	}
+	read := func(o Options) []Request {
+		t.Helper()
+		o.Format = BurstGPT
+		tr, err := Read(strings.NewReader(b.String()), "b", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr.Requests
+	}
+	w := read(Options{Start: 10 * time.Second, Duration: 20 * time.Second})
+	if len(w) != 20 || w[0].Arrival != 0 || w[19].Arrival != 19*time.Second {
+		t.Errorf("window: %d requests, first %s, last %s", len(w), w[0].Arrival, w[len(w)-1].Arrival)
+	}
+	if f := read(Options{TimeScale: 4}); f[99].Arrival != 99*time.Second/4 {
+		t.Errorf("time scale 4: last at %s", f[99].Arrival)
+	}
+	half, again := read(Options{RateScale: 0.5, Seed: 7}), read(Options{RateScale: 0.5, Seed: 7})
+	if len(half) < 35 || len(half) > 65 || len(half) != len(again) {
+		t.Errorf("rate scale 0.5: %d then %d requests of 100; want about 50, the same for one seed", len(half), len(again))
+	}
+	double := read(Options{RateScale: 2})
+	if len(double) != 200 || double[199].Arrival > 100*time.Second {
+		t.Errorf("rate scale 2: %d requests, last at %s; want 200 within the same 100 s", len(double), double[len(double)-1].Arrival)
+	}
+	for i := 1; i < len(double); i++ {
+		if double[i].Arrival < double[i-1].Arrival {
+			t.Fatal("rate scaling unsorted the trace")
+		}
+	}
+	if _, err := Read(strings.NewReader(b.String()), "b", Options{Format: BurstGPT, Start: time.Hour}); err == nil {
+		t.Error("an empty window is not an error")
+	}
+}
+
+func itoa(i int) string {
+	return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+i/10)) + string(rune('0'+i%10)))
+}
+
+func TestReadFileGuessesFormat(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"a.csv":   "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,4808,10\n",
+		"b.csv":   burstHeader + "0,m,1,2,3,x\n",
+		"m.jsonl": `{"timestamp": 0, "input_length": 1, "output_length": 2}` + "\n",
+		"x.txt":   "hello\n",
+	}
+	for n, c := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"a.csv", "b.csv", "m.jsonl"} {
+		if _, err := ReadFile(filepath.Join(dir, n), Options{}); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	if _, err := ReadFile(filepath.Join(dir, "x.txt"), Options{}); err == nil || !strings.Contains(err.Error(), "cannot tell the trace format") {
+		t.Errorf("unknown format: %v", err)
+	}
+}
+
+func FuzzReadBurstGPT(f *testing.F) {
+	f.Add(burstHeader + "5,ChatGPT,472,18,490,Conversation log\n45,GPT-4,1087,0,1087,API log\n")
+	f.Fuzz(func(t *testing.T, in string) { checkRead(t, in, BurstGPT) })
+}
+
+func FuzzReadMooncake(f *testing.F) {
+	f.Add(`{"timestamp": 0, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47, 48]}` + "\n")
+	f.Fuzz(func(t *testing.T, in string) { checkRead(t, in, Mooncake) })
+}
+
+// checkRead: any input gives an error or a sorted trace of non-negative requests; with SkipBad, every
+// line is either kept or counted.
+func checkRead(t *testing.T, in string, f Format) {
+	for _, skip := range []bool{false, true} {
+		tr, err := Read(strings.NewReader(in), "fuzz", Options{Format: f, SkipBad: skip})
+		if err != nil {
+			continue
+		}
+		for i, r := range tr.Requests {
+			if r.Arrival < 0 || r.PromptTokens < 0 || r.OutputTokens < 0 || (i > 0 && r.Arrival < tr.Requests[i-1].Arrival) {
+				t.Fatalf("bad request %d %+v", i, r)
+			}
+		}
+		if tr.Requests[0].Arrival != 0 {
+			t.Fatalf("first request at %s, want 0", tr.Requests[0].Arrival)
+		}
+	}
+}
