@@ -1,0 +1,103 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tokenscale/tokenscale/sim/fakeengine"
+)
+
+// Serving latency of a selector query over many pods (the HPA's Pods-metric call), at a steady 100
+// requests/s, through the real aggregator and directly against the adapter. Quick by default (200 pods,
+// 10 s); TOKENSCALE_PERF=full runs the documented 1,000 pods for 60 s (docs/performance.md).
+func TestServingLatency(t *testing.T) {
+	pods, dur := int32(200), 10*time.Second
+	if os.Getenv("TOKENSCALE_PERF") == "full" {
+		pods, dur = 1000, 60*time.Second
+	}
+	const ns = "perf"
+	k := namespace(t, ns)
+	deployment(t, ns, "llama-decode", "decode", fakeengine.VLLMV1, pods)
+	k.SetLoad("decode", fakeengine.Load{OutputTokensPerSec: float64(pods) * 500})
+	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/*/tokenscale_decode_tokens_per_second", ns)
+	eventually(t, 180*time.Second, fmt.Sprintf("values for all %d pods", pods), func() error {
+		v, err := podValues(ns, "tokenscale_decode_tokens_per_second", "llm-d.ai/role=decode")
+		if err != nil {
+			return err
+		}
+		if len(v) != int(pods) {
+			return fmt.Errorf("%d of %d pods have values", len(v), pods)
+		}
+		return nil
+	})
+
+	direct, err := kubernetes.NewForConfig(&rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", suite.adapter.Port), QPS: -1,
+		TLSClientConfig: rest.TLSClientConfig{Insecure: true, CertFile: filepath.Join(suite.cp.Dir, "admin.crt"), KeyFile: filepath.Join(suite.cp.Dir, "admin.key")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aggCfg, err := clientcmd.BuildConfigFromFlags("", suite.cp.AdminKubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aggCfg.QPS = -1 // no client-side throttling: the rate is the test's
+	agg, err := kubernetes.NewForConfig(aggCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		client kubernetes.Interface
+	}{{"through the aggregator", agg}, {"directly to the adapter", direct}} {
+		lat, errs := load(c.client, path, 100, dur)
+		p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+		t.Logf("%s: %d requests for %d pods at 100/s for %s: p50 %s, p90 %s, p99 %s, max %s, %d errors", c.name, len(lat), pods, dur,
+			p(0.5).Round(10*time.Microsecond), p(0.9).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond), errs)
+		if errs > 0 {
+			t.Errorf("%s: %d failed requests", c.name, errs)
+		}
+	}
+}
+
+// load sends GET path at rate per second for d (open loop: each request starts on schedule), and
+// returns the sorted latencies and the number of errors.
+func load(c kubernetes.Interface, path string, rate int, d time.Duration) ([]time.Duration, int) {
+	var mu sync.Mutex
+	var lat []time.Duration
+	errs := 0
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		<-tick.C
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			_, err := c.Discovery().RESTClient().Get().AbsPath(path).Param("labelSelector", "llm-d.ai/role=decode").DoRaw(suite.ctx)
+			took := time.Since(start)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs++
+				return
+			}
+			lat = append(lat, took)
+		}()
+	}
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat, errs
+}
