@@ -158,7 +158,13 @@ func startKEDA(t *testing.T) {
 		bin = strings.TrimSpace(string(out))
 	}
 	kubectl(t, "", "apply", "--server-side", "-f", filepath.Join(bin, "crd"))
-	kubectl(t, "", "wait", "--for", "condition=established", "--timeout", "60s", "crd/scaledobjects.keda.sh", "crd/triggerauthentications.keda.sh")
+	// kubectl wait errors (not waits) while a just-created CRD has no status yet, so retry it.
+	eventually(t, 60*time.Second, "KEDA's CRDs established", func() error {
+		if out, err := kubectlRun("", "wait", "--for", "condition=established", "--timeout", "10s", "crd/scaledobjects.keda.sh", "crd/triggerauthentications.keda.sh"); err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	})
 	kubectl(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: keda}\n", "apply", "-f", "-")
 
 	dir := t.TempDir()
