@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -280,14 +279,7 @@ func agentClient(t *testing.T, dir, node string) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, node+".kubeconfig")
-	kc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: e2e, cluster: {server: %q, certificate-authority: %q}}]
-users: [{name: agent, user: {token: %q}}]
-contexts: [{name: e2e, context: {cluster: e2e, user: agent}}]
-current-context: e2e
-`, suite.cp.Server, suite.cp.CAFile, tok.Status.Token)
-	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
+	if err := suite.stack.WriteTokenKubeconfig(path, "agent-"+node, tok.Status.Token); err != nil {
 		t.Fatal(err)
 	}
 	return clientFrom(t, path)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -150,29 +149,10 @@ func namespace(t *testing.T, name string, nodes ...string) *fakekubelet.Kubelet 
 // deployment creates an llm-d style Deployment of fake engines: role is llm-d.ai/role and the load group.
 func deployment(t *testing.T, ns, name, role string, flavor fakeengine.Flavor, replicas int32, podAnnotations ...string) {
 	t.Helper()
-	labels := map[string]string{"app": name, "llm-d.ai/role": role, fakekubelet.LoadLabel: role}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: annotations(fakekubelet.FlavorAnnotation, string(flavor), podAnnotations...)},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "engine", Image: "fake-engine"}}},
-			},
-		},
-	}
+	dep := fakekubelet.Deployment(ns, name, role, flavor, replicas, podAnnotations...)
 	if _, err := suite.cp.Client.AppsV1().Deployments(ns).Create(suite.ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// annotations builds a map from key, value pairs.
-func annotations(k, v string, more ...string) map[string]string {
-	m := map[string]string{k: v}
-	for i := 0; i+1 < len(more); i += 2 {
-		m[more[i]] = more[i+1]
-	}
-	return m
 }
 
 // metricValue is one item of a custom metrics response (both API versions share these fields).

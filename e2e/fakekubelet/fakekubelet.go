@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -343,5 +344,24 @@ func (k *Kubelet) split() {
 			l = fakeengine.Load{}
 		}
 		p.Engine.SetLoad(l)
+	}
+}
+
+// Deployment returns an llm-d style Deployment of fake engines: pods labelled llm-d.ai/role=role, in
+// the load group role, with the engine flavor and any extra pod annotations (key, value pairs).
+func Deployment(ns, name, role string, flavor fakeengine.Flavor, replicas int32, podAnnotations ...string) *appsv1.Deployment {
+	ann := map[string]string{FlavorAnnotation: string(flavor)}
+	for i := 0; i+1 < len(podAnnotations); i += 2 {
+		ann[podAnnotations[i]] = podAnnotations[i+1]
+	}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name, "llm-d.ai/role": role, LoadLabel: role}, Annotations: ann},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "engine", Image: "fake-engine"}}},
+			},
+		},
 	}
 }

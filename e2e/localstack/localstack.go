@@ -122,14 +122,19 @@ func (s *Stack) ServiceAccountKubeconfig(ctx context.Context, dir, ns, name stri
 		return "", fmt.Errorf("token for %s/%s: %w", ns, name, err)
 	}
 	path := filepath.Join(dir, name+".kubeconfig")
+	return path, s.WriteTokenKubeconfig(path, name, tok.Status.Token)
+}
+
+// WriteTokenKubeconfig writes a kubeconfig for the cluster that authenticates with a bearer token.
+func (s *Stack) WriteTokenKubeconfig(path, user, token string) error {
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: local, cluster: {server: %q, certificate-authority: %q}}]
 users: [{name: %s, user: {token: %q}}]
 contexts: [{name: local, context: {cluster: local, user: %s}}]
 current-context: local
-`, s.CP.Server, s.CP.CAFile, name, tok.Status.Token, name)
-	return path, os.WriteFile(path, []byte(kc), 0o600)
+`, s.CP.Server, s.CP.CAFile, user, token, user)
+	return os.WriteFile(path, []byte(kc), 0o600)
 }
 
 // Adapter is the tokenscale-adapter binary run as a process, as in a cluster.

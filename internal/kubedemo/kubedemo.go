@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -267,18 +266,6 @@ func objectMetric(ctx context.Context, s *localstack.Stack, dep, metric string) 
 }
 
 func createDeployment(ctx context.Context, s *localstack.Stack, name, role string, flavor fakeengine.Flavor) error {
-	one := int32(1)
-	labels := map[string]string{"app": name, "llm-d.ai/role": role, fakekubelet.LoadLabel: role}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{fakekubelet.FlavorAnnotation: string(flavor)}},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "vllm", Image: "fake-engine"}}},
-			},
-		},
-	}
-	_, err := s.CP.Client.AppsV1().Deployments(namespace).Create(ctx, dep, metav1.CreateOptions{})
+	_, err := s.CP.Client.AppsV1().Deployments(namespace).Create(ctx, fakekubelet.Deployment(namespace, name, role, flavor, 1), metav1.CreateOptions{})
 	return err
 }
