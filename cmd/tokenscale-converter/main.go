@@ -52,15 +52,20 @@ func main() {
 	}
 }
 
-func restConfig(kubeconfig string) (*rest.Config, error) {
+// clients returns the REST config (from --kubeconfig, else in-cluster) and a clientset for it.
+func clients(kubeconfig string) (*rest.Config, kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
 	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else if cfg, err = rest.InClusterConfig(); err != nil {
+		err = fmt.Errorf("kubernetes client config (set --kubeconfig outside a cluster): %w", err)
 	}
-	cfg, err := rest.InClusterConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config (set --kubeconfig outside a cluster): %w", err)
+		return nil, nil, err
 	}
-	return cfg, nil
+	client, err := kubernetes.NewForConfig(cfg)
+	return cfg, client, err
 }
 
 // serveMetrics serves /metrics and /healthz on addr until ctx ends ("" disables it).
@@ -103,11 +108,7 @@ func controllerCmd(args []string) error {
 		return fmt.Errorf("--max-fraction %g: want 0..1", o.Plan.MaxFraction)
 	}
 	ctx := server.SetupSignalContext()
-	cfg, err := restConfig(kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	cfg, client, err := clients(kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -153,11 +154,7 @@ func agentCmd(args []string) error {
 		return errors.New("no node name: set NODE_NAME from the downward API (spec.nodeName) or pass --node")
 	}
 	ctx := server.SetupSignalContext()
-	cfg, err := restConfig(kubeconfig)
-	if err != nil {
-		return err
-	}
-	client, err := kubernetes.NewForConfig(cfg)
+	_, client, err := clients(kubeconfig)
 	if err != nil {
 		return err
 	}
