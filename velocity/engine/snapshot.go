@@ -113,3 +113,33 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(ks)
 	return ks
 }
+
+// NewSnapshot starts an empty snapshot of engine kind k, for producers that know the numbers without a
+// page (the simulator): parsing text it wrote itself would cost more than the simulation.
+func NewSnapshot(k Kind) *Snapshot { return &Snapshot{Engine: k} }
+
+// primarySource names a field as the kind's first alias does, so rate code sees the same source a
+// scraped page of that engine would give.
+func (s *Snapshot) primarySource(f Field) string {
+	if as := Specs[f].Aliases[s.Engine]; len(as) > 0 {
+		return as[0].String()
+	}
+	return Specs[f].Name
+}
+
+// SetScalar sets a counter or gauge field; it panics on a histogram field, a programming error.
+func (s *Snapshot) SetScalar(f Field, v float64) {
+	if f < 0 || f >= numScalars {
+		panic(fmt.Sprintf("engine: SetScalar on non-scalar field %d", f))
+	}
+	s.scalars[f] = Scalar{Value: v, Source: s.primarySource(f), OK: true}
+}
+
+// SetHist sets a histogram field from cumulative buckets (sorted by bound, the last +Inf); the buckets
+// are used as given, not copied.
+func (s *Snapshot) SetHist(f Field, sum, count float64, buckets []Bucket) {
+	if f < numScalars || f >= numFields {
+		panic(fmt.Sprintf("engine: SetHist on non-histogram field %d", f))
+	}
+	s.hists[f-numScalars] = Histogram{Sum: sum, Count: count, HasSum: true, Buckets: buckets, Source: s.primarySource(f), OK: true}
+}

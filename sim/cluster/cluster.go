@@ -1,0 +1,763 @@
+// Package cluster simulates a disaggregated LLM serving cluster (prefill instances, KV transfer, decode
+// instances, cold starts, drains and convertible decoders) replaying a request trace under an
+// autoscaler, and measures every request's TTFT and TPOT against TokenScale's SLOs.
+//
+// It is an event simulation in float64 seconds. It has no randomness, so a run is a pure function of
+// the trace (whose sampling takes the seed), the config and the autoscaler.
+package cluster
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/tokenscale/tokenscale/sim/trace"
+)
+
+// Target is what an autoscaler asks for: spec replicas per pool and decoders taking prefill work.
+type Target struct {
+	Prefill, Decode, Conversions int
+}
+
+// View is what an autoscaler sees at one tick: the Ready instances' metrics (what a scraper of their
+// /metrics would read), replica counts, and router-side arrival counters.
+type View struct {
+	Now time.Duration
+	// Prefill and Decode hold Ready, not draining, instances in a stable order.
+	Prefill, Decode []InstanceStats
+	// PrefillReplicas and DecodeReplicas are spec replicas: Ready plus starting, not draining.
+	PrefillReplicas, DecodeReplicas int
+	// Arrived counts requests and their tokens at the router since the start.
+	ArrivedRequests, ArrivedPromptTokens, ArrivedOutputTokens float64
+	Hardware                                                  *Hardware
+}
+
+// Autoscaler decides replicas. The cluster calls Decide every Interval and applies the Target at once;
+// any HPA-like delay is the autoscaler's own.
+type Autoscaler interface {
+	Interval() time.Duration
+	Decide(v *View) Target
+}
+
+// Config sets up a run.
+type Config struct {
+	Hardware Hardware
+	// ColdStart is how long a new instance takes to be Ready (model load). Default 60s.
+	ColdStart time.Duration
+	// RouterDelay is how long a conversion takes to reach the router. Default 1s.
+	RouterDelay time.Duration
+	// ConvertChunkTokens caps the prefill tokens a converted decoder adds to one step; ConvertStepBudget
+	// caps that step's duration (TokenScale's SLO-aware restricted chunked prefill). Defaults 512 and 50ms.
+	ConvertChunkTokens int
+	ConvertStepBudget  time.Duration
+	// InitialPrefill and InitialDecode instances are Ready at time 0. Default 1 each.
+	InitialPrefill, InitialDecode int
+	// MaxPrefill and MaxDecode cap spec replicas. Default 64 each.
+	MaxPrefill, MaxDecode int
+	// SampleEvery is the time-series resolution. Default 10s.
+	SampleEvery time.Duration
+	// DrainLimit bounds the run after the last arrival; requests unfinished by then miss. Default 10m.
+	DrainLimit time.Duration
+	// Progress, when set, is called with the fraction of the trace replayed.
+	Progress func(frac float64)
+}
+
+func (c *Config) defaults() error {
+	if err := c.Hardware.Validate(); err != nil {
+		return fmt.Errorf("hardware: %w", err)
+	}
+	setD := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	setD(&c.ColdStart, 60*time.Second)
+	setD(&c.RouterDelay, time.Second)
+	setD(&c.ConvertStepBudget, 50*time.Millisecond)
+	setD(&c.SampleEvery, 10*time.Second)
+	setD(&c.DrainLimit, 10*time.Minute)
+	setI := func(p *int, def int) {
+		if *p == 0 {
+			*p = def
+		}
+	}
+	setI(&c.ConvertChunkTokens, 512)
+	setI(&c.InitialPrefill, 1)
+	setI(&c.InitialDecode, 1)
+	setI(&c.MaxPrefill, 64)
+	setI(&c.MaxDecode, 64)
+	if c.ColdStart < 0 || c.RouterDelay < 0 || c.ConvertStepBudget < 0 || c.SampleEvery < 0 || c.DrainLimit < 0 {
+		return errors.New("durations must not be negative")
+	}
+	if c.InitialPrefill < 1 || c.InitialDecode < 1 || c.MaxPrefill < c.InitialPrefill || c.MaxDecode < c.InitialDecode || c.ConvertChunkTokens < 1 {
+		return errors.New("need 1 <= initial <= max replicas per pool and convertChunkTokens >= 1")
+	}
+	return nil
+}
+
+type role int
+
+const (
+	rolePrefill role = iota
+	roleDecode
+)
+
+type request struct {
+	idx        int
+	arrival    float64
+	in, out    int
+	remaining  int     // prompt tokens left to prefill on a converted decoder
+	firstToken float64 // -1 until the first token
+	admitStep  int64
+	finishStep int64
+}
+
+type instance struct {
+	id       int
+	name     string
+	role     role
+	created  float64
+	readyAt  float64
+	ready    bool
+	draining bool
+	gone     bool
+
+	// Prefill: FCFS, one prompt at a time at V_P.
+	queue     []*request
+	qTokens   float64 // prompt tokens queued or in service
+	cur       *request
+	busyUntil float64
+	linkFree  float64
+
+	// Decode: continuous batching.
+	waiting  []*request
+	batch    finishHeap
+	step     int64
+	stepping bool
+	stepEnd  float64
+	stepDur  float64
+	kvUsed   float64
+	sumIn    float64
+	sumAdmit float64
+	newly    []*request
+
+	// Convertible decoder: a local prefill queue served in capped chunks inside decode steps.
+	converted   bool
+	convertFrom float64 // the router sends prefill work from this time
+	pq          []*request
+	pqTokens    float64
+	chunk       int
+
+	stats InstanceStats
+}
+
+type finishHeap []*request
+
+func (h finishHeap) Len() int           { return len(h) }
+func (h finishHeap) Less(i, j int) bool { return h[i].finishStep < h[j].finishStep }
+func (h finishHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *finishHeap) Push(x any)        { *h = append(*h, x.(*request)) }
+func (h *finishHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+type transfer struct {
+	at  float64
+	req *request
+}
+
+type transferHeap []transfer
+
+func (h transferHeap) Len() int           { return len(h) }
+func (h transferHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h transferHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *transferHeap) Push(x any)        { *h = append(*h, x.(transfer)) }
+func (h *transferHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+type sim struct {
+	cfg     Config
+	hw      *Hardware
+	now     float64
+	insts   []*instance
+	nextID  int
+	xfers   transferHeap
+	pendP   []*request // arrivals with no prefill capacity yet
+	pendD   []*request // prefilled requests with no decoder yet
+	res     *Result
+	reqs    []request
+	arrived [3]float64
+	// GPU-seconds integration.
+	lastT     float64
+	allocated int
+	convSecs  float64
+	converted int
+}
+
+// Run replays reqs through a cluster under a. It returns an error only for a bad config.
+func Run(cfg Config, reqs []trace.Request, a Autoscaler) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if a == nil || a.Interval() <= 0 {
+		return nil, errors.New("autoscaler with a positive interval is required")
+	}
+	s := &sim{cfg: cfg, hw: &cfg.Hardware, res: newResult(len(reqs))}
+	s.reqs = make([]request, len(reqs))
+	for i, r := range reqs {
+		s.reqs[i] = request{idx: i, arrival: r.Arrival.Seconds(), in: max(r.PromptTokens, 1), out: max(r.OutputTokens, 1), firstToken: -1}
+	}
+	for range cfg.InitialPrefill {
+		s.add(rolePrefill, true)
+	}
+	for range cfg.InitialDecode {
+		s.add(roleDecode, true)
+	}
+	s.loop(a)
+	return s.res, nil
+}
+
+func (s *sim) add(r role, ready bool) *instance {
+	in := &instance{id: s.nextID, role: r, created: s.now, readyAt: s.now + s.cfg.ColdStart.Seconds(), ready: ready}
+	prefix := "prefill"
+	if r == roleDecode {
+		prefix = "decode"
+	}
+	in.name = fmt.Sprintf("%s-%d", prefix, in.id)
+	in.stats = InstanceStats{Name: in.name, TTFT: newHistogram(TTFTBounds), ITL: newHistogram(ITLBounds)}
+	s.nextID++
+	s.account()
+	s.allocated++
+	s.insts = append(s.insts, in)
+	return in
+}
+
+// account integrates allocated GPUs and converted decoders up to now.
+func (s *sim) account() {
+	dt := s.now - s.lastT
+	if dt > 0 {
+		s.res.GPUSeconds += dt * float64(s.allocated*s.hw.GPUsPerInstance)
+		s.convSecs += dt * float64(s.converted)
+	}
+	s.lastT = s.now
+}
+
+func (s *sim) loop(a Autoscaler) {
+	interval := a.Interval().Seconds()
+	sample := s.cfg.SampleEvery.Seconds()
+	nextTick, nextSample := 0.0, 0.0
+	next := 0 // next arrival
+	lastArrival := 0.0
+	if len(s.reqs) > 0 {
+		lastArrival = s.reqs[len(s.reqs)-1].arrival
+	}
+	deadline := lastArrival + s.cfg.DrainLimit.Seconds()
+	progressEvery, nextProgress := max(lastArrival/100, 1), 0.0
+	for {
+		t := math.Inf(1)
+		if next < len(s.reqs) {
+			t = s.reqs[next].arrival
+		}
+		t = math.Min(t, nextTick)
+		t = math.Min(t, nextSample)
+		if len(s.xfers) > 0 {
+			t = math.Min(t, s.xfers[0].at)
+		}
+		var ev *instance
+		for _, in := range s.insts {
+			if it := in.nextEvent(); it < t {
+				t, ev = it, in
+			}
+		}
+		if next >= len(s.reqs) && s.res.done == len(s.reqs) || t > deadline {
+			s.now = math.Min(math.Max(t, s.now), deadline)
+			break
+		}
+		s.now = t
+		switch {
+		case ev != nil:
+			s.handle(ev)
+		case len(s.xfers) > 0 && s.xfers[0].at == t:
+			x := heap.Pop(&s.xfers).(transfer)
+			s.toDecode(x.req)
+		case next < len(s.reqs) && s.reqs[next].arrival == t:
+			r := &s.reqs[next]
+			next++
+			s.arrived[0]++
+			s.arrived[1] += float64(r.in)
+			s.arrived[2] += float64(r.out)
+			s.route(r)
+		case t == nextSample:
+			s.sample()
+			nextSample += sample
+		default:
+			s.apply(a.Decide(s.view()))
+			nextTick += interval
+		}
+		if s.cfg.Progress != nil && s.now >= nextProgress && lastArrival > 0 {
+			s.cfg.Progress(math.Min(1, s.now/lastArrival))
+			nextProgress = s.now + progressEvery
+		}
+	}
+	s.account()
+	s.res.Duration = s.now
+	s.res.ConvertedSeconds = s.convSecs
+	s.res.finish(s.reqs)
+}
+
+// nextEvent is the instance's next self-driven event time.
+func (in *instance) nextEvent() float64 {
+	switch {
+	case in.gone:
+		return math.Inf(1)
+	case !in.ready:
+		return in.readyAt
+	case in.role == rolePrefill && in.cur != nil:
+		return in.busyUntil
+	case in.role == roleDecode && in.stepping:
+		return in.stepEnd
+	}
+	return math.Inf(1)
+}
+
+func (s *sim) handle(in *instance) {
+	switch {
+	case !in.ready:
+		in.ready = true
+		s.flushPending()
+	case in.role == rolePrefill:
+		s.prefillDone(in)
+	default:
+		s.stepDone(in)
+	}
+}
+
+// route sends an arrival to the prefill instance (or converted decoder) that would finish it first.
+func (s *sim) route(r *request) {
+	var best *instance
+	bestT := math.Inf(1)
+	for _, in := range s.insts {
+		if !in.ready || in.draining || in.gone {
+			continue
+		}
+		var t float64
+		switch {
+		case in.role == rolePrefill:
+			t = in.qTokens / s.hw.PrefillTPS
+			if in.cur != nil {
+				t = (in.qTokens - float64(in.cur.in)) / s.hw.PrefillTPS
+				t += in.busyUntil - s.now
+			}
+		case in.converted && s.now >= in.convertFrom:
+			rate := s.chunkRate(in)
+			if rate <= 0 {
+				continue
+			}
+			t = (in.pqTokens + float64(r.in)) / rate
+			// Finishing on a decoder saves the transfer; compare like with like.
+			t -= s.hw.TransferTime(r.in)
+		default:
+			continue
+		}
+		if t < bestT {
+			best, bestT = in, t
+		}
+	}
+	if best == nil {
+		s.pendP = append(s.pendP, r)
+		return
+	}
+	s.assignPrefill(best, r)
+}
+
+// chunkRate is the prefill tokens/s a converted decoder gives at its current batch.
+func (s *sim) chunkRate(in *instance) float64 {
+	c := float64(s.chunkFor(in))
+	return c / (s.hw.StepTime(in.batch.Len(), in.ctx()) + c/s.hw.PrefillTPS)
+}
+
+func (s *sim) chunkFor(in *instance) int {
+	budget := s.cfg.ConvertStepBudget.Seconds() - s.hw.StepTime(in.batch.Len(), in.ctx())
+	c := int(budget * s.hw.PrefillTPS)
+	// A floor keeps prefill moving on a busy decoder; the cap keeps decode steps short.
+	return min(max(c, 64), s.cfg.ConvertChunkTokens)
+}
+
+func (s *sim) assignPrefill(in *instance, r *request) {
+	if in.role == rolePrefill {
+		in.queue = append(in.queue, r)
+		in.qTokens += float64(r.in)
+		in.stats.Waiting++
+		if in.cur == nil {
+			s.startPrefill(in)
+		}
+		return
+	}
+	r.remaining = r.in
+	in.pq = append(in.pq, r)
+	in.pqTokens += float64(r.in)
+	in.stats.Waiting++
+	s.startStep(in)
+}
+
+func (s *sim) startPrefill(in *instance) {
+	if len(in.queue) == 0 {
+		if in.draining {
+			s.remove(in)
+		}
+		return
+	}
+	r := in.queue[0]
+	in.queue[0] = nil
+	in.queue = in.queue[1:]
+	in.cur = r
+	in.stats.Waiting--
+	in.stats.Running = 1
+	d := float64(r.in) / s.hw.PrefillTPS
+	in.busyUntil = s.now + d
+	in.stats.BusySeconds += d
+}
+
+func (s *sim) prefillDone(in *instance) {
+	r := in.cur
+	in.cur = nil
+	in.stats.Running = 0
+	in.qTokens -= float64(r.in)
+	in.stats.PromptTokens += float64(r.in)
+	in.stats.GenerationTokens++ // a prefill pod emits the first token (max_tokens=1), as vLLM's P/D does
+	in.stats.Finished++
+	in.stats.TTFT.observe(s.now-r.arrival, 1)
+	start := math.Max(s.now, in.linkFree)
+	in.linkFree = start + s.hw.TransferTime(r.in)
+	heap.Push(&s.xfers, transfer{at: in.linkFree, req: r})
+	s.startPrefill(in)
+}
+
+// toDecode hands a prefilled request to the decoder with the most free KV.
+func (s *sim) toDecode(r *request) {
+	var best *instance
+	bestFree := math.Inf(-1)
+	for _, in := range s.insts {
+		if in.role != roleDecode || !in.ready || in.draining || in.gone {
+			continue
+		}
+		free := s.hw.KVCapacityTokens - in.kvUsed - in.waitingTokens()
+		if free > bestFree {
+			best, bestFree = in, free
+		}
+	}
+	if best == nil {
+		s.pendD = append(s.pendD, r)
+		return
+	}
+	best.waiting = append(best.waiting, r)
+	best.stats.Waiting++
+	s.startStep(best)
+}
+
+func (in *instance) waitingTokens() float64 {
+	t := 0.0
+	for _, r := range in.waiting {
+		t += float64(r.in + r.out)
+	}
+	return t
+}
+
+func (in *instance) ctx() float64 {
+	return in.sumIn + float64(in.batch.Len())*float64(in.step) - in.sumAdmit
+}
+
+// startStep begins a decode step if the decoder is idle and has work.
+func (s *sim) startStep(in *instance) {
+	if in.stepping || !in.ready || in.gone {
+		return
+	}
+	for len(in.waiting) > 0 && in.batch.Len() < s.hw.MaxBatch {
+		r := in.waiting[0]
+		need := float64(r.in + r.out)
+		if in.kvUsed+need > s.hw.KVCapacityTokens && in.batch.Len() > 0 {
+			break
+		}
+		in.waiting[0] = nil
+		in.waiting = in.waiting[1:]
+		in.stats.Waiting--
+		in.kvUsed += need
+		in.sumIn += float64(r.in)
+		r.admitStep = in.step
+		r.finishStep = in.step + int64(r.out)
+		in.sumAdmit += float64(in.step)
+		heap.Push(&in.batch, r)
+		in.newly = append(in.newly, r)
+	}
+	in.chunk = 0
+	if len(in.pq) > 0 { // a released decoder still finishes the prompts it took
+		in.chunk = min(s.chunkFor(in), int(in.pqTokens))
+	}
+	if in.batch.Len() == 0 && in.chunk == 0 {
+		if in.draining && len(in.waiting) == 0 && len(in.pq) == 0 {
+			s.remove(in)
+		}
+		return
+	}
+	d := float64(in.chunk) / s.hw.PrefillTPS
+	if in.batch.Len() > 0 {
+		d += s.hw.StepTime(in.batch.Len(), in.ctx())
+	}
+	in.stepping = true
+	in.stepDur = d
+	in.stepEnd = s.now + d
+	in.stats.BusySeconds += d
+	in.stats.Running = in.batch.Len()
+	in.stats.KVUsage = math.Min(1, in.kvUsed/s.hw.KVCapacityTokens)
+}
+
+func (s *sim) stepDone(in *instance) {
+	in.stepping = false
+	b := in.batch.Len()
+	if b > 0 {
+		in.step++
+		in.stats.GenerationTokens += float64(b)
+		in.stats.ITL.observe(in.stepDur, float64(b-len(in.newly)))
+		for _, r := range in.newly {
+			r.firstToken = s.now
+		}
+		in.newly = in.newly[:0]
+		for in.batch.Len() > 0 && in.batch[0].finishStep <= in.step {
+			r := heap.Pop(&in.batch).(*request)
+			in.kvUsed -= float64(r.in + r.out)
+			in.sumIn -= float64(r.in)
+			in.sumAdmit -= float64(r.admitStep)
+			in.stats.Finished++
+			s.res.record(r, s.now)
+		}
+	}
+	// Apply the step's prefill chunk: finished prompts join this decoder's own queue (no transfer).
+	c := in.chunk
+	for c > 0 && len(in.pq) > 0 {
+		r := in.pq[0]
+		take := min(c, r.remaining)
+		r.remaining -= take
+		c -= take
+		in.pqTokens -= float64(take)
+		in.stats.PromptTokens += float64(take)
+		if r.remaining == 0 {
+			in.pq[0] = nil
+			in.pq = in.pq[1:]
+			in.stats.TTFT.observe(s.now-r.arrival, 1)
+			in.waiting = append(in.waiting, r) // already counted as waiting
+		}
+	}
+	in.chunk = 0
+	in.stats.Running = in.batch.Len()
+	in.stats.KVUsage = math.Min(1, in.kvUsed/s.hw.KVCapacityTokens)
+	s.startStep(in)
+}
+
+func (s *sim) remove(in *instance) {
+	if in.gone {
+		return
+	}
+	s.account()
+	in.gone = true
+	s.allocated--
+	if in.converted {
+		in.converted = false
+		s.converted--
+	}
+}
+
+// flushPending hands queued work to instances that just became Ready.
+func (s *sim) flushPending() {
+	p, d := s.pendP, s.pendD
+	s.pendP, s.pendD = nil, nil
+	for _, r := range p {
+		s.route(r)
+	}
+	for _, r := range d {
+		s.toDecode(r)
+	}
+}
+
+func (s *sim) view() *View {
+	v := &View{Now: time.Duration(s.now * float64(time.Second)), Hardware: s.hw,
+		ArrivedRequests: s.arrived[0], ArrivedPromptTokens: s.arrived[1], ArrivedOutputTokens: s.arrived[2]}
+	for _, in := range s.insts {
+		if in.gone || in.draining {
+			continue
+		}
+		if in.role == rolePrefill {
+			v.PrefillReplicas++
+		} else {
+			v.DecodeReplicas++
+		}
+		if !in.ready {
+			continue
+		}
+		st := in.stats
+		st.Converted = in.converted
+		if in.role == rolePrefill {
+			v.Prefill = append(v.Prefill, st)
+		} else {
+			v.Decode = append(v.Decode, st)
+		}
+	}
+	return v
+}
+
+// apply moves the cluster toward a target: new instances start cold; removed ones stop taking work and
+// drain (starting ones are cancelled first); conversions reach the router after RouterDelay.
+func (s *sim) apply(t Target) {
+	s.scale(rolePrefill, min(max(t.Prefill, 1), s.cfg.MaxPrefill))
+	s.scale(roleDecode, min(max(t.Decode, 1), s.cfg.MaxDecode))
+	s.convert(max(t.Conversions, 0))
+}
+
+func (s *sim) scale(r role, want int) {
+	var live []*instance
+	for _, in := range s.insts {
+		if in.role == r && !in.gone && !in.draining {
+			live = append(live, in)
+		}
+	}
+	for n := len(live); n < want; n++ {
+		s.add(r, false)
+	}
+	for n := len(live); n > want; n-- {
+		// Cancel the newest starting instance first, else drain the one with the least work.
+		var pick *instance
+		for _, in := range live {
+			if in.draining || in.gone {
+				continue
+			}
+			if !in.ready {
+				if pick == nil || pick.ready || in.created > pick.created {
+					pick = in
+				}
+				continue
+			}
+			if pick == nil || (pick.ready && in.load() < pick.load()) {
+				pick = in
+			}
+		}
+		if !pick.ready {
+			s.remove(pick)
+			continue
+		}
+		pick.draining = true
+		if pick.converted {
+			s.account()
+			pick.converted = false
+			s.converted--
+		}
+		if pick.role == rolePrefill && pick.cur == nil && len(pick.queue) == 0 {
+			s.remove(pick)
+		} else if pick.role == roleDecode {
+			s.startStep(pick) // removes it at once when idle
+			if !pick.gone && !pick.stepping && pick.batch.Len() == 0 {
+				s.remove(pick)
+			}
+		}
+	}
+	s.compact()
+}
+
+func (in *instance) load() float64 {
+	if in.role == rolePrefill {
+		return in.qTokens
+	}
+	return in.kvUsed + in.waitingTokens() + in.pqTokens
+}
+
+func (s *sim) convert(want int) {
+	var conv, cands []*instance
+	for _, in := range s.insts {
+		if in.role != roleDecode || in.gone || in.draining || !in.ready {
+			continue
+		}
+		if in.converted {
+			conv = append(conv, in)
+		} else {
+			cands = append(cands, in)
+		}
+	}
+	want = min(want, len(conv)+len(cands))
+	if want == len(conv) {
+		return
+	}
+	s.account()
+	for len(conv) > want {
+		// Release the decoder with the least prefill work left; it finishes what it holds.
+		i := 0
+		for j, in := range conv {
+			if in.pqTokens < conv[i].pqTokens {
+				i = j
+			}
+		}
+		conv[i].converted = false
+		s.converted--
+		conv = append(conv[:i], conv[i+1:]...)
+	}
+	for len(conv) < want {
+		// Convert the decoder with the most free KV.
+		i := 0
+		for j, in := range cands {
+			if in.load() < cands[i].load() {
+				i = j
+			}
+		}
+		in := cands[i]
+		in.converted = true
+		in.convertFrom = s.now + s.cfg.RouterDelay.Seconds()
+		s.converted++
+		s.res.Conversions++
+		conv = append(conv, in)
+		cands = append(cands[:i], cands[i+1:]...)
+	}
+}
+
+// compact drops removed instances from the scan list.
+func (s *sim) compact() {
+	k := 0
+	for _, in := range s.insts {
+		if !in.gone {
+			s.insts[k] = in
+			k++
+		}
+	}
+	clear(s.insts[k:])
+	s.insts = s.insts[:k]
+}
+
+// sample records one point of the time series.
+func (s *sim) sample() {
+	p := Sample{T: s.now}
+	for _, in := range s.insts {
+		if in.gone {
+			continue
+		}
+		if in.role == rolePrefill {
+			p.PrefillAllocated++
+			if in.ready && !in.draining {
+				p.PrefillReady++
+			}
+		} else {
+			p.DecodeAllocated++
+			if in.ready && !in.draining {
+				p.DecodeReady++
+			}
+			if in.converted {
+				p.Converted++
+			}
+		}
+	}
+	s.res.Series = append(s.res.Series, p)
+}

@@ -1,0 +1,146 @@
+package cluster
+
+import (
+	"math"
+	"sort"
+)
+
+// TPOTSLO is TokenScale's time-per-output-token SLO for every request, in seconds.
+const TPOTSLO = 0.100
+
+// TTFTSLO is TokenScale's TTFT SLO for a prompt length: 250 / 400 / 2000 ms for < 256 / < 1024 / < 8192
+// tokens. Longer prompts, which the papers leave out, keep the 2000 ms of the last band.
+func TTFTSLO(promptTokens int) float64 {
+	switch {
+	case promptTokens < 256:
+		return 0.250
+	case promptTokens < 1024:
+		return 0.400
+	default:
+		return 2.0
+	}
+}
+
+// Sample is one point of a run's time series.
+type Sample struct {
+	T float64 `json:"t"`
+	// Load arriving in the window ending at T, tokens/s.
+	PromptTPS float64 `json:"promptTokensPerSecond"`
+	OutputTPS float64 `json:"outputTokensPerSecond"`
+	// Instances allocated (starting, Ready or draining) and Ready (serving).
+	PrefillAllocated int `json:"prefillAllocated"`
+	PrefillReady     int `json:"prefillReady"`
+	DecodeAllocated  int `json:"decodeAllocated"`
+	DecodeReady      int `json:"decodeReady"`
+	Converted        int `json:"converted"`
+	// TTFT of requests that arrived in the window, seconds; -1 when none arrived.
+	TTFTP50 float64 `json:"ttftP50"`
+	TTFTP99 float64 `json:"ttftP99"`
+}
+
+// Result is one run's outcome.
+type Result struct {
+	Requests, Unfinished int
+	// Attainment is the share of requests meeting the TTFT SLO, the TPOT SLO and both. Unfinished
+	// requests miss both.
+	TTFTAttainment, TPOTAttainment, JointAttainment float64
+	TTFTP50, TTFTP99, TPOTP50, TPOTP99              float64
+	GPUSeconds                                      float64
+	Duration                                        float64
+	// Conversions counts decoders turned to prefill work; ConvertedSeconds integrates them over time.
+	Conversions      int
+	ConvertedSeconds float64
+	Series           []Sample
+
+	ttft, tpot []float64
+	done       int
+}
+
+// GPUHours is the run's cost.
+func (r *Result) GPUHours() float64 { return r.GPUSeconds / 3600 }
+
+// MeanGPUs is the average GPU count over the run.
+func (r *Result) MeanGPUs() float64 {
+	if r.Duration <= 0 {
+		return 0
+	}
+	return r.GPUSeconds / r.Duration
+}
+
+func newResult(n int) *Result {
+	r := &Result{Requests: n, ttft: make([]float64, n), tpot: make([]float64, n)}
+	for i := range r.ttft {
+		r.ttft[i], r.tpot[i] = math.Inf(1), math.Inf(1)
+	}
+	return r
+}
+
+func (r *Result) record(q *request, now float64) {
+	r.ttft[q.idx] = q.firstToken - q.arrival
+	if q.out > 1 {
+		r.tpot[q.idx] = (now - q.firstToken) / float64(q.out-1)
+	} else {
+		r.tpot[q.idx] = 0
+	}
+	r.done++
+}
+
+// finish computes the summary and the per-window series.
+func (r *Result) finish(reqs []request) {
+	var okT, okP, okJ int
+	for i, q := range reqs {
+		a := r.ttft[i] <= TTFTSLO(q.in)
+		b := r.tpot[i] <= TPOTSLO
+		if a {
+			okT++
+		}
+		if b {
+			okP++
+		}
+		if a && b {
+			okJ++
+		}
+	}
+	r.Unfinished = r.Requests - r.done
+	if n := float64(r.Requests); n > 0 {
+		r.TTFTAttainment, r.TPOTAttainment, r.JointAttainment = float64(okT)/n, float64(okP)/n, float64(okJ)/n
+	}
+	r.TTFTP50, r.TTFTP99 = quantiles(r.ttft)
+	r.TPOTP50, r.TPOTP99 = quantiles(r.tpot)
+
+	if len(r.Series) < 2 {
+		return
+	}
+	w := r.Series[1].T - r.Series[0].T
+	byWin := make([][]float64, len(r.Series))
+	for i, q := range reqs {
+		// The sample at T covers arrivals in (T-w, T].
+		k := int(math.Ceil(q.arrival/w - 1e-9))
+		if k >= len(r.Series) {
+			continue
+		}
+		r.Series[k].PromptTPS += float64(q.in) / w
+		r.Series[k].OutputTPS += float64(q.out) / w
+		byWin[k] = append(byWin[k], r.ttft[i])
+	}
+	for k := range r.Series {
+		r.Series[k].TTFTP50, r.Series[k].TTFTP99 = -1, -1
+		if len(byWin[k]) > 0 {
+			r.Series[k].TTFTP50, r.Series[k].TTFTP99 = quantiles(byWin[k])
+		}
+	}
+}
+
+// quantiles returns the nearest-rank p50 and p99 (+Inf when a request never got there).
+func quantiles(xs []float64) (p50, p99 float64) {
+	if len(xs) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	at := func(q float64) float64 {
+		i := int(math.Ceil(q*float64(len(s)))) - 1
+		return s[min(max(i, 0), len(s)-1)]
+	}
+	return at(0.5), at(0.99)
+}
