@@ -13,7 +13,7 @@ import (
 type fixed struct{ t Target }
 
 func (f fixed) Interval() time.Duration { return time.Second }
-func (f fixed) Decide(*View) Target      { return f.t }
+func (f fixed) Decide(*View) Target     { return f.t }
 
 func testHW() Hardware {
 	h, err := Profile("llama3.1-8b-h100")
