@@ -1,11 +1,12 @@
 package converter
 
 import (
-	"math"
 	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tokenscale/tokenscale/velocity/policy"
 )
 
 // PlanOptions bound the controller's choice.
@@ -29,7 +30,7 @@ type Plan struct {
 // KV-producing pods that have not refused recently, least recently flipped first. leased(p) reports the
 // caller's view of p's lease (the controller adds the leases it wrote that its informer has not seen).
 func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased func(*corev1.Pod) bool) Plan {
-	limit := int(math.Floor(o.MaxFraction * float64(len(pods))))
+	limit := policy.ConversionLimit(o.MaxFraction, len(pods))
 	wanted = max(0, min(wanted, limit))
 	if leased == nil {
 		leased = func(p *corev1.Pod) bool { return Leased(p, now) }

@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tokenscale/tokenscale/velocity/policy"
 )
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
@@ -106,7 +108,7 @@ func TestChooseNeverOvershoots(t *testing.T) {
 		wanted := r.IntN(n + 3)
 		frac := r.Float64()
 		plan := Choose(pods, wanted, t0, PlanOptions{MaxFraction: frac, RefusalBackoff: time.Minute}, nil)
-		ceiling := min(wanted, int(frac*float64(n)))
+		ceiling := min(wanted, policy.ConversionLimit(frac, n))
 		occupied := map[string]bool{}
 		for _, p := range plan.Lease {
 			occupied[p.Name] = true

@@ -3,6 +3,7 @@ package trace
 
 import (
 	_ "embed"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -21,6 +22,22 @@ var azureCode string
 // AzureCode returns the embedded Azure LLM inference 2023 code trace (CC-BY 4.0; see README.md).
 func AzureCode() ([]Request, error) {
 	return ParseAzure(strings.NewReader(azureCode), "azure2023_code.csv")
+}
+
+//go:embed azure2023_conv.csv
+var azureConv string
+
+// Embedded returns an embedded Azure LLM inference 2023 trace by name, "code" or "conv" (CC-BY 4.0;
+// see README.md), read with o (its Format is set).
+func Embedded(name string, o Options) (*Trace, error) {
+	o.Format = Azure
+	switch name {
+	case "code":
+		return Read(strings.NewReader(azureCode), "azure2023_code.csv", o)
+	case "conv":
+		return Read(strings.NewReader(azureConv), "azure2023_conv.csv", o)
+	}
+	return nil, fmt.Errorf("no embedded trace %q: embedded traces are code and conv", name)
 }
 
 const azureLayout = "2006-01-02 15:04:05.9999999"

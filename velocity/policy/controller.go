@@ -158,8 +158,14 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 	if short > 0 && ps.SecondsToBreach < pol.ColdStart.Seconds() {
 		want = ceilDiv(short, perConverted)
 	}
-	spare := int(math.Floor(float64(ds.Pods) - ds.Arrival/(ds.PerPod*pol.TargetUtilisation)))
-	limit := int(math.Floor(pol.MaxConvertFraction * float64(ds.Pods)))
+	// A converted decoder keeps decoding between its capped prefill chunks, losing about the prefill
+	// share c of its decode capacity: k conversions fit while N_D − k·c still covers decode demand.
+	headroom := float64(ds.Pods) - ds.Arrival/(ds.PerPod*pol.TargetUtilisation)
+	spare := 0
+	if headroom > 0 {
+		spare = min(ds.Pods, int(math.Floor(headroom/pol.ConvertedPrefill+1e-9)))
+	}
+	limit := ConversionLimit(pol.MaxConvertFraction, ds.Pods)
 	want = max(0, min(want, spare, limit))
 	prev := c.conv[group]
 	if want < prev {
@@ -223,6 +229,16 @@ func (c *Controller) calibrate(p *config.Pool, st *PoolStatus) {
 			"observedPerPod", int(observed), "saturated", c.saturated[p.Name] >= 3)
 	}
 	c.calibrated[p.Name] = next
+}
+
+// ConversionLimit is how many of n decoders may be converted at once: floor(fraction·n), but at least
+// one when conversions are enabled, since a converted decoder keeps decoding and small pools (one or two
+// decoders, common for short-output traffic) would otherwise never absorb a burst.
+func ConversionLimit(fraction float64, n int) int {
+	if !(fraction > 0) || n <= 0 {
+		return 0
+	}
+	return max(1, int(math.Floor(fraction*float64(n)+1e-9)))
 }
 
 func ratioBand(a, b *config.Pool) *config.Ratio {

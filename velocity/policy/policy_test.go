@@ -252,3 +252,38 @@ func TestAggregateUnknown(t *testing.T) {
 		t.Fatal("a pool without pods must be unknown")
 	}
 }
+
+func TestConversionLimit(t *testing.T) {
+	for _, c := range []struct {
+		frac float64
+		n    int
+		want int
+	}{{0.25, 8, 2}, {0.25, 1, 1}, {0.25, 3, 1}, {0.25, 4, 1}, {0.5, 5, 2}, {0, 8, 0}, {0.25, 0, 0}, {1, 3, 3}} {
+		if got := ConversionLimit(c.frac, c.n); got != c.want {
+			t.Errorf("ConversionLimit(%v, %d) = %d, want %d", c.frac, c.n, got, c.want)
+		}
+	}
+}
+
+// A lone, lightly loaded decoder may take prefill work in a burst (it keeps decoding); a busy one may not.
+func TestLoneDecoderConvertsOnlyWithHeadroom(t *testing.T) {
+	for _, c := range []struct {
+		decodeTPS float64
+		want      int
+	}{{300, 1}, {2000, 0}} {
+		r := newRig(t, 2, 1)
+		r.load("prefill", 12000, 0)
+		r.load("decode", 0, c.decodeTPS)
+		for i := 0; i < 20; i++ {
+			r.tick()
+		}
+		r.load("prefill", 30000, 0)
+		var d Decision
+		for i := 0; i < 3; i++ {
+			_, _, d = r.tick()
+		}
+		if d.Conversions != c.want {
+			t.Errorf("decode load %.0f tok/s on one decoder: conversions %d, want %d; reasons %v", c.decodeTPS, d.Conversions, c.want, d.Reasons)
+		}
+	}
+}

@@ -1,0 +1,173 @@
+// Command tokenscale-sim replays LLM request traces through a simulated disaggregated cluster under
+// tokenscale's policy (the adapter's own velocity code), its ablations and the baselines, each with its
+// tuning sweep, and reports SLO attainment and GPU-hours per trace. See docs/evaluation.md.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tokenscale/tokenscale/sim/autoscale"
+	"github.com/tokenscale/tokenscale/sim/cluster"
+	"github.com/tokenscale/tokenscale/sim/eval"
+	"github.com/tokenscale/tokenscale/sim/trace"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "tokenscale-sim:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tokenscale-sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		traces    = fs.String("trace", "code,conv", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
+		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed)")
+		skipBad   = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
+		start     = fs.Duration("start", 0, "window start in trace time")
+		duration  = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
+		timeScale = fs.Float64("time-scale", 1, "replay speed: 2 replays twice as fast")
+		rateScale = fs.Float64("rate-scale", 1, "request-rate multiplier, keeping the timeline")
+		seed      = fs.Uint64("seed", 1, "seed for rate scaling")
+		hwName    = fs.String("hardware", "llama3.1-8b-h100", "hardware profile name")
+		profiles  = fs.String("profiles", "", "hardware profiles file (default: the built-in sim/cluster/profiles.yaml)")
+		coldStart = fs.Duration("cold-start", 60*time.Second, "time for a new instance to be Ready")
+		router    = fs.Duration("router-delay", time.Second, "time for a conversion to reach the router")
+		policies  = fs.String("policies", "", "comma-separated policies (default: all)")
+		goal      = fs.Float64("goal", 0.96, "joint SLO attainment a tuning must reach to be chosen for cost")
+		tuning    = fs.Bool("tuning", false, "also print every tuning of the sweep")
+		asJSON    = fs.Bool("json", false, "write the reports as JSON to stdout")
+		plots     = fs.String("plots", "", "directory for PNG plots (load vs instances, TTFT over time)")
+		workers   = fs.Int("workers", 0, "runs in parallel (default: GOMAXPROCS)")
+		progress  = fs.Bool("progress", isTerminal(stderr), "show a progress bar on stderr")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if !(*goal > 0 && *goal <= 1) {
+		return fmt.Errorf("--goal %v must be in (0, 1]", *goal)
+	}
+	hw, err := hardware(*hwName, *profiles)
+	if err != nil {
+		return err
+	}
+	var names []string
+	if *policies != "" {
+		names = strings.Split(*policies, ",")
+	}
+	pols, err := autoscale.Select(names)
+	if err != nil {
+		return err
+	}
+	opts := trace.Options{Format: trace.Format(*format), SkipBad: *skipBad, Start: *start, Duration: *duration,
+		TimeScale: *timeScale, RateScale: *rateScale, Seed: *seed}
+	var reports []*eval.Report
+	for _, name := range strings.Split(*traces, ",") {
+		tr, err := load(strings.TrimSpace(name), opts)
+		if err != nil {
+			return err
+		}
+		if tr.Skipped > 0 {
+			fmt.Fprintf(stderr, "%s: skipped %d malformed lines, first: %s\n", name, tr.Skipped, strings.Join(tr.FirstSkipped, "; "))
+		}
+		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers}
+		if *progress {
+			eo.Progress = func(done, total int) { bar(stderr, name, done, total) }
+		}
+		rep, err := eval.Evaluate(name, tr.Requests, pols, eo)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		reports = append(reports, rep)
+		if *plots != "" {
+			if err := os.MkdirAll(*plots, 0o755); err != nil {
+				return err
+			}
+			files, err := rep.Plot(filepath.Join(*plots, safeName(name)))
+			if err != nil {
+				return fmt.Errorf("plots: %w", err)
+			}
+			fmt.Fprintf(stderr, "wrote %s\n", strings.Join(files, ", "))
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(reports)
+	}
+	for _, rep := range reports {
+		rep.WriteTable(stdout, *tuning)
+		if v := rep.Verdict(); v != "" {
+			fmt.Fprintln(stdout, "\n"+v)
+		}
+		fmt.Fprintln(stdout)
+	}
+	return nil
+}
+
+func hardware(name, file string) (cluster.Hardware, error) {
+	if file == "" {
+		return cluster.Profile(name)
+	}
+	ps, err := cluster.LoadProfiles(file)
+	if err != nil {
+		return cluster.Hardware{}, err
+	}
+	for _, p := range ps {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	return cluster.Hardware{}, fmt.Errorf("%s has no profile %q", file, name)
+}
+
+func load(name string, o trace.Options) (*trace.Trace, error) {
+	if name == "code" || name == "conv" {
+		return trace.Embedded(name, o)
+	}
+	return trace.ReadFile(name, o)
+}
+
+func safeName(s string) string {
+	s = strings.TrimSuffix(filepath.Base(s), filepath.Ext(s))
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// bar redraws a one-line progress bar.
+func bar(w io.Writer, name string, done, total int) {
+	const width = 30
+	n := width * done / max(total, 1)
+	fmt.Fprintf(w, "\r%-8s [%s%s] %d/%d runs", name, strings.Repeat("#", n), strings.Repeat(".", width-n), done, total)
+	if done == total {
+		fmt.Fprintln(w)
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

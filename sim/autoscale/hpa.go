@@ -1,0 +1,106 @@
+// Package autoscale holds the policies the simulator compares: tokenscale (the velocity code the adapter
+// runs) with its ablations, and the baselines as their sources describe them, plus the Kubernetes HPA
+// algorithm the metric-driven ones act through.
+package autoscale
+
+import (
+	"math"
+	"time"
+)
+
+// HPA is the Kubernetes HorizontalPodAutoscaler's replica algorithm (pkg/controller/podautoscaler):
+// every Sync it turns a usage ratio into ceil(ratio × replicas), skips changes within Tolerance,
+// stabilises (scale-down to the highest recommendation of DownWindow, scale-up to the lowest of
+// UpWindow) and limits scale-up to max(2×, +4 pods) per sync, the default behaviour's policies.
+type HPA struct {
+	Sync                 time.Duration
+	Tolerance            float64
+	UpWindow, DownWindow time.Duration
+	Min, Max             int
+
+	next float64
+	recs []hpaRec
+}
+
+type hpaRec struct {
+	t float64
+	n int
+}
+
+// NewHPA returns an HPA with Kubernetes' defaults: 15 s sync, 10% tolerance, 5 min scale-down window.
+func NewHPA() *HPA {
+	return &HPA{Sync: 15 * time.Second, Tolerance: 0.1, DownWindow: 5 * time.Minute, Min: 1, Max: 64}
+}
+
+// Step returns the spec replicas after a tick at now. ratio is current usage over target, measured over
+// base replicas (the HPA's ready pods); ok is false when the metric is unavailable, which holds the
+// replicas as the HPA does.
+func (h *HPA) Step(now float64, current, base int, ratio float64, ok bool) int {
+	if now < h.next {
+		return current
+	}
+	h.next = now + h.Sync.Seconds()
+	if !ok || math.IsNaN(ratio) || math.IsInf(ratio, 0) || ratio < 0 {
+		return current
+	}
+	rec := current
+	if math.Abs(ratio-1) > h.Tolerance {
+		rec = int(math.Ceil(ratio*float64(base) - 1e-9))
+	}
+	h.recs = append(h.recs, hpaRec{now, rec})
+	keep := math.Max(h.UpWindow.Seconds(), h.DownWindow.Seconds())
+	cut := 0
+	for cut < len(h.recs) && now-h.recs[cut].t > keep {
+		cut++
+	}
+	h.recs = h.recs[cut:]
+	up, down := rec, rec
+	for _, r := range h.recs {
+		age := now - r.t
+		if age <= h.UpWindow.Seconds() {
+			up = min(up, r.n)
+		}
+		if age <= h.DownWindow.Seconds() {
+			down = max(down, r.n)
+		}
+	}
+	n := current
+	if n < up {
+		n = up
+	}
+	if n > down {
+		n = down
+	}
+	if n > current {
+		n = min(n, max(2*current, current+4))
+	}
+	return min(max(n, h.Min), h.Max)
+}
+
+// counterRate turns per-instance cumulative counters into a pool rate over the interval since the last
+// call, pairing instances by name so that instances coming and going neither jump nor go negative.
+type counterRate struct {
+	prev  map[string]float64
+	prevT float64
+}
+
+// rate returns Σ Δcounter / Δt over instances seen both times; ok is false on the first call.
+func (c *counterRate) rate(now float64, names []string, values []float64) (float64, bool) {
+	cur := make(map[string]float64, len(names))
+	sum, paired := 0.0, 0
+	for i, n := range names {
+		cur[n] = values[i]
+		if p, ok := c.prev[n]; ok && values[i] >= p {
+			sum += values[i] - p
+			paired++
+		}
+	}
+	dt := now - c.prevT
+	first := c.prev == nil
+	c.prev, c.prevT = cur, now
+	if first || dt <= 0 || paired == 0 {
+		return 0, false
+	}
+	// Instances without a previous value carry the paired ones' mean.
+	return sum / dt * float64(len(names)) / float64(paired), true
+}

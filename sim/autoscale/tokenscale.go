@@ -1,0 +1,143 @@
+package autoscale
+
+import (
+	"errors"
+	"time"
+
+	"github.com/tokenscale/tokenscale/sim/cluster"
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
+	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// TokenScale runs the adapter's own velocity code on the simulated engines' metrics: each scrape
+// interval the instances' counters and histograms become engine snapshots in a velocity store, the pools
+// are aggregated and the controller decides, exactly as the adapter does. Replicas then pass through an
+// HPA that reads tokenscale_desired_replicas as in manifests/examples; conversions go to the converter
+// directly. The ablation switches reproduce TokenScale's ladder.
+type TokenScale struct {
+	// DecodeByRPS sizes decode with DistServe's RPS rule instead of token velocity (ablation 1).
+	DecodeByRPS *DistServe
+	cfg         *config.Config
+	store       *store.Store
+	ctrl        *policy.Controller
+	hpaP, hpaD  *HPA
+	now         time.Time
+	epoch       time.Time
+}
+
+// NewTokenScale builds the policy for a workload environment. target is policy.targetUtilisation,
+// down policy.scaleDownWindow; convert enables convertible decoders.
+func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *TokenScale {
+	c := config.Default()
+	c.Policy.TargetUtilisation = target
+	c.Policy.ScaleDownWindow.Duration = down
+	c.Policy.ColdStart.Duration = env.ColdStart
+	if !convert {
+		c.Policy.MaxConvertFraction = 0
+	}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		p.Profile = config.Profile{PrefillTPS: env.Hardware.PrefillTPS, KVTransferTPS: env.KVTransferTPS(), DecodeTPS: env.DecodeTPS}
+		p.SLO.TTFT.Duration = env.PoolTTFTSLO
+		p.SLO.ITL.Duration = time.Duration(cluster.TPOTSLO * float64(time.Second))
+		p.MaxReplicas = 64
+	}
+	epoch := time.Date(2023, 11, 16, 18, 0, 0, 0, time.UTC)
+	ts := &TokenScale{cfg: c, ctrl: policy.NewController(), epoch: epoch, now: epoch}
+	ts.store = store.New(store.Options{
+		StaleAfter: c.Scrape.StaleAfter.Duration, LatencyWindow: c.Scrape.LatencyWindow.Duration,
+		DefaultPromptTokens: c.Scrape.PromptTokens,
+	}, func() time.Time { return ts.now })
+	ts.hpaP, ts.hpaD = NewHPA(), NewHPA()
+	// The example HPAs react at once; the policy's own window holds scale-down.
+	ts.hpaP.DownWindow, ts.hpaD.DownWindow = 0, 0
+	return ts
+}
+
+// Interval is the scrape interval.
+func (ts *TokenScale) Interval() time.Duration { return ts.cfg.Scrape.Interval.Duration }
+
+// snapshot is what a scrape of the instance's vLLM /metrics page gives.
+func snapshot(st *cluster.InstanceStats) *engine.Snapshot {
+	s := engine.NewSnapshot(engine.VLLM)
+	s.SetScalar(engine.PromptTokens, st.PromptTokens)
+	s.SetScalar(engine.GenerationTokens, st.GenerationTokens)
+	s.SetScalar(engine.RequestsFinished, st.Finished)
+	s.SetScalar(engine.RequestsRunning, float64(st.Running))
+	s.SetScalar(engine.RequestsWaiting, float64(st.Waiting))
+	s.SetScalar(engine.KVCacheUsage, st.KVUsage)
+	for _, h := range []struct {
+		f engine.Field
+		h *cluster.Histogram
+	}{{engine.TTFT, st.TTFT}, {engine.ITL, st.ITL}} {
+		bounds, cum := h.h.Cumulative()
+		bs := make([]engine.Bucket, len(bounds))
+		for i := range bounds {
+			bs[i] = engine.Bucket{UpperBound: bounds[i], Count: cum[i]}
+		}
+		s.SetHist(h.f, h.h.Sum, h.h.Count, bs)
+	}
+	return s
+}
+
+// Decide scrapes, aggregates and decides.
+func (ts *TokenScale) Decide(v *cluster.View) cluster.Target {
+	ts.now = ts.epoch.Add(v.Now)
+	live := map[store.PodKey]bool{}
+	record := func(sts []cluster.InstanceStats) []store.Result {
+		var keys []store.PodKey
+		for i := range sts {
+			k := store.PodKey{Namespace: "sim", Name: sts[i].Name}
+			ts.store.Record(k, ts.now, snapshot(&sts[i]))
+			live[k] = true
+			keys = append(keys, k)
+		}
+		in := make(map[store.PodKey]bool, len(keys))
+		for _, k := range keys {
+			in[k] = true
+		}
+		return ts.store.List(func(k store.PodKey) bool { return in[k] })
+	}
+	pres, dres := record(v.Prefill), record(v.Decode)
+	ts.store.Retain(func(k store.PodKey) bool { return live[k] })
+
+	pol := ts.cfg.Policy
+	pp, dp := &ts.cfg.Pools[0], &ts.cfg.Pools[1]
+	ps, perr := policy.Aggregate(pp, pres, ts.ctrl.Calibrated(pp.Name), pol.Horizon.Duration)
+	ds, derr := policy.Aggregate(dp, dres, ts.ctrl.Calibrated(dp.Name), pol.Horizon.Duration)
+	var psp, dsp *policy.PoolStatus
+	if perr == nil {
+		psp = &ps
+	}
+	if derr == nil {
+		dsp = &ds
+	}
+	d := ts.ctrl.Decide(ts.now, pol, "sim", pp, psp, dp, dsp)
+	now := v.Now.Seconds()
+	t := cluster.Target{Prefill: v.PrefillReplicas, Decode: v.DecodeReplicas, Conversions: d.Conversions}
+	if n, ok := d.Desired[pp.Name]; ok {
+		t.Prefill = ts.hpaP.Step(now, v.PrefillReplicas, v.PrefillReplicas, ratio(n, v.PrefillReplicas), true)
+	} else {
+		ts.hpaP.Step(now, v.PrefillReplicas, v.PrefillReplicas, 0, false)
+	}
+	if ts.DecodeByRPS != nil {
+		t.Decode = ts.DecodeByRPS.decode(v)
+	} else if n, ok := d.Desired[dp.Name]; ok {
+		t.Decode = ts.hpaD.Step(now, v.DecodeReplicas, v.DecodeReplicas, ratio(n, v.DecodeReplicas), true)
+	} else {
+		ts.hpaD.Step(now, v.DecodeReplicas, v.DecodeReplicas, 0, false)
+	}
+	return t
+}
+
+// ratio is the HPA's usage ratio for an Object metric with AverageValue 1: value / replicas.
+func ratio(desired, replicas int) float64 {
+	if replicas <= 0 {
+		return float64(desired)
+	}
+	return float64(desired) / float64(replicas)
+}
+
+var errNoEnv = errors.New("environment needs positive V_P, V_D and mean lengths")

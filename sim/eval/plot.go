@@ -1,0 +1,158 @@
+package eval
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+var (
+	blue   = color.RGBA{31, 119, 180, 255}
+	orange = color.RGBA{255, 127, 14, 255}
+	green  = color.RGBA{44, 160, 44, 255}
+	grey   = color.RGBA{150, 150, 150, 255}
+	red    = color.RGBA{214, 39, 40, 255}
+)
+
+// Plot writes two PNGs per report, with one panel per policy's chosen tuning: prompt load against
+// Ready prefill and decode instances (and converted decoders), and TTFT p50/p99 over time against the
+// SLO. It returns the files written.
+func (r *Report) Plot(prefix string) ([]string, error) {
+	if len(r.Chosen) == 0 {
+		return nil, nil
+	}
+	inst := prefix + "-instances.png"
+	ttft := prefix + "-ttft.png"
+	if err := r.grid(inst, r.instancePanel); err != nil {
+		return nil, err
+	}
+	if err := r.grid(ttft, r.ttftPanel); err != nil {
+		return nil, err
+	}
+	return []string{inst, ttft}, nil
+}
+
+func (r *Report) grid(file string, panel func(s Summary) (*plot.Plot, error)) error {
+	const cols = 3
+	rows := (len(r.Chosen) + cols - 1) / cols
+	img := vgimg.New(vg.Length(cols)*5*vg.Inch, vg.Length(rows)*3*vg.Inch)
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: rows, Cols: cols, PadX: vg.Millimeter * 2, PadY: vg.Millimeter * 2,
+		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
+	for i, s := range r.Chosen {
+		p, err := panel(s)
+		if err != nil {
+			return err
+		}
+		p.Draw(tiles.At(dc, i%cols, i/cols))
+	}
+	return saveImage(img, file)
+}
+
+func line(xs, ys []float64, c color.Color, dashed bool) (*plotter.Line, error) {
+	pts := make(plotter.XYs, 0, len(xs))
+	for i := range xs {
+		if math.IsNaN(ys[i]) || math.IsInf(ys[i], 0) {
+			continue
+		}
+		pts = append(pts, plotter.XY{X: xs[i], Y: ys[i]})
+	}
+	l, err := plotter.NewLine(pts)
+	if err != nil {
+		return nil, err
+	}
+	l.Color = c
+	l.Width = vg.Points(1.2)
+	if dashed {
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+	}
+	return l, nil
+}
+
+// instancePanel plots prompt load in units of V_P (prefill instances needed) with the instances.
+func (r *Report) instancePanel(s Summary) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("%s: %s (%.1f%% SLO, %.1f GPU-h)", r.Trace, s.Policy, 100*s.JointAttainment, s.GPUHours)
+	p.X.Label.Text = "minutes"
+	p.Y.Label.Text = "instances"
+	n := len(s.Series)
+	xs, need, pre, dec, conv := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	for i, x := range s.Series {
+		xs[i] = x.T / 60
+		need[i] = x.PromptTPS / r.Env.Hardware.PrefillTPS
+		pre[i] = float64(x.PrefillReady)
+		dec[i] = float64(x.DecodeReady)
+		conv[i] = float64(x.Converted)
+	}
+	for _, l := range []struct {
+		name   string
+		ys     []float64
+		c      color.Color
+		dashed bool
+	}{
+		{"prompt load / V_P", need, grey, false},
+		{"prefill Ready", pre, blue, false},
+		{"decode Ready", dec, orange, false},
+		{"converted", conv, green, true},
+	} {
+		ln, err := line(xs, l.ys, l.c, l.dashed)
+		if err != nil {
+			return nil, err
+		}
+		p.Add(ln)
+		p.Legend.Add(l.name, ln)
+	}
+	p.Legend.Top = true
+	return p, nil
+}
+
+// ttftPanel plots TTFT p50 and p99 of each window's arrivals against the pool SLO, on a log scale.
+func (r *Report) ttftPanel(s Summary) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("%s: %s TTFT", r.Trace, s.Policy)
+	p.X.Label.Text = "minutes"
+	p.Y.Label.Text = "seconds"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	n := len(s.Series)
+	xs, p50, p99, slo := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	for i, x := range s.Series {
+		xs[i] = x.T / 60
+		p50[i], p99[i] = clampLog(x.TTFTP50), clampLog(x.TTFTP99)
+		slo[i] = r.Env.PoolTTFTSLO.Seconds()
+	}
+	for _, l := range []struct {
+		name   string
+		ys     []float64
+		c      color.Color
+		dashed bool
+	}{{"p50", p50, blue, false}, {"p99", p99, red, false}, {"SLO (mean prompt)", slo, grey, true}} {
+		ln, err := line(xs, l.ys, l.c, l.dashed)
+		if err != nil {
+			return nil, err
+		}
+		p.Add(ln)
+		p.Legend.Add(l.name, ln)
+	}
+	p.Legend.Top = true
+	return p, nil
+}
+
+// clampLog keeps a value drawable on a log axis: no window (-1) is skipped, unbounded is capped.
+func clampLog(x float64) float64 {
+	switch {
+	case x < 0:
+		return math.NaN()
+	case math.IsInf(x, 1) || x > 600:
+		return 600
+	case x < 0.01:
+		return 0.01
+	}
+	return x
+}
