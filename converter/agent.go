@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
@@ -162,7 +163,19 @@ func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, status string, f
 // it stops or loses its signal.
 func (a *Agent) RevertAll(ctx context.Context) error {
 	var first error
-	for _, p := range a.pods() {
+	for _, cached := range a.pods() {
+		// The informer cache may not have seen this agent's last patches yet (a flip written just before
+		// shutdown), and the actuator skips a pod it thinks is already reverted: read the pod fresh.
+		p, err := a.client.CoreV1().Pods(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			if first == nil {
+				first = fmt.Errorf("reading pod %s/%s before reverting it: %w", cached.Namespace, cached.Name, err)
+			}
+			continue
+		}
 		if p.Annotations[AnnotationStatus] != StatusConverted {
 			continue
 		}

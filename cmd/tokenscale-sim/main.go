@@ -14,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+
 	"github.com/tokenscale/tokenscale/sim/autoscale"
 	"github.com/tokenscale/tokenscale/sim/cluster"
 	"github.com/tokenscale/tokenscale/sim/eval"
@@ -21,6 +24,8 @@ import (
 )
 
 func main() {
+	// The policy's own logs (calibration, decisions) would drown the report; the report has the numbers.
+	klog.SetLogger(logr.Discard())
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "tokenscale-sim:", err)

@@ -20,6 +20,8 @@ type Env struct {
 	ColdStart                    time.Duration
 	// PoolTTFTSLO is the TTFT SLO band of the mean prompt, the pool-level SLO a single config names.
 	PoolTTFTSLO time.Duration
+	// DrainSeconds overrides tokenscale's policy.drainSeconds when > 0 (an experiment knob).
+	DrainSeconds float64
 }
 
 // KVTransferTPS is V_N in tokens/s.

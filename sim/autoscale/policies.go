@@ -24,7 +24,7 @@ type Policy struct {
 }
 
 var (
-	targets = []float64{0.5, 0.6, 0.7, 0.8, 0.9}
+	targets = []float64{0.5, 0.6, 0.7, 0.8, 0.9, 1.0}
 	// windows are the scale-down stabilisation windows every policy's sweep tries: tokenscale's default
 	// and the Kubernetes HPA's.
 	windows = []time.Duration{time.Minute, 5 * time.Minute}
@@ -41,6 +41,20 @@ func sweep(knob string, values []float64, mk func(x float64, down time.Duration)
 	return out
 }
 
+// tsSweep adds tokenscale's policy.drainSeconds to the sweep: 10 s (the default) drains a queue fast,
+// 60 s (the cold start) adds only the capacity a queue still needs once new instances can be Ready.
+func tsSweep(env Env, mk func(env Env, x float64, down time.Duration) cluster.Autoscaler) []Variant {
+	var out []Variant
+	for _, d := range []float64{10, 60} {
+		e := env
+		e.DrainSeconds = d
+		out = append(out, sweep(fmt.Sprintf("drain=%gs,targetUtilisation", d), targets, func(x float64, w time.Duration) cluster.Autoscaler {
+			return mk(e, x, w)
+		})...)
+	}
+	return out
+}
+
 func short(d time.Duration) string {
 	if d%time.Minute == 0 {
 		return fmt.Sprintf("%dm", int(d/time.Minute))
@@ -53,15 +67,15 @@ func Policies() []Policy {
 	return []Policy{
 		{Name: "tokenscale", Describe: "velocity sizing of both pools + convertible decoders (ours)",
 			Variants: func(env Env) []Variant {
-				return sweep("targetUtilisation", targets, func(x float64, w time.Duration) cluster.Autoscaler { return NewTokenScale(env, x, w, true) })
+				return tsSweep(env, func(env Env, x float64, w time.Duration) cluster.Autoscaler { return NewTokenScale(env, x, w, true) })
 			}},
 		{Name: "ts-prefill+decode", Describe: "ablation: velocity sizing of both pools, no conversions",
 			Variants: func(env Env) []Variant {
-				return sweep("targetUtilisation", targets, func(x float64, w time.Duration) cluster.Autoscaler { return NewTokenScale(env, x, w, false) })
+				return tsSweep(env, func(env Env, x float64, w time.Duration) cluster.Autoscaler { return NewTokenScale(env, x, w, false) })
 			}},
 		{Name: "ts-prefill", Describe: "ablation: velocity sizing of prefill only, decode by DistServe RPS",
 			Variants: func(env Env) []Variant {
-				return sweep("targetUtilisation", targets, func(x float64, w time.Duration) cluster.Autoscaler {
+				return tsSweep(env, func(env Env, x float64, w time.Duration) cluster.Autoscaler {
 					ts := NewTokenScale(env, x, w, false)
 					ts.DecodeByRPS = NewDistServe(env, x, w)
 					return ts
@@ -75,7 +89,7 @@ func Policies() []Policy {
 			Variants: func(env Env) []Variant {
 				var out []Variant
 				for _, kv := range []float64{0.5, 0.7} {
-					out = append(out, sweep(fmt.Sprintf("kv=%.1f,concurrency", kv), []float64{1, 2, 4, 8}, func(c float64, w time.Duration) cluster.Autoscaler {
+					out = append(out, sweep(fmt.Sprintf("kv=%.1f,concurrency", kv), []float64{1, 2, 4, 8, 16}, func(c float64, w time.Duration) cluster.Autoscaler {
 						return NewAIBrix(c, kv, w)
 					})...)
 				}
@@ -87,7 +101,7 @@ func Policies() []Policy {
 			}},
 		{Name: "hpa-gpu", Describe: "Kubernetes HPA on GPU utilisation (15 s sync, 10% tolerance)",
 			Variants: func(env Env) []Variant {
-				return sweep("gpuUtilisation", []float64{0.4, 0.5, 0.6, 0.7, 0.8}, func(x float64, w time.Duration) cluster.Autoscaler { return NewHPAGPU(x, w) })
+				return sweep("gpuUtilisation", []float64{0.4, 0.5, 0.6, 0.7, 0.8, 0.9}, func(x float64, w time.Duration) cluster.Autoscaler { return NewHPAGPU(x, w) })
 			}},
 		{Name: "static-peak", Describe: "fixed pools sized for the trace's 10 s peak (upper cost bound)",
 			Variants: func(env Env) []Variant {

@@ -25,12 +25,16 @@ type TokenScale struct {
 	hpaP, hpaD  *HPA
 	now         time.Time
 	epoch       time.Time
+	last        policy.Decision
 }
 
 // NewTokenScale builds the policy for a workload environment. target is policy.targetUtilisation,
 // down policy.scaleDownWindow; convert enables convertible decoders.
 func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *TokenScale {
 	c := config.Default()
+	if env.DrainSeconds > 0 {
+		c.Policy.DrainSeconds = env.DrainSeconds
+	}
 	c.Policy.TargetUtilisation = target
 	c.Policy.ScaleDownWindow.Duration = down
 	c.Policy.ColdStart.Duration = env.ColdStart
@@ -115,6 +119,7 @@ func (ts *TokenScale) Decide(v *cluster.View) cluster.Target {
 		dsp = &ds
 	}
 	d := ts.ctrl.Decide(ts.now, pol, "sim", pp, psp, dp, dsp)
+	ts.last = d
 	now := v.Now.Seconds()
 	t := cluster.Target{Prefill: v.PrefillReplicas, Decode: v.DecodeReplicas, Conversions: d.Conversions}
 	if n, ok := d.Desired[pp.Name]; ok {

@@ -604,6 +604,10 @@ func (s *sim) view() *View {
 		}
 		st := in.stats
 		st.Converted = in.converted
+		if in.role == rolePrefill && in.cur != nil {
+			// vLLM V1 counts prompt tokens per engine step: the prompt in service counts as far as it got.
+			st.PromptTokens += math.Max(0, float64(in.cur.in)-(in.busyUntil-s.now)*s.hw.PrefillTPS)
+		}
 		if in.role == rolePrefill {
 			v.Prefill = append(v.Prefill, st)
 		} else {

@@ -266,7 +266,7 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 }
 
 // Verdict says, in words, whether tokenscale met the bar: the goal, with fewer GPU-hours than every
-// baseline reaching the same attainment. It is empty when tokenscale was not evaluated.
+// other policy (ablations aside) that also reaches the goal. It is empty when tokenscale was not run.
 func (r *Report) Verdict() string {
 	var ours *Summary
 	for i := range r.Chosen {
@@ -287,15 +287,15 @@ func (r *Report) Verdict() string {
 		if s.Policy == "tokenscale" || strings.HasPrefix(s.Policy, "ts-") {
 			continue
 		}
-		if s.JointAttainment >= ours.JointAttainment && s.GPUHours <= ours.GPUHours {
+		if s.JointAttainment >= r.Goal && s.GPUHours <= ours.GPUHours {
 			cheaper = append(cheaper, fmt.Sprintf("%s (%.2f GPU-h at %.1f%%)", s.Policy, s.GPUHours, 100*s.JointAttainment))
 		}
 	}
 	fmt.Fprintf(&b, "tokenscale reaches %.1f%% joint attainment with %.2f GPU-hours", 100*ours.JointAttainment, ours.GPUHours)
 	if len(cheaper) == 0 {
-		b.WriteString("; no baseline reaches that attainment with fewer GPU-hours.")
+		fmt.Fprintf(&b, "; no other policy reaching %.0f%% uses fewer GPU-hours.", 100*r.Goal)
 	} else {
-		b.WriteString("; baselines at least as good and as cheap: " + strings.Join(cheaper, ", ") + ".")
+		fmt.Fprintf(&b, "; policies reaching %.0f%% with no more GPU-hours: %s.", 100*r.Goal, strings.Join(cheaper, ", "))
 	}
 	return b.String()
 }

@@ -49,7 +49,8 @@ func NewController() *Controller {
 // Calibrated returns a pool's calibrated per-pod velocity, or 0 when the profile is in use.
 func (c *Controller) Calibrated(pool string) float64 { return c.calibrated[pool] }
 
-// emergencyCooldown spaces latency emergency steps so each can take effect before the next.
+// emergencyCooldown spaces latency emergency steps so each can take effect before the next; a step
+// cannot take effect before its pods are Ready, so the spacing is at least policy.coldStart.
 const emergencyCooldown = 15 * time.Second
 
 // Decide sizes a group's pools together. prefill/decode and their statuses may be nil when the group
@@ -64,14 +65,14 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		p = ceilDiv(lambda, ps.PerPod*pol.TargetUtilisation)
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: λ=%.0f tok/s (+%.0f queued) / (V=%.0f × %.2f) → %d",
 			prefill.Name, ps.Arrival, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
-		p = c.safetyNet(now, prefill.Name, ps, p, &d)
+		p = c.safetyNet(now, pol, prefill.Name, ps, p, &d)
 	}
 	if decode != nil && ds != nil {
 		c.calibrate(decode, ds)
 		dn = ceilDiv(ds.Arrival, ds.PerPod*pol.TargetUtilisation)
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: λ=%.0f tok/s / (V=%.0f × %.2f) → %d",
 			decode.Name, ds.Arrival, ds.PerPod, pol.TargetUtilisation, dn))
-		dn = c.safetyNet(now, decode.Name, ds, dn, &d)
+		dn = c.safetyNet(now, pol, decode.Name, ds, dn, &d)
 	}
 	// HeteroScale coordination: keep the P:D replica ratio inside its band by raising the short side.
 	if ps != nil && ds != nil {
@@ -97,7 +98,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 
 // safetyNet adds a fixed emergency step when recent latency breaks the SLO (HeteroScale's negative
 // feedback): +10% of current replicas when over 5% of requests miss, +20% when over 20% miss.
-func (c *Controller) safetyNet(now time.Time, pool string, st *PoolStatus, n int, d *Decision) int {
+func (c *Controller) safetyNet(now time.Time, pol config.Policy, pool string, st *PoolStatus, n int, d *Decision) int {
 	if st.SLOMissFraction < 0.05 {
 		return n
 	}
@@ -109,7 +110,7 @@ func (c *Controller) safetyNet(now time.Time, pool string, st *PoolStatus, n int
 	if target <= st.Pods {
 		target = st.Pods + 1
 	}
-	if last, ok := c.emergency[pool]; ok && now.Sub(last) < emergencyCooldown {
+	if last, ok := c.emergency[pool]; ok && now.Sub(last) < max(emergencyCooldown, pol.ColdStart.Duration) {
 		return max(n, st.Pods) // hold while the previous step takes effect
 	}
 	if target > n {

@@ -80,8 +80,9 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 		switch p.Role {
 		case config.RoleDecode:
 			st.Served += v.DecodeTPS
-			// A decoder's queue is requests waiting for KV room: output tokens owed grow with it.
-			st.Arrival += v.DecodeTPS + math.Max(0, v.QueueGrowthTPS)
+			// A decoder's queue is requests waiting for KV room (or, on a converted decoder, for their
+			// prefill): the output tokens they owe, at the pod's mean output length, grow with it.
+			st.Arrival += v.DecodeTPS + math.Max(0, v.OwedOutputGrowthTPS)
 		default:
 			// Input tokens, as V_P is profiled; prefix-cache gains show up as a calibrated higher V.
 			prefill := v.PrefillTPS

@@ -39,6 +39,9 @@ type Options struct {
 	// DefaultPromptTokens sizes a queued request until the pod's own mean prompt length is observed.
 	// Default 1000.
 	DefaultPromptTokens float64
+	// DefaultOutputTokens sizes a decoder's queued request until its mean output length is observed.
+	// Default 256.
+	DefaultOutputTokens float64
 }
 
 func (o Options) withDefaults() Options {
@@ -56,6 +59,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DefaultPromptTokens <= 0 {
 		o.DefaultPromptTokens = 1000
+	}
+	if o.DefaultOutputTokens <= 0 {
+		o.DefaultOutputTokens = 256
 	}
 	return o
 }
@@ -76,6 +82,10 @@ type Velocity struct {
 	QueueGrowthTPS float64
 	// Waiting and Running are request counts; QueuedTokens = Waiting x MeanPromptTokens.
 	Waiting, Running, QueuedTokens, MeanPromptTokens float64
+	// MeanOutputTokens is the pod's learned output length per finished request; OwedOutputGrowthTPS is
+	// the smoothed rate of change of Waiting x MeanOutputTokens, the output work a decoder's queue owes
+	// (a decode queue measured in prompt tokens would be in the wrong unit for decode velocity).
+	MeanOutputTokens, OwedOutputGrowthTPS float64
 	// KVUsage is 0..1; HasKV is false when the engine does not report it.
 	KVUsage float64
 	HasKV   bool
@@ -248,7 +258,16 @@ func (s *Store) update(st *podState) {
 	if v.MeanPromptTokens == 0 {
 		v.MeanPromptTokens = s.opts.DefaultPromptTokens
 	}
-	prevQueued := v.QueuedTokens
+	if v.MeanOutputTokens == 0 {
+		v.MeanOutputTokens = s.opts.DefaultOutputTokens
+	}
+	prevQueued, prevWaiting := v.QueuedTokens, v.Waiting
+	if st.prev != nil {
+		if w, ok := st.prev.Scalar(engine.RequestsWaiting); ok {
+			prevWaiting = w.Value
+		}
+	}
+	meanOut := v.MeanOutputTokens // one length for both ends, so learning it is not read as queue growth
 	v.QueuedTokens = v.Waiting * v.MeanPromptTokens
 
 	if st.prev == nil {
@@ -274,6 +293,9 @@ func (s *Store) update(st *podState) {
 		// Learn the pod's mean prompt length (prefill pods finish a request per prefill).
 		v.MeanPromptTokens = smooth(v.MeanPromptTokens, prompt/done, dt, s.opts.FallTau, s.opts.FallTau)
 	}
+	if okD && done >= 1 && gen > 0 {
+		v.MeanOutputTokens = smooth(v.MeanOutputTokens, gen/done, dt, s.opts.FallTau, s.opts.FallTau)
+	}
 	computed := prompt
 	if okH && hits <= prompt {
 		computed = prompt - hits
@@ -283,9 +305,12 @@ func (s *Store) update(st *podState) {
 	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
 	v.DecodeTPS = s.rate(first, v.DecodeTPS, gen/dt, dt)
 	growth := (v.QueuedTokens - prevQueued) / dt
+	owed := (v.Waiting - prevWaiting) * meanOut / dt
 	if first {
 		v.QueueGrowthTPS = growth
+		v.OwedOutputGrowthTPS = owed
 	} else {
+		v.OwedOutputGrowthTPS = smooth(v.OwedOutputGrowthTPS, owed, dt, s.opts.RiseTau, s.opts.RiseTau)
 		// Queue growth is signed; it follows rises and falls alike quickly so a burst shows at once.
 		v.QueueGrowthTPS = smooth(v.QueueGrowthTPS, growth, dt, s.opts.RiseTau, s.opts.RiseTau)
 	}

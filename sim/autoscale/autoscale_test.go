@@ -1,0 +1,114 @@
+package autoscale
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/sim/cluster"
+	"github.com/tokenscale/tokenscale/sim/trace"
+)
+
+func TestHPAAlgorithm(t *testing.T) {
+	h := NewHPA()
+	// Within tolerance: no change.
+	if n := h.Step(0, 4, 4, 1.08, true); n != 4 {
+		t.Errorf("ratio 1.08 within 10%%: got %d, want 4", n)
+	}
+	// Between syncs nothing moves.
+	if n := h.Step(5, 4, 4, 3, true); n != 4 {
+		t.Errorf("between syncs: got %d", n)
+	}
+	// Scale-up limited to max(2x, +4) per sync.
+	if n := h.Step(15, 4, 4, 10, true); n != 8 {
+		t.Errorf("ratio 10 from 4: got %d, want 8 (rate limit)", n)
+	}
+	// Scale-down held by the 5-minute window's highest recommendation (40, from the last sync).
+	if n := h.Step(30, 8, 8, 0.25, true); n != 8 {
+		t.Errorf("scale-down inside window: got %d, want 8", n)
+	}
+	if n := h.Step(400, 8, 8, 0.25, true); n != 2 {
+		t.Errorf("scale-down after window: got %d, want 2", n)
+	}
+	// Unknown metric holds.
+	if n := h.Step(415, 2, 2, 0, false); n != 2 {
+		t.Errorf("unknown metric: got %d", n)
+	}
+}
+
+func TestCounterRatePairsByName(t *testing.T) {
+	var c counterRate
+	if _, ok := c.rate(0, []string{"a"}, []float64{100}); ok {
+		t.Error("first call has no rate")
+	}
+	// b is new (no previous value): it carries a's rate; a restarted counter is skipped.
+	r, ok := c.rate(10, []string{"a", "b"}, []float64{200, 5000})
+	if !ok || r != 20 {
+		t.Errorf("rate %v ok %v, want 20 (a: 10/s, b: assumed the same)", r, ok)
+	}
+}
+
+func env(t *testing.T, reqs []trace.Request) Env {
+	t.Helper()
+	hw, err := cluster.Profile("llama3.1-8b-h100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in, out float64
+	for _, r := range reqs {
+		in += float64(r.PromptTokens)
+		out += float64(r.OutputTokens)
+	}
+	n := float64(len(reqs))
+	span := reqs[len(reqs)-1].Arrival.Seconds()
+	return Env{Hardware: hw, DecodeTPS: hw.DecodeVelocity(in/n, out/n, 0.05), MeanIn: in / n, MeanOut: out / n,
+		MeanPromptTPS: in / span, MeanOutputTPS: out / span, ColdStart: 60 * time.Second, PoolTTFTSLO: 2 * time.Second}
+}
+
+// burst is steady load at half a prefiller with a 20 s burst at 3x a prefiller in the middle.
+func burst() []trace.Request {
+	var reqs []trace.Request
+	for ms := 0; ms < 300_000; ms += 200 {
+		reqs = append(reqs, trace.Request{Arrival: time.Duration(ms) * time.Millisecond, PromptTokens: 2000, OutputTokens: 50})
+		if ms >= 150_000 && ms < 170_000 {
+			for range 5 {
+				reqs = append(reqs, trace.Request{Arrival: time.Duration(ms) * time.Millisecond, PromptTokens: 2000, OutputTokens: 50})
+			}
+		}
+	}
+	return reqs
+}
+
+// The velocity code, fed the simulated engines' metrics, must see a burst shorter than the cold start and
+// convert a decoder; with conversions off it must not; and conversions must buy TTFT attainment.
+func TestTokenScaleConvertsInBurst(t *testing.T) {
+	reqs := burst()
+	e := env(t, reqs)
+	cfg := cluster.Config{Hardware: e.Hardware, InitialDecode: 2}
+	with, err := cluster.Run(cfg, reqs, NewTokenScale(e, 0.8, time.Minute, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := cluster.Run(cfg, reqs, NewTokenScale(e, 0.8, time.Minute, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if with.Conversions == 0 {
+		t.Fatal("no conversion during a burst the prefill pool cannot absorb")
+	}
+	if without.Conversions != 0 {
+		t.Errorf("conversions with conversions off: %d", without.Conversions)
+	}
+	if with.TTFTAttainment <= without.TTFTAttainment {
+		t.Errorf("TTFT attainment with conversions %.3f, without %.3f: conversions should help", with.TTFTAttainment, without.TTFTAttainment)
+	}
+	t.Logf("TTFT attainment %.3f with %d conversions, %.3f without", with.TTFTAttainment, with.Conversions, without.TTFTAttainment)
+}
+
+func TestSelect(t *testing.T) {
+	if ps, err := Select(nil); err != nil || len(ps) != len(Policies()) {
+		t.Errorf("empty selection: %d, %v", len(ps), err)
+	}
+	if _, err := Select([]string{"tokenscale", "nope"}); err == nil {
+		t.Error("unknown policy accepted")
+	}
+}
