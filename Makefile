@@ -8,7 +8,7 @@ BENCHTIME ?= 1s
 # go-nvml's cgo prolog calls functions NVML 13 marks deprecated; gcc's warnings about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build test lint vet fmt-check bench fuzz e2e demo demo-no-k8s clean tidy-check preflight perf
+.PHONY: all build test lint vet fmt-check bench fuzz e2e demo demo-no-k8s sim clean tidy-check preflight perf
 
 all: lint test build
 
@@ -76,6 +76,11 @@ demo:
 ## demo-no-k8s: the demo without Kubernetes (fake engines, scraper, policy; no control-plane build).
 demo-no-k8s:
 	$(GO) run ./cmd/tokenscale demo --no-k8s $(DEMO_ARGS)
+
+## sim: the trace-driven policy comparison of docs/evaluation.md (SIM_ARGS passes flags).
+SIM_ARGS ?= --trace code,conv --rate-scale 4 --tuning --plots docs/img
+sim:
+	$(GO) run ./cmd/tokenscale-sim $(SIM_ARGS)
 
 clean:
 	rm -rf _output

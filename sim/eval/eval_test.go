@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -101,12 +102,16 @@ func TestEmptyTrace(t *testing.T) {
 	}
 }
 
-// BenchmarkHourOfTrace simulates the whole one-hour Azure code trace under tokenscale (the adapter's
+// BenchmarkHourOfTrace simulates the whole one-hour Azure code and conv traces (at 1x and 4x) under tokenscale (the adapter's
 // velocity code scraping every instance each second) on one goroutine. The bar is < 30 s on one core:
 // go test ./sim/eval -run '^$' -bench HourOfTrace -cpu 1
 func BenchmarkHourOfTrace(b *testing.B) {
-	for _, name := range []string{"code", "conv"} {
-		tr, err := trace.Embedded(name, trace.Options{})
+	for _, c := range []struct {
+		name string
+		rate float64
+	}{{"code", 1}, {"conv", 1}, {"code", 4}, {"conv", 4}} {
+		name := fmt.Sprintf("%s-x%g", c.name, c.rate)
+		tr, err := trace.Embedded(c.name, trace.Options{RateScale: c.rate, Seed: 1})
 		if err != nil {
 			b.Fatal(err)
 		}
