@@ -27,7 +27,7 @@ var (
 	targets = []float64{0.5, 0.6, 0.7, 0.8, 0.9, 1.0}
 	// windows are the scale-down stabilisation windows every policy's sweep tries: tokenscale's default
 	// and the Kubernetes HPA's.
-	windows = []time.Duration{time.Minute, 5 * time.Minute}
+	windows = []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute}
 )
 
 // sweep makes one variant per (target, window) pair.

@@ -25,7 +25,6 @@ type TokenScale struct {
 	hpaP, hpaD  *HPA
 	now         time.Time
 	epoch       time.Time
-	last        policy.Decision
 }
 
 // NewTokenScale builds the policy for a workload environment. target is policy.targetUtilisation,
@@ -119,7 +118,6 @@ func (ts *TokenScale) Decide(v *cluster.View) cluster.Target {
 		dsp = &ds
 	}
 	d := ts.ctrl.Decide(ts.now, pol, "sim", pp, psp, dp, dsp)
-	ts.last = d
 	now := v.Now.Seconds()
 	t := cluster.Target{Prefill: v.PrefillReplicas, Decode: v.DecodeReplicas, Conversions: d.Conversions}
 	if n, ok := d.Desired[pp.Name]; ok {

@@ -61,17 +61,19 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	var p, dn int
 	if prefill != nil && ps != nil {
 		c.calibrate(prefill, ps)
-		lambda := ps.Arrival + ps.QueuedTokens/pol.DrainSeconds
+		rate, basis := sizingRate(ps)
+		lambda := rate + ps.QueuedTokens/pol.DrainSeconds
 		p = ceilDiv(lambda, ps.PerPod*pol.TargetUtilisation)
-		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: λ=%.0f tok/s (+%.0f queued) / (V=%.0f × %.2f) → %d",
-			prefill.Name, ps.Arrival, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
+		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s (+%.0f queued) / (V=%.0f × %.2f) → %d",
+			prefill.Name, basis, rate, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
 		p = c.safetyNet(now, pol, prefill.Name, ps, p, &d)
 	}
 	if decode != nil && ds != nil {
 		c.calibrate(decode, ds)
-		dn = ceilDiv(ds.Arrival, ds.PerPod*pol.TargetUtilisation)
-		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: λ=%.0f tok/s / (V=%.0f × %.2f) → %d",
-			decode.Name, ds.Arrival, ds.PerPod, pol.TargetUtilisation, dn))
+		rate, basis := sizingRate(ds)
+		dn = ceilDiv(rate, ds.PerPod*pol.TargetUtilisation)
+		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s / (V=%.0f × %.2f) → %d",
+			decode.Name, basis, rate, ds.PerPod, pol.TargetUtilisation, dn))
 		dn = c.safetyNet(now, pol, decode.Name, ds, dn, &d)
 	}
 	// HeteroScale coordination: keep the P:D replica ratio inside its band by raising the short side.
@@ -94,6 +96,16 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	}
 	d.Conversions = c.conversions(now, pol, group, prefill, ps, decode, ds, &d)
 	return d
+}
+
+// sizingRate is the λ replicas are sized on: the window average, steady under noisy traffic, unless
+// backpressure predicts an SLO breach within the horizon, when the fast rate (which shows a burst
+// within a scrape or two) leads. Sizing on the fast rate alone held capacity for every noise peak.
+func sizingRate(st *PoolStatus) (float64, string) {
+	if st.Backpressure >= 1 && st.Arrival > st.Sustained {
+		return st.Arrival, "fast"
+	}
+	return st.Sustained, "sustained"
 }
 
 // safetyNet adds a fixed emergency step when recent latency breaks the SLO (HeteroScale's negative

@@ -183,8 +183,8 @@ func TestConversionsFailSafeOnLostSignal(t *testing.T) {
 	c := NewController()
 	cfg := config.Default()
 	pol := cfg.Policy
-	ps := &PoolStatus{Name: "prefill", Pods: 1, Known: 1, Arrival: 50000, PerPod: 10000, Capacity: 10000, QueuedTokens: 5000, SecondsToBreach: 1}
-	ds := &PoolStatus{Name: "decode", Pods: 8, Known: 8, Arrival: 1000, PerPod: 2500, Capacity: 20000}
+	ps := &PoolStatus{Name: "prefill", Pods: 1, Known: 1, Arrival: 50000, Sustained: 50000, PerPod: 10000, Capacity: 10000, QueuedTokens: 5000, SecondsToBreach: 1}
+	ds := &PoolStatus{Name: "decode", Pods: 8, Known: 8, Arrival: 1000, Sustained: 1000, PerPod: 2500, Capacity: 20000}
 	d := c.Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
 	if d.Conversions == 0 {
 		t.Fatal("want conversions with prefill short and decoders idle")
@@ -203,8 +203,8 @@ func TestRatioBandAndSafetyNet(t *testing.T) {
 	cfg.Pools[0].Ratio = &config.Ratio{Min: 0.5, Max: 1}
 	pol := cfg.Policy
 	c := NewController()
-	ps := &PoolStatus{Pods: 1, Known: 1, Arrival: 1000, PerPod: 10000, Capacity: 10000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
-	ds := &PoolStatus{Pods: 10, Known: 10, Arrival: 20000, PerPod: 2500, Capacity: 25000, SLOMissFraction: 0.3}
+	ps := &PoolStatus{Pods: 1, Known: 1, Arrival: 1000, Sustained: 1000, PerPod: 10000, Capacity: 10000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	ds := &PoolStatus{Pods: 10, Known: 10, Arrival: 20000, Sustained: 20000, PerPod: 2500, Capacity: 25000, SLOMissFraction: 0.3}
 	d := c.Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
 	// decode: ceil(20000/(2500×0.85)) = 10, emergency +20% of 10 pods → 12; prefill raised to 0.5 × 12 = 6.
 	if d.Desired["decode"] != 12 || d.Desired["prefill"] != 6 {
@@ -216,8 +216,8 @@ func TestScaleDownIsStabilised(t *testing.T) {
 	cfg := config.Default()
 	c := NewController()
 	t0 := time.Unix(0, 0)
-	hi := &PoolStatus{Pods: 5, Known: 5, Arrival: 40000, PerPod: 10000, Capacity: 50000, SLOMissFraction: -1}
-	lo := &PoolStatus{Pods: 5, Known: 5, Arrival: 5000, PerPod: 10000, Capacity: 50000, SLOMissFraction: -1}
+	hi := &PoolStatus{Pods: 5, Known: 5, Arrival: 40000, Sustained: 40000, PerPod: 10000, Capacity: 50000, SLOMissFraction: -1}
+	lo := &PoolStatus{Pods: 5, Known: 5, Arrival: 5000, Sustained: 5000, PerPod: 10000, Capacity: 50000, SLOMissFraction: -1}
 	c.Decide(t0, cfg.Policy, "g", &cfg.Pools[0], hi, nil, nil)
 	if d := c.Decide(t0.Add(30*time.Second), cfg.Policy, "g", &cfg.Pools[0], lo, nil, nil); d.Desired["prefill"] != 5 {
 		t.Errorf("30 s after a high recommendation: %d, want 5 (held)", d.Desired["prefill"])
@@ -284,6 +284,23 @@ func TestLoneDecoderConvertsOnlyWithHeadroom(t *testing.T) {
 		}
 		if d.Conversions != c.want {
 			t.Errorf("decode load %.0f tok/s on one decoder: conversions %d, want %d; reasons %v", c.decodeTPS, d.Conversions, c.want, d.Reasons)
+		}
+	}
+}
+
+// Replicas follow the window-average rate, not a one-scrape peak, unless backpressure predicts a breach.
+func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
+	cfg := config.Default()
+	for _, c := range []struct {
+		bp   float64
+		want int
+	}{{0.5, 3}, {2, 5}} {
+		ctrl := NewController()
+		ps := &PoolStatus{Pods: 3, Known: 3, Arrival: 40000, Sustained: 20000, PerPod: 10000, Capacity: 30000,
+			Backpressure: c.bp, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+		d := ctrl.Decide(time.Unix(0, 0), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil)
+		if d.Desired["prefill"] != c.want {
+			t.Errorf("backpressure %v: desired %d, want %d; reasons %v", c.bp, d.Desired["prefill"], c.want, d.Reasons)
 		}
 	}
 }

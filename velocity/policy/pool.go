@@ -24,6 +24,9 @@ type PoolStatus struct {
 	Pods, Known int
 	// Arrival λ: tokens/s demanded of the pool's stage, served + queue growth.
 	Arrival float64
+	// Sustained is λ from the latency-window averages: steadier than Arrival, which follows a burst
+	// within a scrape or two; replicas are sized on it unless Backpressure says the SLO is about to break.
+	Sustained float64
 	// Served: tokens/s the pool is processing now.
 	Served float64
 	// PerPod is the per-instance velocity V used (profile, or calibrated).
@@ -83,11 +86,13 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			// A decoder's queue is requests waiting for KV room (or, on a converted decoder, for their
 			// prefill): the output tokens they owe, at the pod's mean output length, grow with it.
 			st.Arrival += v.DecodeTPS + math.Max(0, v.OwedOutputGrowthTPS)
+			st.Sustained += v.WindowDecodeTPS + math.Max(0, v.WindowOwedOutputGrowthTPS)
 		default:
 			// Input tokens, as V_P is profiled; prefix-cache gains show up as a calibrated higher V.
 			prefill := v.PrefillTPS
 			st.Served += prefill
 			st.Arrival += prefill + v.QueueGrowthTPS
+			st.Sustained += v.WindowPrefillTPS + v.WindowQueueGrowthTPS
 			st.QueuedTokens += v.QueuedTokens
 		}
 		h, slo := v.TTFT, p.SLO.TTFT.Seconds()
@@ -112,10 +117,12 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	if st.Known < st.Pods {
 		scale := float64(st.Pods) / float64(st.Known)
 		st.Arrival *= scale
+		st.Sustained *= scale
 		st.Served *= scale
 		st.QueuedTokens *= scale
 	}
 	st.Arrival = math.Max(0, st.Arrival)
+	st.Sustained = math.Max(0, st.Sustained)
 	st.PerPod = perPod(p, calibrated)
 	st.Capacity = float64(st.Pods) * st.PerPod
 	st.Utilisation = ratio(st.Arrival, st.Capacity)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -61,12 +62,12 @@ func TestRatesResetNeverNegativeOrSpiked(t *testing.T) {
 	}
 }
 
-func TestFastUpSlowDown(t *testing.T) {
+func TestRatesFastAndUnbiased(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
 	s := New(Options{}, c.now)
 	pod := PodKey{"ns", "p"}
 	prompt := 0.0
-	step := func(rate float64) float64 {
+	step := func(rate float64) Velocity {
 		c.t = c.t.Add(time.Second)
 		prompt += rate
 		s.Record(pod, c.t, page(t, prompt, 0, 0))
@@ -74,21 +75,45 @@ func TestFastUpSlowDown(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrWarmingUp) {
 			t.Fatal(err)
 		}
-		return v.PrefillTPS
+		return v
 	}
 	for i := 0; i < 5; i++ {
 		step(1000)
 	}
 	step(5000)
-	if got := step(5000); got < 0.9*5000 {
+	if got := step(5000).PrefillTPS; got < 0.9*5000 {
 		t.Errorf("two scrapes after a step up: %v, want >= 90%% of 5000", got)
 	}
-	for i := 0; i < 10; i++ {
+	for i := 0; i < 25; i++ {
 		step(5000)
 	}
-	down := step(1000)
-	if down < 4000 {
-		t.Errorf("one scrape after a step down: %v, want a slow fall (> 4000)", down)
+	step(1000)
+	if got := step(1000).PrefillTPS; got > 1.1*1000 {
+		t.Errorf("two scrapes after a step down: %v, want <= 110%% of 1000 (holding capacity is the policy's job)", got)
+	}
+	// A noisy rate (Poisson-like swings of ±60% around 3000) must be estimated without bias: a slower fall
+	// than rise would sit near the top of the swings. The window average must be unbiased and steadier.
+	rng := rand.New(rand.NewPCG(3, 4))
+	var sumFast, sumWin, sqFast, sqWin, n float64
+	for i := 0; i < 400; i++ {
+		v := step(3000 * (0.4 + 1.2*rng.Float64()))
+		if i < 30 {
+			continue
+		}
+		sumFast += v.PrefillTPS
+		sumWin += v.WindowPrefillTPS
+		sqFast += (v.PrefillTPS - 3000) * (v.PrefillTPS - 3000)
+		sqWin += (v.WindowPrefillTPS - 3000) * (v.WindowPrefillTPS - 3000)
+		n++
+	}
+	if m := sumFast / n; math.Abs(m-3000) > 0.03*3000 {
+		t.Errorf("mean smoothed rate %.0f, want 3000 ± 3%%", m)
+	}
+	if m := sumWin / n; math.Abs(m-3000) > 0.03*3000 {
+		t.Errorf("mean window rate %.0f, want 3000 ± 3%%", m)
+	}
+	if sqWin >= sqFast/2 {
+		t.Errorf("window rate spread %.0f not well below the smoothed rate's %.0f", math.Sqrt(sqWin/n), math.Sqrt(sqFast/n))
 	}
 }
 
