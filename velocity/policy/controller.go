@@ -125,6 +125,12 @@ func (c *Controller) safetyNet(now time.Time, pol config.Policy, pool string, st
 	if last, ok := c.emergency[pool]; ok && now.Sub(last) < max(emergencyCooldown, pol.ColdStart.Duration) {
 		return max(n, st.Pods) // hold while the previous step takes effect
 	}
+	if float64(st.Pods) >= float64(n)*(1+step) {
+		// The pool already holds a step more than velocity sizing asks: the misses come from a transient
+		// (a burst, a cold start) that pods Ready a cold start later would not fix, and stepping from an
+		// inflated count compounded into many times the load's need in the simulator.
+		return n
+	}
 	if target > n {
 		c.emergency[pool] = now
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %.0f%% of requests miss the latency SLO: emergency step +%.0f%% → %d",

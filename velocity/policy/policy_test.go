@@ -304,3 +304,19 @@ func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
 		}
 	}
 }
+
+// An emergency step tops up a pool only when it does not already hold a step more than velocity sizing
+// asks: misses from a transient, with the pool already well above its need, must not compound it.
+func TestSafetyNetDoesNotCompound(t *testing.T) {
+	cfg := config.Default()
+	for _, c := range []struct {
+		pods, want int
+	}{{10, 12}, {30, 10}} {
+		ctrl := NewController()
+		ds := &PoolStatus{Pods: c.pods, Known: c.pods, Arrival: 20000, Sustained: 20000, PerPod: 2500, Capacity: float64(c.pods) * 2500, SLOMissFraction: 0.3}
+		d := ctrl.Decide(time.Unix(0, 0), cfg.Policy, "g", nil, nil, &cfg.Pools[1], ds)
+		if d.Desired["decode"] != c.want {
+			t.Errorf("%d pods, 30%% misses, sizing asks 10: desired %d, want %d; reasons %v", c.pods, d.Desired["decode"], c.want, d.Reasons)
+		}
+	}
+}
