@@ -57,6 +57,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		plots     = fs.String("plots", "", "directory for PNG plots (load vs instances, TTFT over time)")
 		workers   = fs.Int("workers", 0, "runs in parallel (default: GOMAXPROCS)")
 		progress  = fs.Bool("progress", isTerminal(stderr), "show a progress bar on stderr")
+		history   = fs.Duration("history", 0, "take the policies' offline statistics (V_D profile, means, peaks, P:D ratio) from this first part of the trace and score the rest (default: from the scored trace itself)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -91,10 +92,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "%s: skipped %d malformed lines, first: %s\n", name, tr.Skipped, strings.Join(tr.FirstSkipped, "; "))
 		}
 		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers}
+		reqs := tr.Requests
+		if *history > 0 {
+			if eo.History, reqs, err = eval.SplitHistory(reqs, *history); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
 		if *progress {
 			eo.Progress = func(done, total int) { bar(stderr, name, done, total) }
 		}
-		rep, err := eval.Evaluate(name, tr.Requests, pols, eo)
+		rep, err := eval.Evaluate(name, reqs, pols, eo)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

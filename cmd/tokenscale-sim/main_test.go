@@ -24,6 +24,7 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--trace", bad}, "bad.csv:3"},
 		{[]string{"--trace", "nope"}, "nope"},
 		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"--trace", "code", "--history", "5h", "--policies", "static-mean"}, "leaves no requests"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(c.args, &out, &errb)

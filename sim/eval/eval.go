@@ -28,6 +28,24 @@ type Options struct {
 	Workers int
 	// Progress, when set, is called after each finished run.
 	Progress func(done, total int)
+	// History, when set, is the traffic the policies' offline statistics come from (profiled V_D, means,
+	// peaks, P:D ratio); by default they come from the scored trace itself.
+	History []trace.Request
+}
+
+// SplitHistory splits a trace at d: the requests before d are history, the rest (shifted to start at 0)
+// are scored. It fails when either part is empty.
+func SplitHistory(reqs []trace.Request, d time.Duration) (history, scored []trace.Request, err error) {
+	i := sort.Search(len(reqs), func(i int) bool { return reqs[i].Arrival >= d })
+	if i == 0 || i == len(reqs) {
+		return nil, nil, fmt.Errorf("history of %s leaves no requests on one side (the trace spans %s)", d, reqs[len(reqs)-1].Arrival)
+	}
+	scored = make([]trace.Request, len(reqs)-i)
+	for j, r := range reqs[i:] {
+		r.Arrival -= d
+		scored[j] = r
+	}
+	return reqs[:i], scored, nil
 }
 
 // Summary is one run's outcome in report units (milliseconds, hours). Latency quantiles are nil when a
@@ -59,6 +77,8 @@ type Report struct {
 	Hardware string        `json:"hardware"`
 	Env      autoscale.Env `json:"env"`
 	Goal     float64       `json:"goal"`
+	// HistoryRequests counts the requests the offline statistics came from, when not the scored ones.
+	HistoryRequests int `json:"historyRequests,omitempty"`
 	// Chosen holds each policy's selected tuning in policy order; Tuning holds every run.
 	Chosen []Summary `json:"chosen"`
 	Tuning []Summary `json:"tuning"`
@@ -106,7 +126,11 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
-	env, err := NewEnv(reqs, o.Cluster.Hardware, o.Cluster.ColdStart)
+	hist := reqs
+	if o.History != nil {
+		hist = o.History
+	}
+	env, err := NewEnv(hist, o.Cluster.Hardware, o.Cluster.ColdStart)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +195,7 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	rep := &Report{Trace: name, Requests: len(reqs), Hardware: o.Cluster.Hardware.Name, Env: env, Goal: o.Goal, Tuning: runs}
+	rep := &Report{Trace: name, Requests: len(reqs), Hardware: o.Cluster.Hardware.Name, Env: env, Goal: o.Goal, Tuning: runs, HistoryRequests: len(o.History)}
 	for i := range pols {
 		end := len(jobs)
 		if i+1 < len(pols) {
@@ -235,8 +259,12 @@ func fmtMS(p *float64) string {
 
 // WriteTable writes the report as Markdown: the chosen tuning per policy, then the whole sweep.
 func (r *Report) WriteTable(w io.Writer, withTuning bool) {
-	fmt.Fprintf(w, "### %s (%d requests, %s, V_P %.0f tok/s, V_D %.0f tok/s, cold start %s)\n\n",
-		r.Trace, r.Requests, r.Hardware, r.Env.Hardware.PrefillTPS, r.Env.DecodeTPS, r.Env.ColdStart)
+	hist := ""
+	if r.HistoryRequests > 0 {
+		hist = fmt.Sprintf(", statistics from %d earlier requests", r.HistoryRequests)
+	}
+	fmt.Fprintf(w, "### %s (%d requests, %s, V_P %.0f tok/s, V_D %.0f tok/s, cold start %s%s)\n\n",
+		r.Trace, r.Requests, r.Hardware, r.Env.Hardware.PrefillTPS, r.Env.DecodeTPS, r.Env.ColdStart, hist)
 	header := "| policy | tuning | joint SLO | TTFT SLO | TPOT SLO | TTFT p50 / p99 ms | TPOT p50 / p99 ms | GPU-hours | mean GPUs | conversions |\n" +
 		"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 	row := func(s Summary) string {

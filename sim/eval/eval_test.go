@@ -129,3 +129,14 @@ func BenchmarkHourOfTrace(b *testing.B) {
 		})
 	}
 }
+
+func TestSplitHistory(t *testing.T) {
+	reqs := []trace.Request{{Arrival: 0}, {Arrival: 10 * time.Second}, {Arrival: 40 * time.Second}, {Arrival: 70 * time.Second}}
+	h, s, err := SplitHistory(reqs, 30*time.Second)
+	if err != nil || len(h) != 2 || len(s) != 2 || s[0].Arrival != 10*time.Second || s[1].Arrival != 40*time.Second {
+		t.Errorf("history %v, scored %v, err %v", h, s, err)
+	}
+	if _, _, err := SplitHistory(reqs, time.Hour); err == nil {
+		t.Error("a history covering the whole trace accepted")
+	}
+}
