@@ -6,15 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -34,13 +31,12 @@ import (
 // decode after the burst; the admission policy keeps each agent to its own node and its own label.
 func TestConverter(t *testing.T) {
 	const ns = "conv"
-	out, err := kubectlRun("", "kustomize", "../manifests/overlays/converter")
-	if err != nil {
-		t.Fatalf("kubectl kustomize overlays/converter: %v\n%s", err, out)
-	}
-	kubectl(t, out, "apply", "-f", "-") // the Deployment and DaemonSet stay Pending: no kubelet in namespace tokenscale
 	ctx := suite.ctx
 	dir := t.TempDir()
+	bin, err := suite.stack.InstallConverter(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	agents := map[string]kubernetes.Interface{}
 	for _, node := range []string{"gpu-a", "gpu-b"} {
 		agents[node] = agentClient(t, dir, node)
@@ -56,10 +52,6 @@ func TestConverter(t *testing.T) {
 	kc, err := serviceAccountKubeconfig(ctx, dir, "tokenscale", "tokenscale-converter-controller")
 	if err != nil {
 		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "tokenscale-converter")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale-converter").CombinedOutput(); err != nil {
-		t.Fatalf("building the converter: %v\n%s", err, out)
 	}
 	startProcess(t, dir, "converter-controller", nil, bin, "controller", "--kubeconfig", kc, "--config", suite.adapter.Config,
 		"--lease", "3s", "--refusal-backoff", "5s", "--metrics-address", "", "-v=2")
@@ -253,36 +245,12 @@ func TestConverter(t *testing.T) {
 // a client authenticated with a token bound to that pod, so the API server knows the agent's node.
 func agentClient(t *testing.T, dir, node string) kubernetes.Interface {
 	t.Helper()
-	ctx := suite.ctx
-	if _, err := suite.cp.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node,
-		Labels: map[string]string{"nvidia.com/gpu.present": "true"}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	pod, err := suite.cp.Client.CoreV1().Pods("tokenscale").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "converter-agent-" + node},
-		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "tokenscale-converter-agent",
-			Containers: []corev1.Container{{Name: "agent", Image: "tokenscale-converter"}}},
-	}, metav1.CreateOptions{})
+	c, cleanup, err := suite.stack.AgentClient(suite.ctx, dir, node)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = suite.cp.Client.CoreV1().Pods("tokenscale").Delete(context.Background(), pod.Name, metav1.DeleteOptions{})
-		_ = suite.cp.Client.CoreV1().Nodes().Delete(context.Background(), node, metav1.DeleteOptions{})
-	})
-	hour := int64(3600)
-	tok, err := suite.cp.Client.CoreV1().ServiceAccounts("tokenscale").CreateToken(ctx, "tokenscale-converter-agent", &authnv1.TokenRequest{
-		Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &hour,
-			BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, node+".kubeconfig")
-	if err := suite.stack.WriteTokenKubeconfig(path, "agent-"+node, tok.Status.Token); err != nil {
-		t.Fatal(err)
-	}
-	return clientFrom(t, path)
+	t.Cleanup(cleanup)
+	return c
 }
 
 func clientFrom(t *testing.T, kubeconfig string) kubernetes.Interface {

@@ -49,9 +49,9 @@ func TestDemoRunsAndStopsClean(t *testing.T) {
 	}()
 	var workDir string
 	var seen []string
-	scaled := false
+	scaled, converted := false, false
 	timeout := time.After(150 * time.Second)
-	for !scaled {
+	for !scaled || !converted {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -63,10 +63,16 @@ func TestDemoRunsAndStopsClean(t *testing.T) {
 				kc := strings.Fields(l[i+len("--kubeconfig "):])[0]
 				workDir = filepath.Dir(filepath.Dir(kc)) // DIR/cp/admin.kubeconfig
 			}
-			// A row: t | prompt λ_P cap_P bp want ready | out λ_D want ready |
+			// A row: t | prompt λ_P cap_P bp want ready | out λ_D want ready | conversions wanted/done
 			cols := strings.Split(l, "|")
-			if len(cols) < 3 {
+			if len(cols) < 4 {
 				continue
+			}
+			if wd := strings.Split(strings.TrimSpace(cols[3]), "/"); len(wd) == 2 && !converted {
+				if n, err := strconv.Atoi(wd[1]); err == nil && n >= 1 {
+					converted = true
+					t.Logf("demo row when the converter had relabelled a decoder: %s", l)
+				}
 			}
 			p := strings.Fields(cols[1])
 			if len(p) != 6 {
@@ -74,21 +80,22 @@ func TestDemoRunsAndStopsClean(t *testing.T) {
 			}
 			want, err1 := strconv.Atoi(p[4])
 			spec, err2 := strconv.Atoi(p[5][strings.Index(p[5], "/")+1:])
-			if err1 == nil && err2 == nil && want >= 3 && spec >= 3 {
+			if err1 == nil && err2 == nil && want >= 3 && spec >= 3 && !scaled {
 				scaled = true
 				t.Logf("demo row when the HPA had scaled prefill: %s", l)
 			}
 		case <-timeout:
-			t.Fatalf("no row with tokenscale wanting >= 3 prefill pods and the HPA at >= 3 within 150 s:\n%s", strings.Join(seen, "\n"))
+			t.Fatalf("within 150 s: HPA scaled prefill to >= 3: %v; a decoder converted: %v\n%s", scaled, converted, strings.Join(seen, "\n"))
 		}
 	}
 	if workDir == "" || !strings.Contains(workDir, "tokenscale-demo-") {
 		t.Fatalf("demo did not print its kubeconfig (got work dir %q)", workDir)
 	}
 
-	// etcd, kube-apiserver, kube-controller-manager and the adapter run with the work dir in their arguments.
-	if running := processesMentioning(workDir); len(running) < 4 {
-		t.Fatalf("only %d processes name the demo's work dir before Ctrl-C; want >= 4: %v", len(running), running)
+	// etcd, kube-apiserver, kube-controller-manager, the adapter and the converter controller run with the
+	// work dir in their arguments.
+	if running := processesMentioning(workDir); len(running) < 5 {
+		t.Fatalf("only %d processes name the demo's work dir before Ctrl-C; want >= 5: %v", len(running), running)
 	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)

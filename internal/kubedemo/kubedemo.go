@@ -1,8 +1,9 @@
 // Package kubedemo runs tokenscale on a local Kubernetes control plane (the e2e harness): the adapter
-// installed from the manifests, llm-d style prefill and decode Deployments of fake engines driven by a
-// replay of the embedded Azure trace, the README's example HPAs, and the real HPA controller moving the
-// replica counts. It prints the load, tokenscale's metrics read through the aggregator (what
-// `kubectl get --raw` shows) and the replicas, once a second, until the context ends.
+// and the converter (controller binary, node agents on two fake GPU nodes) installed from the manifests,
+// llm-d style prefill and decode Deployments of fake engines driven by a replay of the embedded Azure
+// trace, the README's example HPAs, and the real HPA controller moving the replica counts. It prints the
+// load, tokenscale's metrics read through the aggregator (what `kubectl get --raw` shows), the replicas
+// and the conversions, once a second, until the context ends.
 package kubedemo
 
 import (
@@ -15,12 +16,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
+	"github.com/tokenscale/tokenscale/converter"
 	"github.com/tokenscale/tokenscale/e2e/controlplane"
 	"github.com/tokenscale/tokenscale/e2e/fakekubelet"
 	"github.com/tokenscale/tokenscale/e2e/localstack"
@@ -42,6 +46,9 @@ type Options struct {
 
 // The demo's engines: prefill sized so the trace's bursts need several pods; decode sized small because
 // the code trace's outputs are short (about 10 tokens per request), so decode scaling shows too.
+// nodes are the demo's fake GPU nodes; decode pods are spread over them and each has a converter agent.
+var nodes = []string{"gpu-a", "gpu-b"}
+
 const (
 	namespace  = "llm-d"
 	prefillTPS = 10000.0
@@ -147,7 +154,34 @@ func Run(ctx context.Context, o Options) error {
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	kl := fakekubelet.New(client, fakekubelet.Options{Namespace: namespace, Port: enginePort, ColdStart: o.ColdStart,
+	// Convertible decoders: the converter's manifests, its controller binary as its ServiceAccount, and a
+	// node agent per fake GPU node, each with a token bound to a pod on its node as the DaemonSet's is.
+	fmt.Fprintln(o.Progress, "installing the converter (manifests/overlays/converter) and starting its controller and node agents...")
+	convBin, err := stack.InstallConverter(dir)
+	if err != nil {
+		return err
+	}
+	agents := map[string]kubernetes.Interface{}
+	for _, node := range nodes {
+		c, cleanup, err := stack.AgentClient(ctx, dir, node)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		agents[node] = c
+	}
+	kc, err := stack.ServiceAccountKubeconfig(ctx, dir, "tokenscale", "tokenscale-converter-controller")
+	if err != nil {
+		return err
+	}
+	ctrl, err := localstack.StartProcess(dir, "converter-controller", nil, convBin, "controller", "--kubeconfig", kc,
+		"--config", stack.Adapter.Config, "--lease", "3s", "--metrics-address", "", "-v=2")
+	if err != nil {
+		return err
+	}
+	defer ctrl.Stop()
+
+	kl := fakekubelet.New(client, fakekubelet.Options{Namespace: namespace, Port: enginePort, ColdStart: o.ColdStart, Nodes: nodes,
 		Engine: fakeengine.Config{PrefillTokensPerSec: prefillTPS, DecodeTokensPerSec: decodeTPS}})
 	kctx, stopKubelet := context.WithCancel(ctx)
 	kdone := make(chan error, 1)
@@ -155,12 +189,28 @@ func Run(ctx context.Context, o Options) error {
 	defer func() { stopKubelet(); <-kdone }()
 	for _, d := range []struct {
 		name, role string
-		flavor     fakeengine.Flavor
-	}{{"ms-llama-prefill", "prefill", fakeengine.VLLMV1}, {"ms-llama-decode", "decode", fakeengine.VLLMV1}} {
-		if err := createDeployment(ctx, stack, d.name, d.role, d.flavor); err != nil {
+		ann        []string
+	}{{"ms-llama-prefill", "prefill", nil}, {"ms-llama-decode", "decode", []string{converter.AnnotationKVProducer, "true"}}} {
+		dep := fakekubelet.Deployment(namespace, d.name, d.role, fakeengine.VLLMV1, 1, d.ann...)
+		if _, err := client.AppsV1().Deployments(namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 			return err
 		}
 	}
+	// The agents run until the demo ends, then convert every pod back (before the control plane stops).
+	actx, stopAgents := context.WithCancel(ctx)
+	var agentsDone sync.WaitGroup
+	for node, c := range agents {
+		a := converter.NewAgent(c, converter.AgentOptions{NodeName: node, Actuator: converter.LLMD(c), GPUs: noGPU{},
+			MinFlipInterval: 2 * time.Second, Resync: 500 * time.Millisecond})
+		agentsDone.Add(1)
+		go func() {
+			defer agentsDone.Done()
+			if err := a.Run(actx); err != nil {
+				fmt.Fprintf(o.Progress, "converter agent on %s: %v\n", node, err)
+			}
+		}()
+	}
+	defer func() { stopAgents(); agentsDone.Wait() }()
 	// The README's example HPAs, applied as a user would.
 	if out, err := stack.Kubectl("", "apply", "-k", filepath.Join(o.RepoRoot, "manifests/examples")); err != nil {
 		return fmt.Errorf("kubectl apply -k manifests/examples: %w\n%s", err, out)
@@ -170,10 +220,12 @@ func Run(ctx context.Context, o Options) error {
 		"v1.36", o.HPASync)
 	fmt.Fprintf(o.Out, "load: Azure LLM inference trace 2023 (code), from %s at %gx speed; engines: prefill %g tok/s, decode %g tok/s per pod, cold start %s\n",
 		o.Skip, o.Speedup, prefillTPS, decodeTPS, o.ColdStart)
+	fmt.Fprintf(o.Out, "converter: controller as its ServiceAccount, node agents on %s (no GPU here: their GPU check is skipped; on a GPU node it reads NVML)\n",
+		strings.Join(nodes, ", "))
 	fmt.Fprintf(o.Out, "try, while it runs:\n  %s --kubeconfig %s get --raw /apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/ms-llama-prefill/tokenscale_desired_replicas\n  %s --kubeconfig %s get hpa -n %s\n",
 		stack.KubectlPath(), stack.CP.AdminKubeconfig, namespace, stack.KubectlPath(), stack.CP.AdminKubeconfig, namespace)
-	fmt.Fprintf(o.Out, "%5s | %8s %8s %8s %5s %5s %6s | %6s %6s %5s %6s | %s\n", "t", "prompt/s", "λ_P", "cap_P", "bp_P", "want", "ready", "out/s", "λ_D", "want", "ready", "")
-	fmt.Fprintf(o.Out, "%5s | %8s %8s %8s %5s %5s %6s | %6s %6s %5s %6s |\n", "s", "(trace)", "tokenscale metrics via the aggregator", "", "", "P", "/spec", "(trace)", "", "D", "/spec")
+	fmt.Fprintf(o.Out, "%5s | %8s %8s %8s %5s %5s %6s | %6s %6s %5s %6s | %9s\n", "t", "prompt/s", "λ_P", "cap_P", "bp_P", "want", "ready", "out/s", "λ_D", "want", "ready", "convert")
+	fmt.Fprintf(o.Out, "%5s | %8s %8s %8s %5s %5s %6s | %6s %6s %5s %6s | %9s\n", "s", "(trace)", "tokenscale metrics via the aggregator", "", "", "P", "/spec", "(trace)", "", "D", "/spec", "want/done")
 
 	var deadline <-chan time.Time
 	if o.Duration > 0 {
@@ -237,12 +289,25 @@ func row(ctx context.Context, s *localstack.Stack, t time.Duration, in, out floa
 		}
 		return fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, *d.Spec.Replicas)
 	}
+	converted := func() string {
+		l, err := s.CP.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "llm-d.ai/role=prefill-decode"})
+		if err != nil {
+			return "?"
+		}
+		return fmt.Sprint(len(l.Items))
+	}
 	const p, d = "ms-llama-prefill", "ms-llama-decode"
-	return fmt.Sprintf("%5.0f | %8.0f %8s %8s %5s %5s %6s | %6.0f %6s %5s %6s |", t.Seconds(), in,
+	return fmt.Sprintf("%5.0f | %8.0f %8s %8s %5s %5s %6s | %6.0f %6s %5s %6s | %9s", t.Seconds(), in,
 		get(p, "tokenscale_arrival_tokens_per_second"), get(p, "tokenscale_capacity_tokens_per_second"),
 		get(p, "tokenscale_predicted_backpressure"), get(p, "tokenscale_desired_replicas"), reps(p),
-		out, get(d, "tokenscale_arrival_tokens_per_second"), get(d, "tokenscale_desired_replicas"), reps(d))
+		out, get(d, "tokenscale_arrival_tokens_per_second"), get(d, "tokenscale_desired_replicas"), reps(d),
+		get(d, "tokenscale_conversions_wanted")+"/"+converted())
 }
+
+// noGPU passes the agents' GPU check: the demo machine has no GPU (on a GPU node the agent reads NVML).
+type noGPU struct{}
+
+func (noGPU) Check(context.Context, *corev1.Pod) (bool, string, string) { return true, "", "" }
 
 // objectMetric is `kubectl get --raw` of a Deployment's Object metric.
 func objectMetric(ctx context.Context, s *localstack.Stack, dep, metric string) (float64, error) {
@@ -263,9 +328,4 @@ func objectMetric(ctx context.Context, s *localstack.Stack, dep, metric string) 
 		return 0, err
 	}
 	return q.AsApproximateFloat64(), nil
-}
-
-func createDeployment(ctx context.Context, s *localstack.Stack, name, role string, flavor fakeengine.Flavor) error {
-	_, err := s.CP.Client.AppsV1().Deployments(namespace).Create(ctx, fakekubelet.Deployment(namespace, name, role, flavor, 1), metav1.CreateOptions{})
-	return err
 }
