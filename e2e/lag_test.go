@@ -40,7 +40,7 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 	if bin == "" {
 		var err error
 		if bin, err = exec.LookPath("prometheus"); err != nil {
-			t.Skip("no prometheus binary: install it (Debian: apt-get install prometheus; .ci/run does) or set TOKENSCALE_PROMETHEUS")
+			t.Skip("no prometheus binary: run `make e2e` (hack/get-prometheus.sh extracts Debian's), install prometheus, or set TOKENSCALE_PROMETHEUS")
 		}
 	}
 	const ns, low, high = "lag", 5000.0, 20000.0

@@ -90,26 +90,34 @@ func (r *Report) instancePanel(s Summary) (*plot.Plot, error) {
 		dec[i] = float64(x.DecodeReady)
 		conv[i] = float64(x.Converted)
 	}
-	for _, l := range []struct {
-		name   string
-		ys     []float64
-		c      color.Color
-		dashed bool
-	}{
+	return p, addSeries(p, xs, []series{
 		{"prompt load / V_P", need, grey, false},
 		{"prefill Ready", pre, blue, false},
 		{"decode Ready", dec, orange, false},
 		{"converted", conv, green, true},
-	} {
+	})
+}
+
+// series is one named line of a panel.
+type series struct {
+	name   string
+	ys     []float64
+	c      color.Color
+	dashed bool
+}
+
+// addSeries draws each series over xs, with a legend entry, legend at the top.
+func addSeries(p *plot.Plot, xs []float64, ss []series) error {
+	for _, l := range ss {
 		ln, err := line(xs, l.ys, l.c, l.dashed)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		p.Add(ln)
 		p.Legend.Add(l.name, ln)
 	}
 	p.Legend.Top = true
-	return p, nil
+	return nil
 }
 
 // ttftPanel plots TTFT p50 and p99 of each window's arrivals against the pool SLO, on a log scale.
@@ -127,21 +135,7 @@ func (r *Report) ttftPanel(s Summary) (*plot.Plot, error) {
 		p50[i], p99[i] = clampLog(x.TTFTP50), clampLog(x.TTFTP99)
 		slo[i] = r.Env.PoolTTFTSLO.Seconds()
 	}
-	for _, l := range []struct {
-		name   string
-		ys     []float64
-		c      color.Color
-		dashed bool
-	}{{"p50", p50, blue, false}, {"p99", p99, red, false}, {"SLO (mean prompt)", slo, grey, true}} {
-		ln, err := line(xs, l.ys, l.c, l.dashed)
-		if err != nil {
-			return nil, err
-		}
-		p.Add(ln)
-		p.Legend.Add(l.name, ln)
-	}
-	p.Legend.Top = true
-	return p, nil
+	return p, addSeries(p, xs, []series{{"p50", p50, blue, false}, {"p99", p99, red, false}, {"SLO (mean prompt)", slo, grey, true}})
 }
 
 // clampLog keeps a value drawable on a log axis: no window (-1) is skipped, unbounded is capped.
