@@ -1,7 +1,6 @@
 package autoscale
 
 import (
-	"errors"
 	"time"
 
 	"github.com/tokenscale/tokenscale/sim/cluster"
@@ -143,4 +142,3 @@ func ratio(desired, replicas int) float64 {
 	return float64(desired) / float64(replicas)
 }
 
-var errNoEnv = errors.New("environment needs positive V_P, V_D and mean lengths")
