@@ -141,4 +141,3 @@ func ratio(desired, replicas int) float64 {
 	}
 	return float64(desired) / float64(replicas)
 }
-
