@@ -62,8 +62,9 @@ perf:
 e2e:
 	@if ls e2e/*.go >/dev/null 2>&1; then \
 	  bin=$$(bash hack/build-control-plane.sh) && keda=$$(bash hack/build-keda.sh) && \
-	  prom=$$(bash hack/get-prometheus.sh || true) && \
-	  TOKENSCALE_K8S_BIN=$$bin TOKENSCALE_KEDA_BIN=$$keda TOKENSCALE_PROMETHEUS=$$prom $(GO) test -count=1 -tags e2e -timeout 60m ./e2e/...; \
+	  prom=$$(bash hack/get-prometheus.sh || true) && pa=$$(bash hack/build-prometheus-adapter.sh || true) && \
+	  TOKENSCALE_K8S_BIN=$$bin TOKENSCALE_KEDA_BIN=$$keda TOKENSCALE_PROMETHEUS=$$prom TOKENSCALE_PROMETHEUS_ADAPTER=$$pa \
+	  $(GO) test -count=1 -tags e2e -timeout 60m ./e2e/...; \
 	else echo "e2e: no suite yet"; fi
 
 ## preflight: refuse to install where another adapter owns a metrics API (PREFLIGHT_ARGS=--external-metrics).

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/tokenscale/tokenscale/e2e/controlplane"
 	"github.com/tokenscale/tokenscale/e2e/localstack"
@@ -53,13 +56,15 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 		}
 		return nil
 	})
+	// One static target per pod, labelled with its namespace and pod as Kubernetes service discovery would,
+	// so prometheus-adapter can map the series to pods.
 	var targets []string
 	for _, p := range k.Pods("prefill") {
 		u, err := url.Parse(p.URL())
 		if err != nil {
 			t.Fatal(err)
 		}
-		targets = append(targets, strconv.Quote(u.Host))
+		targets = append(targets, fmt.Sprintf("{targets: [%q], labels: {namespace: %s, pod: %s}}", u.Host, ns, p.Name))
 	}
 	dir := t.TempDir()
 	setups := []*promSetup{
@@ -68,7 +73,7 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 	}
 	for i, s := range setups {
 		port := controlplane.FreePort()
-		cfg := fmt.Sprintf("global: {scrape_interval: %s, evaluation_interval: %s}\nscrape_configs:\n- job_name: vllm\n  static_configs: [{targets: [%s]}]\n",
+		cfg := fmt.Sprintf("global: {scrape_interval: %s, evaluation_interval: %s}\nscrape_configs:\n- job_name: vllm\n  static_configs: [%s]\n",
 			s.scrape, s.scrape, strings.Join(targets, ", "))
 		cfgPath := filepath.Join(dir, fmt.Sprintf("prometheus-%d.yml", i))
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -126,6 +131,16 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 	}
 
 	settle(low)
+	// prometheus-adapter on the 15 s Prometheus, when built (hack/build-prometheus-adapter.sh): the series
+	// exist now, so its first list finds them.
+	if pa := os.Getenv("TOKENSCALE_PROMETHEUS_ADAPTER"); pa != "" {
+		name := "prometheus-adapter (15 s scrape, rate[1m])"
+		signals[name] = startPrometheusAdapter(t, dir, pa, setups[0].url, ns)
+		order = append(order, name)
+		settle(low)
+	} else {
+		t.Log("prometheus-adapter not measured: run `bash hack/build-prometheus-adapter.sh` and set TOKENSCALE_PROMETHEUS_ADAPTER to its output")
+	}
 	up := step(low, high)
 	settle(high)
 	down := step(high, low)
@@ -177,4 +192,64 @@ func promQuery(base, q string) (float64, error) {
 		return 0, fmt.Errorf("query %q: value %v", q, r.Data.Result[0].Value)
 	}
 	return strconv.ParseFloat(s, 64)
+}
+
+// startPrometheusAdapter runs prometheus-adapter against Prometheus with a rule exposing the pods' prompt
+// token rate as a custom metric (the documented rule shape, rate over 1m), and returns a reader of the
+// namespace's summed value from its own HTTPS endpoint, as the aggregator would ask it.
+func startPrometheusAdapter(t *testing.T, dir, bin, promURL, ns string) func() (float64, error) {
+	t.Helper()
+	rules := `rules:
+- seriesQuery: 'vllm:prompt_tokens_total{namespace!="",pod!=""}'
+  resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}}}
+  name: {matches: "^vllm:prompt_tokens_total$", as: "vllm_prompt_tokens_per_second"}
+  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)'
+`
+	rulesPath := filepath.Join(dir, "prometheus-adapter.yaml")
+	if err := os.WriteFile(rulesPath, []byte(rules), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := controlplane.FreePort()
+	kc := suite.cp.AdminKubeconfig
+	p, err := localstack.StartProcess(dir, "prometheus-adapter", nil, bin, "--prometheus-url="+promURL, "--config="+rulesPath,
+		"--metrics-relist-interval=15s", "--secure-port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--cert-dir="+filepath.Join(dir, "pa-certs"),
+		"--lister-kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc, "-v=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	// A reader with cluster-admin rights, authenticated by token through the adapter's delegated authn.
+	kubectl(t, "", "create", "serviceaccount", "lag-reader", "-n", ns)
+	kubectl(t, "", "create", "clusterrolebinding", "lag-reader", "--clusterrole=cluster-admin", "--serviceaccount="+ns+":lag-reader")
+	token := strings.TrimSpace(kubectl(t, "", "create", "token", "lag-reader", "-n", ns, "--duration=1h"))
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	u := fmt.Sprintf("https://127.0.0.1:%d/apis/custom.metrics.k8s.io/v1beta1/namespaces/%s/pods/%%2A/vllm_prompt_tokens_per_second", port, ns)
+	return func() (float64, error) {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("prometheus-adapter: HTTP %d", resp.StatusCode)
+		}
+		var list struct{ Items []struct{ Value string } }
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+			return 0, err
+		}
+		if len(list.Items) == 0 {
+			return 0, fmt.Errorf("prometheus-adapter: no values yet")
+		}
+		sum := 0.0
+		for _, it := range list.Items {
+			q, err := resource.ParseQuantity(it.Value)
+			if err != nil {
+				return 0, err
+			}
+			sum += q.AsApproximateFloat64()
+		}
+		return sum, nil
+	}
 }
