@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
@@ -144,8 +143,7 @@ type Adapter struct {
 	Dir    string // its log (adapter.log), certificates and kubeconfig
 
 	dir, bin, kubeconfig string
-	cmd                  *exec.Cmd
-	log                  *os.File
+	proc                 *Process
 }
 
 func newAdapter(root, dir, configYAML string) (*Adapter, error) {
@@ -161,52 +159,29 @@ func newAdapter(root, dir, configYAML string) (*Adapter, error) {
 	return a, os.WriteFile(a.Config, []byte(configYAML), 0o600)
 }
 
-// Start runs the adapter (with external metrics on) until Stop.
+// Start runs the adapter (with external metrics on) until Stop; its output goes to adapter.log.
 func (a *Adapter) Start() error {
-	log, err := os.OpenFile(filepath.Join(a.dir, "adapter.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
 	kc := a.kubeconfig
-	cmd := exec.Command(a.bin, "--config", a.Config, "--secure-port", fmt.Sprint(a.Port), "--bind-address", "127.0.0.1",
+	p, err := StartProcess(a.dir, "adapter", nil, a.bin, "--config", a.Config, "--secure-port", fmt.Sprint(a.Port), "--bind-address", "127.0.0.1",
 		"--cert-dir", a.dir, "--lister-kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
 		"--external-metrics", "-v=2")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = log.Close()
+	if err != nil {
 		return fmt.Errorf("starting the adapter: %w", err)
 	}
-	a.cmd, a.log = cmd, log
+	a.proc = p
 	return nil
 }
 
 // Stop ends the adapter with SIGTERM (SIGKILL after 10 s) and reports whether it had already died.
 func (a *Adapter) Stop() (diedEarly bool) {
-	if a.cmd == nil {
+	if a.proc == nil {
 		return false
 	}
-	diedEarly = !a.Alive()
-	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = a.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-	_ = a.log.Close()
-	a.cmd = nil
+	diedEarly = !a.proc.Alive()
+	a.proc.Stop()
+	a.proc = nil
 	return diedEarly
 }
 
 // Alive reports whether the adapter process is still running.
-func (a *Adapter) Alive() bool {
-	if a.cmd == nil {
-		return false
-	}
-	var ws syscall.WaitStatus
-	pid, err := syscall.Wait4(a.cmd.Process.Pid, &ws, syscall.WNOHANG, nil)
-	return err == nil && pid == 0
-}
+func (a *Adapter) Alive() bool { return a.proc.Alive() }
