@@ -106,9 +106,12 @@ type extractor struct {
 	prefix  [3]bool // an engine's prefix was seen on some sample (Kinds order)
 	role    string
 	scratch []label
-	keyBuf  strings.Builder
-	replBuf strings.Builder
-	forced  Kind
+	// lastName and lastTargets cache the table lookup for a run of samples of one name.
+	lastName    string
+	lastTargets []target
+	keyBuf      []byte
+	replBuf     []byte
+	forced      Kind
 }
 
 func newExtractor(kind Kind) *extractor {
@@ -128,7 +131,12 @@ func (e *extractor) wants(name []byte) bool {
 }
 
 func (e *extractor) sample(name string, labels []label, v float64) {
-	for _, t := range e.tab[name] {
+	// Samples of one name come in runs (a histogram's buckets); the scanner interns names, so the
+	// comparison is mostly a pointer check.
+	if name != e.lastName || e.lastTargets == nil {
+		e.lastName, e.lastTargets = name, e.tab[name]
+	}
+	for _, t := range e.lastTargets {
 		e.add(t, labels, v)
 	}
 }
@@ -165,21 +173,25 @@ func (e *extractor) add(t target, labels []label, v float64) {
 		return
 	}
 
-	key, replica := e.groupKey(labels, alias.Match)
+	key, replica := e.groupKey(labels)
 	var s *series
 	for i := range acc.series {
-		if acc.series[i].key == key {
+		if acc.series[i].key == string(key) {
 			s = &acc.series[i]
 			break
 		}
 	}
-	if s == nil {
-		acc.series = append(acc.series, series{key: key, replica: replica})
+	switch {
+	case s == nil:
+		acc.series = append(acc.series, series{key: string(key), replica: string(replica)})
 		s = &acc.series[len(acc.series)-1]
-	} else if c := compareReplica(replica, s.replica); c < 0 {
-		*s = series{key: key, replica: replica}
-	} else if c > 0 {
-		return // another rank repeating the same work
+	case s.replica == string(replica):
+	default:
+		if c := compareReplica(string(replica), s.replica); c < 0 {
+			*s = series{key: s.key, replica: string(replica)}
+		} else if c > 0 {
+			return // another rank repeating the same work
+		}
 	}
 	switch t.part {
 	case partValue:
@@ -206,29 +218,29 @@ func (e *extractor) add(t target, labels []label, v float64) {
 	}
 }
 
-// groupKey renders the labels that distinguish summed series, and separately the replica labels.
-func (e *extractor) groupKey(labels []label, match map[string]string) (key, replica string) {
-	e.scratch = append(e.scratch[:0], labels...)
-	ls := e.scratch
-	sort.Slice(ls, func(i, j int) bool { return ls[i].name < ls[j].name })
-	e.keyBuf.Reset()
-	e.replBuf.Reset()
+// groupKey renders the labels that distinguish summed series, and separately the replica labels, into
+// the extractor's buffers; they stay valid until the next call.
+func (e *extractor) groupKey(labels []label) (key, replica []byte) {
+	// Insertion sort: a sample has a handful of labels, and sort.Slice would allocate per sample.
+	ls := append(e.scratch[:0], labels...)
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j].name < ls[j-1].name; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+	e.scratch = ls
+	key, replica = e.keyBuf[:0], e.replBuf[:0]
 	for _, l := range ls {
 		switch {
 		case l.name == "le":
 		case replicaLabels[l.name]:
-			e.replBuf.WriteString(l.name)
-			e.replBuf.WriteByte('=')
-			e.replBuf.WriteString(l.value)
-			e.replBuf.WriteByte(0)
+			replica = append(append(append(append(replica, l.name...), '='), l.value...), 0)
 		default:
-			e.keyBuf.WriteString(l.name)
-			e.keyBuf.WriteByte('=')
-			e.keyBuf.WriteString(l.value)
-			e.keyBuf.WriteByte(0)
+			key = append(append(append(append(key, l.name...), '='), l.value...), 0)
 		}
 	}
-	return e.keyBuf.String(), e.replBuf.String()
+	e.keyBuf, e.replBuf = key, replica
+	return key, replica
 }
 
 // compareReplica orders replica-label sets so that rank 0 wins; numeric values compare as numbers.

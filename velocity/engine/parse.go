@@ -27,6 +27,16 @@ func parseBytes(buf []byte, sink sampleSink) error {
 	return err
 }
 
+// lineAction is what scan does with the sample lines of one name.
+type lineAction uint8
+
+const (
+	actSkip lineAction = iota
+	actFallback
+	actRead
+	actReadHistogram // a _bucket/_sum/_count line of a declared histogram family
+)
+
 // errFallback means the page uses syntax the scanner does not handle (quoted UTF-8 metric or label
 // names); the page is then parsed by expfmt instead.
 var errFallback = errors.New("fall back to expfmt")
@@ -39,9 +49,13 @@ var errFallback = errors.New("fall back to expfmt")
 func scan(buf []byte, sink sampleSink) error {
 	var (
 		labels []label
+		strs   = newInterner()   // label names, values and sample names repeat across a page's lines
 		typed  map[string]string // families declared histogram, gaugehistogram or summary
 		named  map[string]bool   // _bucket/_sum/_count names declared by HELP/TYPE, or read as samples
 		lineNo int
+
+		prevName []byte // the last sample name classified, and what to do with its lines
+		act      lineAction
 	)
 	for len(buf) > 0 {
 		lineNo++
@@ -58,6 +72,7 @@ func scan(buf []byte, sink sampleSink) error {
 		}
 		switch ln[i] {
 		case '#':
+			prevName = nil
 			kw, bname, typ := commentLine(ln[i+1:])
 			if kw == "" {
 				continue
@@ -98,38 +113,50 @@ func scan(buf []byte, sink sampleSink) error {
 			return fmt.Errorf("parsing metrics text: line %d: invalid metric name starting %q", lineNo, clip(ln[i:]))
 		}
 		name := ln[i:j]
-		want := sink.wants(name)
-		var histBase bool
-		if typed != nil {
-			if t := typed[string(name)]; t != "" {
-				if t == "summary" {
-					continue // samples of a summary are not read
+		// Consecutive lines mostly share a name (a histogram's buckets), so the decision is made once per
+		// run of a name; a comment line can change it and clears it.
+		if prevName == nil || !bytes.Equal(name, prevName) {
+			prevName, act = name, actSkip
+			want := sink.wants(name)
+			var histBase bool
+			if typed != nil {
+				if t := typed[string(name)]; t != "" {
+					if t != "summary" && (want || sink.wants([]byte(string(name)+"_bucket"))) {
+						act = actFallback // a bare sample in a histogram family: expfmt's rules apply
+					}
+					// Otherwise the samples of a summary, or of an unwanted histogram: not read.
+					goto decided
 				}
-				if want || sink.wants([]byte(string(name)+"_bucket")) {
-					return errFallback // a bare sample in a histogram family: expfmt's rules apply
+				if base, ok := splitSuffixBytes(name); ok && !named[string(name)] {
+					switch typed[string(base)] {
+					case "summary":
+						goto decided
+					case "histogram", "gaugehistogram":
+						histBase = true
+					}
 				}
-				continue
 			}
-			if base, ok := splitSuffix(string(name)); ok && !named[string(name)] {
-				switch typed[base] {
-				case "summary":
-					continue
-				case "histogram", "gaugehistogram":
-					histBase = true
-				}
+			if !want {
+				goto decided
 			}
-		}
-		if !want {
-			continue
-		}
-		if !histBase {
-			if _, ok := splitSuffix(string(name)); ok {
+			act = actRead
+			if histBase {
+				act = actReadHistogram
+			} else if _, ok := splitSuffixBytes(name); ok && !named[string(name)] {
 				if named == nil {
 					named = map[string]bool{}
 				}
 				named[string(name)] = true
 			}
 		}
+	decided:
+		switch act {
+		case actSkip:
+			continue
+		case actFallback:
+			return errFallback
+		}
+		histBase := act == actReadHistogram
 		if !complete {
 			return fmt.Errorf("parsing metrics text: line %d: unexpected end of input (truncated page?)", lineNo)
 		}
@@ -137,7 +164,7 @@ func scan(buf []byte, sink sampleSink) error {
 		k := j
 		if k < len(ln) && ln[k] == '{' {
 			var err error
-			labels, k, err = scanLabels(ln, k+1, labels)
+			labels, k, err = scanLabels(ln, k+1, labels, strs)
 			if err != nil {
 				if errors.Is(err, errFallback) {
 					return err
@@ -174,7 +201,7 @@ func scan(buf []byte, sink sampleSink) error {
 				return errFallback // expfmt drops or rejects such a bucket
 			}
 		}
-		sink.sample(string(name), labels, v)
+		sink.sample(strs.at(0, name), labels, v)
 	}
 	return nil
 }
@@ -226,6 +253,53 @@ func hasSuffix(name []byte) bool {
 	return bytes.HasSuffix(name, []byte("_bucket")) || bytes.HasSuffix(name, []byte("_sum")) || bytes.HasSuffix(name, []byte("_count"))
 }
 
+// splitSuffixBytes is splitSuffix without converting the name to a string.
+func splitSuffixBytes(name []byte) ([]byte, bool) {
+	for _, suf := range [...]string{"_bucket", "_sum", "_count"} {
+		if bytes.HasSuffix(name, []byte(suf)) {
+			return name[:len(name)-len(suf)], true
+		}
+	}
+	return nil, false
+}
+
+// interner hands out one string per distinct byte sequence, so a page's repeated label names and values
+// (a model name, an engine index, bucket bounds) are allocated once rather than once per line. Slot i
+// remembers the last bytes seen at position i of a line, since consecutive lines mostly repeat them and
+// comparing is cheaper than hashing.
+type interner struct {
+	m     map[string]string
+	slots [16]struct {
+		b []byte
+		s string
+	}
+}
+
+func newInterner() *interner { return &interner{m: map[string]string{}} }
+
+// at interns b, seen at position slot of a line; b must stay unchanged while the page is scanned.
+func (in *interner) at(slot int, b []byte) string {
+	if slot < len(in.slots) {
+		if c := &in.slots[slot]; c.b != nil && bytes.Equal(c.b, b) {
+			return c.s
+		}
+	}
+	s := in.get(b)
+	if slot < len(in.slots) {
+		in.slots[slot].b, in.slots[slot].s = b, s
+	}
+	return s
+}
+
+func (in *interner) get(b []byte) string {
+	if s, ok := in.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	in.m[s] = s
+	return s
+}
+
 // splitSuffix returns the family a histogram or summary sample name would belong to.
 func splitSuffix(name string) (string, bool) {
 	for _, suf := range []string{"_bucket", "_sum", "_count"} {
@@ -237,7 +311,7 @@ func splitSuffix(name string) (string, bool) {
 }
 
 // scanLabels reads name="value" pairs up to the closing brace; i is just past '{'.
-func scanLabels(ln []byte, i int, dst []label) ([]label, int, error) {
+func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, error) {
 	for {
 		i = skipBlank(ln, i)
 		if i >= len(ln) {
@@ -256,7 +330,7 @@ func scanLabels(ln []byte, i int, dst []label) ([]label, int, error) {
 		if i == n0 {
 			return dst, i, fmt.Errorf("invalid label name start %q", ln[i])
 		}
-		lname := string(ln[n0:i])
+		lname := strs.at(1+2*len(dst), ln[n0:i])
 		i = skipBlank(ln, i)
 		if i >= len(ln) || ln[i] != '=' {
 			return dst, i, fmt.Errorf("expected '=' after label name %q", lname)
@@ -304,14 +378,17 @@ func scanLabels(ln []byte, i int, dst []label) ([]label, int, error) {
 			}
 			i++
 		}
-		lv := string(ln[v0:i])
+		var lv string
 		if escaped {
-			lv = string(val)
+			lv = strs.get(val)
+		} else {
+			lv = strs.at(2+2*len(dst), ln[v0:i])
 		}
 		i = skipBlank(ln, i+1)
 		for _, l := range dst {
 			if l.name == lname {
-				return dst, i, fmt.Errorf("duplicate label name %q", lname)
+				// Usually an error, but expfmt lets a histogram's second le override the first: its rules apply.
+				return dst, i, errFallback
 			}
 		}
 		dst = append(dst, label{lname, lv})

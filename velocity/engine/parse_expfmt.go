@@ -41,7 +41,10 @@ func parseExpfmt(r io.Reader, sink sampleSink) error {
 				if h.SampleSum != nil {
 					sink.sample(name+"_sum", ls, h.GetSampleSum())
 				}
-				if h.SampleCount != nil || h.SampleCountFloat != nil {
+				// expfmt turns a histogram into a float one at its first fractional value and then shows a
+				// count of 0 even when the page has no _count line; a real count of 0 cannot sit beside a
+				// fractional (non-zero) bucket, so that 0 is not passed on.
+				if h.SampleCount != nil || h.SampleCountFloat != nil && h.GetSampleCountFloat() != 0 {
 					n := float64(h.GetSampleCount())
 					if float {
 						n = h.GetSampleCountFloat()
