@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -124,6 +125,7 @@ func scrapeCmd(ctx context.Context, args []string) error {
 	dur := fs.Duration("duration", 60*time.Second, "how long to scrape at 1 Hz")
 	conc := fs.Int("concurrency", 64, "scrapes in flight (the adapter's default)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured rounds to this file")
 	_ = fs.Parse(args)
 
 	self, err := os.Executable()
@@ -158,6 +160,17 @@ func scrapeCmd(ctx context.Context, args []string) error {
 	scraper := collector.NewScraper(collector.Options{Concurrency: *conc}, st, func() []collector.Target { return targets }, obs)
 	scraper.ScrapeOnce(ctx) // warm up connections and the store
 	obs.errs = 0
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpu0, wall0 := cpuSeconds(), time.Now()
 	var rounds []time.Duration
 	tick := time.NewTicker(time.Second)

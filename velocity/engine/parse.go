@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // parseText is the parser Extract uses: the fast scanner, or expfmt for syntax the scanner leaves to it.
@@ -49,7 +50,7 @@ var errFallback = errors.New("fall back to expfmt")
 func scan(buf []byte, sink sampleSink) error {
 	var (
 		labels []label
-		strs   = newInterner()   // label names, values and sample names repeat across a page's lines
+		strs   = getInterner()   // label names, values and sample names repeat across a page's lines
 		typed  map[string]string // families declared histogram, gaugehistogram or summary
 		named  map[string]bool   // _bucket/_sum/_count names declared by HELP/TYPE, or read as samples
 		lineNo int
@@ -57,6 +58,7 @@ func scan(buf []byte, sink sampleSink) error {
 		prevName []byte // the last sample name classified, and what to do with its lines
 		act      lineAction
 	)
+	defer putInterner(strs)
 	for len(buf) > 0 {
 		lineNo++
 		var ln []byte
@@ -275,7 +277,28 @@ type interner struct {
 	}
 }
 
-func newInterner() *interner { return &interner{m: map[string]string{}} }
+// interners keeps interners between pages: the strings are immutable copies, so the next page of the
+// same engines finds its names and values already there.
+var interners = sync.Pool{New: func() any { return &interner{m: map[string]string{}} }}
+
+// maxInterned bounds what an interner keeps between pages, in case some label's values never repeat.
+const maxInterned = 4096
+
+func getInterner() *interner {
+	in := interners.Get().(*interner)
+	if len(in.m) > maxInterned {
+		clear(in.m)
+	}
+	return in
+}
+
+func putInterner(in *interner) {
+	in.slots = [len(in.slots)]struct {
+		b []byte
+		s string
+	}{} // they point into the page's buffer
+	interners.Put(in)
+}
 
 // at interns b, seen at position slot of a line; b must stay unchanged while the page is scanned.
 func (in *interner) at(slot int, b []byte) string {
