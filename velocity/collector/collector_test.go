@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +73,54 @@ func TestScrapeFaultsAreIsolated(t *testing.T) {
 	s.ScrapeOnce(ctx)
 	if st.Len() != 1 {
 		t.Errorf("store has %d pods after targets shrank to 1", st.Len())
+	}
+}
+
+// More engines than the old idle pool held (256): every connection must survive between rounds, or the
+// scraper re-dials most engines every second.
+func TestScrapeKeepsOneConnectionPerEngine(t *testing.T) {
+	const n = 300
+	e := fakeengine.New(fakeengine.Config{})
+	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
+	var mu sync.Mutex
+	dialled := 0
+	var targets []Target
+	for i := 0; i < n; i++ {
+		srv := httptest.NewUnstartedServer(e)
+		srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				mu.Lock()
+				dialled++
+				mu.Unlock()
+			}
+		}
+		srv.Start()
+		defer srv.Close()
+		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: fmt.Sprint(i)}, URL: srv.URL, Engine: engine.VLLM})
+	}
+	st := store.New(store.Options{}, nil)
+	obs := &errCounter{}
+	s := NewScraper(Options{}, st, func() []Target { return targets }, obs)
+	for round := 0; round < 3; round++ {
+		s.ScrapeOnce(context.Background())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if obs.errs > 0 || dialled != n {
+		t.Errorf("3 rounds over %d engines: %d connections dialled, %d failed scrapes; want %d and 0", n, dialled, obs.errs, n)
+	}
+}
+
+type errCounter struct {
+	mu   sync.Mutex
+	errs int
+}
+
+func (c *errCounter) ObserveScrape(_ string, _ time.Duration, err error) {
+	if err != nil {
+		c.mu.Lock()
+		c.errs++
+		c.mu.Unlock()
 	}
 }
 
