@@ -53,7 +53,11 @@ func Start(ctx context.Context, restCfg *rest.Config, o Options, obs collector.O
 	if !pods.WaitForSync(ctx) {
 		return nil, fmt.Errorf("pod informer did not sync (can the ServiceAccount list and watch pods?)")
 	}
-	p := &Pipeline{Service: service.New(watcher.Current, pods, obs), Config: watcher}
+	svc, err := service.New(watcher.Current, pods, obs)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{Service: svc, Config: watcher}
 	if o.ConfigReload > 0 && o.ConfigPath != "" {
 		go watcher.Run(ctx, o.ConfigReload)
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"regexp"
 	"sync"
@@ -44,18 +45,17 @@ type Config struct {
 
 // Scrape tunes the collector.
 type Scrape struct {
-	Interval       Duration `yaml:"interval"`       // default 1s
-	Timeout        Duration `yaml:"timeout"`        // per target, default 800ms
-	Concurrency    int      `yaml:"concurrency"`    // parallel scrapes, default 64
-	MaxBodyBytes   int64    `yaml:"maxBodyBytes"`   // default 4 MiB
-	StaleAfter     Duration `yaml:"staleAfter"`     // default 5s
-	DefaultPort    int      `yaml:"port"`           // default 8000
-	DefaultPath    string   `yaml:"path"`           // default /metrics
-	DefaultScheme  string   `yaml:"scheme"`         // http or https, default http
-	LatencyWindow  Duration `yaml:"latencyWindow"`  // default 10s
-	PromptTokens   float64  `yaml:"promptTokens"`   // queued-request size until observed, default 1000
-	PrometheusURL  string   `yaml:"prometheusURL"`  // optional Prometheus source instead of scraping
-	PrometheusStep Duration `yaml:"prometheusStep"` // rate window for the Prometheus source, default 30s
+	Interval      Duration `yaml:"interval"`      // default 1s
+	Timeout       Duration `yaml:"timeout"`       // per target, default 800ms
+	Concurrency   int      `yaml:"concurrency"`   // parallel scrapes, default 64
+	MaxBodyBytes  int64    `yaml:"maxBodyBytes"`  // default 4 MiB
+	StaleAfter    Duration `yaml:"staleAfter"`    // default 5s
+	DefaultPort   int      `yaml:"port"`          // default 8000
+	DefaultPath   string   `yaml:"path"`          // default /metrics
+	DefaultScheme string   `yaml:"scheme"`        // http or https, default http
+	LatencyWindow Duration `yaml:"latencyWindow"` // default 10s
+	PromptTokens  float64  `yaml:"promptTokens"`  // queued-request size until observed, default 1000
+	PrometheusURL string   `yaml:"prometheusURL"` // optional Prometheus source instead of scraping
 }
 
 // Policy tunes the scaling and conversion decisions.
@@ -197,9 +197,12 @@ func (c *Config) complete() error {
 	s := &c.Scrape
 	setDur(&s.Interval, time.Second)
 	setDur(&s.Timeout, 800*time.Millisecond)
+	if s.PrometheusURL != "" {
+		// Prometheus' samples are as old as its scrape interval (15 s is common): 5 s would read as stale.
+		setDur(&s.StaleAfter, 45*time.Second)
+	}
 	setDur(&s.StaleAfter, 5*time.Second)
 	setDur(&s.LatencyWindow, 10*time.Second)
-	setDur(&s.PrometheusStep, 30*time.Second)
 	if s.Concurrency == 0 {
 		s.Concurrency = 64
 	}
@@ -227,6 +230,11 @@ func (c *Config) complete() error {
 	}
 	if s.Concurrency < 1 || s.MaxBodyBytes < 1024 || !(s.PromptTokens >= 1) || math.IsInf(s.PromptTokens, 0) {
 		errs = append(errs, errors.New("scrape.concurrency must be >= 1, scrape.maxBodyBytes >= 1024 and scrape.promptTokens >= 1"))
+	}
+	if s.PrometheusURL != "" {
+		if u, err := url.Parse(s.PrometheusURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("scrape.prometheusURL %q: want an http(s) URL of a Prometheus-compatible API, like http://prometheus.monitoring:9090", s.PrometheusURL))
+		}
 	}
 	if s.DefaultScheme != "http" && s.DefaultScheme != "https" {
 		errs = append(errs, fmt.Errorf("scrape.scheme %q: allowed values are http, https", s.DefaultScheme))

@@ -73,25 +73,46 @@ type Service struct {
 	pods    PodLister
 	Store   *store.Store
 	scraper *collector.Scraper
+	// prom replaces the scraper when scrape.prometheusURL is set: the same series, read from Prometheus.
+	prom    *collector.PrometheusSource
+	members atomic.Pointer[map[store.PodKey]PoolKey]
 	ctrl    *policy.Controller
 	snap    atomic.Pointer[Snapshot]
 	targets atomic.Pointer[[]collector.Target]
 	subs    subscribers
 }
 
-// New builds a service. cfg returns the config in force (it may change between rounds: hot reload).
-func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) *Service {
+// New builds a service. cfg returns the config in force (it may change between rounds: hot reload; the
+// source, scraping or scrape.prometheusURL, is fixed at start).
+func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Service, error) {
 	c := cfg()
 	s := &Service{cfg: cfg, pods: pods, ctrl: policy.NewController()}
 	s.Store = store.New(store.Options{
 		StaleAfter: c.Scrape.StaleAfter.Duration, LatencyWindow: c.Scrape.LatencyWindow.Duration,
 		DefaultPromptTokens: c.Scrape.PromptTokens,
 	}, nil)
+	if u := c.Scrape.PrometheusURL; u != "" {
+		q, err := collector.NewPrometheusQuerier(u)
+		if err != nil {
+			return nil, fmt.Errorf("scrape.prometheusURL: %w", err)
+		}
+		// Only pods the pod cache maps to a pool are recorded, as with scraping.
+		s.prom = collector.NewPrometheusSource(q, s.Store, c.Scrape.Interval.Duration, engine.Auto, func(k store.PodKey) bool {
+			m := s.members.Load()
+			if m == nil {
+				return false
+			}
+			_, ok := (*m)[k]
+			return ok
+		})
+		klog.InfoS("Reading engine metrics from Prometheus instead of scraping pods", "url", u)
+		return s, nil
+	}
 	s.scraper = collector.NewScraper(collector.Options{
 		Interval: c.Scrape.Interval.Duration, Timeout: c.Scrape.Timeout.Duration,
 		Concurrency: c.Scrape.Concurrency, MaxBodyBytes: c.Scrape.MaxBodyBytes,
 	}, s.Store, s.currentTargets, obs)
-	return s
+	return s, nil
 }
 
 // Snapshot returns the latest published snapshot, or nil before the first round.
@@ -162,7 +183,15 @@ func (s *Service) Step(ctx context.Context, now time.Time) *Snapshot {
 		}
 	}
 	s.targets.Store(&targets)
-	s.scraper.ScrapeOnce(ctx)
+	s.members.Store(&member)
+	if s.prom != nil {
+		// A failed query records nothing: the pods go stale (unknown), never zero.
+		if err := s.prom.PollOnce(ctx); err != nil {
+			klog.ErrorS(err, "Prometheus source poll failed")
+		}
+	} else {
+		s.scraper.ScrapeOnce(ctx)
+	}
 
 	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: member, PodLabels: podLabels, Decisions: map[string]policy.Decision{}}
 	// One pass over the store, split by pool (List returns pods sorted by key).

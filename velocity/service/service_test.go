@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,7 +68,10 @@ pools:
 	add(4, "a", "d1", "decode", true)
 	add(5, "b", "p1", "prefill", true)
 	add(6, "a", "p3", "prefill", false) // not Ready: neither scraped nor counted
-	s := New(func() *config.Config { return cfg }, &pods, nil)
+	s, err := New(func() *config.Config { return cfg }, &pods, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	now := time.Unix(0, 0)
 	var snap *Snapshot
 	for i := 0; i < 8; i++ {
@@ -106,11 +111,103 @@ pools:
 
 func TestFixedNamespacePoolWithoutPodsIsUnknown(t *testing.T) {
 	cfg, _ := config.Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"))
-	s := New(func() *config.Config { return cfg }, &podList{}, nil)
+	s, err := New(func() *config.Config { return cfg }, &podList{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	snap := s.Step(context.Background(), time.Now())
 	v := snap.Pools[PoolKey{"llm", "prefill"}]
 	if v == nil || v.Err == nil || !strings.Contains(v.Err.Error(), "no pods") || v.HasDesired {
 		t.Fatalf("want an unknown pool with an error, got %+v", v)
+	}
+}
+
+// With scrape.prometheusURL the service reads the same series from Prometheus' HTTP API instead of
+// scraping: only pods the pod cache maps to a pool count, and a Prometheus that fails makes the pool
+// unknown, never zero. (A real Prometheus is used by the e2e lag test.)
+func TestServicePrometheusSource(t *testing.T) {
+	var mu sync.Mutex
+	scraped := time.Now().Add(-20 * time.Second) // Prometheus' last scrape of the pods
+	prompt := 1e6
+	down := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+			return
+		}
+		_ = r.ParseForm()
+		ts := float64(scraped.UnixMilli()) / 1000
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasPrefix(r.Form.Get("query"), "max by (namespace, pod) (timestamp(") {
+			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[
+{"metric":{"namespace":"a","pod":"p1"},"value":[%.3f,"%.3f"]},{"metric":{"namespace":"a","pod":"gone"},"value":[%.3f,"%.3f"]}]}}`, ts, ts, ts, ts)
+			return
+		}
+		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"a","pod":"p1","engine":"0"},"value":[%.3f,"%.0f"]},
+{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"a","pod":"p1","engine":"0"},"value":[%.3f,"%.0f"]},
+{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"a","pod":"p1","engine":"0"},"value":[%.3f,"0"]},
+{"metric":{"__name__":"vllm:num_requests_running","namespace":"a","pod":"p1","engine":"0"},"value":[%.3f,"4"]},
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"a","pod":"gone","engine":"0"},"value":[%.3f,"5"]}]}}`, ts, prompt, ts, prompt/10, ts, ts, ts)
+	}))
+	defer srv.Close()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`version: tokenscale.io/v1alpha1
+scrape: {prometheusURL: %q}
+pools:
+- {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}, profile: {prefillTokensPerSecond: 10000}}
+`, srv.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Scrape.StaleAfter.Duration != 45*time.Second {
+		t.Errorf("staleAfter with a Prometheus source = %s, want 45s (above a 15 s Prometheus scrape)", cfg.Scrape.StaleAfter)
+	}
+	pods := podList{{Key: store.PodKey{Namespace: "a", Name: "p1"}, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1", Ready: true}}
+	s, err := New(func() *config.Config { return cfg }, &pods, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap *Snapshot
+	for i := 0; i < 3; i++ {
+		snap = s.Step(context.Background(), time.Now())
+		mu.Lock()
+		scraped = scraped.Add(15 * time.Second) // Prometheus scraped again: 15 s of 3,000 tok/s
+		prompt += 15 * 3000
+		mu.Unlock()
+	}
+	v := snap.Pools[PoolKey{"a", "prefill"}]
+	if v == nil || v.Err != nil || v.Status.Pods != 1 {
+		t.Fatalf("pool a/prefill: %+v", v)
+	}
+	if v.Status.Served < 2900 || v.Status.Served > 3100 {
+		t.Errorf("served %.0f tok/s from Prometheus' counters, want 3000", v.Status.Served)
+	}
+	if s.Store.Len() != 1 {
+		t.Errorf("store tracks %d pods; want 1 (a series of a pod the cache does not know is ignored)", s.Store.Len())
+	}
+	mu.Lock()
+	down, scraped = true, time.Now().Add(-time.Hour)
+	mu.Unlock()
+	// The last good sample ages past staleAfter: unknown, not zero. Simulated by a config with a short
+	// staleAfter on a fresh service sharing nothing but the failing Prometheus.
+	cfg2, _ := config.Parse([]byte(fmt.Sprintf("version: tokenscale.io/v1alpha1\nscrape: {prometheusURL: %q, staleAfter: 1s}\npools:\n- {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}}\n", srv.URL)))
+	s2, err := New(func() *config.Config { return cfg2 }, &pods, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := s2.Step(context.Background(), time.Now()).Pools[PoolKey{"a", "prefill"}]; v == nil || v.Err == nil || v.HasDesired {
+		t.Errorf("with Prometheus failing, the pool must be unknown: %+v", v)
+	}
+}
+
+func TestServicePrometheusURLErrors(t *testing.T) {
+	for _, u := range []string{"prometheus:9090", "ftp://x", "http://"} {
+		_, err := config.Parse([]byte(fmt.Sprintf("version: tokenscale.io/v1alpha1\nscrape: {prometheusURL: %q}\npools:\n- {name: p, role: prefill, selector: {a: b}}\n", u)))
+		if err == nil || !strings.Contains(err.Error(), "scrape.prometheusURL") {
+			t.Errorf("prometheusURL %q: err = %v, want a clear config error", u, err)
+		}
 	}
 }
 
