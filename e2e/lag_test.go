@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,8 +19,10 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tokenscale/tokenscale/e2e/controlplane"
+	"github.com/tokenscale/tokenscale/e2e/fakekubelet"
 	"github.com/tokenscale/tokenscale/e2e/localstack"
 	"github.com/tokenscale/tokenscale/sim/fakeengine"
 )
@@ -34,17 +37,16 @@ type promSetup struct {
 
 // The signal lag of tokenscale against Prometheus: the same fake vLLM engines are scraped by the adapter
 // (1 s) and by a real Prometheus, at the common 15 s interval with rate(...[1m]) and at an aggressive
-// 1 s with rate(...[10s]). After a load step up and a step down, each signal's time to cover 90% of the
-// step is measured: tokenscale's Object metric through the aggregator, Prometheus' answer to the query.
-// What KEDA's prometheus scaler (pollingInterval, 30 s by default) or prometheus-adapter and the HPA (15 s
-// sync) add comes on top of the Prometheus figure and is not measured here.
+// 1 s with rate(...[10s]). The 15 s Prometheus is also read by prometheus-adapter, by the real KEDA
+// operator's prometheus scaler, and by a second tokenscale adapter using its Prometheus source. After a
+// load step up and a step down, each signal's time to cover 90% of the step is measured, each read as
+// its consumer reads it: tokenscale's Object metric and KEDA's external metric through the aggregator,
+// prometheus-adapter and the second adapter on their own ports, Prometheus by its query API. The HPA's
+// sync (15 s by default) comes on top of every path alike.
 func TestDetectionLagVsPrometheus(t *testing.T) {
-	bin := os.Getenv("TOKENSCALE_PROMETHEUS")
-	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("prometheus"); err != nil {
-			t.Skip("no prometheus binary: run `make e2e` (hack/get-prometheus.sh extracts Debian's), install prometheus, or set TOKENSCALE_PROMETHEUS")
-		}
+	bin, ok := prometheusBinary()
+	if !ok {
+		t.Skip("no prometheus binary: run `make e2e` (hack/get-prometheus.sh extracts Debian's), install prometheus, or set TOKENSCALE_PROMETHEUS")
 	}
 	const ns, low, high = "lag", 5000.0, 20000.0
 	k := namespace(t, ns)
@@ -56,36 +58,13 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 		}
 		return nil
 	})
-	// One static target per pod, labelled with its namespace and pod as Kubernetes service discovery would,
-	// so prometheus-adapter can map the series to pods.
-	var targets []string
-	for _, p := range k.Pods("prefill") {
-		u, err := url.Parse(p.URL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		targets = append(targets, fmt.Sprintf("{targets: [%q], labels: {namespace: %s, pod: %s}}", u.Host, ns, p.Name))
-	}
 	dir := t.TempDir()
 	setups := []*promSetup{
 		{name: "Prometheus 15 s scrape, rate[1m]", scrape: 15 * time.Second, window: time.Minute},
 		{name: "Prometheus 1 s scrape, rate[10s]", scrape: time.Second, window: 10 * time.Second},
 	}
 	for i, s := range setups {
-		port := controlplane.FreePort()
-		cfg := fmt.Sprintf("global: {scrape_interval: %s, evaluation_interval: %s}\nscrape_configs:\n- job_name: vllm\n  static_configs: [%s]\n",
-			s.scrape, s.scrape, strings.Join(targets, ", "))
-		cfgPath := filepath.Join(dir, fmt.Sprintf("prometheus-%d.yml", i))
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		p, err := localstack.StartProcess(dir, fmt.Sprintf("prometheus-%d", i), nil, bin, "--config.file="+cfgPath,
-			"--storage.tsdb.path="+filepath.Join(dir, fmt.Sprintf("tsdb-%d", i)), "--web.listen-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Stop)
-		s.url = fmt.Sprintf("http://127.0.0.1:%d", port)
+		s.url = startPrometheus(t, dir, bin, fmt.Sprintf("prometheus-%d", i), k, ns, "prefill", s.scrape)
 	}
 
 	ours := func() (float64, error) {
@@ -135,11 +114,49 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 	// exist now, so its first list finds them.
 	if pa := os.Getenv("TOKENSCALE_PROMETHEUS_ADAPTER"); pa != "" {
 		name := "prometheus-adapter (15 s scrape, rate[1m])"
-		signals[name] = startPrometheusAdapter(t, dir, pa, setups[0].url, ns)
+		port := startPrometheusAdapter(t, dir, pa, setups[0].url, "vllm:prompt_tokens_total", "vllm_prompt_tokens_per_second")
+		signals[name] = directMetric(port, readerToken(t, ns), fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta1/namespaces/%s/pods/%%2A/vllm_prompt_tokens_per_second", ns))
 		order = append(order, name)
 		settle(low)
 	} else {
 		t.Log("prometheus-adapter not measured: run `bash hack/build-prometheus-adapter.sh` and set TOKENSCALE_PROMETHEUS_ADAPTER to its output")
+	}
+	// tokenscale's own Prometheus source (scrape.prometheusURL) on the same 15 s Prometheus: a second
+	// adapter, read on its own port as the aggregator would read it.
+	{
+		name := "tokenscale, Prometheus source (15 s scrape)"
+		cfg := strings.Replace(adapterConfig(suite.enginePort), "staleAfter: 3s}", fmt.Sprintf("staleAfter: 45s, prometheusURL: %q}", setups[0].url), 1)
+		sib, err := suite.adapter.Sibling(filepath.Join(dir, "adapter-prometheus"), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sib.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			sib.Stop()
+			if t.Failed() {
+				b, _ := os.ReadFile(filepath.Join(sib.Dir, "adapter.log"))
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
+				}
+				t.Logf("adapter with the Prometheus source, log (tail):\n%s", b)
+			}
+		})
+		signals[name] = directMetric(sib.Port, readerToken(t, ns),
+			fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/llama-prefill/tokenscale_arrival_tokens_per_second", ns))
+		order = append(order, name)
+		settle(low)
+	}
+	// The real KEDA operator's prometheus scaler on the same 15 s Prometheus (the path llm-d's guides
+	// recommend), read through the aggregator from KEDA's metrics server, as KEDA's HPA reads it.
+	if os.Getenv("TOKENSCALE_KEDA_BIN") != "" {
+		name := "KEDA prometheus scaler (15 s scrape, rate[1m])"
+		signals[name] = startKEDAPrometheus(t, ns, setups[0].url)
+		order = append(order, name)
+		settle(low)
+	} else {
+		t.Log("KEDA's prometheus scaler not measured: run `make e2e`, or set TOKENSCALE_KEDA_BIN to the output of hack/build-keda.sh")
 	}
 	up := step(low, high)
 	settle(high)
@@ -153,9 +170,118 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 		}
 		t.Logf("%-42s 90%% of a %g→%g tok/s step after %5.1f s; of the step back after %5.1f s", name, low, high, u.Seconds(), d.Seconds())
 	}
-	// The point of the project: the adapter's signal leads Prometheus' usual setup.
-	if up[order[0]] >= up[order[1]] {
-		t.Errorf("tokenscale (%s) did not lead %s (%s) on the step up", up[order[0]], order[1], up[order[1]])
+	for _, name := range order[1:] {
+		if u, ok := up[name]; ok && up[order[0]] > 0 {
+			t.Logf("%-42s %5.1fx tokenscale's time on the step up", name, u.Seconds()/up[order[0]].Seconds())
+		}
+	}
+	// The point of the project: the adapter's signal leads Prometheus' usual setup by far (goal: 15x).
+	if up[order[0]]*15 > up[order[1]] {
+		t.Errorf("tokenscale (%s) is not 15x faster than %s (%s) on the step up", up[order[0]], order[1], up[order[1]])
+	}
+}
+
+// readerTokens caches, per namespace, a bearer token of a cluster-admin ServiceAccount.
+var readerTokens = map[string]string{}
+
+// readerToken returns a token that API servers with delegated authentication (prometheus-adapter, a
+// second tokenscale adapter) accept, for reading them directly.
+func readerToken(t *testing.T, ns string) string {
+	t.Helper()
+	if tok, ok := readerTokens[ns]; ok {
+		return tok
+	}
+	kubectl(t, "", "create", "serviceaccount", "lag-reader", "-n", ns)
+	kubectl(t, "", "create", "clusterrolebinding", "lag-reader-"+ns, "--clusterrole=cluster-admin", "--serviceaccount="+ns+":lag-reader")
+	t.Cleanup(func() { _, _ = kubectlRun("", "delete", "clusterrolebinding", "lag-reader-"+ns) })
+	tok := strings.TrimSpace(kubectl(t, "", "create", "token", "lag-reader", "-n", ns, "--duration=1h"))
+	readerTokens[ns] = tok
+	return tok
+}
+
+// directMetric reads a custom-metrics path from an API server on 127.0.0.1:port with a bearer token, and
+// returns the sum of the items' values.
+func directMetric(port int, token, path string) func() (float64, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	u := fmt.Sprintf("https://127.0.0.1:%d%s", port, path)
+	return func() (float64, error) {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+			return 0, fmt.Errorf("%s: HTTP %d: %s", u, resp.StatusCode, b)
+		}
+		var list struct{ Items []struct{ Value string } }
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+			return 0, err
+		}
+		if len(list.Items) == 0 {
+			return 0, fmt.Errorf("%s: no values yet", u)
+		}
+		sum := 0.0
+		for _, it := range list.Items {
+			q, err := resource.ParseQuantity(it.Value)
+			if err != nil {
+				return 0, err
+			}
+			sum += q.AsApproximateFloat64()
+		}
+		return sum, nil
+	}
+}
+
+// startKEDAPrometheus runs the real KEDA with a ScaledObject whose prometheus trigger runs the usual
+// query, and returns a reader of KEDA's external metric through the aggregator. The ScaledObject scales a
+// Deployment outside every pool, pinned at one replica, so it changes nothing the other readers see.
+func startKEDAPrometheus(t *testing.T, ns, promURL string) func() (float64, error) {
+	t.Helper()
+	startKEDA(t)
+	deployment(t, ns, "keda-target", "none", fakeengine.VLLMV1, 1)
+	kubectl(t, fmt.Sprintf(`apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: lag-prometheus, namespace: %s}
+spec:
+  scaleTargetRef: {name: keda-target}
+  minReplicaCount: 1
+  maxReplicaCount: 1
+  triggers:
+  - type: prometheus
+    metadata:
+      serverAddress: %q
+      query: 'sum(rate(vllm:prompt_tokens_total{namespace="%s"}[1m]))'
+      threshold: "10000"
+`, ns, promURL, ns), "apply", "-f", "-")
+	var metric string
+	eventually(t, 60*time.Second, "KEDA's HPA for the prometheus trigger", func() error {
+		hpa, err := suite.cp.Client.AutoscalingV2().HorizontalPodAutoscalers(ns).Get(suite.ctx, "keda-hpa-lag-prometheus", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(hpa.Spec.Metrics) != 1 || hpa.Spec.Metrics[0].External == nil {
+			return fmt.Errorf("HPA metrics %+v", hpa.Spec.Metrics)
+		}
+		metric = hpa.Spec.Metrics[0].External.Metric.Name
+		return nil
+	})
+	path := fmt.Sprintf("/apis/external.metrics.k8s.io/v1beta1/namespaces/%s/%s?labelSelector=scaledobject.keda.sh/name=lag-prometheus", ns, metric)
+	return func() (float64, error) {
+		body, err := getRaw(path)
+		if err != nil {
+			return 0, err
+		}
+		var ext struct{ Items []struct{ Value string } }
+		if err := json.Unmarshal(body, &ext); err != nil {
+			return 0, err
+		}
+		if len(ext.Items) != 1 {
+			return 0, fmt.Errorf("KEDA's external metric %s: %s", metric, body)
+		}
+		return parseQuantity(ext.Items[0].Value)
 	}
 }
 
@@ -194,17 +320,17 @@ func promQuery(base, q string) (float64, error) {
 	return strconv.ParseFloat(s, 64)
 }
 
-// startPrometheusAdapter runs prometheus-adapter against Prometheus with a rule exposing the pods' prompt
-// token rate as a custom metric (the documented rule shape, rate over 1m), and returns a reader of the
-// namespace's summed value from its own HTTPS endpoint, as the aggregator would ask it.
-func startPrometheusAdapter(t *testing.T, dir, bin, promURL, ns string) func() (float64, error) {
+// startPrometheusAdapter runs prometheus-adapter against Prometheus with one rule exposing the pods'
+// counter series as the custom metric as (the documented rule shape, rate over 1m), and returns its
+// secure port on 127.0.0.1, which accepts the suite's admin client certificate and tokens.
+func startPrometheusAdapter(t *testing.T, dir, bin, promURL, series, as string) int {
 	t.Helper()
-	rules := `rules:
-- seriesQuery: 'vllm:prompt_tokens_total{namespace!="",pod!=""}'
+	rules := fmt.Sprintf(`rules:
+- seriesQuery: '%[1]s{namespace!="",pod!=""}'
   resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}}}
-  name: {matches: "^vllm:prompt_tokens_total$", as: "vllm_prompt_tokens_per_second"}
+  name: {matches: "^%[1]s$", as: "%[2]s"}
   metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)'
-`
+`, series, as)
 	rulesPath := filepath.Join(dir, "prometheus-adapter.yaml")
 	if err := os.WriteFile(rulesPath, []byte(rules), 0o644); err != nil {
 		t.Fatal(err)
@@ -218,38 +344,42 @@ func startPrometheusAdapter(t *testing.T, dir, bin, promURL, ns string) func() (
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Stop)
-	// A reader with cluster-admin rights, authenticated by token through the adapter's delegated authn.
-	kubectl(t, "", "create", "serviceaccount", "lag-reader", "-n", ns)
-	kubectl(t, "", "create", "clusterrolebinding", "lag-reader", "--clusterrole=cluster-admin", "--serviceaccount="+ns+":lag-reader")
-	token := strings.TrimSpace(kubectl(t, "", "create", "token", "lag-reader", "-n", ns, "--duration=1h"))
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	u := fmt.Sprintf("https://127.0.0.1:%d/apis/custom.metrics.k8s.io/v1beta1/namespaces/%s/pods/%%2A/vllm_prompt_tokens_per_second", port, ns)
-	return func() (float64, error) {
-		req, _ := http.NewRequest(http.MethodGet, u, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := client.Do(req)
+	return port
+}
+
+// startPrometheus runs a real Prometheus scraping the pods of role in ns every scrape, each target
+// labelled with its namespace and pod as Kubernetes service discovery would, and returns its URL.
+func startPrometheus(t *testing.T, dir, bin, name string, k *fakekubelet.Kubelet, ns, role string, scrape time.Duration) string {
+	t.Helper()
+	var targets []string
+	for _, p := range k.Pods(role) {
+		u, err := url.Parse(p.URL())
 		if err != nil {
-			return 0, err
+			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return 0, fmt.Errorf("prometheus-adapter: HTTP %d", resp.StatusCode)
-		}
-		var list struct{ Items []struct{ Value string } }
-		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-			return 0, err
-		}
-		if len(list.Items) == 0 {
-			return 0, fmt.Errorf("prometheus-adapter: no values yet")
-		}
-		sum := 0.0
-		for _, it := range list.Items {
-			q, err := resource.ParseQuantity(it.Value)
-			if err != nil {
-				return 0, err
-			}
-			sum += q.AsApproximateFloat64()
-		}
-		return sum, nil
+		targets = append(targets, fmt.Sprintf("{targets: [%q], labels: {namespace: %s, pod: %s}}", u.Host, ns, p.Name))
 	}
+	port := controlplane.FreePort()
+	cfg := fmt.Sprintf("global: {scrape_interval: %s, evaluation_interval: %s}\nscrape_configs:\n- job_name: vllm\n  static_configs: [%s]\n",
+		scrape, scrape, strings.Join(targets, ", "))
+	cfgPath := filepath.Join(dir, name+".yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := localstack.StartProcess(dir, name, nil, bin, "--config.file="+cfgPath,
+		"--storage.tsdb.path="+filepath.Join(dir, name+"-tsdb"), "--web.listen-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return fmt.Sprintf("http://127.0.0.1:%d", port)
+}
+
+// prometheusBinary returns Debian's prometheus as `make e2e` provides it, or one on PATH.
+func prometheusBinary() (string, bool) {
+	if bin := os.Getenv("TOKENSCALE_PROMETHEUS"); bin != "" {
+		return bin, true
+	}
+	bin, err := exec.LookPath("prometheus")
+	return bin, err == nil
 }

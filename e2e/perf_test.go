@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -61,18 +62,60 @@ func TestServingLatency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	report := func(name string, lat []time.Duration, errs int) {
+		if len(lat) == 0 {
+			t.Errorf("%s: no request succeeded (%d errors)", name, errs)
+			return
+		}
+		p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
+		t.Logf("%s: %d requests for %d pods at 100/s for %s: p50 %s, p90 %s, p99 %s, max %s, %d errors", name, len(lat), pods, dur,
+			p(0.5).Round(10*time.Microsecond), p(0.9).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond), errs)
+		if errs > 0 {
+			t.Errorf("%s: %d failed requests", name, errs)
+		}
+	}
 	for _, c := range []struct {
 		name   string
 		client kubernetes.Interface
-	}{{"through the aggregator", agg}, {"directly to the adapter", direct}} {
+	}{{"tokenscale through the aggregator", agg}, {"tokenscale directly", direct}} {
 		lat, errs := load(c.client, path, 100, dur)
-		p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
-		t.Logf("%s: %d requests for %d pods at 100/s for %s: p50 %s, p90 %s, p99 %s, max %s, %d errors", c.name, len(lat), pods, dur,
-			p(0.5).Round(10*time.Microsecond), p(0.9).Round(10*time.Microsecond), p(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond), errs)
-		if errs > 0 {
-			t.Errorf("%s: %d failed requests", c.name, errs)
-		}
+		report(c.name, lat, errs)
 	}
+
+	// The same selector query answered by prometheus-adapter v0.12.0 over a real Prometheus scraping the
+	// same pods (every 5 s), read directly on its port with the same client certificate. The aggregator
+	// path stays tokenscale's: one APIService per group version.
+	promBin, ok := prometheusBinary()
+	paBin := os.Getenv("TOKENSCALE_PROMETHEUS_ADAPTER")
+	if !ok || paBin == "" {
+		t.Log("prometheus-adapter not compared: run `make e2e` (it provides Prometheus and prometheus-adapter), or set TOKENSCALE_PROMETHEUS and TOKENSCALE_PROMETHEUS_ADAPTER")
+		return
+	}
+	dir := t.TempDir()
+	promURL := startPrometheus(t, dir, promBin, "prometheus", k, ns, "decode", 5*time.Second)
+	paPort := startPrometheusAdapter(t, dir, paBin, promURL, "vllm:generation_tokens_total", "vllm_generation_tokens_per_second")
+	pa, err := kubernetes.NewForConfig(&rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", paPort), QPS: -1,
+		TLSClientConfig: rest.TLSClientConfig{Insecure: true, CertFile: filepath.Join(suite.cp.Dir, "admin.crt"), KeyFile: filepath.Join(suite.cp.Dir, "admin.key")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	paPath := fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta1/namespaces/%s/pods/*/vllm_generation_tokens_per_second", ns)
+	eventually(t, 180*time.Second, fmt.Sprintf("prometheus-adapter values for all %d pods", pods), func() error {
+		body, err := pa.Discovery().RESTClient().Get().AbsPath(paPath).Param("labelSelector", "llm-d.ai/role=decode").DoRaw(suite.ctx)
+		if err != nil {
+			return err
+		}
+		var list struct{ Items []metricValue }
+		if err := json.Unmarshal(body, &list); err != nil {
+			return err
+		}
+		if len(list.Items) != int(pods) {
+			return fmt.Errorf("%d of %d pods have values", len(list.Items), pods)
+		}
+		return nil
+	})
+	lat, errs := load(pa, paPath, 100, dur)
+	report("prometheus-adapter directly", lat, errs)
 }
 
 // load sends GET path at rate per second for d (open loop: each request starts on schedule), and

@@ -159,6 +159,16 @@ func newAdapter(root, dir, configYAML string) (*Adapter, error) {
 	return a, os.WriteFile(a.Config, []byte(configYAML), 0o600)
 }
 
+// Sibling returns a second adapter from the same binary and credentials with another config, in dir; it
+// is not registered with the aggregator, so it is read on its own port.
+func (a *Adapter) Sibling(dir, configYAML string) (*Adapter, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	b := &Adapter{Port: controlplane.FreePort(), Config: filepath.Join(dir, "config.yaml"), Dir: dir, dir: dir, bin: a.bin, kubeconfig: a.kubeconfig}
+	return b, os.WriteFile(b.Config, []byte(configYAML), 0o600)
+}
+
 // Start runs the adapter (with external metrics on) until Stop; its output goes to adapter.log.
 func (a *Adapter) Start() error {
 	kc := a.kubeconfig

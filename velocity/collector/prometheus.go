@@ -63,7 +63,9 @@ func (p *PrometheusSource) TimestampQuery() string {
 			names = append(names, n)
 		}
 	}
-	return `max by (namespace, pod) (timestamp({__name__=~"` + strings.Join(names, "|") + `"}))`
+	// timestamp() drops the metric name, and two counters of one pod would then collide ("vector cannot
+	// contain metrics with the same labelset"): the name is copied into a label first.
+	return `max by (namespace, pod) (timestamp(label_replace({__name__=~"` + strings.Join(names, "|") + `"}, "tokenscale_series", "$1", "__name__", "(.+)")))`
 }
 
 // Run polls until ctx ends.
