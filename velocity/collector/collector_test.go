@@ -150,23 +150,20 @@ func TestScrapeRestartCountsReset(t *testing.T) {
 }
 
 func TestPrometheusSource(t *testing.T) {
-	var calls int
+	var queries []string
 	prompt := 1000.0
 	ts := 1700000000.0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
-		q := r.Form.Get("query")
+		queries = append(queries, r.Form.Get("query"))
 		w.Header().Set("Content-Type", "application/json")
-		if strings.HasPrefix(q, "max by (namespace, pod) (timestamp(") {
-			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"namespace":"ns","pod":"p"},"value":[%.3f,"%.3f"]}]}}`, ts, ts)
-			return
-		}
-		calls++
-		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[
-{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p","engine":"0","instance":"10.0.0.1:8000"},"value":[%.3f,"%v"]},
-{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"ns","pod":"p","engine":"0"},"value":[%.3f,"100"]},
-{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"ns","pod":"p","engine":"0"},"value":[%.3f,"2"]},
-{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"other","pod":"x"},"value":[%.3f,"5"]}]}}`, ts, prompt, ts, ts, ts)
+		// Raw samples with their scrape times; the stale "gone" series stopped 30 s before the newest scrape.
+		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"matrix","result":[
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p","engine":"0","instance":"10.0.0.1:8000"},"values":[[%.3f,"1"],[%.3f,"%v"]]},
+{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"ns","pod":"p","engine":"0"},"values":[[%.3f,"100"]]},
+{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"ns","pod":"p","engine":"0"},"values":[[%.3f,"2"]]},
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p","engine":"gone"},"values":[[%.3f,"1e9"]]},
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"other","pod":"x"},"values":[[%.3f,"5"]]}]}}`, ts-15, ts, prompt, ts, ts, ts-30, ts)
 	}))
 	defer srv.Close()
 	q, err := NewPrometheusQuerier(srv.URL)
@@ -174,7 +171,7 @@ func TestPrometheusSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := store.New(store.Options{StaleAfter: time.Hour * 24 * 365 * 100}, nil)
-	src := NewPrometheusSource(q, st, time.Second, engine.Auto, func(k store.PodKey) bool { return k.Namespace == "ns" })
+	src := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, func(k store.PodKey) bool { return k.Namespace == "ns" })
 	ctx := context.Background()
 	if err := src.PollOnce(ctx); err != nil {
 		t.Fatal(err)
@@ -197,6 +194,9 @@ func TestPrometheusSource(t *testing.T) {
 	}
 	if st.Len() != 1 {
 		t.Errorf("store has %d pods, want only the kept namespace", st.Len())
+	}
+	if want := `"}[45s]`; len(queries) == 0 || !strings.HasSuffix(queries[0], want) {
+		t.Errorf("query %q: want a range selector over the lookback (%s)", queries, want)
 	}
 	// A failing Prometheus records nothing (pods go stale, never zero) and returns an error.
 	srv.Close()

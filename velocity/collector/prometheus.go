@@ -38,34 +38,29 @@ type PrometheusSource struct {
 	q        Querier
 	rec      Recorder
 	interval time.Duration
+	lookback time.Duration
 	keep     func(store.PodKey) bool // selects pods that belong to some pool; nil keeps all
 	kind     engine.Kind
 }
 
-// NewPrometheusSource returns a source polling q every interval.
-func NewPrometheusSource(q Querier, rec Recorder, interval time.Duration, kind engine.Kind, keep func(store.PodKey) bool) *PrometheusSource {
+// NewPrometheusSource returns a source polling q every interval; samples older than lookback are not
+// read (pods whose newest sample is older are stale anyway).
+func NewPrometheusSource(q Querier, rec Recorder, interval, lookback time.Duration, kind engine.Kind, keep func(store.PodKey) bool) *PrometheusSource {
 	if interval <= 0 {
 		interval = 5 * time.Second
 	}
-	return &PrometheusSource{q: q, rec: rec, interval: interval, keep: keep, kind: kind}
-}
-
-// Query returns the PromQL the source runs: every series the catalog reads, by exact name.
-func (p *PrometheusSource) Query() string {
-	return `{__name__=~"` + strings.Join(engine.SampleNames(), "|") + `"}`
-}
-
-// TimestampQuery returns the PromQL giving each pod's last scrape time of its token counters.
-func (p *PrometheusSource) TimestampQuery() string {
-	var names []string
-	for _, n := range engine.SampleNames() {
-		if strings.Contains(n, "tokens_total") {
-			names = append(names, n)
-		}
+	if lookback < time.Second {
+		lookback = time.Minute
 	}
-	// timestamp() drops the metric name, and two counters of one pod would then collide ("vector cannot
-	// contain metrics with the same labelset"): the name is copied into a label first.
-	return `max by (namespace, pod) (timestamp(label_replace({__name__=~"` + strings.Join(names, "|") + `"}, "tokenscale_series", "$1", "__name__", "(.+)")))`
+	return &PrometheusSource{q: q, rec: rec, interval: interval, lookback: lookback, keep: keep, kind: kind}
+}
+
+// Query returns the PromQL the source runs: the raw samples of every series the catalog reads, by exact
+// name, over the lookback. A range selector returns each sample with its scrape time, so values and
+// time come from one consistent answer (two queries, one for values and one for timestamps, can straddle
+// a Prometheus scrape and pair new values with the old time).
+func (p *PrometheusSource) Query() string {
+	return `{__name__=~"` + strings.Join(engine.SampleNames(), "|") + `"}[` + model.Duration(p.lookback).String() + `]`
 }
 
 // Run polls until ctx ends.
@@ -84,21 +79,10 @@ func (p *PrometheusSource) Run(ctx context.Context) {
 	}
 }
 
-// PollOnce queries once and records one snapshot per pod, stamped with the time Prometheus last scraped
-// that pod, so an unchanged Prometheus scrape is not mistaken for a new one (which would read as a zero
-// rate). A failed query records nothing: pods go stale (unknown), never zero.
+// PollOnce queries once and records one snapshot per pod: the series of its newest scrape, stamped with
+// that scrape's time, so a Prometheus that has not scraped again is not mistaken for a new scrape (which
+// would read as a zero rate). A failed query records nothing: pods go stale (unknown), never zero.
 func (p *PrometheusSource) PollOnce(ctx context.Context) error {
-	tv, _, _, err := p.q.Query(ctx, p.TimestampQuery(), time.Time{})
-	if err != nil {
-		return fmt.Errorf("prometheus timestamp query: %w", err)
-	}
-	scraped := map[store.PodKey]time.Time{}
-	if tvec, ok := tv.(model.Vector); ok {
-		for _, s := range tvec {
-			key := store.PodKey{Namespace: string(s.Metric["namespace"]), Name: string(s.Metric["pod"])}
-			scraped[key] = time.Unix(0, int64(float64(s.Value)*1e9))
-		}
-	}
 	v, warnings, _, err := p.q.Query(ctx, p.Query(), time.Time{})
 	if err != nil {
 		return fmt.Errorf("prometheus query: %w", err)
@@ -106,37 +90,44 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	if len(warnings) > 0 {
 		klog.V(2).InfoS("Prometheus query warnings", "warnings", warnings)
 	}
-	vec, ok := v.(model.Vector)
+	mat, ok := v.(model.Matrix)
 	if !ok {
-		return fmt.Errorf("prometheus query: want a vector, got %s", v.Type())
+		return fmt.Errorf("prometheus query: want a matrix, got %s", v.Type())
 	}
-	builders := map[store.PodKey]*engine.Builder{}
-	for _, s := range vec {
+	type last struct {
+		metric model.Metric
+		pair   model.SamplePair
+	}
+	byPod := map[store.PodKey][]last{}
+	newest := map[store.PodKey]model.Time{}
+	for _, s := range mat {
 		key := store.PodKey{Namespace: string(s.Metric["namespace"]), Name: string(s.Metric["pod"])}
-		if key.Namespace == "" || key.Name == "" || (p.keep != nil && !p.keep(key)) {
+		if key.Namespace == "" || key.Name == "" || len(s.Values) == 0 || (p.keep != nil && !p.keep(key)) {
 			continue
 		}
-		b := builders[key]
-		if b == nil {
-			b = engine.NewBuilder(p.kind)
-			builders[key] = b
+		l := last{s.Metric, s.Values[len(s.Values)-1]}
+		byPod[key] = append(byPod[key], l)
+		if l.pair.Timestamp > newest[key] {
+			newest[key] = l.pair.Timestamp
 		}
-		labels := make(map[string]string, len(s.Metric))
-		for k, lv := range s.Metric {
-			switch k {
-			case model.MetricNameLabel, "namespace", "pod", "instance", "job", "container", "endpoint", "service":
-			default:
-				labels[string(k)] = string(lv)
-			}
-		}
-		b.Add(string(s.Metric[model.MetricNameLabel]), labels, float64(s.Value))
 	}
-	for key, b := range builders {
-		ts, ok := scraped[key]
-		if !ok {
-			p.rec.RecordError(key, time.Now(), fmt.Errorf("prometheus has no token counter timestamp for %s", key))
-			continue
+	for key, series := range byPod {
+		b := engine.NewBuilder(p.kind)
+		for _, s := range series {
+			if s.pair.Timestamp != newest[key] {
+				continue // not in the pod's newest scrape (the series went away)
+			}
+			labels := make(map[string]string, len(s.metric))
+			for k, lv := range s.metric {
+				switch k {
+				case model.MetricNameLabel, "namespace", "pod", "instance", "job", "container", "endpoint", "service":
+				default:
+					labels[string(k)] = string(lv)
+				}
+			}
+			b.Add(string(s.metric[model.MetricNameLabel]), labels, float64(s.pair.Value))
 		}
+		ts := newest[key].Time()
 		snap, err := b.Snapshot()
 		if err != nil {
 			p.rec.RecordError(key, ts, err)
@@ -144,6 +135,6 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 		}
 		p.rec.Record(key, ts, snap)
 	}
-	p.rec.Retain(func(k store.PodKey) bool { _, ok := builders[k]; return ok })
+	p.rec.Retain(func(k store.PodKey) bool { _, ok := byPod[k]; return ok })
 	return nil
 }

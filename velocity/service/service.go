@@ -97,7 +97,7 @@ func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Se
 			return nil, fmt.Errorf("scrape.prometheusURL: %w", err)
 		}
 		// Only pods the pod cache maps to a pool are recorded, as with scraping.
-		s.prom = collector.NewPrometheusSource(q, s.Store, c.Scrape.Interval.Duration, engine.Auto, func(k store.PodKey) bool {
+		s.prom = collector.NewPrometheusSource(q, s.Store, c.Scrape.Interval.Duration, c.Scrape.StaleAfter.Duration, engine.Auto, func(k store.PodKey) bool {
 			m := s.members.Load()
 			if m == nil {
 				return false

@@ -137,20 +137,14 @@ func TestServicePrometheusSource(t *testing.T) {
 			http.Error(w, "overloaded", http.StatusServiceUnavailable)
 			return
 		}
-		_ = r.ParseForm()
 		ts := float64(scraped.UnixMilli()) / 1000
 		w.Header().Set("Content-Type", "application/json")
-		if strings.HasPrefix(r.Form.Get("query"), "max by (namespace, pod) (timestamp(") {
-			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[
-{"metric":{"namespace":"a","pod":"p1"},"value":[%.3f,"%.3f"]},{"metric":{"namespace":"a","pod":"gone"},"value":[%.3f,"%.3f"]}]}}`, ts, ts, ts, ts)
-			return
-		}
-		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[
-{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"a","pod":"p1","engine":"0"},"value":[%.3f,"%.0f"]},
-{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"a","pod":"p1","engine":"0"},"value":[%.3f,"%.0f"]},
-{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"a","pod":"p1","engine":"0"},"value":[%.3f,"0"]},
-{"metric":{"__name__":"vllm:num_requests_running","namespace":"a","pod":"p1","engine":"0"},"value":[%.3f,"4"]},
-{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"a","pod":"gone","engine":"0"},"value":[%.3f,"5"]}]}}`, ts, prompt, ts, prompt/10, ts, ts, ts)
+		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"matrix","result":[
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"a","pod":"p1","engine":"0"},"values":[[%.3f,"%.0f"]]},
+{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"a","pod":"p1","engine":"0"},"values":[[%.3f,"%.0f"]]},
+{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"a","pod":"p1","engine":"0"},"values":[[%.3f,"0"]]},
+{"metric":{"__name__":"vllm:num_requests_running","namespace":"a","pod":"p1","engine":"0"},"values":[[%.3f,"4"]]},
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"a","pod":"gone","engine":"0"},"values":[[%.3f,"5"]]}]}}`, ts, prompt, ts, prompt/10, ts, ts, ts)
 	}))
 	defer srv.Close()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`version: tokenscale.io/v1alpha1
