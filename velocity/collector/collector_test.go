@@ -151,7 +151,7 @@ func TestScrapeRestartCountsReset(t *testing.T) {
 
 func TestPrometheusSource(t *testing.T) {
 	var queries []string
-	prompt := 1000.0
+	prompt := 100000.0
 	ts := 1700000000.0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
@@ -159,11 +159,12 @@ func TestPrometheusSource(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		// Raw samples with their scrape times; the stale "gone" series stopped 30 s before the newest scrape.
 		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"matrix","result":[
-{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p","engine":"0","instance":"10.0.0.1:8000"},"values":[[%.3f,"1"],[%.3f,"%v"]]},
-{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"ns","pod":"p","engine":"0"},"values":[[%.3f,"100"]]},
-{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"ns","pod":"p","engine":"0"},"values":[[%.3f,"2"]]},
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p","engine":"0","instance":"10.0.0.1:8000"},"values":[[%.3f,"%v"],[%.3f,"%v"]]},
+{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"ns","pod":"p","engine":"0"},"values":[[%.3f,"100"],[%.3f,"100"]]},
+{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"ns","pod":"p","engine":"0"},"values":[[%.3f,"2"],[%.3f,"2"]]},
 {"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p","engine":"gone"},"values":[[%.3f,"1e9"]]},
-{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"other","pod":"x"},"values":[[%.3f,"5"]]}]}}`, ts-15, ts, prompt, ts, ts, ts-30, ts)
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"other","pod":"x"},"values":[[%.3f,"5"]]}]}}`,
+			ts-15, prompt-15*3000, ts, prompt, ts-15, ts, ts-15, ts, ts-30, ts)
 	}))
 	defer srv.Close()
 	q, err := NewPrometheusQuerier(srv.URL)
@@ -175,6 +176,11 @@ func TestPrometheusSource(t *testing.T) {
 	ctx := context.Background()
 	if err := src.PollOnce(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// A new pod's previous scrape is read too, so its rate is known at once; the series that went away
+	// before the newest scrape is not summed in.
+	if v, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"}); err != nil || v.PrefillTPS < 2999 || v.PrefillTPS > 3001 {
+		t.Fatalf("after the first poll: PrefillTPS %v, %v; want 3000 from the two scrapes in the answer", v.PrefillTPS, err)
 	}
 	// Prometheus has not scraped again: the same timestamp must not produce a zero rate.
 	if err := src.PollOnce(ctx); err != nil {

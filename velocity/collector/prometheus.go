@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -41,6 +42,7 @@ type PrometheusSource struct {
 	lookback time.Duration
 	keep     func(store.PodKey) bool // selects pods that belong to some pool; nil keeps all
 	kind     engine.Kind
+	seen     map[store.PodKey]bool // pods in the last answer
 }
 
 // NewPrometheusSource returns a source polling q every interval; samples older than lookback are not
@@ -94,47 +96,67 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("prometheus query: want a matrix, got %s", v.Type())
 	}
-	type last struct {
-		metric model.Metric
-		pair   model.SamplePair
-	}
-	byPod := map[store.PodKey][]last{}
+	byPod := map[store.PodKey][]*model.SampleStream{}
 	newest := map[store.PodKey]model.Time{}
 	for _, s := range mat {
 		key := store.PodKey{Namespace: string(s.Metric["namespace"]), Name: string(s.Metric["pod"])}
 		if key.Namespace == "" || key.Name == "" || len(s.Values) == 0 || (p.keep != nil && !p.keep(key)) {
 			continue
 		}
-		l := last{s.Metric, s.Values[len(s.Values)-1]}
-		byPod[key] = append(byPod[key], l)
-		if l.pair.Timestamp > newest[key] {
-			newest[key] = l.pair.Timestamp
+		byPod[key] = append(byPod[key], s)
+		if t := s.Values[len(s.Values)-1].Timestamp; t > newest[key] {
+			newest[key] = t
 		}
 	}
 	for key, series := range byPod {
-		b := engine.NewBuilder(p.kind)
-		for _, s := range series {
-			if s.pair.Timestamp != newest[key] {
-				continue // not in the pod's newest scrape (the series went away)
-			}
-			labels := make(map[string]string, len(s.metric))
-			for k, lv := range s.metric {
-				switch k {
-				case model.MetricNameLabel, "namespace", "pod", "instance", "job", "container", "endpoint", "service":
-				default:
-					labels[string(k)] = string(lv)
+		// A pod seen for the first time also gets its previous scrape, so its rate is known now rather
+		// than after Prometheus' next scrape.
+		if !p.seen[key] {
+			var prev model.Time
+			for _, s := range series {
+				for _, v := range s.Values {
+					if v.Timestamp < newest[key] && v.Timestamp > prev {
+						prev = v.Timestamp
+					}
 				}
 			}
-			b.Add(string(s.metric[model.MetricNameLabel]), labels, float64(s.pair.Value))
+			if prev > 0 {
+				p.record(key, series, prev)
+			}
 		}
-		ts := newest[key].Time()
-		snap, err := b.Snapshot()
-		if err != nil {
-			p.rec.RecordError(key, ts, err)
-			continue
-		}
-		p.rec.Record(key, ts, snap)
+		p.record(key, series, newest[key])
+	}
+	p.seen = make(map[store.PodKey]bool, len(byPod))
+	for k := range byPod {
+		p.seen[k] = true
 	}
 	p.rec.Retain(func(k store.PodKey) bool { _, ok := byPod[k]; return ok })
 	return nil
+}
+
+// record builds the pod's snapshot from its series' samples scraped at ts (series without one, such as a
+// series that went away, are left out) and records it.
+func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream, ts model.Time) {
+	b := engine.NewBuilder(p.kind)
+	for _, s := range series {
+		i := sort.Search(len(s.Values), func(i int) bool { return s.Values[i].Timestamp >= ts })
+		if i == len(s.Values) || s.Values[i].Timestamp != ts {
+			continue
+		}
+		labels := make(map[string]string, len(s.Metric))
+		for k, lv := range s.Metric {
+			switch k {
+			case model.MetricNameLabel, "namespace", "pod", "instance", "job", "container", "endpoint", "service":
+			default:
+				labels[string(k)] = string(lv)
+			}
+		}
+		b.Add(string(s.Metric[model.MetricNameLabel]), labels, float64(s.Values[i].Value))
+	}
+	snap, err := b.Snapshot()
+	if err != nil {
+		p.rec.RecordError(key, ts.Time(), err)
+		return
+	}
+	p.rec.Record(key, ts.Time(), snap)
 }
