@@ -6,10 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -119,6 +123,26 @@ func TestServingLatency(t *testing.T) {
 		}
 		return nil
 	})
+	// Prometheus' share: the query prometheus-adapter runs for the selector, sent to Prometheus directly,
+	// one at a time.
+	var names []string
+	for _, p := range k.Pods("decode") {
+		names = append(names, p.Name)
+	}
+	q := fmt.Sprintf(`sum(rate(vllm:generation_tokens_total{namespace=%q,pod=~%q}[1m])) by (pod)`, ns, strings.Join(names, "|"))
+	var promLat []time.Duration
+	for i := 0; i < 20; i++ {
+		start := time.Now()
+		resp, err := http.Get(promURL + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err != nil {
+			t.Fatalf("prometheus query: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		promLat = append(promLat, time.Since(start))
+	}
+	sort.Slice(promLat, func(i, j int) bool { return promLat[i] < promLat[j] })
+	t.Logf("Prometheus alone, the same query over %d pods, 20 in a row: p50 %s, max %s", len(names), promLat[10].Round(10*time.Microsecond), promLat[19].Round(10*time.Microsecond))
 	// At 100/s every request becomes a PromQL query over all the pods; 10/s shows its latency unloaded.
 	report("prometheus-adapter directly", 10, load(pa, paPath, 10, dur), false)
 	report("prometheus-adapter directly", 100, load(pa, paPath, 100, dur), false)
