@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -239,6 +240,31 @@ func TestConverter(t *testing.T) {
 			t.Errorf("pod %s still says converted", p.Name)
 		}
 	}
+
+	// More bursts (TOKENSCALE_PERF=full: 20) give the distribution of burst -> first flip
+	// (docs/performance.md).
+	n := 4
+	if os.Getenv("TOKENSCALE_PERF") == "full" {
+		n = 20
+	}
+	flips, afterDecision := []time.Duration{flipped}, []time.Duration{flipped - decided}
+	for i := 1; i < n; i++ {
+		decided, flipped = 0, 0
+		burst = time.Now()
+		k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 30000, OutputTokensPerSec: 60})
+		sampleUntil(30*time.Second, "a decoder converted", func(pods []corev1.Pod, w int) bool { return flipped > 0 })
+		flips, afterDecision = append(flips, flipped), append(afterDecision, flipped-decided)
+		k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 3000, OutputTokensPerSec: 10})
+		sampleUntil(60*time.Second, "every decoder back to decode", func(pods []corev1.Pod, w int) bool {
+			return len(converted(pods)) == 0 && w == 0
+		})
+	}
+	stats := func(d []time.Duration) string {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		q := func(p float64) time.Duration { return d[int(p*float64(len(d)-1))].Round(10 * time.Millisecond) }
+		return fmt.Sprintf("p50 %s, p90 %s, max %s", q(0.5), q(0.9), d[len(d)-1].Round(10*time.Millisecond))
+	}
+	t.Logf("over %d bursts: burst -> first pod relabelled %s; after the decision showed %s", n, stats(flips), stats(afterDecision))
 }
 
 // agentClient creates a Node and a placeholder agent pod on it (what the DaemonSet would run) and returns
