@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -106,7 +107,13 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: %v", info.Metric, key, err))
 		}
-		return p.podValue(key, info.Metric, get(v), v.Time)
+		x := get(v)
+		if !finite(x) {
+			return nil, unavailable(fmt.Sprintf("%s for pod %s is not a finite non-negative number", info.Metric, key))
+		}
+		window := int64(1)
+		mv := podMetricValue(key, info.Metric, x, v.Time, &window)
+		return &mv, nil
 	}
 	get, ok := poolMetrics[info.Metric]
 	kind := kindFor(info.GroupResource)
@@ -158,7 +165,10 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 			keys = append(keys, key)
 		}
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].Name < keys[j].Name })
+	slices.SortFunc(keys, func(a, b store.PodKey) int { return strings.Compare(a.Name, b.Name) })
+	// One allocation for the answer: a selector over a large pool is the HPA's common call.
+	list.Items = make([]custom_metrics.MetricValue, 0, len(keys))
+	window := int64(1)
 	for _, key := range keys {
 		v, err := p.src.Pod(key)
 		if err != nil {
@@ -167,11 +177,11 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 			}
 			continue
 		}
-		mv, err := p.podValue(key, info.Metric, get(v), v.Time)
-		if err != nil {
+		x := get(v)
+		if !finite(x) {
 			continue
 		}
-		list.Items = append(list.Items, *mv)
+		list.Items = append(list.Items, podMetricValue(key, info.Metric, x, v.Time, &window))
 	}
 	if len(list.Items) == 0 {
 		if len(keys) == 0 {
@@ -182,18 +192,16 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	return list, nil
 }
 
-func (p *Provider) podValue(key store.PodKey, metric string, v float64, t time.Time) (*custom_metrics.MetricValue, error) {
-	if !finite(v) {
-		return nil, unavailable(fmt.Sprintf("%s for pod %s is not a finite non-negative number", metric, key))
-	}
-	window := int64(1)
-	return &custom_metrics.MetricValue{
+// podMetricValue is one pod's value; v must be finite and non-negative.
+// window is the values' window in seconds, shared by the items of one answer.
+func podMetricValue(key store.PodKey, metric string, v float64, t time.Time, window *int64) custom_metrics.MetricValue {
+	return custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: key.Namespace, Name: key.Name},
 		Metric:          custom_metrics.MetricIdentifier{Name: metric},
 		Timestamp:       metav1.NewTime(t),
-		WindowSeconds:   &window,
+		WindowSeconds:   window,
 		Value:           quantity(v),
-	}, nil
+	}
 }
 
 func (p *Provider) unknownMetric(info provider.CustomMetricInfo) error {
