@@ -41,7 +41,10 @@ type Options struct {
 	Timeout      time.Duration // per target, default 800ms
 	Concurrency  int           // default 64
 	MaxBodyBytes int64         // default 4 MiB
-	Client       *http.Client  // default: a client with keep-alives sized to Concurrency
+	// Compression asks engines for gzip. Off by default: prometheus_client compresses only when asked,
+	// and a plain page costs the adapter less CPU (no gunzip) for about 12x the bytes on the network.
+	Compression bool
+	Client      *http.Client // default: a client with keep-alives sized to Concurrency
 }
 
 // Observer is told about every scrape, for the binaries' own /metrics. It may be nil.
@@ -82,6 +85,7 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		tr.IdleConnTimeout = 90 * time.Second
 		// A scrape request is a few hundred bytes; the default 4 KiB write buffer per connection is waste.
 		tr.WriteBufferSize = 1024
+		tr.DisableCompression = !opts.Compression
 		opts.Client = &http.Client{Transport: tr}
 	}
 	return &Scraper{opts: opts, rec: rec, targets: targets, obs: obs, now: time.Now,

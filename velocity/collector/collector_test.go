@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -108,6 +109,48 @@ func TestScrapeKeepsOneConnectionPerEngine(t *testing.T) {
 	defer mu.Unlock()
 	if obs.errs > 0 || dialled != n {
 		t.Errorf("3 rounds over %d engines: %d connections dialled, %d failed scrapes; want %d and 0", n, dialled, obs.errs, n)
+	}
+}
+
+// Engines gzip their page only when asked (prometheus_client does). By default the scraper asks for a
+// plain page; with Compression it asks for gzip and reads the compressed page.
+func TestScrapeCompression(t *testing.T) {
+	e := fakeengine.New(fakeengine.Config{})
+	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
+	var mu sync.Mutex
+	var asked []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.Header.Get("Accept-Encoding"))
+		mu.Unlock()
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			e.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		defer zw.Close()
+		e.WriteMetrics(zw)
+	}))
+	defer srv.Close()
+	for _, compress := range []bool{false, true} {
+		st := store.New(store.Options{}, nil)
+		key := store.PodKey{Namespace: "ns", Name: "p"}
+		s := NewScraper(Options{Compression: compress}, st, func() []Target { return []Target{{Pod: key, URL: srv.URL, Engine: engine.VLLM}} }, nil)
+		for i := 0; i < 2; i++ {
+			e.Advance(time.Second)
+			s.ScrapeOnce(context.Background())
+			time.Sleep(10 * time.Millisecond)
+		}
+		if v, err := st.Get(key); err != nil || v.PrefillTPS <= 0 {
+			t.Errorf("compression %v: %+v, %v", compress, v, err)
+		}
+		mu.Lock()
+		last := asked[len(asked)-1]
+		mu.Unlock()
+		if got := strings.Contains(last, "gzip"); got != compress {
+			t.Errorf("compression %v: Accept-Encoding %q", compress, last)
+		}
 	}
 }
 

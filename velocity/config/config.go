@@ -56,6 +56,7 @@ type Scrape struct {
 	LatencyWindow Duration `yaml:"latencyWindow"` // default 10s
 	PromptTokens  float64  `yaml:"promptTokens"`  // queued-request size until observed, default 1000
 	PrometheusURL string   `yaml:"prometheusURL"` // optional Prometheus source instead of scraping
+	Compression   bool     `yaml:"compression"`   // ask engines for gzip pages, default false
 }
 
 // Policy tunes the scaling and conversion decisions.
