@@ -16,6 +16,21 @@ import (
 // (a label selector, one value per pod), without the network and the aggregator: what is left of the
 // serving-latency budget for everything else (docs/performance.md).
 func BenchmarkPodsBySelector1000(b *testing.B) {
+	p, src := benchProvider()
+	_ = src
+	sel, _ := labels.Parse("llm-d.ai/role=decode")
+	mi := info("pods", DecodeVelocity)
+	b.ReportAllocs()
+	for b.Loop() {
+		list, err := p.GetMetricBySelector(context.Background(), "llm", sel, mi, labels.Everything())
+		if err != nil || len(list.Items) != 1000 {
+			b.Fatalf("%v, %d items", err, len(list.Items))
+		}
+	}
+}
+
+// benchProvider serves 1,000 decode pods among 1,000 prefill pods of one namespace.
+func benchProvider() (*Provider, *fakeSource) {
 	now := time.Now()
 	src := &fakeSource{
 		snap: &service.Snapshot{Time: now, PodLabels: map[store.PodKey]map[string]string{}},
@@ -31,14 +46,5 @@ func BenchmarkPodsBySelector1000(b *testing.B) {
 		k := store.PodKey{Namespace: "llm", Name: fmt.Sprintf("llama-prefill-%d", i)}
 		src.snap.PodLabels[k] = map[string]string{"llm-d.ai/role": "prefill", "app": "llama"}
 	}
-	p := NewProvider(src, nil)
-	sel, _ := labels.Parse("llm-d.ai/role=decode")
-	mi := info("pods", DecodeVelocity)
-	b.ReportAllocs()
-	for b.Loop() {
-		list, err := p.GetMetricBySelector(context.Background(), "llm", sel, mi, labels.Everything())
-		if err != nil || len(list.Items) != 1000 {
-			b.Fatalf("%v, %d items", err, len(list.Items))
-		}
-	}
+	return NewProvider(src, nil), src
 }

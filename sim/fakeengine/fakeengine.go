@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -230,7 +231,10 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, "<html><body>502 Bad Gateway</body></html>\nvllm:prompt_tokens_total{model_name=\"x\" 12\n")
 		return
 	}
-	e.WriteMetrics(w)
+	page := e.render()
+	defer pages.Put(page)
+	w.Header().Set("Content-Length", strconv.Itoa(page.Len()))
+	_, _ = w.Write(page.Bytes())
 }
 
 // Run advances the engine every tick until stop is closed.

@@ -46,3 +46,22 @@ func TestPagesAreValidAndMove(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWriteMetrics is a fake engine's cost per page, which the e2e serving and scrape measurements
+// pay on the same machine as the adapter (docs/performance.md).
+func BenchmarkWriteMetrics(b *testing.B) {
+	for _, fl := range []Flavor{VLLMV1, SGLang} {
+		b.Run(string(fl), func(b *testing.B) {
+			e := New(Config{Flavor: fl})
+			e.SetLoad(Load{PromptTokensPerSec: 12000, OutputTokensPerSec: 2000})
+			e.Advance(time.Second)
+			var page bytes.Buffer
+			b.ReportAllocs()
+			for b.Loop() {
+				page.Reset()
+				e.WriteMetrics(&page)
+			}
+			b.ReportMetric(float64(page.Len()), "bytes")
+		})
+	}
+}

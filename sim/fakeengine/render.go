@@ -1,11 +1,12 @@
 package fakeengine
 
 import (
-	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Bucket layouts as the engines declare them (vLLM v1/metrics/loggers.py; SGLang collector.py).
@@ -41,84 +42,119 @@ func (h *hist) observeN(v, n float64) {
 	h.count += n
 }
 
+// page renders exposition text into a buffer without allocating per sample: a fake engine serves its
+// page every second on the same machine as the adapter under measurement, so its cost is kept small.
 type page struct {
-	w      *bufio.Writer
-	labels string // rendered common labels, without braces
+	w          *bytes.Buffer
+	labels     string   // rendered common labels, without braces
+	num, bound [32]byte // scratch for formatting a value and a bucket bound
 }
 
 func (p *page) family(name, typ, help string) {
-	fmt.Fprintf(p.w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	for _, s := range [...]string{"# HELP ", name, " ", help, "\n# TYPE ", name, " ", typ, "\n"} {
+		p.w.WriteString(s)
+	}
 }
 
-func (p *page) sample(name, extra string, v float64) {
-	ls := p.labels
-	if extra != "" {
-		if ls != "" {
-			ls = extra + "," + ls
-		} else {
-			ls = extra
+func (p *page) sample(name, extra string, v float64) { p.line(name, "", nil, extra, v) }
+
+// line writes name+suffix{le="le",extra,labels} v, leaving out what is empty.
+func (p *page) line(name, suffix string, le []byte, extra string, v float64) {
+	w := p.w
+	w.WriteString(name)
+	w.WriteString(suffix)
+	sep := byte('{')
+	if le != nil {
+		w.WriteByte(sep)
+		w.WriteString(`le="`)
+		w.Write(le)
+		w.WriteByte('"')
+		sep = ','
+	}
+	for _, part := range [...]string{extra, p.labels} {
+		if part != "" {
+			w.WriteByte(sep)
+			w.WriteString(part)
+			sep = ','
 		}
 	}
-	p.w.WriteString(name)
-	if ls != "" {
-		p.w.WriteByte('{')
-		p.w.WriteString(ls)
-		p.w.WriteByte('}')
+	if sep == ',' {
+		w.WriteByte('}')
 	}
-	p.w.WriteByte(' ')
-	p.w.WriteString(fmtFloat(v))
-	p.w.WriteByte('\n')
+	w.WriteByte(' ')
+	w.Write(appendFloat(p.num[:0], v))
+	w.WriteByte('\n')
 }
+
+var inf = []byte("+Inf")
 
 func (p *page) hist(name string, h *hist, share float64) {
 	cum := 0.0
 	for i, b := range h.bounds {
 		cum += h.counts[i]
-		p.sample(name+"_bucket", `le="`+fmtFloat(b)+`"`, floor(cum*share))
+		p.line(name, "_bucket", appendFloat(p.bound[:0], b), "", floor(cum*share))
 	}
 	cum += h.counts[len(h.bounds)]
-	p.sample(name+"_bucket", `le="+Inf"`, floor(cum*share))
-	p.sample(name+"_count", "", floor(cum*share))
-	p.sample(name+"_sum", "", h.sum*share)
+	p.line(name, "_bucket", inf, "", floor(cum*share))
+	p.line(name, "_count", nil, "", floor(cum*share))
+	p.line(name, "_sum", nil, "", h.sum*share)
 }
 
 func floor(v float64) float64 { return float64(int64(v)) }
 
-func fmtFloat(v float64) string {
-	s := strconv.FormatFloat(v, 'g', -1, 64)
-	if !strings.ContainsAny(s, ".eEn") {
-		s += ".0"
+func fmtFloat(v float64) string { return string(appendFloat(nil, v)) }
+
+// appendFloat formats v as prometheus_client does: shortest form, with ".0" on whole numbers.
+func appendFloat(dst []byte, v float64) []byte {
+	n := len(dst)
+	dst = strconv.AppendFloat(dst, v, 'g', -1, 64)
+	if !bytes.ContainsAny(dst[n:], ".eEn") {
+		dst = append(dst, ".0"...)
 	}
-	return s
+	return dst
 }
+
+var pages = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // WriteMetrics writes the engine's /metrics page in its flavor's format.
 func (e *Engine) WriteMetrics(out io.Writer) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	w := bufio.NewWriterSize(out, 64<<10)
-	defer w.Flush()
-	switch e.cfg.Flavor {
-	case SGLang, SGLangOld:
-		e.writeSGLang(w)
-	default:
-		e.writeVLLM(w)
-	}
+	buf := e.render()
+	defer pages.Put(buf)
+	_, _ = out.Write(buf.Bytes())
 }
 
-func (e *Engine) writeVLLM(w *bufio.Writer) {
-	writeProcessMetrics(w)
+// render returns the page in a pooled buffer; put it back in pages when done.
+func (e *Engine) render() *bytes.Buffer {
+	buf := pages.Get().(*bytes.Buffer)
+	buf.Reset()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch e.cfg.Flavor {
+	case SGLang, SGLangOld:
+		e.writeSGLang(buf)
+	default:
+		e.writeVLLM(buf)
+	}
+	return buf
+}
+
+func (e *Engine) writeVLLM(w *bytes.Buffer) {
+	w.WriteString(processMetrics)
 	v1 := e.cfg.Flavor == VLLMV1
 	n := e.cfg.Engines
 	share := 1 / float64(n)
 	p := &page{w: w}
+	engineLabels := make([]string, n)
+	for i := range engineLabels {
+		if v1 {
+			engineLabels[i] = fmt.Sprintf(`engine="%d",model_name="%s"`, i, e.cfg.Model)
+		} else {
+			engineLabels[i] = fmt.Sprintf(`model_name="%s"`, e.cfg.Model)
+		}
+	}
 	forEach := func(f func()) {
 		for i := 0; i < n; i++ {
-			if v1 {
-				p.labels = fmt.Sprintf(`engine="%d",model_name="%s"`, i, e.cfg.Model)
-			} else {
-				p.labels = fmt.Sprintf(`model_name="%s"`, e.cfg.Model)
-			}
+			p.labels = engineLabels[i]
 			f()
 			if !v1 {
 				return // V0 has no data-parallel engine label: one series carries everything
@@ -184,28 +220,33 @@ func (e *Engine) writeVLLM(w *bufio.Writer) {
 	forEach(func() {
 		p.sample("vllm:cache_config_info", fmt.Sprintf(`block_size="16",cache_dtype="auto",enable_prefix_caching="True",gpu_memory_utilization="0.9",num_gpu_blocks="%d"`, int(e.cfg.KVCapacityTokens/16)), 1)
 	})
-	writeHTTPMetrics(w)
+	w.WriteString(httpMetrics)
 }
 
-func (e *Engine) writeSGLang(w *bufio.Writer) {
+func (e *Engine) writeSGLang(w *bytes.Buffer) {
 	old := e.cfg.Flavor == SGLangOld
 	p := &page{w: w}
 	ranks := e.cfg.TPRanks
 	if old {
 		ranks = 1
 	}
+	modelLabel := fmt.Sprintf(`model_name="%s"`, e.cfg.Model)
+	rankLabels := make([]string, ranks)
+	for r := range rankLabels {
+		if old {
+			rankLabels[r] = modelLabel
+		} else {
+			rankLabels[r] = fmt.Sprintf(`engine_type="%s",model_name="%s",pp_rank="0",tp_rank="%d"`, e.cfg.Role, e.cfg.Model, r)
+		}
+	}
 	sched := func(f func()) { // scheduler metrics: one series per reporting TP rank, identical values
 		for r := 0; r < ranks; r++ {
-			if old {
-				p.labels = fmt.Sprintf(`model_name="%s"`, e.cfg.Model)
-			} else {
-				p.labels = fmt.Sprintf(`engine_type="%s",model_name="%s",pp_rank="0",tp_rank="%d"`, e.cfg.Role, e.cfg.Model, r)
-			}
+			p.labels = rankLabels[r]
 			f()
 		}
 	}
 	tok := func(f func()) { // tokenizer metrics: one series
-		p.labels = fmt.Sprintf(`model_name="%s"`, e.cfg.Model)
+		p.labels = modelLabel
 		f()
 	}
 	gauge := func(name, help string, v float64) {
@@ -260,8 +301,8 @@ func (e *Engine) genLenDoneTokens() float64 {
 	return e.genLen.count * e.promptLen.sum / e.promptLen.count
 }
 
-func writeProcessMetrics(w *bufio.Writer) {
-	w.WriteString(`# HELP python_gc_objects_collected_total Objects collected during gc
+// processMetrics imitates prometheus_client's process and Python collectors at the top of a page.
+const processMetrics = `# HELP python_gc_objects_collected_total Objects collected during gc
 # TYPE python_gc_objects_collected_total counter
 python_gc_objects_collected_total{generation="0"} 12345.0
 python_gc_objects_collected_total{generation="1"} 2345.0
@@ -281,12 +322,15 @@ process_cpu_seconds_total 1234.56
 # HELP process_open_fds Number of open file descriptors.
 # TYPE process_open_fds gauge
 process_open_fds 123.0
-`)
-}
+`
 
-// writeHTTPMetrics imitates the prometheus-fastapi-instrumentator families vLLM's API server exposes,
-// which make up much of a real page and which the extractor must skip cheaply.
-func writeHTTPMetrics(w *bufio.Writer) {
+// httpMetrics imitates the prometheus-fastapi-instrumentator families vLLM's API server exposes, which
+// make up much of a real page and which the extractor must skip cheaply. They do not move, so they are
+// rendered once.
+var httpMetrics = renderHTTPMetrics()
+
+func renderHTTPMetrics() string {
+	w := new(strings.Builder)
 	handlers := []string{"/v1/completions", "/v1/chat/completions", "/metrics", "/health"}
 	w.WriteString("# HELP http_requests_total Total number of requests by method, status and handler.\n# TYPE http_requests_total counter\n")
 	for _, h := range handlers {
@@ -307,4 +351,5 @@ func writeHTTPMetrics(w *bufio.Writer) {
 		fmt.Fprintf(w, "http_request_duration_seconds_count{handler=%q,method=\"POST\"} 40.0\n", h)
 		fmt.Fprintf(w, "http_request_duration_seconds_sum{handler=%q,method=\"POST\"} 12.5\n", h)
 	}
+	return w.String()
 }

@@ -60,3 +60,31 @@ func BenchmarkRecord(b *testing.B) {
 	}
 	b.ReportMetric(heapPerPod, "heap-B/pod")
 }
+
+// BenchmarkGet1000 is the serving path's read of 1,000 pods, as one HPA selector call over a 1,000-pod
+// pool makes it (docs/performance.md).
+func BenchmarkGet1000(b *testing.B) {
+	page := loadPage(b)
+	const pods = 1000
+	keys := make([]PodKey, pods)
+	t0 := time.Now()
+	s := New(Options{}, func() time.Time { return t0.Add(3 * time.Second) })
+	for i := range keys {
+		keys[i] = PodKey{Namespace: "ns", Name: fmt.Sprintf("pod-%d", i)}
+		for round := 0; round < 2; round++ {
+			c, err := engine.ExtractBytes(page, engine.Auto)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.Record(keys[i], t0.Add(time.Duration(round)*time.Second), c)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, k := range keys {
+			if _, err := s.Get(k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}

@@ -104,6 +104,7 @@ type Velocity struct {
 type podState struct {
 	last, prev   *engine.Snapshot
 	lastT, prevT time.Time
+	lastSnapErr  error // last.Err(), worked out once per scrape rather than on every read
 	anchor       *engine.Snapshot // start of the latency window
 	anchorT      time.Time
 	v            Velocity
@@ -141,6 +142,7 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	}
 	st.prev, st.prevT = st.last, st.lastT
 	st.last, st.lastT = snap, t
+	st.lastSnapErr = snap.Err()
 	st.lastErr = nil
 	s.update(st)
 }
@@ -240,7 +242,7 @@ func (s *Store) state(st *podState) error {
 		}
 		return fmt.Errorf("%s: %w (last good scrape %s ago)", pod, ErrStale, age.Round(time.Millisecond))
 	}
-	if err := st.last.Err(); err != nil {
+	if err := st.lastSnapErr; err != nil {
 		return fmt.Errorf("%s: %w", pod, err)
 	}
 	if st.rates == 0 {

@@ -1,0 +1,66 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cpuTimes is the CPU time each process name has used so far, from /proc (Linux only): the share of
+// the machine each part of the stack takes during a measurement.
+func cpuTimes() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the process ended
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+		s := string(b)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		f := strings.Fields(s[closing+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, err1 := strconv.ParseUint(f[11], 10, 64) // utime, field 14
+		k, err2 := strconv.ParseUint(f[12], 10, 64) // stime, field 15
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out[s[open+1:closing]] += time.Duration(u+k) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	}
+	return out
+}
+
+// cpuShare says, in cores, what each process name used between two cpuTimes over d, biggest first.
+func cpuShare(before, after map[string]time.Duration, d time.Duration) string {
+	type use struct {
+		name  string
+		cores float64
+	}
+	var all []use
+	total := 0.0
+	for name, t := range after {
+		c := (t - before[name]).Seconds() / d.Seconds()
+		if c >= 0.01 {
+			all = append(all, use{name, c})
+			total += c
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].cores > all[j].cores })
+	parts := []string{fmt.Sprintf("total %.2f cores", total)}
+	for _, u := range all {
+		parts = append(parts, fmt.Sprintf("%s %.2f", u.name, u.cores))
+	}
+	return strings.Join(parts, ", ")
+}
