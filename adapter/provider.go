@@ -26,6 +26,8 @@ import (
 type Source interface {
 	Snapshot() *service.Snapshot
 	Pod(store.PodKey) (store.Velocity, error)
+	// Pods calls fn for each of keys in order; fn must not keep v.
+	Pods(keys []store.PodKey, fn func(v *store.Velocity, err error))
 }
 
 var (
@@ -169,20 +171,17 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	// One allocation for the answer: a selector over a large pool is the HPA's common call.
 	list.Items = make([]custom_metrics.MetricValue, 0, len(keys))
 	window := int64(1)
-	for _, key := range keys {
-		v, err := p.src.Pod(key)
+	p.src.Pods(keys, func(v *store.Velocity, err error) {
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
 			}
-			continue
+			return
 		}
-		x := get(v)
-		if !finite(x) {
-			continue
+		if x := get(*v); finite(x) {
+			list.Items = append(list.Items, podMetricValue(v.Pod, info.Metric, x, v.Time, &window))
 		}
-		list.Items = append(list.Items, podMetricValue(key, info.Metric, x, v.Time, &window))
-	}
+	})
 	if len(list.Items) == 0 {
 		if len(keys) == 0 {
 			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s: no tracked pod in namespace %q matches %q (tokenscale tracks Ready pods of its configured pools)", info.Metric, namespace, selector))

@@ -33,6 +33,13 @@ func (f *fakeSource) Pod(k store.PodKey) (store.Velocity, error) {
 	return v, nil
 }
 
+func (f *fakeSource) Pods(keys []store.PodKey, fn func(*store.Velocity, error)) {
+	for _, k := range keys {
+		v, err := f.Pod(k)
+		fn(&v, err)
+	}
+}
+
 func fixture() *fakeSource {
 	cfg := config.Default()
 	cfg.Pools[0].Workload.Name = "llama-prefill"

@@ -64,3 +64,28 @@ func cpuShare(before, after map[string]time.Duration, d time.Duration) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// peakRSS is the peak resident memory (VmHWM) of the processes named name, in MiB, from /proc.
+func peakRSS(name string) float64 {
+	peak := 0.0
+	stats, _ := filepath.Glob("/proc/[0-9]*/status")
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		var comm string
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Name:"); ok {
+				comm = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok && comm == name {
+				f := strings.Fields(v)
+				if kb, err := strconv.ParseFloat(f[0], 64); err == nil && kb/1024 > peak {
+					peak = kb / 1024
+				}
+			}
+		}
+	}
+	return peak
+}

@@ -201,6 +201,22 @@ func (s *Store) Get(pod PodKey) (Velocity, error) {
 	return st.v, s.state(st)
 }
 
+// Each calls fn with each pod's velocity, or why it is unknown, in the order of keys, under one read
+// lock: a selector over a large pool reads hundreds of pods per request, and taking the lock per pod
+// queues the request behind every scrape recorded meanwhile. fn must not keep v or call the store.
+func (s *Store) Each(keys []PodKey, fn func(v *Velocity, err error)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, k := range keys {
+		st := s.pods[k]
+		if st == nil {
+			fn(&Velocity{Pod: k}, fmt.Errorf("%s: %w", k, ErrNotFound))
+			continue
+		}
+		fn(&st.v, s.state(st))
+	}
+}
+
 // Result is one pod's velocity or the reason it is unknown.
 type Result struct {
 	Velocity

@@ -195,3 +195,38 @@ func TestFractionAbove(t *testing.T) {
 		t.Error("empty histogram must be unknown")
 	}
 }
+
+// Each must say of every key, in order, what Get says: known values, warming up, missing metrics, gone.
+func TestEachAgreesWithGet(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	known, warming, broken, gone := PodKey{"ns", "known"}, PodKey{"ns", "warming"}, PodKey{"ns", "broken"}, PodKey{"ns", "gone"}
+	s.Record(known, c.t, page(t, 0, 0, 0))
+	s.Record(warming, c.t, page(t, 0, 0, 0))
+	bad, _ := engine.Extract(strings.NewReader("vllm:generation_tokens_total 10\n"), engine.VLLM)
+	s.Record(broken, c.t, bad)
+	c.t = c.t.Add(time.Second)
+	s.Record(known, c.t, page(t, 1000, 100, 0))
+	keys := []PodKey{gone, known, broken, warming}
+	var got []PodKey
+	var vals []Velocity
+	var errs []error
+	s.Each(keys, func(v *Velocity, err error) {
+		got, vals, errs = append(got, v.Pod), append(vals, *v), append(errs, err)
+	})
+	for i, k := range got {
+		want, wantErr := s.Get(k)
+		if (errs[i] == nil) != (wantErr == nil) || (wantErr != nil && errs[i].Error() != wantErr.Error()) {
+			t.Errorf("%s: Each says %v, Get says %v", k, errs[i], wantErr)
+		}
+		if wantErr == nil && vals[i].PrefillTPS != want.PrefillTPS {
+			t.Errorf("%s: Each reads %g prompt tok/s, Get %g", k, vals[i].PrefillTPS, want.PrefillTPS)
+		}
+	}
+	if errs[1] != nil || vals[1].PrefillTPS <= 0 {
+		t.Errorf("known pod: %v, %g prompt tok/s", errs[1], vals[1].PrefillTPS)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(keys) {
+		t.Fatalf("Each visited %v, want %v", got, keys)
+	}
+}
