@@ -313,4 +313,6 @@ func (s *Service) Run(ctx context.Context) {
 func (s *Service) Pod(k store.PodKey) (store.Velocity, error) { return s.Store.Get(k) }
 
 // Pods calls fn with each pod's velocity, or why it is unknown, in the order of keys (store.Store.Each).
-func (s *Service) Pods(keys []store.PodKey, fn func(v *store.Velocity, err error)) { s.Store.Each(keys, fn) }
+func (s *Service) Pods(keys []store.PodKey, fn func(v *store.Velocity, err error)) {
+	s.Store.Each(keys, fn)
+}

@@ -104,7 +104,7 @@ type Velocity struct {
 type podState struct {
 	last, prev   *engine.Snapshot
 	lastT, prevT time.Time
-	lastSnapErr  error // last.Err(), worked out once per scrape rather than on every read
+	lastSnapErr  error            // last.Err(), worked out once per scrape rather than on every read
 	anchor       *engine.Snapshot // start of the latency window
 	anchorT      time.Time
 	v            Velocity
