@@ -40,10 +40,15 @@ const (
 )
 
 // adapterConfig is the adapter's pool config: llm-d roles, one prefill and one decode Deployment per
-// namespace, short windows so the tests see scale-down within a minute.
+// namespace, short windows so the tests see scale-down within a minute. TOKENSCALE_PERF_SPREAD sets
+// scrape.spread (at most 500ms here), for the serving-latency comparison in docs/performance.md.
 func adapterConfig(port int) string {
+	spread := ""
+	if v := os.Getenv("TOKENSCALE_PERF_SPREAD"); v != "" {
+		spread = ", spread: " + v
+	}
 	return fmt.Sprintf(`version: tokenscale.io/v1alpha1
-scrape: {port: %d, interval: 1s, timeout: 500ms, staleAfter: 3s}
+scrape: {port: %d, interval: 1s, timeout: 500ms%s, staleAfter: 3s}
 policy: {scaleDownWindow: 5s, coldStart: 5s, releaseHold: 5s, calibrate: false}
 pools:
 - name: prefill
@@ -58,7 +63,7 @@ pools:
   workload: {kind: Deployment, name: llama-decode}
   profile: {prefillTokensPerSecond: %g, decodeTokensPerSecond: %g}
   maxReplicas: 6
-`, port, prefillTPS, decodeTPS, prefillTPS, decodeTPS)
+`, port, spread, prefillTPS, decodeTPS, prefillTPS, decodeTPS)
 }
 
 func TestMain(m *testing.M) { os.Exit(runSuite(m)) }

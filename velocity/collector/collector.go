@@ -9,8 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 
@@ -44,7 +46,12 @@ type Options struct {
 	// Compression asks engines for gzip. Off by default: prometheus_client compresses only when asked,
 	// and a plain page costs the adapter less CPU (no gunzip) for about 12x the bytes on the network.
 	Compression bool
-	Client      *http.Client // default: a client with keep-alives sized to Concurrency
+	// Spread starts a round's scrapes evenly over this long instead of all at once, each pod in a slot
+	// fixed by a hash of its name. Off (0) by default: a spread round smooths the adapter's CPU and cut
+	// its serving p90 by a fifth to a half at 1,000 pods, but the round ends later, so the decisions made
+	// after it see data up to Spread older (docs/performance.md).
+	Spread time.Duration
+	Client *http.Client // default: a client with keep-alives sized to Concurrency
 }
 
 // Observer is told about every scrape, for the binaries' own /metrics. It may be nil.
@@ -116,9 +123,18 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 	}
 	s.rec.Retain(func(k store.PodKey) bool { return keep[k] })
 
+	var slot time.Duration
+	if s.opts.Spread > 0 && len(targets) > 1 {
+		targets = bySlot(targets)
+		slot = s.opts.Spread / time.Duration(len(targets))
+	}
+	roundStart := time.Now()
 	sem := make(chan struct{}, s.opts.Concurrency)
 	var wg sync.WaitGroup
-	for _, t := range targets {
+	for i, t := range targets {
+		if slot > 0 && !sleepUntil(ctx, roundStart.Add(time.Duration(i)*slot)) {
+			break // shutting down: the pods keep their last data
+		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func(t Target) {
@@ -137,6 +153,43 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 		}(t)
 	}
 	wg.Wait()
+}
+
+// bySlot returns a copy of targets ordered by a hash of each pod's key, so that with Spread a pod keeps
+// about the same offset into the round as other pods come and go, as Prometheus does for its targets.
+func bySlot(targets []Target) []Target {
+	type keyed struct {
+		h uint64
+		t Target
+	}
+	ks := make([]keyed, len(targets))
+	for i, t := range targets {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(t.Pod.Namespace + "/" + t.Pod.Name))
+		ks[i] = keyed{h.Sum64(), t}
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i].h < ks[j].h })
+	out := make([]Target, len(ks))
+	for i := range ks {
+		out[i] = ks[i].t
+	}
+	return out
+}
+
+// sleepUntil waits until t; false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
 }
 
 // ErrBodyTooLarge is returned for pages over MaxBodyBytes; they are rejected whole, never truncated.

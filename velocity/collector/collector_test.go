@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -254,5 +255,69 @@ func TestPrometheusSource(t *testing.T) {
 	}
 	if _, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"}); errors.Is(err, store.ErrNotFound) {
 		t.Error("pod must be kept (and go stale), not dropped, when Prometheus is unreachable")
+	}
+}
+
+// With Spread, a round's scrapes start in hash-ordered slots over the spread instead of all at once,
+// and each pod keeps its slot from round to round.
+func TestScrapeSpread(t *testing.T) {
+	const n, spread = 5, 500 * time.Millisecond // slots 100 ms apart: the order cannot blur
+	var mu sync.Mutex
+	arrived := map[string]time.Time{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrived[r.URL.Query().Get("pod")] = time.Now()
+		mu.Unlock()
+		e := fakeengine.New(fakeengine.Config{})
+		e.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	var targets []Target
+	for i := range n {
+		name := fmt.Sprintf("p%d", i)
+		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: name}, URL: srv.URL + "/metrics?pod=" + name})
+	}
+	st := store.New(store.Options{}, nil)
+	s := NewScraper(Options{Spread: spread, Timeout: 400 * time.Millisecond}, st, func() []Target { return targets }, nil)
+	var orders [2][]string
+	for round := range orders {
+		start := time.Now()
+		s.ScrapeOnce(context.Background())
+		if st.Len() != n {
+			t.Fatalf("round %d: %d of %d pods recorded", round, st.Len(), n)
+		}
+		mu.Lock()
+		names := make([]string, 0, n)
+		for name := range arrived {
+			names = append(names, name)
+		}
+		sort.Slice(names, func(i, j int) bool { return arrived[names[i]].Before(arrived[names[j]]) })
+		// Slot k starts no earlier than k × spread/n into the round: a lower bound that sleeping guarantees.
+		for k, name := range names {
+			if min := time.Duration(k) * spread / n; arrived[name].Sub(start) < min {
+				t.Errorf("round %d: scrape %d (%s) arrived %s into the round, before its slot at %s", round, k, name, arrived[name].Sub(start), min)
+			}
+		}
+		orders[round] = names
+		clear(arrived)
+		mu.Unlock()
+	}
+	if fmt.Sprint(orders[0]) != fmt.Sprint(orders[1]) {
+		t.Errorf("pods changed slots between rounds: %v then %v", orders[0], orders[1])
+	}
+	// The order is the hash order, not the targets' order.
+	want := bySlot(targets)
+	for k := range want {
+		if want[k].Pod.Name != orders[0][k] {
+			t.Fatalf("scrape order %v, want the hash order", orders[0])
+		}
+	}
+	// Shutting down mid-round stops waiting for the later slots.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	s.ScrapeOnce(ctx)
+	if d := time.Since(start); d >= spread {
+		t.Errorf("a cancelled round still took %s", d)
 	}
 }

@@ -57,6 +57,7 @@ type Scrape struct {
 	PromptTokens  float64  `yaml:"promptTokens"`  // queued-request size until observed, default 1000
 	PrometheusURL string   `yaml:"prometheusURL"` // optional Prometheus source instead of scraping
 	Compression   bool     `yaml:"compression"`   // ask engines for gzip pages, default false
+	Spread        Duration `yaml:"spread"`        // start a round's scrapes over this long, default 0 (at once)
 }
 
 // Policy tunes the scaling and conversion decisions.
@@ -225,6 +226,9 @@ func (c *Config) complete() error {
 	var errs []error
 	if s.Timeout.Duration > s.Interval.Duration {
 		errs = append(errs, fmt.Errorf("scrape.timeout (%s) must not exceed scrape.interval (%s)", s.Timeout, s.Interval))
+	}
+	if s.Spread.Duration > 0 && s.Spread.Duration+s.Timeout.Duration > s.Interval.Duration {
+		errs = append(errs, fmt.Errorf("scrape.spread (%s) plus scrape.timeout (%s) must not exceed scrape.interval (%s): a round's last scrape must end before the next round starts", s.Spread, s.Timeout, s.Interval))
 	}
 	if s.StaleAfter.Duration < s.Interval.Duration {
 		errs = append(errs, fmt.Errorf("scrape.staleAfter (%s) must be at least scrape.interval (%s)", s.StaleAfter, s.Interval))

@@ -54,6 +54,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad role", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefil, selector: {a: b}}\n", "allowed values are prefill, decode, both"},
 		{"bad duration", "version: tokenscale.io/v1alpha1\nscrape: {interval: fast}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "line 2"},
 		{"timeout above interval", "version: tokenscale.io/v1alpha1\nscrape: {interval: 1s, timeout: 2s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "must not exceed"},
+		{"spread and timeout overrun the interval", "version: tokenscale.io/v1alpha1\nscrape: {interval: 1s, timeout: 500ms, spread: 600ms}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.spread (600ms) plus scrape.timeout (500ms) must not exceed scrape.interval (1s)"},
+		{"negative spread", "version: tokenscale.io/v1alpha1\nscrape: {spread: -1s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "negative"},
 		{"empty selector", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill}\n", "selector"},
 		{"empty", "", "empty"},
 		{"bad engine", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, engine: tgi, selector: {a: b}}\n", "allowed values are auto"},

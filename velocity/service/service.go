@@ -111,6 +111,7 @@ func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Se
 	s.scraper = collector.NewScraper(collector.Options{
 		Interval: c.Scrape.Interval.Duration, Timeout: c.Scrape.Timeout.Duration,
 		Concurrency: c.Scrape.Concurrency, MaxBodyBytes: c.Scrape.MaxBodyBytes, Compression: c.Scrape.Compression,
+		Spread: c.Scrape.Spread.Duration,
 	}, s.Store, s.currentTargets, obs)
 	return s, nil
 }
