@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenscale/tokenscale/internal/procstat"
 )
 
 // cpuTimes is the CPU time each process name has used so far, from /proc (Linux only): the share of
@@ -22,22 +24,9 @@ func cpuTimes() map[string]time.Duration {
 		if err != nil {
 			continue // the process ended
 		}
-		// "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
-		s := string(b)
-		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || closing < open {
-			continue
+		if comm, cpu, err := procstat.Parse(b); err == nil {
+			out[comm] += cpu
 		}
-		f := strings.Fields(s[closing+1:])
-		if len(f) < 13 {
-			continue
-		}
-		u, err1 := strconv.ParseUint(f[11], 10, 64) // utime, field 14
-		k, err2 := strconv.ParseUint(f[12], 10, 64) // stime, field 15
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		out[s[open+1:closing]] += time.Duration(u+k) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 	}
 	return out
 }

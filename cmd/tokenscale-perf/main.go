@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tokenscale/tokenscale/internal/procstat"
 	"github.com/tokenscale/tokenscale/sim/fakeengine"
 	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/engine"
@@ -173,7 +174,7 @@ func scrapeCmd(ctx context.Context, args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	cpu0, wall0 := cpuSeconds(), time.Now()
-	engCPU0, engErr := procCPUSeconds(child.Process.Pid)
+	engCPU0, engErr := procstat.CPU(child.Process.Pid)
 	var rounds []time.Duration
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -188,7 +189,7 @@ func scrapeCmd(ctx context.Context, args []string) error {
 		rounds = append(rounds, time.Since(start))
 	}
 	wall, cpu := time.Since(wall0).Seconds(), cpuSeconds()-cpu0
-	engCPU1, engErr1 := procCPUSeconds(child.Process.Pid)
+	engCPU1, engErr1 := procstat.CPU(child.Process.Pid)
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	sort.Slice(rounds, func(i, j int) bool { return rounds[i] < rounds[j] })
@@ -201,7 +202,7 @@ func scrapeCmd(ctx context.Context, args []string) error {
 	}
 	r.Projected10kCores = r.CPUCores * 10000 / float64(*n)
 	if engErr == nil && engErr1 == nil {
-		r.EngineCPUCores = (engCPU1 - engCPU0) / wall
+		r.EngineCPUCores = (engCPU1 - engCPU0).Seconds() / wall
 	}
 	if *asJSON {
 		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
@@ -245,26 +246,6 @@ func cpuSeconds() float64 {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-// procCPUSeconds is the user + system CPU time of process pid from /proc (Linux only).
-func procCPUSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64) // utime, field 14
-	k, err2 := strconv.ParseUint(f[12], 10, 64) // stime, field 15
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return float64(u+k) / 100, nil // USER_HZ is 100 on Linux
 }
 
 func maxRSSMiB() float64 {
