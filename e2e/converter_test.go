@@ -258,6 +258,10 @@ func TestConverter(t *testing.T) {
 		sampleUntil(60*time.Second, "every decoder back to decode", func(pods []corev1.Pod, w int) bool {
 			return len(converted(pods)) == 0 && w == 0
 		})
+		// Rest past the agents' 2 s MinFlipInterval: a burst sooner makes the just-reverted pods refuse
+		// as too soon, which the controller then leaves alone for its 1 min refusal backoff, and with
+		// gpu-b's pods refusing too, no pod may be left to convert (a CI run saw exactly that).
+		time.Sleep(3 * time.Second)
 	}
 	stats := func(d []time.Duration) string {
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
