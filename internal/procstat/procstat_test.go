@@ -26,7 +26,7 @@ func TestParse(t *testing.T) {
 
 func TestCPUOfThisProcess(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		t.Skip("no /proc: procstat reads Linux's /proc")
+		t.Skip("no /proc/self/stat: procstat reads Linux's /proc; run `go test ./internal/procstat` on Linux")
 	}
 	before, err := CPU(os.Getpid())
 	if err != nil {
