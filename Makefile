@@ -73,11 +73,11 @@ preflight:
 
 ## demo: the local demo on a local control plane (see README.md); Ctrl-C stops it and everything it started.
 demo:
-	$(GO) run ./cmd/tokenscale demo $(DEMO_ARGS)
+	$(GO) run ./cmd/tokenscale-demo $(DEMO_ARGS)
 
 ## demo-no-k8s: the demo without Kubernetes (fake engines, scraper, policy; no control-plane build).
 demo-no-k8s:
-	$(GO) run ./cmd/tokenscale demo --no-k8s $(DEMO_ARGS)
+	$(GO) run ./cmd/tokenscale-demo --no-k8s $(DEMO_ARGS)
 
 ## sim: the trace-driven policy comparison of docs/evaluation.md (SIM_ARGS passes flags).
 SIM_ARGS ?= --trace code,conv --rate-scale 4 --tuning --plots docs/img

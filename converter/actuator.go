@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"io"
 	"net"
 	"net/http"
@@ -51,16 +52,16 @@ func (a *LabelActuator) Revert(ctx context.Context, pod *corev1.Pod) error {
 	return a.set(ctx, pod, a.Decode, nil)
 }
 
-// set writes the label and AnnotationConvertedFrom in one patch, so tokenscale never sees the pod leave
+// set writes the label and protocol.AnnotationConvertedFrom in one patch, so tokenscale never sees the pod leave
 // its pool between the two.
 func (a *LabelActuator) set(ctx context.Context, pod *corev1.Pod, v string, from any) error {
-	_, hasFrom := pod.Annotations[AnnotationConvertedFrom]
+	_, hasFrom := pod.Annotations[protocol.AnnotationConvertedFrom]
 	if pod.Labels[a.Key] == v && hasFrom == (from != nil) {
 		return nil
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
 		"labels":      map[string]string{a.Key: v},
-		"annotations": map[string]any{AnnotationConvertedFrom: from},
+		"annotations": map[string]any{protocol.AnnotationConvertedFrom: from},
 	}})
 	if err != nil {
 		return err

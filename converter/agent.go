@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -82,7 +83,7 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	now := a.o.Now()
 	// The agent manages only pods it converted (status "converted", written before the flip so that a
 	// crash mid-flip is undone on restart); a pod a user deployed as prefill-decode is never touched.
-	want, ours := Leased(pod, now), pod.Annotations[AnnotationStatus] == StatusConverted
+	want, ours := protocol.Leased(pod, now), pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted
 	switch {
 	case !want && ours:
 		start := time.Now()
@@ -91,7 +92,7 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		}
 		a.o.Observer.Flipped("revert", time.Since(start))
 		klog.InfoS("Converted decoder back to decode only", "pod", klog.KObj(pod))
-		return a.setStatus(ctx, pod, StatusDecode, true)
+		return a.setStatus(ctx, pod, protocol.StatusDecode, true)
 	case !want:
 		return nil
 	case ours && a.o.Actuator.Converted(pod):
@@ -104,29 +105,29 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		return nil
 	}
 	// Wanted and not converted: verify, then flip.
-	if IsRefused(pod.Annotations[AnnotationStatus]) {
-		if at, ok := StatusAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
+	if protocol.IsRefused(pod.Annotations[protocol.AnnotationStatus]) {
+		if at, ok := protocol.StatusAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
 			return nil // the controller moves the lease elsewhere; do not re-check NVML on every event
 		}
 	}
-	if pod.Annotations[AnnotationKVProducer] != "true" {
-		return a.refuse(ctx, pod, ReasonNotKVProducer, "the pod does not declare "+AnnotationKVProducer+"=true")
+	if pod.Annotations[protocol.AnnotationKVProducer] != "true" {
+		return a.refuse(ctx, pod, protocol.ReasonNotKVProducer, "the pod does not declare "+protocol.AnnotationKVProducer+"=true")
 	}
-	if at, ok := FlippedAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
-		return a.refuse(ctx, pod, ReasonTooSoon, fmt.Sprintf("last flip %s ago, minimum %s", now.Sub(at).Round(time.Second), a.o.MinFlipInterval))
+	if at, ok := protocol.FlippedAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
+		return a.refuse(ctx, pod, protocol.ReasonTooSoon, fmt.Sprintf("last flip %s ago, minimum %s", now.Sub(at).Round(time.Second), a.o.MinFlipInterval))
 	}
 	if ok, reason, detail := a.o.GPUs.Check(ctx, pod); !ok {
 		return a.refuse(ctx, pod, reason, detail)
 	}
 	start := time.Now()
-	if err := a.setStatus(ctx, pod, StatusConverted, true); err != nil {
+	if err := a.setStatus(ctx, pod, protocol.StatusConverted, true); err != nil {
 		return err
 	}
 	if err := a.o.Actuator.Convert(ctx, pod); err != nil {
 		if rerr := a.o.Actuator.Revert(ctx, pod); rerr != nil {
 			klog.ErrorS(rerr, "Undoing a failed conversion", "pod", klog.KObj(pod))
 		}
-		_ = a.refuse(ctx, pod, ReasonActuator, err.Error())
+		_ = a.refuse(ctx, pod, protocol.ReasonActuator, err.Error())
 		return fmt.Errorf("converting %s: %w", podRef(pod), err)
 	}
 	a.o.Observer.Flipped("convert", time.Since(start))
@@ -137,17 +138,17 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 func (a *Agent) refuse(ctx context.Context, pod *corev1.Pod, reason, detail string) error {
 	a.o.Observer.Refused(reason)
 	klog.InfoS("Refused a conversion", "pod", klog.KObj(pod), "reason", reason, "detail", detail)
-	return a.setStatus(ctx, pod, Refused(reason, detail), false)
+	return a.setStatus(ctx, pod, protocol.Refused(reason, detail), false)
 }
 
 func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, status string, flipped bool) error {
-	now := formatTime(a.o.Now())
-	ann := map[string]string{AnnotationStatus: status, AnnotationStatusAt: now}
-	if pod.Annotations[AnnotationStatus] == status && !flipped {
+	now := protocol.FormatTime(a.o.Now())
+	ann := map[string]string{protocol.AnnotationStatus: status, protocol.AnnotationStatusAt: now}
+	if pod.Annotations[protocol.AnnotationStatus] == status && !flipped {
 		return nil
 	}
 	if flipped {
-		ann[AnnotationFlippedAt] = now
+		ann[protocol.AnnotationFlippedAt] = now
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
 	if err != nil {
@@ -176,7 +177,7 @@ func (a *Agent) RevertAll(ctx context.Context) error {
 			}
 			continue
 		}
-		if p.Annotations[AnnotationStatus] != StatusConverted {
+		if p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
 			continue
 		}
 		if err := a.o.Actuator.Revert(ctx, p); err != nil {
@@ -187,7 +188,7 @@ func (a *Agent) RevertAll(ctx context.Context) error {
 			continue
 		}
 		a.o.Observer.Flipped("revert", 0)
-		if err := a.setStatus(ctx, p, StatusDecode, true); err != nil && first == nil {
+		if err := a.setStatus(ctx, p, protocol.StatusDecode, true); err != nil && first == nil {
 			first = err
 		}
 	}

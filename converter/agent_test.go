@@ -3,6 +3,7 @@ package converter
 import (
 	"context"
 	"errors"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"strings"
 	"sync"
 	"testing"
@@ -61,7 +62,7 @@ func get(t *testing.T, client *fake.Clientset, name string) *corev1.Pod {
 func onNode(p *corev1.Pod, node string) *corev1.Pod { p.Spec.NodeName = node; return p }
 
 func TestAgentConvertsWhileLeasedAndRevertsAfter(t *testing.T) {
-	pod := onNode(decodePod("d1", map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}), "node-1")
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-1")
 	gpus := &fixedGPUs{ok: true}
 	a, client, clk := agentFixture(t, gpus, pod)
 	ctx := context.Background()
@@ -69,12 +70,12 @@ func TestAgentConvertsWhileLeasedAndRevertsAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := get(t, client, "d1")
-	if p.Labels["llm-d.ai/role"] != "prefill-decode" || p.Annotations[AnnotationStatus] != StatusConverted || p.Annotations[AnnotationFlippedAt] == "" {
+	if p.Labels["llm-d.ai/role"] != "prefill-decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted || p.Annotations[protocol.AnnotationFlippedAt] == "" {
 		t.Fatalf("after a leased reconcile: labels %v annotations %v", p.Labels, p.Annotations)
 	}
 	// The router sees prefill-decode; tokenscale still counts the pod in its decode pool.
-	if p.Annotations[AnnotationConvertedFrom] != "llm-d.ai/role=decode" || PoolLabels(p)["llm-d.ai/role"] != "decode" {
-		t.Fatalf("converted-from %q, pool labels %v", p.Annotations[AnnotationConvertedFrom], PoolLabels(p))
+	if p.Annotations[protocol.AnnotationConvertedFrom] != "llm-d.ai/role=decode" || protocol.PoolLabels(p)["llm-d.ai/role"] != "decode" {
+		t.Fatalf("converted-from %q, pool labels %v", p.Annotations[protocol.AnnotationConvertedFrom], protocol.PoolLabels(p))
 	}
 	// Reconciling again changes nothing and checks no GPU (idempotent across restarts too).
 	if err := a.Reconcile(ctx, p); err != nil || gpus.calls != 1 {
@@ -86,26 +87,26 @@ func TestAgentConvertsWhileLeasedAndRevertsAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	p = get(t, client, "d1")
-	if p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[AnnotationStatus] != StatusDecode {
+	if p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusDecode {
 		t.Fatalf("after the lease ended: labels %v annotations %v", p.Labels, p.Annotations)
 	}
-	if _, has := p.Annotations[AnnotationConvertedFrom]; has {
+	if _, has := p.Annotations[protocol.AnnotationConvertedFrom]; has {
 		t.Errorf("converted-from left after reverting: %v", p.Annotations)
 	}
 }
 
 func TestAgentRefusesAndSaysWhy(t *testing.T) {
-	lease := map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}
+	lease := map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}
 	cases := []struct {
 		name   string
 		pod    *corev1.Pod
 		gpus   *fixedGPUs
 		reason string
 	}{
-		{"GPU memory short", onNode(decodePod("d1", lease), "node-1"), &fixedGPUs{reason: ReasonMemoryShort, detail: "GPU-1: 0.5 GiB free of 80.0 GiB, need 2.0 GiB"}, "refused: memory-short (GPU-1: 0.5 GiB free"},
-		{"unhealthy GPU", onNode(decodePod("d1", lease), "node-1"), &fixedGPUs{reason: ReasonUnhealthy, detail: "GPU-1: 3 pending retired pages"}, "refused: gpu-unhealthy"},
+		{"GPU memory short", onNode(decodePod("d1", lease), "node-1"), &fixedGPUs{reason: protocol.ReasonMemoryShort, detail: "GPU-1: 0.5 GiB free of 80.0 GiB, need 2.0 GiB"}, "refused: memory-short (GPU-1: 0.5 GiB free"},
+		{"unhealthy GPU", onNode(decodePod("d1", lease), "node-1"), &fixedGPUs{reason: protocol.ReasonUnhealthy, detail: "GPU-1: 3 pending retired pages"}, "refused: gpu-unhealthy"},
 		{"not a KV producer", onNode(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "d1", Namespace: "ns", Annotations: lease, Labels: map[string]string{"llm-d.ai/role": "decode"}}}, "node-1"), &fixedGPUs{ok: true}, "refused: not-kv-producer"},
-		{"flipped too recently", onNode(decodePod("d1", mergeAnn(lease, map[string]string{AnnotationFlippedAt: formatTime(t0.Add(-10 * time.Second))})), "node-1"), &fixedGPUs{ok: true}, "refused: flipped-too-recently"},
+		{"flipped too recently", onNode(decodePod("d1", mergeAnn(lease, map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(-10 * time.Second))})), "node-1"), &fixedGPUs{ok: true}, "refused: flipped-too-recently"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -114,8 +115,8 @@ func TestAgentRefusesAndSaysWhy(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := get(t, client, "d1")
-			if !strings.HasPrefix(p.Annotations[AnnotationStatus], c.reason) || p.Labels["llm-d.ai/role"] != "decode" {
-				t.Errorf("status %q label %q; want %q... and still decode", p.Annotations[AnnotationStatus], p.Labels["llm-d.ai/role"], c.reason)
+			if !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], c.reason) || p.Labels["llm-d.ai/role"] != "decode" {
+				t.Errorf("status %q label %q; want %q... and still decode", p.Annotations[protocol.AnnotationStatus], p.Labels["llm-d.ai/role"], c.reason)
 			}
 		})
 	}
@@ -125,7 +126,7 @@ func TestAgentLeavesOthersAlone(t *testing.T) {
 	// Deployed as prefill-decode by its owner (no status of ours), and a pod on another node with a lease.
 	mine := onNode(decodePod("own", nil), "node-1")
 	mine.Labels["llm-d.ai/role"] = "prefill-decode"
-	other := onNode(decodePod("other", map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}), "node-2")
+	other := onNode(decodePod("other", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-2")
 	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, mine, other)
 	for _, n := range []string{"own", "other"} {
 		if err := a.Reconcile(context.Background(), get(t, client, n)); err != nil {
@@ -148,23 +149,23 @@ func (f failingActuator) Convert(context.Context, *corev1.Pod) error {
 }
 
 func TestAgentActuatorFailureIsUndoneAndRecorded(t *testing.T) {
-	pod := onNode(decodePod("d1", map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}), "node-1")
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-1")
 	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pod)
 	a.o.Actuator = failingActuator{LLMD(client)}
 	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err == nil {
 		t.Fatal("no error from a failed conversion")
 	}
 	p := get(t, client, "d1")
-	if !strings.Contains(p.Annotations[AnnotationStatus], "actuator-failed (router said no)") || p.Labels["llm-d.ai/role"] != "decode" {
-		t.Errorf("status %q label %q", p.Annotations[AnnotationStatus], p.Labels["llm-d.ai/role"])
+	if !strings.Contains(p.Annotations[protocol.AnnotationStatus], "actuator-failed (router said no)") || p.Labels["llm-d.ai/role"] != "decode" {
+		t.Errorf("status %q label %q", p.Annotations[protocol.AnnotationStatus], p.Labels["llm-d.ai/role"])
 	}
 }
 
 // On shutdown the agent converts its pods back before it exits.
 func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
 	pods := []*corev1.Pod{
-		onNode(decodePod("d1", map[string]string{AnnotationConvertUntil: formatTime(time.Now().Add(time.Hour))}), "node-1"),
-		onNode(decodePod("d2", map[string]string{AnnotationConvertUntil: formatTime(time.Now().Add(time.Hour))}), "node-1"),
+		onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(time.Now().Add(time.Hour))}), "node-1"),
+		onNode(decodePod("d2", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(time.Now().Add(time.Hour))}), "node-1"),
 	}
 	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pods...)
 	a.o.Now, a.o.Resync = time.Now, 20*time.Millisecond
@@ -183,8 +184,8 @@ func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"d1", "d2"} {
-		if p := get(t, client, n); p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[AnnotationStatus] != StatusDecode {
-			t.Errorf("%s after shutdown: label %q status %q; want decode", n, p.Labels["llm-d.ai/role"], p.Annotations[AnnotationStatus])
+		if p := get(t, client, n); p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusDecode {
+			t.Errorf("%s after shutdown: label %q status %q; want decode", n, p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
 		}
 	}
 }

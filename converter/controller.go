@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"sync"
 	"time"
 
@@ -31,7 +32,7 @@ type ControllerOptions struct {
 	Now   func() time.Time
 }
 
-// Controller writes conversion leases; it is the only writer of AnnotationConvertUntil.
+// Controller writes conversion leases; it is the only writer of protocol.AnnotationConvertUntil.
 type Controller struct {
 	client kubernetes.Interface
 	o      ControllerOptions
@@ -63,7 +64,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 	defer c.mu.Unlock()
 	now := c.o.Now()
 	leased := func(p *corev1.Pod) bool {
-		if Leased(p, now) {
+		if protocol.Leased(p, now) {
 			return true
 		}
 		t, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
@@ -96,7 +97,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 }
 
 func (c *Controller) lease(ctx context.Context, p *corev1.Pod, until time.Time) error {
-	if err := c.annotate(ctx, p, formatTime(until)); err != nil {
+	if err := c.annotate(ctx, p, protocol.FormatTime(until)); err != nil {
 		return err
 	}
 	c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = until
@@ -110,7 +111,7 @@ func (c *Controller) release(ctx context.Context, p *corev1.Pod) error {
 
 // annotate sets (string) or removes (nil) the lease annotation.
 func (c *Controller) annotate(ctx context.Context, p *corev1.Pod, v any) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationConvertUntil: v}}})
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{protocol.AnnotationConvertUntil: v}}})
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package converter
 import (
 	"context"
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -52,20 +53,20 @@ func (n Need) withDefaults() Need {
 func Decide(gpus []GPUReading, need Need) (ok bool, reason, detail string) {
 	need = need.withDefaults()
 	if len(gpus) == 0 {
-		return false, ReasonNoGPUs, "the kubelet assigned the pod no GPU"
+		return false, protocol.ReasonNoGPUs, "the kubelet assigned the pod no GPU"
 	}
 	for _, g := range gpus {
 		if g.Problem != "" {
-			return false, ReasonUnhealthy, g.UUID + ": " + g.Problem
+			return false, protocol.ReasonUnhealthy, g.UUID + ": " + g.Problem
 		}
 	}
 	for _, g := range gpus {
 		if g.MemFree < need.MinFreeBytes {
-			return false, ReasonMemoryShort, fmt.Sprintf("%s: %.1f GiB free of %.1f GiB, need %.1f GiB", g.UUID,
+			return false, protocol.ReasonMemoryShort, fmt.Sprintf("%s: %.1f GiB free of %.1f GiB, need %.1f GiB", g.UUID,
 				gib(g.MemFree), gib(g.MemTotal), gib(need.MinFreeBytes))
 		}
 		if g.UtilisationKnown && g.Utilisation > need.MaxUtilisation {
-			return false, ReasonBusy, fmt.Sprintf("%s: %d%% utilised, limit %d%%", g.UUID, g.Utilisation, need.MaxUtilisation)
+			return false, protocol.ReasonBusy, fmt.Sprintf("%s: %d%% utilised, limit %d%%", g.UUID, g.Utilisation, need.MaxUtilisation)
 		}
 	}
 	return true, "", ""
@@ -86,7 +87,7 @@ type Headroom struct {
 func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason, detail string) {
 	ids, err := h.Devices.Devices(ctx, pod.Namespace, pod.Name)
 	if err != nil {
-		return false, ReasonNVMLError, "pod resources: " + err.Error()
+		return false, protocol.ReasonNVMLError, "pod resources: " + err.Error()
 	}
 	var uuids []string
 	for _, id := range ids {
@@ -100,7 +101,7 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 	}
 	readings, err := h.GPUs.Read(uuids)
 	if err != nil {
-		return false, ReasonNVMLError, err.Error()
+		return false, protocol.ReasonNVMLError, err.Error()
 	}
 	if h.Observe != nil {
 		for _, r := range readings {

@@ -3,6 +3,7 @@ package converter
 import (
 	"context"
 	"encoding/json"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -75,17 +76,17 @@ func TestHeadroomThroughPodResources(t *testing.T) {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "llm-d"}}
 	}
 	ok, reason, detail := h.Check(context.Background(), pod("decode-0"))
-	if ok || reason != ReasonMemoryShort || !strings.Contains(detail, "GPU-bbb") || strings.Join(asked, ",") != "GPU-aaa,GPU-bbb" {
+	if ok || reason != protocol.ReasonMemoryShort || !strings.Contains(detail, "GPU-bbb") || strings.Join(asked, ",") != "GPU-aaa,GPU-bbb" {
 		t.Errorf("one short GPU: %v %s %q (asked NVML for %v)", ok, reason, detail, asked)
 	}
 	free["GPU-bbb"] = 10 << 30
 	if ok, reason, detail := h.Check(context.Background(), pod("decode-0")); !ok {
 		t.Errorf("enough on both: refused %s %s", reason, detail)
 	}
-	if ok, reason, _ := h.Check(context.Background(), pod("cpu-only")); ok || reason != ReasonNoGPUs {
+	if ok, reason, _ := h.Check(context.Background(), pod("cpu-only")); ok || reason != protocol.ReasonNoGPUs {
 		t.Errorf("a pod without GPUs: %v %s", ok, reason)
 	}
-	if ok, reason, detail := h.Check(context.Background(), pod("elsewhere")); ok || reason != ReasonNVMLError || !strings.Contains(detail, "no pod llm-d/elsewhere") {
+	if ok, reason, detail := h.Check(context.Background(), pod("elsewhere")); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "no pod llm-d/elsewhere") {
 		t.Errorf("a pod the kubelet does not know: %v %s %q", ok, reason, detail)
 	}
 }

@@ -1,6 +1,7 @@
 package converter
 
 import (
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +14,8 @@ func TestAgentMetrics(t *testing.T) {
 	reg := metrics.NewKubeRegistry()
 	m := NewMetrics(reg.MustRegister)
 	m.Flipped("convert", 20*time.Millisecond)
-	m.Refused(ReasonMemoryShort)
-	m.Refused(ReasonMemoryShort)
+	m.Refused(protocol.ReasonMemoryShort)
+	m.Refused(protocol.ReasonMemoryShort)
 	m.GPU(GPUReading{UUID: "GPU-1", MemFree: 2 << 30, MemTotal: 80 << 30, Utilisation: 45, UtilisationKnown: true})
 	m.GPU(GPUReading{UUID: "MIG-1", MemFree: 1 << 30, MemTotal: 10 << 30}) // no utilisation: no series
 	want := `

@@ -3,6 +3,7 @@ package converter
 import (
 	"context"
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"os"
 	"sync"
 	"testing"
@@ -47,7 +48,7 @@ func TestNoOvershootWithManyNodes(t *testing.T) {
 			p := ev.Object.(*corev1.Pod)
 			mu.Lock()
 			converted[p.Name] = p.Labels["llm-d.ai/role"] == "prefill-decode"
-			_, leasedNow[p.Name] = p.Annotations[AnnotationConvertUntil]
+			_, leasedNow[p.Name] = p.Annotations[protocol.AnnotationConvertUntil]
 			if !converted[p.Name] && !leasedNow[p.Name] {
 				delete(legacy, p.Name)
 			}

@@ -1,6 +1,7 @@
 package converter
 
 import (
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"sort"
 	"time"
 
@@ -33,15 +34,15 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 	limit := policy.ConversionLimit(o.MaxFraction, len(pods))
 	wanted = max(0, min(wanted, limit))
 	if leased == nil {
-		leased = func(p *corev1.Pod) bool { return Leased(p, now) }
+		leased = func(p *corev1.Pod) bool { return protocol.Leased(p, now) }
 	}
 	var plan Plan
 	var occupied, fresh []*corev1.Pod
 	for _, p := range pods {
-		live := leased(p) && !IsRefused(p.Annotations[AnnotationStatus])
-		_, annotated := p.Annotations[AnnotationConvertUntil]
+		live := leased(p) && !protocol.IsRefused(p.Annotations[protocol.AnnotationStatus])
+		_, annotated := p.Annotations[protocol.AnnotationConvertUntil]
 		switch {
-		case live || p.Annotations[AnnotationStatus] == StatusConverted:
+		case live || p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted:
 			occupied = append(occupied, p)
 			continue
 		case annotated:
@@ -55,9 +56,9 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 	// ones, then by name, so that the same pods keep their slots round after round.
 	rank := func(p *corev1.Pod) int {
 		switch {
-		case p.Annotations[AnnotationStatus] == StatusConverted && leased(p):
+		case p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted && leased(p):
 			return 0
-		case p.Annotations[AnnotationStatus] == StatusConverted:
+		case p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted:
 			return 1
 		default:
 			return 2
@@ -71,7 +72,7 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 	})
 	used := 0
 	for _, p := range occupied {
-		_, annotated := p.Annotations[AnnotationConvertUntil]
+		_, annotated := p.Annotations[protocol.AnnotationConvertUntil]
 		if used < wanted {
 			plan.Lease = append(plan.Lease, p)
 		} else if annotated || leased(p) {
@@ -80,8 +81,8 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 		used++ // a released pod that is still converted keeps its slot until its agent reverts it
 	}
 	sort.SliceStable(fresh, func(i, j int) bool {
-		ti, _ := FlippedAt(fresh[i])
-		tj, _ := FlippedAt(fresh[j])
+		ti, _ := protocol.FlippedAt(fresh[i])
+		tj, _ := protocol.FlippedAt(fresh[j])
 		if !ti.Equal(tj) {
 			return ti.Before(tj)
 		}
@@ -108,11 +109,11 @@ func contains(s []*corev1.Pod, p *corev1.Pod) bool {
 
 // eligible: declared KV-producing, and not refused within the backoff.
 func eligible(p *corev1.Pod, now time.Time, backoff time.Duration) bool {
-	if p.Annotations[AnnotationKVProducer] != "true" {
+	if p.Annotations[protocol.AnnotationKVProducer] != "true" {
 		return false
 	}
-	if IsRefused(p.Annotations[AnnotationStatus]) {
-		if t, ok := StatusAt(p); ok && now.Sub(t) < backoff {
+	if protocol.IsRefused(p.Annotations[protocol.AnnotationStatus]) {
+		if t, ok := protocol.StatusAt(p); ok && now.Sub(t) < backoff {
 			return false
 		}
 	}

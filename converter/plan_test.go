@@ -2,6 +2,7 @@ package converter
 
 import (
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 
 func decodePod(name string, ann map[string]string) *corev1.Pod {
-	a := map[string]string{AnnotationKVProducer: "true"}
+	a := map[string]string{protocol.AnnotationKVProducer: "true"}
 	for k, v := range ann {
 		a[k] = v
 	}
@@ -32,10 +33,10 @@ func names(ps []*corev1.Pod) []string {
 }
 
 func TestChoose(t *testing.T) {
-	lease := map[string]string{AnnotationConvertUntil: formatTime(t0.Add(5 * time.Second))}
-	expired := map[string]string{AnnotationConvertUntil: formatTime(t0.Add(-time.Second))}
-	converted := map[string]string{AnnotationStatus: StatusConverted}
-	refused := map[string]string{AnnotationStatus: Refused(ReasonMemoryShort, ""), AnnotationStatusAt: formatTime(t0.Add(-10 * time.Second))}
+	lease := map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}
+	expired := map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(-time.Second))}
+	converted := map[string]string{protocol.AnnotationStatus: protocol.StatusConverted}
+	refused := map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-10 * time.Second))}
 	opts := PlanOptions{MaxFraction: 0.5, RefusalBackoff: time.Minute}
 	cases := []struct {
 		name          string
@@ -44,7 +45,7 @@ func TestChoose(t *testing.T) {
 		lease, relase string
 	}{
 		{"fresh pods, least recently flipped first", []*corev1.Pod{
-			decodePod("a", map[string]string{AnnotationFlippedAt: formatTime(t0.Add(-time.Minute))}),
+			decodePod("a", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(-time.Minute))}),
 			decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 2, "[b c]", "[]"},
 		{"held leases are kept, no churn", []*corev1.Pod{decodePod("a", nil), decodePod("b", nil), decodePod("c", lease), decodePod("d", nil)}, 1, "[c]", "[]"},
 		{"capped by the max fraction", []*corev1.Pod{decodePod("a", nil), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 4, "[a b]", "[]"},
@@ -91,17 +92,17 @@ func TestChooseNeverOvershoots(t *testing.T) {
 		for j := range n {
 			ann := map[string]string{}
 			if r.IntN(2) == 0 {
-				ann[AnnotationKVProducer] = "true"
+				ann[protocol.AnnotationKVProducer] = "true"
 			}
 			switch r.IntN(5) {
 			case 0:
-				ann[AnnotationConvertUntil] = formatTime(t0.Add(time.Duration(r.IntN(20)-10) * time.Second))
+				ann[protocol.AnnotationConvertUntil] = protocol.FormatTime(t0.Add(time.Duration(r.IntN(20)-10) * time.Second))
 			case 1:
-				ann[AnnotationStatus] = StatusConverted
+				ann[protocol.AnnotationStatus] = protocol.StatusConverted
 				drainingBefore++
 			case 2:
-				ann[AnnotationStatus] = Refused(ReasonBusy, "")
-				ann[AnnotationStatusAt] = formatTime(t0.Add(-time.Duration(r.IntN(120)) * time.Second))
+				ann[protocol.AnnotationStatus] = protocol.Refused(protocol.ReasonBusy, "")
+				ann[protocol.AnnotationStatusAt] = protocol.FormatTime(t0.Add(-time.Duration(r.IntN(120)) * time.Second))
 			}
 			pods = append(pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d", j), Annotations: ann}})
 		}
@@ -114,7 +115,7 @@ func TestChooseNeverOvershoots(t *testing.T) {
 			occupied[p.Name] = true
 		}
 		for _, p := range pods {
-			if p.Annotations[AnnotationStatus] == StatusConverted {
+			if p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
 				occupied[p.Name] = true
 			}
 		}

@@ -2,6 +2,7 @@ package converter
 
 import (
 	"context"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -46,8 +47,8 @@ func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *core
 			}
 		}
 		for _, pod := range inNamespace(key.Namespace) {
-			_, leased := pod.Annotations[AnnotationConvertUntil]
-			if !seen[pod.Name] && (leased || pod.Annotations[AnnotationStatus] == StatusConverted) {
+			_, leased := pod.Annotations[protocol.AnnotationConvertUntil]
+			if !seen[pod.Name] && (leased || pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted) {
 				p.Pods = append(p.Pods, pod)
 			}
 		}

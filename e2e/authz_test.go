@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tokenscale/tokenscale/adapter"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 )
 
 // A ServiceAccount without RBAC for custom.metrics.k8s.io gets 403 through the aggregator; once bound to a

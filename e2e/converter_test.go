@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"os"
 	"sort"
 	"strings"
@@ -21,7 +22,7 @@ import (
 
 	"github.com/tokenscale/tokenscale/converter"
 	"github.com/tokenscale/tokenscale/converter/nvmlgpu"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 )
 
 // Convertible decoders end to end: the tokenscale-converter controller binary (its ServiceAccount, the
@@ -45,7 +46,7 @@ func TestConverter(t *testing.T) {
 
 	k := namespace(t, ns, "gpu-a", "gpu-b")
 	deployment(t, ns, "llama-prefill", "prefill", fakeengine.VLLMV1, 1)
-	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 8, converter.AnnotationKVProducer, "true")
+	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 8, protocol.AnnotationKVProducer, "true")
 	k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 10})
 	k.SetLoad("decode", fakeengine.Load{OutputTokensPerSec: 500})
 
@@ -160,13 +161,13 @@ func TestConverter(t *testing.T) {
 	// gpu-b's agent refused and said why; those pods kept decode.
 	refusals := 0
 	for _, p := range decode() {
-		if p.Spec.NodeName == "gpu-b" && strings.HasPrefix(p.Annotations[converter.AnnotationStatus], "refused: nvml-error") {
+		if p.Spec.NodeName == "gpu-b" && strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: nvml-error") {
 			refusals++
 			if p.Labels["llm-d.ai/role"] != "decode" {
 				t.Errorf("refused pod %s is %q", p.Name, p.Labels["llm-d.ai/role"])
 			}
-			if !strings.Contains(p.Annotations[converter.AnnotationStatus], "NVML init") {
-				t.Errorf("refusal does not say what failed: %q", p.Annotations[converter.AnnotationStatus])
+			if !strings.Contains(p.Annotations[protocol.AnnotationStatus], "NVML init") {
+				t.Errorf("refusal does not say what failed: %q", p.Annotations[protocol.AnnotationStatus])
 			}
 		}
 	}
@@ -175,8 +176,8 @@ func TestConverter(t *testing.T) {
 	// Deterministically: a lease on a gpu-b pod outside any pool (so the controller leaves it alone) is
 	// refused by gpu-b's agent, which says why on the pod.
 	probe, err := suite.cp.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "nvml-probe", Annotations: map[string]string{converter.AnnotationKVProducer: "true",
-			converter.AnnotationConvertUntil: time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)}},
+		ObjectMeta: metav1.ObjectMeta{Name: "nvml-probe", Annotations: map[string]string{protocol.AnnotationKVProducer: "true",
+			protocol.AnnotationConvertUntil: time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)}},
 		Spec: corev1.PodSpec{NodeName: "gpu-b", Containers: []corev1.Container{{Name: "x", Image: "x"}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -190,10 +191,10 @@ func TestConverter(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if st := p.Annotations[converter.AnnotationStatus]; !strings.HasPrefix(st, "refused: nvml-error (") || !strings.Contains(st, "NVML init") {
+		if st := p.Annotations[protocol.AnnotationStatus]; !strings.HasPrefix(st, "refused: nvml-error (") || !strings.Contains(st, "NVML init") {
 			return fmt.Errorf("status %q", st)
 		}
-		t.Logf("gpu-b's agent: %s", p.Annotations[converter.AnnotationStatus])
+		t.Logf("gpu-b's agent: %s", p.Annotations[protocol.AnnotationStatus])
 		return nil
 	})
 
@@ -236,7 +237,7 @@ func TestConverter(t *testing.T) {
 	t.Logf("load falls -> all decoders back to decode after %s (policy release hold 5 s); at most %d converted at any sample",
 		time.Since(fall).Round(10*time.Millisecond), most)
 	for _, p := range decode() {
-		if s := p.Annotations[converter.AnnotationStatus]; s == converter.StatusConverted {
+		if s := p.Annotations[protocol.AnnotationStatus]; s == protocol.StatusConverted {
 			t.Errorf("pod %s still says converted", p.Name)
 		}
 	}

@@ -14,16 +14,16 @@ import (
 	"time"
 )
 
-// `tokenscale demo` (what `make demo` runs) on its own control plane: the trace's first burst reaches the
+// `tokenscale-demo` (what `make demo` runs) on its own control plane: the trace's first burst reaches the
 // prefill pool, tokenscale's numbers show through the aggregator and the real HPA scales the Deployment;
 // then Ctrl-C (SIGINT) stops it cleanly, leaving no process and no files behind.
 func TestDemoRunsAndStopsClean(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tokenscale")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale").CombinedOutput(); err != nil {
-		t.Fatalf("building tokenscale: %v\n%s", err, out)
+	bin := filepath.Join(dir, "tokenscale-demo")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale-demo").CombinedOutput(); err != nil {
+		t.Fatalf("building tokenscale-demo: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "demo", "--repo", "..")
+	cmd := exec.Command(bin, "--repo", "..")
 	cmd.Env = append(os.Environ(), "TOKENSCALE_K8S_BIN="+suite.k8sBin)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenscale/tokenscale/adapter"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 )
 
 // Broken engines next to healthy ones: a dead engine, one that hangs past the scrape timeout, one that

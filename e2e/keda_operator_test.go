@@ -16,9 +16,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tokenscale/tokenscale/e2e/controlplane"
-	"github.com/tokenscale/tokenscale/e2e/localstack"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/localcluster"
 )
 
 // The real KEDA operator and KEDA's metrics API server (built from the module proxy by hack/build-keda.sh)
@@ -192,16 +191,16 @@ func startKEDA(t *testing.T) {
 	kubectl(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: keda}\n", "apply", "-f", "-")
 
 	dir := t.TempDir()
-	if err := controlplane.WriteMutualTLS(dir, "127.0.0.1", "localhost"); err != nil {
+	if err := localcluster.WriteMutualTLS(dir, "127.0.0.1", "localhost"); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"KUBECONFIG=" + suite.cp.AdminKubeconfig, "POD_NAMESPACE=keda", "KEDA_CLUSTER_OBJECT_NAMESPACE=keda", "WATCH_NAMESPACE="}
-	grpcAddr := fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
-	probe := fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
+	grpcAddr := fmt.Sprintf("127.0.0.1:%d", localcluster.FreePort())
+	probe := fmt.Sprintf("127.0.0.1:%d", localcluster.FreePort())
 	startProcess(t, dir, "keda-operator", env, filepath.Join(bin, "keda-operator"),
 		"--leader-elect=false", "--enable-cert-rotation=false", "--cert-dir", dir, "--ca-dir", dir,
 		"--metrics-service-bind-address", grpcAddr, "--health-probe-bind-address", probe,
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort()), "--zap-log-level=info")
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", localcluster.FreePort()), "--zap-log-level=info")
 	eventually(t, 60*time.Second, "KEDA operator ready", func() error {
 		resp, err := http.Get("http://" + probe + "/readyz")
 		if err != nil {
@@ -213,13 +212,13 @@ func startKEDA(t *testing.T) {
 		}
 		return nil
 	})
-	port := controlplane.FreePort()
+	port := localcluster.FreePort()
 	kc := suite.cp.AdminKubeconfig
 	startProcess(t, dir, "keda-adapter", env, filepath.Join(bin, "keda-adapter"),
 		"--secure-port", fmt.Sprint(port), "--bind-address", "127.0.0.1", "--cert-dir", dir,
 		"--tls-cert-file", filepath.Join(dir, "tls.crt"), "--tls-private-key-file", filepath.Join(dir, "tls.key"),
 		"--lister-kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
-		"--metrics-service-address", grpcAddr, "--port", fmt.Sprint(controlplane.FreePort()), "--zap-log-level=info")
+		"--metrics-service-address", grpcAddr, "--port", fmt.Sprint(localcluster.FreePort()), "--zap-log-level=info")
 
 	// Re-point the external metrics API at KEDA, as a KEDA install does; tokenscale's comes back after.
 	const apiService = "v1beta1.external.metrics.k8s.io"
@@ -282,7 +281,7 @@ spec:
 // dir/name.log, whose tail is printed when the test fails.
 func startProcess(t *testing.T, dir, name string, env []string, bin string, args ...string) {
 	t.Helper()
-	p, err := localstack.StartProcess(dir, name, env, bin, args...)
+	p, err := localcluster.StartProcess(dir, name, env, bin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

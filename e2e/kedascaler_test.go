@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tokenscale/tokenscale/e2e/controlplane"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/localcluster"
 )
 
 // The tokenscale-keda-scaler binary, installed with the manifests' RBAC (overlays/keda) and run as its
@@ -128,8 +128,8 @@ func startScaler(t *testing.T) (grpcAddr, metricsAddr string) {
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale-keda-scaler").CombinedOutput(); err != nil {
 		t.Fatalf("building the scaler: %v\n%s", err, out)
 	}
-	grpcAddr = fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
-	metricsAddr = fmt.Sprintf("127.0.0.1:%d", controlplane.FreePort())
+	grpcAddr = fmt.Sprintf("127.0.0.1:%d", localcluster.FreePort())
+	metricsAddr = fmt.Sprintf("127.0.0.1:%d", localcluster.FreePort())
 	startProcess(t, dir, "tokenscale-keda-scaler", nil, bin, "--kubeconfig", kc, "--config", suite.adapter.Config,
 		"--grpc-address", grpcAddr, "--metrics-address", metricsAddr, "-v=2")
 	return grpcAddr, metricsAddr

@@ -23,10 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tokenscale/tokenscale/e2e/controlplane"
-	"github.com/tokenscale/tokenscale/e2e/fakekubelet"
-	"github.com/tokenscale/tokenscale/e2e/localstack"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/localcluster"
 )
 
 // promSetup is one way users feed an autoscaler from Prometheus: a scrape interval and the rate window
@@ -387,9 +385,9 @@ func startPrometheusAdapter(t *testing.T, dir, bin, promURL, series, as string) 
 	if err := os.WriteFile(rulesPath, []byte(rules), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := controlplane.FreePort()
+	port := localcluster.FreePort()
 	kc := suite.cp.AdminKubeconfig
-	p, err := localstack.StartProcess(dir, "prometheus-adapter", nil, bin, "--prometheus-url="+promURL, "--config="+rulesPath,
+	p, err := localcluster.StartProcess(dir, "prometheus-adapter", nil, bin, "--prometheus-url="+promURL, "--config="+rulesPath,
 		"--metrics-relist-interval=15s", "--secure-port="+strconv.Itoa(port), "--bind-address=127.0.0.1", "--cert-dir="+filepath.Join(dir, "pa-certs"),
 		"--lister-kubeconfig="+kc, "--authentication-kubeconfig="+kc, "--authorization-kubeconfig="+kc, "-v=1")
 	if err != nil {
@@ -401,7 +399,7 @@ func startPrometheusAdapter(t *testing.T, dir, bin, promURL, series, as string) 
 
 // startPrometheus runs a real Prometheus scraping the pods of role in ns every scrape, each target
 // labelled with its namespace and pod as Kubernetes service discovery would, and returns its URL.
-func startPrometheus(t *testing.T, dir, bin, name string, k *fakekubelet.Kubelet, ns, role string, scrape time.Duration) string {
+func startPrometheus(t *testing.T, dir, bin, name string, k *localcluster.Kubelet, ns, role string, scrape time.Duration) string {
 	t.Helper()
 	var targets []string
 	for _, p := range k.Pods(role) {
@@ -411,14 +409,14 @@ func startPrometheus(t *testing.T, dir, bin, name string, k *fakekubelet.Kubelet
 		}
 		targets = append(targets, fmt.Sprintf("{targets: [%q], labels: {namespace: %s, pod: %s}}", u.Host, ns, p.Name))
 	}
-	port := controlplane.FreePort()
+	port := localcluster.FreePort()
 	cfg := fmt.Sprintf("global: {scrape_interval: %s, evaluation_interval: %s}\nscrape_configs:\n- job_name: vllm\n  static_configs: [%s]\n",
 		scrape, scrape, strings.Join(targets, ", "))
 	cfgPath := filepath.Join(dir, name+".yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := localstack.StartProcess(dir, name, nil, bin, "--config.file="+cfgPath,
+	p, err := localcluster.StartProcess(dir, name, nil, bin, "--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(dir, name+"-tsdb"), "--web.listen-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 )
 
 // Serving latency of a selector query over many pods (the HPA's Pods-metric call), at a steady 100

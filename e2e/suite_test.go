@@ -17,18 +17,16 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/tokenscale/tokenscale/e2e/controlplane"
-	"github.com/tokenscale/tokenscale/e2e/fakekubelet"
-	"github.com/tokenscale/tokenscale/e2e/localstack"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/localcluster"
 )
 
 // The suite shares one control plane and one adapter; each test works in its own namespace.
 var suite struct {
 	ctx        context.Context
-	stack      *localstack.Stack
-	cp         *controlplane.ControlPlane
-	adapter    *localstack.Adapter
+	stack      *localcluster.Stack
+	cp         *localcluster.ControlPlane
+	adapter    *localcluster.Adapter
 	enginePort int
 	k8sBin     string // the control-plane binaries
 }
@@ -86,8 +84,8 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	start := time.Now()
-	suite.ctx, suite.enginePort, suite.k8sBin = ctx, controlplane.FreePort(), bin
-	stack, err := localstack.Start(ctx, localstack.Options{RepoRoot: "..", BinDir: bin, Dir: dir, HPASyncPeriod: time.Second,
+	suite.ctx, suite.enginePort, suite.k8sBin = ctx, localcluster.FreePort(), bin
+	stack, err := localcluster.StartStack(ctx, localcluster.StackOptions{RepoRoot: "..", BinDir: bin, Dir: dir, HPASyncPeriod: time.Second,
 		AdapterConfig: adapterConfig(suite.enginePort)})
 	if stack != nil {
 		defer stack.Stop()
@@ -129,13 +127,13 @@ func kubectl(t *testing.T, stdin string, args ...string) string {
 }
 
 // namespace creates a test's namespace and runs a fake kubelet for it until the test ends.
-func namespace(t *testing.T, name string, nodes ...string) *fakekubelet.Kubelet {
+func namespace(t *testing.T, name string, nodes ...string) *localcluster.Kubelet {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	if _, err := suite.cp.Client.CoreV1().Namespaces().Create(suite.ctx, ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	k := fakekubelet.New(suite.cp.Client, fakekubelet.Options{Namespace: name, Port: suite.enginePort, Nodes: nodes,
+	k := localcluster.NewKubelet(suite.cp.Client, localcluster.KubeletOptions{Namespace: name, Port: suite.enginePort, Nodes: nodes,
 		Engine: fakeengine.Config{PrefillTokensPerSec: prefillTPS, DecodeTokensPerSec: decodeTPS}})
 	ctx, cancel := context.WithCancel(suite.ctx)
 	done := make(chan error, 1)
@@ -154,7 +152,7 @@ func namespace(t *testing.T, name string, nodes ...string) *fakekubelet.Kubelet 
 // deployment creates an llm-d style Deployment of fake engines: role is llm-d.ai/role and the load group.
 func deployment(t *testing.T, ns, name, role string, flavor fakeengine.Flavor, replicas int32, podAnnotations ...string) {
 	t.Helper()
-	dep := fakekubelet.Deployment(ns, name, role, flavor, replicas, podAnnotations...)
+	dep := localcluster.Deployment(ns, name, role, flavor, replicas, podAnnotations...)
 	if _, err := suite.cp.Client.AppsV1().Deployments(ns).Create(suite.ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tokenscale/tokenscale/adapter"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 )
 
 // Per-pod and Object values served through the aggregator match a known load: a vLLM V1 prefill pool and

@@ -29,8 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 	"github.com/tokenscale/tokenscale/internal/procstat"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
 	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/store"

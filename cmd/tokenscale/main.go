@@ -1,6 +1,5 @@
-// Command tokenscale is the project's CLI: `inspect` explains what tokenscale reads from an engine's
-// /metrics page, and `demo` runs tokenscale end to end on this machine, on a local Kubernetes control
-// plane (default) or, with --no-k8s, without one.
+// Command tokenscale is the user's CLI: `inspect` explains what tokenscale reads from an engine's
+// /metrics page. The demo is its own command (cmd/tokenscale-demo), so this binary links no test harness.
 package main
 
 import (
@@ -14,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenscale/tokenscale/internal/kubedemo"
-	"github.com/tokenscale/tokenscale/sim/demo"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
@@ -23,11 +20,8 @@ const usage = `usage: tokenscale <command> [flags]
 
 commands:
   inspect [--engine auto|vllm|sglang|trtllm] FILE|URL|-   explain what a /metrics page gives tokenscale
-  demo    [--duration 0] [--speedup 10] [--skip 500s] [--cold-start 5s] [--hpa-sync 1s]
-                                                          a local control plane, the adapter, fake engines
-                                                          replaying the Azure trace and the real HPA, live
-  demo --no-k8s [--duration 90s] [--speedup 3] [--cold-start 8s] [--skip 0s]
-                                                          fake engines, the scraper and the policy, no Kubernetes
+
+The demo is a separate command: go run ./cmd/tokenscale-demo --help
 `
 
 func main() {
@@ -41,8 +35,6 @@ func main() {
 	switch os.Args[1] {
 	case "inspect":
 		err = inspect(ctx, os.Args[2:])
-	case "demo":
-		err = runDemo(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -102,35 +94,4 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 	default:
 		return os.ReadFile(src)
 	}
-}
-
-func runDemo(ctx context.Context, args []string) error {
-	for _, a := range args {
-		if a == "--no-k8s" || a == "-no-k8s" {
-			return runLoopbackDemo(ctx, args)
-		}
-	}
-	fs := flag.NewFlagSet("demo", flag.ExitOnError)
-	o := kubedemo.Options{Out: os.Stdout, Progress: os.Stderr}
-	fs.Bool("no-k8s", false, "run the demo without Kubernetes")
-	fs.DurationVar(&o.Duration, "duration", 0, "how long to run (0: until the trace ends or Ctrl-C)")
-	fs.Float64Var(&o.Speedup, "speedup", 10, "trace seconds replayed per second")
-	fs.DurationVar(&o.Skip, "skip", 500*time.Second, "trace time to skip at the start")
-	fs.DurationVar(&o.ColdStart, "cold-start", 5*time.Second, "time before a new pod is Ready")
-	fs.DurationVar(&o.HPASync, "hpa-sync", time.Second, "the HPA controller's sync period (Kubernetes' default is 15s)")
-	fs.StringVar(&o.RepoRoot, "repo", ".", "the tokenscale checkout (manifests/, hack/, cmd/)")
-	_ = fs.Parse(args)
-	return kubedemo.Run(ctx, o)
-}
-
-func runLoopbackDemo(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("demo --no-k8s", flag.ExitOnError)
-	fs.Bool("no-k8s", true, "run the demo without Kubernetes")
-	o := demo.Options{Out: os.Stdout}
-	fs.DurationVar(&o.Duration, "duration", 90*time.Second, "how long to run")
-	fs.Float64Var(&o.Speedup, "speedup", 3, "trace seconds replayed per second")
-	fs.DurationVar(&o.ColdStart, "cold-start", 8*time.Second, "time before a new engine is Ready")
-	fs.DurationVar(&o.Skip, "skip", 0, "trace time to skip at the start")
-	_ = fs.Parse(args)
-	return demo.Run(ctx, o)
 }

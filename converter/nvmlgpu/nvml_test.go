@@ -3,6 +3,7 @@
 package nvmlgpu
 
 import (
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"strings"
 	"testing"
 
@@ -69,14 +70,14 @@ func TestHeadroomOnMockDGXH100(t *testing.T) {
 			return nvml.Memory{Total: 80 * gib, Free: 1 * gib, Used: 79 * gib}, nvml.SUCCESS
 		}
 		ok, reason, detail := decide(t, New(s), uuidOf(t, s, 0), uuidOf(t, s, 1))
-		if ok || reason != converter.ReasonMemoryShort || !strings.Contains(detail, uuidOf(t, s, 1)) || !strings.Contains(detail, "1.0 GiB free of 80.0 GiB, need 4.0 GiB") {
+		if ok || reason != protocol.ReasonMemoryShort || !strings.Contains(detail, uuidOf(t, s, 1)) || !strings.Contains(detail, "1.0 GiB free of 80.0 GiB, need 4.0 GiB") {
 			t.Errorf("got %v %s %q", ok, reason, detail)
 		}
 	})
 	t.Run("busy", func(t *testing.T) {
 		s := h100(t)
 		s.Devices[0].(*server.Device).GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: 97}, nvml.SUCCESS }
-		if ok, reason, _ := decide(t, New(s), uuidOf(t, s, 0)); ok || reason != converter.ReasonBusy {
+		if ok, reason, _ := decide(t, New(s), uuidOf(t, s, 0)); ok || reason != protocol.ReasonBusy {
 			t.Errorf("got %v %s", ok, reason)
 		}
 	})
@@ -95,7 +96,7 @@ func TestHeadroomOnMockDGXH100(t *testing.T) {
 			s := h100(t)
 			breakIt(s.Devices[2].(*server.Device))
 			ok, reason, detail := decide(t, New(s), uuidOf(t, s, 2))
-			if ok || reason != converter.ReasonUnhealthy || !strings.Contains(detail, strings.Fields(name)[0]) {
+			if ok || reason != protocol.ReasonUnhealthy || !strings.Contains(detail, strings.Fields(name)[0]) {
 				t.Errorf("got %v %s %q", ok, reason, detail)
 			}
 		})
@@ -148,7 +149,7 @@ func TestHeadroomOnMIGDevice(t *testing.T) {
 	}
 	parent.GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) { return nvml.FEATURE_ENABLED, nvml.SUCCESS }
 	gpus, _ = New(s).Read([]string{migUUID})
-	if ok, reason, _ := converter.Decide(gpus, converter.Need{MinFreeBytes: 4 * gib}); ok || reason != converter.ReasonUnhealthy {
+	if ok, reason, _ := converter.Decide(gpus, converter.Need{MinFreeBytes: 4 * gib}); ok || reason != protocol.ReasonUnhealthy {
 		t.Errorf("a MIG device on an unhealthy GPU: %v %s", ok, reason)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"io"
 	"os"
 	"os/exec"
@@ -25,10 +26,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tokenscale/tokenscale/converter"
-	"github.com/tokenscale/tokenscale/e2e/controlplane"
-	"github.com/tokenscale/tokenscale/e2e/fakekubelet"
-	"github.com/tokenscale/tokenscale/e2e/localstack"
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/localcluster"
 	"github.com/tokenscale/tokenscale/sim/trace"
 )
 
@@ -141,8 +140,8 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 	fmt.Fprintln(o.Progress, "starting etcd, kube-apiserver and kube-controller-manager on 127.0.0.1, then the tokenscale adapter...")
-	enginePort := controlplane.FreePort()
-	stack, err := localstack.Start(ctx, localstack.Options{RepoRoot: o.RepoRoot, BinDir: bin, Dir: dir,
+	enginePort := localcluster.FreePort()
+	stack, err := localcluster.StartStack(ctx, localcluster.StackOptions{RepoRoot: o.RepoRoot, BinDir: bin, Dir: dir,
 		HPASyncPeriod: o.HPASync, AdapterConfig: poolConfig(enginePort, o.ColdStart)})
 	if err != nil {
 		keep = true
@@ -174,14 +173,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ctrl, err := localstack.StartProcess(dir, "converter-controller", nil, convBin, "controller", "--kubeconfig", kc,
+	ctrl, err := localcluster.StartProcess(dir, "converter-controller", nil, convBin, "controller", "--kubeconfig", kc,
 		"--config", stack.Adapter.Config, "--lease", "3s", "--metrics-address", "", "-v=2")
 	if err != nil {
 		return err
 	}
 	defer ctrl.Stop()
 
-	kl := fakekubelet.New(client, fakekubelet.Options{Namespace: namespace, Port: enginePort, ColdStart: o.ColdStart, Nodes: nodes,
+	kl := localcluster.NewKubelet(client, localcluster.KubeletOptions{Namespace: namespace, Port: enginePort, ColdStart: o.ColdStart, Nodes: nodes,
 		Engine: fakeengine.Config{PrefillTokensPerSec: prefillTPS, DecodeTokensPerSec: decodeTPS}})
 	kctx, stopKubelet := context.WithCancel(ctx)
 	kdone := make(chan error, 1)
@@ -190,8 +189,8 @@ func Run(ctx context.Context, o Options) error {
 	for _, d := range []struct {
 		name, role string
 		ann        []string
-	}{{"ms-llama-prefill", "prefill", nil}, {"ms-llama-decode", "decode", []string{converter.AnnotationKVProducer, "true"}}} {
-		dep := fakekubelet.Deployment(namespace, d.name, d.role, fakeengine.VLLMV1, 1, d.ann...)
+	}{{"ms-llama-prefill", "prefill", nil}, {"ms-llama-decode", "decode", []string{protocol.AnnotationKVProducer, "true"}}} {
+		dep := localcluster.Deployment(namespace, d.name, d.role, fakeengine.VLLMV1, 1, d.ann...)
 		if _, err := client.AppsV1().Deployments(namespace).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 			return err
 		}
@@ -271,7 +270,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // row reads tokenscale's Object metrics through the aggregator and the Deployments' replicas.
-func row(ctx context.Context, s *localstack.Stack, t time.Duration, in, out float64) string {
+func row(ctx context.Context, s *localcluster.Stack, t time.Duration, in, out float64) string {
 	get := func(dep, metric string) string {
 		v, err := objectMetric(ctx, s, dep, metric)
 		if err != nil {
@@ -310,7 +309,7 @@ type noGPU struct{}
 func (noGPU) Check(context.Context, *corev1.Pod) (bool, string, string) { return true, "", "" }
 
 // objectMetric is `kubectl get --raw` of a Deployment's Object metric.
-func objectMetric(ctx context.Context, s *localstack.Stack, dep, metric string) (float64, error) {
+func objectMetric(ctx context.Context, s *localcluster.Stack, dep, metric string) (float64, error) {
 	body, err := s.CP.Client.Discovery().RESTClient().Get().
 		AbsPath(fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/%s/%s", namespace, dep, metric)).DoRaw(ctx)
 	if err != nil {

@@ -5,6 +5,7 @@ package kubepods
 import (
 	"context"
 	"fmt"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,7 +16,6 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/tokenscale/tokenscale/converter"
 	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
@@ -60,7 +60,7 @@ func (l *Lister) Pods() []service.Pod {
 	for _, p := range pods {
 		out = append(out, service.Pod{
 			Key:    store.PodKey{Namespace: p.Namespace, Name: p.Name},
-			Labels: converter.PoolLabels(p), // a converted decoder stays in its decode pool
+			Labels: protocol.PoolLabels(p), // a converted decoder stays in its decode pool
 			IP:     p.Status.PodIP,
 			Ready:  Ready(p),
 		})

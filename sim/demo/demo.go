@@ -13,7 +13,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 	"github.com/tokenscale/tokenscale/sim/trace"
 	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/config"

@@ -1,4 +1,4 @@
-package controlplane
+package localcluster
 
 import (
 	"context"
@@ -30,16 +30,16 @@ type ControlPlane struct {
 	procs           []*exec.Cmd
 }
 
-// Options configure Start.
-type Options struct {
+// ControlPlaneOptions configure StartControlPlane.
+type ControlPlaneOptions struct {
 	BinDir string // holds etcd, kube-apiserver, kube-controller-manager (hack/build-control-plane.sh)
 	Dir    string // working directory; a temporary one when empty
 	// HPASyncPeriod is the HPA controller's sync period (production default 15s; tests shorten it).
 	HPASyncPeriod time.Duration
 }
 
-// Start brings the control plane up and waits until the API server is ready.
-func Start(ctx context.Context, o Options) (cp *ControlPlane, err error) {
+// StartControlPlane brings the control plane up and waits until the API server is ready.
+func StartControlPlane(ctx context.Context, o ControlPlaneOptions) (cp *ControlPlane, err error) {
 	if o.Dir == "" {
 		if o.Dir, err = os.MkdirTemp("", "tokenscale-e2e-"); err != nil {
 			return nil, err

@@ -1,7 +1,8 @@
-// Package controlplane starts a real etcd, kube-apiserver (with the aggregation layer) and
+// The control plane starts a real etcd, kube-apiserver (with the aggregation layer) and
 // kube-controller-manager (deployment, replicaset and HPA controllers) on loopback for the e2e suite, with
 // generated certificates, and stops every process it started.
-package controlplane
+
+package localcluster
 
 import (
 	"crypto/rand"

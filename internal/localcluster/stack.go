@@ -1,8 +1,9 @@
-// Package localstack installs tokenscale on a local control plane the way a user does, for the e2e suite
+// The stack installs tokenscale on a local control plane the way a user does, for the e2e suite
 // and the Kubernetes demo: the preflight check, `kubectl apply` of manifests/overlays/e2e (RBAC,
 // ServiceAccount, APIServices, a Service pointing the aggregator at this machine), then the adapter binary
 // run as a process with its ServiceAccount's token, so the manifests' RBAC is what it gets.
-package localstack
+
+package localcluster
 
 import (
 	"context"
@@ -15,12 +16,10 @@ import (
 
 	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/tokenscale/tokenscale/e2e/controlplane"
 )
 
-// Options configure Start.
-type Options struct {
+// StackOptions configure StartStack.
+type StackOptions struct {
 	RepoRoot      string // the tokenscale checkout: manifests/, hack/, cmd/
 	BinDir        string // control-plane binaries (hack/build-control-plane.sh)
 	Dir           string // working directory for certificates, logs and the adapter
@@ -30,15 +29,15 @@ type Options struct {
 
 // Stack is a running control plane with the adapter installed.
 type Stack struct {
-	CP      *controlplane.ControlPlane
+	CP      *ControlPlane
 	Adapter *Adapter
-	o       Options
+	o       StackOptions
 }
 
-// Start brings up the control plane and installs and starts the adapter. On error everything started is
+// StartStack brings up the control plane and installs and starts the adapter. On error everything started is
 // stopped again.
-func Start(ctx context.Context, o Options) (s *Stack, err error) {
-	cp, err := controlplane.Start(ctx, controlplane.Options{BinDir: o.BinDir, Dir: filepath.Join(o.Dir, "cp"), HPASyncPeriod: o.HPASyncPeriod})
+func StartStack(ctx context.Context, o StackOptions) (s *Stack, err error) {
+	cp, err := StartControlPlane(ctx, ControlPlaneOptions{BinDir: o.BinDir, Dir: filepath.Join(o.Dir, "cp"), HPASyncPeriod: o.HPASyncPeriod})
 	if err != nil {
 		if cp != nil {
 			cp.Stop()
@@ -150,7 +149,7 @@ func newAdapter(root, dir, configYAML string) (*Adapter, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	a := &Adapter{Port: controlplane.FreePort(), Config: filepath.Join(dir, "config.yaml"), Dir: dir, dir: dir, bin: filepath.Join(dir, "tokenscale-adapter")}
+	a := &Adapter{Port: FreePort(), Config: filepath.Join(dir, "config.yaml"), Dir: dir, dir: dir, bin: filepath.Join(dir, "tokenscale-adapter")}
 	build := exec.Command("go", "build", "-o", a.bin, "./cmd/tokenscale-adapter")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
@@ -165,7 +164,7 @@ func (a *Adapter) Sibling(dir, configYAML string) (*Adapter, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	b := &Adapter{Port: controlplane.FreePort(), Config: filepath.Join(dir, "config.yaml"), Dir: dir, dir: dir, bin: a.bin, kubeconfig: a.kubeconfig}
+	b := &Adapter{Port: FreePort(), Config: filepath.Join(dir, "config.yaml"), Dir: dir, dir: dir, bin: a.bin, kubeconfig: a.kubeconfig}
 	return b, os.WriteFile(b.Config, []byte(configYAML), 0o600)
 }
 

@@ -1,8 +1,9 @@
-// Package fakekubelet stands in for the kubelets of a test cluster: for every pod the API server holds in
-// a namespace it starts a fake engine (sim/fakeengine) on its own loopback address, and reports the pod
+// The fake kubelet stands in for the kubelets of a test cluster: for every pod the API server holds in
+// a namespace it starts a fake engine (internal/fakeengine) on its own loopback address, and reports the pod
 // Running and Ready with that address as its IP; when the pod goes, its engine stops. The real
 // deployment, replicaset and HPA controllers then work against pods whose /metrics are real HTTP.
-package fakekubelet
+
+package localcluster
 
 import (
 	"context"
@@ -24,7 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 )
 
 // Labels and annotations a pod template uses to shape its fake engine.
@@ -36,8 +37,8 @@ const (
 	LoadLabel = "fakekubelet.tokenscale.io/load"
 )
 
-// Options configure a Kubelet.
-type Options struct {
+// KubeletOptions configure a Kubelet.
+type KubeletOptions struct {
 	Namespace string
 	// Port every engine listens on (each on its own 127.0.x.y address, as pods share a port).
 	Port int
@@ -53,7 +54,7 @@ type Options struct {
 
 // Kubelet runs the engines of one namespace's pods.
 type Kubelet struct {
-	o      Options
+	o      KubeletOptions
 	client kubernetes.Interface
 
 	mu      sync.Mutex
@@ -86,8 +87,8 @@ func (p *Pod) Kill() {
 	}
 }
 
-// New returns a kubelet for o.Namespace; Run starts it.
-func New(client kubernetes.Interface, o Options) *Kubelet {
+// NewKubelet returns a kubelet for o.Namespace; Run starts it.
+func NewKubelet(client kubernetes.Interface, o KubeletOptions) *Kubelet {
 	if o.Tick <= 0 {
 		o.Tick = 100 * time.Millisecond
 	}

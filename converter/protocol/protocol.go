@@ -1,20 +1,10 @@
-// Package converter turns idle decoders into prefill helpers during a burst (convertible decoders)
-// without ever converting more pods than the policy asked for.
-//
-// The mechanism is a lease on each chosen pod, written centrally and acted on locally:
-//   - the controller (one per cluster, next to the policy) picks which decode pods convert and writes
-//     AnnotationConvertUntil on exactly that many, renewing it every round; it removes it when fewer are
-//     wanted;
-//   - the node agent (a DaemonSet) acts only on pods of its own node that carry an unexpired lease: it
-//     verifies the pod can produce KV and that its GPUs have headroom (PodResources + NVML), flips it
-//     with an Actuator, and reports the outcome in AnnotationStatus; a pod without a live lease is
-//     flipped back;
-//   - so converted pods are a subset of leased pods, and leased pods never exceed the policy's number. A
-//     lost controller stops renewing, the leases expire and every agent converts back (fail safe).
-package converter
+// Package protocol is the convertible-decoder protocol written on pods: the annotations the converter's
+// controller and node agents exchange, their status and refusal values, and PoolLabels, which keeps a
+// converted decoder in its decode pool. It imports nothing else of tokenscale, so the pod lister of the
+// adapter and the KEDA scaler can use it without linking the converter.
+package protocol
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -121,8 +111,5 @@ func PoolLabels(pod *corev1.Pod) map[string]string {
 	return out
 }
 
-// formatTime is the protocol's time format.
-func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
-
-// podRef names a pod in messages.
-func podRef(pod *corev1.Pod) string { return fmt.Sprintf("%s/%s", pod.Namespace, pod.Name) }
+// FormatTime is the protocol's time format.
+func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -1,4 +1,4 @@
-package fakekubelet
+package localcluster
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/tokenscale/tokenscale/sim/fakeengine"
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -30,7 +30,7 @@ func TestPodsGetEnginesAndStatus(t *testing.T) {
 	client := fake.NewClientset()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	k := New(client, Options{Namespace: "ns", Port: 0, Tick: 20 * time.Millisecond})
+	k := NewKubelet(client, KubeletOptions{Namespace: "ns", Port: 0, Tick: 20 * time.Millisecond})
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx) }()
 
@@ -99,7 +99,7 @@ func TestColdStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const cold = 600 * time.Millisecond
-	k := New(client, Options{Namespace: "ns", Port: 0, Tick: 20 * time.Millisecond, ColdStart: cold})
+	k := NewKubelet(client, KubeletOptions{Namespace: "ns", Port: 0, Tick: 20 * time.Millisecond, ColdStart: cold})
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx) }()
 	k.SetLoad("g", fakeengine.Load{PromptTokensPerSec: 5000})

@@ -1,0 +1,57 @@
+// Command tokenscale-demo runs tokenscale end to end on this machine (what `make demo` runs): on a local
+// Kubernetes control plane by default, or with --no-k8s without one. It links the local-cluster harness
+// and the fake engines, so it is not shipped in an image.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tokenscale/tokenscale/internal/kubedemo"
+	"github.com/tokenscale/tokenscale/sim/demo"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runDemo(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "tokenscale-demo:", err)
+		os.Exit(1)
+	}
+}
+
+func runDemo(ctx context.Context, args []string) error {
+	for _, a := range args {
+		if a == "--no-k8s" || a == "-no-k8s" {
+			return runLoopbackDemo(ctx, args)
+		}
+	}
+	fs := flag.NewFlagSet("demo", flag.ExitOnError)
+	o := kubedemo.Options{Out: os.Stdout, Progress: os.Stderr}
+	fs.Bool("no-k8s", false, "run the demo without Kubernetes")
+	fs.DurationVar(&o.Duration, "duration", 0, "how long to run (0: until the trace ends or Ctrl-C)")
+	fs.Float64Var(&o.Speedup, "speedup", 10, "trace seconds replayed per second")
+	fs.DurationVar(&o.Skip, "skip", 500*time.Second, "trace time to skip at the start")
+	fs.DurationVar(&o.ColdStart, "cold-start", 5*time.Second, "time before a new pod is Ready")
+	fs.DurationVar(&o.HPASync, "hpa-sync", time.Second, "the HPA controller's sync period (Kubernetes' default is 15s)")
+	fs.StringVar(&o.RepoRoot, "repo", ".", "the tokenscale checkout (manifests/, hack/, cmd/)")
+	_ = fs.Parse(args)
+	return kubedemo.Run(ctx, o)
+}
+
+func runLoopbackDemo(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("demo --no-k8s", flag.ExitOnError)
+	fs.Bool("no-k8s", true, "run the demo without Kubernetes")
+	o := demo.Options{Out: os.Stdout}
+	fs.DurationVar(&o.Duration, "duration", 90*time.Second, "how long to run")
+	fs.Float64Var(&o.Speedup, "speedup", 3, "trace seconds replayed per second")
+	fs.DurationVar(&o.ColdStart, "cold-start", 8*time.Second, "time before a new engine is Ready")
+	fs.DurationVar(&o.Skip, "skip", 0, "trace time to skip at the start")
+	_ = fs.Parse(args)
+	return demo.Run(ctx, o)
+}
