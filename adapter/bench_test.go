@@ -33,13 +33,12 @@ func BenchmarkPodsBySelector1000(b *testing.B) {
 func benchProvider() (*Provider, *fakeSource) {
 	now := time.Now()
 	src := &fakeSource{
-		snap: &service.Snapshot{Time: now, PodLabels: map[store.PodKey]map[string]string{}},
-		pods: map[store.PodKey]store.Velocity{},
+		snap: &service.Snapshot{Time: now, PodLabels: map[store.PodKey]map[string]string{}, PodResults: map[store.PodKey]*store.Result{}},
 	}
 	for i := 0; i < 1000; i++ {
 		k := store.PodKey{Namespace: "llm", Name: fmt.Sprintf("llama-decode-%d", i)}
 		src.snap.PodLabels[k] = map[string]string{"llm-d.ai/role": "decode", "app": "llama"}
-		src.pods[k] = store.Velocity{Pod: k, Time: now, DecodeTPS: 2000 + float64(i)}
+		src.snap.PodResults[k] = &store.Result{Velocity: store.Velocity{Pod: k, Time: now, DecodeTPS: 2000 + float64(i)}}
 	}
 	// Some other pods in the namespace that the selector must skip.
 	for i := 0; i < 1000; i++ {

@@ -22,12 +22,10 @@ import (
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
-// Source is what the provider reads: the service's latest snapshot and its store.
+// Source is what the provider reads: the service's latest snapshot. Every answer reads one snapshot,
+// so pod and pool values in it come from the same round.
 type Source interface {
 	Snapshot() *service.Snapshot
-	Pod(store.PodKey) (store.Velocity, error)
-	// Pods calls fn for each of keys in order; fn must not keep v.
-	Pods(keys []store.PodKey, fn func(v *store.Velocity, err error))
 }
 
 var (
@@ -105,7 +103,11 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 			return nil, p.unknownMetric(info)
 		}
 		key := store.PodKey{Namespace: name.Namespace, Name: name.Name}
-		v, err := p.src.Pod(key)
+		snap := p.src.Snapshot()
+		if snap == nil {
+			return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+		}
+		v, err := snap.Pod(key)
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: %v", info.Metric, key, err))
 		}
@@ -171,7 +173,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	// One allocation for the answer: a selector over a large pool is the HPA's common call.
 	list.Items = make([]custom_metrics.MetricValue, 0, len(keys))
 	window := int64(1)
-	p.src.Pods(keys, func(v *store.Velocity, err error) {
+	snap.EachPod(keys, func(v *store.Velocity, err error) {
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err

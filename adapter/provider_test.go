@@ -21,24 +21,9 @@ import (
 
 type fakeSource struct {
 	snap *service.Snapshot
-	pods map[store.PodKey]store.Velocity
 }
 
 func (f *fakeSource) Snapshot() *service.Snapshot { return f.snap }
-func (f *fakeSource) Pod(k store.PodKey) (store.Velocity, error) {
-	v, ok := f.pods[k]
-	if !ok {
-		return v, store.ErrStale
-	}
-	return v, nil
-}
-
-func (f *fakeSource) Pods(keys []store.PodKey, fn func(*store.Velocity, error)) {
-	for _, k := range keys {
-		v, err := f.Pod(k)
-		fn(&v, err)
-	}
-}
 
 func fixture() *fakeSource {
 	cfg := config.Default()
@@ -46,7 +31,7 @@ func fixture() *fakeSource {
 	cfg.Pools[1].Workload.Name = "llama-decode"
 	now := time.Unix(1000, 0)
 	p1, p2, p3 := store.PodKey{Namespace: "llm", Name: "p1"}, store.PodKey{Namespace: "llm", Name: "p2"}, store.PodKey{Namespace: "llm", Name: "d1"}
-	return &fakeSource{
+	f := &fakeSource{
 		snap: &service.Snapshot{
 			Time: now,
 			Pools: map[service.PoolKey]*service.PoolView{
@@ -59,11 +44,13 @@ func fixture() *fakeSource {
 				p1: {"llm-d.ai/role": "prefill"}, p2: {"llm-d.ai/role": "prefill"}, p3: {"llm-d.ai/role": "decode"},
 			},
 		},
-		pods: map[store.PodKey]store.Velocity{
-			p1: {Pod: p1, Time: now, PrefillTPS: 12000, QueuedTokens: 3000},
-			p2: {Pod: p2, Time: now, PrefillTPS: 13000.25},
-		},
 	}
+	f.snap.PodResults = map[store.PodKey]*store.Result{
+		p1: {Velocity: store.Velocity{Pod: p1, Time: now, PrefillTPS: 12000, QueuedTokens: 3000}},
+		p2: {Velocity: store.Velocity{Pod: p2, Time: now, PrefillTPS: 13000.25}},
+		p3: {Velocity: store.Velocity{Pod: p3}, Err: store.ErrStale},
+	}
+	return f
 }
 
 func info(gr string, metric string) provider.CustomMetricInfo {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 // Actuator flips one pod between decode-only and taking prefill work. Both directions are idempotent:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +15,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 var metav1PatchOptions = metav1.PatchOptions{FieldManager: "tokenscale-converter"}

@@ -3,7 +3,6 @@ package converter
 import (
 	"context"
 	"errors"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 // fixedGPUs answers every headroom check the same way.

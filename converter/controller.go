@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"sync"
 	"time"
 
@@ -12,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 // Pool is one decode pool as the controller sees it: its Ready pods and the conversions wanted, or

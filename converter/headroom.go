@@ -3,10 +3,11 @@ package converter
 import (
 	"context"
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 // GPUReading is what NVML says about one GPU (or MIG device) of a pod.

@@ -3,7 +3,6 @@ package converter
 import (
 	"context"
 	"encoding/json"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 // fakeKubelet serves the PodResources API on a unix socket, as the kubelet does.

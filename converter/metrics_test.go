@@ -1,13 +1,14 @@
 package converter
 
 import (
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/testutil"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 func TestAgentMetrics(t *testing.T) {

@@ -3,7 +3,6 @@ package converter
 import (
 	"context"
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"os"
 	"sync"
 	"testing"
@@ -13,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 // Many node agents act at once while the policy's number moves up and down faster than they react: at no

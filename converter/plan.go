@@ -1,12 +1,12 @@
 package converter
 
 import (
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 )
 

@@ -2,7 +2,6 @@ package converter
 
 import (
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -10,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 )
 

@@ -2,7 +2,6 @@ package converter
 
 import (
 	"context"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )

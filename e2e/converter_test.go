@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"os"
 	"sort"
 	"strings"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/tokenscale/tokenscale/converter"
 	"github.com/tokenscale/tokenscale/converter/nvmlgpu"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/internal/fakeengine"
 )
 

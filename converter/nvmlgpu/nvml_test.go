@@ -3,7 +3,6 @@
 package nvmlgpu
 
 import (
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"strings"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
 	"github.com/tokenscale/tokenscale/converter"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 const gib = 1 << 30

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"io"
 	"os"
 	"os/exec"
@@ -26,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tokenscale/tokenscale/converter"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/internal/fakeengine"
 	"github.com/tokenscale/tokenscale/internal/localcluster"
 	"github.com/tokenscale/tokenscale/sim/trace"

@@ -5,7 +5,6 @@ package kubepods
 import (
 	"context"
 	"fmt"
-	"github.com/tokenscale/tokenscale/converter/protocol"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +15,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
@@ -45,9 +45,6 @@ func New(client kubernetes.Interface, namespace, selector string, resync time.Du
 func (l *Lister) WaitForSync(ctx context.Context) bool {
 	return cache.WaitForCacheSync(ctx.Done(), l.synced)
 }
-
-// Synced reports whether the cache has been filled (for readiness probes).
-func (l *Lister) Synced() bool { return l.synced() }
 
 // Pods returns every cached pod; pods not Ready, not Running, being deleted or without an IP are
 // marked not Ready so the service neither scrapes nor counts them.

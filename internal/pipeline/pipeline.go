@@ -1,5 +1,6 @@
-// Package pipeline starts what every tokenscale front (the custom-metrics adapter, the KEDA scaler) runs
-// behind its API: the config watcher, the pod informer and the velocity service.
+// Package pipeline wires the Kubernetes inputs of the adapter's loop (velocity/service) for every front
+// (the custom-metrics adapter, the KEDA scaler, the converter controller): the config file watcher and
+// the pod informer that feeds the loop's pod lister.
 package pipeline
 
 import (

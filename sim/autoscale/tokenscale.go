@@ -7,12 +7,13 @@ import (
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
-// TokenScale runs the adapter's own velocity code on the simulated engines' metrics: each scrape
-// interval the instances' counters and histograms become engine snapshots in a velocity store, the pools
-// are aggregated and the controller decides, exactly as the adapter does. Replicas then pass through an
+// TokenScale runs the adapter's own decision round on the simulated engines' metrics: each scrape
+// interval the instances' counters and histograms become engine snapshots in a velocity store, and
+// service.Decide, the function the adapter's loop calls, assigns pools, aggregates and decides. Replicas then pass through an
 // HPA that reads tokenscale_desired_replicas as in manifests/examples; conversions go to the converter
 // directly. The ablation switches reproduce TokenScale's ladder.
 type TokenScale struct {
@@ -84,55 +85,49 @@ func snapshot(st *cluster.InstanceStats) *engine.Snapshot {
 	return s
 }
 
-// Decide scrapes, aggregates and decides.
+// Decide records the instances' metrics and runs the adapter's decision round (service.Decide) on them.
 func (ts *TokenScale) Decide(v *cluster.View) cluster.Target {
 	ts.now = ts.epoch.Add(v.Now)
-	live := map[store.PodKey]bool{}
-	record := func(sts []cluster.InstanceStats) []store.Result {
-		var keys []store.PodKey
+	pods := make([]service.Pod, 0, len(v.Prefill)+len(v.Decode))
+	record := func(sts []cluster.InstanceStats, role string) {
+		labels := map[string]string{"llm-d.ai/role": role}
 		for i := range sts {
-			k := store.PodKey{Namespace: "sim", Name: sts[i].Name}
+			k := store.PodKey{Namespace: simNamespace, Name: sts[i].Name}
 			ts.store.Record(k, ts.now, snapshot(&sts[i]))
-			live[k] = true
-			keys = append(keys, k)
+			// The simulation has no network: any address makes the instance a scrape target.
+			pods = append(pods, service.Pod{Key: k, Labels: labels, IP: "192.0.2.1", Ready: true})
 		}
-		in := make(map[store.PodKey]bool, len(keys))
-		for _, k := range keys {
-			in[k] = true
-		}
-		return ts.store.List(func(k store.PodKey) bool { return in[k] })
 	}
-	pres, dres := record(v.Prefill), record(v.Decode)
-	ts.store.Retain(func(k store.PodKey) bool { return live[k] })
+	record(v.Prefill, "prefill")
+	record(v.Decode, "decode")
+	m := service.Assign(ts.cfg, pods)
+	ts.store.Retain(m.Has)
+	snap := service.Decide(ts.cfg, m, ts.store.List(m.Has), ts.ctrl, ts.now)
 
-	pol := ts.cfg.Policy
-	pp, dp := &ts.cfg.Pools[0], &ts.cfg.Pools[1]
-	ps, perr := policy.Aggregate(pp, pres, ts.ctrl.Calibrated(pp.Name), pol.Horizon.Duration)
-	ds, derr := policy.Aggregate(dp, dres, ts.ctrl.Calibrated(dp.Name), pol.Horizon.Duration)
-	var psp, dsp *policy.PoolStatus
-	if perr == nil {
-		psp = &ps
-	}
-	if derr == nil {
-		dsp = &ds
-	}
-	d := ts.ctrl.Decide(ts.now, pol, "sim", pp, psp, dp, dsp)
 	now := v.Now.Seconds()
-	t := cluster.Target{Prefill: v.PrefillReplicas, Decode: v.DecodeReplicas, Conversions: d.Conversions}
-	if n, ok := d.Desired[pp.Name]; ok {
-		t.Prefill = ts.hpaP.Step(now, v.PrefillReplicas, v.PrefillReplicas, ratio(n, v.PrefillReplicas), true)
+	pre := snap.Pools[service.PoolKey{Namespace: simNamespace, Name: ts.cfg.Pools[0].Name}]
+	dec := snap.Pools[service.PoolKey{Namespace: simNamespace, Name: ts.cfg.Pools[1].Name}]
+	t := cluster.Target{Prefill: v.PrefillReplicas, Decode: v.DecodeReplicas}
+	if dec != nil {
+		t.Conversions = dec.Conversions
+	}
+	if pre != nil && pre.HasDesired {
+		t.Prefill = ts.hpaP.Step(now, v.PrefillReplicas, v.PrefillReplicas, ratio(pre.Desired, v.PrefillReplicas), true)
 	} else {
 		ts.hpaP.Step(now, v.PrefillReplicas, v.PrefillReplicas, 0, false)
 	}
 	if ts.DecodeByRPS != nil {
 		t.Decode = ts.DecodeByRPS.decode(v)
-	} else if n, ok := d.Desired[dp.Name]; ok {
-		t.Decode = ts.hpaD.Step(now, v.DecodeReplicas, v.DecodeReplicas, ratio(n, v.DecodeReplicas), true)
+	} else if dec != nil && dec.HasDesired {
+		t.Decode = ts.hpaD.Step(now, v.DecodeReplicas, v.DecodeReplicas, ratio(dec.Desired, v.DecodeReplicas), true)
 	} else {
 		ts.hpaD.Step(now, v.DecodeReplicas, v.DecodeReplicas, 0, false)
 	}
 	return t
 }
+
+// simNamespace is the namespace of the simulated pods.
+const simNamespace = "sim"
 
 // ratio is the HPA's usage ratio for an Object metric with AverageValue 1: value / replicas.
 func ratio(desired, replicas int) float64 {

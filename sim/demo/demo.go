@@ -1,6 +1,6 @@
 // Package demo runs tokenscale end to end on one machine without Kubernetes: fake vLLM engines on
-// loopback serve /metrics, a replay of the embedded Azure trace drives them, the real scraper, store and
-// policy size the prefill and decode pools, and a simulated actuator adds engines after a cold start.
+// loopback serve /metrics, a replay of the embedded Azure trace drives them, the real scraper and store
+// feed the adapter's decision round (service.Decide), which sizes the prefill and decode pools, and a simulated actuator adds engines after a cold start.
 package demo
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
@@ -83,18 +84,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	st := store.New(store.Options{}, nil)
-	targets := func() []collector.Target {
-		var ts []collector.Target
-		for _, p := range pools {
-			for _, pd := range p.pods {
-				if !pd.readyAt.After(time.Now()) {
-					ts = append(ts, collector.Target{Pod: store.PodKey{Namespace: "demo", Name: pd.name}, Pool: p.cfg.Name, URL: pd.url})
-				}
-			}
-		}
-		return ts
-	}
-	scraper := collector.NewScraper(collector.Options{}, st, targets, nil)
+	// Each tick's membership comes from the adapter's Assign; the scraper reads its targets.
+	var members *service.Members
+	scraper := collector.NewScraper(collector.Options{}, st, func() []collector.Target { return members.Targets }, nil)
 	ctrl := policy.NewController()
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
@@ -147,24 +139,26 @@ func Run(ctx context.Context, o Options) error {
 			for _, pd := range dr {
 				pd.eng.SetLoad(fakeengine.Load{OutputTokensPerSec: out * 8 / float64(len(dr))}) // ~8 tokens owed per output token/s in flight
 			}
+			members = assign(cfg, pools, now)
 			scraper.ScrapeOnce(ctx)
+			snap := service.Decide(cfg, members, st.List(members.Has), ctrl, now)
+			views := map[string]*service.PoolView{}
 			statuses := map[string]*policy.PoolStatus{}
 			for _, p := range pools {
-				name := p.cfg.Name
-				res := st.List(func(k store.PodKey) bool { return p.has(k.Name) })
-				s, err := policy.Aggregate(p.cfg, res, ctrl.Calibrated(name), cfg.Policy.Horizon.Duration)
-				if err == nil {
-					statuses[name] = &s
+				v := snap.Pools[service.PoolKey{Namespace: demoNamespace, Name: p.cfg.Name}]
+				views[p.cfg.Name] = v
+				if v != nil && v.Err == nil {
+					statuses[p.cfg.Name] = &v.Status
 				}
-			}
-			d := ctrl.Decide(now, cfg.Policy, "demo", pools[0].cfg, statuses["prefill"], pools[1].cfg, statuses["decode"])
-			conv = d.Conversions
-			for _, p := range pools {
-				if want, ok := d.Desired[p.cfg.Name]; ok {
-					if err := p.scale(now, want, o.ColdStart); err != nil {
+				if v != nil && v.HasDesired {
+					if err := p.scale(now, v.Desired, o.ColdStart); err != nil {
 						return err
 					}
 				}
+			}
+			conv = 0
+			if v := views["decode"]; v != nil {
+				conv = v.Conversions
 			}
 			ps, ds := statuses["prefill"], statuses["decode"]
 			if ps == nil || ds == nil {
@@ -173,18 +167,41 @@ func Run(ctx context.Context, o Options) error {
 			}
 			fmt.Fprintf(o.Out, "%5.0f %9.0f %9.0f %9.0f %6.2f %6.2f %9.0f %3d/%-3d %3d/%-3d %5d\n",
 				now.Sub(start).Seconds(), in, ps.Arrival, ps.Capacity, ps.Utilisation, ps.Backpressure, ds.Arrival,
-				len(pr), d.Desired["prefill"], len(dr), d.Desired["decode"], d.Conversions)
+				len(pr), desired(views["prefill"]), len(dr), desired(views["decode"]), conv)
 		}
 	}
 }
 
-func (p *pool) has(name string) bool {
-	for _, pd := range p.pods {
-		if pd.name == name {
-			return true
+// demoNamespace is the namespace of the demo's pods.
+const demoNamespace = "demo"
+
+// assign makes the Ready engines pods labelled as their pool selects, maps them to pools with the
+// adapter's Assign, and points each target at its engine's own loopback port.
+func assign(cfg *config.Config, pools []*pool, now time.Time) *service.Members {
+	var pods []service.Pod
+	urls := map[store.PodKey]string{}
+	for _, p := range pools {
+		for _, pd := range p.pods {
+			if pd.readyAt.After(now) {
+				continue
+			}
+			k := store.PodKey{Namespace: demoNamespace, Name: pd.name}
+			pods = append(pods, service.Pod{Key: k, Labels: p.cfg.Selector, IP: "127.0.0.1", Ready: true})
+			urls[k] = pd.url
 		}
 	}
-	return false
+	m := service.Assign(cfg, pods)
+	for i := range m.Targets {
+		m.Targets[i].URL = urls[m.Targets[i].Pod]
+	}
+	return m
+}
+
+func desired(v *service.PoolView) int {
+	if v == nil || !v.HasDesired {
+		return 0
+	}
+	return v.Desired
 }
 
 // scale adds engines (Ready after coldStart) or removes the newest ones.

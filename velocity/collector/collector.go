@@ -99,20 +99,6 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
 }
 
-// Run scrapes every Interval until ctx ends. A slow round delays the next, never overlaps it.
-func (s *Scraper) Run(ctx context.Context) {
-	t := time.NewTicker(s.opts.Interval)
-	defer t.Stop()
-	for {
-		s.ScrapeOnce(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // ScrapeOnce scrapes every current target once, in parallel up to Concurrency, and forgets pods that
 // are no longer targets. Each target's outcome is recorded on its own: one bad pod spoils nothing else.
 func (s *Scraper) ScrapeOnce(ctx context.Context) {

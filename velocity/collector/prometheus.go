@@ -65,22 +65,6 @@ func (p *PrometheusSource) Query() string {
 	return `{__name__=~"` + strings.Join(engine.SampleNames(), "|") + `"}[` + model.Duration(p.lookback).String() + `]`
 }
 
-// Run polls until ctx ends.
-func (p *PrometheusSource) Run(ctx context.Context) {
-	t := time.NewTicker(p.interval)
-	defer t.Stop()
-	for {
-		if err := p.PollOnce(ctx); err != nil {
-			klog.ErrorS(err, "Prometheus source poll failed")
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // PollOnce queries once and records one snapshot per pod: the series of its newest scrape, stamped with
 // that scrape's time, so a Prometheus that has not scraped again is not mistaken for a new scrape (which
 // would read as a zero rate). A failed query records nothing: pods go stale (unknown), never zero.

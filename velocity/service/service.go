@@ -1,13 +1,12 @@
-// Package service runs the velocity pipeline for the fronts (custom-metrics adapter, KEDA scaler): it maps
-// pods to pools, scrapes them, aggregates pools, decides, and publishes the result as an immutable
-// snapshot. Request paths read the snapshot and never wait for a scrape.
+// Package service is the adapter's loop, shared by every front (custom-metrics adapter, KEDA scaler,
+// converter controller): each tick it maps pods to pool instances (Assign), has its source collect the
+// engines' metrics into the store, runs the one decision round (Decide) and publishes the result as an
+// immutable snapshot. Request paths read the snapshot and never wait for a round.
 package service
 
 import (
 	"context"
 	"fmt"
-	"sort"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 
 	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/config"
-	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
@@ -56,7 +54,8 @@ type PoolView struct {
 	inst        *config.Pool // Config renamed to the instance key, as the controller sees it
 }
 
-// Snapshot is one decision round's result. It is never modified after it is published.
+// Snapshot is one decision round's result. It is never modified after it is published, and every
+// answer a front gives reads one snapshot, so a pod's value and its pool's always come from one round.
 type Snapshot struct {
 	Time  time.Time
 	Pools map[PoolKey]*PoolView
@@ -65,21 +64,49 @@ type Snapshot struct {
 	PodLabels map[store.PodKey]map[string]string
 	// Decisions per group key (namespace/group).
 	Decisions map[string]policy.Decision
+	// PodResults holds each member pod's velocity, or why it is unknown, as the round saw it.
+	PodResults map[store.PodKey]*store.Result
 }
 
-// Service is the pipeline.
+// Pod returns one pod's velocity as this round saw it, or why it is unknown.
+func (s *Snapshot) Pod(k store.PodKey) (store.Velocity, error) {
+	r, ok := s.PodResults[k]
+	if !ok {
+		return store.Velocity{Pod: k}, fmt.Errorf("%s: %w", k, store.ErrNotFound)
+	}
+	return r.Velocity, r.Err
+}
+
+// EachPod calls fn with each pod's velocity, or why it is unknown, in the order of keys. fn must not
+// keep v.
+func (s *Snapshot) EachPod(keys []store.PodKey, fn func(v *store.Velocity, err error)) {
+	for _, k := range keys {
+		r, ok := s.PodResults[k]
+		if !ok {
+			fn(&store.Velocity{Pod: k}, fmt.Errorf("%s: %w", k, store.ErrNotFound))
+			continue
+		}
+		fn(&r.Velocity, r.Err)
+	}
+}
+
+// Source brings a round's engine metrics into the store: scraping the pods directly, or reading the
+// same series from Prometheus. It records what it gets and forgets pods that are no longer targets.
+type Source interface {
+	Collect(ctx context.Context, m *Members)
+}
+
+// Service runs the adapter's loop: each tick it assigns pods to pools, has the source collect, runs
+// the decision round (Decide) and publishes the snapshot. Request paths read the snapshot and never
+// wait for a round.
 type Service struct {
-	cfg     func() *config.Config
-	pods    PodLister
-	Store   *store.Store
-	scraper *collector.Scraper
-	// prom replaces the scraper when scrape.prometheusURL is set: the same series, read from Prometheus.
-	prom    *collector.PrometheusSource
-	members atomic.Pointer[map[store.PodKey]PoolKey]
-	ctrl    *policy.Controller
-	snap    atomic.Pointer[Snapshot]
-	targets atomic.Pointer[[]collector.Target]
-	subs    subscribers
+	cfg   func() *config.Config
+	pods  PodLister
+	store *store.Store
+	src   Source
+	ctrl  *policy.Controller
+	snap  atomic.Pointer[Snapshot]
+	subs  subscribers
 }
 
 // New builds a service. cfg returns the config in force (it may change between rounds: hot reload; the
@@ -87,216 +114,37 @@ type Service struct {
 func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Service, error) {
 	c := cfg()
 	s := &Service{cfg: cfg, pods: pods, ctrl: policy.NewController()}
-	s.Store = store.New(store.Options{
+	s.store = store.New(store.Options{
 		StaleAfter: c.Scrape.StaleAfter.Duration, LatencyWindow: c.Scrape.LatencyWindow.Duration,
 		DefaultPromptTokens: c.Scrape.PromptTokens,
 	}, nil)
 	if u := c.Scrape.PrometheusURL; u != "" {
-		q, err := collector.NewPrometheusQuerier(u)
+		src, err := newPrometheusSource(u, c, s.store)
 		if err != nil {
-			return nil, fmt.Errorf("scrape.prometheusURL: %w", err)
+			return nil, err
 		}
-		// Only pods the pod cache maps to a pool are recorded, as with scraping.
-		s.prom = collector.NewPrometheusSource(q, s.Store, c.Scrape.Interval.Duration, c.Scrape.StaleAfter.Duration, engine.Auto, func(k store.PodKey) bool {
-			m := s.members.Load()
-			if m == nil {
-				return false
-			}
-			_, ok := (*m)[k]
-			return ok
-		})
+		s.src = src
 		klog.InfoS("Reading engine metrics from Prometheus instead of scraping pods", "url", u)
 		return s, nil
 	}
-	s.scraper = collector.NewScraper(collector.Options{
-		Interval: c.Scrape.Interval.Duration, Timeout: c.Scrape.Timeout.Duration,
-		Concurrency: c.Scrape.Concurrency, MaxBodyBytes: c.Scrape.MaxBodyBytes, Compression: c.Scrape.Compression,
-		Spread: c.Scrape.Spread.Duration,
-	}, s.Store, s.currentTargets, obs)
+	s.src = newScrapeSource(c, s.store, obs)
 	return s, nil
 }
 
 // Snapshot returns the latest published snapshot, or nil before the first round.
 func (s *Service) Snapshot() *Snapshot { return s.snap.Load() }
 
-func (s *Service) currentTargets() []collector.Target {
-	if t := s.targets.Load(); t != nil {
-		return *t
-	}
-	return nil
-}
-
-// assign maps Ready pods to pools (the first matching pool in config order wins) and builds targets.
-func assign(c *config.Config, pods []Pod) (map[store.PodKey]PoolKey, []collector.Target) {
-	member := map[store.PodKey]PoolKey{}
-	var targets []collector.Target
-	for _, p := range pods {
-		if !p.Ready || p.IP == "" {
-			continue
-		}
-		for i := range c.Pools {
-			pl := &c.Pools[i]
-			if pl.Namespace != "" && pl.Namespace != p.Key.Namespace {
-				continue
-			}
-			if !matches(pl.Selector, p.Labels) {
-				continue
-			}
-			kind, _ := engine.ParseKind(pl.Engine) // validated by config
-			member[p.Key] = PoolKey{Namespace: p.Key.Namespace, Name: pl.Name}
-			targets = append(targets, collector.Target{
-				Pod: p.Key, Pool: pl.Name, Engine: kind,
-				URL: pl.Scheme + "://" + hostPort(p.IP, pl.Port) + pl.Path,
-			})
-			break
-		}
-	}
-	return member, targets
-}
-
-func hostPort(ip string, port int) string {
-	for i := 0; i < len(ip); i++ {
-		if ip[i] == ':' {
-			return "[" + ip + "]:" + strconv.Itoa(port) // IPv6
-		}
-	}
-	return ip + ":" + strconv.Itoa(port)
-}
-
-func matches(sel, labels map[string]string) bool {
-	for k, v := range sel {
-		if labels[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
-// Step runs one round: refresh targets from the pod cache, scrape, aggregate, decide, publish.
+// Step runs one round: membership from the pod cache, collection, the decision round, publication.
 func (s *Service) Step(ctx context.Context, now time.Time) *Snapshot {
 	c := s.cfg()
-	pods := s.pods.Pods()
-	member, targets := assign(c, pods)
-	podLabels := make(map[store.PodKey]map[string]string, len(member))
-	for _, p := range pods {
-		if _, ok := member[p.Key]; ok {
-			podLabels[p.Key] = p.Labels
-		}
-	}
-	s.targets.Store(&targets)
-	s.members.Store(&member)
-	if s.prom != nil {
-		// A failed query records nothing: the pods go stale (unknown), never zero.
-		if err := s.prom.PollOnce(ctx); err != nil {
-			klog.ErrorS(err, "Prometheus source poll failed")
-		}
-	} else {
-		s.scraper.ScrapeOnce(ctx)
-	}
-
-	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: member, PodLabels: podLabels, Decisions: map[string]policy.Decision{}}
-	// One pass over the store, split by pool (List returns pods sorted by key).
-	byPool := map[PoolKey][]store.PodKey{}
-	results := map[PoolKey][]store.Result{}
-	for _, r := range s.Store.List(nil) {
-		if pk, ok := member[r.Pod]; ok {
-			results[pk] = append(results[pk], r)
-		}
-	}
-	for pod, pk := range member {
-		byPool[pk] = append(byPool[pk], pod)
-	}
-	// Every configured pool with a fixed namespace exists even with no pods, so it reads as unknown.
-	for i := range c.Pools {
-		if ns := c.Pools[i].Namespace; ns != "" {
-			pk := PoolKey{Namespace: ns, Name: c.Pools[i].Name}
-			if _, ok := byPool[pk]; !ok {
-				byPool[pk] = nil
-			}
-		}
-	}
-	groups := map[string][]*PoolView{}
-	for pk, pods := range byPool {
-		pl := poolByName(c, pk.Name)
-		if pl == nil {
-			continue
-		}
-		sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
-		res := results[pk]
-		// The controller keys its state by pool name: give it one per namespace.
-		inst := *pl
-		inst.Name = pk.String()
-		st, err := policy.Aggregate(&inst, res, s.ctrl.Calibrated(inst.Name), c.Policy.Horizon.Duration)
-		group := pl.Group
-		if group == "" {
-			group = pk.Namespace
-		}
-		v := &PoolView{Key: pk, Group: pk.Namespace + "/" + group, Config: pl, inst: &inst, Pods: pods, Status: st, Err: err}
-		snap.Pools[pk] = v
-		groups[v.Group] = append(groups[v.Group], v)
-	}
-	for g, views := range groups {
-		var pre, dec *PoolView
-		for _, v := range views {
-			switch v.Config.Role {
-			case config.RoleDecode:
-				dec = pickFirst(dec, v)
-			default:
-				pre = pickFirst(pre, v)
-			}
-		}
-		d := s.ctrl.Decide(now, c.Policy, g, poolOf(pre), statusOf(pre), poolOf(dec), statusOf(dec))
-		snap.Decisions[g] = d
-		for _, v := range views {
-			if n, ok := d.Desired[v.inst.Name]; ok && (v == pre || v == dec) {
-				v.Desired, v.HasDesired = n, true
-			}
-			if v == dec {
-				v.Conversions = d.Conversions
-			}
-		}
-		klog.V(3).InfoS("Decision", "group", g, "desired", d.Desired, "conversions", d.Conversions, "reasons", d.Reasons)
-	}
+	m := Assign(c, s.pods.Pods())
+	s.src.Collect(ctx, m)
+	snap := Decide(c, m, s.store.List(m.Has), s.ctrl, now)
 	s.publish(snap)
 	return snap
 }
 
-// pickFirst keeps one pool per role in a group; extra pools of the same role are reported, not sized.
-func pickFirst(cur, v *PoolView) *PoolView {
-	if cur == nil || v.Key.Name < cur.Key.Name {
-		if cur != nil {
-			cur.Err = fmt.Errorf("pool %s: another pool of the same role (%s) in group %s is sized instead", cur.Key, v.Key.Name, v.Group)
-		}
-		return v
-	}
-	v.Err = fmt.Errorf("pool %s: another pool of the same role (%s) in group %s is sized instead", v.Key, cur.Key.Name, v.Group)
-	return cur
-}
-
-func poolByName(c *config.Config, name string) *config.Pool {
-	for i := range c.Pools {
-		if c.Pools[i].Name == name {
-			return &c.Pools[i]
-		}
-	}
-	return nil
-}
-
-func poolOf(v *PoolView) *config.Pool {
-	if v == nil {
-		return nil
-	}
-	return v.inst
-}
-
-func statusOf(v *PoolView) *policy.PoolStatus {
-	if v == nil || v.Err != nil {
-		return nil
-	}
-	return &v.Status
-}
-
-// Run steps every scrape interval until ctx ends.
+// Run steps every scrape interval until ctx ends. A slow round delays the next, never overlaps it.
 func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg().Scrape.Interval.Duration)
 	defer t.Stop()
@@ -308,12 +156,4 @@ func (s *Service) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-// Pod returns one pod's velocity from the store, or why it is unknown.
-func (s *Service) Pod(k store.PodKey) (store.Velocity, error) { return s.Store.Get(k) }
-
-// Pods calls fn with each pod's velocity, or why it is unknown, in the order of keys (store.Store.Each).
-func (s *Service) Pods(keys []store.PodKey, fn func(v *store.Velocity, err error)) {
-	s.Store.Each(keys, fn)
 }

@@ -101,8 +101,8 @@ pools:
 	if n := snap.Pools[PoolKey{"a", "prefill"}].Status.Pods; n != 1 {
 		t.Errorf("after pods vanished: %d pods", n)
 	}
-	if s.Store.Len() != 1 {
-		t.Errorf("store still tracks %d pods", s.Store.Len())
+	if s.store.Len() != 1 {
+		t.Errorf("store still tracks %d pods", s.store.Len())
 	}
 	if d := snap.Pools[PoolKey{"a", "decode"}]; d != nil {
 		t.Errorf("decode pool without pods should not exist in namespace-less config: %+v", d)
@@ -178,8 +178,8 @@ pools:
 	if v.Status.Served < 2900 || v.Status.Served > 3100 {
 		t.Errorf("served %.0f tok/s from Prometheus' counters, want 3000", v.Status.Served)
 	}
-	if s.Store.Len() != 1 {
-		t.Errorf("store tracks %d pods; want 1 (a series of a pod the cache does not know is ignored)", s.Store.Len())
+	if s.store.Len() != 1 {
+		t.Errorf("store tracks %d pods; want 1 (a series of a pod the cache does not know is ignored)", s.store.Len())
 	}
 	mu.Lock()
 	down, scraped = true, time.Now().Add(-time.Hour)

@@ -1,0 +1,197 @@
+package service
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/velocity/collector"
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
+	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// Members is one round's pool membership: which Ready pod belongs to which pool instance, the pods'
+// labels (for selector queries), and the scrape targets they make.
+type Members struct {
+	Pool    map[store.PodKey]PoolKey
+	Labels  map[store.PodKey]map[string]string
+	Targets []collector.Target
+	// pools maps each instance to the index of its configured pool, so an instance always takes its own
+	// pool's selector, workload and profile even where two namespaces use the same pool name.
+	pools map[PoolKey]int
+}
+
+// Has reports whether a pod belongs to a pool this round.
+func (m *Members) Has(k store.PodKey) bool {
+	_, ok := m.Pool[k]
+	return ok
+}
+
+// Assign maps Ready pods to pool instances: the first matching pool in config order wins, and a pool
+// without a namespace makes one instance per namespace its pods are in. Every pool with a fixed
+// namespace exists even with no pods, so that it reads as unknown rather than missing.
+func Assign(c *config.Config, pods []Pod) *Members {
+	m := &Members{Pool: map[store.PodKey]PoolKey{}, Labels: map[store.PodKey]map[string]string{}, pools: map[PoolKey]int{}}
+	for i := range c.Pools {
+		if ns := c.Pools[i].Namespace; ns != "" {
+			m.pools[PoolKey{Namespace: ns, Name: c.Pools[i].Name}] = i
+		}
+	}
+	for _, p := range pods {
+		if !p.Ready || p.IP == "" {
+			continue
+		}
+		for i := range c.Pools {
+			pl := &c.Pools[i]
+			if pl.Namespace != "" && pl.Namespace != p.Key.Namespace {
+				continue
+			}
+			if !Matches(pl.Selector, p.Labels) {
+				continue
+			}
+			pk := PoolKey{Namespace: p.Key.Namespace, Name: pl.Name}
+			if j, taken := m.pools[pk]; taken && j != i {
+				// Config validation refuses a name used by two pools that can meet in one namespace;
+				// this guards a config built in code.
+				continue
+			}
+			m.pools[pk] = i
+			kind, _ := engine.ParseKind(pl.Engine) // validated by config
+			m.Pool[p.Key] = pk
+			m.Labels[p.Key] = p.Labels
+			m.Targets = append(m.Targets, collector.Target{
+				Pod: p.Key, Pool: pl.Name, Engine: kind,
+				URL: pl.Scheme + "://" + hostPort(p.IP, pl.Port) + pl.Path,
+			})
+			break
+		}
+	}
+	return m
+}
+
+func hostPort(ip string, port int) string {
+	for i := 0; i < len(ip); i++ {
+		if ip[i] == ':' {
+			return "[" + ip + "]:" + strconv.Itoa(port) // IPv6
+		}
+	}
+	return ip + ":" + strconv.Itoa(port)
+}
+
+// Matches reports whether labels satisfy an equality selector as Kubernetes reads one: every key must
+// be present with exactly the value, so `role: ""` matches only pods whose role label is empty.
+func Matches(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		lv, ok := labels[k]
+		if !ok || lv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Decide is one decision round, the only one in the project: from the config in force, the round's
+// membership, the store's results after this round's collection (sorted by pod, as store.List returns
+// them), the controller's state and the time, it aggregates every pool instance, sizes each group and
+// returns the snapshot the fronts serve. The adapter's loop, the simulator's tokenscale policy and the
+// no-Kubernetes demo all call it. It reads nothing else and changes nothing but the controller.
+func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.Controller, now time.Time) *Snapshot {
+	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: m.Pool, PodLabels: m.Labels,
+		Decisions: map[string]policy.Decision{}, PodResults: make(map[store.PodKey]*store.Result, len(m.Pool))}
+	byPool := map[PoolKey][]store.PodKey{}
+	poolResults := map[PoolKey][]store.Result{}
+	for i := range results {
+		r := &results[i]
+		if pk, ok := m.Pool[r.Pod]; ok {
+			poolResults[pk] = append(poolResults[pk], *r)
+			snap.PodResults[r.Pod] = r
+		}
+	}
+	for pk := range m.pools {
+		byPool[pk] = nil
+	}
+	for pod, pk := range m.Pool {
+		byPool[pk] = append(byPool[pk], pod)
+	}
+	groups := map[string][]*PoolView{}
+	for pk, pods := range byPool {
+		idx, ok := m.pools[pk]
+		if !ok || idx >= len(c.Pools) {
+			continue
+		}
+		pl := &c.Pools[idx]
+		sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+		// The controller keys its state by pool name: give it one per instance.
+		inst := *pl
+		inst.Name = pk.String()
+		st, err := policy.Aggregate(&inst, poolResults[pk], ctrl.Calibrated(inst.Name), c.Policy.Horizon.Duration)
+		group := pl.Group
+		if group == "" {
+			group = pk.Namespace
+		}
+		v := &PoolView{Key: pk, Group: pk.Namespace + "/" + group, Config: pl, inst: &inst, Pods: pods, Status: st, Err: err}
+		snap.Pools[pk] = v
+		groups[v.Group] = append(groups[v.Group], v)
+	}
+	// Groups in a fixed order, so the controller sees the same sequence of calls every round.
+	names := make([]string, 0, len(groups))
+	for g := range groups {
+		names = append(names, g)
+	}
+	sort.Strings(names)
+	for _, g := range names {
+		views := groups[g]
+		var pre, dec *PoolView
+		for _, v := range views {
+			switch v.Config.Role {
+			case config.RoleDecode:
+				dec = pickFirst(dec, v)
+			default:
+				pre = pickFirst(pre, v)
+			}
+		}
+		d := ctrl.Decide(now, c.Policy, g, poolOf(pre), statusOf(pre), poolOf(dec), statusOf(dec))
+		snap.Decisions[g] = d
+		for _, v := range views {
+			if n, ok := d.Desired[v.inst.Name]; ok && (v == pre || v == dec) {
+				v.Desired, v.HasDesired = n, true
+			}
+			if v == dec {
+				v.Conversions = d.Conversions
+			}
+		}
+		klog.V(3).InfoS("Decision", "group", g, "desired", d.Desired, "conversions", d.Conversions, "reasons", d.Reasons)
+	}
+	return snap
+}
+
+// pickFirst keeps one pool per role in a group; extra pools of the same role are reported, not sized.
+func pickFirst(cur, v *PoolView) *PoolView {
+	if cur == nil || v.Key.Name < cur.Key.Name {
+		if cur != nil {
+			cur.Err = fmt.Errorf("pool %s: another pool of the same role (%s) in group %s is sized instead", cur.Key, v.Key.Name, v.Group)
+		}
+		return v
+	}
+	v.Err = fmt.Errorf("pool %s: another pool of the same role (%s) in group %s is sized instead", v.Key, cur.Key.Name, v.Group)
+	return cur
+}
+
+func poolOf(v *PoolView) *config.Pool {
+	if v == nil {
+		return nil
+	}
+	return v.inst
+}
+
+func statusOf(v *PoolView) *policy.PoolStatus {
+	if v == nil || v.Err != nil {
+		return nil
+	}
+	return &v.Status
+}

@@ -1,0 +1,114 @@
+package service
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
+	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// An empty selector value matches only pods that carry the label empty, as Kubernetes' `role=` does;
+// a pod without the label is not selected.
+func TestMatchesLikeKubernetes(t *testing.T) {
+	for _, c := range []struct {
+		sel, labels map[string]string
+		want        bool
+	}{
+		{map[string]string{"role": ""}, map[string]string{}, false},
+		{map[string]string{"role": ""}, map[string]string{"role": ""}, true},
+		{map[string]string{"role": "prefill"}, map[string]string{"role": "prefill", "x": "y"}, true},
+		{map[string]string{"role": "prefill"}, map[string]string{"role": "decode"}, false},
+		{map[string]string{}, map[string]string{"role": "decode"}, true},
+	} {
+		if got := Matches(c.sel, c.labels); got != c.want {
+			t.Errorf("Matches(%v, %v) = %v, want %v", c.sel, c.labels, got, c.want)
+		}
+	}
+}
+
+// Two pools with one name, one in every namespace and one fixed to "team": the "team" instance takes its
+// own pool's selector and workload, not the first pool's.
+func TestAssignKeysPoolsByNamespaceAndName(t *testing.T) {
+	cfg, err := config.Parse([]byte(`version: tokenscale.io/v1alpha1
+pools:
+- {name: prefill, role: prefill, selector: {role: prefill}, workload: {name: everywhere}}
+- {name: prefill, namespace: team, role: prefill, selector: {tier: fast}, workload: {name: team-prefill}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := []Pod{
+		{Key: store.PodKey{Namespace: "team", Name: "a"}, Labels: map[string]string{"role": "prefill"}, IP: "10.0.0.1", Ready: true},
+		{Key: store.PodKey{Namespace: "team", Name: "b"}, Labels: map[string]string{"tier": "fast"}, IP: "10.0.0.2", Ready: true},
+		{Key: store.PodKey{Namespace: "other", Name: "c"}, Labels: map[string]string{"role": "prefill"}, IP: "10.0.0.3", Ready: true},
+	}
+	m := Assign(cfg, pods)
+	if pk, ok := m.Pool[store.PodKey{Namespace: "team", Name: "b"}]; !ok || pk != (PoolKey{"team", "prefill"}) {
+		t.Errorf("team/b: %v %v, want team/prefill by the team pool's selector", pk, ok)
+	}
+	if m.Has(store.PodKey{Namespace: "team", Name: "a"}) {
+		t.Errorf("team/a joined team/prefill through the other pool's selector")
+	}
+	if !m.Has(store.PodKey{Namespace: "other", Name: "c"}) {
+		t.Errorf("other/c is not in other/prefill")
+	}
+	snap := Decide(cfg, m, nil, policy.NewController(), time.Unix(0, 0))
+	if v := snap.Pools[PoolKey{"team", "prefill"}]; v == nil || v.Config.Workload.Name != "team-prefill" {
+		t.Errorf("team/prefill's config: %+v, want the team pool's (workload team-prefill)", v)
+	}
+	if v := snap.Pools[PoolKey{"other", "prefill"}]; v == nil || v.Config.Workload.Name != "everywhere" {
+		t.Errorf("other/prefill's config: %+v, want the namespace-less pool's", v)
+	}
+}
+
+// A snapshot answers for pods as its round saw them: later scrapes recorded in the store do not change
+// what it serves, so a pod's value and its pool's in one answer come from the same round.
+func TestSnapshotServesItsOwnRound(t *testing.T) {
+	cfg := config.Default()
+	st := store.New(store.Options{StaleAfter: time.Hour}, nil)
+	k := store.PodKey{Namespace: "llm", Name: "p1"}
+	t0 := time.Now()
+	page := func(tokens float64) *engine.Snapshot {
+		s := engine.NewSnapshot(engine.VLLM)
+		s.SetScalar(engine.PromptTokens, tokens)
+		s.SetScalar(engine.GenerationTokens, 0)
+		s.SetScalar(engine.RequestsRunning, 0)
+		s.SetScalar(engine.RequestsWaiting, 0)
+		return s
+	}
+	st.Record(k, t0, page(0))
+	st.Record(k, t0.Add(time.Second), page(1000))
+	m := Assign(cfg, []Pod{{Key: k, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1", Ready: true}})
+	snap := Decide(cfg, m, st.List(m.Has), policy.NewController(), t0.Add(time.Second))
+	before, err := snap.Pod(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Record(k, t0.Add(2*time.Second), page(100000))
+	after, err := snap.Pod(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.PrefillTPS != before.PrefillTPS || after.Time != before.Time {
+		t.Errorf("the snapshot's pod value moved with the store: %v at %v, then %v at %v", before.PrefillTPS, before.Time, after.PrefillTPS, after.Time)
+	}
+	if _, err := snap.Pod(store.PodKey{Namespace: "llm", Name: "nope"}); err == nil {
+		t.Error("a pod outside the round has a value")
+	}
+	var n int
+	snap.EachPod([]store.PodKey{k, {Namespace: "llm", Name: "nope"}}, func(v *store.Velocity, err error) {
+		n++
+		if v.Pod == k && err != nil {
+			t.Errorf("EachPod: %v", err)
+		}
+		if v.Pod.Name == "nope" && err == nil {
+			t.Error("EachPod: a pod outside the round has a value")
+		}
+	})
+	if n != 2 {
+		t.Errorf("EachPod called fn %d times, want 2", n)
+	}
+}

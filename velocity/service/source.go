@@ -1,0 +1,68 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/velocity/collector"
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// scrapeSource scrapes every member pod's page directly.
+type scrapeSource struct {
+	scraper *collector.Scraper
+	targets atomic.Pointer[[]collector.Target]
+}
+
+func newScrapeSource(c *config.Config, st *store.Store, obs collector.Observer) *scrapeSource {
+	s := &scrapeSource{}
+	s.scraper = collector.NewScraper(collector.Options{
+		Interval: c.Scrape.Interval.Duration, Timeout: c.Scrape.Timeout.Duration,
+		Concurrency: c.Scrape.Concurrency, MaxBodyBytes: c.Scrape.MaxBodyBytes, Compression: c.Scrape.Compression,
+		Spread: c.Scrape.Spread.Duration,
+	}, st, func() []collector.Target {
+		if t := s.targets.Load(); t != nil {
+			return *t
+		}
+		return nil
+	}, obs)
+	return s
+}
+
+func (s *scrapeSource) Collect(ctx context.Context, m *Members) {
+	s.targets.Store(&m.Targets)
+	s.scraper.ScrapeOnce(ctx)
+}
+
+// prometheusSource reads the same raw series from Prometheus (scrape.prometheusURL).
+type prometheusSource struct {
+	prom    *collector.PrometheusSource
+	members atomic.Pointer[Members]
+}
+
+func newPrometheusSource(url string, c *config.Config, st *store.Store) (*prometheusSource, error) {
+	q, err := collector.NewPrometheusQuerier(url)
+	if err != nil {
+		return nil, fmt.Errorf("scrape.prometheusURL: %w", err)
+	}
+	s := &prometheusSource{}
+	// Only pods the pod cache maps to a pool are recorded, as with scraping.
+	s.prom = collector.NewPrometheusSource(q, st, c.Scrape.Interval.Duration, c.Scrape.StaleAfter.Duration, engine.Auto, func(k store.PodKey) bool {
+		m := s.members.Load()
+		return m != nil && m.Has(k)
+	})
+	return s, nil
+}
+
+func (s *prometheusSource) Collect(ctx context.Context, m *Members) {
+	s.members.Store(m)
+	// A failed query records nothing: the pods go stale (unknown), never zero.
+	if err := s.prom.PollOnce(ctx); err != nil {
+		klog.ErrorS(err, "Prometheus source poll failed")
+	}
+}
