@@ -8,7 +8,7 @@ BENCHTIME ?= 1s
 # go-nvml's cgo prolog calls functions NVML 13 marks deprecated; gcc's warnings about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build test lint vet fmt-check bench fuzz e2e demo demo-no-k8s sim clean tidy-check preflight perf
+.PHONY: all build test lint golangci-lint vet fmt-check bench fuzz e2e demo demo-no-k8s sim clean tidy-check preflight perf
 
 all: lint test build
 
@@ -21,8 +21,11 @@ build:
 test:
 	$(GO) test -race -count=1 $(PKGS)
 
-## lint: go vet, gofmt and go mod tidy checks.
-lint: vet fmt-check tidy-check
+## lint: go vet, gofmt, go mod tidy and golangci-lint (.golangci.yml; built pinned from the Go module proxy and cached).
+lint: vet fmt-check tidy-check golangci-lint
+
+golangci-lint:
+	@bin=$$(bash hack/build-golangci-lint.sh) && $$bin run ./...
 
 vet:
 	$(GO) vet $(PKGS)
