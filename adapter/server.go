@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenscale/tokenscale/internal/pipeline"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
+	"github.com/tokenscale/tokenscale/internal/version"
 )
 
 // Options are the adapter's own flags (custom-metrics-apiserver adds serving, authn/authz and kubeconfig).
@@ -35,6 +36,7 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	}
 	svc := p.Service
 	legacyregistry.CustomMustRegister(selfmetrics.NewPools(svc.Snapshot))
+	selfmetrics.NewBuildInfo(legacyregistry.MustRegister, version.Get())
 	mapper, err := base.RESTMapper()
 	if err != nil {
 		return fmt.Errorf("REST mapper: %w", err)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy (no Docker, no
 # downloads of prebuilt binaries) into a cache outside the clone, keyed by version, and prints the bin dir.
-# A second run with the binaries present takes no time. See shared/docs/k8s-e2e.md for why wrapper
-# modules are needed (k8s.io/kubernetes and etcd's server have replace directives, so `go install` fails).
+# A second run with the binaries present takes no time. Wrapper modules are needed because
+# k8s.io/kubernetes and etcd's server have replace directives, so `go install` fails on them.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"

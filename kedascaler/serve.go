@@ -21,6 +21,8 @@ import (
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
+	"github.com/tokenscale/tokenscale/internal/selfmetrics"
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -120,6 +122,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 		o.Register = legacyregistry.MustRegister
 	}
 	m := newRPCMetrics(o.Register)
+	selfmetrics.NewBuildInfo(o.Register, version.Get())
 	srv := New(src, o.MaxAge)
 	srv.onPush = m.pushes.Inc
 	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.unary), grpc.ChainStreamInterceptor(m.stream)}

@@ -16,10 +16,15 @@ import (
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
 
 	"github.com/tokenscale/tokenscale/adapter"
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		version.Print(os.Stdout, "tokenscale-adapter")
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "inspect" {
 		os.Exit(inspect(os.Args[2:]))
 	}

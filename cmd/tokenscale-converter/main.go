@@ -24,12 +24,17 @@ import (
 	"github.com/tokenscale/tokenscale/converter/nvmlgpu"
 	"github.com/tokenscale/tokenscale/internal/pipeline"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
+	"github.com/tokenscale/tokenscale/internal/version"
 )
 
 const usage = `usage: tokenscale-converter controller|agent|gpus [flags]  (-h after a command lists its flags)
 `
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		version.Print(os.Stdout, "tokenscale-converter")
+		return
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)

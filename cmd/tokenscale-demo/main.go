@@ -13,10 +13,15 @@ import (
 	"time"
 
 	"github.com/tokenscale/tokenscale/internal/kubedemo"
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/sim/demo"
 )
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		version.Print(os.Stdout, "tokenscale-demo")
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := runDemo(ctx, os.Args[1:]); err != nil {

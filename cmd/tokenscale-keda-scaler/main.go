@@ -18,10 +18,15 @@ import (
 
 	"github.com/tokenscale/tokenscale/internal/pipeline"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/kedascaler"
 )
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		version.Print(os.Stdout, "tokenscale-keda-scaler")
+		return
+	}
 	var (
 		po         pipeline.Options
 		so         kedascaler.Options

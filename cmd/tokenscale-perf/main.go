@@ -31,12 +31,17 @@ import (
 
 	"github.com/tokenscale/tokenscale/internal/fakeengine"
 	"github.com/tokenscale/tokenscale/internal/procstat"
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		version.Print(os.Stdout, "tokenscale-perf")
+		return
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: tokenscale-perf scrape|memory [flags]")
 		os.Exit(2)

@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/sim/autoscale"
 	"github.com/tokenscale/tokenscale/sim/cluster"
 	"github.com/tokenscale/tokenscale/sim/eval"
@@ -24,6 +25,10 @@ import (
 )
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		version.Print(os.Stdout, "tokenscale-sim")
+		return
+	}
 	// The policy's own logs (calibration, decisions) would drown the report; the report has the numbers.
 	klog.SetLogger(logr.Discard())
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
@@ -20,11 +21,16 @@ const usage = `usage: tokenscale <command> [flags]
 
 commands:
   inspect [--engine auto|vllm|sglang|trtllm] FILE|URL|-   explain what a /metrics page gives tokenscale
+  version                                                  print the version, commit and build date
 
 The demo is a separate command: go run ./cmd/tokenscale-demo --help
 `
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		version.Print(os.Stdout, "tokenscale")
+		return
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)

@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/component-base/metrics"
 
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -122,4 +123,15 @@ func (p *Pools) CollectWithStability(ch chan<- metrics.Metric) {
 			ch <- metrics.NewLazyConstMetric(p.descs[i], metrics.GaugeValue, x, lv...)
 		}
 	}
+}
+
+// NewBuildInfo registers tokenscale_build_info, a gauge of 1 whose labels say which build is running
+// (version, commit, Go version), as Kubernetes components export kubernetes_build_info.
+func NewBuildInfo(register func(...metrics.Registerable), v version.Info) {
+	g := metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Namespace: "tokenscale", Name: "build_info",
+		Help: "A metric with a constant '1' value labeled by the version, commit and Go version tokenscale was built from.",
+	}, []string{"version", "commit", "go_version"})
+	register(g)
+	g.WithLabelValues(v.Version, v.Commit, v.GoVersion).Set(1)
 }

@@ -9,6 +9,7 @@ import (
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/testutil"
 
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 	"github.com/tokenscale/tokenscale/velocity/service"
@@ -74,4 +75,17 @@ func count(reg metrics.KubeRegistry, name string) (int, error) {
 		}
 	}
 	return n, err
+}
+
+func TestBuildInfo(t *testing.T) {
+	reg := metrics.NewKubeRegistry()
+	NewBuildInfo(reg.MustRegister, version.Info{Version: "v0.1.0", Commit: "0123456", BuildDate: "2026-11-30T00:00:00Z", GoVersion: "go1.26.8"})
+	want := `
+# HELP tokenscale_build_info [ALPHA] A metric with a constant '1' value labeled by the version, commit and Go version tokenscale was built from.
+# TYPE tokenscale_build_info gauge
+tokenscale_build_info{commit="0123456",go_version="go1.26.8",version="v0.1.0"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_build_info"); err != nil {
+		t.Error(err)
+	}
 }

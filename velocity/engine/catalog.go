@@ -111,7 +111,7 @@ type Spec struct {
 	Aliases  map[Kind][]Alias
 }
 
-// Specs is the catalog, indexed by Field. Sources: shared/docs/engine-metrics.md (vLLM loggers.py and
+// Specs is the catalog, indexed by Field. Sources: the engines' own code and docs (vLLM loggers.py and
 // metrics docs, SGLang collector.py and production-metrics docs, TensorRT-LLM collector.py).
 var Specs = [numFields]Spec{
 	PromptTokens: {

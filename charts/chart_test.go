@@ -1,0 +1,550 @@
+// Package charts tests the Helm chart against the kustomize manifests it must stay equivalent to.
+package charts
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/yaml"
+)
+
+type obj = map[string]any
+
+const noHelm = "TOKENSCALE_HELM is unset: set it to a helm v3 binary to render the chart " +
+	"(`bash hack/build-helm.sh` builds one from the Go module proxy and prints its path; `make chart` runs this test with it)"
+
+// Each case renders the chart with some values and the kustomize overlay it must match.
+var equivalents = []struct {
+	overlay string
+	set     []string
+}{
+	{"overlays/default", nil},
+	{"overlays/external-metrics", []string{"externalMetrics.enabled=true"}},
+	{"overlays/keda", []string{"adapter.enabled=false", "kedaScaler.enabled=true"}},
+	{"overlays/adapter-and-keda", []string{"kedaScaler.enabled=true"}},
+	{"overlays/converter", []string{"adapter.enabled=false", "converter.enabled=true"}},
+}
+
+// TestChartMatchesKustomize: the chart installs the same objects as the overlays (kinds, names,
+// namespaces, images, args, RBAC rules, APIService specs, the pool config), apart from the Namespace
+// object (helm install --create-namespace makes it) and the extra labels Helm adds.
+func TestChartMatchesKustomize(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for _, c := range equivalents {
+		t.Run(strings.ReplaceAll(c.overlay, "/", "-"), func(t *testing.T) {
+			want, err := kustomize(filepath.Join("..", "manifests", c.overlay))
+			if err != nil {
+				t.Fatalf("kustomize %s: %v", c.overlay, err)
+			}
+			got := render(t, helm, c.set...)
+			compare(t, got, want)
+		})
+	}
+}
+
+// TestChartCertManager: in cert-manager mode the aggregator verifies the adapter: no APIService skips
+// verification, each gets its CA from the serving Certificate, whose Secret the adapter serves from.
+func TestChartCertManager(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	got := render(t, helm, "tls.mode=cert-manager", "externalMetrics.enabled=true")
+	cert := got["Certificate/tokenscale/tokenscale-adapter-serving"]
+	if cert == nil {
+		t.Fatalf("no serving Certificate; objects: %v", keys(got))
+	}
+	if s := str(cert, "spec", "secretName"); s != "tokenscale-adapter-serving-cert" {
+		t.Errorf("serving Certificate's secretName %q", s)
+	}
+	if dns := fmt.Sprint(get(cert, "spec", "dnsNames")); !strings.Contains(dns, "tokenscale-adapter.tokenscale.svc") {
+		t.Errorf("serving Certificate's dnsNames %s lack tokenscale-adapter.tokenscale.svc", dns)
+	}
+	for _, n := range []string{"Issuer/tokenscale/tokenscale-selfsigned", "Certificate/tokenscale/tokenscale-ca", "Issuer/tokenscale/tokenscale-ca"} {
+		if got[n] == nil {
+			t.Errorf("no %s", n)
+		}
+	}
+	apiservices := 0
+	for k, o := range got {
+		if !strings.HasPrefix(k, "APIService/") {
+			continue
+		}
+		apiservices++
+		if v := get(o, "spec", "insecureSkipTLSVerify"); v != nil {
+			t.Errorf("%s: insecureSkipTLSVerify %v in cert-manager mode", k, v)
+		}
+		if a := str(o, "metadata", "annotations", "cert-manager.io/inject-ca-from"); a != "tokenscale/tokenscale-adapter-serving" {
+			t.Errorf("%s: inject-ca-from %q", k, a)
+		}
+	}
+	if apiservices != 3 {
+		t.Errorf("%d APIServices, want 3", apiservices)
+	}
+	dep := got["Deployment/tokenscale/tokenscale-adapter"]
+	c := get(dep, "spec", "template", "spec", "containers").([]any)[0].(obj)
+	args := fmt.Sprint(c["args"])
+	for _, a := range []string{"--tls-cert-file=/var/run/serving-cert/tls.crt", "--tls-private-key-file=/var/run/serving-cert/tls.key", "--external-metrics"} {
+		if !strings.Contains(args, a) {
+			t.Errorf("adapter args %s lack %s", args, a)
+		}
+	}
+	vols := fmt.Sprint(get(dep, "spec", "template", "spec", "volumes"))
+	if !strings.Contains(vols, "secretName:tokenscale-adapter-serving-cert") {
+		t.Errorf("adapter volumes %s do not mount the serving Secret", vols)
+	}
+	// A user's issuer replaces the chart's own CA.
+	got = render(t, helm, "tls.mode=cert-manager", "tls.certManager.issuerRef.name=corp-ca", "tls.certManager.issuerRef.kind=ClusterIssuer")
+	if got["Issuer/tokenscale/tokenscale-ca"] != nil {
+		t.Error("the chart's CA is rendered although an issuerRef is given")
+	}
+	if n := str(got["Certificate/tokenscale/tokenscale-adapter-serving"], "spec", "issuerRef", "name"); n != "corp-ca" {
+		t.Errorf("serving Certificate's issuer %q, want corp-ca", n)
+	}
+}
+
+// TestChartRefusesBadValues: the chart fails clearly on a value it cannot honour.
+func TestChartRefusesBadValues(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for _, set := range [][]string{{"tls.mode=verify"}, {"adapter.enabled=false", "externalMetrics.enabled=true"}, {"adapter.enabled=false"}} {
+		out, err := exec.Command(helm, helmArgs(set)...).CombinedOutput()
+		if err == nil {
+			t.Errorf("--set %v rendered; want an error", set)
+		} else if !bytes.Contains(out, []byte("tls.mode")) && !bytes.Contains(out, []byte("enable")) && !bytes.Contains(out, []byte("needs")) {
+			t.Errorf("--set %v: unclear error: %s", set, out)
+		}
+	}
+}
+
+func helmArgs(set []string) []string {
+	args := []string{"template", "tokenscale", "tokenscale", "--namespace", "tokenscale"}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	return args
+}
+
+func render(t *testing.T, helm string, set ...string) map[string]obj {
+	t.Helper()
+	cmd := exec.Command(helm, helmArgs(set)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm template --set %v: %v\n%s", set, err, stderr.String())
+	}
+	objs, err := decode(bytes.NewReader(out))
+	if err != nil {
+		t.Fatalf("helm template output: %v", err)
+	}
+	return index(t, objs)
+}
+
+func compare(t *testing.T, got map[string]obj, want []obj) {
+	t.Helper()
+	wantIdx := map[string]obj{}
+	for _, o := range want {
+		if o["kind"] == "Namespace" {
+			continue // the chart installs into --namespace (helm install --create-namespace)
+		}
+		wantIdx[key(o)] = o
+	}
+	if g, w := keys(got), keys(wantIdx); !reflect.DeepEqual(g, w) {
+		t.Fatalf("objects differ:\n chart:     %v\n kustomize: %v", g, w)
+	}
+	for k, w := range wantIdx {
+		g := got[k]
+		// Helm adds labels; every label kustomize sets must be there too (but the ConfigMap's, whose
+		// app.kubernetes.io/name names the base that happens to include it).
+		if w["kind"] != "ConfigMap" {
+			gl, _ := get(g, "metadata", "labels").(obj)
+			wl, _ := get(w, "metadata", "labels").(obj)
+			for lk, lv := range wl {
+				if gl[lk] != lv {
+					t.Errorf("%s: label %s=%v, kustomize has %v", k, lk, gl[lk], lv)
+				}
+			}
+		}
+		g, w = normalise(g, true), normalise(w, false)
+		if w["kind"] == "ConfigMap" {
+			var gc, wc any
+			if err := yaml.Unmarshal([]byte(str(g, "data", "config.yaml")), &gc); err != nil {
+				t.Fatalf("%s: chart config.yaml: %v", k, err)
+			}
+			if err := yaml.Unmarshal([]byte(str(w, "data", "config.yaml")), &wc); err != nil {
+				t.Fatalf("%s: kustomize config.yaml: %v", k, err)
+			}
+			if !reflect.DeepEqual(gc, wc) {
+				t.Errorf("%s: config.yaml differs:\n chart:     %v\n kustomize: %v", k, gc, wc)
+			}
+			delete(g["data"].(obj), "config.yaml")
+			delete(w["data"].(obj), "config.yaml")
+		}
+		if !reflect.DeepEqual(g, w) {
+			gy, wy := dump(g), dump(w)
+			t.Errorf("%s differs:\n--- chart\n%s\n--- kustomize\n%s", k, gy, wy)
+		}
+	}
+}
+
+// normalise drops what legitimately differs: labels and annotations (checked above), pod template labels
+// (the chart's are a superset of the selector's), and the chart's imagePullPolicy.
+func normalise(o obj, chart bool) obj {
+	o = deepCopy(o).(obj)
+	md := o["metadata"].(obj)
+	delete(md, "labels")
+	delete(md, "annotations")
+	if tmpl, ok := get(o, "spec", "template").(obj); ok {
+		if tm, ok := tmpl["metadata"].(obj); ok {
+			sel, _ := get(o, "spec", "selector", "matchLabels").(obj)
+			tl, _ := tm["labels"].(obj)
+			for k, v := range sel {
+				if tl[k] != v {
+					tm["labels"] = fmt.Sprintf("missing selector label %s=%v", k, v) // shows in the diff
+					return o
+				}
+			}
+			delete(tm, "labels")
+			if len(tm) == 0 {
+				delete(tmpl, "metadata")
+			}
+		}
+		if spec, ok := tmpl["spec"].(obj); ok && chart {
+			for _, c := range spec["containers"].([]any) {
+				delete(c.(obj), "imagePullPolicy")
+			}
+		}
+	}
+	return o
+}
+
+// kustomization is what manifests/ uses of kustomize's kustomization.yaml.
+type kustomization struct {
+	Resources  []string `json:"resources"`
+	Components []string `json:"components"`
+	Images     []struct {
+		Name, NewName, NewTag string
+	} `json:"images"`
+	Labels []struct {
+		Pairs            map[string]string `json:"pairs"`
+		IncludeSelectors bool              `json:"includeSelectors"`
+	} `json:"labels"`
+	Patches []struct {
+		Patch  string `json:"patch"`
+		Target struct {
+			Kind, Name string
+		} `json:"target"`
+	} `json:"patches"`
+}
+
+func readKustomization(dir string) (*kustomization, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	var all map[string]any
+	if err := yaml.Unmarshal(raw, &all); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	for f := range all {
+		switch f {
+		case "apiVersion", "kind", "resources", "components", "images", "labels", "patches":
+		default:
+			return nil, fmt.Errorf("%s: kustomization field %q is not handled by this test's kustomize", dir, f)
+		}
+	}
+	var k kustomization
+	if err := yaml.Unmarshal(raw, &k); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return &k, nil
+}
+
+// kustomize builds a kustomization the way `kubectl kustomize` does for what manifests/ uses: resources
+// (files and directories), components (their resources join, then their patches and images apply to the
+// including kustomization's objects), JSON 6902 patches with a target, images, and labels without
+// selectors. Anything else fails, so a new kustomize feature in manifests/ must be taught here.
+func kustomize(dir string) ([]obj, error) {
+	k, err := readKustomization(dir)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := resources(dir, k)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range k.Components {
+		cdir := filepath.Join(dir, c)
+		ck, err := readKustomization(cdir)
+		if err != nil {
+			return nil, err
+		}
+		if len(ck.Components) > 0 {
+			return nil, fmt.Errorf("%s: nested components are not handled by this test's kustomize", cdir)
+		}
+		own, err := resources(cdir, ck)
+		if err != nil {
+			return nil, err
+		}
+		if objs, err = transform(cdir, ck, append(objs, own...)); err != nil {
+			return nil, err
+		}
+	}
+	return transform(dir, k, objs)
+}
+
+func resources(dir string, k *kustomization) ([]obj, error) {
+	var objs []obj
+	for _, r := range k.Resources {
+		p := filepath.Join(dir, r)
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		var more []obj
+		if st.IsDir() {
+			more, err = kustomize(p)
+		} else {
+			more, err = decodeFile(p)
+		}
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, more...)
+	}
+	return objs, nil
+}
+
+func transform(dir string, k *kustomization, objs []obj) ([]obj, error) {
+	for _, p := range k.Patches {
+		if p.Target.Kind == "" {
+			return nil, fmt.Errorf("%s: a patch without a target (strategic merge) is not handled by this test's kustomize", dir)
+		}
+		var ops []struct {
+			Op, Path string
+			Value    any
+		}
+		if err := yaml.Unmarshal([]byte(p.Patch), &ops); err != nil {
+			return nil, fmt.Errorf("%s: patch: %w", dir, err)
+		}
+		for _, o := range objs {
+			if o["kind"] != p.Target.Kind || (p.Target.Name != "" && str(o, "metadata", "name") != p.Target.Name) {
+				continue
+			}
+			for _, op := range ops {
+				if err := jsonPatch(o, op.Op, op.Path, op.Value); err != nil {
+					return nil, fmt.Errorf("%s: %w", dir, err)
+				}
+			}
+		}
+	}
+	for _, img := range k.Images {
+		for _, o := range objs {
+			spec, _ := get(o, "spec", "template", "spec").(obj)
+			if spec == nil {
+				continue
+			}
+			for _, c := range spec["containers"].([]any) {
+				if c.(obj)["image"] == img.Name {
+					c.(obj)["image"] = img.NewName + ":" + img.NewTag
+				}
+			}
+		}
+	}
+	for _, l := range k.Labels {
+		if l.IncludeSelectors {
+			return nil, fmt.Errorf("%s: labels with includeSelectors are not handled by this test's kustomize", dir)
+		}
+		for _, o := range objs {
+			md := o["metadata"].(obj)
+			ls, _ := md["labels"].(obj)
+			if ls == nil {
+				ls = obj{}
+				md["labels"] = ls
+			}
+			for lk, lv := range l.Pairs {
+				ls[lk] = lv
+			}
+		}
+	}
+	return objs, nil
+}
+
+// jsonPatch applies one RFC 6902 add or replace whose path is a chain of object keys and array indexes,
+// ending in an index or "-" (append).
+func jsonPatch(o obj, op, path string, value any) error {
+	if op != "add" && op != "replace" {
+		return fmt.Errorf("JSON patch op %q is not handled by this test's kustomize", op)
+	}
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	var cur any = o
+	for i, p := range parts {
+		last := i == len(parts)-1
+		switch c := cur.(type) {
+		case obj:
+			if last {
+				c[p] = value
+				return nil
+			}
+			cur = c[p]
+		case []any:
+			if last && p == "-" && op == "add" {
+				return setAt(o, parts[:i], append(c, value))
+			}
+			n, err := strconv.Atoi(p)
+			if err != nil || n >= len(c) {
+				return fmt.Errorf("JSON patch path %s: bad index %q", path, p)
+			}
+			if last {
+				c[n] = value
+				return nil
+			}
+			cur = c[n]
+		default:
+			return fmt.Errorf("JSON patch path %s: nothing at %q", path, p)
+		}
+	}
+	return nil
+}
+
+func setAt(o obj, parts []string, v any) error {
+	var cur any = o
+	for i, p := range parts {
+		last := i == len(parts)-1
+		switch c := cur.(type) {
+		case obj:
+			if last {
+				c[p] = v
+				return nil
+			}
+			cur = c[p]
+		case []any:
+			n, _ := strconv.Atoi(p)
+			if last {
+				c[n] = v
+				return nil
+			}
+			cur = c[n]
+		}
+	}
+	return fmt.Errorf("JSON patch: cannot set %v", parts)
+}
+
+func decodeFile(p string) ([]obj, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	objs, err := decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return objs, nil
+}
+
+func decode(r io.Reader) ([]obj, error) {
+	yr := yaml.NewYAMLReader(bufio.NewReader(r))
+	var objs []obj
+	for {
+		doc, err := yr.Read()
+		if err == io.EOF {
+			return objs, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var o obj
+		if err := yaml.Unmarshal(doc, &o); err != nil {
+			return nil, err
+		}
+		if len(o) > 0 {
+			objs = append(objs, o)
+		}
+	}
+}
+
+func index(t *testing.T, objs []obj) map[string]obj {
+	t.Helper()
+	m := map[string]obj{}
+	for _, o := range objs {
+		k := key(o)
+		if m[k] != nil {
+			t.Fatalf("two objects %s", k)
+		}
+		m[k] = o
+	}
+	return m
+}
+
+func key(o obj) string {
+	return fmt.Sprintf("%v/%s/%s", o["kind"], str(o, "metadata", "namespace"), str(o, "metadata", "name"))
+}
+
+func keys(m map[string]obj) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func get(o any, path ...string) any {
+	for _, p := range path {
+		m, ok := o.(obj)
+		if !ok {
+			return nil
+		}
+		o = m[p]
+	}
+	return o
+}
+
+func str(o any, path ...string) string {
+	s, _ := get(o, path...).(string)
+	return s
+}
+
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case obj:
+		c := obj{}
+		for k, e := range x {
+			c[k] = deepCopy(e)
+		}
+		return c
+	case []any:
+		c := make([]any, len(x))
+		for i, e := range x {
+			c[i] = deepCopy(e)
+		}
+		return c
+	}
+	return v
+}
+
+func dump(v any) string {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}

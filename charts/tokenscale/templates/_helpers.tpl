@@ -1,0 +1,68 @@
+{{/* Labels every object carries: the kustomize base's plus Helm's. Argument: (list $ "component-name"). */}}
+{{- define "tokenscale.labels" -}}
+{{- $ := index . 0 -}}
+app.kubernetes.io/name: {{ index . 1 }}
+app.kubernetes.io/part-of: tokenscale
+app.kubernetes.io/instance: {{ $.Release.Name }}
+app.kubernetes.io/version: {{ $.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* A component's image. Argument: (list $ .Values.adapter.image). */}}
+{{- define "tokenscale.image" -}}
+{{- $ := index . 0 -}}
+{{- $img := index . 1 -}}
+{{- printf "%s:%s" $img.repository (default (default $.Chart.AppVersion $.Values.image.tag) $img.tag) -}}
+{{- end -}}
+
+{{- define "tokenscale.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets -}}
+imagePullSecrets:
+{{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/* The restricted pod and container security contexts of the kustomize manifests. */}}
+{{- define "tokenscale.podSecurityContext" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+{{- define "tokenscale.containerSecurityContext" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/* The cert-manager Certificate the APIServices' CA is injected from. */}}
+{{- define "tokenscale.servingCert" -}}
+{{ .Release.Namespace }}/tokenscale-adapter-serving
+{{- end -}}
+
+{{/* An APIService for the adapter. Argument: (list $ group version versionPriority). */}}
+{{- define "tokenscale.apiservice" -}}
+{{- $ := index . 0 -}}
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata:
+  name: {{ index . 2 }}.{{ index . 1 }}
+  labels:
+    {{- include "tokenscale.labels" (list $ "tokenscale-adapter") | nindent 4 }}
+  {{- if eq $.Values.tls.mode "cert-manager" }}
+  annotations:
+    cert-manager.io/inject-ca-from: {{ include "tokenscale.servingCert" $ }}
+  {{- end }}
+spec:
+  group: {{ index . 1 }}
+  version: {{ index . 2 }}
+  service: {name: tokenscale-adapter, namespace: {{ $.Release.Namespace }}, port: 443}
+  {{- if eq $.Values.tls.mode "insecure" }}
+  insecureSkipTLSVerify: true
+  {{- end }}
+  groupPriorityMinimum: 100
+  versionPriority: {{ index . 3 }}
+{{- end -}}
