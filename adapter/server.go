@@ -59,7 +59,7 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 		return fmt.Errorf("API server config: %w", err)
 	}
 	// Ready only while values are fresh: an adapter that cannot scrape must not take traffic.
-	apiCfg.GenericConfig.AddReadyzChecks(freshness{snapshot: svc.Snapshot, maxAge: 3*p.Interval() + time.Second, now: time.Now})
+	apiCfg.GenericConfig.AddReadyzChecks(freshness{snapshot: svc.Snapshot, maxAge: p.MaxAge(), now: time.Now})
 	go svc.Run(ctx)
 	klog.InfoS("Starting tokenscale adapter", "externalMetrics", o.ExternalMetrics)
 	return base.Run(ctx)

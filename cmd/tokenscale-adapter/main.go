@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"k8s.io/apiserver/pkg/server"
 	"k8s.io/component-base/logs"
@@ -35,10 +34,7 @@ func main() {
 	base.SecureServing.BindPort = 6443
 	var o adapter.Options
 	fs := base.Flags()
-	fs.StringVar(&o.ConfigPath, "config", "", "pool configuration file (default: llm-d layout, see docs/metrics.md)")
-	fs.StringVar(&o.PodSelector, "pod-selector", "", "label selector restricting the pod informer, e.g. llm-d.ai/role")
-	fs.StringVar(&o.Namespace, "namespace", "", "namespace to watch (default: all)")
-	fs.DurationVar(&o.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes")
+	o.AddFlags(fs)
 	fs.BoolVar(&o.ExternalMetrics, "external-metrics", false, "also serve pool metrics through external.metrics.k8s.io (off by default: KEDA usually owns that API group)")
 	logs.AddFlags(fs)
 	if err := fs.Parse(os.Args); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/tokenscale/tokenscale/internal/pipeline"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
 	"github.com/tokenscale/tokenscale/internal/version"
+	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
 const usage = `usage: tokenscale-converter controller|agent|gpus [flags]  (-h after a command lists its flags)
@@ -73,14 +74,14 @@ func clients(kubeconfig string) (*rest.Config, kubernetes.Interface, error) {
 	return cfg, client, err
 }
 
-// serveMetrics serves /metrics and /healthz on addr until ctx ends ("" disables it).
-func serveMetrics(ctx context.Context, addr string) {
+// serveMetrics serves /metrics and /healthz (selfmetrics.Healthz of check) on addr until ctx ends ("" disables it).
+func serveMetrics(ctx context.Context, addr string, check func() error) {
 	if addr == "" {
 		return
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", legacyregistry.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.Handle("/healthz", selfmetrics.Healthz(check))
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -97,9 +98,7 @@ func controllerCmd(args []string) error {
 		o                 converter.ControllerOptions
 	)
 	fs := flag.NewFlagSet("controller", flag.ExitOnError)
-	fs.StringVar(&po.ConfigPath, "config", "", "pool configuration file (default: llm-d layout, see docs/metrics.md)")
-	fs.StringVar(&po.Namespace, "namespace", "", "namespace to watch (default: all)")
-	fs.DurationVar(&po.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes")
+	po.AddFlags(fs)
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	fs.StringVar(&mAddr, "metrics-address", ":8080", "address of /metrics and /healthz (empty: off)")
 	fs.DurationVar(&o.Lease, "lease", 10*time.Second, "how long a conversion lease lasts unless renewed (the longest a pod stays converted after this controller is gone)")
@@ -122,10 +121,10 @@ func controllerCmd(args []string) error {
 		return err
 	}
 	legacyregistry.CustomMustRegister(selfmetrics.NewPools(p.Service.Snapshot))
-	serveMetrics(ctx, mAddr)
+	// The controller is healthy while its loop publishes fresh snapshots, as the KEDA scaler is.
+	serveMetrics(ctx, mAddr, func() error { return service.Fresh(p.Service.Snapshot(), time.Now(), p.MaxAge()) })
 	go p.Service.Run(ctx)
-	maxAge := 3*p.Interval() + time.Second
-	return converter.RunController(ctx, client, converter.NewController(client, o), p.Service, o.Lease/3, maxAge)
+	return converter.RunController(ctx, client, converter.NewController(client, o), p.Service, o.Lease/3, p.MaxAge())
 }
 
 func agentCmd(args []string) error {
@@ -191,7 +190,7 @@ func agentCmd(args []string) error {
 		h.GPUs = r
 	}
 	o.GPUs = h
-	serveMetrics(ctx, mAddr)
+	serveMetrics(ctx, mAddr, nil)
 	klog.InfoS("Converter agent starting", "node", o.NodeName, "actuator", o.Actuator.Name())
 	return converter.NewAgent(client, o).Run(ctx)
 }

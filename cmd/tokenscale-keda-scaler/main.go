@@ -33,10 +33,7 @@ func main() {
 		kubeconfig string
 	)
 	fs := flag.NewFlagSet("tokenscale-keda-scaler", flag.ExitOnError)
-	fs.StringVar(&po.ConfigPath, "config", "", "pool configuration file (default: llm-d layout, see docs/metrics.md)")
-	fs.StringVar(&po.PodSelector, "pod-selector", "", "label selector restricting the pod informer, e.g. llm-d.ai/role")
-	fs.StringVar(&po.Namespace, "namespace", "", "namespace to watch (default: all)")
-	fs.DurationVar(&po.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes")
+	po.AddFlags(fs)
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	fs.StringVar(&so.GRPCAddress, "grpc-address", ":9090", "address of the external scaler gRPC server")
 	fs.StringVar(&so.MetricsAddress, "metrics-address", ":8080", "address of the plain-HTTP /metrics and /healthz endpoint (empty: off)")
@@ -68,7 +65,7 @@ func run(ctx context.Context, kubeconfig string, po pipeline.Options, so kedasca
 	if err != nil {
 		return err
 	}
-	so.MaxAge = 3*p.Interval() + time.Second
+	so.MaxAge = p.MaxAge()
 	legacyregistry.CustomMustRegister(selfmetrics.NewPools(p.Service.Snapshot))
 	go p.Service.Run(ctx)
 	return kedascaler.Serve(ctx, p.Service, so)

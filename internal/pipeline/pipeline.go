@@ -30,6 +30,21 @@ type Options struct {
 	ConfigReload time.Duration
 }
 
+// FlagSet is what AddFlags needs of a flag set: the standard library's and pflag's both qualify, so
+// every binary registers the pipeline's flags with one function whichever package parses its command line.
+type FlagSet interface {
+	StringVar(p *string, name, value, usage string)
+	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
+}
+
+// AddFlags registers the pipeline's flags, with the same names, defaults and meaning in every binary.
+func (o *Options) AddFlags(fs FlagSet) {
+	fs.StringVar(&o.ConfigPath, "config", "", "pool configuration file (default: llm-d layout, see docs/metrics.md)")
+	fs.StringVar(&o.PodSelector, "pod-selector", "", "label selector restricting the pod informer, e.g. llm-d.ai/role")
+	fs.StringVar(&o.Namespace, "namespace", "", "namespace to watch (default: all)")
+	fs.DurationVar(&o.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes")
+}
+
 // Pipeline is a running velocity service fed by a pod informer.
 type Pipeline struct {
 	Service *service.Service
@@ -68,3 +83,7 @@ func Start(ctx context.Context, restCfg *rest.Config, o Options, obs collector.O
 
 // Interval is the scrape interval in force.
 func (p *Pipeline) Interval() time.Duration { return p.Config.Current().Scrape.Interval.Duration }
+
+// MaxAge is how old a snapshot may be before a front refuses to answer from it and reports not ready:
+// three scrape intervals and a second, so one slow or failed round is tolerated and a stalled loop is not.
+func (p *Pipeline) MaxAge() time.Duration { return 3*p.Interval() + time.Second }

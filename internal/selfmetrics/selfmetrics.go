@@ -4,6 +4,7 @@
 package selfmetrics
 
 import (
+	"net/http"
 	"time"
 
 	"k8s.io/component-base/metrics"
@@ -134,4 +135,18 @@ func NewBuildInfo(register func(...metrics.Registerable), v version.Info) {
 	}, []string{"version", "commit", "go_version"})
 	register(g)
 	g.WithLabelValues(v.Version, v.Commit, v.GoVersion).Set(1)
+}
+
+// Healthz answers "ok" while check passes and 503 with its reason otherwise; check nil means the
+// process is alive and has nothing fresher to prove. Every binary's /healthz means this.
+func Healthz(check func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if check != nil {
+			if err := check(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	}
 }
