@@ -15,7 +15,7 @@ func TestDiscoveryThroughAggregator(t *testing.T) {
 		eventually(t, 90*time.Second, version+" discovery lists our 15 metrics", func() error {
 			out, err := kubectlRun("", "get", "--raw", "/apis/custom.metrics.k8s.io/"+version)
 			if err != nil {
-				return fmt.Errorf("%v: %s", err, out)
+				return fmt.Errorf("%w: %s", err, out)
 			}
 			var list struct {
 				Resources []struct{ Name string } `json:"resources"`

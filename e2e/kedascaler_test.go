@@ -103,7 +103,7 @@ func TestKEDAScalerBinary(t *testing.T) {
 	eventually(t, 30*time.Second, "an error for a pool with no pods", func() error {
 		_, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: arrival})
 		if status.Code(err) != codes.NotFound {
-			return fmt.Errorf("got %v, want NotFound", err)
+			return fmt.Errorf("got code %s, want NotFound", status.Code(err))
 		}
 		return nil
 	})

@@ -126,7 +126,7 @@ func TestAdapterOwnMetrics(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, "own metrics after a round of requests", func() error {
 		if _, err := getRaw("/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/x/" + adapter.ArrivalVelocity); statusCode(err) == 0 {
-			return fmt.Errorf("a request for an unmapped workload should fail: %v", err)
+			return fmt.Errorf("a request for an unmapped workload should fail, but it answered (status %d)", statusCode(err))
 		}
 		body, err := c.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(suite.ctx)
 		if err != nil {

@@ -185,7 +185,7 @@ func Run(ctx context.Context, o Options) error {
 	kctx, stopKubelet := context.WithCancel(ctx)
 	kdone := make(chan error, 1)
 	go func() { kdone <- kl.Run(kctx) }()
-	defer func() { stopKubelet(); <-kdone }()
+	defer func() { stopKubelet(); _ = <-kdone }() // the kubelet stops on cancel; its error then says only that
 	for _, d := range []struct {
 		name, role string
 		ann        []string

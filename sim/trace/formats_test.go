@@ -115,10 +115,6 @@ func TestWindowAndScaling(t *testing.T) {
 	}
 }
 
-func itoa(i int) string {
-	return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+i/10)) + string(rune('0'+i%10)))
-}
-
 func TestReadFileGuessesFormat(t *testing.T) {
 	dir := t.TempDir()
 	files := map[string]string{

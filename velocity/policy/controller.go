@@ -233,7 +233,7 @@ func (c *Controller) calibrate(p *config.Pool, st *PoolStatus) {
 	} else {
 		c.saturated[p.Name] = 0
 	}
-	next := cur
+	var next float64
 	switch {
 	case c.saturated[p.Name] >= 3:
 		next = 0.7*cur + 0.3*observed
