@@ -21,8 +21,14 @@ endif
 ifeq ($(origin COMMIT),undefined)
 COMMIT     := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet HEAD -- && echo -dirty)
 endif
+# BUILD_DATE is the commit's time on a clean tree, so a rebuild of one commit is the same binary (and Go's
+# build cache is not defeated by a new date each run); on a dirty tree, or without git, it is now.
 ifeq ($(origin BUILD_DATE),undefined)
+ifneq ($(filter %-dirty unknown,$(COMMIT)),)
 BUILD_DATE := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+else
+BUILD_DATE := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ)
+endif
 endif
 VERSION_PKG = github.com/tokenscale/tokenscale/internal/version
 LDFLAGS    ?= -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
