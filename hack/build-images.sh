@@ -47,4 +47,13 @@ for c in adapter keda-scaler converter; do
   echo "== $REPO/tokenscale-$c:$TAG"
   $PODMAN build -q --pull=never "${args[@]}" "${extra[@]}" -f "build/$c.Containerfile" -t "$REPO/tokenscale-$c:$TAG" "$ctx"
 done
+# Each image runs, as its non-root user, and says which build it holds.
+for c in adapter keda-scaler converter; do
+  img="$REPO/tokenscale-$c:$TAG"
+  out=$($PODMAN run --rm --read-only "$img" --version)
+  user=$($PODMAN image inspect "$img" --format '{{.Config.User}}')
+  echo "$img: $out (user $user)"
+  case "$out" in *"$VERSION"*"$COMMIT"*) ;; *) echo "build-images: $img says '$out', want $VERSION and $COMMIT" >&2; exit 1 ;; esac
+  [ "$user" = 65532:65532 ] || { echo "build-images: $img runs as '$user', want 65532:65532" >&2; exit 1; }
+done
 $PODMAN images --filter "reference=$REPO/tokenscale-*:$TAG" --format '{{.Repository}}:{{.Tag}} {{.Size}}'
