@@ -8,14 +8,63 @@ BENCHTIME ?= 1s
 # go-nvml's cgo prolog calls functions NVML 13 marks deprecated; gcc's warnings about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build test lint golangci-lint vet fmt-check bench fuzz e2e demo demo-no-k8s sim clean tidy-check preflight perf
+.PHONY: all build test lint golangci-lint vet fmt-check bench fuzz e2e demo demo-no-k8s sim clean tidy-check preflight perf images chart helm
 
 all: lint test build
 
-## build: compile every binary into $(BIN).
+# The build's identity (internal/version), set with -ldflags -X. VERSION is the nearest v* tag (v0.1.0-dev
+# before the first one); override any of them: make build VERSION=v0.1.0.
+# Each is evaluated once per make run (simply expanded), so every binary carries the same values.
+ifeq ($(origin VERSION),undefined)
+VERSION    := $(shell git describe --tags --match 'v*' --dirty 2>/dev/null || echo v0.1.0-dev)
+endif
+ifeq ($(origin COMMIT),undefined)
+COMMIT     := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet HEAD -- && echo -dirty)
+endif
+# BUILD_DATE is the commit's time on a clean tree, so a rebuild of one commit is the same binary (and Go's
+# build cache is not defeated by a new date each run); on a dirty tree, or without git, it is now.
+ifeq ($(origin BUILD_DATE),undefined)
+ifneq ($(filter %-dirty unknown,$(COMMIT)),)
+BUILD_DATE := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+else
+BUILD_DATE := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ)
+endif
+endif
+VERSION_PKG = github.com/tokenscale/tokenscale/internal/version
+LDFLAGS    ?= -s -w -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMMIT) -X $(VERSION_PKG).BuildDate=$(BUILD_DATE)
+# Every command but the converter is pure Go: static, no cgo. The converter's agent needs cgo for go-nvml
+# (it dlopens libnvidia-ml.so.1, which the NVIDIA container runtime injects), so it links glibc dynamically.
+STATIC_CMDS = tokenscale tokenscale-adapter tokenscale-keda-scaler tokenscale-demo tokenscale-sim tokenscale-perf
+CGO_CMDS    = tokenscale-converter
+# CONVERTER_CGO=0 builds a converter without NVML (its agent then refuses every conversion): for machines without a C compiler.
+CONVERTER_CGO ?= 1
+
+## build: compile every binary into $(BIN) (static except tokenscale-converter), with version ldflags.
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(STATIC_CMDS))
+	CGO_ENABLED=$(CONVERTER_CGO) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CGO_CMDS))
+
+## images: the adapter, KEDA scaler and converter images, built with podman from binaries built here
+## (build/Containerfile; IMAGE_REPO and IMAGE_TAG name them; hack/install-podman.sh installs podman).
+IMAGE_REPO ?= ghcr.io/tokenscale
+IMAGE_TAG  ?= $(VERSION)
+PODMAN     ?= podman
+# The converter's glibc base; CI and machines without a registry pass a locally made one (hack/make-base-image.sh).
+CONVERTER_BASE ?=
+images: build
+	bash hack/build-images.sh "$(BIN)" "$(IMAGE_REPO)" "$(IMAGE_TAG)" "$(VERSION)" "$(COMMIT)" "$(BUILD_DATE)" "$(CONVERTER_BASE)"
+
+## chart: helm lint and helm template of charts/tokenscale (helm built by hack/build-helm.sh), then the
+## chart-versus-kustomize comparison test.
+chart:
+	@helm=$$(bash hack/build-helm.sh) && \
+	$$helm lint --strict charts/tokenscale && \
+	$$helm lint --strict charts/tokenscale --set externalMetrics.enabled=true,kedaScaler.enabled=true,converter.enabled=true,tls.mode=cert-manager && \
+	mkdir -p _output/chart && $$helm template tokenscale charts/tokenscale --namespace tokenscale > _output/chart/default.yaml && \
+	$$helm template tokenscale charts/tokenscale --namespace tokenscale --set externalMetrics.enabled=true,kedaScaler.enabled=true,converter.enabled=true,tls.mode=cert-manager > _output/chart/all.yaml && \
+	echo "rendered into _output/chart" && \
+	TOKENSCALE_HELM=$$helm $(GO) test -count=1 -run Chart ./charts/
 
 ## test: unit tests with the race detector.
 test:
@@ -82,8 +131,10 @@ demo:
 demo-no-k8s:
 	$(GO) run ./cmd/tokenscale-demo --no-k8s $(DEMO_ARGS)
 
-## sim: the trace-driven policy comparison of docs/evaluation.md (SIM_ARGS passes flags).
-SIM_ARGS ?= --trace code,conv --rate-scale 4 --tuning --plots docs/img
+## sim: the trace-driven policy comparison of docs/evaluation.md (SIM_ARGS passes flags). The plots go
+## under _output/sim; `make sim SIM_PLOTS=docs/img` refreshes the ones docs/ and README.md show.
+SIM_PLOTS ?= _output/sim
+SIM_ARGS  ?= --trace code,conv --rate-scale 4 --tuning --plots $(SIM_PLOTS)
 sim:
 	$(GO) run ./cmd/tokenscale-sim $(SIM_ARGS)
 

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs podman and runc from the distribution (Debian/Ubuntu apt) where podman is missing, and makes
+# podman usable in a container-in-container sandbox: runc instead of crun, and no default ulimits (both
+# refused there). Idempotent: a second run changes nothing. Needs root (or sudo) the first time.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-podman: no podman and no apt-get; install podman and runc with your package manager" >&2
+    exit 1
+  fi
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends podman runc >&2
+fi
+
+# containers.conf: runtime runc and no default ulimits, unless the file already says otherwise.
+conf=/etc/containers/containers.conf
+$SUDO mkdir -p /etc/containers
+if [ ! -f "$conf" ]; then
+  printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' | $SUDO tee "$conf" >/dev/null
+else
+  if ! grep -q '^[[:space:]]*default_ulimits' "$conf"; then
+    if grep -q '^\[containers\]' "$conf"; then
+      $SUDO sed -i 's/^\[containers\]/[containers]\ndefault_ulimits = []/' "$conf"
+    else
+      printf '\n[containers]\ndefault_ulimits = []\n' | $SUDO tee -a "$conf" >/dev/null
+    fi
+  fi
+  if ! grep -q '^[[:space:]]*runtime[[:space:]]*=' "$conf"; then
+    if grep -q '^\[engine\]' "$conf"; then
+      $SUDO sed -i 's/^\[engine\]/[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"/' "$conf"
+    else
+      printf '\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' | $SUDO tee -a "$conf" >/dev/null
+    fi
+  fi
+fi
+podman --version
