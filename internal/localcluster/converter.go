@@ -67,7 +67,7 @@ func (s *Stack) AgentClient(ctx context.Context, dir, node string) (c kubernetes
 		return nil, nil, fmt.Errorf("agent token for %s: %w", node, err)
 	}
 	path := filepath.Join(dir, node+".kubeconfig")
-	if err := s.WriteTokenKubeconfig(path, "agent-"+node, tok.Status.Token); err != nil {
+	if err := s.WriteTokenKubeconfig(path, "agent-"+node, tok.Status.Token, s.CP.CAFile); err != nil {
 		cleanup()
 		return nil, nil, err
 	}

@@ -113,25 +113,35 @@ func (s *Stack) Kubectl(stdin string, args ...string) (string, error) {
 // ServiceAccountKubeconfig writes a kubeconfig into dir that authenticates with a token of the
 // ServiceAccount ns/name.
 func (s *Stack) ServiceAccountKubeconfig(ctx context.Context, dir, ns, name string) (string, error) {
+	tok, err := s.ServiceAccountToken(ctx, ns, name)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, name+".kubeconfig")
+	return path, s.WriteTokenKubeconfig(path, name, tok, s.CP.CAFile)
+}
+
+// ServiceAccountToken returns a 4-hour token of the ServiceAccount ns/name.
+func (s *Stack) ServiceAccountToken(ctx context.Context, ns, name string) (string, error) {
 	hours := int64(4 * 3600)
 	tok, err := s.CP.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
 		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &hours}}, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("token for %s/%s: %w", ns, name, err)
 	}
-	path := filepath.Join(dir, name+".kubeconfig")
-	return path, s.WriteTokenKubeconfig(path, name, tok.Status.Token)
+	return tok.Status.Token, nil
 }
 
-// WriteTokenKubeconfig writes a kubeconfig for the cluster that authenticates with a bearer token.
-func (s *Stack) WriteTokenKubeconfig(path, user, token string) error {
+// WriteTokenKubeconfig writes a kubeconfig for the cluster that authenticates with a bearer token and
+// trusts the CA at caPath (the cluster's CA file, or where a container sees a copy of it).
+func (s *Stack) WriteTokenKubeconfig(path, user, token, caPath string) error {
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: local, cluster: {server: %q, certificate-authority: %q}}]
 users: [{name: %s, user: {token: %q}}]
 contexts: [{name: local, context: {cluster: local, user: %s}}]
 current-context: local
-`, s.CP.Server, s.CP.CAFile, user, token, user)
+`, s.CP.Server, caPath, user, token, user)
 	return os.WriteFile(path, []byte(kc), 0o600)
 }
 
