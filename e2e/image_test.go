@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/tokenscale/tokenscale/adapter"
 	"github.com/tokenscale/tokenscale/internal/localcluster"
 )
 
@@ -54,6 +56,16 @@ func TestAdapterImageRuns(t *testing.T) {
 	if err := os.Chmod(certs, 0o777); err != nil {
 		t.Fatal(err)
 	}
+	// A serving certificate from a CA of its own, as cert-manager would issue it, for the Service name the
+	// aggregator verifies (service.namespace.svc).
+	if err := localcluster.WriteMutualTLS(certs, imageService+".tokenscale.svc"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca.crt", "tls.crt", "tls.key"} {
+		if err := os.Chmod(filepath.Join(certs, f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ca, err := os.ReadFile(suite.cp.CAFile)
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +96,8 @@ func TestAdapterImageRuns(t *testing.T) {
 			args[i] = fmt.Sprintf("--secure-port=%d", port)
 		}
 	}
-	args = append(args, "--bind-address=127.0.0.1", "--lister-kubeconfig="+inKube+"/kubeconfig",
+	args = append(args, "--tls-cert-file=/var/run/serving-cert/tls.crt", "--tls-private-key-file=/var/run/serving-cert/tls.key",
+		"--bind-address=127.0.0.1", "--lister-kubeconfig="+inKube+"/kubeconfig",
 		"--authentication-kubeconfig="+inKube+"/kubeconfig", "--authorization-kubeconfig="+inKube+"/kubeconfig")
 	name := fmt.Sprintf("tokenscale-e2e-adapter-%d", port)
 	run := append([]string{"run", "--rm", "--name", name, "--network", "host", "--read-only", "--cap-drop", "ALL",
@@ -139,6 +152,99 @@ func TestAdapterImageRuns(t *testing.T) {
 		t.Errorf("the container runs as %q, want 65532:65532 (the Deployment's runAsUser)", u)
 	}
 	t.Logf("adapter image %s ready after %s with the Deployment's arguments %q", img, took.Round(time.Millisecond), args)
+
+	caPEM, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifiedAPIService(t, port, caPEM)
+}
+
+// imageService is the Service the aggregator reaches the image's adapter through.
+const imageService = "tokenscale-image"
+
+// verifiedAPIService points v1beta2.custom.metrics.k8s.io at the image's adapter with a real caBundle and
+// insecureSkipTLSVerify off: with another CA the aggregator refuses the adapter, with the one that
+// signed its certificate the API is Available and answers. The APIService is restored afterwards.
+func verifiedAPIService(t *testing.T, port int, caPEM []byte) {
+	const apisvc = "v1beta2.custom.metrics.k8s.io"
+	orig, err := kubectlRun("", "get", "apiservice", apisvc, "-o", "json")
+	if err != nil {
+		t.Fatalf("%v: %s", err, orig)
+	}
+	var before struct {
+		Spec struct {
+			Service               json.RawMessage `json:"service"`
+			InsecureSkipTLSVerify bool            `json:"insecureSkipTLSVerify"`
+			CABundle              []byte          `json:"caBundle"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal([]byte(orig), &before); err != nil {
+		t.Fatal(err)
+	}
+	svc := fmt.Sprintf(`{"apiVersion":"v1","kind":"Service","metadata":{"name":%q,"namespace":"tokenscale"},
+"spec":{"type":"ExternalName","externalName":"localhost","ports":[{"name":"https","port":%d,"targetPort":%d}]}}`, imageService, port, port)
+	if out, err := kubectlRun(svc, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		restore, _ := json.Marshal(map[string]any{"spec": map[string]any{"service": before.Spec.Service,
+			"insecureSkipTLSVerify": before.Spec.InsecureSkipTLSVerify, "caBundle": before.Spec.CABundle}})
+		if out, err := kubectlRun("", "patch", "apiservice", apisvc, "--type", "merge", "-p", string(restore)); err != nil {
+			t.Errorf("restoring %s: %v: %s", apisvc, err, out)
+		}
+		_, _ = kubectlRun("", "delete", "service", "-n", "tokenscale", imageService, "--ignore-not-found")
+		eventually(t, 60*time.Second, apisvc+" Available again on the suite's adapter", func() error { return available(apisvc, "True") })
+	})
+	point := func(ca []byte) {
+		t.Helper()
+		p, _ := json.Marshal(map[string]any{"spec": map[string]any{
+			"service":               map[string]any{"namespace": "tokenscale", "name": imageService, "port": port},
+			"insecureSkipTLSVerify": false, "caBundle": ca}})
+		if out, err := kubectlRun("", "patch", "apiservice", apisvc, "--type", "merge", "-p", string(p)); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	// Another CA first: the aggregator must refuse the adapter's certificate.
+	otherDir := t.TempDir()
+	if err := localcluster.WriteMutualTLS(otherDir, imageService+".tokenscale.svc"); err != nil {
+		t.Fatal(err)
+	}
+	otherCA, err := os.ReadFile(filepath.Join(otherDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	point(otherCA)
+	eventually(t, 60*time.Second, apisvc+" unavailable with a caBundle that did not sign the adapter's certificate", func() error {
+		return available(apisvc, "False")
+	})
+	point(caPEM)
+	took := eventually(t, 60*time.Second, apisvc+" Available through the real caBundle", func() error {
+		if err := available(apisvc, "True"); err != nil {
+			return err
+		}
+		out, err := getRaw("/apis/custom.metrics.k8s.io/v1beta2")
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(out, []byte(adapter.ArrivalVelocity)) {
+			return fmt.Errorf("discovery lists no tokenscale metric: %.200s", out)
+		}
+		return nil
+	})
+	t.Logf("%s served by the adapter image through a verified caBundle after %s", apisvc, took.Round(time.Millisecond))
+}
+
+// available checks an APIService's Available condition.
+func available(name, want string) error {
+	out, err := kubectlRun("", "get", "apiservice", name, "-o", `jsonpath={.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Available")].message}`)
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	if got, _, _ := strings.Cut(out, " "); got != want {
+		return fmt.Errorf("Available=%s, want %s: %s", got, want, out)
+	}
+	return nil
 }
 
 // deploymentArgs returns a container's args from a Deployment manifest.
