@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,8 +48,15 @@ type AgentOptions struct {
 	GPUs            Checker
 	MinFlipInterval time.Duration // between two flips of one pod (default 30s); reverting is never delayed
 	Resync          time.Duration // how often leases are re-checked for expiry (default 1s)
-	Observer        Observer
-	Now             func() time.Time
+	// MaxLease: a lease ending further ahead than this is invalid and ignored (default
+	// protocol.DefaultMaxLease).
+	MaxLease time.Duration
+	// Recheck is how often the headroom of a pod kept converted is checked again (default 30s); when
+	// it is gone (memory short, unhealthy GPU, NVML failing) the pod is reverted. Utilisation is not
+	// re-checked: a converted pod is busy with the prefill work it was converted for.
+	Recheck  time.Duration
+	Observer Observer
+	Now      func() time.Time
 }
 
 // Agent is the per-node converter.
@@ -56,6 +64,10 @@ type Agent struct {
 	o      AgentOptions
 	client kubernetes.Interface
 	lister func() []*corev1.Pod
+
+	mu sync.Mutex
+	// checked is when each pod kept converted last had its headroom verified.
+	checked map[types.NamespacedName]time.Time
 }
 
 // NewAgent returns an agent for o.NodeName.
@@ -72,7 +84,13 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Agent{o: o, client: client}
+	if o.MaxLease == 0 {
+		o.MaxLease = protocol.DefaultMaxLease
+	}
+	if o.Recheck == 0 {
+		o.Recheck = 30 * time.Second
+	}
+	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -84,9 +102,13 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	now := a.o.Now()
 	// The agent manages only pods it converted (status "converted", written before the flip so that a
 	// crash mid-flip is undone on restart); a pod a user deployed as prefill-decode is never touched.
-	want, ours := protocol.Leased(pod, now), pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted
+	want, ours := protocol.LeasedWithin(pod, now, a.o.MaxLease), pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted
+	if !want && protocol.Leased(pod, now) {
+		klog.V(1).InfoS("Ignoring a lease that ends too far ahead", "pod", klog.KObj(pod), "until", pod.Annotations[protocol.AnnotationConvertUntil], "maxLease", a.o.MaxLease)
+	}
 	switch {
 	case !want && ours:
+		a.forget(pod)
 		start := time.Now()
 		if err := a.o.Actuator.Revert(ctx, pod); err != nil {
 			return fmt.Errorf("reverting %s: %w", podRef(pod), err)
@@ -97,7 +119,7 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	case !want:
 		return nil
 	case ours && a.o.Actuator.Converted(pod):
-		return nil
+		return a.recheck(ctx, pod, now)
 	case ours:
 		// Converted by us but the actuator's state says otherwise (a crash mid-flip, or a hand edit).
 		if err := a.o.Actuator.Convert(ctx, pod); err != nil {
@@ -132,8 +154,50 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		return fmt.Errorf("converting %s: %w", podRef(pod), err)
 	}
 	a.o.Observer.Flipped("convert", time.Since(start))
+	a.mu.Lock()
+	a.checked[podKey(pod)] = now
+	a.mu.Unlock()
 	klog.InfoS("Converted decoder to take prefill work", "pod", klog.KObj(pod), "actuator", a.o.Actuator.Name())
 	return nil
+}
+
+// recheck verifies the headroom of a pod kept converted once per Recheck, and reverts it (recording the
+// refusal, so the controller moves the lease) when the headroom is gone. A pod first seen converted (after
+// an agent restart) starts its interval then.
+func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) error {
+	a.mu.Lock()
+	last, seen := a.checked[podKey(pod)]
+	due := seen && now.Sub(last) >= a.o.Recheck
+	if !seen || due {
+		a.checked[podKey(pod)] = now
+	}
+	a.mu.Unlock()
+	if !due {
+		return nil
+	}
+	ok, reason, detail := a.o.GPUs.Check(ctx, pod)
+	if ok || reason == protocol.ReasonBusy {
+		return nil
+	}
+	a.forget(pod)
+	start := time.Now()
+	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
+		return fmt.Errorf("reverting %s after its headroom went (%s): %w", podRef(pod), reason, err)
+	}
+	a.o.Observer.Flipped("revert", time.Since(start))
+	a.o.Observer.Refused(reason)
+	klog.InfoS("Headroom gone; converted decoder back to decode only", "pod", klog.KObj(pod), "reason", reason, "detail", detail)
+	return a.setStatus(ctx, pod, protocol.Refused(reason, detail), true)
+}
+
+func podKey(p *corev1.Pod) types.NamespacedName {
+	return types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+}
+
+func (a *Agent) forget(pod *corev1.Pod) {
+	a.mu.Lock()
+	delete(a.checked, podKey(pod))
+	a.mu.Unlock()
 }
 
 func (a *Agent) refuse(ctx context.Context, pod *corev1.Pod, reason, detail string) error {
@@ -145,7 +209,9 @@ func (a *Agent) refuse(ctx context.Context, pod *corev1.Pod, reason, detail stri
 func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, status string, flipped bool) error {
 	now := protocol.FormatTime(a.o.Now())
 	ann := map[string]string{protocol.AnnotationStatus: status, protocol.AnnotationStatusAt: now}
-	if pod.Annotations[protocol.AnnotationStatus] == status && !flipped {
+	// A repeated refusal is still written: its new time is the controller's back-off clock (Reconcile
+	// re-checks a refused pod at most once per minimum flip interval, so this cannot loop).
+	if pod.Annotations[protocol.AnnotationStatus] == status && !flipped && !protocol.IsRefused(status) {
 		return nil
 	}
 	if flipped {

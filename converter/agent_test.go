@@ -165,8 +165,8 @@ func TestAgentActuatorFailureIsUndoneAndRecorded(t *testing.T) {
 // On shutdown the agent converts its pods back before it exits.
 func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
 	pods := []*corev1.Pod{
-		onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(time.Now().Add(time.Hour))}), "node-1"),
-		onNode(decodePod("d2", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(time.Now().Add(time.Hour))}), "node-1"),
+		onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(time.Now().Add(time.Minute))}), "node-1"),
+		onNode(decodePod("d2", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(time.Now().Add(time.Minute))}), "node-1"),
 	}
 	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pods...)
 	a.o.Now, a.o.Resync = time.Now, 20*time.Millisecond
@@ -188,5 +188,56 @@ func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
 		if p := get(t, client, n); p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusDecode {
 			t.Errorf("%s after shutdown: label %q status %q; want decode", n, p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
 		}
+	}
+}
+
+// A pod kept converted has its headroom checked again every Recheck; when memory runs short it is
+// reverted and the refusal recorded (so the controller moves the lease), while a busy GPU is expected.
+func TestAgentRechecksKeptConversions(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
+	gpus := &fixedGPUs{ok: true}
+	a, client, clk := agentFixture(t, gpus, pod)
+	a.o.Recheck = 10 * time.Second
+	ctx := context.Background()
+	reconcileAt := func(at time.Duration) *corev1.Pod {
+		clk.Set(t0.Add(at))
+		if err := a.Reconcile(ctx, get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		return get(t, client, "d1")
+	}
+	reconcileAt(0)
+	if p := reconcileAt(5 * time.Second); p.Labels["llm-d.ai/role"] != "prefill-decode" || gpus.calls != 1 {
+		t.Fatalf("within the recheck interval: role %q, %d checks; want converted, 1 check", p.Labels["llm-d.ai/role"], gpus.calls)
+	}
+	gpus.ok, gpus.reason = false, protocol.ReasonBusy
+	if p := reconcileAt(11 * time.Second); p.Labels["llm-d.ai/role"] != "prefill-decode" || gpus.calls != 2 {
+		t.Fatalf("busy GPU at the recheck: role %q, %d checks; want still converted after a second check", p.Labels["llm-d.ai/role"], gpus.calls)
+	}
+	gpus.reason, gpus.detail = protocol.ReasonMemoryShort, "GPU-1: 0.5 GiB free"
+	p := reconcileAt(22 * time.Second)
+	if p.Labels["llm-d.ai/role"] != "decode" || !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: memory-short") || p.Annotations[protocol.AnnotationFlippedAt] != protocol.FormatTime(t0.Add(22*time.Second)) {
+		t.Fatalf("memory short at the recheck: role %q, annotations %v; want reverted and refused", p.Labels["llm-d.ai/role"], p.Annotations)
+	}
+}
+
+// A lease that ends further ahead than MaxLease is invalid: nothing is converted, and a pod converted
+// under it is reverted.
+func TestAgentIgnoresLeasesTooFarAhead(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Hour))}), "node-1")
+	gpus := &fixedGPUs{ok: true}
+	a, client, _ := agentFixture(t, gpus, pod)
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "decode" || gpus.calls != 0 {
+		t.Fatalf("a lease an hour ahead: role %q, %d GPU checks; want ignored", p.Labels["llm-d.ai/role"], gpus.calls)
+	}
+	a.o.MaxLease = 2 * time.Hour
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "prefill-decode" {
+		t.Fatalf("within a 2 h bound: role %q, want converted", p.Labels["llm-d.ai/role"])
 	}
 }

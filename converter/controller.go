@@ -29,8 +29,11 @@ type ControllerOptions struct {
 	// Lease is how long a lease lasts without renewal (default 10s): the longest a pod stays converted
 	// after the controller is lost.
 	Lease time.Duration
-	Plan  PlanOptions
-	Now   func() time.Time
+	// MaxLease bounds a lease's end (default protocol.DefaultMaxLease): no lease is written further ahead,
+	// and one found further ahead (a bad clock, a hand edit) is released, as agents ignore it.
+	MaxLease time.Duration
+	Plan     PlanOptions
+	Now      func() time.Time
 }
 
 // Controller writes conversion leases; it is the only writer of protocol.AnnotationConvertUntil.
@@ -49,6 +52,10 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 	if o.Lease == 0 {
 		o.Lease = 10 * time.Second
 	}
+	if o.MaxLease == 0 {
+		o.MaxLease = protocol.DefaultMaxLease
+	}
+	o.Lease = min(o.Lease, o.MaxLease)
 	if o.Plan.RefusalBackoff == 0 {
 		o.Plan.RefusalBackoff = time.Minute
 	}
@@ -65,7 +72,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 	defer c.mu.Unlock()
 	now := c.o.Now()
 	leased := func(p *corev1.Pod) bool {
-		if protocol.Leased(p, now) {
+		if protocol.LeasedWithin(p, now, c.o.MaxLease) {
 			return true
 		}
 		t, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]

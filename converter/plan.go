@@ -16,6 +16,10 @@ type PlanOptions struct {
 	MaxFraction float64
 	// RefusalBackoff: a pod that refused is not asked again for this long, so another pod is tried.
 	RefusalBackoff time.Duration
+	// MinFlipInterval is the agents' minimum time between two flips of a pod: a pod that flipped more
+	// recently is not leased (its agent would refuse it as too soon), and a too-soon refusal is retried
+	// once the interval has passed rather than after RefusalBackoff.
+	MinFlipInterval time.Duration
 }
 
 // Plan is the controller's decision for one decode pool: the pods that hold a lease after this round.
@@ -39,7 +43,9 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 	var plan Plan
 	var occupied, fresh []*corev1.Pod
 	for _, p := range pods {
-		live := leased(p) && !protocol.IsRefused(p.Annotations[protocol.AnnotationStatus])
+		// A refusal older than its retry time is stale: a lease granted since then waits for the agent's
+		// fresh answer instead of being released at once (releasing it was the churn of repeated bursts).
+		live := leased(p) && !refusedNow(p, now, o)
 		_, annotated := p.Annotations[protocol.AnnotationConvertUntil]
 		switch {
 		case live || p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted:
@@ -48,7 +54,7 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 		case annotated:
 			plan.Release = append(plan.Release, p) // an expired or refused lease is cleaned up
 		}
-		if eligible(p, now, o.RefusalBackoff) && !annotated {
+		if eligible(p, now, o) && !annotated {
 			fresh = append(fresh, p)
 		}
 	}
@@ -80,7 +86,13 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 		}
 		used++ // a released pod that is still converted keeps its slot until its agent reverts it
 	}
+	// Pods that never refused first (a pod that refused before is likely to again: its node's NVML or
+	// memory has not changed), then the least recently flipped.
 	sort.SliceStable(fresh, func(i, j int) bool {
+		ri, rj := protocol.IsRefused(fresh[i].Annotations[protocol.AnnotationStatus]), protocol.IsRefused(fresh[j].Annotations[protocol.AnnotationStatus])
+		if ri != rj {
+			return rj
+		}
 		ti, _ := protocol.FlippedAt(fresh[i])
 		tj, _ := protocol.FlippedAt(fresh[j])
 		if !ti.Equal(tj) {
@@ -107,15 +119,36 @@ func contains(s []*corev1.Pod, p *corev1.Pod) bool {
 	return false
 }
 
-// eligible: declared KV-producing, and not refused within the backoff.
-func eligible(p *corev1.Pod, now time.Time, backoff time.Duration) bool {
+// eligible: declared KV-producing, not refused within its retry time, and not flipped within the minimum
+// flip interval (its agent would refuse it as too soon).
+func eligible(p *corev1.Pod, now time.Time, o PlanOptions) bool {
 	if p.Annotations[protocol.AnnotationKVProducer] != "true" {
 		return false
 	}
-	if protocol.IsRefused(p.Annotations[protocol.AnnotationStatus]) {
-		if t, ok := protocol.StatusAt(p); ok && now.Sub(t) < backoff {
-			return false
-		}
+	if refusedNow(p, now, o) {
+		return false
+	}
+	if t, ok := protocol.FlippedAt(p); ok && now.Sub(t) < o.MinFlipInterval {
+		return false
 	}
 	return true
+}
+
+// refusedNow reports whether p's refusal still stands at now: a too-soon refusal until the agent would
+// check again (the minimum flip interval after it), any other for the refusal backoff (at least that long
+// too, as the agent does not re-check a refusal sooner).
+func refusedNow(p *corev1.Pod, now time.Time, o PlanOptions) bool {
+	st := p.Annotations[protocol.AnnotationStatus]
+	if !protocol.IsRefused(st) {
+		return false
+	}
+	at, ok := protocol.StatusAt(p)
+	if !ok {
+		return false // our agents always write the time; a refusal without one is asked again
+	}
+	hold := max(o.RefusalBackoff, o.MinFlipInterval)
+	if protocol.RefusalReason(st) == protocol.ReasonTooSoon {
+		hold = o.MinFlipInterval
+	}
+	return now.Sub(at) < hold
 }

@@ -1,6 +1,7 @@
 package converter
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/velocity/policy"
@@ -37,7 +39,12 @@ func TestChoose(t *testing.T) {
 	expired := map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(-time.Second))}
 	converted := map[string]string{protocol.AnnotationStatus: protocol.StatusConverted}
 	refused := map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-10 * time.Second))}
-	opts := PlanOptions{MaxFraction: 0.5, RefusalBackoff: time.Minute}
+	staleRefusal := map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonNVMLError, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-2 * time.Minute))}
+	tooSoon := func(ago time.Duration) map[string]string {
+		return map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonTooSoon, "last flip 1s ago"), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-ago))}
+	}
+	justFlipped := map[string]string{protocol.AnnotationStatus: protocol.StatusDecode, protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(-time.Second))}
+	opts := PlanOptions{MaxFraction: 0.5, RefusalBackoff: time.Minute, MinFlipInterval: 30 * time.Second}
 	cases := []struct {
 		name          string
 		pods          []*corev1.Pod
@@ -53,6 +60,10 @@ func TestChoose(t *testing.T) {
 		{"a draining converted pod holds its slot", []*corev1.Pod{decodePod("a", converted), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[a]", "[]"},
 		{"draining pods beyond wanted keep slots: nothing new", []*corev1.Pod{decodePod("a", converted), decodePod("b", converted), decodePod("c", nil), decodePod("d", nil), decodePod("e", nil), decodePod("f", nil)}, 1, "[a]", "[]"},
 		{"refused pods are skipped and their lease released", []*corev1.Pod{decodePod("a", mergeAnn(lease, refused)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[b]", "[a]"},
+		{"a lease on a stale refusal waits for the agent's answer", []*corev1.Pod{decodePod("a", mergeAnn(lease, staleRefusal)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[a]", "[]"},
+		{"pods that never refused are asked first", []*corev1.Pod{decodePod("a", staleRefusal), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[b]", "[]"},
+		{"a pod that flipped within the minimum interval is not leased", []*corev1.Pod{decodePod("a", justFlipped), decodePod("b", justFlipped), decodePod("c", nil), decodePod("d", justFlipped)}, 2, "[c]", "[]"},
+		{"a too-soon refusal is retried after the flip interval, not the backoff", []*corev1.Pod{decodePod("a", tooSoon(31*time.Second)), decodePod("b", tooSoon(time.Second))}, 1, "[a]", "[]"},
 		{"not a KV producer: never chosen", []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, decodePod("b", nil)}, 1, "[b]", "[]"},
 		{"expired lease is cleaned up", []*corev1.Pod{decodePod("a", expired), decodePod("b", nil)}, 0, "[]", "[a]"},
 		{"unknown or zero: nothing leased", []*corev1.Pod{decodePod("a", lease), decodePod("b", nil)}, 0, "[]", "[a]"},
@@ -126,6 +137,26 @@ func TestChooseNeverOvershoots(t *testing.T) {
 			if contains(plan.Release, p) {
 				t.Fatalf("case %d: %s both leased and released", i, p.Name)
 			}
+		}
+	}
+}
+
+// The controller never writes a lease further ahead than MaxLease, and releases one it finds further.
+func TestControllerBoundsLeases(t *testing.T) {
+	far := decodePod("a", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Hour))})
+	client := fake.NewClientset(far, decodePod("b", nil))
+	ctrl := NewController(client, ControllerOptions{Lease: 10 * time.Minute, MaxLease: time.Minute, Now: func() time.Time { return t0 },
+		Plan: PlanOptions{MaxFraction: 0.5, RefusalBackoff: time.Minute}})
+	l, _ := client.CoreV1().Pods("ns").List(context.Background(), metav1.ListOptions{})
+	pods := []*corev1.Pod{&l.Items[0], &l.Items[1]}
+	if err := ctrl.Step(context.Background(), []Pool{{Name: "decode", Pods: pods, Wanted: 1, Known: true}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		p, _ := client.CoreV1().Pods("ns").Get(context.Background(), name, metav1.GetOptions{})
+		until, ok := protocol.LeaseUntil(p)
+		if ok && until.After(t0.Add(time.Minute)) {
+			t.Errorf("%s leased until %s, beyond the 1 min bound", name, until)
 		}
 	}
 }

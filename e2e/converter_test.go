@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -56,7 +57,7 @@ func TestConverter(t *testing.T) {
 		t.Fatal(err)
 	}
 	startProcess(t, dir, "converter-controller", nil, bin, "controller", "--kubeconfig", kc, "--config", suite.adapter.Config,
-		"--lease", "3s", "--refusal-backoff", "5s", "--metrics-address", "", "-v=2")
+		"--lease", "3s", "--refusal-backoff", "5s", "--min-flip-interval", "2s", "--metrics-address", "", "-v=2")
 
 	// The agents. gpu-b reads its GPUs through the real NVML path, which has no driver here.
 	_, nvmlErr := nvmlgpu.Open()
@@ -174,10 +175,12 @@ func TestConverter(t *testing.T) {
 	t.Logf("gpu-b refused %d lease(s) from the controller with nvml-error", refusals)
 
 	// Deterministically: a lease on a gpu-b pod outside any pool (so the controller leaves it alone) is
-	// refused by gpu-b's agent, which says why on the pod.
+	// refused by gpu-b's agent, which says why on the pod. It carries the decode role label, as the
+	// admission policy lets agents write only on decode-pool pods, and a lease within the agents' bound.
 	probe, err := suite.cp.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "nvml-probe", Annotations: map[string]string{protocol.AnnotationKVProducer: "true",
-			protocol.AnnotationConvertUntil: time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)}},
+		ObjectMeta: metav1.ObjectMeta{Name: "nvml-probe", Labels: map[string]string{"llm-d.ai/role": "decode"},
+			Annotations: map[string]string{protocol.AnnotationKVProducer: "true",
+				protocol.AnnotationConvertUntil: time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)}},
 		Spec: corev1.PodSpec{NodeName: "gpu-b", Containers: []corev1.Container{{Name: "x", Image: "x"}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -223,6 +226,26 @@ func TestConverter(t *testing.T) {
 	if err := patch(agents["gpu-a"], onA, `{"metadata":{"annotations":{"tokenscale.io/convert-until":"2099-01-01T00:00:00Z"}}}`); err == nil {
 		t.Error("an agent wrote its own lease; want denied")
 	}
+	// Only decode-pool pods: not a prefill pod (relabelled to decode), not an unrelated pod (given the role).
+	for _, other := range []struct{ name, labels, patch string }{
+		{"prefill-on-a", `{"llm-d.ai/role":"prefill"}`, `{"metadata":{"labels":{"llm-d.ai/role":"decode"}}}`},
+		{"unrelated-on-a", `{}`, `{"metadata":{"labels":{"llm-d.ai/role":"prefill-decode"}}}`},
+	} {
+		var labels map[string]string
+		if err := json.Unmarshal([]byte(other.labels), &labels); err != nil {
+			t.Fatal(err)
+		}
+		// In namespace default, which no fake kubelet runs, so the pod joins no pool.
+		if _, err := suite.cp.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: other.name, Labels: labels},
+			Spec: corev1.PodSpec{NodeName: "gpu-a", Containers: []corev1.Container{{Name: "x", Image: "x"}}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := agents["gpu-a"].CoreV1().Pods("default").Patch(ctx, other.name, types.MergePatchType, []byte(other.patch), metav1.PatchOptions{})
+		if err == nil || !strings.Contains(err.Error(), "only decode-pool pods") {
+			t.Errorf("gpu-a's agent patching %s with %s: %v; want denied", other.name, other.patch, err)
+		}
+		_ = suite.cp.Client.CoreV1().Pods("default").Delete(ctx, other.name, metav1.DeleteOptions{})
+	}
 	ctrlClient := clientFrom(t, kc)
 	if err := patch(ctrlClient, onA, `{"metadata":{"labels":{"llm-d.ai/role":"prefill-decode"}}}`); err == nil || !strings.Contains(err.Error(), "only the tokenscale.io/convert-until") {
 		t.Errorf("the controller relabelling a pod: %v; want denied", err)
@@ -259,10 +282,9 @@ func TestConverter(t *testing.T) {
 		sampleUntil(60*time.Second, "every decoder back to decode", func(pods []corev1.Pod, w int) bool {
 			return len(converted(pods)) == 0 && w == 0
 		})
-		// Rest past the agents' 2 s MinFlipInterval: a burst sooner makes the just-reverted pods refuse
-		// as too soon, which the controller then leaves alone for its 1 min refusal backoff, and with
-		// gpu-b's pods refusing too, no pod may be left to convert (a CI run saw exactly that).
-		time.Sleep(3 * time.Second)
+		// The next burst comes right after the revert, as bursts cluster in real traffic: the controller
+		// leases pods past their minimum flip interval, not the just-reverted ones, and gpu-b's repeated
+		// refusals hold it off them (converter.TestRepeatedBurstsConvertWithoutChurn on a fake clock).
 	}
 	stats := func(d []time.Duration) string {
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })

@@ -2,20 +2,19 @@ package kedascaler
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -25,38 +24,6 @@ import (
 	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
-
-// TLS is the optional server TLS: a certificate, and a client CA to require client certificates (KEDA's
-// TriggerAuthentication tlsClientCert/tlsClientKey with caCert).
-type TLS struct {
-	CertFile, KeyFile, ClientCAFile string
-}
-
-func (t TLS) credentials() (credentials.TransportCredentials, error) {
-	if t.CertFile == "" && t.KeyFile == "" {
-		if t.ClientCAFile != "" {
-			return nil, errors.New("--client-ca-file needs --tls-cert-file and --tls-private-key-file")
-		}
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("loading the serving certificate: %w", err)
-	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if t.ClientCAFile != "" {
-		pem, err := os.ReadFile(t.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading the client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("client CA %s holds no PEM certificate", t.ClientCAFile)
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return credentials.NewTLS(cfg), nil
-}
 
 // rpcMetrics are the scaler's own metrics, on component-base's registry with the scrape metrics.
 type rpcMetrics struct {
@@ -98,18 +65,57 @@ func (m *rpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	return h(srv, ss)
 }
 
+// streamLimit caps concurrent StreamIsActive streams: each holds a goroutine and a subscription until the
+// client goes, so an unbounded number would let one client exhaust the scaler.
+type streamLimit struct {
+	max  int64
+	open atomic.Int64
+}
+
+var streamIsActive = "/" + externalscaler.ExternalScaler_ServiceDesc.ServiceName + "/StreamIsActive"
+
+func (l *streamLimit) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if info.FullMethod != streamIsActive || l.max <= 0 {
+		return h(srv, ss)
+	}
+	if n := l.open.Add(1); n > l.max {
+		l.open.Add(-1)
+		return status.Errorf(codes.ResourceExhausted, "tokenscale: %d StreamIsActive streams are open, the most this scaler serves (--max-streams)", l.max)
+	}
+	defer l.open.Add(-1)
+	return h(srv, ss)
+}
+
 // Options configure Serve.
 type Options struct {
-	GRPCAddress    string // e.g. :9090
-	MetricsAddress string // plain HTTP /metrics and /healthz, e.g. :8080; "" disables
-	TLS            TLS
+	GRPCAddress string // e.g. :9090
+	// MetricsAddress serves plain HTTP /metrics and /healthz, e.g. 127.0.0.1:8080 (loopback: the numbers
+	// are not for the network unless a proxy with authentication fronts them); "" disables.
+	MetricsAddress string
+	// ProbeAddress serves only /healthz over plain HTTP, for the kubelet (whose gRPC probe cannot speak
+	// TLS); "" disables.
+	ProbeAddress string
+	TLS          TLS
+	// MaxStreams caps concurrent StreamIsActive streams (0: DefaultMaxStreams, < 0: no cap); past it a
+	// new stream is refused with ResourceExhausted.
+	MaxStreams int
+	// KeepaliveTime: after this long without activity on a connection the server pings the client, and
+	// closes the connection when no answer comes within KeepaliveTimeout, so dead or silent clients'
+	// streams are reaped (defaults 30s and 10s).
+	KeepaliveTime, KeepaliveTimeout time.Duration
 	// MaxAge: older snapshots are stale (every answer Unavailable, health NOT_SERVING).
 	MaxAge time.Duration
 	// Register registers the scaler's metrics; default component-base's legacy registry.
 	Register func(...metrics.Registerable)
 	// Listening, when set, is told the gRPC address once it listens.
 	Listening func(net.Addr)
+	// limit is the stream cap in use (tests read its count).
+	limit *streamLimit
 }
+
+// DefaultMaxStreams is the default cap on concurrent StreamIsActive streams: one per external-push
+// trigger per KEDA operator replica, with room to spare.
+const DefaultMaxStreams = 1000
 
 // Serve runs the gRPC scaler (with the standard health service, SERVING while values are fresh) and
 // the metrics endpoint until ctx ends.
@@ -125,7 +131,25 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	selfmetrics.NewBuildInfo(o.Register, version.Get())
 	srv := New(src, o.MaxAge)
 	srv.onPush = m.pushes.Inc
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.unary), grpc.ChainStreamInterceptor(m.stream)}
+	if o.MaxStreams == 0 {
+		o.MaxStreams = DefaultMaxStreams
+	}
+	if o.limit == nil {
+		o.limit = &streamLimit{}
+	}
+	o.limit.max = int64(o.MaxStreams)
+	if o.KeepaliveTime <= 0 {
+		o.KeepaliveTime = 30 * time.Second
+	}
+	if o.KeepaliveTimeout <= 0 {
+		o.KeepaliveTimeout = 10 * time.Second
+	}
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(m.unary), grpc.ChainStreamInterceptor(m.stream, o.limit.intercept),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
+		// Clients may ping as often as every 10 s, also between calls: more often is abuse (GOAWAY).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
 	}
@@ -139,36 +163,50 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.GRPCAddress, err)
 	}
-	var httpSrv *http.Server
+	healthz := func(w http.ResponseWriter, _ *http.Request) {
+		if err := srv.fresh(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	}
+	var httpSrvs []*http.Server
+	serveHTTP := func(addr, what string, mux *http.ServeMux) {
+		hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		httpSrvs = append(httpSrvs, hs)
+		go func() {
+			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				klog.ErrorS(err, "HTTP endpoint stopped", "endpoint", what, "address", addr)
+			}
+		}()
+	}
 	if o.MetricsAddress != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", legacyregistry.Handler())
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-			if err := srv.fresh(); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ok")
-		})
-		httpSrv = &http.Server{Addr: o.MetricsAddress, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := httpSrv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				klog.ErrorS(err, "Metrics endpoint stopped")
-			}
-		}()
+		mux.HandleFunc("/healthz", healthz)
+		serveHTTP(o.MetricsAddress, "metrics", mux)
+	}
+	if o.ProbeAddress != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", healthz)
+		serveHTTP(o.ProbeAddress, "probe", mux)
 	}
 	go func() {
 		<-ctx.Done()
 		hs.Shutdown()
 		g.GracefulStop()
-		if httpSrv != nil {
-			_ = httpSrv.Close()
+		for _, s := range httpSrvs {
+			_ = s.Close()
 		}
 	}()
 	if o.Listening != nil {
 		o.Listening(lis.Addr())
 	}
-	klog.InfoS("Serving the KEDA external scaler", "grpc", lis.Addr().String(), "tls", creds != nil, "metrics", o.MetricsAddress)
+	if creds == nil {
+		klog.InfoS("WARNING: serving the KEDA external scaler without TLS; any client that reaches the port reads pool numbers (set --tls-cert-file and --tls-private-key-file)")
+	}
+	klog.InfoS("Serving the KEDA external scaler", "grpc", lis.Addr().String(), "tls", creds != nil, "clientCerts", o.TLS.ClientCAFile != "",
+		"maxStreams", o.MaxStreams, "metrics", o.MetricsAddress, "probe", o.ProbeAddress)
 	return g.Serve(lis)
 }
 

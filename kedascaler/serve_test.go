@@ -1,6 +1,7 @@
 package kedascaler
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,13 +14,18 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"k8s.io/component-base/metrics"
 )
 
@@ -133,5 +139,198 @@ func TestTLSOptionsAreChecked(t *testing.T) {
 	}
 	if _, err := (TLS{CertFile: "missing.crt", KeyFile: "missing.key"}).credentials(); err == nil {
 		t.Error("missing certificate files must be refused")
+	}
+}
+
+// serveForTest runs Serve on a loopback port until the test ends and returns its address.
+func serveForTest(t *testing.T, src Source, o Options) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	o.GRPCAddress, o.Register, o.Listening = "127.0.0.1:0", metrics.NewKubeRegistry().MustRegister, func(a net.Addr) { addr <- a }
+	if o.MaxAge == 0 {
+		o.MaxAge = time.Minute
+	}
+	go func() { done <- Serve(ctx, src, o) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case a := <-addr:
+		return a.String()
+	case err := <-done:
+		t.Fatalf("Serve: %v", err)
+	}
+	return ""
+}
+
+func leafOf(t *testing.T, certFile string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	return blk.Bytes
+}
+
+// A rotated serving certificate (the Secret volume's files replaced) is served from the next connection
+// on, without a restart.
+func TestServeReloadsRotatedCertificate(t *testing.T) {
+	dir, next := t.TempDir(), t.TempDir()
+	caFile, crt, key, _, _ := pki(t, dir)
+	caNext, crtNext, keyNext, _, _ := pki(t, next)
+	roots := x509.NewCertPool()
+	for _, f := range []string{caFile, caNext} {
+		b, _ := os.ReadFile(f)
+		roots.AppendCertsFromPEM(b)
+	}
+	target := serveForTest(t, &source{}, Options{TLS: TLS{CertFile: crt, KeyFile: key}})
+	served := func() []byte {
+		t.Helper()
+		c, err := tls.Dial("tcp", target, &tls.Config{RootCAs: roots, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Raw
+	}
+	if !bytes.Equal(served(), leafOf(t, crt)) {
+		t.Fatal("the first certificate is not the one served")
+	}
+	// Rotate: new files in place, with a later modification time (as a Secret update gives them).
+	for src, dst := range map[string]string{crtNext: crt, keyNext: key} {
+		b, _ := os.ReadFile(src)
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Minute)
+		if err := os.Chtimes(dst, later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(served(), leafOf(t, crtNext)) {
+		t.Fatal("after rotation the old certificate is still served")
+	}
+	// A broken rotation (key missing) keeps the last good pair.
+	if err := os.Remove(key); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(served(), leafOf(t, crtNext)) {
+		t.Fatal("a broken rotation stopped the last good certificate being served")
+	}
+}
+
+// StreamIsActive streams past MaxStreams are refused with ResourceExhausted; a closed stream frees its
+// slot.
+func TestServeCapsStreams(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	o := Options{MaxStreams: 2, limit: &streamLimit{}}
+	target := serveForTest(t, src, o)
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := externalscaler.NewExternalScalerClient(conn)
+	open := func() (context.CancelFunc, error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		st, err := c.StreamIsActive(ctx, ref(map[string]string{"pool": "prefill"}))
+		if err == nil {
+			_, err = st.Recv()
+		}
+		return cancel, err
+	}
+	stop1, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop2, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop2()
+	stop3, err := open()
+	defer stop3()
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-streams") {
+		t.Fatalf("third stream with a cap of 2: %v, want ResourceExhausted naming --max-streams", err)
+	}
+	stop1()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stop, err := open()
+		stop()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream after one closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A client that goes silent (its packets stop, the TCP connection stays open) is reaped by keepalive: the
+// server's ping goes unanswered and the connection, with its StreamIsActive stream, is closed.
+func TestServeReapsSilentClients(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	lim := &streamLimit{}
+	target := serveForTest(t, src, Options{KeepaliveTime: time.Second, KeepaliveTimeout: 300 * time.Millisecond, limit: lim})
+	// A proxy that can stop forwarding without closing anything: a client whose host vanished.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	var silent atomic.Bool
+	go func() {
+		in, err := lis.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		pipe := func(dst, src net.Conn) {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := src.Read(buf)
+				if err != nil {
+					return
+				}
+				if !silent.Load() {
+					if _, err := dst.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}
+		}
+		go pipe(out, in)
+		pipe(in, out)
+	}()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	st, err := externalscaler.NewExternalScalerClient(conn).StreamIsActive(context.Background(), ref(map[string]string{"pool": "prefill"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if n := lim.open.Load(); n != 1 {
+		t.Fatalf("%d streams open, want 1", n)
+	}
+	silent.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for lim.open.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the silent client's stream is still open 10 s later; keepalive did not reap it")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tokenscale/tokenscale/converter"
 	"github.com/tokenscale/tokenscale/converter/nvmlgpu"
+	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/internal/pipeline"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
 	"github.com/tokenscale/tokenscale/internal/version"
@@ -96,6 +97,7 @@ func controllerCmd(args []string) error {
 		po                pipeline.Options
 		kubeconfig, mAddr string
 		o                 converter.ControllerOptions
+		le                converter.LeaderElection
 	)
 	fs := flag.NewFlagSet("controller", flag.ExitOnError)
 	po.AddFlags(fs)
@@ -104,12 +106,18 @@ func controllerCmd(args []string) error {
 	fs.DurationVar(&o.Lease, "lease", 10*time.Second, "how long a conversion lease lasts unless renewed (the longest a pod stays converted after this controller is gone)")
 	fs.Float64Var(&o.Plan.MaxFraction, "max-fraction", 0.5, "at most this fraction of a decode pool is converted at once")
 	fs.DurationVar(&o.Plan.RefusalBackoff, "refusal-backoff", time.Minute, "a pod that refused is not asked again for this long")
+	fs.DurationVar(&o.MaxLease, "max-lease", protocol.DefaultMaxLease, "no lease is written further ahead than this (agents ignore one that is)")
+	le.AddFlags(fs)
+	fs.DurationVar(&o.Plan.MinFlipInterval, "min-flip-interval", 30*time.Second, "the agents' --min-flip-interval: a pod that flipped more recently is not leased")
 	klog.InitFlags(fs)
 	logs.InitLogs()
 	defer logs.FlushLogs()
 	_ = fs.Parse(args)
 	if !(o.Plan.MaxFraction >= 0 && o.Plan.MaxFraction <= 1) {
 		return fmt.Errorf("--max-fraction %g: want 0..1", o.Plan.MaxFraction)
+	}
+	if o.Lease > o.MaxLease {
+		return fmt.Errorf("--lease %s is longer than --max-lease %s", o.Lease, o.MaxLease)
 	}
 	ctx := server.SetupSignalContext()
 	cfg, client, err := clients(kubeconfig)
@@ -124,7 +132,9 @@ func controllerCmd(args []string) error {
 	// The controller is healthy while its loop publishes fresh snapshots, as the KEDA scaler is.
 	serveMetrics(ctx, mAddr, func() error { return service.Fresh(p.Service.Snapshot(), time.Now(), p.MaxAge()) })
 	go p.Service.Run(ctx)
-	return converter.RunController(ctx, client, converter.NewController(client, o), p.Service, o.Lease/3, p.MaxAge())
+	return converter.RunLeading(ctx, client, le, func(ctx context.Context) error {
+		return converter.RunController(ctx, client, converter.NewController(client, o), p.Service, o.Lease/3, p.MaxAge())
+	})
 }
 
 func agentCmd(args []string) error {
@@ -148,6 +158,8 @@ func agentCmd(args []string) error {
 	fs.Float64Var(&minFreeGiB, "min-free-gib", 2, "free GPU memory (GiB) every GPU of a pod needs to take prefill chunks")
 	fs.UintVar(&maxUtil, "max-utilisation", 90, "GPU utilisation (percent) above which a pod is too busy to convert")
 	fs.DurationVar(&o.MinFlipInterval, "min-flip-interval", 30*time.Second, "minimum time between two flips of one pod (reverting is never delayed)")
+	fs.DurationVar(&o.MaxLease, "max-lease", protocol.DefaultMaxLease, "a lease ending further ahead than this is invalid and ignored")
+	fs.DurationVar(&o.Recheck, "recheck-interval", 30*time.Second, "how often the GPU headroom of a pod kept converted is checked again (reverted when gone)")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	fs.StringVar(&mAddr, "metrics-address", ":8081", "address of /metrics and /healthz (empty: off)")
 	klog.InitFlags(fs)
@@ -180,24 +192,22 @@ func agentCmd(args []string) error {
 	}
 	defer pr.Close()
 	h := &converter.Headroom{Devices: pr, Need: converter.Need{MinFreeBytes: uint64(minFreeGiB * (1 << 30)), MaxUtilisation: uint32(maxUtil)}, Observe: m.GPU}
-	if r, err := nvmlgpu.Open(); err != nil {
-		// Without NVML nothing can be verified: every conversion is refused with this reason, and the
-		// agent still converts pods back, which needs no GPU check.
-		klog.ErrorS(err, "NVML unavailable; every conversion on this node will be refused (reason nvml-error)")
-		h.GPUs = failingReader{err}
-	} else {
-		defer r.Close()
-		h.GPUs = r
-	}
+	// Without NVML nothing can be verified: conversions are refused (nvml-error) while it is retried with
+	// backoff; converting back needs no GPU check.
+	gpus := &converter.ReopeningGPUs{Open: func() (converter.GPUSession, error) {
+		r, err := nvmlgpu.Open()
+		if err != nil {
+			return nil, err
+		}
+		return r, nil
+	}}
+	defer gpus.Close()
+	h.GPUs = gpus
 	o.GPUs = h
 	serveMetrics(ctx, mAddr, nil)
 	klog.InfoS("Converter agent starting", "node", o.NodeName, "actuator", o.Actuator.Name())
 	return converter.NewAgent(client, o).Run(ctx)
 }
-
-type failingReader struct{ err error }
-
-func (f failingReader) Read([]string) ([]converter.GPUReading, error) { return nil, f.err }
 
 func gpusCmd(args []string) error {
 	fs := flag.NewFlagSet("gpus", flag.ExitOnError)

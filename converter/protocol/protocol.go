@@ -64,6 +64,16 @@ func Refused(reason, detail string) string {
 // IsRefused reports whether a status is a refusal.
 func IsRefused(status string) bool { return strings.HasPrefix(status, refusedPrefix) }
 
+// RefusalReason returns a refusal status's reason (a Reason* constant), or "" for any other status.
+func RefusalReason(status string) string {
+	rest, ok := strings.CutPrefix(status, refusedPrefix)
+	if !ok {
+		return ""
+	}
+	reason, _, _ := strings.Cut(rest, " ")
+	return reason
+}
+
 // LeaseUntil returns the pod's conversion lease, if it has a valid one.
 func LeaseUntil(pod *corev1.Pod) (time.Time, bool) {
 	v, ok := pod.Annotations[AnnotationConvertUntil]
@@ -78,6 +88,17 @@ func LeaseUntil(pod *corev1.Pod) (time.Time, bool) {
 func Leased(pod *corev1.Pod, now time.Time) bool {
 	t, ok := LeaseUntil(pod)
 	return ok && now.Before(t)
+}
+
+// DefaultMaxLease bounds how far ahead a lease may end: the controller never writes a later end, and an
+// agent ignores one (a bad clock or a hand-written lease must not pin a pod converted for hours).
+const DefaultMaxLease = 2 * time.Minute
+
+// LeasedWithin reports whether the pod holds an unexpired lease that ends at most maxAhead after now; a
+// lease ending later is invalid. maxAhead <= 0 means no bound.
+func LeasedWithin(pod *corev1.Pod, now time.Time, maxAhead time.Duration) bool {
+	t, ok := LeaseUntil(pod)
+	return ok && now.Before(t) && (maxAhead <= 0 || !t.After(now.Add(maxAhead)))
 }
 
 // FlippedAt returns the pod's last flip time as recorded by an agent.

@@ -174,7 +174,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	ctrl, err := localcluster.StartProcess(dir, "converter-controller", nil, convBin, "controller", "--kubeconfig", kc,
-		"--config", stack.Adapter.Config, "--lease", "3s", "--metrics-address", "", "-v=2")
+		"--config", stack.Adapter.Config, "--lease", "3s", "--min-flip-interval", "2s", "--metrics-address", "", "-v=2")
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,121 @@
+package converter
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
+)
+
+// LeaderElection configures the controller's leader election on a coordination.k8s.io Lease, so that of
+// several replicas exactly one writes conversion leases and a standby takes over when it goes.
+type LeaderElection struct {
+	Enabled         bool
+	Namespace, Name string
+	// Identity of this candidate (default: $POD_NAME, else the host name, plus a random suffix).
+	Identity      string
+	LeaseDuration time.Duration // default 15s
+	RenewDeadline time.Duration // default 10s
+	RetryPeriod   time.Duration // default 2s
+}
+
+// ErrLeadershipLost is returned by RunLeading when another replica took over; the process should exit so
+// that it restarts with no state from its time as leader.
+var ErrLeadershipLost = errors.New("converter controller: leadership lost")
+
+// RunLeading runs run while this process leads (at once when election is disabled) and returns when ctx
+// ends (nil, after releasing the Lease) or leadership is lost (ErrLeadershipLost). run's context ends
+// with leadership.
+func RunLeading(ctx context.Context, client kubernetes.Interface, le LeaderElection, run func(context.Context) error) error {
+	if !le.Enabled {
+		return run(ctx)
+	}
+	if le.Namespace == "" || le.Name == "" {
+		return errors.New("leader election needs a namespace and a name for its Lease")
+	}
+	id := le.Identity
+	if id == "" {
+		id = os.Getenv("POD_NAME")
+		if id == "" {
+			id, _ = os.Hostname()
+		}
+		id += "_" + string(uuid.NewUUID())
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: le.Namespace, Name: le.Name},
+		Client:     client.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	dflt := func(d, v time.Duration) time.Duration {
+		if d == 0 {
+			return v
+		}
+		return d
+	}
+	runDone := make(chan error, 1)
+	started := make(chan struct{})
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   dflt(le.LeaseDuration, 15*time.Second),
+		RenewDeadline:   dflt(le.RenewDeadline, 10*time.Second),
+		RetryPeriod:     dflt(le.RetryPeriod, 2*time.Second),
+		ReleaseOnCancel: true,
+		Name:            le.Name,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(lctx context.Context) {
+				close(started)
+				klog.InfoS("Leading: writing conversion leases", "lease", klog.KRef(le.Namespace, le.Name), "identity", id)
+				runDone <- run(lctx)
+			},
+			OnStoppedLeading: func() { klog.InfoS("Stopped leading", "lease", klog.KRef(le.Namespace, le.Name), "identity", id) },
+			OnNewLeader: func(leader string) {
+				if leader != id {
+					klog.InfoS("Standing by: another replica leads", "leader", leader)
+				}
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	// Run returns when ctx ends (led or not) or when renewing failed (it led); it cancels run's context but
+	// does not wait for run, so wait here: the process must not exit while run still writes.
+	elector.Run(ctx)
+	if ctx.Err() != nil {
+		select {
+		case <-started:
+			return <-runDone
+		default:
+			return nil // stood by until the end
+		}
+	}
+	<-started
+	if err := <-runDone; err != nil {
+		return fmt.Errorf("%w: %w", ErrLeadershipLost, err)
+	}
+	return ErrLeadershipLost
+}
+
+// AddFlags registers the leader election flags; the namespace defaults to $POD_NAMESPACE (the downward
+// API in the manifests), else tokenscale.
+func (le *LeaderElection) AddFlags(fs *flag.FlagSet) {
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "tokenscale"
+	}
+	fs.BoolVar(&le.Enabled, "leader-elect", true, "run only while holding the leader election Lease, so that one of several replicas writes conversion leases")
+	fs.StringVar(&le.Namespace, "leader-election-namespace", ns, "namespace of the leader election Lease (default $POD_NAMESPACE, else tokenscale)")
+	fs.StringVar(&le.Name, "leader-election-name", "tokenscale-converter-controller", "name of the leader election Lease")
+	fs.DurationVar(&le.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a standby waits after the leader's last renewal before taking over")
+	fs.DurationVar(&le.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader retries renewing before it gives up leading")
+	fs.DurationVar(&le.RetryPeriod, "leader-election-retry-period", 2*time.Second, "how often candidates try to acquire or renew")
+}

@@ -1,0 +1,130 @@
+package kedascaler
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/credentials"
+	"k8s.io/klog/v2"
+)
+
+// TLS is the server TLS: a certificate, and a client CA to require client certificates (KEDA's
+// TriggerAuthentication tlsClientCert/tlsClientKey with caCert). All files are re-read when they change
+// (a Secret volume swaps them on rotation), so a renewed certificate is served without a restart.
+type TLS struct {
+	CertFile, KeyFile, ClientCAFile string
+}
+
+func (t TLS) credentials() (credentials.TransportCredentials, error) {
+	if t.CertFile == "" && t.KeyFile == "" {
+		if t.ClientCAFile != "" {
+			return nil, errors.New("--client-ca-file needs --tls-cert-file and --tls-private-key-file")
+		}
+		return nil, nil
+	}
+	r := &tlsFiles{TLS: t}
+	if _, err := r.current(); err != nil {
+		return nil, err
+	}
+	base := &tls.Config{MinVersion: tls.VersionTLS12}
+	// Every handshake gets a config built from the newest files (checked by modification time), so a
+	// rotated certificate or client CA is used from the next connection on.
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		s, err := r.current()
+		if err != nil {
+			return nil, err
+		}
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.cert}}
+		if s.clientCAs != nil {
+			cfg.ClientCAs, cfg.ClientAuth = s.clientCAs, tls.RequireAndVerifyClientCert
+		}
+		return cfg, nil
+	}
+	return credentials.NewTLS(base), nil
+}
+
+// tlsFiles loads the TLS files and reloads them when one of them changes.
+type tlsFiles struct {
+	TLS
+	mu     sync.Mutex
+	stamps [3]fileStamp
+	state  *tlsState
+}
+
+type tlsState struct {
+	cert      *tls.Certificate
+	clientCAs *x509.CertPool
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func stamp(path string) (fileStamp, error) {
+	if path == "" {
+		return fileStamp{}, nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{fi.ModTime(), fi.Size()}, nil
+}
+
+// current returns the loaded files, reloading them first if any changed. A reload that fails (a rotation
+// caught half-written) keeps serving the last good pair and is retried on the next handshake.
+func (r *tlsFiles) current() (*tlsState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var now [3]fileStamp
+	var err error
+	for i, p := range []string{r.CertFile, r.KeyFile, r.ClientCAFile} {
+		if now[i], err = stamp(p); err != nil {
+			break
+		}
+	}
+	if err == nil && r.state != nil && now == r.stamps {
+		return r.state, nil
+	}
+	if err == nil {
+		var s *tlsState
+		if s, err = r.load(); err == nil {
+			if r.state != nil {
+				klog.InfoS("Reloaded the TLS files after a change", "cert", r.CertFile, "clientCA", r.ClientCAFile)
+			}
+			r.state, r.stamps = s, now
+			return s, nil
+		}
+	}
+	if r.state == nil {
+		return nil, err
+	}
+	klog.ErrorS(err, "Reloading the TLS files failed; serving the previous ones", "cert", r.CertFile)
+	return r.state, nil
+}
+
+func (r *tlsFiles) load() (*tlsState, error) {
+	cert, err := tls.LoadX509KeyPair(r.CertFile, r.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading the serving certificate: %w", err)
+	}
+	s := &tlsState{cert: &cert}
+	if r.ClientCAFile != "" {
+		pem, err := os.ReadFile(r.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA %s holds no PEM certificate", r.ClientCAFile)
+		}
+		s.clientCAs = pool
+	}
+	return s, nil
+}
