@@ -145,7 +145,7 @@ func assign(c *config.Config, pods []Pod) (map[store.PodKey]PoolKey, []collector
 			kind, _ := engine.ParseKind(pl.Engine) // validated by config
 			member[p.Key] = PoolKey{Namespace: p.Key.Namespace, Name: pl.Name}
 			targets = append(targets, collector.Target{
-				Pod: p.Key, Pool: pl.Name, Engine: kind,
+				Pod: p.Key, Pool: pl.Name, Engine: kind, MaxTPS: policy.RateLimit(pl),
 				URL: pl.Scheme + "://" + hostPort(p.IP, pl.Port) + pl.Path,
 			})
 			break
