@@ -74,8 +74,12 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s: %v", info.Metric, err))
 		}
+		q, err := quantity(v)
+		if err != nil {
+			return nil, unavailable(fmt.Sprintf("%s of pool %s: %v", info.Metric, pool.Key, err))
+		}
 		list.Items = append(list.Items, external_metrics.ExternalMetricValue{
-			MetricName: info.Metric, MetricLabels: ls, Timestamp: metav1.NewTime(snap.Time), Value: quantity(v),
+			MetricName: info.Metric, MetricLabels: ls, Timestamp: metav1.NewTime(snap.Time), Value: q,
 		})
 	}
 	if len(list.Items) == 0 {

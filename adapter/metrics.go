@@ -3,8 +3,6 @@
 package adapter
 
 import (
-	"math"
-
 	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
@@ -39,6 +37,3 @@ var poolMetrics = map[string]service.PoolMetric{
 	DesiredReplicas:  service.Desired,
 	Conversions:      service.Conversions,
 }
-
-// finite guards the API boundary: nothing non-finite or negative is ever served.
-func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 }

@@ -2,7 +2,9 @@ package adapter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"sort"
@@ -111,12 +113,12 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: %v", info.Metric, key, err))
 		}
-		x := get(v)
-		if !finite(x) {
-			return nil, unavailable(fmt.Sprintf("%s for pod %s is not a finite non-negative number", info.Metric, key))
+		q, err := quantity(get(v))
+		if err != nil {
+			return nil, unavailable(fmt.Sprintf("%s for pod %s: %v", info.Metric, key, err))
 		}
 		window := int64(1)
-		mv := podMetricValue(key, info.Metric, x, v.Time, &window)
+		mv := podMetricValue(key, info.Metric, q, v.Time, &window)
 		return &mv, nil
 	}
 	get, ok := poolMetrics[info.Metric]
@@ -137,12 +139,16 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if err != nil {
 		return nil, unavailable(fmt.Sprintf("%s: %v", info.Metric, err))
 	}
+	q, err := quantity(v)
+	if err != nil {
+		return nil, unavailable(fmt.Sprintf("%s of pool %s: %v", info.Metric, pool.Key, err))
+	}
 	return &custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{Kind: kind, Namespace: name.Namespace, Name: name.Name,
 			APIVersion: info.GroupResource.WithVersion("v1").GroupVersion().String()},
 		Metric:    custom_metrics.MetricIdentifier{Name: info.Metric},
 		Timestamp: metav1.NewTime(snap.Time),
-		Value:     quantity(v),
+		Value:     q,
 	}, nil
 }
 
@@ -180,9 +186,14 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 			}
 			return
 		}
-		if x := get(*v); finite(x) {
-			list.Items = append(list.Items, podMetricValue(v.Pod, info.Metric, x, v.Time, &window))
+		q, err := quantity(get(*v))
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%s: %w", v.Pod, err)
+			}
+			return
 		}
+		list.Items = append(list.Items, podMetricValue(v.Pod, info.Metric, q, v.Time, &window))
 	})
 	if len(list.Items) == 0 {
 		if len(keys) == 0 {
@@ -193,15 +204,15 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	return list, nil
 }
 
-// podMetricValue is one pod's value; v must be finite and non-negative.
-// window is the values' window in seconds, shared by the items of one answer.
-func podMetricValue(key store.PodKey, metric string, v float64, t time.Time, window *int64) custom_metrics.MetricValue {
+// podMetricValue is one pod's value; window is the values' window in seconds, shared by the items of
+// one answer.
+func podMetricValue(key store.PodKey, metric string, v resource.Quantity, t time.Time, window *int64) custom_metrics.MetricValue {
 	return custom_metrics.MetricValue{
 		DescribedObject: custom_metrics.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: key.Namespace, Name: key.Name},
 		Metric:          custom_metrics.MetricIdentifier{Name: metric},
 		Timestamp:       metav1.NewTime(t),
 		WindowSeconds:   window,
-		Value:           quantity(v),
+		Value:           v,
 	}
 }
 
@@ -220,8 +231,20 @@ func unavailable(msg string) error {
 	}}
 }
 
-func quantity(v float64) resource.Quantity {
-	return *resource.NewMilliQuantity(int64(v*1000+0.5), resource.DecimalSI)
+// maxQuantity is the largest value served: its milli-units must fit an int64 (9.2e18) with room for
+// rounding, and no token rate or count comes near it.
+const maxQuantity = 1e15
+
+// ErrOutOfRange is a value that cannot be served as a Kubernetes quantity.
+var ErrOutOfRange = errors.New("value out of the range served")
+
+// quantity converts a value to a milli-quantity, or says why it cannot: a negative, non-finite or huge
+// value would wrap in the int64 conversion and reach the HPA as a wrong number.
+func quantity(v float64) (resource.Quantity, error) {
+	if !(v >= 0 && v <= maxQuantity) {
+		return resource.Quantity{}, fmt.Errorf("%w: %g is not within 0..%g", ErrOutOfRange, v, float64(maxQuantity))
+	}
+	return *resource.NewMilliQuantity(int64(math.Round(v*1000)), resource.DecimalSI), nil
 }
 
 func kindFor(gr schema.GroupResource) string {

@@ -5,14 +5,15 @@
 package collector
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,14 @@ type Target struct {
 	Pool   string
 	URL    string // e.g. http://10.0.0.7:8000/metrics
 	Engine engine.Kind
+	// MaxTPS is the highest token rate the pod can plausibly reach (policy.RateLimit of its pool); a
+	// scrape implying more is a glitch for the store. 0: the store's absolute cap.
+	MaxTPS float64
+}
+
+// RateLimiter is what a Recorder may also offer: a per-pod plausible rate (store.Store has it).
+type RateLimiter interface {
+	SetRateLimit(pod store.PodKey, tps float64)
 }
 
 // Recorder is the part of the store the collector writes to.
@@ -67,7 +76,17 @@ type Scraper struct {
 	obs     Observer
 	bufs    sync.Pool
 	now     func() time.Time
+	// slow holds the pods whose last scrape timed out; they start after the others.
+	slowMu sync.Mutex
+	slow   map[store.PodKey]bool
 }
+
+// maxPooledBuf is the largest page buffer returned to the pool: a buffer grown for one huge page is
+// dropped rather than kept, so the pool holds about Concurrency typical pages, not the worst ever seen.
+const maxPooledBuf = 1 << 20
+
+// maxErrText bounds the error text kept for a pod: a target decides what its page holds.
+const maxErrText = 300
 
 // NewScraper returns a scraper over the targets function's current list.
 func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observer) *Scraper {
@@ -95,8 +114,25 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		tr.DisableCompression = !opts.Compression
 		opts.Client = &http.Client{Transport: tr}
 	}
-	return &Scraper{opts: opts, rec: rec, targets: targets, obs: obs, now: time.Now,
-		bufs: sync.Pool{New: func() any { return new(bytes.Buffer) }}}
+	if opts.Client.CheckRedirect == nil {
+		// A pod's page is read where the pod is: a redirect could send the scraper to any host and show
+		// that host's answer in the pod's error.
+		c := *opts.Client
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		opts.Client = &c
+	}
+	return &Scraper{opts: opts, rec: rec, targets: targets, obs: obs, now: time.Now, slow: map[store.PodKey]bool{},
+		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}}
+}
+
+func (s *Scraper) getBuf() *[]byte { return s.bufs.Get().(*[]byte) }
+
+func (s *Scraper) putBuf(b *[]byte) {
+	if cap(*b) > maxPooledBuf {
+		return
+	}
+	*b = (*b)[:0]
+	s.bufs.Put(b)
 }
 
 // ScrapeOnce scrapes every current target once, in parallel up to Concurrency, and forgets pods that
@@ -113,7 +149,10 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 	if s.opts.Spread > 0 && len(targets) > 1 {
 		targets = bySlot(targets)
 		slot = s.opts.Spread / time.Duration(len(targets))
+	} else {
+		targets = s.slowLast(targets)
 	}
+	limiter, _ := s.rec.(RateLimiter)
 	roundStart := time.Now()
 	sem := make(chan struct{}, s.opts.Concurrency)
 	var wg sync.WaitGroup
@@ -130,15 +169,57 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 			if s.obs != nil {
 				s.obs.ObserveScrape(t.Pool, s.now().Sub(start), err)
 			}
+			timedOut := errors.Is(err, context.DeadlineExceeded)
+			s.slowMu.Lock()
+			if timedOut {
+				s.slow[t.Pod] = true
+			} else {
+				delete(s.slow, t.Pod)
+			}
+			s.slowMu.Unlock()
 			if err != nil {
 				klog.V(4).InfoS("Scrape failed", "pod", t.Pod, "url", t.URL, "err", err)
 				s.rec.RecordError(t.Pod, start, err)
 				return
 			}
+			if limiter != nil && t.MaxTPS > 0 {
+				limiter.SetRateLimit(t.Pod, t.MaxTPS)
+			}
 			s.rec.Record(t.Pod, start, snap)
 		}(t)
 	}
 	wg.Wait()
+}
+
+// slowLast returns targets with the pods whose last scrape timed out moved to the end (order otherwise
+// kept): slow or hostile pods then hold concurrency slots only after every healthy pod has started, so
+// they cannot delay the healthy pods' results, which are recorded as each arrives.
+func (s *Scraper) slowLast(targets []Target) []Target {
+	s.slowMu.Lock()
+	defer s.slowMu.Unlock()
+	if len(s.slow) == 0 {
+		return targets
+	}
+	if len(s.slow) > len(targets) {
+		// Forget pods that are no longer targets, so the set stays bounded by the targets.
+		keep := make(map[store.PodKey]bool, len(targets))
+		for _, t := range targets {
+			keep[t.Pod] = true
+		}
+		maps.DeleteFunc(s.slow, func(k store.PodKey, _ bool) bool { return !keep[k] })
+	}
+	out := make([]Target, 0, len(targets))
+	for _, t := range targets {
+		if !s.slow[t.Pod] {
+			out = append(out, t)
+		}
+	}
+	for _, t := range targets {
+		if s.slow[t.Pod] {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // bySlot returns a copy of targets ordered by a hash of each pod's key, so that with Spread a pod keeps
@@ -186,31 +267,92 @@ func (s *Scraper) scrape(ctx context.Context, t Target) (*engine.Snapshot, error
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.URL, err)
+		return nil, fmt.Errorf("scrape %s: %w", t.Pod, err)
 	}
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
 	resp, err := s.opts.Client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.URL, err)
+		return nil, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		// The body is drained a little for connection reuse, never shown: it is the target's to choose.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("scrape %s: HTTP %d", t.URL, resp.StatusCode)
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			return nil, fmt.Errorf("scrape %s (%s): HTTP %d: redirects are not followed", t.Pod, t.URL, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("scrape %s (%s): HTTP %d", t.Pod, t.URL, resp.StatusCode)
 	}
-	buf := s.bufs.Get().(*bytes.Buffer)
-	defer s.bufs.Put(buf)
-	buf.Reset()
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, s.opts.MaxBodyBytes+1))
+	buf := s.getBuf()
+	defer s.putBuf(buf)
+	page, err := readLimited(resp.Body, (*buf)[:0], s.opts.MaxBodyBytes, resp.ContentLength)
+	*buf = page[:0]
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: reading body: %w", t.URL, err)
+		return nil, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
 	}
-	if n > s.opts.MaxBodyBytes {
-		return nil, fmt.Errorf("scrape %s: %w (%d bytes)", t.URL, ErrBodyTooLarge, s.opts.MaxBodyBytes)
-	}
-	snap, err := engine.ExtractBytes(buf.Bytes(), t.Engine)
+	deadline, _ := ctx.Deadline()
+	snap, err := engine.ExtractBytesBefore(page, t.Engine, deadline)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.URL, err)
+		return nil, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
 	}
 	return snap, nil
+}
+
+// readLimited reads r into buf, failing as soon as more than limit bytes arrive; the buffer grows to at
+// most limit+1 bytes (not to the next power of two), so a page over the limit costs no more than that.
+func readLimited(r io.Reader, buf []byte, limit, contentLength int64) ([]byte, error) {
+	if contentLength > limit {
+		return buf, fmt.Errorf("%w (%d bytes announced, limit %d)", ErrBodyTooLarge, contentLength, limit)
+	}
+	if contentLength > 0 && int64(cap(buf)) < contentLength+1 {
+		buf = make([]byte, 0, contentLength+1)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			n := min(int64(max(2*cap(buf), 4096)), limit+1)
+			if int64(cap(buf)) >= n {
+				return buf, fmt.Errorf("%w (limit %d bytes)", ErrBodyTooLarge, limit)
+			}
+			nb := make([]byte, len(buf), n)
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return buf, fmt.Errorf("%w (limit %d bytes)", ErrBodyTooLarge, limit)
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, fmt.Errorf("reading body: %w", err)
+		}
+	}
+}
+
+// clippedError is an error whose text was cut to maxErrText; Unwrap keeps errors.Is working for the
+// sentinels callers test (deadline, body limit) while the long text, and the error holding it, go.
+type clippedError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *clippedError) Error() string { return e.msg }
+func (e *clippedError) Unwrap() error { return e.sentinel }
+
+// clip bounds an error's text, so what a target sent is never kept or served at length.
+func clip(err error) error {
+	msg := err.Error()
+	if len(msg) <= maxErrText {
+		return err
+	}
+	c := &clippedError{msg: strings.ToValidUTF8(msg[:maxErrText], "") + "… (truncated)"}
+	for _, target := range []error{context.DeadlineExceeded, context.Canceled, ErrBodyTooLarge, engine.ErrUnknownEngine, engine.ErrParseTimeout} {
+		if errors.Is(err, target) {
+			c.sentinel = target
+			break
+		}
+	}
+	return c
 }

@@ -2,13 +2,16 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrUnknownEngine is returned when auto-detection finds no metric of a known engine on the page.
@@ -84,21 +87,33 @@ var maxAliases = func() (m [numFields]int) {
 
 // series is one group of samples of an alias that share their labels, replica labels and le aside.
 type series struct {
-	key     string
-	replica string // canonical replica-label values; the lowest rank is kept
-	value   float64
-	sum     float64
-	count   float64
-	hasSum  bool
-	hasCnt  bool
-	buckets []Bucket
+	key      string
+	replica  string // canonical replica-label values; the lowest rank is kept
+	value    float64
+	sum      float64
+	count    float64
+	hasValue bool
+	hasSum   bool
+	hasCnt   bool
+	buckets  []Bucket // in page order; sorted (and repeated bounds resolved) when folded
 }
 
 type aliasAcc struct {
 	seen   bool
 	series []series
-	bad    string // first invalid value seen
+	// index finds a series by key once there are many: a linear search per sample made a page of many
+	// series quadratic.
+	index map[string]int
+	bad   string // first invalid value seen
 }
+
+// Bounds on what one page may make the extractor hold, whatever it says.
+const (
+	// maxBuckets is the most buckets a histogram series may have (engines use a few dozen).
+	maxBuckets = 1024
+	// maxRoleLen bounds SGLang's engine_type value as kept in a Snapshot.
+	maxRoleLen = 64
+)
 
 type extractor struct {
 	tab     table
@@ -157,6 +172,9 @@ func (e *extractor) add(t target, labels []label, v float64) {
 	if t.kind == SGLang {
 		// engine_type is SGLang's P/D role; it is read from the series tokenscale uses.
 		if r := labelValue(labels, "engine_type"); r != "" {
+			if len(r) > maxRoleLen {
+				r = "invalid"
+			}
 			if e.role == "" {
 				e.role = r
 			} else if e.role != r {
@@ -174,17 +192,14 @@ func (e *extractor) add(t target, labels []label, v float64) {
 	}
 
 	key, replica := e.groupKey(labels)
-	var s *series
-	for i := range acc.series {
-		if acc.series[i].key == string(key) {
-			s = &acc.series[i]
-			break
-		}
-	}
+	s := acc.find(key)
 	switch {
 	case s == nil:
 		acc.series = append(acc.series, series{key: string(key), replica: string(replica)})
 		s = &acc.series[len(acc.series)-1]
+		if acc.index != nil {
+			acc.index[s.key] = len(acc.series) - 1
+		}
 	case s.replica == string(replica):
 	default:
 		if c := compareReplica(string(replica), s.replica); c < 0 {
@@ -195,7 +210,14 @@ func (e *extractor) add(t target, labels []label, v float64) {
 	}
 	switch t.part {
 	case partValue:
-		s.value = v
+		if s.hasValue {
+			// Two samples of one series: which is right cannot be known, so the field is unusable.
+			if acc.bad == "" {
+				acc.bad = fmt.Sprintf("%s has a duplicate series {%s}", alias.Name, clipKey(s.key))
+			}
+			return
+		}
+		s.value, s.hasValue = v, true
 	case partSum:
 		s.sum, s.hasSum = v, true
 	case partCount:
@@ -204,30 +226,54 @@ func (e *extractor) add(t target, labels []label, v float64) {
 		le, err := strconv.ParseFloat(labelValue(labels, "le"), 64)
 		if err != nil || math.IsNaN(le) {
 			if acc.bad == "" {
-				acc.bad = fmt.Sprintf("%s_bucket has bad le label %q", alias.Name, labelValue(labels, "le"))
+				acc.bad = fmt.Sprintf("%s_bucket has bad le label %q", alias.Name, clipS(labelValue(labels, "le")))
 			}
 			return
 		}
-		for i := range s.buckets {
-			if s.buckets[i].UpperBound == le {
-				s.buckets[i].Count = v
-				return
+		if len(s.buckets) >= maxBuckets {
+			if acc.bad == "" {
+				acc.bad = fmt.Sprintf("%s has more than %d buckets", alias.Name, maxBuckets)
 			}
+			return
 		}
+		// A repeated bound is resolved when folding (the last one wins, as in expfmt).
 		s.buckets = append(s.buckets, Bucket{UpperBound: le, Count: v})
 	}
+}
+
+// find returns the series with key, or nil; past a few series it keeps an index.
+func (acc *aliasAcc) find(key []byte) *series {
+	if acc.index != nil {
+		if i, ok := acc.index[string(key)]; ok {
+			return &acc.series[i]
+		}
+		return nil
+	}
+	for i := range acc.series {
+		if acc.series[i].key == string(key) {
+			return &acc.series[i]
+		}
+	}
+	if len(acc.series) >= 8 {
+		acc.index = make(map[string]int, 2*len(acc.series))
+		for i := range acc.series {
+			acc.index[acc.series[i].key] = i
+		}
+	}
+	return nil
+}
+
+// clipKey renders a series key (name=value\x00...) shortly for a message.
+func clipKey(k string) string {
+	return clipS(strings.ReplaceAll(strings.TrimSuffix(k, "\x00"), "\x00", ","))
 }
 
 // groupKey renders the labels that distinguish summed series, and separately the replica labels, into
 // the extractor's buffers; they stay valid until the next call.
 func (e *extractor) groupKey(labels []label) (key, replica []byte) {
-	// Insertion sort: a sample has a handful of labels, and sort.Slice would allocate per sample.
+	// slices.SortFunc does not allocate, and stays n log n on a hostile line with many labels.
 	ls := append(e.scratch[:0], labels...)
-	for i := 1; i < len(ls); i++ {
-		for j := i; j > 0 && ls[j].name < ls[j-1].name; j-- {
-			ls[j], ls[j-1] = ls[j-1], ls[j]
-		}
-	}
+	slices.SortFunc(ls, func(a, b label) int { return strings.Compare(a.name, b.name) })
 	e.scratch = ls
 	key, replica = e.keyBuf[:0], e.replBuf[:0]
 	for _, l := range ls {
@@ -411,7 +457,7 @@ func foldHist(ss []series) (Histogram, error) {
 		h.HasSum = h.HasSum && s.hasSum
 		h.Sum += s.sum
 		h.Count += s.count
-		sort.Slice(s.buckets, func(a, b int) bool { return s.buckets[a].UpperBound < s.buckets[b].UpperBound })
+		s.buckets = sortBuckets(s.buckets)
 		if i == 0 {
 			h.Buckets = append([]Bucket(nil), s.buckets...)
 			continue
@@ -440,6 +486,19 @@ func foldHist(ss []series) (Histogram, error) {
 	return h, nil
 }
 
+// sortBuckets orders buckets by bound; of repeated bounds the last on the page wins, as in expfmt.
+func sortBuckets(bs []Bucket) []Bucket {
+	slices.SortStableFunc(bs, func(a, b Bucket) int { return cmp.Compare(a.UpperBound, b.UpperBound) })
+	out := bs[:0]
+	for i, b := range bs {
+		if i+1 < len(bs) && bs[i+1].UpperBound == b.UpperBound {
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
 // Extract reads one /metrics page and returns what tokenscale needs from it. kind may be Auto.
 // A page that is not valid text exposition is an error; a valid page missing some metrics is not
 // (see Snapshot.Err and Snapshot.Problems).
@@ -453,8 +512,14 @@ func Extract(r io.Reader, kind Kind) (*Snapshot, error) {
 
 // ExtractBytes is Extract for a page already in memory (the collector's pooled buffers).
 func ExtractBytes(page []byte, kind Kind) (*Snapshot, error) {
+	return ExtractBytesBefore(page, kind, time.Time{})
+}
+
+// ExtractBytesBefore is ExtractBytes that abandons the page with ErrParseTimeout at deadline (zero:
+// none): parsing counts against the pod's scrape budget.
+func ExtractBytesBefore(page []byte, kind Kind, deadline time.Time) (*Snapshot, error) {
 	e := newExtractor(kind)
-	if err := parseBytes(page, e); err != nil {
+	if err := parseBytesBefore(page, e, deadline); err != nil {
 		return nil, err
 	}
 	return e.finish()

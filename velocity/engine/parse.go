@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // parseText is the parser Extract uses: the fast scanner, or expfmt for syntax the scanner leaves to it.
@@ -19,9 +20,19 @@ func parseText(r io.Reader, sink sampleSink) error {
 	return parseBytes(buf, sink)
 }
 
-func parseBytes(buf []byte, sink sampleSink) error {
-	err := scan(buf, sink)
+func parseBytes(buf []byte, sink sampleSink) error { return parseBytesBefore(buf, sink, time.Time{}) }
+
+// ErrParseTimeout is a page whose parsing would outlast the scrape's budget; it is abandoned.
+var ErrParseTimeout = errors.New("parsing the page took longer than the scrape's budget")
+
+// parseBytesBefore is parseBytes that gives up at deadline (zero: none), so a huge page costs at most
+// its pod's scrape budget.
+func parseBytesBefore(buf []byte, sink sampleSink, deadline time.Time) error {
+	err := scan(buf, sink, deadline)
 	if errors.Is(err, errFallback) {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return fmt.Errorf("%w (%d bytes)", ErrParseTimeout, len(buf))
+		}
 		sink.reset()
 		return parseExpfmt(bytes.NewReader(buf), sink)
 	}
@@ -47,7 +58,7 @@ var errFallback = errors.New("fall back to expfmt")
 // faster than building every family with expfmt (see BenchmarkExtract). On the lines it reads it is as
 // strict as expfmt; lines it skips are not validated. FuzzScanMatchesExpfmt checks that on every page
 // expfmt accepts, both give the same Snapshot.
-func scan(buf []byte, sink sampleSink) error {
+func scan(buf []byte, sink sampleSink, deadline time.Time) error {
 	var (
 		labels []label
 		strs   = getInterner()   // label names, values and sample names repeat across a page's lines
@@ -61,6 +72,9 @@ func scan(buf []byte, sink sampleSink) error {
 	defer putInterner(strs)
 	for len(buf) > 0 {
 		lineNo++
+		if lineNo&1023 == 0 && !deadline.IsZero() && time.Now().After(deadline) {
+			return fmt.Errorf("%w (abandoned at line %d)", ErrParseTimeout, lineNo)
+		}
 		var ln []byte
 		complete := true
 		if nl := bytes.IndexByte(buf, '\n'); nl >= 0 {
@@ -175,7 +189,7 @@ func scan(buf []byte, sink sampleSink) error {
 			}
 		}
 		if k = skipBlank(ln, k); k == len(ln) {
-			return fmt.Errorf("parsing metrics text: line %d: missing value for %s", lineNo, name)
+			return fmt.Errorf("parsing metrics text: line %d: missing value for %s", lineNo, clip(name))
 		}
 		v0 := k
 		for k < len(ln) && ln[k] != ' ' && ln[k] != '\t' {
@@ -183,7 +197,7 @@ func scan(buf []byte, sink sampleSink) error {
 		}
 		v, err := parseValue(ln[v0:k])
 		if err != nil {
-			return fmt.Errorf("parsing metrics text: line %d: expected float as value, got %q", lineNo, ln[v0:k])
+			return fmt.Errorf("parsing metrics text: line %d: expected float as value, got %q", lineNo, clip(ln[v0:k]))
 		}
 		if k = skipBlank(ln, k); k < len(ln) {
 			t0 := k
@@ -191,10 +205,10 @@ func scan(buf []byte, sink sampleSink) error {
 				k++
 			}
 			if _, err := strconv.ParseInt(string(ln[t0:k]), 10, 64); err != nil {
-				return fmt.Errorf("parsing metrics text: line %d: expected integer as timestamp, got %q", lineNo, ln[t0:k])
+				return fmt.Errorf("parsing metrics text: line %d: expected integer as timestamp, got %q", lineNo, clip(ln[t0:k]))
 			}
 			if k = skipBlank(ln, k); k < len(ln) {
-				return fmt.Errorf("parsing metrics text: line %d: spurious string after timestamp: %q", lineNo, ln[k:])
+				return fmt.Errorf("parsing metrics text: line %d: spurious string after timestamp: %q", lineNo, clip(ln[k:]))
 			}
 		}
 		if histBase && bytes.HasSuffix(name, []byte("_bucket")) {
@@ -271,6 +285,7 @@ func splitSuffixBytes(name []byte) ([]byte, bool) {
 // comparing is cheaper than hashing.
 type interner struct {
 	m     map[string]string
+	bytes int // total length of the strings in m
 	slots [16]struct {
 		b []byte
 		s string
@@ -281,13 +296,20 @@ type interner struct {
 // same engines finds its names and values already there.
 var interners = sync.Pool{New: func() any { return &interner{m: map[string]string{}} }}
 
-// maxInterned bounds what an interner keeps between pages, in case some label's values never repeat.
-const maxInterned = 4096
+// maxInterned and maxInternedBytes bound what an interner keeps between pages, in case some label's
+// values never repeat or are huge; strings longer than maxInternLen are not interned at all (a real
+// engine's label values are short, and a long one would pin its bytes in the pool).
+const (
+	maxInterned      = 4096
+	maxInternedBytes = 256 << 10
+	maxInternLen     = 256
+)
 
 func getInterner() *interner {
 	in := interners.Get().(*interner)
-	if len(in.m) > maxInterned {
+	if len(in.m) > maxInterned || in.bytes > maxInternedBytes {
 		clear(in.m)
+		in.bytes = 0
 	}
 	return in
 }
@@ -319,7 +341,11 @@ func (in *interner) get(b []byte) string {
 		return s
 	}
 	s := string(b)
+	if len(s) > maxInternLen || in.bytes+len(s) > maxInternedBytes {
+		return s
+	}
 	in.m[s] = s
+	in.bytes += len(s)
 	return s
 }
 
@@ -335,6 +361,7 @@ func splitSuffix(name string) (string, bool) {
 
 // scanLabels reads name="value" pairs up to the closing brace; i is just past '{'.
 func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, error) {
+	var seen map[string]struct{} // label names of a line with very many labels
 	for {
 		i = skipBlank(ln, i)
 		if i >= len(ln) {
@@ -356,11 +383,11 @@ func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, er
 		lname := strs.at(1+2*len(dst), ln[n0:i])
 		i = skipBlank(ln, i)
 		if i >= len(ln) || ln[i] != '=' {
-			return dst, i, fmt.Errorf("expected '=' after label name %q", lname)
+			return dst, i, fmt.Errorf("expected '=' after label name %q", clipS(lname))
 		}
 		i = skipBlank(ln, i+1)
 		if i >= len(ln) || ln[i] != '"' {
-			return dst, i, fmt.Errorf("expected '\"' to start value of label %q", lname)
+			return dst, i, fmt.Errorf("expected '\"' to start value of label %q", clipS(lname))
 		}
 		i++
 		var val []byte
@@ -368,7 +395,7 @@ func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, er
 		escaped := false
 		for {
 			if i >= len(ln) {
-				return dst, i, fmt.Errorf("unterminated value of label %q", lname)
+				return dst, i, fmt.Errorf("unterminated value of label %q", clipS(lname))
 			}
 			c := ln[i]
 			if c == '"' {
@@ -381,7 +408,7 @@ func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, er
 				}
 				i++
 				if i >= len(ln) {
-					return dst, i, fmt.Errorf("unterminated value of label %q", lname)
+					return dst, i, fmt.Errorf("unterminated value of label %q", clipS(lname))
 				}
 				switch ln[i] {
 				case '\\':
@@ -391,7 +418,7 @@ func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, er
 				case 'n':
 					val = append(val, '\n')
 				default:
-					return dst, i, fmt.Errorf("invalid escape sequence '\\%c' in label %q", ln[i], lname)
+					return dst, i, fmt.Errorf("invalid escape sequence '\\%c' in label %q", ln[i], clipS(lname))
 				}
 				i++
 				continue
@@ -408,11 +435,9 @@ func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, er
 			lv = strs.at(2+2*len(dst), ln[v0:i])
 		}
 		i = skipBlank(ln, i+1)
-		for _, l := range dst {
-			if l.name == lname {
-				// Usually an error, but expfmt lets a histogram's second le override the first: its rules apply.
-				return dst, i, errFallback
-			}
+		if hasLabel(dst, lname, &seen) {
+			// Usually an error, but expfmt lets a histogram's second le override the first: its rules apply.
+			return dst, i, errFallback
 		}
 		dst = append(dst, label{lname, lv})
 		if i < len(ln) && ln[i] == ',' {
@@ -422,21 +447,47 @@ func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, er
 		if i < len(ln) && ln[i] == '}' {
 			return dst, i + 1, nil
 		}
-		return dst, i, fmt.Errorf("expected ',' or '}' after value of label %q", lname)
+		return dst, i, fmt.Errorf("expected ',' or '}' after value of label %q", clipS(lname))
 	}
+}
+
+// hasLabel reports whether labels has name. A real sample has a handful of labels, checked pairwise;
+// past 64 a set built for the line is used, so a hostile line cannot make parsing quadratic.
+func hasLabel(labels []label, name string, seen *map[string]struct{}) bool {
+	if len(labels) < 64 {
+		for _, l := range labels {
+			if l.name == name {
+				return true
+			}
+		}
+		return false
+	}
+	if *seen == nil {
+		*seen = make(map[string]struct{}, 2*len(labels))
+		for _, l := range labels {
+			(*seen)[l.name] = struct{}{}
+		}
+	}
+	if _, ok := (*seen)[name]; ok {
+		return true
+	}
+	(*seen)[name] = struct{}{}
+	return false
 }
 
 func isMetricNameByte(c byte, first bool) bool {
 	return c == ':' || isLabelNameByte(c, first)
 }
 
-// clip shortens a line for an error message.
+// clip shortens a piece of a line for an error message: the page is the target's to choose.
 func clip(b []byte) []byte {
 	if len(b) > 40 {
 		return b[:40]
 	}
 	return b
 }
+
+func clipS(s string) string { return string(clip([]byte(s))) }
 
 func isLabelNameByte(c byte, first bool) bool {
 	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || !first && c >= '0' && c <= '9'

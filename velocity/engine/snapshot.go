@@ -101,6 +101,12 @@ func (s *Snapshot) Err() error {
 			names[i] += " (" + a.String() + ")"
 			break
 		}
+		for _, p := range s.Problems {
+			if p.Field == f {
+				names[i] += ": " + p.Msg // present but unusable: say why
+				break
+			}
+		}
 	}
 	return fmt.Errorf("%s page lacks required metrics: %s", s.Engine, strings.Join(names, ", "))
 }

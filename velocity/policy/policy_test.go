@@ -22,6 +22,8 @@ type rig struct {
 	cfg     *config.Config
 	ctrl    *Controller
 	engines map[string][]*fakeengine.Engine
+	// mangle, when set, may change each scraped snapshot before it is recorded (hostile pages).
+	mangle func(pool string, i int, snap *engine.Snapshot)
 }
 
 func newRig(t *testing.T, prefillPods, decodePods int) *rig {
@@ -59,7 +61,16 @@ func (r *rig) tick() (PoolStatus, PoolStatus, Decision) {
 			if err != nil {
 				r.t.Fatal(err)
 			}
-			r.st.Record(store.PodKey{Namespace: "ns", Name: fmt.Sprintf("%s-%d", pool, i)}, r.now, snap)
+			if r.mangle != nil {
+				r.mangle(pool, i, snap)
+			}
+			key := store.PodKey{Namespace: "ns", Name: fmt.Sprintf("%s-%d", pool, i)}
+			for j := range r.cfg.Pools {
+				if r.cfg.Pools[j].Name == pool {
+					r.st.SetRateLimit(key, RateLimit(&r.cfg.Pools[j]))
+				}
+			}
+			r.st.Record(key, r.now, snap)
 		}
 	}
 	pools := map[string]PoolStatus{}

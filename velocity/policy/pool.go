@@ -66,15 +66,56 @@ func perPod(p *config.Pool, cal float64) float64 {
 	}
 }
 
+// PlausibleFactor bounds a pod's token rate at this many times its pool's profiled per-pod velocity
+// (docs/metrics.md): calibration moves V by at most 2x, so 10x leaves room for a wrong profile and still
+// catches a glitched counter before it sizes the pool.
+const PlausibleFactor = 10
+
+// RateLimit is the highest token rate a pod of p can plausibly reach, for store.SetRateLimit; 0 when
+// the profile gives no velocity (the store's absolute cap applies).
+func RateLimit(p *config.Pool) float64 {
+	return PlausibleFactor * max(p.Profile.PrefillTPS, p.Profile.DecodeTPS, p.Profile.KVTransferTPS)
+}
+
+// plausible says why a pod's numbers cannot be used for the pool, or nil. limit is the pool's rate limit
+// from its profile or calibration (0: none).
+func plausible(v *store.Velocity, limit float64) error {
+	for _, x := range [...]float64{v.PrefillTPS, v.ComputedPrefillTPS, v.DecodeTPS, v.WindowPrefillTPS, v.WindowDecodeTPS,
+		v.QueuedTokens, v.MeanPromptTokens, v.MeanOutputTokens} {
+		if !(x >= 0 && x <= math.MaxFloat64) {
+			return fmt.Errorf("%s: %w: a rate or count is %v", v.Pod, store.ErrImplausible, x)
+		}
+	}
+	for _, x := range [...]float64{v.QueueGrowthTPS, v.OwedOutputGrowthTPS, v.WindowQueueGrowthTPS, v.WindowOwedOutputGrowthTPS} {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("%s: %w: a queue growth is %v", v.Pod, store.ErrImplausible, x)
+		}
+	}
+	if limit > 0 {
+		for _, x := range [...]float64{v.PrefillTPS, v.DecodeTPS, v.WindowPrefillTPS, v.WindowDecodeTPS} {
+			if x > limit {
+				return fmt.Errorf("%s: %w: %.4g tokens/s is above %d times the pool's per-pod velocity (%g)", v.Pod, store.ErrImplausible, x, PlausibleFactor, limit)
+			}
+		}
+	}
+	return nil
+}
+
 // Aggregate computes a pool's status from its pods' store results. calibrated overrides the profile's
 // per-pod velocity when > 0. horizon is the backpressure look-ahead.
 func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon time.Duration) (PoolStatus, error) {
 	st := PoolStatus{Name: p.Name, Role: p.Role, Pods: len(pods), SLOMissFraction: -1}
 	var missW, missN float64
 	var meanPrompt float64
+	limit := max(RateLimit(p), PlausibleFactor*calibrated)
 	for _, r := range pods {
 		if r.Err != nil {
 			st.Errors = append(st.Errors, r.Err)
+			continue
+		}
+		if err := plausible(&r.Velocity, limit); err != nil {
+			// One pod's glitch must not size the pool: it counts as a pod of unknown velocity.
+			st.Errors = append(st.Errors, err)
 			continue
 		}
 		st.Known++

@@ -65,7 +65,8 @@ func Assign(c *config.Config, pods []Pod) *Members {
 			m.Pool[p.Key] = pk
 			m.Labels[p.Key] = p.Labels
 			m.Targets = append(m.Targets, collector.Target{
-				Pod: p.Key, Pool: pl.Name, Engine: kind,
+				// The pool's plausible rate lets the store reject a glitched sample before it becomes a rate.
+				Pod: p.Key, Pool: pl.Name, Engine: kind, MaxTPS: policy.RateLimit(pl),
 				URL: pl.Scheme + "://" + hostPort(p.IP, pl.Port) + pl.Path,
 			})
 			break

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,23 @@ var (
 	ErrNotFound  = errors.New("pod not tracked")
 	ErrWarmingUp = errors.New("warming up: a rate needs two scrapes")
 	ErrStale     = errors.New("stale: no successful scrape within the staleness bound")
+	// ErrImplausible marks a sample no engine could produce (a rate above the pod's limit, a gauge or
+	// counter out of range): that interval is unknown for the pod and its state is left as it was.
+	ErrImplausible = errors.New("implausible sample")
+)
+
+// Bounds on what a sample may say; beyond them it is a glitch or a hostile page, not an engine.
+const (
+	// maxCounter is 2^53: above it a float64 no longer counts by one, so token increments vanish and a
+	// rate would read as 0.
+	maxCounter = 1 << 53
+	// maxMeanTokens bounds the learned mean prompt and output lengths (10M tokens, beyond any context).
+	maxMeanTokens = 1e7
+	// glitchRebase is how many implausible intervals in a row, from one base, make the store take the
+	// new level as a reset: a counter that really jumped (and stays) is then followed again.
+	glitchRebase = 3
+	// maxErrText bounds the text of a scrape error kept per pod: a target's error can be any size.
+	maxErrText = 512
 )
 
 // PodKey names a pod.
@@ -43,6 +61,12 @@ type Options struct {
 	// DefaultOutputTokens sizes a decoder's queued request until its mean output length is observed.
 	// Default 256.
 	DefaultOutputTokens float64
+	// MaxTokensPerSecond is the absolute cap on a pod's token rate over one interval; a sample implying
+	// more is a glitch (ErrImplausible). Default 1e7, about 50x the fastest single engine's prefill.
+	// SetRateLimit tightens it per pod from the pool's profile.
+	MaxTokensPerSecond float64
+	// MaxRequests caps the waiting and running request gauges. Default 1e6.
+	MaxRequests float64
 }
 
 func (o Options) withDefaults() Options {
@@ -63,6 +87,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DefaultOutputTokens <= 0 {
 		o.DefaultOutputTokens = 256
+	}
+	if !(o.MaxTokensPerSecond > 0) || o.MaxTokensPerSecond > 1e12 {
+		o.MaxTokensPerSecond = 1e7
+	}
+	if !(o.MaxRequests > 0) || o.MaxRequests > 1e9 {
+		o.MaxRequests = 1e6
 	}
 	return o
 }
@@ -111,6 +141,14 @@ type podState struct {
 	rates        int // rate updates so far
 	lastErr      error
 	lastErrT     time.Time
+	// glitch is the last sample's reason to be rejected (nil when it was accepted); glitches counts
+	// rejections in a row.
+	glitch   error
+	glitches int
+	// held is shown until the next computed rate: the engine changed, or counters reset twice in a row.
+	held     error
+	resetRun int     // intervals in a row that were counter resets
+	limit    float64 // the pod's own rate limit (0: the absolute cap)
 }
 
 // Store holds per-pod state. It is safe for concurrent use.
@@ -132,7 +170,8 @@ func New(opts Options, now func() time.Time) *Store {
 // Options returns the store's options with defaults applied.
 func (s *Store) Options() Options { return s.opts }
 
-// Record adds a successful scrape of pod taken at t.
+// Record adds a successful scrape of pod taken at t. A sample that no engine could produce is not
+// kept: the pod reads as ErrImplausible until a sane sample, measured from the last good one, arrives.
 func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -140,11 +179,110 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	if st.last != nil && !t.After(st.lastT) {
 		return // out of order or duplicate
 	}
+	if st.last != nil && snap.Engine != st.last.Engine {
+		// Rates across two engines' counters mean nothing, and treating the change as a reset would
+		// serve the held rate as fresh for as long as the engine keeps changing.
+		err := fmt.Errorf("engine changed from %s to %s between scrapes", st.last.Engine, snap.Engine)
+		*st = podState{v: Velocity{Pod: pod, Resets: st.v.Resets + 1}, limit: st.limit, held: err}
+	}
+	err := s.checkSnapshot(snap)
+	rebase := false
+	if err == nil {
+		if err = s.checkInterval(st, t, snap); err != nil {
+			rebase = st.glitches+1 >= glitchRebase
+		}
+	}
+	if err != nil && !rebase {
+		st.glitch, st.lastErr, st.lastErrT = err, err, t
+		st.glitches++
+		return
+	}
+	st.glitch, st.glitches = nil, 0
 	st.prev, st.prevT = st.last, st.lastT
 	st.last, st.lastT = snap, t
 	st.lastSnapErr = snap.Err()
 	st.lastErr = nil
+	if rebase {
+		// The new level persisted: take it as a reset (rates held, latency window restarted).
+		st.v.Resets++
+		st.anchor, st.anchorT = snap, t
+		s.gauges(st)
+		return
+	}
 	s.update(st)
+}
+
+// SetRateLimit sets the highest token rate pod can plausibly reach (tokens/s), e.g. k times its pool's
+// profiled capacity; 0 or a value above the store's cap leaves the absolute cap.
+func (s *Store) SetRateLimit(pod PodKey, tps float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.podLocked(pod).limit = tps
+}
+
+// limitOf is the rate limit for a pod.
+func (s *Store) limitOf(st *podState) float64 {
+	if st.limit > 0 && st.limit < s.opts.MaxTokensPerSecond {
+		return st.limit
+	}
+	return s.opts.MaxTokensPerSecond
+}
+
+// checkSnapshot rejects values out of any engine's range, whatever came before.
+func (s *Store) checkSnapshot(snap *engine.Snapshot) error {
+	for _, f := range [...]engine.Field{engine.PromptTokens, engine.GenerationTokens, engine.PrefixCacheHits, engine.RequestsFinished} {
+		if x, ok := snap.Scalar(f); ok && !(x.Value >= 0 && x.Value <= maxCounter) {
+			return fmt.Errorf("%w: counter %s is %g, outside 0..2^53 where a float64 still counts", ErrImplausible, f, x.Value)
+		}
+	}
+	for _, f := range [...]engine.Field{engine.RequestsWaiting, engine.RequestsRunning} {
+		if x, ok := snap.Scalar(f); ok && !(x.Value >= 0 && x.Value <= s.opts.MaxRequests) {
+			return fmt.Errorf("%w: gauge %s is %g, outside 0..%g", ErrImplausible, f, x.Value, s.opts.MaxRequests)
+		}
+	}
+	if x, ok := snap.Scalar(engine.KVCacheUsage); ok && !(x.Value >= 0 && x.Value <= 1.0001) {
+		return fmt.Errorf("%w: gauge %s is %g, outside 0..1", ErrImplausible, engine.KVCacheUsage, x.Value)
+	}
+	for _, f := range [...]engine.Field{engine.TTFT, engine.ITL} {
+		h, ok := snap.Hist(f)
+		if !ok {
+			continue
+		}
+		if !(h.Count >= 0 && h.Count <= maxCounter) || !(math.Abs(h.Sum) <= math.MaxFloat64) {
+			return fmt.Errorf("%w: histogram %s has count %g, sum %g", ErrImplausible, f, h.Count, h.Sum)
+		}
+		for _, b := range h.Buckets {
+			if !(b.Count >= 0 && b.Count <= maxCounter) {
+				return fmt.Errorf("%w: histogram %s has a bucket count of %g", ErrImplausible, f, b.Count)
+			}
+		}
+	}
+	return nil
+}
+
+// checkInterval rejects a sample whose rates since the last good one exceed the pod's limit.
+func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) error {
+	if st.last == nil {
+		return nil
+	}
+	dt := t.Sub(st.lastT).Seconds()
+	limit := s.limitOf(st)
+	for _, f := range [...]engine.Field{engine.PromptTokens, engine.GenerationTokens} {
+		if d, ok, _ := delta(st.last, snap, f); ok && d/dt > limit {
+			return fmt.Errorf("%w: %s rose by %g in %s (%.4g/s, above the pod's limit of %g/s)",
+				ErrImplausible, f, d, time.Duration(dt*float64(time.Second)), d/dt, limit)
+		}
+	}
+	a, okA := st.last.Scalar(engine.RequestsWaiting)
+	b, okB := snap.Scalar(engine.RequestsWaiting)
+	if okA && okB {
+		growth := math.Abs(b.Value-a.Value) * max(st.v.MeanPromptTokens, st.v.MeanOutputTokens, s.opts.DefaultPromptTokens) / dt
+		if growth > s.opts.MaxTokensPerSecond {
+			return fmt.Errorf("%w: %s went from %g to %g in %s (%.4g queued tokens/s, above %g/s)",
+				ErrImplausible, engine.RequestsWaiting, a.Value, b.Value, time.Duration(dt*float64(time.Second)), growth, s.opts.MaxTokensPerSecond)
+		}
+	}
+	return nil
 }
 
 // RecordError notes a failed scrape; the pod keeps its last values until they go stale.
@@ -152,7 +290,24 @@ func (s *Store) RecordError(pod PodKey, t time.Time, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.podLocked(pod)
-	st.lastErr, st.lastErrT = err, t
+	st.lastErr, st.lastErrT = clipErr(err), t
+}
+
+// clippedError keeps a bounded prefix of an error's text (and drops the error, which may hold more).
+type clippedError string
+
+func (e clippedError) Error() string { return string(e) }
+
+// clipErr bounds the text kept for err, so a target's huge error message is not held per pod.
+func clipErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if len(msg) <= maxErrText {
+		return err
+	}
+	return clippedError(strings.ToValidUTF8(msg[:maxErrText], "") + "… (truncated)")
 }
 
 // podLocked returns pod's state, creating it; s.mu must be held for writing.
@@ -247,6 +402,9 @@ func (s *Store) List(match func(PodKey) bool) []Result {
 func (s *Store) state(st *podState) error {
 	pod := st.v.Pod
 	if st.last == nil {
+		if st.held != nil {
+			return fmt.Errorf("%s: %w", pod, st.held)
+		}
 		if st.lastErr != nil {
 			return fmt.Errorf("%s: scrape failed: %w", pod, st.lastErr)
 		}
@@ -258,6 +416,12 @@ func (s *Store) state(st *podState) error {
 		}
 		return fmt.Errorf("%s: %w (last good scrape %s ago)", pod, ErrStale, age.Round(time.Millisecond))
 	}
+	if st.glitch != nil {
+		return fmt.Errorf("%s: %w", pod, st.glitch)
+	}
+	if st.held != nil {
+		return fmt.Errorf("%s: %w", pod, st.held)
+	}
 	if err := st.lastSnapErr; err != nil {
 		return fmt.Errorf("%s: %w", pod, err)
 	}
@@ -267,8 +431,8 @@ func (s *Store) state(st *podState) error {
 	return nil
 }
 
-// update recomputes a pod's velocity after a new snapshot.
-func (s *Store) update(st *podState) {
+// gauges copies the latest snapshot's gauges into the pod's velocity.
+func (s *Store) gauges(st *podState) {
 	cur := st.last
 	v := &st.v
 	v.Time, v.Engine, v.EngineRole = st.lastT, cur.Engine, cur.EngineRole
@@ -285,15 +449,21 @@ func (s *Store) update(st *podState) {
 	if v.MeanOutputTokens == 0 {
 		v.MeanOutputTokens = s.opts.DefaultOutputTokens
 	}
+	v.QueuedTokens = v.Waiting * v.MeanPromptTokens
+}
+
+// update recomputes a pod's velocity after a new snapshot.
+func (s *Store) update(st *podState) {
+	cur := st.last
+	v := &st.v
 	prevQueued, prevWaiting := v.QueuedTokens, v.Waiting
+	s.gauges(st)
 	if st.prev != nil {
 		if w, ok := st.prev.Scalar(engine.RequestsWaiting); ok {
 			prevWaiting = w.Value
 		}
 	}
 	meanOut := v.MeanOutputTokens // one length for both ends, so learning it is not read as queue growth
-	v.QueuedTokens = v.Waiting * v.MeanPromptTokens
-
 	if st.prev == nil {
 		st.anchor, st.anchorT = cur, st.lastT
 		return
@@ -308,17 +478,23 @@ func (s *Store) update(st *podState) {
 		// fed a negative or a spike, and the latency window restarts.
 		v.Resets++
 		st.anchor, st.anchorT = cur, st.lastT
+		st.resetRun++
+		if st.resetRun >= 2 {
+			// Held once is a restart; held again and again would serve an old rate as fresh.
+			st.held = fmt.Errorf("counters reset on %d scrapes in a row: no rate", st.resetRun)
+		}
 		return
 	}
+	st.resetRun = 0
 	if !okP || !okG {
 		return
 	}
 	if okD && done >= 1 && prompt > 0 {
 		// Learn the pod's mean prompt length (prefill pods finish a request per prefill).
-		v.MeanPromptTokens = smooth(v.MeanPromptTokens, prompt/done, dt, s.opts.FallTau, s.opts.FallTau)
+		v.MeanPromptTokens = min(maxMeanTokens, smooth(v.MeanPromptTokens, prompt/done, dt, s.opts.FallTau, s.opts.FallTau))
 	}
 	if okD && done >= 1 && gen > 0 {
-		v.MeanOutputTokens = smooth(v.MeanOutputTokens, gen/done, dt, s.opts.FallTau, s.opts.FallTau)
+		v.MeanOutputTokens = min(maxMeanTokens, smooth(v.MeanOutputTokens, gen/done, dt, s.opts.FallTau, s.opts.FallTau))
 	}
 	computed := prompt
 	if okH && hits <= prompt {
@@ -339,6 +515,7 @@ func (s *Store) update(st *podState) {
 		v.QueueGrowthTPS = smooth(v.QueueGrowthTPS, growth, dt, s.opts.RiseTau, s.opts.RiseTau)
 	}
 	st.rates++
+	st.held = nil
 
 	s.window(st, meanOut)
 	// Latency histograms over a window of LatencyWindow..2xLatencyWindow.

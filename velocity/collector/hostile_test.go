@@ -1,0 +1,144 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
+	"github.com/tokenscale/tokenscale/velocity/engine"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// A redirect is an error naming the pod and the status: the scraper never asks another host, and never
+// shows what a target sent.
+func TestScrapeFollowsNoRedirect(t *testing.T) {
+	var hit atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hit.Add(1)
+		fmt.Fprint(w, "SECRET-INTERNAL-PAGE")
+	}))
+	defer elsewhere.Close()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			t.Errorf("scraper sent %s", r.Method)
+		}
+		w.Header().Set("Location", elsewhere.URL)
+		w.WriteHeader(http.StatusFound)
+		fmt.Fprint(w, "REDIRECT-BODY")
+	}))
+	defer redirect.Close()
+	st := store.New(store.Options{}, nil)
+	pod := store.PodKey{Namespace: "ns", Name: "redirector"}
+	s := NewScraper(Options{}, st, func() []Target { return []Target{{Pod: pod, URL: redirect.URL}} }, nil)
+	s.ScrapeOnce(context.Background())
+	_, err := st.Get(pod)
+	if err == nil || !strings.Contains(err.Error(), "302") || !strings.Contains(err.Error(), "ns/redirector") {
+		t.Fatalf("err = %v, want one naming the pod and HTTP 302", err)
+	}
+	if strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), "REDIRECT-BODY") {
+		t.Fatalf("err echoes a body: %v", err)
+	}
+	if hit.Load() != 0 {
+		t.Fatalf("the redirect was followed (%d requests elsewhere)", hit.Load())
+	}
+}
+
+// A huge malformed value is rejected with a short error, not one holding the value.
+func TestScrapeErrorTextIsShort(t *testing.T) {
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "vllm:prompt_tokens_total ")
+		fmt.Fprint(w, strings.Repeat("9x", 1<<20))
+		fmt.Fprint(w, "\n")
+	}))
+	defer bad.Close()
+	st := store.New(store.Options{}, nil)
+	pod := store.PodKey{Namespace: "ns", Name: "bad"}
+	s := NewScraper(Options{}, st, func() []Target { return []Target{{Pod: pod, URL: bad.URL}} }, nil)
+	s.ScrapeOnce(context.Background())
+	_, err := st.Get(pod)
+	if err == nil || len(err.Error()) > 1024 {
+		t.Fatalf("error is %d bytes, want an error of at most 1 KiB", len(fmt.Sprint(err)))
+	}
+}
+
+// Pooled buffers do not keep the largest page ever seen.
+func TestOversizedBuffersAreNotPooled(t *testing.T) {
+	s := NewScraper(Options{}, store.New(store.Options{}, nil), func() []Target { return nil }, nil)
+	b := s.getBuf()
+	*b = append((*b)[:0], make([]byte, 3<<20)...)
+	s.putBuf(b)
+	for i := 0; i < 10; i++ {
+		if c := cap(*s.getBuf()); c > maxPooledBuf {
+			t.Fatalf("pool handed out a %d-byte buffer, want at most %d", c, maxPooledBuf)
+		}
+	}
+}
+
+// Pods that timed out come last in the next round, so that slow pods cannot hold the concurrency slots
+// while healthy pods wait: the healthy pod is recorded before any slow pod's timeout. The order of
+// outcomes is checked, not their times, so machine load cannot fail the test.
+func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
+	e := fakeengine.New(fakeengine.Config{})
+	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
+	good := httptest.NewServer(e)
+	defer good.Close()
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	var targets []Target
+	for i := 0; i < 4; i++ {
+		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: fmt.Sprint("slow", i)}, URL: slow.URL})
+	}
+	healthy := store.PodKey{Namespace: "ns", Name: "healthy"}
+	targets = append(targets, Target{Pod: healthy, URL: good.URL, Engine: engine.VLLM})
+	st := store.New(store.Options{}, nil)
+	var mu sync.Mutex
+	var order []string
+	rec := recorderFunc{st, func(k store.PodKey, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, fmt.Sprintf("%s %v", k.Name, err != nil))
+	}}
+	s := NewScraper(Options{Concurrency: 2, Timeout: time.Second}, rec, func() []Target { return targets }, nil)
+	s.ScrapeOnce(context.Background()) // learns which pods are slow
+	for i := 0; i < 2; i++ {
+		e.Advance(time.Second)
+		mu.Lock()
+		order = nil
+		mu.Unlock()
+		s.ScrapeOnce(context.Background())
+		mu.Lock()
+		if len(order) == 0 || order[0] != "healthy false" {
+			t.Fatalf("round %d: outcomes in order %v, want the healthy pod first", i, order)
+		}
+		mu.Unlock()
+	}
+}
+
+type recorderFunc struct {
+	*store.Store
+	on func(store.PodKey, error)
+}
+
+func (r recorderFunc) Record(k store.PodKey, t time.Time, s *engine.Snapshot) {
+	r.Store.Record(k, t, s)
+	r.on(k, nil)
+}
+
+func (r recorderFunc) RecordError(k store.PodKey, t time.Time, err error) {
+	r.Store.RecordError(k, t, err)
+	r.on(k, err)
+}

@@ -1,0 +1,104 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A counter or gauge series repeated on a page is an error for its field, with the reason, not "the last
+// one wins". (A histogram's repeated bucket bound keeps expfmt's rule, the last wins, which the
+// differential fuzz test holds the scanner to.)
+func TestDuplicateSeriesIsAnError(t *testing.T) {
+	for _, page := range []string{
+		"vllm:prompt_tokens_total{model_name=\"m\"} 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\nvllm:prompt_tokens_total{model_name=\"m\"} 5\n",
+		"vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\nvllm:num_requests_running 1\nvllm:num_requests_running 2\n",
+	} {
+		s, err := ExtractBytes([]byte(page), VLLM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, p := range s.Problems {
+			found = found || strings.Contains(p.Msg, "duplicate")
+		}
+		if !found {
+			t.Errorf("page %q: problems %v, want a duplicate series", page, s.Problems)
+		}
+	}
+	s, _ := ExtractBytes([]byte("vllm:prompt_tokens_total 1\nvllm:prompt_tokens_total 2\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n"), VLLM)
+	if err := s.Err(); err == nil || !strings.Contains(err.Error(), "duplicate") {
+		t.Errorf("required field duplicated: Err() = %v, want the reason", err)
+	}
+}
+
+// hugeSeriesPage has n distinct series of a histogram the catalog reads, plus n buckets of one series.
+func hugeSeriesPage(n int) []byte {
+	var b bytes.Buffer
+	b.WriteString("vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "vllm:num_requests_running{model_name=\"m%d\"} 1\n", i)
+	}
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "vllm:time_to_first_token_seconds_bucket{le=\"%d\"} %d\n", i, i)
+	}
+	fmt.Fprintf(&b, "vllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} %d\nvllm:time_to_first_token_seconds_count %d\n", n, n)
+	return b.Bytes()
+}
+
+// A page whose parsing would outlast the scrape's budget is abandoned with an error saying so.
+func TestParseDeadline(t *testing.T) {
+	page := hugeSeriesPage(5000)
+	_, err := ExtractBytesBefore(page, VLLM, time.Now().Add(-time.Millisecond))
+	if !errors.Is(err, ErrParseTimeout) {
+		t.Fatalf("err = %v, want ErrParseTimeout", err)
+	}
+	if _, err := ExtractBytesBefore(page, VLLM, time.Now().Add(time.Minute)); err != nil {
+		t.Fatalf("with time to spare: %v", err)
+	}
+}
+
+// The interner kept between pages is bounded in bytes, not only in entries.
+func TestInternerKeepsFewBytes(t *testing.T) {
+	for i := 0; i < 4; i++ {
+		page := fmt.Sprintf("vllm:num_requests_running{model_name=%q} 1\n", strings.Repeat(fmt.Sprint(i), 1<<20))
+		if _, err := ExtractBytes([]byte(page), VLLM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := getInterner()
+	defer putInterner(in)
+	if in.bytes > maxInternedBytes {
+		t.Fatalf("interner keeps %d bytes, want at most %d", in.bytes, maxInternedBytes)
+	}
+	total := 0
+	for k := range in.m {
+		total += len(k)
+	}
+	if total > maxInternedBytes {
+		t.Fatalf("interner holds %d bytes of strings, want at most %d", total, maxInternedBytes)
+	}
+}
+
+// A malformed value's error is short, whatever its length on the page.
+func TestParseErrorIsShort(t *testing.T) {
+	_, err := ExtractBytes([]byte("vllm:prompt_tokens_total "+strings.Repeat("9x", 1<<20)+"\n"), VLLM)
+	if err == nil || len(err.Error()) > 512 {
+		t.Fatalf("error of %d bytes, want at most 512", len(fmt.Sprint(err)))
+	}
+}
+
+// BenchmarkHugeSeriesPage is the 60k-series page of issue 19 (about 2.3 MB): extraction must be linear.
+func BenchmarkHugeSeriesPage(b *testing.B) {
+	page := hugeSeriesPage(30000)
+	b.SetBytes(int64(len(page)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := ExtractBytes(page, VLLM); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

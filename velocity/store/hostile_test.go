@@ -1,0 +1,241 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/velocity/engine"
+)
+
+// checkSane fails when a value that can leave the store is non-finite, negative where it must not be, or
+// above the store's caps.
+func checkSane(t testing.TB, v Velocity, o Options) {
+	t.Helper()
+	for name, x := range map[string]float64{
+		"PrefillTPS": v.PrefillTPS, "ComputedPrefillTPS": v.ComputedPrefillTPS, "DecodeTPS": v.DecodeTPS,
+		"Waiting": v.Waiting, "Running": v.Running, "QueuedTokens": v.QueuedTokens, "MeanPromptTokens": v.MeanPromptTokens,
+		"MeanOutputTokens": v.MeanOutputTokens, "KVUsage": v.KVUsage, "WindowPrefillTPS": v.WindowPrefillTPS,
+		"WindowDecodeTPS": v.WindowDecodeTPS,
+	} {
+		if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 || x > o.MaxTokensPerSecond*o.MaxTokensPerSecond {
+			t.Fatalf("%s = %v: not a finite, non-negative, bounded number", name, x)
+		}
+	}
+	for name, x := range map[string]float64{
+		"QueueGrowthTPS": v.QueueGrowthTPS, "OwedOutputGrowthTPS": v.OwedOutputGrowthTPS,
+		"WindowQueueGrowthTPS": v.WindowQueueGrowthTPS, "WindowOwedOutputGrowthTPS": v.WindowOwedOutputGrowthTPS,
+	} {
+		if math.IsNaN(x) || math.IsInf(x, 0) || math.Abs(x) > o.MaxTokensPerSecond*o.MaxTokensPerSecond {
+			t.Fatalf("%s = %v: not a finite, bounded number", name, x)
+		}
+	}
+}
+
+// One glitched counter sample must not reach the rates: that interval is an error for the pod, and the
+// next sane sample is measured from the last good one.
+func TestGlitchSampleIsAnErrorNotARate(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	prompt := 0.0
+	for i := 0; i < 20; i++ {
+		c.t = c.t.Add(time.Second)
+		prompt += 1000
+		p := prompt
+		if i == 10 {
+			p = 1e12 // one glitched sample, then the counter is normal again
+		}
+		s.Record(pod, c.t, page(t, p, p/10, 0))
+		v, err := s.Get(pod)
+		if i == 0 {
+			continue
+		}
+		if i == 10 {
+			if !errors.Is(err, ErrImplausible) {
+				t.Fatalf("glitch scrape: err = %v, want ErrImplausible", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("scrape %d: %v", i, err)
+		}
+		checkSane(t, v, s.Options())
+		if v.PrefillTPS > 1000*1.0001 || (i > 3 && math.Abs(v.PrefillTPS-1000) > 1) {
+			t.Fatalf("scrape %d: PrefillTPS = %v, want 1000", i, v.PrefillTPS)
+		}
+		if v.WindowPrefillTPS > 1000*1.0001 {
+			t.Fatalf("scrape %d: WindowPrefillTPS = %v, want at most 1000", i, v.WindowPrefillTPS)
+		}
+	}
+}
+
+// A per-pod limit (set from the pool's profile) rejects rates the absolute cap would let through.
+func TestPerPodRateLimit(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	s.SetRateLimit(pod, 50000)
+	s.Record(pod, c.t, page(t, 0, 0, 0))
+	c.t = c.t.Add(time.Second)
+	s.Record(pod, c.t, page(t, 1000, 10, 0))
+	c.t = c.t.Add(time.Second)
+	s.Record(pod, c.t, page(t, 1000+1e6, 20, 0))
+	if _, err := s.Get(pod); !errors.Is(err, ErrImplausible) || !strings.Contains(err.Error(), "50000") {
+		t.Fatalf("err = %v, want ErrImplausible naming the limit", err)
+	}
+}
+
+// num_requests_waiting = 1e308 once must not leave Inf or NaN in the queue growth for good.
+func TestHugeGaugeOnceRecovers(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	prompt := 0.0
+	for i := 0; i < 10; i++ {
+		c.t = c.t.Add(time.Second)
+		prompt += 1000
+		w := 2.0
+		if i == 4 {
+			w = 1e308
+		}
+		s.Record(pod, c.t, page(t, prompt, prompt/10, w))
+		v, err := s.Get(pod)
+		switch {
+		case i == 0:
+		case i == 4:
+			if !errors.Is(err, ErrImplausible) {
+				t.Fatalf("huge gauge: err = %v, want ErrImplausible", err)
+			}
+		default:
+			if err != nil {
+				t.Fatalf("scrape %d: %v", i, err)
+			}
+			checkSane(t, v, s.Options())
+			if i > 5 && math.Abs(v.QueueGrowthTPS) > 1 {
+				t.Fatalf("scrape %d: QueueGrowthTPS = %v, want about 0 (queue steady)", i, v.QueueGrowthTPS)
+			}
+		}
+	}
+}
+
+// A counter beyond 2^53 cannot count tokens any more (increments vanish): the pod is an error, never 0.
+func TestCounterBeyondPrecisionIsAnError(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 0; i < 8; i++ {
+		c.t = c.t.Add(time.Second)
+		p := float64(i) * 1000
+		if i >= 3 {
+			p = 1e308
+		}
+		s.Record(pod, c.t, page(t, p, 10*float64(i), 0))
+		v, err := s.Get(pod)
+		if i >= 3 && err == nil {
+			t.Fatalf("scrape %d: counter at 1e308 served as %v tok/s", i, v.PrefillTPS)
+		}
+		if i >= 3 && !errors.Is(err, ErrImplausible) && !errors.Is(err, ErrStale) {
+			t.Fatalf("scrape %d: err = %v, want ErrImplausible", i, err)
+		}
+	}
+}
+
+func sglangPage(t *testing.T, prompt, gen float64) *engine.Snapshot {
+	t.Helper()
+	s, err := engine.Extract(strings.NewReader(fmt.Sprintf(
+		"sglang:prompt_tokens_total %g\nsglang:generation_tokens_total %g\nsglang:num_queue_reqs 0\n", prompt, gen)), engine.Auto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// An engine that changes between scrapes is an error with the reason, not a reset that serves the held
+// rate as fresh for ever.
+func TestEngineFlipIsAnError(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 0; i < 3; i++ {
+		c.t = c.t.Add(time.Second)
+		s.Record(pod, c.t, page(t, float64(i)*1000, float64(i)*100, 0))
+	}
+	for i := 3; i < 10; i++ {
+		c.t = c.t.Add(time.Second)
+		if i%2 == 1 {
+			s.Record(pod, c.t, sglangPage(t, float64(i)*1000, float64(i)*100))
+		} else {
+			s.Record(pod, c.t, page(t, float64(i)*1000, float64(i)*100, 0))
+		}
+		if _, err := s.Get(pod); err == nil || !strings.Contains(err.Error(), "engine changed") {
+			t.Fatalf("scrape %d: err = %v, want an engine change error", i, err)
+		}
+	}
+}
+
+// Counters that go down on every scrape give no rate: after the first held interval the pod is an error.
+func TestRepeatedResetsAreAnError(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 0; i < 3; i++ {
+		c.t = c.t.Add(time.Second)
+		s.Record(pod, c.t, page(t, float64(i)*1000, float64(i)*100, 0))
+	}
+	for i := 0; i < 4; i++ {
+		c.t = c.t.Add(time.Second)
+		p := 1000 - 100*float64(i) // going down on every scrape
+		s.Record(pod, c.t, page(t, p, p, 0))
+		_, err := s.Get(pod)
+		if i >= 1 && (err == nil || !strings.Contains(err.Error(), "reset")) {
+			t.Fatalf("reset %d: err = %v, want an error about repeated resets", i, err)
+		}
+	}
+}
+
+// A scrape error's text is kept short whatever the target sent.
+func TestRecordErrorKeepsShortText(t *testing.T) {
+	s := New(Options{}, nil)
+	pod := PodKey{"ns", "p"}
+	s.RecordError(pod, time.Now(), errors.New(strings.Repeat("x", 1<<20)))
+	_, err := s.Get(pod)
+	if err == nil || len(err.Error()) > 1024 {
+		t.Fatalf("error text is %d bytes, want at most 1024", len(fmt.Sprint(err)))
+	}
+}
+
+// FuzzStoreSamples feeds adversarial sequences of samples; whatever they are, what leaves the store is
+// finite, non-negative where a rate must be, and bounded.
+func FuzzStoreSamples(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+	f.Add([]byte{255, 255, 0, 0, 255, 255, 0, 0, 128, 7, 1, 2, 3, 4, 5, 6, 7, 8})
+	vals := []float64{0, 1, 2, 1000, math.NaN(), 1e6, 1e9, 1e12, 1e15, 1 << 53, math.Inf(1), 1e308, math.MaxFloat64, 0.5, -3, 17}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c := &clock{t: time.Unix(1000, 0)}
+		s := New(Options{}, c.now)
+		pod := PodKey{"ns", "p"}
+		for len(b) >= 4 {
+			step := time.Duration(b[0]%8) * 250 * time.Millisecond
+			c.t = c.t.Add(step)
+			snap := engine.NewSnapshot(engine.VLLM)
+			if b[0]&0x80 != 0 {
+				snap = engine.NewSnapshot(engine.SGLang)
+			}
+			snap.SetScalar(engine.PromptTokens, vals[b[1]&15]*float64(1+b[1]>>4))
+			snap.SetScalar(engine.GenerationTokens, vals[b[2]&15]*float64(1+b[2]>>4))
+			snap.SetScalar(engine.RequestsWaiting, vals[b[3]&15])
+			if b[3]&0x10 != 0 {
+				snap.SetScalar(engine.RequestsFinished, vals[b[3]>>4])
+			}
+			s.Record(pod, c.t, snap)
+			if v, err := s.Get(pod); err == nil {
+				checkSane(t, v, s.Options())
+			}
+			b = b[4:]
+		}
+	})
+}
