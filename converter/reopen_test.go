@@ -24,7 +24,7 @@ func (f *fakeSession) Close() error { f.closed = true; return nil }
 func TestReopeningGPUsRetriesAndRecovers(t *testing.T) {
 	clk := &clock{t: t0}
 	opens := 0
-	var openErr error = errors.New("NVML init: ERROR_DRIVER_NOT_LOADED")
+	openErr := errors.New("NVML init: ERROR_DRIVER_NOT_LOADED")
 	var sessions []*fakeSession
 	r := &ReopeningGPUs{Now: clk.Now, MinBackoff: time.Second, MaxBackoff: 4 * time.Second, Open: func() (GPUSession, error) {
 		opens++

@@ -139,8 +139,11 @@ func TestAdapterOwnMetrics(t *testing.T) {
 			}
 		}
 		ready, err := c.Discovery().RESTClient().Get().AbsPath("/readyz").Param("verbose", "1").DoRaw(suite.ctx)
-		if err != nil || !strings.Contains(string(ready), "tokenscale-snapshot-fresh ok") {
-			return fmt.Errorf("/readyz: %v %s", err, ready)
+		if err != nil {
+			return fmt.Errorf("/readyz: %w", err)
+		}
+		if !strings.Contains(string(ready), "tokenscale-snapshot-fresh ok") {
+			return fmt.Errorf("/readyz lacks tokenscale-snapshot-fresh ok: %s", ready)
 		}
 		return nil
 	})

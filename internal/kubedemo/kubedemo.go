@@ -183,9 +183,12 @@ func Run(ctx context.Context, o Options) error {
 	kl := localcluster.NewKubelet(client, localcluster.KubeletOptions{Namespace: namespace, Port: enginePort, ColdStart: o.ColdStart, Nodes: nodes,
 		Engine: fakeengine.Config{PrefillTokensPerSec: prefillTPS, DecodeTokensPerSec: decodeTPS}})
 	kctx, stopKubelet := context.WithCancel(ctx)
-	kdone := make(chan error, 1)
-	go func() { kdone <- kl.Run(kctx) }()
-	defer func() { stopKubelet(); _ = <-kdone }() // the kubelet stops on cancel; its error then says only that
+	kdone := make(chan struct{})
+	go func() {
+		_ = kl.Run(kctx) // it returns when the demo stops it; its error then says only that
+		close(kdone)
+	}()
+	defer func() { stopKubelet(); <-kdone }()
 	for _, d := range []struct {
 		name, role string
 		ann        []string

@@ -194,7 +194,7 @@ func (cp *ControlPlane) waitReady(ctx context.Context, limit time.Duration) erro
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("kube-apiserver not ready after %s (logs in %s): %v", limit, cp.Dir, last)
+	return fmt.Errorf("kube-apiserver not ready after %s (logs in %s): %w", limit, cp.Dir, last)
 }
 
 // Stop kills every process started, newest first, and waits for them.
