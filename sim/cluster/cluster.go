@@ -60,6 +60,9 @@ type Config struct {
 	SampleEvery time.Duration
 	// DrainLimit bounds the run after the last arrival; requests unfinished by then miss. Default 10m.
 	DrainLimit time.Duration
+	// ScoreFrom starts the scored window: requests arriving earlier are replayed (they warm the cluster
+	// and the autoscaler up) but not scored, and GPU time before it is not counted. Default 0.
+	ScoreFrom time.Duration
 	// Progress, when set, is called with the fraction of the trace replayed.
 	Progress func(frac float64)
 }
@@ -88,7 +91,7 @@ func (c *Config) defaults() error {
 	setI(&c.InitialDecode, 1)
 	setI(&c.MaxPrefill, 64)
 	setI(&c.MaxDecode, 64)
-	if c.ColdStart < 0 || c.RouterDelay < 0 || c.ConvertStepBudget < 0 || c.SampleEvery < 0 || c.DrainLimit < 0 {
+	if c.ColdStart < 0 || c.ScoreFrom < 0 || c.RouterDelay < 0 || c.ConvertStepBudget < 0 || c.SampleEvery < 0 || c.DrainLimit < 0 {
 		return errors.New("durations must not be negative")
 	}
 	if c.InitialPrefill < 1 || c.InitialDecode < 1 || c.MaxPrefill < c.InitialPrefill || c.MaxDecode < c.InitialDecode || c.ConvertChunkTokens < 1 {
@@ -241,9 +244,9 @@ func (s *sim) add(r role, ready bool) *instance {
 	return in
 }
 
-// account integrates allocated GPUs and converted decoders up to now.
+// account integrates allocated GPUs and converted decoders up to now, from the scored window's start.
 func (s *sim) account() {
-	dt := s.now - s.lastT
+	dt := s.now - math.Max(s.lastT, s.cfg.ScoreFrom.Seconds())
 	if dt > 0 {
 		s.res.GPUSeconds += dt * float64(s.allocated*s.hw.GPUsPerInstance)
 		s.convSecs += dt * float64(s.converted)
@@ -311,7 +314,7 @@ func (s *sim) loop(a Autoscaler) {
 	s.account()
 	s.res.Duration = s.now
 	s.res.ConvertedSeconds = s.convSecs
-	s.res.finish(s.reqs)
+	s.res.finish(s.reqs, s.cfg.ScoreFrom.Seconds())
 }
 
 // nextEvent is the instance's next self-driven event time.
