@@ -51,13 +51,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 		coldStart = fs.Duration("cold-start", 60*time.Second, "time for a new instance to be Ready")
 		router    = fs.Duration("router-delay", time.Second, "time for a conversion to reach the router")
 		policies  = fs.String("policies", "", "comma-separated policies (default: all)")
-		goal      = fs.Float64("goal", 0.96, "joint SLO attainment a tuning must reach to be chosen for cost")
+		goal      = fs.Float64("goal", 0.96, "joint SLO attainment to compare policies at; the target is the lower of it and the trace's ceiling less a point")
 		tuning    = fs.Bool("tuning", false, "also print every tuning of the sweep")
 		asJSON    = fs.Bool("json", false, "write the reports as JSON to stdout")
 		plots     = fs.String("plots", "", "directory for PNG plots (load vs instances, TTFT over time)")
 		workers   = fs.Int("workers", 0, "runs in parallel (default: GOMAXPROCS)")
 		progress  = fs.Bool("progress", isTerminal(stderr), "show a progress bar on stderr")
-		history   = fs.Duration("history", 0, "take the policies' offline statistics (V_D profile, means, peaks, P:D ratio) from this first part of the trace and score the rest (default: from the scored trace itself)")
+		history   = fs.Duration("history", 20*time.Minute, "take the policies' offline statistics (V_D profile, means, peaks, P:D ratio, static sizes) from this first part of the trace, never scored; 0: from the scored trace itself (in sample)")
+		tuneWin   = fs.Duration("tune-window", 20*time.Minute, "choose each policy's tuning on this window after the history and score the rest; 0: choose on the scored window")
+		warmup    = fs.Duration("warmup", 10*time.Minute, "every run replays this much of the traffic before its window, unscored, so every policy enters the window warmed up")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -91,13 +93,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if tr.Skipped > 0 {
 			fmt.Fprintf(stderr, "%s: skipped %d malformed lines, first: %s\n", name, tr.Skipped, strings.Join(tr.FirstSkipped, "; "))
 		}
-		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers}
-		reqs := tr.Requests
-		if *history > 0 {
-			if eo.History, reqs, err = eval.SplitHistory(reqs, *history); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
+		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers,
+			History: *history, Tune: *tuneWin, Warmup: *warmup}
+		if *history <= 0 {
+			eo.Tune, eo.Warmup = 0, 0
 		}
+		reqs := tr.Requests
 		if *progress {
 			eo.Progress = func(done, total int) { bar(stderr, name, done, total) }
 		}

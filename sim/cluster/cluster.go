@@ -41,6 +41,12 @@ type Autoscaler interface {
 	Decide(v *View) Target
 }
 
+// ReadyTimer is an Autoscaler whose new instances take their own time to become Ready (BlitzScale's
+// live scaling loads weights from a running peer in seconds); the config's ColdStart applies otherwise.
+type ReadyTimer interface {
+	ReadyAfter() time.Duration
+}
+
 // Config sets up a run.
 type Config struct {
 	Hardware Hardware
@@ -213,6 +219,9 @@ func Run(cfg Config, reqs []trace.Request, a Autoscaler) (*Result, error) {
 	}
 	if a == nil || a.Interval() <= 0 {
 		return nil, errors.New("autoscaler with a positive interval is required")
+	}
+	if rt, ok := a.(ReadyTimer); ok && rt.ReadyAfter() > 0 {
+		cfg.ColdStart = rt.ReadyAfter()
 	}
 	s := &sim{cfg: cfg, hw: &cfg.Hardware, res: newResult(len(reqs))}
 	s.reqs = make([]request, len(reqs))
