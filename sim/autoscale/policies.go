@@ -34,7 +34,7 @@ const SweepSize = 24
 var (
 	// fractions is the shared range of the "fraction of profiled capacity" knobs, wide enough on both
 	// sides that a pick at an end is unlikely and flagged when it happens.
-	fractions = []float64{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25}
+	fractions = []float64{0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0}
 	// utilisations are tokenscale's policy.targetUtilisation, which its config caps at 1.
 	utilisations = []float64{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0}
 	// windows are the scale-down stabilisation windows every policy's sweep tries: tokenscale's default
@@ -148,7 +148,7 @@ func Policies() []Policy {
 			}},
 		{Name: "hpa-gpu", Describe: "Kubernetes HPA on GPU utilisation (15 s sync, 10% tolerance)",
 			Variants: func(env Env) []Variant {
-				return sweep("gpuUtilisation", []float64{0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9}, func(x float64, w time.Duration) cluster.Autoscaler { return NewHPAGPU(x, w) })
+				return sweep("gpuUtilisation", []float64{0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.95}, func(x float64, w time.Duration) cluster.Autoscaler { return NewHPAGPU(x, w) })
 			}},
 		{Name: "static", Describe: "fixed pools, a P×D grid from the history's mean to its peak",
 			Variants: staticGrid},

@@ -559,7 +559,7 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 			}
 			rank = fmt.Sprint(k + 1)
 			if c.Ratio != nil {
-				ratio = fmt.Sprintf("%.2f× %s", *c.Ratio, c.Cheapest)
+				ratio = fmt.Sprintf("%.3f× %s", *c.Ratio, c.Cheapest)
 			}
 		}
 		pick := c.Tuning
@@ -626,7 +626,11 @@ func (r *Report) Verdict() string {
 			return fmt.Sprintf("At T = %s tokenscale costs %.2f GPU-h; no other policy reaches T.", pct(r.Target), *c.CostAtTarget)
 		}
 		verb := "cheaper than"
-		if *c.Ratio > 1 {
+		switch {
+		case math.Abs(*c.Ratio-1) < 0.005:
+			return fmt.Sprintf("At T = %s tokenscale costs %.2f GPU-h, the same as the cheapest other policy (%s, %.2f GPU-h) to within 0.5%%.",
+				pct(r.Target), *c.CostAtTarget, c.Cheapest, *r.costOf(c.Cheapest))
+		case *c.Ratio > 1:
 			verb = "dearer than"
 		}
 		return fmt.Sprintf("At T = %s tokenscale costs %.2f GPU-h, %.2f× the cheapest other policy (%s, %.2f GPU-h): %.0f%% %s it.",
