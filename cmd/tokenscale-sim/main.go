@@ -39,7 +39,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var (
 		traces    = fs.String("trace", "code,conv", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
-		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed)")
+		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
+		lengths   = fs.String("lengths", "conv", "with --format servegen: the trace whose token lengths the synthesised requests draw (ServeGen gives none): code, conv or a file")
 		skipBad   = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
 		start     = fs.Duration("start", 0, "window start in trace time")
 		duration  = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
@@ -86,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		TimeScale: *timeScale, RateScale: *rateScale, Seed: *seed}
 	var reports []*eval.Report
 	for _, name := range strings.Split(*traces, ",") {
-		tr, err := load(strings.TrimSpace(name), opts)
+		tr, err := load(strings.TrimSpace(name), opts, *lengths)
 		if err != nil {
 			return err
 		}
@@ -149,7 +150,14 @@ func hardware(name, file string) (cluster.Hardware, error) {
 	return cluster.Hardware{}, fmt.Errorf("%s has no profile %q", file, name)
 }
 
-func load(name string, o trace.Options) (*trace.Trace, error) {
+func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
+	if o.Format == trace.ServeGen {
+		l, err := load(lengths, trace.Options{}, "")
+		if err != nil {
+			return nil, fmt.Errorf("--lengths: %w", err)
+		}
+		return trace.ReadServeGen(name, l.Requests, o)
+	}
 	if name == "code" || name == "conv" {
 		return trace.Embedded(name, o)
 	}

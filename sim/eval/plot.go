@@ -50,7 +50,7 @@ func (r *Report) frontierPlot(file string) error {
 	p.Title.Text = fmt.Sprintf("%s: cost against joint SLO attainment (T %.1f%%, ceiling %.1f%%)", r.Trace, 100*r.Target, 100*r.Ceiling)
 	p.X.Label.Text = "joint SLO attainment (%)"
 	p.Y.Label.Text = "GPU-hours"
-	lo, hi := 100*r.Target, 100*r.Ceiling
+	hi := 100 * r.Ceiling
 	ymax := 0.0
 	for i, c := range r.Chosen {
 		if len(c.Frontier) == 0 {
@@ -59,7 +59,6 @@ func (r *Report) frontierPlot(file string) error {
 		pts := make(plotter.XYs, len(c.Frontier))
 		for k, f := range c.Frontier {
 			pts[k] = plotter.XY{X: 100 * f.JointAttainment, Y: f.GPUHours}
-			lo = math.Min(lo, 100*f.JointAttainment)
 			ymax = math.Max(ymax, f.GPUHours)
 		}
 		l, sc, err := plotter.NewLinePoints(pts)
@@ -86,8 +85,19 @@ func (r *Report) frontierPlot(file string) error {
 		p.Add(l)
 	}
 	p.Legend.Top, p.Legend.Left = true, true
-	p.X.Min = math.Max(0, math.Min(lo, 100*r.Target-10))
-	p.X.Max = math.Min(100, hi+1)
+	// Zoom on the region around the target: 20 points below it to the ceiling, and up to 3× the
+	// dearest cost at T (lines beyond are clipped).
+	p.X.Min = math.Max(0, 100*r.Target-20)
+	p.X.Max = math.Min(100, hi) + 0.5
+	top := 0.0
+	for _, c := range r.Chosen {
+		if c.CostAtTarget != nil {
+			top = math.Max(top, *c.CostAtTarget)
+		}
+	}
+	if top > 0 {
+		p.Y.Min, p.Y.Max = 0, math.Min(ymax, 3*top)
+	}
 	img := vgimg.New(9*vg.Inch, 6*vg.Inch)
 	p.Draw(draw.New(img))
 	return saveImage(img, file)
