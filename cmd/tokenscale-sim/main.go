@@ -44,7 +44,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var (
 		traces    = fs.String("trace", "code,conv", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
-		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed)")
+		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
+		lengths   = fs.String("lengths", "conv", "with --format servegen: the trace whose token lengths the synthesised requests draw (ServeGen gives none): code, conv or a file")
 		skipBad   = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
 		start     = fs.Duration("start", 0, "window start in trace time")
 		duration  = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
@@ -56,13 +57,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 		coldStart = fs.Duration("cold-start", 60*time.Second, "time for a new instance to be Ready")
 		router    = fs.Duration("router-delay", time.Second, "time for a conversion to reach the router")
 		policies  = fs.String("policies", "", "comma-separated policies (default: all)")
-		goal      = fs.Float64("goal", 0.96, "joint SLO attainment a tuning must reach to be chosen for cost")
+		goal      = fs.Float64("goal", 0.96, "joint SLO attainment to compare policies at; the target is the lower of it and the trace's ceiling less a point")
 		tuning    = fs.Bool("tuning", false, "also print every tuning of the sweep")
 		asJSON    = fs.Bool("json", false, "write the reports as JSON to stdout")
 		plots     = fs.String("plots", "", "directory for PNG plots (load vs instances, TTFT over time)")
 		workers   = fs.Int("workers", 0, "runs in parallel (default: GOMAXPROCS)")
 		progress  = fs.Bool("progress", isTerminal(stderr), "show a progress bar on stderr")
-		history   = fs.Duration("history", 0, "take the policies' offline statistics (V_D profile, means, peaks, P:D ratio) from this first part of the trace and score the rest (default: from the scored trace itself)")
+		history   = fs.Duration("history", 20*time.Minute, "take the policies' offline statistics (V_D profile, means, peaks, P:D ratio, static sizes) from this first part of the trace, never scored; 0: from the scored trace itself (in sample)")
+		tuneWin   = fs.Duration("tune-window", 20*time.Minute, "choose each policy's tuning on this window after the history and score the rest; 0: choose on the scored window")
+		warmup    = fs.Duration("warmup", 10*time.Minute, "every run replays this much of the traffic before its window, unscored, so every policy enters the window warmed up")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,20 +92,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 		TimeScale: *timeScale, RateScale: *rateScale, Seed: *seed}
 	var reports []*eval.Report
 	for _, name := range strings.Split(*traces, ",") {
-		tr, err := load(strings.TrimSpace(name), opts)
+		tr, err := load(strings.TrimSpace(name), opts, *lengths)
 		if err != nil {
 			return err
 		}
 		if tr.Skipped > 0 {
 			fmt.Fprintf(stderr, "%s: skipped %d malformed lines, first: %s\n", name, tr.Skipped, strings.Join(tr.FirstSkipped, "; "))
 		}
-		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers}
-		reqs := tr.Requests
-		if *history > 0 {
-			if eo.History, reqs, err = eval.SplitHistory(reqs, *history); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
+		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers,
+			History: *history, Tune: *tuneWin, Warmup: *warmup}
+		if *history <= 0 {
+			eo.Tune, eo.Warmup = 0, 0
 		}
+		reqs := tr.Requests
 		if *progress {
 			eo.Progress = func(done, total int) { bar(stderr, name, done, total) }
 		}
@@ -153,7 +155,14 @@ func hardware(name, file string) (cluster.Hardware, error) {
 	return cluster.Hardware{}, fmt.Errorf("%s has no profile %q", file, name)
 }
 
-func load(name string, o trace.Options) (*trace.Trace, error) {
+func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
+	if o.Format == trace.ServeGen {
+		l, err := load(lengths, trace.Options{}, "")
+		if err != nil {
+			return nil, fmt.Errorf("--lengths: %w", err)
+		}
+		return trace.ReadServeGen(name, l.Requests, o)
+	}
 	if name == "code" || name == "conv" {
 		return trace.Embedded(name, o)
 	}

@@ -17,7 +17,9 @@ type Env struct {
 	MeanIn, MeanOut              float64
 	MeanPromptTPS, MeanOutputTPS float64
 	PeakPromptTPS, PeakOutputTPS float64
-	ColdStart                    time.Duration
+	// Mean and 10 s-peak request rates.
+	MeanRPS, PeakRPS float64
+	ColdStart        time.Duration
 	// PoolTTFTSLO is the TTFT SLO band of the mean prompt, the pool-level SLO a single config names.
 	PoolTTFTSLO time.Duration
 	// DrainSeconds overrides tokenscale's policy.drainSeconds when > 0 (an experiment knob).
@@ -135,20 +137,20 @@ func (h *HPAGPU) Decide(v *cluster.View) cluster.Target {
 }
 
 // AIBrix follows AIBrix's P/D autoscaling as TokenScale evaluated it: prefill on concurrency (running +
-// waiting requests per pod), decode on GPU KV-cache utilisation at a 70% threshold, through AIBrix's
-// HPA-style PodAutoscaler (10 s loop, 10% tolerance, a scale-down window).
+// waiting requests per pod), decode on GPU KV-cache utilisation at a 70% threshold. Each pool goes
+// through AIBrix's KPA (pkg/controller/podautoscaler/scaler/kpa.go, after Knative's): the pool total
+// averaged over a 60 s stable window and a 6 s panic window (10% of it), desired = ceil(total ÷
+// per-pod target); panic mode starts when the panic desire reaches 2× the Ready pods and, until a stable
+// window passes below that, only scales up; scale-up is capped at 2× and scale-down at ÷2 per decision;
+// the scale-down delay (the swept window) holds the highest desire.
 type AIBrix struct {
 	Concurrency, KVTarget float64
-	hpaP, hpaD            *HPA
+	kpaP, kpaD            *KPA
 }
 
 // NewAIBrix targets per-pod prefill concurrency and decode KV utilisation.
 func NewAIBrix(concurrency, kv float64, down time.Duration) *AIBrix {
-	a := &AIBrix{Concurrency: concurrency, KVTarget: kv, hpaP: NewHPA(), hpaD: NewHPA()}
-	for _, h := range []*HPA{a.hpaP, a.hpaD} {
-		h.Sync, h.DownWindow = 10*time.Second, down
-	}
-	return a
+	return &AIBrix{Concurrency: concurrency, KVTarget: kv, kpaP: NewKPA(concurrency, down), kpaD: NewKPA(kv, down)}
 }
 
 func (a *AIBrix) Interval() time.Duration { return time.Second }
@@ -163,17 +165,81 @@ func (a *AIBrix) Decide(v *cluster.View) cluster.Target {
 		kv += st.KVUsage
 	}
 	t := cluster.Target{Prefill: v.PrefillReplicas, Decode: v.DecodeReplicas}
-	okP, okD := len(v.Prefill) > 0, len(v.Decode) > 0
-	rp, rd := 0.0, 0.0
-	if okP {
-		rp = conc / float64(len(v.Prefill)) / a.Concurrency
+	if len(v.Prefill) > 0 {
+		t.Prefill = a.kpaP.Step(now, len(v.Prefill), conc)
 	}
-	if okD {
-		rd = kv / float64(len(v.Decode)) / a.KVTarget
+	if len(v.Decode) > 0 {
+		t.Decode = a.kpaD.Step(now, len(v.Decode), kv)
 	}
-	t.Prefill = a.hpaP.Step(now, v.PrefillReplicas, max(len(v.Prefill), 1), rp, okP)
-	t.Decode = a.hpaD.Step(now, v.DecodeReplicas, max(len(v.Decode), 1), rd, okD)
 	return t
+}
+
+// KPA is the Knative/AIBrix pod autoscaler's decision, evaluated every 2 s on a metric total sampled
+// each second.
+type KPA struct {
+	Target                 float64
+	Stable, Panic          float64 // window lengths, seconds
+	PanicThreshold         float64
+	MaxUpRate, MaxDownRate float64
+	samples                []hpaRec2
+	panicAt                float64
+	maxPanic               int
+	delay                  holdDown
+	next                   float64
+	last                   int
+}
+
+type hpaRec2 struct{ t, v float64 }
+
+// NewKPA uses AIBrix's defaults: 60 s stable window, 10% panic window, panic at 2×, rates 2.
+func NewKPA(target float64, down time.Duration) *KPA {
+	return &KPA{Target: target, Stable: 60, Panic: 6, PanicThreshold: 2, MaxUpRate: 2, MaxDownRate: 2,
+		panicAt: math.Inf(-1), delay: holdDown{window: down.Seconds()}}
+}
+
+// Step records the pool's metric total and returns the desired replicas (ready is the Ready pod count).
+func (k *KPA) Step(now float64, ready int, total float64) int {
+	k.samples = append(k.samples, hpaRec2{now, total})
+	cut := 0
+	for cut < len(k.samples) && now-k.samples[cut].t >= k.Stable {
+		cut++
+	}
+	k.samples = k.samples[cut:]
+	if now < k.next && k.last > 0 {
+		return k.last
+	}
+	k.next = now + 2
+	var sumS, sumP float64
+	var nS, nP int
+	for _, s := range k.samples {
+		sumS += s.v
+		nS++
+		if now-s.t < k.Panic {
+			sumP += s.v
+			nP++
+		}
+	}
+	stable, panicV := sumS/float64(max(nS, 1)), sumP/float64(max(nP, 1))
+	rp := math.Max(1, float64(ready))
+	up, down := math.Ceil(k.MaxUpRate*rp), math.Floor(rp/k.MaxDownRate)
+	dsp := math.Ceil(stable / k.Target)
+	dpp := math.Ceil(panicV / k.Target)
+	ds := int(math.Min(math.Max(dsp, down), up))
+	dp := int(math.Min(math.Max(dpp, down), up))
+	over := dpp/rp >= k.PanicThreshold
+	switch {
+	case over:
+		k.panicAt = now
+	case now-k.panicAt > k.Stable:
+		k.panicAt, k.maxPanic = math.Inf(-1), 0
+	}
+	want := ds
+	if !math.IsInf(k.panicAt, -1) {
+		want = max(want, dp, k.maxPanic) // panic mode: only up
+		k.maxPanic = want
+	}
+	k.last = max(1, k.delay.apply(now, want))
+	return k.last
 }
 
 // DistServe sizes both pools from the request rate with per-instance RPS thresholds found offline (as
@@ -233,7 +299,9 @@ func (ds *DistServe) Decide(v *cluster.View) cluster.Target {
 	return cluster.Target{Prefill: p, Decode: d}
 }
 
-// HeteroScale is HeteroScale's coordinated policy: decode TPS drives proportional control of the decode
+// HeteroScale is HeteroScale's coordinated policy (arXiv 2508.19559 §4: "calculates the required total
+// capacity from the per-instance target metric, then applies the P/D ratio"; a multi-tier latency
+// safety net of fixed incremental steps): decode TPS drives proportional control of the decode
 // pool, prefill follows at the fixed P:D ratio from the stress test, and a latency safety net adds +10%
 // (over 5% of requests missing) or +20% (over 20%) to both pools with a cooldown. Both pools move in one
 // step; a 10% dead band and a scale-in window damp flapping. Loop 10 s.
@@ -242,8 +310,9 @@ type HeteroScale struct {
 	ttftSLO                float64
 	tps                    counterRate
 	ttft                   map[string][]float64
-	hold                   holdDown
+	hold, holdP            holdDown
 	next, emergencyAt      float64
+	boost                  float64
 }
 
 // NewHeteroScale targets a fraction of V_D per decoder; the P:D ratio is the workload's mean prefill
@@ -252,7 +321,7 @@ func NewHeteroScale(env Env, fraction float64, down time.Duration) *HeteroScale 
 	r := (env.MeanPromptTPS / env.prefillTPS()) / (env.MeanOutputTPS / env.DecodeTPS)
 	return &HeteroScale{
 		TargetPerDecode: fraction * env.DecodeTPS, Ratio: r, ttftSLO: env.PoolTTFTSLO.Seconds(),
-		hold: holdDown{window: down.Seconds()}, emergencyAt: math.Inf(-1),
+		hold: holdDown{window: down.Seconds()}, holdP: holdDown{window: down.Seconds()}, emergencyAt: math.Inf(-1),
 	}
 }
 
@@ -275,23 +344,27 @@ func (h *HeteroScale) Decide(v *cluster.View) cluster.Target {
 	if !ok {
 		return t
 	}
-	nd := ceilPos(tps / h.TargetPerDecode)
-	if cur := v.DecodeReplicas; cur > 0 && math.Abs(float64(nd)/float64(cur)-1) <= 0.1 {
+	// The total capacity comes from the fractional decode demand; the P:D ratio applies to it before
+	// rounding, so a decoder needing 1% of an instance does not bring ⌈1 × ratio⌉ prefillers.
+	demand := tps / h.TargetPerDecode
+	// The safety net is a fixed step on top of this decision's demand (+10% over 5% TTFT misses, +20%
+	// over 20%), held for its cooldown; it does not compound on the replicas earlier steps added.
+	if miss > 0.05 && now-h.emergencyAt >= 30 {
+		h.boost = 0.10
+		if miss > 0.20 {
+			h.boost = 0.20
+		}
+		h.emergencyAt = now
+	} else if now-h.emergencyAt >= 30 {
+		h.boost = 0
+	}
+	demand *= 1 + h.boost
+	nd := ceilPos(demand)
+	if cur := v.DecodeReplicas; cur > 0 && h.boost == 0 && math.Abs(float64(nd)/float64(cur)-1) <= 0.1 {
 		nd = cur
 	}
-	if miss > 0.05 && now-h.emergencyAt >= 30 {
-		step := 0.10
-		if miss > 0.20 {
-			step = 0.20
-		}
-		nd = max(nd, int(math.Ceil(float64(v.DecodeReplicas)*(1+step))), v.DecodeReplicas+1)
-		h.emergencyAt = now
-	}
 	nd = h.hold.apply(now, nd)
-	np := ceilPos(float64(nd) * h.Ratio)
-	if miss > 0.05 && h.emergencyAt == now {
-		np = max(np, int(math.Ceil(float64(v.PrefillReplicas)*1.1)), v.PrefillReplicas+1)
-	}
+	np := h.holdP.apply(now, ceilPos(demand*h.Ratio))
 	return cluster.Target{Prefill: np, Decode: nd}
 }
 

@@ -2,6 +2,7 @@ package autoscale
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -13,44 +14,42 @@ import (
 type Variant struct {
 	Tuning string
 	New    func() cluster.Autoscaler
+	// Edge marks a tuning whose main knob is at an end of its swept range: a pick there means the best
+	// setting may lie outside the sweep.
+	Edge bool
 }
 
-// Policy is a compared policy and its tuning sweep. Every metric-driven policy gets a sweep of its main
-// target over the same range of aggressiveness; the report names the tuning chosen.
+// Policy is a compared policy and its tuning sweep. Every metric-driven policy gets a sweep of the same
+// size (SweepSize) over its main knob; the report names the tuning chosen.
 type Policy struct {
 	Name     string
 	Describe string
 	Variants func(env Env) []Variant
 }
 
+// SweepSize is the number of tunings every swept policy gets: eight values of its main knob times the
+// three scale-down windows (or, for the Dynamo-like planner, three adjustment intervals).
+const SweepSize = 24
+
 var (
-	targets = []float64{0.5, 0.6, 0.7, 0.8, 0.9, 1.0}
+	// fractions is the shared range of the "fraction of profiled capacity" knobs, wide enough on both
+	// sides that a pick at an end is unlikely and flagged when it happens.
+	fractions = []float64{0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0}
+	// utilisations are tokenscale's policy.targetUtilisation, which its config caps at 1.
+	utilisations = []float64{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0}
 	// windows are the scale-down stabilisation windows every policy's sweep tries: tokenscale's default
 	// and the Kubernetes HPA's.
 	windows = []time.Duration{time.Minute, 5 * time.Minute, 15 * time.Minute}
 )
 
-// sweep makes one variant per (target, window) pair.
+// sweep makes one variant per (window, value) pair; values at either end are edges.
 func sweep(knob string, values []float64, mk func(x float64, down time.Duration) cluster.Autoscaler) []Variant {
 	var out []Variant
 	for _, w := range windows {
-		for _, x := range values {
-			out = append(out, Variant{Tuning: fmt.Sprintf("%s=%g,down=%s", knob, x, short(w)), New: func() cluster.Autoscaler { return mk(x, w) }})
+		for i, x := range values {
+			out = append(out, Variant{Tuning: fmt.Sprintf("%s=%g,down=%s", knob, x, short(w)), New: func() cluster.Autoscaler { return mk(x, w) },
+				Edge: i == 0 || i == len(values)-1})
 		}
-	}
-	return out
-}
-
-// tsSweep adds tokenscale's policy.drainSeconds to the sweep: 10 s (the default) drains a queue fast,
-// 60 s (the cold start) adds only the capacity a queue still needs once new instances can be Ready.
-func tsSweep(env Env, mk func(env Env, x float64, down time.Duration) cluster.Autoscaler) []Variant {
-	var out []Variant
-	for _, d := range []float64{10, 60} {
-		e := env
-		e.DrainSeconds = d
-		out = append(out, sweep(fmt.Sprintf("drain=%gs,targetUtilisation", d), targets, func(x float64, w time.Duration) cluster.Autoscaler {
-			return mk(e, x, w)
-		})...)
 	}
 	return out
 }
@@ -62,53 +61,103 @@ func short(d time.Duration) string {
 	return d.String()
 }
 
+// staticGrid is the swept static pool: prefill counts from 80% of the history's mean need to 120% of its
+// 10 s peak need, decode counts likewise, at most 6 × 4 distinct sizes.
+func staticGrid(env Env) []Variant {
+	ps := spread(0.8*env.MeanPromptTPS/env.prefillTPS(), 1.2*env.PeakPromptTPS/env.prefillTPS(), 6)
+	ds := spread(0.8*env.MeanOutputTPS/env.DecodeTPS, 1.2*env.PeakOutputTPS/env.DecodeTPS, 4)
+	var out []Variant
+	for i, p := range ps {
+		for j, d := range ds {
+			s := Static{P: p, D: d}
+			// A pool of one cannot shrink: only a top end, or a bottom end above one, is an edge.
+			edge := i == len(ps)-1 && len(ps) > 1 || j == len(ds)-1 && len(ds) > 1 || i == 0 && p > 1 || j == 0 && d > 1
+			out = append(out, Variant{Tuning: fmt.Sprintf("P=%d,D=%d", p, d), New: func() cluster.Autoscaler { return s }, Edge: edge})
+		}
+	}
+	return out
+}
+
+// spread returns up to n distinct integers evenly spaced from ceil(lo) to ceil(hi), at least 1.
+func spread(lo, hi float64, n int) []int {
+	a, b := ceilPos(lo), max(ceilPos(hi), ceilPos(lo))
+	var out []int
+	for k := range n {
+		v := a
+		if n > 1 {
+			v = a + int(math.Round(float64(k)*float64(b-a)/float64(n-1)))
+		}
+		if len(out) == 0 || v != out[len(out)-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // Policies lists every policy in report order: the ablation ladder, then the baselines, then bounds.
 func Policies() []Policy {
 	return []Policy{
 		{Name: "tokenscale", Describe: "velocity sizing of both pools + convertible decoders (ours)",
 			Variants: func(env Env) []Variant {
-				return tsSweep(env, func(env Env, x float64, w time.Duration) cluster.Autoscaler { return NewTokenScale(env, x, w, true) })
+				return sweep("targetUtilisation", utilisations, func(x float64, w time.Duration) cluster.Autoscaler { return NewTokenScale(env, x, w, true) })
 			}},
 		{Name: "ts-prefill+decode", Describe: "ablation: velocity sizing of both pools, no conversions",
 			Variants: func(env Env) []Variant {
-				return tsSweep(env, func(env Env, x float64, w time.Duration) cluster.Autoscaler { return NewTokenScale(env, x, w, false) })
+				return sweep("targetUtilisation", utilisations, func(x float64, w time.Duration) cluster.Autoscaler { return NewTokenScale(env, x, w, false) })
 			}},
 		{Name: "ts-prefill", Describe: "ablation: velocity sizing of prefill only, decode by DistServe RPS",
 			Variants: func(env Env) []Variant {
-				return tsSweep(env, func(env Env, x float64, w time.Duration) cluster.Autoscaler {
+				return sweep("targetUtilisation", utilisations, func(x float64, w time.Duration) cluster.Autoscaler {
 					ts := NewTokenScale(env, x, w, false)
 					ts.DecodeByRPS = NewDistServe(env, x, w)
 					return ts
 				})
 			}},
-		{Name: "distserve", Describe: "RPS thresholds per pool (DistServe/BlitzScale-like)",
+		{Name: "distserve", Describe: "RPS thresholds per pool from an offline profile (DistServe-like)",
 			Variants: func(env Env) []Variant {
-				return sweep("rpsFraction", targets, func(x float64, w time.Duration) cluster.Autoscaler { return NewDistServe(env, x, w) })
+				return sweep("rpsFraction", fractions, func(x float64, w time.Duration) cluster.Autoscaler { return NewDistServe(env, x, w) })
 			}},
-		{Name: "aibrix", Describe: "prefill on concurrency, decode on KV utilisation (AIBrix-like)",
+		{Name: "blitzscale", Describe: "RPS thresholds, live scaling: Ready in seconds (BlitzScale-like)",
+			Variants: func(env Env) []Variant {
+				return sweep("rpsFraction", fractions, func(x float64, w time.Duration) cluster.Autoscaler { return NewBlitzScale(env, x, w) })
+			}},
+		{Name: "aibrix", Describe: "KPA on prefill concurrency and decode KV utilisation, panic mode (AIBrix-like)",
+			Variants: func(env Env) []Variant {
+				return sweep("kv=0.7,concurrency", []float64{0.5, 1, 1.5, 2, 3, 4, 8, 16}, func(c float64, w time.Duration) cluster.Autoscaler {
+					return NewAIBrix(c, 0.7, w)
+				})
+			}},
+		{Name: "heteroscale", Describe: "decode TPS proportional, fixed P:D ratio, latency safety net (HeteroScale-like)",
+			Variants: func(env Env) []Variant {
+				return sweep("tpsFraction", fractions, func(x float64, w time.Duration) cluster.Autoscaler { return NewHeteroScale(env, x, w) })
+			}},
+		{Name: "dynamo", Describe: "SLA planner: predicted load ÷ profiled throughput at the SLO, corrected (Dynamo-planner-like)",
 			Variants: func(env Env) []Variant {
 				var out []Variant
-				for _, kv := range []float64{0.5, 0.7} {
-					out = append(out, sweep(fmt.Sprintf("kv=%.1f,concurrency", kv), []float64{1, 2, 4, 8, 16}, func(c float64, w time.Duration) cluster.Autoscaler {
-						return NewAIBrix(c, kv, w)
-					})...)
+				for _, iv := range []time.Duration{time.Minute, 3 * time.Minute, 5 * time.Minute} {
+					for i, x := range fractions {
+						out = append(out, Variant{Tuning: fmt.Sprintf("thptFraction=%g,interval=%s", x, short(iv)),
+							New: func() cluster.Autoscaler { return NewDynamo(env, x, iv) }, Edge: i == 0 || i == len(fractions)-1})
+					}
 				}
 				return out
 			}},
-		{Name: "heteroscale", Describe: "decode TPS proportional, fixed P:D ratio, latency emergency steps",
+		{Name: "llm-d-keda", Describe: "token rate per replica through Prometheus, KEDA and the HPA (llm-d-KEDA-like)",
 			Variants: func(env Env) []Variant {
-				return sweep("tpsFraction", targets, func(x float64, w time.Duration) cluster.Autoscaler { return NewHeteroScale(env, x, w) })
+				return sweep("targetUtilisation", fractions, func(x float64, w time.Duration) cluster.Autoscaler { return NewKEDA(env, x, w) })
 			}},
 		{Name: "hpa-gpu", Describe: "Kubernetes HPA on GPU utilisation (15 s sync, 10% tolerance)",
 			Variants: func(env Env) []Variant {
-				return sweep("gpuUtilisation", []float64{0.4, 0.5, 0.6, 0.7, 0.8, 0.9}, func(x float64, w time.Duration) cluster.Autoscaler { return NewHPAGPU(x, w) })
+				return sweep("gpuUtilisation", []float64{0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.95}, func(x float64, w time.Duration) cluster.Autoscaler { return NewHPAGPU(x, w) })
 			}},
-		{Name: "static-peak", Describe: "fixed pools sized for the trace's 10 s peak (upper cost bound)",
+		{Name: "static", Describe: "fixed pools, a P×D grid from the history's mean to its peak",
+			Variants: staticGrid},
+		{Name: "static-peak", Describe: "fixed pools sized for the history's 10 s peak",
 			Variants: func(env Env) []Variant {
 				s := NewStatic(env, env.PeakPromptTPS, env.PeakOutputTPS)
 				return []Variant{{Tuning: fmt.Sprintf("P=%d,D=%d", s.P, s.D), New: func() cluster.Autoscaler { return s }}}
 			}},
-		{Name: "static-mean", Describe: "fixed pools sized for the trace's mean (lower cost bound)",
+		{Name: "static-mean", Describe: "fixed pools sized for the history's mean",
 			Variants: func(env Env) []Variant {
 				s := NewStatic(env, env.MeanPromptTPS, env.MeanOutputTPS)
 				return []Variant{{Tuning: fmt.Sprintf("P=%d,D=%d", s.P, s.D), New: func() cluster.Autoscaler { return s }}}

@@ -41,6 +41,12 @@ type Autoscaler interface {
 	Decide(v *View) Target
 }
 
+// ReadyTimer is an Autoscaler whose new instances take their own time to become Ready (BlitzScale's
+// live scaling loads weights from a running peer in seconds); the config's ColdStart applies otherwise.
+type ReadyTimer interface {
+	ReadyAfter() time.Duration
+}
+
 // Config sets up a run.
 type Config struct {
 	Hardware Hardware
@@ -60,6 +66,9 @@ type Config struct {
 	SampleEvery time.Duration
 	// DrainLimit bounds the run after the last arrival; requests unfinished by then miss. Default 10m.
 	DrainLimit time.Duration
+	// ScoreFrom starts the scored window: requests arriving earlier are replayed (they warm the cluster
+	// and the autoscaler up) but not scored, and GPU time before it is not counted. Default 0.
+	ScoreFrom time.Duration
 	// Progress, when set, is called with the fraction of the trace replayed.
 	Progress func(frac float64)
 }
@@ -88,7 +97,7 @@ func (c *Config) defaults() error {
 	setI(&c.InitialDecode, 1)
 	setI(&c.MaxPrefill, 64)
 	setI(&c.MaxDecode, 64)
-	if c.ColdStart < 0 || c.RouterDelay < 0 || c.ConvertStepBudget < 0 || c.SampleEvery < 0 || c.DrainLimit < 0 {
+	if c.ColdStart < 0 || c.ScoreFrom < 0 || c.RouterDelay < 0 || c.ConvertStepBudget < 0 || c.SampleEvery < 0 || c.DrainLimit < 0 {
 		return errors.New("durations must not be negative")
 	}
 	if c.InitialPrefill < 1 || c.InitialDecode < 1 || c.MaxPrefill < c.InitialPrefill || c.MaxDecode < c.InitialDecode || c.ConvertChunkTokens < 1 {
@@ -211,6 +220,9 @@ func Run(cfg Config, reqs []trace.Request, a Autoscaler) (*Result, error) {
 	if a == nil || a.Interval() <= 0 {
 		return nil, errors.New("autoscaler with a positive interval is required")
 	}
+	if rt, ok := a.(ReadyTimer); ok && rt.ReadyAfter() > 0 {
+		cfg.ColdStart = rt.ReadyAfter()
+	}
 	s := &sim{cfg: cfg, hw: &cfg.Hardware, res: newResult(len(reqs))}
 	s.reqs = make([]request, len(reqs))
 	for i, r := range reqs {
@@ -241,9 +253,9 @@ func (s *sim) add(r role, ready bool) *instance {
 	return in
 }
 
-// account integrates allocated GPUs and converted decoders up to now.
+// account integrates allocated GPUs and converted decoders up to now, from the scored window's start.
 func (s *sim) account() {
-	dt := s.now - s.lastT
+	dt := s.now - math.Max(s.lastT, s.cfg.ScoreFrom.Seconds())
 	if dt > 0 {
 		s.res.GPUSeconds += dt * float64(s.allocated*s.hw.GPUsPerInstance)
 		s.convSecs += dt * float64(s.converted)
@@ -311,7 +323,7 @@ func (s *sim) loop(a Autoscaler) {
 	s.account()
 	s.res.Duration = s.now
 	s.res.ConvertedSeconds = s.convSecs
-	s.res.finish(s.reqs)
+	s.res.finish(s.reqs, s.cfg.ScoreFrom.Seconds())
 }
 
 // nextEvent is the instance's next self-driven event time.

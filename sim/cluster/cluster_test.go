@@ -115,3 +115,59 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("nil autoscaler accepted")
 	}
 }
+
+// The ceiling by hand: on the H100 profile a 200-token prompt (TTFT SLO 250 ms) and a 5,000-token one
+// (2 s) are reachable; a 10,000-token prompt takes 0.5 s of prefill, under its 2 s SLO; a 60,000-token one
+// needs 3 s of prefill alone, over 2 s; a 300-token prompt (400 ms SLO) is reachable, and a 1,000-token
+// prompt at 400 ms needs 50 ms: reachable. One request before scoreFrom is not counted. 5 of 6 → 5/6.
+func TestCeilingByHand(t *testing.T) {
+	hw := testHW()
+	if hw.PrefillTPS != 20000 {
+		t.Fatalf("test assumes V_P 20000, got %v", hw.PrefillTPS)
+	}
+	reqs := []trace.Request{
+		{Arrival: 0, PromptTokens: 100000, OutputTokens: 10}, // before scoreFrom: unscored
+		{Arrival: 10 * time.Second, PromptTokens: 200, OutputTokens: 10},
+		{Arrival: 11 * time.Second, PromptTokens: 5000, OutputTokens: 10},
+		{Arrival: 12 * time.Second, PromptTokens: 10000, OutputTokens: 10},
+		{Arrival: 13 * time.Second, PromptTokens: 60000, OutputTokens: 10},
+		{Arrival: 14 * time.Second, PromptTokens: 300, OutputTokens: 100},
+		{Arrival: 15 * time.Second, PromptTokens: 1000, OutputTokens: 100},
+	}
+	if got := Ceiling(hw, reqs, 5*time.Second, 0); math.Abs(got-5.0/6) > 1e-12 {
+		t.Errorf("ceiling %v, want 5/6", got)
+	}
+	// TTFT of the 200-token prompt: 200/V_P plus one step at context 200.
+	if ttft, _ := hw.BestLatency(200, 10); math.Abs(ttft-(0.01+hw.StepTime(1, 200))) > 1e-12 {
+		t.Errorf("best TTFT %v", ttft)
+	}
+	// No policy beats the ceiling: a generous static cluster reaches it and no more.
+	res, err := Run(Config{Hardware: hw, ScoreFrom: 5 * time.Second, InitialPrefill: 8, InitialDecode: 8}, reqs, fixed{Target{8, 8, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 6 || res.JointAttainment > 5.0/6+1e-12 {
+		t.Errorf("scored %d requests at %v, above the ceiling", res.Requests, res.JointAttainment)
+	}
+}
+
+// Warm-up is not scored: the GPU time and requests before ScoreFrom do not count.
+func TestScoreFromExcludesWarmup(t *testing.T) {
+	hw := testHW()
+	reqs := []trace.Request{{Arrival: 0, PromptTokens: 100, OutputTokens: 2}, {Arrival: 100 * time.Second, PromptTokens: 100, OutputTokens: 2}}
+	all, err := Run(Config{Hardware: hw}, reqs, fixed{Target{1, 1, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scored, err := Run(Config{Hardware: hw, ScoreFrom: 50 * time.Second}, reqs, fixed{Target{1, 1, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Requests != 2 || scored.Requests != 1 {
+		t.Errorf("requests %d and %d, want 2 and 1", all.Requests, scored.Requests)
+	}
+	// Two GPUs for 50 s fewer.
+	if d := all.GPUSeconds - scored.GPUSeconds; math.Abs(d-100) > 1e-9 {
+		t.Errorf("warm-up GPU-seconds %v, want 100", d)
+	}
+}

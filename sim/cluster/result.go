@@ -85,10 +85,19 @@ func (r *Result) record(q *request, now float64) {
 	r.done++
 }
 
-// finish computes the summary and the per-window series.
-func (r *Result) finish(reqs []request) {
-	var okT, okP, okJ int
+// finish computes the summary over the requests arriving from scoreFrom, and the per-window series.
+func (r *Result) finish(reqs []request, scoreFrom float64) {
+	var okT, okP, okJ, n, done int
+	var ttft, tpot []float64
 	for i, q := range reqs {
+		if q.arrival < scoreFrom {
+			continue
+		}
+		n++
+		if !math.IsInf(r.tpot[i], 1) {
+			done++
+		}
+		ttft, tpot = append(ttft, r.ttft[i]), append(tpot, r.tpot[i])
 		a := r.ttft[i] <= TTFTSLO(q.in)
 		b := r.tpot[i] <= TPOTSLO
 		if a {
@@ -101,12 +110,12 @@ func (r *Result) finish(reqs []request) {
 			okJ++
 		}
 	}
-	r.Unfinished = r.Requests - r.done
-	if n := float64(r.Requests); n > 0 {
-		r.TTFTAttainment, r.TPOTAttainment, r.JointAttainment = float64(okT)/n, float64(okP)/n, float64(okJ)/n
+	r.Requests, r.Unfinished = n, n-done
+	if n > 0 {
+		r.TTFTAttainment, r.TPOTAttainment, r.JointAttainment = float64(okT)/float64(n), float64(okP)/float64(n), float64(okJ)/float64(n)
 	}
-	r.TTFTP50, r.TTFTP99 = quantiles(r.ttft)
-	r.TPOTP50, r.TPOTP99 = quantiles(r.tpot)
+	r.TTFTP50, r.TTFTP99 = quantiles(ttft)
+	r.TPOTP50, r.TPOTP99 = quantiles(tpot)
 
 	if len(r.Series) < 2 {
 		return

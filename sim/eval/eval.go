@@ -22,15 +22,23 @@ import (
 type Options struct {
 	// Cluster is the template config of every run (its Hardware included).
 	Cluster cluster.Config
-	// Goal is the joint SLO attainment a tuning must reach to be chosen for cost. Default 0.96.
+	// Goal is the joint SLO attainment the comparison aims at; the target is the lower of it and the
+	// trace's ceiling less one point. Default 0.96.
 	Goal float64
 	// Workers runs variants in parallel. Default GOMAXPROCS.
 	Workers int
 	// Progress, when set, is called after each finished run.
 	Progress func(done, total int)
-	// History, when set, is the traffic the policies' offline statistics come from (profiled V_D, means,
-	// peaks, P:D ratio); by default they come from the scored trace itself.
-	History []trace.Request
+	// History, when > 0, is the first part of the trace that the policies' offline statistics
+	// (profiled V_D, means, peaks, P:D ratio, static sizes) come from; it is never scored. By default the
+	// statistics come from the scored trace itself (in sample).
+	History time.Duration
+	// Tune, when > 0 (with History), is the window after the history on which each policy's tuning is
+	// chosen; the rest of the trace is scored. By default the tuning is chosen on the scored window.
+	Tune time.Duration
+	// Warmup is how much of the preceding traffic every run replays, unscored, before its window, so
+	// every policy enters the window from its own steady state rather than from the same cold guess.
+	Warmup time.Duration
 }
 
 // SplitHistory splits a trace at d: the requests before d are history, the rest (shifted to start at 0)
@@ -66,8 +74,46 @@ type Summary struct {
 	MeanGPUs         float64  `json:"meanGPUs"`
 	Conversions      int      `json:"conversions"`
 	ConvertedSeconds float64  `json:"convertedSeconds"`
+	// Edge marks a tuning at an end of its policy's swept range (see autoscale.Variant.Edge).
+	Edge bool `json:"edge,omitempty"`
 	// Series is kept for the chosen tuning of each policy only.
 	Series []cluster.Sample `json:"series,omitempty"`
+}
+
+// FrontierPoint is one non-dominated tuning of a policy on the scored window.
+type FrontierPoint struct {
+	Tuning          string  `json:"tuning"`
+	JointAttainment float64 `json:"jointAttainment"`
+	GPUHours        float64 `json:"gpuHours"`
+	Edge            bool    `json:"edge,omitempty"`
+}
+
+// PolicyResult is one policy's outcome: its held-out pick (chosen on the tuning window, scored on the
+// scored window: the embedded Summary), and its frontier and cost at the target on the scored window.
+type PolicyResult struct {
+	Summary
+	// Variants is the size of the policy's sweep.
+	Variants int `json:"variants"`
+	// TuneJointAttainment and TuneGPUHours are the pick's numbers on the tuning window, when there is one.
+	TuneJointAttainment *float64 `json:"tuneJointAttainment,omitempty"`
+	TuneGPUHours        *float64 `json:"tuneGPUHours,omitempty"`
+	// Frontier is the non-dominated (attainment, GPU-hours) points of the sweep, cheapest first.
+	Frontier []FrontierPoint `json:"frontier"`
+	// CostAtTarget is the GPU-hours at the target attainment, interpolated on the frontier; nil when no
+	// tuning reaches the target. CostEdge says the frontier point reaching the target is a sweep edge.
+	CostAtTarget *float64 `json:"costAtTarget"`
+	CostEdge     bool     `json:"costEdge,omitempty"`
+	// Ratio is CostAtTarget over the cheapest other policy's (ablations aside); nil when either is nil.
+	Ratio *float64 `json:"ratioToCheapestOther"`
+	// Cheapest names that other policy.
+	Cheapest string `json:"cheapestOther,omitempty"`
+}
+
+// Window is a span of the trace in trace time, with its request count.
+type Window struct {
+	From     time.Duration `json:"from"`
+	To       time.Duration `json:"to"`
+	Requests int           `json:"requests"`
 }
 
 // Report is one trace's evaluation.
@@ -77,11 +123,22 @@ type Report struct {
 	Hardware string        `json:"hardware"`
 	Env      autoscale.Env `json:"env"`
 	Goal     float64       `json:"goal"`
+	// Ceiling is the scored window's joint attainment with unlimited capacity Ready at once; Target is
+	// min(Goal, Ceiling - 0.01), the attainment policies are compared at. Both are fractions.
+	Ceiling float64 `json:"ceiling"`
+	Target  float64 `json:"target"`
+	// TuneTarget is the target on the tuning window (its own ceiling less a point, at most Goal).
+	TuneTarget float64 `json:"tuneTarget,omitempty"`
 	// HistoryRequests counts the requests the offline statistics came from, when not the scored ones.
 	HistoryRequests int `json:"historyRequests,omitempty"`
-	// Chosen holds each policy's selected tuning in policy order; Tuning holds every run.
-	Chosen []Summary `json:"chosen"`
-	Tuning []Summary `json:"tuning"`
+	// History, Tune and Scored are the windows; Tune is nil when the tuning is chosen on the scored one.
+	History *Window       `json:"history,omitempty"`
+	Tune    *Window       `json:"tune,omitempty"`
+	Scored  Window        `json:"scored"`
+	Warmup  time.Duration `json:"warmup"`
+	// Chosen holds each policy's result in policy order; Tuning holds every scored run.
+	Chosen []PolicyResult `json:"chosen"`
+	Tuning []Summary      `json:"tuning"`
 }
 
 // NewEnv derives what a policy may know offline from a trace and hardware: the profiled V_D at the
@@ -91,7 +148,7 @@ func NewEnv(reqs []trace.Request, hw cluster.Hardware, coldStart time.Duration) 
 		return autoscale.Env{}, errors.New("trace has no requests")
 	}
 	var in, out float64
-	win := map[int64][2]float64{}
+	win := map[int64][3]float64{}
 	for _, r := range reqs {
 		in += float64(r.PromptTokens)
 		out += float64(max(r.OutputTokens, 1))
@@ -99,14 +156,18 @@ func NewEnv(reqs []trace.Request, hw cluster.Hardware, coldStart time.Duration) 
 		w := win[k]
 		w[0] += float64(r.PromptTokens)
 		w[1] += float64(max(r.OutputTokens, 1))
+		w[2]++
 		win[k] = w
 	}
 	n := float64(len(reqs))
-	span := math.Max(reqs[len(reqs)-1].Arrival.Seconds(), 10)
+	first := reqs[0].Arrival.Seconds()
+	span := math.Max(reqs[len(reqs)-1].Arrival.Seconds()-math.Floor(first/10)*10, 10)
 	env := autoscale.Env{Hardware: hw, MeanIn: in / n, MeanOut: out / n, MeanPromptTPS: in / span, MeanOutputTPS: out / span, ColdStart: coldStart}
+	env.MeanRPS = n / span
 	for _, w := range win {
 		env.PeakPromptTPS = math.Max(env.PeakPromptTPS, w[0]/10)
 		env.PeakOutputTPS = math.Max(env.PeakOutputTPS, w[1]/10)
+		env.PeakRPS = math.Max(env.PeakRPS, w[2]/10)
 	}
 	// Profile V_D as TokenScale's offline profiler would: the throughput at the TPOT SLO with headroom
 	// (steps at half the SLO, so a step can take a prefill chunk or a longer context).
@@ -118,7 +179,48 @@ func NewEnv(reqs []trace.Request, hw cluster.Hardware, coldStart time.Duration) 
 	return env, nil
 }
 
-// Evaluate runs every variant of every policy over reqs.
+// span returns the requests arriving in [from, to) (to <= 0: to the end).
+func span(reqs []trace.Request, from, to time.Duration) []trace.Request {
+	i := sort.Search(len(reqs), func(i int) bool { return reqs[i].Arrival >= from })
+	j := len(reqs)
+	if to > 0 {
+		j = sort.Search(len(reqs), func(i int) bool { return reqs[i].Arrival >= to })
+	}
+	return reqs[i:j]
+}
+
+// replay is one window's run input: the window's requests preceded by warm-up traffic, shifted so the
+// replay starts at 0, and where scoring starts.
+type replay struct {
+	reqs      []trace.Request
+	scoreFrom time.Duration
+	win       Window
+}
+
+func newReplay(reqs []trace.Request, from, to, warmup time.Duration) (replay, error) {
+	start := max(0, from-warmup)
+	in := span(reqs, start, to)
+	w := Window{From: from, To: to, Requests: len(span(reqs, from, to))}
+	if w.To <= 0 && len(reqs) > 0 {
+		w.To = reqs[len(reqs)-1].Arrival
+	}
+	if w.Requests == 0 {
+		return replay{}, fmt.Errorf("the window %s–%s has no requests", from, w.To)
+	}
+	out := make([]trace.Request, len(in))
+	for i, r := range in {
+		r.Arrival -= start
+		out[i] = r
+	}
+	return replay{reqs: out, scoreFrom: from - start, win: w}, nil
+}
+
+func targetFor(goal, ceiling float64) float64 {
+	return math.Min(goal, ceiling-0.01)
+}
+
+// Evaluate runs every variant of every policy over reqs: on the tuning window (when there is one) to
+// choose each policy's tuning, and on the scored window for its frontier and its pick's score.
 func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Options) (*Report, error) {
 	if o.Goal == 0 {
 		o.Goal = 0.96
@@ -126,9 +228,20 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
+	if len(reqs) == 0 {
+		return nil, errors.New("trace has no requests")
+	}
+	if o.Tune > 0 && o.History <= 0 {
+		return nil, errors.New("a tuning window needs a history window before it")
+	}
 	hist := reqs
-	if o.History != nil {
-		hist = o.History
+	var histWin *Window
+	if o.History > 0 {
+		hist = span(reqs, 0, o.History)
+		if len(hist) == 0 {
+			return nil, fmt.Errorf("the history window 0–%s has no requests", o.History)
+		}
+		histWin = &Window{From: 0, To: o.History, Requests: len(hist)}
 	}
 	env, err := NewEnv(hist, o.Cluster.Hardware, o.Cluster.ColdStart)
 	if err != nil {
@@ -137,46 +250,82 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 	if env.ColdStart == 0 {
 		env.ColdStart = 60 * time.Second
 	}
-	// Every run starts from the pools an operator would deploy for the trace's mean load, so no policy
-	// pays for a cold first minute that the others do not.
+	// Every run starts its replay from the pools an operator would deploy for the history's mean load;
+	// the warm-up then lets each policy reach its own state before scoring starts.
 	if o.Cluster.InitialPrefill == 0 && o.Cluster.InitialDecode == 0 {
 		s := autoscale.NewStatic(env, env.MeanPromptTPS, env.MeanOutputTPS)
 		o.Cluster.InitialPrefill, o.Cluster.InitialDecode = s.P, s.D
 	}
+	var tune *replay
+	scoreFrom := o.History
+	if o.Tune > 0 {
+		t, err := newReplay(reqs, o.History, o.History+o.Tune, o.Warmup)
+		if err != nil {
+			return nil, fmt.Errorf("tuning: %w", err)
+		}
+		tune = &t
+		scoreFrom += o.Tune
+	}
+	scored, err := newReplay(reqs, scoreFrom, 0, o.Warmup)
+	if err != nil {
+		return nil, fmt.Errorf("scoring: %w", err)
+	}
+
 	type job struct {
 		pol, idx int
+		tune     bool
 		v        autoscale.Variant
 	}
 	var jobs []job
-	offsets := make([]int, len(pols))
+	var variants []autoscale.Variant
+	var owner []int
 	for i, p := range pols {
-		offsets[i] = len(jobs)
 		for _, v := range p.Variants(env) {
-			jobs = append(jobs, job{pol: i, idx: len(jobs), v: v})
+			variants = append(variants, v)
+			owner = append(owner, i)
 		}
 	}
-	runs := make([]Summary, len(jobs))
-	results := make([]*cluster.Result, len(jobs))
+	for k, v := range variants {
+		jobs = append(jobs, job{pol: owner[k], idx: k, v: v})
+		if tune != nil {
+			jobs = append(jobs, job{pol: owner[k], idx: k, tune: true, v: v})
+		}
+	}
+	runs := make([]Summary, len(variants))
+	tuneRuns := make([]Summary, len(variants))
+	series := make([][]cluster.Sample, len(variants))
 	errs := make([]error, len(jobs))
 	var (
 		mu   sync.Mutex
 		done int
 		wg   sync.WaitGroup
 	)
-	ch := make(chan job)
+	ch := make(chan int)
 	for range o.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range ch {
+			for n := range ch {
+				j := jobs[n]
 				cfg := o.Cluster
 				cfg.Progress = nil
-				res, err := cluster.Run(cfg, reqs, j.v.New())
+				rp := scored
+				if j.tune {
+					rp = *tune
+				}
+				cfg.ScoreFrom = rp.scoreFrom
+				res, err := cluster.Run(cfg, rp.reqs, j.v.New())
 				if err != nil {
-					errs[j.idx] = err
+					errs[n] = err
 				} else {
-					results[j.idx] = res
-					runs[j.idx] = summarise(pols[j.pol].Name, j.v.Tuning, res)
+					s := summarise(pols[j.pol].Name, j.v.Tuning, res)
+					s.Edge = j.v.Edge
+					if j.tune {
+						tuneRuns[j.idx] = s
+					} else {
+						runs[j.idx] = s
+						series[j.idx] = res.Series
+					}
 				}
 				mu.Lock()
 				done++
@@ -187,26 +336,125 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 			}
 		}()
 	}
-	for _, j := range jobs {
-		ch <- j
+	for n := range jobs {
+		ch <- n
 	}
 	close(ch)
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	rep := &Report{Trace: name, Requests: len(reqs), Hardware: o.Cluster.Hardware.Name, Env: env, Goal: o.Goal, Tuning: runs, HistoryRequests: len(o.History)}
-	for i := range pols {
-		end := len(jobs)
-		if i+1 < len(pols) {
-			end = offsets[i+1]
-		}
-		best := choose(runs[offsets[i]:end], o.Goal) + offsets[i]
-		s := runs[best]
-		s.Series = results[best].Series
-		rep.Chosen = append(rep.Chosen, s)
+	drain := o.Cluster.DrainLimit
+	rep := &Report{Trace: name, Requests: scored.win.Requests, Hardware: o.Cluster.Hardware.Name, Env: env, Goal: o.Goal,
+		Tuning: runs, HistoryRequests: len(hist), History: histWin, Scored: scored.win, Warmup: o.Warmup}
+	if histWin == nil {
+		rep.HistoryRequests = 0
 	}
+	rep.Ceiling = cluster.Ceiling(o.Cluster.Hardware, scored.reqs, scored.scoreFrom, drain)
+	rep.Target = targetFor(o.Goal, rep.Ceiling)
+	chooseOn, chooseTarget := runs, rep.Target
+	if tune != nil {
+		w := tune.win
+		rep.Tune = &w
+		rep.TuneTarget = targetFor(o.Goal, cluster.Ceiling(o.Cluster.Hardware, tune.reqs, tune.scoreFrom, drain))
+		chooseOn, chooseTarget = tuneRuns, rep.TuneTarget
+	}
+	lo := 0
+	for i, p := range pols {
+		hi := lo
+		for hi < len(variants) && owner[hi] == i {
+			hi++
+		}
+		best := choose(chooseOn[lo:hi], chooseTarget) + lo
+		pr := PolicyResult{Summary: runs[best], Variants: hi - lo}
+		pr.Series = series[best]
+		if tune != nil {
+			a, g := tuneRuns[best].JointAttainment, tuneRuns[best].GPUHours
+			pr.TuneJointAttainment, pr.TuneGPUHours = &a, &g
+		}
+		pr.Frontier = Frontier(runs[lo:hi])
+		pr.CostAtTarget, pr.CostEdge = CostAt(pr.Frontier, rep.Target)
+		rep.Chosen = append(rep.Chosen, pr)
+		_ = p
+		lo = hi
+	}
+	rep.rank()
 	return rep, nil
+}
+
+// ablation reports whether a policy is one of tokenscale's ablations, left out of "other policies".
+func ablation(name string) bool { return strings.HasPrefix(name, "ts-") }
+
+// rank fills each policy's ratio to the cheapest other policy at the target.
+func (r *Report) rank() {
+	for i := range r.Chosen {
+		me := &r.Chosen[i]
+		for j, o := range r.Chosen {
+			if j == i || ablation(o.Policy) || o.CostAtTarget == nil {
+				continue
+			}
+			if me.Cheapest == "" || *o.CostAtTarget < *r.costOf(me.Cheapest) {
+				me.Cheapest = o.Policy
+			}
+		}
+		if me.CostAtTarget != nil && me.Cheapest != "" {
+			x := *me.CostAtTarget / *r.costOf(me.Cheapest)
+			me.Ratio = &x
+		}
+	}
+}
+
+func (r *Report) costOf(policy string) *float64 {
+	for _, c := range r.Chosen {
+		if c.Policy == policy {
+			return c.CostAtTarget
+		}
+	}
+	return nil
+}
+
+// Frontier returns the non-dominated (attainment, GPU-hours) points of a sweep, cheapest first: each
+// point has strictly higher attainment than every cheaper one.
+func Frontier(rs []Summary) []FrontierPoint {
+	idx := make([]int, len(rs))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool {
+		ra, rb := rs[idx[a]], rs[idx[b]]
+		if ra.GPUHours != rb.GPUHours {
+			return ra.GPUHours < rb.GPUHours
+		}
+		return ra.JointAttainment > rb.JointAttainment
+	})
+	var out []FrontierPoint
+	for _, i := range idx {
+		s := rs[i]
+		if len(out) > 0 && s.JointAttainment <= out[len(out)-1].JointAttainment {
+			continue
+		}
+		out = append(out, FrontierPoint{Tuning: s.Tuning, JointAttainment: s.JointAttainment, GPUHours: s.GPUHours, Edge: s.Edge})
+	}
+	return out
+}
+
+// CostAt is the GPU-hours at attainment t on a frontier: linear between the two points around t (an
+// operator alternating the two tunings gets both the attainment and the cost in proportion), the
+// cheapest point's cost when it already reaches t, nil when no point does. edge reports whether the
+// point reaching t is at an edge of its sweep.
+func CostAt(f []FrontierPoint, t float64) (cost *float64, edge bool) {
+	for i, p := range f {
+		if p.JointAttainment < t {
+			continue
+		}
+		c := p.GPUHours
+		if i > 0 {
+			q := f[i-1]
+			c = q.GPUHours + (p.GPUHours-q.GPUHours)*(t-q.JointAttainment)/(p.JointAttainment-q.JointAttainment)
+		}
+		return &c, p.Edge || (i == 0 && p.Edge)
+	}
+	return nil, false
 }
 
 // choose picks the cheapest tuning that reaches the goal, else the one with the best attainment.
@@ -257,19 +505,87 @@ func fmtMS(p *float64) string {
 	return fmt.Sprintf("%.0f", *p)
 }
 
-// WriteTable writes the report as Markdown: the chosen tuning per policy, then the whole sweep.
-func (r *Report) WriteTable(w io.Writer, withTuning bool) {
-	hist := ""
-	if r.HistoryRequests > 0 {
-		hist = fmt.Sprintf(", statistics from %d earlier requests", r.HistoryRequests)
+func pct(x float64) string { return fmt.Sprintf("%.1f%%", 100*x) }
+
+// describe says where the statistics, the tuning and the score come from.
+func (r *Report) describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scored on %d requests", r.Scored.Requests)
+	if r.History == nil {
+		b.WriteString(" of the whole trace; statistics and tuning from the same requests (in sample)")
+		return b.String()
 	}
-	fmt.Fprintf(w, "### %s (%d requests, %s, V_P %.0f tok/s, V_D %.0f tok/s, cold start %s%s)\n\n",
-		r.Trace, r.Requests, r.Hardware, r.Env.Hardware.PrefillTPS, r.Env.DecodeTPS, r.Env.ColdStart, hist)
+	fmt.Fprintf(&b, " from %s to %s; statistics from %s–%s (%d requests)", r.Scored.From, r.Scored.To, r.History.From, r.History.To, r.History.Requests)
+	if r.Tune != nil {
+		fmt.Fprintf(&b, "; tuning chosen on %s–%s (%d requests), not scored", r.Tune.From, r.Tune.To, r.Tune.Requests)
+	} else {
+		b.WriteString("; tuning chosen on the scored window")
+	}
+	if r.Warmup > 0 {
+		fmt.Fprintf(&b, "; every run replays the %s before its window unscored", r.Warmup)
+	}
+	return b.String()
+}
+
+// WriteTable writes the report as Markdown: the ranking at the target attainment, each policy's
+// held-out pick, and optionally the whole sweep.
+func (r *Report) WriteTable(w io.Writer, withTuning bool) {
+	fmt.Fprintf(w, "### %s (%s, V_P %.0f tok/s, V_D %.0f tok/s, cold start %s)\n\n",
+		r.Trace, r.Hardware, r.Env.Hardware.PrefillTPS, r.Env.DecodeTPS, r.Env.ColdStart)
+	fmt.Fprintf(w, "%s.\n\n", r.describe())
+	fmt.Fprintf(w, "Ceiling %s (joint attainment with unlimited capacity Ready at once); target T = %s (the lower of the %s goal and the ceiling less a point).\n\n",
+		pct(r.Ceiling), pct(r.Target), pct(r.Goal))
+	order := make([]int, len(r.Chosen))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		ca, cb := r.Chosen[order[a]].CostAtTarget, r.Chosen[order[b]].CostAtTarget
+		switch {
+		case ca == nil || cb == nil:
+			return ca != nil && cb == nil
+		default:
+			return *ca < *cb
+		}
+	})
+	io.WriteString(w, "| rank | policy | GPU-h at T | × cheapest other | frontier | sweep | held-out pick | joint SLO | GPU-hours |\n|---:|---|---:|---|---:|---:|---|---:|---:|\n")
+	for k, i := range order {
+		c := r.Chosen[i]
+		cost, ratio, rank := "unreachable", "–", "–"
+		if c.CostAtTarget != nil {
+			cost = fmt.Sprintf("%.2f", *c.CostAtTarget)
+			if c.CostEdge {
+				cost += " (edge)"
+			}
+			rank = fmt.Sprint(k + 1)
+			if c.Ratio != nil {
+				ratio = fmt.Sprintf("%.3f× %s", *c.Ratio, c.Cheapest)
+			}
+		}
+		pick := c.Tuning
+		if c.Edge {
+			pick += " (edge)"
+		}
+		mark := ""
+		if c.JointAttainment >= r.Target {
+			mark = " ✓"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %d | %s | %s%s | %.2f |\n", rank, c.Policy, cost, ratio, len(c.Frontier), c.Variants, pick, pct(c.JointAttainment), mark, c.GPUHours)
+	}
+	io.WriteString(w, "\nGPU-h at T: on the policy's frontier (its non-dominated tunings on the scored window), interpolated between the two tunings around T. ")
+	io.WriteString(w, "× cheapest other: over the cheapest other policy at T, tokenscale's ablations aside. ")
+	if r.Tune != nil {
+		io.WriteString(w, "Held-out pick: the cheapest tuning reaching the tuning window's target there (else its best), scored here; ✓: it reaches T. ")
+	} else {
+		io.WriteString(w, "Pick: the cheapest tuning reaching T (else its best); ✓: it reaches T. ")
+	}
+	io.WriteString(w, "(edge): at an end of the policy's swept range.\n\n")
+
 	header := "| policy | tuning | joint SLO | TTFT SLO | TPOT SLO | TTFT p50 / p99 ms | TPOT p50 / p99 ms | GPU-hours | mean GPUs | conversions |\n" +
 		"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 	row := func(s Summary) string {
 		mark := ""
-		if s.JointAttainment >= r.Goal {
+		if s.JointAttainment >= r.Target {
 			mark = " ✓"
 		}
 		return fmt.Sprintf("| %s | %s | %.1f%%%s | %.1f%% | %.1f%% | %s / %s | %s / %s | %.2f | %.2f | %d |\n",
@@ -278,13 +594,12 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 	}
 	io.WriteString(w, header)
 	for _, s := range r.Chosen {
-		io.WriteString(w, row(s))
+		io.WriteString(w, row(s.Summary))
 	}
-	fmt.Fprintf(w, "\n✓: joint attainment ≥ %.0f%%. Each policy's tuning is the cheapest of its sweep that reaches it, else its best.\n", 100*r.Goal)
 	if !withTuning {
 		return
 	}
-	fmt.Fprintf(w, "\nTuning sweep (%s):\n\n", r.Trace)
+	fmt.Fprintf(w, "\nTuning sweep (%s, scored window):\n\n", r.Trace)
 	io.WriteString(w, header)
 	rows := append([]Summary(nil), r.Tuning...)
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Policy < rows[j].Policy })
@@ -293,37 +608,33 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 	}
 }
 
-// Verdict says, in words, whether tokenscale met the bar: the goal, with fewer GPU-hours than every
-// other policy (ablations aside) that also reaches the goal. It is empty when tokenscale was not run.
+// Verdict says, in words, where tokenscale stands at the target: its cost there against the cheapest
+// other policy's. It is empty when tokenscale was not run.
 func (r *Report) Verdict() string {
-	var ours *Summary
-	for i := range r.Chosen {
-		if r.Chosen[i].Policy == "tokenscale" {
-			ours = &r.Chosen[i]
-		}
-	}
-	if ours == nil {
-		return ""
-	}
-	var b strings.Builder
-	if ours.JointAttainment < r.Goal {
-		fmt.Fprintf(&b, "tokenscale reaches %.1f%% joint attainment, below the %.0f%% goal.", 100*ours.JointAttainment, 100*r.Goal)
-		return b.String()
-	}
-	var cheaper []string
-	for _, s := range r.Chosen {
-		if s.Policy == "tokenscale" || strings.HasPrefix(s.Policy, "ts-") {
+	for _, c := range r.Chosen {
+		if c.Policy != "tokenscale" {
 			continue
 		}
-		if s.JointAttainment >= r.Goal && s.GPUHours <= ours.GPUHours {
-			cheaper = append(cheaper, fmt.Sprintf("%s (%.2f GPU-h at %.1f%%)", s.Policy, s.GPUHours, 100*s.JointAttainment))
+		if c.CostAtTarget == nil {
+			best := 0.0
+			for _, f := range c.Frontier {
+				best = math.Max(best, f.JointAttainment)
+			}
+			return fmt.Sprintf("tokenscale does not reach T = %s on this trace (its best tuning reaches %s).", pct(r.Target), pct(best))
 		}
+		if c.Ratio == nil {
+			return fmt.Sprintf("At T = %s tokenscale costs %.2f GPU-h; no other policy reaches T.", pct(r.Target), *c.CostAtTarget)
+		}
+		verb := "cheaper than"
+		switch {
+		case math.Abs(*c.Ratio-1) < 0.005:
+			return fmt.Sprintf("At T = %s tokenscale costs %.2f GPU-h, the same as the cheapest other policy (%s, %.2f GPU-h) to within 0.5%%.",
+				pct(r.Target), *c.CostAtTarget, c.Cheapest, *r.costOf(c.Cheapest))
+		case *c.Ratio > 1:
+			verb = "dearer than"
+		}
+		return fmt.Sprintf("At T = %s tokenscale costs %.2f GPU-h, %.2f× the cheapest other policy (%s, %.2f GPU-h): %.0f%% %s it.",
+			pct(r.Target), *c.CostAtTarget, *c.Ratio, c.Cheapest, *r.costOf(c.Cheapest), 100*math.Abs(*c.Ratio-1), verb)
 	}
-	fmt.Fprintf(&b, "tokenscale reaches %.1f%% joint attainment with %.2f GPU-hours", 100*ours.JointAttainment, ours.GPUHours)
-	if len(cheaper) == 0 {
-		fmt.Fprintf(&b, "; no other policy reaching %.0f%% uses fewer GPU-hours.", 100*r.Goal)
-	} else {
-		fmt.Fprintf(&b, "; policies reaching %.0f%% with no more GPU-hours: %s.", 100*r.Goal, strings.Join(cheaper, ", "))
-	}
-	return b.String()
+	return ""
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,11 +31,28 @@ func evaluate(t testing.TB, reqs []trace.Request, workers int) *Report {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Evaluate("code", reqs, autoscale.Policies(), Options{Cluster: cluster.Config{Hardware: hw}, Workers: workers})
+	// Statistics from the first 4 minutes, tuning chosen on the next 3, the last 3 scored; every run
+	// replays 2 minutes unscored first.
+	rep, err := Evaluate("code", reqs, autoscale.Policies(), Options{Cluster: cluster.Config{Hardware: hw}, Workers: workers,
+		History: 4 * time.Minute, Tune: 3 * time.Minute, Warmup: 2 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rep
+}
+
+var (
+	sharedOnce sync.Once
+	sharedRep  *Report
+)
+
+// shared is one evaluation of the 10-minute window, for the tests that only read a report.
+func shared(t testing.TB) *Report {
+	sharedOnce.Do(func() { sharedRep = evaluate(t, codeWindow(t, 10*time.Minute), 2) })
+	if sharedRep == nil {
+		t.Fatal("shared evaluation failed")
+	}
+	return sharedRep
 }
 
 // A fixed seed reproduces the same table, whatever the parallelism. Run with -update after a deliberate
@@ -63,7 +82,7 @@ func TestGoldenTable(t *testing.T) {
 
 // The JSON report has no NaN or Inf (encoding would fail) and keeps a series for each chosen tuning.
 func TestJSONReport(t *testing.T) {
-	rep := evaluate(t, codeWindow(t, 3*time.Minute), 2)
+	rep := shared(t)
 	data, err := json.Marshal(rep)
 	if err != nil {
 		t.Fatal(err)
@@ -79,11 +98,84 @@ func TestJSONReport(t *testing.T) {
 		if s.JointAttainment < 0 || s.JointAttainment > 1 || s.GPUHours <= 0 {
 			t.Errorf("%s: attainment %v, GPU-hours %v", s.Policy, s.JointAttainment, s.GPUHours)
 		}
+		if len(s.Frontier) == 0 {
+			t.Errorf("%s: no frontier", s.Policy)
+		}
+	}
+	if !(back.Ceiling > 0 && back.Ceiling <= 1) || back.Target != math.Min(back.Goal, back.Ceiling-0.01) {
+		t.Errorf("ceiling %v, target %v", back.Ceiling, back.Target)
+	}
+	// costAtTarget is always present, null when unreachable.
+	var raw []map[string]any
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil || json.Unmarshal(top["chosen"], &raw) != nil {
+		t.Fatal(err)
+	}
+	for _, c := range raw {
+		if _, ok := c["costAtTarget"]; !ok {
+			t.Errorf("%v: no costAtTarget", c["policy"])
+		}
+	}
+}
+
+// The frontier keeps only non-dominated tunings, and the cost at a target is read off it: between two
+// points by linear interpolation, the cheapest point's cost when it already reaches the target, nil
+// above the best point.
+func TestFrontierAndCostAtTarget(t *testing.T) {
+	rs := []Summary{
+		{Tuning: "a", JointAttainment: 0.90, GPUHours: 2},
+		{Tuning: "b", JointAttainment: 0.85, GPUHours: 3}, // dominated by a
+		{Tuning: "c", JointAttainment: 0.98, GPUHours: 4, Edge: true},
+		{Tuning: "d", JointAttainment: 0.94, GPUHours: 3},
+		{Tuning: "e", JointAttainment: 0.98, GPUHours: 5}, // dominated by c
+		{Tuning: "f", JointAttainment: 0.80, GPUHours: 1},
+	}
+	f := Frontier(rs)
+	var names string
+	for _, p := range f {
+		names += p.Tuning
+	}
+	if names != "fadc" {
+		t.Fatalf("frontier %q, want fadc", names)
+	}
+	c, edge := CostAt(f, 0.96) // halfway from d (0.94, 3) to c (0.98, 4)
+	if c == nil || math.Abs(*c-3.5) > 1e-12 || !edge {
+		t.Errorf("cost at 96%%: %v (edge %v), want 3.5 from an edge point", c, edge)
+	}
+	if c, _ := CostAt(f, 0.75); c == nil || *c != 1 {
+		t.Errorf("cost at 75%%: %v, want the cheapest point's 1", c)
+	}
+	if c, _ := CostAt(f, 0.99); c != nil {
+		t.Errorf("cost at 99%%: %v, want nil (unreachable)", *c)
+	}
+}
+
+// The report ranks by cost at the target and gives each policy's ratio to the cheapest other policy,
+// leaving tokenscale's ablations out of "other".
+func TestRatioToCheapestOther(t *testing.T) {
+	cost := func(x float64) *float64 { return &x }
+	r := &Report{Chosen: []PolicyResult{
+		{Summary: Summary{Policy: "tokenscale"}, CostAtTarget: cost(3)},
+		{Summary: Summary{Policy: "ts-prefill"}, CostAtTarget: cost(1)},
+		{Summary: Summary{Policy: "static"}, CostAtTarget: cost(2)},
+		{Summary: Summary{Policy: "hpa-gpu"}},
+		{Summary: Summary{Policy: "aibrix"}, CostAtTarget: cost(6)},
+	}}
+	r.rank()
+	ts := r.Chosen[0]
+	if ts.Cheapest != "static" || ts.Ratio == nil || *ts.Ratio != 1.5 {
+		t.Errorf("tokenscale: cheapest other %q, ratio %v; want static, 1.5", ts.Cheapest, ts.Ratio)
+	}
+	if st := r.Chosen[2]; st.Cheapest != "tokenscale" || *st.Ratio != 2.0/3 {
+		t.Errorf("static: cheapest other %q ratio %v; want tokenscale, 2/3", st.Cheapest, *st.Ratio)
+	}
+	if r.Chosen[3].Ratio != nil {
+		t.Error("an unreachable policy has a ratio")
 	}
 }
 
 func TestPlotWritesPNGs(t *testing.T) {
-	rep := evaluate(t, codeWindow(t, 3*time.Minute), 2)
+	rep := shared(t)
 	files, err := rep.Plot(t.TempDir() + "/code")
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
@@ -35,7 +36,71 @@ func (r *Report) Plot(prefix string) ([]string, error) {
 	if err := r.grid(ttft, r.ttftPanel); err != nil {
 		return nil, err
 	}
-	return []string{inst, ttft}, nil
+	front := prefix + "-frontier.png"
+	if err := r.frontierPlot(front); err != nil {
+		return nil, err
+	}
+	return []string{inst, ttft, front}, nil
+}
+
+// frontierPlot draws every policy's frontier, GPU-hours against joint attainment on the scored window,
+// with the target and the ceiling marked.
+func (r *Report) frontierPlot(file string) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("%s: cost against joint SLO attainment (T %.1f%%, ceiling %.1f%%)", r.Trace, 100*r.Target, 100*r.Ceiling)
+	p.X.Label.Text = "joint SLO attainment (%)"
+	p.Y.Label.Text = "GPU-hours"
+	hi := 100 * r.Ceiling
+	ymax := 0.0
+	for i, c := range r.Chosen {
+		if len(c.Frontier) == 0 {
+			continue
+		}
+		pts := make(plotter.XYs, len(c.Frontier))
+		for k, f := range c.Frontier {
+			pts[k] = plotter.XY{X: 100 * f.JointAttainment, Y: f.GPUHours}
+			ymax = math.Max(ymax, f.GPUHours)
+		}
+		l, sc, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			return err
+		}
+		col := plotutil.Color(i)
+		l.Color, sc.Color = col, col
+		l.Dashes = plotutil.Dashes(i / len(plotutil.DefaultColors))
+		sc.Shape = plotutil.Shape(i)
+		p.Add(l, sc)
+		p.Legend.Add(c.Policy, l, sc)
+	}
+	for _, m := range []struct {
+		x float64
+		c color.Color
+	}{{100 * r.Target, red}, {100 * r.Ceiling, grey}} {
+		l, err := plotter.NewLine(plotter.XYs{{X: m.x, Y: 0}, {X: m.x, Y: math.Max(ymax, 1e-3)}})
+		if err != nil {
+			return err
+		}
+		l.Color = m.c
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+		p.Add(l)
+	}
+	p.Legend.Top, p.Legend.Left = true, true
+	// Zoom on the region around the target: 20 points below it to the ceiling, and up to 3× the
+	// dearest cost at T (lines beyond are clipped).
+	p.X.Min = math.Max(0, 100*r.Target-20)
+	p.X.Max = math.Min(100, hi) + 0.5
+	top := 0.0
+	for _, c := range r.Chosen {
+		if c.CostAtTarget != nil {
+			top = math.Max(top, *c.CostAtTarget)
+		}
+	}
+	if top > 0 {
+		p.Y.Min, p.Y.Max = 0, math.Min(ymax, 3*top)
+	}
+	img := vgimg.New(9*vg.Inch, 6*vg.Inch)
+	p.Draw(draw.New(img))
+	return saveImage(img, file)
 }
 
 func (r *Report) grid(file string, panel func(s Summary) (*plot.Plot, error)) error {
@@ -46,7 +111,7 @@ func (r *Report) grid(file string, panel func(s Summary) (*plot.Plot, error)) er
 	tiles := draw.Tiles{Rows: rows, Cols: cols, PadX: vg.Millimeter * 2, PadY: vg.Millimeter * 2,
 		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
 	for i, s := range r.Chosen {
-		p, err := panel(s)
+		p, err := panel(s.Summary)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 package trace
 
 import (
+	"bytes"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -165,4 +167,111 @@ func checkRead(t *testing.T, in string, f Format) {
 			t.Fatalf("first request at %s, want 0", tr.Requests[0].Arrival)
 		}
 	}
+}
+
+// The ServeGen reader synthesises the windows' rates: the request count is Σ rate × 600 s within a few
+// standard deviations, the same for the same seed, with token lengths drawn from the given trace.
+func TestServeGenSynthesis(t *testing.T) {
+	lengths := []Request{{PromptTokens: 100, OutputTokens: 10}, {PromptTokens: 2000, OutputTokens: 50}}
+	a, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Requests) != len(b.Requests) || a.Requests[len(a.Requests)/2] != b.Requests[len(b.Requests)/2] {
+		t.Error("same seed, different requests")
+	}
+	want := 0.0
+	for _, f := range []string{"testdata/servegen/chunk-0-trace.csv", "testdata/servegen/chunk-15-trace.csv"} {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := ParseServeGenClient(fh, f)
+		fh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			want += w.Rate * ServeGenWindowSeconds
+		}
+	}
+	// Bursty renewal processes vary more than Poisson: allow 15%.
+	if got := float64(len(a.Requests)); math.Abs(got-want) > 0.15*want {
+		t.Errorf("%v requests, want about %v", got, want)
+	}
+	for i, r := range a.Requests {
+		if i > 0 && r.Arrival < a.Requests[i-1].Arrival || r.Arrival < 0 || r.Arrival >= 2*time.Hour {
+			t.Fatalf("request %d arrives at %v", i, r.Arrival)
+		}
+		if r.PromptTokens != 100 && r.PromptTokens != 2000 {
+			t.Fatalf("request %d has a length not from the length trace: %+v", i, r)
+		}
+	}
+	// A window of the folder: requests only from it, re-based to its start.
+	w, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 3, Start: time.Hour, Duration: 30 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := w.Requests[len(w.Requests)-1].Arrival; last >= 30*time.Minute {
+		t.Errorf("windowed trace ends at %v", last)
+	}
+}
+
+func TestServeGenErrorsNameFileAndLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"0,1,1,,0,0\n600,1,1,Lognormal,1,1\n": "c.csv:2: unknown inter-arrival family",
+		"0,1,1,,0,0\n0,1,1,,0,0\n":            "c.csv:2: window start 0 does not follow 0",
+		"0,1,1,Gamma,0,5\n":                   "c.csv:1: Gamma shape 0",
+		"0,1e9,1,,0,0\n":                      "c.csv:1: rate 1e+09",
+		"0,1,1\n":                             "c.csv:1: want 6 columns",
+		"0,NaN,1,,0,0\n":                      "c.csv:1: column 2",
+	} {
+		_, err := ParseServeGenClient(strings.NewReader(in), "c.csv")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", in, err, want)
+		}
+	}
+	if _, err := ReadServeGen(t.TempDir(), []Request{{}}, Options{}); err == nil || !strings.Contains(err.Error(), "chunk-") {
+		t.Errorf("empty folder: %v", err)
+	}
+}
+
+// Any input gives windows that pass the checks, or an error naming the file and a line; long lines and
+// huge rates are refused, so synthesis stays bounded.
+func FuzzParseServeGenClient(f *testing.F) {
+	f.Add([]byte("0,1.33,8.6,Weibull,0.375,0.397\n600,0,0,,0,0\n1200,0.15,4.07,Gamma,0.0604,103.65\n"))
+	f.Add([]byte("0,1,1,Gamma,0.001,1\n"))
+	f.Add([]byte(strings.Repeat("9", 5000)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ws, err := ParseServeGenClient(bytes.NewReader(data), "f.csv")
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.csv:") {
+				t.Fatalf("error without file and line: %v", err)
+			}
+			return
+		}
+		total := 0.0
+		for i, w := range ws {
+			if w.Rate < 0 || w.Rate > maxServeGenRate || (i > 0 && w.Start <= ws[i-1].Start) {
+				t.Fatalf("bad window accepted: %+v", w)
+			}
+			total += w.Rate * ServeGenWindowSeconds
+		}
+		if total > 2e5 { // synthesis is bounded by the limits; keep the fuzzer fast
+			return
+		}
+		reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws}, []Request{{PromptTokens: 1, OutputTokens: 1}}, 0, 0, 1)
+		if err != nil {
+			return
+		}
+		for i := 1; i < len(reqs); i++ {
+			if reqs[i].Arrival < reqs[i-1].Arrival {
+				t.Fatal("unsorted synthesis")
+			}
+		}
+	})
 }

@@ -1,0 +1,81 @@
+package autoscale
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/sim/cluster"
+)
+
+// decodeView is a view with n Ready decoders whose generation counters read gen each.
+func decodeView(now time.Duration, n int, gen float64) *cluster.View {
+	v := &cluster.View{Now: now, PrefillReplicas: 1, DecodeReplicas: n}
+	for i := range n {
+		v.Decode = append(v.Decode, cluster.InstanceStats{Name: string(rune('a' + i)), GenerationTokens: gen})
+	}
+	return v
+}
+
+// HeteroScale applies the P:D ratio to the fractional decode demand: a decoder needing 1% of an
+// instance brings ⌈0.01 × ratio⌉ prefillers, not ⌈1 × ratio⌉.
+func TestHeteroScaleRatioOnFractionalDemand(t *testing.T) {
+	h := &HeteroScale{TargetPerDecode: 1000, Ratio: 20, emergencyAt: -1e9}
+	h.Decide(decodeView(0, 1, 0))
+	got := h.Decide(decodeView(10*time.Second, 1, 100)) // 10 tok/s: 1% of a decoder
+	if got.Decode != 1 || got.Prefill != 1 {
+		t.Errorf("1%% decode demand: got P=%d D=%d, want P=1 D=1 (⌈0.01×20⌉)", got.Prefill, got.Decode)
+	}
+	got = h.Decide(decodeView(20*time.Second, 1, 100+25000)) // 2,500 tok/s: 2.5 decoders' worth
+	if got.Decode != 3 || got.Prefill != 50 {
+		t.Errorf("2.5 decoders of demand: got P=%d D=%d, want P=50 (⌈2.5×20⌉) D=3", got.Prefill, got.Decode)
+	}
+}
+
+// The KPA panics on a burst (twice the Ready pods' worth in the panic window), then holds its pods
+// (scale up only) until a stable window passes calm, and scales down by at most half per decision.
+func TestKPAPanicScalesUpOnly(t *testing.T) {
+	k := NewKPA(1, 0)
+	n := 0
+	for s := 0; s < 60; s++ {
+		n = k.Step(float64(s), 2, 2) // steady: 2 per pod-target, 2 pods
+	}
+	if n != 2 {
+		t.Fatalf("steady: %d pods, want 2", n)
+	}
+	for s := 60; s < 64; s++ {
+		n = k.Step(float64(s), 2, 12) // burst: panic window sees 12
+	}
+	if n != 4 {
+		t.Errorf("burst from 2 Ready pods: %d, want 4 (scale-up capped at 2×)", n)
+	}
+	peak := 0
+	for s := 64; s < 100; s++ {
+		n = k.Step(float64(s), n, 0.5) // calm again, still inside the stable window after the panic
+		if n < peak {
+			t.Fatalf("t=%ds: scaled down from %d to %d in panic mode", s, peak, n)
+		}
+		peak = n
+	}
+	for s := 100; s < 200; s++ {
+		n = k.Step(float64(s), n, 0.5)
+	}
+	if n != 1 {
+		t.Errorf("after the panic: %d, want 1", n)
+	}
+}
+
+// KEDA sees a token rate only after two Prometheus scrapes, and acts only at its 30 s polls.
+func TestKEDAGoesThroughPrometheus(t *testing.T) {
+	e := Env{DecodeTPS: 1000, Hardware: cluster.Hardware{PrefillTPS: 1e9, KVBytesPerToken: 1, LinkBytesPerSecond: 1e9}}
+	k := NewKEDA(e, 1, time.Minute)
+	var got cluster.Target
+	for s := 0; s <= 45; s++ {
+		got = k.Decide(decodeView(time.Duration(s)*time.Second, 1, float64(s)*4000)) // 4,000 tok/s on one decoder
+		if s < 30 && got.Decode != 1 {
+			t.Fatalf("t=%ds: scaled to %d before KEDA had two scrapes and a poll", s, got.Decode)
+		}
+	}
+	if got.Decode != 4 {
+		t.Errorf("after the 30 s poll: %d decoders, want 4 (rate 4,000 ÷ 1,000 per replica)", got.Decode)
+	}
+}

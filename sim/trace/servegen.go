@@ -1,0 +1,230 @@
+package trace
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ServeGen is a ServeGen model folder (Alibaba Bailian production load, arXiv 2505.09999): one
+// chunk-<n>-trace.csv per anonymised client, each row a 600 s window
+// "window_start_s,rate_req_per_s,cv_of_interarrival,iat_family,param1,param2". Per-request arrivals are
+// synthesised from each window's rate and inter-arrival distribution, summed over clients.
+const ServeGen Format = "servegen"
+
+// ServeGenWindowSeconds is the length of a ServeGen window.
+const ServeGenWindowSeconds = 600
+
+// Limits that keep a hostile ServeGen file bounded in memory and time.
+const (
+	maxServeGenLine    = 4096
+	maxServeGenRows    = 1 << 20
+	maxServeGenRate    = 1e4              // requests/s of one client in one window
+	maxServeGenStart   = 10 * 365 * 86400 // window starts, seconds
+	maxServeGenShape   = 1e6
+	minServeGenShape   = 1e-3
+	minWeibullShape    = 0.05       // Γ(1+1/k) stays finite
+	maxServeGenRequest = 20_000_000 // synthesised requests in all
+)
+
+// ServeGenWindow is one row of a client's file.
+type ServeGenWindow struct {
+	Start, Rate, CV float64
+	Family          string // Weibull, Gamma, Exponential or "" (none fitted)
+	P1, P2          float64
+}
+
+// ParseServeGenClient reads one client's windows. Errors name the file and line.
+func ParseServeGenClient(r io.Reader, name string) ([]ServeGenWindow, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 256), maxServeGenLine)
+	var out []ServeGenWindow
+	line := 0
+	last := -1.0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		if len(out) >= maxServeGenRows {
+			return nil, lineError(name, line, "more than %d windows", maxServeGenRows)
+		}
+		f := strings.Split(text, ",")
+		if len(f) != 6 {
+			return nil, lineError(name, line, "want 6 columns (window_start_s, rate, cv, family, param1, param2), got %d", len(f))
+		}
+		var v [5]float64
+		for i, k := range []int{0, 1, 2, 4, 5} {
+			x, err := strconv.ParseFloat(strings.TrimSpace(f[k]), 64)
+			if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
+				return nil, lineError(name, line, "column %d: %q is not a finite number", k+1, f[k])
+			}
+			v[i] = x
+		}
+		w := ServeGenWindow{Start: v[0], Rate: v[1], CV: v[2], Family: strings.TrimSpace(f[3]), P1: v[3], P2: v[4]}
+		switch {
+		case w.Start < 0 || w.Start > maxServeGenStart || w.Start != math.Trunc(w.Start):
+			return nil, lineError(name, line, "window start %v must be a whole number of seconds in [0, %d]", w.Start, maxServeGenStart)
+		case w.Start <= last:
+			return nil, lineError(name, line, "window start %v does not follow %v", w.Start, last)
+		case w.Rate < 0 || w.Rate > maxServeGenRate:
+			return nil, lineError(name, line, "rate %v must be in [0, %g] requests/s", w.Rate, maxServeGenRate)
+		case w.CV < 0:
+			return nil, lineError(name, line, "inter-arrival CV %v is negative", w.CV)
+		}
+		switch w.Family {
+		case "", "Exponential":
+		case "Weibull", "Gamma":
+			lo := minServeGenShape
+			if w.Family == "Weibull" {
+				lo = minWeibullShape
+			}
+			if w.Rate > 0 && (w.P1 < lo || w.P1 > maxServeGenShape) {
+				return nil, lineError(name, line, "%s shape %v must be in [%g, %g]", w.Family, w.P1, lo, maxServeGenShape)
+			}
+		default:
+			return nil, lineError(name, line, "unknown inter-arrival family %q (want Weibull, Gamma, Exponential or empty)", w.Family)
+		}
+		last = w.Start
+		out = append(out, w)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, lineError(name, line+1, "%v", err)
+	}
+	return out, nil
+}
+
+// gamma draws Gamma(k, 1) (Marsaglia and Tsang; boosted for k < 1).
+func gamma(rng *rand.Rand, k float64) float64 {
+	if k < 1 {
+		return gamma(rng, k+1) * math.Pow(rng.Float64(), 1/k)
+	}
+	d := k - 1.0/3
+	c := 1 / math.Sqrt(9*d)
+	for {
+		x := rng.NormFloat64()
+		v := 1 + c*x
+		if v <= 0 {
+			continue
+		}
+		v = v * v * v
+		u := rng.Float64()
+		if math.Log(u) < 0.5*x*x+d-d*v+d*math.Log(v) {
+			return d * v
+		}
+	}
+}
+
+// interArrival draws one inter-arrival time of a window, in seconds, with mean 1/rate: the fitted
+// family's shape (param1) sets the burstiness, the window's rate its mean. Without a fitted family a
+// positive CV gives a Gamma of that CV, else exponential.
+func interArrival(rng *rand.Rand, w ServeGenWindow) float64 {
+	var x float64 // mean 1
+	switch {
+	case w.Family == "Weibull":
+		k := w.P1
+		x = math.Pow(rng.ExpFloat64(), 1/k) / math.Gamma(1+1/k)
+	case w.Family == "Gamma":
+		x = gamma(rng, w.P1) / w.P1
+	case w.Family == "" && w.CV > 0 && w.CV != 1:
+		k := math.Min(math.Max(1/(w.CV*w.CV), minServeGenShape), maxServeGenShape)
+		x = gamma(rng, k) / k
+	default:
+		x = rng.ExpFloat64()
+	}
+	if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
+		x = rng.ExpFloat64()
+	}
+	return math.Max(x, 1e-9) / w.Rate
+}
+
+// SynthesizeServeGen turns clients' windows into requests arriving in [from, to) seconds (to <= 0: to
+// the last window's end), with token lengths drawn from lengths, seeded. Arrivals are relative to from.
+func SynthesizeServeGen(clients [][]ServeGenWindow, lengths []Request, from, to float64, seed uint64) ([]Request, error) {
+	if len(lengths) == 0 {
+		return nil, errors.New("servegen: no requests to draw token lengths from")
+	}
+	var out []Request
+	for ci, ws := range clients {
+		rng := rand.New(rand.NewPCG(seed, uint64(ci)+0x5e4e))
+		for _, w := range ws {
+			end := w.Start + ServeGenWindowSeconds
+			if w.Rate <= 0 || end <= from || (to > 0 && w.Start >= to) {
+				continue
+			}
+			if n := float64(len(out)) + w.Rate*ServeGenWindowSeconds; n > maxServeGenRequest {
+				return nil, fmt.Errorf("servegen: more than %d requests in the window; use --start/--duration", maxServeGenRequest)
+			}
+			// A very bursty fit can draw near-zero gaps for long; cap a window at 20× its mean count.
+			limit := int(20*w.Rate*ServeGenWindowSeconds) + 100
+			for t, k := w.Start+interArrival(rng, w)*rng.Float64(), 0; t < end && k < limit; t, k = t+interArrival(rng, w), k+1 {
+				if t < from || (to > 0 && t >= to) {
+					continue
+				}
+				l := lengths[rng.IntN(len(lengths))]
+				out = append(out, Request{Arrival: time.Duration((t - from) * float64(time.Second)), PromptTokens: l.PromptTokens, OutputTokens: l.OutputTokens})
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Arrival < out[j].Arrival })
+	return out, nil
+}
+
+// ReadServeGen reads every chunk-*-trace.csv of a ServeGen model folder and synthesises the requests of
+// o's Start/Duration window (the whole folder when Duration is 0), token lengths drawn from lengths
+// (name it in the report: ServeGen gives no lengths), then applies o's time and rate scaling.
+func ReadServeGen(dir string, lengths []Request, o Options) (*Trace, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "chunk-*-trace.csv"))
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s: no chunk-*-trace.csv files (a ServeGen model folder has one per client)", dir)
+	}
+	sort.Strings(files)
+	clients := make([][]ServeGenWindow, 0, len(files))
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			return nil, err
+		}
+		ws, err := ParseServeGenClient(fh, filepath.Base(f))
+		fh.Close()
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, ws)
+	}
+	from := o.Start.Seconds()
+	to := 0.0
+	if o.Duration > 0 {
+		to = from + o.Duration.Seconds()
+	}
+	reqs, err := SynthesizeServeGen(clients, lengths, from, to, o.Seed)
+	if err != nil {
+		return nil, err
+	}
+	if len(reqs) == 0 {
+		return nil, fmt.Errorf("%s: no requests in the window", dir)
+	}
+	t := &Trace{Requests: reqs}
+	if o.RateScale > 0 && o.RateScale != 1 {
+		t.Requests = scaleRate(t.Requests, o.RateScale, o.Seed)
+	}
+	if o.TimeScale > 0 && o.TimeScale != 1 {
+		for i := range t.Requests {
+			t.Requests[i].Arrival = time.Duration(float64(t.Requests[i].Arrival) / o.TimeScale)
+		}
+	}
+	return t, nil
+}
