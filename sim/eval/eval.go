@@ -548,7 +548,7 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 			return *ca < *cb
 		}
 	})
-	io.WriteString(w, "| rank | policy | GPU-h at T | × cheapest other | frontier | sweep | held-out pick | joint SLO | GPU-hours |\n|---:|---|---:|---|---:|---:|---|---:|---:|\n")
+	fmt.Fprint(w, "| rank | policy | GPU-h at T | × cheapest other | frontier | sweep | held-out pick | joint SLO | GPU-hours |\n|---:|---|---:|---|---:|---:|---|---:|---:|\n")
 	for k, i := range order {
 		c := r.Chosen[i]
 		cost, ratio, rank := "unreachable", "–", "–"
@@ -572,14 +572,14 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %d | %s | %s%s | %.2f |\n", rank, c.Policy, cost, ratio, len(c.Frontier), c.Variants, pick, pct(c.JointAttainment), mark, c.GPUHours)
 	}
-	io.WriteString(w, "\nGPU-h at T: on the policy's frontier (its non-dominated tunings on the scored window), interpolated between the two tunings around T. ")
-	io.WriteString(w, "× cheapest other: over the cheapest other policy at T, tokenscale's ablations aside. ")
+	fmt.Fprint(w, "\nGPU-h at T: on the policy's frontier (its non-dominated tunings on the scored window), interpolated between the two tunings around T. ")
+	fmt.Fprint(w, "× cheapest other: over the cheapest other policy at T, tokenscale's ablations aside. ")
 	if r.Tune != nil {
-		io.WriteString(w, "Held-out pick: the cheapest tuning reaching the tuning window's target there (else its best), scored here; ✓: it reaches T. ")
+		fmt.Fprint(w, "Held-out pick: the cheapest tuning reaching the tuning window's target there (else its best), scored here; ✓: it reaches T. ")
 	} else {
-		io.WriteString(w, "Pick: the cheapest tuning reaching T (else its best); ✓: it reaches T. ")
+		fmt.Fprint(w, "Pick: the cheapest tuning reaching T (else its best); ✓: it reaches T. ")
 	}
-	io.WriteString(w, "(edge): at an end of the policy's swept range.\n\n")
+	fmt.Fprint(w, "(edge): at an end of the policy's swept range.\n\n")
 
 	header := "| policy | tuning | joint SLO | TTFT SLO | TPOT SLO | TTFT p50 / p99 ms | TPOT p50 / p99 ms | GPU-hours | mean GPUs | conversions |\n" +
 		"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -592,19 +592,19 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 			s.Policy, s.Tuning, 100*s.JointAttainment, mark, 100*s.TTFTAttainment, 100*s.TPOTAttainment,
 			fmtMS(s.TTFTP50ms), fmtMS(s.TTFTP99ms), fmtMS(s.TPOTP50ms), fmtMS(s.TPOTP99ms), s.GPUHours, s.MeanGPUs, s.Conversions)
 	}
-	io.WriteString(w, header)
+	fmt.Fprint(w, header)
 	for _, s := range r.Chosen {
-		io.WriteString(w, row(s.Summary))
+		fmt.Fprint(w, row(s.Summary))
 	}
 	if !withTuning {
 		return
 	}
 	fmt.Fprintf(w, "\nTuning sweep (%s, scored window):\n\n", r.Trace)
-	io.WriteString(w, header)
+	fmt.Fprint(w, header)
 	rows := append([]Summary(nil), r.Tuning...)
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Policy < rows[j].Policy })
 	for _, s := range rows {
-		io.WriteString(w, row(s))
+		fmt.Fprint(w, row(s))
 	}
 }
 

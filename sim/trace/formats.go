@@ -132,7 +132,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				OutputLength *int     `json:"output_length"`
 			}
 			if err := json.Unmarshal([]byte(text), &rec); err != nil {
-				return 0, 0, 0, false, fmt.Errorf("not a JSON object: %v", err)
+				return 0, 0, 0, false, fmt.Errorf("not a JSON object: %w", err)
 			}
 			switch {
 			case rec.Timestamp == nil:
