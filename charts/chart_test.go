@@ -58,13 +58,14 @@ func TestChartMatchesKustomize(t *testing.T) {
 }
 
 // TestChartCertManager: in cert-manager mode the aggregator verifies the adapter: no APIService skips
-// verification, each gets its CA from the serving Certificate, whose Secret the adapter serves from.
+// verification, each gets its CA from the serving Certificate, whose Secret the adapter serves from. The
+// KEDA scaler's certificate is issued from the same CA into the Secret the scaler mounts.
 func TestChartCertManager(t *testing.T) {
 	helm := os.Getenv("TOKENSCALE_HELM")
 	if helm == "" {
 		t.Skip(noHelm)
 	}
-	got := render(t, helm, "tls.mode=cert-manager", "externalMetrics.enabled=true")
+	got := render(t, helm, "tls.mode=cert-manager", "externalMetrics.enabled=true", "kedaScaler.enabled=true")
 	cert := got["Certificate/tokenscale/tokenscale-adapter-serving"]
 	if cert == nil {
 		t.Fatalf("no serving Certificate; objects: %v", keys(got))
@@ -108,6 +109,27 @@ func TestChartCertManager(t *testing.T) {
 	if !strings.Contains(vols, "secretName:tokenscale-adapter-serving-cert") {
 		t.Errorf("adapter volumes %s do not mount the serving Secret", vols)
 	}
+	checkScalerCert(t, got, "tokenscale-keda-scaler-tls", "tokenscale-ca")
+
+	// The scaler alone: the chart's CA and the scaler's certificate, nothing of the adapter's; the Secret's
+	// name follows kedaScaler.tls.secretName.
+	got = render(t, helm, "tls.mode=cert-manager", "adapter.enabled=false", "kedaScaler.enabled=true", "kedaScaler.tls.secretName=scaler-tls")
+	checkScalerCert(t, got, "scaler-tls", "tokenscale-ca")
+	if got["Certificate/tokenscale/tokenscale-adapter-serving"] != nil {
+		t.Error("the adapter's serving Certificate is rendered although the adapter is not")
+	}
+	for _, n := range []string{"Issuer/tokenscale/tokenscale-selfsigned", "Certificate/tokenscale/tokenscale-ca", "Issuer/tokenscale/tokenscale-ca"} {
+		if got[n] == nil {
+			t.Errorf("scaler only: no %s", n)
+		}
+	}
+	// In insecure mode the chart issues nothing: the scaler's Secret is made by hand, as with kustomize.
+	got = render(t, helm, "kedaScaler.enabled=true")
+	for k := range got {
+		if strings.HasPrefix(k, "Certificate/") || strings.HasPrefix(k, "Issuer/") {
+			t.Errorf("tls.mode=insecure renders %s", k)
+		}
+	}
 	// A user's issuer replaces the chart's own CA.
 	got = render(t, helm, "tls.mode=cert-manager", "tls.certManager.issuerRef.name=corp-ca", "tls.certManager.issuerRef.kind=ClusterIssuer")
 	if got["Issuer/tokenscale/tokenscale-ca"] != nil {
@@ -115,6 +137,39 @@ func TestChartCertManager(t *testing.T) {
 	}
 	if n := str(got["Certificate/tokenscale/tokenscale-adapter-serving"], "spec", "issuerRef", "name"); n != "corp-ca" {
 		t.Errorf("serving Certificate's issuer %q, want corp-ca", n)
+	}
+	got = render(t, helm, "tls.mode=cert-manager", "kedaScaler.enabled=true", "tls.certManager.issuerRef.name=corp-ca", "tls.certManager.issuerRef.kind=ClusterIssuer")
+	checkScalerCert(t, got, "tokenscale-keda-scaler-tls", "corp-ca")
+}
+
+// checkScalerCert: the KEDA scaler's Certificate is issued by issuer for its Service's DNS name into
+// secret, and the scaler serves from that Secret.
+func checkScalerCert(t *testing.T, got map[string]obj, secret, issuer string) {
+	t.Helper()
+	cert := got["Certificate/tokenscale/tokenscale-keda-scaler"]
+	if cert == nil {
+		t.Errorf("no KEDA scaler Certificate; objects: %v", keys(got))
+		return
+	}
+	if s := str(cert, "spec", "secretName"); s != secret {
+		t.Errorf("KEDA scaler Certificate's secretName %q, want %q", s, secret)
+	}
+	if dns := fmt.Sprint(get(cert, "spec", "dnsNames")); !strings.Contains(dns, "tokenscale-keda-scaler.tokenscale.svc") {
+		t.Errorf("KEDA scaler Certificate's dnsNames %s lack tokenscale-keda-scaler.tokenscale.svc", dns)
+	}
+	if n := str(cert, "spec", "issuerRef", "name"); n != issuer {
+		t.Errorf("KEDA scaler Certificate's issuer %q, want %q", n, issuer)
+	}
+	dep := got["Deployment/tokenscale/tokenscale-keda-scaler"]
+	vols := fmt.Sprint(get(dep, "spec", "template", "spec", "volumes"))
+	if !strings.Contains(vols, "secretName:"+secret+"]") {
+		t.Errorf("KEDA scaler volumes %s do not mount the Secret %s", vols, secret)
+	}
+	args := fmt.Sprint(get(dep, "spec", "template", "spec", "containers").([]any)[0].(obj)["args"])
+	for _, a := range []string{"--tls-cert-file=/etc/tokenscale-tls/tls.crt", "--tls-private-key-file=/etc/tokenscale-tls/tls.key"} {
+		if !strings.Contains(args, a) {
+			t.Errorf("KEDA scaler args %s lack %s", args, a)
+		}
 	}
 }
 
@@ -124,12 +179,23 @@ func TestChartRefusesBadValues(t *testing.T) {
 	if helm == "" {
 		t.Skip(noHelm)
 	}
-	for _, set := range [][]string{{"tls.mode=verify"}, {"adapter.enabled=false", "externalMetrics.enabled=true"}, {"adapter.enabled=false"}} {
-		out, err := exec.Command(helm, helmArgs(set)...).CombinedOutput()
+	// Each error must name what to change.
+	for _, c := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"tls.mode=verify"}, "tls.mode"},
+		{[]string{"adapter.enabled=false", "externalMetrics.enabled=true"}, "needs adapter.enabled"},
+		{[]string{"adapter.enabled=false"}, "enable"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.tls.secretName="}, "kedaScaler.tls.secretName"},
+		{[]string{"converter.enabled=true", "converter.controller.leaderElection=false"}, "needs converter.controller.leaderElection"},
+		{[]string{"converter.enabled=true", "converter.agent.minFlipInterval=10s"}, "converter.minFlipInterval"},
+	} {
+		out, err := exec.Command(helm, helmArgs(c.set)...).CombinedOutput()
 		if err == nil {
-			t.Errorf("--set %v rendered; want an error", set)
-		} else if !bytes.Contains(out, []byte("tls.mode")) && !bytes.Contains(out, []byte("enable")) && !bytes.Contains(out, []byte("needs")) {
-			t.Errorf("--set %v: unclear error: %s", set, out)
+			t.Errorf("--set %v rendered; want an error", c.set)
+		} else if !bytes.Contains(out, []byte(c.want)) {
+			t.Errorf("--set %v: unclear error (want %q in it): %s", c.set, c.want, out)
 		}
 	}
 }
