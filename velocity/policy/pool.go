@@ -147,7 +147,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	}
 	if st.Known == 0 {
 		if len(st.Errors) > 0 {
-			return st, fmt.Errorf("pool %s: %w (first: %v)", p.Name, ErrNoData, st.Errors[0])
+			return st, fmt.Errorf("pool %s: %w (first: %w)", p.Name, ErrNoData, st.Errors[0])
 		}
 		return st, fmt.Errorf("pool %s: %w (no pods)", p.Name, ErrNoData)
 	}

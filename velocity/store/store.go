@@ -412,7 +412,7 @@ func (s *Store) state(st *podState) error {
 	}
 	if age := s.now().Sub(st.lastT); age > s.opts.StaleAfter {
 		if st.lastErr != nil {
-			return fmt.Errorf("%s: %w (last good scrape %s ago; last error: %v)", pod, ErrStale, age.Round(time.Millisecond), st.lastErr)
+			return fmt.Errorf("%s: %w (last good scrape %s ago; last error: %w)", pod, ErrStale, age.Round(time.Millisecond), st.lastErr)
 		}
 		return fmt.Errorf("%s: %w (last good scrape %s ago)", pod, ErrStale, age.Round(time.Millisecond))
 	}
