@@ -24,7 +24,7 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--trace", bad}, "bad.csv:3"},
 		{[]string{"--trace", "nope"}, "nope"},
 		{[]string{"extra"}, "unexpected arguments"},
-		{[]string{"--trace", "code", "--history", "5h", "--policies", "static-mean"}, "leaves no requests"},
+		{[]string{"--trace", "code", "--history", "5h", "--policies", "static-mean"}, "has no requests"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(c.args, &out, &errb)
@@ -34,7 +34,7 @@ func TestRunErrors(t *testing.T) {
 	}
 	// With --skip-bad the bad line is counted, not fatal.
 	var out, errb bytes.Buffer
-	if err := run([]string{"--trace", bad, "--skip-bad", "--policies", "static-mean", "--progress=false"}, &out, &errb); err != nil {
+	if err := run([]string{"--trace", bad, "--skip-bad", "--history", "0", "--tune-window", "0", "--warmup", "0", "--policies", "static-mean", "--progress=false"}, &out, &errb); err != nil {
 		t.Fatalf("--skip-bad: %v", err)
 	}
 	if !strings.Contains(errb.String(), "skipped 1 malformed lines") {
@@ -45,7 +45,7 @@ func TestRunErrors(t *testing.T) {
 func TestRunJSONAndPlots(t *testing.T) {
 	dir := t.TempDir()
 	var out, errb bytes.Buffer
-	err := run([]string{"--trace", "conv", "--duration", "2m", "--policies", "tokenscale,static-peak", "--json", "--plots", dir, "--progress=false"}, &out, &errb)
+	err := run([]string{"--trace", "conv", "--duration", "2m", "--history", "0", "--tune-window", "0", "--warmup", "0", "--policies", "tokenscale,static-peak", "--json", "--plots", dir, "--progress=false"}, &out, &errb)
 	if err != nil {
 		t.Fatal(err)
 	}
