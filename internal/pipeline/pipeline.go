@@ -73,6 +73,11 @@ func Start(ctx context.Context, restCfg *rest.Config, o Options, obs collector.O
 	if err != nil {
 		return nil, err
 	}
+	// The observer exports whether the config's last reload was applied, when it can.
+	if r, ok := obs.(interface{ ConfigReloaded(error) }); ok {
+		watcher.OnReload = r.ConfigReloaded
+		r.ConfigReloaded(nil) // the config in force was loaded at start
+	}
 	p := &Pipeline{Service: svc, Config: watcher}
 	if o.ConfigReload > 0 && o.ConfigPath != "" {
 		go watcher.Run(ctx, o.ConfigReload)

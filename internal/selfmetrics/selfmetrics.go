@@ -18,7 +18,9 @@ type Scrape struct {
 	duration *metrics.HistogramVec
 	errors   *metrics.CounterVec
 	last     *metrics.Gauge
-	now      func() time.Time
+	// reloadOK and reloadAt say whether the config file's last reload was applied, and when one last was.
+	reloadOK, reloadAt *metrics.Gauge
+	now                func() time.Time
 }
 
 // NewScrape registers the scrape metrics with register.
@@ -37,10 +39,28 @@ func NewScrape(register func(...metrics.Registerable), now func() time.Time) *Sc
 			Namespace: "tokenscale", Name: "last_scrape_timestamp_seconds",
 			Help: "Unix time of the last engine scrape; time() minus this is the freshness of served values.",
 		}),
+		reloadOK: metrics.NewGauge(&metrics.GaugeOpts{
+			Namespace: "tokenscale", Subsystem: "config", Name: "last_reload_successful",
+			Help: "1 if the config file's last load or reload was applied, 0 if it was rejected (the previous config stays in force).",
+		}),
+		reloadAt: metrics.NewGauge(&metrics.GaugeOpts{
+			Namespace: "tokenscale", Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last config load or reload that was applied.",
+		}),
 		now: now,
 	}
-	register(s.duration, s.errors, s.last)
+	register(s.duration, s.errors, s.last, s.reloadOK, s.reloadAt)
 	return s
+}
+
+// ConfigReloaded records a config load or reload: err nil means it was applied.
+func (s *Scrape) ConfigReloaded(err error) {
+	if err != nil {
+		s.reloadOK.Set(0)
+		return
+	}
+	s.reloadOK.Set(1)
+	s.reloadAt.Set(float64(s.now().UnixNano()) / 1e9)
 }
 
 // ObserveScrape records one scrape.

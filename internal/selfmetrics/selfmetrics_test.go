@@ -89,3 +89,21 @@ tokenscale_build_info{commit="0123456",go_version="go1.26.8",version="v0.1.0"} 1
 		t.Error(err)
 	}
 }
+
+func TestConfigReloadGauges(t *testing.T) {
+	reg := metrics.NewKubeRegistry()
+	s := NewScrape(reg.MustRegister, func() time.Time { return time.Unix(1700000000, 0) })
+	s.ConfigReloaded(nil)
+	s.ConfigReloaded(errors.New("config reload rejected"))
+	want := `
+# HELP tokenscale_config_last_reload_success_timestamp_seconds [ALPHA] Unix time of the last config load or reload that was applied.
+# TYPE tokenscale_config_last_reload_success_timestamp_seconds gauge
+tokenscale_config_last_reload_success_timestamp_seconds 1.7e+09
+# HELP tokenscale_config_last_reload_successful [ALPHA] 1 if the config file's last load or reload was applied, 0 if it was rejected (the previous config stays in force).
+# TYPE tokenscale_config_last_reload_successful gauge
+tokenscale_config_last_reload_successful 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_config_last_reload_successful", "tokenscale_config_last_reload_success_timestamp_seconds"); err != nil {
+		t.Error(err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"sync"
 	"time"
@@ -241,6 +242,23 @@ func (c *Config) complete() error {
 			errs = append(errs, fmt.Errorf("scrape.prometheusURL %q: want an http(s) URL of a Prometheus-compatible API, like http://prometheus.monitoring:9090", s.PrometheusURL))
 		}
 	}
+	// Upper bounds: a value past these is a typo (a unit missing, a zero too many), and each would starve
+	// or swamp the loop: a minute-long interval is as lagging as the PromQL this project replaces.
+	if s.Interval.Duration < 100*time.Millisecond || s.Interval.Duration > time.Minute {
+		errs = append(errs, fmt.Errorf("scrape.interval (%s) must be between 100ms and 1m", s.Interval))
+	}
+	if s.Timeout.Duration <= 0 || s.Spread.Duration < 0 {
+		errs = append(errs, fmt.Errorf("scrape.timeout (%s) must be positive and scrape.spread (%s) not negative", s.Timeout, s.Spread))
+	}
+	if s.StaleAfter.Duration > time.Hour {
+		errs = append(errs, fmt.Errorf("scrape.staleAfter (%s) must be at most 1h", s.StaleAfter))
+	}
+	if s.LatencyWindow.Duration < s.Interval.Duration || s.LatencyWindow.Duration > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("scrape.latencyWindow (%s) must be between scrape.interval (%s) and 10m", s.LatencyWindow, s.Interval))
+	}
+	if s.Concurrency > 4096 || s.MaxBodyBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("scrape.concurrency (%d) must be at most 4096 and scrape.maxBodyBytes (%d) at most 67108864 (64 MiB): together they bound the adapter's memory", s.Concurrency, s.MaxBodyBytes))
+	}
 	if s.DefaultScheme != "http" && s.DefaultScheme != "https" {
 		errs = append(errs, fmt.Errorf("scrape.scheme %q: allowed values are http, https", s.DefaultScheme))
 	}
@@ -358,6 +376,10 @@ type Watcher struct {
 	raw  []byte
 	// OnChange, if set before Run, is called after each successful reload.
 	OnChange func(*Config)
+	// OnReload, if set before Run, is called after each reload of a changed file with its outcome (nil:
+	// applied), so that the last reload's success can be exported.
+	OnReload func(error)
+	rejected bool // the file differs from the config in force, which a reload refused
 }
 
 // NewWatcher loads path (or the default when path is "") and returns a watcher serving it.
@@ -399,17 +421,38 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	same := bytes.Equal(raw, w.raw)
 	w.mu.RUnlock()
 	if same {
+		if w.rejected {
+			// The file is back to the config in force: the rejection no longer stands.
+			w.rejected = false
+			if w.OnReload != nil {
+				w.OnReload(nil)
+			}
+		}
 		return false, nil
 	}
 	c, err := Parse(raw)
+	if err == nil && !reflect.DeepEqual(c.Scrape, w.Current().Scrape) {
+		// The source, the scraper and the store are built from scrape.* at start; a reload that changed
+		// them would be accepted but not applied, so it is refused instead.
+		err = errors.New("scrape.* changed; scrape settings take effect at start only: restart to apply them")
+	}
 	if err != nil {
-		return false, fmt.Errorf("config reload rejected, keeping the previous config: %s: %w", w.path, err)
+		err = fmt.Errorf("config reload rejected, keeping the previous config: %s: %w", w.path, err)
+		w.rejected = true
+		if w.OnReload != nil {
+			w.OnReload(err)
+		}
+		return false, err
 	}
 	w.mu.Lock()
 	w.cur, w.raw = c, raw
 	w.mu.Unlock()
+	w.rejected = false
 	if w.OnChange != nil {
 		w.OnChange(c)
+	}
+	if w.OnReload != nil {
+		w.OnReload(nil)
 	}
 	return true, nil
 }

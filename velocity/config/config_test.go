@@ -59,6 +59,11 @@ func TestParseErrors(t *testing.T) {
 		{"empty selector", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill}\n", "selector"},
 		{"empty", "", "empty"},
 		{"bad engine", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, engine: tgi, selector: {a: b}}\n", "allowed values are auto"},
+		{"interval of an hour", "version: tokenscale.io/v1alpha1\nscrape: {interval: 1h, timeout: 1s, staleAfter: 2h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.interval (1h0m0s) must be between 100ms and 1m"},
+		{"body limit of a gigabyte", "version: tokenscale.io/v1alpha1\nscrape: {maxBodyBytes: 1073741824}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "at most 67108864"},
+		{"ten thousand scrapes at once", "version: tokenscale.io/v1alpha1\nscrape: {concurrency: 10000}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.concurrency (10000) must be at most 4096"},
+		{"stale after a day", "version: tokenscale.io/v1alpha1\nscrape: {staleAfter: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "at most 1h"},
+		{"latency window of an hour", "version: tokenscale.io/v1alpha1\nscrape: {latencyWindow: 1h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.latencyWindow (1h0m0s) must be between"},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,6 +103,44 @@ func TestHotReloadKeepsOldOnBadFile(t *testing.T) {
 	}
 	if w.Current().Pools[0].Profile.PrefillTPS != 7000 || got == nil {
 		t.Error("new config not in force")
+	}
+}
+
+// A reload that changes scrape.* is refused, not accepted and silently ignored: the loop's source and
+// store are built from it at start. Outcomes reach OnReload; a file put back clears the rejection.
+func TestHotReloadRefusesScrapeChanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outcomes []error
+	w.OnReload = func(err error) { outcomes = append(outcomes, err) }
+	before := w.Current()
+	changedScrape := strings.Replace(good, "  interval: 1s\n", "  interval: 2s\n", 1)
+	if changedScrape == good {
+		t.Fatal("fixture: the good config has no scrape interval to change")
+	}
+	if err := os.WriteFile(path, []byte(changedScrape), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := w.Reload(); changed || err == nil || !strings.Contains(err.Error(), "scrape.* changed") {
+		t.Fatalf("scrape change: changed=%v err=%v, want a refusal naming scrape.*", changed, err)
+	}
+	if w.Current() != before {
+		t.Fatal("the config in force changed although the reload was refused")
+	}
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := w.Reload(); changed || err != nil {
+		t.Fatalf("file put back: changed=%v err=%v", changed, err)
+	}
+	if len(outcomes) != 2 || outcomes[0] == nil || outcomes[1] != nil {
+		t.Fatalf("reload outcomes %v, want [refusal, nil]", outcomes)
 	}
 }
 
