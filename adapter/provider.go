@@ -231,18 +231,14 @@ func unavailable(msg string) error {
 	}}
 }
 
-// maxQuantity is the largest value served: its milli-units must fit an int64 (9.2e18) with room for
-// rounding, and no token rate or count comes near it.
-const maxQuantity = 1e15
-
 // ErrOutOfRange is a value that cannot be served as a Kubernetes quantity.
 var ErrOutOfRange = errors.New("value out of the range served")
 
 // quantity converts a value to a milli-quantity, or says why it cannot: a negative, non-finite or huge
 // value would wrap in the int64 conversion and reach the HPA as a wrong number.
 func quantity(v float64) (resource.Quantity, error) {
-	if !(v >= 0 && v <= maxQuantity) {
-		return resource.Quantity{}, fmt.Errorf("%w: %g is not within 0..%g", ErrOutOfRange, v, float64(maxQuantity))
+	if !(v >= 0 && v <= service.MaxValue) {
+		return resource.Quantity{}, fmt.Errorf("%w: %g is not within 0..%g", ErrOutOfRange, v, float64(service.MaxValue))
 	}
 	return *resource.NewMilliQuantity(int64(math.Round(v*1000)), resource.DecimalSI), nil
 }

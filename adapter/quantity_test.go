@@ -52,13 +52,13 @@ func TestHugeValueIsAnErrorNotAWrappedQuantity(t *testing.T) {
 }
 
 func TestQuantityBounds(t *testing.T) {
-	for _, v := range []float64{0, 1, 0.0004, 12345.678, maxQuantity} {
+	for _, v := range []float64{0, 1, 0.0004, 12345.678, service.MaxValue} {
 		q, err := quantity(v)
 		if err != nil || math.Abs(float64(q.MilliValue())-v*1000) > 1 {
 			t.Errorf("quantity(%g) = %v, %v", v, q.String(), err)
 		}
 	}
-	for _, v := range []float64{-1, math.NaN(), math.Inf(1), maxQuantity * 1.01, 1e308} {
+	for _, v := range []float64{-1, math.NaN(), math.Inf(1), service.MaxValue * 1.01, 1e308} {
 		if q, err := quantity(v); err == nil {
 			t.Errorf("quantity(%g) = %v, want an error", v, q.String())
 		}

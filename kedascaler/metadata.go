@@ -144,10 +144,11 @@ func number(md map[string]string, key, def string, zeroOK bool) (float64, error)
 		s = def
 	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || (v == 0 && !zeroOK) {
-		want := "a number > 0"
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || (v == 0 && !zeroOK) || v > service.MaxValue {
+		// Above MaxValue the target would overflow KEDA's int64 TargetSize.
+		want := "a number > 0 and at most 1e15"
 		if zeroOK {
-			want = "a number >= 0"
+			want = "a number >= 0 and at most 1e15"
 		}
 		return 0, invalid("%q is %q; want %s", key, s, want)
 	}

@@ -33,6 +33,7 @@ func TestParseTrigger(t *testing.T) {
 		{name: "target required", md: map[string]string{"pool": "p", "metric": "arrivalVelocity"}, ns: "llm", wantErr: `"target" is required`},
 		{name: "target zero", md: map[string]string{"pool": "p", "target": "0"}, ns: "llm", wantErr: `"target" is "0"; want a number > 0`},
 		{name: "target NaN", md: map[string]string{"pool": "p", "target": "NaN"}, ns: "llm", wantErr: `"target" is "NaN"`},
+		{name: "target past int64", md: map[string]string{"pool": "p", "target": "1e300"}, ns: "llm", wantErr: `"target" is "1e300"; want a number > 0 and at most 1e15`},
 		{name: "negative activation", md: map[string]string{"pool": "p", "activationThreshold": "-1"}, ns: "llm", wantErr: `want a number >= 0`},
 		{name: "typo", md: map[string]string{"pool": "p", "activationTreshold": "1"}, ns: "llm", wantErr: `unknown key "activationTreshold"`},
 		{name: "bad activation metric", md: map[string]string{"pool": "p", "activationMetric": "gpu"}, ns: "llm", wantErr: `"activationMetric" is "gpu"`},

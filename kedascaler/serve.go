@@ -163,13 +163,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.GRPCAddress, err)
 	}
-	healthz := func(w http.ResponseWriter, _ *http.Request) {
-		if err := srv.fresh(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	}
+	healthz := selfmetrics.Healthz(srv.fresh)
 	var httpSrvs []*http.Server
 	serveHTTP := func(addr, what string, mux *http.ServeMux) {
 		hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}

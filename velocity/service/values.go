@@ -27,6 +27,11 @@ const (
 // PoolMetrics lists every PoolMetric.
 var PoolMetrics = []PoolMetric{Arrival, Capacity, Utilisation, Backpressure, Queued, Desired, Conversions}
 
+// MaxValue is the largest number any front serves: a Kubernetes milli-quantity of it fits an int64
+// (9.2e18) with room for rounding, as does KEDA's int64 metric value, and no token rate or count comes
+// near it. A larger one is an error, never a wrapped number.
+const MaxValue = 1e15
+
 // ErrUnknown wraps every reason a pool value is not known now.
 var ErrUnknown = errors.New("value unknown")
 
@@ -60,8 +65,8 @@ func (v *PoolView) Value(m PoolMetric) (float64, error) {
 		}
 		return 0, fmt.Errorf("%s of pool %s: %w: %s", m, v.Key, ErrUnknown, why)
 	}
-	if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
-		return 0, fmt.Errorf("%s of pool %s: %w: not a finite non-negative number", m, v.Key, ErrUnknown)
+	if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 || x > MaxValue {
+		return 0, fmt.Errorf("%s of pool %s: %w: %g is not a finite number within 0..%g", m, v.Key, ErrUnknown, x, float64(MaxValue))
 	}
 	return x, nil
 }

@@ -20,6 +20,11 @@ func TestPoolValue(t *testing.T) {
 	if _, err := v.Value(Backpressure); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("NaN must be unknown, got %v", err)
 	}
+	// A value past MaxValue would wrap in an int64 (KEDA's metric value, a milli-quantity): unknown instead.
+	v.Status.Capacity = 1e308
+	if _, err := v.Value(Capacity); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("1e308 must be unknown, got %v", err)
+	}
 	if _, err := v.Value("nope"); err == nil {
 		t.Fatal("a metric that does not exist must fail")
 	}
