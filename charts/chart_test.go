@@ -185,6 +185,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		want string
 	}{
 		{[]string{"tls.mode=verify"}, "tls.mode"},
+		{[]string{"logging.format=xml"}, "logging.format"},
 		{[]string{"adapter.enabled=false", "externalMetrics.enabled=true"}, "needs adapter.enabled"},
 		{[]string{"adapter.enabled=false"}, "enable"},
 		{[]string{"kedaScaler.enabled=true", "kedaScaler.tls.secretName="}, "kedaScaler.tls.secretName"},
@@ -614,4 +615,20 @@ func dump(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
+}
+
+// logging.format=json reaches every container of every component.
+func TestChartJSONLogging(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	out, err := exec.Command(helm, helmArgs([]string{"logging.format=json", "kedaScaler.enabled=true", "converter.enabled=true"})...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	// adapter, KEDA scaler, converter controller and agent
+	if n := bytes.Count(out, []byte("- --logging-format=json\n")); n != 4 {
+		t.Errorf("--logging-format=json in %d containers, want 4", n)
+	}
 }

@@ -21,7 +21,7 @@ type GPUReading struct {
 	Problem          string // non-empty: the device is not healthy (pending page retirement, row-remap failure, uncorrected ECC errors)
 }
 
-// GPUReader reads GPUs by UUID; the NVML implementation lives in converter/nvml (cgo).
+// GPUReader reads GPUs by UUID; the NVML implementation lives in converter/nvmlgpu (cgo).
 type GPUReader interface {
 	Read(uuids []string) ([]GPUReading, error)
 }

@@ -3,8 +3,8 @@ package converter
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"github.com/spf13/pflag"
 	"os"
 	"time"
 
@@ -107,13 +107,13 @@ func RunLeading(ctx context.Context, client kubernetes.Interface, le LeaderElect
 
 // AddFlags registers the leader election flags; the namespace defaults to $POD_NAMESPACE (the downward
 // API in the manifests), else tokenscale.
-func (le *LeaderElection) AddFlags(fs *flag.FlagSet) {
+func (le *LeaderElection) AddFlags(fs *pflag.FlagSet) {
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		ns = "tokenscale"
 	}
 	fs.BoolVar(&le.Enabled, "leader-elect", true, "run only while holding the leader election Lease, so that one of several replicas writes conversion leases")
-	fs.StringVar(&le.Namespace, "leader-election-namespace", ns, "namespace of the leader election Lease (default $POD_NAMESPACE, else tokenscale)")
+	fs.StringVar(&le.Namespace, "leader-election-namespace", ns, "namespace of the leader election Lease ($POD_NAMESPACE when set)")
 	fs.StringVar(&le.Name, "leader-election-name", "tokenscale-converter-controller", "name of the leader election Lease")
 	fs.DurationVar(&le.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a standby waits after the leader's last renewal before taking over")
 	fs.DurationVar(&le.RenewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader retries renewing before it gives up leading")

@@ -97,7 +97,7 @@ func TestAdapterImageRuns(t *testing.T) {
 		}
 	}
 	args = append(args, "--tls-cert-file=/var/run/serving-cert/tls.crt", "--tls-private-key-file=/var/run/serving-cert/tls.key",
-		"--bind-address=127.0.0.1", "--lister-kubeconfig="+inKube+"/kubeconfig",
+		"--bind-address=127.0.0.1", "--kubeconfig="+inKube+"/kubeconfig",
 		"--authentication-kubeconfig="+inKube+"/kubeconfig", "--authorization-kubeconfig="+inKube+"/kubeconfig")
 	name := fmt.Sprintf("tokenscale-e2e-adapter-%d", port)
 	run := append([]string{"run", "--rm", "--name", name, "--network", "host", "--read-only", "--cap-drop", "ALL",

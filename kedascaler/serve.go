@@ -2,10 +2,8 @@ package kedascaler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -163,35 +161,18 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.GRPCAddress, err)
 	}
-	healthz := selfmetrics.Healthz(srv.fresh)
-	var httpSrvs []*http.Server
-	serveHTTP := func(addr, what string, mux *http.ServeMux) {
-		hs := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		httpSrvs = append(httpSrvs, hs)
-		go func() {
-			if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				klog.ErrorS(err, "HTTP endpoint stopped", "endpoint", what, "address", addr)
-			}
-		}()
+	if _, err := selfmetrics.Serve(ctx, o.MetricsAddress, "metrics", true, srv.fresh); err != nil {
+		_ = lis.Close()
+		return err
 	}
-	if o.MetricsAddress != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", legacyregistry.Handler())
-		mux.HandleFunc("/healthz", healthz)
-		serveHTTP(o.MetricsAddress, "metrics", mux)
-	}
-	if o.ProbeAddress != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", healthz)
-		serveHTTP(o.ProbeAddress, "probe", mux)
+	if _, err := selfmetrics.Serve(ctx, o.ProbeAddress, "probe", false, srv.fresh); err != nil {
+		_ = lis.Close()
+		return err
 	}
 	go func() {
 		<-ctx.Done()
 		hs.Shutdown()
 		g.GracefulStop()
-		for _, s := range httpSrvs {
-			_ = s.Close()
-		}
 	}()
 	if o.Listening != nil {
 		o.Listening(lis.Addr())

@@ -8,43 +8,17 @@ import (
 	"io"
 	"os"
 
-	"k8s.io/apiserver/pkg/server"
-	"k8s.io/component-base/logs"
-	"k8s.io/klog/v2"
-	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
-	"sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
-
 	"github.com/tokenscale/tokenscale/adapter"
-	"github.com/tokenscale/tokenscale/internal/version"
+	"github.com/tokenscale/tokenscale/internal/options"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 func main() {
-	if version.Requested(os.Args[1:]) {
-		version.Print(os.Stdout, "tokenscale-adapter")
-		return
-	}
 	if len(os.Args) > 1 && os.Args[1] == "inspect" {
 		os.Exit(inspect(os.Args[2:]))
 	}
-	logs.InitLogs()
-	defer logs.FlushLogs()
-	base := &basecmd.AdapterBase{Name: "tokenscale-adapter", CustomMetricsAdapterServerOptions: options.NewCustomMetricsAdapterServerOptions()}
-	// 443 (the library's default) needs privileges; the manifests run as non-root on 6443.
-	base.SecureServing.BindPort = 6443
-	var o adapter.Options
-	fs := base.Flags()
-	o.AddFlags(fs)
-	fs.BoolVar(&o.ExternalMetrics, "external-metrics", false, "also serve pool metrics through external.metrics.k8s.io (off by default: KEDA usually owns that API group)")
-	logs.AddFlags(fs)
-	if err := fs.Parse(os.Args); err != nil {
-		klog.ErrorS(err, "Bad flags")
-		os.Exit(2)
-	}
-	if err := adapter.Run(server.SetupSignalContext(), base, o); err != nil {
-		klog.ErrorS(err, "Adapter stopped")
-		os.Exit(1)
-	}
+	cmd := options.New("tokenscale-adapter")
+	cmd.Main(1, adapter.NewCommand(cmd).Run)
 }
 
 // inspect reads a saved page (a file or - for stdin) and prints what tokenscale gets from it. The full

@@ -5,7 +5,6 @@
 package fakeengine
 
 import (
-	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -228,7 +227,7 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	if garbage {
-		fmt.Fprint(w, "<html><body>502 Bad Gateway</body></html>\nvllm:prompt_tokens_total{model_name=\"x\" 12\n")
+		writeGarbage(w)
 		return
 	}
 	page := e.render()

@@ -35,6 +35,8 @@ const (
 	// LoadLabel names the load group a pod belongs to; a group's load is split evenly over its pods, as a
 	// router would split it. Pods without the label get no load.
 	LoadLabel = "fakekubelet.tokenscale.io/load"
+	// AttackAnnotation makes the pod's engine serve a hostile page (a fakeengine.Attack).
+	AttackAnnotation = "fakekubelet.tokenscale.io/attack"
 )
 
 // KubeletOptions configure a Kubelet.
@@ -285,7 +287,11 @@ func (k *Kubelet) start(pod *corev1.Pod) (*Pod, error) {
 		return nil, fmt.Errorf("fake kubelet: no free loopback address for pod %s: %w", pod.Name, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", eng)
+	if a := pod.Annotations[AttackAnnotation]; a != "" {
+		mux.Handle("/metrics", fakeengine.Hostile(eng, fakeengine.Attack(a)))
+	} else {
+		mux.Handle("/metrics", eng)
+	}
 	p := &Pod{Name: pod.Name, IP: ip, Group: pod.Labels[LoadLabel], Engine: eng, ln: ln, readyAt: time.Now().Add(k.o.ColdStart),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {

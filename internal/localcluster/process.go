@@ -54,6 +54,9 @@ func (p *Process) Stop() {
 	p.cmd = nil
 }
 
+// Pid is the process's id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Alive reports whether the process is still running.
 func (p *Process) Alive() bool {
 	if p == nil || p.cmd == nil {

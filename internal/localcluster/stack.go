@@ -182,7 +182,7 @@ func (a *Adapter) Sibling(dir, configYAML string) (*Adapter, error) {
 func (a *Adapter) Start() error {
 	kc := a.kubeconfig
 	p, err := StartProcess(a.dir, "adapter", nil, a.bin, "--config", a.Config, "--secure-port", fmt.Sprint(a.Port), "--bind-address", "127.0.0.1",
-		"--cert-dir", a.dir, "--lister-kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
+		"--cert-dir", a.dir, "--kubeconfig", kc, "--authentication-kubeconfig", kc, "--authorization-kubeconfig", kc,
 		"--external-metrics", "-v=2")
 	if err != nil {
 		return fmt.Errorf("starting the adapter: %w", err)
@@ -204,3 +204,6 @@ func (a *Adapter) Stop() (diedEarly bool) {
 
 // Alive reports whether the adapter process is still running.
 func (a *Adapter) Alive() bool { return a.proc.Alive() }
+
+// Pid is the running adapter's process id.
+func (a *Adapter) Pid() int { return a.proc.Pid() }

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -30,19 +33,29 @@ type Options struct {
 	ConfigReload time.Duration
 }
 
-// FlagSet is what AddFlags needs of a flag set: the standard library's and pflag's both qualify, so
-// every binary registers the pipeline's flags with one function whichever package parses its command line.
-type FlagSet interface {
-	StringVar(p *string, name, value, usage string)
-	DurationVar(p *time.Duration, name string, value time.Duration, usage string)
-}
-
 // AddFlags registers the pipeline's flags, with the same names, defaults and meaning in every binary.
-func (o *Options) AddFlags(fs FlagSet) {
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ConfigPath, "config", "", "pool configuration file (default: llm-d layout, see docs/metrics.md)")
 	fs.StringVar(&o.PodSelector, "pod-selector", "", "label selector restricting the pod informer, e.g. llm-d.ai/role")
 	fs.StringVar(&o.Namespace, "namespace", "", "namespace to watch (default: all)")
 	fs.DurationVar(&o.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes")
+}
+
+// Validate reports every pipeline flag that cannot work.
+func (o *Options) Validate() []error {
+	var errs []error
+	if _, err := labels.Parse(o.PodSelector); err != nil {
+		errs = append(errs, fmt.Errorf("--pod-selector %q: %w", o.PodSelector, err))
+	}
+	if o.Namespace != "" {
+		for _, msg := range validation.IsDNS1123Label(o.Namespace) {
+			errs = append(errs, fmt.Errorf("--namespace %q: %s", o.Namespace, msg))
+		}
+	}
+	if o.ConfigReload < 0 {
+		errs = append(errs, fmt.Errorf("--config-reload %s: want 0 (never) or a positive interval", o.ConfigReload))
+	}
+	return errs
 }
 
 // Pipeline is a running velocity service fed by a pod informer.

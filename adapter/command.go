@@ -1,0 +1,58 @@
+package adapter
+
+import (
+	"context"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
+	cmoptions "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd/options"
+
+	"github.com/tokenscale/tokenscale/internal/options"
+)
+
+// Command is the adapter's command line: its own flags and custom-metrics-apiserver's, each library
+// option group in its own --help section.
+type Command struct {
+	Base    *basecmd.AdapterBase
+	Options Options
+}
+
+// NewCommand registers the adapter's flags in cmd and its checks.
+func NewCommand(cmd *options.Command) *Command {
+	base := &basecmd.AdapterBase{
+		Name:                              "tokenscale-adapter",
+		CustomMetricsAdapterServerOptions: cmoptions.NewCustomMetricsAdapterServerOptions(),
+		// The library registers its flags once, into this set, which is never parsed: the same
+		// options are registered again below, grouped in sections.
+		FlagSet: pflag.NewFlagSet("custom-metrics-apiserver", pflag.ContinueOnError),
+	}
+	base.InstallFlags()
+	// 443 (the library's default) needs privileges; the manifests run as non-root on 6443.
+	base.SecureServing.BindPort = 6443
+	c := &Command{Base: base}
+
+	fs := cmd.Section("metrics")
+	c.Options.AddFlags(fs)
+	fs.BoolVar(&c.Options.ExternalMetrics, "external-metrics", false, "also serve pool metrics through external.metrics.k8s.io (off by default: KEDA usually owns that API group)")
+
+	fs = cmd.Section("kubernetes")
+	fs.StringVar(&base.RemoteKubeConfigFile, "kubeconfig", "", "kubeconfig file of the cluster whose pods are scraped (default: the in-cluster configuration of the pod's ServiceAccount)")
+	fs.StringVar(&base.RemoteKubeConfigFile, "lister-kubeconfig", "", "the same as --kubeconfig")
+	_ = fs.MarkDeprecated("lister-kubeconfig", "use --kubeconfig, as every tokenscale binary does")
+	fs.DurationVar(&base.DiscoveryInterval, "discovery-interval", base.DiscoveryInterval, "how often API discovery information is refreshed")
+	fs.Float32Var(&base.ClientQPS, "client-qps", rest.DefaultQPS, "most queries per second to the Kubernetes API")
+	fs.IntVar(&base.ClientBurst, "client-burst", rest.DefaultBurst, "burst of queries to the Kubernetes API")
+
+	so := base.CustomMetricsAdapterServerOptions
+	so.SecureServing.AddFlags(cmd.Section("secure serving"))
+	so.Authentication.AddFlags(cmd.Section("authentication"))
+	so.Authorization.AddFlags(cmd.Section("authorization"))
+	so.Audit.AddFlags(cmd.Section("audit"))
+	so.Features.AddFlags(cmd.Section("features"))
+	cmd.Validate(c.Options.Validate, so.Validate)
+	return c
+}
+
+// Run serves until ctx ends.
+func (c *Command) Run(ctx context.Context) error { return Run(ctx, c.Base, c.Options) }

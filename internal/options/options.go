@@ -1,0 +1,175 @@
+// Package options is the command line every Kubernetes front shares (the adapter, the KEDA scaler and
+// the converter's commands): flags in named sections that --help prints grouped, --kubeconfig and the
+// REST config it selects, component-base logging (text or JSON), --version, and validation that reports
+// every bad flag at once before anything starts.
+package options
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/pflag"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/logs"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
+	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/internal/version"
+)
+
+// Command is one front's command line.
+type Command struct {
+	// Name is what usage and --version print, e.g. "tokenscale-converter agent".
+	Name string
+	// Use is the usage line's arguments, e.g. "[flags]".
+	Use string
+	// Sets holds the flags by section, in the order sections were first asked for.
+	Sets cliflag.NamedFlagSets
+	// Logs is the logging configuration (--logging-format, -v, --vmodule, ...), applied by Parse.
+	Logs *logsapi.LoggingConfiguration
+
+	validators  []func() []error
+	showVersion bool
+}
+
+// New returns a command whose "logging" and "generic" sections are filled; the caller adds its own
+// sections first so that they come first in --help.
+func New(name string) *Command {
+	return &Command{Name: name, Use: "[flags]", Logs: logsapi.NewLoggingConfiguration()}
+}
+
+// Section returns the flag set of a section, created on first use.
+func (c *Command) Section(name string) *pflag.FlagSet { return c.Sets.FlagSet(name) }
+
+// Validate adds checks that Parse runs after parsing; each returns every problem it finds.
+func (c *Command) Validate(checks ...func() []error) { c.validators = append(c.validators, checks...) }
+
+// ErrHelp is returned by Parse when --help or --version was asked for and answered.
+var ErrHelp = errors.New("help requested")
+
+// Parse parses args (without the program name), answers --help and --version on out, runs every
+// validator and checks the logging configuration (Main applies it). The error lists all problems found.
+func (c *Command) Parse(args []string, out io.Writer) error {
+	logsapi.AddFlags(c.Logs, c.Section("logging"))
+	c.Section("generic").BoolVar(&c.showVersion, "version", false, "print the version and exit")
+	fs := pflag.NewFlagSet(c.Name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, usage printed below
+	for _, name := range c.Sets.Order {
+		fs.AddFlagSet(c.Sets.FlagSets[name])
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			c.Usage(out)
+			return ErrHelp
+		}
+		return fmt.Errorf("%w (see %s --help)", err, c.Name)
+	}
+	if c.showVersion {
+		version.Print(out, c.Name)
+		return ErrHelp
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see %s --help)", fs.Args(), c.Name)
+	}
+	var errs []error
+	for _, check := range c.validators {
+		errs = append(errs, check()...)
+	}
+	for _, e := range logsapi.Validate(c.Logs, nil, field.NewPath("logging")) {
+		errs = append(errs, e)
+	}
+	return utilerrors.NewAggregate(errs)
+}
+
+// Usage prints the usage line and every section's flags.
+func (c *Command) Usage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: %s %s\n", c.Name, c.Use)
+	cliflag.PrintSections(w, c.Sets, 0)
+}
+
+// Main parses os.Args[first:], then runs run until it returns or a signal arrives: exit 0 after help,
+// 2 for a bad command line, 1 when run fails.
+func (c *Command) Main(first int, run func(context.Context) error) {
+	logs.InitLogs()
+	if err := c.Parse(os.Args[first:], os.Stdout); err != nil {
+		if errors.Is(err, ErrHelp) {
+			os.Exit(0)
+		}
+		PrintErrors(os.Stderr, c.Name, err)
+		os.Exit(2)
+	}
+	if err := logsapi.ValidateAndApply(c.Logs, nil); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: logging: %s\n", c.Name, err)
+		os.Exit(2)
+	}
+	err := run(server.SetupSignalContext())
+	if err != nil {
+		klog.ErrorS(err, "Stopped", "command", c.Name)
+	}
+	logs.FlushLogs()
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+// PrintErrors writes each of err's problems on its own line (an aggregate lists several).
+func PrintErrors(w io.Writer, name string, err error) {
+	var agg utilerrors.Aggregate
+	if !errors.As(err, &agg) {
+		fmt.Fprintf(w, "%s: %v\n", name, err)
+		return
+	}
+	fmt.Fprintf(w, "%s: %d problems with the command line:\n", name, len(agg.Errors()))
+	for _, e := range agg.Errors() {
+		fmt.Fprintf(w, "  %v\n", e)
+	}
+}
+
+// Kube selects the cluster: --kubeconfig, else the in-cluster configuration.
+type Kube struct {
+	Kubeconfig string
+}
+
+// AddFlags registers --kubeconfig.
+func (k *Kube) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: the in-cluster configuration of the pod's ServiceAccount)")
+}
+
+// RESTConfig loads the configuration --kubeconfig names, else the in-cluster one.
+func (k *Kube) RESTConfig() (*rest.Config, error) {
+	if k.Kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", k.Kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client config (set --kubeconfig outside a cluster): %w", err)
+	}
+	return cfg, nil
+}
+
+// Clients returns the REST config and a clientset for it.
+func (k *Kube) Clients() (*rest.Config, kubernetes.Interface, error) {
+	cfg, err := k.RESTConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cfg, client, nil
+}

@@ -1,0 +1,39 @@
+package selfmetrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/klog/v2"
+)
+
+// Serve serves /healthz (Healthz of check) on addr and, withMetrics, /metrics from component-base's
+// legacy registry, until ctx ends; addr "" serves nothing. It listens before it returns, so a port that
+// is taken or an address that is wrong is the caller's error, not a log line after start.
+func Serve(ctx context.Context, addr, what string, withMetrics bool, check func() error) (net.Addr, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/healthz", Healthz(check))
+	if withMetrics {
+		mux.Handle("/metrics", legacyregistry.Handler())
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s endpoint: %w", what, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.ErrorS(err, "HTTP endpoint stopped", "endpoint", what, "address", addr)
+		}
+	}()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	return lis.Addr(), nil
+}

@@ -1,0 +1,55 @@
+package kedascaler
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// AddFlags registers the scaler's serving flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.GRPCAddress, "grpc-address", ":9090", "address of the external scaler gRPC server")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", "127.0.0.1:8080", "address of the plain-HTTP /metrics and /healthz endpoint, unauthenticated, so loopback by default (empty: off)")
+	fs.StringVar(&o.ProbeAddress, "probe-address", "", "address of a plain-HTTP /healthz only, for the kubelet's probes (empty: off)")
+	fs.IntVar(&o.MaxStreams, "max-streams", DefaultMaxStreams, "most concurrent StreamIsActive streams; more are refused with ResourceExhausted (negative: no cap)")
+	fs.DurationVar(&o.KeepaliveTime, "keepalive-time", 30*time.Second, "ping a client after this long without activity on its connection")
+	fs.DurationVar(&o.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose client does not answer a ping within this long (reaps silent clients' streams)")
+	fs.StringVar(&o.TLS.CertFile, "tls-cert-file", "", "serving certificate (PEM); with --tls-private-key-file enables TLS")
+	fs.StringVar(&o.TLS.KeyFile, "tls-private-key-file", "", "serving key (PEM)")
+	fs.StringVar(&o.TLS.ClientCAFile, "client-ca-file", "", "CA (PEM) that client certificates must chain to; requires TLS")
+}
+
+// Validate reports every flag that cannot work, before anything listens.
+func (o *Options) Validate() []error {
+	var errs []error
+	addr := func(flag, v string, required bool) {
+		if v == "" {
+			if required {
+				errs = append(errs, fmt.Errorf("--%s is required", flag))
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: %w", flag, v, err))
+		}
+	}
+	addr("grpc-address", o.GRPCAddress, true)
+	addr("metrics-address", o.MetricsAddress, false)
+	addr("probe-address", o.ProbeAddress, false)
+	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-private-key-file go together"))
+	}
+	if o.TLS.ClientCAFile != "" && o.TLS.CertFile == "" {
+		errs = append(errs, errors.New("--client-ca-file needs --tls-cert-file and --tls-private-key-file"))
+	}
+	if o.KeepaliveTime <= 0 || o.KeepaliveTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--keepalive-time %s and --keepalive-timeout %s must be positive", o.KeepaliveTime, o.KeepaliveTimeout))
+	}
+	if o.MaxStreams == 0 {
+		errs = append(errs, errors.New("--max-streams 0 would refuse every stream: give a positive cap, or a negative number for none"))
+	}
+	return errs
+}

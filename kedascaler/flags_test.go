@@ -1,0 +1,40 @@
+package kedascaler
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/tokenscale/tokenscale/internal/options"
+	"github.com/tokenscale/tokenscale/internal/pipeline"
+)
+
+func TestFlagsValidate(t *testing.T) {
+	parse := func(args ...string) error {
+		var o Options
+		var po pipeline.Options
+		cmd := options.New("tokenscale-keda-scaler")
+		o.AddFlags(cmd.Section("serving"))
+		po.AddFlags(cmd.Section("pools"))
+		cmd.Validate(o.Validate, po.Validate)
+		return cmd.Parse(args, &bytes.Buffer{})
+	}
+	if err := parse(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	if err := parse("--tls-cert-file=c", "--tls-private-key-file=k", "--client-ca-file=ca", "--max-streams=-1"); err != nil {
+		t.Fatalf("TLS with client CA and no stream cap refused: %v", err)
+	}
+	err := parse("--grpc-address=", "--metrics-address=8080", "--tls-cert-file=c", "--keepalive-time=0s", "--max-streams=0", "--pod-selector=x in (", "--config-reload=-1s")
+	if err == nil {
+		t.Fatal("bad flags accepted")
+	}
+	for _, want := range []string{"--grpc-address is required", "--metrics-address", "go together", "--keepalive-time", "--max-streams 0", "--pod-selector", "--config-reload"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors %q lack %q", err, want)
+		}
+	}
+	if err := parse("--client-ca-file=ca"); err == nil || !strings.Contains(err.Error(), "--client-ca-file needs") {
+		t.Errorf("client CA without TLS: %v", err)
+	}
+}
