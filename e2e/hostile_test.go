@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,9 +28,10 @@ import (
 // pools hold healthy pods and pods serving every fakeengine.Attack. For the whole soak, every value the
 // adapter serves is finite, non-negative and within its plausible bound, the healthy pools never go stale,
 // and the adapter's peak RSS stays under its manifest's memory limit. CI runs the quick version (one pod per
-// attack, 45 s); TOKENSCALE_SOAK_PODS and TOKENSCALE_SOAK_DURATION run a longer or heavier one, e.g.
+// attack, 45 s); TOKENSCALE_SOAK_PODS, TOKENSCALE_SOAK_DURATION and TOKENSCALE_SOAK_ATTACKS (a comma list)
+// run a longer or heavier one, e.g. the memory worst case:
 //
-//	TOKENSCALE_SOAK_PODS=8 TOKENSCALE_SOAK_DURATION=2m make e2e E2E_RUN=TestHostileEngines
+//	TOKENSCALE_SOAK_PODS=64 TOKENSCALE_SOAK_ATTACKS=endless-body,bad-float,huge-labels make e2e E2E_RUN=TestHostileEngines
 func TestHostileEngines(t *testing.T) {
 	perAttack, err := strconv.Atoi(envOr("TOKENSCALE_SOAK_PODS", "1"))
 	if err != nil || perAttack < 1 {
@@ -38,6 +40,16 @@ func TestHostileEngines(t *testing.T) {
 	soak, err := time.ParseDuration(envOr("TOKENSCALE_SOAK_DURATION", "45s"))
 	if err != nil {
 		t.Fatalf("TOKENSCALE_SOAK_DURATION: %v", err)
+	}
+	attacks := fakeengine.Attacks
+	if v := os.Getenv("TOKENSCALE_SOAK_ATTACKS"); v != "" {
+		attacks = nil
+		for _, a := range strings.Split(v, ",") {
+			if !slices.Contains(fakeengine.Attacks, fakeengine.Attack(a)) {
+				t.Fatalf("TOKENSCALE_SOAK_ATTACKS: unknown attack %q; known: %v", a, fakeengine.Attacks)
+			}
+			attacks = append(attacks, fakeengine.Attack(a))
+		}
 	}
 	limit := manifestMemoryLimit(t)
 
@@ -53,7 +65,7 @@ func TestHostileEngines(t *testing.T) {
 	deployment(t, hostileNS, "llama-prefill", "prefill", fakeengine.VLLMV1, 1)
 	deployment(t, hostileNS, "llama-decode", "decode", fakeengine.SGLang, 1)
 	pods := map[string]int{"prefill": 1, "decode": 1} // members of each hostile-namespace pool
-	for i, a := range fakeengine.Attacks {
+	for i, a := range attacks {
 		role, flavor := "prefill", fakeengine.VLLMV1
 		if i%2 == 1 {
 			role, flavor = "decode", fakeengine.SGLang
@@ -150,7 +162,7 @@ func TestHostileEngines(t *testing.T) {
 		time.Sleep(time.Second - min(time.Since(round), time.Second))
 	}
 	t.Logf("soak: %d attacks x %d pods for %s, %d rounds: adapter peak RSS %.0f MiB (limit %.0f MiB); hostile pools: %d values served, %d refused; %d hostile-namespace pod values served; healthy pools stale %d times",
-		len(fakeengine.Attacks), perAttack, soak, rounds, float64(peak)/(1<<20), float64(limit)/(1<<20), hostileServed, hostileRefused, podServed, stale)
+		len(attacks), perAttack, soak, rounds, float64(peak)/(1<<20), float64(limit)/(1<<20), hostileServed, hostileRefused, podServed, stale)
 	if peak > limit {
 		t.Errorf("adapter peak RSS %d bytes exceeds the manifest's memory limit %d", peak, limit)
 	}

@@ -89,10 +89,10 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		}
 	}
 	if ps != nil {
-		d.Desired[prefill.Name] = c.stabilise(now, prefill, pol, p)
+		d.Desired[prefill.Name] = c.stabilise(now, prefill, pol, p, ps.Pods, &d)
 	}
 	if ds != nil {
-		d.Desired[decode.Name] = c.stabilise(now, decode, pol, dn)
+		d.Desired[decode.Name] = c.stabilise(now, decode, pol, dn, ds.Pods, &d)
 	}
 	d.Conversions = c.conversions(now, pol, group, prefill, ps, decode, ds, &d)
 	return d
@@ -141,9 +141,19 @@ func (c *Controller) safetyNet(now time.Time, pol config.Policy, pool string, st
 }
 
 // stabilise clamps to min/max and scales down only to the highest recommendation of the window.
-func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy, n int) int {
+//
+// A controller with no history of the pool (a replica just started, or restarted) counts the pods running
+// now as a recommendation made now: the running count is the one piece of the window's past every replica
+// can see, as it is what earlier decisions scaled to. So a restarted replica never answers below what its
+// peers, holding their windows, answer, and the pool is not scaled down before a whole window of evidence.
+func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy, n, running int, d *Decision) int {
 	n = min(max(n, p.MinReplicas), p.MaxReplicas)
-	rs := append(c.recs[p.Name], rec{now, n})
+	rs, seen := c.recs[p.Name]
+	if !seen && running > n {
+		rs = []rec{{now, min(max(running, p.MinReplicas), p.MaxReplicas)}}
+		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: no history yet: the %d running pods count as a recommendation for %s", p.Name, running, pol.ScaleDownWindow.Duration))
+	}
+	rs = append(rs, rec{now, n})
 	cut := 0
 	for cut < len(rs) && now.Sub(rs[cut].t) > pol.ScaleDownWindow.Duration {
 		cut++

@@ -324,10 +324,43 @@ func TestSafetyNetDoesNotCompound(t *testing.T) {
 		pods, want int
 	}{{10, 12}, {30, 10}} {
 		ctrl := NewController()
+		ctrl.recs["decode"] = nil // a controller with history: the start-up hold (TestRestartHoldsRunningPods) is not in play
 		ds := &PoolStatus{Pods: c.pods, Known: c.pods, Arrival: 20000, Sustained: 20000, PerPod: 2500, Capacity: float64(c.pods) * 2500, SLOMissFraction: 0.3}
 		d := ctrl.Decide(time.Unix(0, 0), cfg.Policy, "g", nil, nil, &cfg.Pools[1], ds)
 		if d.Desired["decode"] != c.want {
 			t.Errorf("%d pods, 30%% misses, sizing asks 10: desired %d, want %d; reasons %v", c.pods, d.Desired["decode"], c.want, d.Reasons)
 		}
+	}
+}
+
+// A controller without history (an adapter replica just started or restarted) does not answer below the
+// pods running now until a scale-down window has passed, so it agrees with a peer replica holding its
+// window; scale-ups are not held back, and after the window it follows the load.
+func TestRestartHoldsRunningPods(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	pool := &cfg.Pools[1]
+	status := func(pods int, arrival float64) *PoolStatus {
+		return &PoolStatus{Pods: pods, Known: pods, Arrival: arrival, Sustained: arrival, PerPod: 2500, Capacity: float64(pods) * 2500, SLOMissFraction: -1}
+	}
+	t0 := time.Unix(1000, 0)
+	// A surviving replica's history: 6 pods were needed until a moment ago, now 2 would do.
+	peer := NewController()
+	peer.Decide(t0.Add(-10*time.Second), pol, "g", nil, nil, pool, status(6, 12000))
+	restarted := NewController()
+	for _, dt := range []time.Duration{0, 10 * time.Second, pol.ScaleDownWindow.Duration - 11*time.Second} {
+		now := t0.Add(dt)
+		p := peer.Decide(now, pol, "g", nil, nil, pool, status(6, 4000)).Desired["decode"]
+		r := restarted.Decide(now, pol, "g", nil, nil, pool, status(6, 4000)).Desired["decode"]
+		if p != 6 || r != 6 {
+			t.Errorf("%s into the window: peer %d, restarted %d; want both to hold the 6 running pods", dt, p, r)
+		}
+	}
+	if r := restarted.Decide(t0.Add(pol.ScaleDownWindow.Duration+time.Second), pol, "g", nil, nil, pool, status(6, 4000)).Desired["decode"]; r != 2 {
+		t.Errorf("after the window the restarted controller answers %d, want 2 (4000 tok/s over 2500 × 0.85)", r)
+	}
+	// A scale-up is answered at once, with or without history.
+	if r := NewController().Decide(t0, pol, "g", nil, nil, pool, status(2, 12000)).Desired["decode"]; r != 6 {
+		t.Errorf("fresh controller under load: %d, want 6", r)
 	}
 }
