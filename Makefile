@@ -121,9 +121,10 @@ e2e:
 	@if ls e2e/*.go >/dev/null 2>&1; then \
 	  bin=$$(bash hack/build-control-plane.sh) && keda=$$(bash hack/build-keda.sh) && \
 	  prom=$$(bash hack/get-prometheus.sh || true) && pa=$$(bash hack/build-prometheus-adapter.sh || true) && \
+	  crds=$$(bash hack/get-prometheus-operator-crds.sh || true) && helm=$$(bash hack/build-helm.sh || true) && \
 	  img=$${TOKENSCALE_ADAPTER_IMAGE:-$$($(PODMAN) image exists $(ADAPTER_IMAGE) 2>/dev/null && echo $(ADAPTER_IMAGE) || true)} && \
 	  TOKENSCALE_K8S_BIN=$$bin TOKENSCALE_KEDA_BIN=$$keda TOKENSCALE_PROMETHEUS=$$prom TOKENSCALE_PROMETHEUS_ADAPTER=$$pa \
-	  TOKENSCALE_ADAPTER_IMAGE=$$img $(GO) test -count=1 -tags e2e -timeout 60m $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
+	  TOKENSCALE_PROMETHEUS_OPERATOR_CRDS=$$crds TOKENSCALE_HELM=$$helm TOKENSCALE_ADAPTER_IMAGE=$$img $(GO) test -count=1 -tags e2e -timeout 60m $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
 	else echo "e2e: no suite yet"; fi
 
 ## preflight: refuse to install where another adapter owns a metrics API (PREFLIGHT_ARGS=--external-metrics).

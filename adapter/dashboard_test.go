@@ -11,7 +11,9 @@ import (
 
 	"k8s.io/component-base/metrics"
 
+	"github.com/tokenscale/tokenscale/converter"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
+	"github.com/tokenscale/tokenscale/kedascaler"
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
@@ -28,12 +30,23 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	unknown := &service.PoolView{Key: service.PoolKey{Namespace: "ns", Name: "decode"}, Err: errors.New("stale")}
 	snap := &service.Snapshot{Pools: map[service.PoolKey]*service.PoolView{known.Key: known, unknown.Key: unknown}}
 	reg.CustomMustRegister(selfmetrics.NewPools(func() *service.Snapshot { return snap }))
+	// The converter's and the KEDA scaler's families, which the dashboard's other rows read.
+	cm := converter.NewMetrics(reg.MustRegister)
+	cm.GPU(converter.GPUReading{UUID: "GPU-1", MemFree: 1, MemTotal: 2, UtilisationKnown: true})
+	cm.Flipped("convert", time.Millisecond)
+	cm.Refused("memory-short")
+	kreg := metrics.NewKubeRegistry()
+	kedascaler.RegisterMetrics(kreg.MustRegister)
+	kmfs, err := kreg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]bool{}
-	for _, mf := range mfs {
+	for _, mf := range append(mfs, kmfs...) {
 		out[mf.GetName()] = true
 	}
 	return out
@@ -103,6 +116,10 @@ func TestGrafanaDashboardUsesExportedMetrics(t *testing.T) {
 	}
 	exported := exportedFamilies(t)
 	check := func(where, expr string) {
+		// Every adapter replica exports the pool gauges: a panel must not show (or sum) them twice.
+		if strings.Contains(expr, "tokenscale_pool_") && !strings.HasPrefix(expr, "max by (") && !strings.HasPrefix(where, "variable") {
+			t.Errorf("%s: %q reads pool gauges without max by (...): two replicas would show twice", where, expr)
+		}
 		names := metricNames(expr)
 		if len(names) == 0 {
 			t.Errorf("%s: %q reads no metric", where, expr)
@@ -143,7 +160,7 @@ func TestGrafanaDashboardUsesExportedMetrics(t *testing.T) {
 			check("variable "+v.Name, v.Definition)
 		}
 	}
-	if queries < 8 {
-		t.Errorf("%d queries; want the pools (velocity, capacity, backpressure, desired vs ready, conversions) and adapter health", queries)
+	if queries < 14 {
+		t.Errorf("%d queries; want the pools (velocity, capacity, backpressure, desired vs ready, conversions), adapter health, the converter and the KEDA scaler", queries)
 	}
 }

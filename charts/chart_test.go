@@ -35,6 +35,7 @@ var equivalents = []struct {
 	{"overlays/keda", []string{"adapter.enabled=false", "kedaScaler.enabled=true"}},
 	{"overlays/adapter-and-keda", []string{"kedaScaler.enabled=true"}},
 	{"overlays/converter", []string{"adapter.enabled=false", "converter.enabled=true"}},
+	{"overlays/monitoring", []string{"monitoring.enabled=true"}},
 }
 
 // TestChartMatchesKustomize: the chart installs the same objects as the overlays (kinds, names,
@@ -630,5 +631,31 @@ func TestChartJSONLogging(t *testing.T) {
 	// adapter, KEDA scaler, converter controller and agent
 	if n := bytes.Count(out, []byte("- --logging-format=json\n")); n != 4 {
 		t.Errorf("--logging-format=json in %d containers, want 4", n)
+	}
+}
+
+// monitoring.dashboard.enabled renders manifests/grafana's dashboard for Grafana's sidecar, byte for byte.
+func TestChartDashboard(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	want, err := os.ReadFile(filepath.Join("..", "manifests", "grafana", "tokenscale-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := render(t, helm, "monitoring.dashboard.enabled=true")["ConfigMap/tokenscale/tokenscale-dashboard"]
+	if got == nil {
+		t.Fatal("no dashboard ConfigMap")
+	}
+	if l := str(got, "metadata", "labels", "grafana_dashboard"); l != "1" {
+		t.Errorf("grafana_dashboard label %q, want 1 (the sidecar's default)", l)
+	}
+	g, w := str(got, "data", "tokenscale-dashboard.json"), string(want)
+	if len(w) < 1000 || strings.TrimSpace(g) != strings.TrimSpace(w) {
+		t.Errorf("dashboard JSON differs from manifests/grafana's (%d vs %d bytes)", len(g), len(w))
+	}
+	if objs := render(t, helm); objs["ConfigMap/tokenscale/tokenscale-dashboard"] != nil {
+		t.Error("dashboard rendered by default")
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,49 @@ func TestManifestsRenderAndDryRun(t *testing.T) {
 			t.Errorf("server-side dry run of %s: %v\n%s", d, err, out)
 		}
 	}
+	// The monitoring component needs the Prometheus Operator's CRDs, taken from its Go module.
+	crds := os.Getenv("TOKENSCALE_PROMETHEUS_OPERATOR_CRDS")
+	t.Run("monitoring", func(t *testing.T) {
+		if crds == "" {
+			t.Skip("TOKENSCALE_PROMETHEUS_OPERATOR_CRDS is unset: `bash hack/get-prometheus-operator-crds.sh` fetches the CRDs and prints their directory (`make e2e` sets it)")
+		}
+		installMonitoringCRDs(t, crds)
+		if out, err := kubectlRun(rendered["manifests/overlays/monitoring"], "apply", "--dry-run=server", "-f", "-"); err != nil {
+			t.Errorf("server-side dry run of manifests/overlays/monitoring: %v\n%s", err, out)
+		}
+	})
+	// The chart with every component on (the certificate objects of tls.mode=cert-manager need
+	// cert-manager's CRDs, which no test here installs: the chart test renders that mode).
+	t.Run("chart", func(t *testing.T) {
+		helm := os.Getenv("TOKENSCALE_HELM")
+		if helm == "" || crds == "" {
+			t.Skip("TOKENSCALE_HELM or TOKENSCALE_PROMETHEUS_OPERATOR_CRDS is unset: `bash hack/build-helm.sh` and `bash hack/get-prometheus-operator-crds.sh` print them (`make e2e` sets both)")
+		}
+		installMonitoringCRDs(t, crds)
+		cmd := exec.Command(helm, "template", "tokenscale", "../charts/tokenscale", "--namespace", "tokenscale",
+			"--set", "externalMetrics.enabled=true", "--set", "kedaScaler.enabled=true", "--set", "converter.enabled=true",
+			"--set", "monitoring.enabled=true", "--set", "monitoring.dashboard.enabled=true",
+			"--set", "monitoring.prometheusServiceAccount.namespace=monitoring", "--set", "monitoring.prometheusServiceAccount.name=prometheus-k8s")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr // helm warns there that the dashboard is a symbolic link into manifests/grafana
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("helm template: %v\n%s", err, stderr.String())
+		}
+		if msg, err := kubectlRun(string(out), "apply", "--dry-run=server", "-f", "-"); err != nil {
+			t.Errorf("server-side dry run of the chart: %v\n%s", err, msg)
+		} else {
+			t.Logf("the chart with every component and monitoring on: %d objects pass a server-side dry run", strings.Count(msg, "(server dry run)"))
+		}
+	})
+}
+
+// installMonitoringCRDs applies the ServiceMonitor and PodMonitor CRDs from dir and waits until served.
+func installMonitoringCRDs(t *testing.T, dir string) {
+	t.Helper()
+	kubectl(t, "", "apply", "--server-side", "-f", dir)
+	kubectl(t, "", "wait", "--for=condition=Established", "--timeout=60s",
+		"crd/servicemonitors.monitoring.coreos.com", "crd/podmonitors.monitoring.coreos.com")
 }
 
 // hack/preflight.sh passes where tokenscale owns the APIs and refuses, naming the owner, where another

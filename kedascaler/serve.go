@@ -30,6 +30,12 @@ type rpcMetrics struct {
 	pushes   *metrics.Counter
 }
 
+// RegisterMetrics registers the scaler's own metric families (what Serve exports), each with a series
+// so that a Gather lists it, for tests that check dashboards and docs against them.
+func RegisterMetrics(register func(...metrics.Registerable)) {
+	newRPCMetrics(register).requests.WithLabelValues("GetMetrics", "OK")
+}
+
 func newRPCMetrics(register func(...metrics.Registerable)) *rpcMetrics {
 	m := &rpcMetrics{
 		requests: metrics.NewHistogramVec(&metrics.HistogramOpts{
