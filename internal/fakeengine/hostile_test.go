@@ -36,7 +36,9 @@ func TestHostilePages(t *testing.T) {
 		HugeLabels:  func(_ int, p [][]byte) bool { return len(p[0]) > 1<<20 && !bytes.Equal(p[0], p[1]) },
 		BadFloat:    func(_ int, p [][]byte) bool { return bytes.Contains(p[0], []byte(" 1.1.1.1")) && len(p[0]) > 4<<20 },
 		ManySeries:  func(_ int, p [][]byte) bool { return bytes.Count(p[0], []byte("shard=")) == 60000 },
-		CounterHuge: func(_ int, p [][]byte) bool { return bytes.Contains(p[0], []byte("prompt_tokens_total{")) && bytes.Count(p[0], []byte("} 1e308\n")) >= 2 },
+		CounterHuge: func(_ int, p [][]byte) bool {
+			return bytes.Contains(p[0], []byte("prompt_tokens_total{")) && bytes.Count(p[0], []byte("} 1e308\n")) >= 2
+		},
 		TypeFlip: func(_ int, p [][]byte) bool {
 			return bytes.Contains(p[0], []byte("vllm:")) != bytes.Contains(p[1], []byte("vllm:"))
 		},
