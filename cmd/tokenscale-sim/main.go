@@ -43,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tokenscale-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		traces    = fs.String("trace", "code,conv", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
+		traces    = fs.String("trace", "code,conv,mixed,burst", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
 		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
 		lengths   = fs.String("lengths", "conv", "with --format servegen: the trace whose token lengths the synthesised requests draw (ServeGen gives none): code, conv or a file")
 		skipBad   = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
@@ -163,8 +163,13 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 		}
 		return trace.ReadServeGen(name, l.Requests, o)
 	}
-	if name == "code" || name == "conv" {
+	switch name {
+	case "code", "conv":
 		return trace.Embedded(name, o)
+	case "mixed":
+		return trace.Mixed(o)
+	case "burst":
+		return trace.Burst(o)
 	}
 	return trace.ReadFile(name, o)
 }

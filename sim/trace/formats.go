@@ -196,17 +196,27 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	for i := range t.Requests {
 		t.Requests[i].Arrival -= base
 	}
-	t.Requests = window(t.Requests, o.Start, o.Duration)
-	if len(t.Requests) == 0 {
+	reqs, err := shape(name, t.Requests, o)
+	if err != nil {
+		return nil, err
+	}
+	t.Requests = reqs
+	return t, nil
+}
+
+// shape applies o's window, rate scale and time scale to requests whose times start at 0.
+func shape(name string, reqs []Request, o Options) ([]Request, error) {
+	reqs = window(reqs, o.Start, o.Duration)
+	if len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: no requests in the window [%s, +%s)", name, o.Start, o.Duration)
 	}
-	t.Requests = scaleRate(t.Requests, o.RateScale, o.Seed)
+	reqs = scaleRate(reqs, o.RateScale, o.Seed)
 	if o.TimeScale > 0 && o.TimeScale != 1 {
-		for i := range t.Requests {
-			t.Requests[i].Arrival = time.Duration(float64(t.Requests[i].Arrival) / o.TimeScale)
+		for i := range reqs {
+			reqs[i].Arrival = time.Duration(float64(reqs[i].Arrival) / o.TimeScale)
 		}
 	}
-	return t, nil
+	return reqs, nil
 }
 
 func tokens(a, b string) (int, int, error) {
