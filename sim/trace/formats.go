@@ -39,8 +39,9 @@ type Options struct {
 	Start, Duration time.Duration
 	// TimeScale > 0 divides every arrival time: 2 replays the trace twice as fast (all rates double).
 	TimeScale float64
-	// RateScale > 0 keeps each request with probability RateScale (< 1) or repeats it (> 1, whole
-	// copies plus a fractional chance), keeping the timeline: the request rate scales, not time.
+	// RateScale > 0 thins the arrival process (< 1: each request kept with that probability) or
+	// thickens it (> 1: copies at the instants of nearby requests, see scaleRate), keeping the timeline:
+	// the request rate scales, not time.
 	RateScale float64
 	// Seed makes RateScale's choices repeatable.
 	Seed uint64
@@ -244,26 +245,46 @@ func window(reqs []Request, start, d time.Duration) []Request {
 	return out
 }
 
-// scaleRate thins or repeats requests deterministically for a seed; repeated copies are spread over the
-// gap to the next request so that they do not arrive as one burst.
+// thickenWindow is how far from a request its copies may land: they take the arrival instants of real
+// requests within it, so a burst gains arrivals where it has them and a quiet stretch stays quiet.
+const thickenWindow = 30 * time.Second
+
+// scaleRate thins or thickens the arrival process deterministically for a seed. k < 1 keeps each request
+// with probability k. k > 1 keeps every request and adds floor(k) − 1 copies of each, plus one more with
+// probability k − floor(k); a copy keeps its request's lengths and arrives at the instant of a request
+// drawn at random from those within thickenWindow of it (plus under 10 ms of jitter), so copies follow the
+// trace's own local intensity: bursts grow by k and gaps stay gaps, instead of copies being folded into
+// the gap before the next arrival, which filled quiet stretches and flattened bursts.
 func scaleRate(reqs []Request, k float64, seed uint64) []Request {
 	if k <= 0 || k == 1 {
 		return reqs
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x7472616365))
-	var out []Request
+	if k < 1 {
+		var out []Request
+		for _, r := range reqs {
+			if rng.Float64() < k {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	out := append(make([]Request, 0, int(float64(len(reqs))*k)+1), reqs...)
+	lo, hi := 0, 0 // reqs[lo:hi] arrive within thickenWindow of the current request
 	for i, r := range reqs {
-		n := int(k)
-		if rng.Float64() < k-float64(n) {
+		for reqs[lo].Arrival < r.Arrival-thickenWindow {
+			lo++
+		}
+		for hi < len(reqs) && reqs[hi].Arrival <= r.Arrival+thickenWindow {
+			hi++
+		}
+		n := int(k) - 1
+		if rng.Float64() < k-float64(int(k)) {
 			n++
 		}
-		gap := time.Duration(0)
-		if i+1 < len(reqs) {
-			gap = reqs[i+1].Arrival - r.Arrival
-		}
-		for c := range n {
-			cp := r
-			cp.Arrival += gap * time.Duration(c) / time.Duration(max(n, 1))
+		for range n {
+			cp := reqs[i]
+			cp.Arrival = reqs[lo+rng.IntN(hi-lo)].Arrival + time.Duration(rng.Int64N(int64(10*time.Millisecond)))
 			out = append(out, cp)
 		}
 	}

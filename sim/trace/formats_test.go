@@ -275,3 +275,59 @@ func FuzzParseServeGenClient(f *testing.F) {
 		}
 	})
 }
+
+// Thickening follows the trace's own arrivals: every added request lands within 10 ms of a real arrival
+// (no arrival invented in a quiet stretch), the count and every 5-minute rate scale by k, and the
+// 10-second peak-to-mean ratio (burst shape) stays within 15% of the original's.
+func TestRateScaleThickensTheArrivalProcess(t *testing.T) {
+	orig, err := Embedded("code", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const k = 4
+	scaled, err := Embedded("code", Options{RateScale: k, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, s := orig.Requests, scaled.Requests
+	if n := len(s); n < k*len(o)-len(o)/50 || n > k*len(o)+len(o)/50 {
+		t.Errorf("%d requests, want about %d × %d", n, k, len(o))
+	}
+	j := 0
+	for _, r := range s {
+		for j+1 < len(o) && o[j+1].Arrival <= r.Arrival {
+			j++
+		}
+		if d := r.Arrival - o[j].Arrival; d < 0 || d >= 10*time.Millisecond {
+			t.Fatalf("a request at %s is %s after the nearest earlier real arrival (%s): invented in a gap", r.Arrival, d, o[j].Arrival)
+		}
+	}
+	bins := func(reqs []Request, w time.Duration) []float64 {
+		out := make([]float64, int(o[len(o)-1].Arrival/w)+1)
+		for _, r := range reqs {
+			if b := int(r.Arrival / w); b < len(out) {
+				out[b]++
+			}
+		}
+		return out
+	}
+	ob, sb := bins(o, 5*time.Minute), bins(s, 5*time.Minute)
+	for b := range ob[:len(ob)-1] {
+		if ratio := sb[b] / ob[b]; ratio < k*0.85 || ratio > k*1.15 {
+			t.Errorf("5-minute bin %d: %g requests against %g, ratio %.2f, want about %d", b, sb[b], ob[b], ratio, k)
+		}
+	}
+	peakToMean := func(b []float64) float64 {
+		sum, peak := 0.0, 0.0
+		for _, x := range b {
+			sum += x
+			peak = max(peak, x)
+		}
+		return peak / (sum / float64(len(b)))
+	}
+	po, ps := peakToMean(bins(o, 10*time.Second)), peakToMean(bins(s, 10*time.Second))
+	if ps < 0.85*po || ps > 1.15*po {
+		t.Errorf("10 s peak-to-mean %.2f scaled against %.2f original: burst shape not kept", ps, po)
+	}
+	t.Logf("10 s peak-to-mean: original %.2f, ×%d %.2f", po, k, ps)
+}
