@@ -43,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tokenscale-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		traces    = fs.String("trace", "code,conv,mixed,burst", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
+		traces    = fs.String("trace", "code,conv,mixed,burst,mooncake", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), `mooncake` (Mooncake's 17-minute long-prompt synthetic trace, with its own windows), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
 		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
 		lengths   = fs.String("lengths", "conv", "with --format servegen: the trace whose token lengths the synthesised requests draw (ServeGen gives none): code, conv or a file")
 		skipBad   = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
@@ -90,9 +90,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	opts := trace.Options{Format: trace.Format(*format), SkipBad: *skipBad, Start: *start, Duration: *duration,
 		TimeScale: *timeScale, RateScale: *rateScale, Seed: *seed}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
 	var reports []*eval.Report
 	for _, name := range strings.Split(*traces, ",") {
-		tr, err := load(strings.TrimSpace(name), opts, *lengths)
+		name = strings.TrimSpace(name)
+		hist, tune, warm := *history, *tuneWin, *warmup
+		if w, ok := windowPresets[name]; ok && !explicit["history"] && !explicit["tune-window"] && !explicit["warmup"] {
+			hist, tune, warm = w[0], w[1], w[2]
+		}
+		tr, err := load(name, opts, *lengths)
 		if err != nil {
 			return err
 		}
@@ -100,8 +107,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "%s: skipped %d malformed lines, first: %s\n", name, tr.Skipped, strings.Join(tr.FirstSkipped, "; "))
 		}
 		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers,
-			History: *history, Tune: *tuneWin, Warmup: *warmup}
-		if *history <= 0 {
+			History: hist, Tune: tune, Warmup: warm}
+		if hist <= 0 {
 			eo.Tune, eo.Warmup = 0, 0
 		}
 		reqs := tr.Requests
@@ -166,12 +173,21 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 	switch name {
 	case "code", "conv":
 		return trace.Embedded(name, o)
+	case "mooncake":
+		return trace.Embedded(name, o)
 	case "mixed":
 		return trace.Mixed(o)
 	case "burst":
 		return trace.Burst(o)
 	}
 	return trace.ReadFile(name, o)
+}
+
+// windowPresets are the history, tuning and warm-up windows of embedded traces too short for the
+// defaults (20, 20 and 10 minutes), used unless a window flag is given: the 17-minute Mooncake trace
+// keeps its last 7 minutes for scoring.
+var windowPresets = map[string][3]time.Duration{
+	"mooncake": {5 * time.Minute, 5 * time.Minute, 2 * time.Minute},
 }
 
 func safeName(s string) string {

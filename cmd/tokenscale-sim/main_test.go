@@ -68,3 +68,21 @@ func TestRunJSONAndPlots(t *testing.T) {
 		}
 	}
 }
+
+// The embedded Mooncake trace gets its own windows unless a window flag is given.
+func TestMooncakeWindows(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run([]string{"--trace", "mooncake", "--policies", "static-mean", "--progress=false"}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "statistics from 0s–5m0s") || !strings.Contains(out.String(), "replays the 2m0s before") {
+		t.Errorf("mooncake's preset windows not used:\n%.400s", out.String())
+	}
+	out.Reset()
+	if err := run([]string{"--trace", "mooncake", "--history", "4m", "--tune-window", "4m", "--warmup", "1m", "--policies", "static-mean", "--progress=false"}, &out, &errb); err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "statistics from 0s–4m0s") {
+		t.Errorf("explicit windows not used:\n%.400s", out.String())
+	}
+}

@@ -137,17 +137,45 @@ func TestCeilingByHand(t *testing.T) {
 	if got := Ceiling(hw, reqs, 5*time.Second, 0); math.Abs(got-5.0/6) > 1e-12 {
 		t.Errorf("ceiling %v, want 5/6", got)
 	}
-	// TTFT of the 200-token prompt: 200/V_P plus one step at context 200.
-	if ttft, _ := hw.BestLatency(200, 10); math.Abs(ttft-(0.01+hw.StepTime(1, 200))) > 1e-12 {
+	// TTFT of the 200-token prompt: 200/V_P, its KV transfer, then one step at context 200.
+	if ttft, _ := hw.BestLatency(200, 10); math.Abs(ttft-(0.01+hw.TransferTime(200)+hw.StepTime(1, 200))) > 1e-12 {
 		t.Errorf("best TTFT %v", ttft)
 	}
-	// No policy beats the ceiling: a generous static cluster reaches it and no more.
+	// A generous static cluster (no conversions) reaches the ceiling exactly: it is what unlimited
+	// capacity gives, not a bound no configuration meets.
 	res, err := Run(Config{Hardware: hw, ScoreFrom: 5 * time.Second, InitialPrefill: 8, InitialDecode: 8}, reqs, fixed{Target{8, 8, 0}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Requests != 6 || res.JointAttainment > 5.0/6+1e-12 {
-		t.Errorf("scored %d requests at %v, above the ceiling", res.Requests, res.JointAttainment)
+	if res.Requests != 6 || math.Abs(res.JointAttainment-5.0/6) > 1e-12 {
+		t.Errorf("scored %d requests at %v, want the ceiling 5/6", res.Requests, res.JointAttainment)
+	}
+}
+
+// On a long-prompt trace the ceiling counts the KV transfer: a prompt that prefill alone would serve in
+// time misses once its transfer is added, and an ample static cluster meets the ceiling exactly.
+func TestCeilingCountsTheTransfer(t *testing.T) {
+	hw := testHW()
+	// The longest prompt (in steps of 100 tokens) that prefill and one decode step alone serve within its SLO.
+	long := 0
+	for n := 1000; n < int(hw.KVCapacityTokens)/2; n += 100 {
+		if float64(n)/hw.PrefillTPS+hw.StepTime(1, float64(n)) <= TTFTSLO(n) {
+			long = n
+		}
+	}
+	if long == 0 || float64(long)/hw.PrefillTPS+hw.TransferTime(long)+hw.StepTime(1, float64(long)) <= TTFTSLO(long) {
+		t.Fatalf("no prompt on the test hardware fits its SLO alone but not with its transfer (longest alone: %d)", long)
+	}
+	reqs := []trace.Request{{Arrival: 0, PromptTokens: long, OutputTokens: 5}, {Arrival: 10 * time.Second, PromptTokens: 500, OutputTokens: 5}}
+	if got := Ceiling(hw, reqs, 0, 0); got != 0.5 {
+		t.Errorf("ceiling %v, want 1/2 (the %d-token prompt's transfer breaks its TTFT SLO)", got, long)
+	}
+	res, err := Run(Config{Hardware: hw, InitialPrefill: 4, InitialDecode: 4}, reqs, fixed{Target{4, 4, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.JointAttainment != 0.5 {
+		t.Errorf("an ample static cluster reaches %v, want the ceiling 1/2", res.JointAttainment)
 	}
 }
 

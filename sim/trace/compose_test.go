@@ -73,3 +73,18 @@ func TestBurst(t *testing.T) {
 		}
 	}
 }
+
+// The embedded Mooncake synthetic trace is the release's file: 3,993 requests over about 17 minutes.
+func TestEmbeddedMooncake(t *testing.T) {
+	m, err := Embedded("mooncake", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.Requests); n != 3993 {
+		t.Errorf("%d requests, want 3993", n)
+	}
+	last := m.Requests[len(m.Requests)-1].Arrival
+	if last < 16*time.Minute || last > 18*time.Minute {
+		t.Errorf("last arrival %s, want about 17 minutes", last)
+	}
+}

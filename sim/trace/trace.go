@@ -27,8 +27,12 @@ func AzureCode() ([]Request, error) {
 //go:embed azure2023_conv.csv
 var azureConv string
 
-// Embedded returns an embedded Azure LLM inference 2023 trace by name, "code" or "conv" (CC-BY 4.0;
-// see README.md), read with o (its Format is set).
+//go:embed mooncake_synthetic.jsonl
+var mooncakeSynthetic string
+
+// Embedded returns an embedded trace by name, read with o (its Format is set): the Azure LLM inference
+// 2023 "code" and "conv" traces (CC-BY 4.0) and Mooncake's "mooncake" synthetic trace (Apache-2.0); see
+// README.md.
 func Embedded(name string, o Options) (*Trace, error) {
 	o.Format = Azure
 	switch name {
@@ -36,8 +40,11 @@ func Embedded(name string, o Options) (*Trace, error) {
 		return Read(strings.NewReader(azureCode), "azure2023_code.csv", o)
 	case "conv":
 		return Read(strings.NewReader(azureConv), "azure2023_conv.csv", o)
+	case "mooncake":
+		o.Format = Mooncake
+		return Read(strings.NewReader(mooncakeSynthetic), "mooncake_synthetic.jsonl", o)
 	}
-	return nil, fmt.Errorf("no embedded trace %q: embedded traces are code and conv", name)
+	return nil, fmt.Errorf("no embedded trace %q: embedded traces are code, conv and mooncake", name)
 }
 
 const azureLayout = "2006-01-02 15:04:05.9999999"
