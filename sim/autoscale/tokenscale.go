@@ -25,6 +25,8 @@ type TokenScale struct {
 	hpaP, hpaD  *HPA
 	now         time.Time
 	epoch       time.Time
+	// last is the latest decision round's snapshot (tests compare it with the adapter's path).
+	last *service.Snapshot
 }
 
 // NewTokenScale builds the policy for a workload environment. target is policy.targetUtilisation,
@@ -103,6 +105,7 @@ func (ts *TokenScale) Decide(v *cluster.View) cluster.Target {
 	m := service.Assign(ts.cfg, pods)
 	ts.store.Retain(m.Has)
 	snap := service.Decide(ts.cfg, m, ts.store.List(m.Has), ts.ctrl, ts.now)
+	ts.last = snap
 
 	now := v.Now.Seconds()
 	pre := snap.Pools[service.PoolKey{Namespace: simNamespace, Name: ts.cfg.Pools[0].Name}]
