@@ -201,8 +201,8 @@ func (c *AgentCommand) Need() Need {
 
 // Build wires the agent: the actuator, the kubelet's PodResources client, the GPU library behind
 // ReopeningGPUs (without it conversions are refused, nvml-error, while it is retried; converting back
-// needs no GPU check) and the metrics. close releases what Build opened.
-func (c *AgentCommand) Build(client kubernetes.Interface, register func(...metrics.Registerable)) (a *Agent, close func(), err error) {
+// needs no GPU check) and the metrics. release closes what Build opened.
+func (c *AgentCommand) Build(client kubernetes.Interface, register func(...metrics.Registerable)) (a *Agent, release func(), err error) {
 	o := c.Options
 	switch c.Actuator {
 	case "llm-d":

@@ -35,15 +35,16 @@ type Command struct {
 	Use string
 	// Sets holds the flags by section, in the order sections were first asked for.
 	Sets cliflag.NamedFlagSets
-	// Logs is the logging configuration (--logging-format, -v, --vmodule, ...), applied by Parse.
+	// Logs is the logging configuration (--logging-format, -v, --vmodule, ...): checked by Parse, applied
+	// by Main.
 	Logs *logsapi.LoggingConfiguration
 
 	validators  []func() []error
 	showVersion bool
 }
 
-// New returns a command whose "logging" and "generic" sections are filled; the caller adds its own
-// sections first so that they come first in --help.
+// New returns a command with no flags yet. The caller adds its own sections; Parse appends the
+// "logging" and "generic" sections after them, so the front's own flags come first in --help.
 func New(name string) *Command {
 	return &Command{Name: name, Use: "[flags]", Logs: logsapi.NewLoggingConfiguration()}
 }
@@ -59,6 +60,7 @@ var ErrHelp = errors.New("help requested")
 
 // Parse parses args (without the program name), answers --help and --version on out, runs every
 // validator and checks the logging configuration (Main applies it). The error lists all problems found.
+// A Command is parsed once: Parse registers the logging and generic flags.
 func (c *Command) Parse(args []string, out io.Writer) error {
 	logsapi.AddFlags(c.Logs, c.Section("logging"))
 	c.Section("generic").BoolVar(&c.showVersion, "version", false, "print the version and exit")
