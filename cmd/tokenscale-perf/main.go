@@ -1,40 +1,17 @@
-// Command tokenscale-perf measures what the scraping side of tokenscale costs, repeatably:
-//
-//	scrape  a sustained 1 Hz collector run (the adapter's scraper and velocity store) over N fake vLLM
-//	        engines served by a child process on their own loopback addresses; reports this process's
-//	        CPU (cores) and memory, and each round's wall time.
-//	memory  the velocity store holding N synthetic pods for many rounds: retained heap per pod, and
-//	        whether it stays bounded.
-//	engines (internal) the child that serves the fake engines.
+// Command tokenscale-perf measures what the scraping side of tokenscale costs, repeatably (see
+// internal/perfharness): `scrape` runs the adapter's scraper and store against fake engines served by a
+// child process (`engines`), `memory` measures the store's retained heap per pod.
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"os/signal"
-	"runtime"
-	"runtime/pprof"
-	"sort"
-	"strconv"
-	"strings"
 	"syscall"
-	"time"
 
-	"github.com/tokenscale/tokenscale/internal/fakeengine"
-	"github.com/tokenscale/tokenscale/internal/procstat"
+	"github.com/tokenscale/tokenscale/internal/perfharness"
 	"github.com/tokenscale/tokenscale/internal/version"
-	"github.com/tokenscale/tokenscale/velocity/collector"
-	"github.com/tokenscale/tokenscale/velocity/engine"
-	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
 func main() {
@@ -51,11 +28,11 @@ func main() {
 	var err error
 	switch os.Args[1] {
 	case "scrape":
-		err = scrapeCmd(ctx, os.Args[2:])
+		err = perfharness.Scrape(ctx, os.Args[2:])
 	case "memory":
-		err = memoryCmd(os.Args[2:])
+		err = perfharness.Memory(os.Args[2:])
 	case "engines":
-		err = enginesCmd(ctx, os.Args[2:])
+		err = perfharness.Engines(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -63,246 +40,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tokenscale-perf:", err)
 		os.Exit(1)
 	}
-}
-
-// enginesCmd serves n fake vLLM V1 engines, each on its own 127.0.x.y address and the same port (as
-// pods share a port), under load; it prints one line per engine URL, then "ready".
-func enginesCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("engines", flag.ExitOnError)
-	n := fs.Int("n", 2000, "engines")
-	port := fs.Int("port", 18000, "port every engine listens on")
-	_ = fs.Parse(args)
-	var engines []*fakeengine.Engine
-	for i := range *n {
-		ip := fmt.Sprintf("127.1.%d.%d", 1+i/250, 1+i%250)
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(*port)))
-		if err != nil {
-			return fmt.Errorf("engine %d: %w", i, err)
-		}
-		e := fakeengine.New(fakeengine.Config{Flavor: fakeengine.VLLMV1, PrefillTokensPerSec: 10000, DecodeTokensPerSec: 2500})
-		e.SetLoad(fakeengine.Load{PromptTokensPerSec: 4000, OutputTokensPerSec: 800})
-		engines = append(engines, e)
-		srv := &http.Server{Handler: e, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = srv.Serve(ln) }()
-		fmt.Printf("http://%s/metrics\n", ln.Addr())
-	}
-	fmt.Println("ready")
-	// One ticker advances every engine, so the child's own cost stays small.
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			for _, e := range engines {
-				e.Advance(200 * time.Millisecond)
-			}
-		}
-	}
-}
-
-type scrapeResult struct {
-	Endpoints         int     `json:"endpoints"`
-	Seconds           float64 `json:"seconds"`
-	Rounds            int     `json:"rounds"`
-	CPUCores          float64 `json:"cpu_cores"`           // CPU seconds per wall second of this process
-	EngineCPUCores    float64 `json:"engine_cpu_cores"`    // the same for the fake engines' child process
-	CPUPerEndpointUs  float64 `json:"cpu_us_per_endpoint"` // CPU per scrape of one endpoint
-	RoundP50Ms        float64 `json:"round_p50_ms"`        // wall time of one full round
-	RoundP99Ms        float64 `json:"round_p99_ms"`
-	ErrorsPerRound    float64 `json:"errors_per_round"`
-	MaxRSSMiB         float64 `json:"max_rss_mib"`
-	HeapInuseMiB      float64 `json:"heap_inuse_mib"`
-	PageBytes         int     `json:"page_bytes"`
-	Projected10kCores float64 `json:"projected_cores_10000_endpoints"`
-}
-
-type countingObserver struct{ errs int }
-
-func (c *countingObserver) ObserveScrape(_ string, _ time.Duration, err error) {
-	if err != nil {
-		c.errs++
-	}
-}
-
-func scrapeCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("scrape", flag.ExitOnError)
-	n := fs.Int("endpoints", 2000, "fake engines to scrape")
-	dur := fs.Duration("duration", 60*time.Second, "how long to scrape at 1 Hz")
-	conc := fs.Int("concurrency", 64, "scrapes in flight (the adapter's default)")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured rounds to this file")
-	_ = fs.Parse(args)
-
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	child := exec.CommandContext(ctx, self, "engines", "-n", strconv.Itoa(*n))
-	child.Stderr = os.Stderr
-	out, err := child.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := child.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	var targets []collector.Target
-	sc := bufio.NewScanner(out)
-	for sc.Scan() && sc.Text() != "ready" {
-		targets = append(targets, collector.Target{Pod: store.PodKey{Namespace: "perf", Name: fmt.Sprintf("p%d", len(targets))}, Pool: "decode", URL: sc.Text()})
-	}
-	if len(targets) != *n {
-		return fmt.Errorf("engine child started %d of %d engines", len(targets), *n)
-	}
-	page, err := fetch(targets[0].URL)
-	if err != nil {
-		return err
-	}
-
-	st := store.New(store.Options{}, nil)
-	obs := &countingObserver{}
-	scraper := collector.NewScraper(collector.Options{Concurrency: *conc}, st, func() []collector.Target { return targets }, obs)
-	scraper.ScrapeOnce(ctx) // warm up connections and the store
-	obs.errs = 0
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	cpu0, wall0 := cpuSeconds(), time.Now()
-	engCPU0, engErr := procstat.CPU(child.Process.Pid)
-	var rounds []time.Duration
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for time.Since(wall0) < *dur {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-		start := time.Now()
-		scraper.ScrapeOnce(ctx)
-		rounds = append(rounds, time.Since(start))
-	}
-	wall, cpu := time.Since(wall0).Seconds(), cpuSeconds()-cpu0
-	engCPU1, engErr1 := procstat.CPU(child.Process.Pid)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	sort.Slice(rounds, func(i, j int) bool { return rounds[i] < rounds[j] })
-	pct := func(p float64) float64 { return float64(rounds[int(p*float64(len(rounds)-1))].Microseconds()) / 1000 }
-	r := scrapeResult{
-		Endpoints: *n, Seconds: wall, Rounds: len(rounds), CPUCores: cpu / wall,
-		CPUPerEndpointUs: cpu / float64(len(rounds)**n) * 1e6, RoundP50Ms: pct(0.5), RoundP99Ms: pct(0.99),
-		ErrorsPerRound: float64(obs.errs) / float64(len(rounds)), MaxRSSMiB: maxRSSMiB(), HeapInuseMiB: float64(ms.HeapInuse) / (1 << 20),
-		PageBytes: len(page),
-	}
-	r.Projected10kCores = r.CPUCores * 10000 / float64(*n)
-	if engErr == nil && engErr1 == nil {
-		r.EngineCPUCores = (engCPU1 - engCPU0).Seconds() / wall
-	}
-	if *asJSON {
-		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
-			return err
-		}
-		return keptUp(r, obs.errs)
-	}
-	fmt.Printf("scraped %d fake vLLM V1 endpoints (%d-byte pages) at 1 Hz for %.0f s, concurrency %d, on %d CPUs:\n",
-		r.Endpoints, r.PageBytes, r.Seconds, *conc, runtime.NumCPU())
-	fmt.Printf("  CPU %.2f cores (%.0f µs per endpoint scrape: HTTP + parse + extract + store)\n", r.CPUCores, r.CPUPerEndpointUs)
-	if engErr == nil && engErr1 == nil {
-		fmt.Printf("  the fake engines' process: CPU %.2f cores (it shares this machine)\n", r.EngineCPUCores)
-	}
-	fmt.Printf("  round wall time p50 %.0f ms, p99 %.0f ms; errors per round %.1f\n", r.RoundP50Ms, r.RoundP99Ms, r.ErrorsPerRound)
-	fmt.Printf("  max RSS %.0f MiB, heap in use %.0f MiB\n", r.MaxRSSMiB, r.HeapInuseMiB)
-	fmt.Printf("  linear projection to 10,000 endpoints: %.1f cores\n", r.Projected10kCores)
-	return keptUp(r, obs.errs)
-}
-
-// keptUp fails the run unless every scrape of the healthy fake engines on loopback succeeded and rounds
-// fit in the 1 s interval. It is an error returned, not an exit, so the engines' child is still killed.
-func keptUp(r scrapeResult, errs int) error {
-	if errs > 0 || r.RoundP99Ms > 1000 {
-		return fmt.Errorf("%d failed scrapes, round p99 %.0f ms: the collector did not keep up", errs, r.RoundP99Ms)
-	}
-	return nil
-}
-
-func fetch(url string) ([]byte, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	_, err = bufio.NewReader(resp.Body).WriteTo(&b)
-	return []byte(b.String()), err
-}
-
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-func maxRSSMiB() float64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return float64(ru.Maxrss) / 1024 // Linux reports KiB
-}
-
-func memoryCmd(args []string) error {
-	fs := flag.NewFlagSet("memory", flag.ExitOnError)
-	pods := fs.Int("pods", 10000, "synthetic pods in the store")
-	rounds := fs.Int("rounds", 120, "scrape rounds recorded (1 s apart in store time)")
-	_ = fs.Parse(args)
-	// One fake engine under load gives each round's page (counters moving); every pod records its own copy
-	// of the extracted snapshot, as each pod's scrape yields its own.
-	eng := fakeengine.New(fakeengine.Config{Flavor: fakeengine.VLLMV1, PrefillTokensPerSec: 10000, DecodeTokensPerSec: 2500})
-	eng.SetLoad(fakeengine.Load{PromptTokensPerSec: 4000, OutputTokensPerSec: 800})
-	now := time.Unix(1_700_000_000, 0)
-	st := store.New(store.Options{}, func() time.Time { return now })
-	heap := func() float64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return float64(ms.HeapAlloc)
-	}
-	base := heap()
-	var samples []float64
-	for r := range *rounds {
-		now = now.Add(time.Second)
-		eng.Advance(time.Second)
-		rec := httptest.NewRecorder()
-		eng.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-		snap, err := engine.ExtractBytes(rec.Body.Bytes(), engine.Auto)
-		if err != nil {
-			return err
-		}
-		for p := range *pods {
-			c := *snap
-			st.Record(store.PodKey{Namespace: "perf", Name: strconv.Itoa(p)}, now, &c)
-		}
-		if r == 10 || r == *rounds/2 || r == *rounds-1 {
-			samples = append(samples, heap()-base)
-		}
-	}
-	if st.Len() != *pods {
-		return errors.New("store lost pods")
-	}
-	fmt.Printf("velocity store with %d pods, %d rounds: retained heap %.1f MiB after 10 rounds, %.1f MiB at half, %.1f MiB at the end (%.1f KiB per pod)\n",
-		*pods, *rounds, samples[0]/(1<<20), samples[1]/(1<<20), samples[2]/(1<<20), samples[2]/float64(*pods)/1024)
-	// Once the store's history window is full (by half the run), the heap must not keep growing.
-	if samples[2] > 1.05*samples[1]+(1<<20) {
-		return fmt.Errorf("store memory grows with rounds: %.1f MiB at half, %.1f MiB at the end", samples[1]/(1<<20), samples[2]/(1<<20))
-	}
-	return nil
 }
