@@ -77,7 +77,8 @@ func (c *ControllerCommand) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	legacyregistry.CustomMustRegister(selfmetrics.NewPools(p.Service.Snapshot))
+	// No tokenscale_pool_* gauges here: this endpoint is plain HTTP on the pod network, and the pools'
+	// numbers are served only behind the adapter's delegated authorization or on the KEDA scaler's loopback.
 	// The controller is healthy while its loop publishes fresh snapshots, as the KEDA scaler is.
 	fresh := func() error { return service.Fresh(p.Service.Snapshot(), time.Now(), p.MaxAge()) }
 	if _, err := selfmetrics.Serve(ctx, c.MetricsAddress, "metrics", true, fresh); err != nil {
