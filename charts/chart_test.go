@@ -463,57 +463,39 @@ func jsonPatch(o obj, op, path string, value any) error {
 		return fmt.Errorf("JSON patch op %q is not handled by this test's kustomize", op)
 	}
 	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
-	var cur any = o
-	for i, p := range parts {
-		last := i == len(parts)-1
-		switch c := cur.(type) {
+	var parent any = o
+	for _, p := range parts[:len(parts)-1] {
+		switch c := parent.(type) {
 		case obj:
-			if last {
-				c[p] = value
-				return nil
-			}
-			cur = c[p]
+			parent = c[p]
 		case []any:
-			if last && p == "-" && op == "add" {
-				return setAt(o, parts[:i], append(c, value))
-			}
 			n, err := strconv.Atoi(p)
-			if err != nil || n >= len(c) {
+			if err != nil || n < 0 || n >= len(c) {
 				return fmt.Errorf("JSON patch path %s: bad index %q", path, p)
 			}
-			if last {
-				c[n] = value
-				return nil
-			}
-			cur = c[n]
+			parent = c[n]
 		default:
 			return fmt.Errorf("JSON patch path %s: nothing at %q", path, p)
 		}
 	}
-	return nil
-}
-
-func setAt(o obj, parts []string, v any) error {
-	var cur any = o
-	for i, p := range parts {
-		last := i == len(parts)-1
-		switch c := cur.(type) {
-		case obj:
-			if last {
-				c[p] = v
-				return nil
-			}
-			cur = c[p]
-		case []any:
-			n, _ := strconv.Atoi(p)
-			if last {
-				c[n] = v
-				return nil
-			}
-			cur = c[n]
+	last := parts[len(parts)-1]
+	switch c := parent.(type) {
+	case obj:
+		c[last] = value
+		return nil
+	case []any:
+		if last == "-" && op == "add" {
+			// The grown slice replaces the old one in its own parent.
+			return jsonPatch(o, "replace", "/"+strings.Join(parts[:len(parts)-1], "/"), append(c, value))
 		}
+		n, err := strconv.Atoi(last)
+		if err != nil || n < 0 || n >= len(c) {
+			return fmt.Errorf("JSON patch path %s: bad index %q", path, last)
+		}
+		c[n] = value
+		return nil
 	}
-	return fmt.Errorf("JSON patch: cannot set %v", parts)
+	return fmt.Errorf("JSON patch path %s: nothing at %q", path, last)
 }
 
 func decodeFile(p string) ([]obj, error) {

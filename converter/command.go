@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -63,7 +62,7 @@ func (c *ControllerCommand) Validate() []error {
 	if o.Plan.RefusalBackoff < 0 || o.Plan.MinFlipInterval < 0 {
 		errs = append(errs, fmt.Errorf("--refusal-backoff %s and --min-flip-interval %s must not be negative", o.Plan.RefusalBackoff, o.Plan.MinFlipInterval))
 	}
-	errs = append(errs, checkAddress("metrics-address", c.MetricsAddress)...)
+	errs = append(errs, options.CheckAddress("metrics-address", c.MetricsAddress, false)...)
 	return errs
 }
 
@@ -81,7 +80,7 @@ func (c *ControllerCommand) Run(ctx context.Context) error {
 	// numbers are served only behind the adapter's delegated authorization or on the KEDA scaler's loopback.
 	// The controller is healthy while its loop publishes fresh snapshots, as the KEDA scaler is.
 	fresh := func() error { return service.Fresh(p.Service.Snapshot(), time.Now(), p.MaxAge()) }
-	if _, err := selfmetrics.Serve(ctx, c.MetricsAddress, "metrics", true, fresh); err != nil {
+	if err := selfmetrics.Serve(ctx, c.MetricsAddress, "metrics", true, fresh); err != nil {
 		return err
 	}
 	go p.Service.Run(ctx)
@@ -191,7 +190,7 @@ func (c *AgentCommand) Validate() []error {
 	if c.MaxUtilisation > 100 {
 		errs = append(errs, fmt.Errorf("--max-utilisation %d: want 0..100", c.MaxUtilisation))
 	}
-	errs = append(errs, checkAddress("metrics-address", c.MetricsAddress)...)
+	errs = append(errs, options.CheckAddress("metrics-address", c.MetricsAddress, false)...)
 	return errs
 }
 
@@ -240,7 +239,7 @@ func (c *AgentCommand) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeAll()
-	if _, err := selfmetrics.Serve(ctx, c.MetricsAddress, "metrics", true, nil); err != nil {
+	if err := selfmetrics.Serve(ctx, c.MetricsAddress, "metrics", true, nil); err != nil {
 		return err
 	}
 	klog.InfoS("Converter agent starting", "node", c.Options.NodeName, "actuator", a.o.Actuator.Name())
@@ -267,15 +266,4 @@ func PrintGPUs(w io.Writer, driver, nvml string, gpus []GPUReading, need Need) {
 		fmt.Fprintf(w, "%s  %s  memory %.1f/%.1f GiB free  util %s  MIG %v  %s  %s\n", g.UUID, g.Name,
 			gib(g.MemFree), gib(g.MemTotal), util, g.MIG, health, verdict)
 	}
-}
-
-// checkAddress reports a listen address that is not host:port ("" is allowed: off).
-func checkAddress(flag, v string) []error {
-	if v == "" {
-		return nil
-	}
-	if _, _, err := net.SplitHostPort(v); err != nil {
-		return []error{fmt.Errorf("--%s %q: %w", flag, v, err)}
-	}
-	return nil
 }

@@ -3,10 +3,11 @@ package kedascaler
 import (
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/tokenscale/tokenscale/internal/options"
 )
 
 // AddFlags registers the scaler's serving flags.
@@ -25,20 +26,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // Validate reports every flag that cannot work, before anything listens.
 func (o *Options) Validate() []error {
 	var errs []error
-	addr := func(flag, v string, required bool) {
-		if v == "" {
-			if required {
-				errs = append(errs, fmt.Errorf("--%s is required", flag))
-			}
-			return
-		}
-		if _, _, err := net.SplitHostPort(v); err != nil {
-			errs = append(errs, fmt.Errorf("--%s %q: %w", flag, v, err))
-		}
-	}
-	addr("grpc-address", o.GRPCAddress, true)
-	addr("metrics-address", o.MetricsAddress, false)
-	addr("probe-address", o.ProbeAddress, false)
+	errs = append(errs, options.CheckAddress("grpc-address", o.GRPCAddress, true)...)
+	errs = append(errs, options.CheckAddress("metrics-address", o.MetricsAddress, false)...)
+	errs = append(errs, options.CheckAddress("probe-address", o.ProbeAddress, false)...)
 	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-private-key-file go together"))
 	}

@@ -167,11 +167,11 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.GRPCAddress, err)
 	}
-	if _, err := selfmetrics.Serve(ctx, o.MetricsAddress, "metrics", true, srv.fresh); err != nil {
+	if err := selfmetrics.Serve(ctx, o.MetricsAddress, "metrics", true, srv.fresh); err != nil {
 		_ = lis.Close()
 		return err
 	}
-	if _, err := selfmetrics.Serve(ctx, o.ProbeAddress, "probe", false, srv.fresh); err != nil {
+	if err := selfmetrics.Serve(ctx, o.ProbeAddress, "probe", false, srv.fresh); err != nil {
 		_ = lis.Close()
 		return err
 	}

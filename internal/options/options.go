@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"github.com/spf13/pflag"
@@ -135,6 +136,20 @@ func PrintErrors(w io.Writer, name string, err error) {
 	for _, e := range agg.Errors() {
 		fmt.Fprintf(w, "  %v\n", e)
 	}
+}
+
+// CheckAddress reports a listen address flag that is not host:port; "" is allowed unless required.
+func CheckAddress(flag, v string, required bool) []error {
+	if v == "" {
+		if required {
+			return []error{fmt.Errorf("--%s is required", flag)}
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		return []error{fmt.Errorf("--%s %q: %w", flag, v, err)}
+	}
+	return nil
 }
 
 // Kube selects the cluster: --kubeconfig, else the in-cluster configuration.

@@ -15,9 +15,9 @@ import (
 // Serve serves /healthz (Healthz of check) on addr and, withMetrics, /metrics from component-base's
 // legacy registry, until ctx ends; addr "" serves nothing. It listens before it returns, so a port that
 // is taken or an address that is wrong is the caller's error, not a log line after start.
-func Serve(ctx context.Context, addr, what string, withMetrics bool, check func() error) (net.Addr, error) {
+func Serve(ctx context.Context, addr, what string, withMetrics bool, check func() error) error {
 	if addr == "" {
-		return nil, nil
+		return nil
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", Healthz(check))
@@ -26,7 +26,7 @@ func Serve(ctx context.Context, addr, what string, withMetrics bool, check func(
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("%s endpoint: %w", what, err)
+		return fmt.Errorf("%s endpoint: %w", what, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -35,5 +35,5 @@ func Serve(ctx context.Context, addr, what string, withMetrics bool, check func(
 		}
 	}()
 	go func() { <-ctx.Done(); _ = srv.Close() }()
-	return lis.Addr(), nil
+	return nil
 }
