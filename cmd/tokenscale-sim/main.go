@@ -43,14 +43,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tokenscale-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		traces    = fs.String("trace", "code,conv,mixed,burst,mooncake", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), `mooncake` (Mooncake's 17-minute long-prompt synthetic trace, with its own windows), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
+		traces    = fs.String("trace", "code,conv,mixed,burst,mooncake,servegen", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), `mooncake` (Mooncake's 17-minute long-prompt synthetic trace, with its own windows), `servegen` (three days of ServeGen production load, replayed as multi-day load; see --mean-rate), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
 		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
 		lengths   = fs.String("lengths", "conv", "with --format servegen: the trace whose token lengths the synthesised requests draw (ServeGen gives none): code, conv or a file")
 		skipBad   = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
 		start     = fs.Duration("start", 0, "window start in trace time")
 		duration  = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
-		timeScale = fs.Float64("time-scale", 1, "replay speed: 2 replays twice as fast")
-		rateScale = fs.Float64("rate-scale", 1, "request-rate multiplier, keeping the timeline")
+		timeScale = fs.Float64("time-scale", 1, "replay speed: 2 replays twice as fast (ServeGen load: 8 unless given)")
+		rateScale = fs.Float64("rate-scale", 1, "request-rate multiplier, keeping the timeline (ServeGen load: chosen by --mean-rate unless given)")
+		meanRate  = fs.Float64("mean-rate", 10, "ServeGen load: scale every window's rate so the replayed mean is this many requests/s, unless --rate-scale is given")
 		seed      = fs.Uint64("seed", 1, "seed for rate scaling")
 		hwName    = fs.String("hardware", "llama3.1-8b-h100", "hardware profile name")
 		profiles  = fs.String("profiles", "", "hardware profiles file (default: the built-in sim/cluster/profiles.yaml)")
@@ -88,16 +89,21 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opts := trace.Options{Format: trace.Format(*format), SkipBad: *skipBad, Start: *start, Duration: *duration,
-		TimeScale: *timeScale, RateScale: *rateScale, Seed: *seed}
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	windowsGiven := explicit["history"] || explicit["tune-window"] || explicit["warmup"]
 	var reports []*eval.Report
 	for _, name := range strings.Split(*traces, ",") {
 		name = strings.TrimSpace(name)
+		opts := trace.Options{Format: trace.Format(*format), SkipBad: *skipBad, Start: *start, Duration: *duration,
+			TimeScale: *timeScale, RateScale: *rateScale, Seed: *seed}
 		hist, tune, warm := *history, *tuneWin, *warmup
-		if w, ok := windowPresets[name]; ok && !explicit["history"] && !explicit["tune-window"] && !explicit["warmup"] {
+		if w, ok := windowPresets[name]; ok && !windowsGiven {
 			hist, tune, warm = w[0], w[1], w[2]
+		}
+		multiDay := name == "servegen" || opts.Format == trace.ServeGen
+		if multiDay {
+			serveGenPreset(&opts, explicit, *meanRate)
 		}
 		tr, err := load(name, opts, *lengths)
 		if err != nil {
@@ -105,6 +111,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		if tr.Skipped > 0 {
 			fmt.Fprintf(stderr, "%s: skipped %d malformed lines, first: %s\n", name, tr.Skipped, strings.Join(tr.FirstSkipped, "; "))
+		}
+		var load string
+		if multiDay {
+			load = serveGenLoad(opts, tr, *lengths)
+			if !windowsGiven {
+				// Multi-day load: a day (or a third of what there is) each for the statistics, the tuning
+				// and the score, so the score covers a whole diurnal cycle the tuning has not seen.
+				third := (tr.Requests[len(tr.Requests)-1].Arrival + time.Second) / 3
+				hist, tune, warm = third, third, min(*warmup, third)
+			}
 		}
 		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers,
 			History: hist, Tune: tune, Warmup: warm}
@@ -119,6 +135,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
+		rep.Load = load
 		reports = append(reports, rep)
 		if *plots != "" {
 			if err := os.MkdirAll(*plots, 0o755); err != nil {
@@ -171,6 +188,12 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 		return trace.ReadServeGen(name, l.Requests, o)
 	}
 	switch name {
+	case "servegen":
+		l, err := load(lengths, trace.Options{}, "")
+		if err != nil {
+			return nil, fmt.Errorf("--lengths: %w", err)
+		}
+		return trace.EmbeddedServeGen(l.Requests, o)
 	case "code", "conv":
 		return trace.Embedded(name, o)
 	case "mooncake":
@@ -181,6 +204,36 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 		return trace.Burst(o)
 	}
 	return trace.ReadFile(name, o)
+}
+
+// serveGenDays is how much ServeGen load is replayed unless --duration says otherwise.
+const serveGenDays = 3 * 24 * time.Hour
+
+// serveGenPreset sets how ServeGen load is replayed where no flag says otherwise: three days from
+// --start, each day in 3 hours (time scale 8), at a mean of meanRate requests/s. A day at the folder's
+// real rate (about 200 requests/s for m-large) is 17 million requests; the simulator replays about
+// half a million per run in the default comparison's time budget, so the day is compressed rather than
+// the pools shrunk to one or two instances, where integer steps would decide the comparison.
+func serveGenPreset(o *trace.Options, explicit map[string]bool, meanRate float64) {
+	if !explicit["duration"] {
+		o.Duration = serveGenDays
+	}
+	if !explicit["time-scale"] {
+		o.TimeScale = 8
+	}
+	if !explicit["rate-scale"] {
+		o.MeanRate = meanRate
+	}
+}
+
+// serveGenLoad says how ServeGen load was replayed, for the report's header.
+func serveGenLoad(o trace.Options, tr *trace.Trace, lengths string) string {
+	span := o.Duration
+	if span == 0 {
+		span = tr.Requests[len(tr.Requests)-1].Arrival * time.Duration(max(o.TimeScale, 1))
+	}
+	return fmt.Sprintf("ServeGen load from %s for %s of trace time, replayed %g× faster (time scale) at rate scale %.4g, %d requests, token lengths drawn from %s",
+		o.Start, span, max(o.TimeScale, 1), tr.RateScale, len(tr.Requests), lengths)
 }
 
 // windowPresets are the history, tuning and warm-up windows of embedded traces too short for the

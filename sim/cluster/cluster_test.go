@@ -3,6 +3,7 @@ package cluster
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -197,5 +198,92 @@ func TestScoreFromExcludesWarmup(t *testing.T) {
 	// Two GPUs for 50 s fewer.
 	if d := all.GPUSeconds - scored.GPUSeconds; math.Abs(d-100) > 1e-9 {
 		t.Errorf("warm-up GPU-seconds %v, want 100", d)
+	}
+}
+
+// Merged decode steps are the same steps: on a real trace segment, with arrivals cutting runs short,
+// every request's TTFT and TPOT and the decoders' counters and ITL histogram match one event per step
+// to rounding, while the event count falls.
+func TestMergedStepsMatchSingleSteps(t *testing.T) {
+	tr, err := trace.Embedded("conv", trace.Options{Duration: 5 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(merge time.Duration) (*Result, *View) {
+		var last *View
+		res, err := Run(Config{Hardware: testHW(), MergeSteps: merge, InitialPrefill: 2, InitialDecode: 2}, tr.Requests, viewer{fixed{Target{2, 2, 0}}, &last})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, last
+	}
+	one, v1 := run(-1)
+	merged, vm := run(0)
+	for i := range one.ttft {
+		if math.Abs(one.ttft[i]-merged.ttft[i]) > 1e-6 || math.Abs(one.tpot[i]-merged.tpot[i]) > 1e-6 {
+			t.Fatalf("request %d: TTFT %v / %v, TPOT %v / %v (single / merged)", i, one.ttft[i], merged.ttft[i], one.tpot[i], merged.tpot[i])
+		}
+	}
+	if one.JointAttainment != merged.JointAttainment || math.Abs(one.GPUSeconds-merged.GPUSeconds) > 1e-6 {
+		t.Errorf("attainment %v / %v, GPU-s %v / %v", one.JointAttainment, merged.JointAttainment, one.GPUSeconds, merged.GPUSeconds)
+	}
+	for i := range v1.Decode {
+		a, b := v1.Decode[i], vm.Decode[i]
+		if math.Abs(a.GenerationTokens-b.GenerationTokens) > 1e-6 || math.Abs(a.BusySeconds-b.BusySeconds) > 1e-6 || math.Abs(a.ITL.Count-b.ITL.Count) > 1e-6 || math.Abs(a.ITL.Sum-b.ITL.Sum) > 1e-6 {
+			t.Errorf("decoder %d: generation tokens %v / %v, busy %v / %v s, ITL count %v / %v", i, a.GenerationTokens, b.GenerationTokens, a.BusySeconds, b.BusySeconds, a.ITL.Count, b.ITL.Count)
+		}
+	}
+	if merged.events*5 > one.events {
+		t.Errorf("merging cut events only from %d to %d", one.events, merged.events)
+	}
+}
+
+// viewer keeps the last view an autoscaler saw.
+type viewer struct {
+	fixed
+	last **View
+}
+
+func (v viewer) Decide(view *View) Target { *v.last = view; return v.fixed.Decide(view) }
+
+// observeRamp puts n evenly spaced values in the buckets one observe each would.
+func TestObserveRampMatchesObserve(t *testing.T) {
+	for _, c := range []struct {
+		first, slope float64
+		n            int64
+	}{{0.004, 0.003, 40}, {0.2, 0, 7}, {0.009, 0.0005, 1}, {5, 9, 12}, {0.0101, 0.02, 300}} {
+		a, b := newHistogram(ITLBounds), newHistogram(ITLBounds)
+		for i := range c.n {
+			a.observe(c.first+float64(i)*c.slope, 3)
+		}
+		b.observeRamp(c.first, c.slope, c.n, 3)
+		for i := range a.counts {
+			if a.counts[i] != b.counts[i] {
+				t.Fatalf("%+v: bucket %d holds %v, want %v", c, i, b.counts[i], a.counts[i])
+			}
+		}
+		if math.Abs(a.Sum-b.Sum) > 1e-9*a.Sum || a.Count != b.Count {
+			t.Errorf("%+v: sum %v count %v, want %v %v", c, b.Sum, b.Count, a.Sum, a.Count)
+		}
+	}
+}
+
+// The quantiles by selection are the sorted slice's, ties and unfinished (+Inf) requests included.
+func TestQuantilesBySelection(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 1; n < 400; n += 7 {
+		xs := make([]float64, n)
+		for i := range xs {
+			xs[i] = float64(rng.IntN(n/3 + 1))
+			if rng.IntN(20) == 0 {
+				xs[i] = math.Inf(1)
+			}
+		}
+		s := append([]float64(nil), xs...)
+		slices.Sort(s)
+		at := func(q float64) float64 { return s[min(max(int(math.Ceil(q*float64(n)))-1, 0), n-1)] }
+		if p50, p99 := quantiles(xs); p50 != at(0.5) || p99 != at(0.99) {
+			t.Fatalf("n=%d: p50 %v p99 %v, want %v %v", n, p50, p99, at(0.5), at(0.99))
+		}
 	}
 }

@@ -33,6 +33,26 @@ func (h *Histogram) observe(v, weight float64) {
 	h.Count += weight
 }
 
+// observeRamp observes n values first, first+slope, …, each with weight, in one pass over the buckets.
+func (h *Histogram) observeRamp(first, slope float64, n int64, weight float64) {
+	if weight <= 0 || n <= 0 {
+		return
+	}
+	for i, j := int64(0), sort.SearchFloat64s(h.Bounds, first); i < n; j++ {
+		last := n - 1 // the last value in bucket j
+		if j < len(h.Bounds) && slope > 0 {
+			last = min(last, int64(math.Floor((h.Bounds[j]-first)/slope)))
+		}
+		if last >= i {
+			h.counts[j] += float64(last-i+1) * weight
+			i = last + 1
+		}
+	}
+	x := float64(n)
+	h.Sum += weight * (x*first + slope*x*(x-1)/2)
+	h.Count += weight * x
+}
+
 // Cumulative returns (upper bound, cumulative count) pairs ending with +Inf.
 func (h *Histogram) Cumulative() (bounds, cum []float64) {
 	bounds = make([]float64, len(h.counts))

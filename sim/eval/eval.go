@@ -118,7 +118,9 @@ type Window struct {
 
 // Report is one trace's evaluation.
 type Report struct {
-	Trace    string        `json:"trace"`
+	Trace string `json:"trace"`
+	// Load says how the trace's load was made, where it was synthesised (ServeGen), for the header.
+	Load     string        `json:"load,omitempty"`
 	Requests int           `json:"requests"`
 	Hardware string        `json:"hardware"`
 	Env      autoscale.Env `json:"env"`
@@ -532,6 +534,9 @@ func (r *Report) describe() string {
 func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 	fmt.Fprintf(w, "### %s (%s, V_P %.0f tok/s, V_D %.0f tok/s, cold start %s)\n\n",
 		r.Trace, r.Hardware, r.Env.Hardware.PrefillTPS, r.Env.DecodeTPS, r.Env.ColdStart)
+	if r.Load != "" {
+		fmt.Fprintf(w, "%s.\n\n", r.Load)
+	}
 	fmt.Fprintf(w, "%s.\n\n", r.describe())
 	fmt.Fprintf(w, "Ceiling %s (joint attainment with unlimited capacity Ready at once); target T = %s (the lower of the %s goal and the ceiling less a point).\n\n",
 		pct(r.Ceiling), pct(r.Target), pct(r.Goal))

@@ -3,7 +3,7 @@ package trace
 import (
 	"fmt"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"time"
 )
 
@@ -21,7 +21,7 @@ func Mixed(o Options) (*Trace, error) {
 	}
 	keep := float64(len(code.Requests)) / float64(len(conv.Requests))
 	reqs := append(append([]Request(nil), code.Requests...), scaleRate(conv.Requests, keep, o.Seed)...)
-	sort.SliceStable(reqs, func(i, j int) bool { return reqs[i].Arrival < reqs[j].Arrival })
+	slices.SortStableFunc(reqs, byArrival)
 	reqs, err = shape("mixed", reqs, o)
 	if err != nil {
 		return nil, err
@@ -61,7 +61,7 @@ func Burst(o Options) (*Trace, error) {
 		r.Arrival = BurstStart + time.Duration(rng.Int64N(int64(BurstLength)))
 		reqs = append(reqs, r)
 	}
-	sort.SliceStable(reqs, func(i, j int) bool { return reqs[i].Arrival < reqs[j].Arrival })
+	slices.SortStableFunc(reqs, byArrival)
 	reqs, err = shape("burst", reqs, o)
 	if err != nil {
 		return nil, err

@@ -9,7 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +45,9 @@ type Options struct {
 	RateScale float64
 	// Seed makes RateScale's choices repeatable.
 	Seed uint64
+	// MeanRate, for ServeGen only, when > 0 replaces RateScale: every window's rate is scaled by the one
+	// factor that makes the synthesised window's mean rate, after TimeScale, this many requests/s.
+	MeanRate float64
 }
 
 // Trace is a read trace.
@@ -53,6 +56,8 @@ type Trace struct {
 	// Skipped counts malformed lines left out under SkipBad; FirstSkipped names up to 10 of them.
 	Skipped      int
 	FirstSkipped []string
+	// RateScale is the rate scale a ServeGen synthesis used (chosen by Options.MeanRate, or given).
+	RateScale float64
 }
 
 // lineError is a malformed line: the file and line number, and why.
@@ -288,7 +293,7 @@ func scaleRate(reqs []Request, k float64, seed uint64) []Request {
 			out = append(out, cp)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Arrival < out[j].Arrival })
+	slices.SortStableFunc(out, byArrival)
 	return out
 }
 

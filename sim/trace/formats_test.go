@@ -221,6 +221,54 @@ func TestServeGenSynthesis(t *testing.T) {
 	}
 }
 
+// Rate scaling happens in the synthesis: a rate scale k gives about k times the requests, and MeanRate
+// picks the k that gives the asked mean after time scaling, on the embedded three days too.
+func TestServeGenRateScaleAndMeanRate(t *testing.T) {
+	lengths := []Request{{PromptTokens: 100, OutputTokens: 10}}
+	full, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quarter, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 5, RateScale: 0.25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := float64(len(quarter.Requests)), 0.25*float64(len(full.Requests)); math.Abs(got-want) > 0.2*want {
+		t.Errorf("rate scale 0.25: %v requests, want about %v", got, want)
+	}
+	if quarter.RateScale != 0.25 {
+		t.Errorf("the trace reports rate scale %v", quarter.RateScale)
+	}
+	for _, c := range []struct {
+		tr   *Trace
+		mean float64
+		span time.Duration
+	}{
+		{must(t)(ReadServeGen("testdata/servegen", lengths, Options{Seed: 5, MeanRate: 3, TimeScale: 4})), 3, 2 * time.Hour / 4},
+		{must(t)(EmbeddedServeGen(lengths, Options{Seed: 5, MeanRate: 10, TimeScale: 8, Duration: 24 * time.Hour})), 10, 3 * time.Hour},
+	} {
+		if got := float64(len(c.tr.Requests)) / c.span.Seconds(); math.Abs(got-c.mean) > 0.15*c.mean {
+			t.Errorf("mean rate %v requests/s, want %v (rate scale %v)", got, c.mean, c.tr.RateScale)
+		}
+		if last := c.tr.Requests[len(c.tr.Requests)-1].Arrival; last >= c.span || last < c.span*9/10 {
+			t.Errorf("the time-scaled trace ends at %v, want just under %v", last, c.span)
+		}
+	}
+	if _, err := ReadServeGen("testdata/servegen", lengths, Options{MeanRate: 1, Start: 100 * time.Hour}); err == nil || !strings.Contains(err.Error(), "testdata/servegen") {
+		t.Errorf("a window with no load: error %v should name the folder", err)
+	}
+}
+
+func must(t *testing.T) func(*Trace, error) *Trace {
+	return func(tr *Trace, err error) *Trace {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+}
+
 func TestServeGenErrorsNameFileAndLine(t *testing.T) {
 	for in, want := range map[string]string{
 		"0,1,1,,0,0\n600,1,1,Lognormal,1,1\n": "c.csv:2: unknown inter-arrival family",
@@ -264,7 +312,7 @@ func FuzzParseServeGenClient(f *testing.F) {
 		if total > 2e5 { // synthesis is bounded by the limits; keep the fuzzer fast
 			return
 		}
-		reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws}, []Request{{PromptTokens: 1, OutputTokens: 1}}, 0, 0, 1)
+		reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws}, []Request{{PromptTokens: 1, OutputTokens: 1}}, 0, 0, 1, 1)
 		if err != nil {
 			return
 		}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
+	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -150,15 +152,21 @@ func interArrival(rng *rand.Rand, w ServeGenWindow) float64 {
 
 // SynthesizeServeGen turns clients' windows into requests arriving in [from, to) seconds (to <= 0: to
 // the last window's end), with token lengths drawn from lengths, seeded. Arrivals are relative to from.
-func SynthesizeServeGen(clients [][]ServeGenWindow, lengths []Request, from, to float64, seed uint64) ([]Request, error) {
+// rateScale (> 0; 1 keeps the trace's rates) scales every window's rate before synthesis: each client's
+// arrival process keeps its fitted family and shape, so its burstiness, at the new mean rate.
+func SynthesizeServeGen(clients [][]ServeGenWindow, lengths []Request, from, to float64, seed uint64, rateScale float64) ([]Request, error) {
 	if len(lengths) == 0 {
 		return nil, errors.New("servegen: no requests to draw token lengths from")
+	}
+	if !(rateScale > 0) || math.IsInf(rateScale, 0) {
+		return nil, fmt.Errorf("servegen: rate scale %g must be a positive number", rateScale)
 	}
 	var out []Request
 	for ci, ws := range clients {
 		rng := rand.New(rand.NewPCG(seed, uint64(ci)+0x5e4e))
 		for _, w := range ws {
 			end := w.Start + ServeGenWindowSeconds
+			w.Rate *= rateScale
 			if w.Rate <= 0 || end <= from || (to > 0 && w.Start >= to) {
 				continue
 			}
@@ -176,15 +184,51 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths []Request, from, to 
 			}
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Arrival < out[j].Arrival })
+	slices.SortStableFunc(out, byArrival)
 	return out, nil
+}
+
+// meanRateScale is the rate scale that gives the windows overlapping [from, to) seconds (to <= 0: to the
+// last window's end) a mean of mean requests/s after time scale ts (<= 0: 1).
+func meanRateScale(clients [][]ServeGenWindow, from, to, mean, ts float64) (float64, error) {
+	if ts <= 0 {
+		ts = 1
+	}
+	var count, end float64
+	for _, ws := range clients {
+		for _, w := range ws {
+			lo, hi := math.Max(w.Start, from), w.Start+ServeGenWindowSeconds
+			if to > 0 {
+				hi = math.Min(hi, to)
+			}
+			if hi > lo && w.Rate > 0 {
+				count += w.Rate * (hi - lo)
+				end = math.Max(end, hi)
+			}
+		}
+	}
+	if count <= 0 {
+		return 0, errors.New("servegen: no load in the window to scale")
+	}
+	if to > 0 {
+		end = to
+	}
+	return mean * (end - from) / ts / count, nil
 }
 
 // ReadServeGen reads every chunk-*-trace.csv of a ServeGen model folder and synthesises the requests of
 // o's Start/Duration window (the whole folder when Duration is 0), token lengths drawn from lengths
-// (name it in the report: ServeGen gives no lengths), then applies o's time and rate scaling.
+// (name it in the report: ServeGen gives no lengths), at o's rate scale, then applies its time scale.
 func ReadServeGen(dir string, lengths []Request, o Options) (*Trace, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "chunk-*-trace.csv"))
+	return readServeGen(os.DirFS(dir), dir, lengths, o)
+}
+
+// readServeGen reads the model folder fsys (named dir in errors).
+func readServeGen(fsys fs.FS, dir string, lengths []Request, o Options) (*Trace, error) {
+	if o.TimeScale < 0 || o.RateScale < 0 || math.IsNaN(o.TimeScale) || math.IsNaN(o.RateScale) || math.IsInf(o.TimeScale, 0) || math.IsInf(o.RateScale, 0) {
+		return nil, fmt.Errorf("%s: time scale %g and rate scale %g must be positive numbers", dir, o.TimeScale, o.RateScale)
+	}
+	files, err := fs.Glob(fsys, "chunk-*-trace.csv")
 	if err != nil {
 		return nil, err
 	}
@@ -194,11 +238,11 @@ func ReadServeGen(dir string, lengths []Request, o Options) (*Trace, error) {
 	sort.Strings(files)
 	clients := make([][]ServeGenWindow, 0, len(files))
 	for _, f := range files {
-		fh, err := os.Open(f)
+		fh, err := fsys.Open(f)
 		if err != nil {
 			return nil, err
 		}
-		ws, err := ParseServeGenClient(fh, filepath.Base(f))
+		ws, err := ParseServeGenClient(fh, path.Join(dir, f))
 		fh.Close()
 		if err != nil {
 			return nil, err
@@ -210,17 +254,23 @@ func ReadServeGen(dir string, lengths []Request, o Options) (*Trace, error) {
 	if o.Duration > 0 {
 		to = from + o.Duration.Seconds()
 	}
-	reqs, err := SynthesizeServeGen(clients, lengths, from, to, o.Seed)
+	k := o.RateScale
+	if k == 0 {
+		k = 1
+	}
+	if o.MeanRate > 0 {
+		if k, err = meanRateScale(clients, from, to, o.MeanRate, o.TimeScale); err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+	}
+	reqs, err := SynthesizeServeGen(clients, lengths, from, to, o.Seed, k)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	if len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: no requests in the window", dir)
 	}
-	t := &Trace{Requests: reqs}
-	if o.RateScale > 0 && o.RateScale != 1 {
-		t.Requests = scaleRate(t.Requests, o.RateScale, o.Seed)
-	}
+	t := &Trace{Requests: reqs, RateScale: k}
 	if o.TimeScale > 0 && o.TimeScale != 1 {
 		for i := range t.Requests {
 			t.Requests[i].Arrival = time.Duration(float64(t.Requests[i].Arrival) / o.TimeScale)

@@ -2,7 +2,9 @@
 package trace
 
 import (
-	_ "embed"
+	"cmp"
+	"embed"
+	"io/fs"
 	"fmt"
 	"io"
 	"strings"
@@ -29,6 +31,21 @@ var azureConv string
 
 //go:embed mooncake_synthetic.jsonl
 var mooncakeSynthetic string
+
+// servegenMLarge holds the first three days of ServeGen's language/m-large model folder (see README.md).
+//
+//go:embed servegen_m-large
+var servegenMLarge embed.FS
+
+// EmbeddedServeGen synthesises requests from the embedded three days of ServeGen's language/m-large
+// production load (Apache-2.0; see README.md), token lengths drawn from lengths, read with o.
+func EmbeddedServeGen(lengths []Request, o Options) (*Trace, error) {
+	sub, err := fs.Sub(servegenMLarge, "servegen_m-large")
+	if err != nil {
+		return nil, err
+	}
+	return readServeGen(sub, "servegen_m-large", lengths, o)
+}
 
 // Embedded returns an embedded trace by name, read with o (its Format is set): the Azure LLM inference
 // 2023 "code" and "conv" traces (CC-BY 4.0) and Mooncake's "mooncake" synthetic trace (Apache-2.0); see
@@ -58,3 +75,6 @@ func ParseAzure(r io.Reader, name string) ([]Request, error) {
 	}
 	return t.Requests, nil
 }
+
+// byArrival orders requests by arrival time (slices.SortStableFunc keeps equal arrivals in order).
+func byArrival(a, b Request) int { return cmp.Compare(a.Arrival, b.Arrival) }
