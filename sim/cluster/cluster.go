@@ -129,6 +129,7 @@ type request struct {
 	in, out    int
 	remaining  int     // prompt tokens left to prefill on a converted decoder
 	firstToken float64 // -1 until the first token
+	dest       *instance // the decoder its KV is on its way to
 	admitStep  int64
 	finishStep int64
 }
@@ -149,7 +150,11 @@ type instance struct {
 	qTokens   float64 // prompt tokens queued or in service
 	cur       *request
 	busyUntil float64
-	linkFree  float64
+	// linkFree is when the instance's KV link is next free: a prefiller's for sending, a decoder's for
+	// receiving.
+	linkFree float64
+	// incoming is the KV (prompt + output tokens) of transfers on their way to this decoder.
+	incoming float64
 
 	// Decode: continuous batching.
 	waiting  []*request
@@ -381,8 +386,7 @@ func (s *sim) loop(a Autoscaler) {
 		case ev != nil:
 			s.handle(ev)
 		case len(s.xfers.items) > 0 && s.xfers.items[0].at == t:
-			x := s.xfers.pop()
-			s.toDecode(x.req)
+			s.landed(s.xfers.pop().req)
 		case next < len(s.reqs) && s.reqs[next].arrival == t:
 			r := &s.reqs[next]
 			next++
@@ -532,29 +536,65 @@ func (s *sim) prefillDone(in *instance) {
 	in.stats.GenerationTokens++ // a prefill pod emits the first token (max_tokens=1), as vLLM's P/D does
 	in.stats.Finished++
 	in.stats.TTFT.observe(s.now-r.arrival, 1)
+	// The transfer holds the sender's link and the receiving decoder's (NIXL/RDMA reads land on one NIC):
+	// two prefillers finishing together for one decoder take turns.
 	start := math.Max(s.now, in.linkFree)
+	if d := s.pickDecoder(); d != nil {
+		start = math.Max(start, d.linkFree)
+		d.linkFree = start + s.hw.TransferTime(r.in)
+		d.incoming += float64(r.in + r.out)
+		r.dest = d
+	}
 	in.linkFree = start + s.hw.TransferTime(r.in)
 	s.xfers.push(transfer{at: in.linkFree, req: r})
 	s.startPrefill(in)
 }
 
-// toDecode hands a prefilled request to the decoder with the most free KV.
-func (s *sim) toDecode(r *request) {
+// pickDecoder is the Ready decoder with the most free KV, counting what is on its way to it; nil if none.
+func (s *sim) pickDecoder() *instance {
 	var best *instance
 	bestFree := math.Inf(-1)
 	for _, in := range s.insts {
 		if in.role != roleDecode || !in.ready || in.draining || in.gone {
 			continue
 		}
-		free := s.hw.KVCapacityTokens - in.kvUsed - in.waitingTokens()
+		free := s.hw.KVCapacityTokens - in.kvUsed - in.waitingTokens() - in.incoming
 		if free > bestFree {
 			best, bestFree = in, free
 		}
 	}
+	return best
+}
+
+// landed takes a transfer's arrival: the request joins the decoder it was sent to, or, if that one has
+// gone or started draining meanwhile (or there was none), the best decoder now.
+func (s *sim) landed(r *request) {
+	d := r.dest
+	r.dest = nil
+	if d == nil {
+		s.toDecode(r)
+		return
+	}
+	d.incoming -= float64(r.in + r.out)
+	if !d.ready || d.draining || d.gone {
+		s.toDecode(r)
+		return
+	}
+	s.admitTo(d, r)
+}
+
+// toDecode hands a prefilled request to the decoder with the most free KV.
+func (s *sim) toDecode(r *request) {
+	best := s.pickDecoder()
 	if best == nil {
 		s.pendD = append(s.pendD, r)
 		return
 	}
+	s.admitTo(best, r)
+}
+
+// admitTo queues a prefilled request on a decoder.
+func (s *sim) admitTo(best *instance, r *request) {
 	best.waiting = append(best.waiting, r)
 	best.stats.Waiting++
 	s.cut(best)
@@ -823,7 +863,7 @@ func (in *instance) load() float64 {
 	if in.role == rolePrefill {
 		return in.qTokens
 	}
-	return in.kvUsed + in.waitingTokens() + in.pqTokens
+	return in.kvUsed + in.waitingTokens() + in.pqTokens + in.incoming
 }
 
 func (s *sim) convert(want int) {

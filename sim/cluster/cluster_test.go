@@ -287,3 +287,27 @@ func TestQuantilesBySelection(t *testing.T) {
 		}
 	}
 }
+
+// Two prefillers finishing together for the one decoder share its link: the second KV lands a transfer
+// time after the first, not with it.
+func TestReceivingLinkIsShared(t *testing.T) {
+	hw := testHW()
+	const L = 2000
+	reqs := []trace.Request{{PromptTokens: L, OutputTokens: 1}, {PromptTokens: L, OutputTokens: 1}}
+	res, err := Run(Config{Hardware: hw, InitialPrefill: 2}, reqs, fixed{Target{2, 1, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefill, xfer, step := float64(L)/hw.PrefillTPS, hw.TransferTime(L), hw.StepTime(1, L)
+	if step >= xfer {
+		t.Fatalf("test assumes a decode step (%v) is shorter than the transfer (%v)", step, xfer)
+	}
+	first, second := math.Min(res.ttft[0], res.ttft[1]), math.Max(res.ttft[0], res.ttft[1])
+	if want := prefill + xfer + step; math.Abs(first-want) > 1e-9 {
+		t.Errorf("first TTFT %.6f s, want %.6f s", first, want)
+	}
+	// The first is done by then, so the second's first step starts as its KV lands.
+	if want := prefill + 2*xfer + step; math.Abs(second-want) > 1e-9 {
+		t.Errorf("second TTFT %.6f s, want %.6f s (its KV lands a transfer after the first's)", second, want)
+	}
+}
