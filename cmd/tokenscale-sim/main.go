@@ -228,12 +228,10 @@ func serveGenPreset(o *trace.Options, explicit map[string]bool, meanRate float64
 
 // serveGenLoad says how ServeGen load was replayed, for the report's header.
 func serveGenLoad(o trace.Options, tr *trace.Trace, lengths string) string {
-	span := o.Duration
-	if span == 0 {
-		span = tr.Requests[len(tr.Requests)-1].Arrival * time.Duration(max(o.TimeScale, 1))
-	}
+	ts := max(o.TimeScale, 1)
+	span := time.Duration(float64(tr.Requests[len(tr.Requests)-1].Arrival) * ts).Round(time.Minute)
 	return fmt.Sprintf("ServeGen load from %s for %s of trace time, replayed %g× faster (time scale) at rate scale %.4g, %d requests, token lengths drawn from %s",
-		o.Start, span, max(o.TimeScale, 1), tr.RateScale, len(tr.Requests), lengths)
+		o.Start, span, ts, tr.RateScale, len(tr.Requests), lengths)
 }
 
 // windowPresets are the history, tuning and warm-up windows of embedded traces too short for the

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/sim/trace"
 )
 
 func TestRunErrors(t *testing.T) {
@@ -84,5 +89,64 @@ func TestMooncakeWindows(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "statistics from 0s–4m0s") {
 		t.Errorf("explicit windows not used:\n%.400s", out.String())
+	}
+}
+
+// A ServeGen folder gets the multi-day defaults: its span in thirds for history, tuning and score, the
+// rate scaled to --mean-rate after the time scale, and a header saying so; --rate-scale overrides the mean.
+func TestServeGenFolderDefaults(t *testing.T) {
+	const dir = "../../sim/trace/testdata/servegen" // two hours of two clients
+	var out, errb bytes.Buffer
+	if err := run([]string{"--trace", dir, "--format", "servegen", "--mean-rate", "4", "--policies", "static-mean", "--json", "--progress=false"}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	var reps []struct {
+		Load          string
+		Requests      int
+		History, Tune struct{ From, To time.Duration }
+		Scored        struct{ From, To time.Duration }
+	}
+	if err := json.Unmarshal(out.Bytes(), &reps); err != nil || len(reps) != 1 {
+		t.Fatalf("JSON: %v\n%s", err, out.String())
+	}
+	r := reps[0]
+	// Two hours at time scale 8 are 15 minutes: about 5 minutes each.
+	for name, w := range map[string]struct{ From, To time.Duration }{"history": r.History, "tune": r.Tune, "scored": r.Scored} {
+		if d := w.To - w.From; d < 4*time.Minute || d > 6*time.Minute {
+			t.Errorf("%s window %v–%v, want about 5 min", name, w.From, w.To)
+		}
+	}
+	// The rate scale is the one giving a mean of 4/s after the time scale: 4 × 7200 s / 8 over the folder's
+	// expected request count. (Its clients are too bursty for the realised count to be a test.)
+	want := 0.0
+	for _, f := range []string{"chunk-0-trace.csv", "chunk-15-trace.csv"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := trace.ParseServeGenClient(bytes.NewReader(b), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			want += w.Rate * trace.ServeGenWindowSeconds
+		}
+	}
+	want = 4 * 7200 / 8 / want
+	var k float64
+	if _, err := fmt.Sscanf(r.Load[strings.Index(r.Load, "rate scale ")+len("rate scale "):], "%g", &k); err != nil || math.Abs(k-want) > 1e-3*want {
+		t.Errorf("rate scale %v (%v), want %.4g: %s", k, err, want, r.Load)
+	}
+	for _, want := range []string{"replayed 8× faster", "2h0m0s of trace time", "lengths drawn from conv"} {
+		if !strings.Contains(r.Load, want) {
+			t.Errorf("load %q does not say %q", r.Load, want)
+		}
+	}
+	out.Reset()
+	if err := run([]string{"--trace", dir, "--format", "servegen", "--rate-scale", "0.5", "--time-scale", "1", "--policies", "static-mean", "--json", "--progress=false"}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "rate scale 0.5,") {
+		t.Errorf("--rate-scale 0.5 should be used as given: %.300s", out.String())
 	}
 }

@@ -127,8 +127,8 @@ type request struct {
 	idx        int
 	arrival    float64
 	in, out    int
-	remaining  int     // prompt tokens left to prefill on a converted decoder
-	firstToken float64 // -1 until the first token
+	remaining  int       // prompt tokens left to prefill on a converted decoder
+	firstToken float64   // -1 until the first token
 	dest       *instance // the decoder its KV is on its way to
 	admitStep  int64
 	finishStep int64
@@ -168,10 +168,10 @@ type instance struct {
 	stepDur   float64
 	stepSlope float64
 	stepN     int64
-	kvUsed   float64
-	sumIn    float64
-	sumAdmit float64
-	newly    []*request
+	kvUsed    float64
+	sumIn     float64
+	sumAdmit  float64
+	newly     []*request
 
 	// Convertible decoder: a local prefill queue served in capped chunks inside decode steps.
 	converted   bool

@@ -194,6 +194,8 @@ func meanRateScale(clients [][]ServeGenWindow, from, to, mean, ts float64) (floa
 	if ts <= 0 {
 		ts = 1
 	}
+	// The mean is over the windows the folder has in [from, to), idle ones included, not over a longer
+	// asked span: a two-hour folder asked for three days has two hours of load.
 	var count, end float64
 	for _, ws := range clients {
 		for _, w := range ws {
@@ -201,7 +203,7 @@ func meanRateScale(clients [][]ServeGenWindow, from, to, mean, ts float64) (floa
 			if to > 0 {
 				hi = math.Min(hi, to)
 			}
-			if hi > lo && w.Rate > 0 {
+			if hi > lo {
 				count += w.Rate * (hi - lo)
 				end = math.Max(end, hi)
 			}
@@ -209,9 +211,6 @@ func meanRateScale(clients [][]ServeGenWindow, from, to, mean, ts float64) (floa
 	}
 	if count <= 0 {
 		return 0, errors.New("servegen: no load in the window to scale")
-	}
-	if to > 0 {
-		end = to
 	}
 	return mean * (end - from) / ts / count, nil
 }

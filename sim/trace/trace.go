@@ -4,9 +4,9 @@ package trace
 import (
 	"cmp"
 	"embed"
-	"io/fs"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"time"
 )
