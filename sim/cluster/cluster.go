@@ -130,6 +130,7 @@ type request struct {
 	remaining  int       // prompt tokens left to prefill on a converted decoder
 	firstToken float64   // -1 until the first token
 	dest       *instance // the decoder its KV is on its way to
+	gen        int       // output tokens generated before its current admission (after a preemption)
 	admitStep  int64
 	finishStep int64
 }
@@ -153,7 +154,7 @@ type instance struct {
 	// linkFree is when the instance's KV link is next free: a prefiller's for sending, a decoder's for
 	// receiving.
 	linkFree float64
-	// incoming is the KV (prompt + output tokens) of transfers on their way to this decoder.
+	// incoming is the KV (prompt tokens) of transfers on their way to this decoder.
 	incoming float64
 
 	// Decode: continuous batching.
@@ -168,7 +169,6 @@ type instance struct {
 	stepDur   float64
 	stepSlope float64
 	stepN     int64
-	kvUsed    float64
 	sumIn     float64
 	sumAdmit  float64
 	newly     []*request
@@ -542,7 +542,7 @@ func (s *sim) prefillDone(in *instance) {
 	if d := s.pickDecoder(); d != nil {
 		start = math.Max(start, d.linkFree)
 		d.linkFree = start + s.hw.TransferTime(r.in)
-		d.incoming += float64(r.in + r.out)
+		d.incoming += float64(r.in)
 		r.dest = d
 	}
 	in.linkFree = start + s.hw.TransferTime(r.in)
@@ -558,7 +558,7 @@ func (s *sim) pickDecoder() *instance {
 		if in.role != roleDecode || !in.ready || in.draining || in.gone {
 			continue
 		}
-		free := s.hw.KVCapacityTokens - in.kvUsed - in.waitingTokens() - in.incoming
+		free := s.hw.KVCapacityTokens - s.kvNow(in) - in.waitingTokens() - in.incoming
 		if free > bestFree {
 			best, bestFree = in, free
 		}
@@ -575,7 +575,7 @@ func (s *sim) landed(r *request) {
 		s.toDecode(r)
 		return
 	}
-	d.incoming -= float64(r.in + r.out)
+	d.incoming -= float64(r.in)
 	if !d.ready || d.draining || d.gone {
 		s.toDecode(r)
 		return
@@ -601,10 +601,11 @@ func (s *sim) admitTo(best *instance, r *request) {
 	s.startStep(best)
 }
 
+// waitingTokens is the KV the waiting requests need to be admitted.
 func (in *instance) waitingTokens() float64 {
 	t := 0.0
 	for _, r := range in.waiting {
-		t += float64(r.in + r.out)
+		t += float64(r.in + r.gen)
 	}
 	return t
 }
@@ -618,22 +619,32 @@ func (s *sim) startStep(in *instance) {
 	if in.stepping || !in.ready || in.gone {
 		return
 	}
+	// KV holds each running request's context so far and grows a token per step, as vLLM allocates it;
+	// a request is admitted when its context and this step's tokens fit.
+	recompute := 0.0
 	for len(in.waiting) > 0 && in.batch.Len() < s.hw.MaxBatch {
 		r := in.waiting[0]
-		need := float64(r.in + r.out)
-		if in.kvUsed+need > s.hw.KVCapacityTokens && in.batch.Len() > 0 {
+		need := float64(r.in + r.gen)
+		if in.ctx()+need+float64(in.batch.Len()+1) > s.hw.KVCapacityTokens && in.batch.Len() > 0 {
 			break
 		}
 		in.waiting[0] = nil
 		in.waiting = in.waiting[1:]
 		in.stats.Waiting--
-		in.kvUsed += need
-		in.sumIn += float64(r.in)
+		if r.gen > 0 {
+			recompute += need // a preempted request's KV was dropped: vLLM recomputes it
+		}
+		in.sumIn += need
 		r.admitStep = in.step
-		r.finishStep = in.step + int64(r.out)
+		r.finishStep = in.step + int64(r.out-r.gen)
 		in.sumAdmit += float64(in.step)
 		heap.Push(&in.batch, r)
 		in.newly = append(in.newly, r)
+	}
+	// When the batch's growth fills the KV, the latest admitted requests are preempted (vLLM V1's
+	// recompute preemption) and wait at the front of the queue, keeping the tokens they have.
+	for in.batch.Len() > 1 && in.ctx()+float64(in.batch.Len()) > s.hw.KVCapacityTokens {
+		s.preemptLatest(in)
 	}
 	in.chunk = 0
 	if len(in.pq) > 0 { // a released decoder still finishes the prompts it took
@@ -645,7 +656,7 @@ func (s *sim) startStep(in *instance) {
 		}
 		return
 	}
-	d := float64(in.chunk) / s.hw.PrefillTPS
+	d := (float64(in.chunk) + recompute) / s.hw.PrefillTPS
 	b := in.batch.Len()
 	if b > 0 {
 		d += s.hw.StepTime(b, in.ctx())
@@ -653,8 +664,10 @@ func (s *sim) startStep(in *instance) {
 	in.stepping = true
 	in.stepStart, in.stepDur, in.stepSlope, in.stepN = s.now, d, float64(b)*s.hw.StepPerCtxToken, 1
 	if merge := s.cfg.MergeSteps.Seconds(); in.chunk == 0 && len(in.newly) == 0 && b > 0 && d < merge {
-		// Steps until the next finish change nothing else but the context; one event covers them.
-		in.stepN = max(1, min(in.batch[0].finishStep-in.step, int64(merge/d)))
+		// Steps until the next finish, or until the KV is full, change nothing else but the context; one
+		// event covers them.
+		room := int64((s.hw.KVCapacityTokens - in.ctx()) / float64(b))
+		in.stepN = max(1, min(in.batch[0].finishStep-in.step, int64(merge/d), room))
 		for in.stepN > 1 && in.stepsTime(in.stepN) > merge {
 			in.stepN--
 		}
@@ -663,7 +676,36 @@ func (s *sim) startStep(in *instance) {
 	s.schedule(in)
 	in.stats.BusySeconds += in.stepEnd - s.now
 	in.stats.Running = in.batch.Len()
-	in.stats.KVUsage = math.Min(1, in.kvUsed/s.hw.KVCapacityTokens)
+	in.stats.KVUsage = math.Min(1, in.ctx()/s.hw.KVCapacityTokens)
+}
+
+// kvNow is the decoder's KV in use now, counting merged steps in flight as far as they got.
+func (s *sim) kvNow(in *instance) float64 {
+	return in.ctx() + float64(in.batch.Len())*float64(in.stepsDone(s.now))
+}
+
+// preemptLatest sends the most recently admitted request of a decoder's batch back to the front of its
+// queue, dropping its KV.
+func (s *sim) preemptLatest(in *instance) {
+	k := 0
+	for i, r := range in.batch {
+		if r.admitStep > in.batch[k].admitStep || r.admitStep == in.batch[k].admitStep && r.idx > in.batch[k].idx {
+			k = i
+		}
+	}
+	r := heap.Remove(&in.batch, k).(*request)
+	in.sumIn -= float64(r.in + r.gen)
+	in.sumAdmit -= float64(r.admitStep)
+	r.gen += int(in.step - r.admitStep)
+	in.waiting = append([]*request{r}, in.waiting...)
+	in.stats.Waiting++
+	in.stats.Preemptions++
+	for i, n := range in.newly {
+		if n == r {
+			in.newly = append(in.newly[:i], in.newly[i+1:]...)
+			break
+		}
+	}
 }
 
 // stepsTime is how long the first n steps in flight take.
@@ -706,13 +748,14 @@ func (s *sim) stepDone(in *instance) {
 		in.stats.ITL.observe(in.stepDur, float64(b-len(in.newly)))
 		in.stats.ITL.observeRamp(in.stepDur+in.stepSlope, in.stepSlope, in.stepN-1, float64(b))
 		for _, r := range in.newly {
-			r.firstToken = s.now
+			if r.firstToken < 0 {
+				r.firstToken = s.now
+			}
 		}
 		in.newly = in.newly[:0]
 		for in.batch.Len() > 0 && in.batch[0].finishStep <= in.step {
 			r := heap.Pop(&in.batch).(*request)
-			in.kvUsed -= float64(r.in + r.out)
-			in.sumIn -= float64(r.in)
+			in.sumIn -= float64(r.in + r.gen)
 			in.sumAdmit -= float64(r.admitStep)
 			in.stats.Finished++
 			s.res.record(r, s.now)
@@ -736,7 +779,7 @@ func (s *sim) stepDone(in *instance) {
 	}
 	in.chunk = 0
 	in.stats.Running = in.batch.Len()
-	in.stats.KVUsage = math.Min(1, in.kvUsed/s.hw.KVCapacityTokens)
+	in.stats.KVUsage = math.Min(1, in.ctx()/s.hw.KVCapacityTokens)
 	s.startStep(in)
 }
 
@@ -792,6 +835,7 @@ func (s *sim) view() *View {
 			done := in.stepsDone(s.now)
 			st.GenerationTokens += float64(in.batch.Len()) * float64(done)
 			st.BusySeconds -= in.stepsTime(in.stepN) - in.stepsTime(done+1)
+			st.KVUsage = math.Min(1, s.kvNow(in)/s.hw.KVCapacityTokens)
 		}
 		if in.role == rolePrefill {
 			v.Prefill = append(v.Prefill, st)
@@ -833,7 +877,7 @@ func (s *sim) scale(r role, want int) {
 				}
 				continue
 			}
-			if pick == nil || (pick.ready && in.load() < pick.load()) {
+			if pick == nil || (pick.ready && s.load(in) < s.load(pick)) {
 				pick = in
 			}
 		}
@@ -859,11 +903,11 @@ func (s *sim) scale(r role, want int) {
 	s.compact()
 }
 
-func (in *instance) load() float64 {
+func (s *sim) load(in *instance) float64 {
 	if in.role == rolePrefill {
 		return in.qTokens
 	}
-	return in.kvUsed + in.waitingTokens() + in.pqTokens + in.incoming
+	return s.kvNow(in) + in.waitingTokens() + in.pqTokens + in.incoming
 }
 
 func (s *sim) convert(want int) {
@@ -899,7 +943,7 @@ func (s *sim) convert(want int) {
 		// Convert the decoder with the most free KV.
 		i := 0
 		for j, in := range cands {
-			if in.load() < cands[i].load() {
+			if s.load(in) < s.load(cands[i]) {
 				i = j
 			}
 		}

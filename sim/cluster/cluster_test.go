@@ -311,3 +311,29 @@ func TestReceivingLinkIsShared(t *testing.T) {
 		t.Errorf("second TTFT %.6f s, want %.6f s (its KV lands a transfer after the first's)", second, want)
 	}
 }
+
+// Two requests whose contexts outgrow a small KV: the later one is preempted when the KV fills, waits
+// for the first to finish, has its context recomputed and finishes with a TPOT that shows it.
+func TestKVPreemptionShowsInTPOT(t *testing.T) {
+	hw := testHW()
+	hw.KVCapacityTokens = 1000
+	reqs := []trace.Request{{PromptTokens: 300, OutputTokens: 400}, {PromptTokens: 300, OutputTokens: 400}}
+	for _, merge := range []time.Duration{-1, 0} {
+		var last *View
+		res, err := Run(Config{Hardware: hw, MergeSteps: merge}, reqs, viewer{fixed{Target{1, 1, 0}}, &last})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.done != 2 || res.Unfinished != 0 {
+			t.Fatalf("merge %v: %d done, %d unfinished", merge, res.done, res.Unfinished)
+		}
+		if d := last.Decode[0]; d.Preemptions != 1 {
+			t.Errorf("merge %v: %v preemptions, want 1", merge, d.Preemptions)
+		}
+		// The second waited about half its output for the first to finish (with KV reserved for the whole
+		// output at admission, or with room for both, the two TPOTs would be equal): about 1.5 times.
+		if res.tpot[1] < 1.3*res.tpot[0] {
+			t.Errorf("merge %v: TPOT %.4f s for the preempted request, %.4f s for the other", merge, res.tpot[1], res.tpot[0])
+		}
+	}
+}

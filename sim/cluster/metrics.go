@@ -81,6 +81,8 @@ type InstanceStats struct {
 	KVUsage          float64
 	// BusySeconds is cumulative GPU-busy time (DCGM_FI_DEV_GPU_UTIL integrates it).
 	BusySeconds float64
+	// Preemptions counts requests a decoder preempted for KV (vllm:num_preemptions_total).
+	Preemptions float64
 	// TTFT and ITL are the engine's histograms; callers must not modify them.
 	TTFT, ITL *Histogram
 	// Converted is true while the decoder takes prefill work.
