@@ -131,6 +131,8 @@ type request struct {
 	firstToken float64   // -1 until the first token
 	dest       *instance // the decoder its KV is on its way to
 	gen        int       // output tokens generated before its current admission (after a preemption)
+	blocks     []uint64  // prompt block hashes, when the trace has them
+	cached     int       // prompt tokens its prefill found in the prefiller's prefix cache
 	admitStep  int64
 	finishStep int64
 }
@@ -146,7 +148,8 @@ type instance struct {
 	gone     bool
 	dueSeq   int // the sequence number of the instance's latest queued event
 
-	// Prefill: FCFS, one prompt at a time at V_P.
+	// Prefill: FCFS, one prompt at a time at V_P, skipping the blocks its prefix cache holds.
+	cache     *prefixCache
 	queue     []*request
 	qTokens   float64 // prompt tokens queued or in service
 	cur       *request
@@ -291,7 +294,7 @@ func Run(cfg Config, reqs []trace.Request, a Autoscaler) (*Result, error) {
 	s.xfers.less = func(a, b transfer) bool { return a.at < b.at }
 	s.reqs = make([]request, len(reqs))
 	for i, r := range reqs {
-		s.reqs[i] = request{idx: i, arrival: r.Arrival.Seconds(), in: max(r.PromptTokens, 1), out: max(r.OutputTokens, 1), firstToken: -1}
+		s.reqs[i] = request{idx: i, arrival: r.Arrival.Seconds(), in: max(r.PromptTokens, 1), out: max(r.OutputTokens, 1), firstToken: -1, blocks: r.Blocks}
 	}
 	for range cfg.InitialPrefill {
 		s.add(rolePrefill, true)
@@ -305,6 +308,9 @@ func Run(cfg Config, reqs []trace.Request, a Autoscaler) (*Result, error) {
 
 func (s *sim) add(r role, ready bool) *instance {
 	in := &instance{id: s.nextID, role: r, created: s.now, readyAt: s.now + s.cfg.ColdStart.Seconds(), ready: ready}
+	if r == rolePrefill {
+		in.cache = newPrefixCache(s.hw.KVCapacityTokens)
+	}
 	prefix := "prefill"
 	if r == roleDecode {
 		prefix = "decode"
@@ -455,6 +461,8 @@ func (s *sim) route(r *request) {
 				t = (in.qTokens - float64(in.cur.in)) / s.hw.PrefillTPS
 				t += in.busyUntil - s.now
 			}
+			// Prefix-aware, as llm-d's scheduler is: the blocks an instance holds are work it skips.
+			t -= float64(in.cache.hit(r.blocks, r.in, false)) / s.hw.PrefillTPS
 		case in.converted && s.now >= in.convertFrom:
 			rate := s.chunkRate(in)
 			if rate <= 0 {
@@ -521,7 +529,10 @@ func (s *sim) startPrefill(in *instance) {
 	in.cur = r
 	in.stats.Waiting--
 	in.stats.Running = 1
-	d := float64(r.in) / s.hw.PrefillTPS
+	r.cached = in.cache.hit(r.blocks, r.in, true)
+	in.stats.PrefixQueries += float64(r.in)
+	in.stats.PrefixHits += float64(r.cached)
+	d := float64(r.in-r.cached) / s.hw.PrefillTPS
 	in.busyUntil = s.now + d
 	s.schedule(in)
 	in.stats.BusySeconds += d
@@ -532,7 +543,8 @@ func (s *sim) prefillDone(in *instance) {
 	in.cur = nil
 	in.stats.Running = 0
 	in.qTokens -= float64(r.in)
-	in.stats.PromptTokens += float64(r.in)
+	in.stats.PromptTokens += float64(r.in) // cached tokens included, as vLLM counts them
+	in.cache.add(r.blocks)
 	in.stats.GenerationTokens++ // a prefill pod emits the first token (max_tokens=1), as vLLM's P/D does
 	in.stats.Finished++
 	in.stats.TTFT.observe(s.now-r.arrival, 1)

@@ -337,3 +337,47 @@ func TestKVPreemptionShowsInTPOT(t *testing.T) {
 		}
 	}
 }
+
+// A prompt whose blocks a prefiller has computed costs one token of prefill there: a 60,000-token prompt
+// misses its 2 s TTFT SLO alone (3 s of prefill) and meets it the second time. The router sends the
+// repeat to the instance holding it, the counters say so as vLLM's do, and the ceiling counts the cache:
+// an ample cluster meets it exactly.
+func TestPrefixCacheSkipsCachedBlocks(t *testing.T) {
+	hw := testHW()
+	const L = 60000
+	blocks := make([]uint64, (L+trace.BlockTokens-1)/trace.BlockTokens)
+	for i := range blocks {
+		blocks[i] = uint64(1000 + i)
+	}
+	// The short prompt takes the first prefiller, the long one the second; the repeat, arriving when both
+	// are idle, must be sent to the second, which holds its blocks.
+	reqs := []trace.Request{
+		{PromptTokens: 100, OutputTokens: 2, Blocks: []uint64{7}},
+		{PromptTokens: L, OutputTokens: 2, Blocks: blocks},
+		{Arrival: 20 * time.Second, PromptTokens: L, OutputTokens: 2, Blocks: blocks},
+	}
+	var last *View
+	res, err := Run(Config{Hardware: hw, InitialPrefill: 2}, reqs, viewer{fixed{Target{2, 1, 0}}, &last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xfer, step := hw.TransferTime(L), hw.StepTime(1, L)
+	if want := float64(L)/hw.PrefillTPS + xfer + step; math.Abs(res.ttft[1]-want) > 1e-3 {
+		t.Errorf("first TTFT %.4f s, want %.4f s", res.ttft[1], want)
+	}
+	if want := 1/hw.PrefillTPS + xfer + step; math.Abs(res.ttft[2]-want) > 1e-9 {
+		t.Errorf("repeat TTFT %.4f s, want %.4f s (one token prefilled)", res.ttft[2], want)
+	}
+	var queries, hits, prompt float64
+	for _, p := range last.Prefill {
+		queries, hits, prompt = queries+p.PrefixQueries, hits+p.PrefixHits, prompt+p.PromptTokens
+	}
+	// The last view is taken as the repeat's one computed token is in flight.
+	if queries != 2*L+100 || hits != L-1 || math.Abs(prompt-(2*L+100)) > 1+1e-6 {
+		t.Errorf("prefix queries %v, hits %v, prompt tokens %v; want %v, %v, %v", queries, hits, prompt, 2*L+100, L-1, 2*L+100)
+	}
+	c := Ceiling(hw, reqs, 0, 0)
+	if math.Abs(c-2.0/3) > 1e-9 || math.Abs(res.JointAttainment-c) > 1e-9 {
+		t.Errorf("ceiling %v and attainment %v, want both 2/3", c, res.JointAttainment)
+	}
+}

@@ -83,6 +83,9 @@ type InstanceStats struct {
 	BusySeconds float64
 	// Preemptions counts requests a decoder preempted for KV (vllm:num_preemptions_total).
 	Preemptions float64
+	// PrefixQueries and PrefixHits count prompt tokens looked up in, and found in, a prefiller's prefix
+	// cache (vllm:prefix_cache_queries_total, vllm:prefix_cache_hits_total).
+	PrefixQueries, PrefixHits float64
 	// TTFT and ITL are the engine's histograms; callers must not modify them.
 	TTFT, ITL *Histogram
 	// Converted is true while the decoder takes prefill work.

@@ -35,7 +35,7 @@ func TestMixed(t *testing.T) {
 	}
 	again, _ := Mixed(Options{Seed: 1})
 	other, _ := Mixed(Options{Seed: 2})
-	if len(again.Requests) != n || len(other.Requests) == n && other.Requests[n/2] == m.Requests[n/2] {
+	if len(again.Requests) != n || len(other.Requests) == n && same(other.Requests[n/2], m.Requests[n/2]) {
 		t.Errorf("seeded choice: same seed %d vs %d requests; another seed gave the same trace", len(again.Requests), n)
 	}
 	if len(conv.Requests) <= c {

@@ -73,6 +73,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		return nil, fmt.Errorf("%s: time scale %g and rate scale %g must be positive numbers", name, o.TimeScale, o.RateScale)
 	}
 	var parse func(line int, text string) (arrival time.Duration, in, out int, skip bool, err error)
+	var blocks []uint64 // set by a parser whose format has prefix-block hashes
 	var header func(text string) error
 	switch o.Format {
 	case Azure:
@@ -136,6 +137,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				Timestamp    *float64 `json:"timestamp"`
 				InputLength  *int     `json:"input_length"`
 				OutputLength *int     `json:"output_length"`
+				HashIDs      []uint64 `json:"hash_ids"`
 			}
 			if err := json.Unmarshal([]byte(text), &rec); err != nil {
 				return 0, 0, 0, false, fmt.Errorf("not a JSON object: %w", err)
@@ -149,7 +151,10 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				return 0, 0, 0, false, fmt.Errorf("bad timestamp %v (milliseconds since the trace start)", *rec.Timestamp)
 			case *rec.InputLength < 0 || *rec.OutputLength < 0:
 				return 0, 0, 0, false, fmt.Errorf("token counts must be non-negative, got %d, %d", *rec.InputLength, *rec.OutputLength)
+			case len(rec.HashIDs) > (*rec.InputLength+BlockTokens-1)/BlockTokens:
+				return 0, 0, 0, false, fmt.Errorf("%d hash_ids for %d input tokens (at most one per %d-token block)", len(rec.HashIDs), *rec.InputLength, BlockTokens)
 			}
+			blocks = rec.HashIDs
 			return time.Duration(*rec.Timestamp * float64(time.Millisecond)), *rec.InputLength, *rec.OutputLength, false, nil
 		}
 	default:
@@ -174,6 +179,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		if text == "" {
 			continue
 		}
+		blocks = nil
 		at, in, out, _, err := parse(line, text)
 		if err == nil && !first && at < prev {
 			err = fmt.Errorf("timestamp %s is before the previous request's %s (traces must be sorted)", at, prev)
@@ -189,7 +195,8 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			continue
 		}
 		first, prev = false, at
-		t.Requests = append(t.Requests, Request{Arrival: at, PromptTokens: in, OutputTokens: out})
+		t.Requests = append(t.Requests, Request{Arrival: at, PromptTokens: in, OutputTokens: out, Blocks: blocks})
+		blocks = nil
 	}
 	if err := sc.Err(); err != nil {
 		return nil, lineError(name, line+1, "%v", err)

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,12 +20,12 @@ func TestReadBurstGPT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Request{{0, 472, 18}, {40 * time.Second, 1087, 0}, {40500 * time.Millisecond, 100, 20}}
+	want := []Request{{0, 472, 18, nil}, {40 * time.Second, 1087, 0, nil}, {40500 * time.Millisecond, 100, 20, nil}}
 	if len(tr.Requests) != 3 {
 		t.Fatalf("%+v", tr.Requests)
 	}
 	for i, w := range want {
-		if tr.Requests[i] != w {
+		if !same(tr.Requests[i], w) {
 			t.Errorf("request %d = %+v, want %+v", i, tr.Requests[i], w)
 		}
 	}
@@ -38,7 +39,7 @@ func TestReadMooncake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(tr.Requests) != 2 || tr.Requests[1] != (Request{1500 * time.Millisecond, 6472, 26}) {
+	if len(tr.Requests) != 2 || !same(tr.Requests[1], Request{Arrival: 1500 * time.Millisecond, PromptTokens: 6472, OutputTokens: 26, Blocks: []uint64{46, 47}}) {
 		t.Fatalf("%+v", tr.Requests)
 	}
 }
@@ -57,6 +58,8 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		{Mooncake, `{"timestamp": 1, "input_length": 3}` + "\n", "b:1: missing input_length or output_length"},
 		{Mooncake, `{"input_length": 3, "output_length": 1}` + "\n", "b:1: missing timestamp"},
 		{Mooncake, "{\"timestamp\": 5, \"input_length\": 3, \"output_length\": 1}\nnot json\n", "b:2: not a JSON object"},
+		{Mooncake, `{"timestamp": 1, "input_length": 600, "output_length": 1, "hash_ids": [1, 2, 3]}` + "\n", "b:1: 3 hash_ids for 600 input tokens"},
+		{Mooncake, `{"timestamp": 1, "input_length": 600, "output_length": 1, "hash_ids": [-1]}` + "\n", "b:1: not a JSON object"},
 		{Mooncake, "{\"timestamp\": 5, \"input_length\": 3, \"output_length\": 1}\n{\"timestamp\": 4, \"input_length\": 3, \"output_length\": 1}\n", "b:2: timestamp"},
 		{"csv", "x", "unknown trace format"},
 	} {
@@ -181,7 +184,7 @@ func TestServeGenSynthesis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(a.Requests) != len(b.Requests) || a.Requests[len(a.Requests)/2] != b.Requests[len(b.Requests)/2] {
+	if len(a.Requests) != len(b.Requests) || !same(a.Requests[len(a.Requests)/2], b.Requests[len(b.Requests)/2]) {
 		t.Error("same seed, different requests")
 	}
 	want := 0.0
@@ -378,4 +381,9 @@ func TestRateScaleThickensTheArrivalProcess(t *testing.T) {
 		t.Errorf("10 s peak-to-mean %.2f scaled against %.2f original: burst shape not kept", ps, po)
 	}
 	t.Logf("10 s peak-to-mean: original %.2f, ×%d %.2f", po, k, ps)
+}
+
+// same compares requests field by field, blocks included.
+func same(a, b Request) bool {
+	return a.Arrival == b.Arrival && a.PromptTokens == b.PromptTokens && a.OutputTokens == b.OutputTokens && slices.Equal(a.Blocks, b.Blocks)
 }

@@ -16,7 +16,13 @@ type Request struct {
 	Arrival      time.Duration // since the first request
 	PromptTokens int
 	OutputTokens int
+	// Blocks are the hashes of the prompt's 512-token blocks from its start (Mooncake's hash_ids), when
+	// the trace gives them: requests sharing a leading block share that prefix.
+	Blocks []uint64
 }
+
+// BlockTokens is the prompt tokens per hashed block (Mooncake's hash_ids).
+const BlockTokens = 512
 
 //go:embed azure2023_code.csv
 var azureCode string
