@@ -162,7 +162,8 @@ func checkRead(t *testing.T, in string, f Format) {
 			continue
 		}
 		for i, r := range tr.Requests {
-			if r.Arrival < 0 || r.PromptTokens < 0 || r.OutputTokens < 0 || (i > 0 && r.Arrival < tr.Requests[i-1].Arrival) {
+			if r.Arrival < 0 || r.PromptTokens < 0 || r.OutputTokens < 0 || (i > 0 && r.Arrival < tr.Requests[i-1].Arrival) ||
+				len(r.Blocks) > (r.PromptTokens+BlockTokens-1)/BlockTokens {
 				t.Fatalf("bad request %d %+v", i, r)
 			}
 		}
