@@ -51,7 +51,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		duration  = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
 		timeScale = fs.Float64("time-scale", 1, "replay speed: 2 replays twice as fast (ServeGen load: 8 unless given)")
 		rateScale = fs.Float64("rate-scale", 1, "request-rate multiplier, keeping the timeline (ServeGen load: chosen by --mean-rate unless given)")
-		meanRate  = fs.Float64("mean-rate", 20, "ServeGen load: scale every window's rate so the replayed mean is this many requests/s, unless --rate-scale is given")
+		meanRate  = fs.Float64("mean-rate", 15, "ServeGen load: scale every window's rate so the replayed mean is this many requests/s, unless --rate-scale is given")
 		seed      = fs.Uint64("seed", 1, "seed for rate scaling")
 		hwName    = fs.String("hardware", "llama3.1-8b-h100", "hardware profile name")
 		profiles  = fs.String("profiles", "", "hardware profiles file (default: the built-in sim/cluster/profiles.yaml)")
