@@ -77,6 +77,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if !(*goal > 0 && *goal <= 1) {
 		return fmt.Errorf("--goal %v must be in (0, 1]", *goal)
 	}
+	if !(*meanRate > 0 && *meanRate <= 1e6) {
+		return fmt.Errorf("--mean-rate %v must be a positive number of requests/s (at most 1e6)", *meanRate)
+	}
 	hw, err := hardware(*hwName, *profiles)
 	if err != nil {
 		return err

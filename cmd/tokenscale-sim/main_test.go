@@ -25,6 +25,8 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{[]string{"--policies", "tokenscale,magic"}, "unknown policies [magic]"},
 		{[]string{"--goal", "1.5"}, "--goal"},
+		{[]string{"--mean-rate", "-3"}, "--mean-rate"},
+		{[]string{"--mean-rate", "NaN"}, "--mean-rate"},
 		{[]string{"--hardware", "tpu"}, "unknown hardware profile"},
 		{[]string{"--trace", bad}, "bad.csv:3"},
 		{[]string{"--trace", "nope"}, "nope"},
