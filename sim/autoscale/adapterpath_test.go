@@ -29,6 +29,8 @@ func renderVLLM(st *cluster.InstanceStats) []byte {
 	one("vllm:num_requests_running", "gauge", float64(st.Running), "")
 	one("vllm:num_requests_waiting", "gauge", float64(st.Waiting), "")
 	one("vllm:kv_cache_usage_perc", "gauge", st.KVUsage, "")
+	one("vllm:prefix_cache_queries_total", "counter", st.PrefixQueries, "")
+	one("vllm:prefix_cache_hits_total", "counter", st.PrefixHits, "")
 	for _, h := range []struct {
 		name string
 		h    *cluster.Histogram

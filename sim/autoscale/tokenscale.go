@@ -73,6 +73,10 @@ func snapshot(st *cluster.InstanceStats) *engine.Snapshot {
 	s.SetScalar(engine.RequestsRunning, float64(st.Running))
 	s.SetScalar(engine.RequestsWaiting, float64(st.Waiting))
 	s.SetScalar(engine.KVCacheUsage, st.KVUsage)
+	// vLLM V1 exports prefix-cache lookups and hits in tokens; the store sizes prefill on prompt tokens
+	// less hits, the tokens actually computed.
+	s.SetScalar(engine.PrefixCacheQueries, st.PrefixQueries)
+	s.SetScalar(engine.PrefixCacheHits, st.PrefixHits)
 	for _, h := range []struct {
 		f engine.Field
 		h *cluster.Histogram
