@@ -1,6 +1,7 @@
 package autoscale
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -77,5 +78,31 @@ func TestKEDAGoesThroughPrometheus(t *testing.T) {
 	}
 	if got.Decode != 4 {
 		t.Errorf("after the 30 s poll: %d decoders, want 4 (rate 4,000 ÷ 1,000 per replica)", got.Decode)
+	}
+}
+
+// Dynamo's Kalman predictor answers the last value until it has 5 points, then follows a ramp where
+// the constant predictor lags a step, holds a flat series, and skips an idle start.
+func TestKalmanPredictor(t *testing.T) {
+	k := newKalman()
+	if f := k.observe(0); f != 0 || k.n != 0 {
+		t.Errorf("a leading zero was taken: forecast %v, %d points", f, k.n)
+	}
+	if f := k.observe(100); f != 100 {
+		t.Errorf("first forecast %v, want the observation", f)
+	}
+	var f float64
+	for x := 110.0; x <= 300; x += 10 {
+		f = k.observe(x)
+	}
+	if math.Abs(f-310) > 3 {
+		t.Errorf("ramp forecast %v, want about 310 (the constant predictor says 300)", f)
+	}
+	flat := newKalman()
+	for range 30 {
+		f = flat.observe(42)
+	}
+	if math.Abs(f-42) > 1e-6 {
+		t.Errorf("flat forecast %v, want 42", f)
 	}
 }

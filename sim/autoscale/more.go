@@ -53,8 +53,8 @@ func (b *BlitzScale) Decide(v *cluster.View) cluster.Target {
 
 // Dynamo is NVIDIA Dynamo's planner in SLA mode (components/planner, planner_core.py): every adjustment
 // interval it reads the last interval's request count, mean input and output lengths, TTFT and ITL, and
-// predicts the next interval's load (here the constant predictor: the next interval looks like the
-// last). It keeps correction factors, observed TTFT ÷ the profile's expected TTFT and observed ITL ÷
+// predicts the next interval's load: the constant predictor (the next interval looks like the last) or,
+// with Kalman set, its Kalman predictor (kalman.go) over the request count, input and output lengths. It keeps correction factors, observed TTFT ÷ the profile's expected TTFT and observed ITL ÷
 // expected ITL, and sizes
 //
 //	prefill = ⌈predicted input tok/s × min(1, TTFT correction) ÷ profiled prefill tok/s per replica⌉
@@ -72,6 +72,9 @@ type Dynamo struct {
 	pCorr, dCorr      float64
 	p, d              int
 	started, observed bool
+	// Kalman predicts the interval's request count and mean lengths with Dynamo's Kalman predictor.
+	Kalman           bool
+	kReq, kISL, kOSL *kalman
 }
 
 // NewDynamo acts every interval (Dynamo's default adjustment interval is 180 s).
@@ -136,6 +139,13 @@ func (d *Dynamo) Decide(v *cluster.View) cluster.Target {
 	}
 	// Constant predictor: the next interval's requests, lengths and rate are the last one's.
 	rate := req / dt
+	if d.Kalman {
+		if d.kReq == nil {
+			d.kReq, d.kISL, d.kOSL = newKalman(), newKalman(), newKalman()
+		}
+		rate = d.kReq.observe(req) / dt
+		isl, osl = d.kISL.observe(isl), d.kOSL.observe(osl)
+	}
 	pThpt := d.Fraction * d.env.prefillTPS()
 	d.p = ceilPos(rate * isl * math.Min(1, d.pCorr) / pThpt)
 	corrITL := cluster.TPOTSLO / math.Max(d.dCorr, 1e-3)

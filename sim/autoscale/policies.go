@@ -142,6 +142,21 @@ func Policies() []Policy {
 				}
 				return out
 			}},
+		{Name: "dynamo-kalman", Describe: "the Dynamo-planner-like SLA planner with Dynamo's Kalman load predictor at its defaults",
+			Variants: func(env Env) []Variant {
+				var out []Variant
+				for _, iv := range []time.Duration{time.Minute, 3 * time.Minute, 5 * time.Minute} {
+					for i, x := range fractions {
+						out = append(out, Variant{Tuning: fmt.Sprintf("thptFraction=%g,interval=%s", x, short(iv)),
+							New: func() cluster.Autoscaler {
+								d := NewDynamo(env, x, iv)
+								d.Kalman = true
+								return d
+							}, Edge: i == 0 || i == len(fractions)-1})
+					}
+				}
+				return out
+			}},
 		{Name: "llm-d-keda", Describe: "token rate per replica through Prometheus, KEDA and the HPA (llm-d-KEDA-like)",
 			Variants: func(env Env) []Variant {
 				return sweep("targetUtilisation", fractions, func(x float64, w time.Duration) cluster.Autoscaler { return NewKEDA(env, x, w) })
