@@ -54,8 +54,9 @@ func (b *BlitzScale) Decide(v *cluster.View) cluster.Target {
 // Dynamo is NVIDIA Dynamo's planner in SLA mode (components/planner, planner_core.py): every adjustment
 // interval it reads the last interval's request count, mean input and output lengths, TTFT and ITL, and
 // predicts the next interval's load: the constant predictor (the next interval looks like the last) or,
-// with Kalman set, its Kalman predictor (kalman.go) over the request count, input and output lengths. It keeps correction factors, observed TTFT ÷ the profile's expected TTFT and observed ITL ÷
-// expected ITL, and sizes
+// with Kalman set, its Kalman predictor (kalman.go) over the request count, input and output lengths.
+// It keeps correction factors, observed TTFT ÷ the profile's expected TTFT and observed ITL ÷ expected
+// ITL, and sizes
 //
 //	prefill = ⌈predicted input tok/s × min(1, TTFT correction) ÷ profiled prefill tok/s per replica⌉
 //	decode  = ⌈predicted output tok/s ÷ profiled decode tok/s per replica at ITL SLO ÷ ITL correction⌉

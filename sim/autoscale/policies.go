@@ -94,6 +94,23 @@ func spread(lo, hi float64, n int) []int {
 	return out
 }
 
+// dynamoSweep is the Dynamo-like planner's sweep, with the constant or the Kalman predictor: the
+// throughput fraction × the adjustment interval (1 min, Dynamo's default 3 min, 5 min).
+func dynamoSweep(env Env, kalman bool) []Variant {
+	var out []Variant
+	for _, iv := range []time.Duration{time.Minute, 3 * time.Minute, 5 * time.Minute} {
+		for i, x := range fractions {
+			out = append(out, Variant{Tuning: fmt.Sprintf("thptFraction=%g,interval=%s", x, short(iv)),
+				New: func() cluster.Autoscaler {
+					d := NewDynamo(env, x, iv)
+					d.Kalman = kalman
+					return d
+				}, Edge: i == 0 || i == len(fractions)-1})
+		}
+	}
+	return out
+}
+
 // Policies lists every policy in report order: the ablation ladder, then the baselines, then bounds.
 func Policies() []Policy {
 	return []Policy{
@@ -132,31 +149,9 @@ func Policies() []Policy {
 				return sweep("tpsFraction", fractions, func(x float64, w time.Duration) cluster.Autoscaler { return NewHeteroScale(env, x, w) })
 			}},
 		{Name: "dynamo", Describe: "SLA planner: predicted load ÷ profiled throughput at the SLO, corrected (Dynamo-planner-like)",
-			Variants: func(env Env) []Variant {
-				var out []Variant
-				for _, iv := range []time.Duration{time.Minute, 3 * time.Minute, 5 * time.Minute} {
-					for i, x := range fractions {
-						out = append(out, Variant{Tuning: fmt.Sprintf("thptFraction=%g,interval=%s", x, short(iv)),
-							New: func() cluster.Autoscaler { return NewDynamo(env, x, iv) }, Edge: i == 0 || i == len(fractions)-1})
-					}
-				}
-				return out
-			}},
+			Variants: func(env Env) []Variant { return dynamoSweep(env, false) }},
 		{Name: "dynamo-kalman", Describe: "the Dynamo-planner-like SLA planner with Dynamo's Kalman load predictor at its defaults",
-			Variants: func(env Env) []Variant {
-				var out []Variant
-				for _, iv := range []time.Duration{time.Minute, 3 * time.Minute, 5 * time.Minute} {
-					for i, x := range fractions {
-						out = append(out, Variant{Tuning: fmt.Sprintf("thptFraction=%g,interval=%s", x, short(iv)),
-							New: func() cluster.Autoscaler {
-								d := NewDynamo(env, x, iv)
-								d.Kalman = true
-								return d
-							}, Edge: i == 0 || i == len(fractions)-1})
-					}
-				}
-				return out
-			}},
+			Variants: func(env Env) []Variant { return dynamoSweep(env, true) }},
 		{Name: "llm-d-keda", Describe: "token rate per replica through Prometheus, KEDA and the HPA (llm-d-KEDA-like)",
 			Variants: func(env Env) []Variant {
 				return sweep("targetUtilisation", fractions, func(x float64, w time.Duration) cluster.Autoscaler { return NewKEDA(env, x, w) })

@@ -60,6 +60,14 @@ type Trace struct {
 	RateScale float64
 }
 
+// checkScales refuses a negative or non-finite time or rate scale (0 means unscaled); name is the trace.
+func (o Options) checkScales(name string) error {
+	if o.TimeScale < 0 || o.RateScale < 0 || math.IsNaN(o.TimeScale) || math.IsNaN(o.RateScale) || math.IsInf(o.TimeScale, 0) || math.IsInf(o.RateScale, 0) {
+		return fmt.Errorf("%s: time scale %g and rate scale %g must be positive numbers", name, o.TimeScale, o.RateScale)
+	}
+	return nil
+}
+
 // lineError is a malformed line: the file and line number, and why.
 func lineError(name string, line int, format string, a ...any) error {
 	return fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, a...))
@@ -69,8 +77,8 @@ func lineError(name string, line int, format string, a ...any) error {
 // Timestamps must not go backwards; a malformed line, an unsorted timestamp or a missing column is an
 // error naming the file and line, or with SkipBad is skipped and counted.
 func Read(r io.Reader, name string, o Options) (*Trace, error) {
-	if o.TimeScale < 0 || o.RateScale < 0 || math.IsNaN(o.TimeScale) || math.IsNaN(o.RateScale) || math.IsInf(o.TimeScale, 0) || math.IsInf(o.RateScale, 0) {
-		return nil, fmt.Errorf("%s: time scale %g and rate scale %g must be positive numbers", name, o.TimeScale, o.RateScale)
+	if err := o.checkScales(name); err != nil {
+		return nil, err
 	}
 	var parse func(line int, text string) (arrival time.Duration, in, out int, skip bool, err error)
 	var blocks []uint64 // set by a parser whose format has prefix-block hashes

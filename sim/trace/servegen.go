@@ -224,8 +224,8 @@ func ReadServeGen(dir string, lengths []Request, o Options) (*Trace, error) {
 
 // readServeGen reads the model folder fsys (named dir in errors).
 func readServeGen(fsys fs.FS, dir string, lengths []Request, o Options) (*Trace, error) {
-	if o.TimeScale < 0 || o.RateScale < 0 || math.IsNaN(o.TimeScale) || math.IsNaN(o.RateScale) || math.IsInf(o.TimeScale, 0) || math.IsInf(o.RateScale, 0) {
-		return nil, fmt.Errorf("%s: time scale %g and rate scale %g must be positive numbers", dir, o.TimeScale, o.RateScale)
+	if err := o.checkScales(dir); err != nil {
+		return nil, err
 	}
 	files, err := fs.Glob(fsys, "chunk-*-trace.csv")
 	if err != nil {

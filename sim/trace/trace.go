@@ -38,7 +38,7 @@ var azureConv string
 //go:embed mooncake_synthetic.jsonl
 var mooncakeSynthetic string
 
-// servegenMLarge holds the first three days of ServeGen's language/m-large model folder (see README.md).
+// servegenMLarge holds days 8, 9 and 10 of ServeGen's language/m-large model folder (see README.md).
 //
 //go:embed servegen_m-large
 var servegenMLarge embed.FS
