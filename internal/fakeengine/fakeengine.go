@@ -45,6 +45,9 @@ type Config struct {
 	KVCapacityTokens float64
 	// BaseITL is the inter-token latency of a lightly loaded batch.
 	BaseITL time.Duration
+	// PrefixHitRatio is the share of prompt tokens served from the prefix cache, in [0, 1); they cost no
+	// prefill time, as in vLLM. Default 0: no shared prefixes.
+	PrefixHitRatio float64
 }
 
 func (c Config) withDefaults() Config {
@@ -75,6 +78,7 @@ func (c Config) withDefaults() Config {
 	if c.BaseITL <= 0 {
 		c.BaseITL = 20 * time.Millisecond
 	}
+	c.PrefixHitRatio = min(max(c.PrefixHitRatio, 0), 0.99)
 	return c
 }
 
@@ -176,17 +180,17 @@ func (e *Engine) Advance(dt time.Duration) {
 	}
 	c := e.cfg
 
-	// Prefill: a FIFO token queue served at V_P.
+	// Prefill: a FIFO token queue whose computed (cache-missed) tokens are served at V_P.
+	miss := 1 - c.PrefixHitRatio
 	e.queuedTokens += l.PromptTokensPerSec * s
-	served := math.Min(e.queuedTokens, c.PrefillTokensPerSec*s)
+	served := math.Min(e.queuedTokens, c.PrefillTokensPerSec*s/miss)
 	e.queuedTokens -= served
 	e.promptTokens += served
-	hits := served * 0.1
-	e.cacheHits += hits
+	e.cacheHits += served * c.PrefixHitRatio
 	e.cacheQueries += served
 	reqs := served / meanIn
-	wait := e.queuedTokens / c.PrefillTokensPerSec
-	ttft := wait + meanIn/c.PrefillTokensPerSec
+	wait := e.queuedTokens * miss / c.PrefillTokensPerSec
+	ttft := wait + meanIn*miss/c.PrefillTokensPerSec
 	e.ttft.observeN(ttft, reqs)
 	e.queueTime.observeN(wait, reqs)
 	e.promptLen.observeN(meanIn, reqs)

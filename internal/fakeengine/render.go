@@ -279,7 +279,7 @@ func (e *Engine) writeSGLang(w *bytes.Buffer) {
 	gauge("sglang:token_usage", "The token usage.", e.kvUsage)
 	gauge("sglang:gen_throughput", "The generation throughput (token/s).", 0)
 	gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.", e.waiting)
-	gauge("sglang:cache_hit_rate", "The prefix cache hit rate.", 0.1)
+	gauge("sglang:cache_hit_rate", "The prefix cache hit rate.", e.cfg.PrefixHitRatio)
 	ttftName, itlName := "sglang:time_to_first_token_seconds", "sglang:inter_token_latency_seconds"
 	if old {
 		itlName = "sglang:time_per_output_token_seconds"

@@ -36,6 +36,14 @@ type Controller struct {
 	saturated  map[string]int
 	conv       map[string]int
 	keepingUp  map[string]time.Time
+	level      map[string]level
+	breaching  map[string]int
+}
+
+// level is a pool's sizing rate smoothed over a cold start, as of t.
+type level struct {
+	t time.Time
+	v float64
 }
 
 // NewController returns a controller with no history.
@@ -43,6 +51,7 @@ func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
+		level: map[string]level{}, breaching: map[string]int{},
 	}
 }
 
@@ -61,20 +70,20 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	var p, dn int
 	if prefill != nil && ps != nil {
 		c.calibrate(prefill, ps)
-		rate, basis := sizingRate(ps)
+		rate, basis := c.sizingRate(now, pol, prefill.Name, ps)
 		lambda := rate + ps.QueuedTokens/pol.DrainSeconds
 		p = ceilDiv(lambda, ps.PerPod*pol.TargetUtilisation)
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s (+%.0f queued) / (V=%.0f × %.2f) → %d",
 			prefill.Name, basis, rate, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
-		p = c.safetyNet(now, pol, prefill.Name, ps, p, &d)
+		p = c.safetyNet(now, pol, prefill, ps, p, &d)
 	}
 	if decode != nil && ds != nil {
 		c.calibrate(decode, ds)
-		rate, basis := sizingRate(ds)
+		rate, basis := c.sizingRate(now, pol, decode.Name, ds)
 		dn = ceilDiv(rate, ds.PerPod*pol.TargetUtilisation)
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s / (V=%.0f × %.2f) → %d",
 			decode.Name, basis, rate, ds.PerPod, pol.TargetUtilisation, dn))
-		dn = c.safetyNet(now, pol, decode.Name, ds, dn, &d)
+		dn = c.safetyNet(now, pol, decode, ds, dn, &d)
 	}
 	// HeteroScale coordination: keep the P:D replica ratio inside its band by raising the short side.
 	if ps != nil && ds != nil {
@@ -98,20 +107,53 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	return d
 }
 
-// sizingRate is the λ replicas are sized on: the window average, steady under noisy traffic, unless
-// backpressure predicts an SLO breach within the horizon, when the fast rate (which shows a burst
-// within a scrape or two) leads. Sizing on the fast rate alone held capacity for every noise peak.
-func sizingRate(st *PoolStatus) (float64, string) {
-	if st.Backpressure >= 1 && st.Arrival > st.Sustained {
+// breachConfirmations is how many decisions in a row must predict an SLO breach before replicas are
+// sized on the fast rate: one or two scrapes of predicted breach are mostly noise peaks that end long
+// before a pod ordered for them is Ready (docs/evaluation.md measures what chasing them cost).
+const breachConfirmations = 3
+
+// sizingRate is the λ replicas are sized on: the window average smoothed over one cold start
+// (policy.coldStart) unless backpressure has predicted an SLO breach within the horizon on
+// breachConfirmations decisions in a row, when the fast rate (which shows a burst within a scrape or two)
+// leads. A rise shorter than a cold start is over before a pod ordered for it is Ready: conversions and
+// the queue absorb it, and sizing on the unsmoothed window average held pods for every such rise.
+func (c *Controller) sizingRate(now time.Time, pol config.Policy, pool string, st *PoolStatus) (float64, string) {
+	smoothed := c.smooth(now, pol.ColdStart.Duration, pool, st.Sustained)
+	if st.Backpressure >= 1 {
+		c.breaching[pool]++
+	} else {
+		c.breaching[pool] = 0
+	}
+	if c.breaching[pool] >= breachConfirmations && st.Arrival > max(smoothed, st.Sustained) {
 		return st.Arrival, "fast"
 	}
-	return st.Sustained, "sustained"
+	return smoothed, "sustained"
+}
+
+// smooth folds x into the pool's level with time constant tau (exponential smoothing over irregular
+// steps); a pool seen for the first time, or after a pause of many tau, starts at x.
+func (c *Controller) smooth(now time.Time, tau time.Duration, pool string, x float64) float64 {
+	l, ok := c.level[pool]
+	dt := now.Sub(l.t)
+	if !ok || tau <= 0 || dt < 0 {
+		c.level[pool] = level{now, x}
+		return x
+	}
+	v := l.v + (x-l.v)*(1-math.Exp(-dt.Seconds()/tau.Seconds()))
+	c.level[pool] = level{now, v}
+	return v
 }
 
 // safetyNet adds a fixed emergency step when recent latency breaks the SLO (HeteroScale's negative
 // feedback): +10% of current replicas when over 5% of requests miss, +20% when over 20% miss.
-func (c *Controller) safetyNet(now time.Time, pol config.Policy, pool string, st *PoolStatus, n int, d *Decision) int {
+func (c *Controller) safetyNet(now time.Time, pol config.Policy, p *config.Pool, st *PoolStatus, n int, d *Decision) int {
+	pool := p.Name
 	if st.SLOMissFraction < 0.05 {
+		return n
+	}
+	if p.Role != config.RoleDecode && st.QueuedTokens <= 0 {
+		// TTFT misses with nothing queued come from prompts whose own prefill is near the SLO: more
+		// prefillers would not shorten them (on long-prompt traces they held a step of idle pods).
 		return n
 	}
 	step := 0.10

@@ -17,7 +17,7 @@ import (
 func TestAggregateIgnoresImplausiblePods(t *testing.T) {
 	cfg := config.Default()
 	p := &cfg.Pools[0]
-	good := store.Velocity{Pod: store.PodKey{Namespace: "ns", Name: "good"}, PrefillTPS: 5000, WindowPrefillTPS: 5000, MeanPromptTokens: 1000}
+	good := store.Velocity{Pod: store.PodKey{Namespace: "ns", Name: "good"}, PrefillTPS: 5000, ComputedPrefillTPS: 5000, WindowPrefillTPS: 5000, WindowComputedPrefillTPS: 5000, MeanPromptTokens: 1000}
 	huge := good
 	huge.Pod.Name, huge.PrefillTPS = "huge", PlausibleFactor*p.Profile.PrefillTPS*1.5
 	nan := good

@@ -105,8 +105,9 @@ func (r *rig) meanTTFT(pool string) float64 {
 	return sum / n
 }
 
-// A step in arrival rate makes predicted backpressure and desired prefill replicas rise within two
-// scrape intervals, while TTFT (what a latency-driven autoscaler watches) has not yet moved.
+// A step in arrival rate makes predicted backpressure rise within two scrape intervals and desired
+// prefill replicas within three (the breach must be predicted on breachConfirmations decisions in a
+// row), while TTFT (what a latency-driven autoscaler watches) has not yet moved.
 func TestStepLeadsTTFT(t *testing.T) {
 	r := newRig(t, 2, 4)
 	r.load("prefill", 12000, 0)
@@ -123,7 +124,7 @@ func TestStepLeadsTTFT(t *testing.T) {
 	r.load("prefill", 25000, 0)
 	var ps PoolStatus
 	var d Decision
-	for i := 1; i <= 2; i++ {
+	for i := 1; i <= breachConfirmations; i++ {
 		ps, _, d = r.tick()
 		t.Logf("t+%ds: λ=%.0f ρ=%.2f backpressure=%.2f breach in %.1fs desired=%d TTFT-miss=%.2f",
 			i, ps.Arrival, ps.Utilisation, ps.Backpressure, ps.SecondsToBreach, d.Desired["prefill"], ps.SLOMissFraction)
@@ -132,18 +133,18 @@ func TestStepLeadsTTFT(t *testing.T) {
 		t.Errorf("backpressure after 2 intervals = %.2f, want >= 1 (breach predicted within the horizon)", ps.Backpressure)
 	}
 	if d.Desired["prefill"] < 3 {
-		t.Errorf("desired prefill after 2 intervals = %d, want >= 3 (ceil(25000/(10000×0.85)))", d.Desired["prefill"])
+		t.Errorf("desired prefill after %d intervals = %d, want >= 3 (ceil(25000/(10000×0.85)))", breachConfirmations, d.Desired["prefill"])
 	}
 	if ps.SLOMissFraction > 0.01 {
 		t.Errorf("TTFT already missing the SLO for %.0f%% of requests: the test would not show a lead", ps.SLOMissFraction*100)
 	}
 	if m := r.meanTTFT("prefill"); m >= r.cfg.Pools[0].SLO.TTFT.Seconds() {
-		t.Errorf("mean TTFT already %.2fs at t+2s: no lead to show", m)
+		t.Errorf("mean TTFT already %.2fs at t+%ds: no lead to show", m, breachConfirmations)
 	}
 	// Keep going: the windowed mean TTFT (rate(sum)/rate(count), what a latency-driven autoscaler
 	// watches) does break the SLO later; that is what the policy got ahead of.
 	breachAt := -1
-	for i := 3; i <= 30 && breachAt < 0; i++ {
+	for i := breachConfirmations + 1; i <= 30 && breachAt < 0; i++ {
 		r.tick()
 		if r.meanTTFT("prefill") > r.cfg.Pools[0].SLO.TTFT.Seconds() {
 			breachAt = i
@@ -152,10 +153,10 @@ func TestStepLeadsTTFT(t *testing.T) {
 	if breachAt < 0 {
 		t.Fatal("TTFT never broke the SLO under 1.25x overload; the fake engine or the window is wrong")
 	}
-	if breachAt <= 4 {
+	if breachAt <= breachConfirmations+2 {
 		t.Errorf("TTFT broke at t+%ds: too soon for the step to show a lead", breachAt)
 	}
-	t.Logf("TTFT SLO misses exceeded 5%% at t+%ds; policy reacted by t+2s", breachAt)
+	t.Logf("TTFT SLO misses exceeded 5%% at t+%ds; policy reacted by t+%ds", breachAt, breachConfirmations)
 }
 
 func TestConversionsDuringBurstAndRelease(t *testing.T) {
@@ -225,6 +226,9 @@ func TestRatioBandAndSafetyNet(t *testing.T) {
 
 func TestScaleDownIsStabilised(t *testing.T) {
 	cfg := config.Default()
+	// A cold start of 1 s leaves the sizing rate unsmoothed at these 30 s steps: this test is about the
+	// window (TestSizingSmoothsOverAColdStart is about the smoothing).
+	cfg.Policy.ColdStart.Duration = time.Second
 	c := NewController()
 	t0 := time.Unix(0, 0)
 	hi := &PoolStatus{Pods: 5, Known: 5, Arrival: 40000, Sustained: 40000, PerPod: 10000, Capacity: 50000, SLOMissFraction: -1}
@@ -299,19 +303,115 @@ func TestLoneDecoderConvertsOnlyWithHeadroom(t *testing.T) {
 	}
 }
 
-// Replicas follow the window-average rate, not a one-scrape peak, unless backpressure predicts a breach.
+// Replicas follow the window-average rate, not a one-scrape peak, unless backpressure predicts a breach
+// on breachConfirmations decisions in a row.
 func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
 	cfg := config.Default()
 	for _, c := range []struct {
-		bp   float64
+		bp   []float64
 		want int
-	}{{0.5, 3}, {2, 5}} {
+	}{{[]float64{0.5, 0.5, 0.5}, 3}, {[]float64{2, 2, 2}, 5}, {[]float64{2, 0.5, 2}, 3}, {[]float64{0.5, 2, 2}, 3}} {
 		ctrl := NewController()
-		ps := &PoolStatus{Pods: 3, Known: 3, Arrival: 40000, Sustained: 20000, PerPod: 10000, Capacity: 30000,
-			Backpressure: c.bp, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
-		d := ctrl.Decide(time.Unix(0, 0), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil)
+		var d Decision
+		for i, bp := range c.bp {
+			ps := &PoolStatus{Pods: 3, Known: 3, Arrival: 40000, Sustained: 20000, PerPod: 10000, Capacity: 30000,
+				Backpressure: bp, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+			// Time 0 each round: the scale-down window holds nothing back, so each decision stands alone.
+			ctrl.recs = map[string][]rec{}
+			d = ctrl.Decide(time.Unix(int64(i), 0), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil)
+		}
 		if d.Desired["prefill"] != c.want {
 			t.Errorf("backpressure %v: desired %d, want %d; reasons %v", c.bp, d.Desired["prefill"], c.want, d.Reasons)
+		}
+	}
+}
+
+// The sizing rate is the window average smoothed over a cold start: a rise shorter than a cold start
+// moves replicas by a fraction of it, one that lasts moves them all the way, and a fall is followed too.
+func TestSizingSmoothsOverAColdStart(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy // cold start 60 s
+	pol.ScaleDownWindow.Duration = time.Second
+	ctrl := NewController()
+	t0 := time.Unix(0, 0)
+	decide := func(s int, sustained float64) int {
+		ps := &PoolStatus{Pods: 2, Known: 2, Arrival: sustained, Sustained: sustained, PerPod: 10000, Capacity: 20000,
+			SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+		return ctrl.Decide(t0.Add(time.Duration(s)*time.Second), pol, "g", &cfg.Pools[0], ps, nil, nil).Desired["prefill"]
+	}
+	decide(0, 8000) // 8000 / 8500 → 1
+	// 10 s at 40000: the level rises by 1 − e^(−10/60) ≈ 15% of the step, 8000 → about 13000 → 2, not 5.
+	var got int
+	for s := 1; s <= 10; s++ {
+		got = decide(s, 40000)
+	}
+	if got != 2 {
+		t.Errorf("after 10 s of a 5x rise: desired %d, want 2 (the rise smoothed over the 60 s cold start)", got)
+	}
+	// Held for four cold starts, the level reaches the rate: ceil(40000 / 8500) = 5.
+	for s := 11; s <= 240; s++ {
+		got = decide(s, 40000)
+	}
+	if got != 5 {
+		t.Errorf("after 4 cold starts at 40000 tok/s: desired %d, want 5", got)
+	}
+	// Back at 8000 for five cold starts: 8000 + 32000·e^(−5) ≈ 8200 → 1.
+	for s := 241; s <= 540; s++ {
+		got = decide(s, 8000)
+	}
+	if got != 1 {
+		t.Errorf("after 5 cold starts back at 8000 tok/s: desired %d, want 1", got)
+	}
+	// A cold start of zero turns smoothing off.
+	pol.ColdStart.Duration = 0
+	if got = decide(541, 40000); got != 5 {
+		t.Errorf("no cold start: desired %d, want 5 at once", got)
+	}
+}
+
+// Prefill is sized on computed prompt tokens: tokens the prefix cache serves cost no prefill time. Half
+// of 16000 prompt tok/s hitting the cache is 8000 computed tok/s, one pod's worth at V = 10000 and 0.85;
+// sized on prompt tokens it would be two.
+func TestPrefixHitsReduceDemand(t *testing.T) {
+	for _, c := range []struct {
+		hit  float64
+		want int
+	}{{0.5, 1}, {0, 2}} {
+		r := newRig(t, 2, 1)
+		for _, e := range r.engines["prefill"] {
+			*e = *fakeengine.New(fakeengine.Config{Role: "prefill", PrefillTokensPerSec: 10000, PrefixHitRatio: c.hit})
+		}
+		r.load("prefill", 16000, 0)
+		r.load("decode", 0, 1000)
+		var ps PoolStatus
+		var d Decision
+		for i := 0; i < 300; i++ {
+			ps, _, d = r.tick()
+		}
+		if want := 16000 * (1 - c.hit); math.Abs(ps.Sustained-want) > 0.05*want {
+			t.Errorf("hit ratio %v: sustained λ %.0f tok/s, want about %.0f (computed tokens)", c.hit, ps.Sustained, want)
+		}
+		if d.Desired["prefill"] != c.want {
+			t.Errorf("hit ratio %v: desired %d, want %d; reasons %v", c.hit, d.Desired["prefill"], c.want, d.Reasons)
+		}
+	}
+}
+
+// TTFT misses with nothing queued (prompts whose own prefill is near the SLO) do not trigger the prefill
+// emergency step: more prefillers would not shorten them. With a queue they do; decode needs no queue.
+func TestSafetyNetNeedsAQueueForPrefill(t *testing.T) {
+	cfg := config.Default()
+	for _, c := range []struct {
+		queued float64
+		want   int
+	}{{0, 4}, {5000, 5}} {
+		ctrl := NewController()
+		ctrl.recs["prefill"] = nil // a controller with history: the start-up hold is not in play
+		ps := &PoolStatus{Pods: 4, Known: 4, Arrival: 30000, Sustained: 30000, PerPod: 10000, Capacity: 40000,
+			QueuedTokens: c.queued, SLOMissFraction: 0.1, SecondsToBreach: math.Inf(1)}
+		// 30000 + queued/10 s over 8500 → 4; the emergency step is +10% of 4 pods → 5.
+		if d := ctrl.Decide(time.Unix(0, 0), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil); d.Desired["prefill"] != c.want {
+			t.Errorf("10%% TTFT misses, %.0f queued tokens: desired %d, want %d; reasons %v", c.queued, d.Desired["prefill"], c.want, d.Reasons)
 		}
 	}
 }

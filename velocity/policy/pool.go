@@ -22,7 +22,8 @@ type PoolStatus struct {
 	Role config.Role
 	// Pods is the number of pods in the pool; Known of them have fresh velocities.
 	Pods, Known int
-	// Arrival λ: tokens/s demanded of the pool's stage, served + queue growth.
+	// Arrival λ: tokens/s demanded of the pool's stage, served + queue growth. Prefill figures count
+	// computed prompt tokens: those the prefix cache served are left out (docs/metrics.md).
 	Arrival float64
 	// Sustained is λ from the latency-window averages: steadier than Arrival, which follows a burst
 	// within a scrape or two; replicas are sized on it unless Backpressure says the SLO is about to break.
@@ -80,7 +81,7 @@ func RateLimit(p *config.Pool) float64 {
 // plausible says why a pod's numbers cannot be used for the pool, or nil. limit is the pool's rate limit
 // from its profile or calibration (0: none).
 func plausible(v *store.Velocity, limit float64) error {
-	for _, x := range [...]float64{v.PrefillTPS, v.ComputedPrefillTPS, v.DecodeTPS, v.WindowPrefillTPS, v.WindowDecodeTPS,
+	for _, x := range [...]float64{v.PrefillTPS, v.ComputedPrefillTPS, v.DecodeTPS, v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS,
 		v.QueuedTokens, v.MeanPromptTokens, v.MeanOutputTokens} {
 		if !(x >= 0 && x <= math.MaxFloat64) {
 			return fmt.Errorf("%s: %w: a rate or count is %v", v.Pod, store.ErrImplausible, x)
@@ -120,7 +121,6 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 		}
 		st.Known++
 		v := r.Velocity
-		meanPrompt += v.MeanPromptTokens
 		switch p.Role {
 		case config.RoleDecode:
 			st.Served += v.DecodeTPS
@@ -129,12 +129,15 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			st.Arrival += v.DecodeTPS + math.Max(0, v.OwedOutputGrowthTPS)
 			st.Sustained += v.WindowDecodeTPS + math.Max(0, v.WindowOwedOutputGrowthTPS)
 		default:
-			// Input tokens, as V_P is profiled; prefix-cache gains show up as a calibrated higher V.
-			prefill := v.PrefillTPS
-			st.Served += prefill
-			st.Arrival += prefill + v.QueueGrowthTPS
-			st.Sustained += v.WindowPrefillTPS + v.WindowQueueGrowthTPS
-			st.QueuedTokens += v.QueuedTokens
+			// Computed tokens: prompt tokens the prefix cache served cost no prefill time, so sizing on
+			// all prompt tokens held capacity for work the cache does (the simulator's Mooncake trace).
+			// Queued prompts are expected to hit the cache at the pod's recent rate.
+			miss, windowMiss := missRatio(v.ComputedPrefillTPS, v.PrefillTPS), missRatio(v.WindowComputedPrefillTPS, v.WindowPrefillTPS)
+			st.Served += v.ComputedPrefillTPS
+			st.Arrival += v.ComputedPrefillTPS + v.QueueGrowthTPS*miss
+			st.Sustained += v.WindowComputedPrefillTPS + v.WindowQueueGrowthTPS*windowMiss
+			st.QueuedTokens += v.QueuedTokens * miss
+			meanPrompt += v.MeanPromptTokens * miss // a request's own prefill is its computed tokens
 		}
 		h, slo := v.TTFT, p.SLO.TTFT.Seconds()
 		if p.Role == config.RoleDecode {
@@ -204,6 +207,15 @@ func backpressure(st PoolStatus, slo, meanPrompt, horizon float64) (bp, secondsT
 		secondsToBreach = math.Inf(1)
 	}
 	return math.Min(bp, maxBackpressure), secondsToBreach
+}
+
+// missRatio is the share of prompt tokens the prefix cache missed: computed over prompt, in [0, 1]; 1
+// when no prompt tokens were seen (nothing says the cache will help).
+func missRatio(computed, prompt float64) float64 {
+	if !(prompt > 0) {
+		return 1
+	}
+	return math.Min(1, math.Max(0, computed/prompt))
 }
 
 // maxBackpressure caps the figure so it stays a finite, comparable number.

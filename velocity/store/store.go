@@ -123,8 +123,9 @@ type Velocity struct {
 	// WindowPrefillTPS, WindowDecodeTPS and WindowQueueGrowthTPS are plain averages over the latency
 	// window (LatencyWindow..2xLatencyWindow): slower than the smoothed rates but far less noisy, what
 	// sizing for sustained load wants. WindowOwedOutputGrowthTPS is the decode queue's counterpart.
-	// They equal the smoothed rates until the window has two scrapes.
-	WindowPrefillTPS, WindowDecodeTPS, WindowQueueGrowthTPS, WindowOwedOutputGrowthTPS float64
+	// They equal the smoothed rates until the window has two scrapes. WindowComputedPrefillTPS is
+	// WindowPrefillTPS less prefix-cache hits.
+	WindowPrefillTPS, WindowComputedPrefillTPS, WindowDecodeTPS, WindowQueueGrowthTPS, WindowOwedOutputGrowthTPS float64
 	// TTFT and ITL hold the histogram increase over the last LatencyWindow..2xLatencyWindow.
 	TTFT, ITL engine.Histogram
 	// Resets counts counter resets (engine restarts) seen.
@@ -529,7 +530,7 @@ func (s *Store) update(st *podState) {
 // window sets the window averages from the latency window's anchor to the latest snapshot.
 func (s *Store) window(st *podState, meanOut float64) {
 	v := &st.v
-	v.WindowPrefillTPS, v.WindowDecodeTPS = v.PrefillTPS, v.DecodeTPS
+	v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS = v.PrefillTPS, v.ComputedPrefillTPS, v.DecodeTPS
 	v.WindowQueueGrowthTPS, v.WindowOwedOutputGrowthTPS = v.QueueGrowthTPS, v.OwedOutputGrowthTPS
 	dt := st.lastT.Sub(st.anchorT).Seconds()
 	if st.anchor == nil || st.anchor == st.last || dt <= 0 {
@@ -540,7 +541,10 @@ func (s *Store) window(st *podState, meanOut float64) {
 	if !okP || !okG || resetP || resetG {
 		return
 	}
-	v.WindowPrefillTPS, v.WindowDecodeTPS = prompt/dt, gen/dt
+	v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS = prompt/dt, prompt/dt, gen/dt
+	if hits, ok, _ := delta(st.anchor, st.last, engine.PrefixCacheHits); ok && hits <= prompt {
+		v.WindowComputedPrefillTPS = (prompt - hits) / dt
+	}
 	if w, ok := st.anchor.Scalar(engine.RequestsWaiting); ok {
 		v.WindowQueueGrowthTPS = (v.Waiting - w.Value) * v.MeanPromptTokens / dt
 		v.WindowOwedOutputGrowthTPS = (v.Waiting - w.Value) * meanOut / dt
