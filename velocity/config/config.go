@@ -66,7 +66,7 @@ type Policy struct {
 	TargetUtilisation  float64  `yaml:"targetUtilisation"`  // ρ the sizing aims at, default 0.85
 	DrainSeconds       float64  `yaml:"drainSeconds"`       // queued tokens are sized to drain within this, default 10
 	Horizon            Duration `yaml:"horizon"`            // backpressure look-ahead, default 10s
-	ColdStart          Duration `yaml:"coldStart"`          // time for a new prefiller to be Ready, default 60s
+	ColdStart          Duration `yaml:"coldStart"`          // time for a new pod to be Ready, default 60s; also the sizing rate's smoothing time constant
 	ScaleDownWindow    Duration `yaml:"scaleDownWindow"`    // highest recommendation in this window wins, default 60s
 	MaxConvertFraction float64  `yaml:"maxConvertFraction"` // of a decode pool, default 0.25
 	ConvertedPrefill   float64  `yaml:"convertedPrefill"`   // share of V_P a converted decoder gives, default 0.3
@@ -275,8 +275,15 @@ func (c *Config) complete() error {
 		t := true
 		p.Calibrate = &t
 	}
-	if !(p.TargetUtilisation > 0 && p.TargetUtilisation <= 1) || !(p.DrainSeconds > 0) || math.IsInf(p.DrainSeconds, 0) {
+	if !(p.TargetUtilisation > 0 && p.TargetUtilisation <= 1) {
 		errs = append(errs, fmt.Errorf("policy.targetUtilisation %v must be in (0, 1]", p.TargetUtilisation))
+	}
+	if !(p.DrainSeconds > 0) || math.IsInf(p.DrainSeconds, 0) {
+		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be positive and finite", p.DrainSeconds))
+	}
+	if p.ColdStart.Duration < 0 || p.ColdStart.Duration > time.Hour {
+		// It is also the sizing rate's smoothing time constant: an hour would freeze sizing.
+		errs = append(errs, fmt.Errorf("policy.coldStart (%s) must be between 0 and 1h", p.ColdStart))
 	}
 	if !(p.MaxConvertFraction >= 0 && p.MaxConvertFraction <= 1) || !(p.ConvertedPrefill > 0 && p.ConvertedPrefill <= 1) {
 		errs = append(errs, errors.New("policy.maxConvertFraction must be in [0, 1] and policy.convertedPrefill in (0, 1]"))
