@@ -72,6 +72,9 @@ type Policy struct {
 	ConvertedPrefill   float64  `yaml:"convertedPrefill"`   // share of V_P a converted decoder gives, default 0.3
 	ReleaseHold        Duration `yaml:"releaseHold"`        // prefill must keep up this long before release, default 20s
 	Calibrate          *bool    `yaml:"calibrate"`          // online capacity calibration, default true
+	// BurstAttainment is the share of the last five cold starts' prefill work the burst sizing keeps
+	// within the TTFT queueing budget, default 0.96; a negative value turns burst sizing off.
+	BurstAttainment float64 `yaml:"burstAttainment"`
 }
 
 // Pool is a set of pods with one role.
@@ -271,6 +274,7 @@ func (c *Config) complete() error {
 	setDur(&p.ColdStart, 60*time.Second)
 	setDur(&p.ScaleDownWindow, 60*time.Second)
 	setDur(&p.ReleaseHold, 20*time.Second)
+	setF(&p.BurstAttainment, 0.96)
 	if p.Calibrate == nil {
 		t := true
 		p.Calibrate = &t
@@ -281,9 +285,12 @@ func (c *Config) complete() error {
 	if !(p.DrainSeconds > 0) || math.IsInf(p.DrainSeconds, 0) {
 		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be positive and finite", p.DrainSeconds))
 	}
-	if p.ColdStart.Duration < 0 || p.ColdStart.Duration > time.Hour {
-		// It is also the sizing rate's smoothing time constant: an hour would freeze sizing.
-		errs = append(errs, fmt.Errorf("policy.coldStart (%s) must be between 0 and 1h", p.ColdStart))
+	if !(p.BurstAttainment < 1) || math.IsInf(p.BurstAttainment, 0) {
+		errs = append(errs, fmt.Errorf("policy.burstAttainment %v must be below 1 (a negative value turns burst sizing off)", p.BurstAttainment))
+	}
+	if p.ColdStart.Duration > time.Hour {
+		// It also sets how long sizing smooths and remembers bursts: longer would freeze sizing.
+		errs = append(errs, fmt.Errorf("policy.coldStart (%s) must be at most 1h", p.ColdStart))
 	}
 	if !(p.MaxConvertFraction >= 0 && p.MaxConvertFraction <= 1) || !(p.ConvertedPrefill > 0 && p.ConvertedPrefill <= 1) {
 		errs = append(errs, errors.New("policy.maxConvertFraction must be in [0, 1] and policy.convertedPrefill in (0, 1]"))

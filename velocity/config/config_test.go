@@ -64,8 +64,8 @@ func TestParseErrors(t *testing.T) {
 		{"ten thousand scrapes at once", "version: tokenscale.io/v1alpha1\nscrape: {concurrency: 10000}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.concurrency (10000) must be at most 4096"},
 		{"stale after a day", "version: tokenscale.io/v1alpha1\nscrape: {staleAfter: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "at most 1h"},
 		{"latency window of an hour", "version: tokenscale.io/v1alpha1\nscrape: {latencyWindow: 1h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.latencyWindow (1h0m0s) must be between"},
-		{"cold start of a day", "version: tokenscale.io/v1alpha1\npolicy: {coldStart: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.coldStart (24h0m0s) must be between 0 and 1h"},
-		{"negative cold start", "version: tokenscale.io/v1alpha1\npolicy: {coldStart: -1s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.coldStart (-1s) must be between"},
+		{"cold start of a day", "version: tokenscale.io/v1alpha1\npolicy: {coldStart: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.coldStart (24h0m0s) must be at most 1h"},
+		{"burst attainment of 1", "version: tokenscale.io/v1alpha1\npolicy: {burstAttainment: 1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.burstAttainment 1 must be below 1"},
 		{"drain of no seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: -1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds -1 must be positive"},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
 	} {

@@ -38,6 +38,7 @@ type Controller struct {
 	keepingUp  map[string]time.Time
 	level      map[string]level
 	breaching  map[string]int
+	history    map[string][]sample
 }
 
 // level is a pool's sizing rate smoothed over a cold start, as of t.
@@ -51,7 +52,7 @@ func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
-		level: map[string]level{}, breaching: map[string]int{},
+		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{},
 	}
 }
 
@@ -75,6 +76,14 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		p = ceilDiv(lambda, ps.PerPod*pol.TargetUtilisation)
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s (+%.0f queued) / (V=%.0f × %.2f) → %d",
 			prefill.Name, basis, rate, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
+		if pol.BurstAttainment > 0 {
+			h := c.record(now, prefill.Name, ps.Arrival, burstColdStarts*pol.ColdStart.Duration)
+			if need := burstNeed(h, ps.QueueBudget, 1-pol.BurstAttainment); ceilDiv(need, ps.PerPod) > p {
+				p = ceilDiv(need, ps.PerPod)
+				d.Reasons = append(d.Reasons, fmt.Sprintf("%s: the last %s of arrivals need %.0f tok/s to keep %.0f%% within the TTFT queueing budget (%.2fs) → %d",
+					prefill.Name, burstColdStarts*pol.ColdStart.Duration, need, 100*pol.BurstAttainment, ps.QueueBudget, p))
+			}
+		}
 		p = c.safetyNet(now, pol, prefill, ps, p, &d)
 	}
 	if decode != nil && ds != nil {

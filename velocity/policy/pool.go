@@ -43,6 +43,9 @@ type PoolStatus struct {
 	Backpressure float64
 	// SecondsToBreach: predicted time until queued work breaks the TTFT SLO (+Inf: not at current rates).
 	SecondsToBreach float64
+	// QueueBudget is how long a request may queue within the TTFT SLO: the SLO less the mean request's own
+	// prefill (seconds; prefill pools only).
+	QueueBudget float64
 	// SLOMissFraction is the share of recent requests over the latency SLO (TTFT for prefill and both,
 	// inter-token latency for decode); -1 when unknown.
 	SLOMissFraction float64
@@ -171,15 +174,28 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	st.Capacity = float64(st.Pods) * st.PerPod
 	st.Utilisation = ratio(st.Arrival, st.Capacity)
 	meanPrompt /= float64(st.Known)
-	st.Backpressure, st.SecondsToBreach = backpressure(st, p.SLO.TTFT.Seconds(), meanPrompt, horizon.Seconds())
+	if p.Role != config.RoleDecode {
+		st.QueueBudget = queueBudget(p.SLO.TTFT.Seconds(), meanPrompt, st.PerPod)
+	}
+	st.Backpressure, st.SecondsToBreach = backpressure(st, horizon.Seconds())
 	return st, nil
+}
+
+// queueBudget is the TTFT SLO less a mean request's own prefill; when prompts alone nearly fill the SLO
+// a tenth of it is kept, so pressure is flagged early rather than never.
+func queueBudget(slo, meanPrompt, perPod float64) float64 {
+	b := slo - meanPrompt/perPod
+	if !(b > 0) {
+		b = slo * 0.1
+	}
+	return b
 }
 
 // backpressure predicts queueing at the horizon. A request's TTFT is about Q/C + prompt/V (drain the
 // queue, then its own prefill), so the SLO leaves a queueing budget of B = SLO − prompt/V seconds and
 // breaks when Q > C·B. With λ > C the queue grows at λ − C. Backpressure = (Q + max(0, λ−C)·H) / (C·B):
 // it rises the moment λ exceeds C, before any request has waited (TTFT lags by the queue's fill time).
-func backpressure(st PoolStatus, slo, meanPrompt, horizon float64) (bp, secondsToBreach float64) {
+func backpressure(st PoolStatus, horizon float64) (bp, secondsToBreach float64) {
 	if st.Role == config.RoleDecode {
 		// Decode has no prefill queue; its pressure is utilisation relative to 1 at the horizon.
 		return math.Max(0, st.Utilisation), math.Inf(1)
@@ -191,11 +207,7 @@ func backpressure(st PoolStatus, slo, meanPrompt, horizon float64) (bp, secondsT
 		}
 		return 0, math.Inf(1)
 	}
-	budget := slo - meanPrompt/st.PerPod
-	if budget <= 0 {
-		budget = slo * 0.1 // prompts alone nearly fill the SLO: keep a small budget, flag pressure early
-	}
-	limit := c * budget
+	limit := c * st.QueueBudget
 	growth := st.Arrival - c
 	bp = (st.QueuedTokens + math.Max(0, growth)*horizon) / limit
 	switch {

@@ -49,6 +49,9 @@ func TestServiceEndToEnd(t *testing.T) {
 	port := freePort(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`version: tokenscale.io/v1alpha1
 scrape: {port: %d, staleAfter: 1h}
+# The engines run on the wall clock and the service on 1 s steps 250 ms apart: a 1 s cold start keeps the
+# sizing rate's smoothing (policy.coldStart) from holding the first, partial readings for a minute.
+policy: {coldStart: 1s}
 pools:
 - {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}, profile: {prefillTokensPerSecond: 10000}}
 - {name: decode, role: decode, selector: {llm-d.ai/role: decode}, profile: {decodeTokensPerSecond: 2500}}
