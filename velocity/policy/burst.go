@@ -17,50 +17,45 @@ type sample struct {
 	v float64
 }
 
-// burstNeed is the prefill capacity (tokens/s) that would have kept all but a share miss of the recent
-// arrivals' work within the TTFT queueing budget (seconds): the recorded arrival velocities are replayed
-// through a fluid queue served at capacity C, and the least C that meets the budget is found by bisection.
-// It sizes for the burstiness a window average hides: a pool whose mean load fits one instance can still
-// need two when prompts arrive in bunches. Arrivals are charged to the interval that ends at their sample.
-func burstNeed(h []sample, budget, miss float64) float64 {
-	if len(h) < 2 || !(budget > 0) {
-		return 0
-	}
-	var total, peak float64
+// lateShare replays recorded arrival velocities through a fluid queue served at capacity c (tokens/s)
+// and returns the share of the work that arrived while the queue was longer than c·budget, i.e. would
+// wait past the TTFT queueing budget (seconds). Arrivals are charged to the interval ending at their sample.
+func lateShare(h []sample, c, budget float64) float64 {
+	var q, late, total float64
 	for i := 1; i < len(h); i++ {
 		dt := h[i].t.Sub(h[i-1].t).Seconds()
-		total += h[i].v * dt
-		peak = max(peak, h[i].v)
+		a := h[i].v * dt
+		total += a
+		q = math.Max(0, q+a-c*dt)
+		if q > c*budget {
+			late += a
+		}
 	}
-	if !(total > 0) || math.IsInf(total, 0) {
+	if !(total > 0) {
 		return 0
 	}
-	late := func(c float64) float64 {
-		q, late := 0.0, 0.0
-		for i := 1; i < len(h); i++ {
-			dt := h[i].t.Sub(h[i-1].t).Seconds()
-			a := h[i].v * dt
-			q = math.Max(0, q+a-c*dt)
-			if q > c*budget {
-				late += a
-			}
-		}
-		return late / total
+	return late / total
+}
+
+// burstPods is the least number of pods, at least from, whose capacity n·perPod keeps all but a share
+// miss of the recorded arrivals within the queueing budget. It sizes for the bunching a window average
+// hides: a pool whose mean load fits one instance can still need two when prompts arrive in bunches.
+// It counts up from the sizing's answer, so a decision the sizing already covers costs one replay.
+func burstPods(h []sample, budget, miss, perPod float64, from int) int {
+	if len(h) < 2 || !(budget > 0) || !(perPod > 0) {
+		return from
 	}
-	// At the peak velocity nothing ever queues; bisect between nothing and it.
-	lo, hi := 0.0, peak
-	for range 40 {
-		mid := (lo + hi) / 2
-		if late(mid) > miss {
-			lo = mid
-		} else {
-			hi = mid
-		}
-		if hi-lo <= 1e-3*hi {
-			break
-		}
+	var peak float64
+	for _, s := range h[1:] {
+		peak = max(peak, s.v)
 	}
-	return hi
+	// At the peak velocity nothing ever queues, so the count stops there.
+	top := ceilDiv(peak, perPod)
+	n := max(from, 0)
+	for n < top && (n == 0 || lateShare(h, float64(n)*perPod, budget) > miss) {
+		n++
+	}
+	return n
 }
 
 // record appends the pool's fast arrival velocity and drops samples older than the window.

@@ -17,42 +17,58 @@ func series(rates []float64) []sample {
 	return h
 }
 
-// burstNeed against closed forms: a steady rate r over L seconds needs r·L/(L+B) (the queue may grow to
-// C·B by the end); one bunch of X tokens in a second needs X/(1+B); work within the miss share is let go.
-func TestBurstNeedClosedForms(t *testing.T) {
+// lateShare against closed forms: a steady rate r over L seconds is all in budget from capacity
+// r·L/(L+B) (the queue may grow to C·B by the end); one bunch of X tokens in a second from X/(1+B).
+// burstPods counts pods up to the first that meets the miss share.
+func TestLateShareAndBurstPods(t *testing.T) {
 	const budget = 1.9
 	steady := make([]float64, 301)
 	for i := range steady {
 		steady[i] = 8000
 	}
-	if got, want := burstNeed(series(steady), budget, 0), 8000*300/(300+budget); math.Abs(got-want) > 0.002*want {
-		t.Errorf("steady 8000 tok/s over 300 s: need %.1f, want %.1f", got, want)
+	c := 8000 * 300 / (300 + budget)
+	if got := lateShare(series(steady), 1.001*c, budget); got != 0 {
+		t.Errorf("steady 8000 tok/s over 300 s at %.0f tok/s: %.3f late, want 0", 1.001*c, got)
+	}
+	if got := lateShare(series(steady), 0.99*c, budget); got == 0 {
+		t.Errorf("steady 8000 tok/s over 300 s at %.0f tok/s: nothing late, want the end of it late", 0.99*c)
 	}
 	bunch := make([]float64, 301)
 	bunch[1] = 100000
-	if got, want := burstNeed(series(bunch), budget, 0), 100000/(1+budget); math.Abs(got-want) > 0.002*want {
-		t.Errorf("a 100000-token bunch: need %.1f, want %.1f", got, want)
+	c = 100000 / (1 + budget)
+	if late, early := lateShare(series(bunch), 0.99*c, budget), lateShare(series(bunch), 1.001*c, budget); late != 1 || early != 0 {
+		t.Errorf("a 100000-token bunch: %.3f late just below %.0f tok/s, %.3f just above; want 1 and 0", late, c, early)
 	}
-	// A last-second bunch is 3% of the work beside a steady 10800 tok/s: with 4% allowed late it is let
-	// go and the steady rate decides; with 1% it is served in budget, (10800 + 100000) / (1 + B).
+	// A last-second bunch beside a steady 10800 tok/s: at the steady rate's need only the last second,
+	// (10800 + 100000) / (300 × 10800 + 100000) ≈ 3.3% of the work, is late.
 	mixed := make([]float64, 301)
 	for i := range mixed {
 		mixed[i] = 10800
 	}
 	mixed[300] += 100000
-	if got, want := burstNeed(series(mixed), budget, 0.04), 10800*299/(299+budget); math.Abs(got-want) > 0.002*want {
-		t.Errorf("3%% of the work in one bunch, 4%% allowed late: need %.1f, want the steady need %.1f", got, want)
+	if got, want := lateShare(series(mixed), 1.001*10800*299/(299+budget), budget), 110800.0/(300*10800+100000); math.Abs(got-want) > 1e-9 {
+		t.Errorf("a last-second bunch: %.4f late, want %.4f", got, want)
 	}
-	if got, want := burstNeed(series(mixed), budget, 0.01), (10800+100000)/(1+budget); math.Abs(got-want) > 0.01*want {
-		t.Errorf("3%% of the work in one bunch, 1%% allowed late: need %.1f, want about %.1f", got, want)
-	}
-	for _, h := range [][]sample{nil, series([]float64{5}), series([]float64{0, 0, 0})} {
-		if got := burstNeed(h, budget, 0.04); got != 0 {
-			t.Errorf("%d samples of no work: need %v, want 0", len(h), got)
+	for _, c := range []struct {
+		name       string
+		h          []sample
+		miss       float64
+		perPod     float64
+		from, want int
+	}{
+		{"steady 8000 on 10000 pods", series(steady), 0, 10000, 1, 1},
+		{"a bunch of 100000: ceil(100000 / 2.9 / 10000)", series(bunch), 0.04, 10000, 1, 4},
+		{"never below the sizing's answer", series(bunch), 0.04, 10000, 6, 6},
+		{"3.3% late is within 4%", series(mixed), 0.04, 11000, 1, 1},
+		{"3.3% late is not within 1%: (110800 / 2.9) / 11000 → 4", series(mixed), 0.01, 11000, 1, 4},
+		{"no samples", nil, 0.04, 10000, 2, 2},
+		{"one sample", series([]float64{5e5}), 0.04, 10000, 2, 2},
+		{"no work", series([]float64{0, 0, 0}), 0.04, 10000, 0, 0},
+		{"no velocity", series(bunch), 0.04, 0, 1, 1},
+	} {
+		if got := burstPods(c.h, budget, c.miss, c.perPod, c.from); got != c.want {
+			t.Errorf("%s: %d pods, want %d", c.name, got, c.want)
 		}
-	}
-	if got := burstNeed(series(bunch), 0, 0.04); got != 0 {
-		t.Errorf("no queueing budget: need %v, want 0 (the budget is never 0 from Aggregate)", got)
 	}
 }
 

@@ -78,10 +78,10 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			prefill.Name, basis, rate, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
 		if pol.BurstAttainment > 0 {
 			h := c.record(now, prefill.Name, ps.Arrival, burstColdStarts*pol.ColdStart.Duration)
-			if need := burstNeed(h, ps.QueueBudget, 1-pol.BurstAttainment); ceilDiv(need, ps.PerPod) > p {
-				p = ceilDiv(need, ps.PerPod)
-				d.Reasons = append(d.Reasons, fmt.Sprintf("%s: the last %s of arrivals need %.0f tok/s to keep %.0f%% within the TTFT queueing budget (%.2fs) → %d",
-					prefill.Name, burstColdStarts*pol.ColdStart.Duration, need, 100*pol.BurstAttainment, ps.QueueBudget, p))
+			if n := burstPods(h, ps.QueueBudget, 1-pol.BurstAttainment, ps.PerPod, p); n > p {
+				p = n
+				d.Reasons = append(d.Reasons, fmt.Sprintf("%s: the last %s of arrivals need %d pods to keep %.0f%% within the TTFT queueing budget (%.2fs)",
+					prefill.Name, burstColdStarts*pol.ColdStart.Duration, p, 100*pol.BurstAttainment, ps.QueueBudget))
 			}
 		}
 		p = c.safetyNet(now, pol, prefill, ps, p, &d)
