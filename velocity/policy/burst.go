@@ -40,7 +40,8 @@ func lateShare(h []sample, c, budget float64) float64 {
 // burstPods is the least number of pods, at least from, whose capacity n·perPod keeps all but a share
 // miss of the recorded arrivals within the queueing budget. It sizes for the bunching a window average
 // hides: a pool whose mean load fits one instance can still need two when prompts arrive in bunches.
-// It counts up from the sizing's answer, so a decision the sizing already covers costs one replay.
+// A decision the sizing's answer already covers costs one replay; otherwise the count is bisected (the
+// late share falls as capacity grows), so a few replays find it however far it is.
 func burstPods(h []sample, budget, miss, perPod float64, from int) int {
 	if len(h) < 2 || !(budget > 0) || !(perPod > 0) {
 		return from
@@ -51,11 +52,22 @@ func burstPods(h []sample, budget, miss, perPod float64, from int) int {
 	}
 	// At the peak velocity nothing ever queues, so the count stops there.
 	top := ceilDiv(peak, perPod)
-	n := max(from, 0)
-	for n < top && (n == 0 || lateShare(h, float64(n)*perPod, budget) > miss) {
-		n++
+	ok := func(n int) bool { return n > 0 && lateShare(h, float64(n)*perPod, budget) <= miss }
+	lo := max(from, 0)
+	if lo >= top || ok(lo) {
+		return lo
 	}
-	return n
+	// lo fails and top meets the share: find the least n in (lo, top] that meets it.
+	hi := top
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		if ok(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
 }
 
 // record appends the pool's fast arrival velocity and drops samples older than the window.
