@@ -79,9 +79,12 @@ func TestReactionTimeDistribution(t *testing.T) {
 		s, d := quantiles(signal[dir]), quantiles(decision[dir])
 		t.Logf("%d steps %-4s signal at 90%%: p50 %s p90 %s max %s; desired replicas: p50 %s p90 %s max %s",
 			n, name, s[0], s[1], s[2], d[0], d[1], d[2])
-		// Scale-down is held by the suite's 5 s scaleDownWindow; scale-up must be fast.
-		if dir == 0 && d[1] > 5*time.Second {
-			t.Errorf("p90 of scale-up decisions %s, want <= 5 s", d[1])
+		// Scale-down is held by the suite's 5 s scaleDownWindow and the burst sizing's memory (5 cold
+		// starts); scale-up must be fast. The suite's 5 s cold start is also the sizing rate's smoothing
+		// time constant (docs/metrics.md): 1 → 2 replicas needs the smoothed rate past 8,500 tok/s, about
+		// 0.4 of it after the window average moves, so the bound is a cold start plus 3 s.
+		if dir == 0 && d[1] > 8*time.Second {
+			t.Errorf("p90 of scale-up decisions %s, want <= 8 s", d[1])
 		}
 	}
 }
