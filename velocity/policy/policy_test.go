@@ -464,3 +464,25 @@ func TestRestartHoldsRunningPods(t *testing.T) {
 		t.Errorf("fresh controller under load: %d, want 6", r)
 	}
 }
+
+// A prefill pool's queue and its growth count computed tokens too, at the pod's cache-miss ratio; with no
+// prompt tokens seen the ratio is 1 (nothing says the cache will help).
+func TestQueueCountsComputedTokens(t *testing.T) {
+	cfg := config.Default()
+	p := &cfg.Pools[0]
+	v := store.Velocity{Pod: store.PodKey{Namespace: "ns", Name: "p"}, PrefillTPS: 10000, ComputedPrefillTPS: 5000,
+		WindowPrefillTPS: 10000, WindowComputedPrefillTPS: 2500, QueuedTokens: 8000, QueueGrowthTPS: 2000,
+		WindowQueueGrowthTPS: 2000, MeanPromptTokens: 1000}
+	st, err := Aggregate(p, []store.Result{{Velocity: v}}, 0, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.QueuedTokens != 4000 || st.Arrival != 6000 || st.Sustained != 3000 || st.Served != 5000 {
+		t.Errorf("queued %v, arrival %v, sustained %v, served %v; want 4000, 6000 (5000 + 2000 × 0.5), 3000 (2500 + 2000 × 0.25), 5000",
+			st.QueuedTokens, st.Arrival, st.Sustained, st.Served)
+	}
+	v.PrefillTPS, v.ComputedPrefillTPS = 0, 0
+	if st, _ = Aggregate(p, []store.Result{{Velocity: v}}, 0, 10*time.Second); st.QueuedTokens != 8000 {
+		t.Errorf("no prompt tokens seen: queued %v, want all 8000", st.QueuedTokens)
+	}
+}
