@@ -162,7 +162,7 @@ func (c *Controller) safetyNet(now time.Time, pol config.Policy, p *config.Pool,
 	}
 	if p.Role != config.RoleDecode && st.QueuedTokens <= 0 {
 		// TTFT misses with nothing queued come from prompts whose own prefill is near the SLO: more
-		// prefillers would not shorten them (on long-prompt traces they held a step of idle pods).
+		// prefillers would not shorten them.
 		return n
 	}
 	step := 0.10
