@@ -26,7 +26,8 @@ type PoolStatus struct {
 	// computed prompt tokens: those the prefix cache served are left out (docs/metrics.md).
 	Arrival float64
 	// Sustained is λ from the latency-window averages: steadier than Arrival, which follows a burst
-	// within a scrape or two; replicas are sized on it unless Backpressure says the SLO is about to break.
+	// within a scrape or two; replicas are sized on it, smoothed over a cold start, unless Backpressure
+	// has said the SLO is about to break on several decisions in a row (Controller.sizingRate).
 	Sustained float64
 	// Served: tokens/s the pool is processing now.
 	Served float64
