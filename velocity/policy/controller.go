@@ -77,11 +77,12 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s (+%.0f queued) / (V=%.0f × %.2f) → %d",
 			prefill.Name, basis, rate, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
 		if pol.BurstAttainment > 0 {
-			h := c.record(now, prefill.Name, ps.Arrival, burstColdStarts*pol.ColdStart.Duration)
+			window := burstColdStarts * pol.ColdStart.Duration
+			h := c.record(now, prefill.Name, ps.Arrival, window)
 			if n := burstPods(h, ps.QueueBudget, 1-pol.BurstAttainment, ps.PerPod, p); n > p {
 				p = n
 				d.Reasons = append(d.Reasons, fmt.Sprintf("%s: the last %s of arrivals need %d pods to keep %.0f%% within the TTFT queueing budget (%.2fs)",
-					prefill.Name, burstColdStarts*pol.ColdStart.Duration, p, 100*pol.BurstAttainment, ps.QueueBudget))
+					prefill.Name, window, p, 100*pol.BurstAttainment, ps.QueueBudget))
 			}
 		}
 		p = c.safetyNet(now, pol, prefill, ps, p, &d)

@@ -378,8 +378,8 @@ func TestPrefixHitsReduceDemand(t *testing.T) {
 		want int
 	}{{0.5, 1}, {0, 2}} {
 		r := newRig(t, 2, 1)
-		for _, e := range r.engines["prefill"] {
-			*e = *fakeengine.New(fakeengine.Config{Role: "prefill", PrefillTokensPerSec: 10000, PrefixHitRatio: c.hit})
+		for i := range r.engines["prefill"] {
+			r.engines["prefill"][i] = fakeengine.New(fakeengine.Config{Role: "prefill", PrefillTokensPerSec: 10000, PrefixHitRatio: c.hit})
 		}
 		r.load("prefill", 16000, 0)
 		r.load("decode", 0, 1000)
