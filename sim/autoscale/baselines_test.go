@@ -2,6 +2,7 @@ package autoscale
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -104,5 +105,34 @@ func TestKalmanPredictor(t *testing.T) {
 	}
 	if math.Abs(f-42) > 1e-6 {
 		t.Errorf("flat forecast %v, want 42", f)
+	}
+}
+
+func TestStaticGridIsFullOnSmallPools(t *testing.T) {
+	for _, c := range []struct {
+		lo, hi float64
+		n      int
+		want   []int
+	}{
+		{2.1, 2.9, 4, []int{2, 3, 4, 5}},       // one size (3): widened around it, the odd one above
+		{0.5, 0.9, 4, []int{1, 2, 3, 4}},       // never below 1
+		{4.5, 6.2, 6, []int{4, 5, 6, 7, 8, 9}}, // three sizes (5–7): one below, two above
+		{1, 20, 6, []int{1, 5, 9, 12, 16, 20}}, // a wide range: evenly spaced over it
+		{0, 0, 3, []int{1, 2, 3}},
+	} {
+		if got := spread(c.lo, c.hi, c.n); !slices.Equal(got, c.want) {
+			t.Errorf("spread(%g, %g, %d) = %v, want %v", c.lo, c.hi, c.n, got, c.want)
+		}
+	}
+	// A pool whose mean and peak need one prefiller and one decoder still gets the 24 tunings others get.
+	env := Env{Hardware: cluster.Hardware{PrefillTPS: 20000}, DecodeTPS: 1000, MeanPromptTPS: 500, PeakPromptTPS: 900,
+		MeanOutputTPS: 100, PeakOutputTPS: 200}
+	g := staticGrid(env)
+	seen := map[string]bool{}
+	for _, v := range g {
+		seen[v.Tuning] = true
+	}
+	if len(g) != 24 || len(seen) != 24 {
+		t.Fatalf("static grid has %d tunings (%d distinct), want 24", len(g), len(seen))
 	}
 }

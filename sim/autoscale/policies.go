@@ -62,7 +62,8 @@ func short(d time.Duration) string {
 }
 
 // staticGrid is the swept static pool: prefill counts from 80% of the history's mean need to 120% of its
-// 10 s peak need, decode counts likewise, at most 6 × 4 distinct sizes.
+// 10 s peak need, decode counts likewise, 6 × 4 distinct sizes (a narrow range is widened, so the static
+// pool gets a sweep as large as every other policy's).
 func staticGrid(env Env) []Variant {
 	ps := spread(0.8*env.MeanPromptTPS/env.prefillTPS(), 1.2*env.PeakPromptTPS/env.prefillTPS(), 6)
 	ds := spread(0.8*env.MeanOutputTPS/env.DecodeTPS, 1.2*env.PeakOutputTPS/env.DecodeTPS, 4)
@@ -78,18 +79,21 @@ func staticGrid(env Env) []Variant {
 	return out
 }
 
-// spread returns up to n distinct integers evenly spaced from ceil(lo) to ceil(hi), at least 1.
+// spread returns n distinct integers, at least 1: evenly spaced from ceil(lo) to ceil(hi) when that range
+// holds n integers, else n consecutive ones around it, about as many below it as above (never below 1).
 func spread(lo, hi float64, n int) []int {
 	a, b := ceilPos(lo), max(ceilPos(hi), ceilPos(lo))
-	var out []int
+	if b-a+1 < n {
+		a = max(1, a-(n-(b-a+1))/2)
+		b = a + n - 1
+	}
+	out := make([]int, 0, n)
 	for k := range n {
 		v := a
 		if n > 1 {
 			v = a + int(math.Round(float64(k)*float64(b-a)/float64(n-1)))
 		}
-		if len(out) == 0 || v != out[len(out)-1] {
-			out = append(out, v)
-		}
+		out = append(out, v)
 	}
 	return out
 }

@@ -132,7 +132,7 @@ type request struct {
 	dest       *instance // the decoder its KV is on its way to
 	gen        int       // output tokens generated before its current admission (after a preemption)
 	blocks     []uint64  // prompt block hashes, when the trace has them
-	cached     int       // prompt tokens its prefill found in the prefiller's prefix cache
+	cached     int       // prompt tokens its prefill found in the prefix cache of the instance that ran it
 	admitStep  int64
 	finishStep int64
 }
@@ -148,8 +148,10 @@ type instance struct {
 	gone     bool
 	dueSeq   int // the sequence number of the instance's latest queued event
 
+	// cache holds the prompt blocks whose KV the instance has: a prefiller's computed prompts; a
+	// decoder's received and (converted) computed ones, as vLLM's prefix cache covers every KV block.
+	cache *prefixCache
 	// Prefill: FCFS, one prompt at a time at V_P, skipping the blocks its prefix cache holds.
-	cache     *prefixCache
 	queue     []*request
 	qTokens   float64 // prompt tokens queued or in service
 	cur       *request
@@ -307,10 +309,8 @@ func Run(cfg Config, reqs []trace.Request, a Autoscaler) (*Result, error) {
 }
 
 func (s *sim) add(r role, ready bool) *instance {
-	in := &instance{id: s.nextID, role: r, created: s.now, readyAt: s.now + s.cfg.ColdStart.Seconds(), ready: ready}
-	if r == rolePrefill {
-		in.cache = newPrefixCache(s.hw.KVCapacityTokens)
-	}
+	in := &instance{id: s.nextID, role: r, created: s.now, readyAt: s.now + s.cfg.ColdStart.Seconds(), ready: ready,
+		cache: newPrefixCache(s.hw.KVCapacityTokens)}
 	prefix := "prefill"
 	if r == roleDecode {
 		prefix = "decode"
@@ -468,7 +468,7 @@ func (s *sim) route(r *request) {
 			if rate <= 0 {
 				continue
 			}
-			t = (in.pqTokens + float64(r.in)) / rate
+			t = (in.pqTokens + float64(r.in-in.cache.hit(r.blocks, r.in, false))) / rate
 			// Finishing on a decoder saves the transfer; compare like with like.
 			t -= s.hw.TransferTime(r.in)
 		default:
@@ -508,9 +508,12 @@ func (s *sim) assignPrefill(in *instance, r *request) {
 		}
 		return
 	}
-	r.remaining = r.in
+	r.cached = in.cache.hit(r.blocks, r.in, true)
+	in.stats.PrefixQueries += float64(r.in)
+	in.stats.PrefixHits += float64(r.cached)
+	r.remaining = r.in - r.cached
 	in.pq = append(in.pq, r)
-	in.pqTokens += float64(r.in)
+	in.pqTokens += float64(r.remaining)
 	in.stats.Waiting++
 	s.cut(in)
 	s.startStep(in)
@@ -605,8 +608,9 @@ func (s *sim) toDecode(r *request) {
 	s.admitTo(best, r)
 }
 
-// admitTo queues a prefilled request on a decoder.
+// admitTo queues a prefilled request on a decoder, whose KV now holds the prompt's blocks.
 func (s *sim) admitTo(best *instance, r *request) {
+	best.cache.add(r.blocks)
 	best.waiting = append(best.waiting, r)
 	best.stats.Waiting++
 	s.cut(best)
@@ -785,6 +789,8 @@ func (s *sim) stepDone(in *instance) {
 		if r.remaining == 0 {
 			in.pq[0] = nil
 			in.pq = in.pq[1:]
+			in.stats.PromptTokens += float64(r.cached) // vLLM counts cached prompt tokens too
+			in.cache.add(r.blocks)
 			in.stats.TTFT.observe(s.now-r.arrival, 1)
 			in.waiting = append(in.waiting, r) // already counted as waiting
 		}

@@ -380,3 +380,40 @@ func TestPrefixCacheSkipsCachedBlocks(t *testing.T) {
 		t.Errorf("ceiling %v and attainment %v, want 1/3 and 2/3", c, res.JointAttainment)
 	}
 }
+
+// A decoder's KV holds the prompts it received, so a converted decoder prefills a repeat of one of them
+// from its cache: one computed token in place of 20,000 in 512-token chunks (about 2 s). The repeat goes
+// to it because the prefiller is busy with a long prompt for 2.5 s more.
+func TestConvertedDecoderUsesItsPrefixCache(t *testing.T) {
+	hw := testHW()
+	const L = 20000
+	blocks := func(base uint64, n int) []uint64 {
+		b := make([]uint64, (n+trace.BlockTokens-1)/trace.BlockTokens)
+		for i := range b {
+			b[i] = base + uint64(i)
+		}
+		return b
+	}
+	a := blocks(1000, L)
+	reqs := []trace.Request{
+		{PromptTokens: L, OutputTokens: 2, Blocks: a},
+		{Arrival: 10 * time.Second, PromptTokens: 60000, OutputTokens: 2, Blocks: blocks(5000, 60000)},
+		{Arrival: 10500 * time.Millisecond, PromptTokens: L, OutputTokens: 2, Blocks: a},
+	}
+	var last *View
+	res, err := Run(Config{Hardware: hw}, reqs, viewer{fixed{Target{1, 1, 1}}, &last})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.done != 3 {
+		t.Fatalf("%d of 3 requests done", res.done)
+	}
+	d := last.Decode[0]
+	if !d.Converted || d.PrefixQueries != L || d.PrefixHits != L-1 || d.PromptTokens != L {
+		t.Fatalf("decoder converted %v, prefix queries %v, hits %v, prompt tokens %v; want true, %d, %d, %d",
+			d.Converted, d.PrefixQueries, d.PrefixHits, d.PromptTokens, L, L-1, L)
+	}
+	if res.ttft[2] > 0.1 {
+		t.Errorf("repeat's TTFT on the converted decoder %.3f s, want under 0.1 s (one token computed)", res.ttft[2])
+	}
+}
