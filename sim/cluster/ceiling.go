@@ -8,7 +8,7 @@ import (
 )
 
 // BestLatency is a request's TTFT and TPOT with unlimited capacity Ready at once: its prompt prefilled
-// alone at V_P on an idle prefiller, its KV sent over that prefiller's idle link, its first token from an
+// alone on an idle prefiller, its KV sent over that prefiller's idle link, its first token from an
 // idle decoder's step, then decoded alone, a batch of one whose context grows by a token a step.
 //
 // With unlimited prefillers and decoders nothing is converted, so the KV transfer is part of the best
@@ -22,7 +22,7 @@ import (
 // most about 90%. Cache hits can therefore put a policy above the ceiling too.
 func (h *Hardware) BestLatency(promptTokens, outputTokens int) (ttft, tpot float64) {
 	in, out := float64(max(promptTokens, 1)), max(outputTokens, 1)
-	ttft = in/h.PrefillTPS + h.TransferTime(int(in)) + h.StepTime(1, in)
+	ttft = h.PrefillTime(int(in)) + h.TransferTime(int(in)) + h.StepTime(1, in)
 	if out > 1 {
 		// Steps 2..out have contexts in+1 .. in+out-1, mean in + out/2.
 		tpot = h.StepTime(1, in+float64(out)/2)

@@ -127,7 +127,8 @@ type request struct {
 	idx        int
 	arrival    float64
 	in, out    int
-	remaining  int       // prompt tokens left to prefill on a converted decoder
+	remaining  int       // prompt tokens left to compute, once its prefill has started
+	started    bool      // its prefill has started: its cache hits are known
 	firstToken float64   // -1 until the first token
 	dest       *instance // the decoder its KV is on its way to
 	gen        int       // output tokens generated before its current admission (after a preemption)
@@ -151,10 +152,12 @@ type instance struct {
 	// cache holds the prompt blocks whose KV the instance has: a prefiller's computed prompts; a
 	// decoder's received and (converted) computed ones, as vLLM's prefix cache covers every KV block.
 	cache *prefixCache
-	// Prefill: FCFS, one prompt at a time at V_P, skipping the blocks its prefix cache holds.
+	// Prefill: FCFS engine steps of up to PrefillBatchTokens prompt tokens (vLLM's chunked prefill),
+	// skipping the blocks its prefix cache holds. The step in flight covers the first len(takes) queued
+	// prompts, takes[i] tokens of each, and ends at busyUntil.
 	queue     []*request
-	qTokens   float64 // prompt tokens queued or in service
-	cur       *request
+	qTokens   float64 // prompt tokens queued or in service, less those computed or found cached
+	takes     []int
 	busyUntil float64
 	// linkFree is when the instance's KV link is next free: a prefiller's for sending, a decoder's for
 	// receiving.
@@ -425,7 +428,7 @@ func (in *instance) nextEvent() float64 {
 		return math.Inf(1)
 	case !in.ready:
 		return in.readyAt
-	case in.role == rolePrefill && in.cur != nil:
+	case in.role == rolePrefill && len(in.takes) > 0:
 		return in.busyUntil
 	case in.role == roleDecode && in.stepping:
 		return in.stepEnd
@@ -457,9 +460,12 @@ func (s *sim) route(r *request) {
 		switch {
 		case in.role == rolePrefill:
 			t = in.qTokens / s.hw.PrefillTPS
-			if in.cur != nil {
-				t = (in.qTokens - float64(in.cur.in)) / s.hw.PrefillTPS
-				t += in.busyUntil - s.now
+			if len(in.takes) > 0 {
+				var step int
+				for _, n := range in.takes {
+					step += n
+				}
+				t = (in.qTokens-float64(step))/s.hw.PrefillTPS + in.busyUntil - s.now
 			}
 			// Prefix-aware, as llm-d's scheduler is: the blocks an instance holds are work it skips.
 			t -= float64(in.cache.hit(r.blocks, r.in, false)) / s.hw.PrefillTPS
@@ -503,7 +509,7 @@ func (s *sim) assignPrefill(in *instance, r *request) {
 		in.queue = append(in.queue, r)
 		in.qTokens += float64(r.in)
 		in.stats.Waiting++
-		if in.cur == nil {
+		if len(in.takes) == 0 {
 			s.startPrefill(in)
 		}
 		return
@@ -519,6 +525,9 @@ func (s *sim) assignPrefill(in *instance, r *request) {
 	s.startStep(in)
 }
 
+// startPrefill starts the next engine step: the queue's prompts in order, each as far as the token
+// budget goes (a long prompt's chunks fill whole steps; short ones behind it share its last), taking
+// StepBase plus its tokens at V_P. A profile without a budget prefills one whole prompt per step at V_P.
 func (s *sim) startPrefill(in *instance) {
 	if len(in.queue) == 0 {
 		if in.draining {
@@ -526,27 +535,65 @@ func (s *sim) startPrefill(in *instance) {
 		}
 		return
 	}
-	r := in.queue[0]
-	in.queue[0] = nil
-	in.queue = in.queue[1:]
-	in.cur = r
-	in.stats.Waiting--
-	in.stats.Running = 1
-	r.cached = in.cache.hit(r.blocks, r.in, true)
-	in.stats.PrefixQueries += float64(r.in)
-	in.stats.PrefixHits += float64(r.cached)
-	d := float64(r.in-r.cached) / s.hw.PrefillTPS
+	budget, base := s.hw.PrefillBatchTokens, s.hw.StepBase
+	if budget <= 0 {
+		budget, base = math.MaxInt, 0
+	}
+	tokens := 0
+	for _, r := range in.queue {
+		if budget == 0 || budget == math.MaxInt && tokens > 0 {
+			break
+		}
+		if !r.started {
+			r.started = true
+			r.cached = in.cache.hit(r.blocks, r.in, true)
+			r.remaining = r.in - r.cached
+			in.qTokens -= float64(r.cached)
+			in.stats.PrefixQueries += float64(r.in)
+			in.stats.PrefixHits += float64(r.cached)
+			in.stats.Waiting--
+		}
+		take := min(budget, r.remaining)
+		in.takes = append(in.takes, take)
+		tokens += take
+		if budget != math.MaxInt {
+			budget -= take
+		}
+	}
+	in.stats.Running = len(in.takes)
+	d := base + float64(tokens)/s.hw.PrefillTPS
 	in.busyUntil = s.now + d
 	s.schedule(in)
 	in.stats.BusySeconds += d
 }
 
+// prefillDone ends a step: its tokens count (vLLM V1 counts prompt tokens per step), and the prompts it
+// finished emit their first token and send their KV.
 func (s *sim) prefillDone(in *instance) {
-	r := in.cur
-	in.cur = nil
+	done := 0
+	for i, take := range in.takes {
+		r := in.queue[i]
+		r.remaining -= take
+		in.qTokens -= float64(take)
+		in.stats.PromptTokens += float64(take)
+		if r.remaining == 0 {
+			done = i + 1
+		}
+	}
+	finished := in.queue[:done]
+	in.queue = in.queue[done:]
+	in.takes = in.takes[:0]
 	in.stats.Running = 0
-	in.qTokens -= float64(r.in)
-	in.stats.PromptTokens += float64(r.in) // cached tokens included, as vLLM counts them
+	for _, r := range finished {
+		s.firstToken(in, r)
+	}
+	clear(finished)
+	s.startPrefill(in)
+}
+
+// firstToken finishes a prompt on a prefiller: its first token, its blocks cached, its KV sent.
+func (s *sim) firstToken(in *instance, r *request) {
+	in.stats.PromptTokens += float64(r.cached) // cached tokens included, as vLLM counts them
 	in.cache.add(r.blocks)
 	in.stats.GenerationTokens++ // a prefill pod emits the first token (max_tokens=1), as vLLM's P/D does
 	in.stats.Finished++
@@ -562,7 +609,6 @@ func (s *sim) prefillDone(in *instance) {
 	}
 	in.linkFree = start + s.hw.TransferTime(r.in)
 	s.xfers.push(transfer{at: in.linkFree, req: r})
-	s.startPrefill(in)
 }
 
 // pickDecoder is the Ready decoder with the most free KV, counting what is on its way to it; nil if none.
@@ -843,10 +889,6 @@ func (s *sim) view() *View {
 		}
 		st := in.stats
 		st.Converted = in.converted
-		if in.role == rolePrefill && in.cur != nil {
-			// vLLM V1 counts prompt tokens per engine step: the prompt in service counts as far as it got.
-			st.PromptTokens += math.Max(0, float64(in.cur.in)-(in.busyUntil-s.now)*s.hw.PrefillTPS)
-		}
 		// Merged steps count as far as they got, the step in progress whole as a single step counts; their
 		// ITL observations land when the run ends (at most MergeSteps late).
 		if in.stepping && in.stepN > 1 {
@@ -909,7 +951,7 @@ func (s *sim) scale(r role, want int) {
 			pick.converted = false
 			s.converted--
 		}
-		if pick.role == rolePrefill && pick.cur == nil && len(pick.queue) == 0 {
+		if pick.role == rolePrefill && len(pick.queue) == 0 {
 			s.remove(pick)
 		} else if pick.role == roleDecode {
 			s.startStep(pick) // removes it at once when idle

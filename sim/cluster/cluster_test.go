@@ -24,35 +24,56 @@ func testHW() Hardware {
 	return h
 }
 
-// N equal prompts arriving together on one prefiller: request k (from 0) waits k prefills, so its first
-// token comes after (k+1)·L/V_P, the KV transfer (queued on one link behind the previous ones only if the
-// link is slower than prefill), and its first decode step.
+// N equal prompts arriving together on one prefiller, with the profile's one-prompt-per-step model
+// (PrefillBatchTokens 0): request k (from 0) waits k prefills, so its first token comes after
+// (k+1)·L/V_P, the KV transfer (queued on one link behind the previous ones only if the link is slower
+// than prefill), and its first decode step.
+//
+// With vLLM's token budget B = 8192 the first prompt, alone in the queue when it arrives, has a step to
+// itself; the next step takes prompts 1–4 whole and 192 tokens of prompt 5; the third the rest of 5, and
+// 6 and 7. A step costs StepBase plus its tokens at V_P; prompts finishing in one step send their KV in
+// turn over the link.
 func TestBurstOnOnePrefillerMatchesHandComputation(t *testing.T) {
-	hw := testHW()
 	const n, L = 8, 2000
 	reqs := make([]trace.Request, n)
 	for i := range reqs {
 		reqs[i] = trace.Request{PromptTokens: L, OutputTokens: 1}
 	}
-	res, err := Run(Config{Hardware: hw}, reqs, fixed{Target{1, 1, 0}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefill := float64(L) / hw.PrefillTPS
-	xfer := hw.TransferTime(L)
-	if xfer >= prefill {
-		t.Fatalf("test assumes the link is faster than prefill (%v >= %v)", xfer, prefill)
-	}
-	for k := 0; k < n; k++ {
-		// Each request reaches an idle decoder (the previous one finished in a step shorter than a prefill).
-		step := hw.StepTime(1, L)
-		want := float64(k+1)*prefill + xfer + step
-		if got := res.ttft[k]; math.Abs(got-want) > 1e-9 {
-			t.Errorf("request %d: TTFT %.6f s, want %.6f s", k, got, want)
+	for _, budget := range []int{0, 8192} {
+		hw := testHW()
+		hw.PrefillBatchTokens = budget
+		res, err := Run(Config{Hardware: hw}, reqs, fixed{Target{1, 1, 0}})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if res.Unfinished != 0 || res.done != n {
-		t.Errorf("unfinished %d, done %d", res.Unfinished, res.done)
+		prefill := float64(L) / hw.PrefillTPS
+		xfer, step := hw.TransferTime(L), hw.StepTime(1, L)
+		if xfer >= prefill || step >= xfer {
+			t.Fatalf("test assumes the link is faster than prefill and a decode step shorter than a transfer (%v, %v, %v)", prefill, xfer, step)
+		}
+		want := make([]float64, n)
+		if budget == 0 {
+			for k := range want {
+				// Each request reaches an idle decoder (the previous one finished in a step shorter than a prefill).
+				want[k] = float64(k+1)*prefill + xfer + step
+			}
+		} else {
+			e1 := hw.StepBase + prefill
+			e2 := e1 + hw.StepBase + 8192/hw.PrefillTPS
+			e3 := e2 + hw.StepBase + float64(n*L-L-8192)/hw.PrefillTPS
+			for k, end := range []float64{e1, e2, e2, e2, e2, e3, e3, e3} {
+				turn := map[int]int{0: 1, 1: 1, 2: 2, 3: 3, 4: 4, 5: 1, 6: 2, 7: 3}[k]
+				want[k] = end + float64(turn)*xfer + step
+			}
+		}
+		for k := range n {
+			if got := res.ttft[k]; math.Abs(got-want[k]) > 1e-9 {
+				t.Errorf("budget %d, request %d: TTFT %.6f s, want %.6f s", budget, k, got, want[k])
+			}
+		}
+		if res.Unfinished != 0 || res.done != n {
+			t.Errorf("budget %d: unfinished %d, done %d", budget, res.Unfinished, res.done)
+		}
 	}
 }
 
@@ -75,9 +96,11 @@ func TestLoneDecodeTPOTMatchesStepModel(t *testing.T) {
 	}
 }
 
-// Poisson arrivals of equal prompts on one prefiller form an M/D/1 queue: mean wait ρS/(2(1-ρ)).
+// Poisson arrivals of equal prompts on one prefiller, one prompt per step, form an M/D/1 queue: mean
+// wait ρS/(2(1-ρ)).
 func TestPrefillQueueIsMD1(t *testing.T) {
 	hw := testHW()
+	hw.PrefillBatchTokens = 0
 	const L = 4000
 	S := float64(L) / hw.PrefillTPS // 0.2 s
 	rho := 0.7
@@ -138,8 +161,9 @@ func TestCeilingByHand(t *testing.T) {
 	if got := Ceiling(hw, reqs, 5*time.Second, 0); math.Abs(got-5.0/6) > 1e-12 {
 		t.Errorf("ceiling %v, want 5/6", got)
 	}
-	// TTFT of the 200-token prompt: 200/V_P, its KV transfer, then one step at context 200.
-	if ttft, _ := hw.BestLatency(200, 10); math.Abs(ttft-(0.01+hw.TransferTime(200)+hw.StepTime(1, 200))) > 1e-12 {
+	// TTFT of the 200-token prompt: one prefill step (StepBase + 200/V_P), its KV transfer, then one
+	// decode step at context 200.
+	if ttft, _ := hw.BestLatency(200, 10); math.Abs(ttft-(hw.StepBase+0.01+hw.TransferTime(200)+hw.StepTime(1, 200))) > 1e-12 {
 		t.Errorf("best TTFT %v", ttft)
 	}
 	// A generous static cluster (no conversions) reaches the ceiling exactly: it is what unlimited
@@ -298,7 +322,7 @@ func TestReceivingLinkIsShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefill, xfer, step := float64(L)/hw.PrefillTPS, hw.TransferTime(L), hw.StepTime(1, L)
+	prefill, xfer, step := hw.PrefillTime(L), hw.TransferTime(L), hw.StepTime(1, L)
 	if step >= xfer {
 		t.Fatalf("test assumes a decode step (%v) is shorter than the transfer (%v)", step, xfer)
 	}
@@ -361,19 +385,20 @@ func TestPrefixCacheSkipsCachedBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	xfer, step := hw.TransferTime(L), hw.StepTime(1, L)
-	if want := float64(L)/hw.PrefillTPS + xfer + step; math.Abs(res.ttft[1]-want) > 1e-3 {
+	if want := hw.PrefillTime(L) + xfer + step; math.Abs(res.ttft[1]-want) > 1e-9 {
 		t.Errorf("first TTFT %.4f s, want %.4f s", res.ttft[1], want)
 	}
-	if want := 1/hw.PrefillTPS + xfer + step; math.Abs(res.ttft[2]-want) > 1e-9 {
+	if want := hw.PrefillTime(1) + xfer + step; math.Abs(res.ttft[2]-want) > 1e-9 {
 		t.Errorf("repeat TTFT %.4f s, want %.4f s (one token prefilled)", res.ttft[2], want)
 	}
 	var queries, hits, prompt float64
 	for _, p := range last.Prefill {
 		queries, hits, prompt = queries+p.PrefixQueries, hits+p.PrefixHits, prompt+p.PromptTokens
 	}
-	// The last view is taken as the repeat's one computed token is in flight.
-	if queries != 2*L+100 || hits != L-1 || math.Abs(prompt-(2*L+100)) > 1+1e-6 {
-		t.Errorf("prefix queries %v, hits %v, prompt tokens %v; want %v, %v, %v", queries, hits, prompt, 2*L+100, L-1, 2*L+100)
+	// The last view is taken as the repeat's one computed token is in flight: its lookup is counted (vLLM
+	// counts it when the request is scheduled), its prompt tokens not yet (when its prefill is done).
+	if queries != 2*L+100 || hits != L-1 || prompt != L+100 {
+		t.Errorf("prefix queries %v, hits %v, prompt tokens %v; want %v, %v, %v", queries, hits, prompt, 2*L+100, L-1, L+100)
 	}
 	// The ceiling leaves the cache out: the cached repeat is above it.
 	if c := Ceiling(hw, reqs, 0, 0); math.Abs(c-1.0/3) > 1e-9 || math.Abs(res.JointAttainment-2.0/3) > 1e-9 {

@@ -18,8 +18,12 @@ type Hardware struct {
 	Model           string `yaml:"model"`
 	GPU             string `yaml:"gpu"`
 	GPUsPerInstance int    `yaml:"gpusPerInstance"`
-	// PrefillTPS is V_P: input tokens per second one prefiller processes.
+	// PrefillTPS is V_P: input tokens per second one prefiller computes.
 	PrefillTPS float64 `yaml:"prefillTokensPerSecond"`
+	// PrefillBatchTokens is vLLM's max_num_batched_tokens: a prefill step computes up to this many prompt
+	// tokens of the queued prompts in order and takes StepBase (one read of the weights) plus its tokens
+	// at V_P. 0: one whole prompt per step with no step cost (the model before chunked prefill).
+	PrefillBatchTokens int `yaml:"prefillBatchTokens"`
 	// KVBytesPerToken and LinkBytesPerSecond give the KV transfer time V_N of a prompt.
 	KVBytesPerToken    float64 `yaml:"kvBytesPerToken"`
 	LinkBytesPerSecond float64 `yaml:"kvLinkBytesPerSecond"`
@@ -106,6 +110,9 @@ func (h Hardware) Validate() error {
 	if !(h.StepPerSeq >= 0) || !(h.StepPerCtxToken >= 0) || math.IsInf(h.StepPerSeq+h.StepPerCtxToken, 0) {
 		errs = append(errs, errors.New("decodeStepPerSeqSeconds and decodeStepPerContextTokenSeconds must be >= 0"))
 	}
+	if h.PrefillBatchTokens < 0 {
+		errs = append(errs, fmt.Errorf("prefillBatchTokens must be >= 0 (0: one prompt per step), got %d", h.PrefillBatchTokens))
+	}
 	if h.GPUsPerInstance < 1 || h.MaxBatch < 1 {
 		errs = append(errs, errors.New("gpusPerInstance and maxBatch must be >= 1"))
 	}
@@ -115,6 +122,15 @@ func (h Hardware) Validate() error {
 // StepTime is the duration of one decode step over batch sequences holding ctx tokens of context.
 func (h *Hardware) StepTime(batch int, ctx float64) float64 {
 	return h.StepBase + h.StepPerSeq*float64(batch) + h.StepPerCtxToken*ctx
+}
+
+// PrefillTime is how long a prompt of n computed tokens takes alone on an idle prefiller.
+func (h *Hardware) PrefillTime(n int) float64 {
+	t := float64(n) / h.PrefillTPS
+	if h.PrefillBatchTokens > 0 {
+		t += float64((n+h.PrefillBatchTokens-1)/h.PrefillBatchTokens) * h.StepBase
+	}
+	return t
 }
 
 // TransferTime is how long a prompt's KV takes over the prefiller's link.

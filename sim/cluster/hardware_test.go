@@ -23,10 +23,11 @@ func TestBuiltinProfilesValid(t *testing.T) {
 
 func TestParseProfilesErrors(t *testing.T) {
 	for name, in := range map[string]string{
-		"empty":         "profiles: []",
-		"unknown field": "profiles:\n- name: x\n  prefilTokensPerSecond: 1\n",
-		"negative":      "profiles:\n- name: x\n  gpusPerInstance: 1\n  maxBatch: 1\n  prefillTokensPerSecond: -5\n  kvBytesPerToken: 1\n  kvLinkBytesPerSecond: 1\n  kvCapacityTokens: 1\n  decodeStepBaseSeconds: 1\n",
-		"not yaml":      "{{",
+		"empty":           "profiles: []",
+		"unknown field":   "profiles:\n- name: x\n  prefilTokensPerSecond: 1\n",
+		"negative":        "profiles:\n- name: x\n  gpusPerInstance: 1\n  maxBatch: 1\n  prefillTokensPerSecond: -5\n  kvBytesPerToken: 1\n  kvLinkBytesPerSecond: 1\n  kvCapacityTokens: 1\n  decodeStepBaseSeconds: 1\n",
+		"negative budget": "profiles:\n- name: x\n  gpusPerInstance: 1\n  maxBatch: 1\n  prefillTokensPerSecond: 5\n  prefillBatchTokens: -1\n  kvBytesPerToken: 1\n  kvLinkBytesPerSecond: 1\n  kvCapacityTokens: 1\n  decodeStepBaseSeconds: 1\n",
+		"not yaml":        "{{",
 	} {
 		if _, err := ParseProfiles([]byte(in), "p.yaml"); err == nil || !strings.Contains(err.Error(), "p.yaml") {
 			t.Errorf("%s: want an error naming the file, got %v", name, err)

@@ -79,7 +79,7 @@ func TestBurstSizingHoldsForBunchedArrivals(t *testing.T) {
 	for _, c := range []struct {
 		attainment float64
 		want       int
-	}{{cfg.Policy.BurstAttainment, 4}, {-1, 1}} {
+	}{{cfg.Policy.BurstAttainment, 5}, {-1, 1}} {
 		pol := cfg.Policy
 		pol.BurstAttainment = c.attainment
 		pol.ColdStart.Duration = 20 * time.Second // a 100 s burst memory
@@ -99,7 +99,11 @@ func TestBurstSizingHoldsForBunchedArrivals(t *testing.T) {
 			}
 			got = decide(s, a)
 		}
-		// ceil(100000 / (1 + 1.9) / 10000) = 4: the bunch is most of the work, so it is served in budget.
+		// ceil(100000 / (1 + 1.9) / (10000 × 0.85)) = 5: the bunch is most of the work, so it is served in
+		// budget, on pods used at the target utilisation.
+		if cfg.Policy.TargetUtilisation != 0.85 {
+			t.Fatalf("test assumes targetUtilisation 0.85, got %v", cfg.Policy.TargetUtilisation)
+		}
 		if got != c.want {
 			t.Errorf("burstAttainment %v: desired %d after bunched arrivals, want %d", c.attainment, got, c.want)
 		}

@@ -79,7 +79,9 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		if pol.BurstAttainment > 0 {
 			window := burstColdStarts * pol.ColdStart.Duration
 			h := c.record(now, prefill.Name, ps.Arrival, window)
-			if n := burstPods(h, ps.QueueBudget, 1-pol.BurstAttainment, ps.PerPod, p); n > p {
+			// The replay plans pods at the target utilisation, as the sizing does, so the one knob that trades
+			// GPUs for headroom moves both (at full V the knob did not change prefill on the code trace).
+			if n := burstPods(h, ps.QueueBudget, 1-pol.BurstAttainment, ps.PerPod*pol.TargetUtilisation, p); n > p {
 				p = n
 				d.Reasons = append(d.Reasons, fmt.Sprintf("%s: the last %s of arrivals need %d pods to keep %.0f%% within the TTFT queueing budget (%.2fs)",
 					prefill.Name, window, p, 100*pol.BurstAttainment, ps.QueueBudget))
