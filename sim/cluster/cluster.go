@@ -154,11 +154,12 @@ type instance struct {
 	cache *prefixCache
 	// Prefill: FCFS engine steps of up to PrefillBatchTokens prompt tokens (vLLM's chunked prefill),
 	// skipping the blocks its prefix cache holds. The step in flight covers the first len(takes) queued
-	// prompts, takes[i] tokens of each, and ends at busyUntil.
-	queue     []*request
-	qTokens   float64 // prompt tokens queued or in service, less those computed or found cached
-	takes     []int
-	busyUntil float64
+	// prompts, takes[i] tokens of each (stepTokens in all), and ends at busyUntil.
+	queue      []*request
+	qTokens    float64 // prompt tokens queued or in service, less those computed or found cached
+	takes      []int
+	stepTokens int
+	busyUntil  float64
 	// linkFree is when the instance's KV link is next free: a prefiller's for sending, a decoder's for
 	// receiving.
 	linkFree float64
@@ -461,11 +462,7 @@ func (s *sim) route(r *request) {
 		case in.role == rolePrefill:
 			t = in.qTokens / s.hw.PrefillTPS
 			if len(in.takes) > 0 {
-				var step int
-				for _, n := range in.takes {
-					step += n
-				}
-				t = (in.qTokens-float64(step))/s.hw.PrefillTPS + in.busyUntil - s.now
+				t = (in.qTokens-float64(in.stepTokens))/s.hw.PrefillTPS + in.busyUntil - s.now
 			}
 			// Prefix-aware, as llm-d's scheduler is: the blocks an instance holds are work it skips.
 			t -= float64(in.cache.hit(r.blocks, r.in, false)) / s.hw.PrefillTPS
@@ -536,12 +533,13 @@ func (s *sim) startPrefill(in *instance) {
 		return
 	}
 	budget, base := s.hw.PrefillBatchTokens, s.hw.StepBase
-	if budget <= 0 {
-		budget, base = math.MaxInt, 0
+	whole := budget <= 0
+	if whole {
+		base = 0
 	}
 	tokens := 0
-	for _, r := range in.queue {
-		if budget == 0 || budget == math.MaxInt && tokens > 0 {
+	for i, r := range in.queue {
+		if whole && i > 0 || !whole && budget == 0 {
 			break
 		}
 		if !r.started {
@@ -553,13 +551,15 @@ func (s *sim) startPrefill(in *instance) {
 			in.stats.PrefixHits += float64(r.cached)
 			in.stats.Waiting--
 		}
-		take := min(budget, r.remaining)
-		in.takes = append(in.takes, take)
-		tokens += take
-		if budget != math.MaxInt {
+		take := r.remaining
+		if !whole {
+			take = min(budget, take)
 			budget -= take
 		}
+		in.takes = append(in.takes, take)
+		tokens += take
 	}
+	in.stepTokens = tokens
 	in.stats.Running = len(in.takes)
 	d := base + float64(tokens)/s.hw.PrefillTPS
 	in.busyUntil = s.now + d
