@@ -96,6 +96,11 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s / (V=%.0f × %.2f) → %d",
 			decode.Name, basis, rate, ds.PerPod, pol.TargetUtilisation, dn))
 		dn = c.safetyNet(now, pol, decode, ds, dn, &d)
+		if n, vn := ingressPods(p, ps, prefill, decode); n > dn {
+			d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %d prefillers at V=%.0f send KV faster than %d decoder links take it (V_N=%.0f) → %d",
+				decode.Name, p, ps.PerPod, dn, vn, n))
+			dn = n
+		}
 	}
 	// HeteroScale coordination: keep the P:D replica ratio inside its band by raising the short side.
 	if ps != nil && ds != nil {
@@ -117,6 +122,30 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	}
 	d.Conversions = c.conversions(now, pol, group, prefill, ps, decode, ds, &d)
 	return d
+}
+
+// ingressPods is how many decoders can take, on their KV links, all the KV that p prefillers at their
+// velocity send; 0 when the prefill pool is unknown or the decode profile gives no link speed. Decode
+// token velocity alone sized short-output traffic at one decoder, whose link then queued every burst's
+// transfers into TTFT misses that more prefillers could not fix (docs/evaluation.md measures it).
+func ingressPods(p int, ps *PoolStatus, prefill, decode *config.Pool) (int, float64) {
+	vn := linkSpeed(prefill, decode)
+	if ps == nil || p <= 0 || !(vn > 0) {
+		return 0, 0
+	}
+	return ceilDiv(float64(p)*ps.PerPod, vn), vn
+}
+
+// linkSpeed is a decoder's KV link speed V_N: the decode profile's, else the prefill profile's (one
+// fabric carries both ends, and TokenScale's min(V_P, V_N) puts it on the prefill profile).
+func linkSpeed(prefill, decode *config.Pool) float64 {
+	if decode.Profile.KVTransferTPS > 0 {
+		return decode.Profile.KVTransferTPS
+	}
+	if prefill != nil {
+		return prefill.Profile.KVTransferTPS
+	}
+	return 0
 }
 
 // breachConfirmations is how many decisions in a row must predict an SLO breach before replicas are

@@ -486,3 +486,28 @@ func TestQueueCountsComputedTokens(t *testing.T) {
 		t.Errorf("no prompt tokens seen: queued %v, want all 8000", st.QueuedTokens)
 	}
 }
+
+func TestDecodeTakesThePrefillPoolsKV(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	// 10 prefillers' worth of prompt load, a trickle of output: decode velocity alone asks for 1 decoder.
+	ps := &PoolStatus{Pods: 10, Known: 10, Arrival: 85000, Sustained: 85000, PerPod: 10000, Capacity: 100000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	ds := &PoolStatus{Pods: 1, Known: 1, Arrival: 500, Sustained: 500, PerPod: 2500, Capacity: 2500, SLOMissFraction: -1}
+	for _, c := range []struct {
+		name           string
+		prefillVN, dVN float64
+		want           int
+	}{
+		{"no link speed", 0, 0, 1},
+		// ceil(10 × 10000 / 30000) = 4 links.
+		{"decode link", 0, 30000, 4},
+		{"prefill profile's link", 30000, 0, 4},
+		{"decode's own wins", 30000, 60000, 2},
+	} {
+		cfg.Pools[0].Profile.KVTransferTPS, cfg.Pools[1].Profile.KVTransferTPS = c.prefillVN, c.dVN
+		d := NewController().Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
+		if d.Desired["prefill"] != 10 || d.Desired["decode"] != c.want {
+			t.Errorf("%s: desired %v, want prefill 10, decode %d; reasons %v", c.name, d.Desired, c.want, d.Reasons)
+		}
+	}
+}
