@@ -90,7 +90,11 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		p = c.safetyNet(now, pol, prefill, ps, p, &d)
 	}
 	if decode != nil && ds != nil {
-		c.calibrate(decode, ds)
+		// A converted decoder serves less decode by design: calibrating then read its prefill chunks as lost
+		// decode capacity, which shrank the spare decoders and released the conversion within seconds.
+		if c.conv[group] == 0 {
+			c.calibrate(decode, ds)
+		}
 		rate, basis := c.sizingRate(now, pol, decode.Name, ds)
 		dn = ceilDiv(rate, ds.PerPod*pol.TargetUtilisation)
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s / (V=%.0f × %.2f) → %d",

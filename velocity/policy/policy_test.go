@@ -511,3 +511,21 @@ func TestDecodeTakesThePrefillPoolsKV(t *testing.T) {
 		}
 	}
 }
+
+func TestConvertedDecodersDoNotCalibrateDecode(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	c := NewController()
+	ps := &PoolStatus{Name: "prefill", Pods: 1, Known: 1, Arrival: 50000, Sustained: 50000, Served: 10000, PerPod: 10000, Capacity: 10000, QueuedTokens: 5000, SecondsToBreach: 1, SLOMissFraction: -1}
+	// The decoders serve well below their demand, as a converted decoder does between its prefill chunks.
+	ds := &PoolStatus{Name: "decode", Pods: 8, Known: 8, Arrival: 1000, Sustained: 1000, Served: 500, PerPod: 2500, Capacity: 20000, SLOMissFraction: -1}
+	for i := 0; i < 6; i++ {
+		d := c.Decide(time.Unix(int64(i), 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
+		if d.Conversions == 0 {
+			t.Fatalf("decision %d: no conversion with prefill short and decoders idle; reasons %v", i, d.Reasons)
+		}
+	}
+	if v := c.Calibrated("decode"); v != 0 {
+		t.Errorf("decode calibrated to %v tok/s while converted, want the profile kept", v)
+	}
+}
