@@ -67,7 +67,8 @@ type Policy struct {
 	DrainSeconds       float64  `yaml:"drainSeconds"`       // queued tokens are sized to drain within this, default 10
 	Horizon            Duration `yaml:"horizon"`            // backpressure look-ahead, default 10s
 	ColdStart          Duration `yaml:"coldStart"`          // time for a new pod to be Ready, default 60s; also the sizing rate's smoothing time constant
-	ScaleDownWindow    Duration `yaml:"scaleDownWindow"`    // highest recommendation in this window wins, default 60s
+	ScaleDownWindow    Duration `yaml:"scaleDownWindow"`    // scale down only to the scaleDownQuantile of this window's recommendations, default 60s
+	ScaleDownQuantile  float64  `yaml:"scaleDownQuantile"`  // in (0, 1], 1: the highest recommendation; default 0.97
 	MaxConvertFraction float64  `yaml:"maxConvertFraction"` // of a decode pool, default 0.25
 	ConvertedPrefill   float64  `yaml:"convertedPrefill"`   // share of V_P a converted decoder gives, default 0.3
 	ReleaseHold        Duration `yaml:"releaseHold"`        // prefill must keep up this long before release, default 20s
@@ -275,6 +276,7 @@ func (c *Config) complete() error {
 	setDur(&p.ScaleDownWindow, 60*time.Second)
 	setDur(&p.ReleaseHold, 20*time.Second)
 	setF(&p.BurstAttainment, 0.96)
+	setF(&p.ScaleDownQuantile, 0.97)
 	if p.Calibrate == nil {
 		t := true
 		p.Calibrate = &t
@@ -284,6 +286,9 @@ func (c *Config) complete() error {
 	}
 	if !(p.DrainSeconds > 0) || math.IsInf(p.DrainSeconds, 0) {
 		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be positive and finite", p.DrainSeconds))
+	}
+	if !(p.ScaleDownQuantile > 0 && p.ScaleDownQuantile <= 1) {
+		errs = append(errs, fmt.Errorf("policy.scaleDownQuantile %v must be in (0, 1] (1: scale down only to the window's highest recommendation)", p.ScaleDownQuantile))
 	}
 	if !(p.BurstAttainment < 1) || math.IsInf(p.BurstAttainment, 0) {
 		errs = append(errs, fmt.Errorf("policy.burstAttainment %v must be below 1 (a negative value turns burst sizing off)", p.BurstAttainment))

@@ -66,6 +66,8 @@ func TestParseErrors(t *testing.T) {
 		{"latency window of an hour", "version: tokenscale.io/v1alpha1\nscrape: {latencyWindow: 1h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.latencyWindow (1h0m0s) must be between"},
 		{"cold start of a day", "version: tokenscale.io/v1alpha1\npolicy: {coldStart: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.coldStart (24h0m0s) must be at most 1h"},
 		{"burst attainment of 1", "version: tokenscale.io/v1alpha1\npolicy: {burstAttainment: 1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.burstAttainment 1 must be below 1"},
+		{"scale-down quantile above 1", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownQuantile: 1.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownQuantile 1.5 must be in (0, 1]"},
+		{"negative scale-down quantile", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownQuantile: -0.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownQuantile -0.5 must be in (0, 1]"},
 		{"drain of no seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: -1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds -1 must be positive"},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
 	} {

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -39,6 +40,8 @@ type Controller struct {
 	level      map[string]level
 	breaching  map[string]int
 	history    map[string][]sample
+	startHold  map[string]rec
+	scratch    []int
 }
 
 // level is a pool's sizing rate smoothed over a cold start, as of t.
@@ -52,7 +55,7 @@ func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
-		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{},
+		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{},
 	}
 }
 
@@ -227,17 +230,24 @@ func (c *Controller) safetyNet(now time.Time, pol config.Policy, p *config.Pool,
 	return n
 }
 
-// stabilise clamps to min/max and scales down only to the highest recommendation of the window.
+// stabilise clamps to min/max and scales down only to the policy.scaleDownQuantile of the window's
+// recommendations (1: the highest).
+//
+// A quantile just below the highest lets a recommendation spike shorter than a few percent of the window
+// go once it is over, where the highest held pods ordered for it through the whole window; on the
+// simulator's Mooncake and multi-day ServeGen traces those spikes were most of what tokenscale paid over
+// the cheapest other policy (docs/evaluation.md).
 //
 // A controller with no history of the pool (a replica just started, or restarted) counts the pods running
-// now as a recommendation made now: the running count is the one piece of the window's past every replica
-// can see, as it is what earlier decisions scaled to. So a restarted replica never answers below what its
-// peers, holding their windows, answer, and the pool is not scaled down before a whole window of evidence.
+// now as a recommendation held for the window: the running count is the one piece of the window's past
+// every replica can see, as it is what earlier decisions scaled to. So a restarted replica never answers
+// below what its peers, holding their windows, answer, and the pool is not scaled down before a whole
+// window of evidence.
 func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy, n, running int, d *Decision) int {
 	n = min(max(n, p.MinReplicas), p.MaxReplicas)
 	rs, seen := c.recs[p.Name]
 	if !seen && running > n {
-		rs = []rec{{now, min(max(running, p.MinReplicas), p.MaxReplicas)}}
+		c.startHold[p.Name] = rec{now, min(max(running, p.MinReplicas), p.MaxReplicas)}
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: no history yet: the %d running pods count as a recommendation for %s", p.Name, running, pol.ScaleDownWindow.Duration))
 	}
 	rs = append(rs, rec{now, n})
@@ -247,11 +257,28 @@ func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy,
 	}
 	rs = rs[cut:]
 	c.recs[p.Name] = rs
-	best := n
-	for _, r := range rs {
-		best = max(best, r.n)
+	best := max(n, quantile(rs, pol.ScaleDownQuantile, c.scratch[:0]))
+	if h, ok := c.startHold[p.Name]; ok {
+		if now.Sub(h.t) <= pol.ScaleDownWindow.Duration {
+			best = max(best, h.n)
+		} else {
+			delete(c.startHold, p.Name)
+		}
 	}
 	return best
+}
+
+// quantile is the nearest-rank q-quantile of the recommendations (q ≥ 1: the highest), sorting in buf.
+func quantile(rs []rec, q float64, buf []int) int {
+	if len(rs) == 0 {
+		return 0
+	}
+	for _, r := range rs {
+		buf = append(buf, r.n)
+	}
+	slices.Sort(buf)
+	k := int(math.Ceil(q*float64(len(buf))-1e-9)) - 1
+	return buf[min(max(k, 0), len(buf)-1)]
 }
 
 // conversions decides how many decoders take prefill work: only while prefill capacity is short and

@@ -529,3 +529,35 @@ func TestConvertedDecodersDoNotCalibrateDecode(t *testing.T) {
 		t.Errorf("decode calibrated to %v tok/s while converted, want the profile kept", v)
 	}
 }
+
+func TestScaleDownQuantileLetsABriefPeakGo(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	// A cold start of 1 ms leaves the sizing rate unsmoothed at 1 s steps: this test is about the window.
+	pol.ColdStart.Duration = time.Millisecond
+	lo := &PoolStatus{Pods: 1, Known: 1, Arrival: 8000, Sustained: 8000, PerPod: 10000, Capacity: 10000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	hi := &PoolStatus{Pods: 1, Known: 1, Arrival: 40000, Sustained: 40000, PerPod: 10000, Capacity: 10000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	t0 := time.Unix(0, 0)
+	run := func(q float64) []int {
+		pol.ScaleDownQuantile = q
+		c := NewController()
+		var got []int
+		// 40 s at the low load, one decision of a 5-pod peak, then the low load again.
+		for i := 0; i < 45; i++ {
+			st := lo
+			if i == 40 {
+				st = hi
+			}
+			got = append(got, c.Decide(t0.Add(time.Duration(i)*time.Second), pol, "g", &cfg.Pools[0], st, nil, nil).Desired["prefill"])
+		}
+		return got
+	}
+	// ceil(8000/8500) = 1 and ceil(40000/8500) = 5.
+	if got := run(1); got[39] != 1 || got[40] != 5 || got[44] != 5 {
+		t.Errorf("quantile 1 (the highest): %v, want 1 before the peak and 5 held after it", got)
+	}
+	// 0.97 of 42-45 recommendations is the second highest or below: the one peak is let go after it.
+	if got := run(0.97); got[40] != 5 || got[41] != 1 || got[44] != 1 {
+		t.Errorf("quantile 0.97: %v, want 5 at the peak and 1 after it", got)
+	}
+}
