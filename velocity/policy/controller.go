@@ -257,7 +257,7 @@ func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy,
 	}
 	rs = rs[cut:]
 	c.recs[p.Name] = rs
-	best := max(n, quantile(rs, pol.ScaleDownQuantile, c.scratch[:0]))
+	best := max(n, c.quantile(rs, pol.ScaleDownQuantile))
 	if h, ok := c.startHold[p.Name]; ok {
 		if now.Sub(h.t) <= pol.ScaleDownWindow.Duration {
 			best = max(best, h.n)
@@ -268,17 +268,32 @@ func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy,
 	return best
 }
 
-// quantile is the nearest-rank q-quantile of the recommendations (q ≥ 1: the highest), sorting in buf.
-func quantile(rs []rec, q float64, buf []int) int {
+// quantile is the nearest-rank q-quantile of the recommendations (q ≥ 1: the highest), sorting a copy
+// only when the highest value is held by too few of them to be the answer (a pool at a plateau is not).
+func (c *Controller) quantile(rs []rec, q float64) int {
 	if len(rs) == 0 {
 		return 0
 	}
+	k := min(max(int(math.Ceil(q*float64(len(rs))-1e-9)), 1), len(rs)) // rank from the bottom, 1-based
+	top, atTop := math.MinInt, 0
+	for _, r := range rs {
+		switch {
+		case r.n > top:
+			top, atTop = r.n, 1
+		case r.n == top:
+			atTop++
+		}
+	}
+	if atTop > len(rs)-k {
+		return top
+	}
+	buf := c.scratch[:0]
 	for _, r := range rs {
 		buf = append(buf, r.n)
 	}
 	slices.Sort(buf)
-	k := int(math.Ceil(q*float64(len(buf))-1e-9)) - 1
-	return buf[min(max(k, 0), len(buf)-1)]
+	c.scratch = buf
+	return buf[k-1]
 }
 
 // conversions decides how many decoders take prefill work: only while prefill capacity is short and
