@@ -110,8 +110,8 @@ func (h Hardware) Validate() error {
 	if !(h.StepPerSeq >= 0) || !(h.StepPerCtxToken >= 0) || math.IsInf(h.StepPerSeq+h.StepPerCtxToken, 0) {
 		errs = append(errs, errors.New("decodeStepPerSeqSeconds and decodeStepPerContextTokenSeconds must be >= 0"))
 	}
-	if h.PrefillBatchTokens < 0 {
-		errs = append(errs, fmt.Errorf("prefillBatchTokens must be >= 0 (0: one prompt per step), got %d", h.PrefillBatchTokens))
+	if h.PrefillBatchTokens < 0 || h.PrefillBatchTokens > maxPrefillBatchTokens {
+		errs = append(errs, fmt.Errorf("prefillBatchTokens must be in [0, %d] (0: one prompt per step), got %d", maxPrefillBatchTokens, h.PrefillBatchTokens))
 	}
 	if h.GPUsPerInstance < 1 || h.MaxBatch < 1 {
 		errs = append(errs, errors.New("gpusPerInstance and maxBatch must be >= 1"))
@@ -123,6 +123,10 @@ func (h Hardware) Validate() error {
 func (h *Hardware) StepTime(batch int, ctx float64) float64 {
 	return h.StepBase + h.StepPerSeq*float64(batch) + h.StepPerCtxToken*ctx
 }
+
+// maxPrefillBatchTokens bounds a profile's step budget far above any engine's (vLLM's defaults are 2048
+// to 16384), so a hostile file cannot overflow the step count of a prompt.
+const maxPrefillBatchTokens = 1 << 24
 
 // PrefillTime is how long a prompt of n computed tokens takes alone on an idle prefiller.
 func (h *Hardware) PrefillTime(n int) float64 {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -26,6 +27,7 @@ func TestParseProfilesErrors(t *testing.T) {
 		"empty":           "profiles: []",
 		"unknown field":   "profiles:\n- name: x\n  prefilTokensPerSecond: 1\n",
 		"negative":        "profiles:\n- name: x\n  gpusPerInstance: 1\n  maxBatch: 1\n  prefillTokensPerSecond: -5\n  kvBytesPerToken: 1\n  kvLinkBytesPerSecond: 1\n  kvCapacityTokens: 1\n  decodeStepBaseSeconds: 1\n",
+		"huge budget":     "profiles:\n- name: x\n  gpusPerInstance: 1\n  maxBatch: 1\n  prefillTokensPerSecond: 5\n  prefillBatchTokens: 9223372036854775807\n  kvBytesPerToken: 1\n  kvLinkBytesPerSecond: 1\n  kvCapacityTokens: 1\n  decodeStepBaseSeconds: 1\n",
 		"negative budget": "profiles:\n- name: x\n  gpusPerInstance: 1\n  maxBatch: 1\n  prefillTokensPerSecond: 5\n  prefillBatchTokens: -1\n  kvBytesPerToken: 1\n  kvLinkBytesPerSecond: 1\n  kvCapacityTokens: 1\n  decodeStepBaseSeconds: 1\n",
 		"not yaml":        "{{",
 	} {
@@ -49,6 +51,9 @@ func FuzzParseProfiles(f *testing.F) {
 			}
 			if st := p.StepTime(p.MaxBatch, p.KVCapacityTokens); !(st > 0) {
 				t.Fatalf("accepted profile gives step time %v", st)
+			}
+			if pt := p.PrefillTime(1 << 20); !(pt > 0) || math.IsInf(pt, 0) {
+				t.Fatalf("accepted profile gives prefill time %v", pt)
 			}
 		}
 	})
