@@ -63,7 +63,7 @@ type Scrape struct {
 
 // Policy tunes the scaling and conversion decisions.
 type Policy struct {
-	TargetUtilisation  float64  `yaml:"targetUtilisation"`  // ρ the sizing aims at, default 0.85
+	TargetUtilisation  float64  `yaml:"targetUtilisation"`  // ρ the prefill sizing aims at, default 0.85
 	DrainSeconds       float64  `yaml:"drainSeconds"`       // queued tokens are sized to drain within this, default 10
 	Horizon            Duration `yaml:"horizon"`            // backpressure look-ahead, default 10s
 	ColdStart          Duration `yaml:"coldStart"`          // time for a new pod to be Ready, default 60s; also the sizing rate's smoothing time constant
@@ -76,6 +76,9 @@ type Policy struct {
 	// BurstAttainment is the share of the last five cold starts' prefill work the burst sizing keeps
 	// within the TTFT queueing budget, default 0.96; a negative value turns burst sizing off.
 	BurstAttainment float64 `yaml:"burstAttainment"`
+	// DecodeTargetUtilisation is the ρ of the decode sizing, default 0.85. It is apart from the prefill's
+	// because the TTFT headroom bunched prompts need also doubled a decode pool whose smooth load needs none.
+	DecodeTargetUtilisation float64 `yaml:"decodeTargetUtilisation"`
 }
 
 // Pool is a set of pods with one role.
@@ -268,6 +271,7 @@ func (c *Config) complete() error {
 	}
 	p := &c.Policy
 	setF(&p.TargetUtilisation, 0.85)
+	setF(&p.DecodeTargetUtilisation, 0.85)
 	setF(&p.DrainSeconds, 10)
 	setF(&p.MaxConvertFraction, 0.25)
 	setF(&p.ConvertedPrefill, 0.3)
@@ -283,6 +287,9 @@ func (c *Config) complete() error {
 	}
 	if !(p.TargetUtilisation > 0 && p.TargetUtilisation <= 1) {
 		errs = append(errs, fmt.Errorf("policy.targetUtilisation %v must be in (0, 1]", p.TargetUtilisation))
+	}
+	if !(p.DecodeTargetUtilisation > 0 && p.DecodeTargetUtilisation <= 1) {
+		errs = append(errs, fmt.Errorf("policy.decodeTargetUtilisation %v must be in (0, 1]", p.DecodeTargetUtilisation))
 	}
 	if !(p.DrainSeconds > 0) || math.IsInf(p.DrainSeconds, 0) {
 		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be positive and finite", p.DrainSeconds))

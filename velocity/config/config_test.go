@@ -35,7 +35,7 @@ func TestParseGoodAndDefaults(t *testing.T) {
 	if p.Profile.PrefillTPS != 9000 || p.Port != 8000 || p.Path != "/metrics" || p.SLO.TTFT.Duration != 2*time.Second || p.MinReplicas != 1 {
 		t.Errorf("pool 0 = %+v", p)
 	}
-	if c.Scrape.Timeout.Duration != 800*time.Millisecond || c.Policy.TargetUtilisation != 0.85 || !*c.Policy.Calibrate {
+	if c.Scrape.Timeout.Duration != 800*time.Millisecond || c.Policy.TargetUtilisation != 0.85 || c.Policy.DecodeTargetUtilisation != 0.85 || !*c.Policy.Calibrate {
 		t.Errorf("defaults not applied: %+v %+v", c.Scrape, c.Policy)
 	}
 }
@@ -68,6 +68,7 @@ func TestParseErrors(t *testing.T) {
 		{"burst attainment of 1", "version: tokenscale.io/v1alpha1\npolicy: {burstAttainment: 1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.burstAttainment 1 must be below 1"},
 		{"scale-down quantile above 1", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownQuantile: 1.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownQuantile 1.5 must be in (0, 1]"},
 		{"negative scale-down quantile", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownQuantile: -0.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownQuantile -0.5 must be in (0, 1]"},
+		{"decode utilisation above 1", "version: tokenscale.io/v1alpha1\npolicy: {decodeTargetUtilisation: 1.2}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.decodeTargetUtilisation 1.2 must be in (0, 1]"},
 		{"drain of no seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: -1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds -1 must be positive"},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
 	} {

@@ -99,9 +99,9 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			c.calibrate(decode, ds)
 		}
 		rate, basis := c.sizingRate(now, pol, decode.Name, ds)
-		dn = ceilDiv(rate, ds.PerPod*pol.TargetUtilisation)
+		dn = ceilDiv(rate, ds.PerPod*pol.DecodeTargetUtilisation)
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s / (V=%.0f × %.2f) → %d",
-			decode.Name, basis, rate, ds.PerPod, pol.TargetUtilisation, dn))
+			decode.Name, basis, rate, ds.PerPod, pol.DecodeTargetUtilisation, dn))
 		dn = c.safetyNet(now, pol, decode, ds, dn, &d)
 		if n, vn := ingressPods(p, ps, prefill, decode); n > dn {
 			d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %d prefillers at V=%.0f send KV faster than %d decoder links take it (V_N=%.0f) → %d",
@@ -318,7 +318,7 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 	}
 	// A converted decoder keeps decoding between its capped prefill chunks, losing about the prefill
 	// share c of its decode capacity: k conversions fit while N_D − k·c still covers decode demand.
-	headroom := float64(ds.Pods) - ds.Arrival/(ds.PerPod*pol.TargetUtilisation)
+	headroom := float64(ds.Pods) - ds.Arrival/(ds.PerPod*pol.DecodeTargetUtilisation)
 	spare := 0
 	if headroom > 0 {
 		spare = min(ds.Pods, int(math.Floor(headroom/pol.ConvertedPrefill+1e-9)))

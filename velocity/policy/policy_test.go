@@ -561,3 +561,28 @@ func TestScaleDownQuantileLetsABriefPeakGo(t *testing.T) {
 		t.Errorf("quantile 0.97: %v, want 5 at the peak and 1 after it", got)
 	}
 }
+
+func TestDecodeHasItsOwnUtilisation(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	ps := &PoolStatus{Pods: 2, Known: 2, Arrival: 9000, Sustained: 9000, PerPod: 10000, Capacity: 20000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	ds := &PoolStatus{Pods: 2, Known: 2, Arrival: 3000, Sustained: 3000, PerPod: 2500, Capacity: 5000, SLOMissFraction: -1}
+	for _, c := range []struct {
+		name             string
+		prefillU, decU   float64
+		wantP, wantDecod int
+	}{
+		// ceil(9000 / (10000 × 0.85)) = 2, ceil(3000 / (2500 × 0.85)) = 2.
+		{"defaults", 0.85, 0.85, 2, 2},
+		// Prefill headroom for bunched prompts leaves decode at its own ρ: ceil(9000/3000) = 3, decode 2.
+		{"prefill headroom", 0.3, 0.85, 3, 2},
+		// ceil(3000 / (2500 × 0.3)) = 4.
+		{"decode headroom", 0.85, 0.3, 2, 4},
+	} {
+		pol.TargetUtilisation, pol.DecodeTargetUtilisation = c.prefillU, c.decU
+		d := NewController().Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
+		if d.Desired["prefill"] != c.wantP || d.Desired["decode"] != c.wantDecod {
+			t.Errorf("%s: desired %v, want prefill %d, decode %d; reasons %v", c.name, d.Desired, c.wantP, c.wantDecod, d.Reasons)
+		}
+	}
+}
