@@ -124,7 +124,7 @@ func TestStaticGridIsFullOnSmallPools(t *testing.T) {
 			t.Errorf("spread(%g, %g, %d) = %v, want %v", c.lo, c.hi, c.n, got, c.want)
 		}
 	}
-	// A pool whose mean and peak need one prefiller and one decoder still gets the 24 tunings others get.
+	// A pool whose mean and peak need one prefiller and one decoder still gets its full grid.
 	env := Env{Hardware: cluster.Hardware{PrefillTPS: 20000}, DecodeTPS: 1000, MeanPromptTPS: 500, PeakPromptTPS: 900,
 		MeanOutputTPS: 100, PeakOutputTPS: 200}
 	g := staticGrid(env)
@@ -132,7 +132,7 @@ func TestStaticGridIsFullOnSmallPools(t *testing.T) {
 	for _, v := range g {
 		seen[v.Tuning] = true
 	}
-	if len(g) != 24 || len(seen) != 24 {
-		t.Fatalf("static grid has %d tunings (%d distinct), want 24", len(g), len(seen))
+	if len(g) != StaticSweepSize || len(seen) != StaticSweepSize {
+		t.Fatalf("static grid has %d tunings (%d distinct), want %d", len(g), len(seen), StaticSweepSize)
 	}
 }

@@ -31,6 +31,9 @@ type Policy struct {
 // three scale-down windows (or, for the Dynamo-like planner, three adjustment intervals).
 const SweepSize = 24
 
+// StaticSweepSize is the swept static pool's grid: 8 prefill × 4 decode sizes.
+const StaticSweepSize = 32
+
 var (
 	// fractions is the shared range of the "fraction of profiled capacity" knobs, wide enough on both
 	// sides that a pick at an end is unlikely and flagged when it happens.
@@ -61,15 +64,22 @@ func short(d time.Duration) string {
 	return d.String()
 }
 
-// staticGrid is the swept static pool: prefill counts from 80% of the history's mean need to twice its
-// 10 s peak need, decode counts from 80% of the mean need to 120% of the peak need, 8 × 3 distinct sizes
-// (a narrow range is widened, so the static pool gets a sweep as large as every other policy's). Prefill
-// reaches twice the peak because prompts arriving in bunches inside the 10 s need more: on Mooncake's
-// conversation trace (arrivals quantised to 3 s) 1.2× the peak stopped at 6 prefillers, 89%, where 9 reach
-// the 93.6% target.
+// staticGrid is the swept static pool: 6 prefill counts from 80% of the history's mean need to 120% of
+// its 10 s peak need and two more at 1.6× and 2× the peak need, by 4 decode counts from 80% of the mean
+// need to 120% of the peak need (a narrow range is widened). The two beyond the peak are there because
+// prompts arriving in bunches inside the 10 s need more: on Mooncake's conversation trace (arrivals
+// quantised to 3 s) 1.2× the peak stopped at 6 prefillers, 89%, where 9 reach the 93.6% target. Adding
+// them to the grid, rather than spreading 8 counts over the wider range, keeps every size the narrower
+// grid had, so the static pool can only get cheaper. Its two knobs need both range and resolution, so it
+// gets StaticSweepSize tunings, more than the others' SweepSize: more effort can only make a baseline
+// cheaper.
 func staticGrid(env Env) []Variant {
-	ps := spread(0.8*env.MeanPromptTPS/env.prefillTPS(), 2*env.PeakPromptTPS/env.prefillTPS(), 8)
-	ds := spread(0.8*env.MeanOutputTPS/env.DecodeTPS, 1.2*env.PeakOutputTPS/env.DecodeTPS, 3)
+	peak := env.PeakPromptTPS / env.prefillTPS()
+	ps := spread(0.8*env.MeanPromptTPS/env.prefillTPS(), 1.2*peak, 6)
+	for _, f := range []float64{1.6, 2} {
+		ps = append(ps, max(ceilPos(f*peak), ps[len(ps)-1]+1))
+	}
+	ds := spread(0.8*env.MeanOutputTPS/env.DecodeTPS, 1.2*env.PeakOutputTPS/env.DecodeTPS, 4)
 	var out []Variant
 	for i, p := range ps {
 		for j, d := range ds {

@@ -29,14 +29,19 @@ type TokenScale struct {
 	last *service.Snapshot
 }
 
-// NewTokenScale builds the policy for a workload environment. target is policy.targetUtilisation,
-// down policy.scaleDownWindow; convert enables convertible decoders.
+// NewTokenScale builds the policy for a workload environment. target is policy.targetUtilisation (and
+// decodeTargetUtilisation where above its default), down policy.scaleDownWindow; convert enables
+// convertible decoders.
 func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *TokenScale {
 	c := config.Default()
 	if env.DrainSeconds > 0 {
 		c.Policy.DrainSeconds = env.DrainSeconds
 	}
 	c.Policy.TargetUtilisation = target
+	// The sweep's one knob moves both fields as an operator would: lower buys prefill headroom and leaves
+	// decode at its default, higher runs decode as hot as prefill. Decode fixed at 0.85 made the cheap
+	// end of the sweep dearer (A100 Mooncake 1.75 -> 1.93 GPU-h at T, docs/evaluation.md).
+	c.Policy.DecodeTargetUtilisation = max(target, c.Policy.DecodeTargetUtilisation)
 	c.Policy.ScaleDownWindow.Duration = down
 	c.Policy.ColdStart.Duration = env.ColdStart
 	if !convert {
