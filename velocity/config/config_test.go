@@ -163,7 +163,8 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted an invalid pool: %+v", p)
 			}
 		}
-		if c.Scrape.Timeout.Duration > c.Scrape.Interval.Duration || c.Policy.TargetUtilisation <= 0 {
+		if c.Scrape.Timeout.Duration > c.Scrape.Interval.Duration || c.Policy.TargetUtilisation <= 0 ||
+			!(c.Policy.DecodeTargetUtilisation > 0 && c.Policy.DecodeTargetUtilisation <= 1) {
 			t.Fatalf("accepted invalid scrape/policy: %+v %+v", c.Scrape, c.Policy)
 		}
 	})

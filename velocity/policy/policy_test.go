@@ -568,9 +568,9 @@ func TestDecodeHasItsOwnUtilisation(t *testing.T) {
 	ps := &PoolStatus{Pods: 2, Known: 2, Arrival: 9000, Sustained: 9000, PerPod: 10000, Capacity: 20000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
 	ds := &PoolStatus{Pods: 2, Known: 2, Arrival: 3000, Sustained: 3000, PerPod: 2500, Capacity: 5000, SLOMissFraction: -1}
 	for _, c := range []struct {
-		name             string
-		prefillU, decU   float64
-		wantP, wantDecod int
+		name           string
+		prefillU, decU float64
+		wantP, wantD   int
 	}{
 		// ceil(9000 / (10000 × 0.85)) = 2, ceil(3000 / (2500 × 0.85)) = 2.
 		{"defaults", 0.85, 0.85, 2, 2},
@@ -581,8 +581,8 @@ func TestDecodeHasItsOwnUtilisation(t *testing.T) {
 	} {
 		pol.TargetUtilisation, pol.DecodeTargetUtilisation = c.prefillU, c.decU
 		d := NewController().Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
-		if d.Desired["prefill"] != c.wantP || d.Desired["decode"] != c.wantDecod {
-			t.Errorf("%s: desired %v, want prefill %d, decode %d; reasons %v", c.name, d.Desired, c.wantP, c.wantDecod, d.Reasons)
+		if d.Desired["prefill"] != c.wantP || d.Desired["decode"] != c.wantD {
+			t.Errorf("%s: desired %v, want prefill %d, decode %d; reasons %v", c.name, d.Desired, c.wantP, c.wantD, d.Reasons)
 		}
 	}
 }
