@@ -417,7 +417,8 @@ func (s *sim) loop(a Autoscaler) {
 		}
 	}
 	s.account()
-	s.res.Duration = s.now
+	// GPU-seconds are counted from the scored window's start, so the mean over the run is over that span.
+	s.res.Duration = math.Max(0, s.now-s.cfg.ScoreFrom.Seconds())
 	s.res.ConvertedSeconds = s.convSecs
 	s.res.finish(s.reqs, s.cfg.ScoreFrom.Seconds())
 }

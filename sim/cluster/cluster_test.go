@@ -442,3 +442,21 @@ func TestConvertedDecoderUsesItsPrefixCache(t *testing.T) {
 		t.Errorf("repeat's TTFT on the converted decoder %.3f s, want under 0.1 s (one token computed)", res.ttft[2])
 	}
 }
+
+// A fixed pool's mean GPU count is its size, whatever part of the run is left unscored: GPU-seconds are
+// counted from the scored window's start, and so must the span they are averaged over.
+func TestMeanGPUsIsOverTheScoredSpan(t *testing.T) {
+	var reqs []trace.Request
+	for at := time.Duration(0); at < 10*time.Minute; at += 2 * time.Second {
+		reqs = append(reqs, trace.Request{Arrival: at, PromptTokens: 500, OutputTokens: 20})
+	}
+	for _, from := range []time.Duration{0, 5 * time.Minute} {
+		res, err := Run(Config{Hardware: testHW(), InitialPrefill: 3, InitialDecode: 2, ScoreFrom: from}, reqs, fixed{Target{3, 2, 0}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := res.MeanGPUs(); math.Abs(g-5) > 1e-9 {
+			t.Errorf("scored from %s: mean GPUs %v, want the pool's 5 (GPU-seconds %v over %v s)", from, g, res.GPUSeconds, res.Duration)
+		}
+	}
+}

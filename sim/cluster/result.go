@@ -45,7 +45,8 @@ type Result struct {
 	TTFTAttainment, TPOTAttainment, JointAttainment float64
 	TTFTP50, TTFTP99, TPOTP50, TPOTP99              float64
 	GPUSeconds                                      float64
-	Duration                                        float64
+	// Duration is the scored span (seconds from ScoreFrom to the run's end), over which GPUSeconds count.
+	Duration float64
 	// Conversions counts decoders turned to prefill work; ConvertedSeconds integrates them over time.
 	Conversions      int
 	ConvertedSeconds float64
@@ -59,7 +60,7 @@ type Result struct {
 // GPUHours is the run's cost.
 func (r *Result) GPUHours() float64 { return r.GPUSeconds / 3600 }
 
-// MeanGPUs is the average GPU count over the run.
+// MeanGPUs is the average GPU count over the scored span.
 func (r *Result) MeanGPUs() float64 {
 	if r.Duration <= 0 {
 		return 0
