@@ -69,10 +69,9 @@ func short(d time.Duration) string {
 // need to 120% of the peak need (a narrow range is widened). The two beyond the peak are there because
 // prompts arriving in bunches inside the 10 s need more: on Mooncake's conversation trace (arrivals
 // quantised to 3 s) 1.2× the peak stopped at 6 prefillers, 89%, where 9 reach the 93.6% target. Adding
-// them to the grid, rather than spreading 8 counts over the wider range, keeps every size the narrower
-// grid had, so the static pool can only get cheaper. Its two knobs need both range and resolution, so it
-// gets StaticSweepSize tunings, more than the others' SweepSize: more effort can only make a baseline
-// cheaper.
+// them, rather than spreading 8 counts over the wider range, keeps every size the narrower grid had, so
+// the static pool can only get cheaper; that is also why it gets StaticSweepSize tunings, more than the
+// others' SweepSize.
 func staticGrid(env Env) []Variant {
 	peak := env.PeakPromptTPS / env.prefillTPS()
 	ps := spread(0.8*env.MeanPromptTPS/env.prefillTPS(), 1.2*peak, 6)

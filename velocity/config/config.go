@@ -77,7 +77,7 @@ type Policy struct {
 	// within the TTFT queueing budget, default 0.96; a negative value turns burst sizing off.
 	BurstAttainment float64 `yaml:"burstAttainment"`
 	// DecodeTargetUtilisation is the ρ of the decode sizing, default 0.85. It is apart from the prefill's
-	// because the TTFT headroom bunched prompts need also doubled a decode pool whose smooth load needs none.
+	// because the TTFT headroom bunched prompts need also doubled a decode pool whose smooth load did not need it.
 	DecodeTargetUtilisation float64 `yaml:"decodeTargetUtilisation"`
 }
 
