@@ -365,7 +365,7 @@ func (c *Controller) calibrate(p *config.Pool, st *PoolStatus) {
 	if st.Known < st.Pods || st.Pods == 0 {
 		return
 	}
-	observed := st.Served / float64(st.Pods)
+	observed := st.SustainedServed / float64(st.Pods)
 	saturated := st.Arrival > st.Served*1.05 && (st.QueuedTokens > 0 || p.Role == config.RoleDecode)
 	if saturated {
 		c.saturated[p.Name]++

@@ -586,3 +586,42 @@ func TestDecodeHasItsOwnUtilisation(t *testing.T) {
 		}
 	}
 }
+
+// vLLM counts a prompt's tokens when its prefill completes, so a pod's one-scrape rate comes in whole
+// prompts: 0, then 24,000 tokens, while it serves 8,000 tok/s on average. Calibrating on that rate read
+// every lump as spare capacity and ratcheted V up (by 36% in the simulator's long-prompt trace); over
+// the latency window the lumps average out and V stays at what the pods really do.
+func TestLumpyCountersDoNotCalibrateUp(t *testing.T) {
+	cfg := config.Default()
+	p := &cfg.Pools[0]
+	p.Profile.PrefillTPS = 10000
+	now := time.Unix(10000, 0)
+	st := store.New(store.Options{}, func() time.Time { return now })
+	ctrl := NewController()
+	var prompt [2]float64
+	for tick := 0; tick < 120; tick++ {
+		now = now.Add(time.Second)
+		var res []store.Result
+		for i := range prompt {
+			if (tick+i)%3 == 0 {
+				prompt[i] += 24000 // one 24k-token prompt finished: 8,000 tok/s on average
+			}
+			s := engine.NewSnapshot(engine.VLLM)
+			s.SetScalar(engine.PromptTokens, prompt[i])
+			s.SetScalar(engine.GenerationTokens, 0)
+			s.SetScalar(engine.RequestsRunning, 1)
+			s.SetScalar(engine.RequestsWaiting, 0)
+			k := store.PodKey{Namespace: "ns", Name: fmt.Sprintf("prefill-%d", i)}
+			st.Record(k, now, s)
+		}
+		res = st.List(func(store.PodKey) bool { return true })
+		ps, err := Aggregate(p, res, ctrl.Calibrated(p.Name), cfg.Policy.Horizon.Duration)
+		if err != nil {
+			continue // the first scrape has no rate yet
+		}
+		ctrl.Decide(now, cfg.Policy, "g", p, &ps, nil, nil)
+	}
+	if got := ctrl.Calibrated(p.Name); got > 10000*1.05 {
+		t.Errorf("calibrated V_P = %.0f from lumpy counters averaging 8000 tok/s per pod; want the profile's 10000 kept", got)
+	}
+}

@@ -29,8 +29,8 @@ type PoolStatus struct {
 	// within a scrape or two; replicas are sized on it, smoothed over a cold start, unless Backpressure
 	// has said the SLO is about to break on several decisions in a row (Controller.sizingRate).
 	Sustained float64
-	// Served: tokens/s the pool is processing now.
-	Served float64
+	// Served: tokens/s the pool is processing now; SustainedServed the same over the latency window.
+	Served, SustainedServed float64
 	// PerPod is the per-instance velocity V used (profile, or calibrated).
 	PerPod float64
 	// Capacity N·V with N = Pods.
@@ -128,6 +128,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 		switch p.Role {
 		case config.RoleDecode:
 			st.Served += v.DecodeTPS
+			st.SustainedServed += v.WindowDecodeTPS
 			// A decoder's queue is requests waiting for KV room (or, on a converted decoder, for their
 			// prefill): the output tokens they owe, at the pod's mean output length, grow with it.
 			st.Arrival += v.DecodeTPS + math.Max(0, v.OwedOutputGrowthTPS)
@@ -138,6 +139,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			// Queued prompts are expected to hit the cache at the pod's recent rate.
 			miss, windowMiss := missRatio(v.ComputedPrefillTPS, v.PrefillTPS), missRatio(v.WindowComputedPrefillTPS, v.WindowPrefillTPS)
 			st.Served += v.ComputedPrefillTPS
+			st.SustainedServed += v.WindowComputedPrefillTPS
 			st.Arrival += v.ComputedPrefillTPS + v.QueueGrowthTPS*miss
 			st.Sustained += v.WindowComputedPrefillTPS + v.WindowQueueGrowthTPS*windowMiss
 			st.QueuedTokens += v.QueuedTokens * miss
@@ -167,6 +169,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 		st.Arrival *= scale
 		st.Sustained *= scale
 		st.Served *= scale
+		st.SustainedServed *= scale
 		st.QueuedTokens *= scale
 	}
 	st.Arrival = math.Max(0, st.Arrival)
