@@ -102,6 +102,11 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		dn = ceilDiv(rate, ds.PerPod*pol.DecodeTargetUtilisation)
 		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %s λ=%.0f tok/s / (V=%.0f × %.2f) → %d",
 			decode.Name, basis, rate, ds.PerPod, pol.DecodeTargetUtilisation, dn))
+		if n := kvPods(ds, pol.DecodeTargetUtilisation); n > dn {
+			d.Reasons = append(d.Reasons, fmt.Sprintf("%s: KV cache %.0f%% full on %d decoders; at %.2f it needs %d",
+				decode.Name, 100*ds.KVUsage, ds.Pods, pol.DecodeTargetUtilisation, n))
+			dn = n
+		}
 		dn = c.safetyNet(now, pol, decode, ds, dn, &d)
 		if n, vn := ingressPods(p, ps, prefill, decode); n > dn {
 			d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %d prefillers at V=%.0f send KV faster than %d decoder links take it (V_N=%.0f) → %d",
@@ -141,6 +146,17 @@ func ingressPods(p int, ps *PoolStatus, prefill, decode *config.Pool) (int, floa
 		return 0, 0
 	}
 	return ceilDiv(float64(p)*ps.PerPod, vn), vn
+}
+
+// kvPods is how many decoders hold the pool's KV cache at the decode utilisation target: a decoder's
+// batch is bound by its KV memory as well as its token rate, and long contexts fill the memory first
+// (docs/evaluation.md: on the A100 conversation trace 3 decoders reach no request's SLO whatever their
+// token rate). 0 when no decoder reports its KV usage.
+func kvPods(ds *PoolStatus, u float64) int {
+	if ds.KVUsage < 0 || !(u > 0) {
+		return 0
+	}
+	return ceilDiv(float64(ds.Pods)*ds.KVUsage, u)
 }
 
 // linkSpeed is a decoder's KV link speed V_N: the decode profile's, else the prefill profile's (one

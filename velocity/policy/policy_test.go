@@ -625,3 +625,55 @@ func TestLumpyCountersDoNotCalibrateUp(t *testing.T) {
 		t.Errorf("calibrated V_P = %.0f from lumpy counters averaging 8000 tok/s per pod; want the profile's 10000 kept", got)
 	}
 }
+
+// A decoder's batch is bound by its KV memory as well as its token rate: long contexts can fill the
+// memory of decoders whose token rate has room, and then requests wait for KV room. The decode pool is
+// sized for its KV cache at the decode utilisation target too; an engine that reports no KV usage is
+// sized on velocity alone.
+func TestDecodeHoldsItsKVCache(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	ps := &PoolStatus{Pods: 2, Known: 2, Arrival: 9000, Sustained: 9000, PerPod: 10000, Capacity: 20000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1), KVUsage: -1}
+	for _, c := range []struct {
+		name  string
+		kv    float64
+		wantD int
+	}{
+		// Velocity alone: ceil(3000 / (2500 × 0.85)) = 2.
+		{"no KV reported", -1, 2},
+		{"KV half full", 0.5, 2},
+		// ceil(2 × 0.95 / 0.85) = 3.
+		{"KV nearly full", 0.95, 3},
+		{"KV full", 1, 3},
+	} {
+		ds := &PoolStatus{Pods: 2, Known: 2, Arrival: 3000, Sustained: 3000, PerPod: 2500, Capacity: 5000, SLOMissFraction: -1, KVUsage: c.kv}
+		d := NewController().Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
+		if got := d.Desired["decode"]; got != c.wantD {
+			t.Errorf("%s: desired decode %d, want %d; reasons %v", c.name, got, c.wantD, d.Reasons)
+		}
+	}
+}
+
+func TestAggregateKVUsage(t *testing.T) {
+	cfg := config.Default()
+	p := &cfg.Pools[1]
+	a := store.Velocity{Pod: store.PodKey{Name: "a"}, KVUsage: 0.4, HasKV: true}
+	b := store.Velocity{Pod: store.PodKey{Name: "b"}, KVUsage: 0.8, HasKV: true}
+	silent := store.Velocity{Pod: store.PodKey{Name: "c"}}
+	for _, c := range []struct {
+		name string
+		pods []store.Result
+		want float64
+	}{
+		{"mean of the reporting pods", []store.Result{{Velocity: a}, {Velocity: b}, {Velocity: silent}}, 0.6},
+		{"none reports: unknown, not 0", []store.Result{{Velocity: silent}}, -1},
+	} {
+		st, err := Aggregate(p, c.pods, 0, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(st.KVUsage-c.want) > 1e-9 {
+			t.Errorf("%s: KVUsage %v, want %v", c.name, st.KVUsage, c.want)
+		}
+	}
+}

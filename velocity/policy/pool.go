@@ -47,6 +47,8 @@ type PoolStatus struct {
 	// QueueBudget is how long a request may queue within the TTFT SLO: the SLO less the mean request's own
 	// prefill (seconds; prefill pools only).
 	QueueBudget float64
+	// KVUsage is the mean KV-cache usage (0..1) of the known pods that report it; -1 when none does.
+	KVUsage float64
 	// SLOMissFraction is the share of recent requests over the latency SLO (TTFT for prefill and both,
 	// inter-token latency for decode); -1 when unknown.
 	SLOMissFraction float64
@@ -109,8 +111,8 @@ func plausible(v *store.Velocity, limit float64) error {
 // Aggregate computes a pool's status from its pods' store results. calibrated overrides the profile's
 // per-pod velocity when > 0. horizon is the backpressure look-ahead.
 func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon time.Duration) (PoolStatus, error) {
-	st := PoolStatus{Name: p.Name, Role: p.Role, Pods: len(pods), SLOMissFraction: -1}
-	var missW, missN float64
+	st := PoolStatus{Name: p.Name, Role: p.Role, Pods: len(pods), SLOMissFraction: -1, KVUsage: -1}
+	var missW, missN, kvSum, kvN float64
 	var meanPrompt float64
 	limit := max(RateLimit(p), PlausibleFactor*calibrated)
 	for _, r := range pods {
@@ -145,6 +147,10 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			st.QueuedTokens += v.QueuedTokens * miss
 			meanPrompt += v.MeanPromptTokens * miss // a request's own prefill is its computed tokens
 		}
+		if v.HasKV {
+			kvSum += v.KVUsage
+			kvN++
+		}
 		h, slo := v.TTFT, p.SLO.TTFT.Seconds()
 		if p.Role == config.RoleDecode {
 			h, slo = v.ITL, p.SLO.ITL.Seconds()
@@ -162,6 +168,9 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	}
 	if missN > 0 {
 		st.SLOMissFraction = missW / missN
+	}
+	if kvN > 0 {
+		st.KVUsage = math.Min(1, kvSum/kvN)
 	}
 	// Pods with unknown velocity still hold capacity; their demand is estimated as the known pods' mean.
 	if st.Known < st.Pods {
