@@ -370,8 +370,9 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 
 // calibrate refines a pool's per-pod velocity online. A pool whose queue keeps growing while its
 // throughput is flat is saturated: its served velocity per pod is its real capacity. A pool serving
-// more than its profile says has at least that capacity. Updates are bounded to [0.5, 2]× the profile
-// and logged.
+// more than its profile says has at least that capacity. Served is the latency window's: engines count a
+// prompt's tokens when its prefill completes, and one scrape's lumps of whole prompts ratcheted V above
+// what a pod can serve. Updates are bounded to [0.5, 2]× the profile and logged.
 func (c *Controller) calibrate(p *config.Pool, st *PoolStatus) {
 	profile := perPod(p, 0)
 	cur := c.calibrated[p.Name]
