@@ -601,7 +601,6 @@ func TestLumpyCountersDoNotCalibrateUp(t *testing.T) {
 	var prompt [2]float64
 	for tick := 0; tick < 120; tick++ {
 		now = now.Add(time.Second)
-		var res []store.Result
 		for i := range prompt {
 			if (tick+i)%3 == 0 {
 				prompt[i] += 24000 // one 24k-token prompt finished: 8,000 tok/s on average
@@ -614,8 +613,7 @@ func TestLumpyCountersDoNotCalibrateUp(t *testing.T) {
 			k := store.PodKey{Namespace: "ns", Name: fmt.Sprintf("prefill-%d", i)}
 			st.Record(k, now, s)
 		}
-		res = st.List(func(store.PodKey) bool { return true })
-		ps, err := Aggregate(p, res, ctrl.Calibrated(p.Name), cfg.Policy.Horizon.Duration)
+		ps, err := Aggregate(p, st.List(nil), ctrl.Calibrated(p.Name), cfg.Policy.Horizon.Duration)
 		if err != nil {
 			continue // the first scrape has no rate yet
 		}
