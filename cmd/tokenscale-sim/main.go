@@ -43,30 +43,31 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tokenscale-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		traces    = fs.String("trace", "code,conv,mixed,burst,mooncake,servegen", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), `mooncake` (Mooncake's 17-minute long-prompt synthetic trace, with its own windows), `servegen` (three days of ServeGen production load, replayed as multi-day load; see --mean-rate), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
-		format    = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
-		lengths   = fs.String("lengths", "conv", "with --format servegen: the trace whose token lengths the synthesised requests draw (ServeGen gives none): code, conv or a file")
-		skipBad   = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
-		start     = fs.Duration("start", 0, "window start in trace time")
-		duration  = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
-		timeScale = fs.Float64("time-scale", 1, "replay speed: 2 replays twice as fast (ServeGen load: 8 unless given)")
-		rateScale = fs.Float64("rate-scale", 1, "request-rate multiplier, keeping the timeline (ServeGen load: chosen by --mean-rate unless given)")
-		meanRate  = fs.Float64("mean-rate", 15, "ServeGen load: scale every window's rate so the replayed mean is this many requests/s, unless --rate-scale is given")
-		seed      = fs.Uint64("seed", 1, "seed for rate scaling")
-		hwName    = fs.String("hardware", "llama3.1-8b-h100", "hardware profile name")
-		profiles  = fs.String("profiles", "", "hardware profiles file (default: the built-in sim/cluster/profiles.yaml)")
-		coldStart = fs.Duration("cold-start", 60*time.Second, "time for a new instance to be Ready")
-		router    = fs.Duration("router-delay", time.Second, "time for a conversion to reach the router")
-		policies  = fs.String("policies", "", "comma-separated policies (default: all)")
-		goal      = fs.Float64("goal", 0.96, "joint SLO attainment to compare policies at; the target is the lower of it and the trace's ceiling less a point")
-		tuning    = fs.Bool("tuning", false, "also print every tuning of the sweep")
-		asJSON    = fs.Bool("json", false, "write the reports as JSON to stdout")
-		plots     = fs.String("plots", "", "directory for PNG plots (load vs instances, TTFT over time)")
-		workers   = fs.Int("workers", 0, "runs in parallel (default: GOMAXPROCS)")
-		progress  = fs.Bool("progress", isTerminal(stderr), "show a progress bar on stderr")
-		history   = fs.Duration("history", 20*time.Minute, "take the policies' offline statistics (V_D profile, means, peaks, P:D ratio, static sizes) from this first part of the trace, never scored; 0: from the scored trace itself (in sample)")
-		tuneWin   = fs.Duration("tune-window", 20*time.Minute, "choose each policy's tuning on this window after the history and score the rest; 0: choose on the scored window")
-		warmup    = fs.Duration("warmup", 10*time.Minute, "every run replays this much of the traffic before its window, unscored, so every policy enters the window warmed up")
+		traces       = fs.String("trace", "code,conv,mixed,burst,mooncake,servegen", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), `mooncake` (Mooncake's 17-minute long-prompt synthetic trace, with its own windows), `servegen` (three days of ServeGen production load, replayed as multi-day load; see --mean-rate), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
+		format       = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
+		lengths      = fs.String("lengths", "conv", "with --format servegen: the trace whose token lengths the synthesised requests draw (ServeGen gives none): code, conv or a file")
+		skipBad      = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
+		start        = fs.Duration("start", 0, "window start in trace time")
+		duration     = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
+		timeScale    = fs.Float64("time-scale", 1, "replay speed: 2 replays twice as fast (ServeGen load: 8 unless given)")
+		rateScale    = fs.Float64("rate-scale", 1, "request-rate multiplier, keeping the timeline (ServeGen load: chosen by --mean-rate unless given)")
+		meanRate     = fs.Float64("mean-rate", 15, "ServeGen load: scale every window's rate so the replayed mean is this many requests/s, unless --rate-scale is given")
+		seed         = fs.Uint64("seed", 1, "seed for rate scaling")
+		hwName       = fs.String("hardware", "llama3.1-8b-h100", "hardware profile name")
+		profiles     = fs.String("profiles", "", "hardware profiles file (default: the built-in sim/cluster/profiles.yaml)")
+		coldStart    = fs.Duration("cold-start", 60*time.Second, "time for a new instance to be Ready")
+		router       = fs.Duration("router-delay", time.Second, "time for a conversion to reach the router")
+		policies     = fs.String("policies", "", "comma-separated policies (default: all)")
+		goal         = fs.Float64("goal", 0.96, "joint SLO attainment to compare policies at; the target is the lower of it and the trace's ceiling less a point")
+		tuning       = fs.Bool("tuning", false, "also print every tuning of the sweep")
+		asJSON       = fs.Bool("json", false, "write the reports as JSON to stdout")
+		plots        = fs.String("plots", "", "directory for PNG plots (load vs instances, TTFT over time)")
+		workers      = fs.Int("workers", 0, "runs in parallel (default: GOMAXPROCS)")
+		progress     = fs.Bool("progress", isTerminal(stderr), "show a progress bar on stderr")
+		history      = fs.Duration("history", 20*time.Minute, "take the policies' offline statistics (V_D profile, means, peaks, P:D ratio, static sizes) from this first part of the trace, never scored; 0: from the scored trace itself (in sample)")
+		tuneWin      = fs.Duration("tune-window", 20*time.Minute, "choose each policy's tuning on this window after the history and score the rest; 0: choose on the scored window")
+		warmup       = fs.Duration("warmup", 10*time.Minute, "every run replays this much of the traffic before its window, unscored, so every policy enters the window warmed up")
+		hindsightSeg = fs.Duration("hindsight", 0, "also report the hindsight reference: fixed pool sizes resized this often (at least 1s, e.g. 1m) with the whole window known and no cold start, about the least any policy choosing among them could pay (0: off)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -76,6 +77,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if !(*goal > 0 && *goal <= 1) {
 		return fmt.Errorf("--goal %v must be in (0, 1]", *goal)
+	}
+	if *hindsightSeg != 0 && *hindsightSeg < time.Second {
+		return fmt.Errorf("--hindsight %s must be 0 (off) or at least 1s", *hindsightSeg)
 	}
 	if !(*meanRate > 0 && *meanRate <= 1e6) {
 		return fmt.Errorf("--mean-rate %v must be a positive number of requests/s (at most 1e6)", *meanRate)
@@ -126,7 +130,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers,
-			History: hist, Tune: tune, Warmup: warm}
+			History: hist, Tune: tune, Warmup: warm, Hindsight: *hindsightSeg}
 		if hist <= 0 {
 			eo.Tune, eo.Warmup = 0, 0
 		}

@@ -27,6 +27,8 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--goal", "1.5"}, "--goal"},
 		{[]string{"--mean-rate", "-3"}, "--mean-rate"},
 		{[]string{"--mean-rate", "NaN"}, "--mean-rate"},
+		{[]string{"--hindsight", "-1m"}, "--hindsight"},
+		{[]string{"--hindsight", "1ms"}, "--hindsight"},
 		{[]string{"--hardware", "tpu"}, "unknown hardware profile"},
 		{[]string{"--trace", bad}, "bad.csv:3"},
 		{[]string{"--trace", "nope"}, "nope"},

@@ -73,12 +73,7 @@ func short(d time.Duration) string {
 // the static pool can only get cheaper; that is also why it gets StaticSweepSize tunings, more than the
 // others' SweepSize.
 func staticGrid(env Env) []Variant {
-	peak := env.PeakPromptTPS / env.prefillTPS()
-	ps := spread(0.8*env.MeanPromptTPS/env.prefillTPS(), 1.2*peak, 6)
-	for _, f := range []float64{1.6, 2} {
-		ps = append(ps, max(ceilPos(f*peak), ps[len(ps)-1]+1))
-	}
-	ds := spread(0.8*env.MeanOutputTPS/env.DecodeTPS, 1.2*env.PeakOutputTPS/env.DecodeTPS, 4)
+	ps, ds := StaticSizes(env)
 	var out []Variant
 	for i, p := range ps {
 		for j, d := range ds {
@@ -89,6 +84,17 @@ func staticGrid(env Env) []Variant {
 		}
 	}
 	return out
+}
+
+// StaticSizes is the swept static pool's prefill and decode counts (see staticGrid), ascending.
+func StaticSizes(env Env) (prefill, decode []int) {
+	peak := env.PeakPromptTPS / env.prefillTPS()
+	prefill = spread(0.8*env.MeanPromptTPS/env.prefillTPS(), 1.2*peak, 6)
+	for _, f := range []float64{1.6, 2} {
+		prefill = append(prefill, max(ceilPos(f*peak), prefill[len(prefill)-1]+1))
+	}
+	decode = spread(0.8*env.MeanOutputTPS/env.DecodeTPS, 1.2*env.PeakOutputTPS/env.DecodeTPS, 4)
+	return prefill, decode
 }
 
 // spread returns n distinct integers, at least 1: evenly spaced from ceil(lo) to ceil(hi) when that range

@@ -53,9 +53,19 @@ type Result struct {
 	Series           []Sample
 
 	ttft, tpot []float64
+	outcomes   []Outcome
 	done       int
 	events     int // the simulation's events, for the merged-steps test
 }
+
+// Outcome is one scored request's arrival (seconds into the replay) and whether it met both SLOs.
+type Outcome struct {
+	Arrival float64
+	Met     bool
+}
+
+// Outcomes lists every scored request's outcome, for analyses that split the window by time.
+func (r *Result) Outcomes() []Outcome { return r.outcomes }
 
 // GPUHours is the run's cost.
 func (r *Result) GPUHours() float64 { return r.GPUSeconds / 3600 }
@@ -110,6 +120,7 @@ func (r *Result) finish(reqs []request, scoreFrom float64) {
 		if a && b {
 			okJ++
 		}
+		r.outcomes = append(r.outcomes, Outcome{Arrival: q.arrival, Met: a && b})
 	}
 	r.Requests, r.Unfinished = n, n-done
 	if n > 0 {

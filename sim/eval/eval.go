@@ -39,6 +39,8 @@ type Options struct {
 	// Warmup is how much of the preceding traffic every run replays, unscored, before its window, so
 	// every policy enters the window from its own steady state rather than from the same cold guess.
 	Warmup time.Duration
+	// Hindsight, when > 0, also computes the Hindsight reference with pools resized this often.
+	Hindsight time.Duration
 }
 
 // SplitHistory splits a trace at d: the requests before d are history, the rest (shifted to start at 0)
@@ -141,6 +143,8 @@ type Report struct {
 	// Chosen holds each policy's result in policy order; Tuning holds every scored run.
 	Chosen []PolicyResult `json:"chosen"`
 	Tuning []Summary      `json:"tuning"`
+	// Hindsight is the reference of Options.Hindsight, when asked for.
+	Hindsight *Hindsight `json:"hindsight,omitempty"`
 }
 
 // NewEnv derives what a policy may know offline from a trace and hardware: the profiled V_D at the
@@ -233,6 +237,9 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 	if len(reqs) == 0 {
 		return nil, errors.New("trace has no requests")
 	}
+	if o.Hindsight != 0 && o.Hindsight < time.Second {
+		return nil, fmt.Errorf("a hindsight segment of %s is below 1s", o.Hindsight)
+	}
 	if o.Tune > 0 && o.History <= 0 {
 		return nil, errors.New("a tuning window needs a history window before it")
 	}
@@ -300,49 +307,36 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 	var (
 		mu   sync.Mutex
 		done int
-		wg   sync.WaitGroup
 	)
-	ch := make(chan int)
-	for range o.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := range ch {
-				j := jobs[n]
-				cfg := o.Cluster
-				cfg.Progress = nil
-				rp := scored
-				if j.tune {
-					rp = *tune
-				}
-				cfg.ScoreFrom = rp.scoreFrom
-				res, err := cluster.Run(cfg, rp.reqs, j.v.New())
-				if err != nil {
-					errs[n] = err
-				} else {
-					s := summarise(pols[j.pol].Name, j.v.Tuning, res)
-					s.Edge = j.v.Edge
-					if j.tune {
-						tuneRuns[j.idx] = s
-					} else {
-						runs[j.idx] = s
-						series[j.idx] = res.Series
-					}
-				}
-				mu.Lock()
-				done++
-				if o.Progress != nil {
-					o.Progress(done, len(jobs))
-				}
-				mu.Unlock()
+	parallel(len(jobs), o.Workers, func(n int) {
+		j := jobs[n]
+		cfg := o.Cluster
+		cfg.Progress = nil
+		rp := scored
+		if j.tune {
+			rp = *tune
+		}
+		cfg.ScoreFrom = rp.scoreFrom
+		res, err := cluster.Run(cfg, rp.reqs, j.v.New())
+		if err != nil {
+			errs[n] = err
+		} else {
+			s := summarise(pols[j.pol].Name, j.v.Tuning, res)
+			s.Edge = j.v.Edge
+			if j.tune {
+				tuneRuns[j.idx] = s
+			} else {
+				runs[j.idx] = s
+				series[j.idx] = res.Series
 			}
-		}()
-	}
-	for n := range jobs {
-		ch <- n
-	}
-	close(ch)
-	wg.Wait()
+		}
+		mu.Lock()
+		done++
+		if o.Progress != nil {
+			o.Progress(done, len(jobs))
+		}
+		mu.Unlock()
+	})
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -381,7 +375,66 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 		lo = hi
 	}
 	rep.rank()
+	if o.Hindsight > 0 {
+		h, err := hindsight(o, env, scored, rep.Target)
+		if err != nil {
+			return nil, fmt.Errorf("hindsight: %w", err)
+		}
+		rep.Hindsight = h
+	}
 	return rep, nil
+}
+
+// hindsight runs every size of the Hindsight reference over the scored window and finds its cheapest
+// mix at the target.
+func hindsight(o Options, env autoscale.Env, scored replay, target float64) (*Hindsight, error) {
+	sizes := hindsightSizes(env)
+	seg := o.Hindsight.Seconds()
+	span := (scored.win.To - scored.win.From).Seconds()
+	n := max(1, int(math.Ceil(span/seg)))
+	runs := make([]sizeRun, len(sizes))
+	errs := make([]error, len(sizes))
+	scoreFrom := scored.scoreFrom.Seconds()
+	parallel(len(sizes), o.Workers, func(i int) {
+		cfg := o.Cluster
+		cfg.Progress = nil
+		cfg.ScoreFrom = scored.scoreFrom
+		res, err := cluster.Run(cfg, scored.reqs, sizes[i])
+		if err != nil {
+			errs[i] = err
+			return
+		}
+		runs[i] = segmentRun(res.Outcomes(), res.MeanGPUs(), res.Duration, scoreFrom, seg, n)
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	h := &Hindsight{Segment: o.Hindsight, Sizes: len(sizes)}
+	if c, ok := cheapestMix(runs, target*float64(scored.win.Requests)); ok {
+		c /= 3600
+		h.CostAtTarget = &c
+	}
+	return h, nil
+}
+
+// parallel calls f(0) … f(n-1) on at most workers goroutines and waits for them.
+func parallel(n, workers int, f func(int)) {
+	ch := make(chan int)
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ch {
+				f(i)
+			}
+		}()
+	}
+	for i := range n {
+		ch <- i
+	}
+	close(ch)
+	wg.Wait()
 }
 
 // ablation reports whether a policy is one of tokenscale's ablations, left out of "other policies".
@@ -585,6 +638,9 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 		fmt.Fprint(w, "Pick: the cheapest tuning reaching T (else its best); ✓: it reaches T. ")
 	}
 	fmt.Fprint(w, "(edge): at an end of the policy's swept range.\n\n")
+	if h := r.describeHindsight(); h != "" {
+		fmt.Fprintf(w, "%s\n\n", h)
+	}
 
 	header := "| policy | tuning | joint SLO | TTFT SLO | TPOT SLO | TTFT p50 / p99 ms | TPOT p50 / p99 ms | GPU-hours | mean GPUs | conversions |\n" +
 		"|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
