@@ -9,7 +9,7 @@ import (
 	"github.com/tokenscale/tokenscale/sim/cluster"
 )
 
-// Hindsight is a reference no autoscaler can reach: the scored window cut into segments, and each
+// Hindsight is a reference beyond any autoscaler's means: the scored window cut into segments, and each
 // segment served by whichever fixed pool size meets the target most cheaply overall, chosen knowing the
 // whole window in advance, resized between segments at no cost and with no cold start. It answers how
 // much any policy could save over the static pool on a trace: a goal below it is out of reach of every
