@@ -71,6 +71,9 @@ type Config struct {
 	ScoreFrom time.Duration
 	// Progress, when set, is called with the fraction of the trace replayed.
 	Progress func(frac float64)
+	// Outcomes keeps each scored request's outcome in the result (Result.Outcomes); off, a sweep's
+	// hundreds of runs do not each hold a list only the hindsight reference reads.
+	Outcomes bool
 	// MergeSteps is the longest run of decode steps simulated as one event while a decoder's batch does
 	// not change (no admission, no finish, no prefill chunk): the steps' durations and histogram
 	// observations are those of single steps, and a request arriving in the run cuts it at the step in
@@ -420,7 +423,7 @@ func (s *sim) loop(a Autoscaler) {
 	// GPU-seconds are counted from the scored window's start, so the mean over the run is over that span.
 	s.res.Duration = math.Max(0, s.now-s.cfg.ScoreFrom.Seconds())
 	s.res.ConvertedSeconds = s.convSecs
-	s.res.finish(s.reqs, s.cfg.ScoreFrom.Seconds())
+	s.res.finish(s.reqs, s.cfg.ScoreFrom.Seconds(), s.cfg.Outcomes)
 }
 
 // nextEvent is the instance's next self-driven event time.

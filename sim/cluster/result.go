@@ -64,7 +64,8 @@ type Outcome struct {
 	Met     bool
 }
 
-// Outcomes lists every scored request's outcome, for analyses that split the window by time.
+// Outcomes lists every scored request's outcome, for analyses that split the window by time; nil unless
+// Config.Outcomes was set.
 func (r *Result) Outcomes() []Outcome { return r.outcomes }
 
 // GPUHours is the run's cost.
@@ -96,8 +97,9 @@ func (r *Result) record(q *request, now float64) {
 	r.done++
 }
 
-// finish computes the summary over the requests arriving from scoreFrom, and the per-window series.
-func (r *Result) finish(reqs []request, scoreFrom float64) {
+// finish computes the summary over the requests arriving from scoreFrom, and the per-window series;
+// keepOutcomes keeps each scored request's outcome.
+func (r *Result) finish(reqs []request, scoreFrom float64, keepOutcomes bool) {
 	var okT, okP, okJ, n, done int
 	var ttft, tpot []float64
 	for i, q := range reqs {
@@ -120,7 +122,9 @@ func (r *Result) finish(reqs []request, scoreFrom float64) {
 		if a && b {
 			okJ++
 		}
-		r.outcomes = append(r.outcomes, Outcome{Arrival: q.arrival, Met: a && b})
+		if keepOutcomes {
+			r.outcomes = append(r.outcomes, Outcome{Arrival: q.arrival, Met: a && b})
+		}
 	}
 	r.Requests, r.Unfinished = n, n-done
 	if n > 0 {

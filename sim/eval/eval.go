@@ -399,6 +399,7 @@ func hindsight(o Options, env autoscale.Env, scored replay, target float64) (*Hi
 		cfg := o.Cluster
 		cfg.Progress = nil
 		cfg.ScoreFrom = scored.scoreFrom
+		cfg.Outcomes = true
 		res, err := cluster.Run(cfg, scored.reqs, sizes[i])
 		if err != nil {
 			errs[i] = err

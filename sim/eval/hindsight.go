@@ -83,12 +83,11 @@ func cheapestMix(runs []sizeRun, need float64) (cost float64, ok bool) {
 	segments := len(runs[0].met)
 	pick := func(price float64) (met, cost float64) {
 		for k := range segments {
-			best := 0
+			best, bestScore := 0, runs[0].cost[k]-price*float64(runs[0].met[k])
 			for i := 1; i < len(runs); i++ {
-				a := runs[i].cost[k] - price*float64(runs[i].met[k])
-				b := runs[best].cost[k] - price*float64(runs[best].met[k])
-				if a < b || a == b && runs[i].cost[k] < runs[best].cost[k] {
-					best = i
+				score := runs[i].cost[k] - price*float64(runs[i].met[k])
+				if score < bestScore || score == bestScore && runs[i].cost[k] < runs[best].cost[k] {
+					best, bestScore = i, score
 				}
 			}
 			met += float64(runs[best].met[k])
