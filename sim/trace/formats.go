@@ -97,7 +97,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			if len(f) != 3 {
 				return 0, 0, 0, false, fmt.Errorf("want 3 columns, got %d", len(f))
 			}
-			ts, err := time.Parse(azureLayout, f[0])
+			ts, err := parseAzureTime(f[0])
 			if err != nil {
 				return 0, 0, 0, false, fmt.Errorf("bad TIMESTAMP %q", f[0])
 			}
@@ -170,6 +170,10 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	}
 
 	t := &Trace{}
+	// The window is cut as lines are read, so a week-long trace costs memory for the window only, and
+	// reading stops at the window's end (the trace is sorted).
+	var base time.Duration
+	start, read := max(o.Start, 0), 0
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20) // Mooncake lines carry hash_ids lists
 	line := 0
@@ -202,22 +206,28 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 			continue
 		}
+		if first {
+			base = at // times are relative to the first request
+		}
 		first, prev = false, at
-		t.Requests = append(t.Requests, Request{Arrival: at, PromptTokens: in, OutputTokens: out, Blocks: blocks})
+		read++
+		rel := at - base
+		if o.Duration > 0 && rel >= start+o.Duration {
+			break
+		}
+		if rel < start {
+			continue
+		}
+		t.Requests = append(t.Requests, Request{Arrival: rel - start, PromptTokens: in, OutputTokens: out, Blocks: blocks})
 		blocks = nil
 	}
 	if err := sc.Err(); err != nil {
 		return nil, lineError(name, line+1, "%v", err)
 	}
-	if len(t.Requests) == 0 {
+	if read == 0 {
 		return nil, fmt.Errorf("%s: no requests (%d lines skipped)", name, t.Skipped)
 	}
-	// Times are relative to the first request.
-	base := t.Requests[0].Arrival
-	for i := range t.Requests {
-		t.Requests[i].Arrival -= base
-	}
-	reqs, err := shape(name, t.Requests, o)
+	reqs, err := rescale(name, t.Requests, o)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +237,11 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 
 // shape applies o's window, rate scale and time scale to requests whose times start at 0.
 func shape(name string, reqs []Request, o Options) ([]Request, error) {
-	reqs = window(reqs, o.Start, o.Duration)
+	return rescale(name, window(reqs, o.Start, o.Duration), o)
+}
+
+// rescale applies o's rate scale and time scale to requests already cut to o's window.
+func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 	if len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: no requests in the window [%s, +%s)", name, o.Start, o.Duration)
 	}

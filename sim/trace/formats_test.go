@@ -118,6 +118,22 @@ func TestWindowAndScaling(t *testing.T) {
 	if _, err := Read(strings.NewReader(b.String()), "b", Options{Format: BurstGPT, Start: time.Hour}); err == nil {
 		t.Error("an empty window is not an error")
 	}
+	// The window is cut while reading, as window() cuts a whole trace, and reading stops at its end: a
+	// malformed line after the window is never read (a week-long trace costs the window's memory and time).
+	whole := read(Options{})
+	for _, o := range []Options{{Start: 10 * time.Second}, {Duration: 5 * time.Second}, {Start: 99 * time.Second, Duration: time.Hour}, {Start: -time.Second, Duration: 3 * time.Second}} {
+		got, want := read(o), window(whole, max(o.Start, 0), o.Duration)
+		if !slices.EqualFunc(got, want, func(a, b Request) bool { return a.Arrival == b.Arrival && a.PromptTokens == b.PromptTokens }) {
+			t.Errorf("window %+v while reading: %d requests %v…%v, want %d %v…%v", o, len(got), got[0], got[len(got)-1], len(want), want[0], want[len(want)-1])
+		}
+	}
+	tail := b.String() + "not,a,line\n"
+	if tr, err := Read(strings.NewReader(tail), "b", Options{Format: BurstGPT, Duration: 50 * time.Second}); err != nil || len(tr.Requests) != 50 {
+		t.Errorf("a malformed line after the window: err = %v; want the window's 50 requests, the line unread", err)
+	}
+	if _, err := Read(strings.NewReader(tail), "b", Options{Format: BurstGPT}); err == nil || !strings.Contains(err.Error(), "b:102:") {
+		t.Errorf("a malformed line inside the window: err = %v, want it named", err)
+	}
 }
 
 func TestReadFileGuessesFormat(t *testing.T) {

@@ -70,7 +70,20 @@ func Embedded(name string, o Options) (*Trace, error) {
 	return nil, fmt.Errorf("no embedded trace %q: embedded traces are code, conv and mooncake", name)
 }
 
-const azureLayout = "2006-01-02 15:04:05.9999999"
+// The 2023 release writes times without a zone (UTC); the 2024 release (AzureLLMInferenceTrace_*_1week.csv)
+// appends the offset, as in 2024-05-10 00:00:00.009930+00:00, and leaves the fraction out on whole seconds.
+const (
+	azureLayout     = "2006-01-02 15:04:05.9999999"
+	azureZoneLayout = "2006-01-02 15:04:05.9999999Z07:00"
+)
+
+// parseAzureTime reads a TIMESTAMP of either release.
+func parseAzureTime(s string) (time.Time, error) {
+	if len(s) > len("2006-01-02 15:04:05") && strings.ContainsAny(s[len("2006-01-02 15:04:05"):], "+-Z") {
+		return time.Parse(azureZoneLayout, s)
+	}
+	return time.Parse(azureLayout, s)
+}
 
 // ParseAzure reads the Azure LLM inference trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens). Errors
 // name the file and line; timestamps must not go backwards.

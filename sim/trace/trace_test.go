@@ -35,8 +35,34 @@ func TestParseAzureErrors(t *testing.T) {
 	}
 }
 
+// The 2024 release (AzureLLMInferenceTrace_code_1week.csv, conv_1week) writes the zone offset and leaves
+// the fraction out on whole seconds; its rows are read as the 2023 release's are.
+func TestParseAzure2024(t *testing.T) {
+	in := "TIMESTAMP,ContextTokens,GeneratedTokens\n" +
+		"2024-05-10 00:00:00.009930+00:00,2162,5\n" +
+		"2024-05-10 00:00:01+00:00,2399,6\n" +
+		"2024-05-10 02:00:01.5+02:00,76,15\n" // the same instant as 00:00:01.5 UTC
+	rs, err := ParseAzure(strings.NewReader(in), "x.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Request{{0, 2162, 5, nil}, {time.Second - 9930*time.Microsecond, 2399, 6, nil}, {1500*time.Millisecond - 9930*time.Microsecond, 76, 15, nil}}
+	if len(rs) != len(want) {
+		t.Fatalf("got %d requests, want %d", len(rs), len(want))
+	}
+	for i := range want {
+		if rs[i].Arrival != want[i].Arrival || rs[i].PromptTokens != want[i].PromptTokens || rs[i].OutputTokens != want[i].OutputTokens {
+			t.Errorf("request %d: %+v, want %+v", i, rs[i], want[i])
+		}
+	}
+	if _, err := ParseAzure(strings.NewReader("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00+0x:00,1,2\n"), "x.csv"); err == nil || !strings.Contains(err.Error(), "x.csv:2: bad TIMESTAMP") {
+		t.Errorf("a bad offset: err = %v, want the file, line and column named", err)
+	}
+}
+
 func FuzzParseAzure(f *testing.F) {
 	f.Add("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,4808,10\n")
+	f.Add("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00.009930+00:00,2162,5\n2024-05-10 00:00:01+00:00,1,2\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		rs, err := ParseAzure(strings.NewReader(in), "f.csv")
 		if err != nil {
