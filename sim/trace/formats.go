@@ -22,8 +22,8 @@ type Format string
 const (
 	// Azure is the Azure LLM inference trace 2023 CSV: TIMESTAMP,ContextTokens,GeneratedTokens.
 	Azure Format = "azure"
-	// BurstGPT is the BurstGPT CSV: Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type
-	// (Timestamp in seconds since the trace start).
+	// BurstGPT is the BurstGPT CSV: Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type,
+	// or with Session ID and Elapsed time after Timestamp (Timestamp in seconds since the trace start).
 	BurstGPT Format = "burstgpt"
 	// Mooncake is the Mooncake JSONL: one {"timestamp" (ms), "input_length", "output_length", "hash_ids"}
 	// object per line.
@@ -111,29 +111,42 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			return ts.Sub(first), in, out, false, nil
 		}
 	case BurstGPT:
+		// Columns are found by name: the first releases write six (Timestamp, Model, Request tokens,
+		// Response tokens, Total tokens, Log Type), later ones add Session ID and Elapsed time after Timestamp.
+		var ts, req, resp, ncols int
 		header = func(text string) error {
 			cols := strings.Split(text, ",")
-			want := []string{"Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type"}
-			if len(cols) < len(want) {
-				return fmt.Errorf("header has %d columns (%q), want %s", len(cols), text, strings.Join(want, ","))
+			at := map[string]int{}
+			for i, c := range cols {
+				at[strings.TrimSpace(c)] = i
 			}
-			for i, w := range want {
-				if strings.TrimSpace(cols[i]) != w {
-					return fmt.Errorf("column %d is %q, want %q", i+1, cols[i], w)
+			var missing []string
+			for _, c := range []struct {
+				name string
+				i    *int
+			}{{"Timestamp", &ts}, {"Request tokens", &req}, {"Response tokens", &resp}} {
+				i, ok := at[c.name]
+				if !ok {
+					missing = append(missing, c.name)
 				}
+				*c.i = i
 			}
+			if len(missing) > 0 {
+				return fmt.Errorf("header %q lacks %s (BurstGPT's columns: Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type)", text, strings.Join(missing, ", "))
+			}
+			ncols = max(ts, req, resp) + 1
 			return nil
 		}
 		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
 			f := strings.Split(text, ",")
-			if len(f) < 6 {
-				return 0, 0, 0, false, fmt.Errorf("want 6 columns, got %d", len(f))
+			if len(f) < ncols {
+				return 0, 0, 0, false, fmt.Errorf("want at least %d columns, got %d", ncols, len(f))
 			}
-			sec, err := strconv.ParseFloat(strings.TrimSpace(f[0]), 64)
+			sec, err := strconv.ParseFloat(strings.TrimSpace(f[ts]), 64)
 			if err != nil || sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) || sec > 1e9 {
-				return 0, 0, 0, false, fmt.Errorf("bad Timestamp %q (seconds since the trace start)", f[0])
+				return 0, 0, 0, false, fmt.Errorf("bad Timestamp %q (seconds since the trace start)", f[ts])
 			}
-			in, out, err := tokens(f[2], f[3])
+			in, out, err := tokens(f[req], f[resp])
 			if err != nil {
 				return 0, 0, 0, false, err
 			}
@@ -355,7 +368,7 @@ func guess(r io.Reader, path string) (Format, error) {
 	switch {
 	case strings.HasPrefix(line, "TIMESTAMP,ContextTokens"):
 		return Azure, nil
-	case strings.HasPrefix(line, "Timestamp,Model"):
+	case strings.HasPrefix(line, "Timestamp,") && strings.Contains(line, "Request tokens"):
 		return BurstGPT, nil
 	case strings.HasPrefix(strings.TrimSpace(line), "{"):
 		return Mooncake, nil

@@ -31,6 +31,33 @@ func TestReadBurstGPT(t *testing.T) {
 	}
 }
 
+// Later BurstGPT releases add Session ID and Elapsed time after Timestamp; columns are found by name.
+func TestReadBurstGPTWithSessions(t *testing.T) {
+	in := "Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n" +
+		"5.25,3f2a,1.5,ChatGPT,472,18,490,Conversation log\n" +
+		"7,3f2a,0.9,GPT-4,1087,230,1317,Conversation log\n"
+	tr, err := Read(strings.NewReader(in), "b3.csv", Options{Format: BurstGPT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Request{{0, 472, 18, nil}, {1750 * time.Millisecond, 1087, 230, nil}}
+	if len(tr.Requests) != len(want) {
+		t.Fatalf("%+v", tr.Requests)
+	}
+	for i, w := range want {
+		if !same(tr.Requests[i], w) {
+			t.Errorf("request %d = %+v, want %+v", i, tr.Requests[i], w)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "BurstGPT_3.csv"), []byte(in), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tr, err := ReadFile(filepath.Join(dir, "BurstGPT_3.csv"), Options{}); err != nil || len(tr.Requests) != 2 {
+		t.Errorf("guessing the format of a file with session columns: %v", err)
+	}
+}
+
 func TestReadMooncake(t *testing.T) {
 	in := `{"timestamp": 0, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47, 48]}
 {"timestamp": 1500, "input_length": 6472, "output_length": 26, "hash_ids": [46, 47]}
@@ -50,8 +77,8 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		in   string
 		want string
 	}{
-		{BurstGPT, "Timestamp,Model\n", "b:1: header has 2 columns"},
-		{BurstGPT, burstHeader + "5,ChatGPT,472\n", "b:2: want 6 columns"},
+		{BurstGPT, "Timestamp,Model\n", "b:1: header \"Timestamp,Model\" lacks Request tokens, Response tokens"},
+		{BurstGPT, burstHeader + "5,ChatGPT,472\n", "b:2: want at least 4 columns"},
 		{BurstGPT, burstHeader + "five,ChatGPT,1,2,3,API log\n", "b:2: bad Timestamp"},
 		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n4,ChatGPT,1,2,3,API log\n", "b:3: timestamp 4s is before"},
 		{BurstGPT, burstHeader + "5,ChatGPT,-1,2,3,API log\n", "b:2: token counts"},
@@ -161,6 +188,7 @@ func TestReadFileGuessesFormat(t *testing.T) {
 
 func FuzzReadBurstGPT(f *testing.F) {
 	f.Add(burstHeader + "5,ChatGPT,472,18,490,Conversation log\n45,GPT-4,1087,0,1087,API log\n")
+	f.Add("Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,a,1,ChatGPT,472,18,490,Conversation log\n")
 	f.Fuzz(func(t *testing.T, in string) { checkRead(t, in, BurstGPT) })
 }
 
