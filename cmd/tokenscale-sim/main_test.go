@@ -51,6 +51,29 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
+// A trace whose scored span is longer than half a day is announced before the long run starts.
+func TestRunWarnsOfALongScoredSpan(t *testing.T) {
+	long := filepath.Join(t.TempDir(), "long.csv")
+	if err := os.WriteFile(long, []byte("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n0,m,100,10,110,x\n46800,m,100,10,110,x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	args := []string{"--trace", long, "--history", "0", "--policies", "static-mean", "--progress=false"}
+	if err := run(args, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errb.String(), "scoring 13h0m0s of trace time") {
+		t.Errorf("13 h scored: stderr %q, want the note", errb.String())
+	}
+	errb.Reset()
+	if err := run(append(args, "--duration", "1h"), &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(errb.String(), "scoring") {
+		t.Errorf("one request in an hour: stderr %q, want no note", errb.String())
+	}
+}
+
 func TestRunJSONAndPlots(t *testing.T) {
 	dir := t.TempDir()
 	var out, errb bytes.Buffer
