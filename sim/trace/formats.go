@@ -195,6 +195,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	for sc.Scan() {
 		line++
 		text := strings.TrimSpace(sc.Text())
+		if line == 1 {
+			text = strings.TrimPrefix(text, "\ufeff") // a byte-order mark, as spreadsheet tools write
+		}
 		if line == 1 && header != nil {
 			if err := header(text); err != nil {
 				return nil, lineError(name, 1, "%v", err)
@@ -365,6 +368,7 @@ func guess(r io.Reader, path string) (Format, error) {
 	if err != nil && line == "" {
 		return "", fmt.Errorf("%s: empty file", path)
 	}
+	line = strings.TrimPrefix(line, "\ufeff")
 	switch {
 	case strings.HasPrefix(line, "TIMESTAMP,ContextTokens"):
 		return Azure, nil

@@ -50,11 +50,12 @@ func TestReadBurstGPTWithSessions(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
+	in = "\ufeff" + strings.ReplaceAll(in, "\n", "\r\n") // as a spreadsheet tool saves it
 	if err := os.WriteFile(filepath.Join(dir, "BurstGPT_3.csv"), []byte(in), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if tr, err := ReadFile(filepath.Join(dir, "BurstGPT_3.csv"), Options{}); err != nil || len(tr.Requests) != 2 {
-		t.Errorf("guessing the format of a file with session columns: %v", err)
+		t.Errorf("guessing the format of a file with session columns, a byte-order mark and CRLF: %v", err)
 	}
 }
 
