@@ -135,7 +135,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			eo.Tune, eo.Warmup = 0, 0
 		}
 		reqs := tr.Requests
-		if span := reqs[len(reqs)-1].Arrival - hist - tune; span > 12*time.Hour {
+		if span := reqs[len(reqs)-1].Arrival - eo.History - eo.Tune; span > 12*time.Hour {
 			// A week-long file (the Azure 2024 release) scored whole runs for hours: say so before starting.
 			fmt.Fprintf(stderr, "%s: scoring %s of trace time; every run of every policy's sweep replays all of it, which takes hours (--start and --duration pick a window)\n", name, span.Round(time.Hour))
 		}

@@ -121,16 +121,14 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				at[strings.TrimSpace(c)] = i
 			}
 			var missing []string
-			for _, c := range []struct {
-				name string
-				i    *int
-			}{{"Timestamp", &ts}, {"Request tokens", &req}, {"Response tokens", &resp}} {
-				i, ok := at[c.name]
+			col := func(name string) int {
+				i, ok := at[name]
 				if !ok {
-					missing = append(missing, c.name)
+					missing = append(missing, name)
 				}
-				*c.i = i
+				return i
 			}
+			ts, req, resp = col("Timestamp"), col("Request tokens"), col("Response tokens")
 			if len(missing) > 0 {
 				return fmt.Errorf("header %q lacks %s (BurstGPT's columns: Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type)", text, strings.Join(missing, ", "))
 			}
@@ -186,7 +184,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	// The window is cut as lines are read, so a week-long trace costs memory for the window only, and
 	// reading stops at the window's end (the trace is sorted).
 	var base time.Duration
-	start, read := max(o.Start, 0), 0
+	start := max(o.Start, 0)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20) // Mooncake lines carry hash_ids lists
 	line := 0
@@ -197,12 +195,12 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		text := strings.TrimSpace(sc.Text())
 		if line == 1 {
 			text = strings.TrimPrefix(text, "\ufeff") // a byte-order mark, as spreadsheet tools write
-		}
-		if line == 1 && header != nil {
-			if err := header(text); err != nil {
-				return nil, lineError(name, 1, "%v", err)
+			if header != nil {
+				if err := header(text); err != nil {
+					return nil, lineError(name, 1, "%v", err)
+				}
+				continue
 			}
-			continue
 		}
 		if text == "" {
 			continue
@@ -226,7 +224,6 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			base = at // times are relative to the first request
 		}
 		first, prev = false, at
-		read++
 		rel := at - base
 		if o.Duration > 0 && rel >= start+o.Duration {
 			break
@@ -240,7 +237,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	if err := sc.Err(); err != nil {
 		return nil, lineError(name, line+1, "%v", err)
 	}
-	if read == 0 {
+	if first { // no line held a request
 		return nil, fmt.Errorf("%s: no requests (%d lines skipped)", name, t.Skipped)
 	}
 	reqs, err := rescale(name, t.Requests, o)

@@ -77,9 +77,10 @@ const (
 	azureZoneLayout = "2006-01-02 15:04:05.9999999Z07:00"
 )
 
-// parseAzureTime reads a TIMESTAMP of either release.
+// parseAzureTime reads a TIMESTAMP of either release: a zone, if any, follows the seconds.
 func parseAzureTime(s string) (time.Time, error) {
-	if len(s) > len("2006-01-02 15:04:05") && strings.ContainsAny(s[len("2006-01-02 15:04:05"):], "+-Z") {
+	const seconds = len("2006-01-02 15:04:05")
+	if len(s) > seconds && strings.ContainsAny(s[seconds:], "+-Z") {
 		return time.Parse(azureZoneLayout, s)
 	}
 	return time.Parse(azureLayout, s)
