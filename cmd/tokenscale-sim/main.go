@@ -45,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var (
 		traces       = fs.String("trace", "code,conv,mixed,burst,mooncake,servegen", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), `mooncake` (Mooncake's 17-minute long-prompt synthetic trace, with its own windows), `servegen` (three days of ServeGen production load, replayed as multi-day load; see --mean-rate), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
 		format       = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
-		lengths      = fs.String("lengths", "conv", "with --format servegen: the trace whose token lengths the synthesised requests draw (ServeGen gives none): code, conv or a file")
+		lengths      = fs.String("lengths", "auto", "ServeGen load: where the synthesised requests' token lengths come from: dataset (each client's chunk-<n>-dataset.json distributions in the folder; clients without one draw from conv), code, conv or a trace file; auto: dataset when the folder has any, else conv")
 		skipBad      = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
 		start        = fs.Duration("start", 0, "window start in trace time")
 		duration     = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
@@ -112,7 +112,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		if multiDay {
 			serveGenPreset(&opts, explicit, *meanRate)
 		}
-		tr, err := load(name, opts, *lengths)
+		lens := lengthsFor(name, opts, *lengths)
+		tr, err := load(name, opts, lens)
 		if err != nil {
 			return err
 		}
@@ -121,7 +122,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		var load string
 		if multiDay {
-			load = serveGenLoad(opts, tr, *lengths)
+			load = serveGenLoad(opts, tr, lengthsName(lens, tr))
 			if !windowsGiven {
 				// Multi-day load: a day (or a third of what there is) each for the statistics, the tuning
 				// and the score, so the score covers a whole diurnal cycle the tuning has not seen.
@@ -192,6 +193,10 @@ func hardware(name, file string) (cluster.Hardware, error) {
 
 func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 	if o.Format == trace.ServeGen {
+		if lengths == "dataset" {
+			// Clients without a dataset file draw from conv; the report counts them.
+			o.ServeGenLengths, lengths = true, "conv"
+		}
 		l, err := load(lengths, trace.Options{}, "")
 		if err != nil {
 			return nil, fmt.Errorf("--lengths: %w", err)
@@ -200,6 +205,9 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 	}
 	switch name {
 	case "servegen":
+		if lengths == "dataset" {
+			return nil, errors.New("--lengths dataset: the embedded ServeGen days carry no chunk-<n>-dataset.json (too large to embed); use code, conv or a trace file")
+		}
 		l, err := load(lengths, trace.Options{}, "")
 		if err != nil {
 			return nil, fmt.Errorf("--lengths: %w", err)
@@ -215,6 +223,18 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 		return trace.Burst(o)
 	}
 	return trace.ReadFile(name, o)
+}
+
+// lengthsFor resolves --lengths auto for trace name: a ServeGen folder's own per-client distributions
+// when it has them, else the Azure conv trace.
+func lengthsFor(name string, o trace.Options, lengths string) string {
+	if lengths != "auto" {
+		return lengths
+	}
+	if o.Format == trace.ServeGen && trace.HasServeGenDatasets(name) {
+		return "dataset"
+	}
+	return "conv"
 }
 
 // serveGenDays is how much ServeGen load is replayed unless --duration says otherwise.
@@ -243,6 +263,18 @@ func serveGenLoad(o trace.Options, tr *trace.Trace, lengths string) string {
 	span := time.Duration(float64(tr.Requests[len(tr.Requests)-1].Arrival) * ts).Round(time.Minute)
 	return fmt.Sprintf("ServeGen load from %s for %s of trace time, replayed %g× faster (time scale) at rate scale %.4g, %d requests, token lengths drawn from %s",
 		o.Start, span, ts, tr.RateScale, len(tr.Requests), lengths)
+}
+
+// lengthsName says where tr's token lengths came from, for the report's header.
+func lengthsName(lengths string, tr *trace.Trace) string {
+	if lengths != "dataset" {
+		return lengths
+	}
+	s := "each client's chunk-<n>-dataset.json distributions"
+	if tr.PoolLengthClients > 0 {
+		s += fmt.Sprintf(" (%d of %d clients have none and draw from conv)", tr.PoolLengthClients, tr.Clients)
+	}
+	return s
 }
 
 // windowPresets are the history, tuning and warm-up windows of embedded traces too short for the

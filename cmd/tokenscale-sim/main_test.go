@@ -164,16 +164,23 @@ func TestServeGenFolderDefaults(t *testing.T) {
 	if _, err := fmt.Sscanf(r.Load[strings.Index(r.Load, "rate scale ")+len("rate scale "):], "%g", &k); err != nil || math.Abs(k-want) > 1e-3*want {
 		t.Errorf("rate scale %v (%v), want %.4g: %s", k, err, want, r.Load)
 	}
-	for _, want := range []string{"replayed 8× faster", "2h0m0s of trace time", "lengths drawn from conv"} {
+	// The folder has client 0's chunk-0-dataset.json and not client 15's: lengths come from the dataset
+	// where there is one, and the header counts the client that drew from conv.
+	for _, want := range []string{"replayed 8× faster", "2h0m0s of trace time", "lengths drawn from each client's chunk-<n>-dataset.json distributions (1 of 2 clients have none and draw from conv)"} {
 		if !strings.Contains(r.Load, want) {
 			t.Errorf("load %q does not say %q", r.Load, want)
 		}
 	}
 	out.Reset()
-	if err := run([]string{"--trace", dir, "--format", "servegen", "--rate-scale", "0.5", "--time-scale", "1", "--policies", "static-mean", "--json", "--progress=false"}, &out, &errb); err != nil {
+	if err := run([]string{"--trace", dir, "--format", "servegen", "--rate-scale", "0.5", "--time-scale", "1", "--lengths", "conv", "--policies", "static-mean", "--json", "--progress=false"}, &out, &errb); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "rate scale 0.5,") {
-		t.Errorf("--rate-scale 0.5 should be used as given: %.300s", out.String())
+	for _, want := range []string{"rate scale 0.5,", "token lengths drawn from conv"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--rate-scale 0.5 --lengths conv should be used as given (%q): %.300s", want, out.String())
+		}
+	}
+	if err := run([]string{"--trace", "servegen", "--lengths", "dataset", "--policies", "static-mean", "--progress=false"}, &out, &errb); err == nil || !strings.Contains(err.Error(), "embedded") {
+		t.Errorf("--lengths dataset on the embedded days: %v, want an error saying they carry none", err)
 	}
 }

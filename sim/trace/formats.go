@@ -48,6 +48,9 @@ type Options struct {
 	// MeanRate, for ServeGen only, when > 0 replaces RateScale: every window's rate is scaled by the one
 	// factor that makes the synthesised window's mean rate, after TimeScale, this many requests/s.
 	MeanRate float64
+	// ServeGenLengths, for ServeGen only, draws each client's token lengths from its chunk-<n>-dataset.json
+	// distributions where the folder has one; other clients draw from the lengths trace.
+	ServeGenLengths bool
 }
 
 // Trace is a read trace.
@@ -58,6 +61,9 @@ type Trace struct {
 	FirstSkipped []string
 	// RateScale is the rate scale a ServeGen synthesis used (chosen by Options.MeanRate, or given).
 	RateScale float64
+	// Clients is a ServeGen synthesis's client count; PoolLengthClients counts those whose token lengths
+	// came from the lengths trace (all of them, unless Options.ServeGenLengths found their dataset files).
+	Clients, PoolLengthClients int
 }
 
 // checkScales refuses a negative or non-finite time or rate scale (0 means unscaled); name is the trace.

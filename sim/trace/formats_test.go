@@ -361,7 +361,7 @@ func FuzzParseServeGenClient(f *testing.F) {
 		if total > 2e5 { // synthesis is bounded by the limits; keep the fuzzer fast
 			return
 		}
-		reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws}, []Request{{PromptTokens: 1, OutputTokens: 1}}, 0, 0, 1, 1)
+		reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws}, PoolLengths([]Request{{PromptTokens: 1, OutputTokens: 1}}), 0, 0, 1, 1)
 		if err != nil {
 			return
 		}

@@ -154,8 +154,13 @@ func interArrival(rng *rand.Rand, w ServeGenWindow) float64 {
 // the last window's end), with token lengths drawn from lengths, seeded. Arrivals are relative to from.
 // rateScale (> 0; 1 keeps the trace's rates) scales every window's rate before synthesis: each client's
 // arrival process keeps its fitted family and shape, so its burstiness, at the new mean rate.
-func SynthesizeServeGen(clients [][]ServeGenWindow, lengths []Request, from, to float64, seed uint64, rateScale float64) ([]Request, error) {
-	if len(lengths) == 0 {
+func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to float64, seed uint64, rateScale float64) ([]Request, error) {
+	switch {
+	case lengths == nil:
+		return nil, errors.New("servegen: no token lengths")
+	case lengths.clients != nil && len(lengths.clients) != len(clients):
+		return nil, fmt.Errorf("servegen: token lengths for %d clients, arrivals for %d", len(lengths.clients), len(clients))
+	case len(lengths.pool) == 0 && lengths.needsPool(len(clients)):
 		return nil, errors.New("servegen: no requests to draw token lengths from")
 	}
 	if !(rateScale > 0) || math.IsInf(rateScale, 0) {
@@ -179,8 +184,8 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths []Request, from, to 
 				if t < from || (to > 0 && t >= to) {
 					continue
 				}
-				l := lengths[rng.IntN(len(lengths))]
-				out = append(out, Request{Arrival: time.Duration((t - from) * float64(time.Second)), PromptTokens: l.PromptTokens, OutputTokens: l.OutputTokens})
+				p, o := lengths.draw(rng, ci, t)
+				out = append(out, Request{Arrival: time.Duration((t - from) * float64(time.Second)), PromptTokens: p, OutputTokens: o})
 			}
 		}
 	}
@@ -216,14 +221,21 @@ func meanRateScale(clients [][]ServeGenWindow, from, to, mean, ts float64) (floa
 }
 
 // ReadServeGen reads every chunk-*-trace.csv of a ServeGen model folder and synthesises the requests of
-// o's Start/Duration window (the whole folder when Duration is 0), token lengths drawn from lengths
-// (name it in the report: ServeGen gives no lengths), at o's rate scale, then applies its time scale.
+// o's Start/Duration window (the whole folder when Duration is 0) at o's rate scale, then applies its
+// time scale. Token lengths are drawn from lengths, a real trace's requests (name it in the report), or,
+// with o.ServeGenLengths, from each client's chunk-<n>-dataset.json distributions where it has one.
 func ReadServeGen(dir string, lengths []Request, o Options) (*Trace, error) {
 	return readServeGen(os.DirFS(dir), dir, lengths, o)
 }
 
+// HasServeGenDatasets reports whether the ServeGen model folder dir holds any chunk-*-dataset.json.
+func HasServeGenDatasets(dir string) bool {
+	m, err := fs.Glob(os.DirFS(dir), "chunk-*-dataset.json")
+	return err == nil && len(m) > 0
+}
+
 // readServeGen reads the model folder fsys (named dir in errors).
-func readServeGen(fsys fs.FS, dir string, lengths []Request, o Options) (*Trace, error) {
+func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, error) {
 	if err := o.checkScales(dir); err != nil {
 		return nil, err
 	}
@@ -235,7 +247,17 @@ func readServeGen(fsys fs.FS, dir string, lengths []Request, o Options) (*Trace,
 		return nil, fmt.Errorf("%s: no chunk-*-trace.csv files (a ServeGen model folder has one per client)", dir)
 	}
 	sort.Strings(files)
+	from := o.Start.Seconds()
+	to := 0.0
+	if o.Duration > 0 {
+		to = from + o.Duration.Seconds()
+	}
 	clients := make([][]ServeGenWindow, 0, len(files))
+	lengths := PoolLengths(pool)
+	if o.ServeGenLengths {
+		lengths.clients = make([][]ServeGenLengths, 0, len(files))
+	}
+	fromPool := 0
 	for _, f := range files {
 		fh, err := fsys.Open(f)
 		if err != nil {
@@ -247,11 +269,30 @@ func readServeGen(fsys fs.FS, dir string, lengths []Request, o Options) (*Trace,
 			return nil, err
 		}
 		clients = append(clients, ws)
-	}
-	from := o.Start.Seconds()
-	to := 0.0
-	if o.Duration > 0 {
-		to = from + o.Duration.Seconds()
+		if !o.ServeGenLengths {
+			continue
+		}
+		// The client's lengths file shares its trace file's chunk number; a client without one draws
+		// from the pool, and the trace counts it.
+		df := strings.TrimSuffix(f, "-trace.csv") + "-dataset.json"
+		fh, err = fsys.Open(df)
+		if errors.Is(err, fs.ErrNotExist) {
+			lengths.clients = append(lengths.clients, nil)
+			fromPool++
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		ls, err := ParseServeGenDataset(fh, path.Join(dir, df), from, to)
+		fh.Close()
+		if err != nil {
+			return nil, err
+		}
+		if len(ls) == 0 { // idle in every window of its file
+			fromPool++
+		}
+		lengths.clients = append(lengths.clients, ls)
 	}
 	k := o.RateScale
 	if k == 0 {
@@ -269,7 +310,10 @@ func readServeGen(fsys fs.FS, dir string, lengths []Request, o Options) (*Trace,
 	if len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: no requests in the window", dir)
 	}
-	t := &Trace{Requests: reqs, RateScale: k}
+	t := &Trace{Requests: reqs, RateScale: k, Clients: len(clients), PoolLengthClients: len(clients)}
+	if o.ServeGenLengths {
+		t.PoolLengthClients = fromPool
+	}
 	if o.TimeScale > 0 && o.TimeScale != 1 {
 		for i := range t.Requests {
 			t.Requests[i].Arrival = time.Duration(float64(t.Requests[i].Arrival) / o.TimeScale)

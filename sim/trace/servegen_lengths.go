@@ -1,0 +1,283 @@
+package trace
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Limits that keep a hostile chunk-<n>-dataset.json bounded in memory and time. The release's largest
+// file is 4.1 MB with 56 windows of a few thousand values each.
+const (
+	maxServeGenDatasetBytes = 64 << 20
+	maxServeGenDatasetKeys  = 1 << 14
+	maxServeGenPMFValues    = 1 << 17
+	maxServeGenTokens       = 10_000_000 // one request's tokens of one kind
+)
+
+// serveGenPromptFields are the dataset fields whose draws add up to a request's prompt: the text of
+// language and reasoning models (input_tokens), or text plus media tokens of multimodal ones.
+var serveGenPromptFields = [][]string{
+	{"input_tokens"},
+	{"text_tokens", "image_tokens", "audio_tokens", "video_tokens"},
+}
+
+// pmf is a discrete token-length distribution, drawn by inverse CDF.
+type pmf struct {
+	values []int32
+	cdf    []float64 // cumulative, last element 1
+}
+
+func (p pmf) draw(rng *rand.Rand) int {
+	i, _ := slices.BinarySearch(p.cdf, rng.Float64())
+	return int(p.values[min(i, len(p.values)-1)])
+}
+
+// ServeGenLengths is one client's token-length distributions for one dataset window (6 hours in the
+// release): the prompt is the sum of draws from prompt, the output one draw from output. ServeGen gives
+// marginals only, so a request's prompt and output lengths are drawn independently.
+type ServeGenLengths struct {
+	Start  float64 // window start, seconds of trace time
+	prompt []pmf
+	output pmf
+}
+
+// draw returns one request's prompt and output tokens.
+func (l *ServeGenLengths) draw(rng *rand.Rand) (int, int) {
+	p := 0
+	for _, d := range l.prompt {
+		p += d.draw(rng)
+	}
+	return p, l.output.draw(rng)
+}
+
+// ParseServeGenDataset reads one client's chunk-<n>-dataset.json: a JSON object keyed by window start
+// (seconds) whose values hold token-length distributions, each a string of a Python dict
+// "{tokens: probability, ...}". A window whose distributions include an empty one ("{}") is idle and
+// left out: the window before it stands in. Only windows that can cover [from, to) seconds are kept
+// (to <= 0: no end): the last with data starting at or before from and every later one starting before
+// to, or, if that leaves none, the first with data after. None at all (idle throughout) is not an
+// error. Errors name the file, and the window and field where there is one.
+func ParseServeGenDataset(r io.Reader, name string, from, to float64) ([]ServeGenLengths, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxServeGenDatasetBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(data) > maxServeGenDatasetBytes {
+		return nil, fmt.Errorf("%s: larger than %d MB", name, maxServeGenDatasetBytes>>20)
+	}
+	var raw map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("%s: want a JSON object of windows, each an object of distributions: %w", name, err)
+	}
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("%s: no windows", name)
+	}
+	if len(raw) > maxServeGenDatasetKeys {
+		return nil, fmt.Errorf("%s: more than %d windows", name, maxServeGenDatasetKeys)
+	}
+	starts := make([]float64, 0, len(raw))
+	byStart := make(map[float64]string, len(raw))
+	for k := range raw {
+		s, err := strconv.ParseFloat(k, 64)
+		if err != nil || s < 0 || s > maxServeGenStart || s != math.Trunc(s) {
+			return nil, fmt.Errorf("%s: window %q: want a whole number of seconds in [0, %d]", name, k, maxServeGenStart)
+		}
+		if _, dup := byStart[s]; dup {
+			return nil, fmt.Errorf("%s: window %q: start %v given twice", name, k, s)
+		}
+		byStart[s] = k
+		starts = append(starts, s)
+	}
+	slices.Sort(starts)
+	parse := func(s float64) (ServeGenLengths, bool, error) {
+		l, ok, err := parseServeGenWindow(raw[byStart[s]])
+		if err != nil {
+			return l, false, fmt.Errorf("%s: window %s: %w", name, byStart[s], err)
+		}
+		l.Start = s
+		return l, ok, nil
+	}
+	// An idle window ({} distributions) has no lengths: the one in force before it stands in, so the
+	// cut starts at the last window with data at or before from.
+	last := -1
+	for i, s := range starts {
+		if s <= from {
+			last = i
+		}
+	}
+	var out []ServeGenLengths
+	for i := last; i >= 0; i-- {
+		l, ok, err := parse(starts[i])
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, l)
+			break
+		}
+	}
+	for _, s := range starts[last+1:] {
+		if to > 0 && s >= to && len(out) > 0 {
+			break
+		}
+		l, ok, err := parse(s)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// errEmptyPMF marks a distribution written "{}": the client sent nothing in that window.
+var errEmptyPMF = errors.New("empty distribution")
+
+// parseServeGenWindow reads one window's distributions; ok is false for an idle window, one whose
+// distributions include an empty one.
+func parseServeGenWindow(fields map[string]json.RawMessage) (l ServeGenLengths, ok bool, err error) {
+	idle := false
+	field := func(f string) (pmf, bool, error) {
+		m, ok := fields[f]
+		if !ok {
+			return pmf{}, false, nil
+		}
+		var s string
+		if err := json.Unmarshal(m, &s); err != nil {
+			return pmf{}, true, fmt.Errorf("%s: want a string of a Python dict {tokens: probability, ...}", f)
+		}
+		p, err := parsePMF(s)
+		if errors.Is(err, errEmptyPMF) {
+			idle = true
+			return p, true, nil
+		}
+		if err != nil {
+			return pmf{}, true, fmt.Errorf("%s: %w", f, err)
+		}
+		return p, true, nil
+	}
+	for _, set := range serveGenPromptFields {
+		for _, f := range set {
+			p, found, err := field(f)
+			if err != nil {
+				return l, false, err
+			}
+			if found {
+				l.prompt = append(l.prompt, p)
+			}
+		}
+		if len(l.prompt) > 0 {
+			break
+		}
+	}
+	if len(l.prompt) == 0 {
+		return l, false, errors.New("no prompt distribution (want input_tokens, or text_tokens and media tokens)")
+	}
+	out, found, err := field("output_tokens")
+	if err != nil {
+		return l, false, err
+	}
+	if !found {
+		return l, false, errors.New("no output_tokens distribution")
+	}
+	l.output = out
+	return l, !idle, nil
+}
+
+// parsePMF reads "{224: 0.0003, 225: 0.0008, ...}": whole token counts and their probabilities, which
+// need not sum to 1 (they are normalised) but must have a positive sum.
+func parsePMF(s string) (pmf, error) {
+	s = strings.TrimSpace(s)
+	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
+		return pmf{}, errors.New("want {tokens: probability, ...}")
+	}
+	s = strings.TrimSpace(s[1 : len(s)-1])
+	if s == "" {
+		return pmf{}, errEmptyPMF
+	}
+	if n := strings.Count(s, ",") + 1; n > maxServeGenPMFValues {
+		return pmf{}, fmt.Errorf("more than %d values", maxServeGenPMFValues)
+	}
+	type point struct {
+		v int32
+		p float64
+	}
+	var pts []point
+	sum := 0.0
+	for item := range strings.SplitSeq(s, ",") {
+		k, v, ok := strings.Cut(item, ":")
+		if !ok {
+			return pmf{}, fmt.Errorf("%q: want tokens: probability", strings.TrimSpace(item))
+		}
+		tok, err := strconv.ParseFloat(strings.TrimSpace(k), 64)
+		if err != nil || tok < 0 || tok > maxServeGenTokens || tok != math.Trunc(tok) {
+			return pmf{}, fmt.Errorf("%q: tokens must be a whole number in [0, %d]", strings.TrimSpace(k), maxServeGenTokens)
+		}
+		p, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || math.IsNaN(p) || math.IsInf(p, 0) || p < 0 || p > 1 {
+			return pmf{}, fmt.Errorf("%q: probability must be in [0, 1]", strings.TrimSpace(v))
+		}
+		sum += p
+		pts = append(pts, point{int32(tok), p})
+	}
+	if !(sum > 0) {
+		return pmf{}, errors.New("probabilities sum to 0")
+	}
+	slices.SortFunc(pts, func(a, b point) int { return int(a.v - b.v) })
+	d := pmf{values: make([]int32, len(pts)), cdf: make([]float64, len(pts))}
+	acc := 0.0
+	for i, pt := range pts {
+		acc += pt.p
+		d.values[i], d.cdf[i] = pt.v, acc/sum
+	}
+	d.cdf[len(d.cdf)-1] = 1
+	return d, nil
+}
+
+// Lengths is where synthesised requests' token lengths come from: per client and window from its
+// ServeGen distributions where it has them, else drawn uniformly from a real trace's requests.
+type Lengths struct {
+	pool    []Request
+	clients [][]ServeGenLengths // by client (the folder's file order), each by window start; nil: pool
+}
+
+// PoolLengths draws every client's lengths from reqs' requests.
+func PoolLengths(reqs []Request) *Lengths { return &Lengths{pool: reqs} }
+
+// needsPool reports whether any of n clients draws from the pool.
+func (l *Lengths) needsPool(n int) bool {
+	if l.clients == nil {
+		return true
+	}
+	for ci := range n {
+		if len(l.clients[ci]) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// draw returns the prompt and output tokens of client ci's request at t seconds of trace time.
+func (l *Lengths) draw(rng *rand.Rand, ci int, t float64) (int, int) {
+	if l.clients == nil || len(l.clients[ci]) == 0 {
+		r := l.pool[rng.IntN(len(l.pool))]
+		return r.PromptTokens, r.OutputTokens
+	}
+	ws := l.clients[ci]
+	i, _ := slices.BinarySearchFunc(ws, t, func(w ServeGenLengths, t float64) int {
+		if w.Start <= t {
+			return -1
+		}
+		return 1
+	})
+	// i is the first window starting after t; before the first window, its distributions stand in.
+	return ws[max(i-1, 0)].draw(rng)
+}

@@ -1,0 +1,218 @@
+package trace
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// Draws follow the window's distribution: only its values, at its probabilities (normalised), and the
+// window in force at t is the last one starting at or before t.
+func TestServeGenDatasetDraws(t *testing.T) {
+	in := `{"0": {"input_tokens": "{100: 0.25, 300: 0.75}", "output_tokens": "{10: 0.4, 20: 0.4}"},
+		"21600": {"input_tokens": "{5000: 1.0}", "output_tokens": "{7: 1.0}", "reason_ratio": "{0.0: 1.0}"}}`
+	ls, err := ParseServeGenDataset(strings.NewReader(in), "d.json", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 2 || ls[0].Start != 0 || ls[1].Start != 21600 {
+		t.Fatalf("windows %+v", ls)
+	}
+	l := &Lengths{clients: [][]ServeGenLengths{ls}}
+	rng := rand.New(rand.NewPCG(1, 2))
+	count := map[[2]int]int{}
+	const n = 20000
+	for range n {
+		p, o := l.draw(rng, 0, 21599)
+		count[[2]int{p, o}]++
+	}
+	for k, c := range count {
+		if (k[0] != 100 && k[0] != 300) || (k[1] != 10 && k[1] != 20) {
+			t.Fatalf("drew %v, not in the first window's distributions", k)
+		}
+		want := n * map[int]float64{100: 0.25, 300: 0.75}[k[0]] * 0.5
+		if math.Abs(float64(c)-want) > 0.05*want {
+			t.Errorf("%v drawn %d times, want about %.0f", k, c, want)
+		}
+	}
+	if p, o := l.draw(rng, 0, 21600); p != 5000 || o != 7 {
+		t.Errorf("at the second window's start: %d, %d", p, o)
+	}
+	// A window cut keeps the window in force at its start and those starting before its end.
+	cut, err := ParseServeGenDataset(strings.NewReader(in), "d.json", 21700, 30000)
+	if err != nil || len(cut) != 1 || cut[0].Start != 21600 {
+		t.Errorf("cut [21700, 30000): %+v, %v", cut, err)
+	}
+	cut, err = ParseServeGenDataset(strings.NewReader(in), "d.json", 100, 21600)
+	if err != nil || len(cut) != 1 || cut[0].Start != 0 {
+		t.Errorf("cut [100, 21600): %+v, %v", cut, err)
+	}
+}
+
+// An idle window ({} distributions, as the release writes a client's quiet 6 hours) is left out: the
+// window with data before it stands in, or the first after when none is before.
+func TestServeGenDatasetIdleWindows(t *testing.T) {
+	in := `{"0": {"input_tokens": "{}", "output_tokens": "{}"},
+		"21600": {"input_tokens": "{100: 1}", "output_tokens": "{10: 1}"},
+		"43200": {"input_tokens": "{}", "output_tokens": "{}"},
+		"64800": {"input_tokens": "{300: 1}", "output_tokens": "{30: 1}"}}`
+	for _, c := range []struct {
+		from, to float64
+		want     []float64
+	}{
+		{0, 100, []float64{21600}},
+		{50000, 60000, []float64{21600}},
+		{50000, 70000, []float64{21600, 64800}},
+		{0, 0, []float64{21600, 64800}},
+	} {
+		ls, err := ParseServeGenDataset(strings.NewReader(in), "d.json", c.from, c.to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []float64
+		for _, l := range ls {
+			got = append(got, l.Start)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("[%v, %v): windows %v, want %v", c.from, c.to, got, c.want)
+		}
+	}
+	ls, err := ParseServeGenDataset(strings.NewReader(`{"0": {"input_tokens": "{}", "output_tokens": "{}"}}`), "d.json", 0, 0)
+	if err != nil || len(ls) != 0 {
+		t.Errorf("a client idle throughout: %+v, %v; want no windows and no error", ls, err)
+	}
+}
+
+// A multimodal window's prompt is its text plus its media tokens.
+func TestServeGenDatasetMultimodal(t *testing.T) {
+	in := `{"0": {"text_tokens": "{136: 1.0}", "image_tokens": "{1196: 1.0}", "audio_tokens": "{0: 1.0}",
+		"video_tokens": "{0: 1.0}", "image_count": "{1: 1.0}", "output_tokens": "{21: 1.0}"}}`
+	ls, err := ParseServeGenDataset(strings.NewReader(in), "mm.json", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, o := ls[0].draw(rand.New(rand.NewPCG(1, 1))); p != 136+1196 || o != 21 {
+		t.Errorf("drew %d, %d; want 1332, 21", p, o)
+	}
+}
+
+func TestServeGenDatasetErrors(t *testing.T) {
+	for in, want := range map[string]string{
+		`[1, 2]`: "d.json: want a JSON object",
+		`{}`:     "d.json: no windows",
+		`{"-600": {"input_tokens": "{1: 1}", "output_tokens": "{1: 1}"}}`:    `d.json: window "-600"`,
+		`{"0": {"input_tokens": "{1: 1}"}}`:                                  "d.json: window 0: no output_tokens",
+		`{"0": {"output_tokens": "{1: 1}"}}`:                                 "d.json: window 0: no prompt distribution",
+		`{"0": {"input_tokens": "{1: NaN}", "output_tokens": "{1: 1}"}}`:     "input_tokens: \"NaN\": probability",
+		`{"0": {"input_tokens": "{1.5: 1}", "output_tokens": "{1: 1}"}}`:     "input_tokens: \"1.5\": tokens",
+		`{"0": {"input_tokens": "{1: 0, 2: 0}", "output_tokens": "{1: 1}"}}`: "input_tokens: probabilities sum to 0",
+		`{"0": {"input_tokens": "{1e9: 1}", "output_tokens": "{1: 1}"}}`:     "tokens must be a whole number in [0, 10000000]",
+		`{"0": {"input_tokens": 5, "output_tokens": "{1: 1}"}}`:              "input_tokens: want a string",
+		`{"0": {"input_tokens": "{1 1}", "output_tokens": "{1: 1}"}}`:        `"1 1": want tokens: probability`,
+	} {
+		_, err := ParseServeGenDataset(strings.NewReader(in), "d.json", 0, 0)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", in, err, want)
+		}
+	}
+	big := strings.NewReader(strings.Repeat(" ", maxServeGenDatasetBytes+1))
+	if _, err := ParseServeGenDataset(big, "d.json", 0, 0); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("oversized file: %v", err)
+	}
+}
+
+// The test folder's client 0 has its real distributions; client 15 has none and draws from the lengths
+// trace, and the trace says so. Without ServeGenLengths both draw from the trace, as before.
+func TestReadServeGenWithDatasets(t *testing.T) {
+	pool := []Request{{PromptTokens: 7, OutputTokens: 3}}
+	tr, err := ReadServeGen("testdata/servegen", pool, Options{Seed: 3, ServeGenLengths: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Clients != 2 || tr.PoolLengthClients != 1 {
+		t.Errorf("clients %d, from the pool %d; want 2 and 1", tr.Clients, tr.PoolLengthClients)
+	}
+	f, err := os.ReadFile("testdata/servegen/chunk-0-dataset.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := ParseServeGenDataset(bytes.NewReader(f), "chunk-0-dataset.json", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := func(d pmf, v int) bool {
+		for _, x := range d.values {
+			if int(x) == v {
+				return true
+			}
+		}
+		return false
+	}
+	var fromData, fromPool int
+	for _, r := range tr.Requests {
+		switch {
+		case r.PromptTokens == 7 && r.OutputTokens == 3:
+			fromPool++
+		case in(ls[0].prompt[0], r.PromptTokens) && in(ls[0].output, r.OutputTokens):
+			fromData++
+		default:
+			t.Fatalf("request %+v drew from neither client 0's distributions nor the pool", r)
+		}
+	}
+	if fromData == 0 || fromPool == 0 {
+		t.Errorf("%d requests from client 0's distributions, %d from the pool; want both", fromData, fromPool)
+	}
+	plain, err := ReadServeGen("testdata/servegen", pool, Options{Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.PoolLengthClients != 2 {
+		t.Errorf("without ServeGenLengths %d of 2 clients draw from the pool", plain.PoolLengthClients)
+	}
+	for _, r := range plain.Requests {
+		if r.PromptTokens != 7 {
+			t.Fatalf("without ServeGenLengths a request drew %+v", r)
+		}
+	}
+}
+
+// Any input gives an error naming the file, or windows whose distributions draw in-range lengths.
+func FuzzParseServeGenDataset(f *testing.F) {
+	f.Add([]byte(`{"0": {"input_tokens": "{224: 0.0003, 225: 0.0008}", "output_tokens": "{40: 0.5, 41: 0.5}"}}`))
+	f.Add([]byte(`{"0": {"text_tokens": "{136: 1.0}", "image_tokens": "{1196: 1.0}", "output_tokens": "{21: 1.0}"}}`))
+	f.Add([]byte(`{"0": {"input_tokens": "{1: 4.77e-05}", "output_tokens": "{1: 1}"}, "21600": {}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ls, err := ParseServeGenDataset(bytes.NewReader(data), "f.json", 0, 0)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f.json:") {
+				t.Fatalf("error without the file: %v", err)
+			}
+			return
+		}
+		rng := rand.New(rand.NewPCG(1, 1))
+		for i, l := range ls {
+			if i > 0 && l.Start <= ls[i-1].Start {
+				t.Fatalf("windows out of order: %v after %v", l.Start, ls[i-1].Start)
+			}
+			for _, d := range append(l.prompt, l.output) {
+				if len(d.cdf) == 0 || d.cdf[len(d.cdf)-1] != 1 {
+					t.Fatalf("distribution %+v does not end at 1", d)
+				}
+				for j := 1; j < len(d.cdf); j++ {
+					if d.cdf[j] < d.cdf[j-1] {
+						t.Fatalf("CDF falls: %v", d.cdf)
+					}
+				}
+			}
+			for range 10 {
+				if p, o := l.draw(rng); p < 0 || o < 0 || o > maxServeGenTokens || p > 4*maxServeGenTokens {
+					t.Fatalf("drew %d, %d", p, o)
+				}
+			}
+		}
+	})
+}
