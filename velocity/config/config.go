@@ -73,8 +73,9 @@ type Policy struct {
 	ConvertedPrefill   float64  `yaml:"convertedPrefill"`   // share of V_P a converted decoder gives, default 0.3
 	ReleaseHold        Duration `yaml:"releaseHold"`        // prefill must keep up this long before release, default 20s
 	Calibrate          *bool    `yaml:"calibrate"`          // online capacity calibration, default true
-	// BurstAttainment is the share of the last five cold starts' prefill work the burst sizing keeps
-	// within the TTFT queueing budget, default 0.96; a negative value turns burst sizing off.
+	// BurstAttainment is the share of the last five cold starts' prefill requests the burst sizing keeps
+	// within the TTFT queueing budget (of the work, where engines report no finished requests), default
+	// 0.96; a negative value turns burst sizing off.
 	BurstAttainment float64 `yaml:"burstAttainment"`
 	// DecodeTargetUtilisation is the ρ of the decode sizing, default 0.85. It is apart from the prefill's
 	// because the TTFT headroom bunched prompts need also doubled a decode pool whose smooth load did not need it.

@@ -12,7 +12,7 @@ func series(rates []float64) []sample {
 	t0 := time.Unix(1000, 0)
 	h := make([]sample, len(rates))
 	for i, v := range rates {
-		h[i] = sample{t0.Add(time.Duration(i) * time.Second), v}
+		h[i] = sample{t0.Add(time.Duration(i) * time.Second), v, 0}
 	}
 	return h
 }
@@ -69,6 +69,37 @@ func TestLateShareAndBurstPods(t *testing.T) {
 		if got := burstPods(c.h, budget, c.miss, c.perPod, c.from); got != c.want {
 			t.Errorf("%s: %d pods, want %d", c.name, got, c.want)
 		}
+	}
+}
+
+// With request rates recorded the late share counts requests: a last-second bunch of 100,000 tokens is
+// 11 of 3,001 requests late when it is one long prompt, and needs no pod more at a 1% miss share, where
+// weighted by its tokens (3.3% of the work) it needed 4; as 100 prompts it is 110 of 3,100 (3.5%) late
+// and still needs them.
+func TestLateShareCountsRequests(t *testing.T) {
+	const budget = 1.9
+	withRequests := func(bunchRequests float64) []sample {
+		h := make([]sample, 301)
+		t0 := time.Unix(1000, 0)
+		for i := range h {
+			h[i] = sample{t0.Add(time.Duration(i) * time.Second), 10800, 10}
+		}
+		h[300].v += 100000
+		h[300].r += bunchRequests
+		return h
+	}
+	c := 1.001 * 10800 * 299 / (299 + budget)
+	if got, want := lateShare(withRequests(1), c, budget), 11.0/3001; math.Abs(got-want) > 1e-9 {
+		t.Errorf("one long prompt: %.4f late, want %.4f", got, want)
+	}
+	if got, want := lateShare(withRequests(100), c, budget), 110.0/3100; math.Abs(got-want) > 1e-9 {
+		t.Errorf("100 prompts: %.4f late, want %.4f", got, want)
+	}
+	if got := burstPods(withRequests(1), budget, 0.01, 11000, 1); got != 1 {
+		t.Errorf("one long prompt at a 1%% miss share: %d pods, want 1", got)
+	}
+	if got := burstPods(withRequests(100), budget, 0.01, 11000, 1); got != 4 {
+		t.Errorf("100 prompts at a 1%% miss share: %d pods, want 4", got)
 	}
 }
 

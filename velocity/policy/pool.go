@@ -25,6 +25,8 @@ type PoolStatus struct {
 	// Arrival λ: tokens/s demanded of the pool's stage, served + queue growth. Prefill figures count
 	// computed prompt tokens: those the prefix cache served are left out (docs/metrics.md).
 	Arrival float64
+	// RequestArrival is requests/s arriving, from the pods' finished-request counters (0 where none).
+	RequestArrival float64
 	// Sustained is λ from the latency-window averages: steadier than Arrival, which follows a burst
 	// within a scrape or two; replicas are sized on it, smoothed over a cold start, unless Backpressure
 	// has said the SLO is about to break on several decisions in a row (Controller.sizingRate).
@@ -88,7 +90,7 @@ func RateLimit(p *config.Pool) float64 {
 // from its profile or calibration (0: none).
 func plausible(v *store.Velocity, limit float64) error {
 	for _, x := range [...]float64{v.PrefillTPS, v.ComputedPrefillTPS, v.DecodeTPS, v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS,
-		v.QueuedTokens, v.MeanPromptTokens, v.MeanOutputTokens} {
+		v.QueuedTokens, v.MeanPromptTokens, v.MeanOutputTokens, v.RequestTPS} {
 		if !(x >= 0 && x <= math.MaxFloat64) {
 			return fmt.Errorf("%s: %w: a rate or count is %v", v.Pod, store.ErrImplausible, x)
 		}
@@ -143,6 +145,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			st.Served += v.ComputedPrefillTPS
 			st.SustainedServed += v.WindowComputedPrefillTPS
 			st.Arrival += v.ComputedPrefillTPS + v.QueueGrowthTPS*miss
+			st.RequestArrival += v.RequestTPS
 			st.Sustained += v.WindowComputedPrefillTPS + v.WindowQueueGrowthTPS*windowMiss
 			st.QueuedTokens += v.QueuedTokens * miss
 			meanPrompt += v.MeanPromptTokens * miss // a request's own prefill is its computed tokens
@@ -176,6 +179,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	if st.Known < st.Pods {
 		scale := float64(st.Pods) / float64(st.Known)
 		st.Arrival *= scale
+		st.RequestArrival *= scale
 		st.Sustained *= scale
 		st.Served *= scale
 		st.SustainedServed *= scale

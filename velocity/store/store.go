@@ -117,6 +117,9 @@ type Velocity struct {
 	// the smoothed rate of change of Waiting x MeanOutputTokens, the output work a decoder's queue owes
 	// (a decode queue measured in prompt tokens would be in the wrong unit for decode velocity).
 	MeanOutputTokens, OwedOutputGrowthTPS float64
+	// RequestTPS is the smoothed rate of requests arriving: finished plus the growth of waiting and
+	// running (0 where the engine reports no finished-request counter).
+	RequestTPS float64
 	// KVUsage is 0..1; HasKV is false when the engine does not report it.
 	KVUsage float64
 	HasKV   bool
@@ -457,7 +460,7 @@ func (s *Store) gauges(st *podState) {
 func (s *Store) update(st *podState) {
 	cur := st.last
 	v := &st.v
-	prevQueued, prevWaiting := v.QueuedTokens, v.Waiting
+	prevQueued, prevWaiting, prevRunning := v.QueuedTokens, v.Waiting, v.Running
 	s.gauges(st)
 	if st.prev != nil {
 		if w, ok := st.prev.Scalar(engine.RequestsWaiting); ok {
@@ -505,6 +508,10 @@ func (s *Store) update(st *podState) {
 	v.PrefillTPS = s.rate(first, v.PrefillTPS, prompt/dt, dt)
 	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
 	v.DecodeTPS = s.rate(first, v.DecodeTPS, gen/dt, dt)
+	if okD {
+		// Every request that arrived since the last scrape has finished or is still waiting or running.
+		v.RequestTPS = s.rate(first, v.RequestTPS, math.Max(0, done+v.Waiting-prevWaiting+v.Running-prevRunning)/dt, dt)
+	}
 	growth := (v.QueuedTokens - prevQueued) / dt
 	owed := (v.Waiting - prevWaiting) * meanOut / dt
 	if first {

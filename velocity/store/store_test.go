@@ -183,6 +183,35 @@ func TestQueueGrowthAndLatencyWindow(t *testing.T) {
 	}
 }
 
+// RequestTPS counts arrivals: requests finished plus the growth of waiting and running. Each second 5
+// finish and the queue grows by 2, so 7 arrive; a page without the finished counter leaves it 0.
+func TestRequestRateCountsArrivals(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod, bare := PodKey{"ns", "p"}, PodKey{"ns", "bare"}
+	for i := range 8 {
+		c.t = c.t.Add(time.Second)
+		snap, err := engine.Extract(strings.NewReader(fmt.Sprintf(
+			"vllm:prompt_tokens_total %d\nvllm:generation_tokens_total 0\nvllm:num_requests_waiting %d\nvllm:num_requests_running 3\nvllm:request_success_total{finished_reason=\"stop\"} %d\n",
+			i*5000, i*2, i*5)), engine.VLLM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Record(pod, c.t, snap)
+		s.Record(bare, c.t, page(t, float64(i)*5000, 0, float64(i*2)))
+	}
+	v, err := s.Get(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(v.RequestTPS-7) > 0.01 {
+		t.Errorf("RequestTPS = %v, want 7", v.RequestTPS)
+	}
+	if v, err := s.Get(bare); err != nil || v.RequestTPS != 0 {
+		t.Errorf("without a finished-request counter RequestTPS = %v (%v), want 0", v.RequestTPS, err)
+	}
+}
+
 func TestFractionAbove(t *testing.T) {
 	h := engine.Histogram{OK: true, Count: 100, Buckets: []engine.Bucket{{UpperBound: 0.1, Count: 50}, {UpperBound: 0.5, Count: 90}, {UpperBound: 1, Count: 100}, {UpperBound: math.Inf(1), Count: 100}}}
 	for _, tc := range []struct{ x, want float64 }{{0.05, 0.75}, {0.1, 0.5}, {0.3, 0.3}, {1, 0}, {5, 0}} {
