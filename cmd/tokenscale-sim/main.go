@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,6 +96,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	pols, err := autoscale.Select(names)
 	if err != nil {
 		return err
+	}
+	if *lengths == "dataset" && slices.ContainsFunc(strings.Split(*traces, ","), func(n string) bool { return strings.TrimSpace(n) == "servegen" }) {
+		// Said before any trace runs: the default list runs five traces before the embedded days.
+		return errors.New("--lengths dataset: the embedded ServeGen days carry no chunk-<n>-dataset.json (too large to embed); use code, conv or a trace file")
 	}
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
@@ -205,9 +210,6 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 	}
 	switch name {
 	case "servegen":
-		if lengths == "dataset" {
-			return nil, errors.New("--lengths dataset: the embedded ServeGen days carry no chunk-<n>-dataset.json (too large to embed); use code, conv or a trace file")
-		}
 		l, err := load(lengths, trace.Options{}, "")
 		if err != nil {
 			return nil, fmt.Errorf("--lengths: %w", err)

@@ -168,6 +168,8 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 	}
 	var out []Request
 	for ci, ws := range clients {
+		// One stream per client draws arrivals and lengths alike, so runs drawing lengths from a trace and
+		// from the client's distributions share seeds, not arrival draws.
 		rng := rand.New(rand.NewPCG(seed, uint64(ci)+0x5e4e))
 		for _, w := range ws {
 			end := w.Start + ServeGenWindowSeconds

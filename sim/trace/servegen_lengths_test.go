@@ -186,7 +186,12 @@ func FuzzParseServeGenDataset(f *testing.F) {
 	f.Add([]byte(`{"0": {"text_tokens": "{136: 1.0}", "image_tokens": "{1196: 1.0}", "output_tokens": "{21: 1.0}"}}`))
 	f.Add([]byte(`{"0": {"input_tokens": "{1: 4.77e-05}", "output_tokens": "{1: 1}"}, "21600": {}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ls, err := ParseServeGenDataset(bytes.NewReader(data), "f.json", 0, 0)
+		// The cut comes from the input too, so window selection is fuzzed with the parser.
+		var from, to float64
+		if len(data) > 1 {
+			from, to = float64(data[0])*600, float64(data[1])*1200
+		}
+		ls, err := ParseServeGenDataset(bytes.NewReader(data), "f.json", from, to)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "f.json:") {
 				t.Fatalf("error without the file: %v", err)

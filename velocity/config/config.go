@@ -74,7 +74,7 @@ type Policy struct {
 	ReleaseHold        Duration `yaml:"releaseHold"`        // prefill must keep up this long before release, default 20s
 	Calibrate          *bool    `yaml:"calibrate"`          // online capacity calibration, default true
 	// BurstAttainment is the share of the last five cold starts' prefill requests the burst sizing keeps
-	// within the TTFT queueing budget (of the work, where engines report no finished requests), default
+	// within the TTFT queueing budget (of the work, where no pod of the pool reports finished requests), default
 	// 0.96; a negative value turns burst sizing off.
 	BurstAttainment float64 `yaml:"burstAttainment"`
 	// DecodeTargetUtilisation is the ρ of the decode sizing, default 0.85. It is apart from the prefill's

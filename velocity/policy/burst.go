@@ -19,8 +19,9 @@ type sample struct {
 
 // lateShare replays recorded arrival velocities through a fluid queue served at capacity c (tokens/s)
 // and returns the share of the requests that arrived while the queue was longer than c·budget, i.e.
-// would wait past the TTFT queueing budget (seconds); the share of the work where no request rate was
-// recorded. Arrivals are charged to the interval ending at their sample.
+// would wait past the TTFT queueing budget (seconds); the share of the work where no sample of the pool
+// recorded a request rate (the choice is the pool's, as one share cannot mix the units). Arrivals are
+// charged to the interval ending at their sample. The result is in [0, 1].
 //
 // Requests, not tokens, because attainment is counted per request: weighted by tokens, one long prompt
 // was a bunch whose own tokens were late at any pod count short of draining it within the budget, and
@@ -28,8 +29,8 @@ type sample struct {
 // burst memory while the requests arriving beside them were few (docs/evaluation.md measures it).
 func lateShare(h []sample, c, budget float64) float64 {
 	byRequest := false
-	for _, s := range h[1:] {
-		byRequest = byRequest || s.r > 0
+	for i := 1; i < len(h); i++ {
+		byRequest = byRequest || h[i].r > 0
 	}
 	var q, late, total float64
 	for i := 1; i < len(h); i++ {
@@ -48,7 +49,10 @@ func lateShare(h []sample, c, budget float64) float64 {
 	if !(total > 0) {
 		return 0
 	}
-	return late / total
+	if share := late / total; share >= 0 { // NaN (rates so large they overflow) fails this
+		return math.Min(share, 1)
+	}
+	return 1
 }
 
 // burstPods is the least number of pods, at least from, whose capacity n·perPod keeps all but a share

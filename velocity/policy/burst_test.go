@@ -101,6 +101,17 @@ func TestLateShareCountsRequests(t *testing.T) {
 	if got := burstPods(withRequests(100), budget, 0.01, 11000, 1); got != 4 {
 		t.Errorf("100 prompts at a 1%% miss share: %d pods, want 4", got)
 	}
+	// Rates so large their sum overflows still give a share in [0, 1], and no history gives 0.
+	huge := withRequests(1)
+	for i := range huge {
+		huge[i].r = math.MaxFloat64 / 2
+	}
+	if got := lateShare(huge, c, budget); !(got >= 0 && got <= 1) {
+		t.Errorf("overflowing request rates: share %v", got)
+	}
+	if got := lateShare(nil, c, budget); got != 0 {
+		t.Errorf("no history: share %v", got)
+	}
 }
 
 // A pool whose mean load fits one prefiller but whose prompts arrive in bunches is sized for the bunches

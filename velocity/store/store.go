@@ -277,13 +277,18 @@ func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) 
 				ErrImplausible, f, d, time.Duration(dt*float64(time.Second)), d/dt, limit)
 		}
 	}
-	a, okA := st.last.Scalar(engine.RequestsWaiting)
-	b, okB := snap.Scalar(engine.RequestsWaiting)
-	if okA && okB {
+	// Waiting feeds the queue and, with running, the request arrival rate: neither may jump further than
+	// the pod could take in tokens.
+	for _, f := range [...]engine.Field{engine.RequestsWaiting, engine.RequestsRunning} {
+		a, okA := st.last.Scalar(f)
+		b, okB := snap.Scalar(f)
+		if !okA || !okB {
+			continue
+		}
 		growth := math.Abs(b.Value-a.Value) * max(st.v.MeanPromptTokens, st.v.MeanOutputTokens, s.opts.DefaultPromptTokens) / dt
 		if growth > s.opts.MaxTokensPerSecond {
 			return fmt.Errorf("%w: %s went from %g to %g in %s (%.4g queued tokens/s, above %g/s)",
-				ErrImplausible, engine.RequestsWaiting, a.Value, b.Value, time.Duration(dt*float64(time.Second)), growth, s.opts.MaxTokensPerSecond)
+				ErrImplausible, f, a.Value, b.Value, time.Duration(dt*float64(time.Second)), growth, s.opts.MaxTokensPerSecond)
 		}
 	}
 	return nil
@@ -466,6 +471,9 @@ func (s *Store) update(st *podState) {
 		if w, ok := st.prev.Scalar(engine.RequestsWaiting); ok {
 			prevWaiting = w.Value
 		}
+		if r, ok := st.prev.Scalar(engine.RequestsRunning); ok {
+			prevRunning = r.Value
+		}
 	}
 	meanOut := v.MeanOutputTokens // one length for both ends, so learning it is not read as queue growth
 	if st.prev == nil {
@@ -509,7 +517,10 @@ func (s *Store) update(st *podState) {
 	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
 	v.DecodeTPS = s.rate(first, v.DecodeTPS, gen/dt, dt)
 	if okD {
-		// Every request that arrived since the last scrape has finished or is still waiting or running.
+		// Every request that arrived since the last scrape has finished or is still waiting or running. A
+		// request finishing in the interval computed or generated at least one token in it, so a finished
+		// counter rising faster than the token counters is clipped to them (it is no plausibility check's).
+		done = min(done, prompt+gen)
 		v.RequestTPS = s.rate(first, v.RequestTPS, math.Max(0, done+v.Waiting-prevWaiting+v.Running-prevRunning)/dt, dt)
 	}
 	growth := (v.QueuedTokens - prevQueued) / dt

@@ -184,31 +184,40 @@ func TestQueueGrowthAndLatencyWindow(t *testing.T) {
 }
 
 // RequestTPS counts arrivals: requests finished plus the growth of waiting and running. Each second 5
-// finish and the queue grows by 2, so 7 arrive; a page without the finished counter leaves it 0.
+// finish, the queue grows by 2 and the batch by 1, so 8 arrive; a page without the finished counter
+// leaves it 0; a finished counter rising faster than the token counters is clipped to them.
 func TestRequestRateCountsArrivals(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
 	s := New(Options{}, c.now)
-	pod, bare := PodKey{"ns", "p"}, PodKey{"ns", "bare"}
-	for i := range 8 {
-		c.t = c.t.Add(time.Second)
+	pod, bare, glitch := PodKey{"ns", "p"}, PodKey{"ns", "bare"}, PodKey{"ns", "glitch"}
+	vllm := func(prompt, waiting, running, done float64) *engine.Snapshot {
 		snap, err := engine.Extract(strings.NewReader(fmt.Sprintf(
-			"vllm:prompt_tokens_total %d\nvllm:generation_tokens_total 0\nvllm:num_requests_waiting %d\nvllm:num_requests_running 3\nvllm:request_success_total{finished_reason=\"stop\"} %d\n",
-			i*5000, i*2, i*5)), engine.VLLM)
+			"vllm:prompt_tokens_total %g\nvllm:generation_tokens_total 0\nvllm:num_requests_waiting %g\nvllm:num_requests_running %g\nvllm:request_success_total{finished_reason=\"stop\"} %g\n",
+			prompt, waiting, running, done)), engine.VLLM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Record(pod, c.t, snap)
-		s.Record(bare, c.t, page(t, float64(i)*5000, 0, float64(i*2)))
+		return snap
+	}
+	for i := range 8 {
+		c.t = c.t.Add(time.Second)
+		x := float64(i)
+		s.Record(pod, c.t, vllm(x*5000, x*2, 3+x, x*5))
+		s.Record(bare, c.t, page(t, x*5000, 0, x*2))
+		s.Record(glitch, c.t, vllm(x*50, 0, 3, x*1e15))
 	}
 	v, err := s.Get(pod)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if math.Abs(v.RequestTPS-7) > 0.01 {
-		t.Errorf("RequestTPS = %v, want 7", v.RequestTPS)
+	if math.Abs(v.RequestTPS-8) > 0.01 {
+		t.Errorf("RequestTPS = %v, want 8", v.RequestTPS)
 	}
 	if v, err := s.Get(bare); err != nil || v.RequestTPS != 0 {
 		t.Errorf("without a finished-request counter RequestTPS = %v (%v), want 0", v.RequestTPS, err)
+	}
+	if v, err := s.Get(glitch); err != nil || v.RequestTPS > 50.01 {
+		t.Errorf("a finished counter rising 1e15/s beside 50 prompt tokens/s: RequestTPS = %v (%v), want at most 50", v.RequestTPS, err)
 	}
 }
 
