@@ -160,7 +160,7 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 		return nil, errors.New("servegen: no token lengths")
 	case lengths.clients != nil && len(lengths.clients) != len(clients):
 		return nil, fmt.Errorf("servegen: token lengths for %d clients, arrivals for %d", len(lengths.clients), len(clients))
-	case len(lengths.pool) == 0 && lengths.needsPool(len(clients)):
+	case len(lengths.pool) == 0 && lengths.poolClients(len(clients)) > 0:
 		return nil, errors.New("servegen: no requests to draw token lengths from")
 	}
 	if !(rateScale > 0) || math.IsInf(rateScale, 0) {
@@ -259,7 +259,6 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 	if o.ServeGenLengths {
 		lengths.clients = make([][]ServeGenLengths, 0, len(files))
 	}
-	fromPool := 0
 	for _, f := range files {
 		fh, err := fsys.Open(f)
 		if err != nil {
@@ -280,7 +279,6 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 		fh, err = fsys.Open(df)
 		if errors.Is(err, fs.ErrNotExist) {
 			lengths.clients = append(lengths.clients, nil)
-			fromPool++
 			continue
 		}
 		if err != nil {
@@ -291,10 +289,8 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 		if err != nil {
 			return nil, err
 		}
-		if len(ls) == 0 { // idle in every window of its file
-			fromPool++
-		}
-		lengths.clients = append(lengths.clients, ls)
+		lengths.clients = append(lengths.clients, ls) // none when idle in every window: the pool's
+
 	}
 	k := o.RateScale
 	if k == 0 {
@@ -312,10 +308,7 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 	if len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: no requests in the window", dir)
 	}
-	t := &Trace{Requests: reqs, RateScale: k, Clients: len(clients), PoolLengthClients: len(clients)}
-	if o.ServeGenLengths {
-		t.PoolLengthClients = fromPool
-	}
+	t := &Trace{Requests: reqs, RateScale: k, Clients: len(clients), PoolLengthClients: lengths.poolClients(len(clients))}
 	if o.TimeScale > 0 && o.TimeScale != 1 {
 		for i := range t.Requests {
 			t.Requests[i].Arrival = time.Duration(float64(t.Requests[i].Arrival) / o.TimeScale)

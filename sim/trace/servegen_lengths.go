@@ -255,17 +255,18 @@ type Lengths struct {
 // PoolLengths draws every client's lengths from reqs' requests.
 func PoolLengths(reqs []Request) *Lengths { return &Lengths{pool: reqs} }
 
-// needsPool reports whether any of n clients draws from the pool.
-func (l *Lengths) needsPool(n int) bool {
+// poolClients counts the clients of n that draw from the pool: those without distributions.
+func (l *Lengths) poolClients(n int) int {
 	if l.clients == nil {
-		return true
+		return n
 	}
+	k := 0
 	for ci := range n {
 		if len(l.clients[ci]) == 0 {
-			return true
+			k++
 		}
 	}
-	return false
+	return k
 }
 
 // draw returns the prompt and output tokens of client ci's request at t seconds of trace time.
