@@ -115,7 +115,8 @@ perf:
 
 ## e2e: end-to-end tests against a real control plane and a real KEDA (see e2e/README.md). The adapter image
 ## test uses $(ADAPTER_IMAGE) when `make images` built it (or TOKENSCALE_ADAPTER_IMAGE), and skips otherwise.
-## E2E_RUN selects tests by name (go test -run), e.g. make e2e E2E_RUN=TestHostileEngines.
+## E2E_RUN selects tests by name (go test -run), e.g. make e2e E2E_RUN=TestHostileEngines; E2E_FLAGS adds
+## go test flags (E2E_FLAGS=-v prints the measurements each test logs).
 ADAPTER_IMAGE = $(IMAGE_REPO)/tokenscale-adapter:$(IMAGE_TAG)
 e2e:
 	@if ls e2e/*.go >/dev/null 2>&1; then \
@@ -124,7 +125,7 @@ e2e:
 	  crds=$$(bash hack/get-prometheus-operator-crds.sh || true) && helm=$$(bash hack/build-helm.sh || true) && \
 	  img=$${TOKENSCALE_ADAPTER_IMAGE:-$$($(PODMAN) image exists $(ADAPTER_IMAGE) 2>/dev/null && echo $(ADAPTER_IMAGE) || true)} && \
 	  TOKENSCALE_K8S_BIN=$$bin TOKENSCALE_KEDA_BIN=$$keda TOKENSCALE_PROMETHEUS=$$prom TOKENSCALE_PROMETHEUS_ADAPTER=$$pa \
-	  TOKENSCALE_PROMETHEUS_OPERATOR_CRDS=$$crds TOKENSCALE_HELM=$$helm TOKENSCALE_ADAPTER_IMAGE=$$img $(GO) test -count=1 -tags e2e -timeout 60m $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
+	  TOKENSCALE_PROMETHEUS_OPERATOR_CRDS=$$crds TOKENSCALE_HELM=$$helm TOKENSCALE_ADAPTER_IMAGE=$$img $(GO) test -count=1 -tags e2e -timeout 60m $(E2E_FLAGS) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
 	else echo "e2e: no suite yet"; fi
 
 ## preflight: refuse to install where another adapter owns a metrics API (PREFLIGHT_ARGS=--external-metrics).

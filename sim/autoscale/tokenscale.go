@@ -56,10 +56,7 @@ func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *T
 	}
 	epoch := time.Date(2023, 11, 16, 18, 0, 0, 0, time.UTC)
 	ts := &TokenScale{cfg: c, ctrl: policy.NewController(), epoch: epoch, now: epoch}
-	ts.store = store.New(store.Options{
-		StaleAfter: c.Scrape.StaleAfter.Duration, LatencyWindow: c.Scrape.LatencyWindow.Duration,
-		DefaultPromptTokens: c.Scrape.PromptTokens,
-	}, func() time.Time { return ts.now })
+	ts.store = store.New(service.StoreOptions(c), func() time.Time { return ts.now })
 	ts.hpaP, ts.hpaD = NewHPA(), NewHPA()
 	// The example HPAs react at once; the policy's own window holds scale-down.
 	ts.hpaP.DownWindow, ts.hpaD.DownWindow = 0, 0

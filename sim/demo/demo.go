@@ -83,7 +83,7 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
-	st := store.New(store.Options{}, nil)
+	st := store.New(service.StoreOptions(cfg), nil)
 	// Each tick's membership comes from the adapter's Assign; the scraper reads its targets.
 	var members *service.Members
 	scraper := collector.NewScraper(collector.Options{}, st, func() []collector.Target { return members.Targets }, nil)

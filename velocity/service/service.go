@@ -114,10 +114,7 @@ type Service struct {
 func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Service, error) {
 	c := cfg()
 	s := &Service{cfg: cfg, pods: pods, ctrl: policy.NewController()}
-	s.store = store.New(store.Options{
-		StaleAfter: c.Scrape.StaleAfter.Duration, LatencyWindow: c.Scrape.LatencyWindow.Duration,
-		DefaultPromptTokens: c.Scrape.PromptTokens,
-	}, nil)
+	s.store = store.New(StoreOptions(c), nil)
 	if u := c.Scrape.PrometheusURL; u != "" {
 		src, err := newPrometheusSource(u, c, s.store)
 		if err != nil {
@@ -129,6 +126,18 @@ func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Se
 	}
 	s.src = newScrapeSource(c, s.store, obs)
 	return s, nil
+}
+
+// StoreOptions are the store's options for a config; the simulator builds its store from them too.
+// The rates are smoothed with a time constant of half the scrape interval, so a step shows 86% of
+// itself after one scrape and 98% after two at any interval (a fixed constant would slow a faster
+// interval down: 0.5 s at 500 ms scrapes shows 63% per scrape).
+func StoreOptions(c *config.Config) store.Options {
+	tau := c.Scrape.Interval.Duration / 2
+	return store.Options{
+		StaleAfter: c.Scrape.StaleAfter.Duration, LatencyWindow: c.Scrape.LatencyWindow.Duration,
+		DefaultPromptTokens: c.Scrape.PromptTokens, RiseTau: tau, FallTau: tau,
+	}
 }
 
 // Snapshot returns the latest published snapshot, or nil before the first round.

@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tokenscale/tokenscale/internal/fakeengine"
 	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
@@ -212,4 +214,44 @@ func TestHostPortIPv6(t *testing.T) {
 	if got := hostPort("fd00::1", 8000); got != "[fd00::1]:8000" {
 		t.Errorf("got %s", got)
 	}
+}
+
+// The store's smoothing follows the scrape interval: at any interval a step shows 1-e^-2 (86%) of itself
+// after one full scrape at the new load, so a faster interval detects a step faster.
+func TestStoreSmoothsPerScrape(t *testing.T) {
+	for _, interval := range []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 5 * time.Second} {
+		c := config.Default()
+		c.Scrape.Interval.Duration = interval
+		now := time.Unix(1000, 0)
+		st := store.New(StoreOptions(c), func() time.Time { return now })
+		pod := store.PodKey{Namespace: "ns", Name: "p"}
+		prompt := 0.0
+		record := func(tps float64) {
+			now = now.Add(interval)
+			prompt += tps * interval.Seconds()
+			snap, err := fakePage(prompt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Record(pod, now, snap)
+		}
+		for range 10 {
+			record(1000)
+		}
+		record(5000)
+		v, err := st.Get(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 1000 + 4000*(1-math.Exp(-2))
+		if math.Abs(v.PrefillTPS-want) > 1 {
+			t.Errorf("interval %s: one scrape after a 1000→5000 step the rate is %.0f, want %.0f (86%% of the step)", interval, v.PrefillTPS, want)
+		}
+	}
+}
+
+// fakePage is a minimal vLLM page with the given prompt counter.
+func fakePage(prompt float64) (*engine.Snapshot, error) {
+	return engine.Extract(strings.NewReader(fmt.Sprintf(
+		"vllm:prompt_tokens_total %g\nvllm:generation_tokens_total %g\nvllm:num_requests_waiting 0\nvllm:num_requests_running 1\n", prompt, prompt/10)), engine.VLLM)
 }

@@ -49,8 +49,9 @@ type Options struct {
 	// StaleAfter: a pod whose last good scrape is older than this is unknown. Default 5s.
 	StaleAfter time.Duration
 	// RiseTau and FallTau are the smoothing time constants for rising and falling rates. Both default
-	// to 0.5s: a burst shows within one or two 1 s scrapes, and equal constants keep the rate unbiased
-	// (a slower fall sat near the top of a noisy rate: +54% on the Azure conv trace in the simulator).
+	// to 0.5s (the adapter sets half its scrape interval): a burst shows within one or two scrapes, and
+	// equal constants keep the rate unbiased (a slower fall sat near the top of a noisy rate: +54% on the
+	// Azure conv trace in the simulator).
 	// Holding capacity through a lull is the policy's scale-down window's job, not the rate's.
 	RiseTau, FallTau time.Duration
 	// LatencyWindow is the span over which TTFT/ITL histograms are differenced. Default 10s.
