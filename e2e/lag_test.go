@@ -43,7 +43,9 @@ type promSetup struct {
 // load step up and a step down, each signal's time to cover 90% of the step is measured, each read as
 // its consumer reads it: tokenscale's Object metric and KEDA's external metric through the aggregator,
 // prometheus-adapter and the second adapter on their own ports, Prometheus by its query API. The HPA's
-// sync (15 s by default) comes on top of every path alike.
+// sync (15 s by default) comes on top of every path alike. Then tokenscale's step alone is repeated with
+// its start moved through the scrape cycle, on the suite's adapter and on a third one scraping every
+// fastInterval.
 func TestDetectionLagVsPrometheus(t *testing.T) {
 	bin, ok := prometheusBinary()
 	if !ok {
@@ -199,19 +201,37 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 		runs = 40
 	}
 	repeatSteps(t, k, "1 s scrapes, through the aggregator", ours, time.Second, runs, low, high)
-	fast := scrapeLine.ReplaceAllString(adapterConfig(suite.enginePort), fmt.Sprintf("scrape: {port: %d, interval: 500ms, timeout: 400ms, staleAfter: 3s}", suite.enginePort))
-	sib, err := suite.adapter.Sibling(filepath.Join(dir, "adapter-500ms"), fast)
+	// The suite's scrape settings with the fast interval; TOKENSCALE_PERF_SPREAD is left out, as a spread
+	// plus the timeout must fit in the interval.
+	scrape := fmt.Sprintf("scrape: {port: %d, interval: %s, timeout: %s, staleAfter: 3s}", suite.enginePort, fastInterval, fastInterval*4/5)
+	fast := scrapeLine.ReplaceAllLiteralString(adapterConfig(suite.enginePort), scrape)
+	if !strings.Contains(fast, scrape) {
+		t.Fatalf("the suite's adapter config has no scrape line to replace:\n%s", fast)
+	}
+	sib, err := suite.adapter.Sibling(filepath.Join(dir, "adapter-fast"), fast)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := sib.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { sib.Stop() })
-	halfSecond := directMetric(sib.Port, readerToken(t, ns),
+	t.Cleanup(func() {
+		sib.Stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(sib.Dir, "adapter.log"))
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			t.Logf("adapter scraping every %s, log (tail):\n%s", fastInterval, b)
+		}
+	})
+	fastRead := directMetric(sib.Port, readerToken(t, ns),
 		fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/llama-prefill/tokenscale_arrival_tokens_per_second", ns))
-	repeatSteps(t, k, "500 ms scrapes, on the adapter's port", halfSecond, 500*time.Millisecond, runs, low, high)
+	repeatSteps(t, k, fmt.Sprintf("%s scrapes, on the adapter's port", fastInterval), fastRead, fastInterval, runs, low, high)
 }
+
+// fastInterval is the shorter scrape interval the lag test measures beside the suite's 1 s.
+const fastInterval = 500 * time.Millisecond
 
 // scrapeLine is the scrape block of adapterConfig.
 var scrapeLine = regexp.MustCompile(`scrape: \{[^}]*\}`)

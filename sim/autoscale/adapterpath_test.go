@@ -121,8 +121,7 @@ func TestAdapterPathMatchesSimulator(t *testing.T) {
 		PoolTTFTSLO: time.Duration(cluster.TTFTSLO(int(in/n)) * float64(time.Second))}
 	ts := NewTokenScale(env, 0.8, time.Minute, true)
 	a := &adapterPath{ts: ts, ctrl: policy.NewController()}
-	a.store = store.New(store.Options{StaleAfter: ts.cfg.Scrape.StaleAfter.Duration, LatencyWindow: ts.cfg.Scrape.LatencyWindow.Duration,
-		DefaultPromptTokens: ts.cfg.Scrape.PromptTokens}, func() time.Time { return a.now })
+	a.store = store.New(service.StoreOptions(ts.cfg), func() time.Time { return a.now })
 	res, err := cluster.Run(cluster.Config{Hardware: hw}, tr.Requests, a)
 	if err != nil {
 		t.Fatal(err)

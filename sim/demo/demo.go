@@ -91,10 +91,10 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
 
-	fmt.Fprintf(o.Out, "tokenscale demo: Azure LLM inference trace 2023 (code), %gx speed, cold start %s, scrape 1s\n", o.Speedup, o.ColdStart)
+	fmt.Fprintf(o.Out, "tokenscale demo: Azure LLM inference trace 2023 (code), %gx speed, cold start %s, scrape %s\n", o.Speedup, o.ColdStart, cfg.Scrape.Interval)
 	fmt.Fprintf(o.Out, "%5s %9s %9s %9s %6s %6s %9s %7s %7s %5s\n", "t", "in tok/s", "λ_P", "cap_P", "ρ_P", "bp_P", "λ_D", "P have", "D have", "conv")
 	fmt.Fprintf(o.Out, "%5s %9s %9s %9s %6s %6s %9s %7s %7s %5s\n", "", "(trace)", "measured", "N·V_P", "", "", "measured", "/want", "/want", "")
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(cfg.Scrape.Interval.Duration)
 	defer tick.Stop()
 	next := 0
 	traceT := o.Skip

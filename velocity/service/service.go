@@ -129,9 +129,10 @@ func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Se
 }
 
 // StoreOptions are the store's options for a config; the simulator builds its store from them too.
-// The rates are smoothed with a time constant of half the scrape interval, so a step shows 86% of
-// itself after one scrape and 98% after two at any interval (a fixed constant would slow a faster
-// interval down: 0.5 s at 500 ms scrapes shows 63% per scrape).
+// The rates are smoothed with a time constant of half the scrape interval, so with direct scrapes a step
+// shows 86% of itself after one scrape and 98% after two at any interval (a fixed constant would slow a
+// faster interval down: 0.5 s at 500 ms scrapes shows 63% per scrape). The Prometheus source's samples
+// are Prometheus' scrapes, further apart than its polls, so each counts almost in full.
 func StoreOptions(c *config.Config) store.Options {
 	tau := c.Scrape.Interval.Duration / 2
 	return store.Options{
