@@ -139,6 +139,9 @@ type request struct {
 	cached     int       // prompt tokens its prefill found in the prefix cache of the instance that ran it
 	admitStep  int64
 	finishStep int64
+	// When its prefill finished, its KV landed on a decoder and it first joined a decoder's batch (0:
+	// not yet), for the report's breakdown of missed first tokens.
+	prefilled, landed, admitted float64
 }
 
 type instance struct {
@@ -602,6 +605,7 @@ func (s *sim) firstToken(in *instance, r *request) {
 	in.stats.GenerationTokens++ // a prefill pod emits the first token (max_tokens=1), as vLLM's P/D does
 	in.stats.Finished++
 	in.stats.TTFT.observe(s.now-r.arrival, 1)
+	r.prefilled = s.now
 	// The transfer holds the sender's link and the receiving decoder's (NIXL/RDMA reads land on one NIC):
 	// two prefillers finishing together for one decoder take turns.
 	start := math.Max(s.now, in.linkFree)
@@ -634,6 +638,7 @@ func (s *sim) pickDecoder() *instance {
 // landed takes a transfer's arrival: the request joins the decoder it was sent to, or, if that one has
 // gone or started draining meanwhile (or there was none), the best decoder now.
 func (s *sim) landed(r *request) {
+	r.landed = s.now
 	d := r.dest
 	r.dest = nil
 	if d == nil {
@@ -688,11 +693,17 @@ func (s *sim) startStep(in *instance) {
 	// KV holds each running request's context so far and grows a token per step, as vLLM allocates it;
 	// a request is admitted when its context and this step's tokens fit.
 	recompute := 0.0
+	if len(in.waiting) > 0 && in.batch.Len() >= s.hw.MaxBatch && s.now >= s.cfg.ScoreFrom.Seconds() {
+		s.res.MissedTTFT.FullBatchSteps++
+	}
 	for len(in.waiting) > 0 && in.batch.Len() < s.hw.MaxBatch {
 		r := in.waiting[0]
 		need := float64(r.in + r.gen)
 		if in.ctx()+need+float64(in.batch.Len()+1) > s.hw.KVCapacityTokens && in.batch.Len() > 0 {
 			break
+		}
+		if r.admitted == 0 {
+			r.admitted = s.now
 		}
 		in.waiting[0] = nil
 		in.waiting = in.waiting[1:]

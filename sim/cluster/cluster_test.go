@@ -460,3 +460,32 @@ func TestMeanGPUsIsOverTheScoredSpan(t *testing.T) {
 		}
 	}
 }
+
+// The breakdown of missed first tokens names the leg that made them late. Two long generations fill a
+// two-sequence batch, so a third short request waits on the decoder for a slot (about the others'
+// whole output) and misses its 250 ms; three 4,000-token prompts on one prefiller miss 2 s in turn,
+// the third in the prefill queue, with the decoder idle.
+func TestMissedTTFTPathNamesTheLeg(t *testing.T) {
+	hw := testHW()
+	hw.MaxBatch = 2
+	slots := []trace.Request{{PromptTokens: 100, OutputTokens: 2000}, {PromptTokens: 100, OutputTokens: 2000}, {PromptTokens: 100, OutputTokens: 10}}
+	res, err := Run(Config{Hardware: hw}, slots, fixed{Target{1, 1, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := res.MissedTTFT
+	if p.Missed != 1 || p.FullBatchSteps < 1 || p.AdmissionSeconds < 1 || p.PrefillSeconds > 0.1 || p.TransferSeconds > 0.01 || p.FirstStepSeconds > 0.1 {
+		t.Errorf("full batch: %+v; want one miss, waiting over a second for a slot", p)
+	}
+	hw = testHW()
+	hw.PrefillTPS = 2500 // 1.6 s a prompt
+	queue := []trace.Request{{PromptTokens: 4000, OutputTokens: 2}, {PromptTokens: 4000, OutputTokens: 2}, {PromptTokens: 4000, OutputTokens: 2}}
+	res, err = Run(Config{Hardware: hw}, queue, fixed{Target{1, 1, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = res.MissedTTFT
+	if p.Missed != 2 || p.FullBatchSteps != 0 || p.PrefillSeconds < 3 || p.AdmissionSeconds > 0.01 {
+		t.Errorf("prefill queue: %+v; want two misses in the prefill leg", p)
+	}
+}

@@ -51,11 +51,30 @@ type Result struct {
 	Conversions      int
 	ConvertedSeconds float64
 	Series           []Sample
+	// MissedTTFT says where the scored requests that missed their TTFT SLO spent the time to their first
+	// token.
+	MissedTTFT TTFTPath
 
 	ttft, tpot []float64
 	outcomes   []Outcome
 	done       int
 	events     int // the simulation's events, for the merged-steps test
+}
+
+// TTFTPath breaks the time to the first token of the scored requests that missed their TTFT SLO into
+// its legs, as means in seconds over those a prefiller prefilled and a decoder gave their first token
+// (the rest, unfinished or prefilled on a converted decoder, count in Missed only): the prefill (queue
+// and compute), the KV transfer, the wait on the decoder for a batch slot or KV room, and the decoder's
+// first step. It shows which pool a policy's TTFT misses come from.
+type TTFTPath struct {
+	Missed           int     `json:"missed"`
+	PrefillSeconds   float64 `json:"prefillSeconds"`
+	TransferSeconds  float64 `json:"transferSeconds"`
+	AdmissionSeconds float64 `json:"admissionSeconds"`
+	FirstStepSeconds float64 `json:"firstStepSeconds"`
+	// FullBatchSteps counts the scored span's decode step starts that left requests waiting because the
+	// batch held MaxBatch sequences.
+	FullBatchSteps int `json:"fullBatchSteps"`
 }
 
 // Outcome is one scored request's arrival (seconds into the replay) and whether it met both SLOs.
@@ -102,6 +121,8 @@ func (r *Result) record(q *request, now float64) {
 func (r *Result) finish(reqs []request, scoreFrom float64, keepOutcomes bool) {
 	var okT, okP, okJ, n, done int
 	var ttft, tpot []float64
+	path := &r.MissedTTFT
+	var viaDecoder int
 	for i, q := range reqs {
 		if q.arrival < scoreFrom {
 			continue
@@ -113,6 +134,16 @@ func (r *Result) finish(reqs []request, scoreFrom float64, keepOutcomes bool) {
 		ttft, tpot = append(ttft, r.ttft[i]), append(tpot, r.tpot[i])
 		a := r.ttft[i] <= TTFTSLO(q.in)
 		b := r.tpot[i] <= TPOTSLO
+		if !a {
+			path.Missed++
+			if q.prefilled > 0 && q.landed >= q.prefilled && q.admitted >= q.landed && q.firstToken >= q.admitted {
+				viaDecoder++
+				path.PrefillSeconds += q.prefilled - q.arrival
+				path.TransferSeconds += q.landed - q.prefilled
+				path.AdmissionSeconds += q.admitted - q.landed
+				path.FirstStepSeconds += q.firstToken - q.admitted
+			}
+		}
 		if a {
 			okT++
 		}
@@ -129,6 +160,13 @@ func (r *Result) finish(reqs []request, scoreFrom float64, keepOutcomes bool) {
 	r.Requests, r.Unfinished = n, n-done
 	if n > 0 {
 		r.TTFTAttainment, r.TPOTAttainment, r.JointAttainment = float64(okT)/float64(n), float64(okP)/float64(n), float64(okJ)/float64(n)
+	}
+	if viaDecoder > 0 {
+		k := float64(viaDecoder)
+		path.PrefillSeconds /= k
+		path.TransferSeconds /= k
+		path.AdmissionSeconds /= k
+		path.FirstStepSeconds /= k
 	}
 	r.TTFTP50, r.TTFTP99 = quantiles(ttft)
 	r.TPOTP50, r.TPOTP99 = quantiles(tpot)

@@ -76,6 +76,8 @@ type Summary struct {
 	MeanGPUs         float64  `json:"meanGPUs"`
 	Conversions      int      `json:"conversions"`
 	ConvertedSeconds float64  `json:"convertedSeconds"`
+	// MissedTTFT says where the requests missing their TTFT SLO spent the time to their first token.
+	MissedTTFT cluster.TTFTPath `json:"missedTTFT"`
 	// Edge marks a tuning at an end of its policy's swept range (see autoscale.Variant.Edge).
 	Edge bool `json:"edge,omitempty"`
 	// Series is kept for the chosen tuning of each policy only.
@@ -551,6 +553,7 @@ func summarise(policy, tuning string, r *cluster.Result) Summary {
 		JointAttainment: r.JointAttainment, TTFTAttainment: r.TTFTAttainment, TPOTAttainment: r.TPOTAttainment,
 		TTFTP50ms: ms(r.TTFTP50), TTFTP99ms: ms(r.TTFTP99), TPOTP50ms: ms(r.TPOTP50), TPOTP99ms: ms(r.TPOTP99),
 		GPUHours: r.GPUHours(), MeanGPUs: r.MeanGPUs(), Conversions: r.Conversions, ConvertedSeconds: r.ConvertedSeconds,
+		MissedTTFT: r.MissedTTFT,
 	}
 }
 
