@@ -138,25 +138,7 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 	{
 		name := "tokenscale, Prometheus source (15 s scrape)"
 		cfg := strings.Replace(adapterConfig(suite.enginePort), "staleAfter: 3s}", fmt.Sprintf("staleAfter: 45s, prometheusURL: %q}", setups[0].url), 1)
-		sib, err := suite.adapter.Sibling(filepath.Join(dir, "adapter-prometheus"), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sib.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			sib.Stop()
-			if t.Failed() {
-				b, _ := os.ReadFile(filepath.Join(sib.Dir, "adapter.log"))
-				if len(b) > 6000 {
-					b = b[len(b)-6000:]
-				}
-				t.Logf("adapter with the Prometheus source, log (tail):\n%s", b)
-			}
-		})
-		signals[name] = directMetric(sib.Port, readerToken(t, ns),
-			fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/llama-prefill/tokenscale_arrival_tokens_per_second", ns))
+		signals[name] = siblingArrival(t, filepath.Join(dir, "adapter-prometheus"), ns, cfg, "adapter with the Prometheus source")
 		order = append(order, name)
 		settle(low)
 	}
@@ -208,7 +190,19 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 	if !strings.Contains(fast, scrape) {
 		t.Fatalf("the suite's adapter config has no scrape line to replace:\n%s", fast)
 	}
-	sib, err := suite.adapter.Sibling(filepath.Join(dir, "adapter-fast"), fast)
+	fastRead := siblingArrival(t, filepath.Join(dir, "adapter-fast"), ns, fast, fmt.Sprintf("adapter scraping every %s", fastInterval))
+	repeatSteps(t, k, fmt.Sprintf("%s scrapes, on the adapter's port", fastInterval), fastRead, fastInterval, runs, low, high)
+}
+
+// fastInterval is the shorter scrape interval the lag test measures beside the suite's 1 s.
+const fastInterval = 500 * time.Millisecond
+
+// siblingArrival starts a second adapter from the suite's binary with cfg, in dir, stopped (and its log's
+// tail logged as what, when the test failed) at cleanup, and returns a reader of its
+// tokenscale_arrival_tokens_per_second for llama-prefill in ns, on its own port.
+func siblingArrival(t *testing.T, dir, ns, cfg, what string) func() (float64, error) {
+	t.Helper()
+	sib, err := suite.adapter.Sibling(dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,16 +216,12 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 			if len(b) > 6000 {
 				b = b[len(b)-6000:]
 			}
-			t.Logf("adapter scraping every %s, log (tail):\n%s", fastInterval, b)
+			t.Logf("%s, log (tail):\n%s", what, b)
 		}
 	})
-	fastRead := directMetric(sib.Port, readerToken(t, ns),
+	return directMetric(sib.Port, readerToken(t, ns),
 		fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/deployments.apps/llama-prefill/tokenscale_arrival_tokens_per_second", ns))
-	repeatSteps(t, k, fmt.Sprintf("%s scrapes, on the adapter's port", fastInterval), fastRead, fastInterval, runs, low, high)
 }
-
-// fastInterval is the shorter scrape interval the lag test measures beside the suite's 1 s.
-const fastInterval = 500 * time.Millisecond
 
 // scrapeLine is the scrape block of adapterConfig.
 var scrapeLine = regexp.MustCompile(`scrape: \{[^}]*\}`)

@@ -166,6 +166,8 @@ type instance struct {
 	takes      []int
 	stepTokens int
 	busyUntil  float64
+	// fullBatch: the decode step in flight started with requests left waiting by a full batch.
+	fullBatch bool
 	// linkFree is when the instance's KV link is next free: a prefiller's for sending, a decoder's for
 	// receiving.
 	linkFree float64
@@ -693,9 +695,8 @@ func (s *sim) startStep(in *instance) {
 	// KV holds each running request's context so far and grows a token per step, as vLLM allocates it;
 	// a request is admitted when its context and this step's tokens fit.
 	recompute := 0.0
-	if len(in.waiting) > 0 && in.batch.Len() >= s.hw.MaxBatch && s.now >= s.cfg.ScoreFrom.Seconds() {
-		s.res.MissedTTFT.FullBatchSteps++
-	}
+	// Every step of this event starts so: merged steps end at the next finish or at new work.
+	in.fullBatch = len(in.waiting) > 0 && in.batch.Len() >= s.hw.MaxBatch
 	for len(in.waiting) > 0 && in.batch.Len() < s.hw.MaxBatch {
 		r := in.waiting[0]
 		need := float64(r.in + r.gen)
@@ -819,6 +820,9 @@ func (s *sim) cut(in *instance) {
 func (s *sim) stepDone(in *instance) {
 	in.stepping = false
 	b := in.batch.Len()
+	if in.fullBatch && s.now >= s.cfg.ScoreFrom.Seconds() {
+		s.res.MissedTTFT.FullBatchSteps += int(in.stepN)
+	}
 	if b > 0 {
 		in.step += in.stepN
 		in.stats.GenerationTokens += float64(b) * float64(in.stepN)

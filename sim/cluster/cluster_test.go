@@ -463,7 +463,7 @@ func TestMeanGPUsIsOverTheScoredSpan(t *testing.T) {
 
 // The breakdown of missed first tokens names the leg that made them late. Two long generations fill a
 // two-sequence batch, so a third short request waits on the decoder for a slot (about the others'
-// whole output) and misses its 250 ms; three 4,000-token prompts on one prefiller miss 2 s in turn,
+// whole output, about 2,000 steps with the batch full) and misses its 250 ms; three 4,000-token prompts on one prefiller miss 2 s in turn,
 // the third in the prefill queue, with the decoder idle.
 func TestMissedTTFTPathNamesTheLeg(t *testing.T) {
 	hw := testHW()
@@ -473,8 +473,17 @@ func TestMissedTTFTPathNamesTheLeg(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Steps merged into one event count one by one: the third waits about the 2,000 steps of the others.
+	single, err := Run(Config{Hardware: hw, MergeSteps: -1}, slots, fixed{Target{1, 1, 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := res.MissedTTFT
-	if p.Missed != 1 || p.FullBatchSteps < 1 || p.AdmissionSeconds < 1 || p.PrefillSeconds > 0.1 || p.TransferSeconds > 0.01 || p.FirstStepSeconds > 0.1 {
+	q := single.MissedTTFT
+	if p.Missed != q.Missed || p.FullBatchSteps != q.FullBatchSteps || math.Abs(p.AdmissionSeconds-q.AdmissionSeconds) > 1e-6 || res.events >= single.events {
+		t.Errorf("merged steps: %+v in %d events, single steps: %+v in %d", p, res.events, single.MissedTTFT, single.events)
+	}
+	if p.Missed != 1 || p.FullBatchSteps < 1900 || p.AdmissionSeconds < 1 || p.PrefillSeconds > 0.1 || p.TransferSeconds > 0.01 || p.FirstStepSeconds > 0.1 {
 		t.Errorf("full batch: %+v; want one miss, waiting over a second for a slot", p)
 	}
 	hw = testHW()

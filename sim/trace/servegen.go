@@ -289,8 +289,7 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 		if err != nil {
 			return nil, err
 		}
-		lengths.clients = append(lengths.clients, ls) // none when idle in every window: the pool's
-
+		lengths.clients = append(lengths.clients, ls) // none when idle in every window: it draws from the pool
 	}
 	k := o.RateScale
 	if k == 0 {
