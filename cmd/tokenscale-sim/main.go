@@ -68,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		history      = fs.Duration("history", 20*time.Minute, "take the policies' offline statistics (V_D profile, means, peaks, P:D ratio, static sizes) from this first part of the trace, never scored; 0: from the scored trace itself (in sample)")
 		tuneWin      = fs.Duration("tune-window", 20*time.Minute, "choose each policy's tuning on this window after the history and score the rest; 0: choose on the scored window")
 		warmup       = fs.Duration("warmup", 10*time.Minute, "every run replays this much of the traffic before its window, unscored, so every policy enters the window warmed up")
+		scrapeEvery  = fs.Duration("scrape-interval", 0, "tokenscale's scrape.interval, between 100ms and 1m: its decision round and its rates' smoothing follow it (0: the adapter's default, 1s)")
 		hindsightSeg = fs.Duration("hindsight", 0, "also report the hindsight reference: fixed pool sizes resized this often (at least 1s, e.g. 1m) with the whole window known and no cold start, about the least any policy choosing among them could pay (0: off)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -81,6 +82,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if *hindsightSeg != 0 && *hindsightSeg < time.Second {
 		return fmt.Errorf("--hindsight %s must be 0 (off) or at least 1s", *hindsightSeg)
+	}
+	if *scrapeEvery != 0 && (*scrapeEvery < 100*time.Millisecond || *scrapeEvery > time.Minute) {
+		return fmt.Errorf("--scrape-interval %s must be between 100ms and 1m, as scrape.interval must", *scrapeEvery)
 	}
 	if !(*meanRate > 0 && *meanRate <= 1e6) {
 		return fmt.Errorf("--mean-rate %v must be a positive number of requests/s (at most 1e6)", *meanRate)
@@ -136,7 +140,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers,
-			History: hist, Tune: tune, Warmup: warm, Hindsight: *hindsightSeg}
+			History: hist, Tune: tune, Warmup: warm, Hindsight: *hindsightSeg, ScrapeInterval: *scrapeEvery}
 		if hist <= 0 {
 			eo.Tune, eo.Warmup = 0, 0
 		}

@@ -29,6 +29,8 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--mean-rate", "NaN"}, "--mean-rate"},
 		{[]string{"--hindsight", "-1m"}, "--hindsight"},
 		{[]string{"--hindsight", "1ms"}, "--hindsight"},
+		{[]string{"--scrape-interval", "50ms"}, "--scrape-interval"},
+		{[]string{"--scrape-interval", "2m"}, "--scrape-interval"},
 		{[]string{"--hardware", "tpu"}, "unknown hardware profile"},
 		{[]string{"--trace", bad}, "bad.csv:3"},
 		{[]string{"--trace", "nope"}, "nope"},

@@ -4,8 +4,11 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/tokenscale/tokenscale/sim/cluster"
 	"github.com/tokenscale/tokenscale/sim/trace"
+	"github.com/tokenscale/tokenscale/velocity/config"
 )
 
 func TestHPAAlgorithm(t *testing.T) {
@@ -110,5 +113,48 @@ func TestSelect(t *testing.T) {
 	}
 	if _, err := Select([]string{"tokenscale", "nope"}); err == nil {
 		t.Error("unknown policy accepted")
+	}
+}
+
+// counting counts an autoscaler's decision rounds.
+type counting struct {
+	cluster.Autoscaler
+	n int
+}
+
+func (c *counting) Decide(v *cluster.View) cluster.Target { c.n++; return c.Autoscaler.Decide(v) }
+
+// TestTokenScaleScrapeInterval checks that --scrape-interval reaches the simulated adapter: its config
+// is one the adapter accepts, and its decision round runs at the interval, not the default.
+func TestTokenScaleScrapeInterval(t *testing.T) {
+	reqs := burst()
+	e := env(t, reqs)
+	rounds := map[time.Duration]int{}
+	for _, every := range []time.Duration{0, 500 * time.Millisecond} {
+		e.ScrapeInterval = every
+		ts := NewTokenScale(e, 0.8, time.Minute, true)
+		data, err := yaml.Marshal(ts.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := config.Parse(data)
+		if err != nil {
+			t.Fatalf("interval %s: the simulated adapter's config is invalid: %v", every, err)
+		}
+		want := every
+		if every == 0 {
+			want = time.Second
+		}
+		if got := c.Scrape.Interval.Duration; got != want || ts.Interval() != want {
+			t.Errorf("interval %s: config says %s, the simulation decides every %s; want %s", every, got, ts.Interval(), want)
+		}
+		a := &counting{Autoscaler: ts}
+		if _, err := cluster.Run(cluster.Config{Hardware: e.Hardware, InitialDecode: 2}, reqs, a); err != nil {
+			t.Fatal(err)
+		}
+		rounds[want] = a.n
+	}
+	if r := float64(rounds[500*time.Millisecond]) / float64(rounds[time.Second]); r < 1.9 || r > 2.1 {
+		t.Errorf("decision rounds: %d at 500ms, %d at 1s; want twice as many", rounds[500*time.Millisecond], rounds[time.Second])
 	}
 }

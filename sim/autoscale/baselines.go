@@ -24,6 +24,9 @@ type Env struct {
 	PoolTTFTSLO time.Duration
 	// DrainSeconds overrides tokenscale's policy.drainSeconds when > 0 (an experiment knob).
 	DrainSeconds float64
+	// ScrapeInterval is tokenscale's scrape.interval when > 0 (else the config's default): its decision
+	// round and its rates' smoothing follow it, as in the adapter.
+	ScrapeInterval time.Duration
 }
 
 // KVTransferTPS is V_N in tokens/s.

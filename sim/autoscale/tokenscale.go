@@ -37,6 +37,11 @@ func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *T
 	if env.DrainSeconds > 0 {
 		c.Policy.DrainSeconds = env.DrainSeconds
 	}
+	if env.ScrapeInterval > 0 {
+		c.Scrape.Interval.Duration = env.ScrapeInterval
+		// The simulation's scrapes take no time; the timeout is kept valid for the config it mirrors.
+		c.Scrape.Timeout.Duration = min(c.Scrape.Timeout.Duration, env.ScrapeInterval)
+	}
 	c.Policy.TargetUtilisation = target
 	// The sweep's one knob moves both fields as an operator would: lower buys prefill headroom and leaves
 	// decode at its default, higher runs decode as hot as prefill. Decode fixed at 0.85 made the cheap

@@ -41,6 +41,8 @@ type Options struct {
 	Warmup time.Duration
 	// Hindsight, when > 0, also computes the Hindsight reference with pools resized this often.
 	Hindsight time.Duration
+	// ScrapeInterval, when > 0, is tokenscale's scrape.interval (the adapter's default otherwise).
+	ScrapeInterval time.Duration
 }
 
 // SplitHistory splits a trace at d: the requests before d are history, the rest (shifted to start at 0)
@@ -261,6 +263,7 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 	if env.ColdStart == 0 {
 		env.ColdStart = 60 * time.Second
 	}
+	env.ScrapeInterval = o.ScrapeInterval
 	// Every run starts its replay from the pools an operator would deploy for the history's mean load;
 	// the warm-up then lets each policy reach its own state before scoring starts.
 	if o.Cluster.InitialPrefill == 0 && o.Cluster.InitialDecode == 0 {
