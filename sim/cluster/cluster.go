@@ -831,6 +831,11 @@ func (s *sim) stepDone(in *instance) {
 		for _, r := range in.newly {
 			if r.firstToken < 0 {
 				r.firstToken = s.now
+				if r.landed > 0 {
+					// vLLM's P/D proxies send a request to its decoder when the prefiller returns, so the
+					// decoder's TTFT covers the KV pull, the wait for a slot or KV room and the first step.
+					in.stats.TTFT.observe(s.now-r.prefilled, 1)
+				}
 			}
 		}
 		in.newly = in.newly[:0]

@@ -498,3 +498,48 @@ func TestMissedTTFTPathNamesTheLeg(t *testing.T) {
 		t.Errorf("prefill queue: %+v; want two misses in the prefill leg", p)
 	}
 }
+
+// watch holds its targets and keeps the decoders' TTFT histograms of its latest decision.
+type watch struct {
+	fixed
+	sum, count float64
+}
+
+func (w *watch) Decide(v *View) Target {
+	w.sum, w.count = 0, 0
+	for _, d := range v.Decode {
+		w.sum += d.TTFT.Sum
+		w.count += d.TTFT.Count
+	}
+	return w.t
+}
+
+// TestDecoderTTFTIsItsOwnLeg checks that a decoder's TTFT histogram counts every request it received by
+// transfer, from the prefill's end: long when the request waited for a slot of a full batch, short when
+// the wait was in the prefill queue, which the decoder never sees.
+func TestDecoderTTFTIsItsOwnLeg(t *testing.T) {
+	hw := testHW()
+	hw.MaxBatch = 2
+	// A last request long after the others keeps decisions coming until they are done.
+	late := trace.Request{Arrival: time.Minute, PromptTokens: 100, OutputTokens: 2}
+	slots := []trace.Request{{PromptTokens: 100, OutputTokens: 2000}, {PromptTokens: 100, OutputTokens: 2000}, {PromptTokens: 100, OutputTokens: 10}, late}
+	w := &watch{fixed: fixed{Target{1, 1, 0}}}
+	res, err := Run(Config{Hardware: hw}, slots, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.MissedTTFT; p.Missed != 1 || w.count < 3 || w.sum < p.AdmissionSeconds || w.sum > p.AdmissionSeconds+0.5 {
+		t.Errorf("full batch: %d misses; the decoder's TTFT has %v requests summing %.2fs; want one miss and about its %.2fs wait for a slot", p.Missed, w.count, w.sum, p.AdmissionSeconds)
+	}
+	hw = testHW()
+	hw.PrefillTPS = 2500 // 1.6 s a prompt
+	queue := []trace.Request{{PromptTokens: 4000, OutputTokens: 2}, {PromptTokens: 4000, OutputTokens: 2}, {PromptTokens: 4000, OutputTokens: 2}, late}
+	w = &watch{fixed: fixed{Target{1, 1, 0}}}
+	res, err = Run(Config{Hardware: hw}, queue, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MissedTTFT.Missed != 2 || w.count < 3 || w.sum > 0.1*w.count {
+		t.Errorf("prefill queue: %d misses; the decoder's TTFT has %v requests summing %.2fs; want 2 misses and each request within the KV pull and a step", res.MissedTTFT.Missed, w.count, w.sum)
+	}
+}

@@ -86,7 +86,9 @@ type InstanceStats struct {
 	// PrefixQueries and PrefixHits count prompt tokens looked up in, and found in, a prefiller's prefix
 	// cache (vllm:prefix_cache_queries_total, vllm:prefix_cache_hits_total).
 	PrefixQueries, PrefixHits float64
-	// TTFT and ITL are the engine's histograms; callers must not modify them.
+	// TTFT and ITL are the engine's histograms; callers must not modify them. A decoder's TTFT counts
+	// from its own receipt of the request: the prompts it prefilled itself (converted) from their
+	// arrival, the transferred ones from their prefill's end.
 	TTFT, ITL *Histogram
 	// Converted is true while the decoder takes prefill work.
 	Converted bool

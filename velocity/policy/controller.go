@@ -41,6 +41,7 @@ type Controller struct {
 	breaching  map[string]int
 	history    map[string][]sample
 	startHold  map[string]rec
+	lateStep   map[string]rec
 	scratch    []int
 }
 
@@ -55,7 +56,7 @@ func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
-		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{},
+		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{},
 	}
 }
 
@@ -105,6 +106,9 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		if n := kvPods(ds, pol.DecodeTargetUtilisation); n > dn {
 			d.Reasons = append(d.Reasons, fmt.Sprintf("%s: KV cache %.0f%% full on %d decoders; at %.2f it needs %d",
 				decode.Name, 100*ds.KVUsage, ds.Pods, pol.DecodeTargetUtilisation, n))
+			dn = n
+		}
+		if n := c.lateFirstTokens(now, group, decode, ds, &d); n > dn {
 			dn = n
 		}
 		dn = c.safetyNet(now, pol, decode, ds, dn, &d)
@@ -157,6 +161,36 @@ func kvPods(ds *PoolStatus, u float64) int {
 		return 0
 	}
 	return ceilDiv(float64(ds.Pods)*ds.KVUsage, u)
+}
+
+// lateFirstTokenShare is the share of a decode pool's recent first tokens, late past half the TTFT SLO, that adds
+// a decoder: the safety net's 5%.
+const lateFirstTokenShare = 0.05
+
+// lateStepHold is how long a decoder added for late first tokens is asked for before the next may be.
+// Shorter than a cold start on purpose: the waits come in spikes of seconds, and one step a cold start
+// kept no measurable gain in the simulator, where steps every 30 s while requests still wait did
+// (docs/evaluation.md).
+const lateStepHold = 30 * time.Second
+
+// lateFirstTokens adds one decoder when over lateFirstTokenShare of the decode pool's recent first
+// tokens were late past half the TTFT SLO on the decoders themselves (their KV pull, their wait for a
+// batch slot or KV room, their first step) and requests wait on a decoder now; it holds the step for
+// lateStepHold. Token-rate sizing does not see a decoder whose batch slots are full: its rate is at
+// V_D, which the sizing reads as a short peak, while first tokens queue for slots. Not while decoders
+// are converted (their TTFT then includes prefills that more decoders would not speed up). 0: no step.
+func (c *Controller) lateFirstTokens(now time.Time, group string, p *config.Pool, ds *PoolStatus, d *Decision) int {
+	if h, ok := c.lateStep[p.Name]; ok && now.Sub(h.t) < lateStepHold && !now.Before(h.t) {
+		return h.n
+	}
+	if c.conv[group] > 0 || ds.FirstTokenLate <= lateFirstTokenShare || ds.Waiting < 1 {
+		return 0
+	}
+	n := ds.Pods + 1
+	c.lateStep[p.Name] = rec{now, n}
+	d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %.0f%% of recent first tokens waited over %s on the decoders and %.0f requests wait now: one more decoder → %d",
+		p.Name, 100*ds.FirstTokenLate, p.SLO.TTFT.Duration/2, ds.Waiting, n))
+	return n
 }
 
 // linkSpeed is a decoder's KV link speed V_N: the decode profile's, else the prefill profile's (one

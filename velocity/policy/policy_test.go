@@ -675,3 +675,83 @@ func TestAggregateKVUsage(t *testing.T) {
 		}
 	}
 }
+
+// ttft is a TTFT histogram of n requests, late of them at 1.5 s and the rest at 0.05 s.
+func ttft(n, late float64) engine.Histogram {
+	return engine.Histogram{OK: true, Count: n, Buckets: []engine.Bucket{{UpperBound: 0.1, Count: n - late}, {UpperBound: 1, Count: n - late}, {UpperBound: 2, Count: n}, {UpperBound: math.Inf(1), Count: n}}}
+}
+
+// The decode pool's late first tokens are read from its pods' TTFT past half the TTFT SLO (1 s here),
+// weighted by requests; SGLang decoders are left out (their TTFT includes the prefill), and a pool where
+// no decoder reports a TTFT histogram has an unknown share, not 0.
+func TestAggregateFirstTokenLate(t *testing.T) {
+	cfg := config.Default()
+	p := &cfg.Pools[1]
+	a := store.Velocity{Pod: store.PodKey{Name: "a"}, Engine: engine.VLLM, TTFT: ttft(100, 30), Waiting: 2}
+	b := store.Velocity{Pod: store.PodKey{Name: "b"}, Engine: engine.VLLM, TTFT: ttft(200, 0), Waiting: 1}
+	sg := store.Velocity{Pod: store.PodKey{Name: "c"}, Engine: engine.SGLang, TTFT: ttft(100, 100)}
+	silent := store.Velocity{Pod: store.PodKey{Name: "d"}, Engine: engine.VLLM}
+	for _, c := range []struct {
+		name          string
+		pods          []store.Result
+		late, waiting float64
+	}{
+		{"weighted by requests", []store.Result{{Velocity: a}, {Velocity: b}}, 0.1, 3},
+		{"SGLang left out", []store.Result{{Velocity: a}, {Velocity: sg}}, 0.3, 2},
+		{"none reports: unknown, not 0", []store.Result{{Velocity: silent}, {Velocity: sg}}, -1, 0},
+	} {
+		st, err := Aggregate(p, c.pods, 0, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(st.FirstTokenLate-c.late) > 1e-9 || st.Waiting != c.waiting {
+			t.Errorf("%s: FirstTokenLate %v, Waiting %v; want %v, %v", c.name, st.FirstTokenLate, st.Waiting, c.late, c.waiting)
+		}
+	}
+}
+
+// A decoder whose batch slots are full serves at V_D, which token-rate sizing reads as enough, while
+// first tokens queue for its slots. Over 5% of recent first tokens late past half the TTFT SLO on the
+// decoders, with requests waiting on them now, adds one decoder, asked for over lateStepHold; a late
+// share at or under 5%, an empty queue, or converted decoders (whose TTFT then holds prefills) add none.
+func TestLateFirstTokensAddADecoder(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	ps := &PoolStatus{Pods: 2, Known: 2, Arrival: 9000, Sustained: 9000, PerPod: 10000, Capacity: 20000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1), KVUsage: -1, FirstTokenLate: -1}
+	// Velocity alone: ceil(2000 / (2500 × 0.85)) = 1.
+	ds := func(late, waiting float64) *PoolStatus {
+		return &PoolStatus{Pods: 1, Known: 1, Arrival: 2000, Sustained: 2000, PerPod: 2500, Capacity: 2500, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: late, Waiting: waiting}
+	}
+	t0 := time.Unix(0, 0)
+	for _, c := range []struct {
+		name          string
+		late, waiting float64
+		converted     int
+		want          int
+	}{
+		{"late first tokens, requests waiting", 0.2, 3, 0, 2},
+		{"5% late", 0.05, 3, 0, 1},
+		{"unknown", -1, 3, 0, 1},
+		{"nothing waiting now", 0.2, 0, 0, 1},
+		{"a decoder converted", 0.2, 3, 1, 1},
+	} {
+		ctrl := NewController()
+		ctrl.conv["g"] = c.converted
+		d := ctrl.Decide(t0, pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds(c.late, c.waiting))
+		if got := d.Desired["decode"]; got != c.want {
+			t.Errorf("%s: desired decode %d, want %d; reasons %v", c.name, got, c.want, d.Reasons)
+		}
+	}
+	// The step is asked for over the hold however the signal moves, then only while it holds.
+	ctrl := NewController()
+	var d Decision
+	if n := ctrl.lateFirstTokens(t0, "g", &cfg.Pools[1], ds(0.2, 3), &d); n != 2 || len(d.Reasons) != 1 {
+		t.Fatalf("step: %d, reasons %v; want 2 with a reason", n, d.Reasons)
+	}
+	if n := ctrl.lateFirstTokens(t0.Add(lateStepHold-time.Second), "g", &cfg.Pools[1], ds(0, 0), &d); n != 2 {
+		t.Errorf("within the hold: %d, want the step's 2", n)
+	}
+	if n := ctrl.lateFirstTokens(t0.Add(lateStepHold), "g", &cfg.Pools[1], ds(0, 0), &d); n != 0 {
+		t.Errorf("after the hold with nothing late: %d, want 0", n)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
@@ -49,6 +50,12 @@ type PoolStatus struct {
 	// QueueBudget is how long a request may queue within the TTFT SLO: the SLO less the mean request's own
 	// prefill (seconds; prefill pools only).
 	QueueBudget float64
+	// Waiting is the requests waiting across the pool (a decoder's wait for a batch slot or KV room).
+	Waiting float64
+	// FirstTokenLate is the share of a decode pool's recent first tokens (its pods' TTFT over the latency
+	// window) later than half the pool's TTFT SLO; -1 when unknown, and always for SGLang decoders, whose
+	// TTFT includes the prefill (its router sends each request to both servers at once).
+	FirstTokenLate float64
 	// KVUsage is the mean KV-cache usage (0..1) of the known pods that report it; -1 when none does.
 	KVUsage float64
 	// SLOMissFraction is the share of recent requests over the latency SLO (TTFT for prefill and both,
@@ -113,8 +120,8 @@ func plausible(v *store.Velocity, limit float64) error {
 // Aggregate computes a pool's status from its pods' store results. calibrated overrides the profile's
 // per-pod velocity when > 0. horizon is the backpressure look-ahead.
 func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon time.Duration) (PoolStatus, error) {
-	st := PoolStatus{Name: p.Name, Role: p.Role, Pods: len(pods), SLOMissFraction: -1, KVUsage: -1}
-	var missW, missN, kvSum, kvN float64
+	st := PoolStatus{Name: p.Name, Role: p.Role, Pods: len(pods), SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1}
+	var missW, missN, kvSum, kvN, lateW, lateN float64
 	var meanPrompt float64
 	limit := max(RateLimit(p), PlausibleFactor*calibrated)
 	for _, r := range pods {
@@ -129,6 +136,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 		}
 		st.Known++
 		v := r.Velocity
+		st.Waiting += v.Waiting
 		switch p.Role {
 		case config.RoleDecode:
 			st.Served += v.DecodeTPS
@@ -137,6 +145,10 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			// prefill): the output tokens they owe, at the pod's mean output length, grow with it.
 			st.Arrival += v.DecodeTPS + math.Max(0, v.OwedOutputGrowthTPS)
 			st.Sustained += v.WindowDecodeTPS + math.Max(0, v.WindowOwedOutputGrowthTPS)
+			if f, ok := store.FractionAbove(v.TTFT, p.SLO.TTFT.Seconds()/2); ok && v.Engine != engine.SGLang {
+				lateW += f * v.TTFT.Count
+				lateN += v.TTFT.Count
+			}
 		default:
 			// Computed tokens: prompt tokens the prefix cache served cost no prefill time, so sizing on
 			// all prompt tokens held capacity for work the cache does (the simulator's Mooncake trace).
@@ -175,6 +187,9 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	if kvN > 0 {
 		st.KVUsage = math.Min(1, kvSum/kvN)
 	}
+	if lateN > 0 {
+		st.FirstTokenLate = lateW / lateN
+	}
 	// Pods with unknown velocity still hold capacity; their demand is estimated as the known pods' mean.
 	if st.Known < st.Pods {
 		scale := float64(st.Pods) / float64(st.Known)
@@ -184,6 +199,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 		st.Served *= scale
 		st.SustainedServed *= scale
 		st.QueuedTokens *= scale
+		st.Waiting *= scale
 	}
 	st.Arrival = math.Max(0, st.Arrival)
 	st.Sustained = math.Max(0, st.Sustained)
