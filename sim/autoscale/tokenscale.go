@@ -39,8 +39,11 @@ func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *T
 	}
 	if env.ScrapeInterval > 0 {
 		c.Scrape.Interval.Duration = env.ScrapeInterval
-		// The simulation's scrapes take no time; the timeout is kept valid for the config it mirrors.
+		// The simulation's scrapes take no time; the rest is kept valid for the config it mirrors (a pod
+		// is stale after five intervals, as at the default 1 s; the latency window spans one at least).
 		c.Scrape.Timeout.Duration = min(c.Scrape.Timeout.Duration, env.ScrapeInterval)
+		c.Scrape.StaleAfter.Duration = max(c.Scrape.StaleAfter.Duration, 5*env.ScrapeInterval)
+		c.Scrape.LatencyWindow.Duration = max(c.Scrape.LatencyWindow.Duration, env.ScrapeInterval)
 	}
 	c.Policy.TargetUtilisation = target
 	// The sweep's one knob moves both fields as an operator would: lower buys prefill headroom and leaves
@@ -60,7 +63,7 @@ func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *T
 		p.MaxReplicas = 64
 	}
 	epoch := time.Date(2023, 11, 16, 18, 0, 0, 0, time.UTC)
-	ts := &TokenScale{cfg: c, ctrl: policy.NewController(), epoch: epoch, now: epoch}
+	ts := &TokenScale{cfg: c, ctrl: service.NewController(c), epoch: epoch, now: epoch}
 	ts.store = store.New(service.StoreOptions(c), func() time.Time { return ts.now })
 	ts.hpaP, ts.hpaD = NewHPA(), NewHPA()
 	// The example HPAs react at once; the policy's own window holds scale-down.

@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options) error {
 	// Each tick's membership comes from the adapter's Assign; the scraper reads its targets.
 	var members *service.Members
 	scraper := collector.NewScraper(collector.Options{}, st, func() []collector.Target { return members.Targets }, nil)
-	ctrl := policy.NewController()
+	ctrl := service.NewController(cfg)
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
 

@@ -216,7 +216,7 @@ var Specs = [numFields]Spec{
 	},
 	TTFT: {
 		Field: TTFT, Name: "time_to_first_token", Type: TypeHistogram,
-		Why: "latency safety net: emergency scale-up steps fire when TTFT breaks its SLO",
+		Why: "latency safety net: emergency scale-up steps fire when TTFT breaks its SLO; on vLLM decoders, the step for first tokens late on the decoders",
 		Aliases: map[Kind][]Alias{
 			VLLM:   {{Name: "vllm:time_to_first_token_seconds", Note: "all vLLM versions"}},
 			SGLang: {{Name: "sglang:time_to_first_token_seconds", Note: "all SGLang versions"}},

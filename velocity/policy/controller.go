@@ -42,7 +42,10 @@ type Controller struct {
 	history    map[string][]sample
 	startHold  map[string]rec
 	lateStep   map[string]rec
+	converted  map[string]time.Time
 	scratch    []int
+	// LatencySpan is how far back the pods' latency histograms reach: two scrape.latencyWindow (0: 20 s).
+	LatencySpan time.Duration
 }
 
 // level is a pool's sizing rate smoothed over a cold start, as of t.
@@ -56,7 +59,7 @@ func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
-		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{},
+		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
 	}
 }
 
@@ -108,7 +111,8 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 				decode.Name, 100*ds.KVUsage, ds.Pods, pol.DecodeTargetUtilisation, n))
 			dn = n
 		}
-		if n := c.lateFirstTokens(now, group, decode, ds, &d); n > dn {
+		if n, why := c.lateFirstTokens(now, group, decode, ds); n > dn {
+			d.Reasons = append(d.Reasons, why)
 			dn = n
 		}
 		dn = c.safetyNet(now, pol, decode, ds, dn, &d)
@@ -163,34 +167,57 @@ func kvPods(ds *PoolStatus, u float64) int {
 	return ceilDiv(float64(ds.Pods)*ds.KVUsage, u)
 }
 
-// lateFirstTokenShare is the share of a decode pool's recent first tokens, late past half the TTFT SLO, that adds
-// a decoder: the safety net's 5%.
-const lateFirstTokenShare = 0.05
+// missShare is the share of recent requests late past a latency SLO that the safety net and the decoder
+// step for late first tokens answer to (HeteroScale's 5%).
+const missShare = 0.05
 
-// lateStepHold is how long a decoder added for late first tokens is asked for before the next may be.
-// Shorter than a cold start on purpose: the waits come in spikes of seconds, and one step a cold start
-// kept no measurable gain in the simulator, where steps every 30 s while requests still wait did
-// (docs/evaluation.md).
+// hpaTolerance is the HPA's default tolerance: a desired count within 10% of the current one changes
+// nothing, so a step meant to add capacity must clear it.
+const hpaTolerance = 0.1
+
+// stepAbove is the least replica count above n that an HPA with the default tolerance acts on: n+1 up
+// to 9 pods, more beyond (12 for 10, 13 for 11).
+func stepAbove(n int) int { return int(math.Floor(float64(max(n, 0))*(1+hpaTolerance)+1e-9)) + 1 }
+
+// lateStepHold is how long a decoder step for late first tokens is asked for before the next may be
+// taken. The waits come in spikes of seconds; in the simulator 30 s and a cold start (60 s) measured
+// within 0.2% of each other over the held-out slices (docs/evaluation.md).
 const lateStepHold = 30 * time.Second
 
-// lateFirstTokens adds one decoder when over lateFirstTokenShare of the decode pool's recent first
-// tokens were late past half the TTFT SLO on the decoders themselves (their KV pull, their wait for a
-// batch slot or KV room, their first step) and requests wait on a decoder now; it holds the step for
-// lateStepHold. Token-rate sizing does not see a decoder whose batch slots are full: its rate is at
-// V_D, which the sizing reads as a short peak, while first tokens queue for slots. Not while decoders
-// are converted (their TTFT then includes prefills that more decoders would not speed up). 0: no step.
-func (c *Controller) lateFirstTokens(now time.Time, group string, p *config.Pool, ds *PoolStatus, d *Decision) int {
+// defaultLatencySpan is how far back the pods' latency histograms reach when LatencySpan is unset: two of
+// the default scrape.latencyWindow.
+const defaultLatencySpan = 20 * time.Second
+
+// lateFirstTokens asks for a decoder step when at least missShare of the decode pool's recent first
+// tokens were late past half its TTFT SLO on the decoders themselves (their KV pull, their wait for a
+// batch slot or KV room, their first step) and requests wait on a decoder now, and holds the step for
+// lateStepHold; it returns the count and the reason (0 and "": no step). Token-rate sizing does not see
+// a decoder whose batch slots are full: its rate is at V_D, which the sizing reads as enough, while first
+// tokens queue for slots. Nothing while decoders are converted, nor until the histograms no longer reach
+// back to a conversion: their TTFT then holds prefills that more decoders would not speed up.
+func (c *Controller) lateFirstTokens(now time.Time, group string, p *config.Pool, ds *PoolStatus) (int, string) {
+	if c.conv[group] > 0 {
+		c.converted[group] = now
+		delete(c.lateStep, p.Name)
+		return 0, ""
+	}
+	span := c.LatencySpan
+	if span <= 0 {
+		span = defaultLatencySpan
+	}
+	if t, ok := c.converted[group]; ok && now.Sub(t) < span && !now.Before(t) {
+		return 0, ""
+	}
 	if h, ok := c.lateStep[p.Name]; ok && now.Sub(h.t) < lateStepHold && !now.Before(h.t) {
-		return h.n
+		return h.n, fmt.Sprintf("%s: the step for late first tokens holds %d until %s", p.Name, h.n, h.t.Add(lateStepHold).Format(time.TimeOnly))
 	}
-	if c.conv[group] > 0 || ds.FirstTokenLate <= lateFirstTokenShare || ds.Waiting < 1 {
-		return 0
+	if !(ds.FirstTokenLate >= missShare) || ds.Waiting < 1 {
+		return 0, ""
 	}
-	n := ds.Pods + 1
+	n := stepAbove(ds.Pods)
 	c.lateStep[p.Name] = rec{now, n}
-	d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %.0f%% of recent first tokens waited over %s on the decoders and %.0f requests wait now: one more decoder → %d",
-		p.Name, 100*ds.FirstTokenLate, p.SLO.TTFT.Duration/2, ds.Waiting, n))
-	return n
+	return n, fmt.Sprintf("%s: %.0f%% of recent first tokens waited over %s on the decoders and %.0f requests wait now: a decoder step → %d",
+		p.Name, 100*ds.FirstTokenLate, p.SLO.TTFT.Duration/2, ds.Waiting, n)
 }
 
 // linkSpeed is a decoder's KV link speed V_N: the decode profile's, else the prefill profile's (one
@@ -246,7 +273,7 @@ func (c *Controller) smooth(now time.Time, tau time.Duration, pool string, x flo
 // feedback): +10% of current replicas when over 5% of requests miss, +20% when over 20% miss.
 func (c *Controller) safetyNet(now time.Time, pol config.Policy, p *config.Pool, st *PoolStatus, n int, d *Decision) int {
 	pool := p.Name
-	if st.SLOMissFraction < 0.05 {
+	if !(st.SLOMissFraction >= missShare) {
 		return n
 	}
 	if p.Role != config.RoleDecode && st.QueuedTokens <= 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -676,82 +677,126 @@ func TestAggregateKVUsage(t *testing.T) {
 	}
 }
 
-// ttft is a TTFT histogram of n requests, late of them at 1.5 s and the rest at 0.05 s.
+// ttft is a TTFT histogram of n requests: late of them at 1.5 s, 10 at 0.7 s (late only past a
+// quarter of a 2 s SLO) and the rest at 0.05 s.
 func ttft(n, late float64) engine.Histogram {
-	return engine.Histogram{OK: true, Count: n, Buckets: []engine.Bucket{{UpperBound: 0.1, Count: n - late}, {UpperBound: 1, Count: n - late}, {UpperBound: 2, Count: n}, {UpperBound: math.Inf(1), Count: n}}}
+	return engine.Histogram{OK: true, Count: n, Buckets: []engine.Bucket{{UpperBound: 0.1, Count: n - late - 10},
+		{UpperBound: 0.5, Count: n - late - 10}, {UpperBound: 1, Count: n - late}, {UpperBound: 2, Count: n}, {UpperBound: math.Inf(1), Count: n}}}
 }
 
-// The decode pool's late first tokens are read from its pods' TTFT past half the TTFT SLO (1 s here),
-// weighted by requests; SGLang decoders are left out (their TTFT includes the prefill), and a pool where
-// no decoder reports a TTFT histogram has an unknown share, not 0.
+// The decode pool's late first tokens are read from its vLLM pods' TTFT past half the TTFT SLO (1 s
+// here), weighted by requests; SGLang decoders (their TTFT includes the prefill) and TensorRT-LLM ones
+// are left out, a pool where no vLLM decoder reports a TTFT histogram has an unknown share, not 0, and
+// the waiting requests of pods of unknown velocity are estimated as the known pods' mean.
 func TestAggregateFirstTokenLate(t *testing.T) {
 	cfg := config.Default()
 	p := &cfg.Pools[1]
 	a := store.Velocity{Pod: store.PodKey{Name: "a"}, Engine: engine.VLLM, TTFT: ttft(100, 30), Waiting: 2}
 	b := store.Velocity{Pod: store.PodKey{Name: "b"}, Engine: engine.VLLM, TTFT: ttft(200, 0), Waiting: 1}
-	sg := store.Velocity{Pod: store.PodKey{Name: "c"}, Engine: engine.SGLang, TTFT: ttft(100, 100)}
-	silent := store.Velocity{Pod: store.PodKey{Name: "d"}, Engine: engine.VLLM}
+	sg := store.Velocity{Pod: store.PodKey{Name: "c"}, Engine: engine.SGLang, TTFT: ttft(100, 90), Waiting: 3}
+	trt := store.Velocity{Pod: store.PodKey{Name: "d"}, Engine: engine.TRTLLM, TTFT: ttft(100, 90)}
+	silent := store.Velocity{Pod: store.PodKey{Name: "e"}, Engine: engine.VLLM}
+	lost := store.Result{Err: fmt.Errorf("scrape failed")}
 	for _, c := range []struct {
 		name          string
 		pods          []store.Result
 		late, waiting float64
 	}{
 		{"weighted by requests", []store.Result{{Velocity: a}, {Velocity: b}}, 0.1, 3},
-		{"SGLang left out", []store.Result{{Velocity: a}, {Velocity: sg}}, 0.3, 2},
-		{"none reports: unknown, not 0", []store.Result{{Velocity: silent}, {Velocity: sg}}, -1, 0},
+		{"SGLang and TensorRT-LLM left out", []store.Result{{Velocity: a}, {Velocity: sg}, {Velocity: trt}}, 0.3, 5},
+		{"a pod of unknown velocity", []store.Result{{Velocity: a}, lost}, 0.3, 4},
+		{"none reports: unknown, not 0", []store.Result{{Velocity: silent}, {Velocity: sg}}, -1, 3},
 	} {
 		st, err := Aggregate(p, c.pods, 0, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if math.Abs(st.FirstTokenLate-c.late) > 1e-9 || st.Waiting != c.waiting {
+		if !(math.Abs(st.FirstTokenLate-c.late) <= 1e-9) || st.Waiting != c.waiting {
 			t.Errorf("%s: FirstTokenLate %v, Waiting %v; want %v, %v", c.name, st.FirstTokenLate, st.Waiting, c.late, c.waiting)
 		}
 	}
 }
 
 // A decoder whose batch slots are full serves at V_D, which token-rate sizing reads as enough, while
-// first tokens queue for its slots. Over 5% of recent first tokens late past half the TTFT SLO on the
-// decoders, with requests waiting on them now, adds one decoder, asked for over lateStepHold; a late
-// share at or under 5%, an empty queue, or converted decoders (whose TTFT then holds prefills) add none.
+// first tokens queue for its slots. 5% or more of recent first tokens late past half the TTFT SLO on the
+// decoders, with requests waiting on them now, asks for a step the HPA acts on, held over lateStepHold;
+// less, an unknown share, an empty queue, or converted decoders (whose TTFT then holds prefills) ask for
+// none, nor does a pool whose histograms still reach back to a conversion.
 func TestLateFirstTokensAddADecoder(t *testing.T) {
 	cfg := config.Default()
 	pol := cfg.Policy
 	ps := &PoolStatus{Pods: 2, Known: 2, Arrival: 9000, Sustained: 9000, PerPod: 10000, Capacity: 20000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1), KVUsage: -1, FirstTokenLate: -1}
 	// Velocity alone: ceil(2000 / (2500 × 0.85)) = 1.
-	ds := func(late, waiting float64) *PoolStatus {
-		return &PoolStatus{Pods: 1, Known: 1, Arrival: 2000, Sustained: 2000, PerPod: 2500, Capacity: 2500, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: late, Waiting: waiting}
+	ds := func(pods int, late, waiting float64) *PoolStatus {
+		return &PoolStatus{Pods: pods, Known: pods, Arrival: 2000, Sustained: 2000, PerPod: 2500, Capacity: 2500 * float64(pods), SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: late, Waiting: waiting}
 	}
 	t0 := time.Unix(0, 0)
 	for _, c := range []struct {
 		name          string
+		pods          int
 		late, waiting float64
 		converted     int
 		want          int
 	}{
-		{"late first tokens, requests waiting", 0.2, 3, 0, 2},
-		{"5% late", 0.05, 3, 0, 1},
-		{"unknown", -1, 3, 0, 1},
-		{"nothing waiting now", 0.2, 0, 0, 1},
-		{"a decoder converted", 0.2, 3, 1, 1},
+		{"late first tokens, requests waiting", 1, 0.2, 3, 0, 2},
+		{"5% late", 1, 0.05, 3, 0, 2},
+		{"4% late", 1, 0.04, 3, 0, 1},
+		{"unknown", 1, -1, 3, 0, 1},
+		{"not a number", 1, math.NaN(), 3, 0, 1},
+		{"nothing waiting now", 1, 0.2, 0, 0, 1},
+		{"a decoder converted", 1, 0.2, 3, 1, 1},
+		// 12/11 is within the HPA's 10% tolerance: the step must reach 13.
+		{"eleven decoders", 11, 0.2, 3, 0, 13},
 	} {
 		ctrl := NewController()
 		ctrl.conv["g"] = c.converted
-		d := ctrl.Decide(t0, pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds(c.late, c.waiting))
+		d := ctrl.Decide(t0, pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds(c.pods, c.late, c.waiting))
 		if got := d.Desired["decode"]; got != c.want {
 			t.Errorf("%s: desired decode %d, want %d; reasons %v", c.name, got, c.want, d.Reasons)
 		}
 	}
-	// The step is asked for over the hold however the signal moves, then only while it holds.
+	// The step is asked for, with its reason, over the hold however the signal moves.
 	ctrl := NewController()
-	var d Decision
-	if n := ctrl.lateFirstTokens(t0, "g", &cfg.Pools[1], ds(0.2, 3), &d); n != 2 || len(d.Reasons) != 1 {
-		t.Fatalf("step: %d, reasons %v; want 2 with a reason", n, d.Reasons)
+	decide := func(at time.Duration, late, waiting float64) Decision {
+		return ctrl.Decide(t0.Add(at), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds(1, late, waiting))
 	}
-	if n := ctrl.lateFirstTokens(t0.Add(lateStepHold-time.Second), "g", &cfg.Pools[1], ds(0, 0), &d); n != 2 {
-		t.Errorf("within the hold: %d, want the step's 2", n)
+	if d := decide(0, 0.2, 3); d.Desired["decode"] != 2 || !strings.Contains(fmt.Sprint(d.Reasons), "a decoder step → 2") {
+		t.Fatalf("step: %d, reasons %v", d.Desired["decode"], d.Reasons)
 	}
-	if n := ctrl.lateFirstTokens(t0.Add(lateStepHold), "g", &cfg.Pools[1], ds(0, 0), &d); n != 0 {
-		t.Errorf("after the hold with nothing late: %d, want 0", n)
+	if d := decide(lateStepHold-time.Second, 0, 0); d.Desired["decode"] != 2 || !strings.Contains(fmt.Sprint(d.Reasons), "holds 2") {
+		t.Errorf("within the hold: %d, reasons %v; want the step's 2, said", d.Desired["decode"], d.Reasons)
+	}
+	// Conversions end the hold, and the histograms reach back to them for LatencySpan (20 s by default).
+	// (Asked of the rule itself: the scale-down window would hold the earlier step in Decide's answer.)
+	ctrl = NewController()
+	step := func(at time.Duration) int {
+		n, _ := ctrl.lateFirstTokens(t0.Add(at), "g", &cfg.Pools[1], ds(1, 0.2, 3))
+		return n
+	}
+	for _, c := range []struct {
+		at        time.Duration
+		converted int
+		want      int
+	}{
+		{0, 0, 2},
+		{time.Second, 1, 0},
+		{defaultLatencySpan, 0, 0},
+		{time.Second + defaultLatencySpan, 0, 2},
+	} {
+		ctrl.conv["g"] = c.converted
+		if got := step(c.at); got != c.want {
+			t.Errorf("at %s with %d converted: step %d, want %d", c.at, c.converted, got, c.want)
+		}
+	}
+}
+
+func TestStepAbove(t *testing.T) {
+	for n, want := range map[int]int{0: 1, 1: 2, 9: 10, 10: 12, 11: 13, 20: 23, 100: 111} {
+		if got := stepAbove(n); got != want {
+			t.Errorf("stepAbove(%d) = %d, want %d", n, got, want)
+		}
+		if n > 0 && !(float64(stepAbove(n))/float64(n)-1 > hpaTolerance) {
+			t.Errorf("stepAbove(%d) = %d is within the HPA's tolerance", n, stepAbove(n))
+		}
 	}
 }

@@ -50,11 +50,14 @@ type PoolStatus struct {
 	// QueueBudget is how long a request may queue within the TTFT SLO: the SLO less the mean request's own
 	// prefill (seconds; prefill pools only).
 	QueueBudget float64
-	// Waiting is the requests waiting across the pool (a decoder's wait for a batch slot or KV room).
+	// Waiting is the requests waiting across the pool (on a vLLM decoder: for a batch slot or KV room, and
+	// for its KV pull, which vLLM counts as waiting).
 	Waiting float64
-	// FirstTokenLate is the share of a decode pool's recent first tokens (its pods' TTFT over the latency
-	// window) later than half the pool's TTFT SLO; -1 when unknown, and always for SGLang decoders, whose
-	// TTFT includes the prefill (its router sends each request to both servers at once).
+	// FirstTokenLate is the share of a decode pool's recent first tokens (its vLLM pods' TTFT over the
+	// latency window) later than half the pool's TTFT SLO; -1 when unknown. Only vLLM decoders count:
+	// behind a P/D proxy that sends a request on once its prefill returns, their TTFT starts at the
+	// decoder, while SGLang's router sends each request to both servers at once, so its decoders' TTFT
+	// includes the prefill (TensorRT-LLM's is not established here).
 	FirstTokenLate float64
 	// KVUsage is the mean KV-cache usage (0..1) of the known pods that report it; -1 when none does.
 	KVUsage float64
@@ -145,7 +148,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			// prefill): the output tokens they owe, at the pod's mean output length, grow with it.
 			st.Arrival += v.DecodeTPS + math.Max(0, v.OwedOutputGrowthTPS)
 			st.Sustained += v.WindowDecodeTPS + math.Max(0, v.WindowOwedOutputGrowthTPS)
-			if f, ok := store.FractionAbove(v.TTFT, p.SLO.TTFT.Seconds()/2); ok && v.Engine != engine.SGLang {
+			if f, ok := store.FractionAbove(v.TTFT, p.SLO.TTFT.Seconds()/2); ok && v.Engine == engine.VLLM {
 				lateW += f * v.TTFT.Count
 				lateN += v.TTFT.Count
 			}

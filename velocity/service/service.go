@@ -113,7 +113,7 @@ type Service struct {
 // source, scraping or scrape.prometheusURL, is fixed at start).
 func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Service, error) {
 	c := cfg()
-	s := &Service{cfg: cfg, pods: pods, ctrl: policy.NewController()}
+	s := &Service{cfg: cfg, pods: pods, ctrl: NewController(c)}
 	s.store = store.New(StoreOptions(c), nil)
 	if u := c.Scrape.PrometheusURL; u != "" {
 		src, err := newPrometheusSource(u, c, s.store)
@@ -139,6 +139,14 @@ func StoreOptions(c *config.Config) store.Options {
 		StaleAfter: c.Scrape.StaleAfter.Duration, LatencyWindow: c.Scrape.LatencyWindow.Duration,
 		DefaultPromptTokens: c.Scrape.PromptTokens, RiseTau: tau, FallTau: tau,
 	}
+}
+
+// NewController returns a policy controller for the config, told how far back the pods' latency
+// histograms reach (two scrape.latencyWindow; scrape.* is fixed at start).
+func NewController(c *config.Config) *policy.Controller {
+	ctrl := policy.NewController()
+	ctrl.LatencySpan = 2 * c.Scrape.LatencyWindow.Duration
+	return ctrl
 }
 
 // Snapshot returns the latest published snapshot, or nil before the first round.
