@@ -175,9 +175,19 @@ const missShare = 0.05
 // nothing, so a step meant to add capacity must clear it.
 const hpaTolerance = 0.1
 
-// stepAbove is the least replica count above n that an HPA with the default tolerance acts on: n+1 up
-// to 9 pods, more beyond (12 for 10, 13 for 11).
-func stepAbove(n int) int { return int(math.Floor(float64(max(n, 0))*(1+hpaTolerance)+1e-9)) + 1 }
+// stepAbove is the least replica count above n that an HPA with the default tolerance acts on, by the
+// HPA's own float comparison |m/n − 1| > 0.1: n+1 up to 10 pods (11/10 clears it by rounding), more
+// beyond (13 for 11, 22 for 20).
+func stepAbove(n int) int {
+	if n <= 0 {
+		return 1
+	}
+	m := n + 1
+	for !(math.Abs(float64(m)/float64(n)-1) > hpaTolerance) {
+		m++
+	}
+	return m
+}
 
 // lateStepHold is how long a decoder step for late first tokens is asked for before the next may be
 // taken. The waits come in spikes of seconds; in the simulator 30 s and a cold start (60 s) measured
