@@ -190,8 +190,8 @@ func stepAbove(n int) int {
 }
 
 // lateStepHold is how long a decoder step for late first tokens is asked for before the next may be
-// taken. The waits come in spikes of seconds; in the simulator 30 s and a cold start (60 s) measured
-// within 0.2% of each other over the held-out slices (docs/evaluation.md).
+// taken. The waits come in spikes of seconds; in the simulator, on the rule's first form, 30 s and a cold
+// start (60 s) measured within 0.2% of each other over the held-out slices (docs/evaluation.md).
 const lateStepHold = 30 * time.Second
 
 // defaultLatencySpan is how far back the pods' latency histograms reach when LatencySpan is unset: two of
@@ -280,7 +280,7 @@ func (c *Controller) smooth(now time.Time, tau time.Duration, pool string, x flo
 }
 
 // safetyNet adds a fixed emergency step when recent latency breaks the SLO (HeteroScale's negative
-// feedback): +10% of current replicas when over 5% of requests miss, +20% when over 20% miss.
+// feedback): +10% of current replicas when missShare (5%) or more of requests miss, +20% from 20%.
 func (c *Controller) safetyNet(now time.Time, pol config.Policy, p *config.Pool, st *PoolStatus, n int, d *Decision) int {
 	pool := p.Name
 	if !(st.SLOMissFraction >= missShare) {

@@ -148,9 +148,11 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			// prefill): the output tokens they owe, at the pod's mean output length, grow with it.
 			st.Arrival += v.DecodeTPS + math.Max(0, v.OwedOutputGrowthTPS)
 			st.Sustained += v.WindowDecodeTPS + math.Max(0, v.WindowOwedOutputGrowthTPS)
-			if f, ok := store.FractionAbove(v.TTFT, p.SLO.TTFT.Seconds()/2); ok && v.Engine == engine.VLLM {
-				lateW += f * v.TTFT.Count
-				lateN += v.TTFT.Count
+			if v.Engine == engine.VLLM {
+				if f, ok := store.FractionAbove(v.TTFT, p.SLO.TTFT.Seconds()/2); ok {
+					lateW += f * v.TTFT.Count
+					lateN += v.TTFT.Count
+				}
 			}
 		default:
 			// Computed tokens: prompt tokens the prefix cache served cost no prefill time, so sizing on
