@@ -46,6 +46,9 @@ type Controller struct {
 	scratch    []int
 	// LatencySpan is how far back the pods' latency histograms reach: two scrape.latencyWindow (0: 20 s).
 	LatencySpan time.Duration
+	// Interval is scrape.interval, how often decisions come (0: 1 s): confirmations and calibration are
+	// set in seconds of scrapes, so a faster scrape gives a faster signal and the same policy.
+	Interval time.Duration
 }
 
 // level is a pool's sizing rate smoothed over a cold start, as of t.
@@ -242,24 +245,44 @@ func linkSpeed(prefill, decode *config.Pool) float64 {
 	return 0
 }
 
-// breachConfirmations is how many decisions in a row must predict an SLO breach before replicas are
-// sized on the fast rate: one or two scrapes of predicted breach are mostly noise peaks that end long
-// before a pod ordered for them is Ready (docs/evaluation.md measures what chasing them cost).
-const breachConfirmations = 3
+// breachEvidence is how much of the scrape timeline must predict an SLO breach, on enough decisions in a
+// row to cover it, before replicas are sized on the fast rate (three decisions at the default 1 s interval): one or
+// two seconds of predicted breach are mostly noise peaks that end long before a pod ordered for them is
+// Ready (docs/evaluation.md measures what chasing them cost).
+const breachEvidence = 3 * time.Second
+
+// interval is the decision interval, scrape.interval (1 s when unset).
+func (c *Controller) interval() time.Duration {
+	if c.Interval > 0 {
+		return c.Interval
+	}
+	return time.Second
+}
+
+// decisions is how many decisions in a row cover d of scrapes, each speaking for the interval before
+// it: ⌈d/interval⌉, at least one.
+func (c *Controller) decisions(d time.Duration) int {
+	return max(1, int(math.Ceil(float64(d)/float64(c.interval())-1e-9)))
+}
+
+// streak counts the decisions in a row on which cond held for key (0 once it fails) and returns the count.
+func streak(m map[string]int, key string, cond bool) int {
+	if !cond {
+		m[key] = 0
+		return 0
+	}
+	m[key]++
+	return m[key]
+}
 
 // sizingRate is the λ replicas are sized on: the window average smoothed over one cold start
 // (policy.coldStart) unless backpressure has predicted an SLO breach within the horizon on
-// breachConfirmations decisions in a row, when the fast rate (which shows a burst within a scrape or two)
+// enough decisions in a row to cover breachEvidence, when the fast rate (which shows a burst within a scrape or two)
 // leads. A rise shorter than a cold start is over before a pod ordered for it is Ready: conversions and
 // the queue absorb it, and sizing on the unsmoothed window average held pods for every such rise.
 func (c *Controller) sizingRate(now time.Time, pol config.Policy, pool string, st *PoolStatus) (float64, string) {
 	smoothed := c.smooth(now, pol.ColdStart.Duration, pool, st.Sustained)
-	if st.Backpressure >= 1 {
-		c.breaching[pool]++
-	} else {
-		c.breaching[pool] = 0
-	}
-	if c.breaching[pool] >= breachConfirmations && st.Arrival > max(smoothed, st.Sustained) {
+	if streak(c.breaching, pool, st.Backpressure >= 1) >= c.decisions(breachEvidence) && st.Arrival > max(smoothed, st.Sustained) {
 		return st.Arrival, "fast"
 	}
 	return smoothed, "sustained"
@@ -439,6 +462,14 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 	return want
 }
 
+// calibrationEvidence is how long a pool must look saturated, on enough decisions in a row to cover it, before its
+// served velocity is taken as its capacity; calibrationStep is how far V moves towards an observation per
+// second of scrapes (three decisions and 0.3 a decision at the default 1 s interval).
+const (
+	calibrationEvidence = 3 * time.Second
+	calibrationStep     = 0.3
+)
+
 // calibrate refines a pool's per-pod velocity online. A pool whose queue keeps growing while its
 // throughput is flat is saturated: its served velocity per pod is its real capacity. A pool serving
 // more than its profile says has at least that capacity. Served is the latency window's: engines count a
@@ -454,25 +485,20 @@ func (c *Controller) calibrate(p *config.Pool, st *PoolStatus) {
 		return
 	}
 	observed := st.SustainedServed / float64(st.Pods)
-	saturated := st.Arrival > st.Served*1.05 && (st.QueuedTokens > 0 || p.Role == config.RoleDecode)
-	if saturated {
-		c.saturated[p.Name]++
-	} else {
-		c.saturated[p.Name] = 0
-	}
-	var next float64
-	switch {
-	case c.saturated[p.Name] >= 3:
-		next = 0.7*cur + 0.3*observed
-	case observed > cur*1.05:
-		next = 0.7*cur + 0.3*observed
-	default:
+	saturated := streak(c.saturated, p.Name, st.Arrival > st.Served*1.05 && (st.QueuedTokens > 0 || p.Role == config.RoleDecode)) >= c.decisions(calibrationEvidence)
+	if !saturated && !(observed > cur*1.05) {
 		return
 	}
+	// calibrationStep towards the observation per second of scrapes, whatever the interval.
+	w := calibrationStep
+	if iv := c.interval(); iv != time.Second {
+		w = 1 - math.Pow(1-calibrationStep, iv.Seconds())
+	}
+	next := (1-w)*cur + w*observed
 	next = math.Min(math.Max(next, 0.5*profile), 2*profile)
 	if math.Abs(next-cur) > 0.05*cur {
 		klog.InfoS("Calibrated pool capacity", "pool", p.Name, "from", int(cur), "to", int(next),
-			"observedPerPod", int(observed), "saturated", c.saturated[p.Name] >= 3)
+			"observedPerPod", int(observed), "saturated", saturated)
 	}
 	c.calibrated[p.Name] = next
 }

@@ -107,8 +107,8 @@ func (r *rig) meanTTFT(pool string) float64 {
 }
 
 // A step in arrival rate makes predicted backpressure rise within two scrape intervals and desired
-// prefill replicas within three (the breach must be predicted on breachConfirmations decisions in a
-// row), while TTFT (what a latency-driven autoscaler watches) has not yet moved.
+// prefill replicas within three (the breach must be predicted over breachEvidence of scrapes, three
+// decisions at the rig's 1 s interval), while TTFT (what a latency-driven autoscaler watches) has not yet moved.
 func TestStepLeadsTTFT(t *testing.T) {
 	r := newRig(t, 2, 4)
 	r.load("prefill", 12000, 0)
@@ -125,6 +125,7 @@ func TestStepLeadsTTFT(t *testing.T) {
 	r.load("prefill", 25000, 0)
 	var ps PoolStatus
 	var d Decision
+	breachConfirmations := int(breachEvidence / time.Second)
 	for i := 1; i <= breachConfirmations; i++ {
 		ps, _, d = r.tick()
 		t.Logf("t+%ds: λ=%.0f ρ=%.2f backpressure=%.2f breach in %.1fs desired=%d TTFT-miss=%.2f",
@@ -257,6 +258,43 @@ func TestCalibrationFromSaturation(t *testing.T) {
 	}
 }
 
+// Calibration is set in seconds of scrapes: a saturated pool is calibrated after 3 s of it (three
+// decisions at 1 s, six at 500 ms), and V moves the same way per second whatever the interval.
+func TestCalibrationFollowsTheInterval(t *testing.T) {
+	cfg := config.Default()
+	p := &cfg.Pools[0]
+	p.Profile.KVTransferTPS = 0
+	p.Profile.PrefillTPS = 16000
+	// Queue growing, served flat at 10000 a pod: saturated.
+	st := &PoolStatus{Pods: 2, Known: 2, Arrival: 30000, Served: 20000, SustainedServed: 20000, QueuedTokens: 5000}
+	for _, c := range []struct {
+		interval time.Duration
+		decisions int
+	}{{0, 3}, {time.Second, 3}, {500 * time.Millisecond, 6}, {2 * time.Second, 2}} {
+		ctrl := NewController()
+		ctrl.Interval = c.interval
+		step := c.interval
+		if step == 0 {
+			step = time.Second
+		}
+		for i := 1; i < c.decisions; i++ {
+			ctrl.calibrate(p, st)
+		}
+		if got := ctrl.Calibrated(p.Name); got != 0 {
+			t.Errorf("interval %s: calibrated to %.0f after %d saturated decisions, want the profile kept until %d", c.interval, got, c.decisions-1, c.decisions)
+		}
+		// Over the next 10 s of scrapes (the first at the decision above) V approaches 10000 as
+		// 16000 − 6000·(1 − 0.7^10), within rounding.
+		for i := 0; i < int(10*time.Second/step); i++ {
+			ctrl.calibrate(p, st)
+		}
+		want := 16000 - 6000*(1-math.Pow(0.7, 10))
+		if got := ctrl.Calibrated(p.Name); math.Abs(got-want) > 1 {
+			t.Errorf("interval %s: calibrated V = %.1f after 10 s of updates, want %.1f", c.interval, got, want)
+		}
+	}
+}
+
 func TestAggregateUnknown(t *testing.T) {
 	cfg := config.Default()
 	_, err := Aggregate(&cfg.Pools[0], []store.Result{{Err: store.ErrStale}}, 0, 10*time.Second)
@@ -305,24 +343,37 @@ func TestLoneDecoderConvertsOnlyWithHeadroom(t *testing.T) {
 }
 
 // Replicas follow the window-average rate, not a one-scrape peak, unless backpressure predicts a breach
-// on breachConfirmations decisions in a row.
+// on enough decisions in a row to cover breachEvidence (3 s) of scrapes: three at 1 s, six at 500 ms, two
+// at 2 s.
 func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
 	cfg := config.Default()
 	for _, c := range []struct {
-		bp   []float64
-		want int
-	}{{[]float64{0.5, 0.5, 0.5}, 3}, {[]float64{2, 2, 2}, 5}, {[]float64{2, 0.5, 2}, 3}, {[]float64{0.5, 2, 2}, 3}} {
+		interval time.Duration
+		bp       []float64
+		want     int
+	}{
+		{0, []float64{0.5, 0.5, 0.5}, 3}, {0, []float64{2, 2, 2}, 5}, {0, []float64{2, 0.5, 2}, 3}, {0, []float64{0.5, 2, 2}, 3},
+		{time.Second, []float64{2, 2, 2}, 5},
+		{500 * time.Millisecond, []float64{2, 2, 2}, 3}, {500 * time.Millisecond, []float64{2, 2, 2, 2, 2}, 3},
+		{500 * time.Millisecond, []float64{2, 2, 2, 2, 2, 2}, 5}, {500 * time.Millisecond, []float64{2, 2, 2, 0.5, 2, 2}, 3},
+		{2 * time.Second, []float64{2}, 3}, {2 * time.Second, []float64{0.5, 2, 2}, 5}, {2 * time.Second, []float64{2, 0.5, 2}, 3},
+	} {
 		ctrl := NewController()
+		ctrl.Interval = c.interval
+		step := c.interval
+		if step == 0 {
+			step = time.Second
+		}
 		var d Decision
 		for i, bp := range c.bp {
 			ps := &PoolStatus{Pods: 3, Known: 3, Arrival: 40000, Sustained: 20000, PerPod: 10000, Capacity: 30000,
 				Backpressure: bp, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
-			// Time 0 each round: the scale-down window holds nothing back, so each decision stands alone.
+			// The scale-down window forgotten each round, so each decision stands alone.
 			ctrl.recs = map[string][]rec{}
-			d = ctrl.Decide(time.Unix(int64(i), 0), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil)
+			d = ctrl.Decide(time.Unix(0, 0).Add(time.Duration(i)*step), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil)
 		}
 		if d.Desired["prefill"] != c.want {
-			t.Errorf("backpressure %v: desired %d, want %d; reasons %v", c.bp, d.Desired["prefill"], c.want, d.Reasons)
+			t.Errorf("interval %s, backpressure %v: desired %d, want %d; reasons %v", c.interval, c.bp, d.Desired["prefill"], c.want, d.Reasons)
 		}
 	}
 }

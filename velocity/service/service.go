@@ -142,10 +142,12 @@ func StoreOptions(c *config.Config) store.Options {
 }
 
 // NewController returns a policy controller for the config, told how far back the pods' latency
-// histograms reach (two scrape.latencyWindow; scrape.* is fixed at start).
+// histograms reach (two scrape.latencyWindow) and how often it decides (scrape.interval); scrape.* is
+// fixed at start.
 func NewController(c *config.Config) *policy.Controller {
 	ctrl := policy.NewController()
 	ctrl.LatencySpan = 2 * c.Scrape.LatencyWindow.Duration
+	ctrl.Interval = c.Scrape.Interval.Duration
 	return ctrl
 }
 
