@@ -268,7 +268,7 @@ func TestCalibrationFollowsTheInterval(t *testing.T) {
 	// Queue growing, served flat at 10000 a pod: saturated.
 	st := &PoolStatus{Pods: 2, Known: 2, Arrival: 30000, Served: 20000, SustainedServed: 20000, QueuedTokens: 5000}
 	for _, c := range []struct {
-		interval time.Duration
+		interval  time.Duration
 		decisions int
 	}{{0, 3}, {time.Second, 3}, {500 * time.Millisecond, 6}, {2 * time.Second, 2}} {
 		ctrl := NewController()
