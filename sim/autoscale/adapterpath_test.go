@@ -120,7 +120,7 @@ func TestAdapterPathMatchesSimulator(t *testing.T) {
 		DecodeTPS:   hw.DecodeVelocity(in/n, out/n, cluster.TPOTSLO/2),
 		PoolTTFTSLO: time.Duration(cluster.TTFTSLO(int(in/n)) * float64(time.Second))}
 	ts := NewTokenScale(env, 0.8, time.Minute, true)
-	a := &adapterPath{ts: ts, ctrl: policy.NewController()}
+	a := &adapterPath{ts: ts, ctrl: service.NewController(ts.cfg)}
 	a.store = store.New(service.StoreOptions(ts.cfg), func() time.Time { return a.now })
 	res, err := cluster.Run(cluster.Config{Hardware: hw}, tr.Requests, a)
 	if err != nil {

@@ -260,10 +260,15 @@ func (c *Controller) interval() time.Duration {
 }
 
 // decisions is how many decisions in a row cover d of scrapes, each speaking for the interval before
-// it: ⌈d/interval⌉, at least one.
+// it: ⌈d/interval⌉, but at least minEvidenceDecisions, since one scrape's reading is a sample, not
+// evidence, however long the interval.
 func (c *Controller) decisions(d time.Duration) int {
-	return max(1, int(math.Ceil(float64(d)/float64(c.interval())-1e-9)))
+	iv := c.interval()
+	return max(minEvidenceDecisions, int((d+iv-1)/iv))
 }
+
+// minEvidenceDecisions is the fewest decisions in a row that confirm a breach or a saturation.
+const minEvidenceDecisions = 2
 
 // streak counts the decisions in a row on which cond held for key (0 once it fails) and returns the count.
 func streak(m map[string]int, key string, cond bool) int {
@@ -468,6 +473,7 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 const (
 	calibrationEvidence = 3 * time.Second
 	calibrationStep     = 0.3
+	maxCalibrationStep  = 0.5
 )
 
 // calibrate refines a pool's per-pod velocity online. A pool whose queue keeps growing while its
@@ -489,10 +495,11 @@ func (c *Controller) calibrate(p *config.Pool, st *PoolStatus) {
 	if !saturated && !(observed > cur*1.05) {
 		return
 	}
-	// calibrationStep towards the observation per second of scrapes, whatever the interval.
+	// calibrationStep towards the observation per second of scrapes, whatever the interval, but never more
+	// than half-way to one observation (at long intervals a decision would otherwise take it whole).
 	w := calibrationStep
 	if iv := c.interval(); iv != time.Second {
-		w = 1 - math.Pow(1-calibrationStep, iv.Seconds())
+		w = min(1-math.Pow(1-calibrationStep, iv.Seconds()), maxCalibrationStep)
 	}
 	next := (1-w)*cur + w*observed
 	next = math.Min(math.Max(next, 0.5*profile), 2*profile)

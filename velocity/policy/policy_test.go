@@ -125,14 +125,14 @@ func TestStepLeadsTTFT(t *testing.T) {
 	r.load("prefill", 25000, 0)
 	var ps PoolStatus
 	var d Decision
-	breachConfirmations := int(breachEvidence / time.Second)
+	breachConfirmations := r.ctrl.decisions(breachEvidence)
 	for i := 1; i <= breachConfirmations; i++ {
 		ps, _, d = r.tick()
 		t.Logf("t+%ds: λ=%.0f ρ=%.2f backpressure=%.2f breach in %.1fs desired=%d TTFT-miss=%.2f",
 			i, ps.Arrival, ps.Utilisation, ps.Backpressure, ps.SecondsToBreach, d.Desired["prefill"], ps.SLOMissFraction)
 	}
 	if ps.Backpressure < 1 {
-		t.Errorf("backpressure after 2 intervals = %.2f, want >= 1 (breach predicted within the horizon)", ps.Backpressure)
+		t.Errorf("backpressure after %d intervals = %.2f, want >= 1 (breach predicted within the horizon)", breachConfirmations, ps.Backpressure)
 	}
 	if d.Desired["prefill"] < 3 {
 		t.Errorf("desired prefill after %d intervals = %d, want >= 3 (ceil(25000/(10000×0.85)))", breachConfirmations, d.Desired["prefill"])
@@ -270,7 +270,7 @@ func TestCalibrationFollowsTheInterval(t *testing.T) {
 	for _, c := range []struct {
 		interval  time.Duration
 		decisions int
-	}{{0, 3}, {time.Second, 3}, {500 * time.Millisecond, 6}, {2 * time.Second, 2}} {
+	}{{0, 3}, {time.Second, 3}, {500 * time.Millisecond, 6}, {250 * time.Millisecond, 12}} {
 		ctrl := NewController()
 		ctrl.Interval = c.interval
 		step := c.interval
@@ -291,6 +291,35 @@ func TestCalibrationFollowsTheInterval(t *testing.T) {
 		want := 16000 - 6000*(1-math.Pow(0.7, 10))
 		if got := ctrl.Calibrated(p.Name); math.Abs(got-want) > 1 {
 			t.Errorf("interval %s: calibrated V = %.1f after 10 s of updates, want %.1f", c.interval, got, want)
+		}
+	}
+}
+
+// Evidence set in seconds takes ⌈3 s / interval⌉ decisions, never fewer than two; calibration moves V by
+// 0.3 a second of scrapes, never more than half-way in one decision.
+func TestEvidenceDecisions(t *testing.T) {
+	for _, c := range []struct {
+		interval time.Duration
+		want     int
+		step     float64
+	}{
+		{0, 3, 0.3}, {time.Second, 3, 0.3}, {500 * time.Millisecond, 6, 1 - math.Sqrt(0.7)},
+		{700 * time.Millisecond, 5, 1 - math.Pow(0.7, 0.7)}, {time.Second - time.Nanosecond, 4, 1 - math.Pow(0.7, 1-1e-9)},
+		{2 * time.Second, 2, 0.5}, {5 * time.Second, 2, 0.5}, {time.Minute, 2, 0.5},
+	} {
+		ctrl := NewController()
+		ctrl.Interval = c.interval
+		if got := ctrl.decisions(breachEvidence); got != c.want {
+			t.Errorf("interval %s: %d decisions confirm a breach, want %d", c.interval, got, c.want)
+		}
+		cfg := config.Default()
+		p := &cfg.Pools[0]
+		p.Profile.KVTransferTPS = 0
+		p.Profile.PrefillTPS = 10000
+		// Serving 20000 a pod, twice the profile: V moves up by the step each decision, from the first.
+		ctrl.calibrate(p, &PoolStatus{Pods: 1, Known: 1, Arrival: 20000, Served: 20000, SustainedServed: 20000})
+		if got, want := ctrl.Calibrated(p.Name), 10000+10000*c.step; math.Abs(got-want) > 1e-6 {
+			t.Errorf("interval %s: one decision calibrated V to %.3f, want %.3f", c.interval, got, want)
 		}
 	}
 }
