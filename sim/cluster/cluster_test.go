@@ -543,3 +543,45 @@ func TestDecoderTTFTIsItsOwnLeg(t *testing.T) {
 		t.Errorf("prefill queue: %d misses; the decoder's TTFT has %v requests summing %.2fs; want 2 misses and each request within the KV pull and a step", res.MissedTTFT.Missed, w.count, w.sum)
 	}
 }
+
+type pullWatch struct {
+	fixed
+	waiting, kv []float64
+}
+
+func (w *pullWatch) Decide(v *View) Target {
+	for _, d := range v.Decode {
+		w.waiting = append(w.waiting, float64(d.Waiting))
+		w.kv = append(w.kv, d.KVUsage)
+	}
+	return w.t
+}
+
+// TestPullCountsAsWaiting checks that a decoder pulling a request's KV shows it as vLLM's NIXL connector
+// does: in its waiting queue and its blocks in its KV usage from the pull's start, then running.
+func TestPullCountsAsWaiting(t *testing.T) {
+	hw := testHW()
+	const prompt = 20000
+	// A 4 s pull: 20,000 tokens of 131,072 B at about 655 MB/s.
+	hw.LinkBytesPerSecond = prompt * hw.KVBytesPerToken / 4
+	reqs := []trace.Request{{PromptTokens: prompt, OutputTokens: 2}, {Arrival: 20 * time.Second, PromptTokens: 100, OutputTokens: 2}}
+	w := &pullWatch{fixed: fixed{Target{1, 1, 0}}}
+	if _, err := Run(Config{Hardware: hw}, reqs, w); err != nil {
+		t.Fatal(err)
+	}
+	pulling, after := 0, 0
+	want := prompt / hw.KVCapacityTokens
+	for i := range w.waiting {
+		switch {
+		case w.waiting[i] == 1 && math.Abs(w.kv[i]-want) < 1e-9:
+			pulling++
+		case w.waiting[i] == 0:
+			after++
+		default:
+			t.Errorf("decision %d: waiting %v, KV usage %.4f; want 1 and %.4f during the pull, else 0 waiting", i, w.waiting[i], w.kv[i], want)
+		}
+	}
+	if pulling < 3 || after < 3 {
+		t.Errorf("%d decisions saw the pull (want at least 3 of its 4 s), %d saw none waiting; waiting %v", pulling, after, w.waiting)
+	}
+}
