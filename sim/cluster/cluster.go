@@ -615,9 +615,6 @@ func (s *sim) firstToken(in *instance, r *request) {
 		start = math.Max(start, d.linkFree)
 		d.linkFree = start + s.hw.TransferTime(r.in)
 		d.incoming += float64(r.in)
-		// vLLM's decoder holds a request whose KV it pulls in its waiting queue (and its blocks in its KV
-		// usage) from the pull's start, so the gauges count it from here.
-		d.stats.Waiting++
 		r.dest = d
 	}
 	in.linkFree = start + s.hw.TransferTime(r.in)
@@ -651,7 +648,6 @@ func (s *sim) landed(r *request) {
 		return
 	}
 	d.incoming -= float64(r.in)
-	d.stats.Waiting--
 	if !d.ready || d.draining || d.gone {
 		s.toDecode(r)
 		return
@@ -923,10 +919,7 @@ func (s *sim) view() *View {
 			done := in.stepsDone(s.now)
 			st.GenerationTokens += float64(in.batch.Len()) * float64(done)
 			st.BusySeconds -= in.stepsTime(in.stepN) - in.stepsTime(done+1)
-		}
-		if in.role == roleDecode {
-			// Merged steps count as far as they got; the KV of pulls in flight is allocated already.
-			st.KVUsage = math.Min(1, (s.kvNow(in)+in.incoming)/s.hw.KVCapacityTokens)
+			st.KVUsage = math.Min(1, s.kvNow(in)/s.hw.KVCapacityTokens)
 		}
 		if in.role == rolePrefill {
 			v.Prefill = append(v.Prefill, st)
