@@ -53,7 +53,8 @@ func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *T
 	c.Policy.ScaleDownWindow.Duration = down
 	c.Policy.ColdStart.Duration = env.ColdStart
 	if !convert {
-		c.Policy.MaxConvertFraction = 0
+		off := 0.0
+		c.Policy.MaxConvertFraction = &off
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]

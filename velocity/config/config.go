@@ -69,7 +69,7 @@ type Policy struct {
 	ColdStart          Duration `yaml:"coldStart"`          // time for a new pod to be Ready, default 60s; also the sizing rate's smoothing time constant
 	ScaleDownWindow    Duration `yaml:"scaleDownWindow"`    // scale down only to the scaleDownQuantile of this window's recommendations, default 60s
 	ScaleDownQuantile  float64  `yaml:"scaleDownQuantile"`  // in (0, 1], 1: the highest recommendation; default 0.97
-	MaxConvertFraction float64  `yaml:"maxConvertFraction"` // of a decode pool, default 0.25
+	MaxConvertFraction *float64 `yaml:"maxConvertFraction"` // of a decode pool, default 0.25; 0 turns conversions off
 	ConvertedPrefill   float64  `yaml:"convertedPrefill"`   // share of V_P a converted decoder gives, default 0.3
 	ReleaseHold        Duration `yaml:"releaseHold"`        // prefill must keep up this long before release, default 20s
 	Calibrate          *bool    `yaml:"calibrate"`          // online capacity calibration, default true
@@ -81,6 +81,21 @@ type Policy struct {
 	// because the TTFT headroom bunched prompts need also doubled a decode pool whose smooth load did not need it.
 	DecodeTargetUtilisation float64 `yaml:"decodeTargetUtilisation"`
 }
+
+// defaultConvertFraction is maxConvertFraction when unset.
+const defaultConvertFraction = 0.25
+
+// ConvertFraction is maxConvertFraction: the share of a decode pool that may be converted at once
+// (0.25 when unset; 0: conversions off).
+func (p *Policy) ConvertFraction() float64 {
+	if p.MaxConvertFraction == nil {
+		return defaultConvertFraction
+	}
+	return *p.MaxConvertFraction
+}
+
+// Calibrates reports whether online capacity calibration is on (policy.calibrate, true when unset).
+func (p *Policy) Calibrates() bool { return p.Calibrate == nil || *p.Calibrate }
 
 // Pool is a set of pods with one role.
 type Pool struct {
@@ -274,7 +289,11 @@ func (c *Config) complete() error {
 	setF(&p.TargetUtilisation, 0.85)
 	setF(&p.DecodeTargetUtilisation, 0.85)
 	setF(&p.DrainSeconds, 10)
-	setF(&p.MaxConvertFraction, 0.25)
+	if p.MaxConvertFraction == nil {
+		// A pointer, unlike the other fractions, because 0 is meaningful: it turns conversions off.
+		f := defaultConvertFraction
+		p.MaxConvertFraction = &f
+	}
 	setF(&p.ConvertedPrefill, 0.3)
 	setDur(&p.Horizon, 10*time.Second)
 	setDur(&p.ColdStart, 60*time.Second)
@@ -305,7 +324,7 @@ func (c *Config) complete() error {
 		// It also sets how long sizing smooths and remembers bursts: longer would freeze sizing.
 		errs = append(errs, fmt.Errorf("policy.coldStart (%s) must be at most 1h", p.ColdStart))
 	}
-	if !(p.MaxConvertFraction >= 0 && p.MaxConvertFraction <= 1) || !(p.ConvertedPrefill > 0 && p.ConvertedPrefill <= 1) {
+	if !(*p.MaxConvertFraction >= 0 && *p.MaxConvertFraction <= 1) || !(p.ConvertedPrefill > 0 && p.ConvertedPrefill <= 1) {
 		errs = append(errs, errors.New("policy.maxConvertFraction must be in [0, 1] and policy.convertedPrefill in (0, 1]"))
 	}
 	if len(c.Pools) == 0 {
@@ -371,13 +390,15 @@ func (c *Config) complete() error {
 			errs = append(errs, fmt.Errorf("%s: ratio needs 0 < min <= max, got %v..%v", where, pl.Ratio.Min, pl.Ratio.Max))
 		}
 		if pl.MinReplicas == 0 {
+			// Unset and 0 alike: the policy reads a pool's load from its running pods, so a pool at zero
+			// pods would show no load and never scale up again.
 			pl.MinReplicas = 1
 		}
 		if pl.MaxReplicas == 0 {
 			pl.MaxReplicas = 100
 		}
 		if pl.MinReplicas < 0 || pl.MaxReplicas < pl.MinReplicas {
-			errs = append(errs, fmt.Errorf("%s: need 0 <= minReplicas <= maxReplicas", where))
+			errs = append(errs, fmt.Errorf("%s: need 1 <= minReplicas <= maxReplicas (0 or unset: 1), got %d and %d", where, pl.MinReplicas, pl.MaxReplicas))
 		}
 	}
 	return errors.Join(errs...)

@@ -70,6 +70,8 @@ func TestParseErrors(t *testing.T) {
 		{"negative scale-down quantile", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownQuantile: -0.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownQuantile -0.5 must be in (0, 1]"},
 		{"decode utilisation above 1", "version: tokenscale.io/v1alpha1\npolicy: {decodeTargetUtilisation: 1.2}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.decodeTargetUtilisation 1.2 must be in (0, 1]"},
 		{"drain of no seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: -1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds -1 must be positive"},
+		{"convert fraction above 1", "version: tokenscale.io/v1alpha1\npolicy: {maxConvertFraction: 1.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.maxConvertFraction must be in [0, 1]"},
+		{"negative min replicas", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, minReplicas: -1}\n", "need 1 <= minReplicas <= maxReplicas (0 or unset: 1), got -1 and 100"},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,4 +170,31 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted invalid scrape/policy: %+v %+v", c.Scrape, c.Policy)
 		}
 	})
+}
+
+// maxConvertFraction: 0 turns conversions off rather than falling back to the default, as the docs say;
+// unset is the default 0.25; calibrate: false is kept.
+func TestZeroConvertFractionAndCalibrateOff(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Policy.ConvertFraction(); got != 0.25 || !c.Policy.Calibrates() {
+		t.Errorf("unset: convert fraction %v and calibrates %v, want 0.25 and true", got, c.Policy.Calibrates())
+	}
+	off := strings.Replace(good, "scrape:\n", "policy: {maxConvertFraction: 0, calibrate: false}\nscrape:\n", 1)
+	if off == good {
+		t.Fatal("test config not edited")
+	}
+	c, err = Parse([]byte(off))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Policy.ConvertFraction(); got != 0 || c.Policy.Calibrates() {
+		t.Errorf("set off: convert fraction %v and calibrates %v, want 0 and false", got, c.Policy.Calibrates())
+	}
+	var zero Policy
+	if zero.ConvertFraction() != 0.25 || !zero.Calibrates() {
+		t.Errorf("a Policy never completed gives %v and %v, want the defaults", zero.ConvertFraction(), zero.Calibrates())
+	}
 }

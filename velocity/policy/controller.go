@@ -80,7 +80,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	d := Decision{Time: now, Group: group, Desired: map[string]int{}}
 	var p, dn int
 	if prefill != nil && ps != nil {
-		c.calibrate(prefill, ps)
+		c.calibrate(pol, prefill, ps)
 		rate, basis := c.sizingRate(now, pol, prefill.Name, ps)
 		lambda := rate + ps.QueuedTokens/pol.DrainSeconds
 		p = ceilDiv(lambda, ps.PerPod*pol.TargetUtilisation)
@@ -103,7 +103,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		// A converted decoder serves less decode by design: calibrating then read its prefill chunks as lost
 		// decode capacity, which shrank the spare decoders and released the conversion within seconds.
 		if c.conv[group] == 0 {
-			c.calibrate(decode, ds)
+			c.calibrate(pol, decode, ds)
 		}
 		rate, basis := c.sizingRate(now, pol, decode.Name, ds)
 		dn = ceilDiv(rate, ds.PerPod*pol.DecodeTargetUtilisation)
@@ -148,7 +148,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 }
 
 // ingressPods is how many decoders can take, on their KV links, all the KV that p prefillers at their
-// velocity send; 0 when the prefill pool is unknown or the decode profile gives no link speed. Decode
+// velocity send; 0 when the prefill pool is unknown or neither profile gives a link speed. Decode
 // token velocity alone sized short-output traffic at one decoder, whose link then queued every burst's
 // transfers into TTFT misses that more prefillers could not fix (docs/evaluation.md measures it).
 func ingressPods(p int, ps *PoolStatus, prefill, decode *config.Pool) (int, float64) {
@@ -283,7 +283,7 @@ func streak(m map[string]int, key string, cond bool) int {
 // sizingRate is the λ replicas are sized on: the window average smoothed over one cold start
 // (policy.coldStart) unless backpressure has predicted an SLO breach within the horizon on
 // enough decisions in a row to cover breachEvidence, when the fast rate (which shows a burst within a scrape or two)
-// leads. A rise shorter than a cold start is over before a pod ordered for it is Ready: conversions and
+// leads if it is the higher. A rise shorter than a cold start is over before a pod ordered for it is Ready: conversions and
 // the queue absorb it, and sizing on the unsmoothed window average held pods for every such rise.
 func (c *Controller) sizingRate(now time.Time, pol config.Policy, pool string, st *PoolStatus) (float64, string) {
 	smoothed := c.smooth(now, pol.ColdStart.Duration, pool, st.Sustained)
@@ -331,7 +331,7 @@ func (c *Controller) safetyNet(now time.Time, pol config.Policy, p *config.Pool,
 		return max(n, st.Pods) // hold while the previous step takes effect
 	}
 	if float64(st.Pods) >= float64(n)*(1+step) {
-		// The pool already holds a step more than velocity sizing asks: the misses come from a transient
+		// The pool already holds a step more than the sizing so far asks: the misses come from a transient
 		// (a burst, a cold start) that pods Ready a cold start later would not fix, and stepping from an
 		// inflated count compounded into many times the load's need in the simulator.
 		return n
@@ -380,7 +380,9 @@ func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy,
 			delete(c.startHold, p.Name)
 		}
 	}
-	return best
+	// Clamped again: recommendations kept from before a reload that lowered maxReplicas (or raised
+	// minReplicas) would otherwise hold the old bounds for the whole window.
+	return min(max(best, p.MinReplicas), p.MaxReplicas)
 }
 
 // quantile is the nearest-rank q-quantile of the recommendations (q ≥ 1: the highest), sorting a copy
@@ -413,8 +415,9 @@ func (c *Controller) quantile(rs []rec, q float64) int {
 
 // conversions decides how many decoders take prefill work: only while prefill capacity is short and
 // the SLO would break before a new prefiller is Ready (cold start), only from decoders the decode pool
-// can spare, never above maxConvertFraction of the decode pool; released after prefill keeps up for
-// ReleaseHold; zero at once when either pool's signal is unknown (fail safe).
+// can spare, never above maxConvertFraction of the decode pool (but at least one while it is above 0:
+// ConversionLimit); released after prefill keeps up for ReleaseHold; zero at once when either pool's
+// signal is unknown (fail safe).
 func (c *Controller) conversions(now time.Time, pol config.Policy, group string, prefill *config.Pool, ps *PoolStatus,
 	decode *config.Pool, ds *PoolStatus, d *Decision) int {
 	if ps == nil || ds == nil || prefill == nil || decode == nil {
@@ -438,7 +441,7 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 	if headroom > 0 {
 		spare = min(ds.Pods, int(math.Floor(headroom/pol.ConvertedPrefill+1e-9)))
 	}
-	limit := ConversionLimit(pol.MaxConvertFraction, ds.Pods)
+	limit := ConversionLimit(pol.ConvertFraction(), ds.Pods)
 	want = max(0, min(want, spare, limit))
 	prev := c.conv[group]
 	if want < prev {
@@ -476,12 +479,18 @@ const (
 	maxCalibrationStep  = 0.5
 )
 
-// calibrate refines a pool's per-pod velocity online. A pool whose queue keeps growing while its
-// throughput is flat is saturated: its served velocity per pod is its real capacity. A pool serving
-// more than its profile says has at least that capacity. Served is the latency window's: engines count a
-// prompt's tokens when its prefill completes, and one scrape's lumps of whole prompts ratcheted V above
-// what a pod can serve. Updates are bounded to [0.5, 2]× the profile and logged.
-func (c *Controller) calibrate(p *config.Pool, st *PoolStatus) {
+// calibrate refines a pool's per-pod velocity online. A pool whose arrival exceeds what it serves by 5%
+// for calibrationEvidence (a prefill pool with queued tokens too) is saturated: its served velocity per
+// pod is its real capacity. A pool serving more than its profile says has at least that capacity. Served is the latency window's: engines count a prompt's tokens when its
+// prefill completes, and one scrape's lumps of whole prompts ratcheted V above what a pod can serve.
+// Updates are bounded to [0.5, 2]× the profile; a move of more than 5% is logged.
+func (c *Controller) calibrate(pol config.Policy, p *config.Pool, st *PoolStatus) {
+	if !pol.Calibrates() {
+		// Off (policy.calibrate: false, perhaps by a reload): the profile's velocity from the next round.
+		delete(c.calibrated, p.Name)
+		delete(c.saturated, p.Name)
+		return
+	}
 	profile := perPod(p, 0)
 	cur := c.calibrated[p.Name]
 	if cur == 0 {

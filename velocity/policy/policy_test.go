@@ -258,6 +258,58 @@ func TestCalibrationFromSaturation(t *testing.T) {
 	}
 }
 
+// policy.calibrate: false keeps the profile's velocity under saturation, and turning it off by a reload
+// drops what calibration had learnt from the next round.
+func TestCalibrateOff(t *testing.T) {
+	off := false
+	r := newRig(t, 2, 2)
+	r.cfg.Pools[0].Profile.PrefillTPS = 16000 // profile overstates: engines really do 10000
+	r.cfg.Policy.Calibrate = &off
+	r.load("prefill", 30000, 0)
+	r.load("decode", 0, 1000)
+	for i := 0; i < 40; i++ {
+		r.tick()
+	}
+	if got := r.ctrl.Calibrated("prefill"); got != 0 {
+		t.Errorf("calibrate off: V_P calibrated to %.0f, want the profile kept (0)", got)
+	}
+	on := true
+	r.cfg.Policy.Calibrate = &on
+	for i := 0; i < 40; i++ {
+		r.tick()
+	}
+	if got := r.ctrl.Calibrated("prefill"); got < 9000 || got > 12000 {
+		t.Fatalf("calibrate on: V_P = %.0f, want near the real 10000", got)
+	}
+	r.cfg.Policy.Calibrate = &off
+	ps, _, _ := r.tick()
+	if got := r.ctrl.Calibrated("prefill"); got != 0 {
+		t.Errorf("calibrate turned off: V_P still calibrated at %.0f", got)
+	}
+	if ps, _, _ = r.tick(); ps.PerPod != 16000 {
+		t.Errorf("calibrate turned off: the next round sizes on V_P %.0f, want the profile's 16000", ps.PerPod)
+	}
+}
+
+// A reload that lowers maxReplicas acts at once: the window's older, higher recommendations are clamped.
+func TestLowerMaxReplicasActsAtOnce(t *testing.T) {
+	r := newRig(t, 2, 2)
+	r.cfg.Policy.ScaleDownWindow.Duration = 5 * time.Minute
+	r.load("prefill", 60000, 0)
+	r.load("decode", 0, 1000)
+	var d Decision
+	for i := 0; i < 20; i++ {
+		_, _, d = r.tick()
+	}
+	if d.Desired["prefill"] <= 3 {
+		t.Fatalf("desired prefill %d under 6 pods of load, want more than 3 for the test to mean anything", d.Desired["prefill"])
+	}
+	r.cfg.Pools[0].MaxReplicas = 3
+	if _, _, d = r.tick(); d.Desired["prefill"] != 3 {
+		t.Errorf("after maxReplicas 3: desired prefill %d, want 3", d.Desired["prefill"])
+	}
+}
+
 // Calibration is set in seconds of scrapes: a saturated pool is calibrated after 3 s of it (three
 // decisions at 1 s, six at 500 ms), and V moves the same way per second whatever the interval.
 func TestCalibrationFollowsTheInterval(t *testing.T) {
@@ -278,7 +330,7 @@ func TestCalibrationFollowsTheInterval(t *testing.T) {
 			step = time.Second
 		}
 		for i := 1; i < c.decisions; i++ {
-			ctrl.calibrate(p, st)
+			ctrl.calibrate(cfg.Policy, p, st)
 		}
 		if got := ctrl.Calibrated(p.Name); got != 0 {
 			t.Errorf("interval %s: calibrated to %.0f after %d saturated decisions, want the profile kept until %d", c.interval, got, c.decisions-1, c.decisions)
@@ -286,7 +338,7 @@ func TestCalibrationFollowsTheInterval(t *testing.T) {
 		// Over the next 10 s of scrapes (the first at the decision above) V approaches 10000 as
 		// 16000 − 6000·(1 − 0.7^10), within rounding.
 		for i := 0; i < int(10*time.Second/step); i++ {
-			ctrl.calibrate(p, st)
+			ctrl.calibrate(cfg.Policy, p, st)
 		}
 		want := 16000 - 6000*(1-math.Pow(0.7, 10))
 		if got := ctrl.Calibrated(p.Name); math.Abs(got-want) > 1 {
@@ -317,7 +369,7 @@ func TestEvidenceDecisions(t *testing.T) {
 		p.Profile.KVTransferTPS = 0
 		p.Profile.PrefillTPS = 10000
 		// Serving 20000 a pod, twice the profile: V moves up by the step each decision, from the first.
-		ctrl.calibrate(p, &PoolStatus{Pods: 1, Known: 1, Arrival: 20000, Served: 20000, SustainedServed: 20000})
+		ctrl.calibrate(cfg.Policy, p, &PoolStatus{Pods: 1, Known: 1, Arrival: 20000, Served: 20000, SustainedServed: 20000})
 		if got, want := ctrl.Calibrated(p.Name), 10000+10000*c.step; math.Abs(got-want) > 1e-6 {
 			t.Errorf("interval %s: one decision calibrated V to %.3f, want %.3f", c.interval, got, want)
 		}

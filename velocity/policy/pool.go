@@ -113,7 +113,7 @@ func plausible(v *store.Velocity, limit float64) error {
 	if limit > 0 {
 		for _, x := range [...]float64{v.PrefillTPS, v.DecodeTPS, v.WindowPrefillTPS, v.WindowDecodeTPS} {
 			if x > limit {
-				return fmt.Errorf("%s: %w: %.4g tokens/s is above %d times the pool's per-pod velocity (%g)", v.Pod, store.ErrImplausible, x, PlausibleFactor, limit)
+				return fmt.Errorf("%s: %w: %.4g tokens/s is above the pool's limit of %g, %d times its largest profiled or calibrated velocity", v.Pod, store.ErrImplausible, x, limit, PlausibleFactor)
 			}
 		}
 	}
