@@ -49,7 +49,7 @@ build:
 	CGO_ENABLED=$(CONVERTER_CGO) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(CGO_CMDS))
 
 ## images: the adapter, KEDA scaler and converter images, built with podman from binaries built here
-## (build/Containerfile; IMAGE_REPO and IMAGE_TAG name them; hack/install-podman.sh installs podman).
+## (build/<image>.Containerfile; IMAGE_REPO and IMAGE_TAG name them; hack/install-podman.sh installs podman).
 IMAGE_REPO ?= ghcr.io/tokenscale
 IMAGE_TAG  ?= $(VERSION)
 PODMAN     ?= podman

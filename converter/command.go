@@ -8,6 +8,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
@@ -59,8 +60,10 @@ func (c *ControllerCommand) Validate() []error {
 	} else if o.Lease > o.MaxLease {
 		errs = append(errs, fmt.Errorf("--lease %s is longer than --max-lease %s", o.Lease, o.MaxLease))
 	}
-	if o.Plan.RefusalBackoff < 0 || o.Plan.MinFlipInterval < 0 {
-		errs = append(errs, fmt.Errorf("--refusal-backoff %s and --min-flip-interval %s must not be negative", o.Plan.RefusalBackoff, o.Plan.MinFlipInterval))
+	// Positive, not just non-negative: the agents read a zero --min-flip-interval as their 30s default,
+	// so a zero here would lease pods they refuse, and a zero back-off would ask a refusing pod again at once.
+	if o.Plan.RefusalBackoff <= 0 || o.Plan.MinFlipInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--refusal-backoff %s and --min-flip-interval %s must be positive", o.Plan.RefusalBackoff, o.Plan.MinFlipInterval))
 	}
 	errs = append(errs, options.CheckAddress("metrics-address", c.MetricsAddress, false)...)
 	return errs
@@ -140,11 +143,35 @@ func (c *AgentCommand) AddFlags(cmd *options.Command, nodeName string) {
 	fs.IntVar(&c.SGLangPort, "sglang-port", 30000, "sglang actuator: the engine's HTTP port")
 	fs = cmd.Section("gpu headroom")
 	fs.StringVar(&c.PodResourcesSocket, "pod-resources-socket", DefaultPodResourcesSocket, "the kubelet's PodResources socket")
-	fs.Float64Var(&c.MinFreeGiB, "min-free-gib", 2, "free GPU memory (GiB) every GPU of a pod needs to take prefill chunks")
-	fs.UintVar(&c.MaxUtilisation, "max-utilisation", 90, "GPU utilisation (percent) above which a pod is too busy to convert")
+	c.addHeadroomFlags(fs)
 	c.Kube.AddFlags(cmd.Section("kubernetes"))
 	cmd.Section("serving").StringVar(&c.MetricsAddress, "metrics-address", ":8081", "address of /metrics and /healthz (empty: off)")
 	cmd.Validate(c.Validate)
+}
+
+// addHeadroomFlags registers the GPU headroom thresholds, which the agent and `gpus` share.
+func (c *AgentCommand) addHeadroomFlags(fs *pflag.FlagSet) {
+	fs.Float64Var(&c.MinFreeGiB, "min-free-gib", 2, "free GPU memory (GiB) every GPU of a pod needs to take prefill chunks")
+	fs.UintVar(&c.MaxUtilisation, "max-utilisation", 90, "GPU utilisation (percent) above which a GPU is too busy to take prefill chunks")
+}
+
+// AddGPUFlags registers the flags of `tokenscale-converter gpus`, which prints each GPU's headroom by
+// the agent's thresholds, and their checks.
+func (c *AgentCommand) AddGPUFlags(cmd *options.Command) {
+	c.addHeadroomFlags(cmd.Section("gpu headroom"))
+	cmd.Validate(c.validateHeadroom)
+}
+
+// validateHeadroom reports headroom thresholds that cannot work.
+func (c *AgentCommand) validateHeadroom() []error {
+	var errs []error
+	if !(c.MinFreeGiB >= 0 && c.MinFreeGiB <= 1<<20) || math.IsInf(c.MinFreeGiB, 0) {
+		errs = append(errs, fmt.Errorf("--min-free-gib %g: want 0..1048576", c.MinFreeGiB))
+	}
+	if c.MaxUtilisation > 100 {
+		errs = append(errs, fmt.Errorf("--max-utilisation %d: want 0..100", c.MaxUtilisation))
+	}
+	return errs
 }
 
 // Validate reports every agent flag that cannot work.
@@ -157,8 +184,8 @@ func (c *AgentCommand) Validate() []error {
 	if _, err := labels.Parse(o.Selector); err != nil {
 		errs = append(errs, fmt.Errorf("--selector %q: %w", o.Selector, err))
 	}
-	if o.MinFlipInterval < 0 || o.MaxLease <= 0 || o.Recheck <= 0 {
-		errs = append(errs, fmt.Errorf("--min-flip-interval %s must not be negative, --max-lease %s and --recheck-interval %s must be positive", o.MinFlipInterval, o.MaxLease, o.Recheck))
+	if o.MinFlipInterval <= 0 || o.MaxLease <= 0 || o.Recheck <= 0 {
+		errs = append(errs, fmt.Errorf("--min-flip-interval %s, --max-lease %s and --recheck-interval %s must be positive", o.MinFlipInterval, o.MaxLease, o.Recheck))
 	}
 	switch c.Actuator {
 	case "llm-d":
@@ -184,12 +211,7 @@ func (c *AgentCommand) Validate() []error {
 	if c.PodResourcesSocket == "" {
 		errs = append(errs, errors.New("--pod-resources-socket is required: GPU headroom is checked per pod through it"))
 	}
-	if !(c.MinFreeGiB >= 0 && c.MinFreeGiB <= 1<<20) || math.IsInf(c.MinFreeGiB, 0) {
-		errs = append(errs, fmt.Errorf("--min-free-gib %g: want 0..1048576", c.MinFreeGiB))
-	}
-	if c.MaxUtilisation > 100 {
-		errs = append(errs, fmt.Errorf("--max-utilisation %d: want 0..100", c.MaxUtilisation))
-	}
+	errs = append(errs, c.validateHeadroom()...)
 	errs = append(errs, options.CheckAddress("metrics-address", c.MetricsAddress, false)...)
 	return errs
 }

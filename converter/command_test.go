@@ -104,6 +104,10 @@ func TestAgentCommandRejectsBadFlags(t *testing.T) {
 			t.Errorf("errors %q lack %q", err, want)
 		}
 	}
+	// A zero flip interval would read as the agent's 30s default while the controller leased at 0.
+	if _, err := parseAgent(t, "--node=n", "--min-flip-interval=0"); err == nil || !strings.Contains(err.Error(), "--min-flip-interval 0s") {
+		t.Errorf("min flip interval 0: %v", err)
+	}
 	if _, err := parseAgent(t, "--node=n", "--actuator=sglang", "--sglang-port=0"); err == nil || !strings.Contains(err.Error(), "--sglang-port") {
 		t.Errorf("sglang port 0: %v", err)
 	}
@@ -131,8 +135,30 @@ func TestControllerCommandRejectsBadFlags(t *testing.T) {
 			t.Errorf("errors %q lack %q", err, want)
 		}
 	}
+	if err := parse("--refusal-backoff=0", "--min-flip-interval=0"); err == nil || !strings.Contains(err.Error(), "must be positive") {
+		t.Errorf("zero back-off and flip interval: %v", err)
+	}
 	if err := parse("--leader-elect=false", "--leader-election-renew-deadline=20s"); err != nil {
 		t.Errorf("leader election off, its timings are not checked: %v", err)
+	}
+}
+
+// `tokenscale-converter gpus` checks its thresholds as the agent does.
+func TestGPUCommandRejectsBadFlags(t *testing.T) {
+	parse := func(args ...string) error {
+		cmd := options.New("tokenscale-converter gpus")
+		var c AgentCommand
+		c.AddGPUFlags(cmd)
+		return cmd.Parse(args, &bytes.Buffer{})
+	}
+	if err := parse(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	err := parse("--max-utilisation=150", "--min-free-gib=-1")
+	for _, want := range []string{"--max-utilisation 150", "--min-free-gib -1"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("errors %v lack %q", err, want)
+		}
 	}
 }
 

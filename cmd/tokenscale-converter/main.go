@@ -35,9 +35,7 @@ func main() {
 		cmd.Main(2, c.Run)
 	case "gpus":
 		var c converter.AgentCommand
-		fs := cmd.Section("gpu headroom")
-		fs.Float64Var(&c.MinFreeGiB, "min-free-gib", 2, "free GPU memory (GiB) a GPU needs to take prefill chunks")
-		fs.UintVar(&c.MaxUtilisation, "max-utilisation", 90, "GPU utilisation (percent) above which a GPU is too busy")
+		c.AddGPUFlags(cmd)
 		cmd.Main(2, func(context.Context) error {
 			r, err := nvmlgpu.Open()
 			if err != nil {
