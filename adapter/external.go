@@ -27,12 +27,16 @@ var externalGR = schema.GroupResource{Group: "external.metrics.k8s.io"}
 // External serves the pool metrics through external.metrics.k8s.io, for clusters where no other adapter
 // (KEDA's, usually) owns that group. It is only installed with --external-metrics.
 type External struct {
-	src Source
-	obs RequestObserver
+	src    Source
+	maxAge time.Duration
+	obs    RequestObserver
 }
 
 // Observe makes the provider report every request's latency and outcome to o.
 func (e *External) Observe(o RequestObserver) { e.obs = o }
+
+// RefuseOlderThan makes every read of a snapshot older than d a 503, as Provider.RefuseOlderThan.
+func (e *External) RefuseOlderThan(d time.Duration) { e.maxAge = d }
 
 var _ provider.ExternalMetricsProvider = (*External)(nil)
 
@@ -57,9 +61,9 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	if !ok {
 		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("metric %s (tokenscale serves: %s)", info.Metric, strings.Join(sortedKeys(poolMetrics), ", ")))
 	}
-	snap := e.src.Snapshot()
-	if snap == nil {
-		return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+	snap, err := snapshot(e.src, e.maxAge)
+	if err != nil {
+		return nil, err
 	}
 	list := &external_metrics.ExternalMetricValueList{}
 	for _, pool := range snap.Pools {

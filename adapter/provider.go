@@ -48,6 +48,8 @@ type RequestObserver interface {
 // Provider implements provider.CustomMetricsProvider.
 type Provider struct {
 	src Source
+	// maxAge: a snapshot older than this is not served (0: no limit).
+	maxAge time.Duration
 	// lws says whether the LeaderWorkerSet CRD exists; its metrics are listed only then.
 	lws func() bool
 	obs RequestObserver
@@ -55,6 +57,25 @@ type Provider struct {
 
 // Observe makes the provider report every request's latency and outcome to o.
 func (p *Provider) Observe(o RequestObserver) { p.obs = o }
+
+// RefuseOlderThan makes every read of a snapshot older than d a 503: values from a stalled scrape loop
+// are old, not known, even while the readiness check has not yet taken the adapter out of service.
+func (p *Provider) RefuseOlderThan(d time.Duration) { p.maxAge = d }
+
+// snapshot is the newest snapshot, or the 503 saying why none may be served: none yet, or one older
+// than maxAge (0: no limit).
+func snapshot(src Source, maxAge time.Duration) (*service.Snapshot, error) {
+	s := src.Snapshot()
+	if s == nil {
+		return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+	}
+	if maxAge > 0 {
+		if err := service.Fresh(s, time.Now(), maxAge); err != nil {
+			return nil, unavailable(err.Error())
+		}
+	}
+	return s, nil
+}
 
 func observe(o RequestObserver, api, target string, start time.Time, err *error) {
 	if o != nil {
@@ -105,9 +126,9 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 			return nil, p.unknownMetric(info)
 		}
 		key := store.PodKey{Namespace: name.Namespace, Name: name.Name}
-		snap := p.src.Snapshot()
-		if snap == nil {
-			return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+		snap, err := snapshot(p.src, p.maxAge)
+		if err != nil {
+			return nil, err
 		}
 		v, err := snap.Pod(key)
 		if err != nil {
@@ -126,9 +147,9 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if !ok || kind == "" {
 		return nil, p.unknownMetric(info)
 	}
-	snap := p.src.Snapshot()
-	if snap == nil {
-		return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+	snap, err := snapshot(p.src, p.maxAge)
+	if err != nil {
+		return nil, err
 	}
 	pool := poolFor(snap, name.Namespace, kind, name.Name)
 	if pool == nil {
@@ -163,9 +184,9 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if !ok {
 		return nil, p.unknownMetric(info)
 	}
-	snap := p.src.Snapshot()
-	if snap == nil {
-		return nil, unavailable("no velocity data yet: the first scrape round has not finished")
+	snap, err := snapshot(p.src, p.maxAge)
+	if err != nil {
+		return nil, err
 	}
 	list := &custom_metrics.MetricValueList{}
 	var firstErr error

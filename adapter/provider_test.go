@@ -129,6 +129,45 @@ func TestObjectMetrics(t *testing.T) {
 	}
 }
 
+// A snapshot older than the limit is a 503 on every path, never its old values served as known: the
+// scrape loop has stalled, and readiness takes a few probe periods to notice.
+func TestStaleSnapshotIsRefused(t *testing.T) {
+	ctx := context.Background()
+	src := fixture()
+	src.snap.Time = time.Now().Add(-time.Minute)
+	p := NewProvider(src, nil)
+	ext := NewExternal(src)
+	pod := types.NamespacedName{Namespace: "llm", Name: "p1"}
+	dep := types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}
+	sel, _ := labels.Parse("llm-d.ai/role=prefill")
+	poolSel, _ := labels.Parse("pool=prefill")
+	reads := func() []error {
+		_, e1 := p.GetMetricByName(ctx, pod, info("pods", PrefillVelocity), labels.Everything())
+		_, e2 := p.GetMetricByName(ctx, dep, info("deployments.apps", DesiredReplicas), labels.Everything())
+		_, e3 := p.GetMetricBySelector(ctx, "llm", sel, info("pods", PrefillVelocity), labels.Everything())
+		_, e4 := ext.GetExternalMetric(ctx, "llm", poolSel, provider.ExternalMetricInfo{Metric: DesiredReplicas})
+		return []error{e1, e2, e3, e4}
+	}
+	for i, err := range reads() {
+		if err != nil {
+			t.Fatalf("read %d without a limit: %v", i, err)
+		}
+	}
+	p.RefuseOlderThan(10 * time.Second)
+	ext.RefuseOlderThan(10 * time.Second)
+	for i, err := range reads() {
+		if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "scraping has stalled") {
+			t.Errorf("read %d of a minute-old snapshot: err = %v, want 503 saying scraping stalled", i, err)
+		}
+	}
+	src.snap.Time = time.Now()
+	for i, err := range reads() {
+		if err != nil {
+			t.Errorf("read %d of a fresh snapshot: %v", i, err)
+		}
+	}
+}
+
 func TestNoSnapshotYet(t *testing.T) {
 	p := NewProvider(&fakeSource{}, nil)
 	_, err := p.GetMetricBySelector(context.Background(), "llm", labels.Everything(), info("pods", QueuedTokens), labels.Everything())

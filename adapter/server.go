@@ -48,10 +48,12 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	// The provider must be set before Config(): the OpenAPI definitions are chosen from the providers set.
 	custom := NewProvider(svc, lws)
 	custom.Observe(mon)
+	custom.RefuseOlderThan(p.MaxAge())
 	base.WithCustomMetrics(custom)
 	if o.ExternalMetrics {
 		ext := NewExternal(svc)
 		ext.Observe(mon)
+		ext.RefuseOlderThan(p.MaxAge())
 		base.WithExternalMetrics(ext)
 	}
 	apiCfg, err := base.Config()

@@ -401,6 +401,16 @@ func (c *Config) complete() error {
 			errs = append(errs, fmt.Errorf("%s: need 1 <= minReplicas <= maxReplicas (0 or unset: 1), got %d and %d", where, pl.MinReplicas, pl.MaxReplicas))
 		}
 	}
+	// One workload, one pool: the adapter serves an Object metric from the pool that names the workload,
+	// and two would make its answer either pool's numbers.
+	for i := range c.Pools {
+		for j := i + 1; j < len(c.Pools); j++ {
+			a, b := &c.Pools[i], &c.Pools[j]
+			if a.Workload.Name != "" && a.Workload == b.Workload && (a.Namespace == b.Namespace || a.Namespace == "" || b.Namespace == "") {
+				errs = append(errs, fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, a.Name, j, b.Name, a.Workload.Kind, a.Workload.Name))
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -72,6 +72,7 @@ func TestParseErrors(t *testing.T) {
 		{"drain of no seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: -1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds -1 must be positive"},
 		{"convert fraction above 1", "version: tokenscale.io/v1alpha1\npolicy: {maxConvertFraction: 1.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.maxConvertFraction must be in [0, 1]"},
 		{"negative min replicas", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, minReplicas: -1}\n", "need 1 <= minReplicas <= maxReplicas (0 or unset: 1), got -1 and 100"},
+		{"two pools on one workload", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, namespace: llm, role: prefill, selector: {a: b}, workload: {name: w}}\n- {name: b, role: decode, selector: {a: c}, workload: {kind: Deployment, name: w}}\n", "pools[0] (a) and pools[1] (b) both name workload Deployment/w"},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -126,9 +126,15 @@ func Fresh(s *Snapshot, now time.Time, maxAge time.Duration) error {
 func (s *Snapshot) PoolsIn(namespace string) string {
 	var out []string
 	for k, v := range s.Pools {
-		if k.Namespace == namespace {
-			out = append(out, fmt.Sprintf("%s→%s/%s", k.Name, v.Config.Workload.Kind, v.Config.Workload.Name))
+		if k.Namespace != namespace {
+			continue
 		}
+		if v.Config.Workload.Name == "" {
+			// The built-in pools name none: saying so tells a user why an Object query found nothing.
+			out = append(out, k.Name+"→no workload.name")
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s→%s/%s", k.Name, v.Config.Workload.Kind, v.Config.Workload.Name))
 	}
 	if len(out) == 0 {
 		return "none"
