@@ -61,6 +61,28 @@ func TestParseDeadline(t *testing.T) {
 	}
 }
 
+// A page that only expfmt parses (a quoted metric name) with one line of many labels is refused at once,
+// not handed to expfmt, whose time grows with the square of a line's labels; a few labels still parse.
+func TestFallbackLineOfManyLabelsIsRefused(t *testing.T) {
+	labels := func(n int) string {
+		var b strings.Builder
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&b, ",a%d=\"x=y\"", i) // an '=' inside a value is not a label
+		}
+		return b.String()
+	}
+	base := "vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n# HELP x a=b c=d\n"
+	ok := base + "{\"x.y\"" + labels(maxFallbackLabels) + "} 1\n"
+	if _, err := ExtractBytes([]byte(ok), VLLM); err != nil {
+		t.Fatalf("a line of %d labels: %v", maxFallbackLabels, err)
+	}
+	bad := base + "{\"x.y\"" + labels(100000) + "} 1\n"
+	_, err := ExtractBytes([]byte(bad), VLLM)
+	if err == nil || !strings.Contains(err.Error(), "line 5: too many labels on one line (more than 16)") {
+		t.Fatalf("a line of 100000 labels: err = %v, want it refused naming the line", err)
+	}
+}
+
 // The interner kept between pages is bounded in bytes, not only in entries.
 func TestInternerKeepsFewBytes(t *testing.T) {
 	for i := 0; i < 4; i++ {
@@ -98,6 +120,26 @@ func BenchmarkHugeSeriesPage(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		if _, err := ExtractBytes(page, VLLM); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFallbackWorstPage is the worst page the label cap lets through to expfmt: 4 MiB of lines of
+// maxFallbackLabels short labels each, under a quoted metric name (docs/performance.md).
+func BenchmarkFallbackWorstPage(b *testing.B) {
+	var page bytes.Buffer
+	page.WriteString("vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n")
+	for i := 0; page.Len() < 4<<20; i++ {
+		fmt.Fprintf(&page, "{\"x.y\",i=\"%d\"", i)
+		for j := 1; j < maxFallbackLabels; j++ {
+			fmt.Fprintf(&page, ",a%d=\"\"", j)
+		}
+		page.WriteString("} 1\n")
+	}
+	b.SetBytes(int64(page.Len()))
+	for b.Loop() {
+		if _, err := ExtractBytes(page.Bytes(), VLLM); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -33,10 +33,50 @@ func parseBytesBefore(buf []byte, sink sampleSink, deadline time.Time) error {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			return fmt.Errorf("%w (%d bytes)", ErrParseTimeout, len(buf))
 		}
+		if err := checkLineLabels(buf); err != nil {
+			return err
+		}
 		sink.reset()
 		return parseExpfmt(bytes.NewReader(buf), sink)
 	}
 	return err
+}
+
+// maxFallbackLabels bounds the labels of a line on a page handed to expfmt. expfmt (v0.72) checks each
+// label of a line against all before it by rebuilding a map, so its time grows with the square of a
+// line's labels, and it cannot be stopped at the scrape's deadline: one line of 380,000 labels fits in a
+// 4 MiB page and would hold the scrape round for minutes. Engines' series carry fewer than ten.
+const maxFallbackLabels = 16
+
+// ErrTooManyLabels is a page that only the fallback parser reads with a line of too many labels.
+var ErrTooManyLabels = errors.New("too many labels on one line")
+
+// checkLineLabels refuses a page with a sample line of more than maxFallbackLabels labels, counting the
+// '=' outside quoted strings (at least one per label), in one pass.
+func checkLineLabels(buf []byte) error {
+	line, n, quoted, escaped, comment, start := 1, 0, false, false, false, true
+	for _, c := range buf {
+		switch {
+		case c == '\n':
+			line, n, quoted, escaped, comment, start = line+1, 0, false, false, false, true
+			continue
+		case start && c == '#':
+			comment = true
+		case comment:
+		case escaped:
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == '=':
+			if n++; n > maxFallbackLabels {
+				return fmt.Errorf("line %d: %w (more than %d): refused rather than parsed, as the fallback parser's time grows with their square", line, ErrTooManyLabels, maxFallbackLabels)
+			}
+		}
+		start = start && (c == ' ' || c == '\t')
+	}
+	return nil
 }
 
 // lineAction is what scan does with the sample lines of one name.
