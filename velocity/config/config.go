@@ -14,6 +14,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -200,9 +201,38 @@ func Parse(data []byte) (*Config, error) {
 	return &c, nil
 }
 
+// maxFileBytes bounds a config file: a real one is a few KiB, and a path pointing at /dev/zero or a
+// huge file must be an error, not the adapter's memory.
+const maxFileBytes = 1 << 20
+
+// readFile reads a config file of at most maxFileBytes, refusing anything but a regular file (a FIFO
+// would block every reload).
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxFileBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileBytes)
+	}
+	return data, nil
+}
+
 // Load reads and parses a file.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -320,6 +350,10 @@ func (c *Config) complete() error {
 	if !(p.BurstAttainment < 1) || math.IsInf(p.BurstAttainment, 0) {
 		errs = append(errs, fmt.Errorf("policy.burstAttainment %v must be below 1 (a negative value turns burst sizing off)", p.BurstAttainment))
 	}
+	if p.ScaleDownWindow.Duration > 24*time.Hour {
+		// The window's recommendations are kept in memory, one a decision per pool.
+		errs = append(errs, fmt.Errorf("policy.scaleDownWindow (%s) must be at most 24h", p.ScaleDownWindow))
+	}
 	if p.ColdStart.Duration > time.Hour {
 		// It also sets how long sizing smooths and remembers bursts: longer would freeze sizing.
 		errs = append(errs, fmt.Errorf("policy.coldStart (%s) must be at most 1h", p.ColdStart))
@@ -367,6 +401,11 @@ func (c *Config) complete() error {
 		if pl.Scheme != "http" && pl.Scheme != "https" {
 			errs = append(errs, fmt.Errorf("%s: scheme %q: allowed values are http, https", where, pl.Scheme))
 		}
+		// The path is appended to each pod's address: one that does not start with '/' (say
+		// "@evil.example/m") would make the URL's host someone else's.
+		if u, err := url.ParseRequestURI(pl.Path); err != nil || !strings.HasPrefix(pl.Path, "/") || u.Host != "" {
+			errs = append(errs, fmt.Errorf("%s: path %q: want an absolute path such as /metrics", where, pl.Path))
+		}
 		if pl.Port < 1 || pl.Port > 65535 {
 			errs = append(errs, fmt.Errorf("%s: port %d out of range", where, pl.Port))
 		}
@@ -386,8 +425,9 @@ func (c *Config) complete() error {
 		if !(pl.Profile.PrefillTPS > 0) || !(pl.Profile.DecodeTPS > 0) || !(pl.Profile.KVTransferTPS >= 0) || math.IsInf(pl.Profile.PrefillTPS+pl.Profile.DecodeTPS+pl.Profile.KVTransferTPS, 0) {
 			errs = append(errs, fmt.Errorf("%s: profile velocities must be positive", where))
 		}
-		if pl.Ratio != nil && !(pl.Ratio.Min > 0 && pl.Ratio.Max >= pl.Ratio.Min && !math.IsInf(pl.Ratio.Max, 0)) {
-			errs = append(errs, fmt.Errorf("%s: ratio needs 0 < min <= max, got %v..%v", where, pl.Ratio.Min, pl.Ratio.Max))
+		// Bounded both ways: the band multiplies replica counts, and 1e300 or 1e-300 overflowed them.
+		if pl.Ratio != nil && !(pl.Ratio.Min >= 0.01 && pl.Ratio.Max >= pl.Ratio.Min && pl.Ratio.Max <= 100) {
+			errs = append(errs, fmt.Errorf("%s: ratio needs 0.01 <= min <= max <= 100, got %v..%v", where, pl.Ratio.Min, pl.Ratio.Max))
 		}
 		if pl.MinReplicas == 0 {
 			// Unset and 0 alike: the policy reads a pool's load from its running pods, so a pool at zero
@@ -447,7 +487,7 @@ func NewWatcher(path string) (*Watcher, error) {
 		w.cur = Default()
 		return w, nil
 	}
-	raw, err := os.ReadFile(path)
+	raw, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -471,7 +511,7 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	if w.path == "" {
 		return false, nil
 	}
-	raw, err := os.ReadFile(w.path)
+	raw, err := readFile(w.path)
 	if err != nil {
 		return false, fmt.Errorf("config reload: %w", err)
 	}

@@ -73,6 +73,10 @@ func TestParseErrors(t *testing.T) {
 		{"convert fraction above 1", "version: tokenscale.io/v1alpha1\npolicy: {maxConvertFraction: 1.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.maxConvertFraction must be in [0, 1]"},
 		{"negative min replicas", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, minReplicas: -1}\n", "need 1 <= minReplicas <= maxReplicas (0 or unset: 1), got -1 and 100"},
 		{"two pools on one workload", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, namespace: llm, role: prefill, selector: {a: b}, workload: {name: w}}\n- {name: b, role: decode, selector: {a: c}, workload: {kind: Deployment, name: w}}\n", "pools[0] (a) and pools[1] (b) both name workload Deployment/w"},
+		{"scale-down window of a year", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownWindow: 8760h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownWindow (8760h0m0s) must be at most 24h"},
+		{"ratio of 1e300", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 1e300, max: 1e300}}\n", "ratio needs 0.01 <= min <= max <= 100"},
+		{"path that moves the host", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, path: \"@evil.example/m\"}\n", `path "@evil.example/m": want an absolute path`},
+		{"relative scrape path", "version: tokenscale.io/v1alpha1\nscrape: {path: metrics}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", `path "metrics": want an absolute path`},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,5 +201,36 @@ func TestZeroConvertFractionAndCalibrateOff(t *testing.T) {
 	var zero Policy
 	if zero.ConvertFraction() != 0.25 || !zero.Calibrates() {
 		t.Errorf("a Policy never completed gives %v and %v, want the defaults", zero.ConvertFraction(), zero.Calibrates())
+	}
+}
+
+// A config file is read only if it is a regular file of at most maxFileBytes: /dev/zero, a FIFO or a
+// huge file is an error naming the path, not the adapter's memory or a hang.
+func TestConfigFileIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, append([]byte(good), make([]byte, maxFileBytes)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than 1048576 bytes") {
+		t.Errorf("huge file: %v", err)
+	}
+	if _, err := NewWatcher(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("huge file, watcher: %v", err)
+	}
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a directory: %v", err)
+	}
+	if _, err := os.Stat("/dev/zero"); err == nil {
+		if _, err := Load("/dev/zero"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("/dev/zero: %v", err)
+		}
+	}
+	ok := filepath.Join(dir, "ok.yaml")
+	if err := os.WriteFile(ok, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(ok); err != nil {
+		t.Errorf("a good file: %v", err)
 	}
 }
