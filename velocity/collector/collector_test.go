@@ -220,7 +220,7 @@ func TestPrometheusSource(t *testing.T) {
 			ts-15, prompt-15*3000, ts, prompt, ts-15, ts, ts-15, ts, ts-30, ts)
 	}))
 	defer srv.Close()
-	q, err := NewPrometheusQuerier(srv.URL)
+	q, err := NewPrometheusQuerier(srv.URL, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,5 +328,54 @@ func TestScrapeSpread(t *testing.T) {
 	s.ScrapeOnce(ctx)
 	if d := time.Since(start); d >= spread {
 		t.Errorf("a cancelled round still took %s", d)
+	}
+}
+
+// A Prometheus reply past the byte limit, or one that does not come within the source's timeout, is an
+// error that records nothing (pods go stale), never the adapter's memory or a held round.
+func TestPrometheusSourceIsBounded(t *testing.T) {
+	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"status":"success","data":{"resultType":"matrix","result":[`)
+		for i := 0; i < 1000; i++ {
+			fmt.Fprintf(w, `{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p%d"},"values":[[1700000000,"1"]]},`, i)
+		}
+		fmt.Fprint(w, `{"metric":{},"values":[]}]}}`)
+	}))
+	defer big.Close()
+	st := store.New(store.Options{}, nil)
+	q, err := NewPrometheusQuerier(big.URL, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil)
+	if err := src.PollOnce(context.Background()); err == nil || !strings.Contains(err.Error(), "larger than 4096 bytes") {
+		t.Errorf("a reply over the limit: %v", err)
+	}
+	if q, _ = NewPrometheusQuerier(big.URL, 0); NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil).PollOnce(context.Background()) != nil {
+		t.Errorf("the same reply under the default limit failed")
+	}
+
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	q, _ = NewPrometheusQuerier(slow.URL, 0)
+	src = NewPrometheusSource(q, store.New(store.Options{}, nil), time.Second, 45*time.Second, engine.Auto, nil)
+	src.Timeout = 50 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- src.PollOnce(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("a Prometheus that never answers: no error")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("PollOnce still waiting a minute after its 50ms timeout")
 	}
 }

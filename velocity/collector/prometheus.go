@@ -3,6 +3,8 @@ package collector
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -21,14 +23,51 @@ type Querier interface {
 	Query(ctx context.Context, query string, ts time.Time, opts ...promv1.Option) (model.Value, promv1.Warnings, promv1.Infos, error)
 }
 
+// MaxPrometheusReply bounds one answer of the Prometheus source: the raw samples of every engine
+// series over the lookback, about 6 KB a pod at a 15 s Prometheus scrape and 90 KB at 1 s, so 1,000 pods
+// fit with room; a larger or endless reply is an error, not the adapter's memory.
+const MaxPrometheusReply = 256 << 20
+
 // NewPrometheusQuerier returns a Querier for a Prometheus-compatible base URL (Prometheus, Thanos,
-// Mimir, VictoriaMetrics).
-func NewPrometheusQuerier(url string) (Querier, error) {
-	c, err := promapi.NewClient(promapi.Config{Address: url})
+// Mimir, VictoriaMetrics) whose replies are refused past maxReply bytes (0: MaxPrometheusReply).
+func NewPrometheusQuerier(url string, maxReply int64) (Querier, error) {
+	if maxReply <= 0 {
+		maxReply = MaxPrometheusReply
+	}
+	c, err := promapi.NewClient(promapi.Config{Address: url, RoundTripper: limitedTransport{http.DefaultTransport, maxReply}})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client for %s: %w", url, err)
 	}
 	return promv1.NewAPI(c), nil
+}
+
+// limitedTransport fails a response body once it passes max bytes: the Prometheus client reads a reply
+// whole into memory before decoding it.
+type limitedTransport struct {
+	rt  http.RoundTripper
+	max int64
+}
+
+func (t limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.rt.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, max: t.max}
+	return resp, nil
+}
+
+type limitedBody struct {
+	io.ReadCloser
+	n, max int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if b.n += int64(n); b.n > b.max {
+		return 0, fmt.Errorf("prometheus reply larger than %d bytes", b.max)
+	}
+	return n, err
 }
 
 // PrometheusSource reads the same engine series from Prometheus instead of scraping pods, and records
@@ -43,6 +82,9 @@ type PrometheusSource struct {
 	keep     func(store.PodKey) bool // selects pods that belong to some pool; nil keeps all
 	kind     engine.Kind
 	seen     map[store.PodKey]bool // pods in the last answer
+	// Timeout bounds one query (0: none), so a Prometheus that hangs makes pods stale instead of
+	// holding the round.
+	Timeout time.Duration
 }
 
 // NewPrometheusSource returns a source polling q every interval; samples older than lookback are not
@@ -69,6 +111,11 @@ func (p *PrometheusSource) Query() string {
 // that scrape's time, so a Prometheus that has not scraped again is not mistaken for a new scrape (which
 // would read as a zero rate). A failed query records nothing: pods go stale (unknown), never zero.
 func (p *PrometheusSource) PollOnce(ctx context.Context) error {
+	if p.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.Timeout)
+		defer cancel()
+	}
 	v, warnings, _, err := p.q.Query(ctx, p.Query(), time.Time{})
 	if err != nil {
 		return fmt.Errorf("prometheus query: %w", err)

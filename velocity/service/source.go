@@ -46,7 +46,7 @@ type prometheusSource struct {
 }
 
 func newPrometheusSource(url string, c *config.Config, st *store.Store) (*prometheusSource, error) {
-	q, err := collector.NewPrometheusQuerier(url)
+	q, err := collector.NewPrometheusQuerier(url, 0)
 	if err != nil {
 		return nil, fmt.Errorf("scrape.prometheusURL: %w", err)
 	}
@@ -56,6 +56,8 @@ func newPrometheusSource(url string, c *config.Config, st *store.Store) (*promet
 		m := s.members.Load()
 		return m != nil && m.Has(k)
 	})
+	// As a pod's scrape: one poll ends within scrape.timeout, which is at most the interval.
+	s.prom.Timeout = c.Scrape.Timeout.Duration
 	return s, nil
 }
 
