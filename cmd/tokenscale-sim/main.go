@@ -89,6 +89,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if !(*meanRate > 0 && *meanRate <= 1e6) {
 		return fmt.Errorf("--mean-rate %v must be a positive number of requests/s (at most 1e6)", *meanRate)
 	}
+	if !(*rateScale > 0 && *rateScale <= 1000) || !(*timeScale >= 0.01 && *timeScale <= 1e6) {
+		// A rate scale allocates that many times the trace's requests; a time scale below 1 stretches it.
+		return fmt.Errorf("--rate-scale %v must be in (0, 1000] and --time-scale %v in [0.01, 1e6]", *rateScale, *timeScale)
+	}
 	hw, err := hardware(*hwName, *profiles)
 	if err != nil {
 		return err

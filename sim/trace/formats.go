@@ -174,8 +174,8 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				return 0, 0, 0, false, fmt.Errorf("missing input_length or output_length")
 			case *rec.Timestamp < 0 || *rec.Timestamp > 1e12 || math.IsNaN(*rec.Timestamp):
 				return 0, 0, 0, false, fmt.Errorf("bad timestamp %v (milliseconds since the trace start)", *rec.Timestamp)
-			case *rec.InputLength < 0 || *rec.OutputLength < 0:
-				return 0, 0, 0, false, fmt.Errorf("token counts must be non-negative, got %d, %d", *rec.InputLength, *rec.OutputLength)
+			case *rec.InputLength < 0 || *rec.OutputLength < 0 || *rec.InputLength > maxRequestTokens || *rec.OutputLength > maxRequestTokens:
+				return 0, 0, 0, false, fmt.Errorf("token counts must be in 0..%d, got %d, %d", maxRequestTokens, *rec.InputLength, *rec.OutputLength)
 			case len(rec.HashIDs) > (*rec.InputLength+BlockTokens-1)/BlockTokens:
 				return 0, 0, 0, false, fmt.Errorf("%d hash_ids for %d input tokens (at most one per %d-token block)", len(rec.HashIDs), *rec.InputLength, BlockTokens)
 			}
@@ -215,6 +215,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		at, in, out, _, err := parse(line, text)
 		if err == nil && !first && at < prev {
 			err = fmt.Errorf("timestamp %s is before the previous request's %s (traces must be sorted)", at, prev)
+		}
+		if err == nil && !first && at-base > maxTraceSpan {
+			err = fmt.Errorf("timestamp %s is more than %s after the first request's", at-base, maxTraceSpan)
 		}
 		if err != nil {
 			if !o.SkipBad {
@@ -273,11 +276,19 @@ func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 	return reqs, nil
 }
 
+// maxRequestTokens bounds one request's prompt or output tokens in any trace: ten times the longest
+// context of today's models, and small enough that sizing and latency arithmetic cannot overflow.
+const maxRequestTokens = 10_000_000
+
+// maxTraceSpan bounds how far a trace's last request may come after its first: the simulator steps every
+// second of it, so a stray timestamp years out would run for days.
+const maxTraceSpan = 31 * 24 * time.Hour
+
 func tokens(a, b string) (int, int, error) {
 	in, err1 := strconv.Atoi(strings.TrimSpace(a))
 	out, err2 := strconv.Atoi(strings.TrimSpace(b))
-	if err1 != nil || err2 != nil || in < 0 || out < 0 {
-		return 0, 0, fmt.Errorf("token counts must be non-negative integers, got %q, %q", a, b)
+	if err1 != nil || err2 != nil || in < 0 || out < 0 || in > maxRequestTokens || out > maxRequestTokens {
+		return 0, 0, fmt.Errorf("token counts must be integers in 0..%d, got %q, %q", maxRequestTokens, a, b)
 	}
 	return in, out, nil
 }
@@ -367,7 +378,8 @@ func guess(r io.Reader, path string) (Format, error) {
 	if strings.HasSuffix(path, ".jsonl") {
 		return Mooncake, nil
 	}
-	line, err := bufio.NewReader(r).ReadString('\n')
+	// The first line is enough, and all a headerless or newline-free file may cost.
+	line, err := bufio.NewReader(io.LimitReader(r, 64<<10)).ReadString('\n')
 	if err != nil && line == "" {
 		return "", fmt.Errorf("%s: empty file", path)
 	}

@@ -90,6 +90,13 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		{Mooncake, `{"timestamp": 1, "input_length": 600, "output_length": 1, "hash_ids": [-1]}` + "\n", "b:1: not a JSON object"},
 		{Mooncake, "{\"timestamp\": 5, \"input_length\": 3, \"output_length\": 1}\n{\"timestamp\": 4, \"input_length\": 3, \"output_length\": 1}\n", "b:2: timestamp"},
 		{"csv", "x", "unknown trace format"},
+		// Bounds: a request of more tokens than any model's context, and a timestamp that would make the
+		// simulator step through years.
+		{BurstGPT, burstHeader + "5,ChatGPT,9223372036854775807,2,3,API log\n", "b:2: token counts must be integers in 0..10000000"},
+		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10000001,1\n", "b:2: token counts"},
+		{Mooncake, `{"timestamp": 1, "input_length": 10000001, "output_length": 1}` + "\n", "b:1: token counts must be in 0..10000000"},
+		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n999999999,ChatGPT,1,2,3,API log\n", "b:3: timestamp 277777h46m34s is more than 744h0m0s after"},
+		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1\n9999-11-16 18:15:46.6805900,1,1\n", "b:3: timestamp"},
 	} {
 		if _, err := Read(strings.NewReader(tc.in), "b", Options{Format: tc.f}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %q: err = %v, want %q", tc.f, tc.in, err, tc.want)
@@ -432,4 +439,16 @@ func TestRateScaleThickensTheArrivalProcess(t *testing.T) {
 // same compares requests field by field, blocks included.
 func same(a, b Request) bool {
 	return a.Arrival == b.Arrival && a.PromptTokens == b.PromptTokens && a.OutputTokens == b.OutputTokens && slices.Equal(a.Blocks, b.Blocks)
+}
+
+// Guessing a file's format reads its first line, and at most 64 KiB of it: a newline-free file is an
+// unknown format, not its whole size in memory.
+func TestGuessReadsAtMostTheFirstLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.csv")
+	if err := os.WriteFile(path, bytes.Repeat([]byte("a"), 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadFile(path, Options{}); err == nil || !strings.Contains(err.Error(), "x.csv") {
+		t.Fatalf("a 1 MiB line: err = %v, want an error naming the file", err)
+	}
 }

@@ -186,6 +186,9 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 				if t < from || (to > 0 && t >= to) {
 					continue
 				}
+				if len(out) >= maxServeGenRequest {
+					return nil, fmt.Errorf("servegen: more than %d requests in the window; use --start/--duration", maxServeGenRequest)
+				}
 				p, o := lengths.draw(rng, ci, t)
 				out = append(out, Request{Arrival: time.Duration((t - from) * float64(time.Second)), PromptTokens: p, OutputTokens: o})
 			}

@@ -19,7 +19,6 @@ const (
 	maxServeGenDatasetBytes = 64 << 20
 	maxServeGenDatasetKeys  = 1 << 14
 	maxServeGenPMFValues    = 1 << 17
-	maxServeGenTokens       = 10_000_000 // one request's tokens of one kind
 )
 
 // serveGenPromptFields are the dataset fields whose draws add up to a request's prompt: the text of
@@ -221,8 +220,8 @@ func parsePMF(s string) (pmf, error) {
 			return pmf{}, fmt.Errorf("%q: want tokens: probability", strings.TrimSpace(item))
 		}
 		tok, err := strconv.ParseFloat(strings.TrimSpace(k), 64)
-		if err != nil || tok < 0 || tok > maxServeGenTokens || tok != math.Trunc(tok) {
-			return pmf{}, fmt.Errorf("%q: tokens must be a whole number in [0, %d]", strings.TrimSpace(k), maxServeGenTokens)
+		if err != nil || tok < 0 || tok > maxRequestTokens || tok != math.Trunc(tok) {
+			return pmf{}, fmt.Errorf("%q: tokens must be a whole number in [0, %d]", strings.TrimSpace(k), maxRequestTokens)
 		}
 		p, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 		if err != nil || math.IsNaN(p) || math.IsInf(p, 0) || p < 0 || p > 1 {

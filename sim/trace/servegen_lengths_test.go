@@ -214,7 +214,7 @@ func FuzzParseServeGenDataset(f *testing.F) {
 				}
 			}
 			for range 10 {
-				if p, o := l.draw(rng); p < 0 || o < 0 || o > maxServeGenTokens || p > 4*maxServeGenTokens {
+				if p, o := l.draw(rng); p < 0 || o < 0 || o > maxRequestTokens || p > 4*maxRequestTokens {
 					t.Fatalf("drew %d, %d", p, o)
 				}
 			}
