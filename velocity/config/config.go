@@ -437,8 +437,9 @@ func (c *Config) complete() error {
 		if pl.MaxReplicas == 0 {
 			pl.MaxReplicas = 100
 		}
-		if pl.MinReplicas < 0 || pl.MaxReplicas < pl.MinReplicas {
-			errs = append(errs, fmt.Errorf("%s: need 1 <= minReplicas <= maxReplicas (0 or unset: 1), got %d and %d", where, pl.MinReplicas, pl.MaxReplicas))
+		// 1e6 is the most the policy ever sizes (ceilDiv stops there): a larger bound is a typo.
+		if pl.MinReplicas < 0 || pl.MaxReplicas < pl.MinReplicas || pl.MaxReplicas > 1_000_000 {
+			errs = append(errs, fmt.Errorf("%s: need 1 <= minReplicas <= maxReplicas <= 1000000 (0 or unset: 1 and 100), got %d and %d", where, pl.MinReplicas, pl.MaxReplicas))
 		}
 	}
 	// One workload, one pool: the adapter serves an Object metric from the pool that names the workload,
