@@ -11,7 +11,7 @@ BENCHTIME ?= 1s
 # go-nvml's cgo prolog calls functions NVML 13 marks deprecated; gcc's warnings about them are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build test lint golangci-lint vet fmt-check bench fuzz e2e demo demo-no-k8s sim clean tidy-check preflight perf images chart helm
+.PHONY: all build test lint golangci-lint vet fmt-check bench fuzz e2e demo demo-no-k8s sim clean tidy-check preflight perf images chart
 
 all: lint test build
 
