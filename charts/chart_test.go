@@ -641,3 +641,28 @@ func TestChartDashboard(t *testing.T) {
 		t.Error("dashboard rendered by default")
 	}
 }
+
+// The KEDA scaler's container declares its metrics port, which the monitoring PodMonitor scrapes by name,
+// only where --metrics-address leaves loopback.
+func TestChartKEDAScalerMetricsPort(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for _, tc := range []struct {
+		addr, want string
+	}{
+		{"127.0.0.1:8080", ""},
+		{":8080", "- {name: metrics, containerPort: 8080}"},
+		{"0.0.0.0:9100", "- {name: metrics, containerPort: 9100}"},
+	} {
+		out, err := exec.Command(helm, helmArgs([]string{"kedaScaler.enabled=true", "monitoring.enabled=true", "kedaScaler.metricsAddress=" + tc.addr})...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("helm template: %v\n%s", err, out)
+		}
+		has := bytes.Contains(out, []byte("name: metrics, containerPort"))
+		if tc.want == "" && has || tc.want != "" && !bytes.Contains(out, []byte(tc.want)) {
+			t.Errorf("metricsAddress %s: metrics port declared %v, want %q", tc.addr, has, tc.want)
+		}
+	}
+}
