@@ -88,7 +88,7 @@ func TestServeTLSAndHealth(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Serve(ctx, src, Options{GRPCAddress: "127.0.0.1:0", TLS: TLS{CertFile: crt, KeyFile: key, ClientCAFile: caFile},
-			MaxAge: 2 * time.Second, Register: metrics.NewKubeRegistry().MustRegister, Listening: func(a net.Addr) { addr <- a }})
+			MaxAge: time.Minute, Register: metrics.NewKubeRegistry().MustRegister, Listening: func(a net.Addr) { addr <- a }})
 	}()
 	target := (<-addr).String()
 	dialWith := func(certs []tls.Certificate) *grpc.ClientConn {
@@ -103,7 +103,7 @@ func TestServeTLSAndHealth(t *testing.T) {
 	hc := healthpb.NewHealthClient(good)
 	checkHealth := func(want healthpb.HealthCheckResponse_ServingStatus) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
 			r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: externalscaler.ExternalScaler_ServiceDesc.ServiceName})
 			if err == nil && r.Status == want {
@@ -126,7 +126,10 @@ func TestServeTLSAndHealth(t *testing.T) {
 	if _, err := externalscaler.NewExternalScalerClient(dialWith(nil)).IsActive(ctx, ref(map[string]string{"pool": "prefill"})); err == nil {
 		t.Fatal("a client without a certificate was answered")
 	}
-	checkHealth(healthpb.HealthCheckResponse_NOT_SERVING) // the snapshot ages past MaxAge
+	// A snapshot older than MaxAge (published so, rather than waited for: a starved machine could take
+	// longer than a short MaxAge between publishing and the checks above).
+	src.publish(snapshot(time.Now().Add(-time.Hour), 12000))
+	checkHealth(healthpb.HealthCheckResponse_NOT_SERVING)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve after its context ended: %v", err)

@@ -11,7 +11,8 @@ import (
 // The demo runs end to end on loopback (fake engines, real scraper, store and policy) and stops cleanly.
 func TestDemoRuns(t *testing.T) {
 	var out bytes.Buffer
-	if err := Run(context.Background(), Options{Duration: 4 * time.Second, ColdStart: time.Second, Out: &out}); err != nil {
+	// A data row needs two full scrape rounds (about 2 s); 12 s leaves room for a starved machine.
+	if err := Run(context.Background(), Options{Duration: 12 * time.Second, ColdStart: time.Second, Out: &out}); err != nil {
 		t.Fatal(err)
 	}
 	s := out.String()

@@ -191,6 +191,10 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 	wg.Wait()
 }
 
+// SetClock makes the scraper stamp scrapes with now instead of the wall clock, for tests that drive
+// engines on a clock of their own.
+func (s *Scraper) SetClock(now func() time.Time) { s.now = now }
+
 // slowLast returns targets with the pods whose last scrape timed out moved to the end (order otherwise
 // kept): slow or hostile pods then hold concurrency slots only after every healthy pod has started, so
 // they cannot delay the healthy pods' results, which are recorded as each arrives.

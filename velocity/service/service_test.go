@@ -32,9 +32,7 @@ func serve(t *testing.T, host, port int, cfg fakeengine.Config) *fakeengine.Engi
 	}
 	srv := &http.Server{Handler: e}
 	go func() { _ = srv.Serve(ln) }()
-	stop := make(chan struct{})
-	go e.Run(50*time.Millisecond, stop) // engines run on wall time, as scrapes are stamped with it
-	t.Cleanup(func() { close(stop); _ = srv.Close() })
+	t.Cleanup(func() { _ = srv.Close() })
 	return e
 }
 
@@ -51,8 +49,8 @@ func TestServiceEndToEnd(t *testing.T) {
 	port := freePort(t)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`version: tokenscale.io/v1alpha1
 scrape: {port: %d, staleAfter: 1h}
-# The engines run on the wall clock and the service on 1 s steps 250 ms apart: a 1 s cold start keeps the
-# sizing rate's smoothing (policy.coldStart) from holding the first, partial readings for a minute.
+# The engines and the scrapes run on the test's clock, 1 s a step: a 1 s cold start keeps the sizing
+# rate's smoothing (policy.coldStart) from holding the first readings for a minute.
 policy: {coldStart: 1s}
 pools:
 - {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}, profile: {prefillTokensPerSecond: 10000}}
@@ -62,8 +60,10 @@ pools:
 		t.Fatal(err)
 	}
 	pods := podList{}
+	var engines []*fakeengine.Engine
 	add := func(host int, ns, name, role string, ready bool) {
 		e := serve(t, host, port, fakeengine.Config{Role: role, PrefillTokensPerSec: 10000, DecodeTokensPerSec: 2500})
+		engines = append(engines, e)
 		e.SetLoad(fakeengine.Load{PromptTokensPerSec: 9000, OutputTokensPerSec: 1500})
 		pods = append(pods, Pod{Key: store.PodKey{Namespace: ns, Name: name}, Labels: map[string]string{"llm-d.ai/role": role},
 			IP: fmt.Sprintf("127.0.0.%d", host), Ready: ready})
@@ -77,11 +77,16 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Unix(0, 0)
+	// Engines, scrapes and decisions on one clock, so the rates do not depend on how fast this machine is.
+	// Started at the wall clock, whose time the store judges staleness by (scrape.staleAfter is an hour).
+	now := time.Now()
+	s.src.(*scrapeSource).scraper.SetClock(func() time.Time { return now })
 	var snap *Snapshot
 	for i := 0; i < 8; i++ {
-		time.Sleep(250 * time.Millisecond)
 		now = now.Add(time.Second)
+		for _, e := range engines {
+			e.Advance(time.Second)
+		}
 		snap = s.Step(context.Background(), now)
 	}
 	pa := snap.Pools[PoolKey{"a", "prefill"}]
