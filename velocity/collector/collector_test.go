@@ -348,15 +348,7 @@ func TestPrometheusSourceIsBounded(t *testing.T) {
 		t.Errorf("the same reply under the default limit failed")
 	}
 
-	release := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer slow.Close()
-	defer close(release)
+	slow := hangingServer(t)
 	q, _ = NewPrometheusQuerier(slow.URL, 0)
 	src = NewPrometheusSource(q, store.New(store.Options{}, nil), time.Second, 45*time.Second, engine.Auto, nil)
 	src.Timeout = 50 * time.Millisecond

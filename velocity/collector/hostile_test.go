@@ -89,15 +89,7 @@ func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
 	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
 	good := httptest.NewServer(e)
 	defer good.Close()
-	release := make(chan struct{})
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer slow.Close()
-	defer close(release)
+	slow := hangingServer(t)
 	var targets []Target
 	for i := 0; i < 4; i++ {
 		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: fmt.Sprint("slow", i)}, URL: slow.URL})
@@ -141,4 +133,19 @@ func (r recorderFunc) Record(k store.PodKey, t time.Time, s *engine.Snapshot) {
 func (r recorderFunc) RecordError(k store.PodKey, t time.Time, err error) {
 	r.Store.RecordError(k, t, err)
 	r.on(k, err)
+}
+
+// hangingServer answers no request until the client gives up or the test ends.
+func hangingServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	return srv
 }
