@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -206,9 +207,10 @@ func Parse(data []byte) (*Config, error) {
 const maxFileBytes = 1 << 20
 
 // readFile reads a config file of at most maxFileBytes, refusing anything but a regular file (a FIFO
-// would block every reload).
+// would block every reload). It opens without blocking, since a plain open of a FIFO waits for a writer
+// before the check could refuse it; a regular file reads the same either way.
 func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -229,6 +231,17 @@ func readFile(path string) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// badPath says a metrics path is not an absolute path: it is appended to each pod's address, and one
+// that does not start with '/' (say "@evil.example/m") would make the URL's host someone else's.
+func badPath(p string) bool {
+	_, err := url.ParseRequestURI(p)
+	return err != nil || !strings.HasPrefix(p, "/")
+}
+
+func badScheme(s string) bool { return s != "http" && s != "https" }
+
+func badPort(p int) bool { return p < 1 || p > 65535 }
 
 // Load reads and parses a file.
 func Load(path string) (*Config, error) {
@@ -278,6 +291,16 @@ func (c *Config) complete() error {
 		s.PromptTokens = 1000
 	}
 	var errs []error
+	// The pools' defaults are checked here, under their own names; a pool's own values in its loop.
+	if badScheme(s.DefaultScheme) {
+		errs = append(errs, fmt.Errorf("scrape.scheme %q: allowed values are http, https", s.DefaultScheme))
+	}
+	if badPath(s.DefaultPath) {
+		errs = append(errs, fmt.Errorf("scrape.path %q: want an absolute path such as /metrics", s.DefaultPath))
+	}
+	if badPort(s.DefaultPort) {
+		errs = append(errs, fmt.Errorf("scrape.port %d out of range", s.DefaultPort))
+	}
 	if s.Timeout.Duration > s.Interval.Duration {
 		errs = append(errs, fmt.Errorf("scrape.timeout (%s) must not exceed scrape.interval (%s)", s.Timeout, s.Interval))
 	}
@@ -391,23 +414,18 @@ func (c *Config) complete() error {
 		}
 		if pl.Port == 0 {
 			pl.Port = s.DefaultPort
+		} else if badPort(pl.Port) {
+			errs = append(errs, fmt.Errorf("%s: port %d out of range", where, pl.Port))
 		}
 		if pl.Path == "" {
 			pl.Path = s.DefaultPath
+		} else if badPath(pl.Path) {
+			errs = append(errs, fmt.Errorf("%s: path %q: want an absolute path such as /metrics", where, pl.Path))
 		}
 		if pl.Scheme == "" {
 			pl.Scheme = s.DefaultScheme
-		}
-		if pl.Scheme != "http" && pl.Scheme != "https" {
+		} else if badScheme(pl.Scheme) {
 			errs = append(errs, fmt.Errorf("%s: scheme %q: allowed values are http, https", where, pl.Scheme))
-		}
-		// The path is appended to each pod's address: one that does not start with '/' (say
-		// "@evil.example/m") would make the URL's host someone else's.
-		if u, err := url.ParseRequestURI(pl.Path); err != nil || !strings.HasPrefix(pl.Path, "/") || u.Host != "" {
-			errs = append(errs, fmt.Errorf("%s: path %q: want an absolute path such as /metrics", where, pl.Path))
-		}
-		if pl.Port < 1 || pl.Port > 65535 {
-			errs = append(errs, fmt.Errorf("%s: port %d out of range", where, pl.Port))
 		}
 		if pl.Workload.Kind == "" {
 			pl.Workload.Kind = "Deployment"

@@ -76,7 +76,10 @@ func TestParseErrors(t *testing.T) {
 		{"scale-down window of a year", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownWindow: 8760h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownWindow (8760h0m0s) must be at most 24h"},
 		{"ratio of 1e300", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 1e300, max: 1e300}}\n", "ratio needs 0.01 <= min <= max <= 100"},
 		{"path that moves the host", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, path: \"@evil.example/m\"}\n", `path "@evil.example/m": want an absolute path`},
-		{"relative scrape path", "version: tokenscale.io/v1alpha1\nscrape: {path: metrics}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", `path "metrics": want an absolute path`},
+		{"relative scrape path", "version: tokenscale.io/v1alpha1\nscrape: {path: metrics}\npools:\n- {name: a, role: prefill, selector: {a: b}, path: /m}\n", `scrape.path "metrics": want an absolute path`},
+		{"scrape scheme", "version: tokenscale.io/v1alpha1\nscrape: {scheme: ftp}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", `scrape.scheme "ftp": allowed values are http, https`},
+		{"scrape port", "version: tokenscale.io/v1alpha1\nscrape: {port: 70000}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", `scrape.port 70000 out of range`},
+		{"pool port", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, port: -1}\n", `pools[0] (a): port -1 out of range`},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
