@@ -33,36 +33,152 @@ func parseBytesBefore(buf []byte, sink sampleSink, deadline time.Time) error {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			return fmt.Errorf("%w (%d bytes)", ErrParseTimeout, len(buf))
 		}
-		if err := checkLineLabels(buf); err != nil {
+		sink.reset()
+		page, err := fallbackPage(buf, sink)
+		if err != nil {
 			return err
 		}
-		sink.reset()
-		return parseExpfmt(bytes.NewReader(buf), sink)
+		return parseExpfmt(bytes.NewReader(page), sink)
 	}
 	return err
 }
 
-// maxFallbackLabels bounds the labels of a line on a page handed to expfmt. expfmt (v0.72) checks each
-// label of a line against all before it by rebuilding a map, so its time grows with the square of a
-// line's labels, and it cannot be stopped at the scrape's deadline: one line of 380,000 labels fits in a
-// 4 MiB page and would hold the scrape round for minutes. Engines' series carry fewer than ten.
+// maxFallbackLabels bounds the labels of a line handed to expfmt. expfmt (v0.72) checks each label of a
+// line against all before it by rebuilding a map, so its time grows with the square of a line's labels,
+// and it cannot be stopped at the scrape's deadline: one line of 380,000 labels fits in a 4 MiB page and
+// would hold the scrape round for minutes. The series tokenscale reads carry a few (model_name, engine,
+// finished_reason, le); info gauges carry dozens (vLLM's cache_config_info up to about 30), which is why
+// only the lines that are read are counted.
 const maxFallbackLabels = 16
 
 // ErrTooManyLabels is a page that only the fallback parser reads with a line of too many labels.
 var ErrTooManyLabels = errors.New("too many labels on one line")
 
-// checkLineLabels refuses a page with a sample line of more than maxFallbackLabels labels, counting the
-// '=' outside quoted strings (at least one per label), in one pass.
-func checkLineLabels(buf []byte) error {
-	line, n, quoted, escaped, comment, start := 1, 0, false, false, false, true
-	for _, c := range buf {
-		switch {
-		case c == '\n':
-			line, n, quoted, escaped, comment, start = line+1, 0, false, false, false, true
+// fallbackPage is what expfmt is given of a page the scanner leaves to it: every comment line, and the
+// sample lines whose metric name the sink reads, or that belong to the histogram or summary family of
+// one it reads; the rest are dropped unparsed, as the scanner skips them. A kept line of more than
+// maxFallbackLabels labels refuses the page. sink.wants sees every sample's name, as in scan.
+func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
+	out := make([]byte, 0, len(buf))
+	var scratch []byte
+	wanted := func(name []byte) bool {
+		want := func(base []byte, suffix string) bool {
+			scratch = append(append(scratch[:0], base...), suffix...)
+			return sink.wants(scratch)
+		}
+		if want(name, "") || want(name, "_bucket") || want(name, "_sum") || want(name, "_count") {
+			return true
+		}
+		base, ok := splitSuffixBytes(name)
+		return ok && (want(base, "") || want(base, "_bucket") || want(base, "_sum") || want(base, "_count"))
+	}
+	for lineNo := 1; len(buf) > 0; lineNo++ {
+		ln := buf
+		if nl := bytes.IndexByte(buf, '\n'); nl >= 0 {
+			ln, buf = buf[:nl+1], buf[nl+1:]
+		} else {
+			buf = nil
+		}
+		i := skipBlank(ln, 0)
+		if i == len(ln) || ln[i] == '\n' {
 			continue
-		case start && c == '#':
-			comment = true
-		case comment:
+		}
+		if ln[i] == '#' {
+			if _, name, _ := commentLine(ln[i+1:]); name != nil {
+				sink.wants(unquoted(name))
+			}
+			out = append(out, ln...)
+			continue
+		}
+		if name, ok := sampleName(ln[i:]); ok && !wanted(name) {
+			continue
+		}
+		if n := lineLabels(ln); n > maxFallbackLabels {
+			return nil, fmt.Errorf("line %d: %w (%d, more than %d): refused rather than parsed, as the fallback parser's time grows with their square", lineNo, ErrTooManyLabels, n, maxFallbackLabels)
+		}
+		out = append(out, ln...)
+	}
+	return out, nil
+}
+
+// sampleName is the metric name of a sample line in the text format: a plain name before '{' or a
+// blank, or the quoted name that opens the label set ({"a.b",x="y"}) or the line; ok is false when the
+// line has none that can be told, and it is then kept for expfmt to judge.
+func sampleName(ln []byte) (name []byte, ok bool) {
+	switch {
+	case len(ln) == 0:
+		return nil, false
+	case ln[0] == '"':
+		return quotedString(ln)
+	case ln[0] == '{':
+		i := skipBlank(ln, 1)
+		if i == len(ln) || ln[i] != '"' {
+			return nil, false
+		}
+		q, ok := quotedString(ln[i:])
+		if !ok {
+			return nil, false
+		}
+		// The quoted string is the name only when a label does not follow it as its value's name.
+		j := skipBlank(ln, i+quotedLen(ln[i:]))
+		if j == len(ln) || (ln[j] != ',' && ln[j] != '}') {
+			return nil, false
+		}
+		return q, true
+	}
+	j := 0
+	for j < len(ln) && isMetricNameByte(ln[j], j == 0) {
+		j++
+	}
+	return ln[:j], j > 0
+}
+
+// quotedLen is the length of the quoted string that opens b, quotes included (len(b) when unterminated).
+func quotedLen(b []byte) int {
+	for i := 1; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// quotedString is the text format's quoted string that opens b, unescaped (\\, \" and \n).
+func quotedString(b []byte) ([]byte, bool) {
+	n := quotedLen(b)
+	if n < 2 || b[n-1] != '"' {
+		return nil, false
+	}
+	out := make([]byte, 0, n-2)
+	for i := 1; i < n-1; i++ {
+		c := b[i]
+		if c == '\\' && i+1 < n-1 {
+			i++
+			if c = b[i]; c == 'n' {
+				c = '\n'
+			}
+		}
+		out = append(out, c)
+	}
+	return out, true
+}
+
+// unquoted is a comment's name without its quotes, if it has them.
+func unquoted(name []byte) []byte {
+	if q, ok := quotedString(name); ok && quotedLen(name) == len(name) {
+		return q
+	}
+	return name
+}
+
+// lineLabels counts a sample line's labels by the '=' outside quoted strings (at least one per label).
+func lineLabels(ln []byte) int {
+	n, quoted, escaped := 0, false, false
+	for _, c := range ln {
+		switch {
 		case escaped:
 			escaped = false
 		case quoted && c == '\\':
@@ -70,13 +186,10 @@ func checkLineLabels(buf []byte) error {
 		case c == '"':
 			quoted = !quoted
 		case !quoted && c == '=':
-			if n++; n > maxFallbackLabels {
-				return fmt.Errorf("line %d: %w (more than %d): refused rather than parsed, as the fallback parser's time grows with their square", line, ErrTooManyLabels, maxFallbackLabels)
-			}
+			n++
 		}
-		start = start && (c == ' ' || c == '\t')
 	}
-	return nil
+	return n
 }
 
 // lineAction is what scan does with the sample lines of one name.
