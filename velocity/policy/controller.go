@@ -102,7 +102,8 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	if decode != nil && ds != nil {
 		// A converted decoder serves less decode by design: calibrating then read its prefill chunks as lost
 		// decode capacity, which shrank the spare decoders and released the conversion within seconds.
-		if c.conv[group] == 0 {
+		// Turned off, calibration is dropped whatever the conversions.
+		if c.conv[group] == 0 || !pol.Calibrates() {
 			c.calibrate(pol, decode, ds)
 		}
 		rate, basis := c.sizingRate(now, pol, decode.Name, ds)

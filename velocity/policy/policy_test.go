@@ -291,6 +291,26 @@ func TestCalibrateOff(t *testing.T) {
 	}
 }
 
+// Calibration turned off while decoders are converted drops the decode pool's calibrated velocity too
+// (its calibration is paused during conversions, which must not keep a stale V_D in use).
+func TestCalibrateOffDuringConversions(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	off := false
+	pol.Calibrate = &off
+	ctrl := NewController()
+	ctrl.calibrated["decode"] = 9000
+	ctrl.conv["g"] = 1
+	ps := &PoolStatus{Pods: 1, Known: 1, Arrival: 5000, Sustained: 5000, PerPod: 10000, Capacity: 10000,
+		QueueBudget: 1.9, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1, SecondsToBreach: math.Inf(1)}
+	ds := &PoolStatus{Role: config.RoleDecode, Pods: 2, Known: 2, Arrival: 1000, Sustained: 1000, PerPod: 9000, Capacity: 18000,
+		SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1, SecondsToBreach: math.Inf(1)}
+	ctrl.Decide(time.Unix(1000, 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
+	if got := ctrl.Calibrated("decode"); got != 0 {
+		t.Errorf("calibrate off with a decoder converted: V_D still calibrated at %.0f", got)
+	}
+}
+
 // A reload that lowers maxReplicas acts at once: the window's older, higher recommendations are clamped.
 func TestLowerMaxReplicasActsAtOnce(t *testing.T) {
 	r := newRig(t, 2, 2)
