@@ -5,7 +5,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/tokenscale/tokenscale/adapter"
@@ -28,13 +27,7 @@ func inspect(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: tokenscale-adapter inspect FILE|-")
 		return 2
 	}
-	var page []byte
-	var err error
-	if args[0] == "-" {
-		page, err = io.ReadAll(io.LimitReader(os.Stdin, 16<<20))
-	} else {
-		page, err = os.ReadFile(args[0])
-	}
+	page, err := readPage(args[0])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -43,4 +36,17 @@ func inspect(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// readPage reads a file, or stdin for "-", whole and bounded (engine.ReadPage).
+func readPage(src string) ([]byte, error) {
+	if src == "-" {
+		return engine.ReadPage(os.Stdin, "stdin")
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return engine.ReadPage(f, src)
 }

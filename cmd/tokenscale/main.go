@@ -6,7 +6,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -76,26 +75,10 @@ func inspect(ctx context.Context, args []string) error {
 	return nil
 }
 
-// pageLimit bounds a page inspect reads: four times scrape.maxBodyBytes' default.
-const pageLimit = 16 << 20
-
-// readAll reads r whole, or fails naming src when it holds more than pageLimit bytes: a cut page would
-// be reported as if it were all there.
-func readAll(r io.Reader, src string) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, pageLimit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", src, err)
-	}
-	if len(b) > pageLimit {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a metrics page inspect reads", src, pageLimit)
-	}
-	return b, nil
-}
-
 func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error) {
 	switch {
 	case src == "-":
-		return readAll(os.Stdin, "stdin")
+		return engine.ReadPage(os.Stdin, "stdin")
 	case len(src) > 7 && (src[:7] == "http://" || src[:8] == "https://"):
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -111,13 +94,13 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("fetching %s: HTTP %d", src, resp.StatusCode)
 		}
-		return readAll(resp.Body, src)
+		return engine.ReadPage(resp.Body, src)
 	default:
 		f, err := os.Open(src)
 		if err != nil {
 			return nil, err
 		}
 		defer f.Close()
-		return readAll(f, src)
+		return engine.ReadPage(f, src)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 // inspect reads a page whole or fails naming the source: a page over the limit (or /dev/zero) is an
@@ -21,7 +23,7 @@ func TestReadIsBounded(t *testing.T) {
 		t.Fatalf("small page: %d bytes, %v", len(b), err)
 	}
 	big := filepath.Join(dir, "big.txt")
-	if err := os.WriteFile(big, make([]byte, pageLimit+1), 0o600); err != nil {
+	if err := os.WriteFile(big, make([]byte, engine.MaxInspectPage+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := read(context.Background(), big, time.Second); err == nil || !strings.Contains(err.Error(), big+" is larger than") {

@@ -7,6 +7,22 @@ import (
 	"strings"
 )
 
+// MaxInspectPage bounds a page the inspectors read: four times scrape.maxBodyBytes' default.
+const MaxInspectPage = 16 << 20
+
+// ReadPage reads a page for the inspectors whole, or fails naming src when it holds more than
+// MaxInspectPage bytes: a cut page would be reported as if it were all there.
+func ReadPage(r io.Reader, src string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxInspectPage+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", src, err)
+	}
+	if len(b) > MaxInspectPage {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a metrics page inspect reads", src, MaxInspectPage)
+	}
+	return b, nil
+}
+
 // Report writes a human-readable account of a page: the engine detected, which catalog fields were
 // found under which names, what is missing and why that matters. It is what `tokenscale inspect`
 // prints; the returned error is non-nil when the page cannot give token velocity.
