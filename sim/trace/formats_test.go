@@ -95,12 +95,32 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		{BurstGPT, burstHeader + "5,ChatGPT,9223372036854775807,2,3,API log\n", "b:2: token counts must be integers in 0..10000000"},
 		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10000001,1\n", "b:2: token counts"},
 		{Mooncake, `{"timestamp": 1, "input_length": 10000001, "output_length": 1}` + "\n", "b:1: token counts must be in 0..10000000"},
-		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n999999999,ChatGPT,1,2,3,API log\n", "b:3: timestamp 277777h46m34s is more than 744h0m0s after"},
-		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1\n9999-11-16 18:15:46.6805900,1,1\n", "b:3: timestamp"},
+		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n999999999,ChatGPT,1,2,3,API log\n", "b:3: a request 277777h46m34s into the replayed window, more than 744h0m0s: pick a window with --start and --duration"},
+		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1\n9999-11-16 18:15:46.6805900,1,1\n", "b:3: a request"},
 	} {
 		if _, err := Read(strings.NewReader(tc.in), "b", Options{Format: tc.f}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %q: err = %v, want %q", tc.f, tc.in, err, tc.want)
 		}
+	}
+}
+
+// A trace longer than the span bound replays a window of it: the bound is on the window, after the time
+// scale, not on the trace (BurstGPT's release spans about four months).
+func TestLongTraceReplaysAWindow(t *testing.T) {
+	day := 24 * 3600
+	in := burstHeader + "0,m,1,2,3,x\n" + strconv.Itoa(40*day) + ",m,1,2,3,x\n" + strconv.Itoa(120*day) + ",m,1,2,3,x\n"
+	tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Start: 39 * 24 * time.Hour, Duration: 48 * time.Hour})
+	if err != nil || len(tr.Requests) != 1 || tr.Requests[0].Arrival != 24*time.Hour {
+		t.Fatalf("a window of days 39-41: %v, %v", tr, err)
+	}
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, TimeScale: 4}); err != nil {
+		t.Fatalf("120 days replayed 4 times faster (30 days): %v", err)
+	}
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT}); err == nil || !strings.Contains(err.Error(), "b:3: a request 960h0m0s into the replayed window") {
+		t.Fatalf("120 days whole: %v, want the request on day 40 named", err)
+	}
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Duration: 50 * 24 * time.Hour, TimeScale: 0.5}); err == nil || !strings.Contains(err.Error(), "b:3: a request 1920h0m0s into") {
+		t.Fatalf("40 days slowed down twice: %v, want the window's bound named", err)
 	}
 }
 
