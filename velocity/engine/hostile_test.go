@@ -163,3 +163,75 @@ func BenchmarkFallbackWorstPage(b *testing.B) {
 		}
 	}
 }
+
+// Lines whose quoted name opens the label set reach expfmt name first, so each is read in its own family:
+// expfmt starts such a line's labels in the previous line's family, which panicked (a histogram's bucket
+// after an untyped sample), filed buckets under another family, and grew one label map line after line.
+// A label set with no name before it is refused; a plain name that runs on into a quoted part, and a
+// quoted HELP or TYPE name, are left to expfmt, which reads them.
+func TestFallbackLineNames(t *testing.T) {
+	const ttft = "# TYPE vllm:time_to_first_token_seconds histogram\n"
+	for _, c := range []struct {
+		name, page string
+		check      func(*Snapshot) string
+	}{
+		{"a bucket after an untyped sample", ttft + "vllm:prompt_tokens_total 7\n{\"vllm:time_to_first_token_seconds_bucket\",le=\"+Inf\"} 4\nvllm:time_to_first_token_seconds_count 4\nvllm:time_to_first_token_seconds_sum 2\n",
+			func(s *Snapshot) string {
+				if h, ok := s.Hist(TTFT); !ok || h.Count != 4 || len(h.Buckets) != 1 || h.Buckets[0].Count != 4 {
+					return fmt.Sprintf("TTFT %+v %v, want one +Inf bucket of 4", h, ok)
+				}
+				return ""
+			}},
+		{"a bucket after another histogram", "# TYPE h histogram\n" + ttft + "h_bucket{le=\"1\"} 1\ng 1\n{\"vllm:time_to_first_token_seconds_bucket\",le=\"1\"} 5\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 5\nvllm:time_to_first_token_seconds_count 5\nvllm:prompt_tokens_total 1\n",
+			func(s *Snapshot) string {
+				if h, ok := s.Hist(TTFT); !ok || len(h.Buckets) != 2 || h.Buckets[0].Count != 5 {
+					return fmt.Sprintf("TTFT %+v %v, want the le=1 bucket of 5 in its own family", h, ok)
+				}
+				return ""
+			}},
+		{"a name running on into a quoted part", "vllm:prompt_tokens_total 1\nvllm:num_requests_\"running\" 3\n",
+			func(s *Snapshot) string {
+				if v, ok := s.Scalar(RequestsRunning); !ok || v.Value != 3 {
+					return fmt.Sprintf("running %v %v, want 3", v, ok)
+				}
+				return ""
+			}},
+		{"a quoted TYPE name", "# TYPE \"vllm:time_to_first_token_seconds\" histogram\nvllm:prompt_tokens_total 1\nvllm:time_to_first_token_seconds_bucket{le=\"NaN\"} 1\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\nvllm:time_to_first_token_seconds_count 2\n",
+			func(s *Snapshot) string {
+				if h, ok := s.Hist(TTFT); !ok || len(h.Buckets) != 1 {
+					return fmt.Sprintf("TTFT %+v %v, want the histogram as expfmt reads it (the NaN bucket dropped)", h, ok)
+				}
+				return ""
+			}},
+	} {
+		s, err := ExtractBytes([]byte(c.page), VLLM)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if msg := c.check(s); msg != "" {
+			t.Errorf("%s: %s", c.name, msg)
+		}
+	}
+	if _, err := ExtractBytes([]byte("vllm:prompt_tokens_total 1\n{engine=\"1\"} 1000\n"), VLLM); err == nil || !strings.Contains(err.Error(), "line 2: a label set with no metric name") {
+		t.Errorf("a label set with no name: %v, want it refused naming the line", err)
+	}
+	// One growing label map made this page quadratic: name first, no kept line opens with '{'.
+	var page bytes.Buffer
+	page.WriteString(ttft + "vllm:time_to_first_token_seconds_bucket{le=\"1\"} 1\nvllm:prompt_tokens_total 1\n")
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(&page, "# HELP g%d x\n{\"vllm:time_to_first_token_seconds_bucket\",a%d=\"\"} 1\n", i, i)
+	}
+	reduced, err := fallbackPage(page.Bytes(), newExtractor(VLLM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range bytes.Split(reduced, []byte("\n")) {
+		if bytes.HasPrefix(bytes.TrimLeft(ln, " \t"), []byte("{")) {
+			t.Fatalf("a line handed to expfmt still opens with its label set: %q", ln)
+		}
+	}
+	if _, err := ExtractBytes(page.Bytes(), VLLM); err != nil {
+		t.Errorf("the page of 1000 such lines: %v", err)
+	}
+}

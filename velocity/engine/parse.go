@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,10 +55,19 @@ const maxFallbackLabels = 16
 // ErrTooManyLabels is a page that only the fallback parser reads with a line of too many labels.
 var ErrTooManyLabels = errors.New("too many labels on one line")
 
+// errNoName is a sample line whose label set has no metric name before it.
+var errNoName = errors.New("a label set with no metric name before it")
+
 // fallbackPage is what expfmt is given of a page the scanner leaves to it: every comment line, and the
 // sample lines whose metric name the sink reads, or that belong to the histogram or summary family of
 // one it reads; the rest are dropped unparsed, as the scanner skips them. A kept line of more than
-// maxFallbackLabels labels refuses the page. sink.wants sees every sample's name, as in scan.
+// maxFallbackLabels labels refuses the page.
+//
+// A kept line whose quoted name opens its label set ({"a.b",x="y"} 1) is handed on as "a.b"{x="y"} 1:
+// expfmt (v0.72) starts such a line's labels in the previous line's family, before it reads the name,
+// which panicked on a nil map, filed labels under the wrong family and let one page grow a label map
+// line after line (quadratic time); with the name first it reads each line on its own. A label set with
+// no name before it is refused for the same reason.
 func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 	out := make([]byte, 0, len(buf))
 	var scratch []byte
@@ -80,76 +90,88 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 			buf = nil
 		}
 		i := skipBlank(ln, 0)
-		if i == len(ln) || ln[i] == '\n' {
-			continue
-		}
-		if ln[i] == '#' {
-			if _, name, _ := commentLine(ln[i+1:]); name != nil {
-				sink.wants(unquoted(name))
-			}
+		if i == len(ln) || ln[i] == '\n' || ln[i] == '#' {
 			out = append(out, ln...)
 			continue
 		}
-		if name, ok := sampleName(ln[i:]); ok && !wanted(name) {
+		name, rest, ok := sampleName(ln[i:])
+		if ok && !wanted(name) {
 			continue
+		}
+		if !ok && ln[i] == '{' {
+			return nil, fmt.Errorf("line %d: %w", lineNo, errNoName)
 		}
 		if n := lineLabels(ln); n > maxFallbackLabels {
 			return nil, fmt.Errorf("line %d: %w (%d, more than %d): refused rather than parsed, as the fallback parser's time grows with their square", lineNo, ErrTooManyLabels, n, maxFallbackLabels)
 		}
-		out = append(out, ln...)
+		if rest == nil {
+			rest = ln
+		}
+		out = append(out, rest...)
 	}
 	return out, nil
 }
 
 // sampleName is the metric name of a sample line in the text format: a plain name before '{' or a
-// blank, or the quoted name that opens the label set ({"a.b",x="y"}) or the line; ok is false when the
-// line has none that can be told, and it is then kept for expfmt to judge.
-func sampleName(ln []byte) (name []byte, ok bool) {
+// blank, or a quoted name at the line's start or opening its label set ({"a.b",x="y"}). For the latter,
+// rest is the line rewritten name first ("a.b"{x="y"} 1, or "a.b" 1 for {"a.b"} 1); it is nil
+// otherwise. ok is false when no name can be told, or a plain name runs on into a quoted part
+// (expfmt reads a"b" as ab), and the line is then left to expfmt.
+func sampleName(ln []byte) (name, rest []byte, ok bool) {
 	switch {
 	case len(ln) == 0:
-		return nil, false
+		return nil, nil, false
 	case ln[0] == '"':
-		return quotedString(ln)
+		name, ok = quotedString(ln)
+		return name, nil, ok
 	case ln[0] == '{':
 		i := skipBlank(ln, 1)
-		if i == len(ln) || ln[i] != '"' {
-			return nil, false
+		n, closed := quotedLen(ln[i:])
+		if !closed {
+			return nil, nil, false
 		}
-		q, ok := quotedString(ln[i:])
-		if !ok {
-			return nil, false
+		name, _ = quotedString(ln[i:])
+		j := skipBlank(ln, i+n)
+		// The quoted token is copied as it is on the page, escapes and all.
+		switch quoted := ln[i : i+n]; {
+		case j < len(ln) && ln[j] == ',':
+			return name, slices.Concat(quoted, []byte{'{'}, ln[j+1:]), true
+		case j < len(ln) && ln[j] == '}':
+			return name, slices.Concat(quoted, ln[j+1:]), true
 		}
-		// The quoted string is the name only when a label does not follow it as its value's name.
-		j := skipBlank(ln, i+quotedLen(ln[i:]))
-		if j == len(ln) || (ln[j] != ',' && ln[j] != '}') {
-			return nil, false
-		}
-		return q, true
+		return nil, nil, false // a quoted label name: {"l"="v"}
 	}
 	j := 0
 	for j < len(ln) && isMetricNameByte(ln[j], j == 0) {
 		j++
 	}
-	return ln[:j], j > 0
+	if j == 0 || j < len(ln) && ln[j] == '"' {
+		return nil, nil, false
+	}
+	return ln[:j], nil, true
 }
 
-// quotedLen is the length of the quoted string that opens b, quotes included (len(b) when unterminated).
-func quotedLen(b []byte) int {
+// quotedLen is the length of the quoted string that opens b, quotes included; closed is false when b
+// does not open with one that ends.
+func quotedLen(b []byte) (n int, closed bool) {
+	if len(b) == 0 || b[0] != '"' {
+		return 0, false
+	}
 	for i := 1; i < len(b); i++ {
 		switch b[i] {
 		case '\\':
 			i++
 		case '"':
-			return i + 1
+			return i + 1, true
 		}
 	}
-	return len(b)
+	return len(b), false
 }
 
 // quotedString is the text format's quoted string that opens b, unescaped (\\, \" and \n).
 func quotedString(b []byte) ([]byte, bool) {
-	n := quotedLen(b)
-	if n < 2 || b[n-1] != '"' {
+	n, closed := quotedLen(b)
+	if !closed {
 		return nil, false
 	}
 	out := make([]byte, 0, n-2)
@@ -164,14 +186,6 @@ func quotedString(b []byte) ([]byte, bool) {
 		out = append(out, c)
 	}
 	return out, true
-}
-
-// unquoted is a comment's name without its quotes, if it has them.
-func unquoted(name []byte) []byte {
-	if q, ok := quotedString(name); ok && quotedLen(name) == len(name) {
-		return q
-	}
-	return name
 }
 
 // lineLabels counts a sample line's labels by the '=' outside quoted strings (at least one per label).
@@ -246,6 +260,9 @@ func scan(buf []byte, sink sampleSink, deadline time.Time) error {
 			if kw == "" {
 				continue
 			}
+			if bytes.IndexByte(bname, '"') >= 0 {
+				return errFallback // a quoted name: expfmt's rules apply
+			}
 			suffixed := hasSuffix(bname)
 			if !suffixed && typ == "" {
 				continue // the common case: a HELP line, or a counter/gauge TYPE line
@@ -280,6 +297,9 @@ func scan(buf []byte, sink sampleSink, deadline time.Time) error {
 		}
 		if j == i {
 			return fmt.Errorf("parsing metrics text: line %d: invalid metric name starting %q", lineNo, clip(ln[i:]))
+		}
+		if j < len(ln) && ln[j] == '"' {
+			return errFallback // expfmt reads a name that runs on into a quoted part (a"b" is ab)
 		}
 		name := ln[i:j]
 		// Consecutive lines mostly share a name (a histogram's buckets), so the decision is made once per

@@ -12,7 +12,14 @@ import (
 
 // parseExpfmt feeds a page through the reference parser, prometheus/common's expfmt. It is the
 // oracle the fast scanner is fuzzed against, and the fallback for syntax the scanner leaves to it.
-func parseExpfmt(r io.Reader, sink sampleSink) error {
+func parseExpfmt(r io.Reader, sink sampleSink) (err error) {
+	// A page is the pod's to choose: should one still reach a panic in expfmt, it is that page's error,
+	// not the adapter's crash.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("parsing metrics text: the parser failed on this page: %v", r)
+		}
+	}()
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
 	if err != nil {
