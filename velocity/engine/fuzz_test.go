@@ -24,6 +24,8 @@ func seedPages(f *testing.F) {
 		"# TYPE vllm:time_to_first_token_seconds summary\nvllm:time_to_first_token_seconds_count 1.5\nvllm:prompt_tokens_total 3 1700000000000\n",
 		"sglang:num_running_reqs{tp_rank=\"1\",a=\"x\\\\y\\\"z\\n\"} 3\nsglang:num_running_reqs{tp_rank=\"0\",a=\"x\\\\y\\\"z\\n\",} 4\n",
 		"{\"vllm:prompt_tokens_total\",engine=\"0\"} 5\n",
+		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:prompt_tokens_total 7\n{\"vllm:time_to_first_token_seconds_bucket\",le=\"+Inf\"} 4\nvllm:time_to_first_token_seconds_count 4\n",
+		"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n{\"vllm:prompt_tokens_total\"} 3\nvllm:num_requests_\"running\" 3\n# HELP \"x.y\" z\n",
 	} {
 		f.Add([]byte(s))
 	}
