@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -58,7 +59,11 @@ func newRPCMetrics(register func(...metrics.Registerable)) *rpcMetrics {
 
 func (m *rpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	start := time.Now()
-	resp, err := h(ctx, req)
+	var resp any
+	err := contained(info.FullMethod, func() (err error) {
+		resp, err = h(ctx, req)
+		return err
+	})
 	m.requests.WithLabelValues(info.FullMethod, status.Code(err).String()).Observe(time.Since(start).Seconds())
 	return resp, err
 }
@@ -66,7 +71,19 @@ func (m *rpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 func (m *rpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	m.streams.Inc()
 	defer m.streams.Dec()
-	return h(srv, ss)
+	return contained(info.FullMethod, func() error { return h(srv, ss) })
+}
+
+// contained runs a handler with a panic turned into an Internal error: grpc does not recover handlers,
+// and one call must not take the scaler, and every ScaledObject it serves, down.
+func contained(method string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Recovered from a panic serving a call", "method", method, "panic", r, "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "tokenscale: internal error serving %s", method)
+		}
+	}()
+	return f()
 }
 
 // streamLimit caps concurrent StreamIsActive streams: each holds a goroutine and a subscription until the

@@ -12,6 +12,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -165,7 +166,7 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 		go func(t Target) {
 			defer func() { <-sem; wg.Done() }()
 			start := s.now()
-			snap, err := s.scrape(ctx, t)
+			snap, err := s.scrapeContained(ctx, t)
 			if s.obs != nil {
 				s.obs.ObserveScrape(t.Pool, s.now().Sub(start), err)
 			}
@@ -265,6 +266,18 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 
 // ErrBodyTooLarge is returned for pages over MaxBodyBytes; they are rejected whole, never truncated.
 var ErrBodyTooLarge = errors.New("metrics page exceeds the body size limit")
+
+// scrapeContained is scrape with a panic turned into the pod's error: the page is the pod's to choose,
+// and reading one must not take the process down (a page once reached a panic in expfmt).
+func (s *Scraper) scrapeContained(ctx context.Context, t Target) (snap *engine.Snapshot, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Recovered from a panic reading a pod's page", "pod", t.Pod, "url", t.URL, "panic", r, "stack", string(debug.Stack()))
+			snap, err = nil, fmt.Errorf("reading %s failed: %v", t.URL, r)
+		}
+	}()
+	return s.scrape(ctx, t)
+}
 
 func (s *Scraper) scrape(ctx context.Context, t Target) (*engine.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)

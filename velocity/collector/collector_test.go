@@ -363,3 +363,53 @@ func TestPrometheusSourceIsBounded(t *testing.T) {
 		t.Fatal("PollOnce still waiting a minute after its 50ms timeout")
 	}
 }
+
+// Replies the Prometheus API client decodes to no value (data null or absent) or to a nil series (a null
+// in the result list) are errors or skipped series, never a crash of the process polling them.
+func TestPrometheusSourceOddReplies(t *testing.T) {
+	for _, c := range []struct{ body, want string }{
+		{`{}`, "the reply holds no data"},
+		{`{"status":"success"}`, "the reply holds no data"},
+		{`{"status":"success","data":null}`, "the reply holds no data"},
+		{`{"status":"success","data":{"resultType":"vector","result":[]}}`, "want a matrix, got vector"},
+		{`{"status":"success","data":{"resultType":"matrix","result":[null]}}`, ""},
+		{`{"status":"success","data":{"resultType":"matrix","result":[null,{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p"},"values":[[1700000000,"1"]]}]}}`, ""},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, c.body)
+		}))
+		q, err := NewPrometheusQuerier(srv.URL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = func() (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("panic: %v", r)
+				}
+			}()
+			return NewPrometheusSource(q, store.New(store.Options{}, nil), time.Second, 45*time.Second, engine.Auto, nil).PollOnce(context.Background())
+		}()
+		srv.Close()
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want %q", c.body, err, c.want)
+		}
+	}
+}
+
+type panickingTransport struct{}
+
+func (panickingTransport) RoundTrip(*http.Request) (*http.Response, error) { panic("a broken reader") }
+
+// A panic while reading one pod's page is that pod's error, not the end of the process.
+func TestScrapePanicIsThePodsError(t *testing.T) {
+	st := store.New(store.Options{}, nil)
+	key := store.PodKey{Namespace: "ns", Name: "p"}
+	s := NewScraper(Options{Client: &http.Client{Transport: panickingTransport{}}}, st,
+		func() []Target { return []Target{{Pod: key, URL: "http://127.0.0.1:1/metrics"}} }, nil)
+	s.ScrapeOnce(context.Background())
+	if _, err := st.Get(key); err == nil || !strings.Contains(err.Error(), "a broken reader") {
+		t.Errorf("err = %v, want the panic as the pod's error", err)
+	}
+}

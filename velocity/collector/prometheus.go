@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -123,13 +124,21 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	if len(warnings) > 0 {
 		klog.V(2).InfoS("Prometheus query warnings", "warnings", warnings)
 	}
+	// A reply is whatever the configured endpoint sends: "data": null decodes to no value at all, and a
+	// null in the result list to a nil series.
 	mat, ok := v.(model.Matrix)
 	if !ok {
+		if v == nil {
+			return errors.New("prometheus query: the reply holds no data")
+		}
 		return fmt.Errorf("prometheus query: want a matrix, got %s", v.Type())
 	}
 	byPod := map[store.PodKey][]*model.SampleStream{}
 	newest := map[store.PodKey]model.Time{}
 	for _, s := range mat {
+		if s == nil {
+			continue
+		}
 		key := store.PodKey{Namespace: string(s.Metric["namespace"]), Name: string(s.Metric["pod"])}
 		if key.Namespace == "" || key.Name == "" || len(s.Values) == 0 || (p.keep != nil && !p.keep(key)) {
 			continue

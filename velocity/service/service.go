@@ -7,6 +7,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -164,12 +165,24 @@ func (s *Service) Step(ctx context.Context, now time.Time) *Snapshot {
 	return snap
 }
 
+// stepContained is Step with a panic logged instead of ending the process: the round publishes nothing,
+// so the snapshot ages into 503s and failed readiness, which say something is wrong, where a crash loop
+// would stop the autoscaler's signal altogether.
+func (s *Service) stepContained(ctx context.Context, now time.Time) {
+	defer func() {
+		if r := recover(); r != nil {
+			klog.ErrorS(nil, "Recovered from a panic in a round; nothing published", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	s.Step(ctx, now)
+}
+
 // Run steps every scrape interval until ctx ends. A slow round delays the next, never overlaps it.
 func (s *Service) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg().Scrape.Interval.Duration)
 	defer t.Stop()
 	for {
-		s.Step(ctx, time.Now())
+		s.stepContained(ctx, time.Now())
 		select {
 		case <-ctx.Done():
 			return

@@ -260,3 +260,20 @@ func fakePage(prompt float64) (*engine.Snapshot, error) {
 	return engine.Extract(strings.NewReader(fmt.Sprintf(
 		"vllm:prompt_tokens_total %g\nvllm:generation_tokens_total %g\nvllm:num_requests_waiting 0\nvllm:num_requests_running 1\n", prompt, prompt/10)), engine.VLLM)
 }
+
+type panickingPods struct{}
+
+func (panickingPods) Pods() []Pod { panic("a broken pod cache") }
+
+// A panic in a round is logged and publishes nothing, so the snapshot ages into 503s; the loop goes on.
+func TestRoundPanicIsContained(t *testing.T) {
+	c := config.Default()
+	s, err := New(func() *config.Config { return c }, panickingPods{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.stepContained(context.Background(), time.Now())
+	if s.Snapshot() != nil {
+		t.Errorf("a round that panicked published a snapshot")
+	}
+}
