@@ -216,6 +216,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		if err == nil && !first && at < prev {
 			err = fmt.Errorf("timestamp %s is before the previous request's %s (traces must be sorted)", at, prev)
 		}
+		if rel := at - base; err == nil && !first && rel >= start && (o.Duration <= 0 || rel < start+o.Duration) {
+			err = checkSpan(rel-start, o.TimeScale)
+		}
 		if err != nil {
 			if !o.SkipBad {
 				return nil, lineError(name, line, "%v", err)
@@ -236,9 +239,6 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		}
 		if rel < start {
 			continue
-		}
-		if err := checkSpan(rel-start, o.TimeScale); err != nil {
-			return nil, lineError(name, line, "%v", err)
 		}
 		t.Requests = append(t.Requests, Request{Arrival: rel - start, PromptTokens: in, OutputTokens: out, Blocks: blocks})
 		blocks = nil
@@ -288,11 +288,13 @@ const maxTraceSpan = 31 * 24 * time.Hour
 
 // checkSpan refuses a request at offset d into the window that replays more than maxTraceSpan in.
 func checkSpan(d time.Duration, timeScale float64) error {
+	// In floats: a stray timestamp slowed down (--time-scale below 1) can overflow a Duration.
+	span := float64(d)
 	if timeScale > 0 {
-		d = time.Duration(float64(d) / timeScale)
+		span /= timeScale
 	}
-	if d > maxTraceSpan {
-		return fmt.Errorf("a request %s into the replayed window, more than %s: pick a window with --start and --duration", d, maxTraceSpan)
+	if span > float64(maxTraceSpan) {
+		return fmt.Errorf("a request %.0f h into the replayed window, more than %s: pick a window with --start and --duration", span/float64(time.Hour), maxTraceSpan)
 	}
 	return nil
 }

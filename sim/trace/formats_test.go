@@ -95,7 +95,7 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		{BurstGPT, burstHeader + "5,ChatGPT,9223372036854775807,2,3,API log\n", "b:2: token counts must be integers in 0..10000000"},
 		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10000001,1\n", "b:2: token counts"},
 		{Mooncake, `{"timestamp": 1, "input_length": 10000001, "output_length": 1}` + "\n", "b:1: token counts must be in 0..10000000"},
-		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n999999999,ChatGPT,1,2,3,API log\n", "b:3: a request 277777h46m34s into the replayed window, more than 744h0m0s: pick a window with --start and --duration"},
+		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n999999999,ChatGPT,1,2,3,API log\n", "b:3: a request 277778 h into the replayed window, more than 744h0m0s: pick a window with --start and --duration"},
 		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1\n9999-11-16 18:15:46.6805900,1,1\n", "b:3: a request"},
 	} {
 		if _, err := Read(strings.NewReader(tc.in), "b", Options{Format: tc.f}); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -116,11 +116,21 @@ func TestLongTraceReplaysAWindow(t *testing.T) {
 	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, TimeScale: 4}); err != nil {
 		t.Fatalf("120 days replayed 4 times faster (30 days): %v", err)
 	}
-	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT}); err == nil || !strings.Contains(err.Error(), "b:3: a request 960h0m0s into the replayed window") {
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT}); err == nil || !strings.Contains(err.Error(), "b:3: a request 960 h into the replayed window") {
 		t.Fatalf("120 days whole: %v, want the request on day 40 named", err)
 	}
-	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Duration: 50 * 24 * time.Hour, TimeScale: 0.5}); err == nil || !strings.Contains(err.Error(), "b:3: a request 1920h0m0s into") {
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Duration: 50 * 24 * time.Hour, TimeScale: 0.5}); err == nil || !strings.Contains(err.Error(), "b:3: a request 1920 h into") {
 		t.Fatalf("40 days slowed down twice: %v, want the window's bound named", err)
+	}
+	// A stray timestamp years out, slowed down 100 times, is refused, not wrapped to a negative time.
+	stray := burstHeader + "0,m,1,2,3,x\n" + strconv.Itoa(3*365*day) + ",m,1,2,3,x\n"
+	if _, err := Read(strings.NewReader(stray), "b", Options{Format: BurstGPT, TimeScale: 0.01}); err == nil || !strings.Contains(err.Error(), "b:3: a request 2628000 h into") {
+		t.Fatalf("3 years slowed down 100 times: %v", err)
+	}
+	// With SkipBad it is skipped and counted, as other bad lines are.
+	tr, err = Read(strings.NewReader(stray+"60,m,1,2,3,x\n"), "b", Options{Format: BurstGPT, SkipBad: true})
+	if err != nil || len(tr.Requests) != 2 || tr.Skipped != 1 {
+		t.Fatalf("skip-bad: %d requests, %d skipped, %v; want the stray line skipped and the two others kept", len(tr.Requests), tr.Skipped, err)
 	}
 }
 

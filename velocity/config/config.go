@@ -335,9 +335,6 @@ func (c *Config) complete() error {
 	if s.Concurrency > 4096 || s.MaxBodyBytes > 64<<20 {
 		errs = append(errs, fmt.Errorf("scrape.concurrency (%d) must be at most 4096 and scrape.maxBodyBytes (%d) at most 67108864 (64 MiB): together they bound the adapter's memory", s.Concurrency, s.MaxBodyBytes))
 	}
-	if s.DefaultScheme != "http" && s.DefaultScheme != "https" {
-		errs = append(errs, fmt.Errorf("scrape.scheme %q: allowed values are http, https", s.DefaultScheme))
-	}
 	p := &c.Policy
 	setF(&p.TargetUtilisation, 0.85)
 	setF(&p.DecodeTargetUtilisation, 0.85)

@@ -84,8 +84,8 @@ func TestParseErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			if err == nil || strings.Count(err.Error(), tc.want) != 1 {
+				t.Fatalf("err = %v, want it to contain %q once", err, tc.want)
 			}
 		})
 	}

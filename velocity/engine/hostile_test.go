@@ -213,6 +213,32 @@ func TestFallbackLineNames(t *testing.T) {
 			t.Errorf("%s: %s", c.name, msg)
 		}
 	}
+	// The rewrite keeps each line's meaning: blanks and a trailing comma read as on the page, and an empty
+	// set keeps what follows it the value, so a second label set is an error here as it is there.
+	running := func(page string) (float64, error) {
+		s, err := ExtractBytes([]byte("vllm:prompt_tokens_total 1\n"+page), VLLM)
+		if err != nil {
+			return 0, err
+		}
+		v, _ := s.Scalar(RequestsRunning)
+		return v.Value, nil
+	}
+	for page, want := range map[string]float64{
+		"{ \"vllm:num_requests_running\" , engine=\"0\" } 3\n": 3,
+		"{\"vllm:num_requests_running\",} 4\n":                 4,
+		"{\"vllm:num_requests_running\"} 5\n":                  5,
+	} {
+		if v, err := running(page); err != nil || v != want {
+			t.Errorf("%q: running %v, %v; want %v", page, v, err, want)
+		}
+	}
+	if _, err := running("{\"vllm:num_requests_running\"} {x=\"y\"} 1\n"); err == nil {
+		t.Errorf("a label set after the value's place read as a sample")
+	}
+	// expfmt's errors count the pod's lines, dropped ones included.
+	if _, err := running("g 1\nh 2\n{\"x.y\"} 1\n{\"vllm:num_requests_running\"} one\n"); err == nil || !strings.Contains(err.Error(), "line 5") {
+		t.Errorf("a bad line after dropped ones: %v, want it named as line 5", err)
+	}
 	if _, err := ExtractBytes([]byte("vllm:prompt_tokens_total 1\n{engine=\"1\"} 1000\n"), VLLM); err == nil || !strings.Contains(err.Error(), "line 2: a label set with no metric name") {
 		t.Errorf("a label set with no name: %v, want it refused naming the line", err)
 	}

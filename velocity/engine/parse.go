@@ -60,14 +60,16 @@ var errNoName = errors.New("a label set with no metric name before it")
 
 // fallbackPage is what expfmt is given of a page the scanner leaves to it: every comment line, and the
 // sample lines whose metric name the sink reads, or that belong to the histogram or summary family of
-// one it reads; the rest are dropped unparsed, as the scanner skips them. A kept line of more than
+// one it reads, or whose name cannot be told; the rest are dropped unparsed, as the scanner skips them,
+// each leaving an empty line so that expfmt's errors count the page's lines. A kept line of more than
 // maxFallbackLabels labels refuses the page.
 //
 // A kept line whose quoted name opens its label set ({"a.b",x="y"} 1) is handed on as "a.b"{x="y"} 1:
 // expfmt (v0.72) starts such a line's labels in the previous line's family, before it reads the name,
 // which panicked on a nil map, filed labels under the wrong family and let one page grow a label map
 // line after line (quadratic time); with the name first it reads each line on its own. A label set with
-// no name before it is refused for the same reason.
+// no name before it ({x="y","a.b"} 1, which expfmt reads but no exporter writes) is refused for the same
+// reason, whether or not it is read.
 func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 	out := make([]byte, 0, len(buf))
 	var scratch []byte
@@ -96,6 +98,9 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		}
 		name, rest, ok := sampleName(ln[i:])
 		if ok && !wanted(name) {
+			if ln[len(ln)-1] == '\n' {
+				out = append(out, '\n')
+			}
 			continue
 		}
 		if !ok && ln[i] == '{' {
@@ -114,7 +119,7 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 
 // sampleName is the metric name of a sample line in the text format: a plain name before '{' or a
 // blank, or a quoted name at the line's start or opening its label set ({"a.b",x="y"}). For the latter,
-// rest is the line rewritten name first ("a.b"{x="y"} 1, or "a.b" 1 for {"a.b"} 1); it is nil
+// rest is the line rewritten name first ("a.b"{x="y"} 1, or "a.b"{} 1 for {"a.b"} 1); it is nil
 // otherwise. ok is false when no name can be told, or a plain name runs on into a quoted part
 // (expfmt reads a"b" as ab), and the line is then left to expfmt.
 func sampleName(ln []byte) (name, rest []byte, ok bool) {
@@ -137,7 +142,8 @@ func sampleName(ln []byte) (name, rest []byte, ok bool) {
 		case j < len(ln) && ln[j] == ',':
 			return name, slices.Concat(quoted, []byte{'{'}, ln[j+1:]), true
 		case j < len(ln) && ln[j] == '}':
-			return name, slices.Concat(quoted, ln[j+1:]), true
+			// The empty set keeps what follows read as the value, as on the page ({"n"} {x="y"} 1 is an error).
+			return name, slices.Concat(quoted, []byte("{}"), ln[j+1:]), true
 		}
 		return nil, nil, false // a quoted label name: {"l"="v"}
 	}
