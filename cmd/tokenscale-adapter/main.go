@@ -27,7 +27,7 @@ func inspect(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: tokenscale-adapter inspect FILE|-")
 		return 2
 	}
-	page, err := readPage(args[0])
+	page, err := engine.ReadPageFile(args[0])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -36,17 +36,4 @@ func inspect(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// readPage reads a file, or stdin for "-", whole and bounded (engine.ReadPage).
-func readPage(src string) ([]byte, error) {
-	if src == "-" {
-		return engine.ReadPage(os.Stdin, "stdin")
-	}
-	f, err := os.Open(src)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return engine.ReadPage(f, src)
 }

@@ -77,8 +77,6 @@ func inspect(ctx context.Context, args []string) error {
 
 func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error) {
 	switch {
-	case src == "-":
-		return engine.ReadPage(os.Stdin, "stdin")
 	case len(src) > 7 && (src[:7] == "http://" || src[:8] == "https://"):
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -96,11 +94,6 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 		}
 		return engine.ReadPage(resp.Body, src)
 	default:
-		f, err := os.Open(src)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		return engine.ReadPage(f, src)
+		return engine.ReadPageFile(src)
 	}
 }

@@ -15,7 +15,7 @@ import (
 func TestConfigFIFOIsRefused(t *testing.T) {
 	fifo := filepath.Join(t.TempDir(), "config.yaml")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
+		t.Skipf("this test needs a temporary directory that can hold a FIFO (mkfifo: %v); run it on a Linux or macOS local disk or tmpfs: go test ./velocity/config -run TestConfigFIFOIsRefused", err)
 	}
 	done := make(chan error, 1)
 	go func() {

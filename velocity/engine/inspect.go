@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 )
 
@@ -21,6 +22,19 @@ func ReadPage(r io.Reader, src string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes: not a metrics page inspect reads", src, MaxInspectPage)
 	}
 	return b, nil
+}
+
+// ReadPageFile is ReadPage of a file, or of stdin for "-": what the inspectors read when not given a URL.
+func ReadPageFile(src string) ([]byte, error) {
+	if src == "-" {
+		return ReadPage(os.Stdin, "stdin")
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadPage(f, src)
 }
 
 // Report writes a human-readable account of a page: the engine detected, which catalog fields were

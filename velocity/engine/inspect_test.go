@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -28,5 +29,30 @@ func TestReport(t *testing.T) {
 	out.Reset()
 	if err := Report(&out, []byte("up 1\n"), Auto); err == nil || !strings.Contains(out.String(), "hint:") {
 		t.Errorf("unknown engine report: %v\n%s", err, out.String())
+	}
+}
+
+// The inspectors read a page whole or fail naming the source: a page over the limit (or /dev/zero) is
+// an error, never its first 16 MiB reported as if it were all there.
+func TestReadPageFileIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	small := filepath.Join(dir, "page.txt")
+	if err := os.WriteFile(small, []byte("vllm:num_requests_running 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadPageFile(small); err != nil || len(b) != 28 {
+		t.Fatalf("small page: %d bytes, %v", len(b), err)
+	}
+	big := filepath.Join(dir, "big.txt")
+	if err := os.WriteFile(big, make([]byte, MaxInspectPage+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadPageFile(big); err == nil || !strings.Contains(err.Error(), big+" is larger than") {
+		t.Errorf("page over the limit: %v", err)
+	}
+	if _, err := os.Stat("/dev/zero"); err == nil {
+		if _, err := ReadPageFile("/dev/zero"); err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("/dev/zero: %v", err)
+		}
 	}
 }
