@@ -121,10 +121,19 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	case ours && a.o.Actuator.Converted(pod):
 		return a.recheck(ctx, pod, now)
 	case ours:
-		// Converted by us but the actuator's state says otherwise (a crash mid-flip, or a hand edit).
+		// Converted by us but the actuator's state says otherwise (a crash mid-flip, a revert whose refusal
+		// was never recorded, or a hand edit): re-applied only if the GPUs still have the headroom, as a
+		// fresh conversion would be; otherwise the refusal is recorded and the pod stays decode only.
+		if ok, reason, detail := a.o.GPUs.Check(ctx, pod); !ok {
+			a.forget(pod)
+			return a.refuse(ctx, pod, reason, detail)
+		}
 		if err := a.o.Actuator.Convert(ctx, pod); err != nil {
 			return fmt.Errorf("re-applying the conversion of %s: %w", podRef(pod), err)
 		}
+		a.mu.Lock()
+		a.checked[podKey(pod)] = now
+		a.mu.Unlock()
 		return nil
 	}
 	// Wanted and not converted: verify, then flip.
@@ -147,8 +156,11 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	if err := a.o.Actuator.Convert(ctx, pod); err != nil {
+		// A conversion may have half landed (a label patch whose reply was lost). Only once it is undone is
+		// the refusal recorded: the status stays "converted" until then, so this agent keeps the pod as its
+		// own and reverts it when the lease ends, and the controller keeps counting it.
 		if rerr := a.o.Actuator.Revert(ctx, pod); rerr != nil {
-			klog.ErrorS(rerr, "Undoing a failed conversion", "pod", klog.KObj(pod))
+			return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err, rerr)
 		}
 		_ = a.refuse(ctx, pod, protocol.ReasonActuator, err.Error())
 		return fmt.Errorf("converting %s: %w", podRef(pod), err)

@@ -162,6 +162,85 @@ func TestAgentActuatorFailureIsUndoneAndRecorded(t *testing.T) {
 	}
 }
 
+// halfActuator lands the label but reports Convert failed (a reply lost after the patch) and, while
+// revertFails, fails Revert too.
+type halfActuator struct {
+	*LabelActuator
+	revertFails bool
+}
+
+func (h *halfActuator) Convert(ctx context.Context, p *corev1.Pod) error {
+	if err := h.LabelActuator.Convert(ctx, p); err != nil {
+		return err
+	}
+	return errors.New("reply lost")
+}
+
+func (h *halfActuator) Revert(ctx context.Context, p *corev1.Pod) error {
+	if h.revertFails {
+		return errors.New("API unreachable")
+	}
+	return h.LabelActuator.Revert(ctx, p)
+}
+
+// A conversion that half landed and could not be undone stays the agent's own (status "converted"), so
+// it is reverted when its lease ends instead of being left converted under a refusal.
+func TestAgentKeepsAHalfConversionItCouldNotUndo(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-1")
+	a, client, clk := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	act := &halfActuator{LabelActuator: LLMD(client), revertFails: true}
+	a.o.Actuator = act
+	err := a.Reconcile(context.Background(), get(t, client, "d1"))
+	if err == nil || !strings.Contains(err.Error(), "API unreachable") {
+		t.Fatalf("error %v; want the failed undo named", err)
+	}
+	p := get(t, client, "d1")
+	if p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted || p.Labels["llm-d.ai/role"] != "prefill-decode" {
+		t.Fatalf("after a failed undo: status %q label %q; want converted (the agent's own) with the label that landed",
+			p.Annotations[protocol.AnnotationStatus], p.Labels["llm-d.ai/role"])
+	}
+	act.revertFails = false
+	clk.Set(t0.Add(6 * time.Second)) // the lease has ended
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusDecode {
+		t.Errorf("after the lease: status %q label %q; want reverted to decode", p.Annotations[protocol.AnnotationStatus], p.Labels["llm-d.ai/role"])
+	}
+}
+
+// A pod marked converted whose label says decode (a revert whose refusal was never recorded, a hand
+// edit) is converted again only with the headroom a fresh conversion needs.
+func TestAgentReappliesAConversionOnlyWithHeadroom(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{
+		protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute)),
+		protocol.AnnotationStatus:       protocol.StatusConverted,
+	}), "node-1")
+	gpus := &fixedGPUs{ok: false, reason: protocol.ReasonMemoryShort, detail: "GPU-1: 0.5 GiB free"}
+	a, client, _ := agentFixture(t, gpus, pod)
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	p := get(t, client, "d1")
+	if gpus.calls != 1 || p.Labels["llm-d.ai/role"] != "decode" || !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: memory-short") {
+		t.Fatalf("no headroom: %d checks, label %q, status %q; want one check, decode, refused", gpus.calls, p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+	}
+	pod2 := onNode(decodePod("d2", map[string]string{
+		protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute)),
+		protocol.AnnotationStatus:       protocol.StatusConverted,
+	}), "node-1")
+	if _, err := client.CoreV1().Pods("ns").Create(context.Background(), pod2, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gpus.ok = true
+	if err := a.Reconcile(context.Background(), get(t, client, "d2")); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "d2"); p.Labels["llm-d.ai/role"] != "prefill-decode" {
+		t.Errorf("with headroom: label %q; want converted again", p.Labels["llm-d.ai/role"])
+	}
+}
+
 // On shutdown the agent converts its pods back before it exits.
 func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
 	pods := []*corev1.Pod{

@@ -181,8 +181,17 @@ func (c *AgentCommand) Validate() []error {
 	if o.NodeName == "" {
 		errs = append(errs, errors.New("no node name: set NODE_NAME from the downward API (spec.nodeName) or pass --node"))
 	}
-	if _, err := labels.Parse(o.Selector); err != nil {
+	if sel, err := labels.Parse(o.Selector); err != nil {
 		errs = append(errs, fmt.Errorf("--selector %q: %w", o.Selector, err))
+	} else if key, from, to := c.roleLabel(); key != "" {
+		// The agent watches only the pods the selector matches; one that does not match the converted
+		// role would drop a pod from the watch as it converts it, and no one would revert it.
+		reqs, _ := sel.Requirements()
+		for _, r := range reqs {
+			if r.Key() == key && !(r.Matches(labels.Set{key: from}) && r.Matches(labels.Set{key: to})) {
+				errs = append(errs, fmt.Errorf("--selector %q: it must match both %s=%s and %s=%s, as the agent relabels the pods it converts", o.Selector, key, from, key, to))
+			}
+		}
 	}
 	if o.MinFlipInterval <= 0 || o.MaxLease <= 0 || o.Recheck <= 0 {
 		errs = append(errs, fmt.Errorf("--min-flip-interval %s, --max-lease %s and --recheck-interval %s must be positive", o.MinFlipInterval, o.MaxLease, o.Recheck))
@@ -214,6 +223,18 @@ func (c *AgentCommand) Validate() []error {
 	errs = append(errs, c.validateHeadroom()...)
 	errs = append(errs, options.CheckAddress("metrics-address", c.MetricsAddress, false)...)
 	return errs
+}
+
+// roleLabel is the label a label actuator flips and its two values; empty for other actuators.
+func (c *AgentCommand) roleLabel() (key, decode, converted string) {
+	switch c.Actuator {
+	case "llm-d":
+		a := LLMD(nil)
+		return a.Key, a.Decode, a.ConvertedVal
+	case "label":
+		return c.LabelKey, c.DecodeValue, c.ConvertedValue
+	}
+	return "", "", ""
 }
 
 // Need is the GPU headroom the flags ask for.

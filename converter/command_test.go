@@ -114,6 +114,13 @@ func TestAgentCommandRejectsBadFlags(t *testing.T) {
 	if _, err := parseAgent(t, "--node=n"); err != nil {
 		t.Errorf("defaults refused: %v", err)
 	}
+	// A selector on the role label must match both roles, or converting a pod drops it from the watch.
+	if _, err := parseAgent(t, "--node=n", "--selector=llm-d.ai/role=decode"); err == nil || !strings.Contains(err.Error(), "llm-d.ai/role=prefill-decode") {
+		t.Errorf("a selector matching decode pods only: %v", err)
+	}
+	if _, err := parseAgent(t, "--node=n", "--selector=llm-d.ai/role in (decode,prefill-decode),app=vllm"); err != nil {
+		t.Errorf("a selector matching both roles refused: %v", err)
+	}
 }
 
 func TestControllerCommandRejectsBadFlags(t *testing.T) {

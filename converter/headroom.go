@@ -3,6 +3,7 @@ package converter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,28 +32,19 @@ type DeviceMapper interface {
 	Devices(ctx context.Context, namespace, pod string) ([]string, error)
 }
 
-// Need is the headroom a converted decoder needs on every one of its GPUs.
+// Need is the headroom a converted decoder needs on every one of its GPUs. Zero values are honoured
+// (the agent's flags give the defaults, 2 GiB and 90%): MaxUtilisation 0 admits only idle GPUs.
 type Need struct {
-	// MinFreeBytes for prefill chunks' activations on top of what the engine holds (default 2 GiB).
+	// MinFreeBytes for prefill chunks' activations on top of what the engine holds.
 	MinFreeBytes uint64
-	// MaxUtilisation in percent above which the GPU is too busy to take prefill work (default 90).
+	// MaxUtilisation in percent above which the GPU is too busy to take prefill work.
 	MaxUtilisation uint32
 }
 
-func (n Need) withDefaults() Need {
-	if n.MinFreeBytes == 0 {
-		n.MinFreeBytes = 2 << 30
-	}
-	if n.MaxUtilisation == 0 {
-		n.MaxUtilisation = 90
-	}
-	return n
-}
-
 // Decide says whether GPUs have the headroom; when not, the reason (a Reason* constant) and a detail
-// naming the GPU and the numbers.
+// naming the GPU and the numbers. Health and memory are judged on every GPU before utilisation, so a
+// busy first GPU (a converted decoder is busy by design) cannot hide a later one running out of memory.
 func Decide(gpus []GPUReading, need Need) (ok bool, reason, detail string) {
-	need = need.withDefaults()
 	if len(gpus) == 0 {
 		return false, protocol.ReasonNoGPUs, "the kubelet assigned the pod no GPU"
 	}
@@ -66,6 +58,8 @@ func Decide(gpus []GPUReading, need Need) (ok bool, reason, detail string) {
 			return false, protocol.ReasonMemoryShort, fmt.Sprintf("%s: %.1f GiB free of %.1f GiB, need %.1f GiB", g.UUID,
 				gib(g.MemFree), gib(g.MemTotal), gib(need.MinFreeBytes))
 		}
+	}
+	for _, g := range gpus {
 		if g.UtilisationKnown && g.Utilisation > need.MaxUtilisation {
 			return false, protocol.ReasonBusy, fmt.Sprintf("%s: %d%% utilised, limit %d%%", g.UUID, g.Utilisation, need.MaxUtilisation)
 		}
@@ -90,13 +84,7 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 	if err != nil {
 		return false, protocol.ReasonNVMLError, "pod resources: " + err.Error()
 	}
-	var uuids []string
-	for _, id := range ids {
-		// The NVIDIA device plugin names devices by UUID (GPU-..., MIG-...); other IDs are not GPUs.
-		if strings.HasPrefix(id, "GPU-") || strings.HasPrefix(id, "MIG-") {
-			uuids = append(uuids, id)
-		}
-	}
+	uuids := gpuUUIDs(ids)
 	if len(uuids) == 0 {
 		return Decide(nil, h.Need)
 	}
@@ -110,4 +98,23 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 		}
 	}
 	return Decide(readings, h.Need)
+}
+
+// gpuUUIDs picks the GPUs among a pod's device IDs. The NVIDIA device plugin names devices by UUID
+// (GPU-..., MIG-...); other IDs are not GPUs. With time-slicing it names each shared replica
+// <uuid>::<n>, which NVML does not know: the replica is read as its GPU, once.
+func gpuUUIDs(ids []string) []string {
+	var uuids []string
+	for _, id := range ids {
+		if !strings.HasPrefix(id, "GPU-") && !strings.HasPrefix(id, "MIG-") {
+			continue
+		}
+		if i := strings.Index(id, "::"); i > 0 {
+			id = id[:i]
+		}
+		if !slices.Contains(uuids, id) {
+			uuids = append(uuids, id)
+		}
+	}
+	return uuids
 }

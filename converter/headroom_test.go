@@ -92,6 +92,34 @@ func TestHeadroomThroughPodResources(t *testing.T) {
 	}
 }
 
+// Memory is judged on every GPU before utilisation: a converted decoder's first GPU is busy by design,
+// and the recheck, which tolerates busy, must still see a second GPU run out of memory. Zero thresholds
+// mean zero (only idle GPUs), not the flags' defaults.
+func TestDecideJudgesMemoryBeforeUtilisation(t *testing.T) {
+	busy := GPUReading{UUID: "GPU-a", MemTotal: 80 << 30, MemFree: 20 << 30, Utilisation: 100, UtilisationKnown: true}
+	short := GPUReading{UUID: "GPU-b", MemTotal: 80 << 30, MemFree: 1 << 30, Utilisation: 10, UtilisationKnown: true}
+	need := Need{MinFreeBytes: 2 << 30, MaxUtilisation: 90}
+	if ok, reason, detail := Decide([]GPUReading{busy, short}, need); ok || reason != protocol.ReasonMemoryShort || !strings.Contains(detail, "GPU-b") {
+		t.Errorf("busy GPU-a, GPU-b short of memory: %v %s %q; want memory-short on GPU-b", ok, reason, detail)
+	}
+	half := GPUReading{UUID: "GPU-c", MemTotal: 80 << 30, MemFree: 20 << 30, Utilisation: 50, UtilisationKnown: true}
+	if ok, reason, _ := Decide([]GPUReading{half}, Need{MaxUtilisation: 0}); ok || reason != protocol.ReasonBusy {
+		t.Errorf("--max-utilisation 0 and a GPU at 50%%: %v %s; want busy", ok, reason)
+	}
+	low := GPUReading{UUID: "GPU-d", MemTotal: 80 << 30, MemFree: 1 << 20}
+	if ok, reason, detail := Decide([]GPUReading{low}, Need{MinFreeBytes: 0, MaxUtilisation: 90}); !ok {
+		t.Errorf("--min-free-gib 0: refused %s %s", reason, detail)
+	}
+}
+
+// Time-sliced GPUs are named <uuid>::<n> by the NVIDIA device plugin; NVML knows only the UUID.
+func TestGPUUUIDsOfSharedReplicas(t *testing.T) {
+	got := gpuUUIDs([]string{"GPU-a::0", "GPU-a::3", "MIG-b", "nvidia.com/other", "GPU-c"})
+	if strings.Join(got, ",") != "GPU-a,MIG-b,GPU-c" {
+		t.Errorf("got %v; want GPU-a, MIG-b, GPU-c", got)
+	}
+}
+
 func TestSGLangActuator(t *testing.T) {
 	var got []string
 	idle := true

@@ -46,8 +46,16 @@ func main() {
 			if err != nil {
 				return err
 			}
-			driver, nv := r.Driver()
+			driver, nv, err := r.Driver()
+			if err != nil {
+				return err
+			}
 			converter.PrintGPUs(os.Stdout, driver, nv, gpus, c.Need())
+			if len(gpus) == 0 {
+				// NVML loaded but sees no device: the container lacks the GPUs (NVIDIA_VISIBLE_DEVICES, the
+				// runtime class), which a zero-GPU listing with exit 0 would hide.
+				return fmt.Errorf("NVML %s (driver %s) sees no GPU: is this container given GPUs (the NVIDIA runtime, NVIDIA_VISIBLE_DEVICES)?", nv, driver)
+			}
 			return nil
 		})
 	default:

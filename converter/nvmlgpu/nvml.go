@@ -41,10 +41,16 @@ func (r *Reader) Close() error {
 }
 
 // Driver returns the driver and NVML versions.
-func (r *Reader) Driver() (driver, nvmlVersion string) {
-	driver, _ = r.lib.SystemGetDriverVersion()
-	nvmlVersion, _ = r.lib.SystemGetNVMLVersion()
-	return driver, nvmlVersion
+func (r *Reader) Driver() (driver, nvmlVersion string, err error) {
+	driver, ret := r.lib.SystemGetDriverVersion()
+	if ret != nvml.SUCCESS {
+		return "", "", fmt.Errorf("NVML driver version: %w", ret)
+	}
+	nvmlVersion, ret = r.lib.SystemGetNVMLVersion()
+	if ret != nvml.SUCCESS {
+		return "", "", fmt.Errorf("NVML version: %w", ret)
+	}
+	return driver, nvmlVersion, nil
 }
 
 // All reads every GPU of the node.
@@ -115,26 +121,49 @@ func read(dev nvml.Device, uuid string) (converter.GPUReading, error) {
 	} else if cur, _, ret := dev.GetMigMode(); ret == nvml.SUCCESS && cur == nvml.DEVICE_MIG_ENABLE {
 		g.MIG = true
 	}
-	g.Problem = health(phys)
+	p, err := health(phys)
+	if err != nil {
+		return g, fmt.Errorf("NVML health of %s: %w", uuid, err)
+	}
+	g.Problem = p
 	return g, nil
 }
 
-// health names what makes a GPU unfit for more work, or "". A query the GPU does not support is no
-// evidence of a problem.
-func health(dev nvml.Device) string {
+// health names what makes a GPU unfit for more work, or "". A query the GPU does not support (row
+// remapping before Ampere, ECC on GPUs without it) is no evidence of a problem; any other failure (a
+// GPU lost from the bus, an unknown error) is an error, not a healthy GPU.
+func health(dev nvml.Device) (string, error) {
 	var problems []string
-	if pending, ret := dev.GetRetiredPagesPendingStatus(); ret == nvml.SUCCESS && pending == nvml.FEATURE_ENABLED {
+	failed := func(what string, ret nvml.Return) error {
+		if ret == nvml.SUCCESS || errors.Is(ret, nvml.ERROR_NOT_SUPPORTED) {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", what, ret)
+	}
+	pending, ret := dev.GetRetiredPagesPendingStatus()
+	if err := failed("retired pages", ret); err != nil {
+		return "", err
+	}
+	if ret == nvml.SUCCESS && pending == nvml.FEATURE_ENABLED {
 		problems = append(problems, "retired memory pages pending a GPU reset")
 	}
-	if _, _, isPending, failed, ret := dev.GetRemappedRows(); ret == nvml.SUCCESS && (isPending || failed) {
-		if failed {
+	_, _, isPending, remapFailed, ret := dev.GetRemappedRows()
+	if err := failed("remapped rows", ret); err != nil {
+		return "", err
+	}
+	if ret == nvml.SUCCESS && (isPending || remapFailed) {
+		if remapFailed {
 			problems = append(problems, "row remapping failed")
 		} else {
 			problems = append(problems, "row remapping pending a GPU reset")
 		}
 	}
-	if n, ret := dev.GetTotalEccErrors(nvml.MEMORY_ERROR_TYPE_UNCORRECTED, nvml.VOLATILE_ECC); ret == nvml.SUCCESS && n > 0 {
+	n, ret := dev.GetTotalEccErrors(nvml.MEMORY_ERROR_TYPE_UNCORRECTED, nvml.VOLATILE_ECC)
+	if err := failed("uncorrected ECC errors", ret); err != nil {
+		return "", err
+	}
+	if ret == nvml.SUCCESS && n > 0 {
 		problems = append(problems, fmt.Sprintf("%d uncorrected ECC errors since the driver loaded", n))
 	}
-	return strings.Join(problems, "; ")
+	return strings.Join(problems, "; "), nil
 }

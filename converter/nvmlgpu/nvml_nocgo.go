@@ -20,8 +20,8 @@ func Open() (*Reader, error) { return nil, errNoCgo }
 // Close does nothing.
 func (r *Reader) Close() error { return nil }
 
-// Driver is unknown without cgo.
-func (r *Reader) Driver() (driver, nvmlVersion string) { return "", "" }
+// Driver fails without cgo.
+func (r *Reader) Driver() (driver, nvmlVersion string, err error) { return "", "", errNoCgo }
 
 // All fails without cgo.
 func (r *Reader) All() ([]converter.GPUReading, error) { return nil, errNoCgo }

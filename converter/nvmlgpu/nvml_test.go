@@ -112,6 +112,38 @@ func TestHeadroomOnMockDGXH100(t *testing.T) {
 			t.Errorf("refused: %s %s", reason, detail)
 		}
 	})
+	for name, breakIt := range map[string]func(*server.Device){
+		"retired pages": func(d *server.Device) {
+			d.GetRetiredPagesPendingStatusFunc = func() (nvml.EnableState, nvml.Return) { return 0, nvml.ERROR_GPU_IS_LOST }
+		},
+		"remapped rows": func(d *server.Device) {
+			d.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 0, 0, false, false, nvml.ERROR_UNKNOWN }
+		},
+		"uncorrected ECC errors": func(d *server.Device) {
+			d.GetTotalEccErrorsFunc = func(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return) {
+				return 0, nvml.ERROR_NO_PERMISSION
+			}
+		},
+	} {
+		t.Run("a failed health query is an error, not a healthy GPU: "+name, func(t *testing.T) {
+			s := h100(t)
+			breakIt(s.Devices[4].(*server.Device))
+			_, err := New(s).Read([]string{uuidOf(t, s, 4)})
+			if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), uuidOf(t, s, 4)) {
+				t.Errorf("error %v; want one naming the GPU and the %s query", err, name)
+			}
+		})
+	}
+	t.Run("driver versions", func(t *testing.T) {
+		s := h100(t)
+		if d, v, err := New(s).Driver(); err != nil || d == "" || v == "" {
+			t.Errorf("driver %q NVML %q, %v", d, v, err)
+		}
+		s.SystemGetDriverVersionFunc = func() (string, nvml.Return) { return "", nvml.ERROR_UNKNOWN }
+		if _, _, err := New(s).Driver(); err == nil {
+			t.Error("a failed driver query gave no error")
+		}
+	})
 	t.Run("unknown UUID is an error, not a pass", func(t *testing.T) {
 		if _, err := New(h100(t)).Read([]string{"GPU-not-here"}); err == nil {
 			t.Error("no error for a GPU NVML does not know")
@@ -169,7 +201,14 @@ func TestOpenRealNVML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	driver, nv, err := r.Driver()
+	if err != nil || driver == "" || nv == "" {
+		t.Errorf("driver %q NVML %q, %v", driver, nv, err)
+	}
 	for _, g := range gpus {
+		if g.MemTotal == 0 || g.MemFree > g.MemTotal || !(strings.HasPrefix(g.UUID, "GPU-") || strings.HasPrefix(g.UUID, "MIG-")) {
+			t.Errorf("implausible reading %+v", g)
+		}
 		t.Logf("%s %s: %.1f/%.1f GiB free, util %d%% (known %v), MIG %v, problem %q", g.UUID, g.Name,
 			float64(g.MemFree)/gib, float64(g.MemTotal)/gib, g.Utilisation, g.UtilisationKnown, g.MIG, g.Problem)
 	}
