@@ -144,9 +144,10 @@ func number(md map[string]string, key, def string, zeroOK bool) (float64, error)
 		s = def
 	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || (v == 0 && !zeroOK) || v > service.MaxValue {
-		// Above MaxValue the target would overflow KEDA's int64 TargetSize.
-		want := "a number > 0 and at most 1e15"
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || (!zeroOK && v < minTarget) || v > service.MaxValue {
+		// Above MaxValue the target would overflow KEDA's int64 TargetSize; below minTarget KEDA writes the
+		// HPA's averageValue as 0 (it renders three decimals), which the API server rejects.
+		want := "a number >= 0.001 and at most 1e15"
 		if zeroOK {
 			want = "a number >= 0 and at most 1e15"
 		}
@@ -154,6 +155,9 @@ func number(md map[string]string, key, def string, zeroOK bool) (float64, error)
 	}
 	return v, nil
 }
+
+// minTarget is the least target KEDA can write into an HPA: it renders the value with three decimals.
+const minTarget = 0.001
 
 // String describes the trigger for logs.
 func (t Trigger) String() string {

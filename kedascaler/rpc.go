@@ -61,15 +61,21 @@ func (s *Server) value(namespace, pool string, m service.PoolMetric) (float64, e
 	return x, nil
 }
 
+// active compares the activation value with the threshold at the resolution the value is served in
+// (thousandths): the smoothed rates decay towards 0 without reaching it, and a rate that reads 0.000
+// must not keep a workload awake for minutes.
 func (s *Server) active(t Trigger) (bool, error) {
 	v, err := s.value(t.Namespace, t.ActivationPool, t.ActivationMetric)
 	if err != nil {
 		return false, err
 	}
-	return v > t.ActivationThreshold, nil
+	return math.Round(v*1000)/1000 > t.ActivationThreshold, nil
 }
 
-// IsActive says whether the workload should run at all (KEDA scales 0 <-> 1 on it).
+// IsActive says whether the workload should run at all (KEDA scales 0 <-> 1 on it). When the activation
+// value is unknown but the trigger's own pool, another one, has Ready pods and a known value, the answer is
+// active: KEDA asks IsActive on every poll of the HPA's metric too, and an unknown activation pool (its one
+// pod restarting) must neither fail a running pool's metric nor let it scale to zero on no evidence.
 func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
 	t, err := ParseTrigger(ref)
 	if err != nil {
@@ -77,9 +83,39 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 	}
 	a, err := s.active(t)
 	if err != nil {
-		return nil, err
+		if t.ActivationPool == t.Pool {
+			return nil, err
+		}
+		if _, perr := s.value(t.Namespace, t.Pool, t.Metric); perr != nil {
+			return nil, err
+		}
+		klog.V(2).InfoS("Activation unknown while the pool runs; answering active", "trigger", t.String(), "err", err)
+		a = true
 	}
 	return &externalscaler.IsActiveResponse{Result: a}, nil
+}
+
+// idleAtZero says whether a trigger's pool has no Ready pods (scaled to zero) while its activation pool,
+// another one, is known and inactive. The policy's number for such a pool is then 0, by the trigger's own
+// rule, and not unknown: KEDA asks GetMetrics before IsActive on every poll, and an error there would
+// count toward fallback (which wakes the pool) and keep an external trigger from ever reading IsActive.
+func (s *Server) idleAtZero(t Trigger) bool {
+	if t.Metric != service.Desired || t.ActivationPool == t.Pool {
+		return false
+	}
+	snap := s.src.Snapshot()
+	if snap == nil {
+		return false
+	}
+	if v, ok := snap.Pools[service.PoolKey{Namespace: t.Namespace, Name: t.Pool}]; ok {
+		if len(v.Pods) > 0 {
+			return false
+		}
+	} else if !snap.Configured[t.Pool] {
+		return false // no such pool: a typo stays an error
+	}
+	a, err := s.active(t)
+	return err == nil && !a
 }
 
 // GetMetricSpec announces the trigger's metric and target.
@@ -101,7 +137,11 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 	}
 	v, err := s.value(t.Namespace, t.Pool, t.Metric)
 	if err != nil {
-		return nil, err
+		if !s.idleAtZero(t) {
+			return nil, err
+		}
+		klog.V(2).InfoS("Pool has no Ready pods and its activation pool is idle; desired replicas 0", "trigger", t.String())
+		v = 0
 	}
 	name := req.GetMetricName()
 	if name == "" {

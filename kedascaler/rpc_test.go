@@ -19,6 +19,7 @@ import (
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 	"github.com/tokenscale/tokenscale/velocity/service"
+	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
 // source is a Source the test publishes snapshots to.
@@ -84,6 +85,75 @@ func dial(t testing.TB, srv *Server) (externalscaler.ExternalScalerClient, *atom
 
 func ref(md map[string]string) *externalscaler.ScaledObjectRef {
 	return &externalscaler.ScaledObjectRef{Name: "prefill", Namespace: "llm", ScalerMetadata: md}
+}
+
+// KEDA asks GetMetrics before IsActive on every poll, so a pool scaled to zero must not answer with an
+// error while its group is idle: the error would count toward fallback (which wakes the pool, then it
+// scales back: a flap) and an external trigger would never reach IsActive.
+func TestPoolAtZero(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := &source{}
+	srv := New(src, 3*time.Second)
+	srv.now = func() time.Time { return now }
+	c, _ := dial(t, srv)
+	ctx := context.Background()
+	dk := service.PoolKey{Namespace: "llm", Name: "decode"}
+	publish := func(decodeArrival float64) {
+		src.publish(&service.Snapshot{Time: now, Configured: map[string]bool{"prefill": true, "decode": true},
+			Pools: map[service.PoolKey]*service.PoolView{
+				dk: {Key: dk, Config: &cfg.Pools[1], Pods: []store.PodKey{{Namespace: "llm", Name: "d0"}}, Status: policy.PoolStatus{Arrival: decodeArrival}, Desired: 1, HasDesired: true},
+			}})
+	}
+	wake := map[string]string{"pool": "prefill", "activationPool": "decode", "activationThreshold": "0"}
+	get := func(md map[string]string) (float64, error) {
+		m, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(md)})
+		if err != nil {
+			return 0, err
+		}
+		return m.MetricValues[0].MetricValueFloat, nil
+	}
+
+	publish(1e-9) // a smoothed rate decaying after the load stopped: 0.000 as served
+	if v, err := get(wake); err != nil || v != 0 {
+		t.Fatalf("prefill at zero, decode idle: %v %v; want desired 0", v, err)
+	}
+	if a, err := c.IsActive(ctx, ref(wake)); err != nil || a.Result {
+		t.Fatalf("IsActive with decode at 0.000 > 0: %v %v; want inactive", a, err)
+	}
+	publish(5000)
+	if _, err := get(wake); status.Code(err) != codes.NotFound {
+		t.Fatalf("prefill at zero, decode busy: %v; want NotFound (unknown until a pod is Ready)", err)
+	}
+	if a, err := c.IsActive(ctx, ref(wake)); err != nil || !a.Result {
+		t.Fatalf("IsActive with decode busy: %v %v", a, err)
+	}
+	publish(0)
+	for name, md := range map[string]map[string]string{
+		"another metric":           {"pool": "prefill", "metric": "arrivalVelocity", "target": "100", "activationPool": "decode"},
+		"activation from the pool": {"pool": "prefill"},
+		"a pool no config has":     {"pool": "prefil", "activationPool": "decode"},
+	} {
+		if _, err := get(md); status.Code(err) != codes.NotFound {
+			t.Errorf("%s: %v; want NotFound", name, err)
+		}
+	}
+}
+
+// An unknown activation pool does not fail a running pool's trigger: it answers active.
+func TestActivationUnknownWhilePoolRuns(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := &source{}
+	srv := New(src, 3*time.Second)
+	srv.now = func() time.Time { return now }
+	c, _ := dial(t, srv)
+	src.publish(snapshot(now, 12000)) // prefill known, decode unknown
+	a, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "prefill", "activationPool": "decode"}))
+	if err != nil || !a.Result {
+		t.Fatalf("prefill known, activation on unknown decode: %v %v; want active", a, err)
+	}
+	if _, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "decode", "activationPool": "decode"})); status.Code(err) != codes.Unavailable {
+		t.Fatalf("activation on its own unknown pool: %v; want Unavailable", err)
+	}
 }
 
 func TestUnaryRPCs(t *testing.T) {

@@ -103,7 +103,11 @@ func Matches(sel, labels map[string]string) bool {
 // no-Kubernetes demo all call it. It reads nothing else and changes nothing but the controller.
 func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.Controller, now time.Time) *Snapshot {
 	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: m.Pool, PodLabels: m.Labels,
-		Decisions: map[string]policy.Decision{}, PodResults: make(map[store.PodKey]*store.Result, len(m.Pool))}
+		Decisions: map[string]policy.Decision{}, PodResults: make(map[store.PodKey]*store.Result, len(m.Pool)),
+		Configured: make(map[string]bool, len(c.Pools))}
+	for i := range c.Pools {
+		snap.Configured[c.Pools[i].Name] = true
+	}
 	byPool := map[PoolKey][]store.PodKey{}
 	poolResults := map[PoolKey][]store.Result{}
 	for i := range results {
