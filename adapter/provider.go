@@ -131,6 +131,9 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 			return nil, err
 		}
 		v, err := snap.Pod(key)
+		if _, member := snap.PodPool[key]; !member && errors.Is(err, store.ErrNotFound) {
+			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s (not a Ready pod of any tokenscale pool)", key))
+		}
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: %v", info.Metric, key, err))
 		}
@@ -153,6 +156,11 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	}
 	pool := poolFor(snap, name.Namespace, kind, name.Name)
 	if pool == nil {
+		if pl := snap.WorkloadPool(name.Namespace, kind, name.Name); pl != nil {
+			// The config maps this workload, but its pool has no Ready pods here (scaled to zero, or every
+			// pod starting or failing): the value is unknown, not the workload.
+			return nil, unavailable(fmt.Sprintf("%s: pool %s (%s %s/%s) has no Ready pods in namespace %s", info.Metric, pl.Name, kind, name.Namespace, name.Name, name.Namespace))
+		}
 		return nil, apierr.NewNotFound(info.GroupResource, fmt.Sprintf("%s (no tokenscale pool maps to %s %s/%s; pools here: %s)",
 			name.Name, kind, name.Namespace, name.Name, snap.PoolsIn(name.Namespace)))
 	}

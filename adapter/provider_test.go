@@ -45,6 +45,8 @@ func fixture() *fakeSource {
 			},
 		},
 	}
+	cfg.Pools = append(cfg.Pools, config.Pool{Name: "embed", Workload: config.Workload{Kind: "Deployment", Name: "llama-embed"}})
+	f.snap.ConfigPools = cfg.Pools
 	f.snap.PodResults = map[store.PodKey]*store.Result{
 		p1: {Velocity: store.Velocity{Pod: p1, Time: now, PrefillTPS: 12000, QueuedTokens: 3000}},
 		p2: {Velocity: store.Velocity{Pod: p2, Time: now, PrefillTPS: 13000.25}},
@@ -121,6 +123,17 @@ func TestObjectMetrics(t *testing.T) {
 	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "web"}, info("deployments.apps", DesiredReplicas), labels.Everything())
 	if status(err) != http.StatusNotFound || !strings.Contains(err.Error(), "prefill→Deployment/llama-prefill") {
 		t.Fatalf("unmapped workload: err = %v, want 404 listing the pools", err)
+	}
+	// A workload the config maps whose pool has no Ready pods: its value is unknown (503 naming the pool),
+	// not a workload no pool maps to.
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "llama-embed"}, info("deployments.apps", DesiredReplicas), labels.Everything())
+	if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "pool embed") || !strings.Contains(err.Error(), "no Ready pods") {
+		t.Fatalf("mapped workload without Ready pods: err = %v, want 503 naming the pool", err)
+	}
+	// A pod no pool tracks does not exist for tokenscale: 404, as docs/metrics.md says.
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "web-0"}, info("pods", PrefillVelocity), labels.Everything())
+	if status(err) != http.StatusNotFound || !strings.Contains(err.Error(), "not a Ready pod") {
+		t.Fatalf("untracked pod: err = %v, want 404", err)
 	}
 	bad := provider.CustomMetricInfo{GroupResource: podsGR, Namespaced: true, Metric: "gpu_util"}
 	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "p1"}, bad, labels.Everything())

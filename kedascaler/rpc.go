@@ -111,7 +111,7 @@ func (s *Server) idleAtZero(t Trigger) bool {
 		if len(v.Pods) > 0 {
 			return false
 		}
-	} else if !snap.Configured[t.Pool] {
+	} else if snap.ConfiguredPool(t.Namespace, t.Pool) == nil {
 		return false // no such pool: a typo stays an error
 	}
 	a, err := s.active(t)

@@ -99,7 +99,7 @@ func TestPoolAtZero(t *testing.T) {
 	ctx := context.Background()
 	dk := service.PoolKey{Namespace: "llm", Name: "decode"}
 	publish := func(decodeArrival float64) {
-		src.publish(&service.Snapshot{Time: now, Configured: map[string]bool{"prefill": true, "decode": true},
+		src.publish(&service.Snapshot{Time: now, ConfigPools: cfg.Pools,
 			Pools: map[service.PoolKey]*service.PoolView{
 				dk: {Key: dk, Config: &cfg.Pools[1], Pods: []store.PodKey{{Namespace: "llm", Name: "d0"}}, Status: policy.PoolStatus{Arrival: decodeArrival}, Desired: 1, HasDesired: true},
 			}})

@@ -104,10 +104,7 @@ func Matches(sel, labels map[string]string) bool {
 func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.Controller, now time.Time) *Snapshot {
 	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: m.Pool, PodLabels: m.Labels,
 		Decisions: map[string]policy.Decision{}, PodResults: make(map[store.PodKey]*store.Result, len(m.Pool)),
-		Configured: make(map[string]bool, len(c.Pools))}
-	for i := range c.Pools {
-		snap.Configured[c.Pools[i].Name] = true
-	}
+		ConfigPools: c.Pools}
 	byPool := map[PoolKey][]store.PodKey{}
 	poolResults := map[PoolKey][]store.Result{}
 	for i := range results {

@@ -67,9 +67,9 @@ type Snapshot struct {
 	Decisions map[string]policy.Decision
 	// PodResults holds each member pod's velocity, or why it is unknown, as the round saw it.
 	PodResults map[store.PodKey]*store.Result
-	// Configured holds the pool names of the config in force, so a pool with no Ready pods (not in Pools)
-	// can be told from a name no config has.
-	Configured map[string]bool
+	// ConfigPools are the pools of the config in force, so a pool with no Ready pods (not in Pools) can be
+	// told from a name or workload no config has.
+	ConfigPools []config.Pool
 }
 
 // Pod returns one pod's velocity as this round saw it, or why it is unknown.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
 )
 
 // PoolMetric names one of a pool's served numbers; every front (custom metrics, external metrics, KEDA)
@@ -123,6 +125,27 @@ func Fresh(s *Snapshot, now time.Time, maxAge time.Duration) error {
 
 // PoolsIn lists a namespace's pool instances and their workloads ("prefill→Deployment/llama-prefill"),
 // or "none", for error messages that say what exists.
+// ConfiguredPool is the config's pool of this name that may run in namespace, or nil.
+func (s *Snapshot) ConfiguredPool(namespace, name string) *config.Pool {
+	for i := range s.ConfigPools {
+		if p := &s.ConfigPools[i]; p.Name == name && (p.Namespace == "" || p.Namespace == namespace) {
+			return p
+		}
+	}
+	return nil
+}
+
+// WorkloadPool is the config's pool whose Object metrics go on this workload in namespace, or nil.
+func (s *Snapshot) WorkloadPool(namespace, kind, name string) *config.Pool {
+	for i := range s.ConfigPools {
+		p := &s.ConfigPools[i]
+		if p.Workload.Kind == kind && p.Workload.Name == name && (p.Namespace == "" || p.Namespace == namespace) {
+			return p
+		}
+	}
+	return nil
+}
+
 func (s *Snapshot) PoolsIn(namespace string) string {
 	var out []string
 	for k, v := range s.Pools {
