@@ -666,3 +666,25 @@ func TestChartKEDAScalerMetricsPort(t *testing.T) {
 		}
 	}
 }
+
+// Integer flags render as integers when the values come from a file, where YAML numbers are floats and
+// Go templates print a million as 1e+06, which the binaries' integer flags refuse.
+func TestChartIntegerFlagsFromAValuesFile(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte("kedaScaler: {enabled: true, maxStreams: 1000000}\nconverter: {enabled: true, agent: {maxUtilisation: 80}}\nadapter: {logLevel: 4}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(helm, append(helmArgs(nil), "-f", values)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, out)
+	}
+	for _, want := range []string{"- --max-streams=1000000\n", "- --max-utilisation=80\n", "- --v=4\n"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("rendered chart lacks %q", strings.TrimSpace(want))
+		}
+	}
+}

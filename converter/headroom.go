@@ -2,9 +2,12 @@ package converter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -76,6 +79,48 @@ type Headroom struct {
 	Need    Need
 	// Observe, when set, sees every reading (for the agent's per-GPU metrics).
 	Observe func(GPUReading)
+	// ReadTimeout bounds one NVML read (default 5 s). A cgo call cannot be stopped: a read past it is left
+	// to finish on its own, and until it does every check fails at once, so a GPU lost from the bus costs
+	// the agent's loop one timeout, not one per pod, and reverts of other pods go on.
+	ReadTimeout time.Duration
+
+	mu       sync.Mutex
+	inFlight bool
+}
+
+// read reads the GPUs within ReadTimeout.
+func (h *Headroom) read(uuids []string) ([]GPUReading, error) {
+	h.mu.Lock()
+	if h.inFlight {
+		h.mu.Unlock()
+		return nil, errors.New("an earlier NVML read has not returned yet (a hung driver or a GPU off the bus)")
+	}
+	h.inFlight = true
+	h.mu.Unlock()
+	type result struct {
+		gpus []GPUReading
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		g, err := h.GPUs.Read(uuids)
+		h.mu.Lock()
+		h.inFlight = false
+		h.mu.Unlock()
+		done <- result{g, err}
+	}()
+	timeout := h.ReadTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.gpus, r.err
+	case <-t.C:
+		return nil, fmt.Errorf("NVML did not answer within %s (a hung driver or a GPU off the bus)", timeout)
+	}
 }
 
 // Check returns whether the pod's GPUs have headroom, and why not.
@@ -88,7 +133,7 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 	if len(uuids) == 0 {
 		return Decide(nil, h.Need)
 	}
-	readings, err := h.GPUs.Read(uuids)
+	readings, err := h.read(uuids)
 	if err != nil {
 		return false, protocol.ReasonNVMLError, err.Error()
 	}

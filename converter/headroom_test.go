@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
@@ -109,6 +111,47 @@ func TestDecideJudgesMemoryBeforeUtilisation(t *testing.T) {
 	low := GPUReading{UUID: "GPU-d", MemTotal: 80 << 30, MemFree: 1 << 20}
 	if ok, reason, detail := Decide([]GPUReading{low}, Need{MinFreeBytes: 0, MaxUtilisation: 90}); !ok {
 		t.Errorf("--min-free-gib 0: refused %s %s", reason, detail)
+	}
+}
+
+// A hung NVML read is an nvml-error after ReadTimeout, and while it hangs later checks fail at once
+// instead of piling up behind it; once it returns, checks read again.
+func TestHeadroomHungNVMLRead(t *testing.T) {
+	sock := servePodResources(t, &podresourcesv1.PodResources{Name: "decode-0", Namespace: "llm-d", Containers: []*podresourcesv1.ContainerResources{{
+		Name: "vllm", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: []string{"GPU-aaa"}}},
+	}}})
+	pr, err := DialPodResources(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	release := make(chan struct{})
+	var reads atomic.Int32
+	h := &Headroom{Devices: pr, Need: Need{MinFreeBytes: 1 << 30, MaxUtilisation: 90}, ReadTimeout: 20 * time.Millisecond,
+		GPUs: readerFunc(func(u []string) ([]GPUReading, error) {
+			if reads.Add(1) == 1 {
+				<-release
+			}
+			return []GPUReading{{UUID: u[0], MemTotal: 80 << 30, MemFree: 30 << 30}}, nil
+		})}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "decode-0", Namespace: "llm-d"}}
+	if ok, reason, detail := h.Check(context.Background(), pod); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "did not answer within") {
+		t.Fatalf("hung read: %v %s %q; want nvml-error naming the timeout", ok, reason, detail)
+	}
+	if ok, reason, detail := h.Check(context.Background(), pod); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "has not returned yet") || reads.Load() != 1 {
+		t.Fatalf("while it hangs: %v %s %q, %d reads; want an immediate nvml-error and no second read", ok, reason, detail, reads.Load())
+	}
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, reason, detail := h.Check(context.Background(), pod)
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the read returned: still %s %q", reason, detail)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -3,10 +3,11 @@
 # manifests would silently take the APIService over (HPAs and ScaledObjects using the other adapter's
 # metrics would break). Exit 0: free or already tokenscale's; 1: owned by someone else; 2: cannot tell.
 #
-#   hack/preflight.sh [--external-metrics]     (KUBECTL and KUBECONFIG are honoured)
+#   hack/preflight.sh [--external-metrics]     (KUBECTL and KUBECONFIG are honoured; NAMESPACE is where
+#                                              tokenscale runs or will run, default tokenscale)
 set -uo pipefail
 KUBECTL=${KUBECTL:-kubectl}
-OWNER="tokenscale/tokenscale-adapter"
+OWNER="${NAMESPACE:-tokenscale}/tokenscale-adapter"
 apis=(v1beta1.custom.metrics.k8s.io v1beta2.custom.metrics.k8s.io)
 case "${1:-}" in
   "") ;;
