@@ -107,6 +107,13 @@ func TestKEDAScalerBinary(t *testing.T) {
 		}
 		return nil
 	})
+	// desiredReplicas with activation read from the decode pool, which is below the threshold: the pool
+	// should not run, so 0, not an error (KEDA asks GetMetrics before IsActive on every poll).
+	idle := ref(map[string]string{"pool": "prefill", "activationPool": "decode", "activationThreshold": "1e12"})
+	m, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: idle})
+	if err != nil || len(m.MetricValues) != 1 || m.MetricValues[0].MetricValueFloat != 0 {
+		t.Errorf("desiredReplicas of a pool at zero whose activation pool is idle: %v %v; want 0", m, err)
+	}
 }
 
 // startScaler builds tokenscale-keda-scaler and runs it, as the ServiceAccount of overlays/keda (which it
