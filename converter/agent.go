@@ -123,7 +123,17 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	case ours:
 		// Converted by us but the actuator's state says otherwise (a crash mid-flip, a revert whose refusal
 		// was never recorded, or a hand edit): re-applied only if the GPUs still have the headroom, as a
-		// fresh conversion would be; otherwise the refusal is recorded and the pod stays decode only.
+		// fresh conversion would be; otherwise the refusal is recorded and the pod stays decode only. The
+		// informer may hold the status write of a conversion without its flip (two watch events): the pod
+		// is read fresh first, so a pod that is converted is rechecked, not refused while converted.
+		fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("reading %s before re-applying its conversion: %w", podRef(pod), err)
+		}
+		pod = fresh
+		if a.o.Actuator.Converted(pod) {
+			return a.recheck(ctx, pod, now)
+		}
 		if ok, reason, detail := a.o.GPUs.Check(ctx, pod); !ok {
 			a.forget(pod)
 			return a.refuse(ctx, pod, reason, detail)
@@ -159,7 +169,14 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		// A conversion may have half landed (a label patch whose reply was lost). Only once it is undone is
 		// the refusal recorded: the status stays "converted" until then, so this agent keeps the pod as its
 		// own and reverts it when the lease ends, and the controller keeps counting it.
-		if rerr := a.o.Actuator.Revert(ctx, pod); rerr != nil {
+		// The undo reads the pod afresh: the copy in hand predates the flip, and an actuator that sees its
+		// pod already at decode would change nothing.
+		fresh, gerr := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		rerr := gerr
+		if gerr == nil {
+			rerr = a.o.Actuator.Revert(ctx, fresh)
+		}
+		if rerr != nil {
 			return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err, rerr)
 		}
 		_ = a.refuse(ctx, pod, protocol.ReasonActuator, err.Error())

@@ -209,6 +209,41 @@ func TestAgentKeepsAHalfConversionItCouldNotUndo(t *testing.T) {
 	}
 }
 
+// A conversion whose flip landed but reported failure is undone on the pod as it is now (the copy in hand
+// still says decode, on which the actuator would change nothing), and only then refused.
+func TestAgentUndoesAHalfConversion(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-1")
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	a.o.Actuator = &halfActuator{LabelActuator: LLMD(client)}
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err == nil {
+		t.Fatal("no error from a conversion that reported failure")
+	}
+	p := get(t, client, "d1")
+	if p.Labels["llm-d.ai/role"] != "decode" || !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: actuator-failed") {
+		t.Errorf("after the undo: status %q label %q; want refused with the label back at decode", p.Annotations[protocol.AnnotationStatus], p.Labels["llm-d.ai/role"])
+	}
+}
+
+// The informer can hold a conversion's status write without its flip: the pod is read fresh, and one that
+// is converted is rechecked (busy is expected), not refused while converted.
+func TestAgentReadsFreshBeforeReapplying(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{
+		protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute)),
+		protocol.AnnotationStatus:       protocol.StatusConverted,
+	}), "node-1")
+	stale := pod.DeepCopy()
+	pod.Labels["llm-d.ai/role"] = "prefill-decode"
+	gpus := &fixedGPUs{ok: false, reason: protocol.ReasonBusy, detail: "GPU-1: 97% utilised"}
+	a, client, _ := agentFixture(t, gpus, pod)
+	if err := a.Reconcile(context.Background(), stale); err != nil {
+		t.Fatal(err)
+	}
+	p := get(t, client, "d1")
+	if p.Labels["llm-d.ai/role"] != "prefill-decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+		t.Errorf("a converted pod seen through a stale copy: status %q label %q; want still converted", p.Annotations[protocol.AnnotationStatus], p.Labels["llm-d.ai/role"])
+	}
+}
+
 // A pod marked converted whose label says decode (a revert whose refusal was never recorded, a hand
 // edit) is converted again only with the headroom a fresh conversion needs.
 func TestAgentReappliesAConversionOnlyWithHeadroom(t *testing.T) {

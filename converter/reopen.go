@@ -1,6 +1,7 @@
 package converter
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -87,7 +88,11 @@ func (r *ReopeningGPUs) now() time.Time {
 
 // Close closes the current session, if any.
 func (r *ReopeningGPUs) Close() error {
-	r.mu.Lock()
+	// A read hung in the library holds the lock and cannot be stopped: waiting for it here would keep a
+	// stopping agent alive until it is killed, after it has reverted its pods. The process is exiting.
+	if !r.mu.TryLock() {
+		return errors.New("a GPU read is still in flight; the GPU library is left open")
+	}
 	defer r.mu.Unlock()
 	if r.cur == nil {
 		return nil

@@ -64,3 +64,25 @@ func TestReopeningGPUsRetriesAndRecovers(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 }
+
+// blockingSession's Read signals that it started and waits for release, as a hung NVML call would.
+type blockingSession struct{ started, release chan struct{} }
+
+func (b *blockingSession) Read([]string) ([]GPUReading, error) {
+	close(b.started)
+	<-b.release
+	return nil, nil
+}
+func (b *blockingSession) Close() error { return nil }
+
+// Closing while a read hangs does not wait for it: a stopping agent, its pods reverted, must exit.
+func TestReopeningGPUsCloseDoesNotWaitForAHungRead(t *testing.T) {
+	b := &blockingSession{started: make(chan struct{}), release: make(chan struct{})}
+	r := &ReopeningGPUs{Open: func() (GPUSession, error) { return b, nil }}
+	go func() { _, _ = r.Read([]string{"GPU-1"}) }()
+	<-b.started
+	if err := r.Close(); err == nil {
+		t.Error("Close during a hung read reported nothing")
+	}
+	close(b.release)
+}
