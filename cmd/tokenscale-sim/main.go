@@ -143,6 +143,16 @@ func run(args []string, stdout, stderr io.Writer) error {
 				hist, tune, warm = third, third, min(*warmup, third)
 			}
 		}
+		if _, preset := windowPresets[name]; !multiDay && !preset && !windowsGiven {
+			// A trace shorter than the default windows and a scored stretch (a 17-minute file, an hour at
+			// --time-scale 2) gets a third each, as multi-day load does, instead of an empty window.
+			if span := tr.Requests[len(tr.Requests)-1].Arrival + time.Second; span < hist+tune+minScored {
+				third := span / 3
+				hist, tune, warm = third, third, min(warm, third/3)
+				fmt.Fprintf(stderr, "%s: %s of replayed trace is shorter than the windows (history, tuning, then at least %s to score): %s each\n",
+					name, span.Round(time.Second), minScored, third.Round(time.Second))
+			}
+		}
 		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers,
 			History: hist, Tune: tune, Warmup: warm, Hindsight: *hindsightSeg, ScrapeInterval: *scrapeEvery}
 		if hist <= 0 {
@@ -286,6 +296,9 @@ func lengthsName(lengths string, tr *trace.Trace) string {
 	}
 	return s
 }
+
+// minScored is the least scored stretch the default windows leave before a trace gets a third each.
+const minScored = 10 * time.Minute
 
 // windowPresets are the history, tuning and warm-up windows of embedded traces too short for the
 // defaults (20, 20 and 10 minutes), used unless a window flag is given: the 17-minute Mooncake trace

@@ -53,6 +53,17 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
+// A trace shorter than the default windows gets a third each (and says so), not an empty window.
+func TestShortTraceGetsThirds(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run([]string{"--trace", "code", "--duration", "30m", "--policies", "static-mean", "--progress=false"}, &out, &errb); err != nil {
+		t.Fatalf("30 minutes of code: %v", err)
+	}
+	if !strings.Contains(errb.String(), "shorter than the windows") || !strings.Contains(errb.String(), "9m56s each") {
+		t.Errorf("stderr should say the windows became thirds: %q", errb.String())
+	}
+}
+
 // A trace whose scored span is longer than half a day is announced before the long run starts.
 func TestRunWarnsOfALongScoredSpan(t *testing.T) {
 	long := filepath.Join(t.TempDir(), "long.csv")

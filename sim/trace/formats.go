@@ -3,6 +3,7 @@ package trace
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -147,8 +148,8 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				return 0, 0, 0, false, fmt.Errorf("want at least %d columns, got %d", ncols, len(f))
 			}
 			sec, err := strconv.ParseFloat(strings.TrimSpace(f[ts]), 64)
-			if err != nil || sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) || sec > 1e9 {
-				return 0, 0, 0, false, fmt.Errorf("bad Timestamp %q (seconds since the trace start)", f[ts])
+			if err != nil || sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) || sec > maxTimestampSeconds {
+				return 0, 0, 0, false, fmt.Errorf("bad Timestamp %q (seconds, from the trace start or an epoch)", f[ts])
 			}
 			in, out, err := tokens(f[req], f[resp])
 			if err != nil {
@@ -172,8 +173,8 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				return 0, 0, 0, false, fmt.Errorf("missing timestamp")
 			case rec.InputLength == nil || rec.OutputLength == nil:
 				return 0, 0, 0, false, fmt.Errorf("missing input_length or output_length")
-			case *rec.Timestamp < 0 || *rec.Timestamp > 1e12 || math.IsNaN(*rec.Timestamp):
-				return 0, 0, 0, false, fmt.Errorf("bad timestamp %v (milliseconds since the trace start)", *rec.Timestamp)
+			case *rec.Timestamp < 0 || *rec.Timestamp > maxTimestampSeconds*1e3 || math.IsNaN(*rec.Timestamp):
+				return 0, 0, 0, false, fmt.Errorf("bad timestamp %v (milliseconds, from the trace start or an epoch)", *rec.Timestamp)
 			case *rec.InputLength < 0 || *rec.OutputLength < 0 || *rec.InputLength > maxRequestTokens || *rec.OutputLength > maxRequestTokens:
 				return 0, 0, 0, false, fmt.Errorf("token counts must be in 0..%d, got %d, %d", maxRequestTokens, *rec.InputLength, *rec.OutputLength)
 			case len(rec.HashIDs) > (*rec.InputLength+BlockTokens-1)/BlockTokens:
@@ -240,6 +241,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		if rel < start {
 			continue
 		}
+		if len(t.Requests) >= MaxWindowRequests {
+			return nil, lineError(name, line, "more than %d requests in the window (a week-long trace read whole): pick a window with --start and --duration", MaxWindowRequests)
+		}
 		t.Requests = append(t.Requests, Request{Arrival: rel - start, PromptTokens: in, OutputTokens: out, Blocks: blocks})
 		blocks = nil
 	}
@@ -262,12 +266,24 @@ func shape(name string, reqs []Request, o Options) ([]Request, error) {
 	return rescale(name, window(reqs, o.Start, o.Duration), o)
 }
 
+// MaxWindowRequests bounds the requests read from a file's window: every run of every policy's sweep holds
+// its own copy of them (about 200 bytes each), so the Azure 2024 week read whole (17-27 million) would need
+// gigabytes per worker and hours per run.
+var MaxWindowRequests = 5_000_000 // a variable only so tests can lower it
+
+// maxTimestampSeconds bounds a trace's raw timestamps: times are made relative to the first request (so a
+// Unix-epoch clock is fine) and the span is checked after, but a raw value must still fit a Duration.
+const maxTimestampSeconds = 9e9
+
 // rescale applies o's rate scale and time scale to requests already cut to o's window.
 func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 	if len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: no requests in the window [%s, +%s)", name, o.Start, o.Duration)
 	}
-	reqs = scaleRate(reqs, o.RateScale, o.Seed)
+	n := len(reqs)
+	if reqs = scaleRate(reqs, o.RateScale, o.Seed); len(reqs) == 0 {
+		return nil, fmt.Errorf("%s: --rate-scale %g kept none of the window's %d requests (seed %d)", name, o.RateScale, n, o.Seed)
+	}
 	if o.TimeScale > 0 && o.TimeScale != 1 {
 		for i := range reqs {
 			reqs[i].Arrival = time.Duration(float64(reqs[i].Arrival) / o.TimeScale)
@@ -378,26 +394,33 @@ func ReadFile(path string, o Options) (*Trace, error) {
 		return nil, err
 	}
 	defer f.Close()
+	// The format is guessed from a peek, not a read and a seek back, so a pipe (`--trace <(zcat week.csv.gz)`)
+	// works too.
+	br := bufio.NewReaderSize(f, guessBytes)
 	if o.Format == "" {
-		if o.Format, err = guess(f, path); err != nil {
-			return nil, err
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
+		if o.Format, err = guess(br, path); err != nil {
 			return nil, err
 		}
 	}
-	return Read(f, filepath.Base(path), o)
+	return Read(br, filepath.Base(path), o)
 }
 
-func guess(r io.Reader, path string) (Format, error) {
+// guessBytes is how much of a file the format guess may read: the first line is enough, and all a
+// headerless or newline-free file may cost.
+const guessBytes = 64 << 10
+
+func guess(br *bufio.Reader, path string) (Format, error) {
 	if strings.HasSuffix(path, ".jsonl") {
 		return Mooncake, nil
 	}
-	// The first line is enough, and all a headerless or newline-free file may cost.
-	line, err := bufio.NewReader(io.LimitReader(r, 64<<10)).ReadString('\n')
-	if err != nil && line == "" {
-		return "", fmt.Errorf("%s: empty file", path)
+	head, err := br.Peek(guessBytes)
+	if len(head) == 0 {
+		if err == nil || errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("%s: empty file", path)
+		}
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
+	line, _, _ := strings.Cut(string(head), "\n")
 	line = strings.TrimPrefix(line, "\ufeff")
 	switch {
 	case strings.HasPrefix(line, "TIMESTAMP,ContextTokens"):
@@ -407,5 +430,9 @@ func guess(r io.Reader, path string) (Format, error) {
 	case strings.HasPrefix(strings.TrimSpace(line), "{"):
 		return Mooncake, nil
 	}
-	return "", fmt.Errorf("%s: cannot tell the trace format from its first line %q; pass the format (azure, burstgpt, mooncake)", path, strings.TrimSpace(line))
+	shown := strings.TrimSpace(line)
+	if len(shown) > 100 {
+		shown = shown[:100] + "…"
+	}
+	return "", fmt.Errorf("%s: cannot tell the trace format from its first line %q; pass the format (azure, burstgpt, mooncake)", path, shown)
 }

@@ -5,9 +5,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -480,5 +482,70 @@ func TestGuessReadsAtMostTheFirstLine(t *testing.T) {
 	}
 	if _, err := ReadFile(path, Options{}); err == nil || !strings.Contains(err.Error(), "x.csv") {
 		t.Fatalf("a 1 MiB line: err = %v, want an error naming the file", err)
+	}
+}
+
+// The error quoting an unrecognised first line stays short.
+func TestGuessQuotesAShortPrefix(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.csv")
+	if err := os.WriteFile(path, bytes.Repeat([]byte("a"), 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadFile(path, Options{}); err == nil || len(err.Error()) > 400 {
+		t.Fatalf("error of %d bytes, want a short one naming the file", len(err.Error()))
+	}
+}
+
+// A trace in a pipe (`--trace <(zcat trace.csv.gz)`) has its format guessed without seeking back.
+func TestReadFileFromAPipe(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("uses a Linux FIFO; the guess itself is tested on files everywhere")
+	}
+	path := filepath.Join(t.TempDir(), "trace.csv")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Skipf("cannot make a FIFO here: %v", err)
+	}
+	go func() {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = f.WriteString(burstHeader + "5,ChatGPT,472,18,490,Conversation log\n7,ChatGPT,100,20,120,Conversation log\n")
+	}()
+	tr, err := ReadFile(path, Options{})
+	if err != nil || len(tr.Requests) != 2 || tr.Requests[1].Arrival != 2*time.Second {
+		t.Fatalf("from a FIFO: %+v, %v", tr, err)
+	}
+}
+
+// Timestamps on an epoch clock are read relative to the first request, as Azure's dates are.
+func TestEpochTimestamps(t *testing.T) {
+	tr, err := Read(strings.NewReader(burstHeader+"1700000000,m,10,1,11,x\n1700000030.5,m,10,1,11,x\n"), "b", Options{Format: BurstGPT})
+	if err != nil || len(tr.Requests) != 2 || tr.Requests[1].Arrival != 30500*time.Millisecond {
+		t.Fatalf("BurstGPT on an epoch clock: %+v, %v", tr, err)
+	}
+	tr, err = Read(strings.NewReader(`{"timestamp": 1700000000000, "input_length": 10, "output_length": 1}`+"\n"+`{"timestamp": 1700000001000, "input_length": 10, "output_length": 1}`+"\n"), "m", Options{Format: Mooncake})
+	if err != nil || len(tr.Requests) != 2 || tr.Requests[1].Arrival != time.Second {
+		t.Fatalf("Mooncake on an epoch clock: %+v, %v", tr, err)
+	}
+}
+
+// A window holds at most MaxWindowRequests requests, and thinning that keeps none is an error, not an
+// empty trace.
+func TestWindowBounds(t *testing.T) {
+	saved := MaxWindowRequests
+	MaxWindowRequests = 2
+	defer func() { MaxWindowRequests = saved }()
+	in := burstHeader + "0,m,1,1,2,x\n1,m,1,1,2,x\n2,m,1,1,2,x\n"
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT}); err == nil || !strings.Contains(err.Error(), "b:4: more than 2 requests") {
+		t.Errorf("three requests over a bound of two: %v", err)
+	}
+	if tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Duration: 2 * time.Second}); err != nil || len(tr.Requests) != 2 {
+		t.Errorf("a window of two: %+v, %v", tr, err)
+	}
+	MaxWindowRequests = saved
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, RateScale: 1e-9}); err == nil || !strings.Contains(err.Error(), "kept none") {
+		t.Errorf("--rate-scale keeping nothing: %v", err)
 	}
 }
