@@ -196,6 +196,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	sc.Buffer(make([]byte, 64<<10), 4<<20) // Mooncake lines carry hash_ids lists
 	line := 0
 	var prev time.Duration
+	prevLine := 0
 	first := true
 	for sc.Scan() {
 		line++
@@ -215,7 +216,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		blocks = nil
 		at, in, out, _, err := parse(line, text)
 		if err == nil && !first && at < prev {
-			err = fmt.Errorf("timestamp %s is before the previous request's %s (traces must be sorted)", at, prev)
+			err = fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", at, prevLine, prev)
 		}
 		if rel := at - base; err == nil && !first && rel >= start && (o.Duration <= 0 || rel < start+o.Duration) {
 			err = checkSpan(rel-start, o.TimeScale)
@@ -233,7 +234,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		if first {
 			base = at // times are relative to the first request
 		}
-		first, prev = false, at
+		first, prev, prevLine = false, at, line
 		rel := at - base
 		if o.Duration > 0 && rel >= start+o.Duration {
 			break

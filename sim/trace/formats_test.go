@@ -83,7 +83,7 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		{BurstGPT, "Timestamp,Model\n", "b:1: header \"Timestamp,Model\" lacks Request tokens, Response tokens"},
 		{BurstGPT, burstHeader + "5,ChatGPT,472\n", "b:2: want at least 4 columns"},
 		{BurstGPT, burstHeader + "five,ChatGPT,1,2,3,API log\n", "b:2: bad Timestamp"},
-		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n4,ChatGPT,1,2,3,API log\n", "b:3: timestamp 4s is before"},
+		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n4,ChatGPT,1,2,3,API log\n", "b:3: timestamp 4s is before line 2's 5s"},
 		{BurstGPT, burstHeader + "5,ChatGPT,-1,2,3,API log\n", "b:2: token counts"},
 		{Mooncake, `{"timestamp": 1, "input_length": 3}` + "\n", "b:1: missing input_length or output_length"},
 		{Mooncake, `{"input_length": 3, "output_length": 1}` + "\n", "b:1: missing timestamp"},
