@@ -116,7 +116,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	for _, name := range strings.Split(*traces, ",") {
 		name = strings.TrimSpace(name)
 		opts := trace.Options{Format: trace.Format(*format), SkipBad: *skipBad, Start: *start, Duration: *duration,
-			TimeScale: *timeScale, RateScale: *rateScale, Seed: *seed}
+			TimeScale: *timeScale, RateScale: *rateScale, Seed: *seed, MaxRequests: trace.DefaultMaxRequests}
 		hist, tune, warm := *history, *tuneWin, *warmup
 		if w, ok := windowPresets[name]; ok && !windowsGiven {
 			hist, tune, warm = w[0], w[1], w[2]
@@ -148,7 +148,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			// --time-scale 2) gets a third each, as multi-day load does, instead of an empty window.
 			if span := tr.Requests[len(tr.Requests)-1].Arrival + time.Second; span < hist+tune+minScored {
 				third := span / 3
-				hist, tune, warm = third, third, min(warm, third/3)
+				hist, tune, warm = third, third, min(warm, third)
 				fmt.Fprintf(stderr, "%s: %s of replayed trace is shorter than the windows (history, tuning, then at least %s to score): %s each\n",
 					name, span.Round(time.Second), minScored, third.Round(time.Second))
 			}

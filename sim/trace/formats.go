@@ -24,7 +24,8 @@ const (
 	// Azure is the Azure LLM inference trace 2023 CSV: TIMESTAMP,ContextTokens,GeneratedTokens.
 	Azure Format = "azure"
 	// BurstGPT is the BurstGPT CSV: Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type,
-	// or with Session ID and Elapsed time after Timestamp (Timestamp in seconds since the trace start).
+	// or with Session ID and Elapsed time after Timestamp (Timestamp in seconds, from the trace start or an
+	// epoch: times are made relative to the first request).
 	BurstGPT Format = "burstgpt"
 	// Mooncake is the Mooncake JSONL: one {"timestamp" (ms), "input_length", "output_length", "hash_ids"}
 	// object per line.
@@ -52,7 +53,15 @@ type Options struct {
 	// ServeGenLengths, for ServeGen only, draws each client's token lengths from its chunk-<n>-dataset.json
 	// distributions where the folder has one; other clients draw from the lengths trace.
 	ServeGenLengths bool
+	// MaxRequests > 0 bounds the requests of the replayed window, after RateScale: every run of every
+	// policy's sweep holds its own copy of them (about 200 bytes each), so the Azure 2024 week read whole
+	// (17-27 million) would need gigabytes per worker and hours per run. A trace read only for its token
+	// lengths (--lengths) is not bounded. DefaultMaxRequests is the simulator's.
+	MaxRequests int
 }
+
+// DefaultMaxRequests is the simulator's bound on a replayed window's requests (Options.MaxRequests).
+const DefaultMaxRequests = 5_000_000
 
 // Trace is a read trace.
 type Trace struct {
@@ -242,8 +251,8 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		if rel < start {
 			continue
 		}
-		if len(t.Requests) >= MaxWindowRequests {
-			return nil, lineError(name, line, "more than %d requests in the window (a week-long trace read whole): pick a window with --start and --duration", MaxWindowRequests)
+		if c := readCap(o); c > 0 && len(t.Requests) >= c {
+			return nil, lineError(name, line, "more than %d requests in the window (a week-long trace read whole?): pick a window with --start and --duration", c)
 		}
 		t.Requests = append(t.Requests, Request{Arrival: rel - start, PromptTokens: in, OutputTokens: out, Blocks: blocks})
 		blocks = nil
@@ -267,10 +276,17 @@ func shape(name string, reqs []Request, o Options) ([]Request, error) {
 	return rescale(name, window(reqs, o.Start, o.Duration), o)
 }
 
-// MaxWindowRequests bounds the requests read from a file's window: every run of every policy's sweep holds
-// its own copy of them (about 200 bytes each), so the Azure 2024 week read whole (17-27 million) would need
-// gigabytes per worker and hours per run.
-var MaxWindowRequests = 5_000_000 // a variable only so tests can lower it
+// readCap is how many requests of a window may be read before RateScale: MaxRequests, or more where
+// thinning will keep fewer (at most four times as many, as reading costs memory too).
+func readCap(o Options) int {
+	if o.MaxRequests <= 0 {
+		return 0
+	}
+	if o.RateScale > 0 && o.RateScale < 1 {
+		return int(min(float64(o.MaxRequests)/o.RateScale, 4*float64(o.MaxRequests)))
+	}
+	return o.MaxRequests
+}
 
 // maxTimestampSeconds bounds a trace's raw timestamps: times are made relative to the first request (so a
 // Unix-epoch clock is fine) and the span is checked after, but a raw value must still fit a Duration.
@@ -284,6 +300,9 @@ func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 	n := len(reqs)
 	if reqs = scaleRate(reqs, o.RateScale, o.Seed); len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: --rate-scale %g kept none of the window's %d requests (seed %d)", name, o.RateScale, n, o.Seed)
+	}
+	if o.MaxRequests > 0 && len(reqs) > o.MaxRequests {
+		return nil, fmt.Errorf("%s: %d requests to replay (--rate-scale %g of %d), more than %d: pick a shorter window with --start and --duration", name, len(reqs), o.RateScale, n, o.MaxRequests)
 	}
 	if o.TimeScale > 0 && o.TimeScale != 1 {
 		for i := range reqs {
@@ -415,11 +434,11 @@ func guess(br *bufio.Reader, path string) (Format, error) {
 		return Mooncake, nil
 	}
 	head, err := br.Peek(guessBytes)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return "", fmt.Errorf("%s: %w", path, err) // Peek hands a read error over once: it must not be lost
+	}
 	if len(head) == 0 {
-		if err == nil || errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("%s: empty file", path)
-		}
-		return "", fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: empty file", path)
 	}
 	line, _, _ := strings.Cut(string(head), "\n")
 	line = strings.TrimPrefix(line, "\ufeff")
@@ -432,8 +451,8 @@ func guess(br *bufio.Reader, path string) (Format, error) {
 		return Mooncake, nil
 	}
 	shown := strings.TrimSpace(line)
-	if len(shown) > 100 {
-		shown = shown[:100] + "…"
+	if r := []rune(shown); len(r) > 100 {
+		shown = string(r[:100]) + "…"
 	}
 	return "", fmt.Errorf("%s: cannot tell the trace format from its first line %q; pass the format (azure, burstgpt, mooncake)", path, shown)
 }

@@ -5,11 +5,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -491,31 +489,12 @@ func TestGuessQuotesAShortPrefix(t *testing.T) {
 	if err := os.WriteFile(path, bytes.Repeat([]byte("a"), 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadFile(path, Options{}); err == nil || len(err.Error()) > 400 {
+	_, err := ReadFile(path, Options{})
+	if err == nil {
+		t.Fatal("a 1 MiB line of no format gave no error")
+	}
+	if len(err.Error()) > 400 {
 		t.Fatalf("error of %d bytes, want a short one naming the file", len(err.Error()))
-	}
-}
-
-// A trace in a pipe (`--trace <(zcat trace.csv.gz)`) has its format guessed without seeking back.
-func TestReadFileFromAPipe(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("uses a Linux FIFO; the guess itself is tested on files everywhere")
-	}
-	path := filepath.Join(t.TempDir(), "trace.csv")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skipf("cannot make a FIFO here: %v", err)
-	}
-	go func() {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		_, _ = f.WriteString(burstHeader + "5,ChatGPT,472,18,490,Conversation log\n7,ChatGPT,100,20,120,Conversation log\n")
-	}()
-	tr, err := ReadFile(path, Options{})
-	if err != nil || len(tr.Requests) != 2 || tr.Requests[1].Arrival != 2*time.Second {
-		t.Fatalf("from a FIFO: %+v, %v", tr, err)
 	}
 }
 
@@ -531,20 +510,27 @@ func TestEpochTimestamps(t *testing.T) {
 	}
 }
 
-// A window holds at most MaxWindowRequests requests, and thinning that keeps none is an error, not an
-// empty trace.
+// A window holds at most MaxRequests requests after --rate-scale (more may be read where thinning keeps
+// fewer), a read for lengths only is not bounded, and thinning that keeps none is an error, not an empty
+// trace.
 func TestWindowBounds(t *testing.T) {
-	saved := MaxWindowRequests
-	MaxWindowRequests = 2
-	defer func() { MaxWindowRequests = saved }()
 	in := burstHeader + "0,m,1,1,2,x\n1,m,1,1,2,x\n2,m,1,1,2,x\n"
-	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT}); err == nil || !strings.Contains(err.Error(), "b:4: more than 2 requests") {
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, MaxRequests: 2}); err == nil || !strings.Contains(err.Error(), "b:4: more than 2 requests") {
 		t.Errorf("three requests over a bound of two: %v", err)
 	}
-	if tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Duration: 2 * time.Second}); err != nil || len(tr.Requests) != 2 {
+	if tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, MaxRequests: 2, Duration: 2 * time.Second}); err != nil || len(tr.Requests) != 2 {
 		t.Errorf("a window of two: %+v, %v", tr, err)
 	}
-	MaxWindowRequests = saved
+	if tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT}); err != nil || len(tr.Requests) != 3 {
+		t.Errorf("no bound: %+v, %v", tr, err)
+	}
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, MaxRequests: 4, RateScale: 2}); err == nil || !strings.Contains(err.Error(), "6 requests to replay") {
+		t.Errorf("--rate-scale 2 past a bound of four: %v", err)
+	}
+	six := in + "3,m,1,1,2,x\n4,m,1,1,2,x\n5,m,1,1,2,x\n"
+	if _, err := Read(strings.NewReader(six), "b", Options{Format: BurstGPT, MaxRequests: 4, RateScale: 0.5, Seed: 1}); err != nil && strings.Contains(err.Error(), "in the window") {
+		t.Errorf("six requests thinned by half under a bound of four were refused as read: %v", err)
+	}
 	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, RateScale: 1e-9}); err == nil || !strings.Contains(err.Error(), "kept none") {
 		t.Errorf("--rate-scale keeping nothing: %v", err)
 	}
