@@ -83,6 +83,15 @@ func dial(t testing.TB, srv *Server) (externalscaler.ExternalScalerClient, *atom
 	return externalscaler.NewExternalScalerClient(conn), &streams
 }
 
+// clientAt serves a Server over src, whose clock stands still at now, and returns its client.
+func clientAt(t *testing.T, src *source, now time.Time) externalscaler.ExternalScalerClient {
+	t.Helper()
+	srv := New(src, 3*time.Second)
+	srv.now = func() time.Time { return now }
+	c, _ := dial(t, srv)
+	return c
+}
+
 func ref(md map[string]string) *externalscaler.ScaledObjectRef {
 	return &externalscaler.ScaledObjectRef{Name: "prefill", Namespace: "llm", ScalerMetadata: md}
 }
@@ -93,9 +102,7 @@ func ref(md map[string]string) *externalscaler.ScaledObjectRef {
 func TestPoolAtZero(t *testing.T) {
 	now := time.Unix(1000, 0)
 	src := &source{}
-	srv := New(src, 3*time.Second)
-	srv.now = func() time.Time { return now }
-	c, _ := dial(t, srv)
+	c := clientAt(t, src, now)
 	ctx := context.Background()
 	dk := service.PoolKey{Namespace: "llm", Name: "decode"}
 	publish := func(decodeArrival float64) {
@@ -143,9 +150,7 @@ func TestPoolAtZero(t *testing.T) {
 func TestActivationUnknownWhilePoolRuns(t *testing.T) {
 	now := time.Unix(1000, 0)
 	src := &source{}
-	srv := New(src, 3*time.Second)
-	srv.now = func() time.Time { return now }
-	c, _ := dial(t, srv)
+	c := clientAt(t, src, now)
 	src.publish(snapshot(now, 12000)) // prefill known, decode unknown
 	a, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "prefill", "activationPool": "decode"}))
 	if err != nil || !a.Result {
@@ -160,7 +165,7 @@ func TestUnaryRPCs(t *testing.T) {
 	now := time.Unix(1000, 0)
 	src := &source{}
 	srv := New(src, 3*time.Second)
-	srv.now = func() time.Time { return now }
+	srv.now = func() time.Time { return now } // the test moves now on to make the snapshot stale
 	c, _ := dial(t, srv)
 	ctx := context.Background()
 	desired := ref(map[string]string{"pool": "prefill", "scalerAddress": "tokenscale:9090"})

@@ -14,7 +14,7 @@ import (
 func TestReadFileFromAPipe(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "trace.csv")
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Skipf("cannot make a FIFO here: %v", err)
+		t.Skipf("this test needs a temporary directory that can hold a FIFO (mkfifo: %v); run it on a Linux or macOS local disk or tmpfs: go test ./sim/trace -run TestReadFileFromAPipe", err)
 	}
 	wrote := make(chan error, 1)
 	go func() {
