@@ -46,14 +46,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	var (
 		traces       = fs.String("trace", "code,conv,mixed,burst,mooncake,servegen", "comma-separated traces: the embedded Azure 2023 `code` and `conv`, `mixed` (both at equal request rates), `burst` (conv with a 10x spike for 30 s at 45 min), `mooncake` (Mooncake's 17-minute long-prompt synthetic trace, with its own windows), `servegen` (three days of ServeGen production load, replayed as multi-day load; see --mean-rate), or files (Azure CSV, BurstGPT CSV, Mooncake JSONL)")
 		format       = fs.String("format", "", "trace file format: azure, burstgpt, mooncake (default: guessed), or servegen for a ServeGen model folder of chunk-*-trace.csv files")
-		lengths      = fs.String("lengths", "auto", "ServeGen load: where the synthesised requests' token lengths come from: dataset (each client's chunk-<n>-dataset.json distributions in the folder; clients without one draw from conv), code, conv or a trace file; auto: dataset when the folder has any, else conv")
+		lengths      = fs.String("lengths", "auto", "ServeGen load: where the synthesised requests' token lengths come from: dataset (each client's chunk-<n>-dataset.json distributions in the folder; clients without one draw from conv), code, conv, mooncake or a trace file (read whole, whatever its span; past 1,000,000 requests a seeded sample of that many); auto: dataset when the folder has any, else conv")
 		skipBad      = fs.Bool("skip-bad", false, "skip and count malformed trace lines instead of failing")
 		start        = fs.Duration("start", 0, "window start in trace time")
-		duration     = fs.Duration("duration", 0, "window length in trace time (0: to the end)")
-		timeScale    = fs.Float64("time-scale", 1, "replay speed: 2 replays twice as fast (ServeGen load: 8 unless given)")
-		rateScale    = fs.Float64("rate-scale", 1, "request-rate multiplier, keeping the timeline (ServeGen load: chosen by --mean-rate unless given)")
+		duration     = fs.Duration("duration", 0, "window length in trace time (0: to the end; ServeGen load: 72h unless given)")
+		timeScale    = fs.Float64("time-scale", 1, "replay speed, 0.01 to 1e6: 2 replays twice as fast (ServeGen load: 8 unless given)")
+		rateScale    = fs.Float64("rate-scale", 1, "request-rate multiplier, up to 1000, keeping the timeline (ServeGen load: chosen by --mean-rate unless given)")
 		meanRate     = fs.Float64("mean-rate", 15, "ServeGen load: scale every window's rate so the replayed mean is this many requests/s, unless --rate-scale is given")
-		seed         = fs.Uint64("seed", 1, "seed for rate scaling")
+		seed         = fs.Uint64("seed", 1, "seed of every random draw: rate scaling, ServeGen arrivals and token lengths, the mixed and burst traces, a --lengths file's sample")
 		hwName       = fs.String("hardware", "llama3.1-8b-h100", "hardware profile name")
 		profiles     = fs.String("profiles", "", "hardware profiles file (default: the built-in sim/cluster/profiles.yaml)")
 		coldStart    = fs.Duration("cold-start", 60*time.Second, "time for a new instance to be Ready")
@@ -129,6 +129,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		tr, err := load(name, opts, lens)
 		if err != nil {
 			return err
+		}
+		if tr.Failed > 0 {
+			fmt.Fprintf(stderr, "%s: left out %d requests the trace marks as failed (0 response tokens)\n", name, tr.Failed)
 		}
 		if tr.Skipped > 0 {
 			fmt.Fprintf(stderr, "%s: skipped %d malformed lines, first: %s\n", name, tr.Skipped, strings.Join(tr.FirstSkipped, "; "))
@@ -220,17 +223,17 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 			// Clients without a dataset file draw from conv; the report counts them.
 			o.ServeGenLengths, lengths = true, "conv"
 		}
-		l, err := load(lengths, trace.Options{}, "")
+		l, err := loadLengths(lengths, o)
 		if err != nil {
-			return nil, fmt.Errorf("--lengths: %w", err)
+			return nil, err
 		}
 		return trace.ReadServeGen(name, l.Requests, o)
 	}
 	switch name {
 	case "servegen":
-		l, err := load(lengths, trace.Options{}, "")
+		l, err := loadLengths(lengths, o)
 		if err != nil {
-			return nil, fmt.Errorf("--lengths: %w", err)
+			return nil, err
 		}
 		return trace.EmbeddedServeGen(l.Requests, o)
 	case "code", "conv":
@@ -242,7 +245,29 @@ func load(name string, o trace.Options, lengths string) (*trace.Trace, error) {
 	case "burst":
 		return trace.Burst(o)
 	}
+	if fi, err := os.Stat(name); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%s is a folder: a ServeGen model folder needs --format servegen", name)
+	}
 	return trace.ReadFile(name, o)
+}
+
+// loadLengths reads the trace named by --lengths for its token lengths: an embedded trace as it is, a
+// file whole, whatever its span, as a bounded sample (trace.Options.LengthsOnly).
+func loadLengths(name string, o trace.Options) (*trace.Trace, error) {
+	var l *trace.Trace
+	var err error
+	switch name {
+	case "servegen", "":
+		return nil, errors.New("--lengths: ServeGen load has no token lengths of its own: name a trace to draw them from (conv, code, mooncake or a file)")
+	case "code", "conv", "mooncake", "mixed", "burst":
+		l, err = load(name, trace.Options{}, "")
+	default:
+		l, err = trace.ReadFile(name, trace.Options{LengthsOnly: true, SkipBad: o.SkipBad, Seed: o.Seed})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--lengths: %w", err)
+	}
+	return l, nil
 }
 
 // lengthsFor resolves --lengths auto for trace name: a ServeGen folder's own per-client distributions

@@ -35,6 +35,9 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--trace", bad}, "bad.csv:3"},
 		{[]string{"--trace", "nope"}, "nope"},
 		{[]string{"extra"}, "unexpected arguments"},
+		{[]string{"--trace", t.TempDir()}, "a ServeGen model folder needs --format servegen"},
+		{[]string{"--trace", "servegen", "--lengths", "servegen"}, "--lengths: ServeGen load has no token lengths of its own"},
+		{[]string{"--trace", "servegen", "--lengths", bad}, "--lengths: bad.csv:3"},
 		{[]string{"--trace", "code", "--history", "5h", "--policies", "static-mean"}, "has no requests"},
 	} {
 		var out, errb bytes.Buffer

@@ -58,7 +58,14 @@ type Options struct {
 	// (17-27 million) would need gigabytes per worker and hours per run. A trace read only for its token
 	// lengths (--lengths) is not bounded. DefaultMaxRequests is the simulator's.
 	MaxRequests int
+	// LengthsOnly reads a trace for its token lengths alone (--lengths): its times are neither checked for
+	// order nor against the replay's span, and a file of more than 1,000,000 requests is kept as a
+	// seeded uniform sample of that many, so any trace may lend its lengths in bounded memory.
+	LengthsOnly bool
 }
+
+// maxLengths is how many requests a LengthsOnly read keeps: far more than a length distribution needs.
+var maxLengths = 1_000_000
 
 // DefaultMaxRequests is the simulator's bound on a replayed window's requests (Options.MaxRequests).
 const DefaultMaxRequests = 5_000_000
@@ -69,6 +76,9 @@ type Trace struct {
 	// Skipped counts malformed lines left out under SkipBad; FirstSkipped names up to 10 of them.
 	Skipped      int
 	FirstSkipped []string
+	// Failed counts requests the trace marks as failed, left out: BurstGPT's rows with 0 response tokens
+	// (its files "with fails"), which replayed as 1-token requests would meet their SLOs for nothing.
+	Failed int
 	// RateScale is the rate scale a ServeGen synthesis used (chosen by Options.MeanRate, or given).
 	RateScale float64
 	// Clients is a ServeGen synthesis's client count; PoolLengthClients counts those whose token lengths
@@ -96,7 +106,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	if err := o.checkScales(name); err != nil {
 		return nil, err
 	}
-	var parse func(line int, text string) (arrival time.Duration, in, out int, skip bool, err error)
+	var parse func(line int, text string) (arrival time.Duration, in, out int, failed bool, err error)
 	var blocks []uint64 // set by a parser whose format has prefix-block hashes
 	var header func(text string) error
 	switch o.Format {
@@ -164,7 +174,8 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			if err != nil {
 				return 0, 0, 0, false, err
 			}
-			return time.Duration(sec * float64(time.Second)), in, out, false, nil
+			// BurstGPT writes a failed request with 0 response tokens (its README).
+			return time.Duration(sec * float64(time.Second)), in, out, out == 0, nil
 		}
 	case Mooncake:
 		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
@@ -207,6 +218,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	var prev time.Duration
 	prevLine := 0
 	first := true
+	kept, sample := 0, rand.New(rand.NewPCG(o.Seed, 0x6c656e67)) // for LengthsOnly
 	for sc.Scan() {
 		line++
 		text := strings.TrimSpace(sc.Text())
@@ -223,7 +235,22 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			continue
 		}
 		blocks = nil
-		at, in, out, _, err := parse(line, text)
+		at, in, out, failed, err := parse(line, text)
+		if err == nil && failed {
+			t.Failed++
+			continue
+		}
+		if err == nil && o.LengthsOnly {
+			if len(t.Requests) < maxLengths {
+				t.Requests = append(t.Requests, Request{PromptTokens: in, OutputTokens: out})
+			} else if j := sample.IntN(kept + 1); j < maxLengths {
+				// Reservoir sampling: every line read so far is kept with the same chance.
+				t.Requests[j] = Request{PromptTokens: in, OutputTokens: out}
+			}
+			kept++
+			first = false
+			continue
+		}
 		if err == nil && !first && at < prev {
 			err = fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", at, prevLine, prev)
 		}
@@ -252,7 +279,11 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			continue
 		}
 		if c := readCap(o); c > 0 && len(t.Requests) >= c {
-			return nil, lineError(name, line, "more than %d requests in the window (a week-long trace read whole?): pick a window with --start and --duration", c)
+			scaled := ""
+			if o.RateScale > 1 {
+				scaled = fmt.Sprintf(" before --rate-scale %g multiplies them", o.RateScale)
+			}
+			return nil, lineError(name, line, "more than %d requests in the window%s (a week-long trace read whole?): pick a window with --start and --duration", c, scaled)
 		}
 		t.Requests = append(t.Requests, Request{Arrival: rel - start, PromptTokens: in, OutputTokens: out, Blocks: blocks})
 		blocks = nil
@@ -262,6 +293,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	}
 	if first { // no line held a request
 		return nil, fmt.Errorf("%s: no requests (%d lines skipped)", name, t.Skipped)
+	}
+	if len(t.Requests) == 0 {
+		return nil, fmt.Errorf("%s: no requests in the window [%s, +%s): the trace's requests span [0, %s]", name, o.Start, o.Duration, prev-base)
 	}
 	reqs, err := rescale(name, t.Requests, o)
 	if err != nil {
@@ -276,14 +310,18 @@ func shape(name string, reqs []Request, o Options) ([]Request, error) {
 	return rescale(name, window(reqs, o.Start, o.Duration), o)
 }
 
-// readCap is how many requests of a window may be read before RateScale: MaxRequests, or more where
-// thinning will keep fewer (at most four times as many, as reading costs memory too).
+// readCap is how many requests of a window may be read before RateScale: MaxRequests, more where
+// thinning will keep fewer (at most four times as many, as reading costs memory too), and fewer where
+// copies multiply them, so the bound holds before the copies are made.
 func readCap(o Options) int {
 	if o.MaxRequests <= 0 {
 		return 0
 	}
 	if o.RateScale > 0 && o.RateScale < 1 {
 		return int(min(float64(o.MaxRequests)/o.RateScale, 4*float64(o.MaxRequests)))
+	}
+	if o.RateScale > 1 {
+		return max(1, int(float64(o.MaxRequests)/o.RateScale))
 	}
 	return o.MaxRequests
 }
@@ -298,6 +336,10 @@ func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 		return nil, fmt.Errorf("%s: no requests in the window [%s, +%s)", name, o.Start, o.Duration)
 	}
 	n := len(reqs)
+	if o.MaxRequests > 0 && o.RateScale > 1 && float64(n)*o.RateScale > float64(o.MaxRequests) {
+		// Refused before the copies are made: --rate-scale 1000 of a day would need gigabytes first.
+		return nil, fmt.Errorf("%s: about %.0f requests to replay (--rate-scale %g of %d), more than %d: pick a shorter window with --start and --duration", name, float64(n)*o.RateScale, o.RateScale, n, o.MaxRequests)
+	}
 	if reqs = scaleRate(reqs, o.RateScale, o.Seed); len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: --rate-scale %g kept none of the window's %d requests (seed %d)", name, o.RateScale, n, o.Seed)
 	}
@@ -313,7 +355,7 @@ func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 }
 
 // maxRequestTokens bounds the prompt or output tokens of one trace line, or of one value of a ServeGen
-// length distribution (a ServeGen prompt sums up to four of them): ten times the longest context of
+// length distribution (and the sum of a ServeGen prompt's draws): ten times the longest context of
 // today's models, and small enough that sizing and latency arithmetic cannot overflow.
 const maxRequestTokens = 10_000_000
 

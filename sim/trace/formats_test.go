@@ -2,6 +2,7 @@ package trace
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -20,9 +21,10 @@ func TestReadBurstGPT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Request{{0, 472, 18, nil}, {40 * time.Second, 1087, 0, nil}, {40500 * time.Millisecond, 100, 20, nil}}
-	if len(tr.Requests) != 3 {
-		t.Fatalf("%+v", tr.Requests)
+	// The GPT-4 row's 0 response tokens mark a failed request (BurstGPT's README): left out and counted.
+	want := []Request{{0, 472, 18, nil}, {40500 * time.Millisecond, 100, 20, nil}}
+	if len(tr.Requests) != 2 || tr.Failed != 1 {
+		t.Fatalf("%+v, %d failed", tr.Requests, tr.Failed)
 	}
 	for i, w := range want {
 		if !same(tr.Requests[i], w) {
@@ -398,7 +400,7 @@ func FuzzParseServeGenClient(f *testing.F) {
 		if total > 2e5 { // synthesis is bounded by the limits; keep the fuzzer fast
 			return
 		}
-		reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws}, PoolLengths([]Request{{PromptTokens: 1, OutputTokens: 1}}), 0, 0, 1, 1)
+		reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws}, PoolLengths([]Request{{PromptTokens: 1, OutputTokens: 1}}), 0, 0, 1, 1, 0)
 		if err != nil {
 			return
 		}
@@ -408,6 +410,18 @@ func FuzzParseServeGenClient(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A ServeGen synthesis is held to the replay's request bound, not only to its own 20 million.
+func TestServeGenMaxRequests(t *testing.T) {
+	ws := []ServeGenWindow{{Start: 0, Rate: 1, CV: 1, Family: "Exponential"}}
+	pool := PoolLengths([]Request{{PromptTokens: 1, OutputTokens: 1}})
+	if _, err := SynthesizeServeGen([][]ServeGenWindow{ws}, pool, 0, 0, 1, 1, 100); err == nil || !strings.Contains(err.Error(), "more than 100 requests") {
+		t.Errorf("600 requests under a bound of 100: %v", err)
+	}
+	if reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws}, pool, 0, 0, 1, 1, 1000); err != nil || len(reqs) < 400 {
+		t.Errorf("about 600 requests under a bound of 1000: %d, %v", len(reqs), err)
+	}
 }
 
 // Thickening follows the trace's own arrivals: every added request lands within 10 ms of a real arrival
@@ -524,8 +538,19 @@ func TestWindowBounds(t *testing.T) {
 	if tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT}); err != nil || len(tr.Requests) != 3 {
 		t.Errorf("no bound: %+v, %v", tr, err)
 	}
-	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, MaxRequests: 4, RateScale: 2}); err == nil || !strings.Contains(err.Error(), "6 requests to replay") {
+	// Copies are bounded before they are made: as read, and for a window already in memory.
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, MaxRequests: 4, RateScale: 2}); err == nil || !strings.Contains(err.Error(), "b:4: more than 2 requests in the window before --rate-scale 2 multiplies them") {
 		t.Errorf("--rate-scale 2 past a bound of four: %v", err)
+	}
+	three := []Request{{Arrival: 0}, {Arrival: time.Second}, {Arrival: 2 * time.Second}}
+	if _, err := shape("w", three, Options{MaxRequests: 4, RateScale: 1000}); err == nil || !strings.Contains(err.Error(), "about 3000 requests to replay") {
+		t.Errorf("--rate-scale 1000 of a window in memory past a bound of four: %v", err)
+	}
+	if tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, MaxRequests: 6, RateScale: 2}); err != nil || len(tr.Requests) != 6 {
+		t.Errorf("--rate-scale 2 of three under a bound of six: %+v, %v", tr, err)
+	}
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Start: time.Hour}); err == nil || !strings.Contains(err.Error(), "the trace's requests span [0, 2s]") {
+		t.Errorf("a window past the trace's end: %v", err)
 	}
 	six := in + "3,m,1,1,2,x\n4,m,1,1,2,x\n5,m,1,1,2,x\n"
 	if _, err := Read(strings.NewReader(six), "b", Options{Format: BurstGPT, MaxRequests: 4, RateScale: 0.5, Seed: 1}); err != nil && strings.Contains(err.Error(), "in the window") {
@@ -533,5 +558,37 @@ func TestWindowBounds(t *testing.T) {
 	}
 	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, RateScale: 1e-9}); err == nil || !strings.Contains(err.Error(), "kept none") {
 		t.Errorf("--rate-scale keeping nothing: %v", err)
+	}
+}
+
+// A trace lending its token lengths is read whole whatever its times, and sampled past a bound.
+func TestLengthsOnly(t *testing.T) {
+	// Out of order and past the replay's 31-day bound: neither matters for lengths.
+	in := burstHeader + "9000000,m,10,1,11,x\n5,m,20,2,22,x\n6,m,30,0,30,x\n"
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT}); err == nil {
+		t.Error("an unsorted trace was read as a replay")
+	}
+	tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, LengthsOnly: true})
+	if err != nil || len(tr.Requests) != 2 || tr.Requests[0].PromptTokens != 10 || tr.Requests[1].PromptTokens != 20 || tr.Failed != 1 {
+		t.Fatalf("lengths of an unsorted long trace: %+v, %v", tr, err)
+	}
+	defer func(m int) { maxLengths = m }(maxLengths)
+	maxLengths = 100
+	var b strings.Builder
+	b.WriteString(burstHeader)
+	for i := range 10000 {
+		fmt.Fprintf(&b, "%d,m,%d,1,1,x\n", i, i+1) // the prompt numbers the line
+	}
+	tr, err = Read(strings.NewReader(b.String()), "b", Options{Format: BurstGPT, LengthsOnly: true, Seed: 3})
+	if err != nil || len(tr.Requests) != 100 {
+		t.Fatalf("a sample of 100: %d requests, %v", len(tr.Requests), err)
+	}
+	// Every line has the same chance: the sample's mean line is near the middle, not within the first 100.
+	sum := 0
+	for _, r := range tr.Requests {
+		sum += r.PromptTokens
+	}
+	if mean := float64(sum) / 100; mean < 3500 || mean > 6500 {
+		t.Errorf("sampled lines average %.0f, want about 5000", mean)
 	}
 }

@@ -153,8 +153,12 @@ func interArrival(rng *rand.Rand, w ServeGenWindow) float64 {
 // SynthesizeServeGen turns clients' windows into requests arriving in [from, to) seconds (to <= 0: to
 // the last window's end), with token lengths drawn from lengths, seeded. Arrivals are relative to from.
 // rateScale (> 0; 1 keeps the trace's rates) scales every window's rate before synthesis: each client's
-// arrival process keeps its fitted family and shape, so its burstiness, at the new mean rate.
-func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to float64, seed uint64, rateScale float64) ([]Request, error) {
+// arrival process keeps its fitted family and shape, so its burstiness, at the new mean rate. More than
+// maxRequests requests (at most, and for <= 0, 20 million) is an error.
+func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to float64, seed uint64, rateScale float64, maxRequests int) ([]Request, error) {
+	if maxRequests <= 0 || maxRequests > maxServeGenRequest {
+		maxRequests = maxServeGenRequest
+	}
 	switch {
 	case lengths == nil:
 		return nil, errors.New("servegen: no token lengths")
@@ -177,8 +181,8 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 			if w.Rate <= 0 || end <= from || (to > 0 && w.Start >= to) {
 				continue
 			}
-			if n := float64(len(out)) + w.Rate*ServeGenWindowSeconds; n > maxServeGenRequest {
-				return nil, fmt.Errorf("servegen: more than %d requests in the window; use --start/--duration", maxServeGenRequest)
+			if n := float64(len(out)) + w.Rate*ServeGenWindowSeconds; n > float64(maxRequests) {
+				return nil, fmt.Errorf("servegen: more than %d requests in the window; use --start/--duration or a lower rate", maxRequests)
 			}
 			// A very bursty fit can draw near-zero gaps for long; cap a window at 20× its mean count.
 			limit := int(20*w.Rate*ServeGenWindowSeconds) + 100
@@ -186,8 +190,8 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 				if t < from || (to > 0 && t >= to) {
 					continue
 				}
-				if len(out) >= maxServeGenRequest {
-					return nil, fmt.Errorf("servegen: more than %d requests in the window; use --start/--duration", maxServeGenRequest)
+				if len(out) >= maxRequests {
+					return nil, fmt.Errorf("servegen: more than %d requests in the window; use --start/--duration or a lower rate", maxRequests)
 				}
 				p, o := lengths.draw(rng, ci, t)
 				out = append(out, Request{Arrival: time.Duration((t - from) * float64(time.Second)), PromptTokens: p, OutputTokens: o})
@@ -303,7 +307,7 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 	}
-	reqs, err := SynthesizeServeGen(clients, lengths, from, to, o.Seed, k)
+	reqs, err := SynthesizeServeGen(clients, lengths, from, to, o.Seed, k, o.MaxRequests)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}

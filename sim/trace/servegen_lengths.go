@@ -22,11 +22,18 @@ const (
 )
 
 // serveGenPromptFields are the dataset fields whose draws add up to a request's prompt: the text of
-// language and reasoning models (input_tokens), or text plus media tokens of multimodal ones.
-var serveGenPromptFields = [][]string{
-	{"input_tokens"},
-	{"text_tokens", "image_tokens", "audio_tokens", "video_tokens"},
+// language and reasoning models (input_tokens), or text plus media tokens of multimodal ones, each medium
+// drawn once per item of its count field where the window has one (ServeGen's construct.py,
+// _sample_data_batch: image_count images, each of image_tokens).
+var serveGenPromptFields = [][]promptField{
+	{{tokens: "input_tokens"}},
+	{{tokens: "text_tokens"}, {tokens: "image_tokens", count: "image_count"}, {tokens: "audio_tokens", count: "audio_count"}, {tokens: "video_tokens", count: "video_count"}},
 }
+
+type promptField struct{ tokens, count string }
+
+// maxServeGenItems bounds one medium's count per request (the release's largest is 49 images).
+const maxServeGenItems = 1024
 
 // pmf is a discrete token-length distribution, drawn by inverse CDF.
 type pmf struct {
@@ -46,17 +53,30 @@ func (p pmf) draw(rng *rand.Rand) int {
 // marginals only, so a request's prompt and output lengths are drawn independently.
 type ServeGenLengths struct {
 	Start  float64 // window start, seconds of trace time
-	prompt []pmf
+	prompt []promptPart
 	output pmf
+}
+
+// promptPart is one field of the prompt: tokens drawn once, or once per item when count is set.
+type promptPart struct {
+	tokens pmf
+	count  *pmf
 }
 
 // draw returns one request's prompt and output tokens.
 func (l *ServeGenLengths) draw(rng *rand.Rand) (int, int) {
 	p := 0
 	for _, d := range l.prompt {
-		p += d.draw(rng)
+		n := 1
+		if d.count != nil {
+			n = d.count.draw(rng)
+		}
+		for range n {
+			p += d.tokens.draw(rng)
+		}
 	}
-	return p, l.output.draw(rng)
+	// Every value is bounded, but up to maxServeGenItems of them add up: the sum is held to one request's bound.
+	return min(p, maxRequestTokens), l.output.draw(rng)
 }
 
 // ParseServeGenDataset reads one client's chunk-<n>-dataset.json: a JSON object keyed by window start
@@ -168,13 +188,27 @@ func parseServeGenWindow(fields map[string]json.RawMessage) (l ServeGenLengths, 
 	}
 	for _, set := range serveGenPromptFields {
 		for _, f := range set {
-			p, found, err := field(f)
+			p, found, err := field(f.tokens)
 			if err != nil {
 				return l, false, err
 			}
-			if found {
-				l.prompt = append(l.prompt, p)
+			if !found {
+				continue
 			}
+			part := promptPart{tokens: p}
+			if f.count != "" {
+				c, found, err := field(f.count)
+				if err != nil {
+					return l, false, err
+				}
+				if found {
+					if m := slices.Max(append(c.values, 0)); m > maxServeGenItems {
+						return l, false, fmt.Errorf("%s: %d items, more than %d", f.count, m, maxServeGenItems)
+					}
+					part.count = &c
+				}
+			}
+			l.prompt = append(l.prompt, part)
 		}
 		if len(l.prompt) > 0 {
 			break

@@ -87,16 +87,43 @@ func TestServeGenDatasetIdleWindows(t *testing.T) {
 	}
 }
 
-// A multimodal window's prompt is its text plus its media tokens.
+// A multimodal window's prompt is its text plus its media tokens: one draw of a medium's tokens per item
+// of its count (ServeGen's construct.py), or one draw where the window gives no count.
 func TestServeGenDatasetMultimodal(t *testing.T) {
-	in := `{"0": {"text_tokens": "{136: 1.0}", "image_tokens": "{1196: 1.0}", "audio_tokens": "{0: 1.0}",
-		"video_tokens": "{0: 1.0}", "image_count": "{1: 1.0}", "output_tokens": "{21: 1.0}"}}`
+	for _, tc := range []struct {
+		in   string
+		want int
+	}{
+		{`{"0": {"text_tokens": "{136: 1.0}", "image_tokens": "{1196: 1.0}", "audio_tokens": "{0: 1.0}",
+		"video_tokens": "{0: 1.0}", "image_count": "{1: 1.0}", "output_tokens": "{21: 1.0}"}}`, 136 + 1196},
+		{`{"0": {"text_tokens": "{136: 1.0}", "image_tokens": "{100: 1.0}", "audio_tokens": "{40: 1.0}",
+		"video_tokens": "{0: 1.0}", "image_count": "{3: 1.0}", "audio_count": "{0: 1.0}", "video_count": "{0: 1.0}",
+		"output_tokens": "{21: 1.0}"}}`, 136 + 3*100},
+		{`{"0": {"text_tokens": "{136: 1.0}", "image_tokens": "{100: 1.0}", "output_tokens": "{21: 1.0}"}}`, 136 + 100},
+	} {
+		ls, err := ParseServeGenDataset(strings.NewReader(tc.in), "mm.json", 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, o := ls[0].draw(rand.New(rand.NewPCG(1, 1))); p != tc.want || o != 21 {
+			t.Errorf("%s: drew %d, %d; want %d, 21", tc.in, p, o, tc.want)
+		}
+	}
+	// Counts of 0 to 3 images, equally likely: the mean prompt is the text plus 1.5 images.
+	in := `{"0": {"text_tokens": "{10: 1.0}", "image_tokens": "{100: 0.5, 300: 0.5}", "image_count": "{0: 1, 1: 1, 2: 1, 3: 1}",
+		"output_tokens": "{1: 1.0}"}}`
 	ls, err := ParseServeGenDataset(strings.NewReader(in), "mm.json", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, o := ls[0].draw(rand.New(rand.NewPCG(1, 1))); p != 136+1196 || o != 21 {
-		t.Errorf("drew %d, %d; want 1332, 21", p, o)
+	rng := rand.New(rand.NewPCG(2, 2))
+	sum, n := 0, 20000
+	for range n {
+		p, _ := ls[0].draw(rng)
+		sum += p
+	}
+	if mean := float64(sum) / float64(n); math.Abs(mean-(10+1.5*200)) > 6 {
+		t.Errorf("mean prompt %.1f, want about %v", mean, 10+1.5*200)
 	}
 }
 
@@ -104,15 +131,16 @@ func TestServeGenDatasetErrors(t *testing.T) {
 	for in, want := range map[string]string{
 		`[1, 2]`: "d.json: want a JSON object",
 		`{}`:     "d.json: no windows",
-		`{"-600": {"input_tokens": "{1: 1}", "output_tokens": "{1: 1}"}}`:    `d.json: window "-600"`,
-		`{"0": {"input_tokens": "{1: 1}"}}`:                                  "d.json: window 0: no output_tokens",
-		`{"0": {"output_tokens": "{1: 1}"}}`:                                 "d.json: window 0: no prompt distribution",
-		`{"0": {"input_tokens": "{1: NaN}", "output_tokens": "{1: 1}"}}`:     "input_tokens: \"NaN\": probability",
-		`{"0": {"input_tokens": "{1.5: 1}", "output_tokens": "{1: 1}"}}`:     "input_tokens: \"1.5\": tokens",
-		`{"0": {"input_tokens": "{1: 0, 2: 0}", "output_tokens": "{1: 1}"}}`: "input_tokens: probabilities sum to 0",
-		`{"0": {"input_tokens": "{1e9: 1}", "output_tokens": "{1: 1}"}}`:     "tokens must be a whole number in [0, 10000000]",
-		`{"0": {"input_tokens": 5, "output_tokens": "{1: 1}"}}`:              "input_tokens: want a string",
-		`{"0": {"input_tokens": "{1 1}", "output_tokens": "{1: 1}"}}`:        `"1 1": want tokens: probability`,
+		`{"-600": {"input_tokens": "{1: 1}", "output_tokens": "{1: 1}"}}`:                                                   `d.json: window "-600"`,
+		`{"0": {"input_tokens": "{1: 1}"}}`:                                                                                 "d.json: window 0: no output_tokens",
+		`{"0": {"output_tokens": "{1: 1}"}}`:                                                                                "d.json: window 0: no prompt distribution",
+		`{"0": {"input_tokens": "{1: NaN}", "output_tokens": "{1: 1}"}}`:                                                    "input_tokens: \"NaN\": probability",
+		`{"0": {"input_tokens": "{1.5: 1}", "output_tokens": "{1: 1}"}}`:                                                    "input_tokens: \"1.5\": tokens",
+		`{"0": {"input_tokens": "{1: 0, 2: 0}", "output_tokens": "{1: 1}"}}`:                                                "input_tokens: probabilities sum to 0",
+		`{"0": {"input_tokens": "{1e9: 1}", "output_tokens": "{1: 1}"}}`:                                                    "tokens must be a whole number in [0, 10000000]",
+		`{"0": {"input_tokens": 5, "output_tokens": "{1: 1}"}}`:                                                             "input_tokens: want a string",
+		`{"0": {"input_tokens": "{1 1}", "output_tokens": "{1: 1}"}}`:                                                       `"1 1": want tokens: probability`,
+		`{"0": {"text_tokens": "{1: 1}", "image_tokens": "{9: 1}", "image_count": "{5000: 1}", "output_tokens": "{1: 1}"}}`: "image_count: 5000 items, more than 1024",
 	} {
 		_, err := ParseServeGenDataset(strings.NewReader(in), "d.json", 0, 0)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -157,7 +185,7 @@ func TestReadServeGenWithDatasets(t *testing.T) {
 		switch {
 		case r.PromptTokens == 7 && r.OutputTokens == 3:
 			fromPool++
-		case in(ls[0].prompt[0], r.PromptTokens) && in(ls[0].output, r.OutputTokens):
+		case in(ls[0].prompt[0].tokens, r.PromptTokens) && in(ls[0].output, r.OutputTokens):
 			fromData++
 		default:
 			t.Fatalf("request %+v drew from neither client 0's distributions nor the pool", r)
@@ -203,7 +231,14 @@ func FuzzParseServeGenDataset(f *testing.F) {
 			if i > 0 && l.Start <= ls[i-1].Start {
 				t.Fatalf("windows out of order: %v after %v", l.Start, ls[i-1].Start)
 			}
-			for _, d := range append(l.prompt, l.output) {
+			ds := []pmf{l.output}
+			for _, p := range l.prompt {
+				ds = append(ds, p.tokens)
+				if p.count != nil {
+					ds = append(ds, *p.count)
+				}
+			}
+			for _, d := range ds {
 				if len(d.cdf) == 0 || d.cdf[len(d.cdf)-1] != 1 {
 					t.Fatalf("distribution %+v does not end at 1", d)
 				}
@@ -214,7 +249,7 @@ func FuzzParseServeGenDataset(f *testing.F) {
 				}
 			}
 			for range 10 {
-				if p, o := l.draw(rng); p < 0 || o < 0 || o > maxRequestTokens || p > 4*maxRequestTokens {
+				if p, o := l.draw(rng); p < 0 || o < 0 || o > maxRequestTokens || p > maxRequestTokens {
 					t.Fatalf("drew %d, %d", p, o)
 				}
 			}

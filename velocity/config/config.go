@@ -63,6 +63,10 @@ type Scrape struct {
 	Spread        Duration `yaml:"spread"`        // start a round's scrapes over this long, default 0 (at once)
 }
 
+// TRTLLMPath is where trtllm-serve serves Prometheus text: the default path of a pool with engine trtllm
+// when neither the pool nor scrape.path names one.
+const TRTLLMPath = "/prometheus/metrics"
+
 // Policy tunes the scaling and conversion decisions.
 type Policy struct {
 	TargetUtilisation  float64  `yaml:"targetUtilisation"`  // ρ the prefill sizing aims at, default 0.85
@@ -264,6 +268,9 @@ func (c *Config) complete() error {
 		return fmt.Errorf("version %q is not supported: use %q", c.Version, Version)
 	}
 	s := &c.Scrape
+	// Read before defaults fill it in: a trtllm pool's own default path applies only where scrape.path
+	// was left unset.
+	pathUnset := s.DefaultPath == ""
 	setDur(&s.Interval, time.Second)
 	setDur(&s.Timeout, 800*time.Millisecond)
 	if s.PrometheusURL != "" {
@@ -416,6 +423,10 @@ func (c *Config) complete() error {
 		}
 		if pl.Path == "" {
 			pl.Path = s.DefaultPath
+			if pl.Engine == "trtllm" && pathUnset {
+				// trtllm-serve answers /metrics with JSON iteration statistics; its Prometheus text is here.
+				pl.Path = TRTLLMPath
+			}
 		} else if badPath(pl.Path) {
 			errs = append(errs, fmt.Errorf("%s: path %q: want an absolute path such as /metrics", where, pl.Path))
 		}

@@ -40,6 +40,34 @@ func TestParseGoodAndDefaults(t *testing.T) {
 	}
 }
 
+// trtllm-serve's /metrics is JSON; its Prometheus text is at /prometheus/metrics, the trtllm pools'
+// default unless a path is set for the pool or for every pool.
+func TestTRTLLMDefaultPath(t *testing.T) {
+	pools := `pools:
+- {name: a, role: prefill, engine: trtllm, selector: {r: a}}
+- {name: b, role: decode, engine: trtllm, selector: {r: b}, path: /m}
+- {name: c, role: decode, engine: vllm, selector: {r: c}}
+`
+	for _, tc := range []struct {
+		scrape string
+		want   [3]string
+	}{
+		{"", [3]string{TRTLLMPath, "/m", "/metrics"}},
+		{"scrape: {path: /metrics}\n", [3]string{"/metrics", "/m", "/metrics"}},
+		{"scrape: {path: /x}\n", [3]string{"/x", "/m", "/x"}},
+	} {
+		c, err := Parse([]byte("version: tokenscale.io/v1alpha1\n" + tc.scrape + pools))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, want := range tc.want {
+			if got := c.Pools[i].Path; got != want {
+				t.Errorf("%q: pool %s path = %q, want %q", tc.scrape, c.Pools[i].Name, got, want)
+			}
+		}
+	}
+}
+
 func TestDefaultFitsLLMD(t *testing.T) {
 	c := Default()
 	if len(c.Pools) != 2 || c.Pools[0].Selector["llm-d.ai/role"] != "prefill" || c.Pools[1].Role != RoleDecode {

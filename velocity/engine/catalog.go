@@ -78,13 +78,28 @@ type Alias struct {
 	// Match restricts the alias to series whose labels have these values (e.g. mode="decode"); a value
 	// "a|b" accepts either, and the matching series are summed.
 	Match map[string]string
-	// Scale converts the exposed unit to the Field's unit (e.g. GB/s to bytes/s); 0 means 1.
+	// Scale converts the exposed unit to the Field's unit (e.g. GiB/s to bytes/s); 0 means 1.
 	Scale float64
+	// Plus names further metrics of the same labels whose values are added to Name's: an engine that keeps
+	// part of one quantity in separate queues (SGLang's P/D queues) still reads as one number.
+	Plus []string
+	// AbsentIsZero marks a metric whose labelled series the engine creates on its first increment: while
+	// other series of Name are on the page, a missing matching one has counted nothing yet and reads 0,
+	// instead of falling back to the next alias (and flipping back when it appears).
+	AbsentIsZero bool
 	// Note says which versions expose this name and any caveat; inspect prints it.
 	Note string
 }
 
 func (a Alias) String() string {
+	s := a.name()
+	for _, p := range a.Plus {
+		s += " + " + p
+	}
+	return s
+}
+
+func (a Alias) name() string {
 	if len(a.Match) == 0 {
 		return a.Name
 	}
@@ -120,12 +135,12 @@ var Specs = [numFields]Spec{
 		Aliases: map[Kind][]Alias{
 			VLLM: {{Name: "vllm:prompt_tokens_total", Note: "all vLLM versions; V1 counts per engine step"}},
 			SGLang: {
-				{Name: "sglang:realtime_tokens_total", Match: map[string]string{"mode": "prefill_compute|prefill_cache"},
+				{Name: "sglang:realtime_tokens_total", Match: map[string]string{"mode": "prefill_compute|prefill_cache"}, AbsentIsZero: true,
 					Note: "current SGLang; computed plus cached prompt tokens, updated every scheduler log interval"},
 				{Name: "sglang:prompt_tokens_total",
 					Note: "older SGLang; only moves when a request finishes, so the rate lags by request duration"},
 			},
-			TRTLLM: {{Name: "trtllm_prompt_tokens_total", Note: "trtllm-serve"}},
+			TRTLLM: {{Name: "trtllm_prompt_tokens_total", Note: "trtllm-serve (Prometheus text at /prometheus/metrics); moves when a request finishes"}},
 		},
 	},
 	GenerationTokens: {
@@ -134,12 +149,12 @@ var Specs = [numFields]Spec{
 		Aliases: map[Kind][]Alias{
 			VLLM: {{Name: "vllm:generation_tokens_total", Note: "all vLLM versions"}},
 			SGLang: {
-				{Name: "sglang:realtime_tokens_total", Match: map[string]string{"mode": "decode"},
+				{Name: "sglang:realtime_tokens_total", Match: map[string]string{"mode": "decode"}, AbsentIsZero: true,
 					Note: "current SGLang; updated every scheduler log interval"},
 				{Name: "sglang:generation_tokens_total",
 					Note: "older SGLang; only moves when a request finishes, so the rate lags by request duration"},
 			},
-			TRTLLM: {{Name: "trtllm_generation_tokens_total", Note: "trtllm-serve"}},
+			TRTLLM: {{Name: "trtllm_generation_tokens_total", Note: "trtllm-serve; moves when a request finishes, so the rate lags by request duration"}},
 		},
 	},
 	PrefixCacheHits: {
@@ -151,7 +166,7 @@ var Specs = [numFields]Spec{
 				{Name: "vllm:gpu_prefix_cache_hits_total", Note: "vLLM V1 < 0.9 (deprecated name)"},
 			},
 			SGLang: {
-				{Name: "sglang:realtime_tokens_total", Match: map[string]string{"mode": "prefill_cache"},
+				{Name: "sglang:realtime_tokens_total", Match: map[string]string{"mode": "prefill_cache"}, AbsentIsZero: true,
 					Note: "current SGLang"},
 				{Name: "sglang:cached_tokens_total", Note: "SGLang; moves when requests finish"},
 			},
@@ -190,8 +205,13 @@ var Specs = [numFields]Spec{
 		Field: RequestsWaiting, Name: "requests_waiting", Type: TypeGauge, Required: true,
 		Why: "queued work: arrival velocity includes the queue's growth, and backpressure is predicted from it",
 		Aliases: map[Kind][]Alias{
-			VLLM:   {{Name: "vllm:num_requests_waiting", Note: "all vLLM versions"}},
-			SGLang: {{Name: "sglang:num_queue_reqs", Note: "all SGLang versions"}},
+			VLLM: {{Name: "vllm:num_requests_waiting", Note: "all vLLM versions"}},
+			SGLang: {{Name: "sglang:num_queue_reqs",
+				// vLLM counts a request waiting for KV room or for its KV transfer as waiting; SGLang's P/D
+				// pods keep those in separate queues (metrics_collector.py), read here as part of the queue.
+				Plus: []string{"sglang:num_prefill_bootstrap_queue_reqs", "sglang:num_prefill_prealloc_queue_reqs",
+					"sglang:num_decode_prealloc_queue_reqs", "sglang:num_decode_transfer_queue_reqs"},
+				Note: "all SGLang versions; on P/D pods plus the bootstrap (older: prealloc) queue of a prefill pod, and the prealloc and transfer queues of a decode pod"}},
 			TRTLLM: {{Name: "trtllm_num_requests_waiting", Note: "trtllm-serve"}},
 		},
 	},
@@ -211,7 +231,9 @@ var Specs = [numFields]Spec{
 		Field: KVTransferSpeed, Name: "kv_transfer_speed", Type: TypeGauge,
 		Why: "observed KV-transfer velocity V_N between prefill and decode (P/D deployments only)",
 		Aliases: map[Kind][]Alias{
-			SGLang: {{Name: "sglang:kv_transfer_speed_gb_s", Scale: 1e9, Note: "SGLang disaggregation mode (GB/s)"}},
+			// SGLang computes it as bytes / 2^30 / seconds, so its "GB" is a GiB.
+			SGLang: {{Name: "sglang:kv_transfer_speed_gb_s", Scale: 1 << 30,
+				Note: "SGLang disaggregation mode, a gauge in GiB/s; newer SGLang makes it a histogram, which is not read"}},
 		},
 	},
 	TTFT: {
@@ -269,5 +291,15 @@ var prefixes = map[Kind]string{VLLM: "vllm:", SGLang: "sglang:", TRTLLM: "trtllm
 
 // replicaLabels mark series that repeat the same work once per parallel rank (tensor, pipeline, expert
 // parallel, or prometheus_client multiprocess pid): only one rank is read, so nothing is double counted.
-// Any other label that differs (vLLM's data-parallel `engine`, finished_reason, model_name) is summed.
+// The lowest rank is kept, so a series stays the same one from scrape to scrape, except that copies of a
+// gauge differing only in pid keep the largest value: a gauge in prometheus_client's multiprocess "all"
+// mode is written only by the process that gets the engine's stats and reads 0 in the others (vLLM's
+// kv_cache_usage_perc with --api-server-count > 1 before vLLM PR #28792). Any other label that differs
+// (vLLM's data-parallel `engine`, finished_reason, model_name) is summed.
 var replicaLabels = map[string]bool{"tp_rank": true, "pp_rank": true, "moe_ep_rank": true, "attn_tp_rank": true, "pid": true}
+
+// breakdownLabels mark series that split a total given beside them: SGLang with priority scheduling
+// writes each queue's total under priority="" and its split under priority="<n>" (metrics_collector.py,
+// _log_gauge_queue_count). Series with a value for such a label are read only when no total is on the
+// page, so the split is not added to its own total.
+var breakdownLabels = []string{"priority"}

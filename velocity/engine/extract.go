@@ -44,6 +44,8 @@ type target struct {
 	alias int
 	part  part
 	kind  Kind
+	// plus is 0 for the alias's Name, i+1 for its Plus[i]
+	plus int
 }
 
 // table maps flat sample names to the fields they feed; one is built per Kind at init.
@@ -57,17 +59,20 @@ var tables = func() map[Kind]table {
 	for _, spec := range Specs {
 		for kind, aliases := range spec.Aliases {
 			for i, a := range aliases {
-				add := func(name string, p part) {
-					t := target{field: spec.Field, alias: i, part: p, kind: kind}
+				add := func(name string, p part, plus int) {
+					t := target{field: spec.Field, alias: i, part: p, kind: kind, plus: plus}
 					ts[kind][name] = append(ts[kind][name], t)
 					ts[Auto][name] = append(ts[Auto][name], t)
 				}
 				if spec.Type == TypeHistogram {
-					add(a.Name+"_bucket", partBucket)
-					add(a.Name+"_sum", partSum)
-					add(a.Name+"_count", partCount)
+					add(a.Name+"_bucket", partBucket, 0)
+					add(a.Name+"_sum", partSum, 0)
+					add(a.Name+"_count", partCount, 0)
 				} else {
-					add(a.Name, partValue)
+					add(a.Name, partValue, 0)
+					for j, p := range a.Plus {
+						add(p, partValue, j+1)
+					}
 				}
 			}
 		}
@@ -95,12 +100,16 @@ type series struct {
 	hasValue bool
 	hasSum   bool
 	hasCnt   bool
-	buckets  []Bucket // in page order; sorted (and repeated bounds resolved) when folded
+	// breakdown marks a series with a value for a breakdownLabel: part of a total beside it
+	breakdown bool
+	buckets   []Bucket // in page order; sorted (and repeated bounds resolved) when folded
 }
 
 type aliasAcc struct {
-	seen   bool
-	series []series
+	seen bool
+	// nameSeen: some series of the alias's Name was on the page, matching or not (for AbsentIsZero)
+	nameSeen bool
+	series   []series
 	// index finds a series by key once there are many: a linear search per sample made a page of many
 	// series quadratic.
 	index map[string]int
@@ -126,6 +135,7 @@ type extractor struct {
 	lastTargets []target
 	keyBuf      []byte
 	replBuf     []byte
+	plusBuf     []byte
 	forced      Kind
 }
 
@@ -158,16 +168,17 @@ func (e *extractor) sample(name string, labels []label, v float64) {
 
 func (e *extractor) add(t target, labels []label, v float64) {
 	spec := &Specs[t.field]
-	alias := spec.Aliases[t.kind][t.alias]
+	alias := &spec.Aliases[t.kind][t.alias]
+	if e.acc[t.field] == nil {
+		e.acc[t.field] = make([]aliasAcc, maxAliases[t.field]*len(Kinds))
+	}
+	acc := &e.acc[t.field][int(t.alias)*len(Kinds)+kindIndex(t.kind)]
+	acc.nameSeen = true
 	for k, want := range alias.Match {
 		if !matchValue(labelValue(labels, k), want) {
 			return
 		}
 	}
-	if e.acc[t.field] == nil {
-		e.acc[t.field] = make([]aliasAcc, maxAliases[t.field]*len(Kinds))
-	}
-	acc := &e.acc[t.field][int(t.alias)*len(Kinds)+kindIndex(t.kind)]
 	acc.seen = true
 	if t.kind == SGLang {
 		// engine_type is SGLang's P/D role; it is read from the series tokenscale uses.
@@ -192,15 +203,26 @@ func (e *extractor) add(t target, labels []label, v float64) {
 	}
 
 	key, replica := e.groupKey(labels)
+	if t.plus > 0 {
+		// A Plus metric's series are its own, not duplicates of Name's with the same labels.
+		key = append(append(append(e.plusBuf[:0], alias.Plus[t.plus-1]...), 0), key...)
+		e.plusBuf = key
+	}
 	s := acc.find(key)
 	switch {
 	case s == nil:
-		acc.series = append(acc.series, series{key: string(key), replica: string(replica)})
+		acc.series = append(acc.series, series{key: string(key), replica: string(replica), breakdown: isBreakdown(labels)})
 		s = &acc.series[len(acc.series)-1]
 		if acc.index != nil {
 			acc.index[s.key] = len(acc.series) - 1
 		}
 	case s.replica == string(replica):
+	case spec.Type == TypeGauge && samePastPid(string(replica), s.replica):
+		// Another process's copy of a gauge: the largest is the live one (see replicaLabels).
+		if v > s.value {
+			s.value, s.replica = v, string(replica)
+		}
+		return
 	default:
 		if c := compareReplica(string(replica), s.replica); c < 0 {
 			*s = series{key: s.key, replica: string(replica)}
@@ -312,6 +334,21 @@ func compareReplica(a, b string) int {
 	return len(as) - len(bs)
 }
 
+// samePastPid reports whether two replica-label sets differ in nothing but pid.
+func samePastPid(a, b string) bool { return dropPid(a) == dropPid(b) }
+
+func dropPid(r string) string {
+	i := strings.Index(r, "pid=")
+	if i < 0 || (i > 0 && r[i-1] != 0) {
+		return r
+	}
+	j := strings.IndexByte(r[i:], 0)
+	if j < 0 {
+		return r[:i]
+	}
+	return r[:i] + r[i+j+1:]
+}
+
 func after(s string) string  { _, v, _ := strings.Cut(s, "="); return v }
 func before(s string) string { k, _, _ := strings.Cut(s, "="); return k }
 
@@ -325,6 +362,38 @@ func matchValue(v, want string) bool {
 		want = rest
 	}
 	return false
+}
+
+// isBreakdown reports whether a series carries a value for a breakdown label.
+func isBreakdown(labels []label) bool {
+	for _, b := range breakdownLabels {
+		if labelValue(labels, b) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// totals drops the breakdown series of a field when a total is among them (see breakdownLabels).
+func totals(ss []series) []series {
+	hasTotal, hasSplit := false, false
+	for i := range ss {
+		if ss[i].breakdown {
+			hasSplit = true
+		} else {
+			hasTotal = true
+		}
+	}
+	if !hasTotal || !hasSplit {
+		return ss
+	}
+	out := make([]series, 0, len(ss))
+	for _, s := range ss {
+		if !s.breakdown {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func labelValue(labels []label, name string) string {
@@ -368,6 +437,10 @@ func (e *extractor) finish() (*Snapshot, error) {
 			}
 			acc := &e.acc[f][ai*len(Kinds)+ki]
 			if !acc.seen {
+				if acc.nameSeen && alias.AbsentIsZero && acc.bad == "" {
+					snap.scalars[f] = Scalar{Value: 0, Source: alias.String(), OK: true}
+					break
+				}
 				continue
 			}
 			if acc.bad != "" {
@@ -381,8 +454,9 @@ func (e *extractor) finish() (*Snapshot, error) {
 			if scale == 0 {
 				scale = 1
 			}
+			ss := totals(acc.series)
 			if spec.Type == TypeHistogram {
-				h, err := foldHist(acc.series)
+				h, err := foldHist(ss)
 				if err != nil {
 					snap.Problems = append(snap.Problems, Problem{Field: f, Msg: alias.Name + ": " + err.Error()})
 					break
@@ -392,13 +466,13 @@ func (e *extractor) finish() (*Snapshot, error) {
 				break
 			}
 			total := 0.0
-			for _, s := range acc.series {
+			for _, s := range ss {
 				total += s.value
 			}
 			total *= scale
 			if f == KVCacheUsage {
 				// Utilisation is a mean across data-parallel engines, not a sum.
-				total /= float64(len(acc.series))
+				total /= float64(len(ss))
 				if total > 1.0001 {
 					snap.Problems = append(snap.Problems, Problem{Field: f, Msg: fmt.Sprintf("%s is %v, outside 0..1", alias.Name, total)})
 					break

@@ -246,10 +246,90 @@ func TestEdgeCases(t *testing.T) {
 			},
 		},
 		{
-			name: "SGLang GB/s transfer speed scaled to bytes/s",
+			// vLLM PR #28792's page (--api-server-count 8): only the process that got the engine's stats
+			// writes the gauge, the others read 0.
+			name: "a gauge per multiprocess pid reads the live process",
+			page: `vllm:kv_cache_usage_perc{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct",pid="277"} 0.0
+vllm:kv_cache_usage_perc{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct",pid="275"} 0.0
+vllm:kv_cache_usage_perc{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct",pid="273"} 0.6530455880475035
+vllm:kv_cache_usage_perc{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct",pid="271"} 0.0
+vllm:kv_cache_usage_perc{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct",pid="272"} 0.0
+vllm:num_requests_running{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct",pid="271"} 4
+vllm:num_requests_running{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct",pid="272"} 0
+vllm:prompt_tokens_total{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct"} 10
+`,
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, KVCacheUsage, 0.6530455880475035, "")
+				wantScalar(t, s, RequestsRunning, 4, "")
+			},
+		},
+		{
+			name: "a gauge's tensor-parallel copies still read the lowest rank beside pid",
+			page: "sglang:num_running_reqs{tp_rank=\"1\",pid=\"9\"} 8\nsglang:num_running_reqs{tp_rank=\"0\",pid=\"7\"} 5\nsglang:num_running_reqs{tp_rank=\"0\",pid=\"8\"} 6\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, RequestsRunning, 6, "")
+			},
+		},
+		{
+			// SGLang with --enable-priority-scheduling (metrics_collector.py, _log_gauge_queue_count).
+			name: "a queue's split by priority is not added to its total",
+			page: `sglang:num_queue_reqs{model_name="m",priority="",dp_rank="0"} 10
+sglang:num_queue_reqs{model_name="m",priority="0",dp_rank="0"} 7
+sglang:num_queue_reqs{model_name="m",priority="1",dp_rank="0"} 3
+sglang:num_queue_reqs{model_name="m",priority="",dp_rank="1"} 2
+sglang:num_queue_reqs{model_name="m",priority="5",dp_rank="1"} 2
+sglang:num_running_reqs{model_name="m",priority="3"} 4
+sglang:num_running_reqs{model_name="m",priority="5"} 1
+sglang:prompt_tokens_total{model_name="m"} 1
+`,
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, RequestsWaiting, 12, "")
+				wantScalar(t, s, RequestsRunning, 5, "") // a split without its total is the total
+			},
+		},
+		{
+			name: "SGLang P/D queues count as waiting, as vLLM counts them",
+			page: `sglang:num_queue_reqs{engine_type="decode",priority=""} 2
+sglang:num_decode_prealloc_queue_reqs{engine_type="decode",priority=""} 3
+sglang:num_decode_prealloc_queue_reqs{engine_type="decode",priority="1"} 3
+sglang:num_decode_transfer_queue_reqs{engine_type="decode",priority=""} 1
+sglang:num_prefill_inflight_queue_reqs{engine_type="decode",priority=""} 50
+sglang:realtime_tokens_total{engine_type="decode",mode="decode"} 100
+`,
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, RequestsWaiting, 6, "sglang:num_queue_reqs + sglang:num_prefill_bootstrap_queue_reqs + sglang:num_prefill_prealloc_queue_reqs + sglang:num_decode_prealloc_queue_reqs + sglang:num_decode_transfer_queue_reqs")
+			},
+		},
+		{
+			// Current SGLang skips zero increments, so a decode pod's page has no prefill modes.
+			name: "a realtime mode absent beside others has counted nothing",
+			page: `sglang:realtime_tokens_total{engine_type="decode",mode="decode"} 100
+sglang:prompt_tokens_total{engine_type="decode"} 5000
+sglang:cached_tokens_total{engine_type="decode",cache_source="device"} 900
+sglang:generation_tokens_total{engine_type="decode"} 80
+sglang:num_queue_reqs{engine_type="decode"} 0
+`,
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, PromptTokens, 0, `sglang:realtime_tokens_total{mode="prefill_compute|prefill_cache"}`)
+				wantScalar(t, s, PrefixCacheHits, 0, `sglang:realtime_tokens_total{mode="prefill_cache"}`)
+				wantScalar(t, s, GenerationTokens, 100, `sglang:realtime_tokens_total{mode="decode"}`)
+			},
+		},
+		{
+			name: "without realtime counters SGLang falls back to the finish-time ones",
+			page: "sglang:prompt_tokens_total 5000\nsglang:generation_tokens_total 80\nsglang:num_queue_reqs 0\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, PromptTokens, 5000, "sglang:prompt_tokens_total")
+				wantScalar(t, s, GenerationTokens, 80, "sglang:generation_tokens_total")
+			},
+		},
+		{name: "a JSON array page (trtllm-serve's /metrics)", page: `[{"gpuMemUsage": 1024, "iter": 7}]`, wantErr: "the page is JSON"},
+		{name: "a JSON object page", page: "{\"metrics\": {}}\n", wantErr: "the page is JSON"},
+		{
+			name: "SGLang GiB/s transfer speed scaled to bytes/s",
 			page: "sglang:kv_transfer_speed_gb_s{engine_type=\"prefill\"} 2.5\n",
 			check: func(t *testing.T, s *Snapshot) {
-				wantScalar(t, s, KVTransferSpeed, 2.5e9, "")
+				wantScalar(t, s, KVTransferSpeed, 2.5*(1<<30), "")
 				if s.EngineRole != "prefill" {
 					t.Errorf("role = %q", s.EngineRole)
 				}

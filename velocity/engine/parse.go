@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +30,25 @@ var ErrParseTimeout = errors.New("parsing the page took longer than the scrape's
 // parseBytesBefore is parseBytes that gives up at deadline (zero: none), so a huge page costs at most
 // its pod's scrape budget.
 func parseBytesBefore(buf []byte, sink sampleSink, deadline time.Time) error {
+	err := parseBytesOnce(buf, sink, deadline)
+	if err != nil && !errors.Is(err, ErrParseTimeout) && isJSON(buf) {
+		return ErrJSONPage
+	}
+	return err
+}
+
+// ErrJSONPage is a page that is a JSON document, not Prometheus text: what trtllm-serve answers on /metrics.
+var ErrJSONPage = errors.New("the page is JSON, not Prometheus text exposition (trtllm-serve answers /metrics with JSON " +
+	"iteration statistics and serves Prometheus text at /prometheus/metrics: set the pool's path)")
+
+// isJSON reports whether a page that failed to parse is a JSON array or object; only then is it checked in
+// full, so a text page pays nothing.
+func isJSON(buf []byte) bool {
+	b := bytes.TrimSpace(buf)
+	return len(b) > 0 && (b[0] == '[' || b[0] == '{') && json.Valid(b)
+}
+
+func parseBytesOnce(buf []byte, sink sampleSink, deadline time.Time) error {
 	err := scan(buf, sink, deadline)
 	if errors.Is(err, errFallback) {
 		if !deadline.IsZero() && time.Now().After(deadline) {
