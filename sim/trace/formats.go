@@ -56,7 +56,7 @@ type Options struct {
 	// MaxRequests > 0 bounds the requests of the replayed window, after RateScale: every run of every
 	// policy's sweep holds its own copy of them (about 200 bytes each), so the Azure 2024 week read whole
 	// (17-27 million) would need gigabytes per worker and hours per run. A trace read only for its token
-	// lengths (--lengths) is not bounded. DefaultMaxRequests is the simulator's.
+	// lengths is bounded by LengthsOnly's sample instead. DefaultMaxRequests is the simulator's.
 	MaxRequests int
 	// LengthsOnly reads a trace for its token lengths alone (--lengths): its times are neither checked for
 	// order nor against the replay's span, and a file of more than 1,000,000 requests is kept as a
@@ -218,6 +218,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	var prev time.Duration
 	prevLine := 0
 	first := true
+	ended := false                                               // reading stopped at the window's end
 	kept, sample := 0, rand.New(rand.NewPCG(o.Seed, 0x6c656e67)) // for LengthsOnly
 	for sc.Scan() {
 		line++
@@ -237,7 +238,11 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		blocks = nil
 		at, in, out, failed, err := parse(line, text)
 		if err == nil && failed {
-			t.Failed++
+			// Counted where it falls in the window (those before the first request, at its start); its
+			// time is not the trace's, which starts at its first request.
+			if rel := at - base; o.LengthsOnly || (first && start == 0) || (!first && rel >= start && (o.Duration <= 0 || rel < start+o.Duration)) {
+				t.Failed++
+			}
 			continue
 		}
 		if err == nil && o.LengthsOnly {
@@ -273,6 +278,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		first, prev, prevLine = false, at, line
 		rel := at - base
 		if o.Duration > 0 && rel >= start+o.Duration {
+			ended = true
 			break
 		}
 		if rel < start {
@@ -292,9 +298,12 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		return nil, lineError(name, line+1, "%v", err)
 	}
 	if first { // no line held a request
-		return nil, fmt.Errorf("%s: no requests (%d lines skipped)", name, t.Skipped)
+		return nil, fmt.Errorf("%s: no requests (%d lines skipped, %d failed requests left out)", name, t.Skipped, t.Failed)
 	}
 	if len(t.Requests) == 0 {
+		if ended {
+			return nil, fmt.Errorf("%s: no requests in the window [%s, +%s)", name, o.Start, o.Duration)
+		}
 		return nil, fmt.Errorf("%s: no requests in the window [%s, +%s): the trace's requests span [0, %s]", name, o.Start, o.Duration, prev-base)
 	}
 	reqs, err := rescale(name, t.Requests, o)

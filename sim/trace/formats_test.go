@@ -525,8 +525,7 @@ func TestEpochTimestamps(t *testing.T) {
 }
 
 // A window holds at most MaxRequests requests after --rate-scale (more may be read where thinning keeps
-// fewer), a read for lengths only is not bounded, and thinning that keeps none is an error, not an empty
-// trace.
+// fewer, fewer where copies multiply them), and thinning that keeps none is an error, not an empty trace.
 func TestWindowBounds(t *testing.T) {
 	in := burstHeader + "0,m,1,1,2,x\n1,m,1,1,2,x\n2,m,1,1,2,x\n"
 	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, MaxRequests: 2}); err == nil || !strings.Contains(err.Error(), "b:4: more than 2 requests") {
@@ -551,6 +550,18 @@ func TestWindowBounds(t *testing.T) {
 	}
 	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Start: time.Hour}); err == nil || !strings.Contains(err.Error(), "the trace's requests span [0, 2s]") {
 		t.Errorf("a window past the trace's end: %v", err)
+	}
+	gap := burstHeader + "0,m,1,1,2,x\n20,m,1,1,2,x\n30,m,1,1,2,x\n"
+	if _, err := Read(strings.NewReader(gap), "b", Options{Format: BurstGPT, Start: 10 * time.Second, Duration: 5 * time.Second}); err == nil || strings.Contains(err.Error(), "span") || !strings.Contains(err.Error(), "no requests in the window") {
+		t.Errorf("a window in a gap of the trace: %v", err)
+	}
+	// Failed requests are counted where they fall in the window.
+	failed := burstHeader + "0,m,1,0,1,x\n1,m,1,1,2,x\n2,m,1,0,1,x\n5,m,1,1,2,x\n6,m,1,0,1,x\n9,m,1,0,1,x\n"
+	if tr, err := Read(strings.NewReader(failed), "b", Options{Format: BurstGPT, Start: 3 * time.Second, Duration: 5 * time.Second}); err != nil || len(tr.Requests) != 1 || tr.Failed != 1 {
+		t.Errorf("one failed request in the window [3s, 8s) after the first request: %+v, %v", tr, err)
+	}
+	if tr, err := Read(strings.NewReader(failed), "b", Options{Format: BurstGPT}); err != nil || len(tr.Requests) != 2 || tr.Failed != 4 {
+		t.Errorf("four failed requests in the whole trace: %+v, %v", tr, err)
 	}
 	six := in + "3,m,1,1,2,x\n4,m,1,1,2,x\n5,m,1,1,2,x\n"
 	if _, err := Read(strings.NewReader(six), "b", Options{Format: BurstGPT, MaxRequests: 4, RateScale: 0.5, Seed: 1}); err != nil && strings.Contains(err.Error(), "in the window") {

@@ -32,8 +32,9 @@ var serveGenPromptFields = [][]promptField{
 
 type promptField struct{ tokens, count string }
 
-// maxServeGenItems bounds one medium's count per request (the release's largest is 49 images).
-const maxServeGenItems = 1024
+// maxServeGenItems bounds one medium's count per request (the release's largest is 49 images): each item
+// is a draw, so the bound keeps a synthesis of millions of requests to seconds.
+const maxServeGenItems = 100
 
 // pmf is a discrete token-length distribution, drawn by inverse CDF.
 type pmf struct {

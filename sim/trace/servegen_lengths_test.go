@@ -140,7 +140,7 @@ func TestServeGenDatasetErrors(t *testing.T) {
 		`{"0": {"input_tokens": "{1e9: 1}", "output_tokens": "{1: 1}"}}`:                                                    "tokens must be a whole number in [0, 10000000]",
 		`{"0": {"input_tokens": 5, "output_tokens": "{1: 1}"}}`:                                                             "input_tokens: want a string",
 		`{"0": {"input_tokens": "{1 1}", "output_tokens": "{1: 1}"}}`:                                                       `"1 1": want tokens: probability`,
-		`{"0": {"text_tokens": "{1: 1}", "image_tokens": "{9: 1}", "image_count": "{5000: 1}", "output_tokens": "{1: 1}"}}`: "image_count: 5000 items, more than 1024",
+		`{"0": {"text_tokens": "{1: 1}", "image_tokens": "{9: 1}", "image_count": "{5000: 1}", "output_tokens": "{1: 1}"}}`: "image_count: 5000 items, more than 100",
 	} {
 		_, err := ParseServeGenDataset(strings.NewReader(in), "d.json", 0, 0)
 		if err == nil || !strings.Contains(err.Error(), want) {

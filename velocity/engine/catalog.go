@@ -185,9 +185,9 @@ var Specs = [numFields]Spec{
 	},
 	RequestsFinished: {
 		Field: RequestsFinished, Name: "requests_finished", Type: TypeCounter,
-		Why: "request completion rate; summed over finished_reason/finish_reason",
+		Why: "request completion rate; summed over the finish-reason label",
 		Aliases: map[Kind][]Alias{
-			VLLM:   {{Name: "vllm:request_success_total", Note: "label finished_reason (newer: finish_reason); summed"}},
+			VLLM:   {{Name: "vllm:request_success_total", Note: "summed over its finished_reason label"}},
 			SGLang: {{Name: "sglang:num_requests_total", Note: "current SGLang"}},
 			TRTLLM: {{Name: "trtllm_request_success_total", Note: "trtllm-serve"}},
 		},

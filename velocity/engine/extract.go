@@ -93,7 +93,9 @@ var maxAliases = func() (m [numFields]int) {
 // series is one group of samples of an alias that share their labels, replica labels and le aside.
 type series struct {
 	key      string
-	replica  string // canonical replica-label values; the lowest rank is kept
+	replica  string          // canonical replica-label values but pid; the lowest rank is kept
+	pid      string          // prometheus_client's multiprocess pid, if any
+	pids     map[string]bool // a gauge's pids read, once a second one is seen
 	value    float64
 	sum      float64
 	count    float64
@@ -173,13 +175,21 @@ func (e *extractor) add(t target, labels []label, v float64) {
 		e.acc[t.field] = make([]aliasAcc, maxAliases[t.field]*len(Kinds))
 	}
 	acc := &e.acc[t.field][int(t.alias)*len(Kinds)+kindIndex(t.kind)]
-	acc.nameSeen = true
+	name := alias.Name
+	if t.plus > 0 {
+		name = alias.Plus[t.plus-1]
+	} else {
+		acc.nameSeen = true
+	}
 	for k, want := range alias.Match {
 		if !matchValue(labelValue(labels, k), want) {
 			return
 		}
 	}
-	acc.seen = true
+	if t.plus == 0 {
+		// A Plus metric adds to its alias only where the alias's own metric is on the page.
+		acc.seen = true
+	}
 	if t.kind == SGLang {
 		// engine_type is SGLang's P/D role; it is read from the series tokenscale uses.
 		if r := labelValue(labels, "engine_type"); r != "" {
@@ -197,45 +207,59 @@ func (e *extractor) add(t target, labels []label, v float64) {
 	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
 		// No engine metric we read may be negative or non-finite; one bad sample spoils the field.
 		if acc.bad == "" {
-			acc.bad = fmt.Sprintf("%s has invalid value %v", alias.Name, v)
+			acc.bad = fmt.Sprintf("%s has invalid value %v", name, v)
 		}
 		return
 	}
 
-	key, replica := e.groupKey(labels)
+	key, replica, pid := e.groupKey(labels)
 	if t.plus > 0 {
 		// A Plus metric's series are its own, not duplicates of Name's with the same labels.
-		key = append(append(append(e.plusBuf[:0], alias.Plus[t.plus-1]...), 0), key...)
+		key = append(append(append(e.plusBuf[:0], name...), 0), key...)
 		e.plusBuf = key
 	}
 	s := acc.find(key)
 	switch {
 	case s == nil:
-		acc.series = append(acc.series, series{key: string(key), replica: string(replica), breakdown: isBreakdown(labels)})
+		acc.series = append(acc.series, series{key: string(key), replica: string(replica), pid: pid, breakdown: isBreakdown(labels)})
 		s = &acc.series[len(acc.series)-1]
 		if acc.index != nil {
 			acc.index[s.key] = len(acc.series) - 1
 		}
-	case s.replica == string(replica):
-	case spec.Type == TypeGauge && samePastPid(string(replica), s.replica):
-		// Another process's copy of a gauge: the largest is the live one (see replicaLabels).
-		if v > s.value {
-			s.value, s.replica = v, string(replica)
+	case s.replica != string(replica):
+		// Another rank repeating the same work: the lowest rank is read.
+		if c := compareReplica(string(replica), s.replica); c > 0 {
+			return
 		}
+		*s = series{key: s.key, replica: string(replica), pid: pid, breakdown: s.breakdown}
+	case s.pid == pid:
+	case spec.Type == TypeGauge:
+		// Another process's copy of a gauge: the largest is the live one (see replicaLabels).
+		if s.pids == nil {
+			s.pids = map[string]bool{s.pid: true}
+		}
+		if s.pids[pid] {
+			if acc.bad == "" {
+				acc.bad = fmt.Sprintf("%s has a duplicate series {%s}", name, clipKey(s.key))
+			}
+			return
+		}
+		s.pids[pid] = true
+		s.value = max(s.value, v)
 		return
 	default:
-		if c := compareReplica(string(replica), s.replica); c < 0 {
-			*s = series{key: s.key, replica: string(replica)}
-		} else if c > 0 {
-			return // another rank repeating the same work
+		// A counter or histogram per process: the lowest pid, so it stays one series from scrape to scrape.
+		if compareReplica("pid="+pid, "pid="+s.pid) > 0 {
+			return
 		}
+		*s = series{key: s.key, replica: s.replica, pid: pid, breakdown: s.breakdown}
 	}
 	switch t.part {
 	case partValue:
 		if s.hasValue {
 			// Two samples of one series: which is right cannot be known, so the field is unusable.
 			if acc.bad == "" {
-				acc.bad = fmt.Sprintf("%s has a duplicate series {%s}", alias.Name, clipKey(s.key))
+				acc.bad = fmt.Sprintf("%s has a duplicate series {%s}", name, clipKey(s.key))
 			}
 			return
 		}
@@ -248,13 +272,13 @@ func (e *extractor) add(t target, labels []label, v float64) {
 		le, err := strconv.ParseFloat(labelValue(labels, "le"), 64)
 		if err != nil || math.IsNaN(le) {
 			if acc.bad == "" {
-				acc.bad = fmt.Sprintf("%s_bucket has bad le label %q", alias.Name, clipS(labelValue(labels, "le")))
+				acc.bad = fmt.Sprintf("%s_bucket has bad le label %q", name, clipS(labelValue(labels, "le")))
 			}
 			return
 		}
 		if len(s.buckets) >= maxBuckets {
 			if acc.bad == "" {
-				acc.bad = fmt.Sprintf("%s has more than %d buckets", alias.Name, maxBuckets)
+				acc.bad = fmt.Sprintf("%s has more than %d buckets", name, maxBuckets)
 			}
 			return
 		}
@@ -290,9 +314,9 @@ func clipKey(k string) string {
 	return clipS(strings.ReplaceAll(strings.TrimSuffix(k, "\x00"), "\x00", ","))
 }
 
-// groupKey renders the labels that distinguish summed series, and separately the replica labels, into
-// the extractor's buffers; they stay valid until the next call.
-func (e *extractor) groupKey(labels []label) (key, replica []byte) {
+// groupKey renders the labels that distinguish summed series, and separately the replica labels but pid,
+// into the extractor's buffers; they stay valid until the next call. pid is returned on its own.
+func (e *extractor) groupKey(labels []label) (key, replica []byte, pid string) {
 	// slices.SortFunc does not allocate, and stays n log n on a hostile line with many labels.
 	ls := append(e.scratch[:0], labels...)
 	slices.SortFunc(ls, func(a, b label) int { return strings.Compare(a.name, b.name) })
@@ -301,6 +325,8 @@ func (e *extractor) groupKey(labels []label) (key, replica []byte) {
 	for _, l := range ls {
 		switch {
 		case l.name == "le":
+		case l.name == "pid":
+			pid = l.value
 		case replicaLabels[l.name]:
 			replica = append(append(append(append(replica, l.name...), '='), l.value...), 0)
 		default:
@@ -308,7 +334,7 @@ func (e *extractor) groupKey(labels []label) (key, replica []byte) {
 		}
 	}
 	e.keyBuf, e.replBuf = key, replica
-	return key, replica
+	return key, replica, pid
 }
 
 // compareReplica orders replica-label sets so that rank 0 wins; numeric values compare as numbers.
@@ -332,21 +358,6 @@ func compareReplica(a, b string) int {
 		return strings.Compare(as[i], bs[i])
 	}
 	return len(as) - len(bs)
-}
-
-// samePastPid reports whether two replica-label sets differ in nothing but pid.
-func samePastPid(a, b string) bool { return dropPid(a) == dropPid(b) }
-
-func dropPid(r string) string {
-	i := strings.Index(r, "pid=")
-	if i < 0 || (i > 0 && r[i-1] != 0) {
-		return r
-	}
-	j := strings.IndexByte(r[i:], 0)
-	if j < 0 {
-		return r[:i]
-	}
-	return r[:i] + r[i+j+1:]
 }
 
 func after(s string) string  { _, v, _ := strings.Cut(s, "="); return v }

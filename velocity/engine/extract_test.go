@@ -215,7 +215,7 @@ func TestEdgeCases(t *testing.T) {
 			},
 		},
 		{
-			name: "finish_reason (newer label name) is summed like finished_reason",
+			name: "any finish-reason label is summed (trtllm-serve's early exporter wrote finish_reason)",
 			page: "vllm:request_success_total{finish_reason=\"stop\"} 3\nvllm:request_success_total{finish_reason=\"length\"} 4\n",
 			check: func(t *testing.T, s *Snapshot) {
 				wantScalar(t, s, RequestsFinished, 7, "")
@@ -271,6 +271,30 @@ vllm:prompt_tokens_total{engine="0",model_name="Qwen/Qwen3-VL-8B-Instruct"} 10
 			},
 		},
 		{
+			name: "the rank is chosen before the pid, whatever the order",
+			page: "sglang:num_running_reqs{tp_rank=\"0\",pid=\"7\"} 5\nsglang:num_running_reqs{tp_rank=\"0\",pid=\"9\"} 6\nsglang:num_running_reqs{tp_rank=\"1\",pid=\"8\"} 8\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, RequestsRunning, 6, "")
+			},
+		},
+		{
+			name: "a gauge repeated for one pid is a duplicate, whichever pid is kept",
+			page: "vllm:kv_cache_usage_perc{pid=\"1\"} 0.5\nvllm:kv_cache_usage_perc{pid=\"2\"} 0\nvllm:kv_cache_usage_perc{pid=\"2\"} 0.7\nvllm:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, KVCacheUsage)
+				if len(s.Problems) != 1 || !strings.Contains(s.Problems[0].Msg, "duplicate series") {
+					t.Errorf("problems = %v", s.Problems)
+				}
+			},
+		},
+		{
+			name: "a counter per pid reads the lowest pid",
+			page: "vllm:prompt_tokens_total{pid=\"12\"} 5\nvllm:prompt_tokens_total{pid=\"3\"} 4\nvllm:prompt_tokens_total{pid=\"7\"} 9\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, PromptTokens, 4, "")
+			},
+		},
+		{
 			// SGLang with --enable-priority-scheduling (metrics_collector.py, _log_gauge_queue_count).
 			name: "a queue's split by priority is not added to its total",
 			page: `sglang:num_queue_reqs{model_name="m",priority="",dp_rank="0"} 10
@@ -285,6 +309,38 @@ sglang:prompt_tokens_total{model_name="m"} 1
 			check: func(t *testing.T, s *Snapshot) {
 				wantScalar(t, s, RequestsWaiting, 12, "")
 				wantScalar(t, s, RequestsRunning, 5, "") // a split without its total is the total
+			},
+		},
+		{
+			// Every TP rank exporting, rank 1 first on the page.
+			name: "a priority split stays a split when a lower rank replaces its series",
+			page: `sglang:num_queue_reqs{priority="",tp_rank="1"} 10
+sglang:num_queue_reqs{priority="1",tp_rank="1"} 7
+sglang:num_queue_reqs{priority="2",tp_rank="1"} 3
+sglang:num_queue_reqs{priority="",tp_rank="0"} 10
+sglang:num_queue_reqs{priority="1",tp_rank="0"} 7
+sglang:num_queue_reqs{priority="2",tp_rank="0"} 3
+sglang:prompt_tokens_total 1
+`,
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, RequestsWaiting, 10, "")
+			},
+		},
+		{
+			name: "P/D queues without the queue itself are not requests_waiting, and their errors name them",
+			page: "sglang:num_decode_prealloc_queue_reqs 3\nsglang:num_decode_transfer_queue_reqs NaN\nsglang:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, RequestsWaiting)
+			},
+		},
+		{
+			name: "a P/D queue's bad value spoils requests_waiting under its own name",
+			page: "sglang:num_queue_reqs 1\nsglang:num_decode_transfer_queue_reqs NaN\nsglang:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, RequestsWaiting)
+				if len(s.Problems) != 1 || !strings.Contains(s.Problems[0].Msg, "sglang:num_decode_transfer_queue_reqs has invalid value") {
+					t.Errorf("problems = %v", s.Problems)
+				}
 			},
 		},
 		{
