@@ -41,6 +41,7 @@ const (
 	GenerationTokens                // counter, output tokens generated
 	PrefixCacheHits                 // counter, prompt tokens served from the prefix cache
 	PrefixCacheQueries              // counter, prompt tokens looked up in the prefix cache
+	ComputedPromptTokens            // counter, prompt tokens prefilled on the pod itself
 	RequestsFinished                // counter, requests finished (any reason)
 	RequestsRunning                 // gauge, requests in the running batch
 	RequestsWaiting                 // gauge, requests queued
@@ -181,6 +182,19 @@ var Specs = [numFields]Spec{
 				{Name: "vllm:prefix_cache_queries_total", Note: "vLLM V1 >= 0.9"},
 				{Name: "vllm:gpu_prefix_cache_queries_total", Note: "vLLM V1 < 0.9 (deprecated name)"},
 			},
+		},
+	},
+	ComputedPromptTokens: {
+		Field: ComputedPromptTokens, Name: "computed_prompt_tokens", Type: TypeCounter,
+		Why: "prompt tokens prefilled on the pod itself, without those its prefix cache, a KV transfer or a KV offload tier supplied: " +
+			"the prefill work that costs GPU time (else prompt tokens less prefix-cache hits)",
+		Aliases: map[Kind][]Alias{
+			// vLLM increments it with prompt_tokens_total from the same step's stats (loggers.py), so the two
+			// agree within a scrape.
+			VLLM: {{Name: "vllm:prompt_tokens_by_source_total", Match: map[string]string{"source": "local_compute"},
+				Note: "vLLM with PR #33290 (2026); tokens loaded from an offload tier or a KV transfer are not computed"}},
+			SGLang: {{Name: "sglang:realtime_tokens_total", Match: map[string]string{"mode": "prefill_compute"}, AbsentIsZero: true,
+				Note: "current SGLang"}},
 		},
 	},
 	RequestsFinished: {

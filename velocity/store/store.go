@@ -235,7 +235,7 @@ func (s *Store) limitOf(st *podState) float64 {
 
 // checkSnapshot rejects values out of any engine's range, whatever came before.
 func (s *Store) checkSnapshot(snap *engine.Snapshot) error {
-	for _, f := range [...]engine.Field{engine.PromptTokens, engine.GenerationTokens, engine.PrefixCacheHits, engine.RequestsFinished} {
+	for _, f := range [...]engine.Field{engine.PromptTokens, engine.GenerationTokens, engine.PrefixCacheHits, engine.ComputedPromptTokens, engine.RequestsFinished} {
 		if x, ok := snap.Scalar(f); ok && !(x.Value >= 0 && x.Value <= maxCounter) {
 			return fmt.Errorf("%w: counter %s is %g, outside 0..2^53 where a float64 still counts", ErrImplausible, f, x.Value)
 		}
@@ -509,10 +509,7 @@ func (s *Store) update(st *podState) {
 	if okD && done >= 1 && gen > 0 {
 		v.MeanOutputTokens = min(maxMeanTokens, smooth(v.MeanOutputTokens, gen/done, dt, s.opts.FallTau, s.opts.FallTau))
 	}
-	computed := prompt
-	if okH && hits <= prompt {
-		computed = prompt - hits
-	}
+	computed := computedPrompt(st.prev, cur, prompt, hits, okH)
 	first := st.rates == 0
 	v.PrefillTPS = s.rate(first, v.PrefillTPS, prompt/dt, dt)
 	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
@@ -546,6 +543,20 @@ func (s *Store) update(st *podState) {
 	}
 }
 
+// computedPrompt is how many of an interval's prompt tokens the pod prefilled itself: the engine's own
+// count where it gives one (tokens loaded from a KV offload tier or a transfer are no prefix-cache hits,
+// so prompt less hits counted them as computed), else prompt tokens less prefix-cache hits; never more
+// than the prompt tokens.
+func computedPrompt(from, to *engine.Snapshot, prompt, hits float64, okH bool) float64 {
+	if c, ok, _ := delta(from, to, engine.ComputedPromptTokens); ok && c <= prompt {
+		return c
+	}
+	if okH && hits <= prompt {
+		return prompt - hits
+	}
+	return prompt
+}
+
 // window sets the window averages from the latency window's anchor to the latest snapshot.
 func (s *Store) window(st *podState, meanOut float64) {
 	v := &st.v
@@ -560,10 +571,8 @@ func (s *Store) window(st *podState, meanOut float64) {
 	if !okP || !okG || resetP || resetG {
 		return
 	}
-	v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS = prompt/dt, prompt/dt, gen/dt
-	if hits, ok, _ := delta(st.anchor, st.last, engine.PrefixCacheHits); ok && hits <= prompt {
-		v.WindowComputedPrefillTPS = (prompt - hits) / dt
-	}
+	hits, okH, _ := delta(st.anchor, st.last, engine.PrefixCacheHits)
+	v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS = prompt/dt, computedPrompt(st.anchor, st.last, prompt, hits, okH)/dt, gen/dt
 	if w, ok := st.anchor.Scalar(engine.RequestsWaiting); ok {
 		v.WindowQueueGrowthTPS = (v.Waiting - w.Value) * v.MeanPromptTokens / dt
 		v.WindowOwedOutputGrowthTPS = (v.Waiting - w.Value) * meanOut / dt

@@ -268,3 +268,39 @@ func TestEachAgreesWithGet(t *testing.T) {
 		t.Fatalf("Each visited %v, want %v", got, keys)
 	}
 }
+
+// Computed prefill is the engine's own count of locally prefilled tokens where it gives one (vLLM's
+// prompt_tokens_by_source_total): tokens loaded from a KV offload tier are no prefix-cache hits, so
+// prompt less hits counted them as computed. Without it, prompt less hits.
+func TestComputedPrefillFromTheEnginesCount(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		perPage  string
+		computed float64
+	}{
+		// Per second: 1000 prompt tokens, 100 local prefix hits, 500 loaded from an offload tier.
+		{"by source", "vllm:prefix_cache_hits_total %[2]g\nvllm:prompt_tokens_by_source_total{source=\"local_compute\"} %[3]g\nvllm:prompt_tokens_by_source_total{source=\"local_cache_hit\"} %[2]g\nvllm:prompt_tokens_by_source_total{source=\"external_kv_transfer\"} %[4]g\n", 400},
+		{"hits only", "vllm:prefix_cache_hits_total %[2]g\n", 900},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{t: time.Unix(1000, 0)}
+			s := New(Options{}, c.now)
+			pod := PodKey{"ns", "p"}
+			var v Velocity
+			for i := 1; i <= 40; i++ {
+				c.t = c.t.Add(time.Second)
+				n := float64(i)
+				text := fmt.Sprintf("vllm:prompt_tokens_total %[1]g\nvllm:generation_tokens_total 0\nvllm:num_requests_waiting 0\n"+tc.perPage, 1000*n, 100*n, 400*n, 500*n)
+				snap, err := engine.Extract(strings.NewReader(text), engine.VLLM)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Record(pod, c.t, snap)
+				v, _ = s.Get(pod)
+			}
+			if math.Abs(v.ComputedPrefillTPS-tc.computed) > 1 || math.Abs(v.WindowComputedPrefillTPS-tc.computed) > 1 || math.Abs(v.PrefillTPS-1000) > 1 {
+				t.Errorf("computed %v (window %v), prefill %v; want %v computed of 1000", v.ComputedPrefillTPS, v.WindowComputedPrefillTPS, v.PrefillTPS, tc.computed)
+			}
+		})
+	}
+}
