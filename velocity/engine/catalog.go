@@ -37,16 +37,16 @@ type Field int
 
 // Scalar fields (counters and gauges). Counters are cumulative since engine start.
 const (
-	PromptTokens       Field = iota // counter, input tokens processed by prefill
-	GenerationTokens                // counter, output tokens generated
-	PrefixCacheHits                 // counter, prompt tokens served from the prefix cache
-	PrefixCacheQueries              // counter, prompt tokens looked up in the prefix cache
-	ComputedPromptTokens            // counter, prompt tokens prefilled on the pod itself
-	RequestsFinished                // counter, requests finished (any reason)
-	RequestsRunning                 // gauge, requests in the running batch
-	RequestsWaiting                 // gauge, requests queued
-	KVCacheUsage                    // gauge, KV cache utilisation 0..1
-	KVTransferSpeed                 // gauge, KV transfer speed in bytes/s (SGLang P/D)
+	PromptTokens         Field = iota // counter, input tokens processed by prefill
+	GenerationTokens                  // counter, output tokens generated
+	PrefixCacheHits                   // counter, prompt tokens served from the prefix cache
+	PrefixCacheQueries                // counter, prompt tokens looked up in the prefix cache
+	ComputedPromptTokens              // counter, prompt tokens prefilled on the pod itself
+	RequestsFinished                  // counter, requests finished (any reason)
+	RequestsRunning                   // gauge, requests in the running batch
+	RequestsWaiting                   // gauge, requests queued
+	KVCacheUsage                      // gauge, KV cache utilisation 0..1
+	KVTransferSpeed                   // gauge, KV transfer speed in bytes/s (SGLang P/D)
 	numScalars
 )
 
