@@ -379,6 +379,14 @@ sglang:num_queue_reqs{engine_type="decode"} 0
 				wantScalar(t, s, GenerationTokens, 80, "sglang:generation_tokens_total")
 			},
 		},
+		{
+			// Found by FuzzScanMatchesExpfmt: expfmt reads it, so the scanner must.
+			name: "blanks between a name and its label set",
+			page: "vllm:prompt_tokens_total {engine=\"0\"} 5\nvllm:prompt_tokens_total\t{engine=\"1\"}2\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantScalar(t, s, PromptTokens, 7, "")
+			},
+		},
 		{name: "a JSON array page (trtllm-serve's /metrics)", page: `[{"gpuMemUsage": 1024, "iter": 7}]`, wantErr: "the page is JSON"},
 		{name: "a JSON object page", page: "{\"metrics\": {}}\n", wantErr: "the page is JSON"},
 		{

@@ -377,6 +377,9 @@ func scan(buf []byte, sink sampleSink, deadline time.Time) error {
 		}
 		labels = labels[:0]
 		k := j
+		if b := skipBlank(ln, j); b < len(ln) && ln[b] == '{' {
+			k = b // expfmt allows blanks between a name and its label set
+		}
 		if k < len(ln) && ln[k] == '{' {
 			var err error
 			labels, k, err = scanLabels(ln, k+1, labels, strs)
