@@ -543,6 +543,10 @@ func foldHist(ss []series) (Histogram, error) {
 		h.Sum += s.sum
 		h.Count += s.count
 		s.buckets = sortBuckets(s.buckets)
+		if n := len(s.buckets); n > 0 && s.buckets[n-1].Count > s.count*(1+1e-12) {
+			// Cumulative counts cannot pass the total: such a page is inconsistent, whichever line is wrong.
+			return Histogram{}, errors.New("bucket counts exceed _count")
+		}
 		if i == 0 {
 			h.Buckets = append([]Bucket(nil), s.buckets...)
 			continue

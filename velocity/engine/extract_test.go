@@ -239,6 +239,18 @@ func TestEdgeCases(t *testing.T) {
 			},
 		},
 		{
+			// Found by FuzzScanMatchesExpfmt: expfmt hides such a _count, so only refusing the page's histogram
+			// gives one answer whichever parser reads it.
+			name: "histogram with buckets above its _count is a problem",
+			page: "vllm:time_to_first_token_seconds_bucket{le=\"0.5\"} 4\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 5\nvllm:time_to_first_token_seconds_count 3\nvllm:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, TTFT)
+				if len(s.Problems) != 1 || !strings.Contains(s.Problems[0].Msg, "bucket counts exceed _count") {
+					t.Errorf("problems = %v", s.Problems)
+				}
+			},
+		},
+		{
 			name: "histogram without _count is a problem",
 			page: "vllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\nvllm:time_to_first_token_seconds_sum 1\nvllm:prompt_tokens_total 1\n",
 			check: func(t *testing.T, s *Snapshot) {
