@@ -105,8 +105,8 @@ type Velocity struct {
 	// Engine and EngineRole come from the page (EngineRole: SGLang's engine_type, or "").
 	Engine     engine.Kind
 	EngineRole string
-	// PrefillTPS is prompt tokens/s processed; ComputedPrefillTPS excludes prefix-cache hits where the
-	// engine reports them (else equals PrefillTPS).
+	// PrefillTPS is prompt tokens/s processed; ComputedPrefillTPS those the pod prefilled itself (the
+	// engine's computed count, else prompt tokens less prefix-cache hits; PrefillTPS where it reports neither).
 	PrefillTPS, ComputedPrefillTPS float64
 	// DecodeTPS is output tokens/s generated.
 	DecodeTPS float64
@@ -128,7 +128,7 @@ type Velocity struct {
 	// window (LatencyWindow..2xLatencyWindow): slower than the smoothed rates but far less noisy, what
 	// sizing for sustained load wants. WindowOwedOutputGrowthTPS is the decode queue's counterpart.
 	// They equal the smoothed rates until the window has two scrapes. WindowComputedPrefillTPS is
-	// WindowPrefillTPS less prefix-cache hits.
+	// the window's computed prefill, counted as ComputedPrefillTPS is.
 	WindowPrefillTPS, WindowComputedPrefillTPS, WindowDecodeTPS, WindowQueueGrowthTPS, WindowOwedOutputGrowthTPS float64
 	// TTFT and ITL hold the histogram increase over the last LatencyWindow..2xLatencyWindow.
 	TTFT, ITL engine.Histogram
@@ -548,8 +548,10 @@ func (s *Store) update(st *podState) {
 // so prompt less hits counted them as computed), else prompt tokens less prefix-cache hits; never more
 // than the prompt tokens.
 func computedPrompt(from, to *engine.Snapshot, prompt, hits float64, okH bool) float64 {
-	if c, ok, _ := delta(from, to, engine.ComputedPromptTokens); ok && c <= prompt {
-		return c
+	if c, ok, _ := delta(from, to, engine.ComputedPromptTokens); ok {
+		// A scrape between the engine's two increments can put the computed count a step ahead of the
+		// prompt count; capped, it stays this definition rather than switching for one interval.
+		return min(c, prompt)
 	}
 	if okH && hits <= prompt {
 		return prompt - hits

@@ -281,6 +281,8 @@ func TestComputedPrefillFromTheEnginesCount(t *testing.T) {
 		// Per second: 1000 prompt tokens, 100 local prefix hits, 500 loaded from an offload tier.
 		{"by source", "vllm:prefix_cache_hits_total %[2]g\nvllm:prompt_tokens_by_source_total{source=\"local_compute\"} %[3]g\nvllm:prompt_tokens_by_source_total{source=\"local_cache_hit\"} %[2]g\nvllm:prompt_tokens_by_source_total{source=\"external_kv_transfer\"} %[4]g\n", 400},
 		{"hits only", "vllm:prefix_cache_hits_total %[2]g\n", 900},
+		// A count a step ahead of the prompt tokens (scraped between the engine's two increments) is capped.
+		{"computed ahead", "vllm:prefix_cache_hits_total %[2]g\nvllm:prompt_tokens_by_source_total{source=\"local_compute\"} %[5]g\n", 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &clock{t: time.Unix(1000, 0)}
@@ -290,7 +292,7 @@ func TestComputedPrefillFromTheEnginesCount(t *testing.T) {
 			for i := 1; i <= 40; i++ {
 				c.t = c.t.Add(time.Second)
 				n := float64(i)
-				text := fmt.Sprintf("vllm:prompt_tokens_total %[1]g\nvllm:generation_tokens_total 0\nvllm:num_requests_waiting 0\n"+tc.perPage, 1000*n, 100*n, 400*n, 500*n)
+				text := fmt.Sprintf("vllm:prompt_tokens_total %[1]g\nvllm:generation_tokens_total 0\nvllm:num_requests_waiting 0\n"+tc.perPage, 1000*n, 100*n, 400*n, 500*n, 1100*n)
 				snap, err := engine.Extract(strings.NewReader(text), engine.VLLM)
 				if err != nil {
 					t.Fatal(err)
