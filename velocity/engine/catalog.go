@@ -310,7 +310,8 @@ var prefixes = map[Kind]string{VLLM: "vllm:", SGLang: "sglang:", TRTLLM: "trtllm
 // mode is written only by the process that gets the engine's stats and reads 0 in the others (vLLM's
 // kv_cache_usage_perc with --api-server-count > 1 before vLLM PR #28792). Any other label that differs
 // (vLLM's data-parallel `engine`, finished_reason, model_name) is summed.
-var replicaLabels = map[string]bool{"tp_rank": true, "pp_rank": true, "moe_ep_rank": true, "attn_tp_rank": true, "pid": true}
+// pid is kept apart from these in a series' key (groupKey), as gauges and counters treat it differently.
+var replicaLabels = map[string]bool{"tp_rank": true, "pp_rank": true, "moe_ep_rank": true, "attn_tp_rank": true}
 
 // breakdownLabels mark series that split a total given beside them: SGLang with priority scheduling
 // writes each queue's total under priority="" and its split under priority="<n>" (metrics_collector.py,

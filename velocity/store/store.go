@@ -484,7 +484,6 @@ func (s *Store) update(st *podState) {
 	dt := st.lastT.Sub(st.prevT).Seconds()
 	prompt, okP, resetP := delta(st.prev, cur, engine.PromptTokens)
 	gen, okG, resetG := delta(st.prev, cur, engine.GenerationTokens)
-	hits, okH, _ := delta(st.prev, cur, engine.PrefixCacheHits)
 	done, okD, _ := delta(st.prev, cur, engine.RequestsFinished)
 	if resetP || resetG {
 		// An engine restart: the interval's work is unknown, so the smoothed rates are held, not
@@ -509,7 +508,7 @@ func (s *Store) update(st *podState) {
 	if okD && done >= 1 && gen > 0 {
 		v.MeanOutputTokens = min(maxMeanTokens, smooth(v.MeanOutputTokens, gen/done, dt, s.opts.FallTau, s.opts.FallTau))
 	}
-	computed := computedPrompt(st.prev, cur, prompt, hits, okH)
+	computed := computedPrompt(st.prev, cur, prompt)
 	first := st.rates == 0
 	v.PrefillTPS = s.rate(first, v.PrefillTPS, prompt/dt, dt)
 	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
@@ -547,13 +546,13 @@ func (s *Store) update(st *podState) {
 // count where it gives one (tokens loaded from a KV offload tier or a transfer are no prefix-cache hits,
 // so prompt less hits counted them as computed), else prompt tokens less prefix-cache hits; never more
 // than the prompt tokens.
-func computedPrompt(from, to *engine.Snapshot, prompt, hits float64, okH bool) float64 {
+func computedPrompt(from, to *engine.Snapshot, prompt float64) float64 {
 	if c, ok, _ := delta(from, to, engine.ComputedPromptTokens); ok {
 		// A scrape between the engine's two increments can put the computed count a step ahead of the
 		// prompt count; capped, it stays this definition rather than switching for one interval.
 		return min(c, prompt)
 	}
-	if okH && hits <= prompt {
+	if hits, ok, _ := delta(from, to, engine.PrefixCacheHits); ok && hits <= prompt {
 		return prompt - hits
 	}
 	return prompt
@@ -573,8 +572,7 @@ func (s *Store) window(st *podState, meanOut float64) {
 	if !okP || !okG || resetP || resetG {
 		return
 	}
-	hits, okH, _ := delta(st.anchor, st.last, engine.PrefixCacheHits)
-	v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS = prompt/dt, computedPrompt(st.anchor, st.last, prompt, hits, okH)/dt, gen/dt
+	v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS = prompt/dt, computedPrompt(st.anchor, st.last, prompt)/dt, gen/dt
 	if w, ok := st.anchor.Scalar(engine.RequestsWaiting); ok {
 		v.WindowQueueGrowthTPS = (v.Waiting - w.Value) * v.MeanPromptTokens / dt
 		v.WindowOwedOutputGrowthTPS = (v.Waiting - w.Value) * meanOut / dt
