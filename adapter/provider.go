@@ -114,12 +114,15 @@ func (p *Provider) ListAllMetrics() []provider.CustomMetricInfo {
 }
 
 // GetMetricByName returns one pod's or one workload's metric.
-func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, _ labels.Selector) (_ *custom_metrics.MetricValue, err error) {
+func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValue, err error) {
 	target := "object"
 	if info.GroupResource == podsGR {
 		target = "pods"
 	}
 	defer observe(p.obs, "custom", target, time.Now(), &err)
+	if err := noMetricSelector(info, metricSelector); err != nil {
+		return nil, err
+	}
 	if info.GroupResource == podsGR {
 		get, ok := podMetrics[info.Metric]
 		if !ok {
@@ -132,7 +135,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		}
 		v, err := snap.Pod(key)
 		if _, member := snap.PodPool[key]; !member && errors.Is(err, store.ErrNotFound) {
-			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s (not a Ready pod of any tokenscale pool)", key))
+			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s (not a Ready pod of any tokenscale pool; pools here: %s)", key, snap.PoolsIn(key.Namespace)))
 		}
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: %v", info.Metric, key, err))
@@ -181,10 +184,24 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	}, nil
 }
 
+// noMetricSelector refuses a metric selector (an HPA metric's `selector`): tokenscale's custom metrics
+// carry no labels, so a selector could match nothing, and answering the unfiltered value would let a
+// selection copied from the external metrics pass unnoticed.
+func noMetricSelector(info provider.CustomMetricInfo, sel labels.Selector) error {
+	if sel == nil || sel.Empty() {
+		return nil
+	}
+	return apierr.NewBadRequest(fmt.Sprintf("%s carries no labels, so metric selector %q matches nothing here: remove the metric's selector "+
+		"(pick the pod or workload instead; pools are selected by label on the external metrics)", info.Metric, sel))
+}
+
 // GetMetricBySelector returns a pods metric for every tracked pod matching selector in namespace.
 // Pods whose value is unknown are left out; when none is known the request fails with the reason.
-func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, _ labels.Selector) (_ *custom_metrics.MetricValueList, err error) {
+func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValueList, err error) {
 	defer observe(p.obs, "custom", "pods", time.Now(), &err)
+	if err := noMetricSelector(info, metricSelector); err != nil {
+		return nil, err
+	}
 	if info.GroupResource != podsGR {
 		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per workload object, not by selector: ask for a named %s", info.Metric, info.GroupResource))
 	}

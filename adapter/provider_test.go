@@ -132,8 +132,19 @@ func TestObjectMetrics(t *testing.T) {
 	}
 	// A pod no pool tracks does not exist for tokenscale: 404, as docs/metrics.md says.
 	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "web-0"}, info("pods", PrefillVelocity), labels.Everything())
-	if status(err) != http.StatusNotFound || !strings.Contains(err.Error(), "not a Ready pod") {
-		t.Fatalf("untracked pod: err = %v, want 404", err)
+	if status(err) != http.StatusNotFound || !strings.Contains(err.Error(), "not a Ready pod") || !strings.Contains(err.Error(), "prefill→Deployment/llama-prefill") {
+		t.Fatalf("untracked pod: err = %v, want 404 listing the pools", err)
+	}
+	// Our custom series carry no labels: a metric selector (copied from the external metrics) would match
+	// nothing, and must not get the unfiltered value.
+	byPool := labels.SelectorFromSet(labels.Set{LabelPool: "decode"})
+	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, info("deployments.apps", DesiredReplicas), byPool)
+	if status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "pool=decode") {
+		t.Fatalf("object metric with a metric selector: err = %v, want 400 naming the selector", err)
+	}
+	_, err = p.GetMetricBySelector(ctx, "llm", labels.Everything(), info("pods", PrefillVelocity), byPool)
+	if status(err) != http.StatusBadRequest {
+		t.Fatalf("pods metric with a metric selector: err = %v, want 400", err)
 	}
 	bad := provider.CustomMetricInfo{GroupResource: podsGR, Namespaced: true, Metric: "gpu_util"}
 	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "p1"}, bad, labels.Everything())

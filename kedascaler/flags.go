@@ -15,7 +15,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.GRPCAddress, "grpc-address", ":9090", "address of the external scaler gRPC server")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", "127.0.0.1:8080", "address of the plain-HTTP /metrics and /healthz endpoint, unauthenticated, so loopback by default (empty: off)")
 	fs.StringVar(&o.ProbeAddress, "probe-address", "", "address of a plain-HTTP /healthz only, for the kubelet's probes (empty: off)")
-	fs.IntVar(&o.MaxStreams, "max-streams", DefaultMaxStreams, "most concurrent StreamIsActive streams; more are refused with ResourceExhausted (negative: no cap)")
+	fs.IntVar(&o.MaxStreams, "max-streams", DefaultMaxStreams, "most concurrent server streams (StreamIsActive and health Watch together); more are refused with ResourceExhausted (negative: no cap)")
 	fs.DurationVar(&o.KeepaliveTime, "keepalive-time", 30*time.Second, "ping a client after this long without activity on its connection")
 	fs.DurationVar(&o.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose client does not answer a ping within this long (reaps silent clients' streams)")
 	fs.StringVar(&o.TLS.CertFile, "tls-cert-file", "", "serving certificate (PEM); with --tls-private-key-file enables TLS")

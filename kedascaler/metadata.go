@@ -10,6 +10,7 @@ import (
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
@@ -83,7 +84,7 @@ func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
 		case KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric:
 		default:
 			if !kedaKeys[k] {
-				return Trigger{}, invalid("unknown key %q; allowed: %s, %s, %s, %s, %s, %s, %s", k,
+				return Trigger{}, invalid("unknown key %q; allowed: %s, %s, %s, %s, %s, %s, %s", clip(k),
 					KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric)
 			}
 		}
@@ -97,6 +98,12 @@ func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
 	}
 	if t.Pool == "" {
 		return Trigger{}, invalid("%q is required: the name of a pool in the tokenscale config (e.g. prefill)", KeyPool)
+	}
+	if err := dnsLabel(KeyNamespace, t.Namespace); err != nil {
+		return Trigger{}, err
+	}
+	if err := dnsLabel(KeyPool, t.Pool); err != nil {
+		return Trigger{}, err
 	}
 	var err error
 	if t.MetricName, t.Metric, err = metric(md, KeyMetric, "desiredReplicas"); err != nil {
@@ -115,6 +122,8 @@ func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
 	t.ActivationPool = strings.TrimSpace(md[KeyActivationPool])
 	if t.ActivationPool == "" {
 		t.ActivationPool = t.Pool
+	} else if err := dnsLabel(KeyActivationPool, t.ActivationPool); err != nil {
+		return Trigger{}, err
 	}
 	if t.ActivationMetricName, t.ActivationMetric, err = metric(md, KeyActivationMetric, "arrivalVelocity"); err != nil {
 		return Trigger{}, err
@@ -129,7 +138,7 @@ func metric(md map[string]string, key, def string) (string, service.PoolMetric, 
 	}
 	m, ok := metricNames[name]
 	if !ok {
-		return "", "", invalid("%q is %q; allowed: %s", key, name, allowedMetrics())
+		return "", "", invalid("%q is %q; allowed: %s", key, clip(name), allowedMetrics())
 	}
 	return name, m, nil
 }
@@ -151,9 +160,31 @@ func number(md map[string]string, key, def string, zeroOK bool) (float64, error)
 		if zeroOK {
 			want = "a number >= 0 and at most 1e15"
 		}
-		return 0, invalid("%q is %q; want %s", key, s, want)
+		return 0, invalid("%q is %q; want %s", key, clip(s), want)
 	}
 	return v, nil
+}
+
+// dnsLabel refuses a pool or namespace name that no pool could have (pool names and namespaces are DNS
+// labels): such a name would otherwise reach the HPA inside the announced metric name, which the API
+// server rejects with an error that never mentions this trigger.
+func dnsLabel(key, v string) error {
+	if len(validation.IsDNS1123Label(v)) > 0 {
+		return invalid("%q is %q; want a DNS label (lower-case letters, digits and '-', at most 63 characters), as pool names and namespaces are", key, clip(v))
+	}
+	return nil
+}
+
+// maxEcho bounds how much of a metadata key or value an error repeats: KEDA logs every error on every
+// poll, and a value may be megabytes.
+const maxEcho = 100
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	if len(s) <= maxEcho {
+		return s
+	}
+	return s[:maxEcho] + fmt.Sprintf("… (%d bytes)", len(s))
 }
 
 // minTarget is the least target KEDA can write into an HPA: it renders the value with three decimals.

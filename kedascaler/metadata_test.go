@@ -8,6 +8,7 @@ import (
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
@@ -38,6 +39,12 @@ func TestParseTrigger(t *testing.T) {
 		{name: "negative activation", md: map[string]string{"pool": "p", "activationThreshold": "-1"}, ns: "llm", wantErr: `want a number >= 0`},
 		{name: "typo", md: map[string]string{"pool": "p", "activationTreshold": "1"}, ns: "llm", wantErr: `unknown key "activationTreshold"`},
 		{name: "bad activation metric", md: map[string]string{"pool": "p", "activationMetric": "gpu"}, ns: "llm", wantErr: `"activationMetric" is "gpu"`},
+		// A name no pool can have would reach the HPA inside the announced metric name.
+		{name: "pool with a slash", md: map[string]string{"pool": "a/b"}, ns: "llm", wantErr: `"pool" is "a/b"; want a DNS label`},
+		{name: "pool upper case", md: map[string]string{"pool": "Prefill"}, ns: "llm", wantErr: `"pool" is "Prefill"; want a DNS label`},
+		{name: "pool past 63 characters", md: map[string]string{"pool": strings.Repeat("p", 64)}, ns: "llm", wantErr: `want a DNS label`},
+		{name: "activation pool with a percent", md: map[string]string{"pool": "p", "activationPool": "x%y"}, ns: "llm", wantErr: `"activationPool" is "x%y"`},
+		{name: "namespace with a dot", md: map[string]string{"pool": "p", "namespace": "a.b"}, ns: "llm", wantErr: `"namespace" is "a.b"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: c.ns, ScalerMetadata: c.md})
@@ -54,6 +61,22 @@ func TestParseTrigger(t *testing.T) {
 	}
 }
 
+// An error repeats at most a bounded part of what it was given: KEDA logs it on every poll.
+func TestParseTriggerErrorsAreBounded(t *testing.T) {
+	huge := strings.Repeat("x", 1<<20)
+	for name, md := range map[string]map[string]string{
+		"unknown key": {"pool": "p", huge: "1"},
+		"pool":        {"pool": huge},
+		"metric":      {"pool": "p", "metric": huge},
+		"target":      {"pool": "p", "target": huge},
+	} {
+		_, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "llm", ScalerMetadata: md})
+		if status.Code(err) != codes.InvalidArgument || len(err.Error()) > 600 || !strings.Contains(err.Error(), "(1048576 bytes)") {
+			t.Errorf("%s: %d bytes of error, want InvalidArgument under 600 bytes saying the value's size: %.300s", name, len(err.Error()), err)
+		}
+	}
+}
+
 func FuzzParseTrigger(f *testing.F) {
 	f.Add("prefill", "desiredReplicas", "1", "0", "")
 	f.Add("decode", "arrivalVelocity", "1e4", "5", "prefill")
@@ -65,7 +88,13 @@ func FuzzParseTrigger(f *testing.F) {
 			if status.Code(err) != codes.InvalidArgument {
 				t.Fatalf("error is not InvalidArgument: %v", err)
 			}
+			if n := len(err.Error()); n > 1000 {
+				t.Fatalf("error of %d bytes", n)
+			}
 			return
+		}
+		if len(validation.IsDNS1123Label(tr.Pool)) > 0 || len(validation.IsDNS1123Label(tr.ActivationPool)) > 0 {
+			t.Fatalf("accepted pool %q, activation pool %q", tr.Pool, tr.ActivationPool)
 		}
 		if tr.Pool == "" || tr.ActivationPool == "" || !(tr.Target > 0) || math.IsInf(tr.Target, 0) ||
 			!(tr.ActivationThreshold >= 0) || math.IsInf(tr.ActivationThreshold, 0) {

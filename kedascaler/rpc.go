@@ -35,6 +35,8 @@ type Server struct {
 	now    func() time.Time
 	// pushed counts StreamIsActive messages sent (for the scaler's own metrics).
 	onPush func()
+	// stopping closes when the scaler stops serving: open StreamIsActive streams then end (nil: never).
+	stopping <-chan struct{}
 }
 
 // New returns a server over src; snapshots older than maxAge are stale.
@@ -75,7 +77,8 @@ func (s *Server) active(t Trigger) (bool, error) {
 // IsActive says whether the workload should run at all (KEDA scales 0 <-> 1 on it). When the activation
 // value is unknown but the trigger's own pool, another one, has Ready pods and a known value, the answer is
 // active: KEDA asks IsActive on every poll of the HPA's metric too, and an unknown activation pool (its one
-// pod restarting) must neither fail a running pool's metric nor let it scale to zero on no evidence.
+// pod restarting) must neither fail a running pool's metric nor let it scale to zero on no evidence. An
+// activation pool no config has is an error still.
 func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
 	t, err := ParseTrigger(ref)
 	if err != nil {
@@ -85,6 +88,9 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 	if err != nil {
 		if t.ActivationPool == t.Pool {
 			return nil, err
+		}
+		if snap := s.src.Snapshot(); snap == nil || snap.ConfiguredPool(t.Namespace, t.ActivationPool) == nil {
+			return nil, err // no such pool: a typo stays an error, not an answer of active forever
 		}
 		if _, perr := s.value(t.Namespace, t.Pool, t.Metric); perr != nil {
 			return nil, err
@@ -154,7 +160,8 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 
 // StreamIsActive (trigger type external-push) sends the activation state on every change, evaluated on
 // every new snapshot, so a burst is pushed within one scrape interval instead of on KEDA's next poll.
-// While the value is unknown nothing is sent (KEDA keeps its state). It ends with the stream's context.
+// While the value is unknown nothing is sent (KEDA keeps its state). It ends with the stream's context, or
+// with Unavailable when the scaler stops, so KEDA reconnects rather than holding the stop up.
 func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
 	t, err := ParseTrigger(ref)
 	if err != nil {
@@ -179,6 +186,8 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "tokenscale: the scaler is stopping; reconnect")
 		case <-ch:
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -55,7 +56,7 @@ var cfg = config.Default()
 // snapshot has a prefill pool at the given arrival (desired 3) and a decode pool whose value is unknown.
 func snapshot(now time.Time, arrival float64) *service.Snapshot {
 	pk, dk := service.PoolKey{Namespace: "llm", Name: "prefill"}, service.PoolKey{Namespace: "llm", Name: "decode"}
-	return &service.Snapshot{Time: now, Pools: map[service.PoolKey]*service.PoolView{
+	return &service.Snapshot{Time: now, ConfigPools: cfg.Pools, Pools: map[service.PoolKey]*service.PoolView{
 		pk: {Key: pk, Config: &cfg.Pools[0], Status: policy.PoolStatus{Arrival: arrival, Backpressure: 0.4}, Desired: 3, HasDesired: true},
 		dk: {Key: dk, Config: &cfg.Pools[1], Err: errors.New("pool decode: no pod of the pool has a known velocity")},
 	}}
@@ -158,6 +159,11 @@ func TestActivationUnknownWhilePoolRuns(t *testing.T) {
 	}
 	if _, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "decode", "activationPool": "decode"})); status.Code(err) != codes.Unavailable {
 		t.Fatalf("activation on its own unknown pool: %v; want Unavailable", err)
+	}
+	// A pool no config has is a typo, not a restart: answering active would keep the workload from ever
+	// scaling to zero, with no error anywhere.
+	if a, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "prefill", "activationPool": "decod"})); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "decod") {
+		t.Fatalf("activation on a pool no config has: %v %v; want NotFound naming it", a, err)
 	}
 }
 

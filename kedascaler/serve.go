@@ -46,7 +46,7 @@ func newRPCMetrics(register func(...metrics.Registerable)) *rpcMetrics {
 		}, []string{"rpc", "code"}),
 		streams: metrics.NewGauge(&metrics.GaugeOpts{
 			Namespace: "tokenscale", Subsystem: "keda", Name: "active_streams",
-			Help: "Open StreamIsActive streams (external-push triggers).",
+			Help: "Open gRPC streams: StreamIsActive (external-push triggers) and health Watch.",
 		}),
 		pushes: metrics.NewCounter(&metrics.CounterOpts{
 			Namespace: "tokenscale", Subsystem: "keda", Name: "pushes_total",
@@ -86,22 +86,20 @@ func contained(method string, f func() error) (err error) {
 	return f()
 }
 
-// streamLimit caps concurrent StreamIsActive streams: each holds a goroutine and a subscription until the
-// client goes, so an unbounded number would let one client exhaust the scaler.
+// streamLimit caps concurrent server streams, StreamIsActive and the health service's Watch alike: each
+// holds a goroutine until the client goes, so an unbounded number would let one client exhaust the scaler.
 type streamLimit struct {
 	max  int64
 	open atomic.Int64
 }
 
-var streamIsActive = "/" + externalscaler.ExternalScaler_ServiceDesc.ServiceName + "/StreamIsActive"
-
 func (l *streamLimit) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if info.FullMethod != streamIsActive || l.max <= 0 {
+	if l.max <= 0 {
 		return h(srv, ss)
 	}
 	if n := l.open.Add(1); n > l.max {
 		l.open.Add(-1)
-		return status.Errorf(codes.ResourceExhausted, "tokenscale: %d StreamIsActive streams are open, the most this scaler serves (--max-streams)", l.max)
+		return status.Errorf(codes.ResourceExhausted, "tokenscale: %d streams (StreamIsActive and health Watch) are open, the most this scaler serves (--max-streams); %s refused", l.max, info.FullMethod)
 	}
 	defer l.open.Add(-1)
 	return h(srv, ss)
@@ -117,9 +115,12 @@ type Options struct {
 	// TLS); "" disables.
 	ProbeAddress string
 	TLS          TLS
-	// MaxStreams caps concurrent StreamIsActive streams (0: DefaultMaxStreams, < 0: no cap); past it a
-	// new stream is refused with ResourceExhausted.
+	// MaxStreams caps concurrent server streams, StreamIsActive and health Watch together (0:
+	// DefaultMaxStreams, < 0: no cap); past it a new stream is refused with ResourceExhausted.
 	MaxStreams int
+	// ShutdownGrace is how long a stopping scaler lets calls finish before it closes every connection
+	// (default DefaultShutdownGrace).
+	ShutdownGrace time.Duration
 	// KeepaliveTime: after this long without activity on a connection the server pings the client, and
 	// closes the connection when no answer comes within KeepaliveTimeout, so dead or silent clients'
 	// streams are reaped (defaults 30s and 10s).
@@ -134,9 +135,15 @@ type Options struct {
 	limit *streamLimit
 }
 
-// DefaultMaxStreams is the default cap on concurrent StreamIsActive streams: one per external-push
-// trigger per KEDA operator replica, with room to spare.
+// DefaultMaxStreams is the default cap on concurrent streams: one per external-push trigger per KEDA
+// operator replica, with room to spare.
 const DefaultMaxStreams = 1000
+
+// DefaultShutdownGrace bounds a stop: KEDA holds StreamIsActive streams, and a health client its Watch,
+// open for as long as it runs, so a graceful stop that waited for them would last until the kubelet's
+// SIGKILL. StreamIsActive streams end at once with Unavailable (KEDA reconnects, to another replica);
+// what is still open after the grace is closed.
+const DefaultShutdownGrace = 5 * time.Second
 
 // Serve runs the gRPC scaler (with the standard health service, SERVING while values are fresh) and
 // the metrics endpoint until ctx ends.
@@ -152,6 +159,10 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	selfmetrics.NewBuildInfo(o.Register, version.Get())
 	srv := New(src, o.MaxAge)
 	srv.onPush = m.pushes.Inc
+	srv.stopping = ctx.Done()
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = DefaultShutdownGrace
+	}
 	if o.MaxStreams == 0 {
 		o.MaxStreams = DefaultMaxStreams
 	}
@@ -166,7 +177,8 @@ func Serve(ctx context.Context, src Source, o Options) error {
 		o.KeepaliveTimeout = 10 * time.Second
 	}
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(m.unary), grpc.ChainStreamInterceptor(m.stream, o.limit.intercept),
+		// The cap goes first, so a refused stream is not counted open.
+		grpc.ChainUnaryInterceptor(m.unary), grpc.ChainStreamInterceptor(o.limit.intercept, m.stream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
 		// Clients may ping as often as every 10 s, also between calls: more often is abuse (GOAWAY).
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -195,7 +207,14 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	go func() {
 		<-ctx.Done()
 		hs.Shutdown()
-		g.GracefulStop()
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(o.ShutdownGrace):
+			klog.InfoS("Closing the connections still open after the shutdown grace", "grace", o.ShutdownGrace)
+			g.Stop()
+		}
 	}()
 	if o.Listening != nil {
 		o.Listening(lis.Addr())

@@ -337,3 +337,93 @@ func TestServeReapsSilentClients(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A stop does not wait for KEDA to close its streams, which it never does while it runs: StreamIsActive
+// ends at once with Unavailable (KEDA reconnects, to another replica), and a health Watch still open
+// after the grace is closed.
+func TestServeStopsWithStreamsOpen(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, src, Options{GRPCAddress: "127.0.0.1:0", MaxAge: time.Minute, ShutdownGrace: 200 * time.Millisecond,
+			Register: metrics.NewKubeRegistry().MustRegister, Listening: func(a net.Addr) { addr <- a }})
+	}()
+	conn, err := grpc.NewClient((<-addr).String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The clients' streams outlive the server: their own contexts never end.
+	st, err := externalscaler.NewExternalScalerClient(conn).StreamIsActive(context.Background(), ref(map[string]string{"pool": "prefill"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	w, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after its context ended: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Serve still running a minute after its context ended, with a client's streams open")
+	}
+	if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the StreamIsActive stream after the stop: %v, want Unavailable", err)
+	}
+}
+
+// The stream cap counts health Watch streams too: each holds a goroutine like StreamIsActive, and the
+// health service shares the port.
+func TestServeCapsWatchStreams(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	lim := &streamLimit{}
+	target := serveForTest(t, src, Options{MaxStreams: 2, limit: lim})
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	watch := func() error {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil {
+			_, err = w.Recv()
+		}
+		return err
+	}
+	for i := range 2 {
+		if err := watch(); err != nil {
+			t.Fatalf("watch %d of 2: %v", i+1, err)
+		}
+	}
+	if err := watch(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-streams") {
+		t.Fatalf("a third Watch with a cap of 2: %v, want ResourceExhausted naming --max-streams", err)
+	}
+	st, err := externalscaler.NewExternalScalerClient(conn).StreamIsActive(context.Background(), ref(map[string]string{"pool": "prefill"}))
+	if err == nil {
+		_, err = st.Recv()
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("StreamIsActive with two Watch streams open and a cap of 2: %v, want ResourceExhausted", err)
+	}
+	if n := lim.open.Load(); n != 2 {
+		t.Fatalf("%d streams counted open, want 2 (a refused one is not open)", n)
+	}
+}
