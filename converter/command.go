@@ -88,7 +88,7 @@ func (c *ControllerCommand) Run(ctx context.Context) error {
 	}
 	go p.Service.Run(ctx)
 	return RunLeading(ctx, client, c.Leader, func(ctx context.Context) error {
-		return RunController(ctx, client, NewController(client, c.Options), p.Service, c.Options.Lease/3, p.MaxAge())
+		return RunController(ctx, client, NewController(client, c.Options), p.Service, c.Options.Lease/3, p.MaxAge(), c.Pipeline.Namespace, c.Pipeline.PodSelector)
 	})
 }
 

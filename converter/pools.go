@@ -5,12 +5,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/tokenscale/tokenscale/converter/protocol"
+	"github.com/tokenscale/tokenscale/internal/kubepods"
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
@@ -59,9 +59,13 @@ func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *core
 
 // RunController steps the controller on every new snapshot, and at least every interval so that leases
 // are renewed while the service is quiet; a snapshot older than maxAge counts as no signal (every
-// lease is released).
-func RunController(ctx context.Context, client kubernetes.Interface, c *Controller, src Snapshots, interval, maxAge time.Duration) error {
-	factory := informers.NewSharedInformerFactory(client, 0)
+// lease is released). It caches only the pods the pipeline watches (its --namespace and --pod-selector):
+// a cache of every pod of the cluster would not fit the controller's memory on a large one.
+func RunController(ctx context.Context, client kubernetes.Interface, c *Controller, src Snapshots, interval, maxAge time.Duration, namespace, podSelector string) error {
+	factory, err := kubepods.Factory(client, namespace, podSelector, 0)
+	if err != nil {
+		return err
+	}
 	inf := factory.Core().V1().Pods().Informer()
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()

@@ -31,14 +31,23 @@ var _ service.PodLister = (*Lister)(nil)
 // New registers a pod informer on factory. selector restricts the watch (e.g. "llm-d.ai/role"); ""
 // watches every pod the factory's namespace scope allows. Start the factory afterwards.
 func New(client kubernetes.Interface, namespace, selector string, resync time.Duration) (*Lister, informers.SharedInformerFactory, error) {
-	if _, err := labels.Parse(selector); err != nil {
-		return nil, nil, fmt.Errorf("pod label selector %q: %w", selector, err)
+	factory, err := Factory(client, namespace, selector, resync)
+	if err != nil {
+		return nil, nil, err
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(client, resync,
-		informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
 	inf := factory.Core().V1().Pods()
 	return &Lister{lister: inf.Lister(), synced: inf.Informer().HasSynced}, factory, nil
+}
+
+// Factory is an informer factory watching only namespace ("": all) and pods matching selector, so every
+// component that caches pods caches the same ones: what --namespace and --pod-selector name.
+func Factory(client kubernetes.Interface, namespace, selector string, resync time.Duration) (informers.SharedInformerFactory, error) {
+	if _, err := labels.Parse(selector); err != nil {
+		return nil, fmt.Errorf("pod label selector %q: %w", selector, err)
+	}
+	return informers.NewSharedInformerFactoryWithOptions(client, resync,
+		informers.WithNamespace(namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector })), nil
 }
 
 // WaitForSync blocks until the cache is filled or ctx ends.
