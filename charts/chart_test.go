@@ -192,6 +192,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{[]string{"kedaScaler.enabled=true", "kedaScaler.tls.secretName="}, "kedaScaler.tls.secretName"},
 		{[]string{"converter.enabled=true", "converter.controller.leaderElection=false"}, "needs converter.controller.leaderElection"},
 		{[]string{"converter.enabled=true", "converter.agent.minFlipInterval=10s"}, "converter.minFlipInterval"},
+		{[]string{"converter.enabled=true", "converter.agent.actuator=label"}, "converter.admissionPolicies=false"},
 	} {
 		out, err := exec.Command(helm, helmArgs(c.set)...).CombinedOutput()
 		if err == nil {
@@ -685,6 +686,24 @@ func TestChartIntegerFlagsFromAValuesFile(t *testing.T) {
 	for _, want := range []string{"- --max-streams=1000000\n", "- --max-utilisation=80\n", "- --v=4\n"} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("rendered chart lacks %q", strings.TrimSpace(want))
+		}
+	}
+}
+
+// A budget one adapter must keep would block every drain of its node: with one replica no
+// PodDisruptionBudget is rendered, with two it is.
+func TestChartAdapterBudgetNeedsASpareReplica(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for replicas, want := range map[string]bool{"1": false, "2": true} {
+		out, err := exec.Command(helm, helmArgs([]string{"adapter.replicas=" + replicas})...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("adapter.replicas=%s: %v: %s", replicas, err, out)
+		}
+		if got := bytes.Contains(out, []byte("kind: PodDisruptionBudget")); got != want {
+			t.Errorf("adapter.replicas=%s: PodDisruptionBudget rendered %v, want %v", replicas, got, want)
 		}
 	}
 }

@@ -31,7 +31,7 @@ func TestAdapterImageRuns(t *testing.T) {
 	img := os.Getenv("TOKENSCALE_ADAPTER_IMAGE")
 	podman, lookErr := exec.LookPath("podman")
 	if img == "" || lookErr != nil {
-		msg := "needs podman and an adapter image: run `bash hack/install-podman.sh && make images && make e2e` (make e2e passes the image it built as TOKENSCALE_ADAPTER_IMAGE); .ci/run does this"
+		msg := "needs podman and an adapter image: run `bash hack/install-podman.sh && make images && make e2e` (`--sandbox` where podman runs inside a container) (make e2e passes the image it built as TOKENSCALE_ADAPTER_IMAGE); .ci/run does this"
 		if os.Getenv("TOKENSCALE_REQUIRE_IMAGE") != "" {
 			t.Fatal(msg)
 		}

@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Installs podman and runc from the distribution (Debian/Ubuntu apt) where podman is missing, and makes
-# podman usable in a container-in-container sandbox: runc instead of crun, and no default ulimits (both
-# refused there). Idempotent: a second run changes nothing. Needs root (or sudo) the first time.
+# Installs podman and runc from the distribution (Debian/Ubuntu apt) where podman is missing. With
+# --sandbox (CI does this) it also makes podman usable in a container-in-container sandbox: runc instead
+# of crun, cgroupfs, and no default ulimits (all refused there), written into the machine's
+# /etc/containers/containers.conf unless the file already says otherwise; without it the machine's
+# podman settings are left alone. Idempotent: a second run changes nothing. Needs root (or sudo) the
+# first time.
 set -euo pipefail
+
+sandbox=false
+case "${1:-}" in
+  --sandbox) sandbox=true ;;
+  "") ;;
+  *) echo "usage: install-podman.sh [--sandbox]" >&2; exit 2 ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
@@ -14,6 +24,11 @@ if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; the
   fi
   $SUDO apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends podman runc >&2
+fi
+
+if [ "$sandbox" != true ]; then
+  podman --version
+  exit 0
 fi
 
 # containers.conf: runtime runc and no default ulimits, unless the file already says otherwise.
