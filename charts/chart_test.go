@@ -38,6 +38,29 @@ var equivalents = []struct {
 	{"overlays/monitoring", []string{"monitoring.enabled=true"}},
 }
 
+// notInChart are the overlays the chart has no values for, and why.
+var notInChart = map[string]string{
+	"overlays/e2e": "a local control plane's: the adapter runs as a process, no Deployment",
+}
+
+// Every overlay is compared with the chart, or says why not: a new overlay must not escape the check.
+func TestChartCoversEveryOverlay(t *testing.T) {
+	dirs, err := os.ReadDir(filepath.Join("..", "manifests", "overlays"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	compared := map[string]bool{}
+	for _, c := range equivalents {
+		compared[c.overlay] = true
+	}
+	for _, d := range dirs {
+		name := "overlays/" + d.Name()
+		if d.IsDir() && !compared[name] && notInChart[name] == "" {
+			t.Errorf("%s is neither compared with the chart (equivalents) nor listed in notInChart with a reason", name)
+		}
+	}
+}
+
 // TestChartMatchesKustomize: the chart installs the same objects as the overlays (kinds, names,
 // namespaces, images, args, RBAC rules, APIService specs, the pool config), apart from the Namespace
 // object (helm install --create-namespace makes it) and the extra labels Helm adds.
