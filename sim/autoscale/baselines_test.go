@@ -66,19 +66,70 @@ func TestKPAPanicScalesUpOnly(t *testing.T) {
 	}
 }
 
-// KEDA sees a token rate only after two Prometheus scrapes, and acts only at its 30 s polls.
+// KEDA sees a token rate only after two Prometheus scrapes (15 s apart), and the HPA acts on it at its
+// next sync: KEDA's metrics server runs the query on each of the HPA's reads.
 func TestKEDAGoesThroughPrometheus(t *testing.T) {
 	e := Env{DecodeTPS: 1000, Hardware: cluster.Hardware{PrefillTPS: 1e9, KVBytesPerToken: 1, LinkBytesPerSecond: 1e9}}
 	k := NewKEDA(e, 1, time.Minute)
-	var got cluster.Target
-	for s := 0; s <= 45; s++ {
-		got = k.Decide(decodeView(time.Duration(s)*time.Second, 1, float64(s)*4000)) // 4,000 tok/s on one decoder
-		if s < 30 && got.Decode != 1 {
-			t.Fatalf("t=%ds: scaled to %d before KEDA had two scrapes and a poll", s, got.Decode)
+	n := 1
+	for s := 0; s <= 20; s++ {
+		got := k.Decide(decodeView(time.Duration(s)*time.Second, n, float64(s)*4000/float64(n))) // 4,000 tok/s in all
+		n = got.Decode
+		if s < 15 && got.Decode != 1 {
+			t.Fatalf("t=%ds: scaled to %d before Prometheus had two scrapes", s, got.Decode)
+		}
+		if s >= 15 && got.Decode != 4 {
+			t.Fatalf("t=%ds: %d decoders, want 4 (rate 4,000 ÷ 1,000 per replica) from the sync after the second scrape", s, got.Decode)
 		}
 	}
-	if got.Decode != 4 {
-		t.Errorf("after the 30 s poll: %d decoders, want 4 (rate 4,000 ÷ 1,000 per replica)", got.Decode)
+}
+
+// llm-d's route sizes prefill on seconds of in-flight backlog per replica and decode on summed KV usage,
+// through the blueprint's HPA behavior: one pod up per 180 s, one down per 300 s.
+func TestLLMDBlueprint(t *testing.T) {
+	e := Env{Hardware: cluster.Hardware{PrefillTPS: 1000, KVBytesPerToken: 1, LinkBytesPerSecond: 1e9}}
+	l := NewLLMD(e, 1, time.Minute)
+	p, d := 1, 2
+	view := func(s int, backlog, kv float64) *cluster.View {
+		v := &cluster.View{Now: time.Duration(s) * time.Second, PrefillReplicas: p, DecodeReplicas: d}
+		v.Prefill = []cluster.InstanceStats{{Name: "p0", QueuedPromptTokens: backlog}}
+		for i := range d {
+			v.Decode = append(v.Decode, cluster.InstanceStats{Name: string(rune('a' + i)), KVUsage: kv / float64(d)})
+		}
+		return v
+	}
+	// 5,000 tokens in flight at 1,000 tok/s: 5 s of backlog, five replicas' worth of 1 s; KV 1.8 in all
+	// is 2.25 decoders' worth of 0.8.
+	var steps []int
+	for s := 0; s <= 400; s++ {
+		got := l.Decide(view(s, 5000, 1.8))
+		if got.Prefill != p {
+			steps = append(steps, s)
+		}
+		p, d = got.Prefill, got.Decode
+	}
+	if want := []int{0, 195, 390}; !slices.Equal(steps, want) {
+		t.Errorf("prefill grew at %v s, want one pod at each of %v (one per 180 s, at the HPA's 15 s syncs)", steps, want)
+	}
+	if p != 4 || d != 3 {
+		t.Errorf("after 400 s: P=%d D=%d, want P=4 (rising by one per 180 s towards 5) and D=3 (⌈1.8 ÷ 0.8⌉)", p, d)
+	}
+	// Idle: down by one pod per 300 s, after the 1 min stabilisation window.
+	steps = nil
+	for s := 401; s <= 1100; s++ {
+		got := l.Decide(view(s, 0, 0))
+		if got.Prefill != p {
+			steps = append(steps, s)
+		}
+		p, d = got.Prefill, got.Decode
+	}
+	if len(steps) < 2 || steps[0] < 401+60 {
+		t.Errorf("prefill shrank at %v s, want one pod per 300 s after a minute's stabilisation", steps)
+	}
+	for i := 1; i < len(steps); i++ {
+		if steps[i]-steps[i-1] < 300 {
+			t.Errorf("prefill shrank at %v s: two pods within 300 s", steps)
+		}
 	}
 }
 

@@ -17,9 +17,15 @@ type HPA struct {
 	Tolerance            float64
 	UpWindow, DownWindow time.Duration
 	Min, Max             int
+	// UpPods and DownPods, when set, replace the default scale-up limit with a behavior's Pods policies:
+	// at most UpPods added per UpPeriod, DownPods removed per DownPeriod (counted from the replicas at
+	// the period's start, as the HPA's normalizeDesiredReplicasWithBehaviors does).
+	UpPods, DownPods     int
+	UpPeriod, DownPeriod time.Duration
 
-	next float64
-	recs []hpaRec
+	next   float64
+	recs   []hpaRec
+	events []hpaRec // replica changes the HPA made: n is the change, + up or − down
 }
 
 type hpaRec struct {
@@ -71,10 +77,34 @@ func (h *HPA) Step(now float64, current, base int, ratio float64, ok bool) int {
 	if n > down {
 		n = down
 	}
-	if n > current {
+	switch {
+	case n > current && h.UpPods > 0:
+		n = min(n, max(current, current-h.changed(now, h.UpPeriod, 1)+h.UpPods))
+	case n > current:
 		n = min(n, max(2*current, current+4))
+	case n < current && h.DownPods > 0:
+		n = max(n, min(current, current+h.changed(now, h.DownPeriod, -1)-h.DownPods))
 	}
-	return min(max(n, h.Min), h.Max)
+	n = min(max(n, h.Min), h.Max)
+	if n != current && (h.UpPods > 0 || h.DownPods > 0) {
+		h.events = append(h.events, hpaRec{now, n - current})
+	}
+	return n
+}
+
+// changed is how many replicas the HPA added (sign 1) or removed (sign −1) within the last period.
+func (h *HPA) changed(now float64, period time.Duration, sign int) int {
+	cut, sum := 0, 0
+	for cut < len(h.events) && now-h.events[cut].t > max(h.UpPeriod, h.DownPeriod).Seconds() {
+		cut++
+	}
+	h.events = h.events[cut:]
+	for _, e := range h.events {
+		if now-e.t <= period.Seconds() && e.n*sign > 0 {
+			sum += e.n * sign
+		}
+	}
+	return sum
 }
 
 // counterRate turns per-instance cumulative counters into a pool rate over the interval since the last

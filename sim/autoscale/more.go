@@ -160,20 +160,20 @@ func (d *Dynamo) Decide(v *cluster.View) cluster.Target {
 	return cluster.Target{Prefill: d.p, Decode: d.d}
 }
 
-// KEDA is llm-d-style autoscaling through KEDA (llm-d-autoscaling, its KEDA benchmark): a ScaledObject
-// per pool with a prometheus trigger on the pool's token rate, sum(rate(vllm:prompt_tokens_total[1m]))
-// for prefill and sum(rate(vllm:generation_tokens_total[1m])) for decode, against an AverageValue target
-// per replica equal to tokenscale's (targetUtilisation × V_P, × V_D). The numbers go the long way:
-// Prometheus scrapes every 15 s, the query takes a 1 m rate (a series needs two samples in it, so a new
-// pod counts only after its second scrape), KEDA polls every 30 s and the HPA syncs every 15 s on KEDA's
-// last value (10% tolerance, the swept scale-down window).
+// KEDA is the common KEDA setup on the engines' token counters, as a platform team writes it from KEDA's
+// prometheus scaler docs (no project publishes this exact rule; llm-d's published route is LLMD): a
+// ScaledObject per pool with a prometheus trigger on the pool's token rate,
+// sum(rate(vllm:prompt_tokens_total[1m])) for prefill and sum(rate(vllm:generation_tokens_total[1m])) for
+// decode, against an AverageValue target per replica equal to tokenscale's (targetUtilisation × V_P,
+// × V_D). The numbers go the long way: Prometheus scrapes every 15 s, the query takes a 1 m rate (a
+// series needs two samples in it, so a new pod counts only after its second scrape), and KEDA's metrics
+// server runs the query on each of the HPA's 15 s syncs (it caches nothing unless useCachedMetrics is
+// set: keda.sh, "KEDA Metrics Server"; kedacore/keda#2282); the HPA has its default behaviour (10%
+// tolerance, the swept scale-down window).
 type KEDA struct {
 	targetP, targetD float64
 	scrapes          []scrape
 	nextScrape       float64
-	nextPoll         float64
-	valP, valD       float64
-	polled           bool
 	hpaP, hpaD       *HPA
 }
 
@@ -235,15 +235,70 @@ func (k *KEDA) Decide(v *cluster.View) cluster.Target {
 		k.scrapes = k.scrapes[cut:]
 		k.nextScrape = now + 15
 	}
-	if now >= k.nextPoll {
-		k.valP = k.rate1m(now, func(s scrape) map[string]float64 { return s.prompt })
-		k.valD = k.rate1m(now, func(s scrape) map[string]float64 { return s.gen })
-		k.polled = len(k.scrapes) >= 2
-		k.nextPoll = now + 30
+	// The query runs when the HPA syncs (it ignores the value between syncs).
+	valP := k.rate1m(now, func(s scrape) map[string]float64 { return s.prompt })
+	valD := k.rate1m(now, func(s scrape) map[string]float64 { return s.gen })
+	ok := len(k.scrapes) >= 2
+	sp, sd := max(v.PrefillReplicas, 1), max(v.DecodeReplicas, 1)
+	return cluster.Target{
+		Prefill: k.hpaP.Step(now, v.PrefillReplicas, sp, valP/(k.targetP*float64(sp)), ok),
+		Decode:  k.hpaD.Step(now, v.DecodeReplicas, sd, valD/(k.targetD*float64(sd)), ok),
+	}
+}
+
+// LLMD is llm-d's token-aware KEDA autoscaling for P/D (llm-d/llm-d-autoscaling @947b3d6,
+// benchmark/token-velocity-autoscaling: TOKEN-AWARE-AUTOSCALING-SUMMARY.md §2-§4 and
+// pd-setup/launch-scaledobjects.sh), a ScaledObject per pool with a prometheus trigger, metricType
+// AverageValue:
+//   - prefill: the seconds of uncached prefill backlog, sum over live prefill pods of the router's
+//     in-flight tokens (llm_d_epp_inflight_tokens) ÷ peakPrefillThroughput (V_P, calibrated: here the
+//     profile's), against a threshold in seconds per replica: 1.5 s published as the short-context
+//     default and "workload-dependent" (≈ TTFT SLO − ISL/V_P, trimmed for a tail SLO), so it is swept;
+//   - decode: sum(vllm:kv_cache_usage_perc) over decode pods against 0.8 (published, "act at 80% full").
+//
+// Both are gauges scraped by Prometheus every 15 s (a pod counts from its first scrape; `or vector(0)`
+// reads an empty sum as 0), queried by KEDA's metrics server on each 15 s HPA sync. The HPA runs the
+// blueprint's behavior: scale up by at most 1 pod per 180 s with no stabilisation, scale down by at most
+// 1 pod per 300 s after the scale-down stabilisation window (300 s published; the sweep's window). The
+// blueprint's min 1 / max 10 replicas is its test cluster's; the simulator's pool limits apply instead.
+type LLMD struct {
+	vp, threshold float64
+	nextScrape    float64
+	backlog, kv   float64 // the last scrape's sums
+	hpaP, hpaD    *HPA
+}
+
+// LLMDDecodeKV is the blueprint's decode threshold: pods' worth of KV cache, summed.
+const LLMDDecodeKV = 0.8
+
+// NewLLMD sizes prefill on threshold seconds of backlog per replica.
+func NewLLMD(env Env, threshold float64, down time.Duration) *LLMD {
+	l := &LLMD{vp: env.prefillTPS(), threshold: threshold, hpaP: NewHPA(), hpaD: NewHPA()}
+	for _, h := range []*HPA{l.hpaP, l.hpaD} {
+		h.DownWindow = down
+		h.UpPods, h.UpPeriod = 1, 180*time.Second
+		h.DownPods, h.DownPeriod = 1, 300*time.Second
+	}
+	return l
+}
+
+func (l *LLMD) Interval() time.Duration { return time.Second }
+
+func (l *LLMD) Decide(v *cluster.View) cluster.Target {
+	now := v.Now.Seconds()
+	if now >= l.nextScrape {
+		l.backlog, l.kv = 0, 0
+		for _, st := range v.Prefill {
+			l.backlog += st.QueuedPromptTokens
+		}
+		for _, st := range v.Decode {
+			l.kv += st.KVUsage
+		}
+		l.nextScrape = now + 15
 	}
 	sp, sd := max(v.PrefillReplicas, 1), max(v.DecodeReplicas, 1)
 	return cluster.Target{
-		Prefill: k.hpaP.Step(now, v.PrefillReplicas, sp, k.valP/(k.targetP*float64(sp)), k.polled),
-		Decode:  k.hpaD.Step(now, v.DecodeReplicas, sd, k.valD/(k.targetD*float64(sd)), k.polled),
+		Prefill: l.hpaP.Step(now, v.PrefillReplicas, sp, l.backlog/l.vp/(l.threshold*float64(sp)), true),
+		Decode:  l.hpaD.Step(now, v.DecodeReplicas, sd, l.kv/(LLMDDecodeKV*float64(sd)), true),
 	}
 }

@@ -38,6 +38,10 @@ var (
 	// fractions is the shared range of the "fraction of profiled capacity" knobs, wide enough on both
 	// sides that a pick at an end is unlikely and flagged when it happens.
 	fractions = []float64{0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0}
+	// backlogSeconds are llm-d's prefill threshold, seconds of backlog per replica: its published 1.5 s
+	// (short-context traffic with a ~2 s TTFT SLO) down to a tenth of the shortest band's 250 ms SLO, as
+	// its rule (≈ SLO − ISL/V_P, trimmed for a tail target) gives for shorter SLOs.
+	backlogSeconds = []float64{0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 1.5}
 	// utilisations are tokenscale's policy.targetUtilisation, which its config caps at 1.
 	utilisations = []float64{0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0}
 	// windows are the scale-down stabilisation windows every policy's sweep tries: tokenscale's default
@@ -174,7 +178,11 @@ func Policies() []Policy {
 			Variants: func(env Env) []Variant { return dynamoSweep(env, false) }},
 		{Name: "dynamo-kalman", Describe: "the Dynamo-planner-like SLA planner with Dynamo's Kalman load predictor at its defaults",
 			Variants: func(env Env) []Variant { return dynamoSweep(env, true) }},
-		{Name: "llm-d-keda", Describe: "token rate per replica through Prometheus, KEDA and the HPA (llm-d-KEDA-like)",
+		{Name: "llm-d-keda", Describe: "llm-d's token-aware KEDA route: prefill backlog seconds, decode KV usage (llm-d-KEDA-like)",
+			Variants: func(env Env) []Variant {
+				return sweep("backlogSeconds", backlogSeconds, func(x float64, w time.Duration) cluster.Autoscaler { return NewLLMD(env, x, w) })
+			}},
+		{Name: "keda-rate", Describe: "token rate per replica through Prometheus, KEDA and the HPA (the common KEDA setup)",
 			Variants: func(env Env) []Variant {
 				return sweep("targetUtilisation", fractions, func(x float64, w time.Duration) cluster.Autoscaler { return NewKEDA(env, x, w) })
 			}},

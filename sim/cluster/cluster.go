@@ -922,6 +922,7 @@ func (s *sim) view() *View {
 			st.KVUsage = math.Min(1, s.kvNow(in)/s.hw.KVCapacityTokens)
 		}
 		if in.role == rolePrefill {
+			st.QueuedPromptTokens = math.Max(0, in.qTokens)
 			v.Prefill = append(v.Prefill, st)
 		} else {
 			v.Decode = append(v.Decode, st)

@@ -92,4 +92,7 @@ type InstanceStats struct {
 	TTFT, ITL *Histogram
 	// Converted is true while the decoder takes prefill work.
 	Converted bool
+	// QueuedPromptTokens is a prefiller's in-flight prompt tokens, queued or in its step, less those
+	// computed or found in its prefix cache (what llm-d's router reports as llm_d_epp_inflight_tokens).
+	QueuedPromptTokens float64
 }
