@@ -216,6 +216,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{[]string{"converter.enabled=true", "converter.controller.leaderElection=false"}, "needs converter.controller.leaderElection"},
 		{[]string{"converter.enabled=true", "converter.agent.minFlipInterval=10s"}, "converter.minFlipInterval"},
 		{[]string{"converter.enabled=true", "converter.agent.actuator=label"}, "converter.admissionPolicies=false"},
+		{[]string{"adapter.podDisruptionBudget.minAvailable=50%"}, "whole number of pods"},
 	} {
 		out, err := exec.Command(helm, helmArgs(c.set)...).CombinedOutput()
 		if err == nil {

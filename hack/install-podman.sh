@@ -44,12 +44,15 @@ else
       printf '\n[containers]\ndefault_ulimits = []\n' | $SUDO tee -a "$conf" >/dev/null
     fi
   fi
-  if ! grep -q '^[[:space:]]*runtime[[:space:]]*=' "$conf"; then
-    if grep -q '^\[engine\]' "$conf"; then
-      $SUDO sed -i 's/^\[engine\]/[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"/' "$conf"
-    else
-      printf '\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' | $SUDO tee -a "$conf" >/dev/null
+  for kv in 'runtime = "runc"' 'cgroup_manager = "cgroupfs"'; do
+    key=${kv%% *}
+    if ! grep -q "^[[:space:]]*$key[[:space:]]*=" "$conf"; then
+      if grep -q '^\[engine\]' "$conf"; then
+        $SUDO sed -i "s/^\[engine\]/[engine]\n$kv/" "$conf"
+      else
+        printf '\n[engine]\n%s\n' "$kv" | $SUDO tee -a "$conf" >/dev/null
+      fi
     fi
-  fi
+  done
 fi
 podman --version

@@ -338,26 +338,52 @@ func TestServeReapsSilentClients(t *testing.T) {
 	}
 }
 
-// A stop does not wait for KEDA to close its streams, which it never does while it runs: StreamIsActive
-// ends at once with Unavailable (KEDA reconnects, to another replica), and a health Watch still open
-// after the grace is closed.
-func TestServeStopsWithStreamsOpen(t *testing.T) {
-	src := &source{}
-	src.publish(snapshot(time.Now(), 12000))
+// serveUntil runs Serve with o until the returned cancel, and returns a client connection and Serve's result.
+func serveUntil(t *testing.T, src Source, o Options) (*grpc.ClientConn, context.CancelFunc, <-chan error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, src, Options{GRPCAddress: "127.0.0.1:0", MaxAge: time.Minute, ShutdownGrace: 200 * time.Millisecond,
-			Register: metrics.NewKubeRegistry().MustRegister, Listening: func(a net.Addr) { addr <- a }})
-	}()
-	conn, err := grpc.NewClient((<-addr).String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	o.GRPCAddress, o.MaxAge, o.Register, o.Listening = "127.0.0.1:0", time.Minute, metrics.NewKubeRegistry().MustRegister, func(a net.Addr) { addr <- a }
+	go func() { done <- Serve(ctx, src, o) }()
+	var target string
+	select {
+	case a := <-addr:
+		target = a.String()
+	case err := <-done:
+		t.Fatalf("Serve: %v", err)
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	// The clients' streams outlive the server: their own contexts never end.
+	t.Cleanup(func() { conn.Close() })
+	return conn, cancel, done
+}
+
+// waitServe fails the test unless Serve returns cleanly within a minute (a bound no healthy machine
+// reaches: the stops below take milliseconds to a fraction of a second).
+func waitServe(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after its context ended: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Serve still running a minute after its context ended, with a client's stream open")
+	}
+}
+
+// A stop does not wait for KEDA to close its StreamIsActive streams, which it never does while it runs:
+// they end at once with Unavailable saying so (KEDA reconnects, to another replica), well within a grace
+// long enough that only that can end them.
+func TestServeStopsWithStreamsOpen(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	conn, stop, done := serveUntil(t, src, Options{ShutdownGrace: time.Hour})
+	// The client's stream outlives the server: its own context never ends.
 	st, err := externalscaler.NewExternalScalerClient(conn).StreamIsActive(context.Background(), ref(map[string]string{"pool": "prefill"}))
 	if err != nil {
 		t.Fatal(err)
@@ -365,6 +391,18 @@ func TestServeStopsWithStreamsOpen(t *testing.T) {
 	if _, err := st.Recv(); err != nil {
 		t.Fatal(err)
 	}
+	stop()
+	waitServe(t, done)
+	if _, err := st.Recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the scaler is stopping") {
+		t.Fatalf("the StreamIsActive stream after the stop: %v, want Unavailable saying the scaler is stopping", err)
+	}
+}
+
+// A health Watch still open after the grace is closed: the stop is bounded whatever a client holds.
+func TestServeStopsWithWatchOpen(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	conn, stop, done := serveUntil(t, src, Options{ShutdownGrace: 200 * time.Millisecond})
 	w, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -372,18 +410,8 @@ func TestServeStopsWithStreamsOpen(t *testing.T) {
 	if _, err := w.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Serve after its context ended: %v", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("Serve still running a minute after its context ended, with a client's streams open")
-	}
-	if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
-		t.Fatalf("the StreamIsActive stream after the stop: %v, want Unavailable", err)
-	}
+	stop()
+	waitServe(t, done)
 }
 
 // The stream cap counts health Watch streams too: each holds a goroutine like StreamIsActive, and the

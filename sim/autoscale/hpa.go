@@ -79,11 +79,11 @@ func (h *HPA) Step(now float64, current, base int, ratio float64, ok bool) int {
 	}
 	switch {
 	case n > current && h.UpPods > 0:
-		n = min(n, max(current, current-h.changed(now, h.UpPeriod, 1)+h.UpPods))
+		n = min(n, max(current, h.periodStart(now, current, h.UpPeriod)+h.UpPods))
 	case n > current:
 		n = min(n, max(2*current, current+4))
 	case n < current && h.DownPods > 0:
-		n = max(n, min(current, current+h.changed(now, h.DownPeriod, -1)-h.DownPods))
+		n = max(n, min(current, h.periodStart(now, current, h.DownPeriod)-h.DownPods))
 	}
 	n = min(max(n, h.Min), h.Max)
 	if n != current && (h.UpPods > 0 || h.DownPods > 0) {
@@ -92,19 +92,22 @@ func (h *HPA) Step(now float64, current, base int, ratio float64, ok bool) int {
 	return n
 }
 
-// changed is how many replicas the HPA added (sign 1) or removed (sign −1) within the last period.
-func (h *HPA) changed(now float64, period time.Duration, sign int) int {
-	cut, sum := 0, 0
-	for cut < len(h.events) && now-h.events[cut].t > max(h.UpPeriod, h.DownPeriod).Seconds() {
+// periodStart is the replicas at the start of the last period: current less what the HPA added within
+// it plus what it removed, counting an event strictly inside the period as Kubernetes does
+// (calculateScaleUpLimitWithScalingRules, calculateScaleDownLimitWithBehaviors).
+func (h *HPA) periodStart(now float64, current int, period time.Duration) int {
+	cut := 0
+	for cut < len(h.events) && now-h.events[cut].t >= max(h.UpPeriod, h.DownPeriod).Seconds() {
 		cut++
 	}
 	h.events = h.events[cut:]
+	start := current
 	for _, e := range h.events {
-		if now-e.t <= period.Seconds() && e.n*sign > 0 {
-			sum += e.n * sign
+		if now-e.t < period.Seconds() {
+			start -= e.n
 		}
 	}
-	return sum
+	return start
 }
 
 // counterRate turns per-instance cumulative counters into a pool rate over the interval since the last

@@ -185,7 +185,8 @@ type scrape struct {
 
 // NewKEDA targets a fraction of the profiled per-replica token rates.
 func NewKEDA(env Env, fraction float64, down time.Duration) *KEDA {
-	k := &KEDA{targetP: fraction * env.prefillTPS(), targetD: fraction * env.DecodeTPS, hpaP: NewHPA(), hpaD: NewHPA()}
+	k := &KEDA{targetP: fraction * env.prefillTPS(), targetD: fraction * env.DecodeTPS, hpaP: NewHPA(), hpaD: NewHPA(),
+		nextScrape: scrapePhase}
 	k.hpaP.DownWindow, k.hpaD.DownWindow = down, down
 	return k
 }
@@ -246,6 +247,11 @@ func (k *KEDA) Decide(v *cluster.View) cluster.Target {
 	}
 }
 
+// scrapePhase puts Prometheus's 15 s scrapes half a cycle from the HPA's 15 s syncs (which start at 0): the
+// two run unsynchronised, so a sync reads a scrape 7.5 s old on average; in phase it would read one
+// taken the same second.
+const scrapePhase = 7
+
 // LLMD is llm-d's token-aware KEDA autoscaling for P/D (llm-d/llm-d-autoscaling @947b3d6,
 // benchmark/token-velocity-autoscaling: TOKEN-AWARE-AUTOSCALING-SUMMARY.md §2-§4 and
 // pd-setup/launch-scaledobjects.sh), a ScaledObject per pool with a prometheus trigger, metricType
@@ -273,7 +279,7 @@ const LLMDDecodeKV = 0.8
 
 // NewLLMD sizes prefill on threshold seconds of backlog per replica.
 func NewLLMD(env Env, threshold float64, down time.Duration) *LLMD {
-	l := &LLMD{vp: env.prefillTPS(), threshold: threshold, hpaP: NewHPA(), hpaD: NewHPA()}
+	l := &LLMD{vp: env.prefillTPS(), threshold: threshold, hpaP: NewHPA(), hpaD: NewHPA(), nextScrape: scrapePhase}
 	for _, h := range []*HPA{l.hpaP, l.hpaD} {
 		h.DownWindow = down
 		h.UpPods, h.UpPeriod = 1, 180*time.Second

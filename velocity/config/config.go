@@ -395,8 +395,8 @@ func (c *Config) complete() error {
 	for i := range c.Pools {
 		pl := &c.Pools[i]
 		where := fmt.Sprintf("pools[%d] (%s)", i, pl.Name)
-		if !nameRE.MatchString(pl.Name) {
-			errs = append(errs, fmt.Errorf("%s: name must be a DNS label", where))
+		if !nameRE.MatchString(pl.Name) || len(pl.Name) > 63 {
+			errs = append(errs, fmt.Errorf("%s: name must be a DNS label (at most 63 characters)", where))
 		}
 		key := pl.Namespace + "/" + pl.Name
 		if seen[key] {
