@@ -141,10 +141,10 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q: %w", podRef(pod), resp.StatusCode, truncate(raw), err)
 	}
 	if resp.StatusCode != http.StatusOK || !out.Success {
-		return fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %s", podRef(pod), role, resp.StatusCode, out.Message)
+		return fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %s", podRef(pod), role, resp.StatusCode, truncate([]byte(out.Message)))
 	}
 	if out.NewRole != "" && out.NewRole != role {
-		return fmt.Errorf("pod %s: /pd_role_switch answered new_role %q, asked %q", podRef(pod), out.NewRole, role)
+		return fmt.Errorf("pod %s: /pd_role_switch answered new_role %q, asked %q", podRef(pod), truncate([]byte(out.NewRole)), role)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package converter
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -166,6 +167,7 @@ func TestGPUUUIDsOfSharedReplicas(t *testing.T) {
 func TestSGLangActuator(t *testing.T) {
 	var got []string
 	idle := true
+	message := "scheduler is not idle; drain first"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			NewRole string `json:"new_role"`
@@ -177,7 +179,7 @@ func TestSGLangActuator(t *testing.T) {
 		got = append(got, req.NewRole)
 		if !idle {
 			w.WriteHeader(http.StatusBadRequest)
-			_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "message": "scheduler is not idle; drain first"})
+			_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "message": message})
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "message": "ok", "old_role": "decode", "new_role": req.NewRole})
@@ -200,6 +202,11 @@ func TestSGLangActuator(t *testing.T) {
 	idle = false
 	if err := a.Convert(context.Background(), pod); err == nil || !strings.Contains(err.Error(), "not idle") {
 		t.Errorf("a busy engine's refusal: %v", err)
+	}
+	// The engine's words are repeated in the error (and the agent's log) only in part.
+	message = strings.Repeat("m", 60<<10)
+	if err := a.Convert(context.Background(), pod); err == nil || len(err.Error()) > 1000 {
+		t.Errorf("a refusal with a 60 KiB message: an error of %d bytes, want under 1,000", len(fmt.Sprint(err)))
 	}
 	if err := a.Convert(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x"}}); err == nil {
 		t.Error("a pod without an IP converted")
