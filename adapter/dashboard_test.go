@@ -29,7 +29,7 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	known := &service.PoolView{Key: service.PoolKey{Namespace: "ns", Name: "prefill"}, Config: &config.Pool{Role: config.RolePrefill}, Desired: 1, HasDesired: true}
 	unknown := &service.PoolView{Key: service.PoolKey{Namespace: "ns", Name: "decode"}, Err: errors.New("stale")}
 	snap := &service.Snapshot{Pools: map[service.PoolKey]*service.PoolView{known.Key: known, unknown.Key: unknown}}
-	reg.CustomMustRegister(selfmetrics.NewPools(func() *service.Snapshot { return snap }))
+	reg.CustomMustRegister(selfmetrics.NewPools(func() *service.Snapshot { return snap }, nil))
 	// The converter's and the KEDA scaler's families, which the dashboard's other rows read.
 	cm := converter.NewMetrics(reg.MustRegister)
 	cm.GPU(converter.GPUReading{UUID: "GPU-1", MemFree: 1, MemTotal: 2, UtilisationKnown: true})

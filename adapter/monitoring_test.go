@@ -30,7 +30,7 @@ func TestMonitorAndFreshness(t *testing.T) {
 # TYPE tokenscale_scrape_errors_total counter
 tokenscale_scrape_errors_total{pool="prefill"} 1
 `
-	want += `# HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last engine scrape; time() minus this is the freshness of served values.
+	want += `# HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last successful engine scrape; time() minus this is the freshness of served values.
 # TYPE tokenscale_last_scrape_timestamp_seconds gauge
 tokenscale_last_scrape_timestamp_seconds 100
 `

@@ -13,6 +13,7 @@ import (
 	"github.com/tokenscale/tokenscale/internal/pipeline"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
 	"github.com/tokenscale/tokenscale/internal/version"
+	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
 // Options are the adapter's own flags (custom-metrics-apiserver adds serving, authn/authz and kubeconfig).
@@ -35,7 +36,7 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 		return err
 	}
 	svc := p.Service
-	legacyregistry.CustomMustRegister(selfmetrics.NewPools(svc.Snapshot))
+	legacyregistry.CustomMustRegister(selfmetrics.NewPools(svc.Snapshot, func(s *service.Snapshot) error { return service.Fresh(s, time.Now(), p.MaxAge()) }))
 	selfmetrics.NewBuildInfo(legacyregistry.MustRegister, version.Get())
 	mapper, err := base.RESTMapper()
 	if err != nil {

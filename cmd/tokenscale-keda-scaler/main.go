@@ -12,6 +12,7 @@ import (
 	"github.com/tokenscale/tokenscale/internal/pipeline"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
 	"github.com/tokenscale/tokenscale/kedascaler"
+	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
 func main() {
@@ -35,7 +36,7 @@ func main() {
 			return err
 		}
 		so.MaxAge = p.MaxAge()
-		legacyregistry.CustomMustRegister(selfmetrics.NewPools(p.Service.Snapshot))
+		legacyregistry.CustomMustRegister(selfmetrics.NewPools(p.Service.Snapshot, func(s *service.Snapshot) error { return service.Fresh(s, time.Now(), so.MaxAge) }))
 		go p.Service.Run(ctx)
 		return kedascaler.Serve(ctx, p.Service, so)
 	})

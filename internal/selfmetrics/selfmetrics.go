@@ -4,6 +4,8 @@
 package selfmetrics
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -37,7 +39,7 @@ func NewScrape(register func(...metrics.Registerable), now func() time.Time) *Sc
 		}, []string{"pool"}),
 		last: metrics.NewGauge(&metrics.GaugeOpts{
 			Namespace: "tokenscale", Name: "last_scrape_timestamp_seconds",
-			Help: "Unix time of the last engine scrape; time() minus this is the freshness of served values.",
+			Help: "Unix time of the last successful engine scrape; time() minus this is the freshness of served values.",
 		}),
 		reloadOK: metrics.NewGauge(&metrics.GaugeOpts{
 			Namespace: "tokenscale", Subsystem: "config", Name: "last_reload_successful",
@@ -63,13 +65,17 @@ func (s *Scrape) ConfigReloaded(err error) {
 	s.reloadAt.Set(float64(s.now().UnixNano()) / 1e9)
 }
 
-// ObserveScrape records one scrape.
+// ObserveScrape records one scrape. Only a successful one moves the freshness gauge (with every pod
+// failing, a gauge that still advanced would hide the staleness it exists to show), and one cut short by
+// shutdown is no pod's error.
 func (s *Scrape) ObserveScrape(pool string, d time.Duration, err error) {
 	s.duration.WithLabelValues(pool).Observe(d.Seconds())
-	s.last.Set(float64(s.now().UnixNano()) / 1e9)
 	// The pool's error series exists from its first scrape, at 0, so rate() works before any error.
 	errs := s.errors.WithLabelValues(pool)
-	if err != nil {
+	switch {
+	case err == nil:
+		s.last.Set(float64(s.now().UnixNano()) / 1e9)
+	case !errors.Is(err, context.Canceled):
 		errs.Inc()
 	}
 }
@@ -95,15 +101,18 @@ var poolGauges = []struct {
 type Pools struct {
 	metrics.BaseStableCollector
 	snapshot func() *service.Snapshot
+	fresh    func(*service.Snapshot) error
 	descs    []*metrics.Desc
 	ready    *metrics.Desc
 	unknown  *metrics.Desc
 }
 
-// NewPools returns the collector; register it with a registry's CustomMustRegister.
-func NewPools(snapshot func() *service.Snapshot) *Pools {
+// NewPools returns the collector; register it with a registry's CustomMustRegister. fresh says whether a
+// snapshot may still be served (nil: always): a stale one's numbers are all unknown, as the API's 503s
+// say, rather than its last values read as current by dashboards and alerts.
+func NewPools(snapshot func() *service.Snapshot, fresh func(*service.Snapshot) error) *Pools {
 	labels := []string{"namespace", "pool", "role"}
-	p := &Pools{snapshot: snapshot}
+	p := &Pools{snapshot: snapshot, fresh: fresh}
 	for _, g := range poolGauges {
 		p.descs = append(p.descs, metrics.NewDesc("tokenscale_pool_"+g.name, g.help, labels, nil, metrics.ALPHA, ""))
 	}
@@ -128,16 +137,19 @@ func (p *Pools) CollectWithStability(ch chan<- metrics.Metric) {
 	if snap == nil {
 		return
 	}
+	stale := p.fresh != nil && p.fresh(snap) != nil
 	for _, v := range snap.Pools {
 		role := ""
 		if v.Config != nil {
 			role = string(v.Config.Role)
 		}
 		lv := []string{v.Key.Namespace, v.Key.Name, role}
-		ch <- metrics.NewLazyConstMetric(p.ready, metrics.GaugeValue, float64(len(v.Pods)), lv...)
+		if !stale {
+			ch <- metrics.NewLazyConstMetric(p.ready, metrics.GaugeValue, float64(len(v.Pods)), lv...)
+		}
 		for i, g := range poolGauges {
 			x, err := v.Value(g.metric)
-			if err != nil {
+			if err != nil || stale {
 				ch <- metrics.NewLazyConstMetric(p.unknown, metrics.GaugeValue, 1, append(lv, g.name)...)
 				continue
 			}
@@ -158,7 +170,8 @@ func NewBuildInfo(register func(...metrics.Registerable), v version.Info) {
 }
 
 // Healthz answers "ok" while check passes and 503 with its reason otherwise; check nil means the
-// process is alive and has nothing fresher to prove. Every binary's /healthz means this.
+// process is alive and has nothing fresher to prove. The KEDA scaler's and the converter's /healthz mean
+// this; the adapter's freshness is its API server's /readyz.
 func Healthz(check func() error) http.HandlerFunc {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		if check != nil {

@@ -1,7 +1,10 @@
 package selfmetrics
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +25,7 @@ func TestPoolsExportKnownValuesOnly(t *testing.T) {
 	decode := &config.Pool{Name: "decode", Role: config.RoleDecode}
 	var snap *service.Snapshot
 	reg := metrics.NewKubeRegistry()
-	reg.CustomMustRegister(NewPools(func() *service.Snapshot { return snap }))
+	reg.CustomMustRegister(NewPools(func() *service.Snapshot { return snap }, nil))
 	if got, err := count(reg, ""); err != nil || got != 0 {
 		t.Fatalf("before the first snapshot: %d series (%v); want none", got, err)
 	}
@@ -105,5 +108,65 @@ tokenscale_config_last_reload_successful 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_config_last_reload_successful", "tokenscale_config_last_reload_success_timestamp_seconds"); err != nil {
 		t.Error(err)
+	}
+}
+
+// Only a successful scrape moves the freshness gauge, and a scrape cut short by shutdown is no error.
+func TestScrapeFreshnessOnlyOnSuccess(t *testing.T) {
+	reg := metrics.NewKubeRegistry()
+	now := time.Unix(1700000000, 0)
+	s := NewScrape(reg.MustRegister, func() time.Time { return now })
+	s.ObserveScrape("prefill", time.Millisecond, nil)
+	now = now.Add(time.Hour)
+	s.ObserveScrape("prefill", time.Millisecond, errors.New("connection refused"))
+	s.ObserveScrape("prefill", time.Millisecond, fmt.Errorf("scrape: %w", context.Canceled))
+	want := `
+# HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last successful engine scrape; time() minus this is the freshness of served values.
+# TYPE tokenscale_last_scrape_timestamp_seconds gauge
+tokenscale_last_scrape_timestamp_seconds 1.7e+09
+# HELP tokenscale_scrape_errors_total [ALPHA] Failed engine /metrics scrapes, per pool.
+# TYPE tokenscale_scrape_errors_total counter
+tokenscale_scrape_errors_total{pool="prefill"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_last_scrape_timestamp_seconds", "tokenscale_scrape_errors_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// The plain-HTTP endpoints bound a client's connection: idle, reading, writing and its headers.
+func TestEndpointServerIsBounded(t *testing.T) {
+	srv := newServer(http.NotFoundHandler())
+	if srv.IdleTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout <= 0 || srv.ReadHeaderTimeout <= 0 || srv.MaxHeaderBytes <= 0 || srv.MaxHeaderBytes > 64<<10 {
+		t.Fatalf("unbounded endpoint server: idle %v, read %v, write %v, header %v, header bytes %d",
+			srv.IdleTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.ReadHeaderTimeout, srv.MaxHeaderBytes)
+	}
+}
+
+// A snapshot too old to serve exports no numbers: every one is flagged unknown, as the API's 503s say,
+// rather than its last values read as current.
+func TestPoolsOfAStaleSnapshotAreUnknown(t *testing.T) {
+	prefill := &config.Pool{Name: "prefill", Role: config.RolePrefill}
+	snap := &service.Snapshot{Time: time.Unix(100, 0), Pools: map[service.PoolKey]*service.PoolView{
+		{Namespace: "llm-d", Name: "prefill"}: {
+			Key: service.PoolKey{Namespace: "llm-d", Name: "prefill"}, Config: prefill,
+			Pods:    []store.PodKey{{Namespace: "llm-d", Name: "p-1"}},
+			Status:  policy.PoolStatus{Arrival: 12000, Capacity: 20000, Utilisation: 0.6, Backpressure: 0.25, QueuedTokens: 300},
+			Desired: 2, HasDesired: true,
+		},
+	}}
+	now := time.Unix(101, 0)
+	reg := metrics.NewKubeRegistry()
+	reg.CustomMustRegister(NewPools(func() *service.Snapshot { return snap }, func(s *service.Snapshot) error { return service.Fresh(s, now, 3*time.Second) }))
+	if n, err := count(reg, "tokenscale_pool_desired_replicas"); err != nil || n != 1 {
+		t.Fatalf("a fresh snapshot: %d desired-replicas series (%v), want 1", n, err)
+	}
+	now = time.Unix(3700, 0)
+	for _, name := range []string{"tokenscale_pool_desired_replicas", "tokenscale_pool_arrival_tokens_per_second", "tokenscale_pool_ready_pods"} {
+		if n, err := count(reg, name); err != nil || n != 0 {
+			t.Errorf("an hour-old snapshot: %d %s series (%v), want none", n, name, err)
+		}
+	}
+	if n, err := count(reg, "tokenscale_pool_value_unknown"); err != nil || n != len(poolGauges) {
+		t.Errorf("an hour-old snapshot: %d unknown flags (%v), want one per number (%d)", n, err, len(poolGauges))
 	}
 }

@@ -28,7 +28,7 @@ func Serve(ctx context.Context, addr, what string, withMetrics bool, check func(
 	if err != nil {
 		return fmt.Errorf("%s endpoint: %w", what, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := newServer(mux)
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			klog.ErrorS(err, "HTTP endpoint stopped", "endpoint", what, "address", addr)
@@ -36,4 +36,11 @@ func Serve(ctx context.Context, addr, what string, withMetrics bool, check func(
 	}()
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	return nil
+}
+
+// newServer bounds what a client of these plain-HTTP endpoints may hold: the converter's are on the pod
+// network, and without an idle limit any pod could keep thousands of connections open.
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 }

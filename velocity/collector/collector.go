@@ -113,6 +113,12 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		// A scrape request is a few hundred bytes; the default 4 KiB write buffer per connection is waste.
 		tr.WriteBufferSize = 1024
 		tr.DisableCompression = !opts.Compression
+		// Pods are scraped where they are: an HTTP(S)_PROXY meant for egress would route every scrape, and
+		// every pod's numbers, through a proxy, and turn the proxy's errors into the pods'.
+		tr.Proxy = nil
+		// A page's headers are a few hundred bytes; Go's 10 MiB default would let a pod spend that much of
+		// the memory bound outside maxBodyBytes on every scrape.
+		tr.MaxResponseHeaderBytes = maxHeaderBytes
 		opts.Client = &http.Client{Transport: tr}
 	}
 	if opts.Client.CheckRedirect == nil {
@@ -315,6 +321,13 @@ func (s *Scraper) scrape(ctx context.Context, t Target) (*engine.Snapshot, error
 	return snap, nil
 }
 
+// maxHeaderBytes bounds a scrape reply's headers.
+const maxHeaderBytes = 64 << 10
+
+// maxPrealloc bounds what an announced Content-Length allocates before its bytes arrive: a pod announcing
+// the limit and then stalling would otherwise cost the whole limit for no bytes.
+const maxPrealloc = 256 << 10
+
 // readLimited reads r into buf, failing as soon as more than limit bytes arrive; the buffer grows to at
 // most limit+1 bytes (not to the next power of two), so a page over the limit costs no more than that.
 func readLimited(r io.Reader, buf []byte, limit, contentLength int64) ([]byte, error) {
@@ -322,7 +335,7 @@ func readLimited(r io.Reader, buf []byte, limit, contentLength int64) ([]byte, e
 		return buf, fmt.Errorf("%w (%d bytes announced, limit %d)", ErrBodyTooLarge, contentLength, limit)
 	}
 	if contentLength > 0 && int64(cap(buf)) < contentLength+1 {
-		buf = make([]byte, 0, contentLength+1)
+		buf = make([]byte, 0, min(contentLength+1, maxPrealloc))
 	}
 	for {
 		if len(buf) == cap(buf) {

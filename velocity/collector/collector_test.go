@@ -398,6 +398,24 @@ func TestPrometheusSourceOddReplies(t *testing.T) {
 	}
 }
 
+// An endpoint's error text is repeated only in part: it is logged on every round.
+func TestPrometheusErrorTextIsShort(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		fmt.Fprintf(w, `{"status":"error","errorType":"execution","error":"%s"}`, strings.Repeat("e", 1<<20))
+	}))
+	defer srv.Close()
+	q, err := NewPrometheusQuerier(srv.URL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = NewPrometheusSource(q, store.New(store.Options{}, nil), time.Second, 45*time.Second, engine.Auto, nil).PollOnce(context.Background())
+	if err == nil || len(err.Error()) > 1024 {
+		t.Fatalf("a 1 MiB error message: an error of %d bytes, want at most 1 KiB", len(fmt.Sprint(err)))
+	}
+}
+
 type panickingTransport struct{}
 
 func (panickingTransport) RoundTrip(*http.Request) (*http.Response, error) { panic("a broken reader") }

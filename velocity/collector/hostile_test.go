@@ -149,3 +149,37 @@ func hangingServer(t *testing.T) *httptest.Server {
 	t.Cleanup(func() { close(release) })
 	return srv
 }
+
+// A pod's reply headers are bounded: past 64 KiB the scrape is the pod's error, not 10 MiB of memory.
+func TestScrapeHeadersAreBounded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		for i := range 200 {
+			w.Header().Set(fmt.Sprintf("X-Pad-%d", i), strings.Repeat("p", 1000))
+		}
+		fmt.Fprint(w, "vllm:num_requests_running 1\n")
+	}))
+	defer srv.Close()
+	st := store.New(store.Options{}, nil)
+	pod := store.PodKey{Namespace: "ns", Name: "headers"}
+	s := NewScraper(Options{}, st, func() []Target { return []Target{{Pod: pod, URL: srv.URL, Engine: engine.VLLM}} }, nil)
+	s.ScrapeOnce(context.Background())
+	if _, err := st.Get(pod); err == nil || !strings.Contains(err.Error(), "ns/headers") {
+		t.Fatalf("a reply with 200 KB of headers: err = %v, want the pod's error", err)
+	}
+}
+
+// Pod scrapes ignore HTTP(S)_PROXY: the proxy is for egress, and pods are scraped where they are.
+func TestScrapeUsesNoProxy(t *testing.T) {
+	s := NewScraper(Options{}, store.New(store.Options{}, nil), func() []Target { return nil }, nil)
+	if tr, ok := s.opts.Client.Transport.(*http.Transport); !ok || tr.Proxy != nil {
+		t.Fatalf("the scrape transport has a proxy function")
+	}
+}
+
+// An announced Content-Length allocates at most maxPrealloc before the bytes arrive.
+func TestAnnouncedLengthIsNotPreallocated(t *testing.T) {
+	buf, _ := readLimited(strings.NewReader("x"), nil, 64<<20, 64<<20)
+	if cap(buf) > maxPrealloc {
+		t.Fatalf("a 64 MiB announcement preallocated %d bytes", cap(buf))
+	}
+}

@@ -119,10 +119,15 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	}
 	v, warnings, _, err := p.q.Query(ctx, p.Query(), time.Time{})
 	if err != nil {
-		return fmt.Errorf("prometheus query: %w", err)
+		// The endpoint's own words (its JSON "error") may be as long as its reply; they are logged every round.
+		return fmt.Errorf("prometheus query: %w", clip(err))
 	}
 	if len(warnings) > 0 {
-		klog.V(2).InfoS("Prometheus query warnings", "warnings", warnings)
+		first := warnings[0]
+		if len(first) > maxErrText {
+			first = strings.ToValidUTF8(first[:maxErrText], "") + "… (truncated)"
+		}
+		klog.V(2).InfoS("Prometheus query warnings", "count", len(warnings), "first", first)
 	}
 	// A reply is whatever the configured endpoint sends: "data": null decodes to no value at all, and a
 	// null in the result list to a nil series.

@@ -128,6 +128,21 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 		}
 		pl := &c.Pools[idx]
 		sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+		// A Ready pod the round has no numbers for (Prometheus has not scraped it yet, or its monitor
+		// misses it) counts as a pod of unknown velocity, as one warming up does: left out, the pool's
+		// capacity would count only the pods with numbers.
+		if len(poolResults[pk]) < len(pods) {
+			have := make(map[store.PodKey]bool, len(poolResults[pk]))
+			for _, r := range poolResults[pk] {
+				have[r.Pod] = true
+			}
+			for _, pod := range pods {
+				if !have[pod] {
+					poolResults[pk] = append(poolResults[pk], store.Result{Velocity: store.Velocity{Pod: pod},
+						Err: fmt.Errorf("%s: %w: no numbers for it this round", pod, store.ErrNotFound)})
+				}
+			}
+		}
 		// The controller keys its state by pool name: give it one per instance.
 		inst := *pl
 		inst.Name = pk.String()

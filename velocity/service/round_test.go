@@ -1,6 +1,7 @@
 package service
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -110,5 +111,31 @@ func TestSnapshotServesItsOwnRound(t *testing.T) {
 	})
 	if n != 2 {
 		t.Errorf("EachPod called fn %d times, want 2", n)
+	}
+}
+
+// A Ready pod without numbers this round (the Prometheus source has no series for it yet) counts in its
+// pool as a pod of unknown velocity, not as no pod: capacity is not the pods with numbers alone.
+func TestPodWithoutNumbersCounts(t *testing.T) {
+	cfg := config.Default()
+	st := store.New(store.Options{StaleAfter: time.Hour}, nil)
+	a, b := store.PodKey{Namespace: "llm", Name: "a"}, store.PodKey{Namespace: "llm", Name: "b"}
+	t0 := time.Now()
+	page := func(tokens float64) *engine.Snapshot {
+		s := engine.NewSnapshot(engine.VLLM)
+		s.SetScalar(engine.PromptTokens, tokens)
+		s.SetScalar(engine.GenerationTokens, 0)
+		s.SetScalar(engine.RequestsRunning, 0)
+		s.SetScalar(engine.RequestsWaiting, 0)
+		return s
+	}
+	st.Record(a, t0, page(0))
+	st.Record(a, t0.Add(time.Second), page(1000))
+	role := map[string]string{"llm-d.ai/role": "prefill"}
+	m := Assign(cfg, []Pod{{Key: a, Labels: role, IP: "10.0.0.1", Ready: true}, {Key: b, Labels: role, IP: "10.0.0.2", Ready: true}})
+	snap := Decide(cfg, m, st.List(m.Has), policy.NewController(), t0.Add(time.Second))
+	v := snap.Pools[PoolKey{Namespace: "llm", Name: "prefill"}]
+	if v == nil || v.Status.Pods != 2 || v.Status.Known != 1 || len(v.Status.Errors) != 1 || !errors.Is(v.Status.Errors[0], store.ErrNotFound) {
+		t.Fatalf("pool with one pod of two reported: %+v, want 2 pods, 1 known, the other not found", v)
 	}
 }
