@@ -52,7 +52,7 @@ func Factory(client kubernetes.Interface, namespace, selector string, resync tim
 }
 
 // dropManagedFields removes a cached object's server-side-apply field records: nothing here reads them,
-// and on a pod they are often a third of its size, held for every pod watched.
+// and they would be held for every pod watched.
 func dropManagedFields(obj any) (any, error) {
 	if m, ok := obj.(metav1.ObjectMetaAccessor); ok {
 		m.GetObjectMeta().SetManagedFields(nil)

@@ -63,8 +63,7 @@ func TestBadSelector(t *testing.T) {
 	}
 }
 
-// The cache holds no server-side-apply field records: nothing reads them, and they are often a third of
-// a pod's size.
+// The cache holds no server-side-apply field records: nothing reads them.
 func TestCacheDropsManagedFields(t *testing.T) {
 	client := fake.NewClientset(pod("mf", func(p *corev1.Pod) {
 		p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}

@@ -72,23 +72,15 @@ func TestSnapshotServesItsOwnRound(t *testing.T) {
 	st := store.New(store.Options{StaleAfter: time.Hour}, nil)
 	k := store.PodKey{Namespace: "llm", Name: "p1"}
 	t0 := time.Now()
-	page := func(tokens float64) *engine.Snapshot {
-		s := engine.NewSnapshot(engine.VLLM)
-		s.SetScalar(engine.PromptTokens, tokens)
-		s.SetScalar(engine.GenerationTokens, 0)
-		s.SetScalar(engine.RequestsRunning, 0)
-		s.SetScalar(engine.RequestsWaiting, 0)
-		return s
-	}
-	st.Record(k, t0, page(0))
-	st.Record(k, t0.Add(time.Second), page(1000))
+	st.Record(k, t0, prefillPage(0))
+	st.Record(k, t0.Add(time.Second), prefillPage(1000))
 	m := Assign(cfg, []Pod{{Key: k, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1", Ready: true}})
 	snap := Decide(cfg, m, st.List(m.Has), policy.NewController(), t0.Add(time.Second))
 	before, err := snap.Pod(k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.Record(k, t0.Add(2*time.Second), page(100000))
+	st.Record(k, t0.Add(2*time.Second), prefillPage(100000))
 	after, err := snap.Pod(k)
 	if err != nil {
 		t.Fatal(err)
@@ -121,16 +113,8 @@ func TestPodWithoutNumbersCounts(t *testing.T) {
 	st := store.New(store.Options{StaleAfter: time.Hour}, nil)
 	a, b := store.PodKey{Namespace: "llm", Name: "a"}, store.PodKey{Namespace: "llm", Name: "b"}
 	t0 := time.Now()
-	page := func(tokens float64) *engine.Snapshot {
-		s := engine.NewSnapshot(engine.VLLM)
-		s.SetScalar(engine.PromptTokens, tokens)
-		s.SetScalar(engine.GenerationTokens, 0)
-		s.SetScalar(engine.RequestsRunning, 0)
-		s.SetScalar(engine.RequestsWaiting, 0)
-		return s
-	}
-	st.Record(a, t0, page(0))
-	st.Record(a, t0.Add(time.Second), page(1000))
+	st.Record(a, t0, prefillPage(0))
+	st.Record(a, t0.Add(time.Second), prefillPage(1000))
 	role := map[string]string{"llm-d.ai/role": "prefill"}
 	m := Assign(cfg, []Pod{{Key: a, Labels: role, IP: "10.0.0.1", Ready: true}, {Key: b, Labels: role, IP: "10.0.0.2", Ready: true}})
 	snap := Decide(cfg, m, st.List(m.Has), policy.NewController(), t0.Add(time.Second))
@@ -138,4 +122,14 @@ func TestPodWithoutNumbersCounts(t *testing.T) {
 	if v == nil || v.Status.Pods != 2 || v.Status.Known != 1 || len(v.Status.Errors) != 1 || !errors.Is(v.Status.Errors[0], store.ErrNotFound) {
 		t.Fatalf("pool with one pod of two reported: %+v, want 2 pods, 1 known, the other not found", v)
 	}
+}
+
+// prefillPage is a vLLM page whose prompt-token counter reads tokens, the rest idle.
+func prefillPage(tokens float64) *engine.Snapshot {
+	s := engine.NewSnapshot(engine.VLLM)
+	s.SetScalar(engine.PromptTokens, tokens)
+	s.SetScalar(engine.GenerationTokens, 0)
+	s.SetScalar(engine.RequestsRunning, 0)
+	s.SetScalar(engine.RequestsWaiting, 0)
+	return s
 }
