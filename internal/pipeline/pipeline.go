@@ -102,6 +102,6 @@ func Start(ctx context.Context, restCfg *rest.Config, o Options, obs collector.O
 // Interval is the scrape interval in force.
 func (p *Pipeline) Interval() time.Duration { return p.Config.Current().Scrape.Interval.Duration }
 
-// MaxAge is how old a snapshot may be before a front refuses to answer from it and reports not ready:
-// three scrape intervals and a second, so one slow or failed round is tolerated and a stalled loop is not.
-func (p *Pipeline) MaxAge() time.Duration { return 3*p.Interval() + time.Second }
+// MaxAge is how old a snapshot may be before a front refuses to answer from it and reports not ready
+// (service.MaxAge).
+func (p *Pipeline) MaxAge() time.Duration { return service.MaxAge(p.Interval()) }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/component-base/metrics"
 
 	"github.com/tokenscale/tokenscale/internal/version"
+	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -67,9 +68,11 @@ func (s *Scrape) ConfigReloaded(err error) {
 
 // ObserveScrape records one scrape. Only a successful one moves the freshness gauge (with every pod
 // failing, a gauge that still advanced would hide the staleness it exists to show), and one cut short by
-// shutdown is no pod's error.
+// shutdown is no pod's error; a pod the round had no time for counts as an error and takes no time.
 func (s *Scrape) ObserveScrape(pool string, d time.Duration, err error) {
-	s.duration.WithLabelValues(pool).Observe(d.Seconds())
+	if !errors.Is(err, collector.ErrNotScraped) {
+		s.duration.WithLabelValues(pool).Observe(d.Seconds())
+	}
 	// The pool's error series exists from its first scrape, at 0, so rate() works before any error.
 	errs := s.errors.WithLabelValues(pool)
 	switch {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/component-base/metrics/testutil"
 
 	"github.com/tokenscale/tokenscale/internal/version"
+	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 	"github.com/tokenscale/tokenscale/velocity/service"
@@ -120,16 +121,33 @@ func TestScrapeFreshnessOnlyOnSuccess(t *testing.T) {
 	now = now.Add(time.Hour)
 	s.ObserveScrape("prefill", time.Millisecond, errors.New("connection refused"))
 	s.ObserveScrape("prefill", time.Millisecond, fmt.Errorf("scrape: %w", context.Canceled))
+	// A pod the round had no time for is an error that took no scrape time.
+	s.ObserveScrape("prefill", 0, fmt.Errorf("scrape ns/p: %w", collector.ErrNotScraped))
 	want := `
 # HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last successful engine scrape; time() minus this is the freshness of served values.
 # TYPE tokenscale_last_scrape_timestamp_seconds gauge
 tokenscale_last_scrape_timestamp_seconds 1.7e+09
 # HELP tokenscale_scrape_errors_total [ALPHA] Failed engine /metrics scrapes, per pool.
 # TYPE tokenscale_scrape_errors_total counter
-tokenscale_scrape_errors_total{pool="prefill"} 1
+tokenscale_scrape_errors_total{pool="prefill"} 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_last_scrape_timestamp_seconds", "tokenscale_scrape_errors_total"); err != nil {
 		t.Error(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var timed uint64
+	for _, f := range families {
+		if f.GetName() == "tokenscale_scrape_duration_seconds" {
+			for _, m := range f.GetMetric() {
+				timed += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	if timed != 3 {
+		t.Errorf("scrape durations observed: %d, want 3 (the pod not scraped takes no time)", timed)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -61,10 +62,15 @@ type Options struct {
 	// its serving p90 by a fifth to a half at 1,000 pods, but the round ends later, so the decisions made
 	// after it see data up to Spread older (docs/performance.md).
 	Spread time.Duration
-	Client *http.Client // default: a client with keep-alives sized to Concurrency
+	// RoundDeadline is how long into a round scrapes may still start (default Interval): pods still
+	// waiting for a slot then are not scraped this round, so a round ends within RoundDeadline + Timeout
+	// however many pods hang.
+	RoundDeadline time.Duration
+	Client        *http.Client // default: a client with keep-alives sized to Concurrency
 }
 
-// Observer is told about every scrape, for the binaries' own /metrics. It may be nil.
+// Observer is told about every scrape, for the binaries' own /metrics, and about every pod a round had
+// no time for (d 0, err wrapping ErrNotScraped). It may be nil.
 type Observer interface {
 	ObserveScrape(pool string, d time.Duration, err error)
 }
@@ -77,9 +83,19 @@ type Scraper struct {
 	obs     Observer
 	bufs    sync.Pool
 	now     func() time.Time
-	// slow holds the pods whose last scrape timed out; they start after the others.
-	slowMu sync.Mutex
-	slow   map[store.PodKey]bool
+	// after starts the round's dispatch deadline (time.After; tests close their own channel instead).
+	after func(time.Duration) <-chan time.Time
+	// sched holds, per pod, whether its last scrape timed out (such pods start after the others) and the
+	// round that last started its scrape (pods a round had no time for start first in their class next).
+	schedMu sync.Mutex
+	sched   map[store.PodKey]podSched
+	round   uint64
+	skipped bool // some pod was not scraped last round
+}
+
+type podSched struct {
+	slow  bool
+	tried uint64
 }
 
 // maxPooledBuf is the largest page buffer returned to the pool: a buffer grown for one huge page is
@@ -102,6 +118,9 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 4 << 20
+	}
+	if opts.RoundDeadline <= 0 {
+		opts.RoundDeadline = opts.Interval
 	}
 	if opts.Client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -128,7 +147,7 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 		opts.Client = &c
 	}
-	return &Scraper{opts: opts, rec: rec, targets: targets, obs: obs, now: time.Now, slow: map[store.PodKey]bool{},
+	return &Scraper{opts: opts, rec: rec, targets: targets, obs: obs, now: time.Now, after: time.After, sched: map[store.PodKey]podSched{},
 		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}}
 }
 
@@ -142,8 +161,15 @@ func (s *Scraper) putBuf(b *[]byte) {
 	s.bufs.Put(b)
 }
 
+// ErrNotScraped is recorded for a pod a round had no time for: every concurrency slot was still held
+// RoundDeadline after the round began (pods hanging until their timeout, more of them than slots).
+var ErrNotScraped = errors.New("not scraped this round: all scrape.concurrency slots were still busy at the round's deadline")
+
 // ScrapeOnce scrapes every current target once, in parallel up to Concurrency, and forgets pods that
 // are no longer targets. Each target's outcome is recorded on its own: one bad pod spoils nothing else.
+// No scrape starts later than RoundDeadline into the round, so a round ends within RoundDeadline +
+// Timeout however many pods hang: pods still waiting for a slot then are recorded as ErrNotScraped and start
+// first in their class next round (see order), so every pod is tried in turn.
 func (s *Scraper) ScrapeOnce(ctx context.Context) {
 	targets := s.targets()
 	keep := make(map[store.PodKey]bool, len(targets))
@@ -157,17 +183,40 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 		targets = bySlot(targets)
 		slot = s.opts.Spread / time.Duration(len(targets))
 	} else {
-		targets = s.slowLast(targets)
+		targets = s.order(targets)
 	}
+	s.schedMu.Lock()
+	if len(s.sched) > len(targets) {
+		// Forget pods that are no longer targets, so the schedule stays bounded by the targets.
+		maps.DeleteFunc(s.sched, func(k store.PodKey, _ podSched) bool { return !keep[k] })
+	}
+	s.round++
+	round := s.round
+	s.schedMu.Unlock()
 	limiter, _ := s.rec.(RateLimiter)
 	roundStart := time.Now()
+	deadline := s.after(s.opts.RoundDeadline)
 	sem := make(chan struct{}, s.opts.Concurrency)
 	var wg sync.WaitGroup
+	var waiting []Target
+dispatch:
 	for i, t := range targets {
 		if slot > 0 && !sleepUntil(ctx, roundStart.Add(time.Duration(i)*slot)) {
 			break // shutting down: the pods keep their last data
 		}
-		sem <- struct{}{}
+		select {
+		case sem <- struct{}{}:
+		case <-deadline:
+			waiting = targets[i:]
+			break dispatch
+		case <-ctx.Done():
+			break dispatch // shutting down: the pods keep their last data
+		}
+		s.schedMu.Lock()
+		ps := s.sched[t.Pod]
+		ps.tried = round
+		s.sched[t.Pod] = ps
+		s.schedMu.Unlock()
 		wg.Add(1)
 		go func(t Target) {
 			defer func() { <-sem; wg.Done() }()
@@ -177,13 +226,11 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 				s.obs.ObserveScrape(t.Pool, s.now().Sub(start), err)
 			}
 			timedOut := errors.Is(err, context.DeadlineExceeded)
-			s.slowMu.Lock()
-			if timedOut {
-				s.slow[t.Pod] = true
-			} else {
-				delete(s.slow, t.Pod)
-			}
-			s.slowMu.Unlock()
+			s.schedMu.Lock()
+			ps := s.sched[t.Pod]
+			ps.slow = timedOut
+			s.sched[t.Pod] = ps
+			s.schedMu.Unlock()
 			if err != nil {
 				klog.V(4).InfoS("Scrape failed", "pod", t.Pod, "url", t.URL, "err", err)
 				s.rec.RecordError(t.Pod, start, err)
@@ -195,6 +242,21 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 			s.rec.Record(t.Pod, start, snap)
 		}(t)
 	}
+	if len(waiting) > 0 {
+		klog.InfoS("Scrape round ran out of time; the remaining pods are not scraped this round",
+			"notScraped", len(waiting), "pods", len(targets), "concurrency", s.opts.Concurrency, "deadline", s.opts.RoundDeadline)
+		now := s.now()
+		for _, t := range waiting {
+			err := fmt.Errorf("scrape %s: %w", t.Pod, ErrNotScraped)
+			if s.obs != nil {
+				s.obs.ObserveScrape(t.Pool, 0, err)
+			}
+			s.rec.RecordError(t.Pod, now, err)
+		}
+	}
+	s.schedMu.Lock()
+	s.skipped = len(waiting) > 0
+	s.schedMu.Unlock()
 	wg.Wait()
 }
 
@@ -202,35 +264,45 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 // engines on a clock of their own.
 func (s *Scraper) SetClock(now func() time.Time) { s.now = now }
 
-// slowLast returns targets with the pods whose last scrape timed out moved to the end (order otherwise
-// kept): slow or hostile pods then hold concurrency slots only after every healthy pod has started, so
-// they cannot delay the healthy pods' results, which are recorded as each arrives.
-func (s *Scraper) slowLast(targets []Target) []Target {
-	s.slowMu.Lock()
-	defer s.slowMu.Unlock()
-	if len(s.slow) == 0 {
-		return targets
-	}
-	if len(s.slow) > len(targets) {
-		// Forget pods that are no longer targets, so the set stays bounded by the targets.
-		keep := make(map[store.PodKey]bool, len(targets))
-		for _, t := range targets {
-			keep[t.Pod] = true
-		}
-		maps.DeleteFunc(s.slow, func(k store.PodKey, _ bool) bool { return !keep[k] })
-	}
-	out := make([]Target, 0, len(targets))
+// order returns targets with the pods whose last scrape timed out moved to the end, pods never tried
+// before them, and within each class the pods least recently tried first (order otherwise kept): slow
+// or hostile pods then hold concurrency slots only after every healthy pod has started, so they cannot
+// delay the healthy pods' results, which are recorded as each arrives; and pods a round had no time
+// for go first in their class next round.
+func (s *Scraper) order(targets []Target) []Target {
+	s.schedMu.Lock()
+	defer s.schedMu.Unlock()
+	anySlow := false
 	for _, t := range targets {
-		if !s.slow[t.Pod] {
-			out = append(out, t)
+		if s.sched[t.Pod].slow {
+			anySlow = true
+			break
 		}
 	}
-	for _, t := range targets {
-		if s.slow[t.Pod] {
-			out = append(out, t)
-		}
+	if !anySlow && !s.skipped {
+		return targets // the usual round: every pod was tried last round and none timed out
 	}
+	out := slices.Clone(targets)
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := s.sched[out[i].Pod], s.sched[out[j].Pod]
+		if ca, cb := a.class(), b.class(); ca != cb {
+			return ca < cb
+		}
+		return a.tried < b.tried
+	})
 	return out
+}
+
+// class orders pods in a round: those that answered within the timeout last time they were tried, then
+// those never tried yet (new, or waiting since they appeared), then those that timed out.
+func (p podSched) class() int {
+	switch {
+	case p.slow:
+		return 2
+	case p.tried == 0:
+		return 1
+	}
+	return 0
 }
 
 // bySlot returns a copy of targets ordered by a hash of each pod's key, so that with Spread a pod keeps

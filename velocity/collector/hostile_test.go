@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -104,7 +105,7 @@ func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
 		defer mu.Unlock()
 		order = append(order, fmt.Sprintf("%s %v", k.Name, err != nil))
 	}}
-	s := NewScraper(Options{Concurrency: 2, Timeout: time.Second}, rec, func() []Target { return targets }, nil)
+	s := NewScraper(Options{Concurrency: 2, Timeout: time.Second, Interval: time.Minute}, rec, func() []Target { return targets }, nil)
 	s.ScrapeOnce(context.Background()) // learns which pods are slow
 	for i := 0; i < 2; i++ {
 		e.Advance(time.Second)
@@ -117,6 +118,80 @@ func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
 			t.Fatalf("round %d: outcomes in order %v, want the healthy pod first", i, order)
 		}
 		mu.Unlock()
+	}
+}
+
+// A round starts no scrape after its dispatch deadline (one interval in), so pods that hang cannot hold
+// it past interval + timeout however many they are: the pods still waiting are recorded as not scraped,
+// and they start first next round, so every hanging pod is tried in turn. The deadline here fires when
+// both slots hold hanging pods, so what is checked is order and outcome, not time.
+func TestRoundEndsWhenPodsHang(t *testing.T) {
+	e := fakeengine.New(fakeengine.Config{})
+	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
+	good := httptest.NewServer(e)
+	defer good.Close()
+	const conc, hanging = 2, 12
+	var mu sync.Mutex
+	var deadline chan time.Time
+	var inRound int
+	tried := map[string]int{}
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		tried[r.URL.Path]++
+		if inRound++; inRound == conc {
+			close(deadline)
+		}
+		mu.Unlock()
+		<-r.Context().Done()
+	}))
+	defer hang.Close()
+	healthy := store.PodKey{Namespace: "ns", Name: "healthy"}
+	targets := []Target{{Pod: healthy, URL: good.URL, Engine: engine.VLLM}}
+	for i := 0; i < hanging; i++ {
+		name := fmt.Sprint("hang", i)
+		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: name}, URL: hang.URL + "/" + name})
+	}
+	var outcomes map[string][]error
+	rec := recorderFunc{store.New(store.Options{}, nil), func(k store.PodKey, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		outcomes[k.Name] = append(outcomes[k.Name], err)
+	}}
+	s := NewScraper(Options{Concurrency: conc, Timeout: 100 * time.Millisecond}, rec, func() []Target { return targets }, nil)
+	s.after = func(time.Duration) <-chan time.Time { return deadline }
+	for round := 0; round < hanging; round++ {
+		mu.Lock()
+		deadline, inRound, outcomes = make(chan time.Time), 0, map[string][]error{}
+		mu.Unlock()
+		e.Advance(time.Second)
+		s.ScrapeOnce(context.Background())
+		mu.Lock()
+		notScraped := 0
+		for _, tg := range targets {
+			errs := outcomes[tg.Pod.Name]
+			if len(errs) != 1 {
+				t.Fatalf("round %d: pod %s has %d outcomes, want 1", round, tg.Pod.Name, len(errs))
+			}
+			if tg.Pod == healthy && errs[0] != nil {
+				t.Fatalf("round %d: the healthy pod failed: %v", round, errs[0])
+			}
+			if errors.Is(errs[0], ErrNotScraped) {
+				notScraped++
+			}
+		}
+		mu.Unlock()
+		if notScraped == 0 {
+			t.Fatalf("round %d: every pod was scraped after the round's deadline; want the pods still waiting recorded as %v", round, ErrNotScraped)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// At least two hanging pods start each round and the waiting ones go first, so over 12 rounds each of
+	// the 12 is tried at least twice: once pods that all timed out still take turns.
+	for i := 0; i < hanging; i++ {
+		if n := tried[fmt.Sprint("/hang", i)]; n < 2 {
+			t.Fatalf("after %d rounds hang%d was tried %d times (all: %v); want every hanging pod tried in turn", hanging, i, n, tried)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -24,7 +25,7 @@ func newScrapeSource(c *config.Config, st *store.Store, obs collector.Observer) 
 	s.scraper = collector.NewScraper(collector.Options{
 		Interval: c.Scrape.Interval.Duration, Timeout: c.Scrape.Timeout.Duration,
 		Concurrency: c.Scrape.Concurrency, MaxBodyBytes: c.Scrape.MaxBodyBytes, Compression: c.Scrape.Compression,
-		Spread: c.Scrape.Spread.Duration,
+		Spread: c.Scrape.Spread.Duration, RoundDeadline: roundDeadline(c),
 	}, st, func() []collector.Target {
 		if t := s.targets.Load(); t != nil {
 			return *t
@@ -32,6 +33,14 @@ func newScrapeSource(c *config.Config, st *store.Store, obs collector.Observer) 
 		return nil
 	}, obs)
 	return s
+}
+
+// roundDeadline is how long into a round scrapes may still start: a round then ends within half of
+// MaxAge, so a snapshot is replaced before it ages out even when two rounds in a row run that long
+// (1.2 s at the defaults: a round ends within 2 s). Config validation keeps the timeout within the
+// interval, so it is always more than half an interval.
+func roundDeadline(c *config.Config) time.Duration {
+	return MaxAge(c.Scrape.Interval.Duration)/2 - c.Scrape.Timeout.Duration
 }
 
 func (s *scrapeSource) Collect(ctx context.Context, m *Members) {

@@ -111,6 +111,11 @@ func (s *Service) publish(snap *Snapshot) {
 	}
 }
 
+// MaxAge is how old a snapshot may be before a front refuses to answer from it and reports not ready:
+// three scrape intervals and a second, so one slow or failed round is tolerated and a stalled loop is not.
+// The scrape loop bounds its rounds to half of it (roundDeadline), so even two slow rounds in a row fit.
+func MaxAge(interval time.Duration) time.Duration { return 3*interval + time.Second }
+
 // Fresh says whether a snapshot may be served at now: it exists and is at most maxAge old. Every front
 // uses it for readiness and for refusing stale answers.
 func Fresh(s *Snapshot, now time.Time, maxAge time.Duration) error {

@@ -2,10 +2,12 @@ package service
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
 
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 )
 
@@ -55,5 +57,33 @@ func TestSubscribersHearEverySnapshot(t *testing.T) {
 	case <-ch:
 		t.Fatal("signal after cancel")
 	default:
+	}
+}
+
+// A round ends within roundDeadline + timeout, and two such rounds in a row must fit in MaxAge, or hung
+// pods would age the snapshot into 503s; spread rounds must still start all their scrapes. Checked over
+// every config validation accepts on a grid, not only the defaults.
+func TestRoundDeadlineKeepsSnapshotsFresh(t *testing.T) {
+	checked := 0
+	for _, interval := range []string{"100ms", "500ms", "1s", "2s", "5s", "30s", "2m"} {
+		for _, timeout := range []string{"50ms", "100ms", "400ms", "800ms", "1s", "4s", "25s", "2m"} {
+			for _, spread := range []string{"0s", "100ms", "1s", "20s"} {
+				c, err := config.Parse([]byte(fmt.Sprintf("version: tokenscale.io/v1alpha1\nscrape: {interval: %s, timeout: %s, spread: %s, staleAfter: 10m}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n", interval, timeout, spread)))
+				if err != nil {
+					continue // not a config anyone can run
+				}
+				checked++
+				d, s := roundDeadline(c), c.Scrape
+				if 2*(d+s.Timeout.Duration) > MaxAge(s.Interval.Duration) {
+					t.Errorf("interval %s timeout %s: two rounds of %s + %s exceed the snapshot's age limit %s", interval, timeout, d, s.Timeout, MaxAge(s.Interval.Duration))
+				}
+				if d < s.Spread.Duration || d <= 0 {
+					t.Errorf("interval %s timeout %s spread %s: round deadline %s cuts a spread round short", interval, timeout, spread, d)
+				}
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d configs on the grid were valid; the grid no longer tests anything", checked)
 	}
 }
