@@ -2,12 +2,18 @@ package kubepods
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"runtime"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
 )
 
 func pod(name string, mutate func(*corev1.Pod)) *corev1.Pod {
@@ -63,11 +69,14 @@ func TestBadSelector(t *testing.T) {
 	}
 }
 
-// The cache holds no server-side-apply field records: nothing reads them.
-func TestCacheDropsManagedFields(t *testing.T) {
-	client := fake.NewClientset(pod("mf", func(p *corev1.Pod) {
-		p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}}
-	}))
+// The cache holds what the service and the converter read of a pod (metadata, node, readiness and IP),
+// not the rest of a serving pod's object: managed fields, kubectl's last-applied copy, containers,
+// volumes, container statuses.
+func TestCacheKeepsOnlyWhatIsRead(t *testing.T) {
+	full := servingPod(t)
+	full.Annotations[corev1.LastAppliedConfigAnnotation] = `{"apiVersion":"v1","kind":"Pod"}`
+	full.Annotations[protocol.AnnotationConvertedFrom] = "llm-d.ai/role=decode"
+	client := fake.NewClientset(full.DeepCopy())
 	l, factory, err := New(client, "", "llm-d.ai/role", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -78,11 +87,82 @@ func TestCacheDropsManagedFields(t *testing.T) {
 	if !l.WaitForSync(ctx) {
 		t.Fatal("cache did not sync")
 	}
-	p, err := l.lister.Pods("llm").Get("mf")
+	p, err := l.lister.Pods(full.Namespace).Get(full.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.ManagedFields) != 0 || p.Labels["llm-d.ai/role"] != "prefill" || p.Status.PodIP != "10.0.0.1" {
-		t.Fatalf("cached pod: managed fields %v, labels %v, IP %q; want none, the role, the IP", p.ManagedFields, p.Labels, p.Status.PodIP)
+	if len(p.ManagedFields) != 0 || len(p.Spec.Containers) != 0 || len(p.Spec.Volumes) != 0 || len(p.Status.ContainerStatuses) != 0 {
+		t.Errorf("cached pod keeps %d managed fields, %d containers, %d volumes, %d container statuses; want none",
+			len(p.ManagedFields), len(p.Spec.Containers), len(p.Spec.Volumes), len(p.Status.ContainerStatuses))
+	}
+	if _, has := p.Annotations[corev1.LastAppliedConfigAnnotation]; has {
+		t.Error("cached pod keeps kubectl's last-applied copy")
+	}
+	if p.Annotations[protocol.AnnotationConvertedFrom] != "llm-d.ai/role=decode" || p.Labels["llm-d.ai/role"] != "prefill" ||
+		p.Spec.NodeName != full.Spec.NodeName || p.Status.PodIP != full.Status.PodIP || len(p.Status.Conditions) != len(full.Status.Conditions) ||
+		p.UID != full.UID || len(p.OwnerReferences) != 1 {
+		t.Errorf("cached pod lost what is read: annotations %v, labels %v, node %q, IP %q, conditions %d, uid %q, owners %d",
+			p.Annotations, p.Labels, p.Spec.NodeName, p.Status.PodIP, len(p.Status.Conditions), p.UID, len(p.OwnerReferences))
+	}
+	pods := l.Pods()
+	if len(pods) != 1 || !pods[0].Ready || pods[0].IP != full.Status.PodIP {
+		t.Errorf("Pods() = %+v, want the pod Ready at %s", pods, full.Status.PodIP)
+	}
+}
+
+// servingPod is a vLLM prefill pod as a watch returns it (testdata/prefill-pod.yaml).
+func servingPod(tb testing.TB) *corev1.Pod {
+	tb.Helper()
+	f, err := os.Open("testdata/prefill-pod.yaml")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var p corev1.Pod
+	if err := utilyaml.NewYAMLOrJSONDecoder(f, 4096).Decode(&p); err != nil {
+		tb.Fatal(err)
+	}
+	if len(p.Spec.Containers) == 0 || len(p.ManagedFields) == 0 {
+		tb.Fatal("testdata/prefill-pod.yaml did not decode into a full pod")
+	}
+	return &p
+}
+
+// BenchmarkCachedPodBytes reports the heap a cached serving pod costs as the API server sends it and as
+// the cache keeps it: go test ./internal/kubepods -run '^$' -bench CachedPodBytes -benchtime 1x
+func BenchmarkCachedPodBytes(b *testing.B) {
+	src := servingPod(b)
+	const n = 2000
+	for _, mode := range []struct {
+		name string
+		keep func(*corev1.Pod) any
+	}{
+		{"full", func(p *corev1.Pod) any { return p }},
+		{"slim", func(p *corev1.Pod) any { o, _ := slim(p); return o }},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			for range b.N {
+				// Each pod is decoded apart, as a watch delivers it, so nothing is shared between pods.
+				raw, err := json.Marshal(src)
+				if err != nil {
+					b.Fatal(err)
+				}
+				kept := make([]any, n)
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				for i := range kept {
+					var p corev1.Pod
+					if err := json.Unmarshal(raw, &p); err != nil {
+						b.Fatal(err)
+					}
+					kept[i] = mode.keep(&p)
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/pod")
+				runtime.KeepAlive(kept)
+			}
+		})
 	}
 }
