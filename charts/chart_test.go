@@ -731,3 +731,45 @@ func TestChartAdapterBudgetNeedsASpareReplica(t *testing.T) {
 		}
 	}
 }
+
+// scrapeTLS.secretName mounts the engines' CA Secret in every component that scrapes, where
+// config.scrape.tls can name its files; by default nothing is mounted.
+func TestChartScrapeTLS(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	scrapers := []string{"tokenscale-adapter", "tokenscale-keda-scaler", "tokenscale-converter-controller"}
+	for _, secret := range []string{"engine-ca", ""} {
+		got := render(t, helm, "kedaScaler.enabled=true", "converter.enabled=true", "scrapeTLS.secretName="+secret)
+		for _, name := range scrapers {
+			d := got["Deployment/tokenscale/"+name]
+			if d == nil {
+				t.Fatalf("no Deployment %s", name)
+			}
+			mounted, volume := "", ""
+			containers, _ := get(d, "spec", "template", "spec", "containers").([]any)
+			for _, c := range containers {
+				mounts, _ := get(c, "volumeMounts").([]any)
+				for _, m := range mounts {
+					if str(m, "name") == "scrape-tls" {
+						mounted = str(m, "mountPath")
+					}
+				}
+			}
+			volumes, _ := get(d, "spec", "template", "spec", "volumes").([]any)
+			for _, v := range volumes {
+				if str(v, "name") == "scrape-tls" {
+					volume = str(v, "secret", "secretName")
+				}
+			}
+			want := ""
+			if secret != "" {
+				want = "/etc/tokenscale-scrape-tls"
+			}
+			if mounted != want || volume != secret {
+				t.Errorf("secretName %q: %s mounts %q from Secret %q, want %q from %q", secret, name, mounted, volume, want, secret)
+			}
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -89,11 +90,12 @@ type scrapeResult struct {
 	Projected10kCores float64 `json:"projected_cores_10000_endpoints"`
 }
 
-type countingObserver struct{ errs int }
+// countingObserver counts failed scrapes; scrapes report from their own goroutines.
+type countingObserver struct{ errs atomic.Int64 }
 
 func (c *countingObserver) ObserveScrape(_ string, _ time.Duration, err error) {
 	if err != nil {
-		c.errs++
+		c.errs.Add(1)
 	}
 }
 
@@ -135,9 +137,11 @@ func Scrape(ctx context.Context, args []string) error {
 
 	st := store.New(store.Options{}, nil)
 	obs := &countingObserver{}
-	scraper := collector.NewScraper(collector.Options{Concurrency: *conc}, st, func() []collector.Target { return targets }, obs)
+	// No round deadline: the harness measures how long a whole round takes, and a round cut short would
+	// hide it.
+	scraper := collector.NewScraper(collector.Options{Concurrency: *conc, RoundDeadline: time.Hour}, st, func() []collector.Target { return targets }, obs)
 	scraper.ScrapeOnce(ctx) // warm up connections and the store
-	obs.errs = 0
+	obs.errs.Store(0)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -173,7 +177,7 @@ func Scrape(ctx context.Context, args []string) error {
 	r := scrapeResult{
 		Endpoints: *n, Seconds: wall, Rounds: len(rounds), CPUCores: cpu / wall,
 		CPUPerEndpointUs: cpu / float64(len(rounds)**n) * 1e6, RoundP50Ms: pct(0.5), RoundP99Ms: pct(0.99),
-		ErrorsPerRound: float64(obs.errs) / float64(len(rounds)), MaxRSSMiB: maxRSSMiB(), HeapInuseMiB: float64(ms.HeapInuse) / (1 << 20),
+		ErrorsPerRound: float64(obs.errs.Load()) / float64(len(rounds)), MaxRSSMiB: maxRSSMiB(), HeapInuseMiB: float64(ms.HeapInuse) / (1 << 20),
 		PageBytes: len(page),
 	}
 	r.Projected10kCores = r.CPUCores * 10000 / float64(*n)
@@ -184,7 +188,7 @@ func Scrape(ctx context.Context, args []string) error {
 		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 			return err
 		}
-		return keptUp(r, obs.errs)
+		return keptUp(r, int(obs.errs.Load()))
 	}
 	fmt.Printf("scraped %d fake vLLM V1 endpoints (%d-byte pages) at 1 Hz for %.0f s, concurrency %d, on %d CPUs:\n",
 		r.Endpoints, r.PageBytes, r.Seconds, *conc, runtime.NumCPU())
@@ -195,7 +199,7 @@ func Scrape(ctx context.Context, args []string) error {
 	fmt.Printf("  round wall time p50 %.0f ms, p99 %.0f ms; errors per round %.1f\n", r.RoundP50Ms, r.RoundP99Ms, r.ErrorsPerRound)
 	fmt.Printf("  max RSS %.0f MiB, heap in use %.0f MiB\n", r.MaxRSSMiB, r.HeapInuseMiB)
 	fmt.Printf("  linear projection to 10,000 endpoints: %.1f cores\n", r.Projected10kCores)
-	return keptUp(r, obs.errs)
+	return keptUp(r, int(obs.errs.Load()))
 }
 
 // keptUp fails the run unless every scrape of the healthy fake engines on loopback succeeded and rounds

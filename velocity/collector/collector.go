@@ -6,6 +6,7 @@ package collector
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -66,7 +67,9 @@ type Options struct {
 	// waiting for a slot then are not scraped this round, so a round ends within RoundDeadline + Timeout
 	// however many pods hang.
 	RoundDeadline time.Duration
-	Client        *http.Client // default: a client with keep-alives sized to Concurrency
+	// TLS checks https pages (nil: Go's defaults, the system's roots and the pod's IP as the name).
+	TLS    *tls.Config
+	Client *http.Client // default: a client with keep-alives sized to Concurrency
 }
 
 // Observer is told about every scrape, for the binaries' own /metrics, and about every pod a round had
@@ -85,17 +88,19 @@ type Scraper struct {
 	now     func() time.Time
 	// after starts the round's dispatch deadline (time.After; tests close their own channel instead).
 	after func(time.Duration) <-chan time.Time
-	// sched holds, per pod, whether its last scrape timed out (such pods start after the others) and the
-	// round that last started its scrape (pods a round had no time for start first in their class next).
+	// sched holds, per pod, whether its last scrape timed out and the round it was last started in (or
+	// first listed in), which order reads; round counts rounds.
 	schedMu sync.Mutex
 	sched   map[store.PodKey]podSched
 	round   uint64
-	skipped bool // some pod was not scraped last round
+	skipped bool // some pod was not started last round
 }
 
 type podSched struct {
-	slow  bool
-	tried uint64
+	slow bool
+	// last is the round the pod's scrape last started in, or, until one has, the round it was first
+	// listed in: a new pod waits its turn like a pod scraped then.
+	last uint64
 }
 
 // maxPooledBuf is the largest page buffer returned to the pool: a buffer grown for one huge page is
@@ -122,6 +127,8 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 	if opts.RoundDeadline <= 0 {
 		opts.RoundDeadline = opts.Interval
 	}
+	// A spread round's slots all come before its deadline.
+	opts.RoundDeadline = max(opts.RoundDeadline, opts.Spread)
 	if opts.Client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		// One kept-alive connection per engine, however many engines: a pool capped below the number of
@@ -132,6 +139,9 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		// A scrape request is a few hundred bytes; the default 4 KiB write buffer per connection is waste.
 		tr.WriteBufferSize = 1024
 		tr.DisableCompression = !opts.Compression
+		if opts.TLS != nil {
+			tr.TLSClientConfig = opts.TLS.Clone()
+		}
 		// Pods are scraped where they are: an HTTP(S)_PROXY meant for egress would route every scrape, and
 		// every pod's numbers, through a proxy, and turn the proxy's errors into the pods'.
 		tr.Proxy = nil
@@ -161,15 +171,15 @@ func (s *Scraper) putBuf(b *[]byte) {
 	s.bufs.Put(b)
 }
 
-// ErrNotScraped is recorded for a pod a round had no time for: every concurrency slot was still held
-// RoundDeadline after the round began (pods hanging until their timeout, more of them than slots).
-var ErrNotScraped = errors.New("not scraped this round: all scrape.concurrency slots were still busy at the round's deadline")
+// ErrNotScraped is what the Observer hears of a pod a round had no time for: the round's deadline
+// passed before its scrape could start (pods hanging until their timeout held the slots).
+var ErrNotScraped = errors.New("not scraped this round: the round's deadline passed before its scrape could start")
 
 // ScrapeOnce scrapes every current target once, in parallel up to Concurrency, and forgets pods that
 // are no longer targets. Each target's outcome is recorded on its own: one bad pod spoils nothing else.
 // No scrape starts later than RoundDeadline into the round, so a round ends within RoundDeadline +
-// Timeout however many pods hang: pods still waiting for a slot then are recorded as ErrNotScraped and start
-// first in their class next round (see order), so every pod is tried in turn.
+// Timeout however many pods hang. A pod a round had no time for keeps its last data, which ages into
+// stale as any pod's does (the Observer hears ErrNotScraped), and order gives it its turn.
 func (s *Scraper) ScrapeOnce(ctx context.Context) {
 	targets := s.targets()
 	keep := make(map[store.PodKey]bool, len(targets))
@@ -182,17 +192,8 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 	if s.opts.Spread > 0 && len(targets) > 1 {
 		targets = bySlot(targets)
 		slot = s.opts.Spread / time.Duration(len(targets))
-	} else {
-		targets = s.order(targets)
 	}
-	s.schedMu.Lock()
-	if len(s.sched) > len(targets) {
-		// Forget pods that are no longer targets, so the schedule stays bounded by the targets.
-		maps.DeleteFunc(s.sched, func(k store.PodKey, _ podSched) bool { return !keep[k] })
-	}
-	s.round++
-	round := s.round
-	s.schedMu.Unlock()
+	targets = s.order(targets, keep)
 	limiter, _ := s.rec.(RateLimiter)
 	roundStart := time.Now()
 	deadline := s.after(s.opts.RoundDeadline)
@@ -204,6 +205,13 @@ dispatch:
 		if slot > 0 && !sleepUntil(ctx, roundStart.Add(time.Duration(i)*slot)) {
 			break // shutting down: the pods keep their last data
 		}
+		// A deadline already passed wins over a free slot (a select would pick either).
+		select {
+		case <-deadline:
+			waiting = targets[i:]
+			break dispatch
+		default:
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-deadline:
@@ -214,7 +222,7 @@ dispatch:
 		}
 		s.schedMu.Lock()
 		ps := s.sched[t.Pod]
-		ps.tried = round
+		ps.last = s.round
 		s.sched[t.Pod] = ps
 		s.schedMu.Unlock()
 		wg.Add(1)
@@ -243,15 +251,12 @@ dispatch:
 		}(t)
 	}
 	if len(waiting) > 0 {
-		klog.InfoS("Scrape round ran out of time; the remaining pods are not scraped this round",
-			"notScraped", len(waiting), "pods", len(targets), "concurrency", s.opts.Concurrency, "deadline", s.opts.RoundDeadline)
-		now := s.now()
-		for _, t := range waiting {
-			err := fmt.Errorf("scrape %s: %w", t.Pod, ErrNotScraped)
-			if s.obs != nil {
-				s.obs.ObserveScrape(t.Pool, 0, err)
+		klog.InfoS("Scrape round reached its deadline; the remaining pods keep their last data until their turn",
+			"notStarted", len(waiting), "pods", len(targets), "concurrency", s.opts.Concurrency, "deadline", s.opts.RoundDeadline)
+		if s.obs != nil {
+			for _, t := range waiting {
+				s.obs.ObserveScrape(t.Pool, 0, fmt.Errorf("scrape %s: %w", t.Pod, ErrNotScraped))
 			}
-			s.rec.RecordError(t.Pod, now, err)
 		}
 	}
 	s.schedMu.Lock()
@@ -264,45 +269,48 @@ dispatch:
 // engines on a clock of their own.
 func (s *Scraper) SetClock(now func() time.Time) { s.now = now }
 
-// order returns targets with the pods whose last scrape timed out moved to the end, pods never tried
-// before them, and within each class the pods least recently tried first (order otherwise kept): slow
-// or hostile pods then hold concurrency slots only after every healthy pod has started, so they cannot
-// delay the healthy pods' results, which are recorded as each arrives; and pods a round had no time
-// for go first in their class next round.
-func (s *Scraper) order(targets []Target) []Target {
+// order starts a round: it counts it, forgets pods that are no longer targets (so the schedule stays
+// bounded by them), notes new pods, and, when the last round had a pod time out or left one waiting,
+// returns the targets in the order that bounds the harm (otherwise it keeps their order):
+//   - first, the one timed-out pod least recently tried, so that pods that hang are retried in turn
+//     even when the others fill the round;
+//   - then the pods that did not time out, least recently started first, new pods counted as started
+//     in the round they appeared: pods a round had no time for, and new pods, go first next round;
+//   - last, the other timed-out pods, least recently tried first, so that they hold slots only after
+//     every other pod has started and cannot delay the others' results, recorded as each arrives.
+func (s *Scraper) order(targets []Target, keep map[store.PodKey]bool) []Target {
 	s.schedMu.Lock()
 	defer s.schedMu.Unlock()
+	s.round++
+	if len(s.sched) > len(targets) {
+		maps.DeleteFunc(s.sched, func(k store.PodKey, _ podSched) bool { return !keep[k] })
+	}
 	anySlow := false
 	for _, t := range targets {
-		if s.sched[t.Pod].slow {
-			anySlow = true
-			break
+		ps, seen := s.sched[t.Pod]
+		if !seen {
+			s.sched[t.Pod] = podSched{last: s.round}
 		}
+		anySlow = anySlow || ps.slow
 	}
 	if !anySlow && !s.skipped {
-		return targets // the usual round: every pod was tried last round and none timed out
+		return targets // the usual round: every pod started last round and none timed out
 	}
 	out := slices.Clone(targets)
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := s.sched[out[i].Pod], s.sched[out[j].Pod]
-		if ca, cb := a.class(), b.class(); ca != cb {
-			return ca < cb
+		if a.slow != b.slow {
+			return !a.slow
 		}
-		return a.tried < b.tried
+		return a.last < b.last
 	})
-	return out
-}
-
-// class orders pods in a round: those that answered within the timeout last time they were tried, then
-// those never tried yet (new, or waiting since they appeared), then those that timed out.
-func (p podSched) class() int {
-	switch {
-	case p.slow:
-		return 2
-	case p.tried == 0:
-		return 1
+	// The slow pods now sit at the end, least recently tried first: move the first of them to the front.
+	if first := sort.Search(len(out), func(i int) bool { return s.sched[out[i].Pod].slow }); first < len(out) && first > 0 {
+		retry := out[first]
+		copy(out[1:first+1], out[:first])
+		out[0] = retry
 	}
-	return 0
+	return out
 }
 
 // bySlot returns a copy of targets ordered by a hash of each pod's key, so that with Spread a pod keeps

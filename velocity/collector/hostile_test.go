@@ -121,79 +121,185 @@ func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
 	}
 }
 
-// A round starts no scrape after its dispatch deadline (one interval in), so pods that hang cannot hold
-// it past interval + timeout however many they are: the pods still waiting are recorded as not scraped,
-// and they start first next round, so every hanging pod is tried in turn. The deadline here fires when
-// both slots hold hanging pods, so what is checked is order and outcome, not time.
+// A round starts no scrape after its deadline, so pods that hang cannot hold it past deadline + timeout
+// however many they are. The pods a round had no time for keep their last data (nothing is recorded for
+// them; the Observer hears ErrNotScraped), new pods and waiting ones get their turn, and once the
+// hanging pods are known the healthy pod is scraped every round while the hanging ones are retried in
+// turn. No network and no timer: a transport answers the healthy pod from the fake engine and holds
+// each hanging pod's request until the round's deadline, which the test fires once both slots hold one.
 func TestRoundEndsWhenPodsHang(t *testing.T) {
 	e := fakeengine.New(fakeengine.Config{})
 	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
-	good := httptest.NewServer(e)
-	defer good.Close()
-	const conc, hanging = 2, 12
+	const conc, hanging, rounds = 2, 12, 40
 	var mu sync.Mutex
 	var deadline chan time.Time
-	var inRound int
+	var hungNow int
 	tried := map[string]int{}
-	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Host == "healthy" {
+			w := httptest.NewRecorder()
+			e.ServeHTTP(w, r)
+			return w.Result(), nil
+		}
 		mu.Lock()
-		tried[r.URL.Path]++
-		if inRound++; inRound == conc {
+		tried[r.URL.Host]++
+		if hungNow++; hungNow == conc {
 			close(deadline)
 		}
+		d := deadline
 		mu.Unlock()
-		<-r.Context().Done()
-	}))
-	defer hang.Close()
+		<-d
+		return nil, context.DeadlineExceeded // what the scrape's own timeout would end it with
+	})}
 	healthy := store.PodKey{Namespace: "ns", Name: "healthy"}
-	targets := []Target{{Pod: healthy, URL: good.URL, Engine: engine.VLLM}}
+	targets := []Target{{Pod: healthy, Pool: healthy.Name, URL: "http://healthy/metrics", Engine: engine.VLLM}}
 	for i := 0; i < hanging; i++ {
 		name := fmt.Sprint("hang", i)
-		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: name}, URL: hang.URL + "/" + name})
+		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: name}, Pool: name, URL: "http://" + name + "/metrics"})
 	}
-	var outcomes map[string][]error
+	var recorded, observed map[string][]error
 	rec := recorderFunc{store.New(store.Options{}, nil), func(k store.PodKey, err error) {
 		mu.Lock()
 		defer mu.Unlock()
-		outcomes[k.Name] = append(outcomes[k.Name], err)
+		recorded[k.Name] = append(recorded[k.Name], err)
 	}}
-	s := NewScraper(Options{Concurrency: conc, Timeout: 100 * time.Millisecond}, rec, func() []Target { return targets }, nil)
-	s.after = func(time.Duration) <-chan time.Time { return deadline }
-	for round := 0; round < hanging; round++ {
+	obs := observerFunc(func(pod string, err error) {
 		mu.Lock()
-		deadline, inRound, outcomes = make(chan time.Time), 0, map[string][]error{}
+		defer mu.Unlock()
+		observed[pod] = append(observed[pod], err)
+	})
+	s := NewScraper(Options{Concurrency: conc, Timeout: time.Hour, Client: client}, rec, func() []Target { return targets }, obs)
+	s.after = func(time.Duration) <-chan time.Time { return deadline }
+	allKnown := false
+	for round := 0; round < rounds; round++ {
+		mu.Lock()
+		deadline, hungNow, recorded, observed = make(chan time.Time), 0, map[string][]error{}, map[string][]error{}
 		mu.Unlock()
 		e.Advance(time.Second)
 		s.ScrapeOnce(context.Background())
 		mu.Lock()
-		notScraped := 0
+		notStarted := 0
 		for _, tg := range targets {
-			errs := outcomes[tg.Pod.Name]
-			if len(errs) != 1 {
-				t.Fatalf("round %d: pod %s has %d outcomes, want 1", round, tg.Pod.Name, len(errs))
+			name := tg.Pod.Name
+			if len(observed[name]) != 1 {
+				t.Fatalf("round %d: pod %s observed %d times, want once", round, name, len(observed[name]))
 			}
-			if tg.Pod == healthy && errs[0] != nil {
-				t.Fatalf("round %d: the healthy pod failed: %v", round, errs[0])
+			switch err := observed[name][0]; {
+			case errors.Is(err, ErrNotScraped):
+				notStarted++
+				if len(recorded[name]) != 0 {
+					t.Fatalf("round %d: pod %s was not started but something was recorded for it: %v", round, name, recorded[name])
+				}
+			case len(recorded[name]) != 1:
+				t.Fatalf("round %d: pod %s started but has %d records", round, name, len(recorded[name]))
 			}
-			if errors.Is(errs[0], ErrNotScraped) {
-				notScraped++
+			if name == healthy.Name {
+				if len(recorded[name]) == 1 && recorded[name][0] != nil {
+					t.Fatalf("round %d: the healthy pod failed: %v", round, recorded[name][0])
+				}
+				if allKnown && len(recorded[name]) != 1 {
+					t.Fatalf("round %d: every hanging pod is known, yet the healthy pod was not scraped (observed %v)", round, observed[name])
+				}
 			}
 		}
+		if notStarted == 0 {
+			t.Fatalf("round %d: every pod started after the round's deadline; want the rest left waiting", round)
+		}
+		allKnown = len(tried) == hanging
 		mu.Unlock()
-		if notScraped == 0 {
-			t.Fatalf("round %d: every pod was scraped after the round's deadline; want the pods still waiting recorded as %v", round, ErrNotScraped)
-		}
 	}
+	// Two or more hanging pods are tried each round, in turn: over 40 rounds each of the 12 is retried.
 	mu.Lock()
 	defer mu.Unlock()
-	// At least two hanging pods start each round and the waiting ones go first, so over 12 rounds each of
-	// the 12 is tried at least twice: once pods that all timed out still take turns.
 	for i := 0; i < hanging; i++ {
-		if n := tried[fmt.Sprint("/hang", i)]; n < 2 {
-			t.Fatalf("after %d rounds hang%d was tried %d times (all: %v); want every hanging pod tried in turn", hanging, i, n, tried)
+		if n := tried[fmt.Sprint("hang", i)]; n < 3 {
+			t.Fatalf("after %d rounds hang%d was tried %d times (all: %v); want the hanging pods tried in turn", rounds, i, n, tried)
 		}
 	}
 }
+
+// When pods that answer, slowly, fill every round, the hanging pods still get one retry a round, and
+// the answering pods and a pod that appears later take turns: none waits more than a few rounds. Busy
+// pods answer, and hanging pods fail, when the round's deadline fires, which the test fires once both
+// slots are taken.
+func TestFullRoundsStillTakeTurns(t *testing.T) {
+	e := fakeengine.New(fakeengine.Config{})
+	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
+	const conc, rounds = 2, 30
+	var mu sync.Mutex
+	var deadline chan time.Time
+	var inFlight int
+	started := map[string][]int{} // pod -> rounds its scrape started in
+	round := 0
+	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		started[r.URL.Host] = append(started[r.URL.Host], round)
+		if inFlight++; inFlight == conc {
+			close(deadline)
+		}
+		d := deadline
+		mu.Unlock()
+		<-d
+		if strings.HasPrefix(r.URL.Host, "hang") {
+			return nil, context.DeadlineExceeded
+		}
+		w := httptest.NewRecorder()
+		e.ServeHTTP(w, r)
+		return w.Result(), nil
+	})}
+	var targets []Target
+	add := func(name string) {
+		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: name}, URL: "http://" + name + "/metrics", Engine: engine.VLLM})
+	}
+	for i := 0; i < 4; i++ {
+		add(fmt.Sprint("busy", i))
+	}
+	for i := 0; i < 3; i++ {
+		add(fmt.Sprint("hang", i))
+	}
+	s := NewScraper(Options{Concurrency: conc, Timeout: time.Hour, Client: client}, store.New(store.Options{}, nil),
+		func() []Target { return targets }, nil)
+	s.after = func(time.Duration) <-chan time.Time { return deadline }
+	for round = 0; round < rounds; round++ {
+		if round == rounds/2 {
+			add("late")
+		}
+		mu.Lock()
+		deadline, inFlight = make(chan time.Time), 0
+		mu.Unlock()
+		e.Advance(time.Second)
+		s.ScrapeOnce(context.Background())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Each round starts two scrapes. Once every hanging pod has timed out once, one of them is retried
+	// each round and one answering pod is scraped, so in the last ten rounds each hanging pod starts at
+	// least three times and each answering pod, the late one included, at least twice.
+	for _, tg := range targets {
+		name, n := tg.Pod.Name, 0
+		for _, r := range started[name] {
+			if r >= rounds-10 {
+				n++
+			}
+		}
+		want := 2
+		if strings.HasPrefix(name, "hang") {
+			want = 3
+		}
+		if n < want {
+			t.Errorf("%s started in rounds %v: %d times in the last ten rounds, want at least %d", name, started[name], n, want)
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type observerFunc func(pod string, err error)
+
+// ObserveScrape hears a pool, not a pod: the test gives each pod a pool of its own name.
+func (f observerFunc) ObserveScrape(pool string, _ time.Duration, err error) { f(pool, err) }
 
 type recorderFunc struct {
 	*store.Store

@@ -48,19 +48,20 @@ type Config struct {
 
 // Scrape tunes the collector.
 type Scrape struct {
-	Interval      Duration `yaml:"interval"`      // default 1s
-	Timeout       Duration `yaml:"timeout"`       // per target, default 800ms
-	Concurrency   int      `yaml:"concurrency"`   // parallel scrapes, default 64
-	MaxBodyBytes  int64    `yaml:"maxBodyBytes"`  // default 4 MiB
-	StaleAfter    Duration `yaml:"staleAfter"`    // default 5s
-	DefaultPort   int      `yaml:"port"`          // default 8000
-	DefaultPath   string   `yaml:"path"`          // default /metrics
-	DefaultScheme string   `yaml:"scheme"`        // http or https, default http
-	LatencyWindow Duration `yaml:"latencyWindow"` // default 10s
-	PromptTokens  float64  `yaml:"promptTokens"`  // queued-request size until observed, default 1000
-	PrometheusURL string   `yaml:"prometheusURL"` // optional Prometheus source instead of scraping
-	Compression   bool     `yaml:"compression"`   // ask engines for gzip pages, default false
-	Spread        Duration `yaml:"spread"`        // start a round's scrapes over this long, default 0 (at once)
+	Interval      Duration  `yaml:"interval"`      // default 1s
+	Timeout       Duration  `yaml:"timeout"`       // per target, default 800ms
+	Concurrency   int       `yaml:"concurrency"`   // parallel scrapes, default 64
+	MaxBodyBytes  int64     `yaml:"maxBodyBytes"`  // default 4 MiB
+	StaleAfter    Duration  `yaml:"staleAfter"`    // default 5s
+	DefaultPort   int       `yaml:"port"`          // default 8000
+	DefaultPath   string    `yaml:"path"`          // default /metrics
+	DefaultScheme string    `yaml:"scheme"`        // http or https, default http
+	LatencyWindow Duration  `yaml:"latencyWindow"` // default 10s
+	PromptTokens  float64   `yaml:"promptTokens"`  // queued-request size until observed, default 1000
+	PrometheusURL string    `yaml:"prometheusURL"` // optional Prometheus source instead of scraping
+	Compression   bool      `yaml:"compression"`   // ask engines for gzip pages, default false
+	Spread        Duration  `yaml:"spread"`        // start a round's scrapes over this long, default 0 (at once)
+	TLS           ScrapeTLS `yaml:"tls"`           // how https pages are checked, default the system's roots
 }
 
 // TRTLLMPath is where trtllm-serve serves Prometheus text: the default path of a pool with engine trtllm
@@ -320,6 +321,7 @@ func (c *Config) complete() error {
 	if s.Concurrency < 1 || s.MaxBodyBytes < 1024 || !(s.PromptTokens >= 1) || math.IsInf(s.PromptTokens, 0) {
 		errs = append(errs, errors.New("scrape.concurrency must be >= 1, scrape.maxBodyBytes >= 1024 and scrape.promptTokens >= 1"))
 	}
+	errs = append(errs, s.TLS.validate()...)
 	if s.PrometheusURL != "" {
 		if u, err := url.Parse(s.PrometheusURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("scrape.prometheusURL %q: want an http(s) URL of a Prometheus-compatible API, like http://prometheus.monitoring:9090", s.PrometheusURL))
@@ -476,6 +478,19 @@ func (c *Config) complete() error {
 			if a.Workload.Name != "" && a.Workload == b.Workload && (a.Namespace == b.Namespace || a.Namespace == "" || b.Namespace == "") {
 				errs = append(errs, fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, a.Name, j, b.Name, a.Workload.Kind, a.Workload.Name))
 			}
+		}
+	}
+	// TLS settings nothing uses are a mistake to report, not to ignore.
+	if s.TLS != (ScrapeTLS{}) {
+		https := false
+		for i := range c.Pools {
+			https = https || c.Pools[i].Scheme == "https"
+		}
+		switch {
+		case s.PrometheusURL != "":
+			errs = append(errs, errors.New("scrape.tls applies to scraping pods, which scrape.prometheusURL replaces: remove one"))
+		case !https:
+			errs = append(errs, errors.New("scrape.tls is set but no pool scrapes over https: set scrape.scheme (or a pool's scheme) to https"))
 		}
 	}
 	return errors.Join(errs...)

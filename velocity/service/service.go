@@ -128,7 +128,11 @@ func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Se
 		klog.InfoS("Reading engine metrics from Prometheus instead of scraping pods", "url", u)
 		return s, nil
 	}
-	s.src = newScrapeSource(c, s.store, obs)
+	src, err := newScrapeSource(c, s.store, obs)
+	if err != nil {
+		return nil, err
+	}
+	s.src = src
 	return s, nil
 }
 

@@ -20,27 +20,34 @@ type scrapeSource struct {
 	targets atomic.Pointer[[]collector.Target]
 }
 
-func newScrapeSource(c *config.Config, st *store.Store, obs collector.Observer) *scrapeSource {
+func newScrapeSource(c *config.Config, st *store.Store, obs collector.Observer) (*scrapeSource, error) {
+	tlsCfg, err := c.Scrape.TLS.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
 	s := &scrapeSource{}
 	s.scraper = collector.NewScraper(collector.Options{
 		Interval: c.Scrape.Interval.Duration, Timeout: c.Scrape.Timeout.Duration,
 		Concurrency: c.Scrape.Concurrency, MaxBodyBytes: c.Scrape.MaxBodyBytes, Compression: c.Scrape.Compression,
-		Spread: c.Scrape.Spread.Duration, RoundDeadline: roundDeadline(c),
+		Spread: c.Scrape.Spread.Duration, RoundDeadline: roundDeadline(c), TLS: tlsCfg,
 	}, st, func() []collector.Target {
 		if t := s.targets.Load(); t != nil {
 			return *t
 		}
 		return nil
 	}, obs)
-	return s
+	return s, nil
 }
 
-// roundDeadline is how long into a round scrapes may still start: a round then ends within half of
-// MaxAge, so a snapshot is replaced before it ages out even when two rounds in a row run that long
-// (1.2 s at the defaults: a round ends within 2 s). Config validation keeps the timeout within the
-// interval, so it is always more than half an interval.
+// roundDeadline is how long into a round scrapes may still start. A round then ends within
+// (MaxAge − interval/2) / 2, so a snapshot is replaced before it ages out even when two rounds in a row
+// run that long, with half an interval left for the rest of a round (membership, decisions). At the
+// defaults scrapes start up to 0.95 s in and a round ends within 1.75 s. Config validation keeps the
+// timeout within the interval, so the deadline is always past the spread and more than a quarter
+// interval.
 func roundDeadline(c *config.Config) time.Duration {
-	return MaxAge(c.Scrape.Interval.Duration)/2 - c.Scrape.Timeout.Duration
+	i := c.Scrape.Interval.Duration
+	return (MaxAge(i)-i/2)/2 - c.Scrape.Timeout.Duration
 }
 
 func (s *scrapeSource) Collect(ctx context.Context, m *Members) {

@@ -60,9 +60,10 @@ func TestSubscribersHearEverySnapshot(t *testing.T) {
 	}
 }
 
-// A round ends within roundDeadline + timeout, and two such rounds in a row must fit in MaxAge, or hung
-// pods would age the snapshot into 503s; spread rounds must still start all their scrapes. Checked over
-// every config validation accepts on a grid, not only the defaults.
+// A round ends within roundDeadline + timeout, and two such rounds in a row must fit in MaxAge with half
+// an interval to spare for the rest of the rounds, or hanging pods would age the snapshot into 503s;
+// spread rounds must still start all their scrapes. Checked over the configs validation accepts on a
+// grid, not only the defaults: it guards the formula against an edit that breaks either.
 func TestRoundDeadlineKeepsSnapshotsFresh(t *testing.T) {
 	checked := 0
 	for _, interval := range []string{"100ms", "500ms", "1s", "2s", "5s", "30s", "2m"} {
@@ -74,11 +75,12 @@ func TestRoundDeadlineKeepsSnapshotsFresh(t *testing.T) {
 				}
 				checked++
 				d, s := roundDeadline(c), c.Scrape
-				if 2*(d+s.Timeout.Duration) > MaxAge(s.Interval.Duration) {
-					t.Errorf("interval %s timeout %s: two rounds of %s + %s exceed the snapshot's age limit %s", interval, timeout, d, s.Timeout, MaxAge(s.Interval.Duration))
+				if margin := MaxAge(s.Interval.Duration) - 2*(d+s.Timeout.Duration); margin < s.Interval.Duration/2 {
+					t.Errorf("interval %s timeout %s: two rounds of %s + %s leave %s of the snapshot's age limit %s for the rest of the rounds, want half an interval",
+						interval, timeout, d, s.Timeout, margin, MaxAge(s.Interval.Duration))
 				}
-				if d < s.Spread.Duration || d <= 0 {
-					t.Errorf("interval %s timeout %s spread %s: round deadline %s cuts a spread round short", interval, timeout, spread, d)
+				if d < s.Spread.Duration || d < s.Interval.Duration/4 {
+					t.Errorf("interval %s timeout %s spread %s: round deadline %s cuts a spread round short or leaves under a quarter interval", interval, timeout, spread, d)
 				}
 			}
 		}

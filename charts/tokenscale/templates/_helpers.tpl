@@ -66,3 +66,18 @@ spec:
   groupPriorityMinimum: 100
   versionPriority: {{ index . 3 }}
 {{- end -}}
+
+
+{{/* The Secret of scrapeTLS.secretName, mounted where scrape.tls can name its files (docs/metrics.md). */}}
+{{- define "tokenscale.scrapeTLSMount" -}}
+{{- if .Values.scrapeTLS.secretName }}
+- {name: scrape-tls, mountPath: /etc/tokenscale-scrape-tls, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "tokenscale.scrapeTLSVolume" -}}
+{{- with .Values.scrapeTLS.secretName }}
+- name: scrape-tls
+  secret: {secretName: {{ . }}}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,172 @@
+package service
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log"
+	"math/big"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokenscale/tokenscale/internal/fakeengine"
+	"github.com/tokenscale/tokenscale/velocity/collector"
+	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// Engines that serve /metrics over https are scraped as scrape.tls says: a private CA, the name their
+// certificate carries instead of the pod's IP, no check at all, and a client certificate for engines
+// that require one. Each case scrapes a real TLS server once and reads the scrape's own error.
+func TestScrapeTLS(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	srv := httptest.NewUnstartedServer(fakeengine.New(fakeengine.Config{}))
+	srv.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
+	srv.StartTLS()
+	defer srv.Close()
+	// httptest's certificate names 127.0.0.1 and example.com.
+	caFile := write("ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	certFile, keyFile := clientPair(t, write)
+
+	requireClient := httptest.NewUnstartedServer(fakeengine.New(fakeengine.Config{}))
+	requireClient.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS12}
+	requireClient.Config.ErrorLog = log.New(io.Discard, "", 0)
+	requireClient.StartTLS()
+	defer requireClient.Close()
+
+	for _, tc := range []struct {
+		name, tls string
+		url       string
+		wantErr   string // "" for a scrape that succeeds
+	}{
+		{"system roots refuse a private CA", "", srv.URL, "certificate"},
+		{"the CA file", "{caFile: " + caFile + "}", srv.URL, ""},
+		{"a name the certificate carries", "{caFile: " + caFile + ", serverName: example.com}", srv.URL, ""},
+		{"a name it does not", "{caFile: " + caFile + ", serverName: llama.llm.svc}", srv.URL, "certificate"},
+		{"no check", "{insecureSkipVerify: true}", srv.URL, ""},
+		{"a client certificate required and not given", "{insecureSkipVerify: true}", requireClient.URL, "certificate"},
+		{"a client certificate given", "{insecureSkipVerify: true, certFile: " + certFile + ", keyFile: " + keyFile + "}", requireClient.URL, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := "version: tokenscale.io/v1alpha1\nscrape: {scheme: https}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"
+			if tc.tls != "" {
+				yaml = strings.Replace(yaml, "scrape: {scheme: https}", "scrape: {scheme: https, tls: "+tc.tls+"}", 1)
+			}
+			c, err := config.Parse([]byte(yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			obs := &lastErr{}
+			src, err := newScrapeSource(c, store.New(StoreOptions(c), nil), obs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src.Collect(context.Background(), &Members{Targets: []collector.Target{{
+				Pod: store.PodKey{Namespace: "llm", Name: "p"}, Pool: "prefill", URL: tc.url + "/metrics", Engine: engine.VLLM}}})
+			err = obs.get()
+			switch {
+			case obs.n != 1:
+				t.Fatalf("%d scrapes observed, want 1", obs.n)
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("scrape failed: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("scrape error %v, want one mentioning %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// Settings that cannot work are refused at start, naming the field and the file.
+func TestScrapeTLSRefused(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ scrape, want string }{
+		{"{scheme: https, tls: {certFile: /x.crt}}", "set both or neither"},
+		{"{scheme: https, tls: {insecureSkipVerify: true, caFile: /ca.crt}}", "insecureSkipVerify"},
+		{"{tls: {caFile: /ca.crt}}", "no pool scrapes over https"},
+		{"{prometheusURL: 'http://prometheus:9090', tls: {caFile: /ca.crt}}", "prometheusURL"},
+	} {
+		_, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: " + tc.scrape + "\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("scrape %s: error %v, want one mentioning %q", tc.scrape, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ tls, want string }{
+		{"{caFile: " + filepath.Join(dir, "missing.crt") + "}", "scrape.tls.caFile"},
+		{"{caFile: " + notPEM + "}", "no PEM certificate"},
+		{"{certFile: " + notPEM + ", keyFile: " + notPEM + "}", "scrape.tls.certFile"},
+		{"{caFile: " + dir + "}", "not a regular file"},
+	} {
+		c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {scheme: https, tls: " + tc.tls + "}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := New(func() *config.Config { return c }, nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("tls %s: error %v, want one mentioning %q", tc.tls, err, tc.want)
+		}
+	}
+}
+
+type lastErr struct {
+	mu  sync.Mutex
+	n   int
+	err error
+}
+
+func (o *lastErr) ObserveScrape(_ string, _ time.Duration, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.n++
+	o.err = err
+}
+
+func (o *lastErr) get() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// clientPair writes a self-signed client certificate and its key as PEM files.
+func clientPair(t *testing.T, write func(string, []byte) string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tokenscale-adapter"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return write("client.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		write("client.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+}
+
