@@ -169,4 +169,3 @@ func clientPair(t *testing.T, write func(string, []byte) string) (certFile, keyF
 	return write("client.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
 		write("client.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 }
-
