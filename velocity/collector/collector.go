@@ -59,13 +59,14 @@ type Options struct {
 	// and a plain page costs the adapter less CPU (no gunzip) for about 12x the bytes on the network.
 	Compression bool
 	// Spread starts a round's scrapes evenly over this long instead of all at once, each pod in a slot
-	// fixed by a hash of its name. Off (0) by default: a spread round smooths the adapter's CPU and cut
+	// fixed by a hash of its name (after a round that had a pod time out or left one waiting, the slots
+	// follow order instead). Off (0) by default: a spread round smooths the adapter's CPU and cut
 	// its serving p90 by a fifth to a half at 1,000 pods, but the round ends later, so the decisions made
 	// after it see data up to Spread older (docs/performance.md).
 	Spread time.Duration
-	// RoundDeadline is how long into a round scrapes may still start (default Interval): pods still
-	// waiting for a slot then are not scraped this round, so a round ends within RoundDeadline + Timeout
-	// however many pods hang.
+	// RoundDeadline is how long into a round scrapes may still start (0: no deadline, every pod waits for
+	// a slot): pods still waiting then are not scraped this round, so a round ends within RoundDeadline +
+	// Timeout however many pods hang. The adapter's loop sets it (velocity/service).
 	RoundDeadline time.Duration
 	// TLS checks https pages (nil: Go's defaults, the system's roots and the pod's IP as the name).
 	TLS    *tls.Config
@@ -124,11 +125,10 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 4 << 20
 	}
-	if opts.RoundDeadline <= 0 {
-		opts.RoundDeadline = opts.Interval
+	if opts.RoundDeadline > 0 {
+		// A spread round's slots all come before its deadline.
+		opts.RoundDeadline = max(opts.RoundDeadline, opts.Spread)
 	}
-	// A spread round's slots all come before its deadline.
-	opts.RoundDeadline = max(opts.RoundDeadline, opts.Spread)
 	if opts.Client == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		// One kept-alive connection per engine, however many engines: a pool capped below the number of
@@ -196,7 +196,10 @@ func (s *Scraper) ScrapeOnce(ctx context.Context) {
 	targets = s.order(targets, keep)
 	limiter, _ := s.rec.(RateLimiter)
 	roundStart := time.Now()
-	deadline := s.after(s.opts.RoundDeadline)
+	var deadline <-chan time.Time // nil, never ready, without a deadline
+	if s.opts.RoundDeadline > 0 {
+		deadline = s.after(s.opts.RoundDeadline)
+	}
 	sem := make(chan struct{}, s.opts.Concurrency)
 	var wg sync.WaitGroup
 	var waiting []Target
@@ -205,7 +208,10 @@ dispatch:
 		if slot > 0 && !sleepUntil(ctx, roundStart.Add(time.Duration(i)*slot)) {
 			break // shutting down: the pods keep their last data
 		}
-		// A deadline already passed wins over a free slot (a select would pick either).
+		// A deadline already passed, or shutdown, wins over a free slot (a select would pick either).
+		if ctx.Err() != nil {
+			break
+		}
 		select {
 		case <-deadline:
 			waiting = targets[i:]
@@ -250,18 +256,27 @@ dispatch:
 			s.rec.Record(t.Pod, start, snap)
 		}(t)
 	}
-	if len(waiting) > 0 {
-		klog.InfoS("Scrape round reached its deadline; the remaining pods keep their last data until their turn",
+	s.schedMu.Lock()
+	wasSkipped := s.skipped
+	s.skipped = len(waiting) > 0
+	s.schedMu.Unlock()
+	// Logged at Info when rounds start or stop reaching their deadline, not every second in between.
+	switch {
+	case len(waiting) > 0:
+		logger := klog.V(2)
+		if !wasSkipped {
+			logger = klog.V(0)
+		}
+		logger.InfoS("Scrape round reached its deadline; the remaining pods keep their last data until their turn (counted in tokenscale_scrape_errors_total)",
 			"notStarted", len(waiting), "pods", len(targets), "concurrency", s.opts.Concurrency, "deadline", s.opts.RoundDeadline)
 		if s.obs != nil {
 			for _, t := range waiting {
 				s.obs.ObserveScrape(t.Pool, 0, fmt.Errorf("scrape %s: %w", t.Pod, ErrNotScraped))
 			}
 		}
+	case wasSkipped:
+		klog.InfoS("Scrape rounds start every pod before their deadline again", "pods", len(targets))
 	}
-	s.schedMu.Lock()
-	s.skipped = len(waiting) > 0
-	s.schedMu.Unlock()
 	wg.Wait()
 }
 
@@ -272,10 +287,11 @@ func (s *Scraper) SetClock(now func() time.Time) { s.now = now }
 // order starts a round: it counts it, forgets pods that are no longer targets (so the schedule stays
 // bounded by them), notes new pods, and, when the last round had a pod time out or left one waiting,
 // returns the targets in the order that bounds the harm (otherwise it keeps their order):
-//   - first, the one timed-out pod least recently tried, so that pods that hang are retried in turn
-//     even when the others fill the round;
+//   - first, with two or more slots, the one timed-out pod least recently tried, so that pods that hang
+//     are retried in turn even when the others fill the round (with one slot it would hold the only one
+//     and could keep every other pod waiting, round after round);
 //   - then the pods that did not time out, least recently started first, new pods counted as started
-//     in the round they appeared: pods a round had no time for, and new pods, go first next round;
+//     in the round they appeared: pods a round had no time for start before those it started;
 //   - last, the other timed-out pods, least recently tried first, so that they hold slots only after
 //     every other pod has started and cannot delay the others' results, recorded as each arrives.
 func (s *Scraper) order(targets []Target, keep map[store.PodKey]bool) []Target {
@@ -305,7 +321,7 @@ func (s *Scraper) order(targets []Target, keep map[store.PodKey]bool) []Target {
 		return a.last < b.last
 	})
 	// The slow pods now sit at the end, least recently tried first: move the first of them to the front.
-	if first := sort.Search(len(out), func(i int) bool { return s.sched[out[i].Pod].slow }); first < len(out) && first > 0 {
+	if first := sort.Search(len(out), func(i int) bool { return s.sched[out[i].Pod].slow }); first < len(out) && first > 0 && s.opts.Concurrency > 1 {
 		retry := out[first]
 		copy(out[1:first+1], out[:first])
 		out[0] = retry

@@ -82,8 +82,9 @@ func TestOversizedBuffersAreNotPooled(t *testing.T) {
 	}
 }
 
-// Pods that timed out come last in the next round, so that slow pods cannot hold the concurrency slots
-// while healthy pods wait: the healthy pod is recorded before any slow pod's timeout. The order of
+// Pods that timed out start after the others in the next round (all but one, retried first, which holds
+// one slot), so that slow pods cannot hold the concurrency slots while healthy pods wait: the healthy pod
+// is recorded before any slow pod's timeout. The order of
 // outcomes is checked, not their times, so machine load cannot fail the test.
 func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
 	e := fakeengine.New(fakeengine.Config{})
@@ -105,7 +106,7 @@ func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
 		defer mu.Unlock()
 		order = append(order, fmt.Sprintf("%s %v", k.Name, err != nil))
 	}}
-	s := NewScraper(Options{Concurrency: 2, Timeout: time.Second, Interval: time.Minute}, rec, func() []Target { return targets }, nil)
+	s := NewScraper(Options{Concurrency: 2, Timeout: time.Second}, rec, func() []Target { return targets }, nil)
 	s.ScrapeOnce(context.Background()) // learns which pods are slow
 	for i := 0; i < 2; i++ {
 		e.Advance(time.Second)
@@ -123,9 +124,8 @@ func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
 
 // A round starts no scrape after its deadline, so pods that hang cannot hold it past deadline + timeout
 // however many they are. The pods a round had no time for keep their last data (nothing is recorded for
-// them; the Observer hears ErrNotScraped), new pods and waiting ones get their turn, and once the
-// hanging pods are known the healthy pod is scraped every round while the hanging ones are retried in
-// turn. No network and no timer: a transport answers the healthy pod from the fake engine and holds
+// them; the Observer hears ErrNotScraped) and get their turn, and once the hanging pods are known the
+// healthy pod is scraped every round while the hanging ones are retried in turn. No network and no timer: a transport answers the healthy pod from the fake engine and holds
 // each hanging pod's request until the round's deadline, which the test fires once both slots hold one.
 func TestRoundEndsWhenPodsHang(t *testing.T) {
 	e := fakeengine.New(fakeengine.Config{})
@@ -168,7 +168,7 @@ func TestRoundEndsWhenPodsHang(t *testing.T) {
 		defer mu.Unlock()
 		observed[pod] = append(observed[pod], err)
 	})
-	s := NewScraper(Options{Concurrency: conc, Timeout: time.Hour, Client: client}, rec, func() []Target { return targets }, obs)
+	s := NewScraper(Options{Concurrency: conc, Timeout: time.Hour, RoundDeadline: time.Hour, Client: client}, rec, func() []Target { return targets }, obs)
 	s.after = func(time.Duration) <-chan time.Time { return deadline }
 	allKnown := false
 	for round := 0; round < rounds; round++ {
@@ -218,14 +218,21 @@ func TestRoundEndsWhenPodsHang(t *testing.T) {
 	}
 }
 
-// When pods that answer, slowly, fill every round, the hanging pods still get one retry a round, and
-// the answering pods and a pod that appears later take turns: none waits more than a few rounds. Busy
-// pods answer, and hanging pods fail, when the round's deadline fires, which the test fires once both
-// slots are taken.
+// When pods that answer, slowly, fill every round, the hanging pods still get one retry a round (with
+// two or more slots), and the answering pods and a pod that appears later take turns: none waits more
+// than a few rounds. With one slot no hanging pod is retried first, or it would hold the only slot every
+// round. Busy pods answer, and hanging pods fail, when the round's deadline fires, which the test fires
+// once every slot is taken.
 func TestFullRoundsStillTakeTurns(t *testing.T) {
+	for _, conc := range []int{1, 2} {
+		t.Run(fmt.Sprint(conc, " slots"), func(t *testing.T) { fullRounds(t, conc) })
+	}
+}
+
+func fullRounds(t *testing.T, conc int) {
 	e := fakeengine.New(fakeengine.Config{})
 	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
-	const conc, rounds = 2, 30
+	const rounds = 30
 	var mu sync.Mutex
 	var deadline chan time.Time
 	var inFlight int
@@ -257,7 +264,7 @@ func TestFullRoundsStillTakeTurns(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		add(fmt.Sprint("hang", i))
 	}
-	s := NewScraper(Options{Concurrency: conc, Timeout: time.Hour, Client: client}, store.New(store.Options{}, nil),
+	s := NewScraper(Options{Concurrency: conc, Timeout: time.Hour, RoundDeadline: time.Hour, Client: client}, store.New(store.Options{}, nil),
 		func() []Target { return targets }, nil)
 	s.after = func(time.Duration) <-chan time.Time { return deadline }
 	for round = 0; round < rounds; round++ {
@@ -272,9 +279,10 @@ func TestFullRoundsStillTakeTurns(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	// Each round starts two scrapes. Once every hanging pod has timed out once, one of them is retried
-	// each round and one answering pod is scraped, so in the last ten rounds each hanging pod starts at
-	// least three times and each answering pod, the late one included, at least twice.
+	// Each round starts one scrape a slot. Once every hanging pod has timed out once, with two slots one
+	// of them is retried each round and one answering pod is scraped, so in the last ten rounds each
+	// hanging pod starts at least three times; with one slot the answering pods take every turn. Either
+	// way each answering pod, the late one included, starts at least twice.
 	for _, tg := range targets {
 		name, n := tg.Pod.Name, 0
 		for _, r := range started[name] {
@@ -285,6 +293,9 @@ func TestFullRoundsStillTakeTurns(t *testing.T) {
 		want := 2
 		if strings.HasPrefix(name, "hang") {
 			want = 3
+			if conc == 1 {
+				want = 0
+			}
 		}
 		if n < want {
 			t.Errorf("%s started in rounds %v: %d times in the last ten rounds, want at least %d", name, started[name], n, want)

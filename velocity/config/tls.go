@@ -7,8 +7,9 @@ import (
 	"fmt"
 )
 
-// ScrapeTLS says how the pages of pools with scheme https are checked. The files are read once, at
-// start (scrape.* is fixed at start): restart to pick up a rotated certificate.
+// ScrapeTLS says how the pages of pools with scheme https are checked. The CA file is read once, at
+// start (scrape.* is fixed at start): a new CA takes a restart. The client certificate is read at start
+// and again for each new connection, so a rotated Secret is used from the next connection on.
 type ScrapeTLS struct {
 	// CAFile is a PEM bundle of the CAs the engines' certificates chain to; default: the system's roots.
 	CAFile string `yaml:"caFile"`
@@ -60,19 +61,34 @@ func (t *ScrapeTLS) ClientConfig() (*tls.Config, error) {
 		c.RootCAs = pool
 	}
 	if t.CertFile != "" {
-		cert, err := readFile(t.CertFile)
-		if err != nil {
-			return nil, fmt.Errorf("scrape.tls.certFile: %w", err)
+		if _, err := t.clientPair(); err != nil {
+			return nil, err
 		}
-		key, err := readFile(t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("scrape.tls.keyFile: %w", err)
+		certFile, keyFile := t.CertFile, t.KeyFile
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			pair, err := (&ScrapeTLS{CertFile: certFile, KeyFile: keyFile}).clientPair()
+			if err != nil {
+				return nil, err
+			}
+			return &pair, nil
 		}
-		pair, err := tls.X509KeyPair(cert, key)
-		if err != nil {
-			return nil, fmt.Errorf("scrape.tls.certFile %s and keyFile %s: %w", t.CertFile, t.KeyFile, err)
-		}
-		c.Certificates = []tls.Certificate{pair}
 	}
 	return c, nil
+}
+
+// clientPair reads the client certificate and key, bounded, each error naming the field and the file.
+func (t *ScrapeTLS) clientPair() (tls.Certificate, error) {
+	cert, err := readFile(t.CertFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("scrape.tls.certFile: %w", err)
+	}
+	key, err := readFile(t.KeyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("scrape.tls.keyFile: %w", err)
+	}
+	pair, err := tls.X509KeyPair(cert, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("scrape.tls.certFile %s and keyFile %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	return pair, nil
 }

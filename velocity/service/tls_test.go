@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"io"
 	"log"
+	"net/http"
 	"math/big"
 	"net/http/httptest"
 	"os"
@@ -46,7 +47,7 @@ func TestScrapeTLS(t *testing.T) {
 	defer srv.Close()
 	// httptest's certificate names 127.0.0.1 and example.com.
 	caFile := write("ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
-	certFile, keyFile := clientPair(t, write)
+	certFile, keyFile := clientPair(t, write, "tokenscale-adapter")
 
 	requireClient := httptest.NewUnstartedServer(fakeengine.New(fakeengine.Config{}))
 	requireClient.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS12}
@@ -68,9 +69,10 @@ func TestScrapeTLS(t *testing.T) {
 		{"a client certificate given", "{insecureSkipVerify: true, certFile: " + certFile + ", keyFile: " + keyFile + "}", requireClient.URL, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			yaml := "version: tokenscale.io/v1alpha1\nscrape: {scheme: https}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"
+			// Generous times: a handshake on a loaded machine must not read as a refused certificate.
+			yaml := "version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"
 			if tc.tls != "" {
-				yaml = strings.Replace(yaml, "scrape: {scheme: https}", "scrape: {scheme: https, tls: "+tc.tls+"}", 1)
+				yaml = strings.Replace(yaml, "scrape: {scheme: https,", "scrape: {tls: "+tc.tls+", scheme: https,", 1)
 			}
 			c, err := config.Parse([]byte(yaml))
 			if err != nil {
@@ -130,6 +132,51 @@ func TestScrapeTLSRefused(t *testing.T) {
 	}
 }
 
+// A rotated client certificate (a Secret cert-manager renewed) is used from the next connection on.
+func TestScrapeTLSClientCertRotates(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var mu sync.Mutex
+	var seen []string
+	fake := fakeengine.New(fakeengine.Config{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.TLS.PeerCertificates[0].Subject.CommonName)
+		mu.Unlock()
+		fake.ServeHTTP(w, r)
+	}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS12}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	certFile, keyFile := clientPair(t, write, "first")
+	c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m, " +
+		"tls: {insecureSkipVerify: true, certFile: " + certFile + ", keyFile: " + keyFile + "}}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := newScrapeSource(c, store.New(StoreOptions(c), nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Members{Targets: []collector.Target{{Pod: store.PodKey{Namespace: "llm", Name: "p"}, Pool: "prefill", URL: srv.URL + "/metrics", Engine: engine.VLLM}}}
+	src.Collect(context.Background(), m)
+	clientPair(t, write, "second") // the same files, renewed
+	srv.CloseClientConnections()
+	src.Collect(context.Background(), m)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0] != "first" || seen[1] != "second" {
+		t.Fatalf("client certificates the engine saw: %v, want [first second]", seen)
+	}
+}
+
 type lastErr struct {
 	mu  sync.Mutex
 	n   int
@@ -150,13 +197,13 @@ func (o *lastErr) get() error {
 }
 
 // clientPair writes a self-signed client certificate and its key as PEM files.
-func clientPair(t *testing.T, write func(string, []byte) string) (certFile, keyFile string) {
+func clientPair(t *testing.T, write func(string, []byte) string, name string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tokenscale-adapter"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

@@ -78,6 +78,6 @@ spec:
 {{- define "tokenscale.scrapeTLSVolume" -}}
 {{- with .Values.scrapeTLS.secretName }}
 - name: scrape-tls
-  secret: {secretName: {{ . }}}
+  secret: {secretName: {{ . | quote }}}
 {{- end }}
 {{- end -}}
