@@ -26,6 +26,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -88,15 +89,48 @@ type scrapeResult struct {
 	HeapInuseMiB      float64 `json:"heap_inuse_mib"`
 	PageBytes         int     `json:"page_bytes"`
 	Projected10kCores float64 `json:"projected_cores_10000_endpoints"`
+	// With -hanging: endpoints that never answer, the pods rounds left waiting, and the longest run of
+	// rounds a healthy endpoint went without a successful scrape.
+	Hanging              int     `json:"hanging,omitempty"`
+	NotStartedPerRound   float64 `json:"not_started_per_round,omitempty"`
+	HealthyMaxGapRounds  int     `json:"healthy_max_gap_rounds,omitempty"`
+	HealthyScrapedShare  float64 `json:"healthy_scraped_share,omitempty"`
+	HealthyErrorsOverall int64   `json:"healthy_errors,omitempty"`
 }
 
-// countingObserver counts failed scrapes; scrapes report from their own goroutines.
-type countingObserver struct{ errs atomic.Int64 }
+// countingObserver counts failed scrapes, the healthy endpoints' apart, and pods a round left waiting;
+// scrapes report from their own goroutines.
+type countingObserver struct{ errs, healthyErrs, notStarted atomic.Int64 }
 
-func (c *countingObserver) ObserveScrape(_ string, _ time.Duration, err error) {
-	if err != nil {
+func (c *countingObserver) ObserveScrape(pool string, _ time.Duration, err error) {
+	switch {
+	case err == nil:
+	case errors.Is(err, collector.ErrNotScraped):
+		c.notStarted.Add(1)
+	default:
 		c.errs.Add(1)
+		if pool != hangingPool {
+			c.healthyErrs.Add(1)
+		}
 	}
+}
+
+// hangingPool is the pool of the -hanging endpoints.
+const hangingPool = "hanging"
+
+// gapRecorder notes the round of each pod's last successful scrape.
+type gapRecorder struct {
+	*store.Store
+	mu    sync.Mutex
+	round int
+	last  map[store.PodKey]int
+}
+
+func (g *gapRecorder) Record(pod store.PodKey, t time.Time, snap *engine.Snapshot) {
+	g.Store.Record(pod, t, snap)
+	g.mu.Lock()
+	g.last[pod] = g.round
+	g.mu.Unlock()
 }
 
 func Scrape(ctx context.Context, args []string) error {
@@ -106,6 +140,9 @@ func Scrape(ctx context.Context, args []string) error {
 	conc := fs.Int("concurrency", 64, "scrapes in flight (the adapter's default)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured rounds to this file")
+	hanging := fs.Int("hanging", 0, "endpoints that accept and never answer, scraped beside the healthy ones")
+	deadline := fs.Duration("deadline", 0, "the round deadline (0: none, whole rounds are timed; the adapter's loop uses 950ms at the defaults)")
+	timeout := fs.Duration("timeout", 800*time.Millisecond, "per-scrape timeout")
 	_ = fs.Parse(args)
 
 	self, err := os.Executable()
@@ -134,13 +171,33 @@ func Scrape(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	healthy := targets
+	if *hanging > 0 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		hang := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
+		})}
+		go func() { _ = hang.Serve(ln) }()
+		defer hang.Close()
+		for i := range *hanging {
+			targets = append(targets, collector.Target{Pod: store.PodKey{Namespace: "perf", Name: fmt.Sprintf("hang%d", i)}, Pool: hangingPool,
+				URL: fmt.Sprintf("http://%s/metrics?h=%d", ln.Addr(), i)})
+		}
+	}
 
-	st := store.New(store.Options{}, nil)
+	st := &gapRecorder{Store: store.New(store.Options{}, nil), last: map[store.PodKey]int{}}
 	obs := &countingObserver{}
-	// No round deadline (the default): the harness measures how long a whole round takes.
-	scraper := collector.NewScraper(collector.Options{Concurrency: *conc}, st, func() []collector.Target { return targets }, obs)
+	// No round deadline by default: the harness measures how long a whole round takes.
+	scraper := collector.NewScraper(collector.Options{Concurrency: *conc, Timeout: *timeout, RoundDeadline: *deadline}, st,
+		func() []collector.Target { return targets }, obs)
 	scraper.ScrapeOnce(ctx) // warm up connections and the store
 	obs.errs.Store(0)
+	obs.healthyErrs.Store(0)
+	obs.notStarted.Store(0)
+	healthyScrapes, maxGap := 0, 0
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -164,8 +221,19 @@ func Scrape(ctx context.Context, args []string) error {
 		case <-tick.C:
 		}
 		start := time.Now()
+		st.mu.Lock()
+		st.round++
+		st.mu.Unlock()
 		scraper.ScrapeOnce(ctx)
 		rounds = append(rounds, time.Since(start))
+		st.mu.Lock()
+		for _, t := range healthy {
+			if st.last[t.Pod] == st.round {
+				healthyScrapes++
+			}
+			maxGap = max(maxGap, st.round-st.last[t.Pod])
+		}
+		st.mu.Unlock()
 	}
 	wall, cpu := time.Since(wall0).Seconds(), cpuSeconds()-cpu0
 	engCPU1, engErr1 := procstat.CPU(child.Process.Pid)
@@ -179,6 +247,11 @@ func Scrape(ctx context.Context, args []string) error {
 		ErrorsPerRound: float64(obs.errs.Load()) / float64(len(rounds)), MaxRSSMiB: maxRSSMiB(), HeapInuseMiB: float64(ms.HeapInuse) / (1 << 20),
 		PageBytes: len(page),
 	}
+	if *hanging > 0 {
+		r.Hanging, r.HealthyMaxGapRounds, r.HealthyErrorsOverall = *hanging, maxGap, obs.healthyErrs.Load()
+		r.NotStartedPerRound = float64(obs.notStarted.Load()) / float64(len(rounds))
+		r.HealthyScrapedShare = float64(healthyScrapes) / float64(len(rounds)*len(healthy))
+	}
 	r.Projected10kCores = r.CPUCores * 10000 / float64(*n)
 	if engErr == nil && engErr1 == nil {
 		r.EngineCPUCores = (engCPU1 - engCPU0).Seconds() / wall
@@ -187,7 +260,7 @@ func Scrape(ctx context.Context, args []string) error {
 		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 			return err
 		}
-		return keptUp(r, int(obs.errs.Load()))
+		return keptUp(r, int(obs.errs.Load()), *deadline, *timeout)
 	}
 	fmt.Printf("scraped %d fake vLLM V1 endpoints (%d-byte pages) at 1 Hz for %.0f s, concurrency %d, on %d CPUs:\n",
 		r.Endpoints, r.PageBytes, r.Seconds, *conc, runtime.NumCPU())
@@ -198,12 +271,25 @@ func Scrape(ctx context.Context, args []string) error {
 	fmt.Printf("  round wall time p50 %.0f ms, p99 %.0f ms; errors per round %.1f\n", r.RoundP50Ms, r.RoundP99Ms, r.ErrorsPerRound)
 	fmt.Printf("  max RSS %.0f MiB, heap in use %.0f MiB\n", r.MaxRSSMiB, r.HeapInuseMiB)
 	fmt.Printf("  linear projection to 10,000 endpoints: %.1f cores\n", r.Projected10kCores)
-	return keptUp(r, int(obs.errs.Load()))
+	if r.Hanging > 0 {
+		fmt.Printf("  with %d endpoints that never answer (deadline %s, timeout %s): %.1f pods left waiting per round; healthy endpoints scraped in %.1f%% of rounds, at most %d rounds apart, %d healthy errors\n",
+			r.Hanging, *deadline, *timeout, r.NotStartedPerRound, 100*r.HealthyScrapedShare, r.HealthyMaxGapRounds, r.HealthyErrorsOverall)
+	}
+	return keptUp(r, int(obs.errs.Load()), *deadline, *timeout)
 }
 
 // keptUp fails the run unless every scrape of the healthy fake engines on loopback succeeded and rounds
-// fit in the 1 s interval. It is an error returned, not an exit, so the engines' child is still killed.
-func keptUp(r scrapeResult, errs int) error {
+// fit in the 1 s interval. With hanging endpoints it fails if a healthy scrape failed, or, with a
+// deadline, if a round outlasted deadline + timeout by more than a quarter second. It is an error
+// returned, not an exit, so the engines' child is still killed.
+func keptUp(r scrapeResult, errs int, deadline, timeout time.Duration) error {
+	if r.Hanging > 0 {
+		bound := float64((deadline + timeout + 250*time.Millisecond).Milliseconds())
+		if r.HealthyErrorsOverall > 0 || deadline > 0 && r.RoundP99Ms > bound {
+			return fmt.Errorf("%d failed healthy scrapes, round p99 %.0f ms (bound %.0f ms)", r.HealthyErrorsOverall, r.RoundP99Ms, bound)
+		}
+		return nil
+	}
 	if errs > 0 || r.RoundP99Ms > 1000 {
 		return fmt.Errorf("%d failed scrapes, round p99 %.0f ms: the collector did not keep up", errs, r.RoundP99Ms)
 	}
