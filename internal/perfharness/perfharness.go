@@ -89,17 +89,23 @@ type scrapeResult struct {
 	HeapInuseMiB      float64 `json:"heap_inuse_mib"`
 	PageBytes         int     `json:"page_bytes"`
 	Projected10kCores float64 `json:"projected_cores_10000_endpoints"`
-	// With -hanging: endpoints that never answer, the pods rounds left waiting, and the longest run of
-	// rounds a healthy endpoint went without a successful scrape.
-	Hanging              int     `json:"hanging,omitempty"`
-	NotStartedPerRound   float64 `json:"not_started_per_round,omitempty"`
-	HealthyMaxGapRounds  int     `json:"healthy_max_gap_rounds,omitempty"`
-	HealthyScrapedShare  float64 `json:"healthy_scraped_share,omitempty"`
-	HealthyErrorsOverall int64   `json:"healthy_errors,omitempty"`
+	// Hanging is set with -hanging only.
+	Hanging *hangingResult `json:"hanging_endpoints,omitempty"`
 }
 
-// countingObserver counts failed scrapes, the healthy endpoints' apart, and pods a round left waiting;
-// scrapes report from their own goroutines.
+// hangingResult is what a run with endpoints that never answer adds: how many, the pods rounds left
+// waiting, and how the healthy endpoints fared.
+type hangingResult struct {
+	Endpoints          int     `json:"endpoints"`
+	NotStartedPerRound float64 `json:"not_started_per_round"`
+	// HealthyMaxMissed is the longest run of rounds a healthy endpoint went without a successful scrape.
+	HealthyMaxMissed    int     `json:"healthy_max_missed_rounds"`
+	HealthyScrapedShare float64 `json:"healthy_scraped_share"`
+	HealthyErrors       int64   `json:"healthy_errors"`
+}
+
+// countingObserver counts failed scrapes, the healthy endpoints' failures apart, and pods a round left
+// waiting; scrapes report from their own goroutines.
 type countingObserver struct{ errs, healthyErrs, notStarted atomic.Int64 }
 
 func (c *countingObserver) ObserveScrape(pool string, _ time.Duration, err error) {
@@ -189,9 +195,13 @@ func Scrape(ctx context.Context, args []string) error {
 	}
 
 	st := &gapRecorder{Store: store.New(store.Options{}, nil), last: map[store.PodKey]int{}}
+	var rec collector.Recorder = st.Store // the measured path, unwrapped, unless gaps are counted
+	if *hanging > 0 {
+		rec = st
+	}
 	obs := &countingObserver{}
 	// No round deadline by default: the harness measures how long a whole round takes.
-	scraper := collector.NewScraper(collector.Options{Concurrency: *conc, Timeout: *timeout, RoundDeadline: *deadline}, st,
+	scraper := collector.NewScraper(collector.Options{Concurrency: *conc, Timeout: *timeout, RoundDeadline: *deadline}, rec,
 		func() []collector.Target { return targets }, obs)
 	scraper.ScrapeOnce(ctx) // warm up connections and the store
 	obs.errs.Store(0)
@@ -226,14 +236,16 @@ func Scrape(ctx context.Context, args []string) error {
 		st.mu.Unlock()
 		scraper.ScrapeOnce(ctx)
 		rounds = append(rounds, time.Since(start))
-		st.mu.Lock()
-		for _, t := range healthy {
-			if st.last[t.Pod] == st.round {
-				healthyScrapes++
+		if *hanging > 0 {
+			st.mu.Lock()
+			for _, t := range healthy {
+				if st.last[t.Pod] == st.round {
+					healthyScrapes++
+				}
+				maxGap = max(maxGap, st.round-st.last[t.Pod])
 			}
-			maxGap = max(maxGap, st.round-st.last[t.Pod])
+			st.mu.Unlock()
 		}
-		st.mu.Unlock()
 	}
 	wall, cpu := time.Since(wall0).Seconds(), cpuSeconds()-cpu0
 	engCPU1, engErr1 := procstat.CPU(child.Process.Pid)
@@ -248,9 +260,9 @@ func Scrape(ctx context.Context, args []string) error {
 		PageBytes: len(page),
 	}
 	if *hanging > 0 {
-		r.Hanging, r.HealthyMaxGapRounds, r.HealthyErrorsOverall = *hanging, maxGap, obs.healthyErrs.Load()
-		r.NotStartedPerRound = float64(obs.notStarted.Load()) / float64(len(rounds))
-		r.HealthyScrapedShare = float64(healthyScrapes) / float64(len(rounds)*len(healthy))
+		r.Hanging = &hangingResult{Endpoints: *hanging, HealthyMaxMissed: maxGap, HealthyErrors: obs.healthyErrs.Load(),
+			NotStartedPerRound:  float64(obs.notStarted.Load()) / float64(len(rounds)),
+			HealthyScrapedShare: float64(healthyScrapes) / float64(len(rounds)*len(healthy))}
 	}
 	r.Projected10kCores = r.CPUCores * 10000 / float64(*n)
 	if engErr == nil && engErr1 == nil {
@@ -260,7 +272,7 @@ func Scrape(ctx context.Context, args []string) error {
 		if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
 			return err
 		}
-		return keptUp(r, int(obs.errs.Load()), *deadline, *timeout)
+		return keptUp(r, int(obs.errs.Load()+obs.notStarted.Load()), *deadline, *timeout)
 	}
 	fmt.Printf("scraped %d fake vLLM V1 endpoints (%d-byte pages) at 1 Hz for %.0f s, concurrency %d, on %d CPUs:\n",
 		r.Endpoints, r.PageBytes, r.Seconds, *conc, runtime.NumCPU())
@@ -271,22 +283,24 @@ func Scrape(ctx context.Context, args []string) error {
 	fmt.Printf("  round wall time p50 %.0f ms, p99 %.0f ms; errors per round %.1f\n", r.RoundP50Ms, r.RoundP99Ms, r.ErrorsPerRound)
 	fmt.Printf("  max RSS %.0f MiB, heap in use %.0f MiB\n", r.MaxRSSMiB, r.HeapInuseMiB)
 	fmt.Printf("  linear projection to 10,000 endpoints: %.1f cores\n", r.Projected10kCores)
-	if r.Hanging > 0 {
-		fmt.Printf("  with %d endpoints that never answer (deadline %s, timeout %s): %.1f pods left waiting per round; healthy endpoints scraped in %.1f%% of rounds, at most %d rounds apart, %d healthy errors\n",
-			r.Hanging, *deadline, *timeout, r.NotStartedPerRound, 100*r.HealthyScrapedShare, r.HealthyMaxGapRounds, r.HealthyErrorsOverall)
+	if h := r.Hanging; h != nil {
+		fmt.Printf("  with %d endpoints that never answer (deadline %s, timeout %s): %.1f pods left waiting per round; healthy endpoints scraped in %.1f%% of rounds, missing at most %d rounds in a row, %d healthy errors\n",
+			h.Endpoints, *deadline, *timeout, h.NotStartedPerRound, 100*h.HealthyScrapedShare, h.HealthyMaxMissed, h.HealthyErrors)
 	}
-	return keptUp(r, int(obs.errs.Load()), *deadline, *timeout)
+	return keptUp(r, int(obs.errs.Load()+obs.notStarted.Load()), *deadline, *timeout)
 }
 
-// keptUp fails the run unless every scrape of the healthy fake engines on loopback succeeded and rounds
-// fit in the 1 s interval. With hanging endpoints it fails if a healthy scrape failed, or, with a
-// deadline, if a round outlasted deadline + timeout by more than a quarter second. It is an error
-// returned, not an exit, so the engines' child is still killed.
+// keptUp fails the run unless every scrape of the healthy fake engines on loopback started and
+// succeeded and rounds fit in the 1 s interval. With hanging endpoints it fails if a healthy scrape
+// failed or a healthy endpoint missed a round, or, with a deadline, if a round outlasted deadline +
+// timeout by more than a quarter second. It is an error returned, not an exit, so the engines' child
+// is still killed.
 func keptUp(r scrapeResult, errs int, deadline, timeout time.Duration) error {
-	if r.Hanging > 0 {
+	if h := r.Hanging; h != nil {
 		bound := float64((deadline + timeout + 250*time.Millisecond).Milliseconds())
-		if r.HealthyErrorsOverall > 0 || deadline > 0 && r.RoundP99Ms > bound {
-			return fmt.Errorf("%d failed healthy scrapes, round p99 %.0f ms (bound %.0f ms)", r.HealthyErrorsOverall, r.RoundP99Ms, bound)
+		if h.HealthyErrors > 0 || h.HealthyMaxMissed > 0 || deadline > 0 && r.RoundP99Ms > bound {
+			return fmt.Errorf("%d failed healthy scrapes, healthy endpoints missing up to %d rounds in a row, round p99 %.0f ms (bound %.0f ms)",
+				h.HealthyErrors, h.HealthyMaxMissed, r.RoundP99Ms, bound)
 		}
 		return nil
 	}
