@@ -64,9 +64,9 @@ func (t *ScrapeTLS) ClientConfig() (*tls.Config, error) {
 		if _, err := t.clientPair(); err != nil {
 			return nil, err
 		}
-		certFile, keyFile := t.CertFile, t.KeyFile
+		files := *t // the paths as they were at start, whatever becomes of t
 		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			pair, err := (&ScrapeTLS{CertFile: certFile, KeyFile: keyFile}).clientPair()
+			pair, err := files.clientPair()
 			if err != nil {
 				return nil, err
 			}

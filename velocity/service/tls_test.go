@@ -32,14 +32,7 @@ import (
 // certificate carries instead of the pod's IP, no check at all, and a client certificate for engines
 // that require one. Each case scrapes a real TLS server once and reads the scrape's own error.
 func TestScrapeTLS(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := tempWriter(t)
 	srv := httptest.NewUnstartedServer(fakeengine.New(fakeengine.Config{}))
 	srv.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
@@ -70,7 +63,7 @@ func TestScrapeTLS(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Generous times: a handshake on a loaded machine must not read as a refused certificate.
-			yaml := "version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"
+			yaml := "version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m}\n" + onePool
 			if tc.tls != "" {
 				yaml = strings.Replace(yaml, "scrape: {scheme: https,", "scrape: {tls: "+tc.tls+", scheme: https,", 1)
 			}
@@ -111,7 +104,7 @@ func TestScrapeTLSRefused(t *testing.T) {
 		{"{tls: {caFile: /ca.crt}}", "no pool scrapes over https"},
 		{"{prometheusURL: 'http://prometheus:9090', tls: {caFile: /ca.crt}}", "prometheusURL"},
 	} {
-		_, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: " + tc.scrape + "\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"))
+		_, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: " + tc.scrape + "\n" + onePool))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("scrape %s: error %v, want one mentioning %q", tc.scrape, err, tc.want)
 		}
@@ -122,7 +115,7 @@ func TestScrapeTLSRefused(t *testing.T) {
 		{"{certFile: " + notPEM + ", keyFile: " + notPEM + "}", "scrape.tls.certFile"},
 		{"{caFile: " + dir + "}", "not a regular file"},
 	} {
-		c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {scheme: https, tls: " + tc.tls + "}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"))
+		c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {scheme: https, tls: " + tc.tls + "}\n" + onePool))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,14 +127,7 @@ func TestScrapeTLSRefused(t *testing.T) {
 
 // A rotated client certificate (a Secret cert-manager renewed) is used from the next connection on.
 func TestScrapeTLSClientCertRotates(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := tempWriter(t)
 	var mu sync.Mutex
 	var seen []string
 	fake := fakeengine.New(fakeengine.Config{})
@@ -157,7 +143,7 @@ func TestScrapeTLSClientCertRotates(t *testing.T) {
 	defer srv.Close()
 	certFile, keyFile := clientPair(t, write, "first")
 	c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m, " +
-		"tls: {insecureSkipVerify: true, certFile: " + certFile + ", keyFile: " + keyFile + "}}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"))
+		"tls: {insecureSkipVerify: true, certFile: " + certFile + ", keyFile: " + keyFile + "}}\n" + onePool))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +162,22 @@ func TestScrapeTLSClientCertRotates(t *testing.T) {
 		t.Fatalf("client certificates the engine saw: %v, want [first second]", seen)
 	}
 }
+
+// tempWriter returns a function that writes a file in a fresh temporary directory and returns its path.
+func tempWriter(t *testing.T) func(name string, data []byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	return func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+}
+
+// onePool is a config's pools section with one prefill pool, for configs that test scrape settings.
+const onePool = "pools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n"
 
 type lastErr struct {
 	mu  sync.Mutex

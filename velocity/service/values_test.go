@@ -69,7 +69,7 @@ func TestRoundDeadlineKeepsSnapshotsFresh(t *testing.T) {
 	for _, interval := range []string{"100ms", "500ms", "1s", "2s", "5s", "30s", "2m"} {
 		for _, timeout := range []string{"50ms", "100ms", "400ms", "800ms", "1s", "4s", "25s", "2m"} {
 			for _, spread := range []string{"0s", "100ms", "1s", "20s"} {
-				c, err := config.Parse([]byte(fmt.Sprintf("version: tokenscale.io/v1alpha1\nscrape: {interval: %s, timeout: %s, spread: %s, staleAfter: 10m, latencyWindow: 10m}\npools:\n- {name: prefill, namespace: llm, role: prefill, selector: {a: b}}\n", interval, timeout, spread)))
+				c, err := config.Parse([]byte(fmt.Sprintf("version: tokenscale.io/v1alpha1\nscrape: {interval: %s, timeout: %s, spread: %s, staleAfter: 10m, latencyWindow: 10m}\n", interval, timeout, spread) + onePool))
 				if err != nil {
 					continue // not a config anyone can run
 				}
