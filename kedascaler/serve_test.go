@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +143,33 @@ func TestTLSOptionsAreChecked(t *testing.T) {
 	}
 	if _, err := (TLS{CertFile: "missing.crt", KeyFile: "missing.key"}).credentials(); err == nil {
 		t.Error("missing certificate files must be refused")
+	}
+	// A file mounted wrong is refused at once, naming it: a FIFO would block the start and a huge file
+	// (here one past the 1 MiB bound) would be read whole into memory.
+	dir := t.TempDir()
+	caFile, crt, key, _, _ := pki(t, dir)
+	fifo, huge := filepath.Join(dir, "fifo"), filepath.Join(dir, "huge.pem")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(huge, make([]byte, 1<<20+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		tls TLS
+		bad string
+	}{
+		{TLS{CertFile: fifo, KeyFile: key}, fifo},
+		{TLS{CertFile: crt, KeyFile: huge}, huge},
+		{TLS{CertFile: crt, KeyFile: key, ClientCAFile: fifo}, fifo},
+		{TLS{CertFile: crt, KeyFile: key, ClientCAFile: huge}, huge},
+	} {
+		if _, err := c.tls.credentials(); err == nil || !strings.Contains(err.Error(), c.bad) {
+			t.Errorf("%+v: %v, want an error naming %s", c.tls, err, c.bad)
+		}
+	}
+	if _, err := (TLS{CertFile: crt, KeyFile: key, ClientCAFile: caFile}).credentials(); err != nil {
+		t.Errorf("the good files: %v", err)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 
 	"google.golang.org/grpc/credentials"
 	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
 )
 
 // TLS is the server TLS: a certificate, and a client CA to require client certificates (KEDA's
@@ -110,13 +112,22 @@ func (r *tlsFiles) current() (*tlsState, error) {
 }
 
 func (r *tlsFiles) load() (*tlsState, error) {
-	cert, err := tls.LoadX509KeyPair(r.CertFile, r.KeyFile)
+	// Bounded reads: a path mounted wrong (a device, a FIFO, a huge file) is an error, not the memory.
+	certPEM, err := config.ReadFile(r.CertFile)
 	if err != nil {
-		return nil, fmt.Errorf("loading the serving certificate: %w", err)
+		return nil, fmt.Errorf("reading the serving certificate: %w", err)
+	}
+	keyPEM, err := config.ReadFile(r.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the serving key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("loading the serving certificate %s and key %s: %w", r.CertFile, r.KeyFile, err)
 	}
 	s := &tlsState{cert: &cert}
 	if r.ClientCAFile != "" {
-		pem, err := os.ReadFile(r.ClientCAFile)
+		pem, err := config.ReadFile(r.ClientCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading the client CA: %w", err)
 		}

@@ -214,7 +214,7 @@ const maxFileBytes = 1 << 20
 // readFile reads a config file of at most maxFileBytes, refusing anything but a regular file (a FIFO
 // would block every reload). It opens without blocking, since a plain open of a FIFO waits for a writer
 // before the check could refuse it; a regular file reads the same either way.
-func readFile(path string) ([]byte, error) {
+func ReadFile(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -250,7 +250,7 @@ func badPort(p int) bool { return p < 1 || p > 65535 }
 
 // Load reads and parses a file.
 func Load(path string) (*Config, error) {
-	data, err := readFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -529,7 +529,7 @@ func NewWatcher(path string) (*Watcher, error) {
 		w.cur = Default()
 		return w, nil
 	}
-	raw, err := readFile(path)
+	raw, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -553,7 +553,7 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	if w.path == "" {
 		return false, nil
 	}
-	raw, err := readFile(w.path)
+	raw, err := ReadFile(w.path)
 	if err != nil {
 		return false, fmt.Errorf("config reload: %w", err)
 	}

@@ -50,7 +50,7 @@ func (t *ScrapeTLS) ClientConfig() (*tls.Config, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, off by default
 	}
 	if t.CAFile != "" {
-		pem, err := readFile(t.CAFile)
+		pem, err := ReadFile(t.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("scrape.tls.caFile: %w", err)
 		}
@@ -78,11 +78,11 @@ func (t *ScrapeTLS) ClientConfig() (*tls.Config, error) {
 
 // clientPair reads the client certificate and key, bounded, each error naming the field and the file.
 func (t *ScrapeTLS) clientPair() (tls.Certificate, error) {
-	cert, err := readFile(t.CertFile)
+	cert, err := ReadFile(t.CertFile)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("scrape.tls.certFile: %w", err)
 	}
-	key, err := readFile(t.KeyFile)
+	key, err := ReadFile(t.KeyFile)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("scrape.tls.keyFile: %w", err)
 	}
