@@ -221,7 +221,7 @@ func TestPrometheusSource(t *testing.T) {
 			ts-15, prompt-15*3000, ts, prompt, ts-15, ts, ts-15, ts, ts-30, ts)
 	}))
 	defer srv.Close()
-	q, err := NewPrometheusQuerier(srv.URL, 0)
+	q, err := NewPrometheusQuerier(srv.URL, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestPrometheusSourceIsBounded(t *testing.T) {
 	}))
 	defer big.Close()
 	st := store.New(store.Options{}, nil)
-	q, err := NewPrometheusQuerier(big.URL, 4096)
+	q, err := NewPrometheusQuerier(big.URL, 4096, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,12 +344,12 @@ func TestPrometheusSourceIsBounded(t *testing.T) {
 	if err := src.PollOnce(context.Background()); err == nil || !strings.Contains(err.Error(), "larger than 4096 bytes") {
 		t.Errorf("a reply over the limit: %v", err)
 	}
-	if q, _ = NewPrometheusQuerier(big.URL, 0); NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil).PollOnce(context.Background()) != nil {
+	if q, _ = NewPrometheusQuerier(big.URL, 0, nil); NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil).PollOnce(context.Background()) != nil {
 		t.Errorf("the same reply under the default limit failed")
 	}
 
 	slow := hangingServer(t)
-	q, _ = NewPrometheusQuerier(slow.URL, 0)
+	q, _ = NewPrometheusQuerier(slow.URL, 0, nil)
 	src = NewPrometheusSource(q, store.New(store.Options{}, nil), time.Second, 45*time.Second, engine.Auto, nil)
 	src.Timeout = 50 * time.Millisecond
 	done := make(chan error, 1)
@@ -379,7 +379,7 @@ func TestPrometheusSourceOddReplies(t *testing.T) {
 			w.Header().Set("Content-Type", "application/json")
 			fmt.Fprint(w, c.body)
 		}))
-		q, err := NewPrometheusQuerier(srv.URL, 0)
+		q, err := NewPrometheusQuerier(srv.URL, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -406,7 +406,7 @@ func TestPrometheusErrorTextIsShort(t *testing.T) {
 		fmt.Fprintf(w, `{"status":"error","errorType":"execution","error":"%s"}`, strings.Repeat("e", 1<<20))
 	}))
 	defer srv.Close()
-	q, err := NewPrometheusQuerier(srv.URL, 0)
+	q, err := NewPrometheusQuerier(srv.URL, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

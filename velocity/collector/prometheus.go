@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,12 +31,19 @@ type Querier interface {
 const MaxPrometheusReply = 256 << 20
 
 // NewPrometheusQuerier returns a Querier for a Prometheus-compatible base URL (Prometheus, Thanos,
-// Mimir, VictoriaMetrics) whose replies are refused past maxReply bytes (0: MaxPrometheusReply).
-func NewPrometheusQuerier(url string, maxReply int64) (Querier, error) {
+// Mimir, VictoriaMetrics) whose replies are refused past maxReply bytes (0: MaxPrometheusReply). tlsCfg,
+// if not nil, checks an https endpoint (a private CA, a client certificate).
+func NewPrometheusQuerier(url string, maxReply int64, tlsCfg *tls.Config) (Querier, error) {
 	if maxReply <= 0 {
 		maxReply = MaxPrometheusReply
 	}
-	c, err := promapi.NewClient(promapi.Config{Address: url, RoundTripper: limitedTransport{http.DefaultTransport, maxReply}})
+	var rt http.RoundTripper = http.DefaultTransport
+	if tlsCfg != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tlsCfg.Clone()
+		rt = tr
+	}
+	c, err := promapi.NewClient(promapi.Config{Address: url, RoundTripper: limitedTransport{rt, maxReply}})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client for %s: %w", url, err)
 	}

@@ -488,7 +488,10 @@ func (c *Config) complete() error {
 		}
 		switch {
 		case s.PrometheusURL != "":
-			errs = append(errs, errors.New("scrape.tls applies to scraping pods, which scrape.prometheusURL replaces: remove one"))
+			// No pod is scraped: the settings check Prometheus' certificate instead.
+			if !strings.HasPrefix(strings.ToLower(s.PrometheusURL), "https://") {
+				errs = append(errs, fmt.Errorf("scrape.tls is set and no pod is scraped, so it would check Prometheus' certificate, but scrape.prometheusURL %q is not https", s.PrometheusURL))
+			}
 		case !https:
 			errs = append(errs, errors.New("scrape.tls is set but no pool scrapes over https: set scrape.scheme (or a pool's scheme) to https"))
 		}

@@ -7,7 +7,8 @@ import (
 	"fmt"
 )
 
-// ScrapeTLS says how the pages of pools with scheme https are checked. The CA file is read once, at
+// ScrapeTLS says how the pages of pools with scheme https are checked or, with PrometheusURL (no pod is
+// scraped then), how an https Prometheus is. The CA file is read once, at
 // start (scrape.* is fixed at start): a new CA takes a restart. The client certificate is read at start
 // and again for each new connection, so a rotated Secret is used from the next connection on.
 type ScrapeTLS struct {

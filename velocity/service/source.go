@@ -62,7 +62,12 @@ type prometheusSource struct {
 }
 
 func newPrometheusSource(url string, c *config.Config, st *store.Store) (*prometheusSource, error) {
-	q, err := collector.NewPrometheusQuerier(url, 0)
+	// With this source scrape.tls checks Prometheus' certificate: no pod is read.
+	tlsCfg, err := c.Scrape.TLS.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	q, err := collector.NewPrometheusQuerier(url, 0, tlsCfg)
 	if err != nil {
 		return nil, fmt.Errorf("scrape.prometheusURL: %w", err)
 	}

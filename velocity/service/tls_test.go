@@ -91,6 +91,53 @@ func TestScrapeTLS(t *testing.T) {
 	}
 }
 
+// With scrape.prometheusURL no pod is scraped, and scrape.tls checks Prometheus' certificate instead: a
+// private CA, and a client certificate where Prometheus (or the proxy before it) requires one.
+func TestPrometheusSourceTLS(t *testing.T) {
+	write := tempWriter(t)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) == 0 {
+			http.Error(w, "a client certificate is required", http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+	}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	caFile := write("ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+	certFile, keyFile := clientPair(t, write, "tokenscale-adapter")
+	for _, tc := range []struct{ name, tls, wantErr string }{
+		{"system roots refuse a private CA", "", "certificate"},
+		{"the CA file, no client certificate", "{caFile: " + caFile + "}", "401"},
+		{"the CA file and a client certificate", "{caFile: " + caFile + ", certFile: " + certFile + ", keyFile: " + keyFile + "}", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			scrape := "{prometheusURL: '" + srv.URL + "', timeout: 30s, interval: 1m, staleAfter: 1m, latencyWindow: 1m"
+			if tc.tls != "" {
+				scrape += ", tls: " + tc.tls
+			}
+			c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: " + scrape + "}\n" + onePool))
+			if err != nil {
+				t.Fatal(err)
+			}
+			src, err := newPrometheusSource(c.Scrape.PrometheusURL, c, store.New(StoreOptions(c), nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = src.prom.PollOnce(context.Background())
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("query failed: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("query error %v, want one mentioning %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
 // Settings that cannot work are refused at start, naming the field and the file.
 func TestScrapeTLSRefused(t *testing.T) {
 	dir := t.TempDir()
@@ -102,7 +149,7 @@ func TestScrapeTLSRefused(t *testing.T) {
 		{"{scheme: https, tls: {certFile: /x.crt}}", "set both or neither"},
 		{"{scheme: https, tls: {insecureSkipVerify: true, caFile: /ca.crt}}", "insecureSkipVerify"},
 		{"{tls: {caFile: /ca.crt}}", "no pool scrapes over https"},
-		{"{prometheusURL: 'http://prometheus:9090', tls: {caFile: /ca.crt}}", "prometheusURL"},
+		{"{prometheusURL: 'http://prometheus:9090', tls: {caFile: /ca.crt}}", "not https"},
 	} {
 		_, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: " + tc.scrape + "\n" + onePool))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
