@@ -6,7 +6,6 @@ package collector
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -69,7 +68,7 @@ type Options struct {
 	// Timeout however many pods hang. The adapter's loop sets it (velocity/service).
 	RoundDeadline time.Duration
 	// TLS checks https pages (nil: Go's defaults, the system's roots and the pod's IP as the name).
-	TLS    *tls.Config
+	TLS    *TLS
 	Client *http.Client // default: a client with keep-alives sized to Concurrency
 }
 
@@ -139,9 +138,7 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		// A scrape request is a few hundred bytes; the default 4 KiB write buffer per connection is waste.
 		tr.WriteBufferSize = 1024
 		tr.DisableCompression = !opts.Compression
-		if opts.TLS != nil {
-			tr.TLSClientConfig = opts.TLS.Clone()
-		}
+		opts.TLS.apply(tr)
 		// Pods are scraped where they are: an HTTP(S)_PROXY meant for egress would route every scrape, and
 		// every pod's numbers, through a proxy, and turn the proxy's errors into the pods'.
 		tr.Proxy = nil

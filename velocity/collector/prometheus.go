@@ -2,7 +2,6 @@ package collector
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,16 +30,16 @@ type Querier interface {
 const MaxPrometheusReply = 256 << 20
 
 // NewPrometheusQuerier returns a Querier for a Prometheus-compatible base URL (Prometheus, Thanos,
-// Mimir, VictoriaMetrics) whose replies are refused past maxReply bytes (0: MaxPrometheusReply). tlsCfg,
-// if not nil, checks an https endpoint (a private CA, a client certificate).
-func NewPrometheusQuerier(url string, maxReply int64, tlsCfg *tls.Config) (Querier, error) {
+// Mimir, VictoriaMetrics) whose replies are refused past maxReply bytes (0: MaxPrometheusReply). t, if
+// not nil, checks an https endpoint (a private CA, a client certificate).
+func NewPrometheusQuerier(url string, maxReply int64, t *TLS) (Querier, error) {
 	if maxReply <= 0 {
 		maxReply = MaxPrometheusReply
 	}
 	var rt http.RoundTripper = http.DefaultTransport
-	if tlsCfg != nil {
+	if t != nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = tlsCfg.Clone()
+		t.apply(tr)
 		rt = tr
 	}
 	c, err := promapi.NewClient(promapi.Config{Address: url, RoundTripper: limitedTransport{rt, maxReply}})

@@ -5,12 +5,17 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
 )
 
 // ScrapeTLS says how the pages of pools with scheme https are checked or, with PrometheusURL (no pod is
-// scraped then), how an https Prometheus is. The CA file is read once, at
-// start (scrape.* is fixed at start): a new CA takes a restart. The client certificate is read at start
-// and again for each new connection, so a rotated Secret is used from the next connection on.
+// scraped then), how an https Prometheus is. Every file is read at start, where an error stops the
+// component; the CA file again when it changes and the client certificate for each new connection, so a
+// rotated Secret is used from the next connection on without a restart.
 type ScrapeTLS struct {
 	// CAFile is a PEM bundle of the CAs the engines' certificates chain to; default: the system's roots.
 	CAFile string `yaml:"caFile"`
@@ -37,33 +42,31 @@ func (t *ScrapeTLS) validate() []error {
 
 // ClientConfig reads the files and returns the TLS settings for scraping, or nil when none are set (Go's
 // defaults: the system's roots, the pod's IP as the name). Every error names the field and the file.
-func (t *ScrapeTLS) ClientConfig() (*tls.Config, error) {
+// With caFile set, roots returns the CAs as the file holds them when it is called (re-read when its
+// modification time or size changes; a new file that does not load leaves the last good CAs, logged).
+func (t *ScrapeTLS) ClientConfig() (c *tls.Config, roots func() *x509.CertPool, err error) {
 	if *t == (ScrapeTLS{}) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if errs := t.validate(); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, nil, errors.Join(errs...)
 	}
-	c := &tls.Config{
+	c = &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		ServerName: t.ServerName,
 		// The user's explicit choice, documented as checking nothing (docs/metrics.md).
 		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // opt-in, off by default
 	}
 	if t.CAFile != "" {
-		pem, err := ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("scrape.tls.caFile: %w", err)
+		ca := &caBundle{path: t.CAFile}
+		if err := ca.load(); err != nil {
+			return nil, nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("scrape.tls.caFile %s: no PEM certificate in it", t.CAFile)
-		}
-		c.RootCAs = pool
+		c.RootCAs, roots = ca.pool, ca.roots
 	}
 	if t.CertFile != "" {
 		if _, err := t.clientPair(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		files := *t // the paths as they were at start, whatever becomes of t
 		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -74,7 +77,53 @@ func (t *ScrapeTLS) ClientConfig() (*tls.Config, error) {
 			return &pair, nil
 		}
 	}
-	return c, nil
+	return c, roots, nil
+}
+
+// caBundle is scrape.tls.caFile, read again when it changes: a Secret volume swaps its files on rotation.
+type caBundle struct {
+	path string
+	mu   sync.Mutex
+	mod  time.Time
+	size int64
+	pool *x509.CertPool
+}
+
+// load reads the file, bounded, and keeps its CAs with its modification time and size.
+func (b *caBundle) load() error {
+	fi, err := os.Stat(b.path)
+	if err != nil {
+		return fmt.Errorf("scrape.tls.caFile: %w", err)
+	}
+	pem, err := ReadFile(b.path)
+	if err != nil {
+		return fmt.Errorf("scrape.tls.caFile: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("scrape.tls.caFile %s: no PEM certificate in it", b.path)
+	}
+	b.pool, b.mod, b.size = pool, fi.ModTime(), fi.Size()
+	return nil
+}
+
+// roots returns the CAs, re-reading the file first if it changed. A file that does not load is not read
+// again until it changes once more, so a bad rotation is logged once, not on every connection.
+func (b *caBundle) roots() *x509.CertPool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fi, err := os.Stat(b.path)
+	if err != nil || (fi.ModTime().Equal(b.mod) && fi.Size() == b.size) {
+		// A file missing for a moment (a swap in progress) leaves the CAs as they are.
+		return b.pool
+	}
+	if err := b.load(); err != nil {
+		b.mod, b.size = fi.ModTime(), fi.Size()
+		klog.ErrorS(err, "Reloading the CA bundle failed; trusting the CAs read before", "file", b.path)
+		return b.pool
+	}
+	klog.InfoS("Reloaded the CA bundle after a change", "file", b.path)
+	return b.pool
 }
 
 // clientPair reads the client certificate and key, bounded, each error naming the field and the file.

@@ -21,7 +21,7 @@ type scrapeSource struct {
 }
 
 func newScrapeSource(c *config.Config, st *store.Store, obs collector.Observer) (*scrapeSource, error) {
-	tlsCfg, err := c.Scrape.TLS.ClientConfig()
+	tlsCfg, err := scrapeTLS(c)
 	if err != nil {
 		return nil, err
 	}
@@ -37,6 +37,15 @@ func newScrapeSource(c *config.Config, st *store.Store, obs collector.Observer) 
 		return nil
 	}, obs)
 	return s, nil
+}
+
+// scrapeTLS reads scrape.tls's files; nil when it is not set.
+func scrapeTLS(c *config.Config) (*collector.TLS, error) {
+	cfg, roots, err := c.Scrape.TLS.ClientConfig()
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	return &collector.TLS{Config: cfg, Roots: roots}, nil
 }
 
 // roundDeadline is how long into a round scrapes may still start. A round then ends within
@@ -63,7 +72,7 @@ type prometheusSource struct {
 
 func newPrometheusSource(url string, c *config.Config, st *store.Store) (*prometheusSource, error) {
 	// With this source scrape.tls checks Prometheus' certificate: no pod is read.
-	tlsCfg, err := c.Scrape.TLS.ClientConfig()
+	tlsCfg, err := scrapeTLS(c)
 	if err != nil {
 		return nil, err
 	}

@@ -12,12 +12,14 @@ import (
 	"io"
 	"log"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,6 +174,71 @@ func TestScrapeTLSRefused(t *testing.T) {
 	}
 }
 
+// A rotated CA bundle (a trust bundle updated before the engines' certificates move to the new CA) is
+// trusted from the next connection on, and a bad file in its place leaves the CAs read before.
+func TestScrapeTLSCARotates(t *testing.T) {
+	write := tempWriter(t)
+	var current atomic.Pointer[tls.Certificate]
+	serve := func(name string) []byte {
+		certPEM, keyPEM := selfSigned(t, name, x509.ExtKeyUsageServerAuth)
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		current.Store(&pair)
+		return certPEM
+	}
+	first := serve("first")
+	srv := httptest.NewUnstartedServer(fakeengine.New(fakeengine.Config{}))
+	// Per handshake, since httptest's own certificate would answer a GetCertificate without a name.
+	srv.TLS = &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*current.Load()}}, nil
+	}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	caFile := write("ca.crt", first)
+	c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m, " +
+		"tls: {caFile: " + caFile + "}}\n" + onePool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := &lastErr{}
+	src, err := newScrapeSource(c, store.New(StoreOptions(c), nil), obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Members{Targets: []collector.Target{{Pod: store.PodKey{Namespace: "llm", Name: "p"}, Pool: "prefill", URL: srv.URL + "/metrics", Engine: engine.VLLM}}}
+	step := 0
+	scrape := func(want string) { // "" for a scrape that succeeds
+		t.Helper()
+		srv.CloseClientConnections() // each step is a new connection
+		src.Collect(context.Background(), m)
+		step++
+		if err := obs.get(); (want == "") != (err == nil) || want != "" && !strings.Contains(err.Error(), want) {
+			t.Fatalf("step %d: scrape error %v, want %q", step, err, want)
+		}
+	}
+	// The file's times move on with each write, as a Secret volume's swap moves them.
+	rewrite := func(data []byte) {
+		write("ca.crt", data)
+		at := time.Now().Add(time.Duration(step) * time.Second)
+		if err := os.Chtimes(caFile, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scrape("")
+	second := serve("second")
+	scrape("certificate") // the engine moved to a CA the bundle does not hold yet
+	rewrite(append(append([]byte{}, first...), second...))
+	scrape("")
+	rewrite([]byte("half a rotation"))
+	scrape("") // the CAs read before
+	scrape("") // and still, the bad file unchanged
+	rewrite(first)
+	scrape("certificate")
+}
+
 // A rotated client certificate (a Secret cert-manager renewed) is used from the next connection on.
 func TestScrapeTLSClientCertRotates(t *testing.T) {
 	write := tempWriter(t)
@@ -248,12 +315,22 @@ func (o *lastErr) get() error {
 // clientPair writes a self-signed client certificate and its key as PEM files.
 func clientPair(t *testing.T, write func(string, []byte) string, name string) (certFile, keyFile string) {
 	t.Helper()
+	cert, key := selfSigned(t, name, x509.ExtKeyUsageClientAuth)
+	return write("client.crt", cert), write("client.key", key)
+}
+
+// selfSigned returns a self-signed certificate for one use and its key, PEM; a server's names 127.0.0.1.
+func selfSigned(t *testing.T, name string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{usage}}
+	if usage == x509.ExtKeyUsageServerAuth {
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -262,6 +339,5 @@ func clientPair(t *testing.T, write func(string, []byte) string, name string) (c
 	if err != nil {
 		t.Fatal(err)
 	}
-	return write("client.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		write("client.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
