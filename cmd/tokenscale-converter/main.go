@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/tokenscale/tokenscale/converter"
@@ -14,14 +15,41 @@ import (
 	"github.com/tokenscale/tokenscale/internal/version"
 )
 
+const usage = `usage: tokenscale-converter COMMAND [flags]
+
+Commands:
+  controller  one per cluster: leases decode pods for prefill work as the policy asks
+  agent       a DaemonSet: verifies GPU headroom with NVML and flips its node's leased pods
+  gpus        prints what NVML says about this node's GPUs
+
+"tokenscale-converter COMMAND --help" lists a command's flags by section; --version prints the version.
+`
+
+// preamble answers what comes before a command: nothing (the usage, exit 2), --help (the usage, exit 0)
+// or an unknown command (exit 2). done is false for a command to run.
+func preamble(args []string, stdout, stderr io.Writer) (exit int, done bool) {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2, true
+	}
+	switch args[0] {
+	case "controller", "agent", "gpus":
+		return 0, false
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0, true
+	}
+	fmt.Fprintf(stderr, "tokenscale-converter: unknown command %q: want controller, agent or gpus\n\n%s", args[0], usage)
+	return 2, true
+}
+
 func main() {
 	if version.Requested(os.Args[1:]) {
 		version.Print(os.Stdout, "tokenscale-converter")
 		return
 	}
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, "usage: tokenscale-converter controller|agent|gpus [flags]  (--help after a command lists its flags)\n")
-		os.Exit(2)
+	if code, done := preamble(os.Args[1:], os.Stdout, os.Stderr); done {
+		os.Exit(code)
 	}
 	cmd := options.New("tokenscale-converter " + os.Args[1])
 	switch os.Args[1] {
@@ -58,9 +86,6 @@ func main() {
 			}
 			return nil
 		})
-	default:
-		fmt.Fprintf(os.Stderr, "tokenscale-converter: unknown command %q: want controller, agent or gpus\n", os.Args[1])
-		os.Exit(2)
 	}
 }
 
