@@ -36,7 +36,7 @@ func NewPrometheusQuerier(url string, maxReply int64, t *TLS) (Querier, error) {
 	if maxReply <= 0 {
 		maxReply = MaxPrometheusReply
 	}
-	var rt http.RoundTripper = http.DefaultTransport
+	rt := http.DefaultTransport
 	if t != nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		t.apply(tr)
