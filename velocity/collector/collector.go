@@ -138,14 +138,13 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		// A scrape request is a few hundred bytes; the default 4 KiB write buffer per connection is waste.
 		tr.WriteBufferSize = 1024
 		tr.DisableCompression = !opts.Compression
-		opts.TLS.apply(tr)
 		// Pods are scraped where they are: an HTTP(S)_PROXY meant for egress would route every scrape, and
 		// every pod's numbers, through a proxy, and turn the proxy's errors into the pods'.
 		tr.Proxy = nil
 		// A page's headers are a few hundred bytes; Go's 10 MiB default would let a pod spend that much of
 		// the memory bound outside maxBodyBytes on every scrape.
 		tr.MaxResponseHeaderBytes = maxHeaderBytes
-		opts.Client = &http.Client{Transport: tr}
+		opts.Client = &http.Client{Transport: opts.TLS.transport(tr)}
 	}
 	if opts.Client.CheckRedirect == nil {
 		// A pod's page is read where the pod is: a redirect could send the scraper to any host and show

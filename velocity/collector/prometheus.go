@@ -38,9 +38,7 @@ func NewPrometheusQuerier(url string, maxReply int64, t *TLS) (Querier, error) {
 	}
 	rt := http.DefaultTransport
 	if t != nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		t.apply(tr)
-		rt = tr
+		rt = t.transport(http.DefaultTransport.(*http.Transport).Clone())
 	}
 	c, err := promapi.NewClient(promapi.Config{Address: url, RoundTripper: limitedTransport{rt, maxReply}})
 	if err != nil {

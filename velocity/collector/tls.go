@@ -1,47 +1,66 @@
 package collector
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"net/http"
-	"time"
+	"sync"
 )
 
 // TLS checks https endpoints: the engines' pages, or Prometheus' answers.
 type TLS struct {
 	// Config holds the settings (nil: Go's defaults, the system's roots and the host dialled as the name).
 	Config *tls.Config
-	// Roots, if set, is asked for the CAs at each new connection and replaces Config.RootCAs, so a CA
-	// bundle rotated on disk is trusted from the next connection on. Connections already open stay.
+	// Roots, if set, is asked for the CAs before each request and replaces Config.RootCAs; when it
+	// returns another pool (a CA bundle rotated on disk), new connections trust it. It must be cheap.
 	Roots func() *x509.CertPool
 }
 
-// apply makes tr check https endpoints as t says.
-func (t *TLS) apply(tr *http.Transport) {
+// transport returns tr set to check https endpoints as t says.
+func (t *TLS) transport(tr *http.Transport) http.RoundTripper {
 	if t == nil || t.Config == nil {
-		return
+		return tr
 	}
 	tr.TLSClientConfig = t.Config.Clone()
 	if t.Roots == nil {
-		return
+		return tr
 	}
-	// tls.Config has no per-connection hook for the roots on the client side, so the transport's
-	// handshake is done here, as net/http does it: the host dialled is the name unless one is set.
-	base := t.Config.Clone()
-	base.NextProtos = nil // HTTP/1.1, as the engines and a Prometheus behind no proxy speak
-	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		cfg := base.Clone()
-		cfg.RootCAs = t.Roots()
-		if cfg.ServerName == "" {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			cfg.ServerName = host
-		}
-		return (&tls.Dialer{NetDialer: dialer, Config: cfg}).DialContext(ctx, network, addr)
+	return &rootsTransport{roots: t.Roots, base: tr, tr: tr.Clone(), pool: tr.TLSClientConfig.RootCAs}
+}
+
+// rootsTransport moves to a transport trusting new CAs when Roots returns a new pool. The handshake
+// stays net/http's (its proxy, handshake timeout and name checks, an IP's included): tls.Config has
+// no per-connection hook for the roots that still checks the name of a pod dialled by IP.
+type rootsTransport struct {
+	roots func() *x509.CertPool
+	base  *http.Transport // never used, so each clone starts clean (a used transport carries HTTP/2 state)
+	mu    sync.Mutex
+	pool  *x509.CertPool
+	tr    *http.Transport
+}
+
+func (r *rootsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return r.current().RoundTrip(req)
+}
+
+func (r *rootsTransport) current() *http.Transport {
+	pool := r.roots()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if pool != r.pool {
+		next := r.base.Clone()
+		next.TLSClientConfig.RootCAs = pool
+		// Requests in flight finish on the old transport; its idle connections, checked against the
+		// old CAs, are closed rather than left to their idle timeout.
+		r.tr.CloseIdleConnections()
+		r.tr, r.pool = next, pool
 	}
+	return r.tr
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the transport in use.
+func (r *rootsTransport) CloseIdleConnections() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tr.CloseIdleConnections()
 }

@@ -207,12 +207,12 @@ func Parse(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// maxFileBytes bounds a config file: a real one is a few KiB, and a path pointing at /dev/zero or a
-// huge file must be an error, not the adapter's memory.
+// maxFileBytes bounds a file from outside: a real config, certificate or CA bundle is a few KiB, and a
+// path pointing at /dev/zero or a huge file must be an error, not the process's memory.
 const maxFileBytes = 1 << 20
 
-// readFile reads a config file of at most maxFileBytes, refusing anything but a regular file (a FIFO
-// would block every reload). It opens without blocking, since a plain open of a FIFO waits for a writer
+// ReadFile reads a file from outside (a config file, a certificate, a key, a CA bundle) of at most
+// 1 MiB, refusing anything but a regular file (a FIFO would block every reload). It opens without blocking, since a plain open of a FIFO waits for a writer
 // before the check could refuse it; a regular file reads the same either way.
 func ReadFile(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)

@@ -17,14 +17,15 @@ import (
 // component; the CA file again when it changes and the client certificate for each new connection, so a
 // rotated Secret is used from the next connection on without a restart.
 type ScrapeTLS struct {
-	// CAFile is a PEM bundle of the CAs the engines' certificates chain to; default: the system's roots.
+	// CAFile is a PEM bundle of the CAs the engines' (or Prometheus') certificates chain to; default: the
+	// system's roots.
 	CAFile string `yaml:"caFile"`
-	// ServerName is the name checked in each engine's certificate; default: the pod's IP, which
-	// certificates issued for a Service name do not carry.
+	// ServerName is the name checked in each certificate; default: the pod's IP, which certificates
+	// issued for a Service name do not carry (with PrometheusURL, the URL's host).
 	ServerName string `yaml:"serverName"`
-	// InsecureSkipVerify accepts any certificate: the page is encrypted but its sender is not checked.
+	// InsecureSkipVerify accepts any certificate: the answer is encrypted but its sender is not checked.
 	InsecureSkipVerify bool `yaml:"insecureSkipVerify"`
-	// CertFile and KeyFile are a PEM client certificate and key, for engines that require one.
+	// CertFile and KeyFile are a PEM client certificate and key, for endpoints that require one.
 	CertFile string `yaml:"certFile"`
 	KeyFile  string `yaml:"keyFile"`
 }
@@ -42,8 +43,8 @@ func (t *ScrapeTLS) validate() []error {
 
 // ClientConfig reads the files and returns the TLS settings for scraping, or nil when none are set (Go's
 // defaults: the system's roots, the pod's IP as the name). Every error names the field and the file.
-// With caFile set, roots returns the CAs as the file holds them when it is called (re-read when its
-// modification time or size changes; a new file that does not load leaves the last good CAs, logged).
+// With caFile set, roots returns the CAs as the file holds them (looked at once a second at most, re-read
+// when its modification time or size changes; a new file that does not load leaves the last good CAs).
 func (t *ScrapeTLS) ClientConfig() (c *tls.Config, roots func() *x509.CertPool, err error) {
 	if *t == (ScrapeTLS{}) {
 		return nil, nil, nil
@@ -82,11 +83,13 @@ func (t *ScrapeTLS) ClientConfig() (c *tls.Config, roots func() *x509.CertPool, 
 
 // caBundle is scrape.tls.caFile, read again when it changes: a Secret volume swaps its files on rotation.
 type caBundle struct {
-	path string
-	mu   sync.Mutex
-	mod  time.Time
-	size int64
-	pool *x509.CertPool
+	path    string
+	mu      sync.Mutex
+	checked time.Time // the last look at the file: once a second at most, as roots is asked per request
+	mod     time.Time
+	size    int64
+	pool    *x509.CertPool
+	missing bool // the file was gone at the last look (logged once)
 }
 
 // load reads the file, bounded, and keeps its CAs with its modification time and size.
@@ -107,14 +110,28 @@ func (b *caBundle) load() error {
 	return nil
 }
 
-// roots returns the CAs, re-reading the file first if it changed. A file that does not load is not read
-// again until it changes once more, so a bad rotation is logged once, not on every connection.
+// roots returns the CAs, re-reading the file first if it changed; it looks at the file at most once a
+// second. A file that does not load is not read again until it changes once more, so a bad rotation is
+// logged once, not on every request.
 func (b *caBundle) roots() *x509.CertPool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	now := time.Now()
+	if now.Sub(b.checked) < time.Second && !now.Before(b.checked) {
+		return b.pool
+	}
+	b.checked = now
 	fi, err := os.Stat(b.path)
-	if err != nil || (fi.ModTime().Equal(b.mod) && fi.Size() == b.size) {
-		// A file missing for a moment (a swap in progress) leaves the CAs as they are.
+	if err != nil {
+		// Gone for a moment (a swap in progress) or for good (a volume moved): the CAs stay as they are.
+		if !b.missing {
+			klog.ErrorS(err, "The CA bundle cannot be read; trusting the CAs read before", "file", b.path)
+		}
+		b.missing = true
+		return b.pool
+	}
+	b.missing = false
+	if fi.ModTime().Equal(b.mod) && fi.Size() == b.size {
 		return b.pool
 	}
 	if err := b.load(); err != nil {

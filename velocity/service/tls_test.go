@@ -175,7 +175,8 @@ func TestScrapeTLSRefused(t *testing.T) {
 }
 
 // A rotated CA bundle (a trust bundle updated before the engines' certificates move to the new CA) is
-// trusted from the next connection on, and a bad file in its place leaves the CAs read before.
+// trusted from the next connection on without a restart, and a bad file in its place leaves the CAs read
+// before.
 func TestScrapeTLSCARotates(t *testing.T) {
 	write := tempWriter(t)
 	var current atomic.Pointer[tls.Certificate]
@@ -219,13 +220,16 @@ func TestScrapeTLSCARotates(t *testing.T) {
 			t.Fatalf("step %d: scrape error %v, want %q", step, err, want)
 		}
 	}
-	// The file's times move on with each write, as a Secret volume's swap moves them.
+	// The file's times move on with each write, as a Secret volume's swap moves them. The bundle is
+	// looked at once a second at most, so the next scrape waits past that (a lower bound: load only
+	// makes the wait longer, never the test wrong).
 	rewrite := func(data []byte) {
 		write("ca.crt", data)
 		at := time.Now().Add(time.Duration(step) * time.Second)
 		if err := os.Chtimes(caFile, at, at); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(1100 * time.Millisecond)
 	}
 	scrape("")
 	second := serve("second")
