@@ -1,0 +1,107 @@
+package collector
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"testing"
+	"time"
+
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+
+	"github.com/tokenscale/tokenscale/velocity/engine"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// replyTransport answers every request with the next of its bodies, as a Prometheus would, with no
+// network in the way.
+type replyTransport struct{ bodies [][]byte }
+
+func (r *replyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	body := r.bodies[0]
+	if len(r.bodies) > 1 {
+		r.bodies = r.bodies[1:]
+	}
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(bytes.NewReader(body)), Request: req}, nil
+}
+
+// checkRecorder passes what the source records to a real store, checking on the way that only pods
+// the source may keep are recorded, at most twice a poll (a new pod's previous scrape and its newest),
+// never in the future of the reply's newest sample.
+type checkRecorder struct {
+	t     *testing.T
+	st    *store.Store
+	polls map[store.PodKey]int
+}
+
+func (c *checkRecorder) Record(pod store.PodKey, at time.Time, snap *engine.Snapshot) {
+	c.check(pod)
+	c.st.Record(pod, at, snap)
+}
+
+func (c *checkRecorder) RecordError(pod store.PodKey, at time.Time, err error) {
+	c.check(pod)
+	c.st.RecordError(pod, at, err)
+}
+
+func (c *checkRecorder) Retain(keep func(store.PodKey) bool) { c.st.Retain(keep) }
+
+func (c *checkRecorder) check(pod store.PodKey) {
+	if pod.Namespace == "" || pod.Name == "" || pod.Name == "dropped" {
+		c.t.Fatalf("recorded %v: a series without a pod, or one the source was told to drop", pod)
+	}
+	if c.polls[pod]++; c.polls[pod] > 2 {
+		c.t.Fatalf("recorded %v %d times in one poll", pod, c.polls[pod])
+	}
+}
+
+// A Prometheus-compatible endpoint's reply is outside input: whatever it sends, two polls in a row
+// neither panic nor record a pod the pod cache does not map, and every rate the store then serves is a
+// finite, non-negative number (or an error), never NaN or a negative for unknown. Two replies are
+// split on a NUL byte; a reply the client cannot decode is a poll error.
+func FuzzPrometheusReply(f *testing.F) {
+	// Two scrapes of pod p a poll apart, as a range query returns them, and a pod the cache does not map.
+	reply := func(t0, t1 int, prompt, gen float64) string {
+		return fmt.Sprintf(`{"status":"success","data":{"resultType":"matrix","result":[`+
+			`{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p","engine":"0"},"values":[[%[1]d,"%[3]g"],[%[2]d,"%[4]g"]]},`+
+			`{"metric":{"__name__":"vllm:generation_tokens_total","namespace":"ns","pod":"p","engine":"0"},"values":[[%[1]d,"%[5]g"],[%[2]d,"%[6]g"]]},`+
+			`{"metric":{"__name__":"vllm:num_requests_waiting","namespace":"ns","pod":"p","engine":"0"},"values":[[%[1]d,"3"],[%[2]d,"2"]]},`+
+			`{"metric":{"__name__":"vllm:num_requests_running","namespace":"ns","pod":"p","engine":"0"},"values":[[%[1]d,"8"],[%[2]d,"9"]]},`+
+			`{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"dropped"},"values":[[%[2]d,"5"]]}]}}`,
+			t0, t1, prompt, prompt+15*3000, gen, gen+15*300)
+	}
+	later := reply(1700000015, 1700000030, 46000, 4510)
+	f.Add(append(append([]byte(reply(1700000000, 1700000015, 1000, 10)), 0), later...))
+	f.Add([]byte(`{"status":"success","data":{"resultType":"matrix","result":[null]}}`))
+	f.Add([]byte(`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p"},"values":[[1700000015,"NaN"],[1700000000,"-Inf"],[9e18,"1e308"]]}]}}`))
+	f.Add([]byte(`{"status":"error","errorType":"bad_data","error":"x"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		bodies := bytes.SplitN(b, []byte{0}, 2)
+		c, err := promapi.NewClient(promapi.Config{Address: "http://prometheus.invalid", RoundTripper: limitedTransport{&replyTransport{bodies: bodies}, MaxPrometheusReply}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As the service sets it for this source: Prometheus scrapes every 15 s or so.
+		st := store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return time.Unix(1700000040, 0) })
+		rec := &checkRecorder{t: t, st: st}
+		src := NewPrometheusSource(promv1.NewAPI(c), rec, time.Second, 45*time.Second, engine.Auto, func(k store.PodKey) bool { return k.Name != "dropped" })
+		for range bodies {
+			rec.polls = map[store.PodKey]int{}
+			_ = src.PollOnce(context.Background()) // an error is an answer too; a panic is not
+		}
+		v, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"})
+		if err != nil {
+			return
+		}
+		for name, x := range map[string]float64{"PrefillTPS": v.PrefillTPS, "DecodeTPS": v.DecodeTPS, "Waiting": v.Waiting, "Running": v.Running, "KVUsage": v.KVUsage} {
+			if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
+				t.Fatalf("%s = %v served from Prometheus' reply", name, x)
+			}
+		}
+	})
+}
