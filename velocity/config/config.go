@@ -237,6 +237,65 @@ func ReadFile(path string) ([]byte, error) {
 	return data, nil
 }
 
+// slot is the place a pool takes in its group: a group sizes one decode pool and one prefill pool, and
+// a pool serving both roles takes the prefill place.
+func slot(p *Pool) string {
+	if p.Role == RoleDecode {
+		return "decode"
+	}
+	return "prefill"
+}
+
+// groupIn is the pool's group in namespace ns: its own, else the namespace.
+func groupIn(p *Pool, ns string) string {
+	if p.Group != "" {
+		return p.Group
+	}
+	return ns
+}
+
+// sameGroupSlot says whether two pools can land in the same group's same place in some namespace (the
+// adapter would size one and answer the other's every number as unknown), and names one such namespace
+// ("" for any).
+func sameGroupSlot(a, b *Pool) (string, bool) {
+	// Pools of one name never meet: one fixed to a namespace replaces the one of every namespace there.
+	if slot(a) != slot(b) || a.Name == b.Name {
+		return "", false
+	}
+	// The namespaces both pools can have pods in: one, or any when neither names one.
+	ns, any := a.Namespace, false
+	switch {
+	case a.Namespace == "" && b.Namespace == "":
+		any = true
+	case a.Namespace == "":
+		ns = b.Namespace
+	case b.Namespace != "" && a.Namespace != b.Namespace:
+		return "", false
+	}
+	switch {
+	case a.Group != "" && b.Group != "":
+		return ns, a.Group == b.Group
+	case a.Group == "" && b.Group == "":
+		return ns, true // both take the namespace's name
+	case any:
+		// One takes the namespace's name, the other a fixed one: they would meet only in a namespace of
+		// that name, which is not refused (most clusters have none).
+		return "", false
+	default:
+		return ns, a.Group+b.Group == ns
+	}
+}
+
+func groupText(group, ns string) string {
+	switch {
+	case group == "" && ns == "":
+		return "every namespace's group (neither sets group, so each namespace is one)"
+	case ns == "":
+		return fmt.Sprintf("group %q", group)
+	}
+	return fmt.Sprintf("group %q in namespace %s", group, ns)
+}
+
 // badPath says a metrics path is not an absolute path: it is appended to each pod's address, and one
 // that does not start with '/' (say "@evil.example/m") would make the URL's host someone else's.
 func badPath(p string) bool {
@@ -477,6 +536,10 @@ func (c *Config) complete() error {
 			a, b := &c.Pools[i], &c.Pools[j]
 			if a.Workload.Name != "" && a.Workload == b.Workload && (a.Namespace == b.Namespace || a.Namespace == "" || b.Namespace == "") {
 				errs = append(errs, fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, a.Name, j, b.Name, a.Workload.Kind, a.Workload.Name))
+			}
+			if ns, clash := sameGroupSlot(a, b); clash {
+				errs = append(errs, fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) would both be the %s pool of %s, and a group sizes one of each (the other's numbers would all be unknown): give each model's pools their own group",
+					i, a.Name, j, b.Name, slot(a), groupText(groupIn(a, ns), ns)))
 			}
 		}
 	}

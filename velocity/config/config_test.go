@@ -46,7 +46,7 @@ func TestTRTLLMDefaultPath(t *testing.T) {
 	pools := `pools:
 - {name: a, role: prefill, engine: trtllm, selector: {r: a}}
 - {name: b, role: decode, engine: trtllm, selector: {r: b}, path: /m}
-- {name: c, role: decode, engine: vllm, selector: {r: c}}
+- {name: c, role: decode, group: other, engine: vllm, selector: {r: c}}
 `
 	for _, tc := range []struct {
 		scrape string
@@ -263,5 +263,40 @@ func TestConfigFileIsBounded(t *testing.T) {
 	}
 	if _, err := Load(ok); err != nil {
 		t.Errorf("a good file: %v", err)
+	}
+}
+
+// A group sizes one prefill (or both-roles) pool and one decode pool: two pools that would take the same
+// place in one group are refused, since the adapter would size one and answer every number of the other
+// as unknown. Two models in one namespace without groups is the common way to get there.
+func TestPoolsSharingAGroupPlaceRefused(t *testing.T) {
+	for _, tc := range []struct {
+		pools string
+		clash bool
+	}{
+		// Two models in one namespace, no groups: both prefill pools are the namespace's group's.
+		{"- {name: a, namespace: llm, role: prefill, selector: {m: a}}\n- {name: b, namespace: llm, role: prefill, selector: {m: b}}\n", true},
+		// Both-roles pools take the prefill place, so they clash with a prefill pool too.
+		{"- {name: a, namespace: llm, role: both, selector: {m: a}}\n- {name: b, namespace: llm, role: prefill, selector: {m: b}}\n", true},
+		{"- {name: a, role: decode, selector: {m: a}}\n- {name: b, role: decode, selector: {m: b}}\n", true},
+		{"- {name: a, role: decode, selector: {m: a}}\n- {name: b, namespace: llm, role: decode, selector: {m: b}}\n", true},
+		{"- {name: a, namespace: x, role: decode, group: g, selector: {m: a}}\n- {name: b, role: decode, group: g, selector: {m: b}}\n", true},
+		// An ungrouped pool in namespace g meets a pool of group g there.
+		{"- {name: a, namespace: g, role: decode, selector: {m: a}}\n- {name: b, namespace: g, role: decode, group: g, selector: {m: b}}\n", true},
+		// Each model its own group, or its own namespace, or the two places of one group: fine.
+		{"- {name: a, namespace: llm, role: prefill, group: a, selector: {m: a}}\n- {name: b, namespace: llm, role: prefill, group: b, selector: {m: b}}\n", false},
+		{"- {name: a, namespace: x, role: prefill, selector: {m: a}}\n- {name: b, namespace: y, role: prefill, selector: {m: b}}\n", false},
+		{"- {name: a, namespace: x, role: prefill, group: g, selector: {m: a}}\n- {name: b, namespace: y, role: prefill, group: g, selector: {m: b}}\n", false},
+		{"- {name: a, role: prefill, selector: {m: a}}\n- {name: b, role: decode, selector: {m: b}}\n", false},
+		// A pool fixed to a namespace replaces the one of the same name there.
+		{"- {name: a, role: prefill, selector: {m: a}}\n- {name: a, namespace: team, role: prefill, selector: {m: t}}\n", false},
+		// An ungrouped pool of every namespace beside a grouped one: they meet only in a namespace named
+		// like the group, which is not refused.
+		{"- {name: a, role: decode, selector: {m: a}}\n- {name: b, role: decode, group: other, selector: {m: b}}\n", false},
+	} {
+		_, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n" + tc.pools))
+		if got := err != nil && strings.Contains(err.Error(), "a group sizes one of each"); got != tc.clash {
+			t.Errorf("pools\n%s: error %v, want a clash: %v", tc.pools, err, tc.clash)
+		}
 	}
 }
