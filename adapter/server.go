@@ -42,6 +42,11 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	if err != nil {
 		return fmt.Errorf("REST mapper: %w", err)
 	}
+	// The library's mapper re-reads discovery only when told to run: without it a LeaderWorkerSet CRD
+	// installed after the adapter started stayed unlisted until a restart (--discovery-interval).
+	if r, ok := mapper.(interface{ RunUntil(stop <-chan struct{}) }); ok {
+		r.RunUntil(ctx.Done())
+	}
 	lws := func() bool {
 		_, err := mapper.ResourceFor(schema.GroupVersionResource{Group: "leaderworkerset.x-k8s.io", Resource: "leaderworkersets"})
 		return err == nil
