@@ -78,6 +78,15 @@ const emergencyCooldown = 15 * time.Second
 func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	prefill *config.Pool, ps *PoolStatus, decode *config.Pool, ds *PoolStatus) Decision {
 	d := Decision{Time: now, Group: group, Desired: map[string]int{}}
+	// Evidence counted in decisions in a row: a round a pool's status is unknown breaks the row.
+	for _, pl := range []struct {
+		p  *config.Pool
+		st *PoolStatus
+	}{{prefill, ps}, {decode, ds}} {
+		if pl.p != nil && pl.st == nil {
+			c.breaching[pl.p.Name] = 0
+		}
+	}
 	var p, dn int
 	if prefill != nil && ps != nil {
 		c.calibrate(pol, prefill, ps)

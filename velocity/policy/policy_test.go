@@ -445,7 +445,7 @@ func TestLoneDecoderConvertsOnlyWithHeadroom(t *testing.T) {
 
 // Replicas follow the window-average rate, not a one-scrape peak, unless backpressure predicts a breach
 // on enough decisions in a row to cover breachEvidence (3 s) of scrapes: three at 1 s, six at 500 ms, two
-// at 2 s.
+// at 2 s. A round the pool's status is unknown (-1 below) breaks the row.
 func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
 	cfg := config.Default()
 	for _, c := range []struct {
@@ -458,6 +458,7 @@ func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
 		{500 * time.Millisecond, []float64{2, 2, 2}, 3}, {500 * time.Millisecond, []float64{2, 2, 2, 2, 2}, 3},
 		{500 * time.Millisecond, []float64{2, 2, 2, 2, 2, 2}, 5}, {500 * time.Millisecond, []float64{2, 2, 2, 0.5, 2, 2}, 3},
 		{2 * time.Second, []float64{2}, 3}, {2 * time.Second, []float64{0.5, 2, 2}, 5}, {2 * time.Second, []float64{2, 0.5, 2}, 3},
+		{0, []float64{2, 2, -1, 2}, 3}, {0, []float64{2, -1, 2, 2, 2}, 5},
 	} {
 		ctrl := NewController()
 		ctrl.Interval = c.interval
@@ -469,6 +470,9 @@ func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
 		for i, bp := range c.bp {
 			ps := &PoolStatus{Pods: 3, Known: 3, Arrival: 40000, Sustained: 20000, PerPod: 10000, Capacity: 30000,
 				Backpressure: bp, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+			if bp < 0 {
+				ps = nil
+			}
 			// The scale-down window forgotten each round, so each decision stands alone.
 			ctrl.recs = map[string][]rec{}
 			d = ctrl.Decide(time.Unix(0, 0).Add(time.Duration(i)*step), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil)
