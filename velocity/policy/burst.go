@@ -88,18 +88,37 @@ func burstPods(h []sample, budget, miss, perPod float64, from int) int {
 	return hi
 }
 
-// record appends the pool's fast arrival velocity and request rate and drops samples older than the window.
+// maxHistory bounds the samples burst sizing keeps and replays per pool: at the defaults (five minutes of
+// 1 s decisions) it keeps 300, but the longest cold start at the shortest interval (1 h, 100 ms) would
+// keep 180,000 and replay them several times a decision.
+const maxHistory = 20000
+
+// record appends the pool's fast arrival velocity and request rate and drops samples older than the
+// window. A sample spanning less than window/maxHistory takes the next one in, over both spans (their
+// time-weighted mean, so the arrivals the replay counts are the same).
 func (c *Controller) record(now time.Time, pool string, v, r float64, window time.Duration) []sample {
 	h := c.history[pool]
 	if n := len(h); n > 0 && !now.After(h[n-1].t) {
 		h = h[:0] // time went backwards (a restarted simulation): start over
 	}
-	h = append(h, sample{now, math.Max(0, v), math.Max(0, r)})
+	v, r = math.Max(0, v), math.Max(0, r)
+	if n := len(h); n > 1 && h[n-1].t.Sub(h[n-2].t) < window/maxHistory {
+		// The newest sample spans (h[n-2].t, h[n-1].t], less than its share of the window: stretch it to now.
+		old, added := h[n-1].t.Sub(h[n-2].t).Seconds(), now.Sub(h[n-1].t).Seconds()
+		last := &h[n-1]
+		last.v = (last.v*old + v*added) / (old + added)
+		last.r = (last.r*old + r*added) / (old + added)
+		last.t = now
+	} else {
+		h = append(h, sample{now, v, r})
+	}
 	cut := 0
 	for cut < len(h) && now.Sub(h[cut].t) > window {
 		cut++
 	}
-	h = append(h[:0], h[cut:]...)
+	// Resliced, not copied down: append moves the live samples to a new array when it grows, so the
+	// dropped ones cost no copy per decision.
+	h = h[cut:]
 	c.history[pool] = h
 	return h
 }

@@ -158,3 +158,39 @@ func TestBurstSizingHoldsForBunchedArrivals(t *testing.T) {
 		}
 	}
 }
+
+// Burst sizing keeps at most about maxHistory samples however long its window and short the interval
+// (the longest cold start at the shortest scrape interval would keep 180,000), and merging keeps the
+// arrivals it replays: the late share of the merged history is the unmerged one's within the merge's
+// blur.
+func TestBurstHistoryIsBounded(t *testing.T) {
+	c := NewController()
+	window := 10000 * time.Second // 100 ms decisions would keep 100,000 samples
+	t0 := time.Unix(0, 0)
+	var h []sample
+	var total float64
+	const step = 100 * time.Millisecond
+	for i := 1; i <= 120000; i++ { // 12,000 s: past the window
+		v := 1000.0
+		if i%50 < 5 { // a 0.5 s bunch every 5 s
+			v = 20000
+		}
+		h = c.record(t0.Add(time.Duration(i)*step), "p", v, 1, window)
+		if i > 20000 {
+			total += v * step.Seconds()
+		}
+	}
+	if len(h) > maxHistory+1 || len(h) < maxHistory/2 {
+		t.Errorf("%d samples kept over a %s window at %s, want at most %d and not far fewer", len(h), window, step, maxHistory)
+	}
+	if span := h[len(h)-1].t.Sub(h[0].t); span > window || span < window-time.Second {
+		t.Errorf("history spans %s, want the window, %s", span, window)
+	}
+	var kept float64
+	for i := 1; i < len(h); i++ {
+		kept += h[i].v * h[i].t.Sub(h[i-1].t).Seconds()
+	}
+	if math.Abs(kept-total)/total > 0.001 {
+		t.Errorf("arrivals in the merged history %.0f tokens, want the window's %.0f", kept, total)
+	}
+}

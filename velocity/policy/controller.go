@@ -43,12 +43,20 @@ type Controller struct {
 	startHold  map[string]rec
 	lateStep   map[string]rec
 	converted  map[string]time.Time
+	seen       map[string]groupSeen
+	pruned     time.Time
 	scratch    []int
 	// LatencySpan is how far back the pods' latency histograms reach: two scrape.latencyWindow (0: 20 s).
 	LatencySpan time.Duration
 	// Interval is scrape.interval, how often decisions come (0: 1 s): confirmations and calibration are
 	// set in seconds of scrapes, so a faster scrape gives a faster signal and the same policy.
 	Interval time.Duration
+}
+
+// groupSeen is when a group was last decided, and its pools' names then.
+type groupSeen struct {
+	t     time.Time
+	pools []string
 }
 
 // level is a pool's sizing rate smoothed over a cold start, as of t.
@@ -63,6 +71,7 @@ func NewController() *Controller {
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
 		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
+		seen: map[string]groupSeen{},
 	}
 }
 
@@ -87,6 +96,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			c.breaching[pl.p.Name] = 0
 		}
 	}
+	c.noteSeen(now, pol, group, prefill, decode)
 	var p, dn int
 	if prefill != nil && ps != nil {
 		c.calibrate(pol, prefill, ps)
@@ -155,6 +165,60 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	}
 	d.Conversions = c.conversions(now, pol, group, prefill, ps, decode, ds, &d)
 	return d
+}
+
+// pruneEvery is how often the controller looks for groups no longer decided.
+const pruneEvery = time.Minute
+
+// noteSeen records that the group was decided now and, once a pruneEvery, forgets the groups not decided
+// for longer than anything the controller remembers (the scale-down window, burst sizing's cold starts):
+// a namespace deleted, or a pool removed from the config, must not hold memory for good. A group that
+// comes back starts as on a restarted replica, holding its running pods for a window.
+func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, prefill, decode *config.Pool) {
+	var pools []string
+	for _, p := range []*config.Pool{prefill, decode} {
+		if p != nil {
+			pools = append(pools, p.Name)
+		}
+	}
+	c.seen[group] = groupSeen{now, pools}
+	if now.Sub(c.pruned) < pruneEvery && !now.Before(c.pruned) {
+		return
+	}
+	c.pruned = now
+	keep := max(pol.ScaleDownWindow.Duration, burstColdStarts*pol.ColdStart.Duration) + pruneEvery
+	live := map[string]bool{}
+	for _, s := range c.seen {
+		if now.Sub(s.t) <= keep {
+			for _, p := range s.pools {
+				live[p] = true
+			}
+		}
+	}
+	for g, s := range c.seen {
+		if now.Sub(s.t) <= keep {
+			continue
+		}
+		delete(c.seen, g)
+		delete(c.conv, g)
+		delete(c.keepingUp, g)
+		delete(c.converted, g)
+		for _, p := range s.pools {
+			if live[p] { // moved to another group by a reload: its state is in use
+				continue
+			}
+			for _, m := range []map[string]rec{c.startHold, c.lateStep} {
+				delete(m, p)
+			}
+			delete(c.recs, p)
+			delete(c.emergency, p)
+			delete(c.calibrated, p)
+			delete(c.saturated, p)
+			delete(c.level, p)
+			delete(c.breaching, p)
+			delete(c.history, p)
+		}
+	}
 }
 
 // ingressPods is how many decoders can take, on their KV links, all the KV that p prefillers at their

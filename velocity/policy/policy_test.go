@@ -956,3 +956,54 @@ func TestStepAbove(t *testing.T) {
 		}
 	}
 }
+
+// A group no longer decided (its namespace deleted, its pools removed from the config) is forgotten once
+// the longest memory is past, so namespace churn does not grow the controller for good; a pool moved to
+// another group by a reload keeps its state.
+func TestControllerForgetsGroupsGone(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	ctrl := NewController()
+	pool := func(name string) *config.Pool {
+		p := cfg.Pools[0]
+		p.Name = name
+		return &p
+	}
+	ps := func() *PoolStatus {
+		return &PoolStatus{Pods: 2, Known: 2, Arrival: 8000, Sustained: 8000, PerPod: 10000, Capacity: 20000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	}
+	t0 := time.Unix(0, 0)
+	ctrl.Decide(t0, pol, "gone/g", pool("gone/prefill"), ps(), nil, nil)
+	ctrl.Decide(t0, pol, "moved/g1", pool("moved/prefill"), ps(), nil, nil)
+	memory := max(pol.ScaleDownWindow.Duration, burstColdStarts*pol.ColdStart.Duration)
+	for s := time.Duration(0); s <= memory+3*pruneEvery; s += 10 * time.Second {
+		ctrl.Decide(t0.Add(s), pol, "kept/g", pool("kept/prefill"), ps(), nil, nil)
+		ctrl.Decide(t0.Add(s), pol, "moved/g2", pool("moved/prefill"), ps(), nil, nil)
+		if s == memory/2 {
+			if _, ok := ctrl.recs["gone/prefill"]; !ok {
+				t.Fatal("gone/prefill forgotten before its memory is past")
+			}
+		}
+	}
+	for _, name := range []string{"gone/prefill"} {
+		if _, ok := ctrl.recs[name]; ok {
+			t.Errorf("%s's recommendations kept after its group went", name)
+		}
+		if _, ok := ctrl.history[name]; ok {
+			t.Errorf("%s's arrival history kept after its group went", name)
+		}
+		if _, ok := ctrl.level[name]; ok {
+			t.Errorf("%s's level kept after its group went", name)
+		}
+	}
+	if _, ok := ctrl.seen["gone/g"]; ok {
+		t.Error("the group gone/g is still tracked")
+	}
+	for _, name := range []string{"kept/prefill", "moved/prefill"} {
+		// Its burst history reaches back the whole burst window: nothing was dropped on the way.
+		h := ctrl.history[name]
+		if len(h) == 0 || h[len(h)-1].t.Sub(h[0].t) < burstColdStarts*pol.ColdStart.Duration-10*time.Second {
+			t.Errorf("%s's state forgotten while it is decided (history of %d samples)", name, len(h))
+		}
+	}
+}
