@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"context"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
@@ -30,6 +31,8 @@ func NewCommand(cmd *options.Command) *Command {
 	base.InstallFlags()
 	// 443 (the library's default) needs privileges; the manifests run as non-root on 6443.
 	base.SecureServing.BindPort = 6443
+	// The library leaves it 0, which would re-read discovery without pause; prometheus-adapter's default.
+	base.DiscoveryInterval = 10 * time.Minute
 	c := &Command{Base: base}
 
 	fs := cmd.Section("metrics")
@@ -40,7 +43,7 @@ func NewCommand(cmd *options.Command) *Command {
 	fs.StringVar(&base.RemoteKubeConfigFile, "kubeconfig", "", "kubeconfig file of the cluster whose pods are scraped (default: the in-cluster configuration of the pod's ServiceAccount)")
 	fs.StringVar(&base.RemoteKubeConfigFile, "lister-kubeconfig", "", "the same as --kubeconfig")
 	_ = fs.MarkDeprecated("lister-kubeconfig", "use --kubeconfig, as every tokenscale binary does")
-	fs.DurationVar(&base.DiscoveryInterval, "discovery-interval", base.DiscoveryInterval, "how often API discovery information is refreshed")
+	fs.DurationVar(&base.DiscoveryInterval, "discovery-interval", base.DiscoveryInterval, "how often API discovery is read again (a LeaderWorkerSet CRD installed later becomes known); 0: never")
 	fs.Float32Var(&base.ClientQPS, "client-qps", rest.DefaultQPS, "most queries per second to the Kubernetes API")
 	fs.IntVar(&base.ClientBurst, "client-burst", rest.DefaultBurst, "burst of queries to the Kubernetes API")
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenscale/tokenscale/internal/options"
 )
@@ -23,6 +24,10 @@ func TestCommandFlags(t *testing.T) {
 	}
 	if c.Base.RemoteKubeConfigFile != "/k" || !c.Options.ExternalMetrics || c.Options.PodSelector != "llm-d.ai/role" || c.Base.SecureServing.BindPort != 6443 {
 		t.Errorf("parsed %+v, kubeconfig %q, port %d", c.Options, c.Base.RemoteKubeConfigFile, c.Base.SecureServing.BindPort)
+	}
+	// The library's 0 would re-read API discovery without pause once the refresh runs.
+	if c.Base.DiscoveryInterval != 10*time.Minute {
+		t.Errorf("--discovery-interval defaults to %s, want 10m", c.Base.DiscoveryInterval)
 	}
 	// The library's old name still works, for manifests written against it.
 	if c, _, err := parse("--lister-kubeconfig=/old"); err != nil || c.Base.RemoteKubeConfigFile != "/old" {

@@ -44,7 +44,7 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	}
 	// The library's mapper re-reads discovery only when told to run: without it a LeaderWorkerSet CRD
 	// installed after the adapter started stayed unlisted until a restart (--discovery-interval).
-	if r, ok := mapper.(interface{ RunUntil(stop <-chan struct{}) }); ok {
+	if r, ok := mapper.(interface{ RunUntil(stop <-chan struct{}) }); ok && base.DiscoveryInterval > 0 {
 		r.RunUntil(ctx.Done())
 	}
 	lws := func() bool {

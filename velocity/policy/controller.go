@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -43,7 +44,9 @@ type Controller struct {
 	startHold  map[string]rec
 	lateStep   map[string]rec
 	converted  map[string]time.Time
-	seen       map[string]groupSeen
+	seen       map[string]time.Time // when each group, and each pool (poolKey), was last decided
+	latest     time.Time            // the latest decision of any group
+	before     time.Time            // the latest decision time before latest: the previous round's
 	pruned     time.Time
 	scratch    []int
 	// LatencySpan is how far back the pods' latency histograms reach: two scrape.latencyWindow (0: 20 s).
@@ -51,12 +54,6 @@ type Controller struct {
 	// Interval is scrape.interval, how often decisions come (0: 1 s): confirmations and calibration are
 	// set in seconds of scrapes, so a faster scrape gives a faster signal and the same policy.
 	Interval time.Duration
-}
-
-// groupSeen is when a group was last decided, and its pools' names then.
-type groupSeen struct {
-	t     time.Time
-	pools []string
 }
 
 // level is a pool's sizing rate smoothed over a cold start, as of t.
@@ -71,7 +68,7 @@ func NewController() *Controller {
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
 		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
-		seen: map[string]groupSeen{},
+		seen: map[string]time.Time{},
 	}
 }
 
@@ -94,6 +91,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	}{{prefill, ps}, {decode, ds}} {
 		if pl.p != nil && pl.st == nil {
 			c.breaching[pl.p.Name] = 0
+			c.saturated[pl.p.Name] = 0
 		}
 	}
 	c.noteSeen(now, pol, group, prefill, decode)
@@ -167,49 +165,40 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	return d
 }
 
-// pruneEvery is how often the controller looks for groups no longer decided.
+// pruneEvery is how often the controller looks for groups and pools no longer decided.
 const pruneEvery = time.Minute
 
-// noteSeen records that the group was decided now and, once a pruneEvery, forgets the groups not decided
-// for longer than anything the controller remembers (the scale-down window, burst sizing's cold starts):
-// a namespace deleted, or a pool removed from the config, must not hold memory for good. A group that
-// comes back starts as on a restarted replica, holding its running pods for a window.
+// noteSeen records that the group and its pools were decided now and, once a pruneEvery, forgets the
+// groups and pools not decided for longer than anything the controller remembers (the scale-down window,
+// burst sizing's cold starts): a namespace deleted, or a pool removed from the config, must not hold
+// memory for good. A pool moved to another group by a reload is decided there, so it stays. Ages count
+// from the round before this one (the latest decision time before now), so a round that comes late (a
+// stalled process) finds the groups it has not decided yet as fresh as the last round left them. A group
+// that comes back starts as on a restarted replica.
 func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, prefill, decode *config.Pool) {
-	var pools []string
+	if now.After(c.latest) {
+		c.before, c.latest = c.latest, now
+	}
+	last := c.before
+	c.seen[group] = now
 	for _, p := range []*config.Pool{prefill, decode} {
 		if p != nil {
-			pools = append(pools, p.Name)
+			c.seen[poolKey(p.Name)] = now
 		}
 	}
-	c.seen[group] = groupSeen{now, pools}
-	if now.Sub(c.pruned) < pruneEvery && !now.Before(c.pruned) {
+	if last.Sub(c.pruned) < pruneEvery && !last.Before(c.pruned) {
 		return
 	}
-	c.pruned = now
+	c.pruned = last
 	keep := max(pol.ScaleDownWindow.Duration, burstColdStarts*pol.ColdStart.Duration) + pruneEvery
-	live := map[string]bool{}
-	for _, s := range c.seen {
-		if now.Sub(s.t) <= keep {
-			for _, p := range s.pools {
-				live[p] = true
-			}
-		}
-	}
-	for g, s := range c.seen {
-		if now.Sub(s.t) <= keep {
+	for k, t := range c.seen {
+		if last.Sub(t) <= keep {
 			continue
 		}
-		delete(c.seen, g)
-		delete(c.conv, g)
-		delete(c.keepingUp, g)
-		delete(c.converted, g)
-		for _, p := range s.pools {
-			if live[p] { // moved to another group by a reload: its state is in use
-				continue
-			}
-			for _, m := range []map[string]rec{c.startHold, c.lateStep} {
-				delete(m, p)
-			}
+		delete(c.seen, k)
+		if p, ok := strings.CutPrefix(k, poolPrefix); ok {
+			delete(c.startHold, p)
+			delete(c.lateStep, p)
 			delete(c.recs, p)
 			delete(c.emergency, p)
 			delete(c.calibrated, p)
@@ -217,9 +206,18 @@ func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, pr
 			delete(c.level, p)
 			delete(c.breaching, p)
 			delete(c.history, p)
+			continue
 		}
+		delete(c.conv, k)
+		delete(c.keepingUp, k)
+		delete(c.converted, k)
 	}
 }
+
+// poolPrefix sets pools apart from groups in Controller.seen (a group and a pool may share a name).
+const poolPrefix = "pool\x00"
+
+func poolKey(name string) string { return poolPrefix + name }
 
 // ingressPods is how many decoders can take, on their KV links, all the KV that p prefillers at their
 // velocity send; 0 when the prefill pool is unknown or neither profile gives a link speed. Decode

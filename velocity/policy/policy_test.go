@@ -957,9 +957,10 @@ func TestStepAbove(t *testing.T) {
 	}
 }
 
-// A group no longer decided (its namespace deleted, its pools removed from the config) is forgotten once
-// the longest memory is past, so namespace churn does not grow the controller for good; a pool moved to
-// another group by a reload keeps its state.
+// A group no longer decided (its namespace deleted, its pools removed from the config), or a pool its
+// group no longer holds, is forgotten once the longest memory is past, so churn does not grow the
+// controller for good; a pool moved to another group by a reload keeps its state, and so does every
+// group when a whole round comes late.
 func TestControllerForgetsGroupsGone(t *testing.T) {
 	cfg := config.Default()
 	pol := cfg.Policy
@@ -975,17 +976,28 @@ func TestControllerForgetsGroupsGone(t *testing.T) {
 	t0 := time.Unix(0, 0)
 	ctrl.Decide(t0, pol, "gone/g", pool("gone/prefill"), ps(), nil, nil)
 	ctrl.Decide(t0, pol, "moved/g1", pool("moved/prefill"), ps(), nil, nil)
+	ctrl.Decide(t0, pol, "shrunk/g", pool("shrunk/prefill"), ps(), pool("shrunk/decode"), ps())
 	memory := max(pol.ScaleDownWindow.Duration, burstColdStarts*pol.ColdStart.Duration)
 	for s := time.Duration(0); s <= memory+3*pruneEvery; s += 10 * time.Second {
 		ctrl.Decide(t0.Add(s), pol, "kept/g", pool("kept/prefill"), ps(), nil, nil)
 		ctrl.Decide(t0.Add(s), pol, "moved/g2", pool("moved/prefill"), ps(), nil, nil)
+		ctrl.Decide(t0.Add(s), pol, "shrunk/g", pool("shrunk/prefill"), ps(), nil, nil)
 		if s == memory/2 {
 			if _, ok := ctrl.recs["gone/prefill"]; !ok {
 				t.Fatal("gone/prefill forgotten before its memory is past")
 			}
 		}
 	}
-	for _, name := range []string{"gone/prefill"} {
+	// A round long after the last, every group decided in it again: nothing is forgotten on the way (a
+	// calibrated velocity, which these decisions leave as it is, marks the state).
+	for _, g := range []string{"kept", "moved", "shrunk"} {
+		ctrl.calibrated[g+"/prefill"] = 12345
+	}
+	late := t0.Add(memory + 3*pruneEvery + 3*memory)
+	for _, g := range []string{"kept", "moved", "shrunk"} {
+		ctrl.Decide(late, pol, g+"/g", pool(g+"/prefill"), ps(), nil, nil)
+	}
+	for _, name := range []string{"gone/prefill", "shrunk/decode"} {
 		if _, ok := ctrl.recs[name]; ok {
 			t.Errorf("%s's recommendations kept after its group went", name)
 		}
@@ -999,11 +1011,9 @@ func TestControllerForgetsGroupsGone(t *testing.T) {
 	if _, ok := ctrl.seen["gone/g"]; ok {
 		t.Error("the group gone/g is still tracked")
 	}
-	for _, name := range []string{"kept/prefill", "moved/prefill"} {
-		// Its burst history reaches back the whole burst window: nothing was dropped on the way.
-		h := ctrl.history[name]
-		if len(h) == 0 || h[len(h)-1].t.Sub(h[0].t) < burstColdStarts*pol.ColdStart.Duration-10*time.Second {
-			t.Errorf("%s's state forgotten while it is decided (history of %d samples)", name, len(h))
+	for _, name := range []string{"kept/prefill", "moved/prefill", "shrunk/prefill"} {
+		if v := ctrl.calibrated[name]; v != 12345 {
+			t.Errorf("%s's state forgotten while it is decided (calibrated %v)", name, v)
 		}
 	}
 }
