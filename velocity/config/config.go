@@ -254,45 +254,18 @@ func groupIn(p *Pool, ns string) string {
 	return ns
 }
 
-// sameGroupSlot says whether two pools can land in the same group's same place in some namespace (the
-// adapter would size one and answer the other's every number as unknown), and names one such namespace
-// ("" for any).
+// sameGroupSlot says whether two pools fixed to one namespace take the same place in one group there (the
+// adapter would size one and answer every number of the other as unknown), and names the namespace.
+// Pools of every namespace are not refused: they meet only where both have Ready pods, which the config
+// cannot tell (one model per namespace never does); the adapter then reports the pool it does not size.
 func sameGroupSlot(a, b *Pool) (string, bool) {
-	// Pools of one name never meet: one fixed to a namespace replaces the one of every namespace there.
-	if slot(a) != slot(b) || a.Name == b.Name {
+	if slot(a) != slot(b) || a.Namespace == "" || a.Namespace != b.Namespace {
 		return "", false
 	}
-	// The namespaces both pools can have pods in: one, or any when neither names one.
-	ns, any := a.Namespace, false
-	switch {
-	case a.Namespace == "" && b.Namespace == "":
-		any = true
-	case a.Namespace == "":
-		ns = b.Namespace
-	case b.Namespace != "" && a.Namespace != b.Namespace:
-		return "", false
-	}
-	switch {
-	case a.Group != "" && b.Group != "":
-		return ns, a.Group == b.Group
-	case a.Group == "" && b.Group == "":
-		return ns, true // both take the namespace's name
-	case any:
-		// One takes the namespace's name, the other a fixed one: they would meet only in a namespace of
-		// that name, which is not refused (most clusters have none).
-		return "", false
-	default:
-		return ns, a.Group+b.Group == ns
-	}
+	return a.Namespace, groupIn(a, a.Namespace) == groupIn(b, b.Namespace)
 }
 
 func groupText(group, ns string) string {
-	switch {
-	case group == "" && ns == "":
-		return "every namespace's group (neither sets group, so each namespace is one)"
-	case ns == "":
-		return fmt.Sprintf("group %q", group)
-	}
 	return fmt.Sprintf("group %q in namespace %s", group, ns)
 }
 

@@ -278,9 +278,7 @@ func TestPoolsSharingAGroupPlaceRefused(t *testing.T) {
 		{"- {name: a, namespace: llm, role: prefill, selector: {m: a}}\n- {name: b, namespace: llm, role: prefill, selector: {m: b}}\n", true},
 		// Both-roles pools take the prefill place, so they clash with a prefill pool too.
 		{"- {name: a, namespace: llm, role: both, selector: {m: a}}\n- {name: b, namespace: llm, role: prefill, selector: {m: b}}\n", true},
-		{"- {name: a, role: decode, selector: {m: a}}\n- {name: b, role: decode, selector: {m: b}}\n", true},
-		{"- {name: a, role: decode, selector: {m: a}}\n- {name: b, namespace: llm, role: decode, selector: {m: b}}\n", true},
-		{"- {name: a, namespace: x, role: decode, group: g, selector: {m: a}}\n- {name: b, role: decode, group: g, selector: {m: b}}\n", true},
+		{"- {name: a, namespace: x, role: decode, group: g, selector: {m: a}}\n- {name: b, namespace: x, role: decode, group: g, selector: {m: b}}\n", true},
 		// An ungrouped pool in namespace g meets a pool of group g there.
 		{"- {name: a, namespace: g, role: decode, selector: {m: a}}\n- {name: b, namespace: g, role: decode, group: g, selector: {m: b}}\n", true},
 		// Each model its own group, or its own namespace, or the two places of one group: fine.
@@ -290,8 +288,10 @@ func TestPoolsSharingAGroupPlaceRefused(t *testing.T) {
 		{"- {name: a, role: prefill, selector: {m: a}}\n- {name: b, role: decode, selector: {m: b}}\n", false},
 		// A pool fixed to a namespace replaces the one of the same name there.
 		{"- {name: a, role: prefill, selector: {m: a}}\n- {name: a, namespace: team, role: prefill, selector: {m: t}}\n", false},
-		// An ungrouped pool of every namespace beside a grouped one: they meet only in a namespace named
-		// like the group, which is not refused.
+		// Pools of every namespace meet only where both have Ready pods (one model per namespace never
+		// does): not refused; the adapter reports the pool it does not size.
+		{"- {name: a, role: decode, selector: {m: a}}\n- {name: b, role: decode, selector: {m: b}}\n", false},
+		{"- {name: a, role: decode, selector: {m: a}}\n- {name: b, namespace: llm, role: decode, selector: {m: b}}\n", false},
 		{"- {name: a, role: decode, selector: {m: a}}\n- {name: b, role: decode, group: other, selector: {m: b}}\n", false},
 	} {
 		_, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n" + tc.pools))
