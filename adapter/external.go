@@ -87,6 +87,19 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		})
 	}
 	if len(list.Items) == 0 {
+		// A configured pool the selection names but with no Ready pods here is unknown, not absent: as the
+		// custom metrics API answers a configured workload without pods.
+		var idle []string
+		for i := range snap.ConfigPools {
+			p := &snap.ConfigPools[i]
+			if (p.Namespace == "" || p.Namespace == namespace) && sel.Matches(labels.Set{LabelPool: p.Name, LabelRole: string(p.Role), LabelWorkload: p.Workload.Name}) {
+				idle = append(idle, p.Name)
+			}
+		}
+		if len(idle) > 0 {
+			return nil, unavailable(fmt.Sprintf("%s: pool %s matches %q but has no Ready pods in namespace %q: its value is unknown, not 0",
+				info.Metric, strings.Join(idle, ", "), sel, namespace))
+		}
 		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: no tokenscale pool in namespace %q matches %q (pools here: %s; select with labels %s, %s, %s)",
 			info.Metric, namespace, sel, snap.PoolsIn(namespace), LabelPool, LabelRole, LabelWorkload))
 	}

@@ -228,6 +228,11 @@ func TestExternalMetrics(t *testing.T) {
 	if code := status(err); code != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "llm/decode") {
 		t.Fatalf("unknown pool in the selection: %v (code %d), want a 503 naming it", err, code)
 	}
+	// A configured pool with no Ready pods in the namespace is unknown, not absent.
+	_, err = e.GetExternalMetric(context.Background(), "llm", sel("pool=embed"), provider.ExternalMetricInfo{Metric: ArrivalVelocity})
+	if code := status(err); code != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "embed") || !strings.Contains(err.Error(), "no Ready pods") {
+		t.Fatalf("a configured pool without pods: %v (code %d), want a 503 naming it", err, code)
+	}
 	_, err = e.GetExternalMetric(context.Background(), "llm", sel("pool=nope"), provider.ExternalMetricInfo{Metric: ArrivalVelocity})
 	if !apierr.IsNotFound(err) || !strings.Contains(err.Error(), "prefill→Deployment/llama-prefill") {
 		t.Fatalf("no pool matches: %v, want a 404 listing the pools", err)
