@@ -56,6 +56,7 @@ type tlsFiles struct {
 	mu     sync.Mutex
 	stamps [3]fileStamp
 	state  *tlsState
+	failed string // the last reload error logged, until a reload succeeds
 }
 
 type tlsState struct {
@@ -80,7 +81,8 @@ func stamp(path string) (fileStamp, error) {
 }
 
 // current returns the loaded files, reloading them first if any changed. A reload that fails (a rotation
-// caught half-written) keeps serving the last good pair and is retried on the next handshake.
+// caught half-written) keeps serving the last good pair and is retried on the next handshake; each
+// distinct failure is logged once.
 func (r *tlsFiles) current() (*tlsState, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -100,14 +102,18 @@ func (r *tlsFiles) current() (*tlsState, error) {
 			if r.state != nil {
 				klog.InfoS("Reloaded the TLS files after a change", "cert", r.CertFile, "clientCA", r.ClientCAFile)
 			}
-			r.state, r.stamps = s, now
+			r.state, r.stamps, r.failed = s, now, ""
 			return s, nil
 		}
 	}
 	if r.state == nil {
 		return nil, err
 	}
-	klog.ErrorS(err, "Reloading the TLS files failed; serving the previous ones", "cert", r.CertFile)
+	if msg := err.Error(); msg != r.failed {
+		// Once per distinct failure, not on every handshake until the rotation lands.
+		klog.ErrorS(err, "Reloading the TLS files failed; serving the previous ones", "cert", r.CertFile)
+		r.failed = msg
+	}
 	return r.state, nil
 }
 
