@@ -128,9 +128,14 @@ e2e:
 	  TOKENSCALE_PROMETHEUS_OPERATOR_CRDS=$$crds TOKENSCALE_HELM=$$helm TOKENSCALE_ADAPTER_IMAGE=$$img $(GO) test -count=1 -tags e2e -timeout 60m $(E2E_FLAGS) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
 	else echo "e2e: no suite yet"; fi
 
-## preflight: refuse to install where another adapter owns a metrics API (PREFLIGHT_ARGS=--external-metrics).
+## preflight: refuse to install where another adapter owns a metrics API the install would register:
+## OVERLAY=manifests/overlays/NAME checks what that overlay writes; else PREFLIGHT_ARGS (--external-metrics).
 preflight:
+ifdef OVERLAY
+	kubectl kustomize $(OVERLAY) | bash hack/preflight.sh --from -
+else
 	bash hack/preflight.sh $(PREFLIGHT_ARGS)
+endif
 
 ## demo: the local demo on a local control plane (see README.md); Ctrl-C stops it and everything it started.
 demo:

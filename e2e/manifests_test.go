@@ -120,4 +120,25 @@ func TestPreflightRefusesForeignAPIService(t *testing.T) {
 	if out, err := preflight(); err != nil {
 		t.Fatalf("preflight without external metrics must pass (custom metrics are tokenscale's): %v\n%s", err, out)
 	}
+	// With the rendered install (what `make preflight OVERLAY=...` passes), the overlay says which APIs.
+	for _, c := range []struct {
+		overlay string
+		exit    int
+	}{{"external-metrics", 1}, {"default", 0}, {"keda", 0}} {
+		rendered := kubectl(t, "", "kustomize", filepath.Join("..", "manifests/overlays", c.overlay))
+		f := filepath.Join(t.TempDir(), c.overlay+".yaml")
+		if err := os.WriteFile(f, []byte(rendered), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := preflight("--from", f)
+		code := 0
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != c.exit {
+			t.Errorf("preflight --from the %s overlay: exit %d, want %d\n%s", c.overlay, code, c.exit, out)
+		}
+	}
 }

@@ -3,16 +3,41 @@
 # manifests would silently take the APIService over (HPAs and ScaledObjects using the other adapter's
 # metrics would break). Exit 0: free or already tokenscale's; 1: owned by someone else; 2: cannot tell.
 #
-#   hack/preflight.sh [--external-metrics]     (KUBECTL and KUBECONFIG are honoured; NAMESPACE is where
-#                                              tokenscale runs or will run, default tokenscale)
+#   hack/preflight.sh [--external-metrics]     the custom metrics APIServices (and the external one)
+#   hack/preflight.sh --from FILE|-            the APIServices a rendered install would write: the output
+#                                              of `kubectl kustomize OVERLAY` or `helm template ...`
+#   (KUBECTL and KUBECONFIG are honoured; NAMESPACE is where tokenscale runs or will run, default tokenscale)
 set -uo pipefail
 KUBECTL=${KUBECTL:-kubectl}
 OWNER="${NAMESPACE:-tokenscale}/tokenscale-adapter"
 apis=(v1beta1.custom.metrics.k8s.io v1beta2.custom.metrics.k8s.io)
+usage="usage: $0 [--external-metrics | --from FILE|-]"
 case "${1:-}" in
   "") ;;
   --external-metrics) apis+=(v1beta1.external.metrics.k8s.io) ;;
-  *) echo "usage: $0 [--external-metrics]" >&2; exit 2 ;;
+  --from)
+    [[ $# -eq 2 ]] || { echo "$usage" >&2; exit 2; }
+    src=$2
+    [[ "$src" == - ]] && src=/dev/stdin
+    # The metadata.name of every kind: APIService document, as kubectl kustomize and helm template print them.
+    if ! rendered=$(awk '
+        function flush() { if (kind == "APIService" && name != "") print name; kind = ""; name = ""; meta = 0 }
+        /^---/ { flush(); next }
+        /^kind:[ \t]/ { kind = $2 }
+        /^metadata:/ { meta = 1; next }
+        /^[^ \t#]/ { meta = 0 }
+        meta && name == "" && /^  name:[ \t]/ { name = $2; gsub(/["\047]/, "", name) }
+        END { flush() }' "$src"); then
+      echo "preflight: cannot read $2" >&2
+      exit 2
+    fi
+    mapfile -t apis <<<"$rendered"
+    if [[ -z "${apis[*]}" ]]; then
+      echo "ok: ${2/#-/stdin} registers no APIService; nothing to check"
+      exit 0
+    fi
+    ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac
 
 conflicts=0
