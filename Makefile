@@ -132,7 +132,7 @@ e2e:
 ## OVERLAY=manifests/overlays/NAME checks what that overlay writes; else PREFLIGHT_ARGS (--external-metrics).
 preflight:
 ifdef OVERLAY
-	kubectl kustomize $(OVERLAY) | bash hack/preflight.sh --from -
+	$${KUBECTL:-kubectl} kustomize $(OVERLAY) | bash hack/preflight.sh --from -
 else
 	bash hack/preflight.sh $(PREFLIGHT_ARGS)
 endif
