@@ -19,6 +19,11 @@ case "${1:-}" in
     [[ $# -eq 2 ]] || { echo "$usage" >&2; exit 2; }
     src=$2
     [[ "$src" == - ]] && src=/dev/stdin
+    if ! input=$(cat -- "$src") || ! grep -q '^kind:' <<<"$input"; then
+      # A failed render piped in (kustomize's error went to stderr) must not read as "nothing to check".
+      echo "preflight: read no Kubernetes objects from ${2/#-/stdin}" >&2
+      exit 2
+    fi
     # The metadata.name of every kind: APIService document, as kubectl kustomize and helm template print them.
     if ! rendered=$(awk '
         function flush() { if (kind == "APIService" && name != "") print name; kind = ""; name = ""; meta = 0 }
@@ -27,7 +32,7 @@ case "${1:-}" in
         /^metadata:/ { meta = 1; next }
         /^[^ \t#]/ { meta = 0 }
         meta && name == "" && /^  name:[ \t]/ { name = $2; gsub(/["\047]/, "", name) }
-        END { flush() }' "$src"); then
+        END { flush() }' <<<"$input"); then
       echo "preflight: cannot read $2" >&2
       exit 2
     fi
