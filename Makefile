@@ -1,4 +1,4 @@
-# tokenscale Makefile. Every target runs on a fresh machine with only Go installed.
+# tokenscale Makefile. Every target runs on a fresh Linux machine with Go, a C compiler, git, make and bash (README.md, Run it).
 
 GO        ?= go
 PKGS      ?= ./...

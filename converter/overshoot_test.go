@@ -3,7 +3,6 @@ package converter
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -60,9 +59,6 @@ func TestNoOvershootWithManyNodes(t *testing.T) {
 				}
 			}
 			peak = max(peak, n)
-			if os.Getenv("DEBUG_OVERSHOOT") != "" {
-				fmt.Println("EV", n, wanted, len(legacy))
-			}
 			if c := max(wanted, len(legacy)); n > c && worst == "" {
 				worst = fmt.Sprintf("%d pods converted while the policy asks for %d and %d pods from before its last decrease are still draining", n, wanted, len(legacy))
 			}

@@ -111,13 +111,29 @@ func ControlPlaneBinaries(root string, progress io.Writer) (string, error) {
 	}
 	fmt.Fprintln(progress, "building etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy (cached; about 10 minutes the first time)...")
 	cmd := exec.Command("bash", filepath.Join(root, "hack/build-control-plane.sh"))
-	cmd.Stderr = io.Discard
+	// The build's own output is kept for a failure (no network, a full disk, memory short while linking
+	// kube-apiserver): an exit status alone would say nothing of why.
+	var log tailBuffer
+	cmd.Stderr = &log
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("building the control plane (hack/build-control-plane.sh): %w; run `make demo-no-k8s` for the demo without Kubernetes", err)
+		return "", fmt.Errorf("building the control plane (hack/build-control-plane.sh): %w; its last output:\n%s\nrun `make demo-no-k8s` for the demo without Kubernetes", err, log.String())
 	}
 	return strings.TrimSpace(string(out)), nil
 }
+
+// tailBuffer keeps the last 4 KiB written to it.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if over := len(t.b) - 4096; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
 
 // Run runs the demo until ctx ends, Duration passes or the trace ends, and stops every process it started.
 func Run(ctx context.Context, o Options) error {

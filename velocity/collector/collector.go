@@ -1,7 +1,7 @@
-// Package collector feeds the velocity store: a scrape loop over targets the caller supplies (default
-// every 1 s, per-target timeout, bounded concurrency, body size limit, partial results kept), and a
-// Prometheus source for users who already run Prometheus, Thanos or Mimir. Readers of the store never
-// wait for either.
+// Package collector feeds the velocity store: a scrape round over targets the caller supplies (per-target
+// timeout, bounded concurrency, body size limit, partial results kept; the caller, velocity/service,
+// runs a round every scrape.interval), and a Prometheus source for users who already run Prometheus,
+// Thanos or Mimir. Readers of the store never wait for either.
 package collector
 
 import (
@@ -48,9 +48,8 @@ type Recorder interface {
 	Retain(keep func(store.PodKey) bool)
 }
 
-// Options tune the scrape loop.
+// Options tune a scrape round.
 type Options struct {
-	Interval     time.Duration // default 1s
 	Timeout      time.Duration // per target, default 800ms
 	Concurrency  int           // default 64
 	MaxBodyBytes int64         // default 4 MiB
@@ -112,9 +111,6 @@ const maxErrText = 300
 
 // NewScraper returns a scraper over the targets function's current list.
 func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observer) *Scraper {
-	if opts.Interval <= 0 {
-		opts.Interval = time.Second
-	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 800 * time.Millisecond
 	}

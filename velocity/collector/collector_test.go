@@ -38,7 +38,8 @@ func TestScrapeFaultsAreIsolated(t *testing.T) {
 	hung.SetHang(true)
 	junk.SetGarbage(true)
 
-	st := store.New(store.Options{}, nil)
+	// No staleness in wall time: a stalled machine must not age the good pod out between rounds.
+	st := store.New(store.Options{StaleAfter: time.Hour}, nil)
 	pod := func(n string) store.PodKey { return store.PodKey{Namespace: "ns", Name: n} }
 	targets := []Target{
 		{Pod: pod("good"), URL: goodSrv.URL + "/metrics"},
@@ -147,7 +148,8 @@ func TestScrapeCompression(t *testing.T) {
 	for _, compress := range []bool{false, true} {
 		st := store.New(store.Options{}, nil)
 		key := store.PodKey{Namespace: "ns", Name: "p"}
-		s := NewScraper(Options{Compression: compress}, st, func() []Target { return []Target{{Pod: key, URL: srv.URL, Engine: engine.VLLM}} }, nil)
+		// A generous timeout: gzip and parsing under -race on a loaded machine must not read as a failure.
+		s := NewScraper(Options{Compression: compress, Timeout: 30 * time.Second}, st, func() []Target { return []Target{{Pod: key, URL: srv.URL, Engine: engine.VLLM}} }, nil)
 		for i := 0; i < 2; i++ {
 			e.Advance(time.Second)
 			s.ScrapeOnce(context.Background())

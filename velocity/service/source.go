@@ -27,7 +27,7 @@ func newScrapeSource(c *config.Config, st *store.Store, obs collector.Observer) 
 	}
 	s := &scrapeSource{}
 	s.scraper = collector.NewScraper(collector.Options{
-		Interval: c.Scrape.Interval.Duration, Timeout: c.Scrape.Timeout.Duration,
+		Timeout:     c.Scrape.Timeout.Duration,
 		Concurrency: c.Scrape.Concurrency, MaxBodyBytes: c.Scrape.MaxBodyBytes, Compression: c.Scrape.Compression,
 		Spread: c.Scrape.Spread.Duration, RoundDeadline: roundDeadline(c), TLS: tlsCfg,
 	}, st, func() []collector.Target {
