@@ -24,8 +24,9 @@ type Snapshots interface {
 // DecodePools turns a snapshot into the controller's view: every decode pool with its Ready pods (from
 // pods) and the conversions the policy wants there, unknown when the policy could not say. A converted
 // pod may have left the pool's selector (llm-d relabels it prefill-decode), so every pod of the pool's
-// namespace that holds a lease or says it is converted (from inNamespace) is counted with the pool: a
-// slot it holds is never given to another pod.
+// namespace that holds a lease or says it is converted (from inNamespace), and whose labels before the
+// conversion match the pool's selector, is counted with the pool: a slot it holds is never given to
+// another pod, and another decode pool of the namespace does not take it for its own.
 func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *corev1.Pod, inNamespace func(namespace string) []*corev1.Pod) []Pool {
 	if snap == nil {
 		return nil
@@ -48,7 +49,8 @@ func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *core
 		}
 		for _, pod := range inNamespace(key.Namespace) {
 			_, leased := pod.Annotations[protocol.AnnotationConvertUntil]
-			if !seen[pod.Name] && (leased || pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted) {
+			if !seen[pod.Name] && (leased || pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted) &&
+				service.Matches(v.Config.Selector, protocol.PoolLabels(pod)) {
 				p.Pods = append(p.Pods, pod)
 			}
 		}

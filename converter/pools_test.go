@@ -3,15 +3,20 @@ package converter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/tokenscale/tokenscale/converter/protocol"
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
+	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
 // noSnapshots is a service that never publishes.
@@ -63,5 +68,36 @@ func TestControllerCachesOnlySelectedPods(t *testing.T) {
 	}
 	if err := RunController(context.Background(), client, nil, noSnapshots{}, time.Hour, time.Minute, "", "a b"); err == nil {
 		t.Fatal("a pod selector that does not parse was accepted")
+	}
+}
+
+// Two models' decode pools in one namespace: a converted pod (relabelled prefill-decode by llm-d, its
+// role before the conversion in converted-from) counts with its own model's pool only. It counted with
+// every decode pool of the namespace, so a pool wanting no conversions released the other's leases.
+func TestDecodePoolsKeepConvertedPodsWithTheirPool(t *testing.T) {
+	pool := func(name, model string) config.Pool {
+		return config.Pool{Name: name, Namespace: "ns", Role: config.RoleDecode, Selector: map[string]string{"model": model, "llm-d.ai/role": "decode"}}
+	}
+	a, b := pool("a-decode", "a"), pool("b-decode", "b")
+	converted := decodePod("a1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute)),
+		protocol.AnnotationStatus: protocol.StatusConverted, protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode"})
+	converted.Labels = map[string]string{"model": "a", "llm-d.ai/role": "prefill-decode"}
+	b1 := decodePod("b1", nil)
+	b1.Labels["model"] = "b"
+	snap := &service.Snapshot{Pools: map[service.PoolKey]*service.PoolView{
+		{Namespace: "ns", Name: "a-decode"}: {Key: service.PoolKey{Namespace: "ns", Name: "a-decode"}, Config: &a},
+		{Namespace: "ns", Name: "b-decode"}: {Key: service.PoolKey{Namespace: "ns", Name: "b-decode"}, Config: &b,
+			Pods: []store.PodKey{{Namespace: "ns", Name: "b1"}}},
+	}}
+	pods := map[string]*corev1.Pod{"a1": converted, "b1": b1}
+	got := map[string][]string{}
+	for _, p := range DecodePools(snap, func(_, name string) *corev1.Pod { return pods[name] }, func(string) []*corev1.Pod { return []*corev1.Pod{converted, b1} }) {
+		got[p.Name] = names(p.Pods)
+	}
+	if want := "[a1]"; fmt.Sprint(got["ns/a-decode"]) != want {
+		t.Errorf("pool a's pods %v, want %s (its converted pod)", got["ns/a-decode"], want)
+	}
+	if want := "[b1]"; fmt.Sprint(got["ns/b-decode"]) != want {
+		t.Errorf("pool b's pods %v, want %s (not pool a's converted pod)", got["ns/b-decode"], want)
 	}
 }
