@@ -109,6 +109,18 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	switch {
 	case !want && ours:
 		a.forget(pod)
+		// Read fresh: the informer may hold the status write of a conversion without its flip (two watch
+		// events), and an actuator that skips a revert it thinks done would leave the flip in place with
+		// nobody owning it once the status says decode.
+		fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("reading %s before reverting its conversion: %w", podRef(pod), err)
+		}
+		if fresh.Spec.NodeName != a.o.NodeName || fresh.DeletionTimestamp != nil ||
+			fresh.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted || protocol.LeasedWithin(fresh, now, a.o.MaxLease) {
+			return nil // changed since the cached copy (leased again, say): its own event reconciles it
+		}
+		pod = fresh
 		start := time.Now()
 		if err := a.o.Actuator.Revert(ctx, pod); err != nil {
 			return fmt.Errorf("reverting %s: %w", podRef(pod), err)

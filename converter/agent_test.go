@@ -244,6 +244,43 @@ func TestAgentReadsFreshBeforeReapplying(t *testing.T) {
 	}
 }
 
+// The lease gone while the informer holds the conversion's status write without its flip: the revert reads
+// the pod fresh, so the flip is undone rather than skipped as done, which left the pod prefill-decode with
+// status decode and nobody owning it.
+func TestAgentReadsFreshBeforeReverting(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{
+		protocol.AnnotationStatus:        protocol.StatusConverted,
+		protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode",
+	}), "node-1")
+	stale := pod.DeepCopy()
+	delete(stale.Annotations, protocol.AnnotationConvertedFrom)
+	pod.Labels["llm-d.ai/role"] = "prefill-decode"
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	if err := a.Reconcile(context.Background(), stale); err != nil {
+		t.Fatal(err)
+	}
+	p := get(t, client, "d1")
+	if p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusDecode {
+		t.Errorf("reverted through a stale copy: label %q status %q; want decode and decode", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+	}
+	// Leased again since the stale copy: the newer lease wins, nothing is reverted.
+	again := onNode(decodePod("d2", map[string]string{
+		protocol.AnnotationStatus:        protocol.StatusConverted,
+		protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode",
+		protocol.AnnotationConvertUntil:  protocol.FormatTime(t0.Add(time.Minute)),
+	}), "node-1")
+	again.Labels["llm-d.ai/role"] = "prefill-decode"
+	staleAgain := again.DeepCopy()
+	delete(staleAgain.Annotations, protocol.AnnotationConvertUntil)
+	a, client, _ = agentFixture(t, &fixedGPUs{ok: true}, again)
+	if err := a.Reconcile(context.Background(), staleAgain); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "d2"); p.Labels["llm-d.ai/role"] != "prefill-decode" {
+		t.Errorf("a pod leased again was reverted through a stale copy: label %q", p.Labels["llm-d.ai/role"])
+	}
+}
+
 // A pod marked converted whose label says decode (a revert whose refusal was never recorded, a hand
 // edit) is converted again only with the headroom a fresh conversion needs.
 func TestAgentReappliesAConversionOnlyWithHeadroom(t *testing.T) {
