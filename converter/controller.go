@@ -93,9 +93,16 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		for _, p := range plan.Release {
 			keep(c.release(ctx, p))
 		}
-		until := now.Add(c.o.Lease)
 		for _, p := range plan.Lease {
-			keep(c.lease(ctx, p, until))
+			// A lease with more than two thirds of its length left is not written again: renewing every
+			// round cost a pod update a second per converted pod, through the client's rate limit, and at a
+			// few dozen conversions the last renewals of a round landed after their leases ran out.
+			if t, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]; ok &&
+				t.Sub(now) > c.o.Lease*2/3 && protocol.LeasedWithin(p, now, c.o.MaxLease) {
+				continue
+			}
+			// From the write, not the round's start: a round of many writes takes time.
+			keep(c.lease(ctx, p, c.o.Now().Add(c.o.Lease)))
 		}
 		if len(plan.Lease) > 0 || len(plan.Release) > 0 {
 			klog.V(2).InfoS("Conversion leases", "pool", pool.Name, "wanted", pool.Wanted, "known", pool.Known, "leased", len(plan.Lease), "released", len(plan.Release))

@@ -3,7 +3,7 @@
 //
 // The mechanism is a lease on each chosen pod, written centrally and acted on locally:
 //   - the controller (one per cluster, next to the policy) picks which decode pods convert and writes
-//     AnnotationConvertUntil on exactly that many, renewing it every round; it removes it when fewer are
+//     AnnotationConvertUntil on exactly that many, renewing it once a third of it has run; it removes it when fewer are
 //     wanted;
 //   - the node agent (a DaemonSet) acts only on pods of its own node that carry an unexpired lease: it
 //     verifies the pod can produce KV and that its GPUs have headroom (PodResources + NVML), flips it
