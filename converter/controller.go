@@ -45,6 +45,9 @@ type Controller struct {
 	// granted remembers the leases this controller wrote, so a lagging informer view cannot make it
 	// grant a slot twice.
 	granted map[types.NamespacedName]time.Time
+	// since is when each held lease was first granted, and silent the leases reported unanswered.
+	since  map[types.NamespacedName]time.Time
+	silent map[types.NamespacedName]bool
 }
 
 // NewController returns a controller.
@@ -62,7 +65,8 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Controller{client: client, o: o, granted: map[types.NamespacedName]time.Time{}}
+	return &Controller{client: client, o: o, granted: map[types.NamespacedName]time.Time{},
+		since: map[types.NamespacedName]time.Time{}, silent: map[types.NamespacedName]bool{}}
 }
 
 // Step applies one round of decisions: for every pool, releases first and then grants or renews, so that
@@ -94,6 +98,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			keep(c.release(ctx, p))
 		}
 		for _, p := range plan.Lease {
+			c.reportSilence(p, now)
 			// A lease with more than two thirds of its length left is not written again: renewing every
 			// round cost a pod update a second per converted pod, through the client's rate limit, and at a
 			// few dozen conversions the last renewals of a round landed after their leases ran out.
@@ -108,6 +113,14 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			klog.V(2).InfoS("Conversion leases", "pool", pool.Name, "wanted", pool.Wanted, "known", pool.Known, "leased", len(plan.Lease), "released", len(plan.Release))
 		}
 	}
+	// Leases of pods that went away (deleted, never released) are forgotten once long over.
+	for key, until := range c.granted {
+		if now.Sub(until) > c.o.MaxLease {
+			delete(c.granted, key)
+			delete(c.since, key)
+			delete(c.silent, key)
+		}
+	}
 	return first
 }
 
@@ -115,13 +128,40 @@ func (c *Controller) lease(ctx context.Context, p *corev1.Pod, until time.Time) 
 	if err := c.annotate(ctx, p, protocol.FormatTime(until)); err != nil {
 		return err
 	}
-	c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = until
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	if _, held := c.since[key]; !held {
+		c.since[key] = c.o.Now()
+	}
+	c.granted[key] = until
 	return nil
 }
 
 func (c *Controller) release(ctx context.Context, p *corev1.Pod) error {
-	delete(c.granted, types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	delete(c.granted, key)
+	delete(c.since, key)
+	delete(c.silent, key)
 	return c.annotate(ctx, p, nil)
+}
+
+// unansweredLeases is how many lease lengths a lease may go without the pod's agent writing a status
+// before the controller says so: an agent answers within a round or two.
+const unansweredLeases = 3
+
+// reportSilence logs, once, a lease the pod's agent has not answered (no status written since it was
+// granted): the conversion never happens and, without this, nothing says why.
+func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) {
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	first, held := c.since[key]
+	if !held || c.silent[key] || now.Sub(first) < unansweredLeases*c.o.Lease {
+		return
+	}
+	if at, ok := protocol.StatusAt(p); ok && !at.Before(first) {
+		return
+	}
+	c.silent[key] = true
+	klog.InfoS("No agent has answered a conversion lease: is a tokenscale agent running on the pod's node (its nodeSelector), does its --selector match the pod, and is its --max-lease at least the controller's --lease?",
+		"pod", klog.KObj(p), "node", p.Spec.NodeName, "leasedFor", now.Sub(first).Round(time.Second))
 }
 
 // annotate sets (string) or removes (nil) the lease annotation.

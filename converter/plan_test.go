@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/tokenscale/tokenscale/converter/protocol"
@@ -158,5 +159,55 @@ func TestControllerBoundsLeases(t *testing.T) {
 		if ok && until.After(t0.Add(time.Minute)) {
 			t.Errorf("%s leased until %s, beyond the 1 min bound", name, until)
 		}
+	}
+}
+
+// A lease no agent answers (no agent on the node, a --max-lease shorter than the controller's --lease) is
+// reported once after three lease lengths; one the agent answered is not. The record of a pod that went
+// away without a release is dropped once its lease is long over.
+func TestControllerReportsUnansweredLeases(t *testing.T) {
+	clk := &clock{t: t0}
+	client := fake.NewClientset(decodePod("quiet", nil), decodePod("answered", nil))
+	ctrl := NewController(client, ControllerOptions{Lease: 10 * time.Second, Now: clk.Now, Plan: PlanOptions{MaxFraction: 1, RefusalBackoff: time.Minute}})
+	step := func(names ...string) {
+		t.Helper()
+		var pods []*corev1.Pod
+		for _, n := range names {
+			p, err := client.CoreV1().Pods("ns").Get(context.Background(), n, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pods = append(pods, p)
+		}
+		if err := ctrl.Step(context.Background(), []Pool{{Name: "decode", Pods: pods, Wanted: len(pods), Known: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func(n string) types.NamespacedName { return types.NamespacedName{Namespace: "ns", Name: n} }
+	step("quiet", "answered")
+	// The agent of "answered" writes its status, as agents do within a round.
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:%q}}}`, protocol.AnnotationStatus, protocol.StatusConverted,
+		protocol.AnnotationStatusAt, protocol.FormatTime(clk.Now().Add(time.Second)))
+	if _, err := client.CoreV1().Pods("ns").Patch(context.Background(), "answered", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for s := 1; s <= 40; s++ {
+		clk.Set(t0.Add(time.Duration(s) * time.Second))
+		step("quiet", "answered")
+		if s < 30 && ctrl.silent[key("quiet")] {
+			t.Fatalf("reported at %d s, before three lease lengths", s)
+		}
+	}
+	if !ctrl.silent[key("quiet")] {
+		t.Error("a lease unanswered for 40 s (4 leases) was not reported")
+	}
+	if ctrl.silent[key("answered")] {
+		t.Error("a lease its agent answered was reported")
+	}
+	// "quiet" is deleted without a release: its records go once its lease is long over.
+	clk.Set(t0.Add(40*time.Second + protocol.DefaultMaxLease + 20*time.Second))
+	step("answered")
+	if _, ok := ctrl.granted[key("quiet")]; ok || ctrl.silent[key("quiet")] {
+		t.Error("the records of a pod gone without a release are kept")
 	}
 }
