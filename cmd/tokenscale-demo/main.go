@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -31,10 +33,8 @@ func main() {
 }
 
 func runDemo(ctx context.Context, args []string) error {
-	for _, a := range args {
-		if a == "--no-k8s" || a == "-no-k8s" {
-			return runLoopbackDemo(ctx, args)
-		}
+	if noK8s(args) {
+		return runLoopbackDemo(ctx, args)
 	}
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)
 	o := kubedemo.Options{Out: os.Stdout, Progress: os.Stderr}
@@ -47,6 +47,28 @@ func runDemo(ctx context.Context, args []string) error {
 	fs.StringVar(&o.RepoRoot, "repo", ".", "the tokenscale checkout (manifests/, hack/, cmd/)")
 	_ = fs.Parse(args)
 	return kubedemo.Run(ctx, o)
+}
+
+// noK8s says whether the arguments ask for the demo without Kubernetes, in any form the flag package
+// reads a boolean (--no-k8s, -no-k8s, --no-k8s=true, =1, ...): only the bare forms were seen, so
+// --no-k8s=true started the Kubernetes demo's build.
+func noK8s(args []string) bool {
+	on := false
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "no-k8s" {
+			continue
+		}
+		on = true
+		if hasVal {
+			b, err := strconv.ParseBool(val)
+			on = err == nil && b
+		}
+	}
+	return on
 }
 
 func runLoopbackDemo(ctx context.Context, args []string) error {
