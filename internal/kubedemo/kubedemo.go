@@ -36,7 +36,7 @@ type Options struct {
 	RepoRoot  string        // the checkout (manifests/, hack/, cmd/); default "."
 	Duration  time.Duration // 0: until the trace ends or the context does
 	Speedup   float64       // trace seconds per wall second, default 10
-	Skip      time.Duration // trace time skipped at the start, default 500s (the first burst comes ~7 s in)
+	Skip      time.Duration // trace time skipped at the start; the command's default is 500s (the first burst comes ~7 s in)
 	ColdStart time.Duration // a new pod's time to Ready, default 5s
 	HPASync   time.Duration // the HPA controller's sync period, default 1s (production: 15s)
 	Out       io.Writer
@@ -61,9 +61,6 @@ func (o *Options) defaults() {
 	}
 	if o.Speedup <= 0 {
 		o.Speedup = 10
-	}
-	if o.Skip == 0 {
-		o.Skip = 500 * time.Second
 	}
 	if o.ColdStart <= 0 {
 		o.ColdStart = 5 * time.Second
