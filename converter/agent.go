@@ -113,6 +113,9 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		// events), and an actuator that skips a revert it thinks done would leave the flip in place with
 		// nobody owning it once the status says decode.
 		fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil // deleted: nothing to revert
+		}
 		if err != nil {
 			return fmt.Errorf("reading %s before reverting its conversion: %w", podRef(pod), err)
 		}

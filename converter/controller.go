@@ -102,8 +102,9 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			// A lease with more than two thirds of its length left is not written again: renewing every
 			// round cost a pod update a second per converted pod, through the client's rate limit, and at a
 			// few dozen conversions the last renewals of a round landed after their leases ran out.
+			// Measured now, not at the round's start: the writes before it may have taken seconds.
 			if t, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]; ok &&
-				t.Sub(now) > c.o.Lease*2/3 && protocol.LeasedWithin(p, now, c.o.MaxLease) {
+				t.Sub(c.o.Now()) > c.o.Lease*2/3 && protocol.LeasedWithin(p, now, c.o.MaxLease) {
 				continue
 			}
 			// From the write, not the round's start: a round of many writes takes time.
@@ -154,6 +155,11 @@ func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) {
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	first, held := c.since[key]
 	if !held || c.silent[key] || now.Sub(first) < unansweredLeases*c.o.Lease {
+		return
+	}
+	// Converted is an answer whatever its time: a new leader (or a lease given back before the agent
+	// reverted) sees conversions the agent made under an earlier lease.
+	if p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
 		return
 	}
 	if at, ok := protocol.StatusAt(p); ok && !at.Before(first) {

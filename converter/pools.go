@@ -2,6 +2,7 @@ package converter
 
 import (
 	"context"
+	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,9 +25,10 @@ type Snapshots interface {
 // DecodePools turns a snapshot into the controller's view: every decode pool with its Ready pods (from
 // pods) and the conversions the policy wants there, unknown when the policy could not say. A converted
 // pod may have left the pool's selector (llm-d relabels it prefill-decode), so every pod of the pool's
-// namespace that holds a lease or says it is converted (from inNamespace), and whose labels before the
-// conversion match the pool's selector, is counted with the pool: a slot it holds is never given to
-// another pod, and another decode pool of the namespace does not take it for its own.
+// namespace that holds a lease or says it is converted (from inNamespace) is counted with the first
+// decode pool, in the config's order as pods are assigned, whose selector its labels before the
+// conversion match: a slot it holds is never given to another pod, and another decode pool of the
+// namespace does not take it for its own.
 func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *corev1.Pod, inNamespace func(namespace string) []*corev1.Pod) []Pool {
 	if snap == nil {
 		return nil
@@ -50,13 +52,31 @@ func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *core
 		for _, pod := range inNamespace(key.Namespace) {
 			_, leased := pod.Annotations[protocol.AnnotationConvertUntil]
 			if !seen[pod.Name] && (leased || pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted) &&
-				service.Matches(v.Config.Selector, protocol.PoolLabels(pod)) {
+				firstDecodePool(snap.ConfigPools, key.Namespace, protocol.PoolLabels(pod)) == v.Config.Name {
 				p.Pods = append(p.Pods, pod)
 			}
 		}
 		out = append(out, p)
 	}
+	// A fixed order, so the same pools are written first every round.
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// firstDecodePool is the name of the first pool of the config, in its order, that a pod of namespace ns
+// with these labels belongs to, if that pool is a decode pool ("" otherwise): pods go to the first pool
+// whose selector matches, as velocity/service assigns them.
+func firstDecodePool(pools []config.Pool, ns string, labels map[string]string) string {
+	for i := range pools {
+		p := &pools[i]
+		if (p.Namespace == "" || p.Namespace == ns) && service.Matches(p.Selector, labels) {
+			if p.Role == config.RoleDecode {
+				return p.Name
+			}
+			return ""
+		}
+	}
+	return ""
 }
 
 // RunController steps the controller on every new snapshot, and at least every interval so that leases

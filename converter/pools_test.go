@@ -79,6 +79,8 @@ func TestDecodePoolsKeepConvertedPodsWithTheirPool(t *testing.T) {
 		return config.Pool{Name: name, Namespace: "ns", Role: config.RoleDecode, Selector: map[string]string{"model": model, "llm-d.ai/role": "decode"}}
 	}
 	a, b := pool("a-decode", "a"), pool("b-decode", "b")
+	// A catch-all decode pool listed after them: pods go to the first pool that matches, so not to it.
+	all := config.Pool{Name: "all-decode", Namespace: "ns", Group: "all", Role: config.RoleDecode, Selector: map[string]string{"llm-d.ai/role": "decode"}}
 	converted := decodePod("a1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute)),
 		protocol.AnnotationStatus: protocol.StatusConverted, protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode"})
 	converted.Labels = map[string]string{"model": "a", "llm-d.ai/role": "prefill-decode"}
@@ -88,7 +90,8 @@ func TestDecodePoolsKeepConvertedPodsWithTheirPool(t *testing.T) {
 		{Namespace: "ns", Name: "a-decode"}: {Key: service.PoolKey{Namespace: "ns", Name: "a-decode"}, Config: &a},
 		{Namespace: "ns", Name: "b-decode"}: {Key: service.PoolKey{Namespace: "ns", Name: "b-decode"}, Config: &b,
 			Pods: []store.PodKey{{Namespace: "ns", Name: "b1"}}},
-	}}
+		{Namespace: "ns", Name: "all-decode"}: {Key: service.PoolKey{Namespace: "ns", Name: "all-decode"}, Config: &all},
+	}, ConfigPools: []config.Pool{a, b, all}}
 	pods := map[string]*corev1.Pod{"a1": converted, "b1": b1}
 	got := map[string][]string{}
 	for _, p := range DecodePools(snap, func(_, name string) *corev1.Pod { return pods[name] }, func(string) []*corev1.Pod { return []*corev1.Pod{converted, b1} }) {
@@ -99,5 +102,8 @@ func TestDecodePoolsKeepConvertedPodsWithTheirPool(t *testing.T) {
 	}
 	if want := "[b1]"; fmt.Sprint(got["ns/b-decode"]) != want {
 		t.Errorf("pool b's pods %v, want %s (not pool a's converted pod)", got["ns/b-decode"], want)
+	}
+	if len(got["ns/all-decode"]) != 0 {
+		t.Errorf("the catch-all pool listed last counts %v, want none (pods go to the first pool that matches)", got["ns/all-decode"])
 	}
 }

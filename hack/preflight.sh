@@ -6,6 +6,7 @@
 #   hack/preflight.sh [--external-metrics]     the custom metrics APIServices (and the external one)
 #   hack/preflight.sh --from FILE|-            the APIServices a rendered install would write: the output
 #                                              of `kubectl kustomize OVERLAY` or `helm template ...`
+#                                              (set NAMESPACE when the install runs outside tokenscale)
 #   (KUBECTL and KUBECONFIG are honoured; NAMESPACE is where tokenscale runs or will run, default tokenscale)
 set -uo pipefail
 KUBECTL=${KUBECTL:-kubectl}
@@ -26,7 +27,7 @@ case "${1:-}" in
     fi
     # The metadata.name of every kind: APIService document, as kubectl kustomize and helm template print them.
     if ! rendered=$(awk '
-        function flush() { if (kind == "APIService" && name != "") print name; kind = ""; name = ""; meta = 0 }
+        function flush() { if (kind == "APIService") print (name == "" ? "!" : name); kind = ""; name = ""; meta = 0 }
         /^---/ { flush(); next }
         /^kind:[ \t]/ { kind = $2 }
         /^metadata:/ { meta = 1; next }
@@ -37,6 +38,13 @@ case "${1:-}" in
       exit 2
     fi
     mapfile -t apis <<<"$rendered"
+    for a in "${apis[@]}"; do
+      if [[ "$a" == "!" ]]; then
+        # Better no answer than a pass that skipped an APIService (flow-style metadata, CRLF lines).
+        echo "preflight: an APIService in ${2/#-/stdin} has no metadata.name this script can read" >&2
+        exit 2
+      fi
+    done
     if [[ -z "${apis[*]}" ]]; then
       echo "ok: ${2/#-/stdin} registers no APIService; nothing to check"
       exit 0
