@@ -64,23 +64,9 @@ func TestScrapeTLS(t *testing.T) {
 		{"a client certificate given", "{insecureSkipVerify: true, certFile: " + certFile + ", keyFile: " + keyFile + "}", requireClient.URL, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// Generous times: a handshake on a loaded machine must not read as a refused certificate.
-			yaml := "version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m}\n" + onePool
-			if tc.tls != "" {
-				yaml = strings.Replace(yaml, "scrape: {scheme: https,", "scrape: {tls: "+tc.tls+", scheme: https,", 1)
-			}
-			c, err := config.Parse([]byte(yaml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			obs := &lastErr{}
-			src, err := newScrapeSource(c, store.New(StoreOptions(c), nil), obs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			src.Collect(context.Background(), &Members{Targets: []collector.Target{{
-				Pod: store.PodKey{Namespace: "llm", Name: "p"}, Pool: "prefill", URL: tc.url + "/metrics", Engine: engine.VLLM}}})
-			err = obs.get()
+			src, obs := httpsScrape(t, tc.tls)
+			src.Collect(context.Background(), onePod(tc.url))
+			err := obs.get()
 			switch {
 			case obs.n != 1:
 				t.Fatalf("%d scrapes observed, want 1", obs.n)
@@ -199,17 +185,8 @@ func TestScrapeTLSCARotates(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 	caFile := write("ca.crt", first)
-	c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m, " +
-		"tls: {caFile: " + caFile + "}}\n" + onePool))
-	if err != nil {
-		t.Fatal(err)
-	}
-	obs := &lastErr{}
-	src, err := newScrapeSource(c, store.New(StoreOptions(c), nil), obs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &Members{Targets: []collector.Target{{Pod: store.PodKey{Namespace: "llm", Name: "p"}, Pool: "prefill", URL: srv.URL + "/metrics", Engine: engine.VLLM}}}
+	src, obs := httpsScrape(t, "{caFile: "+caFile+"}")
+	m := onePod(srv.URL)
 	step := 0
 	scrape := func(want string) { // "" for a scrape that succeeds
 		t.Helper()
@@ -260,16 +237,8 @@ func TestScrapeTLSClientCertRotates(t *testing.T) {
 	srv.StartTLS()
 	defer srv.Close()
 	certFile, keyFile := clientPair(t, write, "first")
-	c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m, " +
-		"tls: {insecureSkipVerify: true, certFile: " + certFile + ", keyFile: " + keyFile + "}}\n" + onePool))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := newScrapeSource(c, store.New(StoreOptions(c), nil), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &Members{Targets: []collector.Target{{Pod: store.PodKey{Namespace: "llm", Name: "p"}, Pool: "prefill", URL: srv.URL + "/metrics", Engine: engine.VLLM}}}
+	src, _ := httpsScrape(t, "{insecureSkipVerify: true, certFile: "+certFile+", keyFile: "+keyFile+"}")
+	m := onePod(srv.URL)
 	src.Collect(context.Background(), m)
 	clientPair(t, write, "second") // the same files, renewed
 	srv.CloseClientConnections()
@@ -279,6 +248,32 @@ func TestScrapeTLSClientCertRotates(t *testing.T) {
 	if len(seen) != 2 || seen[0] != "first" || seen[1] != "second" {
 		t.Fatalf("client certificates the engine saw: %v, want [first second]", seen)
 	}
+}
+
+// httpsScrape returns a scrape source for one pool scraped over https with scrape.tls set to tlsYAML
+// ("" for none), and the observer of its scrapes. Generous times: a handshake on a loaded machine must
+// not read as a refused certificate.
+func httpsScrape(t *testing.T, tlsYAML string) (*scrapeSource, *lastErr) {
+	t.Helper()
+	scrape := "{scheme: https, interval: 1m, timeout: 30s, staleAfter: 1m, latencyWindow: 1m"
+	if tlsYAML != "" {
+		scrape += ", tls: " + tlsYAML
+	}
+	c, err := config.Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: " + scrape + "}\n" + onePool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := &lastErr{}
+	src, err := newScrapeSource(c, store.New(StoreOptions(c), nil), obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, obs
+}
+
+// onePod is a round's membership of one vLLM pod of onePool serving its page at url.
+func onePod(url string) *Members {
+	return &Members{Targets: []collector.Target{{Pod: store.PodKey{Namespace: "llm", Name: "p"}, Pool: "prefill", URL: url + "/metrics", Engine: engine.VLLM}}}
 }
 
 // tempWriter returns a function that writes a file in a fresh temporary directory and returns its path.
