@@ -41,6 +41,9 @@ type checkRecorder struct {
 
 func (c *checkRecorder) Record(pod store.PodKey, at time.Time, snap *engine.Snapshot) {
 	c.check(pod)
+	if at.After(fuzzNow.Add(MaxClockSkew)) {
+		c.t.Fatalf("recorded %v at %s, ahead of the clock (%s): it would read as fresh until the clock caught up", pod, at, fuzzNow)
+	}
 	c.st.Record(pod, at, snap)
 }
 
@@ -87,9 +90,11 @@ func FuzzPrometheusReply(f *testing.F) {
 			t.Fatal(err)
 		}
 		// As the service sets it for this source: Prometheus scrapes every 15 s or so.
-		st := store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return time.Unix(1700000040, 0) })
+		st := store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return fuzzNow })
 		rec := &checkRecorder{t: t, st: st}
 		src := NewPrometheusSource(promv1.NewAPI(c), rec, time.Second, 45*time.Second, engine.Auto, func(k store.PodKey) bool { return k.Name != "dropped" })
+		src.now = func() time.Time { return fuzzNow }
+		src.RateLimit = func(store.PodKey) float64 { return fuzzRateLimit }
 		for range bodies {
 			rec.polls = map[store.PodKey]int{}
 			_ = src.PollOnce(context.Background()) // an error is an answer too; a panic is not
@@ -103,5 +108,13 @@ func FuzzPrometheusReply(f *testing.F) {
 				t.Fatalf("%s = %v served from Prometheus' reply", name, x)
 			}
 		}
+		if v.PrefillTPS > fuzzRateLimit || v.DecodeTPS > fuzzRateLimit {
+			t.Fatalf("rates %v, %v served above the pod's limit of %v", v.PrefillTPS, v.DecodeTPS, fuzzRateLimit)
+		}
 	})
 }
+
+// fuzzNow is the clock of FuzzPrometheusReply's source and store; fuzzRateLimit its pod's plausible rate.
+var fuzzNow = time.Unix(1700000040, 0)
+
+const fuzzRateLimit = 1e5

@@ -2,7 +2,6 @@ package collector
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -88,10 +87,20 @@ type PrometheusSource struct {
 	keep     func(store.PodKey) bool // selects pods that belong to some pool; nil keeps all
 	kind     engine.Kind
 	seen     map[store.PodKey]bool // pods in the last answer
+	now      func() time.Time
 	// Timeout bounds one query (0: none), so a Prometheus that hangs makes pods stale instead of
 	// holding the round.
 	Timeout time.Duration
+	// Name says which endpoint errors come from (a URL without its credentials); "" reads "prometheus".
+	Name string
+	// RateLimit, if set, gives a pod's plausible token rate (its pool's, as a scrape target's MaxTPS),
+	// so a jump in a counter Prometheus holds is refused as a scraped one is.
+	RateLimit func(store.PodKey) float64
 }
+
+// MaxClockSkew is how far ahead of this process's clock a Prometheus sample may be stamped. A sample
+// further ahead would stay the pod's newest, and read as fresh, until the clock caught up with it.
+const MaxClockSkew = 5 * time.Second
 
 // NewPrometheusSource returns a source polling q every interval; samples older than lookback are not
 // read (pods whose newest sample is older are stale anyway).
@@ -102,7 +111,14 @@ func NewPrometheusSource(q Querier, rec Recorder, interval, lookback time.Durati
 	if lookback < time.Second {
 		lookback = time.Minute
 	}
-	return &PrometheusSource{q: q, rec: rec, interval: interval, lookback: lookback, keep: keep, kind: kind}
+	return &PrometheusSource{q: q, rec: rec, interval: interval, lookback: lookback, keep: keep, kind: kind, now: time.Now}
+}
+
+func (p *PrometheusSource) name() string {
+	if p.Name == "" {
+		return "prometheus"
+	}
+	return "prometheus " + p.Name
 }
 
 // Query returns the PromQL the source runs: the raw samples of every series the catalog reads, by exact
@@ -125,7 +141,7 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	v, warnings, _, err := p.q.Query(ctx, p.Query(), time.Time{})
 	if err != nil {
 		// The endpoint's own words (its JSON "error") may be as long as its reply; they are logged every round.
-		return fmt.Errorf("prometheus query: %w", clip(err))
+		return fmt.Errorf("%s query: %w", p.name(), clip(err))
 	}
 	if len(warnings) > 0 {
 		first := warnings[0]
@@ -139,12 +155,14 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	mat, ok := v.(model.Matrix)
 	if !ok {
 		if v == nil {
-			return errors.New("prometheus query: the reply holds no data")
+			return fmt.Errorf("%s query: the reply holds no data", p.name())
 		}
-		return fmt.Errorf("prometheus query: want a matrix, got %s", v.Type())
+		return fmt.Errorf("%s query: want a matrix, got %s", p.name(), v.Type())
 	}
 	byPod := map[store.PodKey][]*model.SampleStream{}
 	newest := map[store.PodKey]model.Time{}
+	now := p.now()
+	ahead := map[store.PodKey]model.Time{} // pods with a sample stamped past now + MaxClockSkew
 	for _, s := range mat {
 		if s == nil {
 			continue
@@ -154,11 +172,28 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 			continue
 		}
 		byPod[key] = append(byPod[key], s)
-		if t := s.Values[len(s.Values)-1].Timestamp; t > newest[key] {
+		t := s.Values[len(s.Values)-1].Timestamp
+		if t > newest[key] {
 			newest[key] = t
 		}
+		if t.Time().Sub(now) > MaxClockSkew && t > ahead[key] {
+			ahead[key] = t
+		}
 	}
+	for key, t := range ahead {
+		// None of the pod's samples is recorded: the pod keeps what it had until that goes stale, with
+		// this as its last error, as after a failed scrape.
+		p.rec.RecordError(key, now, fmt.Errorf("%s: a sample of this pod is stamped %s, %s ahead of this clock (at most %s allowed): the clocks of Prometheus and this process differ, or the reply is wrong",
+			p.name(), t.Time().UTC().Format(time.RFC3339), t.Time().Sub(now).Round(time.Second), MaxClockSkew))
+		delete(byPod, key)
+	}
+	limiter, _ := p.rec.(RateLimiter)
 	for key, series := range byPod {
+		if limiter != nil && p.RateLimit != nil {
+			if l := p.RateLimit(key); l > 0 {
+				limiter.SetRateLimit(key, l)
+			}
+		}
 		// A pod seen for the first time also gets its previous scrape, so its rate is known now rather
 		// than after Prometheus' next scrape.
 		if !p.seen[key] {
@@ -180,7 +215,11 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	for k := range byPod {
 		p.seen[k] = true
 	}
-	p.rec.Retain(func(k store.PodKey) bool { _, ok := byPod[k]; return ok })
+	p.rec.Retain(func(k store.PodKey) bool {
+		_, ok := byPod[k]
+		_, skewed := ahead[k]
+		return ok || skewed
+	})
 	return nil
 }
 

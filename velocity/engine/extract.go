@@ -481,6 +481,11 @@ func (e *extractor) finish() (*Snapshot, error) {
 				total += s.value
 			}
 			total *= scale
+			if math.IsInf(total, 0) || math.IsNaN(total) {
+				// Each sample was finite, their sum or its scale is not: no engine counts that far.
+				snap.Problems = append(snap.Problems, Problem{Field: f, Msg: fmt.Sprintf("%s sums to %v over %d series", alias.Name, total, len(ss))})
+				break
+			}
 			if f == KVCacheUsage {
 				// Utilisation is a mean across data-parallel engines, not a sum.
 				total /= float64(len(ss))
@@ -566,8 +571,17 @@ func foldHist(ss []series) (Histogram, error) {
 			h.Buckets[j].Count += s.buckets[j].Count
 		}
 	}
-	for j := 1; j < len(h.Buckets); j++ {
-		if h.Buckets[j].Count < h.Buckets[j-1].Count {
+	if math.IsInf(h.Sum, 0) || math.IsInf(h.Count, 0) {
+		return Histogram{}, errors.New("_sum or _count overflows when summed")
+	}
+	for j := range h.Buckets {
+		b := h.Buckets[j]
+		if b.UpperBound < 0 || math.IsInf(b.Count, 0) {
+			// Every histogram read is of durations: a bound below 0 (le="-Inf") has no meaning and
+			// would make a share of observations above a bound NaN.
+			return Histogram{}, fmt.Errorf("bucket le=%g with count %g: want a bound >= 0 and a finite count", b.UpperBound, b.Count)
+		}
+		if j > 0 && b.Count < h.Buckets[j-1].Count {
 			return Histogram{}, errors.New("bucket counts are not cumulative")
 		}
 	}

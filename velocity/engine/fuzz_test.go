@@ -86,8 +86,11 @@ var nameInSet = regexp.MustCompile(`^[ \t]*\{[ \t]*("(?:[^"\\\n]|\\.)*")[ \t]*([
 // FuzzExtract checks the invariants on any input: no panic, and every value read is finite and >= 0.
 func FuzzExtract(f *testing.F) {
 	seedPages(f)
+	// Finite samples whose sum overflows, and a bound below 0: both once passed as values.
+	f.Add([]byte("vllm:prompt_tokens_total{engine=\"0\"} 1e308\nvllm:prompt_tokens_total{engine=\"1\"} 1e308\n"))
+	f.Add([]byte("vllm:time_to_first_token_seconds_bucket{le=\"-Inf\"} 1\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 2\nvllm:time_to_first_token_seconds_count 2\n"))
 	f.Fuzz(func(t *testing.T, page []byte) {
-		for _, kind := range []Kind{Auto, VLLM, SGLang} {
+		for _, kind := range []Kind{Auto, VLLM, SGLang, TRTLLM} {
 			s, err := Extract(bytes.NewReader(page), kind)
 			if err != nil {
 				continue
@@ -100,9 +103,13 @@ func FuzzExtract(f *testing.F) {
 					if math.IsNaN(h.Sum) || math.IsInf(h.Sum, 0) || h.Count < 0 || math.IsInf(h.Count, 0) {
 						t.Fatalf("%v = %+v", fl, h)
 					}
-					for i := 1; i < len(h.Buckets); i++ {
-						if h.Buckets[i].Count < h.Buckets[i-1].Count {
+					for i, b := range h.Buckets {
+						if i > 0 && b.Count < h.Buckets[i-1].Count {
 							t.Fatalf("%v buckets not cumulative: %+v", fl, h.Buckets)
+						}
+						// Durations only: a bound below 0 or a count that is not finite has no reading.
+						if math.IsNaN(b.UpperBound) || b.UpperBound < 0 || math.IsNaN(b.Count) || math.IsInf(b.Count, 0) || b.Count < 0 {
+							t.Fatalf("%v bucket %+v", fl, b)
 						}
 					}
 				}

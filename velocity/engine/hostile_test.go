@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -259,5 +260,37 @@ func TestFallbackLineNames(t *testing.T) {
 	}
 	if _, err := ExtractBytes(page.Bytes(), VLLM); err != nil {
 		t.Errorf("the page of 1000 such lines: %v", err)
+	}
+}
+
+// Finite samples whose sum, or scaled value, overflows, and a histogram bound below 0, make the field a
+// problem rather than an Inf or a bucket no duration can fall in.
+func TestOverflowAndNegativeBoundsAreProblems(t *testing.T) {
+	for _, c := range []struct{ name, page, want string }{
+		{"counter sum", "vllm:prompt_tokens_total{engine=\"0\"} 1e308\nvllm:prompt_tokens_total{engine=\"1\"} 1e308\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n", "sums to +Inf"},
+		{"le=-Inf", "vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n" +
+			"vllm:time_to_first_token_seconds_bucket{le=\"-Inf\"} 1\nvllm:time_to_first_token_seconds_bucket{le=\"100\"} 5\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 10\nvllm:time_to_first_token_seconds_count 10\nvllm:time_to_first_token_seconds_sum 1\n", "bound >= 0"},
+		{"histogram count sum", "vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n" +
+			"vllm:time_to_first_token_seconds_count{engine=\"0\"} 1e308\nvllm:time_to_first_token_seconds_count{engine=\"1\"} 1e308\n", "overflows"},
+	} {
+		s, err := ExtractBytes([]byte(c.page), VLLM)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		found := false
+		for _, p := range s.Problems {
+			found = found || strings.Contains(p.Msg, c.want)
+		}
+		if !found {
+			t.Errorf("%s: problems %v, want one saying %q", c.name, s.Problems, c.want)
+		}
+		for _, f := range Fields() {
+			if v, ok := s.Scalar(f); ok && math.IsInf(v.Value, 0) {
+				t.Errorf("%s: %v = %v", c.name, f, v.Value)
+			}
+			if h, ok := s.Hist(f); ok && (math.IsInf(h.Count, 0) || len(h.Buckets) > 0 && h.Buckets[0].UpperBound < 0) {
+				t.Errorf("%s: %v = %+v", c.name, f, h)
+			}
+		}
 	}
 }

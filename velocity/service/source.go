@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	neturl "net/url"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,7 @@ func (s *scrapeSource) Collect(ctx context.Context, m *Members) {
 type prometheusSource struct {
 	prom    *collector.PrometheusSource
 	members atomic.Pointer[Members]
+	limits  atomic.Pointer[map[store.PodKey]float64] // each member pod's MaxTPS, as scrape targets carry it
 }
 
 func newPrometheusSource(url string, c *config.Config, st *store.Store) (*prometheusSource, error) {
@@ -88,10 +90,31 @@ func newPrometheusSource(url string, c *config.Config, st *store.Store) (*promet
 	})
 	// As a pod's scrape: one poll ends within scrape.timeout, which is at most the interval.
 	s.prom.Timeout = c.Scrape.Timeout.Duration
+	s.prom.Name = redacted(url)
+	s.prom.RateLimit = func(k store.PodKey) float64 {
+		if l := s.limits.Load(); l != nil {
+			return (*l)[k]
+		}
+		return 0
+	}
 	return s, nil
 }
 
+// redacted is a URL as errors may show it: without a password.
+func redacted(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
 func (s *prometheusSource) Collect(ctx context.Context, m *Members) {
+	limits := make(map[store.PodKey]float64, len(m.Targets))
+	for _, t := range m.Targets {
+		limits[t.Pod] = t.MaxTPS
+	}
+	s.limits.Store(&limits)
 	s.members.Store(m)
 	// A failed query records nothing: the pods go stale (unknown), never zero.
 	if err := s.prom.PollOnce(ctx); err != nil {

@@ -239,3 +239,101 @@ func FuzzStoreSamples(f *testing.F) {
 		}
 	})
 }
+
+// A page that lacks a token counter every other scrape gives no rate for the interval before it or after
+// it: the last rate must not be served stamped with the full page's time.
+func TestMissingCounterEveryOtherScrapeIsUnknown(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	prompt := 0.0
+	for i := 0; i < 5; i++ {
+		c.t = c.t.Add(time.Second)
+		prompt += 1000
+		s.Record(pod, c.t, page(t, prompt, prompt/10, 0))
+	}
+	if _, err := s.Get(pod); err != nil {
+		t.Fatalf("steady pod: %v", err)
+	}
+	for i := 0; i < 10; i++ {
+		c.t = c.t.Add(time.Second)
+		prompt += 5000 // the load changes; a rate that is still 1000 would be the old one
+		snap := page(t, prompt, prompt/10, 0)
+		if i%2 == 0 {
+			var err error
+			snap, err = engine.Extract(strings.NewReader(fmt.Sprintf("vllm:generation_tokens_total %g\nvllm:num_requests_waiting 0\nvllm:num_requests_running 3\n", prompt/10)), engine.VLLM)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Record(pod, c.t, snap)
+		if v, err := s.Get(pod); err == nil {
+			t.Fatalf("scrape %d (counter missing: %v): served PrefillTPS %v as fresh at %s", i, i%2 == 0, v.PrefillTPS, v.Time)
+		}
+	}
+	// Two whole pages in a row give a rate again.
+	for i := 0; i < 2; i++ {
+		c.t = c.t.Add(time.Second)
+		prompt += 5000
+		s.Record(pod, c.t, page(t, prompt, prompt/10, 0))
+	}
+	if v, err := s.Get(pod); err != nil || v.PrefillTPS < 2000 {
+		t.Fatalf("after two whole pages: PrefillTPS %v, err %v; want a rate following the new load", v.PrefillTPS, err)
+	}
+}
+
+// A latency histogram whose count grows far beyond the tokens processed would outweigh every other pod
+// in the pool's share of SLO misses: that interval is implausible.
+func TestHistogramCountBoundByTokens(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	hpage := func(prompt, ttftCount float64) *engine.Snapshot {
+		t.Helper()
+		snap, err := engine.Extract(strings.NewReader(fmt.Sprintf(`vllm:prompt_tokens_total %g
+vllm:generation_tokens_total %g
+vllm:num_requests_waiting 0
+vllm:num_requests_running 3
+vllm:time_to_first_token_seconds_bucket{le="0.5"} 0
+vllm:time_to_first_token_seconds_bucket{le="+Inf"} %g
+vllm:time_to_first_token_seconds_count %g
+vllm:time_to_first_token_seconds_sum %g
+`, prompt, prompt/10, ttftCount, ttftCount, ttftCount)), engine.VLLM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap
+	}
+	prompt, count := 0.0, 0.0
+	for i := 0; i < 4; i++ {
+		c.t = c.t.Add(time.Second)
+		prompt += 1000
+		count += 2 // two requests a second of 500 tokens
+		s.Record(pod, c.t, hpage(prompt, count))
+	}
+	if _, err := s.Get(pod); err != nil {
+		t.Fatalf("plausible histogram: %v", err)
+	}
+	c.t = c.t.Add(time.Second)
+	prompt += 1000
+	s.Record(pod, c.t, hpage(prompt, count+1e12))
+	if _, err := s.Get(pod); !errors.Is(err, ErrImplausible) || !strings.Contains(err.Error(), "time_to_first_token") {
+		t.Fatalf("1e12 observations in a second of 1,100 tokens: err = %v, want ErrImplausible naming the histogram", err)
+	}
+}
+
+// le="-Inf" below a finite bound once made the share of observations above the SLO Inf/Inf = NaN, which
+// switched off the pool's latency checks.
+func TestFractionAboveNeverNaN(t *testing.T) {
+	h := engine.Histogram{OK: true, Count: 10, Buckets: []engine.Bucket{
+		{UpperBound: math.Inf(-1), Count: 1}, {UpperBound: 100, Count: 5}, {UpperBound: math.Inf(1), Count: 10}}}
+	for _, x := range []float64{-1, 0.25, 50, 200} {
+		f, ok := FractionAbove(h, x)
+		if math.IsNaN(f) || f < 0 || f > 1 {
+			t.Fatalf("FractionAbove(%v) = %v, %v: want a share in 0..1 or not ok", x, f, ok)
+		}
+	}
+	if f, ok := FractionAbove(engine.Histogram{OK: true, Count: math.Inf(1), Buckets: []engine.Bucket{{UpperBound: 1, Count: math.Inf(1)}}}, 0.5); ok && math.IsNaN(f) {
+		t.Fatalf("infinite counts: %v", f)
+	}
+}

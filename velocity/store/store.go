@@ -37,6 +37,8 @@ const (
 	glitchRebase = 3
 	// maxErrText bounds the text of a scrape error kept per pod: a target's error can be any size.
 	maxErrText = 512
+	// histSlack is how many latency observations an interval may count beyond its tokens' worth.
+	histSlack = 1000
 )
 
 // PodKey names a pod.
@@ -278,6 +280,24 @@ func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) 
 				ErrImplausible, f, d, time.Duration(dt*float64(time.Second)), d/dt, limit)
 		}
 	}
+	// A latency histogram observes at most one value per request (TTFT) or per generated token (ITL), so
+	// its count cannot grow faster than the token counters; a pod claiming more would outweigh every
+	// other pod in the pool's share of SLO misses. The slack covers a scrape that falls between an
+	// engine's two increments.
+	work := 0.0
+	for _, f := range [...]engine.Field{engine.PromptTokens, engine.GenerationTokens} {
+		if d, ok, _ := delta(st.last, snap, f); ok {
+			work += d
+		}
+	}
+	for _, f := range [...]engine.Field{engine.TTFT, engine.ITL} {
+		a, okA := st.last.Hist(f)
+		b, okB := snap.Hist(f)
+		if okA && okB && a.Source == b.Source && b.Count-a.Count > 2*work+histSlack {
+			return fmt.Errorf("%w: histogram %s counted %g observations in %s, more than the %g tokens processed allow",
+				ErrImplausible, f, b.Count-a.Count, time.Duration(dt*float64(time.Second)), work)
+		}
+	}
 	// Waiting feeds the queue and, with running, the request arrival rate: neither may jump further than
 	// the pod could take in tokens.
 	for _, f := range [...]engine.Field{engine.RequestsWaiting, engine.RequestsRunning} {
@@ -429,11 +449,12 @@ func (s *Store) state(st *podState) error {
 	if st.glitch != nil {
 		return fmt.Errorf("%s: %w", pod, st.glitch)
 	}
-	if st.held != nil {
-		return fmt.Errorf("%s: %w", pod, st.held)
-	}
+	// What the last page itself lacks says more than why the interval before it has no rate.
 	if err := st.lastSnapErr; err != nil {
 		return fmt.Errorf("%s: %w", pod, err)
+	}
+	if st.held != nil {
+		return fmt.Errorf("%s: %w", pod, st.held)
 	}
 	if st.rates == 0 {
 		return fmt.Errorf("%s: %w", pod, ErrWarmingUp)
@@ -499,6 +520,9 @@ func (s *Store) update(st *podState) {
 	}
 	st.resetRun = 0
 	if !okP || !okG {
+		// The previous or this scrape lacked a token counter (an error page, a page cut short): the
+		// interval's rate is unknown, and the last rate stamped with this scrape's time would pass for fresh.
+		st.held = errors.New("no rate for the last interval: a scrape lacked a token counter")
 		return
 	}
 	if okD && done >= 1 && prompt > 0 {
@@ -644,7 +668,9 @@ func FractionAbove(h engine.Histogram, x float64) (frac float64, ok bool) {
 	lower, lowerCount := 0.0, 0.0
 	for _, b := range h.Buckets {
 		if x < b.UpperBound {
-			if !math.IsInf(b.UpperBound, 1) && b.UpperBound > lower {
+			// Interpolation needs two finite bounds: a page's le="-Inf" bucket below a finite one made it
+			// Inf/Inf, a NaN that switched off the pool's latency checks.
+			if !math.IsInf(b.UpperBound, 0) && !math.IsInf(lower, 0) && b.UpperBound > lower {
 				below = lowerCount + (b.Count-lowerCount)*(x-lower)/(b.UpperBound-lower)
 			} else {
 				below = lowerCount
@@ -655,5 +681,8 @@ func FractionAbove(h engine.Histogram, x float64) (frac float64, ok bool) {
 		below = b.Count
 	}
 	f := 1 - below/h.Count
+	if math.IsNaN(f) {
+		return 0, false
+	}
 	return math.Max(0, math.Min(1, f)), true
 }
