@@ -316,6 +316,12 @@ func normalise(o obj, chart bool) obj {
 				}
 			}
 			delete(tm, "labels")
+			if a, ok := tm["annotations"].(obj); ok {
+				delete(a, "checksum/scrape") // the chart's restart on a scrape change; kustomize users restart by hand
+				if len(a) == 0 {
+					delete(tm, "annotations")
+				}
+			}
 			if len(tm) == 0 {
 				delete(tmpl, "metadata")
 			}
@@ -771,5 +777,35 @@ func TestChartScrapeTLS(t *testing.T) {
 				t.Errorf("secretName %q: %s mounts %q from Secret %q, want %q from %q", secret, name, mounted, volume, want, secret)
 			}
 		}
+	}
+}
+
+// TestChartRestartsOnScrapeChange: a reload refuses a change to config.scrape, so the pods that read it
+// carry its checksum and restart when a helm upgrade changes it; a pool change is reloaded in place.
+func TestChartRestartsOnScrapeChange(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	all := []string{"kedaScaler.enabled=true,converter.enabled=true"}
+	base := render(t, helm, all...)
+	scrape := render(t, helm, append(all, "config.scrape.port=30000")...)
+	pools := render(t, helm, append(all, "config.policy.scaleDownWindow=120s")...)
+	n := 0
+	for k, o := range base {
+		sum := str(o, "spec", "template", "metadata", "annotations", "checksum/scrape")
+		if sum == "" {
+			continue
+		}
+		n++
+		if str(scrape[k], "spec", "template", "metadata", "annotations", "checksum/scrape") == sum {
+			t.Errorf("%s: checksum/scrape unchanged by a new scrape.port", k)
+		}
+		if str(pools[k], "spec", "template", "metadata", "annotations", "checksum/scrape") != sum {
+			t.Errorf("%s: checksum/scrape changed by a policy edit, which is reloaded without a restart", k)
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d workloads carry checksum/scrape, want 3 (the adapter, the KEDA scaler, the converter's controller)", n)
 	}
 }

@@ -10,6 +10,12 @@ helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version | replace "+" "_" 
 {{- end -}}
 
 {{/* A component's image. Argument: (list $ .Values.adapter.image). */}}
+{{- /* A reload refuses a change to config.scrape (it is fixed at start), so a pod reading it restarts when it changes. */ -}}
+{{- define "tokenscale.scrapeChecksum" -}}
+annotations:
+  checksum/scrape: {{ toYaml .Values.config.scrape | sha256sum }}
+{{- end }}
+
 {{- define "tokenscale.image" -}}
 {{- $ := index . 0 -}}
 {{- $img := index . 1 -}}
