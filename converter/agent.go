@@ -149,6 +149,10 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		if a.o.Actuator.Converted(pod) {
 			return a.recheck(ctx, pod, now)
 		}
+		if ok, detail := a.ownerKeeps(ctx, pod); !ok {
+			a.forget(pod)
+			return a.refuse(ctx, pod, protocol.ReasonOwnerSelector, detail)
+		}
 		if ok, reason, detail := a.o.GPUs.Check(ctx, pod); !ok {
 			a.forget(pod)
 			return a.refuse(ctx, pod, reason, detail)
@@ -172,6 +176,9 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	}
 	if at, ok := protocol.FlippedAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
 		return a.refuse(ctx, pod, protocol.ReasonTooSoon, fmt.Sprintf("last flip %s ago, minimum %s", now.Sub(at).Round(time.Second), a.o.MinFlipInterval))
+	}
+	if ok, detail := a.ownerKeeps(ctx, pod); !ok {
+		return a.refuse(ctx, pod, protocol.ReasonOwnerSelector, detail)
 	}
 	if ok, reason, detail := a.o.GPUs.Check(ctx, pod); !ok {
 		return a.refuse(ctx, pod, reason, detail)
@@ -242,6 +249,15 @@ func (a *Agent) forget(pod *corev1.Pod) {
 	a.mu.Lock()
 	delete(a.checked, podKey(pod))
 	a.mu.Unlock()
+}
+
+// ownerKeeps checks, for an actuator that flips a label, that the pod's owner still selects it converted.
+func (a *Agent) ownerKeeps(ctx context.Context, pod *corev1.Pod) (bool, string) {
+	r, ok := a.o.Actuator.(relabeler)
+	if !ok {
+		return true, ""
+	}
+	return ownerKeeps(ctx, a.client, pod, r.ConvertedLabels(pod))
 }
 
 func (a *Agent) refuse(ctx context.Context, pod *corev1.Pod, reason, detail string) error {

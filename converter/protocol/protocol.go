@@ -51,6 +51,8 @@ const (
 	ReasonNVMLError     = "nvml-error"
 	ReasonTooSoon       = "flipped-too-recently"
 	ReasonActuator      = "actuator-failed"
+	// ReasonOwnerSelector: the pod's ReplicaSet or StatefulSet selects on the label a conversion flips.
+	ReasonOwnerSelector = "owner-selector"
 )
 
 // Refused formats a refusal status.
