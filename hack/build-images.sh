@@ -27,9 +27,26 @@ else
   echo "build-images: no /etc/ssl/certs/ca-certificates.crt here; the static images get an empty CA bundle" >&2
   : > "$ctx/ca-certificates.crt"
 fi
+# The images hold these binaries as they are: they must be Linux binaries, and the images are built for
+# their architecture (an image made on an arm64 machine for amd64 nodes fails there with "exec format error").
+arch=""
 for b in tokenscale-adapter tokenscale-keda-scaler tokenscale-converter; do
   cp "$BIN/$b" "$ctx/"
+  info=$(go version -m "$BIN/$b")
+  goos=$(awk '$2 ~ /^GOOS=/ {sub("GOOS=", "", $2); print $2}' <<<"$info")
+  goarch=$(awk '$2 ~ /^GOARCH=/ {sub("GOARCH=", "", $2); print $2}' <<<"$info")
+  if [ "$goos" != linux ]; then
+    echo "build-images: $BIN/$b is built for GOOS=${goos:-unknown}; images need Linux binaries: GOOS=linux make images (the converter needs a Linux C toolchain, or CONVERTER_CGO=0)" >&2
+    exit 1
+  fi
+  if [ -n "$arch" ] && [ "$goarch" != "$arch" ]; then
+    echo "build-images: $BIN/$b is built for $goarch, the others for $arch" >&2
+    exit 1
+  fi
+  arch="$goarch"
 done
+host=$(go env GOHOSTARCH)
+echo "build-images: linux/$arch images (this machine: $host)"
 
 if [ -z "$BASE" ]; then
   if $PODMAN image exists "$DEFAULT_BASE" || $PODMAN pull -q "$DEFAULT_BASE" >/dev/null 2>&1; then
@@ -45,8 +62,12 @@ for c in adapter keda-scaler converter; do
   extra=()
   if [ "$c" = converter ]; then extra=(--build-arg "BASE_IMAGE=$BASE"); fi
   echo "== $REPO/tokenscale-$c:$TAG"
-  $PODMAN build -q --pull=never "${args[@]}" "${extra[@]}" -f "build/$c.Containerfile" -t "$REPO/tokenscale-$c:$TAG" "$ctx"
+  $PODMAN build -q --pull=never --platform "linux/$arch" "${args[@]}" "${extra[@]}" -f "build/$c.Containerfile" -t "$REPO/tokenscale-$c:$TAG" "$ctx"
 done
+if [ "$arch" != "$host" ]; then
+  echo "build-images: linux/$arch images cannot run on this $host machine: their --version and user are not checked here" >&2
+  exit 0
+fi
 # Each image runs, as its non-root user, and says which build it holds.
 for c in adapter keda-scaler converter; do
   img="$REPO/tokenscale-$c:$TAG"
