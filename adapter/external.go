@@ -11,8 +11,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/metrics/pkg/apis/external_metrics"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
 // Labels every external metric value carries, and which a metric selector may match.
@@ -53,8 +56,9 @@ func (e *External) ListAllExternalMetrics() []provider.ExternalMetricInfo {
 }
 
 // GetExternalMetric returns one value per pool in namespace whose labels (pool, role, workload) match
-// metricSelector. A pool whose value is unknown fails the whole request: an HPA summing an external
-// metric over several pools must not see a partial sum.
+// metricSelector. A pool whose value is unknown, or one the selector names on the pool label with no Ready
+// pods here, fails the whole request: an HPA summing an external metric over several pools must not see a
+// partial sum.
 func (e *External) GetExternalMetric(_ context.Context, namespace string, sel labels.Selector, info provider.ExternalMetricInfo) (_ *external_metrics.ExternalMetricValueList, err error) {
 	defer observe(e.obs, "external", "object", time.Now(), &err)
 	get, ok := poolMetrics[info.Metric]
@@ -86,20 +90,29 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 			MetricName: info.Metric, MetricLabels: ls, Timestamp: metav1.NewTime(snap.Time), Value: q,
 		})
 	}
+	// A configured pool the selection matches but with no Ready pods here is unknown, not absent (as the
+	// custom metrics API answers a configured workload without pods): when the selector names it, even
+	// beside pools that answered, as their sum alone would be partial; otherwise only when none answered,
+	// as a pool without a namespace scaled to zero here cannot be told from one that never runs here.
+	named := namedPools(sel)
+	var idle []string
+	for i := range snap.ConfigPools {
+		p := &snap.ConfigPools[i]
+		if p.Namespace != "" && p.Namespace != namespace {
+			continue
+		}
+		if _, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: p.Name}]; ok {
+			continue
+		}
+		if (len(list.Items) == 0 || named[p.Name]) && sel.Matches(labels.Set{LabelPool: p.Name, LabelRole: string(p.Role), LabelWorkload: p.Workload.Name}) {
+			idle = append(idle, p.Name)
+		}
+	}
+	if len(idle) > 0 {
+		return nil, unavailable(fmt.Sprintf("%s: pool %s matches %q but has no Ready pods in namespace %q: its value is unknown, not 0",
+			info.Metric, strings.Join(idle, ", "), sel, namespace))
+	}
 	if len(list.Items) == 0 {
-		// A configured pool the selection names but with no Ready pods here is unknown, not absent: as the
-		// custom metrics API answers a configured workload without pods.
-		var idle []string
-		for i := range snap.ConfigPools {
-			p := &snap.ConfigPools[i]
-			if (p.Namespace == "" || p.Namespace == namespace) && sel.Matches(labels.Set{LabelPool: p.Name, LabelRole: string(p.Role), LabelWorkload: p.Workload.Name}) {
-				idle = append(idle, p.Name)
-			}
-		}
-		if len(idle) > 0 {
-			return nil, unavailable(fmt.Sprintf("%s: pool %s matches %q but has no Ready pods in namespace %q: its value is unknown, not 0",
-				info.Metric, strings.Join(idle, ", "), sel, namespace))
-		}
 		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: no tokenscale pool in namespace %q matches %q (pools here: %s; select with labels %s, %s, %s)",
 			info.Metric, namespace, sel, snap.PoolsIn(namespace), LabelPool, LabelRole, LabelWorkload))
 	}
@@ -107,4 +120,26 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		return list.Items[i].MetricLabels[LabelPool] < list.Items[j].MetricLabels[LabelPool]
 	})
 	return list, nil
+}
+
+// namedPools are the pool names the selector lists on the pool label (pool=x, pool==x, pool in (x, y)):
+// the pools the HPA's sum is meant to cover.
+func namedPools(sel labels.Selector) map[string]bool {
+	reqs, _ := sel.Requirements()
+	var named map[string]bool
+	for _, r := range reqs {
+		if r.Key() != LabelPool {
+			continue
+		}
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+			if named == nil {
+				named = map[string]bool{}
+			}
+			for v := range r.Values() {
+				named[v] = true
+			}
+		}
+	}
+	return named
 }

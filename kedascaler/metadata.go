@@ -79,7 +79,10 @@ func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
 		return Trigger{}, invalid("no scaledObjectRef")
 	}
 	md := ref.GetScalerMetadata()
-	for k := range md {
+	if len(md) > MaxMetadataKeys {
+		return Trigger{}, invalid("%d keys; at most %d (tokenscale reads 7, KEDA 3 more)", len(md), MaxMetadataKeys)
+	}
+	for k, v := range md {
 		switch k {
 		case KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric:
 		default:
@@ -87,6 +90,9 @@ func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
 				return Trigger{}, invalid("unknown key %q; allowed: %s, %s, %s, %s, %s, %s, %s", clip(k),
 					KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric)
 			}
+		}
+		if len(v) > MaxMetadataLen {
+			return Trigger{}, invalid("%q is %q: longer than %d bytes", k, clip(v), MaxMetadataLen)
 		}
 	}
 	t := Trigger{Namespace: strings.TrimSpace(md[KeyNamespace]), Pool: strings.TrimSpace(md[KeyPool])}
@@ -128,6 +134,14 @@ func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
 	if t.ActivationMetricName, t.ActivationMetric, err = metric(md, KeyActivationMetric, "arrivalVelocity"); err != nil {
 		return Trigger{}, err
 	}
+	// A trimmed value is a substring of the request's: a copy keeps a StreamIsActive stream, which holds
+	// its Trigger for as long as KEDA runs, from pinning the whole padded value.
+	t.Namespace, t.Pool = strings.Clone(t.Namespace), strings.Clone(t.Pool)
+	if t.ActivationPool == t.Pool {
+		t.ActivationPool = t.Pool // the pool's copy: one allocation fewer on every poll
+	} else {
+		t.ActivationPool = strings.Clone(t.ActivationPool)
+	}
 	return t, nil
 }
 
@@ -139,6 +153,13 @@ func metric(md map[string]string, key, def string) (string, service.PoolMetric, 
 	m, ok := metricNames[name]
 	if !ok {
 		return "", "", invalid("%q is %q; allowed: %s", key, clip(name), allowedMetrics())
+	}
+	// The map's own key, not the trimmed value: that is a substring of the request (see ParseTrigger).
+	for n := range metricNames {
+		if n == name {
+			name = n
+			break
+		}
 	}
 	return name, m, nil
 }
@@ -174,6 +195,14 @@ func dnsLabel(key, v string) error {
 	}
 	return nil
 }
+
+// MaxMetadataKeys and MaxMetadataLen bound a trigger's metadata (a longer key is unknown, so refused
+// anyway): every value is a name, a number or KEDA's scalerAddress (a DNS name of at most 253 bytes and a
+// port), so a larger one can only be hostile.
+const (
+	MaxMetadataKeys = 32
+	MaxMetadataLen  = 512
+)
 
 // maxEcho bounds how much of a metadata key or value an error repeats: KEDA logs every error on every
 // poll, and a value may be megabytes.

@@ -46,9 +46,9 @@ func New(src Source, maxAge time.Duration) *Server {
 
 var _ externalscaler.ExternalScalerServer = (*Server)(nil)
 
-// value reads one pool metric from the newest snapshot, or the gRPC error KEDA should see.
-func (s *Server) value(namespace, pool string, m service.PoolMetric) (float64, error) {
-	snap := s.src.Snapshot()
+// value reads one pool metric from snap, the snapshot the RPC loaded once (so that one answer never mixes
+// rounds), or the gRPC error KEDA should see.
+func (s *Server) value(snap *service.Snapshot, namespace, pool string, m service.PoolMetric) (float64, error) {
 	if err := service.Fresh(snap, s.now(), s.maxAge); err != nil {
 		return 0, status.Errorf(codes.Unavailable, "tokenscale: %v", err)
 	}
@@ -66,8 +66,8 @@ func (s *Server) value(namespace, pool string, m service.PoolMetric) (float64, e
 // active compares the activation value with the threshold at the resolution the value is served in
 // (thousandths): the smoothed rates decay towards 0 without reaching it, and a rate that reads 0.000
 // must not keep a workload awake for minutes.
-func (s *Server) active(t Trigger) (bool, error) {
-	v, err := s.value(t.Namespace, t.ActivationPool, t.ActivationMetric)
+func (s *Server) active(snap *service.Snapshot, t Trigger) (bool, error) {
+	v, err := s.value(snap, t.Namespace, t.ActivationPool, t.ActivationMetric)
 	if err != nil {
 		return false, err
 	}
@@ -84,15 +84,16 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.active(t)
+	snap := s.src.Snapshot()
+	a, err := s.active(snap, t)
 	if err != nil {
 		if t.ActivationPool == t.Pool {
 			return nil, err
 		}
-		if snap := s.src.Snapshot(); snap == nil || snap.ConfiguredPool(t.Namespace, t.ActivationPool) == nil {
+		if snap == nil || snap.ConfiguredPool(t.Namespace, t.ActivationPool) == nil {
 			return nil, err // no such pool: a typo stays an error, not an answer of active forever
 		}
-		if _, perr := s.value(t.Namespace, t.Pool, t.Metric); perr != nil {
+		if _, perr := s.value(snap, t.Namespace, t.Pool, t.Metric); perr != nil {
 			return nil, err
 		}
 		klog.V(2).InfoS("Activation unknown while the pool runs; answering active", "trigger", t.String(), "err", err)
@@ -105,11 +106,10 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 // another one, is known and inactive. The policy's number for such a pool is then 0, by the trigger's own
 // rule, and not unknown: KEDA asks GetMetrics before IsActive on every poll, and an error there would
 // count toward fallback (which wakes the pool) and keep an external trigger from ever reading IsActive.
-func (s *Server) idleAtZero(t Trigger) bool {
+func (s *Server) idleAtZero(snap *service.Snapshot, t Trigger) bool {
 	if t.Metric != service.Desired || t.ActivationPool == t.Pool {
 		return false
 	}
-	snap := s.src.Snapshot()
 	if snap == nil {
 		return false
 	}
@@ -120,7 +120,7 @@ func (s *Server) idleAtZero(t Trigger) bool {
 	} else if snap.ConfiguredPool(t.Namespace, t.Pool) == nil {
 		return false // no such pool: a typo stays an error
 	}
-	a, err := s.active(t)
+	a, err := s.active(snap, t)
 	return err == nil && !a
 }
 
@@ -141,9 +141,10 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.value(t.Namespace, t.Pool, t.Metric)
+	snap := s.src.Snapshot()
+	v, err := s.value(snap, t.Namespace, t.Pool, t.Metric)
 	if err != nil {
-		if !s.idleAtZero(t) {
+		if !s.idleAtZero(snap, t) {
 			return nil, err
 		}
 		klog.V(2).InfoS("Pool has no Ready pods and its activation pool is idle; desired replicas 0", "trigger", t.String())
@@ -172,7 +173,7 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 	ctx := stream.Context()
 	var last *bool
 	for {
-		a, err := s.active(t)
+		a, err := s.active(s.src.Snapshot(), t)
 		if err == nil && (last == nil || *last != a) {
 			if err := stream.Send(&externalscaler.IsActiveResponse{Result: a}); err != nil {
 				return fmt.Errorf("pushing activation for %s: %w", t.Pool, err)

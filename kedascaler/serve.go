@@ -139,6 +139,11 @@ type Options struct {
 // operator replica, with room to spare.
 const DefaultMaxStreams = 1000
 
+// MaxRecvMsgSize bounds the memory one request takes (gRPC's default is 4 MiB): KEDA's largest, a
+// ScaledObjectRef with the most metadata ParseTrigger accepts, is under 8 KiB; past the bound a request is
+// refused with ResourceExhausted before it is decoded.
+const MaxRecvMsgSize = 64 << 10
+
 // DefaultShutdownGrace bounds a stop: KEDA holds StreamIsActive streams, and a health client its Watch,
 // open for as long as it runs, so a graceful stop that waited for them would last until the kubelet's
 // SIGKILL. StreamIsActive streams end at once with Unavailable (KEDA reconnects, to another replica);
@@ -177,6 +182,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 		o.KeepaliveTimeout = 10 * time.Second
 	}
 	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		// The cap goes first, so a refused stream is not counted open.
 		grpc.ChainUnaryInterceptor(m.unary), grpc.ChainStreamInterceptor(o.limit.intercept, m.stream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),

@@ -1,0 +1,54 @@
+package adapter
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
+
+	"github.com/tokenscale/tokenscale/velocity/service"
+)
+
+// A selector that names pools on the pool label gets a 503 naming any of them with no Ready pods in the
+// namespace, even beside pools that answered: their sum alone would be partial. Selectors naming no pool
+// keep the documented answer (the pools with Ready pods). Fails if the check runs only on an empty answer
+// (the mixed selections then get prefill's value alone, a 200) or for selectors naming no pool.
+func TestExternalMetricsNamedPoolWithoutReadyPods(t *testing.T) {
+	src := fixture()
+	// The config's prefill and decode pools have no namespace; decode has no Ready pods in llm (scaled to
+	// zero), so the round has no view of it there.
+	delete(src.snap.Pools, service.PoolKey{Namespace: "llm", Name: "decode"})
+	e := NewExternal(src)
+	get := func(s string) (int, error) {
+		t.Helper()
+		sel, err := labels.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := e.GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: DesiredReplicas})
+		if err != nil {
+			return 0, err
+		}
+		return len(list.Items), nil
+	}
+	for _, s := range []string{"pool in (prefill,decode)", "pool in (decode, prefill),role!=both", "pool=decode", "pool==decode"} {
+		n, err := get(s)
+		if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "pool decode matches") || !strings.Contains(err.Error(), "no Ready pods") {
+			t.Errorf("%q: %d items, %v; want a 503 naming decode", s, n, err)
+		}
+	}
+	// The pool names both, another requirement drops decode: prefill alone is the whole selection.
+	for _, s := range []string{"", "role=prefill", "pool=prefill", "pool in (prefill,decode),role=prefill", "pool notin (decode)", "pool in (prefill,nope)"} {
+		if n, err := get(s); err != nil || n != 1 {
+			t.Errorf("%q: %d items, %v; want prefill's value alone", s, n, err)
+		}
+	}
+	// Two named pools without Ready pods are both named; a configured pool the selector does not name
+	// (embed) is not.
+	if _, err := get("pool in (prefill,decode,embed)"); status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "pool decode, embed matches") {
+		t.Errorf("two named pools without Ready pods: %v; want a 503 naming both", err)
+	}
+}

@@ -1,0 +1,187 @@
+package kedascaler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/service"
+	"github.com/tokenscale/tokenscale/velocity/store"
+)
+
+// Metadata past the bounds is refused naming what is wrong; fails if a bound is dropped (the padded pool
+// then parses as "prefill", the 33 keys fail as an unknown key) or set below a real scalerAddress.
+func TestParseTriggerRefusesOversizeMetadata(t *testing.T) {
+	padded := "prefill" + strings.Repeat(" ", MaxMetadataLen)
+	_, err := ParseTrigger(ref(map[string]string{"pool": padded}))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `"pool" is "prefill `) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("longer than %d bytes", MaxMetadataLen)) || len(err.Error()) > 400 {
+		t.Errorf("a pool value of %d bytes: %v; want a short InvalidArgument naming the key and the bound", len(padded), err)
+	}
+	many := map[string]string{"pool": "prefill"}
+	for i := range MaxMetadataKeys {
+		many[fmt.Sprintf("k%d", i)] = "x"
+	}
+	_, err = ParseTrigger(ref(many))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), fmt.Sprintf("%d keys; at most %d", MaxMetadataKeys+1, MaxMetadataKeys)) {
+		t.Errorf("%d keys: %v; want InvalidArgument saying how many are allowed", len(many), err)
+	}
+	// The longest scalerAddress KEDA can be given (a 253-byte DNS name and a port) still passes.
+	host := strings.Repeat(strings.Repeat("a", 62)+".", 5)[:253]
+	addr := host + ":65535"
+	if _, err := ParseTrigger(ref(map[string]string{"pool": "prefill", "scalerAddress": addr})); err != nil {
+		t.Errorf("a %d-byte scalerAddress: %v", len(addr), err)
+	}
+	if _, err := ParseTrigger(ref(map[string]string{"pool": "prefill", "scalerAddress": strings.Repeat("a", MaxMetadataLen)})); err != nil {
+		t.Errorf("a value of exactly %d bytes: %v", MaxMetadataLen, err)
+	}
+}
+
+// within says whether s's bytes lie inside big's.
+func within(s, big string) bool {
+	if len(s) == 0 {
+		return false
+	}
+	p, lo := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(big)))
+	return p >= lo && p < lo+uintptr(len(big))
+}
+
+// The kept strings share nothing with the request's values: a StreamIsActive stream keeps its Trigger
+// for as long as KEDA runs. Fails if a trimmed value is kept as is (a substring of the padded value).
+func TestParseTriggerKeepsNoPartOfTheRequest(t *testing.T) {
+	md := map[string]string{"pool": "  prefill  ", "namespace": " llm ", "activationPool": " decode ", "metric": " backpressure ", "target": "1",
+		"activationMetric": " utilisation "}
+	tr, err := ParseTrigger(ref(md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, kept := range map[string][2]string{
+		"Pool": {tr.Pool, md["pool"]}, "Namespace": {tr.Namespace, md["namespace"]}, "ActivationPool": {tr.ActivationPool, md["activationPool"]},
+		"MetricName": {tr.MetricName, md["metric"]}, "ActivationMetricName": {tr.ActivationMetricName, md["activationMetric"]},
+	} {
+		if within(kept[0], kept[1]) {
+			t.Errorf("%s %q points into the request's value %q", name, kept[0], kept[1])
+		}
+	}
+	if tr.Pool != "prefill" || tr.Namespace != "llm" || tr.ActivationPool != "decode" || tr.MetricName != "backpressure" || tr.ActivationMetricName != "utilisation" {
+		t.Errorf("parsed %+v", tr)
+	}
+}
+
+// The receive bound leaves room for every request ParseTrigger accepts, and a request past it is refused
+// by Serve with ResourceExhausted. Fails if Serve drops grpc.MaxRecvMsgSize (the 128 KiB request then
+// reaches ParseTrigger, an InvalidArgument) or if the bound falls below KEDA's largest request.
+func TestServeBoundsRequestSize(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("a", n) }
+	md := map[string]string{}
+	for _, k := range []string{KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric,
+		"scalerAddress", "enableTLS", "unsafeSsl"} {
+		md[k] = long(MaxMetadataLen)
+	}
+	largest := &externalscaler.GetMetricsRequest{MetricName: long(253),
+		ScaledObjectRef: &externalscaler.ScaledObjectRef{Name: long(253), Namespace: long(63), ScalerMetadata: md}}
+	if n := proto.Size(largest); n >= 8<<10 || n >= MaxRecvMsgSize {
+		t.Errorf("the largest request ParseTrigger may accept is %d bytes; want under 8 KiB (MaxRecvMsgSize %d)", n, MaxRecvMsgSize)
+	}
+
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	conn, err := grpc.NewClient(serveForTest(t, src, Options{}), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := externalscaler.NewExternalScalerClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	get := func(md map[string]string) error {
+		_, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(md)})
+		return err
+	}
+	if err := get(map[string]string{"pool": "prefill", "scalerAddress": long(128 << 10)}); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a 128 KiB request: %v; want ResourceExhausted", err)
+	}
+	if err := get(map[string]string{"pool": "prefill", "scalerAddress": long(MaxMetadataLen + 1)}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "scalerAddress") {
+		t.Errorf("a value past MaxMetadataLen within the receive bound: %v; want InvalidArgument naming the key", err)
+	}
+	if err := get(map[string]string{"pool": "prefill"}); err != nil {
+		t.Errorf("after the refusals, a good request: %v", err)
+	}
+}
+
+// seqSource returns its snapshots in turn, then the last one again, and counts the calls.
+type seqSource struct {
+	mu    sync.Mutex
+	snaps []*service.Snapshot
+	calls int
+}
+
+func (s *seqSource) Snapshot() *service.Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	return s.snaps[min(s.calls, len(s.snaps))-1]
+}
+func (s *seqSource) Subscribe() (<-chan struct{}, func()) { return make(chan struct{}), func() {} }
+
+// Each answer reads one snapshot, even when a new round is published while it is computed. Fails if an
+// RPC loads the snapshot again: the second round (prefill Ready, decode idle) then decides the answer.
+func TestOneSnapshotPerAnswer(t *testing.T) {
+	now := time.Unix(1000, 0)
+	pk, dk := service.PoolKey{Namespace: "llm", Name: "prefill"}, service.PoolKey{Namespace: "llm", Name: "decode"}
+	decode := func(arrival float64, err error) *service.PoolView {
+		return &service.PoolView{Key: dk, Config: &cfg.Pools[1], Pods: []store.PodKey{{Namespace: "llm", Name: "d0"}},
+			Status: policy.PoolStatus{Arrival: arrival}, Err: err, Desired: 1, HasDesired: err == nil}
+	}
+	round := func(pools ...*service.PoolView) *service.Snapshot {
+		s := &service.Snapshot{Time: now, ConfigPools: cfg.Pools, Pools: map[service.PoolKey]*service.PoolView{}}
+		for _, v := range pools {
+			s.Pools[v.Key] = v
+		}
+		return s
+	}
+	prefillReady := &service.PoolView{Key: pk, Config: &cfg.Pools[0], Pods: []store.PodKey{{Namespace: "llm", Name: "p0"}},
+		Status: policy.PoolStatus{Arrival: 100}, Desired: 3, HasDesired: true}
+	wake := map[string]string{"pool": "prefill", "activationPool": "decode"}
+	ctx := context.Background()
+	serve := func(first, then *service.Snapshot) (*Server, *seqSource) {
+		src := &seqSource{snaps: []*service.Snapshot{first, then}}
+		srv := New(src, 3*time.Second)
+		srv.now = func() time.Time { return now }
+		return srv, src
+	}
+
+	// Prefill at zero while decode is busy: unknown (NotFound), not the idle group's 0 of the next round.
+	srv, src := serve(round(decode(5000, nil)), round(decode(0, nil)))
+	m, err := srv.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(wake)})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("GetMetrics with prefill at zero and decode busy, then idle: %v %v; want NotFound from the first round", m, err)
+	}
+	if src.calls != 1 {
+		t.Errorf("GetMetrics read %d snapshots; want 1", src.calls)
+	}
+
+	// Decode unknown and prefill not Ready: an error, not active on the next round's prefill.
+	srv, src = serve(round(decode(0, errors.New("pool decode: no pod of the pool has a known velocity"))),
+		round(prefillReady, decode(0, errors.New("still unknown"))))
+	a, err := srv.IsActive(ctx, ref(wake))
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no pod of the pool has a known velocity") {
+		t.Errorf("IsActive with decode unknown and prefill at zero, then Ready: %v %v; want the first round's Unavailable", a, err)
+	}
+	if src.calls != 1 {
+		t.Errorf("IsActive read %d snapshots; want 1", src.calls)
+	}
+}
