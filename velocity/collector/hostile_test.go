@@ -84,39 +84,65 @@ func TestOversizedBuffersAreNotPooled(t *testing.T) {
 
 // Pods that timed out start after the others in the next round (all but one, retried first, which holds
 // one slot), so that slow pods cannot hold the concurrency slots while healthy pods wait: the healthy pod
-// is recorded before any slow pod's timeout. The order of
-// outcomes is checked, not their times, so machine load cannot fail the test.
+// is recorded before any slow pod's timeout. No network and no timer: a transport answers the healthy pod
+// from the fake engine and holds each slow pod's request until the healthy pod is recorded, or until
+// every slot holds a slow pod (the healthy pod waits then), and ends it as its timeout would.
 func TestSlowPodsDoNotDelayHealthyOnes(t *testing.T) {
 	e := fakeengine.New(fakeengine.Config{})
 	e.SetLoad(fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 1000})
-	good := httptest.NewServer(e)
-	defer good.Close()
-	slow := hangingServer(t)
+	const conc = 2
+	var mu sync.Mutex
+	var release chan struct{} // closed when the slow pods' requests may end
+	var hung int
+	free := func() { // with mu held
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}
+	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Host == "healthy" {
+			w := httptest.NewRecorder()
+			e.ServeHTTP(w, r)
+			return w.Result(), nil
+		}
+		mu.Lock()
+		if hung++; hung == conc {
+			free()
+		}
+		ch := release
+		mu.Unlock()
+		<-ch
+		return nil, context.DeadlineExceeded // what the scrape's own timeout would end it with
+	})}
 	var targets []Target
 	for i := 0; i < 4; i++ {
-		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: fmt.Sprint("slow", i)}, URL: slow.URL})
+		name := fmt.Sprint("slow", i)
+		targets = append(targets, Target{Pod: store.PodKey{Namespace: "ns", Name: name}, URL: "http://" + name + "/metrics"})
 	}
 	healthy := store.PodKey{Namespace: "ns", Name: "healthy"}
-	targets = append(targets, Target{Pod: healthy, URL: good.URL, Engine: engine.VLLM})
+	targets = append(targets, Target{Pod: healthy, URL: "http://healthy/metrics", Engine: engine.VLLM})
 	st := store.New(store.Options{}, nil)
-	var mu sync.Mutex
 	var order []string
 	rec := recorderFunc{st, func(k store.PodKey, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		order = append(order, fmt.Sprintf("%s %v", k.Name, err != nil))
+		if k == healthy {
+			free()
+		}
 	}}
-	s := NewScraper(Options{Concurrency: 2, Timeout: time.Second}, rec, func() []Target { return targets }, nil)
-	s.ScrapeOnce(context.Background()) // learns which pods are slow
-	for i := 0; i < 2; i++ {
+	s := NewScraper(Options{Concurrency: conc, Timeout: time.Hour, Client: client}, rec, func() []Target { return targets }, nil)
+	for round := range 3 { // the first round learns which pods are slow
 		e.Advance(time.Second)
 		mu.Lock()
-		order = nil
+		order, release, hung = nil, make(chan struct{}), 0
 		mu.Unlock()
 		s.ScrapeOnce(context.Background())
 		mu.Lock()
-		if len(order) == 0 || order[0] != "healthy false" {
-			t.Fatalf("round %d: outcomes in order %v, want the healthy pod first", i, order)
+		if round > 0 && (len(order) == 0 || order[0] != "healthy false") {
+			t.Fatalf("round %d: outcomes in order %v, want the healthy pod first", round, order)
 		}
 		mu.Unlock()
 	}

@@ -92,6 +92,12 @@ type Policy struct {
 // defaultConvertFraction is maxConvertFraction when unset.
 const defaultConvertFraction = 0.25
 
+// MaxWindowDecisions bounds the recommendations policy.scaleDownWindow holds a pool: one a round.
+const MaxWindowDecisions = 20000
+
+// MaxProfileTPS bounds a profile's prefill and decode velocity: the store's cap on one pod's token rate.
+const MaxProfileTPS = 1e7
+
 // ConvertFraction is maxConvertFraction: the share of a decode pool that may be converted at once
 // (0.25 when unset; 0: conversions off).
 func (p *Policy) ConvertFraction() float64 {
@@ -396,11 +402,13 @@ func (c *Config) complete() error {
 		t := true
 		p.Calibrate = &t
 	}
-	if !(p.TargetUtilisation > 0 && p.TargetUtilisation <= 1) {
-		errs = append(errs, fmt.Errorf("policy.targetUtilisation %v must be in (0, 1]", p.TargetUtilisation))
+	// At least 0.01: a pod planned at less than 1% of its velocity is a typo, and a velocity times a
+	// target far below it rounded to 0, which sized the pool at its minimum whatever the load.
+	if !(p.TargetUtilisation >= 0.01 && p.TargetUtilisation <= 1) {
+		errs = append(errs, fmt.Errorf("policy.targetUtilisation %v must be in [0.01, 1]", p.TargetUtilisation))
 	}
-	if !(p.DecodeTargetUtilisation > 0 && p.DecodeTargetUtilisation <= 1) {
-		errs = append(errs, fmt.Errorf("policy.decodeTargetUtilisation %v must be in (0, 1]", p.DecodeTargetUtilisation))
+	if !(p.DecodeTargetUtilisation >= 0.01 && p.DecodeTargetUtilisation <= 1) {
+		errs = append(errs, fmt.Errorf("policy.decodeTargetUtilisation %v must be in [0.01, 1]", p.DecodeTargetUtilisation))
 	}
 	if !(p.DrainSeconds > 0) || math.IsInf(p.DrainSeconds, 0) {
 		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be positive and finite", p.DrainSeconds))
@@ -414,13 +422,19 @@ func (c *Config) complete() error {
 	if p.ScaleDownWindow.Duration > 24*time.Hour {
 		// The window's recommendations are kept in memory, one a decision per pool.
 		errs = append(errs, fmt.Errorf("policy.scaleDownWindow (%s) must be at most 24h", p.ScaleDownWindow))
+	} else if n := p.ScaleDownWindow.Duration / max(s.Interval.Duration, time.Millisecond); n > MaxWindowDecisions {
+		// One recommendation a round (scrape.interval) is kept and sorted every round: 24h at 100ms held
+		// 864,000 a pool and took rounds past their deadline.
+		errs = append(errs, fmt.Errorf("policy.scaleDownWindow (%s) spans %d rounds of scrape.interval (%s): at most %d (%s at this interval)",
+			p.ScaleDownWindow, n, s.Interval, MaxWindowDecisions, time.Duration(MaxWindowDecisions)*s.Interval.Duration))
 	}
 	if p.ColdStart.Duration > time.Hour {
 		// It also sets how long sizing smooths and remembers bursts: longer would freeze sizing.
 		errs = append(errs, fmt.Errorf("policy.coldStart (%s) must be at most 1h", p.ColdStart))
 	}
-	if !(*p.MaxConvertFraction >= 0 && *p.MaxConvertFraction <= 1) || !(p.ConvertedPrefill > 0 && p.ConvertedPrefill <= 1) {
-		errs = append(errs, errors.New("policy.maxConvertFraction must be in [0, 1] and policy.convertedPrefill in (0, 1]"))
+	// convertedPrefill divides the decode pool's headroom: below 0.01 the count of spare decoders overflowed.
+	if !(*p.MaxConvertFraction >= 0 && *p.MaxConvertFraction <= 1) || !(p.ConvertedPrefill >= 0.01 && p.ConvertedPrefill <= 1) {
+		errs = append(errs, errors.New("policy.maxConvertFraction must be in [0, 1] and policy.convertedPrefill in [0.01, 1]"))
 	}
 	if len(c.Pools) == 0 {
 		errs = append(errs, errors.New("pools: at least one pool is required"))
@@ -482,8 +496,13 @@ func (c *Config) complete() error {
 		// Defaults: Llama-3.1-8B, TP=1, H100 class; see docs/metrics.md for sources.
 		setF(&pl.Profile.PrefillTPS, 12000)
 		setF(&pl.Profile.DecodeTPS, 2500)
-		if !(pl.Profile.PrefillTPS > 0) || !(pl.Profile.DecodeTPS > 0) || !(pl.Profile.KVTransferTPS >= 0) || math.IsInf(pl.Profile.PrefillTPS+pl.Profile.DecodeTPS+pl.Profile.KVTransferTPS, 0) {
-			errs = append(errs, fmt.Errorf("%s: profile velocities must be positive", where))
+		// Within what a pod can report: the store caps a pod's token rate at 1e7/s, so a faster profile can
+		// never be observed, and below 1 token/s a velocity times a target rounds towards 0.
+		kv := pl.Profile.KVTransferTPS
+		if !(pl.Profile.PrefillTPS >= 1 && pl.Profile.PrefillTPS <= MaxProfileTPS) || !(pl.Profile.DecodeTPS >= 1 && pl.Profile.DecodeTPS <= MaxProfileTPS) ||
+			!(kv == 0 || kv >= 1 && kv <= 1e9) {
+			errs = append(errs, fmt.Errorf("%s: profile velocities must be between 1 and %g tokens/s (kvTransferTokensPerSecond: 0, or 1 to 1e9), got prefill %v, decode %v, kv %v",
+				where, MaxProfileTPS, pl.Profile.PrefillTPS, pl.Profile.DecodeTPS, kv))
 		}
 		// Bounded both ways: the band multiplies replica counts, and 1e300 or 1e-300 overflowed them.
 		if pl.Ratio != nil && !(pl.Ratio.Min >= 0.01 && pl.Ratio.Max >= pl.Ratio.Min && pl.Ratio.Max <= 100) {

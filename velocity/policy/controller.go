@@ -564,10 +564,8 @@ func (c *Controller) calibrate(pol config.Policy, p *config.Pool, st *PoolStatus
 		return
 	}
 	profile := perPod(p, 0)
-	cur := c.calibrated[p.Name]
-	if cur == 0 {
-		cur = profile
-	}
+	cur := perPod(p, c.calibrated[p.Name]) // within [0.5, 2]× the profile in force
+
 	if st.Known < st.Pods || st.Pods == 0 {
 		return
 	}

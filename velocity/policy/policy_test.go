@@ -1017,3 +1017,27 @@ func TestControllerForgetsGroupsGone(t *testing.T) {
 		}
 	}
 }
+
+// A velocity calibrated against one profile is bounded by the profile in force: a reload that gives the
+// pool a slower profile (a bigger model under the same pool name) or another role must not size it on
+// the old capacity, 8× too high here, until a saturation streak (after the SLO broke) brings it down.
+func TestCalibrationBoundedByTheProfileInForce(t *testing.T) {
+	cfg := config.Default()
+	p := cfg.Pools[0] // prefill
+	p.Profile.PrefillTPS = 3000
+	pods := []store.Result{{Velocity: store.Velocity{Pod: store.PodKey{Namespace: "ns", Name: "a"}, Engine: engine.VLLM,
+		PrefillTPS: 1000, ComputedPrefillTPS: 1000, WindowPrefillTPS: 1000, WindowComputedPrefillTPS: 1000, MeanPromptTokens: 1000}}}
+	st, err := Aggregate(&p, pods, 24000, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PerPod != 6000 {
+		t.Errorf("calibrated 24000 against a profile now 3000: PerPod %v, want 6000 (2× the profile)", st.PerPod)
+	}
+	if st, _ := Aggregate(&p, pods, 1000, 10*time.Second); st.PerPod != 1500 {
+		t.Errorf("calibrated 1000 against 3000: PerPod %v, want 1500 (0.5× the profile)", st.PerPod)
+	}
+	if st, _ := Aggregate(&p, pods, 4000, 10*time.Second); st.PerPod != 4000 {
+		t.Errorf("calibrated 4000 within the bounds: PerPod %v, want it as calibrated", st.PerPod)
+	}
+}

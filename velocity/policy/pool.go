@@ -70,19 +70,19 @@ type PoolStatus struct {
 
 // perPod returns the per-instance velocity for the pool's stage.
 func perPod(p *config.Pool, cal float64) float64 {
-	if cal > 0 {
-		return cal
-	}
-	switch p.Role {
-	case config.RoleDecode:
-		return p.Profile.DecodeTPS
-	default:
-		v := p.Profile.PrefillTPS
+	v := p.Profile.DecodeTPS
+	if p.Role != config.RoleDecode {
+		v = p.Profile.PrefillTPS
 		if p.Profile.KVTransferTPS > 0 {
 			v = math.Min(v, p.Profile.KVTransferTPS) // TokenScale: min(V_P, V_N)
 		}
-		return v
 	}
+	if cal > 0 {
+		// Calibration stays within [0.5, 2]× the profile in force: a value calibrated against the profile
+		// (or role) before a reload is bounded by the new one at once, not after a saturation streak.
+		return math.Min(math.Max(cal, 0.5*v), 2*v)
+	}
+	return v
 }
 
 // PlausibleFactor bounds a pod's token rate at this many times its pool's profiled per-pod velocity
