@@ -1,5 +1,6 @@
-// Package adapter serves tokenscale's numbers through the custom metrics API (custom.metrics.k8s.io)
-// from the velocity service's snapshot and store. Request paths read memory only.
+// Package adapter serves tokenscale's numbers through the custom metrics API (custom.metrics.k8s.io) and,
+// with --external-metrics, the external metrics API, from the velocity service's snapshot and store;
+// it also holds the adapter's command line and server wiring. Request paths read memory only.
 package adapter
 
 import (

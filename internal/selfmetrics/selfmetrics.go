@@ -1,6 +1,7 @@
-// Package selfmetrics holds what every tokenscale front exports on its own /metrics, registered on
-// component-base's registry (the adapter serves it on the API server's /metrics): the scrape metrics and
-// the pools' numbers for dashboards.
+// Package selfmetrics holds what tokenscale's fronts export on their own /metrics, registered on
+// component-base's registry (the adapter serves it on the API server's /metrics): the scrape metrics (every
+// front), the pools' numbers for dashboards and build info (the adapter and the KEDA scaler), and the
+// /healthz and plain-HTTP Serve of the fronts that are not API servers.
 package selfmetrics
 
 import (
