@@ -324,10 +324,11 @@ func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
+	// A hang guard, well inside the minute the leases last.
+	deadline := time.Now().Add(30 * time.Second)
 	for get(t, client, "d1").Labels["llm-d.ai/role"] != "prefill-decode" || get(t, client, "d2").Labels["llm-d.ai/role"] != "prefill-decode" {
 		if time.Now().After(deadline) {
-			t.Fatal("pods not converted within 5 s")
+			t.Fatal("pods not converted within 30 s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/spf13/pflag"
 	"os"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,8 +34,8 @@ type LeaderElection struct {
 var ErrLeadershipLost = errors.New("converter controller: leadership lost")
 
 // RunLeading runs run while this process leads (at once when election is disabled) and returns when ctx
-// ends (nil, after releasing the Lease) or leadership is lost (ErrLeadershipLost). run's context ends
-// with leadership.
+// ends (run's error, after releasing the Lease) or leadership is lost (ErrLeadershipLost). run's context
+// ends with leadership or ctx, and the Lease is released only once run has returned.
 func RunLeading(ctx context.Context, client kubernetes.Interface, le LeaderElection, run func(context.Context) error) error {
 	if !le.Enabled {
 		return run(ctx)
@@ -61,8 +62,17 @@ func RunLeading(ctx context.Context, client kubernetes.Interface, le LeaderElect
 		}
 		return d
 	}
-	runDone := make(chan error, 1)
-	started := make(chan struct{})
+	// The elector's context ends only after run returned, since ending it releases the Lease
+	// (ReleaseOnCancel): a standby must not start while run still writes. run's context ends with ctx.
+	electCtx, stopElecting := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopElecting()
+	var (
+		mu       sync.Mutex // orders run's start against stopRun, so that stopRun waits for any run that starts
+		started  bool
+		ending   bool
+		ran      = make(chan struct{}) // closed when run returned
+		runError error
+	)
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		LeaseDuration:   dflt(le.LeaseDuration, 15*time.Second),
@@ -72,9 +82,20 @@ func RunLeading(ctx context.Context, client kubernetes.Interface, le LeaderElect
 		Name:            le.Name,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(lctx context.Context) {
-				close(started)
+				mu.Lock()
+				if ending {
+					mu.Unlock()
+					return
+				}
+				started = true
+				mu.Unlock()
+				defer close(ran)
 				klog.InfoS("Leading: writing conversion leases", "lease", klog.KRef(le.Namespace, le.Name), "identity", id)
-				runDone <- run(lctx)
+				runCtx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				stop := context.AfterFunc(lctx, cancel)
+				defer stop()
+				runError = run(runCtx)
 			},
 			OnStoppedLeading: func() { klog.InfoS("Stopped leading", "lease", klog.KRef(le.Namespace, le.Name), "identity", id) },
 			OnNewLeader: func(leader string) {
@@ -87,19 +108,35 @@ func RunLeading(ctx context.Context, client kubernetes.Interface, le LeaderElect
 	if err != nil {
 		return fmt.Errorf("leader election: %w", err)
 	}
-	// Run returns when ctx ends (led or not) or when renewing failed (it led); it cancels run's context but
-	// does not wait for run, so wait here: the process must not exit while run still writes.
-	elector.Run(ctx)
-	if ctx.Err() != nil {
-		select {
-		case <-started:
-			return <-runDone
-		default:
-			return nil // stood by until the end
+	// stopRun keeps run from starting from now on and waits for it if it started.
+	stopRun := func() (bool, error) {
+		mu.Lock()
+		ending = true
+		s := started
+		mu.Unlock()
+		if s {
+			<-ran
 		}
+		return s, runError
 	}
-	<-started
-	if err := <-runDone; err != nil {
+	go func() {
+		select {
+		case <-ctx.Done():
+			stopRun()
+			stopElecting()
+		case <-electCtx.Done():
+		}
+	}()
+	// Run returns when electCtx ends (run has returned then) or when renewing failed (it led); then it has
+	// cancelled run's context but not waited for run, so wait here: the process must not exit while run
+	// still writes.
+	elector.Run(electCtx)
+	cancelled := ctx.Err() != nil
+	led, err := stopRun()
+	if cancelled {
+		return err // nil if it stood by until the end
+	}
+	if led && err != nil {
 		return fmt.Errorf("%w: %w", ErrLeadershipLost, err)
 	}
 	return ErrLeadershipLost

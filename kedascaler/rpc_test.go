@@ -263,7 +263,7 @@ func TestStreamIsActivePushesOnBurst(t *testing.T) {
 		t.Fatalf("after the burst ended: %v %v, want inactive", got, err)
 	}
 	cancel()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // a hang guard: ending the stream needs CPU a loaded machine gives late
 	for streams.Load() != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the server's stream did not end with its context")

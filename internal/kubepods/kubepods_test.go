@@ -42,7 +42,7 @@ func TestListerReadiness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard on the sync
 	defer cancel()
 	factory.Start(ctx.Done())
 	if !l.WaitForSync(ctx) {
