@@ -56,7 +56,7 @@ PODMAN     ?= podman
 # The converter's glibc base; CI and machines without a registry pass a locally made one (hack/make-base-image.sh).
 CONVERTER_BASE ?=
 images: build
-	bash hack/build-images.sh "$(BIN)" "$(IMAGE_REPO)" "$(IMAGE_TAG)" "$(VERSION)" "$(COMMIT)" "$(BUILD_DATE)" "$(CONVERTER_BASE)"
+	GO=$(GO) bash hack/build-images.sh "$(BIN)" "$(IMAGE_REPO)" "$(IMAGE_TAG)" "$(VERSION)" "$(COMMIT)" "$(BUILD_DATE)" "$(CONVERTER_BASE)"
 
 ## chart: helm lint and helm template of charts/tokenscale (helm built by hack/build-helm.sh), then the
 ## chart-versus-kustomize comparison test.

@@ -35,7 +35,9 @@ var ErrLeadershipLost = errors.New("converter controller: leadership lost")
 
 // RunLeading runs run while this process leads (at once when election is disabled) and returns when ctx
 // ends (run's error, after releasing the Lease) or leadership is lost (ErrLeadershipLost). run's context
-// ends with leadership or ctx, and the Lease is released only once run has returned.
+// ends with leadership or ctx. When ctx ends the Lease is released only once run has returned; when a
+// renewal fails, client-go releases it at once and ends run's context, so a standby may start while run
+// finishes its last write.
 func RunLeading(ctx context.Context, client kubernetes.Interface, le LeaderElection, run func(context.Context) error) error {
 	if !le.Enabled {
 		return run(ctx)

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 BIN="$1" REPO="$2" TAG="$3" VERSION="$4" COMMIT="$5" CREATED="$6" BASE="${7:-}"
 PODMAN="${PODMAN:-podman}"
+GO="${GO:-go}"
 DEFAULT_BASE=gcr.io/distroless/base-debian12:nonroot
 
 if ! command -v "$PODMAN" >/dev/null 2>&1; then
@@ -32,7 +33,7 @@ fi
 arch=""
 for b in tokenscale-adapter tokenscale-keda-scaler tokenscale-converter; do
   cp "$BIN/$b" "$ctx/"
-  info=$(go version -m "$BIN/$b")
+  info=$("$GO" version -m "$BIN/$b")
   goos=$(awk '$2 ~ /^GOOS=/ {sub("GOOS=", "", $2); print $2}' <<<"$info")
   goarch=$(awk '$2 ~ /^GOARCH=/ {sub("GOARCH=", "", $2); print $2}' <<<"$info")
   if [ "$goos" != linux ]; then
@@ -45,16 +46,26 @@ for b in tokenscale-adapter tokenscale-keda-scaler tokenscale-converter; do
   fi
   arch="$goarch"
 done
-host=$(go env GOHOSTARCH)
+host=$("$GO" env GOHOSTARCH)
 echo "build-images: linux/$arch images (this machine: $host)"
 
 if [ -z "$BASE" ]; then
-  if $PODMAN image exists "$DEFAULT_BASE" || $PODMAN pull -q "$DEFAULT_BASE" >/dev/null 2>&1; then
+  if [ "$arch" != "$host" ]; then
+    # The local fallback packages this machine's libc6, and a pulled tag may hold this machine's architecture.
+    $PODMAN pull -q --platform "linux/$arch" "$DEFAULT_BASE" >/dev/null ||
+      { echo "build-images: cannot pull $DEFAULT_BASE for linux/$arch; set CONVERTER_BASE to a glibc base of that architecture" >&2; exit 1; }
+    BASE="$DEFAULT_BASE"
+  elif $PODMAN image exists "$DEFAULT_BASE" || $PODMAN pull -q "$DEFAULT_BASE" >/dev/null 2>&1; then
     BASE="$DEFAULT_BASE"
   else
     echo "build-images: cannot pull $DEFAULT_BASE; making a glibc base from this machine's libc6" >&2
     BASE=$(bash hack/make-base-image.sh)
   fi
+fi
+base_arch=$($PODMAN image inspect --format '{{.Architecture}}' "$BASE")
+if [ "$base_arch" != "$arch" ]; then
+  echo "build-images: the converter's base $BASE is $base_arch, the binaries $arch: the converter links its glibc" >&2
+  exit 1
 fi
 
 args=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$COMMIT" --build-arg "CREATED=$CREATED")

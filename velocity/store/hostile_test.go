@@ -320,6 +320,43 @@ vllm:time_to_first_token_seconds_sum %g
 	if _, err := s.Get(pod); !errors.Is(err, ErrImplausible) || !strings.Contains(err.Error(), "time_to_first_token") {
 		t.Fatalf("1e12 observations in a second of 1,100 tokens: err = %v, want ErrImplausible naming the histogram", err)
 	}
+
+	// SGLang's token counters move only when a request finishes, while its inter-token histogram grows
+	// with every streamed chunk: a decoder streaming 64 × 40 tokens a second between two finishes is healthy.
+	sg := PodKey{"ns", "sglang"}
+	spage := func(gen, itlCount float64) *engine.Snapshot {
+		t.Helper()
+		snap, err := engine.Extract(strings.NewReader(fmt.Sprintf(`sglang:prompt_tokens_total 5000
+sglang:generation_tokens_total %g
+sglang:num_queue_reqs 0
+sglang:num_running_reqs 64
+sglang:inter_token_latency_seconds_bucket{le="0.1"} %g
+sglang:inter_token_latency_seconds_bucket{le="+Inf"} %g
+sglang:inter_token_latency_seconds_count %g
+sglang:inter_token_latency_seconds_sum 1
+`, gen, itlCount, itlCount, itlCount)), engine.SGLang)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap
+	}
+	gen, itl := 1000.0, 0.0
+	for i := 0; i < 5; i++ {
+		c.t = c.t.Add(time.Second)
+		if i == 0 || i == 4 {
+			gen += 1000 // requests finish only now and then
+		}
+		itl += 64 * 40
+		s.Record(sg, c.t, spage(gen, itl))
+		if _, err := s.Get(sg); i > 0 && errors.Is(err, ErrImplausible) {
+			t.Fatalf("SGLang decoder, second %d: %v", i, err)
+		}
+	}
+	c.t = c.t.Add(time.Second)
+	s.Record(sg, c.t, spage(gen, itl+1e12))
+	if _, err := s.Get(sg); !errors.Is(err, ErrImplausible) {
+		t.Fatalf("SGLang: 1e12 observations in a second: err = %v, want ErrImplausible (the token cap)", err)
+	}
 }
 
 // le="-Inf" below a finite bound once made the share of observations above the SLO Inf/Inf = NaN, which

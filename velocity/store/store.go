@@ -37,7 +37,7 @@ const (
 	glitchRebase = 3
 	// maxErrText bounds the text of a scrape error kept per pod: a target's error can be any size.
 	maxErrText = 512
-	// histSlack is how many latency observations an interval may count beyond its tokens' worth.
+	// histSlack is how many latency observations a vLLM interval may count beyond its tokens' worth.
 	histSlack = 1000
 )
 
@@ -280,22 +280,28 @@ func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) 
 				ErrImplausible, f, d, time.Duration(dt*float64(time.Second)), d/dt, limit)
 		}
 	}
-	// A latency histogram observes at most one value per request (TTFT) or per generated token (ITL), so
-	// its count cannot grow faster than the token counters; a pod claiming more would outweigh every
-	// other pod in the pool's share of SLO misses. The slack covers a scrape that falls between an
-	// engine's two increments.
+	// A latency histogram observes at most one value per request (TTFT) or per generated token (ITL); a
+	// pod claiming far more would outweigh every other pod in the pool's share of SLO misses. No engine
+	// observes more latencies a second than the token cap allows; vLLM counts its tokens when it observes
+	// them, so its histograms are held to the interval's tokens too (the slack covers a scrape between two
+	// increments). SGLang's token counters move only when a request finishes or its scheduler logs, while
+	// its inter-token histogram grows with every streamed chunk, so only the cap applies to it.
 	work := 0.0
 	for _, f := range [...]engine.Field{engine.PromptTokens, engine.GenerationTokens} {
 		if d, ok, _ := delta(st.last, snap, f); ok {
 			work += d
 		}
 	}
+	histLimit := s.opts.MaxTokensPerSecond * dt
+	if snap.Engine == engine.VLLM {
+		histLimit = min(histLimit, 2*work+histSlack)
+	}
 	for _, f := range [...]engine.Field{engine.TTFT, engine.ITL} {
 		a, okA := st.last.Hist(f)
 		b, okB := snap.Hist(f)
-		if okA && okB && a.Source == b.Source && b.Count-a.Count > 2*work+histSlack {
-			return fmt.Errorf("%w: histogram %s counted %g observations in %s, more than the %g tokens processed allow",
-				ErrImplausible, f, b.Count-a.Count, time.Duration(dt*float64(time.Second)), work)
+		if okA && okB && a.Source == b.Source && b.Count-a.Count > histLimit {
+			return fmt.Errorf("%w: histogram %s counted %g observations in %s, more than the %g allowed (%g tokens processed)",
+				ErrImplausible, f, b.Count-a.Count, time.Duration(dt*float64(time.Second)), histLimit, work)
 		}
 	}
 	// Waiting feeds the queue and, with running, the request arrival rate: neither may jump further than

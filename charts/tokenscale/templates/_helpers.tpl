@@ -9,13 +9,13 @@ app.kubernetes.io/managed-by: {{ $.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" $.Chart.Name $.Chart.Version | replace "+" "_" }}
 {{- end -}}
 
-{{/* A component's image. Argument: (list $ .Values.adapter.image). */}}
 {{- /* A reload refuses a change to config.scrape (it is fixed at start), so a pod reading it restarts when it changes. */ -}}
 {{- define "tokenscale.scrapeChecksum" -}}
 annotations:
   checksum/scrape: {{ toYaml .Values.config.scrape | sha256sum }}
 {{- end }}
 
+{{/* A component's image. Argument: (list $ .Values.adapter.image). */}}
 {{- define "tokenscale.image" -}}
 {{- $ := index . 0 -}}
 {{- $img := index . 1 -}}
