@@ -124,7 +124,7 @@ func RunLeading(ctx context.Context, client kubernetes.Interface, le LeaderElect
 	go func() {
 		select {
 		case <-ctx.Done():
-			stopRun()
+			_, _ = stopRun() // run's error is returned below, by the second call
 			stopElecting()
 		case <-electCtx.Done():
 		}
