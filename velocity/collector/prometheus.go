@@ -96,6 +96,9 @@ type PrometheusSource struct {
 	// RateLimit, if set, gives a pod's plausible token rate (its pool's, as a scrape target's MaxTPS),
 	// so a jump in a counter Prometheus holds is refused as a scraped one is.
 	RateLimit func(store.PodKey) float64
+	// Engine, if set, gives a pod's engine as its pool's config names it (Auto: detect), as a scrape
+	// target's Engine does; otherwise the source's kind applies to every pod.
+	Engine func(store.PodKey) engine.Kind
 }
 
 // MaxClockSkew is how far ahead of this process's clock a Prometheus sample may be stamped. A sample
@@ -226,7 +229,11 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 // record builds the pod's snapshot from its series' samples scraped at ts (series without one, such as a
 // series that went away, are left out) and records it.
 func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream, ts model.Time) {
-	b := engine.NewBuilder(p.kind)
+	kind := p.kind
+	if p.Engine != nil {
+		kind = p.Engine(key)
+	}
+	b := engine.NewBuilder(kind)
 	for _, s := range series {
 		i := sort.Search(len(s.Values), func(i int) bool { return s.Values[i].Timestamp >= ts })
 		if i == len(s.Values) || s.Values[i].Timestamp != ts {

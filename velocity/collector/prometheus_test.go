@@ -106,3 +106,29 @@ func TestPrometheusSourceAppliesRateLimits(t *testing.T) {
 		t.Fatalf("66,667 tokens/s under a 20,000 limit: PrefillTPS %v, err %v; want ErrImplausible", v.PrefillTPS, err)
 	}
 }
+
+// A pool's configured engine applies to its pods read from Prometheus, as to scraped ones: a pool that
+// says sglang does not have its pods' vLLM series read as vLLM.
+func TestPrometheusSourceUsesThePoolsEngine(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	st := store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return now })
+	src := NewPrometheusSource(&matrixQuerier{m: pageAt("p", now, 0, 15000)}, st, time.Second, 45*time.Second, engine.Auto, nil)
+	src.now = func() time.Time { return now }
+	p := store.PodKey{Namespace: "ns", Name: "p"}
+	if err := src.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := st.Get(p); err != nil || v.Engine != engine.VLLM {
+		t.Fatalf("auto: engine %q, %v; want vllm detected", v.Engine, err)
+	}
+	st = store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return now })
+	src = NewPrometheusSource(&matrixQuerier{m: pageAt("p", now, 0, 15000)}, st, time.Second, 45*time.Second, engine.Auto, nil)
+	src.now = func() time.Time { return now }
+	src.Engine = func(store.PodKey) engine.Kind { return engine.SGLang }
+	if err := src.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(p); err == nil || !strings.Contains(err.Error(), "forced engine sglang") {
+		t.Fatalf("a pool configured as sglang with vLLM series: %v; want the forced engine's error", err)
+	}
+}

@@ -69,7 +69,7 @@ func (s *scrapeSource) Collect(ctx context.Context, m *Members) {
 type prometheusSource struct {
 	prom    *collector.PrometheusSource
 	members atomic.Pointer[Members]
-	limits  atomic.Pointer[map[store.PodKey]float64] // each member pod's MaxTPS, as scrape targets carry it
+	targets atomic.Pointer[map[store.PodKey]collector.Target] // each member pod's target: its rate limit and engine
 }
 
 func newPrometheusSource(url string, c *config.Config, st *store.Store) (*prometheusSource, error) {
@@ -91,12 +91,8 @@ func newPrometheusSource(url string, c *config.Config, st *store.Store) (*promet
 	// As a pod's scrape: one poll ends within scrape.timeout, which is at most the interval.
 	s.prom.Timeout = c.Scrape.Timeout.Duration
 	s.prom.Name = redacted(url)
-	s.prom.RateLimit = func(k store.PodKey) float64 {
-		if l := s.limits.Load(); l != nil {
-			return (*l)[k]
-		}
-		return 0
-	}
+	s.prom.RateLimit = func(k store.PodKey) float64 { return s.target(k).MaxTPS }
+	s.prom.Engine = func(k store.PodKey) engine.Kind { return s.target(k).Engine }
 	return s, nil
 }
 
@@ -109,12 +105,20 @@ func redacted(raw string) string {
 	return u.Redacted()
 }
 
-func (s *prometheusSource) Collect(ctx context.Context, m *Members) {
-	limits := make(map[store.PodKey]float64, len(m.Targets))
-	for _, t := range m.Targets {
-		limits[t.Pod] = t.MaxTPS
+// target is pod's scrape target in this round (the zero Target, Auto with no limit, if none).
+func (s *prometheusSource) target(k store.PodKey) collector.Target {
+	if t := s.targets.Load(); t != nil {
+		return (*t)[k]
 	}
-	s.limits.Store(&limits)
+	return collector.Target{}
+}
+
+func (s *prometheusSource) Collect(ctx context.Context, m *Members) {
+	targets := make(map[store.PodKey]collector.Target, len(m.Targets))
+	for _, t := range m.Targets {
+		targets[t.Pod] = t
+	}
+	s.targets.Store(&targets)
 	s.members.Store(m)
 	// A failed query records nothing: the pods go stale (unknown), never zero.
 	if err := s.prom.PollOnce(ctx); err != nil {
