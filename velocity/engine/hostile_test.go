@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -292,5 +293,34 @@ func TestOverflowAndNegativeBoundsAreProblems(t *testing.T) {
 				t.Errorf("%s: %v = %+v", c.name, f, h)
 			}
 		}
+	}
+}
+
+// A page the scanner leaves to expfmt (a quoted metric name forces it) full of HELP and TYPE lines for
+// names never read: expfmt makes a family of each, about 15 times the page's size in memory, so they
+// are dropped before it, as unread sample lines are.
+func TestFallbackDropsUnreadFamilies(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString("\"a.b\" 1\nvllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n")
+	b.WriteString("# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 3\n")
+	for i := 0; b.Len() < 4<<20; i++ {
+		fmt.Fprintf(&b, "# TYPE junk_%d counter\n# HELP junk_%d x\n", i, i)
+	}
+	page := b.Bytes()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s, err := ExtractBytes(page, Auto)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := s.Scalar(RequestsRunning); !ok || v.Value != 3 {
+		t.Fatalf("running = %v, %v; want 3 read through the fallback", v, ok)
+	}
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("a %d-byte page allocated %d bytes (%.1f×)", len(page), alloc, float64(alloc)/float64(len(page)))
+	if alloc > 4*uint64(len(page)) {
+		t.Errorf("a %d-byte page allocated %d bytes (%.1f×); want at most 4×", len(page), alloc, float64(alloc)/float64(len(page)))
 	}
 }

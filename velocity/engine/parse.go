@@ -112,6 +112,16 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 			buf = nil
 		}
 		i := skipBlank(ln, 0)
+		if i < len(ln) && ln[i] == '#' {
+			if name, ok := commentName(ln[i:]); ok && !wanted(name) {
+				// expfmt makes a family of every HELP or TYPE line: a page of them for names never read
+				// cost 15 times its size in memory.
+				if ln[len(ln)-1] == '\n' {
+					out = append(out, '\n')
+				}
+				continue
+			}
+		}
 		if i == len(ln) || ln[i] == '\n' || ln[i] == '#' {
 			out = append(out, ln...)
 			continue
@@ -135,6 +145,31 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		out = append(out, rest...)
 	}
 	return out, nil
+}
+
+// commentName is the metric name a HELP or TYPE comment line names; ok is false for other comments and
+// for a name that cannot be told (the line is then kept).
+func commentName(ln []byte) (name []byte, ok bool) {
+	i := skipBlank(ln, 1)
+	rest := ln[i:]
+	if !bytes.HasPrefix(rest, []byte("HELP")) && !bytes.HasPrefix(rest, []byte("TYPE")) {
+		return nil, false
+	}
+	j := skipBlank(ln, i+4)
+	if j == i+4 || j >= len(ln) {
+		return nil, false
+	}
+	if ln[j] == '"' {
+		return quotedString(ln[j:])
+	}
+	k := j
+	for k < len(ln) && isMetricNameByte(ln[k], k == j) {
+		k++
+	}
+	if k == j || k < len(ln) && ln[k] != ' ' && ln[k] != '\t' && ln[k] != '\n' && ln[k] != '\r' {
+		return nil, false
+	}
+	return ln[j:k], true
 }
 
 // sampleName is the metric name of a sample line in the text format: a plain name before '{' or a
