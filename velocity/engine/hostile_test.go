@@ -296,31 +296,38 @@ func TestOverflowAndNegativeBoundsAreProblems(t *testing.T) {
 	}
 }
 
-// A page the scanner leaves to expfmt (a quoted metric name forces it) full of HELP and TYPE lines for
-// names never read: expfmt makes a family of each, about 15 times the page's size in memory, so they
-// are dropped before it, as unread sample lines are.
-func TestFallbackDropsUnreadFamilies(t *testing.T) {
-	var b bytes.Buffer
-	b.WriteString("\"a.b\" 1\nvllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n")
-	b.WriteString("# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 3\n")
-	for i := 0; b.Len() < 4<<20; i++ {
-		fmt.Fprintf(&b, "# TYPE junk_%d counter\n# HELP junk_%d x\n", i, i)
+// A page the scanner leaves to expfmt (a quoted metric name forces it) full of HELP and TYPE lines:
+// expfmt holds a family for each, 8.6 times the page's size in memory for 4 MiB of them, so past
+// maxFallbackFamilies the page is refused before expfmt reads it; a page with fewer is read.
+func TestFallbackFamiliesAreBounded(t *testing.T) {
+	page := func(families int) []byte {
+		var b bytes.Buffer
+		b.WriteString("\"a.b\" 1\nvllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n")
+		b.WriteString("# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 3\n")
+		for i := 0; i < families; i++ {
+			fmt.Fprintf(&b, "# TYPE junk_%d counter\n", i)
+		}
+		return b.Bytes()
 	}
-	page := b.Bytes()
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	s, err := ExtractBytes(page, Auto)
-	runtime.ReadMemStats(&after)
+	s, err := ExtractBytes(page(maxFallbackFamilies-10), Auto)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%d families: %v", maxFallbackFamilies-10, err)
 	}
 	if v, ok := s.Scalar(RequestsRunning); !ok || v.Value != 3 {
 		t.Fatalf("running = %v, %v; want 3 read through the fallback", v, ok)
 	}
+	big := page(4 << 20 / 25)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err = ExtractBytes(big, Auto)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTooManyFamilies) {
+		t.Fatalf("%d bytes of TYPE lines: %v, want ErrTooManyFamilies", len(big), err)
+	}
 	alloc := after.TotalAlloc - before.TotalAlloc
-	t.Logf("a %d-byte page allocated %d bytes (%.1f×)", len(page), alloc, float64(alloc)/float64(len(page)))
-	if alloc > 4*uint64(len(page)) {
-		t.Errorf("a %d-byte page allocated %d bytes (%.1f×); want at most 4×", len(page), alloc, float64(alloc)/float64(len(page)))
+	t.Logf("a %d-byte page allocated %d bytes (%.1f×) before its refusal", len(big), alloc, float64(alloc)/float64(len(big)))
+	if alloc > 2*uint64(len(big)) {
+		t.Errorf("a %d-byte page allocated %d bytes; want at most 2× before it is refused", len(big), alloc)
 	}
 }

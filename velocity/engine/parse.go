@@ -72,6 +72,15 @@ func parseBytesOnce(buf []byte, sink sampleSink, deadline time.Time) error {
 // only the lines that are read are counted.
 const maxFallbackLabels = 16
 
+// maxFallbackFamilies bounds the lines of a page handed to expfmt that can each make it a metric family
+// (about 180 bytes): 4 MiB of TYPE lines for names never read allocated 36 MB, 8.6 times the page, in each
+// concurrent scrape. An engine's page has a few hundred HELP and TYPE lines.
+const maxFallbackFamilies = 10000
+
+// ErrTooManyFamilies is a page that only the fallback parser reads with more HELP, TYPE or unnamed sample
+// lines than maxFallbackFamilies.
+var ErrTooManyFamilies = errors.New("too many metric families")
+
 // ErrTooManyLabels is a page that only the fallback parser reads with a line of too many labels.
 var ErrTooManyLabels = errors.New("too many labels on one line")
 
@@ -82,7 +91,9 @@ var errNoName = errors.New("a label set with no metric name before it")
 // sample lines whose metric name the sink reads, or that belong to the histogram or summary family of
 // one it reads, or whose name cannot be told; the rest are dropped unparsed, as the scanner skips them,
 // each leaving an empty line so that expfmt's errors count the page's lines. A kept line of more than
-// maxFallbackLabels labels refuses the page.
+// maxFallbackLabels labels refuses the page, and so do more than maxFallbackFamilies lines that can each
+// make expfmt a family (comment lines are kept whatever they name: a TYPE line changes how expfmt reads
+// a line whose name cannot be told, and the sink's lookups mark engines as seen).
 //
 // A kept line whose quoted name opens its label set ({"a.b",x="y"} 1) is handed on as "a.b"{x="y"} 1:
 // expfmt (v0.72) starts such a line's labels in the previous line's family, before it reads the name,
@@ -104,6 +115,14 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		base, ok := splitSuffixBytes(name)
 		return ok && (want(base, "") || want(base, "_bucket") || want(base, "_sum") || want(base, "_count"))
 	}
+	families := 0 // lines that can make expfmt a family: HELP and TYPE lines, samples whose name cannot be told
+	family := func(lineNo int) error {
+		if families++; families > maxFallbackFamilies {
+			return fmt.Errorf("line %d: %w (more than %d HELP, TYPE or unnamed sample lines): refused rather than parsed, as expfmt holds a family for each",
+				lineNo, ErrTooManyFamilies, maxFallbackFamilies)
+		}
+		return nil
+	}
 	for lineNo := 1; len(buf) > 0; lineNo++ {
 		ln := buf
 		if nl := bytes.IndexByte(buf, '\n'); nl >= 0 {
@@ -113,13 +132,10 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		}
 		i := skipBlank(ln, 0)
 		if i < len(ln) && ln[i] == '#' {
-			if name, ok := commentName(ln[i:]); ok && !wanted(name) {
-				// expfmt makes a family of every HELP or TYPE line: a page of them for names never read
-				// cost 15 times its size in memory.
-				if ln[len(ln)-1] == '\n' {
-					out = append(out, '\n')
+			if c := ln[skipBlank(ln, i+1):]; bytes.HasPrefix(c, []byte("HELP")) || bytes.HasPrefix(c, []byte("TYPE")) {
+				if err := family(lineNo); err != nil {
+					return nil, err
 				}
-				continue
 			}
 		}
 		if i == len(ln) || ln[i] == '\n' || ln[i] == '#' {
@@ -136,6 +152,11 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		if !ok && ln[i] == '{' {
 			return nil, fmt.Errorf("line %d: %w", lineNo, errNoName)
 		}
+		if !ok {
+			if err := family(lineNo); err != nil {
+				return nil, err
+			}
+		}
 		if n := lineLabels(ln); n > maxFallbackLabels {
 			return nil, fmt.Errorf("line %d: %w (%d, more than %d): refused rather than parsed, as the fallback parser's time grows with their square", lineNo, ErrTooManyLabels, n, maxFallbackLabels)
 		}
@@ -145,31 +166,6 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		out = append(out, rest...)
 	}
 	return out, nil
-}
-
-// commentName is the metric name a HELP or TYPE comment line names; ok is false for other comments and
-// for a name that cannot be told (the line is then kept).
-func commentName(ln []byte) (name []byte, ok bool) {
-	i := skipBlank(ln, 1)
-	rest := ln[i:]
-	if !bytes.HasPrefix(rest, []byte("HELP")) && !bytes.HasPrefix(rest, []byte("TYPE")) {
-		return nil, false
-	}
-	j := skipBlank(ln, i+4)
-	if j == i+4 || j >= len(ln) {
-		return nil, false
-	}
-	if ln[j] == '"' {
-		return quotedString(ln[j:])
-	}
-	k := j
-	for k < len(ln) && isMetricNameByte(ln[k], k == j) {
-		k++
-	}
-	if k == j || k < len(ln) && ln[k] != ' ' && ln[k] != '\t' && ln[k] != '\n' && ln[k] != '\r' {
-		return nil, false
-	}
-	return ln[j:k], true
 }
 
 // sampleName is the metric name of a sample line in the text format: a plain name before '{' or a
