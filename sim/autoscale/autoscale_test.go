@@ -36,6 +36,15 @@ func TestHPAAlgorithm(t *testing.T) {
 	if n := h.Step(415, 2, 2, 0, false); n != 2 {
 		t.Errorf("unknown metric: got %d", n)
 	}
+	// At the tolerance's edge, as Kubernetes 1.33 and later (the e2e suite's 1.36) compare it: 11 desired
+	// over 10 is held, 12 is not.
+	h = NewHPA()
+	if n := h.Step(0, 10, 10, 11.0/10, true); n != 10 {
+		t.Errorf("11 desired over 10: got %d, want 10 (within the tolerance)", n)
+	}
+	if n := h.Step(15, 10, 10, 12.0/10, true); n != 12 {
+		t.Errorf("12 desired over 10: got %d, want 12", n)
+	}
 }
 
 func TestCounterRatePairsByName(t *testing.T) {

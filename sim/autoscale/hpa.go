@@ -6,12 +6,15 @@ package autoscale
 import (
 	"math"
 	"time"
+
+	"github.com/tokenscale/tokenscale/velocity/policy"
 )
 
 // HPA is the Kubernetes HorizontalPodAutoscaler's replica algorithm (pkg/controller/podautoscaler):
-// every Sync it turns a usage ratio into ceil(ratio × replicas), skips changes within Tolerance,
-// stabilises (scale-down to the highest recommendation of DownWindow, scale-up to the lowest of
-// UpWindow) and limits scale-up to max(2×, +4 pods) per sync, the default behaviour's policies.
+// every Sync it turns a usage ratio into ceil(ratio × replicas), skips changes within Tolerance (as
+// Kubernetes 1.33 and later compare it: 11 desired over 10 is held), stabilises (scale-down to the
+// highest recommendation of DownWindow, scale-up to the lowest of UpWindow) and limits scale-up to
+// max(2×, +4 pods) per sync, the default behaviour's policies.
 type HPA struct {
 	Sync                 time.Duration
 	Tolerance            float64
@@ -50,7 +53,7 @@ func (h *HPA) Step(now float64, current, base int, ratio float64, ok bool) int {
 		return current
 	}
 	rec := current
-	if math.Abs(ratio-1) > h.Tolerance {
+	if !policy.WithinTolerance(ratio, h.Tolerance) {
 		rec = int(math.Ceil(ratio*float64(base) - 1e-9))
 	}
 	h.recs = append(h.recs, hpaRec{now, rec})

@@ -250,15 +250,23 @@ const missShare = 0.05
 // nothing, so a step meant to add capacity must clear it.
 const hpaTolerance = 0.1
 
-// stepAbove is the least replica count above n that an HPA with the default tolerance acts on, by the
-// HPA's own float comparison |m/n − 1| > 0.1: n+1 up to 10 pods (11/10 clears it by rounding), more
-// beyond (13 for 11, 22 for 20).
+// WithinTolerance reports whether an HPA leaves its replicas as they are at usage over target ratio,
+// by the comparison of Kubernetes 1.33 and later (pkg/controller/podautoscaler, Tolerances.isWithin:
+// 1−tol ≤ ratio ≤ 1+tol in float64). At 10% it holds 11 desired over 10 current, since 11/10 and 1+0.1
+// round to the same float64; earlier versions compared |1−ratio| > tol and acted on it. The simulator's
+// HPA and the policy's steps both use it, so neither counts on a step a current cluster ignores.
+func WithinTolerance(ratio, tol float64) bool {
+	return 1-tol <= ratio && ratio <= 1+tol
+}
+
+// stepAbove is the least replica count above n that an HPA with the default tolerance acts on: n+1 up
+// to 9 pods, 12 for 10 (11/10 is held), 13 for 11, 23 for 20.
 func stepAbove(n int) int {
 	if n <= 0 {
 		return 1
 	}
 	m := n + 1
-	for !(math.Abs(float64(m)/float64(n)-1) > hpaTolerance) {
+	for WithinTolerance(float64(m)/float64(n), hpaTolerance) {
 		m++
 	}
 	return m

@@ -946,13 +946,39 @@ func TestLateFirstTokensAddADecoder(t *testing.T) {
 	}
 }
 
+// The step clears the tolerance of the Kubernetes the project ships against (1.33 and later hold
+// 10 → 11 and 20 → 22, which earlier versions acted on), and is the least count that does.
 func TestStepAbove(t *testing.T) {
-	for n, want := range map[int]int{0: 1, 1: 2, 9: 10, 10: 11, 11: 13, 20: 22, 21: 24, 100: 110} {
+	for n, want := range map[int]int{0: 1, 1: 2, 9: 10, 10: 12, 11: 13, 20: 23, 21: 24, 30: 34, 100: 111} {
 		if got := stepAbove(n); got != want {
 			t.Errorf("stepAbove(%d) = %d, want %d", n, got, want)
 		}
-		if n > 0 && !(float64(stepAbove(n))/float64(n)-1 > hpaTolerance) {
-			t.Errorf("stepAbove(%d) = %d is within the HPA's tolerance", n, stepAbove(n))
+		if n == 0 {
+			continue
+		}
+		got := stepAbove(n)
+		if WithinTolerance(float64(got)/float64(n), hpaTolerance) {
+			t.Errorf("stepAbove(%d) = %d is within the HPA's tolerance", n, got)
+		}
+		if got > n+1 && !WithinTolerance(float64(got-1)/float64(n), hpaTolerance) {
+			t.Errorf("stepAbove(%d) = %d, but %d already clears the tolerance", n, got, got-1)
+		}
+	}
+}
+
+// WithinTolerance is the HPA's comparison as Kubernetes 1.33 and later make it, on the milli-values an
+// AverageValue target of 1 gives (replica_calculator.go: usage / (target × replicas)).
+func TestWithinToleranceMatchesTheHPA(t *testing.T) {
+	for _, c := range []struct {
+		desired, current int64
+		held             bool
+	}{
+		{11, 10, true}, {12, 10, false}, {9, 10, true}, {8, 10, false}, {22, 20, true}, {23, 20, false},
+		{2, 1, false}, {10, 9, false}, {18, 20, true}, {17, 20, false}, {10, 10, true},
+	} {
+		ratio := float64(c.desired*1000) / (float64(1000) * float64(c.current))
+		if got := WithinTolerance(ratio, hpaTolerance); got != c.held {
+			t.Errorf("%d desired over %d: held %v, want %v", c.desired, c.current, got, c.held)
 		}
 	}
 }
