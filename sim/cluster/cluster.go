@@ -171,8 +171,9 @@ type instance struct {
 	// linkFree is when the instance's KV link is next free: a prefiller's for sending, a decoder's for
 	// receiving.
 	linkFree float64
-	// incoming is the KV (prompt tokens) of transfers on their way to this decoder.
-	incoming float64
+	// incoming is the KV (prompt tokens) of transfers on their way to this decoder, incomingN their count.
+	incoming  float64
+	incomingN int
 
 	// Decode: continuous batching.
 	waiting  []*request
@@ -615,6 +616,7 @@ func (s *sim) firstToken(in *instance, r *request) {
 		start = math.Max(start, d.linkFree)
 		d.linkFree = start + s.hw.TransferTime(r.in)
 		d.incoming += float64(r.in)
+		d.incomingN++
 		r.dest = d
 	}
 	in.linkFree = start + s.hw.TransferTime(r.in)
@@ -648,6 +650,7 @@ func (s *sim) landed(r *request) {
 		return
 	}
 	d.incoming -= float64(r.in)
+	d.incomingN--
 	if !d.ready || d.draining || d.gone {
 		s.toDecode(r)
 		return
@@ -925,6 +928,11 @@ func (s *sim) view() *View {
 			st.QueuedPromptTokens = math.Max(0, in.qTokens)
 			v.Prefill = append(v.Prefill, st)
 		} else {
+			// vLLM's NIXL connector takes a request in from the pull's start: it waits in the scheduler's
+			// waiting queue (WAITING_FOR_REMOTE_KVS) on blocks already allocated, so its gauges count the
+			// pulls in flight.
+			st.Waiting += in.incomingN
+			st.KVUsage = math.Min(1, st.KVUsage+in.incoming/s.hw.KVCapacityTokens)
 			v.Decode = append(v.Decode, st)
 		}
 	}

@@ -543,3 +543,54 @@ func TestDecoderTTFTIsItsOwnLeg(t *testing.T) {
 		t.Errorf("prefill queue: %d misses; the decoder's TTFT has %v requests summing %.2fs; want 2 misses and each request within the KV pull and a step", res.MissedTTFT.Missed, w.count, w.sum)
 	}
 }
+
+// pulls records, over its decisions, the most requests and the most KV a decoder's gauges showed.
+type pulls struct {
+	fixed
+	waiting int
+	kv      float64
+}
+
+func (p *pulls) Decide(v *View) Target {
+	for _, d := range v.Decode {
+		p.waiting = max(p.waiting, d.Waiting)
+		p.kv = max(p.kv, d.KVUsage)
+	}
+	return p.t
+}
+
+// TestPullInFlightShowsOnTheDecoder checks that a decoder's gauges count a request whose KV it is still
+// pulling, as vLLM's NIXL connector does (the request waits in the scheduler's queue on blocks already
+// allocated): on a slow link a 4,000-token prompt's pull spans several decisions, in which the decoder
+// shows one waiting request and the prompt's KV, and nothing once the request is done.
+func TestPullInFlightShowsOnTheDecoder(t *testing.T) {
+	hw := testHW()
+	const L = 4000
+	hw.LinkBytesPerSecond = hw.KVBytesPerToken * 1000 // 4 s for the prompt's KV
+	late := trace.Request{Arrival: 20 * time.Second, PromptTokens: 100, OutputTokens: 1}
+	p := &pulls{fixed: fixed{Target{1, 1, 0}}}
+	if _, err := Run(Config{Hardware: hw}, []trace.Request{{PromptTokens: L, OutputTokens: 1}, late}, p); err != nil {
+		t.Fatal(err)
+	}
+	if want := L / hw.KVCapacityTokens; p.waiting != 1 || p.kv < want*0.999 {
+		t.Errorf("during the pull the decoder showed at most %d waiting and KV usage %.5f; want 1 and at least %.5f", p.waiting, p.kv, want)
+	}
+	last := &lastView{}
+	if _, err := Run(Config{Hardware: hw}, []trace.Request{{PromptTokens: L, OutputTokens: 1}, late, {Arrival: 40 * time.Second, PromptTokens: 1, OutputTokens: 1}}, last); err != nil {
+		t.Fatal(err)
+	}
+	if last.v == nil || last.v.Now < 25*time.Second || len(last.v.Decode) == 0 {
+		t.Fatalf("no decision with a decoder after the pull landed (last view %+v)", last.v)
+	}
+	for _, d := range last.v.Decode {
+		if d.Waiting != 0 {
+			t.Errorf("after every pull landed the decoder shows %d waiting", d.Waiting)
+		}
+	}
+}
+
+// lastView keeps one decoder and one prefiller and the view of its latest decision.
+type lastView struct{ v *View }
+
+func (l *lastView) Interval() time.Duration { return time.Second }
+func (l *lastView) Decide(v *View) Target   { l.v = v; return Target{1, 1, 0} }
