@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -92,6 +93,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if !(*rateScale > 0 && *rateScale <= 1000) || !(*timeScale >= 0.01 && *timeScale <= 1e6) {
 		// A rate scale allocates that many times the trace's requests; a time scale below 1 stretches it.
 		return fmt.Errorf("--rate-scale %v must be in (0, 1000] and --time-scale %v in [0.01, 1e6]", *rateScale, *timeScale)
+	}
+	if *start < 0 || *duration < 0 {
+		// Refused, not read as the trace's start or as no end, which would replay what was not asked for.
+		return fmt.Errorf("--start %s and --duration %s must not be negative", *start, *duration)
+	}
+	if *duration > math.MaxInt64-*start {
+		return fmt.Errorf("--start %s plus --duration %s is past the longest time a window can end at (%s)", *start, *duration, time.Duration(math.MaxInt64))
 	}
 	hw, err := hardware(*hwName, *profiles)
 	if err != nil {

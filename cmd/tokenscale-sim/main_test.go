@@ -32,12 +32,16 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--scrape-interval", "50ms"}, "--scrape-interval"},
 		{[]string{"--scrape-interval", "2m"}, "--scrape-interval"},
 		{[]string{"--hardware", "tpu"}, "unknown hardware profile"},
-		{[]string{"--trace", bad}, "bad.csv:3"},
+		{[]string{"--trace", bad}, bad + ":3"},
 		{[]string{"--trace", "nope"}, "nope"},
+		// A negative window or one ending past the longest Duration is refused, not replayed whole.
+		{[]string{"--trace", "nope", "--start", "-73h", "--duration", "72h"}, "--start -73h0m0s and --duration 72h0m0s must not be negative"},
+		{[]string{"--trace", "nope", "--duration", "-1h"}, "--start 0s and --duration -1h0m0s must not be negative"},
+		{[]string{"--trace", "nope", "--start", "2562047h", "--duration", "1h"}, "--start 2562047h0m0s plus --duration 1h0m0s is past the longest time"},
 		{[]string{"extra"}, "unexpected arguments"},
 		{[]string{"--trace", t.TempDir()}, "a ServeGen model folder needs --format servegen"},
 		{[]string{"--trace", "servegen", "--lengths", "servegen"}, "--lengths: ServeGen load has no token lengths of its own"},
-		{[]string{"--trace", "servegen", "--lengths", bad}, "--lengths: bad.csv:3"},
+		{[]string{"--trace", "servegen", "--lengths", bad}, "--lengths: " + bad + ":3"},
 		{[]string{"--trace", "code", "--history", "5h", "--policies", "static-mean"}, "has no requests"},
 	} {
 		var out, errb bytes.Buffer

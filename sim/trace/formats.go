@@ -9,7 +9,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,7 +95,7 @@ func (o Options) checkScales(name string) error {
 
 // lineError is a malformed line: the file and line number, and why.
 func lineError(name string, line int, format string, a ...any) error {
-	return fmt.Errorf("%s:%d: %s", name, line, fmt.Sprintf(format, a...))
+	return fmt.Errorf("%s:%d: %w", name, line, fmt.Errorf(format, a...))
 }
 
 // Read reads a trace in o.Format from r (name is used in errors), then windows and scales it.
@@ -117,7 +116,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 			return nil
 		}
+		// A flag, not first.IsZero(): a first row at 0001-01-01 00:00:00 is Go's zero time.
 		var first time.Time
+		haveFirst := false
 		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
 			f := strings.Split(text, ",")
 			if len(f) != 3 {
@@ -131,8 +132,8 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			if err != nil {
 				return 0, 0, 0, false, err
 			}
-			if first.IsZero() {
-				first = ts
+			if !haveFirst {
+				first, haveFirst = ts, true
 			}
 			return ts.Sub(first), in, out, false, nil
 		}
@@ -212,14 +213,31 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	// reading stops at the window's end (the trace is sorted).
 	var base time.Duration
 	start := max(o.Start, 0)
+	// The end saturates: a start and duration summing past what a Duration holds must not wrap to an end
+	// before the start.
+	hasEnd, end := o.Duration > 0, time.Duration(math.MaxInt64)
+	if hasEnd && o.Duration < math.MaxInt64-start {
+		end = start + o.Duration
+	}
+	inWindow := func(rel time.Duration) bool { return rel >= start && (!hasEnd || rel < end) }
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20) // Mooncake lines carry hash_ids lists
 	line := 0
 	var prev time.Duration
 	prevLine := 0
 	first := true
-	ended := false                                               // reading stopped at the window's end
+	ended := false // reading stopped at the window's end
+	// stopping holds the first line past the window's end until the next line's time shows it in order, so a
+	// single stray future timestamp is refused as unsorted, as it is without a window, rather than ending
+	// the read early.
+	stopping, stopAt, stopLine := false, time.Duration(0), 0
 	kept, sample := 0, rand.New(rand.NewPCG(o.Seed, 0x6c656e67)) // for LengthsOnly
+	skip := func(line int, err error) {
+		t.Skipped++
+		if len(t.FirstSkipped) < 10 {
+			t.FirstSkipped = append(t.FirstSkipped, lineError(name, line, "%w", err).Error())
+		}
+	}
 	for sc.Scan() {
 		line++
 		text := strings.TrimSpace(sc.Text())
@@ -227,7 +245,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			text = strings.TrimPrefix(text, "\ufeff") // a byte-order mark, as spreadsheet tools write
 			if header != nil {
 				if err := header(text); err != nil {
-					return nil, lineError(name, 1, "%v", err)
+					return nil, lineError(name, 1, "%w", err)
 				}
 				continue
 			}
@@ -237,10 +255,23 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		}
 		blocks = nil
 		at, in, out, failed, err := parse(line, text)
+		if stopping {
+			if err != nil || at >= stopAt {
+				// In order, or unreadable, which says nothing of order: the window has ended.
+				ended = true
+				break
+			}
+			if !o.SkipBad {
+				return nil, lineError(name, line, "timestamp %s is before line %d's %s (traces must be sorted)", at, stopLine, stopAt)
+			}
+			// The stopping line is the stray one: it is skipped, and this line is read as any other.
+			skip(stopLine, fmt.Errorf("timestamp %s is after line %d's %s (traces must be sorted)", stopAt, line, at))
+			stopping = false
+		}
 		if err == nil && failed {
 			// Counted where it falls in the window (those before the first request, at its start); its
 			// time is not the trace's, which starts at its first request.
-			if rel := at - base; o.LengthsOnly || (first && start == 0) || (!first && rel >= start && (o.Duration <= 0 || rel < start+o.Duration)) {
+			if rel := at - base; o.LengthsOnly || (first && start == 0) || (!first && inWindow(rel)) {
 				t.Failed++
 			}
 			continue
@@ -259,28 +290,25 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		if err == nil && !first && at < prev {
 			err = fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", at, prevLine, prev)
 		}
-		if rel := at - base; err == nil && !first && rel >= start && (o.Duration <= 0 || rel < start+o.Duration) {
+		if rel := at - base; err == nil && !first && inWindow(rel) {
 			err = checkSpan(rel-start, o.TimeScale)
 		}
 		if err != nil {
 			if !o.SkipBad {
-				return nil, lineError(name, line, "%v", err)
+				return nil, lineError(name, line, "%w", err)
 			}
-			t.Skipped++
-			if len(t.FirstSkipped) < 10 {
-				t.FirstSkipped = append(t.FirstSkipped, lineError(name, line, "%v", err).Error())
-			}
+			skip(line, err)
 			continue
 		}
 		if first {
 			base = at // times are relative to the first request
 		}
-		first, prev, prevLine = false, at, line
 		rel := at - base
-		if o.Duration > 0 && rel >= start+o.Duration {
-			ended = true
-			break
+		if hasEnd && rel >= end {
+			stopping, stopAt, stopLine = true, at, line
+			continue
 		}
+		first, prev, prevLine = false, at, line
 		if rel < start {
 			continue
 		}
@@ -294,9 +322,11 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		t.Requests = append(t.Requests, Request{Arrival: rel - start, PromptTokens: in, OutputTokens: out, Blocks: blocks})
 		blocks = nil
 	}
-	if err := sc.Err(); err != nil {
-		return nil, lineError(name, line+1, "%v", err)
+	// A line too long to read after the window's end says nothing of the window, as a malformed one does not.
+	if err := sc.Err(); err != nil && !stopping {
+		return nil, lineError(name, line+1, "%w", err)
 	}
+	ended = ended || stopping
 	if first { // no line held a request
 		return nil, fmt.Errorf("%s: no requests (%d lines skipped, %d failed requests left out)", name, t.Skipped, t.Failed)
 	}
@@ -357,7 +387,13 @@ func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 	}
 	if o.TimeScale > 0 && o.TimeScale != 1 {
 		for i := range reqs {
-			reqs[i].Arrival = time.Duration(float64(reqs[i].Arrival) / o.TimeScale)
+			// Checked in floats: a rate scale's copies land up to 10 ms past the last request, which a tiny
+			// time scale could stretch past what a Duration holds.
+			a := float64(reqs[i].Arrival) / o.TimeScale
+			if a >= math.MaxInt64 {
+				return nil, fmt.Errorf("%s: %w", name, checkSpan(reqs[i].Arrival, o.TimeScale))
+			}
+			reqs[i].Arrival = time.Duration(a)
 		}
 	}
 	return reqs, nil
@@ -376,7 +412,11 @@ const maxTraceSpan = 31 * 24 * time.Hour
 // checkSpan refuses a request at offset d into the window that replays more than maxTraceSpan in.
 func checkSpan(d time.Duration, timeScale float64) error {
 	// In floats: a stray timestamp slowed down (--time-scale below 1) can overflow a Duration.
-	span := float64(d)
+	return checkSpanNanos(float64(d), timeScale)
+}
+
+// checkSpanNanos is checkSpan for an offset of span nanoseconds, which need not fit a Duration.
+func checkSpanNanos(span, timeScale float64) error {
 	if timeScale > 0 {
 		span /= timeScale
 	}
@@ -473,7 +513,8 @@ func ReadFile(path string, o Options) (*Trace, error) {
 			return nil, err
 		}
 	}
-	return Read(br, filepath.Base(path), o)
+	// The path as given, not its base name: two files of one name in different folders stay apart in errors.
+	return Read(br, path, o)
 }
 
 // guessBytes is how much of a file the format guess may read: the first line is enough, and all a

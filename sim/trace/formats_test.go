@@ -2,7 +2,9 @@ package trace
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 )
 
@@ -99,6 +102,8 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		{Mooncake, `{"timestamp": 1, "input_length": 10000001, "output_length": 1}` + "\n", "b:1: token counts must be in 0..10000000"},
 		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n999999999,ChatGPT,1,2,3,API log\n", "b:3: a request 277778 h into the replayed window, more than 744h0m0s: pick a window with --start and --duration"},
 		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1\n9999-11-16 18:15:46.6805900,1,1\n", "b:3: a request"},
+		// A first row at Go's zero time is the trace's start all the same: the 2000 years to the next are refused.
+		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n0001-01-01 00:00:00,1,1\n2023-11-16 18:15:46.6805900,1,1\n", "b:3: a request"},
 	} {
 		if _, err := Read(strings.NewReader(tc.in), "b", Options{Format: tc.f}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %q: err = %v, want %q", tc.f, tc.in, err, tc.want)
@@ -185,8 +190,9 @@ func TestWindowAndScaling(t *testing.T) {
 	if _, err := Read(strings.NewReader(b.String()), "b", Options{Format: BurstGPT, Start: time.Hour}); err == nil {
 		t.Error("an empty window is not an error")
 	}
-	// The window is cut while reading, as window() cuts a whole trace, and reading stops at its end: a
-	// malformed line after the window is never read (a week-long trace costs the window's memory and time).
+	// The window is cut while reading, as window() cuts a whole trace, and reading stops at its end (one line
+	// past it is read, to tell the end from a stray timestamp): a malformed line after the window is never
+	// read (a week-long trace costs the window's memory and time).
 	whole := read(Options{})
 	for _, o := range []Options{{Start: 10 * time.Second}, {Duration: 5 * time.Second}, {Start: 99 * time.Second, Duration: time.Hour}, {Start: -time.Second, Duration: 3 * time.Second}} {
 		got, want := read(o), window(whole, max(o.Start, 0), o.Duration)
@@ -200,6 +206,58 @@ func TestWindowAndScaling(t *testing.T) {
 	}
 	if _, err := Read(strings.NewReader(tail), "b", Options{Format: BurstGPT}); err == nil || !strings.Contains(err.Error(), "b:102:") {
 		t.Errorf("a malformed line inside the window: err = %v, want it named", err)
+	}
+}
+
+// A single line far in the future ends a windowed read no more than an unwindowed one: the line after it
+// shows it out of order, which is an error naming both lines, or under SkipBad the stray line is skipped
+// and reading goes on.
+func TestStrayLinePastTheWindowEnd(t *testing.T) {
+	line := func(sec int) string { return strconv.Itoa(sec) + ",m,1,1,2,x\n" }
+	stray := burstHeader + line(0) + line(1) + line(5000) + line(2) + line(3)
+	const want = "b:5: timestamp 2s is before line 4's 1h23m20s (traces must be sorted)"
+	for _, d := range []time.Duration{0, time.Hour} {
+		if _, err := Read(strings.NewReader(stray), "b", Options{Format: BurstGPT, Duration: d}); err == nil || err.Error() != want {
+			t.Errorf("duration %s: err = %v, want %q", d, err, want)
+		}
+	}
+	tr, err := Read(strings.NewReader(stray), "b", Options{Format: BurstGPT, Duration: time.Hour, SkipBad: true})
+	if err != nil || len(tr.Requests) != 4 || tr.Requests[3].Arrival != 3*time.Second || tr.Skipped != 1 || !strings.HasPrefix(tr.FirstSkipped[0], "b:4: timestamp 1h23m20s is after line 5's 2s") {
+		t.Errorf("skip-bad: %+v, %v; want the four others and line 4 skipped", tr, err)
+	}
+	// A line past the end followed by a later one, or by one that cannot be read, ends the window.
+	for _, after := range []string{line(5001), "not,a,line\n", "", line(5000) + line(4)} {
+		tr, err := Read(strings.NewReader(burstHeader+line(0)+line(1)+line(5000)+after), "b", Options{Format: BurstGPT, Duration: time.Hour})
+		if err != nil || len(tr.Requests) != 2 {
+			t.Errorf("%q after the window's end: %+v, %v; want the window's two requests", after, tr, err)
+		}
+	}
+}
+
+// A start and duration summing past what a Duration holds mean a window without an end, not one ending
+// before it starts.
+func TestReadWindowEndSaturates(t *testing.T) {
+	in := burstHeader + "0,m,1,1,2,x\n7200,m,1,1,2,x\n"
+	tr, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Start: time.Hour, Duration: math.MaxInt64})
+	if err != nil || len(tr.Requests) != 1 || tr.Requests[0].Arrival != time.Hour {
+		t.Errorf("[1h, +max): %+v, %v; want the request at 2h, an hour in", tr, err)
+	}
+}
+
+// Errors name the file as given: two files of one name in different folders are told apart.
+func TestReadFileErrorsNameThePath(t *testing.T) {
+	for _, sub := range []string{"a", "b"} {
+		dir := filepath.Join(t.TempDir(), sub)
+		path := filepath.Join(dir, "trace.csv")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(burstHeader+"0,m,1,1,2,x\nbad\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadFile(path, Options{}); err == nil || !strings.HasPrefix(err.Error(), path+":3: ") {
+			t.Errorf("err = %v, want it to start with %s:3:", err, path)
+		}
 	}
 }
 
@@ -227,34 +285,122 @@ func TestReadFileGuessesFormat(t *testing.T) {
 }
 
 func FuzzReadBurstGPT(f *testing.F) {
-	f.Add(burstHeader + "5,ChatGPT,472,18,490,Conversation log\n45,GPT-4,1087,0,1087,API log\n")
-	f.Add("Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,a,1,ChatGPT,472,18,490,Conversation log\n")
-	f.Fuzz(func(t *testing.T, in string) { checkRead(t, in, BurstGPT) })
+	f.Add(burstHeader+"5,ChatGPT,472,18,490,Conversation log\n45,GPT-4,1087,0,1087,API log\n", int64(0), int64(0), 0.0, 0.0, uint16(0))
+	f.Add("Timestamp,Session ID,Elapsed time,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,a,1,ChatGPT,472,18,490,Conversation log\n", int64(0), int64(0), 0.0, 0.0, uint16(0))
+	f.Add(burstHeader+"0,m,1,2,3,x\n1,m,1,2,3,x\n5000,m,1,2,3,x\n2,m,1,2,3,x\n3,m,1,2,3,x\n", int64(500), int64(3_600_000), 0.5, 2.0, uint16(100))
+	// Copies of a rate scale, stretched by a tiny time scale past what a Duration holds.
+	f.Add(burstHeader+"0,m,1,2,3,x\n0,m,1,2,3,x\n0,m,1,2,3,x\n", int64(0), int64(0), 1e-13, 8.0, uint16(1000))
+	f.Fuzz(func(t *testing.T, in string, startMs, durMs int64, ts, rs float64, maxReq uint16) {
+		checkRead(t, in, fuzzOptions(BurstGPT, startMs, durMs, ts, rs, maxReq))
+	})
 }
 
 func FuzzReadMooncake(f *testing.F) {
-	f.Add(`{"timestamp": 0, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47, 48]}` + "\n")
-	f.Fuzz(func(t *testing.T, in string) { checkRead(t, in, Mooncake) })
+	f.Add(`{"timestamp": 0, "input_length": 6955, "output_length": 52, "hash_ids": [46, 47, 48]}`+"\n", int64(0), int64(0), 0.0, 0.0, uint16(0))
+	f.Add(`{"timestamp": 0, "input_length": 1, "output_length": 2}`+"\n"+`{"timestamp": 1500, "input_length": 1, "output_length": 2}`+"\n", int64(1000), int64(1000), 4.0, 0.5, uint16(3))
+	f.Fuzz(func(t *testing.T, in string, startMs, durMs int64, ts, rs float64, maxReq uint16) {
+		checkRead(t, in, fuzzOptions(Mooncake, startMs, durMs, ts, rs, maxReq))
+	})
 }
 
-// checkRead: any input gives an error or a sorted trace of non-negative requests; with SkipBad, every
-// line is either kept or counted.
-func checkRead(t *testing.T, in string, f Format) {
+// fuzzOptions makes read options of fuzzed numbers: start and duration in milliseconds, any value (those
+// overflowing a Duration wrap, which Read must take too), the scales as given, and a request bound always
+// set, so a huge rate scale is refused instead of filling memory.
+func fuzzOptions(f Format, startMs, durMs int64, ts, rs float64, maxReq uint16) Options {
+	return Options{Format: f, Start: time.Duration(startMs) * time.Millisecond, Duration: time.Duration(durMs) * time.Millisecond,
+		TimeScale: ts, RateScale: rs, MaxRequests: 1 + int(maxReq), Seed: uint64(maxReq)}
+}
+
+// checkRead: any input and options give an error or a sorted trace of non-negative requests, at most
+// MaxRequests of them, inside the window and the span bound after the time scale (a rate scale's copies
+// may land up to 10 ms of trace time after the last request), the first at 0 when the window starts at the
+// trace's start and nothing is thinned; with SkipBad, every line is either kept or counted.
+func checkRead(t *testing.T, in string, o Options) {
 	for _, skip := range []bool{false, true} {
-		tr, err := Read(strings.NewReader(in), "fuzz", Options{Format: f, SkipBad: skip})
+		o.SkipBad = skip
+		tr, err := Read(strings.NewReader(in), "fuzz", o)
 		if err != nil {
+			if !strings.HasPrefix(err.Error(), "fuzz") {
+				t.Fatalf("error not naming the trace: %v", err)
+			}
 			continue
+		}
+		ts := o.TimeScale
+		if ts <= 0 {
+			ts = 1
+		}
+		jitter := 0.0
+		if o.RateScale > 1 {
+			jitter = float64(10*time.Millisecond) / ts
+		}
+		limit := float64(maxTraceSpan) + jitter
+		if o.Duration > 0 {
+			limit = min(limit, float64(o.Duration)/ts+jitter)
+		}
+		if len(tr.Requests) == 0 || len(tr.Requests) > o.MaxRequests {
+			t.Fatalf("%d requests, bound %d", len(tr.Requests), o.MaxRequests)
 		}
 		for i, r := range tr.Requests {
 			if r.Arrival < 0 || r.PromptTokens < 0 || r.OutputTokens < 0 || (i > 0 && r.Arrival < tr.Requests[i-1].Arrival) ||
 				len(r.Blocks) > (r.PromptTokens+BlockTokens-1)/BlockTokens {
 				t.Fatalf("bad request %d %+v", i, r)
 			}
+			if float64(r.Arrival) > limit+1 {
+				t.Fatalf("request %d at %s, past the window or the span bound (%s) with %+v", i, r.Arrival, time.Duration(limit), o)
+			}
 		}
-		if tr.Requests[0].Arrival != 0 {
+		if o.Start <= 0 && (o.RateScale == 0 || o.RateScale >= 1) && tr.Requests[0].Arrival != 0 {
 			t.Fatalf("first request at %s, want 0", tr.Requests[0].Arrival)
 		}
 	}
+}
+
+// Any folder and options give an error naming the folder, or a sorted synthesis of non-negative
+// requests, at most MaxRequests of them, inside the window and the span bound after the time scale.
+func FuzzReadServeGen(f *testing.F) {
+	c0, err := os.ReadFile("testdata/servegen/chunk-0-trace.csv")
+	if err != nil {
+		f.Fatal(err)
+	}
+	ds := []byte(`{"0": {"input_tokens": "{224: 0.25, 300: 0.75}", "output_tokens": "{40: 0.5, 41: 0.5}"}, "21600": {"input_tokens": "{}", "output_tokens": "{}"}}`)
+	f.Add(c0, []byte("0,0.01,1,,0,0\n600,2,1,Gamma,0.5,1\n"), ds, int64(0), int64(0), 0.0, 0.1, 0.0, uint16(2000), true)
+	f.Add(c0, []byte("0,0.01,1,,0,0\n"), ds, int64(1800), int64(3600), 8.0, 0.5, 0.0, uint16(500), false)
+	f.Add(c0, []byte("0,0.01,1,,0,0\n100000000,0.1,1,,0,0\n"), []byte(nil), int64(-3600), int64(0), 0.01, 0.0, 3.0, uint16(100), false)
+	f.Fuzz(func(t *testing.T, c0, c1, ds []byte, startS, durS int64, ts, rs, mean float64, maxReq uint16, lengths bool) {
+		fsys := fstest.MapFS{"chunk-0-trace.csv": {Data: c0}, "chunk-1-trace.csv": {Data: c1}}
+		if len(ds) > 0 {
+			fsys["chunk-1-dataset.json"] = &fstest.MapFile{Data: ds}
+		}
+		// A bound of at most 2,048 keeps a run to milliseconds: each window's draws are bounded by it.
+		o := Options{Start: time.Duration(startS) * time.Second, Duration: time.Duration(durS) * time.Second, TimeScale: ts, RateScale: rs,
+			MeanRate: mean, MaxRequests: 1 + int(maxReq%2048), Seed: uint64(maxReq), ServeGenLengths: lengths}
+		tr, err := readServeGen(fsys, "f", []Request{{PromptTokens: 3, OutputTokens: 4}}, o)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "f:") && !strings.HasPrefix(err.Error(), "f/") {
+				t.Fatalf("error not naming the folder: %v", err)
+			}
+			return
+		}
+		scale := ts
+		if scale <= 0 {
+			scale = 1
+		}
+		limit := float64(maxTraceSpan)
+		if o.Duration > 0 {
+			limit = min(limit, float64(o.Duration)/scale)
+		}
+		if n := len(tr.Requests); n == 0 || n > o.MaxRequests || tr.Clients != 2 {
+			t.Fatalf("%d requests (bound %d) of %d clients", n, o.MaxRequests, tr.Clients)
+		}
+		for i, r := range tr.Requests {
+			if r.Arrival < 0 || (i > 0 && r.Arrival < tr.Requests[i-1].Arrival) || float64(r.Arrival) > limit+float64(time.Microsecond) {
+				t.Fatalf("request %d at %s (window and span bound %s) with %+v", i, r.Arrival, time.Duration(limit), o)
+			}
+			if r.PromptTokens < 0 || r.OutputTokens < 0 || r.PromptTokens > maxRequestTokens || r.OutputTokens > maxRequestTokens {
+				t.Fatalf("request %d: %+v", i, r)
+			}
+		}
+	})
 }
 
 // The ServeGen reader synthesises the windows' rates: the request count is Σ rate × 600 s within a few
@@ -354,6 +500,88 @@ func must(t *testing.T) func(*Trace, error) *Trace {
 			t.Fatal(err)
 		}
 		return tr
+	}
+}
+
+// A ServeGen folder is held to the replay's span bound as a trace file is, after the time scale: a folder
+// starting years in is refused naming the window's file and line, not replayed for years, and slowed
+// down it is refused, not wrapped to negative arrivals.
+func TestServeGenSpanBound(t *testing.T) {
+	pool := []Request{{PromptTokens: 1, OutputTokens: 1}}
+	folder := func(rows string) fstest.MapFS {
+		return fstest.MapFS{"chunk-0-trace.csv": {Data: []byte("0,0.01,1,,0,0\n" + rows)}, "chunk-1-trace.csv": {Data: []byte("0,0.01,1,,0,0\n")}}
+	}
+	for _, c := range []struct {
+		rows string
+		ts   float64
+		want string
+	}{
+		{"100000000,0.1,1,,0,0\n", 0, "m/chunk-0-trace.csv:2: a request 2777"},
+		{"100000000,0.1,1,,0,0\n", 0.01, "m/chunk-0-trace.csv:2: a request 277"},
+		{"\n600,0,1,,0,0\n2000400,0.1,1,,0,0\n", 0.01, "m/chunk-0-trace.csv:4: a request 5556"},
+	} {
+		tr, err := readServeGen(folder(c.rows), "m", pool, Options{Seed: 1, TimeScale: c.ts})
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) || !strings.Contains(err.Error(), "h into the replayed window, more than 744h0m0s") {
+			n := 0
+			if tr != nil {
+				n = len(tr.Requests)
+			}
+			t.Errorf("%q at time scale %v: %d requests, err = %v; want %q", c.rows, c.ts, n, err, c.want)
+		}
+	}
+	// At a time scale that brings it within the bound, the same folder replays.
+	tr, err := readServeGen(folder("2000400,0.1,1,,0,0\n"), "m", pool, Options{Seed: 1})
+	if err != nil || tr.Requests[len(tr.Requests)-1].Arrival < 2000400*time.Second {
+		t.Errorf("23 days unscaled: %v", err)
+	}
+}
+
+// A negative start is the folder's start, as Read takes it, and the window keeps its end: it does not
+// become the whole folder.
+func TestServeGenNegativeStart(t *testing.T) {
+	var b strings.Builder
+	for w := range 80 * 6 { // 80 hours
+		fmt.Fprintf(&b, "%d,0.02,1,,0,0\n", w*ServeGenWindowSeconds)
+	}
+	fsys := fstest.MapFS{"chunk-0-trace.csv": {Data: []byte(b.String())}}
+	pool := []Request{{PromptTokens: 1, OutputTokens: 1}}
+	neg, err := readServeGen(fsys, "m", pool, Options{Seed: 2, Start: -73 * time.Hour, Duration: 72 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero, err := readServeGen(fsys, "m", pool, Options{Seed: 2, Duration: 72 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(neg.Requests, zero.Requests, same) {
+		t.Errorf("start -73h: %d requests, last at %v; want [0, 72h)'s %d", len(neg.Requests), neg.Requests[len(neg.Requests)-1].Arrival, len(zero.Requests))
+	}
+	if _, err := SynthesizeServeGen(nil, PoolLengths(pool), -1, 0, 1, 1, 0); err == nil || !strings.Contains(err.Error(), "non-negative") {
+		t.Errorf("a synthesis from -1 s: %v", err)
+	}
+}
+
+// failOpenFS fails to open one file, as an unreadable file in a folder does.
+type failOpenFS struct {
+	fs.FS
+	name string
+}
+
+func (f failOpenFS) Open(name string) (fs.File, error) {
+	if name == f.name {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrPermission}
+	}
+	return f.FS.Open(name)
+}
+
+// A file of the folder that cannot be opened is named with the folder.
+func TestServeGenOpenErrorsNameTheFolder(t *testing.T) {
+	fsys := fstest.MapFS{"chunk-0-trace.csv": {Data: []byte("0,1,1,,0,0\n")}, "chunk-0-dataset.json": {Data: []byte("{}")}}
+	for _, name := range []string{"chunk-0-trace.csv", "chunk-0-dataset.json"} {
+		_, err := readServeGen(failOpenFS{fsys, name}, "models/m-large", []Request{{}}, Options{ServeGenLengths: true})
+		if err == nil || err.Error() != "models/m-large: open "+name+": permission denied" || !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("%s unreadable: %v", name, err)
+		}
 	}
 }
 

@@ -43,6 +43,7 @@ type ServeGenWindow struct {
 	Start, Rate, CV float64
 	Family          string // Weibull, Gamma, Exponential or "" (none fitted)
 	P1, P2          float64
+	line            int // in its file, so a synthesis error can name the window's line
 }
 
 // ParseServeGenClient reads one client's windows. Errors name the file and line.
@@ -73,7 +74,7 @@ func ParseServeGenClient(r io.Reader, name string) ([]ServeGenWindow, error) {
 			}
 			v[i] = x
 		}
-		w := ServeGenWindow{Start: v[0], Rate: v[1], CV: v[2], Family: strings.TrimSpace(f[3]), P1: v[3], P2: v[4]}
+		w := ServeGenWindow{Start: v[0], Rate: v[1], CV: v[2], Family: strings.TrimSpace(f[3]), P1: v[3], P2: v[4], line: line}
 		switch {
 		case w.Start < 0 || w.Start > maxServeGenStart || w.Start != math.Trunc(w.Start):
 			return nil, lineError(name, line, "window start %v must be a whole number of seconds in [0, %d]", w.Start, maxServeGenStart)
@@ -101,7 +102,7 @@ func ParseServeGenClient(r io.Reader, name string) ([]ServeGenWindow, error) {
 		out = append(out, w)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, lineError(name, line+1, "%v", err)
+		return nil, lineError(name, line+1, "%w", err)
 	}
 	return out, nil
 }
@@ -150,16 +151,34 @@ func interArrival(rng *rand.Rand, w ServeGenWindow) float64 {
 	return math.Max(x, 1e-9) / w.Rate
 }
 
-// SynthesizeServeGen turns clients' windows into requests arriving in [from, to) seconds (to <= 0: to
-// the last window's end), with token lengths drawn from lengths, seeded. Arrivals are relative to from.
-// rateScale (> 0; 1 keeps the trace's rates) scales every window's rate before synthesis: each client's
-// arrival process keeps its fitted family and shape, so its burstiness, at the new mean rate. More than
-// maxRequests requests (at most, and for <= 0, 20 million) is an error.
+// SynthesizeServeGen turns clients' windows into requests arriving in [from, to) seconds (from >= 0; to
+// <= 0 or +Inf: to the last window's end), with token lengths drawn from lengths, seeded. Arrivals are
+// relative to from. rateScale (> 0; 1 keeps the trace's rates) scales every window's rate before
+// synthesis: each client's arrival process keeps its fitted family and shape, so its burstiness, at the
+// new mean rate. More than maxRequests requests (at most, and for <= 0, 20 million) is an error.
 func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to float64, seed uint64, rateScale float64, maxRequests int) ([]Request, error) {
+	return synthesizeServeGen(clients, lengths, from, to, seed, rateScale, maxRequests, 0)
+}
+
+// serveGenSpanError is a synthesised request past the replay's span bound, in clients[client][window].
+type serveGenSpanError struct {
+	client, window int
+	err            error
+}
+
+func (e *serveGenSpanError) Error() string { return e.err.Error() }
+func (e *serveGenSpanError) Unwrap() error { return e.err }
+
+// synthesizeServeGen is SynthesizeServeGen that, for timeScale > 0, refuses (with a *serveGenSpanError)
+// a request more than maxTraceSpan into the window once replayed at that time scale, as Read does.
+func synthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to float64, seed uint64, rateScale float64, maxRequests int, timeScale float64) ([]Request, error) {
 	if maxRequests <= 0 || maxRequests > maxServeGenRequest {
 		maxRequests = maxServeGenRequest
 	}
 	switch {
+	case !(from >= 0) || math.IsInf(from, 0) || math.IsNaN(to):
+		// Arrivals are t - from: a negative from could push them past what a Duration holds.
+		return nil, fmt.Errorf("servegen: window [%v, %v) s must start at a finite, non-negative time", from, to)
 	case lengths == nil:
 		return nil, errors.New("servegen: no token lengths")
 	case lengths.clients != nil && len(lengths.clients) != len(clients):
@@ -175,7 +194,7 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 		// One stream per client draws arrivals and lengths alike, so runs drawing lengths from a trace and
 		// from the client's distributions share seeds, not arrival draws.
 		rng := rand.New(rand.NewPCG(seed, uint64(ci)+0x5e4e))
-		for _, w := range ws {
+		for wi, w := range ws {
 			end := w.Start + ServeGenWindowSeconds
 			w.Rate *= rateScale
 			if w.Rate <= 0 || end <= from || (to > 0 && w.Start >= to) {
@@ -193,6 +212,12 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 				if len(out) >= maxRequests {
 					return nil, fmt.Errorf("servegen: more than %d requests in the window; use --start/--duration or a lower rate", maxRequests)
 				}
+				if timeScale > 0 {
+					// In float nanoseconds, before the conversion below: far past the bound it could overflow.
+					if err := checkSpanNanos((t-from)*float64(time.Second), timeScale); err != nil {
+						return nil, &serveGenSpanError{client: ci, window: wi, err: err}
+					}
+				}
 				p, o := lengths.draw(rng, ci, t)
 				out = append(out, Request{Arrival: time.Duration((t - from) * float64(time.Second)), PromptTokens: p, OutputTokens: o})
 			}
@@ -202,7 +227,7 @@ func SynthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 	return out, nil
 }
 
-// meanRateScale is the rate scale that gives the windows overlapping [from, to) seconds (to <= 0: to the
+// meanRateScale is the rate scale that gives the windows overlapping [from, to) seconds (to +Inf: to the
 // last window's end) a mean of mean requests/s after time scale ts (<= 0: 1).
 func meanRateScale(clients [][]ServeGenWindow, from, to, mean, ts float64) (float64, error) {
 	if ts <= 0 {
@@ -213,10 +238,7 @@ func meanRateScale(clients [][]ServeGenWindow, from, to, mean, ts float64) (floa
 	var count, end float64
 	for _, ws := range clients {
 		for _, w := range ws {
-			lo, hi := math.Max(w.Start, from), w.Start+ServeGenWindowSeconds
-			if to > 0 {
-				hi = math.Min(hi, to)
-			}
+			lo, hi := math.Max(w.Start, from), math.Min(w.Start+ServeGenWindowSeconds, to)
 			if hi > lo {
 				count += w.Rate * (hi - lo)
 				end = math.Max(end, hi)
@@ -250,15 +272,18 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 	}
 	files, err := fs.Glob(fsys, "chunk-*-trace.csv")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("%s: no chunk-*-trace.csv files (a ServeGen model folder has one per client)", dir)
 	}
 	sort.Strings(files)
-	from := o.Start.Seconds()
-	to := 0.0
-	if o.Duration > 0 {
+	// The window as Read takes it: a negative start is the trace's start, and an explicit flag, not a to
+	// of 0 or less, says it has an end, so a negative start cannot turn a window into the whole folder.
+	from := max(o.Start, 0).Seconds()
+	hasEnd := o.Duration > 0
+	to := math.Inf(1)
+	if hasEnd {
 		to = from + o.Duration.Seconds()
 	}
 	clients := make([][]ServeGenWindow, 0, len(files))
@@ -269,7 +294,7 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 	for _, f := range files {
 		fh, err := fsys.Open(f)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 		ws, err := ParseServeGenClient(fh, path.Join(dir, f))
 		fh.Close()
@@ -289,7 +314,7 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 		ls, err := ParseServeGenDataset(fh, path.Join(dir, df), from, to)
 		fh.Close()
@@ -307,7 +332,14 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 	}
-	reqs, err := SynthesizeServeGen(clients, lengths, from, to, o.Seed, k, o.MaxRequests)
+	ts := o.TimeScale
+	if ts <= 0 {
+		ts = 1
+	}
+	reqs, err := synthesizeServeGen(clients, lengths, from, to, o.Seed, k, o.MaxRequests, ts)
+	if se := (*serveGenSpanError)(nil); errors.As(err, &se) {
+		return nil, lineError(path.Join(dir, files[se.client]), clients[se.client][se.window].line, "%w", se.err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}

@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,60 +85,38 @@ func (l *ServeGenLengths) draw(rng *rand.Rand) (int, int) {
 // (seconds) whose values hold token-length distributions, each a string of a Python dict
 // "{tokens: probability, ...}". A window whose distributions include an empty one ("{}") is idle and
 // left out: the window before it stands in. Only windows that can cover [from, to) seconds are kept
-// (to <= 0: no end): the last with data starting at or before from and every later one starting before
-// to, or, if that leaves none, the first with data after. None at all (idle throughout) is not an
-// error. Errors name the file, and the window and field where there is one.
+// (to <= 0 or +Inf: no end): the last with data starting at or before from and every later one starting
+// before to, or, if that leaves none, the first with data after. None at all (idle throughout) is not an
+// error. A window given twice, as "0" and "00" too, is an error. Errors name the file, and the window and
+// field, or the byte offset of malformed JSON, where there is one.
 func ParseServeGenDataset(r io.Reader, name string, from, to float64) ([]ServeGenLengths, error) {
-	data, err := io.ReadAll(io.LimitReader(r, maxServeGenDatasetBytes+1))
+	ws, err := decodeServeGenDataset(r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if len(data) > maxServeGenDatasetBytes {
-		return nil, fmt.Errorf("%s: larger than %d MB", name, maxServeGenDatasetBytes>>20)
-	}
-	var raw map[string]map[string]json.RawMessage
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("%s: want a JSON object of windows, each an object of distributions: %w", name, err)
-	}
-	if len(raw) == 0 {
+	if len(ws) == 0 {
 		return nil, fmt.Errorf("%s: no windows", name)
 	}
-	if len(raw) > maxServeGenDatasetKeys {
-		return nil, fmt.Errorf("%s: more than %d windows", name, maxServeGenDatasetKeys)
-	}
-	starts := make([]float64, 0, len(raw))
-	byStart := make(map[float64]string, len(raw))
-	for k := range raw {
-		s, err := strconv.ParseFloat(k, 64)
-		if err != nil || s < 0 || s > maxServeGenStart || s != math.Trunc(s) {
-			return nil, fmt.Errorf("%s: window %q: want a whole number of seconds in [0, %d]", name, k, maxServeGenStart)
-		}
-		if _, dup := byStart[s]; dup {
-			return nil, fmt.Errorf("%s: window %q: start %v given twice", name, k, s)
-		}
-		byStart[s] = k
-		starts = append(starts, s)
-	}
-	slices.Sort(starts)
-	parse := func(s float64) (ServeGenLengths, bool, error) {
-		l, ok, err := parseServeGenWindow(raw[byStart[s]])
+	slices.SortFunc(ws, func(a, b datasetWindow) int { return cmp.Compare(a.start, b.start) })
+	parse := func(w datasetWindow) (ServeGenLengths, bool, error) {
+		l, ok, err := parseServeGenWindow(w.fields)
 		if err != nil {
-			return l, false, fmt.Errorf("%s: window %s: %w", name, byStart[s], err)
+			return l, false, fmt.Errorf("%s: window %s: %w", name, w.key, err)
 		}
-		l.Start = s
+		l.Start = w.start
 		return l, ok, nil
 	}
 	// An idle window ({} distributions) has no lengths: the one in force before it stands in, so the
 	// cut starts at the last window with data at or before from.
 	last := -1
-	for i, s := range starts {
-		if s <= from {
+	for i, w := range ws {
+		if w.start <= from {
 			last = i
 		}
 	}
 	var out []ServeGenLengths
 	for i := last; i >= 0; i-- {
-		l, ok, err := parse(starts[i])
+		l, ok, err := parse(ws[i])
 		if err != nil {
 			return nil, err
 		}
@@ -146,11 +125,11 @@ func ParseServeGenDataset(r io.Reader, name string, from, to float64) ([]ServeGe
 			break
 		}
 	}
-	for _, s := range starts[last+1:] {
-		if to > 0 && s >= to && len(out) > 0 {
+	for _, w := range ws[last+1:] {
+		if to > 0 && w.start >= to && len(out) > 0 {
 			break
 		}
-		l, ok, err := parse(s)
+		l, ok, err := parse(w)
 		if err != nil {
 			return nil, err
 		}
@@ -159,6 +138,154 @@ func ParseServeGenDataset(r io.Reader, name string, from, to float64) ([]ServeGe
 		}
 	}
 	return out, nil
+}
+
+// datasetWindow is one window of a chunk-<n>-dataset.json as read: its key, its start, and the raw
+// values of the fields distributions are read from.
+type datasetWindow struct {
+	key    string
+	start  float64
+	fields map[string]json.RawMessage
+}
+
+// datasetFields are the window fields parseServeGenWindow reads; others (reason_ratio, ...) are skipped.
+var datasetFields = func() map[string]bool {
+	m := map[string]bool{"output_tokens": true}
+	for _, set := range serveGenPromptFields {
+		for _, f := range set {
+			m[f.tokens] = true
+			if f.count != "" {
+				m[f.count] = true
+			}
+		}
+	}
+	return m
+}()
+
+// datasetShape is what a chunk-<n>-dataset.json must hold, for errors.
+const datasetShape = "want a JSON object of windows, each an object of distributions"
+
+// decodeServeGenDataset reads a dataset file's windows, unsorted. It decodes as it reads, one key at a
+// time, so the window cap and a repeated window are refused before more is decoded: json.Unmarshal into a
+// map builds every window first (a 64 MB file of empty windows, a gigabyte) and keeps the last of a
+// repeated key.
+func decodeServeGenDataset(r io.Reader) ([]datasetWindow, error) {
+	lr := &io.LimitedReader{R: r, N: maxServeGenDatasetBytes + 1}
+	dec := json.NewDecoder(lr)
+	var ws []datasetWindow
+	err := func() error {
+		tok, err := dec.Token()
+		if err != nil {
+			return jsonAt(dec, err)
+		}
+		if tok != json.Delim('{') {
+			return fmt.Errorf("%s: at byte %d: got %v", datasetShape, dec.InputOffset(), tok)
+		}
+		byStart := map[float64]string{}
+		err = eachKey(dec, func(k string) error {
+			if len(ws) >= maxServeGenDatasetKeys {
+				return fmt.Errorf("more than %d windows", maxServeGenDatasetKeys)
+			}
+			s, err := strconv.ParseFloat(k, 64)
+			if err != nil || s < 0 || s > maxServeGenStart || s != math.Trunc(s) {
+				return fmt.Errorf("window %q: want a whole number of seconds in [0, %d]", k, maxServeGenStart)
+			}
+			if prev, dup := byStart[s]; dup {
+				return fmt.Errorf("window %q: start %v given twice (first as %q)", k, s, prev)
+			}
+			byStart[s] = k
+			fields, err := decodeDatasetWindow(dec)
+			if err != nil {
+				return fmt.Errorf("window %s: %w", k, err)
+			}
+			ws = append(ws, datasetWindow{key: k, start: s, fields: fields})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if tok, err := dec.Token(); err != io.EOF {
+			if err != nil {
+				return jsonAt(dec, err)
+			}
+			return fmt.Errorf("at byte %d: %v after the object of windows", dec.InputOffset(), tok)
+		}
+		return nil
+	}()
+	if lr.N <= 0 {
+		return nil, fmt.Errorf("larger than %d MB", maxServeGenDatasetBytes>>20)
+	}
+	return ws, err
+}
+
+// decodeDatasetWindow reads one window's object, keeping the raw values of datasetFields only. A null
+// window has no fields, as json.Unmarshal read it.
+func decodeDatasetWindow(dec *json.Decoder) (map[string]json.RawMessage, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, jsonAt(dec, err)
+	}
+	if tok == nil {
+		return nil, nil
+	}
+	if tok != json.Delim('{') {
+		return nil, fmt.Errorf("%s: at byte %d: got %v", datasetShape, dec.InputOffset(), tok)
+	}
+	fields := map[string]json.RawMessage{}
+	var skip json.RawMessage // reused: an unknown field's value is read past, not kept
+	err = eachKey(dec, func(f string) error {
+		v := &skip
+		if datasetFields[f] {
+			if _, dup := fields[f]; dup {
+				return fmt.Errorf("%s given twice", f)
+			}
+			v = new(json.RawMessage)
+		}
+		if err := dec.Decode(v); err != nil {
+			return jsonAt(dec, err)
+		}
+		if datasetFields[f] {
+			fields[f] = *v
+		}
+		return nil
+	})
+	return fields, err
+}
+
+// eachKey calls f with each key of the object whose '{' dec has just read, f reading its value, then
+// reads the closing '}'.
+func eachKey(dec *json.Decoder, f func(key string) error) error {
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return jsonAt(dec, err)
+		}
+		k, ok := tok.(string)
+		if !ok { // the decoder allows only strings as keys; kept as an error rather than a panic
+			return fmt.Errorf("at byte %d: key %v is not a string", dec.InputOffset(), tok)
+		}
+		if err := f(k); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return jsonAt(dec, err)
+	}
+	return nil
+}
+
+// jsonAt places a decoding error in the file: a json.SyntaxError carries its byte offset but does not
+// print it, and an end of file inside the object is unexpected.
+func jsonAt(dec *json.Decoder, err error) error {
+	off := dec.InputOffset()
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		off = se.Offset
+	case errors.Is(err, io.EOF):
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("at byte %d: %w", off, err)
 }
 
 // errEmptyPMF marks a distribution written "{}": the client sent nothing in that window.

@@ -2,9 +2,11 @@ package trace
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -141,6 +143,15 @@ func TestServeGenDatasetErrors(t *testing.T) {
 		`{"0": {"input_tokens": 5, "output_tokens": "{1: 1}"}}`:                                                             "input_tokens: want a string",
 		`{"0": {"input_tokens": "{1 1}", "output_tokens": "{1: 1}"}}`:                                                       `"1 1": want tokens: probability`,
 		`{"0": {"text_tokens": "{1: 1}", "image_tokens": "{9: 1}", "image_count": "{5000: 1}", "output_tokens": "{1: 1}"}}`: "image_count: 5000 items, more than 100",
+		// A repeated window or field is refused, not read as its last copy, as "0" and "00" are.
+		`{"0": {"input_tokens": "{1: 1}", "output_tokens": "{1: 1}"}, "0": {"input_tokens": "{2: 1}", "output_tokens": "{1: 1}"}}`:  `d.json: window "0": start 0 given twice (first as "0")`,
+		`{"0": {"input_tokens": "{1: 1}", "output_tokens": "{1: 1}"}, "00": {"input_tokens": "{2: 1}", "output_tokens": "{1: 1}"}}`: `d.json: window "00": start 0 given twice (first as "0")`,
+		`{"0": {"input_tokens": "{1: 1}", "input_tokens": "{2: 1}", "output_tokens": "{1: 1}"}}`:                                    "d.json: window 0: input_tokens given twice",
+		// Malformed JSON is placed by its byte offset.
+		`{"0": {"input_tokens": "{1: 1}" "output_tokens": "{1: 1}"}}`:    "d.json: window 0: at byte 32: invalid character '\"' after object key:value pair",
+		`{"0": {"input_tokens": "{1: 1}"`:                                "d.json: window 0: at byte 31: unexpected EOF",
+		`{"0": [1]}`:                                                     "d.json: window 0: want a JSON object of windows, each an object of distributions: at byte 7: got [",
+		`{"0": {"input_tokens": "{1: 1}", "output_tokens": "{1: 1}"}} x`: "d.json: at byte 51: invalid character 'x' looking for beginning of value",
 	} {
 		_, err := ParseServeGenDataset(strings.NewReader(in), "d.json", 0, 0)
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -150,6 +161,46 @@ func TestServeGenDatasetErrors(t *testing.T) {
 	big := strings.NewReader(strings.Repeat(" ", maxServeGenDatasetBytes+1))
 	if _, err := ParseServeGenDataset(big, "d.json", 0, 0); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("oversized file: %v", err)
+	}
+}
+
+// A file of more windows than the cap is refused at the first window past it, before the rest is decoded:
+// what follows is never read (garbage there does not change the error), and a file four times longer
+// allocates no more (json.Unmarshal into a map built every window first, about 30 times the file's size).
+func TestServeGenDatasetWindowCap(t *testing.T) {
+	windows := func(n int) *bytes.Buffer {
+		var b bytes.Buffer
+		b.WriteString("{")
+		for i := range n {
+			fmt.Fprintf(&b, `"%d": {}, `, i)
+		}
+		return &b
+	}
+	capped := windows(maxServeGenDatasetKeys + 1)
+	capped.WriteString("not JSON")
+	const want = "d.json: more than 16384 windows"
+	if _, err := ParseServeGenDataset(capped, "d.json", 0, 0); err == nil || err.Error() != want {
+		t.Errorf("the cap's window then garbage: %v, want %q", err, want)
+	}
+	alloc := func(n int) (uint64, int) {
+		t.Helper()
+		data := windows(n).Bytes()
+		data[len(data)-2] = '}'
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_, err := ParseServeGenDataset(bytes.NewReader(data), "d.json", 0, 0)
+		runtime.ReadMemStats(&after)
+		if err == nil || err.Error() != want {
+			t.Errorf("%d windows: %v, want %q", n, err, want)
+		}
+		return after.TotalAlloc - before.TotalAlloc, len(data)
+	}
+	a1, n1 := alloc(10 * maxServeGenDatasetKeys)
+	a4, n4 := alloc(40 * maxServeGenDatasetKeys)
+	t.Logf("allocated %.1f MB for %.1f MB, %.1f MB for %.1f MB", float64(a1)/1e6, float64(n1)/1e6, float64(a4)/1e6, float64(n4)/1e6)
+	if a4 > a1+uint64(n4-n1)/4 {
+		t.Errorf("allocated %.1f MB for a %.1f MB file and %.1f MB for %.1f MB: it grows with what follows the cap", float64(a1)/1e6, float64(n1)/1e6, float64(a4)/1e6, float64(n4)/1e6)
 	}
 }
 

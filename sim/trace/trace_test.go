@@ -61,17 +61,19 @@ func TestParseAzure2024(t *testing.T) {
 }
 
 func FuzzParseAzure(f *testing.F) {
-	f.Add("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,4808,10\n")
-	f.Add("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00.009930+00:00,2162,5\n2024-05-10 00:00:01+00:00,1,2\n")
-	f.Fuzz(func(t *testing.T, in string) {
-		rs, err := ParseAzure(strings.NewReader(in), "f.csv")
-		if err != nil {
-			return
-		}
-		for i, r := range rs {
-			if r.PromptTokens < 0 || r.OutputTokens < 0 || r.Arrival < 0 || (i > 0 && r.Arrival < rs[i-1].Arrival) {
-				t.Fatalf("bad request %d: %+v", i, r)
+	f.Add("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,4808,10\n", int64(0), int64(0), 0.0, 0.0, uint16(0))
+	f.Add("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00.009930+00:00,2162,5\n2024-05-10 00:00:01+00:00,1,2\n", int64(0), int64(0), 0.0, 0.0, uint16(0))
+	f.Add("TIMESTAMP,ContextTokens,GeneratedTokens\n0001-01-01 00:00:00,1,1\n0001-01-01 00:00:01,1,1\n0001-01-01 01:00:00,1,1\n", int64(500), int64(1000), 0.1, 3.0, uint16(10))
+	f.Fuzz(func(t *testing.T, in string, startMs, durMs int64, ts, rs float64, maxReq uint16) {
+		rs0, err := ParseAzure(strings.NewReader(in), "f.csv")
+		if err == nil {
+			for i, r := range rs0 {
+				if r.PromptTokens < 0 || r.OutputTokens < 0 || r.Arrival < 0 || (i > 0 && r.Arrival < rs0[i-1].Arrival) {
+					t.Fatalf("bad request %d: %+v", i, r)
+				}
 			}
 		}
+		// The window and scales, from the input too.
+		checkRead(t, in, fuzzOptions(Azure, startMs, durMs, ts, rs, maxReq))
 	})
 }
