@@ -151,6 +151,32 @@ func interArrival(rng *rand.Rand, w ServeGenWindow) float64 {
 	return math.Max(x, 1e-9) / w.Rate
 }
 
+// firstArrival draws the time from a window's start to its first arrival, in seconds, as a stationary
+// renewal process of the window's gaps has it: a uniform point in a size-biased gap (the equilibrium
+// residual). A fresh process at each window's start (a uniform point in an ordinary gap) over-counts
+// bursty clients, whose short gaps then come first: on m-large it drew 6–9% more requests than the
+// windows' rates, and a third more than the mean in each window's first tenth, at once for every client.
+func firstArrival(rng *rand.Rand, w ServeGenWindow) float64 {
+	var x float64 // a size-biased gap of interArrival's mean-1 gaps
+	switch {
+	case w.Family == "Weibull":
+		// Weighting E^(1/k) by itself makes E, an exponential, a Gamma(1+1/k).
+		k := w.P1
+		x = math.Pow(gamma(rng, 1+1/k), 1/k) / math.Gamma(1+1/k)
+	case w.Family == "Gamma":
+		x = gamma(rng, w.P1+1) / w.P1
+	case w.Family == "" && w.CV > 0 && w.CV != 1:
+		k := math.Min(math.Max(1/(w.CV*w.CV), minServeGenShape), maxServeGenShape)
+		x = gamma(rng, k+1) / k
+	default:
+		return rng.ExpFloat64() / w.Rate // memoryless: the residual is another gap
+	}
+	if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
+		return rng.ExpFloat64() / w.Rate
+	}
+	return rng.Float64() * x / w.Rate
+}
+
 // SynthesizeServeGen turns clients' windows into requests arriving in [from, to) seconds (from >= 0; to
 // <= 0 or +Inf: to the last window's end), with token lengths drawn from lengths, seeded. Arrivals are
 // relative to from. rateScale (> 0; 1 keeps the trace's rates) scales every window's rate before
@@ -205,7 +231,7 @@ func synthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 			}
 			// A very bursty fit can draw near-zero gaps for long; cap a window at 20× its mean count.
 			limit := int(20*w.Rate*ServeGenWindowSeconds) + 100
-			for t, k := w.Start+interArrival(rng, w)*rng.Float64(), 0; t < end && k < limit; t, k = t+interArrival(rng, w), k+1 {
+			for t, k := w.Start+firstArrival(rng, w), 0; t < end && k < limit; t, k = t+interArrival(rng, w), k+1 {
 				if t < from || (to > 0 && t >= to) {
 					continue
 				}
