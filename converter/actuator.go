@@ -78,9 +78,9 @@ func (a *LabelActuator) set(ctx context.Context, pod *corev1.Pod, v string, from
 // agent retries on its next pass. The pod's state is the agent's status annotation, since the engine's
 // role is not on the pod object.
 type SGLangActuator struct {
-	Port    int // the engine's HTTP port (default 30000)
-	HTTP    *http.Client
-	Timeout time.Duration
+	Port    int           // the engine's HTTP port (default 30000)
+	HTTP    *http.Client  // its redirect policy is replaced: a redirect is never followed
+	Timeout time.Duration // one call's limit (default 5s)
 }
 
 func (a *SGLangActuator) Name() string { return "sglang:/pd_role_switch" }
@@ -108,16 +108,20 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	if pod.Status.PodIP == "" {
 		return fmt.Errorf("pod %s has no IP", podRef(pod))
 	}
-	port, timeout, client := a.Port, a.Timeout, a.HTTP
+	port, timeout := a.Port, a.Timeout
 	if port == 0 {
 		port = 30000
 	}
 	if timeout == 0 {
-		timeout = 30 * time.Second // a drain-first flip waits for the engine to go idle
+		// The call blocks the agent's loop and must fit its 20 s shutdown budget; a flip that does not answer
+		// in time fails as actuator-failed (a conversion is undone first).
+		timeout = 5 * time.Second
 	}
-	if client == nil {
-		client = http.DefaultClient
+	var client http.Client
+	if a.HTTP != nil {
+		client = *a.HTTP
 	}
+	client.CheckRedirect = noRedirect
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	body, _ := json.Marshal(map[string]string{"new_role": role})
@@ -132,6 +136,9 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		return fmt.Errorf("pod %s: POST /pd_role_switch %s: %w", podRef(pod), role, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return fmt.Errorf("pod %s: /pd_role_switch to %s answered a redirect (HTTP %d to %q), which is not followed", podRef(pod), role, resp.StatusCode, truncate([]byte(resp.Header.Get("Location"))))
+	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
 		return fmt.Errorf("pod %s: reading /pd_role_switch reply: %w", podRef(pod), err)
@@ -148,6 +155,10 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	}
 	return nil
 }
+
+// noRedirect fails a redirect instead of following it, which would re-send the POST wherever the engine
+// points.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func truncate(b []byte) string {
 	if len(b) > 200 {

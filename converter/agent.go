@@ -100,91 +100,131 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		return nil
 	}
 	now := a.o.Now()
-	// The agent manages only pods it converted (status "converted", written before the flip so that a
-	// crash mid-flip is undone on restart); a pod a user deployed as prefill-decode is never touched.
-	want, ours := protocol.LeasedWithin(pod, now, a.o.MaxLease), pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted
+	want, ours := a.judge(pod, now)
 	if !want && protocol.Leased(pod, now) {
 		klog.V(1).InfoS("Ignoring a lease that ends too far ahead", "pod", klog.KObj(pod), "until", pod.Annotations[protocol.AnnotationConvertUntil], "maxLease", a.o.MaxLease)
 	}
 	switch {
 	case !want && ours:
-		a.forget(pod)
-		// Read fresh: the informer may hold the status write of a conversion without its flip (two watch
-		// events), and an actuator that skips a revert it thinks done would leave the flip in place with
-		// nobody owning it once the status says decode.
-		fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil // deleted: nothing to revert
-		}
-		if err != nil {
-			return fmt.Errorf("reading %s before reverting its conversion: %w", podRef(pod), err)
-		}
-		if fresh.Spec.NodeName != a.o.NodeName || fresh.DeletionTimestamp != nil ||
-			fresh.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted || protocol.LeasedWithin(fresh, now, a.o.MaxLease) {
-			return nil // changed since the cached copy (leased again, say): its own event reconciles it
-		}
-		pod = fresh
-		start := time.Now()
-		if err := a.o.Actuator.Revert(ctx, pod); err != nil {
-			return fmt.Errorf("reverting %s: %w", podRef(pod), err)
-		}
-		a.o.Observer.Flipped("revert", time.Since(start))
-		klog.InfoS("Converted decoder back to decode only", "pod", klog.KObj(pod))
-		return a.setStatus(ctx, pod, protocol.StatusDecode, true)
+		return a.revertEnded(ctx, pod, now)
 	case !want:
 		return nil
 	case ours && a.o.Actuator.Converted(pod):
 		return a.recheck(ctx, pod, now)
-	case ours:
-		// Converted by us but the actuator's state says otherwise (a crash mid-flip, a revert whose refusal
-		// was never recorded, or a hand edit): re-applied only if the GPUs still have the headroom, as a
-		// fresh conversion would be; otherwise the refusal is recorded and the pod stays decode only. The
-		// informer may hold the status write of a conversion without its flip (two watch events): the pod
-		// is read fresh first, so a pod that is converted is rechecked, not refused while converted.
-		fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("reading %s before re-applying its conversion: %w", podRef(pod), err)
-		}
-		pod = fresh
-		if a.o.Actuator.Converted(pod) {
-			return a.recheck(ctx, pod, now)
-		}
-		if ok, detail := a.ownerKeeps(ctx, pod); !ok {
-			a.forget(pod)
-			return a.refuse(ctx, pod, protocol.ReasonOwnerSelector, detail)
-		}
-		if ok, reason, detail := a.o.GPUs.Check(ctx, pod); !ok {
-			a.forget(pod)
-			return a.refuse(ctx, pod, reason, detail)
-		}
-		if err := a.o.Actuator.Convert(ctx, pod); err != nil {
-			return fmt.Errorf("re-applying the conversion of %s: %w", podRef(pod), err)
-		}
-		a.mu.Lock()
-		a.checked[podKey(pod)] = now
-		a.mu.Unlock()
+	case a.refusedRecently(pod, now):
+		return nil // the controller moves the lease elsewhere; do not re-check NVML on every event
+	}
+	// Every path below may write, and a pass over the informer's list can hold a copy older than this
+	// agent's own last writes (a pod converted a moment ago still showing decode): the pod is read fresh and
+	// judged again, so that a refusal or a conversion never lands on a state the agent did not see.
+	fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil // deleted: nothing to convert
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s before converting it: %w", podRef(pod), err)
+	}
+	if fresh.Spec.NodeName != a.o.NodeName || fresh.DeletionTimestamp != nil {
 		return nil
 	}
-	// Wanted and not converted: verify, then flip.
-	if protocol.IsRefused(pod.Annotations[protocol.AnnotationStatus]) {
-		if at, ok := protocol.StatusAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
-			return nil // the controller moves the lease elsewhere; do not re-check NVML on every event
-		}
+	pod = fresh
+	want, ours = a.judge(pod, now)
+	switch {
+	case !want && ours:
+		return a.revert(ctx, pod)
+	case !want:
+		return nil
+	case ours && a.o.Actuator.Converted(pod):
+		return a.recheck(ctx, pod, now)
+	case !ours && a.labelSaysConverted(pod):
+		// Its owner deployed it converted, or someone else flipped it: taken over, it would be reverted to
+		// decode when its lease ends. The refusal moves the lease to a pod that can convert.
+		return a.refuse(ctx, pod, pod.ResourceVersion, protocol.ReasonAlreadyConverted,
+			"its role is already the converted one without this agent's status; it is left as it is")
+	case a.refusedRecently(pod, now):
+		return nil
 	}
-	if pod.Annotations[protocol.AnnotationKVProducer] != "true" {
-		return a.refuse(ctx, pod, protocol.ReasonNotKVProducer, "the pod does not declare "+protocol.AnnotationKVProducer+"=true")
+	return a.convert(ctx, pod, now)
+}
+
+// judge says whether the pod's lease asks for a conversion and whether the pod is this agent's own. The
+// agent manages only pods it converted (status "converted", written before the flip so that a crash
+// mid-flip is undone on restart); a pod a user deployed as prefill-decode is never flipped.
+func (a *Agent) judge(pod *corev1.Pod, now time.Time) (want, ours bool) {
+	return protocol.LeasedWithin(pod, now, a.o.MaxLease), pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted
+}
+
+// refusedRecently reports a refusal younger than the minimum flip interval: the controller moves such a
+// pod's lease, and checking again sooner would only refuse again.
+func (a *Agent) refusedRecently(pod *corev1.Pod, now time.Time) bool {
+	if !protocol.IsRefused(pod.Annotations[protocol.AnnotationStatus]) {
+		return false
 	}
-	if at, ok := protocol.FlippedAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
-		return a.refuse(ctx, pod, protocol.ReasonTooSoon, fmt.Sprintf("last flip %s ago, minimum %s", now.Sub(at).Round(time.Second), a.o.MinFlipInterval))
+	at, ok := protocol.StatusAt(pod)
+	return ok && now.Sub(at) < a.o.MinFlipInterval
+}
+
+// labelSaysConverted reports whether a label actuator's label shows the pod converted; the SGLang
+// actuator's state is only the agent's status, so it never does.
+func (a *Agent) labelSaysConverted(pod *corev1.Pod) bool {
+	_, ok := a.o.Actuator.(relabeler)
+	return ok && a.o.Actuator.Converted(pod)
+}
+
+// revertEnded reverts a pod this agent converted whose lease is gone. It reads the pod fresh: the informer
+// may hold the status write of a conversion without its flip (two watch events), and an actuator that
+// skips a revert it thinks done would leave the flip in place with nobody owning it once the status says
+// decode.
+func (a *Agent) revertEnded(ctx context.Context, pod *corev1.Pod, now time.Time) error {
+	a.forget(pod)
+	fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil // deleted: nothing to revert
 	}
-	if ok, detail := a.ownerKeeps(ctx, pod); !ok {
-		return a.refuse(ctx, pod, protocol.ReasonOwnerSelector, detail)
+	if err != nil {
+		return fmt.Errorf("reading %s before reverting its conversion: %w", podRef(pod), err)
 	}
-	if ok, reason, detail := a.o.GPUs.Check(ctx, pod); !ok {
-		return a.refuse(ctx, pod, reason, detail)
+	if fresh.Spec.NodeName != a.o.NodeName || fresh.DeletionTimestamp != nil {
+		return nil
+	}
+	if want, ours := a.judge(fresh, now); want || !ours {
+		return nil // changed since the cached copy (leased again, say): its own event reconciles it
+	}
+	return a.revert(ctx, fresh)
+}
+
+// revert flips a pod this agent converted, read fresh, back to decode and records it.
+func (a *Agent) revert(ctx context.Context, pod *corev1.Pod) error {
+	a.forget(pod)
+	start := time.Now()
+	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
+		return fmt.Errorf("reverting %s: %w", podRef(pod), err)
+	}
+	a.o.Observer.Flipped("revert", time.Since(start))
+	klog.InfoS("Converted decoder back to decode only", "pod", klog.KObj(pod))
+	return a.setStatus(ctx, pod, "", protocol.StatusDecode, true)
+}
+
+// convert verifies a leased pod, read fresh, and flips it. A pod of ours whose flip is missing (a crash
+// mid-flip, a revert whose refusal was never recorded, a hand edit) comes here too: it is converted again
+// only as a fresh conversion would be, after the minimum flip interval and with the headroom.
+func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) error {
+	ok, reason, detail := a.verify(ctx, pod, now)
+	// The checks can take seconds (the owner's GET, PodResources and NVML up to 5 s each): a lease that
+	// ended meanwhile gets no flip, which the next pass would only revert. A write to the pod meanwhile (the
+	// controller renewing or releasing the lease) fails the conditional writes below instead.
+	if !protocol.LeasedWithin(pod, a.o.Now(), a.o.MaxLease) {
+		return nil
+	}
+	if !ok {
+		a.forget(pod)
+		return a.refuse(ctx, pod, pod.ResourceVersion, reason, detail)
 	}
 	start := time.Now()
-	if err := a.setStatus(ctx, pod, protocol.StatusConverted, true); err != nil {
+	if err := a.setStatus(ctx, pod, pod.ResourceVersion, protocol.StatusConverted, true); err != nil {
+		if changedMeanwhile(pod, err) {
+			return nil
+		}
 		return err
 	}
 	if err := a.o.Actuator.Convert(ctx, pod); err != nil {
@@ -201,7 +241,11 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 		if rerr != nil {
 			return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err, rerr)
 		}
-		_ = a.refuse(ctx, pod, protocol.ReasonActuator, err.Error())
+		// Unconditional: the undo itself changed the pod, and until this lands the status says converted
+		// over a decode pod, which the controller counts as converted.
+		if ferr := a.refuse(ctx, pod, "", protocol.ReasonActuator, err.Error()); ferr != nil {
+			return fmt.Errorf("converting %s: %w; recording the refusal: %w", podRef(pod), err, ferr)
+		}
 		return fmt.Errorf("converting %s: %w", podRef(pod), err)
 	}
 	a.o.Observer.Flipped("convert", time.Since(start))
@@ -210,6 +254,21 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	a.mu.Unlock()
 	klog.InfoS("Converted decoder to take prefill work", "pod", klog.KObj(pod), "actuator", a.o.Actuator.Name())
 	return nil
+}
+
+// verify runs a conversion's checks; when one fails, reason (a protocol.Reason* constant) and detail say
+// why.
+func (a *Agent) verify(ctx context.Context, pod *corev1.Pod, now time.Time) (ok bool, reason, detail string) {
+	if pod.Annotations[protocol.AnnotationKVProducer] != "true" {
+		return false, protocol.ReasonNotKVProducer, "the pod does not declare " + protocol.AnnotationKVProducer + "=true"
+	}
+	if at, ok := protocol.FlippedAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
+		return false, protocol.ReasonTooSoon, fmt.Sprintf("last flip %s ago, minimum %s", now.Sub(at).Round(time.Second), a.o.MinFlipInterval)
+	}
+	if ok, detail := a.ownerKeeps(ctx, pod); !ok {
+		return false, protocol.ReasonOwnerSelector, detail
+	}
+	return a.o.GPUs.Check(ctx, pod)
 }
 
 // recheck verifies the headroom of a pod kept converted once per Recheck, and reverts it (recording the
@@ -238,7 +297,7 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	a.o.Observer.Flipped("revert", time.Since(start))
 	a.o.Observer.Refused(reason)
 	klog.InfoS("Headroom gone; converted decoder back to decode only", "pod", klog.KObj(pod), "reason", reason, "detail", detail)
-	return a.setStatus(ctx, pod, protocol.Refused(reason, detail), true)
+	return a.setStatus(ctx, pod, "", protocol.Refused(reason, detail), true)
 }
 
 func podKey(p *corev1.Pod) types.NamespacedName {
@@ -260,13 +319,33 @@ func (a *Agent) ownerKeeps(ctx context.Context, pod *corev1.Pod) (bool, string) 
 	return ownerKeeps(ctx, a.client, pod, r.ConvertedLabels(pod))
 }
 
-func (a *Agent) refuse(ctx context.Context, pod *corev1.Pod, reason, detail string) error {
+// refuse records a refusal; rv, when set, is the resourceVersion of the copy it was decided on (see
+// setStatus). A refusal that lost to a newer write is not one: the next pass decides again.
+func (a *Agent) refuse(ctx context.Context, pod *corev1.Pod, rv, reason, detail string) error {
+	if err := a.setStatus(ctx, pod, rv, protocol.Refused(reason, detail), false); err != nil {
+		if changedMeanwhile(pod, err) {
+			return nil
+		}
+		return err
+	}
 	a.o.Observer.Refused(reason)
 	klog.InfoS("Refused a conversion", "pod", klog.KObj(pod), "reason", reason, "detail", detail)
-	return a.setStatus(ctx, pod, protocol.Refused(reason, detail), false)
+	return nil
 }
 
-func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, status string, flipped bool) error {
+// changedMeanwhile reports (and logs) a conditional write that failed because the pod changed after the
+// agent read it; it is no error, since the next pass judges the pod as it is then.
+func changedMeanwhile(pod *corev1.Pod, err error) bool {
+	if !apierrors.IsConflict(err) {
+		return false
+	}
+	klog.V(1).InfoS("Pod changed while it was checked; judging it again on the next pass", "pod", klog.KObj(pod), "err", err)
+	return true
+}
+
+// setStatus records status on the pod. A non-empty rv is sent as the patch's resourceVersion, so the API
+// server refuses the write with a Conflict if the pod changed since the copy the decision was taken on.
+func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, rv, status string, flipped bool) error {
 	now := protocol.FormatTime(a.o.Now())
 	ann := map[string]string{protocol.AnnotationStatus: status, protocol.AnnotationStatusAt: now}
 	// A repeated refusal is still written: its new time is the controller's back-off clock (Reconcile
@@ -277,7 +356,11 @@ func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, status string, f
 	if flipped {
 		ann[protocol.AnnotationFlippedAt] = now
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	meta := map[string]any{"annotations": ann}
+	if rv != "" {
+		meta["resourceVersion"] = rv
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return err
 	}
@@ -287,39 +370,63 @@ func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, status string, f
 	return nil
 }
 
+// shutdownBudget is how long a stopping agent spends converting its pods back (inside the pod's 30 s
+// termination grace period).
+const shutdownBudget = 20 * time.Second
+
 // RevertAll converts every converted pod of the node back; the agent runs it before anything else when
-// it stops or loses its signal.
+// it stops or loses its signal. Only the pods the cache shows as possibly converted are read: the node's
+// other pods (DaemonSets among them) would spend the budget at the client's rate limit. Each revert gets a
+// quarter of the time left, so an engine that does not answer cannot starve the pods after it.
 func (a *Agent) RevertAll(ctx context.Context) error {
 	var first error
 	for _, cached := range a.pods() {
-		// The informer cache may not have seen this agent's last patches yet (a flip written just before
-		// shutdown), and the actuator skips a pod it thinks is already reverted: read the pod fresh.
-		p, err := a.client.CoreV1().Pods(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
+		if !a.mayBeConverted(cached) {
 			continue
 		}
-		if err != nil {
-			if first == nil {
-				first = fmt.Errorf("reading pod %s/%s before reverting it: %w", cached.Namespace, cached.Name, err)
-			}
-			continue
-		}
-		if p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
-			continue
-		}
-		if err := a.o.Actuator.Revert(ctx, p); err != nil {
-			klog.ErrorS(err, "Reverting a converted decoder at shutdown", "pod", klog.KObj(p))
+		if err := a.revertAtShutdown(ctx, cached); err != nil {
+			klog.ErrorS(err, "Reverting a converted decoder at shutdown", "pod", klog.KObj(cached))
 			if first == nil {
 				first = err
 			}
-			continue
-		}
-		a.o.Observer.Flipped("revert", 0)
-		if err := a.setStatus(ctx, p, protocol.StatusDecode, true); err != nil && first == nil {
-			first = err
 		}
 	}
 	return first
+}
+
+// mayBeConverted picks RevertAll's candidates from a cached copy, which may lag this agent's last writes:
+// a pod this agent converts is leased first, then says converted, then (label actuators) shows the label,
+// and the cache may have seen any one of the three.
+func (a *Agent) mayBeConverted(p *corev1.Pod) bool {
+	_, leased := p.Annotations[protocol.AnnotationConvertUntil]
+	return leased || p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted || a.labelSaysConverted(p)
+}
+
+// revertAtShutdown reverts one candidate of RevertAll within a quarter of ctx's time left.
+func (a *Agent) revertAtShutdown(ctx context.Context, cached *corev1.Pod) error {
+	per := shutdownBudget / 4
+	if dl, ok := ctx.Deadline(); ok {
+		per = time.Until(dl) / 4
+	}
+	ctx, cancel := context.WithTimeout(ctx, per)
+	defer cancel()
+	// The informer cache may not have seen this agent's last patches yet (a flip written just before
+	// shutdown), and the actuator skips a pod it thinks is already reverted: read the pod fresh.
+	p, err := a.client.CoreV1().Pods(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s before reverting it: %w", podRef(cached), err)
+	}
+	if p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+		return nil
+	}
+	if err := a.o.Actuator.Revert(ctx, p); err != nil {
+		return fmt.Errorf("reverting %s at shutdown: %w", podRef(p), err)
+	}
+	a.o.Observer.Flipped("revert", 0)
+	return a.setStatus(ctx, p, "", protocol.StatusDecode, true)
 }
 
 func (a *Agent) pods() []*corev1.Pod {
@@ -330,7 +437,8 @@ func (a *Agent) pods() []*corev1.Pod {
 }
 
 // Run watches the node's pods, reconciles each on every change and every Resync (leases expire without
-// an event), and on return converts every pod back (with a fresh 20 s context, as ctx is done).
+// an event), and on return converts every pod back (with a fresh context of shutdownBudget, as ctx is
+// done).
 func (a *Agent) Run(ctx context.Context) error {
 	factory := informers.NewSharedInformerFactoryWithOptions(a.client, 0, informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
 		lo.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.o.NodeName).String()
@@ -364,7 +472,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return ctx.Err()
 	}
 	defer func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		rctx, cancel := context.WithTimeout(context.Background(), shutdownBudget)
 		defer cancel()
 		if err := a.RevertAll(rctx); err != nil {
 			klog.ErrorS(err, "Not every converted decoder could be reverted at shutdown")

@@ -2,15 +2,23 @@ package converter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tokenscale/tokenscale/converter/protocol"
 )
@@ -391,5 +399,293 @@ func TestAgentIgnoresLeasesTooFarAhead(t *testing.T) {
 	}
 	if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "prefill-decode" {
 		t.Fatalf("within a 2 h bound: role %q, want converted", p.Labels["llm-d.ai/role"])
+	}
+}
+
+// versionedPods makes the fake API server do what the real one does and the fake does not: keep each
+// pod's metadata.resourceVersion, and refuse a patch naming an older one with a Conflict.
+func versionedPods(t *testing.T, client *fake.Clientset) {
+	t.Helper()
+	tracker := client.Tracker()
+	apply := k8stesting.ObjectReaction(tracker)
+	gvr := corev1.SchemeGroupVersion.WithResource("pods")
+	var mu sync.Mutex
+	rv := 0
+	client.PrependReactor("*", "pods", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if v := action.GetVerb(); v != "create" && v != "update" && v != "patch" {
+			return false, nil, nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if pa, ok := action.(k8stesting.PatchAction); ok {
+			var patch struct {
+				Metadata struct {
+					ResourceVersion string `json:"resourceVersion"`
+				} `json:"metadata"`
+			}
+			if err := json.Unmarshal(pa.GetPatch(), &patch); err == nil && patch.Metadata.ResourceVersion != "" {
+				cur, err := tracker.Get(gvr, pa.GetNamespace(), pa.GetName())
+				if err == nil && cur.(*corev1.Pod).ResourceVersion != patch.Metadata.ResourceVersion {
+					return true, nil, apierrors.NewConflict(gvr.GroupResource(), pa.GetName(), errors.New("the object has been modified"))
+				}
+			}
+		}
+		handled, obj, err := apply(action)
+		p, ok := obj.(*corev1.Pod)
+		if err != nil || !ok {
+			return handled, obj, err
+		}
+		rv++
+		p = p.DeepCopy()
+		p.ResourceVersion = strconv.Itoa(rv)
+		if err := tracker.Update(gvr, p, p.Namespace, metav1.UpdateOptions{FieldManager: "test"}); err != nil {
+			return true, nil, err
+		}
+		return true, p, nil
+	})
+}
+
+// checkFunc is a headroom check that can act while it runs (the checks can take seconds).
+type checkFunc func(context.Context, *corev1.Pod) (bool, string, string)
+
+func (f checkFunc) Check(ctx context.Context, p *corev1.Pod) (bool, string, string) { return f(ctx, p) }
+
+func patchPod(t *testing.T, client *fake.Clientset, name, patch string) {
+	t.Helper()
+	if _, err := client.CoreV1().Pods("ns").Patch(context.Background(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A pass over the informer's list can hold a pod from before this agent converted it (decode, no status
+// of ours). The pod is read fresh before anything is written, so a failing check (a transient NVML
+// error) cannot write a refusal over the conversion: that left the pod prefill-decode with converted-from,
+// and nobody (this agent, RevertAll, the controller) counting or reverting it.
+func TestAgentReadsFreshBeforeConverting(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
+	stale := pod.DeepCopy()
+	pod.Labels["llm-d.ai/role"] = "prefill-decode"
+	pod.Annotations = mergeAnn(pod.Annotations, map[string]string{
+		protocol.AnnotationStatus:        protocol.StatusConverted,
+		protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode",
+		protocol.AnnotationFlippedAt:     protocol.FormatTime(t0.Add(-time.Second)),
+	})
+	gpus := &fixedGPUs{reason: protocol.ReasonNVMLError, detail: "NVML did not answer within 5s"}
+	a, client, _ := agentFixture(t, gpus, pod)
+	if err := a.Reconcile(context.Background(), stale); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "prefill-decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+		t.Errorf("a converted pod seen through a stale copy, NVML failing: status %q label %q; want still converted and ours",
+			p.Annotations[protocol.AnnotationStatus], p.Labels["llm-d.ai/role"])
+	}
+}
+
+// A write that follows the checks is conditional on the pod the agent checked: if the pod changed
+// meanwhile, nothing is written and the next pass judges it again.
+func TestAgentWritesOnlyOnThePodItChecked(t *testing.T) {
+	lease := map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}
+	cases := []struct {
+		name       string
+		meanwhile  string // a merge patch another writer makes while the agent checks
+		ok         bool
+		wantRole   string
+		wantStatus string
+	}{
+		{"the controller releases the lease while the checks pass", `{"metadata":{"annotations":{"` + protocol.AnnotationConvertUntil + `":null}}}`,
+			true, "decode", ""},
+		{"a second agent (a DaemonSet update with surge) converts it while the checks fail",
+			`{"metadata":{"labels":{"llm-d.ai/role":"prefill-decode"},"annotations":{"` + protocol.AnnotationStatus + `":"converted"}}}`,
+			false, "prefill-decode", protocol.StatusConverted},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var client *fake.Clientset
+			check := checkFunc(func(context.Context, *corev1.Pod) (bool, string, string) {
+				patchPod(t, client, "d1", c.meanwhile)
+				return c.ok, protocol.ReasonNVMLError, "NVML did not answer within 5s"
+			})
+			var a *Agent
+			a, client, _ = agentFixture(t, check, onNode(decodePod("d1", lease), "node-1"))
+			versionedPods(t, client)
+			patchPod(t, client, "d1", `{}`) // stamps a resourceVersion
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+				t.Fatalf("a write that lost to a newer one is retried on the next pass, not an error: %v", err)
+			}
+			p := get(t, client, "d1")
+			if p.Labels["llm-d.ai/role"] != c.wantRole || p.Annotations[protocol.AnnotationStatus] != c.wantStatus {
+				t.Errorf("status %q label %q; want %q and %q, as the other writer left it", p.Annotations[protocol.AnnotationStatus],
+					p.Labels["llm-d.ai/role"], c.wantStatus, c.wantRole)
+			}
+		})
+	}
+}
+
+// A leased pod that is converted without this agent's status (deployed prefill-decode by its owner, or
+// flipped by someone else) is refused, with nothing else written: taken over, it was reverted to decode
+// when its lease ended, out of the service its owner runs it for.
+func TestAgentDoesNotTakeOverAPodConvertedByOthers(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-1")
+	pod.Labels["llm-d.ai/role"] = "prefill-decode"
+	gpus := &fixedGPUs{ok: true}
+	a, client, clk := agentFixture(t, gpus, pod)
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	p := get(t, client, "d1")
+	_, from := p.Annotations[protocol.AnnotationConvertedFrom]
+	_, flipped := p.Annotations[protocol.AnnotationFlippedAt]
+	if !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: "+protocol.ReasonAlreadyConverted) || from || flipped || gpus.calls != 0 {
+		t.Fatalf("leased while deployed converted: annotations %v, %d GPU checks; want refused already-converted and nothing else", p.Annotations, gpus.calls)
+	}
+	clk.Set(t0.Add(6 * time.Second)) // the lease has ended
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if l := get(t, client, "d1").Labels["llm-d.ai/role"]; l != "prefill-decode" {
+		t.Errorf("after the lease: role %q; want prefill-decode, as its owner deployed it", l)
+	}
+}
+
+// The lease is judged again after the checks, which can take seconds: one that ended meanwhile gets no
+// conversion (which the next pass would revert at once, two flips for nothing).
+func TestAgentDoesNotConvertALeaseThatEndedDuringItsChecks(t *testing.T) {
+	var clk *clock
+	slow := checkFunc(func(context.Context, *corev1.Pod) (bool, string, string) {
+		clk.Set(t0.Add(6 * time.Second)) // NVML took its time
+		return true, "", ""
+	})
+	a, client, c := agentFixture(t, slow, onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-1"))
+	clk = c
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	p := get(t, client, "d1")
+	if _, flipped := p.Annotations[protocol.AnnotationFlippedAt]; p.Labels["llm-d.ai/role"] != "decode" || flipped || p.Annotations[protocol.AnnotationStatus] != "" {
+		t.Errorf("a lease that ended during the checks: role %q, annotations %v; want nothing written", p.Labels["llm-d.ai/role"], p.Annotations)
+	}
+}
+
+// A pod of ours whose flip is missing is converted again as a fresh conversion would be: not within the
+// minimum flip interval, recording the flip's time, and recording a failed flip as a refusal (it was
+// retried every second, unrecorded).
+func TestAgentReappliesAConversionAsAFreshOne(t *testing.T) {
+	ours := func(flippedAgo time.Duration) *corev1.Pod {
+		return onNode(decodePod("d1", map[string]string{
+			protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute)),
+			protocol.AnnotationStatus:       protocol.StatusConverted,
+			protocol.AnnotationFlippedAt:    protocol.FormatTime(t0.Add(-flippedAgo)),
+		}), "node-1")
+	}
+	t.Run("within the minimum flip interval", func(t *testing.T) {
+		a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, ours(10*time.Second))
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "decode" || !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: "+protocol.ReasonTooSoon) {
+			t.Errorf("role %q status %q; want decode, refused as too soon", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+		}
+	})
+	t.Run("the flip's time is recorded", func(t *testing.T) {
+		a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, ours(time.Hour))
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "prefill-decode" || p.Annotations[protocol.AnnotationFlippedAt] != protocol.FormatTime(t0) {
+			t.Errorf("role %q flipped-at %q; want prefill-decode flipped at %s", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationFlippedAt], protocol.FormatTime(t0))
+		}
+	})
+	t.Run("a failed flip is refused", func(t *testing.T) {
+		a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, ours(time.Hour))
+		a.o.Actuator = failingActuator{LLMD(client)}
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err == nil {
+			t.Fatal("no error from a failed re-apply")
+		}
+		if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "decode" || !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: "+protocol.ReasonActuator) {
+			t.Errorf("role %q status %q; want decode, refused actuator-failed", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+		}
+	})
+}
+
+// A refusal that cannot be written after an undone flip is an error: the pod then says converted at
+// decode, which the controller counts as converted.
+func TestAgentReportsARefusalItCouldNotWrite(t *testing.T) {
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1"))
+	a.o.Actuator = failingActuator{LLMD(client)}
+	denied := errors.New("admission webhook unavailable")
+	client.PrependReactor("patch", "pods", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if strings.Contains(string(action.(k8stesting.PatchAction).GetPatch()), "refused: ") {
+			return true, nil, denied
+		}
+		return false, nil, nil
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, denied) {
+		t.Errorf("error %v; want one carrying the failed refusal write", err)
+	}
+}
+
+// deadlineActuator records the time each revert was given.
+type deadlineActuator struct {
+	*LabelActuator
+	mu   sync.Mutex
+	left map[string]time.Duration
+}
+
+func (d *deadlineActuator) Revert(ctx context.Context, p *corev1.Pod) error {
+	dl, ok := ctx.Deadline()
+	d.mu.Lock()
+	d.left[p.Name] = time.Duration(math.MaxInt64)
+	if ok {
+		d.left[p.Name] = time.Until(dl)
+	}
+	d.mu.Unlock()
+	return d.LabelActuator.Revert(ctx, p)
+}
+
+// At shutdown only the pods the cache shows as possibly converted are read (the node's DaemonSet pods
+// spent the budget at the client's rate limit), including one whose conversion the cache has not seen yet,
+// and each revert gets a fraction of the budget, so an engine that does not answer cannot starve the rest.
+func TestAgentRevertAllReadsOnlyCandidatesWithinAShareOfTheBudget(t *testing.T) {
+	converted := func(name string) *corev1.Pod {
+		p := onNode(decodePod(name, map[string]string{
+			protocol.AnnotationConvertUntil:  protocol.FormatTime(t0.Add(time.Minute)),
+			protocol.AnnotationStatus:        protocol.StatusConverted,
+			protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode",
+		}), "node-1")
+		p.Labels["llm-d.ai/role"] = "prefill-decode"
+		return p
+	}
+	pods := []*corev1.Pod{converted("c1"), converted("c2")}
+	// The cache has c2 from before its conversion: decode, leased.
+	cached := []*corev1.Pod{pods[0].DeepCopy(), onNode(decodePod("c2", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")}
+	for i := range 30 {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("daemon-%02d", i), Namespace: "ns"}, Spec: corev1.PodSpec{NodeName: "node-1"}}
+		pods, cached = append(pods, p), append(cached, p.DeepCopy())
+	}
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pods...)
+	act := &deadlineActuator{LabelActuator: LLMD(client), left: map[string]time.Duration{}}
+	a.o.Actuator = act
+	a.lister = func() []*corev1.Pod { return cached }
+	var gets []string
+	client.PrependReactor("get", "pods", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		gets = append(gets, action.(k8stesting.GetAction).GetName())
+		return false, nil, nil
+	})
+	const budget = time.Hour
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	if err := a.RevertAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(gets, ",") != "c1,c2" {
+		t.Errorf("read %v; want only c1 and c2, the pods that may be converted", gets)
+	}
+	for _, n := range []string{"c1", "c2"} {
+		if p := get(t, client, n); p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusDecode {
+			t.Errorf("%s after RevertAll: role %q status %q; want decode", n, p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+		}
+		if left := act.left[n]; left > budget/2 {
+			t.Errorf("%s's revert was given %s of a %s budget; want a share of it", n, left, budget)
+		}
 	}
 }

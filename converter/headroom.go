@@ -19,7 +19,7 @@ type GPUReading struct {
 	UUID, Name       string
 	MemTotal         uint64 // bytes
 	MemFree          uint64 // bytes
-	Utilisation      uint32 // percent of time a kernel ran; UtilisationKnown false when unsupported (MIG)
+	Utilisation      uint32 // percent of time a kernel ran; UtilisationKnown false when unsupported (MIG only)
 	UtilisationKnown bool
 	MIG              bool   // a MIG device (or a GPU in MIG mode)
 	Problem          string // non-empty: the device is not healthy (pending page retirement, row-remap failure, uncorrected ECC errors)
@@ -47,9 +47,15 @@ type Need struct {
 // Decide says whether GPUs have the headroom; when not, the reason (a Reason* constant) and a detail
 // naming the GPU and the numbers. Health and memory are judged on every GPU before utilisation, so a
 // busy first GPU (a converted decoder is busy by design) cannot hide a later one running out of memory.
+// A reading that cannot be true, or a GPU other than a MIG device without utilisation, is an nvml-error.
 func Decide(gpus []GPUReading, need Need) (ok bool, reason, detail string) {
 	if len(gpus) == 0 {
 		return false, protocol.ReasonNoGPUs, "the kubelet assigned the pod no GPU"
+	}
+	for _, g := range gpus {
+		if err := g.implausible(); err != nil {
+			return false, protocol.ReasonNVMLError, err.Error()
+		}
 	}
 	for _, g := range gpus {
 		if g.Problem != "" {
@@ -71,6 +77,19 @@ func Decide(gpus []GPUReading, need Need) (ok bool, reason, detail string) {
 }
 
 func gib(b uint64) float64 { return float64(b) / (1 << 30) }
+
+// implausible says what makes a reading untrustworthy: memory that cannot be (no total, more free than
+// total) would pass any free-memory check, and a GPU without utilisation would pass any busy check, which
+// is sound only for MIG devices, the ones NVML reports none for.
+func (g GPUReading) implausible() error {
+	if g.MemTotal == 0 || g.MemFree > g.MemTotal {
+		return fmt.Errorf("%s: NVML reports %d bytes free of %d, which cannot be", g.UUID, g.MemFree, g.MemTotal)
+	}
+	if !g.UtilisationKnown && !g.MIG {
+		return fmt.Errorf("%s: NVML reports no utilisation for a GPU that is not a MIG device", g.UUID)
+	}
+	return nil
+}
 
 // Headroom checks a pod's GPUs: PodResources for which devices, NVML for their state.
 type Headroom struct {

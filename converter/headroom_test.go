@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -72,7 +73,7 @@ func TestHeadroomThroughPodResources(t *testing.T) {
 		asked = u
 		var out []GPUReading
 		for _, id := range u {
-			out = append(out, GPUReading{UUID: id, MemTotal: 80 << 30, MemFree: free[id]})
+			out = append(out, GPUReading{UUID: id, MemTotal: 80 << 30, MemFree: free[id], UtilisationKnown: true})
 		}
 		return out, nil
 	})}
@@ -109,9 +110,28 @@ func TestDecideJudgesMemoryBeforeUtilisation(t *testing.T) {
 	if ok, reason, _ := Decide([]GPUReading{half}, Need{MaxUtilisation: 0}); ok || reason != protocol.ReasonBusy {
 		t.Errorf("--max-utilisation 0 and a GPU at 50%%: %v %s; want busy", ok, reason)
 	}
-	low := GPUReading{UUID: "GPU-d", MemTotal: 80 << 30, MemFree: 1 << 20}
+	low := GPUReading{UUID: "GPU-d", MemTotal: 80 << 30, MemFree: 1 << 20, UtilisationKnown: true}
 	if ok, reason, detail := Decide([]GPUReading{low}, Need{MinFreeBytes: 0, MaxUtilisation: 90}); !ok {
 		t.Errorf("--min-free-gib 0: refused %s %s", reason, detail)
+	}
+}
+
+// A reading no GPU can give would pass the checks it feeds, so whatever reader gave it, it is an
+// nvml-error naming the GPU: no memory total, more free than total, or no utilisation outside MIG.
+func TestDecideDistrustsImplausibleReadings(t *testing.T) {
+	need := Need{MinFreeBytes: 2 << 30, MaxUtilisation: 90}
+	for name, g := range map[string]GPUReading{
+		"no total":                      {UUID: "GPU-a", MemFree: 20 << 30, UtilisationKnown: true},
+		"more free than total":          {UUID: "GPU-a", MemTotal: 80 << 30, MemFree: 81 << 30, UtilisationKnown: true},
+		"no utilisation on a whole GPU": {UUID: "GPU-a", MemTotal: 80 << 30, MemFree: 20 << 30},
+	} {
+		if ok, reason, detail := Decide([]GPUReading{g}, need); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "GPU-a") {
+			t.Errorf("%s: %v %s %q; want nvml-error naming GPU-a", name, ok, reason, detail)
+		}
+	}
+	mig := GPUReading{UUID: "MIG-b", MemTotal: 40 << 30, MemFree: 20 << 30, MIG: true}
+	if ok, reason, detail := Decide([]GPUReading{mig}, need); !ok {
+		t.Errorf("a MIG device without utilisation: refused %s %s", reason, detail)
 	}
 }
 
@@ -133,7 +153,7 @@ func TestHeadroomHungNVMLRead(t *testing.T) {
 			if reads.Add(1) == 1 {
 				<-release
 			}
-			return []GPUReading{{UUID: u[0], MemTotal: 80 << 30, MemFree: 30 << 30}}, nil
+			return []GPUReading{{UUID: u[0], MemTotal: 80 << 30, MemFree: 30 << 30, UtilisationKnown: true}}, nil
 		})}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "decode-0", Namespace: "llm-d"}}
 	if ok, reason, detail := h.Check(context.Background(), pod); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "did not answer within") {
@@ -191,7 +211,7 @@ func TestSGLangActuator(t *testing.T) {
 	host, portStr, _ := net.SplitHostPort(u.Host)
 	port, _ := strconv.Atoi(portStr)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "ns"}, Status: corev1.PodStatus{PodIP: host}}
-	a := &SGLangActuator{Port: port}
+	a := &SGLangActuator{Port: port, Timeout: time.Minute} // the default 5 s is not what is tested here
 	if err := a.Convert(context.Background(), pod); err != nil {
 		t.Fatal(err)
 	}
@@ -212,5 +232,54 @@ func TestSGLangActuator(t *testing.T) {
 	}
 	if err := a.Convert(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x"}}); err == nil {
 		t.Error("a pod without an IP converted")
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The engine's answer is taken as it comes: a redirect is a failure naming the pod, not followed with the
+// POST re-sent wherever the engine points, whatever client the actuator is given. A flip is bounded well
+// inside the agent's 20 s shutdown budget.
+func TestSGLangActuatorFollowsNoRedirectAndTimesOutSoon(t *testing.T) {
+	var elsewhere atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	}))
+	defer target.Close()
+	engine := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/pd_role_switch", http.StatusTemporaryRedirect)
+	}))
+	defer engine.Close()
+	u, _ := url.Parse(engine.URL)
+	host, portStr, _ := net.SplitHostPort(u.Host)
+	port, _ := strconv.Atoi(portStr)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "ns"}, Status: corev1.PodStatus{PodIP: host}}
+	// A minute each: the requests' speed on a loaded machine is not what is tested here.
+	for name, a := range map[string]*SGLangActuator{
+		"its own client":       {Port: port, Timeout: time.Minute},
+		"a client it is given": {Port: port, Timeout: time.Minute, HTTP: &http.Client{}},
+	} {
+		if err := a.Convert(context.Background(), pod); err == nil || !strings.Contains(err.Error(), "ns/d") || !strings.Contains(err.Error(), "redirect") {
+			t.Errorf("%s: a redirecting engine: %v; want an error naming the pod and the redirect", name, err)
+		}
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect was followed %d times", n)
+	}
+	var deadline time.Time
+	var bounded bool
+	answer := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		deadline, bounded = r.Context().Deadline()
+		return &http.Response{StatusCode: http.StatusOK, Body: io.NopCloser(strings.NewReader(`{"success": true}`)), Request: r}, nil
+	})
+	if err := (&SGLangActuator{HTTP: &http.Client{Transport: answer}}).Convert(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	// The deadline was set before Convert returned, so with a 5 s limit it is at most 5 s after that.
+	if after := time.Until(deadline); !bounded || after > 5*time.Second {
+		t.Errorf("a flip's deadline is %s after it returned (bounded %v); want at most 5s", after, bounded)
 	}
 }

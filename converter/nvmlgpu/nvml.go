@@ -103,12 +103,9 @@ func read(dev nvml.Device, uuid string) (converter.GPUReading, error) {
 		return g, fmt.Errorf("NVML memory of %s: %w", uuid, ret)
 	}
 	g.MemTotal, g.MemFree = mem.Total, mem.Free
-	// MIG devices report no utilisation (NOT_SUPPORTED): the decision then rests on memory alone.
-	switch util, ret := dev.GetUtilizationRates(); {
-	case ret == nvml.SUCCESS:
-		g.Utilisation, g.UtilisationKnown = util.Gpu, true
-	case !errors.Is(ret, nvml.ERROR_NOT_SUPPORTED):
-		return g, fmt.Errorf("NVML utilisation of %s: %w", uuid, ret)
+	// A total of zero, or more free than total, would pass any free-memory check.
+	if mem.Total == 0 || mem.Free > mem.Total {
+		return g, fmt.Errorf("NVML memory of %s: %d bytes free of %d, which cannot be", uuid, mem.Free, mem.Total)
 	}
 	// Health is a property of the physical GPU: a MIG device is judged by its parent.
 	phys := dev
@@ -120,6 +117,16 @@ func read(dev nvml.Device, uuid string) (converter.GPUReading, error) {
 		phys = parent
 	} else if cur, _, ret := dev.GetMigMode(); ret == nvml.SUCCESS && cur == nvml.DEVICE_MIG_ENABLE {
 		g.MIG = true
+	}
+	// MIG devices report no utilisation (NOT_SUPPORTED): the decision then rests on memory alone. Any other
+	// GPU without it would pass every busy check, so there it is an error.
+	switch util, ret := dev.GetUtilizationRates(); {
+	case ret == nvml.SUCCESS:
+		g.Utilisation, g.UtilisationKnown = util.Gpu, true
+	case !errors.Is(ret, nvml.ERROR_NOT_SUPPORTED):
+		return g, fmt.Errorf("NVML utilisation of %s: %w", uuid, ret)
+	case !g.MIG:
+		return g, fmt.Errorf("NVML utilisation of %s: %w on a GPU that is not MIG, so no busy check could hold", uuid, ret)
 	}
 	p, err := health(phys)
 	if err != nil {

@@ -144,6 +144,39 @@ func TestHeadroomOnMockDGXH100(t *testing.T) {
 			t.Error("a failed driver query gave no error")
 		}
 	})
+	// A reading that cannot be true would pass the free-memory check; an agent refuses it as nvml-error.
+	for name, mem := range map[string]nvml.Memory{
+		"no total":             {Total: 0, Free: 0},
+		"more free than total": {Total: 80 * gib, Free: 81 * gib},
+	} {
+		t.Run("implausible memory is an error naming the GPU: "+name, func(t *testing.T) {
+			s := h100(t)
+			s.Devices[5].(*server.Device).GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) { return mem, nvml.SUCCESS }
+			if _, err := New(s).Read([]string{uuidOf(t, s, 5)}); err == nil || !strings.Contains(err.Error(), uuidOf(t, s, 5)) {
+				t.Errorf("error %v; want one naming the GPU", err)
+			}
+		})
+	}
+	// Only MIG devices report no utilisation; a whole GPU that does not would pass every busy check.
+	t.Run("no utilisation on a GPU that is not MIG is an error", func(t *testing.T) {
+		s := h100(t)
+		s.Devices[6].(*server.Device).GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
+			return nvml.Utilization{}, nvml.ERROR_NOT_SUPPORTED
+		}
+		if _, err := New(s).Read([]string{uuidOf(t, s, 6)}); err == nil || !strings.Contains(err.Error(), uuidOf(t, s, 6)) {
+			t.Errorf("error %v; want one naming the GPU", err)
+		}
+	})
+	t.Run("a GPU in MIG mode may report no utilisation", func(t *testing.T) {
+		s := h100(t)
+		d := s.Devices[6].(*server.Device)
+		d.MigMode = nvml.DEVICE_MIG_ENABLE
+		d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{}, nvml.ERROR_NOT_SUPPORTED }
+		gpus, err := New(s).Read([]string{uuidOf(t, s, 6)})
+		if err != nil || !gpus[0].MIG || gpus[0].UtilisationKnown {
+			t.Errorf("reading %+v, %v; want MIG with utilisation unknown", gpus, err)
+		}
+	})
 	t.Run("unknown UUID is an error, not a pass", func(t *testing.T) {
 		if _, err := New(h100(t)).Read([]string{"GPU-not-here"}); err == nil {
 			t.Error("no error for a GPU NVML does not know")

@@ -53,6 +53,9 @@ const (
 	ReasonActuator      = "actuator-failed"
 	// ReasonOwnerSelector: the pod's ReplicaSet or StatefulSet selects on the label a conversion flips.
 	ReasonOwnerSelector = "owner-selector"
+	// ReasonAlreadyConverted: the pod's label already shows it converted without an agent's status (its
+	// owner deployed it so, or someone else flipped it); it is left as it is, never taken over.
+	ReasonAlreadyConverted = "already-converted"
 )
 
 // Refused formats a refusal status.
