@@ -124,9 +124,11 @@ func (h *HPAGPU) Decide(v *cluster.View) cluster.Target {
 		if i == 1 {
 			hpa, spec, ready = h.hpaD, v.DecodeReplicas, len(v.Decode)
 		}
-		// Pods still starting count as 0% when scaling up, as the HPA treats unready pods.
+		// Pods still starting count as 0% when scaling up, as the HPA treats unready pods; where that turns
+		// the ratio below 1 the HPA keeps the current count rather than change direction
+		// (replica_calculator.go's calcPlainMetricReplicas), so the ratio is held at 1.
 		if ok && ratio > 1 && spec > ready && spec > 0 {
-			ratio = ratio * float64(ready) / float64(spec)
+			ratio = max(ratio*float64(ready)/float64(spec), 1)
 			ready = spec
 		}
 		n2 := hpa.Step(now, spec, max(ready, 1), ratio, ok)

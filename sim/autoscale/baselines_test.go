@@ -184,3 +184,25 @@ func TestStaticGridIsFullOnSmallPools(t *testing.T) {
 		t.Fatalf("static grid has %d tunings (%d distinct), want %d", len(g), len(seen), StaticSweepSize)
 	}
 }
+
+// The GPU-utilisation HPA counts starting pods as 0% when scaling up; when that brings the ratio below 1
+// it keeps the current count, as Kubernetes does rather than change direction, instead of shrinking a
+// pool whose pods are still starting. Here 2 of 4 prefillers are Ready and busy 90% of the time against a
+// 60% target: 1.5 over the Ready pods, 0.75 over all 4.
+func TestHPAGPUKeepsStartingPods(t *testing.T) {
+	h := NewHPAGPU(0.6, 0)
+	busy := 0.0
+	var got []int
+	for s := 0; s <= 120; s++ {
+		busy += 0.9
+		v := &cluster.View{Now: time.Duration(s) * time.Second, PrefillReplicas: 4, DecodeReplicas: 1,
+			Prefill: []cluster.InstanceStats{{Name: "p0", BusySeconds: busy}, {Name: "p1", BusySeconds: busy}},
+			Decode:  []cluster.InstanceStats{{Name: "d0", BusySeconds: 0.6 * float64(s)}}}
+		if n := h.Decide(v).Prefill; n != 4 {
+			got = append(got, n)
+		}
+	}
+	if len(got) > 0 {
+		t.Errorf("prefill moved to %v with 2 of 4 pods Ready at 1.5× the target; want 4 held", got)
+	}
+}

@@ -677,6 +677,18 @@ func (s *sim) admitTo(best *instance, r *request) {
 	s.startStep(best)
 }
 
+// heldTokens is the KV the waiting requests already hold: a prefilled prompt waiting for a slot keeps
+// the blocks it was pulled (or prefilled) into, as in vLLM; a preempted one dropped its KV.
+func (in *instance) heldTokens() float64 {
+	t := 0.0
+	for _, r := range in.waiting {
+		if r.gen == 0 {
+			t += float64(r.in)
+		}
+	}
+	return t
+}
+
 // waitingTokens is the KV the waiting requests need to be admitted.
 func (in *instance) waitingTokens() float64 {
 	t := 0.0
@@ -930,9 +942,9 @@ func (s *sim) view() *View {
 		} else {
 			// vLLM's NIXL connector takes a request in from the pull's start: it waits in the scheduler's
 			// waiting queue (WAITING_FOR_REMOTE_KVS) on blocks already allocated, so its gauges count the
-			// pulls in flight.
+			// pulls in flight, and a landed request waiting for a slot keeps its blocks.
 			st.Waiting += in.incomingN
-			st.KVUsage = math.Min(1, st.KVUsage+in.incoming/s.hw.KVCapacityTokens)
+			st.KVUsage = math.Min(1, st.KVUsage+(in.incoming+in.heldTokens())/s.hw.KVCapacityTokens)
 			v.Decode = append(v.Decode, st)
 		}
 	}

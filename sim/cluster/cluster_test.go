@@ -594,3 +594,21 @@ type lastView struct{ v *View }
 
 func (l *lastView) Interval() time.Duration { return time.Second }
 func (l *lastView) Decide(v *View) Target   { l.v = v; return Target{1, 1, 0} }
+
+// A prefilled request waiting for a batch slot keeps its KV blocks, as in vLLM, so the decoder's KV gauge
+// counts it: with one slot, the second of two 4,000-token prompts waits behind the first's long output,
+// and the gauge shows both prompts' KV.
+func TestWaitingRequestHoldsItsKV(t *testing.T) {
+	hw := testHW()
+	hw.MaxBatch = 1
+	const L = 4000
+	late := trace.Request{Arrival: 60 * time.Second, PromptTokens: 100, OutputTokens: 1}
+	p := &pulls{fixed: fixed{Target{1, 1, 0}}}
+	reqs := []trace.Request{{PromptTokens: L, OutputTokens: 3000}, {PromptTokens: L, OutputTokens: 1}, late}
+	if _, err := Run(Config{Hardware: hw}, reqs, p); err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * L / hw.KVCapacityTokens; p.kv < want*0.999 {
+		t.Errorf("with one prompt running and one waiting the decoder's KV usage reached %.5f; want at least %.5f (both prompts)", p.kv, want)
+	}
+}

@@ -403,10 +403,9 @@ func (c *Controller) safetyNet(now time.Time, pol config.Policy, p *config.Pool,
 	if st.SLOMissFraction >= 0.20 {
 		step = 0.20
 	}
-	target := int(math.Ceil(float64(st.Pods) * (1 + step)))
-	if target <= st.Pods {
-		target = st.Pods + 1
-	}
+	// At least a count the HPA acts on: +10% of 10, 20, 30 ... pods is within its tolerance, and the
+	// cooldown below would then hold a step that never happened.
+	target := max(int(math.Ceil(float64(st.Pods)*(1+step))), stepAbove(st.Pods))
 	if last, ok := c.emergency[pool]; ok && now.Sub(last) < max(emergencyCooldown, pol.ColdStart.Duration) {
 		return max(n, st.Pods) // hold while the previous step takes effect
 	}

@@ -590,6 +590,25 @@ func TestSafetyNetDoesNotCompound(t *testing.T) {
 	}
 }
 
+// The emergency step clears the HPA's tolerance: +10% of 10 or 30 pods (11, 33) is a count Kubernetes
+// 1.33 and later hold, so the step is 12 and 34.
+func TestSafetyNetStepClearsTheTolerance(t *testing.T) {
+	cfg := config.Default()
+	for _, c := range []struct {
+		pods    int
+		arrival float64
+		want    int
+	}{{10, 20000, 12}, {30, 63000, 34}, {4, 8000, 5}} {
+		ctrl := NewController()
+		ctrl.recs["decode"] = nil // a controller with history: the start-up hold is not in play
+		ds := &PoolStatus{Pods: c.pods, Known: c.pods, Arrival: c.arrival, Sustained: c.arrival, PerPod: 2500, Capacity: float64(c.pods) * 2500, SLOMissFraction: 0.1}
+		d := ctrl.Decide(time.Unix(0, 0), cfg.Policy, "g", nil, nil, &cfg.Pools[1], ds)
+		if d.Desired["decode"] != c.want {
+			t.Errorf("%d pods, 10%% misses, sizing asks %d: desired %d, want %d; reasons %v", c.pods, c.pods, d.Desired["decode"], c.want, d.Reasons)
+		}
+	}
+}
+
 // A controller without history (an adapter replica just started or restarted) does not answer below the
 // pods running now until a scale-down window has passed, so it agrees with a peer replica holding its
 // window; scale-ups are not held back, and after the window it follows the load.
