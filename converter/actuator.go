@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,6 +46,12 @@ func (a *LabelActuator) Name() string { return "label:" + a.Key }
 
 func (a *LabelActuator) Converted(pod *corev1.Pod) bool { return pod.Labels[a.Key] == a.ConvertedVal }
 
+// FlippedByAgent reports the converted label with protocol.AnnotationConvertedFrom at this actuator's decode
+// value: only Convert writes that annotation, in the same patch as the label, so the flip is an agent's.
+func (a *LabelActuator) FlippedByAgent(pod *corev1.Pod) bool {
+	return a.Converted(pod) && pod.Annotations[protocol.AnnotationConvertedFrom] == a.Key+"="+a.Decode
+}
+
 func (a *LabelActuator) Convert(ctx context.Context, pod *corev1.Pod) error {
 	return a.set(ctx, pod, a.ConvertedVal, a.Key+"="+a.Decode)
 }
@@ -75,13 +82,17 @@ func (a *LabelActuator) set(ctx context.Context, pod *corev1.Pod, v string, from
 
 // SGLangActuator calls SGLang's POST /pd_role_switch on pods started with --enable-pd-role-switch. The
 // engine drains first and refuses while busy ("not idle"); the refusal is returned as an error, so the
-// agent retries on its next pass. The pod's state is the agent's status annotation, since the engine's
-// role is not on the pod object.
+// agent retries on its next pass. A call that gets no answer returns an error wrapping ErrNoAnswer. The
+// pod's state is the agent's status annotation, since the engine's role is not on the pod object.
 type SGLangActuator struct {
 	Port    int           // the engine's HTTP port (default 30000)
 	HTTP    *http.Client  // its redirect policy is replaced: a redirect is never followed
 	Timeout time.Duration // one call's limit (default 5s)
 }
+
+// ErrNoAnswer marks a role switch whose outcome is unknown (a timeout, a transport error, an unreadable
+// success reply): the engine may still switch, so the agent keeps the pod converted rather than racing it.
+var ErrNoAnswer = errors.New("no answer, the switch may still happen")
 
 func (a *SGLangActuator) Name() string { return "sglang:/pd_role_switch" }
 
@@ -113,8 +124,8 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		port = 30000
 	}
 	if timeout == 0 {
-		// The call blocks the agent's loop and must fit its 20 s shutdown budget; a flip that does not answer
-		// in time fails as actuator-failed (a conversion is undone first).
+		// The call blocks the agent's loop and must fit its 20 s shutdown budget; a conversion that does not
+		// answer in time stays marked converted (ErrNoAnswer) and is reverted when its lease ends.
 		timeout = 5 * time.Second
 	}
 	var client http.Client
@@ -133,7 +144,7 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("pod %s: POST /pd_role_switch %s: %w", podRef(pod), role, err)
+		return fmt.Errorf("pod %s: POST /pd_role_switch %s: %w: %w", podRef(pod), role, ErrNoAnswer, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
@@ -141,10 +152,14 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
-		return fmt.Errorf("pod %s: reading /pd_role_switch reply: %w", podRef(pod), err)
+		return fmt.Errorf("pod %s: reading /pd_role_switch reply: %w: %w", podRef(pod), ErrNoAnswer, err)
 	}
 	var out roleSwitchReply
 	if err := json.Unmarshal(raw, &out); err != nil {
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			// A success status whose reply cannot be read is no refusal: the engine may have switched.
+			err = fmt.Errorf("%w: %w", ErrNoAnswer, err)
+		}
 		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q: %w", podRef(pod), resp.StatusCode, truncate(raw), err)
 	}
 	if resp.StatusCode != http.StatusOK || !out.Success {

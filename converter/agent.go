@@ -3,7 +3,9 @@ package converter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -110,7 +112,10 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	case !want:
 		return nil
 	case ours && a.o.Actuator.Converted(pod):
-		return a.recheck(ctx, pod, now)
+		if pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
+			return a.recheck(ctx, pod, now)
+		}
+		// Its flip is recorded under another status (see owns): recorded converted below, on a fresh read.
 	case a.refusedRecently(pod, now):
 		return nil // the controller moves the lease elsewhere; do not re-check NVML on every event
 	}
@@ -135,6 +140,9 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	case !want:
 		return nil
 	case ours && a.o.Actuator.Converted(pod):
+		if pod.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+			return a.adopt(ctx, pod)
+		}
 		return a.recheck(ctx, pod, now)
 	case !ours && a.labelSaysConverted(pod):
 		// Its owner deployed it converted, or someone else flipped it: taken over, it would be reverted to
@@ -147,11 +155,35 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	return a.convert(ctx, pod, now)
 }
 
-// judge says whether the pod's lease asks for a conversion and whether the pod is this agent's own. The
-// agent manages only pods it converted (status "converted", written before the flip so that a crash
-// mid-flip is undone on restart); a pod a user deployed as prefill-decode is never flipped.
+// judge says whether the pod's lease asks for a conversion and whether the pod is this agent's own (see
+// owns).
 func (a *Agent) judge(pod *corev1.Pod, now time.Time) (want, ours bool) {
-	return protocol.LeasedWithin(pod, now, a.o.MaxLease), pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted
+	return protocol.LeasedWithin(pod, now, a.o.MaxLease), a.owns(pod)
+}
+
+// owns reports whether an agent converted the pod: its status says converted (written before the flip, so
+// that a crash mid-flip is undone on restart), or a label actuator's converted-from shows its own flip
+// under another status (a flip patch that landed after its error was handled, or two agents overlapping).
+func (a *Agent) owns(pod *corev1.Pod) bool {
+	if pod.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
+		return true
+	}
+	r, ok := a.o.Actuator.(relabeler)
+	return ok && r.FlippedByAgent(pod)
+}
+
+// adopt records "converted" on a pod, read fresh, that shows this agent's flip under another status, so
+// that the controller counts it and the end of its lease reverts it.
+func (a *Agent) adopt(ctx context.Context, pod *corev1.Pod) error {
+	if err := a.setStatus(ctx, pod, pod.ResourceVersion, protocol.StatusConverted, false); err != nil {
+		if changedMeanwhile(pod, err) {
+			return nil
+		}
+		return err
+	}
+	klog.InfoS("Found this agent's flip under another status; recorded it as converted", "pod", klog.KObj(pod),
+		"status", pod.Annotations[protocol.AnnotationStatus])
+	return nil
 }
 
 // refusedRecently reports a refusal younger than the minimum flip interval: the controller moves such a
@@ -210,12 +242,22 @@ func (a *Agent) revert(ctx context.Context, pod *corev1.Pod) error {
 // only as a fresh conversion would be, after the minimum flip interval and with the headroom.
 func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) error {
 	ok, reason, detail := a.verify(ctx, pod, now)
-	// The checks can take seconds (the owner's GET, PodResources and NVML up to 5 s each): a lease that
-	// ended meanwhile gets no flip, which the next pass would only revert. A write to the pod meanwhile (the
-	// controller renewing or releasing the lease) fails the conditional writes below instead.
-	if !protocol.LeasedWithin(pod, a.o.Now(), a.o.MaxLease) {
+	// The checks can take seconds (the owner's GET, PodResources and NVML up to 5 s each), longer than the
+	// controller takes to renew the lease, so a write conditional on the first read could conflict on every
+	// pass: the pod is read again, and written on that read's version if only its lease changed.
+	again, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
 		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("reading %s after checking it: %w", podRef(pod), err)
+	}
+	// A lease that ended meanwhile gets no flip, which the next pass would only revert; any other change is
+	// judged on the next pass.
+	if !protocol.LeasedWithin(again, a.o.Now(), a.o.MaxLease) || !sameButLease(pod, again) {
+		return nil
+	}
+	pod = again
 	if !ok {
 		a.forget(pod)
 		return a.refuse(ctx, pod, pod.ResourceVersion, reason, detail)
@@ -228,6 +270,11 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 		return err
 	}
 	if err := a.o.Actuator.Convert(ctx, pod); err != nil {
+		if errors.Is(err, ErrNoAnswer) {
+			// The engine may still switch after the call gave up, and an undo could race it and lose: the pod
+			// stays marked converted, so the lease-end revert (idempotent) puts it back to decode.
+			return fmt.Errorf("converting %s: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err)
+		}
 		// A conversion may have half landed (a label patch whose reply was lost). Only once it is undone is
 		// the refusal recorded: the status stays "converted" until then, so this agent keeps the pod as its
 		// own and reverts it when the lease ends, and the controller keeps counting it.
@@ -254,6 +301,24 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	a.mu.Unlock()
 	klog.InfoS("Converted decoder to take prefill work", "pod", klog.KObj(pod), "actuator", a.o.Actuator.Name())
 	return nil
+}
+
+// sameButLease reports whether b shows the pod as a did to a conversion's checks: on the same node, not
+// being deleted, with the same labels and protocol annotations but the lease, which the controller renews
+// about every third of its length.
+func sameButLease(a, b *corev1.Pod) bool {
+	if b.Spec.NodeName != a.Spec.NodeName || b.DeletionTimestamp != nil || !maps.Equal(a.Labels, b.Labels) {
+		return false
+	}
+	for _, k := range []string{protocol.AnnotationStatus, protocol.AnnotationStatusAt, protocol.AnnotationFlippedAt,
+		protocol.AnnotationConvertedFrom, protocol.AnnotationKVProducer} {
+		va, oka := a.Annotations[k]
+		vb, okb := b.Annotations[k]
+		if va != vb || oka != okb {
+			return false
+		}
+	}
+	return true
 }
 
 // verify runs a conversion's checks; when one fails, reason (a protocol.Reason* constant) and detail say
@@ -376,15 +441,19 @@ const shutdownBudget = 20 * time.Second
 
 // RevertAll converts every converted pod of the node back; the agent runs it before anything else when
 // it stops or loses its signal. Only the pods the cache shows as possibly converted are read: the node's
-// other pods (DaemonSets among them) would spend the budget at the client's rate limit. Each revert gets a
-// quarter of the time left, so an engine that does not answer cannot starve the pods after it.
+// other pods (DaemonSets among them) would spend the budget at the client's rate limit. Each revert gets an
+// equal share of the time left among the candidates still to go (at most a quarter of shutdownBudget), so
+// engines that do not answer cannot starve the pods after them.
 func (a *Agent) RevertAll(ctx context.Context) error {
-	var first error
+	var candidates []*corev1.Pod
 	for _, cached := range a.pods() {
-		if !a.mayBeConverted(cached) {
-			continue
+		if a.mayBeConverted(cached) {
+			candidates = append(candidates, cached)
 		}
-		if err := a.revertAtShutdown(ctx, cached); err != nil {
+	}
+	var first error
+	for i, cached := range candidates {
+		if err := a.revertAtShutdown(ctx, cached, len(candidates)-i); err != nil {
 			klog.ErrorS(err, "Reverting a converted decoder at shutdown", "pod", klog.KObj(cached))
 			if first == nil {
 				first = err
@@ -402,13 +471,15 @@ func (a *Agent) mayBeConverted(p *corev1.Pod) bool {
 	return leased || p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted || a.labelSaysConverted(p)
 }
 
-// revertAtShutdown reverts one candidate of RevertAll within a quarter of ctx's time left.
-func (a *Agent) revertAtShutdown(ctx context.Context, cached *corev1.Pod) error {
+// revertAtShutdown reverts one candidate of RevertAll within its share of ctx's time left, among the
+// remaining candidates (this one included).
+func (a *Agent) revertAtShutdown(ctx context.Context, cached *corev1.Pod, remaining int) error {
+	now := a.o.Now()
 	per := shutdownBudget / 4
 	if dl, ok := ctx.Deadline(); ok {
-		per = time.Until(dl) / 4
+		per = min(dl.Sub(now)/time.Duration(remaining), per)
 	}
-	ctx, cancel := context.WithTimeout(ctx, per)
+	ctx, cancel := context.WithDeadline(ctx, now.Add(per))
 	defer cancel()
 	// The informer cache may not have seen this agent's last patches yet (a flip written just before
 	// shutdown), and the actuator skips a pod it thinks is already reverted: read the pod fresh.
@@ -419,7 +490,7 @@ func (a *Agent) revertAtShutdown(ctx context.Context, cached *corev1.Pod) error 
 	if err != nil {
 		return fmt.Errorf("reading %s before reverting it: %w", podRef(cached), err)
 	}
-	if p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+	if !a.owns(p) {
 		return nil
 	}
 	if err := a.o.Actuator.Revert(ctx, p); err != nil {

@@ -624,9 +624,10 @@ func TestAgentReportsARefusalItCouldNotWrite(t *testing.T) {
 	}
 }
 
-// deadlineActuator records the time each revert was given.
+// deadlineActuator records the time each revert was given, on the agent's clock.
 type deadlineActuator struct {
 	*LabelActuator
+	clk  *clock
 	mu   sync.Mutex
 	left map[string]time.Duration
 }
@@ -636,7 +637,7 @@ func (d *deadlineActuator) Revert(ctx context.Context, p *corev1.Pod) error {
 	d.mu.Lock()
 	d.left[p.Name] = time.Duration(math.MaxInt64)
 	if ok {
-		d.left[p.Name] = time.Until(dl)
+		d.left[p.Name] = dl.Sub(d.clk.Now())
 	}
 	d.mu.Unlock()
 	return d.LabelActuator.Revert(ctx, p)
@@ -662,8 +663,9 @@ func TestAgentRevertAllReadsOnlyCandidatesWithinAShareOfTheBudget(t *testing.T) 
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("daemon-%02d", i), Namespace: "ns"}, Spec: corev1.PodSpec{NodeName: "node-1"}}
 		pods, cached = append(pods, p), append(cached, p.DeepCopy())
 	}
-	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pods...)
-	act := &deadlineActuator{LabelActuator: LLMD(client), left: map[string]time.Duration{}}
+	a, client, clk := agentFixture(t, &fixedGPUs{ok: true}, pods...)
+	clk.Set(time.Now())
+	act := &deadlineActuator{LabelActuator: LLMD(client), clk: clk, left: map[string]time.Duration{}}
 	a.o.Actuator = act
 	a.lister = func() []*corev1.Pod { return cached }
 	var gets []string

@@ -15,6 +15,8 @@ import (
 type relabeler interface {
 	// ConvertedLabels returns the labels the pod would carry once converted.
 	ConvertedLabels(pod *corev1.Pod) map[string]string
+	// FlippedByAgent reports whether the pod shows the actuator's own conversion.
+	FlippedByAgent(pod *corev1.Pod) bool
 }
 
 // ConvertedLabels is the pod's labels with the role label at its converted value.

@@ -1,0 +1,320 @@
+package converter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/tokenscale/tokenscale/converter/protocol"
+)
+
+// A label patch whose reply was lost can land after the undo read the pod (still decode, so the undo
+// changed nothing) and after the refusal: the pod then shows this agent's flip (converted-from at its
+// decode value) under a refusal. It is recorded converted again, so the controller counts it and the end
+// of its lease reverts it; it was refused already-converted on every pass and never reverted.
+func TestAgentTakesBackItsOwnFlipThatLandedLate(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
+	a, client, clk := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	versionedPods(t, client)
+	patchPod(t, client, "d1", `{}`) // stamps a resourceVersion
+	apply := k8stesting.ObjectReaction(client.Tracker())
+	var pending k8stesting.Action
+	lost := errors.New("connection reset by peer")
+	client.PrependReactor("*", "pods", func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if pa, ok := action.(k8stesting.PatchAction); ok && pending == nil && strings.Contains(string(pa.GetPatch()), `"prefill-decode"`) {
+			pending = action // the API server has it; its reply is lost
+			return true, nil, lost
+		}
+		if action.GetVerb() != "get" || pending == nil {
+			return false, nil, nil
+		}
+		// The undo's read is answered from before the patch, which lands right after it.
+		_, read, err := apply(action)
+		if err != nil {
+			return true, nil, err
+		}
+		read = read.DeepCopyObject()
+		if _, _, err := apply(pending); err != nil {
+			return true, nil, err
+		}
+		pending = nil
+		return true, read, nil
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, lost) {
+		t.Fatalf("error %v; want the lost patch reply", err)
+	}
+	p := get(t, client, "d1")
+	if p.Labels["llm-d.ai/role"] != "prefill-decode" || !protocol.IsRefused(p.Annotations[protocol.AnnotationStatus]) {
+		t.Fatalf("setup: role %q status %q; want the late flip under the refusal", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+	}
+	clk.Set(t0.Add(time.Second))
+	if err := a.Reconcile(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "d1"); p.Labels["llm-d.ai/role"] != "prefill-decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+		t.Fatalf("the next pass: role %q status %q; want it recorded converted, this agent's own", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+	}
+	clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	p = get(t, client, "d1")
+	if _, from := p.Annotations[protocol.AnnotationConvertedFrom]; p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusDecode || from {
+		t.Errorf("after the lease: role %q annotations %v; want reverted to decode", p.Labels["llm-d.ai/role"], p.Annotations)
+	}
+}
+
+// At shutdown a pod showing this agent's flip under a refusal is reverted too; one converted by someone
+// else (no converted-from of this actuator's) is left as it is.
+func TestAgentRevertAllRevertsItsOwnFlipUnderARefusal(t *testing.T) {
+	refused := protocol.Refused(protocol.ReasonActuator, "connection reset by peer")
+	late := onNode(decodePod("late", map[string]string{
+		protocol.AnnotationStatus:        refused,
+		protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode",
+	}), "node-1")
+	late.Labels["llm-d.ai/role"] = "prefill-decode"
+	others := onNode(decodePod("others", map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonAlreadyConverted, "")}), "node-1")
+	others.Labels["llm-d.ai/role"] = "prefill-decode"
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, late, others)
+	a.lister = func() []*corev1.Pod { return []*corev1.Pod{late.DeepCopy(), others.DeepCopy()} }
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if err := a.RevertAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "late"); p.Labels["llm-d.ai/role"] != "decode" || p.Annotations[protocol.AnnotationStatus] != protocol.StatusDecode {
+		t.Errorf("this agent's flip under a refusal: role %q status %q; want reverted to decode", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+	}
+	if p := get(t, client, "others"); p.Labels["llm-d.ai/role"] != "prefill-decode" {
+		t.Errorf("a pod converted by someone else: role %q; want left prefill-decode", p.Labels["llm-d.ai/role"])
+	}
+}
+
+// sglangEngine serves /pd_role_switch: prefill answers a switch to prefill, a switch to decode succeeds.
+// It returns the actuator's target and the roles asked so far.
+func sglangEngine(t *testing.T, prefill http.HandlerFunc) (host string, port int, asked func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var roles []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			NewRole string `json:"new_role"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		roles = append(roles, req.NewRole)
+		mu.Unlock()
+		if req.NewRole == "prefill" {
+			prefill(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": req.NewRole})
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(srv.CloseClientConnections) // first: a handler waiting on its request returns
+
+	u, _ := url.Parse(srv.URL)
+	h, ps, _ := net.SplitHostPort(u.Host)
+	port, _ = strconv.Atoi(ps)
+	return h, port, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), roles...) }
+}
+
+func sglangFixture(t *testing.T, prefill http.HandlerFunc) (*Agent, *fake.Clientset, *clock, *SGLangActuator, func() []string) {
+	t.Helper()
+	host, port, asked := sglangEngine(t, prefill)
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
+	pod.Status.PodIP = host
+	a, client, clk := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	act := &SGLangActuator{Port: port, Timeout: time.Minute} // the default 5 s is not what is tested here
+	a.o.Actuator = act
+	return a, client, clk, act, asked
+}
+
+// A switch to prefill that gets no answer in time may still happen in the engine: the pod stays marked
+// converted (no undo racing the switch), and the end of its lease sends decode. It was recorded refused,
+// and an engine that finished switching was left prefill with nothing to revert it.
+func TestAgentKeepsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
+	a, client, clk, act, asked := sglangFixture(t, func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	act.Timeout = 50 * time.Millisecond // the engine never answers; how soon the call gives up does not matter
+	err := a.Reconcile(context.Background(), get(t, client, "d1"))
+	if !errors.Is(err, ErrNoAnswer) || !strings.Contains(err.Error(), "ns/d1") {
+		t.Fatalf("error %v; want ErrNoAnswer naming the pod", err)
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusConverted || strings.Join(asked(), ",") != "prefill" {
+		t.Fatalf("status %q, roles asked %v; want converted, and no undo", s, asked())
+	}
+	act.Timeout = time.Minute
+	clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusDecode || strings.Join(asked(), ",") != "prefill,decode" {
+		t.Errorf("after the lease: status %q, roles asked %v; want decode sent and recorded", s, asked())
+	}
+}
+
+// An engine that answers and refuses the switch is undone (decode is idempotent) and refused.
+func TestAgentRefusesAnSGLangSwitchTheEngineRefused(t *testing.T) {
+	for name, code := range map[string]int{"success false": http.StatusOK, "HTTP 503": http.StatusServiceUnavailable} {
+		t.Run(name, func(t *testing.T) {
+			a, client, _, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+				w.WriteHeader(code)
+				_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "message": "scheduler is not idle"})
+			})
+			err := a.Reconcile(context.Background(), get(t, client, "d1"))
+			if err == nil || errors.Is(err, ErrNoAnswer) {
+				t.Fatalf("error %v; want a refusal, not ErrNoAnswer", err)
+			}
+			if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; !strings.HasPrefix(s, "refused: "+protocol.ReasonActuator) || strings.Join(asked(), ",") != "prefill,decode" {
+				t.Errorf("status %q, roles asked %v; want refused actuator-failed after an undo", s, asked())
+			}
+		})
+	}
+}
+
+// The controller renews a lease about every 3.3 s, and the checks can take longer (NVML near its 5 s
+// limit, the owner's GET under the client's rate limit): a write conditional on the version read before
+// the checks then conflicted on every pass, and the pod was never converted nor refused.
+func TestAgentDecidesThoughTheLeaseIsRenewedDuringEveryCheck(t *testing.T) {
+	for name, gpus := range map[string]*fixedGPUs{
+		"checks pass": {ok: true},
+		"checks fail": {reason: protocol.ReasonMemoryShort, detail: "GPU-1: 0.5 GiB free"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var client *fake.Clientset
+			renewals := 0
+			renewing := checkFunc(func(ctx context.Context, p *corev1.Pod) (bool, string, string) {
+				renewals++
+				patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`,
+					protocol.AnnotationConvertUntil, protocol.FormatTime(t0.Add(time.Minute+time.Duration(renewals)*time.Second))))
+				return gpus.Check(ctx, p)
+			})
+			var a *Agent
+			a, client, _ = agentFixture(t, renewing, onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1"))
+			versionedPods(t, client)
+			patchPod(t, client, "d1", `{}`) // stamps a resourceVersion
+			for range 3 {
+				if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := get(t, client, "d1")
+			want, role := protocol.StatusConverted, "prefill-decode"
+			if !gpus.ok {
+				want, role = protocol.Refused(gpus.reason, gpus.detail), "decode"
+			}
+			if p.Annotations[protocol.AnnotationStatus] != want || p.Labels["llm-d.ai/role"] != role || renewals == 0 {
+				t.Errorf("after 3 passes (%d renewals): status %q role %q; want %q and %q", renewals, p.Annotations[protocol.AnnotationStatus], p.Labels["llm-d.ai/role"], want, role)
+			}
+		})
+	}
+}
+
+// hungActuator's reverts never answer: each records the time it was given, on the agent's clock, and
+// takes all of it.
+type hungActuator struct {
+	*LabelActuator
+	clk  *clock
+	mu   sync.Mutex
+	gave []time.Duration
+}
+
+func (h *hungActuator) Revert(ctx context.Context, _ *corev1.Pod) error {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return errors.New("no deadline")
+	}
+	h.mu.Lock()
+	h.gave = append(h.gave, dl.Sub(h.clk.Now()))
+	h.mu.Unlock()
+	h.clk.Set(dl)
+	return context.DeadlineExceeded
+}
+
+// At shutdown each revert gets an equal share of the time left among the candidates still to go, at most
+// a quarter of the shutdown budget: a quarter of the time left each decayed geometrically, and after a
+// few engines that did not answer the later pods got under a second.
+func TestAgentRevertAllSharesTheTimeLeftEvenly(t *testing.T) {
+	for _, c := range []struct {
+		pods int
+		each time.Duration
+	}{{5, shutdownBudget / 5}, {2, shutdownBudget / 4}} {
+		t.Run(strconv.Itoa(c.pods), func(t *testing.T) {
+			var pods []*corev1.Pod
+			for i := range c.pods {
+				p := onNode(decodePod(fmt.Sprintf("c%d", i), map[string]string{
+					protocol.AnnotationStatus:        protocol.StatusConverted,
+					protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode",
+				}), "node-1")
+				p.Labels["llm-d.ai/role"] = "prefill-decode"
+				pods = append(pods, p)
+			}
+			a, client, clk := agentFixture(t, &fixedGPUs{ok: true}, pods...)
+			act := &hungActuator{LabelActuator: LLMD(client), clk: clk}
+			a.o.Actuator = act
+			a.lister = func() []*corev1.Pod { return pods }
+			// The real deadline is an hour away; on the agent's clock the shutdown budget is left.
+			end := time.Now().Add(time.Hour)
+			clk.Set(end.Add(-shutdownBudget))
+			ctx, cancel := context.WithDeadline(context.Background(), end)
+			defer cancel()
+			if err := a.RevertAll(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("error %v; want the hung reverts' deadline", err)
+			}
+			if len(act.gave) != c.pods {
+				t.Fatalf("%d reverts tried; want %d", len(act.gave), c.pods)
+			}
+			for i, d := range act.gave {
+				if d != c.each {
+					t.Errorf("revert %d of %d was given %s; want %s each (%v)", i+1, c.pods, d, c.each, act.gave)
+				}
+			}
+		})
+	}
+}
+
+// Only an answer refuses a switch (success:false, or a status other than success); without one (a
+// transport error, a success status with a reply that cannot be read) the switch may have happened.
+func TestSGLangActuatorTellsARefusalFromNoAnswer(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "ns"}, Status: corev1.PodStatus{PodIP: "10.0.0.1"}}
+	reply := func(code int, body string) roundTripFunc {
+		return func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: code, Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+		}
+	}
+	for name, c := range map[string]struct {
+		rt       roundTripFunc
+		noAnswer bool
+	}{
+		"transport error":   {func(*http.Request) (*http.Response, error) { return nil, errors.New("connection reset by peer") }, true},
+		"unreadable 200":    {reply(http.StatusOK, "<html>"), true},
+		"success false":     {reply(http.StatusOK, `{"success": false, "message": "not idle"}`), false},
+		"unreadable 503":    {reply(http.StatusServiceUnavailable, "<html>"), false},
+		"503 success false": {reply(http.StatusServiceUnavailable, `{"success": false}`), false},
+	} {
+		err := (&SGLangActuator{HTTP: &http.Client{Transport: c.rt}, Timeout: time.Hour}).Convert(context.Background(), pod)
+		if err == nil || errors.Is(err, ErrNoAnswer) != c.noAnswer || !strings.Contains(err.Error(), "ns/d") {
+			t.Errorf("%s: error %v; want one naming the pod, ErrNoAnswer %v", name, err, c.noAnswer)
+		}
+	}
+}
