@@ -122,15 +122,9 @@ func (a *Agent) Reconcile(ctx context.Context, pod *corev1.Pod) error {
 	// Every path below may write, and a pass over the informer's list can hold a copy older than this
 	// agent's own last writes (a pod converted a moment ago still showing decode): the pod is read fresh and
 	// judged again, so that a refusal or a conversion never lands on a state the agent did not see.
-	fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil // deleted: nothing to convert
-	}
-	if err != nil {
-		return fmt.Errorf("reading %s before converting it: %w", podRef(pod), err)
-	}
-	if fresh.Spec.NodeName != a.o.NodeName || fresh.DeletionTimestamp != nil {
-		return nil
+	fresh, err := a.readHere(ctx, pod, "before converting it")
+	if fresh == nil {
+		return err
 	}
 	pod = fresh
 	want, ours = a.judge(pod, now)
@@ -203,21 +197,31 @@ func (a *Agent) labelSaysConverted(pod *corev1.Pod) bool {
 	return ok && a.o.Actuator.Converted(pod)
 }
 
+// readHere reads pod fresh from the API server. It returns nil, and no error, when the pod is gone, is
+// being deleted or is no longer on this agent's node: there is nothing left to do to it here.
+func (a *Agent) readHere(ctx context.Context, pod *corev1.Pod, doing string) (*corev1.Pod, error) {
+	fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %s: %w", podRef(pod), doing, err)
+	}
+	if fresh.Spec.NodeName != a.o.NodeName || fresh.DeletionTimestamp != nil {
+		return nil, nil
+	}
+	return fresh, nil
+}
+
 // revertEnded reverts a pod this agent converted whose lease is gone. It reads the pod fresh: the informer
 // may hold the status write of a conversion without its flip (two watch events), and an actuator that
 // skips a revert it thinks done would leave the flip in place with nobody owning it once the status says
 // decode.
 func (a *Agent) revertEnded(ctx context.Context, pod *corev1.Pod, now time.Time) error {
 	a.forget(pod)
-	fresh, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil // deleted: nothing to revert
-	}
-	if err != nil {
-		return fmt.Errorf("reading %s before reverting its conversion: %w", podRef(pod), err)
-	}
-	if fresh.Spec.NodeName != a.o.NodeName || fresh.DeletionTimestamp != nil {
-		return nil
+	fresh, err := a.readHere(ctx, pod, "before reverting its conversion")
+	if fresh == nil {
+		return err
 	}
 	if want, ours := a.judge(fresh, now); want || !ours {
 		return nil // changed since the cached copy (leased again, say): its own event reconciles it
@@ -245,12 +249,9 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	// The checks can take seconds (the owner's GET, PodResources and NVML up to 5 s each), longer than the
 	// controller takes to renew the lease, so a write conditional on the first read could conflict on every
 	// pass: the pod is read again, and written on that read's version if only its lease changed.
-	again, err := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading %s after checking it: %w", podRef(pod), err)
+	again, err := a.readHere(ctx, pod, "after checking it")
+	if again == nil {
+		return err
 	}
 	// A lease that ended meanwhile gets no flip, which the next pass would only revert; any other change is
 	// judged on the next pass.

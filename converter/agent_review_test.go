@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,15 +161,18 @@ func TestAgentKeepsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
 	if !errors.Is(err, ErrNoAnswer) || !strings.Contains(err.Error(), "ns/d1") {
 		t.Fatalf("error %v; want ErrNoAnswer naming the pod", err)
 	}
-	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusConverted || strings.Join(asked(), ",") != "prefill" {
+	// Whether the engine read the switch before the call gave up depends on the machine's load; what
+	// matters is that no undo was sent.
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusConverted || slices.Contains(asked(), "decode") {
 		t.Fatalf("status %q, roles asked %v; want converted, and no undo", s, asked())
 	}
+	before := len(asked())
 	act.Timeout = time.Minute
 	clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
 	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
 		t.Fatal(err)
 	}
-	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusDecode || strings.Join(asked(), ",") != "prefill,decode" {
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusDecode || strings.Join(asked()[before:], ",") != "decode" {
 		t.Errorf("after the lease: status %q, roles asked %v; want decode sent and recorded", s, asked())
 	}
 }
