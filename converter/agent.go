@@ -70,6 +70,9 @@ type Agent struct {
 	mu sync.Mutex
 	// checked is when each pod kept converted last had its headroom verified.
 	checked map[types.NamespacedName]time.Time
+	// unanswered is when a pod's switch to prefill was last sent without an answer (ErrNoAnswer): it is
+	// sent again, since nothing else says the engine took the prefill work it is counted for.
+	unanswered map[types.NamespacedName]time.Time
 }
 
 // NewAgent returns an agent for o.NodeName.
@@ -92,7 +95,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 	if o.Recheck == 0 {
 		o.Recheck = 30 * time.Second
 	}
-	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}}
+	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]time.Time{}}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -273,28 +276,14 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	if err := a.o.Actuator.Convert(ctx, pod); err != nil {
 		if errors.Is(err, ErrNoAnswer) {
 			// The engine may still switch after the call gave up, and an undo could race it and lose: the pod
-			// stays marked converted, so the lease-end revert (idempotent) puts it back to decode.
-			return fmt.Errorf("converting %s: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err)
+			// stays marked converted, the switch is sent again (idempotent) until the engine answers, and the
+			// lease-end revert (idempotent too) puts it back to decode.
+			a.mu.Lock()
+			a.unanswered[podKey(pod)] = now
+			a.mu.Unlock()
+			return fmt.Errorf("converting %s: %w (it stays marked converted, the switch is sent again, and it is reverted when its lease ends)", podRef(pod), err)
 		}
-		// A conversion may have half landed (a label patch whose reply was lost). Only once it is undone is
-		// the refusal recorded: the status stays "converted" until then, so this agent keeps the pod as its
-		// own and reverts it when the lease ends, and the controller keeps counting it.
-		// The undo reads the pod afresh: the copy in hand predates the flip, and an actuator that sees its
-		// pod already at decode would change nothing.
-		fresh, gerr := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-		rerr := gerr
-		if gerr == nil {
-			rerr = a.o.Actuator.Revert(ctx, fresh)
-		}
-		if rerr != nil {
-			return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err, rerr)
-		}
-		// Unconditional: the undo itself changed the pod, and until this lands the status says converted
-		// over a decode pod, which the controller counts as converted.
-		if ferr := a.refuse(ctx, pod, "", protocol.ReasonActuator, err.Error()); ferr != nil {
-			return fmt.Errorf("converting %s: %w; recording the refusal: %w", podRef(pod), err, ferr)
-		}
-		return fmt.Errorf("converting %s: %w", podRef(pod), err)
+		return a.undo(ctx, pod, err)
 	}
 	a.o.Observer.Flipped("convert", time.Since(start))
 	a.mu.Lock()
@@ -302,6 +291,68 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	a.mu.Unlock()
 	klog.InfoS("Converted decoder to take prefill work", "pod", klog.KObj(pod), "actuator", a.o.Actuator.Name())
 	return nil
+}
+
+// undo puts back a conversion the actuator failed with err (not ErrNoAnswer) and records the refusal.
+// A conversion may have half landed (a label patch whose reply was lost). Only once it is undone is the
+// refusal recorded: the status stays "converted" until then, so this agent keeps the pod as its own and
+// reverts it when the lease ends, and the controller keeps counting it. The undo reads the pod afresh: the
+// copy in hand predates the flip, and an actuator that sees its pod already at decode would change nothing.
+func (a *Agent) undo(ctx context.Context, pod *corev1.Pod, err error) error {
+	a.forget(pod)
+	fresh, gerr := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	rerr := gerr
+	if gerr == nil {
+		rerr = a.o.Actuator.Revert(ctx, fresh)
+	}
+	if rerr != nil {
+		return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err, rerr)
+	}
+	// Unconditional: the undo itself changed the pod, and until this lands the status says converted
+	// over a decode pod, which the controller counts as converted.
+	if ferr := a.refuse(ctx, pod, "", protocol.ReasonActuator, err.Error()); ferr != nil {
+		return fmt.Errorf("converting %s: %w; recording the refusal: %w", podRef(pod), err, ferr)
+	}
+	return fmt.Errorf("converting %s: %w", podRef(pod), err)
+}
+
+// resendAfter spaces the re-sends of a switch that got no answer: each may block the agent's loop for
+// the actuator's timeout (5 s for SGLang), and the other pods of the node wait on it.
+const resendAfter = 10 * time.Second
+
+// resend sends again a conversion whose switch got no answer, at most once per resendAfter; it reports
+// whether the pod had one. An answer ends it: a success keeps the pod converted, a refusal (the engine
+// took no prefill work) undoes and refuses it as a first conversion's would. Without it a pod whose
+// switch was lost stayed counted as converted, decoding only, until its lease ended.
+func (a *Agent) resend(ctx context.Context, pod *corev1.Pod, now time.Time) (bool, error) {
+	key := podKey(pod)
+	a.mu.Lock()
+	last, ok := a.unanswered[key]
+	due := ok && (now.Sub(last) >= resendAfter || now.Before(last))
+	if due {
+		a.unanswered[key] = now
+	}
+	a.mu.Unlock()
+	if !due {
+		return ok, nil
+	}
+	start := time.Now()
+	err := a.o.Actuator.Convert(ctx, pod)
+	if errors.Is(err, ErrNoAnswer) {
+		return true, fmt.Errorf("re-sending the conversion of %s: %w (sent again in %s)", podRef(pod), err, resendAfter)
+	}
+	a.mu.Lock()
+	delete(a.unanswered, key)
+	a.mu.Unlock()
+	if err != nil {
+		return true, a.undo(ctx, pod, err)
+	}
+	a.o.Observer.Flipped("convert", time.Since(start))
+	a.mu.Lock()
+	a.checked[key] = now
+	a.mu.Unlock()
+	klog.InfoS("Converted decoder to take prefill work; the engine answered the switch sent again", "pod", klog.KObj(pod), "actuator", a.o.Actuator.Name())
+	return true, nil
 }
 
 // sameButLease reports whether b shows the pod as a did to a conversion's checks: on the same node, not
@@ -341,6 +392,9 @@ func (a *Agent) verify(ctx context.Context, pod *corev1.Pod, now time.Time) (ok 
 // refusal, so the controller moves the lease) when the headroom is gone. A pod first seen converted (after
 // an agent restart) starts its interval then.
 func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) error {
+	if had, err := a.resend(ctx, pod, now); had {
+		return err
+	}
 	a.mu.Lock()
 	last, seen := a.checked[podKey(pod)]
 	due := seen && now.Sub(last) >= a.o.Recheck
@@ -373,6 +427,7 @@ func podKey(p *corev1.Pod) types.NamespacedName {
 func (a *Agent) forget(pod *corev1.Pod) {
 	a.mu.Lock()
 	delete(a.checked, podKey(pod))
+	delete(a.unanswered, podKey(pod))
 	a.mu.Unlock()
 }
 

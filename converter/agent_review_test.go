@@ -177,6 +177,68 @@ func TestAgentKeepsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
 	}
 }
 
+// A switch to prefill that got no answer is sent again once per resendAfter until the engine answers:
+// the pod was counted as converted while its engine, which never got the switch, only decoded until the
+// lease ended. An answer that accepts keeps it converted and ends the re-sends; one that refuses undoes
+// and refuses it, as on a first conversion.
+func TestAgentResendsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
+	for name, refuse := range map[string]bool{"accepted": false, "refused": true} {
+		t.Run(name, func(t *testing.T) {
+			var mu sync.Mutex
+			calls := 0
+			a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				calls++
+				first := calls == 1
+				mu.Unlock()
+				if first {
+					// Lost: the connection closes before a reply, so the call gets no answer however loaded the
+					// machine (a timeout could fire before the request reached the engine).
+					if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+						conn.Close()
+					}
+					return
+				}
+				if refuse {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "message": "scheduler is not idle"})
+					return
+				}
+				_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+			})
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, ErrNoAnswer) {
+				t.Fatalf("first pass: error %v; want ErrNoAnswer", err)
+			}
+			clk.Set(t0.Add(resendAfter / 2))
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(strings.Join(asked(), ","), "prefill"); n != 1 {
+				t.Fatalf("roles asked %v before resendAfter; want prefill once", asked())
+			}
+			clk.Set(t0.Add(resendAfter))
+			err := a.Reconcile(context.Background(), get(t, client, "d1"))
+			s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]
+			if refuse {
+				if err == nil || errors.Is(err, ErrNoAnswer) || !strings.HasPrefix(s, "refused: "+protocol.ReasonActuator) || strings.Join(asked(), ",") != "prefill,prefill,decode" {
+					t.Fatalf("error %v, status %q, roles asked %v; want a refusal recorded after an undo", err, s, asked())
+				}
+				return
+			}
+			if err != nil || s != protocol.StatusConverted || strings.Join(asked(), ",") != "prefill,prefill" {
+				t.Fatalf("error %v, status %q, roles asked %v; want converted after the switch sent again", err, s, asked())
+			}
+			clk.Set(t0.Add(3 * resendAfter))
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(asked(), ",") != "prefill,prefill" {
+				t.Errorf("roles asked %v after the engine answered; want no more re-sends", asked())
+			}
+		})
+	}
+}
+
 // An engine that answers and refuses the switch is undone (decode is idempotent) and refused.
 func TestAgentRefusesAnSGLangSwitchTheEngineRefused(t *testing.T) {
 	for name, code := range map[string]int{"success false": http.StatusOK, "HTTP 503": http.StatusServiceUnavailable} {
