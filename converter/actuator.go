@@ -125,7 +125,7 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	}
 	if timeout == 0 {
 		// The call blocks the agent's loop and must fit its 20 s shutdown budget; a conversion that does not
-		// answer in time stays marked converted (ErrNoAnswer) and is reverted when its lease ends.
+		// answer in time stays marked converted (ErrNoAnswer), and the agent sends it again (Agent.resend).
 		timeout = 5 * time.Second
 	}
 	var client http.Client

@@ -70,9 +70,16 @@ type Agent struct {
 	mu sync.Mutex
 	// checked is when each pod kept converted last had its headroom verified.
 	checked map[types.NamespacedName]time.Time
-	// unanswered is when a pod's switch to prefill was last sent without an answer (ErrNoAnswer): it is
+	// unanswered holds the pods marked converted whose engine's role is unknown: a switch to prefill, or a
+	// revert to decode, got no answer (ErrNoAnswer). While such a pod is leased the switch to prefill is
 	// sent again, since nothing else says the engine took the prefill work it is counted for.
-	unanswered map[types.NamespacedName]time.Time
+	unanswered map[types.NamespacedName]unanswered
+}
+
+// unanswered is when a pod's switch was last sent without an answer, and how many re-sends went since.
+type unanswered struct {
+	at   time.Time
+	sent int
 }
 
 // NewAgent returns an agent for o.NodeName.
@@ -95,7 +102,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 	if o.Recheck == 0 {
 		o.Recheck = 30 * time.Second
 	}
-	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]time.Time{}}
+	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{}}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -221,9 +228,11 @@ func (a *Agent) readHere(ctx context.Context, pod *corev1.Pod, doing string) (*c
 // skips a revert it thinks done would leave the flip in place with nobody owning it once the status says
 // decode.
 func (a *Agent) revertEnded(ctx context.Context, pod *corev1.Pod, now time.Time) error {
-	a.forget(pod)
 	fresh, err := a.readHere(ctx, pod, "before reverting its conversion")
 	if fresh == nil {
+		if err == nil {
+			a.forget(pod) // gone, being deleted or moved
+		}
 		return err
 	}
 	if want, ours := a.judge(fresh, now); want || !ours {
@@ -237,6 +246,11 @@ func (a *Agent) revert(ctx context.Context, pod *corev1.Pod) error {
 	a.forget(pod)
 	start := time.Now()
 	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
+		if errors.Is(err, ErrNoAnswer) {
+			// The engine's role is unknown and the pod stays marked converted: the revert is tried again while
+			// it is not leased, and a new lease sends the switch to prefill again.
+			a.markUnanswered(pod, a.o.Now())
+		}
 		return fmt.Errorf("reverting %s: %w", podRef(pod), err)
 	}
 	a.o.Observer.Flipped("revert", time.Since(start))
@@ -266,6 +280,8 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 		a.forget(pod)
 		return a.refuse(ctx, pod, pod.ResourceVersion, reason, detail)
 	}
+	// A fresh conversion: an entry left by a pod of the same name (a StatefulSet's, recreated) is not its.
+	a.forget(pod)
 	start := time.Now()
 	if err := a.setStatus(ctx, pod, pod.ResourceVersion, protocol.StatusConverted, true); err != nil {
 		if changedMeanwhile(pod, err) {
@@ -278,9 +294,7 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 			// The engine may still switch after the call gave up, and an undo could race it and lose: the pod
 			// stays marked converted, the switch is sent again (idempotent) until the engine answers, and the
 			// lease-end revert (idempotent too) puts it back to decode.
-			a.mu.Lock()
-			a.unanswered[podKey(pod)] = now
-			a.mu.Unlock()
+			a.markUnanswered(pod, now)
 			return fmt.Errorf("converting %s: %w (it stays marked converted, the switch is sent again, and it is reverted when its lease ends)", podRef(pod), err)
 		}
 		return a.undo(ctx, pod, err)
@@ -316,30 +330,48 @@ func (a *Agent) undo(ctx context.Context, pod *corev1.Pod, err error) error {
 	return fmt.Errorf("converting %s: %w", podRef(pod), err)
 }
 
-// resendAfter spaces the re-sends of a switch that got no answer: each may block the agent's loop for
-// the actuator's timeout (5 s for SGLang), and the other pods of the node wait on it.
-const resendAfter = 10 * time.Second
+// resendAfter spaces the re-sends of a switch that got no answer, doubling after each (10, 20, 40 s):
+// each may block the agent's loop for the actuator's timeout (5 s for SGLang), and the other pods of the
+// node wait on it. After maxResends the conversion is undone as a refused one is, so that a pod whose
+// engine never answers is not counted as converted for as long as the controller renews its lease.
+const (
+	resendAfter = 10 * time.Second
+	maxResends  = 3
+)
 
-// resend sends again a conversion whose switch got no answer, at most once per resendAfter; it reports
-// whether the pod had one. An answer ends it: a success keeps the pod converted, a refusal (the engine
-// took no prefill work) undoes and refuses it as a first conversion's would. Without it a pod whose
-// switch was lost stayed counted as converted, decoding only, until its lease ended.
+// markUnanswered records that a switch of pod got no answer now.
+func (a *Agent) markUnanswered(pod *corev1.Pod, now time.Time) {
+	a.mu.Lock()
+	a.unanswered[podKey(pod)] = unanswered{at: now}
+	a.mu.Unlock()
+}
+
+// resend sends again the switch to prefill of a leased pod whose engine's role is unknown, when due; it
+// reports whether the pod had such a switch. An answer ends it: a success keeps the pod converted, a
+// refusal (the engine took no prefill work) undoes and refuses it as a first conversion's would. SGLang
+// handles role switches in the order they come, so an undo cannot be overtaken by the switch that got
+// no answer. Without it a pod whose switch was lost stayed counted as converted, decoding only, until its
+// lease ended.
 func (a *Agent) resend(ctx context.Context, pod *corev1.Pod, now time.Time) (bool, error) {
 	key := podKey(pod)
 	a.mu.Lock()
-	last, ok := a.unanswered[key]
-	due := ok && (now.Sub(last) >= resendAfter || now.Before(last))
+	u, ok := a.unanswered[key]
+	due := ok && (now.Sub(u.at) >= resendAfter<<u.sent || now.Before(u.at))
 	if due {
-		a.unanswered[key] = now
+		u.at, u.sent = now, u.sent+1
+		a.unanswered[key] = u
 	}
 	a.mu.Unlock()
 	if !due {
 		return ok, nil
 	}
+	if u.sent > maxResends {
+		return true, a.undo(ctx, pod, fmt.Errorf("pod %s: no answer to the switch to prefill, sent %d times", podRef(pod), maxResends+1))
+	}
 	start := time.Now()
 	err := a.o.Actuator.Convert(ctx, pod)
 	if errors.Is(err, ErrNoAnswer) {
-		return true, fmt.Errorf("re-sending the conversion of %s: %w (sent again in %s)", podRef(pod), err, resendAfter)
+		return true, fmt.Errorf("re-sending the conversion of %s: %w (sent again in %s)", podRef(pod), err, resendAfter<<u.sent)
 	}
 	a.mu.Lock()
 	delete(a.unanswered, key)

@@ -192,11 +192,7 @@ func TestAgentResendsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
 				first := calls == 1
 				mu.Unlock()
 				if first {
-					// Lost: the connection closes before a reply, so the call gets no answer however loaded the
-					// machine (a timeout could fire before the request reached the engine).
-					if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
-						conn.Close()
-					}
+					hangUp(w) // lost (a timeout could fire before the request reached the engine)
 					return
 				}
 				if refuse {
@@ -236,6 +232,165 @@ func TestAgentResendsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
 				t.Errorf("roles asked %v after the engine answered; want no more re-sends", asked())
 			}
 		})
+	}
+}
+
+// lease renews d1's lease to end a minute after at, as the controller does while it wants the pod.
+func lease(t *testing.T, client *fake.Clientset, at time.Time) {
+	t.Helper()
+	patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, protocol.AnnotationConvertUntil, protocol.FormatTime(at.Add(time.Minute))))
+}
+
+// hangUp closes the connection before a reply: the call gets no answer however loaded the machine.
+func hangUp(w http.ResponseWriter) {
+	if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+		conn.Close()
+	}
+}
+
+// An engine that never answers the switch to prefill gets it maxResends more times, spaced 10, 20 and
+// 40 s, and is then undone and refused, so that the controller moves the lease: it renews a converted
+// pod's lease, so waiting for the lease to end would count the pod as converted for good.
+func TestAgentStopsResendingToAnEngineThatNeverAnswers(t *testing.T) {
+	a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) { hangUp(w) })
+	prefills := func() int { return strings.Count(strings.Join(asked(), ","), "prefill") }
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("first pass: error %v; want ErrNoAnswer", err)
+	}
+	for i, at := range []time.Duration{10 * time.Second, 30 * time.Second, 70 * time.Second} {
+		now := t0.Add(at)
+		clk.Set(now.Add(-time.Second))
+		lease(t, client, now)
+		_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+		if prefills() != i+1 {
+			t.Fatalf("a second before re-send %d: roles asked %v", i+1, asked())
+		}
+		clk.Set(now)
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, ErrNoAnswer) {
+			t.Fatalf("re-send %d: error %v; want ErrNoAnswer", i+1, err)
+		}
+		if prefills() != i+2 {
+			t.Fatalf("re-send %d: roles asked %v", i+1, asked())
+		}
+	}
+	now := t0.Add(150 * time.Second)
+	clk.Set(now)
+	lease(t, client, now)
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err == nil || errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("after %d re-sends: error %v; want the conversion undone and refused", maxResends, err)
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; !strings.HasPrefix(s, "refused: "+protocol.ReasonActuator) || strings.Join(asked(), ",") != "prefill,prefill,prefill,prefill,decode" {
+		t.Errorf("status %q, roles asked %v; want refused after an undo", s, asked())
+	}
+}
+
+// A pass acting on a cached copy whose lease looks ended, while the controller has renewed it, changes
+// nothing: the re-sends of a switch that got no answer go on. revertEnded dropped them before reading the
+// pod, so the engine was left decoding under a converted status.
+func TestAgentKeepsResendingWhenALeaseOnlyLookedEnded(t *testing.T) {
+	var mu sync.Mutex
+	answer := false
+	a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		ok := answer
+		mu.Unlock()
+		if !ok {
+			hangUp(w)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("first pass: error %v; want ErrNoAnswer", err)
+	}
+	stale := get(t, client, "d1") // its lease ends at t0+1m
+	lease(t, client, t0.Add(time.Minute))
+	clk.Set(t0.Add(70 * time.Second))
+	if err := a.Reconcile(context.Background(), stale); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	answer = true
+	mu.Unlock()
+	clk.Set(t0.Add(80 * time.Second))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(asked(), ",") != "prefill,prefill" {
+		t.Errorf("roles asked %v; want the switch to prefill sent again", asked())
+	}
+}
+
+// A revert that got no answer leaves the engine's role unknown under a converted status; if the pod is
+// leased again, the switch to prefill is sent again. It was counted as converted while perhaps decoding.
+func TestAgentResendsAfterARevertThatGotNoAnswer(t *testing.T) {
+	a, client, clk, act, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	// The revert at the lease's end goes to an engine port that hangs up: it gets no answer.
+	hangs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hangUp(w) }))
+	t.Cleanup(hangs.Close)
+	u, _ := url.Parse(hangs.URL)
+	_, ps, _ := net.SplitHostPort(u.Host)
+	hung, _ := strconv.Atoi(ps)
+	a.o.Actuator = &SGLangActuator{Port: hung, Timeout: time.Minute}
+	clk.Set(t0.Add(2 * time.Minute))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("revert: error %v; want ErrNoAnswer", err)
+	}
+	a.o.Actuator = act
+	lease(t, client, t0.Add(2*time.Minute))
+	before := len(asked())
+	clk.Set(t0.Add(2*time.Minute + resendAfter))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(asked()[before:], ","); got != "prefill" || get(t, client, "d1").Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+		t.Errorf("after a new lease: roles asked %q; want prefill sent again, the pod converted", got)
+	}
+}
+
+// A pod recreated under the name of one whose switch got no answer (a StatefulSet's) is converted afresh:
+// the old pod's re-sends are not its.
+func TestAgentForgetsTheReSendsOfAPodOfTheSameName(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			hangUp(w)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("first pass: error %v; want ErrNoAnswer", err)
+	}
+	old := get(t, client, "d1")
+	if err := client.CoreV1().Pods(old.Namespace).Delete(context.Background(), "d1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	again := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
+	again.Status.PodIP = old.Status.PodIP
+	if _, err := client.CoreV1().Pods(again.Namespace).Create(context.Background(), again, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(time.Second))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(resendAfter + time.Second))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(asked(), ",") != "prefill,prefill" {
+		t.Errorf("roles asked %v; want the new pod's one conversion and no re-send", asked())
 	}
 }
 
