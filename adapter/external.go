@@ -58,7 +58,7 @@ func (e *External) ListAllExternalMetrics() []provider.ExternalMetricInfo {
 // GetExternalMetric returns one value per pool in namespace whose labels (pool, role, workload) match
 // metricSelector. A pool whose value is unknown, or one the selector names on the pool label with no Ready
 // pods here, fails the whole request: an HPA summing an external metric over several pools must not see a
-// partial sum.
+// partial sum. A pool name the selector names that no configured pool has here is a 404 naming it.
 func (e *External) GetExternalMetric(_ context.Context, namespace string, sel labels.Selector, info provider.ExternalMetricInfo) (_ *external_metrics.ExternalMetricValueList, err error) {
 	defer observe(e.obs, "external", "object", time.Now(), &err)
 	get, ok := poolMetrics[info.Metric]
@@ -68,6 +68,20 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	snap, err := snapshot(e.src, e.maxAge)
 	if err != nil {
 		return nil, err
+	}
+	// A named pool that no config has here is a typo, not a pool at zero: answering for the other named
+	// pools alone would hand the HPA a partial sum with no error anywhere.
+	named := namedPools(sel)
+	var unknown []string
+	for name := range named {
+		if snap.ConfiguredPool(namespace, name) == nil {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: %q names pool %s, which no tokenscale pool config has in namespace %q (pools here: %s)",
+			info.Metric, sel, strings.Join(unknown, ", "), namespace, snap.PoolsIn(namespace)))
 	}
 	list := &external_metrics.ExternalMetricValueList{}
 	for _, pool := range snap.Pools {
@@ -94,7 +108,6 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	// custom metrics API answers a configured workload without pods): when the selector names it, even
 	// beside pools that answered, as their sum alone would be partial; otherwise only when none answered,
 	// as a pool without a namespace scaled to zero here cannot be told from one that never runs here.
-	named := namedPools(sel)
 	var idle []string
 	for i := range snap.ConfigPools {
 		p := &snap.ConfigPools[i]

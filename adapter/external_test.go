@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	apierr "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -41,7 +43,7 @@ func TestExternalMetricsNamedPoolWithoutReadyPods(t *testing.T) {
 		}
 	}
 	// The pool names both, another requirement drops decode: prefill alone is the whole selection.
-	for _, s := range []string{"", "role=prefill", "pool=prefill", "pool in (prefill,decode),role=prefill", "pool notin (decode)", "pool in (prefill,nope)"} {
+	for _, s := range []string{"", "role=prefill", "pool=prefill", "pool in (prefill,decode),role=prefill", "pool notin (decode)"} {
 		if n, err := get(s); err != nil || n != 1 {
 			t.Errorf("%q: %d items, %v; want prefill's value alone", s, n, err)
 		}
@@ -50,5 +52,40 @@ func TestExternalMetricsNamedPoolWithoutReadyPods(t *testing.T) {
 	// (embed) is not.
 	if _, err := get("pool in (prefill,decode,embed)"); status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "pool decode, embed matches") {
 		t.Errorf("two named pools without Ready pods: %v; want a 503 naming both", err)
+	}
+}
+
+// A selector naming a pool no config has (a typo) is a 404 naming each such pool, even beside configured
+// pools that answer: prefill's value alone would be a partial sum with no error anywhere. Fails if the
+// unknown name is ignored (a 200 with prefill's value).
+func TestExternalMetricsNamedPoolNotConfigured(t *testing.T) {
+	src := fixture()
+	e := NewExternal(src)
+	for _, c := range []struct{ sel, want string }{
+		{"pool in (prefill,decod)", "names pool decod, which no tokenscale pool config has"},
+		{"pool in (prefill,nope)", "names pool nope,"},
+		{"pool in (prefill,nope,decod),role=prefill", "names pool decod, nope,"},
+		{"pool=nope", "names pool nope,"},
+	} {
+		sel, err := labels.Parse(c.sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := e.GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: DesiredReplicas})
+		if !apierr.IsNotFound(err) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), `in namespace \"llm\"`) {
+			t.Errorf("%q: %v, %v; want a 404 containing %q", c.sel, list, err, c.want)
+		}
+	}
+	// A pool with a fixed namespace is configured only there: named elsewhere it is unknown.
+	src.snap.ConfigPools = append(src.snap.ConfigPools, config.Pool{Name: "team-only", Namespace: "team"})
+	sel, _ := labels.Parse("pool in (prefill,team-only)")
+	if _, err := e.GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: DesiredReplicas}); !apierr.IsNotFound(err) || !strings.Contains(err.Error(), "team-only") {
+		t.Errorf("a pool fixed to another namespace: %v; want a 404 naming it", err)
+	}
+	// A configured pool with no Ready pods keeps its answer, a 503 (TestExternalMetricsNamedPoolWithoutReadyPods).
+	delete(src.snap.Pools, service.PoolKey{Namespace: "llm", Name: "decode"})
+	sel, _ = labels.Parse("pool in (prefill,decode)")
+	if _, err := e.GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: DesiredReplicas}); status(err) != http.StatusServiceUnavailable {
+		t.Errorf("a configured pool without Ready pods: %v; want a 503", err)
 	}
 }

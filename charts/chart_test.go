@@ -720,6 +720,27 @@ func TestChartIntegerFlagsFromAValuesFile(t *testing.T) {
 	}
 }
 
+// kedaScaler.allowCrossNamespace adds --allow-cross-namespace; by default it is absent, so a ScaledObject
+// reads only its own namespace's pools.
+func TestChartAllowCrossNamespace(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for _, c := range []struct {
+		set  []string
+		want bool
+	}{{[]string{"kedaScaler.enabled=true"}, false}, {[]string{"kedaScaler.enabled=true", "kedaScaler.allowCrossNamespace=true"}, true}} {
+		out, err := exec.Command(helm, helmArgs(c.set)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("helm template %v: %v\n%s", c.set, err, out)
+		}
+		if got := bytes.Contains(out, []byte("- --allow-cross-namespace\n")); got != c.want {
+			t.Errorf("%v: --allow-cross-namespace rendered %v, want %v", c.set, got, c.want)
+		}
+	}
+}
+
 // A budget one adapter must keep would block every drain of its node: with one replica no
 // PodDisruptionBudget is rendered, with two it is.
 func TestChartAdapterBudgetNeedsASpareReplica(t *testing.T) {

@@ -21,6 +21,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TLS.CertFile, "tls-cert-file", "", "serving certificate (PEM); with --tls-private-key-file enables TLS")
 	fs.StringVar(&o.TLS.KeyFile, "tls-private-key-file", "", "serving key (PEM)")
 	fs.StringVar(&o.TLS.ClientCAFile, "client-ca-file", "", "CA (PEM) that client certificates must chain to; requires TLS")
+	fs.BoolVar(&o.AllowCrossNamespace, "allow-cross-namespace", false, "let a trigger's namespace key name another namespace than its ScaledObject's (KEDA asks for every tenant alike, so without this a ScaledObject reads only its own namespace's pools)")
 }
 
 // Validate reports every flag that cannot work, before anything listens.

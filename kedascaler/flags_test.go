@@ -38,3 +38,18 @@ func TestFlagsValidate(t *testing.T) {
 		t.Errorf("client CA without TLS: %v", err)
 	}
 }
+
+// --allow-cross-namespace is off unless given: a ScaledObject reads only its own namespace's pools.
+func TestFlagAllowCrossNamespace(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{{nil, false}, {[]string{"--allow-cross-namespace"}, true}, {[]string{"--allow-cross-namespace=false"}, false}} {
+		var o Options
+		cmd := options.New("tokenscale-keda-scaler")
+		o.AddFlags(cmd.Section("serving"))
+		if err := cmd.Parse(c.args, &bytes.Buffer{}); err != nil || o.AllowCrossNamespace != c.want {
+			t.Errorf("%v: AllowCrossNamespace %v, %v; want %v", c.args, o.AllowCrossNamespace, err, c.want)
+		}
+	}
+}

@@ -26,7 +26,7 @@ import (
 // then parses as "prefill", the 33 keys fail as an unknown key) or set below a real scalerAddress.
 func TestParseTriggerRefusesOversizeMetadata(t *testing.T) {
 	padded := "prefill" + strings.Repeat(" ", MaxMetadataLen)
-	_, err := ParseTrigger(ref(map[string]string{"pool": padded}))
+	_, err := ParseTrigger(ref(map[string]string{"pool": padded}), ParseOptions{})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `"pool" is "prefill `) ||
 		!strings.Contains(err.Error(), fmt.Sprintf("longer than %d bytes", MaxMetadataLen)) || len(err.Error()) > 400 {
 		t.Errorf("a pool value of %d bytes: %v; want a short InvalidArgument naming the key and the bound", len(padded), err)
@@ -35,17 +35,17 @@ func TestParseTriggerRefusesOversizeMetadata(t *testing.T) {
 	for i := range MaxMetadataKeys {
 		many[fmt.Sprintf("k%d", i)] = "x"
 	}
-	_, err = ParseTrigger(ref(many))
+	_, err = ParseTrigger(ref(many), ParseOptions{})
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), fmt.Sprintf("%d keys; at most %d", MaxMetadataKeys+1, MaxMetadataKeys)) {
 		t.Errorf("%d keys: %v; want InvalidArgument saying how many are allowed", len(many), err)
 	}
 	// The longest scalerAddress KEDA can be given (a 253-byte DNS name and a port) still passes.
 	host := strings.Repeat(strings.Repeat("a", 62)+".", 5)[:253]
 	addr := host + ":65535"
-	if _, err := ParseTrigger(ref(map[string]string{"pool": "prefill", "scalerAddress": addr})); err != nil {
+	if _, err := ParseTrigger(ref(map[string]string{"pool": "prefill", "scalerAddress": addr}), ParseOptions{}); err != nil {
 		t.Errorf("a %d-byte scalerAddress: %v", len(addr), err)
 	}
-	if _, err := ParseTrigger(ref(map[string]string{"pool": "prefill", "scalerAddress": strings.Repeat("a", MaxMetadataLen)})); err != nil {
+	if _, err := ParseTrigger(ref(map[string]string{"pool": "prefill", "scalerAddress": strings.Repeat("a", MaxMetadataLen)}), ParseOptions{}); err != nil {
 		t.Errorf("a value of exactly %d bytes: %v", MaxMetadataLen, err)
 	}
 }
@@ -64,7 +64,7 @@ func within(s, big string) bool {
 func TestParseTriggerKeepsNoPartOfTheRequest(t *testing.T) {
 	md := map[string]string{"pool": "  prefill  ", "namespace": " llm ", "activationPool": " decode ", "metric": " backpressure ", "target": "1",
 		"activationMetric": " utilisation "}
-	tr, err := ParseTrigger(ref(md))
+	tr, err := ParseTrigger(ref(md), ParseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,8 @@ var metricNames = map[string]service.PoolMetric{
 
 // Trigger is one ScaledObject trigger's validated metadata.
 type Trigger struct {
-	// Namespace and Pool name the pool instance; Namespace defaults to the ScaledObject's.
+	// Namespace and Pool name the pool instance; Namespace defaults to the ScaledObject's, and may differ
+	// from it only with ParseOptions.AllowCrossNamespace.
 	Namespace, Pool string
 	// Metric is what GetMetrics returns; Target what GetMetricSpec asks the HPA to hold per replica.
 	MetricName string
@@ -60,7 +61,26 @@ type Trigger struct {
 func (t Trigger) HPAMetricName() string { return "tokenscale-" + t.Pool + "-" + t.MetricName }
 
 func invalid(format string, a ...any) error {
-	return status.Errorf(codes.InvalidArgument, "tokenscale trigger metadata: "+format, a...)
+	return fmt.Errorf("tokenscale trigger metadata: "+format, a...)
+}
+
+// invalidArgument is a refused trigger: a gRPC InvalidArgument whose message is the wrapped error's text
+// (GRPCStatus), so the error keeps its chain and KEDA still sees the code.
+type invalidArgument struct{ error }
+
+func (e invalidArgument) Unwrap() error { return e.error }
+
+func (e invalidArgument) GRPCStatus() *status.Status {
+	return status.New(codes.InvalidArgument, e.Error())
+}
+
+// ParseOptions are the scaler's rules for every trigger, set by its flags.
+type ParseOptions struct {
+	// AllowCrossNamespace lets a trigger's namespace key name another namespace than its ScaledObject's
+	// (--allow-cross-namespace). Off by default: KEDA forwards every tenant's ScaledObjects over its one
+	// connection, so the scaler cannot tell tenants apart by client certificate, only by the
+	// ScaledObject's namespace KEDA reports.
+	AllowCrossNamespace bool
 }
 
 func allowedMetrics() string {
@@ -73,11 +93,20 @@ func allowedMetrics() string {
 }
 
 // ParseTrigger validates a ScaledObjectRef's metadata in one place; errors are gRPC InvalidArgument
-// naming the key and what it allows.
-func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
+// naming the ScaledObject (scaledobject <namespace>/<name>: …), the key and what it allows, since KEDA
+// logs them far from the ScaledObject that caused them.
+func ParseTrigger(ref *externalscaler.ScaledObjectRef, o ParseOptions) (Trigger, error) {
 	if ref == nil {
-		return Trigger{}, invalid("no scaledObjectRef")
+		return Trigger{}, invalidArgument{invalid("no scaledObjectRef")}
 	}
+	t, err := parseTrigger(ref, o)
+	if err != nil {
+		return Trigger{}, invalidArgument{fmt.Errorf("scaledobject %s/%s: %w", clip(ref.GetNamespace()), clip(ref.GetName()), err)}
+	}
+	return t, nil
+}
+
+func parseTrigger(ref *externalscaler.ScaledObjectRef, o ParseOptions) (Trigger, error) {
 	md := ref.GetScalerMetadata()
 	if len(md) > MaxMetadataKeys {
 		return Trigger{}, invalid("%d keys; at most %d (tokenscale reads 7, KEDA 3 more)", len(md), MaxMetadataKeys)
@@ -107,6 +136,12 @@ func ParseTrigger(ref *externalscaler.ScaledObjectRef) (Trigger, error) {
 	}
 	if err := dnsLabel(KeyNamespace, t.Namespace); err != nil {
 		return Trigger{}, err
+	}
+	if t.Namespace != ref.GetNamespace() && !o.AllowCrossNamespace {
+		// Whoever may create a ScaledObject in one namespace would otherwise read every other namespace's
+		// pools: KEDA asks on behalf of all of them with the same credentials.
+		return Trigger{}, invalid("%q is %q, not the ScaledObject's own namespace %q: a trigger reads only its own namespace's pools unless the scaler runs with --allow-cross-namespace",
+			KeyNamespace, t.Namespace, clip(ref.GetNamespace()))
 	}
 	if err := dnsLabel(KeyPool, t.Pool); err != nil {
 		return Trigger{}, err
@@ -154,7 +189,7 @@ func metric(md map[string]string, key, def string) (string, service.PoolMetric, 
 	if !ok {
 		return "", "", invalid("%q is %q; allowed: %s", key, clip(name), allowedMetrics())
 	}
-	// The map's own key, not the trimmed value: that is a substring of the request (see ParseTrigger).
+	// The map's own key, not the trimmed value: that is a substring of the request (see parseTrigger).
 	for n := range metricNames {
 		if n == name {
 			name = n

@@ -18,6 +18,7 @@ func TestParseTrigger(t *testing.T) {
 		name    string
 		md      map[string]string
 		ns      string
+		cross   bool // the scaler runs with --allow-cross-namespace
 		want    Trigger
 		wantErr string // substring of the InvalidArgument message
 	}{
@@ -25,7 +26,7 @@ func TestParseTrigger(t *testing.T) {
 			want: Trigger{Namespace: "llm", Pool: "prefill", MetricName: "desiredReplicas", Metric: service.Desired, Target: 1,
 				ActivationPool: "prefill", ActivationMetricName: "arrivalVelocity", ActivationMetric: service.Arrival}},
 		{name: "everything", md: map[string]string{"pool": "prefill", "namespace": "other", "metric": "backpressure", "target": "0.8",
-			"activationThreshold": "50", "activationPool": "decode", "activationMetric": "arrivalVelocity", "scalerAddress": "x:9090", "enableTLS": "true"}, ns: "llm",
+			"activationThreshold": "50", "activationPool": "decode", "activationMetric": "arrivalVelocity", "scalerAddress": "x:9090", "enableTLS": "true"}, ns: "llm", cross: true,
 			want: Trigger{Namespace: "other", Pool: "prefill", MetricName: "backpressure", Metric: service.Backpressure, Target: 0.8,
 				ActivationPool: "decode", ActivationMetricName: "arrivalVelocity", ActivationMetric: service.Arrival, ActivationThreshold: 50}},
 		{name: "no pool", md: map[string]string{}, ns: "llm", wantErr: `"pool" is required`},
@@ -45,9 +46,20 @@ func TestParseTrigger(t *testing.T) {
 		{name: "pool past 63 characters", md: map[string]string{"pool": strings.Repeat("p", 64)}, ns: "llm", wantErr: `want a DNS label`},
 		{name: "activation pool with a percent", md: map[string]string{"pool": "p", "activationPool": "x%y"}, ns: "llm", wantErr: `"activationPool" is "x%y"`},
 		{name: "namespace with a dot", md: map[string]string{"pool": "p", "namespace": "a.b"}, ns: "llm", wantErr: `"namespace" is "a.b"`},
+		// KEDA asks for every tenant with the same credentials: a ScaledObject in one namespace must not read
+		// another's pools unless the scaler is told to allow it.
+		{name: "another namespace", md: map[string]string{"pool": "p", "namespace": "b"}, ns: "a",
+			wantErr: `"namespace" is "b", not the ScaledObject's own namespace "a": a trigger reads only its own namespace's pools unless the scaler runs with --allow-cross-namespace`},
+		{name: "another namespace allowed", md: map[string]string{"pool": "p", "namespace": "b"}, ns: "a", cross: true,
+			want: Trigger{Namespace: "b", Pool: "p", MetricName: "desiredReplicas", Metric: service.Desired, Target: 1,
+				ActivationPool: "p", ActivationMetricName: "arrivalVelocity", ActivationMetric: service.Arrival}},
+		{name: "its own namespace named", md: map[string]string{"pool": "p", "namespace": " a "}, ns: "a",
+			want: Trigger{Namespace: "a", Pool: "p", MetricName: "desiredReplicas", Metric: service.Desired, Target: 1,
+				ActivationPool: "p", ActivationMetricName: "arrivalVelocity", ActivationMetric: service.Arrival}},
+		{name: "a namespace for a ScaledObject without one", md: map[string]string{"pool": "p", "namespace": "b"}, wantErr: `not the ScaledObject's own namespace ""`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: c.ns, ScalerMetadata: c.md})
+			got, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: c.ns, ScalerMetadata: c.md}, ParseOptions{AllowCrossNamespace: c.cross})
 			if c.wantErr != "" {
 				if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("err = %v, want InvalidArgument containing %q", err, c.wantErr)
@@ -61,6 +73,27 @@ func TestParseTrigger(t *testing.T) {
 	}
 }
 
+// Every refusal names the ScaledObject it is for, its name clipped as other echoed input is: KEDA logs the
+// error far from the ScaledObject, and the scaler's operator must be able to find it.
+func TestParseTriggerErrorsNameTheScaledObject(t *testing.T) {
+	for name, md := range map[string]map[string]string{
+		"no pool":         {},
+		"bad metric":      {"pool": "p", "metric": "rps"},
+		"unknown key":     {"pool": "p", "x": "1"},
+		"oversize value":  {"pool": strings.Repeat("p", MaxMetadataLen+1)},
+		"other namespace": {"pool": "p", "namespace": "other"},
+	} {
+		_, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "llm", Name: "prefill", ScalerMetadata: md}, ParseOptions{})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "scaledobject llm/prefill: tokenscale trigger metadata: ") {
+			t.Errorf("%s: %v; want InvalidArgument naming scaledobject llm/prefill", name, err)
+		}
+	}
+	_, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "llm", Name: strings.Repeat("n", 1<<20), ScalerMetadata: map[string]string{}}, ParseOptions{})
+	if msg := status.Convert(err).Message(); !strings.HasPrefix(msg, "scaledobject llm/nnn") || !strings.Contains(msg, "(1048576 bytes)") || len(msg) > 400 {
+		t.Errorf("a 1 MiB name: %d bytes of error, want the name clipped: %.300s", len(msg), msg)
+	}
+}
+
 // An error repeats at most a bounded part of what it was given: KEDA logs it on every poll.
 func TestParseTriggerErrorsAreBounded(t *testing.T) {
 	huge := strings.Repeat("x", 1<<20)
@@ -70,7 +103,7 @@ func TestParseTriggerErrorsAreBounded(t *testing.T) {
 		"metric":      {"pool": "p", "metric": huge},
 		"target":      {"pool": "p", "target": huge},
 	} {
-		_, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "llm", ScalerMetadata: md})
+		_, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "llm", ScalerMetadata: md}, ParseOptions{})
 		if status.Code(err) != codes.InvalidArgument || len(err.Error()) > 600 || !strings.Contains(err.Error(), "(1048576 bytes)") {
 			t.Errorf("%s: %d bytes of error, want InvalidArgument under 600 bytes saying the value's size: %.300s", name, len(err.Error()), err)
 		}
@@ -83,7 +116,7 @@ func FuzzParseTrigger(f *testing.F) {
 	f.Add("", "x", "-1", "NaN", " ")
 	f.Fuzz(func(t *testing.T, pool, metric, target, activation, activationPool string) {
 		tr, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{
-			"pool": pool, "metric": metric, "target": target, "activationThreshold": activation, "activationPool": activationPool}})
+			"pool": pool, "metric": metric, "target": target, "activationThreshold": activation, "activationPool": activationPool}}, ParseOptions{})
 		if err != nil {
 			if status.Code(err) != codes.InvalidArgument {
 				t.Fatalf("error is not InvalidArgument: %v", err)

@@ -37,6 +37,8 @@ type Server struct {
 	onPush func()
 	// stopping closes when the scaler stops serving: open StreamIsActive streams then end (nil: never).
 	stopping <-chan struct{}
+	// parse holds the rules every trigger is parsed with (Options.AllowCrossNamespace).
+	parse ParseOptions
 }
 
 // New returns a server over src; snapshots older than maxAge are stale.
@@ -46,15 +48,31 @@ func New(src Source, maxAge time.Duration) *Server {
 
 var _ externalscaler.ExternalScalerServer = (*Server)(nil)
 
+// trigger parses a call's ScaledObjectRef and logs a refusal with the ScaledObject: KEDA reports the
+// error only in its own log, so the scaler's must say whose trigger it turned away, and why.
+func (s *Server) trigger(rpc string, ref *externalscaler.ScaledObjectRef) (Trigger, error) {
+	t, err := ParseTrigger(ref, s.parse)
+	if err != nil {
+		klog.V(2).InfoS("Refused a trigger", "rpc", rpc, "scaledObject", klog.KRef(clip(ref.GetNamespace()), clip(ref.GetName())), "err", err)
+	}
+	return t, err
+}
+
 // value reads one pool metric from snap, the snapshot the RPC loaded once (so that one answer never mixes
 // rounds), or the gRPC error KEDA should see.
 func (s *Server) value(snap *service.Snapshot, namespace, pool string, m service.PoolMetric) (float64, error) {
 	if err := service.Fresh(snap, s.now(), s.maxAge); err != nil {
 		return 0, status.Errorf(codes.Unavailable, "tokenscale: %v", err)
 	}
-	v, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: pool}]
+	key := service.PoolKey{Namespace: namespace, Name: pool}
+	v, ok := snap.Pools[key]
 	if !ok {
-		return 0, status.Errorf(codes.NotFound, "tokenscale: no pool %q with Ready pods in namespace %q (pools there: %s)", pool, namespace, snap.PoolsIn(namespace))
+		if n := snap.Matching[key]; n > 0 {
+			// Its pods exist but none is Ready (starting, a rolling restart, failing readiness probes): the
+			// pool is there and its numbers are unknown, not missing.
+			return 0, status.Errorf(codes.Unavailable, "tokenscale: pool %q in namespace %q has %d pods and none Ready: its value is unknown", pool, namespace, n)
+		}
+		return 0, status.Errorf(codes.NotFound, "tokenscale: no pool %q with pods in namespace %q (pools there: %s)", pool, namespace, snap.PoolsIn(namespace))
 	}
 	x, err := v.Value(m)
 	if err != nil {
@@ -80,7 +98,7 @@ func (s *Server) active(snap *service.Snapshot, t Trigger) (bool, error) {
 // pod restarting) must neither fail a running pool's metric nor let it scale to zero on no evidence. An
 // activation pool no config has is an error still.
 func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
-	t, err := ParseTrigger(ref)
+	t, err := s.trigger("IsActive", ref)
 	if err != nil {
 		return nil, err
 	}
@@ -102,10 +120,12 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 	return &externalscaler.IsActiveResponse{Result: a}, nil
 }
 
-// idleAtZero says whether a trigger's pool has no Ready pods (scaled to zero) while its activation pool,
-// another one, is known and inactive. The policy's number for such a pool is then 0, by the trigger's own
-// rule, and not unknown: KEDA asks GetMetrics before IsActive on every poll, and an error there would
-// count toward fallback (which wakes the pool) and keep an external trigger from ever reading IsActive.
+// idleAtZero says whether a trigger's pool has no pods at all, Ready or not (scaled to zero), while its
+// activation pool, another one, is known and inactive. The policy's number for such a pool is then 0, by
+// the trigger's own rule, and not unknown: KEDA asks GetMetrics before IsActive on every poll, and an error
+// there would count toward fallback (which wakes the pool) and keep an external trigger from ever reading
+// IsActive. A pool whose pods all exist but none is Ready is not at zero: 0 would send the HPA to its
+// minimum in the middle of a rolling restart, so its number stays unknown.
 func (s *Server) idleAtZero(snap *service.Snapshot, t Trigger) bool {
 	if t.Metric != service.Desired || t.ActivationPool == t.Pool {
 		return false
@@ -113,12 +133,16 @@ func (s *Server) idleAtZero(snap *service.Snapshot, t Trigger) bool {
 	if snap == nil {
 		return false
 	}
-	if v, ok := snap.Pools[service.PoolKey{Namespace: t.Namespace, Name: t.Pool}]; ok {
+	key := service.PoolKey{Namespace: t.Namespace, Name: t.Pool}
+	if v, ok := snap.Pools[key]; ok {
 		if len(v.Pods) > 0 {
 			return false
 		}
 	} else if snap.ConfiguredPool(t.Namespace, t.Pool) == nil {
 		return false // no such pool: a typo stays an error
+	}
+	if snap.Matching[key] > 0 {
+		return false
 	}
 	a, err := s.active(snap, t)
 	return err == nil && !a
@@ -126,7 +150,7 @@ func (s *Server) idleAtZero(snap *service.Snapshot, t Trigger) bool {
 
 // GetMetricSpec announces the trigger's metric and target.
 func (s *Server) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.GetMetricSpecResponse, error) {
-	t, err := ParseTrigger(ref)
+	t, err := s.trigger("GetMetricSpec", ref)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +161,7 @@ func (s *Server) GetMetricSpec(_ context.Context, ref *externalscaler.ScaledObje
 
 // GetMetrics returns the trigger's metric value.
 func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsRequest) (*externalscaler.GetMetricsResponse, error) {
-	t, err := ParseTrigger(req.GetScaledObjectRef())
+	t, err := s.trigger("GetMetrics", req.GetScaledObjectRef())
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +171,7 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 		if !s.idleAtZero(snap, t) {
 			return nil, err
 		}
-		klog.V(2).InfoS("Pool has no Ready pods and its activation pool is idle; desired replicas 0", "trigger", t.String())
+		klog.V(2).InfoS("Pool has no pods and its activation pool is idle; desired replicas 0", "trigger", t.String())
 		v = 0
 	}
 	name := req.GetMetricName()
@@ -164,7 +188,7 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 // While the value is unknown nothing is sent (KEDA keeps its state). It ends with the stream's context, or
 // with Unavailable when the scaler stops, so KEDA reconnects rather than holding the stop up.
 func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
-	t, err := ParseTrigger(ref)
+	t, err := s.trigger("StreamIsActive", ref)
 	if err != nil {
 		return err
 	}

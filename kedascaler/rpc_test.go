@@ -147,6 +147,79 @@ func TestPoolAtZero(t *testing.T) {
 	}
 }
 
+// A pool whose pods all exist but none is Ready (a rolling restart, failing readiness probes) is not at
+// zero: desiredReplicas is unknown, Unavailable, even while its activation pool is idle, since 0 would send
+// the HPA to its minimum. With no pods at all it is still 0. Fails if "no Ready pods" is read as "scaled to
+// zero" (the answer is then 0).
+func TestPoolWithoutReadyPodsIsUnknown(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := &source{}
+	c := clientAt(t, src, now)
+	ctx := context.Background()
+	pk, dk := service.PoolKey{Namespace: "llm", Name: "prefill"}, service.PoolKey{Namespace: "llm", Name: "decode"}
+	publish := func(matching map[service.PoolKey]int, fixed bool) {
+		snap := &service.Snapshot{Time: now, ConfigPools: cfg.Pools, Matching: matching,
+			Pools: map[service.PoolKey]*service.PoolView{
+				dk: {Key: dk, Config: &cfg.Pools[1], Pods: []store.PodKey{{Namespace: "llm", Name: "p0"}}, Status: policy.PoolStatus{Arrival: 0}, Desired: 1, HasDesired: true},
+			}}
+		if fixed { // a pool with a fixed namespace has a view even without Ready pods, its value unknown
+			snap.Pools[pk] = &service.PoolView{Key: pk, Config: &cfg.Pools[0], Err: errors.New("pool prefill: no pod of the pool has a known velocity")}
+		}
+		src.publish(snap)
+	}
+	wake := ref(map[string]string{"pool": "prefill", "activationPool": "decode", "activationThreshold": "0"})
+	get := func() (float64, error) {
+		m, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: wake})
+		if err != nil {
+			return 0, err
+		}
+		return m.MetricValues[0].MetricValueFloat, nil
+	}
+	for _, fixed := range []bool{false, true} {
+		publish(map[service.PoolKey]int{pk: 4, dk: 1}, fixed) // 4 prefill pods running, none Ready
+		if v, err := get(); status.Code(err) != codes.Unavailable {
+			t.Errorf("fixed namespace %v: 4 prefill pods, none Ready, decode idle: %v %v; want Unavailable (unknown, never 0)", fixed, v, err)
+		}
+		publish(map[service.PoolKey]int{dk: 1}, fixed) // no prefill pod at all
+		if v, err := get(); err != nil || v != 0 {
+			t.Errorf("fixed namespace %v: no prefill pod, decode idle: %v %v; want desired 0", fixed, v, err)
+		}
+	}
+	// Any metric of a pool with pods but none Ready is unknown, not missing: NotFound is for no pods.
+	publish(map[service.PoolKey]int{pk: 4, dk: 1}, false)
+	_, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill", "metric": "arrivalVelocity", "target": "100"})})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "4 pods and none Ready") {
+		t.Errorf("arrival of a pool with 4 pods, none Ready: %v; want Unavailable saying so", err)
+	}
+}
+
+// The scaler refuses a trigger that names another namespace than its ScaledObject's unless it runs with
+// AllowCrossNamespace (Options, from --allow-cross-namespace); its own namespace is always served.
+func TestServeRefusesOtherNamespaces(t *testing.T) {
+	now := time.Now()
+	src := &source{}
+	src.publish(snapshot(now, 12000)) // pools in namespace llm
+	get := func(o Options, soNamespace string) (*externalscaler.GetMetricsResponse, error) {
+		conn, err := grpc.NewClient(serveForTest(t, src, o), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return externalscaler.NewExternalScalerClient(conn).GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: &externalscaler.ScaledObjectRef{
+			Name: "prefill", Namespace: soNamespace, ScalerMetadata: map[string]string{"pool": "prefill", "namespace": "llm"}}})
+	}
+	if _, err := get(Options{}, "team-a"); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(err.Error(), `"llm", not the ScaledObject's own namespace "team-a"`) || !strings.Contains(err.Error(), "--allow-cross-namespace") {
+		t.Errorf("team-a reading llm: %v; want InvalidArgument naming both namespaces and the flag", err)
+	}
+	if m, err := get(Options{AllowCrossNamespace: true}, "team-a"); err != nil || m.MetricValues[0].MetricValueFloat != 3 {
+		t.Errorf("team-a reading llm with AllowCrossNamespace: %v %v; want 3", m, err)
+	}
+	if m, err := get(Options{}, "llm"); err != nil || m.MetricValues[0].MetricValueFloat != 3 {
+		t.Errorf("llm naming its own namespace: %v %v; want 3", m, err)
+	}
+}
+
 // An unknown activation pool does not fail a running pool's trigger: it answers active.
 func TestActivationUnknownWhilePoolRuns(t *testing.T) {
 	now := time.Unix(1000, 0)

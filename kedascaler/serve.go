@@ -115,6 +115,9 @@ type Options struct {
 	// TLS); "" disables.
 	ProbeAddress string
 	TLS          TLS
+	// AllowCrossNamespace lets a trigger read another namespace's pools through its namespace key; off, a
+	// ScaledObject reads only its own namespace's (see ParseOptions).
+	AllowCrossNamespace bool
 	// MaxStreams caps concurrent server streams, StreamIsActive and health Watch together (0:
 	// DefaultMaxStreams, < 0: no cap); past it a new stream is refused with ResourceExhausted.
 	MaxStreams int
@@ -165,6 +168,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	srv := New(src, o.MaxAge)
 	srv.onPush = m.pushes.Inc
 	srv.stopping = ctx.Done()
+	srv.parse = ParseOptions{AllowCrossNamespace: o.AllowCrossNamespace}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = DefaultShutdownGrace
 	}
@@ -228,7 +232,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if creds == nil {
 		klog.InfoS("WARNING: serving the KEDA external scaler without TLS; any client that reaches the port reads pool numbers (set --tls-cert-file and --tls-private-key-file)")
 	}
-	klog.InfoS("Serving the KEDA external scaler", "grpc", lis.Addr().String(), "tls", creds != nil, "clientCerts", o.TLS.ClientCAFile != "",
+	klog.InfoS("Serving the KEDA external scaler", "grpc", lis.Addr().String(), "tls", creds != nil, "clientCerts", o.TLS.ClientCAFile != "", "allowCrossNamespace", o.AllowCrossNamespace,
 		"maxStreams", o.MaxStreams, "metrics", o.MetricsAddress, "probe", o.ProbeAddress)
 	return g.Serve(lis)
 }

@@ -98,6 +98,7 @@ func (l *Lister) Pods() []service.Pod {
 			Labels: protocol.PoolLabels(p), // a converted decoder stays in its decode pool
 			IP:     p.Status.PodIP,
 			Ready:  Ready(p),
+			Gone:   p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed,
 		})
 	}
 	return out

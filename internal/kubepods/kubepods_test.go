@@ -3,6 +3,7 @@ package kubepods
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"runtime"
 	"testing"
@@ -36,6 +37,7 @@ func TestListerReadiness(t *testing.T) {
 		pod("pending", func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending }),
 		pod("deleting", func(p *corev1.Pod) { p.DeletionTimestamp = &now; p.Finalizers = []string{"x"} }),
 		pod("noip", func(p *corev1.Pod) { p.Status.PodIP = "" }),
+		pod("failed", func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }),
 		pod("other", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "web"} }),
 	)
 	l, factory, err := New(client, "", "llm-d.ai/role", 0)
@@ -48,11 +50,17 @@ func TestListerReadiness(t *testing.T) {
 	if !l.WaitForSync(ctx) {
 		t.Fatal("cache did not sync")
 	}
-	got := map[string]bool{}
+	got, gone := map[string]bool{}, map[string]bool{}
 	for _, p := range l.Pods() {
 		got[p.Key.Name] = p.Ready
+		gone[p.Key.Name] = p.Gone
 	}
-	want := map[string]bool{"ready": true, "notready": false, "pending": false, "deleting": false, "noip": false}
+	want := map[string]bool{"ready": true, "notready": false, "pending": false, "deleting": false, "noip": false, "failed": false}
+	// Gone pods are not counted as a pool's members at all (a pool scaled to zero whose pods terminate is
+	// at zero); the others not Ready are starting or failing their probes.
+	if wantGone := map[string]bool{"deleting": true, "failed": true}; !maps.Equal(gone, map[string]bool{"ready": false, "notready": false, "pending": false, "deleting": true, "noip": false, "failed": true}) {
+		t.Errorf("gone = %v, want true for %v only", gone, wantGone)
+	}
 	if len(got) != len(want) {
 		t.Errorf("pods = %v, want %v (the label selector excludes 'other')", got, want)
 	}

@@ -536,6 +536,10 @@ func (e *extractor) detect() Kind {
 	return Auto
 }
 
+// infBucketTolerance is the relative difference allowed between a histogram's +Inf bucket and its
+// _count: both are the same integer on any engine's page, but an exporter may print them as rounded floats.
+const infBucketTolerance = 1e-9
+
 // foldHist sums histograms of data-parallel engines; buckets are kept only when their layouts agree.
 func foldHist(ss []series) (Histogram, error) {
 	h := Histogram{HasSum: true}
@@ -551,6 +555,11 @@ func foldHist(ss []series) (Histogram, error) {
 		if n := len(s.buckets); n > 0 && s.buckets[n-1].Count > s.count*(1+1e-12) {
 			// Cumulative counts cannot pass the total: such a page is inconsistent, whichever line is wrong.
 			return Histogram{}, errors.New("bucket counts exceed _count")
+		}
+		if n := len(s.buckets); n > 0 && math.IsInf(s.buckets[n-1].UpperBound, 1) && math.Abs(s.buckets[n-1].Count-s.count) > infBucketTolerance*s.count {
+			// The +Inf bucket counts every observation, as _count does: a page where they differ gives a
+			// window whose buckets pass its count (misses hidden) or miss it (misses made up).
+			return Histogram{}, fmt.Errorf("bucket le=+Inf counts %g but _count is %g", s.buckets[n-1].Count, s.count)
 		}
 		if i == 0 {
 			h.Buckets = append([]Bucket(nil), s.buckets...)

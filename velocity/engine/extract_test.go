@@ -251,6 +251,27 @@ func TestEdgeCases(t *testing.T) {
 			},
 		},
 		{
+			// A window of two such pages had buckets above its count (misses hidden) or 900 observations
+			// and no bucket holding them (every one read as an SLO miss).
+			name: "histogram whose +Inf bucket differs from its _count is a problem",
+			page: "vllm:time_to_first_token_seconds_bucket{le=\"0.5\"} 50\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 100\nvllm:time_to_first_token_seconds_count 1000\nvllm:time_to_first_token_seconds_sum 1\nvllm:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, TTFT)
+				if len(s.Problems) != 1 || !strings.Contains(s.Problems[0].Msg, "le=+Inf") {
+					t.Errorf("problems = %v", s.Problems)
+				}
+			},
+		},
+		{
+			name: "histogram whose +Inf bucket and _count differ by rounding is read",
+			page: "vllm:time_to_first_token_seconds_bucket{le=\"0.5\"} 50\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 999999999999\nvllm:time_to_first_token_seconds_count 1e12\nvllm:time_to_first_token_seconds_sum 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				if h, ok := s.Hist(TTFT); !ok || h.Count != 1e12 {
+					t.Errorf("TTFT = %+v, %v; want read with count 1e12", h, ok)
+				}
+			},
+		},
+		{
 			name: "histogram without _count is a problem",
 			page: "vllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\nvllm:time_to_first_token_seconds_sum 1\nvllm:prompt_tokens_total 1\n",
 			check: func(t *testing.T, s *Snapshot) {

@@ -21,6 +21,9 @@ type Members struct {
 	Pool    map[store.PodKey]PoolKey
 	Labels  map[store.PodKey]map[string]string
 	Targets []collector.Target
+	// Matching counts the pods each pool instance's selector takes, Ready or not: a pool whose pods are all
+	// starting or failing their readiness probe is not at zero, and a front must not answer as if it were.
+	Matching map[PoolKey]int
 	// pools maps each instance to the index of its configured pool, so an instance always takes its own
 	// pool's selector, workload and profile even where two namespaces use the same pool name.
 	pools map[PoolKey]int
@@ -34,18 +37,21 @@ func (m *Members) Has(k store.PodKey) bool {
 
 // Assign maps Ready pods to pool instances: the first matching pool in config order wins, and a pool
 // without a namespace makes one instance per namespace its pods are in. Every pool with a fixed
-// namespace exists even with no pods, so that it reads as unknown rather than missing.
+// namespace exists even with no pods, so that it reads as unknown rather than missing. Pods that are
+// not Ready are only counted (Matching): they make no instance and are not scraped.
 func Assign(c *config.Config, pods []Pod) *Members {
-	m := &Members{Pool: map[store.PodKey]PoolKey{}, Labels: map[store.PodKey]map[string]string{}, pools: map[PoolKey]int{}}
+	m := &Members{Pool: map[store.PodKey]PoolKey{}, Labels: map[store.PodKey]map[string]string{},
+		Matching: map[PoolKey]int{}, pools: map[PoolKey]int{}}
 	for i := range c.Pools {
 		if ns := c.Pools[i].Namespace; ns != "" {
 			m.pools[PoolKey{Namespace: ns, Name: c.Pools[i].Name}] = i
 		}
 	}
 	for _, p := range pods {
-		if !p.Ready || p.IP == "" {
+		if p.Gone {
 			continue
 		}
+		ready := p.Ready && p.IP != ""
 		for i := range c.Pools {
 			pl := &c.Pools[i]
 			if pl.Namespace != "" && pl.Namespace != p.Key.Namespace {
@@ -59,6 +65,10 @@ func Assign(c *config.Config, pods []Pod) *Members {
 				// Config validation refuses a name used by two pools that can meet in one namespace;
 				// this guards a config built in code.
 				continue
+			}
+			m.Matching[pk]++
+			if !ready {
+				break
 			}
 			m.pools[pk] = i
 			kind, _ := engine.ParseKind(pl.Engine) // validated by config
@@ -104,7 +114,7 @@ func Matches(sel, labels map[string]string) bool {
 func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.Controller, now time.Time) *Snapshot {
 	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: m.Pool, PodLabels: m.Labels,
 		Decisions: map[string]policy.Decision{}, PodResults: make(map[store.PodKey]*store.Result, len(m.Pool)),
-		ConfigPools: c.Pools}
+		ConfigPools: c.Pools, Matching: m.Matching}
 	byPool := map[PoolKey][]store.PodKey{}
 	poolResults := map[PoolKey][]store.Result{}
 	for i := range results {

@@ -124,6 +124,44 @@ func TestPodWithoutNumbersCounts(t *testing.T) {
 	}
 }
 
+// Pods that are not Ready (a rolling restart, a failing readiness probe) are counted in their pool's
+// Matching, and only there: they make no instance, no target and no member, so they are neither scraped
+// nor sized. A front tells a pool at zero (no pods) from one whose pods are all unready by that count.
+func TestAssignCountsPodsThatAreNotReady(t *testing.T) {
+	cfg := config.Default()
+	decode := map[string]string{"llm-d.ai/role": "decode"}
+	var pods []Pod
+	for i, name := range []string{"d0", "d1", "d2", "d3"} {
+		pods = append(pods, Pod{Key: store.PodKey{Namespace: "llm", Name: name}, Labels: decode, IP: "10.0.0." + string(rune('1'+i))})
+	}
+	pods = append(pods, Pod{Key: store.PodKey{Namespace: "llm", Name: "nolabel"}, Labels: map[string]string{}, IP: "10.0.1.1"})
+	m := Assign(cfg, pods)
+	if len(m.Pool) != 0 || len(m.Targets) != 0 {
+		t.Fatalf("pods that are not Ready became members %v or targets %v", m.Pool, m.Targets)
+	}
+	snap := Decide(cfg, m, nil, policy.NewController(), time.Unix(0, 0))
+	dk := PoolKey{Namespace: "llm", Name: "decode"}
+	if _, ok := snap.Pools[dk]; ok {
+		t.Errorf("decode has an instance without a Ready pod")
+	}
+	if n := snap.Matching[dk]; n != 4 {
+		t.Errorf("decode matches %d pods, want the 4 that are not Ready (counts: %v)", n, snap.Matching)
+	}
+	if n := snap.Matching[PoolKey{Namespace: "llm", Name: "prefill"}]; n != 0 {
+		t.Errorf("prefill matches %d pods, want none", n)
+	}
+	// A Ready pod counts too: Matching is every pod of the pool, whatever its readiness.
+	pods[0].Ready = true
+	if n := Assign(cfg, pods).Matching[dk]; n != 4 {
+		t.Errorf("with one pod Ready decode matches %d pods, want 4", n)
+	}
+	// Pods being deleted or finished do not: a pool scaled to zero is at zero while they terminate.
+	pods[1].Gone, pods[2].Gone = true, true
+	if n := Assign(cfg, pods).Matching[dk]; n != 2 {
+		t.Errorf("with two pods gone decode matches %d pods, want 2", n)
+	}
+}
+
 // prefillPage is a vLLM page whose prompt-token counter reads tokens, the rest idle.
 func prefillPage(tokens float64) *engine.Snapshot {
 	s := engine.NewSnapshot(engine.VLLM)

@@ -24,8 +24,12 @@ type Pod struct {
 	Key    store.PodKey
 	Labels map[string]string
 	IP     string
-	// Ready is false for pods not Ready or being deleted: they are neither scraped nor counted.
+	// Ready is false for pods not Ready or being deleted: they are neither scraped nor sized, only counted
+	// in their pool's Matching.
 	Ready bool
+	// Gone marks a pod being deleted or finished (Succeeded, Failed): it is not counted in Matching
+	// either, so a pool scaled to zero reads as at zero while its pods terminate.
+	Gone bool
 }
 
 // PodLister lists the pods the service may scrape. It must answer from a cache.
@@ -70,6 +74,9 @@ type Snapshot struct {
 	// ConfigPools are the pools of the config in force, so a pool with no Ready pods (not in Pools) can be
 	// told from a name or workload no config has.
 	ConfigPools []config.Pool
+	// Matching counts each pool instance's pods, Ready or not (see Members.Matching); an instance with
+	// none is at zero, one with some but no Ready pod is unknown.
+	Matching map[PoolKey]int
 }
 
 // Pod returns one pod's velocity as this round saw it, or why it is unknown.

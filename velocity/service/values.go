@@ -128,8 +128,6 @@ func Fresh(s *Snapshot, now time.Time, maxAge time.Duration) error {
 	return nil
 }
 
-// PoolsIn lists a namespace's pool instances and their workloads ("prefill→Deployment/llama-prefill"),
-// or "none", for error messages that say what exists.
 // ConfiguredPool is the config's pool of this name that may run in namespace, or nil.
 func (s *Snapshot) ConfiguredPool(namespace, name string) *config.Pool {
 	for i := range s.ConfigPools {
@@ -151,6 +149,8 @@ func (s *Snapshot) WorkloadPool(namespace, kind, name string) *config.Pool {
 	return nil
 }
 
+// PoolsIn lists a namespace's pool instances and their workloads ("prefill→Deployment/llama-prefill"),
+// or "none", for error messages that say what exists.
 func (s *Snapshot) PoolsIn(namespace string) string {
 	var out []string
 	for k, v := range s.Pools {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -372,5 +373,182 @@ func TestFractionAboveNeverNaN(t *testing.T) {
 	}
 	if f, ok := FractionAbove(engine.Histogram{OK: true, Count: math.Inf(1), Buckets: []engine.Bucket{{UpperBound: 1, Count: math.Inf(1)}}}, 0.5); ok && math.IsNaN(f) {
 		t.Fatalf("infinite counts: %v", f)
+	}
+}
+
+// vllmText reads a vLLM page made of lines; the tests below leave lines out.
+func vllmText(t *testing.T, lines ...string) *engine.Snapshot {
+	t.Helper()
+	snap, err := engine.Extract(strings.NewReader(strings.Join(lines, "\n")+"\n"), engine.VLLM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// A page without the running or waiting line once read that gauge as 0 and took it as the next
+// interval's start: a steady pod (5 req/s, 100 waiting, 50 running) read 50 arrivals a second that never
+// happened, or 75,000 queued tokens/s of growth.
+func TestMissingRequestGaugeIsNoChange(t *testing.T) {
+	for _, drop := range []string{"vllm:num_requests_running", "vllm:num_requests_waiting"} {
+		t.Run(drop, func(t *testing.T) {
+			c := &clock{t: time.Unix(1000, 0)}
+			s := New(Options{}, c.now)
+			pod := PodKey{"ns", "p"}
+			for i := 1; i <= 8; i++ {
+				c.t = c.t.Add(time.Second)
+				n := float64(i)
+				lines := []string{
+					fmt.Sprintf("vllm:prompt_tokens_total %g", 5000*n), fmt.Sprintf("vllm:generation_tokens_total %g", 500*n),
+					fmt.Sprintf("vllm:request_success_total{finished_reason=\"stop\"} %g", 5*n),
+					"vllm:num_requests_waiting 100", "vllm:num_requests_running 50",
+				}
+				if i == 7 {
+					lines = slices.DeleteFunc(lines, func(l string) bool { return strings.HasPrefix(l, drop+" ") })
+				}
+				s.Record(pod, c.t, vllmText(t, lines...))
+			}
+			v, err := s.Get(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSane(t, v, s.Options())
+			if math.Abs(v.RequestTPS-5) > 0.1 {
+				t.Errorf("RequestTPS = %v, want 5 (the finished rate of a steady pod)", v.RequestTPS)
+			}
+			for name, x := range map[string]float64{"QueueGrowthTPS": v.QueueGrowthTPS, "OwedOutputGrowthTPS": v.OwedOutputGrowthTPS,
+				"WindowQueueGrowthTPS": v.WindowQueueGrowthTPS, "WindowOwedOutputGrowthTPS": v.WindowOwedOutputGrowthTPS} {
+				if math.Abs(x) > 1 {
+					t.Errorf("%s = %v, want about 0 (the queue is steady)", name, x)
+				}
+			}
+		})
+	}
+}
+
+// The jump check compares a gauge with the last page that had it: 0 waiting, a page without the line,
+// then 10^6 waiting is the same jump as without the page in between, not 10^9 queued tokens served.
+func TestGaugeJumpAcrossMissingLineIsImplausible(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 1; i <= 5; i++ {
+		c.t = c.t.Add(time.Second)
+		n := float64(i)
+		tokens := []string{fmt.Sprintf("vllm:prompt_tokens_total %g", 1000*n), fmt.Sprintf("vllm:generation_tokens_total %g", 100*n)}
+		switch i {
+		case 4:
+			s.Record(pod, c.t, vllmText(t, tokens...))
+		case 5:
+			s.Record(pod, c.t, vllmText(t, append(tokens, "vllm:num_requests_waiting 1e6")...))
+		default:
+			s.Record(pod, c.t, vllmText(t, append(tokens, "vllm:num_requests_waiting 0")...))
+		}
+	}
+	if v, err := s.Get(pod); !errors.Is(err, ErrImplausible) {
+		t.Fatalf("waiting 0, no line, 1e6: err = %v with %g queued tokens, want ErrImplausible", err, v.QueuedTokens)
+	}
+}
+
+// Queue growth uses one mean prompt length for both ends: a queue steady at 100 while the mean is learned
+// (1000 to about 7900 tokens in one scrape) read as 690,000 tokens/s of growth.
+func TestLearningPromptLengthIsNotQueueGrowth(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	prompt := 0.0
+	for i := 1; i <= 8; i++ {
+		c.t = c.t.Add(time.Second)
+		if i <= 4 {
+			prompt += 1000
+		} else {
+			prompt += 9000 // one request a second, now 9000 tokens long
+		}
+		s.Record(pod, c.t, vllmText(t, fmt.Sprintf("vllm:prompt_tokens_total %g", prompt), "vllm:generation_tokens_total 0",
+			fmt.Sprintf("vllm:request_success_total{finished_reason=\"stop\"} %d", i), "vllm:num_requests_waiting 100", "vllm:num_requests_running 1"))
+		v, err := s.Get(pod)
+		if i == 1 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("scrape %d: %v", i, err)
+		}
+		if math.Abs(v.QueueGrowthTPS) > 1 || math.Abs(v.WindowQueueGrowthTPS) > 1 {
+			t.Fatalf("scrape %d (mean prompt %.0f): QueueGrowthTPS = %v, window %v; want about 0 (the queue is steady)",
+				i, v.MeanPromptTokens, v.QueueGrowthTPS, v.WindowQueueGrowthTPS)
+		}
+	}
+	if v, _ := s.Get(pod); v.MeanPromptTokens < 8000 {
+		t.Fatalf("MeanPromptTokens = %v, want the mean learned towards 9000", v.MeanPromptTokens)
+	}
+}
+
+// Pages refused on their own (a counter beyond 2^53) do not count towards the three implausible
+// intervals that take a new level as a reset: a jump after two of them is still refused.
+func TestRejectedPagesDoNotRebase(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for _, p := range []struct{ prompt, waiting float64 }{{1000, 0}, {2000, 0}, {1e17, 0}, {1e17, 0}, {3000, 1e6}} {
+		c.t = c.t.Add(time.Second)
+		s.Record(pod, c.t, page(t, p.prompt, 0, p.waiting))
+	}
+	if v, err := s.Get(pod); !errors.Is(err, ErrImplausible) {
+		t.Fatalf("waiting 0 to 1e6 after two refused pages: err = %v with %g queued tokens, want ErrImplausible", err, v.QueuedTokens)
+	}
+	// The level persists: the third implausible interval from that base takes it as a reset.
+	for i := 0; i < 2; i++ {
+		c.t = c.t.Add(time.Second)
+		s.Record(pod, c.t, page(t, 4000+1000*float64(i), 0, 1e6))
+	}
+	if v, err := s.Get(pod); err != nil || v.Waiting != 1e6 || v.Resets != 1 {
+		t.Fatalf("after three implausible intervals: err = %v, waiting %g, resets %d; want the level taken as a reset", err, v.Waiting, v.Resets)
+	}
+}
+
+// A latency window between two pages whose +Inf bucket and count disagree is unknown, never a share of
+// misses: buckets above the count hid misses (a negative share clamped to 0), a count with no bucket
+// holding it read every observation as a miss; a sum that fell is no window of one series either.
+func TestInconsistentHistogramWindowIsUnknown(t *testing.T) {
+	// buckets is a window's layout: observations up to 0.5 s, and all of them.
+	buckets := func(fast, all float64) []engine.Bucket {
+		return []engine.Bucket{{UpperBound: 0.5, Count: fast}, {UpperBound: math.Inf(1), Count: all}}
+	}
+	type hist struct {
+		sum, count float64
+		buckets    []engine.Bucket
+	}
+	for _, tc := range []struct {
+		name   string
+		a, b   hist
+		usable bool
+	}{
+		{"consistent", hist{1, 100, buckets(50, 100)}, hist{2, 200, buckets(100, 200)}, true},
+		{"buckets above the count", hist{1, 1000, buckets(50, 100)}, hist{2, 1100, buckets(200, 1100)}, false},
+		{"count in no bucket", hist{1, 100, buckets(50, 100)}, hist{2, 1000, buckets(50, 100)}, false},
+		{"sum fell", hist{5, 100, buckets(50, 100)}, hist{1, 200, buckets(100, 200)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{t: time.Unix(1000, 0)}
+			s := New(Options{}, c.now)
+			pod := PodKey{"ns", "p"}
+			for i, h := range []hist{tc.a, tc.b} {
+				c.t = c.t.Add(time.Second)
+				snap := engine.NewSnapshot(engine.VLLM)
+				snap.SetScalar(engine.PromptTokens, 1000*float64(i))
+				snap.SetScalar(engine.GenerationTokens, 100*float64(i))
+				snap.SetScalar(engine.RequestsWaiting, 0)
+				snap.SetHist(engine.TTFT, h.sum, h.count, h.buckets)
+				s.Record(pod, c.t, snap)
+			}
+			v, err := s.Get(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, ok := FractionAbove(v.TTFT, 0.5)
+			if v.TTFT.OK != tc.usable || ok != tc.usable {
+				t.Fatalf("TTFT window %+v: usable %v, share above 0.5 s %v (%v); want usable %v", v.TTFT, v.TTFT.OK, f, ok, tc.usable)
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -39,7 +40,20 @@ const (
 	maxErrText = 512
 	// histSlack is how many latency observations a vLLM interval may count beyond its tokens' worth.
 	histSlack = 1000
+	// histTolerance is the relative difference the engine package allows between a histogram's +Inf
+	// bucket and its _count; a window between two pages may differ by that much at each end.
+	histTolerance = 1e-9
 )
+
+// requestGauges are the request-count gauges whose jumps checkInterval bounds.
+var requestGauges = [...]engine.Field{engine.RequestsWaiting, engine.RequestsRunning}
+
+// gaugeSeen is a request gauge on the last kept page that had it.
+type gaugeSeen struct {
+	value float64
+	t     time.Time
+	ok    bool
+}
 
 // PodKey names a pod.
 type PodKey struct{ Namespace, Name string }
@@ -149,13 +163,16 @@ type podState struct {
 	lastErr      error
 	lastErrT     time.Time
 	// glitch is the last sample's reason to be rejected (nil when it was accepted); glitches counts
-	// rejections in a row.
+	// rejected intervals in a row (a page refused on its own, by checkSnapshot, is not one).
 	glitch   error
 	glitches int
 	// held is shown until the next computed rate: the engine changed, or counters reset twice in a row.
 	held     error
 	resetRun int     // intervals in a row that were counter resets
 	limit    float64 // the pod's own rate limit (0: the absolute cap)
+	// seen is each of requestGauges on the last kept page that had it: a page without the line in
+	// between must not let the next one's level pass as a jump from nothing.
+	seen [len(requestGauges)]gaugeSeen
 }
 
 // Store holds per-pod state. It is safe for concurrent use.
@@ -192,13 +209,14 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 		err := fmt.Errorf("engine changed from %s to %s between scrapes", st.last.Engine, snap.Engine)
 		*st = podState{v: Velocity{Pod: pod, Resets: st.v.Resets + 1}, limit: st.limit, held: err}
 	}
-	err := s.checkSnapshot(snap)
-	rebase := false
-	if err == nil {
-		if err = s.checkInterval(st, t, snap); err != nil {
-			rebase = st.glitches+1 >= glitchRebase
-		}
+	if err := s.checkSnapshot(snap); err != nil {
+		// A page out of any engine's range says nothing about the level the counters moved to, so it
+		// does not count towards taking that level as a reset: only rejected intervals do.
+		st.glitch, st.lastErr, st.lastErrT = err, err, t
+		return
 	}
+	err := s.checkInterval(st, t, snap)
+	rebase := err != nil && st.glitches+1 >= glitchRebase
 	if err != nil && !rebase {
 		st.glitch, st.lastErr, st.lastErrT = err, err, t
 		st.glitches++
@@ -207,6 +225,11 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	st.glitch, st.glitches = nil, 0
 	st.prev, st.prevT = st.last, st.lastT
 	st.last, st.lastT = snap, t
+	for i, f := range requestGauges {
+		if x, ok := snap.Scalar(f); ok {
+			st.seen[i] = gaugeSeen{value: x.Value, t: t, ok: true}
+		}
+	}
 	st.lastSnapErr = snap.Err()
 	st.lastErr = nil
 	if rebase {
@@ -305,17 +328,19 @@ func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) 
 		}
 	}
 	// Waiting feeds the queue and, with running, the request arrival rate: neither may jump further than
-	// the pod could take in tokens.
-	for _, f := range [...]engine.Field{engine.RequestsWaiting, engine.RequestsRunning} {
-		a, okA := st.last.Scalar(f)
+	// the pod could take in tokens. The jump is measured from the last page that had the gauge, so a page
+	// lacking the line does not make the next one's level pass unchecked.
+	for i, f := range requestGauges {
+		a := st.seen[i]
 		b, okB := snap.Scalar(f)
-		if !okA || !okB {
+		if !a.ok || !okB {
 			continue
 		}
-		growth := math.Abs(b.Value-a.Value) * max(st.v.MeanPromptTokens, st.v.MeanOutputTokens, s.opts.DefaultPromptTokens) / dt
+		since := t.Sub(a.t).Seconds()
+		growth := math.Abs(b.Value-a.value) * max(st.v.MeanPromptTokens, st.v.MeanOutputTokens, s.opts.DefaultPromptTokens) / since
 		if growth > s.opts.MaxTokensPerSecond {
 			return fmt.Errorf("%w: %s went from %g to %g in %s (%.4g queued tokens/s, above %g/s)",
-				ErrImplausible, f, a.Value, b.Value, time.Duration(dt*float64(time.Second)), growth, s.opts.MaxTokensPerSecond)
+				ErrImplausible, f, a.value, b.Value, time.Duration(since*float64(time.Second)), growth, s.opts.MaxTokensPerSecond)
 		}
 	}
 	return nil
@@ -493,17 +518,9 @@ func (s *Store) gauges(st *podState) {
 func (s *Store) update(st *podState) {
 	cur := st.last
 	v := &st.v
-	prevQueued, prevWaiting, prevRunning := v.QueuedTokens, v.Waiting, v.Running
 	s.gauges(st)
-	if st.prev != nil {
-		if w, ok := st.prev.Scalar(engine.RequestsWaiting); ok {
-			prevWaiting = w.Value
-		}
-		if r, ok := st.prev.Scalar(engine.RequestsRunning); ok {
-			prevRunning = r.Value
-		}
-	}
-	meanOut := v.MeanOutputTokens // one length for both ends, so learning it is not read as queue growth
+	// One length for both ends of the interval, so learning it is not read as queue growth.
+	meanPrompt, meanOut := v.MeanPromptTokens, v.MeanOutputTokens
 	if st.prev == nil {
 		st.anchor, st.anchorT = cur, st.lastT
 		return
@@ -531,6 +548,21 @@ func (s *Store) update(st *podState) {
 		st.held = errors.New("no rate for the last interval: a scrape lacked a token counter")
 		return
 	}
+	// A gauge's change is known only when both pages have it: a missing line read as 0 made a queue of
+	// 100 vanish and come back as growth and arrivals that never happened. Running is optional, so an
+	// engine without it at either end adds no change; waiting is required.
+	w0, okW0 := st.prev.Scalar(engine.RequestsWaiting)
+	w1, okW1 := cur.Scalar(engine.RequestsWaiting)
+	r0, okR0 := st.prev.Scalar(engine.RequestsRunning)
+	r1, okR1 := cur.Scalar(engine.RequestsRunning)
+	okW, okR := okW0 && okW1, okR0 == okR1
+	dWaiting, dRunning := w1.Value-w0.Value, r1.Value-r0.Value
+	first := st.rates == 0
+	if first && (!okW || (okD && !okR)) {
+		// Later intervals hold what they cannot compute; the first has nothing to hold but zeros.
+		st.held = errors.New("no rate for the last interval: a scrape lacked a request gauge")
+		return
+	}
 	if okD && done >= 1 && prompt > 0 {
 		// Learn the pod's mean prompt length (prefill pods finish a request per prefill).
 		v.MeanPromptTokens = min(maxMeanTokens, smooth(v.MeanPromptTokens, prompt/done, dt, s.opts.FallTau, s.opts.FallTau))
@@ -539,26 +571,27 @@ func (s *Store) update(st *podState) {
 		v.MeanOutputTokens = min(maxMeanTokens, smooth(v.MeanOutputTokens, gen/done, dt, s.opts.FallTau, s.opts.FallTau))
 	}
 	computed := computedPrompt(st.prev, cur, prompt)
-	first := st.rates == 0
 	v.PrefillTPS = s.rate(first, v.PrefillTPS, prompt/dt, dt)
 	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
 	v.DecodeTPS = s.rate(first, v.DecodeTPS, gen/dt, dt)
-	if okD {
+	if okD && okW && okR {
 		// Every request that arrived since the last scrape has finished or is still waiting or running. A
 		// request finishing in the interval computed or generated at least one token in it, so a finished
 		// counter rising faster than the token counters is clipped to them (it is no plausibility check's).
 		done = min(done, prompt+gen)
-		v.RequestTPS = s.rate(first, v.RequestTPS, math.Max(0, done+v.Waiting-prevWaiting+v.Running-prevRunning)/dt, dt)
+		v.RequestTPS = s.rate(first, v.RequestTPS, math.Max(0, done+dWaiting+dRunning)/dt, dt)
 	}
-	growth := (v.QueuedTokens - prevQueued) / dt
-	owed := (v.Waiting - prevWaiting) * meanOut / dt
-	if first {
-		v.QueueGrowthTPS = growth
-		v.OwedOutputGrowthTPS = owed
-	} else {
-		v.OwedOutputGrowthTPS = smooth(v.OwedOutputGrowthTPS, owed, dt, s.opts.RiseTau, s.opts.RiseTau)
-		// Queue growth is signed; it follows rises and falls alike quickly so a burst shows at once.
-		v.QueueGrowthTPS = smooth(v.QueueGrowthTPS, growth, dt, s.opts.RiseTau, s.opts.RiseTau)
+	if okW {
+		growth := dWaiting * meanPrompt / dt
+		owed := dWaiting * meanOut / dt
+		if first {
+			v.QueueGrowthTPS = growth
+			v.OwedOutputGrowthTPS = owed
+		} else {
+			v.OwedOutputGrowthTPS = smooth(v.OwedOutputGrowthTPS, owed, dt, s.opts.RiseTau, s.opts.RiseTau)
+			// Queue growth is signed; it follows rises and falls alike quickly so a burst shows at once.
+			v.QueueGrowthTPS = smooth(v.QueueGrowthTPS, growth, dt, s.opts.RiseTau, s.opts.RiseTau)
+		}
 	}
 	st.rates++
 	st.held = nil
@@ -603,9 +636,12 @@ func (s *Store) window(st *podState, meanOut float64) {
 		return
 	}
 	v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS = prompt/dt, computedPrompt(st.anchor, st.last, prompt)/dt, gen/dt
-	if w, ok := st.anchor.Scalar(engine.RequestsWaiting); ok {
-		v.WindowQueueGrowthTPS = (v.Waiting - w.Value) * v.MeanPromptTokens / dt
-		v.WindowOwedOutputGrowthTPS = (v.Waiting - w.Value) * meanOut / dt
+	// Without the waiting gauge at both ends the window's queue change is unknown: the smoothed values stand.
+	w0, ok0 := st.anchor.Scalar(engine.RequestsWaiting)
+	w1, ok1 := st.last.Scalar(engine.RequestsWaiting)
+	if ok0 && ok1 {
+		v.WindowQueueGrowthTPS = (w1.Value - w0.Value) * v.MeanPromptTokens / dt
+		v.WindowOwedOutputGrowthTPS = (w1.Value - w0.Value) * meanOut / dt
 	}
 }
 
@@ -654,6 +690,10 @@ func histDelta(prev, cur *engine.Snapshot, f engine.Field) engine.Histogram {
 		return engine.Histogram{}
 	}
 	out := engine.Histogram{Sum: b.Sum - a.Sum, Count: b.Count - a.Count, HasSum: a.HasSum && b.HasSum, Source: b.Source, OK: true}
+	if out.HasSum && !(out.Sum >= 0 && out.Sum <= math.MaxFloat64) {
+		// Durations only add up: a sum that fell (or overflowed) means the two pages are not one series.
+		return engine.Histogram{}
+	}
 	out.Buckets = make([]engine.Bucket, len(b.Buckets))
 	for i := range b.Buckets {
 		if a.Buckets[i].UpperBound != b.Buckets[i].UpperBound || b.Buckets[i].Count < a.Buckets[i].Count {
@@ -661,13 +701,27 @@ func histDelta(prev, cur *engine.Snapshot, f engine.Field) engine.Histogram {
 		}
 		out.Buckets[i] = engine.Bucket{UpperBound: b.Buckets[i].UpperBound, Count: b.Buckets[i].Count - a.Buckets[i].Count}
 	}
+	if n := len(out.Buckets); n > 0 {
+		// The window's last bucket cannot count more than its observations, and +Inf counts all of them:
+		// above, FractionAbove went negative and was clamped to 0 (misses hidden); below, observations
+		// in no bucket read as misses.
+		last, tol := out.Buckets[n-1], histTolerance*(a.Count+b.Count)
+		if last.Count > out.Count+tol || (math.IsInf(last.UpperBound, 1) && last.Count < out.Count-tol) {
+			return engine.Histogram{}
+		}
+	}
 	return out
 }
 
 // FractionAbove estimates the share of a histogram's observations above x (linear within a bucket).
-// ok is false when the histogram is empty or has no buckets.
+// ok is false when the histogram is empty or has no finite bound.
 func FractionAbove(h engine.Histogram, x float64) (frac float64, ok bool) {
 	if !h.OK || h.Count <= 0 || len(h.Buckets) == 0 {
+		return 0, false
+	}
+	if !slices.ContainsFunc(h.Buckets, func(b engine.Bucket) bool { return !math.IsInf(b.UpperBound, 0) }) {
+		// A +Inf bucket alone says nothing about where the observations lie; reading all as above x
+		// made every one an SLO miss.
 		return 0, false
 	}
 	below := 0.0

@@ -234,6 +234,14 @@ func TestFractionAbove(t *testing.T) {
 	}
 }
 
+// A +Inf bucket alone says nothing about where the observations lie: the share above a bound is unknown,
+// not 1 (every observation an SLO miss).
+func TestFractionAboveWithoutFiniteBoundIsUnknown(t *testing.T) {
+	if f, ok := FractionAbove(engine.Histogram{OK: true, Count: 10, Buckets: []engine.Bucket{{UpperBound: math.Inf(1), Count: 10}}}, 1); ok {
+		t.Fatalf("FractionAbove of a +Inf bucket alone = %v, want unknown", f)
+	}
+}
+
 // Each must say of every key, in order, what Get says: known values, warming up, missing metrics, gone.
 func TestEachAgreesWithGet(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
