@@ -120,12 +120,12 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 	return &externalscaler.IsActiveResponse{Result: a}, nil
 }
 
-// idleAtZero says whether a trigger's pool has no pods at all, Ready or not (scaled to zero), while its
-// activation pool, another one, is known and inactive. The policy's number for such a pool is then 0, by
-// the trigger's own rule, and not unknown: KEDA asks GetMetrics before IsActive on every poll, and an error
-// there would count toward fallback (which wakes the pool) and keep an external trigger from ever reading
-// IsActive. A pool whose pods all exist but none is Ready is not at zero: 0 would send the HPA to its
-// minimum in the middle of a rolling restart, so its number stays unknown.
+// idleAtZero says whether a trigger's pool has no Ready pods while its activation pool, another one, is
+// known and inactive. The policy's number for such a pool is then 0, by the trigger's own rule, and not
+// unknown: KEDA asks GetMetrics before IsActive on every poll, and an error there would count toward
+// fallback (which wakes the pool) and keep an external trigger from ever reading IsActive. That holds for
+// a pool whose pods exist but are not Ready too: pods stuck Pending or crash-looping after a wake must
+// not hold the pool above zero, or push it to fallback's size, once its activation pool is idle.
 func (s *Server) idleAtZero(snap *service.Snapshot, t Trigger) bool {
 	if t.Metric != service.Desired || t.ActivationPool == t.Pool {
 		return false
@@ -140,9 +140,6 @@ func (s *Server) idleAtZero(snap *service.Snapshot, t Trigger) bool {
 		}
 	} else if snap.ConfiguredPool(t.Namespace, t.Pool) == nil {
 		return false // no such pool: a typo stays an error
-	}
-	if snap.Matching[key] > 0 {
-		return false
 	}
 	a, err := s.active(snap, t)
 	return err == nil && !a

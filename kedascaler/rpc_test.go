@@ -147,10 +147,9 @@ func TestPoolAtZero(t *testing.T) {
 	}
 }
 
-// A pool whose pods all exist but none is Ready (a rolling restart, failing readiness probes) is not at
-// zero: desiredReplicas is unknown, Unavailable, even while its activation pool is idle, since 0 would send
-// the HPA to its minimum. With no pods at all it is still 0. Fails if "no Ready pods" is read as "scaled to
-// zero" (the answer is then 0).
+// A pool whose pods all exist but none is Ready (starting, a rolling restart, failing readiness probes) is
+// unknown, Unavailable saying so, not missing (NotFound); while its activation pool is idle its
+// desiredReplicas is 0 by the trigger's rule, as for a pool with no pods.
 func TestPoolWithoutReadyPodsIsUnknown(t *testing.T) {
 	now := time.Unix(1000, 0)
 	src := &source{}
@@ -176,16 +175,17 @@ func TestPoolWithoutReadyPodsIsUnknown(t *testing.T) {
 		return m.MetricValues[0].MetricValueFloat, nil
 	}
 	for _, fixed := range []bool{false, true} {
-		publish(map[service.PoolKey]int{pk: 4, dk: 1}, fixed) // 4 prefill pods running, none Ready
-		if v, err := get(); status.Code(err) != codes.Unavailable {
-			t.Errorf("fixed namespace %v: 4 prefill pods, none Ready, decode idle: %v %v; want Unavailable (unknown, never 0)", fixed, v, err)
-		}
-		publish(map[service.PoolKey]int{dk: 1}, fixed) // no prefill pod at all
-		if v, err := get(); err != nil || v != 0 {
-			t.Errorf("fixed namespace %v: no prefill pod, decode idle: %v %v; want desired 0", fixed, v, err)
+		// With its activation pool idle the trigger's own rule says the pool should not run, Ready pods or
+		// not: pods stuck Pending after a wake must not hold it above zero or push it to fallback's size.
+		for _, n := range []int{4, 0} {
+			publish(map[service.PoolKey]int{pk: n, dk: 1}, fixed)
+			if v, err := get(); err != nil || v != 0 {
+				t.Errorf("fixed namespace %v: %d prefill pods, none Ready, decode idle: %v %v; want desired 0", fixed, n, v, err)
+			}
 		}
 	}
-	// Any metric of a pool with pods but none Ready is unknown, not missing: NotFound is for no pods.
+	// Otherwise any metric of a pool with pods but none Ready is unknown, not missing: NotFound is for no
+	// pods.
 	publish(map[service.PoolKey]int{pk: 4, dk: 1}, false)
 	_, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill", "metric": "arrivalVelocity", "target": "100"})})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "4 pods and none Ready") {
