@@ -552,11 +552,19 @@ func foldHist(ss []series) (Histogram, error) {
 		h.Sum += s.sum
 		h.Count += s.count
 		s.buckets = sortBuckets(s.buckets)
-		if n := len(s.buckets); n > 0 && s.buckets[n-1].Count > s.count*(1+1e-12) {
+		n := len(s.buckets)
+		inf := n > 0 && math.IsInf(s.buckets[n-1].UpperBound, 1)
+		// A +Inf bucket may differ from _count by rounding either way (infBucketTolerance, checked below);
+		// a last finite bound has no such excuse.
+		tol := 1e-12
+		if inf {
+			tol = infBucketTolerance
+		}
+		if n > 0 && s.buckets[n-1].Count > s.count*(1+tol) {
 			// Cumulative counts cannot pass the total: such a page is inconsistent, whichever line is wrong.
 			return Histogram{}, errors.New("bucket counts exceed _count")
 		}
-		if n := len(s.buckets); n > 0 && math.IsInf(s.buckets[n-1].UpperBound, 1) && math.Abs(s.buckets[n-1].Count-s.count) > infBucketTolerance*s.count {
+		if inf && math.Abs(s.buckets[n-1].Count-s.count) > infBucketTolerance*s.count {
 			// The +Inf bucket counts every observation, as _count does: a page where they differ gives a
 			// window whose buckets pass its count (misses hidden) or miss it (misses made up).
 			return Histogram{}, fmt.Errorf("bucket le=+Inf counts %g but _count is %g", s.buckets[n-1].Count, s.count)

@@ -272,6 +272,17 @@ func TestEdgeCases(t *testing.T) {
 			},
 		},
 		{
+			// The mirror of the case above: the 10^-9 tolerance works both ways, not only for a +Inf bucket
+			// below _count (5·10^-10 above it was refused by the 10^-12 check on buckets above the count).
+			name: "histogram whose +Inf bucket is above _count by rounding is read",
+			page: "vllm:time_to_first_token_seconds_bucket{le=\"0.5\"} 50\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 1e12\nvllm:time_to_first_token_seconds_count 999999999500\nvllm:time_to_first_token_seconds_sum 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				if h, ok := s.Hist(TTFT); !ok || h.Count != 999999999500 {
+					t.Errorf("TTFT = %+v, %v; problems %v; want read with count 999999999500", h, ok, s.Problems)
+				}
+			},
+		},
+		{
 			name: "histogram without _count is a problem",
 			page: "vllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 3\nvllm:time_to_first_token_seconds_sum 1\nvllm:prompt_tokens_total 1\n",
 			check: func(t *testing.T, s *Snapshot) {
