@@ -184,24 +184,14 @@ func TestAgentKeepsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
 func TestAgentResendsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
 	for name, refuse := range map[string]bool{"accepted": false, "refused": true} {
 		t.Run(name, func(t *testing.T) {
-			var mu sync.Mutex
-			calls := 0
-			a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, r *http.Request) {
-				mu.Lock()
-				calls++
-				first := calls == 1
-				mu.Unlock()
-				if first {
-					hangUp(w) // lost (a timeout could fire before the request reached the engine)
-					return
-				}
+			a, client, clk, _, asked := sglangFixture(t, loseFirst(func(w http.ResponseWriter, _ *http.Request) {
 				if refuse {
 					w.WriteHeader(http.StatusServiceUnavailable)
 					_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "message": "scheduler is not idle"})
 					return
 				}
 				_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
-			})
+			}))
 			if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, ErrNoAnswer) {
 				t.Fatalf("first pass: error %v; want ErrNoAnswer", err)
 			}
@@ -239,6 +229,24 @@ func TestAgentResendsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
 func lease(t *testing.T, client *fake.Clientset, at time.Time) {
 	t.Helper()
 	patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, protocol.AnnotationConvertUntil, protocol.FormatTime(at.Add(time.Minute))))
+}
+
+// loseFirst hangs up on the first call (lost: a timeout could fire before the request reached the engine)
+// and hands the later ones to then.
+func loseFirst(then http.HandlerFunc) http.HandlerFunc {
+	var mu sync.Mutex
+	calls := 0
+	return func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			hangUp(w)
+			return
+		}
+		then(w, r)
+	}
 }
 
 // hangUp closes the connection before a reply: the call gets no answer however loaded the machine.
@@ -356,19 +364,9 @@ func TestAgentResendsAfterARevertThatGotNoAnswer(t *testing.T) {
 // A pod recreated under the name of one whose switch got no answer (a StatefulSet's) is converted afresh:
 // the old pod's re-sends are not its.
 func TestAgentForgetsTheReSendsOfAPodOfTheSameName(t *testing.T) {
-	var mu sync.Mutex
-	calls := 0
-	a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
-		mu.Lock()
-		calls++
-		first := calls == 1
-		mu.Unlock()
-		if first {
-			hangUp(w)
-			return
-		}
+	a, client, clk, _, asked := sglangFixture(t, loseFirst(func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
-	})
+	}))
 	if err := a.Reconcile(context.Background(), get(t, client, "d1")); !errors.Is(err, ErrNoAnswer) {
 		t.Fatalf("first pass: error %v; want ErrNoAnswer", err)
 	}

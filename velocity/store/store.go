@@ -51,13 +51,6 @@ var requestGauges = [...]engine.Field{engine.RequestsWaiting, engine.RequestsRun
 // runningSeen is RequestsRunning's index in requestGauges (and podState.seen).
 const runningSeen = 1
 
-// gaugeSeen is a request gauge on the last kept page that had it.
-type gaugeSeen struct {
-	value float64
-	t     time.Time
-	ok    bool
-}
-
 // tokenCounters and latencyHists are the counters and histograms whose growth checkInterval bounds.
 var (
 	tokenCounters = [...]engine.Field{engine.PromptTokens, engine.GenerationTokens}
@@ -187,7 +180,7 @@ type podState struct {
 	limit    float64 // the pod's own rate limit (0: the absolute cap)
 	// seen is each of requestGauges on the last kept page that had it: a page without the line in
 	// between must not let the next one's level pass as a jump from nothing.
-	seen [len(requestGauges)]gaugeSeen
+	seen [len(requestGauges)]pageSeen
 	// counterSeen and histSeen are the last kept pages that had each of tokenCounters and latencyHists:
 	// a page lacking the line must not let the next one's jump pass unchecked into the window and latency
 	// maths, which measure from the anchor.
@@ -246,8 +239,8 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	st.prev, st.prevT = st.last, st.lastT
 	st.last, st.lastT = snap, t
 	for i, f := range requestGauges {
-		if x, ok := snap.Scalar(f); ok {
-			st.seen[i] = gaugeSeen{value: x.Value, t: t, ok: true}
+		if _, ok := snap.Scalar(f); ok {
+			st.seen[i] = pageSeen{snap: snap, t: t}
 		}
 	}
 	for i, f := range tokenCounters {
@@ -376,16 +369,20 @@ func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) 
 	// the pod could take in tokens. The jump is measured from the last page that had the gauge, so a page
 	// lacking the line does not make the next one's level pass unchecked.
 	for i, f := range requestGauges {
-		a := st.seen[i]
-		b, okB := snap.Scalar(f)
-		if !a.ok || !okB {
+		seen := st.seen[i]
+		if seen.snap == nil {
 			continue
 		}
-		since := t.Sub(a.t).Seconds()
-		growth := math.Abs(b.Value-a.value) * max(st.v.MeanPromptTokens, st.v.MeanOutputTokens, s.opts.DefaultPromptTokens) / since
+		a, _ := seen.snap.Scalar(f)
+		b, okB := snap.Scalar(f)
+		if !okB {
+			continue
+		}
+		since := t.Sub(seen.t).Seconds()
+		growth := math.Abs(b.Value-a.Value) * max(st.v.MeanPromptTokens, st.v.MeanOutputTokens, s.opts.DefaultPromptTokens) / since
 		if growth > s.opts.MaxTokensPerSecond {
 			return fmt.Errorf("%w: %s went from %g to %g in %s (%.4g queued tokens/s, above %g/s)",
-				ErrImplausible, f, a.value, b.Value, time.Duration(since*float64(time.Second)), growth, s.opts.MaxTokensPerSecond)
+				ErrImplausible, f, a.Value, b.Value, time.Duration(since*float64(time.Second)), growth, s.opts.MaxTokensPerSecond)
 		}
 	}
 	return nil
@@ -608,7 +605,7 @@ func (s *Store) update(st *podState) {
 	r1, okR1 := cur.Scalar(engine.RequestsRunning)
 	// Running missing at both ends means "no gauge" only on a pod that has never shown it: one whose
 	// line went missing for two pages in a row has an unknown change, not 0.
-	okW, okR := okW0 && okW1, (okR0 && okR1) || (!okR0 && !okR1 && !st.seen[runningSeen].ok)
+	okW, okR := okW0 && okW1, (okR0 && okR1) || (!okR0 && !okR1 && st.seen[runningSeen].snap == nil)
 	dWaiting, dRunning := w1.Value-w0.Value, r1.Value-r0.Value
 	first := st.rates == 0
 	if first && (!okW || (okD && !okR)) {
