@@ -346,6 +346,27 @@ func (a *Agent) markUnanswered(pod *corev1.Pod, now time.Time) {
 	a.mu.Unlock()
 }
 
+// noteUnknownRole marks for a re-send, due at once, a pod recorded converted that this agent has not
+// seen since it started, when the actuator's record is the agent's status alone (SGLang): the agent
+// that wrote the status may have stopped before the engine answered its switch, or after a switch that got
+// no answer, whose re-sends lived in its memory. An engine already in the prefill role accepts the switch
+// ("already in target role"), one that never got it takes it or refuses it, and a refusal undoes the
+// conversion so that the controller moves the lease. Without it such a pod stayed counted as converted,
+// decoding only, until its lease ended, which the controller renews.
+func (a *Agent) noteUnknownRole(pod *corev1.Pod) {
+	if _, label := a.o.Actuator.(relabeler); label {
+		return // the label is the role, and the pod object shows it
+	}
+	key := podKey(pod)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, seen := a.checked[key]
+	_, pending := a.unanswered[key]
+	if !seen && !pending {
+		a.unanswered[key] = unanswered{} // sent at the zero time: due now
+	}
+}
+
 // resend sends again the switch to prefill of a leased pod whose engine's role is unknown, when due; it
 // reports whether the pod had such a switch. An answer ends it: a success keeps the pod converted, a
 // refusal (the engine took no prefill work) undoes and refuses it as a first conversion's would. SGLang
@@ -422,8 +443,10 @@ func (a *Agent) verify(ctx context.Context, pod *corev1.Pod, now time.Time) (ok 
 
 // recheck verifies the headroom of a pod kept converted once per Recheck, and reverts it (recording the
 // refusal, so the controller moves the lease) when the headroom is gone. A pod first seen converted (after
-// an agent restart) starts its interval then.
+// an agent restart) starts its interval then, or once its engine answers the switch sent again
+// (noteUnknownRole).
 func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) error {
+	a.noteUnknownRole(pod)
 	if had, err := a.resend(ctx, pod, now); had {
 		return err
 	}
@@ -444,6 +467,11 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	a.forget(pod)
 	start := time.Now()
 	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
+		// Tried again at the next recheck, as before: a pod seen for the first time would get the switch to
+		// prefill sent again (noteUnknownRole), the wrong way for a pod whose headroom went.
+		a.mu.Lock()
+		a.checked[podKey(pod)] = now
+		a.mu.Unlock()
 		return fmt.Errorf("reverting %s after its headroom went (%s): %w", podRef(pod), reason, err)
 	}
 	a.o.Observer.Flipped("revert", time.Since(start))

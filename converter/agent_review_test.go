@@ -537,3 +537,89 @@ func TestSGLangActuatorTellsARefusalFromNoAnswer(t *testing.T) {
 		}
 	}
 }
+
+// An agent that starts and finds an SGLang pod recorded converted does not know whether its engine took
+// the switch (the agent before it may have stopped before an answer, or with re-sends in its memory): it
+// sends the switch to prefill once, which an engine already prefilling accepts and one still decoding
+// (the switch lost) takes or refuses; a refusal undoes and refuses the conversion. Such a pod stayed
+// counted as converted, decoding only, for as long as the controller renewed its lease.
+func TestAgentAsksAnSGLangEngineItsRoleAfterARestart(t *testing.T) {
+	for name, refuse := range map[string]bool{"already prefill": false, "switch lost, busy decoding": true} {
+		t.Run(name, func(t *testing.T) {
+			a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+				if refuse {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					_ = json.NewEncoder(w).Encode(map[string]any{"success": false, "message": "instance is not idle; drain all requests before switching"})
+					return
+				}
+				_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "message": "already in target role", "old_role": "prefill", "new_role": "prefill"})
+			})
+			patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, protocol.AnnotationStatus, protocol.StatusConverted))
+			err := a.Reconcile(context.Background(), get(t, client, "d1"))
+			s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]
+			if refuse {
+				if err == nil || !strings.HasPrefix(s, "refused: "+protocol.ReasonActuator) || strings.Join(asked(), ",") != "prefill,decode" {
+					t.Fatalf("error %v, status %q, roles asked %v; want the conversion undone and refused", err, s, asked())
+				}
+				return
+			}
+			if err != nil || s != protocol.StatusConverted || strings.Join(asked(), ",") != "prefill" {
+				t.Fatalf("error %v, status %q, roles asked %v; want prefill asked once and the pod kept converted", err, s, asked())
+			}
+			clk.Set(t0.Add(resendAfter))
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(asked(), ",") != "prefill" {
+				t.Errorf("roles asked %v on the next pass; want nothing more once the engine answered", asked())
+			}
+		})
+	}
+}
+
+// A pod whose headroom went and whose revert failed is reverted again at the next recheck; it is not
+// taken for a pod of unknown role, which would be sent the switch to prefill.
+func TestAgentRetriesARevertForLostHeadroomWithoutSwitchingToPrefill(t *testing.T) {
+	a, client, clk, act, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	a.o.GPUs = &fixedGPUs{reason: protocol.ReasonMemoryShort, detail: "free 1 GiB"}
+	port := act.Port
+	act.Port = closedPort(t) // the revert gets no answer
+	clk.Set(t0.Add(a.o.Recheck))
+	lease(t, client, t0.Add(a.o.Recheck))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err == nil {
+		t.Fatal("a revert to a closed port succeeded")
+	}
+	act.Port = port
+	clk.Set(t0.Add(a.o.Recheck + time.Second))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(asked(), ",") != "prefill" {
+		t.Fatalf("roles asked %v the pass after the failed revert; want nothing more", asked())
+	}
+	clk.Set(t0.Add(2 * a.o.Recheck))
+	lease(t, client, t0.Add(2*a.o.Recheck))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; strings.Join(asked(), ",") != "prefill,decode" || !strings.HasPrefix(s, "refused: "+protocol.ReasonMemoryShort) {
+		t.Errorf("roles asked %v, status %q at the next recheck; want decode sent and the refusal recorded", asked(), s)
+	}
+}
+
+// closedPort is a local port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return port
+}
