@@ -44,9 +44,10 @@ type Controller struct {
 	startHold  map[string]rec
 	lateStep   map[string]rec
 	converted  map[string]time.Time
-	seen       map[string]time.Time // when each group, and each pool (poolKey), was last decided
-	latest     time.Time            // the latest decision of any group
-	before     time.Time            // the latest decision time before latest: the previous round's
+	role       map[string]config.Role // the side each pool was last sized on: prefill (or both) or decode
+	seen       map[string]time.Time   // when each group, and each pool (poolKey), was last decided
+	latest     time.Time              // the latest decision of any group
+	before     time.Time              // the latest decision time before latest: the previous round's
 	pruned     time.Time
 	scratch    []int
 	// LatencySpan is how far back the pods' latency histograms reach: two scrape.latencyWindow (0: 20 s).
@@ -68,7 +69,7 @@ func NewController() *Controller {
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
 		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
-		seen: map[string]time.Time{},
+		role: map[string]config.Role{}, seen: map[string]time.Time{},
 	}
 }
 
@@ -95,6 +96,8 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		}
 	}
 	c.noteSeen(now, pol, group, prefill, decode)
+	c.noteRole(prefill, config.RolePrefill)
+	c.noteRole(decode, config.RoleDecode)
 	var p, dn int
 	if prefill != nil && ps != nil {
 		c.calibrate(pol, prefill, ps)
@@ -197,21 +200,41 @@ func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, pr
 		}
 		delete(c.seen, k)
 		if p, ok := strings.CutPrefix(k, poolPrefix); ok {
-			delete(c.startHold, p)
-			delete(c.lateStep, p)
-			delete(c.recs, p)
-			delete(c.emergency, p)
-			delete(c.calibrated, p)
-			delete(c.saturated, p)
-			delete(c.level, p)
-			delete(c.breaching, p)
-			delete(c.history, p)
+			c.forgetPool(p)
+			delete(c.role, p)
 			continue
 		}
 		delete(c.conv, k)
 		delete(c.keepingUp, k)
 		delete(c.converted, k)
 	}
+}
+
+// forgetPool drops what the controller remembers of a pool's sizing.
+func (c *Controller) forgetPool(p string) {
+	delete(c.startHold, p)
+	delete(c.lateStep, p)
+	delete(c.recs, p)
+	delete(c.emergency, p)
+	delete(c.calibrated, p)
+	delete(c.saturated, p)
+	delete(c.level, p)
+	delete(c.breaching, p)
+	delete(c.history, p)
+}
+
+// noteRole forgets a pool's sizing state when a reload moved it to the other side: its smoothed rate,
+// recommendations and burst history are in the other side's tokens and replicas (a decode pool sized
+// from prefill tokens per second, held up by the prefill pool's window).
+func (c *Controller) noteRole(p *config.Pool, side config.Role) {
+	if p == nil {
+		return
+	}
+	if was, ok := c.role[p.Name]; ok && was != side {
+		klog.InfoS("Pool moved between prefill and decode sizing; its sizing history is dropped", "pool", p.Name, "was", was, "now", side)
+		c.forgetPool(p.Name)
+	}
+	c.role[p.Name] = side
 }
 
 // poolPrefix sets pools apart from groups in Controller.seen (a group and a pool may share a name).

@@ -1086,3 +1086,35 @@ func TestCalibrationBoundedByTheProfileInForce(t *testing.T) {
 		t.Errorf("calibrated 4000 within the bounds: PerPod %v, want it as calibrated", st.PerPod)
 	}
 }
+
+// A reload that moves a pool from prefill to decode under the same name starts its sizing afresh: its
+// smoothed rate (prefill tokens per second) and its window's recommendations sized the decode pool
+// from the prefill load and held it there for the scale-down window.
+func TestPoolMovedToDecodeByAReloadStartsAfresh(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	x := cfg.Pools[0]
+	x.Name = "x"
+	asDecode := cfg.Pools[1]
+	asDecode.Name = "x"
+	t0 := time.Unix(0, 0)
+	c := NewController()
+	for s := range 120 {
+		ps := &PoolStatus{Name: "x", Pods: 12, Known: 12, Arrival: 100000, Sustained: 100000, PerPod: 10000, Capacity: 120000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+		c.Decide(t0.Add(time.Duration(s)*time.Second), pol, "g", &x, ps, nil, nil)
+	}
+	ds := func() *PoolStatus {
+		return &PoolStatus{Name: "x", Pods: 12, Known: 12, Arrival: 1000, Sustained: 1000, PerPod: 2500, Capacity: 30000, SLOMissFraction: -1}
+	}
+	fresh := NewController()
+	var got, want int
+	// Past the scale-down window, which holds both at the 12 pods running.
+	for s := 120; s < 120+90; s++ {
+		at := t0.Add(time.Duration(s) * time.Second)
+		got = c.Decide(at, pol, "g", nil, nil, &asDecode, ds()).Desired["x"]
+		want = fresh.Decide(at, pol, "g", nil, nil, &asDecode, ds()).Desired["x"]
+	}
+	if got != want || want > 2 {
+		t.Fatalf("decode pool x 90 s after the reload: desired %d; a fresh controller says %d (want at most 2 for 1,000 tok/s)", got, want)
+	}
+}
