@@ -73,7 +73,7 @@ func TestManifestsRenderAndDryRun(t *testing.T) {
 			"--set", "monitoring.enabled=true", "--set", "monitoring.dashboard.enabled=true",
 			"--set", "monitoring.prometheusServiceAccount.namespace=monitoring", "--set", "monitoring.prometheusServiceAccount.name=prometheus-k8s")
 		var stderr strings.Builder
-		cmd.Stderr = &stderr // helm warns there that the dashboard is a symbolic link into manifests/grafana
+		cmd.Stderr = &stderr // kept apart from the rendered objects, which are applied
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("helm template: %v\n%s", err, stderr.String())
