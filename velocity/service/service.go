@@ -127,12 +127,12 @@ func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Se
 	s := &Service{cfg: cfg, pods: pods, ctrl: NewController(c)}
 	s.store = store.New(StoreOptions(c), nil)
 	if u := c.Scrape.PrometheusURL; u != "" {
-		src, err := newPrometheusSource(u, c, s.store)
+		src, err := newPrometheusSource(u, c, s.store, obs)
 		if err != nil {
 			return nil, err
 		}
 		s.src = src
-		klog.InfoS("Reading engine metrics from Prometheus instead of scraping pods", "url", u)
+		klog.InfoS("Reading engine metrics from Prometheus instead of scraping pods", "url", redacted(u))
 		return s, nil
 	}
 	src, err := newScrapeSource(c, s.store, obs)

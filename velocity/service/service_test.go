@@ -169,7 +169,8 @@ pools:
 		t.Errorf("staleAfter with a Prometheus source = %s, want 45s (above a 15 s Prometheus scrape)", cfg.Scrape.StaleAfter)
 	}
 	pods := podList{{Key: store.PodKey{Namespace: "a", Name: "p1"}, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1", Ready: true}}
-	s, err := New(func() *config.Config { return cfg }, &pods, nil)
+	obs := &polls{}
+	s, err := New(func() *config.Config { return cfg }, &pods, obs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,19 +192,50 @@ pools:
 	if s.store.Len() != 1 {
 		t.Errorf("store tracks %d pods; want 1 (a series of a pod the cache does not know is ignored)", s.store.Len())
 	}
+	// The scrape metrics follow the polls: the freshness gauge stayed at 0 and failed polls went uncounted.
+	if got := obs.take(); strings.Join(got, ",") != "prefill ok,prefill ok,prefill ok" {
+		t.Errorf("observed %v; want one good poll of pool prefill a round", got)
+	}
 	mu.Lock()
 	down, scraped = true, time.Now().Add(-time.Hour)
 	mu.Unlock()
 	// The last good sample ages past staleAfter: unknown, not zero. Simulated by a config with a short
 	// staleAfter on a fresh service sharing nothing but the failing Prometheus.
 	cfg2, _ := config.Parse([]byte(fmt.Sprintf("version: tokenscale.io/v1alpha1\nscrape: {prometheusURL: %q, staleAfter: 1s}\npools:\n- {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}}\n", srv.URL)))
-	s2, err := New(func() *config.Config { return cfg2 }, &pods, nil)
+	s2, err := New(func() *config.Config { return cfg2 }, &pods, obs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v := s2.Step(context.Background(), time.Now()).Pools[PoolKey{"a", "prefill"}]; v == nil || v.Err == nil || v.HasDesired {
 		t.Errorf("with Prometheus failing, the pool must be unknown: %+v", v)
 	}
+	if got := obs.take(); strings.Join(got, ",") != "prefill failed" {
+		t.Errorf("observed %v with Prometheus failing; want the failed poll counted for pool prefill", got)
+	}
+}
+
+// polls records what a source tells its observer, as "pool ok" or "pool failed".
+type polls struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (p *polls) ObserveScrape(pool string, _ time.Duration, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.got = append(p.got, pool+" failed")
+		return
+	}
+	p.got = append(p.got, pool+" ok")
+}
+
+func (p *polls) take() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.got
+	p.got = nil
+	return out
 }
 
 func TestServicePrometheusURLErrors(t *testing.T) {

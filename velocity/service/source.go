@@ -68,11 +68,12 @@ func (s *scrapeSource) Collect(ctx context.Context, m *Members) {
 // prometheusSource reads the same raw series from Prometheus (scrape.prometheusURL).
 type prometheusSource struct {
 	prom    *collector.PrometheusSource
+	obs     collector.Observer // told about each poll, once per pool it read, as scrapes are
 	members atomic.Pointer[Members]
 	targets atomic.Pointer[map[store.PodKey]collector.Target] // each member pod's target: its rate limit and engine
 }
 
-func newPrometheusSource(url string, c *config.Config, st *store.Store) (*prometheusSource, error) {
+func newPrometheusSource(url string, c *config.Config, st *store.Store, obs collector.Observer) (*prometheusSource, error) {
 	// With this source scrape.tls checks Prometheus' certificate: no pod is read.
 	tlsCfg, err := scrapeTLS(c)
 	if err != nil {
@@ -82,7 +83,7 @@ func newPrometheusSource(url string, c *config.Config, st *store.Store) (*promet
 	if err != nil {
 		return nil, fmt.Errorf("scrape.prometheusURL: %w", err)
 	}
-	s := &prometheusSource{}
+	s := &prometheusSource{obs: obs}
 	// Only pods the pod cache maps to a pool are recorded, as with scraping.
 	s.prom = collector.NewPrometheusSource(q, st, c.Scrape.Interval.Duration, c.Scrape.StaleAfter.Duration, engine.Auto, func(k store.PodKey) bool {
 		m := s.members.Load()
@@ -121,7 +122,21 @@ func (s *prometheusSource) Collect(ctx context.Context, m *Members) {
 	s.targets.Store(&targets)
 	s.members.Store(m)
 	// A failed query records nothing: the pods go stale (unknown), never zero.
-	if err := s.prom.PollOnce(ctx); err != nil {
+	start := time.Now()
+	err := s.prom.PollOnce(ctx)
+	if err != nil {
 		klog.ErrorS(err, "Prometheus source poll failed")
+	}
+	// The scrape metrics (freshness, errors, duration) follow the polls, one observation per pool the
+	// poll read: without them the freshness gauge stayed at 0 and failed polls were only logged.
+	if s.obs != nil {
+		d := time.Since(start)
+		seen := map[string]bool{}
+		for _, t := range m.Targets {
+			if !seen[t.Pool] {
+				seen[t.Pool] = true
+				s.obs.ObserveScrape(t.Pool, d, err)
+			}
+		}
 	}
 }

@@ -111,7 +111,7 @@ func TestPrometheusSourceTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			src, err := newPrometheusSource(c.Scrape.PrometheusURL, c, store.New(StoreOptions(c), nil))
+			src, err := newPrometheusSource(c.Scrape.PrometheusURL, c, store.New(StoreOptions(c), nil), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
