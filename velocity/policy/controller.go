@@ -122,8 +122,10 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	if decode != nil && ds != nil {
 		// A converted decoder serves less decode by design: calibrating then read its prefill chunks as lost
 		// decode capacity, which shrank the spare decoders and released the conversion within seconds.
-		// Turned off, calibration is dropped whatever the conversions.
-		if c.conv[group] == 0 || !pol.Calibrates() {
+		// Turned off, calibration is dropped whatever the conversions. The served rate is the latency
+		// window's, so it holds the converted decoders' slower decoding until the window no longer reaches
+		// back to them.
+		if c.conv[group] == 0 && !c.convertedWithin(now, group) || !pol.Calibrates() {
 			c.calibrate(pol, decode, ds)
 		}
 		rate, basis := c.sizingRate(now, pol, decode.Name, ds)
@@ -304,6 +306,17 @@ const lateStepHold = 30 * time.Second
 // the default scrape.latencyWindow.
 const defaultLatencySpan = 20 * time.Second
 
+// convertedWithin reports whether the group's decoders were converted within the pods' latency span: their
+// histograms and served rates still hold the prefill work they did.
+func (c *Controller) convertedWithin(now time.Time, group string) bool {
+	span := c.LatencySpan
+	if span <= 0 {
+		span = defaultLatencySpan
+	}
+	t, ok := c.converted[group]
+	return ok && now.Sub(t) < span && !now.Before(t)
+}
+
 // lateFirstTokens asks for a decoder step when at least missShare of the decode pool's recent first
 // tokens were late past half its TTFT SLO on the decoders themselves (their KV pull, their wait for a
 // batch slot or KV room, their first step) and requests wait on a decoder now, and holds the step for
@@ -317,11 +330,7 @@ func (c *Controller) lateFirstTokens(now time.Time, group string, p *config.Pool
 		delete(c.lateStep, p.Name)
 		return 0, ""
 	}
-	span := c.LatencySpan
-	if span <= 0 {
-		span = defaultLatencySpan
-	}
-	if t, ok := c.converted[group]; ok && now.Sub(t) < span && !now.Before(t) {
+	if c.convertedWithin(now, group) {
 		return 0, ""
 	}
 	if h, ok := c.lateStep[p.Name]; ok && now.Sub(h.t) < lateStepHold && !now.Before(h.t) {

@@ -704,6 +704,25 @@ func TestConvertedDecodersDoNotCalibrateDecode(t *testing.T) {
 	if v := c.Calibrated("decode"); v != 0 {
 		t.Errorf("decode calibrated to %v tok/s while converted, want the profile kept", v)
 	}
+	// Prefill keeps up again and the conversion is released; the decoders' served rate, the latency
+	// window's, still holds their converted seconds, so they are not calibrated until it no longer can.
+	calm := &PoolStatus{Name: "prefill", Pods: 4, Known: 4, Arrival: 10000, Sustained: 10000, Served: 10000, PerPod: 10000, Capacity: 40000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	released := -1
+	for i := 6; i < 6+60; i++ {
+		d := c.Decide(time.Unix(int64(i), 0), pol, "g", &cfg.Pools[0], calm, &cfg.Pools[1], ds)
+		if d.Conversions == 0 && released < 0 {
+			released = i
+		}
+		if v := c.Calibrated("decode"); v != 0 && released >= 0 && i < released+int(defaultLatencySpan/time.Second) {
+			t.Fatalf("%d s after the release decode is calibrated to %v tok/s; want the profile while the window holds converted seconds", i-released, v)
+		}
+	}
+	if released < 0 {
+		t.Fatal("the conversion was never released")
+	}
+	if v := c.Calibrated("decode"); v == 0 {
+		t.Error("decode never calibrated once the window was past the conversion: the test shows nothing")
+	}
 }
 
 func TestScaleDownQuantileLetsABriefPeakGo(t *testing.T) {
