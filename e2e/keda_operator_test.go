@@ -33,8 +33,26 @@ func TestKEDAOperator(t *testing.T) {
 	deployment(t, ns, "llama-prefill", "prefill", fakeengine.VLLMV1, 1)
 	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 0)
 	k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 5000, OutputTokensPerSec: 10})
-	scaler, _ := startScaler(t)
+	// Mutual TLS between KEDA and the scaler, set up as the shipped TriggerAuthentication says: the CA in one
+	// Secret, KEDA's client certificate in another.
+	certs := t.TempDir()
+	if err := localcluster.WriteMutualTLS(certs, "127.0.0.1", "localhost"); err != nil {
+		t.Fatal(err)
+	}
+	scaler, _ := startScaler(t, "--tls-cert-file", filepath.Join(certs, "tls.crt"), "--tls-private-key-file", filepath.Join(certs, "tls.key"),
+		"--client-ca-file", filepath.Join(certs, "ca.crt"))
+	kubectl(t, "", "-n", ns, "create", "secret", "generic", "tokenscale-keda-scaler-ca", "--from-file=ca.crt="+filepath.Join(certs, "ca.crt"))
+	kubectl(t, "", "-n", ns, "create", "secret", "tls", "tokenscale-keda-client", "--cert", filepath.Join(certs, "tls.crt"), "--key", filepath.Join(certs, "tls.key"))
+	auth, err := os.ReadFile("../manifests/examples/keda/triggerauthentication.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutual := strings.ReplaceAll(string(auth), "  # - {parameter: tlsClient", "  - {parameter: tlsClient")
+	if strings.Count(mutual, "- {parameter: tlsClient") != 2 {
+		t.Fatalf("the example TriggerAuthentication no longer holds the two client-certificate lines to uncomment:\n%s", auth)
+	}
 	startKEDA(t)
+	kubectl(t, mutual, "-n", ns, "apply", "-f", "-")
 
 	kubectl(t, fmt.Sprintf(`apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -50,6 +68,7 @@ spec:
         scaleDown: {stabilizationWindowSeconds: 5}
   triggers:
   - type: external
+    authenticationRef: {name: tokenscale-keda-scaler}
     metadata: {scalerAddress: %[2]q, pool: prefill, metric: desiredReplicas}
 ---
 apiVersion: keda.sh/v1alpha1
@@ -63,6 +82,7 @@ spec:
   maxReplicaCount: 4
   triggers:
   - type: external-push
+    authenticationRef: {name: tokenscale-keda-scaler}
     metadata: {scalerAddress: %[2]q, pool: decode, metric: desiredReplicas,
       activationPool: prefill, activationMetric: arrivalVelocity, activationThreshold: "8000"}
 `, ns, scaler), "apply", "-f", "-")

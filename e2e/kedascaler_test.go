@@ -119,7 +119,7 @@ func TestKEDAScalerBinary(t *testing.T) {
 // startScaler builds tokenscale-keda-scaler and runs it, as the ServiceAccount of overlays/keda (which it
 // installs) with the suite's pool config, until the test ends; it returns the gRPC address and the
 // address of its plain-HTTP /metrics.
-func startScaler(t *testing.T) (grpcAddr, metricsAddr string) {
+func startScaler(t *testing.T, extra ...string) (grpcAddr, metricsAddr string) {
 	t.Helper()
 	out, err := kubectlRun("", "kustomize", "../manifests/overlays/keda")
 	if err != nil {
@@ -137,7 +137,7 @@ func startScaler(t *testing.T) (grpcAddr, metricsAddr string) {
 	}
 	grpcAddr = fmt.Sprintf("127.0.0.1:%d", localcluster.FreePort())
 	metricsAddr = fmt.Sprintf("127.0.0.1:%d", localcluster.FreePort())
-	startProcess(t, dir, "tokenscale-keda-scaler", nil, bin, "--kubeconfig", kc, "--config", suite.adapter.Config,
-		"--grpc-address", grpcAddr, "--metrics-address", metricsAddr, "-v=2")
+	startProcess(t, dir, "tokenscale-keda-scaler", nil, bin, append([]string{"--kubeconfig", kc, "--config", suite.adapter.Config,
+		"--grpc-address", grpcAddr, "--metrics-address", metricsAddr, "-v=2"}, extra...)...)
 	return grpcAddr, metricsAddr
 }

@@ -33,12 +33,15 @@ type Options struct {
 	ConfigReload time.Duration
 }
 
+// MinConfigReload is the shortest --config-reload other than 0 (never).
+const MinConfigReload = time.Second
+
 // AddFlags registers the pipeline's flags, with the same names, defaults and meaning in every binary.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ConfigPath, "config", "", "pool configuration file (default: llm-d layout, see docs/metrics.md)")
 	fs.StringVar(&o.PodSelector, "pod-selector", "", "label selector restricting the pod informer, e.g. llm-d.ai/role")
 	fs.StringVar(&o.Namespace, "namespace", "", "namespace to watch (default: all)")
-	fs.DurationVar(&o.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes")
+	fs.DurationVar(&o.ConfigReload, "config-reload", 10*time.Second, "how often to check the config file for changes (0: never; else at least 1s)")
 }
 
 // Validate reports every pipeline flag that cannot work.
@@ -52,8 +55,9 @@ func (o *Options) Validate() []error {
 			errs = append(errs, fmt.Errorf("--namespace %q: %s", o.Namespace, msg))
 		}
 	}
-	if o.ConfigReload < 0 {
-		errs = append(errs, fmt.Errorf("--config-reload %s: want 0 (never) or a positive interval", o.ConfigReload))
+	// At least a second: each check re-reads the file, and a bad one is parsed and logged every time.
+	if o.ConfigReload != 0 && o.ConfigReload < MinConfigReload {
+		errs = append(errs, fmt.Errorf("--config-reload %s: want 0 (never) or at least %s", o.ConfigReload, MinConfigReload))
 	}
 	return errs
 }

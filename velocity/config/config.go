@@ -14,6 +14,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -98,6 +99,17 @@ const MaxWindowDecisions = 20000
 // MaxProfileTPS bounds a profile's prefill and decode velocity: the store's cap on one pod's token rate.
 const MaxProfileTPS = 1e7
 
+// MaxPromptTokens bounds scrape.promptTokens: the store's cap on a learned mean prompt (its maxMeanTokens,
+// unexported there), so the default is never larger than any mean the store could learn.
+const MaxPromptTokens = 1e7
+
+// MaxScrapeBytes bounds scrape.concurrency × scrape.maxBodyBytes, the bodies a round may hold at once
+// (64 × 4 MiB = 256 MiB at the defaults); a round's memory is about 2.5 times it.
+const MaxScrapeBytes = 4 << 30
+
+// MinScrapeTimeout is the shortest scrape.timeout: an engine's page takes milliseconds to serve.
+const MinScrapeTimeout = 10 * time.Millisecond
+
 // ConvertFraction is maxConvertFraction: the share of a decode pool that may be converted at once
 // (0.25 when unset; 0: conversions off).
 func (p *Policy) ConvertFraction() float64 {
@@ -126,8 +138,9 @@ type Pool struct {
 	Workload Workload `yaml:"workload"`
 	SLO      SLO      `yaml:"slo"`
 	Profile  Profile  `yaml:"profile"`
-	// Ratio is the allowed prefill:decode replica ratio band (set on either pool of a group).
-	Ratio       *Ratio `yaml:"ratio"`
+	// Ratio is the allowed prefill:decode replica ratio band (set on either pool of a group). Omitted
+	// when nil, as a marshalled config (the simulator's) would otherwise write `ratio: null`, which Parse refuses.
+	Ratio       *Ratio `yaml:"ratio,omitempty"`
 	MinReplicas int    `yaml:"minReplicas"` // default 1
 	MaxReplicas int    `yaml:"maxReplicas"` // default 100
 }
@@ -196,7 +209,8 @@ func Default() *Config {
 	return c
 }
 
-// Parse decodes and validates a config file's bytes; errors name the line.
+// Parse decodes and validates a config file's bytes: one YAML document, where a key given no value, or a 0
+// that would read as unset, is an error too; errors name the line.
 func Parse(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -207,10 +221,153 @@ func Parse(data []byte) (*Config, error) {
 		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if err := c.complete(); err != nil {
+	// The typed decoding reads only the first document and cannot tell a key left out from one given
+	// no value or 0, so the nodes are read too.
+	nodes := yaml.NewDecoder(bytes.NewReader(data))
+	var doc, next yaml.Node
+	if err := nodes.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	switch err := nodes.Decode(&next); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, fmt.Errorf("config: after the first YAML document: %w", err)
+	default:
+		return nil, fmt.Errorf("config: a second YAML document starts at line %d: a config file holds one document, and the rest would be ignored", next.Line)
+	}
+	k := nodeCheck{}
+	k.walk(&doc, "", "")
+	if err := errors.Join(append(k.errs, c.complete())...); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
+}
+
+// zeroDefaults maps each key whose 0 the defaults replace (pools[] standing for any pool) to its
+// default, so that an explicit 0, which reads as unset, is refused instead of silently becoming it.
+// Keys where 0 means something are not here: scrape.spread (at once), policy.maxConvertFraction
+// (conversions off), kvTransferTokensPerSecond (not limiting), minReplicas (1, documented).
+var zeroDefaults = map[string]string{
+	"scrape.interval":                        "1s",
+	"scrape.timeout":                         "800ms",
+	"scrape.concurrency":                     "64",
+	"scrape.maxBodyBytes":                    "4194304 (4 MiB)",
+	"scrape.staleAfter":                      "5s (45s with scrape.prometheusURL)",
+	"scrape.port":                            "8000",
+	"scrape.latencyWindow":                   "10s",
+	"scrape.promptTokens":                    "1000",
+	"policy.targetUtilisation":               "0.85",
+	"policy.decodeTargetUtilisation":         "0.85",
+	"policy.drainSeconds":                    "10",
+	"policy.horizon":                         "10s",
+	"policy.coldStart":                       "60s",
+	"policy.scaleDownWindow":                 "60s",
+	"policy.scaleDownQuantile":               "0.97",
+	"policy.convertedPrefill":                "0.3",
+	"policy.releaseHold":                     "20s",
+	"policy.burstAttainment":                 "0.96 (a negative value turns burst sizing off)",
+	"pools[].port":                           "8000 (scrape.port where set)",
+	"pools[].slo.ttft":                       "2s",
+	"pools[].slo.itl":                        "100ms",
+	"pools[].profile.prefillTokensPerSecond": "12000",
+	"pools[].profile.decodeTokensPerSecond":  "2500",
+	"pools[].maxReplicas":                    "100",
+}
+
+// maxConfigNodes bounds the nodes nodeCheck visits, aliases expanded: a 1 MiB file holds fewer than
+// this without aliases, and the walk must not be where aliasing multiplies the work.
+const maxConfigNodes = 1 << 20
+
+// nodeCheck walks a config's YAML nodes and collects the errors of keys with no value and of keys given
+// a 0 that would read as unset.
+type nodeCheck struct {
+	errs   []error
+	visits int
+}
+
+// walk checks the values under n; path names n as errors show it (pools[1].slo), pattern as
+// zeroDefaults does (pools[].slo).
+func (k *nodeCheck) walk(n *yaml.Node, path, pattern string) {
+	if !k.visit() {
+		return
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			k.walk(c, path, pattern)
+		}
+	case yaml.AliasNode:
+		if n.Alias != nil {
+			k.walk(n.Alias, path, pattern)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			if key.ShortTag() == "!!merge" {
+				// A merge's keys (`<<: *base`) are the mapping's own, so they are checked under its path.
+				merged := []*yaml.Node{val}
+				if val.Kind == yaml.SequenceNode {
+					merged = val.Content
+				}
+				for _, m := range merged {
+					k.walk(m, path, pattern)
+				}
+				continue
+			}
+			k.value(key, val, join(path, key.Value), join(pattern, key.Value))
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			k.value(c, c, fmt.Sprintf("%s[%d]", path, i), pattern+"[]")
+		}
+	}
+}
+
+// value checks v, the value of path, whose line is at's (the key's, for a mapping's value).
+func (k *nodeCheck) value(at, v *yaml.Node, path, pattern string) {
+	if !k.visit() {
+		return
+	}
+	s := v
+	if s.Kind == yaml.AliasNode && s.Alias != nil {
+		s = s.Alias
+	}
+	if s.Kind != yaml.ScalarNode {
+		k.walk(v, path, pattern)
+		return
+	}
+	if s.ShortTag() == "!!null" {
+		k.errs = append(k.errs, fmt.Errorf("line %d: %s has no value; leave the key out for its default", at.Line, path))
+		return
+	}
+	if def, ok := zeroDefaults[pattern]; ok && zeroScalar(s) {
+		k.errs = append(k.errs, fmt.Errorf("line %d: 0 is not a value %s takes; leave it out for its default %s", at.Line, path, def))
+	}
+}
+
+// visit counts a node visited and says whether the walk may go on, reporting the budget once when it ends.
+func (k *nodeCheck) visit() bool {
+	if k.visits++; k.visits == maxConfigNodes+1 {
+		k.errs = append(k.errs, fmt.Errorf("more than %d YAML nodes with aliases expanded", maxConfigNodes))
+	}
+	return k.visits <= maxConfigNodes
+}
+
+// zeroScalar says whether a scalar is a 0: a number (0, 0.0, 0x0) or a duration (0s, 0ms, "0").
+func zeroScalar(n *yaml.Node) bool {
+	var f float64
+	if n.Decode(&f) == nil {
+		return f == 0
+	}
+	d, err := time.ParseDuration(n.Value)
+	return err == nil && d == 0
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 // maxFileBytes bounds a file from outside: a real config, certificate or CA bundle is a few KiB, and a
@@ -356,13 +513,14 @@ func (c *Config) complete() error {
 	if s.StaleAfter.Duration < s.Interval.Duration {
 		errs = append(errs, fmt.Errorf("scrape.staleAfter (%s) must be at least scrape.interval (%s)", s.StaleAfter, s.Interval))
 	}
-	if s.Concurrency < 1 || s.MaxBodyBytes < 1024 || !(s.PromptTokens >= 1) || math.IsInf(s.PromptTokens, 0) {
-		errs = append(errs, errors.New("scrape.concurrency must be >= 1, scrape.maxBodyBytes >= 1024 and scrape.promptTokens >= 1"))
+	// Bounded above as well: a queued count times an enormous mean sized every pool at its maximum.
+	if !(s.PromptTokens >= 1 && s.PromptTokens <= MaxPromptTokens) {
+		errs = append(errs, fmt.Errorf("scrape.promptTokens %v must be between 1 and %g (the store's cap on a learned mean prompt)", s.PromptTokens, float64(MaxPromptTokens)))
 	}
 	errs = append(errs, s.TLS.validate()...)
 	if s.PrometheusURL != "" {
 		if u, err := url.Parse(s.PrometheusURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("scrape.prometheusURL %q: want an http(s) URL of a Prometheus-compatible API, like http://prometheus.monitoring:9090", s.PrometheusURL))
+			errs = append(errs, fmt.Errorf("scrape.prometheusURL %q: want an http(s) URL of a Prometheus-compatible API, like http://prometheus.monitoring:9090", redactedURL(s.PrometheusURL)))
 		}
 	}
 	// Upper bounds: a value past these is a typo (a unit missing, a zero too many), and each would starve
@@ -370,8 +528,12 @@ func (c *Config) complete() error {
 	if s.Interval.Duration < 100*time.Millisecond || s.Interval.Duration > time.Minute {
 		errs = append(errs, fmt.Errorf("scrape.interval (%s) must be between 100ms and 1m", s.Interval))
 	}
-	if s.Timeout.Duration <= 0 || s.Spread.Duration < 0 {
-		errs = append(errs, fmt.Errorf("scrape.timeout (%s) must be positive and scrape.spread (%s) not negative", s.Timeout, s.Spread))
+	// Below 10ms no engine answers, so every pod would read as failing.
+	if s.Timeout.Duration < MinScrapeTimeout {
+		errs = append(errs, fmt.Errorf("scrape.timeout (%s) must be at least %s", s.Timeout, MinScrapeTimeout))
+	}
+	if s.Spread.Duration < 0 {
+		errs = append(errs, fmt.Errorf("scrape.spread (%s) must not be negative", s.Spread))
 	}
 	if s.StaleAfter.Duration > time.Hour {
 		errs = append(errs, fmt.Errorf("scrape.staleAfter (%s) must be at most 1h", s.StaleAfter))
@@ -379,8 +541,18 @@ func (c *Config) complete() error {
 	if s.LatencyWindow.Duration < s.Interval.Duration || s.LatencyWindow.Duration > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("scrape.latencyWindow (%s) must be between scrape.interval (%s) and 10m", s.LatencyWindow, s.Interval))
 	}
-	if s.Concurrency > 4096 || s.MaxBodyBytes > 64<<20 {
-		errs = append(errs, fmt.Errorf("scrape.concurrency (%d) must be at most 4096 and scrape.maxBodyBytes (%d) at most 67108864 (64 MiB): together they bound the adapter's memory", s.Concurrency, s.MaxBodyBytes))
+	cOK, bOK := s.Concurrency >= 1 && s.Concurrency <= 4096, s.MaxBodyBytes >= 1024 && s.MaxBodyBytes <= 64<<20
+	if !cOK {
+		errs = append(errs, fmt.Errorf("scrape.concurrency (%d) must be between 1 and 4096", s.Concurrency))
+	}
+	if !bOK {
+		errs = append(errs, fmt.Errorf("scrape.maxBodyBytes (%d) must be between 1024 and 67108864 (64 MiB)", s.MaxBodyBytes))
+	}
+	// A round holds up to 2.5 bodies per scrape in flight (docs/metrics.md, Memory bound): the product, not
+	// each alone, is the adapter's memory, and 4096 scrapes of 64 MiB would be 640 GiB.
+	if cOK && bOK && int64(s.Concurrency)*s.MaxBodyBytes > MaxScrapeBytes {
+		errs = append(errs, fmt.Errorf("scrape.concurrency (%d) × scrape.maxBodyBytes (%d) is %d bytes, above the budget of %d (4 GiB; a round holds up to 2.5 times it): lower either",
+			s.Concurrency, s.MaxBodyBytes, int64(s.Concurrency)*s.MaxBodyBytes, int64(MaxScrapeBytes)))
 	}
 	p := &c.Policy
 	setF(&p.TargetUtilisation, 0.85)
@@ -432,9 +604,20 @@ func (c *Config) complete() error {
 		// It also sets how long sizing smooths and remembers bursts: longer would freeze sizing.
 		errs = append(errs, fmt.Errorf("policy.coldStart (%s) must be at most 1h", p.ColdStart))
 	}
+	if !(*p.MaxConvertFraction >= 0 && *p.MaxConvertFraction <= 1) {
+		errs = append(errs, fmt.Errorf("policy.maxConvertFraction %v must be in [0, 1] (0 turns conversions off)", *p.MaxConvertFraction))
+	}
 	// convertedPrefill divides the decode pool's headroom: below 0.01 the count of spare decoders overflowed.
-	if !(*p.MaxConvertFraction >= 0 && *p.MaxConvertFraction <= 1) || !(p.ConvertedPrefill >= 0.01 && p.ConvertedPrefill <= 1) {
-		errs = append(errs, errors.New("policy.maxConvertFraction must be in [0, 1] and policy.convertedPrefill in [0.01, 1]"))
+	if !(p.ConvertedPrefill >= 0.01 && p.ConvertedPrefill <= 1) {
+		errs = append(errs, fmt.Errorf("policy.convertedPrefill %v must be in [0.01, 1]", p.ConvertedPrefill))
+	}
+	// Upper bounds past which a value is a typo (a unit missing): a release held for hours would keep
+	// decoders converted long after a burst, and a look-ahead of hours reads any excess of arrivals as a breach.
+	if p.ReleaseHold.Duration > time.Hour {
+		errs = append(errs, fmt.Errorf("policy.releaseHold (%s) must be at most 1h", p.ReleaseHold))
+	}
+	if p.Horizon.Duration > time.Hour {
+		errs = append(errs, fmt.Errorf("policy.horizon (%s) must be at most 1h", p.Horizon))
 	}
 	if len(c.Pools) == 0 {
 		errs = append(errs, errors.New("pools: at least one pool is required"))
@@ -445,6 +628,10 @@ func (c *Config) complete() error {
 		where := fmt.Sprintf("pools[%d] (%s)", i, pl.Name)
 		if !nameRE.MatchString(pl.Name) || len(pl.Name) > 63 {
 			errs = append(errs, fmt.Errorf("%s: name must be a DNS label (at most 63 characters)", where))
+		}
+		// A namespace no pod can be in would leave the pool empty, and read as no load rather than a typo.
+		if pl.Namespace != "" && (!nameRE.MatchString(pl.Namespace) || len(pl.Namespace) > 63) {
+			errs = append(errs, fmt.Errorf("%s: namespace %q must be a DNS label (at most 63 of a-z, 0-9 and -, starting and ending alphanumeric)", where, pl.Namespace))
 		}
 		key := pl.Namespace + "/" + pl.Name
 		if seen[key] {
@@ -459,6 +646,7 @@ func (c *Config) complete() error {
 		if len(pl.Selector) == 0 {
 			errs = append(errs, fmt.Errorf("%s: selector must have at least one label", where))
 		}
+		errs = append(errs, selectorErrors(where, pl.Selector)...)
 		switch pl.Engine {
 		case "", "auto", "vllm", "sglang", "trtllm":
 		default:
@@ -493,6 +681,14 @@ func (c *Config) complete() error {
 		}
 		setDur(&pl.SLO.TTFT, 2*time.Second)
 		setDur(&pl.SLO.ITL, 100*time.Millisecond)
+		// Past these an SLO is a typo; an hour's TTFT still lets a decode pool turn its late-first-token
+		// rule off (docs/metrics.md).
+		if pl.SLO.TTFT.Duration > time.Hour {
+			errs = append(errs, fmt.Errorf("%s: slo.ttft (%s) must be at most 1h", where, pl.SLO.TTFT))
+		}
+		if pl.SLO.ITL.Duration > time.Minute {
+			errs = append(errs, fmt.Errorf("%s: slo.itl (%s) must be at most 1m", where, pl.SLO.ITL))
+		}
 		// Defaults: Llama-3.1-8B, TP=1, H100 class; see docs/metrics.md for sources.
 		setF(&pl.Profile.PrefillTPS, 12000)
 		setF(&pl.Profile.DecodeTPS, 2500)
@@ -518,7 +714,7 @@ func (c *Config) complete() error {
 		}
 		// 1e6 is the most the policy ever sizes (ceilDiv stops there): a larger bound is a typo.
 		if pl.MinReplicas < 0 || pl.MaxReplicas < pl.MinReplicas || pl.MaxReplicas > 1_000_000 {
-			errs = append(errs, fmt.Errorf("%s: need 1 <= minReplicas <= maxReplicas <= 1000000 (0 or unset: 1 and 100), got %d and %d", where, pl.MinReplicas, pl.MaxReplicas))
+			errs = append(errs, fmt.Errorf("%s: need 1 <= minReplicas <= maxReplicas <= 1000000 (minReplicas 0 or unset: 1; maxReplicas unset: 100), got %d and %d", where, pl.MinReplicas, pl.MaxReplicas))
 		}
 	}
 	// One workload, one pool: the adapter serves an Object metric from the pool that names the workload,
@@ -545,13 +741,63 @@ func (c *Config) complete() error {
 		case s.PrometheusURL != "":
 			// No pod is scraped: the settings check Prometheus' certificate instead.
 			if !strings.HasPrefix(strings.ToLower(s.PrometheusURL), "https://") {
-				errs = append(errs, fmt.Errorf("scrape.tls is set and no pod is scraped, so it would check Prometheus' certificate, but scrape.prometheusURL %q is not https", s.PrometheusURL))
+				errs = append(errs, fmt.Errorf("scrape.tls is set and no pod is scraped, so it would check Prometheus' certificate, but scrape.prometheusURL %q is not https", redactedURL(s.PrometheusURL)))
 			}
 		case !https:
 			errs = append(errs, errors.New("scrape.tls is set but no pool scrapes over https: set scrape.scheme (or a pool's scheme) to https"))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Label syntax as Kubernetes checks it (velocity/ does not import Kubernetes): a name part of a key, or a
+// value, is at most 63 of these characters; a key's optional prefix is a DNS subdomain of at most 253.
+var (
+	labelNameRE = regexp.MustCompile(`^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$`)
+	subdomainRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)
+
+func badLabelKey(k string) bool {
+	name := k
+	if i := strings.LastIndexByte(k, '/'); i >= 0 {
+		prefix := k[:i]
+		if len(prefix) > 253 || !subdomainRE.MatchString(prefix) {
+			return true
+		}
+		name = k[i+1:]
+	}
+	return len(name) > 63 || !labelNameRE.MatchString(name)
+}
+
+func badLabelValue(v string) bool { return v != "" && (len(v) > 63 || !labelNameRE.MatchString(v)) }
+
+// selectorErrors reports the selector's keys and values no pod label can have (a pool that would never
+// match a pod reads as idle, not as a typo), in key order so that the errors read the same each time.
+func selectorErrors(where string, sel map[string]string) []error {
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var errs []error
+	for _, k := range keys {
+		if badLabelKey(k) {
+			errs = append(errs, fmt.Errorf("%s: selector key %q is not a label key: an optional DNS subdomain and '/', then at most 63 of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric", where, k))
+		} else if v := sel[k]; badLabelValue(v) {
+			errs = append(errs, fmt.Errorf("%s: selector %s value %q is not a label value: empty, or at most 63 of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric", where, k, v))
+		}
+	}
+	return errs
+}
+
+// redactedURL is scrape.prometheusURL as errors show it: without its password, and not at all when it
+// does not parse, since where a password would be cannot be told then (url.Parse's error quotes it whole).
+func redactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(an unparsable URL, not shown)"
+	}
+	return u.Redacted()
 }
 
 func setDur(d *Duration, def time.Duration) {
@@ -613,7 +859,9 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	}
 	raw, err := ReadFile(w.path)
 	if err != nil {
-		return false, fmt.Errorf("config reload: %w", err)
+		// A file that cannot be read (gone, too big, a FIFO) is refused like one that does not parse, so
+		// the last reload's metric does not go on saying the file is the config in force.
+		return false, w.reject(err)
 	}
 	w.mu.RLock()
 	same := bytes.Equal(raw, w.raw)
@@ -635,12 +883,7 @@ func (w *Watcher) Reload() (changed bool, err error) {
 		err = errors.New("scrape.* changed; scrape settings take effect at start only: restart to apply them")
 	}
 	if err != nil {
-		err = fmt.Errorf("config reload rejected, keeping the previous config: %s: %w", w.path, err)
-		w.rejected = true
-		if w.OnReload != nil {
-			w.OnReload(err)
-		}
-		return false, err
+		return false, w.reject(fmt.Errorf("%s: %w", w.path, err))
 	}
 	w.mu.Lock()
 	w.cur, w.raw = c, raw
@@ -653,6 +896,16 @@ func (w *Watcher) Reload() (changed bool, err error) {
 		w.OnReload(nil)
 	}
 	return true, nil
+}
+
+// reject records a refused reload and reports it to OnReload; the config in force stays.
+func (w *Watcher) reject(err error) error {
+	err = fmt.Errorf("config reload rejected, keeping the previous config: %w", err)
+	w.rejected = true
+	if w.OnReload != nil {
+		w.OnReload(err)
+	}
+	return err
 }
 
 // Run polls the file every period until ctx ends. Polling (rather than inotify) follows ConfigMap

@@ -1,11 +1,17 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 const good = `version: tokenscale.io/v1alpha1
@@ -88,8 +94,8 @@ func TestParseErrors(t *testing.T) {
 		{"empty", "", "empty"},
 		{"bad engine", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, engine: tgi, selector: {a: b}}\n", "allowed values are auto"},
 		{"interval of an hour", "version: tokenscale.io/v1alpha1\nscrape: {interval: 1h, timeout: 1s, staleAfter: 2h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.interval (1h0m0s) must be between 100ms and 1m"},
-		{"body limit of a gigabyte", "version: tokenscale.io/v1alpha1\nscrape: {maxBodyBytes: 1073741824}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "at most 67108864"},
-		{"ten thousand scrapes at once", "version: tokenscale.io/v1alpha1\nscrape: {concurrency: 10000}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.concurrency (10000) must be at most 4096"},
+		{"body limit of a gigabyte", "version: tokenscale.io/v1alpha1\nscrape: {maxBodyBytes: 1073741824}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.maxBodyBytes (1073741824) must be between 1024 and 67108864 (64 MiB)"},
+		{"ten thousand scrapes at once", "version: tokenscale.io/v1alpha1\nscrape: {concurrency: 10000}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.concurrency (10000) must be between 1 and 4096"},
 		{"stale after a day", "version: tokenscale.io/v1alpha1\nscrape: {staleAfter: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "at most 1h"},
 		{"latency window of an hour", "version: tokenscale.io/v1alpha1\nscrape: {latencyWindow: 1h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.latencyWindow (1h0m0s) must be between"},
 		{"cold start of a day", "version: tokenscale.io/v1alpha1\npolicy: {coldStart: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.coldStart (24h0m0s) must be at most 1h"},
@@ -98,13 +104,13 @@ func TestParseErrors(t *testing.T) {
 		{"negative scale-down quantile", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownQuantile: -0.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownQuantile -0.5 must be in (0, 1]"},
 		{"decode utilisation above 1", "version: tokenscale.io/v1alpha1\npolicy: {decodeTargetUtilisation: 1.2}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.decodeTargetUtilisation 1.2 must be in [0.01, 1]"},
 		{"a day's window at 100 ms", "version: tokenscale.io/v1alpha1\nscrape: {interval: 100ms, timeout: 100ms}\npolicy: {scaleDownWindow: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "spans 864000 rounds of scrape.interval (100ms): at most 20000 (33m20s at this interval)"},
-		{"converted prefill of 1e-19", "version: tokenscale.io/v1alpha1\npolicy: {convertedPrefill: 1e-19}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.convertedPrefill in [0.01, 1]"},
+		{"converted prefill of 1e-19", "version: tokenscale.io/v1alpha1\npolicy: {convertedPrefill: 1e-19}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.convertedPrefill 1e-19 must be in [0.01, 1]"},
 		{"utilisation of 1e-30", "version: tokenscale.io/v1alpha1\npolicy: {targetUtilisation: 1e-30}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.targetUtilisation 1e-30 must be in [0.01, 1]"},
 		{"a velocity of 5e-324", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, profile: {kvTransferTokensPerSecond: 5e-324}}\n", "profile velocities must be between 1 and 1e+07 tokens/s"},
 		{"a velocity of 1e15", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, profile: {prefillTokensPerSecond: 1e15}}\n", "got prefill 1e+15"},
 		{"drain of no seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: -1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds -1 must be positive"},
-		{"convert fraction above 1", "version: tokenscale.io/v1alpha1\npolicy: {maxConvertFraction: 1.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.maxConvertFraction must be in [0, 1]"},
-		{"negative min replicas", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, minReplicas: -1}\n", "need 1 <= minReplicas <= maxReplicas <= 1000000 (0 or unset: 1 and 100), got -1 and 100"},
+		{"convert fraction above 1", "version: tokenscale.io/v1alpha1\npolicy: {maxConvertFraction: 1.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.maxConvertFraction 1.5 must be in [0, 1]"},
+		{"negative min replicas", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, minReplicas: -1}\n", "need 1 <= minReplicas <= maxReplicas <= 1000000 (minReplicas 0 or unset: 1; maxReplicas unset: 100), got -1 and 100"},
 		{"two pools on one workload", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, namespace: llm, role: prefill, selector: {a: b}, workload: {name: w}}\n- {name: b, role: decode, selector: {a: c}, workload: {kind: Deployment, name: w}}\n", "pools[0] (a) and pools[1] (b) both name workload Deployment/w"},
 		{"scale-down window of a year", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownWindow: 8760h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownWindow (8760h0m0s) must be at most 24h"},
 		{"ratio of 1e300", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 1e300, max: 1e300}}\n", "ratio needs 0.01 <= min <= max <= 100"},
@@ -114,6 +120,24 @@ func TestParseErrors(t *testing.T) {
 		{"scrape port", "version: tokenscale.io/v1alpha1\nscrape: {port: 70000}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", `scrape.port 70000 out of range`},
 		{"pool port", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, port: -1}\n", `pools[0] (a): port -1 out of range`},
 		{"ratio inverted", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, ratio: {min: 2, max: 1}}\n", "ratio"},
+		{"concurrency times body limit above the budget", "version: tokenscale.io/v1alpha1\nscrape: {concurrency: 4096, maxBodyBytes: 2097152}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n",
+			"scrape.concurrency (4096) × scrape.maxBodyBytes (2097152) is 8589934592 bytes, above the budget of 4294967296"},
+		{"prompt of 1e300 tokens", "version: tokenscale.io/v1alpha1\nscrape: {promptTokens: 1e300}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.promptTokens 1e+300 must be between 1 and 1e+07"},
+		{"prompt just above the store's cap", "version: tokenscale.io/v1alpha1\nscrape: {promptTokens: 10000001}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.promptTokens 1.0000001e+07 must be between 1 and 1e+07"},
+		{"timeout of a nanosecond", "version: tokenscale.io/v1alpha1\nscrape: {timeout: 1ns}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.timeout (1ns) must be at least 10ms"},
+		{"release held for a day", "version: tokenscale.io/v1alpha1\npolicy: {releaseHold: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.releaseHold (24h0m0s) must be at most 1h"},
+		{"horizon of a day", "version: tokenscale.io/v1alpha1\npolicy: {horizon: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.horizon (24h0m0s) must be at most 1h"},
+		{"TTFT SLO of a day", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, slo: {ttft: 24h}}\n", "pools[0] (a): slo.ttft (24h0m0s) must be at most 1h"},
+		{"ITL SLO of an hour", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, slo: {itl: 1h}}\n", "pools[0] (a): slo.itl (1h0m0s) must be at most 1m"},
+		{"namespace not a DNS label", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, namespace: LLM_team, role: prefill, selector: {a: b}}\n", `pools[0] (a): namespace "LLM_team" must be a DNS label`},
+		{"namespace of 64 characters", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, namespace: " + strings.Repeat("n", 64) + ", role: prefill, selector: {a: b}}\n", "must be a DNS label"},
+		{"selector key with a space", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {llm-d.ai/my role: prefill}}\n", `pools[0] (a): selector key "llm-d.ai/my role" is not a label key`},
+		{"selector key with an upper-case prefix", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {LLM-D.ai/role: prefill}}\n", `selector key "LLM-D.ai/role" is not a label key`},
+		{"selector key with an empty prefix", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {/role: prefill}}\n", `selector key "/role" is not a label key`},
+		{"selector key of 64 characters", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {" + strings.Repeat("k", 64) + ": x}}\n", "is not a label key"},
+		{"selector value with a slash", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {llm-d.ai/role: pre/fill}}\n", `pools[0] (a): selector llm-d.ai/role value "pre/fill" is not a label value`},
+		{"selector value ending in a dash", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {role: prefill-}}\n", `selector role value "prefill-" is not a label value`},
+		{"selector value of 64 characters", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {role: " + strings.Repeat("v", 64) + "}}\n", "is not a label value"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
@@ -303,5 +327,369 @@ func TestPoolsSharingAGroupPlaceRefused(t *testing.T) {
 		if got := err != nil && strings.Contains(err.Error(), "a group sizes one of each"); got != tc.clash {
 			t.Errorf("pools\n%s: error %v, want a clash: %v", tc.pools, err, tc.clash)
 		}
+	}
+}
+
+// Each out-of-range scrape and policy value is its own error naming its key and value, not one error
+// listing three keys' ranges whichever was wrong.
+func TestRangeErrorsNameTheirKey(t *testing.T) {
+	_, err := Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {concurrency: -1, maxBodyBytes: 100, promptTokens: 0.5}\n" +
+		"policy: {maxConvertFraction: -0.5, convertedPrefill: 2}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"scrape.concurrency (-1) must be between 1 and 4096",
+		"scrape.maxBodyBytes (100) must be between 1024 and 67108864",
+		"scrape.promptTokens 0.5 must be between 1 and 1e+07",
+		"policy.maxConvertFraction -0.5 must be in [0, 1]",
+		"policy.convertedPrefill 2 must be in [0.01, 1]",
+	} {
+		if strings.Count(err.Error(), want) != 1 {
+			t.Errorf("error %q, want it to say %q once", err, want)
+		}
+	}
+}
+
+// The bounds are inclusive, and the defaults and the values shipped elsewhere fit them.
+func TestRangeBoundsAccepted(t *testing.T) {
+	for _, tc := range []string{
+		"scrape: {concurrency: 1024, maxBodyBytes: 4194304}\n", // exactly the 4 GiB budget
+		"scrape: {concurrency: 4096, maxBodyBytes: 1048576}\n",
+		"scrape: {concurrency: 64, maxBodyBytes: 67108864}\n",
+		"scrape: {promptTokens: 10000000}\n",
+		"scrape: {interval: 100ms, timeout: 10ms}\n",
+		"policy: {releaseHold: 1h, horizon: 1h}\n",
+	} {
+		if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\n" + tc + "pools:\n- {name: a, role: prefill, selector: {a: b}}\n")); err != nil {
+			t.Errorf("%s: %v", tc, err)
+		}
+	}
+	pool := "version: tokenscale.io/v1alpha1\npools:\n- {name: a, namespace: llm-0, role: prefill, slo: {ttft: 1h, itl: 1m}, selector: {%s}}\n"
+	for _, sel := range []string{"llm-d.ai/role: prefill", "role: ''", "app.kubernetes.io/name: vLLM_0.1-x", "a: " + strings.Repeat("v", 63), strings.Repeat("k", 63) + ": x"} {
+		if _, err := Parse([]byte(fmt.Sprintf(pool, sel))); err != nil {
+			t.Errorf("selector {%s}: %v", sel, err)
+		}
+	}
+}
+
+// A config Go code built and marshalled (the simulator checks its own config so) parses back: a nil
+// ratio is left out, not written as the null Parse refuses.
+func TestMarshalledConfigParses(t *testing.T) {
+	data, err := yaml.Marshal(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(data); err != nil {
+		t.Fatalf("the default config, marshalled, does not parse: %v\n%s", err, data)
+	}
+}
+
+// The configs shipped with the project (the documented example, the manifests' ConfigMap, the chart's
+// values) parse under every rule: docs/metrics.md's bounds must not refuse its own example.
+func TestShippedConfigsParse(t *testing.T) {
+	docs, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)## Configuration \\(`velocity/config`\\)\n\n```yaml\n(.*?)```").FindSubmatch(docs)
+	if m == nil {
+		t.Fatal("docs/metrics.md: no yaml block under its Configuration section")
+	}
+	if _, err := Parse(m[1]); err != nil {
+		t.Errorf("docs/metrics.md's example: %v", err)
+	}
+	cm, err := os.ReadFile("../../manifests/common/configmap.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var configMap struct {
+		Data map[string]string `yaml:"data"`
+	}
+	if err := yaml.Unmarshal(cm, &configMap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse([]byte(configMap.Data["config.yaml"])); err != nil {
+		t.Errorf("manifests/common/configmap.yaml: %v", err)
+	}
+	vals, err := os.ReadFile("../../charts/tokenscale/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Config yaml.Node `yaml:"config"`
+	}
+	if err := yaml.Unmarshal(vals, &values); err != nil {
+		t.Fatal(err)
+	}
+	// The chart renders the config with toYaml, which writes what it was given: a re-marshal stands in.
+	rendered, err := yaml.Marshal(&values.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(rendered); err != nil {
+		t.Errorf("charts/tokenscale/values.yaml's config: %v", err)
+	}
+}
+
+// A file of two YAML documents is refused: the second one's settings would be silently ignored.
+func TestSecondDocumentRefused(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		line int
+	}{
+		{good + "---\nversion: tokenscale.io/v1alpha1\npolicy: {targetUtilisation: 0.5}\n", 17},
+		{good + "---\n", 17},
+		{"---\n" + good + "---\n", 18},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		if want := fmt.Sprintf("a second YAML document starts at line %d", tc.line); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one saying %q", tc.yaml, err, want)
+		}
+	}
+	if _, err := Parse([]byte("---\n" + good)); err != nil {
+		t.Errorf("one document opened with ---: %v", err)
+	}
+}
+
+// An explicit 0 of a key whose 0 reads as unset is refused, naming the key, its line and its default,
+// never silently taken as the default (targetUtilisation: 0 is outside the documented [0.01, 1]).
+func TestExplicitZeroRefused(t *testing.T) {
+	types := map[string]reflect.Type{}
+	numericKeys(reflect.TypeOf(Config{}), "", types)
+	for pattern, def := range zeroDefaults {
+		typ, ok := types[pattern]
+		if !ok {
+			t.Errorf("zeroDefaults names %s, which is no numeric key of the config", pattern)
+			continue
+		}
+		zeros := []string{"0", "0.0"}
+		switch {
+		case typ == reflect.TypeOf(Duration{}):
+			zeros = []string{"0", "0s", "0ms", "'0h0m'"}
+		case typ.Kind() != reflect.Float64:
+			zeros = []string{"0", "0x0"}
+		}
+		for _, zero := range zeros {
+			text, path, line := configWith(pattern, zero)
+			_, err := Parse([]byte(text))
+			want := fmt.Sprintf("line %d: 0 is not a value %s takes; leave it out for its default %s", line, path, def)
+			if err == nil || strings.Count(err.Error(), want) != 1 {
+				t.Errorf("%s: %s: error %v, want it to say %q once", pattern, zero, err, want)
+			}
+		}
+	}
+}
+
+// zeroDefaults lists every numeric key whose 0 the defaults replace, and each default it names is the
+// one complete() applies; the other numeric keys take 0 as a value (or refuse it by their range).
+func TestZeroDefaultsMatchComplete(t *testing.T) {
+	zeroIsAValue := map[string]bool{
+		"scrape.spread": true, "policy.maxConvertFraction": true, "pools[].profile.kvTransferTokensPerSecond": true,
+		"pools[].minReplicas": true, "pools[].ratio.min": true, "pools[].ratio.max": true,
+	}
+	types := map[string]reflect.Type{}
+	numericKeys(reflect.TypeOf(Config{}), "", types)
+	d := reflect.ValueOf(Default()).Elem()
+	for pattern := range types {
+		_, defaulted := zeroDefaults[pattern]
+		if defaulted == zeroIsAValue[pattern] {
+			t.Errorf("%s: in zeroDefaults %v, 0 a value %v: want exactly one", pattern, defaulted, zeroIsAValue[pattern])
+		}
+		if !defaulted {
+			continue
+		}
+		first, _, _ := strings.Cut(zeroDefaults[pattern], " ")
+		v := valueAt(d, pattern)
+		var same bool
+		switch x := v.Interface().(type) {
+		case Duration:
+			got, err := time.ParseDuration(first)
+			same = err == nil && got == x.Duration
+		case int, int64:
+			same = first == fmt.Sprint(x)
+		case float64:
+			got, err := strconv.ParseFloat(first, 64)
+			same = err == nil && got == x
+		}
+		if !same {
+			t.Errorf("%s: zeroDefaults says %q, the default config has %v", pattern, zeroDefaults[pattern], v.Interface())
+		}
+	}
+	// scrape.concurrency's zero must also be refused with one error, not with its range's too.
+	if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {concurrency: 0}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n")); err == nil || strings.Count(err.Error(), "scrape.concurrency") != 1 {
+		t.Errorf("concurrency 0: %v", err)
+	}
+}
+
+// A key with no value (`key:`, ~, null) is refused with its path and line, not read as unset: a null
+// maxConvertFraction turned conversions on, a null selector value selected pods whose label is empty.
+func TestNullRefused(t *testing.T) {
+	head := "version: tokenscale.io/v1alpha1\n"
+	pool := "pools:\n- {name: a, role: prefill, selector: {a: b}}\n"
+	for _, tc := range []struct{ yaml, want string }{
+		{head + "policy:\n  targetUtilisation:\n" + pool, "line 3: policy.targetUtilisation has no value"},
+		{head + "policy: {maxConvertFraction: ~}\n" + pool, "line 2: policy.maxConvertFraction has no value"},
+		{head + "policy: {calibrate: null}\n" + pool, "line 2: policy.calibrate has no value"},
+		{head + "scrape:\n" + pool, "line 2: scrape has no value"},
+		{head + "pools:\n- {name: a, role: prefill, selector: {a: }}\n", "line 3: pools[0].selector.a has no value"},
+		{head + "pools:\n- {name: a, role: prefill, selector: {a: b}, ratio: }\n", "line 3: pools[0].ratio has no value"},
+		{head + "pools:\n- {name: a, role: prefill, selector: {a: b}}\n- ~\n", "line 4: pools[1] has no value"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		if err == nil || strings.Count(err.Error(), tc.want+"; leave the key out for its default") != 1 {
+			t.Errorf("%q: error %v, want it to say %q once", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// Zeros and nulls reached through an alias or a merge key are refused under the key they land on: an
+// anchor defined where 0 is a value (a selector's value) must not carry a 0 into an SLO.
+func TestZeroThroughAliasRefused(t *testing.T) {
+	head := "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: &s {ttft: 0s}, profile: {kvTransferTokensPerSecond: &z 0}}\n"
+	for _, tc := range []struct{ pool, want string }{
+		// The line is the key's whose value is 0: where the anchor's mapping was written.
+		{"- {name: b, role: decode, selector: {a: b}, slo: *s}\n", "line 3: 0 is not a value pools[1].slo.ttft takes"},
+		{"- {name: b, role: decode, selector: {a: b}, slo: {<<: *s}}\n", "line 3: 0 is not a value pools[1].slo.ttft takes"},
+		{"- {name: b, role: decode, selector: {a: b}, profile: {decodeTokensPerSecond: *z}}\n", "line 4: 0 is not a value pools[1].profile.decodeTokensPerSecond takes"},
+	} {
+		_, err := Parse([]byte(head + tc.pool))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one saying %q", tc.pool, err, tc.want)
+		}
+	}
+}
+
+// scrape.prometheusURL's password never reaches an error (they are logged), nor does an unparsable
+// URL, whose password cannot be told apart.
+func TestPrometheusURLPasswordNotShown(t *testing.T) {
+	pool := "pools:\n- {name: a, role: prefill, selector: {a: b}}\n"
+	for _, tc := range []struct{ scrape, want string }{
+		{"{prometheusURL: 'ftp://reader:s3cret@prometheus:9090'}", `scrape.prometheusURL "ftp://reader:xxxxx@prometheus:9090"`},
+		{"{prometheusURL: 'http://reader:s3cret@prometheus:9090', tls: {caFile: /ca.crt}}", `scrape.prometheusURL "http://reader:xxxxx@prometheus:9090" is not https`},
+		{"{prometheusURL: 'http://reader:s3cret@prometheus:port'}", `scrape.prometheusURL "(an unparsable URL, not shown)"`},
+	} {
+		_, err := Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: " + tc.scrape + "\n" + pool))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: error %v, want one saying %q without the password", tc.scrape, err, tc.want)
+		}
+	}
+}
+
+// A file that cannot be read is a refused reload like a bad one: OnReload hears it (the last reload's
+// metric reads 0, not the 1 of the load before), and the file put back clears it.
+func TestHotReloadUnreadableFileIsRejected(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outcomes []error
+	w.OnReload = func(err error) { outcomes = append(outcomes, err) }
+	before := w.Current()
+	for _, tc := range []struct {
+		name  string
+		spoil func() error
+		want  string
+	}{
+		{"deleted", func() error { return os.Remove(path) }, "no such file"},
+		{"too big", func() error { return os.WriteFile(path, append([]byte(good), make([]byte, maxFileBytes)...), 0o600) }, "larger than"},
+	} {
+		outcomes = nil
+		if err := tc.spoil(); err != nil {
+			t.Fatal(err)
+		}
+		if changed, err := w.Reload(); changed || err == nil || !strings.Contains(err.Error(), "keeping the previous config") || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("%s: changed=%v err=%v, want a refusal saying %q", tc.name, changed, err, tc.want)
+		}
+		if w.Current() != before {
+			t.Fatalf("%s: the config in force changed", tc.name)
+		}
+		if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if changed, err := w.Reload(); changed || err != nil {
+			t.Fatalf("%s: file put back: changed=%v err=%v", tc.name, changed, err)
+		}
+		if len(outcomes) != 2 || outcomes[0] == nil || outcomes[1] != nil {
+			t.Fatalf("%s: reload outcomes %v, want [refusal, nil]", tc.name, outcomes)
+		}
+	}
+}
+
+// numericKeys puts the YAML path (pools[] for any pool) and type of every numeric and duration field
+// under t into out.
+func numericKeys(t reflect.Type, prefix string, out map[string]reflect.Type) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		path, ft := join(prefix, name), f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		switch {
+		case ft == reflect.TypeOf(Duration{}), ft.Kind() == reflect.Int, ft.Kind() == reflect.Int64, ft.Kind() == reflect.Float64:
+			out[path] = ft
+		case ft.Kind() == reflect.Struct:
+			numericKeys(ft, path, out)
+		case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+			numericKeys(ft.Elem(), path+"[]", out)
+		}
+	}
+}
+
+// valueAt is the field at a numericKeys path in v (a Config), the first pool standing for pools[].
+func valueAt(v reflect.Value, pattern string) reflect.Value {
+	for _, part := range strings.Split(pattern, ".") {
+		name, list := strings.CutSuffix(part, "[]")
+		for i := range v.NumField() {
+			if tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ","); tag == name {
+				v = v.Field(i)
+				break
+			}
+		}
+		if list {
+			v = v.Index(0)
+		}
+	}
+	return v
+}
+
+// configWith is a config whose key at pattern is set to value, with the key's path as errors name it
+// and its line.
+func configWith(pattern, value string) (text, path string, line int) {
+	const head = "version: tokenscale.io/v1alpha1\n"
+	pool := "name: a, role: prefill, selector: {a: b}"
+	section, key, _ := strings.Cut(pattern, ".")
+	if section != "pools[]" {
+		return head + section + ": {" + key + ": " + value + "}\npools:\n- {" + pool + "}\n", pattern, 2
+	}
+	if outer, inner, nested := strings.Cut(key, "."); nested {
+		pool += ", " + outer + ": {" + inner + ": " + value + "}"
+	} else {
+		pool += ", " + key + ": " + value
+	}
+	return head + "pools:\n- {" + pool + "}\n", "pools[0]." + key, 3
+}
+
+// The node walk follows aliases within a budget: a file of nested aliases (a billion visits) is an
+// error at once, not the walk's time.
+func TestNodeWalkIsBounded(t *testing.T) {
+	doc := "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n"
+	for i := 1; i < 10; i++ {
+		doc += fmt.Sprintf("l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 10), ", "))
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(doc), &n); err != nil {
+		t.Fatal(err)
+	}
+	k := nodeCheck{}
+	k.walk(&n, "", "")
+	// Past the budget each open level's remaining children are only counted: a few dozen more visits.
+	if len(k.errs) != 1 || !strings.Contains(k.errs[0].Error(), "more than 1048576 YAML nodes with aliases expanded") || k.visits > maxConfigNodes+100 {
+		t.Fatalf("errors %v after %d visits, want the budget's error once, within 100 visits of %d", k.errs, k.visits, maxConfigNodes)
 	}
 }
