@@ -65,6 +65,9 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	if !ok {
 		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("metric %s (tokenscale serves: %s)", info.Metric, strings.Join(sortedKeys(poolMetrics), ", ")))
 	}
+	if err := boundedSelector(sel); err != nil {
+		return nil, err
+	}
 	snap, err := snapshot(e.src, e.maxAge)
 	if err != nil {
 		return nil, err
@@ -81,13 +84,19 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
 		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: %q names pool %s, which no tokenscale pool config has in namespace %q (pools here: %s)",
-			info.Metric, sel, strings.Join(unknown, ", "), namespace, snap.PoolsIn(namespace)))
+			info.Metric, sel, clipList(unknown), namespace, snap.PoolsIn(namespace)))
 	}
 	list := &external_metrics.ExternalMetricValueList{}
-	for _, pool := range snap.Pools {
-		if pool.Key.Namespace != namespace {
-			continue
+	// In name order, so that of two pools with unknown values the same one is named every time.
+	keys := make([]service.PoolKey, 0, len(snap.Pools))
+	for k := range snap.Pools {
+		if k.Namespace == namespace {
+			keys = append(keys, k)
 		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Name < keys[j].Name })
+	for _, k := range keys {
+		pool := snap.Pools[k]
 		ls := map[string]string{LabelPool: pool.Key.Name, LabelRole: string(pool.Config.Role), LabelWorkload: pool.Config.Workload.Name}
 		if !sel.Matches(labels.Set(ls)) {
 			continue
@@ -105,9 +114,10 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		})
 	}
 	// A configured pool the selection matches but with no Ready pods here is unknown, not absent (as the
-	// custom metrics API answers a configured workload without pods): when the selector names it, even
-	// beside pools that answered, as their sum alone would be partial; otherwise only when none answered,
-	// as a pool without a namespace scaled to zero here cannot be told from one that never runs here.
+	// custom metrics API answers a configured workload without pods): when the selector names it, or when
+	// it has pods here that are not Ready (a rolling restart), even beside pools that answered, as their
+	// sum alone would be partial; otherwise only when none answered, as a pool without a namespace scaled
+	// to zero here cannot be told from one that never runs here.
 	var idle []string
 	for i := range snap.ConfigPools {
 		p := &snap.ConfigPools[i]
@@ -117,8 +127,12 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		if _, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: p.Name}]; ok {
 			continue
 		}
-		if (len(list.Items) == 0 || named[p.Name]) && sel.Matches(labels.Set{LabelPool: p.Name, LabelRole: string(p.Role), LabelWorkload: p.Workload.Name}) {
-			idle = append(idle, p.Name)
+		if (len(list.Items) == 0 || named[p.Name] || snap.Matching[service.PoolKey{Namespace: namespace, Name: p.Name}] > 0) && sel.Matches(labels.Set{LabelPool: p.Name, LabelRole: string(p.Role), LabelWorkload: p.Workload.Name}) {
+			if n := snap.Matching[service.PoolKey{Namespace: namespace, Name: p.Name}]; n > 0 {
+				idle = append(idle, fmt.Sprintf("%s (%d pods, none Ready)", p.Name, n))
+			} else {
+				idle = append(idle, p.Name)
+			}
 		}
 	}
 	if len(idle) > 0 {
@@ -133,6 +147,38 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		return list.Items[i].MetricLabels[LabelPool] < list.Items[j].MetricLabels[LabelPool]
 	})
 	return list, nil
+}
+
+// Bounds on a selector from a request: an HPA's or KEDA's names a pool or two; one of 100,000
+// requirements took seconds of CPU against every tracked pod, and its echo in an error was longer than it.
+const (
+	maxSelectorRequirements = 64
+	maxSelectorValues       = 256
+)
+
+// boundedSelector refuses a selector past the bounds, with a 400 that says by how much.
+func boundedSelector(sel labels.Selector) error {
+	if sel == nil {
+		return nil
+	}
+	reqs, _ := sel.Requirements()
+	values := 0
+	for _, r := range reqs {
+		values += r.Values().Len()
+	}
+	if len(reqs) > maxSelectorRequirements || values > maxSelectorValues {
+		return apierr.NewBadRequest(fmt.Sprintf("label selector with %d requirements and %d values: at most %d and %d are served",
+			len(reqs), values, maxSelectorRequirements, maxSelectorValues))
+	}
+	return nil
+}
+
+// clipList joins names for an error, at most ten of them.
+func clipList(names []string) string {
+	if len(names) > 10 {
+		return strings.Join(names[:10], ", ") + fmt.Sprintf(" and %d more", len(names)-10)
+	}
+	return strings.Join(names, ", ")
 }
 
 // namedPools are the pool names the selector lists on the pool label (pool=x, pool==x, pool in (x, y)):

@@ -2,6 +2,8 @@ package adapter
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -87,5 +89,80 @@ func TestExternalMetricsNamedPoolNotConfigured(t *testing.T) {
 	sel, _ = labels.Parse("pool in (prefill,decode)")
 	if _, err := e.GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: DesiredReplicas}); status(err) != http.StatusServiceUnavailable {
 		t.Errorf("a configured pool without Ready pods: %v; want a 503", err)
+	}
+}
+
+// A pool with pods here that are all not Ready (a rolling restart) is unknown whatever the selector: a
+// selector naming no pool got prefill's value alone, a partial sum, while the custom API and the KEDA
+// scaler answered 503 and Unavailable for the same pool.
+func TestExternalMetricsPoolWithPodsNoneReady(t *testing.T) {
+	src := fixture()
+	delete(src.snap.Pools, service.PoolKey{Namespace: "llm", Name: "decode"})
+	src.snap.Matching = map[service.PoolKey]int{{Namespace: "llm", Name: "prefill"}: 2, {Namespace: "llm", Name: "decode"}: 3}
+	e := NewExternal(src)
+	for _, s := range []string{"", "role!=both", "pool!=embed"} {
+		sel, _ := labels.Parse(s)
+		_, err := e.GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: DesiredReplicas})
+		if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "decode (3 pods, none Ready)") {
+			t.Errorf("%q: %v; want a 503 naming decode and its 3 pods", s, err)
+		}
+	}
+	// A selection that leaves decode out is prefill's value alone.
+	sel, _ := labels.Parse("role=prefill")
+	if list, err := e.GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: DesiredReplicas}); err != nil || len(list.Items) != 1 {
+		t.Errorf("role=prefill: %v, %v; want prefill's value", list, err)
+	}
+}
+
+// Of two pools whose values are unknown the same one is named every time (map order chose it).
+func TestExternalMetricsErrorIsStable(t *testing.T) {
+	src := fixture()
+	src.snap.Pools[service.PoolKey{Namespace: "llm", Name: "prefill"}].HasDesired = false
+	src.snap.Pools[service.PoolKey{Namespace: "llm", Name: "prefill"}].Err = errors.New("pool prefill: stale")
+	e := NewExternal(src)
+	seen := map[string]bool{}
+	for range 50 {
+		_, err := e.GetExternalMetric(context.Background(), "llm", labels.Everything(), provider.ExternalMetricInfo{Metric: DesiredReplicas})
+		if err == nil {
+			t.Fatal("two unknown pools answered")
+		}
+		seen[err.Error()] = true
+	}
+	if len(seen) != 1 {
+		t.Errorf("%d different errors for the same request: %v", len(seen), seen)
+	}
+}
+
+// A selector past the bounds is a 400 before any pod is matched against it, on both APIs.
+func TestHugeSelectorsRefused(t *testing.T) {
+	src := fixture()
+	var reqs []string
+	for i := range maxSelectorRequirements + 1 {
+		reqs = append(reqs, fmt.Sprintf("k%d!=v", i))
+	}
+	many, err := labels.Parse(strings.Join(reqs, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals []string
+	for i := range maxSelectorValues + 1 {
+		vals = append(vals, fmt.Sprintf("p%d", i))
+	}
+	wide, err := labels.Parse("pool in (" + strings.Join(vals, ",") + ")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, sel := range map[string]labels.Selector{"requirements": many, "values": wide} {
+		if _, err := NewExternal(src).GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: DesiredReplicas}); !apierr.IsBadRequest(err) {
+			t.Errorf("external, too many %s: %v; want a 400", name, err)
+		}
+		if _, err := NewProvider(src, nil).GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything()); !apierr.IsBadRequest(err) {
+			t.Errorf("custom pods, too many %s: %v; want a 400", name, err)
+		}
+	}
+	// At the bounds they are served.
+	ok, _ := labels.Parse("pool in (" + strings.Join(vals[:maxSelectorValues], ",") + ")")
+	if _, err := NewExternal(src).GetExternalMetric(context.Background(), "llm", ok, provider.ExternalMetricInfo{Metric: DesiredReplicas}); apierr.IsBadRequest(err) || !strings.Contains(err.Error(), "and 246 more") {
+		t.Errorf("%d values: %v; want the 404 for unknown pools, its list clipped", maxSelectorValues, err)
 	}
 }

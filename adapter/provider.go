@@ -123,6 +123,11 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if err := noMetricSelector(info, metricSelector); err != nil {
 		return nil, err
 	}
+	if name.Namespace == "" {
+		// A root-scoped path (/apis/custom.metrics.k8s.io/v1beta2/deployments.apps/x/...): no pool lives
+		// outside a namespace, and a 503 for it read as a value coming back later.
+		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per namespace: ask under /namespaces/<namespace>/%s/%s/%s", info.Metric, info.GroupResource, name.Name, info.Metric))
+	}
 	if info.GroupResource == podsGR {
 		get, ok := podMetrics[info.Metric]
 		if !ok {
@@ -150,8 +155,14 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	}
 	get, ok := poolMetrics[info.Metric]
 	kind := kindFor(info.GroupResource)
-	if !ok || kind == "" {
+	if !ok {
 		return nil, p.unknownMetric(info)
+	}
+	if kind == "" {
+		// The metric exists; the resource is what tokenscale does not serve (deployments without .apps,
+		// a custom scale target): say so, not that the metric is unknown.
+		return nil, apierr.NewNotFound(info.GroupResource, fmt.Sprintf("%s: tokenscale serves workload metrics on %s, not on %s (write the resource with its group, e.g. deployments.apps)",
+			info.Metric, strings.Join(p.workloadResources(), ", "), info.GroupResource))
 	}
 	snap, err := snapshot(p.src, p.maxAge)
 	if err != nil {
@@ -209,6 +220,9 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if !ok {
 		return nil, p.unknownMetric(info)
 	}
+	if err := boundedSelector(selector); err != nil {
+		return nil, err
+	}
 	snap, err := snapshot(p.src, p.maxAge)
 	if err != nil {
 		return nil, err
@@ -243,11 +257,45 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	})
 	if len(list.Items) == 0 {
 		if len(keys) == 0 {
+			if pools := startingPools(snap, namespace, selector); pools != "" {
+				return nil, unavailable(fmt.Sprintf("%s: no Ready pod in namespace %q matches %q, and pool %s has pods here that are not Ready: their values are unknown, not absent", info.Metric, namespace, selector, pools))
+			}
 			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s: no tracked pod in namespace %q matches %q (tokenscale tracks Ready pods of its configured pools)", info.Metric, namespace, selector))
 		}
 		return nil, unavailable(fmt.Sprintf("%s is unknown for all %d matching pods: %v", info.Metric, len(keys), firstErr))
 	}
 	return list, nil
+}
+
+// startingPools names the configured pools with pods in namespace but none Ready whose own selector the
+// request's selector matches (their pods carry at least those labels), as "a (3 pods), b (1 pods)"; "" when none.
+func startingPools(snap *service.Snapshot, namespace string, sel labels.Selector) string {
+	var out []string
+	for i := range snap.ConfigPools {
+		pl := &snap.ConfigPools[i]
+		if pl.Namespace != "" && pl.Namespace != namespace {
+			continue
+		}
+		k := service.PoolKey{Namespace: namespace, Name: pl.Name}
+		if _, ready := snap.Pools[k]; ready || snap.Matching[k] == 0 || !sel.Matches(labels.Set(pl.Selector)) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s (%d pods)", pl.Name, snap.Matching[k]))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// workloadResources lists the workload resources served, as they are written in a request's path.
+func (p *Provider) workloadResources() []string {
+	var out []string
+	for _, kind := range []string{"Deployment", "StatefulSet", "LeaderWorkerSet"} {
+		if kind == "LeaderWorkerSet" && !p.lws() {
+			continue
+		}
+		out = append(out, workloadGRs[kind].String())
+	}
+	return out
 }
 
 // podMetricValue is one pod's value; window is the values' window in seconds, shared by the items of

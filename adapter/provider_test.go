@@ -10,6 +10,7 @@ import (
 
 	apierr "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
@@ -243,5 +244,58 @@ func TestExternalMetrics(t *testing.T) {
 	}
 	if _, err := NewExternal(&fakeSource{}).GetExternalMetric(context.Background(), "llm", labels.Everything(), provider.ExternalMetricInfo{Metric: ArrivalVelocity}); status(err) != http.StatusServiceUnavailable {
 		t.Fatalf("before the first round: %v, want 503", err)
+	}
+}
+
+// A root-scoped request (no namespace) is a 400 saying to ask per namespace: it was a 503, which reads as
+// a value coming back later.
+func TestWorkloadMetricWithoutNamespace(t *testing.T) {
+	p := NewProvider(fixture(), nil)
+	for _, gr := range []string{"deployments.apps", "pods"} {
+		metric := DesiredReplicas
+		if gr == "pods" {
+			metric = PrefillVelocity
+		}
+		_, err := p.GetMetricByName(context.Background(), types.NamespacedName{Name: "llama-prefill"}, info(gr, metric), labels.Everything())
+		if !apierr.IsBadRequest(err) || !strings.Contains(err.Error(), "/namespaces/<namespace>/") {
+			t.Errorf("%s without a namespace: %v; want a 400 saying where to ask", gr, err)
+		}
+	}
+}
+
+// A served metric asked on a resource tokenscale does not serve (deployments without its group, a custom
+// scale target) is a 404 naming the resources served, not one saying the metric is unknown.
+func TestWorkloadMetricOnAnUnservedResource(t *testing.T) {
+	p := NewProvider(fixture(), nil)
+	for _, gr := range []schema.GroupResource{{Resource: "deployments"}, {Group: "argoproj.io", Resource: "rollouts"}} {
+		in := provider.CustomMetricInfo{GroupResource: gr, Namespaced: true, Metric: DesiredReplicas}
+		_, err := p.GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, in, labels.Everything())
+		if !apierr.IsNotFound(err) || !strings.Contains(err.Error(), "deployments.apps, statefulsets.apps") || !strings.Contains(err.Error(), "not on "+gr.String()) {
+			t.Errorf("%s: %v; want a 404 naming the resources served", gr, err)
+		}
+	}
+	in := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Group: "apps", Resource: "deployments"}, Namespaced: true, Metric: "tokenscale_nope"}
+	if _, err := p.GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, in, labels.Everything()); !apierr.IsNotFound(err) || !strings.Contains(err.Error(), "metric tokenscale_nope") {
+		t.Errorf("an unknown metric: %v; want the 404 listing the metrics", err)
+	}
+}
+
+// A pods query whose pool's pods are all starting is a 503 naming the pool: it was a 404 ("no tracked
+// pod matches"), while the same pool's workload metric answered 503.
+func TestPodsSelectorOnAPoolWithNoReadyPods(t *testing.T) {
+	src := fixture()
+	src.snap.Matching = map[service.PoolKey]int{{Namespace: "llm", Name: "prefill"}: 2}
+	src.snap.PodLabels = map[store.PodKey]map[string]string{} // no Ready pod
+	delete(src.snap.Pools, service.PoolKey{Namespace: "llm", Name: "prefill"})
+	p := NewProvider(src, nil)
+	sel, _ := labels.Parse("llm-d.ai/role=prefill")
+	_, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything())
+	if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "prefill (2 pods)") {
+		t.Errorf("pods of a pool with none Ready: %v; want a 503 naming the pool", err)
+	}
+	// A selector no pool's selector satisfies stays a 404.
+	sel, _ = labels.Parse("app=other")
+	if _, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything()); !apierr.IsNotFound(err) {
+		t.Errorf("a selector of no pool: %v; want a 404", err)
 	}
 }
