@@ -74,6 +74,9 @@ type Agent struct {
 	// revert to decode, got no answer (ErrNoAnswer). While such a pod is leased the switch to prefill is
 	// sent again, since nothing else says the engine took the prefill work it is counted for.
 	unanswered map[types.NamespacedName]unanswered
+	// started is when this agent started: a converted status written before it was written by an earlier
+	// agent, whose answers, and re-sends, this one does not know.
+	started time.Time
 }
 
 // unanswered is when a pod's switch was last sent without an answer, and how many re-sends went since.
@@ -102,7 +105,8 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 	if o.Recheck == 0 {
 		o.Recheck = 30 * time.Second
 	}
-	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{}}
+	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{},
+		started: o.Now()}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -320,6 +324,11 @@ func (a *Agent) undo(ctx context.Context, pod *corev1.Pod, err error) error {
 		rerr = a.o.Actuator.Revert(ctx, fresh)
 	}
 	if rerr != nil {
+		// Kept as a pod of known state, checked from now on: taken for one of unknown role, it would be
+		// sent the switch to prefill again, and an engine that never answers would get it for good.
+		a.mu.Lock()
+		a.checked[podKey(pod)] = a.o.Now()
+		a.mu.Unlock()
 		return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err, rerr)
 	}
 	// Unconditional: the undo itself changed the pod, and until this lands the status says converted
@@ -346,16 +355,21 @@ func (a *Agent) markUnanswered(pod *corev1.Pod, now time.Time) {
 	a.mu.Unlock()
 }
 
-// noteUnknownRole marks for a re-send, due at once, a pod recorded converted that this agent has not
-// seen since it started, when the actuator's record is the agent's status alone (SGLang): the agent
-// that wrote the status may have stopped before the engine answered its switch, or after a switch that got
-// no answer, whose re-sends lived in its memory. An engine already in the prefill role accepts the switch
+// noteUnknownRole marks for a re-send, due at once, a pod recorded converted by an earlier agent (its
+// status written before this one started) that this agent has not checked yet, when the actuator's record
+// is the agent's status alone (SGLang): that agent may have stopped before the engine answered its switch,
+// or after a switch that got no answer, whose re-sends lived in its memory. A status this agent wrote is
+// never taken for one: a cached copy still showing a conversion this agent has since reverted or undone
+// would otherwise send the engine to prefill with nothing left to revert it. An engine already in the prefill role accepts the switch
 // ("already in target role"), one that never got it takes it or refuses it, and a refusal undoes the
 // conversion so that the controller moves the lease. Without it such a pod stayed counted as converted,
 // decoding only, until its lease ended, which the controller renews.
 func (a *Agent) noteUnknownRole(pod *corev1.Pod) {
 	if _, label := a.o.Actuator.(relabeler); label {
 		return // the label is the role, and the pod object shows it
+	}
+	if at, ok := protocol.StatusAt(pod); ok && !at.Before(a.started) {
+		return
 	}
 	key := podKey(pod)
 	a.mu.Lock()

@@ -623,3 +623,63 @@ func closedPort(t *testing.T) int {
 	l.Close()
 	return port
 }
+
+// A cached copy that still shows a conversion this agent has since reverted is not taken for a pod of
+// unknown role: the agent wrote that status itself, so nothing is sent. Sending the switch to prefill
+// there left the engine prefilling under a refusal, with nothing to revert it.
+func TestAgentSendsNothingForAStaleCopyOfItsOwnConversion(t *testing.T) {
+	a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	stale := get(t, client, "d1") // converted, leased
+	a.o.GPUs = &fixedGPUs{reason: protocol.ReasonMemoryShort, detail: "free 1 GiB"}
+	clk.Set(t0.Add(a.o.Recheck))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(asked(), ",") != "prefill,decode" {
+		t.Fatalf("setup: roles asked %v; want the revert for lost headroom", asked())
+	}
+	clk.Set(t0.Add(a.o.Recheck + time.Second))
+	if err := a.Reconcile(context.Background(), stale); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(asked(), ",") != "prefill,decode" {
+		t.Errorf("roles asked %v after a stale copy of the conversion; want nothing more", asked())
+	}
+}
+
+// A pod an earlier agent recorded converted whose engine answers neither switch gets the switch to
+// prefill maxResends times, then an undo that gets no answer either; it is then checked as any other,
+// not taken for a pod of unknown role again, which sent it prefill every 150 s for good.
+func TestAgentGivesUpOnAnEngineThatNeverAnswersAfterARestart(t *testing.T) {
+	a, client, clk, act, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) { hangUp(w) })
+	patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, protocol.AnnotationStatus, protocol.StatusConverted))
+	prefills := func() int { return strings.Count(strings.Join(asked(), ","), "prefill") }
+	at := t0
+	for i, wait := range []time.Duration{0, 20 * time.Second, 40 * time.Second, 80 * time.Second} {
+		at = at.Add(wait)
+		clk.Set(at)
+		lease(t, client, at)
+		port := act.Port
+		if i == maxResends {
+			act.Port = closedPort(t) // the undo gets no answer either
+		}
+		_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+		act.Port = port // the engine is reachable again, and still answers nothing
+		if want := min(i+1, maxResends); prefills() != want {
+			t.Fatalf("pass %d: roles asked %v; want prefill %d times", i, asked(), want)
+		}
+	}
+	for _, wait := range []time.Duration{10 * time.Second, 150 * time.Second, 300 * time.Second} {
+		clk.Set(at.Add(wait))
+		lease(t, client, at.Add(wait))
+		_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+	}
+	if prefills() != maxResends {
+		t.Errorf("roles asked %v after the undo got no answer; want no more switches to prefill", asked())
+	}
+}
