@@ -98,6 +98,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 		// Refused, not read as the trace's start or as no end, which would replay what was not asked for.
 		return fmt.Errorf("--start %s and --duration %s must not be negative", *start, *duration)
 	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"history", *history}, {"tune-window", *tuneWin}, {"warmup", *warmup}, {"cold-start", *coldStart}, {"router-delay", *router}} {
+		if d.v < 0 {
+			// Refused here, naming the flag: a negative window would run in sample quietly, and a negative
+			// delay would fail every run of every sweep without naming it.
+			return fmt.Errorf("--%s %s must not be negative", d.flag, d.v)
+		}
+	}
+	if *workers < 0 || *workers > maxWorkers {
+		return fmt.Errorf("--workers %d must be between 0 (GOMAXPROCS) and %d", *workers, maxWorkers)
+	}
 	if *duration > math.MaxInt64-*start {
 		return fmt.Errorf("--start %s plus --duration %s is past the longest time a window can end at (%s)", *start, *duration, time.Duration(math.MaxInt64))
 	}
@@ -329,6 +342,9 @@ func lengthsName(lengths string, tr *trace.Trace) string {
 	}
 	return s
 }
+
+// maxWorkers bounds --workers: each worker holds a run's state, and a sweep has a few hundred runs to share.
+const maxWorkers = 1024
 
 // minScored is the least scored stretch the default windows leave before a trace gets a third each.
 const minScored = 10 * time.Minute

@@ -19,6 +19,11 @@ func TestRunErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:47.0,x,44\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	dup := filepath.Join(t.TempDir(), "profiles.yaml")
+	one := "- {name: x, gpusPerInstance: 1, maxBatch: 8, prefillTokensPerSecond: 1000, kvBytesPerToken: 1000, kvLinkBytesPerSecond: 1e9, kvCapacityTokens: 1000, decodeStepBaseSeconds: 0.01}\n"
+	if err := os.WriteFile(dup, []byte("profiles:\n"+one+one), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -39,6 +44,17 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--trace", "nope", "--duration", "-1h"}, "--start 0s and --duration -1h0m0s must not be negative"},
 		{[]string{"--trace", "nope", "--start", "2562047h", "--duration", "1h"}, "--start 2562047h0m0s plus --duration 1h0m0s is past the longest time"},
 		{[]string{"extra"}, "unexpected arguments"},
+		// Negative windows and delays, and a worker count past the bound, are refused naming the flag (before
+		// the trace "nope" is looked for).
+		{[]string{"--trace", "nope", "--history", "-1m"}, "--history -1m0s must not be negative"},
+		{[]string{"--trace", "nope", "--tune-window", "-5m"}, "--tune-window -5m0s must not be negative"},
+		{[]string{"--trace", "nope", "--warmup", "-1s"}, "--warmup -1s must not be negative"},
+		{[]string{"--trace", "nope", "--cold-start", "-1s"}, "--cold-start -1s must not be negative"},
+		{[]string{"--trace", "nope", "--router-delay", "-1s"}, "--router-delay -1s must not be negative"},
+		{[]string{"--trace", "nope", "--workers", "-1"}, "--workers -1 must be between 0 (GOMAXPROCS) and 1024"},
+		{[]string{"--trace", "nope", "--workers", "1000000000"}, "--workers 1000000000 must be between"},
+		{[]string{"--trace", "nope", "--profiles", dup}, dup + ": profiles[1] (x): name already used by profiles[0]"},
+		{[]string{"--trace", "nope", "--profiles", t.TempDir()}, "is not a regular file"},
 		{[]string{"--trace", t.TempDir()}, "a ServeGen model folder needs --format servegen"},
 		{[]string{"--trace", "servegen", "--lengths", "servegen"}, "--lengths: ServeGen load has no token lengths of its own"},
 		{[]string{"--trace", "servegen", "--lengths", bad}, "--lengths: " + bad + ":3"},

@@ -5,10 +5,15 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
+	"sort"
+	"syscall"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tokenscale/tokenscale/sim/trace"
 )
 
 // Hardware is one model on one GPU type: what an instance can do per second and how a decode step's
@@ -62,11 +67,40 @@ func Profile(name string) (Hardware, error) {
 
 // LoadProfiles reads a profiles file of the same layout as the built-in one.
 func LoadProfiles(path string) ([]Hardware, error) {
-	data, err := os.ReadFile(path)
+	data, err := readProfilesFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading profiles: %w", err)
 	}
 	return ParseProfiles(data, path)
+}
+
+// maxProfilesBytes bounds a profiles file: the built-in one is about 2 KB, and /dev/zero or an endless pipe
+// must not fill memory.
+const maxProfilesBytes = 1 << 20
+
+// readProfilesFile reads a regular file of at most maxProfilesBytes. It opens without blocking, as
+// velocity/config.ReadFile does, so a FIFO with no writer is refused instead of hanging the open.
+func readProfilesFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxProfilesBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxProfilesBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxProfilesBytes)
+	}
+	return data, nil
 }
 
 // ParseProfiles decodes and validates profiles; unknown fields are errors so a typo is not a default.
@@ -79,42 +113,109 @@ func ParseProfiles(data []byte, name string) ([]Hardware, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	// A second document would otherwise be ignored, so profiles appended after a "---" would never apply.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: more than one YAML document (put every profile in the first one's profiles list)", name)
+	}
 	if len(f.Profiles) == 0 {
 		return nil, fmt.Errorf("%s: no profiles", name)
 	}
 	var errs []error
+	seen := map[string]int{}
 	for i, p := range f.Profiles {
 		if err := p.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: profiles[%d] (%s): %w", name, i, p.Name, err))
 		}
+		// --hardware picks by name, so a second profile of one name could never be chosen.
+		if j, ok := seen[p.Name]; ok && p.Name != "" {
+			errs = append(errs, fmt.Errorf("%s: profiles[%d] (%s): name already used by profiles[%d]", name, i, p.Name, j))
+		}
+		seen[p.Name] = i
 	}
 	return f.Profiles, errors.Join(errs...)
 }
 
-// Validate checks that every figure is positive and finite.
+// Bounds of a profile's figures: each is at least a hundred times beyond the built-in profiles' (and any
+// hardware's) on either side, so only a typo or a hostile file falls outside; inside them every derived
+// time and rate stays finite and every count fits an int.
+const (
+	maxGPUsPerInstance  = 4096
+	minPrefillTPS       = 1
+	maxPrefillTPS       = 1e9
+	minKVBytesPerToken  = 1
+	maxKVBytesPerToken  = 1e9
+	minLinkBytesPerSec  = 1
+	maxLinkBytesPerSec  = 1e15
+	minKVCapacityTokens = 1
+	maxKVCapacityTokens = 1e12
+	minStepBaseSeconds  = 1e-6 // a step cannot be free: V_D = batch / step time must stay finite
+	maxStepSeconds      = 60
+	maxStepPerCtxToken  = 1
+	maxMaxBatch         = 1_000_000 // DecodeVelocity tries every batch size up to it
+)
+
+// maxCheckTokens is the longest prompt the derived figures are checked for: a trace's longest request.
+const maxCheckTokens = trace.MaxRequestTokens
+
+// Validate checks that every figure is finite and within its bounds, and that the times and rates derived
+// from them are finite and positive.
 func (h Hardware) Validate() error {
-	pos := map[string]float64{
-		"prefillTokensPerSecond": h.PrefillTPS, "kvBytesPerToken": h.KVBytesPerToken,
-		"kvLinkBytesPerSecond": h.LinkBytesPerSecond, "kvCapacityTokens": h.KVCapacityTokens,
-		"decodeStepBaseSeconds": h.StepBase,
-	}
 	var errs []error
 	if h.Name == "" {
 		errs = append(errs, errors.New("name is required"))
 	}
-	for k, v := range pos {
-		if !(v > 0) || math.IsInf(v, 0) {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %v", k, v))
+	// In a fixed order, so the errors read the same each time.
+	for _, f := range []struct {
+		key    string
+		v      float64
+		lo, hi float64
+	}{
+		{"prefillTokensPerSecond", h.PrefillTPS, minPrefillTPS, maxPrefillTPS},
+		{"kvBytesPerToken", h.KVBytesPerToken, minKVBytesPerToken, maxKVBytesPerToken},
+		{"kvLinkBytesPerSecond", h.LinkBytesPerSecond, minLinkBytesPerSec, maxLinkBytesPerSec},
+		{"kvCapacityTokens", h.KVCapacityTokens, minKVCapacityTokens, maxKVCapacityTokens},
+		{"decodeStepBaseSeconds", h.StepBase, minStepBaseSeconds, maxStepSeconds},
+		{"decodeStepPerSeqSeconds", h.StepPerSeq, 0, maxStepSeconds},
+		{"decodeStepPerContextTokenSeconds", h.StepPerCtxToken, 0, maxStepPerCtxToken},
+	} {
+		if !(f.v >= f.lo && f.v <= f.hi) { // NaN fails both
+			errs = append(errs, fmt.Errorf("%s must be in [%g, %g], got %g", f.key, f.lo, f.hi, f.v))
 		}
-	}
-	if !(h.StepPerSeq >= 0) || !(h.StepPerCtxToken >= 0) || math.IsInf(h.StepPerSeq+h.StepPerCtxToken, 0) {
-		errs = append(errs, errors.New("decodeStepPerSeqSeconds and decodeStepPerContextTokenSeconds must be >= 0"))
 	}
 	if h.PrefillBatchTokens < 0 || h.PrefillBatchTokens > maxPrefillBatchTokens {
 		errs = append(errs, fmt.Errorf("prefillBatchTokens must be in [0, %d] (0: one prompt per step), got %d", maxPrefillBatchTokens, h.PrefillBatchTokens))
 	}
-	if h.GPUsPerInstance < 1 || h.MaxBatch < 1 {
-		errs = append(errs, errors.New("gpusPerInstance and maxBatch must be >= 1"))
+	if h.GPUsPerInstance < 1 || h.GPUsPerInstance > maxGPUsPerInstance {
+		errs = append(errs, fmt.Errorf("gpusPerInstance must be in [1, %d], got %d", maxGPUsPerInstance, h.GPUsPerInstance))
+	}
+	if h.MaxBatch < 1 || h.MaxBatch > maxMaxBatch {
+		errs = append(errs, fmt.Errorf("maxBatch must be in [1, %d], got %d", maxMaxBatch, h.MaxBatch))
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return h.checkDerived()
+}
+
+// checkDerived refuses a profile whose derived times or rates are not finite and positive: the bounds
+// above ensure it, and this keeps a future change of them from letting +Inf or 0 into a run unnoticed.
+func (h Hardware) checkDerived() error {
+	var errs []error
+	for _, d := range []struct {
+		what string
+		v    float64
+	}{
+		{fmt.Sprintf("prefill time of a %d-token prompt", maxCheckTokens), h.PrefillTime(maxCheckTokens)},
+		{fmt.Sprintf("KV transfer time of a %d-token prompt", maxCheckTokens), h.TransferTime(maxCheckTokens)},
+		{"decode step time of a full batch with full KV", h.StepTime(h.MaxBatch, h.KVCapacityTokens)},
+		// The velocity of the shortest requests (the largest batch) and of the longest (a batch of one).
+		{"decode velocity of 1-token requests", h.DecodeVelocity(1, 1, TPOTSLO/2)},
+		{fmt.Sprintf("decode velocity of %d-token requests", maxCheckTokens), h.DecodeVelocity(maxCheckTokens, maxCheckTokens, TPOTSLO/2)},
+	} {
+		if !(d.v > 0) || math.IsInf(d.v, 0) {
+			errs = append(errs, fmt.Errorf("%s is %g, not a finite positive number", d.what, d.v))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -146,18 +247,23 @@ func (h *Hardware) TransferTime(tokens int) float64 {
 // tokens/s of the largest batch whose step stays within stepBudget seconds and whose KV fits, as
 // TokenScale's profiler raises load until throughput saturates at the SLO.
 func (h *Hardware) DecodeVelocity(meanIn, meanOut, stepBudget float64) float64 {
-	perSeqCtx := meanIn + meanOut/2 // average context of a sequence over its life
-	best := 0.0
-	for b := 1; b <= h.MaxBatch; b++ {
-		ctx := float64(b) * perSeqCtx
-		if float64(b)*(meanIn+meanOut) > h.KVCapacityTokens && b > 1 {
-			break
-		}
-		st := h.StepTime(b, ctx)
-		if st > stepBudget && b > 1 {
-			break
-		}
-		best = float64(b) / st
+	if h.MaxBatch < 1 {
+		return 0 // no batch at all, as an unvalidated profile may say
 	}
-	return best
+	perSeqCtx := meanIn + meanOut/2 // average context of a sequence over its life
+	// fits is whether a batch of b > 1 sequences keeps its KV and its step within the limits.
+	fits := func(b int) bool {
+		return !(float64(b)*(meanIn+meanOut) > h.KVCapacityTokens) && !(h.StepTime(b, float64(b)*perSeqCtx) > stepBudget)
+	}
+	last := 1 // a batch of one is always allowed
+	if meanIn >= 0 && meanOut >= 0 && h.StepPerSeq >= 0 && h.StepPerCtxToken >= 0 {
+		// With non-negative figures both limits only grow with b (rounding keeps order), so bisection finds
+		// the batch a step-by-step search stopping at the first misfit would, in log(maxBatch) steps.
+		last = 1 + sort.Search(h.MaxBatch-1, func(i int) bool { return !fits(i + 2) })
+	} else {
+		for last < h.MaxBatch && fits(last+1) {
+			last++
+		}
+	}
+	return float64(last) / h.StepTime(last, float64(last)*perSeqCtx)
 }

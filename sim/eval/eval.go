@@ -244,6 +244,10 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 	if o.Hindsight != 0 && o.Hindsight < time.Second {
 		return nil, fmt.Errorf("a hindsight segment of %s is below 1s", o.Hindsight)
 	}
+	if o.History < 0 || o.Tune < 0 || o.Warmup < 0 {
+		// A negative history would quietly take the statistics in sample.
+		return nil, fmt.Errorf("the history %s, tuning window %s and warm-up %s must not be negative", o.History, o.Tune, o.Warmup)
+	}
 	if o.Tune > 0 && o.History <= 0 {
 		return nil, errors.New("a tuning window needs a history window before it")
 	}
@@ -427,7 +431,8 @@ func hindsight(o Options, env autoscale.Env, scored replay, target float64) (*Hi
 func parallel(n, workers int, f func(int)) {
 	ch := make(chan int)
 	var wg sync.WaitGroup
-	for range max(workers, 1) {
+	// No more goroutines than calls: a huge Workers must not start idle ones by the million.
+	for range max(min(workers, n), 1) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -191,6 +193,32 @@ func TestPlotWritesPNGs(t *testing.T) {
 func TestEmptyTrace(t *testing.T) {
 	if _, err := Evaluate("x", nil, autoscale.Policies(), Options{Cluster: cluster.Config{Hardware: cluster.Profiles()[0]}}); err == nil {
 		t.Error("empty trace accepted")
+	}
+}
+
+// Negative windows are refused, not read as none (statistics quietly in sample).
+func TestNegativeWindowsRefused(t *testing.T) {
+	reqs := []trace.Request{{PromptTokens: 10, OutputTokens: 10}, {Arrival: time.Minute, PromptTokens: 10, OutputTokens: 10}}
+	for _, o := range []Options{{History: -time.Minute}, {History: time.Minute, Tune: -time.Second}, {Warmup: -time.Second}} {
+		o.Cluster = cluster.Config{Hardware: cluster.Profiles()[0]}
+		if _, err := Evaluate("x", reqs, autoscale.Policies()[:1], o); err == nil || !strings.Contains(err.Error(), "must not be negative") {
+			t.Errorf("%+v: err = %v", o, err)
+		}
+	}
+}
+
+// parallel starts no more goroutines than it has calls, whatever Workers says.
+func TestParallelStartsNoMoreWorkersThanCalls(t *testing.T) {
+	base := runtime.NumGoroutine()
+	most := 0
+	var mu sync.Mutex
+	parallel(3, 10_000, func(int) {
+		mu.Lock()
+		most = max(most, runtime.NumGoroutine()-base)
+		mu.Unlock()
+	})
+	if most > 3 {
+		t.Errorf("%d goroutines for 3 calls", most)
 	}
 }
 

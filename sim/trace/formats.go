@@ -69,6 +69,11 @@ var maxLengths = 1_000_000
 // DefaultMaxRequests is the simulator's bound on a replayed window's requests (Options.MaxRequests).
 const DefaultMaxRequests = 5_000_000
 
+// maxTraceBlocks bounds the hash_ids (8 bytes each) one trace's kept requests hold: a Mooncake line may
+// carry up to about 19,500, so MaxRequests alone would allow tens of gigabytes; the released Mooncake traces
+// hold well under a million. A variable so a test can lower it.
+var maxTraceBlocks = 50_000_000
+
 // Trace is a read trace.
 type Trace struct {
 	Requests []Request
@@ -232,11 +237,103 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	// the read early.
 	stopping, stopAt, stopLine := false, time.Duration(0), 0
 	kept, sample := 0, rand.New(rand.NewPCG(o.Seed, 0x6c656e67)) // for LengthsOnly
+	// skippedAt are the lines FirstSkipped names.
+	skippedAt := make([]int, 0, 10)
 	skip := func(line int, err error) {
 		t.Skipped++
-		if len(t.FirstSkipped) < 10 {
-			t.FirstSkipped = append(t.FirstSkipped, lineError(name, line, "%w", err).Error())
+		// The first 10 by line, as a line judged by the one after it is skipped after that one.
+		i := len(skippedAt)
+		for i > 0 && skippedAt[i-1] > line {
+			i--
 		}
+		if i >= 10 {
+			return
+		}
+		if len(skippedAt) == 10 {
+			skippedAt, t.FirstSkipped = skippedAt[:9], t.FirstSkipped[:9]
+		}
+		skippedAt = slices.Insert(skippedAt, i, line)
+		t.FirstSkipped = slices.Insert(t.FirstSkipped, i, lineError(name, line, "%w", err).Error())
+	}
+	// Under SkipBad an out-of-order line that follows the accepted line before prev (pprev) is held, as
+	// stopping holds a line past the window's end: either it or prev, which jumped forward, is the stray
+	// one, and the next readable line tells which. Otherwise a single stray future timestamp would leave
+	// every later line out of order and skipped.
+	var pprev time.Duration
+	pprevLine, havePP := 0, false // havePP: prev is not the first accepted line
+	prevKept := false             // prev's request is the last of t.Requests
+	blocksKept := 0               // hash_ids held by t.Requests
+	type heldLine struct {
+		at            time.Duration
+		line, in, out int
+		blocks        []uint64
+	}
+	var held heldLine
+	holding := false
+	// take reads a parsed, unfailed line: it checks its order and span, holds it when it or prev may be
+	// the stray one, and keeps its request when it is in the window. An error ends the read.
+	take := func(line int, at time.Duration, in, out int, blocks []uint64) error {
+		var err error
+		if !first && at < prev {
+			if o.SkipBad && !holding && (!havePP || at >= pprev) {
+				held, holding = heldLine{at, line, in, out, blocks}, true
+				return nil
+			}
+			err = fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", at, prevLine, prev)
+		}
+		if rel := at - base; err == nil && !first && inWindow(rel) {
+			err = checkSpan(rel-start, o.TimeScale)
+		}
+		if err != nil {
+			if !o.SkipBad {
+				return lineError(name, line, "%w", err)
+			}
+			skip(line, err)
+			return nil
+		}
+		if first {
+			base = at // times are relative to the first request
+		}
+		rel := at - base
+		if hasEnd && rel >= end {
+			stopping, stopAt, stopLine = true, at, line
+			return nil
+		}
+		pprev, pprevLine, havePP = prev, prevLine, !first
+		first, prev, prevLine, prevKept = false, at, line, false
+		if rel < start {
+			return nil
+		}
+		if c := readCap(o); c > 0 && len(t.Requests) >= c {
+			scaled := ""
+			if o.RateScale > 1 {
+				scaled = fmt.Sprintf(" before --rate-scale %g multiplies them", o.RateScale)
+			}
+			return lineError(name, line, "more than %d requests in the window%s (a week-long trace read whole?): pick a window with --start and --duration", c, scaled)
+		}
+		if blocksKept += len(blocks); blocksKept > maxTraceBlocks {
+			return lineError(name, line, "more than %d hash_ids in the window (%d requests so far): pick a window with --start and --duration", maxTraceBlocks, len(t.Requests))
+		}
+		t.Requests = append(t.Requests, Request{Arrival: rel - start, PromptTokens: in, OutputTokens: out, Blocks: blocks})
+		prevKept = true
+		return nil
+	}
+	// release judges the held line by the readable line after it, at: at or after prev, prev is in order
+	// and the held line is the stray one; before prev, prev is, and the held line is read in its place.
+	release := func(line int, at time.Duration) error {
+		holding = false
+		if at >= prev {
+			skip(held.line, fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", held.at, prevLine, prev))
+			return nil
+		}
+		skip(prevLine, fmt.Errorf("timestamp %s is after line %d's %s and line %d's %s (traces must be sorted)", prev, held.line, held.at, line, at))
+		if prevKept {
+			blocksKept -= len(t.Requests[len(t.Requests)-1].Blocks)
+			t.Requests = t.Requests[:len(t.Requests)-1]
+		}
+		prev, prevLine, first, havePP, prevKept = pprev, pprevLine, !havePP, false, false
+		// In order after pprev (or first), inside the span and the window's end as prev was: it is kept.
+		return take(held.line, held.at, held.in, held.out, held.blocks)
 	}
 	for sc.Scan() {
 		line++
@@ -287,44 +384,31 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			first = false
 			continue
 		}
-		if err == nil && !first && at < prev {
-			err = fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", at, prevLine, prev)
-		}
-		if rel := at - base; err == nil && !first && inWindow(rel) {
-			err = checkSpan(rel-start, o.TimeScale)
-		}
 		if err != nil {
+			// An unreadable line says nothing of order: a held line waits for the next readable one.
 			if !o.SkipBad {
 				return nil, lineError(name, line, "%w", err)
 			}
 			skip(line, err)
 			continue
 		}
-		if first {
-			base = at // times are relative to the first request
-		}
-		rel := at - base
-		if hasEnd && rel >= end {
-			stopping, stopAt, stopLine = true, at, line
-			continue
-		}
-		first, prev, prevLine = false, at, line
-		if rel < start {
-			continue
-		}
-		if c := readCap(o); c > 0 && len(t.Requests) >= c {
-			scaled := ""
-			if o.RateScale > 1 {
-				scaled = fmt.Sprintf(" before --rate-scale %g multiplies them", o.RateScale)
+		if holding {
+			if err := release(line, at); err != nil {
+				return nil, err
 			}
-			return nil, lineError(name, line, "more than %d requests in the window%s (a week-long trace read whole?): pick a window with --start and --duration", c, scaled)
 		}
-		t.Requests = append(t.Requests, Request{Arrival: rel - start, PromptTokens: in, OutputTokens: out, Blocks: blocks})
+		if err := take(line, at, in, out, blocks); err != nil {
+			return nil, err
+		}
 		blocks = nil
 	}
 	// A line too long to read after the window's end says nothing of the window, as a malformed one does not.
 	if err := sc.Err(); err != nil && !stopping {
 		return nil, lineError(name, line+1, "%w", err)
+	}
+	if holding {
+		// No line after it: prev stands, as a line past the window's end stands at the end of the file.
+		skip(held.line, fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", held.at, prevLine, prev))
 	}
 	ended = ended || stopping
 	if first { // no line held a request
@@ -403,6 +487,10 @@ func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 // length distribution (and the sum of a ServeGen prompt's draws): ten times the longest context of
 // today's models, and small enough that sizing and latency arithmetic cannot overflow.
 const maxRequestTokens = 10_000_000
+
+// MaxRequestTokens is maxRequestTokens for other packages: the longest prompt a hardware profile's derived
+// times are checked for.
+const MaxRequestTokens = maxRequestTokens
 
 // maxTraceSpan bounds how far into the replayed window (after --time-scale) a request may come: the
 // simulator steps every second of it, so a stray timestamp years out would run for days. Longer traces

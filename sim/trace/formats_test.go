@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -232,6 +233,146 @@ func TestStrayLinePastTheWindowEnd(t *testing.T) {
 			t.Errorf("%q after the window's end: %+v, %v; want the window's two requests", after, tr, err)
 		}
 	}
+}
+
+// Under SkipBad a single line that jumps forward is the one skipped, with or without a window, as a line
+// past the window's end is: the later, sorted lines are kept rather than each skipped as out of order. A
+// line that jumps back is still the one skipped.
+func TestSkipBadStrayLineWithoutAWindow(t *testing.T) {
+	line := func(sec float64) string { return strconv.FormatFloat(sec, 'f', -1, 64) + ",m,1,1,2,x\n" }
+	lines := func(secs ...float64) string {
+		s := burstHeader
+		for _, x := range secs {
+			s += line(x)
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name    string
+		in      string
+		dur     time.Duration
+		want    []time.Duration // kept arrivals
+		skipped []string        // FirstSkipped prefixes, in line order
+	}{
+		{"far-future line in the middle", lines(0, 1, 5000, 2, 3, 4), 0, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second, 4 * time.Second},
+			[]string{"b:4: timestamp 1h23m20s is after line 5's 2s and line 6's 3s"}},
+		{"far-future first line", lines(5000, 1, 2, 3), 0, []time.Duration{0, time.Second, 2 * time.Second},
+			[]string{"b:2: timestamp 1h23m20s is after line 3's 1s and line 4's 2s"}},
+		{"stray line inside a window", lines(0, 1, 1800, 2, 3), time.Hour, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second},
+			[]string{"b:4: timestamp 30m0s is after line 5's 2s"}},
+		{"a malformed line between", lines(0, 1, 5000, 2) + "bad\n" + line(3), 0, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second},
+			[]string{"b:4: timestamp 1h23m20s is after line 5's 2s and line 7's 3s", "b:6: want at least"}},
+		{"line that jumps back", lines(0, 1, 2, 1.5, 3), 0, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second},
+			[]string{"b:5: timestamp 1.5s is before line 4's 2s"}},
+		{"line far back", lines(0, 1, 2, 0.5, 3), 0, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second},
+			[]string{"b:5: timestamp 500ms is before line 4's 2s"}},
+		{"out-of-order last line", lines(0, 1, 2, 1.5), 0, []time.Duration{0, time.Second, 2 * time.Second},
+			[]string{"b:5: timestamp 1.5s is before line 4's 2s"}},
+	} {
+		tr, err := Read(strings.NewReader(c.in), "b", Options{Format: BurstGPT, SkipBad: true, Duration: c.dur})
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		var got []time.Duration
+		for _, r := range tr.Requests {
+			got = append(got, r.Arrival)
+		}
+		ok := slices.Equal(got, c.want) && tr.Skipped == len(c.skipped) && len(tr.FirstSkipped) == len(c.skipped)
+		for i := 0; ok && i < len(c.skipped); i++ {
+			ok = strings.HasPrefix(tr.FirstSkipped[i], c.skipped[i])
+		}
+		if !ok {
+			t.Errorf("%s: kept %v, skipped %d %q; want %v and %q", c.name, got, tr.Skipped, tr.FirstSkipped, c.want, c.skipped)
+		}
+		// Without SkipBad the first line out of order is still an error.
+		if _, err := Read(strings.NewReader(c.in), "b", Options{Format: BurstGPT, Duration: c.dur}); err == nil {
+			t.Errorf("%s: read without --skip-bad", c.name)
+		}
+	}
+}
+
+// FirstSkipped names the first 10 skipped lines by line number, though a held line is judged after the
+// lines following it.
+func TestFirstSkippedIsInLineOrder(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(burstHeader + "0,m,1,1,2,x\n5000,m,1,1,2,x\n1,m,1,1,2,x\n")
+	for range 12 {
+		b.WriteString("bad\n")
+	}
+	b.WriteString("2,m,1,1,2,x\n")
+	tr, err := Read(strings.NewReader(b.String()), "b", Options{Format: BurstGPT, SkipBad: true})
+	if err != nil || len(tr.Requests) != 3 || tr.Skipped != 13 || len(tr.FirstSkipped) != 10 {
+		t.Fatalf("%+v, %v; want 3 requests, 13 skipped, 10 named", tr, err)
+	}
+	for i, s := range tr.FirstSkipped {
+		if want := fmt.Sprintf("b:%d:", []int{3, 5, 6, 7, 8, 9, 10, 11, 12, 13}[i]); !strings.HasPrefix(s, want) {
+			t.Errorf("FirstSkipped[%d] = %q, want it to start with %s", i, s, want)
+		}
+	}
+}
+
+// A trace's hash_ids are bounded in all, not only per line: the read stops naming the line that passes the
+// bound, and a stray line skipped after it was kept gives its hash_ids back.
+func TestMooncakeHashIDBudget(t *testing.T) {
+	defer func(n int) { maxTraceBlocks = n }(maxTraceBlocks)
+	maxTraceBlocks = 4
+	rec := func(ms int, ids string) string {
+		return fmt.Sprintf(`{"timestamp": %d, "input_length": 1024, "output_length": 1, "hash_ids": [%s]}`+"\n", ms, ids)
+	}
+	over := rec(0, "1, 2") + rec(1, "3, 4") + rec(2, "5")
+	if _, err := Read(strings.NewReader(over), "m.jsonl", Options{Format: Mooncake}); err == nil || !strings.HasPrefix(err.Error(), "m.jsonl:3: more than 4 hash_ids") {
+		t.Errorf("err = %v, want the bound named at m.jsonl:3", err)
+	}
+	stray := rec(0, "1, 2") + rec(5_000_000, "3, 4") + rec(1, "5, 6") + rec(2, "")
+	tr, err := Read(strings.NewReader(stray), "m.jsonl", Options{Format: Mooncake, SkipBad: true})
+	if err != nil || len(tr.Requests) != 3 || tr.Skipped != 1 || !slices.Equal(tr.Requests[1].Blocks, []uint64{5, 6}) {
+		t.Errorf("%+v, %v; want the stray line's hash_ids given back and the three others kept", tr, err)
+	}
+	if _, err := Read(strings.NewReader(over), "m.jsonl", Options{Format: Mooncake, Duration: 2 * time.Millisecond}); err != nil {
+		t.Errorf("a window holding 4 hash_ids: %v", err)
+	}
+}
+
+// A sorted trace with one line moved anywhere in time reads under SkipBad as the sorted trace less at most
+// one line (the moved one, or the one it swapped places with), whatever the line; any trace and window
+// read as checkRead requires.
+func FuzzReadSkipBadStray(f *testing.F) {
+	f.Add([]byte{1, 1, 1, 1, 1}, uint16(2), uint32(5_000_000), int64(0), int64(0))
+	f.Add([]byte{1, 1, 1, 1}, uint16(0), uint32(5_000_000), int64(0), int64(0))
+	f.Add([]byte{10, 0, 10, 200}, uint16(3), uint32(0), int64(5), int64(3000))
+	f.Add([]byte{1, 2, 3}, uint16(3), uint32(1500), int64(0), int64(2000))
+	f.Fuzz(func(t *testing.T, gaps []byte, pos uint16, stray uint32, startMs, durMs int64) {
+		if len(gaps) > 200 {
+			gaps = gaps[:200]
+		}
+		times := make([]int64, 0, len(gaps)+1)
+		var at int64
+		for _, g := range gaps {
+			at += int64(g) * int64(g) * 100 // up to 6.5e6 ms a step; a trace under 15 days
+			times = append(times, at)
+		}
+		// Under 2^31 ms, within the span bound from any first line.
+		times = slices.Insert(times, int(pos)%(len(times)+1), int64(stray%(1<<31)))
+		var b strings.Builder
+		for i, ms := range times {
+			fmt.Fprintf(&b, `{"timestamp": %d, "input_length": %d, "output_length": 1, "hash_ids": [%d]}`+"\n", ms, 1000+i, i)
+		}
+		in := b.String()
+		tr, err := Read(strings.NewReader(in), "fuzz", Options{Format: Mooncake, SkipBad: true})
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		if tr.Skipped > 1 || len(tr.Requests)+tr.Skipped != len(times) || tr.Requests[0].Arrival != 0 {
+			t.Fatalf("times %v: kept %d, skipped %d %q; want at most one line skipped", times, len(tr.Requests), tr.Skipped, tr.FirstSkipped)
+		}
+		for i, r := range tr.Requests {
+			if r.Arrival < 0 || (i > 0 && r.Arrival < tr.Requests[i-1].Arrival) || r.PromptTokens < 1000 || len(r.Blocks) != 1 {
+				t.Fatalf("times %v: bad request %d %+v", times, i, r)
+			}
+		}
+		checkRead(t, in, fuzzOptions(Mooncake, startMs, durMs, 0, 0, 500))
+	})
 }
 
 // A start and duration summing past what a Duration holds mean a window without an end, not one ending
@@ -677,6 +818,95 @@ func FuzzParseServeGenClient(f *testing.F) {
 }
 
 // A ServeGen synthesis is held to the replay's request bound, not only to its own 20 million.
+// A folder's chunk files and the windows they keep in all are bounded, naming the folder, or the file
+// and line that passes the bound; only windows in the replayed range count.
+func TestServeGenFolderBounds(t *testing.T) {
+	many := fstest.MapFS{}
+	for i := range maxServeGenFiles + 1 {
+		many[fmt.Sprintf("chunk-%d-trace.csv", i)] = &fstest.MapFile{Data: []byte("0,1,1,,0,0\n")}
+	}
+	if _, err := readServeGen(many, "f", []Request{{PromptTokens: 1, OutputTokens: 1}}, Options{}); err == nil || !strings.HasPrefix(err.Error(), "f: 10001 chunk-*-trace.csv files, more than 10000") {
+		t.Errorf("10,001 chunk files: err = %v", err)
+	}
+	defer func(n int) { maxServeGenFolderWindows = n }(maxServeGenFolderWindows)
+	maxServeGenFolderWindows = 20 // the folder has 2 × 12
+	lengths := []Request{{PromptTokens: 100, OutputTokens: 10}}
+	if _, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 1}); err == nil || !strings.HasPrefix(err.Error(), "testdata/servegen/chunk-15-trace.csv:9: more than 20 windows") {
+		t.Errorf("24 windows, bound 20: err = %v, want it to name chunk-15-trace.csv:9", err)
+	}
+	if _, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 1, Start: 30 * time.Minute, Duration: time.Hour}); err != nil {
+		t.Errorf("an hour's 14 windows, bound 20: %v", err)
+	}
+}
+
+// Leaving out the windows outside the replayed range changes nothing: a read gives the requests and rate
+// scale of a synthesis over every window of the folder.
+func TestServeGenRangeKeepsTheSynthesis(t *testing.T) {
+	lengths := []Request{{PromptTokens: 100, OutputTokens: 10}, {PromptTokens: 2000, OutputTokens: 50}}
+	sub, err := fs.Sub(servegenMLarge, "servegen_m-large")
+	if err != nil {
+		t.Fatal(err)
+	}
+	folders := map[string]fs.FS{"testdata/servegen": os.DirFS("testdata/servegen"), "servegen_m-large": sub}
+	for _, c := range []struct {
+		dir string
+		o   Options
+	}{
+		{"testdata/servegen", Options{Seed: 3}},
+		{"testdata/servegen", Options{Seed: 3, Start: 25 * time.Minute, Duration: 37 * time.Minute}},
+		{"testdata/servegen", Options{Seed: 4, Start: time.Hour, MeanRate: 2, TimeScale: 4}},
+		{"testdata/servegen", Options{Seed: 4, Start: 9*time.Minute + 59*time.Second, Duration: 2 * time.Minute, RateScale: 3}},
+		{"servegen_m-large", Options{Seed: 5, Start: 30 * time.Hour, Duration: 40 * time.Minute, MeanRate: 20, TimeScale: 8}},
+		{"servegen_m-large", Options{Seed: 6, Start: 71*time.Hour + 50*time.Minute, RateScale: 0.01}},
+	} {
+		fsys := folders[c.dir]
+		got, err := readServeGen(fsys, c.dir, lengths, c.o)
+		if err != nil {
+			t.Fatalf("%s %+v: %v", c.dir, c.o, err)
+		}
+		files, _ := fs.Glob(fsys, "chunk-*-trace.csv")
+		sort.Strings(files)
+		var clients [][]ServeGenWindow
+		for _, f := range files {
+			b, err := fs.ReadFile(fsys, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ws, err := ParseServeGenClient(bytes.NewReader(b), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clients = append(clients, ws)
+		}
+		from, to := c.o.Start.Seconds(), math.Inf(1)
+		if c.o.Duration > 0 {
+			to = from + c.o.Duration.Seconds()
+		}
+		k := c.o.RateScale
+		if k == 0 {
+			k = 1
+		}
+		if c.o.MeanRate > 0 {
+			if k, err = meanRateScale(clients, from, to, c.o.MeanRate, c.o.TimeScale); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ts := max(c.o.TimeScale, 1)
+		want, err := synthesizeServeGen(clients, PoolLengths(lengths), from, to, c.o.Seed, k, 0, ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			want[i].Arrival = time.Duration(float64(want[i].Arrival) / ts)
+		}
+		if got.RateScale != k || !slices.EqualFunc(got.Requests, want, func(a, b Request) bool {
+			return a.Arrival == b.Arrival && a.PromptTokens == b.PromptTokens && a.OutputTokens == b.OutputTokens
+		}) {
+			t.Errorf("%s %+v: %d requests at rate scale %v, the whole folder's synthesis %d at %v", c.dir, c.o, len(got.Requests), got.RateScale, len(want), k)
+		}
+	}
+}
+
 func TestServeGenMaxRequests(t *testing.T) {
 	ws := []ServeGenWindow{{Start: 0, Rate: 1, CV: 1, Family: "Exponential"}}
 	pool := PoolLengths([]Request{{PromptTokens: 1, OutputTokens: 1}})

@@ -36,7 +36,12 @@ const (
 	minServeGenShape   = 1e-3
 	minWeibullShape    = 0.05       // Γ(1+1/k) stays finite
 	maxServeGenRequest = 20_000_000 // synthesised requests in all
+	maxServeGenFiles   = 10_000     // chunk-*-trace.csv files (clients) of one folder
 )
+
+// maxServeGenFolderWindows bounds the windows a folder's files keep in all (64 bytes each), as
+// maxServeGenRows bounds one file's: the embedded three days hold 55,296. A variable so a test can lower it.
+var maxServeGenFolderWindows = 1 << 22
 
 // ServeGenWindow is one row of a client's file.
 type ServeGenWindow struct {
@@ -48,10 +53,16 @@ type ServeGenWindow struct {
 
 // ParseServeGenClient reads one client's windows. Errors name the file and line.
 func ParseServeGenClient(r io.Reader, name string) ([]ServeGenWindow, error) {
+	return parseServeGenClient(r, name, nil, nil)
+}
+
+// parseServeGenClient is ParseServeGenClient keeping only the windows keep (nil: all) accepts, at most
+// *budget of them (nil: no bound but the file's), which it lowers by those kept. Every row is checked.
+func parseServeGenClient(r io.Reader, name string, keep func(ServeGenWindow) bool, budget *int) ([]ServeGenWindow, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 256), maxServeGenLine)
 	var out []ServeGenWindow
-	line := 0
+	line, rows := 0, 0
 	last := -1.0
 	for sc.Scan() {
 		line++
@@ -59,7 +70,7 @@ func ParseServeGenClient(r io.Reader, name string) ([]ServeGenWindow, error) {
 		if text == "" {
 			continue
 		}
-		if len(out) >= maxServeGenRows {
+		if rows++; rows > maxServeGenRows {
 			return nil, lineError(name, line, "more than %d windows", maxServeGenRows)
 		}
 		f := strings.Split(text, ",")
@@ -99,6 +110,15 @@ func ParseServeGenClient(r io.Reader, name string) ([]ServeGenWindow, error) {
 			return nil, lineError(name, line, "unknown inter-arrival family %q (want Weibull, Gamma, Exponential or empty)", w.Family)
 		}
 		last = w.Start
+		if keep != nil && !keep(w) {
+			continue
+		}
+		if budget != nil {
+			if *budget <= 0 {
+				return nil, lineError(name, line, "more than %d windows in the replayed range, all chunk files together: pick a window with --start and --duration", maxServeGenFolderWindows)
+			}
+			*budget--
+		}
 		out = append(out, w)
 	}
 	if err := sc.Err(); err != nil {
@@ -303,6 +323,9 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 	if len(files) == 0 {
 		return nil, fmt.Errorf("%s: no chunk-*-trace.csv files (a ServeGen model folder has one per client)", dir)
 	}
+	if len(files) > maxServeGenFiles {
+		return nil, fmt.Errorf("%s: %d chunk-*-trace.csv files, more than %d (a ServeGen model folder has one per client)", dir, len(files), maxServeGenFiles)
+	}
 	sort.Strings(files)
 	// The window as Read takes it: a negative start is the trace's start, and an explicit flag, not a to
 	// of 0 or less, says it has an end, so a negative start cannot turn a window into the whole folder.
@@ -317,12 +340,18 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 	if o.ServeGenLengths {
 		lengths.clients = make([][]ServeGenLengths, 0, len(files))
 	}
+	// Windows synthesizeServeGen would skip are not kept: they draw nothing and add no load to
+	// meanRateScale, so a windowed read of a long folder costs the window's memory only.
+	inRange := func(w ServeGenWindow) bool {
+		return !(w.Start+ServeGenWindowSeconds <= from) && !(to > 0 && w.Start >= to)
+	}
+	budget := maxServeGenFolderWindows
 	for _, f := range files {
 		fh, err := fsys.Open(f)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
-		ws, err := ParseServeGenClient(fh, path.Join(dir, f))
+		ws, err := parseServeGenClient(fh, path.Join(dir, f), inRange, &budget)
 		fh.Close()
 		if err != nil {
 			return nil, err
