@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/metrics/pkg/apis/custom_metrics"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
@@ -123,10 +124,10 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if err := noMetricSelector(info, metricSelector); err != nil {
 		return nil, err
 	}
-	if name.Namespace == "" {
+	if name.Namespace == "" && (info.GroupResource == podsGR || kindFor(info.GroupResource) != "") {
 		// A root-scoped path (/apis/custom.metrics.k8s.io/v1beta2/deployments.apps/x/...): no pool lives
 		// outside a namespace, and a 503 for it read as a value coming back later.
-		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per namespace: ask under /namespaces/<namespace>/%s/%s/%s", info.Metric, info.GroupResource, name.Name, info.Metric))
+		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per namespace: ask under /namespaces/<namespace>/%s/", clip(info.Metric), info.GroupResource))
 	}
 	if info.GroupResource == podsGR {
 		get, ok := podMetrics[info.Metric]
@@ -267,8 +268,8 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	return list, nil
 }
 
-// startingPools names the configured pools with pods in namespace but none Ready whose own selector the
-// request's selector matches (their pods carry at least those labels), as "a (3 pods), b (1 pods)"; "" when none.
+// startingPools names the configured pools with pods in namespace but none Ready that the request's
+// selector selects (see selects), as "a (3 pods), b (1 pods)"; "" when none.
 func startingPools(snap *service.Snapshot, namespace string, sel labels.Selector) string {
 	var out []string
 	for i := range snap.ConfigPools {
@@ -277,13 +278,46 @@ func startingPools(snap *service.Snapshot, namespace string, sel labels.Selector
 			continue
 		}
 		k := service.PoolKey{Namespace: namespace, Name: pl.Name}
-		if _, ready := snap.Pools[k]; ready || snap.Matching[k] == 0 || !sel.Matches(labels.Set(pl.Selector)) {
+		// A pool with a fixed namespace has an instance with or without pods: Ready pods are what count.
+		if v := snap.Pools[k]; v != nil && len(v.Pods) > 0 || snap.Matching[k] == 0 || !selects(sel, pl.Selector) {
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s (%d pods)", pl.Name, snap.Matching[k]))
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
+}
+
+// selects reports whether a request's selector picks a pool's pods as far as the pool's selector tells
+// their labels: at least one requirement that selects on a key the pool fixes (an HPA's selector is its
+// workload's, such as app=x,llm-d.ai/role=prefill, which holds the pool's label beside its own), and none
+// that a key the pool fixes fails. Requirements on other keys cannot be told either way, and one that
+// excludes (app!=x, !foo) does not pick a pool.
+func selects(sel labels.Selector, pool map[string]string) bool {
+	reqs, _ := sel.Requirements()
+	hit := false
+	for _, r := range reqs {
+		v, fixed := pool[r.Key()]
+		if !fixed {
+			continue
+		}
+		if !r.Matches(labels.Set{r.Key(): v}) {
+			return false
+		}
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In, selection.Exists:
+			hit = true
+		}
+	}
+	return hit
+}
+
+// clip shortens text from a request for an error message.
+func clip(s string) string {
+	if len(s) > 200 {
+		return strings.ToValidUTF8(s[:200], "") + "..."
+	}
+	return s
 }
 
 // workloadResources lists the workload resources served, as they are written in a request's path.

@@ -261,6 +261,11 @@ func TestWorkloadMetricWithoutNamespace(t *testing.T) {
 			t.Errorf("%s without a namespace: %v; want a 400 saying where to ask", gr, err)
 		}
 	}
+	// Metrics on the namespace object itself are root-scoped by nature: not served, a 404.
+	in := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "namespaces"}, Metric: DesiredReplicas}
+	if _, err := p.GetMetricByName(context.Background(), types.NamespacedName{Name: "llm"}, in, labels.Everything()); !apierr.IsNotFound(err) {
+		t.Errorf("a namespace's metric: %v; want a 404", err)
+	}
 }
 
 // A served metric asked on a resource tokenscale does not serve (deployments without its group, a custom
@@ -293,9 +298,24 @@ func TestPodsSelectorOnAPoolWithNoReadyPods(t *testing.T) {
 	if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "prefill (2 pods)") {
 		t.Errorf("pods of a pool with none Ready: %v; want a 503 naming the pool", err)
 	}
-	// A selector no pool's selector satisfies stays a 404.
-	sel, _ = labels.Parse("app=other")
-	if _, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything()); !apierr.IsNotFound(err) {
-		t.Errorf("a selector of no pool: %v; want a 404", err)
+	// An HPA's selector is its workload's: the pool's label beside the workload's own.
+	sel, _ = labels.Parse("app=llama-prefill,llm-d.ai/role=prefill")
+	if _, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything()); status(err) != http.StatusServiceUnavailable {
+		t.Errorf("the workload's selector: %v; want a 503 naming the pool", err)
+	}
+	// Selectors that do not pick the pool stay a 404: another key only, one that excludes, another role.
+	for _, s := range []string{"app=other", "app!=x", "!foo", "llm-d.ai/role=decode", "app=llama-prefill,llm-d.ai/role!=prefill"} {
+		sel, _ = labels.Parse(s)
+		if _, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything()); !apierr.IsNotFound(err) {
+			t.Errorf("%q: %v; want a 404", s, err)
+		}
+	}
+	// A pool with a fixed namespace has an instance without Ready pods: still a 503.
+	src.snap.ConfigPools[0].Namespace = "llm"
+	src.snap.Pools[service.PoolKey{Namespace: "llm", Name: "prefill"}] = &service.PoolView{Key: service.PoolKey{Namespace: "llm", Name: "prefill"}, Config: &src.snap.ConfigPools[0],
+		Err: errors.New("pool prefill: no pods")}
+	sel, _ = labels.Parse("llm-d.ai/role=prefill")
+	if _, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything()); status(err) != http.StatusServiceUnavailable {
+		t.Errorf("a fixed-namespace pool without Ready pods: %v; want a 503", err)
 	}
 }
