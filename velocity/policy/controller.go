@@ -76,6 +76,24 @@ func NewController() *Controller {
 // Calibrated returns a pool's calibrated per-pod velocity, or 0 when the profile is in use.
 func (c *Controller) Calibrated(pool string) float64 { return c.calibrated[pool] }
 
+// CalibratedFor is Calibrated for the pool as the config in force has it: 0 when it was last sized on
+// the other side (a reload moved it between prefill and decode), since the status that round is built
+// before Decide forgets it, and the other side's velocity halved or doubled that round's replicas.
+func (c *Controller) CalibratedFor(p *config.Pool) float64 {
+	if was, ok := c.role[p.Name]; ok && was != side(p) {
+		return 0
+	}
+	return c.calibrated[p.Name]
+}
+
+// side is the side of the group a pool is sized on: decode, or prefill (a both-roles pool too).
+func side(p *config.Pool) config.Role {
+	if p.Role == config.RoleDecode {
+		return config.RoleDecode
+	}
+	return config.RolePrefill
+}
+
 // emergencyCooldown spaces latency emergency steps so each can take effect before the next; a step
 // cannot take effect before its pods are Ready, so the spacing is at least policy.coldStart.
 const emergencyCooldown = 15 * time.Second

@@ -1137,3 +1137,27 @@ func TestPoolMovedToDecodeByAReloadStartsAfresh(t *testing.T) {
 		t.Fatalf("decode pool x 90 s after the reload: desired %d; a fresh controller says %d (want at most 2 for 1,000 tok/s)", got, want)
 	}
 }
+
+// The round builds a pool's status before Decide: the velocity it calibrated on its old side must not
+// size it the round a reload moves it (a decode V_D of 1,250 read as a prefill velocity doubled the
+// prefill pool's replicas that round, and the scale-down window held them).
+func TestCalibrationIsNotCarriedAcrossSides(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	asDecode := cfg.Pools[1]
+	asDecode.Name = "x"
+	asPrefill := cfg.Pools[0]
+	asPrefill.Name = "x"
+	c := NewController()
+	// The decoders serve well below their demand for long enough: saturated, V_D is calibrated down.
+	ds := &PoolStatus{Name: "x", Pods: 4, Known: 4, Arrival: 12000, Sustained: 12000, Served: 6000, SustainedServed: 6000, PerPod: 2500, Capacity: 10000, SLOMissFraction: -1}
+	for s := range 20 {
+		c.Decide(time.Unix(int64(s), 0), pol, "g", nil, nil, &asDecode, ds)
+	}
+	if c.CalibratedFor(&asDecode) == 0 {
+		t.Fatal("setup: the decode pool was not calibrated")
+	}
+	if v := c.CalibratedFor(&asPrefill); v != 0 {
+		t.Errorf("the pool moved to prefill by a reload: calibrated %v tok/s carried over; want 0 (the prefill profile)", v)
+	}
+}

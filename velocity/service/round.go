@@ -156,7 +156,7 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 		// The controller keys its state by pool name: give it one per instance.
 		inst := *pl
 		inst.Name = pk.String()
-		st, err := policy.Aggregate(&inst, poolResults[pk], ctrl.Calibrated(inst.Name), c.Policy.Horizon.Duration)
+		st, err := policy.Aggregate(&inst, poolResults[pk], ctrl.CalibratedFor(&inst), c.Policy.Horizon.Duration)
 		group := pl.Group
 		if group == "" {
 			group = pk.Namespace
