@@ -226,6 +226,10 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	return nil
 }
 
+// Polled reports whether the last poll had samples of pod (none of them ahead of this clock). It is
+// meant for the goroutine that polls.
+func (p *PrometheusSource) Polled(pod store.PodKey) bool { return p.seen[pod] }
+
 // record builds the pod's snapshot from its series' samples scraped at ts (series without one, such as a
 // series that went away, are left out) and records it.
 func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream, ts model.Time) {

@@ -137,9 +137,9 @@ func TestFixedNamespacePoolWithoutPodsIsUnknown(t *testing.T) {
 // unknown, never zero. (A real Prometheus is used by the e2e lag test.)
 func TestServicePrometheusSource(t *testing.T) {
 	var mu sync.Mutex
-	scraped := time.Now().Add(-20 * time.Second) // Prometheus' last scrape of the pods
+	scraped := time.Now().Add(-50 * time.Second) // Prometheus' last scrape of the pods (its third, 30 s later, still in the past)
 	prompt := 1e6
-	down := false
+	down, empty := false, false
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -149,6 +149,11 @@ func TestServicePrometheusSource(t *testing.T) {
 		}
 		ts := float64(scraped.UnixMilli()) / 1000
 		w.Header().Set("Content-Type", "application/json")
+		if empty { // Prometheus no longer scrapes the pool's pods: only another pod's series
+			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"matrix","result":[
+{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"a","pod":"gone","engine":"0"},"values":[[%.3f,"5"]]}]}}`, ts)
+			return
+		}
 		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"matrix","result":[
 {"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"a","pod":"p1","engine":"0"},"values":[[%.3f,"%.0f"]]},
 {"metric":{"__name__":"vllm:generation_tokens_total","namespace":"a","pod":"p1","engine":"0"},"values":[[%.3f,"%.0f"]]},
@@ -196,6 +201,17 @@ pools:
 	if got := obs.take(); strings.Join(got, ",") != "prefill ok,prefill ok,prefill ok" {
 		t.Errorf("observed %v; want one good poll of pool prefill a round", got)
 	}
+	// A poll that succeeds with no sample of the pool's pods is no fresh scrape of the pool.
+	mu.Lock()
+	empty = true
+	mu.Unlock()
+	s.Step(context.Background(), time.Now())
+	if got := obs.take(); strings.Join(got, ",") != "prefill failed" {
+		t.Errorf("observed %v for a poll without the pool's samples; want it failed", got)
+	}
+	mu.Lock()
+	empty = false
+	mu.Unlock()
 	mu.Lock()
 	down, scraped = true, time.Now().Add(-time.Hour)
 	mu.Unlock()

@@ -3,7 +3,9 @@ package service
 import (
 	"context"
 	"fmt"
+	"maps"
 	neturl "net/url"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -127,16 +129,22 @@ func (s *prometheusSource) Collect(ctx context.Context, m *Members) {
 	if err != nil {
 		klog.ErrorS(err, "Prometheus source poll failed")
 	}
-	// The scrape metrics (freshness, errors, duration) follow the polls, one observation per pool the
-	// poll read: without them the freshness gauge stayed at 0 and failed polls were only logged.
+	// The scrape metrics (freshness, errors, duration) follow the polls, one observation per pool: failed
+	// when the poll failed or held no sample of any of the pool's pods (Prometheus no longer scraping
+	// them), so that the freshness gauge says how fresh the served values are. Without them it stayed at 0
+	// and failed polls were only logged.
 	if s.obs != nil {
 		d := time.Since(start)
-		seen := map[string]bool{}
+		polled := map[string]bool{}
 		for _, t := range m.Targets {
-			if !seen[t.Pool] {
-				seen[t.Pool] = true
-				s.obs.ObserveScrape(t.Pool, d, err)
+			polled[t.Pool] = polled[t.Pool] || err == nil && s.prom.Polled(t.Pod)
+		}
+		for _, pool := range slices.Sorted(maps.Keys(polled)) {
+			perr := err
+			if perr == nil && !polled[pool] {
+				perr = fmt.Errorf("%s: no sample of any pod of pool %s", s.prom.Name, pool)
 			}
+			s.obs.ObserveScrape(pool, d, perr)
 		}
 	}
 }
