@@ -80,6 +80,18 @@ func loadAdmission(t *testing.T) map[string]admissionPolicy {
 	return out
 }
 
+// owned gives a pod an owner, as a ReplicaSet's pods have.
+func owned(pod map[string]any) map[string]any {
+	pod["metadata"].(map[string]any)["ownerReferences"] = []any{map[string]any{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "llama-decode-5d9c", "uid": "1", "controller": true}}
+	return pod
+}
+
+// finalized gives a pod a finalizer.
+func finalized(pod map[string]any) map[string]any {
+	pod["metadata"].(map[string]any)["finalizers"] = []any{"example.com/hold"}
+	return pod
+}
+
 // The admission policies' CEL, evaluated on the requests an agent and the controller make and on those
 // they must not: the agent only on its node's decode-pool pods, only decode <-> prefill-decode of the
 // role label (old value checked too), in whatever namespace the converter is installed. e2e
@@ -126,6 +138,13 @@ func TestAdmissionPolicies(t *testing.T) {
 		{"agent writes a lease", agent, user("elsewhere", agentSA), pod("gpu-a", role("decode"), nil), pod("gpu-a", role("decode"), lease), "only its tokenscale.io/conversion"},
 		{"controller writes a lease", ctrl, user("gpu-ops", ctrlSA), pod("gpu-a", role("decode"), nil), pod("gpu-a", role("decode"), lease), ""},
 		{"controller relabels", ctrl, user("tokenscale", ctrlSA), pod("gpu-a", role("decode"), nil), pod("gpu-a", role("prefill-decode"), nil), "only the tokenscale.io/convert-until"},
+		// Orphaning a pod makes its ReplicaSet start another GPU pod; a finalizer keeps it from being deleted.
+		{"agent orphans a pod", agent, user("tokenscale", agentSA), owned(pod("gpu-a", role("decode"), nil)), pod("gpu-a", role("decode"), nil), "owners or finalizers"},
+		{"agent adds a finalizer", agent, user("tokenscale", agentSA), pod("gpu-a", role("decode"), nil), finalized(pod("gpu-a", role("decode"), nil)), "owners or finalizers"},
+		{"controller orphans a pod", ctrl, user("tokenscale", ctrlSA), owned(pod("gpu-a", role("decode"), nil)), pod("gpu-a", role("decode"), lease), "owners or finalizers"},
+		{"controller adds a finalizer", ctrl, user("tokenscale", ctrlSA), pod("gpu-a", role("decode"), nil), finalized(pod("gpu-a", role("decode"), lease)), "owners or finalizers"},
+		{"agent converts an owned pod", agent, user("tokenscale", agentSA), owned(pod("gpu-a", role("decode"), nil)), owned(pod("gpu-a", role("prefill-decode"), status)), ""},
+		{"controller leases an owned pod", ctrl, user("tokenscale", ctrlSA), owned(pod("gpu-a", role("decode"), nil)), owned(pod("gpu-a", role("decode"), lease)), ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
