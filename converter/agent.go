@@ -201,7 +201,7 @@ func (a *Agent) refusedRecently(pod *corev1.Pod, now time.Time) bool {
 		return false
 	}
 	at, ok := protocol.StatusAt(pod)
-	return ok && now.Sub(at) < a.o.MinFlipInterval
+	return ok && protocol.Within(at, now, a.o.MinFlipInterval)
 }
 
 // labelSaysConverted reports whether a label actuator's label shows the pod converted; the SGLang
@@ -368,7 +368,7 @@ func (a *Agent) noteUnknownRole(pod *corev1.Pod) {
 	if _, label := a.o.Actuator.(relabeler); label {
 		return // the label is the role, and the pod object shows it
 	}
-	if at, ok := protocol.StatusAt(pod); ok && !at.Before(a.started) {
+	if at, ok := protocol.StatusAt(pod); ok && !at.Before(a.started) && at.Sub(a.o.Now()) <= protocol.MaxClockSkew {
 		return
 	}
 	key := podKey(pod)
@@ -446,7 +446,7 @@ func (a *Agent) verify(ctx context.Context, pod *corev1.Pod, now time.Time) (ok 
 	if pod.Annotations[protocol.AnnotationKVProducer] != "true" {
 		return false, protocol.ReasonNotKVProducer, "the pod does not declare " + protocol.AnnotationKVProducer + "=true"
 	}
-	if at, ok := protocol.FlippedAt(pod); ok && now.Sub(at) < a.o.MinFlipInterval {
+	if at, ok := protocol.FlippedAt(pod); ok && protocol.Within(at, now, a.o.MinFlipInterval) {
 		return false, protocol.ReasonTooSoon, fmt.Sprintf("last flip %s ago, minimum %s", now.Sub(at).Round(time.Second), a.o.MinFlipInterval)
 	}
 	if ok, detail := a.ownerKeeps(ctx, pod); !ok {

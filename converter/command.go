@@ -48,6 +48,9 @@ func (c *ControllerCommand) AddFlags(cmd *options.Command) {
 	cmd.Validate(c.Validate, c.Pipeline.Validate, c.Leader.Validate)
 }
 
+// MinLease is the shortest --lease: a few snapshot rounds, so that an agent sees a lease before it ends.
+const MinLease = time.Second
+
 // Validate reports every conversion flag that cannot work.
 func (c *ControllerCommand) Validate() []error {
 	var errs []error
@@ -55,8 +58,10 @@ func (c *ControllerCommand) Validate() []error {
 	if !(o.Plan.MaxFraction >= 0 && o.Plan.MaxFraction <= 1) {
 		errs = append(errs, fmt.Errorf("--max-fraction %g: want 0..1", o.Plan.MaxFraction))
 	}
-	if o.Lease <= 0 || o.MaxLease <= 0 {
-		errs = append(errs, fmt.Errorf("--lease %s and --max-lease %s must be positive", o.Lease, o.MaxLease))
+	if o.Lease < MinLease || o.MaxLease <= 0 {
+		// The controller renews every third of a lease: a lease of nanoseconds panicked its ticker, and one of
+		// milliseconds (a typo for seconds) ended before any agent saw it.
+		errs = append(errs, fmt.Errorf("--lease %s must be at least %s and --max-lease %s positive", o.Lease, MinLease, o.MaxLease))
 	} else if o.Lease > o.MaxLease {
 		errs = append(errs, fmt.Errorf("--lease %s is longer than --max-lease %s", o.Lease, o.MaxLease))
 	}

@@ -142,6 +142,11 @@ func TestControllerCommandRejectsBadFlags(t *testing.T) {
 			t.Errorf("errors %q lack %q", err, want)
 		}
 	}
+	for _, lease := range []string{"2ns", "10ms"} {
+		if err := parse("--lease=" + lease); err == nil || !strings.Contains(err.Error(), "at least 1s") {
+			t.Errorf("--lease=%s: %v; want it refused", lease, err)
+		}
+	}
 	if err := parse("--refusal-backoff=0", "--min-flip-interval=0"); err == nil || !strings.Contains(err.Error(), "must be positive") {
 		t.Errorf("zero back-off and flip interval: %v", err)
 	}

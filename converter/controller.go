@@ -48,6 +48,9 @@ type Controller struct {
 	// since is when each held lease was first granted, and silent the leases reported unanswered.
 	since  map[types.NamespacedName]time.Time
 	silent map[types.NamespacedName]bool
+	// unanswered is when each pod whose lease no agent answered was released: it is not leased again for
+	// RefusalBackoff, so that its slot goes to a pod an agent serves.
+	unanswered map[types.NamespacedName]time.Time
 }
 
 // NewController returns a controller.
@@ -66,7 +69,7 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 		o.Now = time.Now
 	}
 	return &Controller{client: client, o: o, granted: map[types.NamespacedName]time.Time{},
-		since: map[types.NamespacedName]time.Time{}, silent: map[types.NamespacedName]bool{}}
+		since: map[types.NamespacedName]time.Time{}, silent: map[types.NamespacedName]bool{}, unanswered: map[types.NamespacedName]time.Time{}}
 }
 
 // Step applies one round of decisions: for every pool, releases first and then grants or renews, so that
@@ -93,12 +96,17 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		if !pool.Known {
 			wanted = 0
 		}
-		plan := Choose(pool.Pods, wanted, now, c.o.Plan, leased)
+		plan := Choose(c.answerable(ctx, pool.Pods, now, keep), wanted, now, c.o.Plan, leased)
 		for _, p := range plan.Release {
 			keep(c.release(ctx, p))
 		}
 		for _, p := range plan.Lease {
-			c.reportSilence(p, now)
+			if c.reportSilence(p, now) {
+				// The slot goes to another pod from the next round; this one waits out the refusal backoff.
+				keep(c.release(ctx, p))
+				c.unanswered[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = now
+				continue
+			}
 			// A lease with more than two thirds of its length left is not written again: renewing every
 			// round cost a pod update a second per converted pod, through the client's rate limit, and at a
 			// few dozen conversions the last renewals of a round landed after their leases ran out.
@@ -112,6 +120,11 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		}
 		if len(plan.Lease) > 0 || len(plan.Release) > 0 {
 			klog.V(2).InfoS("Conversion leases", "pool", pool.Name, "wanted", pool.Wanted, "known", pool.Known, "leased", len(plan.Lease), "released", len(plan.Release))
+		}
+	}
+	for key, at := range c.unanswered {
+		if now.Sub(at) >= c.o.Plan.RefusalBackoff {
+			delete(c.unanswered, key)
 		}
 	}
 	// Leases of pods that went away (deleted, never released) are forgotten once long over.
@@ -150,24 +163,51 @@ func (c *Controller) release(ctx context.Context, p *corev1.Pod) error {
 const unansweredLeases = 3
 
 // reportSilence logs, once, a lease the pod's agent has not answered (no status written since it was
-// granted): the conversion never happens and, without this, nothing says why.
-func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) {
+// granted), and reports it: the conversion never happens, and the lease held the slot for as long as the
+// policy wanted conversions, while nothing said why.
+func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) bool {
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	first, held := c.since[key]
-	if !held || c.silent[key] || now.Sub(first) < unansweredLeases*c.o.Lease {
-		return
+	if !held || now.Sub(first) < unansweredLeases*c.o.Lease {
+		return false
 	}
 	// Converted is an answer whatever its time: a new leader (or a lease given back before the agent
 	// reverted) sees conversions the agent made under an earlier lease.
 	if p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
-		return
+		return false
 	}
 	if at, ok := protocol.StatusAt(p); ok && !at.Before(first) {
-		return
+		return false
 	}
-	c.silent[key] = true
-	klog.InfoS("No agent has answered a conversion lease: is a tokenscale agent running on the pod's node (its nodeSelector), does its --selector match the pod, and is its --max-lease at least the controller's --lease?",
-		"pod", klog.KObj(p), "node", p.Spec.NodeName, "leasedFor", now.Sub(first).Round(time.Second))
+	if !c.silent[key] {
+		c.silent[key] = true
+		klog.InfoS("No agent has answered a conversion lease; it is released and the pod left out for the refusal backoff: is a tokenscale agent running on the pod's node (its nodeSelector), does its --selector match the pod, and is its --max-lease at least the controller's --lease?",
+			"pod", klog.KObj(p), "node", p.Spec.NodeName, "leasedFor", now.Sub(first).Round(time.Second), "backoff", c.o.Plan.RefusalBackoff)
+	}
+	return true
+}
+
+// answerable leaves out of pods those whose lease no agent answered within the refusal backoff, releasing
+// a lease such a pod still shows (a lagging view); a converted one stays, as it holds its slot.
+func (c *Controller) answerable(ctx context.Context, pods []*corev1.Pod, now time.Time, keep func(error)) []*corev1.Pod {
+	if len(c.unanswered) == 0 {
+		return pods
+	}
+	out := make([]*corev1.Pod, 0, len(pods))
+	for _, p := range pods {
+		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+		at, out1 := c.unanswered[key]
+		if !out1 || now.Sub(at) >= c.o.Plan.RefusalBackoff || p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
+			out = append(out, p)
+			continue
+		}
+		if _, annotated := p.Annotations[protocol.AnnotationConvertUntil]; annotated {
+			if _, mine := c.granted[key]; mine || protocol.Leased(p, now) {
+				keep(c.release(ctx, p))
+			}
+		}
+	}
+	return out
 }
 
 // annotate sets (string) or removes (nil) the lease annotation.

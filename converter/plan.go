@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tokenscale/tokenscale/converter/protocol"
+	"github.com/tokenscale/tokenscale/internal/kubepods"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 )
 
@@ -35,7 +36,15 @@ type Plan struct {
 // KV-producing pods that have not refused recently, least recently flipped first. leased(p) reports the
 // caller's view of p's lease (the controller adds the leases it wrote that its informer has not seen).
 func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased func(*corev1.Pod) bool) Plan {
-	limit := policy.ConversionLimit(o.MaxFraction, len(pods))
+	// The limit is a share of the Ready decoders, as the policy's is: a leased or converted pod that is
+	// starting, failing or being deleted is in pods too, and would raise it without serving.
+	ready := 0
+	for _, p := range pods {
+		if kubepods.Ready(p) {
+			ready++
+		}
+	}
+	limit := policy.ConversionLimit(o.MaxFraction, ready)
 	wanted = max(0, min(wanted, limit))
 	if leased == nil {
 		leased = func(p *corev1.Pod) bool { return protocol.Leased(p, now) }
@@ -54,7 +63,7 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 		case annotated:
 			plan.Release = append(plan.Release, p) // an expired or refused lease is cleaned up
 		}
-		if eligible(p, now, o) && !annotated {
+		if eligible(p, now, o) && !annotated && kubepods.Ready(p) {
 			fresh = append(fresh, p)
 		}
 	}
@@ -79,7 +88,9 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 	used := 0
 	for _, p := range occupied {
 		_, annotated := p.Annotations[protocol.AnnotationConvertUntil]
-		if used < wanted {
+		// A pod that is not Ready (being deleted, failing) is not renewed: its agent skips a pod being deleted,
+		// so the slot would wait on an answer that never comes. Still converted, it keeps its slot below.
+		if used < wanted && kubepods.Ready(p) {
 			plan.Lease = append(plan.Lease, p)
 		} else if annotated || leased(p) {
 			plan.Release = append(plan.Release, p)
@@ -128,7 +139,7 @@ func eligible(p *corev1.Pod, now time.Time, o PlanOptions) bool {
 	if refusedNow(p, now, o) {
 		return false
 	}
-	if t, ok := protocol.FlippedAt(p); ok && now.Sub(t) < o.MinFlipInterval {
+	if t, ok := protocol.FlippedAt(p); ok && protocol.Within(t, now, o.MinFlipInterval) {
 		return false
 	}
 	return true
@@ -150,5 +161,5 @@ func refusedNow(p *corev1.Pod, now time.Time, o PlanOptions) bool {
 	if protocol.RefusalReason(st) == protocol.ReasonTooSoon {
 		hold = o.MinFlipInterval
 	}
-	return now.Sub(at) < hold
+	return protocol.Within(at, now, hold)
 }

@@ -24,7 +24,20 @@ func decodePod(name string, ann map[string]string) *corev1.Pod {
 		a[k] = v
 	}
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Annotations: a,
-		Labels: map[string]string{"llm-d.ai/role": "decode"}}, Spec: corev1.PodSpec{NodeName: "node-" + name}}
+		Labels: map[string]string{"llm-d.ai/role": "decode"}}, Spec: corev1.PodSpec{NodeName: "node-" + name},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+}
+
+// notReady marks a pod's Ready condition false (starting, failing its probe).
+func notReady(p *corev1.Pod) *corev1.Pod {
+	p.Status.Conditions[0].Status = corev1.ConditionFalse
+	return p
+}
+
+// deleting marks a pod as being deleted.
+func deleting(p *corev1.Pod) *corev1.Pod {
+	p.DeletionTimestamp = &metav1.Time{Time: t0}
+	return p
 }
 
 func names(ps []*corev1.Pod) []string {
@@ -65,6 +78,20 @@ func TestChoose(t *testing.T) {
 		{"pods that never refused are asked first", []*corev1.Pod{decodePod("a", staleRefusal), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[b]", "[]"},
 		{"a pod that flipped within the minimum interval is not leased", []*corev1.Pod{decodePod("a", justFlipped), decodePod("b", justFlipped), decodePod("c", nil), decodePod("d", justFlipped)}, 2, "[c]", "[]"},
 		{"a too-soon refusal is retried after the flip interval, not the backoff", []*corev1.Pod{decodePod("a", tooSoon(31*time.Second)), decodePod("b", tooSoon(time.Second))}, 1, "[a]", "[]"},
+		// A time far ahead (a node's clock hours fast, a hand edit) does not hold a pod out for good.
+		// A flip 30 s ahead is within the clock skew allowed, so recent.
+		{"a flip stamped far in the future is no recent one", []*corev1.Pod{
+			decodePod("a", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(24 * time.Hour))}),
+			decodePod("c", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(30 * time.Second))})}, 1, "[a]", "[]"},
+		{"a refusal stamped far in the future is no recent one", []*corev1.Pod{
+			decodePod("b", map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: "9999-01-01T00:00:00Z"}),
+			decodePod("c", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(30 * time.Second))})}, 1, "[b]", "[]"},
+		// Pods that are not Ready: never leased, a lease not renewed (its agent skips a pod being deleted),
+		// still converted they hold their slot, and the max fraction is of the Ready pods.
+		{"a pod not Ready is not leased", []*corev1.Pod{notReady(decodePod("a", nil)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[b]", "[]"},
+		{"a leased pod being deleted is released", []*corev1.Pod{deleting(decodePod("a", lease)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[]", "[a]"},
+		{"a converted pod not Ready keeps its slot, unleased", []*corev1.Pod{notReady(decodePod("a", mergeAnn(lease, converted))), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil), decodePod("e", nil)}, 1, "[]", "[a]"},
+		{"the max fraction counts Ready pods only", []*corev1.Pod{notReady(decodePod("a", expired)), notReady(decodePod("b", expired)), decodePod("c", nil), decodePod("d", nil)}, 2, "[c]", "[a b]"},
 		{"not a KV producer: never chosen", []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, decodePod("b", nil)}, 1, "[b]", "[]"},
 		{"expired lease is cleaned up", []*corev1.Pod{decodePod("a", expired), decodePod("b", nil)}, 0, "[]", "[a]"},
 		{"unknown or zero: nothing leased", []*corev1.Pod{decodePod("a", lease), decodePod("b", nil)}, 0, "[]", "[a]"},
@@ -163,8 +190,10 @@ func TestControllerBoundsLeases(t *testing.T) {
 }
 
 // A lease no agent answers (no agent on the node, a --max-lease shorter than the controller's --lease) is
-// reported once after three lease lengths; one the agent answered is not. The record of a pod that went
-// away without a release is dropped once its lease is long over.
+// reported once after three lease lengths, released, and the pod left out for the refusal backoff, so its
+// slot goes to a pod an agent serves (it held the slot for as long as conversions were wanted); one the
+// agent answered is not. The record of a pod that went away without a release is dropped once its lease
+// is long over.
 func TestControllerReportsUnansweredLeases(t *testing.T) {
 	clk := &clock{t: t0}
 	// "kept" was converted under a lease an earlier leader granted: its status is older than this
@@ -195,23 +224,41 @@ func TestControllerReportsUnansweredLeases(t *testing.T) {
 	if _, err := client.CoreV1().Pods("ns").Patch(context.Background(), "answered", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	leasedNow := func(n string) bool {
+		p, err := client.CoreV1().Pods("ns").Get(context.Background(), n, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return protocol.Leased(p, clk.Now())
+	}
 	for s := 1; s <= 40; s++ {
 		clk.Set(t0.Add(time.Duration(s) * time.Second))
 		step("quiet", "answered", "kept")
-		if s < 30 && ctrl.silent[key("quiet")] {
-			t.Fatalf("reported at %d s, before three lease lengths", s)
+		if _, out := ctrl.unanswered[key("quiet")]; s < 30 && (out || !leasedNow("quiet")) {
+			t.Fatalf("reported or released at %d s, before three lease lengths", s)
 		}
 	}
-	if !ctrl.silent[key("quiet")] {
-		t.Error("a lease unanswered for 40 s (4 leases) was not reported")
+	if _, out := ctrl.unanswered[key("quiet")]; !out || leasedNow("quiet") {
+		t.Error("a lease unanswered for 40 s (4 leases) was not reported and released")
 	}
-	if ctrl.silent[key("answered")] || ctrl.silent[key("kept")] {
-		t.Error("a lease its agent answered was reported")
+	if len(ctrl.unanswered) != 1 || !leasedNow("answered") || !leasedNow("kept") {
+		t.Error("a lease its agent answered was reported or released")
+	}
+	// Left out for the refusal backoff (a minute here), then leased again.
+	clk.Set(t0.Add(70 * time.Second))
+	step("quiet", "answered", "kept")
+	if leasedNow("quiet") {
+		t.Error("the unanswered pod leased again within the refusal backoff")
+	}
+	clk.Set(t0.Add(95 * time.Second))
+	step("quiet", "answered", "kept")
+	if !leasedNow("quiet") {
+		t.Error("the unanswered pod not leased again after the refusal backoff")
 	}
 	// "quiet" is deleted without a release: its records go once its lease is long over.
-	clk.Set(t0.Add(40*time.Second + protocol.DefaultMaxLease + 20*time.Second))
+	clk.Set(t0.Add(95*time.Second + protocol.DefaultMaxLease + 20*time.Second))
 	step("answered")
-	if _, ok := ctrl.granted[key("quiet")]; ok || ctrl.silent[key("quiet")] {
+	if _, ok := ctrl.granted[key("quiet")]; ok || ctrl.silent[key("quiet")] || len(ctrl.unanswered) != 0 {
 		t.Error("the records of a pod gone without a release are kept")
 	}
 }

@@ -112,6 +112,16 @@ func FlippedAt(pod *corev1.Pod) (time.Time, bool) {
 	return t, err == nil
 }
 
+// MaxClockSkew is how far ahead of a reader's clock a time written on a pod may be and still count:
+// agents on other nodes write them with their own clocks. A time further ahead is a wrong clock or a hand
+// edit, and read as recent it would hold a pod out of conversions for good.
+const MaxClockSkew = time.Minute
+
+// Within reports whether at is less than d before now and not more than MaxClockSkew after it.
+func Within(at, now time.Time, d time.Duration) bool {
+	return now.Sub(at) < d && at.Sub(now) <= MaxClockSkew
+}
+
 // StatusAt returns when the pod's status last changed.
 func StatusAt(pod *corev1.Pod) (time.Time, bool) {
 	t, err := time.Parse(time.RFC3339Nano, pod.Annotations[AnnotationStatusAt])
