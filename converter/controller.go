@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,6 +52,9 @@ type Controller struct {
 	// unanswered is when each pod whose lease no agent answered was released: it is not leased again for
 	// RefusalBackoff, so that its slot goes to a pod an agent serves.
 	unanswered map[types.NamespacedName]time.Time
+	// stepped says a round has run: a controller's first round (a new leader's) grants no fresh lease,
+	// as a grant of the leader before it may still be in flight and land after this one's view of the pods.
+	stepped bool
 }
 
 // NewController returns a controller.
@@ -97,6 +101,11 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			wanted = 0
 		}
 		plan := Choose(c.answerable(ctx, pool.Pods, now, keep), wanted, now, c.o.Plan, leased)
+		if !c.stepped {
+			plan.Lease = slices.DeleteFunc(plan.Lease, func(p *corev1.Pod) bool {
+				return !leased(p) && p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted
+			})
+		}
 		for _, p := range plan.Release {
 			keep(c.release(ctx, p))
 		}
@@ -122,6 +131,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			klog.V(2).InfoS("Conversion leases", "pool", pool.Name, "wanted", pool.Wanted, "known", pool.Known, "leased", len(plan.Lease), "released", len(plan.Release))
 		}
 	}
+	c.stepped = true
 	for key, at := range c.unanswered {
 		if now.Sub(at) >= c.o.Plan.RefusalBackoff {
 			delete(c.unanswered, key)

@@ -262,3 +262,45 @@ func TestControllerReportsUnansweredLeases(t *testing.T) {
 		t.Error("the records of a pod gone without a release are kept")
 	}
 }
+
+// A controller's first round, a new leader's, renews the leases it finds and grants none: a grant of the
+// leader before it may still be in flight, and would land beside this one's for the same slot.
+func TestNewLeaderGrantsNothingFreshInItsFirstRound(t *testing.T) {
+	clk := &clock{t: t0}
+	held := decodePod("held", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))})
+	client := fake.NewClientset(held, decodePod("free", nil))
+	ctrl := NewController(client, ControllerOptions{Lease: 10 * time.Second, Now: clk.Now, Plan: PlanOptions{MaxFraction: 1, RefusalBackoff: time.Minute}})
+	leased := func() []string {
+		var out []string
+		for _, n := range []string{"free", "held"} {
+			p, err := client.CoreV1().Pods("ns").Get(context.Background(), n, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if protocol.Leased(p, clk.Now()) {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	step := func() {
+		t.Helper()
+		var pods []*corev1.Pod
+		for _, n := range []string{"free", "held"} {
+			p, _ := client.CoreV1().Pods("ns").Get(context.Background(), n, metav1.GetOptions{})
+			pods = append(pods, p)
+		}
+		if err := ctrl.Step(context.Background(), []Pool{{Name: "decode", Pods: pods, Wanted: 2, Known: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step()
+	if got := fmt.Sprint(leased()); got != "[held]" {
+		t.Fatalf("first round: leased %s; want [held], renewed, and nothing fresh", got)
+	}
+	clk.Set(t0.Add(3 * time.Second))
+	step()
+	if got := fmt.Sprint(leased()); got != "[free held]" {
+		t.Errorf("second round: leased %s; want both", got)
+	}
+}
