@@ -146,7 +146,7 @@ demo-no-k8s:
 	$(GO) run ./cmd/tokenscale-demo --no-k8s $(DEMO_ARGS)
 
 ## sim: the trace-driven policy comparison of docs/evaluation.md (SIM_ARGS passes flags). The plots go
-## under _output/sim; `make sim SIM_PLOTS=docs/img` refreshes the ones docs/ and README.md show.
+## under _output/sim; `make sim SIM_PLOTS=docs/img/4x` refreshes docs/evaluation.md's 4x plots.
 SIM_PLOTS ?= _output/sim
 SIM_ARGS  ?= --trace code,conv --rate-scale 4 --tuning --plots $(SIM_PLOTS)
 sim:
