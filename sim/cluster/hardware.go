@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"sort"
-	"syscall"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tokenscale/tokenscale/sim/trace"
+	"github.com/tokenscale/tokenscale/velocity/config"
 )
 
 // Hardware is one model on one GPU type: what an instance can do per second and how a decode step's
@@ -67,40 +66,12 @@ func Profile(name string) (Hardware, error) {
 
 // LoadProfiles reads a profiles file of the same layout as the built-in one.
 func LoadProfiles(path string) ([]Hardware, error) {
-	data, err := readProfilesFile(path)
+	// Bounded and without blocking on a FIFO, as every file from outside is read.
+	data, err := config.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading profiles: %w", err)
 	}
 	return ParseProfiles(data, path)
-}
-
-// maxProfilesBytes bounds a profiles file: the built-in one is about 2 KB, and /dev/zero or an endless pipe
-// must not fill memory.
-const maxProfilesBytes = 1 << 20
-
-// readProfilesFile reads a regular file of at most maxProfilesBytes. It opens without blocking, as
-// velocity/config.ReadFile does, so a FIFO with no writer is refused instead of hanging the open.
-func readProfilesFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxProfilesBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxProfilesBytes {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxProfilesBytes)
-	}
-	return data, nil
 }
 
 // ParseProfiles decodes and validates profiles; unknown fields are errors so a typo is not a default.

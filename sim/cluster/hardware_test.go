@@ -181,7 +181,7 @@ func TestLoadProfilesIsBounded(t *testing.T) {
 		t.Fatalf("the built-in file: %v, %v", ps, err)
 	}
 	big := filepath.Join(dir, "big.yaml")
-	if err := os.WriteFile(big, append(append([]byte{}, builtinProfiles...), bytes.Repeat([]byte("#"), maxProfilesBytes)...), 0o600); err != nil {
+	if err := os.WriteFile(big, append(append([]byte{}, builtinProfiles...), bytes.Repeat([]byte("#"), 1<<20)...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cases := map[string]string{big: "larger than 1048576 bytes", dir: "not a regular file"}
