@@ -37,6 +37,12 @@ type ControllerOptions struct {
 	Now      func() time.Time
 }
 
+// grant is when a lease was first granted, and to which pod.
+type grant struct {
+	at  time.Time
+	uid types.UID
+}
+
 // Controller writes conversion leases; it is the only writer of protocol.AnnotationConvertUntil.
 type Controller struct {
 	client kubernetes.Interface
@@ -46,8 +52,9 @@ type Controller struct {
 	// granted remembers the leases this controller wrote, so a lagging informer view cannot make it
 	// grant a slot twice.
 	granted map[types.NamespacedName]time.Time
-	// since is when each held lease was first granted, and silent the leases reported unanswered.
-	since  map[types.NamespacedName]time.Time
+	// since is when each held lease was first granted, to which pod (a pod of the same name recreated is
+	// another), and silent the leases reported unanswered.
+	since  map[types.NamespacedName]grant
 	silent map[types.NamespacedName]bool
 	// unanswered is when each pod whose lease no agent answered was released: it is not leased again for
 	// RefusalBackoff, so that its slot goes to a pod an agent serves.
@@ -73,7 +80,7 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 		o.Now = time.Now
 	}
 	return &Controller{client: client, o: o, granted: map[types.NamespacedName]time.Time{},
-		since: map[types.NamespacedName]time.Time{}, silent: map[types.NamespacedName]bool{}, unanswered: map[types.NamespacedName]time.Time{}}
+		since: map[types.NamespacedName]grant{}, silent: map[types.NamespacedName]bool{}, unanswered: map[types.NamespacedName]time.Time{}}
 }
 
 // Step applies one round of decisions: for every pool, releases first and then grants or renews, so that
@@ -100,7 +107,9 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		if !pool.Known {
 			wanted = 0
 		}
-		plan := Choose(c.answerable(ctx, pool.Pods, now, keep), wanted, now, c.o.Plan, leased)
+		opts := c.o.Plan
+		opts.Skip = func(p *corev1.Pod) bool { return c.leftOut(p, now) }
+		plan := Choose(pool.Pods, wanted, now, opts, leased)
 		if !c.stepped {
 			plan.Lease = slices.DeleteFunc(plan.Lease, func(p *corev1.Pod) bool {
 				return !leased(p) && p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted
@@ -131,7 +140,11 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			klog.V(2).InfoS("Conversion leases", "pool", pool.Name, "wanted", pool.Wanted, "known", pool.Known, "leased", len(plan.Lease), "released", len(plan.Release))
 		}
 	}
-	c.stepped = true
+	for _, pool := range pools {
+		// A round that decided something: one with no known pool (no snapshot yet) does not use up the
+		// first round's guard.
+		c.stepped = c.stepped || pool.Known
+	}
 	for key, at := range c.unanswered {
 		if now.Sub(at) >= c.o.Plan.RefusalBackoff {
 			delete(c.unanswered, key)
@@ -153,8 +166,8 @@ func (c *Controller) lease(ctx context.Context, p *corev1.Pod, until time.Time) 
 		return err
 	}
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
-	if _, held := c.since[key]; !held {
-		c.since[key] = c.o.Now()
+	if g, held := c.since[key]; !held || g.uid != p.UID {
+		c.since[key] = grant{at: c.o.Now(), uid: p.UID}
 	}
 	c.granted[key] = until
 	return nil
@@ -169,8 +182,12 @@ func (c *Controller) release(ctx context.Context, p *corev1.Pod) error {
 }
 
 // unansweredLeases is how many lease lengths a lease may go without the pod's agent writing a status
-// before the controller says so: an agent answers within a round or two.
-const unansweredLeases = 3
+// before the controller says so, and minUnanswered the least time: an agent answers within a round or two,
+// but its checks (the owner's GET, PodResources, NVML) may take 5 s each, and NVML's first open longer.
+const (
+	unansweredLeases = 3
+	minUnanswered    = 30 * time.Second
+)
 
 // reportSilence logs, once, a lease the pod's agent has not answered (no status written since it was
 // granted), and reports it: the conversion never happens, and the lease held the slot for as long as the
@@ -178,7 +195,7 @@ const unansweredLeases = 3
 func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) bool {
 	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	first, held := c.since[key]
-	if !held || now.Sub(first) < unansweredLeases*c.o.Lease {
+	if !held || first.uid != p.UID || now.Sub(first.at) < max(unansweredLeases*c.o.Lease, minUnanswered) {
 		return false
 	}
 	// Converted is an answer whatever its time: a new leader (or a lease given back before the agent
@@ -186,38 +203,22 @@ func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) bool {
 	if p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
 		return false
 	}
-	if at, ok := protocol.StatusAt(p); ok && !at.Before(first) {
+	if at, ok := protocol.StatusAt(p); ok && !at.Before(first.at) {
 		return false
 	}
 	if !c.silent[key] {
 		c.silent[key] = true
 		klog.InfoS("No agent has answered a conversion lease; it is released and the pod left out for the refusal backoff: is a tokenscale agent running on the pod's node (its nodeSelector), does its --selector match the pod, and is its --max-lease at least the controller's --lease?",
-			"pod", klog.KObj(p), "node", p.Spec.NodeName, "leasedFor", now.Sub(first).Round(time.Second), "backoff", c.o.Plan.RefusalBackoff)
+			"pod", klog.KObj(p), "node", p.Spec.NodeName, "leasedFor", now.Sub(first.at).Round(time.Second), "backoff", c.o.Plan.RefusalBackoff)
 	}
 	return true
 }
 
-// answerable leaves out of pods those whose lease no agent answered within the refusal backoff, releasing
-// a lease such a pod still shows (a lagging view); a converted one stays, as it holds its slot.
-func (c *Controller) answerable(ctx context.Context, pods []*corev1.Pod, now time.Time, keep func(error)) []*corev1.Pod {
-	if len(c.unanswered) == 0 {
-		return pods
-	}
-	out := make([]*corev1.Pod, 0, len(pods))
-	for _, p := range pods {
-		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
-		at, out1 := c.unanswered[key]
-		if !out1 || now.Sub(at) >= c.o.Plan.RefusalBackoff || p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
-			out = append(out, p)
-			continue
-		}
-		if _, annotated := p.Annotations[protocol.AnnotationConvertUntil]; annotated {
-			if _, mine := c.granted[key]; mine || protocol.Leased(p, now) {
-				keep(c.release(ctx, p))
-			}
-		}
-	}
-	return out
+// leftOut reports a pod whose lease no agent answered, within the refusal backoff since it was released;
+// a converted one is not, as it holds its slot.
+func (c *Controller) leftOut(p *corev1.Pod, now time.Time) bool {
+	at, ok := c.unanswered[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
+	return ok && now.Sub(at) < c.o.Plan.RefusalBackoff && p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted
 }
 
 // annotate sets (string) or removes (nil) the lease annotation.

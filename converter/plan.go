@@ -21,6 +21,10 @@ type PlanOptions struct {
 	// recently is not leased (its agent would refuse it as too soon), and a too-soon refusal is retried
 	// once the interval has passed rather than after RefusalBackoff.
 	MinFlipInterval time.Duration
+	// Skip, when set, keeps pods out of this round's choice as a standing refusal does (the controller's
+	// pods whose lease no agent answered): not leased, a lease they show released, still counted in the
+	// pool.
+	Skip func(*corev1.Pod) bool
 }
 
 // Plan is the controller's decision for one decode pool: the pods that hold a lease after this round.
@@ -36,15 +40,16 @@ type Plan struct {
 // KV-producing pods that have not refused recently, least recently flipped first. leased(p) reports the
 // caller's view of p's lease (the controller adds the leases it wrote that its informer has not seen).
 func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased func(*corev1.Pod) bool) Plan {
-	// The limit is a share of the Ready decoders, as the policy's is: a leased or converted pod that is
-	// starting, failing or being deleted is in pods too, and would raise it without serving.
-	ready := 0
+	// The limit is a share of the pool's running decoders, as the policy's is of its Ready ones: a leased
+	// or converted pod that is starting or being deleted is in pods too, and would raise it without
+	// serving. A Ready blip of a running pod does not lower it, which would release another pod's lease.
+	running := 0
 	for _, p := range pods {
-		if kubepods.Ready(p) {
-			ready++
+		if alive(p) {
+			running++
 		}
 	}
-	limit := policy.ConversionLimit(o.MaxFraction, ready)
+	limit := policy.ConversionLimit(o.MaxFraction, running)
 	wanted = max(0, min(wanted, limit))
 	if leased == nil {
 		leased = func(p *corev1.Pod) bool { return protocol.Leased(p, now) }
@@ -54,7 +59,8 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 	for _, p := range pods {
 		// A refusal older than its retry time is stale: a lease granted since then waits for the agent's
 		// fresh answer instead of being released at once (releasing it was the churn of repeated bursts).
-		live := leased(p) && !refusedNow(p, now, o)
+		skip := o.Skip != nil && o.Skip(p)
+		live := leased(p) && !refusedNow(p, now, o) && !skip
 		_, annotated := p.Annotations[protocol.AnnotationConvertUntil]
 		switch {
 		case live || p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted:
@@ -63,7 +69,7 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 		case annotated:
 			plan.Release = append(plan.Release, p) // an expired or refused lease is cleaned up
 		}
-		if eligible(p, now, o) && !annotated && kubepods.Ready(p) {
+		if eligible(p, now, o) && !annotated && !skip && kubepods.Ready(p) {
 			fresh = append(fresh, p)
 		}
 	}
@@ -83,14 +89,19 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 		if ri, rj := rank(occupied[i]), rank(occupied[j]); ri != rj {
 			return ri < rj
 		}
+		// A pod being deleted drains anyway: it is the one past the limit, not a running one.
+		if ai, aj := alive(occupied[i]), alive(occupied[j]); ai != aj {
+			return ai
+		}
 		return occupied[i].Name < occupied[j].Name
 	})
 	used := 0
 	for _, p := range occupied {
 		_, annotated := p.Annotations[protocol.AnnotationConvertUntil]
-		// A pod that is not Ready (being deleted, failing) is not renewed: its agent skips a pod being deleted,
-		// so the slot would wait on an answer that never comes. Still converted, it keeps its slot below.
-		if used < wanted && kubepods.Ready(p) {
+		// A pod being deleted (or no longer running) is not renewed: its agent skips it, so the slot would
+		// wait on an answer that never comes. A running pod that fails a readiness probe keeps its lease, as
+		// releasing it reverted a converted pod mid-burst for a blip. Still converted, it keeps its slot below.
+		if used < wanted && alive(p) {
 			plan.Lease = append(plan.Lease, p)
 		} else if annotated || leased(p) {
 			plan.Release = append(plan.Release, p)
@@ -119,6 +130,11 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 		used++
 	}
 	return plan
+}
+
+// alive reports whether a pod is running and not being deleted: its agent acts on it.
+func alive(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning
 }
 
 func contains(s []*corev1.Pod, p *corev1.Pod) bool {
@@ -161,5 +177,6 @@ func refusedNow(p *corev1.Pod, now time.Time, o PlanOptions) bool {
 	if protocol.RefusalReason(st) == protocol.ReasonTooSoon {
 		hold = o.MinFlipInterval
 	}
-	return protocol.Within(at, now, hold)
+	// A refusal stamped ahead (a node's clock fast) stands: its agent, asked again, refuses again.
+	return now.Sub(at) < hold
 }

@@ -83,15 +83,20 @@ func TestChoose(t *testing.T) {
 		{"a flip stamped far in the future is no recent one", []*corev1.Pod{
 			decodePod("a", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(24 * time.Hour))}),
 			decodePod("c", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(30 * time.Second))})}, 1, "[a]", "[]"},
-		{"a refusal stamped far in the future is no recent one", []*corev1.Pod{
-			decodePod("b", map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: "9999-01-01T00:00:00Z"}),
-			decodePod("c", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(30 * time.Second))})}, 1, "[b]", "[]"},
-		// Pods that are not Ready: never leased, a lease not renewed (its agent skips a pod being deleted),
-		// still converted they hold their slot, and the max fraction is of the Ready pods.
+		// A refusal stamped ahead (a node's clock fast) stands: its agent, asked again, would refuse again.
+		{"a refusal stamped in the future stands", []*corev1.Pod{
+			decodePod("b", map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(5 * time.Minute))}),
+			decodePod("c", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(30 * time.Second))})}, 1, "[]", "[]"},
+		// A pod not Ready is never leased fresh; one being deleted is not renewed (its agent skips it) and,
+		// still converted, holds its slot; one failing a probe keeps its lease (a blip must not revert it);
+		// the max fraction is of the running pods, and a pod being deleted is the one past it.
 		{"a pod not Ready is not leased", []*corev1.Pod{notReady(decodePod("a", nil)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[b]", "[]"},
 		{"a leased pod being deleted is released", []*corev1.Pod{deleting(decodePod("a", lease)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[]", "[a]"},
-		{"a converted pod not Ready keeps its slot, unleased", []*corev1.Pod{notReady(decodePod("a", mergeAnn(lease, converted))), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil), decodePod("e", nil)}, 1, "[]", "[a]"},
-		{"the max fraction counts Ready pods only", []*corev1.Pod{notReady(decodePod("a", expired)), notReady(decodePod("b", expired)), decodePod("c", nil), decodePod("d", nil)}, 2, "[c]", "[a b]"},
+		{"a converted pod being deleted keeps its slot, unleased", []*corev1.Pod{deleting(decodePod("a", mergeAnn(lease, converted))), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil), decodePod("e", nil)}, 1, "[]", "[a]"},
+		{"a converted pod failing a probe keeps its lease", []*corev1.Pod{notReady(decodePod("a", mergeAnn(lease, converted))), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 1, "[a]", "[]"},
+		{"a blip does not release another converted pod", []*corev1.Pod{notReady(decodePod("a", mergeAnn(lease, converted))), decodePod("b", mergeAnn(lease, converted)), decodePod("c", nil), decodePod("d", nil)}, 2, "[a b]", "[]"},
+		{"the pod being deleted is the one past the limit", []*corev1.Pod{deleting(decodePod("a", mergeAnn(lease, converted))), decodePod("b", mergeAnn(lease, converted)), decodePod("c", nil), decodePod("d", nil), decodePod("e", nil)}, 2, "[b]", "[a]"},
+		{"the max fraction counts running pods only", []*corev1.Pod{deleting(decodePod("a", expired)), deleting(decodePod("b", expired)), decodePod("c", nil), decodePod("d", nil)}, 2, "[c]", "[a b]"},
 		{"not a KV producer: never chosen", []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, decodePod("b", nil)}, 1, "[b]", "[]"},
 		{"expired lease is cleaned up", []*corev1.Pod{decodePod("a", expired), decodePod("b", nil)}, 0, "[]", "[a]"},
 		{"unknown or zero: nothing leased", []*corev1.Pod{decodePod("a", lease), decodePod("b", nil)}, 0, "[]", "[a]"},
@@ -302,5 +307,42 @@ func TestNewLeaderGrantsNothingFreshInItsFirstRound(t *testing.T) {
 	step()
 	if got := fmt.Sprint(leased()); got != "[free held]" {
 		t.Errorf("second round: leased %s; want both", got)
+	}
+}
+
+// A pod recreated under the same name (a StatefulSet's) gets a fresh window to answer its lease: the
+// record of its predecessor's lease made it unanswered at once, left out before its agent saw a lease.
+func TestRecreatedPodGetsAFreshWindowToAnswer(t *testing.T) {
+	clk := &clock{t: t0}
+	old := decodePod("p", nil)
+	old.UID = "first"
+	client := fake.NewClientset(old)
+	ctrl := NewController(client, ControllerOptions{Lease: 10 * time.Second, Now: clk.Now, Plan: PlanOptions{MaxFraction: 1, RefusalBackoff: time.Minute}})
+	step := func(p *corev1.Pod) {
+		t.Helper()
+		if err := ctrl.Step(context.Background(), []Pool{{Name: "decode", Pods: []*corev1.Pod{p}, Wanted: 1, Known: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(old) // the first round grants nothing fresh
+	clk.Set(t0.Add(time.Second))
+	step(old)
+	// Deleted and recreated 35 s later, not leased: its predecessor's agent never answered.
+	if err := client.CoreV1().Pods("ns").Delete(context.Background(), "p", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	recreated := decodePod("p", nil)
+	recreated.UID = "second"
+	if _, err := client.CoreV1().Pods("ns").Create(context.Background(), recreated, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(36 * time.Second))
+	step(recreated)
+	p, err := client.CoreV1().Pods("ns").Get(context.Background(), "p", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !protocol.Leased(p, clk.Now()) || ctrl.leftOut(p, clk.Now()) {
+		t.Errorf("the recreated pod: leased %v, left out %v; want leased, with a fresh window", protocol.Leased(p, clk.Now()), ctrl.leftOut(p, clk.Now()))
 	}
 }
