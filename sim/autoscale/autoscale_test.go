@@ -9,6 +9,8 @@ import (
 	"github.com/tokenscale/tokenscale/sim/cluster"
 	"github.com/tokenscale/tokenscale/sim/trace"
 	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/policy"
+	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
 func TestHPAAlgorithm(t *testing.T) {
@@ -168,5 +170,62 @@ func TestTokenScaleScrapeInterval(t *testing.T) {
 	}
 	if r := float64(rounds[500*time.Millisecond]) / float64(rounds[time.Second]); r < 1.9 || r > 2.1 {
 		t.Errorf("decision rounds: %d at 500ms, %d at 1s; want twice as many", rounds[500*time.Millisecond], rounds[time.Second])
+	}
+}
+
+// An HPA with two metrics (the shipped decode HPA) takes the larger proposal; with one metric unavailable
+// it acts on a scale-up of the other and holds otherwise, as computeReplicasForMetrics does.
+func TestHPAWithTwoMetrics(t *testing.T) {
+	for _, c := range []struct {
+		current   int
+		proposals []int
+		allOK     bool
+		want      int
+	}{
+		{4, []int{3, 5}, true, 5},
+		{4, []int{3, 2}, true, 3},
+		{4, []int{3}, false, 4}, // a scale-down with a metric missing is held
+		{4, []int{6}, false, 6},
+		{4, nil, false, 4},
+	} {
+		h := NewHPA()
+		h.DownWindow = 0
+		if got := h.StepProposals(0, c.current, c.proposals, c.allOK); got != c.want {
+			t.Errorf("from %d with proposals %v (all metrics %v): %d, want %d", c.current, c.proposals, c.allOK, got, c.want)
+		}
+	}
+	// Within the tolerance a metric proposes the current count.
+	h := NewHPA()
+	if p := h.Proposal(10, 10, 1.05); p != 10 {
+		t.Errorf("proposal at ratio 1.05 from 10: %d, want 10", p)
+	}
+	if p := h.Proposal(10, 8, 1.5); p != 12 {
+		t.Errorf("proposal at ratio 1.5 over 8 ready pods: %d, want 12", p)
+	}
+}
+
+// The simulated decode HPA is manifests/examples/hpa-decode.yaml's: a 60 s scale-down window, and a
+// guard metric, the decoders' own tokens/s per pod against u_D × V_D, that scales the pool up when the
+// policy's answer is lower.
+func TestTokenScaleDecodeHPAHasTheExamplesGuard(t *testing.T) {
+	env := Env{Hardware: cluster.Hardware{PrefillTPS: 20000}, DecodeTPS: 1000, ColdStart: time.Minute}
+	ts := NewTokenScale(env, 0.85, time.Minute, true)
+	if ts.hpaD.DownWindow != time.Minute || ts.hpaP.DownWindow != 0 {
+		t.Fatalf("decode HPA scale-down window %s, prefill %s; want the examples' 1m and 0s", ts.hpaD.DownWindow, ts.hpaP.DownWindow)
+	}
+	// Two decoders serving 1,700 tok/s each, twice the guard's 850: the guard asks for 4 where the policy
+	// says 1.
+	dec := &service.PoolView{HasDesired: true, Desired: 1, Status: policy.PoolStatus{Pods: 2, Known: 2, Served: 3400}}
+	if got := ts.decodeHPA(0, 2, dec); got != 4 {
+		t.Errorf("decode replicas %d, want the guard's 4", got)
+	}
+	// With the policy's answer unknown the guard still scales up, and a scale-down is held.
+	ts = NewTokenScale(env, 0.85, time.Minute, true)
+	if got := ts.decodeHPA(0, 2, &service.PoolView{Status: policy.PoolStatus{Pods: 2, Known: 2, Served: 3400}}); got != 4 {
+		t.Errorf("decode replicas with the desired count unknown: %d, want the guard's 4", got)
+	}
+	ts = NewTokenScale(env, 0.85, time.Minute, true)
+	if got := ts.decodeHPA(0, 2, &service.PoolView{Status: policy.PoolStatus{Pods: 2, Known: 2, Served: 100}}); got != 2 {
+		t.Errorf("decode replicas with the desired count unknown and little load: %d, want 2 held", got)
 	}
 }

@@ -5,6 +5,7 @@ package autoscale
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/tokenscale/tokenscale/velocity/policy"
@@ -52,10 +53,37 @@ func (h *HPA) Step(now float64, current, base int, ratio float64, ok bool) int {
 	if !ok || math.IsNaN(ratio) || math.IsInf(ratio, 0) || ratio < 0 {
 		return current
 	}
-	rec := current
-	if !policy.WithinTolerance(ratio, h.Tolerance) {
-		rec = int(math.Ceil(ratio*float64(base) - 1e-9))
+	return h.apply(now, current, h.Proposal(current, base, ratio))
+}
+
+// Proposal is one metric's replica proposal: ceil(ratio × base), or current within the tolerance.
+func (h *HPA) Proposal(current, base int, ratio float64) int {
+	if policy.WithinTolerance(ratio, h.Tolerance) {
+		return current
 	}
+	return int(math.Ceil(ratio*float64(base) - 1e-9))
+}
+
+// StepProposals is Step for an HPA with several metrics (computeReplicasForMetrics): it takes the
+// largest proposal; when some metric is unavailable it acts only on a scale-up of the others, and holds
+// when every one is.
+func (h *HPA) StepProposals(now float64, current int, proposals []int, allOK bool) int {
+	if now < h.next {
+		return current
+	}
+	h.next = now + h.Sync.Seconds()
+	if len(proposals) == 0 {
+		return current
+	}
+	rec := slices.Max(proposals)
+	if !allOK && rec <= current {
+		return current
+	}
+	return h.apply(now, current, rec)
+}
+
+// apply stabilises a recommendation and applies the scaling limits.
+func (h *HPA) apply(now float64, current, rec int) int {
 	h.recs = append(h.recs, hpaRec{now, rec})
 	keep := math.Max(h.UpWindow.Seconds(), h.DownWindow.Seconds())
 	cut := 0

@@ -27,6 +27,9 @@ type TokenScale struct {
 	epoch       time.Time
 	// last is the latest decision round's snapshot (tests compare it with the adapter's path).
 	last *service.Snapshot
+	// guardTPS is the decode HPA's second metric's target, tokenscale_decode_tokens_per_second per pod
+	// (hpa-decode.yaml: "near 85% of one pod's measured decode velocity", here the tuning's u_D × V_D).
+	guardTPS float64
 }
 
 // NewTokenScale builds the policy for a workload environment. target is policy.targetUtilisation (and
@@ -67,8 +70,10 @@ func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *T
 	ts := &TokenScale{cfg: c, ctrl: service.NewController(c), epoch: epoch, now: epoch}
 	ts.store = store.New(service.StoreOptions(c), func() time.Time { return ts.now })
 	ts.hpaP, ts.hpaD = NewHPA(), NewHPA()
-	// The example HPAs react at once; the policy's own window holds scale-down.
-	ts.hpaP.DownWindow, ts.hpaD.DownWindow = 0, 0
+	// manifests/examples/hpa-prefill.yaml reacts at once (the policy's own window holds scale-down);
+	// hpa-decode.yaml holds scale-down for 60 s and guards on the decoders' own tokens/s.
+	ts.hpaP.DownWindow, ts.hpaD.DownWindow = 0, time.Minute
+	ts.guardTPS = c.Policy.DecodeTargetUtilisation * env.DecodeTPS
 	return ts
 }
 
@@ -136,12 +141,30 @@ func (ts *TokenScale) Decide(v *cluster.View) cluster.Target {
 	}
 	if ts.DecodeByRPS != nil {
 		t.Decode = ts.DecodeByRPS.decode(v)
-	} else if dec != nil && dec.HasDesired {
-		t.Decode = ts.hpaD.Step(now, v.DecodeReplicas, v.DecodeReplicas, ratio(dec.Desired, v.DecodeReplicas), true)
 	} else {
-		ts.hpaD.Step(now, v.DecodeReplicas, v.DecodeReplicas, 0, false)
+		t.Decode = ts.decodeHPA(now, v.DecodeReplicas, dec)
 	}
 	return t
+}
+
+// decodeHPA is manifests/examples/hpa-decode.yaml: the Object metric tokenscale_desired_replicas
+// (AverageValue 1) and the Pods metric tokenscale_decode_tokens_per_second (AverageValue guardTPS), the
+// larger proposal winning.
+func (ts *TokenScale) decodeHPA(now float64, current int, dec *service.PoolView) int {
+	var proposals []int
+	allOK := true
+	if dec != nil && dec.HasDesired {
+		proposals = append(proposals, ts.hpaD.Proposal(current, current, ratio(dec.Desired, current)))
+	} else {
+		allOK = false
+	}
+	if dec != nil && dec.Err == nil && dec.Status.Pods > 0 && ts.guardTPS > 0 {
+		perPod := dec.Status.Served / float64(dec.Status.Pods)
+		proposals = append(proposals, ts.hpaD.Proposal(current, dec.Status.Pods, perPod/ts.guardTPS))
+	} else {
+		allOK = false
+	}
+	return ts.hpaD.StepProposals(now, current, proposals, allOK)
 }
 
 // simNamespace is the namespace of the simulated pods.

@@ -54,6 +54,10 @@ type Config struct {
 	ColdStart time.Duration
 	// RouterDelay is how long a conversion takes to reach the router. Default 1s.
 	RouterDelay time.Duration
+	// MinFlipInterval is the converter agent's --min-flip-interval: a decoder converted or released within
+	// it is not converted again (the agent would refuse it as too soon; releasing is never delayed).
+	// Default 30s, the agent's; negative: no minimum.
+	MinFlipInterval time.Duration
 	// ConvertChunkTokens caps the prefill tokens a converted decoder adds to one step; ConvertStepBudget
 	// caps that step's duration (TokenScale's SLO-aware restricted chunked prefill). Defaults 512 and 50ms.
 	ConvertChunkTokens int
@@ -93,6 +97,7 @@ func (c *Config) defaults() error {
 	}
 	setD(&c.ColdStart, 60*time.Second)
 	setD(&c.RouterDelay, time.Second)
+	setD(&c.MinFlipInterval, 30*time.Second)
 	setD(&c.ConvertStepBudget, 50*time.Millisecond)
 	setD(&c.SampleEvery, 10*time.Second)
 	setD(&c.DrainLimit, 10*time.Minute)
@@ -109,6 +114,9 @@ func (c *Config) defaults() error {
 	setI(&c.MaxDecode, 64)
 	if c.MergeSteps < 0 {
 		c.MergeSteps = 0
+	}
+	if c.MinFlipInterval < 0 {
+		c.MinFlipInterval = 0
 	}
 	if c.ColdStart < 0 || c.ScoreFrom < 0 || c.RouterDelay < 0 || c.ConvertStepBudget < 0 || c.SampleEvery < 0 || c.DrainLimit < 0 {
 		return errors.New("durations must not be negative")
@@ -194,9 +202,12 @@ type instance struct {
 	// Convertible decoder: a local prefill queue served in capped chunks inside decode steps.
 	converted   bool
 	convertFrom float64 // the router sends prefill work from this time
-	pq          []*request
-	pqTokens    float64
-	chunk       int
+	// flippedAt is when the instance was last converted or released (flipped says it has been).
+	flippedAt float64
+	flipped   bool
+	pq        []*request
+	pqTokens  float64
+	chunk     int
 
 	stats InstanceStats
 }
@@ -1015,15 +1026,21 @@ func (s *sim) load(in *instance) float64 {
 	return s.kvNow(in) + in.waitingTokens() + in.pqTokens + in.incoming
 }
 
+// convert moves the number of converted decoders to want as the converter's controller and agents do
+// (converter.Choose): a decoder flipped within MinFlipInterval is not a candidate, candidates go least
+// recently flipped first, then oldest first (the controller orders by name), and releases take the newest
+// converted decoders first (the controller keeps the first names' leases).
 func (s *sim) convert(want int) {
 	var conv, cands []*instance
+	minFlip := s.cfg.MinFlipInterval.Seconds()
 	for _, in := range s.insts {
 		if in.role != roleDecode || in.gone || in.draining || !in.ready {
 			continue
 		}
-		if in.converted {
+		switch {
+		case in.converted:
 			conv = append(conv, in)
-		} else {
+		case !in.flipped || s.now-in.flippedAt >= minFlip:
 			cands = append(cands, in)
 		}
 	}
@@ -1033,33 +1050,44 @@ func (s *sim) convert(want int) {
 	}
 	s.account()
 	for len(conv) > want {
-		// Release the decoder with the least prefill work left; it finishes what it holds.
 		i := 0
 		for j, in := range conv {
-			if in.pqTokens < conv[i].pqTokens {
+			if in.id > conv[i].id {
 				i = j
 			}
 		}
 		conv[i].converted = false
+		conv[i].flipped, conv[i].flippedAt = true, s.now
 		s.converted--
 		conv = append(conv[:i], conv[i+1:]...)
 	}
 	for len(conv) < want {
-		// Convert the decoder with the most free KV.
 		i := 0
 		for j, in := range cands {
-			if s.load(in) < s.load(cands[i]) {
+			if earlierFlip(in, cands[i]) {
 				i = j
 			}
 		}
 		in := cands[i]
 		in.converted = true
+		in.flipped, in.flippedAt = true, s.now
 		in.convertFrom = s.now + s.cfg.RouterDelay.Seconds()
 		s.converted++
 		s.res.Conversions++
 		conv = append(conv, in)
 		cands = append(cands[:i], cands[i+1:]...)
 	}
+}
+
+// earlierFlip orders conversion candidates: never flipped first, then least recently flipped, then oldest.
+func earlierFlip(a, b *instance) bool {
+	if a.flipped != b.flipped {
+		return !a.flipped
+	}
+	if a.flipped && a.flippedAt != b.flippedAt {
+		return a.flippedAt < b.flippedAt
+	}
+	return a.id < b.id
 }
 
 // compact drops removed instances from the scan list.

@@ -612,3 +612,50 @@ func TestWaitingRequestHoldsItsKV(t *testing.T) {
 		t.Errorf("with one prompt running and one waiting the decoder's KV usage reached %.5f; want at least %.5f (both prompts)", p.kv, want)
 	}
 }
+
+// script wants one conversion, none from 10 s, and one again from 20 s, recording when the decoder is
+// converted.
+type script struct{ at map[int]bool }
+
+func (s script) Interval() time.Duration { return time.Second }
+func (s script) Decide(v *View) Target {
+	sec := int(v.Now / time.Second)
+	if len(v.Decode) > 0 {
+		s.at[sec] = v.Decode[0].Converted
+	}
+	conv := 1
+	if sec >= 10 && sec < 20 {
+		conv = 0
+	}
+	return Target{1, 1, conv}
+}
+
+// A decoder released at 10 s is not converted again until the converter agent's minimum flip interval
+// (30 s) has passed, although conversions are wanted again from 20 s: the agent would refuse it as too
+// soon. Without a minimum it is converted again at once.
+func TestConversionWaitsForTheMinimumFlipInterval(t *testing.T) {
+	var reqs []trace.Request
+	for at := time.Duration(0); at < 90*time.Second; at += time.Second {
+		reqs = append(reqs, trace.Request{Arrival: at, PromptTokens: 100, OutputTokens: 4})
+	}
+	for _, c := range []struct {
+		min  time.Duration
+		at30 bool
+	}{{-1, true}, {30 * time.Second, false}} {
+		s := script{at: map[int]bool{}}
+		res, err := Run(Config{Hardware: testHW(), MinFlipInterval: c.min}, reqs, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.at[30] != c.at30 || !s.at[45] || s.at[15] || res.Conversions != 2 {
+			t.Errorf("minimum flip interval %s: converted at 15 s %v, 30 s %v, 45 s %v, conversions %d; want false, %v, true, 2",
+				c.min, s.at[15], s.at[30], s.at[45], res.Conversions, c.at30)
+		}
+	}
+	// The default is the agent's.
+	var cfg Config
+	cfg.Hardware = testHW()
+	if err := cfg.defaults(); err != nil || cfg.MinFlipInterval != 30*time.Second {
+		t.Errorf("default minimum flip interval %s (%v), want 30s", cfg.MinFlipInterval, err)
+	}
+}

@@ -504,23 +504,34 @@ func Frontier(rs []Summary) []FrontierPoint {
 	return out
 }
 
-// CostAt is the GPU-hours at attainment t on a frontier: linear between the two points around t (an
-// operator alternating the two tunings gets both the attainment and the cost in proportion), the
-// cheapest point's cost when it already reaches t, nil when no point does. edge reports whether the
-// point reaching t is at an edge of its sweep.
+// CostAt is the GPU-hours at attainment t on a frontier's lower convex hull: an operator alternating any
+// two tunings gets both the attainment and the cost in proportion, so the cheapest such mix reaching t
+// (or the cheapest point already reaching it) is the policy's cost there, whichever points of its sweep
+// it mixes; nil when no point reaches t. edge reports whether a point the cost comes from is at an edge
+// of its sweep.
 func CostAt(f []FrontierPoint, t float64) (cost *float64, edge bool) {
-	for i, p := range f {
+	best := math.Inf(1)
+	for j, p := range f {
 		if p.JointAttainment < t {
 			continue
 		}
-		c := p.GPUHours
-		if i > 0 {
-			q := f[i-1]
-			c = q.GPUHours + (p.GPUHours-q.GPUHours)*(t-q.JointAttainment)/(p.JointAttainment-q.JointAttainment)
+		if p.GPUHours < best {
+			best, edge = p.GPUHours, p.Edge
 		}
-		return &c, p.Edge || (i == 0 && p.Edge)
+		for _, q := range f[:j] {
+			if q.JointAttainment >= t {
+				continue // p alone is dearer than q alone, which already reaches t
+			}
+			c := q.GPUHours + (p.GPUHours-q.GPUHours)*(t-q.JointAttainment)/(p.JointAttainment-q.JointAttainment)
+			if c < best {
+				best, edge = c, p.Edge || q.Edge
+			}
+		}
 	}
-	return nil, false
+	if math.IsInf(best, 1) {
+		return nil, false
+	}
+	return &best, edge
 }
 
 // choose picks the cheapest tuning that reaches the goal, else the one with the best attainment.

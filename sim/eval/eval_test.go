@@ -152,6 +152,26 @@ func TestFrontierAndCostAtTarget(t *testing.T) {
 	}
 }
 
+// The cost at the target mixes whichever two tunings are cheapest there, not only the frontier's
+// neighbours around it: a point just below the target that costs almost as much as the one above it does
+// not hide a cheaper mix of points further apart (the lower convex hull).
+func TestCostAtMixesAcrossTheHull(t *testing.T) {
+	f := Frontier([]Summary{
+		{Tuning: "x", JointAttainment: 0.90, GPUHours: 2, Edge: true},
+		{Tuning: "y", JointAttainment: 0.95, GPUHours: 3.9},
+		{Tuning: "z", JointAttainment: 0.98, GPUHours: 4},
+	})
+	// Neighbours y and z give 3.9 + 0.1/3; x and z, two thirds of the way from x to z, give 3.5.
+	c, edge := CostAt(f, 0.96)
+	if c == nil || math.Abs(*c-3.5) > 1e-12 || !edge {
+		t.Errorf("cost at 96%%: %v (edge %v), want 3.5 from mixing the edge point x with z", c, edge)
+	}
+	// A point that reaches the target alone is still taken when no mix is cheaper.
+	if c, edge := CostAt(f, 0.98); c == nil || *c != 4 || edge {
+		t.Errorf("cost at 98%%: %v (edge %v), want z's 4", c, edge)
+	}
+}
+
 // The report ranks by cost at the target and gives each policy's ratio to the cheapest other policy,
 // leaving tokenscale's ablations out of "other".
 func TestRatioToCheapestOther(t *testing.T) {
