@@ -504,34 +504,43 @@ func Frontier(rs []Summary) []FrontierPoint {
 	return out
 }
 
-// CostAt is the GPU-hours at attainment t on a frontier's lower convex hull: an operator alternating any
-// two tunings gets both the attainment and the cost in proportion, so the cheapest such mix reaching t
-// (or the cheapest point already reaching it) is the policy's cost there, whichever points of its sweep
-// it mixes; nil when no point reaches t. edge reports whether a point the cost comes from is at an edge
-// of its sweep.
+// Hull is the lower convex hull of a frontier (cheapest first, as Frontier returns it): the costs an
+// operator can reach by alternating any two tunings, who gets both the attainment and the cost in
+// proportion. Points above a chord between two others are left out.
+func Hull(f []FrontierPoint) []FrontierPoint {
+	var h []FrontierPoint
+	for _, p := range f {
+		for len(h) >= 2 {
+			a, b := h[len(h)-2], h[len(h)-1]
+			// b is left out when it lies on or above the chord from a to p.
+			if (b.JointAttainment-a.JointAttainment)*(p.GPUHours-a.GPUHours)-(b.GPUHours-a.GPUHours)*(p.JointAttainment-a.JointAttainment) > 0 {
+				break
+			}
+			h = h[:len(h)-1]
+		}
+		h = append(h, p)
+	}
+	return h
+}
+
+// CostAt is the GPU-hours at attainment t on a frontier's lower convex hull (Hull): linear between the
+// two hull points around t, the cheapest point's cost when it already reaches t, nil when no point does.
+// edge reports whether a point the cost comes from is at an edge of its sweep.
 func CostAt(f []FrontierPoint, t float64) (cost *float64, edge bool) {
-	best := math.Inf(1)
-	for j, p := range f {
+	h := Hull(f)
+	for i, p := range h {
 		if p.JointAttainment < t {
 			continue
 		}
-		if p.GPUHours < best {
-			best, edge = p.GPUHours, p.Edge
+		if i == 0 || p.JointAttainment == t {
+			c := p.GPUHours // no mix: p alone reaches t
+			return &c, p.Edge
 		}
-		for _, q := range f[:j] {
-			if q.JointAttainment >= t {
-				continue // p alone is dearer than q alone, which already reaches t
-			}
-			c := q.GPUHours + (p.GPUHours-q.GPUHours)*(t-q.JointAttainment)/(p.JointAttainment-q.JointAttainment)
-			if c < best {
-				best, edge = c, p.Edge || q.Edge
-			}
-		}
+		q := h[i-1]
+		c := q.GPUHours + (p.GPUHours-q.GPUHours)*(t-q.JointAttainment)/(p.JointAttainment-q.JointAttainment)
+		return &c, p.Edge || q.Edge
 	}
-	if math.IsInf(best, 1) {
-		return nil, false
-	}
-	return &best, edge
+	return nil, false
 }
 
 // choose picks the cheapest tuning that reaches the goal, else the one with the best attainment.

@@ -161,6 +161,9 @@ func TestCostAtMixesAcrossTheHull(t *testing.T) {
 		{Tuning: "y", JointAttainment: 0.95, GPUHours: 3.9},
 		{Tuning: "z", JointAttainment: 0.98, GPUHours: 4},
 	})
+	if h := Hull(f); len(h) != 2 || h[0].Tuning != "x" || h[1].Tuning != "z" {
+		t.Fatalf("hull %+v, want x and z (y lies above their chord)", h)
+	}
 	// Neighbours y and z give 3.9 + 0.1/3; x and z, two thirds of the way from x to z, give 3.5.
 	c, edge := CostAt(f, 0.96)
 	if c == nil || math.Abs(*c-3.5) > 1e-12 || !edge {

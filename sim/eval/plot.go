@@ -44,7 +44,8 @@ func (r *Report) Plot(prefix string) ([]string, error) {
 }
 
 // frontierPlot draws every policy's frontier, GPU-hours against joint attainment on the scored window,
-// with the target and the ceiling marked.
+// each point marked and the lower convex hull the cost at T is read from drawn as the line, with the
+// target and the ceiling marked.
 func (r *Report) frontierPlot(file string) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("%s: cost against joint SLO attainment (T %.1f%%, ceiling %.1f%%)", r.Trace, 100*r.Target, 100*r.Ceiling)
@@ -61,7 +62,16 @@ func (r *Report) frontierPlot(file string) error {
 			pts[k] = plotter.XY{X: 100 * f.JointAttainment, Y: f.GPUHours}
 			ymax = math.Max(ymax, f.GPUHours)
 		}
-		l, sc, err := plotter.NewLinePoints(pts)
+		hull := Hull(c.Frontier)
+		hpts := make(plotter.XYs, len(hull))
+		for k, f := range hull {
+			hpts[k] = plotter.XY{X: 100 * f.JointAttainment, Y: f.GPUHours}
+		}
+		l, err := plotter.NewLine(hpts)
+		if err != nil {
+			return err
+		}
+		sc, err := plotter.NewScatter(pts)
 		if err != nil {
 			return err
 		}
