@@ -662,7 +662,7 @@ func (r *Report) WriteTable(w io.Writer, withTuning bool) {
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %d | %d | %s | %s%s | %.2f |\n", rank, c.Policy, cost, ratio, len(c.Frontier), c.Variants, pick, pct(c.JointAttainment), mark, c.GPUHours)
 	}
-	fmt.Fprint(w, "\nGPU-h at T: on the policy's frontier (its non-dominated tunings on the scored window), interpolated between the two tunings around T. ")
+	fmt.Fprint(w, "\nGPU-h at T: on the policy's frontier (its non-dominated tunings on the scored window), read off its lower convex hull (the cheapest mix of two tunings reaching T). ")
 	fmt.Fprint(w, "× cheapest other: over the cheapest other policy at T, tokenscale's ablations aside. ")
 	if r.Tune != nil {
 		fmt.Fprint(w, "Held-out pick: the cheapest tuning reaching the tuning window's target there (else its best), scored here; ✓: it reaches T. ")
