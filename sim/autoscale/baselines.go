@@ -386,14 +386,7 @@ func (h *HeteroScale) missFraction(v *cluster.View) float64 {
 			continue
 		}
 		n := cum[len(cum)-1] - prev[len(prev)-1]
-		below := 0.0
-		for i, b := range bounds {
-			if b >= h.ttftSLO {
-				below = cum[i] - prev[i]
-				break
-			}
-		}
-		over += n - below
+		over += n - countBelow(bounds, cum, prev, h.ttftSLO)
 		total += n
 	}
 	h.ttft = cur
@@ -401,4 +394,22 @@ func (h *HeteroScale) missFraction(v *cluster.View) float64 {
 		return 0
 	}
 	return over / total
+}
+
+// countBelow is how many observations between two cumulative histograms (prev, then cum) were at or
+// below x, interpolated linearly inside the bucket holding x as PromQL's histogram_fraction does: the
+// bucket's upper bound alone counted a 2 s SLO's misses up to 2.5 s as on time.
+func countBelow(bounds, cum, prev []float64, x float64) float64 {
+	lo, below := 0.0, 0.0
+	for i, b := range bounds {
+		in := cum[i] - prev[i]
+		if b >= x {
+			if math.IsInf(b, 1) {
+				return below
+			}
+			return below + (in-below)*(x-lo)/(b-lo)
+		}
+		lo, below = b, in
+	}
+	return below
 }

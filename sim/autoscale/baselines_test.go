@@ -206,3 +206,21 @@ func TestHPAGPUKeepsStartingPods(t *testing.T) {
 		t.Errorf("prefill moved to %v with 2 of 4 pods Ready at 1.5× the target; want 4 held", got)
 	}
 }
+
+// HeteroScale-like's safety net reads the share of first tokens over its SLO as PromQL's
+// histogram_fraction does, interpolating inside the bucket that holds the SLO: with vLLM's buckets a 2 s
+// SLO falls in (1, 2.5], and the bucket's bound alone counted every first token up to 2.5 s as on time.
+func TestCountBelowInterpolatesInsideTheBucket(t *testing.T) {
+	bounds := []float64{1, 2.5, math.Inf(1)}
+	prev := []float64{10, 10, 10}
+	cum := []float64{20, 50, 60} // since prev: 10 at ≤ 1 s, 30 in (1, 2.5], 10 above
+	if got := countBelow(bounds, cum, prev, 2); math.Abs(got-(10+30*(1.0/1.5))) > 1e-9 {
+		t.Errorf("below 2 s: %v, want 10 + 30 × (2−1)/(2.5−1) = 30", got)
+	}
+	if got := countBelow(bounds, cum, prev, 1); got != 10 {
+		t.Errorf("below 1 s: %v, want the first bucket's 10", got)
+	}
+	if got := countBelow(bounds, cum, prev, 5); got != 40 {
+		t.Errorf("below 5 s (inside +Inf): %v, want the finite buckets' 40", got)
+	}
+}
