@@ -227,7 +227,8 @@ dispatch:
 		go func(t Target) {
 			defer func() { <-sem; wg.Done() }()
 			start := s.now()
-			snap, err := s.scrapeContained(ctx, t)
+			// A scrape is stamped with the time its answer arrived, not when it was asked for (see scrape).
+			snap, at, err := s.scrapeContained(ctx, t)
 			if s.obs != nil {
 				s.obs.ObserveScrape(t.Pool, s.now().Sub(start), err)
 			}
@@ -245,7 +246,7 @@ dispatch:
 			if limiter != nil && t.MaxTPS > 0 {
 				limiter.SetRateLimit(t.Pod, t.MaxTPS)
 			}
-			s.rec.Record(t.Pod, start, snap)
+			s.rec.Record(t.Pod, at, snap)
 		}(t)
 	}
 	s.schedMu.Lock()
@@ -363,7 +364,7 @@ var ErrBodyTooLarge = errors.New("metrics page exceeds the body size limit")
 
 // scrapeContained is scrape with a panic turned into the pod's error: the page is the pod's to choose,
 // and reading one must not take the process down (a page once reached a panic in expfmt).
-func (s *Scraper) scrapeContained(ctx context.Context, t Target) (snap *engine.Snapshot, err error) {
+func (s *Scraper) scrapeContained(ctx context.Context, t Target) (snap *engine.Snapshot, at time.Time, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			klog.ErrorS(nil, "Recovered from a panic reading a pod's page", "pod", t.Pod, "url", t.URL, "panic", r, "stack", string(debug.Stack()))
@@ -373,40 +374,45 @@ func (s *Scraper) scrapeContained(ctx context.Context, t Target) (snap *engine.S
 	return s.scrape(ctx, t)
 }
 
-func (s *Scraper) scrape(ctx context.Context, t Target) (*engine.Snapshot, error) {
+// scrape reads and extracts one pod's page; at is when its headers arrived. prometheus_client builds the
+// whole page before it sends the headers, so that is when the counters were read: stamped with the
+// request's start instead, a page that took 0.7 s to come made a steady 1,000 tokens/s read as 1,700
+// over the interval it ended and 300 over the next.
+func (s *Scraper) scrape(ctx context.Context, t Target) (snap *engine.Snapshot, at time.Time, err error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.Pod, err)
+		return nil, at, fmt.Errorf("scrape %s: %w", t.Pod, err)
 	}
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
 	resp, err := s.opts.Client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
+		return nil, at, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
 	}
+	at = s.now()
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		// The body is drained a little for connection reuse, never shown: it is the target's to choose.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-			return nil, fmt.Errorf("scrape %s (%s): HTTP %d: redirects are not followed", t.Pod, t.URL, resp.StatusCode)
+			return nil, at, fmt.Errorf("scrape %s (%s): HTTP %d: redirects are not followed", t.Pod, t.URL, resp.StatusCode)
 		}
-		return nil, fmt.Errorf("scrape %s (%s): HTTP %d", t.Pod, t.URL, resp.StatusCode)
+		return nil, at, fmt.Errorf("scrape %s (%s): HTTP %d", t.Pod, t.URL, resp.StatusCode)
 	}
 	buf := s.getBuf()
 	defer s.putBuf(buf)
 	page, err := readLimited(resp.Body, (*buf)[:0], s.opts.MaxBodyBytes, resp.ContentLength)
 	*buf = page[:0]
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
+		return nil, at, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
 	}
 	deadline, _ := ctx.Deadline()
-	snap, err := engine.ExtractBytesBefore(page, t.Engine, deadline)
+	snap, err = engine.ExtractBytesBefore(page, t.Engine, deadline)
 	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
+		return nil, at, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
 	}
-	return snap, nil
+	return snap, at, nil
 }
 
 // maxHeaderBytes bounds a scrape reply's headers.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -403,4 +404,41 @@ func inProcess(h http.Handler, r *http.Request) *http.Response {
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
 	return w.Result()
+}
+
+// A scrape is stamped with the time its answer arrived: an engine builds its page before it sends the
+// headers, so a page 0.7 s slow holds counters 0.7 s newer than the request's start, and stamped with
+// that start a steady 1,000 tokens/s read as 300 over the next interval. Engine, scraper and store share
+// one fake clock, which the engine moves while it prepares its first page.
+func TestScrapeIsStampedWhenThePageArrives(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	var mu sync.Mutex
+	now, served := t0, 0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return inProcess(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			mu.Lock()
+			if served++; served == 1 {
+				now = now.Add(700 * time.Millisecond) // the first page takes 0.7 s to build
+			}
+			prompt := 1000 * now.Sub(t0).Seconds() // a steady 1,000 prompt tokens/s
+			mu.Unlock()
+			fmt.Fprintf(w, "vllm:prompt_tokens_total %g\nvllm:generation_tokens_total %g\nvllm:num_requests_waiting 0\nvllm:num_requests_running 1\n", prompt, prompt/10)
+		}), r), nil
+	})}
+	pod := store.PodKey{Namespace: "ns", Name: "p"}
+	st := store.New(store.Options{StaleAfter: time.Hour}, clock)
+	s := NewScraper(Options{Client: client}, st, func() []Target {
+		return []Target{{Pod: pod, URL: "http://p/metrics", Engine: engine.VLLM}}
+	}, nil)
+	s.SetClock(clock)
+	s.ScrapeOnce(context.Background()) // started at t0, answered at t0 + 0.7 s
+	mu.Lock()
+	now = t0.Add(time.Second)
+	mu.Unlock()
+	s.ScrapeOnce(context.Background()) // started and answered at t0 + 1 s
+	v, err := st.Get(pod)
+	if err != nil || math.Abs(v.PrefillTPS-1000) > 1 {
+		t.Fatalf("PrefillTPS %v (%v), want 1000", v.PrefillTPS, err)
+	}
 }

@@ -81,6 +81,33 @@ func TestPrometheusSourceRefusesFutureSamples(t *testing.T) {
 	}
 }
 
+// When this process's clock steps back, Prometheus' next samples look ahead and are refused, and the pod's
+// last recorded sample, stamped by Prometheus' clock, looks newer than now: it was served as fresh,
+// frozen, for as long as the step (an hour here). It is stale, saying why.
+func TestPrometheusSourceClockStepBack(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	clock := func() time.Time { return now }
+	st := store.New(store.Options{StaleAfter: 45 * time.Second}, clock)
+	q := &matrixQuerier{m: pageAt("p", now, 0, 15000)}
+	src := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil)
+	src.now = clock
+	p := store.PodKey{Namespace: "ns", Name: "p"}
+	if err := src.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(p); err != nil {
+		t.Fatal(err)
+	}
+	q.m = pageAt("p", now.Add(time.Second), 15000, 16000) // Prometheus' next scrape, by its clock
+	now = now.Add(-time.Hour)                             // this clock steps back
+	if err := src.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := st.Get(p); !errors.Is(err, store.ErrStale) || !strings.Contains(err.Error(), "ahead of this clock") {
+		t.Fatalf("after this clock stepped back an hour: PrefillTPS %v, err %v; want stale naming the clocks", v.PrefillTPS, err)
+	}
+}
+
 // A pod's plausible rate (its pool's) applies to counters read from Prometheus as to scraped ones: the
 // absolute cap alone let a jump of 1e6 tokens in 15 s become the pod's rate.
 func TestPrometheusSourceAppliesRateLimits(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrUnknownEngine is returned when auto-detection finds no metric of a known engine on the page.
@@ -193,7 +195,9 @@ func (e *extractor) add(t target, labels []label, v float64) {
 	if t.kind == SGLang {
 		// engine_type is SGLang's P/D role; it is read from the series tokenscale uses.
 		if r := labelValue(labels, "engine_type"); r != "" {
-			if len(r) > maxRoleLen {
+			// The role is shown as it is (inspect) and kept with the pod's velocity: a long one, or one with
+			// bytes that are not printable text (a terminal escape), is not passed on.
+			if len(r) > maxRoleLen || !utf8.ValidString(r) || strings.ContainsFunc(r, func(c rune) bool { return !unicode.IsPrint(c) }) {
 				r = "invalid"
 			}
 			if e.role == "" {
@@ -309,9 +313,41 @@ func (acc *aliasAcc) find(key []byte) *series {
 	return nil
 }
 
-// clipKey renders a series key (name=value\x00...) shortly for a message.
+// clipKey renders a series key (name=value\x00...) shortly for a message, each value quoted (and a name
+// that is not a plain label name too): a value is the page's to choose, and its raw bytes (a terminal
+// escape, a newline) would reach inspect's output and the store's errors as they are.
 func clipKey(k string) string {
-	return clipS(strings.ReplaceAll(strings.TrimSuffix(k, "\x00"), "\x00", ","))
+	var b strings.Builder
+	for pair := range strings.SplitSeq(strings.TrimSuffix(k, "\x00"), "\x00") {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		if plainLabelName(name) {
+			b.WriteString(name)
+		} else {
+			b.WriteString(strconv.Quote(name))
+		}
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(value))
+		if b.Len() > maxClip {
+			break
+		}
+	}
+	if out := b.String(); len(out) > maxClip {
+		return string(clip([]byte(out))) + "…"
+	}
+	return b.String()
+}
+
+// plainLabelName reports whether s is a label name of the classic syntax, safe to show unquoted.
+func plainLabelName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isLabelNameByte(s[i], i == 0) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // groupKey renders the labels that distinguish summed series, and separately the replica labels but pid,
@@ -569,6 +605,13 @@ func foldHist(ss []series) (Histogram, error) {
 			// window whose buckets pass its count (misses hidden) or miss it (misses made up).
 			return Histogram{}, fmt.Errorf("bucket le=+Inf counts %g but _count is %g", s.buckets[n-1].Count, s.count)
 		}
+		// Each engine's buckets are checked before they are summed: two engines' non-cumulative buckets
+		// can sum to cumulative ones, and the window between two such pages can then read as no misses.
+		for j := 1; j < n; j++ {
+			if s.buckets[j].Count < s.buckets[j-1].Count {
+				return Histogram{}, errors.New("bucket counts are not cumulative")
+			}
+		}
 		if i == 0 {
 			h.Buckets = append([]Bucket(nil), s.buckets...)
 			continue
@@ -597,9 +640,6 @@ func foldHist(ss []series) (Histogram, error) {
 			// Every histogram read is of durations: a bound below 0 (le="-Inf") has no meaning and
 			// would make a share of observations above a bound NaN.
 			return Histogram{}, fmt.Errorf("bucket le=%g with count %g: want a bound >= 0 and a finite count", b.UpperBound, b.Count)
-		}
-		if j > 0 && b.Count < h.Buckets[j-1].Count {
-			return Histogram{}, errors.New("bucket counts are not cumulative")
 		}
 	}
 	h.OK = true

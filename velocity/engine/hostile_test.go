@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // A counter or gauge series repeated on a page is an error for its field, with the reason, not "the last
@@ -329,5 +332,113 @@ func TestFallbackFamiliesAreBounded(t *testing.T) {
 	t.Logf("a %d-byte page allocated %d bytes (%.1f×) before its refusal", len(big), alloc, float64(alloc)/float64(len(big)))
 	if alloc > 2*uint64(len(big)) {
 		t.Errorf("a %d-byte page allocated %d bytes; want at most 2× before it is refused", len(big), alloc)
+	}
+}
+
+// The interner is bounded in strings as well as bytes: a page of 100,000 distinct short values filled the
+// map up to the byte bound (tens of thousands of entries), and clear kept that map's memory in the pool.
+func TestInternerIsBoundedInCount(t *testing.T) {
+	in := &interner{m: map[string]string{}}
+	for i := range 100000 {
+		in.get([]byte(strconv.Itoa(i)))
+	}
+	if len(in.m) > maxInterned {
+		t.Fatalf("interner holds %d strings, want at most %d", len(in.m), maxInterned)
+	}
+	full := reflect.ValueOf(in.m).UnsafePointer()
+	in.renew() // what getInterner does to each interner it takes from the pool
+	if len(in.m) != 0 || reflect.ValueOf(in.m).UnsafePointer() == full {
+		t.Fatalf("a full interner is reused with its map (%d strings): want a fresh map", len(in.m))
+	}
+	// Through a page too: whatever interner the pool hands out next is within the bound.
+	var page strings.Builder
+	page.WriteString("vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n")
+	for i := range 100000 {
+		fmt.Fprintf(&page, "vllm:num_requests_running{model_name=\"%d\"} 1\n", i)
+	}
+	if _, err := ExtractBytes([]byte(page.String()), VLLM); err != nil {
+		t.Fatal(err)
+	}
+	got := getInterner()
+	defer putInterner(got)
+	if len(got.m) > maxInterned {
+		t.Fatalf("after a page of 100,000 distinct values the pooled interner holds %d strings, want at most %d", len(got.m), maxInterned)
+	}
+}
+
+// Two data-parallel engines' histograms are each checked before they are summed: neither of these is
+// cumulative (le=1 below le=0.5), their sum is, and it read as a valid histogram.
+func TestEachEnginesHistogramMustBeCumulative(t *testing.T) {
+	page := `vllm:prompt_tokens_total 1
+vllm:generation_tokens_total 1
+vllm:num_requests_waiting 0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.5"} 10
+vllm:time_to_first_token_seconds_bucket{engine="0",le="1"} 5
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf"} 10
+vllm:time_to_first_token_seconds_count{engine="0"} 10
+vllm:time_to_first_token_seconds_sum{engine="0"} 3
+vllm:time_to_first_token_seconds_bucket{engine="1",le="0.5"} 0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="1"} 10
+vllm:time_to_first_token_seconds_bucket{engine="1",le="+Inf"} 10
+vllm:time_to_first_token_seconds_count{engine="1"} 10
+vllm:time_to_first_token_seconds_sum{engine="1"} 3
+`
+	s, err := ExtractBytes([]byte(page), VLLM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, ok := s.Hist(TTFT); ok {
+		t.Fatalf("TTFT read as %+v from two non-cumulative series; want it rejected", h)
+	}
+	found := false
+	for _, p := range s.Problems {
+		found = found || (p.Field == TTFT && strings.Contains(p.Msg, "not cumulative"))
+	}
+	if !found {
+		t.Fatalf("problems %v: want TTFT's non-cumulative buckets named", s.Problems)
+	}
+}
+
+// What a page's labels say reaches messages (the problems inspect prints, the store's errors) quoted and
+// cut on a character boundary: a terminal escape went out raw, and a cut in the middle of a character
+// made the message invalid UTF-8. SGLang's role, shown as it is, is "invalid" when it is not printable.
+func TestLabelValuesInMessagesAreQuoted(t *testing.T) {
+	line := "vllm:num_requests_running{model_name=\"\x1b[31mX" + strings.Repeat("é", 30) + "\"} 1\n"
+	page := "vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n" + line + line
+	s, err := ExtractBytes([]byte(page), VLLM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []string
+	for _, p := range s.Problems {
+		msgs = append(msgs, p.String())
+	}
+	var report bytes.Buffer
+	_ = Report(&report, []byte(page), VLLM)
+	msgs = append(msgs, report.String())
+	if len(s.Problems) == 0 || !strings.Contains(msgs[0], "duplicate") {
+		t.Fatalf("problems %q: want the duplicate series named", msgs)
+	}
+	for _, m := range msgs {
+		if !utf8.ValidString(m) {
+			t.Errorf("message is not valid UTF-8: %q", m)
+		}
+		for i := 0; i < len(m); i++ {
+			if m[i] < 0x20 && m[i] != '\n' {
+				t.Errorf("message holds byte %#x: %q", m[i], m)
+				break
+			}
+		}
+	}
+	if !strings.Contains(msgs[0], `model_name="\x1b[31mX`) {
+		t.Errorf("problem %q: want the label value quoted", msgs[0])
+	}
+
+	sg, err := ExtractBytes([]byte("sglang:prompt_tokens_total{engine_type=\"\x1b[2Jprefill\"} 1\nsglang:generation_tokens_total 1\nsglang:num_queue_reqs 0\n"), SGLang)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sg.EngineRole != "invalid" {
+		t.Errorf("EngineRole = %q from an engine_type holding an escape, want invalid", sg.EngineRole)
 	}
 }

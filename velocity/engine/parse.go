@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // parseText is the parser Extract uses: the fast scanner, or expfmt for syntax the scanner leaves to it.
@@ -540,11 +541,17 @@ const (
 
 func getInterner() *interner {
 	in := interners.Get().(*interner)
-	if len(in.m) > maxInterned || in.bytes > maxInternedBytes {
-		clear(in.m)
+	in.renew()
+	return in
+}
+
+// renew starts the interner afresh once it is full (a page's values did not repeat), with a new map:
+// clear would keep the old map's buckets, sized for the most strings it ever held.
+func (in *interner) renew() {
+	if len(in.m) >= maxInterned || in.bytes+maxInternLen > maxInternedBytes {
+		in.m = make(map[string]string)
 		in.bytes = 0
 	}
-	return in
 }
 
 func putInterner(in *interner) {
@@ -574,7 +581,9 @@ func (in *interner) get(b []byte) string {
 		return s
 	}
 	s := string(b)
-	if len(s) > maxInternLen || in.bytes+len(s) > maxInternedBytes {
+	// Past any bound nothing more is kept: the byte bound alone let a page of 100,000 distinct short
+	// values leave tens of thousands of entries, megabytes of map, in every pooled interner.
+	if len(s) > maxInternLen || in.bytes+len(s) > maxInternedBytes || len(in.m) >= maxInterned {
 		return s
 	}
 	in.m[s] = s
@@ -712,13 +721,21 @@ func isMetricNameByte(c byte, first bool) bool {
 	return c == ':' || isLabelNameByte(c, first)
 }
 
-// clip shortens a piece of a line for an error message: the page is the target's to choose.
+// clip shortens a piece of a line for an error message: the page is the target's to choose. The cut
+// falls on a rune boundary, so a character split in two does not turn the message into invalid UTF-8.
 func clip(b []byte) []byte {
-	if len(b) > 40 {
-		return b[:40]
+	if len(b) <= maxClip {
+		return b
 	}
-	return b
+	n := maxClip
+	for n > maxClip-utf8.UTFMax && !utf8.RuneStart(b[n]) {
+		n--
+	}
+	return b[:n]
 }
+
+// maxClip is how many bytes of a page's text an error message quotes.
+const maxClip = 40
 
 func clipS(s string) string { return string(clip([]byte(s))) }
 

@@ -13,25 +13,83 @@ import (
 )
 
 // checkSane fails when a value that can leave the store is non-finite, negative where it must not be, or
-// above the store's caps.
+// beyond the store's bounds (checkSaneLimit with the store's cap as the pod's limit).
 func checkSane(t testing.TB, v Velocity, o Options) {
 	t.Helper()
-	for name, x := range map[string]float64{
-		"PrefillTPS": v.PrefillTPS, "ComputedPrefillTPS": v.ComputedPrefillTPS, "DecodeTPS": v.DecodeTPS,
-		"Waiting": v.Waiting, "Running": v.Running, "QueuedTokens": v.QueuedTokens, "MeanPromptTokens": v.MeanPromptTokens,
-		"MeanOutputTokens": v.MeanOutputTokens, "KVUsage": v.KVUsage, "WindowPrefillTPS": v.WindowPrefillTPS,
-		"WindowDecodeTPS": v.WindowDecodeTPS,
-	} {
-		if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 || x > o.MaxTokensPerSecond*o.MaxTokensPerSecond {
-			t.Fatalf("%s = %v: not a finite, non-negative, bounded number", name, x)
+	checkSaneLimit(t, v, o, o.MaxTokensPerSecond)
+}
+
+// checkSaneLimit fails when a value leaving the store is non-finite, negative where it must not be, or
+// beyond what the store lets through for a pod whose rate limit is limit: a token rate above the limit
+// (each interval's is checked against it, and smoothing and windows only average intervals), a gauge or
+// learned length above its cap, a latency window that is not one (see checkWindow).
+func checkSaneLimit(t testing.TB, v Velocity, o Options, limit float64) {
+	t.Helper()
+	within := func(name string, x, lo, hi float64) {
+		t.Helper()
+		// The relative slack is rounding in the smoothing; anything a bound lets through is far beyond it.
+		if math.IsNaN(x) || x < lo-1e-9*math.Abs(lo) || x > hi+1e-9*hi {
+			t.Fatalf("%s = %v: want a finite number in %g..%g", name, x, lo, hi)
 		}
 	}
+	for name, x := range map[string]float64{
+		"PrefillTPS": v.PrefillTPS, "ComputedPrefillTPS": v.ComputedPrefillTPS, "DecodeTPS": v.DecodeTPS,
+		"WindowPrefillTPS": v.WindowPrefillTPS, "WindowComputedPrefillTPS": v.WindowComputedPrefillTPS, "WindowDecodeTPS": v.WindowDecodeTPS,
+	} {
+		within(name, x, 0, limit)
+	}
+	// Arrivals are the finished requests, clipped to the interval's tokens (at most twice the limit), plus
+	// the growth of waiting and running, each held to the cap's worth of the default prompt.
+	within("RequestTPS", v.RequestTPS, 0, 2*limit+2*o.MaxTokensPerSecond/o.DefaultPromptTokens)
+	within("Waiting", v.Waiting, 0, o.MaxRequests)
+	within("Running", v.Running, 0, o.MaxRequests)
+	within("KVUsage", v.KVUsage, 0, 1.0001)
+	within("MeanPromptTokens", v.MeanPromptTokens, 0, maxMeanTokens)
+	within("MeanOutputTokens", v.MeanOutputTokens, 0, maxMeanTokens)
+	within("QueuedTokens", v.QueuedTokens, 0, o.MaxRequests*maxMeanTokens)
+	// Queue growth is the change of waiting × the learned mean: a gauge's jump is held to the cap's worth
+	// of the default prompt, a mean moves by at most its distance to the observation per time constant.
+	growth := o.MaxRequests*maxMeanTokens/min(o.RiseTau, o.FallTau).Seconds() + o.MaxTokensPerSecond*maxMeanTokens/o.DefaultPromptTokens
 	for name, x := range map[string]float64{
 		"QueueGrowthTPS": v.QueueGrowthTPS, "OwedOutputGrowthTPS": v.OwedOutputGrowthTPS,
 		"WindowQueueGrowthTPS": v.WindowQueueGrowthTPS, "WindowOwedOutputGrowthTPS": v.WindowOwedOutputGrowthTPS,
 	} {
-		if math.IsNaN(x) || math.IsInf(x, 0) || math.Abs(x) > o.MaxTokensPerSecond*o.MaxTokensPerSecond {
-			t.Fatalf("%s = %v: not a finite, bounded number", name, x)
+		within(name, x, -growth, growth)
+	}
+	checkWindow(t, "TTFT", v.TTFT)
+	checkWindow(t, "ITL", v.ITL)
+}
+
+// checkWindow fails when a latency window served as usable is not one: a count or sum that is negative
+// or not finite, buckets that are not cumulative or count more than the window, a +Inf bucket other than
+// the count, or a share of observations above a bound outside 0..1 before FractionAbove holds it there.
+func checkWindow(t testing.TB, name string, h engine.Histogram) {
+	t.Helper()
+	if !h.OK {
+		return
+	}
+	if !(h.Count >= 0 && h.Count <= math.MaxFloat64) || !(h.Sum >= 0 && h.Sum <= math.MaxFloat64) {
+		t.Fatalf("%s window %+v: count and sum must be finite and non-negative", name, h)
+	}
+	prev := 0.0
+	for _, b := range h.Buckets {
+		if !(b.Count >= prev && b.Count <= h.Count) {
+			t.Fatalf("%s window %+v: buckets must be cumulative and within the count", name, h)
+		}
+		prev = b.Count
+	}
+	if n := len(h.Buckets); n > 0 && math.IsInf(h.Buckets[n-1].UpperBound, 1) && h.Buckets[n-1].Count != h.Count {
+		t.Fatalf("%s window %+v: the +Inf bucket must count every observation", name, h)
+	}
+	for i, b := range h.Buckets {
+		xs := []float64{b.UpperBound}
+		if i > 0 {
+			xs = append(xs, (b.UpperBound+h.Buckets[i-1].UpperBound)/2)
+		}
+		for _, x := range xs {
+			if f, ok := fractionAbove(h, x); ok && !(f >= -1e-12 && f <= 1+1e-12) {
+				t.Fatalf("%s window %+v: share above %g is %v before clamping, want 0..1", name, h, x, f)
+			}
 		}
 	}
 }
@@ -531,6 +589,9 @@ func TestInconsistentHistogramWindowIsUnknown(t *testing.T) {
 		{"buckets above the count", hist{1, 1000, buckets(50, 100)}, hist{2, 1100, buckets(200, 1100)}, false},
 		{"count in no bucket", hist{1, 100, buckets(50, 100)}, hist{2, 1000, buckets(50, 100)}, false},
 		{"sum fell", hist{5, 100, buckets(50, 100)}, hist{1, 200, buckets(100, 200)}, false},
+		// Each page is consistent, the window is not: 10^6 observations moved below 0.5 s while 1,000 were
+		// added, so the window's le=0.5 bucket counts 10^6 of its 1,000 (the share above 0.5 s read as 0).
+		{"window not cumulative", hist{1, 1e6, buckets(0, 1e6)}, hist{2, 1e6 + 1000, buckets(1e6, 1e6+1000)}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &clock{t: time.Unix(1000, 0)}
@@ -656,5 +717,70 @@ func TestRunningMissingTwiceHoldsRequestRate(t *testing.T) {
 				t.Fatalf("page %d: RequestTPS = %v, want %v held (running 50, missing, missing, 80 has no known change)", i, v.RequestTPS, held)
 			}
 		}
+	}
+}
+
+// An interval whose finished-request counter rose faster than the token counters teaches no mean length:
+// one page with 10^6 more finished requests dragged a learned prompt of 2,000 tokens to about 270, and
+// the queued tokens with it.
+func TestFinishedJumpTeachesNoLength(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := range 5 {
+		c.t = c.t.Add(time.Second)
+		x := float64(i)
+		done := x
+		if i == 4 {
+			done += 1e6
+		}
+		s.Record(pod, c.t, vllmText(t, fmt.Sprintf("vllm:prompt_tokens_total %g", 2000*x), fmt.Sprintf("vllm:generation_tokens_total %g", 200*x),
+			"vllm:num_requests_waiting 10", "vllm:num_requests_running 3", fmt.Sprintf("vllm:request_success_total{finished_reason=\"stop\"} %g", done)))
+		v, _ := s.Get(pod)
+		if i == 3 && (v.MeanPromptTokens < 1900 || v.MeanOutputTokens < 190) {
+			t.Fatalf("steady pod: mean prompt %v, output %v; want about 2000 and 200", v.MeanPromptTokens, v.MeanOutputTokens)
+		}
+		if i == 4 && (v.MeanPromptTokens < 1900 || v.MeanOutputTokens < 190 || v.QueuedTokens < 19000) {
+			t.Fatalf("after 10^6 finished in a second of 2,200 tokens: mean prompt %v, output %v, queued %v; want about 2000, 200 and 20000",
+				v.MeanPromptTokens, v.MeanOutputTokens, v.QueuedTokens)
+		}
+	}
+}
+
+// A page stamped ahead of this clock (Prometheus stamps samples with its own clock, and this one can
+// step back) read as fresh, frozen, until this clock caught up with the stamp: an hour for an hour's step.
+// It is stale once stamped further ahead than the staleness bound, or once this clock has seen no newer
+// page for the bound.
+func TestPageStampedAheadGoesStale(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{StaleAfter: 45 * time.Second}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := range 3 {
+		c.t = c.t.Add(time.Second)
+		s.Record(pod, c.t, page(t, 1000*float64(i), 100*float64(i), 0))
+	}
+	if _, err := s.Get(pod); err != nil {
+		t.Fatal(err)
+	}
+	c.t = c.t.Add(-time.Hour) // this clock steps back
+	s.RecordError(pod, c.t, errors.New("a sample is stamped 1h ahead of this clock"))
+	if v, err := s.Get(pod); !errors.Is(err, ErrStale) || !strings.Contains(err.Error(), "ahead of this clock") {
+		t.Fatalf("last page stamped an hour ahead: PrefillTPS %v, err %v; want stale naming the clocks", v.PrefillTPS, err)
+	}
+
+	// Stamped 40 s ahead, within the bound: stale 45 s after it was recorded, not 85 s.
+	c = &clock{t: time.Unix(1000, 0)}
+	s = New(Options{StaleAfter: 45 * time.Second}, c.now)
+	for i := range 3 {
+		c.t = c.t.Add(time.Second)
+		s.Record(pod, c.t.Add(40*time.Second), page(t, 1000*float64(i), 100*float64(i), 0))
+	}
+	c.t = c.t.Add(44 * time.Second)
+	if _, err := s.Get(pod); err != nil {
+		t.Fatalf("44 s after the last page: %v", err)
+	}
+	c.t = c.t.Add(2 * time.Second)
+	if v, err := s.Get(pod); !errors.Is(err, ErrStale) || !strings.Contains(err.Error(), "no newer page recorded") {
+		t.Fatalf("46 s after the last page, stamped 40 s ahead: PrefillTPS %v, err %v; want stale", v.PrefillTPS, err)
 	}
 }

@@ -70,7 +70,8 @@ func (k PodKey) String() string { return k.Namespace + "/" + k.Name }
 
 // Options tune rate computation.
 type Options struct {
-	// StaleAfter: a pod whose last good scrape is older than this is unknown. Default 5s.
+	// StaleAfter: a pod whose last good scrape is older than this is unknown, as is one whose last good
+	// scrape is stamped further ahead of the store's clock, or was recorded longer ago by it. Default 5s.
 	StaleAfter time.Duration
 	// RiseTau and FallTau are the smoothing time constants for rising and falling rates. Both default
 	// to 0.5s (the adapter sets half its scrape interval): a burst shows within one or two scrapes, and
@@ -163,13 +164,16 @@ type Velocity struct {
 type podState struct {
 	last, prev   *engine.Snapshot
 	lastT, prevT time.Time
-	lastSnapErr  error            // last.Err(), worked out once per scrape rather than on every read
-	anchor       *engine.Snapshot // start of the latency window
-	anchorT      time.Time
-	v            Velocity
-	rates        int // rate updates so far
-	lastErr      error
-	lastErrT     time.Time
+	// recordedAt is this process's clock (with its monotonic reading) when last was recorded: lastT is
+	// the source's stamp, which a source with a clock of its own (Prometheus) can put ahead of this one.
+	recordedAt  time.Time
+	lastSnapErr error            // last.Err(), worked out once per scrape rather than on every read
+	anchor      *engine.Snapshot // start of the latency window
+	anchorT     time.Time
+	v           Velocity
+	rates       int // rate updates so far
+	lastErr     error
+	lastErrT    time.Time
 	// glitch is the last sample's reason to be rejected (nil when it was accepted); glitches counts
 	// rejected intervals in a row (a page refused on its own, by checkSnapshot, is not one).
 	glitch   error
@@ -237,7 +241,7 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	}
 	st.glitch, st.glitches = nil, 0
 	st.prev, st.prevT = st.last, st.lastT
-	st.last, st.lastT = snap, t
+	st.last, st.lastT, st.recordedAt = snap, t, s.now()
 	for i, f := range requestGauges {
 		if _, ok := snap.Scalar(f); ok {
 			st.seen[i] = pageSeen{snap: snap, t: t}
@@ -513,11 +517,24 @@ func (s *Store) state(st *podState) error {
 		}
 		return fmt.Errorf("%s: %w", pod, ErrWarmingUp)
 	}
-	if age := s.now().Sub(st.lastT); age > s.opts.StaleAfter {
+	stale := func(why string) error {
 		if st.lastErr != nil {
-			return fmt.Errorf("%s: %w (last good scrape %s ago; last error: %w)", pod, ErrStale, age.Round(time.Millisecond), st.lastErr)
+			return fmt.Errorf("%s: %w (%s; last error: %w)", pod, ErrStale, why, st.lastErr)
 		}
-		return fmt.Errorf("%s: %w (last good scrape %s ago)", pod, ErrStale, age.Round(time.Millisecond))
+		return fmt.Errorf("%s: %w (%s)", pod, ErrStale, why)
+	}
+	now := s.now()
+	switch age := now.Sub(st.lastT); {
+	case age > s.opts.StaleAfter:
+		return stale(fmt.Sprintf("last good scrape %s ago", age.Round(time.Millisecond)))
+	case age < -s.opts.StaleAfter:
+		// A page stamped ahead of this clock (this clock stepped back, or the source's is ahead) would
+		// read as fresh, frozen, until this clock caught up with its stamp.
+		return stale(fmt.Sprintf("last good scrape stamped %s ahead of this clock: the clocks of the source and this process differ", (-age).Round(time.Millisecond)))
+	case now.Sub(st.recordedAt) > s.opts.StaleAfter:
+		// The same by this process's own clock, which a step of the wall clock does not move: a page
+		// stamped a little ahead goes stale when no newer one has come for the bound.
+		return stale(fmt.Sprintf("no newer page recorded for %s by this process's clock", now.Sub(st.recordedAt).Round(time.Millisecond)))
 	}
 	if st.glitch != nil {
 		return fmt.Errorf("%s: %w", pod, st.glitch)
@@ -613,11 +630,15 @@ func (s *Store) update(st *podState) {
 		st.held = errors.New("no rate for the last interval: a scrape lacked a request gauge")
 		return
 	}
-	if okD && done >= 1 && prompt > 0 {
+	// Each request finishing in the interval computed or generated a token in it, so a finished counter
+	// rising faster than the token counters is wrong, and such an interval teaches no length: one page
+	// whose count jumped by 10^6 dragged a learned prompt of 2,000 tokens to about 270.
+	learn := okD && done >= 1 && done <= prompt+gen
+	if learn && prompt > 0 {
 		// Learn the pod's mean prompt length (prefill pods finish a request per prefill).
 		v.MeanPromptTokens = min(maxMeanTokens, smooth(v.MeanPromptTokens, prompt/done, dt, s.opts.FallTau, s.opts.FallTau))
 	}
-	if okD && done >= 1 && gen > 0 {
+	if learn && gen > 0 {
 		v.MeanOutputTokens = min(maxMeanTokens, smooth(v.MeanOutputTokens, gen/done, dt, s.opts.FallTau, s.opts.FallTau))
 	}
 	computed := computedPrompt(st.prev, cur, prompt)
@@ -626,8 +647,8 @@ func (s *Store) update(st *podState) {
 	v.DecodeTPS = s.rate(first, v.DecodeTPS, gen/dt, dt)
 	if okD && okW && okR {
 		// Every request that arrived since the last scrape has finished or is still waiting or running. A
-		// request finishing in the interval computed or generated at least one token in it, so a finished
-		// counter rising faster than the token counters is clipped to them (it is no plausibility check's).
+		// finished counter rising faster than the token counters is clipped to them here (see learn
+		// above; it is no plausibility check's).
 		done = min(done, prompt+gen)
 		v.RequestTPS = s.rate(first, v.RequestTPS, math.Max(0, done+dWaiting+dRunning)/dt, dt)
 	}
@@ -744,6 +765,9 @@ func histDelta(prev, cur *engine.Snapshot, f engine.Field) engine.Histogram {
 		// Durations only add up: a sum that fell (or overflowed) means the two pages are not one series.
 		return engine.Histogram{}
 	}
+	if !out.HasSum {
+		out.Sum = 0 // a page without _sum, or with it on some engines only, gives no window sum (not a negative one)
+	}
 	out.Buckets = make([]engine.Bucket, len(b.Buckets))
 	for i := range b.Buckets {
 		if a.Buckets[i].UpperBound != b.Buckets[i].UpperBound || b.Buckets[i].Count < a.Buckets[i].Count {
@@ -751,14 +775,27 @@ func histDelta(prev, cur *engine.Snapshot, f engine.Field) engine.Histogram {
 		}
 		out.Buckets[i] = engine.Bucket{UpperBound: b.Buckets[i].UpperBound, Count: b.Buckets[i].Count - a.Buckets[i].Count}
 	}
-	if n := len(out.Buckets); n > 0 {
-		// The window's last bucket cannot count more than its observations, and +Inf counts all of them:
-		// above, FractionAbove went negative and was clamped to 0 (misses hidden); below, observations
-		// in no bucket read as misses.
-		last, tol := out.Buckets[n-1], histTolerance*(a.Count+b.Count)
-		if last.Count > out.Count+tol || (math.IsInf(last.UpperBound, 1) && last.Count < out.Count-tol) {
+	// Each page's buckets are cumulative and within its count, but a window between two pages need not be
+	// (a lower bucket that grew more than the one above it): a window bucket below the one before it or
+	// above the window's count made FractionAbove negative, clamped to 0 (misses hidden), and a +Inf
+	// bucket below the count left observations in no bucket (read as misses). Differences within the
+	// pages' rounding are evened out, so the window served is exactly cumulative and within its count.
+	tol := histTolerance * (a.Count + b.Count)
+	for i := range out.Buckets {
+		c, lo := out.Buckets[i].Count, 0.0
+		if i > 0 {
+			lo = out.Buckets[i-1].Count
+		}
+		if c > out.Count+tol || c < lo-tol {
 			return engine.Histogram{}
 		}
+		out.Buckets[i].Count = min(max(c, lo), out.Count)
+	}
+	if n := len(out.Buckets); n > 0 && math.IsInf(out.Buckets[n-1].UpperBound, 1) {
+		if out.Buckets[n-1].Count < out.Count-tol {
+			return engine.Histogram{}
+		}
+		out.Buckets[n-1].Count = out.Count
 	}
 	return out
 }
@@ -766,6 +803,16 @@ func histDelta(prev, cur *engine.Snapshot, f engine.Field) engine.Histogram {
 // FractionAbove estimates the share of a histogram's observations above x (linear within a bucket).
 // ok is false when the histogram is empty or has no finite bound.
 func FractionAbove(h engine.Histogram, x float64) (frac float64, ok bool) {
+	f, ok := fractionAbove(h, x)
+	if !ok {
+		return 0, false
+	}
+	return math.Max(0, math.Min(1, f)), true
+}
+
+// fractionAbove is FractionAbove before the result is held to 0..1, which only rounding may leave for a
+// window the store serves (FuzzPageSequence checks it).
+func fractionAbove(h engine.Histogram, x float64) (frac float64, ok bool) {
 	if !h.OK || h.Count <= 0 || len(h.Buckets) == 0 {
 		return 0, false
 	}
@@ -794,5 +841,5 @@ func FractionAbove(h engine.Histogram, x float64) (frac float64, ok bool) {
 	if math.IsNaN(f) {
 		return 0, false
 	}
-	return math.Max(0, math.Min(1, f)), true
+	return f, true
 }
