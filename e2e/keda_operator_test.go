@@ -69,7 +69,7 @@ spec:
   triggers:
   - type: external
     authenticationRef: {name: tokenscale-keda-scaler}
-    metadata: {scalerAddress: %[2]q, pool: prefill, metric: desiredReplicas}
+    metadata: {scalerAddress: %[2]q, enableTLS: "true", pool: prefill, metric: desiredReplicas}
 ---
 apiVersion: keda.sh/v1alpha1
 kind: ScaledObject
@@ -83,7 +83,7 @@ spec:
   triggers:
   - type: external-push
     authenticationRef: {name: tokenscale-keda-scaler}
-    metadata: {scalerAddress: %[2]q, pool: decode, metric: desiredReplicas,
+    metadata: {scalerAddress: %[2]q, enableTLS: "true", pool: decode, metric: desiredReplicas,
       activationPool: prefill, activationMetric: arrivalVelocity, activationThreshold: "8000"}
 `, ns, scaler), "apply", "-f", "-")
 

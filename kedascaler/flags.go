@@ -15,7 +15,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.GRPCAddress, "grpc-address", ":9090", "address of the external scaler gRPC server")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", "127.0.0.1:8080", "address of the plain-HTTP /metrics and /healthz endpoint, unauthenticated, so loopback by default (empty: off)")
 	fs.StringVar(&o.ProbeAddress, "probe-address", "", "address of a plain-HTTP /healthz only, for the kubelet's probes (empty: off)")
-	fs.IntVar(&o.MaxStreams, "max-streams", DefaultMaxStreams, "most concurrent server streams (StreamIsActive and health Watch together); more are refused with ResourceExhausted (negative: no cap)")
+	fs.IntVar(&o.MaxStreams, "max-streams", DefaultMaxStreams, fmt.Sprintf("most concurrent server streams (StreamIsActive and health Watch together); more are refused with ResourceExhausted, as are calls of any kind past this plus %d (negative: no cap on either)", CallRoom))
 	fs.DurationVar(&o.KeepaliveTime, "keepalive-time", 30*time.Second, "ping a client after this long without activity on its connection")
 	fs.DurationVar(&o.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose client does not answer a ping within this long (reaps silent clients' streams)")
 	fs.StringVar(&o.TLS.CertFile, "tls-cert-file", "", "serving certificate (PEM); with --tls-private-key-file enables TLS")
@@ -27,9 +27,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // Validate reports every flag that cannot work, before anything listens.
 func (o *Options) Validate() []error {
 	var errs []error
-	errs = append(errs, options.CheckAddress("grpc-address", o.GRPCAddress, true)...)
-	errs = append(errs, options.CheckAddress("metrics-address", o.MetricsAddress, false)...)
-	errs = append(errs, options.CheckAddress("probe-address", o.ProbeAddress, false)...)
+	errs = append(errs, options.CheckListen(
+		options.Listen{Flag: "grpc-address", Value: o.GRPCAddress, Required: true},
+		options.Listen{Flag: "metrics-address", Value: o.MetricsAddress},
+		options.Listen{Flag: "probe-address", Value: o.ProbeAddress})...)
 	if (o.TLS.CertFile == "") != (o.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-private-key-file go together"))
 	}

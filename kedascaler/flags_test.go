@@ -37,6 +37,23 @@ func TestFlagsValidate(t *testing.T) {
 	if err := parse("--client-ca-file=ca"); err == nil || !strings.Contains(err.Error(), "--client-ca-file needs") {
 		t.Errorf("client CA without TLS: %v", err)
 	}
+	// Ports that cannot be listened on are refused before the pipeline starts, not when Serve listens.
+	if err := parse("--metrics-address=127.0.0.1:8080", "--probe-address=:8081"); err != nil {
+		t.Errorf("the manifests' addresses refused: %v", err)
+	}
+	err = parse("--grpc-address=:99999", "--metrics-address=:abc", "--probe-address=:9090")
+	for _, want := range []string{`--grpc-address ":99999"`, `--metrics-address ":abc"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("bad ports: %v; want a problem naming %s", err, want)
+		}
+	}
+	if err := parse("--metrics-address=:8081", "--probe-address=:8081"); err == nil || !strings.Contains(err.Error(), "--metrics-address") ||
+		!strings.Contains(err.Error(), "--probe-address") || !strings.Contains(err.Error(), "same port") {
+		t.Errorf("metrics and probe on one port: %v; want a problem naming both flags", err)
+	}
+	if err := parse("--probe-address=:9090"); err == nil || !strings.Contains(err.Error(), "--grpc-address") || !strings.Contains(err.Error(), "--probe-address") {
+		t.Errorf("the probe on the gRPC port: %v; want a problem naming both flags", err)
+	}
 }
 
 // --allow-cross-namespace is off unless given: a ScaledObject reads only its own namespace's pools.

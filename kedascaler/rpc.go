@@ -183,7 +183,9 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 // StreamIsActive (trigger type external-push) sends the activation state on every change, evaluated on
 // every new snapshot, so a burst is pushed within one scrape interval instead of on KEDA's next poll.
 // While the value is unknown nothing is sent (KEDA keeps its state). It ends with the stream's context, or
-// with Unavailable when the scaler stops, so KEDA reconnects rather than holding the stop up.
+// cleanly (OK, which KEDA reads as io.EOF) when the scaler stops, so KEDA reconnects rather than holding
+// the stop up: KEDA retries after 2 s only on io.EOF, and doubles its wait up to a minute on any error,
+// so an error here would leave push triggers without a stream for longer after every rollout.
 func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc.ServerStreamingServer[externalscaler.IsActiveResponse]) error {
 	t, err := s.trigger("StreamIsActive", ref)
 	if err != nil {
@@ -209,7 +211,7 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 		case <-ctx.Done():
 			return nil
 		case <-s.stopping:
-			return status.Error(codes.Unavailable, "tokenscale: the scaler is stopping; reconnect")
+			return nil
 		case <-ch:
 		}
 	}

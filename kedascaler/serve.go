@@ -3,6 +3,7 @@ package kedascaler
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"runtime/debug"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
@@ -105,6 +107,27 @@ func (l *streamLimit) intercept(srv any, ss grpc.ServerStream, info *grpc.Stream
 	return h(srv, ss)
 }
 
+// callLimit caps the gRPC calls open at once on every connection together, unary ones included. The
+// stream cap cannot: a unary call's request is read before any interceptor runs, so a client that sends
+// a call's headers and never its request would hold a goroutine and the headers per call, without bound.
+// It counts in the transport's tap, before the call gets a goroutine (the tap runs in the connection's
+// reader, under its lock, so it only counts), and a call leaves the count when its context ends, which the
+// transport does when the call finishes, is reset, runs past its deadline or loses its connection (a stats
+// handler's End would miss calls to unknown methods, which the server answers without one).
+type callLimit struct {
+	max, room int64 // room: how many of max are beyond --max-streams, for the refusal's message
+	open      atomic.Int64
+}
+
+func (l *callLimit) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if n := l.open.Add(1); n > l.max {
+		l.open.Add(-1)
+		return nil, status.Errorf(codes.ResourceExhausted, "tokenscale: %d calls (streams and unary calls together) are open, the most this scaler serves (--max-streams plus %d); %s refused", l.max, l.room, info.FullMethodName)
+	}
+	context.AfterFunc(ctx, func() { l.open.Add(-1) })
+	return ctx, nil
+}
+
 // Options configure Serve.
 type Options struct {
 	GRPCAddress string // e.g. :9090
@@ -119,7 +142,8 @@ type Options struct {
 	// ScaledObject reads only its own namespace's (see ParseOptions).
 	AllowCrossNamespace bool
 	// MaxStreams caps concurrent server streams, StreamIsActive and health Watch together (0:
-	// DefaultMaxStreams, < 0: no cap); past it a new stream is refused with ResourceExhausted.
+	// DefaultMaxStreams, < 0: no cap); past it a new stream is refused with ResourceExhausted. Every call
+	// together, unary ones included, is capped at MaxStreams + CallRoom, on all connections and on each.
 	MaxStreams int
 	// ShutdownGrace is how long a stopping scaler lets calls finish before it closes every connection
 	// (default DefaultShutdownGrace).
@@ -136,6 +160,11 @@ type Options struct {
 	Listening func(net.Addr)
 	// limit is the stream cap in use (tests read its count).
 	limit *streamLimit
+	// calls is the cap on every call in use (tests read its count); callRoom and handshakeTimeout
+	// replace CallRoom and HandshakeTimeout when set (tests).
+	calls            *callLimit
+	callRoom         int
+	handshakeTimeout time.Duration
 }
 
 // DefaultMaxStreams is the default cap on concurrent streams: one per external-push trigger per KEDA
@@ -147,10 +176,25 @@ const DefaultMaxStreams = 1000
 // refused with ResourceExhausted before it is decoded.
 const MaxRecvMsgSize = 64 << 10
 
+// MaxHeaderListSize bounds the headers of one call (gRPC's default is 16 MiB per call): KEDA sends a few
+// hundred bytes of them (its request travels in the message), and a call whose request never comes holds
+// its headers for as long as it stays open. Past the bound the call is reset before it starts.
+const MaxHeaderListSize = 16 << 10
+
+// CallRoom is how many calls beyond --max-streams may be open at once: room for the unary calls (KEDA's
+// GetMetrics, IsActive and GetMetricSpec, health Check), which take microseconds each, beside the push
+// streams. KEDA sends every ScaledObject's calls and push streams over one connection, so one connection
+// may use the whole cap.
+const CallRoom = 1000
+
+// HandshakeTimeout bounds a new connection's TLS and HTTP/2 handshake (gRPC's default is 120 s): KEDA's
+// takes milliseconds, and a connection that never completes one holds a goroutine until it ends.
+const HandshakeTimeout = 10 * time.Second
+
 // DefaultShutdownGrace bounds a stop: KEDA holds StreamIsActive streams, and a health client its Watch,
 // open for as long as it runs, so a graceful stop that waited for them would last until the kubelet's
-// SIGKILL. StreamIsActive streams end at once with Unavailable (KEDA reconnects, to another replica);
-// what is still open after the grace is closed.
+// SIGKILL. StreamIsActive streams end at once, cleanly (KEDA reconnects, to another replica, after its
+// shortest back-off); what is still open after the grace is closed.
 const DefaultShutdownGrace = 5 * time.Second
 
 // Serve runs the gRPC scaler (with the standard health service, SERVING while values are fresh) and
@@ -185,13 +229,31 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if o.KeepaliveTimeout <= 0 {
 		o.KeepaliveTimeout = 10 * time.Second
 	}
+	if o.handshakeTimeout <= 0 {
+		o.handshakeTimeout = HandshakeTimeout
+	}
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
+		grpc.MaxRecvMsgSize(MaxRecvMsgSize), grpc.MaxHeaderListSize(MaxHeaderListSize), grpc.ConnectionTimeout(o.handshakeTimeout),
 		// The cap goes first, so a refused stream is not counted open.
 		grpc.ChainUnaryInterceptor(m.unary), grpc.ChainStreamInterceptor(o.limit.intercept, m.stream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
 		// Clients may ping as often as every 10 s, also between calls: more often is abuse (GOAWAY).
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	var maxCalls int64 // 0: no cap
+	if o.MaxStreams > 0 {
+		if o.callRoom <= 0 {
+			o.callRoom = CallRoom
+		}
+		if o.calls == nil {
+			o.calls = &callLimit{}
+		}
+		// Kept under 2^32 - 1, which gRPC reads as no per-connection cap.
+		maxCalls = min(int64(o.MaxStreams), math.MaxUint32-1-int64(o.callRoom)) + int64(o.callRoom)
+		o.calls.max, o.calls.room = maxCalls, int64(o.callRoom)
+		// The per-connection cap is announced in HTTP/2 SETTINGS, so a gRPC client (KEDA) queues calls past
+		// it instead of having them refused; the tap holds the total across connections.
+		opts = append(opts, grpc.MaxConcurrentStreams(uint32(maxCalls)), grpc.InTapHandle(o.calls.tap))
 	}
 	if creds != nil {
 		opts = append(opts, grpc.Creds(creds))
@@ -233,7 +295,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 		klog.InfoS("WARNING: serving the KEDA external scaler without TLS; any client that reaches the port reads pool numbers (set --tls-cert-file and --tls-private-key-file)")
 	}
 	klog.InfoS("Serving the KEDA external scaler", "grpc", lis.Addr().String(), "tls", creds != nil, "clientCerts", o.TLS.ClientCAFile != "", "allowCrossNamespace", o.AllowCrossNamespace,
-		"maxStreams", o.MaxStreams, "metrics", o.MetricsAddress, "probe", o.ProbeAddress)
+		"maxStreams", o.MaxStreams, "maxCalls", maxCalls, "metrics", o.MetricsAddress, "probe", o.ProbeAddress)
 	return g.Serve(lis)
 }
 

@@ -10,6 +10,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -166,6 +168,29 @@ func TestTLSOptionsAreChecked(t *testing.T) {
 	} {
 		if _, err := c.tls.credentials(); err == nil || !strings.Contains(err.Error(), c.bad) {
 			t.Errorf("%+v: %v, want an error naming %s", c.tls, err, c.bad)
+		}
+	}
+	if _, err := (TLS{CertFile: crt, KeyFile: key, ClientCAFile: caFile}).credentials(); err != nil {
+		t.Errorf("the good files: %v", err)
+	}
+}
+
+// A TLS file missing at start is refused naming the flag that set it, not only its path.
+func TestTLSMissingFileNamesTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	caFile, crt, key, _, _ := pki(t, dir)
+	missing := filepath.Join(dir, "missing.pem")
+	for _, c := range []struct {
+		tls  TLS
+		flag string
+	}{
+		{TLS{CertFile: missing, KeyFile: key}, "--tls-cert-file"},
+		{TLS{CertFile: crt, KeyFile: missing}, "--tls-private-key-file"},
+		{TLS{CertFile: crt, KeyFile: key, ClientCAFile: missing}, "--client-ca-file"},
+	} {
+		_, err := c.tls.credentials()
+		if err == nil || !strings.Contains(err.Error(), c.flag) || !strings.Contains(err.Error(), missing) || !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%+v: %v; want an error naming %s and %s, wrapping os.ErrNotExist", c.tls, err, c.flag, missing)
 		}
 	}
 	if _, err := (TLS{CertFile: crt, KeyFile: key, ClientCAFile: caFile}).credentials(); err != nil {
@@ -408,8 +433,8 @@ func waitServe(t *testing.T, done <-chan error) {
 }
 
 // A stop does not wait for KEDA to close its StreamIsActive streams, which it never does while it runs:
-// they end at once with Unavailable saying so (KEDA reconnects, to another replica), well within a grace
-// long enough that only that can end them.
+// they end at once, well within a grace long enough that only that can end them, and cleanly: KEDA
+// reconnects (to another replica) after 2 s on io.EOF, but backs off up to a minute on an error.
 func TestServeStopsWithStreamsOpen(t *testing.T) {
 	src := &source{}
 	src.publish(snapshot(time.Now(), 12000))
@@ -424,8 +449,8 @@ func TestServeStopsWithStreamsOpen(t *testing.T) {
 	}
 	stop()
 	waitServe(t, done)
-	if _, err := st.Recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the scaler is stopping") {
-		t.Fatalf("the StreamIsActive stream after the stop: %v, want Unavailable saying the scaler is stopping", err)
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("the StreamIsActive stream after the stop: %v, want io.EOF (KEDA's retry back-off resets only on that)", err)
 	}
 }
 

@@ -64,6 +64,10 @@ type tlsState struct {
 	clientCAs *x509.CertPool
 }
 
+// tlsFlags name the TLS files (certificate, key, client CA, in the order of tlsFiles.stamps) in errors by
+// what each is and the flag that set it: a missing file is otherwise only a path.
+var tlsFlags = [3]string{"the serving certificate (--tls-cert-file)", "the serving key (--tls-private-key-file)", "the client CA (--client-ca-file)"}
+
 type fileStamp struct {
 	mod  time.Time
 	size int64
@@ -90,6 +94,7 @@ func (r *tlsFiles) current() (*tlsState, error) {
 	var err error
 	for i, p := range []string{r.CertFile, r.KeyFile, r.ClientCAFile} {
 		if now[i], err = stamp(p); err != nil {
+			err = fmt.Errorf("%s: %w", tlsFlags[i], err)
 			break
 		}
 	}
@@ -121,25 +126,25 @@ func (r *tlsFiles) load() (*tlsState, error) {
 	// Bounded reads: a path mounted wrong (a device, a FIFO, a huge file) is an error, not the memory.
 	certPEM, err := config.ReadFile(r.CertFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the serving certificate: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", tlsFlags[0], err)
 	}
 	keyPEM, err := config.ReadFile(r.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the serving key: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", tlsFlags[1], err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("loading the serving certificate %s and key %s: %w", r.CertFile, r.KeyFile, err)
+		return nil, fmt.Errorf("loading the serving certificate %s (--tls-cert-file) and key %s (--tls-private-key-file): %w", r.CertFile, r.KeyFile, err)
 	}
 	s := &tlsState{cert: &cert}
 	if r.ClientCAFile != "" {
 		pem, err := config.ReadFile(r.ClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("reading the client CA: %w", err)
+			return nil, fmt.Errorf("reading %s: %w", tlsFlags[2], err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("client CA %s holds no PEM certificate", r.ClientCAFile)
+			return nil, fmt.Errorf("client CA %s (--client-ca-file) holds no PEM certificate", r.ClientCAFile)
 		}
 		s.clientCAs = pool
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -138,18 +139,67 @@ func PrintErrors(w io.Writer, name string, err error) {
 	}
 }
 
-// CheckAddress reports a listen address flag that is not host:port; "" is allowed unless required.
+// CheckAddress reports a listen address flag that is not host:port with a valid port; "" is allowed
+// unless required. A front with several listen flags checks them together with CheckListen.
 func CheckAddress(flag, v string, required bool) []error {
-	if v == "" {
-		if required {
-			return []error{fmt.Errorf("--%s is required", flag)}
+	return CheckListen(Listen{Flag: flag, Value: v, Required: required})
+}
+
+// Listen is one listen address flag, for CheckListen.
+type Listen struct {
+	Flag, Value string // the flag's name without dashes, and its value
+	Required    bool   // "" is refused, not read as off
+}
+
+// CheckListen reports every listen address flag that cannot work, so that a command stops before it
+// starts anything rather than when it first listens: a missing required one, one that is not host:port,
+// a port that is neither a number 0-65535 nor a known service name (what net.Listen accepts), and two
+// flags on the same non-zero port where both would take it (the same host, or a host that is empty or
+// unspecified, which listens on every address).
+func CheckListen(flags ...Listen) []error {
+	type bound struct {
+		Listen
+		host string
+		port int
+	}
+	var errs []error
+	var ok []bound
+	for _, f := range flags {
+		if f.Value == "" {
+			if f.Required {
+				errs = append(errs, fmt.Errorf("--%s is required", f.Flag))
+			}
+			continue
 		}
-		return nil
+		host, port, err := net.SplitHostPort(f.Value)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: %w", f.Flag, f.Value, err))
+			continue
+		}
+		n, err := net.LookupPort("tcp", port)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: the port must be a number 0-65535 or a service name: %w", f.Flag, f.Value, err))
+			continue
+		}
+		for _, b := range ok {
+			if n != 0 && n == b.port && sameListenHost(host, b.host) {
+				errs = append(errs, fmt.Errorf("--%s %q and --%s %q listen on the same port", b.Flag, b.Value, f.Flag, f.Value))
+			}
+		}
+		ok = append(ok, bound{f, host, n})
 	}
-	if _, _, err := net.SplitHostPort(v); err != nil {
-		return []error{fmt.Errorf("--%s %q: %w", flag, v, err)}
+	return errs
+}
+
+// sameListenHost says whether listeners on two hosts with one port would collide: an empty or unspecified
+// host (0.0.0.0, ::) takes the port on every address.
+func sameListenHost(a, b string) bool {
+	wildcard := func(h string) bool { ip := net.ParseIP(h); return h == "" || ip != nil && ip.IsUnspecified() }
+	if wildcard(a) || wildcard(b) || strings.EqualFold(a, b) {
+		return true
 	}
-	return nil
+	ipa, ipb := net.ParseIP(a), net.ParseIP(b)
+	return ipa != nil && ipa.Equal(ipb)
 }
 
 // Kube selects the cluster: --kubeconfig, else the in-cluster configuration.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -127,5 +128,52 @@ func TestJSONLogging(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(stderr, "--port must be positive") {
 		t.Errorf("bad flag: exit %v, stderr %q; want 2 and the problem", err, stderr)
+	}
+}
+
+// A listen address whose port cannot be listened on, or two flags on one port, are refused when the
+// flags are checked, naming the flags, not when the command first listens after starting everything.
+func TestCheckListen(t *testing.T) {
+	for _, c := range []struct {
+		flags []Listen
+		want  []string // each a problem's text; none: accepted
+	}{
+		{[]Listen{{Flag: "a", Value: ":9090"}, {Flag: "b", Value: "127.0.0.1:8080"}, {Flag: "c", Value: "[::1]:8081"}}, nil},
+		{[]Listen{{Flag: "a", Value: ":0"}, {Flag: "b", Value: "127.0.0.1:0"}, {Flag: "c", Value: ""}}, nil}, // 0: any free port
+		{[]Listen{{Flag: "a", Value: "127.0.0.1:8080"}, {Flag: "b", Value: "10.0.0.1:8080"}}, nil},           // different hosts
+		{[]Listen{{Flag: "a", Value: "", Required: true}}, []string{"--a is required"}},
+		{[]Listen{{Flag: "a", Value: "8080"}}, []string{`--a "8080"`}},
+		{[]Listen{{Flag: "a", Value: ":99999"}}, []string{`--a ":99999": the port must be a number 0-65535`}},
+		{[]Listen{{Flag: "a", Value: ":65536"}}, []string{`--a ":65536"`}},
+		{[]Listen{{Flag: "a", Value: ":abc"}}, []string{`--a ":abc"`}},
+		{[]Listen{{Flag: "a", Value: ":-1"}}, []string{`--a ":-1"`}},
+		{[]Listen{{Flag: "metrics-address", Value: ":8081"}, {Flag: "probe-address", Value: ":8081"}},
+			[]string{`--metrics-address ":8081" and --probe-address ":8081" listen on the same port`}},
+		{[]Listen{{Flag: "a", Value: "127.0.0.1:8080"}, {Flag: "b", Value: ":8080"}}, []string{"--a", "--b", "the same port"}},
+		{[]Listen{{Flag: "a", Value: "0.0.0.0:8080"}, {Flag: "b", Value: "[::1]:8080"}}, []string{"the same port"}},
+		{[]Listen{{Flag: "a", Value: "[::1]:8080"}, {Flag: "b", Value: "[0:0:0:0:0:0:0:1]:8080"}}, []string{"the same port"}},
+		{[]Listen{{Flag: "a", Value: "localhost:8080"}, {Flag: "b", Value: "LOCALHOST:8080"}}, []string{"the same port"}},
+		{[]Listen{{Flag: "a", Value: ":http"}, {Flag: "b", Value: "127.0.0.1:80"}}, []string{"the same port"}}, // a service name, as net.Listen reads it
+		// Every problem at once.
+		{[]Listen{{Flag: "a", Value: ":1"}, {Flag: "b", Value: ":1"}, {Flag: "c", Value: ":1"}, {Flag: "d", Value: ":x"}},
+			[]string{"--a \":1\" and --b", "--a \":1\" and --c", "--b \":1\" and --c", `--d ":x"`}},
+	} {
+		errs := CheckListen(c.flags...)
+		if len(c.want) == 0 {
+			if len(errs) > 0 {
+				t.Errorf("%+v: %v; want accepted", c.flags, errs)
+			}
+			continue
+		}
+		all := fmt.Sprint(errs)
+		for _, w := range c.want {
+			if !strings.Contains(all, w) {
+				t.Errorf("%+v: %v; want a problem saying %q", c.flags, errs, w)
+			}
+		}
+	}
+	// CheckAddress, a single flag, checks its port too.
+	if errs := CheckAddress("metrics-address", ":99999", false); len(errs) != 1 || !strings.Contains(errs[0].Error(), "--metrics-address") {
+		t.Errorf("CheckAddress with port 99999: %v", errs)
 	}
 }

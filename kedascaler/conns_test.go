@@ -1,0 +1,167 @@
+package kedascaler
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// HTTP/2 SETTINGS identifiers (RFC 9113 6.5.2).
+const (
+	settingMaxConcurrentStreams = 0x3
+	settingMaxHeaderListSize    = 0x6
+)
+
+// serverSettings opens a plaintext HTTP/2 connection to target and returns the settings of the server's
+// first SETTINGS frame (what it announces to every client).
+func serverSettings(t *testing.T, target string) map[uint16]uint32 {
+	t.Helper()
+	c, err := net.Dial("tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Minute)) // a hang guard only
+	// The client preface and an empty SETTINGS frame.
+	if _, err := c.Write(append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 0, 0, 0, 0x4, 0, 0, 0, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		var hdr [9]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			t.Fatalf("reading the server's frames: %v", err)
+		}
+		n := int(hdr[0])<<16 | int(hdr[1])<<8 | int(hdr[2])
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(c, payload); err != nil {
+			t.Fatalf("reading the server's frames: %v", err)
+		}
+		if hdr[3] != 0x4 || hdr[4]&0x1 != 0 { // not SETTINGS, or an ACK
+			continue
+		}
+		settings := map[uint16]uint32{}
+		for p := payload; len(p) >= 6; p = p[6:] {
+			settings[binary.BigEndian.Uint16(p)] = binary.BigEndian.Uint32(p[2:])
+		}
+		return settings
+	}
+}
+
+// The server announces a per-connection stream cap (--max-streams plus CallRoom) and a header list bound
+// in its SETTINGS; without them gRPC allows 2^32 - 1 streams per connection, each with 16 MiB of headers.
+// With --max-streams negative (no cap) no stream cap is announced, and the header bound still is.
+func TestServeAnnouncesConnectionLimits(t *testing.T) {
+	src := &source{}
+	got := serverSettings(t, serveForTest(t, src, Options{}))
+	if v, ok := got[settingMaxConcurrentStreams]; !ok || v != DefaultMaxStreams+CallRoom {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d (sent: %v); want %d", v, ok, DefaultMaxStreams+CallRoom)
+	}
+	if v, ok := got[settingMaxHeaderListSize]; !ok || v != MaxHeaderListSize || v > 64<<10 {
+		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d (sent: %v); want %d", v, ok, MaxHeaderListSize)
+	}
+	got = serverSettings(t, serveForTest(t, src, Options{MaxStreams: -1}))
+	if v, ok := got[settingMaxConcurrentStreams]; ok {
+		t.Errorf("with --max-streams -1: SETTINGS_MAX_CONCURRENT_STREAMS %d; want none", v)
+	}
+	if v := got[settingMaxHeaderListSize]; v != MaxHeaderListSize {
+		t.Errorf("with --max-streams -1: SETTINGS_MAX_HEADER_LIST_SIZE %d; want %d", v, MaxHeaderListSize)
+	}
+}
+
+// Calls are capped across connections, unary ones included: a client that sends a unary call's headers
+// and never its request holds the call open (its request is read before any interceptor runs), so only
+// the transport's count can refuse the next. A call leaves the count when it ends: cancelled, answered,
+// or to an unknown method (answered without the stats handler's End).
+func TestServeCapsCallsAcrossConnections(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	calls := &callLimit{}
+	target := serveForTest(t, src, Options{MaxStreams: 1, callRoom: 2, calls: calls})
+	dial := func() *grpc.ClientConn {
+		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	waitOpen := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute) // a hang guard: the server counts within milliseconds
+		for calls.open.Load() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d calls counted open a minute on; want %d", calls.open.Load(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// Three GetMetrics calls whose requests never come: headers only.
+	hold := dial()
+	var cancels []context.CancelFunc
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		if _, err := hold.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/externalscaler.ExternalScaler/GetMetrics"); err != nil {
+			t.Fatal(err)
+		}
+		cancels = append(cancels, cancel)
+	}
+	waitOpen(3)
+
+	other := dial()
+	c := externalscaler.NewExternalScalerClient(other)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	get := func() error {
+		_, err := c.GetMetrics(ctx, &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill"})})
+		return err
+	}
+	if err := get(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-streams") {
+		t.Fatalf("GetMetrics on another connection with 3 of 3 calls open: %v; want ResourceExhausted naming --max-streams", err)
+	}
+	if _, err := healthpb.NewHealthClient(other).Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("health Check with 3 of 3 calls open: %v; want ResourceExhausted", err)
+	}
+	cancels[0]()
+	waitOpen(2)
+	if err := get(); err != nil {
+		t.Fatalf("GetMetrics after a held call was cancelled: %v", err)
+	}
+	waitOpen(2)
+	if err := other.Invoke(ctx, "/no.Such/Method", &externalscaler.ScaledObjectRef{}, &externalscaler.IsActiveResponse{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("an unknown method: %v; want Unimplemented", err)
+	}
+	waitOpen(2)
+	if err := get(); err != nil {
+		t.Fatalf("GetMetrics after an answered call and an unknown method: %v", err)
+	}
+}
+
+// A connection that never completes its handshake is closed after the handshake timeout (gRPC's default
+// is 120 s), instead of holding a goroutine for two minutes.
+func TestServeClosesStalledHandshakes(t *testing.T) {
+	target := serveForTest(t, &source{}, Options{handshakeTimeout: 100 * time.Millisecond})
+	c, err := net.Dial("tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(time.Minute)) // a hang guard, well under gRPC's default
+	_, err = io.Copy(io.Discard, c)                    // the server's SETTINGS, then the close
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("a connection that sent nothing is still open a minute later: %v", err)
+	}
+}
