@@ -26,9 +26,11 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	m := newMonitor(reg.MustRegister, time.Now)
 	m.ObserveScrape("prefill", time.Millisecond, errors.New("refused"))
 	m.ObserveRequest("custom", "object", time.Microsecond, nil)
+	// A known pool of each role, as some numbers exist for one role only.
 	known := &service.PoolView{Key: service.PoolKey{Namespace: "ns", Name: "prefill"}, Config: &config.Pool{Role: config.RolePrefill}, Desired: 1, HasDesired: true}
-	unknown := &service.PoolView{Key: service.PoolKey{Namespace: "ns", Name: "decode"}, Err: errors.New("stale")}
-	snap := &service.Snapshot{Pools: map[service.PoolKey]*service.PoolView{known.Key: known, unknown.Key: unknown}}
+	decode := &service.PoolView{Key: service.PoolKey{Namespace: "ns", Name: "decode"}, Config: &config.Pool{Role: config.RoleDecode}, Desired: 1, HasDesired: true}
+	unknown := &service.PoolView{Key: service.PoolKey{Namespace: "ns", Name: "other"}, Err: errors.New("stale")}
+	snap := &service.Snapshot{Pools: map[service.PoolKey]*service.PoolView{known.Key: known, decode.Key: decode, unknown.Key: unknown}}
 	reg.CustomMustRegister(selfmetrics.NewPools(func() *service.Snapshot { return snap }, nil))
 	// The converter's and the KEDA scaler's families, which the dashboard's other rows read.
 	cm := converter.NewMetrics(reg.MustRegister)

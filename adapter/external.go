@@ -63,7 +63,7 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	defer observe(e.obs, "external", "object", time.Now(), &err)
 	get, ok := poolMetrics[info.Metric]
 	if !ok {
-		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("metric %s (tokenscale serves: %s)", info.Metric, strings.Join(sortedKeys(poolMetrics), ", ")))
+		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("metric %s (tokenscale serves: %s)", clip(info.Metric), strings.Join(sortedKeys(poolMetrics), ", ")))
 	}
 	if err := boundedSelector(sel); err != nil {
 		return nil, err
@@ -83,8 +83,8 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: %q names pool %s, which no tokenscale pool config has in namespace %q (pools here: %s)",
-			info.Metric, sel, clipList(unknown), namespace, snap.PoolsIn(namespace)))
+		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: %s names pool %s, which no tokenscale pool config has in namespace %s (pools here: %s)",
+			info.Metric, quote(sel.String()), clipList(unknown), quote(namespace), snap.PoolsIn(namespace)))
 	}
 	list := &external_metrics.ExternalMetricValueList{}
 	// In name order, so that of two pools with unknown values the same one is named every time.
@@ -136,12 +136,12 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		}
 	}
 	if len(idle) > 0 {
-		return nil, unavailable(fmt.Sprintf("%s: pool %s matches %q but has no Ready pods in namespace %q: its value is unknown, not 0",
-			info.Metric, strings.Join(idle, ", "), sel, namespace))
+		return nil, unavailable(fmt.Sprintf("%s: pool %s matches %s but has no Ready pods in namespace %s: its value is unknown, not 0",
+			info.Metric, strings.Join(idle, ", "), quote(sel.String()), quote(namespace)))
 	}
 	if len(list.Items) == 0 {
-		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: no tokenscale pool in namespace %q matches %q (pools here: %s; select with labels %s, %s, %s)",
-			info.Metric, namespace, sel, snap.PoolsIn(namespace), LabelPool, LabelRole, LabelWorkload))
+		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: no tokenscale pool in namespace %s matches %s (pools here: %s; select with labels %s, %s, %s)",
+			info.Metric, quote(namespace), quote(sel.String()), snap.PoolsIn(namespace), LabelPool, LabelRole, LabelWorkload))
 	}
 	sort.Slice(list.Items, func(i, j int) bool {
 		return list.Items[i].MetricLabels[LabelPool] < list.Items[j].MetricLabels[LabelPool]
@@ -173,10 +173,16 @@ func boundedSelector(sel labels.Selector) error {
 	return nil
 }
 
-// clipList joins names for an error, at most ten of them.
+// clipList joins names for an error: at most ten, no more than fit in about 200 bytes, then how many
+// more there are.
 func clipList(names []string) string {
-	if len(names) > 10 {
-		return strings.Join(names[:10], ", ") + fmt.Sprintf(" and %d more", len(names)-10)
+	n, size := 0, 0
+	for n < len(names) && n < 10 && (n == 0 || size+len(names[n]) <= 200) {
+		size += len(names[n]) + len(", ")
+		n++
+	}
+	if n < len(names) {
+		return strings.Join(names[:n], ", ") + fmt.Sprintf(" and %d more", len(names)-n)
 	}
 	return strings.Join(names, ", ")
 }

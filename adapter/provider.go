@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,9 +126,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		return nil, err
 	}
 	if name.Namespace == "" && (info.GroupResource == podsGR || kindFor(info.GroupResource) != "") {
-		// A root-scoped path (/apis/custom.metrics.k8s.io/v1beta2/deployments.apps/x/...): no pool lives
-		// outside a namespace, and a 503 for it read as a value coming back later.
-		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per namespace: ask under /namespaces/<namespace>/%s/", clip(info.Metric), info.GroupResource))
+		return nil, rootScoped(info)
 	}
 	if info.GroupResource == podsGR {
 		get, ok := podMetrics[info.Metric]
@@ -141,7 +140,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		}
 		v, err := snap.Pod(key)
 		if _, member := snap.PodPool[key]; !member && errors.Is(err, store.ErrNotFound) {
-			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s (not a Ready pod of any tokenscale pool; pools here: %s)", key, snap.PoolsIn(key.Namespace)))
+			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s (not a Ready pod of any tokenscale pool; pools here: %s)", clip(key.String()), snap.PoolsIn(key.Namespace)))
 		}
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: %v", info.Metric, key, err))
@@ -162,8 +161,9 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if kind == "" {
 		// The metric exists; the resource is what tokenscale does not serve (deployments without .apps,
 		// a custom scale target): say so, not that the metric is unknown.
-		return nil, apierr.NewNotFound(info.GroupResource, fmt.Sprintf("%s: tokenscale serves workload metrics on %s, not on %s (write the resource with its group, e.g. deployments.apps)",
-			info.Metric, strings.Join(p.workloadResources(), ", "), info.GroupResource))
+		gr := clipGR(info.GroupResource)
+		return nil, apierr.NewNotFound(gr, fmt.Sprintf("%s: tokenscale serves workload metrics on %s, not on %s (write the resource with its group, e.g. deployments.apps)",
+			info.Metric, strings.Join(p.workloadResources(), ", "), gr))
 	}
 	snap, err := snapshot(p.src, p.maxAge)
 	if err != nil {
@@ -171,13 +171,18 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	}
 	pool := poolFor(snap, name.Namespace, kind, name.Name)
 	if pool == nil {
+		ns := clip(name.Namespace)
 		if pl := snap.WorkloadPool(name.Namespace, kind, name.Name); pl != nil {
 			// The config maps this workload, but its pool has no Ready pods here (scaled to zero, or every
 			// pod starting or failing): the value is unknown, not the workload.
-			return nil, unavailable(fmt.Sprintf("%s: pool %s (%s %s/%s) has no Ready pods in namespace %s", info.Metric, pl.Name, kind, name.Namespace, name.Name, name.Namespace))
+			pods := ""
+			if n := snap.Matching[service.PoolKey{Namespace: name.Namespace, Name: pl.Name}]; n > 0 {
+				pods = fmt.Sprintf(" (%d pods, none Ready)", n)
+			}
+			return nil, unavailable(fmt.Sprintf("%s: pool %s (%s %s/%s) has no Ready pods in namespace %s%s", info.Metric, pl.Name, kind, ns, name.Name, ns, pods))
 		}
 		return nil, apierr.NewNotFound(info.GroupResource, fmt.Sprintf("%s (no tokenscale pool maps to %s %s/%s; pools here: %s)",
-			name.Name, kind, name.Namespace, name.Name, snap.PoolsIn(name.Namespace)))
+			clip(name.Name), kind, ns, clip(name.Name), snap.PoolsIn(name.Namespace)))
 	}
 	v, err := pool.Value(get)
 	if err != nil {
@@ -196,6 +201,12 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	}, nil
 }
 
+// rootScoped is the 400 for a path without a namespace (/apis/custom.metrics.k8s.io/v1beta2/pods/*/...):
+// no pool lives outside a namespace, and a 503 or 404 for it read as a value coming back later or absent.
+func rootScoped(info provider.CustomMetricInfo) error {
+	return apierr.NewBadRequest(fmt.Sprintf("%s is served per namespace: ask under /namespaces/<namespace>/%s/", clip(info.Metric), info.GroupResource))
+}
+
 // noMetricSelector refuses a metric selector (an HPA metric's `selector`): tokenscale's custom metrics
 // carry no labels, so a selector could match nothing, and answering the unfiltered value would let a
 // selection copied from the external metrics pass unnoticed.
@@ -203,8 +214,8 @@ func noMetricSelector(info provider.CustomMetricInfo, sel labels.Selector) error
 	if sel == nil || sel.Empty() {
 		return nil
 	}
-	return apierr.NewBadRequest(fmt.Sprintf("%s carries no labels, so metric selector %q matches nothing here: remove the metric's selector "+
-		"(pick the pod or workload instead; pools are selected by label on the external metrics)", info.Metric, sel))
+	return apierr.NewBadRequest(fmt.Sprintf("%s carries no labels, so metric selector %s matches nothing here: remove the metric's selector "+
+		"(pick the pod or workload instead; pools are selected by label on the external metrics)", clip(info.Metric), quote(sel.String())))
 }
 
 // GetMetricBySelector returns a pods metric for every tracked pod matching selector in namespace.
@@ -215,7 +226,10 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 		return nil, err
 	}
 	if info.GroupResource != podsGR {
-		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per workload object, not by selector: ask for a named %s", info.Metric, info.GroupResource))
+		return nil, apierr.NewBadRequest(fmt.Sprintf("%s is served per workload object, not by selector: ask for a named %s", clip(info.Metric), clipGR(info.GroupResource)))
+	}
+	if namespace == "" {
+		return nil, rootScoped(info)
 	}
 	get, ok := podMetrics[info.Metric]
 	if !ok {
@@ -259,9 +273,9 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if len(list.Items) == 0 {
 		if len(keys) == 0 {
 			if pools := startingPools(snap, namespace, selector); pools != "" {
-				return nil, unavailable(fmt.Sprintf("%s: no Ready pod in namespace %q matches %q, and pool %s has pods here that are not Ready: their values are unknown, not absent", info.Metric, namespace, selector, pools))
+				return nil, unavailable(fmt.Sprintf("%s: no Ready pod in namespace %s matches %s, and pool %s has pods here that are not Ready: their values are unknown, not absent", info.Metric, quote(namespace), quote(selector.String()), pools))
 			}
-			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s: no tracked pod in namespace %q matches %q (tokenscale tracks Ready pods of its configured pools)", info.Metric, namespace, selector))
+			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s: no tracked pod in namespace %s matches %s (tokenscale tracks Ready pods of its configured pools)", info.Metric, quote(namespace), quote(selector.String())))
 		}
 		return nil, unavailable(fmt.Sprintf("%s is unknown for all %d matching pods: %v", info.Metric, len(keys), firstErr))
 	}
@@ -320,6 +334,24 @@ func clip(s string) string {
 	return s
 }
 
+// quote is text from a request quoted (%q) for an error message, clipped before and after quoting, as
+// quoting may write a byte as four.
+func quote(s string) string { return clip(strconv.Quote(clip(s))) }
+
+// clipGR shortens a resource from a request for an error message, to about as much as clip keeps.
+func clipGR(gr schema.GroupResource) schema.GroupResource {
+	if len(gr.Group)+len(gr.Resource) <= 200 {
+		return gr
+	}
+	half := func(s string) string {
+		if len(s) > 100 {
+			return strings.ToValidUTF8(s[:100], "") + "..."
+		}
+		return s
+	}
+	return schema.GroupResource{Group: half(gr.Group), Resource: half(gr.Resource)}
+}
+
 // workloadResources lists the workload resources served, as they are written in a request's path.
 func (p *Provider) workloadResources() []string {
 	var out []string
@@ -344,12 +376,11 @@ func podMetricValue(key store.PodKey, metric string, v resource.Quantity, t time
 	}
 }
 
+// unknownMetric is the 404 listing what is served: each metric name once, as a list of every resource's
+// metrics by name grew past 1 KiB.
 func (p *Provider) unknownMetric(info provider.CustomMetricInfo) error {
-	var names []string
-	for _, m := range p.ListAllMetrics() {
-		names = append(names, m.GroupResource.String()+"/"+m.Metric)
-	}
-	return apierr.NewNotFound(info.GroupResource, fmt.Sprintf("metric %s (tokenscale serves: %s)", info.Metric, strings.Join(names, ", ")))
+	return apierr.NewNotFound(clipGR(info.GroupResource), fmt.Sprintf("metric %s (tokenscale serves %s on pods, and %s on %s)",
+		clip(info.Metric), strings.Join(sortedKeys(podMetrics), ", "), strings.Join(sortedKeys(poolMetrics), ", "), strings.Join(p.workloadResources(), ", ")))
 }
 
 // unavailable is a 503: the metric exists but its value is unknown now (stale, warming up, broken pods).

@@ -3,17 +3,23 @@ package adapter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierr "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
+	"github.com/tokenscale/tokenscale/converter/protocol"
+	"github.com/tokenscale/tokenscale/internal/kubepods"
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 	"github.com/tokenscale/tokenscale/velocity/service"
@@ -149,7 +155,7 @@ func TestObjectMetrics(t *testing.T) {
 	}
 	bad := provider.CustomMetricInfo{GroupResource: podsGR, Namespaced: true, Metric: "gpu_util"}
 	_, err = p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "p1"}, bad, labels.Everything())
-	if status(err) != http.StatusNotFound || !strings.Contains(err.Error(), "tokenscale serves: pods/"+DecodeVelocity) {
+	if status(err) != http.StatusNotFound || !strings.Contains(err.Error(), "tokenscale serves "+DecodeVelocity) {
 		t.Fatalf("unknown metric: err = %v, want 404 listing what exists", err)
 	}
 }
@@ -261,6 +267,12 @@ func TestWorkloadMetricWithoutNamespace(t *testing.T) {
 			t.Errorf("%s without a namespace: %v; want a 400 saying where to ask", gr, err)
 		}
 	}
+	// A root-scoped selector query (/apis/custom.metrics.k8s.io/v1beta2/pods/*/<metric>) is the same 400:
+	// it was a 404 saying no pod matches.
+	sel, _ := labels.Parse("llm-d.ai/role=prefill")
+	if _, err := p.GetMetricBySelector(context.Background(), "", sel, info("pods", PrefillVelocity), labels.Everything()); !apierr.IsBadRequest(err) || !strings.Contains(err.Error(), "/namespaces/<namespace>/pods/") {
+		t.Errorf("pods by selector without a namespace: %v; want a 400 saying where to ask", err)
+	}
 	// Metrics on the namespace object itself are root-scoped by nature: not served, a 404.
 	in := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "namespaces"}, Metric: DesiredReplicas}
 	if _, err := p.GetMetricByName(context.Background(), types.NamespacedName{Name: "llm"}, in, labels.Everything()); !apierr.IsNotFound(err) {
@@ -317,5 +329,179 @@ func TestPodsSelectorOnAPoolWithNoReadyPods(t *testing.T) {
 	sel, _ = labels.Parse("llm-d.ai/role=prefill")
 	if _, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything()); status(err) != http.StatusServiceUnavailable {
 		t.Errorf("a fixed-namespace pool without Ready pods: %v; want a 503", err)
+	}
+}
+
+// A workload's pool whose pods are all starting says how many it has on both APIs, whether the pool is
+// fixed to the namespace (an instance without Ready pods) or not (no instance): the fixed one said
+// "(no pods)".
+func TestPoolOfStartingPodsSaysItsCount(t *testing.T) {
+	for _, fixed := range []bool{false, true} {
+		cfg := config.Default()
+		cfg.Pools[0].Workload.Name = "llama-prefill"
+		if fixed {
+			cfg.Pools[0].Namespace = "llm"
+		}
+		var pods []service.Pod
+		for _, name := range []string{"a", "b", "c"} {
+			pods = append(pods, service.Pod{Key: store.PodKey{Namespace: "llm", Name: name}, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1"})
+		}
+		src := &fakeSource{snap: service.Decide(cfg, service.Assign(cfg, pods), nil, policy.NewController(), time.Now())}
+		_, err := NewProvider(src, nil).GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, info("deployments.apps", DesiredReplicas), labels.Everything())
+		if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "3 pods, none Ready") {
+			t.Errorf("custom, namespace fixed %v: %v; want a 503 with the pod count", fixed, err)
+		}
+		_, err = NewExternal(src).GetExternalMetric(context.Background(), "llm", labels.SelectorFromSet(labels.Set{LabelPool: "prefill"}), provider.ExternalMetricInfo{Metric: DesiredReplicas})
+		if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "3 pods, none Ready") {
+			t.Errorf("external, namespace fixed %v: %v; want a 503 with the pod count", fixed, err)
+		}
+	}
+}
+
+// Text from a request is clipped in every error: a metric selector of 10,000 requirements and a metric
+// name of 100 KiB were echoed whole.
+func TestErrorsStayShort(t *testing.T) {
+	const limit = 1024
+	long := strings.Repeat("m", 100<<10)
+	odd := strings.Repeat("\x01", 100<<10) // quoted, each byte is written as four
+	var reqs []string
+	for i := range 10000 {
+		reqs = append(reqs, fmt.Sprintf("k%d=v", i))
+	}
+	huge, err := labels.Parse(strings.Join(reqs, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// About the most a selector within the bounds holds: 64 requirements on the longest keys, 256 values,
+	// most of them of the longest.
+	reqs = reqs[:0]
+	for i := range maxSelectorRequirements - 1 {
+		reqs = append(reqs, fmt.Sprintf("%s/k%03d%s!=v", strings.Repeat("d", 253), i, strings.Repeat("k", 59)))
+	}
+	var vals []string
+	for i := range maxSelectorValues - len(reqs) {
+		vals = append(vals, fmt.Sprintf("p%03d%s", i, strings.Repeat("v", 59)))
+	}
+	wide, err := labels.Parse(strings.Join(reqs, ",") + ",pool in (" + strings.Join(vals, ",") + ")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	p := NewProvider(fixture(), func() bool { return true })
+	e := NewExternal(fixture())
+	gr := schema.GroupResource{Group: long, Resource: long}
+	for name, call := range map[string]func() error{
+		"unknown pods metric": func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "p1"}, provider.CustomMetricInfo{GroupResource: podsGR, Namespaced: true, Metric: long}, labels.Everything())
+			return err
+		},
+		"unknown metric on an unknown resource": func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "x"}, provider.CustomMetricInfo{GroupResource: gr, Namespaced: true, Metric: long}, labels.Everything())
+			return err
+		},
+		"served metric on an unknown resource": func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "x"}, provider.CustomMetricInfo{GroupResource: gr, Namespaced: true, Metric: DesiredReplicas}, labels.Everything())
+			return err
+		},
+		"metric selector": func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, info("deployments.apps", DesiredReplicas), huge)
+			return err
+		},
+		"root-scoped": func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Name: "x"}, provider.CustomMetricInfo{GroupResource: podsGR, Metric: long}, labels.Everything())
+			return err
+		},
+		"untracked pod": func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: long, Name: long}, info("pods", PrefillVelocity), labels.Everything())
+			return err
+		},
+		"mapped workload without Ready pods": func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: long, Name: "llama-embed"}, info("deployments.apps", DesiredReplicas), labels.Everything())
+			return err
+		},
+		"unmapped workload": func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: long, Name: long}, info("deployments.apps", DesiredReplicas), labels.Everything())
+			return err
+		},
+		"pods by selector, metric selector": func() error {
+			_, err := p.GetMetricBySelector(ctx, "llm", labels.Everything(), info("pods", PrefillVelocity), huge)
+			return err
+		},
+		"pods by selector, unknown resource": func() error {
+			_, err := p.GetMetricBySelector(ctx, "llm", labels.Everything(), provider.CustomMetricInfo{GroupResource: gr, Metric: long}, labels.Everything())
+			return err
+		},
+		"pods by selector, unknown metric": func() error {
+			_, err := p.GetMetricBySelector(ctx, "llm", labels.Everything(), provider.CustomMetricInfo{GroupResource: podsGR, Metric: long}, labels.Everything())
+			return err
+		},
+		"pods by selector, too many requirements": func() error {
+			_, err := p.GetMetricBySelector(ctx, "llm", huge, info("pods", PrefillVelocity), labels.Everything())
+			return err
+		},
+		"pods by selector, none matches": func() error {
+			_, err := p.GetMetricBySelector(ctx, odd, wide, info("pods", PrefillVelocity), labels.Everything())
+			return err
+		},
+		"external, unknown metric": func() error {
+			_, err := e.GetExternalMetric(ctx, "llm", labels.Everything(), provider.ExternalMetricInfo{Metric: long})
+			return err
+		},
+		"external, too many requirements": func() error {
+			_, err := e.GetExternalMetric(ctx, "llm", huge, provider.ExternalMetricInfo{Metric: DesiredReplicas})
+			return err
+		},
+		"external, unknown pools": func() error {
+			_, err := e.GetExternalMetric(ctx, odd, wide, provider.ExternalMetricInfo{Metric: DesiredReplicas})
+			return err
+		},
+		"external, no pool matches": func() error {
+			_, err := e.GetExternalMetric(ctx, odd, labels.SelectorFromSet(labels.Set{LabelRole: "embed"}), provider.ExternalMetricInfo{Metric: DesiredReplicas})
+			return err
+		},
+	} {
+		err := call()
+		if err == nil {
+			t.Errorf("%s: no error", name)
+			continue
+		}
+		if n := len(err.Error()); n >= limit {
+			t.Errorf("%s: a %d-byte error, want under %d: %.300s...", name, n, limit, err)
+		}
+	}
+}
+
+// A pods query's labelSelector matches the labels tokenscale reads a pod's pool from: a converted
+// decoder, relabelled llm-d.ai/role=prefill-decode by the label actuator, keeps its role from before the
+// conversion (docs/metrics.md), so a selector on its current label finds nothing.
+func TestPodsSelectorMatchesPoolLabels(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "llm", Name: "d1", Labels: map[string]string{"llm-d.ai/role": "prefill-decode"},
+			Annotations: map[string]string{protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode"}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1",
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}},
+	}
+	l, factory, err := kubepods.New(fake.NewClientset(pod), "", "llm-d.ai/role", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard on the sync
+	defer cancel()
+	factory.Start(ctx.Done())
+	if !l.WaitForSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	cfg := config.Default()
+	now := time.Now()
+	key := store.PodKey{Namespace: "llm", Name: "d1"}
+	snap := service.Decide(cfg, service.Assign(cfg, l.Pods()), []store.Result{{Velocity: store.Velocity{Pod: key, Time: now, DecodeTPS: 100}}}, policy.NewController(), now)
+	p := NewProvider(&fakeSource{snap: snap}, nil)
+	sel, _ := labels.Parse("llm-d.ai/role=decode")
+	if list, err := p.GetMetricBySelector(ctx, "llm", sel, info("pods", DecodeVelocity), labels.Everything()); err != nil || len(list.Items) != 1 {
+		t.Errorf("the converted decoder by its pool's label: %v, %v; want its value", list, err)
+	}
+	sel, _ = labels.Parse("llm-d.ai/role=prefill-decode")
+	if _, err := p.GetMetricBySelector(ctx, "llm", sel, info("pods", DecodeVelocity), labels.Everything()); !apierr.IsNotFound(err) {
+		t.Errorf("the converted decoder by its current label: %v; want a 404, as documented", err)
 	}
 }

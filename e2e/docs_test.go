@@ -33,6 +33,12 @@ func TestDocsNameOnlyServedMetrics(t *testing.T) {
 	deployment(t, ns, "llama-prefill", "prefill", fakeengine.VLLMV1, 1)
 	deployment(t, ns, "llama-decode", "decode", fakeengine.SGLang, 1)
 	k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: 3000, OutputTokensPerSec: 10})
+	// A second namespace keeps a live decode pool, whose numbers (conversions_wanted is a decode pool's
+	// only) are served while the first namespace's are unknown.
+	const live = "docs-live"
+	namespace(t, live)
+	deployment(t, live, "llama-prefill", "prefill", fakeengine.VLLMV1, 1)
+	deployment(t, live, "llama-decode", "decode", fakeengine.VLLMV1, 1)
 	// The decode pool's only engine dies, so its numbers are unknown and tokenscale_pool_value_unknown shows.
 	eventually(t, 30*time.Second, "the decode pod running", func() error {
 		if pods := k.Pods("decode"); len(pods) == 1 {
@@ -82,6 +88,9 @@ func TestDocsNameOnlyServedMetrics(t *testing.T) {
 		}
 		if !strings.Contains(string(body), `tokenscale_pool_value_unknown{namespace="docs",pool="decode"`) {
 			return fmt.Errorf("the dead decode pool's numbers are not flagged unknown yet")
+		}
+		if !strings.Contains(string(body), `tokenscale_pool_conversions_wanted{namespace="docs-live",pool="decode"`) {
+			return fmt.Errorf("no conversions gauge for the live decode pool yet")
 		}
 		return nil
 	})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/collector"
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -90,15 +91,20 @@ var poolGauges = []struct {
 	metric service.PoolMetric
 	name   string
 	help   string
+	// on says which roles have the number (nil: every role).
+	on func(config.Role) bool
 }{
-	{service.Arrival, "arrival_tokens_per_second", "Arrival token velocity λ of the pool (tokens/s)."},
-	{service.Capacity, "capacity_tokens_per_second", "Capacity N·V of the pool's Ready pods (tokens/s)."},
-	{service.Utilisation, "utilisation", "Utilisation ρ = λ / (N·V)."},
-	{service.Backpressure, "predicted_backpressure", "Predicted backpressure; >= 1 means a TTFT breach is predicted within the horizon."},
-	{service.Queued, "queued_tokens", "Prompt tokens queued in the pool."},
-	{service.Desired, "desired_replicas", "Replicas the policy wants for the pool."},
-	{service.Conversions, "conversions_wanted", "Decoders the policy wants to take prefill work (on decode pools)."},
+	{service.Arrival, "arrival_tokens_per_second", "Arrival token velocity λ of the pool (tokens/s).", nil},
+	{service.Capacity, "capacity_tokens_per_second", "Capacity N·V of the pool's Ready pods (tokens/s).", nil},
+	{service.Utilisation, "utilisation", "Utilisation ρ = λ / (N·V).", nil},
+	{service.Backpressure, "predicted_backpressure", "Predicted backpressure; >= 1 means a TTFT breach is predicted within the horizon.", nil},
+	{service.Queued, "queued_tokens", "Prompt tokens queued in the pool (prefill and both-roles pools).", notDecode},
+	{service.Desired, "desired_replicas", "Replicas the policy wants for the pool.", nil},
+	{service.Conversions, "conversions_wanted", "Decoders the policy wants to take prefill work (on decode pools).", isDecode},
 }
+
+func isDecode(r config.Role) bool  { return r == config.RoleDecode }
+func notDecode(r config.Role) bool { return r != config.RoleDecode }
 
 // Pools exports the newest snapshot's pool numbers at every scrape of /metrics. A value that is unknown
 // has no series (never a 0); tokenscale_pool_value_unknown says which and the adapter's 503 says why.
@@ -143,22 +149,44 @@ func (p *Pools) CollectWithStability(ch chan<- metrics.Metric) {
 	}
 	stale := p.fresh != nil && p.fresh(snap) != nil
 	for _, v := range snap.Pools {
-		role := ""
+		var role config.Role
 		if v.Config != nil {
-			role = string(v.Config.Role)
+			role = v.Config.Role
 		}
-		lv := []string{v.Key.Namespace, v.Key.Name, role}
-		if !stale {
-			ch <- metrics.NewLazyConstMetric(p.ready, metrics.GaugeValue, float64(len(v.Pods)), lv...)
+		p.collectPool(ch, v.Key, role, len(v.Pods), stale, v.Value)
+	}
+	// A pool whose pods are all starting or failing their readiness probe has no instance: its numbers
+	// are unknown (the API's 503), not absent.
+	for k, n := range snap.Matching {
+		if n == 0 || snap.Pools[k] != nil {
+			continue
 		}
-		for i, g := range poolGauges {
-			x, err := v.Value(g.metric)
-			if err != nil || stale {
-				ch <- metrics.NewLazyConstMetric(p.unknown, metrics.GaugeValue, 1, append(lv, g.name)...)
-				continue
-			}
-			ch <- metrics.NewLazyConstMetric(p.descs[i], metrics.GaugeValue, x, lv...)
+		var role config.Role
+		if pl := snap.ConfiguredPool(k.Namespace, k.Name); pl != nil {
+			role = pl.Role
 		}
+		p.collectPool(ch, k, role, 0, stale, func(service.PoolMetric) (float64, error) { return 0, service.ErrUnknown })
+	}
+}
+
+// collectPool sends one pool instance's series: its Ready pods, each number that applies to its role
+// and is known, and a flag for each that applies and is not (all of them when stale).
+func (p *Pools) collectPool(ch chan<- metrics.Metric, k service.PoolKey, role config.Role, ready int, stale bool, value func(service.PoolMetric) (float64, error)) {
+	lv := []string{k.Namespace, k.Name, string(role)}
+	if !stale {
+		ch <- metrics.NewLazyConstMetric(p.ready, metrics.GaugeValue, float64(ready), lv...)
+	}
+	for i, g := range poolGauges {
+		if g.on != nil && !g.on(role) {
+			// A number the role does not have (a decode pool's queued prompt tokens) is no series, not unknown.
+			continue
+		}
+		x, err := value(g.metric)
+		if err != nil || stale {
+			ch <- metrics.NewLazyConstMetric(p.unknown, metrics.GaugeValue, 1, append(lv, g.name)...)
+			continue
+		}
+		ch <- metrics.NewLazyConstMetric(p.descs[i], metrics.GaugeValue, x, lv...)
 	}
 }
 

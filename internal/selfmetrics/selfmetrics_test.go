@@ -58,14 +58,67 @@ tokenscale_pool_ready_pods{namespace="llm-d",pool="prefill",role="prefill"} 2
 		"tokenscale_pool_desired_replicas", "tokenscale_pool_ready_pods"); err != nil {
 		t.Error(err)
 	}
-	// The decode pool's 7 numbers are unknown: flagged, and absent from every gauge.
-	if n, err := count(reg, "tokenscale_pool_value_unknown"); err != nil || n != 7 {
-		t.Errorf("unknown flags: %d (%v); want 7", n, err)
+	// The decode pool's 6 numbers (it has no queued prompt tokens) are unknown: flagged, and absent from
+	// every gauge; the prefill pool has every number but conversions wanted.
+	if n, err := count(reg, "tokenscale_pool_value_unknown"); err != nil || n != 6 {
+		t.Errorf("unknown flags: %d (%v); want 6", n, err)
 	}
 	for _, g := range poolGauges {
-		if n, _ := count(reg, "tokenscale_pool_"+g.name); n != 1 {
-			t.Errorf("tokenscale_pool_%s: %d series; want 1 (prefill only)", g.name, n)
+		want := 1
+		if g.metric == service.Conversions {
+			want = 0
 		}
+		if n, _ := count(reg, "tokenscale_pool_"+g.name); n != want {
+			t.Errorf("tokenscale_pool_%s: %d series; want %d (prefill only)", g.name, n, want)
+		}
+	}
+}
+
+// A number a pool's role does not have (a decode pool's queued prompt tokens, a prefill pool's
+// conversions) has no series and is not flagged unknown: both were a constant 0.
+func TestPoolsExportOnlyTheirRolesNumbers(t *testing.T) {
+	snap := &service.Snapshot{Time: time.Unix(100, 0), Pools: map[service.PoolKey]*service.PoolView{}}
+	for _, role := range []config.Role{config.RolePrefill, config.RoleDecode, config.RoleBoth} {
+		k := service.PoolKey{Namespace: "llm-d", Name: string(role)}
+		snap.Pools[k] = &service.PoolView{Key: k, Config: &config.Pool{Name: k.Name, Role: role},
+			Pods: []store.PodKey{{Namespace: "llm-d", Name: "p"}}, Status: policy.PoolStatus{Arrival: 1000, Capacity: 2000, Utilisation: 0.5},
+			Desired: 1, HasDesired: true, Conversions: 1}
+	}
+	reg := metrics.NewKubeRegistry()
+	reg.CustomMustRegister(NewPools(func() *service.Snapshot { return snap }, nil))
+	want := `
+# HELP tokenscale_pool_conversions_wanted [ALPHA] Decoders the policy wants to take prefill work (on decode pools).
+# TYPE tokenscale_pool_conversions_wanted gauge
+tokenscale_pool_conversions_wanted{namespace="llm-d",pool="decode",role="decode"} 1
+# HELP tokenscale_pool_queued_tokens [ALPHA] Prompt tokens queued in the pool (prefill and both-roles pools).
+# TYPE tokenscale_pool_queued_tokens gauge
+tokenscale_pool_queued_tokens{namespace="llm-d",pool="both",role="both"} 0
+tokenscale_pool_queued_tokens{namespace="llm-d",pool="prefill",role="prefill"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_pool_conversions_wanted", "tokenscale_pool_queued_tokens", "tokenscale_pool_value_unknown"); err != nil {
+		t.Error(err)
+	}
+}
+
+// A pool whose pods are all not Ready has no instance in the snapshot, and the API answers 503 for it:
+// /metrics says the same, 0 Ready pods and every number it has unknown, where it had no series at all.
+func TestPoolsWithNoReadyPodsAreUnknown(t *testing.T) {
+	cfg := config.Default()
+	k := service.PoolKey{Namespace: "llm-d", Name: "decode"}
+	snap := &service.Snapshot{Time: time.Unix(100, 0), Pools: map[service.PoolKey]*service.PoolView{},
+		ConfigPools: cfg.Pools, Matching: map[service.PoolKey]int{k: 3, {Namespace: "llm-d", Name: "prefill"}: 0}}
+	reg := metrics.NewKubeRegistry()
+	reg.CustomMustRegister(NewPools(func() *service.Snapshot { return snap }, nil))
+	want := `
+# HELP tokenscale_pool_ready_pods [ALPHA] Ready pods tokenscale assigns to the pool.
+# TYPE tokenscale_pool_ready_pods gauge
+tokenscale_pool_ready_pods{namespace="llm-d",pool="decode",role="decode"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_pool_ready_pods"); err != nil {
+		t.Error(err)
+	}
+	if n, err := count(reg, "tokenscale_pool_value_unknown"); err != nil || n != len(poolGauges)-1 {
+		t.Errorf("unknown flags: %d (%v); want one for each of decode's %d numbers", n, err, len(poolGauges)-1)
 	}
 }
 
@@ -184,7 +237,7 @@ func TestPoolsOfAStaleSnapshotAreUnknown(t *testing.T) {
 			t.Errorf("an hour-old snapshot: %d %s series (%v), want none", n, name, err)
 		}
 	}
-	if n, err := count(reg, "tokenscale_pool_value_unknown"); err != nil || n != len(poolGauges) {
-		t.Errorf("an hour-old snapshot: %d unknown flags (%v), want one per number (%d)", n, err, len(poolGauges))
+	if n, err := count(reg, "tokenscale_pool_value_unknown"); err != nil || n != len(poolGauges)-1 {
+		t.Errorf("an hour-old snapshot: %d unknown flags (%v), want one per number a prefill pool has (%d)", n, err, len(poolGauges)-1)
 	}
 }

@@ -65,6 +65,9 @@ type Scrape struct {
 	TLS           ScrapeTLS `yaml:"tls"`           // how https pages are checked, default the system's roots
 }
 
+// LWSWorkerIndexLabel is the label LeaderWorkerSet puts on each pod of a group: "0" on the leader.
+const LWSWorkerIndexLabel = "leaderworkerset.sigs.k8s.io/worker-index"
+
 // TRTLLMPath is where trtllm-serve serves Prometheus text: the default path of a pool with engine trtllm
 // when neither the pool nor scrape.path names one.
 const TRTLLMPath = "/prometheus/metrics"
@@ -79,7 +82,7 @@ type Policy struct {
 	ScaleDownQuantile  float64  `yaml:"scaleDownQuantile"`  // in (0, 1], 1: the highest recommendation; default 0.97
 	MaxConvertFraction *float64 `yaml:"maxConvertFraction"` // of a decode pool, default 0.25; 0 turns conversions off
 	ConvertedPrefill   float64  `yaml:"convertedPrefill"`   // share of V_P a converted decoder gives, default 0.3
-	ReleaseHold        Duration `yaml:"releaseHold"`        // prefill must keep up this long before release, default 20s
+	ReleaseHold        Duration `yaml:"releaseHold"`        // prefill must keep up this long before release, default 2m
 	Calibrate          *bool    `yaml:"calibrate"`          // online capacity calibration, default true
 	// BurstAttainment is the share of the last five cold starts' prefill requests the burst sizing keeps
 	// within the TTFT queueing budget (of the work, where no pod of the pool reports finished requests), default
@@ -264,7 +267,7 @@ var zeroDefaults = map[string]string{
 	"policy.scaleDownWindow":                 "60s",
 	"policy.scaleDownQuantile":               "0.97",
 	"policy.convertedPrefill":                "0.3",
-	"policy.releaseHold":                     "20s",
+	"policy.releaseHold":                     "2m",
 	"policy.burstAttainment":                 "0.96 (a negative value turns burst sizing off)",
 	"pools[].port":                           "8000 (scrape.port where set)",
 	"pools[].slo.ttft":                       "2s",
@@ -567,7 +570,7 @@ func (c *Config) complete() error {
 	setDur(&p.Horizon, 10*time.Second)
 	setDur(&p.ColdStart, 60*time.Second)
 	setDur(&p.ScaleDownWindow, 60*time.Second)
-	setDur(&p.ReleaseHold, 20*time.Second)
+	setDur(&p.ReleaseHold, 2*time.Minute)
 	setF(&p.BurstAttainment, 0.96)
 	setF(&p.ScaleDownQuantile, 0.97)
 	if p.Calibrate == nil {
@@ -675,7 +678,14 @@ func (c *Config) complete() error {
 			pl.Workload.Kind = "Deployment"
 		}
 		switch pl.Workload.Kind {
-		case "Deployment", "StatefulSet", "LeaderWorkerSet":
+		case "Deployment", "StatefulSet":
+		case "LeaderWorkerSet":
+			// Its scale subresource counts groups and selects their leaders: a pool taking the workers too
+			// would count pods, and the HPA would set that many groups.
+			if pl.Selector[LWSWorkerIndexLabel] != "0" {
+				errs = append(errs, fmt.Errorf("%s: workload.kind LeaderWorkerSet: selector must hold %s: \"0\", the label LeaderWorkerSet puts on group leaders, so that the pool counts groups as the workload's replicas do",
+					where, LWSWorkerIndexLabel))
+			}
 		default:
 			errs = append(errs, fmt.Errorf("%s: workload.kind %q: allowed values are Deployment, StatefulSet, LeaderWorkerSet", where, pl.Workload.Kind))
 		}

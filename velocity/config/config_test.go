@@ -330,6 +330,21 @@ func TestPoolsSharingAGroupPlaceRefused(t *testing.T) {
 	}
 }
 
+// A LeaderWorkerSet pool selects the group leaders only: its scale subresource counts groups, and a pool
+// of leaders and workers served a count of pods (4 for two groups of two) that the HPA set as groups.
+func TestLeaderWorkerSetPoolSelectsLeaders(t *testing.T) {
+	const pool = "version: tokenscale.io/v1alpha1\npools:\n- {name: big, role: decode, selector: %s, workload: {kind: LeaderWorkerSet, name: llama}}\n"
+	for _, sel := range []string{"{llm-d.ai/role: decode}", "{llm-d.ai/role: decode, leaderworkerset.sigs.k8s.io/worker-index: \"1\"}"} {
+		_, err := Parse([]byte(fmt.Sprintf(pool, sel)))
+		if err == nil || !strings.Contains(err.Error(), `pools[0] (big): workload.kind LeaderWorkerSet: selector must hold leaderworkerset.sigs.k8s.io/worker-index: "0"`) {
+			t.Errorf("selector %s: err = %v, want the pool refused, naming the label to add", sel, err)
+		}
+	}
+	if _, err := Parse([]byte(fmt.Sprintf(pool, "{llm-d.ai/role: decode, leaderworkerset.sigs.k8s.io/worker-index: \"0\"}"))); err != nil {
+		t.Errorf("a pool of leaders: %v", err)
+	}
+}
+
 // Each out-of-range scrape and policy value is its own error naming its key and value, not one error
 // listing three keys' ranges whichever was wrong.
 func TestRangeErrorsNameTheirKey(t *testing.T) {

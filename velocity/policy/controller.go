@@ -213,7 +213,7 @@ func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, pr
 		return
 	}
 	c.pruned = last
-	keep := max(pol.ScaleDownWindow.Duration, burstColdStarts*pol.ColdStart.Duration) + pruneEvery
+	keep := memory(pol) + pruneEvery
 	for k, t := range c.seen {
 		if last.Sub(t) <= keep {
 			continue
@@ -228,6 +228,13 @@ func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, pr
 		delete(c.keepingUp, k)
 		delete(c.converted, k)
 	}
+}
+
+// memory is the longest the policy's past can hold an answer up: the scale-down window, or burst sizing's
+// replay of the last cold starts, which also outlasts the sizing rate's smoothing (time constant a cold
+// start) but for e^-5 of a step.
+func memory(pol config.Policy) time.Duration {
+	return max(pol.ScaleDownWindow.Duration, burstColdStarts*pol.ColdStart.Duration)
 }
 
 // forgetPool drops what the controller remembers of a pool's sizing.
@@ -482,17 +489,18 @@ func (c *Controller) safetyNet(now time.Time, pol config.Policy, p *config.Pool,
 // simulator's Mooncake and multi-day ServeGen traces those spikes were most of what tokenscale paid over
 // the cheapest other policy (docs/evaluation.md).
 //
-// A controller with no history of the pool (a replica just started, or restarted) counts the pods running
-// now as a recommendation held for the window: the running count is the one piece of the window's past
-// every replica can see, as it is what earlier decisions scaled to. So a restarted replica never answers
-// below what its peers, holding their windows, answer, and the pool is not scaled down before a whole
-// window of evidence.
+// A controller with no history of the pool (a replica just started, or restarted) does not answer below
+// the pods running at its first decision until the policy's memory has passed: its peers' windows, burst
+// histories and smoothed rates live in their memory only, and the running count is the one piece of that
+// past every replica can see, as it is what earlier decisions scaled to.
 func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy, n, running int, d *Decision) int {
 	n = min(max(n, p.MinReplicas), p.MaxReplicas)
 	rs, seen := c.recs[p.Name]
-	if !seen && running > n {
+	if !seen {
 		c.startHold[p.Name] = rec{now, min(max(running, p.MinReplicas), p.MaxReplicas)}
-		d.Reasons = append(d.Reasons, fmt.Sprintf("%s: no history yet: the %d running pods count as a recommendation for %s", p.Name, running, pol.ScaleDownWindow.Duration))
+		if running > n {
+			d.Reasons = append(d.Reasons, fmt.Sprintf("%s: no history yet: the %d running pods are held for %s", p.Name, running, memory(pol)))
+		}
 	}
 	rs = append(rs, rec{now, n})
 	cut := 0
@@ -503,7 +511,7 @@ func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy,
 	c.recs[p.Name] = rs
 	best := max(n, c.quantile(rs, pol.ScaleDownQuantile))
 	if h, ok := c.startHold[p.Name]; ok {
-		if now.Sub(h.t) <= pol.ScaleDownWindow.Duration {
+		if now.Sub(h.t) <= memory(pol) {
 			best = max(best, h.n)
 		} else {
 			delete(c.startHold, p.Name)

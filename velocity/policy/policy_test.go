@@ -176,20 +176,17 @@ func TestConversionsDuringBurstAndRelease(t *testing.T) {
 	if d.Conversions < 1 || d.Conversions > 2 { // maxConvertFraction 0.25 × 8 = 2
 		t.Fatalf("conversions during burst = %d, want 1..2; reasons %v", d.Conversions, d.Reasons)
 	}
-	// Burst ends: conversions hold for ReleaseHold (20 s), then release.
+	// Burst ends: conversions hold for ReleaseHold (2 min), then release.
 	r.load("prefill", 5000, 0)
-	held, released := false, -1
-	for i := 1; i <= 60; i++ {
-		_, _, d = r.tick()
-		if i <= 5 && d.Conversions > 0 {
-			held = true
-		}
-		if d.Conversions == 0 && released < 0 {
+	hold := int(config.Default().Policy.ReleaseHold.Seconds())
+	released := -1
+	for i := 1; i <= hold+60 && released < 0; i++ {
+		if _, _, d = r.tick(); d.Conversions == 0 {
 			released = i
 		}
 	}
-	if !held || released < 0 {
-		t.Fatalf("held=%v released at %d; want held then released", held, released)
+	if released < hold || released > hold+5 {
+		t.Fatalf("released %d s after the burst; want after the %d s hold, within a few seconds", released, hold)
 	}
 }
 
@@ -542,7 +539,8 @@ func TestPrefixHitsReduceDemand(t *testing.T) {
 		r.load("decode", 0, 1000)
 		var ps PoolStatus
 		var d Decision
-		for i := 0; i < 300; i++ {
+		// Past the start's hold of the 2 running pods, the policy's memory (5 min).
+		for i := 0; i < 360; i++ {
 			ps, _, d = r.tick()
 		}
 		if want := 16000 * (1 - c.hit); math.Abs(ps.Sustained-want) > 0.05*want {
@@ -610,8 +608,9 @@ func TestSafetyNetStepClearsTheTolerance(t *testing.T) {
 }
 
 // A controller without history (an adapter replica just started or restarted) does not answer below the
-// pods running now until a scale-down window has passed, so it agrees with a peer replica holding its
-// window; scale-ups are not held back, and after the window it follows the load.
+// pods running now until the policy's memory (the scale-down window, or burst sizing's five cold starts)
+// has passed, so it agrees with a peer replica holding its window and burst history; scale-ups are not
+// held back, and after the memory it follows the load.
 func TestRestartHoldsRunningPods(t *testing.T) {
 	cfg := config.Default()
 	pol := cfg.Policy
@@ -632,12 +631,47 @@ func TestRestartHoldsRunningPods(t *testing.T) {
 			t.Errorf("%s into the window: peer %d, restarted %d; want both to hold the 6 running pods", dt, p, r)
 		}
 	}
-	if r := restarted.Decide(t0.Add(pol.ScaleDownWindow.Duration+time.Second), pol, "g", nil, nil, pool, status(6, 4000)).Desired["decode"]; r != 2 {
-		t.Errorf("after the window the restarted controller answers %d, want 2 (4000 tok/s over 2500 × 0.85)", r)
+	if r := restarted.Decide(t0.Add(memory(pol)+time.Second), pol, "g", nil, nil, pool, status(6, 4000)).Desired["decode"]; r != 2 {
+		t.Errorf("after the policy's memory the restarted controller answers %d, want 2 (4000 tok/s over 2500 × 0.85)", r)
 	}
 	// A scale-up is answered at once, with or without history.
 	if r := NewController().Decide(t0, pol, "g", nil, nil, pool, status(2, 12000)).Desired["decode"]; r != 6 {
 		t.Errorf("fresh controller under load: %d, want 6", r)
+	}
+}
+
+// A peer replica's burst history holds a prefill pool up for five cold starts, longer than the scale-down
+// window: a replica started fresh beside it, on a Ready pool of 5 pods under a load 1 pod serves, answers
+// 5 for that long too, and 1 once it is past (it answered 1 a scale-down window after its start), also
+// when the load fell just after its first decision (then nothing was held).
+func TestRestartHoldCoversBurstMemory(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	pool := &cfg.Pools[0]
+	if memory(pol) <= pol.ScaleDownWindow.Duration {
+		t.Fatalf("the default policy's memory %s is not longer than its scale-down window", memory(pol))
+	}
+	st := &PoolStatus{Pods: 5, Known: 5, Arrival: 3000, Sustained: 3000, RequestArrival: 3, PerPod: 10000, Capacity: 50000,
+		QueueBudget: 1.5, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	t0 := time.Unix(1000, 0)
+	fresh := NewController()
+	for dt := time.Duration(0); dt < memory(pol); dt += 5 * time.Second {
+		if n := fresh.Decide(t0.Add(dt), pol, "g", pool, st, nil, nil).Desired["prefill"]; n != 5 {
+			t.Fatalf("%s after start (memory %s): desired %d, want the 5 running pods", dt, memory(pol), n)
+		}
+	}
+	if n := fresh.Decide(t0.Add(memory(pol)+time.Second), pol, "g", pool, st, nil, nil).Desired["prefill"]; n != 1 {
+		t.Errorf("past the memory: desired %d, want 1 (3000 tok/s over 10000 × 0.85)", n)
+	}
+	// The same when its first decision found the load the 5 pods serve, and it fell at once after.
+	fresh = NewController()
+	busy := *st
+	busy.Arrival, busy.Sustained = 42000, 42000
+	fresh.Decide(t0, pol, "g", pool, &busy, nil, nil)
+	for dt := 5 * time.Second; dt < memory(pol); dt += 5 * time.Second {
+		if n := fresh.Decide(t0.Add(dt), pol, "g", pool, st, nil, nil).Desired["prefill"]; n != 5 {
+			t.Fatalf("%s after a start under load (memory %s): desired %d, want the 5 running pods", dt, memory(pol), n)
+		}
 	}
 }
 
@@ -708,7 +742,7 @@ func TestConvertedDecodersDoNotCalibrateDecode(t *testing.T) {
 	// window's, still holds their converted seconds, so they are not calibrated until it no longer can.
 	calm := &PoolStatus{Name: "prefill", Pods: 4, Known: 4, Arrival: 10000, Sustained: 10000, Served: 10000, PerPod: 10000, Capacity: 40000, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
 	released := -1
-	for i := 6; i < 6+60; i++ {
+	for i := 6; i < 6+int(pol.ReleaseHold.Seconds())+60; i++ {
 		d := c.Decide(time.Unix(int64(i), 0), pol, "g", &cfg.Pools[0], calm, &cfg.Pools[1], ds)
 		if d.Conversions == 0 && released < 0 {
 			released = i
@@ -1127,14 +1161,14 @@ func TestPoolMovedToDecodeByAReloadStartsAfresh(t *testing.T) {
 	}
 	fresh := NewController()
 	var got, want int
-	// Past the scale-down window, which holds both at the 12 pods running.
-	for s := 120; s < 120+90; s++ {
+	// Past the policy's memory, for which both hold the 12 pods running.
+	for s := 120; s < 120+int(memory(pol).Seconds())+30; s++ {
 		at := t0.Add(time.Duration(s) * time.Second)
 		got = c.Decide(at, pol, "g", nil, nil, &asDecode, ds()).Desired["x"]
 		want = fresh.Decide(at, pol, "g", nil, nil, &asDecode, ds()).Desired["x"]
 	}
 	if got != want || want > 2 {
-		t.Fatalf("decode pool x 90 s after the reload: desired %d; a fresh controller says %d (want at most 2 for 1,000 tok/s)", got, want)
+		t.Fatalf("decode pool x past the policy's memory after the reload: desired %d; a fresh controller says %d (want at most 2 for 1,000 tok/s)", got, want)
 	}
 }
 

@@ -148,8 +148,11 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 			}
 			for _, pod := range pods {
 				if !have[pod] {
-					poolResults[pk] = append(poolResults[pk], store.Result{Velocity: store.Velocity{Pod: pod},
-						Err: fmt.Errorf("%s: %w: no numbers for it this round", pod, store.ErrNotFound)})
+					r := store.Result{Velocity: store.Velocity{Pod: pod},
+						Err: fmt.Errorf("%s: %w: no numbers for it this round", pod, store.ErrNotFound)}
+					poolResults[pk] = append(poolResults[pk], r)
+					// The pod's own query says the same, not that no pool tracks it.
+					snap.PodResults[pod] = &r
 				}
 			}
 		}
@@ -157,6 +160,11 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 		inst := *pl
 		inst.Name = pk.String()
 		st, err := policy.Aggregate(&inst, poolResults[pk], ctrl.CalibratedFor(&inst), c.Policy.Horizon.Duration)
+		if n := m.Matching[pk]; len(pods) == 0 && n > 0 {
+			// A pool with a fixed namespace has an instance without Ready pods: it says how many it has, as
+			// the fronts do for a pool without an instance.
+			err = fmt.Errorf("pool %s: %w (%d pods, none Ready)", inst.Name, policy.ErrNoData, n)
+		}
 		group := pl.Group
 		if group == "" {
 			group = pk.Namespace

@@ -2,6 +2,7 @@ package service
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,6 +122,36 @@ func TestPodWithoutNumbersCounts(t *testing.T) {
 	v := snap.Pools[PoolKey{Namespace: "llm", Name: "prefill"}]
 	if v == nil || v.Status.Pods != 2 || v.Status.Known != 1 || len(v.Status.Errors) != 1 || !errors.Is(v.Status.Errors[0], store.ErrNotFound) {
 		t.Fatalf("pool with one pod of two reported: %+v, want 2 pods, 1 known, the other not found", v)
+	}
+	// The pod's own query gives the same reason, not that no pool tracks it.
+	if _, err := snap.Pod(b); err == nil || !strings.Contains(err.Error(), "no numbers for it this round") {
+		t.Errorf("the pod without numbers: %v; want the round's reason", err)
+	}
+}
+
+// A pool with a fixed namespace whose pods are all starting has an instance without Ready pods: its
+// numbers are unknown with its pod count, as a pool without a namespace reports it, not "no pods".
+func TestFixedNamespacePoolWithNoReadyPodsSaysItsCount(t *testing.T) {
+	cfg := config.Default()
+	cfg.Pools[0].Namespace = "llm"
+	role := map[string]string{"llm-d.ai/role": "prefill"}
+	var pods []Pod
+	for _, name := range []string{"a", "b", "c"} {
+		pods = append(pods, Pod{Key: store.PodKey{Namespace: "llm", Name: name}, Labels: role, IP: "10.0.0.1"})
+	}
+	snap := Decide(cfg, Assign(cfg, pods), nil, policy.NewController(), time.Unix(0, 0))
+	v := snap.Pools[PoolKey{Namespace: "llm", Name: "prefill"}]
+	if v == nil {
+		t.Fatal("the fixed-namespace pool has no instance")
+	}
+	_, err := v.Value(Desired)
+	if err == nil || !strings.Contains(err.Error(), "(3 pods, none Ready)") || !errors.Is(v.Err, policy.ErrNoData) {
+		t.Errorf("desired of a pool of 3 starting pods: %v; want it unknown, naming the 3 pods", err)
+	}
+	// With no pods at all it is at zero pods, and says so.
+	snap = Decide(cfg, Assign(cfg, nil), nil, policy.NewController(), time.Unix(0, 0))
+	if _, err := snap.Pools[PoolKey{Namespace: "llm", Name: "prefill"}].Value(Desired); err == nil || !strings.Contains(err.Error(), "(no pods)") {
+		t.Errorf("desired of a pool without pods: %v; want it unknown, saying no pods", err)
 	}
 }
 
