@@ -51,7 +51,9 @@ func TestValuesForKnownLoad(t *testing.T) {
 
 	object := func(dep, metric string, want, tol float64) {
 		t.Helper()
-		eventually(t, 20*time.Second, dep+" "+metric, func() error {
+		// 45 s: a new adapter holds the pods running at its first decision for the policy's memory (5 ×
+		// the suite's 5 s cold start), and the prefill pool starts with two pods where one is wanted.
+		eventually(t, 45*time.Second, dep+" "+metric, func() error {
 			v, err := objectValue(ns, dep, metric)
 			if err != nil {
 				return err

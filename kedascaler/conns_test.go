@@ -165,3 +165,46 @@ func TestServeClosesStalledHandshakes(t *testing.T) {
 		t.Fatalf("a connection that sent nothing is still open a minute later: %v", err)
 	}
 }
+
+// A unary call whose request never comes ends at its deadline and leaves the count, so held calls cannot
+// keep the cap full; a push stream (long-lived by design) is not cut.
+func TestServeEndsStalledUnaryCalls(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	calls := &callLimit{unaryDeadline: 200 * time.Millisecond}
+	target := serveForTest(t, src, Options{MaxStreams: 1, callRoom: 2, calls: calls})
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	// Headers only: the request never comes. The client's own deadline is a hang guard, a minute on.
+	heldCtx, heldCancel := context.WithTimeout(ctx, time.Minute)
+	t.Cleanup(heldCancel)
+	start := time.Now()
+	held, err := conn.NewStream(heldCtx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/externalscaler.ExternalScaler/GetMetrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	push, err := externalscaler.NewExternalScalerClient(conn).StreamIsActive(ctx, ref(map[string]string{"pool": "prefill"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := push.Recv(); err != nil {
+		t.Fatalf("the push stream's first answer: %v", err)
+	}
+	// The held call ends with the server's deadline (200 ms), long before the client's minute.
+	var m externalscaler.GetMetricsResponse
+	if err := held.RecvMsg(&m); err == nil || time.Since(start) > 30*time.Second {
+		t.Fatalf("a unary call with no request ended after %s with %v; want the server's deadline to end it", time.Since(start).Round(time.Second), err)
+	}
+	deadline := time.Now().Add(time.Minute) // a hang guard: the count drops as the call ends
+	for calls.open.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls counted open; want the push stream alone", calls.open.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -114,15 +114,35 @@ func (l *streamLimit) intercept(srv any, ss grpc.ServerStream, info *grpc.Stream
 // reader, under its lock, so it only counts), and a call leaves the count when its context ends, which the
 // transport does when the call finishes, is reset, runs past its deadline or loses its connection (a stats
 // handler's End would miss calls to unknown methods, which the server answers without one).
+//
+// A call other than the long-lived streams also ends after unaryDeadline (default 30 s, far above the
+// milliseconds an answer takes): without it, calls whose requests never come would hold the cap, and so
+// lock KEDA out, for as long as their client kept the connection.
 type callLimit struct {
-	max, room int64 // room: how many of max are beyond --max-streams, for the refusal's message
-	open      atomic.Int64
+	max, room     int64 // room: how many of max are beyond --max-streams, for the refusal's message
+	open          atomic.Int64
+	unaryDeadline time.Duration
+}
+
+// longLived are the methods whose calls stay open by design: KEDA's push stream and health watches.
+var longLived = map[string]bool{
+	externalscaler.ExternalScaler_StreamIsActive_FullMethodName: true,
+	healthpb.Health_Watch_FullMethodName:                        true,
 }
 
 func (l *callLimit) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if n := l.open.Add(1); n > l.max {
 		l.open.Add(-1)
 		return nil, status.Errorf(codes.ResourceExhausted, "tokenscale: %d calls (streams and unary calls together) are open, the most this scaler serves (--max-streams plus %d); %s refused", l.max, l.room, info.FullMethodName)
+	}
+	if !longLived[info.FullMethodName] {
+		d := l.unaryDeadline
+		if d <= 0 {
+			d = 30 * time.Second
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		context.AfterFunc(ctx, cancel) // releases the timer once the call ends
 	}
 	context.AfterFunc(ctx, func() { l.open.Add(-1) })
 	return ctx, nil

@@ -65,8 +65,8 @@ func (h *HPA) Proposal(current, base int, ratio float64) int {
 }
 
 // StepProposals is Step for an HPA with several metrics (computeReplicasForMetrics): it takes the
-// largest proposal; when some metric is unavailable it acts only on a scale-up of the others, and holds
-// when every one is.
+// largest proposal; when some metric is unavailable it refuses a scale-down of the others (no
+// recommendation recorded), and holds when every one is.
 func (h *HPA) StepProposals(now float64, current int, proposals []int, allOK bool) int {
 	if now < h.next {
 		return current
@@ -76,8 +76,8 @@ func (h *HPA) StepProposals(now float64, current int, proposals []int, allOK boo
 		return current
 	}
 	rec := slices.Max(proposals)
-	if !allOK && rec <= current {
-		return current
+	if !allOK && rec < current {
+		return current // Kubernetes refuses a scale-down with a metric missing, and records the rest
 	}
 	return h.apply(now, current, rec)
 }

@@ -69,6 +69,9 @@ func Run(ctx context.Context, o Options) error {
 	cfg := config.Default()
 	cfg.Policy.ColdStart.Duration = o.ColdStart
 	cfg.Policy.ScaleDownWindow.Duration = 20 * time.Second
+	// The demo's minutes are compressed like its cold start: the product's 2 min hold would keep a
+	// conversion past the end of a default run (the Kubernetes demo holds 10 s too).
+	cfg.Policy.ReleaseHold.Duration = 10 * time.Second
 	pools := []*pool{{cfg: &cfg.Pools[0]}, {cfg: &cfg.Pools[1]}}
 	defer func() {
 		for _, p := range pools {

@@ -498,9 +498,6 @@ func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy,
 	rs, seen := c.recs[p.Name]
 	if !seen {
 		c.startHold[p.Name] = rec{now, min(max(running, p.MinReplicas), p.MaxReplicas)}
-		if running > n {
-			d.Reasons = append(d.Reasons, fmt.Sprintf("%s: no history yet: the %d running pods are held for %s", p.Name, running, memory(pol)))
-		}
 	}
 	rs = append(rs, rec{now, n})
 	cut := 0
@@ -512,6 +509,10 @@ func (c *Controller) stabilise(now time.Time, p *config.Pool, pol config.Policy,
 	best := max(n, c.quantile(rs, pol.ScaleDownQuantile))
 	if h, ok := c.startHold[p.Name]; ok {
 		if now.Sub(h.t) <= memory(pol) {
+			if h.n > best {
+				d.Reasons = append(d.Reasons, fmt.Sprintf("%s: no history before %s: the %d pods running then are held until %s has passed",
+					p.Name, h.t.Format(time.TimeOnly), h.n, memory(pol)))
+			}
 			best = max(best, h.n)
 		} else {
 			delete(c.startHold, p.Name)
