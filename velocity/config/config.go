@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -222,7 +223,7 @@ func Parse(data []byte) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("config is empty: it needs at least `version` and `pools`")
 		}
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w", namedKeys(err, data))
 	}
 	// The typed decoding reads only the first document and cannot tell a key left out from one given
 	// no value or 0, so the nodes are read too.
@@ -282,10 +283,72 @@ var zeroDefaults = map[string]string{
 const maxConfigNodes = 1 << 20
 
 // nodeCheck walks a config's YAML nodes and collects the errors of keys with no value and of keys given
-// a 0 that would read as unset.
+// a 0 that would read as unset, and which keys' values each line holds.
 type nodeCheck struct {
 	errs   []error
 	visits int
+	// lines maps a line to the keys whose scalar values are on it, and blocks to those whose mapping or
+	// sequence starts there, in the order walked.
+	lines, blocks map[int][]string
+}
+
+// lineRef is how the YAML decoder and Duration name the place of an error.
+var lineRef = regexp.MustCompile(`line (\d+):`)
+
+// keyedError is a decoding error whose lines name the keys on them.
+type keyedError struct {
+	msg string
+	err error
+}
+
+func (e *keyedError) Error() string { return e.msg }
+func (e *keyedError) Unwrap() error { return e.err }
+
+// namedKeys adds to each "line N:" of a decoding error the key whose value is on that line: the decoder
+// names the line and the Go type only ("cannot unmarshal !!str `high` into float64"), and Duration only
+// the line, which a file of several pools leaves to the reader to map back. err is returned as it is
+// where the file's nodes do not decode or no line is a key's.
+func namedKeys(err error, data []byte) error {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil {
+		return err
+	}
+	k := nodeCheck{lines: map[int][]string{}, blocks: map[int][]string{}}
+	k.walk(&doc, "", "")
+	named := false
+	msg := lineRef.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		n, convErr := strconv.Atoi(lineRef.FindStringSubmatch(m)[1])
+		if convErr != nil {
+			return m
+		}
+		keys := k.lines[n]
+		if len(keys) == 0 {
+			keys = k.blocks[n]
+		}
+		if len(keys) == 0 {
+			return m
+		}
+		named = true
+		return fmt.Sprintf("line %d (%s):", n, strings.Join(keys, " or "))
+	})
+	if !named {
+		return err
+	}
+	return &keyedError{msg: msg, err: err}
+}
+
+// note records that path's value starts on n's line.
+func (k *nodeCheck) note(n *yaml.Node, path string) {
+	if k.lines == nil {
+		return
+	}
+	m := k.blocks
+	if n.Kind == yaml.ScalarNode {
+		m = k.lines
+	}
+	if len(m[n.Line]) < 4 {
+		m[n.Line] = append(m[n.Line], path)
+	}
 }
 
 // walk checks the values under n; path names n as errors show it (pools[1].slo), pattern as
@@ -335,6 +398,7 @@ func (k *nodeCheck) value(at, v *yaml.Node, path, pattern string) {
 	if s.Kind == yaml.AliasNode && s.Alias != nil {
 		s = s.Alias
 	}
+	k.note(s, path)
 	if s.Kind != yaml.ScalarNode {
 		k.walk(v, path, pattern)
 		return
@@ -890,7 +954,12 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	if err == nil && !reflect.DeepEqual(c.Scrape, w.Current().Scrape) {
 		// The source, the scraper and the store are built from scrape.* at start; a reload that changed
 		// them would be accepted but not applied, so it is refused instead.
-		err = errors.New("scrape.* changed; scrape settings take effect at start only: restart to apply them")
+		keys := changedKeys(reflect.ValueOf(w.Current().Scrape), reflect.ValueOf(c.Scrape), "scrape")
+		if len(keys) == 0 {
+			// Only a field without a key of its own differs (none today): the section is all there is to name.
+			keys = []string{"scrape.*"}
+		}
+		err = fmt.Errorf("%s changed; scrape settings take effect at start only: restart to apply them", strings.Join(keys, ", "))
 	}
 	if err != nil {
 		return false, w.reject(fmt.Errorf("%s: %w", w.path, err))
@@ -936,4 +1005,26 @@ func (w *Watcher) Run(ctx context.Context, period time.Duration) {
 			}
 		}
 	}
+}
+
+// changedKeys names the yaml keys under prefix whose values differ between a and b, structs of the same
+// type (nested structs with yaml keys of their own, such as scrape.tls, by their fields).
+func changedKeys(a, b reflect.Value, prefix string) []string {
+	var out []string
+	for i := range a.NumField() {
+		f := a.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		key := prefix + "." + name
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[Duration]() {
+			out = append(out, changedKeys(a.Field(i), b.Field(i), key)...)
+			continue
+		}
+		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			out = append(out, key)
+		}
+	}
+	return out
 }
