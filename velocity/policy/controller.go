@@ -619,8 +619,9 @@ const (
 
 // calibrate refines a pool's per-pod velocity online. A pool whose arrival exceeds what it serves by 5%
 // for calibrationEvidence (a prefill pool with queued tokens too) is saturated: its served velocity per
-// pod is its real capacity. A pool serving more than its profile says has at least that capacity. Served is the latency window's: engines count a prompt's tokens when its
-// prefill completes, and one scrape's lumps of whole prompts ratcheted V above what a pod can serve.
+// pod is its real capacity. A pool serving more than 5% above the V in use has at least that capacity.
+// Served is the latency window's: engines count a prompt's tokens when its prefill completes, and one
+// scrape's lumps of whole prompts ratcheted V above what a pod can serve.
 // Updates are bounded to [0.5, 2]× the profile; a move of more than 5% is logged.
 func (c *Controller) calibrate(pol config.Policy, p *config.Pool, st *PoolStatus) {
 	if !pol.Calibrates() {
