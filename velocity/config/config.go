@@ -295,6 +295,10 @@ type nodeCheck struct {
 // lineRef is how the YAML decoder and Duration name the place of an error.
 var lineRef = regexp.MustCompile(`line (\d+):`)
 
+// maxNamedBytes bounds what namedKeys adds to one error: a key path holds keys from the file (a selector's
+// label names), and an error listing many lines must not grow by a copy of the file each.
+const maxNamedBytes = 16 << 10
+
 // keyedError is a decoding error whose lines name the keys on them.
 type keyedError struct {
 	msg string
@@ -315,8 +319,11 @@ func namedKeys(err error, data []byte) error {
 	}
 	k := nodeCheck{lines: map[int][]string{}, blocks: map[int][]string{}}
 	k.walk(&doc, "", "")
-	named := false
+	named, added := false, 0
 	msg := lineRef.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		if added > maxNamedBytes {
+			return m
+		}
 		n, convErr := strconv.Atoi(lineRef.FindStringSubmatch(m)[1])
 		if convErr != nil {
 			return m
@@ -329,7 +336,9 @@ func namedKeys(err error, data []byte) error {
 			return m
 		}
 		named = true
-		return fmt.Sprintf("line %d (%s):", n, strings.Join(keys, " or "))
+		out := fmt.Sprintf("line %d (%s):", n, strings.Join(keys, " or "))
+		added += len(out) - len(m)
+		return out
 	})
 	if !named {
 		return err

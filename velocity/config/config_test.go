@@ -383,6 +383,20 @@ func TestDecodeErrorsNameTheirKey(t *testing.T) {
 			t.Errorf("%q: error %v, want it to contain %q", tc.in, err, tc.want)
 		}
 	}
+	// What the names add is bounded: every selector value of the wrong type under a long label name.
+	var b strings.Builder
+	b.WriteString("version: tokenscale.io/v1alpha1\npools:\n- name: a\n  role: prefill\n  selector:\n")
+	long := strings.Repeat("k", 1000)
+	for i := range 200 {
+		fmt.Fprintf(&b, "    %s%d: [x]\n", long, i)
+	}
+	_, err := Parse([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "(pools[0].selector."+long+"0") {
+		t.Fatalf("long keys: %.300v, want the first named", err)
+	}
+	if plain := len(b.String()); len(err.Error()) > plain/4 {
+		t.Errorf("long keys: the error is %d bytes for a %d-byte file", len(err.Error()), plain)
+	}
 	// A syntax error has no key to name and keeps the decoder's words.
 	if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {interval: 1s\n")); err == nil || strings.Contains(err.Error(), "(") {
 		t.Errorf("syntax error: %v, want the decoder's message without a key", err)
