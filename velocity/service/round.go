@@ -198,11 +198,39 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 			}
 			if v == dec {
 				v.Conversions = d.Conversions
+				v.ConversionsErr = prefillUnknown(c, m, pre, dec)
 			}
 		}
 		klog.V(3).InfoS("Decision", "group", g, "desired", d.Desired, "conversions", d.Conversions, "reasons", d.Reasons)
 	}
 	return snap
+}
+
+// prefillUnknown says why a decode pool's conversions are unknown: its group's prefill pool is unknown,
+// or has pods here of which none is Ready, and the policy released every conversion without a figure to
+// decide on. nil when the prefill pool is known or has no pods here (nothing to convert for: a known 0).
+func prefillUnknown(c *config.Config, m *Members, pre, dec *PoolView) error {
+	if pre != nil {
+		if pre.Err != nil {
+			return fmt.Errorf("the group's prefill pool %s is unknown: %w", pre.Key, pre.Err)
+		}
+		return nil
+	}
+	for i := range c.Pools {
+		pl := &c.Pools[i]
+		if pl.Role == config.RoleDecode || pl.Namespace != "" && pl.Namespace != dec.Key.Namespace {
+			continue
+		}
+		group := pl.Group
+		if group == "" {
+			group = dec.Key.Namespace
+		}
+		k := PoolKey{Namespace: dec.Key.Namespace, Name: pl.Name}
+		if n := m.Matching[k]; n > 0 && dec.Key.Namespace+"/"+group == dec.Group {
+			return fmt.Errorf("the group's prefill pool %s is unknown: %w (%d pods, none Ready)", k, policy.ErrNoData, n)
+		}
+	}
+	return nil
 }
 
 // pickFirst keeps one pool per role in a group; extra pools of the same role are reported, not sized.

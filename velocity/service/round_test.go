@@ -202,3 +202,51 @@ func prefillPage(tokens float64) *engine.Snapshot {
 	s.SetScalar(engine.RequestsWaiting, 0)
 	return s
 }
+
+// While a group's prefill pool is unknown the policy releases every conversion without deciding on any
+// figure: the decode pool's conversions are unknown then, with the reason, not a 0 its HPA or KEDA
+// trigger would read as a decision (the converter releases its leases on either).
+func TestConversionsAreUnknownWhileThePrefillPoolIs(t *testing.T) {
+	cfg := config.Default()
+	st := store.New(store.Options{StaleAfter: time.Hour}, nil)
+	p, d := store.PodKey{Namespace: "llm", Name: "p"}, store.PodKey{Namespace: "llm", Name: "d"}
+	t0 := time.Now()
+	st.Record(d, t0, prefillPage(0))
+	st.Record(d, t0.Add(time.Second), prefillPage(0))
+	m := Assign(cfg, []Pod{
+		{Key: p, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1", Ready: true},
+		{Key: d, Labels: map[string]string{"llm-d.ai/role": "decode"}, IP: "10.0.0.2", Ready: true}})
+	ctrl := policy.NewController()
+	snap := Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(time.Second))
+	dec := snap.Pools[PoolKey{Namespace: "llm", Name: "decode"}]
+	if dec == nil || dec.Err != nil {
+		t.Fatalf("decode pool: %+v, want known", dec)
+	}
+	if _, err := dec.Value(Arrival); err != nil {
+		t.Fatalf("the decode pool's own figures: %v, want known", err)
+	}
+	if x, err := dec.Value(Conversions); !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "prefill pool llm/prefill is unknown") {
+		t.Fatalf("conversions with the prefill pool unknown: %v, %v; want ErrUnknown naming the prefill pool", x, err)
+	}
+	// Once the prefill pool is known the number is the policy's decision again.
+	st.Record(p, t0, prefillPage(0))
+	st.Record(p, t0.Add(time.Second), prefillPage(100))
+	snap = Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(2*time.Second))
+	if x, err := snap.Pools[PoolKey{Namespace: "llm", Name: "decode"}].Value(Conversions); err != nil || x != 0 {
+		t.Fatalf("conversions with both pools known: %v, %v; want a known 0", x, err)
+	}
+	// A prefill pool whose pods are all failing their readiness probe has no instance: unknown too.
+	m = Assign(cfg, []Pod{
+		{Key: p, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1"},
+		{Key: d, Labels: map[string]string{"llm-d.ai/role": "decode"}, IP: "10.0.0.2", Ready: true}})
+	snap = Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(3*time.Second))
+	if x, err := snap.Pools[PoolKey{Namespace: "llm", Name: "decode"}].Value(Conversions); !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "1 pods, none Ready") {
+		t.Fatalf("conversions with no prefill pod Ready: %v, %v; want ErrUnknown saying so", x, err)
+	}
+	// A namespace with decoders and no prefill pod at all has nothing to convert for: a known 0.
+	m = Assign(cfg, []Pod{{Key: d, Labels: map[string]string{"llm-d.ai/role": "decode"}, IP: "10.0.0.2", Ready: true}})
+	snap = Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(4*time.Second))
+	if x, err := snap.Pools[PoolKey{Namespace: "llm", Name: "decode"}].Value(Conversions); err != nil || x != 0 {
+		t.Fatalf("conversions with no prefill pod: %v, %v; want a known 0", x, err)
+	}
+}

@@ -54,9 +54,12 @@ type PoolView struct {
 	// Desired replicas; HasDesired is false when the policy could not size the pool.
 	Desired    int
 	HasDesired bool
-	// Conversions wanted in this pool's group (decode pools carry the number).
-	Conversions int
-	inst        *config.Pool // Config renamed to the instance key, as the controller sees it
+	// Conversions wanted in this pool's group (decode pools carry the number). ConversionsErr says why
+	// the number is unknown though the pool's own figures are known: the group's prefill pool is unknown,
+	// so the policy released every conversion without deciding on any figure.
+	Conversions    int
+	ConversionsErr error
+	inst           *config.Pool // Config renamed to the instance key, as the controller sees it
 }
 
 // Snapshot is one decision round's result. It is never modified after it is published, and every

@@ -57,13 +57,17 @@ func (v *PoolView) Value(m PoolMetric) (float64, error) {
 		x, known = float64(v.Desired), v.HasDesired
 	case Conversions:
 		x = float64(v.Conversions)
+		known = known && v.ConversionsErr == nil
 	default:
 		return 0, fmt.Errorf("pool metric %q does not exist", m)
 	}
 	if !known {
 		why := "the policy could not size the pool"
-		if v.Err != nil {
+		switch {
+		case v.Err != nil:
 			why = v.Err.Error()
+		case m == Conversions && v.ConversionsErr != nil:
+			why = v.ConversionsErr.Error()
 		}
 		return 0, fmt.Errorf("%s of pool %s: %w: %s", m, v.Key, ErrUnknown, why)
 	}
