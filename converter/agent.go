@@ -681,23 +681,61 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	tick := time.NewTicker(a.o.Resync)
 	defer tick.Stop()
-	reconcile := func(p *corev1.Pod) {
-		if err := a.Reconcile(ctx, p); err != nil {
-			klog.ErrorS(err, "Converter reconcile failed; retrying on the next pass", "pod", klog.KObj(p))
-		}
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case key := <-work:
 			if o, ok, err := inf.GetStore().GetByKey(key); err == nil && ok {
-				reconcile(o.(*corev1.Pod))
+				a.reconcileLogged(ctx, o.(*corev1.Pod))
 			}
 		case <-tick.C:
-			for _, p := range a.pods() {
-				reconcile(p)
-			}
+			a.pass(ctx)
+		}
+	}
+}
+
+// pass reconciles every pod of the node the agent watches, then forgets what it remembers of pods no
+// longer among them.
+func (a *Agent) pass(ctx context.Context) {
+	pods := a.pods()
+	for _, p := range pods {
+		a.reconcileLogged(ctx, p)
+	}
+	a.keepOnly(pods)
+}
+
+// reconcileBudget bounds one pod's reconcile: the agent handles its pods one at a time, so a call that
+// hangs (an overloaded API server, a half-dead connection, an engine that does not answer) stalled every
+// other pod of the node, reverts at a lease's end included, until the server's own 60 s request timeout.
+var reconcileBudget = 10 * time.Second
+
+func (a *Agent) reconcileLogged(ctx context.Context, p *corev1.Pod) {
+	ctx, cancel := context.WithTimeout(ctx, reconcileBudget)
+	defer cancel()
+	if err := a.Reconcile(ctx, p); err != nil {
+		klog.ErrorS(err, "Converter reconcile failed; retrying on the next pass", "pod", klog.KObj(p))
+	}
+}
+
+// keepOnly drops the recheck times and unanswered switches of pods not in pods: a pod deleted while
+// converted, or one moved out of --selector, is never reconciled again, and a Deployment's pods get new
+// names, so their entries stayed for the agent's life.
+func (a *Agent) keepOnly(pods []*corev1.Pod) {
+	live := make(map[types.NamespacedName]bool, len(pods))
+	for _, p := range pods {
+		live[podKey(p)] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k := range a.checked {
+		if !live[k] {
+			delete(a.checked, k)
+		}
+	}
+	for k := range a.unanswered {
+		if !live[k] {
+			delete(a.unanswered, k)
 		}
 	}
 }

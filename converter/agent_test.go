@@ -353,6 +353,72 @@ func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
 
 // A pod kept converted has its headroom checked again every Recheck; when memory runs short it is
 // reverted and the refusal recorded (so the controller moves the lease), while a busy GPU is expected.
+// A pod deleted while converted (the HPA scaled its Deployment down) is never reconciled again: the
+// periodic pass forgets what the agent kept for it, or every such pod's entries stayed for good.
+func TestAgentForgetsPodsThatAreGone(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pod, onNode(decodePod("d2", nil), "node-1"))
+	ctx := context.Background()
+	live := []string{"d1", "d2"}
+	a.lister = func() []*corev1.Pod {
+		var out []*corev1.Pod
+		for _, n := range live {
+			out = append(out, get(t, client, n))
+		}
+		return out
+	}
+	a.pass(ctx)
+	if p := get(t, client, "d1"); p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+		t.Fatalf("d1 not converted by the pass: %v", p.Annotations)
+	}
+	a.mu.Lock()
+	a.unanswered[types.NamespacedName{Namespace: "ns", Name: "d1"}] = unanswered{at: t0}
+	kept := len(a.checked)
+	a.mu.Unlock()
+	if kept != 1 {
+		t.Fatalf("%d pods checked after converting one; want 1", kept)
+	}
+	if err := client.CoreV1().Pods("ns").Delete(ctx, "d1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	live = []string{"d2"}
+	a.pass(ctx)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.checked) != 0 || len(a.unanswered) != 0 {
+		t.Fatalf("after d1 was deleted: checked %v, unanswered %v; want both empty", a.checked, a.unanswered)
+	}
+}
+
+// hungGPUs answers a headroom check only once its context ends, as a call that hangs does.
+type hungGPUs struct{}
+
+func (hungGPUs) Check(ctx context.Context, _ *corev1.Pod) (bool, string, string) {
+	<-ctx.Done()
+	return false, protocol.ReasonBusy, ctx.Err().Error()
+}
+
+// One pod's hung call must not stall the node's other pods: each reconcile has its own budget.
+func TestAgentPassBoundsEachReconcile(t *testing.T) {
+	leased := map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}
+	a, client, _ := agentFixture(t, hungGPUs{}, onNode(decodePod("d1", leased), "node-1"), onNode(decodePod("d2", leased), "node-1"))
+	a.lister = func() []*corev1.Pod { return []*corev1.Pod{get(t, client, "d1"), get(t, client, "d2")} }
+	defer func(b time.Duration) { reconcileBudget = b }(reconcileBudget)
+	reconcileBudget = 50 * time.Millisecond
+	done := make(chan struct{})
+	go func() { a.pass(context.Background()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // far beyond two budgets: only a pass without one gets here
+		t.Fatal("a pass over two pods whose headroom checks hang did not return")
+	}
+	for _, n := range []string{"d1", "d2"} {
+		if p := get(t, client, n); p.Labels["llm-d.ai/role"] != "decode" {
+			t.Errorf("%s converted without an answered headroom check: %v", n, p.Labels)
+		}
+	}
+}
+
 func TestAgentRechecksKeptConversions(t *testing.T) {
 	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
 	gpus := &fixedGPUs{ok: true}

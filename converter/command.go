@@ -43,10 +43,17 @@ func (c *ControllerCommand) AddFlags(cmd *options.Command) {
 	fs.DurationVar(&c.Options.Plan.MinFlipInterval, "min-flip-interval", 30*time.Second, "the agents' --min-flip-interval: a pod that flipped more recently is not leased")
 	c.Pipeline.AddFlags(cmd.Section("pools"))
 	c.Leader.AddFlags(cmd.Section("leader election"))
+	// Every lease is rewritten each third of --lease: at client-go's 5 writes a second, about 16 leased
+	// pods across the cluster kept the client at its limit and more let leases lapse.
+	c.Kube.QPS, c.Kube.Burst = ControllerQPS, 2*ControllerQPS
 	c.Kube.AddFlags(cmd.Section("kubernetes"))
 	cmd.Section("serving").StringVar(&c.MetricsAddress, "metrics-address", ":8080", "address of /metrics and /healthz (empty: off)")
-	cmd.Validate(c.Validate, c.Pipeline.Validate, c.Leader.Validate)
+	cmd.Validate(c.Validate, c.Pipeline.Validate, c.Leader.Validate, c.Kube.Validate)
 }
+
+// ControllerQPS is the controller's default --client-qps (--client-burst twice it): room for about 60
+// leases renewed every third of the default 10 s --lease.
+const ControllerQPS = 20
 
 // MinLease is the shortest --lease: a few snapshot rounds, so that an agent sees a lease before it ends.
 const MinLease = time.Second
@@ -151,7 +158,7 @@ func (c *AgentCommand) AddFlags(cmd *options.Command, nodeName string) {
 	c.addHeadroomFlags(fs)
 	c.Kube.AddFlags(cmd.Section("kubernetes"))
 	cmd.Section("serving").StringVar(&c.MetricsAddress, "metrics-address", ":8081", "address of /metrics and /healthz (empty: off)")
-	cmd.Validate(c.Validate)
+	cmd.Validate(c.Validate, c.Kube.Validate)
 }
 
 // addHeadroomFlags registers the GPU headroom thresholds, which the agent and `gpus` share.

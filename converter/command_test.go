@@ -153,6 +153,16 @@ func TestControllerCommandRejectsBadFlags(t *testing.T) {
 	if err := parse("--leader-elect=false", "--leader-election-renew-deadline=20s"); err != nil {
 		t.Errorf("leader election off, its timings are not checked: %v", err)
 	}
+	if err := parse("--client-qps=0"); err == nil || !strings.Contains(err.Error(), "--client-qps") {
+		t.Errorf("--client-qps=0: %v; want it refused", err)
+	}
+	// Lease renewals need more than client-go's 5 writes a second: the controller's own default.
+	cmd := options.New("tokenscale-converter controller")
+	var c ControllerCommand
+	c.AddFlags(cmd)
+	if err := cmd.Parse(nil, &bytes.Buffer{}); err != nil || c.Kube.QPS != ControllerQPS || c.Kube.Burst != 2*ControllerQPS {
+		t.Errorf("default client rates %g and %d (%v); want %d and %d", c.Kube.QPS, c.Kube.Burst, err, ControllerQPS, 2*ControllerQPS)
+	}
 }
 
 // `tokenscale-converter gpus` checks its thresholds as the agent does.

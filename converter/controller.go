@@ -59,6 +59,8 @@ type Controller struct {
 	// unanswered is when each pod whose lease no agent answered was released: it is not leased again for
 	// RefusalBackoff, so that its slot goes to a pod an agent serves.
 	unanswered map[types.NamespacedName]time.Time
+	// noProducer holds the pools reported wanting conversions with no pod declared KV-producing.
+	noProducer map[string]bool
 	// stepped says a round has run: a controller's first round (a new leader's) grants no fresh lease,
 	// as a grant of the leader before it may still be in flight and land after this one's view of the pods.
 	stepped bool
@@ -80,7 +82,8 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 		o.Now = time.Now
 	}
 	return &Controller{client: client, o: o, granted: map[types.NamespacedName]time.Time{},
-		since: map[types.NamespacedName]grant{}, silent: map[types.NamespacedName]bool{}, unanswered: map[types.NamespacedName]time.Time{}}
+		since: map[types.NamespacedName]grant{}, silent: map[types.NamespacedName]bool{}, unanswered: map[types.NamespacedName]time.Time{},
+		noProducer: map[string]bool{}}
 }
 
 // Step applies one round of decisions: for every pool, releases first and then grants or renews, so that
@@ -107,6 +110,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		if !pool.Known {
 			wanted = 0
 		}
+		c.reportNoProducer(pool, wanted)
 		opts := c.o.Plan
 		opts.Skip = func(p *corev1.Pod) bool { return c.leftOut(p, now) }
 		plan := Choose(pool.Pods, wanted, now, opts, leased)
@@ -211,6 +215,27 @@ func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) bool {
 		klog.InfoS("No agent has answered a conversion lease; it is released and the pod left out for the refusal backoff: is a tokenscale agent running on the pod's node (its nodeSelector), does its --selector match the pod, and is its --max-lease at least the controller's --lease?",
 			"pod", klog.KObj(p), "node", p.Spec.NodeName, "leasedFor", now.Sub(first.at).Round(time.Second), "backoff", c.o.Plan.RefusalBackoff)
 	}
+	return true
+}
+
+// reportNoProducer logs, once until it changes, a pool whose conversions are wanted while none of its
+// pods is declared KV-producing: no pod is ever leased then, and no agent is asked, so no refusal would
+// say why. It reports whether it logged.
+func (c *Controller) reportNoProducer(pool Pool, wanted int) bool {
+	none := wanted > 0 && len(pool.Pods) > 0 && !slices.ContainsFunc(pool.Pods, func(p *corev1.Pod) bool {
+		return p.Annotations[protocol.AnnotationKVProducer] == "true"
+	})
+	if !none {
+		delete(c.noProducer, pool.Name)
+		return false
+	}
+	if c.noProducer[pool.Name] {
+		return false
+	}
+	c.noProducer[pool.Name] = true
+	klog.InfoS("Conversions are wanted but no pod of the decode pool is declared KV-producing, so none is leased: annotate the decode pod template "+
+		protocol.AnnotationKVProducer+`: "true" where its engine can produce KV for other decoders (docs/converter.md)`,
+		"pool", pool.Name, "wanted", wanted, "pods", len(pool.Pods))
 	return true
 }
 

@@ -177,6 +177,8 @@ func refusedNow(p *corev1.Pod, now time.Time, o PlanOptions) bool {
 	if protocol.RefusalReason(st) == protocol.ReasonTooSoon {
 		hold = o.MinFlipInterval
 	}
-	// A refusal stamped ahead (a node's clock fast) stands: its agent, asked again, refuses again.
-	return now.Sub(at) < hold
+	// A refusal stamped ahead within the clock skew allowed (a node's clock fast) stands: its agent, asked
+	// again, refuses again. One further ahead is a wrong clock or a hand edit: read as standing it held the
+	// pod out of conversions for good, as no agent is asked to rewrite it.
+	return protocol.Within(at, now, hold)
 }

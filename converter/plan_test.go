@@ -83,10 +83,14 @@ func TestChoose(t *testing.T) {
 		{"a flip stamped far in the future is no recent one", []*corev1.Pod{
 			decodePod("a", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(24 * time.Hour))}),
 			decodePod("c", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(30 * time.Second))})}, 1, "[a]", "[]"},
-		// A refusal stamped ahead (a node's clock fast) stands: its agent, asked again, would refuse again.
-		{"a refusal stamped in the future stands", []*corev1.Pod{
-			decodePod("b", map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(5 * time.Minute))}),
+		// A refusal stamped ahead within the clock skew allowed (a node's clock fast) stands: its agent,
+		// asked again, would refuse again. One a day ahead is a wrong clock or a hand edit: it is asked again.
+		{"a refusal stamped a little in the future stands", []*corev1.Pod{
+			decodePod("b", map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(protocol.MaxClockSkew))}),
 			decodePod("c", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(30 * time.Second))})}, 1, "[]", "[]"},
+		{"a refusal stamped far in the future does not hold the pod out for good", []*corev1.Pod{
+			decodePod("b", map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(24 * time.Hour))}),
+			decodePod("c", map[string]string{protocol.AnnotationFlippedAt: protocol.FormatTime(t0.Add(30 * time.Second))})}, 1, "[b]", "[]"},
 		// A pod not Ready is never leased fresh; one being deleted is not renewed (its agent skips it) and,
 		// still converted, holds its slot; one failing a probe keeps its lease (a blip must not revert it);
 		// the max fraction is of the running pods, and a pod being deleted is the one past it.
@@ -344,5 +348,37 @@ func TestRecreatedPodGetsAFreshWindowToAnswer(t *testing.T) {
 	}
 	if !protocol.Leased(p, clk.Now()) || ctrl.leftOut(p, clk.Now()) {
 		t.Errorf("the recreated pod: leased %v, left out %v; want leased, with a fresh window", protocol.Leased(p, clk.Now()), ctrl.leftOut(p, clk.Now()))
+	}
+}
+
+// A pool wanting conversions whose pods none declares KV-producing is said once, at the default log
+// level, and again only after a producer came and went: no refusal would ever say why nothing converts.
+func TestControllerSaysWhenNoPodIsAKVProducer(t *testing.T) {
+	ctrl := NewController(fake.NewClientset(), ControllerOptions{Now: func() time.Time { return t0 }})
+	plain := func(name string) *corev1.Pod {
+		p := decodePod(name, nil)
+		delete(p.Annotations, protocol.AnnotationKVProducer)
+		return p
+	}
+	pool := Pool{Name: "ns/decode", Pods: []*corev1.Pod{plain("a"), plain("b")}, Known: true}
+	steps := []struct {
+		name   string
+		pods   []*corev1.Pod
+		wanted int
+		says   bool
+	}{
+		{"wanted, no producer: said", pool.Pods, 2, true},
+		{"still so: not said again", pool.Pods, 2, false},
+		{"none wanted: nothing to say", pool.Pods, 0, false},
+		{"wanted again after none was: said again", pool.Pods, 1, true},
+		{"a producer joins: nothing to say", append([]*corev1.Pod{decodePod("c", nil)}, pool.Pods...), 1, false},
+		{"it leaves: said again", pool.Pods, 1, true},
+		{"no pods at all: nothing to say", nil, 1, false},
+	}
+	for _, s := range steps {
+		pool.Pods = s.pods
+		if got := ctrl.reportNoProducer(pool, s.wanted); got != s.says {
+			t.Errorf("%s: said %v", s.name, got)
+		}
 	}
 }

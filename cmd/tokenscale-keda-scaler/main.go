@@ -25,7 +25,7 @@ func main() {
 	so.AddFlags(cmd.Section("serving"))
 	po.AddFlags(cmd.Section("pools"))
 	kube.AddFlags(cmd.Section("kubernetes"))
-	cmd.Validate(so.Validate, po.Validate)
+	cmd.Validate(so.Validate, po.Validate, kube.Validate)
 	cmd.Main(1, func(ctx context.Context) error {
 		cfg, err := kube.RESTConfig()
 		if err != nil {

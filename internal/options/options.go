@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -202,14 +203,35 @@ func sameListenHost(a, b string) bool {
 	return ipa != nil && ipa.Equal(ipb)
 }
 
-// Kube selects the cluster: --kubeconfig, else the in-cluster configuration.
+// Kube selects the cluster (--kubeconfig, else the in-cluster configuration) and how fast its client may
+// call it (--client-qps, --client-burst: client-go's token bucket, which every call waits on).
 type Kube struct {
 	Kubeconfig string
+	// QPS and Burst set before AddFlags are their flags' defaults; else client-go's (5 and 10).
+	QPS   float32
+	Burst int
 }
 
-// AddFlags registers --kubeconfig.
+// AddFlags registers --kubeconfig, --client-qps and --client-burst.
 func (k *Kube) AddFlags(fs *pflag.FlagSet) {
+	if k.QPS == 0 {
+		k.QPS = rest.DefaultQPS
+	}
+	if k.Burst == 0 {
+		k.Burst = rest.DefaultBurst
+	}
 	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: the in-cluster configuration of the pod's ServiceAccount)")
+	fs.Float32Var(&k.QPS, "client-qps", k.QPS, "most requests per second to the Kubernetes API (every call waits its turn)")
+	fs.IntVar(&k.Burst, "client-burst", k.Burst, "requests to the Kubernetes API allowed at once above --client-qps")
+}
+
+// Validate reports client rates that cannot work: client-go reads a zero QPS as its default and a
+// negative one as no limit, neither of which the flag says.
+func (k *Kube) Validate() []error {
+	if !(k.QPS > 0) || math.IsInf(float64(k.QPS), 0) || k.Burst < 1 {
+		return []error{fmt.Errorf("--client-qps %g must be positive and finite and --client-burst %d at least 1", k.QPS, k.Burst)}
+	}
+	return nil
 }
 
 // RESTConfig loads the configuration --kubeconfig names, else the in-cluster one.
@@ -219,13 +241,22 @@ func (k *Kube) RESTConfig() (*rest.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--kubeconfig %s: %w", k.Kubeconfig, err)
 		}
+		k.limit(cfg)
 		return cfg, nil
 	}
 	cfg, err := rest.InClusterConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client config (set --kubeconfig outside a cluster): %w", err)
 	}
+	k.limit(cfg)
 	return cfg, nil
+}
+
+// limit applies the client rates, when AddFlags or the caller set them.
+func (k *Kube) limit(cfg *rest.Config) {
+	if k.QPS > 0 {
+		cfg.QPS, cfg.Burst = k.QPS, k.Burst
+	}
 }
 
 // Clients returns the REST config and a clientset for it.

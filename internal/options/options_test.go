@@ -177,3 +177,60 @@ func TestCheckListen(t *testing.T) {
 		t.Errorf("CheckAddress with port 99999: %v", errs)
 	}
 }
+
+// The client's rates reach its REST config; a component's own defaults hold unless the flags change
+// them; and rates client-go would read as something else are refused.
+func TestKubeClientRates(t *testing.T) {
+	kubeconfig := t.TempDir() + "/kubeconfig"
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	parse := func(k *Kube, args ...string) error {
+		c := New("tokenscale-test")
+		k.AddFlags(c.Section("kubernetes"))
+		c.Validate(k.Validate)
+		return c.Parse(append([]string{"--kubeconfig=" + kubeconfig}, args...), &bytes.Buffer{})
+	}
+	for _, tc := range []struct {
+		name       string
+		preset     Kube
+		args       []string
+		qps        float32
+		burst      int
+		wantErrSub string
+	}{
+		{name: "client-go's defaults", qps: 5, burst: 10},
+		{name: "a component's own defaults", preset: Kube{QPS: 20, Burst: 40}, qps: 20, burst: 40},
+		{name: "the flags win", preset: Kube{QPS: 20, Burst: 40}, args: []string{"--client-qps=50", "--client-burst=80"}, qps: 50, burst: 80},
+		{name: "a zero rate is refused", args: []string{"--client-qps=0"}, wantErrSub: "--client-qps 0 must be positive"},
+		{name: "a negative rate is refused", args: []string{"--client-qps=-1"}, wantErrSub: "--client-qps -1"},
+		{name: "a zero burst is refused", args: []string{"--client-burst=0"}, wantErrSub: "--client-burst 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := tc.preset
+			err := parse(&k, tc.args...)
+			if tc.wantErrSub != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErrSub) {
+					t.Fatalf("%v: %v, want an error containing %q", tc.args, err, tc.wantErrSub)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := k.RESTConfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.QPS != tc.qps || cfg.Burst != tc.burst {
+				t.Errorf("REST config QPS %g burst %d, want %g and %d", cfg.QPS, cfg.Burst, tc.qps, tc.burst)
+			}
+		})
+	}
+}
