@@ -632,6 +632,23 @@ func dump(v any) string {
 }
 
 // logging.format=json reaches every container of every component.
+// The sglang actuator changes no label, only the agent's status annotations, which the admission
+// policies allow: the chart renders it with them (the label actuator it refuses, TestChartRefusesBadValues).
+func TestChartSGLangActuatorKeepsTheAdmissionPolicies(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	objs := render(t, helm, "converter.enabled=true", "converter.agent.actuator=sglang")
+	if objs["ValidatingAdmissionPolicy//tokenscale-converter-agent"] == nil {
+		t.Errorf("no agent admission policy with the sglang actuator; objects: %v", keys(objs))
+	}
+	agent, _ := json.Marshal(objs["DaemonSet/tokenscale/tokenscale-converter-agent"])
+	if !bytes.Contains(agent, []byte("--actuator=sglang")) {
+		t.Errorf("the agent DaemonSet does not pass --actuator=sglang:\n%s", agent)
+	}
+}
+
 func TestChartJSONLogging(t *testing.T) {
 	helm := os.Getenv("TOKENSCALE_HELM")
 	if helm == "" {

@@ -127,6 +127,8 @@ func TestAdmissionPolicies(t *testing.T) {
 		{"agent converts", agent, user("tokenscale", agentSA), pod("gpu-a", role("decode"), nil), pod("gpu-a", role("prefill-decode"), status), ""},
 		{"agent installed in another namespace converts", agent, user("gpu-ops", agentSA), pod("gpu-a", role("decode"), nil), pod("gpu-a", role("prefill-decode"), status), ""},
 		{"agent reverts", agent, user("tokenscale", agentSA), pod("gpu-a", role("prefill-decode"), status), pod("gpu-a", role("decode"), nil), ""},
+		// The sglang actuator switches the engine and records only its status: no label moves.
+		{"agent records an engine's switch", agent, user("tokenscale", agentSA), pod("gpu-a", role("decode"), nil), pod("gpu-a", role("decode"), status), ""},
 		{"agent records a refusal", agent, user("tokenscale", agentSA), pod("gpu-a", role("decode"), nil), pod("gpu-a", role("decode"), map[string]any{"tokenscale.io/conversion": "refused: x"}), ""},
 		{"another node's pod", agent, user("tokenscale", agentSA), pod("gpu-b", role("decode"), nil), pod("gpu-b", role("prefill-decode"), nil), "own node only"},
 		{"a prefill pod relabelled decode", agent, user("tokenscale", agentSA), pod("gpu-a", role("prefill"), nil), pod("gpu-a", role("decode"), nil), "only decode-pool pods"},
