@@ -38,7 +38,7 @@ import (
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
-// Engines serves n fake vLLM V1 engines, each on its own 127.0.x.y address and the same port (as
+// Engines serves n fake vLLM V1 engines, each on its own 127.1.x.y address and the same port (as
 // pods share a port), under load; it prints one line per engine URL, then "ready".
 func Engines(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("engines", flag.ExitOnError)
