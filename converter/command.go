@@ -279,7 +279,7 @@ func (c *AgentCommand) Build(client kubernetes.Interface, register func(...metri
 		return nil, nil, err
 	}
 	gpus := &ReopeningGPUs{Open: c.OpenGPUs}
-	o.GPUs = &Headroom{Devices: pr, GPUs: gpus, Need: c.Need(), Observe: m.GPU}
+	o.GPUs = &Headroom{Devices: pr, GPUs: gpus, Need: c.Need(), Observe: m.GPU, Unknown: m.GPUUnknown}
 	return NewAgent(client, o), func() { _ = gpus.Close(); _ = pr.Close() }, nil
 }
 

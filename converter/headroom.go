@@ -96,8 +96,10 @@ type Headroom struct {
 	Devices DeviceMapper
 	GPUs    GPUReader
 	Need    Need
-	// Observe, when set, sees every reading (for the agent's per-GPU metrics).
+	// Observe, when set, sees every reading (for the agent's per-GPU metrics), and Unknown every GPU a
+	// read failed for.
 	Observe func(GPUReading)
+	Unknown func(uuid string)
 	// ReadTimeout bounds one NVML read (default 5 s). A cgo call cannot be stopped: a read past it is left
 	// to finish on its own, and until it does every check fails at once, so a GPU lost from the bus costs
 	// the agent's loop one timeout, not one per pod, and reverts of other pods go on.
@@ -154,6 +156,11 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 	}
 	readings, err := h.read(uuids)
 	if err != nil {
+		if h.Unknown != nil {
+			for _, u := range uuids {
+				h.Unknown(u)
+			}
+		}
 		return false, protocol.ReasonNVMLError, err.Error()
 	}
 	if h.Observe != nil {

@@ -155,9 +155,14 @@ func TestHeadroomHungNVMLRead(t *testing.T) {
 			}
 			return []GPUReading{{UUID: u[0], MemTotal: 80 << 30, MemFree: 30 << 30, UtilisationKnown: true}}, nil
 		})}
+	var unknown []string
+	h.Unknown = func(u string) { unknown = append(unknown, u) }
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "decode-0", Namespace: "llm-d"}}
 	if ok, reason, detail := h.Check(context.Background(), pod); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "did not answer within") {
 		t.Fatalf("hung read: %v %s %q; want nvml-error naming the timeout", ok, reason, detail)
+	}
+	if strings.Join(unknown, ",") != "GPU-aaa" {
+		t.Errorf("GPUs reported unknown after the failed read: %v; want GPU-aaa (its metrics series dropped)", unknown)
 	}
 	if ok, reason, detail := h.Check(context.Background(), pod); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "has not returned yet") || reads.Load() != 1 {
 		t.Fatalf("while it hangs: %v %s %q, %d reads; want an immediate nvml-error and no second read", ok, reason, detail, reads.Load())

@@ -51,5 +51,15 @@ func (m *Metrics) GPU(g GPUReading) {
 	m.memTotal.WithLabelValues(g.UUID).Set(float64(g.MemTotal))
 	if g.UtilisationKnown {
 		m.util.WithLabelValues(g.UUID).Set(float64(g.Utilisation) / 100)
+	} else {
+		m.util.DeleteLabelValues(g.UUID)
 	}
+}
+
+// GPUUnknown drops a GPU's series when a read of it failed (Headroom.Unknown): its last reading kept as
+// the gauges' value would read as current on a dashboard, where unknown has no series.
+func (m *Metrics) GPUUnknown(uuid string) {
+	m.memFree.DeleteLabelValues(uuid)
+	m.memTotal.DeleteLabelValues(uuid)
+	m.util.DeleteLabelValues(uuid)
 }

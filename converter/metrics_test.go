@@ -38,4 +38,18 @@ tokenscale_converter_gpu_memory_free_bytes{uuid="MIG-1"} 1.073741824e+09
 		"tokenscale_converter_gpu_utilisation_ratio", "tokenscale_converter_gpu_memory_free_bytes"); err != nil {
 		t.Error(err)
 	}
+	// A failed read drops the GPU's series (a stale reading would look current), and a reading without
+	// utilisation drops that one.
+	m.GPUUnknown("MIG-1")
+	m.GPU(GPUReading{UUID: "GPU-1", MemFree: 3 << 30, MemTotal: 80 << 30})
+	want = `
+# HELP tokenscale_converter_gpu_utilisation_ratio [ALPHA] GPU utilisation (0-1) at the last headroom check; absent for MIG devices, which do not report it.
+# TYPE tokenscale_converter_gpu_utilisation_ratio gauge
+# HELP tokenscale_converter_gpu_memory_free_bytes [ALPHA] Free GPU memory NVML reported at the last headroom check, per GPU or MIG device.
+# TYPE tokenscale_converter_gpu_memory_free_bytes gauge
+tokenscale_converter_gpu_memory_free_bytes{uuid="GPU-1"} 3.221225472e+09
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_converter_gpu_utilisation_ratio", "tokenscale_converter_gpu_memory_free_bytes"); err != nil {
+		t.Error(err)
+	}
 }
