@@ -216,6 +216,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{[]string{"converter.enabled=true", "converter.controller.leaderElection=false"}, "needs converter.controller.leaderElection"},
 		{[]string{"converter.enabled=true", "converter.agent.minFlipInterval=10s"}, "converter.minFlipInterval"},
 		{[]string{"converter.enabled=true", "converter.agent.actuator=label"}, "converter.admissionPolicies=false"},
+		{[]string{"converter.enabled=true", "converter.agent.actuator=sglang-pd"}, "want llm-d, label or sglang"},
 		{[]string{"adapter.podDisruptionBudget.minAvailable=50%"}, "whole number of pods"},
 	} {
 		out, err := exec.Command(helm, helmArgs(c.set)...).CombinedOutput()
@@ -631,7 +632,6 @@ func dump(v any) string {
 	return string(b)
 }
 
-// logging.format=json reaches every container of every component.
 // The sglang actuator changes no label, only the agent's status annotations, which the admission
 // policies allow: the chart renders it with them (the label actuator it refuses, TestChartRefusesBadValues).
 func TestChartSGLangActuatorKeepsTheAdmissionPolicies(t *testing.T) {
@@ -649,6 +649,7 @@ func TestChartSGLangActuatorKeepsTheAdmissionPolicies(t *testing.T) {
 	}
 }
 
+// logging.format=json reaches every container of every component.
 func TestChartJSONLogging(t *testing.T) {
 	helm := os.Getenv("TOKENSCALE_HELM")
 	if helm == "" {

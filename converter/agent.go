@@ -708,7 +708,10 @@ func (a *Agent) pass(ctx context.Context) {
 // reconcileBudget bounds one pod's reconcile: the agent handles its pods one at a time, so a call that
 // hangs (an overloaded API server, a half-dead connection, an engine that does not answer) stalled every
 // other pod of the node, reverts at a lease's end included, until the server's own 60 s request timeout.
-var reconcileBudget = 10 * time.Second
+// It is above the sum of a conversion's own step limits (the owner's GET, PodResources, NVML and the
+// actuator, up to 5 s each, and its writes), so that a slow node's conversion is not cut off between its
+// status write and its flip (10 s did: the flip failed, and so did the undo on the spent context).
+var reconcileBudget = 30 * time.Second
 
 func (a *Agent) reconcileLogged(ctx context.Context, p *corev1.Pod) {
 	ctx, cancel := context.WithTimeout(ctx, reconcileBudget)

@@ -351,8 +351,6 @@ func TestAgentRevertsEverythingWhenStopped(t *testing.T) {
 	}
 }
 
-// A pod kept converted has its headroom checked again every Recheck; when memory runs short it is
-// reverted and the refusal recorded (so the controller moves the lease), while a busy GPU is expected.
 // A pod deleted while converted (the HPA scaled its Deployment down) is never reconciled again: the
 // periodic pass forgets what the agent kept for it, or every such pod's entries stayed for good.
 func TestAgentForgetsPodsThatAreGone(t *testing.T) {
@@ -419,6 +417,8 @@ func TestAgentPassBoundsEachReconcile(t *testing.T) {
 	}
 }
 
+// A pod kept converted has its headroom checked again every Recheck; when memory runs short it is
+// reverted and the refusal recorded (so the controller moves the lease), while a busy GPU is expected.
 func TestAgentRechecksKeptConversions(t *testing.T) {
 	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
 	gpus := &fixedGPUs{ok: true}

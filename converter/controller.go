@@ -91,6 +91,11 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// A round's writes end within one lease: a lease written later than that would have run out when it
+	// lands, and a write that hangs on the API server (client-go sets no deadline of its own) held this
+	// loop and every later round with it. The next round retries what this one did not write.
+	ctx, cancel := context.WithTimeout(ctx, c.o.Lease)
+	defer cancel()
 	now := c.o.Now()
 	leased := func(p *corev1.Pod) bool {
 		if protocol.LeasedWithin(p, now, c.o.MaxLease) {

@@ -14,6 +14,9 @@ type Metrics struct {
 	memFree  *metrics.GaugeVec
 	memTotal *metrics.GaugeVec
 	util     *metrics.GaugeVec
+	readAt   *metrics.GaugeVec
+	// Now stamps the readings (time.Now when nil).
+	Now func() time.Time
 }
 
 // NewMetrics registers the agent's metrics with register.
@@ -31,8 +34,12 @@ func NewMetrics(register func(...metrics.Registerable)) *Metrics {
 			Help: "GPU memory NVML reported at the last headroom check, per GPU or MIG device."}, []string{"uuid"}),
 		util: metrics.NewGaugeVec(&metrics.GaugeOpts{Namespace: "tokenscale", Subsystem: "converter", Name: "gpu_utilisation_ratio",
 			Help: "GPU utilisation (0-1) at the last headroom check; absent for MIG devices, which do not report it."}, []string{"uuid"}),
+		// NVML is read only when a conversion is checked, so a GPU with no conversion keeps its last
+		// readings for good: this says how old they are.
+		readAt: metrics.NewGaugeVec(&metrics.GaugeOpts{Namespace: "tokenscale", Subsystem: "converter", Name: "gpu_read_timestamp_seconds",
+			Help: "When the GPU's readings were taken (Unix seconds): NVML is read at headroom checks only."}, []string{"uuid"}),
 	}
-	register(m.flips, m.refusals, m.latency, m.memFree, m.memTotal, m.util)
+	register(m.flips, m.refusals, m.latency, m.memFree, m.memTotal, m.util, m.readAt)
 	return m
 }
 
@@ -49,6 +56,11 @@ func (m *Metrics) Refused(reason string) { m.refusals.WithLabelValues(reason).In
 func (m *Metrics) GPU(g GPUReading) {
 	m.memFree.WithLabelValues(g.UUID).Set(float64(g.MemFree))
 	m.memTotal.WithLabelValues(g.UUID).Set(float64(g.MemTotal))
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	m.readAt.WithLabelValues(g.UUID).Set(float64(now().UnixNano()) / 1e9)
 	if g.UtilisationKnown {
 		m.util.WithLabelValues(g.UUID).Set(float64(g.Utilisation) / 100)
 	} else {
@@ -62,4 +74,5 @@ func (m *Metrics) GPUUnknown(uuid string) {
 	m.memFree.DeleteLabelValues(uuid)
 	m.memTotal.DeleteLabelValues(uuid)
 	m.util.DeleteLabelValues(uuid)
+	m.readAt.DeleteLabelValues(uuid)
 }

@@ -13,9 +13,15 @@ mkdir -p "$BIN"
 
 have() { for b in "$@"; do [ -x "$BIN/$b" ] || return 1; done; }
 
+# Binaries are built into a directory beside their final place and renamed into it: a build killed
+# mid-write (.ci/run stops its background builds when a stage fails) leaves no truncated binary that the
+# check above would take for a built one.
+rm -rf "$BIN"/.build.*
+stage=$(mktemp -d "$BIN/.build.XXXXXX")
+
 if ! have etcd; then
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  trap 'rm -rf "$work" "$stage"' EXIT
   (
     cd "$work"
     cat > go.mod <<MOD
@@ -27,13 +33,14 @@ require go.etcd.io/etcd/server/v3 $ETCD_VERSION
 MOD
     printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
     GOFLAGS=-mod=mod go mod tidy >&2
-    go build -trimpath -ldflags '-s -w' -o "$BIN/etcd" go.etcd.io/etcd/server/v3 >&2
+    go build -trimpath -ldflags '-s -w' -o "$stage/etcd" go.etcd.io/etcd/server/v3 >&2
+    mv "$stage/etcd" "$BIN/etcd"
   )
 fi
 
 if ! have kube-apiserver kube-controller-manager kubectl; then
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  trap 'rm -rf "$work" "$stage"' EXIT
   minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   staging="v0.${K8S_VERSION#v1.}"
   gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -53,7 +60,9 @@ if ! have kube-apiserver kube-controller-manager kubectl; then
     GOFLAGS=-mod=mod go mod tidy >&2
     ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-    go build -trimpath -ldflags "$ld" -o "$BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2
+    go build -trimpath -ldflags "$ld" -o "$stage/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2
+    for b in kube-apiserver kube-controller-manager kubectl; do mv "$stage/$b" "$BIN/$b"; done
   )
 fi
+rm -rf "$stage"
 echo "$BIN"

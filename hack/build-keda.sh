@@ -19,8 +19,13 @@ info=$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION")
 gomod=$(printf '%s' "$info" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
 dir=$(printf '%s' "$info" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 
+# Binaries are built into a directory beside their final place and renamed into it: a build killed
+# mid-write (.ci/run stops its background builds when a stage fails) leaves no truncated binary that the
+# check above would take for a built one.
+rm -rf "$OUT"/.build.*
+stage=$(mktemp -d "$OUT/.build.XXXXXX")
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "$stage"' EXIT
 (
   cd "$work"
   {
@@ -36,9 +41,10 @@ trap 'rm -rf "$work"' EXIT
   printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/kedacore/keda/v2/cmd/operator"\n\t_ "github.com/kedacore/keda/v2/cmd/adapter"\n)\n' > tools.go
   GOFLAGS=-mod=mod go mod tidy >&2
   ld="-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION"
-  go build -trimpath -ldflags "$ld" -o "$OUT/keda-operator" github.com/kedacore/keda/v2/cmd/operator >&2
-  go build -trimpath -ldflags "$ld" -o "$OUT/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter >&2
+  go build -trimpath -ldflags "$ld" -o "$stage/keda-operator" github.com/kedacore/keda/v2/cmd/operator >&2
+  go build -trimpath -ldflags "$ld" -o "$stage/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter >&2
 )
+mv "$stage/keda-operator" "$stage/keda-adapter" "$OUT/"
 rm -rf "$OUT/crd"
 mkdir -p "$OUT/crd"
 cp "$dir"/config/crd/bases/*.yaml "$OUT/crd/"

@@ -13,12 +13,18 @@ if [ -x "$OUT/prometheus-adapter" ]; then
   echo "$OUT/prometheus-adapter"
   exit 0
 fi
+# Binaries are built into a directory beside their final place and renamed into it: a build killed
+# mid-write (.ci/run stops its background builds when a stage fails) leaves no truncated binary that the
+# check above would take for a built one.
+rm -rf "$OUT"/.build.*
+stage=$(mktemp -d "$OUT/.build.XXXXXX")
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "$stage"' EXIT
 (
   cd "$work"
   printf 'module tokenscale.local/prometheusadapterbuild\n\ngo 1.26.0\n\nrequire sigs.k8s.io/prometheus-adapter %s\n' "$VERSION" > go.mod
   printf '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/prometheus-adapter/cmd/adapter"\n' > tools.go
-  GOFLAGS=-mod=mod go build -trimpath -o "$OUT/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter >&2
+  GOFLAGS=-mod=mod go build -trimpath -o "$stage/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter >&2
 )
+mv "$stage/prometheus-adapter" "$OUT/prometheus-adapter"
 echo "$OUT/prometheus-adapter"
