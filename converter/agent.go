@@ -318,6 +318,10 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 // copy in hand predates the flip, and an actuator that sees its pod already at decode would change nothing.
 func (a *Agent) undo(ctx context.Context, pod *corev1.Pod, err error) error {
 	a.forget(pod)
+	// Its own budget: the flip may have failed on the reconcile's spent one, and the undo is what puts
+	// the pod back to a state the controller counts right.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBudget)
+	defer cancel()
 	fresh, gerr := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 	rerr := gerr
 	if gerr == nil {
@@ -710,8 +714,11 @@ func (a *Agent) pass(ctx context.Context) {
 // other pod of the node, reverts at a lease's end included, until the server's own 60 s request timeout.
 // It is above the sum of a conversion's own step limits (the owner's GET, PodResources, NVML and the
 // actuator, up to 5 s each, and its writes), so that a slow node's conversion is not cut off between its
-// status write and its flip (10 s did: the flip failed, and so did the undo on the spent context).
+// status write and its flip (10 s did).
 var reconcileBudget = 30 * time.Second
+
+// undoBudget bounds the undo of a failed flip: a read, the actuator's revert and a status write.
+const undoBudget = 10 * time.Second
 
 func (a *Agent) reconcileLogged(ctx context.Context, p *corev1.Pod) {
 	ctx, cancel := context.WithTimeout(ctx, reconcileBudget)

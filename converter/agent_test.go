@@ -690,6 +690,42 @@ func TestAgentReportsARefusalItCouldNotWrite(t *testing.T) {
 	}
 }
 
+// slowActuator lands the label, then outlasts the caller's deadline; its calls fail on a spent context,
+// as a real client's do (the fake clientset ignores contexts).
+type slowActuator struct{ *LabelActuator }
+
+func (s slowActuator) Convert(ctx context.Context, p *corev1.Pod) error {
+	if err := s.LabelActuator.Convert(ctx, p); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s slowActuator) Revert(ctx context.Context, p *corev1.Pod) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.LabelActuator.Revert(ctx, p)
+}
+
+// A flip that ran past the reconcile's budget is undone on a budget of its own: on the spent one the undo
+// failed too, and the pod stayed converted over a refused flip until its lease ended.
+func TestAgentUndoesAFlipThatSpentTheBudget(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	a.o.Actuator = slowActuator{LLMD(client)}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := a.Reconcile(ctx, get(t, client, "d1")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("error %v; want the flip's deadline", err)
+	}
+	p := get(t, client, "d1")
+	if p.Labels["llm-d.ai/role"] != "decode" || !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: "+protocol.ReasonActuator) {
+		t.Fatalf("label %q status %q; want the flip undone and refused", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+	}
+}
+
 // deadlineActuator records the time each revert was given, on the agent's clock.
 type deadlineActuator struct {
 	*LabelActuator

@@ -3,12 +3,14 @@ package converter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
@@ -33,8 +35,11 @@ type ControllerOptions struct {
 	// MaxLease bounds a lease's end (default protocol.DefaultMaxLease): no lease is written further ahead,
 	// and one found further ahead (a bad clock, a hand edit) is released, as agents ignore it.
 	MaxLease time.Duration
-	Plan     PlanOptions
-	Now      func() time.Time
+	// WriteTimeout bounds one lease write (default a quarter of Lease): client-go sets no deadline, and a
+	// write the API server takes and never answers held every lease after it in the round.
+	WriteTimeout time.Duration
+	Plan         PlanOptions
+	Now          func() time.Time
 }
 
 // grant is when a lease was first granted, and to which pod.
@@ -75,6 +80,9 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 		o.MaxLease = protocol.DefaultMaxLease
 	}
 	o.Lease = min(o.Lease, o.MaxLease)
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = o.Lease / 4
+	}
 	if o.Plan.RefusalBackoff == 0 {
 		o.Plan.RefusalBackoff = time.Minute
 	}
@@ -91,9 +99,9 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// A round's writes end within one lease: a lease written later than that would have run out when it
-	// lands, and a write that hangs on the API server (client-go sets no deadline of its own) held this
-	// loop and every later round with it. The next round retries what this one did not write.
+	// A round ends within one lease, each write within WriteTimeout: writes the API server never answered
+	// (client-go sets no deadline of its own) held this loop and every later round with it. The next
+	// round retries what this one did not write.
 	ctx, cancel := context.WithTimeout(ctx, c.o.Lease)
 	defer cancel()
 	now := c.o.Now()
@@ -171,10 +179,15 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 }
 
 func (c *Controller) lease(ctx context.Context, p *corev1.Pod, until time.Time) error {
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	if err := c.annotate(ctx, p, protocol.FormatTime(until)); err != nil {
+		if !answered(err) {
+			// The server may still apply a write it did not answer: the slot counts as granted, or the next
+			// round could grant it to another pod as well.
+			c.granted[key] = until
+		}
 		return err
 	}
-	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 	if g, held := c.since[key]; !held || g.uid != p.UID {
 		c.since[key] = grant{at: c.o.Now(), uid: p.UID}
 	}
@@ -251,12 +264,21 @@ func (c *Controller) leftOut(p *corev1.Pod, now time.Time) bool {
 	return ok && now.Sub(at) < c.o.Plan.RefusalBackoff && p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted
 }
 
+// answered says whether err is the API server's refusal of a write, which it did not apply; a timeout or
+// a lost connection leaves the write's outcome unknown.
+func answered(err error) bool {
+	var status apierrors.APIStatus
+	return errors.As(err, &status) && !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err)
+}
+
 // annotate sets (string) or removes (nil) the lease annotation.
 func (c *Controller) annotate(ctx context.Context, p *corev1.Pod, v any) error {
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{protocol.AnnotationConvertUntil: v}}})
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.o.WriteTimeout)
+	defer cancel()
 	if _, err := c.client.CoreV1().Pods(p.Namespace).Patch(ctx, p.Name, types.MergePatchType, patch, metav1PatchOptions); err != nil {
 		return fmt.Errorf("conversion lease on %s: %w", podRef(p), err)
 	}

@@ -3,13 +3,17 @@ package converter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -45,5 +49,57 @@ func TestControllerRoundEndsWithinALease(t *testing.T) {
 	}
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "ns/d1") {
 		t.Fatalf("error %v; want the deadline, naming the pod", err)
+	}
+}
+
+// One write the API server never answers holds no other: the round's next lease is still written, and
+// the unanswered one counts as granted (the server may apply it yet), so no later round grants its slot
+// to another pod as well.
+func TestControllerHungWriteHoldsNoOtherLease(t *testing.T) {
+	var mu sync.Mutex
+	var patched []string
+	answer := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := path.Base(r.URL.Path)
+		mu.Lock()
+		patched = append(patched, name)
+		first := len(patched) == 1
+		mu.Unlock()
+		if first {
+			select {
+			case <-r.Context().Done():
+			case <-answer:
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `{"kind":"Pod","apiVersion":"v1","metadata":{"name":%q,"namespace":"ns"}}`, name)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(answer) })
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A round long enough for every write; the hung one gives up after a second.
+	c := NewController(client, ControllerOptions{Lease: time.Hour, MaxLease: 2 * time.Hour, WriteTimeout: time.Second, Now: func() time.Time { return t0 }, Plan: PlanOptions{MaxFraction: 1}})
+	c.stepped = true // past a new leader's first round, which grants no fresh lease
+	pools := []Pool{{Name: "decode", Pods: []*corev1.Pod{decodePod("d1", nil), decodePod("d2", nil)}, Wanted: 2, Known: true}}
+	done := make(chan error, 1)
+	go func() { done <- c.Step(context.Background(), pools) }()
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute): // far beyond the one-second write timeout
+		t.Fatal("a round with one write that got no answer did not return")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(patched) != 2 || err == nil || !strings.Contains(err.Error(), "ns/"+patched[0]) {
+		t.Fatalf("writes %v, error %v; want both pods written and the unanswered one named", patched, err)
+	}
+	for _, name := range patched {
+		if _, ok := c.granted[types.NamespacedName{Namespace: "ns", Name: name}]; !ok {
+			t.Errorf("%s: no grant remembered; want both slots counted (the unanswered write may still land)", name)
+		}
 	}
 }

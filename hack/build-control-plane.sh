@@ -15,13 +15,19 @@ have() { for b in "$@"; do [ -x "$BIN/$b" ] || return 1; done; }
 
 # Binaries are built into a directory beside their final place and renamed into it: a build killed
 # mid-write (.ci/run stops its background builds when a stage fails) leaves no truncated binary that the
-# check above would take for a built one.
-rm -rf "$BIN"/.build.*
-stage=$(mktemp -d "$BIN/.build.XXXXXX")
+# check above would take for a built one. Directories a killed build left are removed after a day.
+stage= work_etcd= work_k8s=
+trap 'rm -rf "$stage" "$work_etcd" "$work_k8s"' EXIT
+make_stage() {
+  [ -n "$stage" ] && return
+  find "$BIN" -maxdepth 1 -name '.build.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
+  stage=$(mktemp -d "$BIN/.build.XXXXXX")
+}
 
 if ! have etcd; then
-  work=$(mktemp -d)
-  trap 'rm -rf "$work" "$stage"' EXIT
+  make_stage
+  work_etcd=$(mktemp -d)
+  work=$work_etcd
   (
     cd "$work"
     cat > go.mod <<MOD
@@ -39,8 +45,9 @@ MOD
 fi
 
 if ! have kube-apiserver kube-controller-manager kubectl; then
-  work=$(mktemp -d)
-  trap 'rm -rf "$work" "$stage"' EXIT
+  make_stage
+  work_k8s=$(mktemp -d)
+  work=$work_k8s
   minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   staging="v0.${K8S_VERSION#v1.}"
   gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
@@ -64,5 +71,4 @@ if ! have kube-apiserver kube-controller-manager kubectl; then
     for b in kube-apiserver kube-controller-manager kubectl; do mv "$stage/$b" "$BIN/$b"; done
   )
 fi
-rm -rf "$stage"
 echo "$BIN"

@@ -21,8 +21,8 @@ dir=$(printf '%s' "$info" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 
 # Binaries are built into a directory beside their final place and renamed into it: a build killed
 # mid-write (.ci/run stops its background builds when a stage fails) leaves no truncated binary that the
-# check above would take for a built one.
-rm -rf "$OUT"/.build.*
+# check above would take for a built one. Directories a killed build left are removed after a day.
+find "$OUT" -maxdepth 1 -name '.build.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
 stage=$(mktemp -d "$OUT/.build.XXXXXX")
 work=$(mktemp -d)
 trap 'rm -rf "$work" "$stage"' EXIT
@@ -44,9 +44,11 @@ trap 'rm -rf "$work" "$stage"' EXIT
   go build -trimpath -ldflags "$ld" -o "$stage/keda-operator" github.com/kedacore/keda/v2/cmd/operator >&2
   go build -trimpath -ldflags "$ld" -o "$stage/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter >&2
 )
-mv "$stage/keda-operator" "$stage/keda-adapter" "$OUT/"
+# The CRDs first and the binaries last: the check above takes the binaries for a finished build.
+mkdir -p "$stage/crd"
+cp "$dir"/config/crd/bases/*.yaml "$stage/crd/"
+chmod -R u+w "$stage/crd"
 rm -rf "$OUT/crd"
-mkdir -p "$OUT/crd"
-cp "$dir"/config/crd/bases/*.yaml "$OUT/crd/"
-chmod -R u+w "$OUT/crd"
+mv "$stage/crd" "$OUT/crd"
+mv "$stage/keda-operator" "$stage/keda-adapter" "$OUT/"
 echo "$OUT"

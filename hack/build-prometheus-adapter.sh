@@ -15,8 +15,8 @@ if [ -x "$OUT/prometheus-adapter" ]; then
 fi
 # Binaries are built into a directory beside their final place and renamed into it: a build killed
 # mid-write (.ci/run stops its background builds when a stage fails) leaves no truncated binary that the
-# check above would take for a built one.
-rm -rf "$OUT"/.build.*
+# check above would take for a built one. Directories a killed build left are removed after a day.
+find "$OUT" -maxdepth 1 -name '.build.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
 stage=$(mktemp -d "$OUT/.build.XXXXXX")
 work=$(mktemp -d)
 trap 'rm -rf "$work" "$stage"' EXIT
