@@ -227,11 +227,16 @@ func (k *Kube) AddFlags(fs *pflag.FlagSet) {
 
 // Validate reports client rates that cannot work: client-go reads a zero QPS as its default and a
 // negative one as no limit, neither of which the flag says.
+// Each bad flag is named alone, so the message points at the one to change.
 func (k *Kube) Validate() []error {
-	if !(k.QPS > 0) || math.IsInf(float64(k.QPS), 0) || k.Burst < 1 {
-		return []error{fmt.Errorf("--client-qps %g must be positive and finite and --client-burst %d at least 1", k.QPS, k.Burst)}
+	var errs []error
+	if !(k.QPS > 0) || math.IsInf(float64(k.QPS), 0) {
+		errs = append(errs, fmt.Errorf("--client-qps %g must be positive and finite", k.QPS))
 	}
-	return nil
+	if k.Burst < 1 {
+		errs = append(errs, fmt.Errorf("--client-burst %d must be at least 1", k.Burst))
+	}
+	return errs
 }
 
 // RESTConfig loads the configuration --kubeconfig names, else the in-cluster one.

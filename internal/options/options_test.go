@@ -204,13 +204,14 @@ current-context: x
 		qps        float32
 		burst      int
 		wantErrSub string
+		notSub     string // a flag the error must not name
 	}{
 		{name: "client-go's defaults", qps: 5, burst: 10},
 		{name: "a component's own defaults", preset: Kube{QPS: 20, Burst: 40}, qps: 20, burst: 40},
 		{name: "the flags win", preset: Kube{QPS: 20, Burst: 40}, args: []string{"--client-qps=50", "--client-burst=80"}, qps: 50, burst: 80},
-		{name: "a zero rate is refused", args: []string{"--client-qps=0"}, wantErrSub: "--client-qps 0 must be positive"},
+		{name: "a zero rate is refused", args: []string{"--client-qps=0"}, wantErrSub: "--client-qps 0 must be positive", notSub: "--client-burst"},
 		{name: "a negative rate is refused", args: []string{"--client-qps=-1"}, wantErrSub: "--client-qps -1"},
-		{name: "a zero burst is refused", args: []string{"--client-burst=0"}, wantErrSub: "--client-burst 0"},
+		{name: "a zero burst is refused", args: []string{"--client-burst=0"}, wantErrSub: "--client-burst 0 must be at least 1", notSub: "--client-qps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := tc.preset
@@ -218,6 +219,9 @@ current-context: x
 			if tc.wantErrSub != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErrSub) {
 					t.Fatalf("%v: %v, want an error containing %q", tc.args, err, tc.wantErrSub)
+				}
+				if tc.notSub != "" && strings.Contains(err.Error(), tc.notSub) {
+					t.Errorf("%v: %v also names %s, whose value is fine", tc.args, err, tc.notSub)
 				}
 				return
 			}
