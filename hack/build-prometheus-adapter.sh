@@ -2,7 +2,7 @@
 # Builds prometheus-adapter (sigs.k8s.io/prometheus-adapter, cmd/adapter) from the Go module proxy into a
 # cache outside the clone, keyed by version, and prints the binary's path. `go install pkg@version` fails
 # here (the proxy refuses the module's version list, which go install reads for deprecations), so a
-# wrapper module requires the exact version. About 4 minutes the first time; no time after.
+# wrapper module requires the exact version. About 3 minutes the first time; no time after.
 set -euo pipefail
 
 VERSION="${PROMETHEUS_ADAPTER_VERSION:-v0.12.0}"
