@@ -226,8 +226,8 @@ func (k *Kube) AddFlags(fs *pflag.FlagSet) {
 }
 
 // Validate reports client rates that cannot work: client-go reads a zero QPS as its default and a
-// negative one as no limit, neither of which the flag says.
-// Each bad flag is named alone, so the message points at the one to change.
+// negative one as no limit, neither of which the flag says. Each bad flag gets its own error, naming
+// only that flag, so the message points at the one to change.
 func (k *Kube) Validate() []error {
 	var errs []error
 	if !(k.QPS > 0) || math.IsInf(float64(k.QPS), 0) {
