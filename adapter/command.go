@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -53,7 +54,15 @@ func NewCommand(cmd *options.Command) *Command {
 	so.Authorization.AddFlags(cmd.Section("authorization"))
 	so.Audit.AddFlags(cmd.Section("audit"))
 	so.Features.AddFlags(cmd.Section("features"))
-	cmd.Validate(c.Options.Validate, so.Validate)
+	// The library applies --client-qps and --client-burst only when positive and reads a negative
+	// --discovery-interval as never, so a typo would fall back silently: refused as the other binaries do.
+	cmd.Validate(c.Options.Validate, so.Validate, func() []error {
+		errs := (&options.Kube{QPS: base.ClientQPS, Burst: base.ClientBurst}).Validate()
+		if base.DiscoveryInterval < 0 {
+			errs = append(errs, fmt.Errorf("--discovery-interval %s must not be negative (0: never)", base.DiscoveryInterval))
+		}
+		return errs
+	})
 	return c
 }
 

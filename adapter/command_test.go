@@ -48,6 +48,18 @@ func TestCommandFlags(t *testing.T) {
 	if strings.Contains(help, "--lister-kubeconfig") {
 		t.Errorf("the deprecated alias is listed in --help")
 	}
+	// The library would fall back silently to client-go's rates and to never re-reading discovery.
+	for _, c := range []struct{ arg, flag string }{
+		{"--client-qps=0", "--client-qps"}, {"--client-qps=-1", "--client-qps"}, {"--client-burst=0", "--client-burst"},
+		{"--discovery-interval=-1s", "--discovery-interval"},
+	} {
+		if _, _, err := parse(c.arg); err == nil || !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("%s: %v, want an error naming %s", c.arg, err, c.flag)
+		}
+	}
+	if c, _, err := parse("--client-qps=50", "--client-burst=100", "--discovery-interval=0"); err != nil || c.Base.ClientQPS != 50 || c.Base.ClientBurst != 100 {
+		t.Errorf("good rates: %v, qps %g, burst %d", err, c.Base.ClientQPS, c.Base.ClientBurst)
+	}
 	if _, _, err := parse("--secure-port=70000", "--namespace=NO"); err == nil || !strings.Contains(err.Error(), "--secure-port") || !strings.Contains(err.Error(), "--namespace") {
 		t.Errorf("bad port and namespace: %v", err)
 	}

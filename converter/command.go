@@ -58,6 +58,11 @@ const ControllerQPS = 20
 // MinLease is the shortest --lease: a few snapshot rounds, so that an agent sees a lease before it ends.
 const MinLease = time.Second
 
+// MaxMaxLease bounds --max-lease on the controller and the agents: a lease is how long a pod stays
+// converted once its controller is gone, and the controller's deadlines are multiples of --lease, which
+// past a century overflow a Duration and wrap to a time in the past.
+const MaxMaxLease = 24 * time.Hour
+
 // Validate reports every conversion flag that cannot work.
 func (c *ControllerCommand) Validate() []error {
 	var errs []error
@@ -71,6 +76,9 @@ func (c *ControllerCommand) Validate() []error {
 		errs = append(errs, fmt.Errorf("--lease %s must be at least %s and --max-lease %s positive", o.Lease, MinLease, o.MaxLease))
 	} else if o.Lease > o.MaxLease {
 		errs = append(errs, fmt.Errorf("--lease %s is longer than --max-lease %s", o.Lease, o.MaxLease))
+	}
+	if o.MaxLease > MaxMaxLease {
+		errs = append(errs, fmt.Errorf("--max-lease %s must be at most %s", o.MaxLease, MaxMaxLease))
 	}
 	// Positive, not just non-negative: the agents read a zero --min-flip-interval as their 30s default,
 	// so a zero here would lease pods they refuse, and a zero back-off would ask a refusing pod again at once.
@@ -207,6 +215,9 @@ func (c *AgentCommand) Validate() []error {
 	}
 	if o.MinFlipInterval <= 0 || o.MaxLease <= 0 || o.Recheck <= 0 {
 		errs = append(errs, fmt.Errorf("--min-flip-interval %s, --max-lease %s and --recheck-interval %s must be positive", o.MinFlipInterval, o.MaxLease, o.Recheck))
+	}
+	if o.MaxLease > MaxMaxLease {
+		errs = append(errs, fmt.Errorf("--max-lease %s must be at most %s", o.MaxLease, MaxMaxLease))
 	}
 	switch c.Actuator {
 	case "llm-d":

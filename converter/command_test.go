@@ -114,6 +114,9 @@ func TestAgentCommandRejectsBadFlags(t *testing.T) {
 	if _, err := parseAgent(t, "--node=n"); err != nil {
 		t.Errorf("defaults refused: %v", err)
 	}
+	if _, err := parseAgent(t, "--node=n", "--max-lease=25h"); err == nil || !strings.Contains(err.Error(), "--max-lease 25h0m0s must be at most 24h") {
+		t.Errorf("--max-lease over a day: %v", err)
+	}
 	// A selector on the role label must match both roles, or converting a pod drops it from the watch.
 	if _, err := parseAgent(t, "--node=n", "--selector=llm-d.ai/role=decode"); err == nil || !strings.Contains(err.Error(), "llm-d.ai/role=prefill-decode") {
 		t.Errorf("a selector matching decode pods only: %v", err)
@@ -146,6 +149,13 @@ func TestControllerCommandRejectsBadFlags(t *testing.T) {
 		if err := parse("--lease=" + lease); err == nil || !strings.Contains(err.Error(), "at least 1s") {
 			t.Errorf("--lease=%s: %v; want it refused", lease, err)
 		}
+	}
+	// Deadlines are multiples of --lease: a century's would overflow and wrap into the past.
+	if err := parse("--max-lease=1000000h", "--lease=900000h"); err == nil || !strings.Contains(err.Error(), "--max-lease 1000000h0m0s must be at most 24h") {
+		t.Errorf("--max-lease of a century: %v; want it refused", err)
+	}
+	if err := parse("--max-lease=24h", "--lease=12h"); err != nil {
+		t.Errorf("a day's --max-lease: %v", err)
 	}
 	if err := parse("--refusal-backoff=0", "--min-flip-interval=0"); err == nil || !strings.Contains(err.Error(), "must be positive") {
 		t.Errorf("zero back-off and flip interval: %v", err)

@@ -80,10 +80,14 @@ func gib(b uint64) float64 { return float64(b) / (1 << 30) }
 
 // implausible says what makes a reading untrustworthy: memory that cannot be (no total, more free than
 // total) would pass any free-memory check, and a GPU without utilisation would pass any busy check, which
-// is sound only for MIG devices, the ones NVML reports none for.
+// is sound only for MIG devices, the ones NVML reports none for. A utilisation over 100% cannot be either,
+// and the agent's gauge would serve it as a ratio far above 1.
 func (g GPUReading) implausible() error {
 	if g.MemTotal == 0 || g.MemFree > g.MemTotal {
 		return fmt.Errorf("%s: NVML reports %d bytes free of %d, which cannot be", g.UUID, g.MemFree, g.MemTotal)
+	}
+	if g.UtilisationKnown && g.Utilisation > 100 {
+		return fmt.Errorf("%s: NVML reports %d%% utilisation, which cannot be", g.UUID, g.Utilisation)
 	}
 	if !g.UtilisationKnown && !g.MIG {
 		return fmt.Errorf("%s: NVML reports no utilisation for a GPU that is not a MIG device", g.UUID)
@@ -163,8 +167,14 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 		}
 		return false, protocol.ReasonNVMLError, err.Error()
 	}
-	if h.Observe != nil {
-		for _, r := range readings {
+	// A reading that cannot be true is no reading: its series are dropped rather than served.
+	for _, r := range readings {
+		switch {
+		case r.implausible() != nil:
+			if h.Unknown != nil {
+				h.Unknown(r.UUID)
+			}
+		case h.Observe != nil:
 			h.Observe(r)
 		}
 	}

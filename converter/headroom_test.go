@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -124,6 +125,7 @@ func TestDecideDistrustsImplausibleReadings(t *testing.T) {
 		"no total":                      {UUID: "GPU-a", MemFree: 20 << 30, UtilisationKnown: true},
 		"more free than total":          {UUID: "GPU-a", MemTotal: 80 << 30, MemFree: 81 << 30, UtilisationKnown: true},
 		"no utilisation on a whole GPU": {UUID: "GPU-a", MemTotal: 80 << 30, MemFree: 20 << 30},
+		"over 100% utilised":            {UUID: "GPU-a", MemTotal: 80 << 30, MemFree: 20 << 30, Utilisation: math.MaxUint32, UtilisationKnown: true},
 	} {
 		if ok, reason, detail := Decide([]GPUReading{g}, need); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "GPU-a") {
 			t.Errorf("%s: %v %s %q; want nvml-error naming GPU-a", name, ok, reason, detail)
@@ -132,6 +134,36 @@ func TestDecideDistrustsImplausibleReadings(t *testing.T) {
 	mig := GPUReading{UUID: "MIG-b", MemTotal: 40 << 30, MemFree: 20 << 30, MIG: true}
 	if ok, reason, detail := Decide([]GPUReading{mig}, need); !ok {
 		t.Errorf("a MIG device without utilisation: refused %s %s", reason, detail)
+	}
+}
+
+// A reading that cannot be true is refused and reported unknown (its series dropped), never observed: the
+// agent's gauges would serve 4,294,967,295% utilisation as a ratio of 42,949,673.
+func TestHeadroomDropsImplausibleReadings(t *testing.T) {
+	sock := servePodResources(t, &podresourcesv1.PodResources{Name: "decode-0", Namespace: "llm-d", Containers: []*podresourcesv1.ContainerResources{{
+		Name: "vllm", Devices: []*podresourcesv1.ContainerDevices{{ResourceName: "nvidia.com/gpu", DeviceIds: []string{"GPU-aaa", "GPU-bbb"}}},
+	}}})
+	pr, err := DialPodResources(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	h := &Headroom{Devices: pr, Need: Need{MinFreeBytes: 1 << 30, MaxUtilisation: 90},
+		GPUs: readerFunc(func(u []string) ([]GPUReading, error) {
+			return []GPUReading{
+				{UUID: "GPU-aaa", MemTotal: 80 << 30, MemFree: 30 << 30, UtilisationKnown: true, Utilisation: 10},
+				{UUID: "GPU-bbb", MemTotal: 80 << 30, MemFree: 30 << 30, UtilisationKnown: true, Utilisation: math.MaxUint32},
+			}, nil
+		})}
+	var observed, unknown []string
+	h.Observe = func(g GPUReading) { observed = append(observed, g.UUID) }
+	h.Unknown = func(u string) { unknown = append(unknown, u) }
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "decode-0", Namespace: "llm-d"}}
+	if ok, reason, detail := h.Check(context.Background(), pod); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "GPU-bbb") {
+		t.Errorf("%v %s %q; want nvml-error naming GPU-bbb", ok, reason, detail)
+	}
+	if strings.Join(observed, ",") != "GPU-aaa" || strings.Join(unknown, ",") != "GPU-bbb" {
+		t.Errorf("observed %v, unknown %v; want GPU-aaa observed and GPU-bbb unknown", observed, unknown)
 	}
 }
 

@@ -121,6 +121,8 @@ func read(dev nvml.Device, uuid string) (converter.GPUReading, error) {
 	// MIG devices report no utilisation (NOT_SUPPORTED): the decision then rests on memory alone. Any other
 	// GPU without it would pass every busy check, so there it is an error.
 	switch util, ret := dev.GetUtilizationRates(); {
+	case ret == nvml.SUCCESS && util.Gpu > 100:
+		return g, fmt.Errorf("NVML utilisation of %s: %d%%, which cannot be", uuid, util.Gpu)
 	case ret == nvml.SUCCESS:
 		g.Utilisation, g.UtilisationKnown = util.Gpu, true
 	case !errors.Is(ret, nvml.ERROR_NOT_SUPPORTED):

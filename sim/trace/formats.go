@@ -117,7 +117,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	case Azure:
 		header = func(text string) error {
 			if text != "TIMESTAMP,ContextTokens,GeneratedTokens" {
-				return fmt.Errorf("header is %q, want TIMESTAMP,ContextTokens,GeneratedTokens", text)
+				return fmt.Errorf("header is %q, want TIMESTAMP,ContextTokens,GeneratedTokens", clip(text))
 			}
 			return nil
 		}
@@ -131,7 +131,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 			ts, err := parseAzureTime(f[0])
 			if err != nil {
-				return 0, 0, 0, false, fmt.Errorf("bad TIMESTAMP %q", f[0])
+				return 0, 0, 0, false, fmt.Errorf("bad TIMESTAMP %q", clip(f[0]))
 			}
 			in, out, err := tokens(f[1], f[2])
 			if err != nil {
@@ -162,7 +162,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 			ts, req, resp = col("Timestamp"), col("Request tokens"), col("Response tokens")
 			if len(missing) > 0 {
-				return fmt.Errorf("header %q lacks %s (BurstGPT's columns: Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type)", text, strings.Join(missing, ", "))
+				return fmt.Errorf("header %q lacks %s (BurstGPT's columns: Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type)", clip(text), strings.Join(missing, ", "))
 			}
 			ncols = max(ts, req, resp) + 1
 			return nil
@@ -174,7 +174,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 			sec, err := strconv.ParseFloat(strings.TrimSpace(f[ts]), 64)
 			if err != nil || sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) || sec > maxTimestampSeconds {
-				return 0, 0, 0, false, fmt.Errorf("bad Timestamp %q (seconds, from the trace start or an epoch)", f[ts])
+				return 0, 0, 0, false, fmt.Errorf("bad Timestamp %q (seconds, from the trace start or an epoch)", clip(f[ts]))
 			}
 			in, out, err := tokens(f[req], f[resp])
 			if err != nil {
@@ -281,7 +281,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 			err = fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", at, prevLine, prev)
 		}
-		if rel := at - base; err == nil && !first && inWindow(rel) {
+		if rel := since(at, base); err == nil && !first && inWindow(rel) {
 			err = checkSpan(rel-start, o.TimeScale)
 		}
 		if err != nil {
@@ -294,7 +294,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		if first {
 			base = at // times are relative to the first request
 		}
-		rel := at - base
+		rel := since(at, base)
 		if hasEnd && rel >= end {
 			stopping, stopAt, stopLine = true, at, line
 			return nil
@@ -518,7 +518,7 @@ func tokens(a, b string) (int, int, error) {
 	in, err1 := strconv.Atoi(strings.TrimSpace(a))
 	out, err2 := strconv.Atoi(strings.TrimSpace(b))
 	if err1 != nil || err2 != nil || in < 0 || out < 0 || in > maxRequestTokens || out > maxRequestTokens {
-		return 0, 0, fmt.Errorf("token counts must be integers in 0..%d, got %q, %q", maxRequestTokens, a, b)
+		return 0, 0, fmt.Errorf("token counts must be integers in 0..%d, got %q, %q", maxRequestTokens, clip(a), clip(b))
 	}
 	return in, out, nil
 }
@@ -630,9 +630,30 @@ func guess(br *bufio.Reader, path string) (Format, error) {
 	case strings.HasPrefix(strings.TrimSpace(line), "{"):
 		return Mooncake, nil
 	}
-	shown := strings.TrimSpace(line)
-	if r := []rune(shown); len(r) > 100 {
-		shown = string(r[:100]) + "…"
+	return "", fmt.Errorf("%s: cannot tell the trace format from its first line %q; pass the format (azure, burstgpt, mooncake)", path, clip(strings.TrimSpace(line)))
+}
+
+// clip shortens text from a trace file for an error: a line may hold megabytes, and skipped lines keep
+// their errors (FirstSkipped), so an echo of the whole field would make each error as large.
+func clip(s string) string {
+	if len(s) <= 100 {
+		return s
 	}
-	return "", fmt.Errorf("%s: cannot tell the trace format from its first line %q; pass the format (azure, burstgpt, mooncake)", path, shown)
+	if r := []rune(s); len(r) > 100 {
+		return string(r[:100]) + "…"
+	}
+	return s
+}
+
+// since is at − base, saturated at the Duration's bounds: under SkipBad base may be a stray line's time
+// a century before the first, and a line a century after it would wrap to a time before the window.
+func since(at, base time.Duration) time.Duration {
+	d := at - base
+	switch {
+	case base < 0 && d < at: // at − base overflowed upwards
+		return math.MaxInt64
+	case base > 0 && d > at:
+		return math.MinInt64
+	}
+	return d
 }

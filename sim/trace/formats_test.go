@@ -1097,3 +1097,80 @@ func TestLengthsOnly(t *testing.T) {
 		t.Errorf("sampled lines average %.0f, want about 5000", mean)
 	}
 }
+
+// Under SkipBad a stray line a century before the first can become the base; a line a century after it
+// is then refused and counted, not wrapped to a time before the window and dropped unseen.
+func TestSkipBadTimesFarApartAreCounted(t *testing.T) {
+	in := "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-01-01 00:00:00,10,10\n1900-01-01 00:00:00,10,10\n" +
+		"1900-01-01 00:00:01,10,10\n2200-01-01 00:00:00,10,10\n"
+	tr, err := Read(strings.NewReader(in), "a.csv", Options{Format: Azure, SkipBad: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Requests) != 2 || tr.Skipped != 2 {
+		t.Fatalf("%d requests kept, %d skipped (%q); want 2 and 2: every line kept or counted", len(tr.Requests), tr.Skipped, tr.FirstSkipped)
+	}
+	if !strings.HasPrefix(tr.FirstSkipped[1], "a.csv:5:") {
+		t.Errorf("skipped %q, want line 5 among them", tr.FirstSkipped)
+	}
+}
+
+// An error echoes at most a clipped piece of a field: lines may hold megabytes, and SkipBad keeps ten
+// errors.
+func TestErrorsClipWhatTheyEcho(t *testing.T) {
+	long := strings.Repeat("\xff", 1<<20)
+	for name, in := range map[string]string{
+		"timestamp": long + ",1,1",
+		"tokens":    "2023-01-01 00:00:00," + long + ",1",
+	} {
+		_, err := Read(strings.NewReader("TIMESTAMP,ContextTokens,GeneratedTokens\n"+in+"\n"), "a.csv", Options{Format: Azure})
+		if err == nil || len(err.Error()) > 1000 {
+			t.Errorf("%s: an error of %d bytes, want one under 1,000", name, len(fmt.Sprint(err)))
+		}
+		tr, err := Read(strings.NewReader("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-01-01 00:00:00,1,1\n"+in+"\n"), "a.csv", Options{Format: Azure, SkipBad: true})
+		if err != nil || tr.Skipped != 1 || len(tr.FirstSkipped[0]) > 1000 {
+			t.Errorf("%s, skipped: %v, %d skipped, first %d bytes", name, err, tr.Skipped, len(tr.FirstSkipped[0]))
+		}
+	}
+	if _, err := Read(strings.NewReader(long+"\n"), "h.csv", Options{Format: Azure}); err == nil || len(err.Error()) > 1000 {
+		t.Errorf("header: an error of %d bytes", len(fmt.Sprint(err)))
+	}
+	if _, err := parsePMF("{" + long + ": 0.5}"); err == nil || len(err.Error()) > 1000 {
+		t.Errorf("dataset value: an error of %d bytes", len(fmt.Sprint(err)))
+	}
+}
+
+// Arrivals drawn before the window are discarded and do not count against MaxRequests: they are bounded
+// too. Windows one second apart all overlap a 1 ms span, and without the bound drew about 180 million
+// arrivals to keep a handful.
+func TestServeGenDrawsAreBounded(t *testing.T) {
+	ws := make([]ServeGenWindow, 600)
+	for i := range ws {
+		ws[i] = ServeGenWindow{Start: float64(i + 1), Rate: 1000, CV: 1, Family: "Exponential"}
+	}
+	pool := PoolLengths([]Request{{PromptTokens: 1, OutputTokens: 1}})
+	if _, err := SynthesizeServeGen([][]ServeGenWindow{ws}, pool, 600, 600.001, 1, 1, 1_000_000); err == nil || !strings.Contains(err.Error(), "arrivals drawn") {
+		t.Errorf("600 overlapping windows of 1,000 requests/s: %v, want the draw bound", err)
+	}
+	// One such window is well inside it.
+	if reqs, err := SynthesizeServeGen([][]ServeGenWindow{ws[:1]}, pool, 300, 301, 1, 1, 1_000_000); err != nil || len(reqs) < 800 || len(reqs) > 1200 {
+		t.Errorf("one window, a second of it: %d requests, %v; want about 1,000", len(reqs), err)
+	}
+}
+
+// A folder's dataset files keep a bounded number of distribution values in all.
+func TestServeGenFolderValueBudget(t *testing.T) {
+	lengths := []Request{{PromptTokens: 100, OutputTokens: 10}}
+	if _, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 1, ServeGenLengths: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer func(n int) { maxServeGenFolderValues = n }(maxServeGenFolderValues)
+	maxServeGenFolderValues = 10
+	if _, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 1, ServeGenLengths: true}); err == nil ||
+		!strings.HasPrefix(err.Error(), "testdata/servegen/chunk-0-dataset.json: more than 10 length-distribution values") {
+		t.Errorf("bound 10: %v, want it to name chunk-0-dataset.json", err)
+	}
+	if _, err := ReadServeGen("testdata/servegen", lengths, Options{Seed: 1}); err != nil {
+		t.Errorf("without the dataset lengths the bound does not apply: %v", err)
+	}
+}

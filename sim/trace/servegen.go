@@ -43,6 +43,12 @@ const (
 // maxServeGenRows bounds one file's: the embedded three days hold 55,296. A variable so a test can lower it.
 var maxServeGenFolderWindows = 1 << 22
 
+// maxServeGenFolderValues bounds the length-distribution values a folder's dataset files keep in all (12
+// bytes each), as maxServeGenPMFValues bounds one field's: each file may hold 64 MB, but a folder of
+// thousands would otherwise keep gigabytes. At about 13 bytes a value, the release's m-large (104 MB of dataset
+// files) holds about 8 million, all windows together. A variable so a test can lower it.
+var maxServeGenFolderValues = 1 << 25
+
 // ServeGenWindow is one row of a client's file.
 type ServeGenWindow struct {
 	Start, Rate, CV float64
@@ -81,7 +87,7 @@ func parseServeGenClient(r io.Reader, name string, keep func(ServeGenWindow) boo
 		for i, k := range []int{0, 1, 2, 4, 5} {
 			x, err := strconv.ParseFloat(strings.TrimSpace(f[k]), 64)
 			if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
-				return nil, lineError(name, line, "column %d: %q is not a finite number", k+1, f[k])
+				return nil, lineError(name, line, "column %d: %q is not a finite number", k+1, clip(f[k]))
 			}
 			v[i] = x
 		}
@@ -107,7 +113,7 @@ func parseServeGenClient(r io.Reader, name string, keep func(ServeGenWindow) boo
 				return nil, lineError(name, line, "%s shape %v must be in [%g, %g]", w.Family, w.P1, lo, maxServeGenShape)
 			}
 		default:
-			return nil, lineError(name, line, "unknown inter-arrival family %q (want Weibull, Gamma, Exponential or empty)", w.Family)
+			return nil, lineError(name, line, "unknown inter-arrival family %q (want Weibull, Gamma, Exponential or empty)", clip(w.Family))
 		}
 		last = w.Start
 		if keep != nil && !keep(w) {
@@ -236,6 +242,10 @@ func synthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 		return nil, fmt.Errorf("servegen: rate scale %g must be a positive number", rateScale)
 	}
 	var out []Request
+	// Draws before from are discarded and do not count against maxRequests, so they get a bound of their
+	// own: windows of a high rate overlapping a short span (starts 1 s apart are valid rows) drew billions
+	// of arrivals to keep a few thousand.
+	drawn, drawCap := 0, 4*maxRequests
 	for ci, ws := range clients {
 		// One stream per client draws arrivals and lengths alike, so runs drawing lengths from a trace and
 		// from the client's distributions share seeds, not arrival draws.
@@ -252,7 +262,13 @@ func synthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 			// A very bursty fit can draw near-zero gaps for long; cap a window at 20× its mean count.
 			limit := int(20*w.Rate*ServeGenWindowSeconds) + 100
 			for t, k := w.Start+firstArrival(rng, w), 0; t < end && k < limit; t, k = t+interArrival(rng, w), k+1 {
-				if t < from || (to > 0 && t >= to) {
+				if to > 0 && t >= to {
+					break // arrivals only grow
+				}
+				if drawn++; drawn > drawCap {
+					return nil, fmt.Errorf("servegen: more than %d arrivals drawn to keep %d from %v s on: windows of high rates reach far before it; use --start/--duration or a lower rate", drawCap, len(out), from)
+				}
+				if t < from {
 					continue
 				}
 				if len(out) >= maxRequests {
@@ -345,7 +361,7 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 	inRange := func(w ServeGenWindow) bool {
 		return !(w.Start+ServeGenWindowSeconds <= from) && !(to > 0 && w.Start >= to)
 	}
-	budget := maxServeGenFolderWindows
+	budget, values := maxServeGenFolderWindows, maxServeGenFolderValues
 	for _, f := range files {
 		fh, err := fsys.Open(f)
 		if err != nil {
@@ -375,6 +391,12 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 		fh.Close()
 		if err != nil {
 			return nil, err
+		}
+		for _, l := range ls {
+			values -= l.values()
+		}
+		if values < 0 {
+			return nil, fmt.Errorf("%s: more than %d length-distribution values in the replayed range, all dataset files together: pick a window with --start and --duration, or --lengths conv", path.Join(dir, df), maxServeGenFolderValues)
 		}
 		lengths.clients = append(lengths.clients, ls) // none when idle in every window: it draws from the pool
 	}

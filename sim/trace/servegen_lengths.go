@@ -65,6 +65,18 @@ type promptPart struct {
 	count  *pmf
 }
 
+// values counts the distributions' values, for the folder's bound.
+func (l *ServeGenLengths) values() int {
+	n := len(l.output.values)
+	for _, p := range l.prompt {
+		n += len(p.tokens.values)
+		if p.count != nil {
+			n += len(p.count.values)
+		}
+	}
+	return n
+}
+
 // draw returns one request's prompt and output tokens.
 func (l *ServeGenLengths) draw(rng *rand.Rand) (int, int) {
 	p := 0
@@ -188,10 +200,10 @@ func decodeServeGenDataset(r io.Reader) ([]datasetWindow, error) {
 			}
 			s, err := strconv.ParseFloat(k, 64)
 			if err != nil || s < 0 || s > maxServeGenStart || s != math.Trunc(s) {
-				return fmt.Errorf("window %q: want a whole number of seconds in [0, %d]", k, maxServeGenStart)
+				return fmt.Errorf("window %q: want a whole number of seconds in [0, %d]", clip(k), maxServeGenStart)
 			}
 			if prev, dup := byStart[s]; dup {
-				return fmt.Errorf("window %q: start %v given twice (first as %q)", k, s, prev)
+				return fmt.Errorf("window %q: start %v given twice (first as %q)", clip(k), s, clip(prev))
 			}
 			byStart[s] = k
 			fields, err := decodeDatasetWindow(dec)
@@ -379,15 +391,15 @@ func parsePMF(s string) (pmf, error) {
 	for item := range strings.SplitSeq(s, ",") {
 		k, v, ok := strings.Cut(item, ":")
 		if !ok {
-			return pmf{}, fmt.Errorf("%q: want tokens: probability", strings.TrimSpace(item))
+			return pmf{}, fmt.Errorf("%q: want tokens: probability", clip(strings.TrimSpace(item)))
 		}
 		tok, err := strconv.ParseFloat(strings.TrimSpace(k), 64)
 		if err != nil || tok < 0 || tok > maxRequestTokens || tok != math.Trunc(tok) {
-			return pmf{}, fmt.Errorf("%q: tokens must be a whole number in [0, %d]", strings.TrimSpace(k), maxRequestTokens)
+			return pmf{}, fmt.Errorf("%q: tokens must be a whole number in [0, %d]", clip(strings.TrimSpace(k)), maxRequestTokens)
 		}
 		p, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 		if err != nil || math.IsNaN(p) || math.IsInf(p, 0) || p < 0 || p > 1 {
-			return pmf{}, fmt.Errorf("%q: probability must be in [0, 1]", strings.TrimSpace(v))
+			return pmf{}, fmt.Errorf("%q: probability must be in [0, 1]", clip(strings.TrimSpace(v)))
 		}
 		sum += p
 		pts = append(pts, point{int32(tok), p})
