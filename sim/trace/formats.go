@@ -636,11 +636,12 @@ func guess(br *bufio.Reader, path string) (Format, error) {
 // clip shortens text from a trace file for an error: a line may hold megabytes, and skipped lines keep
 // their errors (FirstSkipped), so an echo of the whole field would make each error as large.
 func clip(s string) string {
-	if len(s) <= 100 {
-		return s
-	}
-	if r := []rune(s); len(r) > 100 {
-		return string(r[:100]) + "…"
+	n := 0
+	for i := range s { // by rune, without copying the field
+		if n == 100 {
+			return s[:i] + "…"
+		}
+		n++
 	}
 	return s
 }

@@ -45,8 +45,9 @@ var maxServeGenFolderWindows = 1 << 22
 
 // maxServeGenFolderValues bounds the length-distribution values a folder's dataset files keep in all (12
 // bytes each), as maxServeGenPMFValues bounds one field's: each file may hold 64 MB, but a folder of
-// thousands would otherwise keep gigabytes. At about 13 bytes a value, the release's m-large (104 MB of dataset
-// files) holds about 8 million, all windows together. A variable so a test can lower it.
+// thousands would otherwise keep gigabytes. At the 29 bytes a value of testdata/servegen's file, the
+// release's m-large (104 MB of dataset files) holds about 4 million, all windows together. A variable so a
+// test can lower it.
 var maxServeGenFolderValues = 1 << 25
 
 // ServeGenWindow is one row of a client's file.
