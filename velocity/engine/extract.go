@@ -268,10 +268,19 @@ func (e *extractor) add(t target, labels []label, v float64) {
 			return
 		}
 		s.value, s.hasValue = v, true
-	case partSum:
-		s.sum, s.hasSum = v, true
-	case partCount:
-		s.count, s.hasCnt = v, true
+	case partSum, partCount:
+		// A repeated _sum or _count is a duplicate series as a repeated sample is: the last one used to win.
+		if t.part == partSum && s.hasSum || t.part == partCount && s.hasCnt {
+			if acc.bad == "" {
+				acc.bad = fmt.Sprintf("%s has a duplicate series {%s}", name, clipKey(s.key))
+			}
+			return
+		}
+		if t.part == partSum {
+			s.sum, s.hasSum = v, true
+		} else {
+			s.count, s.hasCnt = v, true
+		}
 	case partBucket:
 		le, err := strconv.ParseFloat(labelValue(labels, "le"), 64)
 		if err != nil || math.IsNaN(le) {
@@ -360,6 +369,9 @@ func (e *extractor) groupKey(labels []label) (key, replica []byte, pid string) {
 	key, replica = e.keyBuf[:0], e.replBuf[:0]
 	for _, l := range ls {
 		switch {
+		case l.value == "":
+			// A label with an empty value is no label (the exposition format's rule): {a=""} and {} are one
+			// series, so repeating it is a duplicate, not a second series summed.
 		case l.name == "le":
 		case l.name == "pid":
 			pid = l.value
@@ -508,7 +520,7 @@ func (e *extractor) finish() (*Snapshot, error) {
 					snap.Problems = append(snap.Problems, Problem{Field: f, Msg: alias.Name + ": " + err.Error()})
 					break
 				}
-				h.Source = alias.String()
+				h.Source, h.Series = alias.String(), seriesSet(ss)
 				snap.hists[f-numScalars] = h
 				break
 			}
@@ -530,7 +542,7 @@ func (e *extractor) finish() (*Snapshot, error) {
 					break
 				}
 			}
-			snap.scalars[f] = Scalar{Value: total, Source: alias.String(), OK: true}
+			snap.scalars[f] = Scalar{Value: total, Source: alias.String(), Series: seriesSet(ss), OK: true}
 			break
 		}
 	}
@@ -538,6 +550,27 @@ func (e *extractor) finish() (*Snapshot, error) {
 		return nil, fmt.Errorf("forced engine %s: %w", kind, ErrUnknownEngine)
 	}
 	return snap, nil
+}
+
+// seriesSet fingerprints the series a field sums, whatever their order on the page: each one's key, rank
+// and process hashed and mixed, then added.
+func seriesSet(ss []series) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211 // FNV-1a, inline: no hasher allocated per field
+	var set uint64
+	for i := range ss {
+		x := uint64(offset)
+		for _, part := range [...]string{ss[i].key, ss[i].replica, ss[i].pid} {
+			for j := 0; j < len(part); j++ {
+				x = (x ^ uint64(part[j])) * prime
+			}
+			x = (x ^ 0xff) * prime // no byte of valid UTF-8, so the parts cannot run together
+		}
+		// splitmix64's finaliser: plain FNV values added could cancel between two sets.
+		x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+		x = (x ^ x>>27) * 0x94d049bb133111eb
+		set += x ^ x>>31
+	}
+	return set
 }
 
 // detect picks the engine with the most catalog fields on the page, or failing that the first whose

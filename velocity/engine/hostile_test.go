@@ -21,6 +21,11 @@ func TestDuplicateSeriesIsAnError(t *testing.T) {
 	for _, page := range []string{
 		"vllm:prompt_tokens_total{model_name=\"m\"} 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\nvllm:prompt_tokens_total{model_name=\"m\"} 5\n",
 		"vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\nvllm:num_requests_running 1\nvllm:num_requests_running 2\n",
+		// A label with an empty value is no label: {model_name=""} and {} are one series, not two summed.
+		"vllm:prompt_tokens_total{model_name=\"\"} 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\nvllm:prompt_tokens_total 5\n",
+		// A histogram's _count or _sum repeated: the last one used to win.
+		"vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 5\nvllm:time_to_first_token_seconds_count 5\nvllm:time_to_first_token_seconds_count 9\nvllm:time_to_first_token_seconds_sum 1\n",
+		"vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 5\nvllm:time_to_first_token_seconds_count 5\nvllm:time_to_first_token_seconds_sum 1\nvllm:time_to_first_token_seconds_sum{model_name=\"\"} 2\n",
 	} {
 		s, err := ExtractBytes([]byte(page), VLLM)
 		if err != nil {
@@ -55,6 +60,37 @@ func hugeSeriesPage(n int) []byte {
 }
 
 // A page whose parsing would outlast the scrape's budget is abandoned with an error saying so.
+// A counter's Series tells the set of series summed, whatever their order on the page: a data-parallel
+// engine's line missing changes it, so rate code does not read the drop as a restart.
+func TestSeriesSetFollowsTheSeriesSummed(t *testing.T) {
+	base := "vllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n"
+	series := func(lines ...string) uint64 {
+		t.Helper()
+		s, err := ExtractBytes([]byte(base+strings.Join(lines, "\n")+"\n"), VLLM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, ok := s.Scalar(PromptTokens)
+		if !ok {
+			t.Fatalf("lines %q: no prompt tokens (%v)", lines, s.Problems)
+		}
+		return x.Series
+	}
+	e0, e1, e2 := `vllm:prompt_tokens_total{engine="0"} 5`, `vllm:prompt_tokens_total{engine="1"} 7`, `vllm:prompt_tokens_total{engine="2"} 9`
+	both := series(e0, e1)
+	if got := series(e1, e0); got != both {
+		t.Errorf("the same series in another order: %x, want %x", got, both)
+	}
+	if got := series(`vllm:prompt_tokens_total{engine="0"} 500`, `vllm:prompt_tokens_total{engine="1"} 700`); got != both {
+		t.Errorf("the same series with other values: %x, want %x", got, both)
+	}
+	for _, other := range [][]string{{e0}, {e1}, {e0, e1, e2}, {e0, e2}, {`vllm:prompt_tokens_total{engine="0",tp_rank="1"} 5`, e1}} {
+		if got := series(other...); got == both {
+			t.Errorf("series %q: the set of engines 0 and 1 (%x)", other, got)
+		}
+	}
+}
+
 func TestParseDeadline(t *testing.T) {
 	page := hugeSeriesPage(5000)
 	_, err := ExtractBytesBefore(page, VLLM, time.Now().Add(-time.Millisecond))

@@ -12,6 +12,10 @@ type Scalar struct {
 	// Source names the metric (and label match) the value was read from; a change of source between two
 	// scrapes of one pod (e.g. an engine upgrade) is treated like a counter reset by rate code.
 	Source string
+	// Series identifies the set of series summed into Value (their labels, rank and process): when it
+	// differs between two pages, the totals count different things and their difference is no work done
+	// (a data-parallel engine's series dropping out read as a reset, and its return as one interval's work).
+	Series uint64
 	OK     bool
 }
 
@@ -27,6 +31,7 @@ type Histogram struct {
 	HasSum     bool
 	Buckets    []Bucket // sorted by UpperBound; empty if engines disagreed on bucket layout
 	Source     string
+	Series     uint64 // the set of series summed, as Scalar's
 	OK         bool
 }
 
@@ -133,12 +138,15 @@ func (s *Snapshot) primarySource(f Field) string {
 	return Specs[f].Name
 }
 
+// oneSeries is the Series of a field read from one series without labels, as a built snapshot's are.
+var oneSeries = seriesSet([]series{{}})
+
 // SetScalar sets a counter or gauge field; it panics on a histogram field, a programming error.
 func (s *Snapshot) SetScalar(f Field, v float64) {
 	if f < 0 || f >= numScalars {
 		panic(fmt.Sprintf("engine: SetScalar on non-scalar field %d", f))
 	}
-	s.scalars[f] = Scalar{Value: v, Source: s.primarySource(f), OK: true}
+	s.scalars[f] = Scalar{Value: v, Source: s.primarySource(f), Series: oneSeries, OK: true}
 }
 
 // SetHist sets a histogram field from cumulative buckets (sorted by bound, the last +Inf); the buckets
@@ -147,5 +155,5 @@ func (s *Snapshot) SetHist(f Field, sum, count float64, buckets []Bucket) {
 	if f < numScalars || f >= numFields {
 		panic(fmt.Sprintf("engine: SetHist on non-histogram field %d", f))
 	}
-	s.hists[f-numScalars] = Histogram{Sum: sum, Count: count, HasSum: true, Buckets: buckets, Source: s.primarySource(f), OK: true}
+	s.hists[f-numScalars] = Histogram{Sum: sum, Count: count, HasSum: true, Buckets: buckets, Source: s.primarySource(f), Series: oneSeries, OK: true}
 }

@@ -7,14 +7,14 @@ import (
 )
 
 // A built snapshot must read like a parsed page of the same engine: same values and same sources, so
-// rate code treats the two alike.
+// rate code treats the two alike. A built field reads as one series without labels.
 func TestNewSnapshotMatchesParsedPage(t *testing.T) {
 	page := `# TYPE vllm:prompt_tokens_total counter
-vllm:prompt_tokens_total{model_name="m"} 1200
+vllm:prompt_tokens_total 1200
 # TYPE vllm:generation_tokens_total counter
-vllm:generation_tokens_total{model_name="m"} 340
+vllm:generation_tokens_total 340
 # TYPE vllm:num_requests_waiting gauge
-vllm:num_requests_waiting{model_name="m"} 3
+vllm:num_requests_waiting 3
 # TYPE vllm:time_to_first_token_seconds histogram
 vllm:time_to_first_token_seconds_bucket{le="0.1"} 2
 vllm:time_to_first_token_seconds_bucket{le="+Inf"} 5

@@ -405,6 +405,34 @@ func TestAggregateUnknown(t *testing.T) {
 	}
 }
 
+// A pod whose last interval gave no request rate counts as the mean of those that did, as pods of
+// unknown velocity do: its last rate, frozen while its finished counter stayed away, was summed as fresh.
+func TestAggregateRequestArrivalSkipsUnknownRates(t *testing.T) {
+	cfg := config.Default()
+	pod := func(name string, rps float64, known bool) store.Result {
+		return store.Result{Velocity: store.Velocity{Pod: store.PodKey{Namespace: "ns", Name: name}, PrefillTPS: 1000, ComputedPrefillTPS: 1000,
+			MeanPromptTokens: 500, MeanOutputTokens: 100, RequestTPS: rps, HasRequestRate: known}}
+	}
+	for _, c := range []struct {
+		name string
+		pods []store.Result
+		want float64
+	}{
+		{"all known", []store.Result{pod("a", 2, true), pod("b", 4, true)}, 6},
+		{"one frozen", []store.Result{pod("a", 2, true), pod("b", 400, false)}, 4},
+		{"one unknown pod", []store.Result{pod("a", 2, true), {Velocity: store.Velocity{Pod: store.PodKey{Namespace: "ns", Name: "b"}}, Err: store.ErrStale}}, 4},
+		{"none known", []store.Result{pod("a", 2, false), pod("b", 4, false)}, 0},
+	} {
+		st, err := Aggregate(&cfg.Pools[0], c.pods, 0, 10*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if math.Abs(st.RequestArrival-c.want) > 1e-9 {
+			t.Errorf("%s: RequestArrival %g, want %g", c.name, st.RequestArrival, c.want)
+		}
+	}
+}
+
 func TestConversionLimit(t *testing.T) {
 	for _, c := range []struct {
 		frac float64

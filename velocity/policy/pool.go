@@ -26,7 +26,8 @@ type PoolStatus struct {
 	// Arrival λ: tokens/s demanded of the pool's stage, served + queue growth. Prefill figures count
 	// computed prompt tokens: those the prefix cache served are left out (docs/metrics.md).
 	Arrival float64
-	// RequestArrival is requests/s arriving, from the pods' finished-request counters (0 where none).
+	// RequestArrival is requests/s arriving, from the pods' finished-request counters: the pods whose
+	// last interval gave no request rate count as the mean of those that did (0 where none did).
 	RequestArrival float64
 	// Sustained is λ from the latency-window averages: steadier than Arrival, which follows a burst
 	// within a scrape or two; replicas are sized on it, smoothed over a cold start, unless Backpressure
@@ -126,6 +127,7 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	st := PoolStatus{Name: p.Name, Role: p.Role, Pods: len(pods), SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1}
 	var missW, missN, kvSum, kvN, lateW, lateN float64
 	var meanPrompt float64
+	requestN := 0 // known pods with a request rate
 	limit := max(RateLimit(p), PlausibleFactor*calibrated)
 	for _, r := range pods {
 		if r.Err != nil {
@@ -162,7 +164,10 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 			st.Served += v.ComputedPrefillTPS
 			st.SustainedServed += v.WindowComputedPrefillTPS
 			st.Arrival += v.ComputedPrefillTPS + v.QueueGrowthTPS*miss
-			st.RequestArrival += v.RequestTPS
+			if v.HasRequestRate {
+				st.RequestArrival += v.RequestTPS
+				requestN++
+			}
 			st.Sustained += v.WindowComputedPrefillTPS + v.WindowQueueGrowthTPS*windowMiss
 			st.QueuedTokens += v.QueuedTokens * miss
 			meanPrompt += v.MeanPromptTokens * miss // a request's own prefill is its computed tokens
@@ -199,12 +204,14 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	if st.Known < st.Pods {
 		scale := float64(st.Pods) / float64(st.Known)
 		st.Arrival *= scale
-		st.RequestArrival *= scale
 		st.Sustained *= scale
 		st.Served *= scale
 		st.SustainedServed *= scale
 		st.QueuedTokens *= scale
 		st.Waiting *= scale
+	}
+	if requestN > 0 {
+		st.RequestArrival *= float64(st.Pods) / float64(requestN)
 	}
 	st.Arrival = math.Max(0, st.Arrival)
 	st.Sustained = math.Max(0, st.Sustained)

@@ -563,8 +563,100 @@ func TestRejectedPagesDoNotRebase(t *testing.T) {
 		c.t = c.t.Add(time.Second)
 		s.Record(pod, c.t, page(t, 4000+1000*float64(i), 0, 1e6))
 	}
+	if v, err := s.Get(pod); err == nil || errors.Is(err, ErrImplausible) || v.Waiting != 1e6 || v.Resets != 1 {
+		t.Fatalf("after three implausible intervals: err = %v, waiting %g, resets %d; want the level taken as a reset, no rate yet", err, v.Waiting, v.Resets)
+	}
+	// The next interval from the new level computes a rate.
+	c.t = c.t.Add(time.Second)
+	s.Record(pod, c.t, page(t, 6000, 0, 1e6))
 	if v, err := s.Get(pod); err != nil || v.Waiting != 1e6 || v.Resets != 1 {
-		t.Fatalf("after three implausible intervals: err = %v, waiting %g, resets %d; want the level taken as a reset", err, v.Waiting, v.Resets)
+		t.Fatalf("an interval after the new level: err = %v, waiting %g, resets %d; want a rate", err, v.Waiting, v.Resets)
+	}
+}
+
+// A pod really running above a limit set too low (a profile far below the hardware) rebased on every
+// third page and served the rate from before the jumps, stamped with that page's time, as fresh.
+func TestRebaseServesNoHeldRate(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	s.SetRateLimit(pod, 1000)
+	prompt := 0.0
+	for i := 1; i <= 20; i++ {
+		c.t = c.t.Add(time.Second)
+		rate := 100.0
+		if i > 5 {
+			rate = 5000 // the pod's real rate from here on, five times the limit
+		}
+		prompt += rate
+		s.Record(pod, c.t, page(t, prompt, 0, 0))
+		v, err := s.Get(pod)
+		if i > 5 && err == nil {
+			t.Fatalf("page %d: served PrefillTPS %g as fresh while every interval is above the limit", i, v.PrefillTPS)
+		}
+	}
+}
+
+// A data-parallel engine's series missing from one page dropped the summed counter (read as a restart),
+// and its return added its whole count to one interval: 2,000 tokens/s served as 6,000.
+func TestSummedSeriesLeavingIsNoWork(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 1; i <= 8; i++ {
+		c.t = c.t.Add(time.Second)
+		lines := []string{"vllm:num_requests_waiting 0",
+			fmt.Sprintf(`vllm:prompt_tokens_total{engine="0"} %d`, 1000*i), fmt.Sprintf(`vllm:generation_tokens_total{engine="0"} %d`, 100*i)}
+		if i != 4 {
+			lines = append(lines, fmt.Sprintf(`vllm:prompt_tokens_total{engine="1"} %d`, 1000*i), fmt.Sprintf(`vllm:generation_tokens_total{engine="1"} %d`, 100*i))
+		}
+		s.Record(pod, c.t, vllmText(t, lines...))
+		v, err := s.Get(pod)
+		if v.Resets != 0 {
+			t.Fatalf("page %d: %d resets, want none (no engine restarted)", i, v.Resets)
+		}
+		if err != nil {
+			if i == 4 || i == 5 {
+				continue // the intervals into and out of the page without engine 1 are unknown
+			}
+			if i > 1 {
+				t.Fatalf("page %d: %v", i, err)
+			}
+			continue
+		}
+		if i == 4 || i == 5 {
+			t.Fatalf("page %d: served PrefillTPS %g for an interval whose summed series changed", i, v.PrefillTPS)
+		}
+		if math.Abs(v.PrefillTPS-2000) > 1 || math.Abs(v.WindowPrefillTPS-2000) > 1 {
+			t.Fatalf("page %d: PrefillTPS %g, window %g; want 2000", i, v.PrefillTPS, v.WindowPrefillTPS)
+		}
+	}
+}
+
+// A finished-request counter gone for good froze the pod's request rate at its last value, served as
+// fresh with every page's token rates.
+func TestRequestRateLostIsUnknown(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 1; i <= 10; i++ {
+		c.t = c.t.Add(time.Second)
+		lines := []string{fmt.Sprintf("vllm:prompt_tokens_total %d", 5000*i), fmt.Sprintf("vllm:generation_tokens_total %d", 500*i),
+			"vllm:num_requests_waiting 10", "vllm:num_requests_running 5"}
+		if i <= 5 {
+			lines = append(lines, fmt.Sprintf(`vllm:request_success_total{finished_reason="stop"} %d`, 5*i))
+		}
+		s.Record(pod, c.t, vllmText(t, lines...))
+		v, err := s.Get(pod)
+		if i == 1 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("page %d: %v (the token rates are known)", i, err)
+		}
+		if want := i <= 5; v.HasRequestRate != want {
+			t.Fatalf("page %d: HasRequestRate %v (RequestTPS %g), want %v", i, v.HasRequestRate, v.RequestTPS, want)
+		}
 	}
 }
 

@@ -144,8 +144,11 @@ type Velocity struct {
 	// (a decode queue measured in prompt tokens would be in the wrong unit for decode velocity).
 	MeanOutputTokens, OwedOutputGrowthTPS float64
 	// RequestTPS is the smoothed rate of requests arriving: finished plus the growth of waiting and
-	// running (0 where the engine reports no finished-request counter).
-	RequestTPS float64
+	// running. HasRequestRate says the last interval computed it: false where the engine reports no
+	// finished-request counter, or a page lacked it or a request gauge (the rate was frozen at its last
+	// value for as long as the line stayed away).
+	RequestTPS     float64
+	HasRequestRate bool
 	// KVUsage is 0..1; HasKV is false when the engine does not report it.
 	KVUsage float64
 	HasKV   bool
@@ -260,9 +263,12 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	st.lastSnapErr = snap.Err()
 	st.lastErr = nil
 	if rebase {
-		// The new level persisted: take it as a reset (rates held, latency window restarted).
+		// The new level persisted: take it as a reset (latency window restarted). No rate is served until
+		// the next interval computes one: under a limit the pod really exceeds, every third page rebases,
+		// and serving the held rate with this page's time passed a rate from before the jumps as fresh.
 		st.v.Resets++
 		st.anchor, st.anchorT = snap, t
+		st.held = fmt.Errorf("counters moved implausibly on %d scrapes in a row; the new level is taken as a restart: no rate yet", glitchRebase)
 		s.gauges(st)
 		return
 	}
@@ -349,7 +355,7 @@ func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) 
 		}
 		a, okA := seen.snap.Hist(f)
 		b, okB := snap.Hist(f)
-		if !okA || !okB || a.Source != b.Source {
+		if !okA || !okB || a.Source != b.Source || a.Series != b.Series {
 			continue
 		}
 		// The tokens are counted over the same span, from the page that had the histogram.
@@ -607,6 +613,13 @@ func (s *Store) update(st *podState) {
 		return
 	}
 	st.resetRun = 0
+	if seriesChanged(st.prev, cur, engine.PromptTokens) || seriesChanged(st.prev, cur, engine.GenerationTokens) {
+		// The work is unknown, not negative or a spike; the latency window restarts from the new set, as
+		// measuring across the change would count it.
+		st.anchor, st.anchorT = cur, st.lastT
+		st.held = errors.New("no rate for the last interval: the series summed for a token counter changed between scrapes")
+		return
+	}
 	if !okP || !okG {
 		// The previous or this scrape lacked a token counter (an error page, a page cut short): the
 		// interval's rate is unknown, and the last rate stamped with this scrape's time would pass for fresh.
@@ -645,7 +658,8 @@ func (s *Store) update(st *podState) {
 	v.PrefillTPS = s.rate(first, v.PrefillTPS, prompt/dt, dt)
 	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
 	v.DecodeTPS = s.rate(first, v.DecodeTPS, gen/dt, dt)
-	if okD && okW && okR {
+	v.HasRequestRate = okD && okW && okR && !seriesChanged(st.prev, cur, engine.RequestsFinished)
+	if v.HasRequestRate {
 		// Every request that arrived since the last scrape has finished or is still waiting or running. A
 		// finished counter rising faster than the token counters is clipped to them here (see learn
 		// above; it is no plausibility check's).
@@ -744,10 +758,23 @@ func delta(prev, cur *engine.Snapshot, f engine.Field) (d float64, ok, reset boo
 	if !okA || !okB {
 		return 0, false, false
 	}
+	if a.Series != b.Series && a.Source == b.Source {
+		// A summed series came or went (a data-parallel engine's line missing from one page): the totals
+		// count different things, so the interval's work is unknown, and no restart either.
+		return 0, false, false
+	}
 	if a.Source != b.Source || b.Value < a.Value {
 		return 0, false, true
 	}
 	return b.Value - a.Value, true, false
+}
+
+// seriesChanged reports whether a counter is on both pages, read from the same metric, but summed over
+// different series.
+func seriesChanged(prev, cur *engine.Snapshot, f engine.Field) bool {
+	a, okA := prev.Scalar(f)
+	b, okB := cur.Scalar(f)
+	return okA && okB && a.Source == b.Source && a.Series != b.Series
 }
 
 // histDelta returns the increase of a histogram between two snapshots; not OK on reset or absence.
@@ -757,7 +784,7 @@ func histDelta(prev, cur *engine.Snapshot, f engine.Field) engine.Histogram {
 	}
 	a, okA := prev.Hist(f)
 	b, okB := cur.Hist(f)
-	if !okA || !okB || a.Source != b.Source || b.Count < a.Count || len(a.Buckets) != len(b.Buckets) {
+	if !okA || !okB || a.Source != b.Source || a.Series != b.Series || b.Count < a.Count || len(a.Buckets) != len(b.Buckets) {
 		return engine.Histogram{}
 	}
 	out := engine.Histogram{Sum: b.Sum - a.Sum, Count: b.Count - a.Count, HasSum: a.HasSum && b.HasSum, Source: b.Source, OK: true}
