@@ -15,6 +15,7 @@ import (
 	"k8s.io/metrics/pkg/apis/external_metrics"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -121,7 +122,7 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	var idle []string
 	for i := range snap.ConfigPools {
 		p := &snap.ConfigPools[i]
-		if p.Namespace != "" && p.Namespace != namespace {
+		if !config.RunsIn(snap.ConfigPools, p, namespace) {
 			continue
 		}
 		if _, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: p.Name}]; ok {

@@ -22,6 +22,7 @@ import (
 	"k8s.io/metrics/pkg/apis/custom_metrics"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
@@ -288,7 +289,7 @@ func startingPools(snap *service.Snapshot, namespace string, sel labels.Selector
 	var out []string
 	for i := range snap.ConfigPools {
 		pl := &snap.ConfigPools[i]
-		if pl.Namespace != "" && pl.Namespace != namespace {
+		if !config.RunsIn(snap.ConfigPools, pl, namespace) {
 			continue
 		}
 		k := service.PoolKey{Namespace: namespace, Name: pl.Name}

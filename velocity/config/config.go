@@ -149,6 +149,21 @@ type Pool struct {
 	MaxReplicas int    `yaml:"maxReplicas"` // default 100
 }
 
+// RunsIn reports whether p, one of pools, makes a pool instance in namespace: a pool with a namespace only
+// there; one without in every namespace but those where a pool of the same name is fixed, which takes the
+// name there (so lookups by name and namespace find the pool that sized it, not the one it shadows).
+func RunsIn(pools []Pool, p *Pool, namespace string) bool {
+	if p.Namespace != "" {
+		return p.Namespace == namespace
+	}
+	for i := range pools {
+		if q := &pools[i]; q.Namespace == namespace && q.Name == p.Name {
+			return false
+		}
+	}
+	return true
+}
+
 // Workload is the object a pool's Object metrics are attached to.
 type Workload struct {
 	Kind string `yaml:"kind"` // Deployment, StatefulSet, LeaderWorkerSet

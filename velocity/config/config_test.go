@@ -745,3 +745,17 @@ func TestNodeWalkIsBounded(t *testing.T) {
 		t.Fatalf("errors %v after %d visits, want the budget's error once, within 100 visits of %d", k.errs, k.visits, maxConfigNodes)
 	}
 }
+
+// A pool without a namespace makes instances everywhere but where a pool of its name is fixed.
+func TestRunsIn(t *testing.T) {
+	pools := []Pool{{Name: "prefill"}, {Name: "prefill", Namespace: "team"}, {Name: "decode"}}
+	for _, c := range []struct {
+		pool int
+		ns   string
+		want bool
+	}{{0, "other", true}, {0, "team", false}, {1, "team", true}, {1, "other", false}, {2, "team", true}} {
+		if got := RunsIn(pools, &pools[c.pool], c.ns); got != c.want {
+			t.Errorf("pool %d (%s, namespace %q) in %s: %v, want %v", c.pool, pools[c.pool].Name, pools[c.pool].Namespace, c.ns, got, c.want)
+		}
+	}
+}

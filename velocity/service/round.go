@@ -62,8 +62,8 @@ func Assign(c *config.Config, pods []Pod) *Members {
 			}
 			pk := PoolKey{Namespace: p.Key.Namespace, Name: pl.Name}
 			if j, taken := m.pools[pk]; taken && j != i {
-				// Config validation refuses a name used by two pools that can meet in one namespace;
-				// this guards a config built in code.
+				// A pool fixed to this namespace holds its name here: a pool without a namespace of the
+				// same name makes no instance here (config.RunsIn, which lookups by name use).
 				continue
 			}
 			m.Matching[pk]++
@@ -218,7 +218,7 @@ func prefillUnknown(c *config.Config, m *Members, pre, dec *PoolView) error {
 	}
 	for i := range c.Pools {
 		pl := &c.Pools[i]
-		if pl.Role == config.RoleDecode || pl.Namespace != "" && pl.Namespace != dec.Key.Namespace {
+		if pl.Role == config.RoleDecode || !config.RunsIn(c.Pools, pl, dec.Key.Namespace) {
 			continue
 		}
 		group := pl.Group

@@ -64,6 +64,43 @@ pools:
 	if v := snap.Pools[PoolKey{"other", "prefill"}]; v == nil || v.Config.Workload.Name != "everywhere" {
 		t.Errorf("other/prefill's config: %+v, want the namespace-less pool's", v)
 	}
+	// Lookups by name and namespace find the pool that holds the name there, not the one it shadows: the
+	// namespace-less pool's workload in team had a pool whose Ready pods were counted as none Ready.
+	if p := snap.ConfiguredPool("team", "prefill"); p == nil || p.Workload.Name != "team-prefill" {
+		t.Errorf("ConfiguredPool(team, prefill) = %+v, want the team pool", p)
+	}
+	if p := snap.WorkloadPool("team", "Deployment", "everywhere"); p != nil {
+		t.Errorf("WorkloadPool(team, Deployment/everywhere) = %+v, want none: that pool makes no instance in team", p)
+	}
+	if p := snap.WorkloadPool("other", "Deployment", "everywhere"); p == nil || p.Namespace != "" {
+		t.Errorf("WorkloadPool(other, Deployment/everywhere) = %+v, want the namespace-less pool", p)
+	}
+}
+
+// A decode pool's conversions are a known 0 when its group has no prefill pool here; the prefill pool of
+// the same name fixed to the namespace (in another group) made them unknown for as long as it had pods.
+func TestConversionsIgnoreAShadowedPrefillPool(t *testing.T) {
+	cfg, err := config.Parse([]byte(`version: tokenscale.io/v1alpha1
+pools:
+- {name: prefill, role: prefill, selector: {role: prefill}}
+- {name: prefill, namespace: team, group: fast, role: prefill, selector: {tier: fast}}
+- {name: decode, role: decode, selector: {role: decode}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := []Pod{
+		{Key: store.PodKey{Namespace: "team", Name: "fast"}, Labels: map[string]string{"tier": "fast"}, IP: "10.0.0.1", Ready: false},
+		{Key: store.PodKey{Namespace: "team", Name: "dec"}, Labels: map[string]string{"role": "decode"}, IP: "10.0.0.2", Ready: true},
+	}
+	m := Assign(cfg, pods)
+	dec := &PoolView{Key: PoolKey{"team", "decode"}, Group: "team/team"}
+	if err := prefillUnknown(cfg, m, nil, dec); err != nil {
+		t.Errorf("decode in group team/team, whose prefill pool makes no instance in team: %v, want a known 0", err)
+	}
+	if m.Matching[PoolKey{"team", "prefill"}] != 1 {
+		t.Fatalf("the team pool's pod is not counted: %v", m.Matching)
+	}
 }
 
 // A snapshot answers for pods as its round saw them: later scrapes recorded in the store do not change

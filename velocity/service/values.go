@@ -135,7 +135,7 @@ func Fresh(s *Snapshot, now time.Time, maxAge time.Duration) error {
 // ConfiguredPool is the config's pool of this name that may run in namespace, or nil.
 func (s *Snapshot) ConfiguredPool(namespace, name string) *config.Pool {
 	for i := range s.ConfigPools {
-		if p := &s.ConfigPools[i]; p.Name == name && (p.Namespace == "" || p.Namespace == namespace) {
+		if p := &s.ConfigPools[i]; p.Name == name && config.RunsIn(s.ConfigPools, p, namespace) {
 			return p
 		}
 	}
@@ -146,7 +146,7 @@ func (s *Snapshot) ConfiguredPool(namespace, name string) *config.Pool {
 func (s *Snapshot) WorkloadPool(namespace, kind, name string) *config.Pool {
 	for i := range s.ConfigPools {
 		p := &s.ConfigPools[i]
-		if p.Workload.Kind == kind && p.Workload.Name == name && (p.Namespace == "" || p.Namespace == namespace) {
+		if p.Workload.Kind == kind && p.Workload.Name == name && config.RunsIn(s.ConfigPools, p, namespace) {
 			return p
 		}
 	}

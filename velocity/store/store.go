@@ -658,7 +658,7 @@ func (s *Store) update(st *podState) {
 	v.PrefillTPS = s.rate(first, v.PrefillTPS, prompt/dt, dt)
 	v.ComputedPrefillTPS = s.rate(first, v.ComputedPrefillTPS, computed/dt, dt)
 	v.DecodeTPS = s.rate(first, v.DecodeTPS, gen/dt, dt)
-	v.HasRequestRate = okD && okW && okR && !seriesChanged(st.prev, cur, engine.RequestsFinished)
+	v.HasRequestRate = okD && okW && okR
 	if v.HasRequestRate {
 		// Every request that arrived since the last scrape has finished or is still waiting or running. A
 		// finished counter rising faster than the token counters is clipped to them here (see learn
