@@ -194,3 +194,50 @@ func TestBurstHistoryIsBounded(t *testing.T) {
 		t.Errorf("arrivals in the merged history %.0f tokens, want the window's %.0f", kept, total)
 	}
 }
+
+// A prefill pool unknown for a minute records no arrivals for those rounds: the first velocity known again
+// is charged over one decision interval, as without the gap, not over the whole minute (which replayed a
+// minute of overload and held pods for it over the burst memory).
+func TestBurstHistoryChargesNothingToAnUnknownGap(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	pol.ColdStart.Duration = 60 * time.Second
+	t0 := time.Unix(1000, 0)
+	status := func(arrival float64) *PoolStatus {
+		return &PoolStatus{Pods: 1, Known: 1, Arrival: arrival, RequestArrival: arrival / 1000, Sustained: 2000,
+			PerPod: 10000, Capacity: 10000, QueueBudget: 1.9, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+	}
+	// history after 60 s of 2000 tok/s, gap unknown rounds, then a second of 12000 tok/s (over one pod).
+	history := func(gap int) []sample {
+		ctrl := NewController()
+		at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+		s := 0
+		for ; s < 60; s++ {
+			ctrl.Decide(at(s), pol, "g", &cfg.Pools[0], status(2000), nil, nil)
+		}
+		for i := 0; i < gap; i++ {
+			ctrl.Decide(at(s), pol, "g", &cfg.Pools[0], nil, nil, nil)
+			s++
+		}
+		ctrl.Decide(at(s), pol, "g", &cfg.Pools[0], status(12000), nil, nil)
+		return ctrl.history[cfg.Pools[0].Name]
+	}
+	charged := func(h []sample, after time.Time) (tokens float64) {
+		for i := 1; i < len(h); i++ {
+			if h[i].t.After(after) {
+				tokens += h[i].v * h[i].t.Sub(h[i-1].t).Seconds()
+			}
+		}
+		return tokens
+	}
+	lastKnown := t0.Add(59 * time.Second)
+	plain, gapped := history(0), history(60)
+	if got := charged(gapped, lastKnown); math.Abs(got-12000) > 1 {
+		t.Errorf("after a 60 s unknown gap the history charges %.0f tokens since the last known round, want one second's 12000", got)
+	}
+	for _, c := range []float64{8500, 10000, 12000} {
+		if a, b := lateShare(plain, c, 1.9), lateShare(gapped, c, 1.9); math.Abs(a-b) > 1e-9 {
+			t.Errorf("late share at %.0f tok/s: %.4f after an unknown gap, want %.4f as without it", c, b, a)
+		}
+	}
+}
