@@ -41,12 +41,12 @@ STATIC_CMDS = tokenscale tokenscale-adapter tokenscale-keda-scaler tokenscale-de
 CGO_CMDS    = tokenscale-converter
 # CONVERTER_CGO=0 builds a converter without NVML (its agent then refuses every conversion): for machines without a C compiler.
 CONVERTER_CGO ?= 1
-# The static binaries' settings. vet, golangci-lint, the fuzz binaries, the chart test, perf and the e2e
-# suite run with them too, so they share one compiled package graph: go's cache keys a package on cgo and
-# -trimpath, and on an empty cache a second graph is minutes of compiling (e2e/README.md, CI).
+# The static binaries' settings. vet, golangci-lint, the fuzz binaries, the chart test and perf run with
+# them too, so they share one compiled package graph: go's cache keys a package on cgo and -trimpath, and
+# on an empty cache a second graph is minutes of compiling (e2e/README.md, CI).
 STATIC_ENV = CGO_ENABLED=0 GOFLAGS='$(strip $(GOFLAGS) -trimpath)'
 # With cgo on, only go-nvml needs it: netgo and osusergo keep net and os/user pure Go, as in the static
-# binaries, so the converter reuses their packages (84 compiled on top rather than about 800).
+# binaries, so the converter and the e2e suite reuse their packages (84 compiled on top rather than about 800).
 comma := ,
 CONVERTER_TAGS = $(if $(filter 1,$(CONVERTER_CGO)),netgo$(comma)osusergo)
 CONVERTER_ENV  = CGO_ENABLED=$(CONVERTER_CGO) GOFLAGS='$(strip $(GOFLAGS) -trimpath $(if $(CONVERTER_TAGS),-tags=$(CONVERTER_TAGS)))'
@@ -88,7 +88,7 @@ lint: vet fmt-check tidy-check golangci-lint
 # The cgo files (converter/nvmlgpu's NVML reader) are linted in a second run with the converter's settings.
 golangci-lint:
 	@bin=$$(bash hack/build-golangci-lint.sh) && $(STATIC_ENV) $$bin run ./... && \
-	$(CONVERTER_ENV) $$bin run --build-tags 'e2e$(if $(CONVERTER_TAGS),$(comma)$(CONVERTER_TAGS))' ./converter/nvmlgpu/...
+	$(CONVERTER_ENV) $$bin run --build-tags '$(E2E_TAGS)' ./converter/nvmlgpu/...
 
 vet:
 	$(STATIC_ENV) $(GO) vet $(PKGS)
@@ -125,6 +125,10 @@ perf:
 ## E2E_RUN selects tests by name (go test -run), e.g. make e2e E2E_RUN=TestHostileEngines; E2E_FLAGS adds
 ## go test flags (E2E_FLAGS=-v prints the measurements each test logs).
 ADAPTER_IMAGE = $(IMAGE_REPO)/tokenscale-adapter:$(IMAGE_TAG)
+# The suite runs with the converter's settings: TestConverter opens the real NVML path (cgo) in its own
+# process, and the binaries the tests build (the converter, the demo, the KEDA scaler) share its packages.
+# A command-line -tags replaces the one in GOFLAGS, so the converter's tags are repeated here.
+E2E_TAGS = e2e$(if $(CONVERTER_TAGS),$(comma)$(CONVERTER_TAGS))
 e2e:
 	@if ls e2e/*.go >/dev/null 2>&1; then \
 	  bin=$$(bash hack/build-control-plane.sh) && keda=$$(bash hack/build-keda.sh) && \
@@ -132,7 +136,7 @@ e2e:
 	  crds=$$(bash hack/get-prometheus-operator-crds.sh || true) && helm=$$(bash hack/build-helm.sh || true) && \
 	  img=$${TOKENSCALE_ADAPTER_IMAGE:-$$($(PODMAN) image exists $(ADAPTER_IMAGE) 2>/dev/null && echo $(ADAPTER_IMAGE) || true)} && \
 	  TOKENSCALE_K8S_BIN=$$bin TOKENSCALE_KEDA_BIN=$$keda TOKENSCALE_PROMETHEUS=$$prom TOKENSCALE_PROMETHEUS_ADAPTER=$$pa \
-	  TOKENSCALE_PROMETHEUS_OPERATOR_CRDS=$$crds TOKENSCALE_HELM=$$helm TOKENSCALE_ADAPTER_IMAGE=$$img $(STATIC_ENV) $(GO) test -count=1 -tags e2e -timeout 60m $(E2E_FLAGS) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
+	  TOKENSCALE_PROMETHEUS_OPERATOR_CRDS=$$crds TOKENSCALE_HELM=$$helm TOKENSCALE_ADAPTER_IMAGE=$$img $(CONVERTER_ENV) $(GO) test -count=1 -tags '$(E2E_TAGS)' -timeout 60m $(E2E_FLAGS) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
 	else echo "e2e: no suite yet"; fi
 
 ## preflight: refuse to install where another adapter owns a metrics API the install would register:

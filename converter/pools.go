@@ -65,11 +65,11 @@ func DecodePools(snap *service.Snapshot, pods func(namespace, name string) *core
 
 // firstDecodePool is the name of the first pool of the config, in its order, that a pod of namespace ns
 // with these labels belongs to, if that pool is a decode pool ("" otherwise): pods go to the first pool
-// whose selector matches, as velocity/service assigns them.
+// that runs in ns (config.RunsIn) and whose selector matches, as velocity/service assigns them.
 func firstDecodePool(pools []config.Pool, ns string, labels map[string]string) string {
 	for i := range pools {
 		p := &pools[i]
-		if (p.Namespace == "" || p.Namespace == ns) && service.Matches(p.Selector, labels) {
+		if config.RunsIn(pools, p, ns) && service.Matches(p.Selector, labels) {
 			if p.Role == config.RoleDecode {
 				return p.Name
 			}

@@ -107,3 +107,29 @@ func TestDecodePoolsKeepConvertedPodsWithTheirPool(t *testing.T) {
 		t.Errorf("the catch-all pool listed last counts %v, want none (pods go to the first pool that matches)", got["ns/all-decode"])
 	}
 }
+
+// A pool without a namespace is shadowed, in a namespace with a pool of its name fixed to it, as
+// velocity/service assigns pods (config.RunsIn): a converted pod there goes to the next pool that matches.
+// It went to the shadowed pool's name, so the fixed pool counted a pod of another pool in its slots.
+func TestDecodePoolsSkipAShadowedPool(t *testing.T) {
+	anyNS := config.Pool{Name: "a-decode", Role: config.RoleDecode, Selector: map[string]string{"llm-d.ai/role": "decode"}}
+	a := config.Pool{Name: "a-decode", Namespace: "ns", Role: config.RoleDecode, Selector: map[string]string{"model": "a", "llm-d.ai/role": "decode"}}
+	b := config.Pool{Name: "b-decode", Namespace: "ns", Group: "b", Role: config.RoleDecode, Selector: map[string]string{"model": "b", "llm-d.ai/role": "decode"}}
+	converted := decodePod("b1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute)),
+		protocol.AnnotationStatus: protocol.StatusConverted, protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode"})
+	converted.Labels = map[string]string{"model": "b", "llm-d.ai/role": "prefill-decode"}
+	snap := &service.Snapshot{Pools: map[service.PoolKey]*service.PoolView{
+		{Namespace: "ns", Name: "a-decode"}: {Key: service.PoolKey{Namespace: "ns", Name: "a-decode"}, Config: &a},
+		{Namespace: "ns", Name: "b-decode"}: {Key: service.PoolKey{Namespace: "ns", Name: "b-decode"}, Config: &b},
+	}, ConfigPools: []config.Pool{anyNS, a, b}}
+	got := map[string][]string{}
+	for _, p := range DecodePools(snap, func(string, string) *corev1.Pod { return nil }, func(string) []*corev1.Pod { return []*corev1.Pod{converted} }) {
+		got[p.Name] = names(p.Pods)
+	}
+	if len(got["ns/a-decode"]) != 0 {
+		t.Errorf("the fixed pool a-decode counts %v, want none (the shadowed pool of its name takes no pod in ns)", got["ns/a-decode"])
+	}
+	if want := "[b1]"; fmt.Sprint(got["ns/b-decode"]) != want {
+		t.Errorf("pool b's pods %v, want %s (its converted pod)", got["ns/b-decode"], want)
+	}
+}

@@ -93,6 +93,10 @@ func burstPods(h []sample, budget, miss, perPod float64, from int) int {
 // keep 180,000 and replay them several times a decision.
 const maxHistory = 20000
 
+// unknownGap is how many decision intervals without a sample make a gap whose arrivals are unknown: a
+// round or two late (a busy adapter) still speaks for the time since the last.
+const unknownGap = 5
+
 // record appends the pool's fast arrival velocity and request rate and drops samples older than the
 // window. A sample spanning less than window/maxHistory takes the next one in, over both spans (their
 // time-weighted mean, so the arrivals the replay counts are the same).
@@ -102,6 +106,12 @@ func (c *Controller) record(now time.Time, pool string, v, r float64, window tim
 		h = h[:0] // time went backwards (a restarted simulation): start over
 	}
 	v, r = math.Max(0, v), math.Max(0, r)
+	if n, step := len(h), c.interval(); n > 0 && now.Sub(h[n-1].t) > unknownGap*step {
+		// Rounds without this pool's velocity (unknown, no Ready pod, the group not decided): their arrivals
+		// are unknown, so the gap carries none and the new velocity speaks for one interval. Spread over the
+		// whole gap, a replacement pod's first rate read as minutes of overload and held pods for them.
+		h = append(h, sample{t: now.Add(-step)})
+	}
 	if n := len(h); n > 1 && h[n-1].t.Sub(h[n-2].t) < window/maxHistory {
 		// The newest sample spans (h[n-2].t, h[n-1].t], less than its share of the window: stretch it to now.
 		old, added := h[n-1].t.Sub(h[n-2].t).Seconds(), now.Sub(h[n-1].t).Seconds()

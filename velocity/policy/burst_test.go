@@ -207,8 +207,11 @@ func TestBurstHistoryChargesNothingToAnUnknownGap(t *testing.T) {
 		return &PoolStatus{Pods: 1, Known: 1, Arrival: arrival, RequestArrival: arrival / 1000, Sustained: 2000,
 			PerPod: 10000, Capacity: 10000, QueueBudget: 1.9, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
 	}
-	// history after 60 s of 2000 tok/s, gap unknown rounds, then a second of 12000 tok/s (over one pod).
-	history := func(gap int) []sample {
+	// history after 60 s of 2000 tok/s, gap rounds without the pool's velocity, then a second of 12000 tok/s
+	// (over one pod). In a gap the pool is unknown (Ready pods, no values), has no view (no Ready pod: the
+	// group is decided without it), or the group is not decided at all.
+	const unknown, noView, notDecided = 0, 1, 2
+	history := func(gap, kind int) []sample {
 		ctrl := NewController()
 		at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 		s := 0
@@ -216,7 +219,12 @@ func TestBurstHistoryChargesNothingToAnUnknownGap(t *testing.T) {
 			ctrl.Decide(at(s), pol, "g", &cfg.Pools[0], status(2000), nil, nil)
 		}
 		for i := 0; i < gap; i++ {
-			ctrl.Decide(at(s), pol, "g", &cfg.Pools[0], nil, nil, nil)
+			switch kind {
+			case unknown:
+				ctrl.Decide(at(s), pol, "g", &cfg.Pools[0], nil, nil, nil)
+			case noView:
+				ctrl.Decide(at(s), pol, "g", nil, nil, nil, nil)
+			}
 			s++
 		}
 		ctrl.Decide(at(s), pol, "g", &cfg.Pools[0], status(12000), nil, nil)
@@ -231,13 +239,23 @@ func TestBurstHistoryChargesNothingToAnUnknownGap(t *testing.T) {
 		return tokens
 	}
 	lastKnown := t0.Add(59 * time.Second)
-	plain, gapped := history(0), history(60)
-	if got := charged(gapped, lastKnown); math.Abs(got-12000) > 1 {
-		t.Errorf("after a 60 s unknown gap the history charges %.0f tokens since the last known round, want one second's 12000", got)
-	}
-	for _, c := range []float64{8500, 10000, 12000} {
-		if a, b := lateShare(plain, c, 1.9), lateShare(gapped, c, 1.9); math.Abs(a-b) > 1e-9 {
-			t.Errorf("late share at %.0f tok/s: %.4f after an unknown gap, want %.4f as without it", c, b, a)
+	plain := history(0, unknown)
+	for kind, name := range []string{"the pool unknown", "no prefill view", "the group not decided"} {
+		gapped := history(60, kind)
+		if got := charged(gapped, lastKnown); math.Abs(got-12000) > 1 {
+			t.Errorf("after 60 s with %s the history charges %.0f tokens since the last known round, want one second's 12000", name, got)
 		}
+		for _, c := range []float64{8500, 10000, 12000} {
+			if a, b := lateShare(plain, c, 1.9), lateShare(gapped, c, 1.9); math.Abs(a-b) > 1e-9 {
+				t.Errorf("late share at %.0f tok/s: %.4f after 60 s with %s, want %.4f as without it", c, b, name, a)
+			}
+		}
+	}
+	// A round or two late is no gap: the velocity still speaks for the time since the last.
+	ctrl := NewController()
+	ctrl.Decide(t0, pol, "g", &cfg.Pools[0], status(2000), nil, nil)
+	ctrl.Decide(t0.Add(3*time.Second), pol, "g", &cfg.Pools[0], status(4000), nil, nil)
+	if got := charged(ctrl.history[cfg.Pools[0].Name], t0); math.Abs(got-12000) > 1 {
+		t.Errorf("a round 3 s after the last charges %.0f tokens, want its 3 s at 4000 tok/s, 12000", got)
 	}
 }

@@ -113,12 +113,6 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			c.saturated[pl.p.Name] = 0
 		}
 	}
-	// An unknown prefill pool's arrivals are unknown: the burst history records none for the round, so the
-	// first velocity known again (a pod that replaced another, say) is charged over one decision interval,
-	// not over the whole gap, which read it as arriving all along and held pods for it over the burst memory.
-	if prefill != nil && ps == nil && pol.BurstAttainment > 0 && len(c.history[prefill.Name]) > 0 {
-		c.record(now, prefill.Name, 0, 0, burstColdStarts*pol.ColdStart.Duration)
-	}
 	c.noteSeen(now, pol, group, prefill, decode)
 	c.noteRole(prefill, config.RolePrefill)
 	c.noteRole(decode, config.RoleDecode)
