@@ -9,6 +9,8 @@ import (
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tokenscale/tokenscale/kedascaler/trigger"
 )
 
 // Every shipped ScaledObject trigger that points at the scaler turns TLS on with enableTLS, and the
@@ -57,7 +59,7 @@ func TestExampleTriggersEnableTLS(t *testing.T) {
 					t.Errorf("%s: authenticationRef %+v; want the example TriggerAuthentication (the scaler's CA)", where, tr.AuthenticationRef)
 				}
 				ref := &externalscaler.ScaledObjectRef{Name: obj.Metadata.Name, Namespace: "llm-d", ScalerMetadata: tr.Metadata}
-				if _, err := ParseTrigger(ref, ParseOptions{}); err != nil {
+				if _, err := trigger.Parse(ref, trigger.Options{}); err != nil {
 					t.Errorf("%s: the scaler refuses the metadata: %v", where, err)
 				}
 			}

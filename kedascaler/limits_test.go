@@ -3,12 +3,10 @@ package kedascaler
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc"
@@ -17,84 +15,26 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tokenscale/tokenscale/kedascaler/trigger"
 	"github.com/tokenscale/tokenscale/velocity/policy"
 	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
 
-// Metadata past the bounds is refused naming what is wrong; fails if a bound is dropped (the padded pool
-// then parses as "prefill", the 33 keys fail as an unknown key) or set below a real scalerAddress.
-func TestParseTriggerRefusesOversizeMetadata(t *testing.T) {
-	padded := "prefill" + strings.Repeat(" ", MaxMetadataLen)
-	_, err := ParseTrigger(ref(map[string]string{"pool": padded}), ParseOptions{})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `"pool" is "prefill `) ||
-		!strings.Contains(err.Error(), fmt.Sprintf("longer than %d bytes", MaxMetadataLen)) || len(err.Error()) > 400 {
-		t.Errorf("a pool value of %d bytes: %v; want a short InvalidArgument naming the key and the bound", len(padded), err)
-	}
-	many := map[string]string{"pool": "prefill"}
-	for i := range MaxMetadataKeys {
-		many[fmt.Sprintf("k%d", i)] = "x"
-	}
-	_, err = ParseTrigger(ref(many), ParseOptions{})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), fmt.Sprintf("%d keys; at most %d", MaxMetadataKeys+1, MaxMetadataKeys)) {
-		t.Errorf("%d keys: %v; want InvalidArgument saying how many are allowed", len(many), err)
-	}
-	// The longest scalerAddress KEDA can be given (a 253-byte DNS name and a port) still passes.
-	host := strings.Repeat(strings.Repeat("a", 62)+".", 5)[:253]
-	addr := host + ":65535"
-	if _, err := ParseTrigger(ref(map[string]string{"pool": "prefill", "scalerAddress": addr}), ParseOptions{}); err != nil {
-		t.Errorf("a %d-byte scalerAddress: %v", len(addr), err)
-	}
-	if _, err := ParseTrigger(ref(map[string]string{"pool": "prefill", "scalerAddress": strings.Repeat("a", MaxMetadataLen)}), ParseOptions{}); err != nil {
-		t.Errorf("a value of exactly %d bytes: %v", MaxMetadataLen, err)
-	}
-}
-
-// within says whether s's bytes lie inside big's.
-func within(s, big string) bool {
-	if len(s) == 0 {
-		return false
-	}
-	p, lo := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(big)))
-	return p >= lo && p < lo+uintptr(len(big))
-}
-
-// The kept strings share nothing with the request's values: a StreamIsActive stream keeps its Trigger
-// for as long as KEDA runs. Fails if a trimmed value is kept as is (a substring of the padded value).
-func TestParseTriggerKeepsNoPartOfTheRequest(t *testing.T) {
-	md := map[string]string{"pool": "  prefill  ", "namespace": " llm ", "activationPool": " decode ", "metric": " backpressure ", "target": "1",
-		"activationMetric": " utilisation "}
-	tr, err := ParseTrigger(ref(md), ParseOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, kept := range map[string][2]string{
-		"Pool": {tr.Pool, md["pool"]}, "Namespace": {tr.Namespace, md["namespace"]}, "ActivationPool": {tr.ActivationPool, md["activationPool"]},
-		"MetricName": {tr.MetricName, md["metric"]}, "ActivationMetricName": {tr.ActivationMetricName, md["activationMetric"]},
-	} {
-		if within(kept[0], kept[1]) {
-			t.Errorf("%s %q points into the request's value %q", name, kept[0], kept[1])
-		}
-	}
-	if tr.Pool != "prefill" || tr.Namespace != "llm" || tr.ActivationPool != "decode" || tr.MetricName != "backpressure" || tr.ActivationMetricName != "utilisation" {
-		t.Errorf("parsed %+v", tr)
-	}
-}
-
-// The receive bound leaves room for every request ParseTrigger accepts, and a request past it is refused
+// The receive bound leaves room for every request trigger.Parse accepts, and a request past it is refused
 // by Serve with ResourceExhausted. Fails if Serve drops grpc.MaxRecvMsgSize (the 128 KiB request then
-// reaches ParseTrigger, an InvalidArgument) or if the bound falls below KEDA's largest request.
+// reaches trigger.Parse, an InvalidArgument) or if the bound falls below KEDA's largest request.
 func TestServeBoundsRequestSize(t *testing.T) {
 	long := func(n int) string { return strings.Repeat("a", n) }
 	md := map[string]string{}
-	for _, k := range []string{KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric,
+	for _, k := range []string{trigger.KeyPool, trigger.KeyNamespace, trigger.KeyMetric, trigger.KeyTarget, trigger.KeyActivationThreshold, trigger.KeyActivationPool, trigger.KeyActivationMetric,
 		"scalerAddress", "enableTLS", "unsafeSsl"} {
-		md[k] = long(MaxMetadataLen)
+		md[k] = long(trigger.MaxMetadataLen)
 	}
 	largest := &externalscaler.GetMetricsRequest{MetricName: long(253),
 		ScaledObjectRef: &externalscaler.ScaledObjectRef{Name: long(253), Namespace: long(63), ScalerMetadata: md}}
 	if n := proto.Size(largest); n >= 8<<10 || n >= MaxRecvMsgSize {
-		t.Errorf("the largest request ParseTrigger may accept is %d bytes; want under 8 KiB (MaxRecvMsgSize %d)", n, MaxRecvMsgSize)
+		t.Errorf("the largest request trigger.Parse may accept is %d bytes; want under 8 KiB (MaxRecvMsgSize %d)", n, MaxRecvMsgSize)
 	}
 
 	src := &source{}
@@ -114,8 +54,8 @@ func TestServeBoundsRequestSize(t *testing.T) {
 	if err := get(map[string]string{"pool": "prefill", "scalerAddress": long(128 << 10)}); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("a 128 KiB request: %v; want ResourceExhausted", err)
 	}
-	if err := get(map[string]string{"pool": "prefill", "scalerAddress": long(MaxMetadataLen + 1)}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "scalerAddress") {
-		t.Errorf("a value past MaxMetadataLen within the receive bound: %v; want InvalidArgument naming the key", err)
+	if err := get(map[string]string{"pool": "prefill", "scalerAddress": long(trigger.MaxMetadataLen + 1)}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "scalerAddress") {
+		t.Errorf("a value past trigger.MaxMetadataLen within the receive bound: %v; want InvalidArgument naming the key", err)
 	}
 	if err := get(map[string]string{"pool": "prefill"}); err != nil {
 		t.Errorf("after the refusals, a good request: %v", err)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/tokenscale/tokenscale/kedascaler/trigger"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -38,7 +39,7 @@ type Server struct {
 	// stopping closes when the scaler stops serving: open StreamIsActive streams then end (nil: never).
 	stopping <-chan struct{}
 	// parse holds the rules every trigger is parsed with (Options.AllowCrossNamespace).
-	parse ParseOptions
+	parse trigger.Options
 }
 
 // New returns a server over src; snapshots older than maxAge are stale.
@@ -50,10 +51,10 @@ var _ externalscaler.ExternalScalerServer = (*Server)(nil)
 
 // trigger parses a call's ScaledObjectRef and logs a refusal with the ScaledObject: KEDA reports the
 // error only in its own log, so the scaler's must say whose trigger it turned away, and why.
-func (s *Server) trigger(rpc string, ref *externalscaler.ScaledObjectRef) (Trigger, error) {
-	t, err := ParseTrigger(ref, s.parse)
+func (s *Server) trigger(rpc string, ref *externalscaler.ScaledObjectRef) (trigger.Trigger, error) {
+	t, err := trigger.Parse(ref, s.parse)
 	if err != nil {
-		klog.V(2).InfoS("Refused a trigger", "rpc", rpc, "scaledObject", klog.KRef(clip(ref.GetNamespace()), clip(ref.GetName())), "err", err)
+		klog.V(2).InfoS("Refused a trigger", "rpc", rpc, "scaledObject", klog.KRef(trigger.Clip(ref.GetNamespace()), trigger.Clip(ref.GetName())), "err", err)
 	}
 	return t, err
 }
@@ -84,7 +85,7 @@ func (s *Server) value(snap *service.Snapshot, namespace, pool string, m service
 // active compares the activation value with the threshold at the resolution the value is served in
 // (thousandths): the smoothed rates decay towards 0 without reaching it, and a rate that reads 0.000
 // must not keep a workload awake for minutes.
-func (s *Server) active(snap *service.Snapshot, t Trigger) (bool, error) {
+func (s *Server) active(snap *service.Snapshot, t trigger.Trigger) (bool, error) {
 	v, err := s.value(snap, t.Namespace, t.ActivationPool, t.ActivationMetric)
 	if err != nil {
 		return false, err
@@ -126,7 +127,7 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 // fallback (which wakes the pool) and keep an external trigger from ever reading IsActive. That holds for
 // a pool whose pods exist but are not Ready too: pods stuck Pending or crash-looping after a wake must
 // not hold the pool above zero, or push it to fallback's size, once its activation pool is idle.
-func (s *Server) idleAtZero(snap *service.Snapshot, t Trigger) bool {
+func (s *Server) idleAtZero(snap *service.Snapshot, t trigger.Trigger) bool {
 	if t.Metric != service.Desired || t.ActivationPool == t.Pool {
 		return false
 	}

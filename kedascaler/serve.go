@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
 	"github.com/tokenscale/tokenscale/internal/version"
+	"github.com/tokenscale/tokenscale/kedascaler/trigger"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -159,7 +160,7 @@ type Options struct {
 	ProbeAddress string
 	TLS          TLS
 	// AllowCrossNamespace lets a trigger read another namespace's pools through its namespace key; off, a
-	// ScaledObject reads only its own namespace's (see ParseOptions).
+	// ScaledObject reads only its own namespace's (see trigger.Options).
 	AllowCrossNamespace bool
 	// MaxStreams caps concurrent server streams, StreamIsActive and health Watch together (0:
 	// DefaultMaxStreams, < 0: no cap); past it a new stream is refused with ResourceExhausted. Every call
@@ -192,7 +193,7 @@ type Options struct {
 const DefaultMaxStreams = 1000
 
 // MaxRecvMsgSize bounds the memory one request takes (gRPC's default is 4 MiB): KEDA's largest, a
-// ScaledObjectRef with the most metadata ParseTrigger accepts, is under 8 KiB; past the bound a request is
+// ScaledObjectRef with the most metadata trigger.Parse accepts, is under 8 KiB; past the bound a request is
 // refused with ResourceExhausted before it is decoded.
 const MaxRecvMsgSize = 64 << 10
 
@@ -232,7 +233,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	srv := New(src, o.MaxAge)
 	srv.onPush = m.pushes.Inc
 	srv.stopping = ctx.Done()
-	srv.parse = ParseOptions{AllowCrossNamespace: o.AllowCrossNamespace}
+	srv.parse = trigger.Options{AllowCrossNamespace: o.AllowCrossNamespace}
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = DefaultShutdownGrace
 	}

@@ -1,9 +1,11 @@
-package kedascaler
+package trigger
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"google.golang.org/grpc/codes"
@@ -59,7 +61,7 @@ func TestParseTrigger(t *testing.T) {
 		{name: "a namespace for a ScaledObject without one", md: map[string]string{"pool": "p", "namespace": "b"}, wantErr: `not the ScaledObject's own namespace ""`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: c.ns, ScalerMetadata: c.md}, ParseOptions{AllowCrossNamespace: c.cross})
+			got, err := Parse(&externalscaler.ScaledObjectRef{Namespace: c.ns, ScalerMetadata: c.md}, Options{AllowCrossNamespace: c.cross})
 			if c.wantErr != "" {
 				if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("err = %v, want InvalidArgument containing %q", err, c.wantErr)
@@ -83,12 +85,12 @@ func TestParseTriggerErrorsNameTheScaledObject(t *testing.T) {
 		"oversize value":  {"pool": strings.Repeat("p", MaxMetadataLen+1)},
 		"other namespace": {"pool": "p", "namespace": "other"},
 	} {
-		_, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "llm", Name: "prefill", ScalerMetadata: md}, ParseOptions{})
+		_, err := Parse(&externalscaler.ScaledObjectRef{Namespace: "llm", Name: "prefill", ScalerMetadata: md}, Options{})
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "scaledobject llm/prefill: tokenscale trigger metadata: ") {
 			t.Errorf("%s: %v; want InvalidArgument naming scaledobject llm/prefill", name, err)
 		}
 	}
-	_, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "llm", Name: strings.Repeat("n", 1<<20), ScalerMetadata: map[string]string{}}, ParseOptions{})
+	_, err := Parse(&externalscaler.ScaledObjectRef{Namespace: "llm", Name: strings.Repeat("n", 1<<20), ScalerMetadata: map[string]string{}}, Options{})
 	if msg := status.Convert(err).Message(); !strings.HasPrefix(msg, "scaledobject llm/nnn") || !strings.Contains(msg, "(1048576 bytes)") || len(msg) > 400 {
 		t.Errorf("a 1 MiB name: %d bytes of error, want the name clipped: %.300s", len(msg), msg)
 	}
@@ -103,7 +105,7 @@ func TestParseTriggerErrorsAreBounded(t *testing.T) {
 		"metric":      {"pool": "p", "metric": huge},
 		"target":      {"pool": "p", "target": huge},
 	} {
-		_, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "llm", ScalerMetadata: md}, ParseOptions{})
+		_, err := Parse(&externalscaler.ScaledObjectRef{Namespace: "llm", ScalerMetadata: md}, Options{})
 		if status.Code(err) != codes.InvalidArgument || len(err.Error()) > 600 || !strings.Contains(err.Error(), "(1048576 bytes)") {
 			t.Errorf("%s: %d bytes of error, want InvalidArgument under 600 bytes saying the value's size: %.300s", name, len(err.Error()), err)
 		}
@@ -115,8 +117,8 @@ func FuzzParseTrigger(f *testing.F) {
 	f.Add("decode", "arrivalVelocity", "1e4", "5", "prefill")
 	f.Add("", "x", "-1", "NaN", " ")
 	f.Fuzz(func(t *testing.T, pool, metric, target, activation, activationPool string) {
-		tr, err := ParseTrigger(&externalscaler.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{
-			"pool": pool, "metric": metric, "target": target, "activationThreshold": activation, "activationPool": activationPool}}, ParseOptions{})
+		tr, err := Parse(&externalscaler.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{
+			"pool": pool, "metric": metric, "target": target, "activationThreshold": activation, "activationPool": activationPool}}, Options{})
 		if err != nil {
 			if status.Code(err) != codes.InvalidArgument {
 				t.Fatalf("error is not InvalidArgument: %v", err)
@@ -137,4 +139,67 @@ func FuzzParseTrigger(f *testing.F) {
 			t.Fatalf("accepted metric %q", tr.MetricName)
 		}
 	})
+}
+
+// Metadata past the bounds is refused naming what is wrong; fails if a bound is dropped (the padded pool
+// then parses as "prefill", the 33 keys fail as an unknown key) or set below a real scalerAddress.
+func TestParseTriggerRefusesOversizeMetadata(t *testing.T) {
+	padded := "prefill" + strings.Repeat(" ", MaxMetadataLen)
+	_, err := Parse(ref(map[string]string{"pool": padded}), Options{})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), `"pool" is "prefill `) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("longer than %d bytes", MaxMetadataLen)) || len(err.Error()) > 400 {
+		t.Errorf("a pool value of %d bytes: %v; want a short InvalidArgument naming the key and the bound", len(padded), err)
+	}
+	many := map[string]string{"pool": "prefill"}
+	for i := range MaxMetadataKeys {
+		many[fmt.Sprintf("k%d", i)] = "x"
+	}
+	_, err = Parse(ref(many), Options{})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), fmt.Sprintf("%d keys; at most %d", MaxMetadataKeys+1, MaxMetadataKeys)) {
+		t.Errorf("%d keys: %v; want InvalidArgument saying how many are allowed", len(many), err)
+	}
+	// The longest scalerAddress KEDA can be given (a 253-byte DNS name and a port) still passes.
+	host := strings.Repeat(strings.Repeat("a", 62)+".", 5)[:253]
+	addr := host + ":65535"
+	if _, err := Parse(ref(map[string]string{"pool": "prefill", "scalerAddress": addr}), Options{}); err != nil {
+		t.Errorf("a %d-byte scalerAddress: %v", len(addr), err)
+	}
+	if _, err := Parse(ref(map[string]string{"pool": "prefill", "scalerAddress": strings.Repeat("a", MaxMetadataLen)}), Options{}); err != nil {
+		t.Errorf("a value of exactly %d bytes: %v", MaxMetadataLen, err)
+	}
+}
+
+// within says whether s's bytes lie inside big's.
+func within(s, big string) bool {
+	if len(s) == 0 {
+		return false
+	}
+	p, lo := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(big)))
+	return p >= lo && p < lo+uintptr(len(big))
+}
+
+// The kept strings share nothing with the request's values: a StreamIsActive stream keeps its Trigger
+// for as long as KEDA runs. Fails if a trimmed value is kept as is (a substring of the padded value).
+func TestParseTriggerKeepsNoPartOfTheRequest(t *testing.T) {
+	md := map[string]string{"pool": "  prefill  ", "namespace": " llm ", "activationPool": " decode ", "metric": " backpressure ", "target": "1",
+		"activationMetric": " utilisation "}
+	tr, err := Parse(ref(md), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, kept := range map[string][2]string{
+		"Pool": {tr.Pool, md["pool"]}, "Namespace": {tr.Namespace, md["namespace"]}, "ActivationPool": {tr.ActivationPool, md["activationPool"]},
+		"MetricName": {tr.MetricName, md["metric"]}, "ActivationMetricName": {tr.ActivationMetricName, md["activationMetric"]},
+	} {
+		if within(kept[0], kept[1]) {
+			t.Errorf("%s %q points into the request's value %q", name, kept[0], kept[1])
+		}
+	}
+	if tr.Pool != "prefill" || tr.Namespace != "llm" || tr.ActivationPool != "decode" || tr.MetricName != "backpressure" || tr.ActivationMetricName != "utilisation" {
+		t.Errorf("parsed %+v", tr)
+	}
+}
+
+func ref(md map[string]string) *externalscaler.ScaledObjectRef {
+	return &externalscaler.ScaledObjectRef{Name: "prefill", Namespace: "llm", ScalerMetadata: md}
 }

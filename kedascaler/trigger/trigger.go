@@ -1,4 +1,6 @@
-package kedascaler
+// Package trigger validates a KEDA ScaledObject trigger's metadata for tokenscale's external scaler: the
+// one parser of that outside input, kept apart from the gRPC server so its fuzz target compiles little.
+package trigger
 
 import (
 	"fmt"
@@ -43,7 +45,7 @@ var metricNames = map[string]service.PoolMetric{
 // Trigger is one ScaledObject trigger's validated metadata.
 type Trigger struct {
 	// Namespace and Pool name the pool instance; Namespace defaults to the ScaledObject's, and may differ
-	// from it only with ParseOptions.AllowCrossNamespace.
+	// from it only with Options.AllowCrossNamespace.
 	Namespace, Pool string
 	// Metric is what GetMetrics returns; Target what GetMetricSpec asks the HPA to hold per replica.
 	MetricName string
@@ -74,8 +76,8 @@ func (e invalidArgument) GRPCStatus() *status.Status {
 	return status.New(codes.InvalidArgument, e.Error())
 }
 
-// ParseOptions are the scaler's rules for every trigger, set by its flags.
-type ParseOptions struct {
+// Options are the scaler's rules for every trigger, set by its flags.
+type Options struct {
 	// AllowCrossNamespace lets a trigger's namespace key name another namespace than its ScaledObject's
 	// (--allow-cross-namespace). Off by default: KEDA forwards every tenant's ScaledObjects over its one
 	// connection, so the scaler cannot tell tenants apart by client certificate, only by the
@@ -92,21 +94,21 @@ func allowedMetrics() string {
 	return strings.Join(names, ", ")
 }
 
-// ParseTrigger validates a ScaledObjectRef's metadata in one place; errors are gRPC InvalidArgument
+// Parse validates a ScaledObjectRef's metadata in one place; errors are gRPC InvalidArgument
 // naming the ScaledObject (scaledobject <namespace>/<name>: …), the key and what it allows, since KEDA
 // logs them far from the ScaledObject that caused them.
-func ParseTrigger(ref *externalscaler.ScaledObjectRef, o ParseOptions) (Trigger, error) {
+func Parse(ref *externalscaler.ScaledObjectRef, o Options) (Trigger, error) {
 	if ref == nil {
 		return Trigger{}, invalidArgument{invalid("no scaledObjectRef")}
 	}
-	t, err := parseTrigger(ref, o)
+	t, err := parse(ref, o)
 	if err != nil {
-		return Trigger{}, invalidArgument{fmt.Errorf("scaledobject %s/%s: %w", clip(ref.GetNamespace()), clip(ref.GetName()), err)}
+		return Trigger{}, invalidArgument{fmt.Errorf("scaledobject %s/%s: %w", Clip(ref.GetNamespace()), Clip(ref.GetName()), err)}
 	}
 	return t, nil
 }
 
-func parseTrigger(ref *externalscaler.ScaledObjectRef, o ParseOptions) (Trigger, error) {
+func parse(ref *externalscaler.ScaledObjectRef, o Options) (Trigger, error) {
 	md := ref.GetScalerMetadata()
 	if len(md) > MaxMetadataKeys {
 		return Trigger{}, invalid("%d keys; at most %d (tokenscale reads 7, KEDA 3 more)", len(md), MaxMetadataKeys)
@@ -116,12 +118,12 @@ func parseTrigger(ref *externalscaler.ScaledObjectRef, o ParseOptions) (Trigger,
 		case KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric:
 		default:
 			if !kedaKeys[k] {
-				return Trigger{}, invalid("unknown key %q; allowed: %s, %s, %s, %s, %s, %s, %s", clip(k),
+				return Trigger{}, invalid("unknown key %q; allowed: %s, %s, %s, %s, %s, %s, %s", Clip(k),
 					KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric)
 			}
 		}
 		if len(v) > MaxMetadataLen {
-			return Trigger{}, invalid("%q is %q: longer than %d bytes", k, clip(v), MaxMetadataLen)
+			return Trigger{}, invalid("%q is %q: longer than %d bytes", k, Clip(v), MaxMetadataLen)
 		}
 	}
 	t := Trigger{Namespace: strings.TrimSpace(md[KeyNamespace]), Pool: strings.TrimSpace(md[KeyPool])}
@@ -141,7 +143,7 @@ func parseTrigger(ref *externalscaler.ScaledObjectRef, o ParseOptions) (Trigger,
 		// Whoever may create a ScaledObject in one namespace would otherwise read every other namespace's
 		// pools: KEDA asks on behalf of all of them with the same credentials.
 		return Trigger{}, invalid("%q is %q, not the ScaledObject's own namespace %q: a trigger reads only its own namespace's pools unless the scaler runs with --allow-cross-namespace",
-			KeyNamespace, t.Namespace, clip(ref.GetNamespace()))
+			KeyNamespace, t.Namespace, Clip(ref.GetNamespace()))
 	}
 	if err := dnsLabel(KeyPool, t.Pool); err != nil {
 		return Trigger{}, err
@@ -187,9 +189,9 @@ func metric(md map[string]string, key, def string) (string, service.PoolMetric, 
 	}
 	m, ok := metricNames[name]
 	if !ok {
-		return "", "", invalid("%q is %q; allowed: %s", key, clip(name), allowedMetrics())
+		return "", "", invalid("%q is %q; allowed: %s", key, Clip(name), allowedMetrics())
 	}
-	// The map's own key, not the trimmed value: that is a substring of the request (see parseTrigger).
+	// The map's own key, not the trimmed value: that is a substring of the request (see parse).
 	for n := range metricNames {
 		if n == name {
 			name = n
@@ -216,7 +218,7 @@ func number(md map[string]string, key, def string, zeroOK bool) (float64, error)
 		if zeroOK {
 			want = "a number >= 0 and at most 1e15"
 		}
-		return 0, invalid("%q is %q; want %s", key, clip(s), want)
+		return 0, invalid("%q is %q; want %s", key, Clip(s), want)
 	}
 	return v, nil
 }
@@ -226,7 +228,7 @@ func number(md map[string]string, key, def string, zeroOK bool) (float64, error)
 // server rejects with an error that never mentions this trigger.
 func dnsLabel(key, v string) error {
 	if len(validation.IsDNS1123Label(v)) > 0 {
-		return invalid("%q is %q; want a DNS label (lower-case letters, digits and '-', at most 63 characters), as pool names and namespaces are", key, clip(v))
+		return invalid("%q is %q; want a DNS label (lower-case letters, digits and '-', at most 63 characters), as pool names and namespaces are", key, Clip(v))
 	}
 	return nil
 }
@@ -243,8 +245,8 @@ const (
 // poll, and a value may be megabytes.
 const maxEcho = 100
 
-// clip shortens s for an error message.
-func clip(s string) string {
+// Clip shortens s for an error message or a log line.
+func Clip(s string) string {
 	if len(s) <= maxEcho {
 		return s
 	}
