@@ -165,7 +165,8 @@ spec:
 	t.Logf("real KEDA: load falls to 2000 tok/s; prefill back to 1 replica after %s, decode back to 0 after %s (5 s cooldown, checked on the 30 s poll)",
 		prefillDown.Round(10*time.Millisecond), decodeDown.Round(10*time.Millisecond))
 
-	n := 4
+	// Each cycle waits for decode's 30 s poll to see it idle: 2 in CI, the first one above included.
+	n := 2
 	if os.Getenv("TOKENSCALE_PERF") == "full" {
 		n = 20
 	}
@@ -181,7 +182,8 @@ spec:
 	}
 	t.Logf("real KEDA over %d bursts: decode activated from zero (external-push, 30 s polling) %s; prefill >= 3 replicas (external) %s",
 		n, stats(acts), stats(ups))
-	if p90 := acts[int(0.9*float64(len(acts)-1))]; p90 > 3*time.Second {
+	// Nearest rank: with up to 10 cycles the p90 is the slowest one.
+	if p90 := quantiles(acts)[1]; p90 > 3*time.Second {
 		t.Errorf("p90 of decode activation %s; want about a second", p90)
 	}
 }

@@ -31,10 +31,10 @@ import (
 
 // Serving latency of a selector query over many pods (the HPA's Pods-metric call), at a steady 100
 // requests/s, through the real aggregator and directly against the adapter. Quick by default (200 pods,
-// 10 s); TOKENSCALE_PERF=full runs 60 s with 1,000 pods, TOKENSCALE_PERF_PODS sets the pod count
+// 5 s each); TOKENSCALE_PERF=full runs 60 s with 1,000 pods, TOKENSCALE_PERF_PODS sets the pod count
 // (docs/performance.md).
 func TestServingLatency(t *testing.T) {
-	pods, dur := int32(200), 10*time.Second
+	pods, dur := int32(200), 5*time.Second
 	if os.Getenv("TOKENSCALE_PERF") == "full" {
 		pods, dur = 1000, 60*time.Second
 	}
