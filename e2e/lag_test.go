@@ -191,7 +191,7 @@ func TestDetectionLagVsPrometheus(t *testing.T) {
 	}
 	fastRead := siblingArrival(t, filepath.Join(dir, "adapter-fast"), ns, fast, fmt.Sprintf("adapter scraping every %s", fastInterval))
 	// Both adapters read the same steps, each polled on its own: one series of steps serves both
-	// distributions, and the starts, moved through 1 s, pass twice through the fast adapter's cycle.
+	// distributions.
 	repeatSteps(t, k, runs, low, high,
 		stepReader{"1 s scrapes, through the aggregator", ours, time.Second},
 		stepReader{fmt.Sprintf("%s scrapes, on the adapter's port", fastInterval), fastRead, fastInterval})
@@ -237,7 +237,7 @@ type stepReader struct {
 }
 
 // repeatSteps steps the prefill load between low and high runs times, the step's start moved through one
-// second, and logs for each reader the distribution of the time it takes to cover 90% of a step, each
+// second (distinct phases of a 1 s and of a 500 ms cycle), and logs for each reader the distribution of the time it takes to cover 90% of a step, each
 // reader polled in its own goroutine so that one's slow answer does not delay another's. It fails if any
 // step takes a reader more than two of its intervals plus a second (two scrapes, the round, the read and
 // the poll).
@@ -258,7 +258,13 @@ func repeatSteps(t *testing.T, k *localcluster.Kubelet, runs int, low, high floa
 				return within(v, from, 0.05)
 			})
 		}
-		time.Sleep(500*time.Millisecond + time.Duration(i)*time.Second/time.Duration(runs))
+		// The starts move through a second in runs steps, the second half shifted by half a step: the
+		// 500 ms adapter's cycle, which the first half already covers twice, then also sees runs phases.
+		offset := time.Duration(i) * time.Second / time.Duration(runs)
+		if 2*i >= runs {
+			offset += time.Second / time.Duration(2*runs)
+		}
+		time.Sleep(500*time.Millisecond + offset)
 		k.SetLoad("prefill", fakeengine.Load{PromptTokensPerSec: to, OutputTokensPerSec: 5})
 		start, threshold := time.Now(), from+0.9*(to-from)
 		var wg sync.WaitGroup

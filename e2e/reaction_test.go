@@ -15,7 +15,8 @@ import (
 // Reaction times as a distribution, not one run: repeated load steps up and down on two fake vLLM
 // engines, each timed from the step until (a) tokenscale_arrival_tokens_per_second through the aggregator
 // covers 90% of the step and (b) tokenscale_desired_replicas shows the new size. 4 steps each way by
-// default (each way down waits out the burst sizing's memory, 25 s); TOKENSCALE_PERF=full runs 30.
+// default (each step down waits for the burst sizing to let the high load go, up to 25 s);
+// TOKENSCALE_PERF=full runs 30.
 func TestReactionTimeDistribution(t *testing.T) {
 	const ns, low, high = "reaction", 5000.0, 15000.0
 	n := 4
