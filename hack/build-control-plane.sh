@@ -39,7 +39,8 @@ require go.etcd.io/etcd/server/v3 $ETCD_VERSION
 MOD
     printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
     GOFLAGS=-mod=mod go mod tidy >&2
-    go build -trimpath -ldflags '-s -w' -o "$stage/etcd" go.etcd.io/etcd/server/v3 >&2
+    # -dwarf=false: the binary is stripped anyway, and compiling no debug info saves about 15% of the CPU (e2e/README.md, CI).
+    go build -trimpath -gcflags=all=-dwarf=false -ldflags '-s -w' -o "$stage/etcd" go.etcd.io/etcd/server/v3 >&2
     mv "$stage/etcd" "$BIN/etcd"
   )
 fi
@@ -67,7 +68,7 @@ if ! have kube-apiserver kube-controller-manager kubectl; then
     GOFLAGS=-mod=mod go mod tidy >&2
     ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-    go build -trimpath -ldflags "$ld" -o "$stage/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2
+    go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2
     for b in kube-apiserver kube-controller-manager kubectl; do mv "$stage/$b" "$BIN/$b"; done
   )
 fi

@@ -9,6 +9,7 @@ CACHE="${TOKENSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenscale}"
 OUT="$CACHE/bin/golangci-lint-$VERSION"
 if [ ! -x "$OUT/golangci-lint" ]; then
   mkdir -p "$OUT"
-  GOBIN="$OUT" GOFLAGS=-mod=mod go install -trimpath -ldflags '-s -w' "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$VERSION" >&2
+  # -dwarf=false: the binary is stripped anyway, and compiling no debug info saves about 15% of the CPU (e2e/README.md, CI).
+  GOBIN="$OUT" GOFLAGS=-mod=mod go install -trimpath -gcflags=all=-dwarf=false -ldflags '-s -w' "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$VERSION" >&2
 fi
 echo "$OUT/golangci-lint"

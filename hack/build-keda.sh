@@ -41,8 +41,9 @@ trap 'rm -rf "$work" "$stage"' EXIT
   printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/kedacore/keda/v2/cmd/operator"\n\t_ "github.com/kedacore/keda/v2/cmd/adapter"\n)\n' > tools.go
   GOFLAGS=-mod=mod go mod tidy >&2
   ld="-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION"
-  go build -trimpath -ldflags "$ld" -o "$stage/keda-operator" github.com/kedacore/keda/v2/cmd/operator >&2
-  go build -trimpath -ldflags "$ld" -o "$stage/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter >&2
+  # -dwarf=false: the binary is stripped anyway, and compiling no debug info saves about 15% of the CPU (e2e/README.md, CI).
+  go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/keda-operator" github.com/kedacore/keda/v2/cmd/operator >&2
+  go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter >&2
 )
 # The CRDs first and the binaries last: the check above takes the binaries for a finished build.
 mkdir -p "$stage/crd"

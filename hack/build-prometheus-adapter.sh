@@ -24,7 +24,8 @@ trap 'rm -rf "$work" "$stage"' EXIT
   cd "$work"
   printf 'module tokenscale.local/prometheusadapterbuild\n\ngo 1.26.0\n\nrequire sigs.k8s.io/prometheus-adapter %s\n' "$VERSION" > go.mod
   printf '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/prometheus-adapter/cmd/adapter"\n' > tools.go
-  GOFLAGS=-mod=mod go build -trimpath -o "$stage/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter >&2
+  # -dwarf=false: the binary is stripped anyway, and compiling no debug info saves about 15% of the CPU (e2e/README.md, CI).
+  GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false -ldflags '-s -w' -o "$stage/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter >&2
 )
 mv "$stage/prometheus-adapter" "$OUT/prometheus-adapter"
 echo "$OUT/prometheus-adapter"
