@@ -237,8 +237,9 @@ type stepReader struct {
 }
 
 // repeatSteps steps the prefill load between low and high runs times, the step's start moved through one
-// second (distinct phases of a 1 s and of a 500 ms cycle), and logs for each reader the distribution of the time it takes to cover 90% of a step, each
-// reader polled in its own goroutine so that one's slow answer does not delay another's. It fails if any
+// second (distinct phases of a 1 s and of a 500 ms cycle), and logs for each reader the distribution of
+// the time it takes to cover 90% of a step, each reader polled in its own goroutine so that one's slow
+// answer does not delay another's. It fails if any
 // step takes a reader more than two of its intervals plus a second (two scrapes, the round, the read and
 // the poll).
 func repeatSteps(t *testing.T, k *localcluster.Kubelet, runs int, low, high float64, readers ...stepReader) {
