@@ -598,7 +598,8 @@ func (c *Config) complete() error {
 	if s.Timeout.Duration > s.Interval.Duration {
 		errs = append(errs, fmt.Errorf("scrape.timeout (%s) must not exceed scrape.interval (%s)", s.Timeout, s.Interval))
 	}
-	if s.Spread.Duration > 0 && s.Spread.Duration+s.Timeout.Duration > s.Interval.Duration {
+	// Compared without adding: a spread near the largest duration would wrap the sum negative and pass.
+	if s.Spread.Duration > 0 && (s.Spread.Duration > s.Interval.Duration || s.Timeout.Duration > s.Interval.Duration-s.Spread.Duration) {
 		errs = append(errs, fmt.Errorf("scrape.spread (%s) plus scrape.timeout (%s) must not exceed scrape.interval (%s): a round's last scrape must end before the next round starts", s.Spread, s.Timeout, s.Interval))
 	}
 	if s.StaleAfter.Duration < s.Interval.Duration {

@@ -89,6 +89,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration", "version: tokenscale.io/v1alpha1\nscrape: {interval: fast}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "line 2"},
 		{"timeout above interval", "version: tokenscale.io/v1alpha1\nscrape: {interval: 1s, timeout: 2s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "must not exceed"},
 		{"spread and timeout overrun the interval", "version: tokenscale.io/v1alpha1\nscrape: {interval: 1s, timeout: 500ms, spread: 600ms}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.spread (600ms) plus scrape.timeout (500ms) must not exceed scrape.interval (1s)"},
+		{"a spread whose sum with the timeout overflows", "version: tokenscale.io/v1alpha1\nscrape: {spread: 2562047h47m16.1s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "scrape.spread (2562047h47m16.1s) plus scrape.timeout (800ms) must not exceed scrape.interval (1s)"},
 		{"negative spread", "version: tokenscale.io/v1alpha1\nscrape: {spread: -1s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "negative"},
 		{"empty selector", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill}\n", "selector"},
 		{"empty", "", "empty"},
