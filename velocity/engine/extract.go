@@ -126,6 +126,11 @@ const (
 	maxBuckets = 1024
 	// maxRoleLen bounds SGLang's engine_type value as kept in a Snapshot.
 	maxRoleLen = 64
+	// maxSeries bounds the series of the metrics read that one page may make the extractor hold, all
+	// fields together (a line read by several fields holds a series in each): each costs about 200 bytes for a line of about 35, so 4 MiB of distinct label sets
+	// allocated 19 times the page (25 where one line feeds two fields). Engines serve a few dozen; a
+	// data-parallel engine of 64 ranks a few hundred.
+	maxSeries = 4096
 )
 
 type extractor struct {
@@ -141,6 +146,7 @@ type extractor struct {
 	replBuf     []byte
 	plusBuf     []byte
 	forced      Kind
+	nSeries     int // series held, all fields together (maxSeries)
 }
 
 func newExtractor(kind Kind) *extractor {
@@ -225,6 +231,13 @@ func (e *extractor) add(t target, labels []label, v float64) {
 	s := acc.find(key)
 	switch {
 	case s == nil:
+		if e.nSeries >= maxSeries {
+			if acc.bad == "" {
+				acc.bad = fmt.Sprintf("%s: the page has more than %d series of the metrics tokenscale reads", name, maxSeries)
+			}
+			return
+		}
+		e.nSeries++
 		acc.series = append(acc.series, series{key: string(key), replica: string(replica), pid: pid, breakdown: isBreakdown(labels)})
 		s = &acc.series[len(acc.series)-1]
 		if acc.index != nil {

@@ -371,6 +371,92 @@ func TestFallbackFamiliesAreBounded(t *testing.T) {
 	}
 }
 
+// allocatedBy returns what extracting page allocated, in bytes, and the extraction's error.
+func allocatedBy(page []byte, kind Kind) (uint64, error) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := ExtractBytes(page, kind)
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc, err
+}
+
+// The series a page makes the extractor hold are bounded, all fields together: 4 MiB of distinct label
+// sets of a metric tokenscale reads allocated 19 times the page (25 where one line feeds two fields),
+// where the documented bound per scrape is about the page's size. Past maxSeries (a line read by several
+// fields holds a series in each) the field is spoiled, saying why, and the page's other fields are read.
+func TestSeriesAreBounded(t *testing.T) {
+	const head = "vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n"
+	for _, c := range []struct {
+		kind  Kind
+		line  string
+		field Field
+	}{
+		{VLLM, "vllm:num_requests_running{a=\"%d\"} 1\n", RequestsRunning},
+		{SGLang, "sglang:realtime_tokens_total{mode=\"prefill_compute\",a=\"%d\"} 1\n", ComputedPromptTokens},
+	} {
+		page := func(n int) []byte {
+			var b bytes.Buffer
+			if c.kind == VLLM {
+				b.WriteString(head)
+			} else {
+				b.WriteString("sglang:num_queue_reqs 2\nsglang:num_running_reqs 1\n")
+			}
+			for i := range n {
+				fmt.Fprintf(&b, c.line, i)
+			}
+			return b.Bytes()
+		}
+		s, err := ExtractBytes(page(maxSeries/4), c.kind)
+		if err != nil {
+			t.Fatalf("%v, %d series: %v", c.kind, maxSeries/4, err)
+		}
+		if _, ok := s.Scalar(c.field); !ok {
+			t.Fatalf("%v, %d series: %v not read (problems %v)", c.kind, maxSeries/4, c.field, s.Problems)
+		}
+		big := page(4 << 20 / len(fmt.Sprintf(c.line, 100000)))
+		alloc, err := allocatedBy(big, c.kind)
+		if err != nil {
+			t.Fatalf("%v, a %d-byte page: %v", c.kind, len(big), err)
+		}
+		t.Logf("%v: a %d-byte page of distinct series allocated %d bytes (%.2f×)", c.kind, len(big), alloc, float64(alloc)/float64(len(big)))
+		if alloc > 2*uint64(len(big)) {
+			t.Errorf("%v: a %d-byte page allocated %d bytes; want at most 2×", c.kind, len(big), alloc)
+		}
+		s, _ = ExtractBytes(big, c.kind)
+		if _, ok := s.Scalar(c.field); ok {
+			t.Errorf("%v: %v read from a page of more than %d series", c.kind, c.field, maxSeries)
+		}
+		if p := fmt.Sprint(s.Problems); !strings.Contains(p, fmt.Sprintf("more than %d series", maxSeries)) {
+			t.Errorf("%v: problems %s, want one saying more than %d series", c.kind, p, maxSeries)
+		}
+		if v, ok := s.Scalar(RequestsWaiting); !ok || v.Value != 2 {
+			t.Errorf("%v: waiting = %v, %v; want 2 read beside the spoiled field", c.kind, v, ok)
+		}
+	}
+}
+
+// Histogram and summary TYPE lines, and HELP or TYPE lines of suffixed names, keep their names while the
+// page is scanned: 4 MiB of them allocated 9 times the page. Past maxFallbackFamilies the page goes to
+// the fallback, which refuses it.
+func TestScannedFamiliesAreBounded(t *testing.T) {
+	for _, line := range []string{"# TYPE a%d_sum summary\n", "# HELP a%d_sum x\n", "# TYPE a%d histogram\n"} {
+		var b bytes.Buffer
+		b.WriteString("vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n")
+		for i := 0; b.Len() < 4<<20; i++ {
+			fmt.Fprintf(&b, line, i)
+		}
+		alloc, err := allocatedBy(b.Bytes(), Auto)
+		if !errors.Is(err, ErrTooManyFamilies) {
+			t.Fatalf("%q lines: %v, want ErrTooManyFamilies", line, err)
+		}
+		t.Logf("%q: a %d-byte page allocated %d bytes (%.2f×) before its refusal", line, b.Len(), alloc, float64(alloc)/float64(b.Len()))
+		if alloc > 2*uint64(b.Len()) {
+			t.Errorf("%q: a %d-byte page allocated %d bytes; want at most 2× before it is refused", line, b.Len(), alloc)
+		}
+	}
+}
+
 // The interner is bounded in strings as well as bytes: a page of 100,000 distinct short values filled the
 // map up to the byte bound (tens of thousands of entries), and clear kept that map's memory in the pool.
 func TestInternerIsBoundedInCount(t *testing.T) {

@@ -289,6 +289,7 @@ func scan(buf []byte, sink sampleSink, deadline time.Time) error {
 		strs   = getInterner()   // label names, values and sample names repeat across a page's lines
 		typed  map[string]string // families declared histogram, gaugehistogram or summary
 		named  map[string]bool   // _bucket/_sum/_count names declared by HELP/TYPE, or read as samples
+		mapped int               // HELP and TYPE lines kept in typed or named
 		lineNo int
 
 		prevName []byte // the last sample name classified, and what to do with its lines
@@ -328,6 +329,11 @@ func scan(buf []byte, sink sampleSink, deadline time.Time) error {
 			name := string(bname)
 			if base, ok := splitSuffix(name); ok && typed[base] != "" {
 				return errFallback // a suffixed name declared as its own family: expfmt's rules apply
+			}
+			// Each such line keeps its name in typed or named: past maxFallbackFamilies of them (4 MiB of
+			// summary TYPE lines allocated 9 times the page) the page goes to fallbackPage, which refuses it.
+			if mapped++; mapped > maxFallbackFamilies {
+				return errFallback
 			}
 			if typ != "" {
 				if named[name+"_bucket"] || named[name+"_sum"] || named[name+"_count"] {
