@@ -41,10 +41,28 @@ func TestManifestsRenderAndDryRun(t *testing.T) {
 		strings.Contains(rendered["manifests/overlays/default"], "external.metrics.k8s.io\n  version") {
 		t.Error("external metrics must be opt-in: in overlays/external-metrics only")
 	}
-	if _, err := suite.cp.Client.CoreV1().Namespaces().Create(suite.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "llm-d"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	// Moved to another namespace, nothing is left in tokenscale and the auth-reader binding stays in
+	// kube-system, where extension-apiserver-authentication is.
+	moved := rendered["manifests/examples/other-namespace"]
+	if strings.Contains(moved, "namespace: tokenscale\n") {
+		t.Error("manifests/examples/other-namespace still names the tokenscale namespace")
 	}
-	for _, d := range []string{"manifests/overlays/default", "manifests/overlays/external-metrics", "manifests/overlays/adapter-and-keda", "manifests/examples", "manifests/grafana"} {
+	binding := ""
+	for _, doc := range strings.Split(moved, "\n---\n") {
+		doc += "\n" // the separator took the last line's newline
+		if strings.Contains(doc, "kind: RoleBinding\n") && strings.Contains(doc, "name: tokenscale-adapter-auth-reader\n") {
+			binding = doc
+		}
+	}
+	if !strings.Contains(binding, "  namespace: kube-system\n") || !strings.Contains(binding, "  namespace: inference\n") {
+		t.Errorf("manifests/examples/other-namespace: want the auth-reader RoleBinding in kube-system for a ServiceAccount in inference, got:\n%s", binding)
+	}
+	for _, ns := range []string{"llm-d", "inference"} {
+		if _, err := suite.cp.Client.CoreV1().Namespaces().Create(suite.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"manifests/overlays/default", "manifests/overlays/external-metrics", "manifests/overlays/adapter-and-keda", "manifests/examples", "manifests/examples/other-namespace", "manifests/grafana"} {
 		if out, err := kubectlRun(rendered[d], "apply", "--dry-run=server", "-f", "-"); err != nil {
 			t.Errorf("server-side dry run of %s: %v\n%s", d, err, out)
 		}
