@@ -848,3 +848,42 @@ func TestChartRestartsOnScrapeChange(t *testing.T) {
 		t.Errorf("%d workloads carry checksum/scrape, want 3 (the adapter, the KEDA scaler, the converter's controller)", n)
 	}
 }
+
+// Every workload can be placed: each one's nodeSelector and tolerations values reach its pod template
+// (the converter's controller had neither, so clusters whose nodes need a toleration could not schedule it).
+func TestChartPlacesEveryWorkload(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	workloads := map[string]string{ // values prefix: the workload it places
+		"adapter":              "Deployment/tokenscale/tokenscale-adapter",
+		"kedaScaler":           "Deployment/tokenscale/tokenscale-keda-scaler",
+		"converter.controller": "Deployment/tokenscale/tokenscale-converter-controller",
+		"converter.agent":      "DaemonSet/tokenscale/tokenscale-converter-agent",
+	}
+	set := []string{"kedaScaler.enabled=true", "converter.enabled=true"}
+	for prefix := range workloads {
+		set = append(set, prefix+".nodeSelector.pool="+prefix, prefix+".tolerations[0].key="+prefix, prefix+".tolerations[0].operator=Exists")
+	}
+	got := render(t, helm, set...)
+	for prefix, k := range workloads {
+		o := got[k]
+		if o == nil {
+			t.Errorf("%s: not rendered (have %v)", k, keys(got))
+			continue
+		}
+		spec := get(o, "spec", "template", "spec")
+		if v := get(spec, "nodeSelector", "pool"); v != prefix {
+			t.Errorf("%s: nodeSelector pool = %v, want %q from %s.nodeSelector", k, v, prefix, prefix)
+		}
+		tol, _ := get(spec, "tolerations").([]any)
+		found := false
+		for _, x := range tol {
+			found = found || get(x, "key") == prefix
+		}
+		if !found {
+			t.Errorf("%s: tolerations %v, want one with key %q from %s.tolerations", k, tol, prefix, prefix)
+		}
+	}
+}
