@@ -759,20 +759,31 @@ func TestChartAllowCrossNamespace(t *testing.T) {
 	}
 }
 
-// A budget one adapter must keep would block every drain of its node: with one replica no
-// PodDisruptionBudget is rendered, with two it is.
-func TestChartAdapterBudgetNeedsASpareReplica(t *testing.T) {
+// A budget one pod must keep would block every drain of its node: for the adapter, the KEDA scaler and
+// the converter's controller, with one replica no PodDisruptionBudget is rendered, with two it is.
+func TestChartBudgetsNeedASpareReplica(t *testing.T) {
 	helm := os.Getenv("TOKENSCALE_HELM")
 	if helm == "" {
 		t.Skip(noHelm)
 	}
-	for replicas, want := range map[string]bool{"1": false, "2": true} {
-		out, err := exec.Command(helm, helmArgs([]string{"adapter.replicas=" + replicas})...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("adapter.replicas=%s: %v: %s", replicas, err, out)
-		}
-		if got := bytes.Contains(out, []byte("kind: PodDisruptionBudget")); got != want {
-			t.Errorf("adapter.replicas=%s: PodDisruptionBudget rendered %v, want %v", replicas, got, want)
+	// Each workload with a budget: the values that enable it and set its replicas, and the budget's name.
+	for _, w := range []struct{ enable, replicas, name string }{
+		{"", "adapter.replicas", "tokenscale-adapter"},
+		{"kedaScaler.enabled=true", "kedaScaler.replicas", "tokenscale-keda-scaler"},
+		{"converter.enabled=true", "converter.controller.replicas", "tokenscale-converter-controller"},
+	} {
+		for replicas, want := range map[string]bool{"1": false, "2": true} {
+			set := []string{w.replicas + "=" + replicas}
+			if w.enable != "" {
+				set = append(set, w.enable)
+			}
+			if w.replicas == "converter.controller.replicas" && replicas == "1" {
+				set = append(set, "converter.controller.leaderElection=false")
+			}
+			got := render(t, helm, set...)["PodDisruptionBudget/tokenscale/"+w.name] != nil
+			if got != want {
+				t.Errorf("%s=%s: PodDisruptionBudget %s rendered %v, want %v", w.replicas, replicas, w.name, got, want)
+			}
 		}
 	}
 }
