@@ -286,4 +286,22 @@ func TestConversionsAreUnknownWhileThePrefillPoolIs(t *testing.T) {
 	if x, err := snap.Pools[PoolKey{Namespace: "llm", Name: "decode"}].Value(Conversions); err != nil || x != 0 {
 		t.Fatalf("conversions with no prefill pod: %v, %v; want a known 0", x, err)
 	}
+	// The same where the prefill pool is fixed to the namespace, so it has an instance with no pods (a
+	// prefill pool scaled to zero, docs/keda.md), and unknown again once it has a pod that is not Ready.
+	cfg.Pools[0].Namespace = "llm"
+	if cfg.Pools[0].Role != config.RolePrefill {
+		t.Fatalf("default pools: %+v, want prefill first", cfg.Pools)
+	}
+	m = Assign(cfg, []Pod{{Key: d, Labels: map[string]string{"llm-d.ai/role": "decode"}, IP: "10.0.0.2", Ready: true}})
+	snap = Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(5*time.Second))
+	if x, err := snap.Pools[PoolKey{Namespace: "llm", Name: "decode"}].Value(Conversions); err != nil || x != 0 {
+		t.Fatalf("conversions with no prefill pod, the prefill pool fixed to the namespace: %v, %v; want a known 0", x, err)
+	}
+	m = Assign(cfg, []Pod{
+		{Key: p, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1"},
+		{Key: d, Labels: map[string]string{"llm-d.ai/role": "decode"}, IP: "10.0.0.2", Ready: true}})
+	snap = Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(6*time.Second))
+	if x, err := snap.Pools[PoolKey{Namespace: "llm", Name: "decode"}].Value(Conversions); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("conversions with no prefill pod Ready, the prefill pool fixed to the namespace: %v, %v; want ErrUnknown", x, err)
+	}
 }
