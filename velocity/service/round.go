@@ -185,9 +185,9 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 		for _, v := range views {
 			switch v.Config.Role {
 			case config.RoleDecode:
-				dec = pickFirst(dec, v)
+				dec = pickFirst(m, dec, v)
 			default:
-				pre = pickFirst(pre, v)
+				pre = pickFirst(m, pre, v)
 			}
 		}
 		d := ctrl.Decide(now, c.Policy, g, poolOf(pre), statusOf(pre), poolOf(dec), statusOf(dec))
@@ -236,8 +236,12 @@ func prefillUnknown(c *config.Config, m *Members, pre, dec *PoolView) error {
 }
 
 // pickFirst keeps one pool per role in a group; extra pools of the same role are reported, not sized.
-func pickFirst(cur, v *PoolView) *PoolView {
-	if cur == nil || v.Key.Name < cur.Key.Name {
+// A pool with pods in the namespace goes before one without (a pool fixed to the namespace has an
+// instance there even with none, which would otherwise take the place of a pool with Ready pods), then
+// the first by name.
+func pickFirst(m *Members, cur, v *PoolView) *PoolView {
+	has := func(x *PoolView) bool { return len(x.Pods) > 0 || m.Matching[x.Key] > 0 }
+	if cur == nil || has(v) && !has(cur) || has(v) == has(cur) && v.Key.Name < cur.Key.Name {
 		if cur != nil {
 			cur.Err = fmt.Errorf("pool %s: another pool of the same role (%s) in group %s is sized instead", cur.Key, v.Key.Name, v.Group)
 		}

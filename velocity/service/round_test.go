@@ -103,6 +103,51 @@ pools:
 	}
 }
 
+// Of two pools of one role in a group, the one with pods in the namespace is sized: a pool fixed to the
+// namespace has an instance there with none, and sorting first by name it took the place of the pool
+// whose Ready pods serve, which then answered every number as unknown. With pods in both, the first by
+// name is sized and the other says which was.
+func TestGroupSizesThePoolWithPods(t *testing.T) {
+	cfg, err := config.Parse([]byte(`version: tokenscale.io/v1alpha1
+pools:
+- {name: a-prefill, namespace: llm, role: prefill, selector: {model: a}}
+- {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}}
+- {name: decode, role: decode, selector: {llm-d.ai/role: decode}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(store.Options{StaleAfter: time.Hour}, nil)
+	p, a, d := store.PodKey{Namespace: "llm", Name: "p"}, store.PodKey{Namespace: "llm", Name: "a"}, store.PodKey{Namespace: "llm", Name: "d"}
+	t0 := time.Now()
+	for _, k := range []store.PodKey{p, a, d} {
+		st.Record(k, t0, prefillPage(0))
+		st.Record(k, t0.Add(time.Second), prefillPage(100))
+	}
+	pods := []Pod{
+		{Key: p, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1", Ready: true},
+		{Key: d, Labels: map[string]string{"llm-d.ai/role": "decode"}, IP: "10.0.0.2", Ready: true}}
+	ctrl := policy.NewController()
+	m := Assign(cfg, pods)
+	snap := Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(time.Second))
+	sized, other := snap.Pools[PoolKey{"llm", "prefill"}], snap.Pools[PoolKey{"llm", "a-prefill"}]
+	if sized == nil || sized.Err != nil || !sized.HasDesired {
+		t.Fatalf("llm/prefill, the pool with a Ready pod: %+v, want it sized", sized)
+	}
+	if other == nil || other.Err == nil || !strings.Contains(other.Err.Error(), "(prefill) in group llm/llm is sized instead") {
+		t.Fatalf("llm/a-prefill, no pods: %+v, want an error naming the pool sized instead", other)
+	}
+	m = Assign(cfg, append(pods, Pod{Key: a, Labels: map[string]string{"model": "a"}, IP: "10.0.0.3", Ready: true}))
+	snap = Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(2*time.Second))
+	sized, other = snap.Pools[PoolKey{"llm", "a-prefill"}], snap.Pools[PoolKey{"llm", "prefill"}]
+	if sized == nil || sized.Err != nil || !sized.HasDesired {
+		t.Fatalf("llm/a-prefill, with pods in both: %+v, want it sized (first by name)", sized)
+	}
+	if other == nil || other.Err == nil || !strings.Contains(other.Err.Error(), "(a-prefill) in group llm/llm is sized instead") {
+		t.Fatalf("llm/prefill, with pods in both: %+v, want an error naming the pool sized instead", other)
+	}
+}
+
 // A snapshot answers for pods as its round saw them: later scrapes recorded in the store do not change
 // what it serves, so a pod's value and its pool's in one answer come from the same round.
 func TestSnapshotServesItsOwnRound(t *testing.T) {
