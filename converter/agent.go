@@ -74,10 +74,17 @@ type Agent struct {
 	// revert to decode, got no answer (ErrNoAnswer). While such a pod is leased the switch to prefill is
 	// sent again, since nothing else says the engine took the prefill work it is counted for.
 	unanswered map[types.NamespacedName]unanswered
+	// lost holds the pods whose revert for lost headroom failed, with the refusal to record: the next
+	// recheck reverts them whatever the headroom reads then, as an engine that switched to decode without
+	// answering has its headroom back while it only decodes.
+	lost map[types.NamespacedName]refusal
 	// started is when this agent started: a converted status written before it was written by an earlier
 	// agent, whose answers, and re-sends, this one does not know.
 	started time.Time
 }
+
+// refusal is why a pod's headroom went, as recorded in its status.
+type refusal struct{ reason, detail string }
 
 // unanswered is when a pod's switch was last sent without an answer, and how many re-sends went since.
 type unanswered struct {
@@ -106,7 +113,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 		o.Recheck = 30 * time.Second
 	}
 	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{},
-		started: o.Now()}
+		lost: map[types.NamespacedName]refusal{}, started: o.Now()}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -478,17 +485,26 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	if !due {
 		return nil
 	}
-	ok, reason, detail := a.o.GPUs.Check(ctx, pod)
-	if ok || reason == protocol.ReasonBusy {
-		return nil
+	a.mu.Lock()
+	r, pending := a.lost[podKey(pod)]
+	a.mu.Unlock()
+	reason, detail := r.reason, r.detail
+	if !pending {
+		var ok bool
+		ok, reason, detail = a.o.GPUs.Check(ctx, pod)
+		if ok || reason == protocol.ReasonBusy {
+			return nil
+		}
 	}
 	a.forget(pod)
 	start := time.Now()
 	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
-		// Tried again at the next recheck, as before: a pod seen for the first time would get the switch to
-		// prefill sent again (noteUnknownRole), the wrong way for a pod whose headroom went.
+		// Tried again at the next recheck, whatever the headroom then (lost): a pod seen for the first time
+		// would get the switch to prefill sent again (noteUnknownRole), the wrong way for a pod whose
+		// headroom went.
 		a.mu.Lock()
 		a.checked[podKey(pod)] = now
+		a.lost[podKey(pod)] = refusal{reason, detail}
 		a.mu.Unlock()
 		return fmt.Errorf("reverting %s after its headroom went (%s): %w", podRef(pod), reason, err)
 	}
@@ -506,6 +522,7 @@ func (a *Agent) forget(pod *corev1.Pod) {
 	a.mu.Lock()
 	delete(a.checked, podKey(pod))
 	delete(a.unanswered, podKey(pod))
+	delete(a.lost, podKey(pod))
 	a.mu.Unlock()
 }
 
