@@ -153,6 +153,13 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}}
 }
 
+// timedOut says whether a scrape used up its timeout: no answer in time, or a page still parsing at the
+// deadline (abandoned as engine.ErrParseTimeout), which held its slot as long. Such pods start last in
+// the next round.
+func timedOut(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, engine.ErrParseTimeout)
+}
+
 func (s *Scraper) getBuf() *[]byte { return s.bufs.Get().(*[]byte) }
 
 func (s *Scraper) putBuf(b *[]byte) {
@@ -232,10 +239,10 @@ dispatch:
 			if s.obs != nil {
 				s.obs.ObserveScrape(t.Pool, s.now().Sub(start), err)
 			}
-			timedOut := errors.Is(err, context.DeadlineExceeded)
+			slow := timedOut(err)
 			s.schedMu.Lock()
 			ps := s.sched[t.Pod]
-			ps.slow = timedOut
+			ps.slow = slow
 			s.sched[t.Pod] = ps
 			s.schedMu.Unlock()
 			if err != nil {

@@ -442,3 +442,22 @@ func TestScrapeIsStampedWhenThePageArrives(t *testing.T) {
 		t.Fatalf("PrefillTPS %v (%v), want 1000", v.PrefillTPS, err)
 	}
 }
+
+// A page still parsing at the pod's deadline held its concurrency slot as long as one that never
+// answered, so it marks the pod slow (it starts last in the next round) as a timeout does; the parse
+// timeout was read as any other error, and such pods kept the first slots round after round.
+func TestParseTimeoutMarksThePodSlow(t *testing.T) {
+	parse := fmt.Errorf("scrape ns/p: %w", clip(fmt.Errorf("%w (abandoned at line %d)", engine.ErrParseTimeout, 1024)))
+	long := fmt.Errorf("scrape ns/p: %w", clip(fmt.Errorf("%w: %s", engine.ErrParseTimeout, strings.Repeat("x", 2*maxErrText))))
+	noAnswer := fmt.Errorf("scrape ns/p: %w", context.DeadlineExceeded)
+	for _, err := range []error{parse, long, noAnswer} {
+		if !timedOut(err) {
+			t.Errorf("%.80v: not taken for a timeout", err)
+		}
+	}
+	for _, err := range []error{fmt.Errorf("scrape ns/p: %w", ErrBodyTooLarge), errors.New("connection refused"), nil} {
+		if timedOut(err) {
+			t.Errorf("%v: taken for a timeout", err)
+		}
+	}
+}
