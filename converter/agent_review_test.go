@@ -580,21 +580,7 @@ func TestAgentAsksAnSGLangEngineItsRoleAfterARestart(t *testing.T) {
 // A pod whose headroom went and whose revert failed is reverted again at the next recheck; it is not
 // taken for a pod of unknown role, which would be sent the switch to prefill.
 func TestAgentRetriesARevertForLostHeadroomWithoutSwitchingToPrefill(t *testing.T) {
-	a, client, clk, act, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
-	})
-	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
-		t.Fatal(err)
-	}
-	a.o.GPUs = &fixedGPUs{reason: protocol.ReasonMemoryShort, detail: "free 1 GiB"}
-	port := act.Port
-	act.Port = closedPort(t) // the revert gets no answer
-	clk.Set(t0.Add(a.o.Recheck))
-	lease(t, client, t0.Add(a.o.Recheck))
-	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err == nil {
-		t.Fatal("a revert to a closed port succeeded")
-	}
-	act.Port = port
+	a, client, clk, asked := unansweredRevertForLostHeadroom(t)
 	clk.Set(t0.Add(a.o.Recheck + time.Second))
 	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
 		t.Fatal(err)
@@ -616,6 +602,22 @@ func TestAgentRetriesARevertForLostHeadroomWithoutSwitchingToPrefill(t *testing.
 // then reads as back: an engine that took the switch to decode without answering has it back while it
 // only decodes, and reading it as kept left the pod counted as converted, renewed, doing no prefill work.
 func TestAgentRetriesARevertForLostHeadroomWhateverItReadsThen(t *testing.T) {
+	a, client, clk, asked := unansweredRevertForLostHeadroom(t)
+	a.o.GPUs = &fixedGPUs{ok: true} // the engine decodes only now: its memory is back
+	clk.Set(t0.Add(2 * a.o.Recheck))
+	lease(t, client, t0.Add(2*a.o.Recheck))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; strings.Join(asked(), ",") != "prefill,decode" || !strings.HasPrefix(s, "refused: "+protocol.ReasonMemoryShort) {
+		t.Errorf("roles asked %v, status %q at the next recheck; want decode sent again and the first refusal recorded", asked(), s)
+	}
+}
+
+// unansweredRevertForLostHeadroom converts an SGLang pod, then has its headroom go at the first recheck
+// with the revert sent to a closed port (no answer); the engine answers again afterwards.
+func unansweredRevertForLostHeadroom(t *testing.T) (*Agent, *fake.Clientset, *clock, func() []string) {
+	t.Helper()
 	a, client, clk, act, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
 	})
@@ -631,15 +633,7 @@ func TestAgentRetriesARevertForLostHeadroomWhateverItReadsThen(t *testing.T) {
 		t.Fatal("a revert to a closed port succeeded")
 	}
 	act.Port = port
-	a.o.GPUs = &fixedGPUs{ok: true} // the engine decodes only now: its memory is back
-	clk.Set(t0.Add(2 * a.o.Recheck))
-	lease(t, client, t0.Add(2*a.o.Recheck))
-	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
-		t.Fatal(err)
-	}
-	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; strings.Join(asked(), ",") != "prefill,decode" || !strings.HasPrefix(s, "refused: "+protocol.ReasonMemoryShort) {
-		t.Errorf("roles asked %v, status %q at the next recheck; want decode sent again and the first refusal recorded", asked(), s)
-	}
+	return a, client, clk, asked
 }
 
 // closedPort is a local port nothing listens on.
