@@ -564,3 +564,40 @@ func TestLabelValuesInMessagesAreQuoted(t *testing.T) {
 		t.Errorf("EngineRole = %q from an engine_type holding an escape, want invalid", sg.EngineRole)
 	}
 }
+
+// A parse error is printable, whatever bytes of the page it repeats: the scanner wrote an invalid escape's
+// byte as it was, and expfmt's messages (on a page only it reads, with a quoted name) do the same and
+// quote a whole malformed value; `tokenscale inspect` prints the error and the adapter's 503 carries it.
+func TestParseErrorsArePrintable(t *testing.T) {
+	const head = "vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 0\n"
+	for name, page := range map[string]string{
+		"scanner, an escape of ESC":   head + "vllm:num_requests_running{a=\"\\\x1b[31m\"} 1\n",
+		"scanner, an escape of a C1":  head + "vllm:num_requests_running{a=\"\\\xc2\x9b\"} 1\n",
+		"scanner, a raw byte":         head + "vllm:num_requests_running{a=\"\\\x9b\"} 1\n",
+		"expfmt, an escape of ESC":    head + "{\"vllm:num_requests_running\",a=\"\\\x1b[31m\"} 1\n",
+		"expfmt, a long bad value":    head + "{\"vllm:num_requests_running\"} 1\x1b" + strings.Repeat("9", 1<<20) + "\n",
+		"scanner, a bad value w/ ESC": head + "vllm:num_requests_running 1\x1b[2J\n",
+	} {
+		_, err := ExtractBytes([]byte(page), VLLM)
+		if err == nil {
+			t.Errorf("%s: no error", name)
+			continue
+		}
+		var report bytes.Buffer
+		_ = Report(&report, []byte(page), VLLM)
+		for _, m := range []string{err.Error(), report.String()} {
+			if !utf8.ValidString(m) {
+				t.Errorf("%s: not valid UTF-8: %q", name, m)
+			}
+			for _, r := range m {
+				if r < 0x20 && r != '\n' || r >= 0x7f && r <= 0x9f {
+					t.Errorf("%s: holds %U: %q", name, r, m)
+					break
+				}
+			}
+		}
+		if len(err.Error()) > maxErrorText+len("… (truncated)")+4 {
+			t.Errorf("%s: an error of %d bytes", name, len(err.Error()))
+		}
+	}
+}

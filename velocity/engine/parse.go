@@ -35,7 +35,42 @@ func parseBytesBefore(buf []byte, sink sampleSink, deadline time.Time) error {
 	if err != nil && !errors.Is(err, ErrParseTimeout) && isJSON(buf) {
 		return ErrJSONPage
 	}
-	return err
+	if err != nil {
+		return &pageError{msg: printable(err.Error()), err: err}
+	}
+	return nil
+}
+
+// pageError is a parse error whose text is safe to print: expfmt's messages, and some of the scanner's,
+// repeat bytes of the page as they are (an invalid escape's byte, a value), which a hostile page makes a
+// terminal escape in `tokenscale inspect` or a 503's text.
+type pageError struct {
+	msg string
+	err error
+}
+
+func (e *pageError) Error() string { return e.msg }
+func (e *pageError) Unwrap() error { return e.err }
+
+// maxErrorText bounds a parse error's text: expfmt quotes a whole malformed value, up to the page's size.
+const maxErrorText = 512
+
+// printable returns s with control characters (C0, DEL and C1) written as \xNN, invalid UTF-8 replaced,
+// and at most maxErrorText bytes, cut on a character boundary.
+func printable(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\ufffd") {
+		if b.Len() >= maxErrorText {
+			b.WriteString("… (truncated)")
+			break
+		}
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // ErrJSONPage is a page that is a JSON document, not Prometheus text: what trtllm-serve answers on /metrics.
@@ -666,7 +701,7 @@ func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, er
 				case 'n':
 					val = append(val, '\n')
 				default:
-					return dst, i, fmt.Errorf("invalid escape sequence '\\%c' in label %q", ln[i], clipS(lname))
+					return dst, i, fmt.Errorf("invalid escape sequence %q in label %q", "\\"+string(ln[i:i+1]), clipS(lname))
 				}
 				i++
 				continue
