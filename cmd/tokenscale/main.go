@@ -13,13 +13,16 @@ import (
 	"time"
 
 	"github.com/tokenscale/tokenscale/internal/version"
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 const usage = `usage: tokenscale <command> [flags]
 
 commands:
-  inspect [--engine auto|vllm|sglang|trtllm] FILE|URL|-   explain what a /metrics page gives tokenscale
+  inspect [--engine auto|vllm|sglang|trtllm] [--timeout 5s] FILE|URL|-
+                                                           explain what a /metrics page gives tokenscale
+                                                           (flags before the page)
   version                                                  print the version, commit and build date
 
 The demo is a separate command: go run ./cmd/tokenscale-demo --help
@@ -59,7 +62,7 @@ func inspect(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 5*time.Second, "timeout when fetching a URL")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
-		return fmt.Errorf("inspect needs one FILE, URL or - (stdin)")
+		return fmt.Errorf("inspect needs one FILE, URL or - (stdin), after its flags; got %q", fs.Args())
 	}
 	kind, err := engine.ParseKind(*eng)
 	if err != nil {
@@ -69,10 +72,25 @@ func inspect(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if limit := config.Default().Scrape.MaxBodyBytes; int64(len(page)) > limit {
+		fmt.Fprintf(os.Stderr, "warning: the page is %d bytes, above the adapter's default scrape.maxBodyBytes (%d): raise it, or the adapter refuses this page\n", len(page), limit)
+	}
 	if err := engine.Report(os.Stdout, page, kind); err != nil {
 		os.Exit(1) // the report already said why
 	}
 	return nil
+}
+
+// noRedirects answers a redirect as it is: the adapter's scraper treats one as an error, and a page read
+// behind one would report what the adapter never reads.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// clipped bounds a value a server chose, for an error message (%q then escapes what is not printable).
+func clipped(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
 
 func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error) {
@@ -84,11 +102,15 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 		if err != nil {
 			return nil, err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := noRedirects.Do(req)
 		if err != nil {
 			return nil, fmt.Errorf("fetching %s: %w", src, err)
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			return nil, fmt.Errorf("fetching %s: HTTP %d to %q: the adapter follows no redirect, so it would not read this page either; inspect the URL it scrapes",
+				src, resp.StatusCode, clipped(resp.Header.Get("Location")))
+		}
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("fetching %s: HTTP %d", src, resp.StatusCode)
 		}
