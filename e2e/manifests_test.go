@@ -139,12 +139,25 @@ func TestPreflightRefusesForeignAPIService(t *testing.T) {
 		t.Fatalf("preflight without external metrics must pass (custom metrics are tokenscale's): %v\n%s", err, out)
 	}
 	// With the rendered install (what `make preflight OVERLAY=...` passes), the overlay says which APIs.
+	// A render saved with CRLF lines is read as the same objects (it read as "no APIService"), and a render
+	// for another namespace is checked against its own Service, so tokenscale's install here is another
+	// owner to it.
 	for _, c := range []struct {
-		overlay string
-		exit    int
-	}{{"external-metrics", 1}, {"default", 0}, {"keda", 0}} {
-		rendered := kubectl(t, "", "kustomize", filepath.Join("..", "manifests/overlays", c.overlay))
-		f := filepath.Join(t.TempDir(), c.overlay+".yaml")
+		dir, want string
+		crlf      bool
+		exit      int
+	}{
+		{"overlays/external-metrics", "keda/keda-operator-metrics-apiserver", false, 1},
+		{"overlays/default", "already served by tokenscale", false, 0},
+		{"overlays/default", "already served by tokenscale", true, 0},
+		{"overlays/keda", "registers no APIService", false, 0},
+		{"examples/other-namespace", "not inference/tokenscale-adapter", false, 1},
+	} {
+		rendered := kubectl(t, "", "kustomize", filepath.Join("..", "manifests", c.dir))
+		if c.crlf {
+			rendered = strings.ReplaceAll(rendered, "\n", "\r\n")
+		}
+		f := filepath.Join(t.TempDir(), "rendered.yaml")
 		if err := os.WriteFile(f, []byte(rendered), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -155,8 +168,8 @@ func TestPreflightRefusesForeignAPIService(t *testing.T) {
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		if code != c.exit {
-			t.Errorf("preflight --from the %s overlay: exit %d, want %d\n%s", c.overlay, code, c.exit, out)
+		if code != c.exit || !strings.Contains(out, c.want) {
+			t.Errorf("preflight --from %s (CRLF %v): exit %d, want %d saying %q\n%s", c.dir, c.crlf, code, c.exit, c.want, out)
 		}
 	}
 }

@@ -6,12 +6,14 @@
 #   hack/preflight.sh [--external-metrics]     the custom metrics APIServices (and the external one)
 #   hack/preflight.sh --from FILE|-            the APIServices a rendered install would write: the output
 #                                              of `kubectl kustomize OVERLAY` or `helm template ...`
-#                                              (set NAMESPACE when the install runs outside tokenscale)
-#   (KUBECTL and KUBECONFIG are honoured; NAMESPACE is where tokenscale runs or will run, default tokenscale)
+#                                              (each APIService is checked against the Service it names)
+#   (KUBECTL and KUBECONFIG are honoured; NAMESPACE is where tokenscale runs or will run, default tokenscale,
+#   for the checks without --from)
 set -uo pipefail
 KUBECTL=${KUBECTL:-kubectl}
 OWNER="${NAMESPACE:-tokenscale}/tokenscale-adapter"
 apis=(v1beta1.custom.metrics.k8s.io v1beta2.custom.metrics.k8s.io)
+owners=() # with --from: the Service each rendered APIService names
 usage="usage: $0 [--external-metrics | --from FILE|-]"
 case "${1:-}" in
   "") ;;
@@ -20,24 +22,50 @@ case "${1:-}" in
     [[ $# -eq 2 ]] || { echo "$usage" >&2; exit 2; }
     src=$2
     [[ "$src" == - ]] && src=/dev/stdin
-    if ! input=$(cat -- "$src") || ! grep -q '^kind:' <<<"$input"; then
+    # CRLF lines (a render saved on Windows) read as LF ones: a kind of "APIService\r" matched nothing.
+    if ! input=$(cat -- "$src" | tr -d '\r') || ! grep -q '^kind:' <<<"$input"; then
       # A failed render piped in (kustomize's error went to stderr) must not read as "nothing to check".
       echo "preflight: read no Kubernetes objects from ${2/#-/stdin}" >&2
       exit 2
     fi
-    # The metadata.name of every kind: APIService document, as kubectl kustomize and helm template print them.
+    # The metadata.name of every kind: APIService document and the Service it names (namespace/name, "/"
+    # for none), as kubectl kustomize (block style) and helm template (flow style) print them.
     if ! rendered=$(awk '
-        function flush() { if (kind == "APIService") print (name == "" ? "!" : name); kind = ""; name = ""; meta = 0 }
+        function unq(s) { gsub(/["\047]/, "", s); return s }
+        function flush() {
+          if (kind == "APIService") print (name == "" ? "!" : name) " " sns "/" sname
+          kind = ""; name = ""; meta = 0; spec = 0; svc = 0; sns = ""; sname = ""
+        }
         /^---/ { flush(); next }
         /^kind:[ \t]/ { kind = $2 }
         /^metadata:/ { meta = 1; next }
-        /^[^ \t#]/ { meta = 0 }
-        meta && name == "" && /^  name:[ \t]/ { name = $2; gsub(/["\047]/, "", name) }
+        /^spec:/ { spec = 1; next }
+        /^[^ \t#]/ { meta = 0; spec = 0; svc = 0 }
+        meta && name == "" && /^  name:[ \t]/ { name = unq($2) }
+        spec && /^  service:[ \t]*\{/ {
+          if (match($0, /namespace:[ \t]*[^,} \t]+/)) { v = substr($0, RSTART, RLENGTH); sub(/namespace:[ \t]*/, "", v); sns = unq(v) }
+          if (match($0, /[{, \t]name:[ \t]*[^,} \t]+/)) { v = substr($0, RSTART + 1, RLENGTH - 1); sub(/name:[ \t]*/, "", v); sname = unq(v) }
+          next
+        }
+        spec && /^  service:[ \t]*$/ { svc = 1; next }
+        spec && /^  [^ ]/ { svc = 0 }
+        svc && /^    namespace:[ \t]/ { sns = unq($2) }
+        svc && /^    name:[ \t]/ { sname = unq($2) }
         END { flush() }' <<<"$input"); then
       echo "preflight: cannot read $2" >&2
       exit 2
     fi
-    mapfile -t apis <<<"$rendered"
+    apis=() owners=()
+    while read -r a o; do
+      [[ -n "$a" ]] || continue
+      apis+=("$a") owners+=("$o")
+    done <<<"$rendered"
+    for i in "${!apis[@]}"; do
+      if [[ "${owners[$i]}" == "/" && "${apis[$i]}" != "!" ]]; then
+        echo "preflight: the APIService ${apis[$i]} in ${2/#-/stdin} names no Service this script can read" >&2
+        exit 2
+      fi
+    done
     for a in "${apis[@]}"; do
       if [[ "$a" == "!" ]]; then
         # Better no answer than a pass that skipped an APIService (flow-style metadata, CRLF lines).
@@ -54,22 +82,29 @@ case "${1:-}" in
 esac
 
 conflicts=0
-for api in "${apis[@]}"; do
-  if ! out=$("$KUBECTL" get apiservice "$api" -o 'jsonpath={.spec.service.namespace}/{.spec.service.name}' 2>&1); then
-    if grep -q NotFound <<<"$out"; then
+errs=$(mktemp) || exit 2
+trap 'rm -f "$errs"' EXIT
+for i in "${!apis[@]}"; do
+  api=${apis[$i]}
+  # With --from, the owner is the Service the rendered APIService names (another namespace's install of
+  # tokenscale is someone else's).
+  owner=${owners[$i]:-$OWNER}
+  # Only stdout is compared: kubectl's warnings (an exec credential plugin's, throttling) go to stderr.
+  if ! out=$("$KUBECTL" get apiservice "$api" -o 'jsonpath={.spec.service.namespace}/{.spec.service.name}' 2>"$errs"); then
+    if grep -q NotFound "$errs"; then
       echo "ok: $api is free"
       continue
     fi
-    echo "preflight: cannot read APIService $api: $out" >&2
+    echo "preflight: cannot read APIService $api: $(cat "$errs") $out" >&2
     exit 2
   fi
-  if [[ "$out" == "$OWNER" ]]; then
-    echo "ok: $api is already served by tokenscale ($OWNER)"
+  if [[ "$out" == "$owner" ]]; then
+    echo "ok: $api is already served by tokenscale ($owner)"
   elif [[ "$out" == "/" ]]; then
     echo "CONFLICT: $api is served by the kube-apiserver itself; tokenscale cannot replace it." >&2
     conflicts=1
   else
-    echo "CONFLICT: $api is served by $out. Installing tokenscale would take it over and break whatever" >&2
+    echo "CONFLICT: $api is served by $out, not $owner. Installing tokenscale would take it over and break whatever" >&2
     echo "          reads metrics from $out. Remove that registration first if you mean to replace it, or" >&2
     echo "          keep it and install tokenscale without this API (see manifests/README.md)." >&2
     conflicts=1
