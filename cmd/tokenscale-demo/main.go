@@ -7,8 +7,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -46,7 +48,27 @@ func runDemo(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.HPASync, "hpa-sync", time.Second, "the HPA controller's sync period (Kubernetes' default is 15s)")
 	fs.StringVar(&o.RepoRoot, "repo", ".", "the tokenscale checkout (manifests/, hack/, cmd/)")
 	_ = fs.Parse(args)
+	if err := checkFlags(o.Speedup, map[string]time.Duration{"cold-start": o.ColdStart, "hpa-sync": o.HPASync}, o.Duration); err != nil {
+		return err
+	}
 	return kubedemo.Run(ctx, o)
+}
+
+// checkFlags refuses values the demos would otherwise replace by their defaults without a word: a speedup
+// that is not a positive number, a positive duration (named) that is not, and a negative --duration.
+func checkFlags(speedup float64, positive map[string]time.Duration, duration time.Duration) error {
+	if !(speedup > 0 && speedup <= 1e6) {
+		return fmt.Errorf("--speedup %v: want trace seconds per second above 0 (and at most 1e6)", speedup)
+	}
+	for _, name := range slices.Sorted(maps.Keys(positive)) {
+		if d := positive[name]; d <= 0 {
+			return fmt.Errorf("--%s %s: want a positive duration", name, d)
+		}
+	}
+	if duration < 0 {
+		return fmt.Errorf("--duration %s: want 0 (until the trace ends) or a positive duration", duration)
+	}
+	return nil
 }
 
 // noK8s says whether the arguments ask for the demo without Kubernetes, in any form the flag package
@@ -80,5 +102,8 @@ func runLoopbackDemo(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.ColdStart, "cold-start", 8*time.Second, "time before a new engine is Ready")
 	fs.DurationVar(&o.Skip, "skip", 0, "trace time to skip at the start")
 	_ = fs.Parse(args)
+	if err := checkFlags(o.Speedup, map[string]time.Duration{"cold-start": o.ColdStart, "duration": o.Duration}, 0); err != nil {
+		return err
+	}
 	return demo.Run(ctx, o)
 }

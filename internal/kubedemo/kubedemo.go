@@ -139,6 +139,10 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	// Before the control plane is built (minutes the first time), not after.
+	if err := trace.CheckSkip(reqs, o.Skip); err != nil {
+		return err
+	}
 	bin, err := ControlPlaneBinaries(o.RepoRoot, o.Progress)
 	if err != nil {
 		return err

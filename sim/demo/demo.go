@@ -66,6 +66,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	if err := trace.CheckSkip(reqs, o.Skip); err != nil {
+		return err
+	}
 	cfg := config.Default()
 	cfg.Policy.ColdStart.Duration = o.ColdStart
 	cfg.Policy.ScaleDownWindow.Duration = 20 * time.Second

@@ -4,6 +4,7 @@ package trace
 import (
 	"cmp"
 	"embed"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,6 +27,18 @@ const BlockTokens = 512
 
 //go:embed azure2023_code.csv
 var azureCode string
+
+// CheckSkip refuses a replay start that leaves no request of reqs to replay, naming the span they cover:
+// the demos otherwise started everything and stopped at once with nothing shown.
+func CheckSkip(reqs []Request, skip time.Duration) error {
+	if len(reqs) == 0 {
+		return errors.New("the trace has no requests")
+	}
+	if end := reqs[len(reqs)-1].Arrival; skip < 0 || skip >= end {
+		return fmt.Errorf("--skip %s: the trace's requests arrive between 0s and %s", skip, end.Round(time.Second))
+	}
+	return nil
+}
 
 // AzureCode returns the embedded Azure LLM inference 2023 code trace (CC-BY 4.0; see README.md).
 func AzureCode() ([]Request, error) {
