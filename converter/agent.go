@@ -765,4 +765,9 @@ func (a *Agent) keepOnly(pods []*corev1.Pod) {
 			delete(a.unanswered, k)
 		}
 	}
+	for k := range a.lost {
+		if !live[k] {
+			delete(a.lost, k)
+		}
+	}
 }

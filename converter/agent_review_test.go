@@ -614,6 +614,19 @@ func TestAgentRetriesARevertForLostHeadroomWhateverItReadsThen(t *testing.T) {
 	}
 }
 
+// A pod deleted after its revert for lost headroom got no answer leaves nothing behind in the agent: its
+// record was kept for the agent's life, the leak keepOnly exists to prevent.
+func TestAgentForgetsALostRevertOfADeletedPod(t *testing.T) {
+	a, _, _, _ := unansweredRevertForLostHeadroom(t)
+	if len(a.lost) != 1 {
+		t.Fatalf("after the unanswered revert: %d pods recorded, want 1", len(a.lost))
+	}
+	a.keepOnly(nil) // the pod is gone
+	if len(a.lost) != 0 || len(a.checked) != 0 || len(a.unanswered) != 0 {
+		t.Errorf("after the pod is gone: lost %v, checked %v, unanswered %v; want nothing kept", a.lost, a.checked, a.unanswered)
+	}
+}
+
 // unansweredRevertForLostHeadroom converts an SGLang pod, then has its headroom go at the first recheck
 // with the revert sent to a closed port (no answer); the engine answers again afterwards.
 func unansweredRevertForLostHeadroom(t *testing.T) (*Agent, *fake.Clientset, *clock, func() []string) {

@@ -60,6 +60,11 @@ case "${1:-}" in
       [[ -n "$a" ]] || continue
       apis+=("$a") owners+=("$o")
     done <<<"$rendered"
+    # Checked before any loop over them: an empty array is "unbound" to set -u before bash 4.4.
+    if (( ${#apis[@]} == 0 )); then
+      echo "ok: ${2/#-/stdin} registers no APIService; nothing to check"
+      exit 0
+    fi
     for i in "${!apis[@]}"; do
       if [[ "${owners[$i]}" == "/" && "${apis[$i]}" != "!" ]]; then
         echo "preflight: the APIService ${apis[$i]} in ${2/#-/stdin} names no Service this script can read" >&2
@@ -68,15 +73,11 @@ case "${1:-}" in
     done
     for a in "${apis[@]}"; do
       if [[ "$a" == "!" ]]; then
-        # Better no answer than a pass that skipped an APIService (flow-style metadata, CRLF lines).
+        # Better no answer than a pass that skipped an APIService (flow-style metadata).
         echo "preflight: an APIService in ${2/#-/stdin} has no metadata.name this script can read" >&2
         exit 2
       fi
     done
-    if [[ -z "${apis[*]}" ]]; then
-      echo "ok: ${2/#-/stdin} registers no APIService; nothing to check"
-      exit 0
-    fi
     ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac

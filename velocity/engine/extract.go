@@ -127,9 +127,10 @@ const (
 	// maxRoleLen bounds SGLang's engine_type value as kept in a Snapshot.
 	maxRoleLen = 64
 	// maxSeries bounds the series of the metrics read that one page may make the extractor hold, all
-	// fields together (a line read by several fields holds a series in each): each costs about 200 bytes for a line of about 35, so 4 MiB of distinct label sets
-	// allocated 19 times the page (25 where one line feeds two fields). Engines serve a few dozen; a
-	// data-parallel engine of 64 ranks a few hundred.
+	// fields together (a line read by several fields holds a series in each), so that every field with a
+	// series past it is unknown: each costs about 200 bytes for a line of about 35, and 4 MiB of distinct
+	// label sets allocated 19 times the page (21 where one line feeds two fields). Engines serve a few
+	// dozen; a data-parallel engine of 64 ranks a few hundred.
 	maxSeries = 4096
 )
 

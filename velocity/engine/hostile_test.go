@@ -382,9 +382,10 @@ func allocatedBy(page []byte, kind Kind) (uint64, error) {
 }
 
 // The series a page makes the extractor hold are bounded, all fields together: 4 MiB of distinct label
-// sets of a metric tokenscale reads allocated 19 times the page (25 where one line feeds two fields),
+// sets of a metric tokenscale reads allocated 19 times the page (21 where one line feeds two fields),
 // where the documented bound per scrape is about the page's size. Past maxSeries (a line read by several
-// fields holds a series in each) the field is spoiled, saying why, and the page's other fields are read.
+// fields holds a series in each) every field with a series not yet held is spoiled, saying why; the
+// fields read before it keep their values.
 func TestSeriesAreBounded(t *testing.T) {
 	const head = "vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n"
 	for _, c := range []struct {
@@ -433,6 +434,20 @@ func TestSeriesAreBounded(t *testing.T) {
 		if v, ok := s.Scalar(RequestsWaiting); !ok || v.Value != 2 {
 			t.Errorf("%v: waiting = %v, %v; want 2 read beside the spoiled field", c.kind, v, ok)
 		}
+	}
+	// A field whose first series comes after the bound is spoiled too.
+	var b bytes.Buffer
+	b.WriteString("vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\n")
+	for i := range maxSeries {
+		fmt.Fprintf(&b, "vllm:num_requests_running{a=\"%d\"} 1\n", i)
+	}
+	b.WriteString("vllm:num_requests_waiting 2\n")
+	s, err := ExtractBytes(b.Bytes(), VLLM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := s.Scalar(RequestsWaiting); ok {
+		t.Errorf("waiting = %v read past the bound; want it unknown", v)
 	}
 }
 
@@ -596,7 +611,7 @@ func TestParseErrorsArePrintable(t *testing.T) {
 				}
 			}
 		}
-		if len(err.Error()) > maxErrorText+len("… (truncated)")+4 {
+		if len(err.Error()) > maxErrorText+len(truncated) {
 			t.Errorf("%s: an error of %d bytes", name, len(err.Error()))
 		}
 	}

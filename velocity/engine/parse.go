@@ -55,23 +55,26 @@ func (e *pageError) Unwrap() error { return e.err }
 // maxErrorText bounds a parse error's text: expfmt quotes a whole malformed value, up to the page's size.
 const maxErrorText = 512
 
-// printable returns s with control characters (C0, DEL and C1) written as \xNN, invalid UTF-8 replaced,
-// and at most maxErrorText bytes, cut on a character boundary.
+// printable returns s with control characters (C0, DEL and C1) written as \xNN and invalid UTF-8
+// replaced, cut on a character boundary to at most maxErrorText bytes and a mark saying so.
 func printable(s string) string {
 	var b strings.Builder
 	for _, r := range strings.ToValidUTF8(s, "\ufffd") {
-		if b.Len() >= maxErrorText {
-			b.WriteString("… (truncated)")
+		c := string(r)
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+			c = fmt.Sprintf("\\x%02x", r)
+		}
+		if b.Len()+len(c) > maxErrorText {
+			b.WriteString(truncated)
 			break
 		}
-		if r < 0x20 || r >= 0x7f && r <= 0x9f {
-			fmt.Fprintf(&b, "\\x%02x", r)
-			continue
-		}
-		b.WriteRune(r)
+		b.WriteString(c)
 	}
 	return b.String()
 }
+
+// truncated marks an error text cut at maxErrorText bytes.
+const truncated = "… (truncated)"
 
 // ErrJSONPage is a page that is a JSON document, not Prometheus text: what trtllm-serve answers on /metrics.
 var ErrJSONPage = errors.New("the page is JSON, not Prometheus text exposition (trtllm-serve answers /metrics with JSON " +

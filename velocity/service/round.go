@@ -211,12 +211,14 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 // decide on. nil when the prefill pool is known or has no pods here (nothing to convert for: a known 0).
 func prefillUnknown(c *config.Config, m *Members, pre, dec *PoolView) error {
 	if pre != nil {
-		// A pool fixed to a namespace has an instance there even with no pods: then too nothing is converted
-		// for, as where the pool has no instance.
-		if pre.Err != nil && m.Matching[pre.Key] > 0 {
+		if pre.Err == nil {
+			return nil
+		}
+		if m.Matching[pre.Key] > 0 {
 			return fmt.Errorf("the group's prefill pool %s is unknown: %w", pre.Key, pre.Err)
 		}
-		return nil
+		// A pool fixed to the namespace has an instance there even with no pods: then, as where the group
+		// has no prefill instance, another prefill pool's pods starting there make it unknown, and none a 0.
 	}
 	for i := range c.Pools {
 		pl := &c.Pools[i]

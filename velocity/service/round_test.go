@@ -146,6 +146,15 @@ pools:
 	if other == nil || other.Err == nil || !strings.Contains(other.Err.Error(), "(a-prefill) in group llm/llm is sized instead") {
 		t.Fatalf("llm/prefill, with pods in both: %+v, want an error naming the pool sized instead", other)
 	}
+	// The pool fixed to the namespace with no pods is sized while the other's pods are starting (no
+	// instance): the decoders' conversions are unknown then, not a 0.
+	m = Assign(cfg, []Pod{
+		{Key: p, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: "10.0.0.1"},
+		{Key: d, Labels: map[string]string{"llm-d.ai/role": "decode"}, IP: "10.0.0.2", Ready: true}})
+	snap = Decide(cfg, m, st.List(m.Has), ctrl, t0.Add(3*time.Second))
+	if x, err := snap.Pools[PoolKey{"llm", "decode"}].Value(Conversions); !errors.Is(err, ErrUnknown) || !strings.Contains(err.Error(), "none Ready") {
+		t.Errorf("conversions while llm/prefill's pod starts: %v, %v; want ErrUnknown saying so", x, err)
+	}
 }
 
 // A snapshot answers for pods as its round saw them: later scrapes recorded in the store do not change
