@@ -898,3 +898,28 @@ func TestChartPlacesEveryWorkload(t *testing.T) {
 		}
 	}
 }
+
+// Every component's log verbosity can be set from values; at 0 the flag is left out, as the manifests
+// leave it.
+func TestChartLogLevels(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	got := render(t, helm, "kedaScaler.enabled=true", "converter.enabled=true",
+		"kedaScaler.logLevel=2", "converter.controller.logLevel=3", "converter.agent.logLevel=4")
+	for k, want := range map[string]string{
+		"Deployment/tokenscale/tokenscale-keda-scaler":          "--v=2",
+		"Deployment/tokenscale/tokenscale-converter-controller": "--v=3",
+		"DaemonSet/tokenscale/tokenscale-converter-agent":       "--v=4",
+	} {
+		containers, _ := get(got[k], "spec", "template", "spec", "containers").([]any)
+		if len(containers) == 0 {
+			t.Errorf("%s: no containers rendered", k)
+			continue
+		}
+		if args := fmt.Sprint(get(containers[0], "args")); !strings.Contains(args, want) {
+			t.Errorf("%s: args %s, want %s", k, args, want)
+		}
+	}
+}
