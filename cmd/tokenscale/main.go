@@ -85,14 +85,6 @@ func inspect(ctx context.Context, args []string) error {
 // behind one would report what the adapter never reads.
 var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
-// clipped bounds a value a server chose, for an error message (%q then escapes what is not printable).
-func clipped(s string) string {
-	if len(s) > 200 {
-		return s[:200] + "…"
-	}
-	return s
-}
-
 func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error) {
 	switch {
 	case len(src) > 7 && (src[:7] == "http://" || src[:8] == "https://"):
@@ -108,8 +100,8 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-			return nil, fmt.Errorf("fetching %s: HTTP %d to %q: the adapter follows no redirect, so it would not read this page either; inspect the URL it scrapes",
-				src, resp.StatusCode, clipped(resp.Header.Get("Location")))
+			return nil, fmt.Errorf("fetching %s: HTTP %d to %.200q: the adapter follows no redirect, so it would not read this page either; inspect the URL it scrapes",
+				src, resp.StatusCode, resp.Header.Get("Location"))
 		}
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("fetching %s: HTTP %d", src, resp.StatusCode)

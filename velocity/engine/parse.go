@@ -59,7 +59,7 @@ const maxErrorText = 512
 // replaced, cut on a character boundary to at most maxErrorText bytes and a mark saying so.
 func printable(s string) string {
 	var b strings.Builder
-	for _, r := range strings.ToValidUTF8(s, "\ufffd") {
+	for _, r := range s { // an invalid byte comes as U+FFFD
 		c := string(r)
 		if r < 0x20 || r >= 0x7f && r <= 0x9f {
 			c = fmt.Sprintf("\\x%02x", r)

@@ -242,7 +242,7 @@ func prefillUnknown(c *config.Config, m *Members, pre, dec *PoolView) error {
 // instance there even with none, which would otherwise take the place of a pool with Ready pods), then
 // the first by name.
 func pickFirst(m *Members, cur, v *PoolView) *PoolView {
-	has := func(x *PoolView) bool { return len(x.Pods) > 0 || m.Matching[x.Key] > 0 }
+	has := func(x *PoolView) bool { return m.Matching[x.Key] > 0 } // Ready or not
 	if cur == nil || has(v) && !has(cur) || has(v) == has(cur) && v.Key.Name < cur.Key.Name {
 		if cur != nil {
 			cur.Err = fmt.Errorf("pool %s: another pool of the same role (%s) in group %s is sized instead", cur.Key, v.Key.Name, v.Group)
