@@ -325,7 +325,10 @@ func serveGenPreset(o *trace.Options, explicit map[string]bool, meanRate float64
 
 // serveGenLoad says how ServeGen load was replayed, for the report's header.
 func serveGenLoad(o trace.Options, tr *trace.Trace, lengths string) string {
-	ts := max(o.TimeScale, 1)
+	ts := o.TimeScale // 0 is unset, 1; below 1 is slower, as --time-scale allows down to 0.01
+	if ts <= 0 {
+		ts = 1
+	}
 	span := time.Duration(float64(tr.Requests[len(tr.Requests)-1].Arrival) * ts).Round(time.Minute)
 	return fmt.Sprintf("ServeGen load from %s for %s of trace time, replayed %g× faster (time scale) at rate scale %.4g, %d requests, token lengths drawn from %s",
 		o.Start, span, ts, tr.RateScale, len(tr.Requests), lengths)

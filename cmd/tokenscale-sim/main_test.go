@@ -221,3 +221,21 @@ func TestServeGenFolderDefaults(t *testing.T) {
 		t.Errorf("--lengths dataset on the embedded days: %v after %d bytes of report, want an error saying they carry none, before any trace runs", err, out.Len())
 	}
 }
+
+// The header says the time scale the load was replayed at, below 1 too (a slower replay): it read
+// "1× faster" for 0.5, and halved the trace time.
+func TestServeGenLoadSaysTheTimeScale(t *testing.T) {
+	tr := &trace.Trace{Requests: []trace.Request{{Arrival: 0}, {Arrival: 2 * time.Hour}}, RateScale: 1}
+	for _, c := range []struct {
+		scale float64
+		want  string
+	}{
+		{0.5, "for 1h0m0s of trace time, replayed 0.5× faster"},
+		{0, "for 2h0m0s of trace time, replayed 1× faster"},
+		{8, "for 16h0m0s of trace time, replayed 8× faster"},
+	} {
+		if got := serveGenLoad(trace.Options{TimeScale: c.scale}, tr, "conv"); !strings.Contains(got, c.want) {
+			t.Errorf("time scale %g: %q, want %q", c.scale, got, c.want)
+		}
+	}
+}

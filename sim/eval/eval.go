@@ -48,6 +48,9 @@ type Options struct {
 // SplitHistory splits a trace at d: the requests before d are history, the rest (shifted to start at 0)
 // are scored. It fails when either part is empty.
 func SplitHistory(reqs []trace.Request, d time.Duration) (history, scored []trace.Request, err error) {
+	if len(reqs) == 0 {
+		return nil, nil, fmt.Errorf("history of %s: the trace has no requests", d)
+	}
 	i := sort.Search(len(reqs), func(i int) bool { return reqs[i].Arrival >= d })
 	if i == 0 || i == len(reqs) {
 		return nil, nil, fmt.Errorf("history of %s leaves no requests on one side (the trace spans %s)", d, reqs[len(reqs)-1].Arrival)
@@ -506,14 +509,15 @@ func Frontier(rs []Summary) []FrontierPoint {
 
 // Hull is the lower convex hull of a frontier (cheapest first, as Frontier returns it): the costs an
 // operator can reach by alternating any two tunings, who gets both the attainment and the cost in
-// proportion. Points above a chord between two others are left out.
+// proportion. Points above a chord between two others are left out; a point on one is kept, so a cost
+// it reaches alone is not reported as a mix (which would take the mix's edge marks).
 func Hull(f []FrontierPoint) []FrontierPoint {
 	var h []FrontierPoint
 	for _, p := range f {
 		for len(h) >= 2 {
 			a, b := h[len(h)-2], h[len(h)-1]
-			// b is left out when it lies on or above the chord from a to p.
-			if (b.JointAttainment-a.JointAttainment)*(p.GPUHours-a.GPUHours)-(b.GPUHours-a.GPUHours)*(p.JointAttainment-a.JointAttainment) > 0 {
+			// b is left out when it lies above the chord from a to p.
+			if (b.JointAttainment-a.JointAttainment)*(p.GPUHours-a.GPUHours)-(b.GPUHours-a.GPUHours)*(p.JointAttainment-a.JointAttainment) >= 0 {
 				break
 			}
 			h = h[:len(h)-1]

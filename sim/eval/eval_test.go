@@ -173,6 +173,16 @@ func TestCostAtMixesAcrossTheHull(t *testing.T) {
 	if c, edge := CostAt(f, 0.98); c == nil || *c != 4 || edge {
 		t.Errorf("cost at 98%%: %v (edge %v), want z's 4", c, edge)
 	}
+	// A point on the chord between two others stays on the hull: at its attainment the cost is its own,
+	// not a mix carrying the edge mark of the point below it.
+	f = Frontier([]Summary{
+		{Tuning: "a", JointAttainment: 0.5, GPUHours: 1, Edge: true},
+		{Tuning: "b", JointAttainment: 0.75, GPUHours: 2},
+		{Tuning: "c", JointAttainment: 1, GPUHours: 3},
+	})
+	if c, edge := CostAt(f, 0.75); c == nil || *c != 2 || edge {
+		t.Errorf("cost at 75%% on a straight frontier: %v (edge %v), want b's 2, not at an edge", c, edge)
+	}
 }
 
 // The report ranks by cost at the target and gives each policy's ratio to the cheapest other policy,
@@ -281,5 +291,8 @@ func TestSplitHistory(t *testing.T) {
 	}
 	if _, _, err := SplitHistory(reqs, time.Hour); err == nil {
 		t.Error("a history covering the whole trace accepted")
+	}
+	if _, _, err := SplitHistory(nil, time.Minute); err == nil {
+		t.Error("an empty trace accepted")
 	}
 }

@@ -121,9 +121,6 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 			return nil
 		}
-		// A flag, not first.IsZero(): a first row at 0001-01-01 00:00:00 is Go's zero time.
-		var first time.Time
-		haveFirst := false
 		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
 			f := strings.Split(text, ",")
 			if len(f) != 3 {
@@ -133,14 +130,17 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			if err != nil {
 				return 0, 0, 0, false, fmt.Errorf("bad TIMESTAMP %q", clip(f[0]))
 			}
+			// Times are read from the Unix epoch, within the bound of the other formats' raw times: measured
+			// from the first row, a stray row centuries away saturated time.Sub, and every later row then
+			// read as arriving at one instant.
+			if ts.Before(azureEarliest) || ts.After(azureLatest) {
+				return 0, 0, 0, false, fmt.Errorf("bad TIMESTAMP %q (years %d to %d)", clip(f[0]), azureEarliest.Year()+1, azureLatest.Year()-1)
+			}
 			in, out, err := tokens(f[1], f[2])
 			if err != nil {
 				return 0, 0, 0, false, err
 			}
-			if !haveFirst {
-				first, haveFirst = ts, true
-			}
-			return ts.Sub(first), in, out, false, nil
+			return ts.Sub(time.Unix(0, 0)), in, out, false, nil
 		}
 	case BurstGPT:
 		// Columns are found by name: the first releases write six (Timestamp, Model, Request tokens,
@@ -270,6 +270,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	}
 	var held heldLine
 	holding := false
+	heldJump := false // the held line is more than maxLineGap after the first line, not before prev
 	// take reads a parsed, unfailed line: it checks its order and span, holds it when it or prev may be
 	// the stray one, and keeps its request when it is in the window. An error ends the read.
 	take := func(line int, at time.Duration, in, out int, blocks []uint64) error {
@@ -280,6 +281,15 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				return nil
 			}
 			err = fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", at, prevLine, prev)
+		}
+		// A jump of more than maxLineGap from the line before is a stray time wherever the window lies:
+		// after a stray first line every later line would be past the span, or past the window's end.
+		if err == nil && !first && at > prev && since(at, prev) > maxLineGap {
+			if o.SkipBad && !holding && !havePP {
+				held, holding, heldJump = heldLine{at, line, in, out, blocks}, true, true
+				return nil
+			}
+			err = fmt.Errorf("timestamp %s is more than %s after line %d's %s (a stray timestamp?)", at, maxLineGap, prevLine, prev)
 		}
 		if rel := since(at, base); err == nil && !first && inWindow(rel) {
 			err = checkSpan(rel-start, o.TimeScale)
@@ -322,6 +332,22 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	// and the held line is the stray one; before prev, prev is, and the held line is read in its place.
 	release := func(line int, at time.Duration) error {
 		holding = false
+		if heldJump {
+			// The held line jumped past the span from the first line: if the next line follows the held
+			// one, the first line was the stray one.
+			heldJump = false
+			if at < held.at {
+				skip(held.line, fmt.Errorf("timestamp %s is more than %s after line %d's %s and line %d's %s", held.at, maxLineGap, prevLine, prev, line, at))
+				return nil
+			}
+			skip(prevLine, fmt.Errorf("timestamp %s is more than %s before line %d's %s and line %d's %s", prev, maxLineGap, held.line, held.at, line, at))
+			if prevKept {
+				blocksKept -= len(t.Requests[len(t.Requests)-1].Blocks)
+				t.Requests = t.Requests[:len(t.Requests)-1]
+			}
+			first, prevKept = true, false
+			return take(held.line, held.at, held.in, held.out, held.blocks)
+		}
 		if at >= prev {
 			skip(held.line, fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", held.at, prevLine, prev))
 			return nil
@@ -408,7 +434,11 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	}
 	if holding {
 		// No line after it: prev stands, as a line past the window's end stands at the end of the file.
-		skip(held.line, fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", held.at, prevLine, prev))
+		if heldJump {
+			skip(held.line, fmt.Errorf("timestamp %s is more than %s after line %d's %s (a stray timestamp?)", held.at, maxLineGap, prevLine, prev))
+		} else {
+			skip(held.line, fmt.Errorf("timestamp %s is before line %d's %s (traces must be sorted)", held.at, prevLine, prev))
+		}
 	}
 	ended = ended || stopping
 	if first { // no line held a request
@@ -453,6 +483,13 @@ func readCap(o Options) int {
 // Unix-epoch clock is fine) and the span is checked after, but a raw value must still fit a Duration.
 const maxTimestampSeconds = 9e9
 
+// azureEarliest and azureLatest bound an Azure TIMESTAMP to maxTimestampSeconds either side of the Unix
+// epoch (about 1685 to 2255).
+var (
+	azureEarliest = time.Unix(-maxTimestampSeconds, 0)
+	azureLatest   = time.Unix(maxTimestampSeconds, 0)
+)
+
 // rescale applies o's rate scale and time scale to requests already cut to o's window.
 func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 	if len(reqs) == 0 {
@@ -462,6 +499,16 @@ func rescale(name string, reqs []Request, o Options) ([]Request, error) {
 	if o.MaxRequests > 0 && o.RateScale > 1 && float64(n)*o.RateScale > float64(o.MaxRequests) {
 		// Refused before the copies are made: --rate-scale 1000 of a day would need gigabytes first.
 		return nil, fmt.Errorf("%s: about %.0f requests to replay (--rate-scale %g of %d), more than %d: pick a shorter window with --start and --duration", name, float64(n)*o.RateScale, o.RateScale, n, o.MaxRequests)
+	}
+	if o.RateScale > 1 {
+		// Copies get hash_ids of their own (scaleRate), so they count toward the bound as the originals do.
+		blocks := 0
+		for _, r := range reqs {
+			blocks += len(r.Blocks)
+		}
+		if float64(blocks)*o.RateScale > float64(maxTraceBlocks) {
+			return nil, fmt.Errorf("%s: about %.0f hash_ids to replay (--rate-scale %g of %d), more than %d: pick a shorter window with --start and --duration", name, float64(blocks)*o.RateScale, o.RateScale, blocks, maxTraceBlocks)
+		}
 	}
 	if reqs = scaleRate(reqs, o.RateScale, o.Seed); len(reqs) == 0 {
 		return nil, fmt.Errorf("%s: --rate-scale %g kept none of the window's %d requests (seed %d)", name, o.RateScale, n, o.Seed)
@@ -496,6 +543,10 @@ const MaxRequestTokens = maxRequestTokens
 // simulator steps every second of it, so a stray timestamp years out would run for days. Longer traces
 // (BurstGPT's release spans about four months) are replayed a window at a time.
 const maxTraceSpan = 31 * 24 * time.Hour
+
+// maxLineGap bounds the time between two lines of a trace: a longer pause is a stray timestamp, not
+// load (a trace longer than maxTraceSpan is replayed a window at a time, but none pauses for a year).
+const maxLineGap = 366 * 24 * time.Hour
 
 // checkSpan refuses a request at offset d into the window that replays more than maxTraceSpan in.
 func checkSpan(d time.Duration, timeScale float64) error {
@@ -543,9 +594,29 @@ func window(reqs []Request, start, d time.Duration) []Request {
 // requests within it, so a burst gains arrivals where it has them and a quiet stretch stays quiet.
 const thickenWindow = 30 * time.Second
 
+// copyBlocks gives the c-th copy of a request hash_ids of its own: the same prefix is another user's
+// there, and copies sharing their original's blocks would find them in the prefix cache, so a rate scale
+// would add far less prefill than it says. Each copy number maps ids one to one (a bijective mix per
+// c), so the c-th copies share prefixes among themselves as the originals do.
+func copyBlocks(blocks []uint64, c uint64) []uint64 {
+	if len(blocks) == 0 {
+		return blocks
+	}
+	out := make([]uint64, len(blocks))
+	for i, b := range blocks {
+		// splitmix64's finaliser, a bijection, of the id offset by the copy number.
+		x := b + c*0x9e3779b97f4a7c15
+		x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+		x = (x ^ x>>27) * 0x94d049bb133111eb
+		out[i] = x ^ x>>31
+	}
+	return out
+}
+
 // scaleRate thins or thickens the arrival process deterministically for a seed. k < 1 keeps each request
 // with probability k. k > 1 keeps every request and adds floor(k) − 1 copies of each, plus one more with
-// probability k − floor(k); a copy keeps its request's lengths and arrives at the instant of a request
+// probability k − floor(k); a copy keeps its request's lengths (its prefix blocks are its own, see
+// copyBlocks) and arrives at the instant of a request
 // drawn at random from those within thickenWindow of it (plus under 10 ms of jitter), so copies follow the
 // trace's own local intensity: bursts grow by k and gaps stay gaps, instead of copies being folded into
 // the gap before the next arrival, which filled quiet stretches and flattened bursts.
@@ -576,9 +647,10 @@ func scaleRate(reqs []Request, k float64, seed uint64) []Request {
 		if rng.Float64() < k-float64(int(k)) {
 			n++
 		}
-		for range n {
+		for c := range n {
 			cp := reqs[i]
 			cp.Arrival = reqs[lo+rng.IntN(hi-lo)].Arrival + time.Duration(rng.Int64N(int64(10*time.Millisecond)))
+			cp.Blocks = copyBlocks(cp.Blocks, uint64(c)+1)
 			out = append(out, cp)
 		}
 	}

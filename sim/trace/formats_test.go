@@ -101,10 +101,13 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		{BurstGPT, burstHeader + "5,ChatGPT,9223372036854775807,2,3,API log\n", "b:2: token counts must be integers in 0..10000000"},
 		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10000001,1\n", "b:2: token counts"},
 		{Mooncake, `{"timestamp": 1, "input_length": 10000001, "output_length": 1}` + "\n", "b:1: token counts must be in 0..10000000"},
-		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n999999999,ChatGPT,1,2,3,API log\n", "b:3: a request 277778 h into the replayed window, more than 744h0m0s: pick a window with --start and --duration"},
-		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1\n9999-11-16 18:15:46.6805900,1,1\n", "b:3: a request"},
-		// A first row at Go's zero time is the trace's start all the same: the 2000 years to the next are refused.
-		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n0001-01-01 00:00:00,1,1\n2023-11-16 18:15:46.6805900,1,1\n", "b:3: a request"},
+		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n8640005,ChatGPT,1,2,3,API log\n", "b:3: a request 2400 h into the replayed window, more than 744h0m0s: pick a window with --start and --duration"},
+		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n999999999,ChatGPT,1,2,3,API log\n", "b:3: timestamp 277777h46m39s is more than 8784h0m0s after line 2's 5s (a stray timestamp?)"},
+		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1\n9999-11-16 18:15:46.6805900,1,1\n", "b:3: bad TIMESTAMP"},
+		// A row at Go's zero time is refused on its own, as a BurstGPT time past maxTimestampSeconds is.
+		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n0001-01-01 00:00:00,1,1\n2023-11-16 18:15:46.6805900,1,1\n", "b:2: bad TIMESTAMP"},
+		// A year's pause after the first line is a stray time, though a window ends before it.
+		{BurstGPT, burstHeader + "0,m,1,2,3,x\n1700000000,m,1,2,3,x\n1700000001,m,1,2,3,x\n", "b:3: timestamp 472222h13m20s is more than 8784h0m0s after line 2's 0s"},
 	} {
 		if _, err := Read(strings.NewReader(tc.in), "b", Options{Format: tc.f}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %q: err = %v, want %q", tc.f, tc.in, err, tc.want)
@@ -130,10 +133,10 @@ func TestLongTraceReplaysAWindow(t *testing.T) {
 	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, Duration: 50 * 24 * time.Hour, TimeScale: 0.5}); err == nil || !strings.Contains(err.Error(), "b:3: a request 1920 h into") {
 		t.Fatalf("40 days slowed down twice: %v, want the window's bound named", err)
 	}
-	// A stray timestamp years out, slowed down 100 times, is refused, not wrapped to a negative time.
-	stray := burstHeader + "0,m,1,2,3,x\n" + strconv.Itoa(3*365*day) + ",m,1,2,3,x\n"
-	if _, err := Read(strings.NewReader(stray), "b", Options{Format: BurstGPT, TimeScale: 0.01}); err == nil || !strings.Contains(err.Error(), "b:3: a request 2628000 h into") {
-		t.Fatalf("3 years slowed down 100 times: %v", err)
+	// A stray timestamp 300 days out, slowed down 1,000 times, is refused, not wrapped to a negative time.
+	stray := burstHeader + "0,m,1,2,3,x\n" + strconv.Itoa(300*day) + ",m,1,2,3,x\n"
+	if _, err := Read(strings.NewReader(stray), "b", Options{Format: BurstGPT, TimeScale: 0.001}); err == nil || !strings.Contains(err.Error(), "b:3: a request 7200000 h into") {
+		t.Fatalf("300 days slowed down 1,000 times: %v", err)
 	}
 	// With SkipBad it is skipped and counted, as other bad lines are.
 	tr, err = Read(strings.NewReader(stray+"60,m,1,2,3,x\n"), "b", Options{Format: BurstGPT, SkipBad: true})
@@ -268,6 +271,16 @@ func TestSkipBadStrayLineWithoutAWindow(t *testing.T) {
 			[]string{"b:5: timestamp 500ms is before line 4's 2s"}},
 		{"out-of-order last line", lines(0, 1, 2, 1.5), 0, []time.Duration{0, time.Second, 2 * time.Second},
 			[]string{"b:5: timestamp 1.5s is before line 4's 2s"}},
+		// A first line decades before the rest: without the hold every later line was past the span (or,
+		// with a window, past its end, so the read kept the first line alone).
+		{"far-past first line", lines(0, 1.7e9, 1.7e9+1, 1.7e9+2), 0, []time.Duration{0, time.Second, 2 * time.Second},
+			[]string{"b:2: timestamp 0s is more than 8784h0m0s before line 3's"}},
+		{"far-past first line, a window", lines(0, 1.7e9, 1.7e9+1, 1.7e9+2), time.Hour, []time.Duration{0, time.Second, 2 * time.Second},
+			[]string{"b:2: timestamp 0s is more than 8784h0m0s before line 3's"}},
+		{"far-future second line", lines(0, 1.7e9, 1, 2), 0, []time.Duration{0, time.Second, 2 * time.Second},
+			[]string{"b:3: timestamp 472222h13m20s is more than 8784h0m0s after line 2's 0s and line 4's 1s"}},
+		{"far-future last of two lines", lines(0, 1.7e9), 0, []time.Duration{0},
+			[]string{"b:3: timestamp 472222h13m20s is more than 8784h0m0s after line 2's 0s"}},
 	} {
 		tr, err := Read(strings.NewReader(c.in), "b", Options{Format: BurstGPT, SkipBad: true, Duration: c.dur})
 		if err != nil {
@@ -766,6 +779,7 @@ func TestServeGenErrorsNameFileAndLine(t *testing.T) {
 	for in, want := range map[string]string{
 		"0,1,1,,0,0\n600,1,1,Lognormal,1,1\n": "c.csv:2: unknown inter-arrival family",
 		"0,1,1,,0,0\n0,1,1,,0,0\n":            "c.csv:2: window start 0 does not follow 0",
+		"0,1,1,,0,0\n599,1,1,,0,0\n":          "c.csv:2: window start 599 is within 600 s of the window at 0",
 		"0,1,1,Gamma,0,5\n":                   "c.csv:1: Gamma shape 0",
 		"0,1e9,1,,0,0\n":                      "c.csv:1: rate 1e+09",
 		"0,1,1\n":                             "c.csv:1: want 6 columns",
@@ -797,7 +811,7 @@ func FuzzParseServeGenClient(f *testing.F) {
 		}
 		total := 0.0
 		for i, w := range ws {
-			if w.Rate < 0 || w.Rate > maxServeGenRate || (i > 0 && w.Start <= ws[i-1].Start) {
+			if w.Rate < 0 || w.Rate > maxServeGenRate || (i > 0 && w.Start < ws[i-1].Start+ServeGenWindowSeconds) {
 				t.Fatalf("bad window accepted: %+v", w)
 			}
 			total += w.Rate * ServeGenWindowSeconds
@@ -974,6 +988,45 @@ func TestRateScaleThickensTheArrivalProcess(t *testing.T) {
 	t.Logf("10 s peak-to-mean: original %.2f, ×%d %.2f", po, k, ps)
 }
 
+// Copies made by a rate scale above 1 bring prefixes of their own: a copy holding its original's
+// hash_ids would find them in the prefix cache, so --rate-scale 4 of a Mooncake trace added a quarter of
+// the prefill it said. Copies of one copy number still share prefixes as their originals do.
+func TestRateScaleCopiesHaveTheirOwnPrefixes(t *testing.T) {
+	var reqs []Request
+	for i := range 200 {
+		// Pairs of requests share their first block, as a system prompt is shared.
+		reqs = append(reqs, Request{Arrival: time.Duration(i) * time.Second, PromptTokens: 1024, Blocks: []uint64{uint64(i / 2), uint64(1000 + i)}})
+	}
+	const k = 4
+	out := scaleRate(reqs, k, 1)
+	if len(out) != k*len(reqs) {
+		t.Fatalf("%d requests, want %d", len(out), k*len(reqs))
+	}
+	seen := map[[2]uint64]int{}
+	ids := map[uint64]bool{}
+	for _, r := range out {
+		seen[[2]uint64{r.Blocks[0], r.Blocks[1]}]++
+		ids[r.Blocks[0]], ids[r.Blocks[1]] = true, true
+	}
+	if len(seen) != len(out) {
+		t.Errorf("%d distinct block lists among %d requests: copies share their original's prefix", len(seen), len(out))
+	}
+	// 100 shared first blocks and 200 own second blocks, once per copy number and once as the originals.
+	if want := k * (100 + 200); len(ids) != want {
+		t.Errorf("%d distinct hash_ids, want %d", len(ids), want)
+	}
+	a, b := copyBlocks([]uint64{7, 8}, 2), copyBlocks([]uint64{7, 9}, 2)
+	if a[0] != b[0] || a[1] == b[1] || a[0] == 7 || a[0] == copyBlocks([]uint64{7}, 1)[0] {
+		t.Errorf("copy 2 of [7 8] and [7 9] = %v, %v: want their shared block shared, and ids other than copy 1's and the originals'", a, b)
+	}
+	// The copies' hash_ids count toward the bound before they are made.
+	defer func(n int) { maxTraceBlocks = n }(maxTraceBlocks)
+	maxTraceBlocks = 1000
+	if _, err := rescale("m.jsonl", reqs, Options{RateScale: k}); err == nil || !strings.Contains(err.Error(), "m.jsonl: about 1600 hash_ids to replay") {
+		t.Errorf("err = %v, want the hash_ids bound named", err)
+	}
+}
+
 // same compares requests field by field, blocks included.
 func same(a, b Request) bool {
 	return a.Arrival == b.Arrival && a.PromptTokens == b.PromptTokens && a.OutputTokens == b.OutputTokens && slices.Equal(a.Blocks, b.Blocks)
@@ -1112,6 +1165,26 @@ func TestSkipBadTimesFarApartAreCounted(t *testing.T) {
 	}
 	if !strings.HasPrefix(tr.FirstSkipped[1], "a.csv:5:") {
 		t.Errorf("skipped %q, want line 5 among them", tr.FirstSkipped)
+	}
+}
+
+// An Azure row centuries away from the rest costs its line only: measured from the first row, a stray
+// first row saturated every later row's time to one instant.
+func TestAzureStrayRowCostsItsLine(t *testing.T) {
+	const head = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+	for _, stray := range []string{"9999-01-01 00:00:00", "0001-01-01 00:00:00", "1000-01-01 00:00:00"} {
+		in := head + stray + ",1,1\n2023-11-16 18:00:00,1,1\n2023-11-16 18:00:01,1,1\n2023-11-16 18:00:05,1,1\n"
+		tr, err := Read(strings.NewReader(in), "a.csv", Options{Format: Azure, SkipBad: true})
+		if err != nil {
+			t.Fatalf("%s: %v", stray, err)
+		}
+		var got []time.Duration
+		for _, r := range tr.Requests {
+			got = append(got, r.Arrival)
+		}
+		if want := []time.Duration{0, time.Second, 5 * time.Second}; !slices.Equal(got, want) || tr.Skipped != 1 || !strings.HasPrefix(tr.FirstSkipped[0], "a.csv:2:") {
+			t.Errorf("%s first: arrivals %v, skipped %q; want %v and line 2 skipped", stray, got, tr.FirstSkipped, want)
+		}
 	}
 }
 

@@ -98,6 +98,9 @@ func parseServeGenClient(r io.Reader, name string, keep func(ServeGenWindow) boo
 			return nil, lineError(name, line, "window start %v must be a whole number of seconds in [0, %d]", w.Start, maxServeGenStart)
 		case w.Start <= last:
 			return nil, lineError(name, line, "window start %v does not follow %v", w.Start, last)
+		case last >= 0 && w.Start < last+ServeGenWindowSeconds:
+			// Each row is a window of ServeGenWindowSeconds: overlapping rows would add their rates.
+			return nil, lineError(name, line, "window start %v is within %d s of the window at %v (each row is a %d s window)", w.Start, ServeGenWindowSeconds, last, ServeGenWindowSeconds)
 		case w.Rate < 0 || w.Rate > maxServeGenRate:
 			return nil, lineError(name, line, "rate %v must be in [0, %g] requests/s", w.Rate, maxServeGenRate)
 		case w.CV < 0:
@@ -244,8 +247,8 @@ func synthesizeServeGen(clients [][]ServeGenWindow, lengths *Lengths, from, to f
 	}
 	var out []Request
 	// Draws before from are discarded and do not count against maxRequests, so they get a bound of their
-	// own: windows of a high rate overlapping a short span (starts 1 s apart are valid rows) drew billions
-	// of arrivals to keep a few thousand.
+	// own: windows of a high rate overlapping a short span (rows 1 s apart, which the parser refuses but
+	// a caller may pass) drew billions of arrivals to keep a few thousand.
 	drawn, drawCap := 0, 4*maxRequests
 	for ci, ws := range clients {
 		// One stream per client draws arrivals and lengths alike, so runs drawing lengths from a trace and
