@@ -208,3 +208,42 @@ func TestServeEndsStalledUnaryCalls(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// StreamMetricSpec, which KEDA opens beside StreamIsActive for every external-push trigger and stops
+// only on Unimplemented, is answered so with every stream slot taken: counted under --max-streams it was
+// refused with ResourceExhausted, which KEDA retries without end, and it took the slots of push streams.
+func TestStreamMetricSpecIsNotCappedAsAStream(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	target := serveForTest(t, src, Options{MaxStreams: 1})
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := externalscaler.NewExternalScalerClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	push, err := c.StreamIsActive(ctx, ref(map[string]string{"pool": "prefill"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := push.Recv(); err != nil { // the stream runs: the one slot is taken
+		t.Fatalf("StreamIsActive: %v", err)
+	}
+	spec, err := c.StreamMetricSpec(ctx, ref(map[string]string{"pool": "prefill"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := spec.Recv(); status.Code(err) != codes.Unimplemented {
+		t.Errorf("StreamMetricSpec with the one stream slot taken: %v; want Unimplemented", err)
+	}
+	// A second push stream is still refused: the cap holds for the streams that stay open.
+	second, err := c.StreamIsActive(ctx, ref(map[string]string{"pool": "prefill"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("a second StreamIsActive with one slot: %v; want ResourceExhausted", err)
+	}
+}

@@ -88,16 +88,35 @@ func (s *Server) value(snap *service.Snapshot, namespace, pool string, m service
 func (s *Server) active(snap *service.Snapshot, t trigger.Trigger) (bool, error) {
 	v, err := s.value(snap, t.Namespace, t.ActivationPool, t.ActivationMetric)
 	if err != nil {
+		if t.ActivationPool != t.Pool && s.noPods(snap, t.Namespace, t.ActivationPool) {
+			// Another pool with no pods at all (scaled to zero, or not deployed here) serves no load: the
+			// trigger is inactive, as with one idle pod. Read as unknown, it answered active forever (a
+			// pool that never scales to zero), and a pool at zero beside it went to fallback's size.
+			return false, nil
+		}
 		return false, err
 	}
 	return math.Round(v*1000)/1000 > t.ActivationThreshold, nil
+}
+
+// noPods says whether a pool the config runs in namespace has no pods there at all, Ready or not, in a
+// fresh snapshot (a stale one says nothing of pods).
+func (s *Server) noPods(snap *service.Snapshot, namespace, pool string) bool {
+	if service.Fresh(snap, s.now(), s.maxAge) != nil || snap.ConfiguredPool(namespace, pool) == nil {
+		return false
+	}
+	key := service.PoolKey{Namespace: namespace, Name: pool}
+	if v, ok := snap.Pools[key]; ok && len(v.Pods) > 0 {
+		return false
+	}
+	return snap.Matching[key] == 0
 }
 
 // IsActive says whether the workload should run at all (KEDA scales 0 <-> 1 on it). When the activation
 // value is unknown but the trigger's own pool, another one, has Ready pods and a known value, the answer is
 // active: KEDA asks IsActive on every poll of the HPA's metric too, and an unknown activation pool (its one
 // pod restarting) must neither fail a running pool's metric nor let it scale to zero on no evidence. An
-// activation pool no config has is an error still.
+// activation pool no config has is an error still, and one with no pods at all is inactive (see active).
 func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef) (*externalscaler.IsActiveResponse, error) {
 	t, err := s.trigger("IsActive", ref)
 	if err != nil {
@@ -122,11 +141,12 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 }
 
 // idleAtZero says whether a trigger's pool has no Ready pods while its activation pool, another one, is
-// known and inactive. The policy's number for such a pool is then 0, by the trigger's own rule, and not
-// unknown: KEDA asks GetMetrics before IsActive on every poll, and an error there would count toward
-// fallback (which wakes the pool) and keep an external trigger from ever reading IsActive. That holds for
-// a pool whose pods exist but are not Ready too: pods stuck Pending or crash-looping after a wake must
-// not hold the pool above zero, or push it to fallback's size, once its activation pool is idle.
+// known and inactive (or has no pods at all). The policy's number for such a pool is then 0, by the
+// trigger's own rule, and not unknown: KEDA asks GetMetrics before IsActive on every poll, and an error
+// there would count toward fallback (which wakes the pool) and keep an external trigger from ever
+// reading IsActive. That holds for a pool whose pods exist but are not Ready too: pods stuck Pending or
+// crash-looping after a wake must not hold the pool above zero, or push it to fallback's size, once its
+// activation pool is idle.
 func (s *Server) idleAtZero(snap *service.Snapshot, t trigger.Trigger) bool {
 	if t.Metric != service.Desired || t.ActivationPool == t.Pool {
 		return false

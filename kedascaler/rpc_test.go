@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,7 +59,7 @@ func snapshot(now time.Time, arrival float64) *service.Snapshot {
 	pk, dk := service.PoolKey{Namespace: "llm", Name: "prefill"}, service.PoolKey{Namespace: "llm", Name: "decode"}
 	return &service.Snapshot{Time: now, ConfigPools: cfg.Pools, Pools: map[service.PoolKey]*service.PoolView{
 		pk: {Key: pk, Config: &cfg.Pools[0], Status: policy.PoolStatus{Arrival: arrival, Backpressure: 0.4}, Desired: 3, HasDesired: true},
-		dk: {Key: dk, Config: &cfg.Pools[1], Err: errors.New("pool decode: no pod of the pool has a known velocity")},
+		dk: {Key: dk, Config: &cfg.Pools[1], Pods: []store.PodKey{{Namespace: "llm", Name: "d0"}}, Err: errors.New("pool decode: no pod of the pool has a known velocity")},
 	}}
 }
 
@@ -233,6 +234,39 @@ func TestActivationUnknownWhilePoolRuns(t *testing.T) {
 	if _, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "decode", "activationPool": "decode"})); status.Code(err) != codes.Unavailable {
 		t.Fatalf("activation on its own unknown pool: %v; want Unavailable", err)
 	}
+	// An activation pool with no pods at all serves no load: inactive, not unknown (which answered active
+	// forever, so the pool never scaled to zero), for a pool with a fixed namespace too; and a pool at
+	// zero beside it wants 0, not an error toward fallback, which would wake it.
+	for _, fixed := range []bool{false, true} {
+		snap := snapshot(now, 12000)
+		dk := service.PoolKey{Namespace: "llm", Name: "decode"}
+		if fixed {
+			pools := slices.Clone(cfg.Pools)
+			pools[1].Namespace = "llm"
+			snap.ConfigPools = pools
+			snap.Pools[dk] = &service.PoolView{Key: dk, Config: &pools[1], Err: errors.New("pool llm/decode: no data (no pods)")}
+		} else {
+			delete(snap.Pools, dk)
+		}
+		src.publish(snap)
+		if a, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "prefill", "activationPool": "decode"})); err != nil || a.Result {
+			t.Errorf("fixed namespace %v: activation on a decode pool without pods: %v %v; want inactive", fixed, a, err)
+		}
+		delete(snap.Pools, service.PoolKey{Namespace: "llm", Name: "prefill"})
+		m, err := c.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill", "activationPool": "decode"})})
+		if err != nil || m.MetricValues[0].MetricValueFloat != 0 {
+			t.Errorf("fixed namespace %v: prefill at zero beside a decode pool without pods: %v %v; want desired 0", fixed, m, err)
+		}
+		// Pods that exist but none Ready are a restart: active while the pool runs, as above.
+		snap = snapshot(now, 12000)
+		delete(snap.Pools, dk)
+		snap.Matching = map[service.PoolKey]int{dk: 1}
+		src.publish(snap)
+		if a, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "prefill", "activationPool": "decode"})); err != nil || !a.Result {
+			t.Errorf("activation on a decode pool whose one pod starts: %v %v; want active", a, err)
+		}
+	}
+	src.publish(snapshot(now, 12000))
 	// A pool no config has is a typo, not a restart: answering active would keep the workload from ever
 	// scaling to zero, with no error anywhere.
 	if a, err := c.IsActive(context.Background(), ref(map[string]string{"pool": "prefill", "activationPool": "decod"})); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "decod") {

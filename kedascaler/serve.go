@@ -72,8 +72,10 @@ func (m *rpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 }
 
 func (m *rpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	m.streams.Inc()
-	defer m.streams.Dec()
+	if longLived[info.FullMethod] { // the streams --max-streams caps
+		m.streams.Inc()
+		defer m.streams.Dec()
+	}
 	return contained(info.FullMethod, func() error { return h(srv, ss) })
 }
 
@@ -97,7 +99,11 @@ type streamLimit struct {
 }
 
 func (l *streamLimit) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if l.max <= 0 {
+	// Other streams (StreamMetricSpec, answered Unimplemented at once) are bounded as unary calls are, by
+	// the call cap and its deadline: counted here, KEDA's StreamMetricSpec beside every push stream was
+	// refused at the cap (which KEDA retries without end, as it stops only on Unimplemented) and took
+	// the push streams' slots.
+	if l.max <= 0 || !longLived[info.FullMethod] {
 		return h(srv, ss)
 	}
 	if n := l.open.Add(1); n > l.max {
