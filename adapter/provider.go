@@ -307,8 +307,12 @@ func startingPools(snap *service.Snapshot, namespace string, sel labels.Selector
 // their labels: at least one requirement that selects on a key the pool fixes (an HPA's selector is its
 // workload's, such as app=x,llm-d.ai/role=prefill, which holds the pool's label beside its own), and none
 // that a key the pool fixes fails. Requirements on other keys cannot be told either way, and one that
-// excludes (app!=x, !foo) does not pick a pool.
+// excludes (app!=x, !foo) does not pick a pool. A selector without requirements picks every pod in the
+// namespace, so every pool.
 func selects(sel labels.Selector, pool map[string]string) bool {
+	if sel.Empty() {
+		return true
+	}
 	reqs, _ := sel.Requirements()
 	hit := false
 	for _, r := range reqs {

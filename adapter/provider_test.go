@@ -310,6 +310,10 @@ func TestPodsSelectorOnAPoolWithNoReadyPods(t *testing.T) {
 	if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "prefill (2 pods)") {
 		t.Errorf("pods of a pool with none Ready: %v; want a 503 naming the pool", err)
 	}
+	// No selector is every pod of the namespace (kubectl get --raw without labelSelector): the pool's too.
+	if _, err := p.GetMetricBySelector(context.Background(), "llm", labels.Everything(), info("pods", PrefillVelocity), labels.Everything()); status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "prefill (2 pods)") {
+		t.Errorf("no selector: %v; want a 503 naming the pool", err)
+	}
 	// An HPA's selector is its workload's: the pool's label beside the workload's own.
 	sel, _ = labels.Parse("app=llama-prefill,llm-d.ai/role=prefill")
 	if _, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything()); status(err) != http.StatusServiceUnavailable {

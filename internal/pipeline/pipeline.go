@@ -62,6 +62,29 @@ func (o *Options) Validate() []error {
 	return errs
 }
 
+// scope checks a config against what the pod informer sees: a pool fixed to a namespace outside
+// --namespace is refused (none of its pods could ever be seen, and every read of it would say it has no
+// pods), and a pool whose selector does not itself satisfy --pod-selector is logged, since its pods are
+// seen only if they carry more labels than the pool selects on.
+func (o *Options) scope() func(*config.Config) error {
+	sel, err := labels.Parse(o.PodSelector)
+	if err != nil {
+		sel = labels.Everything() // Validate reports it
+	}
+	return func(c *config.Config) error {
+		for i := range c.Pools {
+			p := &c.Pools[i]
+			if o.Namespace != "" && p.Namespace != "" && p.Namespace != o.Namespace {
+				return fmt.Errorf("pool %s is fixed to namespace %q, but --namespace %q limits the pod informer to that namespace: none of its pods would be seen (run without --namespace, or fix the pool to %q)", p.Name, p.Namespace, o.Namespace, o.Namespace)
+			}
+			if !sel.Matches(labels.Set(p.Selector)) {
+				klog.InfoS("WARNING: a pool's selector does not satisfy --pod-selector; its pods are seen only if their other labels do", "pool", p.Name, "selector", labels.Set(p.Selector).String(), "podSelector", o.PodSelector)
+			}
+		}
+		return nil
+	}
+}
+
 // Pipeline is a running velocity service fed by a pod informer.
 type Pipeline struct {
 	Service *service.Service
@@ -74,6 +97,11 @@ func Start(ctx context.Context, restCfg *rest.Config, o Options, obs collector.O
 	if err != nil {
 		return nil, err
 	}
+	check := o.scope()
+	if err := check(watcher.Current()); err != nil {
+		return nil, fmt.Errorf("config %s: %w", o.ConfigPath, err)
+	}
+	watcher.Check = check
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

@@ -922,6 +922,9 @@ type Watcher struct {
 	// OnReload, if set before Run, is called after each reload of a changed file with its outcome (nil:
 	// applied), so that the last reload's success can be exported.
 	OnReload func(error)
+	// Check, if set before Run, refuses a reloaded config the process cannot serve as it runs (pools its
+	// pod informer cannot see), as Parse refuses a bad one.
+	Check    func(*Config) error
 	rejected bool // the file differs from the config in force, which a reload refused
 }
 
@@ -985,6 +988,9 @@ func (w *Watcher) Reload() (changed bool, err error) {
 			keys = []string{"scrape.*"}
 		}
 		err = fmt.Errorf("%s changed; scrape settings take effect at start only: restart to apply them", strings.Join(keys, ", "))
+	}
+	if err == nil && w.Check != nil {
+		err = w.Check(c)
 	}
 	if err != nil {
 		return false, w.reject(fmt.Errorf("%s: %w", w.path, err))
