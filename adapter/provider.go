@@ -141,6 +141,10 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		}
 		v, err := snap.Pod(key)
 		if _, member := snap.PodPool[key]; !member && errors.Is(err, store.ErrNotFound) {
+			if pk, ok := snap.Starting[key]; ok {
+				// As a selector query over it answers: the pod is there, its numbers are not yet.
+				return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: it is a pod of pool %s that is not Ready", info.Metric, key, pk))
+			}
 			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s (not a Ready pod of any tokenscale pool; pools here: %s)", clip(key.String()), snap.PoolsIn(key.Namespace)))
 		}
 		if err != nil {

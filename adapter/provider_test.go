@@ -359,6 +359,15 @@ func TestPoolOfStartingPodsSaysItsCount(t *testing.T) {
 		if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "3 pods, none Ready") {
 			t.Errorf("external, namespace fixed %v: %v; want a 503 with the pod count", fixed, err)
 		}
+		// One of those pods read alone is unknown too, as a selector query over it says, not absent.
+		_, err = NewProvider(src, nil).GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "a"}, info("pods", PrefillVelocity), labels.Everything())
+		if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "pod of pool llm/prefill that is not Ready") {
+			t.Errorf("a starting pod read alone, namespace fixed %v: %v; want a 503 naming its pool", fixed, err)
+		}
+		_, err = NewProvider(src, nil).GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "z"}, info("pods", PrefillVelocity), labels.Everything())
+		if !apierr.IsNotFound(err) {
+			t.Errorf("a pod of no pool, namespace fixed %v: %v; want a 404", fixed, err)
+		}
 	}
 }
 

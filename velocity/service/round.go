@@ -24,6 +24,9 @@ type Members struct {
 	// Matching counts the pods each pool instance's selector takes, Ready or not: a pool whose pods are all
 	// starting or failing their readiness probe is not at zero, and a front must not answer as if it were.
 	Matching map[PoolKey]int
+	// Starting maps each pod a pool's selector takes but that is not Ready to that pool instance, so a
+	// read of the pod can say its values are unknown, as a read of its pool does.
+	Starting map[store.PodKey]PoolKey
 	// pools maps each instance to the index of its configured pool, so an instance always takes its own
 	// pool's selector, workload and profile even where two namespaces use the same pool name.
 	pools map[PoolKey]int
@@ -41,7 +44,7 @@ func (m *Members) Has(k store.PodKey) bool {
 // not Ready are only counted (Matching): they make no instance and are not scraped.
 func Assign(c *config.Config, pods []Pod) *Members {
 	m := &Members{Pool: map[store.PodKey]PoolKey{}, Labels: map[store.PodKey]map[string]string{},
-		Matching: map[PoolKey]int{}, pools: map[PoolKey]int{}}
+		Matching: map[PoolKey]int{}, Starting: map[store.PodKey]PoolKey{}, pools: map[PoolKey]int{}}
 	for i := range c.Pools {
 		if ns := c.Pools[i].Namespace; ns != "" {
 			m.pools[PoolKey{Namespace: ns, Name: c.Pools[i].Name}] = i
@@ -68,6 +71,7 @@ func Assign(c *config.Config, pods []Pod) *Members {
 			}
 			m.Matching[pk]++
 			if !ready {
+				m.Starting[p.Key] = pk
 				break
 			}
 			m.pools[pk] = i
@@ -114,7 +118,7 @@ func Matches(sel, labels map[string]string) bool {
 func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.Controller, now time.Time) *Snapshot {
 	snap := &Snapshot{Time: now, Pools: map[PoolKey]*PoolView{}, PodPool: m.Pool, PodLabels: m.Labels,
 		Decisions: map[string]policy.Decision{}, PodResults: make(map[store.PodKey]*store.Result, len(m.Pool)),
-		ConfigPools: c.Pools, Matching: m.Matching}
+		ConfigPools: c.Pools, Matching: m.Matching, Starting: m.Starting}
 	byPool := map[PoolKey][]store.PodKey{}
 	poolResults := map[PoolKey][]store.Result{}
 	for i := range results {

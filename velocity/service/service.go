@@ -80,6 +80,8 @@ type Snapshot struct {
 	// Matching counts each pool instance's pods, Ready or not (see Members.Matching); an instance with
 	// none is at zero, one with some but no Ready pod is unknown.
 	Matching map[PoolKey]int
+	// Starting maps pods of a pool that are not Ready to their pool instance (see Members.Starting).
+	Starting map[store.PodKey]PoolKey
 }
 
 // Pod returns one pod's velocity as this round saw it, or why it is unknown.
