@@ -81,15 +81,16 @@ func TestControllerHungWriteHoldsNoOtherLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A round long enough for every write; the hung one gives up after a second.
-	c := NewController(client, ControllerOptions{Lease: time.Hour, MaxLease: 2 * time.Hour, WriteTimeout: time.Second, Now: func() time.Time { return t0 }, Plan: PlanOptions{MaxFraction: 1}})
+	// A round long enough for every write; the hung one gives up after 5 s, the bound the answered write
+	// has too, so a loaded machine has seconds to deliver it.
+	c := NewController(client, ControllerOptions{Lease: time.Hour, MaxLease: 2 * time.Hour, WriteTimeout: 5 * time.Second, Now: func() time.Time { return t0 }, Plan: PlanOptions{MaxFraction: 1}})
 	c.stepped = true // past a new leader's first round, which grants no fresh lease
 	pools := []Pool{{Name: "decode", Pods: []*corev1.Pod{decodePod("d1", nil), decodePod("d2", nil)}, Wanted: 2, Known: true}}
 	done := make(chan error, 1)
 	go func() { done <- c.Step(context.Background(), pools) }()
 	select {
 	case err = <-done:
-	case <-time.After(time.Minute): // far beyond the one-second write timeout
+	case <-time.After(time.Minute): // far beyond the 5 s write timeout
 		t.Fatal("a round with one write that got no answer did not return")
 	}
 	mu.Lock()

@@ -68,9 +68,10 @@ func TestHeadroomThroughPodResources(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pr.Close()
+	pr.Timeout = time.Minute // a hang guard: the 5 s default could end a loaded machine's first connect
 	var asked []string
 	free := map[string]uint64{"GPU-aaa": 30 << 30, "GPU-bbb": 1 << 30}
-	h := &Headroom{Devices: pr, Need: Need{MinFreeBytes: 2 << 30}, GPUs: readerFunc(func(u []string) ([]GPUReading, error) {
+	h := &Headroom{Devices: pr, Need: Need{MinFreeBytes: 2 << 30}, ReadTimeout: time.Minute, GPUs: readerFunc(func(u []string) ([]GPUReading, error) {
 		asked = u
 		var out []GPUReading
 		for _, id := range u {
@@ -148,7 +149,8 @@ func TestHeadroomDropsImplausibleReadings(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pr.Close()
-	h := &Headroom{Devices: pr, Need: Need{MinFreeBytes: 1 << 30, MaxUtilisation: 90},
+	pr.Timeout = time.Minute // a hang guard: the 5 s default could end a loaded machine's first connect
+	h := &Headroom{Devices: pr, Need: Need{MinFreeBytes: 1 << 30, MaxUtilisation: 90}, ReadTimeout: time.Minute,
 		GPUs: readerFunc(func(u []string) ([]GPUReading, error) {
 			return []GPUReading{
 				{UUID: "GPU-aaa", MemTotal: 80 << 30, MemFree: 30 << 30, UtilisationKnown: true, Utilisation: 10},
@@ -178,6 +180,7 @@ func TestHeadroomHungNVMLRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pr.Close()
+	pr.Timeout = time.Minute // a hang guard: the 5 s default could end a loaded machine's first connect
 	release := make(chan struct{})
 	var reads atomic.Int32
 	h := &Headroom{Devices: pr, Need: Need{MinFreeBytes: 1 << 30, MaxUtilisation: 90}, ReadTimeout: 20 * time.Millisecond,

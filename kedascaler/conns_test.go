@@ -87,7 +87,7 @@ func TestServeAnnouncesConnectionLimits(t *testing.T) {
 func TestServeCapsCallsAcrossConnections(t *testing.T) {
 	src := &source{}
 	src.publish(snapshot(time.Now(), 12000))
-	calls := &callLimit{}
+	calls := &callLimit{unaryDeadline: time.Hour} // held calls must stay held however slow the test
 	target := serveForTest(t, src, Options{MaxStreams: 1, callRoom: 2, calls: calls})
 	dial := func() *grpc.ClientConn {
 		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -38,7 +38,8 @@ func TestScrapeFollowsNoRedirect(t *testing.T) {
 	defer redirect.Close()
 	st := store.New(store.Options{}, nil)
 	pod := store.PodKey{Namespace: "ns", Name: "redirector"}
-	s := NewScraper(Options{}, st, func() []Target { return []Target{{Pod: pod, URL: redirect.URL}} }, nil)
+	// The timeout is a hang guard: the default 800 ms could end a loaded machine's scrape before the 302.
+	s := NewScraper(Options{Timeout: time.Minute}, st, func() []Target { return []Target{{Pod: pod, URL: redirect.URL}} }, nil)
 	s.ScrapeOnce(context.Background())
 	_, err := st.Get(pod)
 	if err == nil || !strings.Contains(err.Error(), "302") || !strings.Contains(err.Error(), "ns/redirector") {

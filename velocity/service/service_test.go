@@ -179,6 +179,8 @@ pools:
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each poll must succeed: the default 800 ms query timeout could expire on a loaded machine.
+	s.src.(*prometheusSource).prom.Timeout = time.Minute
 	var snap *Snapshot
 	for i := 0; i < 3; i++ {
 		snap = s.Step(context.Background(), time.Now())
