@@ -31,14 +31,14 @@ type Target struct {
 	Pool   string
 	URL    string // e.g. http://10.0.0.7:8000/metrics
 	Engine engine.Kind
-	// MaxTPS is the highest token rate the pod can plausibly reach (policy.RateLimit of its pool); a
-	// scrape implying more is a glitch for the store. 0: the store's absolute cap.
-	MaxTPS float64
+	// Limit is how fast the pod's token counters can plausibly grow (policy.RateLimit of its pool); a
+	// scrape implying more is a glitch for the store. Zero: the store's absolute cap.
+	Limit store.Limit
 }
 
 // RateLimiter is what a Recorder may also offer: a per-pod plausible rate (store.Store has it).
 type RateLimiter interface {
-	SetRateLimit(pod store.PodKey, tps float64)
+	SetRateLimit(pod store.PodKey, l store.Limit)
 }
 
 // Recorder is the part of the store the collector writes to.
@@ -250,8 +250,8 @@ dispatch:
 				s.rec.RecordError(t.Pod, start, err)
 				return
 			}
-			if limiter != nil && t.MaxTPS > 0 {
-				limiter.SetRateLimit(t.Pod, t.MaxTPS)
+			if limiter != nil && t.Limit != (store.Limit{}) {
+				limiter.SetRateLimit(t.Pod, t.Limit)
 			}
 			s.rec.Record(t.Pod, at, snap)
 		}(t)

@@ -94,7 +94,7 @@ func FuzzPrometheusReply(f *testing.F) {
 		rec := &checkRecorder{t: t, st: st}
 		src := NewPrometheusSource(promv1.NewAPI(c), rec, time.Second, 45*time.Second, engine.Auto, func(k store.PodKey) bool { return k.Name != "dropped" })
 		src.now = func() time.Time { return fuzzNow }
-		src.RateLimit = func(store.PodKey) float64 { return fuzzRateLimit }
+		src.RateLimit = func(store.PodKey) store.Limit { return store.Limit{Tokens: fuzzRateLimit} }
 		for range bodies {
 			rec.polls = map[store.PodKey]int{}
 			_ = src.PollOnce(context.Background()) // an error is an answer too; a panic is not

@@ -93,9 +93,9 @@ type PrometheusSource struct {
 	Timeout time.Duration
 	// Name says which endpoint errors come from (a URL without its credentials); "" reads "prometheus".
 	Name string
-	// RateLimit, if set, gives a pod's plausible token rate (its pool's, as a scrape target's MaxTPS),
+	// RateLimit, if set, gives a pod's plausible token rates (its pool's, as a scrape target's Limit),
 	// so a jump in a counter Prometheus holds is refused as a scraped one is.
-	RateLimit func(store.PodKey) float64
+	RateLimit func(store.PodKey) store.Limit
 	// Engine, if set, gives a pod's engine as its pool's config names it (Auto: detect), as a scrape
 	// target's Engine does; otherwise the source's kind applies to every pod.
 	Engine func(store.PodKey) engine.Kind
@@ -193,7 +193,7 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 	limiter, _ := p.rec.(RateLimiter)
 	for key, series := range byPod {
 		if limiter != nil && p.RateLimit != nil {
-			if l := p.RateLimit(key); l > 0 {
+			if l := p.RateLimit(key); l != (store.Limit{}) {
 				limiter.SetRateLimit(key, l)
 			}
 		}

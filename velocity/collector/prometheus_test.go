@@ -116,7 +116,7 @@ func TestPrometheusSourceAppliesRateLimits(t *testing.T) {
 	q := &matrixQuerier{m: pageAt("p", now, 0, 15000)}
 	src := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil)
 	src.now = func() time.Time { return now }
-	src.RateLimit = func(store.PodKey) float64 { return 20000 }
+	src.RateLimit = func(store.PodKey) store.Limit { return store.Limit{Tokens: 20000} }
 	p := store.PodKey{Namespace: "ns", Name: "p"}
 	if err := src.PollOnce(context.Background()); err != nil {
 		t.Fatal(err)

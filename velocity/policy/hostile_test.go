@@ -50,6 +50,28 @@ func TestAggregateIgnoresImplausiblePods(t *testing.T) {
 	}
 }
 
+// A decoder may count every prompt it receives by KV transfer: a prompt rate far past its pool's profile
+// (here 150,000 tok/s, one decoder beside a dozen prefillers) is plausible for it, while its decoded tokens
+// stay held to the profile. Held to the decode profile's V_P, the decode pool read as unknown.
+func TestDecodersReceivePromptsPastTheirProfile(t *testing.T) {
+	cfg := config.Default()
+	d := &cfg.Pools[1]
+	v := store.Velocity{Pod: store.PodKey{Namespace: "ns", Name: "d0"}, PrefillTPS: 150000, WindowPrefillTPS: 150000, DecodeTPS: 2000, WindowDecodeTPS: 2000, MeanPromptTokens: 2000, MeanOutputTokens: 30}
+	if st, err := Aggregate(d, []store.Result{{Velocity: v}}, 0, 10*time.Second); err != nil || st.Known != 1 {
+		t.Fatalf("decoder receiving 150,000 prompt tok/s: known %d, %v; want it known", st.Known, err)
+	}
+	v.DecodeTPS = PlausibleFactor * max(d.Profile.PrefillTPS, d.Profile.DecodeTPS) * 1.5
+	if st, _ := Aggregate(d, []store.Result{{Velocity: v}}, 0, 10*time.Second); st.Known != 0 || len(st.Errors) != 1 || !errors.Is(st.Errors[0], store.ErrImplausible) {
+		t.Fatalf("decoder decoding past its limit: known %d, errors %v; want it left out", st.Known, st.Errors)
+	}
+	if l := RateLimit(d); !math.IsInf(l.Prompt, 1) || l.Tokens != PlausibleFactor*max(d.Profile.PrefillTPS, d.Profile.DecodeTPS) {
+		t.Errorf("decode pool's limit %+v: want the tokens' limit from its profile and no prompt limit of its own", l)
+	}
+	if l := RateLimit(&cfg.Pools[0]); l.Prompt != 0 {
+		t.Errorf("prefill pool's limit %+v: want its prompts held to the tokens' limit", l)
+	}
+}
+
 // One glitched counter sample on one pod cannot move desired replicas, whatever its size.
 func TestOneGlitchSampleDoesNotMoveReplicas(t *testing.T) {
 	for _, jump := range []float64{5e5, 1e12} {

@@ -91,15 +91,21 @@ func perPod(p *config.Pool, cal float64) float64 {
 // catches a glitched counter before it sizes the pool.
 const PlausibleFactor = 10
 
-// RateLimit is the highest token rate a pod of p can plausibly reach, for store.SetRateLimit; 0 when
-// the profile gives no velocity (the store's absolute cap applies).
-func RateLimit(p *config.Pool) float64 {
-	return PlausibleFactor * max(p.Profile.PrefillTPS, p.Profile.DecodeTPS, p.Profile.KVTransferTPS)
+// RateLimit is how fast a pod of p's token counters can plausibly grow, for store.SetRateLimit; zero
+// when the profile gives no velocity (the store's absolute cap applies). A decoder's prompt tokens are
+// held to the absolute cap only: it may count every prompt it receives by KV transfer (engines differ,
+// docs/metrics.md), which a prefill pool many times its size sends it, far past its own profile.
+func RateLimit(p *config.Pool) store.Limit {
+	l := store.Limit{Tokens: PlausibleFactor * max(p.Profile.PrefillTPS, p.Profile.DecodeTPS, p.Profile.KVTransferTPS)}
+	if p.Role == config.RoleDecode {
+		l.Prompt = math.Inf(1)
+	}
+	return l
 }
 
 // plausible says why a pod's numbers cannot be used for the pool, or nil. limit is the pool's rate limit
-// from its profile or calibration (0: none).
-func plausible(v *store.Velocity, limit float64) error {
+// from its profile or calibration (0: none), as the store applies it.
+func plausible(v *store.Velocity, limit store.Limit) error {
 	for _, x := range [...]float64{v.PrefillTPS, v.ComputedPrefillTPS, v.DecodeTPS, v.WindowPrefillTPS, v.WindowComputedPrefillTPS, v.WindowDecodeTPS,
 		v.QueuedTokens, v.MeanPromptTokens, v.MeanOutputTokens, v.RequestTPS} {
 		if !(x >= 0 && x <= math.MaxFloat64) {
@@ -111,10 +117,14 @@ func plausible(v *store.Velocity, limit float64) error {
 			return fmt.Errorf("%s: %w: a queue growth is %v", v.Pod, store.ErrImplausible, x)
 		}
 	}
-	if limit > 0 {
-		for _, x := range [...]float64{v.PrefillTPS, v.DecodeTPS, v.WindowPrefillTPS, v.WindowDecodeTPS} {
-			if x > limit {
-				return fmt.Errorf("%s: %w: %.4g tokens/s is above the pool's limit of %g, %d times its largest profiled or calibrated velocity", v.Pod, store.ErrImplausible, x, limit, PlausibleFactor)
+	if limit.Tokens > 0 {
+		check := []float64{v.DecodeTPS, v.WindowDecodeTPS}
+		if limit.Prompt <= 0 {
+			check = append(check, v.PrefillTPS, v.WindowPrefillTPS)
+		}
+		for _, x := range check {
+			if x > limit.Tokens {
+				return fmt.Errorf("%s: %w: %.4g tokens/s is above the pool's limit of %g, %d times its largest profiled or calibrated velocity", v.Pod, store.ErrImplausible, x, limit.Tokens, PlausibleFactor)
 			}
 		}
 	}
@@ -128,7 +138,8 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	var missW, missN, kvSum, kvN, lateW, lateN float64
 	var meanPrompt float64
 	requestN := 0 // known pods with a request rate
-	limit := max(RateLimit(p), PlausibleFactor*calibrated)
+	limit := RateLimit(p)
+	limit.Tokens = max(limit.Tokens, PlausibleFactor*calibrated)
 	for _, r := range pods {
 		if r.Err != nil {
 			st.Errors = append(st.Errors, r.Err)

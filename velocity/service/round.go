@@ -80,7 +80,7 @@ func Assign(c *config.Config, pods []Pod) *Members {
 			m.Labels[p.Key] = p.Labels
 			m.Targets = append(m.Targets, collector.Target{
 				// The pool's plausible rate lets the store reject a glitched sample before it becomes a rate.
-				Pod: p.Key, Pool: pl.Name, Engine: kind, MaxTPS: policy.RateLimit(pl),
+				Pod: p.Key, Pool: pl.Name, Engine: kind, Limit: policy.RateLimit(pl),
 				URL: pl.Scheme + "://" + hostPort(p.IP, pl.Port) + pl.Path,
 			})
 			break

@@ -94,7 +94,7 @@ func newPrometheusSource(url string, c *config.Config, st *store.Store, obs coll
 	// As a pod's scrape: one poll ends within scrape.timeout, which is at most the interval.
 	s.prom.Timeout = c.Scrape.Timeout.Duration
 	s.prom.Name = redacted(url)
-	s.prom.RateLimit = func(k store.PodKey) float64 { return s.target(k).MaxTPS }
+	s.prom.RateLimit = func(k store.PodKey) store.Limit { return s.target(k).Limit }
 	s.prom.Engine = func(k store.PodKey) engine.Kind { return s.target(k).Engine }
 	return s, nil
 }

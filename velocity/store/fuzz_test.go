@@ -97,8 +97,10 @@ func FuzzPageSequence(f *testing.F) {
 		c := &clock{t: time.Unix(1000, 0)}
 		s := New(Options{}, c.now)
 		pod := PodKey{"ns", "p"}
-		s.SetRateLimit(pod, pageLimits[int(limitSel)%len(pageLimits)])
-		limit := s.limitOf(s.pods[pod])
+		// The low bits pick the tokens' limit, the high ones a decoder's prompt limit (0: none).
+		s.SetRateLimit(pod, Limit{Tokens: pageLimits[int(limitSel)%len(pageLimits)], Prompt: pageLimits[int(limitSel)/len(pageLimits)%len(pageLimits)]})
+		gen := s.limitOf(s.pods[pod], engine.GenerationTokens)
+		limit := max(gen, s.limitOf(s.pods[pod], engine.PromptTokens))
 		for i, p := range bytes.Split(in, []byte(pageSep)) {
 			if i == maxFuzzPages {
 				break
@@ -116,6 +118,9 @@ func FuzzPageSequence(f *testing.F) {
 			// Values read with an error are the pod's last ones, which the store keeps as sane as any.
 			v, _ := s.Get(pod)
 			checkSaneLimit(t, v, s.Options(), limit)
+			if v.DecodeTPS > gen*(1+1e-9) || v.WindowDecodeTPS > gen*(1+1e-9) {
+				t.Fatalf("decode %g tok/s (window %g) past the tokens' limit %g", v.DecodeTPS, v.WindowDecodeTPS, gen)
+			}
 		}
 	})
 }

@@ -137,7 +137,7 @@ func TestPerPodRateLimit(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
 	s := New(Options{}, c.now)
 	pod := PodKey{"ns", "p"}
-	s.SetRateLimit(pod, 50000)
+	s.SetRateLimit(pod, Limit{Tokens: 50000})
 	s.Record(pod, c.t, page(t, 0, 0, 0))
 	c.t = c.t.Add(time.Second)
 	s.Record(pod, c.t, page(t, 1000, 10, 0))
@@ -145,6 +145,38 @@ func TestPerPodRateLimit(t *testing.T) {
 	s.Record(pod, c.t, page(t, 1000+1e6, 20, 0))
 	if _, err := s.Get(pod); !errors.Is(err, ErrImplausible) || !strings.Contains(err.Error(), "50000") {
 		t.Fatalf("err = %v, want ErrImplausible naming the limit", err)
+	}
+}
+
+// A decoder's prompt counter may count every prompt it receives by KV transfer, from a prefill pool many
+// times its size: with a prompt limit of its own (the absolute cap, for a decode pool) such a rate is
+// kept, while its generated tokens stay held to the tokens' limit.
+func TestPromptLimitOfADecoder(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "d"}
+	s.SetRateLimit(pod, Limit{Tokens: 25000, Prompt: math.Inf(1)})
+	prompt, gen := 0.0, 0.0
+	for i := range 4 {
+		s.Record(pod, c.t, page(t, prompt, gen, 0))
+		if v, err := s.Get(pod); i > 0 && (err != nil || v.PrefillTPS < 100000 || v.DecodeTPS < 1000) {
+			t.Fatalf("scrape %d: %+v, %v; want 150,000 prompt tok/s received and 2,000 decoded kept", i, v, err)
+		}
+		c.t = c.t.Add(time.Second)
+		prompt, gen = prompt+150000, gen+2000
+	}
+	s.Record(pod, c.t, page(t, prompt, gen+1e6, 0))
+	if _, err := s.Get(pod); !errors.Is(err, ErrImplausible) || !strings.Contains(err.Error(), "25000") {
+		t.Fatalf("generated tokens past the tokens' limit: err = %v, want ErrImplausible naming 25000", err)
+	}
+	// Without a prompt limit of its own the prompt rate is held to the tokens' limit, as before.
+	other := PodKey{"ns", "p"}
+	s.SetRateLimit(other, Limit{Tokens: 25000})
+	s.Record(other, c.t, page(t, 0, 0, 0))
+	c.t = c.t.Add(time.Second)
+	s.Record(other, c.t, page(t, 150000, 2000, 0))
+	if _, err := s.Get(other); !errors.Is(err, ErrImplausible) {
+		t.Fatalf("a prefiller's 150,000 prompt tok/s under a 25,000 limit: err = %v, want ErrImplausible", err)
 	}
 }
 
@@ -580,7 +612,7 @@ func TestRebaseServesNoHeldRate(t *testing.T) {
 	c := &clock{t: time.Unix(1000, 0)}
 	s := New(Options{}, c.now)
 	pod := PodKey{"ns", "p"}
-	s.SetRateLimit(pod, 1000)
+	s.SetRateLimit(pod, Limit{Tokens: 1000})
 	prompt := 0.0
 	for i := 1; i <= 20; i++ {
 		c.t = c.t.Add(time.Second)

@@ -184,7 +184,7 @@ type podState struct {
 	// held is shown until the next computed rate: the engine changed, or counters reset twice in a row.
 	held     error
 	resetRun int     // intervals in a row that were counter resets
-	limit    float64 // the pod's own rate limit (0: the absolute cap)
+	limit    Limit   // the pod's own rate limits (0: the absolute cap)
 	// seen is each of requestGauges on the last kept page that had it: a page without the line in
 	// between must not let the next one's level pass as a jump from nothing.
 	seen [len(requestGauges)]pageSeen
@@ -275,18 +275,32 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	s.update(st)
 }
 
-// SetRateLimit sets the highest token rate pod can plausibly reach (tokens/s), e.g. k times its pool's
-// profiled capacity; 0 or a value above the store's cap leaves the absolute cap.
-func (s *Store) SetRateLimit(pod PodKey, tps float64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.podLocked(pod).limit = tps
+// Limit is the highest rate at which a pod's token counters can plausibly grow (tokens/s), e.g. k times
+// its pool's profiled capacity; 0, or a value above the store's cap, leaves the absolute cap.
+type Limit struct {
+	// Tokens bounds the prompt and the generated tokens.
+	Tokens float64
+	// Prompt, when > 0, bounds the prompt tokens in Tokens' place: a decoder's prompt counter may count
+	// the prompts it receives by KV transfer, which the whole prefill side can send it, far above what
+	// the decoder itself computes.
+	Prompt float64
 }
 
-// limitOf is the rate limit for a pod.
-func (s *Store) limitOf(st *podState) float64 {
-	if st.limit > 0 && st.limit < s.opts.MaxTokensPerSecond {
-		return st.limit
+// SetRateLimit sets how fast pod's token counters can plausibly grow.
+func (s *Store) SetRateLimit(pod PodKey, l Limit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.podLocked(pod).limit = l
+}
+
+// limitOf is a pod's rate limit for token counter f.
+func (s *Store) limitOf(st *podState, f engine.Field) float64 {
+	l := st.limit.Tokens
+	if f == engine.PromptTokens && st.limit.Prompt > 0 {
+		l = st.limit.Prompt
+	}
+	if l > 0 && l < s.opts.MaxTokensPerSecond {
+		return l
 	}
 	return s.opts.MaxTokensPerSecond
 }
@@ -328,7 +342,6 @@ func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) 
 	if st.last == nil {
 		return nil
 	}
-	limit := s.limitOf(st)
 	// Each counter and histogram is measured from the last kept page that had it (the last page, when
 	// every page carries the line): a page lacking it does not let the next one's jump pass unchecked.
 	for i, f := range tokenCounters {
@@ -337,7 +350,8 @@ func (s *Store) checkInterval(st *podState, t time.Time, snap *engine.Snapshot) 
 			continue
 		}
 		since := t.Sub(a.t).Seconds()
-		if d, ok, _ := delta(a.snap, snap, f); ok && d/since > limit {
+		if d, ok, _ := delta(a.snap, snap, f); ok && d/since > s.limitOf(st, f) {
+			limit := s.limitOf(st, f)
 			return fmt.Errorf("%w: %s rose by %g in %s (%.4g/s, above the pod's limit of %g/s)",
 				ErrImplausible, f, d, time.Duration(since*float64(time.Second)), d/since, limit)
 		}
