@@ -183,8 +183,8 @@ type podState struct {
 	glitches int
 	// held is shown until the next computed rate: the engine changed, or counters reset twice in a row.
 	held     error
-	resetRun int     // intervals in a row that were counter resets
-	limit    Limit   // the pod's own rate limits (0: the absolute cap)
+	resetRun int   // intervals in a row that were counter resets
+	limit    Limit // the pod's own rate limits (0: the absolute cap)
 	// seen is each of requestGauges on the last kept page that had it: a page without the line in
 	// between must not let the next one's level pass as a jump from nothing.
 	seen [len(requestGauges)]pageSeen
