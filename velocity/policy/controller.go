@@ -166,14 +166,17 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			dn = n
 		}
 	}
-	// HeteroScale coordination: keep the P:D replica ratio inside its band by raising the short side.
+	// HeteroScale coordination: keep the P:D replica ratio inside its band by raising the short side. The
+	// ratio is of the counts the pools will run, at least their minReplicas: an idle decode pool sized to
+	// 0 skipped the band (a burst's 8 prefillers beside 1 decoder), and a decode floor of 4 went unseen.
 	if ps != nil && ds != nil {
-		if band := ratioBand(prefill, decode); band != nil && dn > 0 {
-			if r := float64(p) / float64(dn); r < band.Min {
-				p = int(math.Ceil(band.Min * float64(dn)))
+		if band := ratioBand(prefill, decode); band != nil {
+			pe, de := max(p, prefill.MinReplicas), max(dn, decode.MinReplicas) // minReplicas >= 1
+			if r := float64(pe) / float64(de); r < band.Min {
+				p = int(math.Ceil(band.Min * float64(de)))
 				d.Reasons = append(d.Reasons, fmt.Sprintf("ratio %.2f below %.2f: prefill → %d", r, band.Min, p))
 			} else if r > band.Max {
-				dn = int(math.Ceil(float64(p) / band.Max))
+				dn = int(math.Ceil(float64(pe) / band.Max))
 				d.Reasons = append(d.Reasons, fmt.Sprintf("ratio %.2f above %.2f: decode → %d", r, band.Max, dn))
 			}
 		}

@@ -223,6 +223,27 @@ func TestRatioBandAndSafetyNet(t *testing.T) {
 	}
 }
 
+// The band holds the counts the pools will run: a decode pool sized to 0 while idle (its minReplicas
+// gives 1) is raised beside a burst's prefill pool, and a decode floor raises prefill. Both were skipped.
+func TestRatioBandCountsMinReplicas(t *testing.T) {
+	cfg := config.Default()
+	cfg.Pools[0].Ratio = &config.Ratio{Min: 0.5, Max: 2}
+	pol := cfg.Policy
+	burst := &PoolStatus{Pods: 8, Known: 8, Arrival: 68000, Sustained: 68000, PerPod: 10000, Capacity: 80000, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1, SecondsToBreach: math.Inf(1)}
+	idle := &PoolStatus{Pods: 1, Known: 1, PerPod: 2500, Capacity: 2500, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1}
+	d := NewController().Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], burst, &cfg.Pools[1], idle)
+	if d.Desired["prefill"] != 8 || d.Desired["decode"] != 4 {
+		t.Errorf("8 prefillers beside an idle decode pool under a band of 0.5-2: desired %v, want decode 4; reasons %v", d.Desired, d.Reasons)
+	}
+	cfg.Pools[1].MinReplicas = 4
+	quiet := &PoolStatus{Pods: 1, Known: 1, Arrival: 1000, Sustained: 1000, PerPod: 10000, Capacity: 10000, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1, SecondsToBreach: math.Inf(1)}
+	busy := &PoolStatus{Pods: 4, Known: 4, Arrival: 2000, Sustained: 2000, PerPod: 2500, Capacity: 10000, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1}
+	d = NewController().Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], quiet, &cfg.Pools[1], busy)
+	if d.Desired["decode"] != 4 || d.Desired["prefill"] != 2 {
+		t.Errorf("1 prefiller beside a decode floor of 4 under a band of 0.5-2: desired %v, want prefill 2; reasons %v", d.Desired, d.Reasons)
+	}
+}
+
 func TestScaleDownIsStabilised(t *testing.T) {
 	cfg := config.Default()
 	// A cold start of 1 s leaves the sizing rate unsmoothed at these 30 s steps: this test is about the
