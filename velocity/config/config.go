@@ -674,8 +674,10 @@ func (c *Config) complete() error {
 	if !(p.DecodeTargetUtilisation >= 0.01 && p.DecodeTargetUtilisation <= 1) {
 		errs = append(errs, fmt.Errorf("policy.decodeTargetUtilisation %v must be in [0.01, 1]", p.DecodeTargetUtilisation))
 	}
-	if !(p.DrainSeconds > 0) || math.IsInf(p.DrainSeconds, 0) {
-		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be positive and finite", p.DrainSeconds))
+	// At least 0.1 s: a queue sized to drain in less (1e-300 passed) asked for every pod up to maxReplicas
+	// whenever a single token waited.
+	if !(p.DrainSeconds >= 0.1) || math.IsInf(p.DrainSeconds, 0) {
+		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be at least 0.1 and finite", p.DrainSeconds))
 	}
 	if !(p.ScaleDownQuantile > 0 && p.ScaleDownQuantile <= 1) {
 		errs = append(errs, fmt.Errorf("policy.scaleDownQuantile %v must be in (0, 1] (1: scale down only to the window's highest recommendation)", p.ScaleDownQuantile))
