@@ -78,6 +78,9 @@ type Agent struct {
 	// recheck reverts them whatever the headroom reads then, as an engine that switched to decode without
 	// answering has its headroom back while it only decodes.
 	lost map[types.NamespacedName]refusal
+	// restarts is each converted pod's container restart count when the agent last saw it: an SGLang
+	// engine's role lives in its process, so a container that restarted decodes only, whatever the status.
+	restarts map[types.NamespacedName]int32
 	// started is when this agent started: a converted status written before it was written by an earlier
 	// agent, whose answers, and re-sends, this one does not know.
 	started time.Time
@@ -113,7 +116,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 		o.Recheck = 30 * time.Second
 	}
 	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{},
-		lost: map[types.NamespacedName]refusal{}, started: o.Now()}
+		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, started: o.Now()}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -313,6 +316,7 @@ func (a *Agent) convert(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	a.o.Observer.Flipped("convert", time.Since(start))
 	a.mu.Lock()
 	a.checked[podKey(pod)] = now
+	a.restarts[podKey(pod)] = restartCount(pod)
 	a.mu.Unlock()
 	klog.InfoS("Converted decoder to take prefill work", "pod", klog.KObj(pod), "actuator", a.o.Actuator.Name())
 	return nil
@@ -336,11 +340,15 @@ func (a *Agent) undo(ctx context.Context, pod *corev1.Pod, err error) error {
 	}
 	if rerr != nil {
 		// Kept as a pod of known state, checked from now on: taken for one of unknown role, it would be
-		// sent the switch to prefill again, and an engine that never answers would get it for good.
+		// sent the switch to prefill again, and an engine that never answers would get it for good. The
+		// undo is sent again at each recheck (lost), and the refusal recorded once it is answered: the
+		// controller renews a converted pod's lease, so waiting for the lease to end kept it counted as
+		// converted, decoding only, for as long as conversions were wanted.
 		a.mu.Lock()
 		a.checked[podKey(pod)] = a.o.Now()
+		a.lost[podKey(pod)] = refusal{protocol.ReasonActuator, err.Error()}
 		a.mu.Unlock()
-		return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted and is reverted when its lease ends)", podRef(pod), err, rerr)
+		return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted; the undo is sent again at each recheck, and it is reverted when its lease ends)", podRef(pod), err, rerr)
 	}
 	// Unconditional: the undo itself changed the pod, and until this lands the status says converted
 	// over a decode pod, which the controller counts as converted.
@@ -366,7 +374,8 @@ func (a *Agent) markUnanswered(pod *corev1.Pod, now time.Time) {
 	a.mu.Unlock()
 }
 
-// noteUnknownRole marks for a re-send, due at once, a pod recorded converted by an earlier agent (its
+// noteUnknownRole marks for a re-send, due at once, a converted pod whose containers restarted since the
+// agent last saw it (an SGLang engine starts in the decode role), and a pod recorded converted by an earlier agent (its
 // status written before this one started) that this agent has not checked yet, when the actuator's record
 // is the agent's status alone (SGLang): that agent may have stopped before the engine answered its switch,
 // or after a switch that got no answer, whose re-sends lived in its memory. A status this agent wrote is
@@ -379,10 +388,25 @@ func (a *Agent) noteUnknownRole(pod *corev1.Pod) {
 	if _, label := a.o.Actuator.(relabeler); label {
 		return // the label is the role, and the pod object shows it
 	}
+	key := podKey(pod)
+	n := restartCount(pod)
+	a.mu.Lock()
+	prev, known := a.restarts[key]
+	a.restarts[key] = n
+	if known && n > prev {
+		// A container restarted since the agent last saw the pod converted: its engine came back in the
+		// decode role it starts in, so the switch is sent again, due now (a refusal undoes the conversion).
+		if _, pending := a.unanswered[key]; !pending {
+			a.unanswered[key] = unanswered{}
+		}
+		a.mu.Unlock()
+		klog.InfoS("A converted decoder's container restarted; sending the switch to prefill again", "pod", klog.KObj(pod), "restarts", n)
+		return
+	}
+	a.mu.Unlock()
 	if at, ok := protocol.StatusAt(pod); ok && !at.Before(a.started) && at.Sub(a.o.Now()) <= protocol.MaxClockSkew {
 		return
 	}
-	key := podKey(pod)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_, seen := a.checked[key]
@@ -514,6 +538,15 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	return a.setStatus(ctx, pod, "", protocol.Refused(reason, detail), true)
 }
 
+// restartCount is how many times the pod's containers have restarted, all together.
+func restartCount(p *corev1.Pod) int32 {
+	var n int32
+	for _, c := range p.Status.ContainerStatuses {
+		n += c.RestartCount
+	}
+	return n
+}
+
 func podKey(p *corev1.Pod) types.NamespacedName {
 	return types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 }
@@ -523,6 +556,7 @@ func (a *Agent) forget(pod *corev1.Pod) {
 	delete(a.checked, podKey(pod))
 	delete(a.unanswered, podKey(pod))
 	delete(a.lost, podKey(pod))
+	delete(a.restarts, podKey(pod))
 	a.mu.Unlock()
 }
 
@@ -768,6 +802,11 @@ func (a *Agent) keepOnly(pods []*corev1.Pod) {
 	for k := range a.lost {
 		if !live[k] {
 			delete(a.lost, k)
+		}
+	}
+	for k := range a.restarts {
+		if !live[k] {
+			delete(a.restarts, k)
 		}
 	}
 }

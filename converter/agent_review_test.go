@@ -711,7 +711,7 @@ func TestAgentGivesUpOnAnEngineThatNeverAnswersAfterARestart(t *testing.T) {
 			t.Fatalf("pass %d: roles asked %v; want prefill %d times", i, asked(), want)
 		}
 	}
-	for _, wait := range []time.Duration{10 * time.Second, 150 * time.Second, 300 * time.Second} {
+	for _, wait := range []time.Duration{10 * time.Second, 20 * time.Second} {
 		clk.Set(at.Add(wait))
 		lease(t, client, at.Add(wait))
 		_ = a.Reconcile(context.Background(), get(t, client, "d1"))
@@ -719,4 +719,51 @@ func TestAgentGivesUpOnAnEngineThatNeverAnswersAfterARestart(t *testing.T) {
 	if prefills() != maxResends {
 		t.Errorf("roles asked %v after the undo got no answer; want no more switches to prefill", asked())
 	}
+	// The undo is sent again at the next recheck, the lease renewed all along, and once the engine
+	// answers it the refusal is recorded, so the controller moves the lease: it stayed converted, decoding
+	// only, for as long as the controller renewed its lease.
+	before := len(asked())
+	clk.Set(at.Add(31 * time.Second))
+	lease(t, client, at.Add(31*time.Second))
+	_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; !strings.HasPrefix(s, protocol.Refused(protocol.ReasonActuator, "")) || strings.Join(asked()[before:], ",") != "decode" {
+		t.Errorf("a recheck after the undo got no answer: status %q, roles asked %v; want decode sent again and the refusal recorded", s, asked()[before:])
+	}
+}
+
+// An SGLang engine's role lives in its process: a converted pod whose container restarts comes back
+// decoding only, so the switch to prefill is sent again at once (and a refusal would undo it). Its status
+// said converted and the controller renewed its lease while it did no prefill work.
+func TestAgentSendsTheSwitchAgainAfterAContainerRestart(t *testing.T) {
+	a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	prefills := func() int { return strings.Count(strings.Join(asked(), ","), "prefill") }
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil || prefills() != 1 {
+		t.Fatalf("conversion: %v, roles asked %v", err, asked())
+	}
+	restart := func(n int32) {
+		p := get(t, client, "d1")
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "sglang", RestartCount: n}}
+		if _, err := client.CoreV1().Pods("ns").UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := t0
+	pass := func(want int, what string) {
+		t.Helper()
+		at = at.Add(5 * time.Second)
+		clk.Set(at)
+		lease(t, client, at)
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		if prefills() != want || get(t, client, "d1").Annotations[protocol.AnnotationStatus] != protocol.StatusConverted {
+			t.Fatalf("%s: roles asked %v, status %q; want prefill sent %d times and the pod converted", what, asked(), get(t, client, "d1").Annotations[protocol.AnnotationStatus], want)
+		}
+	}
+	pass(1, "a pass without a restart")
+	restart(1)
+	pass(2, "after the engine's container restarted")
+	pass(2, "a pass after the switch was answered")
 }
