@@ -252,18 +252,34 @@ func (a *Agent) revertEnded(ctx context.Context, pod *corev1.Pod, now time.Time)
 	if want, ours := a.judge(fresh, now); want || !ours {
 		return nil // changed since the cached copy (leased again, say): its own event reconciles it
 	}
+	a.mu.Lock()
+	u, waiting := a.unanswered[podKey(fresh)]
+	a.mu.Unlock()
+	if waiting && now.Sub(u.at) < resendAfter<<min(u.sent, maxResends) && !now.Before(u.at) {
+		// A revert that got no answer is sent again as a switch is, after 10, 20, 40, then every 80 s: each
+		// may hold the agent's loop for the actuator's timeout, and every other pod of the node waits on it.
+		return nil
+	}
 	return a.revert(ctx, fresh)
 }
 
 // revert flips a pod this agent converted, read fresh, back to decode and records it.
 func (a *Agent) revert(ctx context.Context, pod *corev1.Pod) error {
+	a.mu.Lock()
+	prev, had := a.unanswered[podKey(pod)]
+	a.mu.Unlock()
 	a.forget(pod)
 	start := time.Now()
 	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
 		if errors.Is(err, ErrNoAnswer) {
 			// The engine's role is unknown and the pod stays marked converted: the revert is tried again while
-			// it is not leased, and a new lease sends the switch to prefill again.
+			// it is not leased, spaced as re-sends are, and a new lease sends the switch to prefill again.
 			a.markUnanswered(pod, a.o.Now())
+			if had {
+				a.mu.Lock()
+				a.unanswered[podKey(pod)] = unanswered{at: a.o.Now(), sent: min(prev.sent+1, maxResends)}
+				a.mu.Unlock()
+			}
 		}
 		return fmt.Errorf("reverting %s: %w", podRef(pod), err)
 	}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -766,4 +767,35 @@ func TestAgentSendsTheSwitchAgainAfterAContainerRestart(t *testing.T) {
 	restart(1)
 	pass(2, "after the engine's container restarted")
 	pass(2, "a pass after the switch was answered")
+}
+
+// A revert that gets no answer is sent again spaced as the switch's re-sends are (10, 20, 40, then every
+// 80 s), not on every pass: each call may hold the agent's one loop for the actuator's timeout, and the
+// other pods of the node, whose leases end too, waited behind it.
+func TestAgentSpacesRevertsThatGetNoAnswer(t *testing.T) {
+	a, client, clk, act, _ := sglangFixture(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { calls.Add(1); hangUp(w) }))
+	t.Cleanup(dead.Close)
+	u, _ := url.Parse(dead.URL)
+	_, ps, _ := net.SplitHostPort(u.Host)
+	act.Port, _ = strconv.Atoi(ps)
+	at := t0.Add(2 * time.Minute) // the lease has ended
+	for range 100 {
+		clk.Set(at)
+		_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+		at = at.Add(time.Second)
+	}
+	// Sent at 0, 10, 30 and 70 s, then every 80 s: 4 in 100 s.
+	if n := calls.Load(); n != 4 {
+		t.Errorf("%d reverts sent in 100 passes a second apart; want 4 (at 0, 10, 30 and 70 s)", n)
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusConverted {
+		t.Errorf("status %q; want converted while no revert is answered", s)
+	}
 }
