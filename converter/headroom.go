@@ -155,6 +155,12 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 		return false, protocol.ReasonNVMLError, "pod resources: " + err.Error()
 	}
 	uuids := gpuUUIDs(ids)
+	if len(uuids) == 0 && len(ids) > 0 {
+		// GPUs named by index (the device plugin's deviceIDStrategy: index) or by device name (GKE's
+		// nvidia0): NVML is read by UUID, and "no GPU" would be false.
+		shown := ids[:min(len(ids), 4)]
+		return false, protocol.ReasonNVMLError, fmt.Sprintf("the kubelet names the pod's GPUs %.64q, not by UUID (GPU-…, MIG-…); the agent reads GPUs by UUID (the NVIDIA device plugin's deviceIDStrategy: uuid, its default)", shown)
+	}
 	if len(uuids) == 0 {
 		return Decide(nil, h.Need)
 	}

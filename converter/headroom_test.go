@@ -323,3 +323,24 @@ func TestSGLangActuatorFollowsNoRedirectAndTimesOutSoon(t *testing.T) {
 		t.Errorf("a flip's deadline is %s after it returned (bounded %v); want at most 5s", after, bounded)
 	}
 }
+
+type devicesFunc func() []string
+
+func (f devicesFunc) Devices(context.Context, string, string) ([]string, error) { return f(), nil }
+
+// GPUs the kubelet names by index or device name (deviceIDStrategy: index, GKE's nvidia0) cannot be read
+// by UUID: an nvml-error saying so, not a refusal for a pod with no GPU, which was false.
+func TestHeadroomNamesGPUsItCannotRead(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "decode-0", Namespace: "llm-d"}}
+	read := readerFunc(func(u []string) ([]GPUReading, error) { t.Errorf("NVML read for %v", u); return nil, nil })
+	for _, ids := range [][]string{{"nvidia0"}, {"0", "1"}} {
+		h := &Headroom{Devices: devicesFunc(func() []string { return ids }), Need: Need{MinFreeBytes: 1 << 30}, GPUs: read}
+		if ok, reason, detail := h.Check(context.Background(), pod); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, ids[0]) || !strings.Contains(detail, "not by UUID") {
+			t.Errorf("GPUs %v: %v %s %q; want an nvml-error naming them", ids, ok, reason, detail)
+		}
+	}
+	h := &Headroom{Devices: devicesFunc(func() []string { return nil }), Need: Need{MinFreeBytes: 1 << 30}, GPUs: read}
+	if ok, reason, _ := h.Check(context.Background(), pod); ok || reason != protocol.ReasonNoGPUs {
+		t.Errorf("no GPU: %v %s; want %s", ok, reason, protocol.ReasonNoGPUs)
+	}
+}
