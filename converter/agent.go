@@ -694,10 +694,11 @@ func (a *Agent) revertAtShutdown(ctx context.Context, cached *corev1.Pod, remain
 	if !a.owns(p) {
 		return nil
 	}
+	start := time.Now()
 	if err := a.o.Actuator.Revert(ctx, p); err != nil {
 		return fmt.Errorf("reverting %s at shutdown: %w", podRef(p), err)
 	}
-	a.o.Observer.Flipped("revert", 0)
+	a.o.Observer.Flipped("revert", time.Since(start))
 	return a.setStatus(ctx, p, "", protocol.StatusDecode, true)
 }
 

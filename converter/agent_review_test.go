@@ -799,3 +799,42 @@ func TestAgentSpacesRevertsThatGetNoAnswer(t *testing.T) {
 		t.Errorf("status %q; want converted while no revert is answered", s)
 	}
 }
+
+type slowRevert struct{ Actuator }
+
+func (s slowRevert) Revert(ctx context.Context, pod *corev1.Pod) error {
+	time.Sleep(2 * time.Millisecond) // a lower bound on what the revert takes; load only lengthens it
+	return s.Actuator.Revert(ctx, pod)
+}
+
+type flips struct {
+	mu   sync.Mutex
+	took []time.Duration
+}
+
+func (f *flips) Flipped(_ string, d time.Duration) { f.mu.Lock(); f.took = append(f.took, d); f.mu.Unlock() }
+func (f *flips) Refused(string)                    {}
+
+// A revert at shutdown is timed as any other: it was observed as taking no time, which pulled the flip
+// duration's figures down by one zero per converted pod at every agent restart.
+func TestAgentTimesRevertsAtShutdown(t *testing.T) {
+	conv := onNode(decodePod("c", map[string]string{protocol.AnnotationStatus: protocol.StatusConverted,
+		protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode"}), "node-1")
+	conv.Labels["llm-d.ai/role"] = "prefill-decode"
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, conv)
+	a.lister = func() []*corev1.Pod { return []*corev1.Pod{conv.DeepCopy()} }
+	obs := &flips{}
+	a.o.Observer = obs
+	a.o.Actuator = slowRevert{a.o.Actuator}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	if err := a.RevertAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := get(t, client, "c"); p.Labels["llm-d.ai/role"] != "decode" {
+		t.Fatalf("role %q after RevertAll; want decode", p.Labels["llm-d.ai/role"])
+	}
+	if len(obs.took) != 1 || obs.took[0] < 2*time.Millisecond {
+		t.Errorf("flips observed %v; want one revert of at least 2ms", obs.took)
+	}
+}

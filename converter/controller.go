@@ -48,15 +48,27 @@ type grant struct {
 	uid types.UID
 }
 
+// written is a lease this controller wrote: until when, and to which pod (a pod of the same name
+// recreated is another, and holds no lease of the one it replaced).
+type written struct {
+	until time.Time
+	uid   types.UID
+}
+
+// holds reports whether the lease w was written to pod p and lasts past now.
+func (w written) holds(p *corev1.Pod, now time.Time) bool {
+	return now.Before(w.until) && (w.uid == "" || w.uid == p.UID)
+}
+
 // Controller writes conversion leases; it is the only writer of protocol.AnnotationConvertUntil.
 type Controller struct {
 	client kubernetes.Interface
 	o      ControllerOptions
 
 	mu sync.Mutex
-	// granted remembers the leases this controller wrote, so a lagging informer view cannot make it
-	// grant a slot twice.
-	granted map[types.NamespacedName]time.Time
+	// granted remembers the leases this controller wrote, until when and to which pod, so a lagging
+	// informer view cannot make it grant a slot twice.
+	granted map[types.NamespacedName]written
 	// since is when each held lease was first granted, to which pod (a pod of the same name recreated is
 	// another), and silent the leases reported unanswered.
 	since  map[types.NamespacedName]grant
@@ -89,7 +101,7 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Controller{client: client, o: o, granted: map[types.NamespacedName]time.Time{},
+	return &Controller{client: client, o: o, granted: map[types.NamespacedName]written{},
 		since: map[types.NamespacedName]grant{}, silent: map[types.NamespacedName]bool{}, unanswered: map[types.NamespacedName]time.Time{},
 		noProducer: map[string]bool{}}
 }
@@ -109,8 +121,8 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		if protocol.LeasedWithin(p, now, c.o.MaxLease) {
 			return true
 		}
-		t, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
-		return ok && now.Before(t)
+		w, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
+		return ok && w.holds(p, now)
 	}
 	var first error
 	keep := func(err error) {
@@ -146,8 +158,8 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			// round cost a pod update a second per converted pod, through the client's rate limit, and at a
 			// few dozen conversions the last renewals of a round landed after their leases ran out.
 			// Measured now, not at the round's start: the writes before it may have taken seconds.
-			if t, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]; ok &&
-				t.Sub(c.o.Now()) > c.o.Lease*2/3 && protocol.LeasedWithin(p, now, c.o.MaxLease) {
+			if w, ok := c.granted[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]; ok && w.holds(p, now) &&
+				w.until.Sub(c.o.Now()) > c.o.Lease*2/3 && protocol.LeasedWithin(p, now, c.o.MaxLease) {
 				continue
 			}
 			// From the write, not the round's start: a round of many writes takes time.
@@ -168,8 +180,8 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		}
 	}
 	// Leases of pods that went away (deleted, never released) are forgotten once long over.
-	for key, until := range c.granted {
-		if now.Sub(until) > c.o.MaxLease {
+	for key, w := range c.granted {
+		if now.Sub(w.until) > c.o.MaxLease {
 			delete(c.granted, key)
 			delete(c.since, key)
 			delete(c.silent, key)
@@ -184,14 +196,14 @@ func (c *Controller) lease(ctx context.Context, p *corev1.Pod, until time.Time) 
 		if !answered(err) {
 			// The server may still apply a write it did not answer: the slot counts as granted, or the next
 			// round could grant it to another pod as well.
-			c.granted[key] = until
+			c.granted[key] = written{until, p.UID}
 		}
 		return err
 	}
 	if g, held := c.since[key]; !held || g.uid != p.UID {
 		c.since[key] = grant{at: c.o.Now(), uid: p.UID}
 	}
-	c.granted[key] = until
+	c.granted[key] = written{until, p.UID}
 	return nil
 }
 
@@ -273,7 +285,12 @@ func answered(err error) bool {
 
 // annotate sets (string) or removes (nil) the lease annotation.
 func (c *Controller) annotate(ctx context.Context, p *corev1.Pod, v any) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{protocol.AnnotationConvertUntil: v}}})
+	meta := map[string]any{"annotations": map[string]any{protocol.AnnotationConvertUntil: v}}
+	if p.UID != "" {
+		// A precondition: the API server refuses the patch if a pod of the same name replaced this one.
+		meta["uid"] = p.UID
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return err
 	}

@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/tokenscale/tokenscale/converter/protocol"
 	"github.com/tokenscale/tokenscale/velocity/policy"
@@ -380,5 +383,37 @@ func TestControllerSaysWhenNoPodIsAKVProducer(t *testing.T) {
 		if got := ctrl.reportNoProducer(pool, s.wanted); got != s.says {
 			t.Errorf("%s: said %v", s.name, got)
 		}
+	}
+}
+
+// A lease the controller wrote belongs to the pod it wrote it to: a pod of the same name recreated
+// within the lease (a StatefulSet's, force-deleted) is not leased by it, so it gets no lease before it is
+// Ready, and the write carries the pod's UID as a precondition.
+func TestControllerLeasesAreThePodsNotTheNames(t *testing.T) {
+	old := decodePod("d-0", nil)
+	old.UID = "old"
+	client := fake.NewClientset(old)
+	ctrl := NewController(client, ControllerOptions{Lease: time.Minute, Now: func() time.Time { return t0 }, Plan: PlanOptions{MaxFraction: 1}})
+	ctrl.stepped = true
+	var patches []string
+	client.PrependReactor("patch", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		patches = append(patches, string(a.(k8stesting.PatchAction).GetPatch()))
+		return false, nil, nil
+	})
+	if err := ctrl.Step(context.Background(), []Pool{{Name: "decode", Pods: []*corev1.Pod{old}, Wanted: 1, Known: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(patches) != 1 || !strings.Contains(patches[0], `"uid":"old"`) {
+		t.Fatalf("patches %q; want one lease carrying the pod's UID", patches)
+	}
+	// Recreated under the same name, starting: not Ready, and not leased by the old pod's lease.
+	fresh := notReady(decodePod("d-0", nil))
+	fresh.UID = "new"
+	patches = nil
+	if err := ctrl.Step(context.Background(), []Pool{{Name: "decode", Pods: []*corev1.Pod{fresh}, Wanted: 1, Known: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(patches) != 0 {
+		t.Errorf("patches %q to a recreated pod that is not Ready; want none", patches)
 	}
 }
