@@ -812,8 +812,12 @@ type flips struct {
 	took []time.Duration
 }
 
-func (f *flips) Flipped(_ string, d time.Duration) { f.mu.Lock(); f.took = append(f.took, d); f.mu.Unlock() }
-func (f *flips) Refused(string)                    {}
+func (f *flips) Flipped(_ string, d time.Duration) {
+	f.mu.Lock()
+	f.took = append(f.took, d)
+	f.mu.Unlock()
+}
+func (f *flips) Refused(string) {}
 
 // A revert at shutdown is timed as any other: it was observed as taking no time, which pulled the flip
 // duration's figures down by one zero per converted pod at every agent restart.
