@@ -3,7 +3,7 @@
 GO        ?= go
 PKGS      ?= ./...
 BIN       ?= _output/bin
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 20000x
 # Input minimisation is capped in executions: with the default (60 s per new input) a target that keeps
 # finding inputs spent its whole run minimising, 5 to 1,404 execs in 60 s.
 FUZZMINIMIZETIME ?= 100x
