@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tokenscale/tokenscale/kedascaler/trigger"
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -40,6 +41,8 @@ type Server struct {
 	stopping <-chan struct{}
 	// parse holds the rules every trigger is parsed with (Options.AllowCrossNamespace).
 	parse trigger.Options
+	// sees is Options.Sees (nil: the informer sees every pool).
+	sees func(namespace string, pool *config.Pool) bool
 }
 
 // New returns a server over src; snapshots older than maxAge are stale.
@@ -100,9 +103,14 @@ func (s *Server) active(snap *service.Snapshot, t trigger.Trigger) (bool, error)
 }
 
 // noPods says whether a pool the config runs in namespace has no pods there at all, Ready or not, in a
-// fresh snapshot (a stale one says nothing of pods).
+// fresh snapshot (a stale one says nothing of pods) from a pod informer that sees every pod of the pool
+// there (one outside --namespace, or a pool selecting on labels past --pod-selector, counts none of them).
 func (s *Server) noPods(snap *service.Snapshot, namespace, pool string) bool {
-	if service.Fresh(snap, s.now(), s.maxAge) != nil || snap.ConfiguredPool(namespace, pool) == nil {
+	if service.Fresh(snap, s.now(), s.maxAge) != nil {
+		return false
+	}
+	p := snap.ConfiguredPool(namespace, pool)
+	if p == nil || s.sees != nil && !s.sees(namespace, p) {
 		return false
 	}
 	key := service.PoolKey{Namespace: namespace, Name: pool}

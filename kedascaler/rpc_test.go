@@ -266,6 +266,23 @@ func TestActivationUnknownWhilePoolRuns(t *testing.T) {
 			t.Errorf("activation on a decode pool whose one pod starts: %v %v; want active", a, err)
 		}
 	}
+	// A pool the pod informer cannot see there (outside --namespace, or selecting on labels past
+	// --pod-selector) counts no pods whatever runs: it is unknown, not idle.
+	blind := New(src, 3*time.Second)
+	blind.now = func() time.Time { return now }
+	var asked []string
+	blind.sees = func(ns string, p *config.Pool) bool { asked = append(asked, ns+"/"+p.Name); return false }
+	bc, _ := dial(t, blind)
+	snap := snapshot(now, 12000)
+	delete(snap.Pools, service.PoolKey{Namespace: "llm", Name: "decode"})
+	src.publish(snap)
+	if a, err := bc.IsActive(context.Background(), ref(map[string]string{"pool": "prefill", "activationPool": "decode"})); err != nil || !a.Result || !slices.Contains(asked, "llm/decode") {
+		t.Errorf("activation on a decode pool the informer cannot see: %v %v (asked %v); want active, as for an unknown pool", a, err, asked)
+	}
+	delete(snap.Pools, service.PoolKey{Namespace: "llm", Name: "prefill"})
+	if _, err := bc.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill", "activationPool": "decode"})}); err == nil {
+		t.Error("prefill at zero beside a decode pool the informer cannot see: desired 0; want an error")
+	}
 	src.publish(snapshot(now, 12000))
 	// A pool no config has is a typo, not a restart: answering active would keep the workload from ever
 	// scaling to zero, with no error anywhere.

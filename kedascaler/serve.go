@@ -24,6 +24,7 @@ import (
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
 	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/kedascaler/trigger"
+	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -181,6 +182,9 @@ type Options struct {
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// MaxAge: older snapshots are stale (every answer Unavailable, health NOT_SERVING).
 	MaxAge time.Duration
+	// Sees, when set, says whether the pod informer sees every pod of a pool in a namespace
+	// (pipeline.Options.Sees): a pool it cannot see with no pods in the snapshot is unknown, not idle.
+	Sees func(namespace string, pool *config.Pool) bool
 	// Register registers the scaler's metrics; default component-base's legacy registry.
 	Register func(...metrics.Registerable)
 	// Listening, when set, is told the gRPC address once it listens.
@@ -240,6 +244,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	srv.onPush = m.pushes.Inc
 	srv.stopping = ctx.Done()
 	srv.parse = trigger.Options{AllowCrossNamespace: o.AllowCrossNamespace}
+	srv.sees = o.Sees
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = DefaultShutdownGrace
 	}

@@ -36,6 +36,7 @@ func main() {
 			return err
 		}
 		so.MaxAge = p.MaxAge()
+		so.Sees = po.Sees
 		legacyregistry.CustomMustRegister(selfmetrics.NewPools(p.Service.Snapshot, func(s *service.Snapshot) error { return service.Fresh(s, time.Now(), so.MaxAge) }))
 		go p.Service.Run(ctx)
 		return kedascaler.Serve(ctx, p.Service, so)

@@ -85,6 +85,17 @@ func (o *Options) scope() func(*config.Config) error {
 	}
 }
 
+// Sees reports whether the pod informer sees every pod of pool p in namespace: the namespace is watched,
+// and p's selector satisfies --pod-selector (a pod of p may carry more labels, so one that does not may
+// still be seen, but not surely). A front that reads "no pods" as "idle" must check it first.
+func (o *Options) Sees(namespace string, p *config.Pool) bool {
+	if o.Namespace != "" && namespace != o.Namespace {
+		return false
+	}
+	sel, err := labels.Parse(o.PodSelector)
+	return err == nil && sel.Matches(labels.Set(p.Selector))
+}
+
 // Pipeline is a running velocity service fed by a pod informer.
 type Pipeline struct {
 	Service *service.Service

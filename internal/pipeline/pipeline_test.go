@@ -78,3 +78,24 @@ func TestScopeRefusesPoolsOutsideTheNamespace(t *testing.T) {
 		t.Errorf("config in force has prefill in %q after a rejected reload, want a", got)
 	}
 }
+
+// Sees says whether the informer surely sees a pool's pods: its namespace is watched, and its selector
+// satisfies --pod-selector.
+func TestSees(t *testing.T) {
+	p := &config.Pool{Name: "decode", Selector: map[string]string{"llm-d.ai/role": "decode"}}
+	for _, c := range []struct {
+		o    Options
+		ns   string
+		want bool
+	}{
+		{Options{}, "b", true},
+		{Options{Namespace: "a"}, "a", true},
+		{Options{Namespace: "a"}, "b", false},
+		{Options{PodSelector: "llm-d.ai/role"}, "b", true},
+		{Options{PodSelector: "app=vllm"}, "b", false},
+	} {
+		if got := c.o.Sees(c.ns, p); got != c.want {
+			t.Errorf("%+v in %s: %v, want %v", c.o, c.ns, got, c.want)
+		}
+	}
+}
