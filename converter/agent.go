@@ -86,13 +86,19 @@ type Agent struct {
 	started time.Time
 }
 
-// refusal is why a pod's headroom went, as recorded in its status.
-type refusal struct{ reason, detail string }
+// refusal is why a pod's headroom went, or its conversion failed (undo), as recorded in its status.
+type refusal struct {
+	reason, detail string
+	undo           bool
+}
 
 // unanswered is when a pod's switch was last sent without an answer, and how many re-sends went since.
 type unanswered struct {
 	at   time.Time
 	sent int
+	// revert: what got no answer was a revert to decode (its retries are spaced as re-sends are), not a
+	// switch to prefill; a new lease's re-sends of the switch count afresh.
+	revert bool
 }
 
 // NewAgent returns an agent for o.NodeName.
@@ -255,7 +261,7 @@ func (a *Agent) revertEnded(ctx context.Context, pod *corev1.Pod, now time.Time)
 	a.mu.Lock()
 	u, waiting := a.unanswered[podKey(fresh)]
 	a.mu.Unlock()
-	if waiting && now.Sub(u.at) < resendAfter<<min(u.sent, maxResends) && !now.Before(u.at) {
+	if waiting && u.revert && now.Sub(u.at) < resendAfter<<min(u.sent, maxResends) && !now.Before(u.at) {
 		// A revert that got no answer is sent again as a switch is, after 10, 20, 40, then every 80 s: each
 		// may hold the agent's loop for the actuator's timeout, and every other pod of the node waits on it.
 		return nil
@@ -274,12 +280,13 @@ func (a *Agent) revert(ctx context.Context, pod *corev1.Pod) error {
 		if errors.Is(err, ErrNoAnswer) {
 			// The engine's role is unknown and the pod stays marked converted: the revert is tried again while
 			// it is not leased, spaced as re-sends are, and a new lease sends the switch to prefill again.
-			a.markUnanswered(pod, a.o.Now())
-			if had {
-				a.mu.Lock()
-				a.unanswered[podKey(pod)] = unanswered{at: a.o.Now(), sent: min(prev.sent+1, maxResends)}
-				a.mu.Unlock()
+			u := unanswered{at: a.o.Now(), revert: true}
+			if had && prev.revert {
+				u.sent = min(prev.sent+1, maxResends)
 			}
+			a.mu.Lock()
+			a.unanswered[podKey(pod)] = u
+			a.mu.Unlock()
 		}
 		return fmt.Errorf("reverting %s: %w", podRef(pod), err)
 	}
@@ -362,7 +369,7 @@ func (a *Agent) undo(ctx context.Context, pod *corev1.Pod, err error) error {
 		// converted, decoding only, for as long as conversions were wanted.
 		a.mu.Lock()
 		a.checked[podKey(pod)] = a.o.Now()
-		a.lost[podKey(pod)] = refusal{protocol.ReasonActuator, err.Error()}
+		a.lost[podKey(pod)] = refusal{protocol.ReasonActuator, err.Error(), true}
 		a.mu.Unlock()
 		return fmt.Errorf("converting %s: %w; undoing it: %w (it stays marked converted; the undo is sent again at each recheck, and it is reverted when its lease ends)", podRef(pod), err, rerr)
 	}
@@ -409,7 +416,8 @@ func (a *Agent) noteUnknownRole(pod *corev1.Pod) {
 	a.mu.Lock()
 	prev, known := a.restarts[key]
 	a.restarts[key] = n
-	if known && n > prev {
+	_, reverting := a.lost[key] // a revert is pending: the restarted engine is back in decode, as it wants
+	if known && n > prev && !reverting {
 		// A container restarted since the agent last saw the pod converted: its engine came back in the
 		// decode role it starts in, so the switch is sent again, due now (a refusal undoes the conversion).
 		if _, pending := a.unanswered[key]; !pending {
@@ -442,6 +450,10 @@ func (a *Agent) resend(ctx context.Context, pod *corev1.Pod, now time.Time) (boo
 	key := podKey(pod)
 	a.mu.Lock()
 	u, ok := a.unanswered[key]
+	if ok && u.revert {
+		// Leased again after reverts that got no answer: the switch's re-sends count from the last revert.
+		u = unanswered{at: u.at}
+	}
 	due := ok && (now.Sub(u.at) >= resendAfter<<u.sent || now.Before(u.at))
 	if due {
 		u.at, u.sent = now, u.sent+1
@@ -544,13 +556,17 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 		// headroom went.
 		a.mu.Lock()
 		a.checked[podKey(pod)] = now
-		a.lost[podKey(pod)] = refusal{reason, detail}
+		a.lost[podKey(pod)] = refusal{reason, detail, r.undo}
 		a.mu.Unlock()
 		return fmt.Errorf("reverting %s after its headroom went (%s): %w", podRef(pod), reason, err)
 	}
 	a.o.Observer.Flipped("revert", time.Since(start))
 	a.o.Observer.Refused(reason)
-	klog.InfoS("Headroom gone; converted decoder back to decode only", "pod", klog.KObj(pod), "reason", reason, "detail", detail)
+	if r.undo {
+		klog.InfoS("The undo of a failed conversion was answered; converted decoder back to decode only", "pod", klog.KObj(pod), "reason", reason, "detail", detail)
+	} else {
+		klog.InfoS("Headroom gone; converted decoder back to decode only", "pod", klog.KObj(pod), "reason", reason, "detail", detail)
+	}
 	return a.setStatus(ctx, pod, "", protocol.Refused(reason, detail), true)
 }
 

@@ -842,3 +842,92 @@ func TestAgentTimesRevertsAtShutdown(t *testing.T) {
 		t.Errorf("flips observed %v; want one revert of at least 2ms", obs.took)
 	}
 }
+
+// Reverts and switches that get no answer keep their own counts: after reverts spaced out by the back-off
+// a new lease sends the switch to prefill as a first re-send would (it was undone at once, refused as a
+// switch sent four times), and a switch re-sent a moment before its lease ends does not hold the revert.
+func TestAgentRevertsAndSwitchesCountApart(t *testing.T) {
+	ok := func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	}
+	a, client, clk, act, asked := sglangFixture(t, ok)
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	good := act.Port
+	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hangUp(w) }))
+	t.Cleanup(dead.Close)
+	u, _ := url.Parse(dead.URL)
+	_, ps, _ := net.SplitHostPort(u.Host)
+	act.Port, _ = strconv.Atoi(ps)
+	at := t0.Add(2 * time.Minute) // the lease has ended: four reverts get no answer
+	for range 100 {
+		clk.Set(at)
+		_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+		at = at.Add(time.Second)
+	}
+	act.Port = good
+	before := len(asked())
+	for _, wait := range []time.Duration{0, 10 * time.Second} {
+		clk.Set(at.Add(wait))
+		lease(t, client, at.Add(wait))
+		_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusConverted || strings.Join(asked()[before:], ",") != "prefill" {
+		t.Errorf("a new lease after unanswered reverts: status %q, roles asked %v; want the switch sent once and the pod converted", s, asked()[before:])
+	}
+
+	// A switch that got no answer, re-sent 10 s later, and the lease ending 5 s after that: the revert
+	// goes at once.
+	b, client2, clk2, _, asked2 := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) { hangUp(w) })
+	lease := func(until time.Time) {
+		patchPod(t, client2, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, protocol.AnnotationConvertUntil, protocol.FormatTime(until)))
+	}
+	lease(t0.Add(15 * time.Second))
+	for _, at := range []time.Duration{0, 10 * time.Second, 16 * time.Second} {
+		clk2.Set(t0.Add(at))
+		_ = b.Reconcile(context.Background(), get(t, client2, "d1"))
+	}
+	if got := strings.Join(asked2(), ","); got != "prefill,prefill,decode" {
+		t.Errorf("roles asked %v; want the switch, its re-send, and the revert at once when the lease ended", asked2())
+	}
+}
+
+// A container restart while a revert for lost headroom is pending sends no switch to prefill: the
+// restarted engine is back in decode, as the revert wants, and the refusal is recorded at the recheck.
+func TestAgentRestartDoesNotOverrideAPendingRevert(t *testing.T) {
+	gpus := &fixedGPUs{ok: true}
+	a, client, clk, act, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	a.o.GPUs = gpus
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	good := act.Port
+	act.Port = closedPort(t)
+	gpus.mu.Lock()
+	gpus.ok, gpus.reason = false, protocol.ReasonMemoryShort
+	gpus.mu.Unlock()
+	at := t0.Add(31 * time.Second)
+	clk.Set(at)
+	lease(t, client, at)
+	_ = a.Reconcile(context.Background(), get(t, client, "d1")) // the revert for lost headroom gets no answer
+	act.Port = good
+	clk.Set(at.Add(time.Second)) // a pass before the restart: the agent sees the pod's count
+	_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+	p := get(t, client, "d1")
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "sglang", RestartCount: 1}}
+	if _, err := client.CoreV1().Pods("ns").UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := len(asked())
+	for _, wait := range []time.Duration{2 * time.Second, 31 * time.Second} {
+		clk.Set(at.Add(wait))
+		lease(t, client, at.Add(wait))
+		_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; !strings.HasPrefix(s, protocol.Refused(protocol.ReasonMemoryShort, "")) || strings.Join(asked()[before:], ",") != "decode" {
+		t.Errorf("restart with a revert pending: status %q, roles asked %v; want only decode sent and the refusal recorded", s, asked()[before:])
+	}
+}

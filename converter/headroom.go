@@ -187,8 +187,8 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 	return Decide(readings, h.Need)
 }
 
-// gpuUUIDs picks the GPUs among a pod's device IDs. The NVIDIA device plugin names devices by UUID
-// (GPU-..., MIG-...); other IDs are not GPUs. With time-slicing it names each shared replica
+// gpuUUIDs picks the GPUs named by UUID among a pod's device IDs. The NVIDIA device plugin names devices
+// by UUID (GPU-..., MIG-...) unless told to name them by index (Check refuses those). With time-slicing it names each shared replica
 // <uuid>::<n>, which NVML does not know: the replica is read as its GPU, once.
 func gpuUUIDs(ids []string) []string {
 	var uuids []string

@@ -64,6 +64,8 @@ func TestScrapeFaultsAreIsolated(t *testing.T) {
 		select {
 		case <-ch:
 		case <-r.Context().Done():
+			// Reached only if the other pods were not all recorded while this scrape hung.
+			t.Error("the hung scrape held the others: they were not recorded within its timeout")
 		}
 		return nil, context.DeadlineExceeded
 	})}

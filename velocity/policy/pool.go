@@ -91,8 +91,8 @@ func perPod(p *config.Pool, cal float64) float64 {
 // catches a glitched counter before it sizes the pool.
 const PlausibleFactor = 10
 
-// RateLimit is how fast a pod of p's token counters can plausibly grow, for store.SetRateLimit; zero
-// when the profile gives no velocity (the store's absolute cap applies). A decoder's prompt tokens are
+// RateLimit is how fast a pod of p's token counters can plausibly grow, for store.SetRateLimit; Tokens
+// is zero when the profile gives no velocity (the store's absolute cap applies). A decoder's prompt tokens are
 // held to the absolute cap only: it may count every prompt it receives by KV transfer (engines differ,
 // docs/metrics.md), which a prefill pool many times its size sends it, far past its own profile.
 func RateLimit(p *config.Pool) store.Limit {
