@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -85,15 +86,26 @@ func (o *Options) scope() func(*config.Config) error {
 	}
 }
 
-// Sees reports whether the pod informer sees every pod of pool p in namespace: the namespace is watched,
-// and p's selector satisfies --pod-selector (a pod of p may carry more labels, so one that does not may
-// still be seen, but not surely). A front that reads "no pods" as "idle" must check it first.
+// Sees reports whether the pod informer surely sees every pod of pool p in namespace: the namespace is
+// watched, and each requirement of --pod-selector is that a key p's selector sets exists. Any other
+// requirement may filter out some of p's pods: a value (a converted decoder's role label changes), or a
+// label p does not select on (app!=x, !canary: a pod of p may carry it). A front that reads "no pods" as
+// "idle" must check it first.
 func (o *Options) Sees(namespace string, p *config.Pool) bool {
 	if o.Namespace != "" && namespace != o.Namespace {
 		return false
 	}
 	sel, err := labels.Parse(o.PodSelector)
-	return err == nil && sel.Matches(labels.Set(p.Selector))
+	if err != nil {
+		return false
+	}
+	reqs, _ := sel.Requirements()
+	for _, r := range reqs {
+		if _, set := p.Selector[r.Key()]; !set || r.Operator() != selection.Exists {
+			return false
+		}
+	}
+	return true
 }
 
 // Pipeline is a running velocity service fed by a pod informer.

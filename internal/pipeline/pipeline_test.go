@@ -93,6 +93,9 @@ func TestSees(t *testing.T) {
 		{Options{Namespace: "a"}, "b", false},
 		{Options{PodSelector: "llm-d.ai/role"}, "b", true},
 		{Options{PodSelector: "app=vllm"}, "b", false},
+		// A negative requirement, or one on a value, may filter out some of the pool's pods.
+		{Options{PodSelector: "llm-d.ai/role,!canary"}, "b", false},
+		{Options{PodSelector: "llm-d.ai/role=decode"}, "b", false},
 	} {
 		if got := c.o.Sees(c.ns, p); got != c.want {
 			t.Errorf("%+v in %s: %v, want %v", c.o, c.ns, got, c.want)

@@ -27,6 +27,10 @@ type Members struct {
 	// Starting maps each pod a pool's selector takes but that is not Ready to that pool instance, so a
 	// read of the pod can say its values are unknown, as a read of its pool does.
 	Starting map[store.PodKey]PoolKey
+	// Shared holds the member pods whose metrics address another member pod has too (hostNetwork pods on
+	// one node), with that address: they get no scrape target, since which engine answers is unknown, and
+	// read as unknown rather than as one engine counted twice.
+	Shared map[store.PodKey]string
 	// pools maps each instance to the index of its configured pool, so an instance always takes its own
 	// pool's selector, workload and profile even where two namespaces use the same pool name.
 	pools map[PoolKey]int
@@ -85,6 +89,22 @@ func Assign(c *config.Config, pods []Pod) *Members {
 			})
 			break
 		}
+	}
+	byURL := make(map[string]int, len(m.Targets))
+	for _, t := range m.Targets {
+		byURL[t.URL]++
+	}
+	if len(byURL) < len(m.Targets) {
+		m.Shared = map[store.PodKey]string{}
+		kept := m.Targets[:0]
+		for _, t := range m.Targets {
+			if byURL[t.URL] > 1 {
+				m.Shared[t.Pod] = t.URL
+				continue
+			}
+			kept = append(kept, t)
+		}
+		m.Targets = kept
 	}
 	return m
 }
@@ -154,6 +174,9 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 				if !have[pod] {
 					r := store.Result{Velocity: store.Velocity{Pod: pod},
 						Err: fmt.Errorf("%s: %w: no numbers for it this round", pod, store.ErrNotFound)}
+					if url, shared := m.Shared[pod]; shared {
+						r.Err = fmt.Errorf("%s: %w: another pod has its metrics address %.200s too (hostNetwork pods on one node?), so which engine answers is unknown", pod, store.ErrNotFound, url)
+					}
 					poolResults[pk] = append(poolResults[pk], r)
 					// The pod's own query says the same, not that no pool tracks it.
 					snap.PodResults[pod] = &r

@@ -359,3 +359,23 @@ func TestConversionsAreUnknownWhileThePrefillPoolIs(t *testing.T) {
 		t.Fatalf("conversions with no prefill pod Ready, the prefill pool fixed to the namespace: %v, %v; want ErrUnknown", x, err)
 	}
 }
+
+// Two pods of a pool on one metrics address (hostNetwork pods on one node) are one engine or a pod
+// claiming another's: neither is scraped, and both read as unknown, saying why; before, the engine's
+// counters were counted twice.
+func TestPodsSharingAnAddressAreUnknown(t *testing.T) {
+	cfg := config.Default()
+	pod := func(name, ip string) Pod {
+		return Pod{Key: store.PodKey{Namespace: "llm", Name: name}, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: ip, Ready: true}
+	}
+	m := Assign(cfg, []Pod{pod("a", "10.0.0.5"), pod("b", "10.0.0.5"), pod("c", "10.0.0.6")})
+	if len(m.Targets) != 1 || m.Targets[0].Pod.Name != "c" || len(m.Shared) != 2 {
+		t.Fatalf("targets %+v, shared %v; want c scraped alone and a, b shared", m.Targets, m.Shared)
+	}
+	snap := Decide(cfg, m, nil, policy.NewController(), time.Now())
+	for _, name := range []string{"a", "b"} {
+		if _, err := snap.Pod(store.PodKey{Namespace: "llm", Name: name}); err == nil || !strings.Contains(err.Error(), "metrics address http://10.0.0.5:8000/metrics too") {
+			t.Errorf("pod %s: %v; want unknown, naming the shared address", name, err)
+		}
+	}
+}
