@@ -6,11 +6,13 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -25,6 +27,17 @@ import (
 type Lister struct {
 	lister corelisters.PodLister
 	synced cache.InformerSynced
+
+	mu sync.Mutex
+	// pool holds the pool labels of converted pods (protocol.PoolLabels, a copy of the pod's labels) by
+	// UID and resource version: copied on every round, a pod's thousands of labels cost their size a
+	// second in garbage, and the annotation that asks for the copy is the pod's own.
+	pool map[types.UID]poolLabels
+}
+
+type poolLabels struct {
+	version string
+	labels  map[string]string
 }
 
 var _ service.PodLister = (*Lister)(nil)
@@ -92,16 +105,33 @@ func (l *Lister) Pods() []service.Pod {
 		return nil // a cache lister does not fail
 	}
 	out := make([]service.Pod, 0, len(pods))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := make(map[types.UID]poolLabels, len(l.pool))
 	for _, p := range pods {
 		out = append(out, service.Pod{
 			Key:    store.PodKey{Namespace: p.Namespace, Name: p.Name},
-			Labels: protocol.PoolLabels(p), // a converted decoder stays in its decode pool
+			Labels: l.poolLabels(p, seen), // a converted decoder stays in its decode pool
 			IP:     p.Status.PodIP,
 			Ready:  Ready(p),
 			Gone:   p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed,
 		})
 	}
+	l.pool = seen // pods gone, or no longer converted, are forgotten
 	return out
+}
+
+// poolLabels is protocol.PoolLabels of p, the copy made once per version of the pod and recorded in seen.
+func (l *Lister) poolLabels(p *corev1.Pod, seen map[types.UID]poolLabels) map[string]string {
+	if _, converted := p.Annotations[protocol.AnnotationConvertedFrom]; !converted {
+		return p.Labels // no copy
+	}
+	c, ok := l.pool[p.UID]
+	if !ok || c.version != p.ResourceVersion {
+		c = poolLabels{version: p.ResourceVersion, labels: protocol.PoolLabels(p)}
+	}
+	seen[p.UID] = c
+	return c.labels
 }
 
 // Ready reports whether a pod should be scraped: Running, Ready, not being deleted, with an IP.
