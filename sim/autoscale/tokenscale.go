@@ -1,6 +1,7 @@
 package autoscale
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/tokenscale/tokenscale/sim/cluster"
@@ -116,8 +117,9 @@ func (ts *TokenScale) Decide(v *cluster.View) cluster.Target {
 		for i := range sts {
 			k := store.PodKey{Namespace: simNamespace, Name: sts[i].Name}
 			ts.store.Record(k, ts.now, snapshot(&sts[i]))
-			// The simulation has no network: any address makes the instance a scrape target.
-			pods = append(pods, service.Pod{Key: k, Labels: labels, IP: "192.0.2.1", Ready: true})
+			// The simulation has no network: any address of its own makes the instance a scrape target
+			// (two pods on one address are not scraped, service.Members.Shared).
+			pods = append(pods, service.Pod{Key: k, Labels: labels, IP: "2001:db8::" + strconv.FormatInt(int64(len(pods)+1), 16), Ready: true})
 		}
 	}
 	record(v.Prefill, "prefill")

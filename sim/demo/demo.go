@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/tokenscale/tokenscale/internal/fakeengine"
@@ -192,7 +193,8 @@ func assign(cfg *config.Config, pools []*pool, now time.Time) *service.Members {
 				continue
 			}
 			k := store.PodKey{Namespace: demoNamespace, Name: pd.name}
-			pods = append(pods, service.Pod{Key: k, Labels: p.cfg.Selector, IP: "127.0.0.1", Ready: true})
+			// An address of its own (two pods on one are not scraped); the target's URL is the engine's, below.
+			pods = append(pods, service.Pod{Key: k, Labels: p.cfg.Selector, IP: "2001:db8::" + strconv.FormatInt(int64(len(pods)+1), 16), Ready: true})
 			urls[k] = pd.url
 		}
 	}
