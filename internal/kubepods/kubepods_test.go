@@ -41,16 +41,7 @@ func TestListerReadiness(t *testing.T) {
 		pod("failed", func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }),
 		pod("other", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "web"} }),
 	)
-	l, factory, err := New(client, "", "llm-d.ai/role", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard on the sync
-	defer cancel()
-	factory.Start(ctx.Done())
-	if !l.WaitForSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
+	l := synced(t, client)
 	got, gone := map[string]bool{}, map[string]bool{}
 	for _, p := range l.Pods() {
 		got[p.Key.Name] = p.Ready
@@ -188,16 +179,7 @@ func TestConvertedPodLabelsAreCopiedOnce(t *testing.T) {
 			p.Labels[fmt.Sprintf("l%d", i)] = "v"
 		}
 	})
-	l, factory, err := New(fake.NewClientset(conv), "", "llm-d.ai/role", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard on the sync
-	defer cancel()
-	factory.Start(ctx.Done())
-	if !l.WaitForSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
+	l := synced(t, fake.NewClientset(conv))
 	if p := l.Pods(); len(p) != 1 || p[0].Labels["llm-d.ai/role"] != "decode" {
 		t.Fatalf("pods %v; want the converted pod in its decode pool", p)
 	}
@@ -211,4 +193,20 @@ func TestConvertedPodLabelsAreCopiedOnce(t *testing.T) {
 	if per := (after.TotalAlloc - before.TotalAlloc) / 20; per > 16<<10 {
 		t.Errorf("%d bytes allocated a round for one converted pod of 2,000 labels; want no copy of its labels (under 16 KiB)", per)
 	}
+}
+
+// synced starts a Lister on client's pods labelled llm-d.ai/role and waits for its cache.
+func synced(t *testing.T, client *fake.Clientset) *Lister {
+	t.Helper()
+	l, factory, err := New(client, "", "llm-d.ai/role", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard on the sync
+	t.Cleanup(cancel)
+	factory.Start(ctx.Done())
+	if !l.WaitForSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	return l
 }
