@@ -30,14 +30,17 @@ type Lister struct {
 
 	mu sync.Mutex
 	// pool holds the pool labels of converted pods (protocol.PoolLabels, a copy of the pod's labels) by
-	// UID and resource version: copied on every round, a pod's thousands of labels cost their size a
+	// pod and resource version: copied on every round, a pod's thousands of labels cost their size a
 	// second in garbage, and the annotation that asks for the copy is the pod's own.
-	pool map[types.UID]poolLabels
+	pool map[podVersion]map[string]string
 }
 
-type poolLabels struct {
+// podVersion is one version of one pod: its name, its UID (a pod recreated under the name is another)
+// and its resource version.
+type podVersion struct {
+	name    types.NamespacedName
+	uid     types.UID
 	version string
-	labels  map[string]string
 }
 
 var _ service.PodLister = (*Lister)(nil)
@@ -107,7 +110,7 @@ func (l *Lister) Pods() []service.Pod {
 	out := make([]service.Pod, 0, len(pods))
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	seen := make(map[types.UID]poolLabels, len(l.pool))
+	seen := make(map[podVersion]map[string]string, len(l.pool))
 	for _, p := range pods {
 		out = append(out, service.Pod{
 			Key:    store.PodKey{Namespace: p.Namespace, Name: p.Name},
@@ -122,16 +125,21 @@ func (l *Lister) Pods() []service.Pod {
 }
 
 // poolLabels is protocol.PoolLabels of p, the copy made once per version of the pod and recorded in seen.
-func (l *Lister) poolLabels(p *corev1.Pod, seen map[types.UID]poolLabels) map[string]string {
+// A pod without a resource version (never from an API server) is copied each time.
+func (l *Lister) poolLabels(p *corev1.Pod, seen map[podVersion]map[string]string) map[string]string {
 	if _, converted := p.Annotations[protocol.AnnotationConvertedFrom]; !converted {
 		return p.Labels // no copy
 	}
-	c, ok := l.pool[p.UID]
-	if !ok || c.version != p.ResourceVersion {
-		c = poolLabels{version: p.ResourceVersion, labels: protocol.PoolLabels(p)}
+	if p.ResourceVersion == "" {
+		return protocol.PoolLabels(p)
 	}
-	seen[p.UID] = c
-	return c.labels
+	k := podVersion{types.NamespacedName{Namespace: p.Namespace, Name: p.Name}, p.UID, p.ResourceVersion}
+	c, ok := l.pool[k]
+	if !ok {
+		c = protocol.PoolLabels(p)
+	}
+	seen[k] = c
+	return c
 }
 
 // Ready reports whether a pod should be scraped: Running, Ready, not being deleted, with an IP.

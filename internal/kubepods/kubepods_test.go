@@ -172,7 +172,7 @@ func BenchmarkCachedPodBytes(b *testing.B) {
 // pod of thousands of labels cost their size in garbage each second. They read as the decode pool's.
 func TestConvertedPodLabelsAreCopiedOnce(t *testing.T) {
 	conv := pod("conv", func(p *corev1.Pod) {
-		p.UID = "u1"
+		p.UID, p.ResourceVersion = "u1", "7" // as an API server sets them
 		p.Labels["llm-d.ai/role"] = "prefill-decode"
 		p.Annotations = map[string]string{protocol.AnnotationConvertedFrom: "llm-d.ai/role=decode"}
 		for i := range 2000 {
