@@ -80,7 +80,7 @@ func (a *adapterPath) Decide(v *cluster.View) cluster.Target {
 			}
 			k := store.PodKey{Namespace: simNamespace, Name: group.sts[i].Name}
 			a.store.Record(k, a.now, snap)
-			pods = append(pods, service.Pod{Key: k, Labels: map[string]string{"llm-d.ai/role": group.role}, IP: "192.0.2.1", Ready: true})
+			pods = append(pods, service.Pod{Key: k, Labels: map[string]string{"llm-d.ai/role": group.role}, IP: fmt.Sprintf("2001:db8::%x", len(pods)+1), Ready: true})
 		}
 	}
 	m := service.Assign(a.ts.cfg, pods)

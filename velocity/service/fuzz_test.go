@@ -58,7 +58,7 @@ func FuzzConfigDecide(f *testing.F) {
 				labels[k] = v
 			}
 			for j := 0; j < 1+int(next()*3); j++ {
-				pods = append(pods, Pod{Key: store.PodKey{Namespace: ns, Name: fmt.Sprintf("%s-%d", p.Name, j)}, Labels: labels, IP: "10.0.0.1", Ready: true})
+				pods = append(pods, Pod{Key: store.PodKey{Namespace: ns, Name: fmt.Sprintf("%s-%d", p.Name, j)}, Labels: labels, IP: fmt.Sprintf("2001:db8::%x", len(pods)+1), Ready: true})
 			}
 		}
 		m := Assign(c, pods)

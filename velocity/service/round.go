@@ -28,8 +28,9 @@ type Members struct {
 	// read of the pod can say its values are unknown, as a read of its pool does.
 	Starting map[store.PodKey]PoolKey
 	// Shared holds the member pods whose metrics address another member pod has too (hostNetwork pods on
-	// one node), with that address: they get no scrape target, since which engine answers is unknown, and
-	// read as unknown rather than as one engine counted twice.
+	// one node), with that address: they are not scraped (ScrapeTargets), since which engine answers is
+	// unknown, and read as unknown rather than as one engine counted twice. Prometheus, which tells pods
+	// apart by their own targets, reads them as any pod.
 	Shared map[store.PodKey]string
 	// pools maps each instance to the index of its configured pool, so an instance always takes its own
 	// pool's selector, workload and profile even where two namespaces use the same pool name.
@@ -96,17 +97,27 @@ func Assign(c *config.Config, pods []Pod) *Members {
 	}
 	if len(byURL) < len(m.Targets) {
 		m.Shared = map[store.PodKey]string{}
-		kept := m.Targets[:0]
 		for _, t := range m.Targets {
 			if byURL[t.URL] > 1 {
 				m.Shared[t.Pod] = t.URL
-				continue
 			}
-			kept = append(kept, t)
 		}
-		m.Targets = kept
 	}
 	return m
+}
+
+// ScrapeTargets are the targets to scrape: every member's but those of pods sharing an address.
+func (m *Members) ScrapeTargets() []collector.Target {
+	if len(m.Shared) == 0 {
+		return m.Targets
+	}
+	out := make([]collector.Target, 0, len(m.Targets)-len(m.Shared))
+	for _, t := range m.Targets {
+		if _, shared := m.Shared[t.Pod]; !shared {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func hostPort(ip string, port int) string {

@@ -369,8 +369,8 @@ func TestPodsSharingAnAddressAreUnknown(t *testing.T) {
 		return Pod{Key: store.PodKey{Namespace: "llm", Name: name}, Labels: map[string]string{"llm-d.ai/role": "prefill"}, IP: ip, Ready: true}
 	}
 	m := Assign(cfg, []Pod{pod("a", "10.0.0.5"), pod("b", "10.0.0.5"), pod("c", "10.0.0.6")})
-	if len(m.Targets) != 1 || m.Targets[0].Pod.Name != "c" || len(m.Shared) != 2 {
-		t.Fatalf("targets %+v, shared %v; want c scraped alone and a, b shared", m.Targets, m.Shared)
+	if st := m.ScrapeTargets(); len(st) != 1 || st[0].Pod.Name != "c" || len(m.Shared) != 2 || len(m.Targets) != 3 {
+		t.Fatalf("scrape targets %+v, shared %v; want c scraped alone, a and b shared (their targets kept for Prometheus' engine and limit)", st, m.Shared)
 	}
 	snap := Decide(cfg, m, nil, policy.NewController(), time.Now())
 	for _, name := range []string{"a", "b"} {

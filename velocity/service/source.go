@@ -63,7 +63,8 @@ func roundDeadline(c *config.Config) time.Duration {
 }
 
 func (s *scrapeSource) Collect(ctx context.Context, m *Members) {
-	s.targets.Store(&m.Targets)
+	targets := m.ScrapeTargets()
+	s.targets.Store(&targets)
 	s.scraper.ScrapeOnce(ctx)
 }
 
