@@ -812,9 +812,9 @@ func (a *Agent) reconcileLogged(ctx context.Context, p *corev1.Pod) {
 	}
 }
 
-// keepOnly drops the recheck times and unanswered switches of pods not in pods: a pod deleted while
-// converted, or one moved out of --selector, is never reconciled again, and a Deployment's pods get new
-// names, so their entries stayed for the agent's life.
+// keepOnly drops the per-pod records (recheck times, unanswered switches, pending reverts, restart
+// counts) of pods not in pods: a pod deleted while converted, or one moved out of --selector, is never
+// reconciled again, and a Deployment's pods get new names, so their entries stayed for the agent's life.
 func (a *Agent) keepOnly(pods []*corev1.Pod) {
 	live := make(map[types.NamespacedName]bool, len(pods))
 	for _, p := range pods {
@@ -822,24 +822,13 @@ func (a *Agent) keepOnly(pods []*corev1.Pod) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for k := range a.checked {
-		if !live[k] {
-			delete(a.checked, k)
-		}
-	}
-	for k := range a.unanswered {
-		if !live[k] {
-			delete(a.unanswered, k)
-		}
-	}
-	for k := range a.lost {
-		if !live[k] {
-			delete(a.lost, k)
-		}
-	}
-	for k := range a.restarts {
-		if !live[k] {
-			delete(a.restarts, k)
-		}
-	}
+	keepLive(a.checked, live)
+	keepLive(a.unanswered, live)
+	keepLive(a.lost, live)
+	keepLive(a.restarts, live)
+}
+
+// keepLive deletes m's entries for pods not in live.
+func keepLive[V any](m map[types.NamespacedName]V, live map[types.NamespacedName]bool) {
+	maps.DeleteFunc(m, func(k types.NamespacedName, _ V) bool { return !live[k] })
 }
