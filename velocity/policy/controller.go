@@ -621,7 +621,7 @@ const (
 )
 
 // calibrate refines a pool's per-pod velocity online. A pool whose arrival exceeds what it serves by 5%
-// for calibrationEvidence (a prefill pool with queued tokens too) is saturated: its served velocity per
+// for calibrationEvidence, with work waiting on it (queued), is saturated: its served velocity per
 // pod is its real capacity. A pool serving more than 5% above the V in use has at least that capacity.
 // Served is the latency window's: engines count a prompt's tokens when its prefill completes, and one
 // scrape's lumps of whole prompts ratcheted V above what a pod can serve.
@@ -640,7 +640,7 @@ func (c *Controller) calibrate(pol config.Policy, p *config.Pool, st *PoolStatus
 		return
 	}
 	observed := st.SustainedServed / float64(st.Pods)
-	saturated := streak(c.saturated, p.Name, st.Arrival > st.Served*1.05 && (st.QueuedTokens > 0 || p.Role == config.RoleDecode)) >= c.decisions(calibrationEvidence)
+	saturated := streak(c.saturated, p.Name, st.Arrival > st.Served*1.05 && queued(p, st, observed, cur)) >= c.decisions(calibrationEvidence)
 	if !saturated && !(observed > cur*1.05) {
 		return
 	}
@@ -657,6 +657,20 @@ func (c *Controller) calibrate(pol config.Policy, p *config.Pool, st *PoolStatus
 			"observedPerPod", int(observed), "saturated", saturated)
 	}
 	c.calibrated[p.Name] = next
+}
+
+// queued reports whether work waits on the pool as a saturated pool's does: prompt tokens queued on a
+// prefill pool; on a decode pool, requests waiting while its pods serve at least half the V in use. A
+// decoder's demand outruns what it serves whenever new requests join its batch, and its waiting count
+// holds the KV pulls in flight, so neither says anything of its capacity: three decoders at 2% KV, each
+// serving under a tenth of its V_D beside one pull, were read as saturated, and V_D fell to half the
+// profile (the Mooncake trace; docs/evaluation.md). A decoder serving under half its V has free batch slots, or a full KV
+// cache, which kvPods sizes.
+func queued(p *config.Pool, st *PoolStatus, observed, cur float64) bool {
+	if p.Role != config.RoleDecode {
+		return st.QueuedTokens > 0
+	}
+	return st.Waiting >= 1 && observed >= 0.5*cur
 }
 
 // ConversionLimit is how many of n decoders may be converted at once: floor(fraction·n), but at least

@@ -776,8 +776,9 @@ func TestConvertedDecodersDoNotCalibrateDecode(t *testing.T) {
 	pol := cfg.Policy
 	c := NewController()
 	ps := &PoolStatus{Name: "prefill", Pods: 1, Known: 1, Arrival: 50000, Sustained: 50000, Served: 10000, PerPod: 10000, Capacity: 10000, QueuedTokens: 5000, SecondsToBreach: 1, SLOMissFraction: -1}
-	// The decoders serve well below their demand, as a converted decoder does between its prefill chunks.
-	ds := &PoolStatus{Name: "decode", Pods: 8, Known: 8, Arrival: 1000, Sustained: 1000, Served: 500, PerPod: 2500, Capacity: 20000, SLOMissFraction: -1}
+	// The decoders serve below their demand, with requests waiting, as a converted decoder does between its
+	// prefill chunks, and at 60% of V_D, which unconverted decoders would be calibrated on.
+	ds := &PoolStatus{Name: "decode", Pods: 8, Known: 8, Arrival: 14000, Sustained: 14000, Served: 12000, SustainedServed: 12000, Waiting: 2, PerPod: 2500, Capacity: 20000, SLOMissFraction: -1}
 	for i := 0; i < 6; i++ {
 		d := c.Decide(time.Unix(int64(i), 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
 		if d.Conversions == 0 {
@@ -805,6 +806,36 @@ func TestConvertedDecodersDoNotCalibrateDecode(t *testing.T) {
 	}
 	if v := c.Calibrated("decode"); v == 0 {
 		t.Error("decode never calibrated once the window was past the conversion: the test shows nothing")
+	}
+}
+
+// A decode pool whose demand outruns what it serves, with a request waiting (a KV pull, as vLLM counts
+// it), is saturated only while it serves at least half its V_D: on the Mooncake trace three decoders at
+// 2% KV, each serving under a tenth of V_D, had V_D calibrated to half the profile, which asked for decoders
+// the load did not need.
+func TestIdleDecodersAreNotSaturated(t *testing.T) {
+	cfg := config.Default()
+	d := &cfg.Pools[1] // V_D 2500
+	idle := &PoolStatus{Name: "decode", Role: config.RoleDecode, Pods: 3, Known: 3, Arrival: 113, Served: 84, SustainedServed: 280, Waiting: 1, KVUsage: 0.02}
+	busy := &PoolStatus{Name: "decode", Role: config.RoleDecode, Pods: 3, Known: 3, Arrival: 6000, Served: 4200, SustainedServed: 4200, Waiting: 3, KVUsage: 0.6}
+	calm := *busy
+	calm.Waiting = 0
+	for _, c := range []struct {
+		name string
+		st   *PoolStatus
+		want bool // calibrated down towards the served 1400 a pod
+	}{{"idle beside a pull", idle, false}, {"busy with nothing waiting", &calm, false}, {"busy with requests waiting", busy, true}} {
+		ctrl := NewController()
+		for i := 0; i < 20; i++ {
+			ctrl.calibrate(cfg.Policy, d, c.st)
+		}
+		got := ctrl.Calibrated(d.Name)
+		if c.want && !(got > 0 && got < 0.7*d.Profile.DecodeTPS) {
+			t.Errorf("%s: V_D calibrated to %.0f, want near the 1400 a pod served", c.name, got)
+		}
+		if !c.want && got != 0 {
+			t.Errorf("%s: V_D calibrated to %.0f, want the profile's %.0f kept", c.name, got, d.Profile.DecodeTPS)
+		}
 	}
 }
 
@@ -1232,8 +1263,9 @@ func TestCalibrationIsNotCarriedAcrossSides(t *testing.T) {
 	asPrefill := cfg.Pools[0]
 	asPrefill.Name = "x"
 	c := NewController()
-	// The decoders serve well below their demand for long enough: saturated, V_D is calibrated down.
-	ds := &PoolStatus{Name: "x", Pods: 4, Known: 4, Arrival: 12000, Sustained: 12000, Served: 6000, SustainedServed: 6000, PerPod: 2500, Capacity: 10000, SLOMissFraction: -1}
+	// The decoders serve well below their demand, with requests waiting, for long enough: saturated, V_D is
+	// calibrated down.
+	ds := &PoolStatus{Name: "x", Pods: 4, Known: 4, Arrival: 12000, Sustained: 12000, Served: 6000, SustainedServed: 6000, Waiting: 3, PerPod: 2500, Capacity: 10000, SLOMissFraction: -1}
 	for s := range 20 {
 		c.Decide(time.Unix(int64(s), 0), pol, "g", nil, nil, &asDecode, ds)
 	}
