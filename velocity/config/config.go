@@ -20,6 +20,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 	"k8s.io/klog/v2"
@@ -231,20 +232,15 @@ func Default() *Config {
 // Parse decodes and validates a config file's bytes: one YAML document, where a key given no value, or a 0
 // that would read as unset, is an error too; errors name the line.
 func Parse(data []byte) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var c Config
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("config is empty: it needs at least `version` and `pools`")
-		}
-		return nil, fmt.Errorf("config: %w", namedKeys(err, data))
-	}
-	// The typed decoding reads only the first document and cannot tell a key left out from one given
-	// no value or 0, so the nodes are read too.
+	// The nodes are read first: the typed decoding reads only the first document and cannot tell a key left
+	// out from one given no value or 0, and it compares every pair of a mapping's keys, so a mapping of
+	// thousands of keys (or of one key repeated, an error per pair) must be refused before it runs.
 	nodes := yaml.NewDecoder(bytes.NewReader(data))
 	var doc, next yaml.Node
 	if err := nodes.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config is empty: it needs at least `version` and `pools`")
+		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	switch err := nodes.Decode(&next); {
@@ -256,7 +252,16 @@ func Parse(data []byte) (*Config, error) {
 	}
 	k := nodeCheck{}
 	k.walk(&doc, "", "")
-	if err := errors.Join(append(k.errs, c.complete())...); err != nil {
+	if k.shape {
+		return nil, fmt.Errorf("config: %w", k.err())
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", namedKeys(err, data))
+	}
+	if err := errors.Join(k.err(), c.complete()); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return &c, nil
@@ -268,12 +273,12 @@ func Parse(data []byte) (*Config, error) {
 // (conversions off), kvTransferTokensPerSecond (not limiting), minReplicas (1, documented).
 var zeroDefaults = map[string]string{
 	"scrape.interval":                        "1s",
-	"scrape.timeout":                         "800ms",
+	"scrape.timeout":                         "800ms (0.8 × scrape.interval below 1s)",
 	"scrape.concurrency":                     "64",
 	"scrape.maxBodyBytes":                    "4194304 (4 MiB)",
-	"scrape.staleAfter":                      "5s (45s with scrape.prometheusURL)",
+	"scrape.staleAfter":                      "5s (45s with scrape.prometheusURL; 5 × scrape.interval where longer)",
 	"scrape.port":                            "8000",
-	"scrape.latencyWindow":                   "10s",
+	"scrape.latencyWindow":                   "10s (scrape.interval where longer)",
 	"scrape.promptTokens":                    "1000",
 	"policy.targetUtilisation":               "0.85",
 	"policy.decodeTargetUtilisation":         "0.85",
@@ -300,8 +305,12 @@ const maxConfigNodes = 1 << 20
 // nodeCheck walks a config's YAML nodes and collects the errors of keys with no value and of keys given
 // a 0 that would read as unset, and which keys' values each line holds.
 type nodeCheck struct {
-	errs   []error
-	visits int
+	errs []error
+	// dropped counts the errors past maxNodeErrors; shape says a mapping was too large or repeated a key,
+	// which the typed decoding must not be given.
+	dropped int
+	shape   bool
+	visits  int
 	// lines maps a line to the keys whose scalar values are on it, and blocks to those whose mapping or
 	// sequence starts there, in the order walked.
 	lines, blocks map[int][]string
@@ -391,8 +400,22 @@ func (k *nodeCheck) walk(n *yaml.Node, path, pattern string) {
 			k.walk(n.Alias, path, pattern)
 		}
 	case yaml.MappingNode:
+		if keys := len(n.Content) / 2; keys > maxMappingKeys {
+			k.shape = true
+			k.add(fmt.Errorf("line %d: %s holds %d keys; a mapping of the config holds at most %d", n.Line, orTop(path), keys, maxMappingKeys))
+			return
+		}
+		first := make(map[string]int, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
+			if key.ShortTag() != "!!merge" {
+				if line, again := first[key.Value]; again {
+					k.shape = true
+					k.add(fmt.Errorf("line %d: %s is given twice (first at line %d)", key.Line, join(path, key.Value), line))
+					continue
+				}
+				first[key.Value] = key.Line
+			}
 			if key.ShortTag() == "!!merge" {
 				// A merge's keys (`<<: *base`) are the mapping's own, so they are checked under its path.
 				merged := []*yaml.Node{val}
@@ -428,20 +451,46 @@ func (k *nodeCheck) value(at, v *yaml.Node, path, pattern string) {
 		return
 	}
 	if s.ShortTag() == "!!null" {
-		k.errs = append(k.errs, fmt.Errorf("line %d: %s has no value; leave the key out for its default", at.Line, path))
+		k.add(fmt.Errorf("line %d: %s has no value; leave the key out for its default", at.Line, path))
 		return
 	}
 	if def, ok := zeroDefaults[pattern]; ok && zeroScalar(s) {
-		k.errs = append(k.errs, fmt.Errorf("line %d: 0 is not a value %s takes; leave it out for its default %s", at.Line, path, def))
+		k.add(fmt.Errorf("line %d: 0 is not a value %s takes; leave it out for its default %s", at.Line, path, def))
 	}
 }
 
 // visit counts a node visited and says whether the walk may go on, reporting the budget once when it ends.
 func (k *nodeCheck) visit() bool {
 	if k.visits++; k.visits == maxConfigNodes+1 {
-		k.errs = append(k.errs, fmt.Errorf("more than %d YAML nodes with aliases expanded", maxConfigNodes))
+		k.add(fmt.Errorf("more than %d YAML nodes with aliases expanded", maxConfigNodes))
 	}
 	return k.visits <= maxConfigNodes
+}
+
+// maxNodeErrors bounds the errors a walk reports: a 1 MiB file of keys given no value would otherwise
+// make an error of megabytes, logged on every reload.
+const maxNodeErrors = 50
+
+// maxMappingKeys bounds one mapping's keys (a selector's labels, a pool's fields): the YAML decoder
+// compares every pair of a mapping's keys, so 100,000 keys cost seconds and one key repeated 6,000 times
+// an error string per pair, gigabytes.
+const maxMappingKeys = 256
+
+func (k *nodeCheck) add(err error) {
+	if len(k.errs) < maxNodeErrors {
+		k.errs = append(k.errs, err)
+		return
+	}
+	k.dropped++
+}
+
+// err is the walk's errors, nil for none.
+func (k *nodeCheck) err() error {
+	errs := k.errs
+	if k.dropped > 0 {
+		errs = append(errs[:len(errs):len(errs)], fmt.Errorf("and %d more errors", k.dropped))
+	}
+	return errors.Join(errs...)
 }
 
 // zeroScalar says whether a scalar is a 0: a number (0, 0.0, 0x0) or a duration (0s, 0ms, "0").
@@ -454,11 +503,32 @@ func zeroScalar(n *yaml.Node) bool {
 	return err == nil && d == 0
 }
 
+// join names key under path; a key past maxKeyText characters is cut, so an error naming a huge key
+// from the file does not copy it.
 func join(path, key string) string {
+	if len(key) > maxKeyText {
+		cut := maxKeyText
+		for cut > 0 && !utf8.RuneStart(key[cut]) {
+			cut--
+		}
+		key = key[:cut] + "…"
+	}
 	if path == "" {
 		return key
 	}
 	return path + "." + key
+}
+
+// maxKeyText is the most of a key an error names: label keys are at most 317 characters (a 253-character
+// prefix, a slash and a 63-character name), and the config's own keys are short.
+const maxKeyText = 320
+
+// orTop names path, or the top of the file where it is empty.
+func orTop(path string) string {
+	if path == "" {
+		return "the top level"
+	}
+	return path
 }
 
 // maxFileBytes bounds a file from outside: a real config, certificate or CA bundle is a few KiB, and a
@@ -547,6 +617,12 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// MaxPools bounds a config's pools; maxPairErrors the clashing pairs of pools one error reports.
+const (
+	MaxPools      = 1000
+	maxPairErrors = 10
+)
+
 var nameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // complete applies defaults and validates.
@@ -559,13 +635,16 @@ func (c *Config) complete() error {
 	// was left unset.
 	pathUnset := s.DefaultPath == ""
 	setDur(&s.Interval, time.Second)
-	setDur(&s.Timeout, 800*time.Millisecond)
+	// The defaults of the durations bound by the interval follow it, so that any interval in its range
+	// is valid alone: with fixed ones, `interval: 500ms` was refused for a timeout the file never set.
+	iv := s.Interval.Duration
+	setDur(&s.Timeout, min(800*time.Millisecond, iv*4/5))
 	if s.PrometheusURL != "" {
 		// Prometheus' samples are as old as its scrape interval (15 s is common): 5 s would read as stale.
-		setDur(&s.StaleAfter, 45*time.Second)
+		setDur(&s.StaleAfter, max(45*time.Second, 5*iv))
 	}
-	setDur(&s.StaleAfter, 5*time.Second)
-	setDur(&s.LatencyWindow, 10*time.Second)
+	setDur(&s.StaleAfter, max(5*time.Second, 5*iv))
+	setDur(&s.LatencyWindow, max(10*time.Second, iv))
 	if s.Concurrency == 0 {
 		s.Concurrency = 64
 	}
@@ -716,6 +795,10 @@ func (c *Config) complete() error {
 	if len(c.Pools) == 0 {
 		errs = append(errs, errors.New("pools: at least one pool is required"))
 	}
+	if len(c.Pools) > MaxPools {
+		// Pools are checked against each other in pairs: 300,000 empty pools fit in the file's 1 MiB.
+		return errors.Join(append(errs, fmt.Errorf("pools: %d pools; a config holds at most %d", len(c.Pools), MaxPools))...)
+	}
 	seen := map[string]bool{}
 	for i := range c.Pools {
 		pl := &c.Pools[i]
@@ -819,18 +902,30 @@ func (c *Config) complete() error {
 		}
 	}
 	// One workload, one pool: the adapter serves an Object metric from the pool that names the workload,
-	// and two would make its answer either pool's numbers.
+	// and two would make its answer either pool's numbers. Every pair may clash, so the pairs reported are
+	// bounded (a thousand pools in one slot are half a million pairs).
+	var pairs []error
+	clashes := 0
+	pair := func(err error) {
+		if clashes++; len(pairs) < maxPairErrors {
+			pairs = append(pairs, err)
+		}
+	}
 	for i := range c.Pools {
 		for j := i + 1; j < len(c.Pools); j++ {
 			a, b := &c.Pools[i], &c.Pools[j]
 			if a.Workload.Name != "" && a.Workload == b.Workload && (a.Namespace == b.Namespace || a.Namespace == "" || b.Namespace == "") {
-				errs = append(errs, fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, a.Name, j, b.Name, a.Workload.Kind, a.Workload.Name))
+				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, a.Name, j, b.Name, a.Workload.Kind, a.Workload.Name))
 			}
 			if ns, clash := sameGroupSlot(a, b); clash {
-				errs = append(errs, fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) would both be the %s pool of %s, and a group sizes one of each (the other's numbers would all be unknown): give each model's pools their own group",
+				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) would both be the %s pool of %s, and a group sizes one of each (the other's numbers would all be unknown): give each model's pools their own group",
 					i, a.Name, j, b.Name, slot(a), groupText(groupIn(a, ns), ns)))
 			}
 		}
+	}
+	errs = append(errs, pairs...)
+	if clashes > len(pairs) {
+		errs = append(errs, fmt.Errorf("and %d more pairs of pools that clash", clashes-len(pairs)))
 	}
 	// TLS settings nothing uses are a mistake to report, not to ignore.
 	if s.TLS != (ScrapeTLS{}) {

@@ -202,7 +202,8 @@ func TestHotReloadRefusesScrapeChanges(t *testing.T) {
 	if err := os.WriteFile(path, []byte(changedScrape), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if changed, err := w.Reload(); changed || err == nil || !strings.Contains(err.Error(), "scrape.interval changed;") {
+	// At 2 s the default staleAfter follows the interval (10 s), so it is named as changed too.
+	if changed, err := w.Reload(); changed || err == nil || !strings.Contains(err.Error(), "scrape.interval, scrape.staleAfter changed;") {
 		t.Fatalf("scrape change: changed=%v err=%v, want a refusal naming scrape.interval", changed, err)
 	}
 	if w.Current() != before {
@@ -393,8 +394,9 @@ func TestDecodeErrorsNameTheirKey(t *testing.T) {
 		fmt.Fprintf(&b, "    %s%d: [x]\n", long, i)
 	}
 	_, err := Parse([]byte(b.String()))
-	if err == nil || !strings.Contains(err.Error(), "(pools[0].selector."+long+"0") {
-		t.Fatalf("long keys: %.300v, want the first named", err)
+	// Named up to maxKeyText characters: a key from the file is not copied whole into each error.
+	if err == nil || !strings.Contains(err.Error(), "(pools[0].selector."+long[:maxKeyText]+"…") || strings.Contains(err.Error(), long[:maxKeyText+1]) {
+		t.Fatalf("long keys: %.300v, want the first named, cut at %d characters", err, maxKeyText)
 	}
 	if plain := len(b.String()); len(err.Error()) > plain/4 {
 		t.Errorf("long keys: the error is %d bytes for a %d-byte file", len(err.Error()), plain)
@@ -759,5 +761,101 @@ func TestRunsIn(t *testing.T) {
 		if got := RunsIn(pools, &pools[c.pool], c.ns); got != c.want {
 			t.Errorf("pool %d (%s, namespace %q) in %s: %v, want %v", c.pool, pools[c.pool].Name, pools[c.pool].Namespace, c.ns, got, c.want)
 		}
+	}
+}
+
+// A repeated key, or a mapping of thousands of keys, is refused from the file's nodes before the typed
+// decoding, which compares every pair of a mapping's keys: 3,000 copies of one key made an error string per
+// pair there (about 250 MB) and 100,000 distinct keys seconds of comparisons.
+func TestMappingsAreBoundedBeforeDecoding(t *testing.T) {
+	const header = "version: tokenscale.io/v1alpha1\n"
+	_, err := Parse([]byte(header + strings.Repeat("a: 0\n", maxMappingKeys-1)))
+	if err == nil || !strings.Contains(err.Error(), "line 3: a is given twice (first at line 2)") || strings.Contains(err.Error(), "already defined") {
+		t.Fatalf("a key repeated %d times: %.300v; want it refused from the nodes, naming the lines", maxMappingKeys-1, err)
+	}
+	if len(err.Error()) > 16<<10 {
+		t.Errorf("a key repeated %d times: a %d-byte error, want it bounded", maxMappingKeys-1, len(err.Error()))
+	}
+	if _, err := Parse([]byte(header + strings.Repeat("a: 0\n", 3000))); err == nil || !strings.Contains(err.Error(), "line 1: the top level holds 3001 keys") {
+		t.Errorf("a key repeated 3,000 times: %.300v", err)
+	}
+	var b strings.Builder
+	b.WriteString(header + "pools:\n- name: a\n  role: prefill\n  selector:\n")
+	for i := range maxMappingKeys + 1 {
+		fmt.Fprintf(&b, "    k%d: v\n", i)
+	}
+	if _, err := Parse([]byte(b.String())); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("line 6: pools[0].selector holds %d keys; a mapping of the config holds at most %d", maxMappingKeys+1, maxMappingKeys)) {
+		t.Errorf("a selector of %d labels: %.300v", maxMappingKeys+1, err)
+	}
+	if _, err := Parse([]byte(header + "pools:\n- name: a\n  name: b\n  role: prefill\n  selector: {x: y}\n")); err == nil || !strings.Contains(err.Error(), "line 4: pools[0].name is given twice (first at line 3)") {
+		t.Errorf("a pool's name given twice: %v", err)
+	}
+	// A merge key's values may be overridden by the mapping's own, as YAML allows.
+	if _, err := Parse([]byte(header + "pools:\n- &p {name: a, role: prefill, selector: {x: y}}\n- <<: *p\n  name: b\n")); err != nil {
+		t.Errorf("a pool merged from another and renamed: %v", err)
+	}
+}
+
+// A file of many errors reports a bounded number of them.
+func TestNodeErrorsAreBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: tokenscale.io/v1alpha1\npools:\n")
+	for i := range 2000 {
+		fmt.Fprintf(&b, "- {name: p%d, role: prefill, selector: {x: y}, maxReplicas: 0}\n", i)
+	}
+	_, err := Parse([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("and %d more errors", 2000-maxNodeErrors)) {
+		t.Fatalf("2,000 pools with maxReplicas 0: %.300v; want %d errors and a count of the rest", err, maxNodeErrors)
+	}
+}
+
+// Pools are bounded in number, and pools clashing in pairs report a bounded number of pairs: 1,000 pools
+// in one group's decode slot made half a million errors (about 110 MB).
+func TestPoolsAndTheirClashesAreBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: tokenscale.io/v1alpha1\npools:\n")
+	for i := range MaxPools {
+		fmt.Fprintf(&b, "- {name: p%d, namespace: x, role: decode, selector: {a: b}}\n", i)
+	}
+	_, err := Parse([]byte(b.String()))
+	if want := fmt.Sprintf("and %d more pairs of pools that clash", MaxPools*(MaxPools-1)/2-maxPairErrors); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("%d pools in one slot: %.300v; want %q", MaxPools, err, want)
+	}
+	if len(err.Error()) > 16<<10 {
+		t.Errorf("%d pools in one slot: a %d-byte error", MaxPools, len(err.Error()))
+	}
+	b.Reset()
+	b.WriteString("version: tokenscale.io/v1alpha1\npools:\n")
+	b.WriteString(strings.Repeat("- {}\n", MaxPools+1))
+	if _, err := Parse([]byte(b.String())); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("pools: %d pools; a config holds at most %d", MaxPools+1, MaxPools)) {
+		t.Errorf("%d pools: %.300v", MaxPools+1, err)
+	}
+}
+
+// Every interval in its range is valid alone: the timeout, staleAfter and latencyWindow defaults follow it
+// (a fixed 800 ms timeout refused `interval: 500ms`, a fixed 5 s staleAfter `interval: 10s`).
+func TestScrapeDefaultsFollowTheInterval(t *testing.T) {
+	for _, c := range []struct {
+		interval, timeout, stale, window time.Duration
+	}{
+		{100 * time.Millisecond, 80 * time.Millisecond, 5 * time.Second, 10 * time.Second},
+		{500 * time.Millisecond, 400 * time.Millisecond, 5 * time.Second, 10 * time.Second},
+		{time.Second, 800 * time.Millisecond, 5 * time.Second, 10 * time.Second},
+		{10 * time.Second, 800 * time.Millisecond, 50 * time.Second, 10 * time.Second},
+		{30 * time.Second, 800 * time.Millisecond, 150 * time.Second, 30 * time.Second},
+		{time.Minute, 800 * time.Millisecond, 5 * time.Minute, time.Minute},
+	} {
+		cfg, err := Parse([]byte(fmt.Sprintf("version: tokenscale.io/v1alpha1\nscrape: {interval: %s}\npools:\n- {name: a, role: prefill, selector: {x: y}}\n", c.interval)))
+		if err != nil {
+			t.Errorf("interval %s alone: %v", c.interval, err)
+			continue
+		}
+		if s := cfg.Scrape; s.Timeout.Duration != c.timeout || s.StaleAfter.Duration != c.stale || s.LatencyWindow.Duration != c.window {
+			t.Errorf("interval %s: timeout %s, staleAfter %s, latencyWindow %s; want %s, %s, %s", c.interval, s.Timeout, s.StaleAfter, s.LatencyWindow, c.timeout, c.stale, c.window)
+		}
+	}
+	// Given values are kept, and checked against the interval as before.
+	if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {interval: 500ms, timeout: 800ms}\npools:\n- {name: a, role: prefill, selector: {x: y}}\n")); err == nil || !strings.Contains(err.Error(), "scrape.timeout (800ms) must not exceed scrape.interval (500ms)") {
+		t.Errorf("a timeout given past the interval: %v", err)
 	}
 }
