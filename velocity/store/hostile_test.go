@@ -665,6 +665,41 @@ func TestSummedSeriesLeavingIsNoWork(t *testing.T) {
 	}
 }
 
+// A summed gauge whose series changed between pages (one engine's waiting line missing from one page of a
+// data-parallel pod, its token counters all there) is no queue change: the waiting count halved and came
+// back read as 43,000 tokens/s of queue drain, then as much growth and 50 requests/s that never arrived.
+func TestSummedGaugeSeriesChangingIsNoQueueChange(t *testing.T) {
+	// 1,000 prompt tokens a request, the default mean, so that learning it moves no queue estimate.
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	for i := 1; i <= 8; i++ {
+		c.t = c.t.Add(time.Second)
+		lines := []string{`vllm:num_requests_waiting{engine="0"} 50`, `vllm:num_requests_running{engine="0"} 5`, `vllm:num_requests_running{engine="1"} 5`}
+		for _, e := range []string{"0", "1"} {
+			lines = append(lines, fmt.Sprintf(`vllm:prompt_tokens_total{engine="%s"} %d`, e, 1000*i), fmt.Sprintf(`vllm:generation_tokens_total{engine="%s"} %d`, e, 100*i),
+				fmt.Sprintf(`vllm:request_success_total{engine="%s",finished_reason="stop"} %d`, e, i))
+		}
+		if i != 4 {
+			lines = append(lines, `vllm:num_requests_waiting{engine="1"} 50`)
+		}
+		s.Record(pod, c.t, vllmText(t, lines...))
+		v, err := s.Get(pod)
+		if i == 1 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("page %d: %v (the token rates are known)", i, err)
+		}
+		if math.Abs(v.QueueGrowthTPS) > 1 || math.Abs(v.WindowQueueGrowthTPS) > 1 || math.Abs(v.OwedOutputGrowthTPS) > 1 {
+			t.Errorf("page %d: queue growth %g (window %g), owed output growth %g; want 0: no request came or went", i, v.QueueGrowthTPS, v.WindowQueueGrowthTPS, v.OwedOutputGrowthTPS)
+		}
+		if v.HasRequestRate && math.Abs(v.RequestTPS-2) > 0.5 {
+			t.Errorf("page %d: %g requests/s, want the 2 that finish (or none known)", i, v.RequestTPS)
+		}
+	}
+}
+
 // A finished-request counter gone for good froze the pod's request rate at its last value, served as
 // fresh with every page's token rates.
 func TestRequestRateLostIsUnknown(t *testing.T) {

@@ -649,7 +649,10 @@ func (s *Store) update(st *podState) {
 	r1, okR1 := cur.Scalar(engine.RequestsRunning)
 	// Running missing at both ends means "no gauge" only on a pod that has never shown it: one whose
 	// line went missing for two pages in a row has an unknown change, not 0.
-	okW, okR := okW0 && okW1, (okR0 && okR1) || (!okR0 && !okR1 && st.seen[runningSeen].snap == nil)
+	// A summed gauge whose series came or went between the pages (one data-parallel engine's line missing)
+	// changed by what that series held, not by requests arriving or leaving: its change is unknown.
+	okW := okW0 && okW1 && sameSeries(w0, w1)
+	okR := (okR0 && okR1 && sameSeries(r0, r1)) || (!okR0 && !okR1 && st.seen[runningSeen].snap == nil)
 	dWaiting, dRunning := w1.Value-w0.Value, r1.Value-r0.Value
 	first := st.rates == 0
 	if first && (!okW || (okD && !okR)) {
@@ -738,7 +741,7 @@ func (s *Store) window(st *podState, meanOut float64) {
 	// Without the waiting gauge at both ends the window's queue change is unknown: the smoothed values stand.
 	w0, ok0 := st.anchor.Scalar(engine.RequestsWaiting)
 	w1, ok1 := st.last.Scalar(engine.RequestsWaiting)
-	if ok0 && ok1 {
+	if ok0 && ok1 && sameSeries(w0, w1) {
 		v.WindowQueueGrowthTPS = (w1.Value - w0.Value) * v.MeanPromptTokens / dt
 		v.WindowOwedOutputGrowthTPS = (w1.Value - w0.Value) * meanOut / dt
 	}
@@ -782,6 +785,10 @@ func delta(prev, cur *engine.Snapshot, f engine.Field) (d float64, ok, reset boo
 	}
 	return b.Value - a.Value, true, false
 }
+
+// sameSeries reports whether two pages' values of a field are read from the same metric over the same
+// series, so that their difference is a change of what they count.
+func sameSeries(a, b engine.Scalar) bool { return a.Source == b.Source && a.Series == b.Series }
 
 // seriesChanged reports whether a counter is on both pages, read from the same metric, but summed over
 // different series.
