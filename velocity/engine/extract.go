@@ -549,12 +549,13 @@ func (e *extractor) finish() (*Snapshot, error) {
 				break
 			}
 			if f == KVCacheUsage {
-				// Utilisation is a mean across data-parallel engines, not a sum.
-				total /= float64(len(ss))
-				if total > 1.0001 {
-					snap.Problems = append(snap.Problems, Problem{Field: f, Msg: fmt.Sprintf("%s is %v, outside 0..1", alias.Name, total)})
+				// Utilisation is a mean across data-parallel engines, not a sum. Each engine's is checked, since
+				// one engine at 1.6 beside another at 0.2 averages to a plausible 0.9.
+				if u := maxSeriesValue(ss) * scale; u > 1.0001 {
+					snap.Problems = append(snap.Problems, Problem{Field: f, Msg: fmt.Sprintf("%s is %v on one of its %d series, outside 0..1", alias.Name, u, len(ss))})
 					break
 				}
+				total /= float64(len(ss))
 			}
 			snap.scalars[f] = Scalar{Value: total, Source: alias.String(), Series: seriesSet(ss), OK: true}
 			break
@@ -564,6 +565,15 @@ func (e *extractor) finish() (*Snapshot, error) {
 		return nil, fmt.Errorf("forced engine %s: %w", kind, ErrUnknownEngine)
 	}
 	return snap, nil
+}
+
+// maxSeriesValue is the largest value of the series.
+func maxSeriesValue(ss []series) float64 {
+	m := math.Inf(-1)
+	for _, s := range ss {
+		m = max(m, s.value)
+	}
+	return m
 }
 
 // seriesSet fingerprints the series a field sums, whatever their order on the page: each one's key, rank

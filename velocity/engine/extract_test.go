@@ -208,6 +208,17 @@ func TestEdgeCases(t *testing.T) {
 			},
 		},
 		{
+			// One engine's 1.6 beside another's 0.2 averaged to a plausible 0.9.
+			name: "KV usage above 1 on one data-parallel engine rejected",
+			page: "vllm:kv_cache_usage_perc{engine=\"0\"} 1.6\nvllm:kv_cache_usage_perc{engine=\"1\"} 0.2\nvllm:prompt_tokens_total 1\n",
+			check: func(t *testing.T, s *Snapshot) {
+				wantAbsent(t, s, KVCacheUsage)
+				if len(s.Problems) != 1 || !strings.Contains(s.Problems[0].Msg, "1.6 on one of its 2 series") {
+					t.Errorf("problems = %v, want one naming the engine's 1.6", s.Problems)
+				}
+			},
+		},
+		{
 			name: "new and deprecated KV names: new wins",
 			page: "vllm:gpu_cache_usage_perc 0.9\nvllm:kv_cache_usage_perc 0.4\n",
 			check: func(t *testing.T, s *Snapshot) {
