@@ -144,9 +144,15 @@ func TestFallbackLineOfManyLabelsIsRefused(t *testing.T) {
 
 // The interner kept between pages is bounded in bytes, not only in entries.
 func TestInternerKeepsFewBytes(t *testing.T) {
+	// Values of 8 KiB (longer than maxInternLen, within maxReadLine) and many distinct ones just short of
+	// maxInternLen, which together are past maxInternedBytes.
 	for i := 0; i < 4; i++ {
-		page := fmt.Sprintf("vllm:num_requests_running{model_name=%q} 1\n", strings.Repeat(fmt.Sprint(i), 1<<20))
-		if _, err := ExtractBytes([]byte(page), VLLM); err != nil {
+		var page strings.Builder
+		fmt.Fprintf(&page, "vllm:num_requests_running{model_name=%q} 1\n", strings.Repeat(fmt.Sprint(i), 8<<10))
+		for j := range 1500 {
+			fmt.Fprintf(&page, "vllm:num_requests_running{model_name=\"%d-%d-%s\"} 1\n", i, j, strings.Repeat("m", maxInternLen-20))
+		}
+		if _, err := ExtractBytes([]byte(page.String()), VLLM); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -614,5 +620,34 @@ func TestParseErrorsArePrintable(t *testing.T) {
 		if len(err.Error()) > maxErrorText+len(truncated) {
 			t.Errorf("%s: an error of %d bytes", name, len(err.Error()))
 		}
+	}
+}
+
+// A sample line of a metric tokenscale reads is at most maxReadLine bytes, on the scanner's path and the
+// fallback's: one label of 4 MiB on such a line held 3 to 5 times the page (its value copied into the
+// parse's strings, the series key and each field the line feeds). Lines of metrics not read are skipped
+// unparsed, whatever their length.
+func TestLongReadLineIsRefused(t *testing.T) {
+	const head = "vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n"
+	huge := strings.Repeat("x", 4<<20)
+	for _, c := range []struct{ name, page string }{
+		{"scanner", head + "vllm:num_requests_running{a=\"" + huge + "\"} 1\n"},
+		{"fallback", "# HELP \"x.y\" z\n" + head + "vllm:num_requests_running{a=\"" + huge + "\"} 1\n"},
+		{"two fields", "sglang:num_queue_reqs 2\nsglang:realtime_tokens_total{mode=\"prefill_compute\",a=\"\\\\" + huge + "\"} 1\n"},
+	} {
+		alloc, err := allocatedBy([]byte(c.page), Auto)
+		if !errors.Is(err, ErrLineTooLong) {
+			t.Errorf("%s: %v, want ErrLineTooLong", c.name, err)
+		}
+		if alloc > 2*uint64(len(c.page)) {
+			t.Errorf("%s: a %d-byte page allocated %d bytes; want at most 2×", c.name, len(c.page), alloc)
+		}
+	}
+	s, err := ExtractBytes([]byte(head+"vllm:cache_config_info{a=\""+strings.Repeat("x", 100<<10)+"\"} 1\n"), Auto)
+	if err != nil {
+		t.Fatalf("a long line of a metric not read: %v", err)
+	}
+	if v, ok := s.Scalar(RequestsWaiting); !ok || v.Value != 2 {
+		t.Errorf("beside a long line not read: waiting %v, %v; want 2", v, ok)
 	}
 }

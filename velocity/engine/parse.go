@@ -120,6 +120,14 @@ const maxFallbackFamilies = 10000
 // lines than maxFallbackFamilies.
 var ErrTooManyFamilies = errors.New("too many metric families")
 
+// maxReadLine bounds a sample line of a metric tokenscale reads: its label values are copied, into the
+// parse's strings, the series key and each field the line feeds, so one line of a 4 MiB label held 3 to 5
+// times the page where the documented bound is about the page. An engine's lines are under 300 bytes.
+const maxReadLine = 16 << 10
+
+// ErrLineTooLong is a page with a sample line of a metric tokenscale reads longer than maxReadLine.
+var ErrLineTooLong = errors.New("a line of a metric tokenscale reads is too long")
+
 // ErrTooManyLabels is a page that only the fallback parser reads with a line of too many labels.
 var ErrTooManyLabels = errors.New("too many labels on one line")
 
@@ -198,6 +206,9 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		}
 		if n := lineLabels(ln); n > maxFallbackLabels {
 			return nil, fmt.Errorf("line %d: %w (%d, more than %d): refused rather than parsed, as the fallback parser's time grows with their square", lineNo, ErrTooManyLabels, n, maxFallbackLabels)
+		}
+		if len(ln) > maxReadLine {
+			return nil, fmt.Errorf("line %d: %w (%d bytes, more than %d)", lineNo, ErrLineTooLong, len(ln), maxReadLine)
 		}
 		if rest == nil {
 			rest = ln
@@ -448,6 +459,9 @@ func scan(buf []byte, sink sampleSink, deadline time.Time) error {
 			return errFallback
 		}
 		histBase := act == actReadHistogram
+		if len(ln) > maxReadLine {
+			return fmt.Errorf("parsing metrics text: line %d: %w (%d bytes of %s, more than %d)", lineNo, ErrLineTooLong, len(ln), clip(name), maxReadLine)
+		}
 		if !complete {
 			return fmt.Errorf("parsing metrics text: line %d: unexpected end of input (truncated page?)", lineNo)
 		}
