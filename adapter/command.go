@@ -21,6 +21,11 @@ type Command struct {
 }
 
 // NewCommand registers the adapter's flags in cmd and its checks.
+
+// minDiscoveryInterval is the shortest --discovery-interval but 0: a new CRD is seldom urgent, and every
+// refresh lists every API group the cluster serves.
+const minDiscoveryInterval = 10 * time.Second
+
 func NewCommand(cmd *options.Command) *Command {
 	base := &basecmd.AdapterBase{
 		Name:                              "tokenscale-adapter",
@@ -58,8 +63,9 @@ func NewCommand(cmd *options.Command) *Command {
 	// --discovery-interval as never, so a typo would fall back silently: refused as the other binaries do.
 	cmd.Validate(c.Options.Validate, so.Validate, func() []error {
 		errs := (&options.Kube{QPS: base.ClientQPS, Burst: base.ClientBurst}).Validate()
-		if base.DiscoveryInterval < 0 {
-			errs = append(errs, fmt.Errorf("--discovery-interval %s must not be negative (0: never)", base.DiscoveryInterval))
+		// Each refresh reads the whole API discovery: at 1ms it ran back to back for the process's life.
+		if base.DiscoveryInterval < 0 || base.DiscoveryInterval > 0 && base.DiscoveryInterval < minDiscoveryInterval {
+			errs = append(errs, fmt.Errorf("--discovery-interval %s must be 0 (never) or at least %s", base.DiscoveryInterval, minDiscoveryInterval))
 		}
 		return errs
 	})

@@ -51,7 +51,7 @@ func TestCommandFlags(t *testing.T) {
 	// The library would fall back silently to client-go's rates and to never re-reading discovery.
 	for _, c := range []struct{ arg, flag string }{
 		{"--client-qps=0", "--client-qps"}, {"--client-qps=-1", "--client-qps"}, {"--client-burst=0", "--client-burst"},
-		{"--discovery-interval=-1s", "--discovery-interval"},
+		{"--discovery-interval=-1s", "--discovery-interval"}, {"--discovery-interval=1ms", "--discovery-interval"},
 	} {
 		if _, _, err := parse(c.arg); err == nil || !strings.Contains(err.Error(), c.flag) {
 			t.Errorf("%s: %v, want an error naming %s", c.arg, err, c.flag)

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
@@ -121,10 +122,15 @@ func (le *LeaderElection) Validate() []error {
 	if le.Namespace == "" || le.Name == "" {
 		errs = append(errs, errors.New("--leader-elect needs --leader-election-namespace and --leader-election-name"))
 	}
-	// client-go's own rule: the leader must give up before a standby may take over.
+	// client-go's own rules (leaderelection.NewLeaderElector): the leader must give up before a standby may
+	// take over, and its renewal deadline must outlast a jittered retry; refused here, they failed only once
+	// the controller had synced, naming no flag.
 	if !(le.RetryPeriod > 0 && le.RetryPeriod < le.RenewDeadline && le.RenewDeadline < le.LeaseDuration) {
 		errs = append(errs, fmt.Errorf("leader election wants 0 < --leader-election-retry-period (%s) < --leader-election-renew-deadline (%s) < --leader-election-lease-duration (%s)",
 			le.RetryPeriod, le.RenewDeadline, le.LeaseDuration))
+	} else if !(float64(le.RenewDeadline) > leaderelection.JitterFactor*float64(le.RetryPeriod)) {
+		errs = append(errs, fmt.Errorf("leader election wants --leader-election-renew-deadline (%s) longer than %g × --leader-election-retry-period (%s), client-go's jitter",
+			le.RenewDeadline, leaderelection.JitterFactor, le.RetryPeriod))
 	}
 	return errs
 }

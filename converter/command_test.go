@@ -160,6 +160,11 @@ func TestControllerCommandRejectsBadFlags(t *testing.T) {
 	if err := parse("--refusal-backoff=0", "--min-flip-interval=0"); err == nil || !strings.Contains(err.Error(), "must be positive") {
 		t.Errorf("zero back-off and flip interval: %v", err)
 	}
+	// client-go refuses a renewal deadline within its jitter of the retry period, once the controller has
+	// synced: refused at the flags instead.
+	if err := parse("--leader-election-retry-period=9s", "--leader-election-renew-deadline=10s", "--leader-election-lease-duration=15s"); err == nil || !strings.Contains(err.Error(), "longer than 1.2 × --leader-election-retry-period (9s)") {
+		t.Errorf("a retry period within the jitter of the renew deadline: %v; want it refused", err)
+	}
 	if err := parse("--leader-elect=false", "--leader-election-renew-deadline=20s"); err != nil {
 		t.Errorf("leader election off, its timings are not checked: %v", err)
 	}

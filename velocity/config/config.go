@@ -506,20 +506,26 @@ func zeroScalar(n *yaml.Node) bool {
 // join names key under path; a key past maxKeyText characters is cut, so an error naming a huge key
 // from the file does not copy it.
 func join(path, key string) string {
-	if len(key) > maxKeyText {
-		cut := maxKeyText
-		for cut > 0 && !utf8.RuneStart(key[cut]) {
-			cut--
-		}
-		key = key[:cut] + "…"
-	}
+	key = clipText(key)
 	if path == "" {
 		return key
 	}
 	return path + "." + key
 }
 
-// maxKeyText is the most of a key an error names: label keys are at most 317 characters (a 253-character
+// clipText is s cut to maxKeyText bytes on a character boundary, marked with "…" where cut.
+func clipText(s string) string {
+	if len(s) <= maxKeyText {
+		return s
+	}
+	cut := maxKeyText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// maxKeyText is the most of a key (or of a name) an error names: label keys are at most 317 characters (a 253-character
 // prefix, a slash and a 63-character name), and the config's own keys are short.
 const maxKeyText = 320
 
@@ -847,6 +853,14 @@ func (c *Config) complete() error {
 			pl.Scheme = s.DefaultScheme
 		} else if badScheme(pl.Scheme) {
 			errs = append(errs, fmt.Errorf("%s: scheme %q: allowed values are http, https", where, pl.Scheme))
+		}
+		// A workload no object can be named (a typo, or a kind with no name) would leave every Object-metric
+		// query of it a 404, read as a missing pool rather than a mistake.
+		if pl.Workload.Name != "" && (len(pl.Workload.Name) > 253 || !subdomainRE.MatchString(pl.Workload.Name)) {
+			errs = append(errs, fmt.Errorf("%s: workload.name %q must be a DNS subdomain (at most 253 of a-z, 0-9, - and ., as Kubernetes names a Deployment)", where, clipText(pl.Workload.Name)))
+		}
+		if pl.Workload.Kind != "" && pl.Workload.Kind != "Deployment" && pl.Workload.Name == "" { // Deployment: the default, written back by a marshalled config
+			errs = append(errs, fmt.Errorf("%s: workload.kind %s needs workload.name", where, clipText(pl.Workload.Kind)))
 		}
 		if pl.Workload.Kind == "" {
 			pl.Workload.Kind = "Deployment"

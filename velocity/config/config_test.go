@@ -859,3 +859,23 @@ func TestScrapeDefaultsFollowTheInterval(t *testing.T) {
 		t.Errorf("a timeout given past the interval: %v", err)
 	}
 }
+
+// A workload no object can be named is refused: a typo (an underscore, a capital) or a kind given without
+// a name left every Object-metric query of the pool a 404.
+func TestWorkloadNamesAreChecked(t *testing.T) {
+	const pool = "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {x: y}, workload: %s}\n"
+	for in, want := range map[string]string{
+		"{name: Llama_Prefill}":                    `workload.name "Llama_Prefill" must be a DNS subdomain`,
+		"{kind: StatefulSet}":                      "workload.kind StatefulSet needs workload.name",
+		"{name: " + strings.Repeat("a", 254) + "}": "must be a DNS subdomain",
+	} {
+		if _, err := Parse([]byte(fmt.Sprintf(pool, in))); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("workload %.60s: %v, want %q", in, err, want)
+		}
+	}
+	for _, in := range []string{"{name: llama-prefill}", "{kind: StatefulSet, name: llama.decode-0}"} {
+		if _, err := Parse([]byte(fmt.Sprintf(pool, in))); err != nil {
+			t.Errorf("workload %s: %v", in, err)
+		}
+	}
+}
