@@ -61,6 +61,10 @@ if [ -z "$BASE" ]; then
     echo "build-images: cannot pull $DEFAULT_BASE; making a glibc base from this machine's libc6" >&2
     BASE=$(bash hack/make-base-image.sh)
   fi
+elif ! $PODMAN image exists "$BASE"; then
+  # A base named by CONVERTER_BASE is pulled as the default is; the build itself never pulls (--pull=never).
+  $PODMAN pull -q --platform "linux/$arch" "$BASE" >/dev/null ||
+    { echo "build-images: cannot pull CONVERTER_BASE $BASE for linux/$arch" >&2; exit 1; }
 fi
 base_arch=$($PODMAN image inspect --format '{{.Architecture}}' "$BASE")
 if [ "$base_arch" != "$arch" ]; then
