@@ -408,14 +408,13 @@ func (k *nodeCheck) walk(n *yaml.Node, path, pattern string) {
 		first := make(map[string]int, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
-			if key.ShortTag() != "!!merge" {
-				if line, again := first[key.Value]; again {
-					k.shape = true
-					k.add(fmt.Errorf("line %d: %s is given twice (first at line %d)", key.Line, join(path, key.Value), line))
-					continue
-				}
-				first[key.Value] = key.Line
+			// A merge key too: `<<` repeated is an error to YAML as well (`<<: [*a, *b]` merges several).
+			if line, again := first[key.Value]; again {
+				k.shape = true
+				k.add(fmt.Errorf("line %d: key %q of %s is given twice (first at line %d)", key.Line, clipText(key.Value), orTop(path), line))
+				continue
 			}
+			first[key.Value] = key.Line
 			if key.ShortTag() == "!!merge" {
 				// A merge's keys (`<<: *base`) are the mapping's own, so they are checked under its path.
 				merged := []*yaml.Node{val}
@@ -808,23 +807,23 @@ func (c *Config) complete() error {
 	seen := map[string]bool{}
 	for i := range c.Pools {
 		pl := &c.Pools[i]
-		where := fmt.Sprintf("pools[%d] (%s)", i, pl.Name)
+		where := fmt.Sprintf("pools[%d] (%s)", i, clipText(pl.Name)) // names and values from the file are clipped in every error
 		if !nameRE.MatchString(pl.Name) || len(pl.Name) > 63 {
 			errs = append(errs, fmt.Errorf("%s: name must be a DNS label (at most 63 characters)", where))
 		}
 		// A namespace no pod can be in would leave the pool empty, and read as no load rather than a typo.
 		if pl.Namespace != "" && (!nameRE.MatchString(pl.Namespace) || len(pl.Namespace) > 63) {
-			errs = append(errs, fmt.Errorf("%s: namespace %q must be a DNS label (at most 63 of a-z, 0-9 and -, starting and ending alphanumeric)", where, pl.Namespace))
+			errs = append(errs, fmt.Errorf("%s: namespace %q must be a DNS label (at most 63 of a-z, 0-9 and -, starting and ending alphanumeric)", where, clipText(pl.Namespace)))
 		}
 		key := pl.Namespace + "/" + pl.Name
 		if seen[key] {
-			errs = append(errs, fmt.Errorf("%s: duplicate pool name in namespace %q", where, pl.Namespace))
+			errs = append(errs, fmt.Errorf("%s: duplicate pool name in namespace %q", where, clipText(pl.Namespace)))
 		}
 		seen[key] = true
 		switch pl.Role {
 		case RolePrefill, RoleDecode, RoleBoth:
 		default:
-			errs = append(errs, fmt.Errorf("%s: role %q: allowed values are prefill, decode, both", where, pl.Role))
+			errs = append(errs, fmt.Errorf("%s: role %q: allowed values are prefill, decode, both", where, clipText(string(pl.Role))))
 		}
 		if len(pl.Selector) == 0 {
 			errs = append(errs, fmt.Errorf("%s: selector must have at least one label", where))
@@ -833,7 +832,7 @@ func (c *Config) complete() error {
 		switch pl.Engine {
 		case "", "auto", "vllm", "sglang", "trtllm":
 		default:
-			errs = append(errs, fmt.Errorf("%s: engine %q: allowed values are auto, vllm, sglang, trtllm", where, pl.Engine))
+			errs = append(errs, fmt.Errorf("%s: engine %q: allowed values are auto, vllm, sglang, trtllm", where, clipText(pl.Engine)))
 		}
 		if pl.Port == 0 {
 			pl.Port = s.DefaultPort
@@ -847,12 +846,12 @@ func (c *Config) complete() error {
 				pl.Path = TRTLLMPath
 			}
 		} else if badPath(pl.Path) {
-			errs = append(errs, fmt.Errorf("%s: path %q: want an absolute path such as /metrics", where, pl.Path))
+			errs = append(errs, fmt.Errorf("%s: path %q: want an absolute path such as /metrics", where, clipText(pl.Path)))
 		}
 		if pl.Scheme == "" {
 			pl.Scheme = s.DefaultScheme
 		} else if badScheme(pl.Scheme) {
-			errs = append(errs, fmt.Errorf("%s: scheme %q: allowed values are http, https", where, pl.Scheme))
+			errs = append(errs, fmt.Errorf("%s: scheme %q: allowed values are http, https", where, clipText(pl.Scheme)))
 		}
 		// A workload no object can be named (a typo, or a kind with no name) would leave every Object-metric
 		// query of it a 404, read as a missing pool rather than a mistake.
@@ -860,7 +859,7 @@ func (c *Config) complete() error {
 			errs = append(errs, fmt.Errorf("%s: workload.name %q must be a DNS subdomain (at most 253 of a-z, 0-9, - and ., as Kubernetes names a Deployment)", where, clipText(pl.Workload.Name)))
 		}
 		if pl.Workload.Kind != "" && pl.Workload.Kind != "Deployment" && pl.Workload.Name == "" { // Deployment: the default, written back by a marshalled config
-			errs = append(errs, fmt.Errorf("%s: workload.kind %s needs workload.name", where, clipText(pl.Workload.Kind)))
+			errs = append(errs, fmt.Errorf("%s: workload.kind %q needs workload.name", where, clipText(pl.Workload.Kind)))
 		}
 		if pl.Workload.Kind == "" {
 			pl.Workload.Kind = "Deployment"
@@ -875,7 +874,7 @@ func (c *Config) complete() error {
 					where, LWSWorkerIndexLabel))
 			}
 		default:
-			errs = append(errs, fmt.Errorf("%s: workload.kind %q: allowed values are Deployment, StatefulSet, LeaderWorkerSet", where, pl.Workload.Kind))
+			errs = append(errs, fmt.Errorf("%s: workload.kind %q: allowed values are Deployment, StatefulSet, LeaderWorkerSet", where, clipText(pl.Workload.Kind)))
 		}
 		setDur(&pl.SLO.TTFT, 2*time.Second)
 		setDur(&pl.SLO.ITL, 100*time.Millisecond)
@@ -929,11 +928,11 @@ func (c *Config) complete() error {
 		for j := i + 1; j < len(c.Pools); j++ {
 			a, b := &c.Pools[i], &c.Pools[j]
 			if a.Workload.Name != "" && a.Workload == b.Workload && (a.Namespace == b.Namespace || a.Namespace == "" || b.Namespace == "") {
-				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, a.Name, j, b.Name, a.Workload.Kind, a.Workload.Name))
+				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, clipText(a.Name), j, clipText(b.Name), a.Workload.Kind, clipText(a.Workload.Name)))
 			}
 			if ns, clash := sameGroupSlot(a, b); clash {
 				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) would both be the %s pool of %s, and a group sizes one of each (the other's numbers would all be unknown): give each model's pools their own group",
-					i, a.Name, j, b.Name, slot(a), groupText(groupIn(a, ns), ns)))
+					i, clipText(a.Name), j, clipText(b.Name), slot(a), clipText(groupText(groupIn(a, ns), ns))))
 			}
 		}
 	}
@@ -992,9 +991,9 @@ func selectorErrors(where string, sel map[string]string) []error {
 	var errs []error
 	for _, k := range keys {
 		if badLabelKey(k) {
-			errs = append(errs, fmt.Errorf("%s: selector key %q is not a label key: an optional DNS subdomain and '/', then at most 63 of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric", where, k))
+			errs = append(errs, fmt.Errorf("%s: selector key %q is not a label key: an optional DNS subdomain and '/', then at most 63 of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric", where, clipText(k)))
 		} else if v := sel[k]; badLabelValue(v) {
-			errs = append(errs, fmt.Errorf("%s: selector %s value %q is not a label value: empty, or at most 63 of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric", where, k, v))
+			errs = append(errs, fmt.Errorf("%s: selector %s value %q is not a label value: empty, or at most 63 of A-Z, a-z, 0-9, '-', '_' and '.', starting and ending alphanumeric", where, clipText(k), clipText(v)))
 		}
 	}
 	return errs

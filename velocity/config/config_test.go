@@ -770,7 +770,7 @@ func TestRunsIn(t *testing.T) {
 func TestMappingsAreBoundedBeforeDecoding(t *testing.T) {
 	const header = "version: tokenscale.io/v1alpha1\n"
 	_, err := Parse([]byte(header + strings.Repeat("a: 0\n", maxMappingKeys-1)))
-	if err == nil || !strings.Contains(err.Error(), "line 3: a is given twice (first at line 2)") || strings.Contains(err.Error(), "already defined") {
+	if err == nil || !strings.Contains(err.Error(), `line 3: key "a" of the top level is given twice (first at line 2)`) || strings.Contains(err.Error(), "already defined") {
 		t.Fatalf("a key repeated %d times: %.300v; want it refused from the nodes, naming the lines", maxMappingKeys-1, err)
 	}
 	if len(err.Error()) > 16<<10 {
@@ -787,8 +787,19 @@ func TestMappingsAreBoundedBeforeDecoding(t *testing.T) {
 	if _, err := Parse([]byte(b.String())); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("line 6: pools[0].selector holds %d keys; a mapping of the config holds at most %d", maxMappingKeys+1, maxMappingKeys)) {
 		t.Errorf("a selector of %d labels: %.300v", maxMappingKeys+1, err)
 	}
-	if _, err := Parse([]byte(header + "pools:\n- name: a\n  name: b\n  role: prefill\n  selector: {x: y}\n")); err == nil || !strings.Contains(err.Error(), "line 4: pools[0].name is given twice (first at line 3)") {
+	if _, err := Parse([]byte(header + "pools:\n- name: a\n  name: b\n  role: prefill\n  selector: {x: y}\n")); err == nil || !strings.Contains(err.Error(), `line 4: key "name" of pools[0] is given twice (first at line 3)`) {
 		t.Errorf("a pool's name given twice: %v", err)
+	}
+	// A merge key repeated is refused the same way: 256 copies of `<<: *p` in each of 455 pools made the
+	// typed decoding's pair check write about 0.9 GB of errors.
+	var m strings.Builder
+	m.WriteString(header + "pools:\n- &p {name: a, role: prefill, selector: {x: y}}\n")
+	for i := range 400 {
+		fmt.Fprintf(&m, "- name: b%d\n", i)
+		m.WriteString(strings.Repeat("  <<: *p\n", 200))
+	}
+	if _, err := Parse([]byte(m.String())); err == nil || !strings.Contains(err.Error(), `key "<<" of pools[1] is given twice`) || len(err.Error()) > 16<<10 {
+		t.Errorf("a merge key repeated: %.300v (%d bytes)", err, len(fmt.Sprint(err)))
 	}
 	// A merge key's values may be overridden by the mapping's own, as YAML allows.
 	if _, err := Parse([]byte(header + "pools:\n- &p {name: a, role: prefill, selector: {x: y}}\n- <<: *p\n  name: b\n")); err != nil {
@@ -866,7 +877,7 @@ func TestWorkloadNamesAreChecked(t *testing.T) {
 	const pool = "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {x: y}, workload: %s}\n"
 	for in, want := range map[string]string{
 		"{name: Llama_Prefill}":                    `workload.name "Llama_Prefill" must be a DNS subdomain`,
-		"{kind: StatefulSet}":                      "workload.kind StatefulSet needs workload.name",
+		"{kind: StatefulSet}":                      `workload.kind "StatefulSet" needs workload.name`,
 		"{name: " + strings.Repeat("a", 254) + "}": "must be a DNS subdomain",
 	} {
 		if _, err := Parse([]byte(fmt.Sprintf(pool, in))); err == nil || !strings.Contains(err.Error(), want) {
@@ -877,5 +888,22 @@ func TestWorkloadNamesAreChecked(t *testing.T) {
 		if _, err := Parse([]byte(fmt.Sprintf(pool, in))); err != nil {
 			t.Errorf("workload %s: %v", in, err)
 		}
+	}
+}
+
+// Names and values from the file are clipped in the errors of the pools' checks: one 600 KB scalar reused by
+// alias across 20 pools made an error of about 170 MB, every pool's errors naming it in full.
+func TestPoolErrorsClipTheFilesValues(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: tokenscale.io/v1alpha1\npools:\n- {name: &big " + strings.Repeat("N", 600<<10) + ", role: prefill, selector: {x: y}}\n")
+	for range 20 {
+		b.WriteString("- {name: *big, namespace: *big, role: *big, selector: {x: y}, workload: {kind: *big}, engine: *big}\n")
+	}
+	_, err := Parse([]byte(b.String()))
+	if err == nil {
+		t.Fatal("pools named by a 600 KB scalar were accepted")
+	}
+	if len(err.Error()) > 1<<20 {
+		t.Errorf("a %d-byte error for a %d-byte file", len(err.Error()), b.Len())
 	}
 }
