@@ -20,12 +20,11 @@ type Command struct {
 	Options Options
 }
 
-// NewCommand registers the adapter's flags in cmd and its checks.
-
 // minDiscoveryInterval is the shortest --discovery-interval but 0: a new CRD is seldom urgent, and every
 // refresh lists every API group the cluster serves.
 const minDiscoveryInterval = 10 * time.Second
 
+// NewCommand registers the adapter's flags in cmd and its checks.
 func NewCommand(cmd *options.Command) *Command {
 	base := &basecmd.AdapterBase{
 		Name:                              "tokenscale-adapter",
@@ -49,7 +48,7 @@ func NewCommand(cmd *options.Command) *Command {
 	fs.StringVar(&base.RemoteKubeConfigFile, "kubeconfig", "", "kubeconfig file of the cluster whose pods are scraped (default: the in-cluster configuration of the pod's ServiceAccount)")
 	fs.StringVar(&base.RemoteKubeConfigFile, "lister-kubeconfig", "", "the same as --kubeconfig")
 	_ = fs.MarkDeprecated("lister-kubeconfig", "use --kubeconfig, as every tokenscale binary does")
-	fs.DurationVar(&base.DiscoveryInterval, "discovery-interval", base.DiscoveryInterval, "how often API discovery is read again (a LeaderWorkerSet CRD installed later becomes known); 0: never")
+	fs.DurationVar(&base.DiscoveryInterval, "discovery-interval", base.DiscoveryInterval, "how often API discovery is read again (a LeaderWorkerSet CRD installed later becomes known); 0: never, else at least 10s")
 	fs.Float32Var(&base.ClientQPS, "client-qps", rest.DefaultQPS, "most queries per second to the Kubernetes API")
 	fs.IntVar(&base.ClientBurst, "client-burst", rest.DefaultBurst, "burst of queries to the Kubernetes API")
 

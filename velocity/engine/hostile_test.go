@@ -624,7 +624,7 @@ func TestParseErrorsArePrintable(t *testing.T) {
 }
 
 // A sample line of a metric tokenscale reads is at most maxReadLine bytes, on the scanner's path and the
-// fallback's: one label of 4 MiB on such a line held 3 to 5 times the page (its value copied into the
+// fallback's: one label of 4 MiB on such a line held 3 to 9 times the page (its value copied into the
 // parse's strings, the series key and each field the line feeds). Lines of metrics not read are skipped
 // unparsed, whatever their length.
 func TestLongReadLineIsRefused(t *testing.T) {

@@ -121,7 +121,7 @@ const maxFallbackFamilies = 10000
 var ErrTooManyFamilies = errors.New("too many metric families")
 
 // maxReadLine bounds a sample line of a metric tokenscale reads: its label values are copied, into the
-// parse's strings, the series key and each field the line feeds, so one line of a 4 MiB label held 3 to 5
+// parse's strings, the series key and each field the line feeds, so one line of a 4 MiB label held 3 to 9
 // times the page where the documented bound is about the page. An engine's lines are under 300 bytes.
 const maxReadLine = 16 << 10
 
