@@ -28,6 +28,9 @@ func seedPages(f *testing.F) {
 		"{\"vllm:prompt_tokens_total\",engine=\"0\"} 5\n",
 		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:prompt_tokens_total 7\n{\"vllm:time_to_first_token_seconds_bucket\",le=\"+Inf\"} 4\nvllm:time_to_first_token_seconds_count 4\n",
 		"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n{\"vllm:prompt_tokens_total\"} 3\nvllm:num_requests_\"running\" 3\n# HELP \"x.y\" z\n",
+		// A typed histogram's _count given twice: expfmt merged it into the last value, the scanner reports it.
+		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count 5\nvllm:time_to_first_token_seconds_count 9\n",
+		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 9\nvllm:time_to_first_token_seconds_sum{a=\"1\",b=\"2\"} 5\nvllm:time_to_first_token_seconds_sum{b=\"2\",a=\"1\"} 9\nvllm:time_to_first_token_seconds_count{a=\"1\",b=\"2\"} 9\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -41,7 +44,7 @@ func FuzzScanMatchesExpfmt(f *testing.F) {
 		// The oracle reads a quoted name that opens a label set as the name-first form, as the fallback
 		// hands it on: expfmt reads such a line's labels in the previous line's family (fallbackPage).
 		ref := newExtractor(Auto)
-		if err := parseExpfmt(bytes.NewReader(nameFirst(page)), ref); err != nil {
+		if err := parseExpfmt(nameFirst(page), ref); err != nil {
 			return
 		}
 		want, wantErr := ref.finish()

@@ -651,3 +651,23 @@ func TestLongReadLineIsRefused(t *testing.T) {
 		t.Errorf("beside a long line not read: waiting %v, %v; want 2", v, ok)
 	}
 }
+
+// A typed histogram's _count or _sum given twice is a duplicate series on the fallback's path as on the
+// scanner's: expfmt merged the lines into the last value, so a page the scanner leaves to it (any line of
+// syntax it does not read) chose its TTFT count by repeating the line.
+func TestRepeatedHistogramCountIsADuplicateOnEitherPath(t *testing.T) {
+	const ttft = "# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_bucket{model_name=\"m\",le=\"+Inf\"} 9\n" +
+		"vllm:time_to_first_token_seconds_sum{model_name=\"m\"} 3\nvllm:time_to_first_token_seconds_count{model_name=\"m\"} 5\nvllm:time_to_first_token_seconds_count{model_name = \"m\"} 9\n"
+	for name, page := range map[string]string{"scanner": ttft, "fallback": "# HELP \"x.y\" z\n" + ttft} {
+		s, err := ExtractBytes([]byte(page), VLLM)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if h, ok := s.Hist(TTFT); ok {
+			t.Errorf("%s: TTFT read with count %g from a page repeating its _count", name, h.Count)
+		}
+		if p := fmt.Sprint(s.Problems); !strings.Contains(p, "duplicate series") {
+			t.Errorf("%s: problems %s, want a duplicate series", name, p)
+		}
+	}
+}

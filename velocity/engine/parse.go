@@ -98,7 +98,7 @@ func parseBytesOnce(buf []byte, sink sampleSink, deadline time.Time) error {
 		if err != nil {
 			return err
 		}
-		return parseExpfmt(bytes.NewReader(page), sink)
+		return parseExpfmt(page, sink)
 	}
 	return err
 }

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -12,11 +15,15 @@ import (
 
 // parseExpfmt feeds a page through the reference parser, prometheus/common's expfmt. It is the
 // oracle the fast scanner is fuzzed against, and the fallback for syntax the scanner leaves to it.
-func parseExpfmt(r io.Reader, sink sampleSink) error {
-	fams, err := textToFamilies(r)
+func parseExpfmt(page []byte, sink sampleSink) error {
+	fams, err := textToFamilies(bytes.NewReader(page))
 	if err != nil {
 		return fmt.Errorf("parsing metrics text: %w", err)
 	}
+	// expfmt merges a typed histogram's lines by label set, so a _count or _sum given twice reaches it as
+	// one value, the last: passed on twice here, it is the duplicate series the scanner reports, not a
+	// value the page chose by repeating it.
+	repeated := repeatedSummaryLines(page)
 	var ls []label
 	for name, fam := range fams {
 		switch fam.GetType() {
@@ -38,7 +45,9 @@ func parseExpfmt(r io.Reader, sink sampleSink) error {
 					sink.sample(name+"_bucket", bl, n)
 				}
 				if h.SampleSum != nil {
-					sink.sample(name+"_sum", ls, h.GetSampleSum())
+					for range timesSeen(repeated, name+"_sum", ls) {
+						sink.sample(name+"_sum", ls, h.GetSampleSum())
+					}
 				}
 				// expfmt turns a histogram into a float one at its first fractional value and then shows a
 				// count of 0 even when the page has no _count line; a real count of 0 cannot sit beside a
@@ -48,7 +57,9 @@ func parseExpfmt(r io.Reader, sink sampleSink) error {
 					if float {
 						n = h.GetSampleCountFloat()
 					}
-					sink.sample(name+"_count", ls, n)
+					for range timesSeen(repeated, name+"_count", ls) {
+						sink.sample(name+"_count", ls, n)
+					}
 				}
 			}
 		case dto.MetricType_SUMMARY:
@@ -74,6 +85,73 @@ func parseExpfmt(r io.Reader, sink sampleSink) error {
 		}
 	}
 	return nil
+}
+
+// repeatedSummaryLines finds the _count and _sum sample lines (of a plain name) whose name and label set
+// appear more than once on the page, keyed as summaryKey keys them; nil when none does. A line it cannot
+// read is left out: expfmt reads or refuses it.
+func repeatedSummaryLines(page []byte) map[string]bool {
+	seen := map[string]bool{}
+	var repeated map[string]bool
+	in := getInterner()
+	defer putInterner(in)
+	var ls []label
+	for len(page) > 0 {
+		ln := page
+		if i := bytes.IndexByte(page, '\n'); i >= 0 {
+			ln, page = page[:i], page[i+1:]
+		} else {
+			page = nil
+		}
+		i := skipBlank(ln, 0)
+		j := i
+		for j < len(ln) && isMetricNameByte(ln[j], j == i) {
+			j++
+		}
+		name := ln[i:j]
+		if j == i || !bytes.HasSuffix(name, []byte("_count")) && !bytes.HasSuffix(name, []byte("_sum")) {
+			continue
+		}
+		ls = ls[:0]
+		if k := skipBlank(ln, j); k < len(ln) && ln[k] == '{' {
+			var err error
+			if ls, _, err = scanLabels(ln, k+1, ls, in); err != nil {
+				continue
+			}
+		} else if k == j || k >= len(ln) {
+			continue // no blank before the value, or no value: not a sample line this reads
+		}
+		key := summaryKey(string(name), ls)
+		if seen[key] {
+			if repeated == nil {
+				repeated = map[string]bool{}
+			}
+			repeated[key] = true
+		}
+		seen[key] = true
+	}
+	return repeated
+}
+
+// summaryKey keys a sample by its name and label set, whatever the labels' order; a label with an empty
+// value is no label (the exposition format's rule).
+func summaryKey(name string, ls []label) string {
+	kv := make([]string, 0, len(ls))
+	for _, l := range ls {
+		if l.value != "" {
+			kv = append(kv, l.name+"="+l.value)
+		}
+	}
+	slices.Sort(kv)
+	return name + "\x00" + strings.Join(kv, "\x00")
+}
+
+// timesSeen is how many times a merged _count or _sum is passed on: twice where the page repeats it.
+func timesSeen(repeated map[string]bool, name string, ls []label) int {
+	if repeated[summaryKey(name, ls)] {
+		return 2
+	}
+	return 1
 }
 
 func toLabels(dst []label, m *dto.Metric) []label {
