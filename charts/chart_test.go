@@ -135,6 +135,21 @@ func TestChartCertManager(t *testing.T) {
 	}
 	checkScalerCert(t, got, "tokenscale-keda-scaler-tls", "tokenscale-ca")
 
+	// Prometheus checks the adapter's certificate against the chart's CA before it sends its token; with a
+	// user's issuer, which may leave ca.crt out of the Secret, it does not.
+	tlsOf := func(got map[string]obj) string {
+		ep := get(got["ServiceMonitor/tokenscale/tokenscale-adapter"], "spec", "endpoints").([]any)[0].(obj)
+		return fmt.Sprint(ep["tlsConfig"])
+	}
+	got = render(t, helm, "tls.mode=cert-manager", "monitoring.enabled=true")
+	if tc := tlsOf(got); !strings.Contains(tc, "key:ca.crt name:tokenscale-adapter-serving-cert") || !strings.Contains(tc, "serverName:tokenscale-adapter.tokenscale.svc") || strings.Contains(tc, "insecureSkipVerify") {
+		t.Errorf("cert-manager mode: the ServiceMonitor's tlsConfig %s, want the serving Secret's ca.crt and the Service's name", tc)
+	}
+	got = render(t, helm, "tls.mode=cert-manager", "monitoring.enabled=true", "tls.certManager.issuerRef.name=corp-ca", "tls.certManager.issuerRef.kind=ClusterIssuer")
+	if tc := tlsOf(got); !strings.Contains(tc, "insecureSkipVerify:true") {
+		t.Errorf("cert-manager mode with a user's issuer: the ServiceMonitor's tlsConfig %s", tc)
+	}
+
 	// The scaler alone: the chart's CA and the scaler's certificate, nothing of the adapter's; the Secret's
 	// name follows kedaScaler.tls.secretName.
 	got = render(t, helm, "tls.mode=cert-manager", "adapter.enabled=false", "kedaScaler.enabled=true", "kedaScaler.tls.secretName=scaler-tls")
