@@ -311,6 +311,8 @@ type nodeCheck struct {
 	dropped int
 	shape   bool
 	visits  int
+	// expanding holds the anchored nodes whose aliases the walk is inside.
+	expanding map[*yaml.Node]bool
 	// lines maps a line to the keys whose scalar values are on it, and blocks to those whose mapping or
 	// sequence starts there, in the order walked.
 	lines, blocks map[int][]string
@@ -396,9 +398,22 @@ func (k *nodeCheck) walk(n *yaml.Node, path, pattern string) {
 			k.walk(c, path, pattern)
 		}
 	case yaml.AliasNode:
-		if n.Alias != nil {
-			k.walk(n.Alias, path, pattern)
+		if n.Alias == nil {
+			return
 		}
+		// YAML registers an anchor before reading what it anchors, so `a: &a {x: *a}` is a node holding
+		// itself: walked as a tree, 15 bytes grew a path for every one of the budget's million visits.
+		if k.expanding[n.Alias] {
+			k.shape = true
+			k.add(fmt.Errorf("line %d: anchor %q contains itself", n.Line, clipText(n.Value)))
+			return
+		}
+		if k.expanding == nil {
+			k.expanding = map[*yaml.Node]bool{}
+		}
+		k.expanding[n.Alias] = true
+		k.walk(n.Alias, path, pattern)
+		delete(k.expanding, n.Alias)
 	case yaml.MappingNode:
 		if keys := len(n.Content) / 2; keys > maxMappingKeys {
 			k.shape = true
@@ -408,13 +423,18 @@ func (k *nodeCheck) walk(n *yaml.Node, path, pattern string) {
 		first := make(map[string]int, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
-			// A merge key too: `<<` repeated is an error to YAML as well (`<<: [*a, *b]` merges several).
-			if line, again := first[key.Value]; again {
+			// A merge key too: `<<` repeated is an error to YAML as well (`<<: [*a, *b]` merges several). An
+			// alias as a key stands for the key it names.
+			name := key.Value
+			if key.Kind == yaml.AliasNode && key.Alias != nil {
+				name = key.Alias.Value
+			}
+			if line, again := first[name]; again {
 				k.shape = true
-				k.add(fmt.Errorf("line %d: key %q of %s is given twice (first at line %d)", key.Line, clipText(key.Value), orTop(path), line))
+				k.add(fmt.Errorf("line %d: key %q of %s is given twice (first at line %d)", key.Line, clipText(name), orTop(path), line))
 				continue
 			}
-			first[key.Value] = key.Line
+			first[name] = key.Line
 			if key.ShortTag() == "!!merge" {
 				// A merge's keys (`<<: *base`) are the mapping's own, so they are checked under its path.
 				merged := []*yaml.Node{val}
@@ -524,6 +544,19 @@ func clipText(s string) string {
 	return s[:cut] + "…"
 }
 
+// shown is a name from the file as an error names it: as it is when it is plain text of a DNS name's
+// characters, else quoted, so no newline or escape of the file reaches
+// a log; clipped either way.
+func shown(s string) string {
+	s = clipText(s)
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-._/", r)) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
 // maxKeyText is the most of a key (or of a name) an error names: label keys are at most 317 characters (a 253-character
 // prefix, a slash and a 63-character name), and the config's own keys are short.
 const maxKeyText = 320
@@ -595,7 +628,7 @@ func sameGroupSlot(a, b *Pool) (string, bool) {
 }
 
 func groupText(group, ns string) string {
-	return fmt.Sprintf("group %q in namespace %s", group, ns)
+	return fmt.Sprintf("group %q in namespace %s", clipText(group), shown(ns))
 }
 
 // badPath says a metrics path is not an absolute path: it is appended to each pod's address, and one
@@ -807,7 +840,7 @@ func (c *Config) complete() error {
 	seen := map[string]bool{}
 	for i := range c.Pools {
 		pl := &c.Pools[i]
-		where := fmt.Sprintf("pools[%d] (%s)", i, clipText(pl.Name)) // names and values from the file are clipped in every error
+		where := fmt.Sprintf("pools[%d] (%s)", i, shown(pl.Name)) // names and values from the file are clipped in every error
 		if !nameRE.MatchString(pl.Name) || len(pl.Name) > 63 {
 			errs = append(errs, fmt.Errorf("%s: name must be a DNS label (at most 63 characters)", where))
 		}
@@ -928,11 +961,11 @@ func (c *Config) complete() error {
 		for j := i + 1; j < len(c.Pools); j++ {
 			a, b := &c.Pools[i], &c.Pools[j]
 			if a.Workload.Name != "" && a.Workload == b.Workload && (a.Namespace == b.Namespace || a.Namespace == "" || b.Namespace == "") {
-				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, clipText(a.Name), j, clipText(b.Name), a.Workload.Kind, clipText(a.Workload.Name)))
+				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, shown(a.Name), j, shown(b.Name), shown(a.Workload.Kind), shown(a.Workload.Name)))
 			}
 			if ns, clash := sameGroupSlot(a, b); clash {
 				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) would both be the %s pool of %s, and a group sizes one of each (the other's numbers would all be unknown): give each model's pools their own group",
-					i, clipText(a.Name), j, clipText(b.Name), slot(a), clipText(groupText(groupIn(a, ns), ns))))
+					i, shown(a.Name), j, shown(b.Name), slot(a), groupText(groupIn(a, ns), ns)))
 			}
 		}
 	}

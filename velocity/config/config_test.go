@@ -907,3 +907,33 @@ func TestPoolErrorsClipTheFilesValues(t *testing.T) {
 		t.Errorf("a %d-byte error for a %d-byte file", len(err.Error()), b.Len())
 	}
 }
+
+// An anchor holding itself (YAML registers it before reading what it anchors) is refused: walked as a
+// tree, `a: &a {x: *a}` grew a path for each of the walk's million visits.
+func TestAnchorHoldingItselfIsRefused(t *testing.T) {
+	for _, in := range []string{"scrape: &a {x: *a}\n", "pools: &p [*p]\n", "pools:\n- &p {name: a, selector: {x: y}, <<: *p}\n"} {
+		if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\n" + in)); err == nil || !strings.Contains(err.Error(), "contains itself") {
+			t.Errorf("%q: %v", in, err)
+		}
+	}
+}
+
+// An alias as a key stands for the key it names: the same key given by alias and by name is given twice,
+// and an alias named like another key is not that key.
+func TestAliasKeysAreTheKeysTheyName(t *testing.T) {
+	const head = "version: tokenscale.io/v1alpha1\npools:\n- {&k name: a, role: prefill, selector: {x: y}}\n"
+	if _, err := Parse([]byte(head + "- {*k: b, name: c, role: prefill, selector: {x: y}}\n")); err == nil || !strings.Contains(err.Error(), `key "name" of pools[1] is given twice`) {
+		t.Errorf("a key given by alias and by name: %v", err)
+	}
+	if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {&role name: a, role: prefill, selector: {x: y}}\n- {*role: b, role: decode, selector: {x: z}}\n")); err != nil {
+		t.Errorf("an alias named like another key: %v", err)
+	}
+}
+
+// A pool's name that is not plain text is quoted in its errors.
+func TestPoolNamesInErrorsArePrintable(t *testing.T) {
+	_, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {name: \"a\\x1b[31m\\nb\", role: prefill, selector: {x: y}}\n"))
+	if err == nil || strings.ContainsAny(err.Error(), "\x1b") || !strings.Contains(err.Error(), `pools[0] ("a\x1b[31m\nb")`) {
+		t.Errorf("a name with an escape and a newline: %q", err)
+	}
+}

@@ -28,7 +28,11 @@ func seedPages(f *testing.F) {
 		"{\"vllm:prompt_tokens_total\",engine=\"0\"} 5\n",
 		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:prompt_tokens_total 7\n{\"vllm:time_to_first_token_seconds_bucket\",le=\"+Inf\"} 4\nvllm:time_to_first_token_seconds_count 4\n",
 		"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n{\"vllm:prompt_tokens_total\"} 3\nvllm:num_requests_\"running\" 3\n# HELP \"x.y\" z\n",
-		// A typed histogram's _count given twice: expfmt merged it into the last value, the scanner reports it.
+		// A typed histogram's _count given twice: expfmt merged it into the last value, the scanner reports it;
+		// le on such lines is no label to either, and a value holding a NUL and '=' is no second label.
+		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count{le=\"1\"} 5\nvllm:time_to_first_token_seconds_count{le=\"1\"} 9\n",
+		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count{le=\"1\"} 5\nvllm:time_to_first_token_seconds_count 9\n",
+		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count{a=\"1\\x00pid=2\"} 5\nvllm:time_to_first_token_seconds_count{a=\"1\",pid=\"2\"} 9\n",
 		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count 5\nvllm:time_to_first_token_seconds_count 9\n",
 		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 9\nvllm:time_to_first_token_seconds_sum{a=\"1\",b=\"2\"} 5\nvllm:time_to_first_token_seconds_sum{b=\"2\",a=\"1\"} 9\nvllm:time_to_first_token_seconds_count{a=\"1\",b=\"2\"} 9\n",
 	} {

@@ -23,7 +23,7 @@ func parseExpfmt(page []byte, sink sampleSink) error {
 	// expfmt merges a typed histogram's lines by label set, so a _count or _sum given twice reaches it as
 	// one value, the last: passed on twice here, it is the duplicate series the scanner reports, not a
 	// value the page chose by repeating it.
-	repeated := repeatedSummaryLines(page)
+	repeated := repeatedSummaryLines(page, sink)
 	var ls []label
 	for name, fam := range fams {
 		switch fam.GetType() {
@@ -87,10 +87,12 @@ func parseExpfmt(page []byte, sink sampleSink) error {
 	return nil
 }
 
-// repeatedSummaryLines finds the _count and _sum sample lines (of a plain name) whose name and label set
-// appear more than once on the page, keyed as summaryKey keys them; nil when none does. A line it cannot
-// read is left out: expfmt reads or refuses it.
-func repeatedSummaryLines(page []byte) map[string]bool {
+// repeatedSummaryLines finds the _count and _sum sample lines of names the sink reads (a plain name, and
+// plain label names) whose name and label set appear more than once on the page, keyed as summaryKey keys
+// them; nil when none does. A line it cannot read is left out (a quoted name or label name: such a repeat
+// still reaches the sink as one value), and so is every line past maxSeries keys, where the extractor
+// spoils the fields anyway.
+func repeatedSummaryLines(page []byte, sink sampleSink) map[string]bool {
 	seen := map[string]bool{}
 	var repeated map[string]bool
 	in := getInterner()
@@ -109,7 +111,7 @@ func repeatedSummaryLines(page []byte) map[string]bool {
 			j++
 		}
 		name := ln[i:j]
-		if j == i || !bytes.HasSuffix(name, []byte("_count")) && !bytes.HasSuffix(name, []byte("_sum")) {
+		if j == i || !bytes.HasSuffix(name, []byte("_count")) && !bytes.HasSuffix(name, []byte("_sum")) || !sink.wants(name) {
 			continue
 		}
 		ls = ls[:0]
@@ -122,6 +124,9 @@ func repeatedSummaryLines(page []byte) map[string]bool {
 			continue // no blank before the value, or no value: not a sample line this reads
 		}
 		key := summaryKey(string(name), ls)
+		if len(seen) >= maxSeries && !seen[key] {
+			break
+		}
 		if seen[key] {
 			if repeated == nil {
 				repeated = map[string]bool{}
@@ -133,13 +138,15 @@ func repeatedSummaryLines(page []byte) map[string]bool {
 	return repeated
 }
 
-// summaryKey keys a sample by its name and label set, whatever the labels' order; a label with an empty
-// value is no label (the exposition format's rule).
+// summaryKey keys a sample by its name and label set as expfmt merges a histogram's lines: whatever the
+// labels' order, without le (which expfmt leaves out of a histogram's _count and _sum too), each value
+// quoted so that no value can pass for two labels; a label with an empty value is no label (the
+// exposition format's rule).
 func summaryKey(name string, ls []label) string {
 	kv := make([]string, 0, len(ls))
 	for _, l := range ls {
-		if l.value != "" {
-			kv = append(kv, l.name+"="+l.value)
+		if l.value != "" && l.name != "le" {
+			kv = append(kv, l.name+"="+strconv.Quote(l.value))
 		}
 	}
 	slices.Sort(kv)
@@ -148,7 +155,7 @@ func summaryKey(name string, ls []label) string {
 
 // timesSeen is how many times a merged _count or _sum is passed on: twice where the page repeats it.
 func timesSeen(repeated map[string]bool, name string, ls []label) int {
-	if repeated[summaryKey(name, ls)] {
+	if len(repeated) > 0 && repeated[summaryKey(name, ls)] {
 		return 2
 	}
 	return 1
