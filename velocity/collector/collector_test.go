@@ -27,10 +27,12 @@ func TestScrapeFaultsAreIsolated(t *testing.T) {
 	good, goodSrv := mk()
 	junk, junkSrv := mk()
 	_, deadSrv := mk()
-	deadSrv.Close()
 	big := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, strings.Repeat("# padding\n", 20000))
 	}))
+	// Closed after the last server of the test is made: closed first, its port went to the big page's
+	// server now and then, and the dead pod read as a page over the size limit.
+	deadSrv.Close()
 	for _, s := range []*httptest.Server{goodSrv, junkSrv, big} {
 		defer s.Close()
 	}
