@@ -664,8 +664,8 @@ func (c *Controller) calibrate(pol config.Policy, p *config.Pool, st *PoolStatus
 // decoder's demand outruns what it serves whenever new requests join its batch, and its waiting count
 // holds the KV pulls in flight, so neither says anything of its capacity: three decoders at 2% KV, each
 // serving under a tenth of its V_D beside one pull, were read as saturated, and V_D fell to half the
-// profile (the Mooncake trace; docs/evaluation.md). A decoder serving under half its V has free batch slots, or a full KV
-// cache, which kvPods sizes.
+// profile (the Mooncake trace; docs/evaluation.md). A decoder serving under half its V has free batch
+// slots, or a full KV cache, which kvPods sizes.
 func queued(p *config.Pool, st *PoolStatus, observed, cur float64) bool {
 	if p.Role != config.RoleDecode {
 		return st.QueuedTokens > 0
