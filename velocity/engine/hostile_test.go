@@ -658,7 +658,21 @@ func TestLongReadLineIsRefused(t *testing.T) {
 func TestRepeatedHistogramCountIsADuplicateOnEitherPath(t *testing.T) {
 	const ttft = "# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_bucket{model_name=\"m\",le=\"+Inf\"} 9\n" +
 		"vllm:time_to_first_token_seconds_sum{model_name=\"m\"} 3\nvllm:time_to_first_token_seconds_count{model_name=\"m\"} 5\nvllm:time_to_first_token_seconds_count{model_name = \"m\"} 9\n"
-	for name, page := range map[string]string{"scanner": ttft, "fallback": "# HELP \"x.y\" z\n" + ttft} {
+	// The repeat written with a quoted name or label name reaches expfmt alone (the scanner leaves such
+	// lines to it), which merges it with the plain line into one value.
+	const (
+		count  = "vllm:time_to_first_token_seconds_count"
+		plain  = count + "{model_name=\"m\"} 5\n"
+		header = "# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_bucket{model_name=\"m\",le=\"+Inf\"} 9\n"
+	)
+	for name, page := range map[string]string{
+		"scanner":                        ttft,
+		"fallback":                       "# HELP \"x.y\" z\n" + ttft,
+		"quoted name":                    header + plain + "\"" + count + "\"{model_name=\"m\"} 9\n",
+		"quoted name opening the labels": header + plain + "{\"" + count + "\", model_name=\"m\"} 9\n",
+		"quoted label name":              header + plain + count + "{\"model_name\"=\"m\"} 9\n",
+		"both quoted, escaped":           header + "\"" + count + "\"{\"model_name\"=\"m\\\\\"} 5\n" + count + "{model_name=\"m\\\\\"} 9\n",
+	} {
 		s, err := ExtractBytes([]byte(page), VLLM)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)

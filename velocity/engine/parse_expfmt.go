@@ -87,16 +87,14 @@ func parseExpfmt(page []byte, sink sampleSink) error {
 	return nil
 }
 
-// repeatedSummaryLines finds the _count and _sum sample lines of names the sink reads (a plain name, and
-// plain label names) whose name and label set appear more than once on the page, keyed as summaryKey keys
-// them; nil when none does. A line it cannot read is left out (a quoted name or label name: such a repeat
-// still reaches the sink as one value), and so is every line past maxSeries keys, where the extractor
-// spoils the fields anyway.
+// repeatedSummaryLines finds the _count and _sum sample lines of names the sink reads whose name and
+// label set appear more than once on the page (the page handed to expfmt, whose quoted names opening a
+// label set fallbackPage has put first), keyed as summaryKey keys them; nil when none does. Names and
+// label names may be plain or quoted. A line it cannot read is left out, as expfmt refuses it, and so is
+// every line past maxSeries keys, where the extractor spoils the fields anyway.
 func repeatedSummaryLines(page []byte, sink sampleSink) map[string]bool {
 	seen := map[string]bool{}
 	var repeated map[string]bool
-	in := getInterner()
-	defer putInterner(in)
 	var ls []label
 	for len(page) > 0 {
 		ln := page
@@ -105,19 +103,13 @@ func repeatedSummaryLines(page []byte, sink sampleSink) map[string]bool {
 		} else {
 			page = nil
 		}
-		i := skipBlank(ln, 0)
-		j := i
-		for j < len(ln) && isMetricNameByte(ln[j], j == i) {
-			j++
-		}
-		name := ln[i:j]
-		if j == i || !bytes.HasSuffix(name, []byte("_count")) && !bytes.HasSuffix(name, []byte("_sum")) || !sink.wants(name) {
+		name, j, ok := lineName(ln)
+		if !ok || !bytes.HasSuffix(name, []byte("_count")) && !bytes.HasSuffix(name, []byte("_sum")) || !sink.wants(name) {
 			continue
 		}
 		ls = ls[:0]
 		if k := skipBlank(ln, j); k < len(ln) && ln[k] == '{' {
-			var err error
-			if ls, _, err = scanLabels(ln, k+1, ls, in); err != nil {
+			if ls, ok = lineLabelSet(ln, k+1, ls); !ok {
 				continue
 			}
 		} else if k == j || k >= len(ln) {
@@ -136,6 +128,73 @@ func repeatedSummaryLines(page []byte, sink sampleSink) map[string]bool {
 		seen[key] = true
 	}
 	return repeated
+}
+
+// lineName is a sample line's metric name, plain or quoted at the line's start, and where it ends.
+func lineName(ln []byte) (name []byte, end int, ok bool) {
+	i := skipBlank(ln, 0)
+	if i < len(ln) && ln[i] == '"' {
+		n, _ := quotedLen(ln[i:])
+		name, ok = quotedString(ln[i:])
+		return name, i + n, ok
+	}
+	j := i
+	for j < len(ln) && isMetricNameByte(ln[j], j == i) {
+		j++
+	}
+	return ln[i:j], j, j > i
+}
+
+// lineLabelSet reads the label set that opens at ln[i] (past its '{') into dst, label names plain or
+// quoted, values unescaped; ok is false where it is not one expfmt reads alike.
+func lineLabelSet(ln []byte, i int, dst []label) ([]label, bool) {
+	for {
+		i = skipBlank(ln, i)
+		if i >= len(ln) {
+			return dst, false
+		}
+		if ln[i] == '}' {
+			return dst, true
+		}
+		var lname []byte
+		if ln[i] == '"' {
+			n, closed := quotedLen(ln[i:])
+			if !closed {
+				return dst, false
+			}
+			lname, _ = quotedString(ln[i:])
+			i += n
+		} else {
+			n0 := i
+			for i < len(ln) && isLabelNameByte(ln[i], i == n0) {
+				i++
+			}
+			if i == n0 {
+				return dst, false
+			}
+			lname = ln[n0:i]
+		}
+		if i = skipBlank(ln, i); i >= len(ln) || ln[i] != '=' {
+			return dst, false
+		}
+		if i = skipBlank(ln, i+1); i >= len(ln) || ln[i] != '"' {
+			return dst, false
+		}
+		n, closed := quotedLen(ln[i:])
+		if !closed {
+			return dst, false
+		}
+		v, _ := quotedString(ln[i:])
+		dst = append(dst, label{string(lname), string(v)})
+		if i = skipBlank(ln, i+n); i < len(ln) && ln[i] == ',' {
+			i++
+			continue
+		}
+		if i < len(ln) && ln[i] == '}' {
+			return dst, true
+		}
+		return dst, false
+	}
 }
 
 // summaryKey keys a sample by its name and label set as expfmt merges a histogram's lines: whatever the
