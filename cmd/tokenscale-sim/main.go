@@ -108,6 +108,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--%s %s must not be negative", d.flag, d.v)
 		}
 	}
+	if *coldStart == 0 || *router == 0 {
+		// The cluster model reads 0 as its default (60 s, 1 s): a run asked for none would model them
+		// and say so only in the report's header.
+		return fmt.Errorf("--cold-start %s and --router-delay %s must be positive (instant readiness is not modelled)", *coldStart, *router)
+	}
 	if *workers < 0 || *workers > maxWorkers {
 		return fmt.Errorf("--workers %d must be between 0 (GOMAXPROCS) and %d", *workers, maxWorkers)
 	}

@@ -95,8 +95,23 @@ func (o Options) checkScales(name string) error {
 	if o.TimeScale < 0 || o.RateScale < 0 || math.IsNaN(o.TimeScale) || math.IsNaN(o.RateScale) || math.IsInf(o.TimeScale, 0) || math.IsInf(o.RateScale, 0) {
 		return fmt.Errorf("%s: time scale %g and rate scale %g must be positive numbers", name, o.TimeScale, o.RateScale)
 	}
+	if o.RateScale > MaxRateScale {
+		// The copies are allocated before any bound on requests is met: 1e300 overflowed the slice's size.
+		return fmt.Errorf("%s: rate scale %g is more than %d", name, o.RateScale, MaxRateScale)
+	}
 	return nil
 }
+
+// maxSkipped bounds the unreadable lines a read passes over (under SkipBad, or after the window's end
+// until a readable line): a file of another format, or an endless one (/dev/urandom), is refused instead
+// of read for good.
+const maxSkipped = 1_000_000
+
+// maxBurstGPTColumns bounds a BurstGPT header's columns, each a map entry and a field of every row.
+const maxBurstGPTColumns = 64
+
+// MaxRateScale bounds Options.RateScale: each request is copied that many times.
+const MaxRateScale = 1000
 
 // lineError is a malformed line: the file and line number, and why.
 func lineError(name string, line int, format string, a ...any) error {
@@ -122,9 +137,10 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			return nil
 		}
 		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
-			f := strings.Split(text, ",")
+			// At most one split past the columns: a long line of commas would otherwise allocate 16 bytes a comma.
+			f := strings.SplitN(text, ",", 4)
 			if len(f) != 3 {
-				return 0, 0, 0, false, fmt.Errorf("want 3 columns, got %d", len(f))
+				return 0, 0, 0, false, fmt.Errorf("want 3 columns, got %s", columnCount(text, len(f), 3))
 			}
 			ts, err := parseAzureTime(f[0])
 			if err != nil {
@@ -147,6 +163,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		// Response tokens, Total tokens, Log Type), later ones add Session ID and Elapsed time after Timestamp.
 		var ts, req, resp, ncols int
 		header = func(text string) error {
+			if n := strings.Count(text, ",") + 1; n > maxBurstGPTColumns {
+				return fmt.Errorf("header has %d columns, more than %d (BurstGPT's have 6 or 8)", n, maxBurstGPTColumns)
+			}
 			cols := strings.Split(text, ",")
 			at := map[string]int{}
 			for i, c := range cols {
@@ -164,13 +183,18 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			if len(missing) > 0 {
 				return fmt.Errorf("header %q lacks %s (BurstGPT's columns: Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type)", clip(text), strings.Join(missing, ", "))
 			}
-			ncols = max(ts, req, resp) + 1
+			ncols = len(cols)
 			return nil
 		}
 		parse = func(line int, text string) (time.Duration, int, int, bool, error) {
-			f := strings.Split(text, ",")
-			if len(f) < ncols {
-				return 0, 0, 0, false, fmt.Errorf("want at least %d columns, got %d", ncols, len(f))
+			// As many columns as the header, none quoted: a row with one more (a comma in a field) read the
+			// columns after it one place off, as other token counts.
+			if strings.IndexByte(text, '"') >= 0 {
+				return 0, 0, 0, false, fmt.Errorf("quoted fields are not read (BurstGPT writes none)")
+			}
+			f := strings.SplitN(text, ",", ncols+1)
+			if len(f) != ncols {
+				return 0, 0, 0, false, fmt.Errorf("want %d columns as the header has, got %s", ncols, columnCount(text, len(f), ncols))
 			}
 			sec, err := strconv.ParseFloat(strings.TrimSpace(f[ts]), 64)
 			if err != nil || sec < 0 || math.IsInf(sec, 0) || math.IsNaN(sec) || sec > maxTimestampSeconds {
@@ -239,6 +263,13 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	kept, sample := 0, rand.New(rand.NewPCG(o.Seed, 0x6c656e67)) // for LengthsOnly
 	// skippedAt are the lines FirstSkipped names.
 	skippedAt := make([]int, 0, 10)
+	// unread counts the unreadable lines after the stopping line, and unreadAt holds the first 10 of them:
+	// no later one can be among the first 10 FirstSkipped names.
+	type skipped struct {
+		line int
+		err  error
+	}
+	unread, unreadAt := 0, make([]skipped, 0, 10)
 	skip := func(line int, err error) {
 		t.Skipped++
 		// The first 10 by line, as a line judged by the one after it is skipped after that one.
@@ -379,17 +410,33 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		blocks = nil
 		at, in, out, failed, err := parse(line, text)
 		if stopping {
-			if err != nil || at >= stopAt {
-				// In order, or unreadable, which says nothing of order: the window has ended.
+			if err != nil {
+				// Unreadable, which says nothing of order: the next readable line tells whether the window
+				// has ended; if not, this line was in it and is skipped then.
+				if unread++; len(unreadAt) < cap(unreadAt) {
+					unreadAt = append(unreadAt, skipped{line, err})
+				}
+				if t.Skipped+unread > maxSkipped {
+					return nil, fmt.Errorf("%s: more than %d unreadable lines: is it a %s trace?", name, maxSkipped, o.Format)
+				}
+				continue
+			}
+			if at >= stopAt {
+				// In order: the window has ended.
 				ended = true
 				break
 			}
 			if !o.SkipBad {
 				return nil, lineError(name, line, "timestamp %s is before line %d's %s (traces must be sorted)", at, stopLine, stopAt)
 			}
-			// The stopping line is the stray one: it is skipped, and this line is read as any other.
+			// The stopping line is the stray one: it is skipped, as are the unreadable lines after it, and this
+			// line is read as any other.
 			skip(stopLine, fmt.Errorf("timestamp %s is after line %d's %s (traces must be sorted)", stopAt, line, at))
-			stopping = false
+			for _, u := range unreadAt {
+				skip(u.line, u.err)
+			}
+			t.Skipped += unread - len(unreadAt)
+			stopping, unread, unreadAt = false, 0, unreadAt[:0]
 		}
 		if err == nil && failed {
 			// Counted where it falls in the window (those before the first request, at its start); its
@@ -415,7 +462,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			if !o.SkipBad {
 				return nil, lineError(name, line, "%w", err)
 			}
-			skip(line, err)
+			if skip(line, err); t.Skipped > maxSkipped {
+				return nil, fmt.Errorf("%s: more than %d unreadable lines: is it a %s trace?", name, maxSkipped, o.Format)
+			}
 			continue
 		}
 		if holding {
@@ -428,8 +477,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		}
 		blocks = nil
 	}
-	// A line too long to read after the window's end says nothing of the window, as a malformed one does not.
-	if err := sc.Err(); err != nil && !stopping {
+	// A line too long to read after the window's end says nothing of the window, as a malformed one does not;
+	// a failed read does.
+	if err := sc.Err(); err != nil && !(stopping && errors.Is(err, bufio.ErrTooLong)) {
 		return nil, lineError(name, line+1, "%w", err)
 	}
 	if holding {
@@ -574,14 +624,25 @@ func tokens(a, b string) (int, int, error) {
 	return in, out, nil
 }
 
-// window keeps requests in [start, start+d) (d 0: to the end), re-based to start.
+// columnCount is how many columns a line split into n parts (at most want+1) has, counted where the
+// split stopped early.
+func columnCount(text string, n, want int) string {
+	if n > want {
+		return fmt.Sprintf("%d", strings.Count(text, ",")+1)
+	}
+	return fmt.Sprintf("%d", n)
+}
+
+// window keeps requests in [start, start+d) (d 0: to the end), re-based to start; a negative start is
+// the trace's start, as Read takes it, and an end past the longest duration is no end.
 func window(reqs []Request, start, d time.Duration) []Request {
-	if start <= 0 && d <= 0 {
+	start = max(start, 0)
+	if start == 0 && d <= 0 {
 		return reqs
 	}
 	var out []Request
 	for _, r := range reqs {
-		if r.Arrival < start || (d > 0 && r.Arrival >= start+d) {
+		if r.Arrival < start || (d > 0 && d <= math.MaxInt64-start && r.Arrival >= start+d) {
 			continue
 		}
 		r.Arrival -= start

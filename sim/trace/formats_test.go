@@ -85,7 +85,13 @@ func TestReadErrorsNameFileAndLine(t *testing.T) {
 		want string
 	}{
 		{BurstGPT, "Timestamp,Model\n", "b:1: header \"Timestamp,Model\" lacks Request tokens, Response tokens"},
-		{BurstGPT, burstHeader + "5,ChatGPT,472\n", "b:2: want at least 4 columns"},
+		{BurstGPT, burstHeader + "5,ChatGPT,472\n", "b:2: want 6 columns as the header has, got 3"},
+		// A row of more columns than its header read the columns after the extra one as the token counts
+		// (4 prompt and 472 output tokens here), and so did a quoted field holding commas.
+		{BurstGPT, burstHeader + "5,GPT,4,472,18,490,x\n", "b:2: want 6 columns as the header has, got 7"},
+		{BurstGPT, burstHeader + "5,\"a,1,2,x\",472,18,490,API log\n", "b:2: quoted fields are not read"},
+		{BurstGPT, "Timestamp,Request tokens,Response tokens" + strings.Repeat(",x", 64) + "\n", "b:1: header has 67 columns, more than 64"},
+		{Azure, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1" + strings.Repeat(",", 1000) + "\n", "b:2: want 3 columns, got 1003"},
 		{BurstGPT, burstHeader + "five,ChatGPT,1,2,3,API log\n", "b:2: bad Timestamp"},
 		{BurstGPT, burstHeader + "5,ChatGPT,1,2,3,API log\n4,ChatGPT,1,2,3,API log\n", "b:3: timestamp 4s is before line 2's 5s"},
 		{BurstGPT, burstHeader + "5,ChatGPT,-1,2,3,API log\n", "b:2: token counts"},
@@ -229,12 +235,35 @@ func TestStrayLinePastTheWindowEnd(t *testing.T) {
 	if err != nil || len(tr.Requests) != 4 || tr.Requests[3].Arrival != 3*time.Second || tr.Skipped != 1 || !strings.HasPrefix(tr.FirstSkipped[0], "b:4: timestamp 1h23m20s is after line 5's 2s") {
 		t.Errorf("skip-bad: %+v, %v; want the four others and line 4 skipped", tr, err)
 	}
-	// A line past the end followed by a later one, or by one that cannot be read, ends the window.
-	for _, after := range []string{line(5001), "not,a,line\n", "", line(5000) + line(4)} {
+	// A line past the end followed by unreadable lines is judged by the next readable one: the stray line
+	// and the unreadable ones are skipped, and the window goes on (the first unreadable line ended it).
+	bad := burstHeader + line(0) + line(1) + line(5000) + "garbage\n" + "x,y\n" + line(2) + line(3)
+	tr, err = Read(strings.NewReader(bad), "b", Options{Format: BurstGPT, Duration: time.Hour, SkipBad: true})
+	if err != nil || len(tr.Requests) != 4 || tr.Skipped != 3 || len(tr.FirstSkipped) != 3 || !strings.HasPrefix(tr.FirstSkipped[1], "b:5: ") || !strings.HasPrefix(tr.FirstSkipped[2], "b:6: ") {
+		t.Errorf("skip-bad, unreadable lines after the stray one: %+v, %v; want four requests and lines 4-6 skipped", tr, err)
+	}
+	if _, err := Read(strings.NewReader(bad), "b", Options{Format: BurstGPT, Duration: time.Hour}); err == nil || err.Error() != "b:7: timestamp 2s is before line 4's 1h23m20s (traces must be sorted)" {
+		t.Errorf("unreadable lines after the stray one: %v, want the stray line refused", err)
+	}
+	// A line past the end followed by a later one, or by one that cannot be read and then none or a later
+	// one, ends the window.
+	for _, after := range []string{line(5001), "not,a,line\n", "", line(5000) + line(4), "not,a,line\n" + line(5001)} {
 		tr, err := Read(strings.NewReader(burstHeader+line(0)+line(1)+line(5000)+after), "b", Options{Format: BurstGPT, Duration: time.Hour})
 		if err != nil || len(tr.Requests) != 2 {
 			t.Errorf("%q after the window's end: %+v, %v; want the window's two requests", after, tr, err)
 		}
+	}
+}
+
+// Unreadable lines are skipped up to a bound, past which the file is refused: an endless file of another
+// format (/dev/urandom) was read for good.
+func TestSkipBadGivesUp(t *testing.T) {
+	in := burstHeader + "0,m,1,1,2,x\n" + strings.Repeat("x\n", maxSkipped+1)
+	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, SkipBad: true}); err == nil || err.Error() != "b: more than 1000000 unreadable lines: is it a burstgpt trace?" {
+		t.Errorf("%d unreadable lines: %v", maxSkipped+1, err)
+	}
+	if tr, err := Read(strings.NewReader(in[:len(in)-2]), "b", Options{Format: BurstGPT, SkipBad: true}); err != nil || tr.Skipped != maxSkipped {
+		t.Errorf("%d unreadable lines: %v", maxSkipped, err)
 	}
 }
 
@@ -264,7 +293,7 @@ func TestSkipBadStrayLineWithoutAWindow(t *testing.T) {
 		{"stray line inside a window", lines(0, 1, 1800, 2, 3), time.Hour, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second},
 			[]string{"b:4: timestamp 30m0s is after line 5's 2s"}},
 		{"a malformed line between", lines(0, 1, 5000, 2) + "bad\n" + line(3), 0, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second},
-			[]string{"b:4: timestamp 1h23m20s is after line 5's 2s and line 7's 3s", "b:6: want at least"}},
+			[]string{"b:4: timestamp 1h23m20s is after line 5's 2s and line 7's 3s", "b:6: want 6 columns"}},
 		{"line that jumps back", lines(0, 1, 2, 1.5, 3), 0, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second},
 			[]string{"b:5: timestamp 1.5s is before line 4's 2s"}},
 		{"line far back", lines(0, 1, 2, 0.5, 3), 0, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second},
@@ -1113,6 +1142,20 @@ func TestWindowBounds(t *testing.T) {
 	six := in + "3,m,1,1,2,x\n4,m,1,1,2,x\n5,m,1,1,2,x\n"
 	if _, err := Read(strings.NewReader(six), "b", Options{Format: BurstGPT, MaxRequests: 4, RateScale: 0.5, Seed: 1}); err != nil && strings.Contains(err.Error(), "in the window") {
 		t.Errorf("six requests thinned by half under a bound of four were refused as read: %v", err)
+	}
+	// A rate scale past the bound is refused before anything is read: 1e300 overflowed the copies' size.
+	for _, k := range []float64{1001, 1e300} {
+		if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, RateScale: k}); err == nil || !strings.Contains(err.Error(), "is more than 1000") {
+			t.Errorf("--rate-scale %g: %v", k, err)
+		}
+	}
+	// A window in memory reads a negative start as the trace's start, as Read does, and an end past the
+	// longest duration as no end.
+	if w := window(three, -time.Hour, 0); len(w) != 3 || w[0].Arrival != 0 {
+		t.Errorf("a negative start: %+v, want the three requests as they are", w)
+	}
+	if w := window(three, time.Second, math.MaxInt64); len(w) != 2 || w[0].Arrival != 0 {
+		t.Errorf("an end past the longest duration: %+v, want the two from 1s", w)
 	}
 	if _, err := Read(strings.NewReader(in), "b", Options{Format: BurstGPT, RateScale: 1e-9}); err == nil || !strings.Contains(err.Error(), "kept none") {
 		t.Errorf("--rate-scale keeping nothing: %v", err)
