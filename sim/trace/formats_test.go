@@ -536,6 +536,22 @@ func checkRead(t *testing.T, in string, o Options) {
 			t.Fatalf("first request at %s, want 0", tr.Requests[0].Arrival)
 		}
 	}
+	// Read for its lengths alone (--lengths), the same input gives an error naming it or lengths in bounds.
+	tr, err := Read(strings.NewReader(in), "fuzz", Options{Format: o.Format, LengthsOnly: true, Seed: o.Seed, SkipBad: true})
+	if err != nil {
+		if !strings.HasPrefix(err.Error(), "fuzz") {
+			t.Fatalf("lengths only: error not naming the trace: %v", err)
+		}
+		return
+	}
+	if len(tr.Requests) == 0 || len(tr.Requests) > maxLengths {
+		t.Fatalf("lengths only: %d requests", len(tr.Requests))
+	}
+	for i, r := range tr.Requests {
+		if r.PromptTokens < 0 || r.OutputTokens < 0 || r.PromptTokens > maxRequestTokens || r.OutputTokens > maxRequestTokens {
+			t.Fatalf("lengths only: bad request %d %+v", i, r)
+		}
+	}
 }
 
 // Any folder and options give an error naming the folder, or a sorted synthesis of non-negative
