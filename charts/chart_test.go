@@ -18,6 +18,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/tokenscale/tokenscale/velocity/config"
 )
 
 type obj = map[string]any
@@ -936,5 +938,74 @@ func TestChartLogLevels(t *testing.T) {
 		if args := fmt.Sprint(get(containers[0], "args")); !strings.Contains(args, want) {
 			t.Errorf("%s: args %s, want %s", k, args, want)
 		}
+	}
+}
+
+// The rendered config is one every component accepts, at the default scrape interval and at 500 ms, which
+// the docs suggest for a faster signal: the values set the timeout to 800 ms, longer than that interval,
+// so such an install had every component refuse its config at start.
+func TestChartConfigParses(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for _, set := range [][]string{nil, {"config.scrape.interval=500ms"}, {"config.scrape.interval=10s"}} {
+		var cm obj
+		for _, o := range render(t, helm, set...) {
+			if o["kind"] == "ConfigMap" && str(o, "metadata", "name") == "tokenscale-config" {
+				cm = o
+			}
+		}
+		text := str(cm, "data", "config.yaml")
+		if text == "" {
+			t.Fatalf("--set %v: no tokenscale-config ConfigMap with a config.yaml", set)
+		}
+		if _, err := config.Parse([]byte(text)); err != nil {
+			t.Errorf("--set %v: the rendered config is refused: %v", set, err)
+		}
+	}
+}
+
+// The adapter's ServiceMonitor authorizes with a token Secret the chart makes, of a ServiceAccount bound to
+// the ClusterRole that may GET /metrics, not with bearerTokenFile (deprecated, and refused where the
+// Prometheus Operator denies monitors file access).
+func TestChartServiceMonitorToken(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	objs := render(t, helm, "monitoring.enabled=true")
+	sm := objs["ServiceMonitor/tokenscale/tokenscale-adapter"]
+	eps, _ := get(sm, "spec", "endpoints").([]any)
+	if len(eps) != 1 {
+		t.Fatalf("ServiceMonitor endpoints %v, want one", eps)
+	}
+	if f := get(eps[0], "bearerTokenFile"); f != nil {
+		t.Errorf("bearerTokenFile %v is set", f)
+	}
+	secret := objs["Secret/tokenscale/"+str(eps[0], "authorization", "credentials", "name")]
+	if str(eps[0], "authorization", "credentials", "key") != "token" || str(secret, "type") != "kubernetes.io/service-account-token" {
+		t.Fatalf("authorization %v names no service-account-token Secret's token", get(eps[0], "authorization"))
+	}
+	sa := str(secret, "metadata", "annotations", "kubernetes.io/service-account.name")
+	if _, ok := objs["ServiceAccount/tokenscale/"+sa]; !ok {
+		t.Fatalf("the token Secret's ServiceAccount %q is not rendered", sa)
+	}
+	bound := false
+	for _, o := range objs {
+		if o["kind"] != "ClusterRoleBinding" {
+			continue
+		}
+		role := objs["ClusterRole//"+str(o, "roleRef", "name")]
+		rules, _ := get(role, "rules").([]any)
+		for _, s := range get(o, "subjects").([]any) {
+			if str(s, "kind") == "ServiceAccount" && str(s, "namespace") == "tokenscale" && str(s, "name") == sa &&
+				len(rules) == 1 && fmt.Sprint(get(rules[0], "nonResourceURLs"), get(rules[0], "verbs")) == "[/metrics] [get]" {
+				bound = true
+			}
+		}
+	}
+	if !bound {
+		t.Errorf("no ClusterRoleBinding gives ServiceAccount %q GET /metrics and nothing else", sa)
 	}
 }

@@ -88,8 +88,7 @@ func TestManifestsRenderAndDryRun(t *testing.T) {
 		installMonitoringCRDs(t, crds)
 		cmd := exec.Command(helm, "template", "tokenscale", "../charts/tokenscale", "--namespace", "tokenscale",
 			"--set", "externalMetrics.enabled=true", "--set", "kedaScaler.enabled=true", "--set", "converter.enabled=true",
-			"--set", "monitoring.enabled=true", "--set", "monitoring.dashboard.enabled=true",
-			"--set", "monitoring.prometheusServiceAccount.namespace=monitoring", "--set", "monitoring.prometheusServiceAccount.name=prometheus-k8s")
+			"--set", "monitoring.enabled=true", "--set", "monitoring.dashboard.enabled=true")
 		var stderr strings.Builder
 		cmd.Stderr = &stderr // kept apart from the rendered objects, which are applied
 		out, err := cmd.Output()
