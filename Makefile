@@ -153,11 +153,14 @@ endif
 
 ## demo: the local demo on a local control plane (see README.md); Ctrl-C stops it and everything it started.
 demo:
-	$(GO) run ./cmd/tokenscale-demo $(DEMO_ARGS)
+	@echo "compiling the demo (a few minutes the first time)..."
+	@mkdir -p _output/bin && $(GO) build -o _output/bin/tokenscale-demo ./cmd/tokenscale-demo
+	exec _output/bin/tokenscale-demo $(DEMO_ARGS)
 
 ## demo-no-k8s: the demo without Kubernetes (fake engines, scraper, policy; no control-plane build).
 demo-no-k8s:
-	$(GO) run ./cmd/tokenscale-demo --no-k8s $(DEMO_ARGS)
+	@mkdir -p _output/bin && $(GO) build -o _output/bin/tokenscale-demo ./cmd/tokenscale-demo
+	exec _output/bin/tokenscale-demo --no-k8s $(DEMO_ARGS)
 
 ## sim: the trace-driven policy comparison of docs/evaluation.md (SIM_ARGS passes flags). The plots go
 ## under _output/sim; `make sim SIM_PLOTS=docs/img/4x` refreshes docs/evaluation.md's 4x plots.

@@ -26,9 +26,21 @@ func main() {
 		version.Print(os.Stdout, "tokenscale-demo")
 		return
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := runDemo(ctx, os.Args[1:]); err != nil {
+	// SIGHUP too: a closed terminal must stop the control plane and delete the demo's files (its CA keys
+	// and tokens) as Ctrl-C does.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		// A second signal during the shutdown ends the demo at once (its children die with it).
+		<-ctx.Done()
+		stop()
+		fmt.Fprintln(os.Stderr, "tokenscale-demo: stopping... (again to force)")
+	}()
+	err := runDemo(ctx, os.Args[1:])
+	if ctx.Err() != nil {
+		// Stopped on purpose, during the build or start-up as well: not a failure.
+		return
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "tokenscale-demo:", err)
 		os.Exit(1)
 	}

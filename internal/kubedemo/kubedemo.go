@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"sync"
 	"time"
 
@@ -102,18 +103,41 @@ pools:
 
 // ControlPlaneBinaries returns the directory of the control-plane binaries: $TOKENSCALE_K8S_BIN, or what
 // hack/build-control-plane.sh builds (about 10 minutes the first time, cached after).
-func ControlPlaneBinaries(root string, progress io.Writer) (string, error) {
+func ControlPlaneBinaries(ctx context.Context, root string, progress io.Writer) (string, error) {
 	if bin := os.Getenv("TOKENSCALE_K8S_BIN"); bin != "" {
 		return bin, nil
 	}
 	fmt.Fprintln(progress, "building etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy (cached; about 10 minutes the first time)...")
-	cmd := exec.Command("bash", filepath.Join(root, "hack/build-control-plane.sh"))
+	// Its own process group, ended with it when ctx ends: a Ctrl-C during the build stops the go commands
+	// the script runs, not only the script.
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack/build-control-plane.sh"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// The build's own output is kept for a failure (no network, a full disk, memory short while linking
 	// kube-apiserver): an exit status alone would say nothing of why.
 	var log tailBuffer
 	cmd.Stderr = &log
+	// A build that prints nothing for ten minutes cannot be told from a hang: say it is still going.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		start := time.Now()
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintf(progress, "  still building the control plane (%d min so far)...\n", int(time.Since(start).Minutes()))
+			}
+		}
+	}()
 	out, err := cmd.Output()
 	if err != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
 		return "", fmt.Errorf("building the control plane (hack/build-control-plane.sh): %w; its last output:\n%s\nrun `make demo-no-k8s` for the demo without Kubernetes", err, log.String())
 	}
 	return strings.TrimSpace(string(out)), nil
@@ -133,7 +157,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 func (t *tailBuffer) String() string { return string(t.b) }
 
 // Run runs the demo until ctx ends, Duration passes or the trace ends, and stops every process it started.
-func Run(ctx context.Context, o Options) error {
+func Run(ctx context.Context, o Options) (err error) {
 	o.defaults()
 	reqs, err := trace.AzureCode()
 	if err != nil {
@@ -143,7 +167,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := trace.CheckSkip(reqs, o.Skip); err != nil {
 		return err
 	}
-	bin, err := ControlPlaneBinaries(o.RepoRoot, o.Progress)
+	bin, err := ControlPlaneBinaries(ctx, o.RepoRoot, o.Progress)
 	if err != nil {
 		return err
 	}
@@ -151,19 +175,21 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	keep := false
+	// The logs of every process are kept for a failure, wherever it comes from (a stopped demo, by Ctrl-C
+	// or its duration, deletes them).
 	defer func() {
-		if !keep {
-			_ = os.RemoveAll(dir)
+		if err != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w (logs kept in %s)", err, dir)
+			return
 		}
+		_ = os.RemoveAll(dir)
 	}()
 	fmt.Fprintln(o.Progress, "starting etcd, kube-apiserver and kube-controller-manager on 127.0.0.1, then the tokenscale adapter...")
 	enginePort := localcluster.FreePort()
 	stack, err := localcluster.StartStack(ctx, localcluster.StackOptions{RepoRoot: o.RepoRoot, BinDir: bin, Dir: dir,
 		HPASyncPeriod: o.HPASync, AdapterConfig: poolConfig(enginePort, o.ColdStart)})
 	if err != nil {
-		keep = true
-		return fmt.Errorf("%w (logs kept in %s)", err, dir)
+		return err
 	}
 	defer stack.Stop()
 
