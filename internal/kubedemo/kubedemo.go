@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/tokenscale/tokenscale/converter"
 	"github.com/tokenscale/tokenscale/converter/protocol"
@@ -242,6 +243,16 @@ func Run(ctx context.Context, o Options) (err error) {
 			return err
 		}
 	}
+	// The agents run in this process: their klog lines (a line per conversion) go to a file beside the other
+	// processes' logs, not into the table on the terminal.
+	agentLog, err := os.Create(filepath.Join(dir, "converter-agents.log"))
+	if err != nil {
+		return err
+	}
+	defer agentLog.Close()
+	klog.LogToStderr(false)
+	klog.SetOutput(agentLog)
+	defer func() { klog.Flush(); klog.LogToStderr(true) }()
 	// The agents run until the demo ends, then convert every pod back (before the control plane stops).
 	actx, stopAgents := context.WithCancel(ctx)
 	var agentsDone sync.WaitGroup
