@@ -998,7 +998,8 @@ func TestChartServiceMonitorToken(t *testing.T) {
 		}
 		role := objs["ClusterRole//"+str(o, "roleRef", "name")]
 		rules, _ := get(role, "rules").([]any)
-		for _, s := range get(o, "subjects").([]any) {
+		subs, _ := get(o, "subjects").([]any)
+		for _, s := range subs {
 			if str(s, "kind") == "ServiceAccount" && str(s, "namespace") == "tokenscale" && str(s, "name") == sa &&
 				len(rules) == 1 && fmt.Sprint(get(rules[0], "nonResourceURLs"), get(rules[0], "verbs")) == "[/metrics] [get]" {
 				bound = true

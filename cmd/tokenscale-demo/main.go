@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -26,17 +27,29 @@ func main() {
 		version.Print(os.Stdout, "tokenscale-demo")
 		return
 	}
-	// SIGHUP too: a closed terminal must stop the control plane and delete the demo's files (its CA keys
-	// and tokens) as Ctrl-C does.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// SIGHUP too, unless it is ignored (nohup): a closed terminal must stop the control plane and delete
+	// the demo's files (its CA keys and tokens) as Ctrl-C does.
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, sigs...)
+	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		// A second signal during the shutdown ends the demo at once (its children die with it).
-		<-ctx.Done()
-		stop()
-		fmt.Fprintln(os.Stderr, "tokenscale-demo: stopping... (again to force)")
+		<-ch
+		cancel()
+		fmt.Fprintln(os.Stderr, "tokenscale-demo: stopping... (Ctrl-C again to force)")
+		// A second Ctrl-C or SIGTERM ends the demo at once (its children die with it); a closed terminal
+		// sends SIGHUP more than once, and those must not cut the cleanup short.
+		for s := range ch {
+			if s != syscall.SIGHUP {
+				os.Exit(130)
+			}
+		}
 	}()
 	err := runDemo(ctx, os.Args[1:])
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		// Stopped on purpose, during the build or start-up as well: not a failure.
 		return
 	}

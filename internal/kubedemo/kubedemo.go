@@ -109,11 +109,13 @@ func ControlPlaneBinaries(ctx context.Context, root string, progress io.Writer) 
 		return bin, nil
 	}
 	fmt.Fprintln(progress, "building etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy (cached; about 10 minutes the first time)...")
-	// Its own process group, ended with it when ctx ends: a Ctrl-C during the build stops the go commands
-	// the script runs, not only the script.
+	// Its own process group, sent SIGTERM when ctx ends: a Ctrl-C during the build stops the go commands
+	// the script runs, not only the script, and the script's EXIT trap still removes its work directory.
+	// Whatever is left after WaitDelay is killed.
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack/build-control-plane.sh"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	// The build's own output is kept for a failure (no network, a full disk, memory short while linking
 	// kube-apiserver): an exit status alone would say nothing of why.
 	var log tailBuffer
@@ -179,7 +181,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	// The logs of every process are kept for a failure, wherever it comes from (a stopped demo, by Ctrl-C
 	// or its duration, deletes them).
 	defer func() {
-		if err != nil && ctx.Err() == nil {
+		if err != nil && !(ctx.Err() != nil && errors.Is(err, context.Canceled)) {
 			err = fmt.Errorf("%w (logs kept in %s)", err, dir)
 			return
 		}

@@ -510,6 +510,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 
 // shape applies o's window, rate scale and time scale to requests whose times start at 0.
 func shape(name string, reqs []Request, o Options) ([]Request, error) {
+	if err := o.checkScales(name); err != nil {
+		return nil, err
+	}
 	return rescale(name, window(reqs, o.Start, o.Duration), o)
 }
 

@@ -1165,6 +1165,11 @@ func TestWindowBounds(t *testing.T) {
 			t.Errorf("--rate-scale %g: %v", k, err)
 		}
 	}
+	for _, k := range []float64{1e300, math.NaN(), -1} {
+		if _, err := shape("w", three, Options{RateScale: k}); err == nil || !strings.Contains(err.Error(), "rate scale") {
+			t.Errorf("a window in memory at rate scale %g: %v", k, err)
+		}
+	}
 	// A window in memory reads a negative start as the trace's start, as Read does, and an end past the
 	// longest duration as no end.
 	if w := window(three, -time.Hour, 0); len(w) != 3 || w[0].Arrival != 0 {

@@ -35,6 +35,9 @@ func seedPages(f *testing.F) {
 		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count{a=\"1\\x00pid=2\"} 5\nvllm:time_to_first_token_seconds_count{a=\"1\",pid=\"2\"} 9\n",
 		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count 5\nvllm:time_to_first_token_seconds_count 9\n",
 		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_bucket{le=\"+Inf\"} 9\nvllm:time_to_first_token_seconds_sum{a=\"1\",b=\"2\"} 5\nvllm:time_to_first_token_seconds_sum{b=\"2\",a=\"1\"} 9\nvllm:time_to_first_token_seconds_count{a=\"1\",b=\"2\"} 9\n",
+		// A label name running on into a quoted part, which expfmt reads as one name (tp_rank).
+		"sglang:num_running_reqs{tp_\"rank\"=\"1\"} 3\n",
+		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count 5\nvllm:time_to_first_token_seconds_\"count\" 9\n",
 		// The same repeats written with quoted names and label names, which only the fallback's path reads.
 		"# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_count{a=\"1\"} 5\n\"vllm:time_to_first_token_seconds_count\"{\"a\"=\"1\"} 9\n",
 		"# TYPE vllm:time_to_first_token_seconds histogram\n{\"vllm:time_to_first_token_seconds_sum\", \"a\" = \"x\\\\\"} 5\nvllm:time_to_first_token_seconds_sum{a=\"x\\\\\",} 9\n",

@@ -672,6 +672,8 @@ func TestRepeatedHistogramCountIsADuplicateOnEitherPath(t *testing.T) {
 		"quoted name opening the labels": header + plain + "{\"" + count + "\", model_name=\"m\"} 9\n",
 		"quoted label name":              header + plain + count + "{\"model_name\"=\"m\"} 9\n",
 		"both quoted, escaped":           header + "\"" + count + "\"{\"model_name\"=\"m\\\\\"} 5\n" + count + "{model_name=\"m\\\\\"} 9\n",
+		"name with a quoted tail":        header + plain + "vllm:time_to_first_token_seconds_\"count\"{model_name=\"m\"} 9\n",
+		"label name with a quoted tail":  header + plain + count + "{model_\"name\"=\"m\"} 9\n",
 	} {
 		s, err := ExtractBytes([]byte(page), VLLM)
 		if err != nil {

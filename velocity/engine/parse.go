@@ -680,6 +680,9 @@ func scanLabels(ln []byte, i int, dst []label, strs *interner) ([]label, int, er
 		if i == n0 {
 			return dst, i, fmt.Errorf("invalid label name start %q", ln[i])
 		}
+		if i < len(ln) && ln[i] == '"' {
+			return dst, i, errFallback // expfmt reads a label name that runs on into a quoted part (a"b" is ab)
+		}
 		lname := strs.at(1+2*len(dst), ln[n0:i])
 		i = skipBlank(ln, i)
 		if i >= len(ln) || ln[i] != '=' {

@@ -90,8 +90,9 @@ func parseExpfmt(page []byte, sink sampleSink) error {
 // repeatedSummaryLines finds the _count and _sum sample lines of names the sink reads whose name and
 // label set appear more than once on the page (the page handed to expfmt, whose quoted names opening a
 // label set fallbackPage has put first), keyed as summaryKey keys them; nil when none does. Names and
-// label names may be plain or quoted. A line it cannot read is left out, as expfmt refuses it, and so is
-// every line past maxSeries keys, where the extractor spoils the fields anyway.
+// label names are read as expfmt reads them (plain, quoted, or plain with a quoted tail). A line it cannot
+// read is left out, as expfmt refuses it, and so is every line past maxSeries keys, where the extractor
+// spoils the fields anyway.
 func repeatedSummaryLines(page []byte, sink sampleSink) map[string]bool {
 	seen := map[string]bool{}
 	var repeated map[string]bool
@@ -130,23 +131,57 @@ func repeatedSummaryLines(page []byte, sink sampleSink) map[string]bool {
 	return repeated
 }
 
-// lineName is a sample line's metric name, plain or quoted at the line's start, and where it ends.
+// lineName is a sample line's metric name, read from the line's start as expfmt reads it, and where it
+// ends.
 func lineName(ln []byte) (name []byte, end int, ok bool) {
-	i := skipBlank(ln, 0)
-	if i < len(ln) && ln[i] == '"' {
-		n, _ := quotedLen(ln[i:])
-		name, ok = quotedString(ln[i:])
-		return name, i + n, ok
-	}
-	j := i
-	for j < len(ln) && isMetricNameByte(ln[j], j == i) {
-		j++
-	}
-	return ln[i:j], j, j > i
+	return nameToken(ln, skipBlank(ln, 0), true)
 }
 
-// lineLabelSet reads the label set that opens at ln[i] (past its '{') into dst, label names plain or
-// quoted, values unescaped; ok is false where it is not one expfmt reads alike.
+// nameToken reads a metric name (metric) or a label name at ln[i] by expfmt's rules (v0.72): plain bytes,
+// where a '"' opens a quoted part that may hold any byte and the escapes \\, \" and \n, and whose closing
+// '"' ends the name (x_"count" is x_count). ok is false where expfmt refuses it.
+func nameToken(ln []byte, i int, metric bool) (tok []byte, end int, ok bool) {
+	plain := func(c byte, first bool) bool {
+		if metric && c == ':' {
+			return true
+		}
+		return isLabelNameByte(c, first)
+	}
+	if i >= len(ln) || !(ln[i] == '"' || plain(ln[i], true)) {
+		return nil, i, false
+	}
+	quoted := false
+	for ; i < len(ln); i++ {
+		c := ln[i]
+		switch {
+		case quoted && c == '\\':
+			if i++; i >= len(ln) {
+				return nil, i, false
+			}
+			switch ln[i] {
+			case '\\', '"':
+				tok = append(tok, ln[i])
+			case 'n':
+				tok = append(tok, '\n')
+			default:
+				return nil, i, false
+			}
+		case c == '"':
+			if quoted {
+				return tok, i + 1, len(tok) > 0
+			}
+			quoted = true
+		case quoted || plain(c, false):
+			tok = append(tok, c)
+		default:
+			return tok, i, len(tok) > 0
+		}
+	}
+	return tok, i, !quoted && len(tok) > 0
+}
+
+// lineLabelSet reads the label set that opens at ln[i] (past its '{') into dst, label names read as
+// expfmt reads them, values unescaped; ok is false where it is not one expfmt reads alike.
 func lineLabelSet(ln []byte, i int, dst []label) ([]label, bool) {
 	for {
 		i = skipBlank(ln, i)
@@ -156,25 +191,11 @@ func lineLabelSet(ln []byte, i int, dst []label) ([]label, bool) {
 		if ln[i] == '}' {
 			return dst, true
 		}
-		var lname []byte
-		if ln[i] == '"' {
-			n, closed := quotedLen(ln[i:])
-			if !closed {
-				return dst, false
-			}
-			lname, _ = quotedString(ln[i:])
-			i += n
-		} else {
-			n0 := i
-			for i < len(ln) && isLabelNameByte(ln[i], i == n0) {
-				i++
-			}
-			if i == n0 {
-				return dst, false
-			}
-			lname = ln[n0:i]
+		lname, j, ok := nameToken(ln, i, false)
+		if !ok {
+			return dst, false
 		}
-		if i = skipBlank(ln, i); i >= len(ln) || ln[i] != '=' {
+		if i = skipBlank(ln, j); i >= len(ln) || ln[i] != '=' {
 			return dst, false
 		}
 		if i = skipBlank(ln, i+1); i >= len(ln) || ln[i] != '"' {
