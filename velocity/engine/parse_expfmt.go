@@ -113,8 +113,8 @@ func repeatedSummaryLines(page []byte, sink sampleSink) map[string]bool {
 			if ls, ok = lineLabelSet(ln, k+1, ls); !ok {
 				continue
 			}
-		} else if k == j || k >= len(ln) {
-			continue // no blank before the value, or no value: not a sample line this reads
+		} else if k >= len(ln) {
+			continue // no value: not a sample line expfmt reads (it reads one with no blank before it, x_count+5)
 		}
 		key := summaryKey(string(name), ls)
 		if len(seen) >= maxSeries && !seen[key] {
