@@ -83,6 +83,7 @@ chart:
 
 ## test: unit tests with the race detector.
 test:
+	@cc=$$($(GO) env CC); command -v "$${cc%% *}" >/dev/null 2>&1 || { echo "make test runs with -race, which needs cgo and a C compiler ($$cc not found): apt-get install gcc libc6-dev" >&2; exit 1; }
 	$(GO) test -race -count=1 $(NODWARF) $(PKGS)
 
 ## lint: go vet, gofmt, go mod tidy and golangci-lint (.golangci.yml; built pinned from the Go module proxy and cached).

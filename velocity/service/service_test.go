@@ -22,31 +22,48 @@ type podList []Pod
 
 func (l *podList) Pods() []Pod { return *l }
 
-// serve starts a fake engine on 127.0.0.<host>:port, as a pod with its own IP and the pool's port.
-func serve(t *testing.T, host, port int, cfg fakeengine.Config) *fakeengine.Engine {
+// serve starts a fake engine on ln, as a pod with its own IP and the pool's port.
+func serve(t *testing.T, ln net.Listener, cfg fakeengine.Config) *fakeengine.Engine {
 	t.Helper()
 	e := fakeengine.New(cfg)
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:%d", host, port))
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv := &http.Server{Handler: e}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return e
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// listenAll binds one port on each of 127.0.0.<hosts>, the pods' addresses. A port found free on one
+// address can be taken on another before its engine listens there, so the port is chosen by binding
+// them all at once, and another is tried if one is taken.
+func listenAll(t *testing.T, hosts ...int) (int, map[int]net.Listener) {
+	t.Helper()
+	for range 20 {
+		probe, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", hosts[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := probe.Addr().(*net.TCPAddr).Port
+		lns := map[int]net.Listener{hosts[0]: probe}
+		for _, h := range hosts[1:] {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:%d", h, port))
+			if err != nil {
+				break
+			}
+			lns[h] = ln
+		}
+		if len(lns) == len(hosts) {
+			return port, lns
+		}
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no port free on every address of 127.0.0.%v in 20 tries", hosts)
+	return 0, nil
 }
 
 func TestServiceEndToEnd(t *testing.T) {
-	port := freePort(t)
+	port, lns := listenAll(t, 2, 3, 4, 5, 6)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`version: tokenscale.io/v1alpha1
 scrape: {port: %d, staleAfter: 1h}
 # The engines and the scrapes run on the test's clock, 1 s a step: a 1 s cold start keeps the sizing
@@ -62,7 +79,7 @@ pools:
 	pods := podList{}
 	var engines []*fakeengine.Engine
 	add := func(host int, ns, name, role string, ready bool) {
-		e := serve(t, host, port, fakeengine.Config{Role: role, PrefillTokensPerSec: 10000, DecodeTokensPerSec: 2500})
+		e := serve(t, lns[host], fakeengine.Config{Role: role, PrefillTokensPerSec: 10000, DecodeTokensPerSec: 2500})
 		engines = append(engines, e)
 		e.SetLoad(fakeengine.Load{PromptTokensPerSec: 9000, OutputTokensPerSec: 1500})
 		pods = append(pods, Pod{Key: store.PodKey{Namespace: ns, Name: name}, Labels: map[string]string{"llm-d.ai/role": role},
