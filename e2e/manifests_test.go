@@ -141,20 +141,34 @@ func TestPreflightRefusesForeignAPIService(t *testing.T) {
 	// A render saved with CRLF lines is read as the same objects (it read as "no APIService"), and a render
 	// for another namespace is checked against its own Service, so tokenscale's install here is another
 	// owner to it.
+	// A kind written quoted is read as the same kind, and an APIService the script cannot read (inside a
+	// List) refuses the render: both passed as "registers no APIService" (exit 0).
+	list := "apiVersion: v1\nkind: List\nitems:\n- apiVersion: apiregistration.k8s.io/v1\n  kind: APIService\n" +
+		"  metadata: {name: v1beta1.external.metrics.k8s.io}\n  spec: {service: {namespace: tokenscale, name: tokenscale-adapter}}\n"
 	for _, c := range []struct {
 		dir, want string
 		crlf      bool
 		exit      int
+		edit      func(string) string
 	}{
-		{"overlays/external-metrics", "keda/keda-operator-metrics-apiserver", false, 1},
-		{"overlays/default", "already served by tokenscale", false, 0},
-		{"overlays/default", "already served by tokenscale", true, 0},
-		{"overlays/keda", "registers no APIService", false, 0},
-		{"examples/other-namespace", "not inference/tokenscale-adapter", false, 1},
+		{"overlays/external-metrics", "keda/keda-operator-metrics-apiserver", false, 1, nil},
+		{"overlays/default", "already served by tokenscale", false, 0, nil},
+		{"overlays/default", "already served by tokenscale", true, 0, nil},
+		{"overlays/keda", "registers no APIService", false, 0, nil},
+		{"examples/other-namespace", "not inference/tokenscale-adapter", false, 1, nil},
+		{"overlays/default", "already served by tokenscale", false, 0, func(r string) string {
+			return strings.ReplaceAll(r, "kind: APIService", `kind: "APIService"`)
+		}},
+		{"overlays/keda", "has 1 APIService objects, of which this script reads 0", false, 2, func(r string) string {
+			return r + "---\n" + list
+		}},
 	} {
 		rendered := kubectl(t, "", "kustomize", filepath.Join("..", "manifests", c.dir))
 		if c.crlf {
 			rendered = strings.ReplaceAll(rendered, "\n", "\r\n")
+		}
+		if c.edit != nil {
+			rendered = c.edit(rendered)
 		}
 		f := filepath.Join(t.TempDir(), "rendered.yaml")
 		if err := os.WriteFile(f, []byte(rendered), 0o600); err != nil {

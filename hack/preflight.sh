@@ -17,15 +17,23 @@ owners=() # with --from: the Service each rendered APIService names
 usage="usage: $0 [--external-metrics | --from FILE|-]"
 case "${1:-}" in
   "") ;;
-  --external-metrics) apis+=(v1beta1.external.metrics.k8s.io) ;;
+  --external-metrics)
+    [[ $# -eq 1 ]] || { echo "$usage" >&2; exit 2; }
+    apis+=(v1beta1.external.metrics.k8s.io) ;;
   --from)
     [[ $# -eq 2 ]] || { echo "$usage" >&2; exit 2; }
     src=$2
     [[ "$src" == - ]] && src=/dev/stdin
     # CRLF lines (a render saved on Windows) read as LF ones: a kind of "APIService\r" matched nothing.
-    if ! input=$(cat -- "$src" | tr -d '\r') || ! grep -q '^kind:' <<<"$input"; then
+    # At most 64 MiB is read (a render is kilobytes; `yes |` would grow the variable for good).
+    max=$((64 << 20))
+    if ! input=$(head -c $((max + 1)) -- "$src" | tr -d '\r') || ! grep -q '^kind:' <<<"$input"; then
       # A failed render piped in (kustomize's error went to stderr) must not read as "nothing to check".
       echo "preflight: read no Kubernetes objects from ${2/#-/stdin}" >&2
+      exit 2
+    fi
+    if (( $(LC_ALL=C wc -c <<<"$input") > max )); then
+      echo "preflight: ${2/#-/stdin} is larger than $max bytes; a rendered install is far smaller" >&2
       exit 2
     fi
     # The metadata.name of every kind: APIService document and the Service it names (namespace/name, "/"
@@ -37,7 +45,7 @@ case "${1:-}" in
           kind = ""; name = ""; meta = 0; spec = 0; svc = 0; sns = ""; sname = ""
         }
         /^---/ { flush(); next }
-        /^kind:[ \t]/ { kind = $2 }
+        /^kind:[ \t]/ { kind = unq($2) }
         /^metadata:/ { meta = 1; next }
         /^spec:/ { spec = 1; next }
         /^[^ \t#]/ { meta = 0; spec = 0; svc = 0 }
@@ -60,6 +68,13 @@ case "${1:-}" in
       [[ -n "$a" ]] || continue
       apis+=("$a") owners+=("$o")
     done <<<"$rendered"
+    # Every APIService the render holds must have been read: one inside a kind: List, or in a flow-style
+    # document, is not, and a pass that skipped it would be wrong.
+    seen=$(grep -oE "kind:[[:space:]]*[\"']?APIService[\"']?[[:space:]]*([,}]|$)" <<<"$input" | wc -l)
+    if (( seen != ${#apis[@]} )); then
+      echo "preflight: ${2/#-/stdin} has $seen APIService objects, of which this script reads ${#apis[@]} (one in a List, or in flow style?); render it with kubectl kustomize or helm template" >&2
+      exit 2
+    fi
     # Checked before any loop over them: an empty array is "unbound" to set -u before bash 4.4.
     if (( ${#apis[@]} == 0 )); then
       echo "ok: ${2/#-/stdin} registers no APIService; nothing to check"
@@ -91,8 +106,11 @@ for i in "${!apis[@]}"; do
   # tokenscale is someone else's).
   owner=${owners[$i]:-$OWNER}
   # Only stdout is compared: kubectl's warnings (an exec credential plugin's, throttling) go to stderr.
-  if ! out=$("$KUBECTL" get apiservice "$api" -o 'jsonpath={.spec.service.namespace}/{.spec.service.name}' 2>"$errs"); then
-    if grep -q NotFound "$errs"; then
+  # A bounded wait: an API server that takes the connection and never answers, or a credential plugin that
+  # waits for input, must not hold the check for good.
+  if ! out=$("$KUBECTL" get apiservice "$api" --request-timeout=20s -o 'jsonpath={.spec.service.namespace}/{.spec.service.name}' 2>"$errs"); then
+    # This APIService's own NotFound, not any (a proxy or a wrong endpoint answers NotFound for everything).
+    if grep -qF "apiservices.apiregistration.k8s.io \"$api\" not found" "$errs"; then
       echo "ok: $api is free"
       continue
     fi

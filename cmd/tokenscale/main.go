@@ -20,9 +20,10 @@ import (
 const usage = `usage: tokenscale <command> [flags]
 
 commands:
-  inspect [--engine auto|vllm|sglang|trtllm] [--timeout 5s] FILE|URL|-
+  inspect [--engine auto|vllm|sglang|trtllm] [--timeout 5s] [--max-body-bytes N] FILE|URL|-
                                                            explain what a /metrics page gives tokenscale
-                                                           (flags before the page)
+                                                           (flags before the page; exit 1 when the adapter
+                                                           could not use it)
   version                                                  print the version, commit and build date
 
 The demo is a separate command: go run ./cmd/tokenscale-demo --help
@@ -50,8 +51,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "unknown command %q\n%s", os.Args[1], usage)
 		os.Exit(2)
 	}
+	if ctx.Err() != nil {
+		os.Exit(130) // interrupted
+	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "tokenscale:", err)
+		// Errors can carry the page's or the server's bytes (a certificate's names): printable only.
+		fmt.Fprintln(os.Stderr, "tokenscale:", engine.Printable(err.Error()))
 		os.Exit(1)
 	}
 }
@@ -60,6 +65,7 @@ func inspect(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("inspect", flag.ExitOnError)
 	eng := fs.String("engine", "auto", "engine: auto, vllm, sglang, trtllm")
 	timeout := fs.Duration("timeout", 5*time.Second, "timeout when fetching a URL")
+	maxBody := fs.Int64("max-body-bytes", config.Default().Scrape.MaxBodyBytes, "the adapter's scrape.maxBodyBytes: a larger page fails the check, as the adapter refuses it")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("inspect needs one FILE, URL or - (stdin), after its flags; got %q", fs.Args())
@@ -72,18 +78,28 @@ func inspect(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if limit := config.Default().Scrape.MaxBodyBytes; int64(len(page)) > limit {
-		fmt.Fprintf(os.Stderr, "warning: the page is %d bytes, above the adapter's default scrape.maxBodyBytes (%d): raise it, or the adapter refuses this page\n", len(page), limit)
-	}
 	if err := engine.Report(os.Stdout, page, kind); err != nil {
 		os.Exit(1) // the report already said why
+	}
+	// After the report, which says what the page holds, but failing the check: the adapter refuses every
+	// scrape of a page past its limit, so a script must not read this page as usable.
+	if int64(len(page)) > *maxBody {
+		return fmt.Errorf("the page is %d bytes, above scrape.maxBodyBytes (%d): the adapter refuses it; raise scrape.maxBodyBytes (and pass it here as --max-body-bytes)", len(page), *maxBody)
 	}
 	return nil
 }
 
-// noRedirects answers a redirect as it is: the adapter's scraper treats one as an error, and a page read
-// behind one would report what the adapter never reads.
-var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+// noRedirects fetches a page as the adapter's scraper does: a redirect is answered as it is (the scraper
+// treats one as an error, and a page read behind one would report what the adapter never reads), no
+// proxy from the environment (the adapter reads pods directly: a laptop's proxy answered for the pod), no
+// compression asked for, and headers bounded as the scraper bounds them.
+var noRedirects = func() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	tr.DisableCompression = true
+	tr.MaxResponseHeaderBytes = 64 << 10
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}()
 
 func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error) {
 	switch {
@@ -94,6 +110,7 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 		if err != nil {
 			return nil, err
 		}
+		req.Header.Set("Accept", "text/plain;version=0.0.4")
 		resp, err := noRedirects.Do(req)
 		if err != nil {
 			return nil, fmt.Errorf("fetching %s: %w", src, err)
@@ -108,6 +125,22 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 		}
 		return engine.ReadPage(resp.Body, src)
 	default:
-		return engine.ReadPageFile(src)
+		// Read apart from ctx's wait, so Ctrl-C ends an inspect of stdin typed at a terminal, or of a FIFO
+		// no one writes.
+		type page struct {
+			b   []byte
+			err error
+		}
+		done := make(chan page, 1)
+		go func() {
+			b, err := engine.ReadPageFile(src)
+			done <- page{b, err}
+		}()
+		select {
+		case p := <-done:
+			return p.b, p.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }

@@ -44,3 +44,40 @@ func TestReadDoesNotFollowRedirects(t *testing.T) {
 		t.Errorf("the page itself: %q, %v", b, err)
 	}
 }
+
+// The page is fetched as the adapter fetches it: the scraper's Accept header, no compression asked for,
+// and no proxy from the environment (one answered for the pod on a laptop behind a corporate proxy; Go
+// never proxies loopback, so the transport's setting is checked instead of a proxy server).
+func TestReadFetchesAsTheAdapterDoes(t *testing.T) {
+	headers := make(chan [2]string, 1)
+	page := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case headers <- [2]string{r.Header.Get("Accept"), r.Header.Get("Accept-Encoding")}:
+		default:
+		}
+		_, _ = w.Write([]byte("vllm:num_requests_waiting 0\n"))
+	}))
+	defer page.Close()
+	if b, err := read(context.Background(), page.URL, 5*time.Second); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
+		t.Fatalf("the page: %q, %v", b, err)
+	}
+	if h := <-headers; h[0] != "text/plain;version=0.0.4" || h[1] != "" {
+		accept, encoding := h[0], h[1]
+		t.Errorf("Accept %q, Accept-Encoding %q; want the scraper's text/plain;version=0.0.4 and none", accept, encoding)
+	}
+	if tr, ok := noRedirects.Transport.(*http.Transport); !ok || tr.Proxy != nil {
+		t.Errorf("the client's transport %T takes a proxy from the environment; the adapter reads pods directly", noRedirects.Transport)
+	}
+}
+
+// A page past the adapter's body limit fails the check after the report (it only warned, and exited 0):
+// the adapter refuses every scrape of it.
+func TestInspectFailsAPagePastTheBodyLimit(t *testing.T) {
+	page := filepath.Join("..", "..", "velocity", "engine", "testdata", "synthetic-vllm-v1.txt")
+	if err := inspect(context.Background(), []string{"--max-body-bytes", "1000", page}); err == nil || !strings.Contains(err.Error(), "the adapter refuses it") {
+		t.Errorf("a page past --max-body-bytes 1000: %v; want the check to fail", err)
+	}
+	if err := inspect(context.Background(), []string{page}); err != nil {
+		t.Errorf("the same page under the default limit: %v", err)
+	}
+}

@@ -57,6 +57,10 @@ const maxErrorText = 512
 
 // printable returns s with control characters (C0, DEL and C1) written as \xNN and invalid UTF-8
 // replaced, cut on a character boundary to at most maxErrorText bytes and a mark saying so.
+// Printable is printable for text from outside printed by a caller: the CLI's fetch errors, which can
+// hold a server's bytes (a certificate's names).
+func Printable(s string) string { return printable(s) }
+
 func printable(s string) string {
 	var b strings.Builder
 	for _, r := range s { // an invalid byte comes as U+FFFD
