@@ -36,7 +36,7 @@ func parseBytesBefore(buf []byte, sink sampleSink, deadline time.Time) error {
 		return ErrJSONPage
 	}
 	if err != nil {
-		return &pageError{msg: printable(err.Error()), err: err}
+		return &pageError{msg: Printable(err.Error()), err: err}
 	}
 	return nil
 }
@@ -55,13 +55,10 @@ func (e *pageError) Unwrap() error { return e.err }
 // maxErrorText bounds a parse error's text: expfmt quotes a whole malformed value, up to the page's size.
 const maxErrorText = 512
 
-// printable returns s with control characters (C0, DEL and C1) written as \xNN and invalid UTF-8
-// replaced, cut on a character boundary to at most maxErrorText bytes and a mark saying so.
-// Printable is printable for text from outside printed by a caller: the CLI's fetch errors, which can
-// hold a server's bytes (a certificate's names).
-func Printable(s string) string { return printable(s) }
-
-func printable(s string) string {
+// Printable returns s with control characters (C0, DEL and C1) written as \xNN and invalid UTF-8
+// replaced, cut on a character boundary to at most maxErrorText bytes and a mark saying so: for text from
+// outside in errors, the parser's and the CLI's (a fetch error can hold a certificate's names).
+func Printable(s string) string {
 	var b strings.Builder
 	for _, r := range s { // an invalid byte comes as U+FFFD
 		c := string(r)
