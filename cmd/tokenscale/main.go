@@ -4,15 +4,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tokenscale/tokenscale/internal/version"
+	"github.com/tokenscale/tokenscale/velocity/collector"
 	"github.com/tokenscale/tokenscale/velocity/config"
 	"github.com/tokenscale/tokenscale/velocity/engine"
 )
@@ -20,10 +23,13 @@ import (
 const usage = `usage: tokenscale <command> [flags]
 
 commands:
-  inspect [--engine auto|vllm|sglang|trtllm] [--timeout 5s] [--max-body-bytes N] FILE|URL|-
-                                                           explain what a /metrics page gives tokenscale
-                                                           (flags before the page; exit 1 when the adapter
-                                                           could not use it)
+  inspect [--engine auto|vllm|sglang|trtllm] [--config FILE] [--timeout 800ms] [--max-body-bytes N]
+          [--ca-file F] [--server-name N] [--insecure-skip-verify] [--cert-file F --key-file F] FILE|URL|-
+                                                           explain what a /metrics page gives tokenscale,
+                                                           fetched as the adapter fetches it (--config: its
+                                                           scrape settings); flags before the page; exit 1
+                                                           when the adapter could not use the page, 3 when
+                                                           it could not be read
   version                                                  print the version, commit and build date
 
 The demo is a separate command: go run ./cmd/tokenscale-demo --help
@@ -55,17 +61,35 @@ func main() {
 		os.Exit(130) // interrupted
 	}
 	if err != nil {
+		code := 1
+		if errors.As(err, new(errRead)) {
+			code = 3
+		}
 		// Errors can carry the page's or the server's bytes (a certificate's names): printable only.
 		fmt.Fprintln(os.Stderr, "tokenscale:", engine.Printable(err.Error()))
-		os.Exit(1)
+		os.Exit(code)
 	}
 }
 
+// errRead marks an inspect that could not read its page (exit 3), apart from a page the adapter could not
+// use (exit 1): a script can tell a down pod from a bad page.
+type errRead struct{ error }
+
+func (e errRead) Unwrap() error { return e.error }
+
 func inspect(ctx context.Context, args []string) error {
+	def := config.Default().Scrape
 	fs := flag.NewFlagSet("inspect", flag.ExitOnError)
 	eng := fs.String("engine", "auto", "engine: auto, vllm, sglang, trtllm")
-	timeout := fs.Duration("timeout", 5*time.Second, "timeout when fetching a URL")
-	maxBody := fs.Int64("max-body-bytes", config.Default().Scrape.MaxBodyBytes, "the adapter's scrape.maxBodyBytes: a larger page fails the check, as the adapter refuses it")
+	cfgPath := fs.String("config", "", "the adapter's config file: its scrape.timeout, scrape.maxBodyBytes, scrape.compression and scrape.tls apply (a flag given here wins)")
+	timeout := fs.Duration("timeout", def.Timeout.Duration, "the adapter's scrape.timeout: a page that takes longer fails, as the adapter's scrape of it does")
+	maxBody := fs.Int64("max-body-bytes", def.MaxBodyBytes, "the adapter's scrape.maxBodyBytes: a larger page fails the check, as the adapter refuses it")
+	var t config.ScrapeTLS
+	fs.StringVar(&t.CAFile, "ca-file", "", "scrape.tls.caFile: PEM CAs an https page's certificate chains to (default the system's roots)")
+	fs.StringVar(&t.ServerName, "server-name", "", "scrape.tls.serverName: the name checked in the certificate (default the URL's host)")
+	fs.BoolVar(&t.InsecureSkipVerify, "insecure-skip-verify", false, "scrape.tls.insecureSkipVerify: accept any certificate")
+	fs.StringVar(&t.CertFile, "cert-file", "", "scrape.tls.certFile: a PEM client certificate, with --key-file")
+	fs.StringVar(&t.KeyFile, "key-file", "", "scrape.tls.keyFile: the client certificate's PEM key")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
 		return fmt.Errorf("inspect needs one FILE, URL or - (stdin), after its flags; got %q", fs.Args())
@@ -74,9 +98,41 @@ func inspect(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	page, err := read(ctx, fs.Arg(0), *timeout)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	compression := false
+	if *cfgPath != "" {
+		c, err := config.Load(*cfgPath)
+		if err != nil {
+			return err
+		}
+		if !set["timeout"] {
+			*timeout = c.Scrape.Timeout.Duration
+		}
+		if !set["max-body-bytes"] {
+			*maxBody = c.Scrape.MaxBodyBytes
+		}
+		compression = c.Scrape.Compression
+		// The TLS flags replace the file's settings as a whole: mixing a flag's CA with the file's
+		// client key would check a combination the adapter never uses.
+		if t == (config.ScrapeTLS{}) {
+			t = c.Scrape.TLS
+		}
+	}
+	if *timeout <= 0 {
+		return fmt.Errorf("--timeout %s: must be positive", *timeout)
+	}
+	tc, roots, err := t.ClientConfig()
 	if err != nil {
 		return err
+	}
+	var tlsOpt *collector.TLS
+	if tc != nil {
+		tlsOpt = &collector.TLS{Config: tc, Roots: roots}
+	}
+	page, err := read(ctx, fs.Arg(0), collector.NewClient(tlsOpt, compression), *timeout)
+	if err != nil {
+		return errRead{err}
 	}
 	if err := engine.Report(os.Stdout, page, kind); err != nil {
 		os.Exit(1) // the report already said why
@@ -89,31 +145,28 @@ func inspect(ctx context.Context, args []string) error {
 	return nil
 }
 
-// noRedirects fetches a page as the adapter's scraper does: a redirect is answered as it is (the scraper
-// treats one as an error, and a page read behind one would report what the adapter never reads), no
-// proxy from the environment (the adapter reads pods directly: a laptop's proxy answered for the pod), no
-// compression asked for, and headers bounded as the scraper bounds them.
-var noRedirects = func() *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.Proxy = nil
-	tr.DisableCompression = true
-	tr.MaxResponseHeaderBytes = 64 << 10
-	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-}()
-
-func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error) {
+// read fetches a URL with client, as the adapter's scraper fetches a pod's page (its client, its Accept
+// header, its timeout), or reads a file or stdin.
+func read(ctx context.Context, src string, client *http.Client, timeout time.Duration) ([]byte, error) {
 	switch {
-	case len(src) > 7 && (src[:7] == "http://" || src[:8] == "https://"):
+	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://"):
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set("Accept", "text/plain;version=0.0.4")
-		resp, err := noRedirects.Do(req)
+		req.Header.Set("Accept", collector.PageAccept)
+		// A page that comes too late fails the adapter's scrape too: say so, with the setting that decides.
+		late := func(err error) error {
+			if ctx.Err() == context.DeadlineExceeded {
+				return fmt.Errorf("%w: %s did not come within %s, the adapter's scrape.timeout, so its scrapes of the page fail too (a longer --timeout reads it anyway)", err, src, timeout)
+			}
+			return err
+		}
+		resp, err := client.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("fetching %s: %w", src, err)
+			return nil, late(fmt.Errorf("fetching %s: %w", src, err))
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
@@ -123,7 +176,11 @@ func read(ctx context.Context, src string, timeout time.Duration) ([]byte, error
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("fetching %s: HTTP %d", src, resp.StatusCode)
 		}
-		return engine.ReadPage(resp.Body, src)
+		b, err := engine.ReadPage(resp.Body, src)
+		if err != nil {
+			return nil, late(err)
+		}
+		return b, nil
 	default:
 		// Read apart from ctx's wait, so Ctrl-C ends an inspect of stdin typed at a terminal, or of a FIFO
 		// no one writes.

@@ -125,33 +125,45 @@ func NewScraper(opts Options, rec Recorder, targets func() []Target, obs Observe
 		opts.RoundDeadline = max(opts.RoundDeadline, opts.Spread)
 	}
 	if opts.Client == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		// One kept-alive connection per engine, however many engines: a pool capped below the number of
-		// targets closes and re-dials most of them every round, which cost a quarter of the scrape CPU.
-		tr.MaxIdleConnsPerHost = 1
-		tr.MaxIdleConns = 0
-		tr.IdleConnTimeout = 90 * time.Second
-		// A scrape request is a few hundred bytes; the default 4 KiB write buffer per connection is waste.
-		tr.WriteBufferSize = 1024
-		tr.DisableCompression = !opts.Compression
-		// Pods are scraped where they are: an HTTP(S)_PROXY meant for egress would route every scrape, and
-		// every pod's numbers, through a proxy, and turn the proxy's errors into the pods'.
-		tr.Proxy = nil
-		// A page's headers are a few hundred bytes; Go's 10 MiB default would let a pod spend that much of
-		// the memory bound outside maxBodyBytes on every scrape.
-		tr.MaxResponseHeaderBytes = maxHeaderBytes
-		opts.Client = &http.Client{Transport: opts.TLS.transport(tr)}
+		opts.Client = NewClient(opts.TLS, opts.Compression)
 	}
 	if opts.Client.CheckRedirect == nil {
-		// A pod's page is read where the pod is: a redirect could send the scraper to any host and show
-		// that host's answer in the pod's error.
 		c := *opts.Client
-		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		c.CheckRedirect = noRedirect
 		opts.Client = &c
 	}
 	return &Scraper{opts: opts, rec: rec, targets: targets, obs: obs, now: time.Now, after: time.After, sched: map[store.PodKey]podSched{},
 		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}}
 }
+
+// NewClient returns the client a scraper reads pages with when given none: one kept-alive connection per
+// engine, no proxy, bounded headers, gzip only when asked for, https checked as t says, redirects answered
+// as they are. `tokenscale inspect` fetches with it too, so it reads a page as the adapter would.
+func NewClient(t *TLS, compression bool) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// One kept-alive connection per engine, however many engines: a pool capped below the number of
+	// targets closes and re-dials most of them every round, which cost a quarter of the scrape CPU.
+	tr.MaxIdleConnsPerHost = 1
+	tr.MaxIdleConns = 0
+	tr.IdleConnTimeout = 90 * time.Second
+	// A scrape request is a few hundred bytes; the default 4 KiB write buffer per connection is waste.
+	tr.WriteBufferSize = 1024
+	tr.DisableCompression = !compression
+	// Pods are scraped where they are: an HTTP(S)_PROXY meant for egress would route every scrape, and
+	// every pod's numbers, through a proxy, and turn the proxy's errors into the pods'.
+	tr.Proxy = nil
+	// A page's headers are a few hundred bytes; Go's 10 MiB default would let a pod spend that much of
+	// the memory bound outside maxBodyBytes on every scrape.
+	tr.MaxResponseHeaderBytes = maxHeaderBytes
+	return &http.Client{Transport: t.transport(tr), CheckRedirect: noRedirect}
+}
+
+// noRedirect answers a redirect as it is: a pod's page is read where the pod is, and a redirect could
+// send the scraper to any host and show that host's answer in the pod's error.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// PageAccept is the Accept header of a scrape: the text format, which every engine serves.
+const PageAccept = "text/plain;version=0.0.4"
 
 // timedOut says whether a scrape used up its timeout: no answer in time, or a page still parsing at the
 // deadline (abandoned as engine.ErrParseTimeout), which held its slot as long. Such pods start last in
@@ -392,7 +404,7 @@ func (s *Scraper) scrape(ctx context.Context, t Target) (snap *engine.Snapshot, 
 	if err != nil {
 		return nil, at, fmt.Errorf("scrape %s: %w", t.Pod, err)
 	}
-	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	req.Header.Set("Accept", PageAccept)
 	resp, err := s.opts.Client.Do(req)
 	if err != nil {
 		return nil, at, fmt.Errorf("scrape %s: %w", t.Pod, clip(err))
