@@ -73,7 +73,7 @@ images: build
 ## chart: helm lint and helm template of charts/tokenscale (helm built by hack/build-helm.sh), then the
 ## chart-versus-kustomize comparison test.
 chart:
-	@helm=$$(bash hack/build-helm.sh) && \
+	@helm=$$(GO=$(GO) bash hack/build-helm.sh) && \
 	$$helm lint --strict charts/tokenscale && \
 	$$helm lint --strict charts/tokenscale --set externalMetrics.enabled=true,kedaScaler.enabled=true,converter.enabled=true,tls.mode=cert-manager && \
 	mkdir -p _output/chart && $$helm template tokenscale charts/tokenscale --namespace tokenscale > _output/chart/default.yaml && \
@@ -91,7 +91,7 @@ lint: vet fmt-check tidy-check golangci-lint
 
 # The cgo files (converter/nvmlgpu's NVML reader) are linted in a second run with the converter's settings.
 golangci-lint:
-	@bin=$$(bash hack/build-golangci-lint.sh) && $(STATIC_ENV) $$bin run ./... && \
+	@bin=$$(GO=$(GO) bash hack/build-golangci-lint.sh) && $(STATIC_ENV) $$bin run ./... && \
 	$(CONVERTER_ENV) $$bin run --build-tags '$(E2E_TAGS)' ./converter/nvmlgpu/...
 
 vet:
@@ -135,12 +135,12 @@ ADAPTER_IMAGE = $(IMAGE_REPO)/tokenscale-adapter:$(IMAGE_TAG)
 E2E_TAGS = e2e$(if $(CONVERTER_TAGS),$(comma)$(CONVERTER_TAGS))
 e2e:
 	@if ls e2e/*.go >/dev/null 2>&1; then \
-	  bin=$$(bash hack/build-control-plane.sh) && keda=$$(bash hack/build-keda.sh) && \
-	  prom=$$(bash hack/get-prometheus.sh || true) && pa=$$(bash hack/build-prometheus-adapter.sh || true) && \
-	  crds=$$(bash hack/get-prometheus-operator-crds.sh || true) && helm=$$(bash hack/build-helm.sh || true) && \
+	  bin=$$(GO=$(GO) bash hack/build-control-plane.sh) && keda=$$(GO=$(GO) bash hack/build-keda.sh) && \
+	  prom=$$(bash hack/get-prometheus.sh || true) && pa=$$(GO=$(GO) bash hack/build-prometheus-adapter.sh || true) && \
+	  crds=$$(GO=$(GO) bash hack/get-prometheus-operator-crds.sh || true) && helm=$$(GO=$(GO) bash hack/build-helm.sh || true) && \
 	  img=$${TOKENSCALE_ADAPTER_IMAGE:-$$($(PODMAN) image exists $(ADAPTER_IMAGE) 2>/dev/null && echo $(ADAPTER_IMAGE) || true)} && \
 	  TOKENSCALE_K8S_BIN=$$bin TOKENSCALE_KEDA_BIN=$$keda TOKENSCALE_PROMETHEUS=$$prom TOKENSCALE_PROMETHEUS_ADAPTER=$$pa \
-	  TOKENSCALE_PROMETHEUS_OPERATOR_CRDS=$$crds TOKENSCALE_HELM=$$helm TOKENSCALE_ADAPTER_IMAGE=$$img $(CONVERTER_ENV) $(GO) test -count=1 -tags '$(E2E_TAGS)' -timeout 60m $(E2E_FLAGS) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
+	  TOKENSCALE_PROMETHEUS_OPERATOR_CRDS=$$crds TOKENSCALE_HELM=$$helm TOKENSCALE_ADAPTER_IMAGE=$$img GO=$(GO) $(CONVERTER_ENV) $(GO) test -count=1 -tags '$(E2E_TAGS)' -timeout 60m $(E2E_FLAGS) $(if $(E2E_RUN),-run '$(E2E_RUN)') ./e2e/...; \
 	else echo "e2e: no suite yet"; fi
 
 ## preflight: refuse to install where another adapter owns a metrics API the install would register:
@@ -156,12 +156,12 @@ endif
 demo:
 	@echo "compiling the demo (a few minutes the first time)..."
 	@mkdir -p _output/bin && $(GO) build -o _output/bin/tokenscale-demo ./cmd/tokenscale-demo
-	exec _output/bin/tokenscale-demo $(DEMO_ARGS)
+	GO=$(GO) exec _output/bin/tokenscale-demo $(DEMO_ARGS)
 
 ## demo-no-k8s: the demo without Kubernetes (fake engines, scraper, policy; no control-plane build).
 demo-no-k8s:
 	@mkdir -p _output/bin && $(GO) build -o _output/bin/tokenscale-demo ./cmd/tokenscale-demo
-	exec _output/bin/tokenscale-demo --no-k8s $(DEMO_ARGS)
+	GO=$(GO) exec _output/bin/tokenscale-demo --no-k8s $(DEMO_ARGS)
 
 ## sim: the trace-driven policy comparison of docs/evaluation.md (SIM_ARGS passes flags). The plots go
 ## under _output/sim; `make sim SIM_PLOTS=docs/img/4x` refreshes docs/evaluation.md's 4x plots.

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokenscale/tokenscale/internal/localcluster"
 )
 
 // `tokenscale-demo` (what `make demo` runs) on its own control plane: the trace's first burst reaches the
@@ -20,7 +22,7 @@ import (
 func TestDemoRunsAndStopsClean(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "tokenscale-demo")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale-demo").CombinedOutput(); err != nil {
+	if out, err := exec.Command(localcluster.Go(), "build", "-o", bin, "../cmd/tokenscale-demo").CombinedOutput(); err != nil {
 		t.Fatalf("building tokenscale-demo: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "--repo", "..")

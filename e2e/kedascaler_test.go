@@ -132,7 +132,7 @@ func startScaler(t *testing.T, extra ...string) (grpcAddr, metricsAddr string) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "tokenscale-keda-scaler")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tokenscale-keda-scaler").CombinedOutput(); err != nil {
+	if out, err := exec.Command(localcluster.Go(), "build", "-o", bin, "../cmd/tokenscale-keda-scaler").CombinedOutput(); err != nil {
 		t.Fatalf("building the scaler: %v\n%s", err, out)
 	}
 	grpcAddr = fmt.Sprintf("127.0.0.1:%d", localcluster.FreePort())

@@ -5,6 +5,8 @@
 # k8s.io/kubernetes and etcd's server have replace directives, so `go install` fails on them.
 set -euo pipefail
 
+GO="${GO:-go}" # the Go toolchain: the Makefile's GO, or go
+
 K8S_VERSION="${K8S_VERSION:-v1.36.3}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 CACHE="${TOKENSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenscale}"
@@ -38,9 +40,9 @@ go 1.26.0
 require go.etcd.io/etcd/server/v3 $ETCD_VERSION
 MOD
     printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' > tools.go
-    GOFLAGS=-mod=mod go mod tidy >&2
+    GOFLAGS=-mod=mod "$GO" mod tidy >&2
     # -dwarf=false: the binary is stripped anyway, and compiling no debug info saves about 15% of the CPU (e2e/README.md, CI).
-    go build -trimpath -gcflags=all=-dwarf=false -ldflags '-s -w' -o "$stage/etcd" go.etcd.io/etcd/server/v3 >&2
+    "$GO" build -trimpath -gcflags=all=-dwarf=false -ldflags '-s -w' -o "$stage/etcd" go.etcd.io/etcd/server/v3 >&2
     mv "$stage/etcd" "$BIN/etcd"
   )
 fi
@@ -51,7 +53,7 @@ if ! have kube-apiserver kube-controller-manager kubectl; then
   work=$work_k8s
   minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   staging="v0.${K8S_VERSION#v1.}"
-  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  gomod=$("$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   (
     cd "$work"
     {
@@ -65,10 +67,10 @@ if ! have kube-apiserver kube-controller-manager kubectl; then
       grep -E '=> \./staging/' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
     } > go.mod
     printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' > tools.go
-    GOFLAGS=-mod=mod go mod tidy >&2
+    GOFLAGS=-mod=mod "$GO" mod tidy >&2
     ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-    go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2
+    "$GO" build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl >&2
     for b in kube-apiserver kube-controller-manager kubectl; do mv "$stage/$b" "$BIN/$b"; done
   )
 fi

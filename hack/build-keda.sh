@@ -5,6 +5,8 @@
 # requires keda and repeats its replace block. A second run with the binaries present takes no time.
 set -euo pipefail
 
+GO="${GO:-go}" # the Go toolchain: the Makefile's GO, or go
+
 KEDA_VERSION="${KEDA_VERSION:-v2.21.0}"
 CACHE="${TOKENSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenscale}"
 OUT="$CACHE/bin/keda-$KEDA_VERSION"
@@ -15,7 +17,7 @@ if [ -x "$OUT/keda-operator" ] && [ -x "$OUT/keda-adapter" ] && [ -d "$OUT/crd" 
   exit 0
 fi
 
-info=$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION")
+info=$("$GO" mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION")
 gomod=$(printf '%s' "$info" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
 dir=$(printf '%s' "$info" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 
@@ -39,11 +41,11 @@ trap 'rm -rf "$work" "$stage"' EXIT
     awk '/^(replace|exclude) \(/{blk=1} blk{print; if ($0 ~ /^\)/) blk=0; next} /^(replace|exclude) /{print}' "$gomod"
   } > go.mod
   printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/kedacore/keda/v2/cmd/operator"\n\t_ "github.com/kedacore/keda/v2/cmd/adapter"\n)\n' > tools.go
-  GOFLAGS=-mod=mod go mod tidy >&2
+  GOFLAGS=-mod=mod "$GO" mod tidy >&2
   ld="-s -w -X github.com/kedacore/keda/v2/version.Version=$KEDA_VERSION"
   # -dwarf=false: the binary is stripped anyway, and compiling no debug info saves about 15% of the CPU (e2e/README.md, CI).
-  go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/keda-operator" github.com/kedacore/keda/v2/cmd/operator >&2
-  go build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter >&2
+  "$GO" build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/keda-operator" github.com/kedacore/keda/v2/cmd/operator >&2
+  "$GO" build -trimpath -gcflags=all=-dwarf=false -ldflags "$ld" -o "$stage/keda-adapter" github.com/kedacore/keda/v2/cmd/adapter >&2
 )
 # The CRDs first and the binaries last: the check above takes the binaries for a finished build.
 mkdir -p "$stage/crd"

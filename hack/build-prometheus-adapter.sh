@@ -5,6 +5,8 @@
 # wrapper module requires the exact version. About 3 minutes the first time; no time after.
 set -euo pipefail
 
+GO="${GO:-go}" # the Go toolchain: the Makefile's GO, or go
+
 VERSION="${PROMETHEUS_ADAPTER_VERSION:-v0.12.0}"
 CACHE="${TOKENSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenscale}"
 OUT="$CACHE/bin/prometheus-adapter-$VERSION"
@@ -25,7 +27,7 @@ trap 'rm -rf "$work" "$stage"' EXIT
   printf 'module tokenscale.local/prometheusadapterbuild\n\ngo 1.26.0\n\nrequire sigs.k8s.io/prometheus-adapter %s\n' "$VERSION" > go.mod
   printf '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/prometheus-adapter/cmd/adapter"\n' > tools.go
   # -dwarf=false: the binary is stripped anyway, and compiling no debug info saves about 15% of the CPU (e2e/README.md, CI).
-  GOFLAGS=-mod=mod go build -trimpath -gcflags=all=-dwarf=false -ldflags '-s -w' -o "$stage/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter >&2
+  GOFLAGS=-mod=mod "$GO" build -trimpath -gcflags=all=-dwarf=false -ldflags '-s -w' -o "$stage/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter >&2
 )
 mv "$stage/prometheus-adapter" "$OUT/prometheus-adapter"
 echo "$OUT/prometheus-adapter"

@@ -5,6 +5,8 @@
 # monitoring objects pass a server-side dry run.
 set -euo pipefail
 
+GO="${GO:-go}" # the Go toolchain: the Makefile's GO, or go
+
 VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.88.0}"
 CACHE="${TOKENSCALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenscale}"
 OUT="$CACHE/prometheus-operator-crds-$VERSION"
@@ -16,8 +18,8 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-go mod init crds >/dev/null 2>&1
-dir=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+"$GO" mod init crds >/dev/null 2>&1
+dir=$("$GO" mod download -json "github.com/prometheus-operator/prometheus-operator@$VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 if [ -z "$dir" ]; then
   echo "get-prometheus-operator-crds: go mod download of github.com/prometheus-operator/prometheus-operator@$VERSION failed" >&2
   exit 1

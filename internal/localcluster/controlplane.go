@@ -224,6 +224,14 @@ func writeSAKey(dir string) (string, error) {
 	return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
 }
 
+// Go is the Go toolchain the harness builds components with: $GO (the Makefile passes its GO), or go.
+func Go() string {
+	if g := os.Getenv("GO"); g != "" {
+		return g
+	}
+	return "go"
+}
+
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort() int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

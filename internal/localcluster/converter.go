@@ -25,7 +25,7 @@ func (s *Stack) InstallConverter(dir string) (string, error) {
 		return "", fmt.Errorf("applying the converter manifests: %w\n%s", err, msg)
 	}
 	bin := filepath.Join(dir, "tokenscale-converter")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/tokenscale-converter")
+	build := exec.Command(Go(), "build", "-o", bin, "./cmd/tokenscale-converter")
 	build.Dir = s.o.RepoRoot
 	if msg, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building the converter: %w\n%s", err, msg)

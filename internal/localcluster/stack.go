@@ -160,7 +160,7 @@ func newAdapter(root, dir, configYAML string) (*Adapter, error) {
 		return nil, err
 	}
 	a := &Adapter{Port: FreePort(), Config: filepath.Join(dir, "config.yaml"), Dir: dir, dir: dir, bin: filepath.Join(dir, "tokenscale-adapter")}
-	build := exec.Command("go", "build", "-o", a.bin, "./cmd/tokenscale-adapter")
+	build := exec.Command(Go(), "build", "-o", a.bin, "./cmd/tokenscale-adapter")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("building the adapter: %w\n%s", err, out)
