@@ -54,6 +54,17 @@ type Snapshot struct {
 	Problems   []Problem
 }
 
+// Counts returns a copy of s without its histograms' buckets and its problems: the counts, sums and
+// sources a later page is checked against, at a small fixed size where a page's buckets can take 48 KB.
+func (s *Snapshot) Counts() *Snapshot {
+	c := *s
+	for i := range c.hists {
+		c.hists[i].Buckets = nil
+	}
+	c.Problems = nil
+	return &c
+}
+
 // Scalar returns a counter or gauge field; ok is false when the page did not have it.
 func (s *Snapshot) Scalar(f Field) (Scalar, bool) {
 	if f < 0 || f >= numScalars {

@@ -943,3 +943,74 @@ func TestPageStampedAheadGoesStale(t *testing.T) {
 		t.Fatalf("46 s after the last page, stamped 40 s ahead: PrefillTPS %v, err %v; want stale", v.PrefillTPS, err)
 	}
 }
+
+// The pages a pod's checks measure from are kept as counts once they are neither its last, previous nor
+// anchor page: a pod whose pages each have a different line held up to eight whole pages (each with its
+// histograms' buckets, about 450 KB for a hostile one) where three suffice. The checks still measure from
+// the page that had the line: a TTFT count of 100, three pages without it, then 10^9 is refused.
+func TestSeenPagesKeepNoBuckets(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{}, c.now)
+	pod := PodKey{"ns", "p"}
+	hist := func(name string, count float64) []string {
+		var lines []string
+		for b := 1; b <= 200; b++ {
+			lines = append(lines, fmt.Sprintf(`%s_bucket{le="%d"} %g`, name, b, count*float64(b)/200))
+		}
+		return append(lines, fmt.Sprintf(`%s_bucket{le="+Inf"} %g`, name, count), fmt.Sprintf("%s_count %g", name, count), name+"_sum 10")
+	}
+	lines := func(i int, keep int) []string {
+		n := float64(i + 1)
+		parts := [][]string{
+			{fmt.Sprintf("vllm:prompt_tokens_total %g", 1000*n)},
+			{fmt.Sprintf("vllm:generation_tokens_total %g", 100*n)},
+			{"vllm:num_requests_running 3"},
+			hist("vllm:time_to_first_token_seconds", 10*n),
+			hist("vllm:inter_token_latency_seconds", 100*n),
+		}
+		out := []string{"vllm:num_requests_waiting 0"} // required: a page without it is refused whole
+		return append(out, parts[keep]...)
+	}
+	for i := range 30 {
+		c.t = c.t.Add(time.Second)
+		s.Record(pod, c.t, vllmText(t, lines(i, i%5)...)) // each page has one line the others lack
+		st := s.pods[pod]
+		withBuckets := map[*engine.Snapshot]bool{}
+		for _, p := range []*engine.Snapshot{st.last, st.prev, st.anchor} {
+			if p != nil {
+				withBuckets[p] = true
+			}
+		}
+		for _, seen := range append(append(st.seen[:], st.counterSeen[:]...), st.histSeen[:]...) {
+			if seen.snap == nil {
+				continue
+			}
+			for _, f := range latencyHists {
+				if h, _ := seen.snap.Hist(f); len(h.Buckets) > 0 {
+					withBuckets[seen.snap] = true
+				}
+			}
+		}
+		if len(withBuckets) > 3 {
+			t.Fatalf("page %d: the pod holds %d pages with buckets, want at most 3 (last, previous, anchor)", i, len(withBuckets))
+		}
+	}
+
+	s = New(Options{}, c.now)
+	for i, count := range []float64{100, -1, -1, -1, 1e9} {
+		c.t = c.t.Add(time.Second)
+		n := float64(i + 1)
+		page := []string{fmt.Sprintf("vllm:prompt_tokens_total %g", 1000*n), fmt.Sprintf("vllm:generation_tokens_total %g", 100*n),
+			"vllm:num_requests_waiting 0", "vllm:num_requests_running 3"}
+		if count >= 0 {
+			page = append(page, hist("vllm:time_to_first_token_seconds", count)...)
+		}
+		s.Record(pod, c.t, vllmText(t, page...))
+		if st := s.pods[pod]; i == 3 && !st.histSeen[0].counts && st.histSeen[0].snap != st.anchor {
+			t.Fatalf("page %d: the page that had TTFT three pages ago is kept whole, not as the anchor", i)
+		}
+	}
+	if _, err := s.Get(pod); !errors.Is(err, ErrImplausible) {
+		t.Fatalf("TTFT count 100, three pages without it, then 1e9: err = %v, want ErrImplausible", err)
+	}
+}

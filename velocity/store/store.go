@@ -57,10 +57,14 @@ var (
 	latencyHists  = [...]engine.Field{engine.TTFT, engine.ITL}
 )
 
-// pageSeen is the last kept page that had a field, and its time (snap nil: none yet).
+// pageSeen is the last kept page that had a field, and its time (snap nil: none yet). Once the page is
+// no longer the pod's last, previous or anchor page, snap is its Counts (counts says so): the checks read
+// only counts and sources, and the page whole kept a pod whose pages each lack a different line at nine
+// pages with their buckets (about 450 KB for a hostile one) where three suffice.
 type pageSeen struct {
-	snap *engine.Snapshot
-	t    time.Time
+	snap   *engine.Snapshot
+	t      time.Time
+	counts bool
 }
 
 // PodKey names a pod.
@@ -220,6 +224,7 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.podLocked(pod)
+	defer st.compactSeen()
 	if st.last != nil && !t.After(st.lastT) {
 		return // out of order or duplicate
 	}
@@ -273,6 +278,36 @@ func (s *Store) Record(pod PodKey, t time.Time, snap *engine.Snapshot) {
 		return
 	}
 	s.update(st)
+}
+
+// compactSeen replaces each page a pageSeen holds that is no longer the last, previous or anchor page
+// by its Counts, one copy per page however many fields saw it.
+func (st *podState) compactSeen() {
+	var done [len(requestGauges) + len(tokenCounters) + len(latencyHists)][2]*engine.Snapshot // page, copy
+	n := 0
+	compact := func(p *pageSeen) {
+		if p.snap == nil || p.counts || p.snap == st.last || p.snap == st.prev || p.snap == st.anchor {
+			return
+		}
+		for _, d := range done[:n] {
+			if d[0] == p.snap {
+				p.snap, p.counts = d[1], true
+				return
+			}
+		}
+		done[n] = [2]*engine.Snapshot{p.snap, p.snap.Counts()}
+		p.snap, p.counts = done[n][1], true
+		n++
+	}
+	for i := range st.seen {
+		compact(&st.seen[i])
+	}
+	for i := range st.counterSeen {
+		compact(&st.counterSeen[i])
+	}
+	for i := range st.histSeen {
+		compact(&st.histSeen[i])
+	}
 }
 
 // Limit is the highest rate at which a pod's token counters can plausibly grow (tokens/s), e.g. k times
