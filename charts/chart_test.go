@@ -1010,3 +1010,33 @@ func TestChartServiceMonitorToken(t *testing.T) {
 		t.Errorf("no ClusterRoleBinding gives ServiceAccount %q GET /metrics and nothing else", sa)
 	}
 }
+
+// The ServiceMonitor checks the adapter's certificate where the chart knows its CA, and takes the user's
+// tlsConfig where it does not (an issuer of theirs): it skipped the check with any issuer but the
+// chart's own, with nothing to set, so the scraper's token went to whichever server answered.
+func TestChartServiceMonitorTLS(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for _, tc := range []struct {
+		set  []string
+		want string
+	}{
+		{[]string{"monitoring.enabled=true"}, "map[insecureSkipVerify:true]"},
+		{[]string{"monitoring.enabled=true", "tls.mode=cert-manager"},
+			"map[ca:map[secret:map[key:ca.crt name:tokenscale-adapter-serving-cert]] serverName:tokenscale-adapter.tokenscale.svc]"},
+		{[]string{"monitoring.enabled=true", "tls.mode=cert-manager", "tls.certManager.issuerRef.name=corp-ca", "tls.certManager.issuerRef.kind=ClusterIssuer",
+			"monitoring.tlsConfig.ca.configMap.name=corp-ca", "monitoring.tlsConfig.ca.configMap.key=ca.crt", "monitoring.tlsConfig.serverName=tokenscale-adapter.tokenscale.svc"},
+			"map[ca:map[configMap:map[key:ca.crt name:corp-ca]] serverName:tokenscale-adapter.tokenscale.svc]"},
+	} {
+		objs := render(t, helm, tc.set...)
+		eps, _ := get(objs["ServiceMonitor/tokenscale/tokenscale-adapter"], "spec", "endpoints").([]any)
+		if len(eps) != 1 {
+			t.Fatalf("--set %v: ServiceMonitor endpoints %v, want one", tc.set, eps)
+		}
+		if got := fmt.Sprint(get(eps[0], "tlsConfig")); got != tc.want {
+			t.Errorf("--set %v: tlsConfig %s, want %s", tc.set, got, tc.want)
+		}
+	}
+}
