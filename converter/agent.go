@@ -466,6 +466,14 @@ func (a *Agent) resend(ctx context.Context, pod *corev1.Pod, now time.Time) (boo
 	if u.sent > maxResends {
 		return true, a.undo(ctx, pod, fmt.Errorf("pod %s: no answer to the switch to prefill, sent %d times", podRef(pod), maxResends+1))
 	}
+	// Each send is a conversion, checked as the first was: the engine came back from a restart (an OOM kill
+	// says the GPU had no room), an earlier agent's switch is completed, or a pod is leased again after a
+	// revert that got no answer. Sent unchecked, any of them put an engine in prefill beside a GPU without
+	// headroom, or a pod that does not produce KV. Refused, the engine is sent decode, the safe role for
+	// one whose role is unknown, and the refusal recorded as a recheck's is.
+	if ok, reason, detail := a.resendable(ctx, pod); !ok {
+		return true, a.revertLost(ctx, pod, now, refusal{reason: reason, detail: detail})
+	}
 	start := time.Now()
 	err := a.o.Actuator.Convert(ctx, pod)
 	if errors.Is(err, ErrNoAnswer) {
@@ -483,6 +491,23 @@ func (a *Agent) resend(ctx context.Context, pod *corev1.Pod, now time.Time) (boo
 	a.mu.Unlock()
 	klog.InfoS("Converted decoder to take prefill work; the engine answered the switch sent again", "pod", klog.KObj(pod), "actuator", a.o.Actuator.Name())
 	return true, nil
+}
+
+// resendable runs the checks of a conversion that hold for a switch sent again: the flip interval and
+// the owner's selector were checked when it was first sent (and a label actuator sends none again).
+func (a *Agent) resendable(ctx context.Context, pod *corev1.Pod) (ok bool, reason, detail string) {
+	if ok, reason, detail := producesKV(pod); !ok {
+		return false, reason, detail
+	}
+	return a.o.GPUs.Check(ctx, pod)
+}
+
+// producesKV checks that the pod declares itself a KV producer, without which none is converted.
+func producesKV(pod *corev1.Pod) (ok bool, reason, detail string) {
+	if pod.Annotations[protocol.AnnotationKVProducer] != "true" {
+		return false, protocol.ReasonNotKVProducer, "the pod does not declare " + protocol.AnnotationKVProducer + "=true"
+	}
+	return true, "", ""
 }
 
 // sameButLease reports whether b shows the pod as a did to a conversion's checks: on the same node, not
@@ -506,8 +531,8 @@ func sameButLease(a, b *corev1.Pod) bool {
 // verify runs a conversion's checks; when one fails, reason (a protocol.Reason* constant) and detail say
 // why.
 func (a *Agent) verify(ctx context.Context, pod *corev1.Pod, now time.Time) (ok bool, reason, detail string) {
-	if pod.Annotations[protocol.AnnotationKVProducer] != "true" {
-		return false, protocol.ReasonNotKVProducer, "the pod does not declare " + protocol.AnnotationKVProducer + "=true"
+	if ok, reason, detail := producesKV(pod); !ok {
+		return false, reason, detail
 	}
 	if at, ok := protocol.FlippedAt(pod); ok && protocol.Within(at, now, a.o.MinFlipInterval) {
 		return false, protocol.ReasonTooSoon, fmt.Sprintf("last flip %s ago, minimum %s", now.Sub(at).Round(time.Second), a.o.MinFlipInterval)
@@ -540,14 +565,21 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	a.mu.Lock()
 	r, pending := a.lost[podKey(pod)]
 	a.mu.Unlock()
-	reason, detail := r.reason, r.detail
 	if !pending {
 		var ok bool
-		ok, reason, detail = a.o.GPUs.Check(ctx, pod)
-		if ok || reason == protocol.ReasonBusy {
+		ok, r.reason, r.detail = a.o.GPUs.Check(ctx, pod)
+		if ok || r.reason == protocol.ReasonBusy {
 			return nil
 		}
 	}
+	return a.revertLost(ctx, pod, now, r)
+}
+
+// revertLost reverts a converted pod whose headroom is gone (r says why), and records the refusal so the
+// controller moves the lease; a revert that fails is tried again at the next recheck, whatever the
+// headroom then.
+func (a *Agent) revertLost(ctx context.Context, pod *corev1.Pod, now time.Time, r refusal) error {
+	reason, detail := r.reason, r.detail
 	a.forget(pod)
 	start := time.Now()
 	if err := a.o.Actuator.Revert(ctx, pod); err != nil {

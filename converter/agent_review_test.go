@@ -931,3 +931,57 @@ func TestAgentRestartDoesNotOverrideAPendingRevert(t *testing.T) {
 		t.Errorf("restart with a revert pending: status %q, roles asked %v; want only decode sent and the refusal recorded", s, asked()[before:])
 	}
 }
+
+// A switch sent again is checked as a first conversion is: an engine back from a restart (an OOM kill is
+// the GPU saying it had no room), or one an earlier agent recorded converted, is sent decode and refused
+// when the GPU lacks headroom or the pod declares no KV production. Both were sent prefill unchecked.
+func TestAgentChecksASwitchSentAgain(t *testing.T) {
+	ok := func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	}
+	t.Run("a restarted engine on a GPU without headroom", func(t *testing.T) {
+		a, client, clk, _, asked := sglangFixture(t, ok)
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil || strings.Join(asked(), ",") != "prefill" {
+			t.Fatalf("conversion: %v, roles asked %v", err, asked())
+		}
+		p := get(t, client, "d1")
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "sglang", RestartCount: 1}}
+		if _, err := client.CoreV1().Pods("ns").UpdateStatus(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		a.o.GPUs = &fixedGPUs{reason: protocol.ReasonMemoryShort, detail: "free 1 GiB"}
+		clk.Set(t0.Add(5 * time.Second))
+		lease(t, client, t0.Add(5*time.Second))
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]
+		if strings.Join(asked(), ",") != "prefill,decode" || !strings.HasPrefix(s, protocol.Refused(protocol.ReasonMemoryShort, "")) {
+			t.Errorf("after the restart: roles asked %v, status %q; want decode sent and the refusal recorded", asked(), s)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		gpus   *fixedGPUs
+		patch  string
+		reason string
+	}{
+		{"an earlier agent's conversion on a GPU without headroom", &fixedGPUs{reason: protocol.ReasonMemoryShort, detail: "free 1 GiB"}, "", protocol.ReasonMemoryShort},
+		{"an earlier agent's conversion of a pod that produces no KV", &fixedGPUs{ok: true}, fmt.Sprintf(`,%q:null`, protocol.AnnotationKVProducer), protocol.ReasonNotKVProducer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, client, clk, _, asked := sglangFixture(t, ok)
+			patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q%s}}}`, protocol.AnnotationStatus, protocol.StatusConverted, tc.patch))
+			a.o.GPUs = tc.gpus
+			clk.Set(t0.Add(time.Second))
+			lease(t, client, t0.Add(time.Second))
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+				t.Fatal(err)
+			}
+			s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]
+			if strings.Join(asked(), ",") != "decode" || !strings.HasPrefix(s, protocol.Refused(tc.reason, "")) {
+				t.Errorf("roles asked %v, status %q; want decode sent and %s recorded", asked(), s, tc.reason)
+			}
+		})
+	}
+}
