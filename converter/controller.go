@@ -237,7 +237,9 @@ func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) bool {
 	if p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted {
 		return false
 	}
-	if at, ok := protocol.StatusAt(p); ok && !at.Before(first.at) {
+	// A status written since the lease was granted is an answer; one stamped further ahead of now than
+	// clocks differ was written by no agent of this lease, and taken for one it hid the silence for good.
+	if at, ok := protocol.StatusAt(p); ok && !at.Before(first.at) && at.Sub(now) <= protocol.MaxClockSkew {
 		return false
 	}
 	if !c.silent[key] {

@@ -212,7 +212,11 @@ func TestControllerReportsUnansweredLeases(t *testing.T) {
 	// controller's lease, and is an answer all the same.
 	kept := decodePod("kept", map[string]string{protocol.AnnotationStatus: protocol.StatusConverted,
 		protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-time.Hour))})
-	client := fake.NewClientset(decodePod("quiet", nil), decodePod("answered", nil), kept)
+	// "ahead" carries a status stamped an hour ahead (written by hand, or by a clock far off): no agent of
+	// this lease wrote it, and taken for an answer it hid the silence for good.
+	ahead := decodePod("ahead", map[string]string{protocol.AnnotationStatus: protocol.StatusDecode,
+		protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(time.Hour))})
+	client := fake.NewClientset(decodePod("quiet", nil), decodePod("answered", nil), kept, ahead)
 	ctrl := NewController(client, ControllerOptions{Lease: 10 * time.Second, Now: clk.Now, Plan: PlanOptions{MaxFraction: 1, RefusalBackoff: time.Minute}})
 	step := func(names ...string) {
 		t.Helper()
@@ -229,7 +233,7 @@ func TestControllerReportsUnansweredLeases(t *testing.T) {
 		}
 	}
 	key := func(n string) types.NamespacedName { return types.NamespacedName{Namespace: "ns", Name: n} }
-	step("quiet", "answered", "kept")
+	step("quiet", "answered", "kept", "ahead")
 	// The agent of "answered" writes its status, as agents do within a round.
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:%q}}}`, protocol.AnnotationStatus, protocol.StatusConverted,
 		protocol.AnnotationStatusAt, protocol.FormatTime(clk.Now().Add(time.Second)))
@@ -245,14 +249,17 @@ func TestControllerReportsUnansweredLeases(t *testing.T) {
 	}
 	for s := 1; s <= 40; s++ {
 		clk.Set(t0.Add(time.Duration(s) * time.Second))
-		step("quiet", "answered", "kept")
+		step("quiet", "answered", "kept", "ahead")
 		if _, out := ctrl.unanswered[key("quiet")]; s < 30 && (out || !leasedNow("quiet")) {
 			t.Fatalf("reported or released at %d s, before three lease lengths", s)
 		}
 	}
-	if _, out := ctrl.unanswered[key("quiet")]; !out || leasedNow("quiet") {
-		t.Error("a lease unanswered for 40 s (4 leases) was not reported and released")
+	for _, n := range []string{"quiet", "ahead"} {
+		if _, out := ctrl.unanswered[key(n)]; !out || leasedNow(n) {
+			t.Errorf("%s: a lease unanswered for 40 s (4 leases) was not reported and released", n)
+		}
 	}
+	delete(ctrl.unanswered, key("ahead"))
 	if len(ctrl.unanswered) != 1 || !leasedNow("answered") || !leasedNow("kept") {
 		t.Error("a lease its agent answered was reported or released")
 	}
