@@ -43,11 +43,20 @@ type Server struct {
 	parse trigger.Options
 	// sees is Options.Sees (nil: the informer sees every pool).
 	sees func(namespace string, pool *config.Pool) bool
+	// wakeEvery is how often StreamIsActive sends active again while the trigger's pool has no pods.
+	wakeEvery time.Duration
 }
+
+// wakeEvery is how often an unanswered wake is pushed again: KEDA acts on each pushed activation once and
+// drops it on any error (the ScaledObject not in its cache, its metric names not yet in the status, a
+// conflict scaling from zero), and the pool at zero answers GetMetrics with an error, so its polls never
+// reach IsActive: one dropped push left the pool at zero under load until the load stopped and came back.
+// Each push costs KEDA a ScaledObject read and a scale request, and stops once a pod of the pool exists.
+const wakeEvery = 5 * time.Second
 
 // New returns a server over src; snapshots older than maxAge are stale.
 func New(src Source, maxAge time.Duration) *Server {
-	return &Server{src: src, maxAge: maxAge, now: time.Now, onPush: func() {}}
+	return &Server{src: src, maxAge: maxAge, now: time.Now, onPush: func() {}, wakeEvery: wakeEvery}
 }
 
 var _ externalscaler.ExternalScalerServer = (*Server)(nil)
@@ -210,8 +219,9 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 }
 
 // StreamIsActive (trigger type external-push) sends the activation state on every change, evaluated on
-// every new snapshot, so a burst is pushed within one scrape interval instead of on KEDA's next poll.
-// While the value is unknown nothing is sent (KEDA keeps its state). It ends with the stream's context, or
+// every new snapshot, so a burst is pushed within one scrape interval instead of on KEDA's next poll;
+// while the trigger's pool has no pods and the state is active, it is sent again every wakeEvery, until a
+// pod exists. While the value is unknown nothing is sent (KEDA keeps its state). It ends with the stream's context, or
 // cleanly (OK, which KEDA reads as io.EOF) when the scaler stops, so KEDA reconnects rather than holding
 // the stop up: KEDA retries after 2 s only on io.EOF, and doubles its wait up to a minute on any error,
 // so an error here would leave push triggers without a stream for longer after every rollout.
@@ -224,15 +234,21 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 	defer cancel()
 	ctx := stream.Context()
 	var last *bool
+	var sent time.Time
 	for {
-		a, err := s.active(s.src.Snapshot(), t)
-		if err == nil && (last == nil || *last != a) {
+		snap := s.src.Snapshot()
+		a, err := s.active(snap, t)
+		now := s.now()
+		// Sent again while nothing of the wake shows: no pod of the pool at all, Pending ones included.
+		again := err == nil && a && last != nil && *last && s.noPods(snap, t.Namespace, t.Pool) &&
+			(now.Sub(sent) >= s.wakeEvery || now.Before(sent))
+		if err == nil && (last == nil || *last != a || again) {
 			if err := stream.Send(&externalscaler.IsActiveResponse{Result: a}); err != nil {
 				return fmt.Errorf("pushing activation for %s: %w", t.Pool, err)
 			}
 			s.onPush()
-			klog.V(2).InfoS("Pushed activation", "trigger", t.String(), "active", a)
-			last = &a
+			klog.V(2).InfoS("Pushed activation", "trigger", t.String(), "active", a, "again", again)
+			last, sent = &a, now
 		} else if err != nil {
 			klog.V(3).InfoS("Activation unknown; nothing pushed", "trigger", t.String(), "err", err)
 		}

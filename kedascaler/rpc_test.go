@@ -419,3 +419,48 @@ func BenchmarkGetMetrics(b *testing.B) {
 		}
 	})
 }
+
+// A wake is pushed again every wakeEvery while the trigger's pool has no pods: KEDA acts on a pushed
+// activation once and drops it on any error, and the pool at zero answers its polls with an error before
+// IsActive, so one dropped push left the pool at zero under load. Once a pod of the pool exists (Pending
+// counts), nothing more is sent until the state changes.
+func TestStreamIsActivePushesAWakeAgain(t *testing.T) {
+	var clock atomic.Int64
+	t0 := time.Unix(1000, 0)
+	clock.Store(t0.UnixNano())
+	src := &source{}
+	srv := New(src, 3*time.Second)
+	srv.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	c, _ := dial(t, srv)
+	pk, dk := service.PoolKey{Namespace: "llm", Name: "prefill"}, service.PoolKey{Namespace: "llm", Name: "decode"}
+	publish := func(at time.Duration, prefillPods int, decodeArrival float64) {
+		clock.Store(t0.Add(at).UnixNano())
+		src.publish(&service.Snapshot{Time: t0.Add(at), ConfigPools: cfg.Pools, Matching: map[service.PoolKey]int{pk: prefillPods, dk: 1},
+			Pools: map[service.PoolKey]*service.PoolView{
+				dk: {Key: dk, Config: &cfg.Pools[1], Pods: []store.PodKey{{Namespace: "llm", Name: "d0"}}, Status: policy.PoolStatus{Arrival: decodeArrival}, Desired: 1, HasDesired: true},
+			}})
+	}
+	// A hang guard only: a message that never comes fails the test instead of holding it to go test's limit.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	publish(0, 0, 5000)
+	st, err := c.StreamIsActive(ctx, ref(map[string]string{"pool": "prefill", "activationPool": "decode", "activationThreshold": "0"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func(want bool, what string) {
+		t.Helper()
+		got, err := st.Recv()
+		if err != nil || got.Result != want {
+			t.Fatalf("%s: %v %v; want active %v", what, got, err, want)
+		}
+	}
+	recv(true, "the wake")
+	publish(time.Second, 0, 5000) // within wakeEvery: nothing
+	publish(wakeEvery+time.Second, 0, 5000)
+	recv(true, "the wake again, no pod of the pool after wakeEvery")
+	publish(wakeEvery+2*time.Second, 1, 5000)  // a pod exists (Pending): the wake was taken
+	publish(3*wakeEvery+2*time.Second, 1, 5000) // nothing more while it does
+	publish(3*wakeEvery+3*time.Second, 1, 0)
+	recv(false, "the load gone (a message sent in between would come first)")
+}
