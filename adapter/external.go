@@ -102,6 +102,14 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		if !sel.Matches(labels.Set(ls)) {
 			continue
 		}
+		if err := pool.NotCarried(get); err != nil {
+			// A number the pool's role lacks has no item, as it has no series on /metrics; a selector that
+			// names the pool asks for it, which is a mistake to say.
+			if named[pool.Key.Name] {
+				return nil, apierr.NewBadRequest(fmt.Sprintf("%s: %v", info.Metric, err))
+			}
+			continue
+		}
 		v, err := pool.Value(get)
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s: %v", info.Metric, err))
@@ -125,7 +133,7 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		if !config.RunsIn(snap.ConfigPools, p, namespace) {
 			continue
 		}
-		if _, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: p.Name}]; ok {
+		if _, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: p.Name}]; ok || !service.Carries(p.Role, get) {
 			continue
 		}
 		if (len(list.Items) == 0 || named[p.Name] || snap.Matching[service.PoolKey{Namespace: namespace, Name: p.Name}] > 0) && sel.Matches(labels.Set{LabelPool: p.Name, LabelRole: string(p.Role), LabelWorkload: p.Workload.Name}) {

@@ -10,6 +10,7 @@ import (
 
 	apierr "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/tokenscale/tokenscale/velocity/config"
@@ -164,5 +165,47 @@ func TestHugeSelectorsRefused(t *testing.T) {
 	ok, _ := labels.Parse("pool in (" + strings.Join(vals[:maxSelectorValues], ",") + ")")
 	if _, err := NewExternal(src).GetExternalMetric(context.Background(), "llm", ok, provider.ExternalMetricInfo{Metric: DesiredReplicas}); apierr.IsBadRequest(err) || !strings.Contains(err.Error(), "and 246 more") {
 		t.Errorf("%d values: %v; want the 404 for unknown pools, its list clipped", maxSelectorValues, err)
+	}
+}
+
+// A number a pool's role lacks (conversions on a prefill pool) is no item of the external metric, as it
+// has no series on /metrics, and a 400 where the selector names that pool; on the custom metrics API,
+// a 400 for the prefill workload. It was served as 0, which a trigger read as an idle pool.
+func TestNumbersARoleLacksAreNotZero(t *testing.T) {
+	src := fixture()
+	dk := service.PoolKey{Namespace: "llm", Name: "decode"}
+	decode := *src.snap.Pools[dk]
+	decode.Err, decode.Conversions = nil, 2
+	src.snap.Pools[dk] = &decode
+	e := NewExternal(src)
+	get := func(s string) (map[string]int64, error) {
+		t.Helper()
+		sel, err := labels.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := e.GetExternalMetric(context.Background(), "llm", sel, provider.ExternalMetricInfo{Metric: Conversions})
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]int64{}
+		for _, it := range list.Items {
+			out[it.MetricLabels[LabelPool]] = it.Value.Value()
+		}
+		return out, nil
+	}
+	if got, err := get(""); err != nil || fmt.Sprint(got) != "map[decode:2]" {
+		t.Errorf("every pool: %v, %v; want decode's 2 alone", got, err)
+	}
+	if got, err := get("pool=prefill"); status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "decode pool") {
+		t.Errorf("pool=prefill: %v, %v; want a 400 saying the decode pool carries it", got, err)
+	}
+	p := NewProvider(src, nil)
+	obj := types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}
+	if v, err := p.GetMetricByName(context.Background(), obj, info("deployments.apps", Conversions), labels.Everything()); status(err) != http.StatusBadRequest {
+		t.Errorf("conversions of the prefill workload: %v, %v; want a 400", v, err)
+	}
+	if v, err := p.GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "llama-decode"}, info("deployments.apps", Conversions), labels.Everything()); err != nil || v.Value.Value() != 2 {
+		t.Errorf("conversions of the decode workload: %v, %v; want 2", v, err)
 	}
 }

@@ -190,6 +190,9 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 			clip(name.Name), kind, ns, clip(name.Name), snap.PoolsIn(name.Namespace)))
 	}
 	v, err := pool.Value(get)
+	if errors.Is(err, service.ErrNotCarried) {
+		return nil, apierr.NewBadRequest(fmt.Sprintf("%s: %v", info.Metric, err))
+	}
 	if err != nil {
 		return nil, unavailable(fmt.Sprintf("%s: %v", info.Metric, err))
 	}

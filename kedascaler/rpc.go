@@ -5,6 +5,7 @@ package kedascaler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -88,10 +89,41 @@ func (s *Server) value(snap *service.Snapshot, namespace, pool string, m service
 		return 0, status.Errorf(codes.NotFound, "tokenscale: no pool %q with pods in namespace %q (pools there: %s)", pool, namespace, snap.PoolsIn(namespace))
 	}
 	x, err := v.Value(m)
+	if errors.Is(err, service.ErrNotCarried) {
+		return 0, status.Errorf(codes.InvalidArgument, "tokenscale: %v", err)
+	}
 	if err != nil {
 		return 0, status.Errorf(codes.Unavailable, "tokenscale: %v", err)
 	}
 	return x, nil
+}
+
+// mistake reports what no snapshot can serve in a trigger: an activationPool no config has in its
+// namespace, or a number its pool's role lacks (queued prompt tokens of a decode pool, conversions of a
+// prefill one). Each RPC checks it first: at zero the pool's own error is expected and was all KEDA saw,
+// so a typo'd activationPool never woke the pool and nothing named it, and a number the role lacks was
+// served as 0, holding the workload at its minimum.
+func (s *Server) mistake(snap *service.Snapshot, t trigger.Trigger) error {
+	if snap == nil {
+		return nil
+	}
+	if t.ActivationPool != t.Pool && snap.ConfiguredPool(t.Namespace, t.ActivationPool) == nil {
+		return status.Errorf(codes.NotFound, "tokenscale: activationPool %q: no pool of that name in namespace %q (pools there: %s)", t.ActivationPool, t.Namespace, snap.PoolsIn(t.Namespace))
+	}
+	for _, pm := range []struct {
+		pool string
+		m    service.PoolMetric
+	}{{t.Pool, t.Metric}, {t.ActivationPool, t.ActivationMetric}} {
+		p := snap.ConfiguredPool(t.Namespace, pm.pool)
+		if p == nil {
+			continue // the pool's own lookup says so
+		}
+		v := service.PoolView{Key: service.PoolKey{Namespace: t.Namespace, Name: pm.pool}, Config: p}
+		if err := v.NotCarried(pm.m); err != nil {
+			return status.Errorf(codes.InvalidArgument, "tokenscale: %v", err)
+		}
+	}
+	return nil
 }
 
 // active compares the activation value with the threshold at the resolution the value is served in
@@ -140,6 +172,9 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 		return nil, err
 	}
 	snap := s.src.Snapshot()
+	if err := s.mistake(snap, t); err != nil {
+		return nil, err
+	}
 	a, err := s.active(snap, t)
 	if err != nil {
 		if t.ActivationPool == t.Pool {
@@ -201,6 +236,9 @@ func (s *Server) GetMetrics(_ context.Context, req *externalscaler.GetMetricsReq
 		return nil, err
 	}
 	snap := s.src.Snapshot()
+	if err := s.mistake(snap, t); err != nil {
+		return nil, err
+	}
 	v, err := s.value(snap, t.Namespace, t.Pool, t.Metric)
 	if err != nil {
 		if !s.idleAtZero(snap, t) {
@@ -237,6 +275,9 @@ func (s *Server) StreamIsActive(ref *externalscaler.ScaledObjectRef, stream grpc
 	var sent time.Time
 	for {
 		snap := s.src.Snapshot()
+		if err := s.mistake(snap, t); err != nil {
+			return err // KEDA logs it and opens the stream again after its backoff
+		}
 		a, err := s.active(snap, t)
 		now := s.now()
 		// Sent again while nothing of the wake shows: no pod of the pool at all, Pending ones included.

@@ -459,8 +459,71 @@ func TestStreamIsActivePushesAWakeAgain(t *testing.T) {
 	publish(time.Second, 0, 5000) // within wakeEvery: nothing
 	publish(wakeEvery+time.Second, 0, 5000)
 	recv(true, "the wake again, no pod of the pool after wakeEvery")
-	publish(wakeEvery+2*time.Second, 1, 5000)  // a pod exists (Pending): the wake was taken
+	publish(wakeEvery+2*time.Second, 1, 5000)   // a pod exists (Pending): the wake was taken
 	publish(3*wakeEvery+2*time.Second, 1, 5000) // nothing more while it does
 	publish(3*wakeEvery+3*time.Second, 1, 0)
 	recv(false, "the load gone (a message sent in between would come first)")
+}
+
+// A trigger on a number its pool's role lacks (queued prompt tokens of a decode pool, conversions of a
+// prefill pool) is refused, with or without pods, naming the pool that carries it: it was served as 0,
+// which held the workload at its minimum with no error anywhere.
+func TestTriggerOnANumberTheRoleLacks(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := &source{}
+	c := clientAt(t, src, now)
+	src.publish(snapshot(now, 4000)) // prefill has a view; decode's value is unknown
+	for _, tc := range []struct {
+		md   map[string]string
+		want string
+	}{
+		{map[string]string{"pool": "decode", "metric": "queuedTokens", "target": "1000"}, "the prefill pool"},
+		{map[string]string{"pool": "prefill", "metric": "conversionsWanted", "target": "1"}, "the decode pool"},
+		{map[string]string{"pool": "prefill", "activationPool": "decode", "activationMetric": "queuedTokens"}, "the prefill pool"},
+	} {
+		_, err := c.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(tc.md)})
+		if _, aerr := c.IsActive(context.Background(), ref(tc.md)); err == nil {
+			err = aerr
+		}
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v; want InvalidArgument naming %s", tc.md, err, tc.want)
+		}
+	}
+	if m, err := c.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill", "metric": "queuedTokens", "target": "1000"})}); err != nil || len(m.MetricValues) != 1 {
+		t.Errorf("queued tokens of the prefill pool: %v, %v", m, err)
+	}
+}
+
+// An activationPool no config has is an error naming it on every RPC, the pool at zero or not: at zero
+// GetMetrics answered only the pool's own NotFound (expected there), KEDA never reached IsActive, and the
+// stream logged at -v=3 and pushed nothing, so the workload never woke and nothing named the typo.
+func TestTypoedActivationPoolAtZero(t *testing.T) {
+	now := time.Unix(1000, 0)
+	src := &source{}
+	srv := New(src, 3*time.Second)
+	srv.now = func() time.Time { return now }
+	c, _ := dial(t, srv)
+	dk := service.PoolKey{Namespace: "llm", Name: "decode"}
+	src.publish(&service.Snapshot{Time: now, ConfigPools: cfg.Pools, Matching: map[service.PoolKey]int{dk: 1},
+		Pools: map[service.PoolKey]*service.PoolView{
+			dk: {Key: dk, Config: &cfg.Pools[1], Pods: []store.PodKey{{Namespace: "llm", Name: "d0"}}, Status: policy.PoolStatus{Arrival: 5000}, Desired: 1, HasDesired: true},
+		}})
+	typo := ref(map[string]string{"pool": "prefill", "activationPool": "decod"})
+	check := func(rpc string, err error) {
+		t.Helper()
+		if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), `activationPool "decod"`) {
+			t.Errorf("%s: %v; want NotFound naming the activation pool", rpc, err)
+		}
+	}
+	_, err := c.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: typo})
+	check("GetMetrics", err)
+	_, err = c.IsActive(context.Background(), typo)
+	check("IsActive", err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard only
+	defer cancel()
+	st, err := c.StreamIsActive(ctx, typo)
+	if err == nil {
+		_, err = st.Recv()
+	}
+	check("StreamIsActive", err)
 }

@@ -91,20 +91,15 @@ var poolGauges = []struct {
 	metric service.PoolMetric
 	name   string
 	help   string
-	// on says which roles have the number (nil: every role).
-	on func(config.Role) bool
 }{
-	{service.Arrival, "arrival_tokens_per_second", "Arrival token velocity λ of the pool (tokens/s).", nil},
-	{service.Capacity, "capacity_tokens_per_second", "Capacity N·V of the pool's Ready pods (tokens/s).", nil},
-	{service.Utilisation, "utilisation", "Utilisation ρ = λ / (N·V).", nil},
-	{service.Backpressure, "predicted_backpressure", "Predicted backpressure; >= 1 means a TTFT breach is predicted within the horizon.", nil},
-	{service.Queued, "queued_tokens", "Prompt tokens queued in the pool (prefill and both-roles pools).", notDecode},
-	{service.Desired, "desired_replicas", "Replicas the policy wants for the pool.", nil},
-	{service.Conversions, "conversions_wanted", "Decoders the policy wants to take prefill work (on decode pools).", isDecode},
+	{service.Arrival, "arrival_tokens_per_second", "Arrival token velocity λ of the pool (tokens/s)."},
+	{service.Capacity, "capacity_tokens_per_second", "Capacity N·V of the pool's Ready pods (tokens/s)."},
+	{service.Utilisation, "utilisation", "Utilisation ρ = λ / (N·V)."},
+	{service.Backpressure, "predicted_backpressure", "Predicted backpressure; >= 1 means a TTFT breach is predicted within the horizon."},
+	{service.Queued, "queued_tokens", "Prompt tokens queued in the pool (prefill and both-roles pools)."},
+	{service.Desired, "desired_replicas", "Replicas the policy wants for the pool."},
+	{service.Conversions, "conversions_wanted", "Decoders the policy wants to take prefill work (on decode pools)."},
 }
-
-func isDecode(r config.Role) bool  { return r == config.RoleDecode }
-func notDecode(r config.Role) bool { return r != config.RoleDecode }
 
 // Pools exports the newest snapshot's pool numbers at every scrape of /metrics. A value that is unknown
 // has no series (never a 0); tokenscale_pool_value_unknown says which and the adapter's 503 says why.
@@ -177,7 +172,7 @@ func (p *Pools) collectPool(ch chan<- metrics.Metric, k service.PoolKey, role co
 		ch <- metrics.NewLazyConstMetric(p.ready, metrics.GaugeValue, float64(ready), lv...)
 	}
 	for i, g := range poolGauges {
-		if g.on != nil && !g.on(role) {
+		if !service.Carries(role, g.metric) {
 			// A number the role does not have (a decode pool's queued prompt tokens) is no series, not unknown.
 			continue
 		}

@@ -37,9 +37,40 @@ const MaxValue = 1e15
 // ErrUnknown wraps every reason a pool value is not known now.
 var ErrUnknown = errors.New("value unknown")
 
+// ErrNotCarried is a number the pool's role does not have: queued prompt tokens on a decode pool,
+// conversions on a prefill or both pool. Served as 0 it read as an idle pool to any trigger on it.
+var ErrNotCarried = errors.New("not a number of this pool's role")
+
+// Carries reports whether a pool of role r has the number m: queued prompt tokens are prefill work, and
+// conversions are decided for decode pools.
+func Carries(r config.Role, m PoolMetric) bool {
+	switch m {
+	case Queued:
+		return r != config.RoleDecode
+	case Conversions:
+		return r == config.RoleDecode
+	}
+	return true
+}
+
+// NotCarried returns an error wrapping ErrNotCarried when the pool's role lacks m, else nil.
+func (v *PoolView) NotCarried(m PoolMetric) error {
+	if v.Config == nil || Carries(v.Config.Role, m) {
+		return nil
+	}
+	where := "the prefill pool"
+	if m == Conversions {
+		where = "the decode pool"
+	}
+	return fmt.Errorf("%s of pool %s: %w (a %s pool): read it on %s of the group", m, v.Key, ErrNotCarried, v.Config.Role, where)
+}
+
 // Value returns one of the pool's numbers, or why it is unknown. It never returns NaN, Inf or a
 // negative number.
 func (v *PoolView) Value(m PoolMetric) (float64, error) {
+	if err := v.NotCarried(m); err != nil {
+		return 0, err
+	}
 	var x float64
 	known := v.Err == nil
 	switch m {
