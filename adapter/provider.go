@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/custom-metrics-apiserver/pkg/provider"
 
 	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/service"
 	"github.com/tokenscale/tokenscale/velocity/store"
 )
@@ -81,9 +82,40 @@ func snapshot(src Source, maxAge time.Duration) (*service.Snapshot, error) {
 }
 
 func observe(o RequestObserver, api, target string, start time.Time, err *error) {
+	*err = bound(*err)
 	if o != nil {
 		o.ObserveRequest(api, target, time.Since(start), *err)
 	}
+}
+
+// maxMessage bounds an error's message, and maxDetail each name in its details.
+const (
+	maxMessage = 1000
+	maxDetail  = 256
+)
+
+// bound makes an error safe to print and short, whatever the request's names held: control bytes written
+// as \xNN (kubectl get --raw prints the message to a terminal, and a namespace or metric name in the
+// path can carry escape sequences) and the message cut to maxMessage bytes, the names in its details to
+// maxDetail. Each error site clips what it writes; quoting then made a byte four, and some sites wrote a
+// name twice, so a message reached 1.7 KB.
+func bound(err error) error {
+	var se *apierr.StatusError
+	if !errors.As(err, &se) {
+		if err == nil {
+			return nil
+		}
+		return errors.New(engine.PrintableWithin(err.Error(), maxMessage))
+	}
+	st := se.ErrStatus
+	st.Message = engine.PrintableWithin(st.Message, maxMessage)
+	if st.Details != nil {
+		d := *st.Details
+		d.Name, d.Group, d.Kind = engine.PrintableWithin(d.Name, maxDetail), engine.PrintableWithin(d.Group, maxDetail), engine.PrintableWithin(d.Kind, maxDetail)
+		d.Causes = nil
+		st.Details = &d
+	}
+	return &apierr.StatusError{ErrStatus: st}
 }
 
 var (
@@ -123,17 +155,17 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		target = "pods"
 	}
 	defer observe(p.obs, "custom", target, time.Now(), &err)
+	if err := p.served(info); err != nil {
+		return nil, err
+	}
 	if err := noMetricSelector(info, metricSelector); err != nil {
 		return nil, err
 	}
-	if name.Namespace == "" && (info.GroupResource == podsGR || kindFor(info.GroupResource) != "") {
+	if name.Namespace == "" {
 		return nil, rootScoped(info)
 	}
 	if info.GroupResource == podsGR {
-		get, ok := podMetrics[info.Metric]
-		if !ok {
-			return nil, p.unknownMetric(info)
-		}
+		get := podMetrics[info.Metric]
 		key := store.PodKey{Namespace: name.Namespace, Name: name.Name}
 		snap, err := snapshot(p.src, p.maxAge)
 		if err != nil {
@@ -158,18 +190,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		mv := podMetricValue(key, info.Metric, q, v.Time, &window)
 		return &mv, nil
 	}
-	get, ok := poolMetrics[info.Metric]
-	kind := kindFor(info.GroupResource)
-	if !ok {
-		return nil, p.unknownMetric(info)
-	}
-	if kind == "" {
-		// The metric exists; the resource is what tokenscale does not serve (deployments without .apps,
-		// a custom scale target): say so, not that the metric is unknown.
-		gr := clipGR(info.GroupResource)
-		return nil, apierr.NewNotFound(gr, fmt.Sprintf("%s: tokenscale serves workload metrics on %s, not on %s (write the resource with its group, e.g. deployments.apps)",
-			info.Metric, strings.Join(p.workloadResources(), ", "), gr))
-	}
+	get, kind := poolMetrics[info.Metric], kindFor(info.GroupResource)
 	snap, err := snapshot(p.src, p.maxAge)
 	if err != nil {
 		return nil, err
@@ -209,6 +230,29 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	}, nil
 }
 
+// served is the 404 for a metric tokenscale does not serve on the request's resource: a name it serves
+// on no resource, a pods metric asked of a workload (or the reverse), or a workload metric on a resource
+// it does not serve (deployments without .apps, a custom scale target), which says so rather than that
+// the metric is unknown. Checked before anything about the request's shape (its namespace, a selector),
+// whose 400s would otherwise give advice for a metric that does not exist there.
+func (p *Provider) served(info provider.CustomMetricInfo) error {
+	if info.GroupResource == podsGR {
+		if _, ok := podMetrics[info.Metric]; !ok {
+			return p.unknownMetric(info)
+		}
+		return nil
+	}
+	if _, ok := poolMetrics[info.Metric]; !ok {
+		return p.unknownMetric(info)
+	}
+	if kindFor(info.GroupResource) == "" {
+		gr := clipGR(info.GroupResource)
+		return apierr.NewNotFound(gr, fmt.Sprintf("%s: tokenscale serves workload metrics on %s, not on %s (write the resource with its group, e.g. deployments.apps)",
+			info.Metric, strings.Join(p.workloadResources(), ", "), gr))
+	}
+	return nil
+}
+
 // rootScoped is the 400 for a path without a namespace (/apis/custom.metrics.k8s.io/v1beta2/pods/*/...):
 // no pool lives outside a namespace, and a 503 or 404 for it read as a value coming back later or absent.
 func rootScoped(info provider.CustomMetricInfo) error {
@@ -230,6 +274,9 @@ func noMetricSelector(info provider.CustomMetricInfo, sel labels.Selector) error
 // Pods whose value is unknown are left out; when none is known the request fails with the reason.
 func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, selector labels.Selector, info provider.CustomMetricInfo, metricSelector labels.Selector) (_ *custom_metrics.MetricValueList, err error) {
 	defer observe(p.obs, "custom", "pods", time.Now(), &err)
+	if err := p.served(info); err != nil {
+		return nil, err
+	}
 	if err := noMetricSelector(info, metricSelector); err != nil {
 		return nil, err
 	}
@@ -239,10 +286,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	if namespace == "" {
 		return nil, rootScoped(info)
 	}
-	get, ok := podMetrics[info.Metric]
-	if !ok {
-		return nil, p.unknownMetric(info)
-	}
+	get := podMetrics[info.Metric]
 	if err := boundedSelector(selector); err != nil {
 		return nil, err
 	}

@@ -375,7 +375,8 @@ func TestPoolOfStartingPodsSaysItsCount(t *testing.T) {
 // name of 100 KiB were echoed whole.
 func TestErrorsStayShort(t *testing.T) {
 	const limit = 1024
-	long := strings.Repeat("m", 100<<10)
+	var long string // set below to each of texts: the calls read it when made
+	texts := []string{strings.Repeat("m", 100<<10), strings.Repeat("\x01", 100<<10), strings.Repeat("\x1b]0;x\x07\"", 10<<10)}
 	odd := strings.Repeat("\x01", 100<<10) // quoted, each byte is written as four
 	var reqs []string
 	for i := range 10000 {
@@ -402,8 +403,8 @@ func TestErrorsStayShort(t *testing.T) {
 	ctx := context.Background()
 	p := NewProvider(fixture(), func() bool { return true })
 	e := NewExternal(fixture())
-	gr := schema.GroupResource{Group: long, Resource: long}
-	for name, call := range map[string]func() error{
+	var gr schema.GroupResource
+	calls := map[string]func() error{
 		"unknown pods metric": func() error {
 			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "p1"}, provider.CustomMetricInfo{GroupResource: podsGR, Namespaced: true, Metric: long}, labels.Everything())
 			return err
@@ -472,14 +473,25 @@ func TestErrorsStayShort(t *testing.T) {
 			_, err := e.GetExternalMetric(ctx, odd, labels.SelectorFromSet(labels.Set{LabelRole: "embed"}), provider.ExternalMetricInfo{Metric: DesiredReplicas})
 			return err
 		},
-	} {
-		err := call()
-		if err == nil {
-			t.Errorf("%s: no error", name)
-			continue
-		}
-		if n := len(err.Error()); n >= limit {
-			t.Errorf("%s: a %d-byte error, want under %d: %.300s...", name, n, limit, err)
+	}
+	for i, text := range texts {
+		long, gr = text, schema.GroupResource{Group: text, Resource: text}
+		for name, call := range calls {
+			err := call()
+			if err == nil {
+				t.Errorf("%s: no error", name)
+				continue
+			}
+			if n := len(err.Error()); n >= limit {
+				t.Errorf("%s, names of text %d: a %d-byte error, want under %d: %.300q...", name, i, n, limit, err)
+			}
+			if strings.ContainsAny(err.Error(), "\x01\x07\x1b") {
+				t.Errorf("%s, names of text %d: a control byte reached the message: %.300q", name, i, err)
+			}
+			var se *apierr.StatusError
+			if errors.As(err, &se) && se.ErrStatus.Details != nil && len(se.ErrStatus.Details.Name) > 300 {
+				t.Errorf("%s, names of text %d: details name of %d bytes", name, i, len(se.ErrStatus.Details.Name))
+			}
 		}
 	}
 }
@@ -516,5 +528,54 @@ func TestPodsSelectorMatchesPoolLabels(t *testing.T) {
 	sel, _ = labels.Parse("llm-d.ai/role=prefill-decode")
 	if _, err := p.GetMetricBySelector(ctx, "llm", sel, info("pods", DecodeVelocity), labels.Everything()); !apierr.IsNotFound(err) {
 		t.Errorf("the converted decoder by its current label: %v; want a 404, as documented", err)
+	}
+}
+
+// A metric tokenscale does not serve on the request's resource is a 404 whatever the request's shape (a
+// selector, no namespace): the shape's 400s came first and gave advice for a metric that does not exist
+// there ("no_such_metric is served per workload object"). Only a workload metric asked by selector of a
+// served workload resource is the 400.
+func TestUnservedMetricsAre404WhateverTheShape(t *testing.T) {
+	p := NewProvider(fixture(), nil)
+	ctx := context.Background()
+	deploy := schema.GroupResource{Group: "apps", Resource: "deployments"}
+	sel := labels.SelectorFromSet(labels.Set{"a": "b"})
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want int32
+	}{
+		{"unknown metric by selector on deployments.apps", func() error {
+			_, err := p.GetMetricBySelector(ctx, "llm", labels.Everything(), provider.CustomMetricInfo{GroupResource: deploy, Namespaced: true, Metric: "no_such_metric"}, labels.Everything())
+			return err
+		}, http.StatusNotFound},
+		{"workload metric by selector on deployments without .apps", func() error {
+			_, err := p.GetMetricBySelector(ctx, "llm", labels.Everything(), provider.CustomMetricInfo{GroupResource: schema.GroupResource{Resource: "deployments"}, Namespaced: true, Metric: DesiredReplicas}, labels.Everything())
+			return err
+		}, http.StatusNotFound},
+		{"pods metric by selector on deployments.apps", func() error {
+			_, err := p.GetMetricBySelector(ctx, "llm", labels.Everything(), provider.CustomMetricInfo{GroupResource: deploy, Namespaced: true, Metric: PrefillVelocity}, labels.Everything())
+			return err
+		}, http.StatusNotFound},
+		{"unknown pods metric without a namespace", func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Name: "x"}, provider.CustomMetricInfo{GroupResource: podsGR, Metric: "bogus"}, labels.Everything())
+			return err
+		}, http.StatusNotFound},
+		{"unknown metric with a metric selector", func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "p1"}, provider.CustomMetricInfo{GroupResource: podsGR, Namespaced: true, Metric: "bogus"}, sel)
+			return err
+		}, http.StatusNotFound},
+		{"workload metric by selector on deployments.apps", func() error {
+			_, err := p.GetMetricBySelector(ctx, "llm", labels.Everything(), info("deployments.apps", DesiredReplicas), labels.Everything())
+			return err
+		}, http.StatusBadRequest},
+		{"pods metric without a namespace", func() error {
+			_, err := p.GetMetricByName(ctx, types.NamespacedName{Name: "x"}, provider.CustomMetricInfo{GroupResource: podsGR, Metric: PrefillVelocity}, labels.Everything())
+			return err
+		}, http.StatusBadRequest},
+	} {
+		if err := tc.call(); status(err) != tc.want {
+			t.Errorf("%s: %v; want %d", tc.name, err, tc.want)
+		}
 	}
 }

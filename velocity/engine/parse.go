@@ -58,14 +58,17 @@ const maxErrorText = 512
 // Printable returns s with control characters (C0, DEL and C1) written as \xNN and invalid UTF-8
 // replaced, cut on a character boundary to at most maxErrorText bytes and a mark saying so: for text from
 // outside in errors, the parser's and the CLI's (a fetch error can hold a certificate's names).
-func Printable(s string) string {
+func Printable(s string) string { return PrintableWithin(s, maxErrorText) }
+
+// PrintableWithin is Printable cut to at most max bytes and the mark.
+func PrintableWithin(s string, max int) string {
 	var b strings.Builder
 	for _, r := range s { // an invalid byte comes as U+FFFD
 		c := string(r)
 		if r < 0x20 || r >= 0x7f && r <= 0x9f {
 			c = fmt.Sprintf("\\x%02x", r)
 		}
-		if b.Len()+len(c) > maxErrorText {
+		if b.Len()+len(c) > max {
 			b.WriteString(truncated)
 			break
 		}
