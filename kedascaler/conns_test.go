@@ -247,3 +247,38 @@ func TestStreamMetricSpecIsNotCappedAsAStream(t *testing.T) {
 		t.Errorf("a second StreamIsActive with one slot: %v; want ResourceExhausted", err)
 	}
 }
+
+// Connections past --max-connections wait to be accepted until one closes: a client that connects and
+// sends nothing held its connection (about 100 KB) for good, keepalive pings being answered by the
+// HTTP/2 stack itself, so enough of them ran the scaler out of memory. Here the one slot is held by a
+// bare TCP connection; KEDA's call waits for it, then is served once it closes.
+func TestServeCapsConnections(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	target := serveForTest(t, src, Options{MaxConnections: 1})
+	idle, err := net.Dial("tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := externalscaler.NewExternalScalerClient(conn)
+	req := &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill"})}
+	// While the slot is held the call cannot be served: the wait only bounds the test, a slow machine
+	// cannot make the call pass.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	_, err = c.GetMetrics(ctx, req)
+	cancel()
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a call while the one connection slot is held: %v; want it to wait (DeadlineExceeded)", err)
+	}
+	idle.Close()
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute) // a hang guard
+	defer cancel()
+	if _, err := c.GetMetrics(ctx, req, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("the call once the slot is free: %v", err)
+	}
+}

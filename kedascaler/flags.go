@@ -16,6 +16,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MetricsAddress, "metrics-address", "127.0.0.1:8080", "address of the plain-HTTP /metrics and /healthz endpoint, unauthenticated, so loopback by default (empty: off)")
 	fs.StringVar(&o.ProbeAddress, "probe-address", "", "address of a plain-HTTP /healthz only, for the kubelet's probes (empty: off)")
 	fs.IntVar(&o.MaxStreams, "max-streams", DefaultMaxStreams, fmt.Sprintf("most concurrent server streams (StreamIsActive and health Watch together); more are refused with ResourceExhausted, as are calls of any kind past this plus %d (negative: no cap on either)", CallRoom))
+	fs.IntVar(&o.MaxConnections, "max-connections", DefaultMaxConnections, "most connections served at once; one past it waits to be accepted until another closes (negative: no cap)")
+	fs.DurationVar(&o.MaxConnectionIdle, "max-connection-idle", DefaultMaxConnectionIdle, "close a connection that has had no call open for this long (its client reconnects when it next calls)")
 	fs.DurationVar(&o.KeepaliveTime, "keepalive-time", 30*time.Second, "ping a client after this long without activity on its connection")
 	fs.DurationVar(&o.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose client does not answer a ping within this long (reaps silent clients' streams)")
 	fs.StringVar(&o.TLS.CertFile, "tls-cert-file", "", "serving certificate (PEM); with --tls-private-key-file enables TLS")
@@ -42,6 +44,12 @@ func (o *Options) Validate() []error {
 	}
 	if o.MaxStreams == 0 {
 		errs = append(errs, errors.New("--max-streams 0 would refuse every stream: give a positive cap, or a negative number for none"))
+	}
+	if o.MaxConnections == 0 {
+		errs = append(errs, errors.New("--max-connections 0 would accept no connection: give a positive cap, or a negative number for none"))
+	}
+	if o.MaxConnectionIdle <= 0 {
+		errs = append(errs, fmt.Errorf("--max-connection-idle %s must be positive", o.MaxConnectionIdle))
 	}
 	return errs
 }

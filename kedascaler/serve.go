@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -173,6 +174,13 @@ type Options struct {
 	// DefaultMaxStreams, < 0: no cap); past it a new stream is refused with ResourceExhausted. Every call
 	// together, unary ones included, is capped at MaxStreams + CallRoom, on all connections and on each.
 	MaxStreams int
+	// MaxConnections caps the connections served at once (0: DefaultMaxConnections, < 0: no cap); one
+	// past it waits to be accepted until another closes. MaxConnectionIdle closes (GOAWAY) a connection
+	// that has had no call open for that long (0: DefaultMaxConnectionIdle): keepalive pings, which the
+	// HTTP/2 stack answers by itself, never reaped a client that connected and sent nothing, and each such
+	// connection holds about 100 KB of buffers and three goroutines.
+	MaxConnections    int
+	MaxConnectionIdle time.Duration
 	// ShutdownGrace is how long a stopping scaler lets calls finish before it closes every connection
 	// (default DefaultShutdownGrace).
 	ShutdownGrace time.Duration
@@ -201,6 +209,15 @@ type Options struct {
 // DefaultMaxStreams is the default cap on concurrent streams: one per external-push trigger per KEDA
 // operator replica, with room to spare.
 const DefaultMaxStreams = 1000
+
+// DefaultMaxConnections is the default cap on connections: KEDA opens one per scaler address and TLS
+// setting per operator replica, so 512 leaves room for many, and bounds what idle clients can hold to
+// about 50 MB. DefaultMaxConnectionIdle is far above KEDA's polling interval (30 s by default) and its
+// push streams keep their connection busy.
+const (
+	DefaultMaxConnections    = 512
+	DefaultMaxConnectionIdle = 5 * time.Minute
+)
 
 // MaxRecvMsgSize bounds the memory one request takes (gRPC's default is 4 MiB): KEDA's largest, a
 // ScaledObjectRef with the most metadata trigger.Parse accepts, is under 8 KiB; past the bound a request is
@@ -264,11 +281,17 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if o.handshakeTimeout <= 0 {
 		o.handshakeTimeout = HandshakeTimeout
 	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxConnectionIdle <= 0 {
+		o.MaxConnectionIdle = DefaultMaxConnectionIdle
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize), grpc.MaxHeaderListSize(MaxHeaderListSize), grpc.ConnectionTimeout(o.handshakeTimeout),
 		// The cap goes first, so a refused stream is not counted open.
 		grpc.ChainUnaryInterceptor(m.unary), grpc.ChainStreamInterceptor(o.limit.intercept, m.stream),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout, MaxConnectionIdle: o.MaxConnectionIdle}),
 		// Clients may ping as often as every 10 s, also between calls: more often is abuse (GOAWAY).
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
@@ -300,6 +323,9 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.GRPCAddress, err)
 	}
+	if o.MaxConnections > 0 {
+		lis = netutil.LimitListener(lis, o.MaxConnections)
+	}
 	if err := selfmetrics.Serve(ctx, o.MetricsAddress, "metrics", true, srv.fresh); err != nil {
 		_ = lis.Close()
 		return err
@@ -327,7 +353,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 		klog.InfoS("WARNING: serving the KEDA external scaler without TLS; any client that reaches the port reads pool numbers (set --tls-cert-file and --tls-private-key-file)")
 	}
 	klog.InfoS("Serving the KEDA external scaler", "grpc", lis.Addr().String(), "tls", creds != nil, "clientCerts", o.TLS.ClientCAFile != "", "allowCrossNamespace", o.AllowCrossNamespace,
-		"maxStreams", o.MaxStreams, "maxCalls", maxCalls, "metrics", o.MetricsAddress, "probe", o.ProbeAddress)
+		"maxStreams", o.MaxStreams, "maxCalls", maxCalls, "maxConnections", o.MaxConnections, "maxConnectionIdle", o.MaxConnectionIdle, "metrics", o.MetricsAddress, "probe", o.ProbeAddress)
 	return g.Serve(lis)
 }
 
