@@ -81,6 +81,9 @@ type Agent struct {
 	// restarts is each converted pod's container restart count when the agent last saw it: an SGLang
 	// engine's role lives in its process, so a container that restarted decodes only, whatever the status.
 	restarts map[types.NamespacedName]int32
+	// offline holds the pods reverted from the cached copy while the API server could not be read, whose
+	// status is not written yet: the revert is not sent again until the API answers.
+	offline map[types.NamespacedName]bool
 	// started is when this agent started: a converted status written before it was written by an earlier
 	// agent, whose answers, and re-sends, this one does not know.
 	started time.Time
@@ -122,7 +125,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 		o.Recheck = 30 * time.Second
 	}
 	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{},
-		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, started: o.Now()}
+		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]bool{}, started: o.Now()}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -252,8 +255,9 @@ func (a *Agent) revertEnded(ctx context.Context, pod *corev1.Pod, now time.Time)
 	if fresh == nil {
 		if err == nil {
 			a.forget(pod) // gone, being deleted or moved
+			return nil
 		}
-		return err
+		return a.revertOffline(ctx, pod, err)
 	}
 	if want, ours := a.judge(fresh, now); want || !ours {
 		return nil // changed since the cached copy (leased again, say): its own event reconciles it
@@ -267,6 +271,32 @@ func (a *Agent) revertEnded(ctx context.Context, pod *corev1.Pod, now time.Time)
 		return nil
 	}
 	return a.revert(ctx, fresh)
+}
+
+// revertOffline reverts, from the cached copy, a pod whose lease ended while the API server cannot be
+// read (a partition, GETs failing), when the actuator needs only the engine (SGLang): the lease's end asks
+// for decode, and waiting for the API left the engine prefilling, its headroom unchecked, for the whole
+// outage. The status is written once the API answers (the next pass reverts the pod read fresh, which the
+// engine answers as already done). A label actuator's revert is an API write, so it waits for the API.
+func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr error) error {
+	if _, label := a.o.Actuator.(relabeler); label {
+		return readErr
+	}
+	key := podKey(pod)
+	a.mu.Lock()
+	done := a.offline[key]
+	a.mu.Unlock()
+	if done {
+		return readErr
+	}
+	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
+		return fmt.Errorf("%w; reverting it from the cached copy: %w", readErr, err)
+	}
+	a.mu.Lock()
+	a.offline[key] = true
+	a.mu.Unlock()
+	klog.InfoS("Lease ended while the API server cannot be read; converted decoder sent back to decode from the cached copy, its status to be written when the API answers", "pod", klog.KObj(pod), "err", readErr)
+	return readErr
 }
 
 // revert flips a pod this agent converted, read fresh, back to decode and records it.
@@ -548,6 +578,16 @@ func (a *Agent) verify(ctx context.Context, pod *corev1.Pod, now time.Time) (ok 
 // an agent restart) starts its interval then, or once its engine answers the switch sent again
 // (noteUnknownRole).
 func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) error {
+	a.mu.Lock()
+	if key := podKey(pod); a.offline[key] {
+		// Reverted from the cached copy while the API could not be read, and leased again since: its engine
+		// decodes, so the switch to prefill is sent again, checked as a new conversion is (resend).
+		delete(a.offline, key)
+		if _, pending := a.unanswered[key]; !pending {
+			a.unanswered[key] = unanswered{}
+		}
+	}
+	a.mu.Unlock()
 	a.noteUnknownRole(pod)
 	if had, err := a.resend(ctx, pod, now); had {
 		return err
@@ -621,6 +661,7 @@ func (a *Agent) forget(pod *corev1.Pod) {
 	delete(a.unanswered, podKey(pod))
 	delete(a.lost, podKey(pod))
 	delete(a.restarts, podKey(pod))
+	delete(a.offline, podKey(pod))
 	a.mu.Unlock()
 }
 

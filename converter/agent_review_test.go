@@ -985,3 +985,46 @@ func TestAgentChecksASwitchSentAgain(t *testing.T) {
 		})
 	}
 }
+
+// A lease that ends while the API server cannot be read still sends an SGLang engine decode, from the
+// cached copy, once: the agent waited for the API, leaving the engine prefilling with its headroom
+// unchecked for the whole outage. The status is written when the API answers; a pod leased again
+// meanwhile is sent prefill again, checked as a new conversion is.
+func TestAgentRevertsAnEndedLeaseWithoutTheAPI(t *testing.T) {
+	ok := func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	}
+	for _, leasedAgain := range []bool{false, true} {
+		a, client, clk, _, asked := sglangFixture(t, ok)
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		cached := get(t, client, "d1")
+		client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, errors.New("connection refused")
+		})
+		clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
+		for range 3 {
+			if err := a.Reconcile(context.Background(), cached); err == nil || !strings.Contains(err.Error(), "connection refused") {
+				t.Fatalf("a pass without the API: %v; want the read error", err)
+			}
+		}
+		if got := strings.Join(asked(), ","); got != "prefill,decode" {
+			t.Fatalf("leased again %v: roles asked %v without the API; want decode sent once", leasedAgain, got)
+		}
+		client.ReactionChain = client.ReactionChain[1:] // the API answers again
+		if leasedAgain {
+			lease(t, client, t0.Add(2*time.Minute))
+		}
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		want, status := "prefill,decode,decode", protocol.StatusDecode
+		if leasedAgain {
+			want, status = "prefill,decode,prefill", protocol.StatusConverted
+		}
+		if got, s := strings.Join(asked(), ","), get(t, client, "d1").Annotations[protocol.AnnotationStatus]; got != want || s != status {
+			t.Errorf("leased again %v, the API back: roles asked %v, status %q; want %s and %q", leasedAgain, got, s, want, status)
+		}
+	}
+}
