@@ -511,3 +511,39 @@ func TestServeCapsWatchStreams(t *testing.T) {
 		t.Fatalf("%d streams counted open, want 2 (a refused one is not open)", n)
 	}
 }
+
+// Files that fail to load (a key that does not match the certificate, a rotation caught half-written)
+// are loaded again only once one of them changes: every handshake, an unauthenticated client's too,
+// re-read and re-parsed them under the lock that serialises handshakes.
+func TestBrokenTLSFilesAreNotReloadedOnEveryHandshake(t *testing.T) {
+	dir := t.TempDir()
+	_, crt, key, _, _ := pki(t, dir)
+	r := &tlsFiles{TLS: TLS{CertFile: crt, KeyFile: key}}
+	first, err := r.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, otherKey, _, _ := pki(t, t.TempDir())
+	b, err := os.ReadFile(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, append(b, '\n'), 0o600); err != nil { // another size: a new stamp
+		t.Fatal(err)
+	}
+	for range 5 {
+		if s, err := r.current(); err != nil || s != first {
+			t.Fatalf("a key that does not match: %v, %v; want the previous pair served", s, err)
+		}
+	}
+	if r.loads != 2 {
+		t.Errorf("%d loads for five handshakes after one broken change; want 2 (the first, and the broken one once)", r.loads)
+	}
+	if err := os.WriteFile(key, b, 0o600); err != nil { // changed again: tried again
+		t.Fatal(err)
+	}
+	_, _ = r.current()
+	if r.loads != 3 {
+		t.Errorf("%d loads after the files changed again; want 3", r.loads)
+	}
+}

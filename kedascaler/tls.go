@@ -57,6 +57,12 @@ type tlsFiles struct {
 	stamps [3]fileStamp
 	state  *tlsState
 	failed string // the last reload error logged, until a reload succeeds
+	// bad holds the stamps of files that failed to load: they are not loaded again until one changes.
+	// Each handshake, an unauthenticated client's included, re-read and re-parsed up to 3 MiB of broken
+	// files under mu, which serialised every handshake behind it.
+	bad *[3]fileStamp
+	// loads counts loads (tests).
+	loads int
 }
 
 type tlsState struct {
@@ -98,18 +104,20 @@ func (r *tlsFiles) current() (*tlsState, error) {
 			break
 		}
 	}
-	if err == nil && r.state != nil && now == r.stamps {
+	if err == nil && r.state != nil && (now == r.stamps || r.bad != nil && now == *r.bad) {
 		return r.state, nil
 	}
 	if err == nil {
 		var s *tlsState
+		r.loads++
 		if s, err = r.load(); err == nil {
 			if r.state != nil {
 				klog.InfoS("Reloaded the TLS files after a change", "cert", r.CertFile, "clientCA", r.ClientCAFile)
 			}
-			r.state, r.stamps, r.failed = s, now, ""
+			r.state, r.stamps, r.failed, r.bad = s, now, "", nil
 			return s, nil
 		}
+		r.bad = &now
 	}
 	if r.state == nil {
 		return nil, err

@@ -103,7 +103,7 @@ func (c *Command) Usage(w io.Writer) {
 }
 
 // Main parses os.Args[first:], then runs run until it returns or a signal arrives: exit 0 after help,
-// 2 for a bad command line, 1 when run fails.
+// 2 for a bad command line, 1 when run fails, 0 when it returns after a signal whatever it returns.
 func (c *Command) Main(first int, run func(context.Context) error) {
 	logs.InitLogs()
 	if err := c.Parse(os.Args[first:], os.Stdout); err != nil {
@@ -117,7 +117,15 @@ func (c *Command) Main(first int, run func(context.Context) error) {
 		fmt.Fprintf(os.Stderr, "%s: logging: %s\n", c.Name, err)
 		os.Exit(2)
 	}
-	err := run(server.SetupSignalContext())
+	ctx := server.SetupSignalContext()
+	err := run(ctx)
+	if err != nil && ctx.Err() != nil {
+		// A stop asked for (SIGTERM in a rollout, Ctrl-C) ends whatever run was waiting on, a start-up wait
+		// included: no failure, and its error ("pod informer did not sync (can the ServiceAccount list and
+		// watch pods?)") sent whoever read the log looking for a fault that was not there.
+		klog.InfoS("Stopped on a signal", "command", c.Name, "interrupted", err)
+		err = nil
+	}
 	if err != nil {
 		klog.ErrorS(err, "Stopped", "command", c.Name)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 
 	"k8s.io/klog/v2"
@@ -236,5 +237,44 @@ current-context: x
 				t.Errorf("REST config QPS %g burst %d, want %g and %d", cfg.QPS, cfg.Burst, tc.qps, tc.burst)
 			}
 		})
+	}
+}
+
+// A run that ends on a stop signal exits 0, whatever it returns: a scaler stopped while its informer was
+// still syncing said "pod informer did not sync (can the ServiceAccount list and watch pods?)" and exited
+// 1, sending whoever read the log after a rollout looking for an RBAC fault. Without a signal an error
+// still exits 1.
+func TestStopDuringStartIsNoFailure(t *testing.T) {
+	if os.Getenv("TOKENSCALE_OPTIONS_CHILD") == "stop" {
+		os.Args = []string{"child", "--port=7"}
+		var port int
+		newTestCommand(&port).Main(1, func(ctx context.Context) error {
+			if os.Getenv("TOKENSCALE_OPTIONS_SIGNAL") == "1" {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+				<-ctx.Done()
+			}
+			return errors.New("pod informer did not sync")
+		})
+		os.Exit(0)
+	}
+	for _, tc := range []struct {
+		signal string
+		code   int
+	}{{"1", 0}, {"0", 1}} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestStopDuringStartIsNoFailure$")
+		cmd.Env = append(os.Environ(), "TOKENSCALE_OPTIONS_CHILD=stop", "TOKENSCALE_OPTIONS_SIGNAL="+tc.signal)
+		var e bytes.Buffer
+		cmd.Stderr = &e
+		err := cmd.Run()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code {
+			t.Errorf("signal %s: exit %d, want %d\n%s", tc.signal, code, tc.code, e.String())
+		}
 	}
 }
