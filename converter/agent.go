@@ -82,8 +82,9 @@ type Agent struct {
 	// engine's role lives in its process, so a container that restarted decodes only, whatever the status.
 	restarts map[types.NamespacedName]int32
 	// offline holds the pods reverted from the cached copy while the API server could not be read, whose
-	// status is not written yet: the revert is not sent again until the API answers.
-	offline map[types.NamespacedName]bool
+	// status is not written yet, and when: the revert is not sent again until the API answers, and a pod
+	// leased again gets the switch to prefill no sooner than the minimum flip interval after it.
+	offline map[types.NamespacedName]time.Time
 	// started is when this agent started: a converted status written before it was written by an earlier
 	// agent, whose answers, and re-sends, this one does not know.
 	started time.Time
@@ -125,7 +126,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 		o.Recheck = 30 * time.Second
 	}
 	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{},
-		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]bool{}, started: o.Now()}
+		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]time.Time{}, started: o.Now()}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -284,16 +285,19 @@ func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr erro
 	}
 	key := podKey(pod)
 	a.mu.Lock()
-	done := a.offline[key]
+	_, done := a.offline[key]
 	a.mu.Unlock()
 	if done {
 		return readErr
 	}
-	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
+	// Its own budget: a GET black-holed by a partition spent the pass's until its deadline.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBudget)
+	defer cancel()
+	if err := a.o.Actuator.Revert(rctx, pod); err != nil {
 		return fmt.Errorf("%w; reverting it from the cached copy: %w", readErr, err)
 	}
 	a.mu.Lock()
-	a.offline[key] = true
+	a.offline[key] = a.o.Now()
 	a.mu.Unlock()
 	klog.InfoS("Lease ended while the API server cannot be read; converted decoder sent back to decode from the cached copy, its status to be written when the API answers", "pod", klog.KObj(pod), "err", readErr)
 	return readErr
@@ -529,7 +533,14 @@ func (a *Agent) resendable(ctx context.Context, pod *corev1.Pod) (ok bool, reaso
 	if ok, reason, detail := producesKV(pod); !ok {
 		return false, reason, detail
 	}
-	return a.o.GPUs.Check(ctx, pod)
+	ok, reason, detail = a.o.GPUs.Check(ctx, pod)
+	if reason == protocol.ReasonBusy {
+		// As at a recheck: an engine the switch may already have reached is busy prefilling by design, and
+		// refusing it for that sent every busy converted decoder on a node back to decode after an agent
+		// restart under load.
+		return true, "", ""
+	}
+	return ok, reason, detail
 }
 
 // producesKV checks that the pod declares itself a KV producer, without which none is converted.
@@ -579,9 +590,14 @@ func (a *Agent) verify(ctx context.Context, pod *corev1.Pod, now time.Time) (ok 
 // (noteUnknownRole).
 func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) error {
 	a.mu.Lock()
-	if key := podKey(pod); a.offline[key] {
+	if key := podKey(pod); !a.offline[key].IsZero() {
 		// Reverted from the cached copy while the API could not be read, and leased again since: its engine
-		// decodes, so the switch to prefill is sent again, checked as a new conversion is (resend).
+		// decodes, so the switch to prefill is sent again, checked as a new conversion is (resend), once the
+		// minimum flip interval has passed since that revert, which no flipped-at records.
+		if protocol.Within(a.offline[key], now, a.o.MinFlipInterval) {
+			a.mu.Unlock()
+			return nil
+		}
 		delete(a.offline, key)
 		if _, pending := a.unanswered[key]; !pending {
 			a.unanswered[key] = unanswered{}
@@ -899,6 +915,7 @@ func (a *Agent) keepOnly(pods []*corev1.Pod) {
 	keepLive(a.unanswered, live)
 	keepLive(a.lost, live)
 	keepLive(a.restarts, live)
+	keepLive(a.offline, live)
 }
 
 // keepLive deletes m's entries for pods not in live.

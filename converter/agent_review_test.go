@@ -989,7 +989,8 @@ func TestAgentChecksASwitchSentAgain(t *testing.T) {
 // A lease that ends while the API server cannot be read still sends an SGLang engine decode, from the
 // cached copy, once: the agent waited for the API, leaving the engine prefilling with its headroom
 // unchecked for the whole outage. The status is written when the API answers; a pod leased again
-// meanwhile is sent prefill again, checked as a new conversion is.
+// meanwhile is sent prefill again, checked as a new conversion is, once the minimum flip interval has
+// passed since the offline revert.
 func TestAgentRevertsAnEndedLeaseWithoutTheAPI(t *testing.T) {
 	ok := func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
@@ -1014,7 +1015,13 @@ func TestAgentRevertsAnEndedLeaseWithoutTheAPI(t *testing.T) {
 		}
 		client.ReactionChain = client.ReactionChain[1:] // the API answers again
 		if leasedAgain {
+			// Leased again at once: the switch waits out the minimum flip interval since the offline revert.
 			lease(t, client, t0.Add(2*time.Minute))
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil || len(asked()) != 2 {
+				t.Fatalf("leased again within the flip interval: %v, roles asked %v; want nothing sent", err, asked())
+			}
+			clk.Set(t0.Add(2*time.Minute + a.o.MinFlipInterval))
+			lease(t, client, t0.Add(2*time.Minute+a.o.MinFlipInterval))
 		}
 		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
 			t.Fatal(err)
@@ -1026,5 +1033,24 @@ func TestAgentRevertsAnEndedLeaseWithoutTheAPI(t *testing.T) {
 		if got, s := strings.Join(asked(), ","), get(t, client, "d1").Annotations[protocol.AnnotationStatus]; got != want || s != status {
 			t.Errorf("leased again %v, the API back: roles asked %v, status %q; want %s and %q", leasedAgain, got, s, want, status)
 		}
+	}
+}
+
+// A busy GPU does not refuse a switch sent again: an engine an earlier agent converted is busy
+// prefilling by design, as a recheck reads it. Refused, an agent restart under load sent every busy
+// converted decoder on the node back to decode.
+func TestAgentKeepsABusyConversionAfterARestart(t *testing.T) {
+	a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, protocol.AnnotationStatus, protocol.StatusConverted))
+	a.o.GPUs = &fixedGPUs{reason: protocol.ReasonBusy, detail: "95% utilised"}
+	clk.Set(t0.Add(time.Second))
+	lease(t, client, t0.Add(time.Second))
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if got, s := strings.Join(asked(), ","), get(t, client, "d1").Annotations[protocol.AnnotationStatus]; got != "prefill" || s != protocol.StatusConverted {
+		t.Errorf("roles asked %v, status %q; want prefill sent and the pod kept converted", got, s)
 	}
 }
