@@ -1,6 +1,8 @@
 # tokenscale Makefile. Every target runs on a fresh Linux machine with Go, a C compiler, git, make and bash (README.md, Run it).
 
 GO        ?= go
+# A path (GO=./sdk/bin/go) is made absolute: the scripts and tests that run it work in other directories.
+override GO := $(if $(findstring /,$(GO)),$(abspath $(GO)),$(GO))
 PKGS      ?= ./...
 BIN       ?= _output/bin
 FUZZTIME  ?= 20000x

@@ -133,7 +133,14 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		if !config.RunsIn(snap.ConfigPools, p, namespace) {
 			continue
 		}
-		if _, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: p.Name}]; ok || !service.Carries(p.Role, get) {
+		if _, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: p.Name}]; ok {
+			continue
+		}
+		if !service.Carries(p.Role, get) {
+			// As for a pool with Ready pods: named, it is the same 400 whether or not it runs now.
+			if named[p.Name] {
+				return nil, apierr.NewBadRequest(fmt.Sprintf("%s: %v", info.Metric, (&service.PoolView{Key: service.PoolKey{Namespace: namespace, Name: p.Name}, Config: p}).NotCarried(get)))
+			}
 			continue
 		}
 		if (len(list.Items) == 0 || named[p.Name] || snap.Matching[service.PoolKey{Namespace: namespace, Name: p.Name}] > 0) && sel.Matches(labels.Set{LabelPool: p.Name, LabelRole: string(p.Role), LabelWorkload: p.Workload.Name}) {

@@ -200,8 +200,19 @@ func TestNumbersARoleLacksAreNotZero(t *testing.T) {
 	if got, err := get("pool=prefill"); status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "decode pool") {
 		t.Errorf("pool=prefill: %v, %v; want a 400 saying the decode pool carries it", got, err)
 	}
+	// The same answers while the prefill pool has no Ready pods: the 400 does not wait for one.
+	pk := service.PoolKey{Namespace: "llm", Name: "prefill"}
+	prefill := src.snap.Pools[pk]
+	delete(src.snap.Pools, pk)
+	if got, err := get("pool in (prefill,decode)"); status(err) != http.StatusBadRequest {
+		t.Errorf("pool in (prefill,decode), prefill at zero: %v, %v; want the 400", got, err)
+	}
 	p := NewProvider(src, nil)
 	obj := types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}
+	if v, err := p.GetMetricByName(context.Background(), obj, info("deployments.apps", Conversions), labels.Everything()); status(err) != http.StatusBadRequest {
+		t.Errorf("conversions of the prefill workload at zero: %v, %v; want a 400", v, err)
+	}
+	src.snap.Pools[pk] = prefill
 	if v, err := p.GetMetricByName(context.Background(), obj, info("deployments.apps", Conversions), labels.Everything()); status(err) != http.StatusBadRequest {
 		t.Errorf("conversions of the prefill workload: %v, %v; want a 400", v, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -280,5 +281,52 @@ func TestServeCapsConnections(t *testing.T) {
 	defer cancel()
 	if _, err := c.GetMetrics(ctx, req, grpc.WaitForReady(true)); err != nil {
 		t.Fatalf("the call once the slot is free: %v", err)
+	}
+}
+
+// One client address holds at most --max-connections-per-client connections; one past it is closed at
+// once, so a client re-opening silent connections cannot take every slot of --max-connections (each is
+// taken at accept, before the handshake) and KEDA, from its own address, is still served.
+func TestServeCapsConnectionsPerClient(t *testing.T) {
+	src := &source{}
+	src.publish(snapshot(time.Now(), 12000))
+	// A handshake timeout of an hour: no held connection is closed for its silence while the test runs.
+	target := serveForTest(t, src, Options{MaxConnections: 3, MaxConnectionsPerClient: 2, handshakeTimeout: time.Hour})
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := range 4 {
+		c, err := net.Dial("tcp", target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		if i < 2 {
+			continue
+		}
+		// Past the cap: closed by the server, so the read ends at once (the deadline only bounds the test).
+		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !strings.Contains(fmt.Sprint(err), "reset") {
+			t.Fatalf("connection %d from one address, cap 2: read %v; want it closed by the server", i+1, err)
+		}
+	}
+	// KEDA from another address (127.0.0.2 on the loopback) is served beside them.
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+			return d.DialContext(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard
+	defer cancel()
+	req := &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill"})}
+	if _, err := externalscaler.NewExternalScalerClient(conn).GetMetrics(ctx, req); err != nil {
+		t.Fatalf("KEDA from another address: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ProbeAddress, "probe-address", "", "address of a plain-HTTP /healthz only, for the kubelet's probes (empty: off)")
 	fs.IntVar(&o.MaxStreams, "max-streams", DefaultMaxStreams, fmt.Sprintf("most concurrent server streams (StreamIsActive and health Watch together); more are refused with ResourceExhausted, as are calls of any kind past this plus %d (negative: no cap on either)", CallRoom))
 	fs.IntVar(&o.MaxConnections, "max-connections", DefaultMaxConnections, "most connections served at once; one past it waits to be accepted until another closes (negative: no cap)")
+	fs.IntVar(&o.MaxConnectionsPerClient, "max-connections-per-client", DefaultMaxConnectionsPerClient, "most connections from one client address; one past it is closed at once (negative: no cap)")
 	fs.DurationVar(&o.MaxConnectionIdle, "max-connection-idle", DefaultMaxConnectionIdle, "close a connection that has had no call open for this long (its client reconnects when it next calls)")
 	fs.DurationVar(&o.KeepaliveTime, "keepalive-time", 30*time.Second, "ping a client after this long without activity on its connection")
 	fs.DurationVar(&o.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "close a connection whose client does not answer a ping within this long (reaps silent clients' streams)")
@@ -47,6 +48,9 @@ func (o *Options) Validate() []error {
 	}
 	if o.MaxConnections == 0 {
 		errs = append(errs, errors.New("--max-connections 0 would accept no connection: give a positive cap, or a negative number for none"))
+	}
+	if o.MaxConnectionsPerClient == 0 {
+		errs = append(errs, errors.New("--max-connections-per-client 0 would accept no connection: give a positive cap, or a negative number for none"))
 	}
 	if o.MaxConnectionIdle <= 0 {
 		errs = append(errs, fmt.Errorf("--max-connection-idle %s must be positive", o.MaxConnectionIdle))

@@ -181,6 +181,10 @@ type Options struct {
 	// connection holds about 100 KB of buffers and three goroutines.
 	MaxConnections    int
 	MaxConnectionIdle time.Duration
+	// MaxConnectionsPerClient caps the connections from one address (0: DefaultMaxConnectionsPerClient,
+	// < 0: no cap); one past it is closed at once. A connection takes its slot of MaxConnections before its
+	// handshake, so without it one client re-opening silent connections held every slot.
+	MaxConnectionsPerClient int
 	// ShutdownGrace is how long a stopping scaler lets calls finish before it closes every connection
 	// (default DefaultShutdownGrace).
 	ShutdownGrace time.Duration
@@ -215,8 +219,9 @@ const DefaultMaxStreams = 1000
 // about 50 MB. DefaultMaxConnectionIdle is far above KEDA's polling interval (30 s by default) and its
 // push streams keep their connection busy.
 const (
-	DefaultMaxConnections    = 512
-	DefaultMaxConnectionIdle = 5 * time.Minute
+	DefaultMaxConnections          = 512
+	DefaultMaxConnectionIdle       = 5 * time.Minute
+	DefaultMaxConnectionsPerClient = 32
 )
 
 // MaxRecvMsgSize bounds the memory one request takes (gRPC's default is 4 MiB): KEDA's largest, a
@@ -287,6 +292,9 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if o.MaxConnectionIdle <= 0 {
 		o.MaxConnectionIdle = DefaultMaxConnectionIdle
 	}
+	if o.MaxConnectionsPerClient == 0 {
+		o.MaxConnectionsPerClient = DefaultMaxConnectionsPerClient
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize), grpc.MaxHeaderListSize(MaxHeaderListSize), grpc.ConnectionTimeout(o.handshakeTimeout),
 		// The cap goes first, so a refused stream is not counted open.
@@ -326,6 +334,10 @@ func Serve(ctx context.Context, src Source, o Options) error {
 	if o.MaxConnections > 0 {
 		lis = netutil.LimitListener(lis, o.MaxConnections)
 	}
+	if o.MaxConnectionsPerClient > 0 {
+		// Outside the global cap, so a connection closed here gives its global slot back at once.
+		lis = limitPerClient(lis, o.MaxConnectionsPerClient)
+	}
 	if err := selfmetrics.Serve(ctx, o.MetricsAddress, "metrics", true, srv.fresh); err != nil {
 		_ = lis.Close()
 		return err
@@ -353,7 +365,7 @@ func Serve(ctx context.Context, src Source, o Options) error {
 		klog.InfoS("WARNING: serving the KEDA external scaler without TLS; any client that reaches the port reads pool numbers (set --tls-cert-file and --tls-private-key-file)")
 	}
 	klog.InfoS("Serving the KEDA external scaler", "grpc", lis.Addr().String(), "tls", creds != nil, "clientCerts", o.TLS.ClientCAFile != "", "allowCrossNamespace", o.AllowCrossNamespace,
-		"maxStreams", o.MaxStreams, "maxCalls", maxCalls, "maxConnections", o.MaxConnections, "maxConnectionIdle", o.MaxConnectionIdle, "metrics", o.MetricsAddress, "probe", o.ProbeAddress)
+		"maxStreams", o.MaxStreams, "maxCalls", maxCalls, "maxConnections", o.MaxConnections, "maxConnectionsPerClient", o.MaxConnectionsPerClient, "maxConnectionIdle", o.MaxConnectionIdle, "metrics", o.MetricsAddress, "probe", o.ProbeAddress)
 	return g.Serve(lis)
 }
 

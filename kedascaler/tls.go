@@ -57,10 +57,12 @@ type tlsFiles struct {
 	stamps [3]fileStamp
 	state  *tlsState
 	failed string // the last reload error logged, until a reload succeeds
-	// bad holds the stamps of files that failed to load: they are not loaded again until one changes.
-	// Each handshake, an unauthenticated client's included, re-read and re-parsed up to 3 MiB of broken
-	// files under mu, which serialised every handshake behind it.
-	bad *[3]fileStamp
+	// bad holds the stamps of files that failed to load, and badAt when: they are loaded again when one
+	// changes, or badRetry later (a failure that was the read's, not the files', passes). Each handshake,
+	// an unauthenticated client's included, re-read and re-parsed up to 3 MiB of broken files under mu,
+	// which serialised every handshake behind it.
+	bad   *[3]fileStamp
+	badAt time.Time
 	// loads counts loads (tests).
 	loads int
 }
@@ -104,7 +106,7 @@ func (r *tlsFiles) current() (*tlsState, error) {
 			break
 		}
 	}
-	if err == nil && r.state != nil && (now == r.stamps || r.bad != nil && now == *r.bad) {
+	if err == nil && r.state != nil && (now == r.stamps || r.bad != nil && now == *r.bad && time.Since(r.badAt) < badRetry) {
 		return r.state, nil
 	}
 	if err == nil {
@@ -117,7 +119,7 @@ func (r *tlsFiles) current() (*tlsState, error) {
 			r.state, r.stamps, r.failed, r.bad = s, now, "", nil
 			return s, nil
 		}
-		r.bad = &now
+		r.bad, r.badAt = &now, time.Now()
 	}
 	if r.state == nil {
 		return nil, err
@@ -129,6 +131,9 @@ func (r *tlsFiles) current() (*tlsState, error) {
 	}
 	return r.state, nil
 }
+
+// badRetry is how long files that failed to load wait before they are tried again unchanged.
+const badRetry = 10 * time.Second
 
 func (r *tlsFiles) load() (*tlsState, error) {
 	// Bounded reads: a path mounted wrong (a device, a FIFO, a huge file) is an error, not the memory.
