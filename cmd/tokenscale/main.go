@@ -131,6 +131,10 @@ func inspect(ctx context.Context, args []string) error {
 		tlsOpt = &collector.TLS{Config: tc, Roots: roots}
 	}
 	page, err := read(ctx, fs.Arg(0), collector.NewClient(tlsOpt, compression), *timeout)
+	if errors.Is(err, engine.ErrPageTooLarge) && int64(engine.MaxInspectPage) >= *maxBody {
+		// Read or not, it is past the adapter's limit: the adapter refuses it (exit 1, not 3).
+		return fmt.Errorf("%w; above scrape.maxBodyBytes (%d) too: the adapter refuses it", err, *maxBody)
+	}
 	if err != nil {
 		return errRead{err}
 	}

@@ -28,6 +28,10 @@ func TestReadIsBounded(t *testing.T) {
 	if _, err := read(context.Background(), big, scraper, time.Second); err == nil || !strings.Contains(err.Error(), big+" is larger than") {
 		t.Errorf("page over the limit: %v", err)
 	}
+	// Past the adapter's body limit too, so the check fails as for a page read whole (exit 1, not 3).
+	if err := inspect(context.Background(), []string{big}); err == nil || errors.As(err, new(errRead)) || !strings.Contains(err.Error(), "the adapter refuses it") {
+		t.Errorf("inspect of a page over both limits: %v; want the adapter's refusal (exit 1)", err)
+	}
 }
 
 // A redirect is reported, not followed: the adapter's scraper refuses one, so the page behind it is not

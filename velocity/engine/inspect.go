@@ -11,6 +11,9 @@ import (
 // MaxInspectPage bounds a page the inspectors read: four times scrape.maxBodyBytes' default.
 const MaxInspectPage = 16 << 20
 
+// ErrPageTooLarge is a page past MaxInspectPage, which inspect does not read.
+var ErrPageTooLarge = errors.New("not a metrics page inspect reads")
+
 // ReadPage reads a page for the inspectors whole, or fails naming src when it holds more than
 // MaxInspectPage bytes: a cut page would be reported as if it were all there.
 func ReadPage(r io.Reader, src string) ([]byte, error) {
@@ -19,7 +22,7 @@ func ReadPage(r io.Reader, src string) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: %w", src, err)
 	}
 	if len(b) > MaxInspectPage {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a metrics page inspect reads", src, MaxInspectPage)
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", src, MaxInspectPage, ErrPageTooLarge)
 	}
 	return b, nil
 }
