@@ -59,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		profiles     = fs.String("profiles", "", "hardware profiles file (default: the built-in sim/cluster/profiles.yaml)")
 		coldStart    = fs.Duration("cold-start", 60*time.Second, "time for a new instance to be Ready")
 		router       = fs.Duration("router-delay", time.Second, "time for a conversion to reach the router")
+		convChunk    = fs.Int("convert-chunk-tokens", 512, "most prompt tokens a converted decoder adds to one decode step (TokenScale's restricted chunked prefill; a stock vLLM decoder chunks at the profile's prefillBatchTokens)")
+		convBudget   = fs.Duration("convert-step-budget", 50*time.Millisecond, "the step time a converted decoder's prompt chunk is sized to fill, with its decode batch (a stock vLLM decoder has none: give a long one)")
 		policies     = fs.String("policies", "", "comma-separated policies (default: all)")
 		goal         = fs.Float64("goal", 0.96, "joint SLO attainment to compare policies at; the target is the lower of it and the trace's ceiling less a point")
 		tuning       = fs.Bool("tuning", false, "also print every tuning of the sweep")
@@ -112,6 +114,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		// The cluster model reads 0 as its default (60 s, 1 s): a run asked for none would model them
 		// and say so only in the report's header.
 		return fmt.Errorf("--cold-start %s and --router-delay %s must be positive (instant readiness is not modelled)", *coldStart, *router)
+	}
+	if *convChunk < 64 || *convChunk > 1<<20 || *convBudget <= 0 {
+		// 0 reads as the default in the cluster model, and below 64 the chunk's floor applies anyway.
+		return fmt.Errorf("--convert-chunk-tokens %d must be 64 to 1048576 and --convert-step-budget %s positive", *convChunk, *convBudget)
 	}
 	if *workers < 0 || *workers > maxWorkers {
 		return fmt.Errorf("--workers %d must be between 0 (GOMAXPROCS) and %d", *workers, maxWorkers)
@@ -182,7 +188,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 					name, span.Round(time.Second), minScored, third.Round(time.Second))
 			}
 		}
-		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router}, Goal: *goal, Workers: *workers,
+		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router, ConvertChunkTokens: *convChunk, ConvertStepBudget: *convBudget}, Goal: *goal, Workers: *workers,
 			History: hist, Tune: tune, Warmup: warm, Hindsight: *hindsightSeg, ScrapeInterval: *scrapeEvery}
 		if hist <= 0 {
 			eo.Tune, eo.Warmup = 0, 0
