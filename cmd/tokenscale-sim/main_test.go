@@ -53,6 +53,8 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--trace", "nope", "--router-delay", "-1s"}, "--router-delay -1s must not be negative"},
 		{[]string{"--trace", "nope", "--cold-start", "0s"}, "--cold-start 0s and --router-delay 1s must be positive"},
 		{[]string{"--trace", "nope", "--router-delay", "0s"}, "--cold-start 1m0s and --router-delay 0s must be positive"},
+		{[]string{"--trace", "nope", "--convert-chunk-tokens", "0"}, "--convert-chunk-tokens 0 must be 64 to 1048576"},
+		{[]string{"--trace", "nope", "--convert-step-budget", "0s"}, "--convert-step-budget 0s positive"},
 		{[]string{"--trace", "nope", "--workers", "-1"}, "--workers -1 must be between 0 (GOMAXPROCS) and 1024"},
 		{[]string{"--trace", "nope", "--workers", "1000000000"}, "--workers 1000000000 must be between"},
 		{[]string{"--trace", "nope", "--profiles", dup}, dup + ": profiles[1] (x): name already used by profiles[0]"},
