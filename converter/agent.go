@@ -616,7 +616,7 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	}
 	a.mu.Unlock()
 	if !due {
-		return nil
+		return a.heartbeat(ctx, pod, now)
 	}
 	a.mu.Lock()
 	r, pending := a.lost[podKey(pod)]
@@ -625,10 +625,28 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 		var ok bool
 		ok, r.reason, r.detail = a.o.GPUs.Check(ctx, pod)
 		if ok || r.reason == protocol.ReasonBusy {
-			return nil
+			return a.heartbeat(ctx, pod, now)
 		}
 	}
 	return a.revertLost(ctx, pod, now, r)
+}
+
+// heartbeat writes conversion-at again on a pod this agent keeps converted once it is protocol.Heartbeat
+// old: the controller renews no lease of a converted pod whose time grows past protocol.HeartbeatStale,
+// as its agent may be gone.
+func (a *Agent) heartbeat(ctx context.Context, pod *corev1.Pod, now time.Time) error {
+	if at, ok := protocol.StatusAt(pod); ok && protocol.Within(at, now, protocol.Heartbeat) {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		protocol.AnnotationStatusAt: protocol.FormatTime(now)}}})
+	if err != nil {
+		return err
+	}
+	if _, err := a.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1PatchOptions); err != nil {
+		return fmt.Errorf("writing the heartbeat of %s: %w", podRef(pod), err)
+	}
+	return nil
 }
 
 // revertLost reverts a converted pod whose headroom is gone (r says why), and records the refusal so the

@@ -1054,3 +1054,30 @@ func TestAgentKeepsABusyConversionAfterARestart(t *testing.T) {
 		t.Errorf("roles asked %v, status %q; want prefill sent and the pod kept converted", got, s)
 	}
 }
+
+// An agent keeping a pod converted writes conversion-at again once it is protocol.Heartbeat old, and not
+// before: the controller renews no lease of a converted pod whose time grows past
+// protocol.HeartbeatStale, so a pod whose agent died unreverted is not held converted for good.
+func TestAgentWritesAHeartbeat(t *testing.T) {
+	a, client, clk, _, _ := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	at := func() string { return get(t, client, "d1").Annotations[protocol.AnnotationStatusAt] }
+	first := at()
+	for _, tc := range []struct {
+		after time.Duration
+		want  string
+	}{{protocol.Heartbeat / 2, first}, {protocol.Heartbeat + time.Second, protocol.FormatTime(t0.Add(protocol.Heartbeat + time.Second))}} {
+		clk.Set(t0.Add(tc.after))
+		lease(t, client, t0.Add(tc.after))
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		if got := at(); got != tc.want || protocol.Silent(get(t, client, "d1"), t0.Add(tc.after)) {
+			t.Errorf("%s after the conversion: conversion-at %s, want %s", tc.after, got, tc.want)
+		}
+	}
+}

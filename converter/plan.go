@@ -101,7 +101,9 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 		// A pod being deleted (or no longer running) is not renewed: its agent skips it, so the slot would
 		// wait on an answer that never comes. A running pod that fails a readiness probe keeps its lease, as
 		// releasing it reverted a converted pod mid-burst for a blip. Still converted, it keeps its slot below.
-		if used < wanted && alive(p) {
+		// Nor is a converted pod whose agent has gone silent (protocol.Silent): it keeps its slot, as a
+		// converted pod does, but no lease is renewed on no sign that an agent still checks it.
+		if used < wanted && alive(p) && !protocol.Silent(p, now) {
 			plan.Lease = append(plan.Lease, p)
 		} else if annotated || leased(p) {
 			plan.Release = append(plan.Release, p)

@@ -54,7 +54,10 @@ func names(ps []*corev1.Pod) []string {
 func TestChoose(t *testing.T) {
 	lease := map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}
 	expired := map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(-time.Second))}
-	converted := map[string]string{protocol.AnnotationStatus: protocol.StatusConverted}
+	// Its agent's heartbeat 10 s ago; silent: none for ten minutes, or none at all (a status written by hand).
+	converted := map[string]string{protocol.AnnotationStatus: protocol.StatusConverted, protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-10 * time.Second))}
+	silent := map[string]string{protocol.AnnotationStatus: protocol.StatusConverted, protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-10 * time.Minute))}
+	handWritten := map[string]string{protocol.AnnotationStatus: protocol.StatusConverted}
 	refused := map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-10 * time.Second))}
 	staleRefusal := map[string]string{protocol.AnnotationStatus: protocol.Refused(protocol.ReasonNVMLError, ""), protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-2 * time.Minute))}
 	tooSoon := func(ago time.Duration) map[string]string {
@@ -107,6 +110,10 @@ func TestChoose(t *testing.T) {
 		{"not a KV producer: never chosen", []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, decodePod("b", nil)}, 1, "[b]", "[]"},
 		{"expired lease is cleaned up", []*corev1.Pod{decodePod("a", expired), decodePod("b", nil)}, 0, "[]", "[a]"},
 		{"unknown or zero: nothing leased", []*corev1.Pod{decodePod("a", lease), decodePod("b", nil)}, 0, "[]", "[a]"},
+		// A converted pod whose agent has gone silent keeps its slot but its lease is not renewed: it was
+		// renewed for good, nothing checking its headroom, after its agent died without reverting it.
+		{"a converted pod whose agent is silent is not renewed", []*corev1.Pod{decodePod("a", mergeAnn(lease, silent)), decodePod("b", mergeAnn(lease, converted)), decodePod("c", nil), decodePod("d", nil)}, 2, "[b]", "[a]"},
+		{"a converted status without a time is no live agent's", []*corev1.Pod{decodePod("a", mergeAnn(lease, handWritten)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 2, "[b]", "[a]"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -211,7 +218,7 @@ func TestControllerReportsUnansweredLeases(t *testing.T) {
 	// "kept" was converted under a lease an earlier leader granted: its status is older than this
 	// controller's lease, and is an answer all the same.
 	kept := decodePod("kept", map[string]string{protocol.AnnotationStatus: protocol.StatusConverted,
-		protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-time.Hour))})
+		protocol.AnnotationStatusAt: protocol.FormatTime(t0.Add(-30 * time.Second))})
 	// "ahead" carries a status stamped an hour ahead (written by hand, or by a clock far off): no agent of
 	// this lease wrote it, and taken for an answer it hid the silence for good.
 	ahead := decodePod("ahead", map[string]string{protocol.AnnotationStatus: protocol.StatusDecode,

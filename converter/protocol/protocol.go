@@ -122,7 +122,28 @@ func Within(at, now time.Time, d time.Duration) bool {
 	return now.Sub(at) < d && at.Sub(now) <= MaxClockSkew
 }
 
-// StatusAt returns when the pod's status last changed.
+// Heartbeat is how often an agent writes conversion-at again on a pod it keeps converted, and
+// HeartbeatStale how old that time may grow before the controller reads the agent as gone: it renews
+// no lease of such a pod, which would otherwise stay converted, its headroom unchecked, for as long as
+// conversions were wanted after its agent died without reverting it (an OOM kill, a node's agent
+// deleted).
+const (
+	Heartbeat      = time.Minute
+	HeartbeatStale = 5 * Heartbeat
+)
+
+// Silent reports a pod recorded converted whose agent has not written its status within
+// HeartbeatStale (or whose status time is missing, or further ahead than clocks differ).
+func Silent(pod *corev1.Pod, now time.Time) bool {
+	if pod.Annotations[AnnotationStatus] != StatusConverted {
+		return false
+	}
+	at, ok := StatusAt(pod)
+	return !ok || !Within(at, now, HeartbeatStale)
+}
+
+// StatusAt returns when the pod's status last changed, or, for a converted pod, when its agent last
+// said it still holds it (Heartbeat).
 func StatusAt(pod *corev1.Pod) (time.Time, bool) {
 	t, err := time.Parse(time.RFC3339Nano, pod.Annotations[AnnotationStatusAt])
 	return t, err == nil
