@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -589,6 +590,11 @@ func (a *Agent) verify(ctx context.Context, pod *corev1.Pod, now time.Time) (ok 
 // an agent restart) starts its interval then, or once its engine answers the switch sent again
 // (noteUnknownRole).
 func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) error {
+	// The heartbeat first, whatever this pass then waits on (an engine's answer, a flip interval, a
+	// revert to retry): each is a live agent's, and a pod whose heartbeat lapsed loses its lease.
+	if err := a.heartbeat(ctx, pod, now); err != nil {
+		klog.V(2).InfoS("Writing a converted pod's heartbeat failed; tried again next pass", "pod", klog.KObj(pod), "err", err)
+	}
 	a.mu.Lock()
 	if key := podKey(pod); !a.offline[key].IsZero() {
 		// Reverted from the cached copy while the API could not be read, and leased again since: its engine
@@ -616,7 +622,7 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 	}
 	a.mu.Unlock()
 	if !due {
-		return a.heartbeat(ctx, pod, now)
+		return nil
 	}
 	a.mu.Lock()
 	r, pending := a.lost[podKey(pod)]
@@ -625,7 +631,7 @@ func (a *Agent) recheck(ctx context.Context, pod *corev1.Pod, now time.Time) err
 		var ok bool
 		ok, r.reason, r.detail = a.o.GPUs.Check(ctx, pod)
 		if ok || r.reason == protocol.ReasonBusy {
-			return a.heartbeat(ctx, pod, now)
+			return nil
 		}
 	}
 	return a.revertLost(ctx, pod, now, r)
@@ -638,15 +644,28 @@ func (a *Agent) heartbeat(ctx context.Context, pod *corev1.Pod, now time.Time) e
 	if at, ok := protocol.StatusAt(pod); ok && protocol.Within(at, now, protocol.Heartbeat) {
 		return nil
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		protocol.AnnotationStatusAt: protocol.FormatTime(now)}}})
+	// Only on a pod still recorded converted: the cached copy can lag a refusal or revert this agent has
+	// just written, whose time is the controller's back-off clock.
+	patch, err := json.Marshal([]map[string]string{
+		{"op": "test", "path": "/metadata/annotations/" + jsonPointer(protocol.AnnotationStatus), "value": protocol.StatusConverted},
+		{"op": "add", "path": "/metadata/annotations/" + jsonPointer(protocol.AnnotationStatusAt), "value": protocol.FormatTime(now)},
+	})
 	if err != nil {
 		return err
 	}
-	if _, err := a.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1PatchOptions); err != nil {
+	_, err = a.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.JSONPatchType, patch, metav1PatchOptions)
+	if apierrors.IsInvalid(err) || apierrors.IsNotFound(err) {
+		return nil // no longer converted (the test failed), or gone: nothing to say it holds
+	}
+	if err != nil {
 		return fmt.Errorf("writing the heartbeat of %s: %w", podRef(pod), err)
 	}
 	return nil
+}
+
+// jsonPointer escapes a key for a JSON patch path (RFC 6901): "~" as "~0", "/" as "~1".
+func jsonPointer(k string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
 }
 
 // revertLost reverts a converted pod whose headroom is gone (r says why), and records the refusal so the

@@ -1081,3 +1081,25 @@ func TestAgentWritesAHeartbeat(t *testing.T) {
 		}
 	}
 }
+
+// The heartbeat lands only on a pod still recorded converted: a cached copy lagging the refusal this
+// agent has just written (its time the controller's back-off clock) is not stamped afresh.
+func TestAgentHeartbeatSkipsAPodNoLongerConverted(t *testing.T) {
+	a, client, clk, _, _ := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	stale := get(t, client, "d1") // converted
+	refusedAt := protocol.FormatTime(t0.Add(time.Second))
+	patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:%q}}}`, protocol.AnnotationStatus, protocol.Refused(protocol.ReasonMemoryShort, ""), protocol.AnnotationStatusAt, refusedAt))
+	now := t0.Add(protocol.Heartbeat + 2*time.Second)
+	clk.Set(now)
+	// The API server answers a failed test with 422 (Invalid), read as nothing to write; the fake
+	// clientset with a plain error, which recheck logs. Either way nothing may land.
+	_ = a.heartbeat(context.Background(), stale, now)
+	if got := get(t, client, "d1").Annotations[protocol.AnnotationStatusAt]; got != refusedAt {
+		t.Errorf("conversion-at %s after a heartbeat from a stale copy; want the refusal's %s kept", got, refusedAt)
+	}
+}

@@ -78,6 +78,9 @@ type Controller struct {
 	unanswered map[types.NamespacedName]time.Time
 	// noProducer holds the pools reported wanting conversions with no pod declared KV-producing.
 	noProducer map[string]bool
+	// quiet holds the converted pods last seen without their agent's heartbeat (protocol.Silent), each
+	// logged once when it goes quiet.
+	quiet map[types.NamespacedName]bool
 	// stepped says a round has run: a controller's first round (a new leader's) grants no fresh lease,
 	// as a grant of the leader before it may still be in flight and land after this one's view of the pods.
 	stepped bool
@@ -130,6 +133,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			first = err
 		}
 	}
+	quiet := map[types.NamespacedName]bool{}
 	for _, pool := range pools {
 		wanted := pool.Wanted
 		if !pool.Known {
@@ -139,6 +143,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		opts := c.o.Plan
 		opts.Skip = func(p *corev1.Pod) bool { return c.leftOut(p, now) }
 		plan := Choose(pool.Pods, wanted, now, opts, leased)
+		c.reportQuiet(pool.Pods, now, quiet)
 		if !c.stepped {
 			plan.Lease = slices.DeleteFunc(plan.Lease, func(p *corev1.Pod) bool {
 				return !leased(p) && p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted
@@ -174,6 +179,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		// first round's guard.
 		c.stepped = c.stepped || pool.Known
 	}
+	c.quiet = quiet
 	for key, at := range c.unanswered {
 		if now.Sub(at) >= c.o.Plan.RefusalBackoff {
 			delete(c.unanswered, key)
@@ -248,6 +254,23 @@ func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) bool {
 			"pod", klog.KObj(p), "node", p.Spec.NodeName, "leasedFor", now.Sub(first.at).Round(time.Second), "backoff", c.o.Plan.RefusalBackoff)
 	}
 	return true
+}
+
+// reportQuiet logs, once, each converted pod whose agent has gone quiet (no heartbeat within
+// protocol.HeartbeatStale): its lease is no longer renewed, and it stays converted, its headroom
+// unchecked, until an agent reverts it. quiet collects this round's.
+func (c *Controller) reportQuiet(pods []*corev1.Pod, now time.Time, quiet map[types.NamespacedName]bool) {
+	for _, p := range pods {
+		if !protocol.Silent(p, now) {
+			continue
+		}
+		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+		quiet[key] = true
+		if !c.quiet[key] {
+			klog.InfoS("A converted pod's agent has written no heartbeat: its lease is no longer renewed, and it stays converted until an agent reverts it (is the agent on its node running?)",
+				"pod", klog.KObj(p), "node", p.Spec.NodeName, "statusAt", p.Annotations[protocol.AnnotationStatusAt], "stale", protocol.HeartbeatStale)
+		}
+	}
 }
 
 // reportNoProducer logs, once until it changes, a pool whose conversions are wanted while none of its

@@ -77,6 +77,8 @@ func Choose(pods []*corev1.Pod, wanted int, now time.Time, o PlanOptions, leased
 	// ones, then by name, so that the same pods keep their slots round after round.
 	rank := func(p *corev1.Pod) int {
 		switch {
+		case protocol.Silent(p, now):
+			return 3 // its slot is held, its lease not renewed: it must not take a live pod's renewal
 		case p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted && leased(p):
 			return 0
 		case p.Annotations[protocol.AnnotationStatus] == protocol.StatusConverted:

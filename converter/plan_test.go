@@ -113,6 +113,7 @@ func TestChoose(t *testing.T) {
 		// A converted pod whose agent has gone silent keeps its slot but its lease is not renewed: it was
 		// renewed for good, nothing checking its headroom, after its agent died without reverting it.
 		{"a converted pod whose agent is silent is not renewed", []*corev1.Pod{decodePod("a", mergeAnn(lease, silent)), decodePod("b", mergeAnn(lease, converted)), decodePod("c", nil), decodePod("d", nil)}, 2, "[b]", "[a]"},
+		{"a silent pod does not take a live converted pod's renewal", []*corev1.Pod{decodePod("a", mergeAnn(lease, silent)), decodePod("b", mergeAnn(lease, converted)), decodePod("c", nil)}, 1, "[b]", "[a]"},
 		{"a converted status without a time is no live agent's", []*corev1.Pod{decodePod("a", mergeAnn(lease, handWritten)), decodePod("b", nil), decodePod("c", nil), decodePod("d", nil)}, 2, "[b]", "[a]"},
 	}
 	for _, c := range cases {
@@ -157,6 +158,7 @@ func TestChooseNeverOvershoots(t *testing.T) {
 				ann[protocol.AnnotationConvertUntil] = protocol.FormatTime(t0.Add(time.Duration(r.IntN(20)-10) * time.Second))
 			case 1:
 				ann[protocol.AnnotationStatus] = protocol.StatusConverted
+				ann[protocol.AnnotationStatusAt] = protocol.FormatTime(t0.Add(-time.Duration(r.IntN(90)) * time.Second)) // its agent's heartbeat
 				drainingBefore++
 			case 2:
 				ann[protocol.AnnotationStatus] = protocol.Refused(protocol.ReasonBusy, "")
