@@ -102,7 +102,7 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		if !sel.Matches(labels.Set(ls)) {
 			continue
 		}
-		if err := pool.NotCarried(get); err != nil {
+		if err := service.NotCarried(pool.Key, pool.Config, get); err != nil {
 			// A number the pool's role lacks has no item, as it has no series on /metrics; a selector that
 			// names the pool asks for it, which is a mistake to say.
 			if named[pool.Key.Name] {
@@ -136,10 +136,10 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 		if _, ok := snap.Pools[service.PoolKey{Namespace: namespace, Name: p.Name}]; ok {
 			continue
 		}
-		if !service.Carries(p.Role, get) {
+		if err := service.NotCarried(service.PoolKey{Namespace: namespace, Name: p.Name}, p, get); err != nil {
 			// As for a pool with Ready pods: named, it is the same 400 whether or not it runs now.
 			if named[p.Name] {
-				return nil, apierr.NewBadRequest(fmt.Sprintf("%s: %v", info.Metric, (&service.PoolView{Key: service.PoolKey{Namespace: namespace, Name: p.Name}, Config: p}).NotCarried(get)))
+				return nil, apierr.NewBadRequest(fmt.Sprintf("%s: %v", info.Metric, err))
 			}
 			continue
 		}

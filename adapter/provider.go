@@ -199,7 +199,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 	if pool == nil {
 		ns := clip(name.Namespace)
 		if pl := snap.WorkloadPool(name.Namespace, kind, name.Name); pl != nil {
-			if err := (&service.PoolView{Key: service.PoolKey{Namespace: name.Namespace, Name: pl.Name}, Config: pl}).NotCarried(get); err != nil {
+			if err := service.NotCarried(service.PoolKey{Namespace: name.Namespace, Name: pl.Name}, pl, get); err != nil {
 				return nil, apierr.NewBadRequest(fmt.Sprintf("%s: %v", info.Metric, err)) // as with Ready pods
 			}
 			// The config maps this workload, but its pool has no Ready pods here (scaled to zero, or every

@@ -664,9 +664,9 @@ func (a *Agent) heartbeat(ctx context.Context, pod *corev1.Pod, now time.Time) e
 }
 
 // jsonPointer escapes a key for a JSON patch path (RFC 6901): "~" as "~0", "/" as "~1".
-func jsonPointer(k string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(k)
-}
+func jsonPointer(k string) string { return pointerEscaper.Replace(k) }
+
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
 // revertLost reverts a converted pod whose headroom is gone (r says why), and records the refusal so the
 // controller moves the lease; a revert that fails is tried again at the next recheck, whatever the

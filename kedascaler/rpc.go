@@ -5,7 +5,6 @@ package kedascaler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -88,10 +87,7 @@ func (s *Server) value(snap *service.Snapshot, namespace, pool string, m service
 		}
 		return 0, status.Errorf(codes.NotFound, "tokenscale: no pool %q with pods in namespace %q (pools there: %s)", pool, namespace, snap.PoolsIn(namespace))
 	}
-	x, err := v.Value(m)
-	if errors.Is(err, service.ErrNotCarried) {
-		return 0, status.Errorf(codes.InvalidArgument, "tokenscale: %v", err)
-	}
+	x, err := v.Value(m) // a number the role lacks was refused first (mistake)
 	if err != nil {
 		return 0, status.Errorf(codes.Unavailable, "tokenscale: %v", err)
 	}
@@ -114,12 +110,9 @@ func (s *Server) mistake(snap *service.Snapshot, t trigger.Trigger) error {
 		pool string
 		m    service.PoolMetric
 	}{{t.Pool, t.Metric}, {t.ActivationPool, t.ActivationMetric}} {
+		// A pool no config has is nil here: its own lookup says so.
 		p := snap.ConfiguredPool(t.Namespace, pm.pool)
-		if p == nil {
-			continue // the pool's own lookup says so
-		}
-		v := service.PoolView{Key: service.PoolKey{Namespace: t.Namespace, Name: pm.pool}, Config: p}
-		if err := v.NotCarried(pm.m); err != nil {
+		if err := service.NotCarried(service.PoolKey{Namespace: t.Namespace, Name: pm.pool}, p, pm.m); err != nil {
 			return status.Errorf(codes.InvalidArgument, "tokenscale: %v", err)
 		}
 	}

@@ -177,8 +177,8 @@ type Options struct {
 	// MaxConnections caps the connections served at once (0: DefaultMaxConnections, < 0: no cap); one
 	// past it waits to be accepted until another closes. MaxConnectionIdle closes (GOAWAY) a connection
 	// that has had no call open for that long (0: DefaultMaxConnectionIdle): keepalive pings, which the
-	// HTTP/2 stack answers by itself, never reaped a client that connected and sent nothing, and each such
-	// connection holds about 100 KB of buffers and three goroutines.
+	// HTTP/2 stack answers by itself, never reaped a client that finished its handshake and opened no
+	// call, and each such connection holds about 100 KB of buffers and three goroutines.
 	MaxConnections    int
 	MaxConnectionIdle time.Duration
 	// MaxConnectionsPerClient caps the connections from one address (0: DefaultMaxConnectionsPerClient,

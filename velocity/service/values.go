@@ -53,22 +53,23 @@ func Carries(r config.Role, m PoolMetric) bool {
 	return true
 }
 
-// NotCarried returns an error wrapping ErrNotCarried when the pool's role lacks m, else nil.
-func (v *PoolView) NotCarried(m PoolMetric) error {
-	if v.Config == nil || Carries(v.Config.Role, m) {
+// NotCarried returns an error wrapping ErrNotCarried, naming the pool and the one that carries m, when
+// pool p (at key) has a role that lacks m; nil otherwise, and for a nil p.
+func NotCarried(key PoolKey, p *config.Pool, m PoolMetric) error {
+	if p == nil || Carries(p.Role, m) {
 		return nil
 	}
 	where := "the prefill pool"
 	if m == Conversions {
 		where = "the decode pool"
 	}
-	return fmt.Errorf("%s of pool %s: %w (a %s pool): read it on %s of the group", m, v.Key, ErrNotCarried, v.Config.Role, where)
+	return fmt.Errorf("%s of pool %s: %w (a %s pool): read it on %s of the group", m, key, ErrNotCarried, p.Role, where)
 }
 
 // Value returns one of the pool's numbers, or why it is unknown. It never returns NaN, Inf or a
 // negative number.
 func (v *PoolView) Value(m PoolMetric) (float64, error) {
-	if err := v.NotCarried(m); err != nil {
+	if err := NotCarried(v.Key, v.Config, m); err != nil {
 		return 0, err
 	}
 	var x float64
