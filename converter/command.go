@@ -21,6 +21,7 @@ import (
 	"github.com/tokenscale/tokenscale/internal/options"
 	"github.com/tokenscale/tokenscale/internal/pipeline"
 	"github.com/tokenscale/tokenscale/internal/selfmetrics"
+	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -104,6 +105,7 @@ func (c *ControllerCommand) Run(ctx context.Context) error {
 	// numbers are served only behind the adapter's delegated authorization or on the KEDA scaler's loopback.
 	// The controller is healthy while its loop publishes fresh snapshots, as the KEDA scaler is.
 	fresh := func() error { return service.Fresh(p.Service.Snapshot(), time.Now(), p.MaxAge()) }
+	selfmetrics.NewBuildInfo(legacyregistry.MustRegister, version.Get())
 	if err := selfmetrics.Serve(ctx, c.MetricsAddress, "metrics", true, fresh); err != nil {
 		return err
 	}
@@ -311,6 +313,7 @@ func (c *AgentCommand) Run(ctx context.Context) error {
 		return err
 	}
 	defer closeAll()
+	selfmetrics.NewBuildInfo(legacyregistry.MustRegister, version.Get())
 	if err := selfmetrics.Serve(ctx, c.MetricsAddress, "metrics", true, nil); err != nil {
 		return err
 	}

@@ -627,6 +627,26 @@ func sameGroupSlot(a, b *Pool) (string, bool) {
 	return a.Namespace, groupIn(a, a.Namespace) == groupIn(b, b.Namespace)
 }
 
+// mayMeet says whether two pools can be sized in one group in some namespace: their namespaces overlap
+// ("" is every namespace) and their groups are equal there (a pool without a group takes the namespace's).
+func mayMeet(a, b *Pool) bool {
+	if a.Namespace != "" && b.Namespace != "" && a.Namespace != b.Namespace {
+		return false
+	}
+	ns := a.Namespace + b.Namespace // the one fixed, if any (equal when both are)
+	if a.Namespace != "" && b.Namespace != "" {
+		ns = a.Namespace
+	}
+	switch {
+	case a.Group != "" && b.Group != "":
+		return a.Group == b.Group
+	case a.Group == "" && b.Group == "":
+		return true
+	default: // one group named: the other pool's group is the namespace's name
+		return ns == "" || ns == a.Group+b.Group
+	}
+}
+
 func groupText(group, ns string) string {
 	return fmt.Sprintf("group %q in namespace %s", clipText(group), shown(ns))
 }
@@ -793,8 +813,9 @@ func (c *Config) complete() error {
 	}
 	// At least 0.1 s: a queue sized to drain in less (1e-300 passed) asked for every pod up to maxReplicas
 	// whenever a single token waited.
-	if !(p.DrainSeconds >= 0.1) || math.IsInf(p.DrainSeconds, 0) {
-		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be at least 0.1 and finite", p.DrainSeconds))
+	// At most an hour: a queue allowed longer to drain (1e300 passed) took the queue out of the sizing.
+	if !(p.DrainSeconds >= 0.1 && p.DrainSeconds <= 3600) {
+		errs = append(errs, fmt.Errorf("policy.drainSeconds %v must be in [0.1, 3600]", p.DrainSeconds))
 	}
 	if !(p.ScaleDownQuantile > 0 && p.ScaleDownQuantile <= 1) {
 		errs = append(errs, fmt.Errorf("policy.scaleDownQuantile %v must be in (0, 1] (1: scale down only to the window's highest recommendation)", p.ScaleDownQuantile))
@@ -829,6 +850,16 @@ func (c *Config) complete() error {
 	}
 	if p.Horizon.Duration > time.Hour {
 		errs = append(errs, fmt.Errorf("policy.horizon (%s) must be at most 1h", p.Horizon))
+	}
+	// Lower bounds past which a value is a typo too (ms for s): a cold start of 60ms turned burst sizing,
+	// smoothing and conversions off without a word, and a release hold of 2ms let conversions flap.
+	for _, f := range []struct {
+		key string
+		d   Duration
+	}{{"coldStart", p.ColdStart}, {"horizon", p.Horizon}, {"releaseHold", p.ReleaseHold}, {"scaleDownWindow", p.ScaleDownWindow}} {
+		if f.d.Duration > 0 && f.d.Duration < time.Second {
+			errs = append(errs, fmt.Errorf("policy.%s (%s) must be at least 1s", f.key, f.d))
+		}
 	}
 	if len(c.Pools) == 0 {
 		errs = append(errs, errors.New("pools: at least one pool is required"))
@@ -919,6 +950,14 @@ func (c *Config) complete() error {
 		if pl.SLO.ITL.Duration > time.Minute {
 			errs = append(errs, fmt.Errorf("%s: slo.itl (%s) must be at most 1m", where, pl.SLO.ITL))
 		}
+		// And below these (ms for s): a TTFT of 2ms read every first token as late, which stepped a decode
+		// pool up every 30 s to maxReplicas, and made every prefill queue a breach.
+		if d := pl.SLO.TTFT.Duration; d > 0 && d < 10*time.Millisecond {
+			errs = append(errs, fmt.Errorf("%s: slo.ttft (%s) must be at least 10ms", where, pl.SLO.TTFT))
+		}
+		if d := pl.SLO.ITL.Duration; d > 0 && d < time.Millisecond {
+			errs = append(errs, fmt.Errorf("%s: slo.itl (%s) must be at least 1ms", where, pl.SLO.ITL))
+		}
 		// Defaults: Llama-3.1-8B, TP=1, H100 class; see docs/metrics.md for sources.
 		setF(&pl.Profile.PrefillTPS, 12000)
 		setF(&pl.Profile.DecodeTPS, 2500)
@@ -962,6 +1001,10 @@ func (c *Config) complete() error {
 			a, b := &c.Pools[i], &c.Pools[j]
 			if a.Workload.Name != "" && a.Workload == b.Workload && (a.Namespace == b.Namespace || a.Namespace == "" || b.Namespace == "") {
 				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, shown(a.Name), j, shown(b.Name), shown(a.Workload.Kind), shown(a.Workload.Name)))
+			}
+			if slot(a) != slot(b) && a.Ratio != nil && b.Ratio != nil && *a.Ratio != *b.Ratio && mayMeet(a, b) {
+				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) set different ratio bands (%v..%v and %v..%v) and may be sized together, where a group keeps one: set it on one pool, or the same on both",
+					i, shown(a.Name), j, shown(b.Name), a.Ratio.Min, a.Ratio.Max, b.Ratio.Min, b.Ratio.Max))
 			}
 			if ns, clash := sameGroupSlot(a, b); clash {
 				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) would both be the %s pool of %s, and a group sizes one of each (the other's numbers would all be unknown): give each model's pools their own group",

@@ -109,8 +109,17 @@ func TestParseErrors(t *testing.T) {
 		{"utilisation of 1e-30", "version: tokenscale.io/v1alpha1\npolicy: {targetUtilisation: 1e-30}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.targetUtilisation 1e-30 must be in [0.01, 1]"},
 		{"a velocity of 5e-324", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, profile: {kvTransferTokensPerSecond: 5e-324}}\n", "profile velocities must be between 1 and 1e+07 tokens/s"},
 		{"a velocity of 1e15", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, profile: {prefillTokensPerSecond: 1e15}}\n", "got prefill 1e+15"},
-		{"drain of no seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: -1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds -1 must be at least 0.1"},
-		{"drain of a tiny time", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: 1e-300}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds 1e-300 must be at least 0.1"},
+		{"drain of no seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: -1}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds -1 must be in [0.1, 3600]"},
+		{"drain of a tiny time", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: 1e-300}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds 1e-300 must be in [0.1, 3600]"},
+		{"drain of 1e300 seconds", "version: tokenscale.io/v1alpha1\npolicy: {drainSeconds: 1e300}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.drainSeconds 1e+300 must be in [0.1, 3600]"},
+		{"cold start in milliseconds", "version: tokenscale.io/v1alpha1\npolicy: {coldStart: 60ms}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.coldStart (60ms) must be at least 1s"},
+		{"horizon shorter than a round", "version: tokenscale.io/v1alpha1\npolicy: {horizon: 5ms}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.horizon (5ms) must be at least 1s"},
+		{"release hold shorter than a round", "version: tokenscale.io/v1alpha1\npolicy: {releaseHold: 2ms}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.releaseHold (2ms) must be at least 1s"},
+		{"scale-down window in milliseconds", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownWindow: 999ms}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownWindow (999ms) must be at least 1s"},
+		{"TTFT in milliseconds", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, slo: {ttft: 2ms}}\n", "pools[0] (a): slo.ttft (2ms) must be at least 10ms"},
+		{"ITL in microseconds", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, slo: {itl: 100us}}\n", "slo.itl (100µs) must be at least 1ms"},
+		{"two ratio bands in one group", "version: tokenscale.io/v1alpha1\npools:\n- {name: p, namespace: llm, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, role: decode, selector: {a: c}, ratio: {min: 1, max: 1}}\n", "pools[0] (p) and pools[1] (d) set different ratio bands (0.5..2 and 1..1) and may be sized together"},
+		{"two ratio bands in one named group", "version: tokenscale.io/v1alpha1\npools:\n- {name: p, group: llama, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, namespace: llama, role: decode, selector: {a: c}, ratio: {min: 1, max: 1}}\n", "set different ratio bands"},
 		{"convert fraction above 1", "version: tokenscale.io/v1alpha1\npolicy: {maxConvertFraction: 1.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.maxConvertFraction 1.5 must be in [0, 1]"},
 		{"negative min replicas", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, minReplicas: -1}\n", "need 1 <= minReplicas <= maxReplicas <= 1000000 (minReplicas 0 or unset: 1; maxReplicas unset: 100), got -1 and 100"},
 		{"two pools on one workload", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, namespace: llm, role: prefill, selector: {a: b}, workload: {name: w}}\n- {name: b, role: decode, selector: {a: c}, workload: {kind: Deployment, name: w}}\n", "pools[0] (a) and pools[1] (b) both name workload Deployment/w"},
@@ -416,9 +425,27 @@ func TestRangeBoundsAccepted(t *testing.T) {
 		"scrape: {promptTokens: 10000000}\n",
 		"scrape: {interval: 100ms, timeout: 10ms}\n",
 		"policy: {releaseHold: 1h, horizon: 1h}\n",
+		"policy: {coldStart: 1s, drainSeconds: 3600}\n",
+		"policy: {horizon: 1s, releaseHold: 1s, scaleDownWindow: 1s}\n",
 	} {
 		if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\n" + tc + "pools:\n- {name: a, role: prefill, selector: {a: b}}\n")); err != nil {
 			t.Errorf("%s: %v", tc, err)
+		}
+	}
+	// Ratio bands on two pools that are never sized together, or the same band on both.
+	for _, pools := range []string{
+		"- {name: p, namespace: a, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, namespace: b, role: decode, selector: {a: c}, ratio: {min: 1, max: 1}}\n",
+		"- {name: p, group: x, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, group: y, role: decode, selector: {a: c}, ratio: {min: 1, max: 1}}\n",
+		"- {name: p, group: x, namespace: a, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, namespace: a, role: decode, selector: {a: c}, ratio: {min: 1, max: 1}}\n",
+		"- {name: p, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, role: decode, selector: {a: c}, ratio: {min: 0.5, max: 2}}\n",
+	} {
+		if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n" + pools)); err != nil {
+			t.Errorf("%s: %v", pools, err)
+		}
+	}
+	for _, slo := range []string{"ttft: 10ms", "itl: 1ms"} {
+		if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, slo: {" + slo + "}}\n")); err != nil {
+			t.Errorf("slo {%s}: %v", slo, err)
 		}
 	}
 	pool := "version: tokenscale.io/v1alpha1\npools:\n- {name: a, namespace: llm-0, role: prefill, slo: {ttft: 1h, itl: 1m}, selector: {%s}}\n"
@@ -452,8 +479,25 @@ func TestShippedConfigsParse(t *testing.T) {
 	if m == nil {
 		t.Fatal("docs/metrics.md: no yaml block under its Configuration section")
 	}
-	if _, err := Parse(m[1]); err != nil {
-		t.Errorf("docs/metrics.md's example: %v", err)
+	documented, err := Parse(m[1])
+	if err != nil {
+		t.Fatalf("docs/metrics.md's example: %v", err)
+	}
+	// Its values are the defaults it documents: a default changed in complete() alone would leave the
+	// reference saying the old one.
+	def := Default()
+	if !reflect.DeepEqual(documented.Policy, def.Policy) {
+		t.Errorf("docs/metrics.md's example policy %+v differs from the defaults %+v", documented.Policy, def.Policy)
+	}
+	if !reflect.DeepEqual(documented.Scrape, def.Scrape) {
+		t.Errorf("docs/metrics.md's example scrape %+v differs from the defaults %+v", documented.Scrape, def.Scrape)
+	}
+	for i, p := range documented.Pools {
+		d := def.Pools[0]
+		if p.SLO != d.SLO || p.Profile != d.Profile || p.MinReplicas != d.MinReplicas || p.MaxReplicas != d.MaxReplicas {
+			t.Errorf("docs/metrics.md's example pools[%d]: slo %+v, profile %+v, replicas %d..%d; the defaults are %+v, %+v, %d..%d",
+				i, p.SLO, p.Profile, p.MinReplicas, p.MaxReplicas, d.SLO, d.Profile, d.MinReplicas, d.MaxReplicas)
+		}
 	}
 	cm, err := os.ReadFile("../../manifests/common/configmap.yaml")
 	if err != nil {

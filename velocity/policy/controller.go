@@ -76,11 +76,12 @@ func NewController() *Controller {
 // Calibrated returns a pool's calibrated per-pod velocity, or 0 when the profile is in use.
 func (c *Controller) Calibrated(pool string) float64 { return c.calibrated[pool] }
 
-// CalibratedFor is Calibrated for the pool as the config in force has it: 0 when it was last sized on
-// the other side (a reload moved it between prefill and decode), since the status that round is built
-// before Decide forgets it, and the other side's velocity halved or doubled that round's replicas.
-func (c *Controller) CalibratedFor(p *config.Pool) float64 {
-	if was, ok := c.role[p.Name]; ok && was != side(p) {
+// CalibratedFor is Calibrated for the pool and policy as the config in force has them: 0 when it was last
+// sized on the other side (a reload moved it between prefill and decode), since the status that round is
+// built before Decide forgets it, and the other side's velocity halved or doubled that round's replicas;
+// 0 too when calibration is off, so that a reload turning it off sizes on the profile from its first round.
+func (c *Controller) CalibratedFor(p *config.Pool, pol config.Policy) float64 {
+	if was, ok := c.role[p.Name]; ok && was != side(p) || !pol.Calibrates() {
 		return 0
 	}
 	return c.calibrated[p.Name]
@@ -628,7 +629,8 @@ const (
 // Updates are bounded to [0.5, 2]× the profile; a move of more than 5% is logged.
 func (c *Controller) calibrate(pol config.Policy, p *config.Pool, st *PoolStatus) {
 	if !pol.Calibrates() {
-		// Off (policy.calibrate: false, perhaps by a reload): the profile's velocity from the next round.
+		// Off (policy.calibrate: false, perhaps by a reload): forgotten, so that turning it on again starts
+		// from the profile.
 		delete(c.calibrated, p.Name)
 		delete(c.saturated, p.Name)
 		return

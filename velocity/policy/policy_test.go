@@ -78,7 +78,7 @@ func (r *rig) tick() (PoolStatus, PoolStatus, Decision) {
 	for i := range r.cfg.Pools {
 		p := &r.cfg.Pools[i]
 		res := r.st.List(func(k store.PodKey) bool { return len(k.Name) > len(p.Name) && k.Name[:len(p.Name)] == p.Name })
-		s, _ := Aggregate(p, res, r.ctrl.Calibrated(p.Name), r.cfg.Policy.Horizon.Duration)
+		s, _ := Aggregate(p, res, r.ctrl.CalibratedFor(p, r.cfg.Policy), r.cfg.Policy.Horizon.Duration)
 		pools[p.Name] = s
 	}
 	ps, ds := pools["prefill"], pools["decode"]
@@ -304,8 +304,8 @@ func TestCalibrateOff(t *testing.T) {
 	if got := r.ctrl.Calibrated("prefill"); got != 0 {
 		t.Errorf("calibrate turned off: V_P still calibrated at %.0f", got)
 	}
-	if ps, _, _ = r.tick(); ps.PerPod != 16000 {
-		t.Errorf("calibrate turned off: the next round sizes on V_P %.0f, want the profile's 16000", ps.PerPod)
+	if ps.PerPod != 16000 {
+		t.Errorf("calibrate turned off: the round after the reload sizes on V_P %.0f, want the profile's 16000", ps.PerPod)
 	}
 }
 
@@ -1269,10 +1269,10 @@ func TestCalibrationIsNotCarriedAcrossSides(t *testing.T) {
 	for s := range 20 {
 		c.Decide(time.Unix(int64(s), 0), pol, "g", nil, nil, &asDecode, ds)
 	}
-	if c.CalibratedFor(&asDecode) == 0 {
+	if c.CalibratedFor(&asDecode, pol) == 0 {
 		t.Fatal("setup: the decode pool was not calibrated")
 	}
-	if v := c.CalibratedFor(&asPrefill); v != 0 {
+	if v := c.CalibratedFor(&asPrefill, pol); v != 0 {
 		t.Errorf("the pool moved to prefill by a reload: calibrated %v tok/s carried over; want 0 (the prefill profile)", v)
 	}
 }

@@ -197,7 +197,7 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 		// The controller keys its state by pool name: give it one per instance.
 		inst := *pl
 		inst.Name = pk.String()
-		st, err := policy.Aggregate(&inst, poolResults[pk], ctrl.CalibratedFor(&inst), c.Policy.Horizon.Duration)
+		st, err := policy.Aggregate(&inst, poolResults[pk], ctrl.CalibratedFor(&inst, c.Policy), c.Policy.Horizon.Duration)
 		if n := m.Matching[pk]; len(pods) == 0 && n > 0 {
 			// A pool with a fixed namespace has an instance without Ready pods: it says how many it has, as
 			// the fronts do for a pool without an instance.
