@@ -582,6 +582,12 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 	spare := 0
 	if headroom > 0 {
 		spare = min(ds.Pods, int(math.Floor(headroom/pol.ConvertedPrefill+1e-9)))
+		// Some decoding always stays: at c = 1 (an engine that switches role, SGLang's, decodes nothing
+		// while converted) an idle pool's every decoder was spare, and converting them all left the
+		// prefilled requests no decoder until the release.
+		if float64(spare)*pol.ConvertedPrefill >= float64(ds.Pods)-1e-9 {
+			spare = int(math.Ceil(float64(ds.Pods)/pol.ConvertedPrefill-1e-9)) - 1
+		}
 	}
 	limit := ConversionLimit(pol.ConvertFraction(), ds.Pods)
 	want = max(0, min(want, spare, limit))

@@ -489,6 +489,34 @@ func TestLoneDecoderConvertsOnlyWithHeadroom(t *testing.T) {
 	}
 }
 
+// With convertedPrefill 1 (an engine that switches role, as SGLang's does, decodes nothing while
+// converted) conversions leave at least one decoder decoding, even in an idle decode pool: converting a
+// lone decoder left every prefilled request without one until the release.
+func TestConversionsLeaveADecoderDecoding(t *testing.T) {
+	for _, c := range []struct {
+		decoders, maxFraction, want int
+		c                           float64
+	}{{1, 1, 0, 1}, {2, 1, 1, 1}, {4, 1, 3, 1}, {1, 1, 1, 0.3}, {2, 1, 2, 0.5}} {
+		r := newRig(t, 2, c.decoders)
+		f := float64(c.maxFraction)
+		r.cfg.Policy.MaxConvertFraction = &f
+		r.cfg.Policy.ConvertedPrefill = c.c
+		r.load("prefill", 12000, 0)
+		r.load("decode", 0, 0)
+		for i := 0; i < 20; i++ {
+			r.tick()
+		}
+		r.load("prefill", 60000, 0)
+		var d Decision
+		for i := 0; i < 3; i++ {
+			_, _, d = r.tick()
+		}
+		if d.Conversions != c.want {
+			t.Errorf("%d idle decoders, convertedPrefill %v: conversions %d, want %d; reasons %v", c.decoders, c.c, d.Conversions, c.want, d.Reasons)
+		}
+	}
+}
+
 // Replicas follow the window-average rate, not a one-scrape peak, unless backpressure predicts a breach
 // on enough decisions in a row to cover breachEvidence (3 s) of scrapes: three at 1 s, six at 500 ms, two
 // at 2 s. A round the pool's status is unknown (-1 below) breaks the row.
