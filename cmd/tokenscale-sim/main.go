@@ -61,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		router       = fs.Duration("router-delay", time.Second, "time for a conversion to reach the router")
 		convChunk    = fs.Int("convert-chunk-tokens", 512, "most prompt tokens a converted decoder adds to one decode step (TokenScale's restricted chunked prefill; a stock vLLM decoder chunks at the profile's prefillBatchTokens)")
 		convBudget   = fs.Duration("convert-step-budget", 50*time.Millisecond, "the step time a converted decoder's prompt chunk is sized to fill, with its decode batch (a stock vLLM decoder has none: give a long one)")
+		convSwitch   = fs.Bool("convert-switch", false, "converted decoders switch role as the converter's sglang actuator does: only an idle decoder switches, it prefills as a prefiller and decodes nothing, and tokenscale runs with policy.convertedPrefill 1")
 		policies     = fs.String("policies", "", "comma-separated policies (default: all)")
 		goal         = fs.Float64("goal", 0.96, "joint SLO attainment to compare policies at; the target is the lower of it and the trace's ceiling less a point")
 		tuning       = fs.Bool("tuning", false, "also print every tuning of the sweep")
@@ -188,7 +189,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 					name, span.Round(time.Second), minScored, third.Round(time.Second))
 			}
 		}
-		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router, ConvertChunkTokens: *convChunk, ConvertStepBudget: *convBudget}, Goal: *goal, Workers: *workers,
+		eo := eval.Options{Cluster: cluster.Config{Hardware: hw, ColdStart: *coldStart, RouterDelay: *router, ConvertChunkTokens: *convChunk, ConvertStepBudget: *convBudget, ConvertSwitch: *convSwitch}, Goal: *goal, Workers: *workers,
 			History: hist, Tune: tune, Warmup: warm, Hindsight: *hindsightSeg, ScrapeInterval: *scrapeEvery}
 		if hist <= 0 {
 			eo.Tune, eo.Warmup = 0, 0

@@ -27,6 +27,9 @@ type Env struct {
 	// ScrapeInterval is tokenscale's scrape.interval when > 0 (else the config's default): its decision
 	// round and its rates' smoothing follow it, as in the adapter.
 	ScrapeInterval time.Duration
+	// ConvertedPrefill is tokenscale's policy.convertedPrefill when > 0: 1 where converted decoders switch
+	// role (the cluster's ConvertSwitch), as docs/converter.md tells the sglang actuator's users to set.
+	ConvertedPrefill float64
 }
 
 // KVTransferTPS is V_N in tokens/s.

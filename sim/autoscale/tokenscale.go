@@ -41,6 +41,9 @@ func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *T
 	if env.DrainSeconds > 0 {
 		c.Policy.DrainSeconds = env.DrainSeconds
 	}
+	if env.ConvertedPrefill > 0 {
+		c.Policy.ConvertedPrefill = env.ConvertedPrefill
+	}
 	if env.ScrapeInterval > 0 {
 		c.Scrape.Interval.Duration = env.ScrapeInterval
 		// The simulation's scrapes take no time; the rest is kept valid for the config it mirrors (a pod

@@ -62,6 +62,11 @@ type Config struct {
 	// caps that step's duration (TokenScale's SLO-aware restricted chunked prefill). Defaults 512 and 50ms.
 	ConvertChunkTokens int
 	ConvertStepBudget  time.Duration
+	// ConvertSwitch converts decoders as the converter's sglang actuator does (SGLang's pd_role_switch):
+	// only an idle decoder switches (nothing running, waiting or on its way to it), it then prefills as a
+	// prefiller does and sends the KV to another decoder, decoding nothing, and a released one finishes
+	// the prompts it took before it decodes again. The chunk settings above then play no part.
+	ConvertSwitch bool
 	// InitialPrefill and InitialDecode instances are Ready at time 0. Default 1 each.
 	InitialPrefill, InitialDecode int
 	// MaxPrefill and MaxDecode cap spec replicas. Default 64 each.
@@ -205,9 +210,12 @@ type instance struct {
 	// flippedAt is when the instance was last converted or released (flipped says it has been).
 	flippedAt float64
 	flipped   bool
-	pq        []*request
-	pqTokens  float64
-	chunk     int
+	// switched: converted in ConvertSwitch mode, or released and still finishing its prompts; it runs
+	// prefill engine steps on queue as a prefiller does.
+	switched bool
+	pq       []*request
+	pqTokens float64
+	chunk    int
 
 	stats InstanceStats
 }
@@ -443,6 +451,9 @@ func (s *sim) loop(a Autoscaler) {
 	s.res.finish(s.reqs, s.cfg.ScoreFrom.Seconds(), s.cfg.Outcomes)
 }
 
+// prefills says the instance runs prefill engine steps: a prefiller, or a decoder switched to prefill.
+func (in *instance) prefills() bool { return in.role == rolePrefill || in.switched }
+
 // nextEvent is the instance's next self-driven event time.
 func (in *instance) nextEvent() float64 {
 	switch {
@@ -450,7 +461,7 @@ func (in *instance) nextEvent() float64 {
 		return math.Inf(1)
 	case !in.ready:
 		return in.readyAt
-	case in.role == rolePrefill && len(in.takes) > 0:
+	case in.prefills() && len(in.takes) > 0:
 		return in.busyUntil
 	case in.role == roleDecode && in.stepping:
 		return in.stepEnd
@@ -463,7 +474,7 @@ func (s *sim) handle(in *instance) {
 	case !in.ready:
 		in.ready = true
 		s.flushPending()
-	case in.role == rolePrefill:
+	case in.prefills():
 		s.prefillDone(in)
 	default:
 		s.stepDone(in)
@@ -480,7 +491,7 @@ func (s *sim) route(r *request) {
 		}
 		var t float64
 		switch {
-		case in.role == rolePrefill:
+		case in.role == rolePrefill || in.switched && in.converted && s.now >= in.convertFrom:
 			t = in.qTokens / s.hw.PrefillTPS
 			if len(in.takes) > 0 {
 				t = (in.qTokens-float64(in.stepTokens))/s.hw.PrefillTPS + in.busyUntil - s.now
@@ -523,7 +534,7 @@ func (s *sim) chunkFor(in *instance) int {
 }
 
 func (s *sim) assignPrefill(in *instance, r *request) {
-	if in.role == rolePrefill {
+	if in.prefills() {
 		in.queue = append(in.queue, r)
 		in.qTokens += float64(r.in)
 		in.stats.Waiting++
@@ -548,6 +559,9 @@ func (s *sim) assignPrefill(in *instance, r *request) {
 // StepBase plus its tokens at V_P. A profile without a budget prefills one whole prompt per step at V_P.
 func (s *sim) startPrefill(in *instance) {
 	if len(in.queue) == 0 {
+		if in.switched && !in.converted {
+			s.unswitch(in)
+		}
 		if in.draining {
 			s.remove(in)
 		}
@@ -639,7 +653,7 @@ func (s *sim) pickDecoder() *instance {
 	var best *instance
 	bestFree := math.Inf(-1)
 	for _, in := range s.insts {
-		if in.role != roleDecode || !in.ready || in.draining || in.gone {
+		if in.role != roleDecode || in.switched || !in.ready || in.draining || in.gone {
 			continue
 		}
 		free := s.hw.KVCapacityTokens - s.kvNow(in) - in.waitingTokens() - in.incoming
@@ -1007,9 +1021,11 @@ func (s *sim) scale(r role, want int) {
 			pick.converted = false
 			s.converted--
 		}
-		if pick.role == rolePrefill && len(pick.queue) == 0 {
-			s.remove(pick)
-		} else if pick.role == roleDecode {
+		if pick.prefills() {
+			if len(pick.queue) == 0 {
+				s.remove(pick)
+			} // else startPrefill removes it once its queue is done
+		} else {
 			s.startStep(pick) // removes it at once when idle
 			if !pick.gone && !pick.stepping && pick.batch.Len() == 0 {
 				s.remove(pick)
@@ -1020,7 +1036,7 @@ func (s *sim) scale(r role, want int) {
 }
 
 func (s *sim) load(in *instance) float64 {
-	if in.role == rolePrefill {
+	if in.prefills() {
 		return in.qTokens
 	}
 	return s.kvNow(in) + in.waitingTokens() + in.pqTokens + in.incoming
@@ -1040,6 +1056,8 @@ func (s *sim) convert(want int) {
 		switch {
 		case in.converted:
 			conv = append(conv, in)
+		case s.cfg.ConvertSwitch && !s.idle(in):
+			// SGLang answers "not idle" and the agent tries again later.
 		case !in.flipped || s.now-in.flippedAt >= minFlip:
 			cands = append(cands, in)
 		}
@@ -1059,6 +1077,9 @@ func (s *sim) convert(want int) {
 		conv[i].converted = false
 		conv[i].flipped, conv[i].flippedAt = true, s.now
 		s.converted--
+		if in := conv[i]; in.switched && len(in.queue) == 0 {
+			s.unswitch(in)
+		}
 		conv = append(conv[:i], conv[i+1:]...)
 	}
 	for len(conv) < want {
@@ -1070,6 +1091,7 @@ func (s *sim) convert(want int) {
 		}
 		in := cands[i]
 		in.converted = true
+		in.switched = s.cfg.ConvertSwitch
 		in.flipped, in.flippedAt = true, s.now
 		in.convertFrom = s.now + s.cfg.RouterDelay.Seconds()
 		s.converted++
@@ -1077,6 +1099,18 @@ func (s *sim) convert(want int) {
 		conv = append(conv, in)
 		cands = append(cands[:i], cands[i+1:]...)
 	}
+}
+
+// idle says a decoder has nothing to decode, now or on its way: the only state SGLang switches in.
+func (s *sim) idle(in *instance) bool {
+	return in.batch.Len() == 0 && len(in.waiting) == 0 && in.incomingN == 0 && !in.stepping && len(in.pq) == 0 && !in.switched
+}
+
+// unswitch makes a released switched decoder, its prompts done, a decoder again; requests that found no
+// decoder meanwhile are handed out.
+func (s *sim) unswitch(in *instance) {
+	in.switched = false
+	s.flushPending()
 }
 
 // earlierFlip orders conversion candidates: never flipped first, then least recently flipped, then oldest.

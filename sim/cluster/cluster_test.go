@@ -659,3 +659,89 @@ func TestConversionWaitsForTheMinimumFlipInterval(t *testing.T) {
 		t.Errorf("default minimum flip interval %s (%v), want 30s", cfg.MinFlipInterval, err)
 	}
 }
+
+// A decoder converted as SGLang switches role prefills as a prefiller does and decodes nothing: its
+// prompts' KV goes to the other decoder, so it emits only their first tokens. Converted as TokenScale's
+// engine, it decodes what it prefilled.
+func TestSwitchedDecoderPrefillsAndDecodesNothing(t *testing.T) {
+	var reqs []trace.Request
+	// 32,000 prompt tokens/s: more than one prefiller's V_P, so the converted decoder takes prompts too.
+	for at := time.Duration(0); at < time.Minute; at += 250 * time.Millisecond {
+		reqs = append(reqs, trace.Request{Arrival: at, PromptTokens: 8000, OutputTokens: 50})
+	}
+	for _, sw := range []bool{true, false} {
+		var last *View
+		res, err := Run(Config{Hardware: testHW(), InitialDecode: 2, ConvertSwitch: sw}, reqs, viewer{fixed{Target{1, 2, 1}}, &last})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.done != len(reqs) {
+			t.Fatalf("switch %v: %d of %d requests done", sw, res.done, len(reqs))
+		}
+		var conv, other *InstanceStats
+		for i := range last.Decode {
+			if last.Decode[i].Converted {
+				conv = &last.Decode[i]
+			} else {
+				other = &last.Decode[i]
+			}
+		}
+		if conv == nil || other == nil {
+			t.Fatalf("switch %v: want one converted decoder and one not, got %+v", sw, last.Decode)
+		}
+		if conv.PromptTokens == 0 || conv.Finished == 0 {
+			t.Errorf("switch %v: the converted decoder prefilled %v tokens, finished %v prompts; want some", sw, conv.PromptTokens, conv.Finished)
+		}
+		// 50 output tokens: a decoder that decodes what it prefilled emits 50 per prompt.
+		if decodes := conv.GenerationTokens > conv.Finished; decodes == sw {
+			t.Errorf("switch %v: the converted decoder emitted %v tokens for %v finished prompts; want it to decode: %v",
+				sw, conv.GenerationTokens, conv.Finished, !sw)
+		}
+		if other.GenerationTokens == 0 {
+			t.Errorf("switch %v: the other decoder decoded nothing", sw)
+		}
+	}
+}
+
+// until wants one conversion from a time until another and none outside, recording when the decoder is
+// converted.
+type until struct {
+	from, end time.Duration
+	at        map[int]bool
+}
+
+func (u until) Interval() time.Duration { return time.Second }
+func (u until) Decide(v *View) Target {
+	if len(v.Decode) > 0 {
+		u.at[int(v.Now/time.Second)] = v.Decode[0].Converted
+	}
+	if v.Now >= u.from && v.Now < u.end {
+		return Target{1, 1, 1}
+	}
+	return Target{1, 1, 0}
+}
+
+// SGLang switches only an idle engine: a lone decoder busy with a long decode when a conversion is wanted
+// (3 s) is not converted until it is done (TokenScale's engine is at once). A prompt that arrives while the only decoder is switched waits
+// for a decoder and is decoded once the conversion is released.
+func TestSwitchWaitsForAnIdleDecoder(t *testing.T) {
+	hw := testHW()
+	out := int(math.Ceil(10 / hw.StepTime(1, 3100))) // at least 10 s of decoding
+	reqs := []trace.Request{{PromptTokens: 100, OutputTokens: out}, {Arrival: 50 * time.Second, PromptTokens: 100, OutputTokens: 2}}
+	for _, sw := range []bool{true, false} {
+		u := until{from: 3 * time.Second, end: 80 * time.Second, at: map[int]bool{}}
+		res, err := Run(Config{Hardware: hw, ConvertSwitch: sw}, reqs, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.done != len(reqs) {
+			t.Fatalf("switch %v: %d of %d requests done", sw, res.done, len(reqs))
+		}
+		if u.at[5] == sw || !u.at[45] || u.at[85] {
+			t.Errorf("switch %v: converted at 5 s %v, 45 s %v, 85 s %v; want %v, true, false", sw, u.at[5], u.at[45], u.at[85], !sw)
+		}
+		if sw && res.ttft[1] < 30 {
+			t.Errorf("the prompt that came while the only decoder was switched had its first token after %.1f s; want it to wait for the release (30 s)", res.ttft[1])
+		}
+	}
+}

@@ -271,6 +271,9 @@ func Evaluate(name string, reqs []trace.Request, pols []autoscale.Policy, o Opti
 		env.ColdStart = 60 * time.Second
 	}
 	env.ScrapeInterval = o.ScrapeInterval
+	if o.Cluster.ConvertSwitch {
+		env.ConvertedPrefill = 1
+	}
 	// Every run starts its replay from the pools an operator would deploy for the history's mean load;
 	// the warm-up then lets each policy reach its own state before scoring starts.
 	if o.Cluster.InitialPrefill == 0 && o.Cluster.InitialDecode == 0 {
