@@ -122,6 +122,35 @@ pools:
 	if _, ok := snap.Decisions["a/a"]; !ok {
 		t.Errorf("no decision for group a/a: %v", snap.Decisions)
 	}
+	// A reload acts from the next round: a lower maxReplicas clamps the answer at once, and a lower
+	// targetUtilisation sizes on it (ceil(18000 / (10000 × 0.5)) = 4).
+	reload := func(policy, prefillMax string) {
+		t.Helper()
+		c, err := config.Parse([]byte(fmt.Sprintf(`version: tokenscale.io/v1alpha1
+scrape: {port: %d, staleAfter: 1h}
+policy: {coldStart: 1s%s}
+pools:
+- {name: prefill, role: prefill, selector: {llm-d.ai/role: prefill}, profile: {prefillTokensPerSecond: 10000}%s}
+- {name: decode, role: decode, selector: {llm-d.ai/role: decode}, profile: {decodeTokensPerSecond: 2500}}
+`, port, policy, prefillMax)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg = c
+		now = now.Add(time.Second)
+		for _, e := range engines {
+			e.Advance(time.Second)
+		}
+		snap = s.Step(context.Background(), now)
+	}
+	reload("", ", maxReplicas: 2")
+	if pa := snap.Pools[PoolKey{"a", "prefill"}]; pa == nil || !pa.HasDesired || pa.Desired != 2 {
+		t.Errorf("after a reload to maxReplicas 2: a/prefill %+v, want desired 2", pa)
+	}
+	reload(", targetUtilisation: 0.5", "")
+	if pa := snap.Pools[PoolKey{"a", "prefill"}]; pa == nil || !pa.HasDesired || pa.Desired != 4 {
+		t.Errorf("after a reload to targetUtilisation 0.5: a/prefill %+v, want desired 4", pa)
+	}
 	// A pod vanishing from the lister is dropped at once.
 	pods = pods[:1]
 	snap = s.Step(context.Background(), now.Add(time.Second))
