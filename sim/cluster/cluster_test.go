@@ -727,7 +727,9 @@ func (u until) Decide(v *View) Target {
 func TestSwitchWaitsForAnIdleDecoder(t *testing.T) {
 	hw := testHW()
 	out := int(math.Ceil(10 / hw.StepTime(1, 3100))) // at least 10 s of decoding
-	reqs := []trace.Request{{PromptTokens: 100, OutputTokens: out}, {Arrival: 50 * time.Second, PromptTokens: 100, OutputTokens: 2}}
+	// The third request keeps the run going past the release, so that 85 s is seen.
+	reqs := []trace.Request{{PromptTokens: 100, OutputTokens: out}, {Arrival: 50 * time.Second, PromptTokens: 100, OutputTokens: 2},
+		{Arrival: 95 * time.Second, PromptTokens: 100, OutputTokens: 2}}
 	for _, sw := range []bool{true, false} {
 		u := until{from: 3 * time.Second, end: 80 * time.Second, at: map[int]bool{}}
 		res, err := Run(Config{Hardware: hw, ConvertSwitch: sw}, reqs, u)

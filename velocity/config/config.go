@@ -627,24 +627,32 @@ func sameGroupSlot(a, b *Pool) (string, bool) {
 	return a.Namespace, groupIn(a, a.Namespace) == groupIn(b, b.Namespace)
 }
 
-// mayMeet says whether two pools can be sized in one group in some namespace: their namespaces overlap
-// ("" is every namespace) and their groups are equal there (a pool without a group takes the namespace's).
-func mayMeet(a, b *Pool) bool {
+// mayMeet says whether two of pools can be sized in one group in some namespace: both run there (RunsIn:
+// a pool without a namespace runs in every one but those where a pool of its name is fixed) and their
+// groups are equal there (a pool without a group takes the namespace's name).
+func mayMeet(pools []Pool, a, b *Pool) bool {
 	if a.Namespace != "" && b.Namespace != "" && a.Namespace != b.Namespace {
 		return false
 	}
-	ns := a.Namespace + b.Namespace // the one fixed, if any (equal when both are)
-	if a.Namespace != "" && b.Namespace != "" {
-		ns = a.Namespace
+	ns := a.Namespace // the namespace they can meet in, if only one
+	if ns == "" {
+		ns = b.Namespace
 	}
 	switch {
 	case a.Group != "" && b.Group != "":
-		return a.Group == b.Group
+		if a.Group != b.Group {
+			return false
+		}
 	case a.Group == "" && b.Group == "":
-		return true
-	default: // one group named: the other pool's group is the namespace's name
-		return ns == "" || ns == a.Group+b.Group
+	default: // one group named: the other pool's group is the namespace's name, so they meet only there
+		g := a.Group + b.Group
+		if ns != "" && ns != g {
+			return false
+		}
+		ns = g
 	}
+	// Neither fixed (ns ""): some namespace shadows neither.
+	return ns == "" || RunsIn(pools, a, ns) && RunsIn(pools, b, ns)
 }
 
 func groupText(group, ns string) string {
@@ -1002,7 +1010,7 @@ func (c *Config) complete() error {
 			if a.Workload.Name != "" && a.Workload == b.Workload && (a.Namespace == b.Namespace || a.Namespace == "" || b.Namespace == "") {
 				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) both name workload %s/%s: give each pool its own", i, shown(a.Name), j, shown(b.Name), shown(a.Workload.Kind), shown(a.Workload.Name)))
 			}
-			if slot(a) != slot(b) && a.Ratio != nil && b.Ratio != nil && *a.Ratio != *b.Ratio && mayMeet(a, b) {
+			if slot(a) != slot(b) && a.Ratio != nil && b.Ratio != nil && *a.Ratio != *b.Ratio && mayMeet(c.Pools, a, b) {
 				pair(fmt.Errorf("pools[%d] (%s) and pools[%d] (%s) set different ratio bands (%v..%v and %v..%v) and may be sized together, where a group keeps one: set it on one pool, or the same on both",
 					i, shown(a.Name), j, shown(b.Name), a.Ratio.Min, a.Ratio.Max, b.Ratio.Min, b.Ratio.Max))
 			}

@@ -438,6 +438,10 @@ func TestRangeBoundsAccepted(t *testing.T) {
 		"- {name: p, group: x, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, group: y, role: decode, selector: {a: c}, ratio: {min: 1, max: 1}}\n",
 		"- {name: p, group: x, namespace: a, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, namespace: a, role: decode, selector: {a: c}, ratio: {min: 1, max: 1}}\n",
 		"- {name: p, role: prefill, selector: {a: b}, ratio: {min: 0.5, max: 2}}\n- {name: d, role: decode, selector: {a: c}, ratio: {min: 0.5, max: 2}}\n",
+		// A pool fixed to a namespace shadows the pool of its name there: the band of every other namespace
+		// never meets the one fixed in "big".
+		"- {name: p, role: prefill, selector: {a: b}, ratio: {min: 0.25, max: 2}}\n- {name: d, role: decode, selector: {a: c}}\n" +
+			"- {name: p, namespace: big, role: prefill, selector: {a: b}}\n- {name: d, namespace: big, role: decode, selector: {a: c}, ratio: {min: 1, max: 4}}\n",
 	} {
 		if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n" + pools)); err != nil {
 			t.Errorf("%s: %v", pools, err)
