@@ -79,6 +79,11 @@ func TestAgentCommandWiresTheFlags(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer closeAll()
+			// The first connect and NVML read are given a minute: the 5 s defaults could end them on a
+			// loaded machine, which the wiring under test does not set.
+			h := a.o.GPUs.(*Headroom)
+			h.ReadTimeout = time.Minute
+			h.Devices.(*PodResources).Timeout = time.Minute
 			if err := a.Reconcile(context.Background(), pod); err != nil {
 				t.Fatal(err)
 			}

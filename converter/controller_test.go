@@ -54,43 +54,40 @@ func TestControllerRoundEndsWithinALease(t *testing.T) {
 
 // One write the API server never answers holds no other: the round's next lease is still written, and
 // the unanswered one counts as granted (the server may apply it yet), so no later round grants its slot
-// to another pod as well.
+// to another pod as well. The first write ends as one past its deadline does, at once, so a loaded
+// machine has a minute for the answered one (a hung write is bounded by the test above).
 func TestControllerHungWriteHoldsNoOtherLease(t *testing.T) {
 	var mu sync.Mutex
 	var patched []string
-	answer := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := path.Base(r.URL.Path)
-		mu.Lock()
-		patched = append(patched, name)
-		first := len(patched) == 1
-		mu.Unlock()
-		if first {
-			select {
-			case <-r.Context().Done():
-			case <-answer:
-			}
-			return
-		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = fmt.Fprintf(w, `{"kind":"Pod","apiVersion":"v1","metadata":{"name":%q,"namespace":"ns"}}`, name)
 	}))
 	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(answer) })
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	client, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL, WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+		return roundTrip(func(r *http.Request) (*http.Response, error) {
+			mu.Lock()
+			patched = append(patched, path.Base(r.URL.Path))
+			first := len(patched) == 1
+			mu.Unlock()
+			if first {
+				return nil, context.DeadlineExceeded
+			}
+			return rt.RoundTrip(r)
+		})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A round long enough for every write; the hung one gives up after 5 s, the bound the answered write
-	// has too, so a loaded machine has seconds to deliver it.
-	c := NewController(client, ControllerOptions{Lease: time.Hour, MaxLease: 2 * time.Hour, WriteTimeout: 5 * time.Second, Now: func() time.Time { return t0 }, Plan: PlanOptions{MaxFraction: 1}})
+	c := NewController(client, ControllerOptions{Lease: time.Hour, MaxLease: 2 * time.Hour, WriteTimeout: time.Minute, Now: func() time.Time { return t0 }, Plan: PlanOptions{MaxFraction: 1}})
 	c.stepped = true // past a new leader's first round, which grants no fresh lease
 	pools := []Pool{{Name: "decode", Pods: []*corev1.Pod{decodePod("d1", nil), decodePod("d2", nil)}, Wanted: 2, Known: true}}
 	done := make(chan error, 1)
 	go func() { done <- c.Step(context.Background(), pools) }()
 	select {
 	case err = <-done:
-	case <-time.After(time.Minute): // far beyond the 5 s write timeout
+	case <-time.After(5 * time.Minute): // far beyond the writes' minute
 		t.Fatal("a round with one write that got no answer did not return")
 	}
 	mu.Lock()
@@ -104,3 +101,8 @@ func TestControllerHungWriteHoldsNoOtherLease(t *testing.T) {
 		}
 	}
 }
+
+// roundTrip is an http.RoundTripper from a function.
+type roundTrip func(*http.Request) (*http.Response, error)
+
+func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

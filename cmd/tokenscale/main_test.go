@@ -43,14 +43,14 @@ func TestReadDoesNotFollowRedirects(t *testing.T) {
 	defer page.Close()
 	moved := httptest.NewServer(http.RedirectHandler(page.URL+"/metrics", http.StatusFound))
 	defer moved.Close()
-	_, err := read(context.Background(), moved.URL, scraper, 5*time.Second)
+	_, err := read(context.Background(), moved.URL, scraper, time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "HTTP 302") || !strings.Contains(err.Error(), "follows no redirect") {
 		t.Fatalf("a redirect: %v; want it reported, not followed", err)
 	}
 	if !strings.Contains(err.Error(), page.URL+"/metrics") {
 		t.Errorf("a redirect: %v; want it to name where it points", err)
 	}
-	if b, err := read(context.Background(), page.URL, scraper, 5*time.Second); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
+	if b, err := read(context.Background(), page.URL, scraper, time.Minute); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
 		t.Errorf("the page itself: %q, %v", b, err)
 	}
 }
@@ -68,7 +68,7 @@ func TestReadFetchesAsTheAdapterDoes(t *testing.T) {
 		_, _ = w.Write([]byte("vllm:num_requests_waiting 0\n"))
 	}))
 	defer page.Close()
-	if b, err := read(context.Background(), page.URL, scraper, 5*time.Second); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
+	if b, err := read(context.Background(), page.URL, scraper, time.Minute); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
 		t.Fatalf("the page: %q, %v", b, err)
 	}
 	if h := <-headers; h[0] != "text/plain;version=0.0.4" || h[1] != "" {

@@ -429,7 +429,9 @@ func TestScrapeIsStampedWhenThePageArrives(t *testing.T) {
 	})}
 	pod := store.PodKey{Namespace: "ns", Name: "p"}
 	st := store.New(store.Options{StaleAfter: time.Hour}, clock)
-	s := NewScraper(Options{Client: client}, st, func() []Target {
+	// The page's lateness is the fake clock's; a minute of real time keeps a loaded machine's pause from
+	// failing the scrape (the default timeout is 800 ms of real time).
+	s := NewScraper(Options{Client: client, Timeout: time.Minute}, st, func() []Target {
 		return []Target{{Pod: pod, URL: "http://p/metrics", Engine: engine.VLLM}}
 	}, nil)
 	s.SetClock(clock)
