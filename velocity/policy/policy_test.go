@@ -466,23 +466,29 @@ func TestConversionLimit(t *testing.T) {
 	}
 }
 
+// burst runs 20 s of 12,000 prompt tokens/s beside decodeTPS, then a prompt burst, and returns the
+// third decision into it.
+func (r *rig) burst(decodeTPS, promptTPS float64) Decision {
+	r.load("prefill", 12000, 0)
+	r.load("decode", 0, decodeTPS)
+	for i := 0; i < 20; i++ {
+		r.tick()
+	}
+	r.load("prefill", promptTPS, 0)
+	var d Decision
+	for i := 0; i < 3; i++ {
+		_, _, d = r.tick()
+	}
+	return d
+}
+
 // A lone, lightly loaded decoder may take prefill work in a burst (it keeps decoding); a busy one may not.
 func TestLoneDecoderConvertsOnlyWithHeadroom(t *testing.T) {
 	for _, c := range []struct {
 		decodeTPS float64
 		want      int
 	}{{300, 1}, {2000, 0}} {
-		r := newRig(t, 2, 1)
-		r.load("prefill", 12000, 0)
-		r.load("decode", 0, c.decodeTPS)
-		for i := 0; i < 20; i++ {
-			r.tick()
-		}
-		r.load("prefill", 30000, 0)
-		var d Decision
-		for i := 0; i < 3; i++ {
-			_, _, d = r.tick()
-		}
+		d := newRig(t, 2, 1).burst(c.decodeTPS, 30000)
 		if d.Conversions != c.want {
 			t.Errorf("decode load %.0f tok/s on one decoder: conversions %d, want %d; reasons %v", c.decodeTPS, d.Conversions, c.want, d.Reasons)
 		}
@@ -501,16 +507,7 @@ func TestConversionsLeaveADecoderDecoding(t *testing.T) {
 		f := float64(c.maxFraction)
 		r.cfg.Policy.MaxConvertFraction = &f
 		r.cfg.Policy.ConvertedPrefill = c.c
-		r.load("prefill", 12000, 0)
-		r.load("decode", 0, 0)
-		for i := 0; i < 20; i++ {
-			r.tick()
-		}
-		r.load("prefill", 60000, 0)
-		var d Decision
-		for i := 0; i < 3; i++ {
-			_, _, d = r.tick()
-		}
+		d := r.burst(0, 60000)
 		if d.Conversions != c.want {
 			t.Errorf("%d idle decoders, convertedPrefill %v: conversions %d, want %d; reasons %v", c.decoders, c.c, d.Conversions, c.want, d.Reasons)
 		}
