@@ -31,6 +31,7 @@ import (
 	"github.com/tokenscale/tokenscale/internal/fakeengine"
 	"github.com/tokenscale/tokenscale/internal/localcluster"
 	"github.com/tokenscale/tokenscale/sim/trace"
+	"github.com/tokenscale/tokenscale/velocity/config"
 )
 
 // Options tune the demo.
@@ -79,9 +80,9 @@ func (o *Options) defaults() {
 }
 
 // poolConfig is manifests/common's pool config with the demo's engine port, profiles and short windows.
-// The policy's cold start is at least the 1s the config takes: pods Ready sooner change nothing there.
+// The policy's cold start is at least config.MinPolicyDuration: pods Ready sooner change nothing there.
 func poolConfig(port int, coldStart time.Duration) string {
-	coldStart = max(coldStart, time.Second)
+	coldStart = max(coldStart, config.MinPolicyDuration)
 	return fmt.Sprintf(`version: tokenscale.io/v1alpha1
 scrape: {interval: 1s, timeout: 800ms, port: %d}
 policy: {targetUtilisation: 0.85, coldStart: %s, scaleDownWindow: 20s, releaseHold: 10s}

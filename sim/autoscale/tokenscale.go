@@ -58,7 +58,7 @@ func NewTokenScale(env Env, target float64, down time.Duration, convert bool) *T
 	// end of the sweep dearer (A100 Mooncake 1.75 -> 1.93 GPU-h at T, docs/evaluation.md).
 	c.Policy.DecodeTargetUtilisation = max(target, c.Policy.DecodeTargetUtilisation)
 	c.Policy.ScaleDownWindow.Duration = down
-	c.Policy.ColdStart.Duration = max(env.ColdStart, time.Second) // the least the config takes
+	c.Policy.ColdStart.Duration = max(env.ColdStart, config.MinPolicyDuration)
 	if !convert {
 		off := 0.0
 		c.Policy.MaxConvertFraction = &off

@@ -71,7 +71,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	cfg := config.Default()
-	cfg.Policy.ColdStart.Duration = max(o.ColdStart, time.Second) // the least the config takes
+	cfg.Policy.ColdStart.Duration = max(o.ColdStart, config.MinPolicyDuration)
 	cfg.Policy.ScaleDownWindow.Duration = 20 * time.Second
 	// The demo's minutes are compressed like its cold start: the product's 2 min hold would keep a
 	// conversion past the end of a default run (the Kubernetes demo holds 10 s too).

@@ -683,6 +683,12 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// MinPolicyDuration is the least policy.coldStart, horizon, releaseHold and scaleDownWindow take: below
+// it a value is a unit typo (ms for s), and a cold start of 60ms turned burst sizing, smoothing and
+// conversions off without a word, a release hold of 2ms let conversions flap. Callers that derive a
+// policy's cold start from pods Ready sooner (the demos, the simulator) raise it to this.
+const MinPolicyDuration = time.Second
+
 // MaxPools bounds a config's pools; maxPairErrors the clashing pairs of pools one error reports.
 const (
 	MaxPools      = 1000
@@ -859,14 +865,12 @@ func (c *Config) complete() error {
 	if p.Horizon.Duration > time.Hour {
 		errs = append(errs, fmt.Errorf("policy.horizon (%s) must be at most 1h", p.Horizon))
 	}
-	// Lower bounds past which a value is a typo too (ms for s): a cold start of 60ms turned burst sizing,
-	// smoothing and conversions off without a word, and a release hold of 2ms let conversions flap.
 	for _, f := range []struct {
 		key string
 		d   Duration
 	}{{"coldStart", p.ColdStart}, {"horizon", p.Horizon}, {"releaseHold", p.ReleaseHold}, {"scaleDownWindow", p.ScaleDownWindow}} {
-		if f.d.Duration > 0 && f.d.Duration < time.Second {
-			errs = append(errs, fmt.Errorf("policy.%s (%s) must be at least 1s", f.key, f.d))
+		if f.d.Duration < MinPolicyDuration {
+			errs = append(errs, fmt.Errorf("policy.%s (%s) must be at least %s", f.key, f.d, MinPolicyDuration))
 		}
 	}
 	if len(c.Pools) == 0 {
@@ -960,10 +964,10 @@ func (c *Config) complete() error {
 		}
 		// And below these (ms for s): a TTFT of 2ms read every first token as late, which stepped a decode
 		// pool up every 30 s to maxReplicas, and made every prefill queue a breach.
-		if d := pl.SLO.TTFT.Duration; d > 0 && d < 10*time.Millisecond {
+		if pl.SLO.TTFT.Duration < 10*time.Millisecond {
 			errs = append(errs, fmt.Errorf("%s: slo.ttft (%s) must be at least 10ms", where, pl.SLO.TTFT))
 		}
-		if d := pl.SLO.ITL.Duration; d > 0 && d < time.Millisecond {
+		if pl.SLO.ITL.Duration < time.Millisecond {
 			errs = append(errs, fmt.Errorf("%s: slo.itl (%s) must be at least 1ms", where, pl.SLO.ITL))
 		}
 		// Defaults: Llama-3.1-8B, TP=1, H100 class; see docs/metrics.md for sources.
