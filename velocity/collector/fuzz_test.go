@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,9 +105,21 @@ func FuzzPrometheusReply(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for name, x := range map[string]float64{"PrefillTPS": v.PrefillTPS, "DecodeTPS": v.DecodeTPS, "Waiting": v.Waiting, "Running": v.Running, "KVUsage": v.KVUsage} {
-			if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
+		// Every number the store serves: finite, and non-negative but for the queues' growth, which is
+		// negative while a queue drains.
+		rv := reflect.ValueOf(v)
+		for i := range rv.NumField() {
+			f, name := rv.Field(i), rv.Type().Field(i).Name
+			if f.Kind() != reflect.Float64 {
+				continue
+			}
+			if x := f.Float(); math.IsNaN(x) || math.IsInf(x, 0) || (x < 0 && !strings.HasSuffix(name, "GrowthTPS")) {
 				t.Fatalf("%s = %v served from Prometheus' reply", name, x)
+			}
+		}
+		for name, h := range map[string]engine.Histogram{"TTFT": v.TTFT, "ITL": v.ITL} {
+			if h.OK && (!(h.Count >= 0 && h.Count <= math.MaxFloat64) || !(h.Sum >= 0 && h.Sum <= math.MaxFloat64)) {
+				t.Fatalf("%s window %+v served from Prometheus' reply", name, h)
 			}
 		}
 		if v.PrefillTPS > fuzzRateLimit || v.DecodeTPS > fuzzRateLimit {

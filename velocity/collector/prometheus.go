@@ -2,9 +2,11 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -23,10 +25,21 @@ type Querier interface {
 	Query(ctx context.Context, query string, ts time.Time, opts ...promv1.Option) (model.Value, promv1.Warnings, promv1.Infos, error)
 }
 
-// MaxPrometheusReply bounds one answer of the Prometheus source: the raw samples of every engine
-// series over the lookback, about 6 KB a pod at a 15 s Prometheus scrape and 90 KB at 1 s, so 1,000 pods
-// fit with room; a larger or endless reply is an error, not the adapter's memory.
-const MaxPrometheusReply = 256 << 20
+// MaxPrometheusReply bounds one answer of the Prometheus source: the raw samples of the engine series of
+// the pools' namespaces over the lookback, about 6 KB a pod at a 15 s Prometheus scrape and 90 KB at 1 s,
+// so about 5,000 pods fit at 15 s and 350 at 1 s. The client reads a reply whole and decodes it into
+// about eight times its size (a 31 MiB reply took 245 MiB of heap and 3.1 s on a 2-core machine,
+// docs/metrics.md), so the bound is what keeps a large or endless reply out of the adapter's memory.
+const MaxPrometheusReply = 32 << 20
+
+// maxLookback bounds the query's range whatever scrape.staleAfter says (up to 1h): the reply grows with it,
+// and a pod whose newest sample is older is unknown either way once it leaves the reply.
+const maxLookback = 5 * time.Minute
+
+// minSampleGap is the least interval the source turns into a rate: two Prometheus replicas behind one
+// Service answer with the same pod's scrapes a few milliseconds apart, and one prompt finishing in such a
+// gap would read as tens of thousands of tokens a second.
+const minSampleGap = time.Second
 
 // NewPrometheusQuerier returns a Querier for a Prometheus-compatible base URL (Prometheus, Thanos,
 // Mimir, VictoriaMetrics) whose replies are refused past maxReply bytes (0: MaxPrometheusReply). t, if
@@ -35,13 +48,15 @@ func NewPrometheusQuerier(url string, maxReply int64, t *TLS) (Querier, error) {
 	if maxReply <= 0 {
 		maxReply = MaxPrometheusReply
 	}
-	rt := http.DefaultTransport
-	if t != nil {
-		rt = t.transport(http.DefaultTransport.(*http.Transport).Clone())
-	}
-	c, err := promapi.NewClient(promapi.Config{Address: url, RoundTripper: limitedTransport{rt, maxReply}})
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// An API reply's headers are a few hundred bytes; Go's 10 MiB default is outside maxReply.
+	tr.MaxResponseHeaderBytes = maxHeaderBytes
+	// A redirect is answered as it is, an error: it could send the query, and the pods' numbers, to any host.
+	hc := &http.Client{Transport: limitedTransport{t.transport(tr), maxReply}, CheckRedirect: noRedirect}
+	c, err := promapi.NewClient(promapi.Config{Address: url, Client: hc})
 	if err != nil {
-		return nil, fmt.Errorf("prometheus client for %s: %w", url, err)
+		// The client's error quotes the URL whole, credentials included.
+		return nil, errors.New("prometheus client: the URL does not parse")
 	}
 	return promv1.NewAPI(c), nil
 }
@@ -87,7 +102,11 @@ type PrometheusSource struct {
 	keep     func(store.PodKey) bool // selects pods that belong to some pool; nil keeps all
 	kind     engine.Kind
 	seen     map[store.PodKey]bool // pods in the last answer
-	now      func() time.Time
+	// last is each pod's newest recorded scrape time and gap the interval before it, so that a sample
+	// closer than minSampleGap, or than half the pod's usual interval, to the last one waits for a later one.
+	last map[store.PodKey]model.Time
+	gap  map[store.PodKey]time.Duration
+	now  func() time.Time
 	// Timeout bounds one query (0: none), so a Prometheus that hangs makes pods stale instead of
 	// holding the round.
 	Timeout time.Duration
@@ -99,6 +118,10 @@ type PrometheusSource struct {
 	// Engine, if set, gives a pod's engine as its pool's config names it (Auto: detect), as a scrape
 	// target's Engine does; otherwise the source's kind applies to every pod.
 	Engine func(store.PodKey) engine.Kind
+	// Namespaces, if set, gives the namespaces of the pods the source may record: the query asks
+	// Prometheus for their series only, so other tenants' engines on a shared Prometheus do not fill the
+	// reply. None: nothing is queried.
+	Namespaces func() []string
 }
 
 // MaxClockSkew is how far ahead of this process's clock a Prometheus sample may be stamped. A sample
@@ -114,7 +137,9 @@ func NewPrometheusSource(q Querier, rec Recorder, interval, lookback time.Durati
 	if lookback < time.Second {
 		lookback = time.Minute
 	}
-	return &PrometheusSource{q: q, rec: rec, interval: interval, lookback: lookback, keep: keep, kind: kind, now: time.Now}
+	lookback = min(lookback, maxLookback)
+	return &PrometheusSource{q: q, rec: rec, interval: interval, lookback: lookback, keep: keep, kind: kind, now: time.Now,
+		last: map[store.PodKey]model.Time{}, gap: map[store.PodKey]time.Duration{}}
 }
 
 func (p *PrometheusSource) name() string {
@@ -124,12 +149,22 @@ func (p *PrometheusSource) name() string {
 	return "prometheus " + p.Name
 }
 
-// Query returns the PromQL the source runs: the raw samples of every series the catalog reads, by exact
-// name, over the lookback. A range selector returns each sample with its scrape time, so values and
-// time come from one consistent answer (two queries, one for values and one for timestamps, can straddle
-// a Prometheus scrape and pair new values with the old time).
-func (p *PrometheusSource) Query() string {
-	return `{__name__=~"` + strings.Join(engine.SampleNames(), "|") + `"}[` + model.Duration(p.lookback).String() + `]`
+// Query returns the PromQL the source runs for pods in namespaces (none: any namespace): the raw samples
+// of every series the catalog reads, by exact name, that carry a namespace and a pod, over the lookback.
+// A range selector returns each sample with its scrape time, so values and time come from one consistent
+// answer (two queries, one for values and one for timestamps, can straddle a Prometheus scrape and pair
+// new values with the old time).
+func (p *PrometheusSource) Query(namespaces ...string) string {
+	ns := `namespace!=""`
+	if len(namespaces) > 0 {
+		q := make([]string, len(namespaces))
+		for i, n := range namespaces {
+			q[i] = regexp.QuoteMeta(n)
+		}
+		sort.Strings(q)
+		ns = `namespace=~"` + strings.Join(q, "|") + `"`
+	}
+	return `{__name__=~"` + strings.Join(engine.SampleNames(), "|") + `",` + ns + `,pod!=""}[` + model.Duration(p.lookback).String() + `]`
 }
 
 // PollOnce queries once and records one snapshot per pod: the series of its newest scrape, stamped with
@@ -141,7 +176,16 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, p.Timeout)
 		defer cancel()
 	}
-	v, warnings, _, err := p.q.Query(ctx, p.Query(), time.Time{})
+	var namespaces []string
+	if p.Namespaces != nil {
+		if namespaces = p.Namespaces(); len(namespaces) == 0 {
+			// No pod of any pool: nothing to ask for, and no pod to keep.
+			p.seen = map[store.PodKey]bool{}
+			p.rec.Retain(func(store.PodKey) bool { return false })
+			return nil
+		}
+	}
+	v, warnings, _, err := p.q.Query(ctx, p.Query(namespaces...), time.Time{})
 	if err != nil {
 		// The endpoint's own words (its JSON "error") may be as long as its reply; they are logged every round.
 		return fmt.Errorf("%s query: %w", p.name(), clip(err))
@@ -197,26 +241,53 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 				limiter.SetRateLimit(key, l)
 			}
 		}
+		if err := oneTarget(series); err != nil {
+			p.rec.RecordError(key, now, fmt.Errorf("%s: %w", p.name(), err))
+			delete(p.last, key)
+			continue
+		}
+		ts := newest[key]
+		last, recorded := p.last[key]
+		if recorded && ts <= last {
+			continue // Prometheus has not scraped the pod again
+		}
 		// A pod seen for the first time also gets its previous scrape, so its rate is known now rather
 		// than after Prometheus' next scrape.
-		if !p.seen[key] {
+		if !p.seen[key] || !recorded {
 			var prev model.Time
 			for _, s := range series {
 				for _, v := range s.Values {
-					if v.Timestamp < newest[key] && v.Timestamp > prev {
+					if v.Timestamp.Add(minSampleGap) <= ts && v.Timestamp > prev {
 						prev = v.Timestamp
 					}
 				}
 			}
 			if prev > 0 {
 				p.record(key, series, prev)
+				last, recorded = prev, true
 			}
 		}
-		p.record(key, series, newest[key])
+		if recorded {
+			gap := ts.Sub(last)
+			if gap < minSampleGap || gap < p.gap[key]/2 {
+				// Another replica's scrape of the same pod, moments after the last: too short an interval
+				// for a rate. The pod keeps what it has until a later scrape.
+				continue
+			}
+			p.gap[key] = gap
+		}
+		p.record(key, series, ts)
+		p.last[key] = ts
 	}
 	p.seen = make(map[store.PodKey]bool, len(byPod))
 	for k := range byPod {
 		p.seen[k] = true
+	}
+	for k := range p.last {
+		if !p.seen[k] {
+			delete(p.last, k)
+			delete(p.gap, k)
+		}
 	}
 	p.rec.Retain(func(k store.PodKey) bool {
 		_, ok := byPod[k]
@@ -255,8 +326,28 @@ func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream
 	}
 	snap, err := b.Snapshot()
 	if err != nil {
-		p.rec.RecordError(key, ts.Time(), err)
+		p.rec.RecordError(key, ts.Time(), fmt.Errorf("%s: %w", p.name(), err))
 		return
 	}
 	p.rec.Record(key, ts.Time(), snap)
+}
+
+// oneTarget refuses a pod whose series come from more than one scrape target (instance): two engines in
+// one pod, or two ports of it, scraped apart, whose counters alternating in the reply would read as
+// restarts and spikes. The same target scraped by two jobs or two Prometheus replicas is one engine.
+func oneTarget(series []*model.SampleStream) error {
+	var first model.LabelValue
+	for _, s := range series {
+		in := s.Metric["instance"]
+		if in == "" {
+			continue
+		}
+		if first == "" {
+			first = in
+		} else if in != first {
+			a, b := min(first, in), max(first, in)
+			return fmt.Errorf("the pod's series come from more than one scrape target (instance %.100q and %.100q): which engine a sample is from is unknown", a, b)
+		}
+	}
+	return nil
 }

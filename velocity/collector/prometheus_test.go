@@ -3,6 +3,10 @@ package collector
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +161,177 @@ func TestPrometheusSourceUsesThePoolsEngine(t *testing.T) {
 	}
 	if _, err := st.Get(p); err == nil || !strings.Contains(err.Error(), "forced engine sglang") {
 		t.Fatalf("a pool configured as sglang with vLLM series: %v; want the forced engine's error", err)
+	}
+}
+
+// podSamples is one pod's vLLM series as scraped at each of at, its prompt counter at prompt[i] and its
+// generation counter at a tenth of it, stamped with target instance ("" leaves the label out).
+func podSamples(pod, instance string, at []time.Time, prompt []float64) model.Matrix {
+	var m model.Matrix
+	for _, name := range []string{"vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:num_requests_waiting", "vllm:num_requests_running"} {
+		s := &model.SampleStream{Metric: model.Metric{model.MetricNameLabel: model.LabelValue(name), "namespace": "ns", "pod": model.LabelValue(pod)}}
+		if instance != "" {
+			s.Metric["instance"] = model.LabelValue(instance)
+		}
+		for i, t := range at {
+			v := map[string]float64{"vllm:prompt_tokens_total": prompt[i], "vllm:generation_tokens_total": prompt[i] / 10, "vllm:num_requests_running": 1}[name]
+			s.Values = append(s.Values, model.SamplePair{Timestamp: model.TimeFromUnixNano(t.UnixNano()), Value: model.SampleValue(v)})
+		}
+		m = append(m, s)
+	}
+	return m
+}
+
+// queryRecorder answers every query with its matrix and keeps the queries.
+type queryRecorder struct {
+	m       model.Matrix
+	queries []string
+}
+
+func (q *queryRecorder) Query(_ context.Context, query string, _ time.Time, _ ...promv1.Option) (model.Value, promv1.Warnings, promv1.Infos, error) {
+	q.queries = append(q.queries, query)
+	return q.m, nil, nil, nil
+}
+
+// Prometheus is asked for the pools' namespaces only, and for series that name a pod, over at most
+// maxLookback: on a shared Prometheus other tenants' engines would fill the reply to its bound, and every
+// pool would be unknown. With no pod in any pool nothing is asked and nothing is kept.
+func TestPrometheusSourceAsksForThePoolsNamespaces(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	st := store.New(store.Options{StaleAfter: time.Hour}, func() time.Time { return now })
+	q := &queryRecorder{m: pageAt("p", now, 0, 15000)}
+	src := NewPrometheusSource(q, st, time.Second, time.Hour, engine.Auto, nil)
+	src.now = func() time.Time { return now }
+	namespaces := []string{"team.b", "ns"}
+	src.Namespaces = func() []string { return namespaces }
+	if err := src.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := `,namespace=~"ns|team\.b",pod!=""}[5m]`
+	if len(q.queries) != 1 || !strings.HasSuffix(q.queries[0], want) || !strings.HasPrefix(q.queries[0], `{__name__=~"`) || !strings.Contains(q.queries[0], "vllm:prompt_tokens_total|") {
+		t.Fatalf("queries %q; want one ending %s", q.queries, want)
+	}
+	if _, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	namespaces = nil
+	if err := src.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(q.queries) != 1 {
+		t.Errorf("with no pod in any pool Prometheus was asked %q", q.queries[1:])
+	}
+	if _, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"}); err == nil {
+		t.Errorf("a pod no pool holds any more is still served")
+	}
+	if got := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil).Query(); !strings.HasSuffix(got, `,namespace!="",pod!=""}[45s]`) {
+		t.Errorf("query for any namespace: %s", got)
+	}
+}
+
+// Two Prometheus replicas behind one Service answer with the same pod's scrapes moments apart: one prompt
+// of 4,096 tokens finishing in 50 ms read as 81,920 tokens/s. An interval under minSampleGap, or under
+// half the pod's usual one, is not made a rate: the pod keeps its rate until the next scrape.
+func TestPrometheusSourceSkipsReplicasMomentsApart(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	now := t0
+	st := store.New(store.Options{StaleAfter: 45 * time.Second, RiseTau: 500 * time.Millisecond, FallTau: 500 * time.Millisecond}, func() time.Time { return now })
+	q := &matrixQuerier{}
+	src := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil)
+	src.now = func() time.Time { return now }
+	p := store.PodKey{Namespace: "ns", Name: "p"}
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	ms := time.Millisecond
+	for i, c := range []struct {
+		at     []time.Time
+		prompt []float64
+		want   float64 // PrefillTPS after the poll
+	}{
+		// Replica A: 15,000 tokens in 15 s.
+		{[]time.Time{at(-15 * time.Second), at(0)}, []float64{0, 15000}, 1000},
+		// Replica B, 50 ms behind A, a prompt of 4,096 more: held.
+		{[]time.Time{at(-14950 * ms), at(50 * ms)}, []float64{0, 19096}, 1000},
+		// Replica A again, 15 s on: 30,000 tokens in 15 s.
+		{[]time.Time{at(0), at(15 * time.Second)}, []float64{15000, 45000}, 2000},
+		// Replica B 900 ms after A: under minSampleGap, held.
+		{[]time.Time{at(50 * ms), at(15900 * ms)}, []float64{19096, 46800}, 2000},
+		// Replica B 3 s after A, where the pod's scrapes come 15 s apart: under half of that, held.
+		{[]time.Time{at(50 * ms), at(18 * time.Second)}, []float64{19096, 54000}, 2000},
+		// Replica A, 15 s after its last: 15,000 tokens in 15 s.
+		{[]time.Time{at(15 * time.Second), at(30 * time.Second)}, []float64{45000, 60000}, 1000},
+	} {
+		now = c.at[1].Add(time.Second)
+		q.m = podSamples("p", "10.0.0.1:8000", c.at, c.prompt)
+		if err := src.PollOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := st.Get(p); err != nil || math.Abs(v.PrefillTPS-c.want) > 1 {
+			t.Fatalf("poll %d: PrefillTPS %v, %v; want %v", i, v.PrefillTPS, err, c.want)
+		}
+	}
+	// A pod first seen with two samples 50 ms apart takes the older scrape that is far enough back.
+	st = store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return now })
+	src = NewPrometheusSource(&matrixQuerier{m: podSamples("p", "", []time.Time{at(0), at(15 * time.Second), at(15050 * ms)}, []float64{0, 15000, 19096})}, st, time.Second, 45*time.Second, engine.Auto, nil)
+	src.now = func() time.Time { return now }
+	if err := src.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := st.Get(p); err != nil || math.Abs(v.PrefillTPS-19096/15.05) > 1 {
+		t.Fatalf("a new pod: PrefillTPS %v, %v; want %v over 15.05 s", v.PrefillTPS, err, 19096/15.05)
+	}
+}
+
+// A pod whose series come from two scrape targets (two engines in one pod, or two ports of one) is
+// unknown, with an error naming the source: their counters alternating in the reply read as restarts
+// and spikes.
+func TestPrometheusSourceRefusesTwoTargetsInOnePod(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	st := store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return now })
+	m := append(podSamples("p", "10.0.0.1:8000", []time.Time{now.Add(-15 * time.Second), now}, []float64{1e6, 1.015e6}),
+		podSamples("p", "10.0.0.1:8001", []time.Time{now.Add(-8 * time.Second), now.Add(-7 * time.Second)}, []float64{907000, 908000})...)
+	src := NewPrometheusSource(&matrixQuerier{m: m}, st, time.Second, 45*time.Second, engine.Auto, nil)
+	src.now = func() time.Time { return now }
+	src.Name = "http://prom:9090"
+	if err := src.PollOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"})
+	if err == nil || !strings.Contains(err.Error(), "more than one scrape target") || !strings.Contains(err.Error(), "http://prom:9090") {
+		t.Fatalf("a pod with two targets: %v; want unknown, naming the targets and the source", err)
+	}
+}
+
+// The Prometheus API client answers a redirect as it is, an error, and bounds the reply's headers: a
+// redirect could send the query, and the pods' numbers, to any host; 10 MiB of headers is outside the
+// reply's bound.
+func TestPrometheusQuerierRefusesRedirectsAndLongHeaders(t *testing.T) {
+	hit := false
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hit = true
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+	}))
+	defer other.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(other.URL+"/api/v1/query", http.StatusTemporaryRedirect))
+	defer redirect.Close()
+	long := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Long", strings.Repeat("x", 2*maxHeaderBytes))
+		fmt.Fprint(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+	}))
+	defer long.Close()
+	for _, srv := range []*httptest.Server{redirect, long} {
+		q, err := NewPrometheusQuerier(srv.URL, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := NewPrometheusSource(q, store.New(store.Options{}, nil), time.Second, 45*time.Second, engine.Auto, nil).PollOnce(context.Background()); err == nil {
+			t.Errorf("%s: no error", srv.URL)
+		}
+	}
+	if hit {
+		t.Errorf("the redirect was followed")
+	}
+	if _, err := NewPrometheusQuerier("http://user:s3cret@prom:9090/%zz", 0, nil); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("an unparsable URL: %v; want an error without the password", err)
 	}
 }

@@ -373,3 +373,17 @@ func TestRoundPanicIsContained(t *testing.T) {
 		t.Errorf("a round that panicked published a snapshot")
 	}
 }
+
+// The Prometheus source's name, which every poll error and the start log show, keeps no credential: not
+// the password, and not a token in the query string.
+func TestRedactedHidesCredentials(t *testing.T) {
+	got := redacted("https://reader:s3cret@prom.example:9090/select?access_token=t0ken&tenant=a")
+	for _, secret := range []string{"s3cret", "t0ken"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("redacted URL %q shows %q", got, secret)
+		}
+	}
+	if !strings.Contains(got, "prom.example:9090/select") || !strings.Contains(got, "access_token=") {
+		t.Errorf("redacted URL %q no longer says which endpoint it is", got)
+	}
+}

@@ -97,14 +97,35 @@ func newPrometheusSource(url string, c *config.Config, st *store.Store, obs coll
 	s.prom.Name = redacted(url)
 	s.prom.RateLimit = func(k store.PodKey) store.Limit { return s.target(k).Limit }
 	s.prom.Engine = func(k store.PodKey) engine.Kind { return s.target(k).Engine }
+	// Prometheus is asked for the member pods' namespaces only: on a shared Prometheus other tenants'
+	// engines would otherwise fill the reply up to its bound and make every pool unknown.
+	s.prom.Namespaces = func() []string {
+		m := s.members.Load()
+		if m == nil {
+			return nil
+		}
+		ns := map[string]bool{}
+		for k := range m.Pool {
+			ns[k.Namespace] = true
+		}
+		return slices.Collect(maps.Keys(ns))
+	}
 	return s, nil
 }
 
-// redacted is a URL as errors may show it: without a password.
+// redacted is a URL as errors may show it: without a password, and with its query's values hidden too
+// (an access_token there is a credential).
 func redacted(raw string) string {
 	u, err := neturl.Parse(raw)
 	if err != nil {
 		return "(unparsable URL)"
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"xxxxx"}
+		}
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

@@ -115,6 +115,8 @@ func TestPrometheusSourceTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// A member pod, so that its namespace is asked for (with none, nothing is).
+			src.members.Store(&Members{Pool: map[store.PodKey]PoolKey{{Namespace: "llm", Name: "p"}: {}}})
 			err = src.prom.PollOnce(context.Background())
 			switch {
 			case tc.wantErr == "" && err != nil:
