@@ -2,6 +2,7 @@ package converter
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,10 +55,19 @@ func (a *LabelActuator) FlippedByAgent(pod *corev1.Pod) bool {
 }
 
 func (a *LabelActuator) Convert(ctx context.Context, pod *corev1.Pod) error {
+	// A lease is outside input (anyone who may edit pods can write one): a pod labelled anything but a
+	// decoder would be counted in the decode pool once flipped, and labelled a decoder for good at its revert.
+	if v := pod.Labels[a.Key]; v != a.Decode && v != a.ConvertedVal {
+		return fmt.Errorf("pod %s is labelled %s=%.64q, not %q: only a decoder is converted", podRef(pod), a.Key, v, a.Decode)
+	}
 	return a.set(ctx, pod, a.ConvertedVal, a.Key+"="+a.Decode)
 }
 
 func (a *LabelActuator) Revert(ctx context.Context, pod *corev1.Pod) error {
+	if v := pod.Labels[a.Key]; v != a.Decode && v != a.ConvertedVal {
+		// Never converted (Convert refuses such a pod): its role is someone else's to keep.
+		return nil
+	}
 	return a.set(ctx, pod, a.Decode, nil)
 }
 
@@ -119,6 +130,11 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	if pod.Status.PodIP == "" {
 		return fmt.Errorf("pod %s has no IP", podRef(pod))
 	}
+	if pod.Spec.HostNetwork {
+		// The pod's IP is its node's: the call on the one --sglang-port reaches whichever engine of the node
+		// listens there, perhaps a prefill server, while the checks ran on this pod.
+		return fmt.Errorf("pod %s uses its node's network: which engine /pd_role_switch on port %d reaches is unknown, so it is not called", podRef(pod), cmp.Or(a.Port, 30000))
+	}
 	port, timeout := a.Port, a.Timeout
 	if port == 0 {
 		port = 30000
@@ -131,6 +147,9 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	var client http.Client
 	if a.HTTP != nil {
 		client = *a.HTTP
+	}
+	if client.Transport == nil {
+		client.Transport = directTransport
 	}
 	client.CheckRedirect = noRedirect
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -163,7 +182,7 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q: %w", podRef(pod), resp.StatusCode, truncate(raw), err)
 	}
 	if resp.StatusCode != http.StatusOK || !out.Success {
-		return fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %s", podRef(pod), role, resp.StatusCode, truncate([]byte(out.Message)))
+		return fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %q", podRef(pod), role, resp.StatusCode, truncate([]byte(out.Message)))
 	}
 	if out.NewRole != "" && out.NewRole != role {
 		return fmt.Errorf("pod %s: /pd_role_switch answered new_role %q, asked %q", podRef(pod), truncate([]byte(out.NewRole)), role)
@@ -175,9 +194,19 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 // points.
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
+// directTransport reaches a pod where it is: an HTTP(S)_PROXY set in the agent's environment (a webhook
+// may inject one) would send the switch through the proxy and take its answer for the engine's.
+var directTransport = func() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	return tr
+}()
+
+// truncate is an engine's text as errors (logged, and written into the pod's status) show it: at most 200
+// bytes, cut on a character's boundary, invalid UTF-8 dropped. Callers quote it.
 func truncate(b []byte) string {
 	if len(b) > 200 {
-		return string(b[:200]) + "..."
+		return strings.ToValidUTF8(string(b[:200]), "") + "..."
 	}
-	return string(b)
+	return strings.ToValidUTF8(string(b), "")
 }

@@ -267,12 +267,17 @@ func (a *Agent) revertEnded(ctx context.Context, pod *corev1.Pod, now time.Time)
 	a.mu.Lock()
 	u, waiting := a.unanswered[podKey(fresh)]
 	a.mu.Unlock()
-	if waiting && u.revert && now.Sub(u.at) < resendAfter<<min(u.sent, maxResends) && !now.Before(u.at) {
-		// A revert that got no answer is sent again as a switch is, after 10, 20, 40, then every 80 s: each
-		// may hold the agent's loop for the actuator's timeout, and every other pod of the node waits on it.
+	if waiting && u.revertSpaced(now) {
 		return nil
 	}
 	return a.revert(ctx, fresh)
+}
+
+// revertSpaced reports whether a revert that got no answer waits at now: it is sent again as a switch is,
+// after 10, 20, 40, then every 80 s, since each may hold the agent's loop for the actuator's timeout, and
+// every other pod of the node waits on it.
+func (u unanswered) revertSpaced(now time.Time) bool {
+	return u.revert && now.Sub(u.at) < resendAfter<<min(u.sent, maxResends) && !now.Before(u.at)
 }
 
 // revertOffline reverts, from the cached copy, a pod whose lease ended while the API server cannot be
@@ -285,16 +290,27 @@ func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr erro
 		return readErr
 	}
 	key := podKey(pod)
+	now := a.o.Now()
 	a.mu.Lock()
 	_, done := a.offline[key]
+	u, waiting := a.unanswered[key]
 	a.mu.Unlock()
-	if done {
+	if done || waiting && u.revertSpaced(now) {
 		return readErr
 	}
 	// Its own budget: a GET black-holed by a partition spent the pass's until its deadline.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBudget)
 	defer cancel()
 	if err := a.o.Actuator.Revert(rctx, pod); err != nil {
+		// Tried again spaced as any revert that got no answer: an engine that hangs, or a cached pod's IP
+		// that no longer answers, held the agent's loop for the call's limit on every pass of the outage.
+		next := unanswered{at: now, revert: true}
+		if waiting && u.revert {
+			next.sent = min(u.sent+1, maxResends)
+		}
+		a.mu.Lock()
+		a.unanswered[key] = next
+		a.mu.Unlock()
 		return fmt.Errorf("%w; reverting it from the cached copy: %w", readErr, err)
 	}
 	a.mu.Lock()

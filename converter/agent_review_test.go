@@ -1103,3 +1103,41 @@ func TestAgentHeartbeatSkipsAPodNoLongerConverted(t *testing.T) {
 		t.Errorf("conversion-at %s after a heartbeat from a stale copy; want the refusal's %s kept", got, refusedAt)
 	}
 }
+
+// A revert from the cached copy, while the API cannot be read, that gets no answer is tried again spaced
+// as any unanswered revert (10, 20, 40, then every 80 s): sent on every pass, each call held the agent's
+// one loop, and every other pod of the node, for its limit for the whole outage.
+func TestAgentSpacesOfflineRevertsThatGetNoAnswer(t *testing.T) {
+	a, client, clk, act, asked := sglangFixture(t, func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	cached := get(t, client, "d1")
+	client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("connection refused")
+	})
+	// The engine no longer answers at the cached address.
+	tries := 0
+	act.HTTP = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		tries++
+		return nil, errors.New("connect: no route to host")
+	})}
+	start := t0.Add(2 * time.Minute) // the lease has ended
+	for _, c := range []struct {
+		after time.Duration
+		want  int
+	}{{0, 1}, {time.Second, 1}, {9 * time.Second, 1}, {10 * time.Second, 2}, {25 * time.Second, 2}, {30 * time.Second, 3}} {
+		clk.Set(start.Add(c.after))
+		if err := a.Reconcile(context.Background(), cached); err == nil {
+			t.Fatal("a pass without the API: no error")
+		}
+		if tries != c.want {
+			t.Fatalf("%s into the outage: %d reverts sent; want %d", c.after, tries, c.want)
+		}
+	}
+	if got := strings.Join(asked(), ","); got != "prefill" {
+		t.Errorf("roles the engine was asked: %v", got)
+	}
+}

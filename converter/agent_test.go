@@ -793,3 +793,17 @@ func TestAgentRevertAllReadsOnlyCandidatesWithinAShareOfTheBudget(t *testing.T) 
 		}
 	}
 }
+
+// A lease is outside input: one written on a pod that is no decoder (a prefill server, or one with no
+// role) is refused, since flipped it would be counted in the decode pool and labelled a decoder for good
+// at its revert.
+func TestAgentConvertsOnlyADecoder(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-1")
+	pod.Labels["llm-d.ai/role"] = "prefill"
+	a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	_ = a.Reconcile(context.Background(), get(t, client, "d1"))
+	p := get(t, client, "d1")
+	if p.Labels["llm-d.ai/role"] != "prefill" || !strings.HasPrefix(p.Annotations[protocol.AnnotationStatus], "refused: "+protocol.ReasonActuator) || !strings.Contains(p.Annotations[protocol.AnnotationStatus], "only a decoder") {
+		t.Fatalf("a leased prefill pod: role %q, status %q; want it left a prefill server and the lease refused", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
+	}
+}

@@ -187,13 +187,19 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 	return Decide(readings, h.Need)
 }
 
+// maxUUIDLen bounds a GPU's name: "GPU-" and 36 characters, or MIG's older "MIG-GPU-<uuid>/<gi>/<ci>",
+// with a time-sliced replica's "::<n>" after either.
+const maxUUIDLen = 80
+
 // gpuUUIDs picks the GPUs named by UUID among a pod's device IDs. The NVIDIA device plugin names devices
 // by UUID (GPU-..., MIG-...) unless told to name them by index (Check refuses those). With time-slicing it names each shared replica
-// <uuid>::<n>, which NVML does not know: the replica is read as its GPU, once.
+// <uuid>::<n>, which NVML does not know: the replica is read as its GPU, once. An ID longer than
+// maxUUIDLen is no UUID, whatever its prefix: it would reach NVML's errors, the agent's log and the pod's
+// status whole.
 func gpuUUIDs(ids []string) []string {
 	var uuids []string
 	for _, id := range ids {
-		if !strings.HasPrefix(id, "GPU-") && !strings.HasPrefix(id, "MIG-") {
+		if !strings.HasPrefix(id, "GPU-") && !strings.HasPrefix(id, "MIG-") || len(id) > maxUUIDLen {
 			continue
 		}
 		if i := strings.Index(id, "::"); i > 0 {

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
@@ -220,9 +221,9 @@ func TestHeadroomHungNVMLRead(t *testing.T) {
 
 // Time-sliced GPUs are named <uuid>::<n> by the NVIDIA device plugin; NVML knows only the UUID.
 func TestGPUUUIDsOfSharedReplicas(t *testing.T) {
-	got := gpuUUIDs([]string{"GPU-a::0", "GPU-a::3", "MIG-b", "nvidia.com/other", "GPU-c"})
+	got := gpuUUIDs([]string{"GPU-a::0", "GPU-a::3", "MIG-b", "nvidia.com/other", "GPU-c", "GPU-" + strings.Repeat("x", 64<<10)})
 	if strings.Join(got, ",") != "GPU-a,MIG-b,GPU-c" {
-		t.Errorf("got %v; want GPU-a, MIG-b, GPU-c", got)
+		t.Errorf("got %.200v; want GPU-a, MIG-b, GPU-c (a 64 KiB name is no UUID)", got)
 	}
 }
 
@@ -270,8 +271,24 @@ func TestSGLangActuator(t *testing.T) {
 	if err := a.Convert(context.Background(), pod); err == nil || len(err.Error()) > 1000 {
 		t.Errorf("a refusal with a 60 KiB message: an error of %d bytes, want under 1,000", len(fmt.Sprint(err)))
 	}
+	// ... quoted, so that a newline or a terminal escape in them reaches neither the log nor the status raw.
+	message = "not idle\n\x1b[31mFAKE LOG LINE\r" + strings.Repeat("é", 150)
+	if err := a.Convert(context.Background(), pod); err == nil || strings.ContainsAny(err.Error(), "\n\r\x1b") || !utf8.ValidString(err.Error()) {
+		t.Errorf("a refusal with a newline and an escape: %q; want them quoted, and valid UTF-8 where it is cut", err)
+	}
 	if err := a.Convert(context.Background(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x"}}); err == nil {
 		t.Error("a pod without an IP converted")
+	}
+	// A pod on its node's network has its node's IP: the call could reach another engine of the node.
+	asked := len(got)
+	hostNet := pod.DeepCopy()
+	hostNet.Spec.HostNetwork = true
+	if err := a.Convert(context.Background(), hostNet); err == nil || !strings.Contains(err.Error(), "node's network") || len(got) != asked {
+		t.Errorf("a host-network pod: %v, %d calls; want a refusal without a call", err, len(got)-asked)
+	}
+	// The switch goes to the pod, not through a proxy from the agent's environment.
+	if directTransport.Proxy != nil {
+		t.Error("the actuator's transport uses a proxy")
 	}
 }
 

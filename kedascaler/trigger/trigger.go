@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -245,12 +246,14 @@ const (
 // poll, and a value may be megabytes.
 const maxEcho = 100
 
-// Clip shortens s for an error message or a log line.
+// Clip shortens s for an error message or a log line, cut on a character's boundary, with control
+// characters escaped: a ScaledObject's name from any client that reaches the port could hold a newline
+// and forge the log lines after it (real KEDA sends only names the API server accepted).
 func Clip(s string) string {
 	if len(s) <= maxEcho {
-		return s
+		return engine.PrintableWithin(s, 4*maxEcho) // every byte fits escaped
 	}
-	return s[:maxEcho] + fmt.Sprintf("… (%d bytes)", len(s))
+	return engine.PrintableWithin(strings.ToValidUTF8(s[:maxEcho], ""), 4*maxEcho) + fmt.Sprintf("… (%d bytes)", len(s))
 }
 
 // minTarget is the least target KEDA can write into an HPA: it renders the value with three decimals.

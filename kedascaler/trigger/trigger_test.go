@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
@@ -109,6 +110,19 @@ func TestParseTriggerErrorsAreBounded(t *testing.T) {
 		if status.Code(err) != codes.InvalidArgument || len(err.Error()) > 600 || !strings.Contains(err.Error(), "(1048576 bytes)") {
 			t.Errorf("%s: %d bytes of error, want InvalidArgument under 600 bytes saying the value's size: %.300s", name, len(err.Error()), err)
 		}
+	}
+}
+
+// A ScaledObject's name and namespace come from whoever calls the port: a newline in them would forge
+// lines in the scaler's log, where every refusal is written, and a terminal escape would reach it raw.
+func TestParseTriggerErrorsEscapeTheScaledObject(t *testing.T) {
+	name := "x\nE0101 00:00:00.000000 1 rpc.go:1] forged\x1b[31m" + strings.Repeat("é", 60)
+	_, err := Parse(&externalscaler.ScaledObjectRef{Namespace: "llm\r", Name: name, ScalerMetadata: map[string]string{}}, Options{})
+	if err == nil || strings.ContainsAny(err.Error(), "\n\r\x1b") || !utf8.ValidString(err.Error()) || !strings.Contains(err.Error(), `x\x0aE0101`) {
+		t.Errorf("error %q; want the ScaledObject's control characters escaped, cut on a character", err)
+	}
+	if got := Clip(name); strings.ContainsAny(got, "\n\x1b") || !utf8.ValidString(got) {
+		t.Errorf("Clip(%q) = %q", name, got)
 	}
 }
 
