@@ -78,10 +78,15 @@ func (a *LabelActuator) set(ctx context.Context, pod *corev1.Pod, v string, from
 	if pod.Labels[a.Key] == v && hasFrom == (from != nil) {
 		return nil
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+	meta := map[string]any{
 		"labels":      map[string]string{a.Key: v},
 		"annotations": map[string]any{protocol.AnnotationConvertedFrom: from},
-	}})
+	}
+	if pod.UID != "" {
+		// A precondition: a pod recreated under this name since the copy was read is not flipped.
+		meta["uid"] = pod.UID
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return err
 	}

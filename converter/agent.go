@@ -784,6 +784,11 @@ func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, rv, status strin
 	if rv != "" {
 		meta["resourceVersion"] = rv
 	}
+	if pod.UID != "" {
+		// A precondition, as the controller's lease writes carry: a pod recreated under this name since the
+		// copy was read is another, and a revert's "decode" or a refusal would keep it from converting.
+		meta["uid"] = pod.UID
+	}
 	patch, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return err

@@ -807,3 +807,32 @@ func TestAgentConvertsOnlyADecoder(t *testing.T) {
 		t.Fatalf("a leased prefill pod: role %q, status %q; want it left a prefill server and the lease refused", p.Labels["llm-d.ai/role"], p.Annotations[protocol.AnnotationStatus])
 	}
 }
+
+// Every write of the agent names the pod's UID, as the controller's leases do: the API server refuses it
+// if a pod recreated under the same name replaced the one read, which a revert's "decode", a refusal or
+// a flip written from a stale copy would otherwise mark.
+func TestAgentWritesCarryThePodsUID(t *testing.T) {
+	pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(5 * time.Second))}), "node-1")
+	pod.UID = "uid-1"
+	a, client, clk := agentFixture(t, &fixedGPUs{ok: true}, pod)
+	var patches []string
+	client.PrependReactor("patch", "pods", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		patches = append(patches, string(act.(k8stesting.PatchAction).GetPatch()))
+		return false, nil, nil
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(6 * time.Second)) // the lease ends: reverted
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if len(patches) < 3 {
+		t.Fatalf("patches %q; want the flip, its status, the revert and its status", patches)
+	}
+	for _, p := range patches {
+		if !strings.Contains(p, `"uid":"uid-1"`) {
+			t.Errorf("patch %s does not name the pod's UID", p)
+		}
+	}
+}

@@ -73,9 +73,10 @@ type Controller struct {
 	// another), and silent the leases reported unanswered.
 	since  map[types.NamespacedName]grant
 	silent map[types.NamespacedName]bool
-	// unanswered is when each pod whose lease no agent answered was released: it is not leased again for
-	// RefusalBackoff, so that its slot goes to a pod an agent serves.
-	unanswered map[types.NamespacedName]time.Time
+	// unanswered is when each pod whose lease no agent answered was released, and which pod it was: it is
+	// not leased again for RefusalBackoff, so that its slot goes to a pod an agent serves; a pod recreated
+	// under its name is another, with an agent of its own to answer.
+	unanswered map[types.NamespacedName]grant
 	// noProducer holds the pools reported wanting conversions with no pod declared KV-producing.
 	noProducer map[string]bool
 	// quiet holds the converted pods last seen without their agent's heartbeat (protocol.Silent), each
@@ -105,7 +106,7 @@ func NewController(client kubernetes.Interface, o ControllerOptions) *Controller
 		o.Now = time.Now
 	}
 	return &Controller{client: client, o: o, granted: map[types.NamespacedName]written{},
-		since: map[types.NamespacedName]grant{}, silent: map[types.NamespacedName]bool{}, unanswered: map[types.NamespacedName]time.Time{},
+		since: map[types.NamespacedName]grant{}, silent: map[types.NamespacedName]bool{}, unanswered: map[types.NamespacedName]grant{},
 		noProducer: map[string]bool{}}
 }
 
@@ -156,7 +157,7 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 			if c.reportSilence(p, now) {
 				// The slot goes to another pod from the next round; this one waits out the refusal backoff.
 				keep(c.release(ctx, p))
-				c.unanswered[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = now
+				c.unanswered[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = grant{uid: p.UID, at: now}
 				continue
 			}
 			// A lease with more than two thirds of its length left is not written again: renewing every
@@ -180,8 +181,8 @@ func (c *Controller) Step(ctx context.Context, pools []Pool) error {
 		c.stepped = c.stepped || pool.Known
 	}
 	c.quiet = quiet
-	for key, at := range c.unanswered {
-		if now.Sub(at) >= c.o.Plan.RefusalBackoff {
+	for key, u := range c.unanswered {
+		if now.Sub(u.at) >= c.o.Plan.RefusalBackoff {
 			delete(c.unanswered, key)
 		}
 	}
@@ -297,8 +298,8 @@ func (c *Controller) reportNoProducer(pool Pool, wanted int) bool {
 // leftOut reports a pod whose lease no agent answered, within the refusal backoff since it was released;
 // a converted one is not, as it holds its slot.
 func (c *Controller) leftOut(p *corev1.Pod, now time.Time) bool {
-	at, ok := c.unanswered[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
-	return ok && now.Sub(at) < c.o.Plan.RefusalBackoff && p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted
+	u, ok := c.unanswered[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
+	return ok && u.uid == p.UID && now.Sub(u.at) < c.o.Plan.RefusalBackoff && p.Annotations[protocol.AnnotationStatus] != protocol.StatusConverted
 }
 
 // answered says whether err is the API server's refusal of a write, which it did not apply; a timeout or

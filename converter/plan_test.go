@@ -350,7 +350,20 @@ func TestRecreatedPodGetsAFreshWindowToAnswer(t *testing.T) {
 	step(old) // the first round grants nothing fresh
 	clk.Set(t0.Add(time.Second))
 	step(old)
-	// Deleted and recreated 35 s later, not leased: its predecessor's agent never answered.
+	// No agent answers its lease for three lease lengths: it is released and left out for the backoff.
+	var cur *corev1.Pod
+	for at := 5 * time.Second; at <= 35*time.Second; at += 5 * time.Second {
+		clk.Set(t0.Add(at))
+		var err error
+		if cur, err = client.CoreV1().Pods("ns").Get(context.Background(), "p", metav1.GetOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		step(cur)
+	}
+	if !ctrl.leftOut(cur, clk.Now()) {
+		t.Fatalf("the pod whose agent never answered is not left out: the case below would test nothing")
+	}
+	// Deleted and recreated, not leased: its predecessor's agent never answered, its own has not had a lease.
 	if err := client.CoreV1().Pods("ns").Delete(context.Background(), "p", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
