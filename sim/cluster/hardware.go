@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"sort"
 
 	"go.yaml.in/yaml/v3"
@@ -78,6 +79,15 @@ func LoadProfiles(path string) ([]Hardware, error) {
 func ParseProfiles(data []byte, name string) ([]Hardware, error) {
 	var f struct {
 		Profiles []Hardware `yaml:"profiles"`
+	}
+	// Checked as the config is before the typed decoding, which compares every pair of a mapping's keys
+	// (one key repeated 20,000 times took gigabytes) and truncates a fraction given for an integer.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := config.CheckYAML(&doc, reflect.TypeOf(f)); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

@@ -261,3 +261,21 @@ func TestHistogramBuckets(t *testing.T) {
 		t.Errorf("bounds %v cumulative %v count %v sum %v", b, c, h.Count, h.Sum)
 	}
 }
+
+// A profiles file is checked as the config is before its typed decoding: one key repeated 20,000 times
+// (100 KB) made the decoder compare every pair and keep an error string per repeat, gigabytes; a fraction
+// for an integer field was truncated (prefillBatchTokens: 0.5 to 0, another prefill model).
+func TestParseProfilesShapeAndWholeNumbers(t *testing.T) {
+	if _, err := ParseProfiles([]byte(strings.Repeat("a: 1\n", 20000)), "p.yaml"); err == nil || !strings.Contains(err.Error(), "p.yaml") || len(err.Error()) > 20000 {
+		t.Errorf("a key repeated 20,000 times: %.300v; want a short error naming the file", err)
+	}
+	for field, v := range map[string]string{"prefillBatchTokens": "0.5", "gpusPerInstance": "1.5", "maxBatch": "256.7"} {
+		_, err := ParseProfiles([]byte("profiles:\n"+profileYAML("x", map[string]string{field: v})), "p.yaml")
+		if err == nil || !strings.Contains(err.Error(), "profiles[0]."+field+" is "+v+"; it takes a whole number") || !strings.Contains(err.Error(), "p.yaml") {
+			t.Errorf("%s: %s: %v; want a whole number asked for", field, v, err)
+		}
+	}
+	if _, err := ParseProfiles([]byte("profiles:\n"+profileYAML("x", map[string]string{"maxBatch": "256.0"})), "p.yaml"); err != nil {
+		t.Errorf("maxBatch: 256.0: %v", err)
+	}
+}

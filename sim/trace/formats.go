@@ -216,7 +216,8 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 				HashIDs      []uint64 `json:"hash_ids"`
 			}
 			if err := json.Unmarshal([]byte(text), &rec); err != nil {
-				return 0, 0, 0, false, fmt.Errorf("not a JSON object: %w", err)
+				// The decoder's error quotes a bad number whole, megabytes of it on a hostile line.
+				return 0, 0, 0, false, fmt.Errorf("not a JSON object of a Mooncake record (a number timestamp, whole-number lengths and hash_ids): %s", clip(err.Error()))
 			}
 			switch {
 			case rec.Timestamp == nil:
@@ -322,6 +323,11 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 			err = fmt.Errorf("timestamp %s is more than %s after line %d's %s (a stray timestamp?)", at, maxLineGap, prevLine, prev)
 		}
+		// Lines each within maxLineGap of the last can still walk centuries from the first: a time that far
+		// from it does not fit a Duration, and saturated it put requests at one instant, MaxInt64.
+		if err == nil && !first && overflows(at, base) {
+			err = fmt.Errorf("timestamp %s is more than %s from the first request's %s", at, time.Duration(math.MaxInt64).Truncate(time.Hour), base)
+		}
 		if rel := since(at, base); err == nil && !first && inWindow(rel) {
 			err = checkSpan(rel-start, o.TimeScale)
 		}
@@ -392,6 +398,7 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 		// In order after pprev (or first), inside the span and the window's end as prev was: it is kept.
 		return take(held.line, held.at, held.in, held.out, held.blocks)
 	}
+	blank := 0
 	for sc.Scan() {
 		line++
 		text := strings.TrimSpace(sc.Text())
@@ -405,6 +412,10 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 			}
 		}
 		if text == "" {
+			// Counted, so that an endless run of them (`yes ''` on a pipe) ends as any stream of bad lines.
+			if blank++; blank > maxSkipped {
+				return nil, lineError(name, line, "more than %d blank lines", maxSkipped)
+			}
 			continue
 		}
 		blocks = nil
@@ -793,4 +804,10 @@ func since(at, base time.Duration) time.Duration {
 		return math.MinInt64
 	}
 	return d
+}
+
+// overflows says whether at − base leaves the Duration's range.
+func overflows(at, base time.Duration) bool {
+	d := at - base
+	return base < 0 && d < at || base > 0 && d > at
 }

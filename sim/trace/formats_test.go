@@ -1311,3 +1311,42 @@ func TestServeGenFolderValueBudget(t *testing.T) {
 		t.Errorf("without the dataset lengths the bound does not apply: %v", err)
 	}
 }
+
+// Lines each within maxLineGap of the last can walk centuries from the first: a time more than a
+// Duration's range from it is refused naming its line, where it was saturated to MaxInt64 (every later
+// request at that instant, and rate scaling panicked on the wrapped window).
+func TestAzureTimesBeyondADurationAreRefused(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+	start := time.Date(1686, 1, 1, 0, 0, 0, 0, time.UTC)
+	for k := range 300 {
+		fmt.Fprintf(&b, "%s,10,10\n", start.AddDate(k, 0, 0).Format("2006-01-02 15:04:05"))
+	}
+	_, err := Read(strings.NewReader(b.String()), "t.csv", Options{Format: Azure, TimeScale: 10000})
+	if err == nil || !strings.Contains(err.Error(), "t.csv") || !strings.Contains(err.Error(), "from the first request's") {
+		t.Fatalf("%v; want the line beyond a Duration's range refused", err)
+	}
+}
+
+// A Mooncake line's bad number is not echoed whole (the JSON decoder quotes it, megabytes of it), and
+// blank lines are counted as bad ones are, so an endless run of them ends.
+func TestMooncakeErrorsAndBlankLinesAreBounded(t *testing.T) {
+	line := `{"timestamp":0,"input_length":` + strings.Repeat("9", 4<<20-64) + `,"output_length":1}`
+	if _, err := Read(strings.NewReader(line+"\n"), "m.jsonl", Options{Format: Mooncake}); err == nil || len(err.Error()) > 1000 || !strings.Contains(err.Error(), "m.jsonl") {
+		t.Errorf("a 4 MiB number: an error of %d bytes; want one under 1,000 naming the file", len(fmt.Sprint(err)))
+	}
+	blank := strings.Repeat("\n", maxSkipped+1)
+	if _, err := Read(strings.NewReader(`{"timestamp":0,"input_length":1,"output_length":1}`+"\n"+blank), "m.jsonl", Options{Format: Mooncake}); err == nil || !strings.Contains(err.Error(), "blank lines") {
+		t.Errorf("a million blank lines: %v; want them counted", err)
+	}
+}
+
+// A ServeGen trace file's blank lines count against its line bound: an endless run of them (a FIFO fed
+// by `yes ”`) was read forever.
+func TestServeGenBlankLinesAreCounted(t *testing.T) {
+	budget := 1 << 30
+	_, err := parseServeGenClient(strings.NewReader(strings.Repeat("\n", maxServeGenRows+1)), "chunk-1-trace.csv", nil, &budget)
+	if err == nil || !strings.Contains(err.Error(), "chunk-1-trace.csv") || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("%d blank lines: %v; want them counted against the bound", maxServeGenRows+1, err)
+	}
+}

@@ -74,11 +74,12 @@ func parseServeGenClient(r io.Reader, name string, keep func(ServeGenWindow) boo
 	for sc.Scan() {
 		line++
 		text := strings.TrimSpace(sc.Text())
+		// Blank lines count: an endless run of them read forever.
+		if rows++; rows > maxServeGenRows {
+			return nil, lineError(name, line, "more than %d lines", maxServeGenRows)
+		}
 		if text == "" {
 			continue
-		}
-		if rows++; rows > maxServeGenRows {
-			return nil, lineError(name, line, "more than %d windows", maxServeGenRows)
 		}
 		f := strings.Split(text, ",")
 		if len(f) != 6 {
@@ -331,6 +332,19 @@ func HasServeGenDatasets(dir string) bool {
 	return err == nil && len(m) > 0
 }
 
+// openRegular opens a member of a ServeGen folder that is a regular file: a FIFO of a trace file's name
+// blocked the read forever (the trace itself may be a pipe, read as a stream; a folder's files may not).
+func openRegular(fsys fs.FS, name string) (fs.File, error) {
+	fi, err := fs.Stat(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", name, fi.Mode().Type())
+	}
+	return fsys.Open(name)
+}
+
 // readServeGen reads the model folder fsys (named dir in errors).
 func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, error) {
 	if err := o.checkScales(dir); err != nil {
@@ -367,7 +381,7 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 	}
 	budget, values := maxServeGenFolderWindows, maxServeGenFolderValues
 	for _, f := range files {
-		fh, err := fsys.Open(f)
+		fh, err := openRegular(fsys, f)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
@@ -383,7 +397,7 @@ func readServeGen(fsys fs.FS, dir string, pool []Request, o Options) (*Trace, er
 		// The client's lengths file shares its trace file's chunk number; a client without one draws
 		// from the pool, and the trace counts it.
 		df := strings.TrimSuffix(f, "-trace.csv") + "-dataset.json"
-		fh, err = fsys.Open(df)
+		fh, err = openRegular(fsys, df)
 		if errors.Is(err, fs.ErrNotExist) {
 			lengths.clients = append(lengths.clients, nil)
 			continue

@@ -250,7 +250,7 @@ func Parse(data []byte) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("config: a second YAML document starts at line %d: a config file holds one document, and the rest would be ignored", next.Line)
 	}
-	k := nodeCheck{}
+	k := nodeCheck{zeros: zeroDefaults, whole: configWholeNumbers}
 	k.walk(&doc, "", "")
 	if k.shape {
 		return nil, fmt.Errorf("config: %w", k.err())
@@ -259,7 +259,7 @@ func Parse(data []byte) (*Config, error) {
 	dec.KnownFields(true)
 	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("config: %w", namedKeys(err, data))
+		return nil, fmt.Errorf("config: %w", namedKeys(boundTypeErrors(err), data))
 	}
 	if err := errors.Join(k.err(), c.complete()); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -305,7 +305,13 @@ const maxConfigNodes = 1 << 20
 // nodeCheck walks a config's YAML nodes and collects the errors of keys with no value and of keys given
 // a 0 that would read as unset, and which keys' values each line holds.
 type nodeCheck struct {
-	errs []error
+	// zeros maps the keys whose 0 reads as unset to their defaults, and whole holds the integer keys
+	// (patterns, pools[] standing for any pool); either may be nil.
+	zeros map[string]string
+	whole map[string]bool
+	// depth is how many mappings and sequences the walk is inside.
+	depth int
+	errs  []error
 	// dropped counts the errors past maxNodeErrors; shape says a mapping was too large or repeated a key,
 	// which the typed decoding must not be given.
 	dropped int
@@ -392,6 +398,16 @@ func (k *nodeCheck) walk(n *yaml.Node, path, pattern string) {
 	if !k.visit() {
 		return
 	}
+	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
+		// Each level's path stays alive down the walk, so 10,000 levels of a 1 MiB file took gigabytes.
+		if k.depth >= maxYAMLDepth {
+			k.shape = true
+			k.add(fmt.Errorf("line %d: %s is nested more than %d levels deep", n.Line, orTop(path), maxYAMLDepth))
+			return
+		}
+		k.depth++
+		defer func() { k.depth-- }()
+	}
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
@@ -473,9 +489,75 @@ func (k *nodeCheck) value(at, v *yaml.Node, path, pattern string) {
 		k.add(fmt.Errorf("line %d: %s has no value; leave the key out for its default", at.Line, path))
 		return
 	}
-	if def, ok := zeroDefaults[pattern]; ok && zeroScalar(s) {
+	if def, ok := k.zeros[pattern]; ok && zeroScalar(s) {
 		k.add(fmt.Errorf("line %d: 0 is not a value %s takes; leave it out for its default %s", at.Line, path, def))
 	}
+	// The YAML decoder truncates a fraction given for an integer: maxReplicas: 0.5 became 0, then 100.
+	var f float64
+	if k.whole[pattern] && s.Decode(&f) == nil && f != math.Trunc(f) {
+		k.add(fmt.Errorf("line %d: %s is %s; it takes a whole number", at.Line, path, clipText(s.Value)))
+	}
+}
+
+// maxYAMLDepth bounds how deeply a file's mappings and sequences nest: the config's deepest key is
+// four levels down (pools[].profile.prefillTokensPerSecond).
+const maxYAMLDepth = 32
+
+// configWholeNumbers holds the config's integer keys.
+var configWholeNumbers = wholeNumbers(reflect.TypeOf(Config{}))
+
+// wholeNumbers returns the patterns of t's integer keys (by their yaml names, a list's items as []),
+// leaving out types that decode themselves (Duration).
+func wholeNumbers(t reflect.Type) map[string]bool {
+	out := map[string]bool{}
+	unmarshaler := reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+	var visit func(t reflect.Type, pattern string)
+	visit = func(t reflect.Type, pattern string) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if reflect.PointerTo(t).Implements(unmarshaler) {
+			return
+		}
+		switch t.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			out[pattern] = true
+		case reflect.Slice, reflect.Array:
+			visit(t.Elem(), pattern+"[]")
+		case reflect.Struct:
+			for i := range t.NumField() {
+				name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+				if name != "" && name != "-" {
+					visit(t.Field(i).Type, join(pattern, name))
+				}
+			}
+		}
+	}
+	visit(t, "")
+	return out
+}
+
+// CheckYAML checks a decoded YAML document before it is decoded into a value of type t, as the config
+// is: each mapping at most maxMappingKeys keys, none repeated (the decoder compares every pair of keys, an
+// error string per repeat), no anchor holding itself, at most maxYAMLDepth levels, a bounded walk with
+// aliases expanded, no key given no value, and whole numbers for t's integer keys. Every error names its
+// line.
+func CheckYAML(doc *yaml.Node, t reflect.Type) error {
+	k := nodeCheck{whole: wholeNumbers(t)}
+	k.walk(doc, "", "")
+	return k.err()
+}
+
+// boundTypeErrors keeps the first maxNodeErrors of the decoder's errors: a file of hundreds of mappings
+// each of hundreds of unknown keys made one error of megabytes, logged on every reload.
+func boundTypeErrors(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > maxNodeErrors {
+		more := len(te.Errors) - maxNodeErrors
+		te.Errors = append(te.Errors[:maxNodeErrors:maxNodeErrors], fmt.Sprintf("and %d more errors", more))
+	}
+	return err
 }
 
 // visit counts a node visited and says whether the walk may go on, reporting the budget once when it ends.
@@ -709,7 +791,9 @@ func (c *Config) complete() error {
 	setDur(&s.Interval, time.Second)
 	// The defaults of the durations bound by the interval follow it, so that any interval in its range
 	// is valid alone: with fixed ones, `interval: 500ms` was refused for a timeout the file never set.
-	iv := s.Interval.Duration
+	// Clamped to its range (checked below) for the defaults only: 5 × an interval of 2,000,000 h
+	// overflowed into a negative timeout the file never set, listed beside the interval's own error.
+	iv := min(max(s.Interval.Duration, 100*time.Millisecond), time.Minute)
 	setDur(&s.Timeout, min(800*time.Millisecond, iv*4/5))
 	if s.PrometheusURL != "" {
 		// Prometheus' samples are as old as its scrape interval (15 s is common): 5 s would read as stale.
@@ -746,14 +830,16 @@ func (c *Config) complete() error {
 	if badPort(s.DefaultPort) {
 		errs = append(errs, fmt.Errorf("scrape.port %d out of range", s.DefaultPort))
 	}
-	if s.Timeout.Duration > s.Interval.Duration {
+	// The checks against the interval take it clamped to its range, as its defaults do, so that an
+	// interval out of range is its own error, not also theirs.
+	if s.Timeout.Duration > iv {
 		errs = append(errs, fmt.Errorf("scrape.timeout (%s) must not exceed scrape.interval (%s)", s.Timeout, s.Interval))
 	}
 	// Compared without adding: a spread near the largest duration would wrap the sum negative and pass.
-	if s.Spread.Duration > 0 && (s.Spread.Duration > s.Interval.Duration || s.Timeout.Duration > s.Interval.Duration-s.Spread.Duration) {
+	if s.Spread.Duration > 0 && (s.Spread.Duration > iv || s.Timeout.Duration > iv-s.Spread.Duration) {
 		errs = append(errs, fmt.Errorf("scrape.spread (%s) plus scrape.timeout (%s) must not exceed scrape.interval (%s): a round's last scrape must end before the next round starts", s.Spread, s.Timeout, s.Interval))
 	}
-	if s.StaleAfter.Duration < s.Interval.Duration {
+	if s.StaleAfter.Duration < iv {
 		errs = append(errs, fmt.Errorf("scrape.staleAfter (%s) must be at least scrape.interval (%s)", s.StaleAfter, s.Interval))
 	}
 	// Bounded above as well: a queued count times an enormous mean sized every pool at its maximum.
@@ -781,7 +867,7 @@ func (c *Config) complete() error {
 	if s.StaleAfter.Duration > time.Hour {
 		errs = append(errs, fmt.Errorf("scrape.staleAfter (%s) must be at most 1h", s.StaleAfter))
 	}
-	if s.LatencyWindow.Duration < s.Interval.Duration || s.LatencyWindow.Duration > 10*time.Minute {
+	if s.LatencyWindow.Duration < iv || s.LatencyWindow.Duration > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("scrape.latencyWindow (%s) must be between scrape.interval (%s) and 10m", s.LatencyWindow, s.Interval))
 	}
 	cOK, bOK := s.Concurrency >= 1 && s.Concurrency <= 4096, s.MaxBodyBytes >= 1024 && s.MaxBodyBytes <= 64<<20
@@ -1124,7 +1210,14 @@ type Watcher struct {
 	// pod informer cannot see), as Parse refuses a bad one.
 	Check    func(*Config) error
 	rejected bool // the file differs from the config in force, which a reload refused
+	// refused is the file a reload refused last: the same bytes are not parsed, and their error not
+	// logged, again on every poll.
+	refused []byte
 }
+
+// settle waits before a reload reads a changed file a second time: a file rewritten in place can be read
+// half-written, and a prefix that parses (maxReplicas: 1 of 10) would be applied. Tests replace it.
+var settle = func() { time.Sleep(50 * time.Millisecond) }
 
 // NewWatcher loads path (or the default when path is "") and returns a watcher serving it.
 func NewWatcher(path string) (*Watcher, error) {
@@ -1169,11 +1262,20 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	if same {
 		if w.rejected {
 			// The file is back to the config in force: the rejection no longer stands.
-			w.rejected = false
+			w.rejected, w.refused = false, nil
 			if w.OnReload != nil {
 				w.OnReload(nil)
 			}
 		}
+		return false, nil
+	}
+	if w.rejected && bytes.Equal(raw, w.refused) {
+		return false, nil // refused, and said so, when it was first read
+	}
+	settle()
+	if again, err := ReadFile(w.path); err != nil || !bytes.Equal(raw, again) {
+		// Still being written: the next poll reads it whole.
+		klog.V(2).InfoS("Config file changed while it was read; reading it on the next poll", "path", w.path)
 		return false, nil
 	}
 	c, err := Parse(raw)
@@ -1191,12 +1293,13 @@ func (w *Watcher) Reload() (changed bool, err error) {
 		err = w.Check(c)
 	}
 	if err != nil {
+		w.refused = raw
 		return false, w.reject(fmt.Errorf("%s: %w", w.path, err))
 	}
 	w.mu.Lock()
 	w.cur, w.raw = c, raw
 	w.mu.Unlock()
-	w.rejected = false
+	w.rejected, w.refused = false, nil
 	if w.OnChange != nil {
 		w.OnChange(c)
 	}

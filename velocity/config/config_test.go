@@ -2,10 +2,12 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -983,5 +985,127 @@ func TestPoolNamesInErrorsArePrintable(t *testing.T) {
 	_, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {name: \"a\\x1b[31m\\nb\", role: prefill, selector: {x: y}}\n"))
 	if err == nil || strings.ContainsAny(err.Error(), "\x1b") || !strings.Contains(err.Error(), `pools[0] ("a\x1b[31m\nb")`) {
 		t.Errorf("a name with an escape and a newline: %q", err)
+	}
+}
+
+// A file rewritten in place can be read half-written: a reload applies a change only when a second read
+// finds the same bytes, and the next poll reads the file whole. A refused file is reported once, not
+// parsed and logged again on every poll, and a change after it is read afresh.
+func TestHotReloadWaitsForAFileToSettle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outcomes []error
+	w.OnReload = func(err error) { outcomes = append(outcomes, err) }
+	whole := strings.Replace(good, "9000", "7000", 1)
+	if whole == good {
+		t.Fatal("fixture: the good config has no 9000 to change")
+	}
+	// The writer finishes between the reload's two reads: the prefix it read first is not applied.
+	defer func(s func()) { settle = s }(settle)
+	settle = func() {
+		if err := os.WriteFile(path, []byte(whole), 0o600); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := os.WriteFile(path, []byte(whole[:strings.Index(whole, "7000")+1]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := w.Reload(); changed || err != nil || len(outcomes) != 0 {
+		t.Fatalf("a file read while written: changed=%v err=%v outcomes %v; want it left for the next poll", changed, err, outcomes)
+	}
+	settle = func() {}
+	if changed, err := w.Reload(); !changed || err != nil || w.Current().Pools[0].Profile.PrefillTPS != 7000 {
+		t.Fatalf("the file written whole: changed=%v err=%v", changed, err)
+	}
+	// Refused once, then the same bytes are left alone.
+	if err := os.WriteFile(path, []byte("version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: nope, selector: {a: b}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	outcomes = nil
+	if _, err := w.Reload(); err == nil {
+		t.Fatal("a bad file: no error")
+	}
+	for range 3 {
+		if changed, err := w.Reload(); changed || err != nil {
+			t.Fatalf("the same bad file again: changed=%v err=%v; want it left alone", changed, err)
+		}
+	}
+	if len(outcomes) != 1 || outcomes[0] == nil {
+		t.Fatalf("outcomes %v; want the one refusal", outcomes)
+	}
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := w.Reload(); !changed || err != nil {
+		t.Fatalf("a good file after the refusal: changed=%v err=%v", changed, err)
+	}
+}
+
+// Nesting past maxYAMLDepth is refused before it is walked further: every level's path stays alive down
+// the walk, and 10,000 levels of a 1 MiB file took gigabytes.
+func TestParseRefusesDeepNesting(t *testing.T) {
+	for name, doc := range map[string]string{
+		"mappings":  "x: " + strings.Repeat("{"+strings.Repeat("k", 99)+": ", 9000) + "1" + strings.Repeat("}", 9000),
+		"sequences": "x: " + strings.Repeat("[", 9000) + strings.Repeat("]", 9000),
+	} {
+		_, err := Parse([]byte(doc))
+		if err == nil || !strings.Contains(err.Error(), "nested more than 32 levels deep") || len(err.Error()) > 20000 {
+			t.Errorf("%s: %.300v; want the depth refused, in a short error", name, err)
+		}
+	}
+}
+
+// The YAML decoder truncates a fraction given for an integer (maxReplicas: 0.5 read as 0, then the
+// default 100): each integer key refuses one, naming its line. The integer keys are the Config's, found
+// by their types, so a new one is covered too.
+func TestParseRefusesFractionsForWholeNumbers(t *testing.T) {
+	want := []string{"pools[].maxReplicas", "pools[].minReplicas", "pools[].port", "scrape.concurrency", "scrape.maxBodyBytes", "scrape.port"}
+	if got := slices.Sorted(maps.Keys(configWholeNumbers)); !slices.Equal(got, want) {
+		t.Errorf("integer keys %v; want %v", got, want)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"scrape: {concurrency: 0.9}", "line 2: scrape.concurrency is 0.9; it takes a whole number"},
+		{"pools:\n- {name: p, role: prefill, selector: {a: b}, maxReplicas: 0.5}", "pools[0].maxReplicas is 0.5; it takes a whole number"},
+		{"pools:\n- {name: p, role: prefill, selector: {a: b}, minReplicas: 2.9}", "pools[0].minReplicas is 2.9; it takes a whole number"},
+	} {
+		_, err := Parse([]byte("version: tokenscale.io/v1alpha1\n" + c.yaml + "\n"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v; want %q", c.yaml, err, c.want)
+		}
+	}
+	if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {name: p, role: prefill, selector: {a: b}, maxReplicas: 10.0}\n")); err != nil {
+		t.Errorf("maxReplicas: 10.0: %v; a whole number written with a point is one", err)
+	}
+}
+
+// The decoder's own errors are bounded as the walk's are: 800 unknown keys made one error line each,
+// megabytes at the file's size, logged on every reload.
+func TestParseTypeErrorsAreBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("version: tokenscale.io/v1alpha1\npools:\n")
+	for p := range 4 {
+		fmt.Fprintf(&b, "- name: p%d\n  role: prefill\n  selector: {a: b}\n", p)
+		for k := range 200 {
+			fmt.Fprintf(&b, "  unknown%d: 1\n", k)
+		}
+	}
+	_, err := Parse([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "and 750 more errors") || strings.Count(err.Error(), "not found") > maxNodeErrors {
+		t.Fatalf("800 unknown keys: %d bytes of error, %d lines named; want %d and a count of the rest", len(fmt.Sprint(err)), strings.Count(fmt.Sprint(err), "not found"), maxNodeErrors)
+	}
+}
+
+// An interval far out of range is refused for itself alone: the defaults that follow it (timeout,
+// staleAfter, latencyWindow) overflowed into values the file never set, listed beside it.
+func TestHugeIntervalIsItsOwnError(t *testing.T) {
+	_, err := Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {interval: 2000000h}\npools:\n- {name: p, role: prefill, selector: {a: b}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "scrape.interval") || strings.Contains(err.Error(), "scrape.timeout") || strings.Contains(err.Error(), "scrape.staleAfter") {
+		t.Errorf("interval 2000000h: %v; want the interval refused, and nothing it did not set", err)
 	}
 }
