@@ -1040,3 +1040,29 @@ func TestChartServiceMonitorTLS(t *testing.T) {
 		}
 	}
 }
+
+// extraArgs are strings whatever they look like: rendered bare, an item such as "2" or "true" became a
+// number or a boolean in the container's args, and the install failed to decode.
+func TestChartExtraArgsStayStrings(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	adapter := render(t, helm, "adapter.extraArgs={--v,2,true}")["Deployment/tokenscale/tokenscale-adapter"]
+	if adapter == nil {
+		t.Fatal("no adapter Deployment rendered")
+	}
+	args, _ := get(adapter, "spec", "template", "spec", "containers").([]any)[0].(map[string]any)["args"].([]any)
+	var tail []any
+	if len(args) >= 3 {
+		tail = args[len(args)-3:]
+	}
+	for _, a := range tail {
+		if _, ok := a.(string); !ok {
+			t.Errorf("extraArgs rendered %#v (%T): want strings", a, a)
+		}
+	}
+	if fmt.Sprint(tail) != "[--v 2 true]" {
+		t.Errorf("the adapter's last args %v; want --v, 2 and true", tail)
+	}
+}

@@ -146,6 +146,8 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		// back to them.
 		if c.conv[group] == 0 && !c.convertedWithin(now, group) || !pol.Calibrates() {
 			c.calibrate(pol, decode, ds)
+		} else {
+			c.saturated[decode.Name] = 0 // a round not read breaks the run of saturated decisions
 		}
 		rate, basis := c.sizingRate(now, pol, decode.Name, ds)
 		dn = ceilDiv(rate, ds.PerPod*pol.DecodeTargetUtilisation)
@@ -645,6 +647,9 @@ func (c *Controller) calibrate(pol config.Policy, p *config.Pool, st *PoolStatus
 	cur := perPod(p, c.calibrated[p.Name]) // within [0.5, 2]× the profile in force
 
 	if st.Known < st.Pods || st.Pods == 0 {
+		// Not read this round: the saturated decisions must come in a row, and one before a gap of unknown
+		// pods is not the same run as one after it.
+		c.saturated[p.Name] = 0
 		return
 	}
 	observed := st.SustainedServed / float64(st.Pods)

@@ -1266,11 +1266,15 @@ func TestPoolMovedToDecodeByAReloadStartsAfresh(t *testing.T) {
 	}
 	fresh := NewController()
 	var got, want int
-	// Past the policy's memory, for which both hold the 12 pods running.
+	// Every decision from the reload to past the policy's memory is a fresh controller's: inside it both
+	// hold the 12 pods running, where prefill's level of 100,000 tok/s read as decode asked for 48.
 	for s := 120; s < 120+int(memory(pol).Seconds())+30; s++ {
 		at := t0.Add(time.Duration(s) * time.Second)
 		got = c.Decide(at, pol, "g", nil, nil, &asDecode, ds()).Desired["x"]
 		want = fresh.Decide(at, pol, "g", nil, nil, &asDecode, ds()).Desired["x"]
+		if got != want {
+			t.Fatalf("%d s after the reload: desired %d; a fresh controller says %d", s-120, got, want)
+		}
 	}
 	if got != want || want > 2 {
 		t.Fatalf("decode pool x past the policy's memory after the reload: desired %d; a fresh controller says %d (want at most 2 for 1,000 tok/s)", got, want)
@@ -1299,5 +1303,43 @@ func TestCalibrationIsNotCarriedAcrossSides(t *testing.T) {
 	}
 	if v := c.CalibratedFor(&asPrefill, pol); v != 0 {
 		t.Errorf("the pool moved to prefill by a reload: calibrated %v tok/s carried over; want 0 (the prefill profile)", v)
+	}
+}
+
+// Saturation calibrates only when it lasts calibrationEvidence in a row: a round whose pods are not all
+// known breaks the run. Two saturated rounds, a gap, and one more counted as three, and V moved.
+func TestCalibrationNeedsSaturationInARow(t *testing.T) {
+	cfg := config.Default()
+	d := &cfg.Pools[1] // V_D 2500
+	busy := &PoolStatus{Name: "decode", Role: config.RoleDecode, Pods: 3, Known: 3, Arrival: 6000, Served: 4200, SustainedServed: 4200, Waiting: 3, KVUsage: 0.6}
+	gap := *busy
+	gap.Known = 2
+	ctrl := NewController()
+	for _, st := range []*PoolStatus{busy, busy, &gap, busy, busy} {
+		ctrl.calibrate(cfg.Policy, d, st)
+	}
+	if got := ctrl.Calibrated(d.Name); got != 0 {
+		t.Fatalf("V_D calibrated to %.0f after two saturated rounds, a gap and two more; want the profile kept", got)
+	}
+	ctrl.calibrate(cfg.Policy, d, busy)
+	if got := ctrl.Calibrated(d.Name); !(got > 0 && got < d.Profile.DecodeTPS) {
+		t.Errorf("V_D %.0f after three saturated rounds in a row; want it calibrated down", got)
+	}
+}
+
+// The queueing budget is the TTFT SLO less a mean prompt's own prefill, and at least a tenth of the SLO
+// wherever the prompt falls: the tenth was kept only once prompts overfilled the SLO, so the budget fell
+// towards 0 as they neared it (any queue a breach) and then jumped a hundredfold.
+func TestQueueBudgetKeepsATenthOfTheSLO(t *testing.T) {
+	prev := math.Inf(1)
+	for prompt := 0.0; prompt <= 40000; prompt += 100 {
+		b := queueBudget(2, prompt, 12000)
+		if b < 0.2-1e-12 || b > prev+1e-12 {
+			t.Fatalf("budget %.4f s at a %.0f-token prompt (after %.4f): want at least 0.2 s and never rising with the prompt", b, prompt, prev)
+		}
+		prev = b
+	}
+	if b := queueBudget(2, 6000, 12000); math.Abs(b-1.5) > 1e-12 {
+		t.Errorf("budget %.4f s for a 0.5 s prefill under a 2 s SLO; want 1.5", b)
 	}
 }

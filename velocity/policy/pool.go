@@ -237,11 +237,13 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	return st, nil
 }
 
-// queueBudget is the TTFT SLO less a mean request's own prefill; when prompts alone nearly fill the SLO
-// a tenth of it is kept, so pressure is flagged early rather than never.
+// queueBudget is the TTFT SLO less a mean request's own prefill, and at least a tenth of the SLO, so
+// pressure is flagged early rather than never where prompts alone nearly fill it. The floor applies from a
+// tenth up: applied only once prompts overfilled the SLO, the budget fell towards 0 as they neared it
+// (any queue a breach) and then jumped a hundredfold (2 ms to 200 ms at a 2 s SLO).
 func queueBudget(slo, meanPrompt, perPod float64) float64 {
 	b := slo - meanPrompt/perPod
-	if !(b > 0) {
+	if !(b > slo*0.1) {
 		b = slo * 0.1
 	}
 	return b
