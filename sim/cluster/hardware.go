@@ -81,7 +81,7 @@ func ParseProfiles(data []byte, name string) ([]Hardware, error) {
 		Profiles []Hardware `yaml:"profiles"`
 	}
 	// Checked as the config is before the typed decoding, which compares every pair of a mapping's keys
-	// (one key repeated 20,000 times took gigabytes) and truncates a fraction given for an integer.
+	// (by estimate 10 GB for one key repeated 20,000 times) and truncates a fraction given for an integer.
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)

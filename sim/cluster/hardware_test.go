@@ -263,7 +263,7 @@ func TestHistogramBuckets(t *testing.T) {
 }
 
 // A profiles file is checked as the config is before its typed decoding: one key repeated 20,000 times
-// (100 KB) made the decoder compare every pair and keep an error string per repeat, gigabytes; a fraction
+// (100 KB) made the decoder compare every pair and keep an error string per repeat (by estimate 10 GB); a fraction
 // for an integer field was truncated (prefillBatchTokens: 0.5 to 0, another prefill model).
 func TestParseProfilesShapeAndWholeNumbers(t *testing.T) {
 	if _, err := ParseProfiles([]byte(strings.Repeat("a: 1\n", 20000)), "p.yaml"); err == nil || !strings.Contains(err.Error(), "p.yaml") || len(err.Error()) > 20000 {

@@ -796,14 +796,13 @@ func clip(s string) string {
 // since is at − base, saturated at the Duration's bounds: under SkipBad base may be a stray line's time
 // a century before the first, and a line a century after it would wrap to a time before the window.
 func since(at, base time.Duration) time.Duration {
-	d := at - base
 	switch {
-	case base < 0 && d < at: // at − base overflowed upwards
+	case overflows(at, base) && base < 0: // at − base overflowed upwards
 		return math.MaxInt64
-	case base > 0 && d > at:
+	case overflows(at, base):
 		return math.MinInt64
 	}
-	return d
+	return at - base
 }
 
 // overflows says whether at − base leaves the Duration's range.

@@ -28,8 +28,9 @@ type Querier interface {
 // MaxPrometheusReply bounds one answer of the Prometheus source: the raw samples of the engine series of
 // the pools' namespaces over the lookback, about 6 KB a pod at a 15 s Prometheus scrape and 90 KB at 1 s,
 // so about 5,000 pods fit at 15 s and 350 at 1 s. The client reads a reply whole and decodes it into
-// about eight times its size (a 31 MiB reply took 245 MiB of heap and 3.1 s on a 2-core machine,
-// docs/metrics.md), so the bound is what keeps a large or endless reply out of the adapter's memory.
+// about eight times its size (a 31 MiB reply took 245 MiB of heap and 2.5 s on a 2-core machine,
+// BenchmarkPrometheusPollAtTheBound), so the bound is what keeps a large or endless reply out of the
+// adapter's memory.
 const MaxPrometheusReply = 32 << 20
 
 // maxLookback bounds the query's range whatever scrape.staleAfter says (up to 1h): the reply grows with it,

@@ -399,7 +399,7 @@ func (k *nodeCheck) walk(n *yaml.Node, path, pattern string) {
 		return
 	}
 	if n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode {
-		// Each level's path stays alive down the walk, so 10,000 levels of a 1 MiB file took gigabytes.
+		// Each level's path stays alive down the walk, so by estimate 10,000 levels of a 1 MiB file would hold 10 GB.
 		if k.depth >= maxYAMLDepth {
 			k.shape = true
 			k.add(fmt.Errorf("line %d: %s is nested more than %d levels deep", n.Line, orTop(path), maxYAMLDepth))

@@ -161,7 +161,10 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
-func TestHotReloadKeepsOldOnBadFile(t *testing.T) {
+// watchGood writes the good config to a fresh file and watches it; each reload's outcome is appended to
+// outcomes where it is not nil.
+func watchGood(t *testing.T, outcomes *[]error) (string, *Watcher) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
 		t.Fatal(err)
@@ -170,6 +173,14 @@ func TestHotReloadKeepsOldOnBadFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if outcomes != nil {
+		w.OnReload = func(err error) { *outcomes = append(*outcomes, err) }
+	}
+	return path, w
+}
+
+func TestHotReloadKeepsOldOnBadFile(t *testing.T) {
+	path, w := watchGood(t, nil)
 	var got *Config
 	w.OnChange = func(c *Config) { got = c }
 	if err := os.WriteFile(path, []byte("version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: nope, selector: {a: b}}\n"), 0o600); err != nil {
@@ -195,16 +206,8 @@ func TestHotReloadKeepsOldOnBadFile(t *testing.T) {
 // A reload that changes scrape.* is refused, not accepted and silently ignored: the loop's source and
 // store are built from it at start. Outcomes reach OnReload; a file put back clears the rejection.
 func TestHotReloadRefusesScrapeChanges(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWatcher(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var outcomes []error
-	w.OnReload = func(err error) { outcomes = append(outcomes, err) }
+	path, w := watchGood(t, &outcomes)
 	before := w.Current()
 	changedScrape := strings.Replace(good, "  interval: 1s\n", "  interval: 2s\n", 1)
 	if changedScrape == good {
@@ -685,16 +688,8 @@ func TestPrometheusURLPasswordNotShown(t *testing.T) {
 // A file that cannot be read is a refused reload like a bad one: OnReload hears it (the last reload's
 // metric reads 0, not the 1 of the load before), and the file put back clears it.
 func TestHotReloadUnreadableFileIsRejected(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWatcher(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var outcomes []error
-	w.OnReload = func(err error) { outcomes = append(outcomes, err) }
+	path, w := watchGood(t, &outcomes)
 	before := w.Current()
 	for _, tc := range []struct {
 		name  string
@@ -992,16 +987,8 @@ func TestPoolNamesInErrorsArePrintable(t *testing.T) {
 // finds the same bytes, and the next poll reads the file whole. A refused file is reported once, not
 // parsed and logged again on every poll, and a change after it is read afresh.
 func TestHotReloadWaitsForAFileToSettle(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWatcher(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var outcomes []error
-	w.OnReload = func(err error) { outcomes = append(outcomes, err) }
+	path, w := watchGood(t, &outcomes)
 	whole := strings.Replace(good, "9000", "7000", 1)
 	if whole == good {
 		t.Fatal("fixture: the good config has no 9000 to change")
@@ -1048,7 +1035,7 @@ func TestHotReloadWaitsForAFileToSettle(t *testing.T) {
 }
 
 // Nesting past maxYAMLDepth is refused before it is walked further: every level's path stays alive down
-// the walk, and 10,000 levels of a 1 MiB file took gigabytes.
+// the walk, and by estimate 10,000 levels of a 1 MiB file would hold 10 GB.
 func TestParseRefusesDeepNesting(t *testing.T) {
 	for name, doc := range map[string]string{
 		"mappings":  "x: " + strings.Repeat("{"+strings.Repeat("k", 99)+": ", 9000) + "1" + strings.Repeat("}", 9000),
