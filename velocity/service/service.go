@@ -149,15 +149,18 @@ func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Se
 }
 
 // StoreOptions are the store's options for a config; the simulator builds its store from them too.
-// The rates are smoothed with a time constant of half the scrape interval, so with direct scrapes a step
-// shows 86% of itself after one scrape and 98% after two at any interval (a fixed constant would slow a
-// faster interval down: 0.5 s at 500 ms scrapes shows 63% per scrape). The Prometheus source's samples
-// are Prometheus' scrapes, further apart than its polls, so each counts almost in full.
+// The counters' rates are smoothed with a time constant of a quarter of the scrape interval, so with
+// direct scrapes a step shows 98% of itself after one full scrape at the new load, at any interval, and
+// 90% at most about two intervals after it whatever the scrape's phase (half an interval left 86% after
+// one scrape and up to three intervals at the worst phases). Queue growth and learned lengths keep half
+// the interval: smoothed as fast, their noise cost GPUs in the simulator (docs/metrics.md). The
+// Prometheus source's samples are Prometheus' scrapes, further apart than its polls, so each counts
+// almost in full.
 func StoreOptions(c *config.Config) store.Options {
-	tau := c.Scrape.Interval.Duration / 2
+	rates, noisy := c.Scrape.Interval.Duration/4, c.Scrape.Interval.Duration/2
 	return store.Options{
 		StaleAfter: c.Scrape.StaleAfter.Duration, LatencyWindow: c.Scrape.LatencyWindow.Duration,
-		DefaultPromptTokens: c.Scrape.PromptTokens, RiseTau: tau, FallTau: tau,
+		DefaultPromptTokens: c.Scrape.PromptTokens, RiseTau: rates, FallTau: rates, GrowthTau: noisy, LengthTau: noisy,
 	}
 }
 

@@ -317,7 +317,7 @@ func TestHostPortIPv6(t *testing.T) {
 	}
 }
 
-// The store's smoothing follows the scrape interval: at any interval a step shows 1-e^-2 (86%) of itself
+// The store's smoothing follows the scrape interval: at any interval a step shows 1-e^-4 (98%) of itself
 // after one full scrape at the new load, so a faster interval detects a step faster.
 func TestStoreSmoothsPerScrape(t *testing.T) {
 	for _, interval := range []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 5 * time.Second} {
@@ -344,9 +344,55 @@ func TestStoreSmoothsPerScrape(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := 1000 + 4000*(1-math.Exp(-2))
+		want := 1000 + 4000*(1-math.Exp(-4))
 		if math.Abs(v.PrefillTPS-want) > 1 {
-			t.Errorf("interval %s: one scrape after a 1000→5000 step the rate is %.0f, want %.0f (86%% of the step)", interval, v.PrefillTPS, want)
+			t.Errorf("interval %s: one scrape after a 1000→5000 step the rate is %.0f, want %.0f (98%% of the step)", interval, v.PrefillTPS, want)
+		}
+	}
+}
+
+// A step in load shows 90% of itself within two scrape intervals wherever it falls in the scrape cycle:
+// the first scrape after it holds only the part of its interval at the new load, so that scrape crosses
+// only late in the cycle, and the next scrape's full interval must then carry the rate across. Smoothed
+// over half an interval, steps in the first 30% of the cycle took a third scrape.
+func TestStepShowsWithinTwoScrapesAtEveryPhase(t *testing.T) {
+	const low, high, phases = 1000.0, 5000.0, 20
+	c := config.Default()
+	interval := c.Scrape.Interval.Duration
+	for i := range phases {
+		// The step comes s intervals before the next scrape (scrapes at whole intervals).
+		s := (float64(i) + 0.5) / phases
+		base := time.Unix(1000, 0)
+		// Times count in intervals after base; counter is the prompt tokens served by time k.
+		stepAt := 10.0 - s
+		counter := func(k float64) float64 {
+			secs := interval.Seconds()
+			return low*secs*min(k, stepAt) + high*secs*max(0, k-stepAt)
+		}
+		now := base
+		st := store.New(StoreOptions(c), func() time.Time { return now })
+		pod := store.PodKey{Namespace: "ns", Name: "p"}
+		crossed := -1.0
+		for k := 1; k <= 14 && crossed < 0; k++ {
+			now = base.Add(time.Duration(k) * interval)
+			snap, err := fakePage(counter(float64(k)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Record(pod, now, snap)
+			if k < 2 {
+				continue // a rate needs two scrapes
+			}
+			v, err := st.Get(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if float64(k) > stepAt && v.PrefillTPS >= low+0.9*(high-low) {
+				crossed = float64(k) - stepAt
+			}
+		}
+		if crossed < 0 || crossed > 2 {
+			t.Errorf("a step %.2f of an interval before a scrape showed 90%% after %.2f intervals, want within 2", s, crossed)
 		}
 	}
 }

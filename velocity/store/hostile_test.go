@@ -49,7 +49,7 @@ func checkSaneLimit(t testing.TB, v Velocity, o Options, limit float64) {
 	within("QueuedTokens", v.QueuedTokens, 0, o.MaxRequests*maxMeanTokens)
 	// Queue growth is the change of waiting × the learned mean: a gauge's jump is held to the cap's worth
 	// of the default prompt, a mean moves by at most its distance to the observation per time constant.
-	growth := o.MaxRequests*maxMeanTokens/min(o.RiseTau, o.FallTau).Seconds() + o.MaxTokensPerSecond*maxMeanTokens/o.DefaultPromptTokens
+	growth := o.MaxRequests*maxMeanTokens/min(o.RiseTau, o.FallTau, o.GrowthTau, o.LengthTau).Seconds() + o.MaxTokensPerSecond*maxMeanTokens/o.DefaultPromptTokens
 	for name, x := range map[string]float64{
 		"QueueGrowthTPS": v.QueueGrowthTPS, "OwedOutputGrowthTPS": v.OwedOutputGrowthTPS,
 		"WindowQueueGrowthTPS": v.WindowQueueGrowthTPS, "WindowOwedOutputGrowthTPS": v.WindowOwedOutputGrowthTPS,

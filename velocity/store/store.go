@@ -77,12 +77,17 @@ type Options struct {
 	// StaleAfter: a pod whose last good scrape is older than this is unknown, as is one whose last good
 	// scrape is stamped further ahead of the store's clock, or was recorded longer ago by it. Default 5s.
 	StaleAfter time.Duration
-	// RiseTau and FallTau are the smoothing time constants for rising and falling rates. Both default
-	// to 0.5s (the adapter sets half its scrape interval): a burst shows within one or two scrapes, and
-	// equal constants keep the rate unbiased (a slower fall sat near the top of a noisy rate: +54% on the
-	// Azure conv trace in the simulator).
+	// RiseTau and FallTau are the smoothing time constants for rising and falling counter rates (tokens
+	// and requests). Both default to 0.5s (the adapter sets a quarter of its scrape interval): a burst
+	// shows within one or two scrapes, and equal constants keep the rate unbiased (a slower fall sat near
+	// the top of a noisy rate: +54% on the Azure conv trace in the simulator).
 	// Holding capacity through a lull is the policy's scale-down window's job, not the rate's.
 	RiseTau, FallTau time.Duration
+	// GrowthTau smooths the queues' growth rates, which difference sampled gauges (waiting requests), and
+	// LengthTau the learned mean prompt and output lengths, which average the few requests finishing in an
+	// interval: both noisier than the counters' rates, so the adapter smooths them twice as long. Both
+	// default to 0.5s.
+	GrowthTau, LengthTau time.Duration
 	// LatencyWindow is the span over which TTFT/ITL histograms are differenced. Default 10s.
 	LatencyWindow time.Duration
 	// DefaultPromptTokens sizes a queued request until the pod's own mean prompt length is observed.
@@ -108,6 +113,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.FallTau <= 0 {
 		o.FallTau = 500 * time.Millisecond
+	}
+	if o.GrowthTau <= 0 {
+		o.GrowthTau = 500 * time.Millisecond
+	}
+	if o.LengthTau <= 0 {
+		o.LengthTau = 500 * time.Millisecond
 	}
 	if o.LatencyWindow <= 0 {
 		o.LatencyWindow = 10 * time.Second
@@ -701,10 +712,10 @@ func (s *Store) update(st *podState) {
 	learn := okD && done >= 1 && done <= prompt+gen
 	if learn && prompt > 0 {
 		// Learn the pod's mean prompt length (prefill pods finish a request per prefill).
-		v.MeanPromptTokens = min(maxMeanTokens, smooth(v.MeanPromptTokens, prompt/done, dt, s.opts.FallTau, s.opts.FallTau))
+		v.MeanPromptTokens = min(maxMeanTokens, smooth(v.MeanPromptTokens, prompt/done, dt, s.opts.LengthTau, s.opts.LengthTau))
 	}
 	if learn && gen > 0 {
-		v.MeanOutputTokens = min(maxMeanTokens, smooth(v.MeanOutputTokens, gen/done, dt, s.opts.FallTau, s.opts.FallTau))
+		v.MeanOutputTokens = min(maxMeanTokens, smooth(v.MeanOutputTokens, gen/done, dt, s.opts.LengthTau, s.opts.LengthTau))
 	}
 	computed := computedPrompt(st.prev, cur, prompt)
 	v.PrefillTPS = s.rate(first, v.PrefillTPS, prompt/dt, dt)
@@ -725,9 +736,9 @@ func (s *Store) update(st *podState) {
 			v.QueueGrowthTPS = growth
 			v.OwedOutputGrowthTPS = owed
 		} else {
-			v.OwedOutputGrowthTPS = smooth(v.OwedOutputGrowthTPS, owed, dt, s.opts.RiseTau, s.opts.RiseTau)
+			v.OwedOutputGrowthTPS = smooth(v.OwedOutputGrowthTPS, owed, dt, s.opts.GrowthTau, s.opts.GrowthTau)
 			// Queue growth is signed; it follows rises and falls alike quickly so a burst shows at once.
-			v.QueueGrowthTPS = smooth(v.QueueGrowthTPS, growth, dt, s.opts.RiseTau, s.opts.RiseTau)
+			v.QueueGrowthTPS = smooth(v.QueueGrowthTPS, growth, dt, s.opts.GrowthTau, s.opts.GrowthTau)
 		}
 	}
 	st.rates++
