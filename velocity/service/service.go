@@ -152,7 +152,7 @@ func New(cfg func() *config.Config, pods PodLister, obs collector.Observer) (*Se
 // The counters' rates are smoothed with a time constant of a quarter of the scrape interval, so with
 // direct scrapes a step shows 98% of itself after one full scrape at the new load, at any interval, and
 // 90% at most about two intervals after it whatever the scrape's phase (half an interval left 86% after
-// one scrape and up to three intervals at the worst phases). Queue growth and learned lengths keep half
+// one scrape, and a third scrape, up to 2.3 intervals, at the worst phases). Queue growth and learned lengths keep half
 // the interval: smoothed as fast, their noise cost GPUs in the simulator (docs/metrics.md). The
 // Prometheus source's samples are Prometheus' scrapes, further apart than its polls, so each counts
 // almost in full.

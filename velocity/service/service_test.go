@@ -353,8 +353,8 @@ func TestStoreSmoothsPerScrape(t *testing.T) {
 
 // A step in load shows 90% of itself within two scrape intervals wherever it falls in the scrape cycle:
 // the first scrape after it holds only the part of its interval at the new load, so that scrape crosses
-// only late in the cycle, and the next scrape's full interval must then carry the rate across. Smoothed
-// over half an interval, steps in the first 30% of the cycle took a third scrape.
+// only for a step early in its interval, and the next scrape's full interval must then carry the rate
+// across. Smoothed over half an interval, a step less than 0.3 of an interval before a scrape took a third.
 func TestStepShowsWithinTwoScrapesAtEveryPhase(t *testing.T) {
 	const low, high, phases = 1000.0, 5000.0, 20
 	c := config.Default()

@@ -78,8 +78,8 @@ type Options struct {
 	// scrape is stamped further ahead of the store's clock, or was recorded longer ago by it. Default 5s.
 	StaleAfter time.Duration
 	// RiseTau and FallTau are the smoothing time constants for rising and falling counter rates (tokens
-	// and requests). Both default to 0.5s (the adapter sets a quarter of its scrape interval): a burst
-	// shows within one or two scrapes, and equal constants keep the rate unbiased (a slower fall sat near
+	// and requests). Both default to 0.5s; the adapter sets a quarter of its scrape interval, under which
+	// a burst shows within two scrapes at any phase. Equal constants keep the rate unbiased (a slower fall sat near
 	// the top of a noisy rate: +54% on the Azure conv trace in the simulator).
 	// Holding capacity through a lull is the policy's scale-down window's job, not the rate's.
 	RiseTau, FallTau time.Duration
