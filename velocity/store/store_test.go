@@ -314,3 +314,51 @@ func TestComputedPrefillFromTheEnginesCount(t *testing.T) {
 		})
 	}
 }
+
+// Each kind of rate follows its own time constant: the counters' rates RiseTau/FallTau, the queues'
+// growth GrowthTau, the learned lengths LengthTau (the adapter smooths the noisier two longer). With
+// constants far apart, one scrape after a step shows each moved by its own 1-e^(-1s/τ).
+func TestEachRateFollowsItsOwnTimeConstant(t *testing.T) {
+	o := Options{RiseTau: 100 * time.Millisecond, FallTau: 100 * time.Millisecond, GrowthTau: time.Second, LengthTau: 3 * time.Second}
+	moved := func(tau time.Duration) float64 { return 1 - math.Exp(-time.Second.Seconds()/tau.Seconds()) }
+	vllm := func(prompt, waiting, done float64) *engine.Snapshot {
+		snap, err := engine.Extract(strings.NewReader(fmt.Sprintf(
+			"vllm:prompt_tokens_total %g\nvllm:generation_tokens_total 0\nvllm:num_requests_waiting %g\nvllm:num_requests_running 3\nvllm:request_success_total{finished_reason=\"stop\"} %g\n",
+			prompt, waiting, done)), engine.VLLM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap
+	}
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(o, c.now)
+	pod := PodKey{"ns", "p"}
+	// Ten seconds of 1,000 prompt tokens/s in requests of 1,000 tokens and a steady queue of 4, then one
+	// second of 5,000 tokens/s in requests of 2,500 tokens and the queue growing by 2.
+	prompt, done := 0.0, 0.0
+	for range 10 {
+		c.t = c.t.Add(time.Second)
+		prompt, done = prompt+1000, done+1
+		s.Record(pod, c.t, vllm(prompt, 4, done))
+	}
+	before, err := s.Get(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.t = c.t.Add(time.Second)
+	s.Record(pod, c.t, vllm(prompt+5000, 6, done+2))
+	v, err := s.Get(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, got, from, to float64, tau time.Duration) {
+		t.Helper()
+		if want := from + (to-from)*moved(tau); math.Abs(got-want) > 0.01*math.Abs(to-from) {
+			t.Errorf("%s = %.0f one scrape after a step from %.0f to %.0f, want %.0f (τ %s)", name, got, from, to, want, tau)
+		}
+	}
+	check("PrefillTPS", v.PrefillTPS, before.PrefillTPS, 5000, o.RiseTau)
+	check("MeanPromptTokens", v.MeanPromptTokens, before.MeanPromptTokens, 2500, o.LengthTau)
+	// The queue is sized with the mean learned before this scrape: 6×mean − 4×mean, per second.
+	check("QueueGrowthTPS", v.QueueGrowthTPS, before.QueueGrowthTPS, (6-4)*before.MeanPromptTokens, o.GrowthTau)
+}
