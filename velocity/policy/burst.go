@@ -17,31 +17,27 @@ type sample struct {
 	v, r float64
 }
 
-// lateShare replays recorded arrival velocities through a fluid queue served at capacity c (tokens/s)
-// and returns the share of the requests that arrived while the queue was longer than c·budget, i.e.
-// would wait past the TTFT queueing budget (seconds); the share of the work where no sample of the pool
-// recorded a request rate (the choice is the pool's, as one share cannot mix the units). Arrivals are
-// charged to the interval ending at their sample. The result is in [0, 1].
+// lateShare replays recorded arrivals through a fluid queue served at capacity c (tokens/s) and returns
+// the share of the requests that arrived while the queue was longer than c·budget, i.e. would wait past
+// the TTFT queueing budget (seconds); the share of the work where no sample of the pool recorded a request
+// rate (the choice is the pool's, as one share cannot mix the units). Arrivals are charged to the interval
+// ending at their sample, each request at most own tokens (see replayed). The result is in [0, 1].
 //
 // Requests, not tokens, because attainment is counted per request: weighted by tokens, one long prompt
 // was a bunch whose own tokens were late at any pod count short of draining it within the budget, and
 // with production length mixes (ServeGen's, heavy-tailed) a few such prompts held many pods for the whole
 // burst memory while the requests arriving beside them were few (docs/evaluation.md measures it).
-func lateShare(h []sample, c, budget float64) float64 {
-	byRequest := false
-	for i := 1; i < len(h); i++ {
-		byRequest = byRequest || h[i].r > 0
-	}
+func lateShare(h []sample, c, budget, own float64) float64 {
+	return replayed(h, own).lateShare(c, budget)
+}
+
+func (a replay) lateShare(c, budget float64) float64 {
 	var q, late, total float64
-	for i := 1; i < len(h); i++ {
-		dt := h[i].t.Sub(h[i-1].t).Seconds()
-		a := h[i].v * dt
-		w := a
-		if byRequest {
-			w = h[i].r * dt
-		}
+	for i := 1; i < len(a.h); i++ {
+		dt := a.h[i].t.Sub(a.h[i-1].t).Seconds()
+		w := a.weight(i) * dt
 		total += w
-		q = math.Max(0, q+a-c*dt)
+		q = math.Max(0, q+a.tokens(i)*dt-c*dt)
 		if q > c*budget {
 			late += w
 		}
@@ -55,6 +51,57 @@ func lateShare(h []sample, c, budget float64) float64 {
 	return 1
 }
 
+// replay is a history as the burst sizing replays it. The pool sends each prompt whole to one pod, so a
+// prompt longer than a pod prefills within the TTFT SLO misses it on any number of pods and holds only
+// the pod it runs on; through one shared queue its tokens made every request behind it late until the
+// pool could drain them within the budget. So where request rates were recorded each interval's requests
+// bring at most cap tokens each on average to the queue: the history's mean prompt (its tokens over its
+// requests) plus what one pod prefills within the budget, about a pod's TTFT SLO. A few prompts of
+// 200,000 tokens on ServeGen m-large day 2 with its own lengths, which 4 to 8 pods drained in 40 s, had
+// held 24 prefillers for nine minutes (docs/evaluation.md). Bunches of prompts of ordinary length are
+// replayed whole: more pods do serve them sooner.
+type replay struct {
+	h []sample
+	// counted: some sample recorded a request rate, so the late share counts requests.
+	counted bool
+	// cap is the most tokens a request brings to the queue on average over an interval; +Inf where no
+	// sample recorded a request rate (nothing to count them by) or the sums overflow.
+	cap float64
+}
+
+// replayed returns h as the burst sizing replays it, own being what one pod prefills within the budget
+// (tokens; its velocity times the queueing budget).
+func replayed(h []sample, own float64) replay {
+	var tokens, requests float64
+	for i := 1; i < len(h); i++ {
+		dt := h[i].t.Sub(h[i-1].t).Seconds()
+		tokens += h[i].v * dt
+		requests += h[i].r * dt
+	}
+	a := replay{h: h, counted: requests > 0, cap: math.Inf(1)}
+	if limit := tokens/requests + own; a.counted && limit > 0 && limit <= math.MaxFloat64 {
+		a.cap = limit
+	}
+	return a
+}
+
+// tokens is the velocity (tokens/s) the replay charges to sample i's interval.
+func (a replay) tokens(i int) float64 {
+	if math.IsInf(a.cap, 1) {
+		return a.h[i].v
+	}
+	return math.Min(a.h[i].v, a.h[i].r*a.cap)
+}
+
+// weight is what sample i's interval counts toward the late share per second: its requests, or its tokens
+// where the pool recorded no request rate.
+func (a replay) weight(i int) float64 {
+	if a.counted {
+		return a.h[i].r
+	}
+	return a.h[i].v
+}
+
 // burstPods is the least number of pods, at least from, whose capacity n·perPod keeps all but a share
 // miss of the recorded arrivals within the queueing budget. It sizes for the bunching a window average
 // hides: a pool whose mean load fits one instance can still need two when prompts arrive in bunches.
@@ -64,13 +111,14 @@ func burstPods(h []sample, budget, miss, perPod float64, from int) int {
 	if len(h) < 2 || !(budget > 0) || !(perPod > 0) {
 		return from
 	}
+	a := replayed(h, perPod*budget)
 	var peak float64
-	for _, s := range h[1:] {
-		peak = max(peak, s.v)
+	for i := 1; i < len(h); i++ {
+		peak = max(peak, a.tokens(i))
 	}
 	// At the peak velocity nothing ever queues, so the count stops there.
 	top := ceilDiv(peak, perPod)
-	ok := func(n int) bool { return n > 0 && lateShare(h, float64(n)*perPod, budget) <= miss }
+	ok := func(n int) bool { return n > 0 && a.lateShare(float64(n)*perPod, budget) <= miss }
 	lo := max(from, 0)
 	if lo >= top || ok(lo) {
 		return lo

@@ -27,16 +27,16 @@ func TestLateShareAndBurstPods(t *testing.T) {
 		steady[i] = 8000
 	}
 	c := 8000 * 300 / (300 + budget)
-	if got := lateShare(series(steady), 1.001*c, budget); got != 0 {
+	if got := lateShare(series(steady), 1.001*c, budget, 0); got != 0 {
 		t.Errorf("steady 8000 tok/s over 300 s at %.0f tok/s: %.3f late, want 0", 1.001*c, got)
 	}
-	if got := lateShare(series(steady), 0.99*c, budget); got == 0 {
+	if got := lateShare(series(steady), 0.99*c, budget, 0); got == 0 {
 		t.Errorf("steady 8000 tok/s over 300 s at %.0f tok/s: nothing late, want the end of it late", 0.99*c)
 	}
 	bunch := make([]float64, 301)
 	bunch[1] = 100000
 	c = 100000 / (1 + budget)
-	if late, early := lateShare(series(bunch), 0.99*c, budget), lateShare(series(bunch), 1.001*c, budget); late != 1 || early != 0 {
+	if late, early := lateShare(series(bunch), 0.99*c, budget, 0), lateShare(series(bunch), 1.001*c, budget, 0); late != 1 || early != 0 {
 		t.Errorf("a 100000-token bunch: %.3f late just below %.0f tok/s, %.3f just above; want 1 and 0", late, c, early)
 	}
 	// A last-second bunch beside a steady 10800 tok/s: at the steady rate's need only the last second,
@@ -46,7 +46,7 @@ func TestLateShareAndBurstPods(t *testing.T) {
 		mixed[i] = 10800
 	}
 	mixed[300] += 100000
-	if got, want := lateShare(series(mixed), 1.001*10800*299/(299+budget), budget), 110800.0/(300*10800+100000); math.Abs(got-want) > 1e-9 {
+	if got, want := lateShare(series(mixed), 1.001*10800*299/(299+budget), budget, 0), 110800.0/(300*10800+100000); math.Abs(got-want) > 1e-9 {
 		t.Errorf("a last-second bunch: %.4f late, want %.4f", got, want)
 	}
 	for _, c := range []struct {
@@ -89,10 +89,10 @@ func TestLateShareCountsRequests(t *testing.T) {
 		return h
 	}
 	c := 1.001 * 10800 * 299 / (299 + budget)
-	if got, want := lateShare(withRequests(1), c, budget), 11.0/3001; math.Abs(got-want) > 1e-9 {
+	if got, want := lateShare(withRequests(1), c, budget, c*budget), 11.0/3001; math.Abs(got-want) > 1e-9 {
 		t.Errorf("one long prompt: %.4f late, want %.4f", got, want)
 	}
-	if got, want := lateShare(withRequests(100), c, budget), 110.0/3100; math.Abs(got-want) > 1e-9 {
+	if got, want := lateShare(withRequests(100), c, budget, c*budget), 110.0/3100; math.Abs(got-want) > 1e-9 {
 		t.Errorf("100 prompts: %.4f late, want %.4f", got, want)
 	}
 	if got := burstPods(withRequests(1), budget, 0.01, 11000, 1); got != 1 {
@@ -106,11 +106,50 @@ func TestLateShareCountsRequests(t *testing.T) {
 	for i := range huge {
 		huge[i].r = math.MaxFloat64 / 2
 	}
-	if got := lateShare(huge, c, budget); !(got >= 0 && got <= 1) {
+	if got := lateShare(huge, c, budget, c*budget); !(got >= 0 && got <= 1) {
 		t.Errorf("overflowing request rates: share %v", got)
 	}
-	if got := lateShare(nil, c, budget); got != 0 {
+	if got := lateShare(nil, c, budget, c*budget); got != 0 {
 		t.Errorf("no history: share %v", got)
+	}
+}
+
+// A prompt longer than a pod prefills within the TTFT SLO holds only the pod it runs on: a second of five
+// prompts of 200,000 tokens beside a steady 10 requests/s of 1,000 tokens needs a few pods, where the same
+// million tokens as 1,000 prompts of 1,000 is a bunch that more pods do serve sooner (and without request
+// rates recorded, tokens are all the replay has).
+func TestBurstPodsHoldNoPoolForLongPrompts(t *testing.T) {
+	const budget, perPod = 0.3, 10000.0
+	history := func(requests float64, withRates bool) []sample {
+		h := make([]sample, 302)
+		t0 := time.Unix(1000, 0)
+		for i := range h {
+			h[i] = sample{t0.Add(time.Duration(i) * time.Second), 10000, 10}
+		}
+		h[150].v += 1e6
+		h[150].r += requests
+		if !withRates {
+			for i := range h {
+				h[i].r = 0
+			}
+		}
+		return h
+	}
+	// Steady 10,000 tok/s keeps two pods of 10,000 within budget and one not. The lump's second brings its
+	// 15 requests at most 4,331 tokens each (the mean prompt, 4,010,000/3,015, plus a pod's 3,000 within the
+	// budget): 1.5% of requests late on two pods, under the 4% miss share. Replayed whole, the million
+	// tokens made 33% late on two pods and needed about ten.
+	if got := burstPods(history(5, true), budget, 0.04, perPod, 1); got != 2 {
+		t.Errorf("five long prompts: %d pods, want 2", got)
+	}
+	// 1,000 prompts of 1,000 tokens in a second: a quarter of the requests arrive in it, late until the pool
+	// drains them within the budget: 78 pods.
+	if got := burstPods(history(990, true), budget, 0.04, perPod, 1); got < 50 {
+		t.Errorf("a bunch of 1,000 prompts: %d pods, want the many that drain it within the budget", got)
+	}
+	// Without request rates the million tokens are replayed whole, as a bunch.
+	if got := burstPods(history(5, false), budget, 0.04, perPod, 1); got < 50 {
+		t.Errorf("five long prompts, no request rates: %d pods, want the many that drain a million tokens", got)
 	}
 }
 
@@ -246,7 +285,7 @@ func TestBurstHistoryChargesNothingToAnUnknownGap(t *testing.T) {
 			t.Errorf("after 60 s with %s the history charges %.0f tokens since the last known round, want one second's 12000", name, got)
 		}
 		for _, c := range []float64{8500, 10000, 12000} {
-			if a, b := lateShare(plain, c, 1.9), lateShare(gapped, c, 1.9); math.Abs(a-b) > 1e-9 {
+			if a, b := lateShare(plain, c, 1.9, c*1.9), lateShare(gapped, c, 1.9, c*1.9); math.Abs(a-b) > 1e-9 {
 				t.Errorf("late share at %.0f tok/s: %.4f after 60 s with %s, want %.4f as without it", c, b, name, a)
 			}
 		}

@@ -40,6 +40,7 @@ type Controller struct {
 	keepingUp  map[string]time.Time
 	level      map[string]level
 	breaching  map[string]int
+	surge      map[string][]float64 // the fast λ of each decision of a pool's current breach, up to a cold start of them
 	history    map[string][]sample
 	startHold  map[string]rec
 	lateStep   map[string]rec
@@ -50,6 +51,7 @@ type Controller struct {
 	before     time.Time              // the latest decision time before latest: the previous round's
 	pruned     time.Time
 	scratch    []int
+	sorted     []float64
 	// LatencySpan is how far back the pods' latency histograms reach: two scrape.latencyWindow (0: 20 s).
 	LatencySpan time.Duration
 	// Interval is scrape.interval, how often decisions come (0: 1 s): confirmations and calibration are
@@ -68,7 +70,7 @@ func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
-		level: map[string]level{}, breaching: map[string]int{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
+		level: map[string]level{}, breaching: map[string]int{}, surge: map[string][]float64{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
 		role: map[string]config.Role{}, seen: map[string]time.Time{},
 	}
 }
@@ -253,6 +255,7 @@ func (c *Controller) forgetPool(p string) {
 	delete(c.saturated, p)
 	delete(c.level, p)
 	delete(c.breaching, p)
+	delete(c.surge, p)
 	delete(c.history, p)
 }
 
@@ -425,15 +428,56 @@ func streak(m map[string]int, key string, cond bool) int {
 
 // sizingRate is the λ replicas are sized on: the window average smoothed over one cold start
 // (policy.coldStart) unless backpressure has predicted an SLO breach within the horizon on
-// enough decisions in a row to cover breachEvidence, when the fast rate (which shows a burst within a scrape or two)
-// leads if it is the higher. A rise shorter than a cold start is over before a pod ordered for it is Ready: conversions and
-// the queue absorb it, and sizing on the unsmoothed window average held pods for every such rise.
+// enough decisions in a row to cover breachEvidence, when the median fast rate of the breach's decisions
+// (the last cold start of them) leads if it is the higher. A rise shorter than a cold start is over before a pod ordered for it is
+// Ready: conversions and the queue absorb it, and sizing on the unsmoothed window average held pods for
+// every such rise. The median, not the last fast rate, because a few long prompts arriving together
+// read as one or two seconds of a rate many times the pool's (1.6 M tokens/s on ServeGen m-large day 2
+// with its own lengths, where 4 pods drained the queue in 40 s), and the last such second decided the
+// pods that the scale-down window then held; a rise that lasts is most of the breach's decisions.
 func (c *Controller) sizingRate(now time.Time, pol config.Policy, pool string, st *PoolStatus) (float64, string) {
 	smoothed := c.smooth(now, pol.ColdStart.Duration, pool, st.Sustained)
-	if streak(c.breaching, pool, st.Backpressure >= 1) >= c.decisions(breachEvidence) && st.Arrival > max(smoothed, st.Sustained) {
-		return st.Arrival, "fast"
+	n := streak(c.breaching, pool, st.Backpressure >= 1)
+	if n == 0 {
+		delete(c.surge, pool)
+		return smoothed, "sustained"
+	}
+	h := c.surge[pool]
+	if n == 1 {
+		h = h[:0] // a new breach
+	}
+	fast := st.Arrival
+	if !(fast >= 0) {
+		fast = 0 // NaN would leave the median undefined; Aggregate gives none, but the state outlives one status
+	}
+	h = append(h, fast)
+	if keep := c.surgeSamples(pol); len(h) > keep {
+		h = h[len(h)-keep:]
+	}
+	c.surge[pool] = h
+	if n >= c.decisions(breachEvidence) {
+		if m := c.median(h); m > max(smoothed, st.Sustained) {
+			return m, "fast"
+		}
 	}
 	return smoothed, "sustained"
+}
+
+// surgeSamples is how many of a breach's fast rates sizingRate keeps: a cold start of decisions (a rise
+// within the breach shows in the median within half of one), at least breachEvidence's, at most maxHistory.
+func (c *Controller) surgeSamples(pol config.Policy) int {
+	return min(max(int(pol.ColdStart.Duration/c.interval()), c.decisions(breachEvidence)), maxHistory)
+}
+
+// median is the median of h (NaN-free, non-empty), sorted in the controller's scratch space.
+func (c *Controller) median(h []float64) float64 {
+	s := append(c.sorted[:0], h...)
+	slices.Sort(s)
+	c.sorted = s
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 // smooth folds x into the pool's level with time constant tau (exponential smoothing over irregular

@@ -554,6 +554,58 @@ func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
 	}
 }
 
+// On a breach the fast rate that sizes the pool is the median of the breach's decisions, so a second or
+// two of a few long prompts arriving together does not order pods for a rate that never lasted; a rise
+// that lasts leads once it is most of the breach, and a new breach (after a round without one, or with
+// the pool unknown) starts from its own rates.
+func TestFastRateIsTheBreachMedian(t *testing.T) {
+	cfg := config.Default() // 8500 tok/s a pod at the target utilisation
+	type round struct {
+		arrival, bp float64 // bp < 0: the pool's status unknown that round
+	}
+	rounds := func(n int, arrival, bp float64) []round {
+		r := make([]round, n)
+		for i := range r {
+			r[i] = round{arrival, bp}
+		}
+		return r
+	}
+	cat := func(parts ...[]round) (all []round) {
+		for _, p := range parts {
+			all = append(all, p...)
+		}
+		return all
+	}
+	for _, c := range []struct {
+		name   string
+		rounds []round
+		want   int
+	}{
+		{"a lasting rise", rounds(3, 40000, 2), 5},
+		{"one second of a lump", cat(rounds(2, 40000, 2), rounds(1, 400000, 2)), 5},
+		{"two seconds of lumps in five", cat(rounds(1, 40000, 2), rounds(1, 400000, 2), rounds(2, 40000, 2), rounds(1, 400000, 2)), 5},
+		{"a rise within the breach, once most of it", cat(rounds(10, 40000, 2), rounds(11, 80000, 2)), 10},
+		{"a rise within the breach, before", cat(rounds(10, 40000, 2), rounds(9, 80000, 2)), 5},
+		{"a breach after one that ended", cat(rounds(3, 400000, 2), rounds(1, 40000, 0.5), rounds(3, 40000, 2)), 5},
+		{"a breach after the pool was unknown", cat(rounds(3, 400000, 2), rounds(1, 0, -1), rounds(3, 40000, 2)), 5},
+	} {
+		ctrl := NewController()
+		var d Decision
+		for i, r := range c.rounds {
+			ps := &PoolStatus{Pods: 3, Known: 3, Arrival: r.arrival, Sustained: 20000, PerPod: 10000, Capacity: 30000,
+				Backpressure: r.bp, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+			if r.bp < 0 {
+				ps = nil
+			}
+			ctrl.recs = map[string][]rec{} // each decision stands alone
+			d = ctrl.Decide(time.Unix(0, 0).Add(time.Duration(i)*time.Second), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil)
+		}
+		if d.Desired["prefill"] != c.want {
+			t.Errorf("%s: desired %d, want %d; reasons %v", c.name, d.Desired["prefill"], c.want, d.Reasons)
+		}
+	}
+}
+
 // The sizing rate is the window average smoothed over a cold start: a rise shorter than a cold start
 // moves replicas by a fraction of it, one that lasts moves them all the way, and a fall is followed too.
 func TestSizingSmoothsOverAColdStart(t *testing.T) {
