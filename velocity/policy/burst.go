@@ -56,9 +56,10 @@ func (a replay) lateShare(c, budget float64) float64 {
 // the pod it runs on; through one shared queue its tokens made every request behind it late until the
 // pool could drain them within the budget. So where request rates were recorded each interval's requests
 // bring at most cap tokens each on average to the queue: the history's mean prompt (its tokens over its
-// requests) plus what one pod prefills within the budget, about a pod's TTFT SLO. A few prompts of
-// 200,000 tokens on ServeGen m-large day 2 with its own lengths, which 4 to 8 pods drained in 40 s, had
-// held 24 prefillers for nine minutes (docs/evaluation.md). Bunches of prompts of ordinary length are
+// requests) plus what one pod prefills within the budget, which is what a pod prefills within the TTFT
+// SLO, as the budget is the SLO less the mean prompt's own prefill. A few prompts of
+// 200,000 tokens on ServeGen m-large day 2 with its own lengths, whose queue 4 to 8 pods took from 3.1 M
+// tokens to 0.2 M within 15 s, had held 24 prefillers for nine minutes (docs/evaluation.md). Bunches of prompts of ordinary length are
 // replayed whole: more pods do serve them sooner.
 type replay struct {
 	h []sample
@@ -70,7 +71,7 @@ type replay struct {
 }
 
 // replayed returns h as the burst sizing replays it, own being what one pod prefills within the budget
-// (tokens; its velocity times the queueing budget).
+// (tokens; its velocity, not the share of it the sizing plans on, times the queueing budget).
 func replayed(h []sample, own float64) replay {
 	var tokens, requests float64
 	for i := 1; i < len(h); i++ {
@@ -103,15 +104,16 @@ func (a replay) weight(i int) float64 {
 }
 
 // burstPods is the least number of pods, at least from, whose capacity n·perPod keeps all but a share
-// miss of the recorded arrivals within the queueing budget. It sizes for the bunching a window average
+// miss of the recorded arrivals within the queueing budget; own is what one pod prefills within the budget
+// at its full velocity (tokens; see replay). It sizes for the bunching a window average
 // hides: a pool whose mean load fits one instance can still need two when prompts arrive in bunches.
 // A decision the sizing's answer already covers costs one replay; otherwise the count is bisected (the
 // late share falls as capacity grows), so a few replays find it however far it is.
-func burstPods(h []sample, budget, miss, perPod float64, from int) int {
+func burstPods(h []sample, budget, miss, perPod, own float64, from int) int {
 	if len(h) < 2 || !(budget > 0) || !(perPod > 0) {
 		return from
 	}
-	a := replayed(h, perPod*budget)
+	a := replayed(h, own)
 	var peak float64
 	for i := 1; i < len(h); i++ {
 		peak = max(peak, a.tokens(i))

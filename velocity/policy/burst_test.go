@@ -66,7 +66,7 @@ func TestLateShareAndBurstPods(t *testing.T) {
 		{"no work", series([]float64{0, 0, 0}), 0.04, 10000, 0, 0},
 		{"no velocity", series(bunch), 0.04, 0, 1, 1},
 	} {
-		if got := burstPods(c.h, budget, c.miss, c.perPod, c.from); got != c.want {
+		if got := burstPods(c.h, budget, c.miss, c.perPod, c.perPod*budget, c.from); got != c.want {
 			t.Errorf("%s: %d pods, want %d", c.name, got, c.want)
 		}
 	}
@@ -95,10 +95,10 @@ func TestLateShareCountsRequests(t *testing.T) {
 	if got, want := lateShare(withRequests(100), c, budget, c*budget), 110.0/3100; math.Abs(got-want) > 1e-9 {
 		t.Errorf("100 prompts: %.4f late, want %.4f", got, want)
 	}
-	if got := burstPods(withRequests(1), budget, 0.01, 11000, 1); got != 1 {
+	if got := burstPods(withRequests(1), budget, 0.01, 11000, 11000*budget, 1); got != 1 {
 		t.Errorf("one long prompt at a 1%% miss share: %d pods, want 1", got)
 	}
-	if got := burstPods(withRequests(100), budget, 0.01, 11000, 1); got != 4 {
+	if got := burstPods(withRequests(100), budget, 0.01, 11000, 11000*budget, 1); got != 4 {
 		t.Errorf("100 prompts at a 1%% miss share: %d pods, want 4", got)
 	}
 	// Rates so large their sum overflows still give a share in [0, 1], and no history gives 0.
@@ -139,16 +139,16 @@ func TestBurstPodsHoldNoPoolForLongPrompts(t *testing.T) {
 	// 15 requests at most 4,331 tokens each (the mean prompt, 4,010,000/3,015, plus a pod's 3,000 within the
 	// budget): 1.5% of requests late on two pods, under the 4% miss share. Replayed whole, the million
 	// tokens made 33% late on two pods and needed about ten.
-	if got := burstPods(history(5, true), budget, 0.04, perPod, 1); got != 2 {
+	if got := burstPods(history(5, true), budget, 0.04, perPod, perPod*budget, 1); got != 2 {
 		t.Errorf("five long prompts: %d pods, want 2", got)
 	}
 	// 1,000 prompts of 1,000 tokens in a second: a quarter of the requests arrive in it, late until the pool
 	// drains them within the budget: 78 pods.
-	if got := burstPods(history(990, true), budget, 0.04, perPod, 1); got < 50 {
+	if got := burstPods(history(990, true), budget, 0.04, perPod, perPod*budget, 1); got < 50 {
 		t.Errorf("a bunch of 1,000 prompts: %d pods, want the many that drain it within the budget", got)
 	}
 	// Without request rates the million tokens are replayed whole, as a bunch.
-	if got := burstPods(history(5, false), budget, 0.04, perPod, 1); got < 50 {
+	if got := burstPods(history(5, false), budget, 0.04, perPod, perPod*budget, 1); got < 50 {
 		t.Errorf("five long prompts, no request rates: %d pods, want the many that drain a million tokens", got)
 	}
 }

@@ -132,7 +132,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			h := c.record(now, prefill.Name, ps.Arrival, ps.RequestArrival, window)
 			// The replay plans pods at the target utilisation, as the sizing does, so the one knob that trades
 			// GPUs for headroom moves both (at full V the knob did not change prefill on the code trace).
-			if n := burstPods(h, ps.QueueBudget, 1-pol.BurstAttainment, ps.PerPod*pol.TargetUtilisation, p); n > p {
+			if n := burstPods(h, ps.QueueBudget, 1-pol.BurstAttainment, ps.PerPod*pol.TargetUtilisation, ps.PerPod*ps.QueueBudget, p); n > p {
 				p = n
 				d.Reasons = append(d.Reasons, fmt.Sprintf("%s: the last %s of arrivals need %d pods to keep %.0f%% within the TTFT queueing budget (%.2fs)",
 					prefill.Name, window, p, 100*pol.BurstAttainment, ps.QueueBudget))
@@ -427,14 +427,15 @@ func streak(m map[string]int, key string, cond bool) int {
 }
 
 // sizingRate is the λ replicas are sized on: the window average smoothed over one cold start
-// (policy.coldStart) unless backpressure has predicted an SLO breach within the horizon on
-// enough decisions in a row to cover breachEvidence, when the median fast rate of the breach's decisions
-// (the last cold start of them) leads if it is the higher. A rise shorter than a cold start is over before a pod ordered for it is
-// Ready: conversions and the queue absorb it, and sizing on the unsmoothed window average held pods for
-// every such rise. The median, not the last fast rate, because a few long prompts arriving together
-// read as one or two seconds of a rate many times the pool's (1.6 M tokens/s on ServeGen m-large day 2
-// with its own lengths, where 4 pods drained the queue in 40 s), and the last such second decided the
-// pods that the scale-down window then held; a rise that lasts is most of the breach's decisions.
+// (policy.coldStart) unless backpressure has predicted an SLO breach within the horizon on enough
+// decisions in a row to cover breachEvidence, when the median fast rate of the breach's decisions (the
+// last cold start of them) leads if it is the higher. A rise shorter than a cold start is over before a
+// pod ordered for it is Ready: conversions and the queue absorb it, and sizing on the unsmoothed window
+// average held pods for every such rise. The median, not the last fast rate, because a few long prompts
+// arriving together read as a second or two of a rate many times the pool's, and the last such second
+// decided the pods that the scale-down window then held (1.6 M tokens/s on 4 pods on ServeGen m-large
+// day 2 with its own lengths, whose queue 4 to 8 pods took from 3.1 M tokens to 0.2 M within 15 s); a
+// rise that lasts is most of the breach's decisions.
 func (c *Controller) sizingRate(now time.Time, pol config.Policy, pool string, st *PoolStatus) (float64, string) {
 	smoothed := c.smooth(now, pol.ColdStart.Duration, pool, st.Sustained)
 	n := streak(c.breaching, pool, st.Backpressure >= 1)
