@@ -17,6 +17,19 @@ func series(rates []float64) []sample {
 	return h
 }
 
+// steadyWithBunch is n one-second samples at v tokens/s and r requests/s, sample at carrying a bunch of
+// tokens and requests more.
+func steadyWithBunch(n int, v, r float64, at int, tokens, requests float64) []sample {
+	h := make([]sample, n)
+	t0 := time.Unix(1000, 0)
+	for i := range h {
+		h[i] = sample{t0.Add(time.Duration(i) * time.Second), v, r}
+	}
+	h[at].v += tokens
+	h[at].r += requests
+	return h
+}
+
 // lateShare against closed forms: a steady rate r over L seconds is all in budget from capacity
 // r·L/(L+B) (the queue may grow to C·B by the end); one bunch of X tokens in a second from X/(1+B).
 // burstPods counts pods up to the first that meets the miss share.
@@ -79,14 +92,7 @@ func TestLateShareAndBurstPods(t *testing.T) {
 func TestLateShareCountsRequests(t *testing.T) {
 	const budget = 1.9
 	withRequests := func(bunchRequests float64) []sample {
-		h := make([]sample, 301)
-		t0 := time.Unix(1000, 0)
-		for i := range h {
-			h[i] = sample{t0.Add(time.Duration(i) * time.Second), 10800, 10}
-		}
-		h[300].v += 100000
-		h[300].r += bunchRequests
-		return h
+		return steadyWithBunch(301, 10800, 10, 300, 100000, bunchRequests)
 	}
 	c := 1.001 * 10800 * 299 / (299 + budget)
 	if got, want := lateShare(withRequests(1), c, budget, c*budget), 11.0/3001; math.Abs(got-want) > 1e-9 {
@@ -121,13 +127,7 @@ func TestLateShareCountsRequests(t *testing.T) {
 func TestBurstPodsHoldNoPoolForLongPrompts(t *testing.T) {
 	const budget, perPod = 0.3, 10000.0
 	history := func(requests float64, withRates bool) []sample {
-		h := make([]sample, 302)
-		t0 := time.Unix(1000, 0)
-		for i := range h {
-			h[i] = sample{t0.Add(time.Duration(i) * time.Second), 10000, 10}
-		}
-		h[150].v += 1e6
-		h[150].r += requests
+		h := steadyWithBunch(302, 10000, 10, 150, 1e6, requests)
 		if !withRates {
 			for i := range h {
 				h[i].r = 0
