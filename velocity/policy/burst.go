@@ -21,7 +21,8 @@ type sample struct {
 // the share of the requests that arrived while the queue was longer than c·budget, i.e. would wait past
 // the TTFT queueing budget (seconds); the share of the work where no sample of the pool recorded a request
 // rate (the choice is the pool's, as one share cannot mix the units). Arrivals are charged to the interval
-// ending at their sample, each request at most own tokens (see replayed). The result is in [0, 1].
+// ending at their sample, its requests bringing at most the replay's cap each on average (see replay).
+// The result is in [0, 1].
 //
 // Requests, not tokens, because attainment is counted per request: weighted by tokens, one long prompt
 // was a bunch whose own tokens were late at any pod count short of draining it within the budget, and
@@ -31,6 +32,7 @@ func lateShare(h []sample, c, budget, own float64) float64 {
 	return replayed(h, own).lateShare(c, budget)
 }
 
+// lateShare is the package's lateShare on a replay built once for several capacities.
 func (a replay) lateShare(c, budget float64) float64 {
 	var q, late, total float64
 	for i := 1; i < len(a.h); i++ {
@@ -54,13 +56,13 @@ func (a replay) lateShare(c, budget float64) float64 {
 // replay is a history as the burst sizing replays it. The pool sends each prompt whole to one pod, so a
 // prompt longer than a pod prefills within the TTFT SLO misses it on any number of pods and holds only
 // the pod it runs on; through one shared queue its tokens made every request behind it late until the
-// pool could drain them within the budget. So where request rates were recorded each interval's requests
-// bring at most cap tokens each on average to the queue: the history's mean prompt (its tokens over its
-// requests) plus what one pod prefills within the budget, which is what a pod prefills within the TTFT
-// SLO, as the budget is the SLO less the mean prompt's own prefill. A few prompts of
-// 200,000 tokens on ServeGen m-large day 2 with its own lengths, whose queue 4 to 8 pods took from 3.1 M
-// tokens to 0.2 M within 15 s, had held 24 prefillers for nine minutes (docs/evaluation.md). Bunches of prompts of ordinary length are
-// replayed whole: more pods do serve them sooner.
+// pool could drain them within the budget (docs/metrics.md measures a case). So where request rates were
+// recorded each interval's requests bring at most cap tokens each on average to the queue: the history's
+// mean prompt plus what one pod prefills within the budget, a sum near what a pod prefills within the
+// SLO, as the budget is the SLO less the mean prompt's own prefill. An interval with tokens and no
+// request (a long prompt's prefill spanning seconds, neither arriving nor finishing in them) brings none:
+// its prompt holds its pod. Bunches of prompts of ordinary length are replayed whole, since more pods do
+// serve them sooner.
 type replay struct {
 	h []sample
 	// counted: some sample recorded a request rate, so the late share counts requests.

@@ -135,21 +135,21 @@ func TestBurstPodsHoldNoPoolForLongPrompts(t *testing.T) {
 		}
 		return h
 	}
-	// Steady 10,000 tok/s keeps two pods of 10,000 within budget and one not. The lump's second brings its
-	// 15 requests at most 4,331 tokens each (the mean prompt, 4,010,000/3,015, plus a pod's 3,000 within the
-	// budget): 1.5% of requests late on two pods, under the 4% miss share. Replayed whole, the million
-	// tokens made 33% late on two pods and needed about ten.
+	// The lump's second brings its 15 requests at most 4,330 tokens each (the mean prompt, 4,010,000/3,015,
+	// plus a pod's 3,000 within the budget). One pod, all taken by the steady 10,000 tok/s, never drains
+	// them (51% late); two leave 1.5% of requests late, under the 4% miss share. Replayed whole, the
+	// million tokens made 33% late on two pods and needed about ten.
 	if got := burstPods(history(5, true), budget, 0.04, perPod, perPod*budget, 1); got != 2 {
 		t.Errorf("five long prompts: %d pods, want 2", got)
 	}
 	// 1,000 prompts of 1,000 tokens in a second: a quarter of the requests arrive in it, late until the pool
 	// drains them within the budget: 78 pods.
-	if got := burstPods(history(990, true), budget, 0.04, perPod, perPod*budget, 1); got < 50 {
-		t.Errorf("a bunch of 1,000 prompts: %d pods, want the many that drain it within the budget", got)
+	if got := burstPods(history(990, true), budget, 0.04, perPod, perPod*budget, 1); got != 78 {
+		t.Errorf("a bunch of 1,000 prompts: %d pods, want 78", got)
 	}
 	// Without request rates the million tokens are replayed whole, as a bunch.
-	if got := burstPods(history(5, false), budget, 0.04, perPod, perPod*budget, 1); got < 50 {
-		t.Errorf("five long prompts, no request rates: %d pods, want the many that drain a million tokens", got)
+	if got := burstPods(history(5, false), budget, 0.04, perPod, perPod*budget, 1); got != 78 {
+		t.Errorf("five long prompts, no request rates: %d pods, want 78 as for a bunch", got)
 	}
 }
 

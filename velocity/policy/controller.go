@@ -40,7 +40,7 @@ type Controller struct {
 	keepingUp  map[string]time.Time
 	level      map[string]level
 	breaching  map[string]int
-	surge      map[string][]float64 // the fast λ of each decision of a pool's current breach, up to a cold start of them
+	surge      map[string]surge
 	history    map[string][]sample
 	startHold  map[string]rec
 	lateStep   map[string]rec
@@ -51,7 +51,7 @@ type Controller struct {
 	before     time.Time              // the latest decision time before latest: the previous round's
 	pruned     time.Time
 	scratch    []int
-	sorted     []float64
+	sorted     []float64 // scratch space for median, kept between decisions so a breach sorts without allocating
 	// LatencySpan is how far back the pods' latency histograms reach: two scrape.latencyWindow (0: 20 s).
 	LatencySpan time.Duration
 	// Interval is scrape.interval, how often decisions come (0: 1 s): confirmations and calibration are
@@ -70,7 +70,7 @@ func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
-		level: map[string]level{}, breaching: map[string]int{}, surge: map[string][]float64{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
+		level: map[string]level{}, breaching: map[string]int{}, surge: map[string]surge{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
 		role: map[string]config.Role{}, seen: map[string]time.Time{},
 	}
 }
@@ -433,41 +433,57 @@ func streak(m map[string]int, key string, cond bool) int {
 // pod ordered for it is Ready: conversions and the queue absorb it, and sizing on the unsmoothed window
 // average held pods for every such rise. The median, not the last fast rate, because a few long prompts
 // arriving together read as a second or two of a rate many times the pool's, and the last such second
-// decided the pods that the scale-down window then held (1.6 M tokens/s on 4 pods on ServeGen m-large
-// day 2 with its own lengths, whose queue 4 to 8 pods took from 3.1 M tokens to 0.2 M within 15 s); a
-// rise that lasts is most of the breach's decisions.
+// decided the pods that the scale-down window then held (docs/metrics.md measures a case); a rise that
+// lasts is most of the breach's decisions.
 func (c *Controller) sizingRate(now time.Time, pol config.Policy, pool string, st *PoolStatus) (float64, string) {
 	smoothed := c.smooth(now, pol.ColdStart.Duration, pool, st.Sustained)
+	s, ok := c.surge[pool]
+	if ok && (now.Before(s.t) || now.Sub(s.t) > unknownGap*c.interval()) {
+		// A stall, a pause in the pool's decisions or time going backwards: the breach's rates are not
+		// this moment's, so a breach now is a new one.
+		c.breaching[pool] = 0
+	}
 	n := streak(c.breaching, pool, st.Backpressure >= 1)
 	if n == 0 {
 		delete(c.surge, pool)
 		return smoothed, "sustained"
 	}
-	h := c.surge[pool]
 	if n == 1 {
-		h = h[:0] // a new breach
+		s.h = s.h[:0] // a new breach
 	}
 	fast := st.Arrival
 	if !(fast >= 0) {
 		fast = 0 // NaN would leave the median undefined; Aggregate gives none, but the state outlives one status
 	}
-	h = append(h, fast)
-	if keep := c.surgeSamples(pol); len(h) > keep {
-		h = h[len(h)-keep:]
+	s.h = append(s.h, math.Min(fast, math.MaxFloat64))
+	if keep := c.surgeSamples(pol); len(s.h) > keep {
+		s.h = s.h[len(s.h)-keep:]
 	}
-	c.surge[pool] = h
+	s.t = now
+	c.surge[pool] = s
 	if n >= c.decisions(breachEvidence) {
-		if m := c.median(h); m > max(smoothed, st.Sustained) {
+		if m := c.median(s.h); m > max(smoothed, st.Sustained) {
 			return m, "fast"
 		}
 	}
 	return smoothed, "sustained"
 }
 
+// surge is the fast λ of each decision of a pool's current breach (the last surgeSamples of them) and
+// the time of the latest.
+type surge struct {
+	t time.Time
+	h []float64
+}
+
+// maxSurge bounds the breach's rates kept per pool: sorted on each decision of a breach, a cold start of
+// 1 h at 100 ms would be 36,000; 1,000 is over 16 min at 1 s, longer than any rise the median waits for.
+const maxSurge = 1000
+
 // surgeSamples is how many of a breach's fast rates sizingRate keeps: a cold start of decisions (a rise
-// within the breach shows in the median within half of one), at least breachEvidence's, at most maxHistory.
+// within the breach shows in the median within half of one), at least breachEvidence's, at most maxSurge.
 func (c *Controller) surgeSamples(pol config.Policy) int {
-	return min(max(int(pol.ColdStart.Duration/c.interval()), c.decisions(breachEvidence)), maxHistory)
+	return min(max(int(pol.ColdStart.Duration/c.interval()), c.decisions(breachEvidence)), maxSurge)
 }
 
 // median is the median of h (NaN-free, non-empty), sorted in the controller's scratch space.
@@ -476,7 +492,7 @@ func (c *Controller) median(h []float64) float64 {
 	slices.Sort(s)
 	c.sorted = s
 	if n := len(s); n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
+		return s[n/2-1]/2 + s[n/2]/2 // halves first: the sum of two rates near the float limit overflows
 	}
 	return s[len(s)/2]
 }

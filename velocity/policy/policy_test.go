@@ -559,7 +559,7 @@ func TestSizingFollowsSustainedUnlessBackpressure(t *testing.T) {
 // that lasts leads once it is most of the breach, and a new breach (after a round without one, or with
 // the pool unknown) starts from its own rates.
 func TestFastRateIsTheBreachMedian(t *testing.T) {
-	cfg := config.Default() // 8500 tok/s a pod at the target utilisation
+	cfg := config.Default() // 8500 tok/s a pod at the target utilisation; the 60 s cold start keeps 60 rates
 	type round struct {
 		arrival, bp float64 // bp < 0: the pool's status unknown that round
 	}
@@ -603,6 +603,22 @@ func TestFastRateIsTheBreachMedian(t *testing.T) {
 		if d.Desired["prefill"] != c.want {
 			t.Errorf("%s: desired %d, want %d; reasons %v", c.name, d.Desired["prefill"], c.want, d.Reasons)
 		}
+	}
+	// A breach after a stall of a minute is a new one: the rates before it are not this moment's.
+	ctrl := NewController()
+	var d Decision
+	for _, s := range []int{0, 1, 2, 62, 63, 64} {
+		arrival := 400000.0
+		if s > 2 {
+			arrival = 40000
+		}
+		ps := &PoolStatus{Pods: 3, Known: 3, Arrival: arrival, Sustained: 20000, PerPod: 10000, Capacity: 30000,
+			Backpressure: 2, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+		ctrl.recs = map[string][]rec{}
+		d = ctrl.Decide(time.Unix(0, 0).Add(time.Duration(s)*time.Second), cfg.Policy, "g", &cfg.Pools[0], ps, nil, nil)
+	}
+	if d.Desired["prefill"] != 5 {
+		t.Errorf("a breach after a stall: desired %d, want 5; reasons %v", d.Desired["prefill"], d.Reasons)
 	}
 }
 
