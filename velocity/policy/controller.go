@@ -29,6 +29,13 @@ type rec struct {
 	n int
 }
 
+// sizing is a pool's own count at a decision (before the P:D band), with its per-pod velocity.
+type sizing struct {
+	t      time.Time
+	n      int
+	perPod float64
+}
+
 // Controller holds the state that makes decisions stable: recent recommendations (scale-down
 // stabilisation), emergency cooldowns, conversion hysteresis and calibrated capacities.
 type Controller struct {
@@ -45,6 +52,7 @@ type Controller struct {
 	startHold  map[string]rec
 	lateStep   map[string]rec
 	converted  map[string]time.Time
+	sized      map[string]sizing      // each pool's own count at its last known decision (Controller.lastSized)
 	role       map[string]config.Role // the side each pool was last sized on: prefill (or both) or decode
 	seen       map[string]time.Time   // when each group, and each pool (poolKey), was last decided
 	latest     time.Time              // the latest decision of any group
@@ -71,7 +79,7 @@ func NewController() *Controller {
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
 		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
 		level: map[string]level{}, breaching: map[string]int{}, surge: map[string]surge{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
-		role: map[string]config.Role{}, seen: map[string]time.Time{},
+		sized: map[string]sizing{}, role: map[string]config.Role{}, seen: map[string]time.Time{},
 	}
 }
 
@@ -139,6 +147,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			}
 		}
 		p = c.safetyNet(now, pol, prefill, ps, p, &d)
+		c.sized[prefill.Name] = sizing{now, p, ps.PerPod}
 	}
 	if decode != nil && ds != nil {
 		// A converted decoder serves less decode by design: calibrating then read its prefill chunks as lost
@@ -165,24 +174,31 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			dn = n
 		}
 		dn = c.safetyNet(now, pol, decode, ds, dn, &d)
-		if n, vn := ingressPods(p, ps, prefill, decode); n > dn {
-			d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %d prefillers at V=%.0f send KV faster than %d decoder links take it (V_N=%.0f) → %d",
-				decode.Name, p, ps.PerPod, dn, vn, n))
-			dn = n
+		if pv, ago, ok := c.lastSized(now, pol, prefill, ps, p); ok {
+			if n, vn := ingressPods(pv.n, pv.perPod, prefill, decode); n > dn {
+				d.Reasons = append(d.Reasons, fmt.Sprintf("%s: %d prefillers%s at V=%.0f send KV faster than %d decoder links take it (V_N=%.0f) → %d",
+					decode.Name, pv.n, ago, pv.perPod, dn, vn, n))
+				dn = n
+			}
 		}
+		c.sized[decode.Name] = sizing{now, dn, ds.PerPod}
 	}
 	// HeteroScale coordination: keep the P:D replica ratio inside its band by raising the short side. The
 	// ratio is of the counts the pools will run, at least their minReplicas: an idle decode pool sized to
 	// 0 skipped the band (a burst's 8 prefillers beside 1 decoder), and a decode floor of 4 went unseen.
-	if ps != nil && ds != nil {
-		if band := ratioBand(prefill, decode); band != nil {
-			pe, de := max(p, prefill.MinReplicas), max(dn, decode.MinReplicas) // minReplicas >= 1
-			if r := float64(pe) / float64(de); r < band.Min {
+	// A pool unknown this round stands in with its last known count, so that the other's answer keeps the
+	// band rather than falling to its own sizing while one side cannot be read; only the known side moves.
+	if band := ratioBand(prefill, decode); band != nil && prefill != nil && decode != nil && (ps != nil || ds != nil) {
+		pv, pAgo, pOK := c.lastSized(now, pol, prefill, ps, p)
+		dv, dAgo, dOK := c.lastSized(now, pol, decode, ds, dn)
+		if pOK && dOK {
+			pe, de := max(pv.n, prefill.MinReplicas), max(dv.n, decode.MinReplicas) // minReplicas >= 1
+			if r := float64(pe) / float64(de); r < band.Min && ps != nil {
 				p = int(math.Ceil(band.Min * float64(de)))
-				d.Reasons = append(d.Reasons, fmt.Sprintf("ratio %.2f below %.2f: prefill → %d", r, band.Min, p))
-			} else if r > band.Max {
+				d.Reasons = append(d.Reasons, fmt.Sprintf("ratio %.2f below %.2f (%d decoders%s): prefill → %d", r, band.Min, de, dAgo, p))
+			} else if r > band.Max && ds != nil {
 				dn = int(math.Ceil(float64(pe) / band.Max))
-				d.Reasons = append(d.Reasons, fmt.Sprintf("ratio %.2f above %.2f: decode → %d", r, band.Max, dn))
+				d.Reasons = append(d.Reasons, fmt.Sprintf("ratio %.2f above %.2f (%d prefillers%s): decode → %d", r, band.Max, pe, pAgo, dn))
 			}
 		}
 	}
@@ -257,6 +273,7 @@ func (c *Controller) forgetPool(p string) {
 	delete(c.breaching, p)
 	delete(c.surge, p)
 	delete(c.history, p)
+	delete(c.sized, p)
 }
 
 // noteRole forgets a pool's sizing state when a reload moved it to the other side: its smoothed rate,
@@ -279,15 +296,32 @@ const poolPrefix = "pool\x00"
 func poolKey(name string) string { return poolPrefix + name }
 
 // ingressPods is how many decoders can take, on their KV links, all the KV that p prefillers at their
-// velocity send; 0 when the prefill pool is unknown or neither profile gives a link speed. Decode
-// token velocity alone sized short-output traffic at one decoder, whose link then queued every burst's
-// transfers into TTFT misses that more prefillers could not fix (docs/evaluation.md measures it).
-func ingressPods(p int, ps *PoolStatus, prefill, decode *config.Pool) (int, float64) {
+// velocity perPod send; 0 when neither profile gives a link speed. Decode token velocity alone sized
+// short-output traffic at one decoder, whose link then queued every burst's transfers into TTFT misses
+// that more prefillers could not fix (docs/evaluation.md measures it).
+func ingressPods(p int, perPod float64, prefill, decode *config.Pool) (int, float64) {
 	vn := linkSpeed(prefill, decode)
-	if ps == nil || p <= 0 || !(vn > 0) {
+	if p <= 0 || !(perPod > 0) || !(vn > 0) {
 		return 0, 0
 	}
-	return ceilDiv(float64(p)*ps.PerPod, vn), vn
+	return ceilDiv(float64(p)*perPod, vn), vn
+}
+
+// lastSized is pool's own count this round (n, when st is known) or, while it is unknown, at its last
+// known decision within the scale-down window, with words saying how old it is ("" this round). A pool
+// unknown for longer speaks no more for the other's answer: its pods may be gone.
+func (c *Controller) lastSized(now time.Time, pol config.Policy, pool *config.Pool, st *PoolStatus, n int) (sizing, string, bool) {
+	if pool == nil {
+		return sizing{}, "", false
+	}
+	if st != nil {
+		return sizing{now, n, st.PerPod}, "", true
+	}
+	s, ok := c.sized[pool.Name]
+	if age := now.Sub(s.t); !ok || age < 0 || age > pol.ScaleDownWindow.Duration {
+		return sizing{}, "", false
+	}
+	return s, fmt.Sprintf(", unknown now, as sized %s ago", now.Sub(s.t).Round(time.Second)), true
 }
 
 // kvPods is how many decoders hold the pool's KV cache at the decode utilisation target: a decoder's

@@ -864,6 +864,76 @@ func TestDecodeTakesThePrefillPoolsKV(t *testing.T) {
 	}
 }
 
+// While one pool of the group cannot be read, the other keeps the floors it owes it (the decoders' KV
+// links for the prefillers' KV, the P:D band) at the unread pool's last known count, for one scale-down
+// window: sized on its own tokens alone it asked for 1 pod, and the window's quantile let the floor go
+// within 33 s of the other pool going unread.
+func TestUnknownPoolKeepsTheOthersFloors(t *testing.T) {
+	quiet := func(pods int, perPod float64) *PoolStatus {
+		return &PoolStatus{Pods: pods, Known: pods, Arrival: 500, Sustained: 500, PerPod: perPod, Capacity: float64(pods) * perPod,
+			SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1, SecondsToBreach: math.Inf(1)}
+	}
+	busy := func(pods int, perPod float64) *PoolStatus {
+		st := quiet(pods, perPod)
+		st.Arrival, st.Sustained = 0.85*float64(pods)*perPod, 0.85*float64(pods)*perPod
+		return st
+	}
+	for _, c := range []struct {
+		name            string
+		link            float64
+		band            *config.Ratio
+		ps, ds          *PoolStatus
+		unread, checked string // the pool that goes unread, and the pool whose answer is checked
+		want            int
+	}{
+		// ceil(10 × 10000 / 30000) = 4 links.
+		{"decode, KV links", 30000, nil, busy(10, 10000), quiet(1, 2500), "prefill", "decode", 4},
+		// 10 prefillers at most 2 per decoder.
+		{"decode, P:D band", 0, &config.Ratio{Min: 0.25, Max: 2}, busy(10, 10000), quiet(1, 2500), "prefill", "decode", 5},
+		// 4 decoders at least 0.5 prefiller each.
+		{"prefill, P:D band", 0, &config.Ratio{Min: 0.5, Max: 2}, quiet(1, 10000), busy(4, 2500), "decode", "prefill", 2},
+	} {
+		cfg := config.Default()
+		cfg.Pools[1].Profile.KVTransferTPS = c.link
+		cfg.Pools[0].Ratio, cfg.Pools[1].Ratio = nil, c.band
+		pol := cfg.Policy
+		ctrl := NewController()
+		t0 := time.Unix(0, 0)
+		decide := func(s int, both bool) Decision {
+			ps, ds := c.ps, c.ds
+			if !both && c.unread == "prefill" {
+				ps = nil
+			} else if !both {
+				ds = nil
+			}
+			return ctrl.Decide(t0.Add(time.Duration(s)*time.Second), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds)
+		}
+		if d := decide(0, true); d.Desired[c.checked] != c.want {
+			t.Fatalf("%s: both pools read: %s %d, want %d; reasons %v", c.name, c.checked, d.Desired[c.checked], c.want, d.Reasons)
+		}
+		for s := 1; s <= 50; s++ {
+			d := decide(s, false)
+			if _, ok := d.Desired[c.unread]; ok {
+				t.Fatalf("%s: the unread pool got an answer: %v", c.name, d.Desired)
+			}
+			if d.Desired[c.checked] != c.want {
+				t.Fatalf("%s: %d s after %s went unread: %s %d, want %d; reasons %v", c.name, s, c.unread, c.checked, d.Desired[c.checked], c.want, d.Reasons)
+			}
+			if s == 50 && !strings.Contains(strings.Join(d.Reasons, "; "), "unknown now, as sized 50s ago") {
+				t.Errorf("%s: the reasons do not say the count is the unread pool's last: %v", c.name, d.Reasons)
+			}
+		}
+		// Past the window the last count speaks no more, and the window then lets the floor go.
+		var d Decision
+		for s := 51; s <= 200; s++ {
+			d = decide(s, false)
+		}
+		if d.Desired[c.checked] != 1 {
+			t.Errorf("%s: 200 s after %s went unread: %s %d, want 1 (its own sizing); reasons %v", c.name, c.unread, c.checked, d.Desired[c.checked], d.Reasons)
+		}
+	}
+}
+
 func TestConvertedDecodersDoNotCalibrateDecode(t *testing.T) {
 	cfg := config.Default()
 	pol := cfg.Policy
