@@ -181,6 +181,47 @@ func TestChartCertManager(t *testing.T) {
 	}
 	got = render(t, helm, "tls.mode=cert-manager", "kedaScaler.enabled=true", "tls.certManager.issuerRef.name=corp-ca", "tls.certManager.issuerRef.kind=ClusterIssuer")
 	checkScalerCert(t, got, "tokenscale-keda-scaler-tls", "corp-ca")
+	if got["Certificate/tokenscale/tokenscale-keda-client"] != nil {
+		t.Error("a client Certificate is rendered although the scaler does not require one")
+	}
+
+	// Required client certificates: the chart issues KEDA's from the scaler's issuer, for client auth only.
+	for _, c := range []struct {
+		set            []string
+		secret, issuer string
+	}{
+		{nil, "tokenscale-keda-client", "tokenscale-ca"},
+		{[]string{"kedaScaler.tls.clientSecretName=keda-client", "tls.certManager.issuerRef.name=corp-ca", "tls.certManager.issuerRef.kind=ClusterIssuer"}, "keda-client", "corp-ca"},
+	} {
+		got = render(t, helm, append([]string{"tls.mode=cert-manager", "adapter.enabled=false", "kedaScaler.enabled=true", "kedaScaler.tls.requireClientCert=true"}, c.set...)...)
+		checkScalerCert(t, got, "tokenscale-keda-scaler-tls", c.issuer)
+		cert := got["Certificate/tokenscale/tokenscale-keda-client"]
+		if cert == nil {
+			t.Errorf("%v: no client Certificate; objects: %v", c.set, keys(got))
+			continue
+		}
+		if s := str(cert, "spec", "secretName"); s != c.secret {
+			t.Errorf("%v: client Certificate's secretName %q, want %q", c.set, s, c.secret)
+		}
+		if n := str(cert, "spec", "issuerRef", "name"); n != c.issuer {
+			t.Errorf("%v: client Certificate's issuer %q, want %q", c.set, n, c.issuer)
+		}
+		if u := fmt.Sprint(get(cert, "spec", "usages")); u != "[digital signature client auth]" {
+			t.Errorf("%v: client Certificate's usages %s, want client auth only", c.set, u)
+		}
+		if get(cert, "spec", "dnsNames") != nil {
+			t.Errorf("%v: client Certificate names DNS names: %v", c.set, get(cert, "spec", "dnsNames"))
+		}
+		args := fmt.Sprint(get(got["Deployment/tokenscale/tokenscale-keda-scaler"], "spec", "template", "spec", "containers").([]any)[0].(obj)["args"])
+		if !strings.Contains(args, "--client-ca-file=/etc/tokenscale-tls/ca.crt") {
+			t.Errorf("%v: the scaler does not check client certificates: args %s", c.set, args)
+		}
+	}
+	// In insecure mode the chart issues nothing, the client certificate included.
+	got = render(t, helm, "kedaScaler.enabled=true", "kedaScaler.tls.requireClientCert=true")
+	if got["Certificate/tokenscale/tokenscale-keda-client"] != nil {
+		t.Error("tls.mode=insecure renders a client Certificate")
+	}
 }
 
 // checkScalerCert: the KEDA scaler's Certificate is issued by issuer for its Service's DNS name into
@@ -230,6 +271,8 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{[]string{"adapter.enabled=false", "externalMetrics.enabled=true"}, "needs adapter.enabled"},
 		{[]string{"adapter.enabled=false"}, "enable"},
 		{[]string{"kedaScaler.enabled=true", "kedaScaler.tls.secretName="}, "kedaScaler.tls.secretName"},
+		{[]string{"kedaScaler.enabled=true", "tls.mode=cert-manager", "kedaScaler.tls.requireClientCert=true", "kedaScaler.tls.clientSecretName="}, "kedaScaler.tls.clientSecretName is empty"},
+		{[]string{"kedaScaler.enabled=true", "tls.mode=cert-manager", "kedaScaler.tls.requireClientCert=true", "kedaScaler.tls.clientSecretName=tokenscale-keda-scaler-tls"}, "the scaler's own Secret"},
 		{[]string{"converter.enabled=true", "converter.controller.leaderElection=false"}, "needs converter.controller.leaderElection"},
 		{[]string{"converter.enabled=true", "converter.agent.minFlipInterval=10s"}, "converter.minFlipInterval"},
 		{[]string{"converter.enabled=true", "converter.agent.actuator=label"}, "converter.admissionPolicies=false"},
