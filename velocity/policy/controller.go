@@ -155,7 +155,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		// Turned off, calibration is dropped whatever the conversions. The served rate is the latency
 		// window's, so it holds the converted decoders' slower decoding until the window no longer reaches
 		// back to them.
-		if c.conv[group] == 0 && !c.convertedWithin(now, group) || !pol.Calibrates() {
+		if c.conv[decode.Name] == 0 && !c.convertedWithin(now, decode.Name) || !pol.Calibrates() {
 			c.calibrate(pol, decode, ds)
 		} else {
 			c.saturated[decode.Name] = 0 // a round not read breaks the run of saturated decisions
@@ -169,7 +169,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 				decode.Name, 100*ds.KVUsage, ds.Pods, pol.DecodeTargetUtilisation, n))
 			dn = n
 		}
-		if n, why := c.lateFirstTokens(now, group, decode, ds); n > dn {
+		if n, why := c.lateFirstTokens(now, decode, ds); n > dn {
 			d.Reasons = append(d.Reasons, why)
 			dn = n
 		}
@@ -208,7 +208,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	if ds != nil {
 		d.Desired[decode.Name] = c.stabilise(now, decode, pol, dn, ds.Pods, &d)
 	}
-	d.Conversions = c.conversions(now, pol, group, prefill, ps, decode, ds, &d)
+	d.Conversions = c.conversions(now, pol, prefill, ps, decode, ds, &d)
 	return d
 }
 
@@ -248,9 +248,6 @@ func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, pr
 			delete(c.role, p)
 			continue
 		}
-		delete(c.conv, k)
-		delete(c.keepingUp, k)
-		delete(c.converted, k)
 	}
 }
 
@@ -274,6 +271,9 @@ func (c *Controller) forgetPool(p string) {
 	delete(c.surge, p)
 	delete(c.history, p)
 	delete(c.sized, p)
+	delete(c.conv, p)
+	delete(c.keepingUp, p)
+	delete(c.converted, p)
 }
 
 // noteRole forgets a pool's sizing state when a reload moved it to the other side: its smoothed rate,
@@ -374,14 +374,14 @@ const lateStepHold = 30 * time.Second
 // the default scrape.latencyWindow.
 const defaultLatencySpan = 20 * time.Second
 
-// convertedWithin reports whether the group's decoders were converted within the pods' latency span: their
-// histograms and served rates still hold the prefill work they did.
-func (c *Controller) convertedWithin(now time.Time, group string) bool {
+// convertedWithin reports whether the decode pool's decoders were converted within the pods' latency span:
+// their histograms and served rates still hold the prefill work they did.
+func (c *Controller) convertedWithin(now time.Time, pool string) bool {
 	span := c.LatencySpan
 	if span <= 0 {
 		span = defaultLatencySpan
 	}
-	t, ok := c.converted[group]
+	t, ok := c.converted[pool]
 	return ok && now.Sub(t) < span && !now.Before(t)
 }
 
@@ -392,13 +392,13 @@ func (c *Controller) convertedWithin(now time.Time, group string) bool {
 // a decoder whose batch slots are full: its rate is at V_D, which the sizing reads as enough, while first
 // tokens queue for slots. Nothing while decoders are converted, nor until the histograms no longer reach
 // back to a conversion: their TTFT then holds prefills that more decoders would not speed up.
-func (c *Controller) lateFirstTokens(now time.Time, group string, p *config.Pool, ds *PoolStatus) (int, string) {
-	if c.conv[group] > 0 {
-		c.converted[group] = now
+func (c *Controller) lateFirstTokens(now time.Time, p *config.Pool, ds *PoolStatus) (int, string) {
+	if c.conv[p.Name] > 0 {
+		c.converted[p.Name] = now
 		delete(c.lateStep, p.Name)
 		return 0, ""
 	}
-	if c.convertedWithin(now, group) {
+	if c.convertedWithin(now, p.Name) {
 		return 0, ""
 	}
 	if h, ok := c.lateStep[p.Name]; ok && now.Sub(h.t) < lateStepHold && !now.Before(h.t) {
@@ -657,13 +657,18 @@ func (c *Controller) quantile(rs []rec, q float64) int {
 // can spare, never above maxConvertFraction of the decode pool (but at least one while it is above 0:
 // ConversionLimit); released after prefill keeps up for ReleaseHold; zero at once when either pool's
 // signal is unknown (fail safe).
-func (c *Controller) conversions(now time.Time, pol config.Policy, group string, prefill *config.Pool, ps *PoolStatus,
+func (c *Controller) conversions(now time.Time, pol config.Policy, prefill *config.Pool, ps *PoolStatus,
 	decode *config.Pool, ds *PoolStatus, d *Decision) int {
-	if ps == nil || ds == nil || prefill == nil || decode == nil {
-		if c.conv[group] > 0 {
+	if decode == nil {
+		return 0
+	}
+	// Kept per decode pool, whose decoders they are: a reload renaming the group keeps them and their hold.
+	pool := decode.Name
+	if ps == nil || ds == nil || prefill == nil {
+		if c.conv[pool] > 0 {
 			d.Reasons = append(d.Reasons, "signal lost: conversions released")
 		}
-		c.conv[group] = 0
+		c.conv[pool] = 0
 		return 0
 	}
 	need := ps.Arrival + ps.QueuedTokens/pol.DrainSeconds
@@ -688,16 +693,16 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 	}
 	limit := ConversionLimit(pol.ConvertFraction(), ds.Pods)
 	want = max(0, min(want, spare, limit))
-	prev := c.conv[group]
+	prev := c.conv[pool]
 	if want < prev {
 		// Hysteresis: hold until prefill has kept up for ReleaseHold.
 		if short > 0 {
-			delete(c.keepingUp, group)
+			delete(c.keepingUp, pool)
 			want = min(prev, max(0, min(spare, limit)))
 		} else {
-			since, ok := c.keepingUp[group]
+			since, ok := c.keepingUp[pool]
 			if !ok {
-				c.keepingUp[group] = now
+				c.keepingUp[pool] = now
 				since = now
 			}
 			if now.Sub(since) < pol.ReleaseHold.Duration {
@@ -705,13 +710,13 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, group string,
 			}
 		}
 	} else {
-		delete(c.keepingUp, group)
+		delete(c.keepingUp, pool)
 	}
 	if want != prev {
 		d.Reasons = append(d.Reasons, fmt.Sprintf("conversions %d → %d (prefill short by %.0f tok/s, breach in %.1fs, spare decoders %d, limit %d)",
 			prev, want, math.Max(0, short), ps.SecondsToBreach, spare, limit))
 	}
-	c.conv[group] = want
+	c.conv[pool] = want
 	return want
 }
 

@@ -209,6 +209,32 @@ func TestConversionsFailSafeOnLostSignal(t *testing.T) {
 	}
 }
 
+// Conversions and their release hold belong to the decode pool whose decoders they are: a reload that
+// renames the group holds them as before, where keyed by the group they were released at once.
+func TestConversionsSurviveAGroupRename(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	c := NewController()
+	short := &PoolStatus{Pods: 1, Known: 1, Arrival: 50000, Sustained: 50000, PerPod: 10000, Capacity: 10000, QueuedTokens: 5000, SecondsToBreach: 1,
+		SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1}
+	keepingUp := &PoolStatus{Pods: 1, Known: 1, Arrival: 5000, Sustained: 5000, PerPod: 10000, Capacity: 10000, SecondsToBreach: math.Inf(1),
+		SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1}
+	ds := &PoolStatus{Pods: 8, Known: 8, Arrival: 1000, Sustained: 1000, PerPod: 2500, Capacity: 20000, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1}
+	t0 := time.Unix(0, 0)
+	n := c.Decide(t0, pol, "ns/g", &cfg.Pools[0], short, &cfg.Pools[1], ds).Conversions
+	if n == 0 {
+		t.Fatal("no conversions with prefill short and decoders idle")
+	}
+	for s := time.Second; s < pol.ReleaseHold.Duration; s += time.Second {
+		if d := c.Decide(t0.Add(s), pol, "ns/renamed", &cfg.Pools[0], keepingUp, &cfg.Pools[1], ds); d.Conversions != n {
+			t.Fatalf("%s into the release hold, the group renamed: %d conversions, want %d held; reasons %v", s, d.Conversions, n, d.Reasons)
+		}
+	}
+	if d := c.Decide(t0.Add(pol.ReleaseHold.Duration+time.Second), pol, "ns/renamed", &cfg.Pools[0], keepingUp, &cfg.Pools[1], ds); d.Conversions != 0 {
+		t.Errorf("past the release hold: %d conversions, want 0", d.Conversions)
+	}
+}
+
 func TestRatioBandAndSafetyNet(t *testing.T) {
 	cfg := config.Default()
 	cfg.Pools[0].Ratio = &config.Ratio{Min: 0.5, Max: 1}
@@ -318,7 +344,7 @@ func TestCalibrateOffDuringConversions(t *testing.T) {
 	pol.Calibrate = &off
 	ctrl := NewController()
 	ctrl.calibrated["decode"] = 9000
-	ctrl.conv["g"] = 1
+	ctrl.conv["decode"] = 1
 	ps := &PoolStatus{Pods: 1, Known: 1, Arrival: 5000, Sustained: 5000, PerPod: 10000, Capacity: 10000,
 		QueueBudget: 1.9, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1, SecondsToBreach: math.Inf(1)}
 	ds := &PoolStatus{Role: config.RoleDecode, Pods: 2, Known: 2, Arrival: 1000, Sustained: 1000, PerPod: 9000, Capacity: 18000,
@@ -1220,7 +1246,7 @@ func TestLateFirstTokensAddADecoder(t *testing.T) {
 		{"eleven decoders", 11, 0.2, 3, 0, 13},
 	} {
 		ctrl := NewController()
-		ctrl.conv["g"] = c.converted
+		ctrl.conv["decode"] = c.converted
 		d := ctrl.Decide(t0, pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds(c.pods, c.late, c.waiting))
 		if got := d.Desired["decode"]; got != c.want {
 			t.Errorf("%s: desired decode %d, want %d; reasons %v", c.name, got, c.want, d.Reasons)
@@ -1241,7 +1267,7 @@ func TestLateFirstTokensAddADecoder(t *testing.T) {
 	// (Asked of the rule itself: the scale-down window would hold the earlier step in Decide's answer.)
 	ctrl = NewController()
 	step := func(at time.Duration) int {
-		n, _ := ctrl.lateFirstTokens(t0.Add(at), "g", &cfg.Pools[1], ds(1, 0.2, 3))
+		n, _ := ctrl.lateFirstTokens(t0.Add(at), &cfg.Pools[1], ds(1, 0.2, 3))
 		return n
 	}
 	for _, c := range []struct {
@@ -1254,7 +1280,7 @@ func TestLateFirstTokensAddADecoder(t *testing.T) {
 		{defaultLatencySpan, 0, 0},
 		{time.Second + defaultLatencySpan, 0, 2},
 	} {
-		ctrl.conv["g"] = c.converted
+		ctrl.conv["decode"] = c.converted
 		if got := step(c.at); got != c.want {
 			t.Errorf("at %s with %d converted: step %d, want %d", c.at, c.converted, got, c.want)
 		}
@@ -1339,6 +1365,9 @@ func TestControllerForgetsGroupsGone(t *testing.T) {
 		ctrl.Decide(late, pol, g+"/g", pool(g+"/prefill"), ps(), nil, nil)
 	}
 	for _, name := range []string{"gone/prefill", "shrunk/decode"} {
+		if _, ok := ctrl.sized[name]; ok {
+			t.Errorf("%s's last sizing kept after its group went", name)
+		}
 		if _, ok := ctrl.recs[name]; ok {
 			t.Errorf("%s's recommendations kept after its group went", name)
 		}
@@ -1348,6 +1377,9 @@ func TestControllerForgetsGroupsGone(t *testing.T) {
 		if _, ok := ctrl.level[name]; ok {
 			t.Errorf("%s's level kept after its group went", name)
 		}
+	}
+	if _, ok := ctrl.conv["shrunk/decode"]; ok {
+		t.Error("shrunk/decode's conversions kept after its group went")
 	}
 	if _, ok := ctrl.seen["gone/g"]; ok {
 		t.Error("the group gone/g is still tracked")
