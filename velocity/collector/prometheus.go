@@ -252,6 +252,13 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 		if recorded && ts <= last {
 			continue // Prometheus has not scraped the pod again
 		}
+		if recorded && halfArrived(series, last, ts) && now.Sub(ts.Time()) < p.gap[key] {
+			// A remote-write backend (Mimir, Thanos Receive) can hold part of a scrape: a series the last
+			// recorded scrape had, with no sample at ts yet, would leave its line out of the page (a
+			// data-parallel pod's summed gauges read short). The pod keeps what it has until the scrape is
+			// whole, or for the pod's usual interval, after which the series is taken as gone.
+			continue
+		}
 		// A pod seen for the first time also gets its previous scrape, so its rate is known now rather
 		// than after Prometheus' next scrape.
 		if !p.seen[key] || !recorded {
@@ -331,6 +338,17 @@ func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream
 		return
 	}
 	p.rec.Record(key, ts.Time(), snap)
+}
+
+// halfArrived reports whether a series that has a sample at the pod's last recorded scrape has none at
+// the newer scrape ts yet.
+func halfArrived(series []*model.SampleStream, last, ts model.Time) bool {
+	for _, s := range series {
+		if newest := s.Values[len(s.Values)-1].Timestamp; newest < ts && newest >= last {
+			return true
+		}
+	}
+	return false
 }
 
 // oneTarget refuses a pod whose series come from more than one scrape target (instance): two engines in

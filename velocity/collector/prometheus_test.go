@@ -281,6 +281,58 @@ func TestPrometheusSourceSkipsReplicasMomentsApart(t *testing.T) {
 	}
 }
 
+// A remote-write backend can hold part of a scrape when it is polled: a series the last recorded scrape
+// had, with no sample at the newer one yet, would leave its line out of the page (a data-parallel pod's
+// summed gauges read short for an interval). The scrape is recorded once whole, or once the pod's usual
+// interval has passed since it, the series then taken as gone.
+func TestPrometheusSourceWaitsForAHalfArrivedScrape(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	now := t0
+	st := store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return now })
+	q := &matrixQuerier{}
+	src := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil)
+	src.now = func() time.Time { return now }
+	p := store.PodKey{Namespace: "ns", Name: "p"}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	// without drops the newest sample of the named series: it has not arrived, or is gone.
+	without := func(m model.Matrix, name string) model.Matrix {
+		for _, s := range m {
+			if string(s.Metric[model.MetricNameLabel]) == name {
+				s.Values = s.Values[:len(s.Values)-1]
+			}
+		}
+		return m
+	}
+	for i, c := range []struct {
+		now    int
+		m      model.Matrix
+		want   int     // the scrape the pod's values are from
+		prompt float64 // PrefillTPS then
+	}{
+		{1, podSamples("p", "", []time.Time{at(-15), at(0)}, []float64{0, 15000}), 0, 1000},
+		// The waiting gauge of the scrape at 15 s has not arrived: held.
+		{16, without(podSamples("p", "", []time.Time{at(-15), at(0), at(15)}, []float64{0, 15000, 45000}), "vllm:num_requests_waiting"), 0, 1000},
+		// Whole a second later: recorded.
+		{17, podSamples("p", "", []time.Time{at(-15), at(0), at(15)}, []float64{0, 15000, 45000}), 15, 2000},
+		// The running gauge is gone for good: held for the pod's 15 s, then the scrape is taken without it.
+		{31, without(podSamples("p", "", []time.Time{at(0), at(15), at(30)}, []float64{15000, 45000, 60000}), "vllm:num_requests_running"), 15, 2000},
+		{45, without(podSamples("p", "", []time.Time{at(0), at(15), at(30)}, []float64{15000, 45000, 60000}), "vllm:num_requests_running"), 30, 1000},
+	} {
+		now = at(c.now)
+		q.m = c.m
+		if err := src.PollOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		v, err := st.Get(p)
+		if err != nil {
+			t.Fatalf("poll %d: %v", i, err)
+		}
+		if !v.Time.Equal(at(c.want)) || math.Abs(v.PrefillTPS-c.prompt) > 1 {
+			t.Fatalf("poll %d at %d s: values of the scrape at %s (PrefillTPS %.0f); want the scrape at %d s (%.0f)", i, c.now, v.Time.Sub(t0), v.PrefillTPS, c.want, c.prompt)
+		}
+	}
+}
+
 // A pod whose series come from two scrape targets (two engines in one pod, or two ports of one) is
 // unknown, with an error naming the source: their counters alternating in the reply read as restarts
 // and spikes.
