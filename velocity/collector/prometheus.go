@@ -252,13 +252,6 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 		if recorded && ts <= last {
 			continue // Prometheus has not scraped the pod again
 		}
-		if recorded && halfArrived(series, last, ts) && now.Sub(ts.Time()) < p.gap[key] {
-			// A remote-write backend (Mimir, Thanos Receive) can hold part of a scrape: a series the last
-			// recorded scrape had, with no sample at ts yet, would leave its line out of the page (a
-			// data-parallel pod's summed gauges read short). The pod keeps what it has until the scrape is
-			// whole, or for the pod's usual interval, after which the series is taken as gone.
-			continue
-		}
 		// A pod seen for the first time also gets its previous scrape, so its rate is known now rather
 		// than after Prometheus' next scrape.
 		if !p.seen[key] || !recorded {
@@ -280,6 +273,14 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 			if gap < minSampleGap || gap < p.gap[key]/2 {
 				// Another replica's scrape of the same pod, moments after the last: too short an interval
 				// for a rate. The pod keeps what it has until a later scrape.
+				continue
+			}
+			if usual := p.gap[key]; usual > 0 && gap < 3*usual/2 && now.Sub(ts.Time()) < usual && halfArrived(series, last, ts) {
+				// A remote-write backend (Mimir, Thanos Receive) can hold part of a scrape: a series the last
+				// recorded scrape had, with no sample at ts yet, would leave its line out of the page (a
+				// data-parallel pod's summed gauges read short). The pod keeps what it has until the scrape is
+				// whole, for at most the pod's usual interval and only for the scrape after the last: a series
+				// gone for good (Prometheus leaves its staleness marker out of a range) holds back one scrape.
 				continue
 			}
 			p.gap[key] = gap
@@ -318,19 +319,17 @@ func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream
 	}
 	b := engine.NewBuilder(kind)
 	for _, s := range series {
-		i := sort.Search(len(s.Values), func(i int) bool { return s.Values[i].Timestamp >= ts })
-		if i == len(s.Values) || s.Values[i].Timestamp != ts {
+		v, ok := sampleAt(s, ts)
+		if !ok {
 			continue
 		}
 		labels := make(map[string]string, len(s.Metric))
 		for k, lv := range s.Metric {
-			switch k {
-			case model.MetricNameLabel, "namespace", "pod", "instance", "job", "container", "endpoint", "service":
-			default:
+			if k != model.MetricNameLabel && !targetLabels[k] {
 				labels[string(k)] = string(lv)
 			}
 		}
-		b.Add(string(s.Metric[model.MetricNameLabel]), labels, float64(s.Values[i].Value))
+		b.Add(string(s.Metric[model.MetricNameLabel]), labels, float64(v.Value))
 	}
 	snap, err := b.Snapshot()
 	if err != nil {
@@ -340,15 +339,51 @@ func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream
 	p.rec.Record(key, ts.Time(), snap)
 }
 
-// halfArrived reports whether a series that has a sample at the pod's last recorded scrape has none at
-// the newer scrape ts yet.
+// targetLabels are the labels Prometheus' service discovery adds to an engine's lines: a page line is a
+// series' name and its other labels.
+var targetLabels = map[model.LabelName]bool{"namespace": true, "pod": true, "instance": true, "job": true, "container": true, "endpoint": true, "service": true}
+
+// halfArrived reports whether a page line that the pod's last recorded scrape had has no sample at the
+// newer scrape ts yet. Lines, not series: a target scraped by two jobs has each line in two series,
+// sampled at each job's own times.
 func halfArrived(series []*model.SampleStream, last, ts model.Time) bool {
+	lines := map[model.Fingerprint]bool{} // the last scrape's lines: true once seen at ts
 	for _, s := range series {
-		if newest := s.Values[len(s.Values)-1].Timestamp; newest < ts && newest >= last {
+		if _, ok := sampleAt(s, last); ok {
+			lines[line(s.Metric)] = false
+		}
+	}
+	for _, s := range series {
+		if _, ok := sampleAt(s, ts); ok {
+			lines[line(s.Metric)] = true
+		}
+	}
+	for _, seen := range lines {
+		if !seen {
 			return true
 		}
 	}
 	return false
+}
+
+// line identifies the page line a series gives: its name and labels, less the target's.
+func line(m model.Metric) model.Fingerprint {
+	kept := make(model.LabelSet, len(m))
+	for k, v := range m {
+		if !targetLabels[k] {
+			kept[k] = v
+		}
+	}
+	return kept.Fingerprint()
+}
+
+// sampleAt is the series' sample at t, if it has one (its samples are in time order).
+func sampleAt(s *model.SampleStream, t model.Time) (model.SamplePair, bool) {
+	i := sort.Search(len(s.Values), func(i int) bool { return s.Values[i].Timestamp >= t })
+	if i == len(s.Values) || s.Values[i].Timestamp != t {
+		return model.SamplePair{}, false
+	}
+	return s.Values[i], true
 }
 
 // oneTarget refuses a pod whose series come from more than one scrape target (instance): two engines in

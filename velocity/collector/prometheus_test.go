@@ -282,55 +282,97 @@ func TestPrometheusSourceSkipsReplicasMomentsApart(t *testing.T) {
 }
 
 // A remote-write backend can hold part of a scrape when it is polled: a series the last recorded scrape
-// had, with no sample at the newer one yet, would leave its line out of the page (a data-parallel pod's
-// summed gauges read short for an interval). The scrape is recorded once whole, or once the pod's usual
-// interval has passed since it, the series then taken as gone.
+// had, with no sample at the newer one yet, would leave its line out of the page (a missing waiting gauge
+// made the pod unknown; a data-parallel pod's summed gauges read short for an interval). The scrape is
+// recorded once whole, or once the pod's usual interval has passed since it; a series gone for good holds
+// back only the scrape after the last, since Prometheus leaves its staleness marker out of a range.
 func TestPrometheusSourceWaitsForAHalfArrivedScrape(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
-	now := t0
-	st := store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return now })
-	q := &matrixQuerier{}
-	src := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil)
-	src.now = func() time.Time { return now }
 	p := store.PodKey{Namespace: "ns", Name: "p"}
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
-	// without drops the newest sample of the named series: it has not arrived, or is gone.
-	without := func(m model.Matrix, name string) model.Matrix {
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	// without drops the named series' samples after the one at keep seconds: not arrived, or gone.
+	without := func(m model.Matrix, name string, keep float64) model.Matrix {
 		for _, s := range m {
 			if string(s.Metric[model.MetricNameLabel]) == name {
-				s.Values = s.Values[:len(s.Values)-1]
+				for len(s.Values) > 0 && s.Values[len(s.Values)-1].Timestamp.Time().After(at(keep)) {
+					s.Values = s.Values[:len(s.Values)-1]
+				}
 			}
 		}
 		return m
 	}
-	for i, c := range []struct {
-		now    int
+	scrapes := func(secs ...float64) model.Matrix {
+		var ts []time.Time
+		var prompt []float64
+		for _, x := range secs {
+			ts = append(ts, at(x))
+			prompt = append(prompt, 15000+x*1000+math.Max(0, x)*1000) // 1,000 tok/s before 0 s, 2,000 after
+		}
+		return podSamples("p", "", ts, prompt)
+	}
+	type poll struct {
+		now    float64
 		m      model.Matrix
-		want   int     // the scrape the pod's values are from
+		want   float64 // the scrape the pod's values are from
 		prompt float64 // PrefillTPS then
-	}{
-		{1, podSamples("p", "", []time.Time{at(-15), at(0)}, []float64{0, 15000}), 0, 1000},
+	}
+	start := []poll{
+		{1, scrapes(-15, 0), 0, 1000},
 		// The waiting gauge of the scrape at 15 s has not arrived: held.
-		{16, without(podSamples("p", "", []time.Time{at(-15), at(0), at(15)}, []float64{0, 15000, 45000}), "vllm:num_requests_waiting"), 0, 1000},
+		{16, without(scrapes(-15, 0, 15), "vllm:num_requests_waiting", 0), 0, 1000},
 		// Whole a second later: recorded.
-		{17, podSamples("p", "", []time.Time{at(-15), at(0), at(15)}, []float64{0, 15000, 45000}), 15, 2000},
-		// The running gauge is gone for good: held for the pod's 15 s, then the scrape is taken without it.
-		{31, without(podSamples("p", "", []time.Time{at(0), at(15), at(30)}, []float64{15000, 45000, 60000}), "vllm:num_requests_running"), 15, 2000},
-		{45, without(podSamples("p", "", []time.Time{at(0), at(15), at(30)}, []float64{15000, 45000, 60000}), "vllm:num_requests_running"), 30, 1000},
+		{17, scrapes(-15, 0, 15), 15, 2000},
+		// The running gauge is not in the scrape at 30 s: held.
+		{31, without(scrapes(0, 15, 30), "vllm:num_requests_running", 15), 15, 2000},
+	}
+	for _, c := range []struct {
+		name  string
+		polls []poll
+	}{
+		{"no newer scrape", append(start[:len(start):len(start)],
+			// Still without it a usual interval after the scrape: the series is gone, the scrape taken.
+			poll{45, without(scrapes(0, 15, 30), "vllm:num_requests_running", 15), 30, 2000})},
+		{"a newer scrape", append(start[:len(start):len(start)],
+			// Gone for good and the next scrape in: only the scrape after the last was held.
+			poll{46, without(scrapes(15, 30, 45), "vllm:num_requests_running", 15), 45, 2000})},
+		{"one target scraped by two jobs", []poll{
+			{1, scrapes(-15, 0), 0, 1000},
+			// Job b's scrapes fall between job a's; a series without a sample at the last scrape itself
+			// holds nothing back.
+			{9, append(scrapes(-15, 0), relabel(scrapes(7.5), "job", "b")...), 7.5, 2000},
+			{16, append(scrapes(0, 15), relabel(scrapes(7.5), "job", "b")...), 15, 2000},
+			{31, append(scrapes(15, 30), relabel(scrapes(7.5, 22.5), "job", "b")...), 30, 2000},
+		}},
 	} {
-		now = at(c.now)
-		q.m = c.m
-		if err := src.PollOnce(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		v, err := st.Get(p)
-		if err != nil {
-			t.Fatalf("poll %d: %v", i, err)
-		}
-		if !v.Time.Equal(at(c.want)) || math.Abs(v.PrefillTPS-c.prompt) > 1 {
-			t.Fatalf("poll %d at %d s: values of the scrape at %s (PrefillTPS %.0f); want the scrape at %d s (%.0f)", i, c.now, v.Time.Sub(t0), v.PrefillTPS, c.want, c.prompt)
+		now := t0
+		st := store.New(store.Options{StaleAfter: 45 * time.Second}, func() time.Time { return now })
+		q := &matrixQuerier{}
+		src := NewPrometheusSource(q, st, time.Second, 45*time.Second, engine.Auto, nil)
+		src.now = func() time.Time { return now }
+		for i, pl := range c.polls {
+			now = at(pl.now)
+			q.m = pl.m
+			if err := src.PollOnce(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			v, err := st.Get(p)
+			if err != nil {
+				t.Fatalf("%s, poll %d: %v", c.name, i, err)
+			}
+			if !v.Time.Equal(at(pl.want)) || math.Abs(v.PrefillTPS-pl.prompt) > 1 {
+				t.Fatalf("%s, poll %d at %g s: values of the scrape at %s (PrefillTPS %.0f); want the scrape at %g s (%.0f)",
+					c.name, i, pl.now, v.Time.Sub(t0), v.PrefillTPS, pl.want, pl.prompt)
+			}
 		}
 	}
+}
+
+// relabel sets label k to v on every series of m.
+func relabel(m model.Matrix, k, v string) model.Matrix {
+	for _, s := range m {
+		s.Metric[model.LabelName(k)] = model.LabelValue(v)
+	}
+	return m
 }
 
 // A pod whose series come from two scrape targets (two engines in one pod, or two ports of one) is
