@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -43,7 +42,7 @@ type Controller struct {
 	emergency  map[string]time.Time
 	calibrated map[string]float64
 	saturated  map[string]int
-	conv       map[string]int
+	conv       map[string]rec // each decode pool's conversions wanted, as of the round that set them
 	keepingUp  map[string]time.Time
 	level      map[string]level
 	breaching  map[string]int
@@ -54,7 +53,7 @@ type Controller struct {
 	converted  map[string]time.Time
 	sized      map[string]sizing      // each pool's own count at its last known decision (Controller.lastSized)
 	role       map[string]config.Role // the side each pool was last sized on: prefill (or both) or decode
-	seen       map[string]time.Time   // when each group, and each pool (poolKey), was last decided
+	seen       map[string]time.Time   // when each pool was last decided
 	latest     time.Time              // the latest decision of any group
 	before     time.Time              // the latest decision time before latest: the previous round's
 	pruned     time.Time
@@ -77,7 +76,7 @@ type level struct {
 func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
-		saturated: map[string]int{}, conv: map[string]int{}, keepingUp: map[string]time.Time{},
+		saturated: map[string]int{}, conv: map[string]rec{}, keepingUp: map[string]time.Time{},
 		level: map[string]level{}, breaching: map[string]int{}, surge: map[string]surge{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
 		sized: map[string]sizing{}, role: map[string]config.Role{}, seen: map[string]time.Time{},
 	}
@@ -124,7 +123,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			c.saturated[pl.p.Name] = 0
 		}
 	}
-	c.noteSeen(now, pol, group, prefill, decode)
+	c.noteSeen(now, pol, prefill, decode)
 	c.noteRole(prefill, config.RolePrefill)
 	c.noteRole(decode, config.RoleDecode)
 	var p, dn int
@@ -155,7 +154,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		// Turned off, calibration is dropped whatever the conversions. The served rate is the latency
 		// window's, so it holds the converted decoders' slower decoding until the window no longer reaches
 		// back to them.
-		if c.conv[decode.Name] == 0 && !c.convertedWithin(now, decode.Name) || !pol.Calibrates() {
+		if c.converting(decode.Name) == 0 && !c.convertedWithin(now, decode.Name) || !pol.Calibrates() {
 			c.calibrate(pol, decode, ds)
 		} else {
 			c.saturated[decode.Name] = 0 // a round not read breaks the run of saturated decisions
@@ -212,25 +211,24 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	return d
 }
 
-// pruneEvery is how often the controller looks for groups and pools no longer decided.
+// pruneEvery is how often the controller looks for pools no longer decided.
 const pruneEvery = time.Minute
 
-// noteSeen records that the group and its pools were decided now and, once a pruneEvery, forgets the
-// groups and pools not decided for longer than anything the controller remembers (the scale-down window,
-// burst sizing's cold starts): a namespace deleted, or a pool removed from the config, must not hold
-// memory for good. A pool moved to another group by a reload is decided there, so it stays. Ages count
-// from the round before this one (the latest decision time before now), so a round that comes late (a
-// stalled process) finds the groups it has not decided yet as fresh as the last round left them. A group
-// that comes back starts as on a restarted replica.
-func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, prefill, decode *config.Pool) {
+// noteSeen records that a group's pools were decided now and, once a pruneEvery, forgets the pools not
+// decided for longer than anything the controller remembers (the scale-down window, burst sizing's cold
+// starts): a namespace deleted, or a pool removed from the config, must not hold memory for good. All
+// the controller keeps is per pool, so a pool moved to another group by a reload is decided there and
+// keeps it. Ages count from the round before this one (the latest decision time before now), so a round
+// that comes late (a stalled process) finds the pools it has not decided yet as fresh as the last round
+// left them. A pool that comes back starts as on a restarted replica.
+func (c *Controller) noteSeen(now time.Time, pol config.Policy, prefill, decode *config.Pool) {
 	if now.After(c.latest) {
 		c.before, c.latest = c.latest, now
 	}
 	last := c.before
-	c.seen[group] = now
 	for _, p := range []*config.Pool{prefill, decode} {
 		if p != nil {
-			c.seen[poolKey(p.Name)] = now
+			c.seen[p.Name] = now
 		}
 	}
 	if last.Sub(c.pruned) < pruneEvery && !last.Before(c.pruned) {
@@ -243,11 +241,8 @@ func (c *Controller) noteSeen(now time.Time, pol config.Policy, group string, pr
 			continue
 		}
 		delete(c.seen, k)
-		if p, ok := strings.CutPrefix(k, poolPrefix); ok {
-			c.forgetPool(p)
-			delete(c.role, p)
-			continue
-		}
+		c.forgetPool(k)
+		delete(c.role, k)
 	}
 }
 
@@ -290,11 +285,6 @@ func (c *Controller) noteRole(p *config.Pool, side config.Role) {
 	c.role[p.Name] = side
 }
 
-// poolPrefix sets pools apart from groups in Controller.seen (a group and a pool may share a name).
-const poolPrefix = "pool\x00"
-
-func poolKey(name string) string { return poolPrefix + name }
-
 // ingressPods is how many decoders can take, on their KV links, all the KV that p prefillers at their
 // velocity perPod send; 0 when neither profile gives a link speed. Decode token velocity alone sized
 // short-output traffic at one decoder, whose link then queued every burst's transfers into TTFT misses
@@ -308,19 +298,21 @@ func ingressPods(p int, perPod float64, prefill, decode *config.Pool) (int, floa
 }
 
 // lastSized is pool's own count this round (n, when st is known) or, while it is unknown, at its last
-// known decision within the scale-down window, with words saying how old it is ("" this round). A pool
-// unknown for longer speaks no more for the other's answer: its pods may be gone.
+// known decision within the scale-down window, with words saying how old it is ("" this round); at most
+// its maxReplicas, the most it will run. A pool unknown for longer speaks no more for the other's answer:
+// its pods may be gone.
 func (c *Controller) lastSized(now time.Time, pol config.Policy, pool *config.Pool, st *PoolStatus, n int) (sizing, string, bool) {
 	if pool == nil {
 		return sizing{}, "", false
 	}
 	if st != nil {
-		return sizing{now, n, st.PerPod}, "", true
+		return sizing{now, min(n, pool.MaxReplicas), st.PerPod}, "", true
 	}
 	s, ok := c.sized[pool.Name]
 	if age := now.Sub(s.t); !ok || age < 0 || age > pol.ScaleDownWindow.Duration {
 		return sizing{}, "", false
 	}
+	s.n = min(s.n, pool.MaxReplicas) // a reload may have lowered it since
 	return s, fmt.Sprintf(", unknown now, as sized %s ago", now.Sub(s.t).Round(time.Second)), true
 }
 
@@ -393,7 +385,7 @@ func (c *Controller) convertedWithin(now time.Time, pool string) bool {
 // tokens queue for slots. Nothing while decoders are converted, nor until the histograms no longer reach
 // back to a conversion: their TTFT then holds prefills that more decoders would not speed up.
 func (c *Controller) lateFirstTokens(now time.Time, p *config.Pool, ds *PoolStatus) (int, string) {
-	if c.conv[p.Name] > 0 {
+	if c.converting(p.Name) > 0 {
 		c.converted[p.Name] = now
 		delete(c.lateStep, p.Name)
 		return 0, ""
@@ -665,10 +657,10 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, prefill *conf
 	// Kept per decode pool, whose decoders they are: a reload renaming the group keeps them and their hold.
 	pool := decode.Name
 	if ps == nil || ds == nil || prefill == nil {
-		if c.conv[pool] > 0 {
+		if c.converting(pool) > 0 {
 			d.Reasons = append(d.Reasons, "signal lost: conversions released")
 		}
-		c.conv[pool] = 0
+		c.conv[pool] = rec{now, 0}
 		return 0
 	}
 	need := ps.Arrival + ps.QueuedTokens/pol.DrainSeconds
@@ -693,7 +685,7 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, prefill *conf
 	}
 	limit := ConversionLimit(pol.ConvertFraction(), ds.Pods)
 	want = max(0, min(want, spare, limit))
-	prev := c.conv[pool]
+	prev := c.converting(pool)
 	if want < prev {
 		// Hysteresis: hold until prefill has kept up for ReleaseHold.
 		if short > 0 {
@@ -716,8 +708,20 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, prefill *conf
 		d.Reasons = append(d.Reasons, fmt.Sprintf("conversions %d → %d (prefill short by %.0f tok/s, breach in %.1fs, spare decoders %d, limit %d)",
 			prev, want, math.Max(0, short), ps.SecondsToBreach, spare, limit))
 	}
-	c.conv[pool] = want
+	c.conv[pool] = rec{now, want}
 	return want
+}
+
+// converting is the decode pool's conversions wanted as of the last round, 0 if that round did not decide
+// it: answered as unknown meanwhile, the converter released them, and a count and hold kept from before
+// would convert them again and skip the hold.
+func (c *Controller) converting(pool string) int {
+	r, ok := c.conv[pool]
+	if !ok || r.t.Before(c.before) {
+		delete(c.keepingUp, pool)
+		return 0
+	}
+	return r.n
 }
 
 // calibrationEvidence is how long a pool must look saturated, on enough decisions in a row to cover it, before its

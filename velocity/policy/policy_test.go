@@ -233,6 +233,17 @@ func TestConversionsSurviveAGroupRename(t *testing.T) {
 	if d := c.Decide(t0.Add(pol.ReleaseHold.Duration+time.Second), pol, "ns/renamed", &cfg.Pools[0], keepingUp, &cfg.Pools[1], ds); d.Conversions != 0 {
 		t.Errorf("past the release hold: %d conversions, want 0", d.Conversions)
 	}
+	// A decode pool left out of a round (a reload removed it, or the group took another) had its number
+	// answered as unknown, and the converter released its decoders: back, it starts from none, not from
+	// the count and hold it had.
+	c = NewController()
+	if n = c.Decide(t0, pol, "ns/g", &cfg.Pools[0], short, &cfg.Pools[1], ds).Conversions; n == 0 {
+		t.Fatal("no conversions with prefill short and decoders idle")
+	}
+	c.Decide(t0.Add(time.Second), pol, "ns/g", &cfg.Pools[0], short, nil, nil)
+	if d := c.Decide(t0.Add(2*time.Second), pol, "ns/g", &cfg.Pools[0], keepingUp, &cfg.Pools[1], ds); d.Conversions != 0 {
+		t.Errorf("a decode pool back after a round without it: %d conversions, want 0 (prefill keeps up); reasons %v", d.Conversions, d.Reasons)
+	}
 }
 
 func TestRatioBandAndSafetyNet(t *testing.T) {
@@ -344,7 +355,7 @@ func TestCalibrateOffDuringConversions(t *testing.T) {
 	pol.Calibrate = &off
 	ctrl := NewController()
 	ctrl.calibrated["decode"] = 9000
-	ctrl.conv["decode"] = 1
+	ctrl.conv["decode"] = rec{n: 1}
 	ps := &PoolStatus{Pods: 1, Known: 1, Arrival: 5000, Sustained: 5000, PerPod: 10000, Capacity: 10000,
 		QueueBudget: 1.9, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1, SecondsToBreach: math.Inf(1)}
 	ds := &PoolStatus{Role: config.RoleDecode, Pods: 2, Known: 2, Arrival: 1000, Sustained: 1000, PerPod: 9000, Capacity: 18000,
@@ -888,6 +899,12 @@ func TestDecodeTakesThePrefillPoolsKV(t *testing.T) {
 			t.Errorf("%s: desired %v, want prefill 10, decode %d; reasons %v", c.name, d.Desired, c.want, d.Reasons)
 		}
 	}
+	// Links for the prefillers the pool will run: at most its maxReplicas, ceil(6 × 10000 / 30000) = 2.
+	cfg.Pools[0].MaxReplicas = 6
+	cfg.Pools[0].Profile.KVTransferTPS, cfg.Pools[1].Profile.KVTransferTPS = 0, 30000
+	if d := NewController().Decide(time.Unix(0, 0), pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds); d.Desired["prefill"] != 6 || d.Desired["decode"] != 2 {
+		t.Errorf("10 prefillers asked of a pool of at most 6: desired %v, want prefill 6, decode 2; reasons %v", d.Desired, d.Reasons)
+	}
 }
 
 // While one pool of the group cannot be read, the other keeps the floors it owes it (the decoders' KV
@@ -1246,7 +1263,7 @@ func TestLateFirstTokensAddADecoder(t *testing.T) {
 		{"eleven decoders", 11, 0.2, 3, 0, 13},
 	} {
 		ctrl := NewController()
-		ctrl.conv["decode"] = c.converted
+		ctrl.conv["decode"] = rec{n: c.converted}
 		d := ctrl.Decide(t0, pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds(c.pods, c.late, c.waiting))
 		if got := d.Desired["decode"]; got != c.want {
 			t.Errorf("%s: desired decode %d, want %d; reasons %v", c.name, got, c.want, d.Reasons)
@@ -1280,7 +1297,7 @@ func TestLateFirstTokensAddADecoder(t *testing.T) {
 		{defaultLatencySpan, 0, 0},
 		{time.Second + defaultLatencySpan, 0, 2},
 	} {
-		ctrl.conv["decode"] = c.converted
+		ctrl.conv["decode"] = rec{n: c.converted}
 		if got := step(c.at); got != c.want {
 			t.Errorf("at %s with %d converted: step %d, want %d", c.at, c.converted, got, c.want)
 		}
@@ -1344,6 +1361,7 @@ func TestControllerForgetsGroupsGone(t *testing.T) {
 	ctrl.Decide(t0, pol, "gone/g", pool("gone/prefill"), ps(), nil, nil)
 	ctrl.Decide(t0, pol, "moved/g1", pool("moved/prefill"), ps(), nil, nil)
 	ctrl.Decide(t0, pol, "shrunk/g", pool("shrunk/prefill"), ps(), pool("shrunk/decode"), ps())
+	ctrl.keepingUp["shrunk/decode"], ctrl.converted["shrunk/decode"] = t0, t0 // as if it had converted
 	memory := max(pol.ScaleDownWindow.Duration, burstColdStarts*pol.ColdStart.Duration)
 	for s := time.Duration(0); s <= memory+3*pruneEvery; s += 10 * time.Second {
 		ctrl.Decide(t0.Add(s), pol, "kept/g", pool("kept/prefill"), ps(), nil, nil)
@@ -1381,8 +1399,14 @@ func TestControllerForgetsGroupsGone(t *testing.T) {
 	if _, ok := ctrl.conv["shrunk/decode"]; ok {
 		t.Error("shrunk/decode's conversions kept after its group went")
 	}
-	if _, ok := ctrl.seen["gone/g"]; ok {
-		t.Error("the group gone/g is still tracked")
+	if _, ok := ctrl.keepingUp["shrunk/decode"]; ok {
+		t.Error("shrunk/decode's release hold kept after its group went")
+	}
+	if _, ok := ctrl.converted["shrunk/decode"]; ok {
+		t.Error("shrunk/decode's last conversion time kept after its group went")
+	}
+	if _, ok := ctrl.seen["gone/prefill"]; ok {
+		t.Error("the pool gone/prefill is still tracked")
 	}
 	for _, name := range []string{"kept/prefill", "moved/prefill", "shrunk/prefill"} {
 		if v := ctrl.calibrated[name]; v != 12345 {
