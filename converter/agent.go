@@ -60,6 +60,14 @@ type AgentOptions struct {
 	Recheck  time.Duration
 	Observer Observer
 	Now      func() time.Time
+	// Kubelet, when set, says which pods the node's kubelet runs now: a revert sent from the cached copy
+	// while the API server cannot be read goes only to a pod still there (nil: sent regardless).
+	Kubelet PodLister
+}
+
+// PodLister says whether the node's kubelet runs a pod now (the PodResources API).
+type PodLister interface {
+	Runs(ctx context.Context, namespace, name string) (bool, error)
 }
 
 // Agent is the per-node converter.
@@ -301,6 +309,18 @@ func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr erro
 	// Its own budget: a GET black-holed by a partition spent the pass's until its deadline.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBudget)
 	defer cancel()
+	if a.o.Kubelet != nil {
+		// A pod the kubelet no longer runs has no engine to revert, and its IP may be another pod's by now:
+		// the cached copy cannot say. A kubelet that cannot be asked leaves the revert to be sent.
+		runs, err := a.o.Kubelet.Runs(rctx, pod.Namespace, pod.Name)
+		if err == nil && !runs {
+			klog.InfoS("Lease ended while the API server cannot be read, and the kubelet no longer runs the pod: no revert sent to its cached address", "pod", klog.KObj(pod), "err", readErr)
+			return readErr
+		}
+		if err != nil {
+			klog.V(2).InfoS("Cannot ask the kubelet whether it still runs a pod; reverting it from the cached copy", "pod", klog.KObj(pod), "err", err)
+		}
+	}
 	if err := a.o.Actuator.Revert(rctx, pod); err != nil {
 		// Tried again spaced as any revert that got no answer: an engine that hangs, or a cached pod's IP
 		// that no longer answers, held the agent's loop for the call's limit on every pass of the outage.

@@ -1036,6 +1036,52 @@ func TestAgentRevertsAnEndedLeaseWithoutTheAPI(t *testing.T) {
 	}
 }
 
+// kubeletRuns answers Runs from a fixed answer.
+type kubeletRuns struct {
+	runs bool
+	err  error
+}
+
+func (k kubeletRuns) Runs(context.Context, string, string) (bool, error) { return k.runs, k.err }
+
+// A revert sent from the cached copy while the API server cannot be read goes only to a pod the node's
+// kubelet still runs: a pod gone since has no engine to revert, and its cached IP may be another pod's
+// (an SGLang prefill server there would be switched to decode). A kubelet that cannot be asked leaves the
+// revert to be sent, as before.
+func TestAgentRevertsWithoutTheAPIOnlyAPodTheKubeletRuns(t *testing.T) {
+	ok := func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	}
+	for _, c := range []struct {
+		name    string
+		kubelet PodLister
+		want    string
+	}{
+		{"the kubelet runs it", kubeletRuns{runs: true}, "prefill,decode"},
+		{"the kubelet does not run it", kubeletRuns{}, "prefill"},
+		{"the kubelet cannot be asked", kubeletRuns{err: errors.New("connection refused")}, "prefill,decode"},
+	} {
+		a, client, clk, _, asked := sglangFixture(t, ok)
+		a.o.Kubelet = c.kubelet
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		cached := get(t, client, "d1")
+		client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, errors.New("connection refused")
+		})
+		clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
+		for range 3 {
+			if err := a.Reconcile(context.Background(), cached); err == nil || !strings.Contains(err.Error(), "connection refused") {
+				t.Fatalf("%s: a pass without the API: %v; want the read error", c.name, err)
+			}
+		}
+		if got := strings.Join(asked(), ","); got != c.want {
+			t.Errorf("%s: roles asked %v without the API; want %s", c.name, got, c.want)
+		}
+	}
+}
+
 // A busy GPU does not refuse a switch sent again: an engine an earlier agent converted is busy
 // prefilling by design, as a recheck reads it. Refused, an agent restart under load sent every busy
 // converted decoder on the node back to decode.

@@ -299,6 +299,7 @@ func (c *AgentCommand) Build(client kubernetes.Interface, register func(...metri
 	}
 	gpus := &ReopeningGPUs{Open: c.OpenGPUs}
 	o.GPUs = &Headroom{Devices: pr, GPUs: gpus, Need: c.Need(), Observe: m.GPU, Unknown: m.GPUUnknown}
+	o.Kubelet = pr
 	return NewAgent(client, o), func() { _ = gpus.Close(); _ = pr.Close() }, nil
 }
 

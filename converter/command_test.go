@@ -84,6 +84,9 @@ func TestAgentCommandWiresTheFlags(t *testing.T) {
 			h := a.o.GPUs.(*Headroom)
 			h.ReadTimeout = time.Minute
 			h.Devices.(*PodResources).Timeout = time.Minute
+			if k, ok := a.o.Kubelet.(*PodResources); !ok || k != h.Devices {
+				t.Errorf("the agent's kubelet is %T, not the PodResources client its headroom check uses", a.o.Kubelet)
+			}
 			if err := a.Reconcile(context.Background(), pod); err != nil {
 				t.Fatal(err)
 			}

@@ -97,6 +97,19 @@ func TestHeadroomThroughPodResources(t *testing.T) {
 	if ok, reason, detail := h.Check(context.Background(), pod("elsewhere")); ok || reason != protocol.ReasonNVMLError || !strings.Contains(detail, "no pod llm-d/elsewhere") {
 		t.Errorf("a pod the kubelet does not know: %v %s %q", ok, reason, detail)
 	}
+	// Runs: the pods the kubelet lists, with devices or without; the namespace counts.
+	for _, c := range []struct {
+		ns, name string
+		want     bool
+	}{{"llm-d", "decode-0", true}, {"llm-d", "cpu-only", true}, {"llm-d", "elsewhere", false}, {"other", "decode-0", false}} {
+		if runs, err := pr.Runs(context.Background(), c.ns, c.name); err != nil || runs != c.want {
+			t.Errorf("Runs(%s/%s) = %v, %v; want %v", c.ns, c.name, runs, err, c.want)
+		}
+	}
+	pr.Close()
+	if _, err := pr.Runs(context.Background(), "llm-d", "decode-0"); err == nil {
+		t.Error("Runs on a closed connection: no error")
+	}
 }
 
 // Memory is judged on every GPU before utilisation: a converted decoder's first GPU is busy by design,

@@ -39,10 +39,37 @@ func (p *PodResources) Close() error { return p.conn.Close() }
 // Devices returns the device IDs of the pod's GPU resources. List is used rather than Get because it is
 // served by every kubelet version that has the v1 API.
 func (p *PodResources) Devices(ctx context.Context, namespace, pod string) ([]string, error) {
-	prefix, timeout := p.ResourcePrefix, p.Timeout
+	prefix := p.ResourcePrefix
 	if prefix == "" {
 		prefix = "nvidia.com/"
 	}
+	pr, err := p.find(ctx, namespace, pod)
+	if err != nil {
+		return nil, err
+	}
+	if pr == nil {
+		return nil, fmt.Errorf("kubelet PodResources has no pod %s/%s on this node", namespace, pod)
+	}
+	var ids []string
+	for _, c := range pr.GetContainers() {
+		for _, d := range c.GetDevices() {
+			if strings.HasPrefix(d.GetResourceName(), prefix) {
+				ids = append(ids, d.GetDeviceIds()...)
+			}
+		}
+	}
+	return ids, nil
+}
+
+// Runs reports whether the kubelet lists the pod among those it runs now (with or without devices).
+func (p *PodResources) Runs(ctx context.Context, namespace, pod string) (bool, error) {
+	pr, err := p.find(ctx, namespace, pod)
+	return pr != nil, err
+}
+
+// find is the pod's entry in the kubelet's List, nil when the kubelet does not run it.
+func (p *PodResources) find(ctx context.Context, namespace, pod string) (*podresourcesv1.PodResources, error) {
+	timeout := p.Timeout
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
@@ -53,18 +80,9 @@ func (p *PodResources) Devices(ctx context.Context, namespace, pod string) ([]st
 		return nil, fmt.Errorf("kubelet PodResources List: %w", err)
 	}
 	for _, pr := range resp.GetPodResources() {
-		if pr.GetNamespace() != namespace || pr.GetName() != pod {
-			continue
+		if pr.GetNamespace() == namespace && pr.GetName() == pod {
+			return pr, nil
 		}
-		var ids []string
-		for _, c := range pr.GetContainers() {
-			for _, d := range c.GetDevices() {
-				if strings.HasPrefix(d.GetResourceName(), prefix) {
-					ids = append(ids, d.GetDeviceIds()...)
-				}
-			}
-		}
-		return ids, nil
 	}
-	return nil, fmt.Errorf("kubelet PodResources has no pod %s/%s on this node", namespace, pod)
+	return nil, nil
 }
