@@ -90,6 +90,9 @@ type Agent struct {
 	// restarts is each converted pod's container restart count when the agent last saw it: an SGLang
 	// engine's role lives in its process, so a container that restarted decodes only, whatever the status.
 	restarts map[types.NamespacedName]int32
+	// withheld holds the pods whose revert from the cached copy was not sent because the kubelet no longer
+	// runs them, so that an outage's every pass does not log it again.
+	withheld map[types.NamespacedName]bool
 	// offline holds the pods reverted from the cached copy while the API server could not be read, whose
 	// status is not written yet, and when: the revert is not sent again until the API answers, and a pod
 	// leased again gets the switch to prefill no sooner than the minimum flip interval after it.
@@ -135,7 +138,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 		o.Recheck = 30 * time.Second
 	}
 	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{},
-		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]time.Time{}, started: o.Now()}
+		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]time.Time{}, withheld: map[types.NamespacedName]bool{}, started: o.Now()}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -314,11 +317,22 @@ func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr erro
 		// the cached copy cannot say. A kubelet that cannot be asked leaves the revert to be sent.
 		runs, err := a.o.Kubelet.Runs(rctx, pod.Namespace, pod.Name)
 		if err == nil && !runs {
+			a.mu.Lock()
+			first := !a.withheld[key]
+			a.withheld[key] = true
+			a.mu.Unlock()
+			if !first {
+				return readErr // asked again each pass (a restarted kubelet lists its pods again once it reaches the API)
+			}
 			klog.InfoS("Lease ended while the API server cannot be read, and the kubelet no longer runs the pod: no revert sent to its cached address", "pod", klog.KObj(pod), "err", readErr)
 			return readErr
 		}
 		if err != nil {
 			klog.V(2).InfoS("Cannot ask the kubelet whether it still runs a pod; reverting it from the cached copy", "pod", klog.KObj(pod), "err", err)
+		} else {
+			a.mu.Lock()
+			delete(a.withheld, key)
+			a.mu.Unlock()
 		}
 	}
 	if err := a.o.Actuator.Revert(rctx, pod); err != nil {
@@ -751,6 +765,7 @@ func (a *Agent) forget(pod *corev1.Pod) {
 	delete(a.lost, podKey(pod))
 	delete(a.restarts, podKey(pod))
 	delete(a.offline, podKey(pod))
+	delete(a.withheld, podKey(pod))
 	a.mu.Unlock()
 }
 
@@ -994,6 +1009,7 @@ func (a *Agent) keepOnly(pods []*corev1.Pod) {
 	keepLive(a.lost, live)
 	keepLive(a.restarts, live)
 	keepLive(a.offline, live)
+	keepLive(a.withheld, live)
 }
 
 // keepLive deletes m's entries for pods not in live.

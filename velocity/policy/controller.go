@@ -28,6 +28,12 @@ type rec struct {
 	n int
 }
 
+// conversion is a decode pool's conversions wanted and the round that set them.
+type conversion struct {
+	round uint64
+	n     int
+}
+
 // sizing is a pool's own count at a decision (before the P:D band), with its per-pod velocity.
 type sizing struct {
 	t      time.Time
@@ -42,7 +48,7 @@ type Controller struct {
 	emergency  map[string]time.Time
 	calibrated map[string]float64
 	saturated  map[string]int
-	conv       map[string]rec // each decode pool's conversions wanted, as of the round that set them
+	conv       map[string]conversion // each decode pool's conversions wanted, and the round that set them
 	keepingUp  map[string]time.Time
 	level      map[string]level
 	breaching  map[string]int
@@ -57,6 +63,8 @@ type Controller struct {
 	latest     time.Time              // the latest decision of any group
 	before     time.Time              // the latest decision time before latest: the previous round's
 	pruned     time.Time
+	round      uint64    // counts decision rounds: a new one starts with each new decision time
+	roundAt    time.Time // the current round's decision time
 	scratch    []int
 	sorted     []float64 // scratch space for median, kept between decisions so a breach sorts without allocating
 	// LatencySpan is how far back the pods' latency histograms reach: two scrape.latencyWindow (0: 20 s).
@@ -76,7 +84,7 @@ type level struct {
 func NewController() *Controller {
 	return &Controller{
 		recs: map[string][]rec{}, emergency: map[string]time.Time{}, calibrated: map[string]float64{},
-		saturated: map[string]int{}, conv: map[string]rec{}, keepingUp: map[string]time.Time{},
+		saturated: map[string]int{}, conv: map[string]conversion{}, keepingUp: map[string]time.Time{},
 		level: map[string]level{}, breaching: map[string]int{}, surge: map[string]surge{}, history: map[string][]sample{}, startHold: map[string]rec{}, lateStep: map[string]rec{}, converted: map[string]time.Time{},
 		sized: map[string]sizing{}, role: map[string]config.Role{}, seen: map[string]time.Time{},
 	}
@@ -109,7 +117,7 @@ func side(p *config.Pool) config.Role {
 const emergencyCooldown = 15 * time.Second
 
 // Decide sizes a group's pools together. prefill/decode and their statuses may be nil when the group
-// lacks that pool or its status is unknown.
+// lacks that pool or its status is unknown. Every group of one round is decided with the round's time.
 func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 	prefill *config.Pool, ps *PoolStatus, decode *config.Pool, ds *PoolStatus) Decision {
 	d := Decision{Time: now, Group: group, Desired: map[string]int{}}
@@ -224,6 +232,9 @@ const pruneEvery = time.Minute
 func (c *Controller) noteSeen(now time.Time, pol config.Policy, prefill, decode *config.Pool) {
 	if now.After(c.latest) {
 		c.before, c.latest = c.latest, now
+	}
+	if !now.Equal(c.roundAt) {
+		c.round, c.roundAt = c.round+1, now
 	}
 	last := c.before
 	for _, p := range []*config.Pool{prefill, decode} {
@@ -660,7 +671,7 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, prefill *conf
 		if c.converting(pool) > 0 {
 			d.Reasons = append(d.Reasons, "signal lost: conversions released")
 		}
-		c.conv[pool] = rec{now, 0}
+		c.conv[pool] = conversion{c.round, 0}
 		return 0
 	}
 	need := ps.Arrival + ps.QueuedTokens/pol.DrainSeconds
@@ -708,16 +719,17 @@ func (c *Controller) conversions(now time.Time, pol config.Policy, prefill *conf
 		d.Reasons = append(d.Reasons, fmt.Sprintf("conversions %d → %d (prefill short by %.0f tok/s, breach in %.1fs, spare decoders %d, limit %d)",
 			prev, want, math.Max(0, short), ps.SecondsToBreach, spare, limit))
 	}
-	c.conv[pool] = rec{now, want}
+	c.conv[pool] = conversion{c.round, want}
 	return want
 }
 
 // converting is the decode pool's conversions wanted as of the last round, 0 if that round did not decide
 // it: answered as unknown meanwhile, the converter released them, and a count and hold kept from before
-// would convert them again and skip the hold.
+// would convert them again and skip the hold. Rounds are counted, not timed, so a clock stepping back
+// does not age them.
 func (c *Controller) converting(pool string) int {
 	r, ok := c.conv[pool]
-	if !ok || r.t.Before(c.before) {
+	if !ok || r.round+1 < c.round {
 		delete(c.keepingUp, pool)
 		return 0
 	}

@@ -244,6 +244,15 @@ func TestConversionsSurviveAGroupRename(t *testing.T) {
 	if d := c.Decide(t0.Add(2*time.Second), pol, "ns/g", &cfg.Pools[0], keepingUp, &cfg.Pools[1], ds); d.Conversions != 0 {
 		t.Errorf("a decode pool back after a round without it: %d conversions, want 0 (prefill keeps up); reasons %v", d.Conversions, d.Reasons)
 	}
+	// Rounds are counted, not timed: a clock stepping back behind the last rounds keeps the hold.
+	c = NewController()
+	c.Decide(t0, pol, "ns/g", &cfg.Pools[0], short, &cfg.Pools[1], ds)
+	n = c.Decide(t0.Add(time.Second), pol, "ns/g", &cfg.Pools[0], short, &cfg.Pools[1], ds).Conversions
+	for s := -5; s < 0; s++ {
+		if d := c.Decide(t0.Add(time.Duration(s)*time.Second), pol, "ns/g", &cfg.Pools[0], keepingUp, &cfg.Pools[1], ds); d.Conversions != n {
+			t.Fatalf("the clock stepped back to %d s: %d conversions, want %d held; reasons %v", s, d.Conversions, n, d.Reasons)
+		}
+	}
 }
 
 func TestRatioBandAndSafetyNet(t *testing.T) {
@@ -355,7 +364,7 @@ func TestCalibrateOffDuringConversions(t *testing.T) {
 	pol.Calibrate = &off
 	ctrl := NewController()
 	ctrl.calibrated["decode"] = 9000
-	ctrl.conv["decode"] = rec{n: 1}
+	ctrl.conv["decode"] = conversion{n: 1}
 	ps := &PoolStatus{Pods: 1, Known: 1, Arrival: 5000, Sustained: 5000, PerPod: 10000, Capacity: 10000,
 		QueueBudget: 1.9, SLOMissFraction: -1, KVUsage: -1, FirstTokenLate: -1, SecondsToBreach: math.Inf(1)}
 	ds := &PoolStatus{Role: config.RoleDecode, Pods: 2, Known: 2, Arrival: 1000, Sustained: 1000, PerPod: 9000, Capacity: 18000,
@@ -1263,7 +1272,7 @@ func TestLateFirstTokensAddADecoder(t *testing.T) {
 		{"eleven decoders", 11, 0.2, 3, 0, 13},
 	} {
 		ctrl := NewController()
-		ctrl.conv["decode"] = rec{n: c.converted}
+		ctrl.conv["decode"] = conversion{n: c.converted}
 		d := ctrl.Decide(t0, pol, "g", &cfg.Pools[0], ps, &cfg.Pools[1], ds(c.pods, c.late, c.waiting))
 		if got := d.Desired["decode"]; got != c.want {
 			t.Errorf("%s: desired decode %d, want %d; reasons %v", c.name, got, c.want, d.Reasons)
@@ -1297,7 +1306,7 @@ func TestLateFirstTokensAddADecoder(t *testing.T) {
 		{defaultLatencySpan, 0, 0},
 		{time.Second + defaultLatencySpan, 0, 2},
 	} {
-		ctrl.conv["decode"] = rec{n: c.converted}
+		ctrl.conv["decode"] = conversion{n: c.converted}
 		if got := step(c.at); got != c.want {
 			t.Errorf("at %s with %d converted: step %d, want %d", c.at, c.converted, got, c.want)
 		}
