@@ -986,6 +986,25 @@ func TestAgentChecksASwitchSentAgain(t *testing.T) {
 	}
 }
 
+// convertThenLoseTheAPI converts d1, then makes every GET of a pod fail and ends its lease, and runs three
+// passes from the cached copy, each of which must return the read error.
+func convertThenLoseTheAPI(t *testing.T, a *Agent, client *fake.Clientset, clk *clock) {
+	t.Helper()
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	cached := get(t, client, "d1")
+	client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("connection refused")
+	})
+	clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
+	for range 3 {
+		if err := a.Reconcile(context.Background(), cached); err == nil || !strings.Contains(err.Error(), "connection refused") {
+			t.Fatalf("a pass without the API: %v; want the read error", err)
+		}
+	}
+}
+
 // A lease that ends while the API server cannot be read still sends an SGLang engine decode, from the
 // cached copy, once: the agent waited for the API, leaving the engine prefilling with its headroom
 // unchecked for the whole outage. The status is written when the API answers; a pod leased again
@@ -997,19 +1016,7 @@ func TestAgentRevertsAnEndedLeaseWithoutTheAPI(t *testing.T) {
 	}
 	for _, leasedAgain := range []bool{false, true} {
 		a, client, clk, _, asked := sglangFixture(t, ok)
-		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
-			t.Fatal(err)
-		}
-		cached := get(t, client, "d1")
-		client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-			return true, nil, errors.New("connection refused")
-		})
-		clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
-		for range 3 {
-			if err := a.Reconcile(context.Background(), cached); err == nil || !strings.Contains(err.Error(), "connection refused") {
-				t.Fatalf("a pass without the API: %v; want the read error", err)
-			}
-		}
+		convertThenLoseTheAPI(t, a, client, clk)
 		if got := strings.Join(asked(), ","); got != "prefill,decode" {
 			t.Fatalf("leased again %v: roles asked %v without the API; want decode sent once", leasedAgain, got)
 		}
@@ -1063,19 +1070,7 @@ func TestAgentRevertsWithoutTheAPIOnlyAPodTheKubeletRuns(t *testing.T) {
 	} {
 		a, client, clk, _, asked := sglangFixture(t, ok)
 		a.o.Kubelet = c.kubelet
-		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
-			t.Fatal(err)
-		}
-		cached := get(t, client, "d1")
-		client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-			return true, nil, errors.New("connection refused")
-		})
-		clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
-		for range 3 {
-			if err := a.Reconcile(context.Background(), cached); err == nil || !strings.Contains(err.Error(), "connection refused") {
-				t.Fatalf("%s: a pass without the API: %v; want the read error", c.name, err)
-			}
-		}
+		convertThenLoseTheAPI(t, a, client, clk)
 		if got := strings.Join(asked(), ","); got != c.want {
 			t.Errorf("%s: roles asked %v without the API; want %s", c.name, got, c.want)
 		}
