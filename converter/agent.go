@@ -317,14 +317,15 @@ func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr erro
 		// the cached copy cannot say. A kubelet that cannot be asked leaves the revert to be sent.
 		runs, err := a.o.Kubelet.Runs(rctx, pod.Namespace, pod.Name)
 		if err == nil && !runs {
+			// Asked again each pass (a restarted kubelet lists its pods again once it reaches the API),
+			// logged once.
 			a.mu.Lock()
-			first := !a.withheld[key]
+			logged := a.withheld[key]
 			a.withheld[key] = true
 			a.mu.Unlock()
-			if !first {
-				return readErr // asked again each pass (a restarted kubelet lists its pods again once it reaches the API)
+			if !logged {
+				klog.InfoS("Lease ended while the API server cannot be read, and the kubelet no longer runs the pod: no revert sent to its cached address", "pod", klog.KObj(pod), "err", readErr)
 			}
-			klog.InfoS("Lease ended while the API server cannot be read, and the kubelet no longer runs the pod: no revert sent to its cached address", "pod", klog.KObj(pod), "err", readErr)
 			return readErr
 		}
 		if err != nil {

@@ -325,7 +325,7 @@ func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream
 		}
 		labels := make(map[string]string, len(s.Metric))
 		for k, lv := range s.Metric {
-			if k != model.MetricNameLabel && !targetLabels[k] {
+			if _, target := targetLabels[k]; !target && k != model.MetricNameLabel {
 				labels[string(k)] = string(lv)
 			}
 		}
@@ -341,21 +341,22 @@ func (p *PrometheusSource) record(key store.PodKey, series []*model.SampleStream
 
 // targetLabels are the labels Prometheus' service discovery adds to an engine's lines: a page line is a
 // series' name and its other labels.
-var targetLabels = map[model.LabelName]bool{"namespace": true, "pod": true, "instance": true, "job": true, "container": true, "endpoint": true, "service": true}
+var targetLabels = map[model.LabelName]struct{}{"namespace": {}, "pod": {}, "instance": {}, "job": {}, "container": {}, "endpoint": {}, "service": {}}
 
 // halfArrived reports whether a page line that the pod's last recorded scrape had has no sample at the
 // newer scrape ts yet. Lines, not series: a target scraped by two jobs has each line in two series,
 // sampled at each job's own times.
 func halfArrived(series []*model.SampleStream, last, ts model.Time) bool {
-	lines := map[model.Fingerprint]bool{} // the last scrape's lines: true once seen at ts
+	// Each line keyed by its name and labels, less the target's; true once seen at ts.
+	lines := map[uint64]bool{}
 	for _, s := range series {
 		if _, ok := sampleAt(s, last); ok {
-			lines[line(s.Metric)] = false
+			lines[model.SignatureWithoutLabels(s.Metric, targetLabels)] = false
 		}
 	}
 	for _, s := range series {
 		if _, ok := sampleAt(s, ts); ok {
-			lines[line(s.Metric)] = true
+			lines[model.SignatureWithoutLabels(s.Metric, targetLabels)] = true
 		}
 	}
 	for _, seen := range lines {
@@ -364,17 +365,6 @@ func halfArrived(series []*model.SampleStream, last, ts model.Time) bool {
 		}
 	}
 	return false
-}
-
-// line identifies the page line a series gives: its name and labels, less the target's.
-func line(m model.Metric) model.Fingerprint {
-	kept := make(model.LabelSet, len(m))
-	for k, v := range m {
-		if !targetLabels[k] {
-			kept[k] = v
-		}
-	}
-	return kept.Fingerprint()
 }
 
 // sampleAt is the series' sample at t, if it has one (its samples are in time order).
