@@ -59,8 +59,8 @@ func FuzzScanMatchesExpfmt(f *testing.F) {
 		}
 		want, wantErr := ref.finish()
 		fast := newExtractor(Auto)
-		if err := parseBytes(page, fast); errors.Is(err, ErrTooManyLabels) || errors.Is(err, errNoName) || errors.Is(err, ErrTooManyFamilies) || errors.Is(err, ErrLineTooLong) {
-			return // refused by design, before expfmt (TestFallbackLineOfManyLabelsIsRefused, TestFallbackLineNames, TestFallbackFamiliesAreBounded, TestLongReadLineIsRefused)
+		if err := parseBytes(page, fast); errors.Is(err, ErrTooManyLabels) || errors.Is(err, errNoName) || errors.Is(err, ErrTooManyFamilies) || errors.Is(err, ErrLineTooLong) || errors.Is(err, ErrFallbackTooLarge) {
+			return // refused by design, before expfmt (TestFallbackLineOfManyLabelsIsRefused, TestFallbackLineNames, TestFallbackFamiliesAreBounded, TestLongReadLineIsRefused, TestFallbackSamplesAreBounded)
 		} else if err != nil {
 			t.Fatalf("expfmt accepts the page but the scanner says: %v", err)
 		}

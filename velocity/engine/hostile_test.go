@@ -341,6 +341,73 @@ func TestOverflowAndNegativeBoundsAreProblems(t *testing.T) {
 	}
 }
 
+// A page the scanner leaves to expfmt full of distinct lines of a metric tokenscale reads: expfmt builds
+// every line's metric and label pairs before the extractor's maxSeries applies, and checks each label
+// against those before it through a map rebuilt per label, so 2.8 MB of lines of 16 labels allocated
+// 143 MB. Past maxFallbackAlloc of their estimated cost the page is refused before expfmt reads it; a
+// page within it is read, and allocates about the budget.
+func TestFallbackSamplesAreBounded(t *testing.T) {
+	for _, labels := range []int{1, 3, 8, 16} {
+		page := func(lines int) []byte {
+			var b bytes.Buffer
+			// The quoted name sends the page to the fallback.
+			b.WriteString("\"vllm:prompt_tokens_total\" 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n")
+			for i := range lines {
+				fmt.Fprintf(&b, "vllm:num_requests_running{a=\"%d\"", i)
+				for j := 1; j < labels; j++ {
+					fmt.Fprintf(&b, ",l%d=\"v\"", j)
+				}
+				b.WriteString("} 1\n")
+			}
+			return b.Bytes()
+		}
+		within := page(maxFallbackAlloc/fallbackLineCost(labels) - 5)
+		alloc, err := allocatedBy(within, VLLM)
+		if err != nil {
+			t.Fatalf("%d labels, a page within the budget: %v", labels, err)
+		}
+		t.Logf("%d labels: a %d-byte page within the budget allocated %d bytes", labels, len(within), alloc)
+		if alloc > 2*maxFallbackAlloc {
+			t.Errorf("%d labels: a page within the budget allocated %d bytes; want at most %d", labels, alloc, 2*maxFallbackAlloc)
+		}
+		over := page(16384)
+		alloc, err = allocatedBy(over, VLLM)
+		if !errors.Is(err, ErrFallbackTooLarge) {
+			t.Fatalf("%d labels, 16,384 lines: %v, want ErrFallbackTooLarge", labels, err)
+		}
+		if alloc > 2*uint64(len(over)) {
+			t.Errorf("%d labels: a %d-byte page allocated %d bytes before its refusal; want at most 2×", labels, len(over), alloc)
+		}
+	}
+}
+
+// One page at a time goes through the fallback parser, so concurrent scrapes of pages that fall back
+// cost one parse's memory, not one each; a page waiting past its deadline is abandoned as a timeout, and
+// a page the scanner reads does not wait.
+func TestFallbackParsesOneAtATime(t *testing.T) {
+	fallback := []byte("\"vllm:prompt_tokens_total\" 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n")
+	scanned := []byte("vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n")
+	fallbackSlot <- struct{}{} // another page's fallback parse
+	_, err := ExtractBytesBefore(fallback, VLLM, time.Now().Add(20*time.Millisecond))
+	if !errors.Is(err, ErrParseTimeout) {
+		t.Errorf("a page falling back while another does: %v, want ErrParseTimeout at its deadline", err)
+	}
+	if _, err := ExtractBytesBefore(scanned, VLLM, time.Now().Add(time.Hour)); err != nil {
+		t.Errorf("a scanned page while another falls back: %v", err)
+	}
+	<-fallbackSlot
+	s, err := ExtractBytesBefore(fallback, VLLM, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatalf("the page once the fallback is free: %v", err)
+	}
+	if v, ok := s.Scalar(RequestsWaiting); !ok || v.Value != 2 {
+		t.Errorf("waiting = %v, %v; want 2", v, ok)
+	}
+	if len(fallbackSlot) != 0 {
+		t.Error("the fallback parse kept its slot")
+	}
+}
+
 // A page the scanner leaves to expfmt (a quoted metric name forces it) full of HELP and TYPE lines:
 // expfmt holds a family for each, 8.6 times the page's size in memory for 4 MiB of them, so past
 // maxFallbackFamilies the page is refused before expfmt reads it; a page with fewer is read.

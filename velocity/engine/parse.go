@@ -91,12 +91,47 @@ func isJSON(buf []byte) bool {
 	return len(b) > 0 && (b[0] == '[' || b[0] == '{') && json.Valid(b)
 }
 
+// fallbackSlot lets one page at a time through the fallback parser. A page it parses costs its copy and
+// up to about maxFallbackAlloc and half again besides the body (TestFallbackSamplesAreBounded), where a
+// scanned page costs about its size: with every concurrent scrape falling back, a round could take about
+// 1 GiB at the defaults. An engine's page is scanned, so the slot is free unless a pod serves odd syntax.
+var fallbackSlot = make(chan struct{}, 1)
+
+// takeFallbackSlot waits for fallbackSlot until deadline (zero: none).
+func takeFallbackSlot(deadline time.Time) bool {
+	if deadline.IsZero() {
+		fallbackSlot <- struct{}{}
+		return true
+	}
+	select {
+	case fallbackSlot <- struct{}{}:
+		return true
+	default:
+	}
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case fallbackSlot <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 func parseBytesOnce(buf []byte, sink sampleSink, deadline time.Time) error {
 	err := scan(buf, sink, deadline)
 	if errors.Is(err, errFallback) {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			return fmt.Errorf("%w (%d bytes)", ErrParseTimeout, len(buf))
 		}
+		if !takeFallbackSlot(deadline) {
+			return fmt.Errorf("%w (%d bytes, waiting for another page's fallback parse: one page at a time falls back)", ErrParseTimeout, len(buf))
+		}
+		defer func() { <-fallbackSlot }()
 		sink.reset()
 		page, err := fallbackPage(buf, sink)
 		if err != nil {
@@ -123,6 +158,23 @@ const maxFallbackFamilies = 10000
 // ErrTooManyFamilies is a page that only the fallback parser reads with more HELP, TYPE or unnamed sample
 // lines than maxFallbackFamilies.
 var ErrTooManyFamilies = errors.New("too many metric families")
+
+// maxFallbackAlloc bounds what the sample lines handed to expfmt make it allocate, estimated per line by
+// fallbackLineCost. expfmt builds a metric, its label pairs and strings for every line before the
+// extractor's maxSeries applies, and checks each label against those before it through a map rebuilt
+// per label: a 2.8 MB page of 16,384 distinct lines of 16 labels allocated 143 MB (52× the page), one
+// of one label 18×. 4 MiB, the default maxBodyBytes, holds about 4,500 lines of the three labels an
+// engine's histogram buckets carry (the buckets of six histograms over 16 data-parallel ranks are about
+// 2,900), and bounds a fallback parse at the page's copy handed to expfmt plus that.
+const maxFallbackAlloc = 4 << 20
+
+// fallbackLineCost is about what expfmt (v0.72) allocates for one sample line of n labels, measured with
+// the extractor from 1 to 16 labels: 690, 1,040, 1,850 and 8,700 bytes a line at 1, 3, 8 and 16.
+func fallbackLineCost(n int) int { return 640 + 32*n*n }
+
+// ErrFallbackTooLarge is a page that only the fallback parser reads with more sample lines of the metrics
+// tokenscale reads than it parses within maxFallbackAlloc.
+var ErrFallbackTooLarge = errors.New("too many sample lines for the fallback parser")
 
 // maxReadLine bounds a sample line of a metric tokenscale reads: its label values are copied, into the
 // parse's strings, the series key and each field the line feeds, so one line of a 4 MiB label held 3 to 9
@@ -167,6 +219,7 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		return ok && (want(base, "") || want(base, "_bucket") || want(base, "_sum") || want(base, "_count"))
 	}
 	families := 0 // lines that can make expfmt a family: HELP and TYPE lines, samples whose name cannot be told
+	cost := 0     // what the sample lines kept make expfmt allocate (fallbackLineCost)
 	family := func(lineNo int) error {
 		if families++; families > maxFallbackFamilies {
 			return fmt.Errorf("line %d: %w (more than %d HELP, TYPE or unnamed sample lines): refused rather than parsed, as expfmt holds a family for each",
@@ -208,11 +261,16 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 				return nil, err
 			}
 		}
-		if n := lineLabels(ln); n > maxFallbackLabels {
+		n := lineLabels(ln)
+		if n > maxFallbackLabels {
 			return nil, fmt.Errorf("line %d: %w (%d, more than %d): refused rather than parsed, as the fallback parser's time grows with their square", lineNo, ErrTooManyLabels, n, maxFallbackLabels)
 		}
 		if len(ln) > maxReadLine {
 			return nil, fmt.Errorf("line %d: %w (%d bytes, more than %d)", lineNo, ErrLineTooLong, len(ln), maxReadLine)
+		}
+		if cost += fallbackLineCost(n); cost > maxFallbackAlloc {
+			return nil, fmt.Errorf("line %d: %w (their labels would make it allocate more than %d MiB): refused rather than parsed",
+				lineNo, ErrFallbackTooLarge, maxFallbackAlloc>>20)
 		}
 		if rest == nil {
 			rest = ln
