@@ -657,6 +657,18 @@ func (s *Store) update(st *podState) {
 		return
 	}
 	dt := st.lastT.Sub(st.prevT).Seconds()
+	if gap := st.lastT.Sub(st.prevT); gap > s.opts.StaleAfter {
+		// The pod was unknown between its two pages (its scrapes failing, or the source holding an old
+		// sample): a rate over the gap is its average, not the rate now, and smoothed over so long an
+		// interval it would replace the current rate at once. The smoothed rates start again from the next
+		// interval's, as a new pod's do (those from before the gap are as old as it), and the latency
+		// window restarts here.
+		st.anchor, st.anchorT = cur, st.lastT
+		st.rates = 0
+		st.held = fmt.Errorf("no rate for the last interval: it spans %s since the pod's previous good page, past the %s after which a pod is unknown",
+			gap.Round(time.Millisecond), s.opts.StaleAfter)
+		return
+	}
 	prompt, okP, resetP := delta(st.prev, cur, engine.PromptTokens)
 	gen, okG, resetG := delta(st.prev, cur, engine.GenerationTokens)
 	done, okD, _ := delta(st.prev, cur, engine.RequestsFinished)

@@ -135,6 +135,45 @@ func TestStaleIsAnErrorNotZero(t *testing.T) {
 	}
 }
 
+// A pod back after its scrapes failed for longer than StaleAfter serves no rate over the gap: that is the
+// gap's average, and smoothed over so long an interval it replaced the current rate at once, while the
+// window rates and latency histograms spanned the gap for two more intervals; nor does it smooth from the
+// rate it had before the gap.
+func TestNoRateAcrossAStaleGap(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(Options{StaleAfter: 3 * time.Second}, c.now)
+	pod := PodKey{"ns", "p"}
+	prompt := 0.0
+	for range 5 {
+		s.Record(pod, c.t, page(t, prompt, prompt/10, 0))
+		c.t = c.t.Add(time.Second)
+		prompt += 1000
+	}
+	for range 600 {
+		s.RecordError(pod, c.t, errors.New("connection refused"))
+		c.t = c.t.Add(time.Second)
+	}
+	prompt += 600 * 100 // 100 tokens/s while unread, 10,000 once back
+	s.Record(pod, c.t, page(t, prompt, prompt/10, 0))
+	if _, err := s.Get(pod); err == nil || !strings.Contains(err.Error(), "spans") {
+		t.Fatalf("the page after a 10-minute gap: err = %v, want no rate over the gap", err)
+	}
+	for i := range 3 {
+		c.t = c.t.Add(time.Second)
+		prompt += 10000
+		s.Record(pod, c.t, page(t, prompt, prompt/10, 0))
+		v, err := s.Get(pod)
+		if err != nil {
+			t.Fatalf("interval %d after the gap: %v", i+1, err)
+		}
+		for name, r := range map[string]float64{"PrefillTPS": v.PrefillTPS, "WindowPrefillTPS": v.WindowPrefillTPS} {
+			if math.Abs(r-10000) > 1 {
+				t.Errorf("interval %d after the gap: %s = %.0f, want about 10,000, the rate since the pod came back", i+1, name, r)
+			}
+		}
+	}
+}
+
 func TestRemoveAndRetain(t *testing.T) {
 	s := New(Options{}, nil)
 	now := time.Now()
