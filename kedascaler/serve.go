@@ -26,6 +26,7 @@ import (
 	"github.com/tokenscale/tokenscale/internal/version"
 	"github.com/tokenscale/tokenscale/kedascaler/trigger"
 	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
@@ -82,15 +83,35 @@ func (m *rpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 }
 
 // contained runs a handler with a panic turned into an Internal error: grpc does not recover handlers,
-// and one call must not take the scaler, and every ScaledObject it serves, down.
+// and one call must not take the scaler, and every ScaledObject it serves, down. What it returns is made
+// printable.
 func contained(method string, f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			klog.ErrorS(nil, "Recovered from a panic serving a call", "method", method, "panic", r, "stack", string(debug.Stack()))
 			err = status.Errorf(codes.Internal, "tokenscale: internal error serving %s", method)
 		}
+		err = printable(err)
 	}()
 	return f()
+}
+
+// maxMessage bounds an error message KEDA is sent, as the adapter bounds its own.
+const maxMessage = 1000
+
+// printable writes an error's control bytes as \xNN and cuts it to maxMessage, keeping its code: the
+// messages carry pods' scrape errors, whose text is the pod's (a certificate's names can hold escape
+// sequences), and KEDA prints them to its log and the ScaledObject's events.
+func printable(err error) error {
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(err)
+	msg := engine.PrintableWithin(st.Message(), maxMessage)
+	if msg == st.Message() {
+		return err
+	}
+	return status.Error(st.Code(), msg)
 }
 
 // streamLimit caps concurrent server streams, StreamIsActive and the health service's Watch alike: each
