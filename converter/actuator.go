@@ -125,7 +125,7 @@ func (a *SGLangActuator) Revert(ctx context.Context, pod *corev1.Pod) error {
 
 // roleSwitchReply is SGLang's PdRoleSwitchReqOutput.
 type roleSwitchReply struct {
-	Success bool   `json:"success"`
+	Success *bool  `json:"success"` // nil: the reply does not say
 	Message string `json:"message"`
 	OldRole string `json:"old_role"`
 	NewRole string `json:"new_role"`
@@ -186,7 +186,12 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		}
 		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q: %w", podRef(pod), resp.StatusCode, truncate(raw), err)
 	}
-	if resp.StatusCode != http.StatusOK || !out.Success {
+	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
+	if ok && out.Success == nil {
+		// A success status whose reply does not say success (null, {}) is no refusal either.
+		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q, which does not say success: %w", podRef(pod), resp.StatusCode, truncate(raw), ErrNoAnswer)
+	}
+	if !ok || !*out.Success {
 		return fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %q", podRef(pod), role, resp.StatusCode, truncate([]byte(out.Message)))
 	}
 	if out.NewRole != "" && out.NewRole != role {

@@ -514,7 +514,8 @@ func TestAgentRevertAllSharesTheTimeLeftEvenly(t *testing.T) {
 }
 
 // Only an answer refuses a switch (success:false, or a status other than success); without one (a
-// transport error, a success status with a reply that cannot be read) the switch may have happened.
+// transport error, a success status with a reply that cannot be read or does not say success) the switch
+// may have happened. Any success status saying success is one (202 as 200).
 func TestSGLangActuatorTellsARefusalFromNoAnswer(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "ns"}, Status: corev1.PodStatus{PodIP: "10.0.0.1"}}
 	reply := func(code int, body string) roundTripFunc {
@@ -526,16 +527,22 @@ func TestSGLangActuatorTellsARefusalFromNoAnswer(t *testing.T) {
 		rt       roundTripFunc
 		noAnswer bool
 	}{
-		"transport error":   {func(*http.Request) (*http.Response, error) { return nil, errors.New("connection reset by peer") }, true},
-		"unreadable 200":    {reply(http.StatusOK, "<html>"), true},
-		"success false":     {reply(http.StatusOK, `{"success": false, "message": "not idle"}`), false},
-		"unreadable 503":    {reply(http.StatusServiceUnavailable, "<html>"), false},
-		"503 success false": {reply(http.StatusServiceUnavailable, `{"success": false}`), false},
+		"transport error":     {func(*http.Request) (*http.Response, error) { return nil, errors.New("connection reset by peer") }, true},
+		"unreadable 200":      {reply(http.StatusOK, "<html>"), true},
+		"success false":       {reply(http.StatusOK, `{"success": false, "message": "not idle"}`), false},
+		"unreadable 503":      {reply(http.StatusServiceUnavailable, "<html>"), false},
+		"503 success false":   {reply(http.StatusServiceUnavailable, `{"success": false}`), false},
+		"200 null":            {reply(http.StatusOK, `null`), true},
+		"200 without success": {reply(http.StatusOK, `{"message": "ok"}`), true},
 	} {
 		err := (&SGLangActuator{HTTP: &http.Client{Transport: c.rt}, Timeout: time.Hour}).Convert(context.Background(), pod)
 		if err == nil || errors.Is(err, ErrNoAnswer) != c.noAnswer || !strings.Contains(err.Error(), "ns/d") {
 			t.Errorf("%s: error %v; want one naming the pod, ErrNoAnswer %v", name, err, c.noAnswer)
 		}
+	}
+	a := &SGLangActuator{HTTP: &http.Client{Transport: reply(http.StatusAccepted, `{"success": true}`)}, Timeout: time.Hour}
+	if err := a.Convert(context.Background(), pod); err != nil {
+		t.Errorf("202 with success true: %v; want the switch taken", err)
 	}
 }
 
