@@ -107,6 +107,12 @@ func (o Options) checkScales(name string) error {
 // of read for good.
 const maxSkipped = 1_000_000
 
+// maxLines bounds the lines a read takes in, kept or not: lines read for their lengths alone, lines before
+// the window's start and failed requests are each valid and kept by none of the other bounds, so an
+// endless stream of them (a pipe fed by `yes`) was read for good. The largest public traces hold tens of
+// millions. A variable so that a test can lower it.
+var maxLines = 200_000_000
+
 // maxBurstGPTColumns bounds a BurstGPT header's columns, each a map entry and a field of every row.
 const maxBurstGPTColumns = 64
 
@@ -400,7 +406,9 @@ func Read(r io.Reader, name string, o Options) (*Trace, error) {
 	}
 	blank := 0
 	for sc.Scan() {
-		line++
+		if line++; line > maxLines {
+			return nil, fmt.Errorf("%s: more than %d lines: an endless stream? (the largest public traces hold tens of millions)", name, maxLines)
+		}
 		text := strings.TrimSpace(sc.Text())
 		if line == 1 {
 			text = strings.TrimPrefix(text, "\ufeff") // a byte-order mark, as spreadsheet tools write

@@ -267,6 +267,35 @@ func TestSkipBadGivesUp(t *testing.T) {
 	}
 }
 
+// Valid lines that no other bound counts (lengths only, before the window's start, failed requests) count
+// against maxLines, so an endless stream of them ends; a trace within it is read.
+func TestEndlessValidLinesEnd(t *testing.T) {
+	defer func(n int) { maxLines = n }(maxLines)
+	maxLines = 1000
+	var b strings.Builder
+	b.WriteString(burstHeader)
+	for i := range 2000 {
+		fmt.Fprintf(&b, "%d,m,1,1,2,x\n", i)
+	}
+	failed := burstHeader + strings.Repeat("0,m,1,0,0,x\n", 2000) // failed requests (no response tokens)
+	for name, c := range map[string]struct {
+		in string
+		o  Options
+	}{
+		"lengths only":     {b.String(), Options{Format: BurstGPT, LengthsOnly: true}},
+		"before the start": {b.String(), Options{Format: BurstGPT, Start: time.Hour}},
+		"failed requests":  {failed, Options{Format: BurstGPT}},
+	} {
+		if _, err := Read(strings.NewReader(c.in), "b", c.o); err == nil || !strings.Contains(err.Error(), "more than 1000 lines") {
+			t.Errorf("%s: %v; want the stream refused past maxLines", name, err)
+		}
+	}
+	maxLines = 2001 // the header and 2,000 lines
+	if tr, err := Read(strings.NewReader(b.String()), "b", Options{Format: BurstGPT, LengthsOnly: true}); err != nil || len(tr.Requests) != 2000 {
+		t.Errorf("within the bound: %v", err)
+	}
+}
+
 // Under SkipBad a single line that jumps forward is the one skipped, with or without a window, as a line
 // past the window's end is: the later, sorted lines are kept rather than each skipped as out of order. A
 // line that jumps back is still the one skipped.
