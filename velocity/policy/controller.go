@@ -210,10 +210,10 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		}
 	}
 	if ps != nil {
-		d.Desired[prefill.Name] = c.stabilise(now, prefill, pol, p, ps.Pods, &d)
+		d.Desired[prefill.Name] = c.stabilise(now, prefill, pol, p, ps.running(), &d)
 	}
 	if ds != nil {
-		d.Desired[decode.Name] = c.stabilise(now, decode, pol, dn, ds.Pods, &d)
+		d.Desired[decode.Name] = c.stabilise(now, decode, pol, dn, ds.running(), &d)
 	}
 	d.Conversions = c.conversions(now, pol, prefill, ps, decode, ds, &d)
 	return d

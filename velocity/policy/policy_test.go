@@ -861,6 +861,16 @@ func TestRestartHoldCoversBurstMemory(t *testing.T) {
 			t.Fatalf("%s after a start under load (memory %s): desired %d, want the 5 running pods", dt, memory(pol), n)
 		}
 	}
+	// Pods still in their cold start count: a peer ordered them, and a replica answering its Ready pods
+	// alone would let an HPA delete them while the peer holds them.
+	fresh = NewController()
+	starting := *st
+	starting.Running = 9
+	for dt := time.Duration(0); dt < memory(pol); dt += 5 * time.Second {
+		if n := fresh.Decide(t0.Add(dt), pol, "g", pool, &starting, nil, nil).Desired["prefill"]; n != 9 {
+			t.Fatalf("%s after start with 4 of 9 pods starting: desired %d, want the 9 the pool runs", dt, n)
+		}
+	}
 }
 
 // A prefill pool's queue and its growth count computed tokens too, at the pod's cache-miss ratio; with no

@@ -23,6 +23,10 @@ type PoolStatus struct {
 	Role config.Role
 	// Pods is the number of pods in the pool; Known of them have fresh velocities.
 	Pods, Known int
+	// Running counts the pods the pool runs, Ready or starting (its selector's count, terminating pods
+	// left out): what earlier decisions scaled it to, where Pods counts the Ready ones only. 0 where the
+	// caller does not know; Pods then stands in.
+	Running int
 	// Arrival λ: tokens/s demanded of the pool's stage, served + queue growth. Prefill figures count
 	// computed prompt tokens: those the prefix cache served are left out (docs/metrics.md).
 	Arrival float64
@@ -300,3 +304,8 @@ func ratio(a, b float64) float64 {
 	}
 	return a / b
 }
+
+// running is the pods the pool runs, starting ones included where the caller counted them: a replica with
+// no history holds them, since pods ordered by a peer's decision and still in their cold start are part of
+// what that peer holds.
+func (st *PoolStatus) running() int { return max(st.Pods, st.Running) }

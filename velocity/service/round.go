@@ -198,6 +198,7 @@ func Decide(c *config.Config, m *Members, results []store.Result, ctrl *policy.C
 		inst := *pl
 		inst.Name = pk.String()
 		st, err := policy.Aggregate(&inst, poolResults[pk], ctrl.CalibratedFor(&inst, c.Policy), c.Policy.Horizon.Duration)
+		st.Running = m.Matching[pk]
 		if n := m.Matching[pk]; len(pods) == 0 && n > 0 {
 			// A pool with a fixed namespace has an instance without Ready pods: it says how many it has, as
 			// the fronts do for a pool without an instance.

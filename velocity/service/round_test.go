@@ -272,10 +272,15 @@ func TestAssignCountsPodsThatAreNotReady(t *testing.T) {
 	if n := snap.Matching[PoolKey{Namespace: "llm", Name: "prefill"}]; n != 0 {
 		t.Errorf("prefill matches %d pods, want none", n)
 	}
-	// A Ready pod counts too: Matching is every pod of the pool, whatever its readiness.
+	// A Ready pod counts too: Matching is every pod of the pool, whatever its readiness. The pool's status
+	// says how many it runs, starting ones included (a replica with no history holds them).
 	pods[0].Ready = true
-	if n := Assign(cfg, pods).Matching[dk]; n != 4 {
+	m = Assign(cfg, pods)
+	if n := m.Matching[dk]; n != 4 {
 		t.Errorf("with one pod Ready decode matches %d pods, want 4", n)
+	}
+	if v := Decide(cfg, m, nil, policy.NewController(), time.Unix(0, 0)).Pools[dk]; v == nil || v.Status.Pods != 1 || v.Status.Running != 4 {
+		t.Errorf("with one pod Ready, decode's status %+v; want 1 Ready pod of 4 running", v)
 	}
 	// Pods being deleted or finished do not: a pool scaled to zero is at zero while they terminate.
 	pods[1].Gone, pods[2].Gone = true, true
