@@ -110,6 +110,13 @@ type SGLangActuator struct {
 // success reply): the engine may still switch, so the agent keeps the pod converted rather than racing it.
 var ErrNoAnswer = errors.New("no answer, the switch may still happen")
 
+// ErrUnchanged marks a role switch that reached no engine's switch: never sent (no IP, the node's
+// network), answered by a redirect or as a bad request (4xx: no such endpoint, an engine started without
+// --enable-pd-role-switch). Nothing is to be undone then; an undo sent the same way failed the same way and
+// left the pod marked converted for good. A refusal in words (success false) is not one: the engine may
+// have been prefilling already (an agent restarted, a switch sent again), so it is undone.
+var ErrUnchanged = errors.New("the engine did not switch")
+
 func (a *SGLangActuator) Name() string { return "sglang:/pd_role_switch" }
 
 // Converted is true: the engine's role is not on the pod object, so the agent's status is the record.
@@ -133,12 +140,12 @@ type roleSwitchReply struct {
 
 func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role string) error {
 	if pod.Status.PodIP == "" {
-		return fmt.Errorf("pod %s has no IP", podRef(pod))
+		return fmt.Errorf("pod %s has no IP: %w", podRef(pod), ErrUnchanged)
 	}
 	if pod.Spec.HostNetwork {
 		// The pod's IP is its node's: the call on the one --sglang-port reaches whichever engine of the node
 		// listens there, perhaps a prefill server, while the checks ran on this pod.
-		return fmt.Errorf("pod %s uses its node's network: which engine /pd_role_switch on port %d reaches is unknown, so it is not called", podRef(pod), cmp.Or(a.Port, 30000))
+		return fmt.Errorf("pod %s uses its node's network: which engine /pd_role_switch on port %d reaches is unknown, so it is not called: %w", podRef(pod), cmp.Or(a.Port, 30000), ErrUnchanged)
 	}
 	port, timeout := a.Port, a.Timeout
 	if port == 0 {
@@ -172,17 +179,20 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return fmt.Errorf("pod %s: /pd_role_switch to %s answered a redirect (HTTP %d to %q), which is not followed", podRef(pod), role, resp.StatusCode, truncate([]byte(resp.Header.Get("Location"))))
+		return fmt.Errorf("pod %s: /pd_role_switch to %s answered a redirect (HTTP %d to %q), which is not followed: %w", podRef(pod), role, resp.StatusCode, truncate([]byte(resp.Header.Get("Location"))), ErrUnchanged)
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
 		return fmt.Errorf("pod %s: reading /pd_role_switch reply: %w: %w", podRef(pod), ErrNoAnswer, err)
 	}
+	badRequest := resp.StatusCode >= 400 && resp.StatusCode < 500 // not taken: no such endpoint, a bad call
 	var out roleSwitchReply
 	if err := json.Unmarshal(raw, &out); err != nil {
 		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 			// A success status whose reply cannot be read is no refusal: the engine may have switched.
 			err = fmt.Errorf("%w: %w", ErrNoAnswer, err)
+		} else if badRequest {
+			err = fmt.Errorf("%w: %w", ErrUnchanged, err)
 		}
 		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q: %w", podRef(pod), resp.StatusCode, truncate(raw), err)
 	}
@@ -192,7 +202,11 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q, which does not say success: %w", podRef(pod), resp.StatusCode, truncate(raw), ErrNoAnswer)
 	}
 	if !ok || !*out.Success {
-		return fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %q", podRef(pod), role, resp.StatusCode, truncate([]byte(out.Message)))
+		err := fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %q", podRef(pod), role, resp.StatusCode, truncate([]byte(out.Message)))
+		if badRequest {
+			err = fmt.Errorf("%w: %w", err, ErrUnchanged)
+		}
+		return err
 	}
 	if out.NewRole != "" && out.NewRole != role {
 		return fmt.Errorf("pod %s: /pd_role_switch answered new_role %q, asked %q", podRef(pod), truncate([]byte(out.NewRole)), role)

@@ -442,10 +442,13 @@ func (a *Agent) undo(ctx context.Context, pod *corev1.Pod, err error) error {
 	// the pod back to a state the controller counts right.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBudget)
 	defer cancel()
-	fresh, gerr := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-	rerr := gerr
-	if gerr == nil {
-		rerr = a.o.Actuator.Revert(ctx, fresh)
+	var rerr error
+	if !errors.Is(err, ErrUnchanged) { // an engine that did not switch is still decoding: nothing to undo
+		fresh, gerr := a.client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		rerr = gerr
+		if gerr == nil {
+			rerr = a.o.Actuator.Revert(ctx, fresh)
+		}
 	}
 	if rerr != nil {
 		// Kept as a pod of known state, checked from now on: taken for one of unknown role, it would be

@@ -412,6 +412,44 @@ func TestAgentRefusesAnSGLangSwitchTheEngineRefused(t *testing.T) {
 	}
 }
 
+// A switch that reached no engine's switch (an engine without the endpoint answers 404 to prefill and
+// decode alike; a pod on its node's network is never called) is refused at once, with nothing to undo:
+// the undo failed the same way, and the pod stayed marked converted, counted and never prefilling.
+func TestAgentRefusesAnSGLangSwitchThatReachedNoSwitch(t *testing.T) {
+	for _, hostNetwork := range []bool{false, true} {
+		var mu sync.Mutex
+		calls := 0
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			mu.Lock()
+			calls++
+			mu.Unlock()
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"detail":"Not Found"}`))
+		}))
+		u, _ := url.Parse(srv.URL)
+		h, ps, _ := net.SplitHostPort(u.Host)
+		port, _ := strconv.Atoi(ps)
+		pod := onNode(decodePod("d1", map[string]string{protocol.AnnotationConvertUntil: protocol.FormatTime(t0.Add(time.Minute))}), "node-1")
+		pod.Status.PodIP, pod.Spec.HostNetwork = h, hostNetwork
+		a, client, _ := agentFixture(t, &fixedGPUs{ok: true}, pod)
+		a.o.Actuator = &SGLangActuator{Port: port, Timeout: time.Minute}
+		err := a.Reconcile(context.Background(), get(t, client, "d1"))
+		if err == nil || !errors.Is(err, ErrUnchanged) {
+			t.Errorf("hostNetwork %v: error %v; want a refusal that reached no switch", hostNetwork, err)
+		}
+		mu.Lock()
+		want := map[bool]int{false: 1, true: 0}[hostNetwork]
+		if calls != want {
+			t.Errorf("hostNetwork %v: %d calls; want %d (the switch, and no undo)", hostNetwork, calls, want)
+		}
+		mu.Unlock()
+		if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; !strings.HasPrefix(s, "refused: "+protocol.ReasonActuator) {
+			t.Errorf("hostNetwork %v: status %q; want refused actuator-failed", hostNetwork, s)
+		}
+		srv.Close()
+	}
+}
+
 // The controller renews a lease about every 3.3 s, and the checks can take longer (NVML near its 5 s
 // limit, the owner's GET under the client's rate limit): a write conditional on the version read before
 // the checks then conflicted on every pass, and the pod was never converted nor refused.
