@@ -297,7 +297,7 @@ func (u unanswered) revertSpaced(now time.Time) bool {
 // outage. The status is written once the API answers (the next pass reverts the pod read fresh, which the
 // engine answers as already done). A label actuator's revert is an API write, so it waits for the API.
 func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr error) error {
-	if _, label := a.o.Actuator.(relabeler); label {
+	if _, label := a.o.Actuator.(relabeler); label || finished(pod) {
 		return readErr
 	}
 	key := podKey(pod)
@@ -361,6 +361,13 @@ func (a *Agent) revert(ctx context.Context, pod *corev1.Pod) error {
 	prev, had := a.unanswered[podKey(pod)]
 	a.mu.Unlock()
 	a.forget(pod)
+	if _, label := a.o.Actuator.(relabeler); !label && finished(pod) {
+		// No engine runs in it to switch back, and its IP may be another pod's by now: the status alone is
+		// put back, which frees its slot. Sent to the old IP, the switch reached whichever engine had the
+		// address, and without an answer it was sent again for as long as the pod object stayed.
+		klog.InfoS("Pod has finished: no engine to switch back, recorded decode", "pod", klog.KObj(pod), "phase", pod.Status.Phase)
+		return a.setStatus(ctx, pod, "", protocol.StatusDecode, true)
+	}
 	start := time.Now()
 	if err := a.o.Actuator.Revert(ctx, pod); err != nil {
 		if errors.Is(err, ErrNoAnswer) {
@@ -1019,4 +1026,10 @@ func (a *Agent) keepOnly(pods []*corev1.Pod) {
 // keepLive deletes m's entries for pods not in live.
 func keepLive[V any](m map[types.NamespacedName]V, live map[types.NamespacedName]bool) {
 	maps.DeleteFunc(m, func(k types.NamespacedName, _ V) bool { return !live[k] })
+}
+
+// finished reports whether a pod's containers have all ended for good (evicted, a graceful node shutdown,
+// run to completion): its object stays, with its old IP, until it is deleted.
+func finished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
 }

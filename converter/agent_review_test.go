@@ -178,6 +178,31 @@ func TestAgentKeepsAnSGLangSwitchThatGotNoAnswer(t *testing.T) {
 	}
 }
 
+// A converted pod that has finished (evicted, its node shut down gracefully) keeps its object and old IP
+// until deleted: its lease's end records decode with no switch sent, since no engine of its runs and the
+// address may be another's; the switch went to the old IP and, unanswered, was sent again for good.
+func TestAgentSendsNoRevertToAFinishedPod(t *testing.T) {
+	a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	})
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	pod := get(t, client, "d1")
+	pod.Status.Phase = corev1.PodFailed
+	pod.Status.Reason = "Evicted"
+	if _, err := client.CoreV1().Pods("ns").UpdateStatus(context.Background(), pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(2 * time.Minute)) // the lease has ended
+	if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+		t.Fatal(err)
+	}
+	if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; s != protocol.StatusDecode || strings.Join(asked(), ",") != "prefill" {
+		t.Errorf("status %q, roles asked %v; want decode recorded and no switch sent to the finished pod", s, asked())
+	}
+}
+
 // A switch to prefill that got no answer is sent again once per resendAfter until the engine answers:
 // the pod was counted as converted while its engine, which never got the switch, only decoded until the
 // lease ended. An answer that accepts keeps it converted and ends the re-sends; one that refuses undoes
