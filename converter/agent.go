@@ -312,29 +312,8 @@ func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr erro
 	// Its own budget: a GET black-holed by a partition spent the pass's until its deadline.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoBudget)
 	defer cancel()
-	if a.o.Kubelet != nil {
-		// A pod the kubelet no longer runs has no engine to revert, and its IP may be another pod's by now:
-		// the cached copy cannot say. A kubelet that cannot be asked leaves the revert to be sent.
-		runs, err := a.o.Kubelet.Runs(rctx, pod.Namespace, pod.Name)
-		if err == nil && !runs {
-			// Asked again each pass (a restarted kubelet lists its pods again once it reaches the API),
-			// logged once.
-			a.mu.Lock()
-			logged := a.withheld[key]
-			a.withheld[key] = true
-			a.mu.Unlock()
-			if !logged {
-				klog.InfoS("Lease ended while the API server cannot be read, and the kubelet no longer runs the pod: no revert sent to its cached address", "pod", klog.KObj(pod), "err", readErr)
-			}
-			return readErr
-		}
-		if err != nil {
-			klog.V(2).InfoS("Cannot ask the kubelet whether it still runs a pod; reverting it from the cached copy", "pod", klog.KObj(pod), "err", err)
-		} else {
-			a.mu.Lock()
-			delete(a.withheld, key)
-			a.mu.Unlock()
-		}
+	if !a.kubeletMayRun(rctx, pod, readErr) {
+		return readErr
 	}
 	if err := a.o.Actuator.Revert(rctx, pod); err != nil {
 		// Tried again spaced as any revert that got no answer: an engine that hangs, or a cached pod's IP
@@ -353,6 +332,36 @@ func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr erro
 	a.mu.Unlock()
 	klog.InfoS("Lease ended while the API server cannot be read; converted decoder sent back to decode from the cached copy, its status to be written when the API answers", "pod", klog.KObj(pod), "err", readErr)
 	return readErr
+}
+
+// kubeletMayRun reports whether a revert may be sent to pod's cached copy: false only when the node's
+// kubelet answers that it no longer runs the pod, which then has no engine to revert while its IP may be
+// another pod's by now. A kubelet that cannot be asked leaves the revert to be sent. Asked again on each
+// pass (a restarted kubelet lists its pods again once it reaches the API); a pod withheld is logged once.
+func (a *Agent) kubeletMayRun(ctx context.Context, pod *corev1.Pod, readErr error) bool {
+	if a.o.Kubelet == nil {
+		return true
+	}
+	key := podKey(pod)
+	runs, err := a.o.Kubelet.Runs(ctx, pod.Namespace, pod.Name)
+	if err == nil && !runs {
+		a.mu.Lock()
+		logged := a.withheld[key]
+		a.withheld[key] = true
+		a.mu.Unlock()
+		if !logged {
+			klog.InfoS("The API server cannot be read, and the kubelet no longer runs the pod: no revert sent to its cached address", "pod", klog.KObj(pod), "err", readErr)
+		}
+		return false
+	}
+	if err != nil {
+		klog.V(2).InfoS("Cannot ask the kubelet whether it still runs a pod; reverting it from the cached copy", "pod", klog.KObj(pod), "err", err)
+	} else {
+		a.mu.Lock()
+		delete(a.withheld, key)
+		a.mu.Unlock()
+	}
+	return true
 }
 
 // revert flips a pod this agent converted, read fresh, back to decode and records it.
@@ -898,7 +907,18 @@ func (a *Agent) revertAtShutdown(ctx context.Context, cached *corev1.Pod, remain
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("reading %s before reverting it: %w", podRef(cached), err)
+		err = fmt.Errorf("reading %s before reverting it: %w", podRef(cached), err)
+		// As on a lease that ends during an outage: an actuator that needs only the engine sends decode from
+		// the cached copy, or the engine would prefill on, its headroom unchecked, until the next agent
+		// reaches the API. The status stays converted; the next agent reverts the pod once its lease ends.
+		if _, label := a.o.Actuator.(relabeler); label || finished(cached) || !a.owns(cached) || !a.kubeletMayRun(ctx, cached, err) {
+			return err
+		}
+		if rerr := a.o.Actuator.Revert(ctx, cached); rerr != nil {
+			return fmt.Errorf("%w; reverting it at shutdown from the cached copy: %w", err, rerr)
+		}
+		klog.InfoS("Converted decoder sent back to decode at shutdown from the cached copy; its status is written by the next agent", "pod", klog.KObj(cached), "err", err)
+		return nil
 	}
 	if !a.owns(p) {
 		return nil

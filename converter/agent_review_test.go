@@ -1147,6 +1147,41 @@ func TestAgentRevertsWithoutTheAPIOnlyAPodTheKubeletRuns(t *testing.T) {
 	}
 }
 
+// An agent stopping while the API server cannot be read sends decode to its converted SGLang engines from
+// the cached copy, as a lease ending in an outage does (only to a pod the kubelet still runs): it sent
+// nothing, leaving the engines prefilling, their headroom unchecked, until the next agent reached the API.
+func TestAgentRevertsAtShutdownWithoutTheAPI(t *testing.T) {
+	ok := func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+	}
+	for _, c := range []struct {
+		name    string
+		kubelet PodLister
+		want    string
+	}{
+		{"the kubelet runs it", kubeletRuns{runs: true}, "prefill,decode"},
+		{"the kubelet does not run it", kubeletRuns{}, "prefill"},
+	} {
+		a, client, clk, _, asked := sglangFixture(t, ok)
+		a.o.Kubelet = c.kubelet
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		clk.Set(time.Now()) // the shutdown's deadlines are the agent clock's, checked against the real one
+		cached := get(t, client, "d1")
+		a.lister = func() []*corev1.Pod { return []*corev1.Pod{cached.DeepCopy()} }
+		client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, errors.New("connection refused")
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		err := a.RevertAll(ctx)
+		cancel()
+		if got := strings.Join(asked(), ","); got != c.want {
+			t.Errorf("%s: roles asked %v at shutdown without the API (error %v); want %s", c.name, got, err, c.want)
+		}
+	}
+}
+
 // A busy GPU does not refuse a switch sent again: an engine an earlier agent converted is busy
 // prefilling by design, as a recheck reads it. Refused, an agent restart under load sent every busy
 // converted decoder on the node back to decode.
