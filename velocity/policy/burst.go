@@ -11,7 +11,8 @@ import (
 // five, for about the same GPU-hours in the simulator).
 const burstColdStarts = 5
 
-// sample is a pool's fast arrival velocity (tokens/s) and request rate (requests/s) at one decision.
+// sample is a pool's fast arrival velocity (tokens/s) and request rate (requests/s) at one decision; r
+// is NaN where the request rate was unknown (no pod gave one that round).
 type sample struct {
 	t    time.Time
 	v, r float64
@@ -67,6 +68,10 @@ type replay struct {
 	h []sample
 	// counted: some sample recorded a request rate, so the late share counts requests.
 	counted bool
+	// perToken is the requests per token of the samples with a known request rate: a sample without one
+	// (a round whose pods' request gauges flapped) counts its tokens at that rate rather than as no
+	// requests, which erased its interval from the replay, queue and count alike.
+	perToken float64
 	// cap is the most tokens a request brings to the queue on average over an interval; +Inf where no
 	// sample recorded a request rate (nothing to count them by) or the sums overflow.
 	cap float64
@@ -77,6 +82,9 @@ type replay struct {
 func replayed(h []sample, own float64) replay {
 	var tokens, requests float64
 	for i := 1; i < len(h); i++ {
+		if math.IsNaN(h[i].r) {
+			continue
+		}
 		dt := h[i].t.Sub(h[i-1].t).Seconds()
 		tokens += h[i].v * dt
 		requests += h[i].r * dt
@@ -84,8 +92,19 @@ func replayed(h []sample, own float64) replay {
 	a := replay{h: h, counted: requests > 0, cap: math.Inf(1)}
 	if limit := tokens/requests + own; a.counted && limit > 0 && limit <= math.MaxFloat64 {
 		a.cap = limit
+		if tokens > 0 {
+			a.perToken = requests / tokens
+		}
 	}
 	return a
+}
+
+// r is sample i's request rate, estimated from its tokens where it was unknown.
+func (a replay) r(i int) float64 {
+	if r := a.h[i].r; !math.IsNaN(r) {
+		return r
+	}
+	return a.h[i].v * a.perToken
 }
 
 // tokens is the velocity (tokens/s) the replay charges to sample i's interval.
@@ -93,14 +112,14 @@ func (a replay) tokens(i int) float64 {
 	if math.IsInf(a.cap, 1) {
 		return a.h[i].v
 	}
-	return math.Min(a.h[i].v, a.h[i].r*a.cap)
+	return math.Min(a.h[i].v, a.r(i)*a.cap)
 }
 
 // weight is what sample i's interval counts toward the late share per second: its requests, or its tokens
 // where the pool recorded no request rate.
 func (a replay) weight(i int) float64 {
 	if a.counted {
-		return a.h[i].r
+		return a.r(i)
 	}
 	return a.h[i].v
 }

@@ -107,6 +107,18 @@ func TestLateShareCountsRequests(t *testing.T) {
 	if got := burstPods(withRequests(100), budget, 0.01, 11000, 11000*budget, 1); got != 4 {
 		t.Errorf("100 prompts at a 1%% miss share: %d pods, want 4", got)
 	}
+	// A round whose request rate was unknown (no pod gave one: a gauge flapped) counts its tokens at the
+	// history's requests per token, not as no requests: charged none, the 100 prompts' interval was erased
+	// from the replay and 1 pod answered. A known 0 (a long prompt's prefill spanning seconds) still
+	// brings none.
+	unknown := withRequests(100)
+	unknown[300].r = math.NaN()
+	if got := burstPods(unknown, budget, 0.01, 11000, 11000*budget, 1); got != 4 {
+		t.Errorf("100 prompts in a round of unknown request rate: %d pods, want 4", got)
+	}
+	if got := lateShare(unknown, c, budget, c*budget); !(got > 0 && got <= 1) {
+		t.Errorf("100 prompts in a round of unknown request rate: share %v, want some late", got)
+	}
 	// Rates so large their sum overflows still give a share in [0, 1], and no history gives 0.
 	huge := withRequests(1)
 	for i := range huge {
@@ -296,5 +308,40 @@ func TestBurstHistoryChargesNothingToAnUnknownGap(t *testing.T) {
 	ctrl.Decide(t0.Add(3*time.Second), pol, "g", &cfg.Pools[0], status(4000), nil, nil)
 	if got := charged(ctrl.history[cfg.Pools[0].Name], t0); math.Abs(got-12000) > 1 {
 		t.Errorf("a round 3 s after the last charges %.0f tokens, want its 3 s at 4000 tok/s, 12000", got)
+	}
+}
+
+// A round whose prefill pool gave no request rate (its pods' request gauges flapped) is unknown, not a
+// round of no requests: the controller recorded 0 for it, the replay charged the burst's 100 prompts
+// nothing and 1 pod answered where the same round with its rate known asks 4. A known 0 (a long
+// prompt's prefill spanning seconds) still brings none.
+func TestBurstSizingCountsARoundOfUnknownRequestRate(t *testing.T) {
+	cfg := config.Default()
+	pol := cfg.Policy
+	pool := &cfg.Pools[0]
+	run := func(r float64, known bool) int {
+		c := NewController()
+		t0 := time.Unix(1000, 0)
+		steady := PoolStatus{Pods: 1, Known: 1, Arrival: 5000, Sustained: 5000, RequestArrival: 5, HasRequestArrival: true,
+			PerPod: 12000, Capacity: 12000, QueueBudget: 1.9, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
+		var n int
+		for i := range 302 {
+			st := steady
+			if i == 300 { // 100 prompts of 1,000 tokens in one second
+				st.Arrival, st.RequestArrival, st.HasRequestArrival = 105000, r, known
+			}
+			n = c.Decide(t0.Add(time.Duration(i)*time.Second), pol, "g", pool, &st, nil, nil).Desired["prefill"]
+		}
+		return n
+	}
+	want := run(105, true)
+	if want < 2 {
+		t.Fatalf("the burst with its request rate known asks %d pods; the test needs it to ask more than 1", want)
+	}
+	if got := run(0, false); got != want {
+		t.Errorf("the burst in a round of unknown request rate: %d pods, want %d as with the rate known", got, want)
+	}
+	if got := run(0, true); got != 1 {
+		t.Errorf("a known 0 (one long prompt): %d pods, want 1", got)
 	}
 }

@@ -144,7 +144,11 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 			prefill.Name, basis, rate, ps.QueuedTokens, ps.PerPod, pol.TargetUtilisation, p))
 		if pol.BurstAttainment > 0 {
 			window := burstColdStarts * pol.ColdStart.Duration
-			h := c.record(now, prefill.Name, ps.Arrival, ps.RequestArrival, window)
+			r := ps.RequestArrival
+			if !ps.HasRequestArrival {
+				r = math.NaN() // unknown this round, not none: the replay estimates it (burst.go)
+			}
+			h := c.record(now, prefill.Name, ps.Arrival, r, window)
 			// The replay plans pods at the target utilisation, as the sizing does, so the one knob that trades
 			// GPUs for headroom moves both (at full V the knob did not change prefill on the code trace).
 			if n := burstPods(h, ps.QueueBudget, 1-pol.BurstAttainment, ps.PerPod*pol.TargetUtilisation, ps.PerPod*ps.QueueBudget, p); n > p {

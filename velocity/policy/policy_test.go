@@ -497,6 +497,9 @@ func TestAggregateRequestArrivalSkipsUnknownRates(t *testing.T) {
 		if math.Abs(st.RequestArrival-c.want) > 1e-9 {
 			t.Errorf("%s: RequestArrival %g, want %g", c.name, st.RequestArrival, c.want)
 		}
+		if st.HasRequestArrival != (c.name != "none known") {
+			t.Errorf("%s: HasRequestArrival %v", c.name, st.HasRequestArrival)
+		}
 	}
 }
 
