@@ -111,10 +111,11 @@ type SGLangActuator struct {
 var ErrNoAnswer = errors.New("no answer, the switch may still happen")
 
 // ErrUnchanged marks a role switch that reached no engine's switch: never sent (no IP, the node's
-// network), answered by a redirect or as a bad request (4xx: no such endpoint, an engine started without
-// --enable-pd-role-switch). Nothing is to be undone then; an undo sent the same way failed the same way and
-// left the pod marked converted for good. A refusal in words (success false) is not one: the engine may
-// have been prefilling already (an agent restarted, a switch sent again), so it is undone.
+// network), answered by a redirect, or a 4xx that does not say success (no such endpoint, an engine
+// started without --enable-pd-role-switch). Nothing is to be undone then; an undo sent the same way failed
+// the same way and left the pod marked converted for good. A refusal in words (success false, whatever
+// the status: SGLang answers "not idle" with 400) is not one: the engine may have been prefilling already
+// (an agent restarted, a switch sent again), so it is undone.
 var ErrUnchanged = errors.New("the engine did not switch")
 
 func (a *SGLangActuator) Name() string { return "sglang:/pd_role_switch" }
@@ -203,7 +204,7 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	}
 	if !ok || !*out.Success {
 		err := fmt.Errorf("pod %s: /pd_role_switch to %s refused (HTTP %d): %q", podRef(pod), role, resp.StatusCode, truncate([]byte(out.Message)))
-		if badRequest {
+		if badRequest && out.Success == nil {
 			err = fmt.Errorf("%w: %w", err, ErrUnchanged)
 		}
 		return err

@@ -901,8 +901,11 @@ func (a *Agent) revertAtShutdown(ctx context.Context, cached *corev1.Pod, remain
 	ctx, cancel := context.WithDeadline(ctx, now.Add(per))
 	defer cancel()
 	// The informer cache may not have seen this agent's last patches yet (a flip written just before
-	// shutdown), and the actuator skips a pod it thinks is already reverted: read the pod fresh.
-	p, err := a.client.CoreV1().Pods(cached.Namespace).Get(ctx, cached.Name, metav1.GetOptions{})
+	// shutdown), and the actuator skips a pod it thinks is already reverted: read the pod fresh, within half
+	// the pod's share, so that a GET black-holed by a partition leaves the revert from the cached copy time.
+	getCtx, getCancel := context.WithDeadline(ctx, now.Add(per/2))
+	p, err := a.client.CoreV1().Pods(cached.Namespace).Get(getCtx, cached.Name, metav1.GetOptions{})
+	getCancel()
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

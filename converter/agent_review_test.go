@@ -607,6 +607,14 @@ func TestSGLangActuatorTellsARefusalFromNoAnswer(t *testing.T) {
 	if err := a.Convert(context.Background(), pod); err != nil {
 		t.Errorf("202 with success true: %v; want the switch taken", err)
 	}
+	// A 4xx that does not say success reached no switch; one that says success false is a refusal in
+	// words (SGLang answers "not idle" with 400), to be undone.
+	for body, unchanged := range map[string]bool{`{"detail": "Not Found"}`: true, `<html>`: true, `{"success": false, "message": "not idle"}`: false} {
+		a := &SGLangActuator{HTTP: &http.Client{Transport: reply(http.StatusBadRequest, body)}, Timeout: time.Hour}
+		if err := a.Convert(context.Background(), pod); err == nil || errors.Is(err, ErrUnchanged) != unchanged || errors.Is(err, ErrNoAnswer) {
+			t.Errorf("400 with %s: error %v; want a refusal, ErrUnchanged %v", body, err, unchanged)
+		}
+	}
 }
 
 // An agent that starts and finds an SGLang pod recorded converted does not know whether its engine took

@@ -342,60 +342,72 @@ func TestOverflowAndNegativeBoundsAreProblems(t *testing.T) {
 }
 
 // A page the scanner leaves to expfmt full of distinct lines of a metric tokenscale reads: expfmt builds
-// every line's metric and label pairs before the extractor's maxSeries applies, and checks each label
-// against those before it through a map rebuilt per label, so 2.8 MB of lines of 16 labels allocated
-// 143 MB. Past maxFallbackAlloc of their estimated cost the page is refused before expfmt reads it; a
-// page within it is read, and allocates about the budget.
+// every line's metric and label pairs before the extractor's maxSeries applies, checks each label against
+// those before it through a map rebuilt per label, and copies every value. Past maxFallbackAlloc of their
+// estimated cost (labels and length) the page is refused before expfmt reads it; a page within it is
+// read, and allocates about the budget. The test logs what each page allocated.
 func TestFallbackSamplesAreBounded(t *testing.T) {
-	for _, labels := range []int{1, 3, 8, 16} {
+	for _, c := range []struct{ labels, value int }{{1, 1}, {3, 1}, {8, 1}, {16, 1}, {3, 16000}} {
+		line := func(i int) string {
+			var b strings.Builder
+			fmt.Fprintf(&b, "vllm:num_requests_running{a=\"%d%s\"", i, strings.Repeat("v", c.value))
+			for j := 1; j < c.labels; j++ {
+				fmt.Fprintf(&b, ",l%d=\"v\"", j)
+			}
+			b.WriteString("} 1\n")
+			return b.String()
+		}
 		page := func(lines int) []byte {
 			var b bytes.Buffer
 			// The quoted name sends the page to the fallback.
 			b.WriteString("\"vllm:prompt_tokens_total\" 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n")
 			for i := range lines {
-				fmt.Fprintf(&b, "vllm:num_requests_running{a=\"%d\"", i)
-				for j := 1; j < labels; j++ {
-					fmt.Fprintf(&b, ",l%d=\"v\"", j)
-				}
-				b.WriteString("} 1\n")
+				b.WriteString(line(i))
 			}
 			return b.Bytes()
 		}
-		within := page(maxFallbackAlloc/fallbackLineCost(labels) - 5)
+		n := maxFallbackAlloc/fallbackLineCost(c.labels, len(line(100000))) - 5
+		within := page(n)
 		alloc, err := allocatedBy(within, VLLM)
 		if err != nil {
-			t.Fatalf("%d labels, a page within the budget: %v", labels, err)
+			t.Fatalf("%d labels, values of %d bytes, a page within the budget: %v", c.labels, c.value, err)
 		}
-		t.Logf("%d labels: a %d-byte page within the budget allocated %d bytes", labels, len(within), alloc)
+		t.Logf("%d labels, values of %d bytes: a %d-byte page of %d lines within the budget allocated %d bytes", c.labels, c.value, len(within), n, alloc)
 		if alloc > 2*maxFallbackAlloc {
-			t.Errorf("%d labels: a page within the budget allocated %d bytes; want at most %d", labels, alloc, 2*maxFallbackAlloc)
+			t.Errorf("%d labels, values of %d bytes: a page within the budget allocated %d bytes; want at most %d", c.labels, c.value, alloc, 2*maxFallbackAlloc)
 		}
-		over := page(16384)
+		over := page(4*n + 100)
 		alloc, err = allocatedBy(over, VLLM)
 		if !errors.Is(err, ErrFallbackTooLarge) {
-			t.Fatalf("%d labels, 16,384 lines: %v, want ErrFallbackTooLarge", labels, err)
+			t.Fatalf("%d labels, values of %d bytes, %d lines: %v, want ErrFallbackTooLarge", c.labels, c.value, 4*n+100, err)
 		}
+		t.Logf("%d labels, values of %d bytes: a %d-byte page past the budget allocated %d bytes before its refusal", c.labels, c.value, len(over), alloc)
 		if alloc > 2*uint64(len(over)) {
-			t.Errorf("%d labels: a %d-byte page allocated %d bytes before its refusal; want at most 2×", labels, len(over), alloc)
+			t.Errorf("%d labels, values of %d bytes: a %d-byte page allocated %d bytes before its refusal; want at most 2×", c.labels, c.value, len(over), alloc)
 		}
 	}
 }
 
-// One page at a time goes through the fallback parser, so concurrent scrapes of pages that fall back
-// cost one parse's memory, not one each; a page waiting past its deadline is abandoned as a timeout, and
+// A few pages at a time go through the fallback parser, so concurrent scrapes of pages that fall back
+// cost a few parses' memory, not one each; a page waiting past its deadline is abandoned as a timeout, and
 // a page the scanner reads does not wait.
-func TestFallbackParsesOneAtATime(t *testing.T) {
+func TestFallbackParsesAFewAtATime(t *testing.T) {
 	fallback := []byte("\"vllm:prompt_tokens_total\" 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n")
 	scanned := []byte("vllm:prompt_tokens_total 1\nvllm:generation_tokens_total 1\nvllm:num_requests_waiting 2\n")
-	fallbackSlot <- struct{}{} // another page's fallback parse
+	for range cap(fallbackSlot) {
+		fallbackSlot <- struct{}{} // other pages' fallback parses
+	}
 	_, err := ExtractBytesBefore(fallback, VLLM, time.Now().Add(20*time.Millisecond))
 	if !errors.Is(err, ErrParseTimeout) {
-		t.Errorf("a page falling back while another does: %v, want ErrParseTimeout at its deadline", err)
+		t.Errorf("a page falling back while every slot is taken: %v, want ErrParseTimeout at its deadline", err)
 	}
-	if _, err := ExtractBytesBefore(scanned, VLLM, time.Now().Add(time.Hour)); err != nil {
-		t.Errorf("a scanned page while another falls back: %v", err)
+	// A deadline it meets at once, however loaded the machine: waiting for a slot, it would time out.
+	if _, err := ExtractBytesBefore(scanned, VLLM, time.Now().Add(10*time.Second)); err != nil {
+		t.Errorf("a scanned page while others fall back: %v", err)
 	}
-	<-fallbackSlot
+	for range cap(fallbackSlot) {
+		<-fallbackSlot
+	}
 	s, err := ExtractBytesBefore(fallback, VLLM, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatalf("the page once the fallback is free: %v", err)

@@ -91,13 +91,14 @@ func isJSON(buf []byte) bool {
 	return len(b) > 0 && (b[0] == '[' || b[0] == '{') && json.Valid(b)
 }
 
-// fallbackSlot lets one page at a time through the fallback parser. A page it parses costs its copy and
-// up to about maxFallbackAlloc and half again besides the body (TestFallbackSamplesAreBounded), where a
+// fallbackSlot lets four pages at a time through the fallback parser. A page it parses costs its copy and
+// up to about maxFallbackAlloc and a third again besides the body (TestFallbackSamplesAreBounded), where a
 // scanned page costs about its size: with every concurrent scrape falling back, a round could take about
-// 1 GiB at the defaults. An engine's page is scanned, so the slot is free unless a pod serves odd syntax.
-var fallbackSlot = make(chan struct{}, 1)
+// 1 GiB at the defaults. Four rather than one, so that a fleet whose pages all fall back (odd syntax from
+// every engine) is not parsed one page at a time within each scrape's budget.
+var fallbackSlot = make(chan struct{}, 4)
 
-// takeFallbackSlot waits for fallbackSlot until deadline (zero: none).
+// takeFallbackSlot waits for a fallbackSlot until deadline (zero: none).
 func takeFallbackSlot(deadline time.Time) bool {
 	if deadline.IsZero() {
 		fallbackSlot <- struct{}{}
@@ -129,7 +130,7 @@ func parseBytesOnce(buf []byte, sink sampleSink, deadline time.Time) error {
 			return fmt.Errorf("%w (%d bytes)", ErrParseTimeout, len(buf))
 		}
 		if !takeFallbackSlot(deadline) {
-			return fmt.Errorf("%w (%d bytes, waiting for another page's fallback parse: one page at a time falls back)", ErrParseTimeout, len(buf))
+			return fmt.Errorf("%w (%d bytes, waiting for other pages' fallback parse: %d pages at a time fall back)", ErrParseTimeout, len(buf), cap(fallbackSlot))
 		}
 		defer func() { <-fallbackSlot }()
 		sink.reset()
@@ -162,15 +163,18 @@ var ErrTooManyFamilies = errors.New("too many metric families")
 // maxFallbackAlloc bounds what the sample lines handed to expfmt make it allocate, estimated per line by
 // fallbackLineCost. expfmt builds a metric, its label pairs and strings for every line before the
 // extractor's maxSeries applies, and checks each label against those before it through a map rebuilt
-// per label: a 2.8 MB page of 16,384 distinct lines of 16 labels allocated 143 MB (52× the page), one
-// of one label 18×. 4 MiB, the default maxBodyBytes, holds about 4,500 lines of the three labels an
-// engine's histogram buckets carry (the buckets of six histograms over 16 data-parallel ranks are about
-// 2,900), and bounds a fallback parse at the page's copy handed to expfmt plus that.
+// per label: before this bound a 2.8 MB page of 16,384 distinct lines of 16 labels allocated 143 MB (52×
+// the page), one of one label 18×. 4 MiB, the default maxBodyBytes, holds about 3,600 lines of the three
+// labels an engine's histogram buckets carry (the buckets of six histograms over 16 data-parallel ranks
+// are about 2,900), and bounds a fallback parse at the page's copy handed to expfmt plus about that
+// (TestFallbackSamplesAreBounded logs at most 5.5 MB).
 const maxFallbackAlloc = 4 << 20
 
-// fallbackLineCost is about what expfmt (v0.72) allocates for one sample line of n labels, measured with
-// the extractor from 1 to 16 labels: 690, 1,040, 1,850 and 8,700 bytes a line at 1, 3, 8 and 16.
-func fallbackLineCost(n int) int { return 640 + 32*n*n }
+// fallbackLineCost is about what expfmt (v0.72) allocates, with the extractor, for one sample line of n
+// labels and size bytes, measured on pages of a few hundred to 16,384 distinct lines: 690, 1,040, 1,850
+// and 8,700 bytes a short line of 1, 3, 8 and 16 labels, and 4 bytes for each of a line's bytes, as its
+// values are copied (a line of three labels and 16 KB, 66,700).
+func fallbackLineCost(n, size int) int { return 640 + 32*n*n + 4*size }
 
 // ErrFallbackTooLarge is a page that only the fallback parser reads with more sample lines of the metrics
 // tokenscale reads than it parses within maxFallbackAlloc.
@@ -268,7 +272,7 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 		if len(ln) > maxReadLine {
 			return nil, fmt.Errorf("line %d: %w (%d bytes, more than %d)", lineNo, ErrLineTooLong, len(ln), maxReadLine)
 		}
-		if cost += fallbackLineCost(n); cost > maxFallbackAlloc {
+		if cost += fallbackLineCost(n, len(ln)); cost > maxFallbackAlloc {
 			return nil, fmt.Errorf("line %d: %w (their labels would make it allocate more than %d MiB): refused rather than parsed",
 				lineNo, ErrFallbackTooLarge, maxFallbackAlloc>>20)
 		}

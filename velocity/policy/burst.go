@@ -188,7 +188,12 @@ func (c *Controller) record(now time.Time, pool string, v, r float64, window tim
 		old, added := h[n-1].t.Sub(h[n-2].t).Seconds(), now.Sub(h[n-1].t).Seconds()
 		last := &h[n-1]
 		last.v = (last.v*old + v*added) / (old + added)
-		last.r = (last.r*old + r*added) / (old + added)
+		switch { // over the span it is known on: one unknown round does not make the merged sample unknown
+		case math.IsNaN(last.r):
+			last.r = r
+		case !math.IsNaN(r):
+			last.r = (last.r*old + r*added) / (old + added)
+		}
 		last.t = now
 	} else {
 		h = append(h, sample{now, v, r})

@@ -322,13 +322,13 @@ func TestBurstSizingCountsARoundOfUnknownRequestRate(t *testing.T) {
 	run := func(r float64, known bool) int {
 		c := NewController()
 		t0 := time.Unix(1000, 0)
-		steady := PoolStatus{Pods: 1, Known: 1, Arrival: 5000, Sustained: 5000, RequestArrival: 5, HasRequestArrival: true,
+		steady := PoolStatus{Pods: 1, Known: 1, Arrival: 5000, Sustained: 5000, RequestArrival: 5,
 			PerPod: 12000, Capacity: 12000, QueueBudget: 1.9, SLOMissFraction: -1, SecondsToBreach: math.Inf(1)}
 		var n int
 		for i := range 302 {
 			st := steady
 			if i == 300 { // 100 prompts of 1,000 tokens in one second
-				st.Arrival, st.RequestArrival, st.HasRequestArrival = 105000, r, known
+				st.Arrival, st.RequestArrival, st.NoRequestArrival = 105000, r, !known
 			}
 			n = c.Decide(t0.Add(time.Duration(i)*time.Second), pol, "g", pool, &st, nil, nil).Desired["prefill"]
 		}

@@ -145,7 +145,7 @@ func (c *Controller) Decide(now time.Time, pol config.Policy, group string,
 		if pol.BurstAttainment > 0 {
 			window := burstColdStarts * pol.ColdStart.Duration
 			r := ps.RequestArrival
-			if !ps.HasRequestArrival {
+			if ps.NoRequestArrival {
 				r = math.NaN() // unknown this round, not none: the replay estimates it (burst.go)
 			}
 			h := c.record(now, prefill.Name, ps.Arrival, r, window)

@@ -497,8 +497,8 @@ func TestAggregateRequestArrivalSkipsUnknownRates(t *testing.T) {
 		if math.Abs(st.RequestArrival-c.want) > 1e-9 {
 			t.Errorf("%s: RequestArrival %g, want %g", c.name, st.RequestArrival, c.want)
 		}
-		if st.HasRequestArrival != (c.name != "none known") {
-			t.Errorf("%s: HasRequestArrival %v", c.name, st.HasRequestArrival)
+		if st.NoRequestArrival != (c.name == "none known") {
+			t.Errorf("%s: NoRequestArrival %v", c.name, st.NoRequestArrival)
 		}
 	}
 }

@@ -31,10 +31,10 @@ type PoolStatus struct {
 	// computed prompt tokens: those the prefix cache served are left out (docs/metrics.md).
 	Arrival float64
 	// RequestArrival is requests/s arriving, from the pods' finished-request counters: the pods whose
-	// last interval gave no request rate count as the mean of those that did. HasRequestArrival is false
-	// where none did (RequestArrival is then 0, and unknown).
-	RequestArrival    float64
-	HasRequestArrival bool
+	// last interval gave no request rate count as the mean of those that did. NoRequestArrival is true
+	// where none did: RequestArrival is then 0, and unknown.
+	RequestArrival   float64
+	NoRequestArrival bool
 	// Sustained is λ from the latency-window averages: steadier than Arrival, which follows a burst
 	// within a scrape or two; replicas are sized on it, smoothed over a cold start, unless Backpressure
 	// has said the SLO is about to break on several decisions in a row (Controller.sizingRate).
@@ -229,7 +229,8 @@ func Aggregate(p *config.Pool, pods []store.Result, calibrated float64, horizon 
 	}
 	if requestN > 0 {
 		st.RequestArrival *= float64(st.Pods) / float64(requestN)
-		st.HasRequestArrival = true
+	} else {
+		st.NoRequestArrival = true
 	}
 	st.Arrival = math.Max(0, st.Arrival)
 	st.Sustained = math.Max(0, st.Sustained)

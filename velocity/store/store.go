@@ -656,8 +656,9 @@ func (s *Store) update(st *podState) {
 		st.anchor, st.anchorT = cur, st.lastT
 		return
 	}
-	dt := st.lastT.Sub(st.prevT).Seconds()
-	if gap := st.lastT.Sub(st.prevT); gap > s.opts.StaleAfter {
+	gap := st.lastT.Sub(st.prevT)
+	dt := gap.Seconds()
+	if gap > s.opts.StaleAfter {
 		// The pod was unknown between its two pages (its scrapes failing, or the source holding an old
 		// sample): a rate over the gap is its average, not the rate now, and smoothed over so long an
 		// interval it would replace the current rate at once. The smoothed rates start again from the next
