@@ -186,10 +186,11 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	if err != nil {
 		return fmt.Errorf("pod %s: reading /pd_role_switch reply: %w: %w", podRef(pod), ErrNoAnswer, err)
 	}
+	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
 	badRequest := resp.StatusCode >= 400 && resp.StatusCode < 500 // not taken: no such endpoint, a bad call
 	var out roleSwitchReply
 	if err := json.Unmarshal(raw, &out); err != nil {
-		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if ok {
 			// A success status whose reply cannot be read is no refusal: the engine may have switched.
 			err = fmt.Errorf("%w: %w", ErrNoAnswer, err)
 		} else if badRequest {
@@ -197,7 +198,6 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		}
 		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q: %w", podRef(pod), resp.StatusCode, truncate(raw), err)
 	}
-	ok := resp.StatusCode >= 200 && resp.StatusCode < 300
 	if ok && out.Success == nil {
 		// A success status whose reply does not say success (null, {}) is no refusal either.
 		return fmt.Errorf("pod %s: /pd_role_switch answered HTTP %d with %q, which does not say success: %w", podRef(pod), resp.StatusCode, truncate(raw), ErrNoAnswer)

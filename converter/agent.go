@@ -236,11 +236,17 @@ func (a *Agent) refusedRecently(pod *corev1.Pod, now time.Time) bool {
 	return ok && protocol.Within(at, now, a.o.MinFlipInterval)
 }
 
+// engineOnly reports whether the actuator switches the engine itself (SGLang) rather than a label on the
+// pod: its revert needs only the engine, and the pod object does not show the role.
+func (a *Agent) engineOnly() bool {
+	_, label := a.o.Actuator.(relabeler)
+	return !label
+}
+
 // labelSaysConverted reports whether a label actuator's label shows the pod converted; the SGLang
 // actuator's state is only the agent's status, so it never does.
 func (a *Agent) labelSaysConverted(pod *corev1.Pod) bool {
-	_, ok := a.o.Actuator.(relabeler)
-	return ok && a.o.Actuator.Converted(pod)
+	return !a.engineOnly() && a.o.Actuator.Converted(pod)
 }
 
 // readHere reads pod fresh from the API server. It returns nil, and no error, when the pod is gone, is
@@ -297,7 +303,7 @@ func (u unanswered) revertSpaced(now time.Time) bool {
 // outage. The status is written once the API answers (the next pass reverts the pod read fresh, which the
 // engine answers as already done). A label actuator's revert is an API write, so it waits for the API.
 func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr error) error {
-	if _, label := a.o.Actuator.(relabeler); label || finished(pod) {
+	if !a.engineOnly() || finished(pod) {
 		return readErr
 	}
 	key := podKey(pod)
@@ -370,7 +376,7 @@ func (a *Agent) revert(ctx context.Context, pod *corev1.Pod) error {
 	prev, had := a.unanswered[podKey(pod)]
 	a.mu.Unlock()
 	a.forget(pod)
-	if _, label := a.o.Actuator.(relabeler); !label && finished(pod) {
+	if a.engineOnly() && finished(pod) {
 		// No engine runs in it to switch back, and its IP may be another pod's by now: the status alone is
 		// put back, which frees its slot. Sent to the old IP, the switch reached whichever engine had the
 		// address, and without an answer it was sent again for as long as the pod object stayed.
@@ -513,7 +519,7 @@ func (a *Agent) markUnanswered(pod *corev1.Pod, now time.Time) {
 // conversion so that the controller moves the lease. Without it such a pod stayed counted as converted,
 // decoding only, until its lease ended, which the controller renews.
 func (a *Agent) noteUnknownRole(pod *corev1.Pod) {
-	if _, label := a.o.Actuator.(relabeler); label {
+	if !a.engineOnly() {
 		return // the label is the role, and the pod object shows it
 	}
 	key := podKey(pod)
@@ -914,7 +920,7 @@ func (a *Agent) revertAtShutdown(ctx context.Context, cached *corev1.Pod, remain
 		// As on a lease that ends during an outage: an actuator that needs only the engine sends decode from
 		// the cached copy, or the engine would prefill on, its headroom unchecked, until the next agent
 		// reaches the API. The status stays converted; the next agent reverts the pod once its lease ends.
-		if _, label := a.o.Actuator.(relabeler); label || finished(cached) || !a.owns(cached) || !a.kubeletMayRun(ctx, cached, err) {
+		if !a.engineOnly() || finished(cached) || !a.owns(cached) || !a.kubeletMayRun(ctx, cached, err) {
 			return err
 		}
 		if rerr := a.o.Actuator.Revert(ctx, cached); rerr != nil {
