@@ -1129,63 +1129,46 @@ type kubeletRuns struct {
 
 func (k kubeletRuns) Runs(context.Context, string, string) (bool, error) { return k.runs, k.err }
 
-// A revert sent from the cached copy while the API server cannot be read goes only to a pod the node's
-// kubelet still runs: a pod gone since has no engine to revert, and its cached IP may be another pod's
-// (an SGLang prefill server there would be switched to decode). A kubelet that cannot be asked leaves the
-// revert to be sent, as before.
+// A revert sent from the cached copy while the API server cannot be read, when a lease ends or when the
+// agent stops, goes only to a pod the node's kubelet still runs: a pod gone since has no engine to revert,
+// and its cached IP may be another pod's (an SGLang prefill server there would be switched to decode). A
+// kubelet that cannot be asked leaves the revert to be sent, as before. At shutdown the agent sent
+// nothing, leaving the engines prefilling, their headroom unchecked, until the next agent reached the API.
 func TestAgentRevertsWithoutTheAPIOnlyAPodTheKubeletRuns(t *testing.T) {
 	ok := func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
 	}
-	for _, c := range []struct {
-		name    string
-		kubelet PodLister
-		want    string
-	}{
-		{"the kubelet runs it", kubeletRuns{runs: true}, "prefill,decode"},
-		{"the kubelet does not run it", kubeletRuns{}, "prefill"},
-		{"the kubelet cannot be asked", kubeletRuns{err: errors.New("connection refused")}, "prefill,decode"},
-	} {
-		a, client, clk, _, asked := sglangFixture(t, ok)
-		a.o.Kubelet = c.kubelet
-		convertThenLoseTheAPI(t, a, client, clk)
-		if got := strings.Join(asked(), ","); got != c.want {
-			t.Errorf("%s: roles asked %v without the API; want %s", c.name, got, c.want)
-		}
-	}
-}
-
-// An agent stopping while the API server cannot be read sends decode to its converted SGLang engines from
-// the cached copy, as a lease ending in an outage does (only to a pod the kubelet still runs): it sent
-// nothing, leaving the engines prefilling, their headroom unchecked, until the next agent reached the API.
-func TestAgentRevertsAtShutdownWithoutTheAPI(t *testing.T) {
-	ok := func(w http.ResponseWriter, _ *http.Request) {
-		_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
-	}
-	for _, c := range []struct {
-		name    string
-		kubelet PodLister
-		want    string
-	}{
-		{"the kubelet runs it", kubeletRuns{runs: true}, "prefill,decode"},
-		{"the kubelet does not run it", kubeletRuns{}, "prefill"},
-	} {
-		a, client, clk, _, asked := sglangFixture(t, ok)
-		a.o.Kubelet = c.kubelet
-		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
-			t.Fatal(err)
-		}
-		clk.Set(time.Now()) // the shutdown's deadlines are the agent clock's, checked against the real one
-		cached := get(t, client, "d1")
-		a.lister = func() []*corev1.Pod { return []*corev1.Pod{cached.DeepCopy()} }
-		client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
-			return true, nil, errors.New("connection refused")
-		})
-		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-		err := a.RevertAll(ctx)
-		cancel()
-		if got := strings.Join(asked(), ","); got != c.want {
-			t.Errorf("%s: roles asked %v at shutdown without the API (error %v); want %s", c.name, got, err, c.want)
+	for _, shutdown := range []bool{false, true} {
+		for _, c := range []struct {
+			name    string
+			kubelet PodLister
+			want    string
+		}{
+			{"the kubelet runs it", kubeletRuns{runs: true}, "prefill,decode"},
+			{"the kubelet does not run it", kubeletRuns{}, "prefill"},
+			{"the kubelet cannot be asked", kubeletRuns{err: errors.New("connection refused")}, "prefill,decode"},
+		} {
+			a, client, clk, _, asked := sglangFixture(t, ok)
+			a.o.Kubelet = c.kubelet
+			if !shutdown {
+				convertThenLoseTheAPI(t, a, client, clk)
+			} else {
+				if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+					t.Fatal(err)
+				}
+				clk.Set(time.Now()) // the shutdown's deadlines are the agent clock's, checked against the real one
+				cached := get(t, client, "d1")
+				a.lister = func() []*corev1.Pod { return []*corev1.Pod{cached.DeepCopy()} }
+				client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+					return true, nil, errors.New("connection refused")
+				})
+				ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+				_ = a.RevertAll(ctx) // the read error; what was sent is the test
+				cancel()
+			}
+			if got := strings.Join(asked(), ","); got != c.want {
+				t.Errorf("%s (at shutdown %v): roles asked %v without the API; want %s", c.name, shutdown, got, c.want)
+			}
 		}
 	}
 }
