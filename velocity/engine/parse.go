@@ -273,7 +273,7 @@ func fallbackPage(buf []byte, sink sampleSink) ([]byte, error) {
 			return nil, fmt.Errorf("line %d: %w (%d bytes, more than %d)", lineNo, ErrLineTooLong, len(ln), maxReadLine)
 		}
 		if cost += fallbackLineCost(n, len(ln)); cost > maxFallbackAlloc {
-			return nil, fmt.Errorf("line %d: %w (their labels would make it allocate more than %d MiB): refused rather than parsed",
+			return nil, fmt.Errorf("line %d: %w (their labels and bytes would make it allocate more than %d MiB): refused rather than parsed",
 				lineNo, ErrFallbackTooLarge, maxFallbackAlloc>>20)
 		}
 		if rest == nil {
