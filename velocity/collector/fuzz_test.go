@@ -56,6 +56,16 @@ func (c *checkRecorder) RecordError(pod store.PodKey, at time.Time, err error) {
 
 func (c *checkRecorder) Retain(keep func(store.PodKey) bool) { c.st.Retain(keep) }
 
+// SetRateLimit passes the source's limit on, as the service's store takes it: without it the store held
+// the pod to the absolute cap, and the check below on the pod's limit failed on a jump the source had
+// been told was implausible.
+func (c *checkRecorder) SetRateLimit(pod store.PodKey, l store.Limit) {
+	if pod.Namespace == "" || pod.Name == "" || pod.Name == "dropped" {
+		c.t.Fatalf("rate limit set for %v: a series without a pod, or one the source was told to drop", pod)
+	}
+	c.st.SetRateLimit(pod, l)
+}
+
 func (c *checkRecorder) check(pod store.PodKey) {
 	if pod.Namespace == "" || pod.Name == "" || pod.Name == "dropped" {
 		c.t.Fatalf("recorded %v: a series without a pod, or one the source was told to drop", pod)
