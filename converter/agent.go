@@ -97,9 +97,11 @@ type Agent struct {
 	// status is not written yet, and when: the revert is not sent again until the API answers, and a pod
 	// leased again gets the switch to prefill no sooner than the minimum flip interval after it.
 	offline map[types.NamespacedName]time.Time
-	// started is when this agent started: a converted status written before it was written by an earlier
-	// agent, whose answers, and re-sends, this one does not know.
-	started time.Time
+	// wrote holds the pods this agent has written a status on, by UID: a converted status on any other was
+	// written by an earlier agent (or by hand), whose answers, and re-sends, this one does not know. The
+	// times on the pod cannot say it: a node's clock can step back, and a DaemonSet rolled with a surge
+	// runs the old agent beside the new one.
+	wrote map[types.NamespacedName]types.UID
 }
 
 // refusal is why a pod's headroom went, or its conversion failed (undo), as recorded in its status.
@@ -138,7 +140,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 		o.Recheck = 30 * time.Second
 	}
 	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{},
-		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]time.Time{}, withheld: map[types.NamespacedName]bool{}, started: o.Now()}
+		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]time.Time{}, withheld: map[types.NamespacedName]bool{}, wrote: map[types.NamespacedName]types.UID{}}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -509,8 +511,8 @@ func (a *Agent) markUnanswered(pod *corev1.Pod, now time.Time) {
 }
 
 // noteUnknownRole marks for a re-send, due at once, a converted pod whose containers restarted since the
-// agent last saw it (an SGLang engine starts in the decode role), and a pod recorded converted by an earlier agent (its
-// status written before this one started) that this agent has not checked yet, when the actuator's record
+// agent last saw it (an SGLang engine starts in the decode role), and a pod recorded converted by an earlier agent (no
+// status written by this one) that this agent has not checked yet, when the actuator's record
 // is the agent's status alone (SGLang): that agent may have stopped before the engine answered its switch,
 // or after a switch that got no answer, whose re-sends lived in its memory. A status this agent wrote is
 // never taken for one: a cached copy still showing a conversion this agent has since reverted or undone
@@ -538,12 +540,10 @@ func (a *Agent) noteUnknownRole(pod *corev1.Pod) {
 		klog.InfoS("A converted decoder's container restarted; sending the switch to prefill again", "pod", klog.KObj(pod), "restarts", n)
 		return
 	}
-	a.mu.Unlock()
-	if at, ok := protocol.StatusAt(pod); ok && !at.Before(a.started) && at.Sub(a.o.Now()) <= protocol.MaxClockSkew {
+	defer a.mu.Unlock()
+	if uid, ok := a.wrote[key]; ok && uid == pod.UID {
 		return
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	_, seen := a.checked[key]
 	_, pending := a.unanswered[key]
 	if !seen && !pending {
@@ -854,6 +854,11 @@ func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, rv, status strin
 	if err != nil {
 		return err
 	}
+	// Marked before the write, which may land although its answer is lost: a cached copy showing the
+	// status this agent replaced is then never read as an earlier agent's.
+	a.mu.Lock()
+	a.wrote[podKey(pod)] = pod.UID
+	a.mu.Unlock()
 	if _, err := a.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1PatchOptions); err != nil {
 		return fmt.Errorf("recording %q on %s: %w", status, podRef(pod), err)
 	}
@@ -1050,6 +1055,7 @@ func (a *Agent) keepOnly(pods []*corev1.Pod) {
 	keepLive(a.restarts, live)
 	keepLive(a.offline, live)
 	keepLive(a.withheld, live)
+	keepLive(a.wrote, live)
 }
 
 // keepLive deletes m's entries for pods not in live.

@@ -768,6 +768,38 @@ func TestAgentSendsNothingForAStaleCopyOfItsOwnConversion(t *testing.T) {
 	}
 }
 
+// A converted status this agent never wrote is an earlier agent's, whatever time it carries: the switch to
+// prefill is sent again. Told apart by the times on the pod, a status written after this agent started
+// (by the old agent of a DaemonSet rolled with a surge, or before the node's clock stepped back) was
+// taken for this agent's own, and an engine whose switch the earlier agent never saw answered stayed
+// counted as converted, decoding only, for as long as its lease was renewed.
+func TestAgentTellsAnEarlierAgentsConversionByWhoWroteIt(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+	}{
+		{"written after this agent started", t0.Add(20 * time.Second)},
+		{"written ahead of this agent's clock", t0.Add(50 * time.Second)},
+		{"written before this agent started", t0.Add(-time.Minute)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+				_ = json.NewEncoder(w).Encode(map[string]any{"success": true, "new_role": "prefill"})
+			})
+			patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:%q}}}`, protocol.AnnotationStatus,
+				protocol.StatusConverted, protocol.AnnotationStatusAt, protocol.FormatTime(tc.at)))
+			clk.Set(t0.Add(10 * time.Second))
+			lease(t, client, t0.Add(10*time.Second))
+			if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(asked(), ",") != "prefill" {
+				t.Errorf("roles asked %v for an earlier agent's conversion; want the switch to prefill sent again", asked())
+			}
+		})
+	}
+}
+
 // A pod an earlier agent recorded converted whose engine answers neither switch gets the switch to
 // prefill maxResends times, then an undo that gets no answer either; it is then checked as any other,
 // not taken for a pod of unknown role again, which sent it prefill every 150 s for good.
