@@ -3,6 +3,7 @@ package adapter
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -73,19 +74,12 @@ func (e *External) GetExternalMetric(_ context.Context, namespace string, sel la
 	if err != nil {
 		return nil, err
 	}
-	// A named pool that no config has here is a typo, not a pool at zero: answering for the other named
-	// pools alone would hand the HPA a partial sum with no error anywhere.
-	named := namedPools(sel)
-	var unknown []string
-	for name := range named {
-		if snap.ConfiguredPool(namespace, name) == nil {
-			unknown = append(unknown, name)
-		}
-	}
-	if len(unknown) > 0 {
-		sort.Strings(unknown)
-		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: %s names pool %s, which no tokenscale pool config has in namespace %s (pools here: %s)",
-			info.Metric, quote(sel.String()), clipList(unknown), quote(namespace), snap.PoolsIn(namespace)))
+	// A named pool, workload or role that no config has here is a typo, not a pool at zero: answering for
+	// the other named values alone would hand the HPA a partial sum with no error anywhere.
+	named := namedPools(snap, namespace, sel)
+	if unknown := unconfigured(snap, namespace, sel); unknown != "" {
+		return nil, apierr.NewNotFound(externalGR, fmt.Sprintf("%s: %s names %s, which no tokenscale pool config has in namespace %s (pools here: %s)",
+			info.Metric, quote(sel.String()), unknown, quote(namespace), snap.PoolsIn(namespace)))
 	}
 	list := &external_metrics.ExternalMetricValueList{}
 	// In name order, so that of two pools with unknown values the same one is named every time.
@@ -203,22 +197,71 @@ func clipList(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// namedPools are the pool names the selector lists on the pool label (pool=x, pool==x, pool in (x, y)):
-// the pools the HPA's sum is meant to cover.
-func namedPools(sel labels.Selector) map[string]bool {
+// unconfigured names the values the selector lists (=, ==, in) on the pool, workload and role labels that
+// no pool configured to run in namespace has, by label ("pool decod; workload llama-prefil"), or "".
+func unconfigured(snap *service.Snapshot, namespace string, sel labels.Selector) string {
+	has := map[string]map[string]bool{LabelPool: {}, LabelWorkload: {}, LabelRole: {}}
+	for i := range snap.ConfigPools {
+		p := &snap.ConfigPools[i]
+		if config.RunsIn(snap.ConfigPools, p, namespace) {
+			has[LabelPool][p.Name] = true
+			has[LabelWorkload][p.Workload.Name] = true
+			has[LabelRole][string(p.Role)] = true
+		}
+	}
+	unknown := map[string][]string{}
 	reqs, _ := sel.Requirements()
-	var named map[string]bool
 	for _, r := range reqs {
-		if r.Key() != LabelPool {
+		known, ok := has[r.Key()]
+		if !ok {
 			continue
 		}
 		switch r.Operator() {
 		case selection.Equals, selection.DoubleEquals, selection.In:
-			if named == nil {
-				named = map[string]bool{}
-			}
 			for v := range r.Values() {
+				if !known[v] && !slices.Contains(unknown[r.Key()], v) {
+					unknown[r.Key()] = append(unknown[r.Key()], v)
+				}
+			}
+		}
+	}
+	var out []string
+	for _, k := range []string{LabelPool, LabelWorkload, LabelRole} {
+		if vs := unknown[k]; len(vs) > 0 {
+			sort.Strings(vs)
+			out = append(out, k+" "+clipList(vs))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// namedPools are the pools the selector names (=, ==, in) on the pool label, or by their workload on the
+// workload label: the pools the HPA's sum is meant to cover.
+func namedPools(snap *service.Snapshot, namespace string, sel labels.Selector) map[string]bool {
+	reqs, _ := sel.Requirements()
+	var named map[string]bool
+	for _, r := range reqs {
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+		default:
+			continue
+		}
+		for v := range r.Values() {
+			switch r.Key() {
+			case LabelPool:
+				if named == nil {
+					named = map[string]bool{}
+				}
 				named[v] = true
+			case LabelWorkload:
+				for i := range snap.ConfigPools {
+					if p := &snap.ConfigPools[i]; p.Workload.Name == v && config.RunsIn(snap.ConfigPools, p, namespace) {
+						if named == nil {
+							named = map[string]bool{}
+						}
+						named[p.Name] = true
+					}
+				}
 			}
 		}
 	}

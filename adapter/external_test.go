@@ -17,8 +17,8 @@ import (
 	"github.com/tokenscale/tokenscale/velocity/service"
 )
 
-// A selector that names pools on the pool label gets a 503 naming any of them with no Ready pods in the
-// namespace, even beside pools that answered: their sum alone would be partial. Selectors naming no pool
+// A selector that names pools on the pool label, or by their workload, gets a 503 naming any of them with
+// no Ready pods in the namespace, even beside pools that answered: their sum alone would be partial. Selectors naming no pool
 // keep the documented answer (the pools with Ready pods). Fails if the check runs only on an empty answer
 // (the mixed selections then get prefill's value alone, a 200) or for selectors naming no pool.
 func TestExternalMetricsNamedPoolWithoutReadyPods(t *testing.T) {
@@ -39,7 +39,8 @@ func TestExternalMetricsNamedPoolWithoutReadyPods(t *testing.T) {
 		}
 		return len(list.Items), nil
 	}
-	for _, s := range []string{"pool in (prefill,decode)", "pool in (decode, prefill),role!=both", "pool=decode", "pool==decode"} {
+	for _, s := range []string{"pool in (prefill,decode)", "pool in (decode, prefill),role!=both", "pool=decode", "pool==decode",
+		"workload in (llama-prefill,llama-decode)", "workload=llama-decode"} {
 		n, err := get(s)
 		if status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "pool decode matches") || !strings.Contains(err.Error(), "no Ready pods") {
 			t.Errorf("%q: %d items, %v; want a 503 naming decode", s, n, err)
@@ -58,9 +59,9 @@ func TestExternalMetricsNamedPoolWithoutReadyPods(t *testing.T) {
 	}
 }
 
-// A selector naming a pool no config has (a typo) is a 404 naming each such pool, even beside configured
-// pools that answer: prefill's value alone would be a partial sum with no error anywhere. Fails if the
-// unknown name is ignored (a 200 with prefill's value).
+// A selector naming a pool, workload or role no config has (a typo) is a 404 naming each such value, even
+// beside configured pools that answer: prefill's value alone would be a partial sum with no error
+// anywhere. Fails if the unknown name is ignored (a 200 with prefill's value).
 func TestExternalMetricsNamedPoolNotConfigured(t *testing.T) {
 	src := fixture()
 	e := NewExternal(src)
@@ -69,6 +70,11 @@ func TestExternalMetricsNamedPoolNotConfigured(t *testing.T) {
 		{"pool in (prefill,nope)", "names pool nope,"},
 		{"pool in (prefill,nope,decod),role=prefill", "names pool decod, nope,"},
 		{"pool=nope", "names pool nope,"},
+		// The same on the other labels a sum is selected by: a typoed workload or role left the pools
+		// the other values name answering alone.
+		{"workload in (llama-prefill,llama-prefil)", "names workload llama-prefil,"},
+		{"role in (prefill,decod)", "names role decod,"},
+		{"pool in (prefill,nope),workload=llama-decod,role==prefil", "names pool nope; workload llama-decod; role prefil,"},
 	} {
 		sel, err := labels.Parse(c.sel)
 		if err != nil {
