@@ -191,7 +191,7 @@ func (s *Server) IsActive(_ context.Context, ref *externalscaler.ScaledObjectRef
 // there would count toward fallback (which wakes the pool) and keep an external trigger from ever
 // reading IsActive. That holds for a pool whose pods exist but are not Ready too: pods stuck Pending or
 // crash-looping after a wake must not hold the pool above zero, or push it to fallback's size, once its
-// activation pool is idle.
+// activation pool is idle. Only for a pool whose pods the informer surely sees (as noPods).
 func (s *Server) idleAtZero(snap *service.Snapshot, t trigger.Trigger) bool {
 	if t.Metric != service.Desired || t.ActivationPool == t.Pool {
 		return false
@@ -199,13 +199,17 @@ func (s *Server) idleAtZero(snap *service.Snapshot, t trigger.Trigger) bool {
 	if snap == nil {
 		return false
 	}
-	key := service.PoolKey{Namespace: t.Namespace, Name: t.Pool}
-	if v, ok := snap.Pools[key]; ok {
-		if len(v.Pods) > 0 {
-			return false
-		}
-	} else if snap.ConfiguredPool(t.Namespace, t.Pool) == nil {
+	p := snap.ConfiguredPool(t.Namespace, t.Pool)
+	if p == nil {
 		return false // no such pool: a typo stays an error
+	}
+	if s.sees != nil && !s.sees(t.Namespace, p) {
+		// The pod informer may miss its pods (outside --namespace, or past --pod-selector): no Ready pods
+		// seen is no evidence of none, and its Ready, busy pods would be told 0.
+		return false
+	}
+	if v, ok := snap.Pools[service.PoolKey{Namespace: t.Namespace, Name: t.Pool}]; ok && len(v.Pods) > 0 {
+		return false
 	}
 	a, err := s.active(snap, t)
 	return err == nil && !a

@@ -283,6 +283,22 @@ func TestActivationUnknownWhilePoolRuns(t *testing.T) {
 	if _, err := bc.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill", "activationPool": "decode"})}); err == nil {
 		t.Error("prefill at zero beside a decode pool the informer cannot see: desired 0; want an error")
 	}
+	// The trigger's own pool past the informer beside an activation pool it sees idle: no Ready pods seen
+	// is no evidence of none, and its Ready, busy pods were told 0.
+	half := New(src, 3*time.Second)
+	half.now = func() time.Time { return now }
+	half.sees = func(_ string, p *config.Pool) bool { return p.Name != "prefill" }
+	hc, _ := dial(t, half)
+	snap = snapshot(now, 12000)
+	delete(snap.Pools, service.PoolKey{Namespace: "llm", Name: "decode"})
+	delete(snap.Pools, service.PoolKey{Namespace: "llm", Name: "prefill"})
+	src.publish(snap)
+	if a, err := hc.IsActive(context.Background(), ref(map[string]string{"pool": "prefill", "activationPool": "decode"})); err != nil || a.Result {
+		t.Errorf("setup: activation on a decode pool seen without pods: %v %v; want inactive", a, err)
+	}
+	if m, err := hc.GetMetrics(context.Background(), &externalscaler.GetMetricsRequest{ScaledObjectRef: ref(map[string]string{"pool": "prefill", "activationPool": "decode"})}); err == nil {
+		t.Errorf("a prefill pool the informer cannot see, beside an idle decode pool: %v; want an error, not desired 0", m)
+	}
 	src.publish(snapshot(now, 12000))
 	// A pool no config has is a typo, not a restart: answering active would keep the workload from ever
 	// scaling to zero, with no error anywhere.
