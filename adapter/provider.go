@@ -179,6 +179,9 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 			}
 			return nil, apierr.NewNotFound(podsGR, fmt.Sprintf("%s (not a Ready pod of any tokenscale pool; pools here: %s)", clip(key.String()), snap.PoolsIn(key.Namespace)))
 		}
+		if err := podNotCarried(snap, info.Metric, []store.PodKey{key}); err != nil {
+			return nil, err
+		}
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s for pod %s is unknown: %v", info.Metric, key, err))
 		}
@@ -306,6 +309,9 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 		}
 	}
 	slices.SortFunc(keys, func(a, b store.PodKey) int { return strings.Compare(a.Name, b.Name) })
+	if err := podNotCarried(snap, info.Metric, keys); err != nil {
+		return nil, err
+	}
 	// One allocation for the answer: a selector over a large pool is the HPA's common call.
 	list.Items = make([]custom_metrics.MetricValue, 0, len(keys))
 	window := int64(1)
@@ -486,4 +492,28 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// podNotCarried is a 400 when metric is a number the pool of one of the pods lacks, as the pool's own is
+// refused (service.NotCarried): a decode pod's queued tokens count requests waiting for a decode slot,
+// at a mean prompt length the pod never reports (the configured default), so read as prefill work they
+// scaled on a guess.
+func podNotCarried(snap *service.Snapshot, metric string, keys []store.PodKey) error {
+	if metric != QueuedTokens {
+		return nil
+	}
+	for _, key := range keys {
+		pk, ok := snap.PodPool[key]
+		if !ok {
+			continue
+		}
+		var cfg *config.Pool
+		if pv := snap.Pools[pk]; pv != nil {
+			cfg = pv.Config
+		}
+		if err := service.NotCarried(pk, cfg, service.Queued); err != nil {
+			return apierr.NewBadRequest(fmt.Sprintf("%s of pod %s: %v", metric, key, err))
+		}
+	}
+	return nil
 }

@@ -112,6 +112,38 @@ func TestPodsBySelector(t *testing.T) {
 	}
 }
 
+// A decode pod's queued tokens are refused with a 400, as the decode pool's are: its waiting requests wait
+// for a decode slot, counted at a mean prompt length it never reports. Served, they read as prefill work
+// to an HPA on the pods. Fails if the pods' number skips the role rule (a 200 with d1's value).
+func TestPodQueuedTokensOnlyForPrefillWork(t *testing.T) {
+	src := fixture()
+	p1, d1 := store.PodKey{Namespace: "llm", Name: "p1"}, store.PodKey{Namespace: "llm", Name: "d1"}
+	src.snap.PodPool = map[store.PodKey]service.PoolKey{
+		p1: {Namespace: "llm", Name: "prefill"}, {Namespace: "llm", Name: "p2"}: {Namespace: "llm", Name: "prefill"},
+		d1: {Namespace: "llm", Name: "decode"},
+	}
+	src.snap.PodResults[d1] = &store.Result{Velocity: store.Velocity{Pod: d1, Time: src.snap.Time, DecodeTPS: 900, QueuedTokens: 4000}}
+	p := NewProvider(src, nil)
+	ctx := context.Background()
+	if _, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "d1"}, info("pods", QueuedTokens), labels.Everything()); status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "llm/d1") {
+		t.Errorf("a decode pod's queued tokens: %v; want a 400 naming it", err)
+	}
+	for _, s := range []string{"llm-d.ai/role=decode", ""} {
+		sel, _ := labels.Parse(s)
+		if _, err := p.GetMetricBySelector(ctx, "llm", sel, info("pods", QueuedTokens), labels.Everything()); status(err) != http.StatusBadRequest {
+			t.Errorf("queued tokens over %q, which takes a decode pod: %v; want a 400", s, err)
+		}
+	}
+	// Prefill pods answer, and a decode pod's other numbers too.
+	sel, _ := labels.Parse("llm-d.ai/role=prefill")
+	if list, err := p.GetMetricBySelector(ctx, "llm", sel, info("pods", QueuedTokens), labels.Everything()); err != nil || len(list.Items) != 2 || list.Items[0].Value.Value() != 3000 {
+		t.Errorf("prefill pods' queued tokens: %+v, %v; want p1's 3000 and p2's", list, err)
+	}
+	if v, err := p.GetMetricByName(ctx, types.NamespacedName{Namespace: "llm", Name: "d1"}, info("pods", DecodeVelocity), labels.Everything()); err != nil || v.Value.Value() != 900 {
+		t.Errorf("a decode pod's decode velocity: %+v, %v; want 900", v, err)
+	}
+}
+
 func TestObjectMetrics(t *testing.T) {
 	p := NewProvider(fixture(), nil)
 	ctx := context.Background()
