@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+	"unicode/utf8"
 )
 
 func seedPages(f *testing.F) {
@@ -106,14 +107,20 @@ func FuzzExtract(f *testing.F) {
 		for _, kind := range []Kind{Auto, VLLM, SGLang, TRTLLM} {
 			s, err := Extract(bytes.NewReader(page), kind)
 			if err != nil {
+				// The adapter's 503 and `tokenscale inspect` carry it: bounded and printable, whatever the page.
+				checkPrintable(t, "error", err.Error())
 				continue
+			}
+			for _, p := range s.Problems {
+				checkPrintable(t, "problem", p.Msg)
 			}
 			for _, fl := range Fields() {
 				if v, ok := s.Scalar(fl); ok && (math.IsNaN(v.Value) || math.IsInf(v.Value, 0) || v.Value < 0) {
 					t.Fatalf("%v = %v", fl, v.Value)
 				}
 				if h, ok := s.Hist(fl); ok {
-					if math.IsNaN(h.Sum) || math.IsInf(h.Sum, 0) || h.Count < 0 || math.IsInf(h.Count, 0) {
+					// Written so that NaN fails too: a NaN count passed "h.Count < 0".
+					if !(h.Sum >= 0 && h.Sum <= math.MaxFloat64) || !(h.Count >= 0 && h.Count <= math.MaxFloat64) {
 						t.Fatalf("%v = %+v", fl, h)
 					}
 					for i, b := range h.Buckets {
@@ -160,4 +167,21 @@ func diffSnapshots(a, b *Snapshot) string {
 		}
 	}
 	return ""
+}
+
+// checkPrintable fails on a message of a page's parse that is longer than an error is cut to, not valid
+// UTF-8, or holds a control character other than a newline.
+func checkPrintable(t *testing.T, what, m string) {
+	t.Helper()
+	if len(m) > maxErrorText+len(truncated) {
+		t.Fatalf("%s of %d bytes: %.200q", what, len(m), m)
+	}
+	if !utf8.ValidString(m) {
+		t.Fatalf("%s not valid UTF-8: %q", what, m)
+	}
+	for _, r := range m {
+		if r < 0x20 && r != '\n' || r >= 0x7f && r <= 0x9f {
+			t.Fatalf("%s holds %U: %q", what, r, m)
+		}
+	}
 }
