@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -234,24 +235,69 @@ func TestHotReloadRefusesScrapeChanges(t *testing.T) {
 	}
 }
 
+// FuzzParse checks any file: an accepted config holds no NaN, infinite or negative number anywhere and
+// keeps the documented bounds; a refusal's error stays bounded, however long the file's keys and values.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte("version: tokenscale.io/v1alpha1\npools: [{name: a}]\n"))
+	f.Add([]byte("version: tokenscale.io/v1alpha1\npolicy: {targetUtilisation: .nan, scaleDownWindow: -1s}\npools: [{name: a, role: prefill, selector: {a: b}, port: 70000, profile: {prefillTokensPerSecond: 1e300}}]\n"))
+	f.Add([]byte("version: tokenscale.io/v1alpha1\nscrape: {interval: 500ms, timeout: 400ms, spread: 100ms}\npools:\n- {name: p, role: prefill, selector: {r: p}, group: g, ratio: {min: 0.5, max: 4}}\n- {name: d, role: decode, selector: {r: d}, group: g}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
 		if err != nil {
+			if n := len(err.Error()); n > 64<<10 {
+				t.Fatalf("an error of %d bytes from a file of %d", n, len(data))
+			}
 			return
 		}
 		for _, p := range c.Pools {
-			if p.Port < 1 || p.MaxReplicas < p.MinReplicas || p.Profile.PrefillTPS <= 0 || p.Profile.DecodeTPS <= 0 {
+			if !(p.Port >= 1 && p.Port <= 65535) || p.MaxReplicas < p.MinReplicas ||
+				!(p.Profile.PrefillTPS > 0 && p.Profile.PrefillTPS <= MaxProfileTPS) || !(p.Profile.DecodeTPS > 0 && p.Profile.DecodeTPS <= MaxProfileTPS) {
 				t.Fatalf("accepted an invalid pool: %+v", p)
 			}
 		}
-		if c.Scrape.Timeout.Duration > c.Scrape.Interval.Duration || c.Policy.TargetUtilisation <= 0 ||
+		if c.Scrape.Timeout.Duration > c.Scrape.Interval.Duration || !(c.Policy.TargetUtilisation > 0 && c.Policy.TargetUtilisation <= 1) ||
 			!(c.Policy.DecodeTargetUtilisation > 0 && c.Policy.DecodeTargetUtilisation <= 1) {
 			t.Fatalf("accepted invalid scrape/policy: %+v %+v", c.Scrape, c.Policy)
 		}
+		if path, ok := nonNegative(reflect.ValueOf(c), "config"); !ok {
+			t.Fatalf("accepted %s", path)
+		}
 	})
+}
+
+// nonNegative walks v and reports the first number that is NaN, infinite or below 0, by its path.
+func nonNegative(v reflect.Value, path string) (string, bool) {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return "", true
+		}
+		return nonNegative(v.Elem(), path)
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() {
+				if p, ok := nonNegative(v.Field(i), path+"."+v.Type().Field(i).Name); !ok {
+					return p, false
+				}
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			if p, ok := nonNegative(v.Index(i), fmt.Sprintf("%s[%d]", path, i)); !ok {
+				return p, false
+			}
+		}
+	case reflect.Float32, reflect.Float64:
+		if x := v.Float(); !(x >= 0 && x <= math.MaxFloat64) {
+			return fmt.Sprintf("%s = %v", path, x), false
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if v.Int() < 0 {
+			return fmt.Sprintf("%s = %d", path, v.Int()), false
+		}
+	}
+	return "", true
 }
 
 // maxConvertFraction: 0 turns conversions off rather than falling back to the default, as the docs say;
