@@ -2,7 +2,6 @@ package trigger
 
 import (
 	"fmt"
-	"math"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -126,31 +125,48 @@ func TestParseTriggerErrorsEscapeTheScaledObject(t *testing.T) {
 	}
 }
 
+// FuzzParseTrigger checks any ScaledObject: its namespace and name, and metadata of any keys (lines of
+// key=value) with or without --allow-cross-namespace. A refusal is an InvalidArgument naming the
+// ScaledObject, short and printable, since KEDA logs it; an accepted trigger keeps every bound.
 func FuzzParseTrigger(f *testing.F) {
-	f.Add("prefill", "desiredReplicas", "1", "0", "")
-	f.Add("decode", "arrivalVelocity", "1e4", "5", "prefill")
-	f.Add("", "x", "-1", "NaN", " ")
-	f.Fuzz(func(t *testing.T, pool, metric, target, activation, activationPool string) {
-		tr, err := Parse(&externalscaler.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{
-			"pool": pool, "metric": metric, "target": target, "activationThreshold": activation, "activationPool": activationPool}}, Options{})
+	f.Add("llm", "so", "pool=prefill\nmetric=desiredReplicas\ntarget=1\nactivationThreshold=0", false)
+	f.Add("llm", "so", "pool=decode\nmetric=arrivalVelocity\ntarget=1e4\nactivationThreshold=5\nactivationPool=prefill\nactivationMetric=queuedTokens", false)
+	f.Add("llm", "so", "pool=decode\nnamespace=other\nscalerAddress=tokenscale:9090\ntarget=1e16", true)
+	f.Add("", "x\x1b[2J", "pool= \nmetric=x\ntarget=-1\nactivationThreshold=NaN\nactivationPool= ", false)
+	f.Add("llm\r", "so", "Pool=prefill\npool=prefill\ntarget=0.0001", false)
+	f.Fuzz(func(t *testing.T, namespace, name, metadata string, cross bool) {
+		md := map[string]string{}
+		for _, line := range strings.Split(metadata, "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			md[k] = v
+		}
+		tr, err := Parse(&externalscaler.ScaledObjectRef{Namespace: namespace, Name: name, ScalerMetadata: md}, Options{AllowCrossNamespace: cross})
 		if err != nil {
-			if status.Code(err) != codes.InvalidArgument {
-				t.Fatalf("error is not InvalidArgument: %v", err)
+			m := err.Error()
+			if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(m, "scaledobject ") {
+				t.Fatalf("error is not an InvalidArgument naming the ScaledObject: %v", err)
 			}
-			if n := len(err.Error()); n > 1000 {
-				t.Fatalf("error of %d bytes", n)
+			if len(m) > 1000 || !utf8.ValidString(m) || strings.ContainsAny(m, "\n\r\x1b") {
+				t.Fatalf("error of %d bytes, not printable: %q", len(m), m)
 			}
 			return
 		}
-		if len(validation.IsDNS1123Label(tr.Pool)) > 0 || len(validation.IsDNS1123Label(tr.ActivationPool)) > 0 {
-			t.Fatalf("accepted pool %q, activation pool %q", tr.Pool, tr.ActivationPool)
+		for _, n := range []string{tr.Namespace, tr.Pool, tr.ActivationPool} {
+			if len(validation.IsDNS1123Label(n)) > 0 {
+				t.Fatalf("accepted namespace %q, pool %q, activation pool %q", tr.Namespace, tr.Pool, tr.ActivationPool)
+			}
 		}
-		if tr.Pool == "" || tr.ActivationPool == "" || !(tr.Target > 0) || math.IsInf(tr.Target, 0) ||
-			!(tr.ActivationThreshold >= 0) || math.IsInf(tr.ActivationThreshold, 0) {
-			t.Fatalf("accepted an invalid trigger: %+v", tr)
+		if tr.Namespace != namespace && !cross {
+			t.Fatalf("namespace %q read from a ScaledObject of %q without --allow-cross-namespace", tr.Namespace, namespace)
 		}
-		if _, ok := metricNames[tr.MetricName]; !ok {
-			t.Fatalf("accepted metric %q", tr.MetricName)
+		if !(tr.Target >= 0.001 && tr.Target <= service.MaxValue) || !(tr.ActivationThreshold >= 0 && tr.ActivationThreshold <= service.MaxValue) {
+			t.Fatalf("accepted target %v, activation threshold %v", tr.Target, tr.ActivationThreshold)
+		}
+		if m, ok := metricNames[tr.MetricName]; !ok || m != tr.Metric {
+			t.Fatalf("accepted metric %q (%q)", tr.MetricName, tr.Metric)
+		}
+		if m, ok := metricNames[tr.ActivationMetricName]; !ok || m != tr.ActivationMetric {
+			t.Fatalf("accepted activation metric %q (%q)", tr.ActivationMetricName, tr.ActivationMetric)
 		}
 	})
 }
