@@ -207,6 +207,12 @@ func NewKPA(target float64, down time.Duration) *KPA {
 
 // Step records the pool's metric total and returns the desired replicas (ready is the Ready pod count).
 func (k *KPA) Step(now float64, ready int, total float64) int {
+	if k.samples == nil && ready > 1 {
+		// AIBrix starts in panic mode at the Ready count when more than one pod runs (NewKpaAutoscaler in
+		// pkg/controller/podautoscaler/scaler/kpa.go, after Knative's): with no history, the empty windows
+		// halved the pool every decision at the replay's start.
+		k.panicAt, k.maxPanic = now, ready
+	}
 	k.samples = append(k.samples, hpaRec2{now, total})
 	cut := 0
 	for cut < len(k.samples) && now-k.samples[cut].t >= k.Stable {
@@ -272,6 +278,13 @@ func NewDistServe(env Env, fraction float64, down time.Duration) *DistServe {
 	}
 }
 
+// withDecode sets the decode threshold at fraction of the profiled per-decoder request rate (see
+// coupledSweep).
+func (ds *DistServe) withDecode(env Env, fraction float64) *DistServe {
+	ds.RPSPerDecode = fraction * env.DecodeTPS / env.MeanOut
+	return ds
+}
+
 func (ds *DistServe) Interval() time.Duration { return time.Second }
 
 // observe updates the request rate every 10 s; it reports whether a new rate is in.
@@ -288,7 +301,9 @@ func (ds *DistServe) observe(v *cluster.View) bool {
 }
 
 func (ds *DistServe) decode(v *cluster.View) int {
-	if ds.observe(v) {
+	// The first observation only starts the count: with no rate measured yet the pools stay as they are
+	// (sized on a rate of 0, both dropped to one at the replay's start).
+	if first := !ds.started; ds.observe(v) && !first {
 		ds.p = ds.holdP.apply(v.Now.Seconds(), ceilPos(ds.rps/ds.RPSPerPrefill))
 		ds.d = ds.holdD.apply(v.Now.Seconds(), ceilPos(ds.rps/ds.RPSPerDecode))
 	}

@@ -3,6 +3,7 @@ package autoscale
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -222,5 +223,66 @@ func TestCountBelowInterpolatesInsideTheBucket(t *testing.T) {
 	}
 	if got := countBelow(bounds, cum, prev, 5); got != 40 {
 		t.Errorf("below 5 s (inside +Inf): %v, want the finite buckets' 40", got)
+	}
+}
+
+// A baseline with one fraction for both pools is swept as its source has it and as tokenscale's sweep
+// moves its two targets (decode at the default decodeTargetUtilisation below it); every other swept
+// policy keeps SweepSize. Fails if a coupled baseline loses the second form, or it sizes decode at x.
+func TestCoupledBaselinesAlsoSweepTokenscalesDecodeTarget(t *testing.T) {
+	env := Env{Hardware: cluster.Hardware{PrefillTPS: 20000}, DecodeTPS: 1000, MeanIn: 1000, MeanOut: 100, ColdStart: time.Minute,
+		MeanPromptTPS: 500, PeakPromptTPS: 900, MeanOutputTPS: 100, PeakOutputTPS: 200}
+	coupled := map[string]bool{"distserve": true, "blitzscale": true, "keda-rate": true, "dynamo": true, "dynamo-kalman": true}
+	for _, p := range Policies() {
+		vs := p.Variants(env)
+		names := map[string]bool{}
+		for _, v := range vs {
+			names[v.Tuning] = true
+		}
+		switch {
+		case coupled[p.Name]:
+			if len(vs) != CoupledSweepSize || len(names) != CoupledSweepSize {
+				t.Errorf("%s: %d tunings (%d distinct), want %d", p.Name, len(vs), len(names), CoupledSweepSize)
+			}
+		case len(vs) > 1 && p.Name != "static":
+			if len(vs) != SweepSize {
+				t.Errorf("%s: %d tunings, want %d", p.Name, len(vs), SweepSize)
+			}
+		}
+	}
+	for _, v := range Policies()[3].Variants(env) { // distserve
+		ds, ok := v.New().(*DistServe)
+		if !ok {
+			t.Fatalf("distserve's variant %q is %T", v.Tuning, v.New())
+		}
+		want := 0.45 * env.DecodeTPS / env.MeanOut
+		if strings.Contains(v.Tuning, "decode=0.85") {
+			want = DecodeDefault * env.DecodeTPS / env.MeanOut
+		}
+		if strings.HasPrefix(v.Tuning, "rpsFraction=0.45,") && math.Abs(ds.RPSPerDecode-want) > 1e-9 {
+			t.Errorf("%s: %g requests/s per decoder, want %g", v.Tuning, ds.RPSPerDecode, want)
+		}
+	}
+}
+
+// With no history at the replay's start, a baseline holds the pools it is given, as its source does
+// there: AIBrix's KPA starts in panic mode at the Ready count, DistServe-like waits for its first measured
+// rate, and llm-d's HPA gets no metric before Prometheus' first scrape. Each shrank a warm pool at once.
+func TestBaselinesHoldThePoolsAtTheStart(t *testing.T) {
+	k := NewKPA(1, 0)
+	if n := k.Step(0, 4, 0); n != 4 {
+		t.Errorf("KPA's first decision over 4 Ready pods and no history: %d, want 4 (panic mode at the Ready count)", n)
+	}
+	ds := NewDistServe(Env{Hardware: cluster.Hardware{PrefillTPS: 20000}, DecodeTPS: 1000, MeanIn: 1000, MeanOut: 100}, 0.5, 0)
+	v := &cluster.View{PrefillReplicas: 3, DecodeReplicas: 2}
+	if got := ds.Decide(v); got.Prefill != 3 || got.Decode != 2 {
+		t.Errorf("DistServe-like's first decision: P=%d D=%d, want the pools it was given, 3 and 2", got.Prefill, got.Decode)
+	}
+	l := NewLLMD(Env{Hardware: cluster.Hardware{PrefillTPS: 1000}}, 1, 0)
+	for s := 0; s < scrapePhase; s++ {
+		v := &cluster.View{Now: time.Duration(s) * time.Second, PrefillReplicas: 3, DecodeReplicas: 2}
+		if got := l.Decide(v); got.Prefill != 3 || got.Decode != 2 {
+			t.Fatalf("llm-d at %ds, before Prometheus' first scrape: P=%d D=%d, want 3 and 2", s, got.Prefill, got.Decode)
+		}
 	}
 }

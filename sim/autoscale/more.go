@@ -32,6 +32,13 @@ func NewBlitzScale(env Env, fraction float64, down time.Duration) *BlitzScale {
 	}
 }
 
+// withDecode sets the decode threshold at fraction of the profiled per-decoder request rate (see
+// coupledSweep).
+func (b *BlitzScale) withDecode(env Env, fraction float64) *BlitzScale {
+	b.RPSPerDecode = fraction * env.DecodeTPS / env.MeanOut
+	return b
+}
+
 func (b *BlitzScale) Interval() time.Duration   { return time.Second }
 func (b *BlitzScale) ReadyAfter() time.Duration { return b.Ready }
 
@@ -67,8 +74,10 @@ func (b *BlitzScale) Decide(v *cluster.View) cluster.Target {
 // The profile is this simulator's hardware model (prefill at V_P; decode throughput of the largest batch
 // whose step meets the ITL). Fraction derates both profiled throughputs (the sweep's knob).
 type Dynamo struct {
-	env               Env
-	Fraction          float64
+	env      Env
+	Fraction float64
+	// DecodeFraction, when set, derates the decode throughput instead of Fraction (see coupledSweep).
+	DecodeFraction    float64
 	Every             float64
 	next, lastT       float64
 	last              [3]float64 // arrived requests, prompt tokens, output tokens
@@ -153,7 +162,11 @@ func (d *Dynamo) Decide(v *cluster.View) cluster.Target {
 	pThpt := d.Fraction * d.env.prefillTPS()
 	d.p = ceilPos(rate * isl * math.Min(1, d.pCorr) / pThpt)
 	corrITL := cluster.TPOTSLO / math.Max(d.dCorr, 1e-3)
-	dThpt := d.Fraction * d.env.Hardware.DecodeVelocity(isl, osl, corrITL)
+	df := d.Fraction
+	if d.DecodeFraction > 0 {
+		df = d.DecodeFraction
+	}
+	dThpt := df * d.env.Hardware.DecodeVelocity(isl, osl, corrITL)
 	if !(dThpt > 0) {
 		d.d = max(v.DecodeReplicas, 1)
 	} else {
@@ -306,8 +319,11 @@ func (l *LLMD) Decide(v *cluster.View) cluster.Target {
 		l.nextScrape = now + 15
 	}
 	sp, sd := max(v.PrefillReplicas, 1), max(v.DecodeReplicas, 1)
+	// Before Prometheus' first scrape the query has no series: KEDA's metric fails and the HPA holds (read
+	// as a backlog of 0, it took a pod from each pool at the replay's start).
+	ok := now >= scrapePhase
 	return cluster.Target{
-		Prefill: l.hpaP.Step(now, v.PrefillReplicas, sp, l.backlog/l.vp/(l.threshold*float64(sp)), true),
-		Decode:  l.hpaD.Step(now, v.DecodeReplicas, sd, l.kv/(LLMDDecodeKV*float64(sd)), true),
+		Prefill: l.hpaP.Step(now, v.PrefillReplicas, sp, l.backlog/l.vp/(l.threshold*float64(sp)), ok),
+		Decode:  l.hpaD.Step(now, v.DecodeReplicas, sd, l.kv/(LLMDDecodeKV*float64(sd)), ok),
 	}
 }
