@@ -73,15 +73,16 @@ func sweep(knob string, values []float64, mk func(x float64, down time.Duration)
 // apart from prefill until 2026-12-06: a baseline that bought prefill headroom with a low fraction ran
 // its decoders as cold (the Dynamo-like planners cost 1.47 GPU-h at T on conv 4× with one fraction, 1.19
 // with the two; docs/evaluation.md, the referee). A value at or above the default makes one tuning, so
-// the sweep has 45 tunings where the others have 24: the surplus is the baselines'.
-func coupledSweep(knob string, values []float64, mk func(x, decode float64, down time.Duration) cluster.Autoscaler) []Variant {
+// the sweep has 45 tunings where the others have 24: the surplus is the baselines'. steps is the third
+// axis, named axis: the scale-down windows, or the Dynamo-like planner's adjustment intervals.
+func coupledSweep(knob, axis string, steps []time.Duration, values []float64, mk func(x, decode float64, step time.Duration) cluster.Autoscaler) []Variant {
 	var out []Variant
-	for _, w := range windows {
+	for _, w := range steps {
 		for i, x := range values {
 			edge := i == 0 || i == len(values)-1
-			out = append(out, Variant{Tuning: fmt.Sprintf("%s=%g,down=%s", knob, x, short(w)), New: func() cluster.Autoscaler { return mk(x, x, w) }, Edge: edge})
+			out = append(out, Variant{Tuning: fmt.Sprintf("%s=%g,%s=%s", knob, x, axis, short(w)), New: func() cluster.Autoscaler { return mk(x, x, w) }, Edge: edge})
 			if d := DecodeDefault; x < d {
-				out = append(out, Variant{Tuning: fmt.Sprintf("%s=%g,decode=%g,down=%s", knob, x, d, short(w)), New: func() cluster.Autoscaler { return mk(x, d, w) }, Edge: edge})
+				out = append(out, Variant{Tuning: fmt.Sprintf("%s=%g,decode=%g,%s=%s", knob, x, d, axis, short(w)), New: func() cluster.Autoscaler { return mk(x, d, w) }, Edge: edge})
 			}
 		}
 	}
@@ -154,25 +155,12 @@ func spread(lo, hi float64, n int) []int {
 // dynamoSweep is the Dynamo-like planner's sweep, with the constant or the Kalman predictor: the
 // throughput fraction × the adjustment interval (1 min, Dynamo's default 3 min, 5 min).
 func dynamoSweep(env Env, kalman bool) []Variant {
-	var out []Variant
-	for _, iv := range []time.Duration{time.Minute, 3 * time.Minute, 5 * time.Minute} {
-		for i, x := range fractions {
-			mk := func(dx float64) func() cluster.Autoscaler {
-				return func() cluster.Autoscaler {
-					d := NewDynamo(env, x, iv)
-					d.Kalman, d.DecodeFraction = kalman, dx
-					return d
-				}
-			}
-			edge := i == 0 || i == len(fractions)-1
-			out = append(out, Variant{Tuning: fmt.Sprintf("thptFraction=%g,interval=%s", x, short(iv)), New: mk(x), Edge: edge})
-			if d := DecodeDefault; x < d {
-				// Both of tokenscale's targets, as coupledSweep gives the other one-fraction baselines.
-				out = append(out, Variant{Tuning: fmt.Sprintf("thptFraction=%g,decode=%g,interval=%s", x, d, short(iv)), New: mk(d), Edge: edge})
-			}
-		}
-	}
-	return out
+	return coupledSweep("thptFraction", "interval", []time.Duration{time.Minute, 3 * time.Minute, 5 * time.Minute}, fractions,
+		func(x, dx float64, iv time.Duration) cluster.Autoscaler {
+			d := NewDynamo(env, x, iv)
+			d.Kalman, d.DecodeFraction = kalman, dx
+			return d
+		})
 }
 
 // Policies lists every policy in report order: the ablation ladder, then the baselines, then bounds.
@@ -196,13 +184,13 @@ func Policies() []Policy {
 			}},
 		{Name: "distserve", Describe: "RPS thresholds per pool from an offline profile (DistServe-like)",
 			Variants: func(env Env) []Variant {
-				return coupledSweep("rpsFraction", fractions, func(x, dx float64, w time.Duration) cluster.Autoscaler {
+				return coupledSweep("rpsFraction", "down", windows, fractions, func(x, dx float64, w time.Duration) cluster.Autoscaler {
 					return NewDistServe(env, x, w).withDecode(env, dx)
 				})
 			}},
 		{Name: "blitzscale", Describe: "RPS thresholds, live scaling: Ready in seconds (BlitzScale-like)",
 			Variants: func(env Env) []Variant {
-				return coupledSweep("rpsFraction", fractions, func(x, dx float64, w time.Duration) cluster.Autoscaler {
+				return coupledSweep("rpsFraction", "down", windows, fractions, func(x, dx float64, w time.Duration) cluster.Autoscaler {
 					return NewBlitzScale(env, x, w).withDecode(env, dx)
 				})
 			}},
@@ -226,7 +214,7 @@ func Policies() []Policy {
 			}},
 		{Name: "keda-rate", Describe: "token rate per replica through Prometheus, KEDA and the HPA (the common KEDA setup)",
 			Variants: func(env Env) []Variant {
-				return coupledSweep("targetUtilisation", fractions, func(x, dx float64, w time.Duration) cluster.Autoscaler {
+				return coupledSweep("targetUtilisation", "down", windows, fractions, func(x, dx float64, w time.Duration) cluster.Autoscaler {
 					k := NewKEDA(env, x, w)
 					k.targetD = dx * env.DecodeTPS
 					return k
