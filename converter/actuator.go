@@ -102,7 +102,7 @@ func (a *LabelActuator) set(ctx context.Context, pod *corev1.Pod, v string, from
 // pod's state is the agent's status annotation, since the engine's role is not on the pod object.
 type SGLangActuator struct {
 	Port    int           // the engine's HTTP port (default 30000)
-	HTTP    *http.Client  // its redirect policy is replaced: a redirect is never followed
+	HTTP    *http.Client  // only its Transport is used (nil: direct, no proxy); the call is one round trip, so a redirect is never followed
 	Timeout time.Duration // one call's limit (default 5s)
 }
 
@@ -157,14 +157,13 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		// answer in time stays marked converted (ErrNoAnswer), and the agent sends it again (Agent.resend).
 		timeout = 5 * time.Second
 	}
-	var client http.Client
-	if a.HTTP != nil {
-		client = *a.HTTP
+	// One round trip, not a client's Do: a client parses a redirect's Location before any redirect policy
+	// sees it, and a Location it cannot parse came back as a transport error, read as no answer (the switch
+	// may still happen) where the engine had answered with a redirect (FuzzSGLangSwitchReply).
+	var rt http.RoundTripper = directTransport
+	if a.HTTP != nil && a.HTTP.Transport != nil {
+		rt = a.HTTP.Transport
 	}
-	if client.Transport == nil {
-		client.Transport = directTransport
-	}
-	client.CheckRedirect = noRedirect
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	body, _ := json.Marshal(map[string]string{"new_role": role})
@@ -174,7 +173,7 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	resp, err := rt.RoundTrip(req)
 	if err != nil {
 		return fmt.Errorf("pod %s: POST /pd_role_switch %s: %w: %w", podRef(pod), role, ErrNoAnswer, err)
 	}
@@ -214,10 +213,6 @@ func (a *SGLangActuator) switchRole(ctx context.Context, pod *corev1.Pod, role s
 	}
 	return nil
 }
-
-// noRedirect fails a redirect instead of following it, which would re-send the POST wherever the engine
-// points.
-func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // directTransport reaches a pod where it is: an HTTP(S)_PROXY set in the agent's environment (a webhook
 // may inject one) would send the switch through the proxy and take its answer for the engine's.
