@@ -197,8 +197,25 @@ func clipList(names []string) string {
 	return strings.Join(names, ", ")
 }
 
-// unconfigured names the values the selector lists (=, ==, in) on the pool, workload and role labels that
-// no pool configured to run in namespace has, by label ("pool decod; workload llama-prefil"), or "".
+// namedValues are the values the selector lists (=, ==, in) on each label: what its sum is meant to cover.
+func namedValues(sel labels.Selector) map[string][]string {
+	reqs, _ := sel.Requirements()
+	out := map[string][]string{}
+	for _, r := range reqs {
+		switch r.Operator() {
+		case selection.Equals, selection.DoubleEquals, selection.In:
+			for v := range r.Values() {
+				if !slices.Contains(out[r.Key()], v) {
+					out[r.Key()] = append(out[r.Key()], v)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// unconfigured names the values the selector lists on the pool, workload and role labels that no pool
+// configured to run in namespace has, by label ("pool decod; workload llama-prefil"), or "".
 func unconfigured(snap *service.Snapshot, namespace string, sel labels.Selector) string {
 	has := map[string]map[string]bool{LabelPool: {}, LabelWorkload: {}, LabelRole: {}}
 	for i := range snap.ConfigPools {
@@ -209,59 +226,35 @@ func unconfigured(snap *service.Snapshot, namespace string, sel labels.Selector)
 			has[LabelRole][string(p.Role)] = true
 		}
 	}
-	unknown := map[string][]string{}
-	reqs, _ := sel.Requirements()
-	for _, r := range reqs {
-		known, ok := has[r.Key()]
-		if !ok {
-			continue
-		}
-		switch r.Operator() {
-		case selection.Equals, selection.DoubleEquals, selection.In:
-			for v := range r.Values() {
-				if !known[v] && !slices.Contains(unknown[r.Key()], v) {
-					unknown[r.Key()] = append(unknown[r.Key()], v)
-				}
-			}
-		}
-	}
+	named := namedValues(sel)
 	var out []string
 	for _, k := range []string{LabelPool, LabelWorkload, LabelRole} {
-		if vs := unknown[k]; len(vs) > 0 {
-			sort.Strings(vs)
-			out = append(out, k+" "+clipList(vs))
+		var unknown []string
+		for _, v := range named[k] {
+			if !has[k][v] {
+				unknown = append(unknown, v)
+			}
+		}
+		if len(unknown) > 0 {
+			sort.Strings(unknown)
+			out = append(out, k+" "+clipList(unknown))
 		}
 	}
 	return strings.Join(out, "; ")
 }
 
-// namedPools are the pools the selector names (=, ==, in) on the pool label, or by their workload on the
-// workload label: the pools the HPA's sum is meant to cover.
+// namedPools are the pools the selector names on the pool label, or by their workload on the workload
+// label: the pools the HPA's sum is meant to cover.
 func namedPools(snap *service.Snapshot, namespace string, sel labels.Selector) map[string]bool {
-	reqs, _ := sel.Requirements()
-	var named map[string]bool
-	for _, r := range reqs {
-		switch r.Operator() {
-		case selection.Equals, selection.DoubleEquals, selection.In:
-		default:
-			continue
-		}
-		for v := range r.Values() {
-			switch r.Key() {
-			case LabelPool:
-				if named == nil {
-					named = map[string]bool{}
-				}
-				named[v] = true
-			case LabelWorkload:
-				for i := range snap.ConfigPools {
-					if p := &snap.ConfigPools[i]; p.Workload.Name == v && config.RunsIn(snap.ConfigPools, p, namespace) {
-						if named == nil {
-							named = map[string]bool{}
-						}
-						named[p.Name] = true
-					}
-				}
+	values := namedValues(sel)
+	named := map[string]bool{}
+	for _, v := range values[LabelPool] {
+		named[v] = true
+	}
+	for _, v := range values[LabelWorkload] {
+		for i := range snap.ConfigPools {
+			if p := &snap.ConfigPools[i]; p.Workload.Name == v && config.RunsIn(snap.ConfigPools, p, namespace) {
+				named[p.Name] = true
 			}
 		}
 	}

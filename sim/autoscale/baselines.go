@@ -273,7 +273,7 @@ type DistServe struct {
 func NewDistServe(env Env, fraction float64, down time.Duration) *DistServe {
 	return &DistServe{
 		RPSPerPrefill: fraction * env.prefillTPS() / env.MeanIn,
-		RPSPerDecode:  fraction * env.DecodeTPS / env.MeanOut,
+		RPSPerDecode:  rpsPerDecoder(env, fraction),
 		holdP:         holdDown{window: down.Seconds()}, holdD: holdDown{window: down.Seconds()},
 	}
 }
@@ -281,9 +281,12 @@ func NewDistServe(env Env, fraction float64, down time.Duration) *DistServe {
 // withDecode sets the decode threshold at fraction of the profiled per-decoder request rate (see
 // coupledSweep).
 func (ds *DistServe) withDecode(env Env, fraction float64) *DistServe {
-	ds.RPSPerDecode = fraction * env.DecodeTPS / env.MeanOut
+	ds.RPSPerDecode = rpsPerDecoder(env, fraction)
 	return ds
 }
+
+// rpsPerDecoder is the RPS rules' decode threshold: fraction of the profiled per-decoder request rate.
+func rpsPerDecoder(env Env, fraction float64) float64 { return fraction * env.DecodeTPS / env.MeanOut }
 
 func (ds *DistServe) Interval() time.Duration { return time.Second }
 

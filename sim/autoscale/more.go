@@ -26,7 +26,7 @@ type BlitzScale struct {
 func NewBlitzScale(env Env, fraction float64, down time.Duration) *BlitzScale {
 	return &BlitzScale{
 		RPSPerPrefill: fraction * env.prefillTPS() / env.MeanIn,
-		RPSPerDecode:  fraction * env.DecodeTPS / env.MeanOut,
+		RPSPerDecode:  rpsPerDecoder(env, fraction),
 		Ready:         time.Second,
 		holdP:         holdDown{window: down.Seconds()}, holdD: holdDown{window: down.Seconds()},
 	}
@@ -35,7 +35,7 @@ func NewBlitzScale(env Env, fraction float64, down time.Duration) *BlitzScale {
 // withDecode sets the decode threshold at fraction of the profiled per-decoder request rate (see
 // coupledSweep).
 func (b *BlitzScale) withDecode(env Env, fraction float64) *BlitzScale {
-	b.RPSPerDecode = fraction * env.DecodeTPS / env.MeanOut
+	b.RPSPerDecode = rpsPerDecoder(env, fraction)
 	return b
 }
 
