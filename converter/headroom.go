@@ -191,19 +191,27 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 // with a time-sliced replica's "::<n>" after either.
 const maxUUIDLen = 80
 
+// uuidRune says whether r can be in a GPU's or MIG device's UUID (hex digits, dashes, MIG's older slashes).
+// Letters past f are let through, as NVML is the judge of which UUIDs exist; control characters, spaces
+// and quotes are not, as the name reaches the agent's log and the pod's status.
+func uuidRune(r rune) bool {
+	return r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '/'
+}
+
 // gpuUUIDs picks the GPUs named by UUID among a pod's device IDs. The NVIDIA device plugin names devices
 // by UUID (GPU-..., MIG-...) unless told to name them by index (Check refuses those). With time-slicing it names each shared replica
 // <uuid>::<n>, which NVML does not know: the replica is read as its GPU, once. An ID longer than
-// maxUUIDLen is no UUID, whatever its prefix: it would reach NVML's errors, the agent's log and the pod's
-// status whole.
+// maxUUIDLen, or with a character no UUID has, is no UUID, whatever its prefix: it would reach NVML's
+// errors, the agent's log and the pod's status whole.
 func gpuUUIDs(ids []string) []string {
 	var uuids []string
 	for _, id := range ids {
 		if !strings.HasPrefix(id, "GPU-") && !strings.HasPrefix(id, "MIG-") || len(id) > maxUUIDLen {
 			continue
 		}
-		if i := strings.Index(id, "::"); i > 0 {
-			id = id[:i]
+		id, _, _ = strings.Cut(id, "::")
+		if strings.IndexFunc(id, func(r rune) bool { return !uuidRune(r) }) >= 0 {
+			continue
 		}
 		if !slices.Contains(uuids, id) {
 			uuids = append(uuids, id)

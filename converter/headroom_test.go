@@ -234,9 +234,9 @@ func TestHeadroomHungNVMLRead(t *testing.T) {
 
 // Time-sliced GPUs are named <uuid>::<n> by the NVIDIA device plugin; NVML knows only the UUID.
 func TestGPUUUIDsOfSharedReplicas(t *testing.T) {
-	got := gpuUUIDs([]string{"GPU-a::0", "GPU-a::3", "MIG-b", "nvidia.com/other", "GPU-c", "GPU-" + strings.Repeat("x", 64<<10)})
-	if strings.Join(got, ",") != "GPU-a,MIG-b,GPU-c" {
-		t.Errorf("got %.200v; want GPU-a, MIG-b, GPU-c (a 64 KiB name is no UUID)", got)
+	got := gpuUUIDs([]string{"GPU-a::0", "GPU-a::3", "MIG-b", "nvidia.com/other", "GPU-c", "GPU-" + strings.Repeat("x", 64<<10), "GPU-\x1b[2J", "MIG-GPU-d/1/0"})
+	if strings.Join(got, ",") != "GPU-a,MIG-b,GPU-c,MIG-GPU-d/1/0" {
+		t.Errorf("got %.200q; want GPU-a, MIG-b, GPU-c, MIG-GPU-d/1/0 (a 64 KiB name, or one with a terminal escape, is no UUID)", got)
 	}
 }
 
