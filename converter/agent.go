@@ -245,6 +245,21 @@ func (a *Agent) engineOnly() bool {
 	return !label
 }
 
+// neverDecoded reports whether a revert would send decode to an engine no agent converted: the SGLang
+// switch goes to whatever engine the pod runs, and every conversion checks the pod declares a KV producer
+// first, so a converted status on a pod that declares none (a hand edit, a copied manifest) is not a
+// decoder's, and decode would turn its engine, a prefill server say, into one. A pod whose status this
+// agent wrote is reverted whatever it declares now. A label actuator's revert only relabels the pod.
+func (a *Agent) neverDecoded(pod *corev1.Pod) bool {
+	if !a.engineOnly() || pod.Annotations[protocol.AnnotationKVProducer] == "true" {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	uid, ok := a.wrote[podKey(pod)]
+	return !ok || uid != pod.UID
+}
+
 // labelSaysConverted reports whether a label actuator's label shows the pod converted; the SGLang
 // actuator's state is only the agent's status, so it never does.
 func (a *Agent) labelSaysConverted(pod *corev1.Pod) bool {
@@ -305,7 +320,7 @@ func (u unanswered) revertSpaced(now time.Time) bool {
 // outage. The status is written once the API answers (the next pass reverts the pod read fresh, which the
 // engine answers as already done). A label actuator's revert is an API write, so it waits for the API.
 func (a *Agent) revertOffline(ctx context.Context, pod *corev1.Pod, readErr error) error {
-	if !a.engineOnly() || finished(pod) {
+	if !a.engineOnly() || finished(pod) || a.neverDecoded(pod) {
 		return readErr
 	}
 	key := podKey(pod)
@@ -384,6 +399,11 @@ func (a *Agent) revert(ctx context.Context, pod *corev1.Pod) error {
 		// address, and without an answer it was sent again for as long as the pod object stayed.
 		klog.InfoS("Pod has finished: no engine to switch back, recorded decode", "pod", klog.KObj(pod), "phase", pod.Status.Phase)
 		return a.setStatus(ctx, pod, "", protocol.StatusDecode, true)
+	}
+	if a.neverDecoded(pod) {
+		klog.InfoS("Pod is recorded converted but declares no KV producer: no agent converted it, so no switch to decode is sent to its engine", "pod", klog.KObj(pod))
+		return a.refuse(ctx, pod, pod.ResourceVersion, protocol.ReasonNotKVProducer,
+			"recorded converted without "+protocol.AnnotationKVProducer+"=true, which every conversion checks first; no switch to decode was sent to its engine")
 	}
 	start := time.Now()
 	if err := a.o.Actuator.Revert(ctx, pod); err != nil {

@@ -1310,3 +1310,58 @@ func TestAgentSpacesOfflineRevertsThatGetNoAnswer(t *testing.T) {
 		t.Errorf("roles the engine was asked: %v", got)
 	}
 }
+
+// A converted status on a pod that declares no KV producer was written by no agent, each of which checks
+// it before converting: the end of its lease sends no decode to its engine (a prefill server recorded
+// converted by hand was switched to decode), online or from the cached copy, and records the refusal so
+// the controller stops counting it. A pod this agent converted is reverted whatever it declares since.
+// Fails on the old code, which sent decode in both the first cases.
+func TestAgentSendsNoDecodeToAnEngineNoAgentConverted(t *testing.T) {
+	handEdit := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q,%q:null}}}`, protocol.AnnotationStatus, protocol.StatusConverted, protocol.AnnotationKVProducer)
+	t.Run("online", func(t *testing.T) {
+		a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+			_ = json.NewEncoder(w).Encode(map[string]any{"success": true})
+		})
+		patchPod(t, client, "d1", handEdit)
+		clk.Set(t0.Add(2 * time.Minute)) // no lease
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		if s := get(t, client, "d1").Annotations[protocol.AnnotationStatus]; len(asked()) != 0 || !strings.HasPrefix(s, protocol.Refused(protocol.ReasonNotKVProducer, "")) {
+			t.Errorf("roles asked %v, status %q; want none asked and the refusal recorded", asked(), s)
+		}
+	})
+	t.Run("from the cached copy", func(t *testing.T) {
+		a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+			_ = json.NewEncoder(w).Encode(map[string]any{"success": true})
+		})
+		patchPod(t, client, "d1", handEdit)
+		cached := get(t, client, "d1")
+		client.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, errors.New("connection refused")
+		})
+		clk.Set(t0.Add(2 * time.Minute))
+		if err := a.Reconcile(context.Background(), cached); err == nil {
+			t.Fatal("a pass without the API: no error")
+		}
+		if len(asked()) != 0 {
+			t.Errorf("roles asked %v from the cached copy; want none", asked())
+		}
+	})
+	t.Run("converted by this agent", func(t *testing.T) {
+		a, client, clk, _, asked := sglangFixture(t, func(w http.ResponseWriter, _ *http.Request) {
+			_ = json.NewEncoder(w).Encode(map[string]any{"success": true})
+		})
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		patchPod(t, client, "d1", fmt.Sprintf(`{"metadata":{"annotations":{%q:null}}}`, protocol.AnnotationKVProducer))
+		clk.Set(t0.Add(2 * time.Minute))
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(asked(), ","); got != "prefill,decode" {
+			t.Errorf("roles asked %v; want prefill, then decode at the lease's end", got)
+		}
+	})
+}
