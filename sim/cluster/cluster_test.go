@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -745,5 +746,23 @@ func TestSwitchWaitsForAnIdleDecoder(t *testing.T) {
 		if sw && res.ttft[1] < 30 {
 			t.Errorf("the prompt that came while the only decoder was switched had its first token after %.1f s; want it to wait for the release (30 s)", res.ttft[1])
 		}
+	}
+}
+
+// A window whose TTFT a request never reached (+Inf) is null in the report's JSON, the other fields as
+// they were: the encoder refused the whole report for it, after minutes of simulation (ServeGen days 7
+// and 13 with every policy).
+func TestSampleJSONHasNoInfinity(t *testing.T) {
+	b, err := json.Marshal([]Sample{{T: 1, PromptTPS: 2, PrefillReady: 3, TTFTP50: 0.5, TTFTP99: math.Inf(1)}, {T: 2, TTFTP50: -1, TTFTP99: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := got[0]["ttftP99"]; !ok || v != nil || got[0]["ttftP50"] != 0.5 || got[0]["promptTokensPerSecond"] != 2.0 ||
+		got[0]["prefillReady"] != 3.0 || got[1]["ttftP99"] != -1.0 || len(got[0]) != 10 {
+		t.Errorf("JSON %s", b)
 	}
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"math"
 )
 
@@ -32,9 +33,27 @@ type Sample struct {
 	DecodeAllocated  int `json:"decodeAllocated"`
 	DecodeReady      int `json:"decodeReady"`
 	Converted        int `json:"converted"`
-	// TTFT of requests that arrived in the window, seconds; -1 when none arrived.
+	// TTFT of requests that arrived in the window, seconds; -1 when none arrived, +Inf (null in JSON)
+	// when one of them never got its first token.
 	TTFTP50 float64 `json:"ttftP50"`
 	TTFTP99 float64 `json:"ttftP99"`
+}
+
+// MarshalJSON writes a TTFT that a request never reached as null: JSON has no infinity, and the report's
+// encoder refused the whole run for one window of one tuning.
+func (s Sample) MarshalJSON() ([]byte, error) {
+	type plain Sample // without this method
+	finite := func(x float64) *float64 {
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			return nil
+		}
+		return &x
+	}
+	return json.Marshal(struct {
+		plain
+		TTFTP50 *float64 `json:"ttftP50"`
+		TTFTP99 *float64 `json:"ttftP99"`
+	}{plain(s), finite(s.TTFTP50), finite(s.TTFTP99)})
 }
 
 // Result is one run's outcome.
