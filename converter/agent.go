@@ -101,7 +101,13 @@ type Agent struct {
 	// written by an earlier agent (or by hand), whose answers, and re-sends, this one does not know. The
 	// times on the pod cannot say it: a node's clock can step back, and a DaemonSet rolled with a surge
 	// runs the old agent beside the new one.
-	wrote map[types.NamespacedName]types.UID
+	wrote map[types.NamespacedName]statusWrite
+}
+
+// statusWrite is the pod a status was written on, and whether that status was converted.
+type statusWrite struct {
+	uid       types.UID
+	converted bool
 }
 
 // refusal is why a pod's headroom went, or its conversion failed (undo), as recorded in its status.
@@ -140,7 +146,7 @@ func NewAgent(client kubernetes.Interface, o AgentOptions) *Agent {
 		o.Recheck = 30 * time.Second
 	}
 	return &Agent{o: o, client: client, checked: map[types.NamespacedName]time.Time{}, unanswered: map[types.NamespacedName]unanswered{},
-		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]time.Time{}, withheld: map[types.NamespacedName]bool{}, wrote: map[types.NamespacedName]types.UID{}}
+		lost: map[types.NamespacedName]refusal{}, restarts: map[types.NamespacedName]int32{}, offline: map[types.NamespacedName]time.Time{}, withheld: map[types.NamespacedName]bool{}, wrote: map[types.NamespacedName]statusWrite{}}
 }
 
 // Reconcile brings one pod to the state its lease asks for and records the outcome on the pod. It is
@@ -248,16 +254,17 @@ func (a *Agent) engineOnly() bool {
 // neverDecoded reports whether a revert would send decode to an engine no agent converted: the SGLang
 // switch goes to whatever engine the pod runs, and every conversion checks the pod declares a KV producer
 // first, so a converted status on a pod that declares none (a hand edit, a copied manifest) is not a
-// decoder's, and decode would turn its engine, a prefill server say, into one. A pod whose status this
-// agent wrote is reverted whatever it declares now. A label actuator's revert only relabels the pod.
+// decoder's, and decode would turn its engine, a prefill server say, into one. A pod whose converted status
+// this agent wrote last is reverted whatever it declares now. A label actuator's revert only relabels the
+// pod.
 func (a *Agent) neverDecoded(pod *corev1.Pod) bool {
 	if !a.engineOnly() || pod.Annotations[protocol.AnnotationKVProducer] == "true" {
 		return false
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	uid, ok := a.wrote[podKey(pod)]
-	return !ok || uid != pod.UID
+	w, ok := a.wrote[podKey(pod)]
+	return !ok || w.uid != pod.UID || !w.converted
 }
 
 // labelSaysConverted reports whether a label actuator's label shows the pod converted; the SGLang
@@ -561,7 +568,7 @@ func (a *Agent) noteUnknownRole(pod *corev1.Pod) {
 		return
 	}
 	defer a.mu.Unlock()
-	if uid, ok := a.wrote[key]; ok && uid == pod.UID {
+	if w, ok := a.wrote[key]; ok && w.uid == pod.UID {
 		return
 	}
 	_, seen := a.checked[key]
@@ -877,7 +884,7 @@ func (a *Agent) setStatus(ctx context.Context, pod *corev1.Pod, rv, status strin
 	// Marked before the write, which may land although its answer is lost: a cached copy showing the
 	// status this agent replaced is then never read as an earlier agent's.
 	a.mu.Lock()
-	a.wrote[podKey(pod)] = pod.UID
+	a.wrote[podKey(pod)] = statusWrite{pod.UID, status == protocol.StatusConverted}
 	a.mu.Unlock()
 	if _, err := a.client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1PatchOptions); err != nil {
 		return fmt.Errorf("recording %q on %s: %w", status, podRef(pod), err)

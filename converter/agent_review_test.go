@@ -1363,5 +1363,13 @@ func TestAgentSendsNoDecodeToAnEngineNoAgentConverted(t *testing.T) {
 		if got := strings.Join(asked(), ","); got != "prefill,decode" {
 			t.Errorf("roles asked %v; want prefill, then decode at the lease's end", got)
 		}
+		// Reverted and recorded decode by this agent, then recorded converted by hand: not this agent's.
+		patchPod(t, client, "d1", handEdit)
+		if err := a.Reconcile(context.Background(), get(t, client, "d1")); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(asked(), ","); got != "prefill,decode" {
+			t.Errorf("roles asked %v after a hand edit of a pod this agent reverted; want no decode sent again", got)
+		}
 	})
 }
