@@ -191,11 +191,16 @@ func (h *Headroom) Check(ctx context.Context, pod *corev1.Pod) (ok bool, reason,
 // with a time-sliced replica's "::<n>" after either.
 const maxUUIDLen = 80
 
-// uuidRune says whether r can be in a GPU's or MIG device's UUID (hex digits, dashes, MIG's older slashes).
-// Letters past f are let through, as NVML is the judge of which UUIDs exist; control characters, spaces
-// and quotes are not, as the name reaches the agent's log and the pod's status.
-func uuidRune(r rune) bool {
-	return r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '/'
+// uuidChars says whether s holds only characters a GPU's or MIG device's UUID can (hex digits, dashes,
+// MIG's older slashes). Letters past f are let through, as NVML is the judge of which UUIDs exist; control
+// characters, spaces and quotes are not, as the name reaches the agent's log and the pod's status.
+func uuidChars(s string) bool {
+	for _, r := range s {
+		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-' || r == '/') {
+			return false
+		}
+	}
+	return true
 }
 
 // gpuUUIDs picks the GPUs named by UUID among a pod's device IDs. The NVIDIA device plugin names devices
@@ -210,7 +215,7 @@ func gpuUUIDs(ids []string) []string {
 			continue
 		}
 		id, _, _ = strings.Cut(id, "::")
-		if strings.IndexFunc(id, func(r rune) bool { return !uuidRune(r) }) >= 0 {
+		if !uuidChars(id) {
 			continue
 		}
 		if !slices.Contains(uuids, id) {
