@@ -462,7 +462,8 @@ func (k *nodeCheck) walk(n *yaml.Node, path, pattern string) {
 				}
 				continue
 			}
-			k.value(key, val, join(path, key.Value), join(pattern, key.Value))
+			// Checked under the key it stands for: under the anchor's name `*m: 0` skipped maxReplicas' checks.
+			k.value(key, val, join(path, name), join(pattern, name))
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
@@ -926,9 +927,11 @@ func (c *Config) complete() error {
 	if p.ScaleDownWindow.Duration > 24*time.Hour {
 		// The window's recommendations are kept in memory, one a decision per pool.
 		errs = append(errs, fmt.Errorf("policy.scaleDownWindow (%s) must be at most 24h", p.ScaleDownWindow))
-	} else if n := p.ScaleDownWindow.Duration / max(s.Interval.Duration, time.Millisecond); n > MaxWindowDecisions {
+	} else if iv := max(s.Interval.Duration, time.Millisecond); p.ScaleDownWindow.Duration > MaxWindowDecisions*iv {
 		// One recommendation a round (scrape.interval) is kept and sorted every round: 24h at 100ms held
-		// 864,000 a pool and took rounds past their deadline.
+		// 864,000 a pool and took rounds past their deadline. Rounds are counted up, so a part of one is
+		// one more: 20000.5s at 1s spans 20,001.
+		n := (p.ScaleDownWindow.Duration + iv - 1) / iv
 		errs = append(errs, fmt.Errorf("policy.scaleDownWindow (%s) spans %d rounds of scrape.interval (%s): at most %d (%s at this interval)",
 			p.ScaleDownWindow, n, s.Interval, MaxWindowDecisions, time.Duration(MaxWindowDecisions)*s.Interval.Duration))
 	}
@@ -1213,6 +1216,9 @@ type Watcher struct {
 	// refused is the file a reload refused last: the same bytes are not parsed, and their error not
 	// logged, again on every poll.
 	refused []byte
+	// unreadable is why the file could not be read at the last poll ("" when it was read): the same
+	// failure is reported once, as a refused file is.
+	unreadable string
 }
 
 // settle waits before a reload reads a changed file a second time: a file rewritten in place can be read
@@ -1253,9 +1259,15 @@ func (w *Watcher) Reload() (changed bool, err error) {
 	raw, err := ReadFile(w.path)
 	if err != nil {
 		// A file that cannot be read (gone, too big, a FIFO) is refused like one that does not parse, so
-		// the last reload's metric does not go on saying the file is the config in force.
+		// the last reload's metric does not go on saying the file is the config in force; and, like one,
+		// reported once while it fails the same way, not logged again on every poll.
+		if w.rejected && w.unreadable == err.Error() {
+			return false, nil
+		}
+		w.unreadable = err.Error()
 		return false, w.reject(err)
 	}
+	w.unreadable = ""
 	w.mu.RLock()
 	same := bytes.Equal(raw, w.raw)
 	w.mu.RUnlock()

@@ -108,6 +108,7 @@ func TestParseErrors(t *testing.T) {
 		{"negative scale-down quantile", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownQuantile: -0.5}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.scaleDownQuantile -0.5 must be in (0, 1]"},
 		{"decode utilisation above 1", "version: tokenscale.io/v1alpha1\npolicy: {decodeTargetUtilisation: 1.2}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.decodeTargetUtilisation 1.2 must be in [0.01, 1]"},
 		{"a day's window at 100 ms", "version: tokenscale.io/v1alpha1\nscrape: {interval: 100ms, timeout: 100ms}\npolicy: {scaleDownWindow: 24h}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "spans 864000 rounds of scrape.interval (100ms): at most 20000 (33m20s at this interval)"},
+		{"a window a half round past 20,000", "version: tokenscale.io/v1alpha1\npolicy: {scaleDownWindow: 20000500ms}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "spans 20001 rounds of scrape.interval (1s): at most 20000 (5h33m20s at this interval)"},
 		{"converted prefill of 1e-19", "version: tokenscale.io/v1alpha1\npolicy: {convertedPrefill: 1e-19}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.convertedPrefill 1e-19 must be in [0.01, 1]"},
 		{"utilisation of 1e-30", "version: tokenscale.io/v1alpha1\npolicy: {targetUtilisation: 1e-30}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n", "policy.targetUtilisation 1e-30 must be in [0.01, 1]"},
 		{"a velocity of 5e-324", "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {a: b}, profile: {kvTransferTokensPerSecond: 5e-324}}\n", "profile velocities must be between 1 and 1e+07 tokens/s"},
@@ -732,7 +733,8 @@ func TestPrometheusURLPasswordNotShown(t *testing.T) {
 }
 
 // A file that cannot be read is a refused reload like a bad one: OnReload hears it (the last reload's
-// metric reads 0, not the 1 of the load before), and the file put back clears it.
+// metric reads 0, not the 1 of the load before), once while it fails the same way, and the file put back
+// clears it.
 func TestHotReloadUnreadableFileIsRejected(t *testing.T) {
 	var outcomes []error
 	path, w := watchGood(t, &outcomes)
@@ -754,6 +756,10 @@ func TestHotReloadUnreadableFileIsRejected(t *testing.T) {
 		}
 		if w.Current() != before {
 			t.Fatalf("%s: the config in force changed", tc.name)
+		}
+		// Reported once: the next poll, failing the same way, logs nothing (Run logs each error returned).
+		if changed, err := w.Reload(); changed || err != nil {
+			t.Fatalf("%s: polled again: changed=%v err=%v, want nothing new to report", tc.name, changed, err)
 		}
 		if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
 			t.Fatal(err)
@@ -1019,6 +1025,17 @@ func TestAliasKeysAreTheKeysTheyName(t *testing.T) {
 	if _, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {&role name: a, role: prefill, selector: {x: y}}\n- {*role: b, role: decode, selector: {x: z}}\n")); err != nil {
 		t.Errorf("an alias named like another key: %v", err)
 	}
+	// A value given under an alias key is checked as the key's own: an explicit 0 or a fraction for
+	// maxReplicas, which the typed decoder reads as 0 and then defaults to 100, is refused either way.
+	const m = "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {x: y}, &m maxReplicas: 5}\n"
+	for v, want := range map[string]string{
+		"0":   "0 is not a value pools[1].maxReplicas takes",
+		"0.5": "pools[1].maxReplicas is 0.5; it takes a whole number",
+	} {
+		if _, err := Parse([]byte(m + "- {name: b, role: decode, selector: {x: z}, *m: " + v + "}\n")); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("maxReplicas %s given by alias: %v, want an error saying %q", v, err, want)
+		}
+	}
 }
 
 // A pool's name that is not plain text is quoted in its errors.
@@ -1140,5 +1157,18 @@ func TestHugeIntervalIsItsOwnError(t *testing.T) {
 	_, err := Parse([]byte("version: tokenscale.io/v1alpha1\nscrape: {interval: 2000000h}\npools:\n- {name: p, role: prefill, selector: {a: b}}\n"))
 	if err == nil || !strings.Contains(err.Error(), "scrape.interval") || strings.Contains(err.Error(), "scrape.timeout") || strings.Contains(err.Error(), "scrape.staleAfter") {
 		t.Errorf("interval 2000000h: %v; want the interval refused, and nothing it did not set", err)
+	}
+}
+
+// A scale-down window of exactly 20,000 rounds is the most accepted; a part of a round more is refused
+// (TestParseErrors), where whole rounds counted down accepted almost a round more.
+func TestScaleDownWindowOfTheMostRounds(t *testing.T) {
+	for _, cfg := range []string{
+		"version: tokenscale.io/v1alpha1\npolicy: {scaleDownWindow: 5h33m20s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n",
+		"version: tokenscale.io/v1alpha1\nscrape: {interval: 100ms, timeout: 100ms}\npolicy: {scaleDownWindow: 2000s}\npools:\n- {name: a, role: prefill, selector: {a: b}}\n",
+	} {
+		if _, err := Parse([]byte(cfg)); err != nil {
+			t.Errorf("%q: %v", cfg, err)
+		}
 	}
 }
