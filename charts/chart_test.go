@@ -271,6 +271,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{[]string{"adapter.enabled=false", "externalMetrics.enabled=true"}, "needs adapter.enabled"},
 		{[]string{"adapter.enabled=false"}, "enable"},
 		{[]string{"kedaScaler.enabled=true", "kedaScaler.tls.secretName="}, "kedaScaler.tls.secretName"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.maxStreams=0"}, "kedaScaler.maxStreams 0 would refuse every stream"},
 		{[]string{"kedaScaler.enabled=true", "tls.mode=cert-manager", "kedaScaler.tls.requireClientCert=true", "kedaScaler.tls.clientSecretName="}, "kedaScaler.tls.clientSecretName is empty"},
 		{[]string{"kedaScaler.enabled=true", "tls.mode=cert-manager", "kedaScaler.tls.requireClientCert=true", "kedaScaler.tls.clientSecretName=tokenscale-keda-scaler-tls"}, "would replace that one"},
 		{[]string{"kedaScaler.enabled=true", "tls.mode=cert-manager", "kedaScaler.tls.requireClientCert=true", "kedaScaler.tls.clientSecretName=tokenscale-ca"}, "its CA's tokenscale-ca"},

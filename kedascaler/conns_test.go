@@ -135,6 +135,12 @@ func TestServeCapsCallsAcrossConnections(t *testing.T) {
 	if _, err := healthpb.NewHealthClient(other).Check(ctx, &healthpb.HealthCheckRequest{}); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("health Check with 3 of 3 calls open: %v; want ResourceExhausted", err)
 	}
+	// The refusal names the method the client sent, clipped as every message is: it echoed 4 KB whole.
+	long := "/" + strings.Repeat("m", 4000)
+	if err := other.Invoke(ctx, long, &externalscaler.ScaledObjectRef{}, &externalscaler.IsActiveResponse{}); status.Code(err) != codes.ResourceExhausted ||
+		len(status.Convert(err).Message()) > 1000 || !strings.Contains(err.Error(), "(4001 bytes)") {
+		t.Fatalf("a 4,001-byte method with 3 of 3 calls open: %.300v; want ResourceExhausted, the method clipped", err)
+	}
 	cancels[0]()
 	waitOpen(2)
 	if err := get(); err != nil {

@@ -163,7 +163,7 @@ var longLived = map[string]bool{
 func (l *callLimit) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if n := l.open.Add(1); n > l.max {
 		l.open.Add(-1)
-		return nil, status.Errorf(codes.ResourceExhausted, "tokenscale: %d calls (streams and unary calls together) are open, the most this scaler serves (--max-streams plus %d); %s refused", l.max, l.room, info.FullMethodName)
+		return nil, status.Errorf(codes.ResourceExhausted, "tokenscale: %d calls (streams and unary calls together) are open, the most this scaler serves (--max-streams plus %d); %s refused", l.max, l.room, trigger.Clip(info.FullMethodName))
 	}
 	if !longLived[info.FullMethodName] {
 		d := l.unaryDeadline

@@ -32,6 +32,12 @@ const (
 // kedaKeys are consumed by KEDA itself and may appear in scalerMetadata.
 var kedaKeys = map[string]bool{"scalerAddress": true, "enableTLS": true, "unsafeSsl": true}
 
+// kedaAuthKeys are KEDA's TLS keys for its connection to the scaler, which KEDA's own docs show in the
+// trigger's metadata but KEDA (2.21, pkg/scalers/external_scaler.go) reads only from a
+// TriggerAuthentication: given in metadata they are ignored by KEDA and reach the scaler, where "unknown
+// key" did not say what to do (tlsCertFile is the older name of tlsClientCert).
+var kedaAuthKeys = map[string]bool{"caCert": true, "tlsClientCert": true, "tlsClientKey": true, "tlsCertFile": true}
+
 // metricNames maps the metadata's metric names to the pool's numbers.
 var metricNames = map[string]service.PoolMetric{
 	"desiredReplicas":   service.Desired,
@@ -118,6 +124,10 @@ func parse(ref *externalscaler.ScaledObjectRef, o Options) (Trigger, error) {
 		switch k {
 		case KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric:
 		default:
+			if kedaAuthKeys[k] {
+				// Its value, a path or a key's PEM, is not repeated.
+				return Trigger{}, invalid("%q is KEDA's own TLS setting, which KEDA reads only from a TriggerAuthentication (its authenticationRef) and ignores in the trigger's metadata: move it there (docs/keda.md)", k)
+			}
 			if !kedaKeys[k] {
 				return Trigger{}, invalid("unknown key %q; allowed: %s, %s, %s, %s, %s, %s, %s", Clip(k),
 					KeyPool, KeyNamespace, KeyMetric, KeyTarget, KeyActivationThreshold, KeyActivationPool, KeyActivationMetric)

@@ -41,6 +41,10 @@ func TestParseTrigger(t *testing.T) {
 		{name: "target past int64", md: map[string]string{"pool": "p", "target": "1e300"}, ns: "llm", wantErr: `"target" is "1e300"; want a number >= 0.001 and at most 1e15`},
 		{name: "negative activation", md: map[string]string{"pool": "p", "activationThreshold": "-1"}, ns: "llm", wantErr: `want a number >= 0`},
 		{name: "typo", md: map[string]string{"pool": "p", "activationTreshold": "1"}, ns: "llm", wantErr: `unknown key "activationTreshold"`},
+		// KEDA's docs show its TLS keys in metadata, where KEDA 2.21 ignores them: the refusal says where
+		// they go, and a key's PEM given as the value is not repeated.
+		{name: "KEDA's CA in metadata", md: map[string]string{"pool": "p", "caCert": "-----BEGIN CERTIFICATE-----MIIB"}, ns: "llm", wantErr: `"caCert" is KEDA's own TLS setting, which KEDA reads only from a TriggerAuthentication`},
+		{name: "KEDA's client key in metadata", md: map[string]string{"pool": "p", "tlsClientKey": strings.Repeat("k", 2000)}, ns: "llm", wantErr: `"tlsClientKey" is KEDA's own TLS setting`},
 		{name: "bad activation metric", md: map[string]string{"pool": "p", "activationMetric": "gpu"}, ns: "llm", wantErr: `"activationMetric" is "gpu"`},
 		// A name no pool can have would reach the HPA inside the announced metric name.
 		{name: "pool with a slash", md: map[string]string{"pool": "a/b"}, ns: "llm", wantErr: `"pool" is "a/b"; want a DNS label`},
@@ -65,6 +69,9 @@ func TestParseTrigger(t *testing.T) {
 			if c.wantErr != "" {
 				if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("err = %v, want InvalidArgument containing %q", err, c.wantErr)
+				}
+				if strings.Contains(err.Error(), "BEGIN CERTIFICATE") || strings.Contains(err.Error(), "kkkkkkkk") {
+					t.Fatalf("err = %.300v: it repeats a TLS setting's value", err)
 				}
 				return
 			}
