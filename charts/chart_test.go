@@ -281,6 +281,17 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{[]string{"converter.enabled=true", "converter.agent.actuator=label"}, "converter.admissionPolicies=false"},
 		{[]string{"converter.enabled=true", "converter.agent.actuator=sglang-pd"}, "want llm-d, label or sglang"},
 		{[]string{"adapter.podDisruptionBudget.minAvailable=50%"}, "whole number of pods"},
+		// What the converter's binaries refuse at start, which crash-looped their pods.
+		{[]string{"converter.enabled=true", "converter.controller.lease=5m"}, `converter.controller.lease "5m" is longer than converter.maxLease "2m"`},
+		{[]string{"converter.enabled=true", "converter.maxLease=10"}, `converter.maxLease "10": want a duration with its unit`},
+		{[]string{"converter.enabled=true", "converter.maxLease=25h"}, "want at most 24h"},
+		{[]string{"converter.enabled=true", "converter.controller.lease=500ms"}, "want at least 1s"},
+		{[]string{"converter.enabled=true", "converter.minFlipInterval=0s"}, "converter.minFlipInterval"},
+		{[]string{"converter.enabled=true", "converter.agent.recheckInterval=soon"}, "converter.agent.recheckInterval"},
+		{[]string{"converter.enabled=true", "converter.controller.maxFraction=1.5"}, "converter.controller.maxFraction 1.5: want 0..1"},
+		{[]string{"converter.enabled=true", "converter.agent.minFreeGiB=-1"}, "converter.agent.minFreeGiB"},
+		{[]string{"converter.enabled=true", "converter.agent.maxUtilisation=-5"}, "converter.agent.maxUtilisation"},
+		{[]string{"converter.enabled=true", "converter.agent.maxUtilisation=95.5"}, "whole percentage"},
 	} {
 		out, err := exec.Command(helm, helmArgs(c.set)...).CombinedOutput()
 		if err == nil {
@@ -1110,5 +1121,29 @@ func TestChartExtraArgsStayStrings(t *testing.T) {
 	}
 	if fmt.Sprint(tail) != "[--v 2 true]" {
 		t.Errorf("the adapter's last args %v; want --v, 2 and true", tail)
+	}
+}
+
+// The converter's durations are checked as Go reads them: a compound one such as 1m30s (90 s, within a
+// maxLease of 1h) renders, and a lease equal to maxLease is allowed, as the binary allows it.
+func TestChartConverterDurations(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for _, set := range [][]string{
+		{"converter.enabled=true", "converter.controller.lease=1m30s", "converter.maxLease=1h"},
+		{"converter.enabled=true", "converter.controller.lease=2m", "converter.maxLease=120s"},
+		{"converter.enabled=true", "converter.controller.lease=1.5s", "converter.maxLease=24h"},
+	} {
+		out, err := exec.Command(helm, helmArgs(set)...).CombinedOutput()
+		if err != nil {
+			t.Errorf("helm template %v: %v\n%s", set, err, out)
+			continue
+		}
+		lease := strings.TrimPrefix(set[1], "converter.controller.lease=")
+		if !bytes.Contains(out, []byte("- --lease="+lease+"\n")) {
+			t.Errorf("%v: --lease=%s not rendered", set, lease)
+		}
 	}
 }

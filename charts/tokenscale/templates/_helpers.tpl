@@ -87,3 +87,21 @@ spec:
   secret: {secretName: {{ . | quote }}}
 {{- end }}
 {{- end -}}
+
+{{- /* A Go duration's length in seconds, or "invalid" where Go's time.ParseDuration would refuse it or it has
+no unit (a bare 10 renders --lease=10, which the binary cannot parse). Argument: the value. */ -}}
+{{- define "tokenscale.seconds" -}}
+{{- $s := toString . -}}
+{{- $part := "([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|ms|s|m|h)" -}}
+{{- if not (regexMatch (printf "^(%s)+$" $part) $s) -}}
+invalid
+{{- else -}}
+{{- $unit := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll $part $s -1 -}}
+{{- $n := regexFind "^[0-9.]+" . -}}
+{{- $total = addf $total (mulf (float64 $n) (get $unit (trimPrefix $n .))) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+{{- end -}}
