@@ -25,6 +25,7 @@ func exportedFamilies(t *testing.T) map[string]bool {
 	reg := metrics.NewKubeRegistry()
 	m := newMonitor(reg.MustRegister, time.Now)
 	m.ObserveScrape("prefill", time.Millisecond, errors.New("refused"))
+	m.ObserveScrape("prefill", time.Millisecond, nil) // the freshness gauge has a series from the first success
 	m.ObserveRequest("custom", "object", time.Microsecond, nil)
 	// A known pool of each role, as some numbers exist for one role only.
 	known := &service.PoolView{Key: service.PoolKey{Namespace: "ns", Name: "prefill"}, Config: &config.Pool{Role: config.RolePrefill}, Desired: 1, HasDesired: true}

@@ -26,11 +26,11 @@ func TestMonitorAndFreshness(t *testing.T) {
 	m.ObserveScrape("prefill", 20*time.Millisecond, nil)
 	m.ObserveScrape("prefill", 800*time.Millisecond, errors.New("timeout"))
 	want := `
-# HELP tokenscale_scrape_errors_total [ALPHA] Failed engine /metrics scrapes, per pool.
+# HELP tokenscale_scrape_errors_total [ALPHA] Failed engine /metrics scrapes (and failed Prometheus polls), and pods a round had no time to scrape, per pool.
 # TYPE tokenscale_scrape_errors_total counter
 tokenscale_scrape_errors_total{pool="prefill"} 1
 `
-	want += `# HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last successful engine scrape; time() minus this is the freshness of served values.
+	want += `# HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last successful engine scrape of any pod (no series before one); time() minus this is the freshness of the newest numbers, not of every pool's.
 # TYPE tokenscale_last_scrape_timestamp_seconds gauge
 tokenscale_last_scrape_timestamp_seconds 100
 `

@@ -54,6 +54,8 @@ type Provider struct {
 	src Source
 	// maxAge: a snapshot older than this is not served (0: no limit).
 	maxAge time.Duration
+	// window is the WindowSeconds of a pod's values (RatesOver); 0 reads as 1.
+	window int64
 	// lws says whether the LeaderWorkerSet CRD exists; its metrics are listed only then.
 	lws func() bool
 	obs RequestObserver
@@ -65,6 +67,16 @@ func (p *Provider) Observe(o RequestObserver) { p.obs = o }
 // RefuseOlderThan makes every read of a snapshot older than d a 503: values from a stalled scrape loop
 // are old, not known, even while the readiness check has not yet taken the adapter out of service.
 func (p *Provider) RefuseOlderThan(d time.Duration) { p.maxAge = d }
+
+// RatesOver sets the window a pod's values are reported over (WindowSeconds): its rates are taken
+// between its last two scrapes, so the scrape interval, in whole seconds rounded up (the API's unit); 1 s
+// until set.
+func (p *Provider) RatesOver(interval time.Duration) {
+	p.window = max(1, int64((interval+time.Second-1)/time.Second))
+}
+
+// rateWindow is the WindowSeconds of a pod's values.
+func (p *Provider) rateWindow() int64 { return max(1, p.window) }
 
 // snapshot is the newest snapshot, or the 503 saying why none may be served: none yet, or one older
 // than maxAge (0: no limit).
@@ -189,7 +201,7 @@ func (p *Provider) GetMetricByName(_ context.Context, name types.NamespacedName,
 		if err != nil {
 			return nil, unavailable(fmt.Sprintf("%s for pod %s: %v", info.Metric, key, err))
 		}
-		window := int64(1)
+		window := p.rateWindow()
 		mv := podMetricValue(key, info.Metric, q, v.Time, &window)
 		return &mv, nil
 	}
@@ -251,7 +263,9 @@ func (p *Provider) served(info provider.CustomMetricInfo) error {
 	if _, ok := poolMetrics[info.Metric]; !ok {
 		return p.unknownMetric(info)
 	}
-	if kindFor(info.GroupResource) == "" {
+	// LeaderWorkerSet only while its CRD exists, as discovery and this 404 list it: answered without it, a
+	// request got a value for a resource the 404 said was not served.
+	if k := kindFor(info.GroupResource); k == "" || k == "LeaderWorkerSet" && !p.lws() {
 		gr := clipGR(info.GroupResource)
 		return apierr.NewNotFound(gr, fmt.Sprintf("%s: tokenscale serves workload metrics on %s, not on %s (write the resource with its group, e.g. deployments.apps)",
 			info.Metric, strings.Join(p.workloadResources(), ", "), gr))
@@ -314,7 +328,7 @@ func (p *Provider) GetMetricBySelector(_ context.Context, namespace string, sele
 	}
 	// One allocation for the answer: a selector over a large pool is the HPA's common call.
 	list.Items = make([]custom_metrics.MetricValue, 0, len(keys))
-	window := int64(1)
+	window := p.rateWindow()
 	snap.EachPod(keys, func(v *store.Velocity, err error) {
 		if err != nil {
 			if firstErr == nil {

@@ -323,6 +323,15 @@ func TestWorkloadMetricOnAnUnservedResource(t *testing.T) {
 			t.Errorf("%s: %v; want a 404 naming the resources served", gr, err)
 		}
 	}
+	// LeaderWorkerSet is served only while its CRD exists, as discovery lists it: it was answered without.
+	lwsGR := schema.GroupResource{Group: "leaderworkerset.x-k8s.io", Resource: "leaderworkersets"}
+	for _, crd := range []bool{false, true} {
+		in := provider.CustomMetricInfo{GroupResource: lwsGR, Namespaced: true, Metric: DesiredReplicas}
+		_, err := NewProvider(fixture(), func() bool { return crd }).GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, in, labels.Everything())
+		if unserved := strings.Contains(fmt.Sprint(err), "not on "+lwsGR.String()); unserved == crd {
+			t.Errorf("LeaderWorkerSet with its CRD %v: %v; want it refused as not served only without the CRD", crd, err)
+		}
+	}
 	in := provider.CustomMetricInfo{GroupResource: schema.GroupResource{Group: "apps", Resource: "deployments"}, Namespaced: true, Metric: "tokenscale_nope"}
 	if _, err := p.GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "llama-prefill"}, in, labels.Everything()); !apierr.IsNotFound(err) || !strings.Contains(err.Error(), "metric tokenscale_nope") {
 		t.Errorf("an unknown metric: %v; want the 404 listing the metrics", err)
@@ -608,6 +617,34 @@ func TestUnservedMetricsAre404WhateverTheShape(t *testing.T) {
 	} {
 		if err := tc.call(); status(err) != tc.want {
 			t.Errorf("%s: %v; want %d", tc.name, err, tc.want)
+		}
+	}
+}
+
+// A pod's rates are taken between its last two scrapes, so its values' window is the scrape interval in
+// whole seconds, rounded up: it was 1 s at every interval.
+func TestPodValuesWindowIsTheScrapeInterval(t *testing.T) {
+	sel, _ := labels.Parse("llm-d.ai/role=prefill")
+	for _, c := range []struct {
+		interval time.Duration
+		want     int64
+	}{{0, 1}, {500 * time.Millisecond, 1}, {time.Second, 1}, {1500 * time.Millisecond, 2}, {15 * time.Second, 15}} {
+		p := NewProvider(fixture(), nil)
+		if c.interval > 0 {
+			p.RatesOver(c.interval)
+		}
+		list, err := p.GetMetricBySelector(context.Background(), "llm", sel, info("pods", PrefillVelocity), labels.Everything())
+		if err != nil {
+			t.Fatal(err)
+		}
+		one, err := p.GetMetricByName(context.Background(), types.NamespacedName{Namespace: "llm", Name: "p1"}, info("pods", PrefillVelocity), labels.Everything())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []*int64{list.Items[0].WindowSeconds, one.WindowSeconds} {
+			if w == nil || *w != c.want {
+				t.Errorf("interval %s: WindowSeconds %v, want %d", c.interval, w, c.want)
+			}
 		}
 	}
 }

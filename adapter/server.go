@@ -55,6 +55,7 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	custom := NewProvider(svc, lws)
 	custom.Observe(mon)
 	custom.RefuseOlderThan(p.MaxAge())
+	custom.RatesOver(p.Interval())
 	base.WithCustomMetrics(custom)
 	if o.ExternalMetrics {
 		ext := NewExternal(svc)

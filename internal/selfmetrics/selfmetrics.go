@@ -22,7 +22,8 @@ import (
 type Scrape struct {
 	duration *metrics.HistogramVec
 	errors   *metrics.CounterVec
-	last     *metrics.Gauge
+	// last has no series until a scrape succeeds: a plain gauge read 0, the Unix epoch, while no scrape had.
+	last *metrics.GaugeVec
 	// reloadOK and reloadAt say whether the config file's last reload was applied, and when one last was.
 	reloadOK, reloadAt *metrics.Gauge
 	now                func() time.Time
@@ -38,12 +39,12 @@ func NewScrape(register func(...metrics.Registerable), now func() time.Time) *Sc
 		}, []string{"pool"}),
 		errors: metrics.NewCounterVec(&metrics.CounterOpts{
 			Namespace: "tokenscale", Subsystem: "scrape", Name: "errors_total",
-			Help: "Failed engine /metrics scrapes, per pool.",
+			Help: "Failed engine /metrics scrapes (and failed Prometheus polls), and pods a round had no time to scrape, per pool.",
 		}, []string{"pool"}),
-		last: metrics.NewGauge(&metrics.GaugeOpts{
+		last: metrics.NewGaugeVec(&metrics.GaugeOpts{
 			Namespace: "tokenscale", Name: "last_scrape_timestamp_seconds",
-			Help: "Unix time of the last successful engine scrape; time() minus this is the freshness of served values.",
-		}),
+			Help: "Unix time of the last successful engine scrape of any pod (no series before one); time() minus this is the freshness of the newest numbers, not of every pool's.",
+		}, nil),
 		reloadOK: metrics.NewGauge(&metrics.GaugeOpts{
 			Namespace: "tokenscale", Subsystem: "config", Name: "last_reload_successful",
 			Help: "1 if the config file's last load or reload was applied, 0 if it was rejected (the previous config stays in force).",
@@ -79,7 +80,7 @@ func (s *Scrape) ObserveScrape(pool string, d time.Duration, err error) {
 	errs := s.errors.WithLabelValues(pool)
 	switch {
 	case err == nil:
-		s.last.Set(float64(s.now().UnixNano()) / 1e9)
+		s.last.WithLabelValues().Set(float64(s.now().UnixNano()) / 1e9)
 	case !errors.Is(err, context.Canceled):
 		errs.Inc()
 	}

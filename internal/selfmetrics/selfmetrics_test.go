@@ -170,6 +170,11 @@ func TestScrapeFreshnessOnlyOnSuccess(t *testing.T) {
 	reg := metrics.NewKubeRegistry()
 	now := time.Unix(1700000000, 0)
 	s := NewScrape(reg.MustRegister, func() time.Time { return now })
+	// Before any success the time is unknown: no series, not 0 (the Unix epoch).
+	s.ObserveScrape("prefill", time.Millisecond, errors.New("connection refused"))
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(""), "tokenscale_last_scrape_timestamp_seconds"); err != nil {
+		t.Errorf("before a successful scrape: %v", err)
+	}
 	s.ObserveScrape("prefill", time.Millisecond, nil)
 	now = now.Add(time.Hour)
 	s.ObserveScrape("prefill", time.Millisecond, errors.New("connection refused"))
@@ -177,12 +182,12 @@ func TestScrapeFreshnessOnlyOnSuccess(t *testing.T) {
 	// A pod the round had no time for is an error that took no scrape time.
 	s.ObserveScrape("prefill", 0, fmt.Errorf("scrape ns/p: %w", collector.ErrNotScraped))
 	want := `
-# HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last successful engine scrape; time() minus this is the freshness of served values.
+# HELP tokenscale_last_scrape_timestamp_seconds [ALPHA] Unix time of the last successful engine scrape of any pod (no series before one); time() minus this is the freshness of the newest numbers, not of every pool's.
 # TYPE tokenscale_last_scrape_timestamp_seconds gauge
 tokenscale_last_scrape_timestamp_seconds 1.7e+09
-# HELP tokenscale_scrape_errors_total [ALPHA] Failed engine /metrics scrapes, per pool.
+# HELP tokenscale_scrape_errors_total [ALPHA] Failed engine /metrics scrapes (and failed Prometheus polls), and pods a round had no time to scrape, per pool.
 # TYPE tokenscale_scrape_errors_total counter
-tokenscale_scrape_errors_total{pool="prefill"} 2
+tokenscale_scrape_errors_total{pool="prefill"} 3
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tokenscale_last_scrape_timestamp_seconds", "tokenscale_scrape_errors_total"); err != nil {
 		t.Error(err)
@@ -199,8 +204,8 @@ tokenscale_scrape_errors_total{pool="prefill"} 2
 			}
 		}
 	}
-	if timed != 3 {
-		t.Errorf("scrape durations observed: %d, want 3 (the pod not scraped takes no time)", timed)
+	if timed != 4 {
+		t.Errorf("scrape durations observed: %d, want 4 (the pod not scraped takes no time)", timed)
 	}
 }
 
