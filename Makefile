@@ -93,7 +93,7 @@ lint: vet fmt-check tidy-check golangci-lint
 
 # The cgo files (converter/nvmlgpu's NVML reader) are linted in a second run with the converter's settings.
 golangci-lint:
-	@bin=$$(GO=$(GO) bash hack/build-golangci-lint.sh) && $(STATIC_ENV) $$bin run ./... && \
+	@bin=$$(GO=$(GO) bash hack/build-golangci-lint.sh) && export PATH="$$($(GO) env GOROOT)/bin:$$PATH" && $(STATIC_ENV) $$bin run ./... && \
 	$(CONVERTER_ENV) $$bin run --build-tags '$(E2E_TAGS)' ./converter/nvmlgpu/...
 
 vet:
@@ -101,7 +101,7 @@ vet:
 	$(CONVERTER_ENV) $(GO) vet ./converter/nvmlgpu/...
 
 fmt-check:
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*')); \
+	@out=$$("$$($(GO) env GOROOT)/bin/gofmt" -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 tidy-check:
