@@ -92,7 +92,10 @@ func inspect(ctx context.Context, args []string) error {
 	fs.StringVar(&t.KeyFile, "key-file", "", "scrape.tls.keyFile: the client certificate's PEM key")
 	_ = fs.Parse(args)
 	if fs.NArg() != 1 {
-		return fmt.Errorf("inspect needs one FILE, URL or - (stdin), after its flags; got %q", fs.Args())
+		// A usage error, as an unknown flag is (exit 2), not a page the adapter cannot use (1).
+		fmt.Fprintf(os.Stderr, "tokenscale: inspect needs one FILE, URL or - (stdin), after its flags; got %q\n", engine.Printable(fmt.Sprint(fs.Args())))
+		fs.Usage()
+		os.Exit(2)
 	}
 	kind, err := engine.ParseKind(*eng)
 	if err != nil {
@@ -122,6 +125,14 @@ func inspect(ctx context.Context, args []string) error {
 	if *timeout <= 0 {
 		return fmt.Errorf("--timeout %s: must be positive", *timeout)
 	}
+	// The adapter's bounds on both (velocity/config): outside them its config is refused, so a check
+	// against such a value would say what no adapter does.
+	if *timeout < config.MinScrapeTimeout {
+		return fmt.Errorf("--timeout %s: the adapter's scrape.timeout is at least %s", *timeout, config.MinScrapeTimeout)
+	}
+	if *maxBody < config.MinScrapeBody || *maxBody > config.MaxScrapeBody {
+		return fmt.Errorf("--max-body-bytes %d: the adapter's scrape.maxBodyBytes is %d to %d", *maxBody, config.MinScrapeBody, config.MaxScrapeBody)
+	}
 	tc, roots, err := t.ClientConfig()
 	if err != nil {
 		return err
@@ -130,15 +141,19 @@ func inspect(ctx context.Context, args []string) error {
 	if tc != nil {
 		tlsOpt = &collector.TLS{Config: tc, Roots: roots}
 	}
-	page, err := read(ctx, fs.Arg(0), collector.NewClient(tlsOpt, compression), *timeout)
-	if errors.Is(err, engine.ErrPageTooLarge) && int64(engine.MaxInspectPage) >= *maxBody {
-		// Read or not, it is past the adapter's limit: the adapter refuses it (exit 1, not 3).
+	start := time.Now()
+	page, err := read(ctx, fs.Arg(0), collector.NewClient(tlsOpt, compression), *timeout, *maxBody)
+	if errors.Is(err, engine.ErrPageTooLarge) {
+		// Past what is read, which is at least the adapter's limit: the adapter refuses it (exit 1, not 3).
 		return fmt.Errorf("%w; above scrape.maxBodyBytes (%d) too: the adapter refuses it", err, *maxBody)
 	}
 	if err != nil {
 		return errRead{err}
 	}
-	if err := engine.Report(os.Stdout, page, kind); err != nil {
+	if !isURL(fs.Arg(0)) {
+		start = time.Now() // a file's or stdin's read is no scrape: the parse alone has the budget
+	}
+	if err := engine.ReportBefore(os.Stdout, page, kind, start.Add(*timeout)); err != nil {
 		os.Exit(1) // the report already said why
 	}
 	// After the report, which says what the page holds, but failing the check: the adapter refuses every
@@ -149,11 +164,20 @@ func inspect(ctx context.Context, args []string) error {
 	return nil
 }
 
+// isURL says whether src is fetched rather than read as a file: a scheme is case-insensitive, so
+// HTTP://pod:8000/metrics is a URL, not a file of that name.
+func isURL(src string) bool {
+	scheme, _, ok := strings.Cut(src, "://")
+	return ok && (strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https"))
+}
+
 // read fetches a URL with client, as the adapter's scraper fetches a pod's page (its client, its Accept
-// header, its timeout), or reads a file or stdin.
-func read(ctx context.Context, src string, client *http.Client, timeout time.Duration) ([]byte, error) {
+// header, its timeout), or reads a file or stdin; it reads at most the larger of engine.MaxInspectPage
+// and maxBody, so that a page the adapter's limit takes is read whole.
+func read(ctx context.Context, src string, client *http.Client, timeout time.Duration, maxBody int64) ([]byte, error) {
+	limit := max(int64(engine.MaxInspectPage), maxBody)
 	switch {
-	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://"):
+	case isURL(src):
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
@@ -180,7 +204,7 @@ func read(ctx context.Context, src string, client *http.Client, timeout time.Dur
 		if resp.StatusCode != http.StatusOK {
 			return nil, fmt.Errorf("fetching %s: HTTP %d", src, resp.StatusCode)
 		}
-		b, err := engine.ReadPage(resp.Body, src)
+		b, err := engine.ReadPageUpTo(resp.Body, src, limit)
 		if err != nil {
 			return nil, late(err)
 		}
@@ -194,7 +218,7 @@ func read(ctx context.Context, src string, client *http.Client, timeout time.Dur
 		}
 		done := make(chan page, 1)
 		go func() {
-			b, err := engine.ReadPageFile(src)
+			b, err := engine.ReadPageFileUpTo(src, limit)
 			done <- page{b, err}
 		}()
 		select {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,7 +27,7 @@ func TestReadIsBounded(t *testing.T) {
 	if err := os.WriteFile(big, make([]byte, engine.MaxInspectPage+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := read(context.Background(), big, scraper, time.Second); err == nil || !strings.Contains(err.Error(), big+" is larger than") {
+	if _, err := read(context.Background(), big, scraper, time.Second, 4<<20); err == nil || !strings.Contains(err.Error(), big+" is larger than") {
 		t.Errorf("page over the limit: %v", err)
 	}
 	// Past the adapter's body limit too, so the check fails as for a page read whole (exit 1, not 3).
@@ -43,14 +45,14 @@ func TestReadDoesNotFollowRedirects(t *testing.T) {
 	defer page.Close()
 	moved := httptest.NewServer(http.RedirectHandler(page.URL+"/metrics", http.StatusFound))
 	defer moved.Close()
-	_, err := read(context.Background(), moved.URL, scraper, time.Minute)
+	_, err := read(context.Background(), moved.URL, scraper, time.Minute, 4<<20)
 	if err == nil || !strings.Contains(err.Error(), "HTTP 302") || !strings.Contains(err.Error(), "follows no redirect") {
 		t.Fatalf("a redirect: %v; want it reported, not followed", err)
 	}
 	if !strings.Contains(err.Error(), page.URL+"/metrics") {
 		t.Errorf("a redirect: %v; want it to name where it points", err)
 	}
-	if b, err := read(context.Background(), page.URL, scraper, time.Minute); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
+	if b, err := read(context.Background(), page.URL, scraper, time.Minute, 4<<20); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
 		t.Errorf("the page itself: %q, %v", b, err)
 	}
 }
@@ -68,7 +70,7 @@ func TestReadFetchesAsTheAdapterDoes(t *testing.T) {
 		_, _ = w.Write([]byte("vllm:num_requests_waiting 0\n"))
 	}))
 	defer page.Close()
-	if b, err := read(context.Background(), page.URL, scraper, time.Minute); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
+	if b, err := read(context.Background(), page.URL, scraper, time.Minute, 4<<20); err != nil || !strings.Contains(string(b), "num_requests_waiting") {
 		t.Fatalf("the page: %q, %v", b, err)
 	}
 	if h := <-headers; h[0] != "text/plain;version=0.0.4" || h[1] != "" {
@@ -84,8 +86,8 @@ func TestReadFetchesAsTheAdapterDoes(t *testing.T) {
 // the adapter refuses every scrape of it.
 func TestInspectFailsAPagePastTheBodyLimit(t *testing.T) {
 	page := vllmPage
-	if err := inspect(context.Background(), []string{"--max-body-bytes", "1000", page}); err == nil || !strings.Contains(err.Error(), "the adapter refuses it") {
-		t.Errorf("a page past --max-body-bytes 1000: %v; want the check to fail", err)
+	if err := inspect(context.Background(), []string{"--max-body-bytes", "1024", page}); err == nil || !strings.Contains(err.Error(), "the adapter refuses it") {
+		t.Errorf("a page past --max-body-bytes 1024: %v; want the check to fail", err)
 	}
 	if err := inspect(context.Background(), []string{page}); err != nil {
 		t.Errorf("the same page under the default limit: %v", err)
@@ -180,4 +182,46 @@ func writeConfig(t *testing.T, dir, scrape string) string {
 		t.Fatal(err)
 	}
 	return f.Name()
+}
+
+// A page the adapter's limit takes is read whole: past inspect's own 16 MiB, up to a config's 64 MiB, it
+// was a read failure (exit 3) for a page the adapter reads.
+func TestInspectReadsWhatTheAdaptersLimitTakes(t *testing.T) {
+	page, err := os.ReadFile(vllmPage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The page, then comments to past 16 MiB: still a page the adapter reads with maxBodyBytes 32 MiB.
+	pad := bytes.Repeat([]byte("# padding the page past inspect's own limit\n"), (engine.MaxInspectPage+len(page))/44+1)
+	big := filepath.Join(t.TempDir(), "big.txt")
+	if err := os.WriteFile(big, append(append([]byte{}, page...), pad...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := inspect(context.Background(), []string{"--timeout", "1m", "--max-body-bytes", fmt.Sprint(32 << 20), big}); err != nil {
+		t.Errorf("a %d-byte page under a 32 MiB maxBodyBytes: %v; want it read and usable", len(page)+len(pad), err)
+	}
+}
+
+// The flags take the adapter's bounds: a check against a limit no adapter can have says nothing.
+func TestInspectRefusesLimitsTheAdapterRefuses(t *testing.T) {
+	for _, args := range [][]string{
+		{"--max-body-bytes", "0"}, {"--max-body-bytes", "-1"}, {"--max-body-bytes", fmt.Sprint(65 << 20)}, {"--timeout", "1ns"},
+	} {
+		err := inspect(context.Background(), append(args, vllmPage))
+		if err == nil || !strings.Contains(err.Error(), "the adapter's scrape.") {
+			t.Errorf("inspect %q: %v; want a refusal naming the adapter's bound", args, err)
+		}
+	}
+}
+
+// A URL's scheme is case-insensitive: HTTP:// was read as a file of that name.
+func TestIsURL(t *testing.T) {
+	for src, want := range map[string]bool{
+		"http://pod:8000/metrics": true, "HTTP://pod:8000/metrics": true, "Https://pod/metrics": true,
+		"metrics.txt": false, "-": false, "ftp://pod/metrics": false, "./http://x": false,
+	} {
+		if got := isURL(src); got != want {
+			t.Errorf("isURL(%q) = %v, want %v", src, got, want)
+		}
+	}
 }

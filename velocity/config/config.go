@@ -112,6 +112,12 @@ const MaxPromptTokens = 1e7
 // (64 × 4 MiB = 256 MiB at the defaults); a round's memory is about 2.5 times it.
 const MaxScrapeBytes = 4 << 30
 
+// MinScrapeBody and MaxScrapeBody bound scrape.maxBodyBytes (1 KiB, 64 MiB).
+const (
+	MinScrapeBody = 1 << 10
+	MaxScrapeBody = 64 << 20
+)
+
 // MinScrapeTimeout is the shortest scrape.timeout: an engine's page takes milliseconds to serve.
 const MinScrapeTimeout = 10 * time.Millisecond
 
@@ -871,7 +877,7 @@ func (c *Config) complete() error {
 	if s.LatencyWindow.Duration < iv || s.LatencyWindow.Duration > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("scrape.latencyWindow (%s) must be between scrape.interval (%s) and 10m", s.LatencyWindow, s.Interval))
 	}
-	cOK, bOK := s.Concurrency >= 1 && s.Concurrency <= 4096, s.MaxBodyBytes >= 1024 && s.MaxBodyBytes <= 64<<20
+	cOK, bOK := s.Concurrency >= 1 && s.Concurrency <= 4096, s.MaxBodyBytes >= MinScrapeBody && s.MaxBodyBytes <= MaxScrapeBody
 	if !cOK {
 		errs = append(errs, fmt.Errorf("scrape.concurrency (%d) must be between 1 and 4096", s.Concurrency))
 	}

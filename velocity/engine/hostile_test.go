@@ -766,3 +766,17 @@ func TestRepeatedHistogramCountIsADuplicateOnEitherPath(t *testing.T) {
 		}
 	}
 }
+
+// inspect's report parses within the adapter's budget as the adapter does: a page past its deadline is
+// reported as one whose scrapes fail, where it was reported usable after any time.
+func TestReportBeforeDeadline(t *testing.T) {
+	page := hugeSeriesPage(5000)
+	var out strings.Builder
+	if err := ReportBefore(&out, page, VLLM, time.Now().Add(-time.Millisecond)); !errors.Is(err, ErrParseTimeout) || !strings.Contains(out.String(), "scrape.timeout") {
+		t.Fatalf("a page past the deadline: %v\n%s\nwant ErrParseTimeout and a hint naming scrape.timeout", err, out.String())
+	}
+	out.Reset()
+	if err := ReportBefore(&out, page, VLLM, time.Time{}); errors.Is(err, ErrParseTimeout) {
+		t.Fatalf("no deadline: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // MaxInspectPage bounds a page the inspectors read: four times scrape.maxBodyBytes' default.
@@ -16,37 +17,54 @@ var ErrPageTooLarge = errors.New("not a metrics page inspect reads")
 
 // ReadPage reads a page for the inspectors whole, or fails naming src when it holds more than
 // MaxInspectPage bytes: a cut page would be reported as if it were all there.
-func ReadPage(r io.Reader, src string) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, MaxInspectPage+1))
+func ReadPage(r io.Reader, src string) ([]byte, error) { return ReadPageUpTo(r, src, MaxInspectPage) }
+
+// ReadPageUpTo is ReadPage with a limit of its own (bytes, at least 1).
+func ReadPageUpTo(r io.Reader, src string, limit int64) ([]byte, error) {
+	limit = max(limit, 1)
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", src, err)
 	}
-	if len(b) > MaxInspectPage {
-		return nil, fmt.Errorf("%s is larger than %d bytes: %w", src, MaxInspectPage, ErrPageTooLarge)
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", src, limit, ErrPageTooLarge)
 	}
 	return b, nil
 }
 
 // ReadPageFile is ReadPage of a file, or of stdin for "-": what the inspectors read when not given a URL.
-func ReadPageFile(src string) ([]byte, error) {
+func ReadPageFile(src string) ([]byte, error) { return ReadPageFileUpTo(src, MaxInspectPage) }
+
+// ReadPageFileUpTo is ReadPageFile with a limit of its own.
+func ReadPageFileUpTo(src string, limit int64) ([]byte, error) {
 	if src == "-" {
-		return ReadPage(os.Stdin, "stdin")
+		return ReadPageUpTo(os.Stdin, "stdin", limit)
 	}
 	f, err := os.Open(src)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return ReadPage(f, src)
+	return ReadPageUpTo(f, src, limit)
 }
 
 // Report writes a human-readable account of a page: the engine detected, which catalog fields were
 // found under which names, what is missing and why that matters. It is what `tokenscale inspect`
 // prints; the returned error is non-nil when the page cannot give token velocity.
 func Report(w io.Writer, page []byte, kind Kind) error {
-	snap, err := ExtractBytes(page, kind)
+	return ReportBefore(w, page, kind, time.Time{})
+}
+
+// ReportBefore is Report that parses the page within deadline (zero: none), as the adapter's scrape
+// parses it within its scrape.timeout: a page too slow to parse fails there, so it fails here too.
+func ReportBefore(w io.Writer, page []byte, kind Kind, deadline time.Time) error {
+	snap, err := ExtractBytesBefore(page, kind, deadline)
 	if err != nil {
 		fmt.Fprintf(w, "error: %v\n", err)
+		if errors.Is(err, ErrParseTimeout) {
+			fmt.Fprintln(w, "hint: the adapter parses a page within its scrape.timeout, counted from the start of the scrape; this one")
+			fmt.Fprintln(w, "      did not parse in time, so its scrapes fail too (a longer --timeout reads it anyway)")
+		}
 		if errors.Is(err, ErrUnknownEngine) {
 			fmt.Fprintln(w, "hint: vLLM names start with \"vllm:\", SGLang with \"sglang:\" (start SGLang with --enable-metrics),")
 			fmt.Fprintln(w, "      TensorRT-LLM with \"trtllm_\". Is this the engine's port (vLLM 8000, SGLang 30000) and path /metrics?")
