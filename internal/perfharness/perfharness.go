@@ -336,8 +336,13 @@ func maxRSSMiB() float64 {
 func Memory(args []string) error {
 	fs := flag.NewFlagSet("memory", flag.ExitOnError)
 	pods := fs.Int("pods", 10000, "synthetic pods in the store")
-	rounds := fs.Int("rounds", 120, "scrape rounds recorded (1 s apart in store time)")
+	rounds := fs.Int("rounds", 120, "scrape rounds recorded (1 s apart in store time), at least 24")
 	_ = fs.Parse(args)
+	// Sampled after 10 rounds, at half and at the end: three distinct points (fewer rounds indexed past
+	// the samples taken).
+	if *rounds < 24 || *pods < 1 {
+		return fmt.Errorf("-rounds %d must be at least 24 and -pods %d at least 1", *rounds, *pods)
+	}
 	// One fake engine under load gives each round's page (counters moving); every pod records its own copy
 	// of the extracted snapshot, as each pod's scrape yields its own.
 	eng := fakeengine.New(fakeengine.Config{Flavor: fakeengine.VLLMV1, PrefillTokensPerSec: 10000, DecodeTokensPerSec: 2500})
@@ -365,7 +370,7 @@ func Memory(args []string) error {
 			c := *snap
 			st.Record(store.PodKey{Namespace: "perf", Name: strconv.Itoa(p)}, now, &c)
 		}
-		if r == 10 || r == *rounds/2 || r == *rounds-1 {
+		if done := r + 1; done == 10 || done == *rounds/2 || done == *rounds {
 			samples = append(samples, heap()-base)
 		}
 	}
