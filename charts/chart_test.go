@@ -281,6 +281,18 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{[]string{"converter.enabled=true", "converter.agent.actuator=label"}, "converter.admissionPolicies=false"},
 		{[]string{"converter.enabled=true", "converter.agent.actuator=sglang-pd"}, "want llm-d, label or sglang"},
 		{[]string{"adapter.podDisruptionBudget.minAvailable=50%"}, "whole number of pods"},
+		// What every binary refuses at start, which crash-looped its pod.
+		{[]string{"adapter.goMemLimit=900Mi"}, "GOMEMLIMIT takes a number of bytes"},
+		{[]string{"converter.enabled=true", "converter.controller.goMemLimit=1G"}, "converter.controller.goMemLimit"},
+		{[]string{"adapter.logLevel=-1"}, "adapter.logLevel -1: want a whole number from 0"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.logLevel=1.5"}, "kedaScaler.logLevel 1.5"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.maxStreams=1.5"}, "kedaScaler.maxStreams 1.5: want a whole number"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.keepalive.time=30"}, "kedaScaler.keepalive.time"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.keepalive.timeout=0s"}, "kedaScaler.keepalive.timeout"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.metricsAddress=:8081"}, "other than the scaler's gRPC 9090 and probe 8081"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.metricsAddress=8080"}, "want HOST:PORT"},
+		{[]string{"kedaScaler.enabled=true", "kedaScaler.podDisruptionBudget.minAvailable=50%"}, "kedaScaler.podDisruptionBudget.minAvailable"},
+		{[]string{"kedaScaler.enabled=true", "tls.mode=cert-manager", "kedaScaler.tls.secretName=tokenscale-ca"}, "kedaScaler.tls.secretName"},
 		// What the converter's binaries refuse at start, which crash-looped their pods.
 		{[]string{"converter.enabled=true", "converter.controller.lease=5m"}, `converter.controller.lease "5m" is longer than converter.maxLease "2m"`},
 		{[]string{"converter.enabled=true", "converter.maxLease=10"}, `converter.maxLease "10": want a duration with its unit`},
@@ -1144,6 +1156,26 @@ func TestChartConverterDurations(t *testing.T) {
 		lease := strings.TrimPrefix(set[1], "converter.controller.lease=")
 		if !bytes.Contains(out, []byte("- --lease="+lease+"\n")) {
 			t.Errorf("%v: --lease=%s not rendered", set, lease)
+		}
+	}
+}
+
+// Values within the binaries' bounds still render: an IPv6 loopback or an open metrics address, no cap on
+// streams, and a dashboard without labels of its own.
+func TestChartAcceptsTheBinariesValues(t *testing.T) {
+	helm := os.Getenv("TOKENSCALE_HELM")
+	if helm == "" {
+		t.Skip(noHelm)
+	}
+	for _, set := range [][]string{
+		{"kedaScaler.enabled=true", "kedaScaler.metricsAddress=[::1]:8080"},
+		{"kedaScaler.enabled=true", "kedaScaler.metricsAddress=0.0.0.0:9100"},
+		{"kedaScaler.enabled=true", "kedaScaler.metricsAddress="},
+		{"kedaScaler.enabled=true", "kedaScaler.maxStreams=-1", "kedaScaler.logLevel=2"},
+		{"monitoring.dashboard.enabled=true", "monitoring.dashboard.labels=null"},
+	} {
+		if out, err := exec.Command(helm, helmArgs(set)...).CombinedOutput(); err != nil {
+			t.Errorf("helm template %v: %v\n%s", set, err, out)
 		}
 	}
 }

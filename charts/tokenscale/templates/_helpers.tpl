@@ -105,3 +105,15 @@ invalid
 {{- $total -}}
 {{- end -}}
 {{- end -}}
+
+{{- /* "true" where the value is a whole number: written as one, or a number YAML read as a float (a values
+file's 1000000 reaches the templates as 1e+06). Argument: the value. */ -}}
+{{- define "tokenscale.whole" -}}
+{{- if regexMatch "^-?[0-9]+$" (toString .) -}}
+true
+{{- else if and (kindIs "float64" .) (eq . (float64 (int64 .))) -}}
+true
+{{- else -}}
+false
+{{- end -}}
+{{- end -}}
