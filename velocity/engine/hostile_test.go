@@ -702,6 +702,28 @@ func TestParseErrorsArePrintable(t *testing.T) {
 	}
 }
 
+// Text from outside that a terminal or a log would not show as it is (a bidirectional override that
+// reverses what follows, a zero-width character that hides in a name, an unassigned or private-use code
+// point) is written as its escape; printable text, any script's, is kept as it is.
+func TestPrintableEscapesWhatATerminalHides(t *testing.T) {
+	for in, want := range map[string]string{
+		"pod\u202eevil":        `pod\u202eevil`,
+		"a\u200bb\ufeffc":      `a\u200bb\ufeffc`,
+		"ll\u05fbm":            `ll\u05fbm`,
+		"x\U000e0041y":         `x\U000e0041y`,
+		"\x1b[2J\u009b":        `\x1b[2J\x9b`,
+		"llm/prefill-α 日本 é": "llm/prefill-α 日本 é",
+		"bad\xffbyte":          "bad\ufffdbyte",
+	} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%+q) = %+q, want %+q", in, got, want)
+		}
+	}
+	if got := PrintableWithin(strings.Repeat("\u202e", 100), 20); len(got) > 20+len(truncated) || !strings.HasSuffix(got, truncated) {
+		t.Errorf("cut to 20 bytes: %q", got)
+	}
+}
+
 // A sample line of a metric tokenscale reads is at most maxReadLine bytes, on the scanner's path and the
 // fallback's: one label of 4 MiB on such a line held 3 to 9 times the page (its value copied into the
 // parse's strings, the series key and each field the line feeds). Lines of metrics not read are skipped

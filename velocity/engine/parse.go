@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -55,9 +56,11 @@ func (e *pageError) Unwrap() error { return e.err }
 // maxErrorText bounds a parse error's text: expfmt quotes a whole malformed value, up to the page's size.
 const maxErrorText = 512
 
-// Printable returns s with control characters (C0, DEL and C1) written as \xNN and invalid UTF-8
-// replaced, cut on a character boundary to at most maxErrorText bytes and a mark saying so: for text from
-// outside in errors, the parser's and the CLI's (a fetch error can hold a certificate's names).
+// Printable returns s with control characters (C0, DEL and C1) written as \xNN, every other character
+// that is not printable (a bidirectional override, a zero-width or unassigned one) as \uNNNN or
+// \UNNNNNNNN, and invalid UTF-8 replaced, cut on a character boundary to at most maxErrorText bytes and a
+// mark saying so: for text from outside in errors, the parser's and the CLI's (a fetch error can hold a
+// certificate's names), where such a character could make a terminal or a log show other text.
 func Printable(s string) string { return PrintableWithin(s, maxErrorText) }
 
 // PrintableWithin is Printable cut to at most max bytes and the mark.
@@ -65,8 +68,13 @@ func PrintableWithin(s string, max int) string {
 	var b strings.Builder
 	for _, r := range s { // an invalid byte comes as U+FFFD
 		c := string(r)
-		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+		switch {
+		case r < 0x20 || r >= 0x7f && r <= 0x9f:
 			c = fmt.Sprintf("\\x%02x", r)
+		case r != ' ' && !unicode.IsPrint(r) && r <= 0xffff:
+			c = fmt.Sprintf("\\u%04x", r)
+		case r != ' ' && !unicode.IsPrint(r):
+			c = fmt.Sprintf("\\U%08x", r)
 		}
 		if b.Len()+len(c) > max {
 			b.WriteString(truncated)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenscale/tokenscale/velocity/config"
+	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 // PoolMetric names one of a pool's served numbers; every front (custom metrics, external metrics, KEDA)
@@ -54,7 +55,8 @@ func Carries(r config.Role, m PoolMetric) bool {
 }
 
 // NotCarried returns an error wrapping ErrNotCarried, naming the pool and the one that carries m, when
-// pool p (at key) has a role that lacks m; nil otherwise, and for a nil p.
+// pool p (at key) has a role that lacks m; nil otherwise, and for a nil p. The key is written printable:
+// its namespace can be a request's (any text a client sends).
 func NotCarried(key PoolKey, p *config.Pool, m PoolMetric) error {
 	if p == nil || Carries(p.Role, m) {
 		return nil
@@ -63,7 +65,7 @@ func NotCarried(key PoolKey, p *config.Pool, m PoolMetric) error {
 	if m == Conversions {
 		where = "the decode pool"
 	}
-	return fmt.Errorf("%s of pool %s: %w (a %s pool): read it on %s of the group", m, key, ErrNotCarried, p.Role, where)
+	return fmt.Errorf("%s of pool %s: %w (a %s pool): read it on %s of the group", m, engine.PrintableWithin(key.String(), 300), ErrNotCarried, p.Role, where)
 }
 
 // Value returns one of the pool's numbers, or why it is unknown. It never returns NaN, Inf or a
