@@ -707,13 +707,13 @@ func TestParseErrorsArePrintable(t *testing.T) {
 // point) is written as its escape; printable text, any script's, is kept as it is.
 func TestPrintableEscapesWhatATerminalHides(t *testing.T) {
 	for in, want := range map[string]string{
-		"pod\u202eevil":        `pod\u202eevil`,
-		"a\u200bb\ufeffc":      `a\u200bb\ufeffc`,
-		"ll\u05fbm":            `ll\u05fbm`,
-		"x\U000e0041y":         `x\U000e0041y`,
-		"\x1b[2J\u009b":        `\x1b[2J\x9b`,
+		"pod\u202eevil":      `pod\u202eevil`,
+		"a\u200bb\ufeffc":    `a\u200bb\ufeffc`,
+		"ll\u05fbm":          `ll\u05fbm`,
+		"x\U000e0041y":       `x\U000e0041y`,
+		"\x1b[2J\u009b":      `\x1b[2J\x9b`,
 		"llm/prefill-α 日本 é": "llm/prefill-α 日本 é",
-		"bad\xffbyte":          "bad\ufffdbyte",
+		"bad\xffbyte":        "bad\ufffdbyte",
 	} {
 		if got := Printable(in); got != want {
 			t.Errorf("Printable(%+q) = %+q, want %+q", in, got, want)
