@@ -42,6 +42,9 @@ func TestReturnedErrorsArePrintable(t *testing.T) {
 	if msg := status.Convert(got).Message(); strings.ContainsRune(msg, 0x1b) || !strings.Contains(msg, `\x1b[31mevil`) {
 		t.Errorf("message %q: want its escape bytes written as \\x1b", msg)
 	}
+	if msg := status.Convert(call(status.Error(codes.Unavailable, "pod a: \u202eevil"))).Message(); msg != `pod a: \u202eevil` {
+		t.Errorf("a bidirectional override: message %q, want it written as \\u202e", msg)
+	}
 	long := status.Error(codes.Unavailable, strings.Repeat("a", 10*maxMessage))
 	if msg := status.Convert(call(long)).Message(); len(msg) > maxMessage+len("… (truncated)") {
 		t.Errorf("a %d-byte message came back as %d bytes; want at most about %d", 10*maxMessage, len(msg), maxMessage)
