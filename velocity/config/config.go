@@ -24,6 +24,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"k8s.io/klog/v2"
+
+	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 // Version is the only config version this build reads.
@@ -238,6 +240,43 @@ func Default() *Config {
 // Parse decodes and validates a config file's bytes: one YAML document, where a key given no value, or a 0
 // that would read as unset, is an error too; errors name the line.
 func Parse(data []byte) (*Config, error) {
+	c, err := parse(data)
+	if err != nil {
+		return nil, printableErr(err)
+	}
+	return c, nil
+}
+
+// printableErr is err with each line of its text made printable and cut to maxErrorLine bytes, and the
+// text to maxErrorText (engine.PrintableWithin): the YAML decoder's messages and keys this package names
+// repeat the file's text (a quoted key decodes to any bytes, and "field ... not found" names a key whole),
+// and klog writes an error of several lines, as a refused file's joined errors are, without escaping it.
+// The lines stay apart, one error each.
+func printableErr(err error) error {
+	lines := strings.Split(err.Error(), "\n")
+	size := 0
+	for i, l := range lines {
+		if size > maxErrorText {
+			lines = append(lines[:i], fmt.Sprintf("and %d more lines", len(lines)-i))
+			break
+		}
+		lines[i] = engine.PrintableWithin(l, maxErrorLine)
+		size += len(lines[i])
+	}
+	if msg := strings.Join(lines, "\n"); msg != err.Error() {
+		return &rewrittenError{msg: msg, err: err}
+	}
+	return err
+}
+
+// maxErrorLine bounds a line of a config error: a path of maxYAMLDepth keys fits, as most of a key the
+// decoder names whole does not. maxErrorText bounds the lines' sum, about the walk's maxNodeErrors of them.
+const (
+	maxErrorLine = 16 << 10
+	maxErrorText = 64 << 10
+)
+
+func parse(data []byte) (*Config, error) {
 	// The nodes are read first: the typed decoding reads only the first document and cannot tell a key left
 	// out from one given no value or 0, and it compares every pair of a mapping's keys, so a mapping of
 	// thousands of keys (or of one key repeated, an error per pair) must be refused before it runs.
@@ -337,14 +376,15 @@ var lineRef = regexp.MustCompile(`line (\d+):`)
 // label names), and an error listing many lines must not grow by a copy of the file each.
 const maxNamedBytes = 16 << 10
 
-// keyedError is a decoding error whose lines name the keys on them.
-type keyedError struct {
+// rewrittenError is an error with its text rewritten (the keys on a decoding error's lines named, the text
+// made printable) that still unwraps to the error it was.
+type rewrittenError struct {
 	msg string
 	err error
 }
 
-func (e *keyedError) Error() string { return e.msg }
-func (e *keyedError) Unwrap() error { return e.err }
+func (e *rewrittenError) Error() string { return e.msg }
+func (e *rewrittenError) Unwrap() error { return e.err }
 
 // namedKeys adds to each "line N:" of a decoding error the key whose value is on that line: the decoder
 // names the line and the Go type only ("cannot unmarshal !!str `high` into float64"), and Duration only
@@ -381,7 +421,7 @@ func namedKeys(err error, data []byte) error {
 	if !named {
 		return err
 	}
-	return &keyedError{msg: msg, err: err}
+	return &rewrittenError{msg: msg, err: err}
 }
 
 // note records that path's value starts on n's line.

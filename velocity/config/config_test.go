@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -1043,6 +1044,29 @@ func TestPoolNamesInErrorsArePrintable(t *testing.T) {
 	_, err := Parse([]byte("version: tokenscale.io/v1alpha1\npools:\n- {name: \"a\\x1b[31m\\nb\", role: prefill, selector: {x: y}}\n"))
 	if err == nil || strings.ContainsAny(err.Error(), "\x1b") || !strings.Contains(err.Error(), `pools[0] ("a\x1b[31m\nb")`) {
 		t.Errorf("a name with an escape and a newline: %q", err)
+	}
+}
+
+// Keys from the file reach errors printable and cut, whichever check names them: a double-quoted key
+// decodes to any characters (an escape sequence, a bidirectional override, a newline), the decoder's
+// "field ... not found" names a key whole, and klog writes an error of several lines as it is.
+func TestKeysInErrorsArePrintable(t *testing.T) {
+	hostile := `"\e]2;x\a\u202e\nk"`
+	for name, doc := range map[string]string{
+		"unknown pool field": "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {x: y}, " + hostile + ": 1}\n",
+		"key given no value": "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {x: y}}\npolicy: {" + hostile + ": }\n",
+		"a huge unknown key": "version: tokenscale.io/v1alpha1\npools:\n- {name: a, role: prefill, selector: {x: y}}\n" + strings.Repeat("\u202e", 20000) + ": 1\n",
+	} {
+		_, err := Parse([]byte(doc))
+		if err == nil {
+			t.Errorf("%s: no error", name)
+			continue
+		}
+		for _, line := range strings.Split(err.Error(), "\n") {
+			if i := strings.IndexFunc(line, func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }); i >= 0 || len(line) > maxErrorLine+len("… (truncated)") {
+				t.Errorf("%s: a line of %d bytes, or with a character that is not printable: %.300q", name, len(line), line)
+			}
+		}
 	}
 }
 
