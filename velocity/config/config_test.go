@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"unicode"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 )
