@@ -21,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tokenscale/tokenscale/converter/protocol"
+	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 var metav1PatchOptions = metav1.PatchOptions{FieldManager: "tokenscale-converter"}
@@ -230,7 +231,7 @@ func (a *Agent) adopt(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	klog.InfoS("Found this agent's flip under another status; recorded it as converted", "pod", klog.KObj(pod),
-		"status", pod.Annotations[protocol.AnnotationStatus])
+		"status", engine.PrintableWithin(pod.Annotations[protocol.AnnotationStatus], maxAnnotationShown))
 	return nil
 }
 

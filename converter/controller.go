@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tokenscale/tokenscale/converter/protocol"
+	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 // Pool is one decode pool as the controller sees it: its Ready pods and the conversions wanted, or
@@ -257,6 +258,10 @@ func (c *Controller) reportSilence(p *corev1.Pod, now time.Time) bool {
 	return true
 }
 
+// maxAnnotationShown bounds an annotation's value a log line repeats: anyone who can patch a pod writes
+// it (up to 256 KiB), and klog writes a value holding a newline as it is, so it is shown printable.
+const maxAnnotationShown = 128
+
 // reportQuiet logs, once, each converted pod whose agent has gone quiet (no heartbeat within
 // protocol.HeartbeatStale): its lease is no longer renewed, and it stays converted, its headroom
 // unchecked, until an agent reverts it. quiet collects this round's.
@@ -269,7 +274,7 @@ func (c *Controller) reportQuiet(pods []*corev1.Pod, now time.Time, quiet map[ty
 		quiet[key] = true
 		if !c.quiet[key] {
 			klog.InfoS("A converted pod's agent has written no heartbeat: its lease is no longer renewed, and it stays converted until an agent reverts it (is the agent on its node running?)",
-				"pod", klog.KObj(p), "node", p.Spec.NodeName, "statusAt", p.Annotations[protocol.AnnotationStatusAt], "stale", protocol.HeartbeatStale)
+				"pod", klog.KObj(p), "node", p.Spec.NodeName, "statusAt", engine.PrintableWithin(p.Annotations[protocol.AnnotationStatusAt], maxAnnotationShown), "stale", protocol.HeartbeatStale)
 		}
 	}
 }
