@@ -24,6 +24,7 @@ import (
 	"github.com/tokenscale/tokenscale/sim/cluster"
 	"github.com/tokenscale/tokenscale/sim/eval"
 	"github.com/tokenscale/tokenscale/sim/trace"
+	"github.com/tokenscale/tokenscale/velocity/engine"
 )
 
 func main() {
@@ -35,7 +36,8 @@ func main() {
 	klog.SetLogger(logr.Discard())
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "tokenscale-sim:", err)
+			// A trace file's text can reach the error (a field, a key): shown printable, a line each.
+			fmt.Fprintln(os.Stderr, "tokenscale-sim:", engine.PrintableLines(err.Error(), 4<<10, 64<<10))
 		}
 		os.Exit(2)
 	}

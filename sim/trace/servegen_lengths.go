@@ -113,7 +113,7 @@ func ParseServeGenDataset(r io.Reader, name string, from, to float64) ([]ServeGe
 	parse := func(w datasetWindow) (ServeGenLengths, bool, error) {
 		l, ok, err := parseServeGenWindow(w.fields)
 		if err != nil {
-			return l, false, fmt.Errorf("%s: window %s: %w", name, w.key, err)
+			return l, false, fmt.Errorf("%s: window %s: %w", name, clip(w.key), err)
 		}
 		l.Start = w.start
 		return l, ok, nil
@@ -191,7 +191,7 @@ func decodeServeGenDataset(r io.Reader) ([]datasetWindow, error) {
 			return jsonAt(dec, err)
 		}
 		if tok != json.Delim('{') {
-			return fmt.Errorf("%s: at byte %d: got %v", datasetShape, dec.InputOffset(), tok)
+			return fmt.Errorf("%s: at byte %d: got %s", datasetShape, dec.InputOffset(), shownToken(tok))
 		}
 		byStart := map[float64]string{}
 		err = eachKey(dec, func(k string) error {
@@ -208,7 +208,7 @@ func decodeServeGenDataset(r io.Reader) ([]datasetWindow, error) {
 			byStart[s] = k
 			fields, err := decodeDatasetWindow(dec)
 			if err != nil {
-				return fmt.Errorf("window %s: %w", k, err)
+				return fmt.Errorf("window %s: %w", clip(k), err)
 			}
 			ws = append(ws, datasetWindow{key: k, start: s, fields: fields})
 			return nil
@@ -220,7 +220,7 @@ func decodeServeGenDataset(r io.Reader) ([]datasetWindow, error) {
 			if err != nil {
 				return jsonAt(dec, err)
 			}
-			return fmt.Errorf("at byte %d: %v after the object of windows", dec.InputOffset(), tok)
+			return fmt.Errorf("at byte %d: %s after the object of windows", dec.InputOffset(), shownToken(tok))
 		}
 		return nil
 	}()
@@ -228,6 +228,15 @@ func decodeServeGenDataset(r io.Reader) ([]datasetWindow, error) {
 		return nil, fmt.Errorf("larger than %d MB", maxServeGenDatasetBytes>>20)
 	}
 	return ws, err
+}
+
+// shownToken is a JSON token as an error names it: a string (any text of the file, decoded) quoted and
+// clipped, a delimiter, number, bool or null as it is.
+func shownToken(tok json.Token) string {
+	if s, ok := tok.(string); ok {
+		return strconv.Quote(clip(s))
+	}
+	return fmt.Sprint(tok)
 }
 
 // decodeDatasetWindow reads one window's object, keeping the raw values of datasetFields only. A null
@@ -241,7 +250,7 @@ func decodeDatasetWindow(dec *json.Decoder) (map[string]json.RawMessage, error) 
 		return nil, nil
 	}
 	if tok != json.Delim('{') {
-		return nil, fmt.Errorf("%s: at byte %d: got %v", datasetShape, dec.InputOffset(), tok)
+		return nil, fmt.Errorf("%s: at byte %d: got %s", datasetShape, dec.InputOffset(), shownToken(tok))
 	}
 	fields := map[string]json.RawMessage{}
 	var skip json.RawMessage // reused: an unknown field's value is read past, not kept
@@ -274,7 +283,7 @@ func eachKey(dec *json.Decoder, f func(key string) error) error {
 		}
 		k, ok := tok.(string)
 		if !ok { // the decoder allows only strings as keys; kept as an error rather than a panic
-			return fmt.Errorf("at byte %d: key %v is not a string", dec.InputOffset(), tok)
+			return fmt.Errorf("at byte %d: key %s is not a string", dec.InputOffset(), shownToken(tok))
 		}
 		if err := f(k); err != nil {
 			return err

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // Draws follow the window's distribution: only its values, at its probabilities (normalised), and the
@@ -264,6 +265,8 @@ func FuzzParseServeGenDataset(f *testing.F) {
 	f.Add([]byte(`{"0": {"input_tokens": "{224: 0.0003, 225: 0.0008}", "output_tokens": "{40: 0.5, 41: 0.5}"}}`))
 	f.Add([]byte(`{"0": {"text_tokens": "{136: 1.0}", "image_tokens": "{1196: 1.0}", "output_tokens": "{21: 1.0}"}}`))
 	f.Add([]byte(`{"0": {"input_tokens": "{1: 4.77e-05}", "output_tokens": "{1: 1}"}, "21600": {}}`))
+	f.Add([]byte(`{"0": "\u001b[2J\u202e` + strings.Repeat("x", 5000) + `"}`))
+	f.Add([]byte(`["\u001b[2J"]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// The cut comes from the input too, so window selection is fuzzed with the parser.
 		var from, to float64
@@ -274,6 +277,11 @@ func FuzzParseServeGenDataset(f *testing.F) {
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "f.json:") {
 				t.Fatalf("error without the file: %v", err)
+			}
+			// The file's strings reach errors quoted and clipped: a window's value given as a string of
+			// an escape sequence, or of megabytes, is not repeated as it is.
+			if msg := err.Error(); len(msg) > 2048 || strings.IndexFunc(msg, func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }) >= 0 {
+				t.Fatalf("an error of %d bytes, not short and printable: %.300q", len(msg), msg)
 			}
 			return
 		}

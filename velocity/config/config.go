@@ -248,22 +248,12 @@ func Parse(data []byte) (*Config, error) {
 }
 
 // printableErr is err with each line of its text made printable and cut to maxErrorLine bytes, and the
-// text to maxErrorText (engine.PrintableWithin): the YAML decoder's messages and keys this package names
+// text to about maxErrorText (engine.PrintableLines): the YAML decoder's messages and keys this package names
 // repeat the file's text (a quoted key decodes to any bytes, and "field ... not found" names a key whole),
 // and klog writes an error of several lines, as a refused file's joined errors are, without escaping it.
 // The lines stay apart, one error each.
 func printableErr(err error) error {
-	lines := strings.Split(err.Error(), "\n")
-	size := 0
-	for i, l := range lines {
-		if size > maxErrorText {
-			lines = append(lines[:i], fmt.Sprintf("and %d more lines", len(lines)-i))
-			break
-		}
-		lines[i] = engine.PrintableWithin(l, maxErrorLine)
-		size += len(lines[i])
-	}
-	if msg := strings.Join(lines, "\n"); msg != err.Error() {
+	if msg := engine.PrintableLines(err.Error(), maxErrorLine, maxErrorText); msg != err.Error() {
 		return &rewrittenError{msg: msg, err: err}
 	}
 	return err

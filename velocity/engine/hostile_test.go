@@ -722,6 +722,12 @@ func TestPrintableEscapesWhatATerminalHides(t *testing.T) {
 	if got := PrintableWithin(strings.Repeat("\u202e", 100), 20); len(got) > 20+len(truncated) || !strings.HasSuffix(got, truncated) {
 		t.Errorf("cut to 20 bytes: %q", got)
 	}
+	// Several errors, a line each: the lines stay lines, each printable and cut, and those past the
+	// bound are counted.
+	lines := "a: \x1b[2J\nb: " + strings.Repeat("y", 100) + "\nc\nd\ne"
+	if got, want := PrintableLines(lines, 20, 30), "a: \\x1b[2J\nb: "+strings.Repeat("y", 17)+truncated+"\nand 3 more lines"; got != want {
+		t.Errorf("PrintableLines = %q, want %q", got, want)
+	}
 }
 
 // A sample line of a metric tokenscale reads is at most maxReadLine bytes, on the scanner's path and the
