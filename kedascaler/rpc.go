@@ -62,11 +62,12 @@ func New(src Source, maxAge time.Duration) *Server {
 var _ externalscaler.ExternalScalerServer = (*Server)(nil)
 
 // trigger parses a call's ScaledObjectRef and logs a refusal with the ScaledObject: KEDA reports the
-// error only in its own log, so the scaler's must say whose trigger it turned away, and why.
+// error only in its own log, so the scaler's must say whose trigger it turned away, and why. The names are
+// a string value, which klog quotes (a KRef's parts are written as they are, a quote mark included).
 func (s *Server) trigger(rpc string, ref *externalscaler.ScaledObjectRef) (trigger.Trigger, error) {
 	t, err := trigger.Parse(ref, s.parse)
 	if err != nil {
-		klog.V(2).InfoS("Refused a trigger", "rpc", rpc, "scaledObject", klog.KRef(trigger.Clip(ref.GetNamespace()), trigger.Clip(ref.GetName())), "err", err)
+		klog.V(2).InfoS("Refused a trigger", "rpc", rpc, "scaledObject", trigger.Clip(ref.GetNamespace())+"/"+trigger.Clip(ref.GetName()), "err", err)
 	}
 	return t, err
 }

@@ -15,7 +15,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -484,13 +483,15 @@ type clippedError struct {
 func (e *clippedError) Error() string { return e.msg }
 func (e *clippedError) Unwrap() error { return e.sentinel }
 
-// clip bounds an error's text, so what a target sent is never kept or served at length.
+// clip bounds an error's text and makes it printable, so what a target sent is never kept, logged or
+// served at length or as it is (klog writes a value holding a newline unescaped).
 func clip(err error) error {
 	msg := err.Error()
-	if len(msg) <= maxErrText {
+	shown := engine.PrintableWithin(msg, maxErrText)
+	if shown == msg {
 		return err
 	}
-	c := &clippedError{msg: strings.ToValidUTF8(msg[:maxErrText], "") + "… (truncated)"}
+	c := &clippedError{msg: shown}
 	for _, target := range []error{context.DeadlineExceeded, context.Canceled, ErrBodyTooLarge, engine.ErrUnknownEngine, engine.ErrParseTimeout} {
 		if errors.Is(err, target) {
 			c.sentinel = target

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	promapi "github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
@@ -95,6 +96,7 @@ func FuzzPrometheusReply(f *testing.F) {
 	f.Add([]byte(`{"status":"success","data":{"resultType":"matrix","result":[null]}}`))
 	f.Add([]byte(`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"__name__":"vllm:prompt_tokens_total","namespace":"ns","pod":"p"},"values":[[1700000015,"NaN"],[1700000000,"-Inf"],[9e18,"1e308"]]}]}}`))
 	f.Add([]byte(`{"status":"error","errorType":"bad_data","error":"x"}`))
+	f.Add([]byte(`{"status":"error","errorType":"bad_data","error":"x\n\u001b[2J\u202ey"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		bodies := bytes.SplitN(b, []byte{0}, 2)
 		c, err := promapi.NewClient(promapi.Config{Address: "http://prometheus.invalid", RoundTripper: limitedTransport{&replyTransport{bodies: bodies}, MaxPrometheusReply}})
@@ -109,7 +111,13 @@ func FuzzPrometheusReply(f *testing.F) {
 		src.RateLimit = func(store.PodKey) store.Limit { return store.Limit{Tokens: fuzzRateLimit} }
 		for range bodies {
 			rec.polls = map[store.PodKey]int{}
-			_ = src.PollOnce(context.Background()) // an error is an answer too; a panic is not
+			// An error is an answer too (a panic is not), logged every round: short and printable, whatever
+			// the reply's "error" held.
+			if err := src.PollOnce(context.Background()); err != nil {
+				if msg := err.Error(); len(msg) > 2*maxErrText || strings.IndexFunc(msg, func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }) >= 0 {
+					t.Fatalf("an error of %d bytes, not short and printable: %.300q", len(msg), msg)
+				}
+			}
 		}
 		v, err := st.Get(store.PodKey{Namespace: "ns", Name: "p"})
 		if err != nil {

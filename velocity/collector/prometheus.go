@@ -192,11 +192,7 @@ func (p *PrometheusSource) PollOnce(ctx context.Context) error {
 		return fmt.Errorf("%s query: %w", p.name(), clip(err))
 	}
 	if len(warnings) > 0 {
-		first := warnings[0]
-		if len(first) > maxErrText {
-			first = strings.ToValidUTF8(first[:maxErrText], "") + "… (truncated)"
-		}
-		klog.V(2).InfoS("Prometheus query warnings", "count", len(warnings), "first", first)
+		klog.V(2).InfoS("Prometheus query warnings", "count", len(warnings), "first", engine.PrintableWithin(warnings[0], maxErrText))
 	}
 	// A reply is whatever the configured endpoint sends: "data": null decodes to no value at all, and a
 	// null in the result list to a nil series.
