@@ -99,7 +99,8 @@ func contained(method string, f func() error) (err error) {
 // maxMessage bounds an error message KEDA is sent, as the adapter bounds its own.
 const maxMessage = 1000
 
-// printable writes an error's control bytes as \xNN and cuts it to maxMessage, keeping its code: the
+// printable writes an error's control bytes as \xNN, its other characters that are not printable as
+// \uNNNN or \UNNNNNNNN, and cuts it to maxMessage, keeping its code: the
 // messages carry pods' scrape errors, whose text is the pod's (a certificate's names can hold escape
 // sequences), and KEDA prints them to its log and the ScaledObject's events.
 func printable(err error) error {

@@ -256,8 +256,8 @@ const (
 // poll, and a value may be megabytes.
 const maxEcho = 100
 
-// Clip shortens s for an error message or a log line, cut on a character's boundary, with control
-// characters escaped: a ScaledObject's name from any client that reaches the port could hold a newline
+// Clip shortens s for an error message or a log line, cut on a character's boundary, with every character
+// that is not printable escaped (engine.PrintableWithin): a ScaledObject's name from any client that reaches the port could hold a newline
 // and forge the log lines after it (real KEDA sends only names the API server accepted).
 func Clip(s string) string {
 	if len(s) <= maxEcho {

@@ -473,8 +473,9 @@ func readLimited(r io.Reader, buf []byte, limit, contentLength int64) ([]byte, e
 	}
 }
 
-// clippedError is an error whose text was cut to maxErrText; Unwrap keeps errors.Is working for the
-// sentinels callers test (deadline, body limit) while the long text, and the error holding it, go.
+// clippedError is an error whose text was made printable and cut to maxErrText; Unwrap keeps errors.Is
+// working for the sentinels callers test (deadline, body limit) while the long text, and the error
+// holding it, go.
 type clippedError struct {
 	msg      string
 	sentinel error

@@ -251,7 +251,7 @@ func Parse(data []byte) (*Config, error) {
 // text to about maxErrorText (engine.PrintableLines): the YAML decoder's messages and keys this package names
 // repeat the file's text (a quoted key decodes to any bytes, and "field ... not found" names a key whole),
 // and klog writes an error of several lines, as a refused file's joined errors are, without escaping it.
-// The lines stay apart, one error each.
+// Keys are quoted where they are named (join, boundTypeErrors), so a key's newline does not make a line.
 func printableErr(err error) error {
 	if msg := engine.PrintableLines(err.Error(), maxErrorLine, maxErrorText); msg != err.Error() {
 		return &rewrittenError{msg: msg, err: err}
@@ -586,13 +586,21 @@ func CheckYAML(doc *yaml.Node, t reflect.Type) error {
 	return k.err()
 }
 
-// boundTypeErrors keeps the first maxNodeErrors of the decoder's errors: a file of hundreds of mappings
-// each of hundreds of unknown keys made one error of megabytes, logged on every reload.
+// boundTypeErrors keeps the first maxNodeErrors of the decoder's errors, each printable (the decoder
+// names an unknown key whole, as it is): a file of hundreds of mappings each of hundreds of unknown keys
+// made one error of megabytes, logged on every reload.
 func boundTypeErrors(err error) error {
 	var te *yaml.TypeError
-	if errors.As(err, &te) && len(te.Errors) > maxNodeErrors {
+	if !errors.As(err, &te) {
+		return err
+	}
+	if len(te.Errors) > maxNodeErrors {
 		more := len(te.Errors) - maxNodeErrors
 		te.Errors = append(te.Errors[:maxNodeErrors:maxNodeErrors], fmt.Sprintf("and %d more errors", more))
+	}
+	// Each message is a line of the error: one that names a key holding a newline must not read as two.
+	for i, m := range te.Errors {
+		te.Errors[i] = engine.PrintableWithin(m, maxErrorLine)
 	}
 	return err
 }
@@ -641,10 +649,10 @@ func zeroScalar(n *yaml.Node) bool {
 	return err == nil && d == 0
 }
 
-// join names key under path; a key past maxKeyText characters is cut, so an error naming a huge key
-// from the file does not copy it.
+// join names key under path as shown names it: a key past maxKeyText characters is cut, so an error
+// naming a huge key from the file does not copy it, and one that is not plain text is quoted.
 func join(path, key string) string {
-	key = clipText(key)
+	key = shown(key)
 	if path == "" {
 		return key
 	}
@@ -664,16 +672,19 @@ func clipText(s string) string {
 }
 
 // shown is a name from the file as an error names it: as it is when it is plain text of a DNS name's
-// characters, else quoted, so no newline or escape of the file reaches
-// a log; clipped either way.
+// characters, else quoted, so no newline or escape of the file reaches a log; clipped either way.
 func shown(s string) string {
-	s = clipText(s)
-	for _, r := range s {
+	c := clipText(s)
+	kept := c
+	if c != s {
+		kept = strings.TrimSuffix(c, "…") // the text kept, not the mark of the cut
+	}
+	for _, r := range kept {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-._/", r)) {
-			return strconv.Quote(s)
+			return strconv.Quote(c)
 		}
 	}
-	return s
+	return c
 }
 
 // maxKeyText is the most of a key (or of a name) an error names: label keys are at most 317 characters (a 253-character

@@ -1062,6 +1062,9 @@ func TestKeysInErrorsArePrintable(t *testing.T) {
 			t.Errorf("%s: no error", name)
 			continue
 		}
+		if strings.Contains(err.Error(), "\nk") {
+			t.Errorf("%s: the key's newline made a line of the error: %.300q", name, err)
+		}
 		for _, line := range strings.Split(err.Error(), "\n") {
 			if i := strings.IndexFunc(line, func(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }); i >= 0 || len(line) > maxErrorLine+len("… (truncated)") {
 				t.Errorf("%s: a line of %d bytes, or with a character that is not printable: %.300q", name, len(line), line)
