@@ -3,9 +3,11 @@ package adapter
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 	basecmd "sigs.k8s.io/custom-metrics-apiserver/pkg/cmd"
@@ -66,6 +68,11 @@ func Run(ctx context.Context, base *basecmd.AdapterBase, o Options) error {
 	apiCfg, err := base.Config()
 	if err != nil {
 		return fmt.Errorf("API server config: %w", err)
+	}
+	// Selectors are checked inside authentication and authorization, before the library reads them.
+	chain := apiCfg.GenericConfig.BuildHandlerChainFunc
+	apiCfg.GenericConfig.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
+		return chain(CheckSelectors(h), c)
 	}
 	// Ready only while values are fresh: an adapter that cannot scrape must not take traffic.
 	apiCfg.GenericConfig.AddReadyzChecks(freshness{snapshot: svc.Snapshot, maxAge: p.MaxAge(), now: time.Now})

@@ -115,6 +115,18 @@ func TestValuesForKnownLoad(t *testing.T) {
 	if statusCode(err) != 404 || !strings.Contains(err.Error(), adapter.PrefillVelocity) {
 		t.Errorf("unknown metric: got %v, want a 404 listing our metrics", err)
 	}
+	// A selector that does not parse is a short 400 naming it (custom-metrics-apiserver's own answer to
+	// a bad metricLabelSelector is a 500, and it repeats a selector it refuses whole).
+	for param, path := range map[string]string{
+		"metricLabelSelector": "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + ns + "/pods/*/" + adapter.PrefillVelocity,
+		"labelSelector":       "/apis/external.metrics.k8s.io/v1beta1/namespaces/" + ns + "/" + adapter.ArrivalVelocity,
+	} {
+		body, err := suite.cp.Client.Discovery().RESTClient().Get().AbsPath(path).
+			Param(param, "pool in (prefill"+strings.Repeat("x", 64<<10)).DoRaw(suite.ctx)
+		if statusCode(err) != 400 || !strings.Contains(string(body), param) || len(body) > 2048 {
+			t.Errorf("a %s that does not parse: %v, a body of %d bytes; want a short 400 naming it", param, err, len(body))
+		}
+	}
 }
 
 // The adapter's own /metrics (behind delegated authn/authz, read here with the cluster admin's client
