@@ -260,10 +260,11 @@ func printableErr(err error) error {
 }
 
 // maxErrorLine bounds a line of a config error: a path of maxYAMLDepth keys fits, as most of a key the
-// decoder names whole does not. maxErrorText bounds the lines' sum, about the walk's maxNodeErrors of them.
+// decoder names whole does not. maxErrorText bounds the lines' sum, about the walk's maxNodeErrors of
+// them, under the 64 KiB FuzzParse holds an error to.
 const (
 	maxErrorLine = 16 << 10
-	maxErrorText = 64 << 10
+	maxErrorText = 48 << 10
 )
 
 func parse(data []byte) (*Config, error) {

@@ -250,6 +250,10 @@ func FuzzParse(f *testing.F) {
 			if n := len(err.Error()); n > 64<<10 {
 				t.Fatalf("an error of %d bytes from a file of %d", n, len(data))
 			}
+			// klog writes an error of several lines as it is: every line printable.
+			if i := strings.IndexFunc(err.Error(), func(r rune) bool { return r != ' ' && r != '\n' && !unicode.IsPrint(r) }); i >= 0 {
+				t.Fatalf("an error with a character that is not printable at byte %d: %.300q", i, err.Error()[max(0, i-100):])
+			}
 			return
 		}
 		for _, p := range c.Pools {

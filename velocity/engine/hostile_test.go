@@ -725,8 +725,12 @@ func TestPrintableEscapesWhatATerminalHides(t *testing.T) {
 	// Several errors, a line each: the lines stay lines, each printable and cut, and those past the
 	// bound are counted.
 	lines := "a: \x1b[2J\nb: " + strings.Repeat("y", 100) + "\nc\nd\ne"
-	if got, want := PrintableLines(lines, 20, 30), "a: \\x1b[2J\nb: "+strings.Repeat("y", 17)+truncated+"\nand 3 more lines"; got != want {
+	if got, want := PrintableLines(lines, 20, 30), "a: \\x1b[2J\nb: "+strings.Repeat("y", 16)+truncated+"\nand 3 more lines"; got != want {
 		t.Errorf("PrintableLines = %q, want %q", got, want)
+	}
+	huge := strings.Repeat(strings.Repeat("\x01", 1000)+"\n", 1000)
+	if got := PrintableLines(huge, 2000, 10000); len(got) > 10000+len(truncated)+len("\nand 1000 more lines") {
+		t.Errorf("PrintableLines of %d bytes within 10000: %d bytes", len(huge), len(got))
 	}
 }
 

@@ -85,19 +85,20 @@ func PrintableWithin(s string, max int) string {
 	return b.String()
 }
 
-// PrintableLines is s made printable line by line, each line cut to maxLine bytes and the lines after
-// maxText bytes left out and counted: for a text of several errors, one a line (errors.Join's), which a
-// terminal or klog shows as lines.
+// PrintableLines is s made printable line by line, each line cut to maxLine bytes and the text to maxText,
+// the lines left out counted (the result is at most about maxText and two marks): for a text of several
+// errors, one a line (errors.Join's), which a terminal or klog shows as lines.
 func PrintableLines(s string, maxLine, maxText int) string {
 	lines := strings.Split(s, "\n")
 	size := 0
 	for i, l := range lines {
-		if size > maxText {
+		room := min(maxLine, maxText-size)
+		if room <= 0 {
 			lines = append(lines[:i], fmt.Sprintf("and %d more lines", len(lines)-i))
 			break
 		}
-		lines[i] = PrintableWithin(l, maxLine)
-		size += len(lines[i])
+		lines[i] = PrintableWithin(l, room)
+		size += len(lines[i]) + len("\n")
 	}
 	return strings.Join(lines, "\n")
 }
