@@ -306,8 +306,22 @@ func jsonAt(dec *json.Decoder, err error) error {
 	case errors.Is(err, io.EOF):
 		err = io.ErrUnexpectedEOF
 	}
+	if msg := err.Error(); clip(msg) != msg {
+		// The decoder's type errors repeat the value whole ("cannot unmarshal number 111…", a number of
+		// megabytes).
+		err = &clippedError{msg: clip(msg), err: err}
+	}
 	return fmt.Errorf("at byte %d: %w", off, err)
 }
+
+// clippedError is an error whose text is cut (clip), still unwrapping to the error it was.
+type clippedError struct {
+	msg string
+	err error
+}
+
+func (e *clippedError) Error() string { return e.msg }
+func (e *clippedError) Unwrap() error { return e.err }
 
 // errEmptyPMF marks a distribution written "{}": the client sent nothing in that window.
 var errEmptyPMF = errors.New("empty distribution")
