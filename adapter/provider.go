@@ -107,9 +107,9 @@ const (
 )
 
 // bound makes an error safe to print and short, whatever the request's names held: control bytes written
-// as \xNN and other characters that are not printable as \uNNNN or \UNNNNNNNN (kubectl get --raw prints the message to
-// a terminal, and a namespace or metric name in the path can carry escape sequences or a bidirectional
-// override) and the message cut to maxMessage bytes, the names in its details to
+// as \xNN and other characters that are not printable as \uNNNN or \UNNNNNNNN (kubectl get --raw prints
+// the message to a terminal, and a namespace or metric name in the path can carry escape sequences or a
+// bidirectional override) and the message cut to maxMessage bytes, the names in its details to
 // maxDetail. Each error site clips what it writes; quoting then made a byte four, and some sites wrote a
 // name twice, so a message reached 1.7 KB.
 func bound(err error) error {

@@ -27,9 +27,9 @@ var selectorParams = []struct {
 
 // CheckSelectors answers a request to the metrics APIs whose selector does not parse with a 400 of short,
 // printable text, before custom-metrics-apiserver reads it: the library answers a metricLabelSelector
-// that does not parse with a 500, as if the adapter had failed, and repeats any selector it refuses
-// whole in its message (up to the 1 MiB a request line may hold). It sits inside authentication and
-// authorization, so a caller who may not read the APIs is still refused for that first.
+// that does not parse with a 500, as if the adapter had failed, and the parser's message repeats a token
+// of the selector whole ("found 'ccc…'", up to the 1 MiB a request line may hold). It sits inside
+// authentication and authorization, so a caller who may not read the APIs is still refused for that first.
 func CheckSelectors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if metricsAPI(r.URL.Path) {

@@ -116,7 +116,7 @@ func TestValuesForKnownLoad(t *testing.T) {
 		t.Errorf("unknown metric: got %v, want a 404 listing our metrics", err)
 	}
 	// A selector that does not parse is a short 400 naming it (custom-metrics-apiserver's own answer to
-	// a bad metricLabelSelector is a 500, and it repeats a selector it refuses whole).
+	// a bad metricLabelSelector is a 500, and the parser's message can repeat a token of it whole).
 	for param, path := range map[string]string{
 		"metricLabelSelector": "/apis/custom.metrics.k8s.io/v1beta2/namespaces/" + ns + "/pods/*/" + adapter.PrefillVelocity,
 		"labelSelector":       "/apis/external.metrics.k8s.io/v1beta1/namespaces/" + ns + "/" + adapter.ArrivalVelocity,

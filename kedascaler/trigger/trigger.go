@@ -257,8 +257,9 @@ const (
 const maxEcho = 100
 
 // Clip shortens s for an error message or a log line, cut on a character's boundary, with every character
-// that is not printable escaped (engine.PrintableWithin): a ScaledObject's name from any client that reaches the port could hold a newline
-// and forge the log lines after it (real KEDA sends only names the API server accepted).
+// that is not printable escaped (engine.PrintableWithin): a ScaledObject's name from any client that
+// reaches the port could hold a newline and forge the log lines after it (real KEDA sends only names the
+// API server accepted).
 func Clip(s string) string {
 	if len(s) <= maxEcho {
 		return engine.PrintableWithin(s, 4*maxEcho) // every byte fits escaped
