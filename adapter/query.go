@@ -48,7 +48,13 @@ func CheckSelectors(next http.Handler) http.Handler {
 	})
 }
 
+// The paths of the metrics APIs this adapter serves.
+const (
+	customPrefix   = "/apis/" + custom_metrics.GroupName + "/"
+	externalPrefix = "/apis/" + external_metrics.GroupName + "/"
+)
+
 // metricsAPI reports whether path is under one of the metrics APIs this adapter serves.
 func metricsAPI(path string) bool {
-	return strings.HasPrefix(path, "/apis/"+custom_metrics.GroupName+"/") || strings.HasPrefix(path, "/apis/"+external_metrics.GroupName+"/")
+	return strings.HasPrefix(path, customPrefix) || strings.HasPrefix(path, externalPrefix)
 }

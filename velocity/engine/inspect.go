@@ -15,11 +15,8 @@ const MaxInspectPage = 16 << 20
 // ErrPageTooLarge is a page past MaxInspectPage, which inspect does not read.
 var ErrPageTooLarge = errors.New("not a metrics page inspect reads")
 
-// ReadPage reads a page for the inspectors whole, or fails naming src when it holds more than
-// MaxInspectPage bytes: a cut page would be reported as if it were all there.
-func ReadPage(r io.Reader, src string) ([]byte, error) { return ReadPageUpTo(r, src, MaxInspectPage) }
-
-// ReadPageUpTo is ReadPage with a limit of its own (bytes, at least 1).
+// ReadPageUpTo reads a page for the inspectors whole, or fails naming src when it holds more than limit
+// bytes (at least 1): a cut page would be reported as if it were all there.
 func ReadPageUpTo(r io.Reader, src string, limit int64) ([]byte, error) {
 	limit = max(limit, 1)
 	b, err := io.ReadAll(io.LimitReader(r, limit+1))
@@ -32,10 +29,11 @@ func ReadPageUpTo(r io.Reader, src string, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// ReadPageFile is ReadPage of a file, or of stdin for "-": what the inspectors read when not given a URL.
+// ReadPageFile reads a page of at most MaxInspectPage bytes from a file, or from stdin for "-": what the
+// inspectors read when not given a URL.
 func ReadPageFile(src string) ([]byte, error) { return ReadPageFileUpTo(src, MaxInspectPage) }
 
-// ReadPageFileUpTo is ReadPageFile with a limit of its own.
+// ReadPageFileUpTo is ReadPageFile with a limit of its own (ReadPageUpTo).
 func ReadPageFileUpTo(src string, limit int64) ([]byte, error) {
 	if src == "-" {
 		return ReadPageUpTo(os.Stdin, "stdin", limit)
